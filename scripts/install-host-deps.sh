@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build and the tests need, only those that are missing.
+# Idempotent and quiet when everything is present.
+set -euo pipefail
+
+PACKAGES=(
+  libvirt-dev libvirt0 libvirt-clients libvirt-daemon libvirt-daemon-driver-qemu
+  libvirt-daemon-config-network qemu-system-x86 qemu-utils dnsmasq-base iptables
+  cpio busybox-static genisoimage
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-host-deps: all Debian packages present"
+  exit 0
+fi
+
+if [[ "$(id -u)" != 0 ]]; then
+  echo "install-host-deps: missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "install-host-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# An old or missing package list makes apt-get install fail to find packages.
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-host-deps: done"
