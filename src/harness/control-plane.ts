@@ -1,0 +1,472 @@
+// A real Kubernetes control plane (etcd + kube-apiserver) on loopback, for tests and for
+// `libvirt-operator local-cluster`. The envtest shape: no controller-manager, no scheduler.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync, rmSync, readdirSync, closeSync } from 'node:fs';
+import { request } from 'node:https';
+import { createServer } from 'node:net';
+import { homedir, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
+import { stringify } from 'yaml';
+import { packageRoot } from './package-root.js';
+
+export const KUBERNETES_VERSION = 'v1.36.3';
+
+export interface KubectlResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface KubectlOptions {
+  input?: string;
+  /** Impersonate this user (the admin token may impersonate anyone). */
+  asUser?: string;
+  asGroups?: string[];
+  timeoutMs?: number;
+}
+
+export interface ControlPlane {
+  dir: string;
+  binDir: string;
+  server: string;
+  port: number;
+  token: string;
+  kubeconfigPath: string;
+  kubeConfig: KubeConfig;
+  etcdEndpoint: string;
+  kubectl(args: string[], opts?: KubectlOptions): Promise<KubectlResult>;
+  installCRDs(dir?: string): Promise<void>;
+  killApiServer(): Promise<void>;
+  startApiServer(): Promise<void>;
+  pauseApiServer(): void;
+  resumeApiServer(): void;
+  compactEtcd(): Promise<string>;
+  apiServerMetrics(): Promise<string>;
+  /** GET a raw API path with the admin token; returns status and body. */
+  getRaw(path: string): Promise<{ status: number; body: string }>;
+  stop(): Promise<void>;
+}
+
+export interface ControlPlaneOptions {
+  /** Apply crds/*.yaml and wait until Established. Default true. */
+  installCRDs?: boolean;
+  /** Use this directory (created if missing) instead of a fresh temp dir; kept after stop. */
+  dir?: string;
+  /** kube-apiserver secure port; default a free random one. */
+  port?: number;
+  /** Bring the binaries into the cache when they are missing (may take ~10 min). Default false. */
+  provision?: boolean;
+  /**
+   * The API server's watch cache (default on, as in production). Fault-injection tests turn it
+   * off: the cache keeps its own event history, so after `compactEtcd()` a watch from an old
+   * resourceVersion is still served from it instead of answering 410 Gone right away.
+   */
+  watchCache?: boolean;
+}
+
+/** An error whose message is one actionable line, meant to be printed without a stack. */
+export class ControlPlaneError extends Error {
+  override name = 'ControlPlaneError';
+}
+
+const REQUIRED_BINARIES = ['kube-apiserver', 'etcd', 'kubectl'] as const;
+
+export function cacheRoot(): string {
+  return (
+    process.env.LIBVIRT_OPERATOR_CACHE ??
+    join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'libvirt-operator')
+  );
+}
+
+/** Where the binaries are, without building anything; undefined when they are not there yet. */
+export function findBinaries(): string | undefined {
+  const assets = process.env.KUBEBUILDER_ASSETS;
+  if (assets) {
+    const missing = REQUIRED_BINARIES.filter((b) => !existsSync(join(assets, b)));
+    if (missing.length > 0) {
+      throw new ControlPlaneError(
+        `KUBEBUILDER_ASSETS=${assets} lacks ${missing.join(', ')}; point it at a folder with kube-apiserver, etcd and kubectl, or unset it to build them`,
+      );
+    }
+    return assets;
+  }
+  const dir = join(cacheRoot(), 'k8s', KUBERNETES_VERSION);
+  return existsSync(join(dir, '.complete')) ? dir : undefined;
+}
+
+/** The binaries' folder, building them with scripts/provision-control-plane.sh when allowed. */
+export async function ensureBinaries(provision: boolean): Promise<string> {
+  const found = findBinaries();
+  if (found) return found;
+  if (!provision) {
+    throw new ControlPlaneError(
+      `control-plane binaries not found in ${join(cacheRoot(), 'k8s', KUBERNETES_VERSION)}; run 'npm run setup' (builds them, ~10 min once) or set KUBEBUILDER_ASSETS`,
+    );
+  }
+  const script = join(packageRoot(), 'scripts', 'provision-control-plane.sh');
+  const code = await new Promise<number>((resolve) => {
+    const child = spawn('bash', [script], { stdio: ['ignore', 'inherit', 'inherit'] });
+    child.on('exit', (c) => resolve(c ?? 1));
+    child.on('error', () => resolve(127));
+  });
+  const dir = findBinaries();
+  if (code !== 0 || !dir) {
+    throw new ControlPlaneError(`building the control-plane binaries failed (exit ${code}); see the lines above`);
+  }
+  return dir;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+async function assertPortFree(port: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        new ControlPlaneError(
+          err.code === 'EADDRINUSE'
+            ? `port ${port} on 127.0.0.1 is already in use; choose another with --port or stop what listens there`
+            : `cannot listen on 127.0.0.1:${port}: ${err.message}`,
+        ),
+      ),
+    );
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve()));
+  });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function tail(file: string, lines = 5): string {
+  try {
+    return readFileSync(file, 'utf8').trim().split('\n').slice(-lines).join(' | ');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/**
+ * A detached watchdog that outlives a SIGKILLed parent: it kills every PID listed in the
+ * pids file and removes the directory. This is what keeps an interrupted test run from
+ * leaving etcd or kube-apiserver behind. Inline JS, because the harness also runs from
+ * TypeScript sources under vitest.
+ */
+const REAPER_SOURCE = `
+const fs = require('fs');
+const [parent, dir, removeDir] = process.argv.slice(1);
+const pidsFile = dir + '/pids';
+function alive(pid) { try { process.kill(pid, 0); return true; } catch (e) { return e.code === 'EPERM'; } }
+setInterval(() => {
+  if (!fs.existsSync(pidsFile)) process.exit(0);
+  if (alive(Number(parent))) return;
+  for (const line of fs.readFileSync(pidsFile, 'utf8').split('\\n')) {
+    const pid = Number(line.trim());
+    if (pid > 0) { try { process.kill(-pid, 'SIGKILL'); } catch {} try { process.kill(pid, 'SIGKILL'); } catch {} }
+  }
+  if (removeDir === '1') fs.rmSync(dir, { recursive: true, force: true }); else fs.rmSync(pidsFile, { force: true });
+  process.exit(0);
+}, 300);
+`;
+
+interface Proc {
+  child: ChildProcess;
+  exited: Promise<void>;
+}
+
+function startProcess(bin: string, args: string[], logFile: string): Proc {
+  const fd = openSync(logFile, 'a');
+  // detached: its own process group, so a Ctrl-C aimed at the test runner does not race the
+  // orderly shutdown below; the reaper covers the case where we never get to run it.
+  const child = spawn(bin, args, { stdio: ['ignore', fd, fd], detached: true });
+  closeSync(fd);
+  child.unref();
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', () => resolve());
+    child.once('error', () => resolve());
+  });
+  return { child, exited };
+}
+
+async function terminate(proc: Proc | undefined, graceMs = 5000): Promise<void> {
+  if (!proc || proc.child.exitCode !== null || proc.child.signalCode !== null) return;
+  const pid = proc.child.pid;
+  if (pid === undefined) return;
+  try {
+    process.kill(pid, 'SIGCONT'); // a paused process cannot act on SIGTERM
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  const done = await Promise.race([proc.exited.then(() => true), sleep(graceMs).then(() => false)]);
+  if (!done) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+    await proc.exited;
+  }
+}
+
+function httpsGet(
+  url: string,
+  ca: Buffer,
+  token: string,
+  timeoutMs = 5000,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { ca, headers: { authorization: `Bearer ${token}` }, timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`timeout after ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function waitFor(what: string, timeoutMs: number, probe: () => Promise<boolean>, hint: () => string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await probe().catch(() => false)) return;
+    await sleep(100);
+  }
+  throw new ControlPlaneError(`${what} did not become ready within ${timeoutMs / 1000} s: ${hint()}`);
+}
+
+export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
+  const binDir = await ensureBinaries(opts.provision ?? false);
+  if (opts.port !== undefined) await assertPortFree(opts.port);
+
+  const ownDir = opts.dir === undefined;
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'lvo-cp-'));
+  mkdirSync(join(dir, 'certs'), { recursive: true });
+  const pidsFile = join(dir, 'pids');
+  writeFileSync(pidsFile, '');
+  const reaper = spawn(process.execPath, ['-e', REAPER_SOURCE, String(process.pid), dir, ownDir ? '1' : '0'], {
+    stdio: 'ignore',
+    detached: true,
+  });
+  reaper.unref();
+
+  const token = randomBytes(24).toString('hex');
+  writeFileSync(join(dir, 'tokens.csv'), `${token},admin,admin-uid,"system:masters"\n`, { mode: 0o600 });
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  writeFileSync(join(dir, 'sa.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+  writeFileSync(join(dir, 'sa.pub'), publicKey.export({ type: 'spki', format: 'pem' }));
+
+  const [etcdClientPort, etcdPeerPort] = [await freePort(), await freePort()];
+  const port = opts.port ?? (await freePort());
+  const etcdEndpoint = `http://127.0.0.1:${etcdClientPort}`;
+  const server = `https://127.0.0.1:${port}`;
+  const procs: { etcd?: Proc; apiserver?: Proc } = {};
+  const recordPids = () =>
+    writeFileSync(
+      pidsFile,
+      [procs.apiserver?.child.pid, procs.etcd?.child.pid].filter((p) => p !== undefined).join('\n') + '\n',
+    );
+
+  const stopAll = async () => {
+    await terminate(procs.apiserver);
+    await terminate(procs.etcd);
+    if (ownDir) rmSync(dir, { recursive: true, force: true });
+    else rmSync(pidsFile, { force: true });
+  };
+  // A synchronous last resort when the test process exits without calling stop().
+  const onExit = () => {
+    for (const p of [procs.apiserver, procs.etcd]) {
+      try {
+        if (p?.child.pid) process.kill(p.child.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    if (ownDir) rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', onExit);
+
+  try {
+    procs.etcd = startProcess(
+      join(binDir, 'etcd'),
+      [
+        '--name=default',
+        `--data-dir=${join(dir, 'etcd')}`,
+        `--listen-client-urls=${etcdEndpoint}`,
+        `--advertise-client-urls=${etcdEndpoint}`,
+        `--listen-peer-urls=http://127.0.0.1:${etcdPeerPort}`,
+        `--initial-advertise-peer-urls=http://127.0.0.1:${etcdPeerPort}`,
+        `--initial-cluster=default=http://127.0.0.1:${etcdPeerPort}`,
+        '--unsafe-no-fsync',
+        '--log-level=warn',
+      ],
+      join(dir, 'etcd.log'),
+    );
+    recordPids();
+    await waitFor(
+      'etcd',
+      30_000,
+      async () => (await fetch(`${etcdEndpoint}/health`)).ok,
+      () => tail(join(dir, 'etcd.log')),
+    );
+
+    const apiserverArgs = [
+      `--etcd-servers=${etcdEndpoint}`,
+      '--bind-address=127.0.0.1',
+      '--advertise-address=127.0.0.1',
+      `--secure-port=${port}`,
+      `--cert-dir=${join(dir, 'certs')}`,
+      `--token-auth-file=${join(dir, 'tokens.csv')}`,
+      '--authorization-mode=RBAC',
+      '--service-cluster-ip-range=10.0.0.0/24',
+      '--service-account-issuer=https://kubernetes.default.svc',
+      `--service-account-key-file=${join(dir, 'sa.pub')}`,
+      `--service-account-signing-key-file=${join(dir, 'sa.key')}`,
+      '--disable-admission-plugins=ServiceAccount',
+      '--endpoint-reconciler-type=none',
+      '--allow-privileged=true',
+      `--watch-cache=${opts.watchCache ?? true}`,
+      '--v=0',
+    ];
+    const startApiServer = async () => {
+      procs.apiserver = startProcess(join(binDir, 'kube-apiserver'), apiserverArgs, join(dir, 'kube-apiserver.log'));
+      recordPids();
+      const failed = procs.apiserver.exited.then(() => {
+        throw new ControlPlaneError(`kube-apiserver exited during start-up: ${tail(join(dir, 'kube-apiserver.log'))}`);
+      });
+      failed.catch(() => undefined);
+      await Promise.race([
+        waitFor(
+          'kube-apiserver',
+          60_000,
+          async () => {
+            const ca = readFileSync(join(dir, 'certs', 'apiserver.crt'));
+            const res = await httpsGet(`${server}/readyz`, ca, token, 2000);
+            return res.status === 200 && res.body === 'ok';
+          },
+          () => tail(join(dir, 'kube-apiserver.log')),
+        ),
+        failed,
+      ]);
+    };
+    await startApiServer();
+
+    const ca = readFileSync(join(dir, 'certs', 'apiserver.crt'));
+    const kubeconfigPath = join(dir, 'kubeconfig');
+    writeFileSync(
+      kubeconfigPath,
+      stringify({
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: [{ name: 'local', cluster: { server, 'certificate-authority-data': ca.toString('base64') } }],
+        users: [{ name: 'admin', user: { token } }],
+        contexts: [{ name: 'local', context: { cluster: 'local', user: 'admin', namespace: 'default' } }],
+        'current-context': 'local',
+      }),
+      { mode: 0o600 },
+    );
+    const kubeConfig = new KubeConfig();
+    kubeConfig.loadFromFile(kubeconfigPath);
+
+    const kubectl = (args: string[], kopts: KubectlOptions = {}): Promise<KubectlResult> =>
+      new Promise((resolve) => {
+        const extra: string[] = [];
+        if (kopts.asUser) extra.push(`--as=${kopts.asUser}`);
+        for (const g of kopts.asGroups ?? []) extra.push(`--as-group=${g}`);
+        const child = spawn(join(binDir, 'kubectl'), [`--kubeconfig=${kubeconfigPath}`, ...extra, ...args], {
+          stdio: ['pipe', 'pipe', 'pipe'],
+        });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+        child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+        const timer = setTimeout(() => child.kill('SIGKILL'), kopts.timeoutMs ?? 60_000);
+        child.on('close', (code) => {
+          clearTimeout(timer);
+          resolve({ code: code ?? -1, stdout, stderr });
+        });
+        child.stdin.end(kopts.input ?? '');
+      });
+
+    const installCRDs = async (crdDir = join(packageRoot(), 'crds')) => {
+      const files = existsSync(crdDir) ? readdirSync(crdDir).filter((f) => /\.ya?ml$/.test(f)) : [];
+      if (files.length === 0) return;
+      const applied = await kubectl(['apply', '--server-side', '--force-conflicts', '-f', crdDir]);
+      if (applied.code !== 0) throw new ControlPlaneError(`installing CRDs from ${crdDir} failed: ${applied.stderr.trim()}`);
+      const waited = await kubectl(['wait', '--for=condition=Established', '--timeout=60s', '-f', crdDir]);
+      if (waited.code !== 0) throw new ControlPlaneError(`CRDs did not become Established: ${waited.stderr.trim()}`);
+    };
+
+    let stopped = false;
+    const cp: ControlPlane = {
+      dir,
+      binDir,
+      server,
+      port,
+      token,
+      kubeconfigPath,
+      kubeConfig,
+      etcdEndpoint,
+      kubectl,
+      installCRDs,
+      async killApiServer() {
+        const p = procs.apiserver;
+        if (!p?.child.pid) return;
+        process.kill(p.child.pid, 'SIGKILL');
+        await p.exited;
+      },
+      startApiServer,
+      pauseApiServer() {
+        if (procs.apiserver?.child.pid) process.kill(procs.apiserver.child.pid, 'SIGSTOP');
+      },
+      resumeApiServer() {
+        if (procs.apiserver?.child.pid) process.kill(procs.apiserver.child.pid, 'SIGCONT');
+      },
+      async compactEtcd() {
+        // etcd's gRPC gateway: the range reply's header carries the current revision.
+        const range = await fetch(`${etcdEndpoint}/v3/kv/range`, {
+          method: 'POST',
+          body: JSON.stringify({ key: Buffer.from('/').toString('base64') }),
+        });
+        const revision = String(((await range.json()) as { header: { revision: string } }).header.revision);
+        const res = await fetch(`${etcdEndpoint}/v3/kv/compaction`, {
+          method: 'POST',
+          body: JSON.stringify({ revision, physical: true }),
+        });
+        if (!res.ok) throw new Error(`etcd compaction at ${revision} failed: ${res.status} ${await res.text()}`);
+        return revision;
+      },
+      async apiServerMetrics() {
+        const res = await httpsGet(`${server}/metrics`, ca, token, 10_000);
+        return res.body;
+      },
+      getRaw: (path) => httpsGet(`${server}${path}`, ca, token, 10_000),
+      async stop() {
+        if (stopped) return;
+        stopped = true;
+        process.removeListener('exit', onExit);
+        await stopAll();
+      },
+    };
+    if (opts.installCRDs ?? true) await installCRDs();
+    return cp;
+  } catch (err) {
+    process.removeListener('exit', onExit);
+    await stopAll();
+    throw err;
+  }
+}

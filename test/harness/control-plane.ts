@@ -1,0 +1,20 @@
+import { afterAll, beforeAll } from 'vitest';
+import { startControlPlane, type ControlPlane, type ControlPlaneOptions } from '../../src/harness/control-plane.js';
+
+/**
+ * A real etcd + kube-apiserver for the current test file: started in beforeAll, stopped in
+ * afterAll (and by the harness's reaper if the runner dies). Call the getter inside tests.
+ */
+export function useControlPlane(opts: ControlPlaneOptions = {}): () => ControlPlane {
+  let cp: ControlPlane | undefined;
+  beforeAll(async () => {
+    cp = await startControlPlane(opts);
+  }, 180_000);
+  afterAll(async () => {
+    await cp?.stop();
+  }, 60_000);
+  return () => {
+    if (!cp) throw new Error('the control plane did not start; see the beforeAll error above');
+    return cp;
+  };
+}

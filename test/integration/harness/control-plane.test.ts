@@ -1,0 +1,144 @@
+import { existsSync } from 'node:fs';
+import { CoreV1Api, CustomObjectsApi, Watch, ApiextensionsV1Api, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { describe, expect, it } from 'vitest';
+import { startControlPlane } from '../../../src/harness/control-plane.js';
+import { useControlPlane } from '../../harness/control-plane.js';
+
+const widgetCRD = {
+  apiVersion: 'apiextensions.k8s.io/v1',
+  kind: 'CustomResourceDefinition',
+  metadata: { name: 'widgets.harness.virt.dev' },
+  spec: {
+    group: 'harness.virt.dev',
+    scope: 'Namespaced',
+    names: { plural: 'widgets', singular: 'widget', kind: 'Widget' },
+    versions: [
+      {
+        name: 'v1',
+        served: true,
+        storage: true,
+        subresources: { status: {} },
+        schema: {
+          openAPIV3Schema: {
+            type: 'object',
+            properties: {
+              spec: { type: 'object', properties: { size: { type: 'integer' } } },
+              status: { type: 'object', properties: { seen: { type: 'integer' } } },
+            },
+          },
+        },
+      },
+    ],
+  },
+};
+
+describe('control plane (real etcd + kube-apiserver)', () => {
+  // Without the watch cache, so a compaction is seen as 410 at once (see ControlPlaneOptions).
+  const cp = useControlPlane({ installCRDs: false, watchCache: false });
+
+  it('answers /readyz and /version with the pinned release', async () => {
+    expect((await cp().getRaw('/readyz')).body).toBe('ok');
+    const version = JSON.parse((await cp().getRaw('/version')).body) as { gitVersion: string };
+    expect(version.gitVersion).toMatch(/^v1\.(3[4-9]|[4-9]\d)\./);
+    const kubectl = await cp().kubectl(['get', '--raw', '/readyz']);
+    expect(kubectl).toMatchObject({ code: 0, stdout: 'ok' });
+  });
+
+  it('enforces RBAC: an unprivileged user is forbidden', async () => {
+    const res = await cp().kubectl(['get', 'secrets', '-A'], { asUser: 'nobody' });
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toMatch(/forbidden/i);
+  });
+
+  it('creates a custom resource, watches it, patches its status, and sees 410 Gone after compaction', async () => {
+    const ext = cp().kubeConfig.makeApiClient(ApiextensionsV1Api);
+    await ext.createCustomResourceDefinition({ body: widgetCRD });
+    const established = await cp().kubectl(['wait', '--for=condition=Established', 'crd/widgets.harness.virt.dev', '--timeout=30s']);
+    expect(established.code, established.stderr).toBe(0);
+
+    const co = cp().kubeConfig.makeApiClient(CustomObjectsApi);
+    const created = (await co.createNamespacedCustomObject({
+      group: 'harness.virt.dev',
+      version: 'v1',
+      namespace: 'default',
+      plural: 'widgets',
+      body: { apiVersion: 'harness.virt.dev/v1', kind: 'Widget', metadata: { name: 'w1' }, spec: { size: 1 } },
+    })) as { metadata: { resourceVersion: string } };
+
+    // Watch from the creation's resourceVersion and see the status patch arrive.
+    const seen: Array<{ type: string; status?: { seen?: number } }> = [];
+    const watch = new Watch(cp().kubeConfig);
+    const gotStatus = new Promise<void>((resolve, reject) => {
+      void watch
+        .watch(
+          '/apis/harness.virt.dev/v1/namespaces/default/widgets',
+          { resourceVersion: created.metadata.resourceVersion },
+          (type, obj: { status?: { seen?: number } }) => {
+            seen.push({ type, status: obj.status });
+            if (obj.status?.seen === 7) resolve();
+          },
+          (err) => (err ? reject(err) : undefined),
+        )
+        .then((req) => gotStatus.finally(() => req.abort()));
+    });
+    await co.patchNamespacedCustomObjectStatus(
+      { group: 'harness.virt.dev', version: 'v1', namespace: 'default', plural: 'widgets', name: 'w1', body: { status: { seen: 7 } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    await gotStatus;
+    expect(seen.at(-1)).toEqual({ type: 'MODIFIED', status: { seen: 7 } });
+
+    // After a compaction, a watch from the old resourceVersion is answered with 410 Gone.
+    await co.patchNamespacedCustomObject(
+      { group: 'harness.virt.dev', version: 'v1', namespace: 'default', plural: 'widgets', name: 'w1', body: { spec: { size: 2 } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    await cp().compactEtcd();
+    const gone = await new Promise<{ type: string; obj: { code?: number } }>((resolve, reject) => {
+      void watch
+        .watch(
+          '/apis/harness.virt.dev/v1/namespaces/default/widgets',
+          { resourceVersion: created.metadata.resourceVersion },
+          (type, obj: { code?: number }) => resolve({ type, obj }),
+          (err) => (err ? reject(err) : undefined),
+        )
+        .catch(reject);
+    });
+    expect(gone.type).toBe('ERROR');
+    expect(gone.obj.code).toBe(410);
+  });
+
+  it('survives kill -9 of the API server and restarts it on the same port', async () => {
+    const core = cp().kubeConfig.makeApiClient(CoreV1Api);
+    await core.createNamespace({ body: { metadata: { name: 'before-kill' } } });
+    await cp().killApiServer();
+    await expect(cp().getRaw('/readyz')).rejects.toThrow();
+    await cp().startApiServer();
+    const ns = await core.readNamespace({ name: 'before-kill' });
+    expect(ns.metadata?.name).toBe('before-kill');
+  });
+});
+
+describe('control plane lifecycle', () => {
+  it('runs side by side with another one, and stop() leaves no process and no directory', async () => {
+    const [a, b] = await Promise.all([startControlPlane({ installCRDs: false }), startControlPlane({ installCRDs: false })]);
+    expect(a.server).not.toBe(b.server);
+    const pids = (await import('node:fs')).readFileSync(`${a.dir}/pids`, 'utf8').trim().split('\n').map(Number);
+    expect(pids).toHaveLength(2);
+    await Promise.all([a.stop(), b.stop()]);
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+    expect(existsSync(a.dir)).toBe(false);
+    expect(existsSync(b.dir)).toBe(false);
+  });
+
+  it('names a busy port in a one-line error', async () => {
+    const a = await startControlPlane({ installCRDs: false });
+    try {
+      await expect(startControlPlane({ installCRDs: false, port: a.port })).rejects.toThrow(
+        new RegExp(`^port ${a.port} on 127.0.0.1 is already in use`),
+      );
+    } finally {
+      await a.stop();
+    }
+  });
+});
