@@ -8,6 +8,9 @@ PACKAGES=(
   libvirt-daemon-config-network qemu-system-x86 qemu-utils dnsmasq-base iptables
   cpio busybox-static genisoimage
 )
+# Extra packages a host needs (space separated), e.g. for a custom guest image tool.
+read -r -a EXTRA <<< "${LIBVIRT_OPERATOR_EXTRA_PACKAGES:-}"
+PACKAGES+=("${EXTRA[@]}")
 
 missing=()
 for p in "${PACKAGES[@]}"; do

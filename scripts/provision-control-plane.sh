@@ -26,6 +26,9 @@ if [[ -f "$DEST/.complete" ]]; then
 fi
 
 GO="${GO:-}"
+if [[ -n "$GO" && ! -x "$GO" ]]; then
+  die "no Go toolchain at GO=$GO; install Go >= 1.26, or unset GO, or set KUBEBUILDER_ASSETS to a folder with kube-apiserver, etcd and kubectl"
+fi
 if [[ -z "$GO" ]]; then
   if command -v go >/dev/null; then GO="$(command -v go)";
   elif [[ -x /usr/local/go/bin/go ]]; then GO=/usr/local/go/bin/go;

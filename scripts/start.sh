@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# npm start: set up, then a local control plane (unless KUBECONFIG is set) and the agent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh >&2
+exec node dist/cli.js up "$@"
