@@ -1,0 +1,657 @@
+#include "runtime.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <thread>
+
+namespace lv {
+
+int64_t NowMs() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+static thread_local std::optional<ErrorInfo> threadError;
+
+void SetThreadError(ErrorInfo info) { threadError = std::move(info); }
+
+ErrorInfo ErrorInfo::Make(int code, int domain, std::string message) {
+  ErrorInfo e;
+  e.code = code;
+  e.domain = domain;
+  e.message = std::move(message);
+  return e;
+}
+
+ErrorInfo ErrorInfo::Capture() {
+  ErrorInfo e;
+  virErrorPtr err = virGetLastError();
+  if (err == nullptr || err->code == VIR_ERR_OK) {
+    e.code = VIR_ERR_INTERNAL_ERROR;
+    e.message = "libvirt call failed without reporting an error";
+    return e;
+  }
+  e.code = err->code;
+  e.domain = err->domain;
+  e.level = err->level;
+  e.message = err->message != nullptr ? err->message : "";
+  if (err->str1 != nullptr) e.str1 = err->str1;
+  if (err->str2 != nullptr) e.str2 = err->str2;
+  if (err->str3 != nullptr) e.str3 = err->str3;
+  e.int1 = err->int1;
+  e.int2 = err->int2;
+  virResetLastError();
+  return e;
+}
+
+ErrorInfo TakeCallError() {
+  if (threadError) {
+    ErrorInfo e = std::move(*threadError);
+    threadError.reset();
+    virResetLastError();
+    return e;
+  }
+  return ErrorInfo::Capture();
+}
+
+Napi::Value MakeError(Napi::Env env, const ErrorInfo& info) {
+  Napi::EscapableHandleScope scope(env);
+  Napi::Object details = Napi::Object::New(env);
+  details.Set("code", info.code);
+  details.Set("domain", info.domain);
+  details.Set("level", info.level);
+  if (info.str1) details.Set("str1", *info.str1);
+  if (info.str2) details.Set("str2", *info.str2);
+  if (info.str3) details.Set("str3", *info.str3);
+  details.Set("int1", info.int1);
+  details.Set("int2", info.int2);
+  EnvState* state = EnvState::Of(env);
+  Napi::Value err;
+  if (!state->errorCtor.IsEmpty()) {
+    err = state->errorCtor.New({Napi::String::New(env, info.message), details});
+  } else {
+    Napi::Error e = Napi::Error::New(env, info.message);
+    e.Value().Set("code", info.code);
+    e.Value().Set("domain", info.domain);
+    e.Value().Set("level", info.level);
+    err = e.Value();
+  }
+  return scope.Escape(err);
+}
+
+void ThrowLibvirt(Napi::Env env, const ErrorInfo& info) {
+  throw Napi::Error(env, MakeError(env, info));
+}
+
+Napi::Value Rejected(Napi::Env env, Napi::Value reason) {
+  Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+  d.Reject(reason);
+  return d.Promise();
+}
+
+Napi::Value BigU64(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v); }
+
+// ---------------------------------------------------------------------------------------
+// Handles: externals tagged with their kind, so a domain handle passed where a network is
+// expected is a TypeError instead of memory corruption.
+
+static const napi_type_tag kConnTag = {0x6c69627669727401ULL, 0x636f6e6e65637421ULL};
+static const napi_type_tag kDomainTag = {0x6c69627669727402ULL, 0x646f6d61696e2121ULL};
+static const napi_type_tag kNetworkTag = {0x6c69627669727403ULL, 0x6e6574776f726b21ULL};
+static const napi_type_tag kPoolTag = {0x6c69627669727404ULL, 0x706f6f6c21212121ULL};
+static const napi_type_tag kVolTag = {0x6c69627669727405ULL, 0x766f6c2121212121ULL};
+
+template <class B>
+static Napi::Value MakeExternal(Napi::Env env, B* box, const napi_type_tag* tag,
+                                void (*finalize)(napi_env, void*, void*)) {
+  napi_value v;
+  napi_status s = napi_create_external(env, box, finalize, nullptr, &v);
+  if (s != napi_ok) {
+    finalize(env, box, nullptr);
+    throw Napi::Error::New(env, "could not create a libvirt handle");
+  }
+  napi_type_tag_object(env, v, tag);
+  return Napi::Value(env, v);
+}
+
+template <class B>
+static B* Unwrap(Napi::Env env, Napi::Value v, const napi_type_tag* tag, const char* what) {
+  bool ok = false;
+  if (v.Type() == napi_external) napi_check_object_type_tag(env, v, tag, &ok);
+  if (!ok) throw Napi::TypeError::New(env, std::string(what) + " must be a " + what +
+                                               " handle returned by the libvirt binding");
+  void* data = nullptr;
+  napi_get_value_external(env, v, &data);
+  return static_cast<B*>(data);
+}
+
+template <class T>
+static void FinalizeBox(napi_env, void* data, void*) {
+  auto* box = static_cast<Box<T>*>(data);
+  FreeHandle(box);
+  delete box;
+}
+
+static void FinalizeConn(napi_env env, void* data, void*) {
+  auto* box = static_cast<ConnBox*>(data);
+  if (box->state->ptr != nullptr) {
+    // Unreachable, so its listeners are too: stop counting them as keeping Node alive.
+    EnvState::Of(Napi::Env(env))->AddRegistrations(-static_cast<long>(box->state->Registrations()));
+    PostConnClose(box->state->ptr);
+    box->state->ptr = nullptr;
+  }
+  delete box;
+}
+
+Napi::Value WrapConn(Napi::Env env, std::shared_ptr<ConnState> state) {
+  return MakeExternal(env, new ConnBox{std::move(state)}, &kConnTag, FinalizeConn);
+}
+Napi::Value WrapDomain(Napi::Env env, virDomainPtr p, const std::shared_ptr<ConnState>& c) {
+  return MakeExternal(env, new DomainBox{p, c}, &kDomainTag, FinalizeBox<virDomainPtr>);
+}
+Napi::Value WrapNetwork(Napi::Env env, virNetworkPtr p, const std::shared_ptr<ConnState>& c) {
+  return MakeExternal(env, new NetworkBox{p, c}, &kNetworkTag, FinalizeBox<virNetworkPtr>);
+}
+Napi::Value WrapPool(Napi::Env env, virStoragePoolPtr p, const std::shared_ptr<ConnState>& c) {
+  return MakeExternal(env, new PoolBox{p, c}, &kPoolTag, FinalizeBox<virStoragePoolPtr>);
+}
+Napi::Value WrapVol(Napi::Env env, virStorageVolPtr p, const std::shared_ptr<ConnState>& c) {
+  return MakeExternal(env, new VolBox{p, c}, &kVolTag, FinalizeBox<virStorageVolPtr>);
+}
+
+ConnBox* UnwrapConn(Napi::Env env, Napi::Value v) {
+  return Unwrap<ConnBox>(env, v, &kConnTag, "connection");
+}
+DomainBox* UnwrapDomain(Napi::Env env, Napi::Value v) {
+  return Unwrap<DomainBox>(env, v, &kDomainTag, "domain");
+}
+NetworkBox* UnwrapNetwork(Napi::Env env, Napi::Value v) {
+  return Unwrap<NetworkBox>(env, v, &kNetworkTag, "network");
+}
+PoolBox* UnwrapPool(Napi::Env env, Napi::Value v) {
+  return Unwrap<PoolBox>(env, v, &kPoolTag, "storage pool");
+}
+VolBox* UnwrapVol(Napi::Env env, Napi::Value v) {
+  return Unwrap<VolBox>(env, v, &kVolTag, "storage volume");
+}
+
+void PostConnClose(virConnectPtr p) {
+  struct CloseTask final : Task {
+    explicit CloseTask(virConnectPtr c) : conn(c) {}
+    void Run() override {
+      UnregisterCloseCallback(conn);
+      virConnectClose(conn);
+      delete this;
+    }
+    virConnectPtr conn;
+  };
+  WorkerPool::Get().Post(new CloseTask(p));
+}
+
+// ---------------------------------------------------------------------------------------
+// Worker pool
+
+static constexpr unsigned kMaxThreads = 64;
+static constexpr int64_t kStallMs = 250;
+
+static unsigned DefaultThreads() {
+  const char* env = std::getenv("LIBVIRT_NATIVE_THREADS");
+  if (env != nullptr) {
+    int n = std::atoi(env);
+    if (n >= 1 && n <= static_cast<int>(kMaxThreads)) return static_cast<unsigned>(n);
+  }
+  return 4;
+}
+
+WorkerPool& WorkerPool::Get() {
+  // Never destroyed: worker threads may still be inside libvirt when the process exits, and
+  // destroying the mutex or condition variable under them would be undefined behaviour.
+  static WorkerPool* pool = [] {
+    auto* p = new WorkerPool();
+    p->EnsureThreads(DefaultThreads());
+    return p;
+  }();
+  return *pool;
+}
+
+void WorkerPool::SpawnLocked() {
+  threads_++;
+  std::thread([this] { Loop(); }).detach();
+}
+
+void WorkerPool::EnsureThreads(unsigned n) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (n > kMaxThreads) n = kMaxThreads;
+  while (threads_ < n) SpawnLocked();
+}
+
+unsigned WorkerPool::Threads() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return threads_;
+}
+
+void WorkerPool::Post(Task* task) {
+  bool wake;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    queue_.push_back(task);
+    wake = idle_ > 0;
+    if (!wake && threads_ < kMaxThreads &&
+        NowMs() - lastProgressMs_.load(std::memory_order_relaxed) > kStallMs)
+      SpawnLocked();
+  }
+  if (wake) cv_.notify_one();
+}
+
+void WorkerPool::GrowIfStalled() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (idle_ == 0 && !queue_.empty() && threads_ < kMaxThreads &&
+      NowMs() - lastProgressMs_.load(std::memory_order_relaxed) > kStallMs)
+    SpawnLocked();
+}
+
+void WorkerPool::Loop() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    while (queue_.empty()) {
+      idle_++;
+      cv_.wait(lock);
+      idle_--;
+    }
+    Task* task = queue_.front();
+    queue_.pop_front();
+    lock.unlock();
+    task->Run();
+    lastProgressMs_.store(NowMs(), std::memory_order_relaxed);
+    lock.lock();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Jobs
+
+void JobBase::Run() {
+  // A job whose caller already gave up (timeout) before it started is skipped entirely.
+  if (!abandoned.load(std::memory_order_acquire)) Execute();
+  pins.Release();
+  std::shared_ptr<EnvState> state = env;
+  state->Complete(this);
+}
+
+// ---------------------------------------------------------------------------------------
+// Per-environment state
+
+EnvState* EnvState::Of(Napi::Env env) {
+  return env.GetInstanceData<std::shared_ptr<EnvState>>()->get();
+}
+
+void EnvState::Install(Napi::Env env) {
+  auto holder = new std::shared_ptr<EnvState>(std::make_shared<EnvState>());
+  EnvState* s = holder->get();
+  s->env = env;
+  env.SetInstanceData(holder);
+  napi_value name = Napi::String::New(env, "libvirt");
+  if (napi_create_threadsafe_function(env, nullptr, nullptr, name, 0, 1, nullptr, nullptr, s,
+                                      CallJs, &s->tsfn) != napi_ok)
+    throw Napi::Error::New(env, "could not create the libvirt completion channel");
+  napi_unref_threadsafe_function(env, s->tsfn);
+  uv_loop_t* loop = nullptr;
+  napi_get_uv_event_loop(env, &loop);
+  s->timer_ = new uv_timer_t;
+  uv_timer_init(loop, s->timer_);
+  s->timer_->data = s;
+  // The timer only matters while calls are pending, and pending calls already keep the
+  // loop alive through the thread-safe function.
+  uv_unref(reinterpret_cast<uv_handle_t*>(s->timer_));
+  napi_add_env_cleanup_hook(env, Cleanup, s);
+}
+
+void EnvState::Cleanup(void* arg) {
+  auto* s = static_cast<EnvState*>(arg);
+  std::vector<JobBase*> jobs;
+  std::vector<EventMsg> events;
+  {
+    std::lock_guard<std::mutex> lock(s->mutex_);
+    s->alive_ = false;
+    jobs.swap(s->done_);
+    events.swap(s->events_);
+  }
+  for (JobBase* j : jobs) delete j;
+  s->timeouts_.clear();
+  napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+  uv_timer_stop(s->timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(s->timer_),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  s->errorCtor.Reset();
+  s->dispatcher.Reset();
+}
+
+void EnvState::Wake() {
+  // Only the first completion after a drain signals; the drain takes everything queued.
+  napi_call_threadsafe_function(tsfn, nullptr, napi_tsfn_nonblocking);
+}
+
+void EnvState::Complete(JobBase* job) {
+  bool signal = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (alive_) {
+      done_.push_back(job);
+      signal = !signaled_;
+      signaled_ = true;
+      job = nullptr;
+    }
+  }
+  if (job != nullptr) delete job;
+  if (signal) Wake();
+}
+
+bool EnvState::PostEvent(EventMsg msg) {
+  bool signal = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!alive_) return false;
+    events_.push_back(std::move(msg));
+    signal = !signaled_;
+    signaled_ = true;
+  }
+  if (signal) Wake();
+  return true;
+}
+
+void EnvState::UpdateRef() {
+  bool want = pending > 0 || registrations > 0;
+  if (want == refed_) return;
+  refed_ = want;
+  if (want)
+    napi_ref_threadsafe_function(env, tsfn);
+  else
+    napi_unref_threadsafe_function(env, tsfn);
+}
+
+void EnvState::AddRegistrations(long delta) {
+  registrations = static_cast<size_t>(static_cast<long>(registrations) + delta);
+  UpdateRef();
+}
+
+Napi::Value EnvState::Submit(Napi::Env env, JobBase* job) {
+  napi_value promise;
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok) {
+    delete job;
+    throw Napi::Error::New(env, "could not create a promise");
+  }
+  job->env = shared_from_this();
+  pending++;
+  UpdateRef();
+  if (job->timeoutMs > 0) {
+    job->timed = true;
+    job->timeout = timeouts_.emplace(NowMs() + job->timeoutMs, job);
+    ArmTimer();
+  }
+  WorkerPool::Get().Post(job);
+  return Napi::Value(env, promise);
+}
+
+void EnvState::ArmTimer() {
+  if (timeouts_.empty()) {
+    if (armedAt_ != INT64_MAX) uv_timer_stop(timer_);
+    armedAt_ = INT64_MAX;
+    return;
+  }
+  int64_t first = timeouts_.begin()->first;
+  if (first == armedAt_) return;
+  armedAt_ = first;
+  int64_t delay = first - NowMs();
+  uv_timer_start(timer_, OnTimer, delay > 0 ? static_cast<uint64_t>(delay) : 0, 0);
+}
+
+void EnvState::OnTimer(uv_timer_t* t) {
+  // Settling needs a JS scope; routing through the thread-safe function provides one.
+  auto* s = static_cast<EnvState*>(t->data);
+  s->armedAt_ = INT64_MAX;
+  s->Wake();
+}
+
+void EnvState::ExpireTimeouts(Napi::Env env) {
+  if (timeouts_.empty()) return;
+  int64_t now = NowMs();
+  bool expired = false;
+  while (!timeouts_.empty() && timeouts_.begin()->first <= now) {
+    JobBase* job = timeouts_.begin()->second;
+    timeouts_.erase(timeouts_.begin());
+    job->timed = false;
+    job->settled = true;
+    job->abandoned.store(true, std::memory_order_release);
+    pending--;
+    expired = true;
+    Napi::HandleScope scope(env);
+    ErrorInfo info = ErrorInfo::Make(
+        VIR_ERR_OPERATION_TIMEOUT, VIR_FROM_NONE,
+        std::string(job->name) + " did not complete within " + std::to_string(job->timeoutMs) +
+            " ms (the call may still finish in libvirt)");
+    napi_reject_deferred(env, job->deferred, MakeError(env, info));
+  }
+  if (expired) WorkerPool::Get().GrowIfStalled();
+  armedAt_ = INT64_MAX;
+  ArmTimer();
+}
+
+void EnvState::Settle(Napi::Env env, JobBase* job) {
+  if (job->settled) {
+    // Timed out earlier; its result may hold libvirt references, drop them off this thread.
+    struct DeleteTask final : Task {
+      explicit DeleteTask(JobBase* j) : job(j) {}
+      void Run() override {
+        delete job;
+        delete this;
+      }
+      JobBase* job;
+    };
+    WorkerPool::Get().Post(new DeleteTask(job));
+    return;
+  }
+  job->settled = true;
+  if (job->timed) timeouts_.erase(job->timeout);
+  pending--;
+  Napi::HandleScope scope(env);
+  if (job->failed) {
+    napi_reject_deferred(env, job->deferred, MakeError(env, job->error));
+  } else {
+    try {
+      napi_resolve_deferred(env, job->deferred, job->Result(env));
+    } catch (const Napi::Error& e) {
+      napi_reject_deferred(env, job->deferred, e.Value());
+    }
+  }
+  delete job;
+}
+
+void EnvState::Drain(Napi::Env env) {
+  std::vector<JobBase*> jobs;
+  std::vector<EventMsg> events;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    jobs.swap(done_);
+    events.swap(events_);
+    signaled_ = false;
+  }
+  for (JobBase* job : jobs) Settle(env, job);
+  ExpireTimeouts(env);
+  Napi::Value uncaught;
+  for (EventMsg& msg : events) DispatchEvent(env, msg, &uncaught);
+  UpdateRef();
+  if (!uncaught.IsEmpty()) Napi::Error(env, uncaught).ThrowAsJavaScriptException();
+}
+
+void EnvState::CallJs(napi_env env, napi_value, void* ctx, void*) {
+  if (env == nullptr) return;
+  auto* s = static_cast<EnvState*>(ctx);
+  s->Drain(Napi::Env(env));
+}
+
+void EnvState::DispatchEvent(Napi::Env env, EventMsg& msg, Napi::Value* uncaught) {
+  Napi::HandleScope scope(env);
+  Napi::Value handle = env.Undefined();
+  switch (msg.kind) {
+    case EventKind::DomainLifecycle:
+    case EventKind::DomainReboot:
+      handle = WrapDomain(env, static_cast<virDomainPtr>(msg.object), msg.conn);
+      break;
+    case EventKind::NetworkLifecycle:
+      handle = WrapNetwork(env, static_cast<virNetworkPtr>(msg.object), msg.conn);
+      break;
+    case EventKind::StoragePoolLifecycle:
+    case EventKind::StoragePoolRefresh:
+      handle = WrapPool(env, static_cast<virStoragePoolPtr>(msg.object), msg.conn);
+      break;
+    case EventKind::ConnectionClosed:
+      break;
+  }
+  if (dispatcher.IsEmpty()) return;
+  try {
+    dispatcher.Call({Napi::Number::New(env, static_cast<uint32_t>(msg.kind)),
+                     Napi::Number::New(env, msg.key), handle, Napi::Number::New(env, msg.event),
+                     Napi::Number::New(env, msg.detail)});
+  } catch (const Napi::Error& e) {
+    if (uncaught->IsEmpty()) *uncaught = e.Value();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Call
+
+static ErrorInfo ClosedError() {
+  return ErrorInfo::Make(VIR_ERR_INVALID_CONN, VIR_FROM_NONE, "the connection is closed");
+}
+
+void Call::TakeConn(const std::shared_ptr<ConnState>& state, const char*) {
+  if (state->ptr == nullptr) throw Rejection{ClosedError()};
+  if (!conn) conn = state;
+}
+
+virConnectPtr Call::Conn(size_t i) {
+  ConnBox* box = UnwrapConn(env, info[i]);
+  TakeConn(box->state, "connection");
+  virConnectRef(box->state->ptr);
+  Owned<virConnectPtr> pin(box->state->ptr);
+  if (!pins_.conn) pins_.conn = std::move(pin);
+  return box->state->ptr;
+}
+
+template <class B>
+static void CheckLive(B* box, int code, const char* what) {
+  if (box->ptr == nullptr)
+    throw Rejection{ErrorInfo::Make(code, VIR_FROM_NONE,
+                                    std::string("the ") + what + " handle was freed")};
+}
+
+virDomainPtr Call::Domain(size_t i) {
+  DomainBox* box = UnwrapDomain(env, info[i]);
+  CheckLive(box, VIR_ERR_INVALID_DOMAIN, "domain");
+  TakeConn(box->conn, "domain");
+  virDomainRef(box->ptr);
+  pins_.domain = Owned<virDomainPtr>(box->ptr);
+  return box->ptr;
+}
+
+virNetworkPtr Call::Network(size_t i) {
+  NetworkBox* box = UnwrapNetwork(env, info[i]);
+  CheckLive(box, VIR_ERR_INVALID_NETWORK, "network");
+  TakeConn(box->conn, "network");
+  virNetworkRef(box->ptr);
+  pins_.network = Owned<virNetworkPtr>(box->ptr);
+  return box->ptr;
+}
+
+virStoragePoolPtr Call::Pool(size_t i) {
+  PoolBox* box = UnwrapPool(env, info[i]);
+  CheckLive(box, VIR_ERR_INVALID_STORAGE_POOL, "storage pool");
+  TakeConn(box->conn, "storage pool");
+  virStoragePoolRef(box->ptr);
+  pins_.pool = Owned<virStoragePoolPtr>(box->ptr);
+  return box->ptr;
+}
+
+virStorageVolPtr Call::Vol(size_t i) {
+  VolBox* box = UnwrapVol(env, info[i]);
+  CheckLive(box, VIR_ERR_INVALID_STORAGE_VOL, "storage volume");
+  TakeConn(box->conn, "storage volume");
+  virStorageVolRef(box->ptr);
+  pins_.vol = Owned<virStorageVolPtr>(box->ptr);
+  return box->ptr;
+}
+
+std::string Call::Str(size_t i, const char* what) const {
+  Napi::Value v = info[i];
+  if (!v.IsString()) throw Napi::TypeError::New(env, std::string(what) + " must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+std::optional<std::string> Call::OptStr(size_t i, const char* what) const {
+  Napi::Value v = info[i];
+  if (v.IsUndefined() || v.IsNull()) return std::nullopt;
+  return Str(i, what);
+}
+
+static double NumberArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  Napi::Value v = info[i];
+  if (!v.IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d) || std::floor(d) != d)
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an integer");
+  return d;
+}
+
+unsigned int Call::Flags(size_t i) const {
+  if (info[i].IsUndefined()) return 0;
+  double d = NumberArg(info, i, "flags");
+  if (d < 0 || d > 4294967295.0)
+    throw Napi::TypeError::New(env, "flags must be an unsigned 32-bit integer");
+  return static_cast<unsigned int>(d);
+}
+
+unsigned int Call::UInt(size_t i, const char* what) const {
+  double d = NumberArg(info, i, what);
+  if (d < 0 || d > 4294967295.0)
+    throw Napi::TypeError::New(env, std::string(what) + " must be an unsigned 32-bit integer");
+  return static_cast<unsigned int>(d);
+}
+
+int Call::Int(size_t i, const char* what) const {
+  double d = NumberArg(info, i, what);
+  if (d < -2147483648.0 || d > 2147483647.0)
+    throw Napi::TypeError::New(env, std::string(what) + " must be a 32-bit integer");
+  return static_cast<int>(d);
+}
+
+uint64_t Call::U64(size_t i, const char* what) const {
+  Napi::Value v = info[i];
+  if (v.IsBigInt()) {
+    bool lossless = false;
+    uint64_t r = v.As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!lossless)
+      throw Napi::TypeError::New(env, std::string(what) + " must fit in an unsigned 64-bit integer");
+    return r;
+  }
+  if (!v.IsNumber())
+    throw Napi::TypeError::New(env, std::string(what) + " must be a bigint or a number");
+  double d = NumberArg(info, i, what);
+  if (d < 0 || d > 9007199254740991.0)
+    throw Napi::TypeError::New(env, std::string(what) +
+                                        " must be a non-negative safe integer (use a bigint beyond 2^53)");
+  return static_cast<uint64_t>(d);
+}
+
+void Call::Timeout(size_t i) {
+  if (info[i].IsUndefined() || info[i].IsNull()) return;
+  double d = NumberArg(info, i, "timeoutMs");
+  if (d < 0 || d > 2147483647.0)
+    throw Napi::TypeError::New(env, "timeoutMs must be a non-negative integer of milliseconds");
+  timeoutMs_ = static_cast<uint32_t>(d);
+}
+
+}  // namespace lv

@@ -1,0 +1,489 @@
+// The machinery every binding function shares: a dedicated worker pool (libvirt calls can
+// block for as long as a remote daemon does, so they must never occupy libuv's pool), jobs
+// that carry one libvirt call and its result, batched delivery of results to the JS thread
+// through one thread-safe function per Node environment, per-call timeouts, libvirt error
+// capture on the calling thread, and the typed handles that wrap libvirt objects.
+#pragma once
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <napi.h>
+#include <uv.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace lv {
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+struct ErrorInfo {
+  int code = 0;
+  int domain = 0;
+  int level = VIR_ERR_ERROR;
+  std::string message;
+  std::optional<std::string> str1, str2, str3;
+  int int1 = 0;
+  int int2 = 0;
+
+  // Reads libvirt's thread-local last error; must run on the thread that made the call.
+  static ErrorInfo Capture();
+  static ErrorInfo Make(int code, int domain, std::string message);
+};
+
+// Thrown while a binding function prepares a call, to reject its promise with a
+// LibvirtError (closed connection, freed handle) rather than a TypeError.
+struct Rejection {
+  ErrorInfo info;
+};
+
+// Lets a worker-side step that is not a libvirt call (opening a file for an upload) fail
+// with its own error; Execute() prefers it over libvirt's last error.
+void SetThreadError(ErrorInfo info);
+
+Napi::Value MakeError(Napi::Env env, const ErrorInfo& info);
+
+// ---------------------------------------------------------------------------------------
+// Owned libvirt references. Each holds one reference and drops it when reset.
+
+inline void DropRef(virConnectPtr p) { virConnectClose(p); }
+inline void DropRef(virDomainPtr p) { virDomainFree(p); }
+inline void DropRef(virNetworkPtr p) { virNetworkFree(p); }
+inline void DropRef(virStoragePoolPtr p) { virStoragePoolFree(p); }
+inline void DropRef(virStorageVolPtr p) { virStorageVolFree(p); }
+inline void DropRef(char* p) { free(p); }
+
+template <class T>
+class Owned {
+ public:
+  Owned() = default;
+  explicit Owned(T p) : p_(p) {}
+  Owned(const Owned&) = delete;
+  Owned& operator=(const Owned&) = delete;
+  Owned(Owned&& o) noexcept : p_(o.p_) { o.p_ = nullptr; }
+  Owned& operator=(Owned&& o) noexcept {
+    if (this != &o) {
+      reset();
+      p_ = o.p_;
+      o.p_ = nullptr;
+    }
+    return *this;
+  }
+  ~Owned() { reset(); }
+  void reset() {
+    if (p_ != nullptr) DropRef(p_);
+    p_ = nullptr;
+  }
+  T release() {
+    T p = p_;
+    p_ = nullptr;
+    return p;
+  }
+  T get() const { return p_; }
+  T* out() {
+    reset();
+    return &p_;
+  }
+  explicit operator bool() const { return p_ != nullptr; }
+
+ private:
+  T p_ = nullptr;
+};
+
+// The references a job holds on its target objects while it is in flight, so an explicit
+// free() or a finalizer during the call cannot free what the worker is using.
+struct Pins {
+  Owned<virConnectPtr> conn;
+  Owned<virDomainPtr> domain;
+  Owned<virNetworkPtr> network;
+  Owned<virStoragePoolPtr> pool;
+  Owned<virStorageVolPtr> vol;
+  void Release() {
+    domain.reset();
+    network.reset();
+    pool.reset();
+    vol.reset();
+    conn.reset();
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+// Handles
+
+// What a connection's handle and every child handle share: the live pointer (null once
+// close() was called, which makes every later call on it or its children reject) and the
+// key under which its close callback reaches JS. JS-thread only.
+struct ConnState {
+  virConnectPtr ptr = nullptr;
+  // libvirt callback IDs registered through this connection, per event family, so the
+  // count that keeps Node alive is only decremented for registrations that exist.
+  std::set<int> domainCallbacks, networkCallbacks, poolCallbacks;
+  size_t Registrations() const {
+    return domainCallbacks.size() + networkCallbacks.size() + poolCallbacks.size();
+  }
+};
+
+struct ConnBox {
+  std::shared_ptr<ConnState> state;
+};
+
+template <class T>
+struct Box {
+  T ptr = nullptr;
+  std::shared_ptr<ConnState> conn;
+};
+
+using DomainBox = Box<virDomainPtr>;
+using NetworkBox = Box<virNetworkPtr>;
+using PoolBox = Box<virStoragePoolPtr>;
+using VolBox = Box<virStorageVolPtr>;
+
+// Take ownership of one libvirt reference and return a JS handle for it.
+Napi::Value WrapConn(Napi::Env env, std::shared_ptr<ConnState> state);
+Napi::Value WrapDomain(Napi::Env env, virDomainPtr p, const std::shared_ptr<ConnState>& conn);
+Napi::Value WrapNetwork(Napi::Env env, virNetworkPtr p, const std::shared_ptr<ConnState>& conn);
+Napi::Value WrapPool(Napi::Env env, virStoragePoolPtr p, const std::shared_ptr<ConnState>& conn);
+Napi::Value WrapVol(Napi::Env env, virStorageVolPtr p, const std::shared_ptr<ConnState>& conn);
+
+ConnBox* UnwrapConn(Napi::Env env, Napi::Value v);
+DomainBox* UnwrapDomain(Napi::Env env, Napi::Value v);
+NetworkBox* UnwrapNetwork(Napi::Env env, Napi::Value v);
+PoolBox* UnwrapPool(Napi::Env env, Napi::Value v);
+VolBox* UnwrapVol(Napi::Env env, Napi::Value v);
+
+// Drops the handle's reference (explicit free() or finalizer). A child's last reference can
+// only dispose its connection when the connection was closed (our own connection reference
+// is gone); only then can the unref block on an RPC, so only then it runs off the JS thread.
+template <class T>
+void FreeHandle(Box<T>* box);
+
+// For synchronous accessors: throws a LibvirtError when the handle was freed.
+[[noreturn]] void ThrowLibvirt(Napi::Env env, const ErrorInfo& info);
+
+// Closing a connection off the JS thread: virConnectClose may be the last unref, and for a
+// remote connection that is an RPC.
+void PostConnClose(virConnectPtr p);
+
+// ---------------------------------------------------------------------------------------
+// Worker pool
+
+class Task {
+ public:
+  virtual ~Task() = default;
+  virtual void Run() = 0;
+};
+
+class WorkerPool {
+ public:
+  static WorkerPool& Get();
+  void Post(Task* task);
+  void EnsureThreads(unsigned n);
+  // Adds a thread when every thread has been busy without finishing anything for a while:
+  // those threads are most likely stuck in calls to a dead daemon.
+  void GrowIfStalled();
+  unsigned Threads();
+
+ private:
+  void Loop();
+  void SpawnLocked();
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<Task*> queue_;
+  unsigned threads_ = 0;
+  unsigned idle_ = 0;
+  std::atomic<int64_t> lastProgressMs_{0};
+};
+
+template <class T>
+void PostFree(T p) {
+  struct FreeTask final : Task {
+    explicit FreeTask(T x) : ref(x) {}
+    void Run() override { delete this; }
+    Owned<T> ref;
+  };
+  WorkerPool::Get().Post(new FreeTask(p));
+}
+
+template <class T>
+void FreeHandle(Box<T>* box) {
+  if (box->ptr == nullptr) return;
+  if (box->conn && box->conn->ptr != nullptr)
+    DropRef(box->ptr);
+  else
+    PostFree(box->ptr);
+  box->ptr = nullptr;
+}
+
+template <class T>
+T LiveHandle(Napi::Env env, Box<T>* box, int code, const char* what) {
+  if (box->ptr == nullptr)
+    ThrowLibvirt(env, ErrorInfo::Make(code, VIR_FROM_NONE,
+                                      std::string("the ") + what + " handle was freed"));
+  return box->ptr;
+}
+
+// ---------------------------------------------------------------------------------------
+// Jobs and the per-environment state
+
+class EnvState;
+
+class JobBase : public Task {
+ public:
+  void Run() final;
+  virtual void Execute() = 0;
+  virtual Napi::Value Result(Napi::Env env) = 0;
+
+  std::shared_ptr<EnvState> env;
+  const char* name = "";
+  napi_deferred deferred = nullptr;
+  Pins pins;
+  bool failed = false;
+  ErrorInfo error;
+  std::atomic<bool> abandoned{false};
+  // JS-thread only:
+  bool settled = false;
+  bool timed = false;
+  uint32_t timeoutMs = 0;
+  std::multimap<int64_t, JobBase*>::iterator timeout;
+};
+
+// Fills the error from SetThreadError() or libvirt's last error.
+ErrorInfo TakeCallError();
+
+template <class R, class W, class D>
+class Job final : public JobBase {
+ public:
+  Job(W w, D d) : work_(std::move(w)), done_(std::move(d)) {}
+  void Execute() override {
+    if (!work_(result_)) {
+      failed = true;
+      error = TakeCallError();
+    }
+  }
+  Napi::Value Result(Napi::Env env) override { return done_(env, result_); }
+
+ private:
+  W work_;
+  D done_;
+  R result_{};
+};
+
+enum class EventKind : uint32_t {
+  DomainLifecycle = 0,
+  NetworkLifecycle = 1,
+  StoragePoolLifecycle = 2,
+  ConnectionClosed = 3,
+  DomainReboot = 4,
+  StoragePoolRefresh = 5,
+};
+
+struct EventMsg {
+  EventKind kind;
+  uint32_t key;
+  void* object;  // one owned reference to a virDomainPtr / virNetworkPtr / virStoragePoolPtr
+  std::shared_ptr<ConnState> conn;
+  int event;
+  int detail;
+};
+
+class EnvState : public std::enable_shared_from_this<EnvState> {
+ public:
+  static EnvState* Of(Napi::Env env);
+  static void Install(Napi::Env env);
+
+  // Worker/event threads.
+  void Complete(JobBase* job);
+  bool PostEvent(EventMsg msg);
+
+  // JS thread.
+  Napi::Value Submit(Napi::Env env, JobBase* job);
+  void Drain(Napi::Env env);
+  void AddRegistrations(long delta);
+  void UpdateRef();
+
+  napi_env env = nullptr;
+  napi_threadsafe_function tsfn = nullptr;
+  Napi::FunctionReference errorCtor;
+  Napi::FunctionReference dispatcher;
+  size_t pending = 0;
+  size_t registrations = 0;
+
+ private:
+  void Wake();
+  void Settle(Napi::Env env, JobBase* job);
+  void ExpireTimeouts(Napi::Env env);
+  void ArmTimer();
+  void DispatchEvent(Napi::Env env, EventMsg& msg, Napi::Value* uncaught);
+  static void CallJs(napi_env env, napi_value fn, void* ctx, void* data);
+  static void OnTimer(uv_timer_t* t);
+  static void Cleanup(void* arg);
+
+  bool refed_ = false;
+  std::multimap<int64_t, JobBase*> timeouts_;
+  uv_timer_t* timer_ = nullptr;
+  int64_t armedAt_ = INT64_MAX;
+
+  std::mutex mutex_;
+  std::vector<JobBase*> done_;
+  std::vector<EventMsg> events_;
+  bool signaled_ = false;
+  bool alive_ = true;
+};
+
+int64_t NowMs();
+
+// ---------------------------------------------------------------------------------------
+// Argument parsing and the shape of every asynchronous binding function
+
+class Call {
+ public:
+  explicit Call(const Napi::CallbackInfo& info) : info(info), env(info.Env()) {}
+
+  // Unwrap a handle argument, reject if its connection is closed or it was freed, and pin
+  // it for the duration of the call.
+  virConnectPtr Conn(size_t i);
+  virDomainPtr Domain(size_t i);
+  virNetworkPtr Network(size_t i);
+  virStoragePoolPtr Pool(size_t i);
+  virStorageVolPtr Vol(size_t i);
+
+  std::string Str(size_t i, const char* what) const;
+  std::optional<std::string> OptStr(size_t i, const char* what) const;
+  unsigned int Flags(size_t i) const;
+  unsigned int UInt(size_t i, const char* what) const;
+  int Int(size_t i, const char* what) const;
+  uint64_t U64(size_t i, const char* what) const;
+  void Timeout(size_t i);
+
+  // The connection state of the handle unwrapped first; results that are handles share it.
+  std::shared_ptr<ConnState> conn;
+
+  template <class R, class W, class D>
+  Napi::Value Run(const char* name, W work, D done) {
+    auto* job = new Job<R, W, D>(std::move(work), std::move(done));
+    job->name = name;
+    job->pins = std::move(pins_);
+    job->timeoutMs = timeoutMs_;
+    return EnvState::Of(env)->Submit(env, job);
+  }
+
+  const Napi::CallbackInfo& info;
+  Napi::Env env;
+
+ private:
+  void TakeConn(const std::shared_ptr<ConnState>& state, const char* what);
+  Pins pins_;
+  uint32_t timeoutMs_ = 0;
+};
+
+Napi::Value Rejected(Napi::Env env, Napi::Value reason);
+
+// Runs the body of an asynchronous binding function; argument errors and closed handles
+// become a rejected promise, never a synchronous throw or a crash.
+template <class F>
+Napi::Value Async(const Napi::CallbackInfo& info, F body) {
+  Napi::Env env = info.Env();
+  try {
+    Call call(info);
+    return body(call);
+  } catch (const Napi::Error& e) {
+    return Rejected(env, e.Value());
+  } catch (const Rejection& r) {
+    return Rejected(env, MakeError(env, r.info));
+  }
+}
+
+// Common result shapes. Each `call` runs on a worker and returns libvirt's value.
+template <class F>
+Napi::Value RunVoid(Call& c, const char* name, F f) {
+  return c.Run<int>(
+      name, [f](int& r) { return (r = f()) >= 0; },
+      [](Napi::Env env, int&) { return env.Undefined(); });
+}
+
+template <class F>
+Napi::Value RunInt(Call& c, const char* name, F f) {
+  return c.Run<int>(
+      name, [f](int& r) { return (r = f()) >= 0; },
+      [](Napi::Env env, int& r) { return Napi::Number::New(env, r); });
+}
+
+template <class F>
+Napi::Value RunBool(Call& c, const char* name, F f) {
+  return c.Run<int>(
+      name, [f](int& r) { return (r = f()) >= 0; },
+      [](Napi::Env env, int& r) { return Napi::Boolean::New(env, r != 0); });
+}
+
+// For libvirt functions returning a malloc'd string the caller frees.
+template <class F>
+Napi::Value RunString(Call& c, const char* name, F f) {
+  return c.Run<Owned<char*>>(
+      name,
+      [f](Owned<char*>& r) {
+        *r.out() = f();
+        return static_cast<bool>(r);
+      },
+      [](Napi::Env env, Owned<char*>& r) { return Napi::String::New(env, r.get()); });
+}
+
+template <class T, class F>
+Napi::Value RunHandle(Call& c, const char* name, Napi::Value (*wrap)(Napi::Env, T, const std::shared_ptr<ConnState>&), F f) {
+  std::shared_ptr<ConnState> conn = c.conn;
+  return c.Run<Owned<T>>(
+      name,
+      [f](Owned<T>& r) {
+        *r.out() = f();
+        return static_cast<bool>(r);
+      },
+      [wrap, conn](Napi::Env env, Owned<T>& r) { return wrap(env, r.release(), conn); });
+}
+
+// For the ListAll… family: an array of owned references freed by libvirt's caller.
+template <class T, class F>
+Napi::Value RunHandleList(Call& c, const char* name, Napi::Value (*wrap)(Napi::Env, T, const std::shared_ptr<ConnState>&), F f) {
+  std::shared_ptr<ConnState> conn = c.conn;
+  return c.Run<std::vector<Owned<T>>>(
+      name,
+      [f](std::vector<Owned<T>>& r) {
+        T* list = nullptr;
+        int n = f(&list);
+        if (n < 0) return false;
+        r.reserve(n);
+        for (int i = 0; i < n; i++) r.emplace_back(list[i]);
+        free(list);
+        return true;
+      },
+      [wrap, conn](Napi::Env env, std::vector<Owned<T>>& r) {
+        Napi::Array out = Napi::Array::New(env, r.size());
+        for (size_t i = 0; i < r.size(); i++) out.Set(i, wrap(env, r[i].release(), conn));
+        return out;
+      });
+}
+
+Napi::Value BigU64(Napi::Env env, uint64_t v);
+
+using Exporter = void (*)(Napi::Env env, Napi::Object exports);
+void ExportConnect(Napi::Env env, Napi::Object exports);
+void ExportDomain(Napi::Env env, Napi::Object exports);
+void ExportNetwork(Napi::Env env, Napi::Object exports);
+void ExportStorage(Napi::Env env, Napi::Object exports);
+void ExportEvents(Napi::Env env, Napi::Object exports);
+
+// Registers the connection-close callback for a freshly opened connection (worker thread).
+void RegisterCloseCallback(virConnectPtr conn, const std::shared_ptr<EnvState>& env,
+                           const std::shared_ptr<ConnState>& state, uint32_t key);
+void UnregisterCloseCallback(virConnectPtr conn);
+
+}  // namespace lv
