@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# Builds the tiny real guest used by end-to-end tests: Debian's cloud kernel plus a busybox
+# initramfs that loads the virtio drivers, takes a DHCP lease, answers the ACPI power button,
+# onlines hot-plugged CPUs and reports all of it as marker lines on the serial console.
+#
+# Output: ${LIBVIRT_OPERATOR_CACHE:-~/.cache/libvirt-operator}/guest/<kernel-version>/
+#   vmlinuz, initrd.img, .complete (holds the hash of this script: editing the recipe rebuilds)
+# Only Debian packages are used: the linux-image-*-cloud-amd64 that linux-image-cloud-amd64
+# depends on (apt-get download, dpkg -x) and the installed busybox-static.
+#
+# Usage: build-tiny-guest.sh [--print-dir]
+#   --print-dir  print only the result directory on stdout (status goes to stderr); for tools.
+set -euo pipefail
+
+PRINT_DIR=0
+case "${1:-}" in
+  '') ;;
+  --print-dir) PRINT_DIR=1 ;;
+  *) echo "build-tiny-guest: unknown argument '$1' (only --print-dir)" >&2; exit 2 ;;
+esac
+
+say() { if [[ $PRINT_DIR == 1 ]]; then echo "$@" >&2; else echo "$@"; fi; }
+die() { echo "build-tiny-guest: $*" >&2; exit 1; }
+
+CACHE_ROOT="${LIBVIRT_OPERATOR_CACHE:-$HOME/.cache/libvirt-operator}/guest"
+BUSYBOX=/bin/busybox
+RECIPE_HASH="$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
+
+# Dependency order matters: insmod has no dependency resolution and a module loaded before
+# the ones it uses fails with "Unknown symbol". button+evdev give acpid the power button.
+MODULES=(
+  virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
+  virtio_balloon failover net_failover virtio_net virtio_blk button evdev
+)
+
+# Resolve the kernel the meta package points at today. Without apt lists (a fresh machine
+# before `apt-get update`) fall back to the newest complete build already in the cache.
+kernel_package() {
+  apt-cache depends linux-image-cloud-amd64 2>/dev/null \
+    | sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n1
+}
+
+# apt-cache costs ~0.8 s here (no pkgcache.bin); the answer only changes when the apt lists
+# do, so remember it until an `apt-get update` writes newer lists.
+RESOLVED="$CACHE_ROOT/.resolved-package"
+LISTS=/var/lib/apt/lists
+if [[ -s "$RESOLVED" && -z "$(find "$LISTS" -maxdepth 1 -name '*Packages*' -newer "$RESOLVED" 2>/dev/null)" ]]; then
+  PACKAGE="$(cat "$RESOLVED")"
+else
+  PACKAGE="$(kernel_package || true)"
+  if [[ -n "$PACKAGE" ]]; then mkdir -p "$CACHE_ROOT" && echo "$PACKAGE" > "$RESOLVED"; fi
+fi
+if [[ -n "$PACKAGE" ]]; then
+  VERSION="${PACKAGE#linux-image-}"
+else
+  VERSION="$(ls -1 "$CACHE_ROOT" 2>/dev/null | sort -V | while read -r v; do
+    [[ -f "$CACHE_ROOT/$v/.complete" ]] && echo "$v"; done | tail -n1)"
+  [[ -n "$VERSION" ]] || die "cannot resolve linux-image-cloud-amd64 with apt-cache and nothing is cached; run: apt-get update"
+fi
+
+OUT="$CACHE_ROOT/$VERSION"
+is_current() { [[ -f "$OUT/.complete" && "$(cat "$OUT/.complete")" == "$RECIPE_HASH" ]]; }
+finish() {
+  say "$1"
+  if [[ $PRINT_DIR == 1 ]]; then echo "$OUT"; fi
+  exit 0
+}
+
+if is_current; then finish "build-tiny-guest: cached $VERSION in $OUT"; fi
+[[ -n "$PACKAGE" ]] || finish "build-tiny-guest: using cached $VERSION (apt lists unavailable to check for a newer kernel)"
+
+command -v cpio >/dev/null || die "cpio is missing; run scripts/install-host-deps.sh (or apt-get install cpio)"
+[[ -x "$BUSYBOX" ]] && "$BUSYBOX" --list | grep -qx udhcpc \
+  || die "$BUSYBOX with udhcpc is missing; run scripts/install-host-deps.sh (or apt-get install busybox-static)"
+# Debian's plain busybox package also installs /bin/busybox, but linked dynamically: it
+# cannot run in an initramfs that has no libc.
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "install ok installed" \
+  || die "busybox-static is not installed (a dynamic busybox cannot run in the initramfs); run scripts/install-host-deps.sh"
+
+mkdir -p "$CACHE_ROOT"
+# Two test processes may build at once; the second waits, then finds the result cached.
+exec 9>"$CACHE_ROOT/.lock"
+flock 9
+if is_current; then finish "build-tiny-guest: cached $VERSION in $OUT (built concurrently)"; fi
+
+START=$SECONDS
+WORK="$(mktemp -d "$CACHE_ROOT/.build-$VERSION.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+say "build-tiny-guest: building $VERSION (downloading $PACKAGE)"
+
+# apt-get download writes into the current directory; as root it warns that _apt cannot
+# write there, which is harmless.
+(cd "$WORK" && apt-get download -qq "$PACKAGE" 2>&1 | grep -v 'unsandboxed' >&2 || true)
+DEB="$(ls "$WORK"/"$PACKAGE"_*.deb 2>/dev/null | head -n1)"
+[[ -f "$DEB" ]] || die "apt-get download $PACKAGE failed (is the Debian mirror reachable?)"
+dpkg -x "$DEB" "$WORK/pkg"
+
+ROOT="$WORK/root"
+mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,run,tmp,etc/acpi/PWRF,lib/modules}
+cp "$BUSYBOX" "$ROOT/bin/busybox"
+# Applet links at build time: `busybox --install` at boot needs /proc and costs boot time.
+while read -r applet; do
+  [[ -e "$ROOT/$applet" ]] || ln -s /bin/busybox "$ROOT/$applet"
+done < <("$BUSYBOX" --list-full)
+
+for m in "${MODULES[@]}"; do
+  src="$(find "$WORK/pkg/lib/modules" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" \
+    -o -name "$m.ko.gz" | head -n1)"
+  [[ -n "$src" ]] || die "module $m not found in $PACKAGE"
+  # busybox insmod reads only plain .ko files: decompress here, once.
+  case "$src" in
+    *.ko.xz) xz -dc "$src" > "$ROOT/lib/modules/$m.ko" ;;
+    *.ko.zst) zstd -qdc "$src" > "$ROOT/lib/modules/$m.ko" ;;
+    *.ko.gz) gzip -dc "$src" > "$ROOT/lib/modules/$m.ko" ;;
+    *) cp "$src" "$ROOT/lib/modules/$m.ko" ;;
+  esac
+done
+printf '%s\n' "${MODULES[@]}" > "$ROOT/lib/modules/load-order"
+
+cat > "$ROOT/init" <<'INIT'
+#!/bin/sh
+# PID 1 of the tiny guest. Marker lines on /dev/console (ttyS0) are the test interface:
+#   LVO-GUEST-READY                      drivers loaded, power button handled
+#   LVO-GUEST-CPUS <n>                   online CPU count, at start and on every change
+#   LVO-GUEST-IP <addr> <iface> <mac>    a DHCP lease was bound
+#   LVO-GUEST-DISKS [names...]           virtio disks (vda ...), at start and on every change
+#   LVO-GUEST-POWEROFF                   the ACPI power button was pressed
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t devtmpfs dev /dev
+# The initramfs has no /dev/console node (creating one needs root at build time), so the
+# kernel started us without stdio: attach it now that devtmpfs is mounted.
+exec </dev/console >/dev/console 2>&1
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t tmpfs run /run
+hostname lvo-tiny-guest
+for m in $(cat /lib/modules/load-order); do
+  insmod "/lib/modules/$m.ko" || echo "LVO-GUEST-ERROR insmod $m"
+done
+# Without this the kernel's "module verification failed" and similar lines interleave
+# with our markers on the console.
+echo 1 > /proc/sys/kernel/printk
+
+# acpid opens /dev/input/event* once, at start: button and evdev must be loaded before.
+acpid -c /etc/acpi -l /run/acpid.log
+
+ip link set lo up
+for dev in /sys/class/net/eth*; do
+  [ -e "$dev" ] || continue
+  iface="${dev##*/}"
+  ip link set "$iface" up
+  # Foreground mode in a background job: udhcpc keeps renewing and PID 1 stays free.
+  udhcpc -f -i "$iface" -s /etc/udhcpc.script -x hostname:lvo-tiny-guest -t 5 -T 1 -A 1 >/dev/null 2>&1 &
+done
+
+echo LVO-GUEST-READY
+cpus=''
+disks='unknown'
+while :; do
+  # Hot-plugged CPUs arrive offline (x86 has no kernel auto-online): bring them up.
+  for f in /sys/devices/system/cpu/cpu[0-9]*/online; do
+    [ -e "$f" ] && [ "$(cat "$f")" = 0 ] && echo 1 > "$f"
+  done
+  n=$(grep -c '^processor' /proc/cpuinfo)
+  [ "$n" != "$cpus" ] && cpus=$n && echo "LVO-GUEST-CPUS $n"
+  d=$(cd /sys/block && echo vd* | sed 's/vd\*//')
+  [ "$d" != "$disks" ] && disks=$d && echo "LVO-GUEST-DISKS $d"
+  sleep 1
+done
+INIT
+
+cat > "$ROOT/etc/udhcpc.script" <<'DHCP'
+#!/bin/sh
+# Called by udhcpc with $1 = deconfig|bound|renew|leasefail|nak and the lease in env vars.
+case "$1" in
+  deconfig)
+    ip addr flush dev "$interface"
+    ;;
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    mac=$(cat "/sys/class/net/$interface/address")
+    [ "$1" = bound ] && echo "LVO-GUEST-IP $ip $interface $mac" > /dev/console
+    ;;
+esac
+exit 0
+DHCP
+
+# busybox acpid maps the power button key to the event file PWRF/00000080 in its config dir.
+cat > "$ROOT/etc/acpi/PWRF/00000080" <<'POWER'
+#!/bin/sh
+echo LVO-GUEST-POWEROFF > /dev/console
+# -f: there is no init to signal (PID 1 is the /init script); the initramfs needs no sync.
+poweroff -f
+POWER
+chmod 755 "$ROOT/init" "$ROOT/etc/udhcpc.script" "$ROOT/etc/acpi/PWRF/00000080"
+
+cp "$WORK/pkg/boot/vmlinuz-$VERSION" "$WORK/vmlinuz"
+(cd "$ROOT" && find . -print0 | LC_ALL=C sort -z \
+  | cpio --null -o -H newc --owner=0:0 --quiet | gzip -6) > "$WORK/initrd.img"
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+mv "$WORK/vmlinuz" "$WORK/initrd.img" "$OUT/"
+echo "$RECIPE_HASH" > "$OUT/.complete"
+finish "build-tiny-guest: built $VERSION in $OUT ($((SECONDS - START)) s, initrd $(($(stat -c %s "$OUT/initrd.img") / 1024)) KiB)"
