@@ -3,7 +3,7 @@
 # initramfs that loads the virtio drivers, takes a DHCP lease, answers the ACPI power button,
 # onlines hot-plugged CPUs and reports all of it as marker lines on the serial console.
 #
-# Output: ${LIBVIRT_OPERATOR_CACHE:-~/.cache/libvirt-operator}/guest/<kernel-version>/
+# Output: ${LIBVIRT_OPERATOR_CACHE:-${XDG_CACHE_HOME:-~/.cache}/libvirt-operator}/guest/<kernel-version>/
 #   vmlinuz, initrd.img, .complete (holds the hash of this script: editing the recipe rebuilds)
 # Only Debian packages are used: the linux-image-*-cloud-amd64 that linux-image-cloud-amd64
 # depends on (apt-get download, dpkg -x) and the installed busybox-static.
@@ -22,7 +22,7 @@ esac
 say() { if [[ $PRINT_DIR == 1 ]]; then echo "$@" >&2; else echo "$@"; fi; }
 die() { echo "build-tiny-guest: $*" >&2; exit 1; }
 
-CACHE_ROOT="${LIBVIRT_OPERATOR_CACHE:-$HOME/.cache/libvirt-operator}/guest"
+CACHE_ROOT="${LIBVIRT_OPERATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/libvirt-operator}/guest"
 BUSYBOX=/bin/busybox
 RECIPE_HASH="$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
 

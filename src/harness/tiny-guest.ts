@@ -1,0 +1,208 @@
+// The tiny real guest for end-to-end tests: Debian's cloud kernel and a busybox initramfs,
+// built by scripts/build-tiny-guest.sh into the cache outside the repository. The guest
+// talks to tests through marker lines on its serial console (a <serial type='file'> log).
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
+import { copyFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { packageRoot } from './package-root.js';
+
+export interface TinyGuest {
+  /** Absolute path of the kernel (bzImage) for direct kernel boot. */
+  kernel: string;
+  /** Absolute path of the gzip'd newc initramfs. */
+  initrd: string;
+  /** Kernel release, e.g. 6.1.0-56-cloud-amd64 (also the cache folder's name). */
+  version: string;
+  /** For a Volume with `source.http` served by a test: the digests it must declare. */
+  sha256: { kernel: string; initrd: string };
+}
+
+/**
+ * Kernel command line the guest expects. console=ttyS0 sends both the kernel log and the
+ * markers to the first serial port; panic=-1 turns a kernel panic into an immediate reboot,
+ * which libvirt reports, instead of a guest that hangs silently until a test times out.
+ */
+export const TINY_GUEST_CMDLINE = 'console=ttyS0 panic=-1';
+
+/** The console lines the guest prints (see the /init in scripts/build-tiny-guest.sh). */
+export const GUEST_MARKER = {
+  /** Drivers loaded, acpid answers the power button: an ACPI shutdown works from now on. */
+  ready: /^LVO-GUEST-READY$/m,
+  /** A DHCP lease bound: address, interface, MAC. One line per interface and lease. */
+  ip: /^LVO-GUEST-IP (\S+) (\S+) (\S+)$/m,
+  /** Online CPU count, printed at start and whenever it changes (hot-plugged CPUs are onlined). */
+  cpus: /^LVO-GUEST-CPUS (\d+)$/m,
+  /** virtio disk names (vda ...), printed at start and whenever the set changes. */
+  disks: /^LVO-GUEST-DISKS ?(.*)$/m,
+  /** The ACPI power button reached the guest; it powers off right after. */
+  poweroff: /^LVO-GUEST-POWEROFF$/m,
+} as const;
+
+let building: Promise<TinyGuest> | undefined;
+
+/**
+ * The guest's kernel and initrd, built on first use (~5 s cold, needs the Debian mirror) and
+ * reused from the cache afterwards (~10 ms). Shared by every caller in this process.
+ */
+export function ensureTinyGuest(): Promise<TinyGuest> {
+  building ??= buildTinyGuest().catch((err: unknown) => {
+    building = undefined; // let a later call retry, e.g. after the mirror comes back
+    throw err;
+  });
+  return building;
+}
+
+async function buildTinyGuest(): Promise<TinyGuest> {
+  const script = join(packageRoot(), 'scripts', 'build-tiny-guest.sh');
+  const dir = await new Promise<string>((resolve, reject) => {
+    execFile(
+      'bash',
+      [script, '--print-dir'],
+      { timeout: 300_000, maxBuffer: 1 << 20 },
+      (err, stdout, stderr) => {
+        if (err) {
+          const why = stderr.trim().split('\n').at(-1) || err.message;
+          reject(new Error(`building the tiny guest failed: ${why}`));
+          return;
+        }
+        resolve(stdout.trim().split('\n').at(-1) ?? '');
+      },
+    );
+  });
+  const kernel = join(dir, 'vmlinuz');
+  const initrd = join(dir, 'initrd.img');
+  for (const file of [kernel, initrd]) {
+    const size = await stat(file).then(
+      (s) => s.size,
+      () => 0,
+    );
+    if (size === 0) throw new Error(`${script} reported ${dir} but ${file} is missing or empty`);
+  }
+  return {
+    kernel,
+    initrd,
+    version: basename(dir),
+    sha256: { kernel: await fileSha256(kernel), initrd: await fileSha256(initrd) },
+  };
+}
+
+async function fileSha256(path: string): Promise<string> {
+  return createHash('sha256')
+    .update(await readFile(path))
+    .digest('hex');
+}
+
+export interface PoolFileNames {
+  kernel: string;
+  initrd: string;
+}
+
+const DEFAULT_POOL_NAMES: PoolFileNames = {
+  kernel: 'tiny-guest-vmlinuz',
+  initrd: 'tiny-guest-initrd.img',
+};
+
+/**
+ * Puts the guest's kernel and initrd into a dir pool's directory under the given plain file
+ * names and returns their paths. A test then refreshes the pool (virsh pool-refresh) so
+ * libvirt lists them as volumes, and can point Volumes at them. Copies, never hard links: a
+ * volume file may be resized or wiped in place, which must not reach the shared cache (a
+ * reflink where the filesystem has them, ~20 ms for both files otherwise). An existing file
+ * of that name is replaced atomically, so a running guest that has it open is not disturbed.
+ */
+export async function installTinyGuestIntoPool(
+  poolDir: string,
+  names: PoolFileNames = DEFAULT_POOL_NAMES,
+): Promise<PoolFileNames> {
+  const guest = await ensureTinyGuest();
+  await mkdir(poolDir, { recursive: true });
+  return {
+    kernel: await placeFile(guest.kernel, poolDir, names.kernel, 'kernel'),
+    initrd: await placeFile(guest.initrd, poolDir, names.initrd, 'initrd'),
+  };
+}
+
+async function placeFile(
+  source: string,
+  dir: string,
+  name: string,
+  field: string,
+): Promise<string> {
+  if (name === '' || name.includes('/') || name === '.' || name === '..') {
+    throw new Error(`installTinyGuestIntoPool: ${field} name '${name}' must be a plain file name`);
+  }
+  const target = join(dir, name);
+  const temp = join(dir, `.${name}.${process.pid}.tmp`);
+  await rm(temp, { force: true });
+  await copyFile(source, temp, constants.COPYFILE_FICLONE);
+  await rename(temp, target);
+  return target;
+}
+
+/**
+ * The console log as text ('' while QEMU has not created it yet). latin1 keeps one character
+ * per byte, so string offsets are file offsets for `waitForConsoleLine`'s `after`.
+ */
+export async function readConsole(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'latin1');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
+    throw err;
+  }
+}
+
+export interface ConsoleWaitOptions {
+  /**
+   * Only look at text from this offset on (e.g. `(await readConsole(p)).length` before an
+   * action). A log shorter than this was recreated by a restart and is read from the start.
+   */
+  after?: number;
+  /** Poll interval; the log is small, so re-reading it whole is cheap. Default 200 ms. */
+  intervalMs?: number;
+}
+
+/**
+ * Waits until a line of the console log matches `pattern` and returns the match. The
+ * pattern is tested line by line, so `^` and `$` anchor to a line. On timeout the error shows
+ * the last lines of the console, which is usually all one needs to see why.
+ */
+export async function waitForConsoleLine(
+  path: string,
+  pattern: RegExp,
+  timeoutMs: number,
+  opts: ConsoleWaitOptions = {},
+): Promise<RegExpMatchArray> {
+  const deadline = Date.now() + timeoutMs;
+  let text: string;
+  while (true) {
+    text = await readConsole(path);
+    const start = opts.after !== undefined && text.length >= opts.after ? opts.after : 0;
+    const found = matchLine(text.slice(start), pattern);
+    if (found) return found;
+    if (Date.now() >= deadline) break;
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 200));
+  }
+  throw new Error(
+    `no console line matched ${pattern} within ${timeoutMs} ms in ${path}; last lines:\n` +
+      consoleTail(text),
+  );
+}
+
+/** The first line of `text` that matches `pattern` (tested without the trailing CR/LF). */
+export function matchLine(text: string, pattern: RegExp): RegExpMatchArray | undefined {
+  const line = new RegExp(pattern.source, pattern.flags.replace(/[gm]/g, ''));
+  for (const raw of text.split('\n')) {
+    const m = raw.replace(/\r$/, '').match(line);
+    if (m) return m;
+  }
+  return undefined;
+}
+
+/** The last `lines` lines of a console log, for error messages. */
+export function consoleTail(text: string, lines = 25): string {
+  const all = text.replace(/\r/g, '').trimEnd().split('\n');
+  return all.slice(-lines).join('\n') || '(console empty: did the domain start?)';
+}
