@@ -1,0 +1,31 @@
+import { native } from './addon.js';
+import { openRoutes } from './events.js';
+
+/** The version of the libvirt library this process loaded (major * 1e6 + minor * 1e3 + release). */
+export function getLibVersion(): number {
+  return native.getVersion();
+}
+
+/**
+ * Ensures the binding's worker pool has at least `size` threads (default 4, or the
+ * LIBVIRT_NATIVE_THREADS environment variable). The pool also grows by itself when every
+ * thread has been stuck in a call for a while. Returns the new size.
+ */
+export function setThreadPoolSize(size: number): number {
+  return native.setThreadPoolSize(size);
+}
+
+export interface BindingStats {
+  /** Calls whose promise has not settled yet. */
+  pendingCalls: number;
+  /** Event registrations alive in libvirt; they keep the Node process running. */
+  eventRegistrations: number;
+  /** Event routes (listeners and connection close callbacks) held in JS. */
+  eventRoutes: number;
+  workerThreads: number;
+}
+
+/** Counters for diagnostics and leak checks. */
+export function bindingStats(): BindingStats {
+  return { ...native.stats(), eventRoutes: openRoutes() };
+}

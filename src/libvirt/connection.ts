@@ -1,0 +1,562 @@
+import {
+  EventKind,
+  HANDLE,
+  native,
+  type CallOptions,
+  type ConnHandle,
+  type DomainHandle,
+  type NetworkHandle,
+  type PoolHandle,
+  type RawNodeInfo,
+} from './addon.js';
+import { ConnectFlags, DomainEventID, NetworkEventID, StoragePoolEventID } from './constants.js';
+import { Domain } from './domain.js';
+import { closeRoute, openRoute, type EventHandle } from './events.js';
+import {
+  closeReasonName,
+  domainEventDetailName,
+  domainEventName,
+  networkEventName,
+  storagePoolEventName,
+} from './names.js';
+import { Network } from './network.js';
+import { StoragePool, StorageVol } from './storage.js';
+
+export interface OpenOptions {
+  /** Open read-only (VIR_CONNECT_RO). */
+  readOnly?: boolean;
+  /** Bound on the open itself. */
+  timeoutMs?: number;
+  /** Default `timeoutMs` of every call made through this connection and its objects. */
+  callTimeoutMs?: number;
+}
+
+export type NodeInfo = RawNodeInfo;
+
+export interface ConnectionClosedEvent {
+  /** ConnectCloseReason: ERROR, EOF, KEEPALIVE or CLIENT. */
+  reason: number;
+  reasonName: string;
+}
+
+export interface DomainLifecycleEvent {
+  domain: Domain;
+  /** DomainEventType */
+  event: number;
+  detail: number;
+  /** 'defined', 'started', 'stopped', … */
+  eventName: string;
+  /** 'booted', 'destroyed', … (depends on the event) */
+  detailName: string;
+}
+
+export interface DomainRebootEvent {
+  domain: Domain;
+}
+
+export interface NetworkLifecycleEvent {
+  network: Network;
+  /** NetworkEventLifecycleType */
+  event: number;
+  detail: number;
+  eventName: string;
+}
+
+export interface StoragePoolLifecycleEvent {
+  pool: StoragePool;
+  /** StoragePoolEventLifecycleType */
+  event: number;
+  detail: number;
+  eventName: string;
+}
+
+export interface StoragePoolRefreshEvent {
+  pool: StoragePool;
+}
+
+const collectedConnections = new FinalizationRegistry<number>(closeRoute);
+
+/**
+ * A connection to a hypervisor (virConnectPtr). Every method that talks to libvirt runs on
+ * the binding's own worker threads and returns a promise; every one accepts `{ timeoutMs }`.
+ * Release it with close(); an unreachable, unclosed connection is closed by the garbage
+ * collector.
+ */
+export class Connect {
+  readonly [HANDLE]: ConnHandle;
+  readonly callTimeoutMs: number | undefined;
+  #closeKey: number;
+  #closed = false;
+  #closeReason: number | undefined;
+  #closeListeners = new Set<(event: ConnectionClosedEvent) => void>();
+  // libvirt callback ID -> route key, per event family (IDs are per family and connection).
+  #domainRoutes = new Map<number, number>();
+  #networkRoutes = new Map<number, number>();
+  #poolRoutes = new Map<number, number>();
+
+  private constructor(handle: ConnHandle, closeKey: number, callTimeoutMs: number | undefined) {
+    this[HANDLE] = handle;
+    this.#closeKey = closeKey;
+    this.callTimeoutMs = callTimeoutMs;
+  }
+
+  /**
+   * virConnectOpenAuth with the default authentication callbacks. `uri` null picks libvirt's
+   * default URI. Rejects with a LibvirtError (VIR_ERR_NO_CONNECT, …) when it cannot connect.
+   */
+  static async open(uri: string | null, opts: OpenOptions = {}): Promise<Connect> {
+    if (uri !== null && typeof uri !== 'string') {
+      throw new TypeError('uri must be a string or null');
+    }
+    // Weak, so an unclosed connection nobody references can still be collected (and closed
+    // by the addon's finalizer); its route goes with it.
+    let ref: WeakRef<Connect> | undefined;
+    const closeKey = openRoute((kind, _handle, reason) => {
+      const conn = ref?.deref();
+      if (kind === EventKind.ConnectionClosed && conn) conn.#onClosed(reason);
+    });
+    try {
+      const flags = opts.readOnly ? ConnectFlags.RO : 0;
+      const handle = await native.connectOpen(uri, flags, closeKey, opts.timeoutMs);
+      const conn = new Connect(handle, closeKey, opts.callTimeoutMs);
+      ref = new WeakRef(conn);
+      collectedConnections.register(conn, closeKey, conn);
+      return conn;
+    } catch (err) {
+      closeRoute(closeKey);
+      throw err;
+    }
+  }
+
+  #t(opts: CallOptions | undefined): number | undefined {
+    return opts?.timeoutMs ?? this.callTimeoutMs;
+  }
+
+  /** Closed by close() (not by the remote side: see closeReason). */
+  get isClosed(): boolean {
+    return this.#closed;
+  }
+
+  /** Set once libvirt reported the connection closed (ConnectCloseReason); it is dead then. */
+  get closeReason(): number | undefined {
+    return this.#closeReason;
+  }
+
+  #onClosed(reason: number): void {
+    this.#closeReason = reason;
+    const event = { reason, reasonName: closeReasonName(reason) };
+    for (const listener of [...this.#closeListeners]) listener(event);
+  }
+
+  /**
+   * Releases the connection. Later calls on it and on every object obtained through it
+   * reject with VIR_ERR_INVALID_CONN; its event registrations end. Closing twice is harmless.
+   */
+  async close(): Promise<number> {
+    if (this.#closed) return 0;
+    this.#closed = true;
+    const routes = [
+      ...this.#domainRoutes.values(),
+      ...this.#networkRoutes.values(),
+      ...this.#poolRoutes.values(),
+    ];
+    this.#domainRoutes.clear();
+    this.#networkRoutes.clear();
+    this.#poolRoutes.clear();
+    try {
+      return await native.connectClose(this[HANDLE]);
+    } finally {
+      for (const key of routes) closeRoute(key);
+      closeRoute(this.#closeKey);
+      collectedConnections.unregister(this);
+      this.#closeListeners.clear();
+    }
+  }
+
+  /**
+   * Called when libvirt closes the connection by itself (daemon gone, keepalive timeout).
+   * Several listeners may be registered; each is called once per close.
+   */
+  registerCloseCallback(listener: (event: ConnectionClosedEvent) => void): void {
+    this.#closeListeners.add(listener);
+  }
+
+  unregisterCloseCallback(listener: (event: ConnectionClosedEvent) => void): void {
+    this.#closeListeners.delete(listener);
+  }
+
+  getType(opts?: CallOptions): Promise<string> {
+    return native.connectGetType(this[HANDLE], this.#t(opts));
+  }
+
+  /** Hypervisor version, major * 1,000,000 + minor * 1,000 + release. */
+  getVersion(opts?: CallOptions): Promise<number> {
+    return native.connectGetVersion(this[HANDLE], this.#t(opts));
+  }
+
+  /** libvirt version of the daemon (or library) serving the connection. */
+  getLibVersion(opts?: CallOptions): Promise<number> {
+    return native.connectGetLibVersion(this[HANDLE], this.#t(opts));
+  }
+
+  getHostname(opts?: CallOptions): Promise<string> {
+    return native.connectGetHostname(this[HANDLE], this.#t(opts));
+  }
+
+  getURI(opts?: CallOptions): Promise<string> {
+    return native.connectGetURI(this[HANDLE], this.#t(opts));
+  }
+
+  /** The capabilities XML. */
+  getCapabilities(opts?: CallOptions): Promise<string> {
+    return native.connectGetCapabilities(this[HANDLE], this.#t(opts));
+  }
+
+  getSysinfo(flags = 0, opts?: CallOptions): Promise<string> {
+    return native.connectGetSysinfo(this[HANDLE], flags, this.#t(opts));
+  }
+
+  getMaxVcpus(type: string | null = null, opts?: CallOptions): Promise<number> {
+    return native.connectGetMaxVcpus(this[HANDLE], type, this.#t(opts));
+  }
+
+  isAlive(opts?: CallOptions): Promise<boolean> {
+    return native.connectIsAlive(this[HANDLE], this.#t(opts));
+  }
+
+  /**
+   * virConnectSetKeepAlive: ping every `interval` seconds, close after `count` unanswered
+   * pings. Resolves 0, or 1 when the server has no keepalive support. Drivers without a
+   * remote side (test:///) reject with VIR_ERR_NO_SUPPORT (see isUnsupported).
+   */
+  setKeepAlive(interval: number, count: number, opts?: CallOptions): Promise<number> {
+    return native.connectSetKeepAlive(this[HANDLE], interval, count, this.#t(opts));
+  }
+
+  nodeGetInfo(opts?: CallOptions): Promise<NodeInfo> {
+    return native.nodeGetInfo(this[HANDLE], this.#t(opts));
+  }
+
+  /** Bytes. */
+  nodeGetFreeMemory(opts?: CallOptions): Promise<bigint> {
+    return native.nodeGetFreeMemory(this[HANDLE], this.#t(opts));
+  }
+
+  // ---- domains -------------------------------------------------------------------------
+
+  numOfDomains(opts?: CallOptions): Promise<number> {
+    return native.connectNumOfDomains(this[HANDLE], this.#t(opts));
+  }
+
+  numOfDefinedDomains(opts?: CallOptions): Promise<number> {
+    return native.connectNumOfDefinedDomains(this[HANDLE], this.#t(opts));
+  }
+
+  /** flags: ConnectListAllDomainsFlags (0: all). */
+  async listAllDomains(flags = 0, opts?: CallOptions): Promise<Domain[]> {
+    const handles = await native.connectListAllDomains(this[HANDLE], flags, this.#t(opts));
+    return handles.map((h) => new Domain(this, h));
+  }
+
+  #domain = (h: DomainHandle): Domain => new Domain(this, h);
+
+  lookupDomainByID(id: number, opts?: CallOptions): Promise<Domain> {
+    return native.domainLookupByID(this[HANDLE], id, this.#t(opts)).then(this.#domain);
+  }
+
+  lookupDomainByName(name: string, opts?: CallOptions): Promise<Domain> {
+    return native.domainLookupByName(this[HANDLE], name, this.#t(opts)).then(this.#domain);
+  }
+
+  /** `uuid` as a string (any form libvirt parses) or the 16 raw bytes. */
+  lookupDomainByUUID(uuid: string | Uint8Array, opts?: CallOptions): Promise<Domain> {
+    const t = this.#t(opts);
+    const handle =
+      typeof uuid === 'string'
+        ? native.domainLookupByUUIDString(this[HANDLE], uuid, t)
+        : native.domainLookupByUUID(this[HANDLE], uuid, t);
+    return handle.then(this.#domain);
+  }
+
+  lookupDomainByUUIDString(uuid: string, opts?: CallOptions): Promise<Domain> {
+    return native.domainLookupByUUIDString(this[HANDLE], uuid, this.#t(opts)).then(this.#domain);
+  }
+
+  /** Defines (or redefines) a persistent domain; flags: DomainDefineFlags. */
+  defineDomainXML(xml: string, flags = 0, opts?: CallOptions): Promise<Domain> {
+    return native.domainDefineXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#domain);
+  }
+
+  /** Creates and starts a transient domain; flags: DomainCreateFlags. */
+  createDomainXML(xml: string, flags = 0, opts?: CallOptions): Promise<Domain> {
+    return native.domainCreateXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#domain);
+  }
+
+  // ---- networks ------------------------------------------------------------------------
+
+  numOfNetworks(opts?: CallOptions): Promise<number> {
+    return native.connectNumOfNetworks(this[HANDLE], this.#t(opts));
+  }
+
+  numOfDefinedNetworks(opts?: CallOptions): Promise<number> {
+    return native.connectNumOfDefinedNetworks(this[HANDLE], this.#t(opts));
+  }
+
+  async listAllNetworks(flags = 0, opts?: CallOptions): Promise<Network[]> {
+    const handles = await native.connectListAllNetworks(this[HANDLE], flags, this.#t(opts));
+    return handles.map((h) => new Network(this, h));
+  }
+
+  #network = (h: NetworkHandle): Network => new Network(this, h);
+
+  lookupNetworkByName(name: string, opts?: CallOptions): Promise<Network> {
+    return native.networkLookupByName(this[HANDLE], name, this.#t(opts)).then(this.#network);
+  }
+
+  lookupNetworkByUUID(uuid: string | Uint8Array, opts?: CallOptions): Promise<Network> {
+    const t = this.#t(opts);
+    const handle =
+      typeof uuid === 'string'
+        ? native.networkLookupByUUIDString(this[HANDLE], uuid, t)
+        : native.networkLookupByUUID(this[HANDLE], uuid, t);
+    return handle.then(this.#network);
+  }
+
+  lookupNetworkByUUIDString(uuid: string, opts?: CallOptions): Promise<Network> {
+    return native.networkLookupByUUIDString(this[HANDLE], uuid, this.#t(opts)).then(this.#network);
+  }
+
+  /** flags: NetworkDefineFlags. */
+  defineNetworkXML(xml: string, flags = 0, opts?: CallOptions): Promise<Network> {
+    return native.networkDefineXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#network);
+  }
+
+  /** Creates and starts a transient network; flags: NetworkCreateFlags. */
+  createNetworkXML(xml: string, flags = 0, opts?: CallOptions): Promise<Network> {
+    return native.networkCreateXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#network);
+  }
+
+  // ---- storage -------------------------------------------------------------------------
+
+  numOfStoragePools(opts?: CallOptions): Promise<number> {
+    return native.connectNumOfStoragePools(this[HANDLE], this.#t(opts));
+  }
+
+  numOfDefinedStoragePools(opts?: CallOptions): Promise<number> {
+    return native.connectNumOfDefinedStoragePools(this[HANDLE], this.#t(opts));
+  }
+
+  async listAllStoragePools(flags = 0, opts?: CallOptions): Promise<StoragePool[]> {
+    const handles = await native.connectListAllStoragePools(this[HANDLE], flags, this.#t(opts));
+    return handles.map((h) => new StoragePool(this, h));
+  }
+
+  #pool = (h: PoolHandle): StoragePool => new StoragePool(this, h);
+
+  lookupStoragePoolByName(name: string, opts?: CallOptions): Promise<StoragePool> {
+    return native.storagePoolLookupByName(this[HANDLE], name, this.#t(opts)).then(this.#pool);
+  }
+
+  lookupStoragePoolByUUID(uuid: string | Uint8Array, opts?: CallOptions): Promise<StoragePool> {
+    const t = this.#t(opts);
+    const handle =
+      typeof uuid === 'string'
+        ? native.storagePoolLookupByUUIDString(this[HANDLE], uuid, t)
+        : native.storagePoolLookupByUUID(this[HANDLE], uuid, t);
+    return handle.then(this.#pool);
+  }
+
+  lookupStoragePoolByUUIDString(uuid: string, opts?: CallOptions): Promise<StoragePool> {
+    return native.storagePoolLookupByUUIDString(this[HANDLE], uuid, this.#t(opts)).then(this.#pool);
+  }
+
+  lookupStoragePoolByTargetPath(path: string, opts?: CallOptions): Promise<StoragePool> {
+    return native.storagePoolLookupByTargetPath(this[HANDLE], path, this.#t(opts)).then(this.#pool);
+  }
+
+  /** flags: StoragePoolDefineFlags. */
+  defineStoragePoolXML(xml: string, flags = 0, opts?: CallOptions): Promise<StoragePool> {
+    return native.storagePoolDefineXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#pool);
+  }
+
+  /** Creates and starts a transient pool; flags: StoragePoolCreateFlags. */
+  createStoragePoolXML(xml: string, flags = 0, opts?: CallOptions): Promise<StoragePool> {
+    return native.storagePoolCreateXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#pool);
+  }
+
+  lookupStorageVolByKey(key: string, opts?: CallOptions): Promise<StorageVol> {
+    return native
+      .storageVolLookupByKey(this[HANDLE], key, this.#t(opts))
+      .then((h) => new StorageVol(this, h));
+  }
+
+  lookupStorageVolByPath(path: string, opts?: CallOptions): Promise<StorageVol> {
+    return native
+      .storageVolLookupByPath(this[HANDLE], path, this.#t(opts))
+      .then((h) => new StorageVol(this, h));
+  }
+
+  // ---- events --------------------------------------------------------------------------
+
+  async #register<H extends EventHandle>(
+    routes: Map<number, number>,
+    deliver: (handle: H, event: number, detail: number) => void,
+    register: (key: number) => Promise<number>,
+  ): Promise<number> {
+    if (typeof deliver !== 'function') throw new TypeError('listener must be a function');
+    const key = openRoute((_kind, handle, event, detail) => deliver(handle as H, event, detail));
+    try {
+      const id = await register(key);
+      routes.set(id, key);
+      return id;
+    } catch (err) {
+      closeRoute(key);
+      throw err;
+    }
+  }
+
+  async #deregister(
+    routes: Map<number, number>,
+    callbackID: number,
+    deregister: () => Promise<void>,
+  ): Promise<void> {
+    await deregister();
+    const key = routes.get(callbackID);
+    routes.delete(callbackID);
+    if (key !== undefined) closeRoute(key);
+  }
+
+  /**
+   * Domain lifecycle events (VIR_DOMAIN_EVENT_ID_LIFECYCLE) for every domain, or only
+   * `opts.domain`. Resolves with the callback ID for domainEventDeregister. While any
+   * registration exists the Node process stays alive.
+   */
+  domainEventLifecycleRegister(
+    listener: (event: DomainLifecycleEvent) => void,
+    opts: CallOptions & { domain?: Domain } = {},
+  ): Promise<number> {
+    return this.#register<DomainHandle>(
+      this.#domainRoutes,
+      (h, event, detail) =>
+        listener({
+          domain: new Domain(this, h),
+          event,
+          detail,
+          eventName: domainEventName(event),
+          detailName: domainEventDetailName(event, detail),
+        }),
+      (key) =>
+        native.connectDomainEventRegisterAny(
+          this[HANDLE],
+          opts.domain?.[HANDLE] ?? null,
+          DomainEventID.LIFECYCLE,
+          key,
+          this.#t(opts),
+        ),
+    );
+  }
+
+  /** VIR_DOMAIN_EVENT_ID_REBOOT: the guest rebooted. */
+  domainEventRebootRegister(
+    listener: (event: DomainRebootEvent) => void,
+    opts: CallOptions & { domain?: Domain } = {},
+  ): Promise<number> {
+    return this.#register<DomainHandle>(
+      this.#domainRoutes,
+      (h) => listener({ domain: new Domain(this, h) }),
+      (key) =>
+        native.connectDomainEventRegisterAny(
+          this[HANDLE],
+          opts.domain?.[HANDLE] ?? null,
+          DomainEventID.REBOOT,
+          key,
+          this.#t(opts),
+        ),
+    );
+  }
+
+  domainEventDeregister(callbackID: number, opts?: CallOptions): Promise<void> {
+    return this.#deregister(this.#domainRoutes, callbackID, () =>
+      native.connectDomainEventDeregisterAny(this[HANDLE], callbackID, this.#t(opts)),
+    );
+  }
+
+  networkEventLifecycleRegister(
+    listener: (event: NetworkLifecycleEvent) => void,
+    opts: CallOptions & { network?: Network } = {},
+  ): Promise<number> {
+    return this.#register<NetworkHandle>(
+      this.#networkRoutes,
+      (h, event, detail) =>
+        listener({
+          network: new Network(this, h),
+          event,
+          detail,
+          eventName: networkEventName(event),
+        }),
+      (key) =>
+        native.connectNetworkEventRegisterAny(
+          this[HANDLE],
+          opts.network?.[HANDLE] ?? null,
+          NetworkEventID.LIFECYCLE,
+          key,
+          this.#t(opts),
+        ),
+    );
+  }
+
+  networkEventDeregister(callbackID: number, opts?: CallOptions): Promise<void> {
+    return this.#deregister(this.#networkRoutes, callbackID, () =>
+      native.connectNetworkEventDeregisterAny(this[HANDLE], callbackID, this.#t(opts)),
+    );
+  }
+
+  storagePoolEventLifecycleRegister(
+    listener: (event: StoragePoolLifecycleEvent) => void,
+    opts: CallOptions & { pool?: StoragePool } = {},
+  ): Promise<number> {
+    return this.#register<PoolHandle>(
+      this.#poolRoutes,
+      (h, event, detail) =>
+        listener({
+          pool: new StoragePool(this, h),
+          event,
+          detail,
+          eventName: storagePoolEventName(event),
+        }),
+      (key) =>
+        native.connectStoragePoolEventRegisterAny(
+          this[HANDLE],
+          opts.pool?.[HANDLE] ?? null,
+          StoragePoolEventID.LIFECYCLE,
+          key,
+          this.#t(opts),
+        ),
+    );
+  }
+
+  /** VIR_STORAGE_POOL_EVENT_ID_REFRESH: a pool was refreshed. */
+  storagePoolEventRefreshRegister(
+    listener: (event: StoragePoolRefreshEvent) => void,
+    opts: CallOptions & { pool?: StoragePool } = {},
+  ): Promise<number> {
+    return this.#register<PoolHandle>(
+      this.#poolRoutes,
+      (h) => listener({ pool: new StoragePool(this, h) }),
+      (key) =>
+        native.connectStoragePoolEventRegisterAny(
+          this[HANDLE],
+          opts.pool?.[HANDLE] ?? null,
+          StoragePoolEventID.REFRESH,
+          key,
+          this.#t(opts),
+        ),
+    );
+  }
+
+  storagePoolEventDeregister(callbackID: number, opts?: CallOptions): Promise<void> {
+    return this.#deregister(this.#poolRoutes, callbackID, () =>
+      native.connectStoragePoolEventDeregisterAny(this[HANDLE], callbackID, this.#t(opts)),
+    );
+  }
+}

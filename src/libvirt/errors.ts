@@ -1,0 +1,145 @@
+import { ErrorCode, ErrorDomain, ErrorLevel } from './error-codes.js';
+
+export { ErrorCode, ErrorDomain, ErrorLevel };
+
+/** What the addon copies out of libvirt's virError on the thread that made the call. */
+export interface LibvirtErrorDetails {
+  code: number;
+  domain: number;
+  level: number;
+  str1?: string;
+  str2?: string;
+  str3?: string;
+  int1?: number;
+  int2?: number;
+}
+
+const codeNames = invert(ErrorCode);
+const domainNames = invert(ErrorDomain);
+
+function invert(table: Record<string, number>): Map<number, string> {
+  return new Map(Object.entries(table).map(([name, value]) => [value, name]));
+}
+
+/**
+ * A failed libvirt call, carrying libvirt's virError fields. `code` is a virErrorNumber
+ * (ErrorCode.VIR_ERR_NO_DOMAIN is 42), `domain` the subsystem that raised it (virErrorDomain).
+ * Timeouts of this binding use VIR_ERR_OPERATION_TIMEOUT; calls on a closed connection or a
+ * freed handle use VIR_ERR_INVALID_CONN / VIR_ERR_INVALID_DOMAIN and friends, as libvirt does.
+ */
+export class LibvirtError extends Error {
+  override name = 'LibvirtError';
+  readonly code: number;
+  readonly domain: number;
+  readonly level: number;
+  readonly str1: string | undefined;
+  readonly str2: string | undefined;
+  readonly str3: string | undefined;
+  readonly int1: number;
+  readonly int2: number;
+
+  constructor(message: string, details: LibvirtErrorDetails) {
+    super(message);
+    this.code = details.code;
+    this.domain = details.domain;
+    this.level = details.level;
+    this.str1 = details.str1;
+    this.str2 = details.str2;
+    this.str3 = details.str3;
+    this.int1 = details.int1 ?? 0;
+    this.int2 = details.int2 ?? 0;
+  }
+
+  /** libvirt's name for `code`, e.g. 'VIR_ERR_NO_DOMAIN'. */
+  get codeName(): string {
+    return codeNames.get(this.code) ?? `VIR_ERR_${this.code}`;
+  }
+
+  /** libvirt's name for `domain`, e.g. 'VIR_FROM_QEMU'. */
+  get domainName(): string {
+    return domainNames.get(this.domain) ?? `VIR_FROM_${this.domain}`;
+  }
+}
+
+export function isLibvirtError(err: unknown): err is LibvirtError {
+  return err instanceof LibvirtError;
+}
+
+export type ObjectKind = 'domain' | 'network' | 'storagePool' | 'storageVol';
+
+const notFoundCodes: Record<ObjectKind, number> = {
+  domain: ErrorCode.VIR_ERR_NO_DOMAIN,
+  network: ErrorCode.VIR_ERR_NO_NETWORK,
+  storagePool: ErrorCode.VIR_ERR_NO_STORAGE_POOL,
+  storageVol: ErrorCode.VIR_ERR_NO_STORAGE_VOL,
+};
+
+/** The object looked up (by UUID, name, key or path) does not exist; `kind` narrows it. */
+export function isNotFound(err: unknown, kind?: ObjectKind): boolean {
+  if (!isLibvirtError(err)) return false;
+  if (kind !== undefined) return err.code === notFoundCodes[kind];
+  return Object.values(notFoundCodes).includes(err.code);
+}
+
+// Raised on the client side when the transport is gone: the daemon closed the socket, the
+// keepalive gave up, or the connection was never made. A server-side error keeps the domain
+// of the driver that raised it, so RPC/REMOTE domains here mean the link itself failed.
+const connectionCodes = new Set<number>([
+  ErrorCode.VIR_ERR_NO_CONNECT,
+  ErrorCode.VIR_ERR_INVALID_CONN,
+  ErrorCode.VIR_ERR_RPC,
+  ErrorCode.VIR_ERR_AUTH_FAILED,
+]);
+const transportDomains = new Set<number>([ErrorDomain.VIR_FROM_RPC, ErrorDomain.VIR_FROM_REMOTE]);
+const transportCodes = new Set<number>([
+  ErrorCode.VIR_ERR_SYSTEM_ERROR,
+  ErrorCode.VIR_ERR_INTERNAL_ERROR,
+  ErrorCode.VIR_ERR_OPERATION_FAILED,
+]);
+
+/** The connection is unusable: reconnect before retrying. */
+export function isConnectionError(err: unknown): boolean {
+  if (!isLibvirtError(err)) return false;
+  if (connectionCodes.has(err.code)) return true;
+  return transportDomains.has(err.domain) && transportCodes.has(err.code);
+}
+
+/** The driver or hypervisor does not implement this call or flag combination. */
+export function isUnsupported(err: unknown): boolean {
+  if (!isLibvirtError(err)) return false;
+  return (
+    err.code === ErrorCode.VIR_ERR_NO_SUPPORT ||
+    err.code === ErrorCode.VIR_ERR_ARGUMENT_UNSUPPORTED ||
+    err.code === ErrorCode.VIR_ERR_OPERATION_UNSUPPORTED
+  );
+}
+
+/** The call did not finish within its `timeoutMs`. */
+export function isTimeout(err: unknown): boolean {
+  return isLibvirtError(err) && err.code === ErrorCode.VIR_ERR_OPERATION_TIMEOUT;
+}
+
+/** The XML given was malformed or invalid for the object. */
+export function isInvalidXML(err: unknown): boolean {
+  if (!isLibvirtError(err)) return false;
+  return (
+    err.code === ErrorCode.VIR_ERR_XML_ERROR ||
+    err.code === ErrorCode.VIR_ERR_XML_DETAIL ||
+    err.code === ErrorCode.VIR_ERR_XML_INVALID_SCHEMA
+  );
+}
+
+/** An object with this name or UUID already exists. */
+export function isAlreadyExists(err: unknown): boolean {
+  if (!isLibvirtError(err)) return false;
+  return (
+    err.code === ErrorCode.VIR_ERR_DOM_EXIST ||
+    err.code === ErrorCode.VIR_ERR_NETWORK_EXIST ||
+    err.code === ErrorCode.VIR_ERR_STORAGE_VOL_EXIST
+  );
+}
+
+/** The call is not valid in the object's current state (e.g. destroying a stopped domain). */
+export function isOperationInvalid(err: unknown): boolean {
+  return isLibvirtError(err) && err.code === ErrorCode.VIR_ERR_OPERATION_INVALID;
+}

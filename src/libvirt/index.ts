@@ -1,0 +1,58 @@
+// libvirt-operator/libvirt: an asynchronous, typed binding to libvirt's C API.
+// See src/libvirt/README.md for the API reference.
+import './events.js';
+
+export { Connect } from './connection.js';
+export type {
+  ConnectionClosedEvent,
+  DomainLifecycleEvent,
+  DomainRebootEvent,
+  NetworkLifecycleEvent,
+  NodeInfo,
+  OpenOptions,
+  StoragePoolLifecycleEvent,
+  StoragePoolRefreshEvent,
+} from './connection.js';
+export { Domain } from './domain.js';
+export type {
+  DomainInfo,
+  DomainInterface,
+  DomainMemoryStats,
+  DomainStateInfo,
+  VcpuImpact,
+} from './domain.js';
+export { Network } from './network.js';
+export type { NetworkDHCPLease } from './network.js';
+export { StoragePool, StorageVol } from './storage.js';
+export type { StoragePoolInfo, StorageVolInfo, TransferOptions } from './storage.js';
+export { ReconnectingConnection, backoffDelay } from './reconnecting.js';
+export type { Backoff, ConnectionState, ReconnectOptions, StateChange } from './reconnecting.js';
+export type { CallOptions, Impact } from './addon.js';
+export {
+  ErrorCode,
+  ErrorDomain,
+  ErrorLevel,
+  LibvirtError,
+  isAlreadyExists,
+  isConnectionError,
+  isInvalidXML,
+  isLibvirtError,
+  isNotFound,
+  isOperationInvalid,
+  isTimeout,
+  isUnsupported,
+} from './errors.js';
+export type { LibvirtErrorDetails, ObjectKind } from './errors.js';
+export * from './constants.js';
+export {
+  closeReasonName,
+  domainEventDetailName,
+  domainEventName,
+  domainStateName,
+  domainStateReasonName,
+  networkEventName,
+  storagePoolEventName,
+  storagePoolStateName,
+  storageVolTypeName,
+} from './names.js';
+export { bindingStats, getLibVersion, setThreadPoolSize } from './binding.js';
