@@ -1,0 +1,93 @@
+// The ports every controller is handed: a plain object, no framework. The agent (src/agent/)
+// builds it from the generic runtime (src/runtime/) and the libvirt connection; unit tests
+// build it from state-based fakes. Controllers never import the runtime directly, so they
+// stay small functions of (key, context) -> Action.
+import { createHash } from 'node:crypto';
+import type { V1Node, V1ObjectMeta } from '@kubernetes/client-node';
+import type { VirtKind } from '../api/generated/crds.js';
+import type { Connect } from '../libvirt/connection.js';
+
+export interface KubeObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata: V1ObjectMeta;
+}
+
+/** What reconcile asks of the queue: nothing more, or another pass after a delay. */
+export type Action = { requeueAfterMs?: undefined } | { requeueAfterMs: number };
+export const done: Action = {};
+export const requeueAfter = (ms: number): Action => ({ requeueAfterMs: ms });
+
+export interface Logger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export interface ControllerContext {
+  /** This agent's node (its --node-name). */
+  nodeName: string;
+  /** The current libvirt connection; the reconnecting wrapper may swap it between calls. */
+  libvirt(): Connect;
+  now(): Date;
+  log: Logger;
+  /**
+   * A directory the agent owns on this host for files that are not libvirt objects (e.g.
+   * cloud-init NoCloud ISOs), default /var/lib/libvirt-operator; tests use a temp dir.
+   */
+  stateDir: string;
+
+  /** Read-only cache lookups (never an API call). Cluster-scoped kinds take namespace undefined. */
+  get<T extends KubeObject>(kind: VirtKind, namespace: string | undefined, name: string): T | undefined;
+  list<T extends KubeObject>(kind: VirtKind): T[];
+  /** Objects whose index `index` lists `value`; the indexes are declared in ./indexes.ts. */
+  byIndex<T extends KubeObject>(kind: VirtKind, index: string, value: string): T[];
+  /** This agent's Node object (labels for nodeSelector matching); undefined if not found. */
+  node(): V1Node | undefined;
+
+  /**
+   * Server-side apply of `status` to obj's status subresource with the agent's field manager.
+   * Does nothing when it equals what the cache holds, so a converged object costs no write.
+   */
+  applyStatus(kind: VirtKind, obj: KubeObject, status: object): Promise<void>;
+  /**
+   * Server-side apply of this node's entry in a cluster-scoped object's status.nodes[] (a
+   * list-map keyed by nodeName) under a per-node field manager: agents never overwrite each other.
+   */
+  applyNodeStatus(kind: VirtKind, obj: KubeObject, entry: { nodeName: string } & object): Promise<void>;
+  /** Adds the finalizer if missing (optimistic concurrency on resourceVersion). */
+  ensureFinalizer(kind: VirtKind, obj: KubeObject, finalizer: string): Promise<void>;
+  /** Removes the finalizer if present (optimistic concurrency on resourceVersion). */
+  removeFinalizer(kind: VirtKind, obj: KubeObject, finalizer: string): Promise<void>;
+  /** A Kubernetes Event (events.k8s.io/v1), de-duplicated by the runtime. */
+  event(kind: VirtKind, obj: KubeObject, type: 'Normal' | 'Warning', reason: string, message: string): void;
+}
+
+/** The finalizer namespaced objects (VirtualMachine, Volume) carry while they exist on a host. */
+export const HOST_FINALIZER = 'virt.dev/host-cleanup';
+/** Keeps a Volume while a VirtualMachine uses it or another Volume is backed by it. */
+export const VOLUME_PROTECTION_FINALIZER = 'virt.dev/volume-protection';
+
+/**
+ * Cluster-scoped objects (VirtualNetwork, StoragePool) exist on many hosts; each agent holds its
+ * own finalizer and removes it once its host is clean. A finalizer's name part is at most 63
+ * characters, so long node names are shortened with a hash that keeps them distinct.
+ */
+export function nodeFinalizer(nodeName: string): string {
+  const prefix = 'node.virt.dev/';
+  if (nodeName.length <= 63) return prefix + nodeName;
+  const hash = createHash('sha256').update(nodeName).digest('hex').slice(0, 10);
+  return `${prefix}${nodeName.slice(0, 52)}-${hash}`;
+}
+
+/** The cache key of an object: namespace/name, or name for cluster-scoped objects. */
+export function keyOf(obj: KubeObject): string {
+  const ns = obj.metadata.namespace;
+  return ns ? `${ns}/${obj.metadata.name}` : String(obj.metadata.name);
+}
+
+export function splitKey(key: string): { namespace: string | undefined; name: string } {
+  const i = key.indexOf('/');
+  return i < 0 ? { namespace: undefined, name: key } : { namespace: key.slice(0, i), name: key.slice(i + 1) };
+}

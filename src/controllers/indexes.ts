@@ -1,0 +1,65 @@
+// Cache indexes the agent registers and controllers query with ctx.byIndex(kind, name, value).
+// Each maps an object to the values it is found under.
+import type { KubeObject } from './context.js';
+
+interface VmLike extends KubeObject {
+  spec?: {
+    uuid?: string;
+    disks?: Array<{ volume: string }>;
+    boot?: { kernel?: { volume: string }; initrd?: { volume: string } };
+    interfaces?: Array<{ network: string }>;
+  };
+}
+interface VolumeLike extends KubeObject {
+  spec?: { pool?: string; source?: { clone?: { volume: string }; backingVolume?: { volume: string } } };
+}
+
+export const INDEX_UUID = 'uuid';
+export const INDEX_VOLUME = 'volume';
+export const INDEX_NETWORK = 'network';
+export const INDEX_POOL = 'pool';
+export const INDEX_SOURCE_VOLUME = 'sourceVolume';
+
+/** The libvirt UUID an object's host objects carry: spec.uuid if set, else metadata.uid. */
+export function hostUUID(obj: KubeObject & { spec?: { uuid?: string } }): string | undefined {
+  return obj.spec?.uuid ?? obj.metadata.uid;
+}
+
+/** VirtualMachine -> "namespace/volume" of every Volume it uses (disks, kernel, initrd). */
+export function vmVolumes(vm: VmLike): string[] {
+  const ns = vm.metadata.namespace ?? '';
+  const names = [
+    ...(vm.spec?.disks ?? []).map((d) => d.volume),
+    vm.spec?.boot?.kernel?.volume,
+    vm.spec?.boot?.initrd?.volume,
+  ].filter((n): n is string => typeof n === 'string');
+  return [...new Set(names)].map((n) => `${ns}/${n}`);
+}
+
+export function vmNetworks(vm: VmLike): string[] {
+  return [...new Set((vm.spec?.interfaces ?? []).map((i) => i.network))];
+}
+
+/** Volume -> "namespace/volume" of the Volume it was cloned from or is backed by. */
+export function volumeSources(vol: VolumeLike): string[] {
+  const src = vol.spec?.source?.clone?.volume ?? vol.spec?.source?.backingVolume?.volume;
+  return src ? [`${vol.metadata.namespace ?? ''}/${src}`] : [];
+}
+
+export function volumePool(vol: VolumeLike): string[] {
+  return vol.spec?.pool ? [vol.spec.pool] : [];
+}
+
+export const vmIndexes = {
+  [INDEX_UUID]: (o: KubeObject) => [hostUUID(o as VmLike)].filter((u): u is string => !!u),
+  [INDEX_VOLUME]: (o: KubeObject) => vmVolumes(o as VmLike),
+  [INDEX_NETWORK]: (o: KubeObject) => vmNetworks(o as VmLike),
+};
+export const volumeIndexes = {
+  [INDEX_UUID]: (o: KubeObject) => [o.metadata.uid].filter((u): u is string => !!u),
+  [INDEX_POOL]: (o: KubeObject) => volumePool(o as VolumeLike),
+  [INDEX_SOURCE_VOLUME]: (o: KubeObject) => volumeSources(o as VolumeLike),
+};
+export const clusterIndexes = {
+  [INDEX_UUID]: (o: KubeObject) => [o.metadata.uid].filter((u): u is string => !!u),
+};
