@@ -120,7 +120,8 @@ printf '%s\n' "${MODULES[@]}" > "$ROOT/lib/modules/load-order"
 cat > "$ROOT/init" <<'INIT'
 #!/bin/sh
 # PID 1 of the tiny guest. Marker lines on /dev/console (ttyS0) are the test interface:
-#   LVO-GUEST-READY                      drivers loaded, power button handled
+#   LVO-GUEST-READY <boot-id>            drivers loaded, power button handled; the id is new
+#                                        every boot (QEMU empties the log on each start)
 #   LVO-GUEST-CPUS <n>                   online CPU count, at start and on every change
 #   LVO-GUEST-IP <addr> <iface> <mac>    a DHCP lease was bound
 #   LVO-GUEST-DISKS [names...]           virtio disks (vda ...), at start and on every change
@@ -153,7 +154,7 @@ for dev in /sys/class/net/eth*; do
   udhcpc -f -i "$iface" -s /etc/udhcpc.script -x hostname:lvo-tiny-guest -t 5 -T 1 -A 1 >/dev/null 2>&1 &
 done
 
-echo LVO-GUEST-READY
+echo "LVO-GUEST-READY $(cat /proc/sys/kernel/random/boot_id)"
 cpus=''
 disks='unknown'
 while :; do

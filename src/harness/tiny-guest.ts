@@ -28,8 +28,11 @@ export const TINY_GUEST_CMDLINE = 'console=ttyS0 panic=-1';
 
 /** The console lines the guest prints (see the /init in scripts/build-tiny-guest.sh). */
 export const GUEST_MARKER = {
-  /** Drivers loaded, acpid answers the power button: an ACPI shutdown works from now on. */
-  ready: /^LVO-GUEST-READY$/m,
+  /**
+   * Drivers loaded, acpid answers the power button: an ACPI shutdown works from now on. The
+   * capture is the kernel's boot id, new on every boot, so a test can tell a restart apart.
+   */
+  ready: /^LVO-GUEST-READY (\S+)$/m,
   /** A DHCP lease bound: address, interface, MAC. One line per interface and lease. */
   ip: /^LVO-GUEST-IP (\S+) (\S+) (\S+)$/m,
   /** Online CPU count, printed at start and whenever it changes (hot-plugged CPUs are onlined). */
@@ -156,8 +159,9 @@ export async function readConsole(path: string): Promise<string> {
 
 export interface ConsoleWaitOptions {
   /**
-   * Only look at text from this offset on (e.g. `(await readConsole(p)).length` before an
-   * action). A log shorter than this was recreated by a restart and is read from the start.
+   * Only look at text from this offset on (e.g. `(await readConsole(p)).length` before a live
+   * change). Meant for changes within one boot; across a restart use `waitForGuestReady`.
+   * A log shorter than this was emptied by a restart and is read from the start.
    */
   after?: number;
   /** Poll interval; the log is small, so re-reading it whole is cheap. Default 200 ms. */
@@ -189,6 +193,28 @@ export async function waitForConsoleLine(
     `no console line matched ${pattern} within ${timeoutMs} ms in ${path}; last lines:\n` +
       consoleTail(text),
   );
+}
+
+/**
+ * Waits for the guest's ready line and returns its boot id. Pass the id of an earlier boot as
+ * `otherThan` to wait for the next boot: QEMU empties the log file when the domain starts
+ * again, so the old ready line may still be there for a moment, or be gone, or the new log
+ * may already be longer than the old one; the boot id is the one reliable difference.
+ */
+export async function waitForGuestReady(
+  path: string,
+  timeoutMs: number,
+  opts: { otherThan?: string } = {},
+): Promise<string> {
+  const pattern = opts.otherThan
+    ? new RegExp(`^LVO-GUEST-READY (?!${escapeRegExp(opts.otherThan)}$)(\\S+)$`)
+    : GUEST_MARKER.ready;
+  const m = await waitForConsoleLine(path, pattern, timeoutMs);
+  return m[1]!;
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 /** The first line of `text` that matches `pattern` (tested without the trailing CR/LF). */

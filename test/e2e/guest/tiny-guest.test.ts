@@ -18,6 +18,7 @@ import {
   matchLine,
   readConsole,
   waitForConsoleLine,
+  waitForGuestReady,
   type TinyGuest,
 } from '../../../src/harness/tiny-guest.js';
 import { ROOT, run } from '../../harness/processes.js';
@@ -222,6 +223,7 @@ describe('tiny guest under a real libvirtd with QEMU', () => {
   let dir = '';
   let consolePath = '';
   let octet = 0;
+  let bootId = '';
   const created = { pool: false, network: false, domain: false };
 
   beforeAll(async () => {
@@ -311,7 +313,8 @@ describe('tiny guest under a real libvirtd with QEMU', () => {
     await virsh(['define', file]);
     created.domain = true;
     await virsh(['start', names.domain]);
-    await waitForConsoleLine(consolePath, GUEST_MARKER.ready, 30_000);
+    bootId = await waitForGuestReady(consolePath, 30_000);
+    expect(bootId).toMatch(/^[0-9a-f-]{36}$/);
     const text = await readConsole(consolePath);
     expect(matchLine(text, GUEST_MARKER.cpus)?.[1]).toBe('1');
     expect(text).not.toMatch(/LVO-GUEST-ERROR/);
@@ -350,6 +353,15 @@ describe('tiny guest under a real libvirtd with QEMU', () => {
     const after = (await readConsole(consolePath)).length;
     await virsh(['setvcpus', names.domain, '2', '--live']);
     await waitForConsoleLine(consolePath, /^LVO-GUEST-CPUS 2$/, 20_000, { after });
+  });
+
+  it('boots again after virsh destroy and start, with a new boot id (the restart path)', async () => {
+    await virsh(['destroy', names.domain]);
+    await virsh(['start', names.domain]);
+    const next = await waitForGuestReady(consolePath, 30_000, { otherThan: bootId });
+    expect(next).not.toBe(bootId);
+    // QEMU starts the log afresh: exactly one boot in it.
+    expect((await readConsole(consolePath)).match(/^LVO-GUEST-READY /gm)).toHaveLength(1);
   });
 
   it('powers off through ACPI on virsh shutdown', async () => {
