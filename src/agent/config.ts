@@ -1,0 +1,72 @@
+// The agent's configuration: flags first, then environment variables (the DaemonSet sets
+// NODE_NAME from the downward API), then defaults. Pure, so every rule has a table test.
+import { existsSync } from 'node:fs';
+import { hostname } from 'node:os';
+
+export interface AgentConfig {
+  nodeName: string;
+  libvirtUri: string;
+  /** undefined = in-cluster configuration */
+  kubeconfig: string | undefined;
+  metricsAddr: HostPort | undefined;
+  healthAddr: HostPort | undefined;
+  stateDir: string;
+  leaseNamespace: string;
+  logLevel: string;
+}
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface ConfigInput {
+  flags: Partial<Record<'node-name' | 'libvirt-uri' | 'kubeconfig' | 'metrics-addr' | 'health-addr' | 'state-dir' | 'lease-namespace' | 'log-level', string>>;
+  env: Record<string, string | undefined>;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export const LOCAL_LIBVIRT_SOCKET = '/var/run/libvirt/libvirt-sock';
+
+/** The local libvirtd when its socket exists, else libvirt's in-process test driver. */
+export function defaultLibvirtUri(socketExists: (p: string) => boolean = existsSync): string {
+  return socketExists(LOCAL_LIBVIRT_SOCKET) ? 'qemu:///system' : 'test:///default';
+}
+
+export function parseHostPort(flag: string, value: string): HostPort {
+  const m = /^(.*):(\d+)$/.exec(value);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new ConfigError(`--${flag} must be HOST:PORT (e.g. 127.0.0.1:8080 or :8080), got '${value}'`);
+  }
+  const host = m[1] === '' ? '0.0.0.0' : m[1]!.replace(/^\[(.*)\]$/, '$1');
+  return { host, port };
+}
+
+const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
+export function agentConfig(input: ConfigInput, defaults: { hostname: () => string; libvirtUri: () => string } = { hostname, libvirtUri: () => defaultLibvirtUri() }): AgentConfig {
+  const { flags, env } = input;
+  const nodeName = flags['node-name'] ?? env.NODE_NAME ?? defaults.hostname().toLowerCase();
+  if (nodeName.length > 253 || !NODE_NAME.test(nodeName)) {
+    throw new ConfigError(`node name '${nodeName}' is not a valid Kubernetes node name (lower-case DNS subdomain); set --node-name or NODE_NAME`);
+  }
+  const metrics = flags['metrics-addr'] ?? env.METRICS_ADDR;
+  const health = flags['health-addr'] ?? env.HEALTH_ADDR;
+  const logLevel = flags['log-level'] ?? env.LOG_LEVEL ?? 'info';
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`);
+  return {
+    nodeName,
+    libvirtUri: flags['libvirt-uri'] ?? env.LIBVIRT_URI ?? defaults.libvirtUri(),
+    kubeconfig: flags.kubeconfig ?? (env.KUBECONFIG || undefined),
+    metricsAddr: metrics === undefined || metrics === '0' ? undefined : parseHostPort('metrics-addr', metrics),
+    healthAddr: health === undefined || health === '0' ? undefined : parseHostPort('health-addr', health),
+    stateDir: flags['state-dir'] ?? env.STATE_DIR ?? '/var/lib/libvirt-operator',
+    leaseNamespace: flags['lease-namespace'] ?? env.POD_NAMESPACE ?? 'libvirt-operator',
+    logLevel,
+  };
+}
