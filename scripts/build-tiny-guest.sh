@@ -70,7 +70,7 @@ if is_current; then finish "build-tiny-guest: cached $VERSION in $OUT"; fi
 [[ -n "$PACKAGE" ]] || finish "build-tiny-guest: using cached $VERSION (apt lists unavailable to check for a newer kernel)"
 
 command -v cpio >/dev/null || die "cpio is missing; run scripts/install-host-deps.sh (or apt-get install cpio)"
-[[ -x "$BUSYBOX" ]] && "$BUSYBOX" --list | grep -qx udhcpc \
+[[ -x "$BUSYBOX" ]] && "$BUSYBOX" --list | grep -x udhcpc >/dev/null \
   || die "$BUSYBOX with udhcpc is missing; run scripts/install-host-deps.sh (or apt-get install busybox-static)"
 # Debian's plain busybox package also installs /bin/busybox, but linked dynamically: it
 # cannot run in an initramfs that has no libc.
@@ -154,10 +154,9 @@ for dev in /sys/class/net/eth*; do
   udhcpc -f -i "$iface" -s /etc/udhcpc.script -x hostname:lvo-tiny-guest -t 5 -T 1 -A 1 >/dev/null 2>&1 &
 done
 
-echo "LVO-GUEST-READY $(cat /proc/sys/kernel/random/boot_id)"
 cpus=''
 disks='unknown'
-while :; do
+report() {
   # Hot-plugged CPUs arrive offline (x86 has no kernel auto-online): bring them up.
   for f in /sys/devices/system/cpu/cpu[0-9]*/online; do
     [ -e "$f" ] && [ "$(cat "$f")" = 0 ] && echo 1 > "$f"
@@ -166,7 +165,13 @@ while :; do
   [ "$n" != "$cpus" ] && cpus=$n && echo "LVO-GUEST-CPUS $n"
   d=$(cd /sys/block && echo vd* | sed 's/vd\*//')
   [ "$d" != "$disks" ] && disks=$d && echo "LVO-GUEST-DISKS $d"
+}
+# The initial CPUS and DISKS lines come before READY, so READY means "state reported".
+report
+echo "LVO-GUEST-READY $(cat /proc/sys/kernel/random/boot_id)"
+while :; do
   sleep 1
+  report
 done
 INIT
 
@@ -201,8 +206,14 @@ cp "$WORK/pkg/boot/vmlinuz-$VERSION" "$WORK/vmlinuz"
 (cd "$ROOT" && find . -print0 | LC_ALL=C sort -z \
   | cpio --null -o -H newc --owner=0:0 --quiet | gzip -6) > "$WORK/initrd.img"
 
-rm -rf "$OUT"
+# Replace file by file (rename is atomic), so a test that already holds these paths never
+# sees them missing; .complete goes last and marks the pair consistent again.
 mkdir -p "$OUT"
-mv "$WORK/vmlinuz" "$WORK/initrd.img" "$OUT/"
+rm -f "$OUT/.complete"
+mv -f "$WORK/vmlinuz" "$WORK/initrd.img" "$OUT/"
 echo "$RECIPE_HASH" > "$OUT/.complete"
+# Older kernels are dead weight (~16 MB each) once the meta package points elsewhere.
+for old in "$CACHE_ROOT"/*/; do
+  [[ "${old%/}" == "$OUT" ]] || rm -rf "${old%/}"
+done
 finish "build-tiny-guest: built $VERSION in $OUT ($((SECONDS - START)) s, initrd $(($(stat -c %s "$OUT/initrd.img") / 1024)) KiB)"

@@ -3,8 +3,7 @@
 // converge, onlines hot-plugged vCPUs and powers off on the ACPI power button. Everything
 // here goes through virsh, so the fixture is proven independently of the operator.
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XMLBuilder } from 'fast-xml-parser';
@@ -21,9 +20,10 @@ import {
   waitForGuestReady,
   type TinyGuest,
 } from '../../../src/harness/tiny-guest.js';
+import { ensureLibvirtd, SYSTEM_URI, type LibvirtDaemon } from '../../../src/harness/libvirtd.js';
 import { ROOT, run } from '../../harness/processes.js';
 
-const URI = 'qemu:///system';
+const URI = SYSTEM_URI;
 const MEMORY_KIB = 262_144;
 const BALLOON_TARGET_KIB = 131_072;
 
@@ -35,12 +35,6 @@ async function virsh(args: string[], timeoutMs = 30_000): Promise<string> {
     );
   }
   return r.stdout;
-}
-
-async function sh(cmd: string, args: string[]): Promise<void> {
-  const r = await run(cmd, args, { timeoutMs: 30_000 });
-  if (r.code !== 0)
-    throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -63,80 +57,6 @@ async function poll<T>(
   }
   const why = last ? `; last error: ${String(last)}` : '';
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${why}`);
-}
-
-// The shared src/harness/libvirtd.ts (ensureLibvirtd) did not exist when this test was
-// written; this is the host preparation from docs/environment.md, kept minimal. It stops
-// only the daemons it started itself.
-async function localLibvirtd(): Promise<{ startedByUs: boolean; stop(): Promise<void> }> {
-  const probe = () => run('virsh', ['-c', URI, 'uri'], { timeoutMs: 10_000 });
-  if ((await probe()).code === 0) return { startedByUs: false, stop: async () => {} };
-  if (process.getuid?.() !== 0) {
-    throw new Error(`libvirtd is not running at ${URI} and starting it needs root`);
-  }
-  for (const bin of ['libvirtd', 'virtlogd', 'qemu-system-x86_64']) {
-    if ((await run('sh', ['-c', `command -v ${bin}`])).code !== 0) {
-      throw new Error(`${bin} is missing; run scripts/install-host-deps.sh`);
-    }
-  }
-  if ((await run('getent', ['group', 'libvirt-qemu'])).code !== 0) {
-    await sh('groupadd', ['--system', 'libvirt-qemu']);
-  }
-  if ((await run('getent', ['passwd', 'libvirt-qemu'])).code !== 0) {
-    await sh('useradd', [
-      '--system',
-      '-g',
-      'libvirt-qemu',
-      '-M',
-      '-s',
-      '/usr/sbin/nologin',
-      'libvirt-qemu',
-    ]);
-  }
-  const confPath = '/etc/libvirt/qemu.conf';
-  const conf = existsSync(confPath) ? await readFile(confPath, 'utf8') : '';
-  const wanted: Record<string, string> = {
-    user: '"root"',
-    group: '"root"',
-    security_driver: '"none"',
-  };
-  let next = conf;
-  for (const [key, value] of Object.entries(wanted)) {
-    const line = new RegExp(`^\\s*${key}\\s*=.*$`, 'm');
-    const sep = next === '' || next.endsWith('\n') ? '' : '\n';
-    next = line.test(next)
-      ? next.replace(line, `${key} = ${value}`)
-      : `${next}${sep}${key} = ${value}\n`;
-  }
-  if (next !== conf) await writeFile(confPath, next);
-  await mkdir('/var/log/libvirt', { recursive: true });
-  await mkdir('/var/run/libvirt', { recursive: true });
-
-  const started: string[] = [];
-  if (!existsSync('/var/run/libvirt/virtlogd-sock')) {
-    await sh('virtlogd', ['--daemon', '--pid-file=/var/run/lvo-e2e-virtlogd.pid']);
-    started.push('/var/run/lvo-e2e-virtlogd.pid');
-  }
-  await sh('libvirtd', ['--daemon', '--pid-file=/var/run/lvo-e2e-libvirtd.pid']);
-  started.unshift('/var/run/lvo-e2e-libvirtd.pid');
-  await poll('libvirtd answering at ' + URI, 20_000, async () =>
-    (await probe()).code === 0 ? true : undefined,
-  );
-  return {
-    startedByUs: true,
-    async stop() {
-      for (const pidFile of started) {
-        const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
-        if (pid > 0) {
-          try {
-            process.kill(pid, 'SIGTERM');
-          } catch {
-            // already gone
-          }
-        }
-      }
-    },
-  };
 }
 
 const xml = new XMLBuilder({
@@ -218,7 +138,7 @@ describe('tiny guest under a real libvirtd with QEMU', () => {
     bridge: `lvotg${id}`,
     pool: `lvo-tg-pool-${id}`,
   };
-  let daemon: { startedByUs: boolean; stop(): Promise<void> } | undefined;
+  let daemon: LibvirtDaemon | undefined;
   let guest: TinyGuest;
   let dir = '';
   let consolePath = '';
@@ -228,7 +148,7 @@ describe('tiny guest under a real libvirtd with QEMU', () => {
 
   beforeAll(async () => {
     guest = await ensureTinyGuest();
-    daemon = await localLibvirtd();
+    daemon = await ensureLibvirtd();
     dir = await mkdtemp(join(tmpdir(), 'lvo-tiny-guest-'));
     consolePath = join(dir, 'console.log');
 
@@ -315,8 +235,10 @@ describe('tiny guest under a real libvirtd with QEMU', () => {
     await virsh(['start', names.domain]);
     bootId = await waitForGuestReady(consolePath, 30_000);
     expect(bootId).toMatch(/^[0-9a-f-]{36}$/);
+    // The initial state lines come before the ready line.
     const text = await readConsole(consolePath);
     expect(matchLine(text, GUEST_MARKER.cpus)?.[1]).toBe('1');
+    expect(matchLine(text, GUEST_MARKER.disks)?.[1]).toBe('');
     expect(text).not.toMatch(/LVO-GUEST-ERROR/);
   });
 
