@@ -399,11 +399,12 @@ export class Connect {
   // ---- events --------------------------------------------------------------------------
 
   async #register<H extends EventHandle>(
+    listener: unknown,
     routes: Map<number, number>,
     deliver: (handle: H, event: number, detail: number) => void,
     register: (key: number) => Promise<number>,
   ): Promise<number> {
-    if (typeof deliver !== 'function') throw new TypeError('listener must be a function');
+    if (typeof listener !== 'function') throw new TypeError('listener must be a function');
     const key = openRoute((_kind, handle, event, detail) => deliver(handle as H, event, detail));
     try {
       const id = await register(key);
@@ -436,6 +437,7 @@ export class Connect {
     opts: CallOptions & { domain?: Domain } = {},
   ): Promise<number> {
     return this.#register<DomainHandle>(
+      listener,
       this.#domainRoutes,
       (h, event, detail) =>
         listener({
@@ -462,6 +464,7 @@ export class Connect {
     opts: CallOptions & { domain?: Domain } = {},
   ): Promise<number> {
     return this.#register<DomainHandle>(
+      listener,
       this.#domainRoutes,
       (h) => listener({ domain: new Domain(this, h) }),
       (key) =>
@@ -486,6 +489,7 @@ export class Connect {
     opts: CallOptions & { network?: Network } = {},
   ): Promise<number> {
     return this.#register<NetworkHandle>(
+      listener,
       this.#networkRoutes,
       (h, event, detail) =>
         listener({
@@ -516,6 +520,7 @@ export class Connect {
     opts: CallOptions & { pool?: StoragePool } = {},
   ): Promise<number> {
     return this.#register<PoolHandle>(
+      listener,
       this.#poolRoutes,
       (h, event, detail) =>
         listener({
@@ -541,6 +546,7 @@ export class Connect {
     opts: CallOptions & { pool?: StoragePool } = {},
   ): Promise<number> {
     return this.#register<PoolHandle>(
+      listener,
       this.#poolRoutes,
       (h) => listener({ pool: new StoragePool(this, h) }),
       (key) =>

@@ -104,13 +104,18 @@ export function isConnectionError(err: unknown): boolean {
   return transportDomains.has(err.domain) && transportCodes.has(err.code);
 }
 
-/** The driver or hypervisor does not implement this call or flag combination. */
+/**
+ * The driver or hypervisor does not implement this call or flag. libvirt's flag check
+ * (virCheckFlags) reports an unknown flag as VIR_ERR_INVALID_ARG "unsupported flags (0x…)",
+ * which is the same situation for a caller deciding whether to fall back.
+ */
 export function isUnsupported(err: unknown): boolean {
   if (!isLibvirtError(err)) return false;
   return (
     err.code === ErrorCode.VIR_ERR_NO_SUPPORT ||
     err.code === ErrorCode.VIR_ERR_ARGUMENT_UNSUPPORTED ||
-    err.code === ErrorCode.VIR_ERR_OPERATION_UNSUPPORTED
+    err.code === ErrorCode.VIR_ERR_OPERATION_UNSUPPORTED ||
+    (err.code === ErrorCode.VIR_ERR_INVALID_ARG && err.message.includes('unsupported flags'))
   );
 }
 
@@ -129,13 +134,18 @@ export function isInvalidXML(err: unknown): boolean {
   );
 }
 
-/** An object with this name or UUID already exists. */
+/**
+ * An object with this name or UUID already exists. libvirt's object lists report most name
+ * clashes as VIR_ERR_OPERATION_FAILED "… already exists …" rather than the *_EXIST codes, so
+ * that message is recognised too.
+ */
 export function isAlreadyExists(err: unknown): boolean {
   if (!isLibvirtError(err)) return false;
   return (
     err.code === ErrorCode.VIR_ERR_DOM_EXIST ||
     err.code === ErrorCode.VIR_ERR_NETWORK_EXIST ||
-    err.code === ErrorCode.VIR_ERR_STORAGE_VOL_EXIST
+    err.code === ErrorCode.VIR_ERR_STORAGE_VOL_EXIST ||
+    (err.code === ErrorCode.VIR_ERR_OPERATION_FAILED && err.message.includes('already exists'))
   );
 }
 
