@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', 'build/', 'src/api/generated/'] },
+  { ignores: ['node_modules/', 'dist/', 'build/', '.tmp/', 'coverage/', 'src/api/generated/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -5,7 +5,8 @@
 const COMMANDS: Record<string, string> = {
   run: 'run the agent for one node: reconcile VMs, Volumes, networks and pools on this host',
   up: 'set up this host: a local control plane (unless KUBECONFIG is set) and the agent',
-  'local-cluster': 'run a local etcd + kube-apiserver with the CRDs installed, until SIGINT/SIGTERM',
+  'local-cluster':
+    'run a local etcd + kube-apiserver with the CRDs installed, until SIGINT/SIGTERM',
   validate: 'validate manifests offline against the CRD schemas and rules',
 };
 
@@ -37,7 +38,9 @@ async function main(argv: string[]): Promise<number> {
     return name === undefined ? 2 : 0;
   }
   if (!(name in COMMANDS)) {
-    console.error(`libvirt-operator: unknown command '${name}'; commands: ${Object.keys(COMMANDS).join(', ')}`);
+    console.error(
+      `libvirt-operator: unknown command '${name}'; commands: ${Object.keys(COMMANDS).join(', ')}`,
+    );
     return 2;
   }
   const mod = (await import(`./commands/${name}.js`)) as CommandModule;

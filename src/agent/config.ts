@@ -21,7 +21,19 @@ export interface HostPort {
 }
 
 export interface ConfigInput {
-  flags: Partial<Record<'node-name' | 'libvirt-uri' | 'kubeconfig' | 'metrics-addr' | 'health-addr' | 'state-dir' | 'lease-namespace' | 'log-level', string>>;
+  flags: Partial<
+    Record<
+      | 'node-name'
+      | 'libvirt-uri'
+      | 'kubeconfig'
+      | 'metrics-addr'
+      | 'health-addr'
+      | 'state-dir'
+      | 'lease-namespace'
+      | 'log-level',
+      string
+    >
+  >;
   env: Record<string, string | undefined>;
 }
 
@@ -40,7 +52,9 @@ export function parseHostPort(flag: string, value: string): HostPort {
   const m = /^(.*):(\d+)$/.exec(value);
   const port = m ? Number(m[2]) : NaN;
   if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new ConfigError(`--${flag} must be HOST:PORT (e.g. 127.0.0.1:8080 or :8080), got '${value}'`);
+    throw new ConfigError(
+      `--${flag} must be HOST:PORT (e.g. 127.0.0.1:8080 or :8080), got '${value}'`,
+    );
   }
   const host = m[1] === '' ? '0.0.0.0' : m[1]!.replace(/^\[(.*)\]$/, '$1');
   return { host, port };
@@ -49,22 +63,33 @@ export function parseHostPort(flag: string, value: string): HostPort {
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
-export function agentConfig(input: ConfigInput, defaults: { hostname: () => string; libvirtUri: () => string } = { hostname, libvirtUri: () => defaultLibvirtUri() }): AgentConfig {
+export function agentConfig(
+  input: ConfigInput,
+  defaults: { hostname: () => string; libvirtUri: () => string } = {
+    hostname,
+    libvirtUri: () => defaultLibvirtUri(),
+  },
+): AgentConfig {
   const { flags, env } = input;
   const nodeName = flags['node-name'] ?? env.NODE_NAME ?? defaults.hostname().toLowerCase();
   if (nodeName.length > 253 || !NODE_NAME.test(nodeName)) {
-    throw new ConfigError(`node name '${nodeName}' is not a valid Kubernetes node name (lower-case DNS subdomain); set --node-name or NODE_NAME`);
+    throw new ConfigError(
+      `node name '${nodeName}' is not a valid Kubernetes node name (lower-case DNS subdomain); set --node-name or NODE_NAME`,
+    );
   }
   const metrics = flags['metrics-addr'] ?? env.METRICS_ADDR;
   const health = flags['health-addr'] ?? env.HEALTH_ADDR;
   const logLevel = flags['log-level'] ?? env.LOG_LEVEL ?? 'info';
-  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`);
+  if (!LOG_LEVELS.includes(logLevel))
+    throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`);
   return {
     nodeName,
     libvirtUri: flags['libvirt-uri'] ?? env.LIBVIRT_URI ?? defaults.libvirtUri(),
     kubeconfig: flags.kubeconfig ?? (env.KUBECONFIG || undefined),
-    metricsAddr: metrics === undefined || metrics === '0' ? undefined : parseHostPort('metrics-addr', metrics),
-    healthAddr: health === undefined || health === '0' ? undefined : parseHostPort('health-addr', health),
+    metricsAddr:
+      metrics === undefined || metrics === '0' ? undefined : parseHostPort('metrics-addr', metrics),
+    healthAddr:
+      health === undefined || health === '0' ? undefined : parseHostPort('health-addr', health),
     stateDir: flags['state-dir'] ?? env.STATE_DIR ?? '/var/lib/libvirt-operator',
     leaseNamespace: flags['lease-namespace'] ?? env.POD_NAMESPACE ?? 'libvirt-operator',
     logLevel,

@@ -15,9 +15,21 @@ export const FIELD_MANAGER = 'libvirt-operator';
 export const nodeFieldManager = (nodeName: string): string => `libvirt-operator/${nodeName}`;
 
 export interface KubeWrites {
-  applyStatus(kind: VirtKind, obj: KubeObject, status: object, fieldManager?: string): Promise<void>;
+  applyStatus(
+    kind: VirtKind,
+    obj: KubeObject,
+    status: object,
+    fieldManager?: string,
+  ): Promise<void>;
   patchFinalizers(kind: VirtKind, obj: KubeObject, finalizers: string[]): Promise<void>;
-  createEvent(kind: VirtKind, obj: KubeObject, type: string, reason: string, message: string, note: { controller: string; instance: string; now: Date }): Promise<void>;
+  createEvent(
+    kind: VirtKind,
+    obj: KubeObject,
+    type: string,
+    reason: string,
+    message: string,
+    note: { controller: string; instance: string; now: Date },
+  ): Promise<void>;
 }
 
 export function kubeWrites(kubeConfig: KubeConfig): KubeWrites {
@@ -33,10 +45,21 @@ export function kubeWrites(kubeConfig: KubeConfig): KubeWrites {
         metadata: obj.metadata.namespace ? { name, namespace: obj.metadata.namespace } : { name },
         status,
       };
-      const common = { group: info.group, version: info.version, plural: info.plural, name, body, fieldManager, force: true };
+      const common = {
+        group: info.group,
+        version: info.version,
+        plural: info.plural,
+        name,
+        body,
+        fieldManager,
+        force: true,
+      };
       const options = setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply);
       if (obj.metadata.namespace) {
-        await custom.patchNamespacedCustomObjectStatus({ ...common, namespace: obj.metadata.namespace }, options);
+        await custom.patchNamespacedCustomObjectStatus(
+          { ...common, namespace: obj.metadata.namespace },
+          options,
+        );
       } else {
         await custom.patchClusterCustomObjectStatus(common, options);
       }
@@ -48,12 +71,19 @@ export function kubeWrites(kubeConfig: KubeConfig): KubeWrites {
       // key is retried with a fresh object, so finalizers of other agents are never dropped.
       const body = [
         { op: 'test', path: '/metadata/resourceVersion', value: obj.metadata.resourceVersion },
-        { op: obj.metadata.finalizers ? 'replace' : 'add', path: '/metadata/finalizers', value: finalizers },
+        {
+          op: obj.metadata.finalizers ? 'replace' : 'add',
+          path: '/metadata/finalizers',
+          value: finalizers,
+        },
       ];
       const common = { group: info.group, version: info.version, plural: info.plural, name, body };
       const options = setHeaderOptions('Content-Type', PatchStrategy.JsonPatch);
       if (obj.metadata.namespace) {
-        await custom.patchNamespacedCustomObject({ ...common, namespace: obj.metadata.namespace }, options);
+        await custom.patchNamespacedCustomObject(
+          { ...common, namespace: obj.metadata.namespace },
+          options,
+        );
       } else {
         await custom.patchClusterCustomObject(common, options);
       }

@@ -16,10 +16,18 @@ export function parseFlags<O extends Options>(
   argv: string[],
   options: O,
   help: string,
-): { values: ReturnType<typeof parseArgs<{ options: O; args: string[]; strict: true }>>['values']; help: boolean } {
+): {
+  values: ReturnType<typeof parseArgs<{ options: O; args: string[]; strict: true }>>['values'];
+  help: boolean;
+} {
   const withHelp = { ...options, help: { type: 'boolean', short: 'h' } } as O;
   try {
-    const { values } = parseArgs({ args: argv, options: withHelp, strict: true, allowPositionals: false });
+    const { values } = parseArgs({
+      args: argv,
+      options: withHelp,
+      strict: true,
+      allowPositionals: false,
+    });
     if ((values as Record<string, unknown>).help) {
       console.log(help);
       return { values, help: true };
@@ -27,17 +35,28 @@ export function parseFlags<O extends Options>(
     return { values, help: false };
   } catch (err) {
     const message = (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '';
-    throw new UsageError(`${command}: ${message.replace(/\. To specify .*$/, '')}; see '${command} --help'`);
+    throw new UsageError(
+      `${command}: ${message.replace(/\. To specify .*$/, '')}; see '${command} --help'`,
+    );
   }
 }
 
 /** Runs a command body, printing usage and control-plane errors as one line. */
-export async function withOneLineErrors(command: string, body: () => Promise<number>): Promise<number> {
+export async function withOneLineErrors(
+  command: string,
+  body: () => Promise<number>,
+): Promise<number> {
   try {
     return await body();
   } catch (err) {
-    const message = ((err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '').trim();
-    console.error(err instanceof UsageError ? `libvirt-operator ${message}` : `libvirt-operator ${command}: ${message}`);
+    const message = (
+      (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? ''
+    ).trim();
+    console.error(
+      err instanceof UsageError
+        ? `libvirt-operator ${message}`
+        : `libvirt-operator ${command}: ${message}`,
+    );
     if (process.env.LIBVIRT_OPERATOR_DEBUG) console.error(err);
     return err instanceof UsageError ? 2 : 1;
   }

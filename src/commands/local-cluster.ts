@@ -27,13 +27,20 @@ export async function main(argv: string[]): Promise<number> {
     if (values.port !== undefined) {
       port = Number(values.port);
       if (!Number.isInteger(port) || port < 1 || port > 65535) {
-        throw new UsageError(`local-cluster: --port must be a port number from 1 to 65535, got '${values.port}'`);
+        throw new UsageError(
+          `local-cluster: --port must be a port number from 1 to 65535, got '${values.port}'`,
+        );
       }
     }
     const dir = values.dir === undefined ? undefined : resolve(values.dir);
     if (dir) mkdirSync(dir, { recursive: true });
 
-    const cp = await startControlPlane({ dir, port, installCRDs: !values['no-crds'], provision: true });
+    const cp = await startControlPlane({
+      dir,
+      port,
+      installCRDs: !values['no-crds'],
+      provision: true,
+    });
     console.log(`ready: kubeconfig=${cp.kubeconfigPath}`);
     // Signal listeners alone do not keep Node's event loop alive; the timer does.
     const keepAlive = setInterval(() => undefined, 1 << 30);

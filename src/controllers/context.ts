@@ -39,7 +39,11 @@ export interface ControllerContext {
   stateDir: string;
 
   /** Read-only cache lookups (never an API call). Cluster-scoped kinds take namespace undefined. */
-  get<T extends KubeObject>(kind: VirtKind, namespace: string | undefined, name: string): T | undefined;
+  get<T extends KubeObject>(
+    kind: VirtKind,
+    namespace: string | undefined,
+    name: string,
+  ): T | undefined;
   list<T extends KubeObject>(kind: VirtKind): T[];
   /** Objects whose index `index` lists `value`; the indexes are declared in ./indexes.ts. */
   byIndex<T extends KubeObject>(kind: VirtKind, index: string, value: string): T[];
@@ -55,13 +59,23 @@ export interface ControllerContext {
    * Server-side apply of this node's entry in a cluster-scoped object's status.nodes[] (a
    * list-map keyed by nodeName) under a per-node field manager: agents never overwrite each other.
    */
-  applyNodeStatus(kind: VirtKind, obj: KubeObject, entry: { nodeName: string } & object): Promise<void>;
+  applyNodeStatus(
+    kind: VirtKind,
+    obj: KubeObject,
+    entry: { nodeName: string } & object,
+  ): Promise<void>;
   /** Adds the finalizer if missing (optimistic concurrency on resourceVersion). */
   ensureFinalizer(kind: VirtKind, obj: KubeObject, finalizer: string): Promise<void>;
   /** Removes the finalizer if present (optimistic concurrency on resourceVersion). */
   removeFinalizer(kind: VirtKind, obj: KubeObject, finalizer: string): Promise<void>;
   /** A Kubernetes Event (events.k8s.io/v1), de-duplicated by the runtime. */
-  event(kind: VirtKind, obj: KubeObject, type: 'Normal' | 'Warning', reason: string, message: string): void;
+  event(
+    kind: VirtKind,
+    obj: KubeObject,
+    type: 'Normal' | 'Warning',
+    reason: string,
+    message: string,
+  ): void;
 }
 
 /** The finalizer namespaced objects (VirtualMachine, Volume) carry while they exist on a host. */
@@ -89,5 +103,7 @@ export function keyOf(obj: KubeObject): string {
 
 export function splitKey(key: string): { namespace: string | undefined; name: string } {
   const i = key.indexOf('/');
-  return i < 0 ? { namespace: undefined, name: key } : { namespace: key.slice(0, i), name: key.slice(i + 1) };
+  return i < 0
+    ? { namespace: undefined, name: key }
+    : { namespace: key.slice(0, i), name: key.slice(i + 1) };
 }

@@ -11,7 +11,10 @@ interface VmLike extends KubeObject {
   };
 }
 interface VolumeLike extends KubeObject {
-  spec?: { pool?: string; source?: { clone?: { volume: string }; backingVolume?: { volume: string } } };
+  spec?: {
+    pool?: string;
+    source?: { clone?: { volume: string }; backingVolume?: { volume: string } };
+  };
 }
 
 export const INDEX_UUID = 'uuid';

@@ -2,7 +2,17 @@
 // `libvirt-operator local-cluster`. The envtest shape: no controller-manager, no scheduler.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync, rmSync, readdirSync, closeSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  writeFileSync,
+  rmSync,
+  readdirSync,
+  closeSync,
+} from 'node:fs';
 import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
@@ -113,7 +123,9 @@ export async function ensureBinaries(provision: boolean): Promise<string> {
   });
   const dir = findBinaries();
   if (code !== 0 || !dir) {
-    throw new ControlPlaneError(`building the control-plane binaries failed (exit ${code}); see the lines above`);
+    throw new ControlPlaneError(
+      `building the control-plane binaries failed (exit ${code}); see the lines above`,
+    );
   }
   return dir;
 }
@@ -125,7 +137,9 @@ export async function freePort(): Promise<number> {
     srv.on('error', reject);
     srv.listen(0, '127.0.0.1', () => {
       const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+      srv.close(() =>
+        typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port')),
+      );
     });
   });
 }
@@ -228,25 +242,36 @@ function httpsGet(
   timeoutMs = 5000,
 ): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { ca, headers: { authorization: `Bearer ${token}` }, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
+    const req = request(
+      url,
+      { ca, headers: { authorization: `Bearer ${token}` }, timeout: timeoutMs },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
     req.on('timeout', () => req.destroy(new Error(`timeout after ${timeoutMs} ms`)));
     req.on('error', reject);
     req.end();
   });
 }
 
-async function waitFor(what: string, timeoutMs: number, probe: () => Promise<boolean>, hint: () => string): Promise<void> {
+async function waitFor(
+  what: string,
+  timeoutMs: number,
+  probe: () => Promise<boolean>,
+  hint: () => string,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await probe().catch(() => false)) return;
     await sleep(100);
   }
-  throw new ControlPlaneError(`${what} did not become ready within ${timeoutMs / 1000} s: ${hint()}`);
+  throw new ControlPlaneError(
+    `${what} did not become ready within ${timeoutMs / 1000} s: ${hint()}`,
+  );
 }
 
 export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
@@ -258,16 +283,24 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   mkdirSync(join(dir, 'certs'), { recursive: true });
   const pidsFile = join(dir, 'pids');
   writeFileSync(pidsFile, '');
-  const reaper = spawn(process.execPath, ['-e', REAPER_SOURCE, String(process.pid), dir, ownDir ? '1' : '0'], {
-    stdio: 'ignore',
-    detached: true,
-  });
+  const reaper = spawn(
+    process.execPath,
+    ['-e', REAPER_SOURCE, String(process.pid), dir, ownDir ? '1' : '0'],
+    {
+      stdio: 'ignore',
+      detached: true,
+    },
+  );
   reaper.unref();
 
   const token = randomBytes(24).toString('hex');
-  writeFileSync(join(dir, 'tokens.csv'), `${token},admin,admin-uid,"system:masters"\n`, { mode: 0o600 });
+  writeFileSync(join(dir, 'tokens.csv'), `${token},admin,admin-uid,"system:masters"\n`, {
+    mode: 0o600,
+  });
   const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  writeFileSync(join(dir, 'sa.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+  writeFileSync(join(dir, 'sa.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }), {
+    mode: 0o600,
+  });
   writeFileSync(join(dir, 'sa.pub'), publicKey.export({ type: 'spki', format: 'pem' }));
 
   const [etcdClientPort, etcdPeerPort] = [await freePort(), await freePort()];
@@ -278,7 +311,9 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   const recordPids = () =>
     writeFileSync(
       pidsFile,
-      [procs.apiserver?.child.pid, procs.etcd?.child.pid].filter((p) => p !== undefined).join('\n') + '\n',
+      [procs.apiserver?.child.pid, procs.etcd?.child.pid]
+        .filter((p) => p !== undefined)
+        .join('\n') + '\n',
     );
 
   const stopAll = async () => {
@@ -343,10 +378,16 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       '--v=0',
     ];
     const startApiServer = async () => {
-      procs.apiserver = startProcess(join(binDir, 'kube-apiserver'), apiserverArgs, join(dir, 'kube-apiserver.log'));
+      procs.apiserver = startProcess(
+        join(binDir, 'kube-apiserver'),
+        apiserverArgs,
+        join(dir, 'kube-apiserver.log'),
+      );
       recordPids();
       const failed = procs.apiserver.exited.then(() => {
-        throw new ControlPlaneError(`kube-apiserver exited during start-up: ${tail(join(dir, 'kube-apiserver.log'))}`);
+        throw new ControlPlaneError(
+          `kube-apiserver exited during start-up: ${tail(join(dir, 'kube-apiserver.log'))}`,
+        );
       });
       failed.catch(() => undefined);
       await Promise.race([
@@ -372,9 +413,16 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       stringify({
         apiVersion: 'v1',
         kind: 'Config',
-        clusters: [{ name: 'local', cluster: { server, 'certificate-authority-data': ca.toString('base64') } }],
+        clusters: [
+          {
+            name: 'local',
+            cluster: { server, 'certificate-authority-data': ca.toString('base64') },
+          },
+        ],
         users: [{ name: 'admin', user: { token } }],
-        contexts: [{ name: 'local', context: { cluster: 'local', user: 'admin', namespace: 'default' } }],
+        contexts: [
+          { name: 'local', context: { cluster: 'local', user: 'admin', namespace: 'default' } },
+        ],
         'current-context': 'local',
       }),
       { mode: 0o600 },
@@ -387,9 +435,13 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         const extra: string[] = [];
         if (kopts.asUser) extra.push(`--as=${kopts.asUser}`);
         for (const g of kopts.asGroups ?? []) extra.push(`--as-group=${g}`);
-        const child = spawn(join(binDir, 'kubectl'), [`--kubeconfig=${kubeconfigPath}`, ...extra, ...args], {
-          stdio: ['pipe', 'pipe', 'pipe'],
-        });
+        const child = spawn(
+          join(binDir, 'kubectl'),
+          [`--kubeconfig=${kubeconfigPath}`, ...extra, ...args],
+          {
+            stdio: ['pipe', 'pipe', 'pipe'],
+          },
+        );
         let stdout = '';
         let stderr = '';
         child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
@@ -406,9 +458,19 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       const files = existsSync(crdDir) ? readdirSync(crdDir).filter((f) => /\.ya?ml$/.test(f)) : [];
       if (files.length === 0) return;
       const applied = await kubectl(['apply', '--server-side', '--force-conflicts', '-f', crdDir]);
-      if (applied.code !== 0) throw new ControlPlaneError(`installing CRDs from ${crdDir} failed: ${applied.stderr.trim()}`);
-      const waited = await kubectl(['wait', '--for=condition=Established', '--timeout=60s', '-f', crdDir]);
-      if (waited.code !== 0) throw new ControlPlaneError(`CRDs did not become Established: ${waited.stderr.trim()}`);
+      if (applied.code !== 0)
+        throw new ControlPlaneError(
+          `installing CRDs from ${crdDir} failed: ${applied.stderr.trim()}`,
+        );
+      const waited = await kubectl([
+        'wait',
+        '--for=condition=Established',
+        '--timeout=60s',
+        '-f',
+        crdDir,
+      ]);
+      if (waited.code !== 0)
+        throw new ControlPlaneError(`CRDs did not become Established: ${waited.stderr.trim()}`);
     };
 
     let stopped = false;
@@ -442,12 +504,17 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
           method: 'POST',
           body: JSON.stringify({ key: Buffer.from('/').toString('base64') }),
         });
-        const revision = String(((await range.json()) as { header: { revision: string } }).header.revision);
+        const revision = String(
+          ((await range.json()) as { header: { revision: string } }).header.revision,
+        );
         const res = await fetch(`${etcdEndpoint}/v3/kv/compaction`, {
           method: 'POST',
           body: JSON.stringify({ revision, physical: true }),
         });
-        if (!res.ok) throw new Error(`etcd compaction at ${revision} failed: ${res.status} ${await res.text()}`);
+        if (!res.ok)
+          throw new Error(
+            `etcd compaction at ${revision} failed: ${res.status} ${await res.text()}`,
+          );
         return revision;
       },
       async apiServerMetrics() {

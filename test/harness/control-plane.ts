@@ -1,5 +1,9 @@
 import { afterAll, beforeAll } from 'vitest';
-import { startControlPlane, type ControlPlane, type ControlPlaneOptions } from '../../src/harness/control-plane.js';
+import {
+  startControlPlane,
+  type ControlPlane,
+  type ControlPlaneOptions,
+} from '../../src/harness/control-plane.js';
 
 /**
  * A real etcd + kube-apiserver for the current test file: started in beforeAll, stopped in

@@ -7,7 +7,12 @@ import { customResources, type VirtKind } from '../../src/api/generated/crds.js'
 import { kubeWrites } from '../../src/agent/kube-writes.js';
 import { nodeFieldManager } from '../../src/agent/kube-writes.js';
 import { clusterIndexes, vmIndexes, volumeIndexes } from '../../src/controllers/indexes.js';
-import { keyOf, type Action, type ControllerContext, type KubeObject } from '../../src/controllers/context.js';
+import {
+  keyOf,
+  type Action,
+  type ControllerContext,
+  type KubeObject,
+} from '../../src/controllers/context.js';
 import type { Connect } from '../../src/libvirt/connection.js';
 
 const KINDS: VirtKind[] = ['VirtualMachine', 'Volume', 'VirtualNetwork', 'StoragePool'];
@@ -34,7 +39,12 @@ export interface SnapshotContext extends ControllerContext {
   writes: number;
 }
 
-export function snapshotContext(opts: { kubeConfig: KubeConfig; conn: Connect; nodeName: string; stateDir: string }): SnapshotContext {
+export function snapshotContext(opts: {
+  kubeConfig: KubeConfig;
+  conn: Connect;
+  nodeName: string;
+  stateDir: string;
+}): SnapshotContext {
   const custom = opts.kubeConfig.makeApiClient(CustomObjectsApi);
   const core = opts.kubeConfig.makeApiClient(CoreV1Api);
   const writes = kubeWrites(opts.kubeConfig);
@@ -47,14 +57,18 @@ export function snapshotContext(opts: { kubeConfig: KubeConfig; conn: Connect; n
     stateDir: opts.stateDir,
     libvirt: () => opts.conn,
     now: () => new Date(),
-    log: process.env.LVO_TEST_LOG ? console.log.bind(console) as never : silent,
+    log: process.env.LVO_TEST_LOG ? (console.log.bind(console) as never) : silent,
     events: [],
     writes: 0,
     async refresh() {
       const next = new Map<VirtKind, Map<string, KubeObject>>();
       for (const kind of KINDS) {
         const info = customResources[kind];
-        const list = (await custom.listClusterCustomObject({ group: info.group, version: info.version, plural: info.plural })) as {
+        const list = (await custom.listClusterCustomObject({
+          group: info.group,
+          version: info.version,
+          plural: info.plural,
+        })) as {
           items: KubeObject[];
         };
         next.set(kind, new Map(list.items.map((o) => [keyOf(o), o])));
@@ -80,9 +94,9 @@ export function snapshotContext(opts: { kubeConfig: KubeConfig; conn: Connect; n
       await writes.applyStatus(kind, obj, status);
     },
     async applyNodeStatus(kind, obj, entry) {
-      const current = ((obj as { status?: { nodes?: Array<{ nodeName: string }> } }).status?.nodes ?? []).find(
-        (n) => n.nodeName === entry.nodeName,
-      );
+      const current = (
+        (obj as { status?: { nodes?: Array<{ nodeName: string }> } }).status?.nodes ?? []
+      ).find((n) => n.nodeName === entry.nodeName);
       if (isDeepStrictEqual(current, entry)) return;
       ctx.writes++;
       await writes.applyStatus(kind, obj, { nodes: [entry] }, nodeFieldManager(opts.nodeName));
@@ -97,13 +111,21 @@ export function snapshotContext(opts: { kubeConfig: KubeConfig; conn: Connect; n
       const list = obj.metadata.finalizers ?? [];
       if (!list.includes(finalizer)) return;
       ctx.writes++;
-      await writes.patchFinalizers(kind, obj, list.filter((f) => f !== finalizer));
+      await writes.patchFinalizers(
+        kind,
+        obj,
+        list.filter((f) => f !== finalizer),
+      );
     },
     event(kind, obj, type, reason, message) {
       ctx.events.push({ kind, key: keyOf(obj), type, reason, message });
       ctx.writes++;
       void writes
-        .createEvent(kind, obj, type, reason, message, { controller: kind, instance: opts.nodeName, now: new Date() })
+        .createEvent(kind, obj, type, reason, message, {
+          controller: kind,
+          instance: opts.nodeName,
+          now: new Date(),
+        })
         .catch(() => undefined);
     },
   };
@@ -129,11 +151,15 @@ export async function converge(
       const action = await reconcile(key, ctx);
       lastError = undefined;
       if (action.requeueAfterMs === undefined && (!opts.until || (await opts.until()))) return pass;
-      await new Promise((r) => setTimeout(r, Math.min(action.requeueAfterMs ?? opts.delayMs ?? 50, opts.delayMs ?? 250)));
+      await new Promise((r) =>
+        setTimeout(r, Math.min(action.requeueAfterMs ?? opts.delayMs ?? 50, opts.delayMs ?? 250)),
+      );
     } catch (err) {
       lastError = err;
       await new Promise((r) => setTimeout(r, opts.delayMs ?? 50));
     }
   }
-  throw new Error(`${key} did not converge in ${max} passes${lastError ? `; last error: ${String(lastError)}` : ''}`);
+  throw new Error(
+    `${key} did not converge in ${max} passes${lastError ? `; last error: ${String(lastError)}` : ''}`,
+  );
 }

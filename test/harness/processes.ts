@@ -19,8 +19,19 @@ export interface Finished {
   stderr: string;
 }
 
-export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Finished> {
-  return collect(spawn(cmd, args, { cwd: ROOT, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] }), opts.timeoutMs);
+export function run(
+  cmd: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<Finished> {
+  return collect(
+    spawn(cmd, args, {
+      cwd: ROOT,
+      env: opts.env ?? process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+    opts.timeoutMs,
+  );
 }
 
 export function collect(child: ChildProcess, timeoutMs = 120_000): Promise<Finished> {
@@ -38,11 +49,19 @@ export function collect(child: ChildProcess, timeoutMs = 120_000): Promise<Finis
 }
 
 /** Resolves with the first stdout line matching `pattern`, or rejects when the child exits first. */
-export function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs = 120_000): Promise<RegExpMatchArray> {
+export function waitForLine(
+  child: ChildProcess,
+  pattern: RegExp,
+  timeoutMs = 120_000,
+): Promise<RegExpMatchArray> {
   return new Promise((resolve, reject) => {
     let buffered = '';
     let errors = '';
-    const timer = setTimeout(() => reject(new Error(`no line matching ${pattern} within ${timeoutMs} ms; stderr: ${errors}`)), timeoutMs);
+    const timer = setTimeout(
+      () =>
+        reject(new Error(`no line matching ${pattern} within ${timeoutMs} ms; stderr: ${errors}`)),
+      timeoutMs,
+    );
     child.stderr?.setEncoding('utf8').on('data', (c: string) => (errors += c));
     child.stdout?.setEncoding('utf8').on('data', (c: string) => {
       buffered += c;
@@ -70,7 +89,11 @@ export function isAlive(pid: number): boolean {
   }
 }
 
-export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+export async function eventually(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await check()) return;

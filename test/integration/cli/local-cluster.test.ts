@@ -3,7 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { findBinaries } from '../../../src/harness/control-plane.js';
-import { collect, eventually, isAlive, run, spawnCli, waitForLine } from '../../harness/processes.js';
+import {
+  collect,
+  eventually,
+  isAlive,
+  run,
+  spawnCli,
+  waitForLine,
+} from '../../harness/processes.js';
 
 const dirs: string[] = [];
 function tempDir(): string {
@@ -19,7 +26,10 @@ describe('libvirt-operator local-cluster', () => {
   it('prints ready with a working kubeconfig, and leaves no process after SIGTERM', async () => {
     const dir = tempDir();
     const child = spawnCli(['local-cluster', '--dir', dir]);
-    const [, kubeconfig] = (await waitForLine(child, /^ready: kubeconfig=(.+)$/)) as unknown as [string, string];
+    const [, kubeconfig] = (await waitForLine(child, /^ready: kubeconfig=(.+)$/)) as unknown as [
+      string,
+      string,
+    ];
     expect(kubeconfig).toBe(join(dir, 'kubeconfig'));
 
     const kubectl = join(findBinaries()!, 'kubectl');
@@ -31,22 +41,34 @@ describe('libvirt-operator local-cluster', () => {
     const done = collect(child);
     child.kill('SIGTERM');
     expect((await done).code).toBe(0);
-    for (const pid of pids) expect(isAlive(pid), `pid ${pid} still alive after SIGTERM`).toBe(false);
+    for (const pid of pids)
+      expect(isAlive(pid), `pid ${pid} still alive after SIGTERM`).toBe(false);
   });
 
   it('cleans up after itself when killed with SIGKILL (the reaper)', async () => {
     const child = spawnCli(['local-cluster']);
-    const [, kubeconfig] = (await waitForLine(child, /^ready: kubeconfig=(.+)$/)) as unknown as [string, string];
+    const [, kubeconfig] = (await waitForLine(child, /^ready: kubeconfig=(.+)$/)) as unknown as [
+      string,
+      string,
+    ];
     const dir = join(kubeconfig, '..');
     const pids = readFileSync(join(dir, 'pids'), 'utf8').trim().split('\n').map(Number);
     child.kill('SIGKILL');
-    await eventually(() => pids.every((p) => !isAlive(p)) && !existsSync(dir), 10_000, 'cleanup after SIGKILL');
+    await eventually(
+      () => pids.every((p) => !isAlive(p)) && !existsSync(dir),
+      10_000,
+      'cleanup after SIGKILL',
+    );
   });
 
   it('rejects bad input with a one-line error and no stack trace', async () => {
     const cases: Array<[string[], RegExp, number]> = [
       [['local-cluster', '--frob'], /^libvirt-operator local-cluster: Unknown option '--frob'/, 2],
-      [['local-cluster', '--port', 'x'], /^libvirt-operator local-cluster: --port must be a port number/, 2],
+      [
+        ['local-cluster', '--port', 'x'],
+        /^libvirt-operator local-cluster: --port must be a port number/,
+        2,
+      ],
       [['no-such-command'], /^libvirt-operator: unknown command 'no-such-command'/, 2],
     ];
     for (const [args, message, code] of cases) {
@@ -61,7 +83,8 @@ describe('libvirt-operator local-cluster', () => {
     const dir = tempDir();
     const first = spawnCli(['local-cluster', '--dir', dir, '--no-crds']);
     await waitForLine(first, /^ready:/);
-    const port = new URL(readFileSync(join(dir, 'kubeconfig'), 'utf8').match(/server: (\S+)/)![1]!).port;
+    const port = new URL(readFileSync(join(dir, 'kubeconfig'), 'utf8').match(/server: (\S+)/)![1]!)
+      .port;
     try {
       const second = await collect(spawnCli(['local-cluster', '--port', port, '--no-crds']));
       expect(second.code).toBe(1);
@@ -79,23 +102,44 @@ describe('libvirt-operator local-cluster', () => {
 describe('set-up scripts', () => {
   it('say in one line that a Go toolchain is missing', async () => {
     const res = await run('bash', ['scripts/provision-control-plane.sh'], {
-      env: { ...process.env, KUBEBUILDER_ASSETS: '', LIBVIRT_OPERATOR_CACHE: tempDir(), GO: '/nonexistent/go' },
+      env: {
+        ...process.env,
+        KUBEBUILDER_ASSETS: '',
+        LIBVIRT_OPERATOR_CACHE: tempDir(),
+        GO: '/nonexistent/go',
+      },
     });
     expect(res.code).toBe(1);
-    expect(res.stderr.trim()).toMatch(/^provision-control-plane: no Go toolchain at GO=\/nonexistent\/go; install Go >= 1\.26/);
+    expect(res.stderr.trim()).toMatch(
+      /^provision-control-plane: no Go toolchain at GO=\/nonexistent\/go; install Go >= 1\.26/,
+    );
   });
 
   it('say in one line that KUBEBUILDER_ASSETS lacks a binary', async () => {
-    const res = await run('bash', ['scripts/provision-control-plane.sh'], { env: { ...process.env, KUBEBUILDER_ASSETS: tempDir() } });
+    const res = await run('bash', ['scripts/provision-control-plane.sh'], {
+      env: { ...process.env, KUBEBUILDER_ASSETS: tempDir() },
+    });
     expect(res.code).toBe(1);
-    expect(res.stderr.trim()).toMatch(/^provision-control-plane: KUBEBUILDER_ASSETS=\S+ has no executable kube-apiserver/);
+    expect(res.stderr.trim()).toMatch(
+      /^provision-control-plane: KUBEBUILDER_ASSETS=\S+ has no executable kube-apiserver/,
+    );
   });
 
   it('say in one line that installing Debian packages needs root', async () => {
     // 'nobody' cannot install; the extra package name is one that is certainly not installed.
-    const res = await run('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', 'bash', 'scripts/install-host-deps.sh'], {
-      env: { ...process.env, LIBVIRT_OPERATOR_EXTRA_PACKAGES: 'lvo-not-a-real-package' },
-    });
+    const res = await run(
+      'setpriv',
+      [
+        '--reuid=nobody',
+        '--regid=nogroup',
+        '--clear-groups',
+        'bash',
+        'scripts/install-host-deps.sh',
+      ],
+      {
+        env: { ...process.env, LIBVIRT_OPERATOR_EXTRA_PACKAGES: 'lvo-not-a-real-package' },
+      },
+    );
     expect(res.code).toBe(1);
     expect(res.stderr.trim()).toBe(
       'install-host-deps: missing Debian packages: lvo-not-a-real-package; run as root or: sudo apt-get install -y lvo-not-a-real-package',

@@ -1,5 +1,12 @@
 import { existsSync } from 'node:fs';
-import { CoreV1Api, CustomObjectsApi, Watch, ApiextensionsV1Api, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  Watch,
+  ApiextensionsV1Api,
+  PatchStrategy,
+  setHeaderOptions,
+} from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { startControlPlane } from '../../../src/harness/control-plane.js';
 import { useControlPlane } from '../../harness/control-plane.js';
@@ -53,7 +60,12 @@ describe('control plane (real etcd + kube-apiserver)', () => {
   it('creates a custom resource, watches it, patches its status, and sees 410 Gone after compaction', async () => {
     const ext = cp().kubeConfig.makeApiClient(ApiextensionsV1Api);
     await ext.createCustomResourceDefinition({ body: widgetCRD });
-    const established = await cp().kubectl(['wait', '--for=condition=Established', 'crd/widgets.harness.virt.dev', '--timeout=30s']);
+    const established = await cp().kubectl([
+      'wait',
+      '--for=condition=Established',
+      'crd/widgets.harness.virt.dev',
+      '--timeout=30s',
+    ]);
     expect(established.code, established.stderr).toBe(0);
 
     const co = cp().kubeConfig.makeApiClient(CustomObjectsApi);
@@ -62,7 +74,12 @@ describe('control plane (real etcd + kube-apiserver)', () => {
       version: 'v1',
       namespace: 'default',
       plural: 'widgets',
-      body: { apiVersion: 'harness.virt.dev/v1', kind: 'Widget', metadata: { name: 'w1' }, spec: { size: 1 } },
+      body: {
+        apiVersion: 'harness.virt.dev/v1',
+        kind: 'Widget',
+        metadata: { name: 'w1' },
+        spec: { size: 1 },
+      },
     })) as { metadata: { resourceVersion: string } };
 
     // Watch from the creation's resourceVersion and see the status patch arrive.
@@ -82,7 +99,14 @@ describe('control plane (real etcd + kube-apiserver)', () => {
         .then((req) => gotStatus.finally(() => req.abort()));
     });
     await co.patchNamespacedCustomObjectStatus(
-      { group: 'harness.virt.dev', version: 'v1', namespace: 'default', plural: 'widgets', name: 'w1', body: { status: { seen: 7 } } },
+      {
+        group: 'harness.virt.dev',
+        version: 'v1',
+        namespace: 'default',
+        plural: 'widgets',
+        name: 'w1',
+        body: { status: { seen: 7 } },
+      },
       setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
     );
     await gotStatus;
@@ -90,7 +114,14 @@ describe('control plane (real etcd + kube-apiserver)', () => {
 
     // After a compaction, a watch from the old resourceVersion is answered with 410 Gone.
     await co.patchNamespacedCustomObject(
-      { group: 'harness.virt.dev', version: 'v1', namespace: 'default', plural: 'widgets', name: 'w1', body: { spec: { size: 2 } } },
+      {
+        group: 'harness.virt.dev',
+        version: 'v1',
+        namespace: 'default',
+        plural: 'widgets',
+        name: 'w1',
+        body: { spec: { size: 2 } },
+      },
       setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
     );
     await cp().compactEtcd();
@@ -121,9 +152,16 @@ describe('control plane (real etcd + kube-apiserver)', () => {
 
 describe('control plane lifecycle', () => {
   it('runs side by side with another one, and stop() leaves no process and no directory', async () => {
-    const [a, b] = await Promise.all([startControlPlane({ installCRDs: false }), startControlPlane({ installCRDs: false })]);
+    const [a, b] = await Promise.all([
+      startControlPlane({ installCRDs: false }),
+      startControlPlane({ installCRDs: false }),
+    ]);
     expect(a.server).not.toBe(b.server);
-    const pids = (await import('node:fs')).readFileSync(`${a.dir}/pids`, 'utf8').trim().split('\n').map(Number);
+    const pids = (await import('node:fs'))
+      .readFileSync(`${a.dir}/pids`, 'utf8')
+      .trim()
+      .split('\n')
+      .map(Number);
     expect(pids).toHaveLength(2);
     await Promise.all([a.stop(), b.stop()]);
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();

@@ -1,8 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { agentConfig, defaultLibvirtUri, parseHostPort, type ConfigInput } from '../../../src/agent/config.js';
+import {
+  agentConfig,
+  defaultLibvirtUri,
+  parseHostPort,
+  type ConfigInput,
+} from '../../../src/agent/config.js';
 
 const defaults = { hostname: () => 'Host-A', libvirtUri: () => 'test:///default' };
-const cfg = (flags: ConfigInput['flags'], env: ConfigInput['env'] = {}) => agentConfig({ flags, env }, defaults);
+const cfg = (flags: ConfigInput['flags'], env: ConfigInput['env'] = {}) =>
+  agentConfig({ flags, env }, defaults);
 
 describe('agent configuration', () => {
   it('prefers flags over environment over defaults', () => {
@@ -10,23 +16,34 @@ describe('agent configuration', () => {
     expect(cfg({}, { NODE_NAME: 'env-node' }).nodeName).toBe('env-node');
     expect(cfg({ 'node-name': 'flag-node' }, { NODE_NAME: 'env-node' }).nodeName).toBe('flag-node');
     expect(cfg({}, { LIBVIRT_URI: 'qemu:///system' }).libvirtUri).toBe('qemu:///system');
-    expect(cfg({ 'libvirt-uri': 'test:///default' }, { LIBVIRT_URI: 'qemu:///system' }).libvirtUri).toBe('test:///default');
+    expect(
+      cfg({ 'libvirt-uri': 'test:///default' }, { LIBVIRT_URI: 'qemu:///system' }).libvirtUri,
+    ).toBe('test:///default');
     expect(cfg({}, { KUBECONFIG: '/k' }).kubeconfig).toBe('/k');
     expect(cfg({}, { KUBECONFIG: '' }).kubeconfig).toBeUndefined();
     expect(cfg({}, { POD_NAMESPACE: 'ops' }).leaseNamespace).toBe('ops');
   });
 
   it('parses listen addresses and names the flag when one is wrong', () => {
-    expect(parseHostPort('metrics-addr', '127.0.0.1:8080')).toEqual({ host: '127.0.0.1', port: 8080 });
+    expect(parseHostPort('metrics-addr', '127.0.0.1:8080')).toEqual({
+      host: '127.0.0.1',
+      port: 8080,
+    });
     expect(parseHostPort('metrics-addr', ':9090')).toEqual({ host: '0.0.0.0', port: 9090 });
     expect(parseHostPort('metrics-addr', '[::1]:1')).toEqual({ host: '::1', port: 1 });
-    expect(() => parseHostPort('health-addr', 'localhost')).toThrow(/^--health-addr must be HOST:PORT/);
-    expect(() => parseHostPort('health-addr', 'x:99999')).toThrow(/^--health-addr must be HOST:PORT/);
+    expect(() => parseHostPort('health-addr', 'localhost')).toThrow(
+      /^--health-addr must be HOST:PORT/,
+    );
+    expect(() => parseHostPort('health-addr', 'x:99999')).toThrow(
+      /^--health-addr must be HOST:PORT/,
+    );
     expect(cfg({ 'metrics-addr': '0' }).metricsAddr).toBeUndefined();
   });
 
   it('rejects a node name Kubernetes would reject', () => {
-    expect(() => cfg({ 'node-name': 'bad_name' })).toThrow(/node name 'bad_name' is not a valid Kubernetes node name/);
+    expect(() => cfg({ 'node-name': 'bad_name' })).toThrow(
+      /node name 'bad_name' is not a valid Kubernetes node name/,
+    );
     expect(() => cfg({ 'node-name': 'x'.repeat(254) })).toThrow(/not a valid/);
   });
 
