@@ -213,9 +213,32 @@ WorkerPool& WorkerPool::Get() {
   static WorkerPool* pool = [] {
     auto* p = new WorkerPool();
     p->EnsureThreads(DefaultThreads());
+    std::thread([p] { p->Supervise(); }).detach();
     return p;
   }();
   return *pool;
+}
+
+bool WorkerPool::StalledLocked() {
+  return idle_ == 0 && !queue_.empty() && threads_ < kMaxThreads &&
+         NowMs() - lastProgressMs_.load(std::memory_order_relaxed) > kStallMs;
+}
+
+// Watches a pool with work queued and no idle thread: when nothing has finished for
+// kStallMs, the busy threads are presumed stuck (a dead daemon) and one more is added, so
+// calls on healthy connections keep flowing. Parked (no wake-ups) while the pool keeps up.
+void WorkerPool::Supervise() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    if (queue_.empty() || idle_ > 0) {
+      supervisorParked_ = true;
+      supervisorCv_.wait(lock);
+      supervisorParked_ = false;
+      continue;
+    }
+    supervisorCv_.wait_for(lock, std::chrono::milliseconds(kStallMs / 2));
+    if (StalledLocked()) SpawnLocked();
+  }
 }
 
 void WorkerPool::SpawnLocked() {
@@ -236,22 +259,23 @@ unsigned WorkerPool::Threads() {
 
 void WorkerPool::Post(Task* task) {
   bool wake;
+  bool watch = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     queue_.push_back(task);
     wake = idle_ > 0;
-    if (!wake && threads_ < kMaxThreads &&
-        NowMs() - lastProgressMs_.load(std::memory_order_relaxed) > kStallMs)
-      SpawnLocked();
+    if (!wake) {
+      if (StalledLocked()) SpawnLocked();
+      watch = supervisorParked_;
+    }
   }
   if (wake) cv_.notify_one();
+  if (watch) supervisorCv_.notify_one();
 }
 
 void WorkerPool::GrowIfStalled() {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (idle_ == 0 && !queue_.empty() && threads_ < kMaxThreads &&
-      NowMs() - lastProgressMs_.load(std::memory_order_relaxed) > kStallMs)
-    SpawnLocked();
+  if (StalledLocked()) SpawnLocked();
 }
 
 void WorkerPool::Loop() {

@@ -196,12 +196,16 @@ class WorkerPool {
 
  private:
   void Loop();
+  void Supervise();
   void SpawnLocked();
+  bool StalledLocked();
   std::mutex mutex_;
   std::condition_variable cv_;
+  std::condition_variable supervisorCv_;
   std::deque<Task*> queue_;
   unsigned threads_ = 0;
   unsigned idle_ = 0;
+  bool supervisorParked_ = false;
   std::atomic<int64_t> lastProgressMs_{0};
 };
 
