@@ -41,8 +41,21 @@ function filesUnder(dir: string): string[] {
     });
 }
 
-function sourcesOf(target: string): Source[] {
-  if (target === '-') return [{ label: '<stdin>', read: () => readFileSync(0, 'utf8') }];
+/** Where the command reads standard input and writes its lines; a parameter so tests can feed it. */
+export interface ValidateIO {
+  readStdin(): string;
+  out(line: string): void;
+  err(line: string): void;
+}
+
+const processIO: ValidateIO = {
+  readStdin: () => readFileSync(0, 'utf8'),
+  out: (line) => console.log(line),
+  err: (line) => console.error(line),
+};
+
+function sourcesOf(target: string, io: ValidateIO): Source[] {
+  if (target === '-') return [{ label: '<stdin>', read: () => io.readStdin() }];
   const stat = statSync(target); // throws ENOENT etc.; reported by the caller
   if (stat.isDirectory())
     return filesUnder(target).map((path) => ({
@@ -120,7 +133,7 @@ export function checkManifests(label: string, text: string): Findings {
   return { lines, objects };
 }
 
-export async function main(argv: string[]): Promise<number> {
+export async function main(argv: string[], io: ValidateIO = processIO): Promise<number> {
   return withOneLineErrors('validate', async () => {
     const { values, help } = parseFlags(
       'validate',
@@ -143,9 +156,9 @@ export async function main(argv: string[]): Promise<number> {
     for (const target of targets) {
       let sources: Source[];
       try {
-        sources = sourcesOf(target);
+        sources = sourcesOf(target, io);
       } catch (err) {
-        console.log(`${target}: cannot read: ${systemMessage(err)}`);
+        io.out(`${target}: cannot read: ${systemMessage(err)}`);
         problems++;
         continue;
       }
@@ -155,18 +168,18 @@ export async function main(argv: string[]): Promise<number> {
         try {
           text = source.read();
         } catch (err) {
-          console.log(`${source.label}: cannot read: ${systemMessage(err)}`);
+          io.out(`${source.label}: cannot read: ${systemMessage(err)}`);
           problems++;
           continue;
         }
         const found = checkManifests(source.label, text);
-        for (const line of found.lines) console.log(line);
+        for (const line of found.lines) io.out(line);
         problems += found.lines.length;
         objects += found.objects;
       }
     }
     const summary = `${objects} virt.dev object${objects === 1 ? '' : 's'} in ${files} file${files === 1 ? '' : 's'}`;
-    console.error(
+    io.err(
       `validate: ${summary}: ${problems === 0 ? 'no problems' : `${problems} problem${problems === 1 ? '' : 's'}`}`,
     );
     return problems === 0 ? 0 : 1;
