@@ -1,0 +1,99 @@
+// The ownership stamp the operator writes into the <metadata> of every domain and network it
+// creates. The operator never modifies or deletes a libvirt object without it. Storage pools
+// and volumes have no <metadata> in libvirt's format: a pool is ours when its UUID is the
+// StoragePool's uid, a volume when it sits in such a pool under the Volume's name.
+import { attr, children, parseAnyXML, buildXML, type XmlElement, type XmlTree } from './codec.js';
+
+export const OWNER_NAMESPACE = 'http://virt.dev/libvirt-operator/v1';
+/** The prefix we write; on read any prefix bound to OWNER_NAMESPACE is recognised. */
+export const OWNER_PREFIX = 'lvo';
+const OWNER_ELEMENT = 'owner';
+
+export const OWNED_KINDS = ['VirtualMachine', 'Volume', 'VirtualNetwork', 'StoragePool'] as const;
+export type OwnedKind = (typeof OWNED_KINDS)[number];
+
+export interface OwnershipStamp {
+  kind: OwnedKind;
+  /** Absent for cluster-scoped kinds. */
+  namespace?: string;
+  name: string;
+  uid: string;
+  /** metadata.generation of the object this libvirt object was last written from. */
+  generation?: number;
+  /** A digest of the spec it was written from, for changes generation does not capture. */
+  specHash?: string;
+}
+
+/** The stamp as a child of <metadata> (the key is the prefixed element name). */
+export function stampTree(stamp: OwnershipStamp): XmlTree {
+  return { [`${OWNER_PREFIX}:${OWNER_ELEMENT}`]: stampAttributes(stamp) };
+}
+
+function stampAttributes(stamp: OwnershipStamp): XmlTree {
+  return {
+    [`@xmlns:${OWNER_PREFIX}`]: OWNER_NAMESPACE,
+    '@kind': stamp.kind,
+    '@namespace': stamp.namespace,
+    '@name': stamp.name,
+    '@uid': stamp.uid,
+    '@generation': stamp.generation,
+    '@specHash': stamp.specHash,
+  };
+}
+
+/**
+ * The bare stamp element, as virDomainSetMetadata / virNetworkSetMetadata take it
+ * (type ELEMENT, key OWNER_PREFIX, uri OWNER_NAMESPACE).
+ */
+export function buildStampXML(stamp: OwnershipStamp): string {
+  return buildXML(`${OWNER_PREFIX}:${OWNER_ELEMENT}`, stampAttributes(stamp));
+}
+
+/** The stamp among the children of a parsed <metadata> element, if one is ours. */
+export function stampFromMetadata(metadata: XmlElement | undefined): OwnershipStamp | undefined {
+  if (metadata === undefined) return undefined;
+  for (const key of Object.keys(metadata)) {
+    if (key.startsWith('@') || key === '#text') continue;
+    for (const el of children(metadata, key)) {
+      const stamp = stampFromElement(key, el);
+      if (stamp) return stamp;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The stamp in a domain or network document, or in the bare element virDomainGetMetadata
+ * returns; undefined for a foreign object. A stamp in our namespace that lacks kind, name or
+ * uid is treated as foreign: it cannot prove ownership.
+ */
+export function stampOf(xml: string): OwnershipStamp | undefined {
+  const doc = parseAnyXML(xml, ['domain.metadata.*', 'network.metadata.*'], 'metadata');
+  if (doc.name === 'domain' || doc.name === 'network') {
+    return stampFromMetadata(children(doc.element, 'metadata')[0]);
+  }
+  return stampFromElement(doc.name, doc.element);
+}
+
+function stampFromElement(tag: string, el: XmlElement): OwnershipStamp | undefined {
+  const colon = tag.indexOf(':');
+  const local = colon < 0 ? tag : tag.slice(colon + 1);
+  // libvirt stores each metadata element on its own, so its namespace is declared on it.
+  const ns = colon < 0 ? attr(el, 'xmlns') : attr(el, `xmlns:${tag.slice(0, colon)}`);
+  if (local !== OWNER_ELEMENT || ns !== OWNER_NAMESPACE) return undefined;
+
+  const kind = attr(el, 'kind');
+  const name = attr(el, 'name');
+  const uid = attr(el, 'uid');
+  if (!kind || !(OWNED_KINDS as readonly string[]).includes(kind) || !name || !uid) {
+    return undefined;
+  }
+  const stamp: OwnershipStamp = { kind: kind as OwnedKind, name, uid };
+  const namespace = attr(el, 'namespace');
+  if (namespace !== undefined) stamp.namespace = namespace;
+  const generation = attr(el, 'generation');
+  if (generation !== undefined && /^\d+$/.test(generation)) stamp.generation = Number(generation);
+  const specHash = attr(el, 'specHash');
+  if (specHash !== undefined) stamp.specHash = specHash;
+  return stamp;
+}

@@ -1,0 +1,105 @@
+// The libvirt storage volume XML the operator writes, typed after
+// https://libvirt.org/formatstorage.html#storage-volume-xml. Sizes are bytes as bigint:
+// capacities beyond 2^53 bytes are legal and libvirt reports them exactly.
+import {
+  assign,
+  attr,
+  child,
+  childText,
+  oneOf,
+  requireValue,
+  xmlCodec,
+  type XmlElement,
+} from './codec.js';
+import { changedFields } from './owned.js';
+import { scaledBytes } from './units.js';
+
+/** 'iso' is what libvirt's format probe reports for an ISO 9660 image, e.g. a cloud-init disk. */
+export const VOLUME_FORMATS = ['qcow2', 'raw', 'iso'] as const;
+export type VolumeFormat = (typeof VOLUME_FORMATS)[number];
+
+export interface VolumeDocument {
+  /** A plain file name inside the pool, never a path. */
+  name: string;
+  capacity: bigint;
+  /** For raw volumes, how much to preallocate; libvirt reports the space actually used. */
+  allocation?: bigint;
+  format: VolumeFormat;
+  /** A copy-on-write overlay over another image (qcow2 only). */
+  backingStore?: { path: string; format: VolumeFormat };
+}
+
+/** A volume as libvirt reports it: also where it lives. */
+export interface ObservedVolume extends VolumeDocument {
+  path?: string;
+  key?: string;
+}
+
+const codec = xmlCodec('volume');
+
+export function buildVolumeXML(doc: VolumeDocument): string {
+  return codec.build({
+    name: doc.name,
+    capacity: { '@unit': 'bytes', '#text': doc.capacity },
+    allocation:
+      doc.allocation === undefined ? undefined : { '@unit': 'bytes', '#text': doc.allocation },
+    target: { format: { '@type': doc.format } },
+    backingStore: doc.backingStore && {
+      path: doc.backingStore.path,
+      format: { '@type': doc.backingStore.format },
+    },
+  });
+}
+
+export function parseVolumeXML(xml: string): ObservedVolume {
+  const el = codec.parse(xml);
+  const target = child(el, 'target') ?? {};
+  const doc: ObservedVolume = {
+    name: requireValue(childText(el, 'name'), 'volume/name'),
+    capacity: scaledBytes(
+      requireValue(child(el, 'capacity'), 'volume/capacity'),
+      'bytes',
+      'volume/capacity',
+    ),
+    format: format(target, 'volume/target/format@type'),
+  };
+  const allocation = child(el, 'allocation');
+  if (allocation) doc.allocation = scaledBytes(allocation, 'bytes', 'volume/allocation');
+  const backing = child(el, 'backingStore');
+  // libvirt writes an empty <backingStore/> for a volume without one.
+  const backingPath = backing && childText(backing, 'path');
+  if (backing && backingPath !== undefined) {
+    doc.backingStore = {
+      path: backingPath,
+      format: format(backing, 'volume/backingStore/format@type'),
+    };
+  }
+  assign(doc, 'path', childText(target, 'path'));
+  assign(doc, 'key', childText(el, 'key'));
+  return doc;
+}
+
+function format(el: XmlElement, field: string): VolumeFormat {
+  return oneOf(attr(child(el, 'format') ?? {}, 'type'), VOLUME_FORMATS, field);
+}
+
+/**
+ * The fields of a volume the operator owns (see owned.ts). Allocation is not owned: it is
+ * what the file uses. Capacity is compared as is; whether a difference is a resize (grow)
+ * or an error (shrink) is the controller's decision.
+ */
+export function ownedVolumeFields(doc: VolumeDocument) {
+  return {
+    name: doc.name,
+    capacity: doc.capacity,
+    format: doc.format,
+    backingStore: doc.backingStore
+      ? { path: doc.backingStore.path, format: doc.backingStore.format }
+      : null,
+  };
+}
+export type OwnedVolumeFields = ReturnType<typeof ownedVolumeFields>;
+
+export function changedVolumeFields(desired: VolumeDocument, observed: VolumeDocument): string[] {
+  return changedFields(ownedVolumeFields(desired), ownedVolumeFields(observed));
+}
