@@ -57,7 +57,7 @@ function api(
         res.setEncoding('utf8');
         res.on('data', (c: string) => (text += c));
         res.on('end', () => {
-          let parsed: Record<string, unknown> = {};
+          let parsed: Record<string, unknown>;
           try {
             parsed = JSON.parse(text) as Record<string, unknown>;
           } catch {
