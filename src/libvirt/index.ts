@@ -25,8 +25,10 @@ export { Network } from './network.js';
 export type { NetworkDHCPLease } from './network.js';
 export { StoragePool, StorageVol } from './storage.js';
 export type { StoragePoolInfo, StorageVolInfo, TransferOptions } from './storage.js';
-export { ReconnectingConnection, backoffDelay } from './reconnecting.js';
-export type { Backoff, ConnectionState, ReconnectOptions, StateChange } from './reconnecting.js';
+export { ReconnectingConnection } from './reconnecting.js';
+export type { ConnectionState, ReconnectOptions, StateChange } from './reconnecting.js';
+export { backoffDelay, defaultBackoff } from './backoff.js';
+export type { Backoff } from './backoff.js';
 export type { CallOptions, Impact } from './addon.js';
 export {
   ErrorCode,

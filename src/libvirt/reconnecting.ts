@@ -8,6 +8,7 @@ import {
   type StoragePoolLifecycleEvent,
 } from './connection.js';
 import { isConnectionError, isUnsupported } from './errors.js';
+import { backoffDelay, defaultBackoff, type Backoff } from './backoff.js';
 import { closeReasonName } from './names.js';
 
 export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
@@ -23,28 +24,12 @@ export interface StateChange {
   closeReason?: string;
 }
 
-export interface Backoff {
-  initialMs: number;
-  maxMs: number;
-  factor: number;
-  /** Fraction of each delay randomised, so many agents do not reconnect in lockstep. */
-  jitter: number;
-}
-
 export interface ReconnectOptions extends Omit<OpenOptions, 'timeoutMs'> {
   /** Bound on each open attempt; an open to a stopped daemon otherwise never returns. */
   openTimeoutMs?: number;
   /** virConnectSetKeepAlive after each open; false to leave libvirt's default (off). */
   keepAlive?: { interval: number; count: number } | false;
   backoff?: Partial<Backoff>;
-}
-
-const defaultBackoff: Backoff = { initialMs: 250, maxMs: 10_000, factor: 2, jitter: 0.2 };
-
-/** The delay before reconnect attempt `attempt` (0-based); `random` in [0, 1). */
-export function backoffDelay(backoff: Backoff, attempt: number, random: number): number {
-  const base = Math.min(backoff.maxMs, backoff.initialMs * backoff.factor ** attempt);
-  return Math.round(base * (1 - backoff.jitter + 2 * backoff.jitter * random));
 }
 
 type Family = 'domain' | 'network' | 'storagePool';
