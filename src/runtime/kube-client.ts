@@ -1,0 +1,179 @@
+// The HTTP transport to the API server. @kubernetes/client-node is used only for what it is
+// good at: reading a kubeconfig and producing TLS options and auth headers (including exec
+// and token-file auth, re-applied per request so rotated tokens are picked up). Requests and
+// watch streams are plain node:http(s), so every timeout, abort and error is ours to handle.
+import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { KubeConfig } from '@kubernetes/client-node';
+
+export interface KubeRequest {
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  path: string;
+  query?: Record<string, string | number | boolean | undefined>;
+  body?: unknown;
+  /** Default application/json; patches must say which kind they are. */
+  contentType?: string;
+  /** Abort when no response has arrived within this time. Default 30 s. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface KubeClient {
+  server: string;
+  request<T = unknown>(req: KubeRequest): Promise<T>;
+  /**
+   * Opens a streaming GET and yields one parsed JSON document per line. Resolves once the
+   * response headers arrived with 200 (so a 410 or 403 is thrown here, not mid-stream).
+   */
+  stream(
+    req: Omit<KubeRequest, 'method' | 'body' | 'contentType'>,
+  ): Promise<AsyncIterable<unknown>>;
+}
+
+export const CONTENT_TYPE = {
+  json: 'application/json',
+  jsonPatch: 'application/json-patch+json',
+  mergePatch: 'application/merge-patch+json',
+  apply: 'application/apply-patch+yaml',
+} as const;
+
+/** A non-2xx answer, carrying the metav1.Status the API server sent. */
+export class KubeApiError extends Error {
+  override name = 'KubeApiError';
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    message: string,
+    readonly method: string,
+    readonly path: string,
+  ) {
+    super(`${method} ${path}: ${status} ${reason}: ${message}`);
+  }
+}
+
+export const isNotFound = (err: unknown): boolean =>
+  err instanceof KubeApiError && err.status === 404;
+export const isConflict = (err: unknown): boolean =>
+  err instanceof KubeApiError && err.status === 409;
+export const isGone = (err: unknown): boolean => err instanceof KubeApiError && err.status === 410;
+export const isAlreadyExists = (err: unknown): boolean =>
+  err instanceof KubeApiError && err.status === 409 && err.reason === 'AlreadyExists';
+
+export interface KubeClientOptions {
+  userAgent?: string;
+  defaultTimeoutMs?: number;
+}
+
+export function createKubeClient(kubeConfig: KubeConfig, opts: KubeClientOptions = {}): KubeClient {
+  const cluster = kubeConfig.getCurrentCluster();
+  if (!cluster) throw new Error('the kubeconfig has no current cluster (check current-context)');
+  const server = cluster.server.replace(/\/+$/, '');
+  const secure = server.startsWith('https:');
+  const send = secure ? httpsRequest : httpRequest;
+  const defaultTimeoutMs = opts.defaultTimeoutMs ?? 30_000;
+
+  const open = async (req: KubeRequest, accept: string): Promise<IncomingMessage> => {
+    const options: RequestOptions & Record<string, unknown> = {};
+    await kubeConfig.applyToHTTPSOptions(options);
+    const url = new URL(server + req.path);
+    for (const [k, v] of Object.entries(req.query ?? {})) {
+      if (v !== undefined) url.searchParams.set(k, String(v));
+    }
+    const body = req.body === undefined ? undefined : JSON.stringify(req.body);
+    const headers: Record<string, string> = {
+      ...(options.headers as Record<string, string> | undefined),
+      accept,
+      'user-agent': opts.userAgent ?? 'libvirt-operator-runtime',
+    };
+    if (body !== undefined) {
+      headers['content-type'] = req.contentType ?? CONTENT_TYPE.json;
+      headers['content-length'] = String(Buffer.byteLength(body));
+    }
+    if (typeof options.auth === 'string') {
+      headers.authorization = `Basic ${Buffer.from(options.auth).toString('base64')}`;
+    }
+    const timeoutMs = req.timeoutMs ?? defaultTimeoutMs;
+    return new Promise<IncomingMessage>((resolve, reject) => {
+      const r = send(
+        url,
+        { method: req.method, headers, agent: options.agent, signal: req.signal },
+        (res) => {
+          clearTimeout(timer);
+          resolve(res);
+        },
+      );
+      // A stopped or overloaded server accepts the TCP connection and then says nothing: only
+      // a deadline on the response headers notices.
+      const timer = setTimeout(
+        () => r.destroy(new Error(`${req.method} ${req.path}: no response within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      r.on('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      r.end(body);
+    });
+  };
+
+  const readBody = (res: IncomingMessage): Promise<string> =>
+    new Promise((resolve, reject) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve(text));
+      res.on('error', reject);
+      res.on('aborted', () => reject(new Error('response aborted')));
+    });
+
+  const failure = async (req: KubeRequest, res: IncomingMessage): Promise<KubeApiError> => {
+    const text = await readBody(res).catch(() => '');
+    let reason = res.statusMessage ?? 'Error';
+    let message = text.slice(0, 500);
+    try {
+      const status = JSON.parse(text) as { reason?: string; message?: string };
+      reason = status.reason ?? reason;
+      message = status.message ?? message;
+    } catch {
+      /* not a Status object: keep the raw text */
+    }
+    return new KubeApiError(res.statusCode ?? 0, reason, message, req.method, req.path);
+  };
+
+  return {
+    server,
+    async request<T>(req: KubeRequest): Promise<T> {
+      const res = await open(req, CONTENT_TYPE.json);
+      const status = res.statusCode ?? 0;
+      if (status < 200 || status >= 300) throw await failure(req, res);
+      const text = await readBody(res);
+      return (text ? JSON.parse(text) : undefined) as T;
+    },
+    async stream(req) {
+      const full: KubeRequest = { ...req, method: 'GET' };
+      const res = await open(full, CONTENT_TYPE.json);
+      if (res.statusCode !== 200) throw await failure(full, res);
+      return jsonLines(res);
+    },
+  };
+}
+
+/** Splits a chunked response into JSON documents, one per line. */
+async function* jsonLines(res: IncomingMessage): AsyncIterable<unknown> {
+  res.setEncoding('utf8');
+  let pending = '';
+  try {
+    for await (const chunk of res as AsyncIterable<string>) {
+      pending += chunk;
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, nl).trim();
+        pending = pending.slice(nl + 1);
+        if (line) yield JSON.parse(line);
+      }
+    }
+    if (pending.trim()) yield JSON.parse(pending);
+  } finally {
+    res.destroy();
+  }
+}
