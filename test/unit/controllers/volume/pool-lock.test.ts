@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import { lockedPools, withPoolLock } from '../../../../src/controllers/volume/pool-lock.js';
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+describe('withPoolLock', () => {
+  it('runs operations on one pool one at a time, in arrival order', async () => {
+    const log: string[] = [];
+    let running = 0;
+    let maxRunning = 0;
+    const op = (id: number) =>
+      withPoolLock('p', async () => {
+        running++;
+        maxRunning = Math.max(maxRunning, running);
+        log.push(`start ${id}`);
+        await tick();
+        await tick();
+        log.push(`end ${id}`);
+        running--;
+        return id;
+      });
+    const results = await Promise.all([1, 2, 3, 4, 5].map(op));
+    expect(results).toEqual([1, 2, 3, 4, 5]);
+    expect(maxRunning).toBe(1);
+    expect(log).toEqual([1, 2, 3, 4, 5].flatMap((i) => [`start ${i}`, `end ${i}`]));
+    expect(lockedPools()).toEqual([]);
+  });
+
+  it('lets different pools run in parallel', async () => {
+    let running = 0;
+    let maxRunning = 0;
+    const op = (pool: string) =>
+      withPoolLock(pool, async () => {
+        running++;
+        maxRunning = Math.max(maxRunning, running);
+        await tick();
+        running--;
+      });
+    await Promise.all([op('a'), op('b'), op('c')]);
+    expect(maxRunning).toBe(3);
+  });
+
+  it('releases the lock when an operation fails, and passes the error on', async () => {
+    const failing = withPoolLock('q', async () => {
+      await tick();
+      throw new Error('libvirt said no');
+    });
+    const next = withPoolLock('q', async () => 'ran');
+    await expect(failing).rejects.toThrow('libvirt said no');
+    await expect(next).resolves.toBe('ran');
+    expect(lockedPools()).toEqual([]);
+  });
+
+  it('holds the pool while an operation waits', async () => {
+    let release!: () => void;
+    const held = withPoolLock('r', () => new Promise<void>((r) => (release = r)));
+    await tick();
+    expect(lockedPools()).toContain('r');
+    let second = false;
+    const next = withPoolLock('r', async () => {
+      second = true;
+    });
+    await tick();
+    expect(second).toBe(false);
+    release();
+    await Promise.all([held, next]);
+    expect(second).toBe(true);
+  });
+});
