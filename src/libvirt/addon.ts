@@ -95,7 +95,12 @@ export interface NativeBinding {
   setErrorConstructor(ctor: new (message: string, details: LibvirtErrorDetails) => Error): void;
   setEventDispatcher(dispatcher: EventDispatcher): void;
   setThreadPoolSize(size: number): number;
-  stats(): { pendingCalls: number; eventRegistrations: number; workerThreads: number };
+  stats(): {
+    pendingCalls: number;
+    eventRegistrations: number;
+    workerThreads: number;
+    handleReferences: number;
+  };
   getVersion(): number;
 
   connectOpen(uri: string | null, flags: number, closeKey: number, t: T): Promise<ConnHandle>;

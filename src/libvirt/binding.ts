@@ -23,6 +23,11 @@ export interface BindingStats {
   /** Event routes (listeners and connection close callbacks) held in JS. */
   eventRoutes: number;
   workerThreads: number;
+  /**
+   * libvirt references held by live Domain/Network/StoragePool/StorageVol handles: returns
+   * to its baseline once handles are freed or collected (a leak check).
+   */
+  handleReferences: number;
 }
 
 /** Counters for diagnostics and leak checks. */

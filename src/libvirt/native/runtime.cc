@@ -105,6 +105,8 @@ static const napi_type_tag kNetworkTag = {0x6c69627669727403ULL, 0x6e6574776f726
 static const napi_type_tag kPoolTag = {0x6c69627669727404ULL, 0x706f6f6c21212121ULL};
 static const napi_type_tag kVolTag = {0x6c69627669727405ULL, 0x766f6c2121212121ULL};
 
+std::atomic<int64_t> handleReferences{0};
+
 template <class B>
 static Napi::Value MakeExternal(Napi::Env env, B* box, const napi_type_tag* tag,
                                 void (*finalize)(napi_env, void*, void*)) {
@@ -151,15 +153,19 @@ Napi::Value WrapConn(Napi::Env env, std::shared_ptr<ConnState> state) {
   return MakeExternal(env, new ConnBox{std::move(state)}, &kConnTag, FinalizeConn);
 }
 Napi::Value WrapDomain(Napi::Env env, virDomainPtr p, const std::shared_ptr<ConnState>& c) {
+  handleReferences.fetch_add(1, std::memory_order_relaxed);
   return MakeExternal(env, new DomainBox{p, c}, &kDomainTag, FinalizeBox<virDomainPtr>);
 }
 Napi::Value WrapNetwork(Napi::Env env, virNetworkPtr p, const std::shared_ptr<ConnState>& c) {
+  handleReferences.fetch_add(1, std::memory_order_relaxed);
   return MakeExternal(env, new NetworkBox{p, c}, &kNetworkTag, FinalizeBox<virNetworkPtr>);
 }
 Napi::Value WrapPool(Napi::Env env, virStoragePoolPtr p, const std::shared_ptr<ConnState>& c) {
+  handleReferences.fetch_add(1, std::memory_order_relaxed);
   return MakeExternal(env, new PoolBox{p, c}, &kPoolTag, FinalizeBox<virStoragePoolPtr>);
 }
 Napi::Value WrapVol(Napi::Env env, virStorageVolPtr p, const std::shared_ptr<ConnState>& c) {
+  handleReferences.fetch_add(1, std::memory_order_relaxed);
   return MakeExternal(env, new VolBox{p, c}, &kVolTag, FinalizeBox<virStorageVolPtr>);
 }
 
