@@ -117,7 +117,7 @@ function parseRequestUri(s: string): RequestUri | undefined {
       ? { hostname: '' }
       : undefined;
   let rest = s.slice(scheme[0].length);
-  if (!rest.startsWith('/')) return undefined;
+  if (!rest.startsWith('/')) return { hostname: '' }; // an opaque URI (mailto:x) is valid too
   rest = rest.split('?')[0] ?? '';
   if (!rest.startsWith('//')) return BAD_ESCAPE.test(rest) ? undefined : { hostname: '' };
   const afterSlashes = rest.slice(2);

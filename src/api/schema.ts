@@ -60,7 +60,7 @@ export function formatPath(path: Path): string {
   for (const seg of path) {
     if (typeof seg === 'number') out += `[${seg}]`;
     else if (typeof seg === 'string') out += out === '' ? seg : `.${seg}`;
-    else out += `[${seg.key}]`;
+    else out += `.${seg.key}`; // map keys: the API server's OpenAPI validator writes them as fields
   }
   return out;
 }
@@ -269,7 +269,7 @@ function problemOfAjvError(schema: Schema, err: ErrorObject): Problem | undefine
       return {
         field,
         type: 'TooLong',
-        message: `Too long: may not be more than ${String(p.limit)} characters`,
+        message: `Too long: may not be more than ${String(p.limit)} bytes`,
       };
     case 'maxItems':
     case 'maxProperties':

@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseAllDocuments } from 'yaml';
+import { LineCounter, parseAllDocuments } from 'yaml';
 import { isVirtGroup, validateManifest } from '../api/validate.js';
 import { parseFlags, UsageError, withOneLineErrors } from './flags.js';
 
@@ -95,15 +95,21 @@ function objectsOf(doc: unknown): unknown[] {
 export function checkManifests(label: string, text: string): Findings {
   // YAML 1.1, as kubectl reads manifests: 'no', 'on', 'y' are booleans there, and a value the
   // user meant as a string must be quoted for the API server too.
-  const docs = parseAllDocuments(text, { version: '1.1', uniqueKeys: true, prettyErrors: false });
+  const lineCounter = new LineCounter();
+  const docs = parseAllDocuments(text, {
+    version: '1.1',
+    uniqueKeys: true,
+    prettyErrors: false,
+    lineCounter,
+  });
   const lines: string[] = [];
   let objects = 0;
   const all = Array.isArray(docs) ? docs : [docs];
   all.forEach((doc, index) => {
     const error = doc.errors[0];
     if (error) {
-      const at = error.linePos?.[0];
-      const where = at ? `line ${at.line}, column ${at.col}` : 'document ' + (index + 1);
+      const at = lineCounter.linePos(error.pos[0]);
+      const where = `line ${at.line}, column ${at.col}`;
       lines.push(`${label}: ${where}: invalid YAML: ${error.message.split('\n')[0]}`);
       return;
     }
