@@ -2,7 +2,17 @@
 // creates. The operator never modifies or deletes a libvirt object without it. Storage pools
 // and volumes have no <metadata> in libvirt's format: a pool is ours when its UUID is the
 // StoragePool's uid, a volume when it sits in such a pool under the Volume's name.
-import { attr, children, parseAnyXML, buildXML, type XmlElement, type XmlTree } from './codec.js';
+import {
+  XmlDocumentError,
+  attr,
+  buildXML,
+  childText,
+  children,
+  parseAnyXML,
+  requireValue,
+  type XmlElement,
+  type XmlTree,
+} from './codec.js';
 
 export const OWNER_NAMESPACE = 'http://virt.dev/libvirt-operator/v1';
 /** The prefix we write; on read any prefix bound to OWNER_NAMESPACE is recognised. */
@@ -73,6 +83,33 @@ export function stampOf(xml: string): OwnershipStamp | undefined {
     return stampFromMetadata(children(doc.element, 'metadata')[0]);
   }
   return stampFromElement(doc.name, doc.element);
+}
+
+/** Who a domain, network or pool is, read without judging the rest of its definition. */
+export interface ObjectIdentity {
+  root: 'domain' | 'network' | 'pool';
+  name: string;
+  uuid: string;
+  stamp: OwnershipStamp | undefined;
+}
+
+/**
+ * The identity of any domain, network or pool, including foreign ones whose configuration
+ * the typed parsers would refuse (a `type='test'` domain, a macvtap network...): what an
+ * observer needs to report a name clash.
+ */
+export function identityOf(xml: string): ObjectIdentity {
+  const doc = parseAnyXML(xml, ['domain.metadata.*', 'network.metadata.*'], 'object');
+  const root = doc.name;
+  if (root !== 'domain' && root !== 'network' && root !== 'pool') {
+    throw new XmlDocumentError(root, 'expected a <domain>, <network> or <pool> document');
+  }
+  return {
+    root,
+    name: requireValue(childText(doc.element, 'name'), `${root}/name`),
+    uuid: requireValue(childText(doc.element, 'uuid'), `${root}/uuid`).trim(),
+    stamp: stampFromMetadata(children(doc.element, 'metadata')[0]),
+  };
 }
 
 function stampFromElement(tag: string, el: XmlElement): OwnershipStamp | undefined {

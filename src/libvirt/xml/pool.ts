@@ -28,7 +28,7 @@ export interface PoolDocument {
 
 /** Applied by virStoragePoolBuild when it creates the directory. */
 export interface PoolPermissions {
-  /** File mode bits, e.g. 0o711; written in octal as libvirt expects. */
+  /** Permission bits, 0 to 0o777 (e.g. 0o711); written in octal as libvirt expects. */
   mode?: number;
   owner?: number;
   group?: number;
@@ -51,8 +51,12 @@ export function buildPoolXML(doc: PoolDocument): string {
 }
 
 function permissionsTree(p: PoolPermissions): XmlTree {
-  if (p.mode !== undefined && !(Number.isInteger(p.mode) && p.mode >= 0 && p.mode <= 0o7777)) {
-    throw new XmlDocumentError('pool/target/permissions/mode', `${p.mode} is not a file mode`);
+  // libvirt refuses setuid, setgid and sticky bits here ("malformed octal mode").
+  if (p.mode !== undefined && !(Number.isInteger(p.mode) && p.mode >= 0 && p.mode <= 0o777)) {
+    throw new XmlDocumentError(
+      'pool/target/permissions/mode',
+      `${p.mode} is not a permission mode between 0 and 0o777`,
+    );
   }
   return {
     mode: p.mode === undefined ? undefined : p.mode.toString(8).padStart(4, '0'),
