@@ -21,6 +21,7 @@ async function validate(file: string, schema: string): Promise<{ ok: boolean; ou
     if (e.code === 'ENOENT') {
       throw new Error(
         'virt-xml-validate is missing: install libvirt-clients (scripts/install-host-deps.sh)',
+        { cause: err },
       );
     }
     return { ok: false, output: `${e.stdout ?? ''}${e.stderr ?? ''}` };
@@ -30,8 +31,10 @@ async function validate(file: string, schema: string): Promise<{ ok: boolean; ou
 beforeAll(async () => {
   // virt-xml-validate is a shell script around xmllint; without it every case would fail
   // with a confusing message.
-  await run('xmllint', ['--version']).catch(() => {
-    throw new Error('xmllint is missing: install libxml2-utils (apt-get install libxml2-utils)');
+  await run('xmllint', ['--version']).catch((err: unknown) => {
+    throw new Error('xmllint is missing: install libxml2-utils (apt-get install libxml2-utils)', {
+      cause: err,
+    });
   });
 });
 
