@@ -1,5 +1,7 @@
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:https';
-import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { parse } from 'yaml';
 import { customResources, type VirtKind } from '../../../src/api/generated/crds.js';
@@ -288,6 +290,46 @@ describe('CRDs on kube-apiserver', () => {
       status: { nodes: { nodeName: string }[] };
     };
     expect(pool.status.nodes.map((n) => n.nodeName).sort()).toEqual(['node-1', 'node-2']);
+  });
+
+  test('kubectl apply --dry-run=server refuses every rejected case file, naming its field', async () => {
+    const cases = loadCorpus().filter((c) => c.verdict === 'rejected' && c.operation === 'create');
+    const dir = mkdtempSync(join(tmpdir(), 'lvo-rejected-'));
+    try {
+      for (const c of cases) copyFileSync(c.file, join(dir, basename(c.file)));
+      const r = await controlPlane().kubectl([
+        'apply',
+        '--dry-run=server',
+        '-n',
+        NAMESPACE,
+        '-f',
+        dir,
+      ]);
+      expect(r.code).toBe(1);
+      expect(r.stdout).toBe(''); // nothing was accepted
+      // kubectl reports each file's refusal after naming the file; cut stderr at those names.
+      const mentions = [...r.stderr.matchAll(/"([^"]+\.yaml)"/g)].filter((m) =>
+        m[1]?.startsWith(dir),
+      );
+      const errors = new Map<string, string>();
+      mentions.forEach((m, i) => {
+        const text = r.stderr.slice(m.index, mentions[i + 1]?.index ?? r.stderr.length);
+        errors.set(basename(m[1] as string), (errors.get(basename(m[1] as string)) ?? '') + text);
+      });
+      const unnamed = cases.filter((c) => {
+        const text = errors.get(basename(c.file)) ?? '';
+        // A name with '/' is refused by kubectl itself before it reaches the server.
+        const namesIt =
+          text.includes(c.field as string) ||
+          (c.field === 'metadata.name' && text.includes('invalid resource name'));
+        return !namesIt;
+      });
+      expect(
+        unnamed.map((c) => `${c.id}: ${errors.get(basename(c.file)) ?? '(no error)'}`),
+      ).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('every bad manifest gets the same verdict from the API server and from validateManifest', async () => {
