@@ -76,11 +76,16 @@ function systemMessage(err: unknown): string {
   return (e.code && reasons[e.code]) ?? (e.message ?? String(err)).split('\n')[0] ?? '';
 }
 
+// A hostile kind or name must not break the one-problem-per-line output.
+const printable = (s: string): string => (/^[!-~]*$/.test(s) ? s : JSON.stringify(s));
+
 function describe(obj: Record<string, unknown>, index: number): string {
-  const kind = typeof obj.kind === 'string' && obj.kind !== '' ? obj.kind : '<no kind>';
+  const kind = typeof obj.kind === 'string' && obj.kind !== '' ? printable(obj.kind) : '<no kind>';
   const meta = obj.metadata as Record<string, unknown> | undefined;
   const name =
-    typeof meta?.name === 'string' && meta.name !== '' ? meta.name : `<document ${index + 1}>`;
+    typeof meta?.name === 'string' && meta.name !== ''
+      ? printable(meta.name)
+      : `<document ${index + 1}>`;
   return `${kind}/${name}`;
 }
 

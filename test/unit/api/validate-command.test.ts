@@ -138,6 +138,16 @@ describe('libvirt-operator validate', () => {
     ]);
   });
 
+  test('names with control characters are quoted, so each problem stays on one line', () => {
+    const text =
+      'apiVersion: virt.dev/v1alpha1\nkind: StoragePool\nmetadata: {name: "a\\nb"}\nspec: {path: /srv/pool}\n';
+    const [line] = checkManifests('x.yaml', text).lines;
+    expect(line).toMatch(
+      /^x\.yaml: StoragePool\/"a\\nb": metadata\.name: Invalid value: "a\\nb": a lowercase RFC 1123 subdomain/,
+    );
+    expect(line).not.toContain('\n');
+  });
+
   test('a document without a name is still reported', () => {
     const text = 'apiVersion: virt.dev/v1alpha1\nkind: StoragePool\nspec: {path: /srv/pool}\n';
     expect(checkManifests('x.yaml', text).lines).toEqual([
