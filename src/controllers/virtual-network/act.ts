@@ -1,0 +1,139 @@
+// Executes a plan through the binding, one libvirt call per step, in order.
+//
+// Errors split three ways:
+// - the step's goal already holds (starting a running network, removing what is gone): the
+//   step counts as done, so a pass interrupted between any two steps resumes cleanly;
+// - the transport failed or timed out: thrown, the queue retries the key with backoff;
+// - libvirt refused the step for this host (bad address for this host, bridge in use, no such
+//   host bridge, ...): the remaining steps are skipped and the refusal is returned, to become
+//   a False condition with libvirt's message.
+import type { Connect } from '../../libvirt/connection.js';
+import {
+  NetworkUpdateCommand,
+  NetworkUpdateFlags,
+  NetworkUpdateSection,
+} from '../../libvirt/constants.js';
+import {
+  isConnectionError,
+  isLibvirtError,
+  isNotFound,
+  isOperationInvalid,
+  isTimeout,
+} from '../../libvirt/errors.js';
+import type { Network } from '../../libvirt/network.js';
+import { buildDhcpHostXML, buildDnsHostXML, buildNetworkXML } from '../../libvirt/xml/network.js';
+import type { NetworkStep, UpdateScope } from './plan.js';
+
+export interface StepFailure {
+  step: NetworkStep;
+  reason: string;
+  message: string;
+}
+
+/** Condition reasons for a refused step. */
+const FAILURE_REASON: Record<NetworkStep['op'], string> = {
+  define: 'DefineFailed',
+  setAutostart: 'AutostartFailed',
+  start: 'StartFailed',
+  dhcpHost: 'UpdateFailed',
+  dnsHost: 'UpdateFailed',
+  destroy: 'DestroyFailed',
+  undefine: 'UndefineFailed',
+};
+
+const COMMAND = {
+  add: NetworkUpdateCommand.ADD_LAST,
+  modify: NetworkUpdateCommand.MODIFY,
+  delete: NetworkUpdateCommand.DELETE,
+} as const;
+
+const SCOPE: Record<UpdateScope, number> = {
+  live: NetworkUpdateFlags.LIVE,
+  liveAndConfig: NetworkUpdateFlags.LIVE | NetworkUpdateFlags.CONFIG,
+};
+
+/**
+ * Runs `steps` against `network` (undefined until a define step creates it). Resolves with
+ * the first refusal, or undefined when every step is done.
+ */
+export async function actNetwork(
+  conn: Connect,
+  network: Network | undefined,
+  steps: readonly NetworkStep[],
+): Promise<StepFailure | undefined> {
+  let target = network;
+  for (const step of steps) {
+    try {
+      if (step.op === 'define') {
+        target = await conn.defineNetworkXML(buildNetworkXML(step.doc));
+        continue;
+      }
+      if (!target) throw new Error(`step ${step.op} has no network: the plan lacks a define`);
+      await run(target, step);
+    } catch (err) {
+      if (!isLibvirtError(err) || isConnectionError(err) || isTimeout(err)) throw err;
+      if (alreadyDone(step, err)) continue;
+      return { step, reason: FAILURE_REASON[step.op], message: describe(step, err.message) };
+    }
+  }
+  return undefined;
+}
+
+async function run(network: Network, step: Exclude<NetworkStep, { op: 'define' }>): Promise<void> {
+  switch (step.op) {
+    case 'setAutostart':
+      return network.setAutostart(step.autostart);
+    case 'start':
+      return network.create();
+    case 'dhcpHost':
+      // parentIndex 0: the desired document has exactly one <ip>, the IPv4 one.
+      return network.update(
+        COMMAND[step.command],
+        NetworkUpdateSection.IP_DHCP_HOST,
+        0,
+        buildDhcpHostXML(step.host),
+        SCOPE[step.scope],
+      );
+    case 'dnsHost':
+      return network.update(
+        COMMAND[step.command],
+        NetworkUpdateSection.DNS_HOST,
+        -1,
+        buildDnsHostXML(step.host),
+        SCOPE[step.scope],
+      );
+    case 'destroy':
+      return network.destroy();
+    case 'undefine':
+      return network.undefine();
+  }
+}
+
+// libvirt answers OPERATION_INVALID for "network is already active" / "is not active", and
+// NO_NETWORK once the object is gone (a transient network vanishes when destroyed).
+function alreadyDone(step: NetworkStep, err: unknown): boolean {
+  switch (step.op) {
+    case 'start':
+    case 'destroy':
+      return isOperationInvalid(err) || isNotFound(err, 'network');
+    case 'undefine':
+      return isNotFound(err, 'network');
+    default:
+      return false;
+  }
+}
+
+function describe(step: NetworkStep, message: string): string {
+  switch (step.op) {
+    case 'define':
+      return `libvirt refused the network definition: ${message}`;
+    case 'start':
+      return `libvirt could not start the network: ${message}`;
+    case 'dhcpHost':
+      return `libvirt could not ${step.command} the DHCP host ${step.host.mac ?? step.host.ip}: ${message}`;
+    case 'dnsHost':
+      return `libvirt could not ${step.command} the DNS host ${step.host.ip}: ${message}`;
+    default:
+      return `libvirt refused ${step.op}: ${message}`;
+  }
+}

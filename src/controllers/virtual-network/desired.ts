@@ -1,0 +1,148 @@
+// VirtualNetwork spec -> the libvirt network document this node should have. Pure.
+//
+// Naming and addressing rules (part of what users see, so stated once here):
+// - the libvirt network is named like the object and carries its metadata.uid as UUID;
+// - the bridge is spec.bridge, else 'lvo' + the first 10 hex digits of SHA-256(metadata.uid):
+//   13 characters, inside Linux's 15-character limit, the same on every node and every pass,
+//   and distinct per object without a registry of names;
+// - spec.ipv4.cidr names the host's own address on the network (the CRD refuses the network
+//   address): 192.168.150.1/24 becomes <ip address='192.168.150.1' prefix='24'>, and that
+//   address is the guests' gateway and DNS server.
+import { createHash } from 'node:crypto';
+import type { VirtualNetwork } from '../../api/generated/types.js';
+import { libvirtUuid } from '../../api/names.js';
+import type {
+  DhcpHost,
+  DnsHost,
+  ForwardMode,
+  NetworkDocument,
+  NetworkIp,
+} from '../../libvirt/xml/network.js';
+import { selectsNode } from '../node-selector.js';
+
+export type NetworkMode = VirtualNetwork['spec']['mode'];
+
+export function defaultBridgeName(uid: string): string {
+  return 'lvo' + createHash('sha256').update(uid).digest('hex').slice(0, 10);
+}
+
+/** The libvirt network's UUID: the object's metadata.uid (a network has no spec.uuid). */
+export function networkUuid(vnet: VirtualNetwork): string {
+  return libvirtUuid({ metadata: vnet.metadata });
+}
+
+export function bridgeName(vnet: VirtualNetwork): string {
+  return vnet.spec.bridge ?? defaultBridgeName(networkUuid(vnet));
+}
+
+export function modeOf(vnet: VirtualNetwork): NetworkMode {
+  return vnet.spec.mode ?? 'nat';
+}
+
+/** 'a.b.c.d/n' -> address and prefix length; the CRD's pattern has already checked the form. */
+export function parseCidr(cidr: string): { address: string; prefix: number } {
+  const slash = cidr.indexOf('/');
+  const prefix = Number(cidr.slice(slash + 1));
+  if (slash < 0 || !Number.isInteger(prefix) || prefix < 0 || prefix > 32) {
+    throw new TypeError(`spec.ipv4.cidr '${cidr}' is not an IPv4 address with a prefix length`);
+  }
+  return { address: cidr.slice(0, slash), prefix };
+}
+
+/**
+ * What the spec asks for that libvirt cannot do in this mode, or undefined. The CRD already
+ * refuses ipv4 with mode bridge; libvirt also refuses an MTU there ("mtu size only allowed in
+ * open, route, nat, and isolated mode"), and a host bridge has no dnsmasq to serve DNS records.
+ * Caught here so the user gets the field name instead of a libvirt XML error.
+ */
+export function unsupportedSpec(vnet: VirtualNetwork): string | undefined {
+  if (modeOf(vnet) !== 'bridge') return undefined;
+  if (vnet.spec.mtu !== undefined) {
+    return 'spec.mtu cannot be set with mode bridge: the host bridge keeps its own MTU';
+  }
+  if ((vnet.spec.dns?.hosts ?? []).length > 0) {
+    return 'spec.dns.hosts cannot be set with mode bridge: libvirt serves no DNS on a host bridge';
+  }
+  return undefined;
+}
+
+const FORWARD: Record<NetworkMode, ForwardMode> = {
+  nat: 'nat',
+  route: 'route',
+  bridge: 'bridge',
+  isolated: 'none',
+};
+
+/** The full document to define. Call unsupportedSpec first: this does not repeat its checks. */
+export function desiredNetwork(vnet: VirtualNetwork): NetworkDocument {
+  const name = String(vnet.metadata.name);
+  const uuid = networkUuid(vnet);
+  const mode = modeOf(vnet);
+  const doc: NetworkDocument = {
+    name,
+    uuid,
+    stamp: { kind: 'VirtualNetwork', name, uid: uuid },
+    forward: FORWARD[mode],
+    bridge: { name: bridgeName(vnet) },
+    ips: [],
+  };
+  if (mode === 'bridge') return doc;
+  if (vnet.spec.mtu !== undefined) doc.mtu = vnet.spec.mtu;
+  const dns = desiredDns(vnet);
+  if (dns) doc.dns = dns;
+  if (vnet.spec.ipv4) doc.ips = [desiredIp(vnet.spec.ipv4)];
+  return doc;
+}
+
+// DNS is on by default in libvirt, so an enabled DNS without records is no element at all:
+// that is also what libvirt reads back, and the plan compares like with like.
+function desiredDns(vnet: VirtualNetwork): NetworkDocument['dns'] {
+  if (vnet.spec.dns?.enabled === false) return { enable: false, hosts: [] };
+  const hosts = desiredDnsHosts(vnet);
+  return hosts.length > 0 ? { hosts } : undefined;
+}
+
+function desiredIp(ipv4: NonNullable<VirtualNetwork['spec']['ipv4']>): NetworkIp {
+  const { address, prefix } = parseCidr(ipv4.cidr);
+  const ip: NetworkIp = { address, prefix };
+  if (ipv4.dhcp) {
+    ip.dhcp = {
+      ranges: [{ start: ipv4.dhcp.rangeStart, end: ipv4.dhcp.rangeEnd }],
+      hosts: (ipv4.dhcp.hosts ?? []).map(dhcpHost),
+    };
+  }
+  return ip;
+}
+
+function dhcpHost(h: { macAddress: string; ipAddress: string; hostname?: string }): DhcpHost {
+  const host: DhcpHost = { mac: h.macAddress.toLowerCase(), ip: h.ipAddress };
+  if (h.hostname !== undefined) host.name = h.hostname;
+  return host;
+}
+
+export function desiredDnsHosts(vnet: VirtualNetwork): DnsHost[] {
+  if (vnet.spec.dns?.enabled === false) return [];
+  return (vnet.spec.dns?.hosts ?? []).map((h) => ({
+    ip: h.ipAddress,
+    hostnames: [...h.hostnames],
+  }));
+}
+
+/**
+ * Whether this node should have the network. 'unknown' when the selector needs the Node's
+ * labels and the Node is not (yet) in the cache: then nothing is created or removed, since a
+ * missing Node must never read as "no longer selected" and tear a network down.
+ */
+export function placementOn(
+  vnet: VirtualNetwork,
+  node: { metadata?: { labels?: Record<string, string> } } | undefined,
+): 'selected' | 'notSelected' | 'unknown' {
+  const selector = vnet.spec.nodeSelector;
+  const empty =
+    !selector ||
+    (Object.keys(selector.matchLabels ?? {}).length === 0 &&
+      (selector.matchExpressions ?? []).length === 0);
+  if (empty) return 'selected';
+  if (!node) return 'unknown';
+  return selectsNode(selector, node.metadata?.labels ?? {}) ? 'selected' : 'notSelected';
+}

@@ -1,0 +1,130 @@
+// What this host has for a VirtualNetwork: the libvirt network found by UUID (ours only when
+// it carries our stamp for this very object), else a network squatting on the name. I/O only;
+// the result is a plain value the pure plan and status read.
+import type { VirtualMachine, VirtualNetwork } from '../../api/generated/types.js';
+import type { Connect } from '../../libvirt/connection.js';
+import { NetworkXMLFlags } from '../../libvirt/constants.js';
+import { isNotFound, isUnsupported } from '../../libvirt/errors.js';
+import type { Network } from '../../libvirt/network.js';
+import type { OwnershipStamp } from '../../libvirt/xml/metadata.js';
+import { parseNetworkXML, type NetworkDocument } from '../../libvirt/xml/network.js';
+import { hostUUID, INDEX_NETWORK } from '../indexes.js';
+import { networkUuid } from './desired.js';
+import type { ControllerContext } from '../context.js';
+
+export interface OursNetwork {
+  state: 'ours';
+  network: Network;
+  uuid: string;
+  active: boolean;
+  persistent: boolean;
+  autostart: boolean;
+  /** The running definition when active, else the persistent one. */
+  current: NetworkDocument;
+  /**
+   * The persistent definition: `current` when inactive; when active, read with the INACTIVE
+   * flag, or undefined where the driver cannot show it (libvirt's test driver) or the network
+   * is transient.
+   */
+  config: NetworkDocument | undefined;
+}
+
+/** A libvirt network with our name (or UUID) that this object did not create. */
+export interface ForeignNetwork {
+  state: 'foreign';
+  name: string;
+  uuid: string;
+  /** The stamp it carries, when it belongs to another (e.g. an earlier, deleted) object. */
+  stamp: OwnershipStamp | undefined;
+}
+
+export type ObservedNetwork = { state: 'absent' } | OursNetwork | ForeignNetwork;
+
+export async function observeNetwork(
+  conn: Connect,
+  vnet: VirtualNetwork,
+): Promise<ObservedNetwork> {
+  const uuid = networkUuid(vnet);
+  const byUuid = await conn.lookupNetworkByUUIDString(uuid).catch(absentOn);
+  if (byUuid) return describe(byUuid, vnet);
+  const byName = await conn.lookupNetworkByName(String(vnet.metadata.name)).catch(absentOn);
+  if (!byName) return { state: 'absent' };
+  const doc = parseNetworkXML(await byName.getXMLDesc());
+  return { state: 'foreign', name: doc.name, uuid: doc.uuid, stamp: doc.stamp };
+}
+
+function absentOn(err: unknown): undefined {
+  if (isNotFound(err, 'network')) return undefined;
+  throw err;
+}
+
+async function describe(network: Network, vnet: VirtualNetwork): Promise<ObservedNetwork> {
+  const active = await network.isActive();
+  const current = parseNetworkXML(await network.getXMLDesc());
+  if (!isOurs(current.stamp, vnet)) {
+    return { state: 'foreign', name: current.name, uuid: current.uuid, stamp: current.stamp };
+  }
+  const persistent = await network.isPersistent();
+  const autostart = persistent ? await network.getAutostart() : false;
+  let config: NetworkDocument | undefined;
+  if (!active) config = persistent ? current : undefined;
+  else if (persistent) config = await inactiveDefinition(network);
+  return {
+    state: 'ours',
+    network,
+    uuid: current.uuid,
+    active,
+    persistent,
+    autostart,
+    current,
+    config,
+  };
+}
+
+async function inactiveDefinition(network: Network): Promise<NetworkDocument | undefined> {
+  try {
+    return parseNetworkXML(await network.getXMLDesc(NetworkXMLFlags.INACTIVE));
+  } catch (err) {
+    if (isUnsupported(err)) return undefined;
+    throw err;
+  }
+}
+
+function isOurs(stamp: OwnershipStamp | undefined, vnet: VirtualNetwork): boolean {
+  return (
+    stamp !== undefined &&
+    stamp.kind === 'VirtualNetwork' &&
+    stamp.name === vnet.metadata.name &&
+    stamp.uid === networkUuid(vnet)
+  );
+}
+
+/**
+ * The VirtualMachines on this node that reference the network and whose domain is running:
+ * removing the network would cut them off. Found through the cache's network index, checked
+ * against libvirt by the VM's UUID (a VM object alone says nothing about a running guest).
+ */
+export async function runningUsers(
+  ctx: ControllerContext,
+  vnet: VirtualNetwork,
+): Promise<string[]> {
+  const vms = ctx
+    .byIndex<VirtualMachine>('VirtualMachine', INDEX_NETWORK, String(vnet.metadata.name))
+    .filter((vm) => vm.spec?.nodeName === ctx.nodeName);
+  const running: string[] = [];
+  for (const vm of vms) {
+    const uuid = hostUUID(vm);
+    if (!uuid) continue;
+    const domain = await ctx
+      .libvirt()
+      .lookupDomainByUUIDString(uuid)
+      .catch((err: unknown) => {
+        if (isNotFound(err, 'domain')) return undefined;
+        throw err;
+      });
+    if (domain && (await domain.isActive())) {
+      running.push(`${vm.metadata.namespace}/${vm.metadata.name}`);
+    }
+  }
+  return running.sort();
+}

@@ -1,0 +1,261 @@
+// desired + observed -> the libvirt calls that close the gap. Pure.
+//
+// Only the fields the operator owns are compared, each projected from the document onto the
+// spec field it comes from, so libvirt's additions (a generated MAC, <nat><port>, stp/delay on
+// the bridge, a netmask where we wrote a prefix) are never drift.
+//
+// Two kinds of fields:
+// - live: DHCP hosts and DNS hosts. virNetworkUpdate changes them in the running network
+//   (dnsmasq is reloaded, guests stay connected).
+// - restart-time: everything else. The persistent definition is redefined at once, but the
+//   running network keeps its old settings until it is restarted, which disconnects every
+//   guest from the bridge; the operator never does that by itself and reports RestartRequired
+//   naming the fields instead (see README.md for how a user applies them).
+import { isDeepStrictEqual } from 'node:util';
+import type { DhcpHost, DnsHost, NetworkDocument, NetworkIp } from '../../libvirt/xml/network.js';
+import type { OursNetwork } from './observe.js';
+
+export type UpdateScope = 'live' | 'liveAndConfig';
+
+export type NetworkStep =
+  /** Define (or redefine) the persistent definition with our UUID. */
+  | { op: 'define'; doc: NetworkDocument }
+  | { op: 'setAutostart'; autostart: boolean }
+  | { op: 'start' }
+  | { op: 'dhcpHost'; command: 'add' | 'modify' | 'delete'; host: DhcpHost; scope: UpdateScope }
+  | { op: 'dnsHost'; command: 'add' | 'delete'; host: DnsHost; scope: UpdateScope }
+  | { op: 'destroy' }
+  | { op: 'undefine' };
+
+// ---- owned fields ----
+
+function ipv4Of(doc: NetworkDocument): NetworkIp | undefined {
+  return doc.ips.find((ip) => (ip.family ?? 'ipv4') === 'ipv4' && ip.address.includes('.'));
+}
+
+export function prefixOf(ip: NetworkIp): number | undefined {
+  if (ip.prefix !== undefined) return ip.prefix;
+  if (ip.netmask === undefined) return undefined;
+  const bits = ip.netmask
+    .split('.')
+    .map((octet) => Number(octet).toString(2).padStart(8, '0'))
+    .join('');
+  return bits.replace(/0+$/, '').length;
+}
+
+const sortedDhcpHosts = (hosts: readonly DhcpHost[]): DhcpHost[] =>
+  hosts
+    .map((h) => ({ mac: h.mac?.toLowerCase() ?? null, ip: h.ip, name: h.name ?? null }))
+    .sort((a, b) => hostKey(a).localeCompare(hostKey(b))) as DhcpHost[];
+
+const sortedDnsHosts = (hosts: readonly DnsHost[]): DnsHost[] =>
+  hosts
+    .map((h) => ({ ip: h.ip, hostnames: [...h.hostnames].sort() }))
+    .sort((a, b) => a.ip.localeCompare(b.ip));
+
+const dhcpOf = (doc: NetworkDocument) => ipv4Of(doc)?.dhcp;
+const dnsEnabled = (doc: NetworkDocument) => doc.dns?.enable !== false;
+
+/** Restart-time fields, by the spec field they come from. */
+const RESTART_FIELDS: ReadonlyArray<readonly [string, (doc: NetworkDocument) => unknown]> = [
+  ['spec.mode', (doc) => doc.forward],
+  ['spec.bridge', (doc) => doc.bridge?.name ?? null],
+  ['spec.mtu', (doc) => doc.mtu ?? null],
+  ['spec.dns.enabled', dnsEnabled],
+  [
+    'spec.ipv4.cidr',
+    (doc) => {
+      const ip = ipv4Of(doc);
+      return ip ? `${ip.address}/${prefixOf(ip)}` : null;
+    },
+  ],
+  ['spec.ipv4.dhcp', (doc) => dhcpOf(doc)?.ranges.map((r) => `${r.start}-${r.end}`) ?? null],
+];
+
+const LIVE_FIELDS: ReadonlyArray<readonly [string, (doc: NetworkDocument) => unknown]> = [
+  ['spec.ipv4.dhcp.hosts', (doc) => sortedDhcpHosts(dhcpOf(doc)?.hosts ?? [])],
+  ['spec.dns.hosts', (doc) => sortedDnsHosts(dnsEnabled(doc) ? (doc.dns?.hosts ?? []) : [])],
+];
+
+function differing(
+  fields: typeof RESTART_FIELDS,
+  desired: NetworkDocument,
+  observed: NetworkDocument,
+): string[] {
+  return fields
+    .filter(([, get]) => !isDeepStrictEqual(get(desired), get(observed)))
+    .map(([field]) => field);
+}
+
+/** The spec fields the running network does not reflect and only a restart would apply. */
+export function restartFields(desired: NetworkDocument, running: NetworkDocument): string[] {
+  return differing(RESTART_FIELDS, desired, running);
+}
+
+function configDiffers(desired: NetworkDocument, config: NetworkDocument): boolean {
+  return (
+    differing(RESTART_FIELDS, desired, config).length > 0 ||
+    differing(LIVE_FIELDS, desired, config).length > 0
+  );
+}
+
+// ---- live host updates ----
+
+function hostKey(h: { mac?: string | null; name?: string | null; ip: string }): string {
+  return h.mac ? `mac:${h.mac.toLowerCase()}` : h.name ? `name:${h.name}` : `ip:${h.ip}`;
+}
+
+type DhcpChange = { command: 'add' | 'modify' | 'delete'; host: DhcpHost };
+
+/**
+ * DHCP host changes, keyed by MAC. Deletions come first, then modifications, then additions,
+ * because libvirt refuses to add a host whose MAC, IP or name another entry still has. A
+ * changed host whose new IP or name another remaining entry holds (two hosts swapping
+ * addresses) is deleted and re-added: libvirt's MODIFY would match that other entry.
+ */
+export function dhcpHostChanges(
+  observed: readonly DhcpHost[],
+  desired: readonly DhcpHost[],
+): DhcpChange[] {
+  const want = new Map(desired.map((h) => [hostKey(h), h]));
+  const have = new Map(observed.map((h) => [hostKey(h), h]));
+  const deletes: DhcpChange[] = [];
+  const modifies: DhcpChange[] = [];
+  const adds: DhcpChange[] = [];
+  const kept = observed.filter((h) => want.has(hostKey(h)));
+  for (const old of observed) {
+    const next = want.get(hostKey(old));
+    if (!next) deletes.push({ command: 'delete', host: old });
+    else if (old.ip !== next.ip || (old.name ?? null) !== (next.name ?? null)) {
+      const clash = kept.some(
+        (other) =>
+          hostKey(other) !== hostKey(old) &&
+          (other.ip === next.ip || (next.name !== undefined && other.name === next.name)),
+      );
+      if (clash) {
+        deletes.push({ command: 'delete', host: old });
+        adds.push({ command: 'add', host: next });
+      } else modifies.push({ command: 'modify', host: next });
+    }
+  }
+  for (const host of desired) {
+    if (!have.has(hostKey(host))) adds.push({ command: 'add', host });
+  }
+  return [...deletes, ...modifies, ...adds];
+}
+
+type DnsChange = { command: 'add' | 'delete'; host: DnsHost };
+
+/**
+ * DNS host changes, keyed by IP. libvirt cannot modify a DNS host record ("only added or
+ * deleted"), so a changed one is deleted and re-added. A deletion names only the IP: libvirt
+ * matches a record by IP or by any of its names and refuses when several match.
+ */
+export function dnsHostChanges(
+  observed: readonly DnsHost[],
+  desired: readonly DnsHost[],
+): DnsChange[] {
+  const want = new Map(desired.map((h) => [h.ip, h]));
+  const have = new Map(observed.map((h) => [h.ip, h]));
+  const deletes: DnsChange[] = [];
+  const adds: DnsChange[] = [];
+  for (const old of observed) {
+    const next = want.get(old.ip);
+    if (!next || !sameNames(old, next))
+      deletes.push({ command: 'delete', host: { ip: old.ip, hostnames: [] } });
+  }
+  for (const host of desired) {
+    const old = have.get(host.ip);
+    if (!old || !sameNames(old, host)) adds.push({ command: 'add', host });
+  }
+  return [...deletes, ...adds];
+}
+
+const sameNames = (a: DnsHost, b: DnsHost) =>
+  isDeepStrictEqual([...a.hostnames].sort(), [...b.hostnames].sort());
+
+/**
+ * The host updates that bring `running` to `desired`, or none when the sections they live in
+ * differ in a restart-time way (another subnet, DHCP or DNS switched on or off): then the
+ * hosts come with the restart.
+ */
+function hostUpdates(
+  desired: NetworkDocument,
+  running: NetworkDocument,
+  scope: UpdateScope,
+): NetworkStep[] {
+  const steps: NetworkStep[] = [];
+  const sameSubnet = !restartFields(desired, running).includes('spec.ipv4.cidr');
+  const want = dhcpOf(desired);
+  const have = dhcpOf(running);
+  if (sameSubnet && want && have) {
+    for (const c of dhcpHostChanges(have.hosts, want.hosts))
+      steps.push({ op: 'dhcpHost', ...c, scope });
+  }
+  if (dnsEnabled(desired) && dnsEnabled(running)) {
+    const changes = dnsHostChanges(running.dns?.hosts ?? [], desired.dns?.hosts ?? []);
+    for (const c of changes) steps.push({ op: 'dnsHost', ...c, scope });
+  }
+  return steps;
+}
+
+// ---- plans ----
+
+export interface NetworkPlan {
+  steps: NetworkStep[];
+}
+
+/** Create the network this node lacks: define, mark autostart, start (each step resumable). */
+export function planCreate(desired: NetworkDocument, autostart: boolean): NetworkPlan {
+  const steps: NetworkStep[] = [{ op: 'define', doc: desired }];
+  if (autostart) steps.push({ op: 'setAutostart', autostart: true });
+  steps.push({ op: 'start' });
+  return { steps };
+}
+
+/**
+ * Converge an existing network of ours. The persistent definition is kept equal to the
+ * desired one; the running network gets the live changes only.
+ */
+export function planUpdate(
+  desired: NetworkDocument,
+  autostart: boolean,
+  observed: OursNetwork,
+): NetworkPlan {
+  const steps: NetworkStep[] = [];
+  // Where the driver cannot show the persistent definition of a running network (libvirt's
+  // test driver), the running one stands for it: then a pending restart-time change is
+  // redefined on every pass, which is harmless, while live changes are written once.
+  const config = observed.persistent ? (observed.config ?? observed.current) : undefined;
+  if (!observed.active) {
+    if (!config || configDiffers(desired, config)) steps.push({ op: 'define', doc: desired });
+    if (observed.autostart !== autostart) steps.push({ op: 'setAutostart', autostart });
+    steps.push({ op: 'start' });
+    return { steps };
+  }
+  const running = observed.current;
+  if (config && !configDiffers(desired, config)) {
+    steps.push(...hostUpdates(desired, running, 'live'));
+  } else if (
+    config &&
+    differing(RESTART_FIELDS, desired, config).length === 0 &&
+    differing(LIVE_FIELDS, config, running).length === 0 &&
+    restartFields(desired, running).length === 0
+  ) {
+    // Persistent and running definitions agree and differ from the spec in hosts only: one
+    // virNetworkUpdate per host changes both, with no redefinition.
+    steps.push(...hostUpdates(desired, running, 'liveAndConfig'));
+  } else {
+    steps.push({ op: 'define', doc: desired }, ...hostUpdates(desired, running, 'live'));
+  }
+  if (observed.autostart !== autostart) steps.push({ op: 'setAutostart', autostart });
+  return { steps };
+}
+
+/** Remove our network from this host; each step is skipped once done, so it resumes. */
+export function planRemoval(observed: OursNetwork): NetworkPlan {
+  const steps: NetworkStep[] = [];
+  if (observed.active) steps.push({ op: 'destroy' });
+  if (observed.persistent) steps.push({ op: 'undefine' });
+  return { steps };
+}

@@ -1,0 +1,199 @@
+// This node's entry in status.nodes[], rebuilt each pass from what was observed. Pure.
+//
+// Only per-node entries are written. A top-level summary (status.conditions Ready over all
+// selected nodes) would need one writer that knows every selected node; each agent writing its
+// own view of it under its own field manager would conflict or flap, so it is left to a
+// cluster-level component.
+import { findCondition, setCondition, type Condition } from '../../api/conditions.js';
+import type { VirtualNetwork, VirtualNetworkStatusNode } from '../../api/generated/types.js';
+import type { ObservedNetwork } from './observe.js';
+import type { NetworkStep } from './plan.js';
+
+/** Why the network is not Ready on this node; becomes Ready=False and a Warning Event. */
+export interface Problem {
+  reason: string;
+  message: string;
+}
+
+export function nodeEntryOf(
+  vnet: VirtualNetwork,
+  nodeName: string,
+): VirtualNetworkStatusNode | undefined {
+  return vnet.status?.nodes?.find((n) => n.nodeName === nodeName);
+}
+
+/** A libvirt network with our name that is not ours: reported, never adopted or changed. */
+export function nameConflict(observed: ObservedNetwork, nodeName: string): Problem | undefined {
+  if (observed.state !== 'foreign') return undefined;
+  const owner = observed.stamp
+    ? `it belongs to ${observed.stamp.kind} ${observed.stamp.name} with uid ${observed.stamp.uid}`
+    : 'the operator did not create it';
+  return {
+    reason: 'NameConflict',
+    message:
+      `node ${nodeName} already has a libvirt network '${observed.name}' (uuid ${observed.uuid}); ` +
+      `${owner}, so it is left untouched. Remove or rename it on the node, or rename this object.`,
+  };
+}
+
+export interface NodeStatusInput {
+  vnet: VirtualNetwork;
+  nodeName: string;
+  observed: ObservedNetwork;
+  /** Restart-time fields the running network does not reflect yet. */
+  restartFields: readonly string[];
+  problem?: Problem;
+  now: Date;
+}
+
+export function nodeStatus(input: NodeStatusInput): VirtualNetworkStatusNode {
+  const { vnet, nodeName, observed, problem, now } = input;
+  const previous = nodeEntryOf(vnet, nodeName)?.conditions;
+  const entry: VirtualNetworkStatusNode = { nodeName, active: false };
+  if (observed.state === 'ours') {
+    entry.active = observed.active;
+    const bridge = observed.current.bridge?.name;
+    if (bridge !== undefined) entry.bridge = bridge;
+    entry.uuid = observed.uuid;
+  }
+  if (vnet.metadata.generation !== undefined) entry.observedGeneration = vnet.metadata.generation;
+
+  let conditions: Condition[] = setCondition(previous, ready(observed, problem), now);
+  if (observed.state === 'ours') {
+    conditions = setCondition(conditions, restartRequired(input.restartFields), now);
+  }
+  entry.conditions = conditions.filter(
+    (c) => c.type === 'Ready' || (c.type === 'RestartRequired' && observed.state === 'ours'),
+  );
+  return entry;
+}
+
+function ready(observed: ObservedNetwork, problem: Problem | undefined) {
+  if (problem) return { type: 'Ready', status: 'False' as const, ...problem };
+  if (observed.state === 'ours' && observed.active) {
+    const bridge = observed.current.bridge?.name ?? 'an unnamed bridge';
+    return {
+      type: 'Ready',
+      status: 'True' as const,
+      reason: 'Active',
+      message: `libvirt network '${observed.current.name}' is active on bridge ${bridge}`,
+    };
+  }
+  return {
+    type: 'Ready',
+    status: 'False' as const,
+    reason: 'Inactive',
+    message: 'the libvirt network is not running on this node',
+  };
+}
+
+function restartRequired(fields: readonly string[]) {
+  if (fields.length === 0) {
+    return {
+      type: 'RestartRequired',
+      status: 'False' as const,
+      reason: 'UpToDate',
+      message: 'the running network matches the spec',
+    };
+  }
+  return {
+    type: 'RestartRequired',
+    status: 'True' as const,
+    reason: 'PendingRestart',
+    message:
+      `the running network does not reflect ${fields.join(', ')}; the new definition is saved ` +
+      `and applies when the network restarts on this node, which disconnects its guests ` +
+      `(virsh net-destroy; the agent starts it again)`,
+  };
+}
+
+export interface NodeEvent {
+  type: 'Normal' | 'Warning';
+  reason: string;
+  message: string;
+}
+
+/**
+ * Warning Events for conditions that turned bad since the entry last written: Ready turning
+ * False (or False for a new reason), RestartRequired turning True or naming other fields. Tied
+ * to transitions, so a node that stays in one state does not repeat itself each pass.
+ */
+export function conditionEvents(
+  before: VirtualNetworkStatusNode | undefined,
+  after: VirtualNetworkStatusNode,
+): NodeEvent[] {
+  const events: NodeEvent[] = [];
+  for (const type of ['Ready', 'RestartRequired']) {
+    const bad = type === 'Ready' ? 'False' : 'True';
+    const now = findCondition(after.conditions, type);
+    const was = findCondition(before?.conditions, type);
+    if (now?.status !== bad) continue;
+    if (was?.status === bad && was.reason === now.reason && was.message === now.message) continue;
+    events.push({
+      type: 'Warning',
+      reason: type === 'Ready' ? now.reason : type,
+      message: now.message,
+    });
+  }
+  return events;
+}
+
+/** Normal Events for what a pass changed on the host. */
+export function stepEvents(
+  before: ObservedNetwork,
+  executed: readonly NetworkStep[],
+  nodeName: string,
+): NodeEvent[] {
+  const ops = new Set(executed.map((s) => s.op));
+  const hostChanges = executed.filter((s) => s.op === 'dhcpHost' || s.op === 'dnsHost').length;
+  const events: NodeEvent[] = [];
+  const normal = (reason: string, message: string) =>
+    events.push({ type: 'Normal', reason, message });
+  if (before.state === 'absent' && ops.has('define')) {
+    normal(
+      'Created',
+      `defined the libvirt network on node ${nodeName}${ops.has('start') ? ' and started it' : ''}`,
+    );
+  } else if (before.state === 'ours' && !before.active && ops.has('start')) {
+    // Drift: someone (or a host reboot without autostart) stopped it.
+    normal('Started', `the libvirt network was not running on node ${nodeName}; started it`);
+  }
+  if (hostChanges > 0) {
+    normal(
+      'HostsUpdated',
+      `applied ${hostChanges} DHCP/DNS host change(s) to the running network on node ${nodeName} without a restart`,
+    );
+  }
+  return events;
+}
+
+/** Deletion waits while guests on this node are attached to the network. */
+export function inUse(vms: readonly string[], nodeName: string): Problem {
+  return {
+    reason: 'InUse',
+    message:
+      `not removed from node ${nodeName}: running VirtualMachines still use it (${vms.join(', ')}); ` +
+      `it is removed once they are stopped or deleted`,
+  };
+}
+
+export function notSelected(nodeName: string): Problem {
+  return {
+    reason: 'NotSelected',
+    message: `spec.nodeSelector no longer selects node ${nodeName}; the network was removed from it`,
+  };
+}
+
+const MIN_RETRY_MS = 5_000;
+const MAX_RETRY_MS = 300_000;
+
+/**
+ * The retry delay for a node that is not Ready: as long as it has been failing, between 5 s
+ * and 5 min. The condition's lastTransitionTime is the memory, so the backoff survives agent
+ * restarts and needs no per-key state.
+ */
+export function retryDelayMs(entry: VirtualNetworkStatusNode, now: Date): number {
+  const since = findCondition(entry.conditions, 'Ready')?.lastTransitionTime;
+  const failingFor = since ? now.getTime() - Date.parse(since) : 0;
+  return Math.min(MAX_RETRY_MS, Math.max(MIN_RETRY_MS, failingFor));
+}

@@ -1,0 +1,152 @@
+import { describe, expect, it } from 'vitest';
+import {
+  defaultBridgeName,
+  desiredNetwork,
+  parseCidr,
+  placementOn,
+  unsupportedSpec,
+} from '../../../../src/controllers/virtual-network/desired.js';
+import { buildNetworkXML, parseNetworkXML } from '../../../../src/libvirt/xml/network.js';
+import { UID, exampleNat, vnet } from './fixtures.js';
+
+describe('desiredNetwork', () => {
+  it('turns the example NAT network into a stamped libvirt network with our UUID', () => {
+    expect(desiredNetwork(exampleNat())).toEqual({
+      name: 'lab',
+      uuid: UID,
+      stamp: { kind: 'VirtualNetwork', name: 'lab', uid: UID },
+      forward: 'nat',
+      bridge: { name: 'virbr-lab' },
+      dns: { hosts: [{ ip: '192.168.150.10', hostnames: ['web-1.lab.internal'] }] },
+      ips: [
+        {
+          address: '192.168.150.1',
+          prefix: 24,
+          dhcp: {
+            ranges: [{ start: '192.168.150.100', end: '192.168.150.199' }],
+            hosts: [{ mac: '52:54:00:15:00:01', ip: '192.168.150.10', name: 'web-1' }],
+          },
+        },
+      ],
+    });
+  });
+
+  it('round-trips through the XML codec unchanged', () => {
+    const doc = desiredNetwork(exampleNat());
+    expect(parseNetworkXML(buildNetworkXML(doc))).toEqual(doc);
+  });
+
+  it.each([
+    [
+      'isolated without addressing: a bridge only, no <forward>',
+      { mode: 'isolated' as const },
+      { forward: 'none', ips: [] },
+    ],
+    [
+      'route with a /16 and MTU',
+      { mode: 'route' as const, mtu: 9000, ipv4: { cidr: '10.20.0.1/16' } },
+      { forward: 'route', mtu: 9000, ips: [{ address: '10.20.0.1', prefix: 16 }] },
+    ],
+    [
+      'DNS switched off drops its records',
+      {
+        mode: 'nat' as const,
+        ipv4: { cidr: '10.1.0.1/24' },
+        dns: { enabled: false, hosts: [{ ipAddress: '10.1.0.5', hostnames: ['a'] }] },
+      },
+      { dns: { enable: false, hosts: [] } },
+    ],
+    [
+      'bridge mode: the host bridge and nothing else',
+      { mode: 'bridge' as const, bridge: 'br0' },
+      { forward: 'bridge', bridge: { name: 'br0' }, ips: [] },
+    ],
+  ])('%s', (_name, spec, expected) => {
+    const doc = desiredNetwork(vnet(spec));
+    expect(doc).toMatchObject(expected);
+    if (spec.mode === 'bridge') {
+      expect(doc.dns).toBeUndefined();
+      expect(doc.mtu).toBeUndefined();
+    }
+  });
+
+  it('keeps an enabled DNS without records out of the document, as libvirt reads it back', () => {
+    expect(
+      desiredNetwork(vnet({ ipv4: { cidr: '10.1.0.1/24' }, dns: { enabled: true } })).dns,
+    ).toBe(undefined);
+  });
+
+  it('escapes every user string through the codec', () => {
+    const doc = desiredNetwork(vnet({ mode: 'isolated' }, "a'b<c>&d"));
+    const xml = buildNetworkXML(doc);
+    expect(xml).toContain('<name>a&apos;b&lt;c&gt;&amp;d</name>');
+    expect(parseNetworkXML(xml).name).toBe("a'b<c>&d");
+  });
+});
+
+describe('bridge names', () => {
+  it("default to 'lvo' + 10 hex digits of the uid's hash: stable and within 15 characters", () => {
+    const name = defaultBridgeName(UID);
+    expect(name).toMatch(/^lvo[0-9a-f]{10}$/);
+    expect(name.length).toBeLessThanOrEqual(15);
+    expect(defaultBridgeName(UID)).toBe(name);
+    expect(defaultBridgeName('00000000-0000-0000-0000-000000000000')).not.toBe(name);
+    expect(desiredNetwork(vnet({ mode: 'isolated' })).bridge).toEqual({ name });
+  });
+
+  it('use spec.bridge when given', () => {
+    expect(desiredNetwork(vnet({ mode: 'isolated', bridge: 'br-x' })).bridge).toEqual({
+      name: 'br-x',
+    });
+  });
+});
+
+describe('parseCidr', () => {
+  it('splits the host address and the prefix length', () => {
+    expect(parseCidr('192.168.150.1/24')).toEqual({ address: '192.168.150.1', prefix: 24 });
+  });
+  it('names the field when the value is not a CIDR', () => {
+    expect(() => parseCidr('192.168.150.1')).toThrow(/spec\.ipv4\.cidr/);
+  });
+});
+
+describe('unsupportedSpec', () => {
+  it.each([
+    [{ mode: 'nat' as const, mtu: 9000, ipv4: { cidr: '10.0.0.1/24' } }, undefined],
+    [{ mode: 'bridge' as const, bridge: 'br0' }, undefined],
+    [{ mode: 'bridge' as const, bridge: 'br0', dns: { enabled: false } }, undefined],
+    [{ mode: 'bridge' as const, bridge: 'br0', mtu: 9000 }, /spec\.mtu/],
+    [
+      {
+        mode: 'bridge' as const,
+        bridge: 'br0',
+        dns: { hosts: [{ ipAddress: '1.2.3.4', hostnames: ['a'] }] },
+      },
+      /spec\.dns\.hosts/,
+    ],
+  ])('%j -> %s', (spec, expected) => {
+    const problem = unsupportedSpec(vnet(spec));
+    if (expected === undefined) expect(problem).toBeUndefined();
+    else expect(problem).toMatch(expected);
+  });
+});
+
+describe('placementOn', () => {
+  const node = (labels: Record<string, string>) => ({ metadata: { labels } });
+  it.each([
+    ['no selector: every node, even one not in the cache', undefined, undefined, 'selected'],
+    ['empty selector: every node', {}, undefined, 'selected'],
+    ['matching labels', { matchLabels: { zone: 'a' } }, node({ zone: 'a' }), 'selected'],
+    ['other labels', { matchLabels: { zone: 'a' } }, node({ zone: 'b' }), 'notSelected'],
+    [
+      'an expression',
+      { matchExpressions: [{ key: 'gpu', operator: 'Exists' as const }] },
+      node({}),
+      'notSelected',
+    ],
+    ['a selector and no Node to judge it by', { matchLabels: { zone: 'a' } }, undefined, 'unknown'],
+  ])('%s', (_name, nodeSelector, n, expected) => {
+    const obj = vnet({ mode: 'isolated', ...(nodeSelector ? { nodeSelector } : {}) });
+    expect(placementOn(obj, n)).toBe(expected);
+  });
+});
