@@ -131,6 +131,9 @@ export function createController<T extends KubeObject>(
   const parked = new Map<string, number | undefined>();
   let run: Run | undefined;
   let starting: Promise<void> | undefined;
+  // A new run must not begin while the previous one is draining: that would put the same
+  // key in two workers.
+  let draining: Promise<boolean> | undefined;
   m?.activeWorkers.set({ controller: name }, 0);
 
   const isParked = (key: string): boolean => {
@@ -232,6 +235,7 @@ export function createController<T extends KubeObject>(
       if (run || starting) return starting ?? Promise.resolve();
       starting = (async () => {
         await Promise.all(watched.map((i) => i.synced));
+        await draining;
         const r: Run = {
           queue: createWorkQueue({
             ...opts.queue,
@@ -254,23 +258,10 @@ export function createController<T extends KubeObject>(
     async stopProcessing(drainMs) {
       await starting;
       const r = run;
-      if (!r) return true;
+      if (!r) return (await draining) ?? true;
       run = undefined;
-      clearTimeout(r.resync);
-      r.queue.shutDown();
-      const inFlight = r.queue.processing();
-      const drained = await r.queue.drained(drainMs);
-      if (!drained) {
-        log.warn(
-          { drainMs, keys: r.queue.processing() },
-          'reconciles still running after the drain bound; aborting them',
-        );
-      }
-      r.abort.abort();
-      // A reconcile that ignores its signal would hold shutdown forever: do not wait for it.
-      if (drained) await Promise.all(r.workers);
-      log.info({ drained, inFlight: inFlight.length }, 'processing stopped');
-      return drained;
+      draining = stopRun(r, drainMs);
+      return draining;
     },
     isProcessing: () => run !== undefined,
     queue: () => run?.queue,
@@ -278,6 +269,24 @@ export function createController<T extends KubeObject>(
       for (const u of unsubscribes.splice(0)) u();
       return controller.stopProcessing(drainMs);
     },
+  };
+
+  const stopRun = async (r: Run, drainMs: number): Promise<boolean> => {
+    clearTimeout(r.resync);
+    r.queue.shutDown();
+    const inFlight = r.queue.processing();
+    const drained = await r.queue.drained(drainMs);
+    if (!drained) {
+      log.warn(
+        { drainMs, keys: r.queue.processing() },
+        'reconciles still running after the drain bound; aborting them',
+      );
+    }
+    r.abort.abort();
+    // A reconcile that ignores its signal would hold shutdown forever: do not wait for it.
+    if (drained) await Promise.all(r.workers);
+    log.info({ drained, inFlight: inFlight.length }, 'processing stopped');
+    return drained;
   };
   return controller;
 }

@@ -1,0 +1,267 @@
+// A coordination.k8s.io/v1 Lease that keeps two processes with the same identity scope (two
+// agents started for the same node: a rolling update, a mistake) from reconciling at once.
+// The algorithm is client-go's leader election:
+//  - a candidate reads the Lease every retryPeriod; it takes it when it is free, released, or
+//    unchanged for leaseDuration by the candidate's own clock (the holder's renewTime is never
+//    compared with our clock, so clock skew between hosts does not matter);
+//  - the holder renews every retryPeriod with the resourceVersion it read (a conflict means
+//    someone else wrote it) and gives up when no renewal succeeded for renewDeadline, measured
+//    from when the last successful renewal was *sent*;
+//  - renewDeadline < leaseDuration: the old holder stops before anyone may take over, and the
+//    difference is the bound for draining its in-flight work.
+import { microTime, sleep } from './clock.js';
+import { isAlreadyExists, isConflict, isNotFound, type KubeClient } from './kube-client.js';
+import { errorFields, type Logger } from './log.js';
+import type { RuntimeMetrics } from './metrics.js';
+
+export interface LeaseOptions {
+  namespace: string;
+  /** e.g. 'libvirt-operator-<node>'. */
+  name: string;
+  /** Unique per process: host, pid and a random part. */
+  identity: string;
+  /** Written into the Lease; how long others wait after the last renewal. Default 15 s. */
+  leaseDurationSeconds?: number;
+  /** Default 10 s; must be less than the lease duration. */
+  renewDeadlineMs?: number;
+  /** Default 2 s. */
+  retryPeriodMs?: number;
+}
+
+export interface LeaseHooks {
+  onAcquired(): void;
+  /** Called when renewal failed for renewDeadline or someone else took the Lease. */
+  onLost(): void;
+}
+
+export interface LeaseHandle {
+  isHeld(): boolean;
+  /** Stops renewing; with release, hands the Lease back so a successor need not wait. */
+  stop(opts?: { release?: boolean }): Promise<void>;
+  /** The time (ms) a successor may have to wait after we lose it, the drain bound. */
+  drainBoundMs: number;
+}
+
+export interface LeaseSpec {
+  holderIdentity?: string | null;
+  leaseDurationSeconds?: number;
+  acquireTime?: string;
+  renewTime?: string;
+  leaseTransitions?: number;
+}
+
+interface LeaseObject {
+  apiVersion: 'coordination.k8s.io/v1';
+  kind: 'Lease';
+  metadata: { name: string; namespace: string; resourceVersion?: string };
+  spec: LeaseSpec;
+}
+
+export type LeaseDecision = 'renew' | 'acquire' | 'wait';
+
+/**
+ * Whether we may write ourselves into the Lease. `observedAt` is when we (by our clock) first
+ * saw its current resourceVersion.
+ */
+export function leaseDecision(
+  spec: LeaseSpec,
+  identity: string,
+  observedAt: number,
+  now: number,
+): LeaseDecision {
+  if (spec.holderIdentity === identity) return 'renew';
+  if (!spec.holderIdentity) return 'acquire';
+  const durationMs = (spec.leaseDurationSeconds ?? 0) * 1000;
+  return observedAt + durationMs <= now ? 'acquire' : 'wait';
+}
+
+export function startLease(
+  client: KubeClient,
+  opts: LeaseOptions,
+  hooks: LeaseHooks,
+  deps: { log: Logger; metrics?: RuntimeMetrics },
+): LeaseHandle {
+  const durationSeconds = opts.leaseDurationSeconds ?? 15;
+  const renewDeadlineMs = opts.renewDeadlineMs ?? 10_000;
+  const retryPeriodMs = opts.retryPeriodMs ?? 2_000;
+  if (!Number.isInteger(durationSeconds) || durationSeconds < 1) {
+    throw new Error(`leaseDurationSeconds must be a whole number >= 1, got ${durationSeconds}`);
+  }
+  if (renewDeadlineMs >= durationSeconds * 1000) {
+    throw new Error(
+      `renewDeadlineMs (${renewDeadlineMs}) must be less than the lease duration (${durationSeconds} s)`,
+    );
+  }
+  if (retryPeriodMs >= renewDeadlineMs) {
+    throw new Error(
+      `retryPeriodMs (${retryPeriodMs}) must be less than renewDeadlineMs (${renewDeadlineMs})`,
+    );
+  }
+  const path = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(opts.namespace)}/leases`;
+  const log = deps.log.child({ lease: `${opts.namespace}/${opts.name}`, identity: opts.identity });
+  const labels = { lease: `${opts.namespace}/${opts.name}` };
+  const abort = new AbortController();
+  let held = false;
+  let lostTimer: ReturnType<typeof setTimeout> | undefined;
+  let observed: { resourceVersion?: string; at: number; lease?: LeaseObject } = { at: 0 };
+  deps.metrics?.leaseHeld.set(labels, 0);
+
+  const lose = (why: string) => {
+    if (!held) return;
+    clearTimeout(lostTimer);
+    held = false;
+    deps.metrics?.leaseHeld.set(labels, 0);
+    log.warn({ why }, 'lease lost');
+    hooks.onLost();
+  };
+
+  const body = (spec: LeaseSpec, resourceVersion?: string): LeaseObject => ({
+    apiVersion: 'coordination.k8s.io/v1',
+    kind: 'Lease',
+    metadata: {
+      name: opts.name,
+      namespace: opts.namespace,
+      ...(resourceVersion ? { resourceVersion } : {}),
+    },
+    spec,
+  });
+
+  // A renewal must not outlive the time we have left, or a hung server would keep us "holding".
+  const requestTimeout = () => Math.max(500, Math.min(renewDeadlineMs / 2, retryPeriodMs * 2));
+
+  /** One attempt; true when we hold the Lease afterwards. */
+  const acquireOrRenew = async (now: number): Promise<boolean> => {
+    let lease: LeaseObject;
+    try {
+      lease = await client.request<LeaseObject>({
+        method: 'GET',
+        path: `${path}/${encodeURIComponent(opts.name)}`,
+        timeoutMs: requestTimeout(),
+        signal: abort.signal,
+      });
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      const spec: LeaseSpec = {
+        holderIdentity: opts.identity,
+        leaseDurationSeconds: durationSeconds,
+        acquireTime: microTime(now),
+        renewTime: microTime(now),
+        leaseTransitions: 0,
+      };
+      try {
+        const created = await client.request<LeaseObject>({
+          method: 'POST',
+          path,
+          body: body(spec),
+          timeoutMs: requestTimeout(),
+          signal: abort.signal,
+        });
+        observed = { resourceVersion: created.metadata.resourceVersion, at: now, lease: created };
+        return true;
+      } catch (createErr) {
+        if (isAlreadyExists(createErr)) return false;
+        throw createErr;
+      }
+    }
+    if (lease.metadata.resourceVersion !== observed.resourceVersion) {
+      observed = { resourceVersion: lease.metadata.resourceVersion, at: now, lease };
+    }
+    const decision = leaseDecision(lease.spec ?? {}, opts.identity, observed.at, now);
+    if (decision === 'wait') {
+      if (held) lose(`taken by ${lease.spec.holderIdentity}`);
+      return false;
+    }
+    const spec: LeaseSpec = {
+      ...lease.spec,
+      holderIdentity: opts.identity,
+      leaseDurationSeconds: durationSeconds,
+      renewTime: microTime(now),
+    };
+    if (decision === 'acquire') {
+      spec.acquireTime = microTime(now);
+      spec.leaseTransitions = (lease.spec?.leaseTransitions ?? 0) + 1;
+    }
+    try {
+      const updated = await client.request<LeaseObject>({
+        method: 'PUT',
+        path: `${path}/${encodeURIComponent(opts.name)}`,
+        body: body(spec, lease.metadata.resourceVersion),
+        timeoutMs: requestTimeout(),
+        signal: abort.signal,
+      });
+      observed = { resourceVersion: updated.metadata.resourceVersion, at: now, lease: updated };
+      return true;
+    } catch (err) {
+      if (isConflict(err)) return false;
+      throw err;
+    }
+  };
+
+  const loop = async () => {
+    while (!abort.signal.aborted) {
+      const sentAt = Date.now();
+      let ok = false;
+      try {
+        ok = await acquireOrRenew(sentAt);
+      } catch (err) {
+        if (abort.signal.aborted) break;
+        log.warn(errorFields(err), held ? 'lease renewal failed' : 'lease acquisition failed');
+      }
+      if (abort.signal.aborted) break;
+      if (ok) {
+        clearTimeout(lostTimer);
+        lostTimer = setTimeout(
+          () => lose(`not renewed for ${renewDeadlineMs} ms`),
+          sentAt + renewDeadlineMs - Date.now(),
+        );
+        lostTimer.unref();
+        if (!held) {
+          held = true;
+          deps.metrics?.leaseHeld.set(labels, 1);
+          deps.metrics?.leaseTransitions.inc(labels);
+          log.info('lease acquired');
+          hooks.onAcquired();
+        }
+      }
+      // Candidates spread their polls a little, as client-go's JitterUntil does.
+      await sleep(held ? retryPeriodMs : retryPeriodMs * (1 + Math.random() * 0.2), abort.signal);
+    }
+  };
+  const running = loop();
+
+  return {
+    isHeld: () => held,
+    drainBoundMs: durationSeconds * 1000 - renewDeadlineMs,
+    async stop(stopOpts = {}) {
+      abort.abort();
+      await running;
+      clearTimeout(lostTimer);
+      const wasHeld = held;
+      held = false;
+      deps.metrics?.leaseHeld.set(labels, 0);
+      const last = observed.lease;
+      if (!stopOpts.release || !wasHeld || !last) return;
+      try {
+        // client-go's release: an empty holder and a 1 s duration, with the version we wrote,
+        // so a successor that took over meanwhile is not overwritten.
+        await client.request({
+          method: 'PUT',
+          path: `${path}/${encodeURIComponent(opts.name)}`,
+          body: body(
+            {
+              ...last.spec,
+              holderIdentity: null,
+              leaseDurationSeconds: 1,
+              renewTime: microTime(Date.now()),
+            },
+            last.metadata.resourceVersion,
+          ),
+          timeoutMs: 5_000,
+        });
+        log.info('lease released');
+      } catch (err) {
+        log.warn(errorFields(err), 'could not release the lease');
+      }
+    },
+  };
+}

@@ -1,0 +1,111 @@
+// Writes status with server-side apply on the /status subresource, and only when it would
+// change something: a converged controller makes no writes at all. Each writer has its own
+// field manager; for cluster-scoped kinds whose status.nodes[] is a list-map keyed by
+// nodeName, each agent applies only its own entry under a per-node manager
+// (nodeFieldManager), so agents never remove or overwrite each other's entries.
+import { CONTENT_TYPE, type KubeClient } from './kube-client.js';
+import type { RuntimeMetrics } from './metrics.js';
+import { resourceLabel } from './metrics.js';
+import {
+  apiVersionOf,
+  keyPath,
+  objectKey,
+  type KubeObject,
+  type ResourceDescription,
+} from './resource.js';
+import {
+  asJson,
+  covers,
+  ownsFieldsBeyond,
+  settleTransitionTimes,
+  type ListMapKeys,
+} from './status-diff.js';
+
+export interface StatusWriterOptions {
+  resource: ResourceDescription;
+  /** The server-side apply field manager, e.g. 'libvirt-operator' or nodeFieldManager(...). */
+  fieldManager: string;
+  /** List-maps inside status (see ListMapKeys); `conditions` lists are keyed by type. */
+  listMapKeys?: ListMapKeys;
+  now?: () => Date;
+  metrics?: RuntimeMetrics;
+}
+
+export interface StatusWriter {
+  /**
+   * Makes `status` (the fields this manager owns, complete: a field left out is released
+   * and, if no one else owns it, removed) the object's status. `current` is the cached
+   * object. Returns the updated object, or undefined when nothing needed writing.
+   */
+  apply(current: KubeObject, status: Record<string, unknown>): Promise<KubeObject | undefined>;
+  /** The status that would be applied, with lastTransitionTimes settled; undefined if equal. */
+  plan(current: KubeObject, status: Record<string, unknown>): Record<string, unknown> | undefined;
+}
+
+/** The field manager of one node's agent: `<base>/<node>`. */
+export function nodeFieldManager(base: string, nodeName: string): string {
+  const name = `${base}/${nodeName}`;
+  // The API server limits manager names to 128 characters.
+  if (name.length > 128) throw new Error(`field manager '${name}' is longer than 128 characters`);
+  return name;
+}
+
+/** Our manager's owned fields under status, from the object's managedFields. */
+export function ownedStatusFields(obj: KubeObject, fieldManager: string): unknown {
+  const entry = obj.metadata.managedFields?.find(
+    (e) => e.manager === fieldManager && e.operation === 'Apply' && e.subresource === 'status',
+  );
+  return (entry?.fieldsV1 as Record<string, unknown> | undefined)?.['f:status'];
+}
+
+export function createStatusWriter(client: KubeClient, opts: StatusWriterOptions): StatusWriter {
+  const { resource, fieldManager } = opts;
+  const listMapKeys = opts.listMapKeys ?? {};
+  const now = opts.now ?? (() => new Date());
+  const label = { resource: resourceLabel(resource) };
+
+  const writer: StatusWriter = {
+    plan(current, status) {
+      const currentStatus = current.status;
+      // RFC 3339 with seconds, as metav1.Time serialises; milliseconds would never compare equal.
+      const stamp = now()
+        .toISOString()
+        .replace(/\.\d{3}Z$/, 'Z');
+      const desired = settleTransitionTimes(asJson(status), currentStatus, stamp, listMapKeys);
+      const unchanged =
+        covers(currentStatus, desired, listMapKeys) &&
+        !ownsFieldsBeyond(ownedStatusFields(current, fieldManager), desired);
+      return unchanged ? undefined : desired;
+    },
+    async apply(current, status) {
+      const desired = writer.plan(current, status);
+      if (!desired) {
+        opts.metrics?.statusWrites.inc({ ...label, result: 'unchanged' });
+        return undefined;
+      }
+      const { name, namespace } = current.metadata;
+      try {
+        const updated = await client.request<KubeObject>({
+          method: 'PATCH',
+          path: keyPath(resource, objectKey(current), 'status'),
+          query: { fieldManager, force: true },
+          contentType: CONTENT_TYPE.apply,
+          // JSON is YAML: the apply content type takes it as is. No resourceVersion: an apply
+          // states the fields we own, which is right whatever else changed meanwhile.
+          body: {
+            apiVersion: apiVersionOf(resource),
+            kind: resource.kind,
+            metadata: { name, ...(namespace ? { namespace } : {}) },
+            status: desired,
+          },
+        });
+        opts.metrics?.statusWrites.inc({ ...label, result: 'written' });
+        return updated;
+      } catch (err) {
+        opts.metrics?.statusWrites.inc({ ...label, result: 'error' });
+        throw err;
+      }
+    },
+  };
+  return writer;
+}
