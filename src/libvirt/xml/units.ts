@@ -11,7 +11,8 @@ export function unitScale(
   fallback: 'bytes' | 'KiB',
   field: string,
 ): bigint {
-  const u = (unit ?? fallback).toLowerCase();
+  // An empty unit means the default, as in libvirt.
+  const u = (unit || fallback).toLowerCase();
   if (u === 'b' || u === 'byte' || u === 'bytes') return 1n;
   const power = PREFIXES.indexOf(u.charAt(0)) + 1;
   const rest = u.slice(1);

@@ -1,0 +1,133 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { XmlDocumentError } from '../../../src/libvirt/xml/codec.js';
+import {
+  OWNER_NAMESPACE,
+  buildStampXML,
+  identityOf,
+  stampOf,
+  type OwnershipStamp,
+} from '../../../src/libvirt/xml/metadata.js';
+
+const LIBVIRT = join(import.meta.dirname, '../../fixtures/xml/libvirt');
+const stamp: OwnershipStamp = {
+  kind: 'VirtualMachine',
+  namespace: 'prod',
+  name: 'web-1',
+  uid: 'u-1',
+  generation: 4,
+};
+
+function domainWithMetadata(metadata: string): string {
+  return `<domain type='kvm'><name>d</name><uuid>u</uuid><metadata>${metadata}</metadata></domain>`;
+}
+
+describe('stampOf', () => {
+  it('reads the stamp from a domain, a network and the bare element', () => {
+    const element = buildStampXML(stamp);
+    expect(stampOf(domainWithMetadata(element))).toStrictEqual(stamp);
+    expect(
+      stampOf(`<network><name>n</name><metadata>${element}</metadata></network>`),
+    ).toStrictEqual(stamp);
+    expect(stampOf(element)).toStrictEqual(stamp);
+  });
+
+  it('recognises our namespace under any prefix, or as the default namespace', () => {
+    const attrs = `kind="VirtualNetwork" name="n" uid="u"`;
+    const expected = { kind: 'VirtualNetwork', name: 'n', uid: 'u' };
+    expect(
+      stampOf(domainWithMetadata(`<x:owner xmlns:x="${OWNER_NAMESPACE}" ${attrs}/>`)),
+    ).toStrictEqual(expected);
+    expect(
+      stampOf(domainWithMetadata(`<owner xmlns="${OWNER_NAMESPACE}" ${attrs}/>`)),
+    ).toStrictEqual(expected);
+  });
+
+  it('finds it among other applications’ metadata', () => {
+    const xml = domainWithMetadata(
+      `<nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1"><nova:name>x</nova:name></nova:instance>` +
+        `<lvo:owner xmlns:lvo="urn:someone-else" kind="VirtualMachine" name="x" uid="y"/>` +
+        buildStampXML(stamp),
+    );
+    expect(stampOf(xml)).toStrictEqual(stamp);
+  });
+
+  it('is undefined for foreign objects', () => {
+    expect(stampOf(`<domain type='kvm'><name>d</name></domain>`)).toBeUndefined();
+    expect(stampOf(domainWithMetadata(''))).toBeUndefined();
+    // our element name in another namespace, and another element in our namespace
+    expect(
+      stampOf(domainWithMetadata(`<lvo:owner xmlns:lvo="urn:x" kind="Volume" name="a" uid="b"/>`)),
+    ).toBeUndefined();
+    expect(
+      stampOf(
+        domainWithMetadata(
+          `<lvo:other xmlns:lvo="${OWNER_NAMESPACE}" kind="Volume" name="a" uid="b"/>`,
+        ),
+      ),
+    ).toBeUndefined();
+    for (const name of [
+      'test-driver-domain-test.xml',
+      'test-driver-network-default.xml',
+      'test-driver-pool-default.xml',
+    ]) {
+      expect(stampOf(readFileSync(join(LIBVIRT, name), 'utf8'))).toBeUndefined();
+    }
+  });
+
+  it('treats a stamp that cannot prove ownership as foreign', () => {
+    const ns = `xmlns:lvo="${OWNER_NAMESPACE}"`;
+    for (const attrs of [
+      `name="a" uid="b"`,
+      `kind="Pod" name="a" uid="b"`,
+      `kind="VirtualMachine" uid="b"`,
+      `kind="VirtualMachine" name="a"`,
+      `kind="VirtualMachine" name="a" uid=""`,
+    ]) {
+      expect(stampOf(domainWithMetadata(`<lvo:owner ${ns} ${attrs}/>`)), attrs).toBeUndefined();
+    }
+  });
+
+  it('drops a generation that is not a number rather than guessing', () => {
+    const xml = domainWithMetadata(
+      `<lvo:owner xmlns:lvo="${OWNER_NAMESPACE}" kind="Volume" name="a" uid="b" generation="x1"/>`,
+    );
+    expect(stampOf(xml)).toStrictEqual({ kind: 'Volume', name: 'a', uid: 'b' });
+  });
+
+  it('round-trips hostile strings', () => {
+    const hostile: OwnershipStamp = {
+      kind: 'VirtualNetwork',
+      name: `"/><evil/>&amp;'`,
+      uid: 'ü\n\t😀',
+      specHash: '<x>',
+    };
+    const xml = buildStampXML(hostile);
+    expect(xml).not.toContain('<evil');
+    expect(stampOf(xml)).toStrictEqual(hostile);
+  });
+});
+
+describe('identityOf', () => {
+  it('reads name, UUID and stamp of objects the typed parsers refuse', () => {
+    const builtIn = readFileSync(join(LIBVIRT, 'test-driver-domain-test.xml'), 'utf8');
+    expect(identityOf(builtIn)).toStrictEqual({
+      root: 'domain',
+      name: 'test',
+      uuid: '6695eb01-f6a4-8304-79aa-97f2502e193f',
+      stamp: undefined,
+    });
+    const macvtap = `<network><name>mv</name><uuid>u-2</uuid><forward mode='passthrough'/><metadata>${buildStampXML(stamp)}</metadata></network>`;
+    expect(identityOf(macvtap)).toStrictEqual({ root: 'network', name: 'mv', uuid: 'u-2', stamp });
+    const pool = readFileSync(join(LIBVIRT, 'test-driver-pool-default.xml'), 'utf8');
+    expect(identityOf(pool)).toMatchObject({ root: 'pool', name: 'default-pool' });
+  });
+
+  it('refuses other documents and objects without a name or UUID', () => {
+    expect(() => identityOf('<volume><name>v</name></volume>')).toThrow(XmlDocumentError);
+    expect(() => identityOf('<network><name>n</name></network>')).toThrow(
+      'network/uuid: is missing',
+    );
+  });
+});
