@@ -1,0 +1,118 @@
+// Executes pool steps through the binding. Every step is idempotent: define with our UUID
+// updates rather than duplicates, build keeps an existing directory, starting an active pool
+// is absorbed. Problems only the host can judge (the path is used by another pool, the
+// directory cannot be created) come back as a Problem for status; anything else is thrown
+// and retried by the queue.
+import type { Connect } from '../../libvirt/connection.js';
+import {
+  isAlreadyExists,
+  isConnectionError,
+  isLibvirtError,
+  isNotFound,
+  isOperationInvalid,
+} from '../../libvirt/errors.js';
+import type { StoragePool as LibvirtPool } from '../../libvirt/storage.js';
+import { buildPoolXML } from '../../libvirt/xml/pool.js';
+import type { PoolStep } from './plan.js';
+
+export interface Problem {
+  reason: string;
+  message: string;
+}
+
+export interface PoolActOutcome {
+  problem?: Problem;
+  /** Steps that ran, for Events ("Started" after a pool was found stopped, ...). */
+  done: PoolStep['op'][];
+}
+
+export async function applyPoolSteps(
+  conn: Connect,
+  handle: LibvirtPool | undefined,
+  steps: readonly PoolStep[],
+): Promise<PoolActOutcome> {
+  const done: PoolStep['op'][] = [];
+  let pool = handle;
+  for (const step of steps) {
+    try {
+      pool = await applyStep(conn, pool, step);
+      done.push(step.op);
+    } catch (err) {
+      const problem = hostProblem(step, err);
+      if (!problem) throw err;
+      return { problem, done };
+    }
+  }
+  return { done };
+}
+
+async function applyStep(
+  conn: Connect,
+  pool: LibvirtPool | undefined,
+  step: PoolStep,
+): Promise<LibvirtPool> {
+  if (step.op === 'define') return conn.defineStoragePoolXML(buildPoolXML(step.doc));
+  if (!pool) throw new Error(`pool step ${step.op} has no pool to act on (plan bug)`);
+  switch (step.op) {
+    case 'build':
+      await pool.build(0);
+      break;
+    case 'start':
+      await pool.create(0).catch((err: unknown) => {
+        // Started meanwhile (libvirtd autostart, an admin): the goal is reached.
+        if (!(isOperationInvalid(err) && String(err).includes('already active'))) throw err;
+      });
+      break;
+    case 'autostart':
+      await pool.setAutostart(step.value);
+      break;
+  }
+  return pool;
+}
+
+function hostProblem(step: PoolStep, err: unknown): Problem | undefined {
+  if (!isLibvirtError(err) || isConnectionError(err)) return undefined;
+  if (step.op === 'define' && err.message.includes('Storage source conflict')) {
+    return {
+      reason: 'PathConflict',
+      message: `another libvirt pool uses this path: ${err.message}`,
+    };
+  }
+  if (step.op === 'define' && isAlreadyExists(err)) {
+    return {
+      reason: 'NameConflict',
+      message: `a foreign libvirt pool holds this name: ${err.message}`,
+    };
+  }
+  if (step.op === 'build') return { reason: 'BuildFailed', message: err.message };
+  if (step.op === 'start') return { reason: 'StartFailed', message: err.message };
+  return undefined;
+}
+
+export interface PoolRemoval {
+  /** The directory was left in place (not empty, or libvirt could not remove it). */
+  directoryKept?: string;
+}
+
+/**
+ * Removes our pool from the host: stop, remove the directory if it is empty, undefine. The
+ * directory goes only through libvirt's pool delete, which for dir pools is rmdir(2): files
+ * that are not ours (retained volumes, anything an admin put there) are never deleted, and a
+ * non-empty directory simply stays. Safe to repeat after a crash at any point.
+ */
+export async function removePool(pool: LibvirtPool): Promise<PoolRemoval> {
+  const removal: PoolRemoval = {};
+  await pool.destroy().catch((err: unknown) => {
+    if (!isOperationInvalid(err) && !isNotFound(err, 'storagePool')) throw err;
+  });
+  await pool.delete(0).catch((err: unknown) => {
+    if (isNotFound(err, 'storagePool')) return;
+    if (!isLibvirtError(err) || isConnectionError(err)) throw err;
+    removal.directoryKept = err.message;
+  });
+  await pool.undefine().catch((err: unknown) => {
+    // Undefining an already transient or gone pool: nothing left to remove.
+    if (!isNotFound(err, 'storagePool') && !isOperationInvalid(err)) throw err;
+  });
+  return removal;
+}

@@ -1,0 +1,2 @@
+export { reconcileStoragePool } from './reconcile.js';
+export { lookupPool } from './observe.js';

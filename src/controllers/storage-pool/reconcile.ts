@@ -1,0 +1,160 @@
+// StoragePool: every agent whose Node the selector matches keeps a running libvirt dir pool
+// named like the object with the object's uid as UUID, and reports it in its own
+// status.nodes[] entry. The per-node finalizer lets each agent remove its copy on deletion,
+// which waits while Volumes on that node are still in the pool.
+import { findCondition } from '../../api/conditions.js';
+import type { StoragePool, Volume } from '../../api/generated/types.js';
+import {
+  done,
+  keyOf,
+  nodeFinalizer,
+  requeueAfter,
+  type Action,
+  type ControllerContext,
+} from '../context.js';
+import { INDEX_POOL } from '../indexes.js';
+import { selectsNode } from '../node-selector.js';
+import { applyPoolSteps, removePool, type PoolActOutcome } from './act.js';
+import { desiredPool } from './desired.js';
+import { observePool } from './observe.js';
+import { planPool, type PoolStep } from './plan.js';
+import {
+  DELETION_BLOCKED,
+  READY,
+  listed,
+  newProblem,
+  nodeEntry,
+  notSelectedStatus,
+  poolNodeStatus,
+  retryDelay,
+  type PoolNodeFacts,
+} from './status.js';
+
+const KIND = 'StoragePool';
+
+export async function reconcileStoragePool(key: string, ctx: ControllerContext): Promise<Action> {
+  const pool = ctx.get<StoragePool>(KIND, undefined, key);
+  if (!pool) return done;
+  const selected = nodeSelected(pool, ctx);
+  if (selected === undefined)
+    return report(pool, { observed: { found: 'none' }, problem: nodeUnknown(ctx) }, ctx);
+  if (pool.metadata.deletionTimestamp || !selected) return removeFromNode(pool, selected, ctx);
+
+  await ctx.ensureFinalizer(KIND, pool, nodeFinalizer(ctx.nodeName));
+  const desired = desiredPool(pool);
+  let observed = await observePool(ctx.libvirt(), desired);
+  const steps = planPool(desired, observed, pool.spec.autostart ?? true);
+  const outcome = await applyPoolSteps(
+    ctx.libvirt(),
+    observed.found === 'ours' ? observed.handle : undefined,
+    steps,
+  );
+  if (steps.length > 0) {
+    observed = await observePool(ctx.libvirt(), desired);
+    recordCorrection(pool, steps, outcome, ctx);
+  }
+  return report(pool, { observed, ...(outcome.problem ? { problem: outcome.problem } : {}) }, ctx);
+}
+
+/**
+ * Whether the selector matches this node; undefined when it cannot be told because the Node
+ * is not (yet) known: a pool is never removed on a missing Node's account.
+ */
+function nodeSelected(pool: StoragePool, ctx: ControllerContext): boolean | undefined {
+  const selector = pool.spec.nodeSelector;
+  const empty =
+    !selector ||
+    (!Object.keys(selector.matchLabels ?? {}).length && !selector.matchExpressions?.length);
+  if (empty) return true;
+  const node = ctx.node();
+  return node ? selectsNode(selector, node.metadata?.labels ?? {}) : undefined;
+}
+
+function nodeUnknown(ctx: ControllerContext) {
+  return {
+    reason: 'NodeUnknown',
+    message: `Node ${ctx.nodeName} is not known to the API server, so spec.nodeSelector cannot be evaluated`,
+  };
+}
+
+/** Deleting, or this node is no longer selected: remove our pool unless Volumes remain in it. */
+async function removeFromNode(
+  pool: StoragePool,
+  selected: boolean,
+  ctx: ControllerContext,
+): Promise<Action> {
+  const observed = await observePool(ctx.libvirt(), desiredPool(pool));
+  const blockedBy = ctx
+    .byIndex<Volume>('Volume', INDEX_POOL, String(pool.metadata.name))
+    .filter((v) => v.spec.nodeName === ctx.nodeName)
+    .map(keyOf);
+  if (observed.found === 'ours' && blockedBy.length > 0) {
+    if (!findCondition(nodeEntry(pool, ctx.nodeName)?.conditions, DELETION_BLOCKED)) {
+      ctx.event(
+        KIND,
+        pool,
+        'Warning',
+        'VolumesRemain',
+        `pool stays on node ${ctx.nodeName} while Volumes are in it: ${listed(blockedBy)}`,
+      );
+    }
+    const entry = selected
+      ? poolNodeStatus(pool, ctx.nodeName, { observed, blockedBy }, ctx.now())
+      : notSelectedStatus(pool, ctx.nodeName, blockedBy, ctx.now());
+    await ctx.applyNodeStatus(KIND, pool, entry);
+    return requeueAfter(retryDelay(undefined, ctx.now()));
+  }
+  if (observed.found === 'ours') {
+    const removal = await removePool(observed.handle);
+    const kept = removal.directoryKept
+      ? `; directory ${pool.spec.path} kept: ${removal.directoryKept}`
+      : '';
+    ctx.event(KIND, pool, 'Normal', 'PoolRemoved', `pool removed from node ${ctx.nodeName}${kept}`);
+  }
+  // A node that drops out of the selector says so in its entry. Removing the entry needs an
+  // apply without it under this node's field manager, which the context does not offer.
+  if (!pool.metadata.deletionTimestamp && nodeEntry(pool, ctx.nodeName)) {
+    await ctx.applyNodeStatus(KIND, pool, notSelectedStatus(pool, ctx.nodeName, [], ctx.now()));
+  }
+  await ctx.removeFinalizer(KIND, pool, nodeFinalizer(ctx.nodeName));
+  return done;
+}
+
+/** A Normal Event for each change made to the host, so drift corrections are visible. */
+function recordCorrection(
+  pool: StoragePool,
+  steps: PoolStep[],
+  outcome: PoolActOutcome,
+  ctx: ControllerContext,
+): void {
+  const name = String(pool.metadata.name);
+  const define = steps.find((s) => s.op === 'define');
+  if (define && outcome.done.includes('define')) {
+    const what = define.changed.length
+      ? `redefined (${define.changed.join(', ')} changed)`
+      : 'defined';
+    ctx.event(KIND, pool, 'Normal', 'PoolDefined', `pool ${name} ${what} on node ${ctx.nodeName}`);
+  } else if (outcome.done.includes('start')) {
+    ctx.event(
+      KIND,
+      pool,
+      'Normal',
+      'PoolStarted',
+      `pool ${name} was not running on node ${ctx.nodeName}; started it`,
+    );
+  }
+}
+
+async function report(
+  pool: StoragePool,
+  facts: PoolNodeFacts,
+  ctx: ControllerContext,
+): Promise<Action> {
+  const before = nodeEntry(pool, ctx.nodeName)?.conditions;
+  const entry = poolNodeStatus(pool, ctx.nodeName, facts, ctx.now());
+  const problem = newProblem(before, entry.conditions, READY);
+  if (problem) ctx.event(KIND, pool, 'Warning', problem.reason, problem.message);
+  await ctx.applyNodeStatus(KIND, pool, entry);
+  const ready = findCondition(entry.conditions, READY);
+  return ready?.status === 'True' ? done : requeueAfter(retryDelay(ready, ctx.now()));
+}

@@ -1,0 +1,205 @@
+// This node's entry in StoragePool.status.nodes[], rebuilt each pass from what was observed.
+// It must be deterministic, or a converged pool would write its status on every pass: the
+// conditions keep their lastTransitionTime while their status holds, and the byte figures are
+// rounded down to whole MiB so a guest writing a few blocks does not count as a change (the
+// figures are refreshed whenever the pool is reconciled: on a spec change, a libvirt pool
+// event or the periodic resync; never on every volume write).
+import {
+  findCondition,
+  removeCondition,
+  setCondition,
+  type Condition,
+  type ConditionUpdate,
+} from '../../api/conditions.js';
+import type { StoragePool, StoragePoolStatusNode } from '../../api/generated/types.js';
+import type { Problem } from './act.js';
+import type { ObservedPool } from './observe.js';
+
+export const READY = 'Ready';
+export const DELETION_BLOCKED = 'DeletionBlocked';
+const OWN_TYPES = [READY, DELETION_BLOCKED];
+
+const KiB = 1024n;
+const MiB = KiB * KiB;
+const SUFFIXES = ['Ki', 'Mi', 'Gi', 'Ti', 'Pi', 'Ei'];
+
+/**
+ * An exact byte count as a Kubernetes quantity with the largest binary suffix that divides it
+ * ("100Gi", "1536Mi", "4097"): what kubectl would print, and equal to what parseQuantity reads.
+ */
+export function bytesQuantity(bytes: bigint): string {
+  if (bytes < 0n) throw new RangeError(`a byte count cannot be negative: ${bytes}`);
+  let value = bytes;
+  let suffix = '';
+  for (const next of SUFFIXES) {
+    if (value === 0n || value % KiB !== 0n) break;
+    value /= KiB;
+    suffix = next;
+  }
+  return `${value}${suffix}`;
+}
+
+/** Whole MiB, rounded down. */
+export function floorMiB(bytes: bigint): bigint {
+  return (bytes / MiB) * MiB;
+}
+
+export function nodeEntry(pool: StoragePool, nodeName: string): StoragePoolStatusNode | undefined {
+  return pool.status?.nodes?.find((n) => n.nodeName === nodeName);
+}
+
+export interface PoolNodeFacts {
+  observed: ObservedPool;
+  problem?: Problem;
+  /** Volumes (namespace/name) on this node that keep the pool from being removed. */
+  blockedBy?: string[];
+}
+
+export function poolNodeStatus(
+  pool: StoragePool,
+  nodeName: string,
+  facts: PoolNodeFacts,
+  now: Date,
+): StoragePoolStatusNode {
+  const { observed } = facts;
+  const entry: StoragePoolStatusNode = {
+    nodeName,
+    observedGeneration: pool.metadata.generation ?? 0,
+    conditions: conditionsFor(pool, nodeName, readyCondition(pool, nodeName, facts), facts, now),
+  };
+  if (observed.found === 'ours') {
+    const f = observed.figures;
+    entry.state = f.state as StoragePoolStatusNode['state'];
+    entry.capacity = bytesQuantity(floorMiB(f.capacity));
+    entry.allocation = bytesQuantity(floorMiB(f.allocation));
+    entry.available = bytesQuantity(floorMiB(f.available));
+  }
+  return entry;
+}
+
+/** The entry of a node that spec.nodeSelector no longer selects (kept to say so). */
+export function notSelectedStatus(
+  pool: StoragePool,
+  nodeName: string,
+  blockedBy: string[],
+  now: Date,
+): StoragePoolStatusNode {
+  const message =
+    blockedBy.length > 0
+      ? `node ${nodeName} no longer matches spec.nodeSelector; the pool stays on it while Volumes remain`
+      : `node ${nodeName} does not match spec.nodeSelector; the pool is not on this node`;
+  const ready = { type: READY, status: 'False' as const, reason: 'NodeNotSelected', message };
+  return {
+    nodeName,
+    observedGeneration: pool.metadata.generation ?? 0,
+    conditions: conditionsFor(pool, nodeName, ready, { blockedBy }, now),
+  };
+}
+
+function readyCondition(
+  pool: StoragePool,
+  nodeName: string,
+  facts: PoolNodeFacts,
+): ConditionUpdate {
+  const { observed, problem } = facts;
+  const name = String(pool.metadata.name);
+  if (problem) return { type: READY, status: 'False', ...problem };
+  switch (observed.found) {
+    case 'clash':
+      return {
+        type: READY,
+        status: 'False',
+        reason: 'NameConflict',
+        message:
+          `libvirt on node ${nodeName} already has a pool named ${name} with UUID ${observed.uuid}, ` +
+          `which is not this StoragePool's uid; it is never adopted or changed: rename or remove it`,
+      };
+    case 'none':
+      return {
+        type: READY,
+        status: 'False',
+        reason: 'NotCreated',
+        message: `pool ${name} is not defined on node ${nodeName}`,
+      };
+    case 'ours':
+      return observed.active
+        ? {
+            type: READY,
+            status: 'True',
+            reason: 'Running',
+            message: `pool ${name} is running at ${observed.doc.target.path}`,
+          }
+        : {
+            type: READY,
+            status: 'False',
+            reason: 'Inactive',
+            message: `pool ${name} is ${observed.figures.state} on node ${nodeName}`,
+          };
+  }
+}
+
+function conditionsFor(
+  pool: StoragePool,
+  nodeName: string,
+  ready: ConditionUpdate,
+  facts: { blockedBy?: string[] },
+  now: Date,
+): Condition[] {
+  const generation = pool.metadata.generation ?? 0;
+  const previous = (nodeEntry(pool, nodeName)?.conditions ?? []).filter((c) =>
+    OWN_TYPES.includes(c.type),
+  );
+  let conditions = setCondition(previous, { ...ready, observedGeneration: generation }, now);
+  const blockedBy = facts.blockedBy ?? [];
+  conditions =
+    blockedBy.length > 0
+      ? setCondition(
+          conditions,
+          {
+            type: DELETION_BLOCKED,
+            status: 'True',
+            reason: 'VolumesRemain',
+            message: `${blockedBy.length} Volume(s) on this node are in the pool: ${listed(blockedBy)}; delete them first`,
+            observedGeneration: generation,
+          },
+          now,
+        )
+      : removeCondition(conditions, DELETION_BLOCKED);
+  return conditions;
+}
+
+/** At most ten names, so a message stays readable for a pool holding thousands of volumes. */
+export function listed(names: readonly string[]): string {
+  const shown = [...names].sort().slice(0, 10).join(', ');
+  return names.length > 10 ? `${shown} and ${names.length - 10} more` : shown;
+}
+
+export const RETRY_MIN_MS = 5_000;
+export const RETRY_MAX_MS = 300_000;
+
+/**
+ * How long to wait before retrying a problem only the host can fix: as long as the condition
+ * has been False so far, between 5 s and 5 min. This doubles the wait on each retry without
+ * any state besides the condition itself, and a fresh problem is retried quickly.
+ */
+export function retryDelay(condition: Condition | undefined, now: Date): number {
+  if (!condition || condition.status !== 'False') return RETRY_MIN_MS;
+  const elapsed = now.getTime() - Date.parse(condition.lastTransitionTime);
+  if (!Number.isFinite(elapsed)) return RETRY_MIN_MS;
+  return Math.min(RETRY_MAX_MS, Math.max(RETRY_MIN_MS, elapsed));
+}
+
+/**
+ * The condition of `type` when it newly reports a problem (False now, and before it was True,
+ * absent or False for another reason): the moment to emit one Warning Event, not one per pass.
+ */
+export function newProblem(
+  before: readonly Condition[] | undefined,
+  after: readonly Condition[] | undefined,
+  type: string,
+): Condition | undefined {
+  const next = findCondition(after, type);
+  if (!next || next.status !== 'False') return undefined;
+  const prev = findCondition(before, type);
+  return prev && prev.status === 'False' && prev.reason === next.reason ? undefined : next;
+}

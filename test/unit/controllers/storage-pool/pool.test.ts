@@ -1,0 +1,337 @@
+import { describe, expect, it } from 'vitest';
+import type { StoragePool } from '../../../../src/api/generated/types.js';
+import { desiredPool } from '../../../../src/controllers/storage-pool/desired.js';
+import type { ObservedPool } from '../../../../src/controllers/storage-pool/observe.js';
+import { planPool } from '../../../../src/controllers/storage-pool/plan.js';
+import {
+  bytesQuantity,
+  floorMiB,
+  newProblem,
+  notSelectedStatus,
+  poolNodeStatus,
+  retryDelay,
+} from '../../../../src/controllers/storage-pool/status.js';
+import { parseQuantity } from '../../../../src/api/quantity.js';
+import type { Condition } from '../../../../src/api/conditions.js';
+
+const UID = '6f1c1d9e-1b7e-4c56-9a53-0d2f5e1a7b11';
+const pool = (over: Partial<StoragePool> = {}): StoragePool => ({
+  apiVersion: 'virt.dev/v1alpha1',
+  kind: 'StoragePool',
+  metadata: { name: 'images', uid: UID, generation: 3 },
+  spec: { type: 'dir', path: '/srv/images', autostart: true },
+  ...over,
+});
+const ours = (over: Partial<Extract<ObservedPool, { found: 'ours' }>> = {}): ObservedPool => ({
+  found: 'ours',
+  handle: undefined as never,
+  doc: desiredPool(pool()),
+  active: true,
+  persistent: true,
+  autostart: true,
+  figures: {
+    state: 'running',
+    capacity: 100n * 2n ** 30n,
+    allocation: 3n * 2n ** 20n + 17n,
+    available: 99n * 2n ** 30n,
+  },
+  ...over,
+});
+const T0 = new Date('2026-01-01T00:00:00Z');
+const T1 = new Date('2026-01-01T00:10:00Z');
+
+describe('desiredPool', () => {
+  it('is a dir pool named like the object, with the uid as UUID and the spec path', () => {
+    expect(desiredPool(pool())).toEqual({
+      type: 'dir',
+      name: 'images',
+      uuid: UID,
+      target: { path: '/srv/images' },
+    });
+  });
+  it('fails naming the field when the object has no uid', () => {
+    expect(() => desiredPool(pool({ metadata: { name: 'x' } }))).toThrow(/uid/);
+  });
+});
+
+describe('planPool', () => {
+  const desired = desiredPool(pool());
+  it('creates a missing pool: define, build, start, autostart', () => {
+    expect(planPool(desired, { found: 'none' }, true).map((s) => s.op)).toEqual([
+      'define',
+      'build',
+      'start',
+      'autostart',
+    ]);
+    expect(planPool(desired, { found: 'none' }, false).map((s) => s.op)).toEqual([
+      'define',
+      'build',
+      'start',
+    ]);
+  });
+  it('never touches a pool that holds our name under another UUID', () => {
+    expect(
+      planPool(desired, { found: 'clash', uuid: 'dfe224cb-28fb-8dd0-c4b2-64eb3f0f4566' }, true),
+    ).toEqual([]);
+  });
+  it('does nothing for a converged pool, whatever its capacity figures', () => {
+    expect(planPool(desired, ours(), true)).toEqual([]);
+    expect(
+      planPool(
+        desired,
+        ours({ figures: { state: 'running', capacity: 1n, allocation: 1n, available: 0n } }),
+        true,
+      ),
+    ).toEqual([]);
+  });
+  it('ignores permissions libvirt reports but we never set', () => {
+    const observed = ours({
+      doc: {
+        ...desiredPool(pool()),
+        target: { path: '/srv/images', permissions: { mode: 0o755, owner: 0, group: 0 } },
+      },
+    });
+    expect(planPool(desired, observed, true)).toEqual([]);
+  });
+  it('restarts a stopped pool (build is idempotent for dir pools)', () => {
+    expect(planPool(desired, ours({ active: false }), true).map((s) => s.op)).toEqual([
+      'build',
+      'start',
+    ]);
+  });
+  it('fixes autostart in both directions', () => {
+    expect(planPool(desired, ours({ autostart: false }), true)).toEqual([
+      { op: 'autostart', value: true },
+    ]);
+    expect(planPool(desired, ours(), false)).toEqual([{ op: 'autostart', value: false }]);
+  });
+  it('redefines when an owned field drifted, naming it', () => {
+    const observed = ours({ doc: { ...desiredPool(pool()), target: { path: '/elsewhere' } } });
+    expect(planPool(desired, observed, true)).toEqual([
+      { op: 'define', doc: desired, changed: ['path'] },
+    ]);
+  });
+  it('makes a transient pool with our UUID persistent', () => {
+    expect(planPool(desired, ours({ persistent: false }), true)).toEqual([
+      { op: 'define', doc: desired, changed: [] },
+    ]);
+  });
+});
+
+describe('bytesQuantity', () => {
+  const cases: Array<[bigint, string]> = [
+    [0n, '0'],
+    [1n, '1'],
+    [1023n, '1023'],
+    [1024n, '1Ki'],
+    [1536n * 1024n * 1024n, '1536Mi'],
+    [100n * 2n ** 30n, '100Gi'],
+    [2n ** 40n, '1Ti'],
+    [2n ** 60n * 3n, '3Ei'],
+    [2n ** 70n, '1024Ei'],
+    [4097n, '4097'],
+  ];
+  it.each(cases)('%s bytes -> %s, which parses back to the same bytes', (bytes, text) => {
+    expect(bytesQuantity(bytes)).toBe(text);
+    expect(parseQuantity(text) === bytes || bytes > 2n ** 63n).toBe(true);
+  });
+  it('refuses a negative count', () => {
+    expect(() => bytesQuantity(-1n)).toThrow(/negative/);
+  });
+  it('floorMiB rounds down to whole MiB', () => {
+    expect(floorMiB(3n * 2n ** 20n + 17n)).toBe(3n * 2n ** 20n);
+    expect(floorMiB(2n ** 20n - 1n)).toBe(0n);
+  });
+});
+
+describe('poolNodeStatus', () => {
+  it('reports state and MiB-rounded figures with Ready True', () => {
+    const entry = poolNodeStatus(pool(), 'n1', { observed: ours() }, T0);
+    expect(entry).toEqual({
+      nodeName: 'n1',
+      observedGeneration: 3,
+      state: 'running',
+      capacity: '100Gi',
+      allocation: '3Mi',
+      available: '99Gi',
+      conditions: [
+        {
+          type: 'Ready',
+          status: 'True',
+          reason: 'Running',
+          message: 'pool images is running at /srv/images',
+          lastTransitionTime: '2026-01-01T00:00:00Z',
+          observedGeneration: 3,
+        },
+      ],
+    });
+  });
+  it('is identical on the next pass (no status write for a converged pool)', () => {
+    const first = poolNodeStatus(pool(), 'n1', { observed: ours() }, T0);
+    const again = poolNodeStatus(
+      pool({ status: { nodes: [first] } }),
+      'n1',
+      { observed: ours() },
+      T1,
+    );
+    expect(again).toEqual(first);
+  });
+  it('does not change when a few KiB were written', () => {
+    const first = poolNodeStatus(pool(), 'n1', { observed: ours() }, T0);
+    const grown = ours({
+      figures: {
+        state: 'running',
+        capacity: 100n * 2n ** 30n,
+        allocation: 3n * 2n ** 20n + 9000n,
+        available: 99n * 2n ** 30n,
+      },
+    });
+    expect(
+      poolNodeStatus(pool({ status: { nodes: [first] } }), 'n1', { observed: grown }, T1),
+    ).toEqual(first);
+  });
+  it('reports a name clash without figures, naming the foreign UUID', () => {
+    const entry = poolNodeStatus(pool(), 'n1', { observed: { found: 'clash', uuid: 'aaaa' } }, T0);
+    expect(entry.state).toBeUndefined();
+    expect(entry.conditions?.[0]).toMatchObject({
+      type: 'Ready',
+      status: 'False',
+      reason: 'NameConflict',
+    });
+    expect(entry.conditions?.[0]?.message).toContain('aaaa');
+  });
+  it('reports a host problem over the observation', () => {
+    const entry = poolNodeStatus(
+      pool(),
+      'n1',
+      { observed: { found: 'none' }, problem: { reason: 'PathConflict', message: 'used by p1' } },
+      T0,
+    );
+    expect(entry.conditions?.[0]).toMatchObject({
+      status: 'False',
+      reason: 'PathConflict',
+      message: 'used by p1',
+    });
+  });
+  it('keeps lastTransitionTime while the status holds and moves it on a change', () => {
+    const first = poolNodeStatus(
+      pool(),
+      'n1',
+      {
+        observed: ours({
+          active: false,
+          figures: { state: 'inactive', capacity: 0n, allocation: 0n, available: 0n },
+        }),
+      },
+      T0,
+    );
+    const later = poolNodeStatus(
+      pool({ status: { nodes: [first] } }),
+      'n1',
+      { observed: ours() },
+      T1,
+    );
+    expect(first.conditions?.[0]).toMatchObject({
+      status: 'False',
+      reason: 'Inactive',
+      lastTransitionTime: '2026-01-01T00:00:00Z',
+    });
+    expect(later.conditions?.[0]).toMatchObject({
+      status: 'True',
+      lastTransitionTime: '2026-01-01T00:10:00Z',
+    });
+  });
+  it('adds DeletionBlocked listing the Volumes, and drops it when none remain', () => {
+    const blocked = poolNodeStatus(
+      pool(),
+      'n1',
+      { observed: ours(), blockedBy: ['b/v2', 'a/v1'] },
+      T0,
+    );
+    expect(blocked.conditions?.[1]).toMatchObject({
+      type: 'DeletionBlocked',
+      status: 'True',
+      reason: 'VolumesRemain',
+    });
+    expect(blocked.conditions?.[1]?.message).toContain('a/v1, b/v2');
+    const free = poolNodeStatus(
+      pool({ status: { nodes: [blocked] } }),
+      'n1',
+      { observed: ours() },
+      T1,
+    );
+    expect(free.conditions?.map((c) => c.type)).toEqual(['Ready']);
+  });
+  it('leaves other nodes and unknown condition types out', () => {
+    const other = {
+      nodeName: 'n2',
+      conditions: [
+        { type: 'Foo', status: 'True' as const, reason: 'X', message: '', lastTransitionTime: 'x' },
+      ],
+    };
+    const entry = poolNodeStatus(
+      pool({ status: { nodes: [other] } }),
+      'n1',
+      { observed: ours() },
+      T0,
+    );
+    expect(entry.nodeName).toBe('n1');
+    expect(entry.conditions?.map((c) => c.type)).toEqual(['Ready']);
+  });
+});
+
+describe('notSelectedStatus', () => {
+  it('says the node is not selected, with no figures', () => {
+    const entry = notSelectedStatus(pool(), 'n1', [], T0);
+    expect(entry).toEqual({
+      nodeName: 'n1',
+      observedGeneration: 3,
+      conditions: [
+        expect.objectContaining({ type: 'Ready', status: 'False', reason: 'NodeNotSelected' }),
+      ],
+    });
+  });
+  it('says the pool stays while Volumes remain', () => {
+    const entry = notSelectedStatus(pool(), 'n1', ['ns/v'], T0);
+    expect(entry.conditions?.map((c) => c.type)).toEqual(['Ready', 'DeletionBlocked']);
+    expect(entry.conditions?.[0]?.message).toContain('stays');
+  });
+});
+
+describe('retryDelay', () => {
+  const cond = (status: Condition['status'], at: string): Condition => ({
+    type: 'Ready',
+    status,
+    reason: 'X',
+    message: '',
+    lastTransitionTime: at,
+  });
+  it('retries a fresh problem after 5 s', () => {
+    expect(retryDelay(undefined, T1)).toBe(5_000);
+    expect(retryDelay(cond('False', '2026-01-01T00:09:59Z'), T1)).toBe(5_000);
+  });
+  it('waits as long as the problem has lasted, doubling each retry', () => {
+    expect(retryDelay(cond('False', '2026-01-01T00:09:30Z'), T1)).toBe(30_000);
+  });
+  it('caps the wait at 5 minutes', () => {
+    expect(retryDelay(cond('False', '2026-01-01T00:00:00Z'), T1)).toBe(300_000);
+  });
+  it('treats an unreadable time as fresh', () => {
+    expect(retryDelay(cond('False', 'garbage'), T1)).toBe(5_000);
+  });
+});
+
+describe('newProblem', () => {
+  const c = (status: Condition['status'], reason: string): Condition[] => [
+    { type: 'Ready', status, reason, message: 'm', lastTransitionTime: 't' },
+  ];
+  it('reports a condition that turned False, or False for another reason', () => {
+    expect(newProblem(undefined, c('False', 'A'), 'Ready')?.reason).toBe('A');
+    expect(newProblem(c('True', 'Ok'), c('False', 'A'), 'Ready')?.reason).toBe('A');
+    expect(newProblem(c('False', 'A'), c('False', 'B'), 'Ready')?.reason).toBe('B');
+  });
+  it('stays quiet while the same problem lasts, or when things are fine', () => {
+    expect(newProblem(c('False', 'A'), c('False', 'A'), 'Ready')).toBeUndefined();
+    expect(newProblem(c('False', 'A'), c('True', 'Ok'), 'Ready')).toBeUndefined();
+  });
+});
