@@ -71,7 +71,21 @@ const builder = new XMLBuilder(builderOptions);
 /** Tag paths (dot separated, from the root) that may repeat; '*' matches any one tag. */
 export type RepeatablePaths = readonly string[];
 
+// Parsers are reusable; one per set of repeatable paths, so parseAnyXML does not build a
+// new one per call.
+const parsers = new Map<string, XMLParser>();
+
 function parserFor(repeatable: RepeatablePaths): XMLParser {
+  const key = repeatable.join('\n');
+  let parser = parsers.get(key);
+  if (!parser) {
+    parser = newParser(repeatable);
+    parsers.set(key, parser);
+  }
+  return parser;
+}
+
+function newParser(repeatable: RepeatablePaths): XMLParser {
   const exact = new Set(repeatable.filter((p) => !p.endsWith('.*')));
   const anyChildOf = new Set(repeatable.filter((p) => p.endsWith('.*')).map((p) => p.slice(0, -2)));
   return new XMLParser({
