@@ -1,0 +1,584 @@
+// What the agent's ServiceAccount can and cannot do once manifests/ is applied: RBAC, checked by
+// impersonating the ServiceAccount, and the admission policy that scopes each agent to its
+// node, checked with impersonated node claims and with real pod-bound tokens driving the
+// agent's own write code (src/agent/kube-writes.ts).
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { nodeFieldManager } from '../../../src/agent/kube-writes.js';
+import {
+  createEventRecorder,
+  createKubeClient,
+  createLogger,
+  createStatusWriter,
+  done,
+  keyPath,
+  reconcileWithFinalizer,
+  referenceTo,
+  startLease,
+  type KubeObject,
+} from '../../../src/runtime/index.js';
+import { packageRoot } from '../../../src/harness/package-root.js';
+import type { KubectlResult } from '../../../src/harness/control-plane.js';
+import { useControlPlane } from '../../harness/control-plane.js';
+import {
+  AGENT_NAMESPACE,
+  AGENT_USER,
+  AGENT_GROUPS,
+  boundAgentToken,
+  kubeConfigWithToken,
+  kubectlAsAgent,
+} from './agent-identity.js';
+
+const MANIFESTS = join(packageRoot(), 'manifests');
+const TENANT = 'tenant';
+const POLICY_DENIAL =
+  /is forbidden: ValidatingAdmissionPolicy 'libvirt-operator-agent-node-scope' with binding 'libvirt-operator-agent-node-scope' denied request: /;
+
+const vm = (name: string, nodeName: string) => ({
+  apiVersion: 'virt.dev/v1alpha1',
+  kind: 'VirtualMachine',
+  metadata: { name, namespace: TENANT, labels: { app: name } },
+  spec: { nodeName, domainType: 'qemu', vcpus: 1, memory: '128Mi' },
+});
+const volume = (name: string, nodeName: string) => ({
+  apiVersion: 'virt.dev/v1alpha1',
+  kind: 'Volume',
+  metadata: { name, namespace: TENANT },
+  spec: { nodeName, pool: 'images', capacity: '1Gi' },
+});
+const network = {
+  apiVersion: 'virt.dev/v1alpha1',
+  kind: 'VirtualNetwork',
+  metadata: { name: 'lab' },
+  spec: { mode: 'isolated', bridge: 'virbr-lab' },
+};
+const pool = {
+  apiVersion: 'virt.dev/v1alpha1',
+  kind: 'StoragePool',
+  metadata: { name: 'images' },
+  spec: { type: 'dir', path: '/var/lib/libvirt-operator/images' },
+};
+
+function expectForbiddenByRbac(res: KubectlResult): void {
+  expect(res.code, res.stdout).not.toBe(0);
+  expect(res.stderr).toMatch(
+    /is forbidden: User "system:serviceaccount:libvirt-operator:libvirt-operator-agent" cannot/,
+  );
+}
+
+function expectDeniedByPolicy(res: KubectlResult, message: RegExp): void {
+  expect(res.code, res.stdout).not.toBe(0);
+  expect(res.stderr).toMatch(POLICY_DENIAL);
+  expect(res.stderr).toMatch(message);
+}
+
+function expectOk(res: KubectlResult): void {
+  expect(res.code, res.stderr).toBe(0);
+}
+
+describe("the agent's ServiceAccount after kubectl apply -k manifests/", () => {
+  const cp = useControlPlane();
+  const asAgent = (node: string | undefined, args: string[], input?: string) =>
+    kubectlAsAgent(cp(), node, args, input === undefined ? {} : { input });
+  const admin = async (args: string[], input?: string) => {
+    const res = await cp().kubectl(args, input === undefined ? {} : { input });
+    if (res.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${res.stderr.trim()}`);
+    return res.stdout;
+  };
+  const getJson = async <T>(args: string[]) =>
+    JSON.parse(await admin([...args, '-o', 'json'])) as T;
+
+  beforeAll(async () => {
+    await admin(['apply', '-k', MANIFESTS]);
+    await admin(['create', 'namespace', TENANT]);
+    const objects = [
+      pool,
+      network,
+      vm('vm-a', 'node-a'),
+      vm('vm-b', 'node-b'),
+      volume('disk-a', 'node-a'),
+      volume('disk-b', 'node-b'),
+    ];
+    await admin(['apply', '-f', '-'], objects.map((o) => JSON.stringify(o)).join('\n'));
+    await admin(
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Secret',
+        metadata: { name: 'cloud-init', namespace: TENANT },
+        stringData: { userData: '#cloud-config\n' },
+      }),
+    );
+  });
+
+  describe('RBAC (impersonating the ServiceAccount)', () => {
+    it('lists the VMs of its node with a field selector, and only those', async () => {
+      const res = await asAgent(undefined, [
+        'get',
+        'virtualmachines',
+        '--all-namespaces',
+        '--field-selector=spec.nodeName=node-a',
+        '-o',
+        'name',
+      ]);
+      expectOk(res);
+      expect(res.stdout.trim()).toBe('virtualmachine.virt.dev/vm-a');
+    });
+
+    it('watches the VMs of its node with a field selector', async () => {
+      const res = await asAgent(undefined, [
+        'get',
+        '--raw',
+        '/apis/virt.dev/v1alpha1/virtualmachines?watch=true&fieldSelector=spec.nodeName%3Dnode-a&timeoutSeconds=1',
+      ]);
+      expectOk(res);
+      expect(res.stdout).toMatch(/"type":"ADDED".*"name":"vm-a"/);
+      expect(res.stdout).not.toMatch(/"name":"vm-b"/);
+    });
+
+    it.each([
+      ['get', 'nodes'],
+      ['list', 'nodes'],
+      ['watch', 'nodes'],
+      ...['virtualmachines', 'volumes', 'virtualnetworks', 'storagepools'].flatMap((r) => [
+        ['list', `${r}.virt.dev`],
+        ['watch', `${r}.virt.dev`],
+        ['patch', `${r}.virt.dev`, '--subresource=status'],
+        ['update', `${r}.virt.dev`, '--subresource=status'],
+      ]),
+      ['create', 'events.events.k8s.io', `--namespace=${TENANT}`],
+      ['patch', 'events.events.k8s.io', `--namespace=${TENANT}`],
+      ['create', 'events', `--namespace=${TENANT}`],
+      ['create', 'leases.coordination.k8s.io', `--namespace=${AGENT_NAMESPACE}`],
+      ['update', 'leases.coordination.k8s.io', `--namespace=${AGENT_NAMESPACE}`],
+      ['get', 'leases.coordination.k8s.io', `--namespace=${AGENT_NAMESPACE}`],
+    ])('may %s %s %s', async (...args) => {
+      const res = await asAgent(undefined, ['auth', 'can-i', ...args]);
+      expect(res.stdout.trim()).toBe('yes');
+    });
+
+    it.each([
+      ['get', 'secrets', `--namespace=${TENANT}`],
+      ['list', 'secrets', '--all-namespaces'],
+      ['watch', 'secrets', `--namespace=${AGENT_NAMESPACE}`],
+      ['delete', 'virtualmachines.virt.dev', `--namespace=${TENANT}`],
+      ['create', 'virtualmachines.virt.dev', `--namespace=${TENANT}`],
+      ['update', 'virtualmachines.virt.dev', `--namespace=${TENANT}`],
+      ['delete', 'volumes.virt.dev', `--namespace=${TENANT}`],
+      ['delete', 'virtualnetworks.virt.dev'],
+      ['create', 'storagepools.virt.dev'],
+      ['patch', 'nodes'],
+      ['create', 'pods', `--namespace=${AGENT_NAMESPACE}`],
+      ['delete', 'leases.coordination.k8s.io', `--namespace=${AGENT_NAMESPACE}`],
+      ['create', 'leases.coordination.k8s.io', '--namespace=kube-node-lease'],
+      ['update', 'leases.coordination.k8s.io', '--namespace=default'],
+      ['update', 'customresourcedefinitions.apiextensions.k8s.io'],
+    ])('may not %s %s %s', async (...args) => {
+      const res = await asAgent(undefined, ['auth', 'can-i', ...args]);
+      expect(res.stdout.trim()).toBe('no');
+    });
+
+    it('auth can-i --list shows no secrets, no wildcard and no delete', async () => {
+      const res = await cp().kubectl(['auth', 'can-i', '--list', `--namespace=${TENANT}`], {
+        asUser: AGENT_USER,
+        asGroups: AGENT_GROUPS,
+      });
+      expectOk(res);
+      // Rows are `RESOURCE  NON-RESOURCE-URLS  RESOURCE-NAMES  [VERBS]`; non-resource rows
+      // (discovery URLs every authenticated user may read) start with blanks.
+      const rows = res.stdout
+        .split('\n')
+        .slice(1)
+        .filter((l) => /^\S/.test(l))
+        .map((l) => ({
+          resource: l.split(/\s+/)[0]!,
+          verbs: /\[([^\]]*)\]\s*$/.exec(l)?.[1] ?? '',
+        }));
+      const resources = rows.map((r) => r.resource);
+      expect(resources).toEqual(
+        expect.arrayContaining([
+          'virtualmachines.virt.dev',
+          'virtualmachines.virt.dev/status',
+          'events.events.k8s.io',
+          'nodes',
+        ]),
+      );
+      expect(resources.filter((r) => /secret/.test(r))).toEqual([]);
+      expect(resources.filter((r) => r.startsWith('*'))).toEqual([]);
+      expect(rows.filter((r) => /\*|delete/.test(r.verbs))).toEqual([]);
+    });
+
+    it('cannot read a Secret', async () => {
+      expectForbiddenByRbac(await asAgent('node-a', ['get', 'secret', 'cloud-init', '-n', TENANT]));
+      expectForbiddenByRbac(await asAgent('node-a', ['get', 'secrets', '--all-namespaces']));
+    });
+
+    it('cannot delete a VirtualMachine, not even one on its node', async () => {
+      expectForbiddenByRbac(
+        await asAgent('node-a', ['delete', 'virtualmachine', 'vm-a', '-n', TENANT]),
+      );
+    });
+
+    it('cannot write a Lease outside its namespace', async () => {
+      const lease = {
+        apiVersion: 'coordination.k8s.io/v1',
+        kind: 'Lease',
+        metadata: { name: 'libvirt-operator-node-a', namespace: 'default' },
+        spec: { holderIdentity: 'node-a' },
+      };
+      expectForbiddenByRbac(await asAgent('node-a', ['create', '-f', '-'], JSON.stringify(lease)));
+    });
+  });
+
+  describe('admission policy (impersonating the agent on a node)', () => {
+    const lease = (name: string, holder: string) =>
+      JSON.stringify({
+        apiVersion: 'coordination.k8s.io/v1',
+        kind: 'Lease',
+        metadata: { name, namespace: AGENT_NAMESPACE },
+        // Short, so the runtime's Lease below can take it over quickly.
+        spec: { holderIdentity: holder, leaseDurationSeconds: 1 },
+      });
+
+    it('lets the agent on node-a create and renew its own Lease', async () => {
+      expectOk(
+        await asAgent('node-a', ['create', '-f', '-'], lease('libvirt-operator-node-a', 'node-a')),
+      );
+      expectOk(
+        await asAgent(
+          'node-a',
+          ['replace', '-f', '-'],
+          lease('libvirt-operator-node-a', 'node-a-2'),
+        ),
+      );
+      const got = await getJson<{ spec: { holderIdentity: string } }>([
+        'get',
+        'lease',
+        'libvirt-operator-node-a',
+        '-n',
+        AGENT_NAMESPACE,
+      ]);
+      expect(got.spec.holderIdentity).toBe('node-a-2');
+    });
+
+    it("refuses the agent on node-b another node's Lease, by update or create", async () => {
+      expectDeniedByPolicy(
+        await asAgent('node-b', ['replace', '-f', '-'], lease('libvirt-operator-node-a', 'node-b')),
+        /the agent on node node-b may write only the Lease libvirt-operator-node-b, not libvirt-operator-node-a/,
+      );
+      expectDeniedByPolicy(
+        await asAgent('node-b', ['create', '-f', '-'], lease('libvirt-operator-node-c', 'node-b')),
+        /may write only the Lease libvirt-operator-node-b/,
+      );
+      expectOk(
+        await asAgent('node-b', ['create', '-f', '-'], lease('libvirt-operator-node-b', 'node-b')),
+      );
+    });
+
+    it('refuses the ServiceAccount without a node claim (a token not bound to a pod)', async () => {
+      expectDeniedByPolicy(
+        await asAgent(undefined, ['create', '-f', '-'], lease('libvirt-operator-node-x', 'x')),
+        /must authenticate with its pod-bound ServiceAccount token/,
+      );
+      expectDeniedByPolicy(
+        await asAgent(undefined, [
+          'patch',
+          'virtualmachine',
+          'vm-a',
+          '-n',
+          TENANT,
+          '--subresource=status',
+          '--type=merge',
+          '-p',
+          '{"status":{"phase":"Running"}}',
+        ]),
+        /this request has no node name/,
+      );
+    });
+
+    it("admits a VM status write from the VM's node and refuses it from another node", async () => {
+      const patch = (node: string, name: string, phase: string) =>
+        asAgent(node, [
+          'patch',
+          'virtualmachine',
+          name,
+          '-n',
+          TENANT,
+          '--subresource=status',
+          '--type=merge',
+          '-p',
+          JSON.stringify({ status: { phase } }),
+        ]);
+      expectOk(await patch('node-a', 'vm-a', 'Running'));
+      expectDeniedByPolicy(
+        await patch('node-b', 'vm-a', 'Failed'),
+        /the agent on node node-b may not write virtualmachines tenant\/vm-a: its spec.nodeName is node-a/,
+      );
+      expectDeniedByPolicy(
+        await asAgent('node-a', [
+          'patch',
+          'volume',
+          'disk-b',
+          '-n',
+          TENANT,
+          '--subresource=status',
+          '--type=merge',
+          '-p',
+          '{"status":{"phase":"Failed"}}',
+        ]),
+        /may not write volumes tenant\/disk-b: its spec.nodeName is node-b/,
+      );
+      const got = await getJson<{ status: { phase: string } }>([
+        'get',
+        'virtualmachine',
+        'vm-a',
+        '-n',
+        TENANT,
+      ]);
+      expect(got.status.phase).toBe('Running');
+    });
+
+    it('lets the agent patch finalizers of its own VM but not its spec, labels or annotations', async () => {
+      const patch = (node: string, body: object) =>
+        asAgent(node, [
+          'patch',
+          'virtualmachine',
+          'vm-a',
+          '-n',
+          TENANT,
+          '--type=merge',
+          '-p',
+          JSON.stringify(body),
+        ]);
+      expectOk(await patch('node-a', { metadata: { finalizers: ['virt.dev/host-cleanup'] } }));
+      const onlyFinalizers = /may change only metadata.finalizers of virtualmachines vm-a/;
+      expectDeniedByPolicy(await patch('node-a', { spec: { memory: '64Mi' } }), onlyFinalizers);
+      expectDeniedByPolicy(
+        await patch('node-a', { metadata: { labels: { app: 'stolen' } } }),
+        onlyFinalizers,
+      );
+      expectDeniedByPolicy(
+        await patch('node-a', { metadata: { annotations: { note: 'x' } } }),
+        onlyFinalizers,
+      );
+      expectDeniedByPolicy(
+        await patch('node-b', { metadata: { finalizers: [] } }),
+        /the agent on node node-b may not write virtualmachines tenant\/vm-a/,
+      );
+      const got = await getJson<{
+        spec: { memory: string };
+        metadata: { finalizers?: string[]; labels: Record<string, string> };
+      }>(['get', 'virtualmachine', 'vm-a', '-n', TENANT]);
+      expect(got.metadata.finalizers).toEqual(['virt.dev/host-cleanup']);
+      expect(got.spec.memory).toBe('128Mi');
+      expect(got.metadata.labels).toEqual({ app: 'vm-a' });
+      // The admin may still do what the agent may not.
+      await admin([
+        'patch',
+        'virtualmachine',
+        'vm-a',
+        '-n',
+        TENANT,
+        '--type=merge',
+        '-p',
+        '{"metadata":{"finalizers":null}}',
+      ]);
+    });
+
+    it("on a VirtualNetwork, lets each agent write its own status.nodes entry and finalizer, not another node's", async () => {
+      const applyEntry = (node: string, entry: object) =>
+        asAgent(
+          node,
+          [
+            'apply',
+            '--server-side',
+            '--force-conflicts',
+            '--subresource=status',
+            `--field-manager=${nodeFieldManager(node)}`,
+            '-f',
+            '-',
+          ],
+          JSON.stringify({
+            apiVersion: 'virt.dev/v1alpha1',
+            kind: 'VirtualNetwork',
+            metadata: { name: 'lab' },
+            status: { nodes: [entry] },
+          }),
+        );
+      expectOk(await applyEntry('node-a', { nodeName: 'node-a', active: true }));
+      expectOk(await applyEntry('node-b', { nodeName: 'node-b', active: true }));
+      expectDeniedByPolicy(
+        await applyEntry('node-a', { nodeName: 'node-b', active: false }),
+        /the agent on node node-a may write only its own entry of status.nodes in virtualnetworks lab/,
+      );
+      const got = await getJson<{ status: { nodes: { nodeName: string; active: boolean }[] } }>([
+        'get',
+        'virtualnetwork',
+        'lab',
+      ]);
+      expect(got.status.nodes).toEqual([
+        { nodeName: 'node-a', active: true },
+        { nodeName: 'node-b', active: true },
+      ]);
+
+      const finalizers = (node: string, list: string[]) =>
+        asAgent(node, [
+          'patch',
+          'virtualnetwork',
+          'lab',
+          '--type=merge',
+          '-p',
+          JSON.stringify({ metadata: { finalizers: list } }),
+        ]);
+      expectOk(await finalizers('node-a', ['node.virt.dev/node-a']));
+      expectOk(await finalizers('node-b', ['node.virt.dev/node-a', 'node.virt.dev/node-b']));
+      expectDeniedByPolicy(
+        await finalizers('node-a', ['node.virt.dev/node-a']),
+        /the agent on node node-a may add or remove only its own finalizer node.virt.dev\/node-a on virtualnetworks lab/,
+      );
+      expectDeniedByPolicy(
+        await finalizers('node-a', [
+          'node.virt.dev/node-a',
+          'node.virt.dev/node-b',
+          'node.virt.dev/node-ab',
+        ]),
+        /may add or remove only its own finalizer/,
+      );
+      expectOk(await finalizers('node-a', ['node.virt.dev/node-b']));
+    });
+
+    it('matches a long node name by the prefix of its hashed finalizer', async () => {
+      const long = `host-${'x'.repeat(70)}`;
+      const own = `node.virt.dev/${long.slice(0, 52)}-0123456789`;
+      expectOk(
+        await asAgent(long, [
+          'patch',
+          'storagepool',
+          'images',
+          '--type=merge',
+          '-p',
+          JSON.stringify({ metadata: { finalizers: [own] } }),
+        ]),
+      );
+      expectDeniedByPolicy(
+        await asAgent('node-a', [
+          'patch',
+          'storagepool',
+          'images',
+          '--type=merge',
+          '-p',
+          '{"metadata":{"finalizers":[]}}',
+        ]),
+        /may add or remove only its own finalizer node.virt.dev\/node-a on storagepools images/,
+      );
+    });
+  });
+
+  describe("real pod-bound tokens and the agent runtime's own write paths", () => {
+    const VMS = {
+      group: 'virt.dev',
+      version: 'v1alpha1',
+      plural: 'virtualmachines',
+      kind: 'VirtualMachine',
+      namespaced: true,
+    };
+    const log = createLogger({ level: 'silent' });
+
+    it('node-a holds its Lease, writes status, a finalizer and an Event for vm-a; node-b is refused', async () => {
+      const clientA = createKubeClient(
+        kubeConfigWithToken(cp(), await boundAgentToken(cp(), MANIFESTS, 'node-a')),
+      );
+      const clientB = createKubeClient(
+        kubeConfigWithToken(cp(), await boundAgentToken(cp(), MANIFESTS, 'node-b')),
+      );
+      const fresh = () =>
+        clientA.request<KubeObject>({ method: 'GET', path: keyPath(VMS, `${TENANT}/vm-a`) });
+
+      const acquired = new Promise<void>((resolve) => {
+        const lease = startLease(
+          clientA,
+          {
+            namespace: AGENT_NAMESPACE,
+            name: 'libvirt-operator-node-a',
+            identity: 'agent-node-a-test',
+            retryPeriodMs: 200,
+            renewDeadlineMs: 1000,
+            leaseDurationSeconds: 2,
+          },
+          {
+            onAcquired: () => void lease.stop({ release: true }).then(resolve),
+            onLost: () => undefined,
+          },
+          { log },
+        );
+      });
+      await acquired;
+
+      const status = createStatusWriter(clientA, {
+        resource: VMS,
+        fieldManager: 'libvirt-operator',
+      });
+      await status.apply(await fresh(), { phase: 'Stopped' });
+      await reconcileWithFinalizer(clientA, VMS, 'virt.dev/host-cleanup', await fresh(), () =>
+        Promise.resolve(done()),
+      );
+      const events = createEventRecorder(clientA, {
+        reportingController: 'virt.dev/libvirt-operator',
+        reportingInstance: 'libvirt-operator-node-a',
+        log,
+      });
+      await events.publish(referenceTo(VMS, await fresh()), {
+        type: 'Normal',
+        reason: 'Defined',
+        action: 'Define',
+        note: 'domain defined',
+      });
+      await events.close();
+
+      const vmA = await fresh();
+      expect(vmA.metadata.finalizers).toEqual(['virt.dev/host-cleanup']);
+      expect(vmA.status).toEqual({ phase: 'Stopped' });
+      const reasons = await admin([
+        'get',
+        'events.events.k8s.io',
+        '-n',
+        TENANT,
+        '-o',
+        'jsonpath={.items[*].reason}',
+      ]);
+      expect(reasons.split(' ')).toContain('Defined');
+      const holder = await admin([
+        'get',
+        'lease',
+        'libvirt-operator-node-a',
+        '-n',
+        AGENT_NAMESPACE,
+        '-o',
+        'jsonpath={.spec.holderIdentity}',
+      ]);
+      expect(holder).toBe('');
+
+      const statusB = createStatusWriter(clientB, {
+        resource: VMS,
+        fieldManager: 'libvirt-operator',
+      });
+      await expect(statusB.apply(await fresh(), { phase: 'Failed' })).rejects.toThrow(
+        /403 Forbidden: .*the agent on node node-b may not write virtualmachines tenant\/vm-a: its spec.nodeName is node-a/,
+      );
+      const leasePath = `/apis/coordination.k8s.io/v1/namespaces/${AGENT_NAMESPACE}/leases/libvirt-operator-node-a`;
+      const leaseA = await clientB.request<KubeObject>({ method: 'GET', path: leasePath });
+      await expect(
+        clientB.request({
+          method: 'PUT',
+          path: leasePath,
+          body: { ...leaseA, spec: { holderIdentity: 'intruder' } },
+        }),
+      ).rejects.toThrow(
+        /may write only the Lease libvirt-operator-node-b, not libvirt-operator-node-a/,
+      );
+      await expect(
+        clientA.request({ method: 'GET', path: `/api/v1/namespaces/${TENANT}/secrets/cloud-init` }),
+      ).rejects.toThrow(/403 Forbidden: secrets "cloud-init" is forbidden/);
+    });
+  });
+});
