@@ -22,12 +22,11 @@ import {
 } from '../../libvirt/errors.js';
 import type { Network } from '../../libvirt/network.js';
 import { buildDhcpHostXML, buildDnsHostXML, buildNetworkXML } from '../../libvirt/xml/network.js';
-import type { NetworkStep, UpdateScope } from './plan.js';
+import type { NetworkStep, Problem, UpdateScope } from './plan.js';
 
 export interface StepFailure {
   step: NetworkStep;
-  reason: string;
-  message: string;
+  problem: Problem;
 }
 
 /** Condition reasons for a refused step. */
@@ -73,7 +72,10 @@ export async function actNetwork(
     } catch (err) {
       if (!isLibvirtError(err) || isConnectionError(err) || isTimeout(err)) throw err;
       if (alreadyDone(step, err)) continue;
-      return { step, reason: FAILURE_REASON[step.op], message: describe(step, err.message) };
+      return {
+        step,
+        problem: { reason: FAILURE_REASON[step.op], message: describe(step, err.message) },
+      };
     }
   }
   return undefined;

@@ -146,3 +146,16 @@ export function placementOn(
   if (!node) return 'unknown';
   return selectsNode(selector, node.metadata?.labels ?? {}) ? 'selected' : 'notSelected';
 }
+
+/**
+ * Whether the network should exist on this node: a deleted object is absent everywhere; else
+ * the node selector decides ('unknown' while it cannot).
+ */
+export function wantedOn(
+  vnet: VirtualNetwork,
+  node: { metadata?: { labels?: Record<string, string> } } | undefined,
+): 'present' | 'absent' | 'unknown' {
+  if (vnet.metadata.deletionTimestamp) return 'absent';
+  const placement = placementOn(vnet, node);
+  return placement === 'selected' ? 'present' : placement === 'notSelected' ? 'absent' : 'unknown';
+}

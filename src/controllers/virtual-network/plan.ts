@@ -13,7 +13,15 @@
 //   naming the fields instead (see README.md for how a user applies them).
 import { isDeepStrictEqual } from 'node:util';
 import type { DhcpHost, DnsHost, NetworkDocument, NetworkIp } from '../../libvirt/xml/network.js';
-import type { OursNetwork } from './observe.js';
+import type { VirtualNetwork } from '../../api/generated/types.js';
+import { desiredNetwork, unsupportedSpec } from './desired.js';
+import type { ObservedNetwork, OursNetwork } from './observe.js';
+
+/** Why the network is not Ready on this node; becomes Ready=False and a Warning Event. */
+export interface Problem {
+  reason: string;
+  message: string;
+}
 
 export type UpdateScope = 'live' | 'liveAndConfig';
 
@@ -203,6 +211,68 @@ function hostUpdates(
 
 export interface NetworkPlan {
   steps: NetworkStep[];
+  /** Set when the plan stops short of the goal (and then has no steps). */
+  problem?: Problem;
+}
+
+/** A libvirt network with our name that is not ours: reported, never adopted or changed. */
+export function nameConflict(observed: ObservedNetwork, nodeName: string): Problem | undefined {
+  if (observed.state !== 'foreign') return undefined;
+  const owner = observed.stamp
+    ? `it belongs to ${observed.stamp.kind} ${observed.stamp.name} with uid ${observed.stamp.uid}`
+    : 'the operator did not create it';
+  return {
+    reason: 'NameConflict',
+    message:
+      `node ${nodeName} already has a libvirt network '${observed.name}' (uuid ${observed.uuid}); ` +
+      `${owner}, so it is left untouched. Remove or rename it on the node, or rename this object.`,
+  };
+}
+
+/** Deletion waits while guests on this node are attached to the network. */
+export function inUse(vms: readonly string[], nodeName: string): Problem {
+  return {
+    reason: 'InUse',
+    message:
+      `not removed from node ${nodeName}: running VirtualMachines still use it (${vms.join(', ')}); ` +
+      `it is removed once they are stopped or deleted`,
+  };
+}
+
+/** The network should exist on this node: create it, converge it, or say why not. */
+export function planPresent(
+  vnet: VirtualNetwork,
+  observed: ObservedNetwork,
+  nodeName: string,
+): NetworkPlan {
+  const unsupported = unsupportedSpec(vnet);
+  if (unsupported) return { steps: [], problem: { reason: 'Unsupported', message: unsupported } };
+  const conflict = nameConflict(observed, nodeName);
+  if (conflict || observed.state === 'foreign') return { steps: [], problem: conflict };
+  const autostart = vnet.spec.autostart ?? true;
+  return observed.state === 'absent'
+    ? planCreate(desiredNetwork(vnet), autostart)
+    : planUpdate(desiredNetwork(vnet), autostart, observed);
+}
+
+/**
+ * The network should not exist on this node (deleted, or no longer selected). Only our own
+ * network is removed, and not while running guests (`users`) are attached to it.
+ */
+export function planAbsent(
+  observed: ObservedNetwork,
+  users: readonly string[],
+  nodeName: string,
+): NetworkPlan {
+  if (observed.state !== 'ours') return { steps: [] };
+  if (users.length > 0) return { steps: [], problem: inUse(users, nodeName) };
+  return planRemoval(observed);
+}
+
+/** The restart-time fields the running network of ours does not reflect yet. */
+export function pendingRestart(vnet: VirtualNetwork, observed: ObservedNetwork): string[] {
+  if (observed.state !== 'ours' || !observed.active || unsupportedSpec(vnet)) return [];
+  return restartFields(desiredNetwork(vnet), observed.current);
 }
 
 /** Create the network this node lacks: define, mark autostart, start (each step resumable). */

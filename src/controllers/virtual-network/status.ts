@@ -6,34 +6,17 @@
 // cluster-level component.
 import { findCondition, setCondition, type Condition } from '../../api/conditions.js';
 import type { VirtualNetwork, VirtualNetworkStatusNode } from '../../api/generated/types.js';
+import { done, requeueAfter, type Action } from '../context.js';
 import type { ObservedNetwork } from './observe.js';
-import type { NetworkStep } from './plan.js';
+import type { NetworkStep, Problem } from './plan.js';
 
-/** Why the network is not Ready on this node; becomes Ready=False and a Warning Event. */
-export interface Problem {
-  reason: string;
-  message: string;
-}
+export type { Problem } from './plan.js';
 
 export function nodeEntryOf(
   vnet: VirtualNetwork,
   nodeName: string,
 ): VirtualNetworkStatusNode | undefined {
   return vnet.status?.nodes?.find((n) => n.nodeName === nodeName);
-}
-
-/** A libvirt network with our name that is not ours: reported, never adopted or changed. */
-export function nameConflict(observed: ObservedNetwork, nodeName: string): Problem | undefined {
-  if (observed.state !== 'foreign') return undefined;
-  const owner = observed.stamp
-    ? `it belongs to ${observed.stamp.kind} ${observed.stamp.name} with uid ${observed.stamp.uid}`
-    : 'the operator did not create it';
-  return {
-    reason: 'NameConflict',
-    message:
-      `node ${nodeName} already has a libvirt network '${observed.name}' (uuid ${observed.uuid}); ` +
-      `${owner}, so it is left untouched. Remove or rename it on the node, or rename this object.`,
-  };
 }
 
 export interface NodeStatusInput {
@@ -69,7 +52,14 @@ export function nodeStatus(input: NodeStatusInput): VirtualNetworkStatusNode {
 }
 
 function ready(observed: ObservedNetwork, problem: Problem | undefined) {
-  if (problem) return { type: 'Ready', status: 'False' as const, ...problem };
+  if (problem) {
+    return {
+      type: 'Ready',
+      status: 'False' as const,
+      reason: problem.reason,
+      message: problem.message,
+    };
+  }
   if (observed.state === 'ours' && observed.active) {
     const bridge = observed.current.bridge?.name ?? 'an unnamed bridge';
     return {
@@ -158,6 +148,9 @@ export function stepEvents(
     // Drift: someone (or a host reboot without autostart) stopped it.
     normal('Started', `the libvirt network was not running on node ${nodeName}; started it`);
   }
+  if (ops.has('destroy') || ops.has('undefine')) {
+    normal('Removed', `removed the libvirt network from node ${nodeName}`);
+  }
   if (hostChanges > 0) {
     normal(
       'HostsUpdated',
@@ -167,21 +160,29 @@ export function stepEvents(
   return events;
 }
 
-/** Deletion waits while guests on this node are attached to the network. */
-export function inUse(vms: readonly string[], nodeName: string): Problem {
-  return {
-    reason: 'InUse',
-    message:
-      `not removed from node ${nodeName}: running VirtualMachines still use it (${vms.join(', ')}); ` +
-      `it is removed once they are stopped or deleted`,
-  };
-}
-
-export function notSelected(nodeName: string): Problem {
-  return {
+/**
+ * The entry a node keeps once the selector dropped it and the network is gone from it, so the
+ * object does not go on showing it "active" there; undefined when the object is being deleted
+ * or the node never had an entry.
+ */
+export function leavingEntry(
+  vnet: VirtualNetwork,
+  nodeName: string,
+  now: Date,
+): VirtualNetworkStatusNode | undefined {
+  if (vnet.metadata.deletionTimestamp || !nodeEntryOf(vnet, nodeName)) return undefined;
+  const problem = {
     reason: 'NotSelected',
     message: `spec.nodeSelector no longer selects node ${nodeName}; the network was removed from it`,
   };
+  return nodeStatus({
+    vnet,
+    nodeName,
+    observed: { state: 'absent' },
+    restartFields: [],
+    problem,
+    now,
+  });
 }
 
 const MIN_RETRY_MS = 5_000;
@@ -196,4 +197,19 @@ export function retryDelayMs(entry: VirtualNetworkStatusNode, now: Date): number
   const since = findCondition(entry.conditions, 'Ready')?.lastTransitionTime;
   const failingFor = since ? now.getTime() - Date.parse(since) : 0;
   return Math.min(MAX_RETRY_MS, Math.max(MIN_RETRY_MS, failingFor));
+}
+
+/**
+ * What the queue does next. Ready: nothing until something changes. A spec libvirt cannot
+ * express: nothing until the spec changes (that enqueues the key). Anything else the host
+ * judged (a name clash, a refusal, guests still attached): look again with backoff.
+ */
+export function nextAction(
+  entry: VirtualNetworkStatusNode,
+  problem: Problem | undefined,
+  now: Date,
+): Action {
+  if (problem?.reason === 'Unsupported') return done;
+  if (!problem && findCondition(entry.conditions, 'Ready')?.status === 'True') return done;
+  return requeueAfter(retryDelayMs(entry, now));
 }

@@ -5,6 +5,7 @@ import {
   parseCidr,
   placementOn,
   unsupportedSpec,
+  wantedOn,
 } from '../../../../src/controllers/virtual-network/desired.js';
 import { buildNetworkXML, parseNetworkXML } from '../../../../src/libvirt/xml/network.js';
 import { UID, exampleNat, vnet } from './fixtures.js';
@@ -148,5 +149,20 @@ describe('placementOn', () => {
   ])('%s', (_name, nodeSelector, n, expected) => {
     const obj = vnet({ mode: 'isolated', ...(nodeSelector ? { nodeSelector } : {}) });
     expect(placementOn(obj, n)).toBe(expected);
+  });
+});
+
+describe('wantedOn', () => {
+  it('is absent everywhere once the object is being deleted, whatever the selector says', () => {
+    const obj = vnet({ mode: 'isolated' });
+    expect(wantedOn(obj, undefined)).toBe('present');
+    obj.metadata.deletionTimestamp = new Date();
+    expect(wantedOn(obj, undefined)).toBe('absent');
+  });
+  it('follows the selector otherwise', () => {
+    const obj = vnet({ mode: 'isolated', nodeSelector: { matchLabels: { a: 'b' } } });
+    expect(wantedOn(obj, { metadata: { labels: { a: 'b' } } })).toBe('present');
+    expect(wantedOn(obj, { metadata: { labels: {} } })).toBe('absent');
+    expect(wantedOn(obj, undefined)).toBe('unknown');
   });
 });

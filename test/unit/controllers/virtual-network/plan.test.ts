@@ -3,6 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { desiredNetwork } from '../../../../src/controllers/virtual-network/desired.js';
 import type { OursNetwork } from '../../../../src/controllers/virtual-network/observe.js';
 import {
+  pendingRestart,
+  planAbsent,
+  planPresent,
   dhcpHostChanges,
   dnsHostChanges,
   planCreate,
@@ -279,5 +282,67 @@ describe('planRemoval', () => {
     ['running and transient', { persistent: false }, ['destroy']],
   ])('%s', (_name, over, expected) => {
     expect(ops(planRemoval(ours(doc, over)).steps)).toEqual(expected);
+  });
+});
+
+describe('planPresent', () => {
+  const lab = exampleNat();
+  const foreign = { state: 'foreign' as const, name: 'lab', uuid: 'dd8f', stamp: undefined };
+  it.each<
+    [
+      string,
+      ReturnType<typeof vnet>,
+      Parameters<typeof planPresent>[1],
+      string[],
+      string | undefined,
+    ]
+  >([
+    ['absent: create', lab, { state: 'absent' }, ['define', 'setAutostart', 'start'], undefined],
+    ['converged: nothing', lab, ours(desiredNetwork(lab)), [], undefined],
+    ['a foreign network with the name: nothing, NameConflict', lab, foreign, [], 'NameConflict'],
+    [
+      'a spec libvirt cannot express: nothing, Unsupported',
+      vnet({ mode: 'bridge', bridge: 'br0', mtu: 9000 }),
+      { state: 'absent' },
+      [],
+      'Unsupported',
+    ],
+  ])('%s', (_name, obj, observed, expectedOps, reason) => {
+    const plan = planPresent(obj, observed, 'node-1');
+    expect(ops(plan.steps)).toEqual(expectedOps);
+    expect(plan.problem?.reason).toBe(reason);
+  });
+});
+
+describe('planAbsent', () => {
+  const doc = desiredNetwork(exampleNat());
+  it.each<[string, Parameters<typeof planAbsent>[0], string[], string[], string | undefined]>([
+    ['ours, unused: destroy and undefine', ours(doc), [], ['destroy', 'undefine'], undefined],
+    ['ours, guests attached: wait', ours(doc), ['ns/vm'], [], 'InUse'],
+    ['gone already: nothing to do', { state: 'absent' }, [], [], undefined],
+    [
+      'foreign: never touched',
+      { state: 'foreign', name: 'lab', uuid: 'x', stamp: undefined },
+      [],
+      [],
+      undefined,
+    ],
+  ])('%s', (_name, observed, users, expectedOps, reason) => {
+    const plan = planAbsent(observed, users, 'node-1');
+    expect(ops(plan.steps)).toEqual(expectedOps);
+    expect(plan.problem?.reason).toBe(reason);
+  });
+});
+
+describe('pendingRestart', () => {
+  const lab = exampleNat();
+  it('names the restart-time fields of a running network of ours', () => {
+    const running = edited(desiredNetwork(lab), (d) => (d.mtu = 1400));
+    expect(pendingRestart(lab, ours(running))).toEqual(['spec.mtu']);
+  });
+  it('is empty for a stopped, foreign or missing network', () => {
+    const running = edited(desiredNetwork(lab), (d) => (d.mtu = 1400));
+    expect(pendingRestart(lab, ours(running, { active: false }))).toEqual([]);
+    expect(pendingRestart(lab, { state: 'absent' })).toEqual([]);
   });
 });

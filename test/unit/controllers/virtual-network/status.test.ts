@@ -8,10 +8,11 @@ import type {
   ObservedNetwork,
   OursNetwork,
 } from '../../../../src/controllers/virtual-network/observe.js';
+import { inUse, nameConflict } from '../../../../src/controllers/virtual-network/plan.js';
 import {
   conditionEvents,
-  inUse,
-  nameConflict,
+  leavingEntry,
+  nextAction,
   nodeStatus,
   retryDelayMs,
   stepEvents,
@@ -220,6 +221,7 @@ describe('stepEvents', () => {
     ],
     ['hosts updated live', ours(), ['dhcpHost', 'dnsHost'], ['HostsUpdated']],
     ['redefined only', ours(), ['define'], []],
+    ['removed', ours(), ['destroy', 'undefine'], ['Removed']],
   ])('%s', (_name, before, ops, expected) => {
     const steps = ops.map((op) =>
       op === 'dhcpHost'
@@ -260,5 +262,69 @@ describe('inUse', () => {
       reason: 'InUse',
       message: expect.stringContaining('(ns/a, ns/b)'),
     });
+  });
+});
+
+describe('leavingEntry', () => {
+  const active = nodeStatus({
+    vnet: exampleNat(),
+    nodeName: NODE,
+    observed: ours(),
+    restartFields: [],
+    now: T0,
+  });
+  it('replaces the entry of a node the selector dropped with an inactive NotSelected one', () => {
+    const entry = leavingEntry(withEntry(active), NODE, T1);
+    expect(entry).toMatchObject({ nodeName: NODE, active: false });
+    expect(entry?.uuid).toBeUndefined();
+    expect(entry?.conditions).toEqual([
+      expect.objectContaining({ type: 'Ready', status: 'False', reason: 'NotSelected' }),
+    ]);
+  });
+  it('writes nothing for a node that never had an entry, or for a deleted object', () => {
+    expect(leavingEntry(exampleNat(), NODE, T1)).toBeUndefined();
+    const deleting = withEntry(active);
+    deleting.metadata.deletionTimestamp = T1;
+    expect(leavingEntry(deleting, NODE, T1)).toBeUndefined();
+  });
+});
+
+describe('nextAction', () => {
+  const at = (observed: ObservedNetwork, problem?: { reason: string; message: string }) =>
+    nextAction(
+      nodeStatus({
+        vnet: exampleNat(),
+        nodeName: NODE,
+        observed,
+        restartFields: [],
+        problem,
+        now: T1,
+      }),
+      problem,
+      T1,
+    );
+  it.each<[string, ObservedNetwork, { reason: string; message: string } | undefined, object]>([
+    ['Ready: done', ours(), undefined, {}],
+    ['a restart pending is still Ready: done', ours(), undefined, {}],
+    [
+      'Unsupported waits for a spec change',
+      { state: 'absent' },
+      { reason: 'Unsupported', message: 'm' },
+      {},
+    ],
+    [
+      'a name clash is retried with backoff',
+      foreign,
+      { reason: 'NameConflict', message: 'm' },
+      { requeueAfterMs: 5_000 },
+    ],
+    [
+      'not running without a reason: look again',
+      ours({ active: false }),
+      undefined,
+      { requeueAfterMs: 5_000 },
+    ],
+  ])('%s', (_name, observed, problem, expected) => {
+    expect(at(observed, problem)).toEqual(expected);
   });
 });
