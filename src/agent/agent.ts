@@ -1,0 +1,347 @@
+// The agent: one per node. It wires the generic runtime (watches, caches, queues, lease,
+// status writer, events, health) to the four controllers and to libvirt's lifecycle events.
+// Everything here is plumbing; the decisions live in src/controllers/<kind>/.
+import { mkdirSync } from 'node:fs';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { customResources, type VirtKind } from '../api/generated/crds.js';
+import type { Action as ControllerAction, ControllerContext, KubeObject } from '../controllers/context.js';
+import { keyOf } from '../controllers/context.js';
+import {
+  clusterIndexes,
+  INDEX_NETWORK,
+  INDEX_POOL,
+  INDEX_SOURCE_VOLUME,
+  INDEX_UUID,
+  INDEX_VOLUME,
+  vmIndexes,
+  vmVolumes,
+  volumeIndexes,
+  volumeSources,
+} from '../controllers/indexes.js';
+import { reconcileStoragePool } from '../controllers/storage-pool/index.js';
+import { reconcileVirtualMachine } from '../controllers/virtual-machine/index.js';
+import { reconcileVirtualNetwork } from '../controllers/virtual-network/index.js';
+import { reconcileVolume } from '../controllers/volume/index.js';
+import { ReconnectingConnection, type Connect } from '../libvirt/index.js';
+import {
+
+  referenceTo,
+  startHealthServer,
+  startRuntime,
+  type Controller,
+  type Informer,
+  type Logger,
+  type ResourceDescription,
+  type KubeObject as RuntimeObject,
+  type Runtime,
+  type StatusWriter,
+} from '../runtime/index.js';
+import { addFinalizerPatch, removeFinalizerPatch } from '../runtime/finalizer.js';
+import { CONTENT_TYPE, type KubeClient } from '../runtime/kube-client.js';
+import { keyPath } from '../runtime/resource.js';
+import type { HostPort } from './config.js';
+
+export const FIELD_MANAGER = 'libvirt-operator';
+
+export interface AgentOptions {
+  nodeName: string;
+  libvirtUri: string;
+  kubeConfig: KubeConfig;
+  stateDir: string;
+  /** Lease namespace; false runs without a lease (tests, simulations of many agents). */
+  lease: false | { namespace: string; leaseDurationSeconds?: number };
+  health?: HostPort;
+  metrics?: HostPort;
+  log?: Logger | { level?: string; name?: string };
+  /** Every key is reconciled again this often as a safety net. Default 10 min. */
+  resyncMs?: number;
+  /** Per-controller concurrency. Default 4. */
+  concurrency?: number;
+  /** Watch tuning, passed to the runtime (tests shorten the watchdog). */
+  watch?: { inactivityTimeoutMs?: number };
+}
+
+export interface Agent {
+  runtime: Runtime;
+  libvirt: ReconnectingConnection;
+  controllers: Record<VirtKind, Controller>;
+  informers: Record<VirtKind, Informer<KubeObject & RuntimeObject>>;
+  /** Resolves once every informer listed and the libvirt connection is open. */
+  synced: Promise<void>;
+  stop(opts?: { releaseLease?: boolean; drainMs?: number }): Promise<void>;
+}
+
+const KINDS: VirtKind[] = ['VirtualMachine', 'Volume', 'VirtualNetwork', 'StoragePool'];
+
+export function resourceOf(kind: VirtKind): ResourceDescription {
+  const info = customResources[kind];
+  return {
+    group: info.group,
+    version: info.version,
+    plural: info.plural,
+    kind,
+    namespaced: info.scope === 'Namespaced',
+  };
+}
+
+const NODES: ResourceDescription = { group: '', version: 'v1', plural: 'nodes', kind: 'Node', namespaced: false };
+
+const RECONCILERS: Record<VirtKind, (key: string, ctx: ControllerContext) => Promise<ControllerAction>> = {
+  VirtualMachine: reconcileVirtualMachine,
+  Volume: reconcileVolume,
+  VirtualNetwork: reconcileVirtualNetwork,
+  StoragePool: reconcileStoragePool,
+};
+
+const INDEXES: Record<VirtKind, Record<string, (o: KubeObject) => string[]>> = {
+  VirtualMachine: vmIndexes,
+  Volume: volumeIndexes,
+  VirtualNetwork: clusterIndexes,
+  StoragePool: clusterIndexes,
+};
+
+export async function startAgent(opts: AgentOptions): Promise<Agent> {
+  mkdirSync(opts.stateDir, { recursive: true });
+  const libvirt = new ReconnectingConnection(opts.libvirtUri, {
+    openTimeoutMs: 10_000,
+    // The test driver has no keepalive; the wrapper tolerates NO_SUPPORT.
+    keepAlive: opts.libvirtUri.startsWith('test:') ? false : { interval: 5, count: 3 },
+  });
+  libvirt.start();
+
+  const runtime = await startRuntime({
+    kubeConfig: opts.kubeConfig,
+    log: opts.log ?? { name: 'libvirt-operator' },
+    lease: opts.lease
+      ? {
+          namespace: opts.lease.namespace,
+          name: `libvirt-operator-${opts.nodeName}`,
+          leaseDurationSeconds: opts.lease.leaseDurationSeconds,
+        }
+      : false,
+    health: opts.health ? { host: opts.health.host, port: opts.health.port } : false,
+    events: { reportingController: 'virt.dev/libvirt-operator', reportingInstance: `libvirt-operator-${opts.nodeName}` },
+    watch: opts.watch,
+    userAgent: `libvirt-operator/${opts.nodeName}`,
+  });
+  const log = runtime.log.child({ node: opts.nodeName });
+  // /metrics is also served on the health address; a separate metrics address gets its own
+  // listener with the same registry (and the same health endpoints, which cost nothing).
+  const metricsServer =
+    opts.metrics && (!opts.health || opts.metrics.port !== opts.health.port || opts.metrics.host !== opts.health.host)
+      ? await startHealthServer({
+          host: opts.metrics.host,
+          port: opts.metrics.port,
+          registry: runtime.metrics.registry,
+          readiness: { add: () => undefined, remove: () => undefined, run: () => runtime.ready() } as never,
+        })
+      : undefined;
+  runtime.addReadinessCheck('libvirt', () => libvirt.state === 'open' || `libvirt connection is ${libvirt.state}`);
+
+  // Namespaced kinds: only this node's objects (CRD selectableFields on spec.nodeName).
+  const byNode = { fieldSelector: `spec.nodeName=${opts.nodeName}` };
+  type Obj = KubeObject & RuntimeObject;
+  const informers: Record<VirtKind, Informer<Obj>> = {
+    VirtualMachine: runtime.informer<Obj>(resourceOf('VirtualMachine'), byNode),
+    Volume: runtime.informer<Obj>(resourceOf('Volume'), byNode),
+    VirtualNetwork: runtime.informer<Obj>(resourceOf('VirtualNetwork')),
+    StoragePool: runtime.informer<Obj>(resourceOf('StoragePool')),
+  };
+  const nodeInformer = runtime.informer(NODES, { fieldSelector: `metadata.name=${opts.nodeName}` });
+  for (const kind of KINDS) {
+    for (const [name, fn] of Object.entries(INDEXES[kind])) informers[kind].cache.addIndex(name, fn as never);
+  }
+
+  const ctx = controllerContext(opts, runtime, libvirt, informers, nodeInformer, log);
+  const controllers = {} as Record<VirtKind, Controller>;
+  for (const kind of KINDS) {
+    const reconcile = RECONCILERS[kind];
+    controllers[kind] = runtime.controller({
+      name: kind,
+      for: informers[kind],
+      concurrency: opts.concurrency ?? 4,
+      resyncMs: opts.resyncMs ?? 10 * 60_000,
+      reconcile: async (key) => {
+        // No libvirt, no reconcile: the error makes the queue back off instead of every
+        // controller deciding on its own what a closed connection means.
+        await libvirt.ready({ timeoutMs: 5_000 });
+        try {
+          return toRuntimeAction(await reconcile(key, ctx));
+        } catch (err) {
+          libvirt.reportError(err);
+          throw err;
+        }
+      },
+    });
+  }
+  wireTriggers(informers, nodeInformer, controllers);
+  await wireLibvirtEvents(libvirt, informers, controllers, log);
+
+  runtime.start();
+  const synced = Promise.all([...Object.values(informers).map((i) => i.synced), nodeInformer.synced, libvirt.ready()]).then(
+    () => undefined,
+  );
+  return {
+    runtime,
+    libvirt,
+    controllers,
+    informers,
+    synced,
+    async stop(sopts = {}) {
+      await runtime.stop(sopts);
+      await metricsServer?.close();
+      await libvirt.close();
+    },
+  };
+}
+
+function toRuntimeAction(a: ControllerAction): { kind: 'done' } | { kind: 'requeueAfter'; ms: number } {
+  return a.requeueAfterMs === undefined ? { kind: 'done' } : { kind: 'requeueAfter', ms: a.requeueAfterMs };
+}
+
+/** A change of one object wakes the objects that refer to it. */
+function wireTriggers(
+  informers: Record<VirtKind, Informer<KubeObject & RuntimeObject>>,
+  nodeInformer: Informer,
+  controllers: Record<VirtKind, Controller>,
+): void {
+  const enqueueAll = (c: Controller, keys: string[]) => keys.forEach((k) => c.enqueue(k));
+  // A VM's status names its Volumes' paths; a Volume's status names the VMs using it.
+  informers.Volume.subscribe((change) => {
+    const key = keyOf(change.obj);
+    enqueueAll(controllers.VirtualMachine, informers.VirtualMachine.cache.keysByIndex(INDEX_VOLUME, key));
+    enqueueAll(controllers.Volume, informers.Volume.cache.keysByIndex(INDEX_SOURCE_VOLUME, key));
+    for (const src of volumeSources(change.obj)) controllers.Volume.enqueue(src);
+  });
+  informers.VirtualMachine.subscribe((change) => {
+    const volumes = new Set([...vmVolumes(change.obj), ...(change.type === 'updated' ? vmVolumes(change.old) : [])]);
+    enqueueAll(controllers.Volume, [...volumes]);
+  });
+  informers.VirtualNetwork.subscribe((change) => {
+    enqueueAll(controllers.VirtualMachine, informers.VirtualMachine.cache.keysByIndex(INDEX_NETWORK, keyOf(change.obj)));
+  });
+  informers.StoragePool.subscribe((change) => {
+    enqueueAll(controllers.Volume, informers.Volume.cache.keysByIndex(INDEX_POOL, keyOf(change.obj)));
+  });
+  informers.Volume.subscribe((change) => {
+    for (const pool of [change.obj, change.type === 'updated' ? change.old : undefined]) {
+      const name = (pool as { spec?: { pool?: string } } | undefined)?.spec?.pool;
+      if (name) controllers.StoragePool.enqueue(name);
+    }
+  });
+  informers.VirtualMachine.subscribe((change) => {
+    for (const net of new Set(
+      [change.obj, change.type === 'updated' ? change.old : undefined].flatMap(
+        (o) => (o as { spec?: { interfaces?: Array<{ network: string }> } } | undefined)?.spec?.interfaces?.map((i) => i.network) ?? [],
+      ),
+    )) {
+      controllers.VirtualNetwork.enqueue(net);
+    }
+  });
+  // Node labels decide which networks and pools this host should have.
+  nodeInformer.subscribe(() => {
+    enqueueAll(controllers.VirtualNetwork, informers.VirtualNetwork.cache.keys());
+    enqueueAll(controllers.StoragePool, informers.StoragePool.cache.keys());
+  });
+}
+
+/**
+ * libvirt tells us at once when something changes behind our back (virsh destroy, a guest
+ * shutdown, a network stopped); the owner's key is found by UUID, which every object we create
+ * carries. Objects we do not own map to no key and are ignored.
+ */
+async function wireLibvirtEvents(
+  libvirt: ReconnectingConnection,
+  informers: Record<VirtKind, Informer<KubeObject & RuntimeObject>>,
+  controllers: Record<VirtKind, Controller>,
+  log: Logger,
+): Promise<void> {
+  const route = (kind: VirtKind, uuid: string) => {
+    for (const key of informers[kind].cache.keysByIndex(INDEX_UUID, uuid)) controllers[kind].enqueue(key);
+  };
+  const register = async (what: string, fn: () => Promise<number>) => {
+    try {
+      await fn();
+    } catch (err) {
+      // The periodic resync still catches drift; say that events are missing.
+      log.warn({ err: String(err) }, `libvirt ${what} events unavailable; relying on resync`);
+    }
+  };
+  await register('domain', () => libvirt.domainEventLifecycleRegister((e) => route('VirtualMachine', e.domain.getUUIDString())));
+  await register('network', () => libvirt.networkEventLifecycleRegister((e) => route('VirtualNetwork', e.network.getUUIDString())));
+  await register('storage pool', () =>
+    libvirt.storagePoolEventLifecycleRegister((e) => route('StoragePool', e.pool.getUUIDString())),
+  );
+}
+
+function controllerContext(
+  opts: AgentOptions,
+  runtime: Runtime,
+  libvirt: ReconnectingConnection,
+  informers: Record<VirtKind, Informer<KubeObject & RuntimeObject>>,
+  nodeInformer: Informer,
+  log: Logger,
+): ControllerContext {
+  const client = runtime.client;
+  const writers = new Map<string, StatusWriter>();
+  const writer = (kind: VirtKind, fieldManager: string) => {
+    const id = `${kind}/${fieldManager}`;
+    let w = writers.get(id);
+    if (!w) {
+      w = runtime.statusWriter({
+        resource: resourceOf(kind),
+        fieldManager,
+        listMapKeys: { nodes: ['nodeName'], 'nodes.conditions': ['type'], interfaces: ['name'] },
+      });
+      writers.set(id, w);
+    }
+    return w;
+  };
+  const nodeManager = `${FIELD_MANAGER}/${opts.nodeName}`;
+  return {
+    nodeName: opts.nodeName,
+    stateDir: opts.stateDir,
+    libvirt(): Connect {
+      const conn = libvirt.connection;
+      if (!conn) throw new Error(`libvirt connection to ${opts.libvirtUri} is ${libvirt.state}`);
+      return conn;
+    },
+    now: () => new Date(),
+    log,
+    get<T extends KubeObject>(kind: VirtKind, namespace: string | undefined, name: string) {
+      return informers[kind].cache.get(namespace ? `${namespace}/${name}` : name) as T | undefined;
+    },
+    list<T extends KubeObject>(kind: VirtKind) {
+      return informers[kind].cache.list() as unknown as T[];
+    },
+    byIndex<T extends KubeObject>(kind: VirtKind, index: string, value: string) {
+      return informers[kind].cache.byIndex(index, value) as unknown as T[];
+    },
+    node: () => nodeInformer.cache.get(opts.nodeName) as never,
+    async applyStatus(kind, obj, status) {
+      await writer(kind, FIELD_MANAGER).apply(obj as never, status as Record<string, unknown>);
+    },
+    async applyNodeStatus(kind, obj, entry) {
+      await writer(kind, nodeManager).apply(obj as never, { nodes: [entry] });
+    },
+    async ensureFinalizer(kind, obj, finalizer) {
+      if (obj.metadata.finalizers?.includes(finalizer)) return;
+      await patch(client, resourceOf(kind), obj, addFinalizerPatch(obj as never, finalizer));
+    },
+    async removeFinalizer(kind, obj, finalizer) {
+      if (!obj.metadata.finalizers?.includes(finalizer)) return;
+      await patch(client, resourceOf(kind), obj, removeFinalizerPatch(obj as never, finalizer));
+    },
+    event(kind, obj, type, reason, message) {
+      void runtime.events
+        .publish(referenceTo(resourceOf(kind), obj as never), { type, reason, action: reason, note: message })
+        .catch((err: unknown) => log.warn({ err: String(err), reason }, 'could not record event'));
+    },
+  };
+}
+
+async function patch(client: KubeClient, resource: ResourceDescription, obj: KubeObject, body: unknown[]): Promise<void> {
+  if (body.length === 0) return;
+  await client.request({ method: 'PATCH', path: keyPath(resource, keyOf(obj)), body, contentType: CONTENT_TYPE.jsonPatch });
+}
+

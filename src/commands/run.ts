@@ -1,0 +1,93 @@
+import { KubeConfig } from '@kubernetes/client-node';
+import { agentConfig, ConfigError } from '../agent/config.js';
+import { startAgent } from '../agent/agent.js';
+import { parseFlags, UsageError, withOneLineErrors } from './flags.js';
+
+const HELP = `usage: libvirt-operator run [flags]
+
+Runs the agent for one node: it reconciles the VirtualMachines and Volumes whose
+spec.nodeName is this node, and the VirtualNetworks and StoragePools whose nodeSelector
+matches it, against the libvirt at --libvirt-uri.
+
+  --node-name NAME          this node (env NODE_NAME; default: the host name)
+  --libvirt-uri URI         libvirt to manage (env LIBVIRT_URI; default: qemu:///system when
+                            /var/run/libvirt/libvirt-sock exists, else test:///default)
+  --kubeconfig PATH         (env KUBECONFIG; default: in-cluster service account)
+  --metrics-addr HOST:PORT  serve /metrics (env METRICS_ADDR; '0' = off)
+  --health-addr HOST:PORT   serve /healthz, /readyz and /metrics (env HEALTH_ADDR; '0' = off)
+  --state-dir DIR           files the agent owns, e.g. cloud-init ISOs (default /var/lib/libvirt-operator)
+  --lease-namespace NS      namespace of the per-node Lease (env POD_NAMESPACE; default libvirt-operator)
+  --log-level LEVEL         trace, debug, info, warn, error (default info)`;
+
+export function loadKubeConfig(path: string | undefined): KubeConfig {
+  const kc = new KubeConfig();
+  try {
+    if (path) kc.loadFromFile(path);
+    else kc.loadFromCluster();
+  } catch (err) {
+    throw new ConfigError(
+      path
+        ? `cannot read kubeconfig ${path}: ${(err as Error).message}`
+        : `no --kubeconfig or KUBECONFIG given and not running in a cluster: ${(err as Error).message}`,
+    );
+  }
+  if (!kc.getCurrentCluster()) {
+    throw new ConfigError(
+      path
+        ? `kubeconfig ${path} names no current cluster`
+        : 'no --kubeconfig or KUBECONFIG given and not running in a cluster (no service account)',
+    );
+  }
+  return kc;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  return withOneLineErrors('run', async () => {
+    const { values, help } = parseFlags(
+      'run',
+      argv,
+      {
+        'node-name': { type: 'string' },
+        'libvirt-uri': { type: 'string' },
+        kubeconfig: { type: 'string' },
+        'metrics-addr': { type: 'string' },
+        'health-addr': { type: 'string' },
+        'state-dir': { type: 'string' },
+        'lease-namespace': { type: 'string' },
+        'log-level': { type: 'string' },
+      },
+      HELP,
+    );
+    if (help) return 0;
+    let cfg;
+    try {
+      cfg = agentConfig({ flags: values as Record<string, string>, env: process.env });
+    } catch (err) {
+      if (err instanceof ConfigError) throw new UsageError(`run: ${err.message}`);
+      throw err;
+    }
+    const kubeConfig = loadKubeConfig(cfg.kubeconfig);
+    const agent = await startAgent({
+      nodeName: cfg.nodeName,
+      libvirtUri: cfg.libvirtUri,
+      kubeConfig,
+      stateDir: cfg.stateDir,
+      lease: { namespace: cfg.leaseNamespace },
+      health: cfg.healthAddr,
+      metrics: cfg.metricsAddr,
+      log: { level: cfg.logLevel, name: 'libvirt-operator' },
+    });
+    agent.runtime.log.info(
+      { node: cfg.nodeName, libvirt: cfg.libvirtUri, health: agent.runtime.health?.url },
+      'agent started',
+    );
+    const stopSignals = () =>
+      new Promise<void>((resolve) => {
+        process.once('SIGTERM', resolve);
+        process.once('SIGINT', resolve);
+      });
+    await Promise.race([stopSignals(), agent.runtime.stopped]);
+    await agent.stop();
+    return 0;
+  });
+}

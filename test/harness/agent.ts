@@ -1,0 +1,79 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startAgent, type Agent, type AgentOptions } from '../../src/agent/agent.js';
+import type { ControlPlane } from '../../src/harness/control-plane.js';
+
+export interface TestAgent extends Agent {
+  stateDir: string;
+}
+
+/** An agent in this process on libvirt's test driver (shared with the test's own connection). */
+export async function startTestAgent(
+  cp: ControlPlane,
+  opts: Partial<AgentOptions> & { nodeName: string },
+): Promise<TestAgent> {
+  const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'lvo-agent-'));
+  await ensureNode(cp, opts.nodeName);
+  const agent = await startAgent({
+    libvirtUri: 'test:///default',
+    kubeConfig: cp.kubeConfig,
+    stateDir,
+    lease: false,
+    log: { level: process.env.LVO_TEST_LOG ?? 'silent' },
+    resyncMs: 60_000,
+    ...opts,
+  });
+  await agent.synced;
+  return {
+    ...agent,
+    stateDir,
+    async stop(sopts) {
+      await agent.stop(sopts);
+      if (!opts.stateDir) rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function ensureNode(cp: ControlPlane, name: string, labels: Record<string, string> = {}): Promise<void> {
+  const yaml = JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name, labels } });
+  const res = await cp.kubectl(['apply', '--server-side', '-f', '-'], { input: yaml });
+  if (res.code !== 0) throw new Error(`creating Node ${name}: ${res.stderr}`);
+}
+
+/** kubectl get -o json, parsed. */
+export async function getJSON<T = Record<string, unknown>>(cp: ControlPlane, args: string[]): Promise<T> {
+  const res = await cp.kubectl(['get', ...args, '-o', 'json']);
+  if (res.code !== 0) throw new Error(`kubectl get ${args.join(' ')}: ${res.stderr}`);
+  return JSON.parse(res.stdout) as T;
+}
+
+/** Polls `check` until it returns a truthy value; fails with the last value seen. */
+export async function until<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await check();
+      if (v) return v;
+      last = v;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${what} did not happen within ${timeoutMs} ms; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
+}
+
+/** Sum of apiserver_request_total for write verbs whose resource is one of `resources`. */
+export function writeRequests(metrics: string, resources: string[]): number {
+  let total = 0;
+  for (const line of metrics.split('\n')) {
+    if (!line.startsWith('apiserver_request_total{')) continue;
+    const verb = /verb="([A-Z]+)"/.exec(line)?.[1];
+    const resource = /resource="([^"]*)"/.exec(line)?.[1];
+    if (!verb || !resource || !['POST', 'PUT', 'PATCH', 'DELETE', 'APPLY'].includes(verb)) continue;
+    if (resources.includes(resource)) total += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return total;
+}
