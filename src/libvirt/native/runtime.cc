@@ -1,5 +1,6 @@
 #include "runtime.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -279,6 +280,26 @@ void WorkerPool::Post(Task* task) {
   if (watch) supervisorCv_.notify_one();
 }
 
+void WorkerPool::PostBatch(const std::vector<Task*>& tasks) {
+  if (tasks.empty()) return;
+  unsigned wake;
+  bool watch = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    queue_.insert(queue_.end(), tasks.begin(), tasks.end());
+    wake = std::min<size_t>(idle_, tasks.size());
+    if (wake == 0) {
+      if (StalledLocked()) SpawnLocked();
+      watch = supervisorParked_;
+    }
+  }
+  if (wake > 1)
+    cv_.notify_all();
+  else if (wake == 1)
+    cv_.notify_one();
+  if (watch) supervisorCv_.notify_one();
+}
+
 void WorkerPool::GrowIfStalled() {
   std::lock_guard<std::mutex> lock(mutex_);
   if (StalledLocked()) SpawnLocked();
@@ -337,6 +358,14 @@ void EnvState::Install(Napi::Env env) {
   // The timer only matters while calls are pending, and pending calls already keep the
   // loop alive through the thread-safe function.
   uv_unref(reinterpret_cast<uv_handle_t*>(s->timer_));
+  s->check_ = new uv_check_t;
+  uv_check_init(loop, s->check_);
+  s->check_->data = s;
+  uv_unref(reinterpret_cast<uv_handle_t*>(s->check_));
+  s->prepare_ = new uv_prepare_t;
+  uv_prepare_init(loop, s->prepare_);
+  s->prepare_->data = s;
+  uv_unref(reinterpret_cast<uv_handle_t*>(s->prepare_));
   napi_add_env_cleanup_hook(env, Cleanup, s);
 }
 
@@ -353,15 +382,25 @@ void EnvState::Cleanup(void* arg) {
   for (JobBase* j : jobs) delete j;
   s->timeouts_.clear();
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+  for (JobBase* j : s->backlog_) delete j;
+  s->backlog_.clear();
   uv_timer_stop(s->timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(s->timer_),
            [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  uv_check_stop(s->check_);
+  uv_close(reinterpret_cast<uv_handle_t*>(s->check_),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_check_t*>(h); });
+  // Never handed to the pool: nothing else references them.
+  for (Task* t : s->outbox_) delete t;
+  s->outbox_.clear();
+  uv_prepare_stop(s->prepare_);
+  uv_close(reinterpret_cast<uv_handle_t*>(s->prepare_),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_prepare_t*>(h); });
   s->errorCtor.Reset();
   s->dispatcher.Reset();
 }
 
 void EnvState::Wake() {
-  // Only the first completion after a drain signals; the drain takes everything queued.
   napi_call_threadsafe_function(tsfn, nullptr, napi_tsfn_nonblocking);
 }
 
@@ -422,7 +461,8 @@ Napi::Value EnvState::Submit(Napi::Env env, JobBase* job) {
     job->timeout = timeouts_.emplace(NowMs() + job->timeoutMs, job);
     ArmTimer();
   }
-  WorkerPool::Get().Post(job);
+  outbox_.push_back(job);
+  if (outbox_.size() == 1) uv_prepare_start(prepare_, OnPrepare);
   return Napi::Value(env, promise);
 }
 
@@ -440,10 +480,47 @@ void EnvState::ArmTimer() {
 }
 
 void EnvState::OnTimer(uv_timer_t* t) {
-  // Settling needs a JS scope; routing through the thread-safe function provides one.
+  // Settling needs a JS scope; routing through the thread-safe function provides one. A
+  // drain already on its way expires timeouts too.
   auto* s = static_cast<EnvState*>(t->data);
   s->armedAt_ = INT64_MAX;
-  s->Wake();
+  bool signal = false;
+  {
+    std::lock_guard<std::mutex> lock(s->mutex_);
+    signal = !s->signaled_;
+    s->signaled_ = true;
+  }
+  if (signal) s->Wake();
+}
+
+// Runs once per loop iteration after a drain. Node dispatches a thread-safe function in a
+// loop for as long as calls keep arriving, which under load would drain completions without
+// ever returning to the event loop; so workers signal only once per iteration, and this
+// check re-signals for whatever arrived (or was left in the backlog) during it.
+void EnvState::FlushOutbox() {
+  WorkerPool::Get().PostBatch(outbox_);
+  outbox_.clear();
+}
+
+void EnvState::OnPrepare(uv_prepare_t* p) {
+  auto* s = static_cast<EnvState*>(p->data);
+  s->FlushOutbox();
+  uv_prepare_stop(p);
+}
+
+void EnvState::OnCheck(uv_check_t* c) {
+  auto* s = static_cast<EnvState*>(c->data);
+  s->FlushOutbox();
+  bool more;
+  {
+    std::lock_guard<std::mutex> lock(s->mutex_);
+    more = !s->done_.empty() || !s->events_.empty() || !s->backlog_.empty();
+    s->signaled_ = more;
+  }
+  if (more)
+    s->Wake();
+  else
+    uv_check_stop(c);
 }
 
 void EnvState::ExpireTimeouts(Napi::Env env) {
@@ -500,6 +577,10 @@ void EnvState::Settle(Napi::Env env, JobBase* job) {
   delete job;
 }
 
+// Settles completions for at most one time slice per loop iteration, so timers and I/O keep
+// their turn however many calls are in flight.
+static constexpr auto kDrainSlice = std::chrono::microseconds(2000);
+
 void EnvState::Drain(Napi::Env env) {
   std::vector<JobBase*> jobs;
   std::vector<EventMsg> events;
@@ -507,9 +588,16 @@ void EnvState::Drain(Napi::Env env) {
     std::lock_guard<std::mutex> lock(mutex_);
     jobs.swap(done_);
     events.swap(events_);
-    signaled_ = false;
   }
-  for (JobBase* job : jobs) Settle(env, job);
+  backlog_.insert(backlog_.end(), jobs.begin(), jobs.end());
+  auto deadline = std::chrono::steady_clock::now() + kDrainSlice;
+  for (size_t n = 0; !backlog_.empty(); n++) {
+    if ((n & 63) == 63 && std::chrono::steady_clock::now() > deadline) break;
+    JobBase* job = backlog_.front();
+    backlog_.pop_front();
+    Settle(env, job);
+  }
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(check_))) uv_check_start(check_, OnCheck);
   ExpireTimeouts(env);
   Napi::Value uncaught;
   for (EventMsg& msg : events) DispatchEvent(env, msg, &uncaught);

@@ -188,6 +188,8 @@ class WorkerPool {
  public:
   static WorkerPool& Get();
   void Post(Task* task);
+  // One lock for many tasks: how the JS thread hands over the calls of a loop iteration.
+  void PostBatch(const std::vector<Task*>& tasks);
   void EnsureThreads(unsigned n);
   // Adds a thread when every thread has been busy without finishing anything for a while:
   // those threads are most likely stuck in calls to a dead daemon.
@@ -336,16 +338,28 @@ class EnvState : public std::enable_shared_from_this<EnvState> {
   void DispatchEvent(Napi::Env env, EventMsg& msg, Napi::Value* uncaught);
   static void CallJs(napi_env env, napi_value fn, void* ctx, void* data);
   static void OnTimer(uv_timer_t* t);
+  static void OnCheck(uv_check_t* c);
+  static void OnPrepare(uv_prepare_t* p);
+  void FlushOutbox();
   static void Cleanup(void* arg);
 
   bool refed_ = false;
   std::multimap<int64_t, JobBase*> timeouts_;
   uv_timer_t* timer_ = nullptr;
   int64_t armedAt_ = INT64_MAX;
+  uv_check_t* check_ = nullptr;
+  uv_prepare_t* prepare_ = nullptr;
+  // Calls submitted during this loop iteration, handed to the pool in one batch before the
+  // loop next waits (prepare) or right after a drain and its microtasks (check).
+  std::vector<Task*> outbox_;
+  // Completions taken from done_ but not settled yet: a drain stops after its time slice.
+  std::deque<JobBase*> backlog_;
 
   std::mutex mutex_;
   std::vector<JobBase*> done_;
   std::vector<EventMsg> events_;
+  // True from the first completion after a drain until the loop iteration that drains it
+  // ends: workers signal at most once per loop iteration (see OnCheck).
   bool signaled_ = false;
   bool alive_ = true;
 };
