@@ -128,7 +128,12 @@ export function createController<T extends KubeObject>(
   const watched: Informer<KubeObject>[] = [opts.for as unknown as Informer<KubeObject>];
   const unsubscribes: (() => void)[] = [];
   // key -> generation at which reconcile threw PermanentError
-  const parked = new Map<string, number | undefined>();
+  // Objects without a generation (ConfigMaps) are parked by resourceVersion instead.
+  const parked = new Map<string, string>();
+  const version = (obj: KubeObject | undefined): string =>
+    obj?.metadata.generation !== undefined
+      ? `g${obj.metadata.generation}`
+      : `rv${obj?.metadata.resourceVersion}`;
   let run: Run | undefined;
   let starting: Promise<void> | undefined;
   // A new run must not begin while the previous one is draining: that would put the same
@@ -139,7 +144,7 @@ export function createController<T extends KubeObject>(
   const isParked = (key: string): boolean => {
     if (!parked.has(key)) return false;
     const obj = opts.for.cache.get(key);
-    return obj !== undefined && obj.metadata.generation === parked.get(key);
+    return obj !== undefined && version(obj) === parked.get(key);
   };
 
   const add = (key: string) => run?.queue.add(key);
@@ -160,6 +165,13 @@ export function createController<T extends KubeObject>(
     while (true) {
       const key = await r.queue.next();
       if (key === undefined) return;
+      // An update that arrived while the key's last pass was failing permanently (often that
+      // pass's own status write) queued it again; it is still parked if the generation held.
+      if (isParked(key)) {
+        r.queue.done(key);
+        continue;
+      }
+      const seen = version(opts.for.cache.get(key));
       const retries = r.queue.failures(key);
       const keyLog = log.child({ key });
       const started = process.hrtime.bigint();
@@ -178,7 +190,8 @@ export function createController<T extends KubeObject>(
       } catch (err) {
         if (err instanceof PermanentError) {
           r.queue.forget(key);
-          parked.set(key, opts.for.cache.get(key)?.metadata.generation);
+          // The generation this pass saw: a spec change that arrived during it unparks at once.
+          parked.set(key, seen);
           keyLog.warn(errorFields(err), 'reconcile failed permanently; waiting for a change');
           result = 'permanent_error';
         } else {

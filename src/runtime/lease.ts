@@ -197,6 +197,16 @@ export function startLease(
     }
   };
 
+  // Candidates spread their polls a little, as client-go's JitterUntil does, but look again
+  // right when the holder's lease would expire instead of up to a whole period later.
+  const candidateWait = (now: number): number => {
+    const jittered = retryPeriodMs * (1 + Math.random() * 0.2);
+    const spec = observed.lease?.spec;
+    if (!spec?.holderIdentity || spec.holderIdentity === opts.identity) return jittered;
+    const expiresIn = observed.at + (spec.leaseDurationSeconds ?? 0) * 1000 - now;
+    return Math.max(10, Math.min(jittered, expiresIn + 10));
+  };
+
   const loop = async () => {
     while (!abort.signal.aborted) {
       const sentAt = Date.now();
@@ -223,8 +233,7 @@ export function startLease(
           hooks.onAcquired();
         }
       }
-      // Candidates spread their polls a little, as client-go's JitterUntil does.
-      await sleep(held ? retryPeriodMs : retryPeriodMs * (1 + Math.random() * 0.2), abort.signal);
+      await sleep(held ? retryPeriodMs : candidateWait(Date.now()), abort.signal);
     }
   };
   const running = loop();
