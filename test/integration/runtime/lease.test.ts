@@ -92,6 +92,7 @@ function spawnAgent(kubeconfig: string, identity: string): Agent {
       } catch (e) {
         throw new Error(
           `${(e as Error).message}\n--- ${identity} stderr (tail) ---\n${agent.stderr()}`,
+          { cause: e },
         );
       }
     },
