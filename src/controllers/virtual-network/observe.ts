@@ -6,7 +6,7 @@ import type { Connect } from '../../libvirt/connection.js';
 import { NetworkXMLFlags } from '../../libvirt/constants.js';
 import { isNotFound, isUnsupported } from '../../libvirt/errors.js';
 import type { Network } from '../../libvirt/network.js';
-import type { OwnershipStamp } from '../../libvirt/xml/metadata.js';
+import { stampOf, type OwnershipStamp } from '../../libvirt/xml/metadata.js';
 import { parseNetworkXML, type NetworkDocument } from '../../libvirt/xml/network.js';
 import { hostUUID, INDEX_NETWORK } from '../indexes.js';
 import { networkUuid } from './desired.js';
@@ -49,8 +49,13 @@ export async function observeNetwork(
   if (byUuid) return describe(byUuid, vnet);
   const byName = await conn.lookupNetworkByName(String(vnet.metadata.name)).catch(absentOn);
   if (!byName) return { state: 'absent' };
-  const doc = parseNetworkXML(await byName.getXMLDesc());
-  return { state: 'foreign', name: doc.name, uuid: doc.uuid, stamp: doc.stamp };
+  return foreign(byName, stampOf(await byName.getXMLDesc()));
+}
+
+// Only the stamp is read from a network that is not ours: it may use libvirt features our
+// document does not model (forward mode 'open', 'hostdev', …) and must still be reported.
+function foreign(network: Network, stamp: OwnershipStamp | undefined): ForeignNetwork {
+  return { state: 'foreign', name: network.getName(), uuid: network.getUUIDString(), stamp };
 }
 
 function absentOn(err: unknown): undefined {
@@ -59,11 +64,11 @@ function absentOn(err: unknown): undefined {
 }
 
 async function describe(network: Network, vnet: VirtualNetwork): Promise<ObservedNetwork> {
+  const xml = await network.getXMLDesc();
+  const stamp = stampOf(xml);
+  if (!isOurs(stamp, vnet)) return foreign(network, stamp);
   const active = await network.isActive();
-  const current = parseNetworkXML(await network.getXMLDesc());
-  if (!isOurs(current.stamp, vnet)) {
-    return { state: 'foreign', name: current.name, uuid: current.uuid, stamp: current.stamp };
-  }
+  const current = parseNetworkXML(xml);
   const persistent = await network.isPersistent();
   const autostart = persistent ? await network.getAutostart() : false;
   let config: NetworkDocument | undefined;

@@ -11,6 +11,7 @@ import { observeNetwork } from '../../../../src/controllers/virtual-network/obse
 import { planUpdate } from '../../../../src/controllers/virtual-network/plan.js';
 import { reconcileVirtualNetwork } from '../../../../src/controllers/virtual-network/index.js';
 import { Connect, isNotFound } from '../../../../src/libvirt/index.js';
+import { buildXML } from '../../../../src/libvirt/xml/codec.js';
 import { buildNetworkXML, parseNetworkXML } from '../../../../src/libvirt/xml/network.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import {
@@ -287,6 +288,26 @@ describe('a foreign network with the same name', () => {
     expect(await foreign.getXMLDesc()).toBe(foreignXML);
     expect(await foreign.isActive()).toBe(true);
     expect(await networksSnapshot(conn)).toEqual(before);
+  });
+  it('is reported as NameConflict even in a mode the operator does not model', async () => {
+    const foreign = await conn.defineNetworkXML(
+      buildXML('network', {
+        name: 'open-fwd',
+        forward: { '@mode': 'open' },
+        bridge: { '@name': 'lvoopen' },
+        ip: { '@address': '10.55.0.1', '@prefix': 24 },
+      }),
+    );
+    const foreignXML = await foreign.getXMLDesc();
+    await k.create(KIND, { metadata: { name: 'open-fwd' }, spec: { mode: 'isolated' } });
+    await pass('open-fwd');
+    expect(condition(await fetchVnet('open-fwd'), 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'NameConflict',
+    });
+    await deleteAndConverge('open-fwd');
+    expect(await foreign.getXMLDesc()).toBe(foreignXML);
+    await foreign.undefine();
   });
 });
 
