@@ -1,0 +1,299 @@
+// Invariants of manifests/ that tie it to the rest of the project: the DaemonSet's flags are
+// ones the agent parses, its ports are the ones those flags open, its host paths are where
+// libvirt and the examples put things, and RBAC grants exactly what the CRDs and the agent
+// need. The API server's view (apply, RBAC, admission) is in test/integration/deploy/.
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, posix } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { agentConfig, LOCAL_LIBVIRT_SOCKET, type ConfigInput } from '../../../src/agent/config.js';
+import { nodeFinalizer } from '../../../src/controllers/context.js';
+import { packageRoot } from '../../../src/harness/package-root.js';
+
+const ROOT = packageRoot();
+const MANIFESTS = join(ROOT, 'manifests');
+
+/* eslint-disable @typescript-eslint/no-explicit-any -- Kubernetes objects read from YAML */
+type Obj = Record<string, any>;
+
+function load(file: string): Obj[] {
+  return parseAllDocuments(readFileSync(file, 'utf8')).map((d) => d.toJS() as Obj);
+}
+
+const yamlFiles = (dir: string) => readdirSync(dir).filter((f) => /\.ya?ml$/.test(f));
+const kustomization = load(join(MANIFESTS, 'kustomization.yaml'))[0]!;
+const objects = yamlFiles(MANIFESTS)
+  .filter((f) => f !== 'kustomization.yaml')
+  .flatMap((f) => load(join(MANIFESTS, f)));
+const crds = yamlFiles(join(ROOT, 'crds')).flatMap((f) => load(join(ROOT, 'crds', f)));
+const one = (kind: string, name?: string): Obj => {
+  const found = objects.filter((o) => o.kind === kind && (!name || o.metadata.name === name));
+  if (found.length !== 1)
+    throw new Error(`expected one ${kind} ${name ?? ''}, found ${found.length}`);
+  return found[0]!;
+};
+
+const daemonSet = one('DaemonSet');
+const pod = daemonSet.spec.template.spec;
+const container = pod.containers[0];
+const serviceAccount = one('ServiceAccount');
+const clusterRole = one('ClusterRole');
+const role = one('Role');
+const policy = one('ValidatingAdmissionPolicy');
+const virtPlurals = crds.map((c) => c.spec.names.plural as string).sort();
+
+// Typed against the agent's flag set: renaming a flag in src/agent/config.ts breaks the build.
+const AGENT_FLAGS = [
+  'node-name',
+  'libvirt-uri',
+  'kubeconfig',
+  'metrics-addr',
+  'health-addr',
+  'state-dir',
+  'lease-namespace',
+  'log-level',
+] as const satisfies readonly (keyof ConfigInput['flags'])[];
+
+/** `--name=value` flags into the agent's flag record; anything else is an error. */
+function agentFlags(args: string[]): ConfigInput['flags'] {
+  const flags: ConfigInput['flags'] = {};
+  for (const arg of args) {
+    const m = /^--([a-z-]+)=(.*)$/.exec(arg);
+    const name = m?.[1] as (typeof AGENT_FLAGS)[number] | undefined;
+    if (!m || !name || !AGENT_FLAGS.includes(name))
+      throw new Error(`DaemonSet arg '${arg}' is not an agent flag`);
+    flags[name] = m[2];
+  }
+  return flags;
+}
+
+/** The container's env with the downward API filled in as the kubelet would on node-1. */
+function podEnv(): Record<string, string> {
+  const downward: Record<string, string> = {
+    'spec.nodeName': 'node-1',
+    'metadata.namespace': daemonSet.metadata.namespace,
+  };
+  return Object.fromEntries(
+    (container.env as Obj[]).map((e) => [
+      e.name,
+      e.value ?? downward[e.valueFrom?.fieldRef?.fieldPath] ?? `unresolved ${JSON.stringify(e)}`,
+    ]),
+  );
+}
+
+const portNamed = (name: string) =>
+  (container.ports as Obj[]).find((p) => p.name === name)?.containerPort as number | undefined;
+const hostMounts = () =>
+  (container.volumeMounts as Obj[]).flatMap((m) => {
+    const volume = (pod.volumes as Obj[]).find((v) => v.name === m.name);
+    return volume?.hostPath
+      ? [{ mountPath: m.mountPath as string, hostPath: volume.hostPath.path as string }]
+      : [];
+  });
+const underMount = (path: string) =>
+  hostMounts().some((m) => path === m.mountPath || path.startsWith(`${m.mountPath}/`));
+
+describe('kustomizations', () => {
+  it('manifests/kustomization.yaml installs every manifest here and the CRDs, not the examples', () => {
+    expect([...kustomization.resources].sort()).toEqual(
+      ['../crds', ...yamlFiles(MANIFESTS).filter((f) => f !== 'kustomization.yaml')].sort(),
+    );
+    expect(kustomization.namespace).toBeUndefined();
+  });
+
+  it('crds/Kustomization lists every CRD file', () => {
+    const crdKustomization = load(join(ROOT, 'crds', 'Kustomization'))[0]!;
+    expect([...crdKustomization.resources].sort()).toEqual(yamlFiles(join(ROOT, 'crds')).sort());
+  });
+});
+
+describe('the agent DaemonSet', () => {
+  const config = agentConfig(
+    { flags: agentFlags(container.args), env: podEnv() },
+    { hostname: () => 'unused', libvirtUri: () => 'unused' },
+  );
+
+  it('runs libvirt-operator:<package version> as `libvirt-operator run`, like the image', () => {
+    const version = (
+      JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }
+    ).version;
+    expect(container.image).toBe(`libvirt-operator:${version}`);
+    expect(container.command).toEqual(['libvirt-operator', 'run']);
+    const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+    const json = (k: string) =>
+      JSON.parse(new RegExp(`^${k} (\\[.*\\])$`, 'm').exec(dockerfile)?.[1] ?? '[]') as string[];
+    expect([...json('ENTRYPOINT'), ...json('CMD')]).toEqual(container.command);
+  });
+
+  it('passes flags and environment the agent accepts: its node, namespace and the system libvirtd', () => {
+    expect(config.nodeName).toBe('node-1');
+    expect(config.leaseNamespace).toBe(daemonSet.metadata.namespace);
+    expect(config.libvirtUri).toBe('qemu:///system');
+    expect(config.stateDir).toBe('/var/lib/libvirt-operator');
+    expect(config.kubeconfig).toBeUndefined(); // in-cluster
+  });
+
+  it('exposes the metrics port the agent listens on and probes its health port', () => {
+    expect(config.metricsAddr).toEqual({ host: '0.0.0.0', port: 8080 });
+    expect(portNamed('metrics')).toBe(config.metricsAddr?.port);
+    expect(portNamed('health')).toBe(config.healthAddr?.port);
+    expect(container.livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'health' });
+    expect(container.readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'health' });
+  });
+
+  it('mounts every host path at the same path, including the libvirt socket, state and example pools', () => {
+    for (const m of hostMounts()) expect(m.mountPath, m.hostPath).toBe(m.hostPath);
+    expect(hostMounts().map((m) => m.hostPath)).toEqual(
+      expect.arrayContaining(['/var/run/libvirt', '/var/lib/libvirt', '/var/lib/libvirt-operator']),
+    );
+    expect(underMount(dirname(LOCAL_LIBVIRT_SOCKET))).toBe(true);
+    expect(underMount(config.stateDir)).toBe(true);
+    const examplePools = yamlFiles(join(MANIFESTS, 'examples'))
+      .flatMap((f) => load(join(MANIFESTS, 'examples', f)))
+      .filter((o) => o.kind === 'StoragePool');
+    expect(examplePools.length).toBeGreaterThan(0);
+    for (const p of examplePools)
+      expect(underMount(posix.normalize(p.spec.path)), p.spec.path).toBe(true);
+  });
+
+  it('never runs two agents on one node during an update', () => {
+    expect(daemonSet.spec.updateStrategy).toEqual({
+      type: 'RollingUpdate',
+      rollingUpdate: { maxUnavailable: 1, maxSurge: 0 },
+    });
+    expect(pod.terminationGracePeriodSeconds).toBe(30);
+  });
+
+  it('requests and limits resources, requests within limits', () => {
+    const { requests, limits } = container.resources;
+    expect(requests).toEqual({ cpu: '50m', memory: '64Mi' });
+    expect(limits).toEqual({ cpu: '500m', memory: '256Mi' });
+  });
+
+  it('runs as root without privileges or capabilities, on a read-only root filesystem', () => {
+    expect(container.securityContext).toMatchObject({
+      runAsUser: 0,
+      privileged: false,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'] },
+    });
+    expect(container.securityContext.capabilities.add).toBeUndefined();
+    expect(pod.hostNetwork ?? false).toBe(false);
+    expect(pod.hostPID ?? false).toBe(false);
+  });
+
+  it('lands on labelled libvirt hosts, control-plane nodes included, as the agent ServiceAccount', () => {
+    expect(pod.nodeSelector['virt.dev/libvirt-host']).toBe('true');
+    expect(pod.tolerations).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({
+          key: 'node-role.kubernetes.io/control-plane',
+          operator: 'Exists',
+        }),
+      ]),
+    );
+    expect(pod.serviceAccountName).toBe(serviceAccount.metadata.name);
+    expect(serviceAccount.metadata.namespace).toBe(daemonSet.metadata.namespace);
+  });
+});
+
+describe('RBAC', () => {
+  const rules = [...clusterRole.rules, ...role.rules] as Obj[];
+  const virtRules = (clusterRole.rules as Obj[]).filter((r) => r.apiGroups.includes('virt.dev'));
+  const verbsOn = (resource: string) =>
+    virtRules
+      .filter((r) => r.resources.includes(resource))
+      .flatMap((r) => r.verbs as string[])
+      .sort();
+
+  it('has no wildcard and no Secret anywhere', () => {
+    for (const r of rules) {
+      for (const field of ['apiGroups', 'resources', 'verbs'])
+        expect(r[field], JSON.stringify(r)).not.toContain('*');
+      expect(r.resources.filter((x: string) => x.startsWith('secrets'))).toEqual([]);
+      expect(r.nonResourceURLs).toBeUndefined();
+    }
+  });
+
+  it('reads every CRD kind and may patch it (finalizers), never create, update or delete it', () => {
+    expect(virtPlurals).toEqual(['storagepools', 'virtualmachines', 'virtualnetworks', 'volumes']);
+    for (const plural of virtPlurals) {
+      expect(verbsOn(plural), plural).toEqual(['get', 'list', 'patch', 'watch']);
+      expect(verbsOn(`${plural}/status`), plural).toEqual(['get', 'patch', 'update']);
+      expect(verbsOn(`${plural}/finalizers`), plural).toEqual(['update']);
+    }
+    const all = virtRules.flatMap((r) => r.resources as string[]);
+    expect(all.filter((r) => !virtPlurals.includes(r.split('/')[0]!))).toEqual([]);
+  });
+
+  it('keeps Leases in a Role of the agent namespace, not in the ClusterRole', () => {
+    expect(role.metadata.namespace).toBe(daemonSet.metadata.namespace);
+    expect(role.rules).toEqual([
+      {
+        apiGroups: ['coordination.k8s.io'],
+        resources: ['leases'],
+        verbs: ['get', 'create', 'update'],
+      },
+    ]);
+    expect(
+      (clusterRole.rules as Obj[]).filter((r) => r.apiGroups.includes('coordination.k8s.io')),
+    ).toEqual([]);
+  });
+
+  it('binds both roles to the agent ServiceAccount only', () => {
+    for (const binding of [one('ClusterRoleBinding'), one('RoleBinding')]) {
+      expect(binding.subjects).toEqual([
+        {
+          kind: 'ServiceAccount',
+          name: serviceAccount.metadata.name,
+          namespace: serviceAccount.metadata.namespace,
+        },
+      ]);
+      const target = binding.roleRef.kind === 'Role' ? role : clusterRole;
+      expect(binding.roleRef.name).toBe(target.metadata.name);
+    }
+  });
+});
+
+describe('the admission policy', () => {
+  const matched = (policy.spec.matchConstraints.resourceRules as Obj[]).flatMap((r) =>
+    (r.resources as string[]).map((res) => `${r.apiGroups[0]}/${res}`),
+  );
+  const expr = JSON.stringify(policy.spec);
+
+  it('watches every write RBAC grants on the CRDs and on Leases (Events excepted)', () => {
+    const writes = [...clusterRole.rules, ...role.rules].filter(
+      (r: Obj) =>
+        r.verbs.some((v: string) => ['patch', 'update', 'create'].includes(v)) &&
+        !r.resources.includes('events'),
+    ) as Obj[];
+    const granted = writes.flatMap((r) =>
+      (r.resources as string[])
+        .filter((res) => !res.endsWith('/finalizers'))
+        .map((res) => `${r.apiGroups[0]}/${res}`),
+    );
+    expect(granted.length).toBeGreaterThan(8);
+    expect(matched).toEqual(expect.arrayContaining(granted));
+  });
+
+  it("matches the agent's ServiceAccount by name and is bound with Deny", () => {
+    expect(policy.spec.matchConditions[0].expression).toContain(
+      `':${serviceAccount.metadata.name}'`,
+    );
+    expect(policy.spec.failurePolicy).toBe('Fail');
+    expect(one('ValidatingAdmissionPolicyBinding').spec).toEqual({
+      policyName: policy.metadata.name,
+      validationActions: ['Deny'],
+    });
+  });
+
+  it('mirrors nodeFinalizer(): node.virt.dev/<node>, and a 52-character prefix for names over 63', () => {
+    expect(nodeFinalizer('node-a')).toBe('node.virt.dev/node-a');
+    expect(nodeFinalizer('n'.repeat(63))).toBe(`node.virt.dev/${'n'.repeat(63)}`);
+    const long = `host-${'x'.repeat(70)}`;
+    expect(nodeFinalizer(long).startsWith(`node.virt.dev/${long.slice(0, 52)}-`)).toBe(true);
+    expect(expr).toContain("variables.node.size() <= 63 ? 'node.virt.dev/' + variables.node");
+    expect(expr).toContain("'node.virt.dev/' + variables.node.substring(0, 52) + '-'");
+  });
+});
