@@ -1,5 +1,5 @@
 // The VirtualNetwork controller against a real kube-apiserver and libvirt's test driver.
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -104,7 +104,12 @@ describe('the example NAT network', () => {
   let uid: string;
 
   it('becomes active with our UUID, its bridge and a correct status entry', async () => {
-    const manifest = parse(readFileSync('manifests/examples/10-network-nat.yaml', 'utf8')) as {
+    const manifest = parse(
+      readFileSync(
+        new URL('../../../../manifests/examples/10-network-nat.yaml', import.meta.url),
+        'utf8',
+      ),
+    ) as {
       metadata: { name: string };
       spec: object;
     };
@@ -359,6 +364,61 @@ describe('node selection', () => {
     expect(entryOf(stored)).toMatchObject({ active: false });
     await deleteAndConverge('compute-net');
     await k.node(NODE, {});
+  });
+});
+
+describe('two nodes', () => {
+  it('keep their own status entries and finalizers, and each cleans its own host', async () => {
+    // A second host: a test-driver connection with its own state, loaded from an empty node.
+    const dir = mkdtempSync(join(tmpdir(), 'lvo-vnet-host-'));
+    writeFileSync(join(dir, 'host.xml'), '<node/>');
+    const connB = await Connect.open(`test://${join(dir, 'host.xml')}`);
+    try {
+      const ctxB = snapshotContext({
+        kubeConfig: getCp().kubeConfig,
+        conn: connB,
+        nodeName: 'vnet-node-2',
+        stateDir: dir,
+      });
+      const created = await k.create<VirtualNetwork>(KIND, {
+        metadata: { name: 'shared' },
+        spec: { mode: 'isolated' },
+      });
+      const uid = String(created.metadata.uid);
+      const readyOn = (node: string) => async () =>
+        (await fetchVnet('shared'))?.status?.nodes
+          ?.find((n) => n.nodeName === node)
+          ?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+      await converge(ctx, reconcileVirtualNetwork, 'shared', { until: readyOn(NODE) });
+      await converge(ctxB, reconcileVirtualNetwork, 'shared', { until: readyOn('vnet-node-2') });
+
+      const stored = await fetchVnet('shared');
+      expect(stored?.status?.nodes?.map((n) => [n.nodeName, n.active, n.uuid]).sort()).toEqual([
+        [NODE, true, uid],
+        ['vnet-node-2', true, uid],
+      ]);
+      expect(stored?.metadata.finalizers?.sort()).toEqual(
+        [nodeFinalizer(NODE), nodeFinalizer('vnet-node-2')].sort(),
+      );
+      expect((await connB.lookupNetworkByUUIDString(uid)).getName()).toBe('shared');
+      // The other node's entry is not this node's business: still nothing to write here.
+      const writes = ctx.writes;
+      expect(await pass('shared')).toEqual({});
+      expect(ctx.writes).toBe(writes);
+
+      await k.remove(KIND, undefined, 'shared');
+      await converge(ctx, reconcileVirtualNetwork, 'shared');
+      expect((await fetchVnet('shared'))?.metadata.finalizers).toEqual([
+        nodeFinalizer('vnet-node-2'),
+      ]);
+      await converge(ctxB, reconcileVirtualNetwork, 'shared', {
+        until: async () => !(await fetchVnet('shared')),
+      });
+      expect(await lookup(uid)).toBeUndefined();
+      expect(await connB.listAllNetworks()).toEqual([]);
+    } finally {
+      await connB.close();
+    }
   });
 });
 
