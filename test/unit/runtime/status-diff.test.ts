@@ -119,14 +119,15 @@ describe('condition transition times', () => {
         },
       ],
     };
-    const desired = {
+    type PerNode = { nodes: { nodeName: string; conditions: Condition[] }[] };
+    const desired: PerNode = {
       nodes: [{ nodeName: 'b', conditions: [{ type: 'Ready', status: 'False' }] }],
     };
     expect(
       settleTransitionTimes(desired, current, now, keys).nodes[0]!.conditions[0]!
         .lastTransitionTime,
     ).toBe(old);
-    const flipped = {
+    const flipped: PerNode = {
       nodes: [{ nodeName: 'a', conditions: [{ type: 'Ready', status: 'False' }] }],
     };
     expect(
