@@ -1,0 +1,134 @@
+// Executes volume steps through the binding, one pool at a time (pool-lock.ts). Steps are
+// idempotent: a create that finds the file already there is absorbed and the next observation
+// decides whether the file is ours. Problems only the host can judge come back for status;
+// transport errors are thrown and retried by the queue.
+import {
+  isAlreadyExists,
+  isConnectionError,
+  isLibvirtError,
+  isNotFound,
+  isUnsupported,
+} from '../../libvirt/errors.js';
+import type { StorageVol } from '../../libvirt/storage.js';
+import { buildVolumeXML } from '../../libvirt/xml/volume.js';
+import type { ReadyPool } from './observe.js';
+import type { VolumeStep } from './plan.js';
+import { withPoolLock } from './pool-lock.js';
+
+export interface Problem {
+  reason: string;
+  message: string;
+}
+
+export interface VolumeActOutcome {
+  done: VolumeStep['op'][];
+  /** Creating the file failed for a reason the host judged (no space, invalid size...). */
+  problem?: Problem;
+  /** The resize could not be done; the volume itself is fine. */
+  resizeProblem?: Problem;
+}
+
+export async function applyVolumeSteps(
+  pool: ReadyPool,
+  target: StorageVol | undefined,
+  source: StorageVol | undefined,
+  steps: readonly VolumeStep[],
+): Promise<VolumeActOutcome> {
+  const outcome: VolumeActOutcome = { done: [] };
+  if (steps.length === 0) return outcome;
+  await withPoolLock(pool.name, async () => {
+    for (const step of steps) {
+      try {
+        await applyStep(pool, target, source, step);
+        outcome.done.push(step.op);
+      } catch (err) {
+        if (!isLibvirtError(err) || isConnectionError(err)) throw err;
+        if (step.op === 'resize') {
+          outcome.resizeProblem = {
+            reason: isUnsupported(err) ? 'ResizeUnsupported' : 'ResizeFailed',
+            message: `growing to ${step.capacity} bytes failed: ${err.message}`,
+          };
+        } else {
+          outcome.problem = {
+            reason: 'CreateFailed',
+            message: `creating the volume failed: ${err.message}`,
+          };
+        }
+        return;
+      }
+    }
+  });
+  return outcome;
+}
+
+async function applyStep(
+  pool: ReadyPool,
+  target: StorageVol | undefined,
+  source: StorageVol | undefined,
+  step: VolumeStep,
+): Promise<void> {
+  switch (step.op) {
+    case 'create':
+    case 'clone': {
+      const xml = buildVolumeXML(step.doc);
+      try {
+        if (step.op === 'create') await pool.handle.createVolumeXML(xml, 0);
+        else if (source) await pool.handle.createVolumeXMLFrom(xml, source, 0);
+        else throw new Error('clone step without a source volume (plan bug)');
+      } catch (err) {
+        // Created by an earlier pass that crashed before its status write.
+        if (!isAlreadyExists(err)) throw err;
+      }
+      return;
+    }
+    case 'resize':
+      if (!target) throw new Error('resize step without a volume (plan bug)');
+      await target.resize(step.capacity, 0);
+      return;
+  }
+}
+
+/** Deletes a volume file (Delete policy); one already gone is fine. */
+export async function deleteVolumeFile(pool: ReadyPool, vol: StorageVol): Promise<void> {
+  await withPoolLock(pool.name, () =>
+    vol.delete(0).catch((err: unknown) => {
+      if (!isNotFound(err, 'storageVol')) throw err;
+    }),
+  );
+}
+
+/**
+ * Hands a verified download to libvirt: a sparse raw file of the download's size, the bytes
+ * streamed in (virStorageVolUpload), then a pool refresh so libvirt probes the real format
+ * and virtual size (a qcow2 image is then reported as qcow2). The file's bytes are exactly
+ * the verified ones. If the upload fails, the file is deleted again.
+ */
+export async function uploadImage(
+  pool: ReadyPool,
+  name: string,
+  file: string,
+  fileSize: bigint,
+): Promise<Problem | undefined> {
+  return withPoolLock(pool.name, async () => {
+    const xml = buildVolumeXML({ name, capacity: fileSize, allocation: 0n, format: 'raw' });
+    let vol: StorageVol;
+    try {
+      vol = await pool.handle.createVolumeXML(xml, 0);
+    } catch (err) {
+      if (!isLibvirtError(err) || isConnectionError(err)) throw err;
+      return { reason: 'CreateFailed', message: `creating the volume failed: ${err.message}` };
+    }
+    try {
+      await vol.upload(file);
+    } catch (err) {
+      await vol.delete(0).catch(() => undefined);
+      if (!isLibvirtError(err) || isConnectionError(err)) throw err;
+      const why = isUnsupported(err)
+        ? 'the libvirt driver on this node cannot upload volumes'
+        : 'the upload failed';
+      return { reason: 'ImportFailed', message: `${why}: ${err.message}` };
+    }
+    await pool.handle.refresh(0);
+    return undefined;
+  });
+}

@@ -1,0 +1,234 @@
+// HTTP import: download in the background into the agent's state directory while hashing,
+// verify the SHA-256, check the image, and only then hand it to libvirt (create + upload,
+// under the pool lock). A download takes minutes, a reconcile must not: reconcile starts the
+// job, then looks at it every few seconds (progress in status) until it is verified.
+// Jobs live in this process only; after an agent restart a download starts over.
+import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { VolumeSpecSourceHttp, VolumeStatusProgress } from '../../api/generated/types.js';
+import type { Problem } from './act.js';
+
+export interface ImageInfo {
+  format: 'qcow2' | 'raw';
+  /** The size the guest sees: the qcow2 header's size, or the raw file's length. */
+  virtualSize: bigint;
+  fileSize: bigint;
+}
+
+export class ImportError extends Error {
+  constructor(
+    readonly reason: 'ImportFailed' | 'ChecksumMismatch' | 'FormatMismatch',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ImportError';
+  }
+}
+
+const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
+/** Enough of the file to read a qcow2 header's fields we check. */
+export const HEAD_BYTES = 512;
+
+/**
+ * What the downloaded bytes are. A qcow2 image that names a backing file is refused: libvirt
+ * or QEMU would open that path on the host, so an image from the internet could read any
+ * host file into the guest.
+ */
+export function sniffImage(head: Buffer, fileSize: bigint): ImageInfo | Problem {
+  if (head.length >= 4 && head.readUInt32BE(0) === QCOW2_MAGIC) {
+    if (head.length < 32) {
+      return {
+        reason: 'ImportFailed',
+        message: `the image is a truncated qcow2 file (${fileSize} bytes)`,
+      };
+    }
+    if (head.readBigUInt64BE(8) !== 0n) {
+      return {
+        reason: 'ImportFailed',
+        message: 'the qcow2 image names a backing file; only self-contained images are imported',
+      };
+    }
+    return { format: 'qcow2', virtualSize: head.readBigUInt64BE(24), fileSize };
+  }
+  return { format: 'raw', virtualSize: fileSize, fileSize };
+}
+
+export function progressOf(
+  bytesDone: number,
+  bytesTotal: number | undefined,
+): VolumeStatusProgress {
+  if (bytesTotal === undefined || bytesTotal <= 0) return { bytesDone };
+  return {
+    bytesDone,
+    bytesTotal,
+    percent: Math.min(100, Math.floor((bytesDone * 100) / bytesTotal)),
+  };
+}
+
+export interface DownloadOptions {
+  url: string;
+  sha256: string;
+  file: string;
+  signal?: AbortSignal;
+  onProgress?: (bytesDone: number, bytesTotal: number | undefined) => void;
+}
+
+/**
+ * Streams `url` into `file`, hashing on the way. Resolves with what the image is once the
+ * digest matches; on any failure the partial file is removed and an ImportError (or the
+ * abort) is thrown.
+ */
+export async function downloadVerified(opts: DownloadOptions): Promise<ImageInfo> {
+  await mkdir(path.dirname(opts.file), { recursive: true, mode: 0o700 });
+  try {
+    const res = await fetch(opts.url, { signal: opts.signal ?? null, redirect: 'follow' }).catch(
+      (err: unknown) => {
+        if (opts.signal?.aborted) throw err;
+        throw new ImportError('ImportFailed', `GET ${opts.url} failed: ${causeOf(err)}`);
+      },
+    );
+    if (!res.ok || !res.body) {
+      throw new ImportError(
+        'ImportFailed',
+        `GET ${opts.url} answered HTTP ${res.status} ${res.statusText}`.trim(),
+      );
+    }
+    const length = Number(res.headers.get('content-length'));
+    const total = Number.isSafeInteger(length) && length > 0 ? length : undefined;
+    const hash = createHash('sha256');
+    const head: Buffer[] = [];
+    let headLength = 0;
+    let done = 0;
+    const meter = new Transform({
+      transform(chunk: Buffer, _enc, callback) {
+        hash.update(chunk);
+        if (headLength < HEAD_BYTES) {
+          head.push(chunk.subarray(0, HEAD_BYTES - headLength));
+          headLength += Math.min(chunk.length, HEAD_BYTES - headLength);
+        }
+        done += chunk.length;
+        opts.onProgress?.(done, total);
+        callback(null, chunk);
+      },
+    });
+    const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
+    await pipeline(body, meter, createWriteStream(opts.file, { mode: 0o600 }), {
+      signal: opts.signal,
+    }).catch((err: unknown) => {
+      if (opts.signal?.aborted) throw err;
+      throw new ImportError(
+        'ImportFailed',
+        `downloading ${opts.url} failed after ${done} bytes: ${causeOf(err)}`,
+      );
+    });
+    const digest = hash.digest('hex');
+    if (digest !== opts.sha256.toLowerCase()) {
+      throw new ImportError(
+        'ChecksumMismatch',
+        `the download's SHA-256 is ${digest}, spec.source.http.sha256 says ${opts.sha256}; the file was discarded`,
+      );
+    }
+    const image = sniffImage(Buffer.concat(head), BigInt(done));
+    if ('reason' in image) throw new ImportError('ImportFailed', image.message);
+    return image;
+  } catch (err) {
+    await rm(opts.file, { force: true });
+    throw err;
+  }
+}
+
+function causeOf(err: unknown): string {
+  const e = err as { message?: string; cause?: { message?: string; code?: string } };
+  const cause = e.cause?.code ?? e.cause?.message;
+  return cause ? `${e.message ?? String(err)} (${cause})` : (e.message ?? String(err));
+}
+
+// ---- the jobs of this process, keyed by the Volume's uid ----
+
+export interface ImportJob {
+  state: 'downloading' | 'verified' | 'failed';
+  file: string;
+  bytesDone: number;
+  bytesTotal?: number;
+  image?: ImageInfo;
+  problem?: Problem;
+  /** When a failed job may be tried again (ms since the epoch). */
+  retryAt?: number;
+  attempts: number;
+  abort: AbortController;
+}
+
+const jobs = new Map<string, ImportJob>();
+
+/** Waits between failed downloads: 10 s, doubling, at most 5 min. */
+export function importRetryDelay(attempts: number): number {
+  return Math.min(300_000, 10_000 * 2 ** Math.max(0, attempts - 1));
+}
+
+export function importJob(uid: string): ImportJob | undefined {
+  return jobs.get(uid);
+}
+
+export function importFile(stateDir: string, uid: string): string {
+  return path.join(stateDir, 'imports', `${uid}.img`);
+}
+
+/** Starts the download unless one is running or verified; a failed one is started again. */
+export function startImport(
+  uid: string,
+  source: VolumeSpecSourceHttp,
+  stateDir: string,
+): ImportJob {
+  const existing = jobs.get(uid);
+  if (existing && existing.state !== 'failed') return existing;
+  const job: ImportJob = {
+    state: 'downloading',
+    file: importFile(stateDir, uid),
+    bytesDone: 0,
+    attempts: (existing?.attempts ?? 0) + 1,
+    abort: new AbortController(),
+  };
+  jobs.set(uid, job);
+  downloadVerified({
+    url: source.url,
+    sha256: source.sha256,
+    file: job.file,
+    signal: job.abort.signal,
+    onProgress: (done, total) => {
+      job.bytesDone = done;
+      if (total !== undefined) job.bytesTotal = total;
+    },
+  }).then(
+    (image) => {
+      job.state = 'verified';
+      job.image = image;
+    },
+    (err: unknown) => {
+      if (job.abort.signal.aborted) return;
+      job.state = 'failed';
+      job.problem =
+        err instanceof ImportError
+          ? { reason: err.reason, message: err.message }
+          : { reason: 'ImportFailed', message: String(err) };
+      job.retryAt = Date.now() + importRetryDelay(job.attempts);
+    },
+  );
+  return job;
+}
+
+/** Stops a download and removes its file; safe when there is none. */
+export async function cancelImport(uid: string, stateDir: string): Promise<void> {
+  jobs.get(uid)?.abort.abort();
+  jobs.delete(uid);
+  await rm(importFile(stateDir, uid), { force: true });
+}
+
+/** Forgets a job whose file was handed to libvirt (or that is no longer wanted). */
+export async function finishImport(uid: string, stateDir: string): Promise<void> {
+  jobs.delete(uid);
+  await rm(importFile(stateDir, uid), { force: true });
+}

@@ -1,0 +1,1 @@
+export { reconcileVolume } from './reconcile.js';

@@ -1,0 +1,117 @@
+// What the host has for a Volume: its pool (the StoragePool's libvirt pool on this node, found
+// by the StoragePool's uid), the volume file in it, and for copies and overlays the source
+// Volume's file. Reads only; a missing prerequisite is a NotReady value, never a throw.
+import type { StoragePool, Volume } from '../../api/generated/types.js';
+import { volumeFileName } from '../../api/names.js';
+import type { ControllerContext } from '../context.js';
+import { isNotFound, isOperationInvalid } from '../../libvirt/errors.js';
+import type { StoragePool as LibvirtPool, StorageVol } from '../../libvirt/storage.js';
+import { parsePoolXML } from '../../libvirt/xml/pool.js';
+import { parseVolumeXML, type ObservedVolume } from '../../libvirt/xml/volume.js';
+import { lookupPool } from '../storage-pool/observe.js';
+import type { SourceImage } from './desired.js';
+
+export interface NotReady {
+  reason: 'PoolNotReady' | 'SourceNotReady';
+  message: string;
+  /** The host object is gone for good (not merely stopped): deletion need not wait for it. */
+  gone?: boolean;
+}
+
+export interface ReadyPool {
+  name: string;
+  handle: LibvirtPool;
+}
+
+export async function observePool(
+  ctx: ControllerContext,
+  poolName: string,
+): Promise<ReadyPool | NotReady> {
+  const pool = ctx.get<StoragePool>('StoragePool', undefined, poolName);
+  const at = `on node ${ctx.nodeName}`;
+  if (!pool?.metadata.uid) {
+    return {
+      reason: 'PoolNotReady',
+      message: `StoragePool ${poolName} does not exist`,
+      gone: true,
+    };
+  }
+  const handle = await lookupPool(ctx.libvirt(), pool.metadata.uid);
+  if (!handle) {
+    return {
+      reason: 'PoolNotReady',
+      message: `StoragePool ${poolName} is not present ${at}`,
+      gone: true,
+    };
+  }
+  if (!(await handle.isActive())) {
+    return { reason: 'PoolNotReady', message: `StoragePool ${poolName} is not running ${at}` };
+  }
+  return { name: poolName, handle };
+}
+
+export interface HostVolume {
+  handle: StorageVol;
+  doc: ObservedVolume;
+}
+
+/** The volume called `name` in the pool, or undefined. */
+export async function observeVolume(
+  pool: LibvirtPool,
+  name: string,
+): Promise<HostVolume | undefined> {
+  try {
+    const handle = await pool.lookupStorageVolByName(name);
+    return { handle, doc: parseVolumeXML(await handle.getXMLDesc(0)) };
+  } catch (err) {
+    // Not found, or the pool stopped between our look and this call.
+    if (isNotFound(err, 'storageVol') || isOperationInvalid(err)) return undefined;
+    throw err;
+  }
+}
+
+export interface ReadySource {
+  image: SourceImage;
+  handle: StorageVol;
+}
+
+/**
+ * The source Volume's file, once that Volume is Available on this node. A source that is being
+ * deleted is not used: taking a new dependency on it would hold its deletion forever.
+ */
+export async function observeSource(
+  ctx: ControllerContext,
+  vol: Volume,
+  sourceName: string,
+): Promise<ReadySource | NotReady> {
+  const namespace = String(vol.metadata.namespace);
+  const key = `${namespace}/${sourceName}`;
+  const notReady = (message: string): NotReady => ({ reason: 'SourceNotReady', message });
+  const source = ctx.get<Volume>('Volume', namespace, sourceName);
+  if (!source) return notReady(`source Volume ${key} does not exist`);
+  if (source.spec.nodeName !== ctx.nodeName) {
+    return notReady(
+      `source Volume ${key} is on node ${source.spec.nodeName}, not on ${ctx.nodeName}`,
+    );
+  }
+  if (source.metadata.deletionTimestamp) return notReady(`source Volume ${key} is being deleted`);
+  const phase = source.status?.phase;
+  if (phase !== 'Available' && phase !== 'InUse') {
+    return notReady(`source Volume ${key} is not Available yet (phase ${phase ?? 'unknown'})`);
+  }
+  const pool = await observePool(ctx, source.spec.pool);
+  if ('reason' in pool) return notReady(`source Volume ${key}: ${pool.message}`);
+  const found = await observeVolume(pool.handle, volumeFileName(source));
+  if (!found?.doc.path)
+    return notReady(`source Volume ${key} has no file in pool ${source.spec.pool}`);
+  return {
+    handle: found.handle,
+    image: { path: found.doc.path, capacity: found.doc.capacity, format: found.doc.format },
+  };
+}
+
+/** Where a new volume called `name` will be: the pool's directory (dir pools) + the name. */
+export async function plannedPath(pool: LibvirtPool, name: string): Promise<string> {
+  const dir = parsePoolXML(await pool.getXMLDesc(0)).target.path;
+  return `${dir.replace(/\/+$/, '')}/${name}`;
+}

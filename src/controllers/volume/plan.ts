@@ -1,0 +1,127 @@
+// From the desired volume and the file found in the pool to the storage calls to make. Only
+// owned fields count (name, capacity, format, backing store); allocation is what the guest
+// wrote and never a reason to act. A file this Volume did not create is never touched.
+import type { Volume } from '../../api/generated/types.js';
+import { findCondition } from '../../api/conditions.js';
+import {
+  changedVolumeFields,
+  type ObservedVolume,
+  type VolumeDocument,
+} from '../../libvirt/xml/volume.js';
+import { requestedCapacity, type SourceKind } from './desired.js';
+
+export type VolumeStep =
+  | { op: 'create'; doc: VolumeDocument }
+  /** virStorageVolCreateXMLFrom: a full copy of the source volume. */
+  | { op: 'clone'; doc: VolumeDocument }
+  | { op: 'resize'; capacity: bigint };
+
+export type VolumePlan = { steps: VolumeStep[] } | { conflict: string };
+
+export const RESIZED = 'Resized';
+
+/**
+ * Whether the file in the pool is this Volume's. libvirt volumes carry no metadata, so the
+ * proof is: the status already records this path (we created it), or the file is exactly what
+ * we would have created (a crash between create and the status write). Anything else under
+ * our file name was put there by someone else.
+ */
+export function ownsVolume(
+  vol: Volume,
+  observed: ObservedVolume,
+  desired: VolumeDocument | undefined,
+): boolean {
+  if (observed.path !== undefined && vol.status?.path === observed.path) return true;
+  return desired !== undefined && changedVolumeFields(desired, observed).length === 0;
+}
+
+export function planVolume(
+  vol: Volume,
+  kind: SourceKind,
+  desired: VolumeDocument | undefined,
+  observed: ObservedVolume | undefined,
+): VolumePlan {
+  if (!observed) {
+    if (!desired)
+      throw new Error('planVolume: nothing to create from (the caller observes the source first)');
+    return { steps: [{ op: kind === 'clone' ? 'clone' : 'create', doc: desired }] };
+  }
+  if (!ownsVolume(vol, observed, desired)) return { conflict: conflictMessage(observed) };
+  const requested = requestedCapacity(vol);
+  if (requested !== undefined && observed.capacity < requested && !resizeSuspended(vol)) {
+    return { steps: [{ op: 'resize', capacity: requested }] };
+  }
+  // A capacity below the file's is never applied: volumes grow, they never shrink.
+  return { steps: [] };
+}
+
+/**
+ * A resize the host cannot do (the driver lacks it) is tried once per generation: retrying on
+ * every pass would be a libvirt write per pass for nothing. A spec change tries again.
+ */
+export function resizeSuspended(vol: Volume): boolean {
+  const c = findCondition(vol.status?.conditions, RESIZED);
+  return (
+    c?.status === 'False' &&
+    c.reason === 'ResizeUnsupported' &&
+    c.observedGeneration === (vol.metadata.generation ?? 0)
+  );
+}
+
+function conflictMessage(observed: ObservedVolume): string {
+  return (
+    `a file ${observed.path ?? observed.name} (format ${observed.format}, capacity ${observed.capacity} bytes) ` +
+    `already exists in the pool and was not created by this Volume; it is never adopted or deleted: ` +
+    `remove it or choose another Volume name`
+  );
+}
+
+/** Set True once an HTTP import's file was verified and handed to libvirt; kept afterwards. */
+export const IMPORTED = 'Imported';
+
+export type ImportDecision =
+  | { do: 'converged' }
+  | { do: 'conflict'; message: string }
+  /** Our file from an upload that was interrupted: delete it and import again. */
+  | { do: 'discard' }
+  | { do: 'download' }
+  /** Downloading, or failed and waiting for the retry time. */
+  | { do: 'wait' }
+  /** Verified: first record the path in status, so a crash during the upload leaves a file we know is ours. */
+  | { do: 'record'; path: string }
+  | { do: 'upload' };
+
+export interface ImportState {
+  state: 'downloading' | 'verified' | 'failed';
+  retryAt?: number;
+}
+
+/**
+ * The next step of an HTTP import. The file's content can only be trusted once the upload
+ * finished (the Imported condition); a file whose path our status records but that was never
+ * completed is a partial upload and is replaced. `plannedPath` is where the file will be,
+ * needed once the download is verified.
+ */
+export function planImport(
+  vol: Volume,
+  observed: ObservedVolume | undefined,
+  job: ImportState | undefined,
+  nowMs: number,
+  plannedPath: string | undefined,
+): ImportDecision {
+  if (observed) {
+    if (observed.path === undefined || vol.status?.path !== observed.path) {
+      return { do: 'conflict', message: conflictMessage(observed) };
+    }
+    return findCondition(vol.status?.conditions, IMPORTED)?.status === 'True'
+      ? { do: 'converged' }
+      : { do: 'discard' };
+  }
+  if (!job) return { do: 'download' };
+  if (job.state === 'downloading') return { do: 'wait' };
+  if (job.state === 'failed')
+    return nowMs >= (job.retryAt ?? 0) ? { do: 'download' } : { do: 'wait' };
+  if (plannedPath === undefined)
+    throw new Error('planImport: a verified import needs the planned path');
+  return vol.status?.path === plannedPath ? { do: 'upload' } : { do: 'record', path: plannedPath };
+}

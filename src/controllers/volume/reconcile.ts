@@ -1,0 +1,298 @@
+// Volume: the agent of spec.nodeName keeps a file <namespace>_<name> in the pool spec.pool
+// (blank, a clone, a qcow2 overlay or an HTTP import), grows it when spec.capacity grows, and
+// on deletion removes it (deletionPolicy Delete) or leaves it (Retain) once nothing uses it.
+import { findCondition } from '../../api/conditions.js';
+import type { Volume } from '../../api/generated/types.js';
+import { volumeFileName } from '../../api/names.js';
+import {
+  done,
+  HOST_FINALIZER,
+  requeueAfter,
+  splitKey,
+  VOLUME_PROTECTION_FINALIZER,
+  type Action,
+  type ControllerContext,
+} from '../context.js';
+import { newProblem, retryDelay } from '../storage-pool/status.js';
+import { applyVolumeSteps, deleteVolumeFile, uploadImage } from './act.js';
+import { desiredVolume, sourceKind, sourceVolumeName } from './desired.js';
+import { cancelImport, finishImport, importJob, progressOf, startImport } from './import.js';
+import {
+  observePool,
+  observeSource,
+  observeVolume,
+  plannedPath,
+  type HostVolume,
+  type ReadyPool,
+  type ReadySource,
+} from './observe.js';
+import { ownsVolume, planImport, planVolume, RESIZED, type VolumeStep } from './plan.js';
+import { DELETION_BLOCKED, READY, volumeStatus, type VolumeFacts } from './status.js';
+import { usersOf } from './users.js';
+
+const KIND = 'Volume';
+/** How often an import's progress is looked at (and written to status when it moved). */
+export const PROGRESS_INTERVAL_MS = 3_000;
+
+type Pass = { facts: VolumeFacts; requeueMs?: number };
+
+export async function reconcileVolume(key: string, ctx: ControllerContext): Promise<Action> {
+  const { namespace, name } = splitKey(key);
+  const vol = ctx.get<Volume>(KIND, namespace, name);
+  if (!vol || vol.spec.nodeName !== ctx.nodeName) return done;
+  if (vol.metadata.deletionTimestamp) return removeVolume(vol, ctx);
+  const usedBy = usersOf(vol, ctx);
+
+  // One finalizer write per pass (each write changes the object the next one would test);
+  // the host finalizer first, since it guards the file this pass may create.
+  const missing = [HOST_FINALIZER, VOLUME_PROTECTION_FINALIZER].find(
+    (f) => !vol.metadata.finalizers?.includes(f),
+  );
+  if (missing) await ctx.ensureFinalizer(KIND, vol, missing);
+
+  const pool = await observePool(ctx, vol.spec.pool);
+  if ('reason' in pool) return report(vol, { facts: { problem: pool, usedBy } }, ctx);
+  const found = await observeVolume(pool.handle, volumeFileName(vol));
+  const pass =
+    sourceKind(vol) === 'http'
+      ? await convergeImport(vol, pool, found, usedBy, ctx)
+      : await convergeFile(vol, pool, found, usedBy, ctx);
+  return report(vol, pass, ctx);
+}
+
+/** Blank, clone and overlay volumes: create the file once, grow it when asked. */
+async function convergeFile(
+  vol: Volume,
+  pool: ReadyPool,
+  found: HostVolume | undefined,
+  usedBy: VolumeFacts['usedBy'],
+  ctx: ControllerContext,
+): Promise<Pass> {
+  const kind = sourceKind(vol);
+  const recorded = found !== undefined && vol.status?.path === found.doc.path;
+  let source: ReadySource | undefined;
+  // The source matters only to create the file or to prove an unrecorded file is ours.
+  if (!recorded && (kind === 'clone' || kind === 'backingVolume')) {
+    const observed = await observeSource(ctx, vol, String(sourceVolumeName(vol)));
+    if ('reason' in observed) return { facts: { problem: observed, usedBy } };
+    source = observed;
+  }
+  const desired = recorded ? undefined : desiredVolume(vol, source?.image);
+  const plan = planVolume(vol, kind, desired, found?.doc);
+  if ('conflict' in plan)
+    return { facts: { problem: { reason: 'NameConflict', message: plan.conflict }, usedBy } };
+  const outcome = await applyVolumeSteps(pool, found?.handle, source?.handle, plan.steps);
+  if (outcome.problem) return { facts: { problem: outcome.problem, usedBy } };
+  recordChanges(vol, plan.steps, outcome.done, ctx);
+  const after =
+    plan.steps.length > 0 ? await observeVolume(pool.handle, volumeFileName(vol)) : found;
+  const facts: VolumeFacts = { usedBy, ...(after ? { observed: after.doc } : {}) };
+  if (outcome.resizeProblem) facts.resizeProblem = outcome.resizeProblem;
+  return { facts };
+}
+
+/** HTTP sources: download and verify in the background, then create and upload the file. */
+async function convergeImport(
+  vol: Volume,
+  pool: ReadyPool,
+  found: HostVolume | undefined,
+  usedBy: VolumeFacts['usedBy'],
+  ctx: ControllerContext,
+): Promise<Pass> {
+  const uid = String(vol.metadata.uid);
+  const http = vol.spec.source!.http!;
+  const job = importJob(uid);
+  const name = volumeFileName(vol);
+  const planned =
+    !found && job?.state === 'verified' ? await plannedPath(pool.handle, name) : undefined;
+  const decision = planImport(vol, found?.doc, job, Date.now(), planned);
+  const importing = (path?: string) => ({
+    progress: progressOf(job?.bytesDone ?? 0, job?.bytesTotal),
+    ...(path ? { path } : {}),
+  });
+  switch (decision.do) {
+    case 'converged':
+      return convergeFile(vol, pool, found, usedBy, ctx);
+    case 'conflict':
+      return { facts: { problem: { reason: 'NameConflict', message: decision.message }, usedBy } };
+    case 'discard':
+      await deleteVolumeFile(pool, found!.handle);
+      ctx.event(
+        KIND,
+        vol,
+        'Normal',
+        'PartialImportDiscarded',
+        `${found!.doc.path} was an interrupted upload; importing again`,
+      );
+      return { facts: { importing: importing(vol.status?.path), usedBy }, requeueMs: 0 };
+    case 'download':
+      startImport(uid, http, ctx.stateDir);
+      return {
+        facts: { importing: { progress: progressOf(0, undefined) }, usedBy },
+        requeueMs: PROGRESS_INTERVAL_MS,
+      };
+    case 'wait':
+      if (job?.state === 'failed' && job.problem) {
+        return {
+          facts: { problem: job.problem, usedBy },
+          requeueMs: Math.max(0, (job.retryAt ?? 0) - Date.now()),
+        };
+      }
+      return { facts: { importing: importing(), usedBy }, requeueMs: PROGRESS_INTERVAL_MS };
+    case 'record':
+      return { facts: { importing: importing(decision.path), usedBy }, requeueMs: 0 };
+    case 'upload': {
+      const image = job!.image!;
+      const problem = await uploadImage(pool, name, job!.file, image.fileSize);
+      await finishImport(uid, ctx.stateDir);
+      if (problem) return { facts: { problem, usedBy } };
+      const after = await observeVolume(pool.handle, name);
+      ctx.event(
+        KIND,
+        vol,
+        'Normal',
+        'Imported',
+        `${http.url} verified and imported as ${after?.doc.path ?? name}`,
+      );
+      const imported = { sha256: http.sha256, bytes: image.fileSize, format: image.format };
+      return {
+        facts: { usedBy, imported, ...(after ? { observed: after.doc } : {}) },
+        requeueMs: 0,
+      };
+    }
+  }
+}
+
+/**
+ * Deletion, once nothing uses the Volume: remove the file (Delete, and only a file that is
+ * provably ours) or leave it (Retain), then drop the host finalizer; the protection finalizer
+ * goes in the next pass. Safe to repeat, and it never waits for a pool or file that is gone.
+ */
+async function removeVolume(vol: Volume, ctx: ControllerContext): Promise<Action> {
+  const has = (f: string) => vol.metadata.finalizers?.includes(f) ?? false;
+  if (!has(HOST_FINALIZER) && !has(VOLUME_PROTECTION_FINALIZER)) return done;
+  const usedBy = usersOf(vol, ctx);
+  if (usedBy.length > 0) return reportBlocked(vol, usedBy, ctx);
+  if (has(HOST_FINALIZER)) {
+    await cancelImport(String(vol.metadata.uid), ctx.stateDir);
+    if ((vol.spec.deletionPolicy ?? 'Delete') === 'Delete') {
+      const pool = await observePool(ctx, vol.spec.pool);
+      if ('reason' in pool && !pool.gone)
+        return report(vol, { facts: { problem: pool, usedBy } }, ctx);
+      if (!('reason' in pool)) await deleteIfOurs(vol, pool, ctx);
+    } else {
+      ctx.event(
+        KIND,
+        vol,
+        'Normal',
+        'VolumeRetained',
+        `deletionPolicy Retain: ${vol.status?.path ?? volumeFileName(vol)} is kept`,
+      );
+    }
+    await ctx.removeFinalizer(KIND, vol, HOST_FINALIZER);
+    return done;
+  }
+  await ctx.removeFinalizer(KIND, vol, VOLUME_PROTECTION_FINALIZER);
+  return done;
+}
+
+async function deleteIfOurs(vol: Volume, pool: ReadyPool, ctx: ControllerContext): Promise<void> {
+  const found = await observeVolume(pool.handle, volumeFileName(vol));
+  if (!found) return;
+  let ours = found.doc.path !== undefined && vol.status?.path === found.doc.path;
+  if (!ours && sourceKind(vol) === 'blank') ours = ownsVolume(vol, found.doc, desiredVolume(vol));
+  if (!ours && sourceVolumeName(vol)) {
+    const source = await observeSource(ctx, vol, String(sourceVolumeName(vol)));
+    ours = !('reason' in source) && ownsVolume(vol, found.doc, desiredVolume(vol, source.image));
+  }
+  if (!ours) {
+    ctx.event(
+      KIND,
+      vol,
+      'Warning',
+      'FileKept',
+      `${found.doc.path ?? found.doc.name} was not created by this Volume; left in place`,
+    );
+    return;
+  }
+  await deleteVolumeFile(pool, found.handle);
+  ctx.event(KIND, vol, 'Normal', 'VolumeDeleted', `deleted ${found.doc.path ?? found.doc.name}`);
+}
+
+/** Deletion requested while in use: keep everything, say why, look again later. */
+async function reportBlocked(
+  vol: Volume,
+  usedBy: VolumeFacts['usedBy'],
+  ctx: ControllerContext,
+): Promise<Action> {
+  const pool = await observePool(ctx, vol.spec.pool);
+  const found =
+    'reason' in pool ? undefined : await observeVolume(pool.handle, volumeFileName(vol));
+  const ours = found && found.doc.path === vol.status?.path ? found.doc : undefined;
+  if (!findCondition(vol.status?.conditions, DELETION_BLOCKED)) {
+    const users = usedBy.map((u) => `${u.kind} ${u.name}`).join(', ');
+    ctx.event(
+      KIND,
+      vol,
+      'Warning',
+      'DeletionBlocked',
+      `deletion waits until no longer used by ${users}`,
+    );
+  }
+  await ctx.applyStatus(
+    KIND,
+    vol,
+    volumeStatus(
+      vol,
+      { usedBy, deletionBlocked: true, ...(ours ? { observed: ours } : {}) },
+      ctx.now(),
+    ),
+  );
+  return requeueAfter(retryDelay(undefined, ctx.now()));
+}
+
+function recordChanges(
+  vol: Volume,
+  steps: VolumeStep[],
+  done: VolumeStep['op'][],
+  ctx: ControllerContext,
+): void {
+  for (const step of steps.filter((s) => done.includes(s.op))) {
+    if (step.op === 'resize') {
+      ctx.event(KIND, vol, 'Normal', 'VolumeResized', `grown to ${step.capacity} bytes`);
+    } else {
+      const again = vol.status?.path ? ` (the recorded file ${vol.status.path} was gone)` : '';
+      const what =
+        step.op === 'clone'
+          ? 'cloned'
+          : step.doc.backingStore
+            ? 'created as an overlay'
+            : 'created';
+      ctx.event(
+        KIND,
+        vol,
+        again ? 'Warning' : 'Normal',
+        'VolumeCreated',
+        `${step.doc.name} ${what}${again}`,
+      );
+    }
+  }
+}
+
+async function report(vol: Volume, pass: Pass, ctx: ControllerContext): Promise<Action> {
+  const { facts } = pass;
+  const status = volumeStatus(vol, facts, ctx.now());
+  for (const type of [READY, RESIZED]) {
+    const problem = newProblem(vol.status?.conditions, status.conditions, type);
+    if (problem && (type === RESIZED || facts.problem))
+      ctx.event(KIND, vol, 'Warning', problem.reason, problem.message);
+  }
+  await ctx.applyStatus(KIND, vol, status);
+  if (pass.requeueMs !== undefined) return requeueAfter(pass.requeueMs);
+  if (facts.problem)
+    return requeueAfter(retryDelay(findCondition(status.conditions, READY), ctx.now()));
+  if (facts.resizeProblem?.reason === 'ResizeFailed') {
+    return requeueAfter(retryDelay(findCondition(status.conditions, RESIZED), ctx.now()));
+  }
+  return done;
+}

@@ -1,0 +1,167 @@
+// Volume.status, rebuilt each pass from what was observed. Deterministic so a converged Volume
+// costs no write: conditions keep their lastTransitionTime, sizes are exact byte quantities
+// except allocation (rounded down to MiB, it moves as the guest writes), usedBy is sorted.
+// status.path doubles as the record that this Volume created its file (see plan.ownsVolume),
+// so it is carried over while the file cannot be observed.
+import {
+  removeCondition,
+  setCondition,
+  type Condition,
+  type ConditionUpdate,
+} from '../../api/conditions.js';
+import type {
+  Volume,
+  VolumeStatus,
+  VolumeStatusProgress,
+  VolumeStatusUsedBy,
+} from '../../api/generated/types.js';
+import type { ObservedVolume } from '../../libvirt/xml/volume.js';
+import { bytesQuantity, floorMiB, listed } from '../storage-pool/status.js';
+import type { Problem } from './act.js';
+import { IMPORTED, RESIZED } from './plan.js';
+import { requestedCapacity } from './desired.js';
+
+export const READY = 'Ready';
+export const DELETION_BLOCKED = 'DeletionBlocked';
+const OWN_TYPES = [READY, RESIZED, IMPORTED, DELETION_BLOCKED];
+
+/** Problems that need someone to act (Failed); the others resolve by waiting (Pending). */
+const FAILED_REASONS = new Set([
+  'NameConflict',
+  'CreateFailed',
+  'ImportFailed',
+  'ChecksumMismatch',
+  'FormatMismatch',
+]);
+
+export interface VolumeFacts {
+  /** The volume file, when it exists and is ours. */
+  observed?: ObservedVolume;
+  problem?: Problem;
+  importing?: { progress: VolumeStatusProgress; path?: string };
+  resizeProblem?: Problem;
+  /** An HTTP import finished in this pass: the verified image now in the file. */
+  imported?: { sha256: string; bytes: bigint; format: string };
+  usedBy: VolumeStatusUsedBy[];
+  /** Deletion was requested while usedBy is not empty. */
+  deletionBlocked?: boolean;
+}
+
+export function volumeStatus(vol: Volume, facts: VolumeFacts, now: Date): VolumeStatus {
+  const generation = vol.metadata.generation ?? 0;
+  const status: VolumeStatus = {
+    phase: phaseOf(facts),
+    observedGeneration: generation,
+    conditions: conditionsFor(vol, facts, now),
+  };
+  const path = facts.observed?.path ?? facts.importing?.path ?? vol.status?.path;
+  if (path !== undefined) status.path = path;
+  if (facts.observed) {
+    status.capacity = bytesQuantity(facts.observed.capacity);
+    status.allocation = bytesQuantity(floorMiB(facts.observed.allocation ?? 0n));
+  }
+  if (facts.usedBy.length > 0) status.usedBy = facts.usedBy;
+  if (facts.importing && !facts.problem) status.progress = facts.importing.progress;
+  return status;
+}
+
+function phaseOf(facts: VolumeFacts): NonNullable<VolumeStatus['phase']> {
+  if (facts.problem) return FAILED_REASONS.has(facts.problem.reason) ? 'Failed' : 'Pending';
+  if (facts.importing) return 'Importing';
+  if (!facts.observed) return 'Pending';
+  return facts.usedBy.length > 0 ? 'InUse' : 'Available';
+}
+
+function readyCondition(facts: VolumeFacts): ConditionUpdate {
+  if (facts.problem) return { type: READY, status: 'False', ...facts.problem };
+  if (facts.importing) {
+    const p = facts.importing.progress;
+    const total = p.bytesTotal === undefined ? '' : ` of ${p.bytesTotal}`;
+    return {
+      type: READY,
+      status: 'False',
+      reason: 'Importing',
+      message: `downloaded ${p.bytesDone ?? 0}${total} bytes`,
+    };
+  }
+  if (!facts.observed)
+    return {
+      type: READY,
+      status: 'False',
+      reason: 'Creating',
+      message: 'the volume file is being created',
+    };
+  return {
+    type: READY,
+    status: 'True',
+    reason: 'Available',
+    message: `volume file ${facts.observed.path ?? facts.observed.name}`,
+  };
+}
+
+function conditionsFor(vol: Volume, facts: VolumeFacts, now: Date): Condition[] {
+  const observedGeneration = vol.metadata.generation ?? 0;
+  let conditions = (vol.status?.conditions ?? []).filter((c) => OWN_TYPES.includes(c.type));
+  conditions = setCondition(conditions, { ...readyCondition(facts), observedGeneration }, now);
+  conditions = facts.resizeProblem
+    ? setCondition(
+        conditions,
+        { type: RESIZED, status: 'False', ...facts.resizeProblem, observedGeneration },
+        now,
+      )
+    : keepResizeWhilePending(conditions, vol, facts);
+  if (facts.imported) {
+    const { sha256, bytes, format } = facts.imported;
+    conditions = setCondition(
+      conditions,
+      {
+        type: IMPORTED,
+        status: 'True',
+        reason: 'Verified',
+        message: `${format} image of ${bytes} bytes, sha256 ${sha256}`,
+        observedGeneration,
+      },
+      now,
+    );
+  }
+  conditions = facts.deletionBlocked
+    ? setCondition(
+        conditions,
+        {
+          type: DELETION_BLOCKED,
+          status: 'True',
+          reason: 'InUse',
+          message: `deletion waits until no longer used by ${listed(facts.usedBy.map((u) => `${u.kind} ${u.name}`))}`,
+          observedGeneration,
+        },
+        now,
+      )
+    : removeCondition(conditions, DELETION_BLOCKED);
+  return conditions;
+}
+
+// A ResizeUnsupported condition is the memory that keeps the resize from being retried every
+// pass (plan.resizeSuspended); it stays while the file is still smaller than asked for.
+function keepResizeWhilePending(
+  conditions: Condition[],
+  vol: Volume,
+  facts: VolumeFacts,
+): Condition[] {
+  const requested = requestedCapacity(vol);
+  const stillSmaller =
+    facts.observed !== undefined && requested !== undefined && facts.observed.capacity < requested;
+  return stillSmaller ? conditions : removeCondition(conditions, RESIZED);
+}
+
+/** The objects that use a Volume: VMs attaching it and Volumes cloned from or layered on it. */
+export function usedByList(
+  vms: readonly string[],
+  volumes: readonly string[],
+): VolumeStatusUsedBy[] {
+  const entries: VolumeStatusUsedBy[] = [
+    ...[...new Set(vms)].map((name) => ({ kind: 'VirtualMachine' as const, name })),
+    ...[...new Set(volumes)].map((name) => ({ kind: 'Volume' as const, name })),
+  ];
+  const order = (u: VolumeStatusUsedBy) => `${u.kind}/${u.name}`;
+  return entries.sort((a, b) => (order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0));
+}

@@ -1,0 +1,24 @@
+// Who uses a Volume: VirtualMachines on this node that attach it (disks, kernel, initrd) and
+// Volumes cloned from or layered on it. While any remain, the Volume is InUse and its deletion
+// waits (the protection finalizer).
+import type { VolumeStatusUsedBy, Volume } from '../../api/generated/types.js';
+import { keyOf, type ControllerContext, type KubeObject } from '../context.js';
+import { INDEX_SOURCE_VOLUME, INDEX_VOLUME } from '../indexes.js';
+import { usedByList } from './status.js';
+
+interface OnNode extends KubeObject {
+  spec?: { nodeName?: string };
+}
+
+export function usersOf(vol: Volume, ctx: ControllerContext): VolumeStatusUsedBy[] {
+  const key = keyOf(vol);
+  const vms = ctx
+    .byIndex<OnNode>('VirtualMachine', INDEX_VOLUME, key)
+    .filter((vm) => vm.spec?.nodeName === ctx.nodeName)
+    .map((vm) => String(vm.metadata.name));
+  const volumes = ctx
+    .byIndex<Volume>('Volume', INDEX_SOURCE_VOLUME, key)
+    .filter((v) => v.metadata.uid !== vol.metadata.uid)
+    .map((v) => String(v.metadata.name));
+  return usedByList(vms, volumes);
+}

@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import {
+  importRetryDelay,
+  progressOf,
+  sniffImage,
+} from '../../../../src/controllers/volume/import.js';
+
+function qcow2Header(virtualSize: bigint, backingOffset = 0n): Buffer {
+  const b = Buffer.alloc(512);
+  b.writeUInt32BE(0x514649fb, 0);
+  b.writeUInt32BE(3, 4);
+  b.writeBigUInt64BE(backingOffset, 8);
+  b.writeBigUInt64BE(virtualSize, 24);
+  return b;
+}
+
+describe('sniffImage', () => {
+  it('reads a qcow2 image virtual size from its header', () => {
+    expect(sniffImage(qcow2Header(2n ** 30n), 196_608n)).toEqual({
+      format: 'qcow2',
+      virtualSize: 2n ** 30n,
+      fileSize: 196_608n,
+    });
+  });
+  it('refuses a qcow2 image that names a backing file', () => {
+    expect(sniffImage(qcow2Header(2n ** 30n, 0x200n), 4096n)).toMatchObject({
+      reason: 'ImportFailed',
+      message: expect.stringContaining('backing file'),
+    });
+  });
+  it('refuses a truncated qcow2 header', () => {
+    expect(sniffImage(qcow2Header(1n).subarray(0, 16), 16n)).toMatchObject({
+      reason: 'ImportFailed',
+    });
+  });
+  it('takes anything else as raw, sized by the file', () => {
+    expect(sniffImage(Buffer.from('hello'), 5n)).toEqual({
+      format: 'raw',
+      virtualSize: 5n,
+      fileSize: 5n,
+    });
+    expect(sniffImage(Buffer.alloc(0), 0n)).toEqual({
+      format: 'raw',
+      virtualSize: 0n,
+      fileSize: 0n,
+    });
+  });
+});
+
+describe('progressOf', () => {
+  it('gives a whole percentage when the size is known', () => {
+    expect(progressOf(42, 100)).toEqual({ bytesDone: 42, bytesTotal: 100, percent: 42 });
+    expect(progressOf(999, 1000)).toEqual({ bytesDone: 999, bytesTotal: 1000, percent: 99 });
+  });
+  it('never says more than 100%', () => {
+    expect(progressOf(200, 100).percent).toBe(100);
+  });
+  it('gives bytes only when the server did not announce a size', () => {
+    expect(progressOf(42, undefined)).toEqual({ bytesDone: 42 });
+  });
+});
+
+describe('importRetryDelay', () => {
+  it('doubles from 10 s up to 5 min', () => {
+    expect([1, 2, 3, 4, 5, 6, 7].map(importRetryDelay)).toEqual([
+      10_000, 20_000, 40_000, 80_000, 160_000, 300_000, 300_000,
+    ]);
+  });
+});

@@ -1,0 +1,393 @@
+import { describe, expect, it } from 'vitest';
+import type { Condition } from '../../../../src/api/conditions.js';
+import type { Volume } from '../../../../src/api/generated/types.js';
+import {
+  desiredVolume,
+  requestedCapacity,
+  sourceKind,
+} from '../../../../src/controllers/volume/desired.js';
+import {
+  ownsVolume,
+  planImport,
+  planVolume,
+  resizeSuspended,
+} from '../../../../src/controllers/volume/plan.js';
+import { usedByList, volumeStatus } from '../../../../src/controllers/volume/status.js';
+import type { ObservedVolume } from '../../../../src/libvirt/xml/volume.js';
+
+const GiB = 2n ** 30n;
+const vol = (
+  spec: Partial<Volume['spec']> = {},
+  status?: Volume['status'],
+  generation = 1,
+): Volume => ({
+  apiVersion: 'virt.dev/v1alpha1',
+  kind: 'Volume',
+  metadata: { name: 'data', namespace: 'apps', uid: 'u-1', generation },
+  spec: {
+    nodeName: 'n1',
+    pool: 'images',
+    capacity: '10Gi',
+    format: 'qcow2',
+    deletionPolicy: 'Delete',
+    ...spec,
+  },
+  ...(status ? { status } : {}),
+});
+const file = (over: Partial<ObservedVolume> = {}): ObservedVolume => ({
+  name: 'apps_data',
+  capacity: 10n * GiB,
+  allocation: 10n * GiB,
+  format: 'qcow2',
+  path: '/srv/images/apps_data',
+  key: '/srv/images/apps_data',
+  ...over,
+});
+const base = { path: '/srv/images/apps_base', capacity: 2n * GiB, format: 'qcow2' as const };
+const T0 = new Date('2026-01-01T00:00:00Z');
+const T1 = new Date('2026-01-01T00:05:00Z');
+
+describe('desiredVolume', () => {
+  it('names the file <namespace>_<name>: one plain file name, never a path', () => {
+    expect(desiredVolume(vol())).toEqual({
+      name: 'apps_data',
+      capacity: 10n * GiB,
+      format: 'qcow2',
+    });
+  });
+  it('keeps raw format and exact byte capacities', () => {
+    expect(desiredVolume(vol({ format: 'raw', capacity: 1048577 }))).toEqual({
+      name: 'apps_data',
+      capacity: 1048577n,
+      format: 'raw',
+    });
+  });
+  it('a clone is as large as its source unless more is asked', () => {
+    expect(
+      desiredVolume(vol({ capacity: undefined, source: { clone: { volume: 'base' } } }), base)
+        .capacity,
+    ).toBe(2n * GiB);
+    expect(
+      desiredVolume(vol({ capacity: '1Gi', source: { clone: { volume: 'base' } } }), base).capacity,
+    ).toBe(2n * GiB);
+    expect(
+      desiredVolume(vol({ capacity: '20Gi', source: { clone: { volume: 'base' } } }), base),
+    ).toEqual({
+      name: 'apps_data',
+      capacity: 20n * GiB,
+      format: 'qcow2',
+    });
+  });
+  it('an overlay names the source file as its backing store', () => {
+    expect(
+      desiredVolume(
+        vol({ capacity: undefined, source: { backingVolume: { volume: 'base' } } }),
+        base,
+      ),
+    ).toEqual({
+      name: 'apps_data',
+      capacity: 2n * GiB,
+      format: 'qcow2',
+      backingStore: { path: '/srv/images/apps_base', format: 'qcow2' },
+    });
+  });
+  it('refuses to build a copy without its source', () => {
+    expect(() => desiredVolume(vol({ source: { clone: { volume: 'base' } } }))).toThrow(/source/);
+  });
+  it('classifies sources', () => {
+    expect(sourceKind(vol())).toBe('blank');
+    expect(sourceKind(vol({ source: { clone: { volume: 'b' } } }))).toBe('clone');
+    expect(sourceKind(vol({ source: { backingVolume: { volume: 'b' } } }))).toBe('backingVolume');
+    expect(
+      sourceKind(vol({ source: { http: { url: 'http://x/y', sha256: 'a'.repeat(64) } } })),
+    ).toBe('http');
+    expect(requestedCapacity(vol({ capacity: undefined }))).toBeUndefined();
+  });
+});
+
+describe('ownsVolume', () => {
+  it('owns the file its status records', () => {
+    expect(
+      ownsVolume(
+        vol({}, { path: '/srv/images/apps_data' }),
+        file({ capacity: 1n, format: 'raw' }),
+        undefined,
+      ),
+    ).toBe(true);
+  });
+  it('owns an unrecorded file that is exactly what it would create (crash before the status write)', () => {
+    expect(ownsVolume(vol(), file(), desiredVolume(vol()))).toBe(true);
+  });
+  it.each([
+    ['another format', file({ format: 'raw' })],
+    ['another capacity', file({ capacity: 5n * GiB })],
+    ['a backing store', file({ backingStore: { path: '/etc/x', format: 'raw' } })],
+  ])('does not own an unrecorded file with %s', (_what, observed) => {
+    expect(ownsVolume(vol(), observed, desiredVolume(vol()))).toBe(false);
+  });
+  it('does not own a file at another path than the recorded one', () => {
+    expect(
+      ownsVolume(
+        vol({}, { path: '/old/apps_data' }),
+        file({ format: 'raw' }),
+        desiredVolume(vol()),
+      ),
+    ).toBe(false);
+  });
+});
+
+describe('planVolume', () => {
+  it('creates a missing blank volume, clones a missing clone', () => {
+    expect(planVolume(vol(), 'blank', desiredVolume(vol()), undefined)).toEqual({
+      steps: [{ op: 'create', doc: desiredVolume(vol()) }],
+    });
+    const clone = vol({ source: { clone: { volume: 'base' } } });
+    expect(planVolume(clone, 'clone', desiredVolume(clone, base), undefined)).toEqual({
+      steps: [{ op: 'clone', doc: desiredVolume(clone, base) }],
+    });
+  });
+  it('does nothing for a converged volume, whatever its allocation', () => {
+    const v = vol({}, { path: '/srv/images/apps_data' });
+    expect(planVolume(v, 'blank', undefined, file({ allocation: 123n }))).toEqual({ steps: [] });
+  });
+  it('reports a foreign file under our name as a conflict naming it', () => {
+    const plan = planVolume(vol(), 'blank', desiredVolume(vol()), file({ format: 'raw' }));
+    expect(plan).toEqual({ conflict: expect.stringContaining('/srv/images/apps_data') });
+  });
+  it('grows a smaller file to spec.capacity', () => {
+    const v = vol({ capacity: '20Gi' }, { path: '/srv/images/apps_data' });
+    expect(planVolume(v, 'blank', undefined, file())).toEqual({
+      steps: [{ op: 'resize', capacity: 20n * GiB }],
+    });
+  });
+  it('never shrinks', () => {
+    const v = vol({ capacity: '1Gi' }, { path: '/srv/images/apps_data' });
+    expect(planVolume(v, 'blank', undefined, file())).toEqual({ steps: [] });
+  });
+  it('does not grow a copy because its source grew, only when spec.capacity asks', () => {
+    const v = vol(
+      { capacity: undefined, source: { clone: { volume: 'base' } } },
+      { path: '/srv/images/apps_data' },
+    );
+    expect(planVolume(v, 'clone', undefined, file({ capacity: 2n * GiB }))).toEqual({ steps: [] });
+  });
+  it('does not retry a resize the driver does not support within the same generation', () => {
+    const unsupported: Condition = {
+      type: 'Resized',
+      status: 'False',
+      reason: 'ResizeUnsupported',
+      message: '',
+      lastTransitionTime: 't',
+      observedGeneration: 2,
+    };
+    const v = vol(
+      { capacity: '20Gi' },
+      { path: '/srv/images/apps_data', conditions: [unsupported] },
+      2,
+    );
+    expect(resizeSuspended(v)).toBe(true);
+    expect(planVolume(v, 'blank', undefined, file())).toEqual({ steps: [] });
+    const next = vol(
+      { capacity: '30Gi' },
+      { path: '/srv/images/apps_data', conditions: [unsupported] },
+      3,
+    );
+    expect(planVolume(next, 'blank', undefined, file())).toEqual({
+      steps: [{ op: 'resize', capacity: 30n * GiB }],
+    });
+  });
+});
+
+describe('planImport', () => {
+  const http = {
+    source: { http: { url: 'http://127.0.0.1/img', sha256: 'a'.repeat(64) } },
+    capacity: undefined,
+  };
+  const imported: Condition = {
+    type: 'Imported',
+    status: 'True',
+    reason: 'Verified',
+    message: '',
+    lastTransitionTime: 't',
+  };
+  const P = '/srv/images/apps_data';
+  it('starts a download when there is neither file nor job', () => {
+    expect(planImport(vol(http), undefined, undefined, 0, undefined)).toEqual({ do: 'download' });
+  });
+  it('waits while downloading, and after a failure until the retry time', () => {
+    expect(planImport(vol(http), undefined, { state: 'downloading' }, 0, undefined)).toEqual({
+      do: 'wait',
+    });
+    expect(
+      planImport(vol(http), undefined, { state: 'failed', retryAt: 100 }, 99, undefined),
+    ).toEqual({ do: 'wait' });
+    expect(
+      planImport(vol(http), undefined, { state: 'failed', retryAt: 100 }, 100, undefined),
+    ).toEqual({ do: 'download' });
+  });
+  it('records the path before uploading, then uploads', () => {
+    expect(planImport(vol(http), undefined, { state: 'verified' }, 0, P)).toEqual({
+      do: 'record',
+      path: P,
+    });
+    expect(planImport(vol(http, { path: P }), undefined, { state: 'verified' }, 0, P)).toEqual({
+      do: 'upload',
+    });
+  });
+  it('is converged once the import completed', () => {
+    expect(
+      planImport(vol(http, { path: P, conditions: [imported] }), file(), undefined, 0, undefined),
+    ).toEqual({ do: 'converged' });
+  });
+  it('replaces its own interrupted upload', () => {
+    expect(planImport(vol(http, { path: P }), file(), undefined, 0, undefined)).toEqual({
+      do: 'discard',
+    });
+  });
+  it('never touches a file it did not record', () => {
+    expect(planImport(vol(http), file(), { state: 'verified' }, 0, P)).toMatchObject({
+      do: 'conflict',
+    });
+    expect(
+      planImport(
+        vol(http, { path: '/other', conditions: [imported] }),
+        file(),
+        undefined,
+        0,
+        undefined,
+      ),
+    ).toMatchObject({ do: 'conflict' });
+  });
+});
+
+describe('volumeStatus', () => {
+  it('an available volume: exact capacity, MiB allocation, Ready True', () => {
+    const status = volumeStatus(
+      vol(),
+      { observed: file({ allocation: 196_608n + 5n * 2n ** 20n }), usedBy: [] },
+      T0,
+    );
+    expect(status).toEqual({
+      phase: 'Available',
+      observedGeneration: 1,
+      path: '/srv/images/apps_data',
+      capacity: '10Gi',
+      allocation: '5Mi',
+      conditions: [
+        {
+          type: 'Ready',
+          status: 'True',
+          reason: 'Available',
+          message: 'volume file /srv/images/apps_data',
+          lastTransitionTime: '2026-01-01T00:00:00Z',
+          observedGeneration: 1,
+        },
+      ],
+    });
+  });
+  it('is identical on the next pass', () => {
+    const first = volumeStatus(vol(), { observed: file(), usedBy: [] }, T0);
+    expect(volumeStatus(vol({}, first), { observed: file(), usedBy: [] }, T1)).toEqual(first);
+  });
+  it('is InUse with sorted users', () => {
+    const usedBy = usedByList(['vm-b', 'vm-a', 'vm-a'], ['overlay']);
+    expect(usedBy).toEqual([
+      { kind: 'VirtualMachine', name: 'vm-a' },
+      { kind: 'VirtualMachine', name: 'vm-b' },
+      { kind: 'Volume', name: 'overlay' },
+    ]);
+    const status = volumeStatus(vol(), { observed: file(), usedBy }, T0);
+    expect(status.phase).toBe('InUse');
+    expect(status.usedBy).toEqual(usedBy);
+  });
+  it.each([
+    ['PoolNotReady', 'Pending'],
+    ['SourceNotReady', 'Pending'],
+    ['NameConflict', 'Failed'],
+    ['ChecksumMismatch', 'Failed'],
+    ['ImportFailed', 'Failed'],
+  ])('%s makes the phase %s with Ready False', (reason, phase) => {
+    const status = volumeStatus(vol(), { problem: { reason, message: 'why' }, usedBy: [] }, T0);
+    expect(status.phase).toBe(phase);
+    expect(status.conditions?.[0]).toMatchObject({
+      type: 'Ready',
+      status: 'False',
+      reason,
+      message: 'why',
+    });
+    expect(status.capacity).toBeUndefined();
+  });
+  it('keeps the recorded path while the file cannot be observed', () => {
+    const status = volumeStatus(
+      vol({}, { path: '/p/apps_data' }),
+      { problem: { reason: 'PoolNotReady', message: 'x' }, usedBy: [] },
+      T0,
+    );
+    expect(status.path).toBe('/p/apps_data');
+  });
+  it('shows import progress while Importing, and the planned path once recorded', () => {
+    const status = volumeStatus(
+      vol(),
+      {
+        importing: { progress: { bytesDone: 42, bytesTotal: 100, percent: 42 }, path: '/p/x' },
+        usedBy: [],
+      },
+      T0,
+    );
+    expect(status).toMatchObject({ phase: 'Importing', path: '/p/x', progress: { percent: 42 } });
+    expect(status.conditions?.[0]).toMatchObject({ status: 'False', reason: 'Importing' });
+  });
+  it('sets Imported once and keeps it afterwards', () => {
+    const first = volumeStatus(
+      vol(),
+      { observed: file(), imported: { sha256: 'ab', bytes: 5n, format: 'qcow2' }, usedBy: [] },
+      T0,
+    );
+    expect(first.conditions?.map((c) => c.type)).toEqual(['Ready', 'Imported']);
+    const again = volumeStatus(vol({}, first), { observed: file(), usedBy: [] }, T1);
+    expect(again).toEqual(first);
+  });
+  it('keeps ResizeUnsupported while the file is smaller than asked, drops it once it is not', () => {
+    const v = vol({ capacity: '20Gi' });
+    const first = volumeStatus(
+      v,
+      {
+        observed: file(),
+        usedBy: [],
+        resizeProblem: { reason: 'ResizeUnsupported', message: 'no' },
+      },
+      T0,
+    );
+    expect(first.conditions?.[1]).toMatchObject({
+      type: 'Resized',
+      status: 'False',
+      reason: 'ResizeUnsupported',
+      observedGeneration: 1,
+    });
+    expect(first.phase).toBe('Available');
+    const kept = volumeStatus(
+      vol({ capacity: '20Gi' }, first),
+      { observed: file(), usedBy: [] },
+      T1,
+    );
+    expect(kept).toEqual(first);
+    const grown = volumeStatus(
+      vol({ capacity: '20Gi' }, first),
+      { observed: file({ capacity: 20n * GiB }), usedBy: [] },
+      T1,
+    );
+    expect(grown.conditions?.map((c) => c.type)).toEqual(['Ready']);
+  });
+  it('says deletion is blocked and by whom', () => {
+    const status = volumeStatus(
+      vol(),
+      { observed: file(), usedBy: usedByList(['web'], []), deletionBlocked: true },
+      T0,
+    );
+    expect(status.conditions?.find((c) => c.type === 'DeletionBlocked')).toMatchObject({
+      status: 'True',
+      reason: 'InUse',
+      message: expect.stringContaining('VirtualMachine web'),
+    });
+  });
+});
