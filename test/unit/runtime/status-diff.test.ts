@@ -3,6 +3,7 @@ import {
   covers,
   ownsFieldsBeyond,
   settleTransitionTimes,
+  type Condition,
 } from '../../../src/runtime/status-diff.js';
 import { ownedStatusFields } from '../../../src/runtime/status-writer.js';
 
