@@ -10,6 +10,7 @@ import {
 } from '@kubernetes/client-node';
 import { customResources, type VirtKind } from '../api/generated/crds.js';
 import type { KubeObject } from '../controllers/context.js';
+import { microTime } from '../runtime/clock.js';
 
 export const FIELD_MANAGER = 'libvirt-operator';
 export const nodeFieldManager = (nodeName: string): string => `libvirt-operator/${nodeName}`;
@@ -94,7 +95,8 @@ export function kubeWrites(kubeConfig: KubeConfig): KubeWrites {
         namespace,
         body: {
           metadata: { generateName: `${String(obj.metadata.name).slice(0, 200)}.`, namespace },
-          eventTime: note.now.toISOString() as unknown as Date,
+          // The API server wants MicroTime: six fractional digits.
+          eventTime: microTime(note.now) as unknown as Date,
           reportingController: `virt.dev/${note.controller}`,
           reportingInstance: note.instance,
           action: reason,

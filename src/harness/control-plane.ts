@@ -18,7 +18,7 @@ import { createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
-import { stringify } from 'yaml';
+import { parseAllDocuments, stringify } from 'yaml';
 import { packageRoot } from './package-root.js';
 
 export const KUBERNETES_VERSION = 'v1.36.3';
@@ -471,6 +471,29 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       ]);
       if (waited.code !== 0)
         throw new ControlPlaneError(`CRDs did not become Established: ${waited.stderr.trim()}`);
+      // Established is not yet servable: for a few seconds after it, lists of the new kinds
+      // answer 429 "storage is (re)initializing". Wait until each kind lists.
+      for (const file of files) {
+        for (const doc of parseAllDocuments(readFileSync(join(crdDir, file), 'utf8'))) {
+          const crd = doc.toJS() as {
+            kind?: string;
+            spec?: {
+              group: string;
+              names: { plural: string };
+              versions: Array<{ name: string; served?: boolean }>;
+            };
+          } | null;
+          if (crd?.kind !== 'CustomResourceDefinition' || !crd.spec) continue;
+          const version = crd.spec.versions.find((v) => v.served !== false)?.name;
+          const path = `/apis/${crd.spec.group}/${version}/${crd.spec.names.plural}?limit=1`;
+          await waitFor(
+            `listing ${crd.spec.names.plural}.${crd.spec.group}`,
+            30_000,
+            async () => (await httpsGet(`${server}${path}`, ca, token, 2000)).status === 200,
+            () => path,
+          );
+        }
+      }
     };
 
     let stopped = false;
