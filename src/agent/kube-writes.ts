@@ -96,7 +96,7 @@ export function kubeWrites(kubeConfig: KubeConfig): KubeWrites {
         body: {
           metadata: { generateName: `${String(obj.metadata.name).slice(0, 200)}.`, namespace },
           // The API server wants MicroTime: six fractional digits.
-          eventTime: microTime(note.now) as unknown as Date,
+          eventTime: microTime(note.now.getTime()) as unknown as Date,
           reportingController: `virt.dev/${note.controller}`,
           reportingInstance: note.instance,
           action: reason,
