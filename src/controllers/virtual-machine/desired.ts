@@ -1,0 +1,296 @@
+// VirtualMachine spec -> the libvirt domain document this node should have. Pure: Volumes and
+// VirtualNetworks are resolved through lookups passed in (the cache), never fetched here.
+//
+// Rules users see, stated once here:
+// - the domain is named `<namespace>_<name>` (a namespace is a DNS label, so '_' cannot occur
+//   in it and the name maps back to one object) and has UUID spec.uuid or metadata.uid;
+// - disks are file disks on the Volume's status.path, driver type = the Volume's format,
+//   targets vda, vdb... on virtio and sda, sdb... on sata and scsi (one shared sd namespace, in
+//   spec order), then the cloud-init CD-ROM on the next sd name;
+// - a NIC without macAddress gets 52:54:00 (QEMU's locally administered prefix) + 3 bytes of
+//   SHA-256(metadata.uid + '/' + interface name): stable across agent restarts and redefinitions;
+// - the serial console is a pty, or with the annotation `virt.dev/console-log: "true"` a file
+//   `<stateDir>/console/<metadata.uid>.log` (what end-to-end tests read the guest console from);
+// - always: ACPI (graceful shutdown needs it), a virtio balloon reporting stats every 5 s (so
+//   status.memory.actual is known), the qemu-guest-agent channel, machine q35 on x86_64,
+//   on_poweroff destroy / on_reboot restart / on_crash destroy, and our ownership stamp.
+import { join } from 'node:path';
+import { parseQuantity } from '../../api/quantity.js';
+import { defaultMacAddress, domainName, libvirtUuid } from '../../api/names.js';
+import type { VirtualMachine, VirtualNetwork, Volume } from '../../api/generated/types.js';
+import {
+  GUEST_AGENT_CHANNEL,
+  type Disk,
+  type DiskBus,
+  type DomainDocument,
+  type NetworkInterface,
+  type Serial,
+} from '../../libvirt/xml/domain.js';
+import { cloudInitImage, type CloudInitImage } from './cloud-init.js';
+
+export const CONSOLE_LOG_ANNOTATION = 'virt.dev/console-log';
+/** Seconds between the balloon driver's memory statistics (virDomainMemoryStats). */
+export const BALLOON_STATS_PERIOD = 5;
+const MACHINE = 'q35';
+const ARCH = 'x86_64';
+
+/** Why the host cannot build the domain yet; becomes a False condition and a Warning Event. */
+export interface Problem {
+  reason: string;
+  message: string;
+}
+
+export interface VolumeSource {
+  path: string;
+  format: 'qcow2' | 'raw';
+}
+
+/** What the spec refers to, resolved on this node. */
+export interface MachineInputs {
+  /** By Volume name (same namespace). */
+  volumes: ReadonlyMap<string, VolumeSource>;
+  cloudInit: CloudInitImage | undefined;
+  /** The serial console's log file, when the console-log annotation asks for one. */
+  consoleLog: string | undefined;
+}
+
+export interface References {
+  volume(namespace: string, name: string): Volume | undefined;
+  network(name: string): VirtualNetwork | undefined;
+}
+
+/** Phases in which a Volume's file exists and may be attached. */
+const USABLE_VOLUME_PHASES = new Set(['Available', 'InUse']);
+
+/** Where a machine's serial console is logged when the annotation asks for it. */
+export function consoleLogFile(stateDir: string, uid: string): string {
+  return join(stateDir, 'console', `${uid}.log`);
+}
+
+export function consoleLogPath(vm: VirtualMachine, stateDir: string): string | undefined {
+  if (vm.metadata.annotations?.[CONSOLE_LOG_ANNOTATION] !== 'true') return undefined;
+  return consoleLogFile(stateDir, String(vm.metadata.uid));
+}
+
+/** What the spec asks for that this agent cannot do at all; waits for a spec change. */
+export function unsupportedSpec(vm: VirtualMachine): Problem | undefined {
+  if (vm.spec.cloudInit?.secretRef) {
+    return {
+      reason: 'Unsupported',
+      message:
+        'spec.cloudInit.secretRef is not supported by this agent (it is not allowed to read ' +
+        'Secrets); give userData, metaData and networkData inline instead',
+    };
+  }
+  return undefined;
+}
+
+/**
+ * Resolves every Volume and VirtualNetwork the spec names. All problems are collected into one
+ * message (field path first), so a user fixes them in one round; the reason is the first one's.
+ */
+export function machineInputs(
+  vm: VirtualMachine,
+  refs: References,
+  nodeName: string,
+  stateDir: string,
+): { inputs: MachineInputs } | { problem: Problem } {
+  const namespace = String(vm.metadata.namespace);
+  const problems: Problem[] = [];
+  const volumes = new Map<string, VolumeSource>();
+  const uses: Array<[field: string, volume: string]> = [
+    ...(vm.spec.disks ?? []).map((d, i): [string, string] => [`spec.disks[${i}].volume`, d.volume]),
+  ];
+  if (vm.spec.boot) {
+    uses.push(['spec.boot.kernel.volume', vm.spec.boot.kernel.volume]);
+    if (vm.spec.boot.initrd) uses.push(['spec.boot.initrd.volume', vm.spec.boot.initrd.volume]);
+  }
+  for (const [field, name] of uses) {
+    const vol = refs.volume(namespace, name);
+    const problem = volumeProblem(field, name, namespace, vol, nodeName);
+    if (problem) problems.push(problem);
+    else if (vol?.status?.path) {
+      volumes.set(name, { path: vol.status.path, format: vol.spec.format ?? 'qcow2' });
+    }
+  }
+  (vm.spec.interfaces ?? []).forEach((nic, i) => {
+    const problem = networkProblem(`spec.interfaces[${i}].network`, nic.network, refs, nodeName);
+    if (problem) problems.push(problem);
+  });
+  const [first] = problems;
+  if (first) {
+    return {
+      problem: { reason: first.reason, message: problems.map((p) => p.message).join('; ') },
+    };
+  }
+  return {
+    inputs: {
+      volumes,
+      cloudInit: cloudInitImage(vm, stateDir),
+      consoleLog: consoleLogPath(vm, stateDir),
+    },
+  };
+}
+
+function volumeProblem(
+  field: string,
+  name: string,
+  namespace: string,
+  vol: Volume | undefined,
+  nodeName: string,
+): Problem | undefined {
+  const notReady = (why: string): Problem => ({
+    reason: 'VolumeNotReady',
+    message: `${field}: Volume '${name}' ${why}`,
+  });
+  if (!vol) return notReady(`does not exist in namespace '${namespace}'`);
+  if (vol.spec.nodeName !== nodeName) {
+    return notReady(
+      `is on node '${vol.spec.nodeName}', not on this machine's node '${nodeName}'; ` +
+        'a machine can only use Volumes on its own node',
+    );
+  }
+  const phase = vol.status?.phase;
+  if (!phase || !USABLE_VOLUME_PHASES.has(phase) || !vol.status?.path) {
+    return notReady(`is not ready yet (phase ${phase ?? 'unknown'})`);
+  }
+  return undefined;
+}
+
+function networkProblem(
+  field: string,
+  name: string,
+  refs: References,
+  nodeName: string,
+): Problem | undefined {
+  const vnet = refs.network(name);
+  if (!vnet) {
+    return {
+      reason: 'NetworkNotReady',
+      message: `${field}: VirtualNetwork '${name}' does not exist`,
+    };
+  }
+  const entry = vnet.status?.nodes?.find((n) => n.nodeName === nodeName);
+  if (entry?.active !== true) {
+    return {
+      reason: 'NetworkNotReady',
+      message: `${field}: VirtualNetwork '${name}' is not active on node '${nodeName}'`,
+    };
+  }
+  return undefined;
+}
+
+/** A quantity in whole KiB, rounded up (libvirt's unit for memory). */
+export function quantityKiB(q: string | number): number {
+  return Number((parseQuantity(q) + 1023n) / 1024n);
+}
+
+/** Linux's disk naming: 0 -> a, 25 -> z, 26 -> aa, ... */
+export function diskLetters(index: number): string {
+  let n = index;
+  let s = '';
+  do {
+    s = String.fromCharCode(97 + (n % 26)) + s;
+    n = Math.floor(n / 26) - 1;
+  } while (n >= 0);
+  return s;
+}
+
+const TARGET_PREFIX: Record<DiskBus, 'vd' | 'sd'> = { virtio: 'vd', sata: 'sd', scsi: 'sd' };
+
+/** The MAC of each spec interface, by interface name (spec order). */
+export function interfaceMacs(vm: VirtualMachine): Array<{ name: string; mac: string }> {
+  return (vm.spec.interfaces ?? []).map((nic) => ({
+    name: nic.name,
+    mac: (nic.macAddress ?? defaultMacAddress(String(vm.metadata.uid), nic.name)).toLowerCase(),
+  }));
+}
+
+export function desiredDomain(vm: VirtualMachine, inputs: MachineInputs): DomainDocument {
+  const memory = quantityKiB(vm.spec.memory);
+  const vcpus = vm.spec.vcpus;
+  const doc: DomainDocument = {
+    type: vm.spec.domainType ?? 'kvm',
+    name: domainName(vm),
+    uuid: libvirtUuid(vm),
+    stamp: {
+      kind: 'VirtualMachine',
+      namespace: String(vm.metadata.namespace),
+      name: String(vm.metadata.name),
+      uid: String(vm.metadata.uid),
+    },
+    memoryKiB: vm.spec.maxMemory === undefined ? memory : quantityKiB(vm.spec.maxMemory),
+    currentMemoryKiB: memory,
+    vcpu: { current: vcpus, max: vm.spec.maxVcpus ?? vcpus },
+    os: { type: 'hvm', arch: ARCH, machine: MACHINE },
+    features: { acpi: true, apic: true },
+    onPoweroff: 'destroy',
+    onReboot: 'restart',
+    onCrash: 'destroy',
+    devices: {
+      disks: desiredDisks(vm, inputs),
+      interfaces: desiredInterfaces(vm),
+      serials: [desiredSerial(inputs.consoleLog)],
+      // libvirt adds the console that mirrors serial 0 itself; writing it too is redundant.
+      consoles: [],
+      channels: [{ type: 'unix', target: { type: 'virtio', name: GUEST_AGENT_CHANNEL } }],
+      memballoon: { model: 'virtio', statsPeriod: BALLOON_STATS_PERIOD },
+    },
+  };
+  // bios is libvirt's default and reads back as no firmware attribute at all.
+  if (vm.spec.firmware === 'uefi') doc.os.firmware = 'efi';
+  const boot = vm.spec.boot;
+  if (boot) {
+    const kernel = inputs.volumes.get(boot.kernel.volume);
+    if (kernel) doc.os.kernel = kernel.path;
+    const initrd = boot.initrd && inputs.volumes.get(boot.initrd.volume);
+    if (initrd) doc.os.initrd = initrd.path;
+    if (boot.cmdline !== undefined) doc.os.cmdline = boot.cmdline;
+  }
+  return doc;
+}
+
+function desiredDisks(vm: VirtualMachine, inputs: MachineInputs): Disk[] {
+  const next = { vd: 0, sd: 0 };
+  const target = (bus: DiskBus) => {
+    const prefix = TARGET_PREFIX[bus];
+    return { dev: prefix + diskLetters(next[prefix]++), bus };
+  };
+  const disks: Disk[] = [];
+  for (const spec of vm.spec.disks ?? []) {
+    const source = inputs.volumes.get(spec.volume);
+    if (!source) throw new Error(`spec.disks '${spec.name}': Volume '${spec.volume}' unresolved`);
+    const disk: Disk = {
+      device: 'disk',
+      source: { type: 'file', file: source.path },
+      driver: { name: 'qemu', type: source.format },
+      target: target(spec.bus ?? 'virtio'),
+      readonly: spec.readOnly ?? false,
+    };
+    if (spec.bootOrder !== undefined) disk.bootOrder = spec.bootOrder;
+    disks.push(disk);
+  }
+  if (inputs.cloudInit) {
+    disks.push({
+      device: 'cdrom',
+      source: { type: 'file', file: inputs.cloudInit.path },
+      driver: { name: 'qemu', type: 'raw' },
+      target: target('sata'),
+      readonly: true,
+    });
+  }
+  return disks;
+}
+
+function desiredInterfaces(vm: VirtualMachine): NetworkInterface[] {
+  const macs = interfaceMacs(vm);
+  return (vm.spec.interfaces ?? []).map((nic, i) => ({
+    source: { network: nic.network },
+    mac: macs[i]?.mac,
+    model: nic.model ?? 'virtio',
+  }));
+}
+
+function desiredSerial(logFile: string | undefined): Serial {
+  return { source: logFile ? { type: 'file', path: logFile } : { type: 'pty' } };
+}

@@ -1,0 +1,235 @@
+// What this host has for a VirtualMachine: the domain found by UUID (ours only when it carries
+// our stamp for this very object), else a domain squatting on our name; its power state, live
+// and persistent definitions, balloon size and addresses; and our files. I/O only: the result
+// is a plain value that the pure plan and status read.
+import { readdir } from 'node:fs/promises';
+import { join, sep } from 'node:path';
+import { domainName, libvirtUuid } from '../../api/names.js';
+import type { VirtualMachine } from '../../api/generated/types.js';
+import type { Connect } from '../../libvirt/connection.js';
+import { DomainInterfaceAddressesSource, DomainXMLFlags } from '../../libvirt/constants.js';
+import type { Domain } from '../../libvirt/domain.js';
+import {
+  isConnectionError,
+  isLibvirtError,
+  isNotFound,
+  isTimeout,
+  isUnsupported,
+} from '../../libvirt/errors.js';
+import { identityOf, type OwnershipStamp } from '../../libvirt/xml/metadata.js';
+import { parseDomainXML, type DomainDocument } from '../../libvirt/xml/domain.js';
+import { cloudInitDir, cloudInitPrefix } from './cloud-init.js';
+
+export interface PowerState {
+  /** libvirt's state name: running, blocked, paused, shutdown, shutoff, crashed, pmsuspended. */
+  state: string;
+  /** The reason libvirt gives, e.g. booted, shutdown, destroyed, crashed, unknown. */
+  reason: string;
+}
+
+export interface OursDomain {
+  state: 'ours';
+  domain: Domain;
+  /** Runtime ID, -1 when inactive; it changes on every start. */
+  id: number;
+  uuid: string;
+  name: string;
+  power: PowerState;
+  active: boolean;
+  /** The running definition; undefined when inactive. */
+  live: DomainDocument | undefined;
+  /** The persistent definition; undefined for a transient domain. */
+  config: DomainDocument | undefined;
+  /** The guest's balloon size in KiB when the balloon driver reports it. */
+  memoryActualKiB: number | undefined;
+  /** IP addresses by lower-case MAC. */
+  addresses: ReadonlyMap<string, readonly string[]>;
+  /** Whether a DHCP lease lookup worked (libvirt's test driver has none). */
+  leasesSupported: boolean;
+}
+
+/** A domain with our name or UUID that this object did not create. */
+export interface ForeignDomain {
+  state: 'foreign';
+  /** How it clashes: it has our UUID, or our name. */
+  clash: 'uuid' | 'name';
+  name: string;
+  uuid: string;
+  stamp: OwnershipStamp | undefined;
+}
+
+export type ObservedDomain = { state: 'absent' } | OursDomain | ForeignDomain;
+
+export interface ObservedMachine {
+  domain: ObservedDomain;
+  /** Our cloud-init ISOs for this object on this host (absolute paths, sorted). */
+  cloudInitIsos: string[];
+}
+
+export async function observeMachine(
+  conn: Connect,
+  vm: VirtualMachine,
+  stateDir: string,
+  opts: { allIsos?: boolean } = {},
+): Promise<ObservedMachine> {
+  const domain = await observeDomain(conn, vm);
+  // The directory is only listed when there can be something of ours in it: it holds one ISO
+  // per machine with cloud-init, and a pass over a thousand machines should not list it 1000x.
+  const dir = cloudInitDir(stateDir);
+  const mayHaveIsos =
+    opts.allIsos === true ||
+    vm.spec.cloudInit !== undefined ||
+    (domain.state === 'ours' && [domain.live, domain.config].some((d) => usesDir(d, dir)));
+  return {
+    domain,
+    cloudInitIsos: mayHaveIsos ? await listCloudInitIsos(dir, String(vm.metadata.uid)) : [],
+  };
+}
+
+function usesDir(doc: DomainDocument | undefined, dir: string): boolean {
+  return (doc?.devices.disks ?? []).some(
+    (d) => d.source.type === 'file' && d.source.file.startsWith(dir + sep),
+  );
+}
+
+export async function observeDomain(conn: Connect, vm: VirtualMachine): Promise<ObservedDomain> {
+  const byUuid = await conn.lookupDomainByUUIDString(libvirtUuid(vm)).catch(absentOn);
+  if (byUuid) return describe(byUuid, vm);
+  const byName = await conn.lookupDomainByName(domainName(vm)).catch(absentOn);
+  if (!byName) return { state: 'absent' };
+  // Read with identityOf: a foreign definition may be one our typed parser refuses.
+  const who = identityOf(await byName.getXMLDesc());
+  return { state: 'foreign', clash: 'name', name: who.name, uuid: who.uuid, stamp: who.stamp };
+}
+
+function absentOn(err: unknown): undefined {
+  if (isNotFound(err, 'domain')) return undefined;
+  throw err;
+}
+
+export function isOurStamp(stamp: OwnershipStamp | undefined, vm: VirtualMachine): boolean {
+  return (
+    stamp !== undefined &&
+    stamp.kind === 'VirtualMachine' &&
+    stamp.namespace === vm.metadata.namespace &&
+    stamp.name === vm.metadata.name &&
+    stamp.uid === vm.metadata.uid
+  );
+}
+
+async function describe(domain: Domain, vm: VirtualMachine): Promise<ObservedDomain> {
+  const xml = await domain.getXMLDesc();
+  const who = identityOf(xml);
+  if (!isOurStamp(who.stamp, vm)) {
+    return { state: 'foreign', clash: 'uuid', name: who.name, uuid: who.uuid, stamp: who.stamp };
+  }
+  const [state, active, persistent] = await Promise.all([
+    domain.getState(),
+    domain.isActive(),
+    domain.isPersistent(),
+  ]);
+  // getXMLDesc(0) is the running definition of an active domain, the persistent one otherwise.
+  const current = parseDomainXML(xml);
+  const live = active ? current : undefined;
+  let config: DomainDocument | undefined;
+  if (persistent) config = active ? await inactiveDefinition(domain, current) : current;
+  const observed: OursDomain = {
+    state: 'ours',
+    domain,
+    id: active ? domain.getID() : -1,
+    uuid: current.uuid.toLowerCase(),
+    name: current.name,
+    power: { state: state.stateName, reason: state.reasonName },
+    active,
+    live,
+    config,
+    memoryActualKiB: undefined,
+    addresses: new Map(),
+    leasesSupported: false,
+  };
+  if (active) {
+    observed.memoryActualKiB = await balloonActual(domain);
+    const found = await addresses(domain, current);
+    observed.addresses = found.addresses;
+    observed.leasesSupported = found.leasesSupported;
+  }
+  return observed;
+}
+
+async function inactiveDefinition(domain: Domain, current: DomainDocument) {
+  try {
+    return parseDomainXML(await domain.getXMLDesc(DomainXMLFlags.INACTIVE));
+  } catch (err) {
+    // A driver that cannot show it: the running definition is the best knowledge there is.
+    if (isUnsupported(err)) return current;
+    throw err;
+  }
+}
+
+/** Errors that mean "this host cannot tell us", as opposed to a broken connection. */
+function quietly(err: unknown): undefined {
+  if (!isLibvirtError(err) || isConnectionError(err) || isTimeout(err)) throw err;
+  return undefined;
+}
+
+async function balloonActual(domain: Domain): Promise<number | undefined> {
+  const stats = await domain.memoryStats().catch(quietly);
+  return stats?.actual === undefined ? undefined : Number(stats.actual);
+}
+
+/**
+ * DHCP leases of each interface's libvirt network first (they exist as soon as the guest asked
+ * for an address), then the guest agent's view when an agent answers. Drivers without leases
+ * (libvirt's test driver) or guests without an agent simply contribute nothing.
+ */
+async function addresses(
+  domain: Domain,
+  doc: DomainDocument,
+): Promise<{ addresses: Map<string, string[]>; leasesSupported: boolean }> {
+  const found = new Map<string, Set<string>>();
+  const add = (mac: string | null | undefined, ip: string | null | undefined) => {
+    if (!mac || !ip) return;
+    const key = mac.toLowerCase();
+    const set = found.get(key) ?? new Set<string>();
+    set.add(ip);
+    found.set(key, set);
+  };
+  let leasesSupported = false;
+  for (const nic of doc.devices.interfaces) {
+    if (!nic.mac) continue;
+    const network = await domain.connect.lookupNetworkByName(nic.source.network).catch(quietly);
+    if (!network) continue;
+    const leases = await network.getDHCPLeases(nic.mac).catch(quietly);
+    if (!leases) continue;
+    leasesSupported = true;
+    for (const lease of leases) add(lease.mac, lease.ipaddr);
+  }
+  if (doc.devices.interfaces.length > 0) {
+    const agent = await domain
+      .interfaceAddresses(DomainInterfaceAddressesSource.AGENT)
+      .catch(quietly);
+    for (const iface of agent ?? []) {
+      for (const a of iface.addrs) {
+        // Link-local IPv6 addresses say nothing a user can connect to.
+        if (!a.addr.toLowerCase().startsWith('fe80:')) add(iface.hwaddr, a.addr);
+      }
+    }
+  }
+  return {
+    addresses: new Map([...found].map(([mac, ips]) => [mac, [...ips].sort()])),
+    leasesSupported,
+  };
+}
+
+export async function listCloudInitIsos(dir: string, uid: string): Promise<string[]> {
+  const prefix = cloudInitPrefix(uid);
+  try {
+    return (await readdir(dir))
+      .filter((f) => f.startsWith(prefix) && f.endsWith('.iso'))
+      .sort()
+      .map((f) => join(dir, f));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}

@@ -1,0 +1,200 @@
+// One pass for one VirtualMachine on this node: cache -> finalizer table -> observe ->
+// desired -> plan -> act -> status -> Action.
+import { isConditionTrue } from '../../api/conditions.js';
+import type {
+  VirtualMachine,
+  VirtualMachineStatus,
+  VirtualNetwork,
+  Volume,
+} from '../../api/generated/types.js';
+import {
+  done,
+  HOST_FINALIZER,
+  requeueAfter,
+  splitKey,
+  type Action,
+  type ControllerContext,
+} from '../context.js';
+import { actMachine, type StepFailure } from './act.js';
+import { consoleLogFile, desiredDomain, machineInputs, unsupportedSpec } from './desired.js';
+import { observeDomain, observeMachine, type ObservedDomain } from './observe.js';
+import {
+  planMachine,
+  planRemoval,
+  restartPending,
+  TRANSITION_MS,
+  type MachinePlan,
+  type MachineStep,
+} from './plan.js';
+import {
+  conditionEvents,
+  machineStatus,
+  nameConflict,
+  retryDelayMs,
+  stepEvents,
+  type Problem,
+} from './status.js';
+
+const KIND = 'VirtualMachine';
+/** While a fresh guest has no address yet, look for DHCP leases this often, this long. */
+const ADDRESS_POLL_MS = 5_000;
+const ADDRESS_POLL_WINDOW_MS = 300_000;
+
+export async function reconcileVirtualMachine(
+  key: string,
+  ctx: ControllerContext,
+): Promise<Action> {
+  const { namespace, name } = splitKey(key);
+  const vm = ctx.get<VirtualMachine>(KIND, namespace, name);
+  // Another node's machine is never ours to touch (the agent's field selector keeps them away).
+  if (!vm || vm.spec.nodeName !== ctx.nodeName) return done;
+  const held = vm.metadata.finalizers?.includes(HOST_FINALIZER) ?? false;
+  // The finalizer table: deleting with our finalizer -> clean the host; deleting without it ->
+  // nothing of ours is there; alive without it -> add it before anything exists on the host,
+  // so nothing is ever orphaned; alive with it -> converge.
+  if (vm.metadata.deletionTimestamp) return held ? removeFromHost(vm, ctx) : done;
+  if (!held) await ctx.ensureFinalizer(KIND, vm, HOST_FINALIZER);
+  return materialise(vm, ctx);
+}
+
+async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<Action> {
+  const conn = ctx.libvirt();
+  const now = ctx.now();
+  const before = await observeMachine(conn, vm, ctx.stateDir);
+  const resolved = resolve(vm, ctx);
+  const inputs = 'inputs' in resolved ? resolved.inputs : undefined;
+  const desired = inputs && desiredDomain(vm, inputs);
+  const plan = planMachine({ vm, desired, cloudInit: inputs?.cloudInit, observed: before, now });
+  const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
+  const outcome = await actMachine(conn, ours, plan.steps);
+  const after = outcome.executed.length > 0 ? await observeDomain(conn, vm) : before.domain;
+  const problem: Problem | undefined =
+    before.domain.state === 'foreign'
+      ? nameConflict(before.domain, ctx.nodeName)
+      : (outcome.failure ?? ('problem' in resolved ? resolved.problem : undefined));
+  const status = machineStatus({
+    vm,
+    nodeName: ctx.nodeName,
+    now,
+    observed: after,
+    problem,
+    shutdown: plan.shutdown,
+    started: startedBy(outcome.executed),
+    pending:
+      desired && after.state === 'ours' && after.live ? restartPending(desired, after.live) : [],
+  });
+  await report(ctx, vm, status, outcome.executed);
+  if (problem?.reason === 'Unsupported') return done; // waits for a spec change
+  if (problem) return requeueAfter(retryDelayMs(status, now));
+  if (plan.waitMs !== undefined) return requeueAfter(settledWait(plan, after));
+  if (!isConditionTrue(status.conditions, 'Ready')) return requeueAfter(retryDelayMs(status, now));
+  return awaitingAddresses(vm, status, after, now) ? requeueAfter(ADDRESS_POLL_MS) : done;
+}
+
+function resolve(vm: VirtualMachine, ctx: ControllerContext) {
+  const unsupported = unsupportedSpec(vm);
+  if (unsupported) return { problem: unsupported };
+  const refs = {
+    volume: (ns: string, name: string) => ctx.get<Volume>('Volume', ns, name),
+    network: (name: string) => ctx.get<VirtualNetwork>('VirtualNetwork', undefined, name),
+  };
+  return machineInputs(vm, refs, ctx.nodeName, ctx.stateDir);
+}
+
+/**
+ * Deleting: stop gracefully, undefine, remove our files, then release the finalizer. When a
+ * stop completes at once (an ACPI-aware guest that is quick, or the test driver), the removal
+ * continues in the same pass. A domain that is already gone, or one that is not ours, only
+ * costs the finalizer.
+ */
+async function removeFromHost(vm: VirtualMachine, ctx: ControllerContext): Promise<Action> {
+  const conn = ctx.libvirt();
+  const now = ctx.now();
+  const uid = String(vm.metadata.uid);
+  for (let round = 0; ; round++) {
+    const observed = await observeMachine(conn, vm, ctx.stateDir, { allIsos: true });
+    const files = [...observed.cloudInitIsos, consoleLogFile(ctx.stateDir, uid)];
+    const plan = planRemoval(vm, observed, files, now);
+    const ours = observed.domain.state === 'ours' ? observed.domain.domain : undefined;
+    const outcome = await actMachine(conn, ours, plan.steps);
+    for (const e of stepEvents(outcome.executed, vm, ctx.nodeName, vm.status?.restartCount ?? 0)) {
+      ctx.event(KIND, vm, e.type, e.reason, e.message);
+    }
+    const after = await observeDomain(conn, vm);
+    if (after.state !== 'ours' && !outcome.failure) {
+      await ctx.removeFinalizer(KIND, vm, HOST_FINALIZER);
+      return done;
+    }
+    const stopped =
+      observed.domain.state === 'ours' &&
+      observed.domain.active &&
+      after.state === 'ours' &&
+      !after.active;
+    if (round === 0 && stopped && !outcome.failure) continue;
+    return reportRemoval(ctx, vm, { after, plan, failure: outcome.failure, now });
+  }
+}
+
+async function reportRemoval(
+  ctx: ControllerContext,
+  vm: VirtualMachine,
+  pass: { after: ObservedDomain; plan: MachinePlan; failure: StepFailure | undefined; now: Date },
+): Promise<Action> {
+  const status = machineStatus({
+    vm,
+    nodeName: ctx.nodeName,
+    now: pass.now,
+    observed: pass.after,
+    problem: pass.failure,
+    shutdown: pass.plan.shutdown,
+    started: undefined,
+    pending: [],
+  });
+  await report(ctx, vm, status, []);
+  if (pass.failure) return requeueAfter(retryDelayMs(status, pass.now));
+  return requeueAfter(settledWait(pass.plan, pass.after));
+}
+
+/** Events for what was done and for conditions that turned bad, then the status (if changed). */
+async function report(
+  ctx: ControllerContext,
+  vm: VirtualMachine,
+  status: VirtualMachineStatus,
+  executed: readonly MachineStep[],
+): Promise<void> {
+  const events = [
+    ...stepEvents(executed, vm, ctx.nodeName, status.restartCount ?? 0),
+    ...conditionEvents(vm.status, status),
+  ];
+  for (const e of events) ctx.event(KIND, vm, e.type, e.reason, e.message);
+  await ctx.applyStatus(KIND, vm, status);
+}
+
+function startedBy(executed: readonly MachineStep[]) {
+  for (const step of executed) if (step.op === 'start') return step.kind;
+  return undefined;
+}
+
+/** A wait for a stop is cut short when the domain already stopped: the next step is due. */
+function settledWait(plan: MachinePlan, after: ObservedDomain): number {
+  const wait = plan.waitMs ?? TRANSITION_MS;
+  return after.state === 'ours' && after.active ? wait : Math.min(wait, TRANSITION_MS);
+}
+
+/**
+ * DHCP leases appear seconds after boot. Where the host can report leases, a running machine
+ * whose interfaces have no address yet is looked at again for a few minutes after its start;
+ * after that the periodic resync suffices.
+ */
+function awaitingAddresses(
+  vm: VirtualMachine,
+  status: VirtualMachineStatus,
+  after: ObservedDomain,
+  now: Date,
+): boolean {
+  if (after.state !== 'ours' || !after.active || !after.leasesSupported) return false;
+  const wanted = vm.spec.interfaces?.length ?? 0;
+  const withAddress = (status.interfaces ?? []).filter((i) => i.ipAddresses?.length).length;
+  const startedAt = status.startedAt ? Date.parse(status.startedAt) : now.getTime();
+  return withAddress < wanted && now.getTime() - startedAt < ADDRESS_POLL_WINDOW_MS;
+}

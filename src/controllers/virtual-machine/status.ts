@@ -1,0 +1,465 @@
+// The VirtualMachine's status, rebuilt each pass from what was observed after acting. Pure.
+//
+// Deterministic by construction, so a converged machine's status equals the stored one and
+// costs no write: conditions keep their lastTransitionTime while their status holds, times are
+// whole seconds, quantities are printed one way (the largest binary unit that divides them),
+// address lists are sorted. Two values carry over from the previous status, which is their
+// only record: restartCount and startedAt (the time we first saw the current run).
+import {
+  conditionTime,
+  findCondition,
+  setCondition,
+  type Condition,
+} from '../../api/conditions.js';
+import { domainName, libvirtUuid } from '../../api/names.js';
+import type {
+  VirtualMachine,
+  VirtualMachineStatus,
+  VirtualMachineStatusInterface,
+} from '../../api/generated/types.js';
+import { ownedDomainFields, type DomainDocument } from '../../libvirt/xml/domain.js';
+import { interfaceMacs, type Problem } from './desired.js';
+import type { ForeignDomain, ObservedDomain, OursDomain } from './observe.js';
+import {
+  gracePeriodMs,
+  SHUTDOWN_CONDITION,
+  type MachineStep,
+  type ShutdownReason,
+  type StartKind,
+} from './plan.js';
+
+export type { Problem } from './desired.js';
+
+type Phase = NonNullable<VirtualMachineStatus['phase']>;
+
+/** Reasons that wait for something else to become ready, rather than a failure on the host. */
+const WAITING_REASONS = new Set(['VolumeNotReady', 'NetworkNotReady']);
+
+/** A domain with our name or UUID that this object did not create: reported, never adopted. */
+export function nameConflict(observed: ForeignDomain, nodeName: string): Problem {
+  const owner = observed.stamp
+    ? `it belongs to ${observed.stamp.kind} ${observed.stamp.namespace ?? ''}/${observed.stamp.name} (uid ${observed.stamp.uid})`
+    : 'the operator did not create it';
+  const what =
+    observed.clash === 'uuid'
+      ? `a libvirt domain '${observed.name}' with this machine's UUID ${observed.uuid}`
+      : `a libvirt domain named '${observed.name}' (uuid ${observed.uuid})`;
+  return {
+    reason: observed.clash === 'uuid' ? 'UUIDConflict' : 'NameConflict',
+    message:
+      `node ${nodeName} already has ${what}; ${owner}, so it is left untouched. ` +
+      `Remove or rename it on the node${observed.clash === 'uuid' ? ', or set another spec.uuid' : ', or rename this object'}.`,
+  };
+}
+
+export interface StatusInput {
+  vm: VirtualMachine;
+  nodeName: string;
+  now: Date;
+  /** The domain as observed after this pass's steps. */
+  observed: ObservedDomain;
+  problem: Problem | undefined;
+  /** Why the operator is stopping or has stopped the domain (ShutdownRequested). */
+  shutdown: ShutdownReason | undefined;
+  /** A start this pass made. */
+  started: StartKind | undefined;
+  /** Restart-time fields the running domain does not reflect. */
+  pending: readonly string[];
+}
+
+export function machineStatus(input: StatusInput): VirtualMachineStatus {
+  const { vm, observed } = input;
+  const previous = vm.status;
+  const status: VirtualMachineStatus = {
+    phase: phaseOf(input),
+    uuid: observed.state === 'ours' ? observed.uuid : libvirtUuid(vm),
+    domainName: domainName(vm),
+    nodeName: input.nodeName,
+    restartCount: (previous?.restartCount ?? 0) + (input.started === 'restart' ? 1 : 0),
+  };
+  if (vm.metadata.generation !== undefined) status.observedGeneration = vm.metadata.generation;
+  if (observed.state === 'ours') Object.assign(status, hostFacts(vm, observed));
+  const startedAt = startedAtOf(input);
+  if (startedAt !== undefined) status.startedAt = startedAt;
+  status.conditions = conditionsOf(input);
+  return status;
+}
+
+function hostFacts(vm: VirtualMachine, d: OursDomain): Partial<VirtualMachineStatus> {
+  const facts: Partial<VirtualMachineStatus> = {
+    state: { state: d.power.state, reason: d.power.reason },
+  };
+  const shown = d.live ?? d.config;
+  if (!shown) return facts;
+  facts.vcpus = { current: shown.vcpu.current, max: shown.vcpu.max };
+  facts.memory = { target: kibQuantity(balloonTarget(d)) };
+  if (d.active && d.memoryActualKiB !== undefined) {
+    facts.memory.actual = kibQuantity(d.memoryActualKiB);
+  }
+  const interfaces = interfacesOf(vm, shown, d);
+  if (interfaces.length > 0) facts.interfaces = interfaces;
+  return facts;
+}
+
+/**
+ * The balloon target we set: the persistent <currentMemory> (live changes are made to both,
+ * see plan.ts), capped by the running maximum. Not the running <currentMemory>, which QEMU
+ * keeps at the guest's actual size.
+ */
+export function balloonTarget(d: OursDomain): number {
+  const doc = d.config ?? d.live;
+  const target = doc ? ownedDomainFields(doc).currentMemoryKiB : 0;
+  return d.live ? Math.min(target, d.live.memoryKiB) : target;
+}
+
+/** KiB as a quantity: the largest of Gi, Mi, Ki that divides it ("512Mi", "1536Mi", "100Ki"). */
+export function kibQuantity(kib: number): string {
+  if (kib > 0 && kib % (1024 * 1024) === 0) return `${kib / (1024 * 1024)}Gi`;
+  if (kib > 0 && kib % 1024 === 0) return `${kib / 1024}Mi`;
+  return `${kib}Ki`;
+}
+
+/** Spec order; an interface the domain does not have yet (pending restart) is left out. */
+function interfacesOf(
+  vm: VirtualMachine,
+  doc: DomainDocument,
+  d: OursDomain,
+): VirtualMachineStatusInterface[] {
+  const present = new Set(doc.devices.interfaces.map((n) => n.mac?.toLowerCase()));
+  return interfaceMacs(vm)
+    .filter(({ mac }) => present.has(mac))
+    .map(({ name, mac }) => {
+      const entry: VirtualMachineStatusInterface = { name, macAddress: mac };
+      const ips = d.addresses.get(mac);
+      if (ips && ips.length > 0) entry.ipAddresses = [...ips];
+      return entry;
+    });
+}
+
+function startedAtOf(input: StatusInput): string | undefined {
+  const { vm, observed, now } = input;
+  const previous = vm.status;
+  if (observed.state !== 'ours' || !observed.active) return previous?.startedAt;
+  const wasUp = previous?.state?.state !== undefined && previous.state.state !== 'shutoff';
+  if (input.started === undefined && wasUp && previous?.startedAt) return previous.startedAt;
+  return conditionTime(now);
+}
+
+function wantsRunning(vm: VirtualMachine): boolean {
+  const strategy = vm.spec.runStrategy ?? 'Always';
+  return strategy === 'Always' || strategy === 'RerunOnFailure';
+}
+
+function phaseOf(input: StatusInput): Phase {
+  const { observed, problem, shutdown, vm } = input;
+  if (observed.state === 'foreign') return 'Failed';
+  if (observed.state === 'absent') {
+    return problem && !WAITING_REASONS.has(problem.reason) ? 'Failed' : 'Pending';
+  }
+  const { state, reason } = observed.power;
+  if (state === 'crashed') return 'Failed';
+  if (observed.active) {
+    if (shutdown || state === 'shutdown') return 'Stopping';
+    if (state === 'paused' && reason === 'starting_up') return 'Starting';
+    return 'Running';
+  }
+  if (problem?.reason === 'StartFailed') return 'Failed';
+  if (shutdown === 'RestartToApplyChanges') return 'Starting';
+  if (wantsRunning(vm) && !(vm.spec.runStrategy === 'RerunOnFailure' && reason === 'shutdown')) {
+    return 'Starting';
+  }
+  return 'Stopped';
+}
+
+interface ConditionUpdate {
+  type: string;
+  status: 'True' | 'False';
+  reason: string;
+  message: string;
+}
+
+function conditionsOf(input: StatusInput): Condition[] {
+  const { vm, observed, now } = input;
+  const updates: ConditionUpdate[] = [readyCondition(input), syncedCondition(input)];
+  if (observed.state === 'ours') updates.push(restartRequiredCondition(input));
+  if (input.shutdown) updates.push(shutdownCondition(input, input.shutdown));
+  const generation = vm.metadata.generation;
+  let conditions: Condition[] = vm.status?.conditions ?? [];
+  for (const u of updates) {
+    conditions = setCondition(
+      conditions,
+      generation === undefined ? u : { ...u, observedGeneration: generation },
+      now,
+    );
+  }
+  const wanted = new Set(updates.map((u) => u.type));
+  return conditions.filter((c) => wanted.has(c.type));
+}
+
+function readyCondition(input: StatusInput): ConditionUpdate {
+  const { observed, problem, vm } = input;
+  const no = (reason: string, message: string): ConditionUpdate => ({
+    type: 'Ready',
+    status: 'False',
+    reason,
+    message,
+  });
+  if (observed.state !== 'ours') {
+    return problem
+      ? no(problem.reason, problem.message)
+      : no('NotCreated', 'the domain is not defined on the node yet');
+  }
+  if (input.shutdown === 'RestartToApplyChanges') {
+    return no('Restarting', 'restarting the domain gracefully to apply restart-time changes');
+  }
+  const strategy = vm.spec.runStrategy ?? 'Always';
+  const { state, reason } = observed.power;
+  const yes = (why: string, message: string): ConditionUpdate => ({
+    type: 'Ready',
+    status: 'True',
+    reason: why,
+    message,
+  });
+  if (state === 'crashed')
+    return no(problem?.reason ?? 'Crashed', problem?.message ?? 'the guest crashed');
+  switch (strategy) {
+    case 'Manual':
+      return yes(
+        'ManualPower',
+        `the domain is ${state}; with runStrategy Manual the operator leaves its power state alone`,
+      );
+    case 'Halted':
+      if (!observed.active)
+        return yes('Halted', 'the domain is shut off, as runStrategy Halted asks');
+      return no('Stopping', 'waiting for the guest to shut down (runStrategy Halted)');
+    default:
+      if (observed.active && (state === 'running' || state === 'blocked')) {
+        return yes('Running', 'the domain is running');
+      }
+      if (
+        !observed.active &&
+        strategy === 'RerunOnFailure' &&
+        reason === 'shutdown' &&
+        !input.shutdown
+      ) {
+        return yes(
+          'GuestShutdown',
+          'the guest shut itself down; runStrategy RerunOnFailure does not start it again',
+        );
+      }
+      if (problem) return no(problem.reason, problem.message);
+      if (state === 'paused') return no('Paused', `the domain is paused (${reason})`);
+      return no(
+        'NotRunning',
+        `the domain is ${state} (${reason}); runStrategy ${strategy} wants it running`,
+      );
+  }
+}
+
+function syncedCondition(input: StatusInput): ConditionUpdate {
+  const { observed, problem } = input;
+  if (problem) return { type: 'Synced', status: 'False', ...problem };
+  if (observed.state !== 'ours') {
+    return {
+      type: 'Synced',
+      status: 'False',
+      reason: 'NotCreated',
+      message: 'the domain is not defined on the node yet',
+    };
+  }
+  return {
+    type: 'Synced',
+    status: 'True',
+    reason: 'Synced',
+    message: "the domain's definition matches the spec",
+  };
+}
+
+function restartRequiredCondition(input: StatusInput): ConditionUpdate {
+  const { pending, vm } = input;
+  if (pending.length === 0) {
+    return {
+      type: 'RestartRequired',
+      status: 'False',
+      reason: 'UpToDate',
+      message: 'no restart-time change is pending',
+    };
+  }
+  const how =
+    vm.spec.updatePolicy === 'Restart'
+      ? 'the operator restarts the machine gracefully to apply them (updatePolicy Restart)'
+      : 'they apply at the next start of the machine (updatePolicy Manual)';
+  return {
+    type: 'RestartRequired',
+    status: 'True',
+    reason: 'PendingChanges',
+    message: `pending: ${pending.join(', ')}; ${how}`,
+  };
+}
+
+const SHUTDOWN_WHY: Record<ShutdownReason, string> = {
+  RunStrategyHalted: 'runStrategy Halted',
+  RestartToApplyChanges: 'a restart to apply changes',
+  Deleting: 'the machine is being deleted',
+};
+
+function shutdownCondition(input: StatusInput, reason: ShutdownReason): ConditionUpdate {
+  const active = input.observed.state === 'ours' && input.observed.active;
+  const grace = gracePeriodMs(input.vm) / 1000;
+  return {
+    type: SHUTDOWN_CONDITION,
+    status: 'True',
+    reason,
+    message: active
+      ? `ACPI shutdown requested (${SHUTDOWN_WHY[reason]}); the domain is destroyed if it still runs ${grace}s after the request`
+      : `the operator shut the domain down (${SHUTDOWN_WHY[reason]})`,
+  };
+}
+
+// ---- events ----
+
+export interface MachineEvent {
+  type: 'Normal' | 'Warning';
+  reason: string;
+  message: string;
+}
+
+/**
+ * Warning Events for conditions that turned bad since the last status: Synced turning False
+ * (or False for another reason or message), RestartRequired naming other fields. Tied to
+ * transitions, so a machine that stays in one state does not repeat itself each pass.
+ */
+export function conditionEvents(
+  before: VirtualMachineStatus | undefined,
+  after: VirtualMachineStatus,
+): MachineEvent[] {
+  const events: MachineEvent[] = [];
+  const changed = (type: string, bad: string) => {
+    const now = findCondition(after.conditions, type);
+    const was = findCondition(before?.conditions, type);
+    if (now?.status !== bad) return undefined;
+    if (was?.status === bad && was.reason === now.reason && was.message === now.message) {
+      return undefined;
+    }
+    return now;
+  };
+  const synced = changed('Synced', 'False');
+  if (synced && synced.reason !== 'NotCreated') {
+    events.push({ type: 'Warning', reason: synced.reason, message: synced.message });
+  }
+  const restart = changed('RestartRequired', 'True');
+  if (restart) events.push({ type: 'Normal', reason: 'RestartRequired', message: restart.message });
+  return events;
+}
+
+/** Normal (and for surprises, Warning) Events for what a pass did on the host. */
+export function stepEvents(
+  executed: readonly MachineStep[],
+  vm: VirtualMachine,
+  nodeName: string,
+  restartCount: number,
+): MachineEvent[] {
+  const name = domainName(vm);
+  const events: MachineEvent[] = [];
+  for (const step of executed) {
+    switch (step.op) {
+      case 'define':
+        events.push(
+          step.created
+            ? {
+                type: 'Normal',
+                reason: 'Created',
+                message: `defined libvirt domain ${name} (uuid ${step.doc.uuid}) on node ${nodeName}`,
+              }
+            : {
+                type: 'Normal',
+                reason: 'Updated',
+                message: `saved the new definition of domain ${name}; restart-time changes apply at its next start`,
+              },
+        );
+        break;
+      case 'setMemory':
+        if (step.live) {
+          events.push({
+            type: 'Normal',
+            reason: 'MemoryChanged',
+            message: `set the balloon target of the running domain to ${kibQuantity(step.kib)} without a restart`,
+          });
+        }
+        break;
+      case 'setVcpus':
+        if (step.live) {
+          events.push({
+            type: 'Normal',
+            reason: 'VcpusChanged',
+            message: `set ${step.count} vCPUs on the running domain without a restart`,
+          });
+        }
+        break;
+      case 'start':
+        events.push(
+          step.kind === 'restart'
+            ? {
+                type: 'Warning',
+                reason: 'Restarted',
+                message: `domain ${name} was ${step.after.state} (${step.after.reason}) without the operator asking; started it again (restart ${restartCount})`,
+              }
+            : {
+                type: 'Normal',
+                reason: 'Started',
+                message: `started domain ${name} on node ${nodeName}`,
+              },
+        );
+        break;
+      case 'shutdown':
+        events.push({
+          type: 'Normal',
+          reason: 'ShuttingDown',
+          message: `ACPI shutdown requested (${SHUTDOWN_WHY[step.reason]}); destroyed after ${gracePeriodMs(vm) / 1000}s if still running`,
+        });
+        break;
+      case 'destroy':
+        events.push(
+          step.why === 'crashed'
+            ? {
+                type: 'Warning',
+                reason: 'Crashed',
+                message: `domain ${name} crashed; destroyed it`,
+              }
+            : {
+                type: 'Warning',
+                reason: 'GracePeriodExpired',
+                message: `the guest did not shut down within ${gracePeriodMs(vm) / 1000}s of the ACPI request; destroyed it`,
+              },
+        );
+        break;
+      case 'undefine':
+        events.push({
+          type: 'Normal',
+          reason: 'Deleted',
+          message: `removed libvirt domain ${name} from node ${nodeName}`,
+        });
+        break;
+      default:
+        break;
+    }
+  }
+  return events;
+}
+
+const MIN_RETRY_MS = 1_000;
+const MAX_RETRY_MS = 300_000;
+
+/**
+ * The retry delay for a machine that is not where it should be: as long as it has been so,
+ * between 1 s and 5 min. Synced's (else Ready's) lastTransitionTime is the memory, so the
+ * backoff survives agent restarts and needs no per-key state.
+ */
+export function retryDelayMs(status: VirtualMachineStatus, now: Date): number {
+  const conditions = status.conditions;
+  const synced = findCondition(conditions, 'Synced');
+  const since = (synced?.status === 'False' ? synced : findCondition(conditions, 'Ready'))
+    ?.lastTransitionTime;
+  const failingFor = since ? now.getTime() - Date.parse(since) : 0;
+  return Math.min(MAX_RETRY_MS, Math.max(MIN_RETRY_MS, failingFor));
+}

@@ -1,0 +1,370 @@
+// The VirtualMachine controller against a real API server and libvirt's test driver: a machine
+// becomes Ready, takes memory and vCPU changes live, reports restart-time changes, is restarted
+// after a destroy behind the operator's back, shuts down gracefully when Halted, and leaves the
+// host clean when deleted. A converged machine costs no libvirt write and no API write.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { VirtualMachine } from '../../../../src/api/generated/types.js';
+import { defaultMacAddress } from '../../../../src/api/names.js';
+import { kubeWrites } from '../../../../src/agent/kube-writes.js';
+import { HOST_FINALIZER } from '../../../../src/controllers/context.js';
+import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
+import { Connect, DomainXMLFlags } from '../../../../src/libvirt/index.js';
+import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
+import { stampOf } from '../../../../src/libvirt/xml/metadata.js';
+import { useControlPlane } from '../../../harness/control-plane.js';
+import {
+  converge,
+  snapshotContext,
+  type SnapshotContext,
+} from '../../../harness/controller-context.js';
+import { kube, recording, untilListable, type Kube, type Recording } from './fixtures.js';
+
+const NODE = 'node-a';
+const NS = 'vm-life';
+const ROOT_PATH = '/var/lib/libvirt-operator-test/vm-life_root.qcow2';
+const DATA_PATH = '/var/lib/libvirt-operator-test/vm-life_data.raw';
+
+const controlPlane = useControlPlane();
+let conn: Connect;
+let rec: Recording;
+let ctx: SnapshotContext;
+let k: Kube;
+let stateDir: string;
+
+beforeAll(async () => {
+  conn = await Connect.open('test:///default');
+  rec = recording(conn);
+  stateDir = mkdtempSync(join(tmpdir(), 'lvo-vm-life-'));
+  const { kubeConfig } = controlPlane();
+  ctx = snapshotContext({ kubeConfig, conn: rec.conn, nodeName: NODE, stateDir });
+  k = kube(kubeConfig);
+  await k.namespace(NS);
+  await untilListable(ctx);
+  await readyVolume('root', 'qcow2', ROOT_PATH);
+  await readyVolume('data', 'raw', DATA_PATH);
+  await k.create('VirtualNetwork', { metadata: { name: 'life-net' }, spec: { mode: 'isolated' } });
+  await k.patchStatus('VirtualNetwork', undefined, 'life-net', {
+    nodes: [{ nodeName: NODE, active: true }],
+  });
+});
+
+afterAll(async () => {
+  await conn?.close();
+  if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+});
+
+/** A Volume as the Volume controller leaves it once its file exists. */
+async function readyVolume(name: string, format: 'qcow2' | 'raw', path: string) {
+  await k.create('Volume', {
+    metadata: { name, namespace: NS },
+    spec: { nodeName: NODE, pool: 'images', capacity: '1Gi', format },
+  });
+  await k.patchStatus('Volume', NS, name, { phase: 'Available', path });
+}
+
+async function createVM(name: string, spec: Record<string, unknown>, annotations = {}) {
+  return k.create<VirtualMachine>('VirtualMachine', {
+    metadata: { name, namespace: NS, annotations },
+    spec: {
+      nodeName: NODE,
+      domainType: 'qemu',
+      vcpus: 1,
+      maxVcpus: 2,
+      memory: '256Mi',
+      maxMemory: '512Mi',
+      disks: [{ name: 'root', volume: 'root', bootOrder: 1 }],
+      interfaces: [{ name: 'eth0', network: 'life-net' }],
+      terminationGracePeriodSeconds: 30,
+      ...spec,
+    },
+  });
+}
+
+const key = (name: string) => `${NS}/${name}`;
+const vmOf = (name: string) => ctx.get<VirtualMachine>('VirtualMachine', NS, name);
+const condition = (vm: VirtualMachine | undefined, type: string) =>
+  vm?.status?.conditions?.find((c) => c.type === type);
+/** converge's until: true once the stored object (read afresh) satisfies `test`. */
+const stored = (name: string, test: (vm: VirtualMachine | undefined) => boolean) => async () => {
+  await ctx.refresh();
+  return test(vmOf(name));
+};
+const ready = (name: string) => stored(name, (vm) => condition(vm, 'Ready')?.status === 'True');
+const eventReasons = (name: string) =>
+  ctx.events.filter((e) => e.key === key(name)).map((e) => e.reason);
+
+async function domainOf(vm: VirtualMachine) {
+  return conn.lookupDomainByUUIDString(String(vm.metadata.uid));
+}
+
+describe('VirtualMachine reconcile on test:///default', () => {
+  it('makes a machine Ready: the domain is found by UUID and status matches libvirt', async () => {
+    const created = await createVM('web', {});
+    await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
+
+    const vm = vmOf('web');
+    const domain = await domainOf(created);
+    expect(domain.getName()).toBe(`${NS}_web`);
+    expect(domain.getUUIDString()).toBe(created.metadata.uid);
+    const state = await domain.getState();
+    expect(state.stateName).toBe('running');
+    const live = parseDomainXML(await domain.getXMLDesc());
+    const stamp = stampOf(await domain.getXMLDesc());
+    expect(stamp).toMatchObject({ kind: 'VirtualMachine', namespace: NS, name: 'web' });
+    expect(stamp?.uid).toBe(created.metadata.uid);
+    expect(live.devices.disks).toEqual([
+      expect.objectContaining({
+        device: 'disk',
+        source: { type: 'file', file: ROOT_PATH },
+        driver: { name: 'qemu', type: 'qcow2' },
+        target: { dev: 'vda', bus: 'virtio' },
+        bootOrder: 1,
+      }),
+    ]);
+    const mac = defaultMacAddress(String(created.metadata.uid), 'eth0');
+    expect(live.devices.interfaces).toEqual([
+      expect.objectContaining({ source: { network: 'life-net' }, mac, model: 'virtio' }),
+    ]);
+
+    expect(vm?.metadata.finalizers).toContain(HOST_FINALIZER);
+    expect(vm?.status).toMatchObject({
+      phase: 'Running',
+      observedGeneration: created.metadata.generation,
+      uuid: created.metadata.uid,
+      domainName: `${NS}_web`,
+      nodeName: NODE,
+      state: { state: 'running', reason: state.reasonName },
+      memory: { target: '256Mi', actual: '256Mi' },
+      vcpus: { current: 1, max: 2 },
+      interfaces: [{ name: 'eth0', macAddress: mac }],
+      restartCount: 0,
+    });
+    expect(vm?.status?.startedAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+    expect(condition(vm, 'Synced')?.status).toBe('True');
+    expect(condition(vm, 'RestartRequired')?.status).toBe('False');
+    expect(eventReasons('web')).toEqual(['Created', 'Started']);
+  });
+
+  it('makes no libvirt write and no API write when re-reconciling a converged machine', async () => {
+    await ctx.refresh();
+    const vm = vmOf('web');
+    const domain = await domainOf(vm!);
+    const id = domain.getID();
+    const liveXML = await domain.getXMLDesc();
+    const configXML = await domain.getXMLDesc(DomainXMLFlags.INACTIVE);
+    const writes = ctx.writes;
+    const events = ctx.events.length;
+    rec.reset();
+
+    for (let pass = 0; pass < 3; pass++) {
+      await ctx.refresh();
+      expect(await reconcileVirtualMachine(key('web'), ctx)).toEqual({});
+    }
+
+    expect(rec.calls.length).toBeGreaterThan(0); // it did look at the host
+    expect(rec.writes()).toEqual([]);
+    expect(ctx.writes).toBe(writes);
+    expect(ctx.events.length).toBe(events);
+    const again = await domainOf(vm!);
+    expect(again.getID()).toBe(id);
+    expect(await again.getXMLDesc()).toBe(liveXML);
+    expect(await again.getXMLDesc(DomainXMLFlags.INACTIVE)).toBe(configXML);
+  });
+
+  it('applies memory and vCPU changes to the running machine live, without a restart', async () => {
+    const before = await domainOf(vmOf('web')!);
+    const id = before.getID();
+    rec.reset();
+
+    await k.patchSpec('VirtualMachine', NS, 'web', { memory: '384Mi', vcpus: 2 });
+    await converge(ctx, reconcileVirtualMachine, key('web'), {
+      until: stored('web', (vm) => vm?.status?.vcpus?.current === 2),
+    });
+
+    const after = await domainOf(vmOf('web')!);
+    expect(after.getID()).toBe(id);
+    expect((await after.getState()).stateName).toBe('running');
+    expect((await after.getInfo()).memory).toBe(384n * 1024n);
+    expect(await after.getVcpus({ live: true })).toBe(2);
+    const config = parseDomainXML(await after.getXMLDesc(DomainXMLFlags.INACTIVE));
+    expect(config.currentMemoryKiB).toBe(384 * 1024);
+    expect(config.vcpu.current).toBe(2);
+    expect(rec.writes().every((c) => /^Domain\.(setMemory|setVcpus)$/.test(c))).toBe(true);
+    expect(rec.writes()).toEqual(expect.arrayContaining(['Domain.setMemory', 'Domain.setVcpus']));
+
+    const vm = vmOf('web');
+    expect(vm?.status).toMatchObject({
+      phase: 'Running',
+      observedGeneration: vm?.metadata.generation,
+      memory: { target: '384Mi', actual: '384Mi' },
+      vcpus: { current: 2, max: 2 },
+      restartCount: 0,
+    });
+    expect(condition(vm, 'RestartRequired')?.status).toBe('False');
+    expect(eventReasons('web')).toEqual(expect.arrayContaining(['MemoryChanged', 'VcpusChanged']));
+  });
+
+  it('saves a restart-time change and names it in RestartRequired, keeping the machine running', async () => {
+    const id = (await domainOf(vmOf('web')!)).getID();
+    await k.patchSpec('VirtualMachine', NS, 'web', {
+      maxMemory: '1Gi',
+      disks: [
+        { name: 'root', volume: 'root', bootOrder: 1 },
+        { name: 'data', volume: 'data', bus: 'scsi' },
+      ],
+    });
+    await converge(ctx, reconcileVirtualMachine, key('web'), {
+      until: stored('web', (vm) => condition(vm, 'RestartRequired')?.status === 'True'),
+    });
+
+    const vm = vmOf('web');
+    const message = condition(vm, 'RestartRequired')?.message ?? '';
+    expect(message).toContain('spec.maxMemory');
+    expect(message).toContain('spec.disks');
+    expect(message).not.toContain('spec.memory,');
+    expect(condition(vm, 'Ready')?.status).toBe('True');
+    const domain = await domainOf(vm!);
+    expect(domain.getID()).toBe(id);
+    expect(parseDomainXML(await domain.getXMLDesc()).memoryKiB).toBe(512 * 1024);
+    const config = parseDomainXML(await domain.getXMLDesc(DomainXMLFlags.INACTIVE));
+    expect(config.memoryKiB).toBe(1024 * 1024);
+    expect(config.devices.disks.map((d) => [d.target.dev, d.source])).toEqual([
+      ['vda', { type: 'file', file: ROOT_PATH }],
+      ['sda', { type: 'file', file: DATA_PATH }],
+    ]);
+    expect(eventReasons('web')).toEqual(expect.arrayContaining(['Updated', 'RestartRequired']));
+  });
+
+  it('applies restart-time changes by a graceful restart with updatePolicy Restart', async () => {
+    const id = (await domainOf(vmOf('web')!)).getID();
+    rec.reset();
+    await k.patchSpec('VirtualMachine', NS, 'web', { updatePolicy: 'Restart' });
+    await converge(ctx, reconcileVirtualMachine, key('web'), {
+      until: stored(
+        'web',
+        (vm) =>
+          condition(vm, 'Ready')?.status === 'True' &&
+          condition(vm, 'RestartRequired')?.status === 'False',
+      ),
+    });
+
+    const vm = vmOf('web');
+    const domain = await domainOf(vm!);
+    expect(domain.getID()).not.toBe(id);
+    expect(parseDomainXML(await domain.getXMLDesc()).memoryKiB).toBe(1024 * 1024);
+    expect(rec.writes()).toEqual(['Domain.shutdown', 'Domain.create']);
+    expect(vm?.status?.restartCount).toBe(0);
+    expect(condition(vm, 'ShutdownRequested')).toBeUndefined();
+  });
+
+  it('starts a domain destroyed behind its back again, counting the restart, with an Event', async () => {
+    const vm = vmOf('web')!;
+    const domain = await domainOf(vm);
+    const id = domain.getID();
+    await domain.destroy();
+    expect((await domain.getState()).reasonName).toBe('destroyed');
+
+    await converge(ctx, reconcileVirtualMachine, key('web'), {
+      until: stored('web', (vm) => vm?.status?.restartCount === 1),
+    });
+
+    const after = await domainOf(vm);
+    expect((await after.getState()).stateName).toBe('running');
+    expect(after.getID()).not.toBe(id);
+    expect(vmOf('web')?.status).toMatchObject({ phase: 'Running', restartCount: 1 });
+    const restarted = ctx.events.filter((e) => e.key === key('web') && e.reason === 'Restarted');
+    expect(restarted).toHaveLength(1);
+    expect(restarted[0]?.type).toBe('Warning');
+    expect(restarted[0]?.message).toContain('shutoff (destroyed)');
+  });
+
+  it('shuts the machine down gracefully (ACPI, not destroy) when runStrategy becomes Halted', async () => {
+    rec.reset();
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
+    await converge(ctx, reconcileVirtualMachine, key('web'), {
+      until: stored('web', (vm) => vm?.status?.phase === 'Stopped'),
+    });
+
+    const vm = vmOf('web');
+    const state = await (await domainOf(vm!)).getState();
+    expect(state).toMatchObject({ stateName: 'shutoff', reasonName: 'shutdown' });
+    expect(rec.writes()).toEqual(['Domain.shutdown']);
+    expect(vm?.status?.state).toEqual({ state: 'shutoff', reason: 'shutdown' });
+    expect(condition(vm, 'Ready')).toMatchObject({ status: 'True', reason: 'Halted' });
+    expect(condition(vm, 'ShutdownRequested')).toMatchObject({
+      status: 'True',
+      reason: 'RunStrategyHalted',
+    });
+    expect(vm?.status?.restartCount).toBe(1);
+    expect(eventReasons('web')).toContain('ShuttingDown');
+
+    // Back to Always: a start the user asked for, not a restart.
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
+    await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
+    expect((await (await domainOf(vm!)).getState()).stateName).toBe('running');
+    expect(vmOf('web')?.status?.restartCount).toBe(1);
+    expect(condition(vmOf('web'), 'ShutdownRequested')).toBeUndefined();
+  });
+
+  it('destroys a guest that ignores the ACPI request once the grace period, kept in status, has passed', async () => {
+    // An agent restart in the middle of a graceful stop: the request time is all that
+    // survives, as the ShutdownRequested condition in status.
+    const vm = vmOf('web')!;
+    const domain = await domainOf(vm);
+    const writes = kubeWrites(controlPlane().kubeConfig);
+    const requestedAt = (secondsAgo: number) =>
+      new Date(Date.now() - secondsAgo * 1000).toISOString().replace(/\.\d+Z$/, 'Z');
+    const withRequest = (secondsAgo: number) => ({
+      ...vm.status,
+      conditions: [
+        ...(vm.status?.conditions ?? []).filter((c) => c.type !== 'ShutdownRequested'),
+        {
+          type: 'ShutdownRequested',
+          status: 'True',
+          reason: 'RunStrategyHalted',
+          message: 'ACPI shutdown requested',
+          lastTransitionTime: requestedAt(secondsAgo),
+        },
+      ],
+    });
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
+
+    // Within the grace period (30 s): nothing is done, the next look is scheduled.
+    await writes.applyStatus('VirtualMachine', vm, withRequest(10));
+    await ctx.refresh();
+    rec.reset();
+    const waiting = await reconcileVirtualMachine(key('web'), ctx);
+    expect(waiting.requeueAfterMs).toBeGreaterThan(0);
+    expect(waiting.requeueAfterMs).toBeLessThanOrEqual(2_000);
+    expect(rec.writes()).toEqual([]);
+    expect((await domain.getState()).stateName).toBe('running');
+
+    // Past it: destroyed.
+    await writes.applyStatus('VirtualMachine', vm, withRequest(31));
+    await converge(ctx, reconcileVirtualMachine, key('web'), {
+      until: stored('web', (vm) => vm?.status?.phase === 'Stopped'),
+    });
+    expect(rec.writes()).toEqual(['Domain.destroy']);
+    expect((await domain.getState()).reasonName).toBe('destroyed');
+    expect(eventReasons('web')).toContain('GracePeriodExpired');
+    expect(vmOf('web')?.status?.restartCount).toBe(1);
+  });
+
+  it('removes the domain when the machine is deleted, after a graceful stop', async () => {
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
+    await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
+    const vm = vmOf('web')!;
+    await k.remove('VirtualMachine', NS, 'web');
+    await converge(ctx, reconcileVirtualMachine, key('web'), { until: stored('web', (vm) => !vm) });
+
+    await expect(conn.lookupDomainByUUIDString(String(vm.metadata.uid))).rejects.toMatchObject({
+      code: 42,
+    });
+    await expect(conn.lookupDomainByName(`${NS}_web`)).rejects.toMatchObject({ code: 42 });
+    expect(await k.get('VirtualMachine', NS, 'web')).toBeUndefined();
+    expect(eventReasons('web')).toEqual(expect.arrayContaining(['ShuttingDown', 'Deleted']));
+  });
+});
