@@ -102,6 +102,12 @@ export interface NativeBinding {
     handleReferences: number;
   };
   getVersion(): number;
+  freedHandles(): {
+    domain: DomainHandle;
+    network: NetworkHandle;
+    storagePool: PoolHandle;
+    storageVol: VolHandle;
+  };
 
   connectOpen(uri: string | null, flags: number, closeKey: number, t: T): Promise<ConnHandle>;
   connectClose(c: ConnHandle): Promise<number>;
@@ -340,6 +346,13 @@ function load(): NativeBinding {
 }
 
 export const native: NativeBinding = load();
+
+/**
+ * What a facade object holds after free(): handles whose every use rejects as freed. Several
+ * facade objects may share one native handle (the addon hands out one per libvirt object),
+ * so free() gives back this object's share and swaps in the stand-in.
+ */
+export const FREED = native.freedHandles();
 
 /** Where the facade classes keep their native handle; not part of the public API. */
 export const HANDLE: unique symbol = Symbol('libvirt.handle');

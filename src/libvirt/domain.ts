@@ -1,4 +1,5 @@
 import {
+  FREED,
   HANDLE,
   impactFlags,
   native,
@@ -64,7 +65,7 @@ export interface VcpuImpact extends Impact {
  * defineDomainXML/createDomainXML or an event; released by the garbage collector or free().
  */
 export class Domain {
-  readonly [HANDLE]: DomainHandle;
+  [HANDLE]: DomainHandle;
 
   /** @internal handles come from Connect */
   constructor(
@@ -98,6 +99,7 @@ export class Domain {
   /** Drops the libvirt reference now instead of at garbage collection; later calls reject. */
   free(): void {
     native.domainFree(this[HANDLE]);
+    this[HANDLE] = FREED.domain;
   }
 
   async getInfo(opts?: CallOptions): Promise<DomainInfo> {

@@ -1,4 +1,11 @@
-import { HANDLE, native, type CallOptions, type NetworkHandle, type RawLease } from './addon.js';
+import {
+  FREED,
+  HANDLE,
+  native,
+  type CallOptions,
+  type NetworkHandle,
+  type RawLease,
+} from './addon.js';
 import type { Connect } from './connection.js';
 
 export type NetworkDHCPLease = RawLease;
@@ -8,7 +15,7 @@ export type NetworkDHCPLease = RawLease;
  * defineNetworkXML/createNetworkXML or an event; released by the garbage collector or free().
  */
 export class Network {
-  readonly [HANDLE]: NetworkHandle;
+  [HANDLE]: NetworkHandle;
 
   /** @internal handles come from Connect */
   constructor(
@@ -36,6 +43,7 @@ export class Network {
 
   free(): void {
     native.networkFree(this[HANDLE]);
+    this[HANDLE] = FREED.network;
   }
 
   /** flags: NetworkXMLFlags (INACTIVE for the persistent definition). */

@@ -1,4 +1,5 @@
 import {
+  FREED,
   HANDLE,
   native,
   type CallOptions,
@@ -34,7 +35,7 @@ export interface TransferOptions extends CallOptions {
  * listAllStoragePools, defineStoragePoolXML/createStoragePoolXML or an event.
  */
 export class StoragePool {
-  readonly [HANDLE]: PoolHandle;
+  [HANDLE]: PoolHandle;
 
   /** @internal handles come from Connect */
   constructor(
@@ -62,6 +63,7 @@ export class StoragePool {
 
   free(): void {
     native.storagePoolFree(this[HANDLE]);
+    this[HANDLE] = FREED.storagePool;
   }
 
   /** Creates the pool's backing (the directory of a dir pool); flags: StoragePoolBuildFlags. */
@@ -157,7 +159,7 @@ export class StoragePool {
  * Connect.lookupStorageVolByKey/ByPath.
  */
 export class StorageVol {
-  readonly [HANDLE]: VolHandle;
+  [HANDLE]: VolHandle;
 
   /** @internal handles come from Connect or StoragePool */
   constructor(
@@ -181,6 +183,7 @@ export class StorageVol {
 
   free(): void {
     native.storageVolFree(this[HANDLE]);
+    this[HANDLE] = FREED.storageVol;
   }
 
   getPath(opts?: CallOptions): Promise<string> {

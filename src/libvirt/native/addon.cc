@@ -93,6 +93,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreadPoolSize", Napi::Function::New(env, SetThreadPoolSize));
   exports.Set("stats", Napi::Function::New(env, Stats));
   exports.Set("getVersion", Napi::Function::New(env, GetVersion));
+  exports.Set("freedHandles", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                return FreedHandles(info.Env());
+              }));
   ExportConnect(env, exports);
   ExportDomain(env, exports);
   ExportNetwork(env, exports);

@@ -35,7 +35,7 @@ Napi::Value GetID(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Free(const Napi::CallbackInfo& info) {
-  FreeHandle(UnwrapDomain(info.Env(), info[0]));
+  ReleaseHandle(info.Env(), UnwrapDomain(info.Env(), info[0]));
   return info.Env().Undefined();
 }
 

@@ -29,7 +29,7 @@ Napi::Value GetUUID(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Free(const Napi::CallbackInfo& info) {
-  FreeHandle(UnwrapNetwork(info.Env(), info[0]));
+  ReleaseHandle(info.Env(), UnwrapNetwork(info.Env(), info[0]));
   return info.Env().Undefined();
 }
 

@@ -19,6 +19,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <unordered_map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -124,8 +125,17 @@ struct Pins {
 // What a connection's handle and every child handle share: the live pointer (null once
 // close() was called, which makes every later call on it or its children reject) and the
 // key under which its close callback reaches JS. JS-thread only.
+// One live JS handle per libvirt object (see Intern in runtime.cc).
+struct InternEntry {
+  napi_ref ref;  // weak
+  void* box;
+};
+
 struct ConnState {
   virConnectPtr ptr = nullptr;
+  // Live handles of this connection by object identity. JS-thread only; every entry belongs
+  // to a live handle, whose finalizer removes it, so the table is empty when this dies.
+  std::unordered_map<std::string, InternEntry> interned;
   // libvirt callback IDs registered through this connection, per event family, so the
   // count that keeps Node alive is only decremented for registrations that exist.
   std::set<int> domainCallbacks, networkCallbacks, poolCallbacks;
@@ -142,6 +152,11 @@ template <class T>
 struct Box {
   T ptr = nullptr;
   std::shared_ptr<ConnState> conn;
+  // Identity in conn->interned; empty for handles that are not interned.
+  std::string key;
+  // How many times this handle was handed to JS; free() gives one back, and the libvirt
+  // reference is dropped when all were (or when the handle is garbage collected).
+  uint32_t holders = 1;
 };
 
 using DomainBox = Box<virDomainPtr>;
@@ -156,6 +171,8 @@ Napi::Value WrapNetwork(Napi::Env env, virNetworkPtr p, const std::shared_ptr<Co
 Napi::Value WrapPool(Napi::Env env, virStoragePoolPtr p, const std::shared_ptr<ConnState>& conn);
 Napi::Value WrapVol(Napi::Env env, virStorageVolPtr p, const std::shared_ptr<ConnState>& conn);
 
+Napi::Value FreedHandles(Napi::Env env);
+
 ConnBox* UnwrapConn(Napi::Env env, Napi::Value v);
 DomainBox* UnwrapDomain(Napi::Env env, Napi::Value v);
 NetworkBox* UnwrapNetwork(Napi::Env env, Napi::Value v);
@@ -167,6 +184,12 @@ VolBox* UnwrapVol(Napi::Env env, Napi::Value v);
 // is gone); only then can the unref block on an RPC, so only then it runs off the JS thread.
 template <class T>
 void FreeHandle(Box<T>* box);
+
+// free() from JS: gives back one holder; the last one drops the libvirt reference.
+void ReleaseHandle(napi_env env, Box<virDomainPtr>* box);
+void ReleaseHandle(napi_env env, Box<virNetworkPtr>* box);
+void ReleaseHandle(napi_env env, Box<virStoragePoolPtr>* box);
+void ReleaseHandle(napi_env env, Box<virStorageVolPtr>* box);
 
 // For synchronous accessors: throws a LibvirtError when the handle was freed.
 [[noreturn]] void ThrowLibvirt(Napi::Env env, const ErrorInfo& info);

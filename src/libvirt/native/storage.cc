@@ -37,7 +37,7 @@ Napi::Value PoolGetUUID(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value PoolFree(const Napi::CallbackInfo& info) {
-  FreeHandle(UnwrapPool(info.Env(), info[0]));
+  ReleaseHandle(info.Env(), UnwrapPool(info.Env(), info[0]));
   return info.Env().Undefined();
 }
 
@@ -177,7 +177,7 @@ Napi::Value VolGetKey(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value VolFree(const Napi::CallbackInfo& info) {
-  FreeHandle(UnwrapVol(info.Env(), info[0]));
+  ReleaseHandle(info.Env(), UnwrapVol(info.Env(), info[0]));
   return info.Env().Undefined();
 }
 

@@ -102,8 +102,15 @@ describe('Connect on test:///default', () => {
     const dom: Domain = await c.lookupDomainByName('test');
     expect(await c.close()).toBeGreaterThanOrEqual(0);
     expect(c.isClosed).toBe(true);
-    for (const p of [c.getType(), c.lookupDomainByName('test'), dom.getInfo(), dom.getXMLDesc()]) {
-      const err = await rejection(p);
+    // One at a time: a rejection nobody awaits yet would be an unhandled rejection.
+    const calls = [
+      () => c.getType(),
+      () => c.lookupDomainByName('test'),
+      () => dom.getInfo(),
+      () => dom.getXMLDesc(),
+    ];
+    for (const call of calls) {
+      const err = await rejection(call());
       expect(err).toBeInstanceOf(LibvirtError);
       expect((err as LibvirtError).code).toBe(ErrorCode.VIR_ERR_INVALID_CONN);
       expect(isConnectionError(err)).toBe(true);
@@ -115,20 +122,20 @@ describe('Connect on test:///default', () => {
 
   it('rejects bad arguments with a TypeError instead of crashing', async () => {
     const bad = (v: unknown) => v as never;
-    const cases: Promise<unknown>[] = [
-      conn.lookupDomainByName(bad(123)),
-      conn.lookupDomainByID(bad('x')),
-      conn.lookupDomainByID(1.5),
-      conn.lookupDomainByUUID(new Uint8Array(3)),
-      conn.lookupDomainByUUID(bad({})),
-      conn.defineDomainXML(bad(undefined)),
-      conn.listAllDomains(-1),
-      conn.listAllDomains(bad('all')),
-      conn.getType({ timeoutMs: -5 }),
-      conn.setKeepAlive(bad(null), 3),
-      Connect.open(bad(42)),
+    const cases: (() => Promise<unknown>)[] = [
+      () => conn.lookupDomainByName(bad(123)),
+      () => conn.lookupDomainByID(bad('x')),
+      () => conn.lookupDomainByID(1.5),
+      () => conn.lookupDomainByUUID(new Uint8Array(3)),
+      () => conn.lookupDomainByUUID(bad({})),
+      () => conn.defineDomainXML(bad(undefined)),
+      () => conn.listAllDomains(-1),
+      () => conn.listAllDomains(bad('all')),
+      () => conn.getType({ timeoutMs: -5 }),
+      () => conn.setKeepAlive(bad(null), 3),
+      () => Connect.open(bad(42)),
     ];
-    for (const p of cases) expect(await rejection(p)).toBeInstanceOf(TypeError);
+    for (const call of cases) expect(await rejection(call())).toBeInstanceOf(TypeError);
     const dom = await conn.lookupDomainByName('test');
     expect(await rejection(dom.setMemory(bad('lots')))).toBeInstanceOf(TypeError);
     expect(await rejection(dom.setMemory(-1))).toBeInstanceOf(TypeError);

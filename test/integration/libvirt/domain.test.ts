@@ -64,13 +64,14 @@ describe('Domain lookups', () => {
   });
 
   it('reports a missing domain as not found, for every lookup', async () => {
-    for (const p of [
-      conn.lookupDomainByUUID(randomUUID()),
-      conn.lookupDomainByName(uniqueName('missing')),
-      conn.lookupDomainByID(987654),
-      conn.lookupDomainByUUID(new Uint8Array(16).fill(7)),
-    ]) {
-      const err = await rejection(p);
+    const lookups = [
+      () => conn.lookupDomainByUUID(randomUUID()),
+      () => conn.lookupDomainByName(uniqueName('missing')),
+      () => conn.lookupDomainByID(987654),
+      () => conn.lookupDomainByUUID(new Uint8Array(16).fill(7)),
+    ];
+    for (const lookup of lookups) {
+      const err = await rejection(lookup());
       expect(err.code).toBe(ErrorCode.VIR_ERR_NO_DOMAIN);
       expect(err.codeName).toBe('VIR_ERR_NO_DOMAIN');
       expect(isNotFound(err)).toBe(true);
@@ -263,6 +264,33 @@ describe('Domain error paths', () => {
     expect(() => again.getName()).toThrow(LibvirtError);
     // The other handle to the same domain is unaffected.
     expect(await d.isActive()).toBe(false);
+  });
+
+  it('gives each lookup its own object: freeing one leaves the others working', async () => {
+    const name = uniqueName('shared');
+    const a = await defined({ name });
+    const b = await conn.lookupDomainByName(name);
+    const c = await conn.lookupDomainByUUID(a.getUUIDString());
+    expect(b).not.toBe(c);
+    b.free();
+    expect((await rejection(b.isActive())).code).toBe(ErrorCode.VIR_ERR_INVALID_DOMAIN);
+    expect(await c.isActive()).toBe(false);
+    c.free();
+    expect(await a.isActive()).toBe(false);
+    expect(a.getName()).toBe(name);
+  });
+
+  it('returns a handle with the current ID after the domain restarted', async () => {
+    const d = await defined({ name: uniqueName('restart') });
+    await d.create();
+    const first = (await conn.lookupDomainByUUID(d.getUUIDString())).getID();
+    await d.destroy();
+    await d.create();
+    const second = (await conn.lookupDomainByUUID(d.getUUIDString())).getID();
+    expect(first).toBeGreaterThan(0);
+    expect(second).toBeGreaterThan(0);
+    expect(second).not.toBe(first);
+    await d.destroy();
   });
 
   it('keeps a handle valid while a call on it is in flight even if freed meanwhile', async () => {
