@@ -1,0 +1,292 @@
+// What the VirtualMachine controller must never do, and what it does with input only the host
+// can judge: a foreign domain with the machine's name or UUID is reported and never modified
+// or deleted; libvirt's own objects stay as they were; missing or unready Volumes and
+// networks, and unsupported fields, become conditions and Events, not crashes; machines of
+// other nodes are not touched; interrupted passes resume without duplicates.
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { VirtualMachine } from '../../../../src/api/generated/types.js';
+import { HOST_FINALIZER } from '../../../../src/controllers/context.js';
+import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
+import {
+  desiredDomain,
+  machineInputs,
+} from '../../../../src/controllers/virtual-machine/desired.js';
+import { Connect, DomainXMLFlags, type Domain } from '../../../../src/libvirt/index.js';
+import { buildDomainXML } from '../../../../src/libvirt/xml/domain.js';
+import { useControlPlane } from '../../../harness/control-plane.js';
+import {
+  converge,
+  snapshotContext,
+  type SnapshotContext,
+} from '../../../harness/controller-context.js';
+import { kube, recording, untilListable, type Kube, type Recording } from './fixtures.js';
+
+const NODE = 'node-a';
+const NS = 'vm-own';
+/** The test driver's own running domain, present in every process. */
+const TEST_DOMAIN_UUID = '6695eb01-f6a4-8304-79aa-97f2502e193f';
+
+const controlPlane = useControlPlane();
+let conn: Connect;
+let rec: Recording;
+let ctx: SnapshotContext;
+let k: Kube;
+let stateDir: string;
+let driverObjects: string[];
+
+/** The test driver's own domain, network and pool, as text. */
+async function driverSnapshot(): Promise<string[]> {
+  const domain = await conn.lookupDomainByName('test');
+  const network = await conn.lookupNetworkByName('default');
+  const pool = await conn.lookupStoragePoolByName('default-pool');
+  return [
+    await domain.getXMLDesc(),
+    await domain.getXMLDesc(DomainXMLFlags.INACTIVE),
+    JSON.stringify(await domain.getState()),
+    await network.getXMLDesc(),
+    await pool.getXMLDesc(),
+  ];
+}
+
+beforeAll(async () => {
+  conn = await Connect.open('test:///default');
+  rec = recording(conn);
+  stateDir = mkdtempSync(join(tmpdir(), 'lvo-vm-own-'));
+  const { kubeConfig } = controlPlane();
+  ctx = snapshotContext({ kubeConfig, conn: rec.conn, nodeName: NODE, stateDir });
+  k = kube(kubeConfig);
+  await k.namespace(NS);
+  await untilListable(ctx);
+  driverObjects = await driverSnapshot();
+});
+
+afterAll(async () => {
+  await conn?.close();
+  if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+});
+
+async function createVM(name: string, spec: Record<string, unknown> = {}) {
+  return k.create<VirtualMachine>('VirtualMachine', {
+    metadata: { name, namespace: NS },
+    spec: { nodeName: NODE, domainType: 'qemu', vcpus: 1, memory: '128Mi', ...spec },
+  });
+}
+
+const key = (name: string) => `${NS}/${name}`;
+const vmOf = (name: string) => ctx.get<VirtualMachine>('VirtualMachine', NS, name);
+const condition = (vm: VirtualMachine | undefined, type: string) =>
+  vm?.status?.conditions?.find((c) => c.type === type);
+const stored = (name: string, test: (vm: VirtualMachine | undefined) => boolean) => async () => {
+  await ctx.refresh();
+  return test(vmOf(name));
+};
+const ready = (name: string) => stored(name, (vm) => condition(vm, 'Ready')?.status === 'True');
+const eventsOf = (name: string) => ctx.events.filter((e) => e.key === key(name));
+
+/** One pass on a fresh snapshot, then a fresh snapshot to read what it wrote. */
+async function pass(name: string) {
+  await ctx.refresh();
+  const action = await reconcileVirtualMachine(key(name), ctx);
+  await ctx.refresh();
+  return action;
+}
+
+async function domainText(domain: Domain): Promise<string[]> {
+  return [
+    await domain.getXMLDesc(),
+    await domain.getXMLDesc(DomainXMLFlags.INACTIVE),
+    JSON.stringify(await domain.getState()),
+  ];
+}
+
+describe('VirtualMachine ownership and host-judged input on test:///default', () => {
+  it('reports a foreign domain with its name as NameConflict, and never modifies or deletes it', async () => {
+    const foreignUuid = randomUUID();
+    const foreign = await conn.defineDomainXML(
+      buildDomainXML({
+        type: 'qemu',
+        name: `${NS}_clash`,
+        uuid: foreignUuid,
+        memoryKiB: 65536,
+        vcpu: { current: 1, max: 1 },
+        os: { type: 'hvm', arch: 'x86_64' },
+        features: { acpi: false, apic: false },
+        devices: { disks: [], interfaces: [], serials: [], consoles: [], channels: [] },
+      }),
+    );
+    await foreign.create();
+    const before = await domainText(foreign);
+    await createVM('clash');
+    rec.reset();
+
+    const action = await pass('clash');
+    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    const vm = vmOf('clash');
+    expect(vm?.status?.phase).toBe('Failed');
+    expect(condition(vm, 'Ready')).toMatchObject({ status: 'False', reason: 'NameConflict' });
+    expect(condition(vm, 'Synced')).toMatchObject({ status: 'False', reason: 'NameConflict' });
+    expect(condition(vm, 'Synced')?.message).toContain(foreignUuid);
+    expect(eventsOf('clash').map((e) => `${e.type} ${e.reason}`)).toEqual(['Warning NameConflict']);
+
+    // Again: the same condition, no new Event, no status write.
+    const writes = ctx.writes;
+    await pass('clash');
+    expect(ctx.writes).toBe(writes);
+    expect(eventsOf('clash')).toHaveLength(1);
+
+    await k.remove('VirtualMachine', NS, 'clash');
+    await converge(ctx, reconcileVirtualMachine, key('clash'), {
+      until: stored('clash', (v) => !v),
+    });
+    expect(rec.writes()).toEqual([]);
+    const still = await conn.lookupDomainByUUIDString(foreignUuid);
+    expect(await domainText(still)).toEqual(before);
+  });
+
+  it('reports a domain with its UUID but without our stamp as UUIDConflict and leaves it alone', async () => {
+    await createVM('twin', { uuid: TEST_DOMAIN_UUID });
+    rec.reset();
+    await pass('twin');
+    const vm = vmOf('twin');
+    expect(condition(vm, 'Synced')).toMatchObject({ status: 'False', reason: 'UUIDConflict' });
+    expect(condition(vm, 'Synced')?.message).toContain("'test'");
+    await k.remove('VirtualMachine', NS, 'twin');
+    await converge(ctx, reconcileVirtualMachine, key('twin'), {
+      until: stored('twin', (v) => !v),
+    });
+    expect(rec.writes()).toEqual([]);
+    expect(await driverSnapshot()).toEqual(driverObjects);
+  });
+
+  it('waits with VolumeNotReady / NetworkNotReady, naming each field, until the references are ready', async () => {
+    await createVM('late', {
+      disks: [{ name: 'root', volume: 'late-root' }],
+      interfaces: [{ name: 'eth0', network: 'late-net' }],
+    });
+    const action = await pass('late');
+    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    let vm = vmOf('late');
+    expect(vm?.status?.phase).toBe('Pending');
+    expect(condition(vm, 'Synced')).toMatchObject({ status: 'False', reason: 'VolumeNotReady' });
+    expect(condition(vm, 'Synced')?.message).toBe(
+      `spec.disks[0].volume: Volume 'late-root' does not exist in namespace '${NS}'; ` +
+        "spec.interfaces[0].network: VirtualNetwork 'late-net' does not exist",
+    );
+    await expect(conn.lookupDomainByName(`${NS}_late`)).rejects.toMatchObject({ code: 42 });
+    expect(eventsOf('late').map((e) => `${e.type} ${e.reason}`)).toEqual([
+      'Warning VolumeNotReady',
+    ]);
+
+    // A Volume on another node, and a network not active on this one.
+    await k.create('Volume', {
+      metadata: { name: 'late-root', namespace: NS },
+      spec: { nodeName: 'node-b', pool: 'images', capacity: '1Gi' },
+    });
+    await k.create('VirtualNetwork', {
+      metadata: { name: 'late-net' },
+      spec: { mode: 'isolated' },
+    });
+    await k.patchStatus('VirtualNetwork', undefined, 'late-net', {
+      nodes: [{ nodeName: 'node-b', active: true }],
+    });
+    await pass('late');
+    vm = vmOf('late');
+    expect(condition(vm, 'Synced')?.message).toBe(
+      "spec.disks[0].volume: Volume 'late-root' is on node 'node-b', not on this machine's node " +
+        "'node-a'; a machine can only use Volumes on its own node; " +
+        "spec.interfaces[0].network: VirtualNetwork 'late-net' is not active on node 'node-a'",
+    );
+
+    // On this node but still importing; the network comes up here.
+    await k.remove('Volume', NS, 'late-root');
+    await k.create('Volume', {
+      metadata: { name: 'late-root', namespace: NS },
+      spec: { nodeName: NODE, pool: 'images', capacity: '1Gi' },
+    });
+    await k.patchStatus('Volume', NS, 'late-root', { phase: 'Importing' });
+    await k.patchStatus('VirtualNetwork', undefined, 'late-net', {
+      nodes: [{ nodeName: NODE, active: true }],
+    });
+    await pass('late');
+    expect(condition(vmOf('late'), 'Synced')?.message).toBe(
+      "spec.disks[0].volume: Volume 'late-root' is not ready yet (phase Importing)",
+    );
+
+    await k.patchStatus('Volume', NS, 'late-root', {
+      phase: 'Available',
+      path: '/var/lib/lvo-test/late-root.qcow2',
+    });
+    await converge(ctx, reconcileVirtualMachine, key('late'), { until: ready('late') });
+    vm = vmOf('late');
+    expect(vm?.status?.phase).toBe('Running');
+    expect(condition(vm, 'Synced')?.status).toBe('True');
+  });
+
+  it('never touches a machine placed on another node', async () => {
+    await createVM('elsewhere', { nodeName: 'node-b' });
+    rec.reset();
+    const writes = ctx.writes;
+    expect(await pass('elsewhere')).toEqual({});
+    expect(rec.calls).toEqual([]);
+    expect(ctx.writes).toBe(writes);
+    const vm = vmOf('elsewhere');
+    expect(vm?.status).toBeUndefined();
+    expect(vm?.metadata.finalizers ?? []).not.toContain(HOST_FINALIZER);
+  });
+
+  it('reports cloudInit.secretRef as Unsupported and waits for a spec change', async () => {
+    await createVM('secret', { cloudInit: { secretRef: { name: 'seed' } } });
+    rec.reset();
+    expect(await pass('secret')).toEqual({});
+    const vm = vmOf('secret');
+    expect(condition(vm, 'Synced')).toMatchObject({ status: 'False', reason: 'Unsupported' });
+    expect(condition(vm, 'Synced')?.message).toContain('spec.cloudInit.secretRef');
+    expect(rec.writes()).toEqual([]);
+    await expect(conn.lookupDomainByName(`${NS}_secret`)).rejects.toMatchObject({ code: 42 });
+  });
+
+  it('resumes a pass interrupted between define and start: one domain, started, no restart counted', async () => {
+    const created = await createVM('resume');
+    await ctx.refresh();
+    const vm = vmOf('resume')!;
+    // What the interrupted pass left: the domain defined from the spec, never started.
+    const resolved = machineInputs(
+      vm,
+      { volume: () => undefined, network: () => undefined },
+      NODE,
+      stateDir,
+    );
+    if (!('inputs' in resolved)) throw new Error('the spec has no references to resolve');
+    await conn.defineDomainXML(buildDomainXML(desiredDomain(vm, resolved.inputs)));
+
+    await converge(ctx, reconcileVirtualMachine, key('resume'), { until: ready('resume') });
+    const same = (await conn.listAllDomains()).filter(
+      (d) => d.getName() === `${NS}_resume` || d.getUUIDString() === created.metadata.uid,
+    );
+    expect(same).toHaveLength(1);
+    expect((await same[0]!.getState()).stateName).toBe('running');
+    expect(vmOf('resume')?.status?.restartCount).toBe(0);
+    expect(eventsOf('resume').map((e) => e.reason)).toEqual(['Started']);
+  });
+
+  it('finishes a deletion at once when the domain is already gone from the host', async () => {
+    const created = await createVM('vanished');
+    await converge(ctx, reconcileVirtualMachine, key('vanished'), { until: ready('vanished') });
+    const domain = await conn.lookupDomainByUUIDString(String(created.metadata.uid));
+    await domain.destroy();
+    await domain.undefine();
+    await k.remove('VirtualMachine', NS, 'vanished');
+    const passes = await converge(ctx, reconcileVirtualMachine, key('vanished'), {
+      until: stored('vanished', (v) => !v),
+    });
+    expect(passes).toBe(1);
+  });
+
+  it("leaves the test driver's own domain, network and pool exactly as they were", async () => {
+    expect(await driverSnapshot()).toEqual(driverObjects);
+  });
+});
