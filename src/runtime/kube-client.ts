@@ -2,8 +2,14 @@
 // good at: reading a kubeconfig and producing TLS options and auth headers (including exec
 // and token-file auth, re-applied per request so rotated tokens are picked up). Requests and
 // watch streams are plain node:http(s), so every timeout, abort and error is ours to handle.
-import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { createHash } from 'node:crypto';
+import {
+  Agent as HttpAgent,
+  request as httpRequest,
+  type IncomingMessage,
+  type RequestOptions,
+} from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest, type AgentOptions } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
 
 export interface KubeRequest {
@@ -71,6 +77,41 @@ export function createKubeClient(kubeConfig: KubeConfig, opts: KubeClientOptions
   const secure = server.startsWith('https:');
   const send = secure ? httpsRequest : httpRequest;
   const defaultTimeoutMs = opts.defaultTimeoutMs ?? 30_000;
+  let shared: { fingerprint: string; agent: HttpAgent } | undefined;
+
+  // client-node makes a new Agent per call, so every request would pay a TCP and TLS
+  // handshake (a lease renewal every 2 s per node adds up on the API server). One keep-alive
+  // agent per TLS identity instead; a new one when the kubeconfig's certificates change.
+  // Keep-alive also turns on TCP keepalive, which notices a peer host that vanished.
+  const agentFor = (options: AgentOptions & { agent?: unknown }): HttpAgent | undefined => {
+    if (cluster.proxyUrl) return options.agent as HttpAgent | undefined;
+    const tls: AgentOptions = {
+      ca: options.ca,
+      cert: options.cert,
+      key: options.key,
+      rejectUnauthorized: options.rejectUnauthorized,
+      servername: options.servername,
+    };
+    const hash = createHash('sha256');
+    for (const part of [
+      tls.ca,
+      tls.cert,
+      tls.key,
+      String(tls.rejectUnauthorized),
+      String(tls.servername),
+    ]) {
+      hash.update(part === undefined ? '-' : (part as string | Buffer)).update('|');
+    }
+    const fingerprint = hash.digest('hex');
+    if (shared?.fingerprint !== fingerprint) {
+      const agentOptions = { keepAlive: true, keepAliveMsecs: 30_000, ...tls };
+      shared = {
+        fingerprint,
+        agent: secure ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions),
+      };
+    }
+    return shared.agent;
+  };
 
   const open = async (req: KubeRequest, accept: string): Promise<IncomingMessage> => {
     const options: RequestOptions & Record<string, unknown> = {};
@@ -93,15 +134,12 @@ export function createKubeClient(kubeConfig: KubeConfig, opts: KubeClientOptions
       headers.authorization = `Basic ${Buffer.from(options.auth).toString('base64')}`;
     }
     const timeoutMs = req.timeoutMs ?? defaultTimeoutMs;
+    const agent = agentFor(options as AgentOptions & { agent?: unknown });
     return new Promise<IncomingMessage>((resolve, reject) => {
-      const r = send(
-        url,
-        { method: req.method, headers, agent: options.agent, signal: req.signal },
-        (res) => {
-          clearTimeout(timer);
-          resolve(res);
-        },
-      );
+      const r = send(url, { method: req.method, headers, agent, signal: req.signal }, (res) => {
+        clearTimeout(timer);
+        resolve(res);
+      });
       // A stopped or overloaded server accepts the TCP connection and then says nothing: only
       // a deadline on the response headers notices.
       const timer = setTimeout(

@@ -27,11 +27,12 @@ export function createLogger(opts: LogOptions = {}): Logger {
 
 /** An error as a log field: message and Kubernetes status when there is one, no stack noise. */
 export function errorFields(err: unknown): Record<string, unknown> {
-  if (err instanceof Error) {
-    const status = (err as { status?: unknown }).status;
+  // Duck-typed, not instanceof: errors from another realm (vm contexts, test runners) count too.
+  if (typeof err === 'object' && err !== null && typeof (err as Error).message === 'string') {
+    const { name, message, status } = err as Error & { status?: unknown };
     return {
-      err: { type: err.name, message: err.message, ...(status !== undefined ? { status } : {}) },
+      error: { type: name || 'Error', message, ...(status !== undefined ? { status } : {}) },
     };
   }
-  return { err: { message: String(err) } };
+  return { error: { message: String(err) } };
 }

@@ -45,6 +45,8 @@ describe('watch faults (real kube-apiserver without watch cache, real etcd)', ()
         reportingInstance: 'test',
       },
       watch: {
+        // Small pages, so that every list and relist goes through `continue` tokens.
+        pageSize: 7,
         inactivityTimeoutMs: 3_000,
         requestTimeoutMs: 2_000,
         backoff: { initialMs: 200, maxMs: 1_000, jitter: 0.5 },
