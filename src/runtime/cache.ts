@@ -33,6 +33,19 @@ export interface ObjectCache<T extends KubeObject = KubeObject> extends ObjectCa
   replace(objs: T[]): CacheChange<T>[];
 }
 
+/**
+ * Cached objects are shared by every reader, so they are frozen: a reconcile that edits one in
+ * place (instead of building its desired state) fails loudly rather than corrupting what
+ * every other controller and the status writer's comparison see.
+ */
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
 export function createObjectCache<T extends KubeObject = KubeObject>(): ObjectCache<T> {
   const objects = new Map<string, T>();
   const indexFns = new Map<string, IndexFunction<T>>();
@@ -103,6 +116,7 @@ export function createObjectCache<T extends KubeObject = KubeObject>(): ObjectCa
       }
     },
     upsert(obj) {
+      deepFreeze(obj);
       const key = objectKey(obj);
       const old = objects.get(key);
       if (old && old.metadata.resourceVersion === obj.metadata.resourceVersion) return undefined;
@@ -110,6 +124,7 @@ export function createObjectCache<T extends KubeObject = KubeObject>(): ObjectCa
       return old ? { type: 'updated', obj, old } : { type: 'added', obj };
     },
     remove(obj) {
+      deepFreeze(obj);
       const key = objectKey(obj);
       const old = objects.get(key);
       if (!old) return undefined;

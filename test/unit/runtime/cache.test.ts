@@ -55,6 +55,18 @@ describe('object cache', () => {
     expect(c.keysByIndex('byVolume', 'disk-c')).toEqual(['ns/vm3']);
   });
 
+  it('hands out frozen objects, so a reader cannot change what others see', () => {
+    const c = createObjectCache();
+    c.upsert(obj('a', '1', ['x']));
+    const got = c.get('ns/a')!;
+    expect(() => {
+      (got.spec as { uses: string[] }).uses.push('y');
+    }).toThrow(TypeError);
+    expect(() => {
+      got.metadata.name = 'b';
+    }).toThrow(TypeError);
+  });
+
   it('names the index that is missing or defined twice', () => {
     const c = createObjectCache();
     expect(() => c.byIndex('nope', 'x')).toThrow(/no index named 'nope'/);
