@@ -47,6 +47,8 @@ describe('storage volumes on a real libvirtd', () => {
     const info = await pool.getInfo();
     expect(info.stateName).toBe('running');
     expect(info.capacity).toBeGreaterThan(0n);
+    const byPath = await conn.lookupStoragePoolByTargetPath(path.join(dir, 'pool'));
+    expect(byPath.getUUIDString()).toBe(pool.getUUIDString());
   });
 
   it('creates a volume file, uploads into it and downloads the same bytes', async () => {

@@ -195,6 +195,29 @@ describe('Domain memory and vCPUs', () => {
   });
 });
 
+describe('Domain guest addresses', () => {
+  it('lists interface addresses from the lease and the agent sources', async () => {
+    const d = await conn.lookupDomainByName('test');
+    // The test driver answers the agent source with made-up addresses for its NICs.
+    const agent = await d.interfaceAddresses(DomainInterfaceAddressesSource.AGENT);
+    expect(agent.length).toBeGreaterThan(0);
+    for (const iface of agent) {
+      expect(typeof iface.name).toBe('string');
+      expect(iface.addrs.length).toBeGreaterThan(0);
+      for (const a of iface.addrs) {
+        expect([0, 1]).toContain(a.type);
+        expect(a.addr).toMatch(/^[0-9a-f.:]+$/);
+        expect(typeof a.prefix).toBe('number');
+      }
+    }
+    expect(Array.isArray(await d.interfaceAddresses(DomainInterfaceAddressesSource.LEASE))).toBe(
+      true,
+    );
+    const guest = await rejection(d.getVcpus({ guest: true }));
+    expect(isUnsupported(guest)).toBe(true);
+  });
+});
+
 describe('Domain metadata', () => {
   it('stores and removes an element in its own namespace', async () => {
     const d = await defined({ name: uniqueName('meta') });

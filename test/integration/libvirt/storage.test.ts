@@ -80,6 +80,8 @@ describe('StoragePool', () => {
     expect((await conn.lookupStoragePoolByUUIDString(uuid)).getName()).toBe(name);
     expect((await conn.lookupStoragePoolByUUID(pool.getUUID())).getName()).toBe(name);
     expect((await conn.lookupStoragePoolByName(name)).getUUIDString()).toBe(uuid);
+    const byPath = await rejection(conn.lookupStoragePoolByTargetPath(`/nonexistent/lvbt/${name}`));
+    expect(isUnsupported(byPath)).toBe(true);
     expect((await conn.listAllStoragePools()).map((p) => p.getName())).toContain(name);
     await pool.destroy();
     await pool.delete();
