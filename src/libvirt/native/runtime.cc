@@ -727,7 +727,15 @@ void EnvState::Drain(Napi::Env env) {
 void EnvState::CallJs(napi_env env, napi_value, void* ctx, void*) {
   if (env == nullptr) return;
   auto* s = static_cast<EnvState*>(ctx);
-  s->Drain(Napi::Env(env));
+  // A C++ exception must not unwind into Node's C callback.
+  try {
+    s->Drain(Napi::Env(env));
+  } catch (const Napi::Error& e) {
+    e.ThrowAsJavaScriptException();
+  } catch (const std::exception& e) {
+    Napi::Error::New(Napi::Env(env), std::string("libvirt binding: ") + e.what())
+        .ThrowAsJavaScriptException();
+  }
 }
 
 void EnvState::DispatchEvent(Napi::Env env, EventMsg& msg, Napi::Value* uncaught) {
