@@ -145,3 +145,33 @@ export async function untilListable(
     }
   }
 }
+
+/**
+ * Reconciles `key` with a fresh snapshot until `until()` holds, whatever the passes return:
+ * for states that requeue by design (a problem retried with backoff), where converge() would
+ * wait for a final `done`.
+ */
+export async function reconcileUntil(
+  ctx: { refresh(): Promise<void> },
+  reconcile: (key: string, ctx: never) => Promise<unknown>,
+  key: string,
+  until: () => Promise<boolean>,
+  timeoutMs = 30_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    await ctx.refresh();
+    try {
+      await reconcile(key, ctx as never);
+      lastError = undefined;
+    } catch (err) {
+      lastError = err;
+    }
+    if (await until()) return;
+    await sleep(50);
+  }
+  throw new Error(
+    `${key}: condition not reached in ${timeoutMs} ms${lastError ? `; last error: ${String(lastError)}` : ''}`,
+  );
+}

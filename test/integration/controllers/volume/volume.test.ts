@@ -1,0 +1,429 @@
+// Volume reconcile against a real API server and libvirt's test driver (volumes live in
+// memory there: no files, no upload, no resize).
+import { createServer, type Server } from 'node:http';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { StoragePool, Volume } from '../../../../src/api/generated/types.js';
+import {
+  HOST_FINALIZER,
+  VOLUME_PROTECTION_FINALIZER,
+} from '../../../../src/controllers/context.js';
+import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/index.js';
+import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
+import { Connect } from '../../../../src/libvirt/index.js';
+import type { StoragePool as LibvirtPool } from '../../../../src/libvirt/storage.js';
+import { buildVolumeXML, parseVolumeXML } from '../../../../src/libvirt/xml/volume.js';
+import { useControlPlane } from '../../../harness/control-plane.js';
+import {
+  converge,
+  snapshotContext,
+  type SnapshotContext,
+} from '../../../harness/controller-context.js';
+import {
+  hostSnapshot,
+  kube,
+  reconcileUntil,
+  recordPoolEvents,
+  untilListable,
+  type Kube,
+} from '../storage-pool/fixtures.js';
+
+const NODE = 'node-a';
+const NS = 'apps';
+const POOL_DIR = '/var/lib/lvo-test/vols';
+const cp = useControlPlane();
+let conn: Connect;
+let stateDir: string;
+let k: Kube;
+let ctx: SnapshotContext;
+let pool: LibvirtPool;
+
+beforeAll(async () => {
+  conn = await Connect.open('test:///default');
+  stateDir = await mkdtemp(path.join(tmpdir(), 'lvo-vol-'));
+  k = kube(cp().kubeConfig);
+  ctx = snapshotContext({ kubeConfig: cp().kubeConfig, conn, nodeName: NODE, stateDir });
+  await untilListable(ctx);
+  await k.namespace(NS);
+  const created = await k.create<StoragePool>('StoragePool', {
+    metadata: { name: 'vols' },
+    spec: { path: POOL_DIR },
+  });
+  await converge(ctx, reconcileStoragePool, 'vols');
+  pool = await conn.lookupStoragePoolByUUIDString(String(created.metadata.uid));
+});
+afterAll(async () => {
+  await conn?.close();
+  await rm(stateDir, { recursive: true, force: true });
+});
+
+const getVol = (name: string) => k.get<Volume>('Volume', NS, name);
+const createVol = (name: string, spec: Partial<Volume['spec']>) =>
+  k.create<Volume>('Volume', {
+    metadata: { name, namespace: NS },
+    spec: { nodeName: NODE, pool: 'vols', ...spec },
+  });
+const settled =
+  (name: string, phases = ['Available', 'InUse']) =>
+  async () => {
+    const v = await getVol(name);
+    return (
+      phases.includes(v?.status?.phase ?? '') &&
+      (v?.metadata.finalizers ?? []).includes(HOST_FINALIZER) &&
+      (v?.metadata.finalizers ?? []).includes(VOLUME_PROTECTION_FINALIZER)
+    );
+  };
+const gone = (name: string) => async () => (await getVol(name)) === undefined;
+const fileNames = async () => (await pool.listAllVolumes()).map((v) => v.getName()).sort();
+const fileDoc = async (name: string) =>
+  parseVolumeXML(await (await pool.lookupStorageVolByName(name)).getXMLDesc(0));
+const eventsOf = (name: string) => ctx.events.filter((e) => e.key === `${NS}/${name}`);
+
+describe('Volume on test:///default', () => {
+  it('creates a blank qcow2 volume <namespace>_<name> and reports it Available', async () => {
+    await createVol('base', { capacity: '1Gi' });
+    await converge(ctx, reconcileVolume, `${NS}/base`, { until: settled('base') });
+    const v = await getVol('base');
+    expect(v?.status).toMatchObject({
+      phase: 'Available',
+      path: `${POOL_DIR}/apps_base`,
+      capacity: '1Gi',
+      observedGeneration: 1,
+      conditions: [{ type: 'Ready', status: 'True', reason: 'Available' }],
+    });
+    expect(await fileDoc('apps_base')).toMatchObject({
+      capacity: 2n ** 30n,
+      format: 'qcow2',
+      path: `${POOL_DIR}/apps_base`,
+    });
+    expect(eventsOf('base').map((e) => e.reason)).toEqual(['VolumeCreated']);
+  });
+
+  it('clones a Volume and layers a qcow2 overlay on one', async () => {
+    await createVol('copy', { source: { clone: { volume: 'base' } } });
+    await createVol('overlay', { capacity: '2Gi', source: { backingVolume: { volume: 'base' } } });
+    await converge(ctx, reconcileVolume, `${NS}/copy`, { until: settled('copy') });
+    await converge(ctx, reconcileVolume, `${NS}/overlay`, { until: settled('overlay') });
+    expect(await fileDoc('apps_copy')).toMatchObject({ capacity: 2n ** 30n, format: 'qcow2' });
+    expect((await fileDoc('apps_copy')).backingStore).toBeUndefined();
+    expect(await fileDoc('apps_overlay')).toMatchObject({
+      capacity: 2n * 2n ** 30n,
+      format: 'qcow2',
+      backingStore: { path: `${POOL_DIR}/apps_base`, format: 'qcow2' },
+    });
+    expect((await getVol('copy'))?.status).toMatchObject({ phase: 'Available', capacity: '1Gi' });
+    expect((await getVol('overlay'))?.status).toMatchObject({
+      phase: 'Available',
+      capacity: '2Gi',
+    });
+  });
+
+  it('lists the Volumes layered on or copied from a Volume and calls it InUse', async () => {
+    await converge(ctx, reconcileVolume, `${NS}/base`, { until: settled('base', ['InUse']) });
+    expect((await getVol('base'))?.status?.usedBy).toEqual([
+      { kind: 'Volume', name: 'copy' },
+      { kind: 'Volume', name: 'overlay' },
+    ]);
+  });
+
+  it('waits for a source that is not Available yet', async () => {
+    await createVol('early', { source: { clone: { volume: 'later' } } });
+    await ctx.refresh();
+    const action = await reconcileVolume(`${NS}/early`, ctx);
+    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    expect((await getVol('early'))?.status).toMatchObject({
+      phase: 'Pending',
+      conditions: [{ type: 'Ready', status: 'False', reason: 'SourceNotReady' }],
+    });
+    expect(eventsOf('early')).toMatchObject([{ type: 'Warning', reason: 'SourceNotReady' }]);
+    await createVol('later', { capacity: '64Mi', format: 'raw' });
+    await converge(ctx, reconcileVolume, `${NS}/later`, { until: settled('later') });
+    await converge(ctx, reconcileVolume, `${NS}/early`, { until: settled('early') });
+    // A clone takes the format its own spec says (qcow2 by default), whatever the source's.
+    expect(await fileDoc('apps_early')).toMatchObject({
+      capacity: 64n * 2n ** 20n,
+      format: 'qcow2',
+    });
+  });
+
+  it('creates 20 Volumes in one pool at once, all of them', async () => {
+    const names = Array.from({ length: 20 }, (_, i) => `many-${i}`);
+    await Promise.all(names.map((n) => createVol(n, { capacity: `${64 + names.indexOf(n)}Mi` })));
+    const passes = await Promise.all(
+      names.map((n) => converge(ctx, reconcileVolume, `${NS}/${n}`, { until: settled(n) })),
+    );
+    expect(passes.every((p) => p >= 1)).toBe(true);
+    const files = await fileNames();
+    for (const n of names) expect(files).toContain(`apps_${n}`);
+    for (const [i, n] of names.entries())
+      expect((await getVol(n))?.status?.capacity).toBe(`${64 + i}Mi`);
+  });
+
+  it('re-reconciling converged Volumes changes nothing on the host and writes nothing to the API', async () => {
+    await ctx.refresh();
+    const before = await hostSnapshot(conn);
+    const lifecycle = await recordPoolEvents(conn);
+    ctx.writes = 0;
+    const keys = ctx
+      .list<Volume>('Volume')
+      .filter((v) => v.status?.phase === 'Available' || v.status?.phase === 'InUse');
+    expect(keys.length).toBeGreaterThanOrEqual(25);
+    for (const v of keys)
+      expect(await reconcileVolume(`${NS}/${v.metadata.name}`, ctx)).toEqual({});
+    await lifecycle.stop();
+    expect(ctx.writes).toBe(0);
+    expect(lifecycle.events).toEqual([]);
+    expect(await hostSnapshot(conn)).toEqual(before);
+  });
+
+  it('reports a grow the test driver cannot do as ResizeUnsupported, once, and keeps the volume Available', async () => {
+    await k.patchSpec('Volume', NS, 'many-0', { capacity: '128Mi' });
+    await converge(ctx, reconcileVolume, `${NS}/many-0`, {
+      until: async () =>
+        (await getVol('many-0'))?.status?.conditions?.some(
+          (c) => c.reason === 'ResizeUnsupported',
+        ) ?? false,
+    });
+    const v = await getVol('many-0');
+    expect(v?.status).toMatchObject({
+      phase: 'Available',
+      capacity: '64Mi',
+      observedGeneration: 2,
+    });
+    expect(v?.status?.conditions?.find((c) => c.type === 'Resized')).toMatchObject({
+      status: 'False',
+      observedGeneration: 2,
+    });
+    expect(eventsOf('many-0').filter((e) => e.reason === 'ResizeUnsupported')).toHaveLength(1);
+    await ctx.refresh();
+    ctx.writes = 0;
+    expect(await reconcileVolume(`${NS}/many-0`, ctx)).toEqual({});
+    expect(ctx.writes).toBe(0);
+  });
+
+  it('never adopts or deletes a file under its name that it did not create: NameConflict', async () => {
+    await pool.createVolumeXML(
+      buildVolumeXML({ name: 'apps_clash', capacity: 5n * 2n ** 20n, format: 'raw' }),
+    );
+    const before = await fileDoc('apps_clash');
+    await createVol('clash', { capacity: '1Gi' });
+    await ctx.refresh();
+    expect((await reconcileVolume(`${NS}/clash`, ctx)).requeueAfterMs).toBeGreaterThan(0);
+    expect((await getVol('clash'))?.status).toMatchObject({
+      phase: 'Failed',
+      conditions: [{ type: 'Ready', status: 'False', reason: 'NameConflict' }],
+    });
+    expect((await getVol('clash'))?.status?.path).toBeUndefined();
+    expect(eventsOf('clash')).toMatchObject([{ type: 'Warning', reason: 'NameConflict' }]);
+    await k.remove('Volume', NS, 'clash');
+    await converge(ctx, reconcileVolume, `${NS}/clash`, { until: gone('clash') });
+    expect(await fileDoc('apps_clash')).toEqual(before);
+    expect(eventsOf('clash').map((e) => e.reason)).toContain('FileKept');
+  });
+
+  it('finishes after a crash between creating the file and recording it, without a duplicate', async () => {
+    await pool.createVolumeXML(
+      buildVolumeXML({ name: 'apps_crashed', capacity: 2n ** 30n, format: 'qcow2' }),
+    );
+    await createVol('crashed', { capacity: '1Gi' });
+    await converge(ctx, reconcileVolume, `${NS}/crashed`, { until: settled('crashed') });
+    expect((await fileNames()).filter((n) => n === 'apps_crashed')).toHaveLength(1);
+    expect(eventsOf('crashed').map((e) => e.reason)).toEqual([]);
+  });
+
+  it('reports a missing pool as PoolNotReady, and deletion does not wait for it', async () => {
+    await createVol('orphan', { pool: 'nowhere', capacity: '1Gi' });
+    await ctx.refresh();
+    expect((await reconcileVolume(`${NS}/orphan`, ctx)).requeueAfterMs).toBeGreaterThan(0);
+    expect((await getVol('orphan'))?.status).toMatchObject({
+      phase: 'Pending',
+      conditions: [
+        { status: 'False', reason: 'PoolNotReady', message: 'StoragePool nowhere does not exist' },
+      ],
+    });
+    await k.remove('Volume', NS, 'orphan');
+    await converge(ctx, reconcileVolume, `${NS}/orphan`, { until: gone('orphan') });
+  });
+
+  it('ignores Volumes of other nodes', async () => {
+    await k.create('Volume', {
+      metadata: { name: 'theirs', namespace: NS },
+      spec: { nodeName: 'node-b', pool: 'vols', capacity: '1Gi' },
+    });
+    await ctx.refresh();
+    ctx.writes = 0;
+    expect(await reconcileVolume(`${NS}/theirs`, ctx)).toEqual({});
+    expect(ctx.writes).toBe(0);
+    expect(await fileNames()).not.toContain('apps_theirs');
+    await k.remove('Volume', NS, 'theirs');
+  });
+
+  it('Retain keeps the file; Delete removes it', async () => {
+    await createVol('kept', { capacity: '1Gi', deletionPolicy: 'Retain' });
+    await createVol('dropped', { capacity: '1Gi' });
+    await converge(ctx, reconcileVolume, `${NS}/kept`, { until: settled('kept') });
+    await converge(ctx, reconcileVolume, `${NS}/dropped`, { until: settled('dropped') });
+    await k.remove('Volume', NS, 'kept');
+    await k.remove('Volume', NS, 'dropped');
+    await converge(ctx, reconcileVolume, `${NS}/kept`, { until: gone('kept') });
+    await converge(ctx, reconcileVolume, `${NS}/dropped`, { until: gone('dropped') });
+    const files = await fileNames();
+    expect(files).toContain('apps_kept');
+    expect(files).not.toContain('apps_dropped');
+    expect(eventsOf('kept').map((e) => e.reason)).toContain('VolumeRetained');
+    expect(eventsOf('dropped').map((e) => e.reason)).toContain('VolumeDeleted');
+  });
+
+  it('keeps a Volume a VirtualMachine uses until the machine is gone', async () => {
+    await createVol('disk', { capacity: '1Gi' });
+    await converge(ctx, reconcileVolume, `${NS}/disk`, { until: settled('disk') });
+    await k.create('VirtualMachine', {
+      metadata: { name: 'web', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        vcpus: 1,
+        memory: '256Mi',
+        disks: [{ name: 'root', volume: 'disk' }],
+      },
+    });
+    await converge(ctx, reconcileVolume, `${NS}/disk`, { until: settled('disk', ['InUse']) });
+    expect((await getVol('disk'))?.status?.usedBy).toEqual([
+      { kind: 'VirtualMachine', name: 'web' },
+    ]);
+
+    await k.remove('Volume', NS, 'disk');
+    await ctx.refresh();
+    expect((await reconcileVolume(`${NS}/disk`, ctx)).requeueAfterMs).toBeGreaterThan(0);
+    const blocked = await getVol('disk');
+    expect(blocked?.metadata.finalizers).toEqual(
+      expect.arrayContaining([HOST_FINALIZER, VOLUME_PROTECTION_FINALIZER]),
+    );
+    expect(blocked?.status?.conditions?.find((c) => c.type === 'DeletionBlocked')).toMatchObject({
+      status: 'True',
+      reason: 'InUse',
+      message: expect.stringContaining('VirtualMachine web'),
+    });
+    expect(blocked?.status?.phase).toBe('InUse');
+    expect(eventsOf('disk').filter((e) => e.reason === 'DeletionBlocked')).toHaveLength(1);
+    expect(await fileNames()).toContain('apps_disk');
+
+    await k.remove('VirtualMachine', NS, 'web');
+    await converge(ctx, reconcileVolume, `${NS}/disk`, { until: gone('disk') });
+    expect(await fileNames()).not.toContain('apps_disk');
+  });
+
+  it('keeps a Volume others are layered on or copied from until they are gone', async () => {
+    await k.remove('Volume', NS, 'base');
+    await ctx.refresh();
+    expect((await reconcileVolume(`${NS}/base`, ctx)).requeueAfterMs).toBeGreaterThan(0);
+    expect(await fileNames()).toContain('apps_base');
+    for (const n of ['copy', 'overlay']) {
+      await k.remove('Volume', NS, n);
+      await converge(ctx, reconcileVolume, `${NS}/${n}`, { until: gone(n) });
+    }
+    await converge(ctx, reconcileVolume, `${NS}/base`, { until: gone('base') });
+    expect(await fileNames()).not.toContain('apps_base');
+  });
+});
+
+describe('HTTP import on test:///default (download and verification real; the driver cannot upload)', () => {
+  let server: Server;
+  let base: string;
+  const image = Buffer.alloc(3 * 1024 * 1024, 7);
+  const sha = createHash('sha256').update(image).digest('hex');
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      if (req.url !== '/disk.img') return res.writeHead(404).end();
+      res.writeHead(200, { 'content-length': image.length }).end(image);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+  const failedWith = (name: string, reason: string) => async () =>
+    (await getVol(name))?.status?.conditions?.[0]?.reason === reason;
+
+  it('downloads, verifies, records the path, then reports that the driver cannot upload', async () => {
+    await createVol('imported', {
+      format: 'raw',
+      source: { http: { url: `${base}/disk.img`, sha256: sha } },
+    });
+    const seen: string[] = [];
+    await reconcileUntil(ctx, reconcileVolume, `${NS}/imported`, async () => {
+      const v = await getVol('imported');
+      seen.push(`${v?.status?.phase}:${v?.status?.path ?? ''}`);
+      return v?.status?.conditions?.[0]?.reason === 'ImportFailed';
+    });
+    const v = await getVol('imported');
+    expect(v?.status?.phase).toBe('Failed');
+    expect(v?.status?.conditions?.[0]?.message).toContain('cannot upload');
+    // The path was recorded before libvirt was asked to create the file.
+    expect(seen).toContain(`Importing:${POOL_DIR}/apps_imported`);
+    expect(await fileNames()).not.toContain('apps_imported');
+    expect(await readdir(path.join(stateDir, 'imports'))).toEqual([]);
+    await k.remove('Volume', NS, 'imported');
+    await converge(ctx, reconcileVolume, `${NS}/imported`, { until: gone('imported') });
+  });
+
+  it('fails a download whose SHA-256 does not match, keeping nothing', async () => {
+    await createVol('tampered', {
+      format: 'raw',
+      source: { http: { url: `${base}/disk.img`, sha256: 'f'.repeat(64) } },
+    });
+    await reconcileUntil(
+      ctx,
+      reconcileVolume,
+      `${NS}/tampered`,
+      failedWith('tampered', 'ChecksumMismatch'),
+    );
+    const v = await getVol('tampered');
+    expect(v?.status?.phase).toBe('Failed');
+    expect(v?.status?.conditions?.[0]?.message).toContain(sha);
+    expect(eventsOf('tampered')).toMatchObject([{ type: 'Warning', reason: 'ChecksumMismatch' }]);
+    expect(await readdir(path.join(stateDir, 'imports'))).toEqual([]);
+    expect(await fileNames()).not.toContain('apps_tampered');
+    await k.remove('Volume', NS, 'tampered');
+    await converge(ctx, reconcileVolume, `${NS}/tampered`, { until: gone('tampered') });
+  });
+
+  it('fails an unreachable URL with the HTTP status', async () => {
+    await createVol('missing', {
+      format: 'raw',
+      source: { http: { url: `${base}/nope.img`, sha256: sha } },
+    });
+    await reconcileUntil(
+      ctx,
+      reconcileVolume,
+      `${NS}/missing`,
+      failedWith('missing', 'ImportFailed'),
+    );
+    expect((await getVol('missing'))?.status?.conditions?.[0]?.message).toContain('HTTP 404');
+    await k.remove('Volume', NS, 'missing');
+    await converge(ctx, reconcileVolume, `${NS}/missing`, { until: gone('missing') });
+  });
+});
+
+describe('StoragePool and Volumes together', () => {
+  it('refuses to remove the pool while Volumes are in it, then leaves the host as it found it', async () => {
+    await k.remove('StoragePool', undefined, 'vols');
+    await ctx.refresh();
+    expect((await reconcileStoragePool('vols', ctx)).requeueAfterMs).toBeGreaterThan(0);
+    expect((await conn.listAllStoragePools()).map((p) => p.getName())).toContain('vols');
+
+    for (const v of ctx.list<Volume>('Volume')) {
+      await k.remove('Volume', NS, String(v.metadata.name));
+      await converge(ctx, reconcileVolume, `${NS}/${v.metadata.name}`, {
+        until: gone(String(v.metadata.name)),
+      });
+    }
+    await converge(ctx, reconcileStoragePool, 'vols', {
+      until: async () => !(await k.get('StoragePool', undefined, 'vols')),
+    });
+    expect((await conn.listAllStoragePools()).map((p) => p.getName())).toEqual(['default-pool']);
+  });
+});
