@@ -203,8 +203,10 @@ export function configSteps(desired: DomainDocument, domain: OursDomain): Machin
     !config || changedDomainFields(desired, config).some((path) => !LIVE_PATHS.has(path));
 
   const memory = ownedDomainFields(desired).currentMemoryKiB;
-  const configMemory = config && ownedDomainFields(config).currentMemoryKiB;
-  if (configMemory !== memory) {
+  // A transient domain has no persistent target; its running one is the best knowledge.
+  const reference = config ?? live;
+  const targetMemory = reference && ownedDomainFields(reference).currentMemoryKiB;
+  if (targetMemory !== memory) {
     const onLive = live !== undefined && memory <= live.memoryKiB;
     const onConfig = !needsDefine;
     if (onLive || onConfig)

@@ -1,0 +1,556 @@
+import { describe, expect, it } from 'vitest';
+import type {
+  VirtualMachineSpec,
+  VirtualMachineStatus,
+} from '../../../../src/api/generated/types.js';
+import {
+  configSteps,
+  planMachine,
+  planRemoval,
+  powerPlan,
+  restartPending,
+  type MachineStep,
+} from '../../../../src/controllers/virtual-machine/plan.js';
+import { desired, NOW, observed, ours, runningStatus, variant, vm } from './machines.js';
+
+const base = vm({ memory: '256Mi', maxMemory: '1Gi', vcpus: 1, maxVcpus: 4 });
+const want = desired(base);
+
+/** A status whose ShutdownRequested condition says the operator asked `secondsAgo` ago. */
+function requested(
+  reason: string,
+  secondsAgo: number,
+  extra: Partial<VirtualMachineStatus> = {},
+): VirtualMachineStatus {
+  return runningStatus({
+    ...extra,
+    conditions: [
+      {
+        type: 'ShutdownRequested',
+        status: 'True',
+        reason,
+        message: 'm',
+        lastTransitionTime: new Date(NOW.getTime() - secondsAgo * 1000)
+          .toISOString()
+          .replace(/\.\d+Z$/, 'Z'),
+      },
+    ],
+  });
+}
+
+const running = { active: true, state: 'running', reason: 'booted' };
+const off = (reason: string) => ({ active: false, state: 'shutoff', reason });
+
+describe('configSteps', () => {
+  it('plans nothing when the domain matches the spec, whatever libvirt added', () => {
+    const observedDoc = variant(want, (d) => {
+      d.os.machine = 'pc-q35-7.2';
+      d.clock = { offset: 'utc' };
+      d.devices.consoles = [{ source: { type: 'pty' }, targetType: 'serial', port: 0 }];
+      d.devices.serials = [{ source: { type: 'pty' }, port: 0 }];
+    });
+    expect(configSteps(want, ours({ config: observedDoc }))).toEqual([]);
+    expect(configSteps(want, ours({ active: false, config: observedDoc }))).toEqual([]);
+  });
+
+  it('never calls SetMemory for a balloon the guest ignores (running currentMemory = actual)', () => {
+    const live = variant(want, (d) => (d.currentMemoryKiB = 1048576));
+    expect(configSteps(want, ours({ config: want, live }))).toEqual([]);
+  });
+
+  it.each<[string, Parameters<typeof ours>[0], MachineStep[]]>([
+    [
+      'memory on a running domain: live and config at once',
+      { config: variant(want, (d) => (d.currentMemoryKiB = 131072)) },
+      [{ op: 'setMemory', kib: 262144, live: true, config: true }],
+    ],
+    [
+      'memory on a stopped domain: config only',
+      { active: false, config: variant(want, (d) => (d.currentMemoryKiB = 131072)) },
+      [{ op: 'setMemory', kib: 262144, live: false, config: true }],
+    ],
+    [
+      'vcpus on a running domain',
+      { config: variant(want, (d) => (d.vcpu.current = 2)) },
+      [{ op: 'setVcpus', count: 1, live: true, config: true }],
+    ],
+    [
+      'vcpus that only the running domain lacks (hot-unplugged behind our back)',
+      { config: want, live: variant(want, (d) => (d.vcpu.current = 3)) },
+      [{ op: 'setVcpus', count: 1, live: true, config: false }],
+    ],
+    [
+      'a restart-time change: redefine, no live call',
+      { config: variant(want, (d) => (d.memoryKiB = 524288)) },
+      [{ op: 'define', doc: want, created: false }],
+    ],
+    [
+      'a restart-time change with memory: live memory first, then the define writes the config',
+      {
+        config: variant(want, (d) => {
+          d.memoryKiB = 524288;
+          d.currentMemoryKiB = 131072;
+        }),
+      },
+      [
+        { op: 'setMemory', kib: 262144, live: true, config: false },
+        { op: 'define', doc: want, created: false },
+      ],
+    ],
+    [
+      'memory beyond the running maximum: only the define (a restart applies it)',
+      {
+        config: variant(want, (d) => (d.memoryKiB = 131072)),
+        live: variant(want, (d) => {
+          d.memoryKiB = 131072;
+          d.currentMemoryKiB = 131072;
+        }),
+      },
+      [{ op: 'define', doc: want, created: false }],
+    ],
+    [
+      'a transient domain: define makes it persistent again',
+      { config: undefined, live: want },
+      [{ op: 'define', doc: want, created: false }],
+    ],
+  ])('%s', (_what, domain, steps) => {
+    expect(configSteps(want, ours(domain))).toEqual(steps);
+  });
+});
+
+describe('restartPending', () => {
+  it('is empty when the running domain matches, or differs only in live fields', () => {
+    expect(restartPending(want, want)).toEqual([]);
+    expect(
+      restartPending(
+        want,
+        variant(want, (d) => (d.currentMemoryKiB = 1)),
+      ),
+    ).toEqual([]);
+    expect(
+      restartPending(
+        want,
+        variant(want, (d) => (d.vcpu.current = 4)),
+      ),
+    ).toEqual([]);
+  });
+
+  it.each<[string, (d: ReturnType<typeof desired>) => void, string[]]>([
+    ['maxMemory', (d) => (d.memoryKiB = 524288), ['spec.maxMemory']],
+    ['maxVcpus', (d) => (d.vcpu.max = 2), ['spec.maxVcpus']],
+    ['domainType', (d) => (d.type = 'kvm'), ['spec.domainType']],
+    ['firmware', (d) => (d.os.firmware = 'efi'), ['spec.firmware']],
+    ['kernel', (d) => (d.os.kernel = '/k'), ['spec.boot']],
+    [
+      'disks',
+      (d) =>
+        d.devices.disks.push({
+          device: 'disk',
+          source: { type: 'file', file: '/x' },
+          target: { dev: 'vda', bus: 'virtio' },
+          readonly: false,
+        }),
+      ['spec.disks'],
+    ],
+    [
+      'cloud-init',
+      (d) =>
+        d.devices.disks.push({
+          device: 'cdrom',
+          source: { type: 'file', file: '/old.iso' },
+          target: { dev: 'sda', bus: 'sata' },
+          readonly: true,
+        }),
+      ['spec.cloudInit'],
+    ],
+    [
+      'interfaces',
+      (d) => d.devices.interfaces.push({ source: { network: 'lab' }, mac: '52:54:00:00:00:01' }),
+      ['spec.interfaces'],
+    ],
+    [
+      'the console log',
+      (d) => (d.devices.serials = [{ source: { type: 'file', path: '/l' } }]),
+      [`metadata.annotations['virt.dev/console-log']`],
+    ],
+    ['operator defaults', (d) => (d.onCrash = 'preserve'), ['operator domain defaults']],
+    [
+      'memory and vcpus beyond the running maximums',
+      (d) => {
+        d.memoryKiB = 131072;
+        d.vcpu.max = 0;
+      },
+      ['spec.maxMemory', 'spec.maxVcpus', 'spec.memory', 'spec.vcpus'],
+    ],
+  ])('names %s', (_what, change, fields) => {
+    expect(restartPending(want, variant(want, change))).toEqual(fields);
+  });
+});
+
+describe('powerPlan', () => {
+  type Row = [
+    string,
+    Partial<VirtualMachineSpec>,
+    VirtualMachineStatus | undefined,
+    { active: boolean; state: string; reason: string },
+    { steps: MachineStep[]; shutdown?: string; waitMs?: number },
+  ];
+  const start = (kind: string, state = 'shutoff', reason = 'unknown') => ({
+    op: 'start' as const,
+    kind,
+    after: { state, reason },
+  });
+  const wasOff = runningStatus({ state: { state: 'shutoff', reason: 'shutdown' } });
+
+  it.each<Row>([
+    ['Always: running stays', {}, runningStatus(), running, { steps: [] }],
+    [
+      'Always: first start',
+      {},
+      undefined,
+      off('unknown'),
+      { steps: [start('initial') as MachineStep] },
+    ],
+    [
+      'Always: destroyed behind our back -> restart',
+      {},
+      runningStatus(),
+      off('destroyed'),
+      { steps: [start('restart', 'shutoff', 'destroyed') as MachineStep] },
+    ],
+    [
+      'Always: guest shut down -> restart',
+      {},
+      runningStatus(),
+      off('shutdown'),
+      { steps: [start('restart', 'shutoff', 'shutdown') as MachineStep] },
+    ],
+    [
+      'Always: host rebooted -> restart',
+      {},
+      runningStatus(),
+      off('unknown'),
+      { steps: [start('restart') as MachineStep] },
+    ],
+    [
+      'Always after Halted: a requested start, not a restart',
+      {},
+      requested('RunStrategyHalted', 100, { state: { state: 'shutoff', reason: 'shutdown' } }),
+      off('shutdown'),
+      { steps: [start('requested', 'shutoff', 'shutdown') as MachineStep] },
+    ],
+    [
+      'Always: a crashed active domain is destroyed first',
+      {},
+      runningStatus(),
+      { active: true, state: 'crashed', reason: 'panicked' },
+      { steps: [{ op: 'destroy', why: 'crashed' }], waitMs: 500 },
+    ],
+    [
+      'Always while a Halted stop was under way: the stop is forgotten',
+      {},
+      requested('RunStrategyHalted', 5),
+      running,
+      { steps: [] },
+    ],
+    [
+      'Halted: ACPI shutdown first',
+      { runStrategy: 'Halted' },
+      runningStatus(),
+      running,
+      {
+        steps: [{ op: 'shutdown', reason: 'RunStrategyHalted' }],
+        shutdown: 'RunStrategyHalted',
+        waitMs: 2000,
+      },
+    ],
+    [
+      'Halted: within the grace period, wait',
+      { runStrategy: 'Halted' },
+      requested('RunStrategyHalted', 10),
+      running,
+      { steps: [], shutdown: 'RunStrategyHalted', waitMs: 2000 },
+    ],
+    [
+      'Halted: the last second of the grace period, wait for it',
+      { runStrategy: 'Halted' },
+      requested('RunStrategyHalted', 60),
+      running,
+      { steps: [], shutdown: 'RunStrategyHalted', waitMs: 1000 },
+    ],
+    [
+      'Halted: grace period over, destroy',
+      { runStrategy: 'Halted' },
+      requested('RunStrategyHalted', 61),
+      running,
+      {
+        steps: [{ op: 'destroy', why: 'gracePeriodExpired' }],
+        shutdown: 'RunStrategyHalted',
+        waitMs: 500,
+      },
+    ],
+    [
+      'Halted with grace period 0: destroy at once',
+      { runStrategy: 'Halted', terminationGracePeriodSeconds: 0 },
+      runningStatus(),
+      running,
+      {
+        steps: [{ op: 'destroy', why: 'gracePeriodExpired' }],
+        shutdown: 'RunStrategyHalted',
+        waitMs: 500,
+      },
+    ],
+    [
+      'Halted: stopped stays stopped, remembering who stopped it',
+      { runStrategy: 'Halted' },
+      requested('RunStrategyHalted', 100),
+      off('shutdown'),
+      { steps: [], shutdown: 'RunStrategyHalted' },
+    ],
+    [
+      'Halted: created stopped, never started',
+      { runStrategy: 'Halted' },
+      undefined,
+      off('unknown'),
+      { steps: [] },
+    ],
+    [
+      'Manual: started once at creation',
+      { runStrategy: 'Manual' },
+      undefined,
+      off('unknown'),
+      { steps: [start('initial') as MachineStep] },
+    ],
+    ['Manual: not after that', { runStrategy: 'Manual' }, wasOff, off('shutdown'), { steps: [] }],
+    [
+      'Manual: not even after a crash',
+      { runStrategy: 'Manual' },
+      runningStatus(),
+      off('crashed'),
+      { steps: [] },
+    ],
+    ['Manual: running stays', { runStrategy: 'Manual' }, runningStatus(), running, { steps: [] }],
+    [
+      'RerunOnFailure: not after the guest shut down',
+      { runStrategy: 'RerunOnFailure' },
+      runningStatus(),
+      off('shutdown'),
+      { steps: [] },
+    ],
+    [
+      'RerunOnFailure: after a crash',
+      { runStrategy: 'RerunOnFailure' },
+      runningStatus(),
+      off('crashed'),
+      { steps: [start('restart', 'shutoff', 'crashed') as MachineStep] },
+    ],
+    [
+      'RerunOnFailure: after a destroy behind our back',
+      { runStrategy: 'RerunOnFailure' },
+      runningStatus(),
+      off('destroyed'),
+      { steps: [start('restart', 'shutoff', 'destroyed') as MachineStep] },
+    ],
+    [
+      'RerunOnFailure: a host reboot after the guest had shut down does not start it',
+      { runStrategy: 'RerunOnFailure' },
+      wasOff,
+      off('unknown'),
+      { steps: [] },
+    ],
+    [
+      'RerunOnFailure after Halted: start',
+      { runStrategy: 'RerunOnFailure' },
+      requested('RunStrategyHalted', 100, { state: { state: 'shutoff', reason: 'shutdown' } }),
+      off('shutdown'),
+      { steps: [start('requested', 'shutoff', 'shutdown') as MachineStep] },
+    ],
+  ])('%s', (_what, spec, status, power, expected) => {
+    const plan = powerPlan(vm(spec, status ? { status } : {}), power, [], NOW);
+    expect(plan).toEqual({ shutdown: undefined, waitMs: undefined, ...expected });
+  });
+
+  it('restarts gracefully to apply pending changes with updatePolicy Restart, then starts again', () => {
+    const spec = { updatePolicy: 'Restart' as const, runStrategy: 'Manual' as const };
+    expect(
+      powerPlan(vm(spec, { status: runningStatus() }), running, ['spec.maxMemory'], NOW),
+    ).toEqual({
+      steps: [{ op: 'shutdown', reason: 'RestartToApplyChanges' }],
+      shutdown: 'RestartToApplyChanges',
+      waitMs: 2000,
+    });
+    // Stopped by that request: started again even under Manual, and the request is done.
+    const stopped = requested('RestartToApplyChanges', 3, {
+      state: { state: 'running', reason: 'booted' },
+    });
+    expect(powerPlan(vm(spec, { status: stopped }), off('shutdown'), [], NOW)).toEqual({
+      steps: [start('requested', 'shutoff', 'shutdown')],
+      shutdown: undefined,
+      waitMs: undefined,
+    });
+  });
+
+  it('leaves pending changes alone with updatePolicy Manual', () => {
+    expect(
+      powerPlan(vm({}, { status: runningStatus() }), running, ['spec.disks'], NOW).steps,
+    ).toEqual([]);
+  });
+});
+
+describe('planMachine', () => {
+  it('defines and starts an absent domain', () => {
+    const plan = planMachine({
+      vm: base,
+      desired: want,
+      cloudInit: undefined,
+      observed: observed({ state: 'absent' }),
+      now: NOW,
+    });
+    expect(plan.steps).toEqual([
+      { op: 'define', doc: want, created: true },
+      { op: 'start', kind: 'initial', after: { state: 'shutoff', reason: 'unknown' } },
+    ]);
+  });
+
+  it('defines but does not start an absent Halted machine', () => {
+    const halted = vm({ runStrategy: 'Halted' });
+    const plan = planMachine({
+      vm: halted,
+      desired: desired(halted),
+      cloudInit: undefined,
+      observed: observed({ state: 'absent' }),
+      now: NOW,
+    });
+    expect(plan.steps.map((s) => s.op)).toEqual(['define']);
+  });
+
+  it('does nothing to a foreign domain, nor without a desired document for an absent one', () => {
+    const foreign = observed({
+      state: 'foreign',
+      clash: 'name',
+      name: 'prod_web',
+      uuid: 'u',
+      stamp: undefined,
+    });
+    expect(
+      planMachine({ vm: base, desired: want, cloudInit: undefined, observed: foreign, now: NOW })
+        .steps,
+    ).toEqual([]);
+    expect(
+      planMachine({
+        vm: base,
+        desired: undefined,
+        cloudInit: undefined,
+        observed: observed({ state: 'absent' }),
+        now: NOW,
+      }).steps,
+    ).toEqual([]);
+  });
+
+  it('still follows runStrategy when references do not resolve (no config steps)', () => {
+    const machine = vm({}, { status: runningStatus() });
+    const plan = planMachine({
+      vm: machine,
+      desired: undefined,
+      cloudInit: undefined,
+      observed: observed(
+        ours({
+          active: false,
+          power: { state: 'shutoff', reason: 'destroyed' },
+          config: variant(want, (d) => (d.memoryKiB = 1)),
+        }),
+      ),
+      now: NOW,
+    });
+    expect(plan.steps.map((s) => s.op)).toEqual(['start']);
+  });
+
+  it('writes a missing cloud-init ISO first and removes ISOs nothing uses any more', () => {
+    const image = { path: '/s/cloud-init/u-new.iso', files: { 'user-data': '' } };
+    const live = variant(want, (d) =>
+      d.devices.disks.push({
+        device: 'cdrom',
+        source: { type: 'file', file: '/s/cloud-init/u-live.iso' },
+        target: { dev: 'sda', bus: 'sata' },
+        readonly: true,
+      }),
+    );
+    const plan = planMachine({
+      vm: vm({}, { status: runningStatus() }),
+      desired: want,
+      cloudInit: image,
+      observed: observed(ours({ config: want, live }), [
+        '/s/cloud-init/u-live.iso',
+        '/s/cloud-init/u-old.iso',
+      ]),
+      now: NOW,
+    });
+    expect(plan.steps).toEqual([
+      { op: 'writeCloudInit', image },
+      { op: 'removeFiles', paths: ['/s/cloud-init/u-old.iso'] },
+    ]);
+  });
+
+  it('plans nothing at all for a converged machine', () => {
+    const machine = vm({}, { status: runningStatus() });
+    const doc = desired(machine);
+    const plan = planMachine({
+      vm: machine,
+      desired: doc,
+      cloudInit: undefined,
+      observed: observed(ours({ config: doc })),
+      now: NOW,
+    });
+    expect(plan).toEqual({ steps: [], shutdown: undefined, waitMs: undefined });
+  });
+});
+
+describe('planRemoval', () => {
+  const files = ['/s/cloud-init/u-1.iso', '/s/console/u.log'];
+
+  it('asks the guest to shut down first', () => {
+    expect(planRemoval(vm(), observed(ours({ config: want })), files, NOW)).toEqual({
+      steps: [{ op: 'shutdown', reason: 'Deleting' }],
+      shutdown: 'Deleting',
+      waitMs: 2000,
+    });
+  });
+
+  it('destroys once the grace period has passed, counting from an earlier Halted request', () => {
+    const machine = vm({}, { status: requested('RunStrategyHalted', 61) });
+    expect(planRemoval(machine, observed(ours({ config: want })), files, NOW).steps).toEqual([
+      { op: 'destroy', why: 'gracePeriodExpired' },
+    ]);
+  });
+
+  it.each([
+    [false, 'bios'],
+    [true, 'uefi'],
+  ] as const)(
+    'undefines a stopped domain (nvram %s for %s), then removes the files',
+    (nvram, firmware) => {
+      const doc = desired(vm({ firmware }));
+      expect(
+        planRemoval(vm({ firmware }), observed(ours({ active: false, config: doc })), files, NOW)
+          .steps,
+      ).toEqual([
+        { op: 'undefine', nvram },
+        { op: 'removeFiles', paths: files },
+      ]);
+    },
+  );
+
+  it('only removes our files when the domain is gone or not ours', () => {
+    const foreign = observed({
+      state: 'foreign',
+      clash: 'name',
+      name: 'prod_web',
+      uuid: 'u',
+      stamp: undefined,
+    });
+    expect(planRemoval(vm(), foreign, files, NOW).steps).toEqual([
+      { op: 'removeFiles', paths: files },
+    ]);
+    expect(planRemoval(vm(), observed({ state: 'absent' }), [], NOW).steps).toEqual([]);
+  });
+});

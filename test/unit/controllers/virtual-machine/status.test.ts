@@ -1,0 +1,460 @@
+import { describe, expect, it } from 'vitest';
+import type { VirtualMachineStatus } from '../../../../src/api/generated/types.js';
+import { defaultMacAddress } from '../../../../src/api/names.js';
+import {
+  balloonTarget,
+  conditionEvents,
+  kibQuantity,
+  machineStatus,
+  nameConflict,
+  retryDelayMs,
+  stepEvents,
+  type StatusInput,
+} from '../../../../src/controllers/virtual-machine/status.js';
+import { desired, NOW, ours, runningStatus, UID, variant, vm } from './machines.js';
+
+const LATER = new Date(NOW.getTime() + 3_600_000);
+const machine = vm({
+  memory: '256Mi',
+  maxMemory: '1Gi',
+  vcpus: 1,
+  maxVcpus: 4,
+  interfaces: [
+    { name: 'eth0', network: 'lab', model: 'virtio' },
+    { name: 'eth1', network: 'lab', model: 'virtio' },
+    { name: 'eth2', network: 'lab', model: 'virtio' },
+  ],
+});
+const doc = desired(machine);
+const [mac0, mac1, mac2] = ['eth0', 'eth1', 'eth2'].map((n) => defaultMacAddress(UID, n));
+
+function input(over: Partial<StatusInput> = {}): StatusInput {
+  return {
+    vm: machine,
+    nodeName: 'node-a',
+    now: NOW,
+    observed: ours({ config: doc, memoryActualKiB: 262144 }),
+    problem: undefined,
+    shutdown: undefined,
+    started: undefined,
+    pending: [],
+    ...over,
+  };
+}
+
+const conditionOf = (status: VirtualMachineStatus, type: string) =>
+  status.conditions?.find((c) => c.type === type);
+
+describe('kibQuantity', () => {
+  it.each([
+    [262144, '256Mi'],
+    [1048576, '1Gi'],
+    [1572864, '1536Mi'],
+    [100, '100Ki'],
+    [1536, '1536Ki'],
+    [0, '0Ki'],
+  ])('%i KiB -> %s', (kib, q) => expect(kibQuantity(kib)).toBe(q));
+});
+
+describe('machineStatus', () => {
+  it('reports a running machine completely', () => {
+    const status = machineStatus(
+      input({
+        observed: ours({
+          config: doc,
+          memoryActualKiB: 200000,
+          addresses: new Map([[mac0!, ['192.168.150.10', '10.0.0.2']]]),
+        }),
+        started: 'initial',
+      }),
+    );
+    const t = '2026-03-01T12:00:00Z';
+    expect(status).toEqual({
+      phase: 'Running',
+      uuid: UID,
+      domainName: 'prod_web',
+      nodeName: 'node-a',
+      observedGeneration: 3,
+      restartCount: 0,
+      state: { state: 'running', reason: 'booted' },
+      vcpus: { current: 1, max: 4 },
+      memory: { target: '256Mi', actual: '200000Ki' },
+      interfaces: [
+        { name: 'eth0', macAddress: mac0, ipAddresses: ['192.168.150.10', '10.0.0.2'] },
+        { name: 'eth1', macAddress: mac1 },
+        { name: 'eth2', macAddress: mac2 },
+      ],
+      startedAt: t,
+      conditions: [
+        {
+          type: 'Ready',
+          status: 'True',
+          reason: 'Running',
+          message: 'the domain is running',
+          lastTransitionTime: t,
+          observedGeneration: 3,
+        },
+        {
+          type: 'Synced',
+          status: 'True',
+          reason: 'Synced',
+          message: "the domain's definition matches the spec",
+          lastTransitionTime: t,
+          observedGeneration: 3,
+        },
+        {
+          type: 'RestartRequired',
+          status: 'False',
+          reason: 'UpToDate',
+          message: 'no restart-time change is pending',
+          lastTransitionTime: t,
+          observedGeneration: 3,
+        },
+      ],
+    });
+  });
+
+  it('is deterministic: fed its own output, a later pass builds the same status (so no write)', () => {
+    const first = machineStatus(input({ started: 'initial' }));
+    const again = machineStatus(input({ vm: { ...machine, status: first }, now: LATER }));
+    expect(again).toEqual(first);
+  });
+
+  it('keeps lastTransitionTime while a condition holds and moves it when it flips', () => {
+    const first = machineStatus(input());
+    const problem = { reason: 'MemoryChangeFailed', message: 'no' };
+    const later = machineStatus(input({ vm: { ...machine, status: first }, now: LATER, problem }));
+    expect(conditionOf(later, 'Ready')?.lastTransitionTime).toBe('2026-03-01T12:00:00Z');
+    expect(conditionOf(later, 'Synced')).toMatchObject({
+      status: 'False',
+      reason: 'MemoryChangeFailed',
+      lastTransitionTime: '2026-03-01T13:00:00Z',
+    });
+  });
+
+  it('reports the balloon target we set, not the running currentMemory (the actual size on QEMU)', () => {
+    const live = variant(doc, (d) => (d.currentMemoryKiB = 1048576));
+    const d = ours({ config: doc, live, memoryActualKiB: 1048576 });
+    expect(balloonTarget(d)).toBe(262144);
+    expect(machineStatus(input({ observed: d })).memory).toEqual({
+      target: '256Mi',
+      actual: '1Gi',
+    });
+  });
+
+  it('caps the target at the running maximum while a larger memory waits for a restart', () => {
+    const config = variant(doc, (d) => {
+      d.memoryKiB = 4194304;
+      d.currentMemoryKiB = 2097152;
+    });
+    const live = variant(doc, (d) => (d.currentMemoryKiB = 262144));
+    expect(balloonTarget(ours({ config, live }))).toBe(1048576);
+  });
+
+  it('reports a stopped machine from its persistent definition, without actual memory', () => {
+    const status = machineStatus(
+      input({
+        vm: vm({ ...machine.spec, runStrategy: 'Halted' }, { status: runningStatus() }),
+        observed: ours({ active: false, config: doc, memoryActualKiB: 1 }),
+      }),
+    );
+    expect(status).toMatchObject({
+      phase: 'Stopped',
+      state: { state: 'shutoff', reason: 'shutdown' },
+      memory: { target: '256Mi' },
+      startedAt: '2026-03-01T11:00:00Z',
+    });
+    expect(status.memory?.actual).toBeUndefined();
+    expect(conditionOf(status, 'Ready')).toMatchObject({ status: 'True', reason: 'Halted' });
+  });
+
+  it('leaves out interfaces the domain does not have yet', () => {
+    const fewer = variant(doc, (d) => d.devices.interfaces.splice(1, 1));
+    expect(
+      machineStatus(input({ observed: ours({ config: fewer }) })).interfaces?.map((i) => i.name),
+    ).toEqual(['eth0', 'eth2']);
+  });
+
+  describe('startedAt and restartCount', () => {
+    it('keeps startedAt while the domain keeps running', () => {
+      const status = machineStatus(input({ vm: { ...machine, status: runningStatus() } }));
+      expect(status.startedAt).toBe('2026-03-01T11:00:00Z');
+    });
+
+    it('sets it when this pass started the domain, counting a restart', () => {
+      const status = machineStatus(
+        input({
+          vm: { ...machine, status: runningStatus({ restartCount: 2 }) },
+          started: 'restart',
+        }),
+      );
+      expect(status.startedAt).toBe('2026-03-01T12:00:00Z');
+      expect(status.restartCount).toBe(3);
+    });
+
+    it('does not count a start the user asked for', () => {
+      const status = machineStatus(
+        input({
+          vm: { ...machine, status: runningStatus({ restartCount: 2 }) },
+          started: 'requested',
+        }),
+      );
+      expect(status.restartCount).toBe(2);
+    });
+
+    it('sets it when it sees the domain running after it was off', () => {
+      const previous = runningStatus({ state: { state: 'shutoff', reason: 'shutdown' } });
+      expect(machineStatus(input({ vm: { ...machine, status: previous } })).startedAt).toBe(
+        '2026-03-01T12:00:00Z',
+      );
+    });
+  });
+
+  describe('phase and Ready', () => {
+    const foreign = {
+      state: 'foreign' as const,
+      clash: 'name' as const,
+      name: 'prod_web',
+      uuid: 'x',
+      stamp: undefined,
+    };
+    it.each<[string, Partial<StatusInput>, string, string, string]>([
+      [
+        'a name clash',
+        { observed: foreign, problem: nameConflict(foreign, 'node-a') },
+        'Failed',
+        'False',
+        'NameConflict',
+      ],
+      [
+        'waiting for a Volume',
+        { observed: { state: 'absent' }, problem: { reason: 'VolumeNotReady', message: 'm' } },
+        'Pending',
+        'False',
+        'VolumeNotReady',
+      ],
+      [
+        'a refused definition',
+        { observed: { state: 'absent' }, problem: { reason: 'DefineFailed', message: 'm' } },
+        'Failed',
+        'False',
+        'DefineFailed',
+      ],
+      [
+        'a crash',
+        { observed: ours({ config: doc, power: { state: 'crashed', reason: 'panicked' } }) },
+        'Failed',
+        'False',
+        'Crashed',
+      ],
+      [
+        'shutting down',
+        { observed: ours({ config: doc, power: { state: 'shutdown', reason: 'user' } }) },
+        'Stopping',
+        'False',
+        'NotRunning',
+      ],
+      [
+        'paused',
+        { observed: ours({ config: doc, power: { state: 'paused', reason: 'user' } }) },
+        'Running',
+        'False',
+        'Paused',
+      ],
+      [
+        'a failed start',
+        {
+          observed: ours({ active: false, config: doc }),
+          problem: { reason: 'StartFailed', message: 'qemu says no' },
+        },
+        'Failed',
+        'False',
+        'StartFailed',
+      ],
+      [
+        'restarting to apply changes',
+        { observed: ours({ active: false, config: doc }), shutdown: 'RestartToApplyChanges' },
+        'Starting',
+        'False',
+        'Restarting',
+      ],
+      [
+        'stopping for Halted',
+        { vm: vm({ runStrategy: 'Halted' }), shutdown: 'RunStrategyHalted' },
+        'Stopping',
+        'False',
+        'Stopping',
+      ],
+      [
+        'Manual, stopped',
+        { vm: vm({ runStrategy: 'Manual' }), observed: ours({ active: false, config: doc }) },
+        'Stopped',
+        'True',
+        'ManualPower',
+      ],
+      [
+        'RerunOnFailure after the guest shut down',
+        {
+          vm: vm({ runStrategy: 'RerunOnFailure' }),
+          observed: ours({ active: false, config: doc }),
+        },
+        'Stopped',
+        'True',
+        'GuestShutdown',
+      ],
+      [
+        'a running machine with a bad Volume reference',
+        { problem: { reason: 'VolumeNotReady', message: 'm' } },
+        'Running',
+        'True',
+        'Running',
+      ],
+    ])('%s', (_what, over, phase, ready, reason) => {
+      const status = machineStatus(input(over));
+      expect(status.phase).toBe(phase);
+      expect(conditionOf(status, 'Ready')).toMatchObject({ status: ready, reason });
+    });
+  });
+
+  it('names the pending fields and how they will apply in RestartRequired', () => {
+    const manual = machineStatus(input({ pending: ['spec.maxMemory', 'spec.disks'] }));
+    expect(conditionOf(manual, 'RestartRequired')).toMatchObject({
+      status: 'True',
+      reason: 'PendingChanges',
+      message:
+        'pending: spec.maxMemory, spec.disks; they apply at the next start of the machine (updatePolicy Manual)',
+    });
+    const restart = machineStatus(
+      input({ vm: vm({ ...machine.spec, updatePolicy: 'Restart' }), pending: ['spec.firmware'] }),
+    );
+    expect(conditionOf(restart, 'RestartRequired')?.message).toContain('updatePolicy Restart');
+  });
+
+  it('keeps ShutdownRequested (and its time) while a stop runs, drops it when the plan does', () => {
+    const requestedAt = '2026-03-01T11:59:30Z';
+    const previous = runningStatus({
+      conditions: [
+        {
+          type: 'ShutdownRequested',
+          status: 'True',
+          reason: 'RunStrategyHalted',
+          message: 'm',
+          lastTransitionTime: requestedAt,
+        },
+      ],
+    });
+    const halted = vm({ ...machine.spec, runStrategy: 'Halted' }, { status: previous });
+    const stopping = machineStatus(input({ vm: halted, shutdown: 'RunStrategyHalted' }));
+    expect(conditionOf(stopping, 'ShutdownRequested')).toMatchObject({
+      status: 'True',
+      reason: 'RunStrategyHalted',
+      lastTransitionTime: requestedAt,
+      message: expect.stringContaining('destroyed if it still runs 60s after the request'),
+    });
+    const done = machineStatus(input({ vm: halted, shutdown: undefined }));
+    expect(conditionOf(done, 'ShutdownRequested')).toBeUndefined();
+  });
+});
+
+describe('nameConflict', () => {
+  it('says whose the domain is and what to do', () => {
+    expect(
+      nameConflict(
+        { state: 'foreign', clash: 'name', name: 'prod_web', uuid: 'u-1', stamp: undefined },
+        'node-a',
+      ),
+    ).toEqual({
+      reason: 'NameConflict',
+      message:
+        "node node-a already has a libvirt domain named 'prod_web' (uuid u-1); the operator did not create it, so it is left untouched. Remove or rename it on the node, or rename this object.",
+    });
+    const stamped = nameConflict(
+      {
+        state: 'foreign',
+        clash: 'uuid',
+        name: 'old_web',
+        uuid: 'u-2',
+        stamp: { kind: 'VirtualMachine', namespace: 'old', name: 'web', uid: 'u-9' },
+      },
+      'node-a',
+    );
+    expect(stamped.reason).toBe('UUIDConflict');
+    expect(stamped.message).toContain('it belongs to VirtualMachine old/web (uid u-9)');
+    expect(stamped.message).toContain('set another spec.uuid');
+  });
+});
+
+describe('events', () => {
+  it('warns when Synced turns False, once per reason and message', () => {
+    const good = machineStatus(input());
+    const bad = machineStatus(
+      input({ vm: { ...machine, status: good }, problem: { reason: 'StartFailed', message: 'x' } }),
+    );
+    expect(conditionEvents(good, bad)).toEqual([
+      { type: 'Warning', reason: 'StartFailed', message: 'x' },
+    ]);
+    expect(conditionEvents(bad, bad)).toEqual([]);
+    const worse = machineStatus(
+      input({ vm: { ...machine, status: bad }, problem: { reason: 'StartFailed', message: 'y' } }),
+    );
+    expect(conditionEvents(bad, worse)).toHaveLength(1);
+  });
+
+  it('tells about RestartRequired when the pending fields change', () => {
+    const a = machineStatus(input({ pending: ['spec.disks'] }));
+    expect(conditionEvents(undefined, a)).toEqual([
+      { type: 'Normal', reason: 'RestartRequired', message: expect.stringContaining('spec.disks') },
+    ]);
+    expect(conditionEvents(a, a)).toEqual([]);
+  });
+
+  it('names what each step did; a restart is a Warning with the count', () => {
+    const events = stepEvents(
+      [
+        { op: 'define', doc, created: true },
+        { op: 'setMemory', kib: 524288, live: true, config: true },
+        { op: 'setMemory', kib: 524288, live: false, config: true },
+        { op: 'start', kind: 'restart', after: { state: 'shutoff', reason: 'destroyed' } },
+        { op: 'destroy', why: 'gracePeriodExpired' },
+      ],
+      machine,
+      'node-a',
+      4,
+    );
+    expect(events.map((e) => `${e.type} ${e.reason}`)).toEqual([
+      'Normal Created',
+      'Normal MemoryChanged',
+      'Warning Restarted',
+      'Warning GracePeriodExpired',
+    ]);
+    expect(events[2]?.message).toContain('shutoff (destroyed)');
+    expect(events[2]?.message).toContain('restart 4');
+    expect(events[3]?.message).toContain('within 60s');
+  });
+});
+
+describe('retryDelayMs', () => {
+  const since = (seconds: number, type = 'Synced'): VirtualMachineStatus => ({
+    conditions: [
+      {
+        type,
+        status: 'False',
+        reason: 'R',
+        message: 'm',
+        lastTransitionTime: new Date(NOW.getTime() - seconds * 1000).toISOString(),
+      },
+    ],
+  });
+  it.each([
+    [0, 1_000],
+    [0.5, 1_000],
+    [30, 30_000],
+    [3_600, 300_000],
+  ])('failing for %ss -> %ims', (seconds, ms) =>
+    expect(retryDelayMs(since(seconds), NOW)).toBe(ms),
+  );
+
+  it('falls back to Ready when Synced holds', () => {
+    expect(retryDelayMs(since(20, 'Ready'), NOW)).toBe(20_000);
+  });
+});
