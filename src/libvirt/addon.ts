@@ -99,6 +99,7 @@ export interface NativeBinding {
     pendingCalls: number;
     eventRegistrations: number;
     workerThreads: number;
+    openConnections: number;
     handleReferences: number;
   };
   getVersion(): number;
@@ -110,7 +111,7 @@ export interface NativeBinding {
   };
 
   connectOpen(uri: string | null, flags: number, closeKey: number, t: T): Promise<ConnHandle>;
-  connectClose(c: ConnHandle): Promise<number>;
+  connectClose(c: ConnHandle, t: T): Promise<number>;
   connectGetType(c: ConnHandle, t: T): Promise<string>;
   connectGetVersion(c: ConnHandle, t: T): Promise<number>;
   connectGetLibVersion(c: ConnHandle, t: T): Promise<number>;

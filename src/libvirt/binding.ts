@@ -23,6 +23,8 @@ export interface BindingStats {
   /** Event routes (listeners and connection close callbacks) held in JS. */
   eventRoutes: number;
   workerThreads: number;
+  /** Connections opened and not yet closed in libvirt (close() finishes off the JS thread). */
+  openConnections: number;
   /**
    * libvirt references held by live Domain/Network/StoragePool/StorageVol handles: returns
    * to its baseline once handles are freed or collected (a leak check).

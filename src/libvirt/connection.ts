@@ -151,8 +151,9 @@ export class Connect {
   /**
    * Releases the connection. Later calls on it and on every object obtained through it
    * reject with VIR_ERR_INVALID_CONN; its event registrations end. Closing twice is harmless.
+   * With `timeoutMs` the promise may reject first, but the close itself still completes.
    */
-  async close(): Promise<number> {
+  async close(opts?: CallOptions): Promise<number> {
     if (this.#closed) return 0;
     this.#closed = true;
     const routes = [
@@ -164,7 +165,7 @@ export class Connect {
     this.#networkRoutes.clear();
     this.#poolRoutes.clear();
     try {
-      return await native.connectClose(this[HANDLE]);
+      return await native.connectClose(this[HANDLE], this.#t(opts));
     } finally {
       for (const key of routes) closeRoute(key);
       closeRoute(this.#closeKey);

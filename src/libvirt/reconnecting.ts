@@ -32,6 +32,10 @@ export interface ReconnectOptions extends Omit<OpenOptions, 'timeoutMs'> {
   backoff?: Partial<Backoff>;
 }
 
+// Closing a connection to a daemon that stopped answering can block until keepalive gives
+// up; the wrapper does not wait that long to start reconnecting.
+const CLOSE_TIMEOUT_MS = 5_000;
+
 type Family = 'domain' | 'network' | 'storagePool';
 
 interface Subscription {
@@ -176,7 +180,7 @@ export class ReconnectingConnection extends EventEmitter<Events> {
         continue;
       }
       if (this.#stopped) {
-        await conn.close().catch(() => undefined);
+        await conn.close({ timeoutMs: CLOSE_TIMEOUT_MS }).catch(() => undefined);
         break;
       }
       this.#conn = conn;
@@ -201,7 +205,7 @@ export class ReconnectingConnection extends EventEmitter<Events> {
       }
       if (!this.#stopped) this.#setState('reconnecting', why);
       // A dead remote connection closes locally without waiting for the daemon.
-      await conn.close().catch(() => undefined);
+      await conn.close({ timeoutMs: CLOSE_TIMEOUT_MS }).catch(() => undefined);
     }
   }
 
@@ -222,7 +226,7 @@ export class ReconnectingConnection extends EventEmitter<Events> {
       for (const sub of this.#subs.values()) await this.#attach(sub, conn);
       return conn;
     } catch (err) {
-      await conn.close().catch(() => undefined);
+      await conn.close({ timeoutMs: CLOSE_TIMEOUT_MS }).catch(() => undefined);
       throw err;
     }
   }

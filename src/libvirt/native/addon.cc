@@ -71,6 +71,8 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   o.Set("pendingCalls", static_cast<double>(s->pending));
   o.Set("eventRegistrations", static_cast<double>(s->registrations));
   o.Set("workerThreads", WorkerPool::Get().Threads());
+  o.Set("openConnections",
+        static_cast<double>(openConnections.load(std::memory_order_relaxed)));
   o.Set("handleReferences",
         static_cast<double>(handleReferences.load(std::memory_order_relaxed)));
   return o;

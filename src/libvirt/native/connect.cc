@@ -28,6 +28,7 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
         },
         [state](Napi::Env env, Owned<virConnectPtr>& r) {
           state->ptr = r.release();
+          openConnections.fetch_add(1, std::memory_order_relaxed);
           return WrapConn(env, state);
         });
   });
@@ -36,7 +37,9 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
 Napi::Value Close(const Napi::CallbackInfo& info) {
   return Async(info, [](Call& c) {
     ConnBox* box = UnwrapConn(c.env, c.info[0]);
-    // No timeout: a close that was skipped would leak the connection.
+    c.Timeout(1);
+    // A close whose caller timed out still runs, or the connection would leak.
+    c.mustRun = true;
     virConnectPtr p = box->state->ptr;
     if (p == nullptr) {
       // Closing twice is harmless, as in libvirt-python.
@@ -51,7 +54,9 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
     box->state->poolCallbacks.clear();
     return RunInt(c, "virConnectClose", [p] {
       UnregisterCloseCallback(p);
-      return virConnectClose(p);
+      int left = virConnectClose(p);
+      openConnections.fetch_sub(1, std::memory_order_relaxed);
+      return left;
     });
   });
 }

@@ -107,6 +107,7 @@ static const napi_type_tag kPoolTag = {0x6c69627669727404ULL, 0x706f6f6c21212121
 static const napi_type_tag kVolTag = {0x6c69627669727405ULL, 0x766f6c2121212121ULL};
 
 std::atomic<int64_t> handleReferences{0};
+std::atomic<int64_t> openConnections{0};
 
 template <class B>
 static Napi::Value MakeExternal(Napi::Env env, B* box, const napi_type_tag* tag,
@@ -311,6 +312,7 @@ void PostConnClose(virConnectPtr p) {
     void Run() override {
       UnregisterCloseCallback(conn);
       virConnectClose(conn);
+      openConnections.fetch_sub(1, std::memory_order_relaxed);
       delete this;
     }
     virConnectPtr conn;
@@ -446,7 +448,7 @@ void WorkerPool::Loop() {
 
 void JobBase::Run() {
   // A job whose caller already gave up (timeout) before it started is skipped entirely.
-  if (!abandoned.load(std::memory_order_acquire)) Execute();
+  if (mustRun || !abandoned.load(std::memory_order_acquire)) Execute();
   pins.Release();
   std::shared_ptr<EnvState> state = env;
   state->Complete(this);

@@ -247,6 +247,8 @@ void PostFree(T p) {
 // libvirt references currently owned by JS handles (domain, network, pool, volume), for leak
 // checks: it returns to its baseline once freed handles are collected.
 extern std::atomic<int64_t> handleReferences;
+// Connections opened through the binding and not yet closed in libvirt.
+extern std::atomic<int64_t> openConnections;
 
 template <class T>
 void FreeHandle(Box<T>* box) {
@@ -285,6 +287,8 @@ class JobBase : public Task {
   bool failed = false;
   ErrorInfo error;
   std::atomic<bool> abandoned{false};
+  // Runs even when its caller gave up first (a close must not leak the connection).
+  bool mustRun = false;
   // JS-thread only:
   bool settled = false;
   bool timed = false;
@@ -415,10 +419,14 @@ class Call {
   // The connection state of the handle unwrapped first; results that are handles share it.
   std::shared_ptr<ConnState> conn;
 
+  // The next Run() creates a job that executes even if it times out while queued.
+  bool mustRun = false;
+
   template <class R, class W, class D>
   Napi::Value Run(const char* name, W work, D done) {
     auto* job = new Job<R, W, D>(std::move(work), std::move(done));
     job->name = name;
+    job->mustRun = mustRun;
     job->pins = std::move(pins_);
     job->timeoutMs = timeoutMs_;
     return EnvState::Of(env)->Submit(env, job);

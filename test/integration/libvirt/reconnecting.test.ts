@@ -20,6 +20,7 @@ async function until(what: string, check: () => boolean, timeoutMs = 5_000): Pro
 describe('ReconnectingConnection on test:///default', () => {
   it('opens, reconnects after a reported connection error, keeps subscriptions and closes', async () => {
     const states: StateChange[] = [];
+    const connectionsBefore = bindingStats().openConnections;
     const rc = new ReconnectingConnection(TEST_URI, { backoff: { initialMs: 10 } });
     rc.on('state', (s) => states.push(s));
     const first = await rc.ready({ timeoutMs: 5_000 });
@@ -56,6 +57,8 @@ describe('ReconnectingConnection on test:///default', () => {
     expect(conn.isClosed).toBe(true);
     await expect(rc.ready()).rejects.toThrow(/closed/);
     expect(bindingStats().eventRegistrations).toBe(0);
+    // Both the replaced and the last connection were closed in libvirt.
+    expect(bindingStats().openConnections).toBe(connectionsBefore);
   });
 
   it('keeps retrying with backoff while the URI cannot be opened, reporting each failure', async () => {

@@ -121,6 +121,22 @@ describe('hung calls', () => {
     expect(bindingStats().pendingCalls).toBe(0);
   });
 
+  it('still close a connection whose close() timed out while queued', async () => {
+    const before = bindingStats().openConnections;
+    const c = await Connect.open(TEST_URI);
+    expect(bindingStats().openConnections).toBe(before + 1);
+    const threads = bindingStats().workerThreads;
+    const fifos = Array.from({ length: threads }, fifo);
+    const hung = fifos.map((p) => vol.upload(p, { timeoutMs: 20_000 }).catch((e: unknown) => e));
+    await waitFor('the uploads to start', () => bindingStats().pendingCalls === fifos.length);
+    const err = await c.close({ timeoutMs: 20 }).catch((e: unknown) => e);
+    expect(isTimeout(err)).toBe(true);
+    expect(c.isClosed).toBe(true);
+    for (const p of fifos) release(p);
+    await Promise.all(hung);
+    await waitFor('the close to run', () => bindingStats().openConnections === before);
+  });
+
   it('settle calls that timed out while still queued without running them later', async () => {
     const threads = bindingStats().workerThreads;
     const fifos = Array.from({ length: threads }, fifo);
