@@ -73,6 +73,8 @@ export interface DownloadOptions {
   url: string;
   sha256: string;
   file: string;
+  /** The Volume's spec.format: an image of another format is refused, never converted. */
+  format?: 'qcow2' | 'raw';
   signal?: AbortSignal;
   onProgress?: (bytesDone: number, bytesTotal: number | undefined) => void;
 }
@@ -134,6 +136,12 @@ export async function downloadVerified(opts: DownloadOptions): Promise<ImageInfo
     }
     const image = sniffImage(Buffer.concat(head), BigInt(done));
     if ('reason' in image) throw new ImportError('ImportFailed', image.message);
+    if (opts.format && image.format !== opts.format) {
+      throw new ImportError(
+        'FormatMismatch',
+        `the image is ${image.format} but spec.format is ${opts.format}; images are not converted`,
+      );
+    }
     return image;
   } catch (err) {
     await rm(opts.file, { force: true });
@@ -181,6 +189,7 @@ export function importFile(stateDir: string, uid: string): string {
 export function startImport(
   uid: string,
   source: VolumeSpecSourceHttp,
+  format: 'qcow2' | 'raw',
   stateDir: string,
 ): ImportJob {
   const existing = jobs.get(uid);
@@ -196,6 +205,7 @@ export function startImport(
   downloadVerified({
     url: source.url,
     sha256: source.sha256,
+    format,
     file: job.file,
     signal: job.abort.signal,
     onProgress: (done, total) => {

@@ -126,7 +126,7 @@ async function convergeImport(
       );
       return { facts: { importing: importing(vol.status?.path), usedBy }, requeueMs: 0 };
     case 'download':
-      startImport(uid, http, ctx.stateDir);
+      startImport(uid, http, vol.spec.format ?? 'qcow2', ctx.stateDir);
       return {
         facts: { importing: { progress: progressOf(0, undefined) }, usedBy },
         requeueMs: PROGRESS_INTERVAL_MS,
