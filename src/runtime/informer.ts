@@ -7,6 +7,18 @@ import { resourceLabel, type RuntimeMetrics } from './metrics.js';
 import { runReflector, type ReflectorOptions } from './reflector.js';
 import type { KubeObject, ResourceDescription } from './resource.js';
 
+/** What to check when an error will not go away by retrying alone. */
+function hintFor(err: unknown): { hint?: string } {
+  const status = (err as { status?: unknown } | undefined)?.status;
+  if (status === 404)
+    return { hint: 'the resource type is unknown to the API server: is its CRD installed?' };
+  if (status === 401)
+    return { hint: 'the API server rejected our credentials: check the kubeconfig or token' };
+  if (status === 403)
+    return { hint: 'RBAC forbids this: the service account needs list and watch on it' };
+  return {};
+}
+
 export type ChangeHandler<T extends KubeObject = KubeObject> = (change: CacheChange<T>) => void;
 
 export interface Informer<T extends KubeObject = KubeObject> {
@@ -75,7 +87,12 @@ export function startInformer<T extends KubeObject = KubeObject>(
         if (reason === 'expired') log.debug('watch expired; re-watching');
         else
           log.warn(
-            { reason, delayMs: Math.round(delayMs ?? 0), ...(err ? errorFields(err) : {}) },
+            {
+              reason,
+              delayMs: Math.round(delayMs ?? 0),
+              ...(err ? errorFields(err) : {}),
+              ...hintFor(err),
+            },
             'watch restarting',
           );
       },

@@ -120,7 +120,10 @@ export async function runReflector(
     throw new Error('aborted');
   };
 
-  /** One watch connection. Returns the last resourceVersion seen and whether anything came. */
+  /**
+   * One watch connection. Returns the last resourceVersion seen; `attempt.delivered` tells
+   * whether any event or bookmark arrived.
+   */
   const watch = async (fromVersion: string, attempt: { delivered: boolean }): Promise<string> => {
     const inner = new AbortController();
     const onOuterAbort = () => inner.abort();
@@ -152,7 +155,6 @@ export async function runReflector(
       });
       for await (const line of lines) {
         arm();
-        attempt.delivered = true;
         const event = line as WatchEvent;
         observer.watchEvent?.(event.type);
         if (event.type === 'ERROR') {
@@ -165,6 +167,8 @@ export async function runReflector(
             path,
           );
         }
+        // Only real progress counts: an ERROR first thing must not reset the backoff.
+        attempt.delivered = true;
         const rv = event.object?.metadata?.resourceVersion;
         if (event.type === 'ADDED' || event.type === 'MODIFIED')
           sink.upsert(complete(event.object));

@@ -17,6 +17,7 @@ import { startRuntime, type Runtime, type RuntimeOptions } from '../../../src/ru
 import { nodeFieldManager } from '../../../src/runtime/status-writer.js';
 import {
   createWidget,
+  crd,
   gadgets,
   GROUP,
   installTestCRDs,
@@ -608,6 +609,68 @@ describe('controller runtime (real kube-apiserver)', () => {
       );
       await sleepMs(300);
       expect(reconciled).toEqual([`${ns}/on-a`]);
+    } finally {
+      await rt.stop({ drainMs: 2_000 });
+    }
+  });
+
+  it('a watch of a kind whose CRD is not installed yet keeps retrying (404 is an error like any other) and syncs once the CRD appears', async () => {
+    const { rt, client } = await setUp('late-crd', {
+      watch: { backoff: { initialMs: 100, maxMs: 400, jitter: 0.5 } },
+    });
+    try {
+      const doodads = {
+        group: GROUP,
+        version: 'v1',
+        plural: 'doodads',
+        kind: 'Doodad',
+        namespaced: true,
+      };
+      const informer = rt.informer(doodads, { namespace: 'late-crd' });
+      const seen: string[] = [];
+      rt.controller({
+        name: 'doodads',
+        for: informer,
+        reconcile: async (key) => {
+          seen.push(key);
+          return done();
+        },
+      });
+      rt.start();
+      await sleepMs(1_500);
+      expect(informer.hasSynced()).toBe(false);
+      const ready = await rt.ready();
+      expect(ready.ready).toBe(false);
+      expect(ready.lines).toContain('[-]informers-synced failed: not synced yet: doodads');
+      const failures = metricSum(
+        await rt.metrics.registry.metrics(),
+        'runtime_watch_restarts_total',
+        {
+          resource: `doodads.${GROUP}`,
+          reason: 'error',
+        },
+      );
+      expect(failures).toBeGreaterThanOrEqual(3);
+
+      await installTestCRDs(cp(), [
+        crd('Doodad', 'doodads', 'Namespaced', { value: { type: 'integer' } }, {}),
+      ]);
+      await client.request({
+        method: 'POST',
+        path: `/apis/${GROUP}/v1/namespaces/late-crd/doodads`,
+        body: {
+          apiVersion: `${GROUP}/v1`,
+          kind: 'Doodad',
+          metadata: { name: 'd1' },
+          spec: { value: 1 },
+        },
+      });
+      await waitFor(
+        'the late informer to sync and reconcile',
+        () => seen.includes('late-crd/d1'),
+        15_000,
+      );
+      expect((await rt.ready()).ready).toBe(true);
     } finally {
       await rt.stop({ drainMs: 2_000 });
     }

@@ -46,7 +46,7 @@ const conditions = {
   items: condition,
 };
 
-function crd(
+export function crd(
   kind: string,
   plural: string,
   scope: 'Namespaced' | 'Cluster',
@@ -132,11 +132,11 @@ export const testCRDs = [
   ),
 ];
 
-export async function installTestCRDs(cp: ControlPlane): Promise<void> {
-  const input = testCRDs.map((c) => JSON.stringify(c)).join('\n---\n');
+export async function installTestCRDs(cp: ControlPlane, crds: object[] = testCRDs): Promise<void> {
+  const input = crds.map((c) => JSON.stringify(c)).join('\n---\n');
   const applied = await cp.kubectl(['apply', '-f', '-'], { input });
   if (applied.code !== 0) throw new Error(`installing the test CRDs failed: ${applied.stderr}`);
-  const names = testCRDs.map((c) => `crd/${c.metadata.name}`);
+  const names = crds.map((c) => `crd/${(c as { metadata: { name: string } }).metadata.name}`);
   const waited = await cp.kubectl([
     'wait',
     '--for=condition=Established',
