@@ -127,8 +127,8 @@ export function createController<T extends KubeObject>(
   const resyncMs = opts.resyncMs ?? 10 * 60_000;
   const watched: Informer<KubeObject>[] = [opts.for as unknown as Informer<KubeObject>];
   const unsubscribes: (() => void)[] = [];
-  // key -> generation at which reconcile threw PermanentError
-  // Objects without a generation (ConfigMaps) are parked by resourceVersion instead.
+  // key -> the version (generation, or resourceVersion for kinds without one such as
+  // ConfigMaps) that the pass which threw PermanentError saw.
   const parked = new Map<string, string>();
   const version = (obj: KubeObject | undefined): string =>
     obj?.metadata.generation !== undefined

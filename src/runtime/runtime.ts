@@ -197,7 +197,12 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
         log.info({ drainMs: bound }, 'stopping: no new work, draining running reconciles');
         const drained = await Promise.all(controllers.map((c) => c.close(bound)));
         await events.close();
-        await lease?.stop({ release: sopts.releaseLease ?? true });
+        // A reconcile that outlived the drain bound was only asked to abort: keep the lease
+        // (unreleased, it expires) so that a successor waits out the lease duration too.
+        const allDrained = drained.every(Boolean);
+        if (lease && !allDrained)
+          log.warn('not releasing the lease: some reconciles did not finish');
+        await lease?.stop({ release: (sopts.releaseLease ?? true) && allDrained });
         await Promise.all([...informers.values()].map((i) => i.stop()));
         await health?.close();
         log.info({ drained: drained.every(Boolean) }, 'stopped');
