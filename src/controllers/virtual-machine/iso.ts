@@ -1,10 +1,12 @@
 // Writes a cloud-init NoCloud ISO with genisoimage. I/O only. The ISO appears atomically: it is
 // built under a temporary name in the same directory and renamed into place, so QEMU (or a
-// concurrent pass) never sees half an image, and a crash leaves at most a temporary directory
-// that the next write of the same ISO replaces.
+// concurrent pass) never sees half an image; a crash leaves at most the scratch directory,
+// which has a fixed name per ISO and is cleared by the next write.
+//
+// user-data may hold secrets: the directory is traversable but not listable, the ISO readable by
+// its owner only. libvirt's DAC security driver gives it to the QEMU user while the domain runs.
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { CLOUD_INIT_LABEL, type CloudInitImage } from './cloud-init.js';
@@ -18,9 +20,10 @@ export class CloudInitError extends Error {
 
 export async function writeCloudInitISO(image: CloudInitImage): Promise<void> {
   const dir = dirname(image.path);
-  await mkdir(dir, { recursive: true, mode: 0o750 });
-  const scratch = join(dir, `.${basename(image.path)}.${randomBytes(4).toString('hex')}`);
-  await mkdir(join(scratch, 'files'), { recursive: true });
+  await mkdir(dir, { recursive: true, mode: 0o711 });
+  const scratch = join(dir, `.${basename(image.path)}.tmp`);
+  await rm(scratch, { recursive: true, force: true });
+  await mkdir(join(scratch, 'files'), { recursive: true, mode: 0o700 });
   try {
     const names = Object.keys(image.files).sort();
     for (const name of names) {
@@ -42,6 +45,7 @@ export async function writeCloudInitISO(image: CloudInitImage): Promise<void> {
       }
       throw new CloudInitError(`genisoimage failed: ${(e.stderr ?? e.message).trim()}`);
     }
+    await chmod(partial, 0o600);
     await rename(partial, image.path);
   } finally {
     await rm(scratch, { recursive: true, force: true });

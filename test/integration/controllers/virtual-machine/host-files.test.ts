@@ -158,6 +158,39 @@ describe('VirtualMachine host files on test:///default', () => {
     expect(isos()).toEqual([fresh]);
   });
 
+  it('reports a missing genisoimage as CloudInitFailed, defining nothing, and recovers', async () => {
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'no-tool', namespace: NS },
+      spec: { nodeName: NODE, vcpus: 1, memory: '128Mi', cloudInit: { userData: 'x' } },
+    });
+    const path = process.env.PATH;
+    process.env.PATH = '/nonexistent';
+    try {
+      await ctx.refresh();
+      const action = await reconcileVirtualMachine(key('no-tool'), ctx);
+      expect(action.requeueAfterMs).toBeGreaterThan(0);
+    } finally {
+      process.env.PATH = path;
+    }
+    await ctx.refresh();
+    const vm = vmOf('no-tool');
+    expect(condition(vm, 'Synced')).toMatchObject({
+      status: 'False',
+      reason: 'CloudInitFailed',
+      message:
+        'genisoimage is not installed on this node; install it (Debian: apt-get install genisoimage)',
+    });
+    expect(vm?.status?.phase).toBe('Failed');
+    await expect(conn.lookupDomainByName(`${NS}_no-tool`)).rejects.toMatchObject({ code: 42 });
+    expect(readdirSync(isoDir()).filter((f) => f.startsWith('.'))).toEqual([]);
+
+    await converge(ctx, reconcileVirtualMachine, key('no-tool'), { until: ready('no-tool') });
+    await k.remove('VirtualMachine', NS, 'no-tool');
+    await converge(ctx, reconcileVirtualMachine, key('no-tool'), {
+      until: stored('no-tool', (v) => !v),
+    });
+  });
+
   it('removes the ISO and the console log with the machine', async () => {
     // QEMU would have written it; the test driver runs no guest.
     writeFileSync(join(stateDir, 'console', `${uid}.log`), 'boot\n');
