@@ -676,6 +676,33 @@ describe('controller runtime (real kube-apiserver)', () => {
     }
   });
 
+  it('stop() waits for a running reconcile up to the drain bound, then aborts its signal and returns', async () => {
+    const ns = 'drain';
+    const { rt, client } = await setUp(ns);
+    await createWidget(client, 'stuck', { value: 1 }, ns);
+    const informer = rt.informer<Widget>(widgets, { namespace: ns });
+    let started = false;
+    let abortedAt: number | undefined;
+    rt.controller({
+      name: 'drain',
+      for: informer,
+      reconcile: async (_key, ctx) => {
+        started = true;
+        ctx.signal.addEventListener('abort', () => (abortedAt = Date.now()));
+        // Stuck (a libvirt call that hangs), and deaf to the signal.
+        await sleepMs(5_000);
+        return done();
+      },
+    });
+    rt.start();
+    await waitFor('the reconcile to start', () => started);
+    const stopAt = Date.now();
+    await rt.stop({ drainMs: 300 });
+    const tookMs = Date.now() - stopAt;
+    expect(abortedAt! - stopAt).toBeGreaterThanOrEqual(290);
+    expect(tookMs).toBeLessThan(2_000);
+  });
+
   it('/healthz, /readyz and /metrics: ready only with synced caches, the lease held and every registered check passing', async () => {
     const { rt } = await setUp('health', {
       health: { host: '127.0.0.1', port: 0 },
