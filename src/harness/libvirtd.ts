@@ -12,6 +12,7 @@ import { Connect } from '../libvirt/index.js';
 
 export const SYSTEM_URI = 'qemu:///system';
 const SYSTEM_SOCKET = '/var/run/libvirt/libvirt-sock';
+const SYSTEM_ADMIN_SOCKET = '/var/run/libvirt/libvirt-admin-sock';
 const PID_DIR = '/var/run';
 const LIBVIRTD_PID_FILE = `${PID_DIR}/libvirt-operator-libvirtd.pid`;
 const VIRTLOGD_PID_FILE = `${PID_DIR}/libvirt-operator-virtlogd.pid`;
@@ -30,7 +31,10 @@ export interface LibvirtDaemon {
   resume(): void;
   /** Stops and starts the daemon, waiting until it answers again. */
   restart(): Promise<void>;
-  /** Stops the daemons this process started; does nothing for a daemon it found running. */
+  /**
+   * Stops the daemons this process started, unless other clients are still connected (another
+   * test process found it running and uses it); does nothing for a daemon it found running.
+   */
   stop(): Promise<void>;
 }
 
@@ -199,6 +203,18 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   }
 }
 
+/** Clients connected to the libvirtd server behind `adminSocket`, or 0 if that cannot be read. */
+export async function connectedClients(adminSocket: string): Promise<number> {
+  const r = await run('virt-admin', [
+    '-c',
+    `libvirtd:///system?socket=${adminSocket}`,
+    'srv-clients-list',
+    'libvirtd',
+  ]);
+  if (r.code !== 0) return 0;
+  return r.stdout.split('\n').filter((line) => /^\s*\d+\s/.test(line)).length;
+}
+
 /**
  * The system libvirtd at qemu:///system, started (with virtlogd) if none answers. Several
  * test files and engineers may share it: only create objects with unique names, and note that
@@ -249,6 +265,11 @@ export async function ensureLibvirtd(): Promise<LibvirtDaemon> {
       knownPid = await currentPid();
     },
     async stop() {
+      if (startedLibvirtd && (await connectedClients(SYSTEM_ADMIN_SOCKET)) > 0) {
+        // Someone else relies on it now; it is the host's daemon as much as ours.
+        startedLibvirtd = false;
+        startedVirtlogd = false;
+      }
       if (startedLibvirtd) {
         signal(knownPid, 'SIGCONT');
         signal(knownPid, 'SIGTERM');

@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
 import {
+  connectedClients,
   daemonAnswers,
   ensureLibvirtd,
   startPrivateLibvirtd,
@@ -30,6 +31,22 @@ describe('libvirtd harness', () => {
     const conn = await Connect.open(first.uri);
     expect(await conn.getType()).toBe('QEMU');
     await conn.close();
+  });
+
+  it('counts the clients connected to a daemon', async () => {
+    const priv = await startPrivateLibvirtd();
+    daemons.push(priv);
+    const admin = priv.uri.replace(/^.*socket=/, '').replace(/libvirt-sock$/, 'libvirt-admin-sock');
+    expect(await connectedClients(admin)).toBe(0);
+    const conn = await Connect.open(priv.uri);
+    expect(await connectedClients(admin)).toBe(1);
+    await conn.close();
+    const deadline = Date.now() + 5_000;
+    while ((await connectedClients(admin)) > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(await connectedClients(admin)).toBe(0);
+    await priv.stop();
   });
 
   it('a private libvirtd is isolated from the system one and can be paused and restarted', async () => {
