@@ -145,7 +145,10 @@ describe('VirtualMachine reconcile on test:///default', () => {
     expect(vm?.status?.startedAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
     expect(condition(vm, 'Synced')?.status).toBe('True');
     expect(condition(vm, 'RestartRequired')?.status).toBe('False');
-    expect(eventReasons('web')).toEqual(['Created', 'Started']);
+    expect(eventReasons('web')).toEqual(['Created']);
+    expect(ctx.events[0]?.message).toMatch(
+      /^defined libvirt domain vm-life_web .* and started it$/,
+    );
   });
 
   it('makes no libvirt write and no API write when re-reconciling a converged machine', async () => {

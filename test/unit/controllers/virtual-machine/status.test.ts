@@ -408,6 +408,25 @@ describe('events', () => {
     expect(conditionEvents(a, a)).toEqual([]);
   });
 
+  it('makes one Event of a new machine defined and started in the same pass', () => {
+    const events = stepEvents(
+      [
+        { op: 'define', doc, created: true },
+        { op: 'start', kind: 'initial', after: { state: 'shutoff', reason: 'unknown' } },
+      ],
+      machine,
+      'node-a',
+      0,
+    );
+    expect(events).toEqual([
+      {
+        type: 'Normal',
+        reason: 'Created',
+        message: `defined libvirt domain prod_web (uuid ${UID}) on node node-a and started it`,
+      },
+    ]);
+  });
+
   it('names what each step did; a restart is a Warning with the count', () => {
     const events = stepEvents(
       [
