@@ -209,6 +209,8 @@ function readyCondition(input: StatusInput): ConditionUpdate {
       ? no(problem.reason, problem.message)
       : no('NotCreated', 'the domain is not defined on the node yet');
   }
+  // Ready means the power state is what runStrategy asks AND the definition is synced.
+  if (problem) return no(problem.reason, problem.message);
   if (input.shutdown === 'RestartToApplyChanges') {
     return no('Restarting', 'restarting the domain gracefully to apply restart-time changes');
   }
@@ -220,8 +222,7 @@ function readyCondition(input: StatusInput): ConditionUpdate {
     reason: why,
     message,
   });
-  if (state === 'crashed')
-    return no(problem?.reason ?? 'Crashed', problem?.message ?? 'the guest crashed');
+  if (state === 'crashed') return no('Crashed', 'the guest crashed');
   switch (strategy) {
     case 'Manual':
       return yes(
@@ -247,7 +248,6 @@ function readyCondition(input: StatusInput): ConditionUpdate {
           'the guest shut itself down; runStrategy RerunOnFailure does not start it again',
         );
       }
-      if (problem) return no(problem.reason, problem.message);
       if (state === 'paused') return no('Paused', `the domain is paused (${reason})`);
       return no(
         'NotRunning',

@@ -122,14 +122,25 @@ describe('machineStatus', () => {
 
   it('keeps lastTransitionTime while a condition holds and moves it when it flips', () => {
     const first = machineStatus(input());
-    const problem = { reason: 'MemoryChangeFailed', message: 'no' };
-    const later = machineStatus(input({ vm: { ...machine, status: first }, now: LATER, problem }));
-    expect(conditionOf(later, 'Ready')?.lastTransitionTime).toBe('2026-03-01T12:00:00Z');
-    expect(conditionOf(later, 'Synced')).toMatchObject({
-      status: 'False',
-      reason: 'MemoryChangeFailed',
+    const later = machineStatus(
+      input({ vm: { ...machine, status: first }, now: LATER, pending: ['spec.disks'] }),
+    );
+    expect(conditionOf(later, 'Ready')).toMatchObject({
+      status: 'True',
+      lastTransitionTime: '2026-03-01T12:00:00Z',
+    });
+    expect(conditionOf(later, 'RestartRequired')).toMatchObject({
+      status: 'True',
       lastTransitionTime: '2026-03-01T13:00:00Z',
     });
+  });
+
+  it('is not Ready while the definition is not synced, even when the power state is right', () => {
+    const problem = { reason: 'MemoryChangeFailed', message: 'no' };
+    const status = machineStatus(input({ problem }));
+    expect(status.phase).toBe('Running');
+    expect(conditionOf(status, 'Ready')).toMatchObject({ status: 'False', ...problem });
+    expect(conditionOf(status, 'Synced')).toMatchObject({ status: 'False', ...problem });
   });
 
   it('reports the balloon target we set, not the running currentMemory (the actual size on QEMU)', () => {
@@ -306,8 +317,8 @@ describe('machineStatus', () => {
         'a running machine with a bad Volume reference',
         { problem: { reason: 'VolumeNotReady', message: 'm' } },
         'Running',
-        'True',
-        'Running',
+        'False',
+        'VolumeNotReady',
       ],
     ])('%s', (_what, over, phase, ready, reason) => {
       const status = machineStatus(input(over));
