@@ -29,6 +29,13 @@ export interface StatusWriterOptions {
   listMapKeys?: ListMapKeys;
   now?: () => Date;
   metrics?: RuntimeMetrics;
+  /**
+   * Send the cached object's resourceVersion with the apply, so that a status computed from a
+   * stale cache (our own previous write not yet seen by the watch) fails with 409 Conflict and
+   * is retried, instead of overwriting newer status. Needed when status carries values derived
+   * from the previous status (counters, first-seen times). Default false.
+   */
+  optimisticConcurrency?: boolean;
 }
 
 export interface StatusWriter {
@@ -95,7 +102,13 @@ export function createStatusWriter(client: KubeClient, opts: StatusWriterOptions
           body: {
             apiVersion: apiVersionOf(resource),
             kind: resource.kind,
-            metadata: { name, ...(namespace ? { namespace } : {}) },
+            metadata: {
+              name,
+              ...(namespace ? { namespace } : {}),
+              ...(opts.optimisticConcurrency
+                ? { resourceVersion: current.metadata.resourceVersion }
+                : {}),
+            },
             status: desired,
           },
         });

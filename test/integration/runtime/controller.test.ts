@@ -9,7 +9,7 @@ import {
   type Reconcile,
 } from '../../../src/runtime/controller.js';
 import { FinalizerConflict, reconcileWithFinalizer } from '../../../src/runtime/finalizer.js';
-import type { KubeClient } from '../../../src/runtime/kube-client.js';
+import { isConflict, type KubeClient } from '../../../src/runtime/kube-client.js';
 import type { KubeObject } from '../../../src/runtime/resource.js';
 import { referenceTo } from '../../../src/runtime/resource.js';
 import { createLogger } from '../../../src/runtime/log.js';
@@ -468,6 +468,20 @@ describe('controller runtime (real kube-apiserver)', () => {
           result: 'unchanged',
         }),
       ).toBe(2);
+
+      // With optimistic concurrency, a status computed from a stale copy is refused (409), not
+      // written over newer status; from the current copy it goes through.
+      const strict = rt.statusWriter({
+        resource: gadgets,
+        fieldManager: nodeFieldManager('runtime-test', 'node-c'),
+        listMapKeys,
+        now,
+        optimisticConcurrency: true,
+      });
+      const stale = strict.apply(g, entry('node-c', 'True', { size: 3 }));
+      await expect(stale).rejects.toSatisfy(isConflict);
+      const fresh = await strict.apply(a4!, entry('node-c', 'True', { size: 3 }));
+      expect(nodeOf(fresh, 'node-c')?.size).toBe(3);
     } finally {
       await rt.stop({ drainMs: 2_000 });
     }
