@@ -32,7 +32,17 @@ function requestTotals(metrics: string): { all: number; writes: number } {
     if (!line.startsWith('apiserver_request_total{')) continue;
     const n = Number(line.slice(line.lastIndexOf(' ') + 1));
     const resource = /resource="([^"]*)"/.exec(line)?.[1] ?? '';
-    if (!['virtualmachines', 'volumes', 'virtualnetworks', 'storagepools', 'events', 'nodes'].includes(resource)) continue;
+    if (
+      ![
+        'virtualmachines',
+        'volumes',
+        'virtualnetworks',
+        'storagepools',
+        'events',
+        'nodes',
+      ].includes(resource)
+    )
+      continue;
     all += n;
     if (/verb="(POST|PUT|PATCH|DELETE|APPLY)"/.test(line)) writes += n;
   }
@@ -49,7 +59,11 @@ async function main(): Promise<void> {
   const stateDir = mkdtempSync(join(tmpdir(), 'lvo-bench-'));
   const client = createKubeClient(cp.kubeConfig);
   const healthPort = await freePort();
-  await client.request({ method: 'POST', path: '/api/v1/nodes', body: { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE } } });
+  await client.request({
+    method: 'POST',
+    path: '/api/v1/nodes',
+    body: { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE } },
+  });
   const agent = spawn(
     process.execPath,
     [
@@ -70,7 +84,9 @@ async function main(): Promise<void> {
   try {
     // Ready to work: its /readyz says informers synced, libvirt open, lease held.
     for (let i = 0; ; i++) {
-      const ok = await fetch(`http://127.0.0.1:${healthPort}/readyz`).then((r) => r.ok).catch(() => false);
+      const ok = await fetch(`http://127.0.0.1:${healthPort}/readyz`)
+        .then((r) => r.ok)
+        .catch(() => false);
       if (ok) break;
       if (i > 600) throw new Error('agent did not become ready within 60 s');
       await new Promise((r) => setTimeout(r, 100));
@@ -105,9 +121,14 @@ async function main(): Promise<void> {
       const list = (await client.request({
         method: 'GET',
         path: '/apis/virt.dev/v1alpha1/namespaces/default/virtualmachines',
-      })) as { items: Array<{ status?: { conditions?: Array<{ type: string; status: string }> } }> };
-      readyCount = list.items.filter((o) => o.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')).length;
-      if ((performance.now() - start) / 1000 > 600) throw new Error(`only ${readyCount}/${vms} Ready after 600 s`);
+      })) as {
+        items: Array<{ status?: { conditions?: Array<{ type: string; status: string }> } }>;
+      };
+      readyCount = list.items.filter((o) =>
+        o.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+      ).length;
+      if ((performance.now() - start) / 1000 > 600)
+        throw new Error(`only ${readyCount}/${vms} Ready after 600 s`);
       if (readyCount < vms) await new Promise((r) => setTimeout(r, 200));
     }
     const readySeconds = (performance.now() - start) / 1000;

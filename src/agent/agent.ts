@@ -4,7 +4,11 @@
 import { mkdirSync } from 'node:fs';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { customResources, type VirtKind } from '../api/generated/crds.js';
-import type { Action as ControllerAction, ControllerContext, KubeObject } from '../controllers/context.js';
+import type {
+  Action as ControllerAction,
+  ControllerContext,
+  KubeObject,
+} from '../controllers/context.js';
 import { keyOf } from '../controllers/context.js';
 import {
   clusterIndexes,
@@ -24,7 +28,6 @@ import { reconcileVirtualNetwork } from '../controllers/virtual-network/index.js
 import { reconcileVolume } from '../controllers/volume/index.js';
 import { ReconnectingConnection, type Connect } from '../libvirt/index.js';
 import {
-
   referenceTo,
   startHealthServer,
   startRuntime,
@@ -84,9 +87,18 @@ export function resourceOf(kind: VirtKind): ResourceDescription {
   };
 }
 
-const NODES: ResourceDescription = { group: '', version: 'v1', plural: 'nodes', kind: 'Node', namespaced: false };
+const NODES: ResourceDescription = {
+  group: '',
+  version: 'v1',
+  plural: 'nodes',
+  kind: 'Node',
+  namespaced: false,
+};
 
-const RECONCILERS: Record<VirtKind, (key: string, ctx: ControllerContext) => Promise<ControllerAction>> = {
+const RECONCILERS: Record<
+  VirtKind,
+  (key: string, ctx: ControllerContext) => Promise<ControllerAction>
+> = {
   VirtualMachine: reconcileVirtualMachine,
   Volume: reconcileVolume,
   VirtualNetwork: reconcileVirtualNetwork,
@@ -120,7 +132,10 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
         }
       : false,
     health: opts.health ? { host: opts.health.host, port: opts.health.port } : false,
-    events: { reportingController: 'virt.dev/libvirt-operator', reportingInstance: `libvirt-operator-${opts.nodeName}` },
+    events: {
+      reportingController: 'virt.dev/libvirt-operator',
+      reportingInstance: `libvirt-operator-${opts.nodeName}`,
+    },
     watch: opts.watch,
     userAgent: `libvirt-operator/${opts.nodeName}`,
   });
@@ -128,15 +143,25 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   // /metrics is also served on the health address; a separate metrics address gets its own
   // listener with the same registry (and the same health endpoints, which cost nothing).
   const metricsServer =
-    opts.metrics && (!opts.health || opts.metrics.port !== opts.health.port || opts.metrics.host !== opts.health.host)
+    opts.metrics &&
+    (!opts.health ||
+      opts.metrics.port !== opts.health.port ||
+      opts.metrics.host !== opts.health.host)
       ? await startHealthServer({
           host: opts.metrics.host,
           port: opts.metrics.port,
           registry: runtime.metrics.registry,
-          readiness: { add: () => undefined, remove: () => undefined, run: () => runtime.ready() } as never,
+          readiness: {
+            add: () => undefined,
+            remove: () => undefined,
+            run: () => runtime.ready(),
+          } as never,
         })
       : undefined;
-  runtime.addReadinessCheck('libvirt', () => libvirt.state === 'open' || `libvirt connection is ${libvirt.state}`);
+  runtime.addReadinessCheck(
+    'libvirt',
+    () => libvirt.state === 'open' || `libvirt connection is ${libvirt.state}`,
+  );
 
   // Namespaced kinds: only this node's objects (CRD selectableFields on spec.nodeName).
   const byNode = { fieldSelector: `spec.nodeName=${opts.nodeName}` };
@@ -149,7 +174,8 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   };
   const nodeInformer = runtime.informer(NODES, { fieldSelector: `metadata.name=${opts.nodeName}` });
   for (const kind of KINDS) {
-    for (const [name, fn] of Object.entries(INDEXES[kind])) informers[kind].cache.addIndex(name, fn as never);
+    for (const [name, fn] of Object.entries(INDEXES[kind]))
+      informers[kind].cache.addIndex(name, fn as never);
   }
 
   const ctx = controllerContext(opts, runtime, libvirt, informers, nodeInformer, log);
@@ -178,9 +204,11 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   await wireLibvirtEvents(libvirt, informers, controllers, log);
 
   runtime.start();
-  const synced = Promise.all([...Object.values(informers).map((i) => i.synced), nodeInformer.synced, libvirt.ready()]).then(
-    () => undefined,
-  );
+  const synced = Promise.all([
+    ...Object.values(informers).map((i) => i.synced),
+    nodeInformer.synced,
+    libvirt.ready(),
+  ]).then(() => undefined);
   return {
     runtime,
     libvirt,
@@ -195,8 +223,12 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   };
 }
 
-function toRuntimeAction(a: ControllerAction): { kind: 'done' } | { kind: 'requeueAfter'; ms: number } {
-  return a.requeueAfterMs === undefined ? { kind: 'done' } : { kind: 'requeueAfter', ms: a.requeueAfterMs };
+function toRuntimeAction(
+  a: ControllerAction,
+): { kind: 'done' } | { kind: 'requeueAfter'; ms: number } {
+  return a.requeueAfterMs === undefined
+    ? { kind: 'done' }
+    : { kind: 'requeueAfter', ms: a.requeueAfterMs };
 }
 
 /** A change of one object wakes the objects that refer to it. */
@@ -209,19 +241,31 @@ function wireTriggers(
   // A VM's status names its Volumes' paths; a Volume's status names the VMs using it.
   informers.Volume.subscribe((change) => {
     const key = keyOf(change.obj);
-    enqueueAll(controllers.VirtualMachine, informers.VirtualMachine.cache.keysByIndex(INDEX_VOLUME, key));
+    enqueueAll(
+      controllers.VirtualMachine,
+      informers.VirtualMachine.cache.keysByIndex(INDEX_VOLUME, key),
+    );
     enqueueAll(controllers.Volume, informers.Volume.cache.keysByIndex(INDEX_SOURCE_VOLUME, key));
     for (const src of volumeSources(change.obj)) controllers.Volume.enqueue(src);
   });
   informers.VirtualMachine.subscribe((change) => {
-    const volumes = new Set([...vmVolumes(change.obj), ...(change.type === 'updated' ? vmVolumes(change.old) : [])]);
+    const volumes = new Set([
+      ...vmVolumes(change.obj),
+      ...(change.type === 'updated' ? vmVolumes(change.old) : []),
+    ]);
     enqueueAll(controllers.Volume, [...volumes]);
   });
   informers.VirtualNetwork.subscribe((change) => {
-    enqueueAll(controllers.VirtualMachine, informers.VirtualMachine.cache.keysByIndex(INDEX_NETWORK, keyOf(change.obj)));
+    enqueueAll(
+      controllers.VirtualMachine,
+      informers.VirtualMachine.cache.keysByIndex(INDEX_NETWORK, keyOf(change.obj)),
+    );
   });
   informers.StoragePool.subscribe((change) => {
-    enqueueAll(controllers.Volume, informers.Volume.cache.keysByIndex(INDEX_POOL, keyOf(change.obj)));
+    enqueueAll(
+      controllers.Volume,
+      informers.Volume.cache.keysByIndex(INDEX_POOL, keyOf(change.obj)),
+    );
   });
   informers.Volume.subscribe((change) => {
     for (const pool of [change.obj, change.type === 'updated' ? change.old : undefined]) {
@@ -232,7 +276,10 @@ function wireTriggers(
   informers.VirtualMachine.subscribe((change) => {
     for (const net of new Set(
       [change.obj, change.type === 'updated' ? change.old : undefined].flatMap(
-        (o) => (o as { spec?: { interfaces?: Array<{ network: string }> } } | undefined)?.spec?.interfaces?.map((i) => i.network) ?? [],
+        (o) =>
+          (
+            o as { spec?: { interfaces?: Array<{ network: string }> } } | undefined
+          )?.spec?.interfaces?.map((i) => i.network) ?? [],
       ),
     )) {
       controllers.VirtualNetwork.enqueue(net);
@@ -257,7 +304,8 @@ async function wireLibvirtEvents(
   log: Logger,
 ): Promise<void> {
   const route = (kind: VirtKind, uuid: string) => {
-    for (const key of informers[kind].cache.keysByIndex(INDEX_UUID, uuid)) controllers[kind].enqueue(key);
+    for (const key of informers[kind].cache.keysByIndex(INDEX_UUID, uuid))
+      controllers[kind].enqueue(key);
   };
   const register = async (what: string, fn: () => Promise<number>) => {
     try {
@@ -267,8 +315,14 @@ async function wireLibvirtEvents(
       log.warn({ err: String(err) }, `libvirt ${what} events unavailable; relying on resync`);
     }
   };
-  await register('domain', () => libvirt.domainEventLifecycleRegister((e) => route('VirtualMachine', e.domain.getUUIDString())));
-  await register('network', () => libvirt.networkEventLifecycleRegister((e) => route('VirtualNetwork', e.network.getUUIDString())));
+  await register('domain', () =>
+    libvirt.domainEventLifecycleRegister((e) => route('VirtualMachine', e.domain.getUUIDString())),
+  );
+  await register('network', () =>
+    libvirt.networkEventLifecycleRegister((e) =>
+      route('VirtualNetwork', e.network.getUUIDString()),
+    ),
+  );
   await register('storage pool', () =>
     libvirt.storagePoolEventLifecycleRegister((e) => route('StoragePool', e.pool.getUUIDString())),
   );
@@ -292,6 +346,9 @@ function controllerContext(
         resource: resourceOf(kind),
         fieldManager,
         listMapKeys: { nodes: ['nodeName'], 'nodes.conditions': ['type'], interfaces: ['name'] },
+        // Status carries values derived from the previous status (restartCount, startedAt,
+        // when a shutdown began): never apply one computed from a stale cache.
+        optimisticConcurrency: true,
       });
       writers.set(id, w);
     }
@@ -334,14 +391,28 @@ function controllerContext(
     },
     event(kind, obj, type, reason, message) {
       void runtime.events
-        .publish(referenceTo(resourceOf(kind), obj as never), { type, reason, action: reason, note: message })
+        .publish(referenceTo(resourceOf(kind), obj as never), {
+          type,
+          reason,
+          action: reason,
+          note: message,
+        })
         .catch((err: unknown) => log.warn({ err: String(err), reason }, 'could not record event'));
     },
   };
 }
 
-async function patch(client: KubeClient, resource: ResourceDescription, obj: KubeObject, body: unknown[]): Promise<void> {
+async function patch(
+  client: KubeClient,
+  resource: ResourceDescription,
+  obj: KubeObject,
+  body: unknown[],
+): Promise<void> {
   if (body.length === 0) return;
-  await client.request({ method: 'PATCH', path: keyPath(resource, keyOf(obj)), body, contentType: CONTENT_TYPE.jsonPatch });
+  await client.request({
+    method: 'PATCH',
+    path: keyPath(resource, keyOf(obj)),
+    body,
+    contentType: CONTENT_TYPE.jsonPatch,
+  });
 }
-

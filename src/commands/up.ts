@@ -60,7 +60,10 @@ export async function main(argv: string[]): Promise<number> {
       say(`using the cluster in KUBECONFIG=${process.env.KUBECONFIG}`);
     } else {
       say('starting a local control plane (etcd + kube-apiserver)');
-      cp = await startControlPlane({ dir: values.dir ?? join(cacheRoot(), 'local-cluster'), provision: true });
+      cp = await startControlPlane({
+        dir: values.dir ?? join(cacheRoot(), 'local-cluster'),
+        provision: true,
+      });
       kubeConfig = cp.kubeConfig;
       say(`control plane ready: export KUBECONFIG=${cp.kubeconfigPath}`);
     }
@@ -108,7 +111,9 @@ async function localLibvirt(): Promise<string> {
     const { ensureLibvirtd } = await import('../harness/libvirtd.js');
     return (await ensureLibvirtd()).uri;
   } catch (err) {
-    say(`could not start libvirtd (${(err as Error).message.split('\n')[0]}); using test:///default`);
+    say(
+      `could not start libvirtd (${(err as Error).message.split('\n')[0]}); using test:///default`,
+    );
     return 'test:///default';
   }
 }
@@ -120,7 +125,11 @@ async function ensureNode(client: KubeClient, name: string): Promise<void> {
     await client.request({
       method: 'POST',
       path: '/api/v1/nodes',
-      body: { apiVersion: 'v1', kind: 'Node', metadata: { name, labels: { 'virt.dev/libvirt-host': 'true' } } },
+      body: {
+        apiVersion: 'v1',
+        kind: 'Node',
+        metadata: { name, labels: { 'virt.dev/libvirt-host': 'true' } },
+      },
     });
   }
 }
@@ -129,16 +138,27 @@ async function ensureNamespace(client: KubeClient, name: string): Promise<void> 
   try {
     await client.request({ method: 'GET', path: `/api/v1/namespaces/${encodeURIComponent(name)}` });
   } catch {
-    await client.request({ method: 'POST', path: '/api/v1/namespaces', body: { apiVersion: 'v1', kind: 'Namespace', metadata: { name } } });
+    await client.request({
+      method: 'POST',
+      path: '/api/v1/namespaces',
+      body: { apiVersion: 'v1', kind: 'Namespace', metadata: { name } },
+    });
   }
 }
 
 /** Server-side applies manifests/examples/*.yaml, pinning every node-bound object to this node. */
 async function applyExamples(client: KubeClient, nodeName: string): Promise<void> {
   const dir = join(packageRoot(), 'manifests', 'examples');
-  for (const file of readdirSync(dir).filter((f) => /\.ya?ml$/.test(f)).sort()) {
+  for (const file of readdirSync(dir)
+    .filter((f) => /\.ya?ml$/.test(f))
+    .sort()) {
     for (const doc of parseAllDocuments(readFileSync(join(dir, file), 'utf8'))) {
-      const obj = doc.toJS() as { apiVersion: string; kind: string; metadata: { name: string; namespace?: string }; spec?: { nodeName?: string } } | null;
+      const obj = doc.toJS() as {
+        apiVersion: string;
+        kind: string;
+        metadata: { name: string; namespace?: string };
+        spec?: { nodeName?: string };
+      } | null;
       if (!obj?.kind) continue;
       if (obj.spec?.nodeName !== undefined) obj.spec.nodeName = nodeName;
       const info = customResources[obj.kind as VirtKind];
@@ -147,7 +167,13 @@ async function applyExamples(client: KubeClient, nodeName: string): Promise<void
       const ns = info.scope === 'Namespaced' ? (obj.metadata.namespace ?? 'default') : undefined;
       if (ns) obj.metadata.namespace = ns;
       const path = `/apis/${obj.apiVersion}/${ns ? `namespaces/${ns}/` : ''}${plural}/${encodeURIComponent(obj.metadata.name)}`;
-      await client.request({ method: 'PATCH', path, query: { fieldManager: 'libvirt-operator-up', force: true }, body: obj, contentType: 'application/apply-patch+yaml' });
+      await client.request({
+        method: 'PATCH',
+        path,
+        query: { fieldManager: 'libvirt-operator-up', force: true },
+        body: obj,
+        contentType: 'application/apply-patch+yaml',
+      });
       say(`applied ${obj.kind} ${ns ? `${ns}/` : ''}${obj.metadata.name} from ${file}`);
     }
   }
@@ -158,7 +184,10 @@ function printProgress(agent: Agent): void {
   const last = new Map<string, string>();
   for (const [kind, informer] of Object.entries(agent.informers)) {
     informer.subscribe((change) => {
-      const obj = change.obj as { metadata: { name?: string; namespace?: string }; status?: Record<string, unknown> };
+      const obj = change.obj as {
+        metadata: { name?: string; namespace?: string };
+        status?: Record<string, unknown>;
+      };
       const key = `${kind} ${obj.metadata.namespace ? `${obj.metadata.namespace}/` : ''}${obj.metadata.name}`;
       if (change.type === 'deleted') {
         say(`${key}: deleted`);
@@ -181,7 +210,13 @@ function summary(status: Record<string, unknown> | undefined): string | undefine
   const nodes = status.nodes as Array<Record<string, unknown>> | undefined;
   const node = nodes?.[0];
   const ready = [...conditionsOf(status), ...conditionsOf(node)].find((c) => c.type === 'Ready');
-  const phase = (status.phase as string | undefined) ?? (node?.state as string | undefined) ?? (node?.active === true ? 'active' : undefined);
-  const parts = [phase, ready ? `Ready=${ready.status}${ready.reason ? ` (${ready.reason})` : ''}` : undefined].filter(Boolean);
+  const phase =
+    (status.phase as string | undefined) ??
+    (node?.state as string | undefined) ??
+    (node?.active === true ? 'active' : undefined);
+  const parts = [
+    phase,
+    ready ? `Ready=${ready.status}${ready.reason ? ` (${ready.reason})` : ''}` : undefined,
+  ].filter(Boolean);
   return parts.length ? parts.join(', ') : undefined;
 }

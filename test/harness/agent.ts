@@ -35,21 +35,32 @@ export async function startTestAgent(
   };
 }
 
-export async function ensureNode(cp: ControlPlane, name: string, labels: Record<string, string> = {}): Promise<void> {
+export async function ensureNode(
+  cp: ControlPlane,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<void> {
   const yaml = JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name, labels } });
   const res = await cp.kubectl(['apply', '--server-side', '-f', '-'], { input: yaml });
   if (res.code !== 0) throw new Error(`creating Node ${name}: ${res.stderr}`);
 }
 
 /** kubectl get -o json, parsed. */
-export async function getJSON<T = Record<string, unknown>>(cp: ControlPlane, args: string[]): Promise<T> {
+export async function getJSON<T = Record<string, unknown>>(
+  cp: ControlPlane,
+  args: string[],
+): Promise<T> {
   const res = await cp.kubectl(['get', ...args, '-o', 'json']);
   if (res.code !== 0) throw new Error(`kubectl get ${args.join(' ')}: ${res.stderr}`);
   return JSON.parse(res.stdout) as T;
 }
 
 /** Polls `check` until it returns a truthy value; fails with the last value seen. */
-export async function until<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
+export async function until<T>(
+  what: string,
+  check: () => Promise<T | undefined | false>,
+  timeoutMs = 30_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
@@ -62,7 +73,9 @@ export async function until<T>(what: string, check: () => Promise<T | undefined 
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`${what} did not happen within ${timeoutMs} ms; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
+  throw new Error(
+    `${what} did not happen within ${timeoutMs} ms; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`,
+  );
 }
 
 /** Sum of apiserver_request_total for write verbs whose resource is one of `resources`. */

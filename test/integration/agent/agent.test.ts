@@ -3,7 +3,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Connect } from '../../../src/libvirt/index.js';
 import { useControlPlane } from '../../harness/control-plane.js';
-import { getJSON, startTestAgent, until, writeRequests, type TestAgent } from '../../harness/agent.js';
+import {
+  getJSON,
+  startTestAgent,
+  until,
+  writeRequests,
+  type TestAgent,
+} from '../../harness/agent.js';
 
 const NODE = 'node-a';
 const manifests = (memory: string, extra = '') => `
@@ -61,7 +67,8 @@ interface Obj {
 }
 const ready = (o: Obj) => o.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
 const nodeReady = (o: Obj) =>
-  o.status?.nodes?.find((n) => n.nodeName === NODE)?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+  o.status?.nodes?.find((n) => n.nodeName === NODE)?.conditions?.find((c) => c.type === 'Ready')
+    ?.status === 'True';
 
 describe('the agent converges a host on the declared objects', () => {
   const cp = useControlPlane();
@@ -113,26 +120,49 @@ describe('the agent converges a host on the declared objects', () => {
     const vm = await getJSON<Obj>(cp(), ['vm', 'web']);
     const domain = await conn.lookupDomainByUUIDString(vm.metadata.uid);
     const id = await domain.getID();
-    const patched = await cp().kubectl(['patch', 'vm', 'web', '--type=merge', '-p', '{"spec":{"memory":"384Mi","vcpus":2}}']);
+    const patched = await cp().kubectl([
+      'patch',
+      'vm',
+      'web',
+      '--type=merge',
+      '-p',
+      '{"spec":{"memory":"384Mi","vcpus":2}}',
+    ]);
     expect(patched.code, patched.stderr).toBe(0);
     const after = await until('live change in status', async () => {
       const o = await getJSON<Obj>(cp(), ['vm', 'web']);
-      return o.status?.observedGeneration === o.metadata.generation && o.status?.vcpus?.current === 2 && ready(o) && o;
+      return (
+        o.status?.observedGeneration === o.metadata.generation &&
+        o.status?.vcpus?.current === 2 &&
+        ready(o) &&
+        o
+      );
     });
     expect(await (await conn.lookupDomainByUUIDString(vm.metadata.uid)).getID()).toBe(id);
     expect((await domain.getInfo()).memory).toBe(384n * 1024n);
-    expect(after.status?.conditions?.find((c) => c.type === 'RestartRequired')?.status ?? 'False').toBe('False');
+    expect(
+      after.status?.conditions?.find((c) => c.type === 'RestartRequired')?.status ?? 'False',
+    ).toBe('False');
   });
 
   it('names a restart-time change in RestartRequired', async () => {
-    const patched = await cp().kubectl(['patch', 'vm', 'web', '--type=merge', '-p', '{"spec":{"maxVcpus":8}}']);
+    const patched = await cp().kubectl([
+      'patch',
+      'vm',
+      'web',
+      '--type=merge',
+      '-p',
+      '{"spec":{"maxVcpus":8}}',
+    ]);
     expect(patched.code, patched.stderr).toBe(0);
     const vm = await until('RestartRequired', async () => {
       const o = await getJSON<Obj>(cp(), ['vm', 'web']);
       const c = o.status?.conditions?.find((x) => x.type === 'RestartRequired');
       return c?.status === 'True' && o;
     });
-    expect(vm.status?.conditions?.find((x) => x.type === 'RestartRequired')?.message).toMatch(/maxVcpus/);
+    expect(vm.status?.conditions?.find((x) => x.type === 'RestartRequired')?.message).toMatch(
+      /maxVcpus/,
+    );
   });
 
   it('brings back a domain destroyed behind its back, within a second, and records an Event', async () => {
@@ -140,7 +170,11 @@ describe('the agent converges a host on the declared objects', () => {
     const before = vm.status?.restartCount ?? 0;
     await (await conn.lookupDomainByUUIDString(vm.metadata.uid)).destroy();
     const destroyedAt = Date.now();
-    await until('domain running again', async () => (await conn.lookupDomainByUUIDString(vm.metadata.uid)).isActive(), 5_000);
+    await until(
+      'domain running again',
+      async () => (await conn.lookupDomainByUUIDString(vm.metadata.uid)).isActive(),
+      5_000,
+    );
     expect(Date.now() - destroyedAt).toBeLessThan(1_000);
     const after = await until('restartCount', async () => {
       const o = await getJSON<Obj>(cp(), ['vm', 'web']);
@@ -148,12 +182,12 @@ describe('the agent converges a host on the declared objects', () => {
     });
     expect(after.status?.restartCount).toBe(before + 1);
     await until('an Event about the restart', async () => {
-      const events = await getJSON<{ items: Array<{ regarding?: { name?: string }; reason?: string }> }>(cp(), [
-        'events.v1.events.k8s.io',
-        '-n',
-        'default',
-      ]);
-      return events.items.some((e) => e.regarding?.name === 'web' && /restart/i.test(e.reason ?? ''));
+      const events = await getJSON<{
+        items: Array<{ regarding?: { name?: string }; reason?: string }>;
+      }>(cp(), ['events.v1.events.k8s.io', '-n', 'default']);
+      return events.items.some(
+        (e) => e.regarding?.name === 'web' && /restart/i.test(e.reason ?? ''),
+      );
     });
   });
 
@@ -168,7 +202,14 @@ describe('the agent converges a host on the declared objects', () => {
   });
 
   it('stops the VM gracefully for runStrategy Halted', async () => {
-    const patched = await cp().kubectl(['patch', 'vm', 'web', '--type=merge', '-p', '{"spec":{"runStrategy":"Halted"}}']);
+    const patched = await cp().kubectl([
+      'patch',
+      'vm',
+      'web',
+      '--type=merge',
+      '-p',
+      '{"spec":{"runStrategy":"Halted"}}',
+    ]);
     expect(patched.code, patched.stderr).toBe(0);
     const vm = await until('Stopped', async () => {
       const o = await getJSON<Obj>(cp(), ['vm', 'web']);
@@ -181,20 +222,35 @@ describe('the agent converges a host on the declared objects', () => {
 
   it('leaves the host as it found it after everything is deleted, but keeps a Retain volume', async () => {
     const pool = await getJSON<Obj>(cp(), ['pool', 'images']);
-    const gone = await cp().kubectl(['delete', 'vm/web', 'vol/root', 'vol/keep', '--wait=true', '--timeout=60s']);
+    const gone = await cp().kubectl([
+      'delete',
+      'vm/web',
+      'vol/root',
+      'vol/keep',
+      '--wait=true',
+      '--timeout=60s',
+    ]);
     expect(gone.code, gone.stderr).toBe(0);
     const libvirtPool = await conn.lookupStoragePoolByUUIDString(pool.metadata.uid);
     const volumes = (await libvirtPool.listAllVolumes()).map((v) => v.getName());
     expect(volumes).toContain('default_keep');
     expect(volumes).not.toContain('default_root');
 
-    const rest = await cp().kubectl(['delete', 'pool/images', 'vnet/lab', '--wait=true', '--timeout=60s']);
+    const rest = await cp().kubectl([
+      'delete',
+      'pool/images',
+      'vnet/lab',
+      '--wait=true',
+      '--timeout=60s',
+    ]);
     expect(rest.code, rest.stderr).toBe(0);
     expect(await hostNames(conn)).toEqual(original);
   });
 });
 
-async function hostNames(conn: Connect): Promise<{ domains: string[]; networks: string[]; pools: string[] }> {
+async function hostNames(
+  conn: Connect,
+): Promise<{ domains: string[]; networks: string[]; pools: string[] }> {
   return {
     domains: (await conn.listAllDomains()).map((d) => d.getName()).sort(),
     networks: (await conn.listAllNetworks()).map((n) => n.getName()).sort(),
