@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { pbkdf2 } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { closeSync, openSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -60,6 +60,22 @@ async function waitFor(what: string, check: () => boolean, timeoutMs = 5_000): P
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+describe('the worker pool', () => {
+  it('runs calls on its own threads, at a lower priority than the event loop', async () => {
+    await conn.getType();
+    const tasks = await readdir('/proc/self/task');
+    const nices = await Promise.all(
+      tasks.map(async (tid) => {
+        const stat = await readFile(`/proc/self/task/${tid}/stat`, 'utf8');
+        // Fields after the parenthesised command name; nice is field 19 of stat(5).
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+      }),
+    );
+    expect(nices.filter((n) => n === 5).length).toBe(bindingStats().workerThreads);
+    expect(nices.filter((n) => n === 0).length).toBeGreaterThan(0);
+  });
+});
 
 describe('hung calls', () => {
   it('reject with a timeout error naming the call once timeoutMs passes', async () => {
