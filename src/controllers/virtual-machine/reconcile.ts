@@ -84,11 +84,16 @@ async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<
       desired && after.state === 'ours' && after.live ? restartPending(desired, after.live) : [],
   });
   await report(ctx, vm, status, outcome.executed);
-  if (problem?.reason === 'Unsupported') return done; // waits for a spec change
-  if (problem) return requeueAfter(retryDelayMs(status, now));
-  if (plan.waitMs !== undefined) return requeueAfter(settledWait(plan, after));
-  if (!isConditionTrue(status.conditions, 'Ready')) return requeueAfter(retryDelayMs(status, now));
-  return awaitingAddresses(vm, status, after, now) ? requeueAfter(ADDRESS_POLL_MS) : done;
+  // The soonest of every reason to look again: a running grace period must not wait for a
+  // problem's backoff. Unsupported input waits for a spec change, which wakes us anyway.
+  const looks = [
+    plan.waitMs === undefined ? undefined : settledWait(plan, after),
+    problem?.reason === 'Unsupported' || (!problem && isConditionTrue(status.conditions, 'Ready'))
+      ? undefined
+      : retryDelayMs(status, now),
+    awaitingAddresses(vm, status, after, now) ? ADDRESS_POLL_MS : undefined,
+  ].filter((ms): ms is number => ms !== undefined);
+  return looks.length > 0 ? requeueAfter(Math.min(...looks)) : done;
 }
 
 function resolve(vm: VirtualMachine, ctx: ControllerContext) {

@@ -320,10 +320,13 @@ describe('VirtualMachine reconcile on test:///default', () => {
     const writes = kubeWrites(controlPlane().kubeConfig);
     const requestedAt = (secondsAgo: number) =>
       new Date(Date.now() - secondsAgo * 1000).toISOString().replace(/\.\d+Z$/, 'Z');
-    const withRequest = (secondsAgo: number) => ({
+    const withRequest = (secondsAgo: number, notSyncedFor?: number) => ({
       ...vm.status,
       conditions: [
-        ...(vm.status?.conditions ?? []).filter((c) => c.type !== 'ShutdownRequested'),
+        ...(vm.status?.conditions ?? []).filter(
+          (c) =>
+            c.type !== 'ShutdownRequested' && (notSyncedFor === undefined || c.type !== 'Synced'),
+        ),
         {
           type: 'ShutdownRequested',
           status: 'True',
@@ -331,12 +334,25 @@ describe('VirtualMachine reconcile on test:///default', () => {
           message: 'ACPI shutdown requested',
           lastTransitionTime: requestedAt(secondsAgo),
         },
+        ...(notSyncedFor === undefined
+          ? []
+          : [
+              {
+                type: 'Synced',
+                status: 'False',
+                reason: 'VolumeNotReady',
+                message: 'not ready',
+                lastTransitionTime: requestedAt(notSyncedFor),
+              },
+            ]),
       ],
     });
     await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
 
-    // Within the grace period (30 s): nothing is done, the next look is scheduled.
-    await writes.applyStatus('VirtualMachine', vm, withRequest(10));
+    // Within the grace period (30 s): nothing is done, the next look is scheduled, and soon
+    // even while a problem (a Volume not ready for 10 minutes) backs off for 5 minutes.
+    await writes.applyStatus('VirtualMachine', vm, withRequest(10, 600));
+    await k.patchStatus('Volume', NS, 'data', { phase: 'Pending' });
     await ctx.refresh();
     rec.reset();
     const waiting = await reconcileVirtualMachine(key('web'), ctx);
@@ -344,6 +360,9 @@ describe('VirtualMachine reconcile on test:///default', () => {
     expect(waiting.requeueAfterMs).toBeLessThanOrEqual(2_000);
     expect(rec.writes()).toEqual([]);
     expect((await domain.getState()).stateName).toBe('running');
+    await ctx.refresh();
+    expect(condition(vmOf('web'), 'Synced')?.reason).toBe('VolumeNotReady');
+    await k.patchStatus('Volume', NS, 'data', { phase: 'Available' });
 
     // Past it: destroyed.
     await writes.applyStatus('VirtualMachine', vm, withRequest(31));
