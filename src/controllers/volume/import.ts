@@ -168,6 +168,8 @@ export interface ImportJob {
   retryAt?: number;
   attempts: number;
   abort: AbortController;
+  /** The progress last shown in status, and when. */
+  shown?: { bytesDone: number; bytesTotal?: number; atMs: number };
 }
 
 const jobs = new Map<string, ImportJob>();
@@ -175,6 +177,23 @@ const jobs = new Map<string, ImportJob>();
 /** Waits between failed downloads: 10 s, doubling, at most 5 min. */
 export function importRetryDelay(attempts: number): number {
   return Math.min(300_000, 10_000 * 2 ** Math.max(0, attempts - 1));
+}
+
+/**
+ * The progress to show in status: refreshed at most every `intervalMs`. Every status write
+ * wakes the Volume's reconcile again (it is a watch event), so showing live byte counts
+ * would write status as fast as the API server answers for the whole download.
+ */
+export function shownProgress(
+  job: ImportJob,
+  nowMs: number,
+  intervalMs: number,
+): VolumeStatusProgress {
+  if (!job.shown || nowMs - job.shown.atMs >= intervalMs) {
+    job.shown = { bytesDone: job.bytesDone, atMs: nowMs };
+    if (job.bytesTotal !== undefined) job.shown.bytesTotal = job.bytesTotal;
+  }
+  return progressOf(job.shown.bytesDone, job.shown.bytesTotal);
 }
 
 export function importJob(uid: string): ImportJob | undefined {
@@ -234,6 +253,20 @@ export function startImport(
 export async function cancelImport(uid: string, stateDir: string): Promise<void> {
   jobs.get(uid)?.abort.abort();
   jobs.delete(uid);
+  await rm(importFile(stateDir, uid), { force: true });
+}
+
+/**
+ * Marks a verified job failed after libvirt refused its file (the upload failed): the file is
+ * removed and the next download waits for the retry time, as after a failed download.
+ */
+export async function failImport(uid: string, stateDir: string, problem: Problem): Promise<void> {
+  const job = jobs.get(uid);
+  if (job) {
+    job.state = 'failed';
+    job.problem = problem;
+    job.retryAt = Date.now() + importRetryDelay(job.attempts);
+  }
   await rm(importFile(stateDir, uid), { force: true });
 }
 

@@ -16,7 +16,16 @@ import {
 import { newProblem, retryDelay } from '../storage-pool/status.js';
 import { applyVolumeSteps, deleteVolumeFile, uploadImage } from './act.js';
 import { desiredVolume, sourceKind, sourceVolumeName } from './desired.js';
-import { cancelImport, finishImport, importJob, progressOf, startImport } from './import.js';
+import {
+  cancelImport,
+  failImport,
+  finishImport,
+  importJob,
+  importRetryDelay,
+  progressOf,
+  shownProgress,
+  startImport,
+} from './import.js';
 import {
   observePool,
   observeSource,
@@ -107,7 +116,7 @@ async function convergeImport(
     !found && job?.state === 'verified' ? await plannedPath(pool.handle, name) : undefined;
   const decision = planImport(vol, found?.doc, job, Date.now(), planned);
   const importing = (path?: string) => ({
-    progress: progressOf(job?.bytesDone ?? 0, job?.bytesTotal),
+    progress: job ? shownProgress(job, Date.now(), PROGRESS_INTERVAL_MS) : progressOf(0, undefined),
     ...(path ? { path } : {}),
   });
   switch (decision.do) {
@@ -144,8 +153,11 @@ async function convergeImport(
     case 'upload': {
       const image = job!.image!;
       const problem = await uploadImage(pool, name, job!.file, image.fileSize);
+      if (problem) {
+        await failImport(uid, ctx.stateDir, problem);
+        return { facts: { problem, usedBy }, requeueMs: importRetryDelay(job!.attempts) };
+      }
       await finishImport(uid, ctx.stateDir);
-      if (problem) return { facts: { problem, usedBy } };
       const after = await observeVolume(pool.handle, name);
       ctx.event(
         KIND,

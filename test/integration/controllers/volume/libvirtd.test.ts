@@ -69,7 +69,7 @@ beforeAll(async () => {
         clearInterval(timer);
         res.end();
       }
-    }, 40);
+    }, 150);
     res.on('close', () => clearInterval(timer));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest';
 import {
   importRetryDelay,
   progressOf,
+  shownProgress,
   sniffImage,
+  type ImportJob,
 } from '../../../../src/controllers/volume/import.js';
 
 function qcow2Header(virtualSize: bigint, backingOffset = 0n): Buffer {
@@ -65,5 +67,34 @@ describe('importRetryDelay', () => {
     expect([1, 2, 3, 4, 5, 6, 7].map(importRetryDelay)).toEqual([
       10_000, 20_000, 40_000, 80_000, 160_000, 300_000, 300_000,
     ]);
+  });
+});
+
+describe('shownProgress', () => {
+  it('moves at most once per interval, so status is not rewritten on every wake-up', () => {
+    const job: ImportJob = {
+      state: 'downloading',
+      file: 'f',
+      bytesDone: 10,
+      bytesTotal: 100,
+      attempts: 1,
+      abort: new AbortController(),
+    };
+    expect(shownProgress(job, 1_000, 3_000)).toEqual({
+      bytesDone: 10,
+      bytesTotal: 100,
+      percent: 10,
+    });
+    job.bytesDone = 50;
+    expect(shownProgress(job, 3_999, 3_000)).toEqual({
+      bytesDone: 10,
+      bytesTotal: 100,
+      percent: 10,
+    });
+    expect(shownProgress(job, 4_000, 3_000)).toEqual({
+      bytesDone: 50,
+      bytesTotal: 100,
+      percent: 50,
+    });
   });
 });
