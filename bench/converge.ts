@@ -5,7 +5,7 @@
 // write requests in the quiet period after convergence; the agent's resident memory.
 // Prints a table and, last, one JSON line.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -55,6 +55,8 @@ function rssMB(pid: number): number {
 }
 
 async function main(): Promise<void> {
+  const cli = join(packageRoot(), 'dist', 'cli.js');
+  if (!existsSync(cli)) throw new Error(`${cli} is missing; run 'npm run build' first`);
   const cp = await startControlPlane();
   const stateDir = mkdtempSync(join(tmpdir(), 'lvo-bench-'));
   const client = createKubeClient(cp.kubeConfig);
@@ -67,9 +69,8 @@ async function main(): Promise<void> {
   const agent = spawn(
     process.execPath,
     [
-      '--import',
-      'tsx',
-      join(packageRoot(), 'src', 'cli.ts'),
+      // The compiled CLI, as production runs it (tsx would add its compiler to the RSS).
+      cli,
       'run',
       `--node-name=${NODE}`,
       '--libvirt-uri=test:///default',

@@ -58,7 +58,7 @@ export interface AgentOptions {
   log?: Logger | { level?: string; name?: string };
   /** Every key is reconciled again this often as a safety net. Default 10 min. */
   resyncMs?: number;
-  /** Per-controller concurrency. Default 4. */
+  /** Per-controller concurrency. Default 16: most of a reconcile is waiting on the API server. */
   concurrency?: number;
   /** Watch tuning, passed to the runtime (tests shorten the watchdog). */
   watch?: { inactivityTimeoutMs?: number };
@@ -185,7 +185,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     controllers[kind] = runtime.controller({
       name: kind,
       for: informers[kind],
-      concurrency: opts.concurrency ?? 4,
+      concurrency: opts.concurrency ?? 16,
       resyncMs: opts.resyncMs ?? 10 * 60_000,
       reconcile: async (key) => {
         // No libvirt, no reconcile: the error makes the queue back off instead of every
