@@ -286,6 +286,18 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
     expect(passes).toBe(1);
   });
 
+  it('deletes a UEFI machine where the driver refuses the NVRAM flag of undefine', async () => {
+    const created = await createVM('efi', { firmware: 'uefi' });
+    await converge(ctx, reconcileVirtualMachine, key('efi'), { until: ready('efi') });
+    const domain = await conn.lookupDomainByUUIDString(String(created.metadata.uid));
+    expect(await domain.getXMLDesc()).toContain("firmware='efi'");
+    await k.remove('VirtualMachine', NS, 'efi');
+    await converge(ctx, reconcileVirtualMachine, key('efi'), { until: stored('efi', (v) => !v) });
+    await expect(conn.lookupDomainByUUIDString(String(created.metadata.uid))).rejects.toMatchObject(
+      { code: 42 },
+    );
+  });
+
   it("leaves the test driver's own domain, network and pool exactly as they were", async () => {
     expect(await driverSnapshot()).toEqual(driverObjects);
   });
