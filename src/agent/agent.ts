@@ -39,8 +39,12 @@ import {
   type Runtime,
   type StatusWriter,
 } from '../runtime/index.js';
-import { addFinalizerPatch, removeFinalizerPatch } from '../runtime/finalizer.js';
-import { CONTENT_TYPE, type KubeClient } from '../runtime/kube-client.js';
+import {
+  addFinalizerPatch,
+  FinalizerConflict,
+  removeFinalizerPatch,
+} from '../runtime/finalizer.js';
+import { CONTENT_TYPE, isConflict, KubeApiError, type KubeClient } from '../runtime/kube-client.js';
 import { keyPath } from '../runtime/resource.js';
 import type { HostPort } from './config.js';
 
@@ -194,6 +198,12 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
         try {
           return toRuntimeAction(await reconcile(key, ctx));
         } catch (err) {
+          // A conflict means our cached copy was stale (usually our own write not yet back
+          // through the watch): look again shortly, without counting it as a failure.
+          if (isConflict(err) || err instanceof FinalizerConflict) {
+            log.debug({ kind, key }, 'stale cache; reconciling again');
+            return { kind: 'requeueAfter', ms: 100 };
+          }
           libvirt.reportError(err);
           throw err;
         }
@@ -409,10 +419,16 @@ async function patch(
   body: unknown[],
 ): Promise<void> {
   if (body.length === 0) return;
-  await client.request({
-    method: 'PATCH',
-    path: keyPath(resource, keyOf(obj)),
-    body,
-    contentType: CONTENT_TYPE.jsonPatch,
-  });
+  try {
+    await client.request({
+      method: 'PATCH',
+      path: keyPath(resource, keyOf(obj)),
+      body,
+      contentType: CONTENT_TYPE.jsonPatch,
+    });
+  } catch (err) {
+    // A failed JSON-patch `test` is a bare 422: the finalizers changed since we read them.
+    if (err instanceof KubeApiError && err.status === 422) throw new FinalizerConflict(err.message);
+    throw err;
+  }
 }
