@@ -16,6 +16,7 @@ import { INDEX_POOL } from '../indexes.js';
 import { selectsNode } from '../node-selector.js';
 import { applyPoolSteps, removePool, type PoolActOutcome } from './act.js';
 import { desiredPool } from './desired.js';
+import { forgetFigures, steadyFigure } from './figures.js';
 import { observePool } from './observe.js';
 import { planPool, type PoolStep } from './plan.js';
 import {
@@ -116,6 +117,7 @@ async function removeFromNode(
   if (!pool.metadata.deletionTimestamp && nodeEntry(pool, ctx.nodeName)) {
     await ctx.applyNodeStatus(KIND, pool, notSelectedStatus(pool, ctx.nodeName, [], ctx.now()));
   }
+  forgetFigures(`${KIND}/${pool.metadata.uid}`);
   await ctx.removeFinalizer(KIND, pool, nodeFinalizer(ctx.nodeName));
   return done;
 }
@@ -151,10 +153,19 @@ async function report(
   ctx: ControllerContext,
 ): Promise<Action> {
   const before = nodeEntry(pool, ctx.nodeName)?.conditions;
-  const entry = poolNodeStatus(pool, ctx.nodeName, facts, ctx.now());
+  const entry = poolNodeStatus(pool, ctx.nodeName, steady(pool, facts, ctx), ctx.now());
   const problem = newProblem(before, entry.conditions, READY);
   if (problem) ctx.event(KIND, pool, 'Warning', problem.reason, problem.message);
   await ctx.applyNodeStatus(KIND, pool, entry);
   const ready = findCondition(entry.conditions, READY);
   return ready?.status === 'True' ? done : requeueAfter(retryDelay(ready, ctx.now()));
+}
+
+/** The observed figures as last shown, unless a minute has passed (figures.ts). */
+function steady(pool: StoragePool, facts: PoolNodeFacts, ctx: ControllerContext): PoolNodeFacts {
+  const { observed } = facts;
+  if (observed.found !== 'ours') return facts;
+  const { state, ...bytes } = observed.figures;
+  const shown = steadyFigure(`${KIND}/${pool.metadata.uid}`, bytes, ctx.now().getTime());
+  return { ...facts, observed: { ...observed, figures: { state, ...shown } } };
 }

@@ -1,9 +1,8 @@
 // This node's entry in StoragePool.status.nodes[], rebuilt each pass from what was observed.
 // It must be deterministic, or a converged pool would write its status on every pass: the
 // conditions keep their lastTransitionTime while their status holds, and the byte figures are
-// rounded down to whole MiB so a guest writing a few blocks does not count as a change (the
-// figures are refreshed whenever the pool is reconciled: on a spec change, a libvirt pool
-// event or the periodic resync; never on every volume write).
+// rounded down to whole MiB and refreshed at most once a minute (figures.ts), so the free
+// space of a busy disk does not make every pass a write.
 import {
   findCondition,
   removeCondition,

@@ -13,6 +13,7 @@ import {
   type Action,
   type ControllerContext,
 } from '../context.js';
+import { forgetFigures, steadyFigure } from '../storage-pool/figures.js';
 import { newProblem, retryDelay } from '../storage-pool/status.js';
 import { applyVolumeSteps, deleteVolumeFile, uploadImage } from './act.js';
 import { desiredVolume, sourceKind, sourceVolumeName } from './desired.js';
@@ -201,6 +202,7 @@ async function removeVolume(vol: Volume, ctx: ControllerContext): Promise<Action
         `deletionPolicy Retain: ${vol.status?.path ?? volumeFileName(vol)} is kept`,
       );
     }
+    forgetFigures(`${KIND}/${vol.metadata.uid}`);
     await ctx.removeFinalizer(KIND, vol, HOST_FINALIZER);
     return done;
   }
@@ -292,7 +294,7 @@ function recordChanges(
 }
 
 async function report(vol: Volume, pass: Pass, ctx: ControllerContext): Promise<Action> {
-  const { facts } = pass;
+  const facts = steady(vol, pass.facts, ctx);
   const status = volumeStatus(vol, facts, ctx.now());
   for (const type of [READY, RESIZED]) {
     const problem = newProblem(vol.status?.conditions, status.conditions, type);
@@ -307,4 +309,12 @@ async function report(vol: Volume, pass: Pass, ctx: ControllerContext): Promise<
     return requeueAfter(retryDelay(findCondition(status.conditions, RESIZED), ctx.now()));
   }
   return done;
+}
+
+/** Allocation moves as the guest writes: shown as last time unless a minute has passed. */
+function steady(vol: Volume, facts: VolumeFacts, ctx: ControllerContext): VolumeFacts {
+  if (!facts.observed) return facts;
+  const key = `${KIND}/${vol.metadata.uid}`;
+  const allocation = steadyFigure(key, facts.observed.allocation, ctx.now().getTime());
+  return { ...facts, observed: { ...facts.observed, allocation } };
 }

@@ -12,6 +12,7 @@ import {
   retryDelay,
 } from '../../../../src/controllers/storage-pool/status.js';
 import { parseQuantity } from '../../../../src/api/quantity.js';
+import { forgetFigures, steadyFigure } from '../../../../src/controllers/storage-pool/figures.js';
 import type { Condition } from '../../../../src/api/conditions.js';
 
 const UID = '6f1c1d9e-1b7e-4c56-9a53-0d2f5e1a7b11';
@@ -333,5 +334,21 @@ describe('newProblem', () => {
   it('stays quiet while the same problem lasts, or when things are fine', () => {
     expect(newProblem(c('False', 'A'), c('False', 'A'), 'Ready')).toBeUndefined();
     expect(newProblem(c('False', 'A'), c('True', 'Ok'), 'Ready')).toBeUndefined();
+  });
+});
+
+describe('steadyFigure', () => {
+  it('shows a moving figure fresh at most once per interval', () => {
+    const key = `test/${Math.random()}`;
+    expect(steadyFigure(key, 1n, 1_000, 60_000)).toBe(1n);
+    expect(steadyFigure(key, 2n, 60_999, 60_000)).toBe(1n);
+    expect(steadyFigure(key, 3n, 61_000, 60_000)).toBe(3n);
+  });
+  it('refreshes when the clock went backwards, and after forgetting', () => {
+    const key = `test/${Math.random()}`;
+    steadyFigure(key, 1n, 10_000);
+    expect(steadyFigure(key, 2n, 5_000)).toBe(2n);
+    forgetFigures(key);
+    expect(steadyFigure(key, 4n, 5_001)).toBe(4n);
   });
 });
