@@ -114,6 +114,17 @@ describe('the agent converges a host on the declared objects', () => {
     expect(vm.status?.observedGeneration).toBe(vm.metadata.generation);
     expect((await conn.lookupNetworkByUUIDString(net.metadata.uid)).getName()).toBe('lab');
     expect((await conn.lookupStoragePoolByUUIDString(pool.metadata.uid)).getName()).toBe('images');
+
+    // Per-node readiness shows in the printer columns of the cluster-scoped kinds.
+    for (const kind of ['vnet/lab', 'pool/images']) {
+      const table = await cp().kubectl(['get', kind]);
+      const [head, row] = table.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.split(/\s+/));
+      expect(row?.[head!.indexOf('NODES')], kind).toBe(NODE);
+      expect(row?.[head!.indexOf('READY')], kind).toBe('True');
+    }
   });
 
   it('applies a memory and a vCPU change live: same domain ID, no restart', async () => {

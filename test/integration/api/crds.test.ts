@@ -200,10 +200,10 @@ describe('CRDs on kube-apiserver', () => {
       'qcow2',
     ]);
     const vnet = await table('vnet');
-    expect(vnet.head).toEqual(['NAME', 'MODE', 'CIDR', 'BRIDGE', 'READY', 'AGE']);
+    expect(vnet.head).toEqual(['NAME', 'MODE', 'CIDR', 'BRIDGE', 'NODES', 'READY', 'AGE']);
     expect(vnet.rows[0]?.slice(0, 4)).toEqual(['lab', 'nat', '192.168.150.1/24', 'virbr-lab']);
     const pool = await table('pool');
-    expect(pool.head).toEqual(['NAME', 'TYPE', 'PATH', 'READY', 'AGE']);
+    expect(pool.head).toEqual(['NAME', 'TYPE', 'PATH', 'NODES', 'READY', 'AGE']);
     expect(pool.rows[0]?.slice(0, 3)).toEqual([
       'images',
       'dir',
