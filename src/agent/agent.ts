@@ -56,7 +56,14 @@ export interface AgentOptions {
   kubeConfig: KubeConfig;
   stateDir: string;
   /** Lease namespace; false runs without a lease (tests, simulations of many agents). */
-  lease: false | { namespace: string; leaseDurationSeconds?: number };
+  lease:
+    | false
+    | {
+        namespace: string;
+        leaseDurationSeconds?: number;
+        renewDeadlineMs?: number;
+        retryPeriodMs?: number;
+      };
   health?: HostPort;
   metrics?: HostPort;
   log?: Logger | { level?: string; name?: string };
@@ -128,11 +135,17 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   const runtime = await startRuntime({
     kubeConfig: opts.kubeConfig,
     log: opts.log ?? { name: 'libvirt-operator' },
+    // Per-node leases follow the kubelet's node lease (40 s, renewed every 10 s) rather than
+    // client-go's leader-election defaults (15 s, every 2 s): a cluster has one per node, so
+    // renewals are the agent's steady-state write load (0.1/s per node). A crashed agent's
+    // successor waits at most the lease duration.
     lease: opts.lease
       ? {
           namespace: opts.lease.namespace,
           name: `libvirt-operator-${opts.nodeName}`,
-          leaseDurationSeconds: opts.lease.leaseDurationSeconds,
+          leaseDurationSeconds: opts.lease.leaseDurationSeconds ?? 40,
+          renewDeadlineMs: opts.lease.renewDeadlineMs ?? 25_000,
+          retryPeriodMs: opts.lease.retryPeriodMs ?? 10_000,
         }
       : false,
     health: opts.health ? { host: opts.health.host, port: opts.health.port } : false,

@@ -1,0 +1,176 @@
+// Shared pieces of the agent benchmarks: a control plane, compiled agents as separate
+// processes on libvirt's test driver, bulk VM creation, and the API server's own counters.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, type ControlPlane } from '../src/harness/control-plane.js';
+import { packageRoot } from '../src/harness/package-root.js';
+import type { KubeClient } from '../src/runtime/index.js';
+
+export interface AgentProcess {
+  node: string;
+  child: ChildProcess;
+  healthPort: number;
+  stateDir: string;
+}
+
+const OUR_RESOURCES = [
+  'virtualmachines',
+  'volumes',
+  'virtualnetworks',
+  'storagepools',
+  'events',
+  'nodes',
+];
+
+/** apiserver_request_total summed over our kinds (all verbs, and write verbs only). */
+export function requestTotals(metrics: string): { all: number; writes: number } {
+  let all = 0;
+  let writes = 0;
+  for (const line of metrics.split('\n')) {
+    if (!line.startsWith('apiserver_request_total{')) continue;
+    const resource = /resource="([^"]*)"/.exec(line)?.[1] ?? '';
+    if (!OUR_RESOURCES.includes(resource)) continue;
+    const n = Number(line.slice(line.lastIndexOf(' ') + 1));
+    all += n;
+    if (/verb="(POST|PUT|PATCH|DELETE|APPLY)"/.test(line)) writes += n;
+  }
+  return { all, writes };
+}
+
+/** Write requests (POST/PUT/PATCH/DELETE/APPLY) to one resource, e.g. 'leases'. */
+export function writesTo(metrics: string, resource: string): number {
+  let n = 0;
+  for (const line of metrics.split('\n')) {
+    if (!line.startsWith('apiserver_request_total{') || !line.includes(`resource="${resource}"`))
+      continue;
+    if (/verb="(POST|PUT|PATCH|DELETE|APPLY)"/.test(line))
+      n += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return n;
+}
+
+export function rssMB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+/** Starts `node dist/cli.js run` for `node` (the compiled CLI, as production runs it). */
+export async function startAgentProcess(
+  cp: ControlPlane,
+  client: KubeClient,
+  node: string,
+): Promise<AgentProcess> {
+  const cli = join(packageRoot(), 'dist', 'cli.js');
+  if (!existsSync(cli)) throw new Error(`${cli} is missing; run 'npm run build' first`);
+  await client.request({
+    method: 'POST',
+    path: '/api/v1/nodes',
+    body: { apiVersion: 'v1', kind: 'Node', metadata: { name: node } },
+  });
+  const healthPort = await freePort();
+  const stateDir = mkdtempSync(join(tmpdir(), 'lvo-bench-'));
+  const child = spawn(
+    process.execPath,
+    [
+      cli,
+      'run',
+      `--node-name=${node}`,
+      '--libvirt-uri=test:///default',
+      `--kubeconfig=${cp.kubeconfigPath}`,
+      `--health-addr=127.0.0.1:${healthPort}`,
+      `--state-dir=${stateDir}`,
+      '--lease-namespace=default',
+      '--log-level=warn',
+    ],
+    { stdio: ['ignore', 'ignore', 'inherit'] },
+  );
+  return { node, child, healthPort, stateDir };
+}
+
+/** Waits until the agent's /readyz answers 200 (informers synced, libvirt open, lease held). */
+export async function waitAgentReady(agent: AgentProcess, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const ok = await fetch(`http://127.0.0.1:${agent.healthPort}/readyz`)
+      .then((r) => r.ok)
+      .catch(() => false);
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`agent ${agent.node} did not become ready within ${timeoutMs / 1000} s`);
+}
+
+export async function stopAgentProcess(agent: AgentProcess): Promise<void> {
+  if (agent.child.exitCode === null) {
+    agent.child.kill('SIGTERM');
+    await new Promise((r) => agent.child.once('exit', r));
+  }
+  rmSync(agent.stateDir, { recursive: true, force: true });
+}
+
+/** Creates VMs (1 vCPU, 64Mi, no devices) with `concurrency` parallel POSTs. */
+export async function createVms(
+  client: KubeClient,
+  vms: Array<{ name: string; node: string }>,
+  concurrency = 32,
+): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < vms.length) {
+        const vm = vms[next++]!;
+        await client.request({
+          method: 'POST',
+          path: '/apis/virt.dev/v1alpha1/namespaces/default/virtualmachines',
+          body: {
+            apiVersion: 'virt.dev/v1alpha1',
+            kind: 'VirtualMachine',
+            metadata: { name: vm.name },
+            spec: { nodeName: vm.node, domainType: 'qemu', vcpus: 1, memory: '64Mi' },
+          },
+        });
+      }
+    }),
+  );
+}
+
+export interface VmStatusView {
+  metadata: { name: string };
+  spec: { nodeName: string };
+  status?: {
+    nodeName?: string;
+    domainName?: string;
+    conditions?: Array<{ type: string; status: string }>;
+  };
+}
+
+export async function listVms(client: KubeClient): Promise<VmStatusView[]> {
+  const list = (await client.request({
+    method: 'GET',
+    path: '/apis/virt.dev/v1alpha1/namespaces/default/virtualmachines',
+  })) as {
+    items: VmStatusView[];
+  };
+  return list.items;
+}
+
+export const isReady = (vm: VmStatusView): boolean =>
+  vm.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+
+/** Polls every 200 ms until `count` VMs are Ready; returns the number of polls made. */
+export async function waitAllReady(
+  client: KubeClient,
+  count: number,
+  timeoutMs = 600_000,
+): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (let polls = 1; ; polls++) {
+    const ready = (await listVms(client)).filter(isReady).length;
+    if (ready >= count) return polls;
+    if (Date.now() > deadline)
+      throw new Error(`only ${ready}/${count} VMs Ready after ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
