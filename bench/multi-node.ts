@@ -86,6 +86,8 @@ async function measure(nodes: number, vmsPerNode: number): Promise<Row> {
       requestsPerSecPerAgentIdle: Number(
         ((idle.all - converged.all) / idleSeconds / nodes).toFixed(3),
       ),
+      // Includes the API server's own identity lease renewals (a few per minute).
+      leaseWritesPerSecPerAgentIdle: Number((leaseWrites / idleSeconds / nodes).toFixed(3)),
       rssMeanMB: Number((rss.reduce((a, b) => a + b, 0) / rss.length).toFixed(1)),
       rssMaxMB: Number(Math.max(...rss).toFixed(1)),
     };
