@@ -38,6 +38,8 @@ import {
 const KIND = 'VirtualMachine';
 /** While a fresh guest has no address yet, look for DHCP leases this often, this long. */
 const ADDRESS_POLL_MS = 5_000;
+/** How soon to look at a balloon that is still moving towards its target. */
+const BALLOON_POLL_MS = 2_000;
 const ADDRESS_POLL_WINDOW_MS = 300_000;
 
 export async function reconcileVirtualMachine(
@@ -92,6 +94,7 @@ async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<
       ? undefined
       : retryDelayMs(status, now),
     awaitingAddresses(vm, status, after, now) ? ADDRESS_POLL_MS : undefined,
+    balloonMoving(vm, status, outcome.executed) ? BALLOON_POLL_MS : undefined,
   ].filter((ms): ms is number => ms !== undefined);
   return looks.length > 0 ? requeueAfter(Math.min(...looks)) : done;
 }
@@ -191,6 +194,21 @@ function settledWait(plan: MachinePlan, after: ObservedDomain): number {
  * whose interfaces have no address yet is looked at again for a few minutes after its start;
  * after that the periodic resync suffices.
  */
+/**
+ * Whether the guest's balloon is still on its way to the target: just set, or it moved since
+ * the last status. A guest without a balloon driver never moves it, so this stops after one
+ * look and never loops; libvirt has no balloon event here to wake us instead.
+ */
+function balloonMoving(
+  vm: VirtualMachine,
+  status: VirtualMachineStatus,
+  executed: readonly { op: string }[],
+): boolean {
+  const memory = status.memory;
+  if (!memory?.actual || !memory.target || memory.actual === memory.target) return false;
+  return executed.some((s) => s.op === 'setMemory') || vm.status?.memory?.actual !== memory.actual;
+}
+
 function awaitingAddresses(
   vm: VirtualMachine,
   status: VirtualMachineStatus,
