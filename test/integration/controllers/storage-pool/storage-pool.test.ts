@@ -15,7 +15,8 @@ import {
   snapshotContext,
   type SnapshotContext,
 } from '../../../harness/controller-context.js';
-import { hostSnapshot, kube, recordPoolEvents, untilListable, type Kube } from './fixtures.js';
+import { kube, type Kube } from '../../../harness/kube-objects.js';
+import { hostSnapshot, recordPoolEvents } from './fixtures.js';
 
 const NODE = 'node-a';
 const cp = useControlPlane();
@@ -29,7 +30,6 @@ beforeAll(async () => {
   stateDir = await mkdtemp(path.join(tmpdir(), 'lvo-pool-'));
   k = kube(cp().kubeConfig);
   ctx = snapshotContext({ kubeConfig: cp().kubeConfig, conn, nodeName: NODE, stateDir });
-  await untilListable(ctx);
 });
 afterAll(async () => {
   await conn?.close();

@@ -20,7 +20,8 @@ import {
   snapshotContext,
   type SnapshotContext,
 } from '../../../harness/controller-context.js';
-import { kube, recording, untilListable, type Kube, type Recording } from './fixtures.js';
+import { kube, type Kube } from '../../../harness/kube-objects.js';
+import { recording, type Recording } from './fixtures.js';
 
 const NODE = 'node-a';
 const NS = 'vm-life';
@@ -42,7 +43,6 @@ beforeAll(async () => {
   ctx = snapshotContext({ kubeConfig, conn: rec.conn, nodeName: NODE, stateDir });
   k = kube(kubeConfig);
   await k.namespace(NS);
-  await untilListable(ctx);
   await readyVolume('root', 'qcow2', ROOT_PATH);
   await readyVolume('data', 'raw', DATA_PATH);
   await k.create('VirtualNetwork', { metadata: { name: 'life-net' }, spec: { mode: 'isolated' } });

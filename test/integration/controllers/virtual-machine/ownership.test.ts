@@ -23,7 +23,8 @@ import {
   snapshotContext,
   type SnapshotContext,
 } from '../../../harness/controller-context.js';
-import { kube, recording, untilListable, type Kube, type Recording } from './fixtures.js';
+import { kube, type Kube } from '../../../harness/kube-objects.js';
+import { recording, type Recording } from './fixtures.js';
 
 const NODE = 'node-a';
 const NS = 'vm-own';
@@ -60,7 +61,6 @@ beforeAll(async () => {
   ctx = snapshotContext({ kubeConfig, conn: rec.conn, nodeName: NODE, stateDir });
   k = kube(kubeConfig);
   await k.namespace(NS);
-  await untilListable(ctx);
   driverObjects = await driverSnapshot();
 });
 

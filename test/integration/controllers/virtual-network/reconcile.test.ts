@@ -20,7 +20,8 @@ import {
   type SnapshotContext,
 } from '../../../harness/controller-context.js';
 import { domainXML } from '../../libvirt/fixtures.js';
-import { kube, networksSnapshot, recordNetworkEvents, sleep, type Kube } from './fixtures.js';
+import { kube, sleep, type Kube } from '../../../harness/kube-objects.js';
+import { networksSnapshot, recordNetworkEvents } from './fixtures.js';
 
 const NODE = 'vnet-node-1';
 const KIND = 'VirtualNetwork';
@@ -172,7 +173,7 @@ describe('the example NAT network', () => {
 
   it('applies DHCP and DNS host changes live, without restarting the network', async () => {
     const mark = libvirtEvents.events.length;
-    await k.patchSpec(KIND, 'lab', {
+    await k.patchSpec(KIND, undefined, 'lab', {
       ipv4: {
         cidr: '192.168.150.1/24',
         dhcp: {
@@ -208,7 +209,7 @@ describe('the example NAT network', () => {
 
   it('reports a restart-time change as RestartRequired and applies it only when the network restarts', async () => {
     const mark = libvirtEvents.events.length;
-    await k.patchSpec(KIND, 'lab', { mtu: 9000 });
+    await k.patchSpec(KIND, undefined, 'lab', { mtu: 9000 });
     const pending = async () =>
       condition(await fetchVnet('lab'), 'RestartRequired')?.status === 'True';
     await converge(ctx, reconcileVirtualNetwork, 'lab', { until: pending });
@@ -468,7 +469,7 @@ describe('what the host cannot do', () => {
     expect(await lookup(String(created.metadata.uid))).toBeUndefined();
 
     // Fixing the spec is all it takes.
-    await k.patchSpec(KIND, 'bridged', { mtu: null });
+    await k.patchSpec(KIND, undefined, 'bridged', { mtu: null });
     await converge(ctx, reconcileVirtualNetwork, 'bridged', { until: readyTrue('bridged') });
     expect(entryOf(await fetchVnet('bridged'))).toMatchObject({
       active: true,
@@ -500,7 +501,7 @@ describe('what the host cannot do', () => {
     ).toBe(true);
     expect(await lookup(String(created.metadata.uid))).toBeUndefined();
 
-    await k.patchSpec(KIND, 'refused', { ipv4: ipv4('10.66.0.10') });
+    await k.patchSpec(KIND, undefined, 'refused', { ipv4: ipv4('10.66.0.10') });
     await converge(ctx, reconcileVirtualNetwork, 'refused', { until: readyTrue('refused') });
     expect(await (await lookup(String(created.metadata.uid)))?.isActive()).toBe(true);
     await deleteAndConverge('refused');

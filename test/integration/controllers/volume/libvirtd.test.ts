@@ -28,7 +28,8 @@ import {
   snapshotContext,
   type SnapshotContext,
 } from '../../../harness/controller-context.js';
-import { kube, reconcileUntil, sleep, untilListable, type Kube } from '../storage-pool/fixtures.js';
+import { kube, sleep, type Kube } from '../../../harness/kube-objects.js';
+import { reconcileUntil } from '../storage-pool/fixtures.js';
 
 const run = promisify(execFile);
 const NODE = 'node-real';
@@ -81,7 +82,6 @@ beforeAll(async () => {
     nodeName: NODE,
     stateDir: path.join(tmp, 'state'),
   });
-  await untilListable(ctx);
   await k.namespace(NS);
 }, 120_000);
 

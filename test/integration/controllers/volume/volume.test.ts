@@ -23,14 +23,8 @@ import {
   snapshotContext,
   type SnapshotContext,
 } from '../../../harness/controller-context.js';
-import {
-  hostSnapshot,
-  kube,
-  reconcileUntil,
-  recordPoolEvents,
-  untilListable,
-  type Kube,
-} from '../storage-pool/fixtures.js';
+import { kube, type Kube } from '../../../harness/kube-objects.js';
+import { hostSnapshot, reconcileUntil, recordPoolEvents } from '../storage-pool/fixtures.js';
 
 const NODE = 'node-a';
 const NS = 'apps';
@@ -47,7 +41,6 @@ beforeAll(async () => {
   stateDir = await mkdtemp(path.join(tmpdir(), 'lvo-vol-'));
   k = kube(cp().kubeConfig);
   ctx = snapshotContext({ kubeConfig: cp().kubeConfig, conn, nodeName: NODE, stateDir });
-  await untilListable(ctx);
   await k.namespace(NS);
   const created = await k.create<StoragePool>('StoragePool', {
     metadata: { name: 'vols' },
