@@ -63,6 +63,7 @@ export interface AgentOptions {
         leaseDurationSeconds?: number;
         renewDeadlineMs?: number;
         retryPeriodMs?: number;
+        identity?: string;
       };
   health?: HostPort;
   metrics?: HostPort;
@@ -146,6 +147,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
           leaseDurationSeconds: opts.lease.leaseDurationSeconds ?? 40,
           renewDeadlineMs: opts.lease.renewDeadlineMs ?? 25_000,
           retryPeriodMs: opts.lease.retryPeriodMs ?? 10_000,
+          identity: opts.lease.identity,
         }
       : false,
     health: opts.health ? { host: opts.health.host, port: opts.health.port } : false,

@@ -12,6 +12,12 @@ export interface AgentConfig {
   healthAddr: HostPort | undefined;
   stateDir: string;
   leaseNamespace: string;
+  /**
+   * Who holds the node's Lease: the pod's name under a DaemonSet (POD_NAME), so a container
+   * restarted after a crash takes its Lease back at once, while a new pod of a rolling update
+   * waits for the old one; undefined = host, pid and a random part.
+   */
+  leaseIdentity: string | undefined;
   logLevel: string;
 }
 
@@ -92,6 +98,7 @@ export function agentConfig(
       health === undefined || health === '0' ? undefined : parseHostPort('health-addr', health),
     stateDir: flags['state-dir'] ?? env.STATE_DIR ?? '/var/lib/libvirt-operator',
     leaseNamespace: flags['lease-namespace'] ?? env.POD_NAMESPACE ?? 'libvirt-operator',
+    leaseIdentity: env.POD_NAME || undefined,
     logLevel,
   };
 }

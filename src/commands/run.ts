@@ -72,7 +72,7 @@ export async function main(argv: string[]): Promise<number> {
       libvirtUri: cfg.libvirtUri,
       kubeConfig,
       stateDir: cfg.stateDir,
-      lease: { namespace: cfg.leaseNamespace },
+      lease: { namespace: cfg.leaseNamespace, identity: cfg.leaseIdentity },
       health: cfg.healthAddr,
       metrics: cfg.metricsAddr,
       log: { level: cfg.logLevel, name: 'libvirt-operator' },

@@ -22,6 +22,8 @@ describe('agent configuration', () => {
     expect(cfg({}, { KUBECONFIG: '/k' }).kubeconfig).toBe('/k');
     expect(cfg({}, { KUBECONFIG: '' }).kubeconfig).toBeUndefined();
     expect(cfg({}, { POD_NAMESPACE: 'ops' }).leaseNamespace).toBe('ops');
+    expect(cfg({}, { POD_NAME: 'agent-x7k2p' }).leaseIdentity).toBe('agent-x7k2p');
+    expect(cfg({}).leaseIdentity).toBeUndefined();
   });
 
   it('parses listen addresses and names the flag when one is wrong', () => {

@@ -72,6 +72,7 @@ function podEnv(): Record<string, string> {
   const downward: Record<string, string> = {
     'spec.nodeName': 'node-1',
     'metadata.namespace': daemonSet.metadata.namespace,
+    'metadata.name': 'libvirt-operator-agent-x7k2p',
   };
   return Object.fromEntries(
     (container.env as Obj[]).map((e) => [
