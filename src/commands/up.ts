@@ -3,6 +3,7 @@
 // can be started (root), else libvirt's in-process test driver, then the agent — printing one
 // progress line each time an object's phase or readiness changes.
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
@@ -77,7 +78,8 @@ export async function main(argv: string[]): Promise<number> {
       libvirtUri: cfg.libvirtUri,
       kubeConfig,
       stateDir: cfg.stateDir,
-      lease: { namespace: cfg.leaseNamespace },
+      // One `npm start` per host: a stable holder lets a restarted run take the Lease at once.
+      lease: { namespace: cfg.leaseNamespace, identity: `${hostname()}/up` },
       health: cfg.healthAddr,
       log: { level: process.env.LOG_LEVEL ?? 'warn' },
     });
