@@ -14,7 +14,7 @@ npx --no-install prettier --check . --log-level=warn
 
 mkdir -p .tmp
 status=0
-npx --no-install vitest run --reporter=default --reporter=json --outputFile.json=.tmp/vitest-report.json "$@" || status=$?
+npx --no-install vitest run --project unit --project integration --project e2e --reporter=default --reporter=json --outputFile.json=.tmp/vitest-report.json "$@" || status=$?
 # A plain closing line that any CI reader understands, taken from vitest's own report.
 node -e '
   const r = require("./.tmp/vitest-report.json");
