@@ -61,3 +61,22 @@ export async function withOneLineErrors(
     return err instanceof UsageError ? 2 : 1;
   }
 }
+
+/**
+ * Resolves on the first SIGINT or SIGTERM, or when `orEnded` settles (e.g. a runtime that
+ * stopped by itself). Signal listeners alone do not keep Node's event loop alive; the timer does.
+ */
+export async function untilSignal(orEnded?: Promise<unknown>): Promise<void> {
+  const keepAlive = setInterval(() => undefined, 1 << 30);
+  let onSignal!: () => void;
+  const signalled = new Promise<void>((resolve) => (onSignal = resolve));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    await Promise.race([signalled, ...(orEnded ? [orEnded.then(() => undefined)] : [])]);
+  } finally {
+    clearInterval(keepAlive);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { startControlPlane } from '../harness/control-plane.js';
-import { parseFlags, UsageError, withOneLineErrors } from './flags.js';
+import { parseFlags, untilSignal, UsageError, withOneLineErrors } from './flags.js';
 
 const HELP = `usage: libvirt-operator local-cluster [--dir DIR] [--port PORT] [--no-crds]
 
@@ -42,13 +42,7 @@ export async function main(argv: string[]): Promise<number> {
       provision: true,
     });
     console.log(`ready: kubeconfig=${cp.kubeconfigPath}`);
-    // Signal listeners alone do not keep Node's event loop alive; the timer does.
-    const keepAlive = setInterval(() => undefined, 1 << 30);
-    await new Promise<void>((done) => {
-      process.once('SIGINT', done);
-      process.once('SIGTERM', done);
-    });
-    clearInterval(keepAlive);
+    await untilSignal();
     await cp.stop();
     return 0;
   });

@@ -1,7 +1,7 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import { agentConfig, ConfigError } from '../agent/config.js';
 import { startAgent } from '../agent/agent.js';
-import { parseFlags, UsageError, withOneLineErrors } from './flags.js';
+import { parseFlags, untilSignal, UsageError, withOneLineErrors } from './flags.js';
 
 const HELP = `usage: libvirt-operator run [flags]
 
@@ -81,12 +81,7 @@ export async function main(argv: string[]): Promise<number> {
       { node: cfg.nodeName, libvirt: cfg.libvirtUri, health: agent.runtime.health?.url },
       'agent started',
     );
-    const stopSignals = () =>
-      new Promise<void>((resolve) => {
-        process.once('SIGTERM', resolve);
-        process.once('SIGINT', resolve);
-      });
-    await Promise.race([stopSignals(), agent.runtime.stopped]);
+    await untilSignal(agent.runtime.stopped);
     await agent.stop();
     return 0;
   });

@@ -13,7 +13,7 @@ import { startAgent, type Agent } from '../agent/agent.js';
 import { cacheRoot, startControlPlane, type ControlPlane } from '../harness/control-plane.js';
 import { packageRoot } from '../harness/package-root.js';
 import { createKubeClient, type KubeClient } from '../runtime/index.js';
-import { parseFlags, withOneLineErrors } from './flags.js';
+import { parseFlags, untilSignal, withOneLineErrors } from './flags.js';
 import { loadKubeConfig } from './run.js';
 
 const HELP = `usage: libvirt-operator up [--examples] [--node-name NAME] [--libvirt-uri URI] [--dir DIR]
@@ -89,12 +89,7 @@ export async function main(argv: string[]): Promise<number> {
     if (values.examples) await applyExamples(client, cfg.nodeName);
     say('running; Ctrl-C stops the agent' + (cp ? ' and the control plane' : ''));
 
-    const keepAlive = setInterval(() => undefined, 1 << 30);
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
-    clearInterval(keepAlive);
+    await untilSignal(agent.runtime.stopped);
     say('stopping');
     await agent.stop();
     await cp?.stop();
