@@ -407,8 +407,9 @@ function controllerContext(
       await writer(kind, nodeManager).apply(obj as never, { nodes: [entry] });
     },
     async ensureFinalizer(kind, obj, finalizer) {
-      if (obj.metadata.finalizers?.includes(finalizer)) return;
-      await patch(client, resourceOf(kind), obj, addFinalizerPatch(obj as never, finalizer));
+      if (obj.metadata.finalizers?.includes(finalizer)) return obj;
+      const body = addFinalizerPatch(obj as never, finalizer);
+      return ((await patch(client, resourceOf(kind), obj, body)) ?? obj) as typeof obj;
     },
     async removeFinalizer(kind, obj, finalizer) {
       if (!obj.metadata.finalizers?.includes(finalizer)) return;
@@ -432,10 +433,10 @@ async function patch(
   resource: ResourceDescription,
   obj: KubeObject,
   body: unknown[],
-): Promise<void> {
-  if (body.length === 0) return;
+): Promise<KubeObject | undefined> {
+  if (body.length === 0) return undefined;
   try {
-    await client.request({
+    return await client.request<KubeObject>({
       method: 'PATCH',
       path: keyPath(resource, keyOf(obj)),
       body,

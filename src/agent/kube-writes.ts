@@ -22,7 +22,8 @@ export interface KubeWrites {
     status: object,
     fieldManager?: string,
   ): Promise<void>;
-  patchFinalizers(kind: VirtKind, obj: KubeObject, finalizers: string[]): Promise<void>;
+  /** Returns the object as patched. */
+  patchFinalizers(kind: VirtKind, obj: KubeObject, finalizers: string[]): Promise<KubeObject>;
   createEvent(
     kind: VirtKind,
     obj: KubeObject,
@@ -80,14 +81,13 @@ export function kubeWrites(kubeConfig: KubeConfig): KubeWrites {
       ];
       const common = { group: info.group, version: info.version, plural: info.plural, name, body };
       const options = setHeaderOptions('Content-Type', PatchStrategy.JsonPatch);
-      if (obj.metadata.namespace) {
-        await custom.patchNamespacedCustomObject(
-          { ...common, namespace: obj.metadata.namespace },
-          options,
-        );
-      } else {
-        await custom.patchClusterCustomObject(common, options);
-      }
+      const patched: unknown = obj.metadata.namespace
+        ? await custom.patchNamespacedCustomObject(
+            { ...common, namespace: obj.metadata.namespace },
+            options,
+          )
+        : await custom.patchClusterCustomObject(common, options);
+      return patched as KubeObject;
     },
     async createEvent(kind, obj, type, reason, message, note) {
       const namespace = obj.metadata.namespace ?? 'default';

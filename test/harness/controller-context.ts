@@ -103,9 +103,9 @@ export function snapshotContext(opts: {
     },
     async ensureFinalizer(kind, obj, finalizer) {
       const list = obj.metadata.finalizers ?? [];
-      if (list.includes(finalizer)) return;
+      if (list.includes(finalizer)) return obj;
       ctx.writes++;
-      await writes.patchFinalizers(kind, obj, [...list, finalizer]);
+      return (await writes.patchFinalizers(kind, obj, [...list, finalizer])) as typeof obj;
     },
     async removeFinalizer(kind, obj, finalizer) {
       const list = obj.metadata.finalizers ?? [];

@@ -55,8 +55,7 @@ export async function reconcileVirtualMachine(
   // nothing of ours is there; alive without it -> add it before anything exists on the host,
   // so nothing is ever orphaned; alive with it -> converge.
   if (vm.metadata.deletionTimestamp) return held ? removeFromHost(vm, ctx) : done;
-  if (!held) await ctx.ensureFinalizer(KIND, vm, HOST_FINALIZER);
-  return materialise(vm, ctx);
+  return materialise(held ? vm : await ctx.ensureFinalizer(KIND, vm, HOST_FINALIZER), ctx);
 }
 
 async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<Action> {
