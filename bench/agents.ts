@@ -56,11 +56,15 @@ export function rssMB(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
 }
 
-/** Starts `node dist/cli.js run` for `node` (the compiled CLI, as production runs it). */
+/**
+ * Starts `node dist/cli.js run` for `node` (the compiled CLI, as production runs it), on
+ * libvirt's in-process test driver unless `libvirtUri` names another host.
+ */
 export async function startAgentProcess(
   cp: ControlPlane,
   client: KubeClient,
   node: string,
+  opts: { libvirtUri?: string } = {},
 ): Promise<AgentProcess> {
   const cli = join(packageRoot(), 'dist', 'cli.js');
   if (!existsSync(cli)) throw new Error(`${cli} is missing; run 'npm run build' first`);
@@ -77,7 +81,7 @@ export async function startAgentProcess(
       cli,
       'run',
       `--node-name=${node}`,
-      '--libvirt-uri=test:///default',
+      `--libvirt-uri=${opts.libvirtUri ?? 'test:///default'}`,
       `--kubeconfig=${cp.kubeconfigPath}`,
       `--health-addr=127.0.0.1:${healthPort}`,
       `--state-dir=${stateDir}`,
