@@ -21,10 +21,12 @@ export interface TinyGuest {
 
 /**
  * Kernel command line the guest expects. console=ttyS0 sends both the kernel log and the
- * markers to the first serial port; panic=-1 turns a kernel panic into an immediate reboot,
- * which libvirt reports, instead of a guest that hangs silently until a test times out.
+ * markers to the first serial port; earlyprintk writes there from the kernel's first
+ * instructions, so a guest stuck before its console driver starts still leaves a trace
+ * (an empty console then means QEMU never ran the kernel); panic=-1 turns a kernel panic into
+ * an immediate reboot, which libvirt reports, instead of a guest that hangs silently.
  */
-export const TINY_GUEST_CMDLINE = 'console=ttyS0 panic=-1';
+export const TINY_GUEST_CMDLINE = 'earlyprintk=serial,ttyS0 console=ttyS0 panic=-1';
 
 /** The console lines the guest prints (see the /init in scripts/build-tiny-guest.sh). */
 export const GUEST_MARKER = {

@@ -2,9 +2,9 @@
 // with kubectl against a real API server and converged by one in-process agent. Kernel and
 // initrd reach the pool through Volume http imports from a loopback server in this test.
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -151,6 +151,32 @@ function manifests(base: string, subnet: number, poolDir: string, guest: TinyGue
   return docs.map((d) => JSON.stringify(d)).join('\n---\n');
 }
 
+/**
+ * What the host says about the guest, appended to a failed wait: a guest that prints nothing
+ * on its console can be a domain that never ran (state, QEMU's log), a corrupt kernel or
+ * initrd (their digests against the cache), or a guest stuck before its serial console.
+ */
+async function hostFacts(guest: TinyGuest, files: { kernel?: string; initrd?: string }) {
+  const digest = async (file?: string) =>
+    file
+      ? await readFile(file)
+          .then((b) => createHash('sha256').update(b).digest('hex'))
+          .catch((err: Error) => err.message)
+      : '(no path)';
+  const qemuLog = await readFile(`/var/log/libvirt/qemu/${DOMAIN}.log`, 'utf8').catch(
+    (err: Error) => err.message,
+  );
+  const status = await virsh('qemu-monitor-command', '--hmp', DOMAIN, 'info status');
+  const lines = [
+    `domstate: ${(await virsh('domstate', '--reason', DOMAIN)).stdout.trim()}`,
+    `qemu: ${status.stdout.trim()}`,
+    `kernel sha256 ${await digest(files.kernel)} (cache ${guest.sha256.kernel})`,
+    `initrd sha256 ${await digest(files.initrd)} (cache ${guest.sha256.initrd})`,
+    `QEMU log tail:\n${qemuLog.split('\n').slice(-12).join('\n')}`,
+  ];
+  return lines.join('\n');
+}
+
 const ready = (o: Obj) => o.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
 
 describe('the operator runs a real guest under QEMU, driven with kubectl', () => {
@@ -172,6 +198,19 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     expect(res.code, res.stderr).toBe(0);
   };
   const vm = () => getJSON<Obj>(cp(), ['vm', VM, '-n', 'default']);
+  /** `wait`, with the host's view of the guest added to its error when it fails. */
+  const explained = async <T>(wait: Promise<T>): Promise<T> => {
+    try {
+      return await wait;
+    } catch (err) {
+      const pathOf = async (name: string) =>
+        (await getJSON<Obj>(cp(), ['vol', name, '-n', 'default']).catch(() => undefined))?.status
+          ?.path;
+      const files = { kernel: await pathOf(KERNEL), initrd: await pathOf(INITRD) };
+      (err as Error).message += `\n${await hostFacts(guest, files)}`;
+      throw err;
+    }
+  };
 
   beforeAll(async () => {
     await ensureLibvirtd();
@@ -235,7 +274,7 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     expect(ready(o)).toBe(true);
     uid = o.metadata.uid;
     consoleLog = path.join(agent!.stateDir, 'console', `${uid}.log`);
-    await waitForGuestReady(consoleLog, 60_000);
+    await explained(waitForGuestReady(consoleLog, 60_000));
     const withIp = await until(
       'an IPv4 address in status.interfaces[0]',
       async () => {
@@ -257,10 +296,12 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     expect(id).toMatch(/^\d+$/);
     spec.memory = '128Mi';
     await apply();
-    await until(
-      'dommemstat actual 131072',
-      async () => /^actual 131072$/m.test((await virsh('dommemstat', DOMAIN)).stdout),
-      60_000,
+    await explained(
+      until(
+        'dommemstat actual 131072',
+        async () => /^actual 131072$/m.test((await virsh('dommemstat', DOMAIN)).stdout),
+        60_000,
+      ),
     );
     await until(
       'status.memory.target 128Mi',
@@ -283,11 +324,11 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
   });
 
   it('brings back a domain destroyed behind its back and counts the restart', async () => {
-    const bootId = await waitForGuestReady(consoleLog, 10_000);
+    const bootId = await explained(waitForGuestReady(consoleLog, 10_000));
     const before = (await vm()).status?.restartCount ?? 0;
     const destroyed = await virsh('destroy', DOMAIN);
     expect(destroyed.code, destroyed.stdout).toBe(0);
-    await waitForGuestReady(consoleLog, 90_000, { otherThan: bootId });
+    await explained(waitForGuestReady(consoleLog, 90_000, { otherThan: bootId }));
     const after = await until(
       'restartCount incremented',
       async () => {
@@ -300,7 +341,7 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
   });
 
   it('shuts the guest down through ACPI for runStrategy Halted', async () => {
-    await waitForGuestReady(consoleLog, 10_000);
+    await explained(waitForGuestReady(consoleLog, 10_000));
     spec.runStrategy = 'Halted';
     await apply();
     await waitForConsoleLine(consoleLog, GUEST_MARKER.poweroff, 60_000);
