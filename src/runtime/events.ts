@@ -1,9 +1,12 @@
 // Kubernetes Events (events.k8s.io/v1) that a retry loop cannot turn into a flood. The first
 // occurrence of an event (same object, type, reason, action and note) is created; repeats
 // within `seriesWindowMs` only raise an in-process count, written as the Event's `series` at
-// most once per `seriesFlushMs`. New Events share a token bucket; over it they are dropped
-// (counted in metrics and logged at debug), never queued without bound.
-import { tokenBucket } from './backoff.js';
+// most once per `seriesFlushMs`. New Events about one object share that object's token bucket
+// (as client-go's spam filter does); over it they are dropped (counted in metrics and logged at
+// debug), never queued without bound. Per object, because a bucket shared by all objects let
+// the first objects of a burst (say 30 Volumes created at once) use it up, and the Warnings of
+// the objects that failed next were lost for good: conditions only warn on a transition.
+import { tokenBucket, type TokenBucket } from './backoff.js';
 import { microTime, systemClock, type Clock, type TimerHandle } from './clock.js';
 import { CONTENT_TYPE, isNotFound, type KubeClient } from './kube-client.js';
 import { errorFields, type Logger } from './log.js';
@@ -19,7 +22,7 @@ export interface EventRecorderOptions {
   seriesWindowMs?: number;
   /** A series' count is written at most this often. Default 30 s. */
   seriesFlushMs?: number;
-  /** New Events per second (burst). Default 1/s, burst 25. */
+  /** New Events per second (burst), per object. Default 1/s, burst 25. */
   rateLimit?: { perSecond: number; burst: number };
   /** Namespace for Events about cluster-scoped objects. Default 'default'. */
   clusterScopedNamespace?: string;
@@ -61,8 +64,11 @@ interface Series {
 
 /** The identity of "the same event again". */
 export function eventIdentity(regarding: ObjectReference, e: EventNote): string {
-  const who = regarding.uid ?? `${regarding.kind}/${regarding.namespace ?? ''}/${regarding.name}`;
-  return JSON.stringify([who, e.type, e.reason, e.action, e.note]);
+  return JSON.stringify([objectIdentity(regarding), e.type, e.reason, e.action, e.note]);
+}
+
+function objectIdentity(regarding: ObjectReference): string {
+  return regarding.uid ?? `${regarding.kind}/${regarding.namespace ?? ''}/${regarding.name}`;
 }
 
 const truncate = (s: string, max: number) =>
@@ -77,7 +83,14 @@ export function createEventRecorder(client: KubeClient, opts: EventRecorderOptio
   const windowMs = opts.seriesWindowMs ?? 10 * 60_000;
   const flushMs = opts.seriesFlushMs ?? 30_000;
   const limit = opts.rateLimit ?? { perSecond: 1, burst: 25 };
-  const bucket = tokenBucket(limit.perSecond, limit.burst);
+  const buckets = new Map<string, { bucket: TokenBucket; lastUsed: number }>();
+  /** After this long unused a bucket is full again, so it can be forgotten. */
+  const refillMs = (limit.burst / limit.perSecond) * 1000;
+  const bucketOf = (who: string, now: number) => {
+    const entry = buckets.get(who) ?? { bucket: tokenBucket(limit.perSecond, limit.burst) };
+    buckets.set(who, { ...entry, lastUsed: now });
+    return entry.bucket;
+  };
   const series = new Map<string, Series>();
   const inFlight = new Set<Promise<unknown>>();
   const log = opts.log.child({ component: 'events' });
@@ -95,6 +108,7 @@ export function createEventRecorder(client: KubeClient, opts: EventRecorderOptio
     for (const [id, s] of series) {
       if (now - s.lastObserved > windowMs && !s.timer) series.delete(id);
     }
+    for (const [who, b] of buckets) if (now - b.lastUsed > refillMs) buckets.delete(who);
   };
 
   const writeSeries = async (id: string, s: Series) => {
@@ -143,7 +157,7 @@ export function createEventRecorder(client: KubeClient, opts: EventRecorderOptio
         schedule(id, existing);
         return;
       }
-      if (!bucket.tryTake(now)) {
+      if (!bucketOf(objectIdentity(regarding), now).tryTake(now)) {
         opts.metrics?.eventsEmitted.inc({ result: 'dropped' });
         log.debug({ reason: e.reason, object: regarding.name }, 'event dropped by rate limit');
         return;

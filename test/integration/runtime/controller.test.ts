@@ -560,8 +560,16 @@ describe('controller runtime (real kube-apiserver)', () => {
           note: `attempt ${i}`,
         });
       }
+      // The bucket is per object: another object's first Event still gets through.
+      const other = await createWidget(client, 'burst-other', { value: 1 }, ns);
+      await limited.events.publish(referenceTo(widgets, other), {
+        type: 'Warning',
+        reason: 'Distinct',
+        action: 'Reconcile',
+        note: 'attempt 0',
+      });
       const text = await limited.metrics.registry.metrics();
-      expect(metricSum(text, 'runtime_events_total', { result: 'created' })).toBe(3);
+      expect(metricSum(text, 'runtime_events_total', { result: 'created' })).toBe(4);
       expect(metricSum(text, 'runtime_events_total', { result: 'dropped' })).toBe(7);
     } finally {
       await limited.stop();
