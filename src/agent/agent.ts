@@ -227,6 +227,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   }
   wireTriggers(informers, nodeInformer, controllers);
   await wireLibvirtEvents(libvirt, informers, controllers, log);
+  wireLibvirtReconnects(libvirt, informers, controllers, log);
 
   runtime.start();
   const synced = Promise.all([
@@ -351,6 +352,33 @@ async function wireLibvirtEvents(
   await register('storage pool', () =>
     libvirt.storagePoolEventLifecycleRegister((e) => route('StoragePool', e.pool.getUUIDString())),
   );
+}
+
+/**
+ * Events are lost while the connection is down, and a daemon that starts again settles what
+ * changed meanwhile (a guest that died with it) before we have subscribed anew: once the
+ * connection is back, every object is looked at again, like after a relist.
+ */
+function wireLibvirtReconnects(
+  libvirt: ReconnectingConnection,
+  informers: Record<VirtKind, Informer<KubeObject & RuntimeObject>>,
+  controllers: Record<VirtKind, Controller>,
+  log: Logger,
+): void {
+  libvirt.on('state', ({ state, previous, closeReason, error }) => {
+    if (state === 'reconnecting' && previous === 'open') {
+      log.warn(
+        { closeReason, err: error && String(error) },
+        'libvirt connection lost; reconnecting',
+      );
+    }
+    // The first open needs nothing: processing starts with every cached key queued.
+    if (state !== 'open' || previous === 'connecting') return;
+    log.info('libvirt connection open again; reconciling every object');
+    for (const kind of KINDS) {
+      for (const key of informers[kind].cache.keys()) controllers[kind].enqueue(key);
+    }
+  });
 }
 
 function controllerContext(
