@@ -66,6 +66,44 @@ export function unsupportedSpec(vnet: VirtualNetwork): string | undefined {
   return undefined;
 }
 
+/** Ranges a network's own address must never lie in: the host has them for itself. */
+const RESERVED_RANGES: Array<[cidr: string, what: string]> = [
+  ['0.0.0.0/8', '"this network"'],
+  ['127.0.0.0/8', 'loopback'],
+  ['169.254.0.0/16', 'link-local'],
+  ['224.0.0.0/4', 'multicast'],
+  ['240.0.0.0/4', 'reserved'],
+];
+
+function ipv4Number(address: string): number {
+  return address.split('.').reduce((n, part) => n * 256 + Number(part), 0);
+}
+
+function rangeOf(cidr: string): [first: number, last: number] {
+  const { address, prefix } = parseCidr(cidr);
+  const size = 2 ** (32 - prefix);
+  const first = Math.floor(ipv4Number(address) / size) * size;
+  return [first, first + size - 1];
+}
+
+/**
+ * Why spec.ipv4.cidr cannot be given to a bridge, or undefined. libvirt checks a new network
+ * against the host's routes, but loopback routes live in the local table it does not read:
+ * 127.0.0.2/8 starts, and a bridge then claims the host's loopback range.
+ */
+export function unusableAddress(vnet: VirtualNetwork): string | undefined {
+  const cidr = vnet.spec.ipv4?.cidr;
+  if (cidr === undefined || modeOf(vnet) === 'bridge') return undefined;
+  const [first, last] = rangeOf(cidr);
+  for (const [reserved, what] of RESERVED_RANGES) {
+    const [rFirst, rLast] = rangeOf(reserved);
+    if (first <= rLast && rFirst <= last) {
+      return `spec.ipv4.cidr ${cidr} overlaps ${reserved} (${what}), which the host keeps for itself; use a private range such as 192.168.150.1/24`;
+    }
+  }
+  return undefined;
+}
+
 const FORWARD: Record<NetworkMode, ForwardMode> = {
   nat: 'nat',
   route: 'route',

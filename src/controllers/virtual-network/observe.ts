@@ -1,6 +1,7 @@
 // What this host has for a VirtualNetwork: the libvirt network found by UUID (ours only when
 // it carries our stamp for this very object), else a network squatting on the name. I/O only;
 // the result is a plain value the pure plan and status read.
+import { access } from 'node:fs/promises';
 import type { VirtualMachine, VirtualNetwork } from '../../api/generated/types.js';
 import type { Connect } from '../../libvirt/connection.js';
 import { NetworkXMLFlags } from '../../libvirt/constants.js';
@@ -132,4 +133,18 @@ export async function runningUsers(
     }
   }
   return running.sort();
+}
+
+/**
+ * Whether this host has a bridge named `name` (libvirt starts a mode-bridge network without
+ * looking, and only the first guest attached to it would fail). undefined where it cannot be
+ * told: libvirt's test driver is a host of its own, with no bridges.
+ */
+export async function hostBridgeExists(conn: Connect, name: string): Promise<boolean | undefined> {
+  if ((await conn.getType()).toUpperCase() === 'TEST') return undefined;
+  if (name.includes('/') || name === '.' || name === '..') return false;
+  return access(`/sys/class/net/${name}/bridge`).then(
+    () => true,
+    () => false,
+  );
 }

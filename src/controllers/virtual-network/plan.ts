@@ -14,7 +14,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { DhcpHost, DnsHost, NetworkDocument, NetworkIp } from '../../libvirt/xml/network.js';
 import type { VirtualNetwork } from '../../api/generated/types.js';
-import { desiredNetwork, unsupportedSpec } from './desired.js';
+import { bridgeName, desiredNetwork, modeOf, unsupportedSpec, unusableAddress } from './desired.js';
 import type { ObservedNetwork, OursNetwork } from './observe.js';
 
 /** Why the network is not Ready on this node; becomes Ready=False and a Warning Event. */
@@ -239,14 +239,33 @@ export function inUse(vms: readonly string[], nodeName: string): Problem {
   };
 }
 
+/** What only the node itself can tell; undefined = not known (libvirt's test driver has no host). */
+export interface HostFacts {
+  /** For mode bridge: whether the host has a bridge of that name. */
+  bridgeExists?: boolean;
+}
+
 /** The network should exist on this node: create it, converge it, or say why not. */
 export function planPresent(
   vnet: VirtualNetwork,
   observed: ObservedNetwork,
   nodeName: string,
+  host: HostFacts = {},
 ): NetworkPlan {
   const unsupported = unsupportedSpec(vnet);
   if (unsupported) return { steps: [], problem: { reason: 'Unsupported', message: unsupported } };
+  const unusable = unusableAddress(vnet);
+  if (unusable) return { steps: [], problem: { reason: 'InvalidAddress', message: unusable } };
+  if (modeOf(vnet) === 'bridge' && host.bridgeExists === false) {
+    const bridge = bridgeName(vnet);
+    return {
+      steps: [],
+      problem: {
+        reason: 'BridgeNotFound',
+        message: `spec.bridge: node ${nodeName} has no bridge '${bridge}'; create it on the node or name an existing one`,
+      },
+    };
+  }
   const conflict = nameConflict(observed, nodeName);
   if (conflict || observed.state === 'foreign') return { steps: [], problem: conflict };
   const autostart = vnet.spec.autostart ?? true;

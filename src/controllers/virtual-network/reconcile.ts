@@ -9,8 +9,8 @@ import {
   type ControllerContext,
 } from '../context.js';
 import { actNetwork } from './act.js';
-import { wantedOn } from './desired.js';
-import { observeNetwork, runningUsers } from './observe.js';
+import { bridgeName, modeOf, wantedOn } from './desired.js';
+import { hostBridgeExists, observeNetwork, runningUsers } from './observe.js';
 import { pendingRestart, planAbsent, planPresent } from './plan.js';
 import {
   conditionEvents,
@@ -52,8 +52,14 @@ export async function reconcileVirtualNetwork(
   const conn = ctx.libvirt();
   const before = await observeNetwork(conn, vnet);
   const users = want === 'absent' && before.state === 'ours' ? await runningUsers(ctx, vnet) : [];
+  const host =
+    want === 'present' && modeOf(vnet) === 'bridge'
+      ? { bridgeExists: await hostBridgeExists(conn, bridgeName(vnet)) }
+      : {};
   const plan =
-    want === 'present' ? planPresent(vnet, before, nodeName) : planAbsent(before, users, nodeName);
+    want === 'present'
+      ? planPresent(vnet, before, nodeName, host)
+      : planAbsent(before, users, nodeName);
   const failure = await actNetwork(
     conn,
     before.state === 'ours' ? before.network : undefined,

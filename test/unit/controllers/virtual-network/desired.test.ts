@@ -5,6 +5,7 @@ import {
   parseCidr,
   placementOn,
   unsupportedSpec,
+  unusableAddress,
   wantedOn,
 } from '../../../../src/controllers/virtual-network/desired.js';
 import { buildNetworkXML, parseNetworkXML } from '../../../../src/libvirt/xml/network.js';
@@ -164,5 +165,21 @@ describe('wantedOn', () => {
     expect(wantedOn(obj, { metadata: { labels: { a: 'b' } } })).toBe('present');
     expect(wantedOn(obj, { metadata: { labels: {} } })).toBe('absent');
     expect(wantedOn(obj, undefined)).toBe('unknown');
+  });
+});
+
+describe('unusableAddress', () => {
+  it.each<[string, string | undefined]>([
+    ['192.168.150.1/24', undefined],
+    ['10.1.2.1/8', undefined],
+    ['127.0.0.2/8', '127.0.0.0/8 (loopback)'],
+    ['126.0.0.1/7', '127.0.0.0/8 (loopback)'],
+    ['169.254.10.1/24', '169.254.0.0/16 (link-local)'],
+    ['224.0.0.1/24', '224.0.0.0/4 (multicast)'],
+    ['0.1.2.1/24', '0.0.0.0/8'],
+  ])('%s', (cidr, named) => {
+    const problem = unusableAddress(vnet({ mode: 'nat', ipv4: { cidr } }));
+    if (named === undefined) expect(problem).toBeUndefined();
+    else expect(problem).toContain(`spec.ipv4.cidr ${cidr} overlaps ${named}`);
   });
 });

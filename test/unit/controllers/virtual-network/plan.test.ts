@@ -307,10 +307,36 @@ describe('planPresent', () => {
       [],
       'Unsupported',
     ],
+    [
+      'an address the host keeps for itself: nothing, InvalidAddress',
+      vnet({ mode: 'nat', ipv4: { cidr: '127.0.0.2/8' } }),
+      { state: 'absent' },
+      [],
+      'InvalidAddress',
+    ],
   ])('%s', (_name, obj, observed, expectedOps, reason) => {
     const plan = planPresent(obj, observed, 'node-1');
     expect(ops(plan.steps)).toEqual(expectedOps);
     expect(plan.problem?.reason).toBe(reason);
+  });
+
+  it.each<[string, boolean | undefined, string[], string | undefined]>([
+    ['the host has the bridge: create', true, ['define', 'setAutostart', 'start'], undefined],
+    ['the host cannot tell: create', undefined, ['define', 'setAutostart', 'start'], undefined],
+    ['the host lacks the bridge: nothing, BridgeNotFound', false, [], 'BridgeNotFound'],
+  ])('mode bridge, %s', (_name, bridgeExists, expectedOps, reason) => {
+    const plan = planPresent(
+      vnet({ mode: 'bridge', bridge: 'br0' }),
+      { state: 'absent' },
+      'node-1',
+      {
+        bridgeExists,
+      },
+    );
+    expect(ops(plan.steps)).toEqual(expectedOps);
+    expect(plan.problem?.reason).toBe(reason);
+    if (reason)
+      expect(plan.problem?.message).toMatch(/spec\.bridge: node node-1 has no bridge 'br0'/);
   });
 });
 
