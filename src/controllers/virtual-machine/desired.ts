@@ -57,6 +57,8 @@ export interface MachineInputs {
 export interface References {
   volume(namespace: string, name: string): Volume | undefined;
   network(name: string): VirtualNetwork | undefined;
+  /** The machines on this node with an interface on the network (this one included). */
+  machinesOn?(network: string): VirtualMachine[];
 }
 
 /** Phases in which a Volume's file exists and may be attached. */
@@ -113,8 +115,11 @@ export function machineInputs(
       volumes.set(name, { path: vol.status.path, format: vol.spec.format ?? 'qcow2' });
     }
   }
+  const macs = interfaceMacs(vm);
   (vm.spec.interfaces ?? []).forEach((nic, i) => {
-    const problem = networkProblem(`spec.interfaces[${i}].network`, nic.network, refs, nodeName);
+    const problem =
+      networkProblem(`spec.interfaces[${i}].network`, nic.network, refs, nodeName) ??
+      macProblem(vm, i, nic.network, macs[i]!.mac, refs.machinesOn?.(nic.network) ?? []);
     if (problem) problems.push(problem);
   });
   const [first] = problems;
@@ -178,6 +183,39 @@ function networkProblem(
     };
   }
   return undefined;
+}
+
+/**
+ * Two guests with one MAC on one network break each other's traffic, and libvirt lets both
+ * start. The machine that claimed the address first keeps it (older creationTimestamp, then
+ * namespace/name); any later one waits, with the holder named.
+ */
+function macProblem(
+  vm: VirtualMachine,
+  index: number,
+  network: string,
+  mac: string,
+  machines: readonly VirtualMachine[],
+): Problem | undefined {
+  const created = (m: VirtualMachine) => new Date(m.metadata.creationTimestamp ?? 0).getTime();
+  const key = (m: VirtualMachine) => `${m.metadata.namespace ?? ''}/${m.metadata.name ?? ''}`;
+  const claimedBefore = (a: VirtualMachine, b: VirtualMachine) =>
+    created(a) < created(b) || (created(a) === created(b) && key(a) < key(b));
+  const holder = machines.find(
+    (other) =>
+      other.metadata.uid !== vm.metadata.uid &&
+      claimedBefore(other, vm) &&
+      (other.spec.interfaces ?? []).some(
+        (nic, i) => nic.network === network && interfaceMacs(other)[i]?.mac === mac,
+      ),
+  );
+  if (!holder) return undefined;
+  return {
+    reason: 'MACAddressInUse',
+    message:
+      `spec.interfaces[${index}].macAddress: ${mac} is already used on VirtualNetwork ` +
+      `'${network}' by VirtualMachine ${holder.metadata.namespace}/${holder.metadata.name}`,
+  };
 }
 
 /** A quantity in whole KiB, rounded up (libvirt's unit for memory). */

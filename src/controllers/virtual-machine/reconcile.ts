@@ -15,6 +15,7 @@ import {
   type Action,
   type ControllerContext,
 } from '../context.js';
+import { INDEX_NETWORK } from '../indexes.js';
 import { actMachine, type StepFailure } from './act.js';
 import { consoleLogFile, desiredDomain, machineInputs, unsupportedSpec } from './desired.js';
 import { observeDomain, observeMachine, type ObservedDomain } from './observe.js';
@@ -104,6 +105,7 @@ function resolve(vm: VirtualMachine, ctx: ControllerContext) {
   const refs = {
     volume: (ns: string, name: string) => ctx.get<Volume>('Volume', ns, name),
     network: (name: string) => ctx.get<VirtualNetwork>('VirtualNetwork', undefined, name),
+    machinesOn: (network: string) => ctx.byIndex<VirtualMachine>(KIND, INDEX_NETWORK, network),
   };
   return machineInputs(vm, refs, ctx.nodeName, ctx.stateDir);
 }

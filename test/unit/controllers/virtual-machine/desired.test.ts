@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import type { VirtualNetwork, Volume } from '../../../../src/api/generated/types.js';
+import type {
+  VirtualMachine,
+  VirtualNetwork,
+  Volume,
+} from '../../../../src/api/generated/types.js';
 import { defaultMacAddress } from '../../../../src/api/names.js';
 import {
   cloudInitFiles,
@@ -333,6 +337,35 @@ describe('machineInputs', () => {
     expect(machineInputs(vm(spec), refs(volumes, networks), 'node-a', '/state')).toEqual({
       problem: { reason, message },
     });
+  });
+
+  it('refuses a MAC another machine on the same network claimed first, naming it', () => {
+    const mac = '52:54:00:12:34:56';
+    const machine = (name: string, uid: string, created: string, network = 'lab') => {
+      const m = vm({ interfaces: [{ name: 'eth0', network, macAddress: mac, model: 'virtio' }] });
+      m.metadata = { ...m.metadata, name, uid, creationTimestamp: new Date(created) };
+      return m;
+    };
+    const first = machine('first', 'u1', '2026-03-01T10:00:00Z');
+    const second = machine('second', 'u2', '2026-03-01T11:00:00Z');
+    const elsewhere = machine('elsewhere', 'u3', '2026-03-01T09:00:00Z', 'other');
+    const withMachines = (machines: VirtualMachine[]): References => ({
+      ...refs([], [lab, network('other', [{ nodeName: 'node-a', active: true }])]),
+      machinesOn: (net) =>
+        machines.filter((m) => m.spec.interfaces?.some((i) => i.network === net)),
+    });
+    const all = withMachines([first, second, elsewhere]);
+    expect(machineInputs(second, all, 'node-a', '/state')).toEqual({
+      problem: {
+        reason: 'MACAddressInUse',
+        message: `spec.interfaces[0].macAddress: ${mac} is already used on VirtualNetwork 'lab' by VirtualMachine prod/first`,
+      },
+    });
+    expect(machineInputs(first, all, 'node-a', '/state')).toHaveProperty('inputs');
+    // Once the holder is gone, the address is free.
+    expect(machineInputs(second, withMachines([second]), 'node-a', '/state')).toHaveProperty(
+      'inputs',
+    );
   });
 
   it('reports every problem at once, the first one giving the reason', () => {
