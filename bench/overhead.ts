@@ -1,6 +1,8 @@
-// npm run bench:overhead -- [--iterations N]
+// npm run bench:overhead -- [--iterations N] [--uri qemu:///system]
 //
-// What the operator adds over the libvirt calls it makes, on libvirt's test driver. Each
+// What the operator adds over the libvirt calls it makes, on libvirt's test driver (or, with
+// --uri qemu:///system, on the system libvirtd: a QEMU domain with no boot device, so QEMU
+// runs SeaBIOS and the cost of starting the process is in both figures). Each
 // iteration does, interleaved (alternating which goes first):
 // - raw: in this process, through the binding, the calls the VM controller makes to bring a
 //   new VM to Running (defineXML of the same XML, create) and then to change its memory
@@ -9,7 +11,7 @@
 //   around them (observeDomain before and after, as one reconcile pass makes them);
 // - operator: POST the VirtualMachine to the real API server and watch until Ready=True and
 //   phase Running; PATCH spec.memory and watch until status.memory.target shows it. The agent
-//   is the compiled CLI in its own process on its own test:///default.
+//   is the compiled CLI in its own process (on its own test:///default, or the same libvirtd).
 // The agent's /metrics before and after each operator step tell where its share goes (passes,
 // time in reconcile, time keys waited in the queue). Prints a table and, last, one JSON line.
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -19,6 +21,7 @@ import type { VirtualMachine } from '../src/api/generated/types.js';
 import { desiredDomain, machineInputs } from '../src/controllers/virtual-machine/desired.js';
 import { observeDomain } from '../src/controllers/virtual-machine/observe.js';
 import { startControlPlane, type ControlPlane } from '../src/harness/control-plane.js';
+import { ensureLibvirtd } from '../src/harness/libvirtd.js';
 import { Connect, ErrorCode, isLibvirtError, type Domain } from '../src/libvirt/index.js';
 import { buildDomainXML } from '../src/libvirt/xml/domain.js';
 import { CONTENT_TYPE, createKubeClient, type KubeClient } from '../src/runtime/index.js';
@@ -37,7 +40,10 @@ import {
 } from './vm-watch.js';
 
 const { values } = parseArgs({
-  options: { iterations: { type: 'string', default: '30' } },
+  options: {
+    iterations: { type: 'string', default: '30' },
+    uri: { type: 'string', default: 'test:///default' },
+  },
   strict: true,
 });
 const iterations = Number(values.iterations);
@@ -45,7 +51,16 @@ const WARMUP = 3;
 const RUN = randomBytes(3).toString('hex');
 const NODE = `bench-${RUN}`;
 const VMS = '/apis/virt.dev/v1alpha1/namespaces/default/virtualmachines';
-const SPEC = { nodeName: NODE, domainType: 'qemu', vcpus: 1, memory: '64Mi', maxMemory: '128Mi' };
+const URI = values.uri;
+const SPEC = {
+  nodeName: NODE,
+  domainType: 'qemu',
+  vcpus: 1,
+  memory: '64Mi',
+  maxMemory: '128Mi',
+  // No guest answers ACPI under SeaBIOS: deletion destroys at once instead of waiting 60 s.
+  ...(URI === 'test:///default' ? {} : { terminationGracePeriodSeconds: 0 }),
+};
 const NEW_MEMORY = '96Mi';
 const NEW_MEMORY_KIB = 96 * 1024;
 
@@ -239,8 +254,9 @@ async function main(): Promise<void> {
   }
   const cp = await startControlPlane();
   const client = createKubeClient(cp.kubeConfig);
-  const agent = await startAgentProcess(cp, client, NODE);
-  const conn = await Connect.open('test:///default');
+  if (URI !== 'test:///default') await ensureLibvirtd();
+  const agent = await startAgentProcess(cp, client, NODE, { libvirtUri: URI });
+  const conn = await Connect.open(URI);
   const raw: Array<[Timing, Timing]> = [];
   const op: Array<{ start: number; memory: number; shares: [AgentShare, AgentShare] }> = [];
   try {
@@ -250,9 +266,10 @@ async function main(): Promise<void> {
       for (let i = 0; i < WARMUP + iterations; i++) {
         const name = `ovh-${RUN}-${i}`;
         // Alternate the order, so neither side always runs right after the other's work.
-        const r = i % 2 === 0 ? await rawIteration(conn, name) : undefined;
+        // The raw domain gets its own name: on a shared libvirtd the operator's would clash.
+        const r = i % 2 === 0 ? await rawIteration(conn, `${name}-raw`) : undefined;
         const o = await operatorIteration(cp, client, watch, agent.healthPort, name);
-        const r2 = r ?? (await rawIteration(conn, name));
+        const r2 = r ?? (await rawIteration(conn, `${name}-raw`));
         if (i < WARMUP) continue;
         raw.push(r2);
         op.push(o);
@@ -301,7 +318,7 @@ function report(
       conflictsMean: mean(shares.map((s) => s.conflicts)),
     };
   });
-  console.log(`${op.length} interleaved iterations after ${WARMUP} warm-up, test:///default`);
+  console.log(`${op.length} interleaved iterations after ${WARMUP} warm-up, ${URI}`);
   const head = [
     '',
     'raw',
@@ -339,6 +356,7 @@ function report(
   const round = (v: number) => Number(v.toFixed(2));
   console.log(
     JSON.stringify({
+      uri: URI,
       iterations: op.length,
       ...Object.fromEntries(
         figures.map((f) => [
