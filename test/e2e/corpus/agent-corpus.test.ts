@@ -213,11 +213,16 @@ const xml = new XMLParser({
   htmlEntities: false,
 });
 
-/** A /24 in 192.168.100-199 that no host interface uses (other tests take 200-254). */
+/**
+ * A /24 in 192.168.100-199 that no host interface uses (other tests take 200-254, and 122 is
+ * libvirt's default network, which may start at any time).
+ */
 async function freeSubnet(): Promise<number> {
   const { stdout } = await exec('ip', ['-4', 'addr']);
   const free: number[] = [];
-  for (let n = 100; n <= 199; n++) if (!stdout.includes(`192.168.${n}.`)) free.push(n);
+  for (let n = 100; n <= 199; n++) {
+    if (n !== 122 && !stdout.includes(`192.168.${n}.`)) free.push(n);
+  }
   if (free.length === 0) throw new Error('no free 192.168.1xx.0/24 subnet on this host');
   return free[Math.floor(Math.random() * free.length)]!;
 }
@@ -610,6 +615,13 @@ describe('the bad-input corpus through the API server and a running agent on a r
     expect(agent?.signalCode).toBeNull();
     const res = await fetch(`${healthUrl}/healthz`);
     expect(res.status).toBe(200);
+    // No Event was lost to the rate limit: every refusal above could be told to its user.
+    const metrics = await (await fetch(`${healthUrl}/metrics`)).text();
+    const dropped = metrics
+      .split('\n')
+      .filter((l) => l.startsWith('runtime_events_total{') && l.includes('result="dropped"'));
+    expect(metrics).toMatch(/^runtime_events_total\{/m);
+    expect(dropped.map((l) => Number(l.split(' ').at(-1))).reduce((a, b) => a + b, 0)).toBe(0);
     const crashes = agentOutput
       .split('\n')
       .filter((l) => /"level":(5|6)0|unhandled|uncaught|agent started/i.test(l));
