@@ -148,7 +148,8 @@ function volumeProblem(
     reason: 'VolumeNotReady',
     message: `${field}: Volume '${name}' ${why}`,
   });
-  if (!vol) return notReady(`does not exist in namespace '${namespace}'`);
+  // The agent only sees Volumes of its own node, so "missing" includes "on another node".
+  if (!vol) return notReady(`does not exist in namespace '${namespace}' on node '${nodeName}'`);
   if (vol.spec.nodeName !== nodeName) {
     return notReady(
       `is on node '${vol.spec.nodeName}', not on this machine's node '${nodeName}'; ` +

@@ -88,7 +88,8 @@ export async function observeSource(
   const key = `${namespace}/${sourceName}`;
   const notReady = (message: string): NotReady => ({ reason: 'SourceNotReady', message });
   const source = ctx.get<Volume>('Volume', namespace, sourceName);
-  if (!source) return notReady(`source Volume ${key} does not exist`);
+  // The agent only sees Volumes of its own node, so "missing" includes "on another node".
+  if (!source) return notReady(`source Volume ${key} does not exist on node ${ctx.nodeName}`);
   if (source.spec.nodeName !== ctx.nodeName) {
     return notReady(
       `source Volume ${key} is on node ${source.spec.nodeName}, not on ${ctx.nodeName}`,

@@ -173,7 +173,7 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
     expect(vm?.status?.phase).toBe('Pending');
     expect(condition(vm, 'Synced')).toMatchObject({ status: 'False', reason: 'VolumeNotReady' });
     expect(condition(vm, 'Synced')?.message).toBe(
-      `spec.disks[0].volume: Volume 'late-root' does not exist in namespace '${NS}'; ` +
+      `spec.disks[0].volume: Volume 'late-root' does not exist in namespace '${NS}' on node '${NODE}'; ` +
         "spec.interfaces[0].network: VirtualNetwork 'late-net' does not exist",
     );
     await expect(conn.lookupDomainByName(`${NS}_late`)).rejects.toMatchObject({ code: 42 });

@@ -289,7 +289,7 @@ describe('machineInputs', () => {
       [volume('kernel'), volume('initrd')],
       [lab],
       'VolumeNotReady',
-      "spec.disks[0].volume: Volume 'root' does not exist in namespace 'prod'",
+      "spec.disks[0].volume: Volume 'root' does not exist in namespace 'prod' on node 'node-a'",
     ],
     [
       'a Volume on another node',
@@ -374,9 +374,9 @@ describe('machineInputs', () => {
       problem: {
         reason: 'VolumeNotReady',
         message: [
-          "spec.disks[0].volume: Volume 'root' does not exist in namespace 'prod'",
-          "spec.boot.kernel.volume: Volume 'kernel' does not exist in namespace 'prod'",
-          "spec.boot.initrd.volume: Volume 'initrd' does not exist in namespace 'prod'",
+          "spec.disks[0].volume: Volume 'root' does not exist in namespace 'prod' on node 'node-a'",
+          "spec.boot.kernel.volume: Volume 'kernel' does not exist in namespace 'prod' on node 'node-a'",
+          "spec.boot.initrd.volume: Volume 'initrd' does not exist in namespace 'prod' on node 'node-a'",
           "spec.interfaces[0].network: VirtualNetwork 'lab' does not exist",
         ].join('; '),
       },
