@@ -251,9 +251,10 @@ describe('the bad-input corpus through the API server and a running agent on a r
   /** The trees a hostile input could reach, recorded before anything is applied. */
   async function hostFiles(): Promise<Snapshot> {
     const snap: Snapshot = new Map();
-    // /etc/libvirt's object directories belong to the system libvirtd, which other tests use;
-    // our daemon keeps its own (a private mount), so nothing of this run can land there.
-    const systemLibvirt = ['qemu', 'storage', 'secrets', 'nwfilter'].map(
+    // /etc/libvirt's object directories belong to the system libvirtd, which other tests use,
+    // and qemu.conf to the harness's host preparation, which a concurrent test may repeat;
+    // our daemon keeps its own /etc/libvirt (a private mount), so nothing of this run lands there.
+    const systemLibvirt = ['qemu', 'storage', 'secrets', 'nwfilter', 'qemu.conf'].map(
       (d) => `/etc/libvirt/${d}`,
     );
     await snapshot('/etc', snap, { skip: (p) => systemLibvirt.includes(p) });
