@@ -123,6 +123,22 @@ function pattern(name: string): Buffer {
   return buf;
 }
 
+const QCOW2_MAGIC = 0x514649fb;
+
+/** What is wrong with a volume file, judged from its first 32 bytes and its size. */
+export function imageProblem(
+  spec: { format: 'raw' | 'qcow2'; capacityMiB: number },
+  head: Buffer,
+  size: number,
+): string | undefined {
+  const capacity = spec.capacityMiB * MiB;
+  if (spec.format === 'raw')
+    return size === capacity ? undefined : `raw file of ${size} bytes, want ${capacity}`;
+  if (head.length < 32 || head.readUInt32BE(0) !== QCOW2_MAGIC) return 'no qcow2 header';
+  const virtual = Number(head.readBigUInt64BE(24));
+  return virtual === capacity ? undefined : `qcow2 virtual size ${virtual}, want ${capacity}`;
+}
+
 export function percentile(xs: number[], p: number): number {
   if (!xs.length) return 0;
   const sorted = [...xs].sort((a, b) => a - b);
@@ -351,7 +367,11 @@ export function crashRounds(opts: CrashRoundsOptions): void {
       for (const name of pick([...vms.keys()], 5)) {
         const spec = vms.get(name)!;
         spec.memory = `${32 + 16 * between(0, 2)}Mi`;
-        spec.vcpus = between(1, 2);
+        // A running guest only gains vCPUs here: libvirt refuses to unplug one from these
+        // guests, and the VM controller then fails every pass, a stop included (a known bug
+        // of the controller, not an effect of crashes; see test/soak/README.md).
+        const vcpus = between(1, 2);
+        spec.vcpus = spec.runStrategy === 'Always' ? Math.max(spec.vcpus, vcpus) : vcpus;
         const always = [...vms.values()].filter((s) => s.runStrategy === 'Always').length;
         if (rand() < 0.4) {
           if (spec.runStrategy === 'Always') spec.runStrategy = 'Halted';
@@ -518,6 +538,21 @@ export function crashRounds(opts: CrashRoundsOptions): void {
           problems.push(
             `volume ${name}: pattern lost or wrong size (inode ${st?.ino} was ${ino}, size ${st?.size} want ${size})`,
           );
+        }
+      }
+      // Every other volume file: a whole image of its declared size, not one cut short by a kill.
+      for (const [name, spec] of volumes) {
+        if (patterned.has(name) || !files.has(fileOf(name))) continue;
+        const file = path.join(poolDir, fileOf(name));
+        const fh = await open(file, 'r');
+        const head = Buffer.alloc(32);
+        const { bytesRead } = await fh.read(head, 0, 32, 0);
+        const { size } = await fh.stat();
+        await fh.close();
+        const problem = imageProblem(spec, head.subarray(0, bytesRead), size);
+        if (problem) {
+          figures.corrupted++;
+          problems.push(`volume ${name}: ${problem}`);
         }
       }
       return problems;
