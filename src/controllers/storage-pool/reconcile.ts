@@ -34,14 +34,16 @@ import {
 const KIND = 'StoragePool';
 
 export async function reconcileStoragePool(key: string, ctx: ControllerContext): Promise<Action> {
-  const pool = ctx.get<StoragePool>(KIND, undefined, key);
-  if (!pool) return done;
-  const selected = nodeSelected(pool, ctx);
+  const cached = ctx.get<StoragePool>(KIND, undefined, key);
+  if (!cached) return done;
+  const selected = nodeSelected(cached, ctx);
   if (selected === undefined)
-    return report(pool, { observed: { found: 'none' }, problem: nodeUnknown(ctx) }, ctx);
-  if (pool.metadata.deletionTimestamp || !selected) return removeFromNode(pool, selected, ctx);
+    return report(cached, { observed: { found: 'none' }, problem: nodeUnknown(ctx) }, ctx);
+  if (cached.metadata.deletionTimestamp || !selected) return removeFromNode(cached, selected, ctx);
 
-  await ctx.ensureFinalizer(KIND, pool, nodeFinalizer(ctx.nodeName));
+  // Go on with the object the patch returned: the status write below carries its
+  // resourceVersion, and the cached one is already stale (a certain 409 and a lost pass).
+  const pool = await ctx.ensureFinalizer(KIND, cached, nodeFinalizer(ctx.nodeName));
   const desired = desiredPool(pool);
   let observed = await observePool(ctx.libvirt(), desired);
   const steps = planPool(desired, observed, pool.spec.autostart ?? true);

@@ -30,8 +30,9 @@ export async function reconcileVirtualNetwork(
   ctx: ControllerContext,
 ): Promise<Action> {
   // 1. The object, from the cache; gone means every agent's finalizer has let it go.
-  const vnet = ctx.get<VirtualNetwork>(KIND, undefined, key);
-  if (!vnet) return done;
+  const cached = ctx.get<VirtualNetwork>(KIND, undefined, key);
+  if (!cached) return done;
+  let vnet = cached;
   const nodeName = ctx.nodeName;
   // 2. The finalizer table. Our finalizer goes on before anything exists on the host and comes
   //    off only once the host is clean: nothing is orphaned, and deletion waits for this node.
@@ -46,7 +47,9 @@ export async function reconcileVirtualNetwork(
   const finalizer = nodeFinalizer(nodeName);
   const held = vnet.metadata.finalizers?.includes(finalizer) ?? false;
   if (want === 'absent' && !held) return done;
-  if (want === 'present' && !held) await ctx.ensureFinalizer(KIND, vnet, finalizer);
+  // Go on with the object the patch returned: its resourceVersion is the one the status
+  // write must carry (the cached object's would be a certain 409 and a lost pass).
+  if (want === 'present' && !held) vnet = await ctx.ensureFinalizer(KIND, vnet, finalizer);
 
   // 3. Observe, plan, act.
   const conn = ctx.libvirt();

@@ -48,17 +48,18 @@ type Pass = { facts: VolumeFacts; requeueMs?: number };
 
 export async function reconcileVolume(key: string, ctx: ControllerContext): Promise<Action> {
   const { namespace, name } = splitKey(key);
-  const vol = ctx.get<Volume>(KIND, namespace, name);
-  if (!vol || vol.spec.nodeName !== ctx.nodeName) return done;
-  if (vol.metadata.deletionTimestamp) return removeVolume(vol, ctx);
-  const usedBy = usersOf(vol, ctx);
+  const cached = ctx.get<Volume>(KIND, namespace, name);
+  if (!cached || cached.spec.nodeName !== ctx.nodeName) return done;
+  if (cached.metadata.deletionTimestamp) return removeVolume(cached, ctx);
+  const usedBy = usersOf(cached, ctx);
 
-  // One finalizer write per pass (each write changes the object the next one would test);
-  // the host finalizer first, since it guards the file this pass may create.
-  const missing = [HOST_FINALIZER, VOLUME_PROTECTION_FINALIZER].find(
-    (f) => !vol.metadata.finalizers?.includes(f),
-  );
-  if (missing) await ctx.ensureFinalizer(KIND, vol, missing);
+  // Both finalizers before the file exists, the host one first since it guards the file.
+  // Each patch tests the resourceVersion, so each goes on from the object the previous one
+  // returned, and so does the status write at the end (the cached object is stale by then).
+  let vol = cached;
+  for (const finalizer of [HOST_FINALIZER, VOLUME_PROTECTION_FINALIZER]) {
+    vol = await ctx.ensureFinalizer(KIND, vol, finalizer);
+  }
 
   const pool = await observePool(ctx, vol.spec.pool);
   if ('reason' in pool) return report(vol, { facts: { problem: pool, usedBy } }, ctx);
