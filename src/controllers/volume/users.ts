@@ -19,6 +19,10 @@ export function usersOf(vol: Volume, ctx: ControllerContext): VolumeStatusUsedBy
   const volumes = ctx
     .byIndex<Volume>('Volume', INDEX_SOURCE_VOLUME, key)
     .filter((v) => v.metadata.uid !== vol.metadata.uid)
+    // One on its way out that never made its file (status.path records that) depends on
+    // nothing: two Volumes layered on each other, a cycle the schema cannot see, would
+    // otherwise hold each other's deletion forever.
+    .filter((v) => !(v.metadata.deletionTimestamp && !v.status?.path))
     .map((v) => String(v.metadata.name));
   return usedByList(vms, volumes);
 }

@@ -321,6 +321,31 @@ describe('Volume on test:///default', () => {
     await converge(ctx, reconcileVolume, `${NS}/base`, { until: gone('base') });
     expect(await fileNames()).not.toContain('apps_base');
   });
+
+  it('two Volumes layered on each other wait as SourceNotReady, and both can be deleted', async () => {
+    await createVol('cycle-a', {
+      capacity: '1Gi',
+      source: { backingVolume: { volume: 'cycle-b' } },
+    });
+    await createVol('cycle-b', {
+      capacity: '1Gi',
+      source: { backingVolume: { volume: 'cycle-a' } },
+    });
+    for (const name of ['cycle-a', 'cycle-b', 'cycle-a']) {
+      await ctx.refresh();
+      expect((await reconcileVolume(`${NS}/${name}`, ctx)).requeueAfterMs).toBeGreaterThan(0);
+    }
+    for (const name of ['cycle-a', 'cycle-b']) {
+      expect(
+        (await getVol(name))?.status?.conditions?.find((c) => c.type === 'Ready'),
+      ).toMatchObject({ status: 'False', reason: 'SourceNotReady' });
+    }
+    await k.remove('Volume', NS, 'cycle-a');
+    await k.remove('Volume', NS, 'cycle-b');
+    await converge(ctx, reconcileVolume, `${NS}/cycle-a`, { until: gone('cycle-a') });
+    await converge(ctx, reconcileVolume, `${NS}/cycle-b`, { until: gone('cycle-b') });
+    expect(await fileNames()).not.toContain('apps_cycle-a');
+  });
 });
 
 describe('HTTP import on test:///default (download and verification real; the driver cannot upload)', () => {
