@@ -126,7 +126,9 @@ export function restartPending(desired: DomainDocument, live: DomainDocument): s
     ([, pick]) => changedFields(pick(want), pick(have)).length > 0,
   ).map(([field]) => field);
   if (want.currentMemoryKiB > have.memoryKiB) fields.push('spec.memory');
-  if (want.vcpu.current > have.vcpu.max) fields.push('spec.vcpus');
+  // Fewer vCPUs than are running waits for a restart: see configSteps.
+  if (want.vcpu.current > have.vcpu.max || want.vcpu.current < have.vcpu.current)
+    fields.push('spec.vcpus');
   return fields;
 }
 
@@ -191,8 +193,8 @@ function pruneSteps(input: PlanInput, domain: OursDomain): MachineStep[] {
 /**
  * Redefine when the persistent definition differs in anything but the live-changeable fields;
  * change memory and vCPUs with SetMemoryFlags / SetVcpusFlags, on the running domain when it
- * can take the value (within its maximum) and in the persistent definition when no define
- * writes it anyway. Live changes come before the define, so a pass interrupted in between
+ * can take the value (within its maximum; vCPUs only upwards) and in the persistent
+ * definition when no define writes it anyway. Live changes come before the define, so a pass interrupted in between
  * still finds the persistent definition differing and repeats them.
  */
 export function configSteps(desired: DomainDocument, domain: OursDomain): MachineStep[] {
@@ -213,8 +215,12 @@ export function configSteps(desired: DomainDocument, domain: OursDomain): Machin
       steps.push({ op: 'setMemory', kib: memory, live: onLive, config: onConfig });
   }
 
+  // vCPUs are hot-plugged, never hot-unplugged: libvirt cannot unplug the vCPUs a domain
+  // booted with, and unplugging a hot-plugged one waits on the guest's consent, so a live
+  // decrease fails or hangs (and blocks the rest of the pass, a stop included). Fewer vCPUs
+  // go into the persistent definition and take effect at the next start (RestartRequired).
   const vcpus = desired.vcpu.current;
-  const vcpusLive = live !== undefined && live.vcpu.current !== vcpus && vcpus <= live.vcpu.max;
+  const vcpusLive = live !== undefined && live.vcpu.current < vcpus && vcpus <= live.vcpu.max;
   const vcpusConfig = !needsDefine && config !== undefined && config.vcpu.current !== vcpus;
   if (vcpusLive || vcpusConfig) {
     steps.push({ op: 'setVcpus', count: vcpus, live: vcpusLive, config: vcpusConfig });

@@ -15,6 +15,8 @@ import { desired, NOW, observed, ours, runningStatus, variant, vm } from './mach
 
 const base = vm({ memory: '256Mi', maxMemory: '1Gi', vcpus: 1, maxVcpus: 4 });
 const want = desired(base);
+const upVcpus = desired(vm({ memory: '256Mi', maxMemory: '1Gi', vcpus: 3, maxVcpus: 4 }));
+type DomainDoc = typeof want;
 
 /** A status whose ShutdownRequested condition says the operator asked `secondsAgo` ago. */
 function requested(
@@ -58,7 +60,7 @@ describe('configSteps', () => {
     expect(configSteps(want, ours({ config: want, live }))).toEqual([]);
   });
 
-  it.each<[string, Parameters<typeof ours>[0], MachineStep[]]>([
+  it.each<[string, Parameters<typeof ours>[0], MachineStep[], DomainDoc?]>([
     [
       'memory on a running domain: live and config at once',
       { config: variant(want, (d) => (d.currentMemoryKiB = 131072)) },
@@ -70,14 +72,29 @@ describe('configSteps', () => {
       [{ op: 'setMemory', kib: 262144, live: false, config: true }],
     ],
     [
-      'vcpus on a running domain',
-      { config: variant(want, (d) => (d.vcpu.current = 2)) },
-      [{ op: 'setVcpus', count: 1, live: true, config: true }],
+      'more vcpus on a running domain: hot-plugged live and written to the config',
+      {
+        config: variant(upVcpus, (d) => (d.vcpu.current = 1)),
+        live: variant(upVcpus, (d) => (d.vcpu.current = 1)),
+      },
+      [{ op: 'setVcpus', count: 3, live: true, config: true }],
+      upVcpus,
     ],
     [
-      'vcpus that only the running domain lacks (hot-unplugged behind our back)',
+      'fewer vcpus on a running domain: the config only (never a live unplug)',
+      { config: variant(want, (d) => (d.vcpu.current = 2)) },
+      [{ op: 'setVcpus', count: 1, live: false, config: true }],
+    ],
+    [
+      'vcpus that only the running domain lacks (unplugged behind our back)',
+      { config: upVcpus, live: variant(upVcpus, (d) => (d.vcpu.current = 2)) },
+      [{ op: 'setVcpus', count: 3, live: true, config: false }],
+      upVcpus,
+    ],
+    [
+      'vcpus that only the running domain has (plugged behind our back): left to a restart',
       { config: want, live: variant(want, (d) => (d.vcpu.current = 3)) },
-      [{ op: 'setVcpus', count: 1, live: true, config: false }],
+      [],
     ],
     [
       'a restart-time change: redefine, no live call',
@@ -113,8 +130,8 @@ describe('configSteps', () => {
       { config: undefined, live: want },
       [{ op: 'define', doc: want, created: false }],
     ],
-  ])('%s', (_what, domain, steps) => {
-    expect(configSteps(want, ours(domain))).toEqual(steps);
+  ])('%s', (_what, domain, steps, target = want) => {
+    expect(configSteps(target, ours(domain))).toEqual(steps);
   });
 });
 
@@ -129,10 +146,19 @@ describe('restartPending', () => {
     ).toEqual([]);
     expect(
       restartPending(
+        variant(want, (d) => (d.vcpu.current = 4)),
+        want,
+      ),
+    ).toEqual([]);
+  });
+
+  it('names spec.vcpus when fewer vCPUs are wanted than run (no live unplug)', () => {
+    expect(
+      restartPending(
         want,
         variant(want, (d) => (d.vcpu.current = 4)),
       ),
-    ).toEqual([]);
+    ).toEqual(['spec.vcpus']);
   });
 
   it.each<[string, (d: ReturnType<typeof desired>) => void, string[]]>([
