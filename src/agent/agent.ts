@@ -441,7 +441,14 @@ function controllerContext(
     },
     async removeFinalizer(kind, obj, finalizer) {
       if (!obj.metadata.finalizers?.includes(finalizer)) return;
-      await patch(client, resourceOf(kind), obj, removeFinalizerPatch(obj as never, finalizer));
+      try {
+        await patch(client, resourceOf(kind), obj, removeFinalizerPatch(obj as never, finalizer));
+      } catch (err) {
+        // Gone already: an earlier pass removed the last finalizer and the cache has not seen
+        // the deletion yet. What this call wanted holds.
+        if (err instanceof KubeApiError && err.status === 404) return;
+        throw err;
+      }
     },
     event(kind, obj, type, reason, message) {
       void runtime.events
