@@ -79,7 +79,8 @@ const clusterScoped = (kind: string) => kind === 'StoragePool' || kind === 'Virt
  * run's node and a node no agent serves, cluster-scoped names (and references to them) get the
  * run's prefix, namespaced objects go to the run's namespace, the default pool directory
  * /var/lib/libvirt-operator/ moves into the sandbox, and a VirtualMachine that does not choose
- * a runStrategy is Halted (the cases are about definitions; those about starting say Always).
+ * a runStrategy is Halted (the cases are about definitions; those about starting say Always)
+ * and one without a grace period gets 0.
  * Hostile values (paths, names, strings) are left exactly as they are.
  */
 function localise(doc: Record<string, unknown>, sandbox: string): Doc {
@@ -103,6 +104,8 @@ function localise(doc: Record<string, unknown>, sandbox: string): Doc {
       if (typeof nic.network === 'string') nic.network = PREFIX + nic.network;
     }
     spec.runStrategy ??= 'Halted';
+    // Deleting must not wait a minute for guests that never boot to answer ACPI.
+    spec.terminationGracePeriodSeconds ??= 0;
   }
   if (d.kind === 'StoragePool' && typeof spec.path === 'string') {
     spec.path = spec.path.replace(/^\/var\/lib\/libvirt-operator\//, `${sandbox}/default-state/`);
@@ -611,26 +614,6 @@ describe('the bad-input corpus through the API server and a running agent on a r
     return problems;
   }
 
-  it('the agent is alive, answering /healthz, and never restarted or logged a crash', async () => {
-    expect(agent?.exitCode, agentOutput.slice(-4000)).toBeNull();
-    expect(agent?.signalCode).toBeNull();
-    const res = await fetch(`${healthUrl}/healthz`);
-    expect(res.status).toBe(200);
-    // No Event was lost to the rate limit: every refusal above could be told to its user.
-    const metrics = await (await fetch(`${healthUrl}/metrics`)).text();
-    const dropped = metrics
-      .split('\n')
-      .filter((l) => l.startsWith('runtime_events_total{') && l.includes('result="dropped"'));
-    expect(metrics).toMatch(/^runtime_events_total\{/m);
-    expect(dropped.map((l) => Number(l.split(' ').at(-1))).reduce((a, b) => a + b, 0)).toBe(0);
-    const crashes = agentOutput
-      .split('\n')
-      .filter((l) => /"level":(5|6)0|unhandled|uncaught|agent started/i.test(l));
-    // One start line, no error or fatal line.
-    expect(crashes.filter((l) => !/agent started/.test(l))).toEqual([]);
-    expect(crashes.filter((l) => /agent started/.test(l))).toHaveLength(1);
-  });
-
   it('no file outside the pool directories changed, and every canary is intact', async () => {
     const objs = await current();
     const uids = new Set([...objs.values()].map((o) => o.metadata.uid));
@@ -678,5 +661,47 @@ describe('the bad-input corpus through the API server and a running agent on a r
         expect(fine, `${d.getName()} uses ${f}`).toBe(true);
       }
     }
+  });
+  it('deleting everything through the API server leaves the host as it was', async () => {
+    const namespaced = await kubectl(['delete', 'vm,vol', '--all', '-n', NS, '--wait=false']);
+    expect(namespaced.code, namespaced.stderr).toBe(0);
+    const cluster = await kubectl(['delete', 'vnet,pool', '--all', '--wait=false']);
+    expect(cluster.code, cluster.stderr).toBe(0);
+    const deadline = Date.now() + SETTLE_MS;
+    let left: Obj[] = [];
+    while (Date.now() < deadline) {
+      left = [...(await current()).values()];
+      if (left.length === 0) break;
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+    const stuck = left.map((o) => `${o.kind}/${o.metadata.name}: ${JSON.stringify(o.status)}`);
+    expect(stuck).toEqual([]);
+    // The agent's own files for them are gone too: only its (empty) directories may remain.
+    const after = await hostFiles();
+    expect(differences(filesBefore, after, (p) => mayChange(p, new Set()))).toEqual([]);
+    for (const [path, content] of canaries) expect(await readFile(path)).toEqual(content);
+    const objects = await libvirtObjects(conn!);
+    expect(objects).toEqual(objectsBefore);
+    expect(agent?.exitCode).toBeNull();
+  });
+
+  it('through all of it the agent stayed alive, answering /healthz, never restarted, logged no crash', async () => {
+    expect(agent?.exitCode, agentOutput.slice(-4000)).toBeNull();
+    expect(agent?.signalCode).toBeNull();
+    const res = await fetch(`${healthUrl}/healthz`);
+    expect(res.status).toBe(200);
+    // No Event was lost to the rate limit: every refusal above could be told to its user.
+    const metrics = await (await fetch(`${healthUrl}/metrics`)).text();
+    const dropped = metrics
+      .split('\n')
+      .filter((l) => l.startsWith('runtime_events_total{') && l.includes('result="dropped"'));
+    expect(metrics).toMatch(/^runtime_events_total\{/m);
+    expect(dropped.map((l) => Number(l.split(' ').at(-1))).reduce((a, b) => a + b, 0)).toBe(0);
+    const crashes = agentOutput
+      .split('\n')
+      .filter((l) => /"level":(5|6)0|unhandled|uncaught|agent started/i.test(l));
+    // One start line, no error or fatal line.
+    expect(crashes.filter((l) => !/agent started/.test(l))).toEqual([]);
+    expect(crashes.filter((l) => /agent started/.test(l))).toHaveLength(1);
   });
 });
