@@ -162,11 +162,14 @@ export function planMachine(input: PlanInput): MachinePlan {
   const pending = desired && domain.live ? restartPending(desired, domain.live) : [];
   const power = powerPlan(vm, { active: domain.active, ...domain.power }, pending, now);
   if (!desired) return power;
+  // A domain being stopped takes no live changes: they would die with it, and one the
+  // guest or libvirt refuses would end the pass before its stop step.
+  const target = power.shutdown ? { ...domain, live: undefined } : domain;
   return {
     ...power,
     steps: [
       ...cloudInitSteps(input),
-      ...configSteps(desired, domain),
+      ...configSteps(desired, target),
       ...power.steps,
       ...pruneSteps(input, domain),
     ],

@@ -491,6 +491,29 @@ describe('planMachine', () => {
     expect(plan.steps.map((s) => s.op)).toEqual(['start']);
   });
 
+  it('writes memory and vCPU changes only to the config of a machine it is stopping', () => {
+    const halted = vm(
+      { memory: '128Mi', maxMemory: '1Gi', vcpus: 1, maxVcpus: 4, runStrategy: 'Halted' },
+      { status: runningStatus() },
+    );
+    const running = variant(desired(halted), (d) => {
+      d.currentMemoryKiB = 262144;
+      d.vcpu.current = 2;
+    });
+    const plan = planMachine({
+      vm: halted,
+      desired: desired(halted),
+      cloudInit: undefined,
+      observed: observed(ours({ config: running, live: running })),
+      now: NOW,
+    });
+    expect(plan.steps).toEqual([
+      { op: 'setMemory', kib: 131072, live: false, config: true },
+      { op: 'setVcpus', count: 1, live: false, config: true },
+      { op: 'shutdown', reason: 'RunStrategyHalted' },
+    ]);
+  });
+
   it('writes a missing cloud-init ISO first and removes ISOs nothing uses any more', () => {
     const image = { path: '/s/cloud-init/u-new.iso', files: { 'user-data': '' } };
     const live = variant(want, (d) =>
