@@ -160,10 +160,11 @@ export async function prepareHost(): Promise<void> {
 
 async function readPid(file: string): Promise<number | undefined> {
   const pid = Number((await readFile(file, 'utf8').catch(() => '')).trim());
-  return Number.isInteger(pid) && pid > 0 && alive(pid) ? pid : undefined;
+  return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? pid : undefined;
 }
 
-function alive(pid: number): boolean {
+/** Whether a process with this PID exists (signal 0 probes without touching it). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -188,10 +189,10 @@ async function pidsNamed(name: string): Promise<number[]> {
 
 async function waitExit(pid: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (alive(pid) && Date.now() < deadline) await sleep(50);
-  if (alive(pid)) {
+  while (processAlive(pid) && Date.now() < deadline) await sleep(50);
+  if (processAlive(pid)) {
     process.kill(pid, 'SIGKILL');
-    while (alive(pid)) await sleep(20);
+    while (processAlive(pid)) await sleep(20);
   }
 }
 
@@ -250,7 +251,7 @@ export async function ensureLibvirtd(): Promise<LibvirtDaemon> {
     uri: SYSTEM_URI,
     startedByUs: startedLibvirtd,
     pid: () => {
-      if (!alive(knownPid)) throw new Error(`libvirtd (pid ${knownPid}) is not running`);
+      if (!processAlive(knownPid)) throw new Error(`libvirtd (pid ${knownPid}) is not running`);
       return knownPid;
     },
     pause: () => signal(knownPid, 'SIGSTOP'),
@@ -348,14 +349,14 @@ export async function startPrivateLibvirtd(): Promise<LibvirtDaemon> {
 
   const pidOf = (): number => {
     const pid = child?.pid;
-    if (pid === undefined || child?.exitCode !== null || !alive(pid)) {
+    if (pid === undefined || child?.exitCode !== null || !processAlive(pid)) {
       throw new Error(`private libvirtd is not running (log: ${logPath})`);
     }
     return pid;
   };
   const kill = async (): Promise<void> => {
     const pid = child?.pid;
-    if (pid === undefined || !alive(pid)) return;
+    if (pid === undefined || !processAlive(pid)) return;
     signal(pid, 'SIGCONT');
     signal(pid, 'SIGTERM');
     await waitExit(pid, 15_000);

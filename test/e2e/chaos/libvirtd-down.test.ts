@@ -5,7 +5,11 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startPrivateLibvirtd, type LibvirtDaemon } from '../../../src/harness/libvirtd.js';
+import {
+  processAlive,
+  startPrivateLibvirtd,
+  type LibvirtDaemon,
+} from '../../../src/harness/libvirtd.js';
 import { Connect } from '../../../src/libvirt/index.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { getJSON, startTestAgent, until, type TestAgent } from '../../harness/agent.js';
@@ -22,17 +26,8 @@ interface Vm {
   };
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function waitGone(pid: number): Promise<void> {
-  await until(`process ${pid} gone`, async () => !alive(pid), 15_000);
+  await until(`process ${pid} gone`, async () => !processAlive(pid), 15_000);
 }
 
 describe('a guest that died while libvirtd was down', () => {
@@ -93,7 +88,7 @@ describe('a guest that died while libvirtd was down', () => {
     const runDir = path.dirname(daemon.uri.replace(/^.*socket=/, ''));
     const pidFile = path.join(runDir, 'qemu', `${NS}_always.pid`);
     const qemuPid = Number((await readFile(pidFile, 'utf8')).trim());
-    expect(alive(qemuPid)).toBe(true);
+    expect(processAlive(qemuPid)).toBe(true);
 
     const daemonPid = daemon.pid();
     process.kill(daemonPid, 'SIGKILL');

@@ -12,7 +12,11 @@ import { appendFileSync } from 'node:fs';
 import { mkdtemp, open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startPrivateLibvirtd, type LibvirtDaemon } from '../../../src/harness/libvirtd.js';
+import {
+  processAlive,
+  startPrivateLibvirtd,
+  type LibvirtDaemon,
+} from '../../../src/harness/libvirtd.js';
 import { Connect } from '../../../src/libvirt/index.js';
 import { stampOf } from '../../../src/libvirt/xml/metadata.js';
 import { useControlPlane } from '../../harness/control-plane.js';
@@ -147,14 +151,6 @@ export function percentile(xs: number[], p: number): number {
 
 /** A killed child has a signalCode and no exitCode. */
 const alive = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 const gone = (pid: number) => until(`process ${pid} gone`, async () => !processAlive(pid), 15_000);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
