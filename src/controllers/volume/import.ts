@@ -158,7 +158,8 @@ function causeOf(err: unknown): string {
 // ---- the jobs of this process, keyed by the Volume's uid ----
 
 export interface ImportJob {
-  state: 'downloading' | 'verified' | 'failed';
+  /** uploaded: handed to libvirt; kept until the status with Imported=True is seen. */
+  state: 'downloading' | 'verified' | 'failed' | 'uploaded';
   file: string;
   bytesDone: number;
   bytesTotal?: number;
@@ -212,7 +213,8 @@ export function startImport(
   stateDir: string,
 ): ImportJob {
   const existing = jobs.get(uid);
-  if (existing && existing.state !== 'failed') return existing;
+  if (existing && (existing.state === 'downloading' || existing.state === 'verified'))
+    return existing;
   const job: ImportJob = {
     state: 'downloading',
     file: importFile(stateDir, uid),
@@ -270,8 +272,18 @@ export async function failImport(uid: string, stateDir: string, problem: Problem
   await rm(importFile(stateDir, uid), { force: true });
 }
 
-/** Forgets a job whose file was handed to libvirt (or that is no longer wanted). */
+/**
+ * After the upload: the downloaded copy goes, the job stays as 'uploaded' until the status
+ * that says Imported is back through the watch (forgetImport), so no pass working from an
+ * older cached status takes the finished file for an interrupted upload.
+ */
 export async function finishImport(uid: string, stateDir: string): Promise<void> {
-  jobs.delete(uid);
+  const job = jobs.get(uid);
+  if (job) job.state = 'uploaded';
   await rm(importFile(stateDir, uid), { force: true });
+}
+
+/** Drops a finished job once the cached status records the import. */
+export function forgetImport(uid: string): void {
+  if (jobs.get(uid)?.state === 'uploaded') jobs.delete(uid);
 }

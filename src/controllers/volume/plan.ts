@@ -92,7 +92,8 @@ export type ImportDecision =
   | { do: 'upload' };
 
 export interface ImportState {
-  state: 'downloading' | 'verified' | 'failed';
+  /** uploaded: this process finished the upload; the status saying so may not be seen yet. */
+  state: 'downloading' | 'verified' | 'failed' | 'uploaded';
   retryAt?: number;
 }
 
@@ -113,11 +114,17 @@ export function planImport(
     if (observed.path === undefined || vol.status?.path !== observed.path) {
       return { do: 'conflict', message: conflictMessage(observed) };
     }
-    return findCondition(vol.status?.conditions, IMPORTED)?.status === 'True'
+    // The cached status may predate our own Imported write (its watch event arrives after
+    // the next pass began), so a file this process finished uploading is never taken for an
+    // interrupted one: discarding it would pull a kernel or disk from under a machine that
+    // the API server already saw the Volume Available for.
+    return job?.state === 'uploaded' ||
+      findCondition(vol.status?.conditions, IMPORTED)?.status === 'True'
       ? { do: 'converged' }
       : { do: 'discard' };
   }
-  if (!job) return { do: 'download' };
+  // A file we uploaded that is gone now (deleted behind our back) is imported again.
+  if (!job || job.state === 'uploaded') return { do: 'download' };
   if (job.state === 'downloading') return { do: 'wait' };
   if (job.state === 'failed')
     return nowMs >= (job.retryAt ?? 0) ? { do: 'download' } : { do: 'wait' };

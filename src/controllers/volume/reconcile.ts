@@ -21,6 +21,7 @@ import {
   cancelImport,
   failImport,
   finishImport,
+  forgetImport,
   importJob,
   importRetryDelay,
   progressOf,
@@ -36,7 +37,7 @@ import {
   type ReadyPool,
   type ReadySource,
 } from './observe.js';
-import { ownsVolume, planImport, planVolume, RESIZED, type VolumeStep } from './plan.js';
+import { IMPORTED, ownsVolume, planImport, planVolume, RESIZED, type VolumeStep } from './plan.js';
 import { DELETION_BLOCKED, READY, volumeStatus, type VolumeFacts } from './status.js';
 import { usersOf } from './users.js';
 
@@ -123,6 +124,7 @@ async function convergeImport(
   });
   switch (decision.do) {
     case 'converged':
+      if (findCondition(vol.status?.conditions, IMPORTED)?.status === 'True') forgetImport(uid);
       return convergeFile(vol, pool, found, usedBy, ctx);
     case 'conflict':
       return { facts: { problem: { reason: 'NameConflict', message: decision.message }, usedBy } };

@@ -239,6 +239,16 @@ describe('planImport', () => {
       planImport(vol(http, { path: P, conditions: [imported] }), file(), undefined, 0, undefined),
     ).toEqual({ do: 'converged' });
   });
+  it('keeps a file this process uploaded, even while the cached status predates Imported', () => {
+    expect(planImport(vol(http, { path: P }), file(), { state: 'uploaded' }, 0, undefined)).toEqual(
+      { do: 'converged' },
+    );
+  });
+  it('imports again when a file it uploaded is gone', () => {
+    expect(planImport(vol(http, { path: P }), undefined, { state: 'uploaded' }, 0, P)).toEqual({
+      do: 'download',
+    });
+  });
   it('replaces its own interrupted upload', () => {
     expect(planImport(vol(http, { path: P }), file(), undefined, 0, undefined)).toEqual({
       do: 'discard',
