@@ -3,7 +3,7 @@
 // Everything here is plumbing; the decisions live in src/controllers/<kind>/.
 import { mkdirSync } from 'node:fs';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { customResources, type VirtKind } from '../api/generated/crds.js';
+import type { VirtKind } from '../api/generated/crds.js';
 import type {
   Action as ControllerAction,
   ControllerContext,
@@ -28,7 +28,6 @@ import { reconcileVirtualNetwork } from '../controllers/virtual-network/index.js
 import { reconcileVolume } from '../controllers/volume/index.js';
 import { ReconnectingConnection, type Connect } from '../libvirt/index.js';
 import {
-  referenceTo,
   startHealthServer,
   startRuntime,
   type Controller,
@@ -37,18 +36,11 @@ import {
   type ResourceDescription,
   type KubeObject as RuntimeObject,
   type Runtime,
-  type StatusWriter,
 } from '../runtime/index.js';
-import {
-  addFinalizerPatch,
-  FinalizerConflict,
-  removeFinalizerPatch,
-} from '../runtime/finalizer.js';
-import { CONTENT_TYPE, isConflict, KubeApiError, type KubeClient } from '../runtime/kube-client.js';
-import { keyPath } from '../runtime/resource.js';
+import { FinalizerConflict } from '../runtime/finalizer.js';
+import { isConflict } from '../runtime/kube-client.js';
 import type { HostPort } from './config.js';
-
-export const FIELD_MANAGER = 'libvirt-operator';
+import { kubeWrites, resourceOf } from './kube-writes.js';
 
 export interface AgentOptions {
   nodeName: string;
@@ -87,17 +79,6 @@ export interface Agent {
 }
 
 const KINDS: VirtKind[] = ['VirtualMachine', 'Volume', 'VirtualNetwork', 'StoragePool'];
-
-export function resourceOf(kind: VirtKind): ResourceDescription {
-  const info = customResources[kind];
-  return {
-    group: info.group,
-    version: info.version,
-    plural: info.plural,
-    kind,
-    namespaced: info.scope === 'Namespaced',
-  };
-}
 
 const NODES: ResourceDescription = {
   group: '',
@@ -389,25 +370,13 @@ function controllerContext(
   nodeInformer: Informer,
   log: Logger,
 ): ControllerContext {
-  const client = runtime.client;
-  const writers = new Map<string, StatusWriter>();
-  const writer = (kind: VirtKind, fieldManager: string) => {
-    const id = `${kind}/${fieldManager}`;
-    let w = writers.get(id);
-    if (!w) {
-      w = runtime.statusWriter({
-        resource: resourceOf(kind),
-        fieldManager,
-        listMapKeys: { nodes: ['nodeName'], 'nodes.conditions': ['type'], interfaces: ['name'] },
-        // Status carries values derived from the previous status (restartCount, startedAt,
-        // when a shutdown began): never apply one computed from a stale cache.
-        optimisticConcurrency: true,
-      });
-      writers.set(id, w);
-    }
-    return w;
-  };
-  const nodeManager = `${FIELD_MANAGER}/${opts.nodeName}`;
+  const writes = kubeWrites({
+    client: runtime.client,
+    events: runtime.events,
+    nodeName: opts.nodeName,
+    log,
+    statusWriter: (o) => runtime.statusWriter(o),
+  });
   return {
     nodeName: opts.nodeName,
     stateDir: opts.stateDir,
@@ -428,58 +397,6 @@ function controllerContext(
       return informers[kind].cache.byIndex(index, value) as unknown as T[];
     },
     node: () => nodeInformer.cache.get(opts.nodeName) as never,
-    async applyStatus(kind, obj, status) {
-      await writer(kind, FIELD_MANAGER).apply(obj as never, status as Record<string, unknown>);
-    },
-    async applyNodeStatus(kind, obj, entry) {
-      await writer(kind, nodeManager).apply(obj as never, { nodes: [entry] });
-    },
-    async ensureFinalizer(kind, obj, finalizer) {
-      if (obj.metadata.finalizers?.includes(finalizer)) return obj;
-      const body = addFinalizerPatch(obj as never, finalizer);
-      return ((await patch(client, resourceOf(kind), obj, body)) ?? obj) as typeof obj;
-    },
-    async removeFinalizer(kind, obj, finalizer) {
-      if (!obj.metadata.finalizers?.includes(finalizer)) return;
-      try {
-        await patch(client, resourceOf(kind), obj, removeFinalizerPatch(obj as never, finalizer));
-      } catch (err) {
-        // Gone already: an earlier pass removed the last finalizer and the cache has not seen
-        // the deletion yet. What this call wanted holds.
-        if (err instanceof KubeApiError && err.status === 404) return;
-        throw err;
-      }
-    },
-    event(kind, obj, type, reason, message) {
-      void runtime.events
-        .publish(referenceTo(resourceOf(kind), obj as never), {
-          type,
-          reason,
-          action: reason,
-          note: message,
-        })
-        .catch((err: unknown) => log.warn({ err: String(err), reason }, 'could not record event'));
-    },
+    ...writes,
   };
-}
-
-async function patch(
-  client: KubeClient,
-  resource: ResourceDescription,
-  obj: KubeObject,
-  body: unknown[],
-): Promise<KubeObject | undefined> {
-  if (body.length === 0) return undefined;
-  try {
-    return await client.request<KubeObject>({
-      method: 'PATCH',
-      path: keyPath(resource, keyOf(obj)),
-      body,
-      contentType: CONTENT_TYPE.jsonPatch,
-    });
-  } catch (err) {
-    // A failed JSON-patch `test` is a bare 422: the finalizers changed since we read them.
-    if (err instanceof KubeApiError && err.status === 422) throw new FinalizerConflict(err.message);
-    throw err;
-  }
 }

@@ -1,118 +1,127 @@
-// The few writes the agent makes to the API server, each one request, with explicit field
-// managers and optimistic concurrency. Shared by the agent's cached context and the
-// snapshot context tests use.
-import {
-  CustomObjectsApi,
-  EventsV1Api,
-  PatchStrategy,
-  setHeaderOptions,
-  type KubeConfig,
-} from '@kubernetes/client-node';
+// The agent's writes to the API server: status by server-side apply (one field manager for
+// namespaced objects, one per node for the shared status.nodes[] of cluster-scoped ones),
+// finalizers by JSON patch with a resourceVersion test, and Events. The agent's cached context
+// and the snapshot context the controller tests use both write through this, so the tests
+// exercise exactly what runs in production.
 import { customResources, type VirtKind } from '../api/generated/crds.js';
-import type { KubeObject } from '../controllers/context.js';
-import { microTime } from '../runtime/clock.js';
+import { keyOf, type ControllerContext, type KubeObject } from '../controllers/context.js';
+import {
+  createStatusWriter,
+  type StatusWriter,
+  type StatusWriterOptions,
+} from '../runtime/status-writer.js';
+import type { EventRecorder } from '../runtime/events.js';
+import {
+  addFinalizerPatch,
+  FinalizerConflict,
+  removeFinalizerPatch,
+} from '../runtime/finalizer.js';
+import { CONTENT_TYPE, KubeApiError, type KubeClient } from '../runtime/kube-client.js';
+import type { Logger } from '../runtime/log.js';
+import { keyPath, referenceTo, type ResourceDescription } from '../runtime/resource.js';
 
 export const FIELD_MANAGER = 'libvirt-operator';
-export const nodeFieldManager = (nodeName: string): string => `libvirt-operator/${nodeName}`;
+export const nodeFieldManager = (nodeName: string): string => `${FIELD_MANAGER}/${nodeName}`;
 
-export interface KubeWrites {
-  applyStatus(
-    kind: VirtKind,
-    obj: KubeObject,
-    status: object,
-    fieldManager?: string,
-  ): Promise<void>;
-  /** Returns the object as patched. */
-  patchFinalizers(kind: VirtKind, obj: KubeObject, finalizers: string[]): Promise<KubeObject>;
-  createEvent(
-    kind: VirtKind,
-    obj: KubeObject,
-    type: string,
-    reason: string,
-    message: string,
-    note: { controller: string; instance: string; now: Date },
-  ): Promise<void>;
+export type KubeWrites = Pick<
+  ControllerContext,
+  'applyStatus' | 'applyNodeStatus' | 'ensureFinalizer' | 'removeFinalizer' | 'event'
+>;
+
+export interface KubeWritesOptions {
+  client: KubeClient;
+  events: EventRecorder;
+  nodeName: string;
+  log: Logger;
+  /** How status writers are made; the runtime's adds its metrics. Default: plain. */
+  statusWriter?: (opts: StatusWriterOptions) => StatusWriter;
 }
 
-export function kubeWrites(kubeConfig: KubeConfig): KubeWrites {
-  const custom = kubeConfig.makeApiClient(CustomObjectsApi);
-  const events = kubeConfig.makeApiClient(EventsV1Api);
+export function resourceOf(kind: VirtKind): ResourceDescription {
+  const info = customResources[kind];
   return {
-    async applyStatus(kind, obj, status, fieldManager = FIELD_MANAGER) {
-      const info = customResources[kind];
-      const name = String(obj.metadata.name);
-      const body = {
-        apiVersion: info.apiVersion,
-        kind,
-        metadata: obj.metadata.namespace ? { name, namespace: obj.metadata.namespace } : { name },
-        status,
-      };
-      const common = {
-        group: info.group,
-        version: info.version,
-        plural: info.plural,
-        name,
-        body,
+    group: info.group,
+    version: info.version,
+    plural: info.plural,
+    kind,
+    namespaced: info.scope === 'Namespaced',
+  };
+}
+
+export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
+  const { client, log } = opts;
+  const makeWriter = opts.statusWriter ?? ((o) => createStatusWriter(client, o));
+  const writers = new Map<string, StatusWriter>();
+  const writer = (kind: VirtKind, fieldManager: string) => {
+    const id = `${kind}/${fieldManager}`;
+    let w = writers.get(id);
+    if (!w) {
+      w = makeWriter({
+        resource: resourceOf(kind),
         fieldManager,
-        force: true,
-      };
-      const options = setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply);
-      if (obj.metadata.namespace) {
-        await custom.patchNamespacedCustomObjectStatus(
-          { ...common, namespace: obj.metadata.namespace },
-          options,
-        );
-      } else {
-        await custom.patchClusterCustomObjectStatus(common, options);
+        listMapKeys: { nodes: ['nodeName'], 'nodes.conditions': ['type'], interfaces: ['name'] },
+        // Status carries values derived from the previous status (restartCount, startedAt,
+        // when a shutdown began): never apply one computed from a stale cache.
+        optimisticConcurrency: true,
+      });
+      writers.set(id, w);
+    }
+    return w;
+  };
+  const nodeManager = nodeFieldManager(opts.nodeName);
+  return {
+    async applyStatus(kind, obj, status) {
+      await writer(kind, FIELD_MANAGER).apply(obj as never, status as Record<string, unknown>);
+    },
+    async applyNodeStatus(kind, obj, entry) {
+      await writer(kind, nodeManager).apply(obj as never, { nodes: [entry] });
+    },
+    async ensureFinalizer(kind, obj, finalizer) {
+      if (obj.metadata.finalizers?.includes(finalizer)) return obj;
+      const body = addFinalizerPatch(obj as never, finalizer);
+      return ((await patch(client, resourceOf(kind), obj, body)) ?? obj) as typeof obj;
+    },
+    async removeFinalizer(kind, obj, finalizer) {
+      if (!obj.metadata.finalizers?.includes(finalizer)) return;
+      try {
+        await patch(client, resourceOf(kind), obj, removeFinalizerPatch(obj as never, finalizer));
+      } catch (err) {
+        // Gone already: an earlier pass removed the last finalizer and the cache has not seen
+        // the deletion yet. What this call wanted holds.
+        if (err instanceof KubeApiError && err.status === 404) return;
+        throw err;
       }
     },
-    async patchFinalizers(kind, obj, finalizers) {
-      const info = customResources[kind];
-      const name = String(obj.metadata.name);
-      // The test op makes this a compare-and-swap: a stale view fails with a conflict and the
-      // key is retried with a fresh object, so finalizers of other agents are never dropped.
-      const body = [
-        { op: 'test', path: '/metadata/resourceVersion', value: obj.metadata.resourceVersion },
-        {
-          op: obj.metadata.finalizers ? 'replace' : 'add',
-          path: '/metadata/finalizers',
-          value: finalizers,
-        },
-      ];
-      const common = { group: info.group, version: info.version, plural: info.plural, name, body };
-      const options = setHeaderOptions('Content-Type', PatchStrategy.JsonPatch);
-      const patched: unknown = obj.metadata.namespace
-        ? await custom.patchNamespacedCustomObject(
-            { ...common, namespace: obj.metadata.namespace },
-            options,
-          )
-        : await custom.patchClusterCustomObject(common, options);
-      return patched as KubeObject;
-    },
-    async createEvent(kind, obj, type, reason, message, note) {
-      const namespace = obj.metadata.namespace ?? 'default';
-      await events.createNamespacedEvent({
-        namespace,
-        body: {
-          metadata: { generateName: `${String(obj.metadata.name).slice(0, 200)}.`, namespace },
-          // The API server wants MicroTime: six fractional digits.
-          eventTime: microTime(note.now.getTime()) as unknown as Date,
-          reportingController: `virt.dev/${note.controller}`,
-          reportingInstance: note.instance,
-          action: reason,
-          reason,
+    event(kind, obj, type, reason, message) {
+      void opts.events
+        .publish(referenceTo(resourceOf(kind), obj as never), {
           type,
-          note: message.slice(0, 1024),
-          regarding: {
-            apiVersion: customResources[kind].apiVersion,
-            kind,
-            name: obj.metadata.name,
-            namespace: obj.metadata.namespace,
-            uid: obj.metadata.uid,
-            resourceVersion: obj.metadata.resourceVersion,
-          },
-        },
-      });
+          reason,
+          action: reason,
+          note: message,
+        })
+        .catch((err: unknown) => log.warn({ err: String(err), reason }, 'could not record event'));
     },
   };
+}
+
+async function patch(
+  client: KubeClient,
+  resource: ResourceDescription,
+  obj: KubeObject,
+  body: unknown[],
+): Promise<KubeObject | undefined> {
+  if (body.length === 0) return undefined;
+  try {
+    return await client.request<KubeObject>({
+      method: 'PATCH',
+      path: keyPath(resource, keyOf(obj)),
+      body,
+      contentType: CONTENT_TYPE.jsonPatch,
+    });
+  } catch (err) {
+    // A failed JSON-patch `test` is a bare 422: the finalizers changed since we read them.
+    if (err instanceof KubeApiError && err.status === 422) throw new FinalizerConflict(err.message);
+    throw err;
+  }
 }

@@ -2,10 +2,8 @@
 // lists the four kinds and this node into a snapshot, lookups read the snapshot, writes go to
 // the API server. Reconcile tests call reconcile(key, ctx) directly and `converge()` them.
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Node } from '@kubernetes/client-node';
-import { isDeepStrictEqual } from 'node:util';
 import { customResources, type VirtKind } from '../../src/api/generated/crds.js';
 import { kubeWrites } from '../../src/agent/kube-writes.js';
-import { nodeFieldManager } from '../../src/agent/kube-writes.js';
 import { clusterIndexes, vmIndexes, volumeIndexes } from '../../src/controllers/indexes.js';
 import {
   keyOf,
@@ -14,6 +12,9 @@ import {
   type KubeObject,
 } from '../../src/controllers/context.js';
 import type { Connect } from '../../src/libvirt/connection.js';
+import { createEventRecorder } from '../../src/runtime/events.js';
+import { createLogger } from '../../src/runtime/log.js';
+import { createKubeClient, type KubeClient } from '../../src/runtime/kube-client.js';
 
 const KINDS: VirtKind[] = ['VirtualMachine', 'Volume', 'VirtualNetwork', 'StoragePool'];
 const INDEXES: Record<VirtKind, Record<string, (o: KubeObject) => string[]>> = {
@@ -47,7 +48,28 @@ export function snapshotContext(opts: {
 }): SnapshotContext {
   const custom = opts.kubeConfig.makeApiClient(CustomObjectsApi);
   const core = opts.kubeConfig.makeApiClient(CoreV1Api);
-  const writes = kubeWrites(opts.kubeConfig);
+  const silentLog = createLogger({ level: 'silent' });
+  // Every write request counts; Events are counted when a controller records one (their
+  // requests go out later, batched into series), so they are left out here.
+  const raw = createKubeClient(opts.kubeConfig);
+  const client: KubeClient = {
+    server: raw.server,
+    stream: (req) => raw.stream(req),
+    request: (req) => {
+      if (req.method !== 'GET' && !req.path.startsWith('/apis/events.k8s.io/')) ctx.writes++;
+      return raw.request(req);
+    },
+  };
+  const writes = kubeWrites({
+    client,
+    events: createEventRecorder(client, {
+      reportingController: 'virt.dev/libvirt-operator',
+      reportingInstance: `libvirt-operator-${opts.nodeName}`,
+      log: silentLog,
+    }),
+    nodeName: opts.nodeName,
+    log: silentLog,
+  });
   let objects = new Map<VirtKind, Map<string, KubeObject>>();
   let node: V1Node | undefined;
   const silent = { debug() {}, info() {}, warn() {}, error() {} };
@@ -88,45 +110,11 @@ export function snapshotContext(opts: {
       return ctx.list<T>(kind).filter((o) => fn(o).includes(value));
     },
     node: () => node,
-    async applyStatus(kind, obj, status) {
-      if (isDeepStrictEqual((obj as { status?: object }).status ?? {}, status)) return;
-      ctx.writes++;
-      await writes.applyStatus(kind, obj, status);
-    },
-    async applyNodeStatus(kind, obj, entry) {
-      const current = (
-        (obj as { status?: { nodes?: Array<{ nodeName: string }> } }).status?.nodes ?? []
-      ).find((n) => n.nodeName === entry.nodeName);
-      if (isDeepStrictEqual(current, entry)) return;
-      ctx.writes++;
-      await writes.applyStatus(kind, obj, { nodes: [entry] }, nodeFieldManager(opts.nodeName));
-    },
-    async ensureFinalizer(kind, obj, finalizer) {
-      const list = obj.metadata.finalizers ?? [];
-      if (list.includes(finalizer)) return obj;
-      ctx.writes++;
-      return (await writes.patchFinalizers(kind, obj, [...list, finalizer])) as typeof obj;
-    },
-    async removeFinalizer(kind, obj, finalizer) {
-      const list = obj.metadata.finalizers ?? [];
-      if (!list.includes(finalizer)) return;
-      ctx.writes++;
-      await writes.patchFinalizers(
-        kind,
-        obj,
-        list.filter((f) => f !== finalizer),
-      );
-    },
+    ...writes,
     event(kind, obj, type, reason, message) {
       ctx.events.push({ kind, key: keyOf(obj), type, reason, message });
       ctx.writes++;
-      void writes
-        .createEvent(kind, obj, type, reason, message, {
-          controller: kind,
-          instance: opts.nodeName,
-          now: new Date(),
-        })
-        .catch(() => undefined);
+      writes.event(kind, obj, type, reason, message);
     },
   };
   return ctx;

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StoragePool } from '../../../../src/api/generated/types.js';
-import { nodeFieldManager, kubeWrites } from '../../../../src/agent/kube-writes.js';
+import { nodeFieldManager } from '../../../../src/agent/kube-writes.js';
 import { nodeFinalizer } from '../../../../src/controllers/context.js';
 import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/index.js';
 import { Connect } from '../../../../src/libvirt/index.js';
@@ -307,13 +307,25 @@ describe('StoragePool node selection (two agents, each with its own test-driver 
 
   it('server-side apply of an empty nodes list under a node manager drops only that node entry', async () => {
     // Checked here for the context's owner: this is how an entry could be removed entirely.
-    const obj = (await k.get<StoragePool>('StoragePool', undefined, 'everywhere'))!;
-    await kubeWrites(cp().kubeConfig).applyStatus(
-      'StoragePool',
-      obj,
-      { nodes: [] },
-      nodeFieldManager('node-b'),
+    const applied = await cp().kubectl(
+      [
+        'apply',
+        '--server-side',
+        '--subresource=status',
+        `--field-manager=${nodeFieldManager('node-b')}`,
+        '-f',
+        '-',
+      ],
+      {
+        input: JSON.stringify({
+          apiVersion: 'virt.dev/v1alpha1',
+          kind: 'StoragePool',
+          metadata: { name: 'everywhere' },
+          status: { nodes: [] },
+        }),
+      },
     );
+    expect(applied.code, applied.stderr).toBe(0);
     const after = await k.get<StoragePool>('StoragePool', undefined, 'everywhere');
     expect(after?.status?.nodes?.map((n) => n.nodeName)).toEqual([NODE]);
   });

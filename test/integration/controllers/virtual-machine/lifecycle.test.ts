@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../../src/api/generated/types.js';
 import { defaultMacAddress } from '../../../../src/api/names.js';
-import { kubeWrites } from '../../../../src/agent/kube-writes.js';
+import { FIELD_MANAGER } from '../../../../src/agent/kube-writes.js';
 import { HOST_FINALIZER } from '../../../../src/controllers/context.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { Connect, DomainXMLFlags } from '../../../../src/libvirt/index.js';
@@ -317,7 +317,6 @@ describe('VirtualMachine reconcile on test:///default', () => {
     // survives, as the ShutdownRequested condition in status.
     const vm = vmOf('web')!;
     const domain = await domainOf(vm);
-    const writes = kubeWrites(controlPlane().kubeConfig);
     const requestedAt = (secondsAgo: number) =>
       new Date(Date.now() - secondsAgo * 1000).toISOString().replace(/\.\d+Z$/, 'Z');
     const withRequest = (secondsAgo: number, notSyncedFor?: number) => ({
@@ -347,11 +346,33 @@ describe('VirtualMachine reconcile on test:///default', () => {
             ]),
       ],
     });
+    // Written as the operator's own field manager would have written it before the restart.
+    const writeStatus = async (status: object) => {
+      const res = await controlPlane().kubectl(
+        [
+          'apply',
+          '--server-side',
+          '--subresource=status',
+          `--field-manager=${FIELD_MANAGER}`,
+          '-f',
+          '-',
+        ],
+        {
+          input: JSON.stringify({
+            apiVersion: 'virt.dev/v1alpha1',
+            kind: 'VirtualMachine',
+            metadata: { name: 'web', namespace: NS },
+            status,
+          }),
+        },
+      );
+      expect(res.code, res.stderr).toBe(0);
+    };
     await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
 
     // Within the grace period (30 s): nothing is done, the next look is scheduled, and soon
     // even while a problem (a Volume not ready for 10 minutes) backs off for 5 minutes.
-    await writes.applyStatus('VirtualMachine', vm, withRequest(10, 600));
+    await writeStatus(withRequest(10, 600));
     await k.patchStatus('Volume', NS, 'data', { phase: 'Pending' });
     await ctx.refresh();
     rec.reset();
@@ -365,7 +386,7 @@ describe('VirtualMachine reconcile on test:///default', () => {
     await k.patchStatus('Volume', NS, 'data', { phase: 'Available' });
 
     // Past it: destroyed.
-    await writes.applyStatus('VirtualMachine', vm, withRequest(31));
+    await writeStatus(withRequest(31));
     await converge(ctx, reconcileVirtualMachine, key('web'), {
       until: stored('web', (vm) => vm?.status?.phase === 'Stopped'),
     });
