@@ -223,6 +223,42 @@ describe('a real libvirtd with QEMU', () => {
     expect(eventsOf('slow')).toContain('Imported');
   });
 
+  it('keeps the file it just uploaded when a pass still sees the status from before the upload', async () => {
+    // A watch delivers our own Imported write after the next pass has begun: that pass sees
+    // status.path recorded but no Imported condition, which alone would mean an interrupted
+    // upload. A second context frozen at that moment plays the stale cache.
+    const stale = snapshotContext({
+      kubeConfig: cp().kubeConfig,
+      conn,
+      nodeName: NODE,
+      stateDir: path.join(tmp, 'state'),
+    });
+    let frozen = false;
+    await createVol('late', {
+      format: 'raw',
+      source: { http: { url: `${base}/slow.raw`, sha256: sha(rawImage) } },
+    });
+    await reconcileUntil(ctx, reconcileVolume, `${NS}/late`, async () => {
+      const v = await getVol('late');
+      const imported = v?.status?.conditions?.some((c) => c.type === 'Imported');
+      if (v?.status?.path && !imported && !frozen) {
+        await stale.refresh();
+        frozen = true;
+      }
+      return v?.status?.phase === 'Available';
+    });
+    expect(frozen).toBe(true);
+    const file = path.join(poolDir, 'real_late');
+    const before = await stat(file);
+
+    await reconcileVolume(`${NS}/late`, stale).catch(() => undefined); // its status write may 409
+
+    const after = await stat(file);
+    expect(after.ino).toBe(before.ino);
+    expect(sha(await readFile(file))).toBe(sha(rawImage));
+    expect(stale.events.map((e) => e.reason)).not.toContain('PartialImportDiscarded');
+  });
+
   it('imports a qcow2 image as qcow2 and grows it to spec.capacity', async () => {
     await createVol('cloud', {
       capacity: '128Mi',
