@@ -316,10 +316,34 @@ function privateScript(dir: string): string {
 }
 
 /**
+ * Destroys and undefines every domain, network and pool of the daemon at `uri`. A private
+ * daemon's state directory goes with it, but its QEMU processes, bridges, dnsmasq and
+ * firewall rules live in the host and would outlive it.
+ */
+async function takeDownObjects(uri: string): Promise<void> {
+  const kinds: Array<[list: string, destroy: string, undefine: string]> = [
+    ['list', 'destroy', 'undefine'],
+    ['net-list', 'net-destroy', 'net-undefine'],
+    ['pool-list', 'pool-destroy', 'pool-undefine'],
+  ];
+  for (const [list, destroy, undefine] of kinds) {
+    const names = (await run('virsh', ['-c', uri, list, '--all', '--name'])).stdout
+      .split('\n')
+      .map((n) => n.trim())
+      .filter(Boolean);
+    for (const name of names) {
+      await run('virsh', ['-c', uri, destroy, name]);
+      await run('virsh', ['-c', uri, undefine, name]);
+    }
+  }
+}
+
+/**
  * A libvirtd of its own, isolated from the system daemon by a private mount namespace: its
  * state, config and sockets live under a temp directory, so pausing, killing or restarting it
  * disturbs nobody else. Objects it creates in the host (bridges, iptables rules, QEMU
- * processes) are real, so tests still use unique names. stop() removes everything.
+ * processes) are real, so tests still use unique names. stop() takes down every domain,
+ * network and pool it holds, then removes everything.
  */
 export async function startPrivateLibvirtd(): Promise<LibvirtDaemon> {
   await prepareHost();
@@ -376,6 +400,8 @@ export async function startPrivateLibvirtd(): Promise<LibvirtDaemon> {
     async stop() {
       if (stopped) return;
       stopped = true;
+      if (child?.exitCode === null && child.pid !== undefined && processAlive(child.pid))
+        await takeDownObjects(uri);
       await kill();
       const vpid = await readPid(path.join(dir, 'run', 'virtlogd.pid'));
       if (vpid !== undefined) {

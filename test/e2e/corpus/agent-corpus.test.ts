@@ -384,23 +384,8 @@ describe('the bad-input corpus through the API server and a running agent on a r
       agent.kill('SIGKILL');
       await exited;
     }
-    // The daemon goes with its state directory, but QEMU processes, bridges, dnsmasq and
-    // firewall rules outlive it: those objects are taken down first.
-    if (conn) {
-      for (const d of await conn.listAllDomains().catch(() => [])) {
-        await d.destroy().catch(() => undefined);
-        await d.undefine().catch(() => undefined);
-      }
-      for (const n of await conn.listAllNetworks().catch(() => [])) {
-        await n.destroy().catch(() => undefined);
-        await n.undefine().catch(() => undefined);
-      }
-      for (const p of await conn.listAllStoragePools().catch(() => [])) {
-        await p.destroy().catch(() => undefined);
-        await p.undefine().catch(() => undefined);
-      }
-      await conn.close().catch(() => undefined);
-    }
+    // stop() takes down the daemon's guests, networks and pools, which outlive it.
+    await conn?.close().catch(() => undefined);
     await daemon?.stop();
     if (sandbox) await rm(sandbox, { recursive: true, force: true });
   });

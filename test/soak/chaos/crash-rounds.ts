@@ -254,14 +254,8 @@ export function crashRounds(opts: CrashRoundsOptions): void {
           .filter(alive)
           .map((c) => new Promise((r) => (c.once('exit', r), c.kill('SIGKILL')))),
       );
-      // QEMU processes would outlive the private daemon: stop every guest first.
-      if (conn) {
-        for (const d of await conn.listAllDomains().catch(() => [])) {
-          await d.destroy().catch(() => undefined);
-          await d.undefine().catch(() => undefined);
-        }
-        await conn.close().catch(() => undefined);
-      }
+      // stop() takes down the daemon's guests, whose QEMU processes would outlive it.
+      await conn?.close().catch(() => undefined);
       await daemon?.stop();
       if (dir) await rm(dir, { recursive: true, force: true });
       console.log(`crash rounds (seed ${opts.seed}): ${JSON.stringify(summary())}`);
