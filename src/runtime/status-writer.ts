@@ -65,11 +65,26 @@ export function ownedStatusFields(obj: KubeObject, fieldManager: string): unknow
   return (entry?.fieldsV1 as Record<string, unknown> | undefined)?.['f:status'];
 }
 
+const LAST_APPLIED_LIMIT = 4096;
+
 export function createStatusWriter(client: KubeClient, opts: StatusWriterOptions): StatusWriter {
   const { resource, fieldManager } = opts;
   const listMapKeys = opts.listMapKeys ?? {};
   const now = opts.now ?? (() => new Date());
   const label = { resource: resourceLabel(resource) };
+
+  // The last apply per object: the resourceVersion it was made against and its input. A pass
+  // whose cache has not yet seen that write (the same resourceVersion) computing the same
+  // status again has nothing to add: sending it anyway costs a request, and with optimistic
+  // concurrency a certain 409. Bounded: the oldest entries go first.
+  const lastApplied = new Map<string, { from: string | undefined; input: string }>();
+  const remember = (key: string, entry: { from: string | undefined; input: string }) => {
+    lastApplied.delete(key);
+    lastApplied.set(key, entry);
+    if (lastApplied.size > LAST_APPLIED_LIMIT) {
+      lastApplied.delete(lastApplied.keys().next().value as string);
+    }
+  };
 
   const writer: StatusWriter = {
     plan(current, status) {
@@ -85,7 +100,14 @@ export function createStatusWriter(client: KubeClient, opts: StatusWriterOptions
       return unchanged ? undefined : desired;
     },
     async apply(current, status) {
-      const desired = writer.plan(current, status);
+      const key = `${current.metadata.uid ?? ''}/${objectKey(current)}`;
+      const input = JSON.stringify(status);
+      const from = current.metadata.resourceVersion;
+      const last = lastApplied.get(key);
+      const desired =
+        last && last.from === from && last.input === input
+          ? undefined
+          : writer.plan(current, status);
       if (!desired) {
         opts.metrics?.statusWrites.inc({ ...label, result: 'unchanged' });
         return undefined;
@@ -113,6 +135,7 @@ export function createStatusWriter(client: KubeClient, opts: StatusWriterOptions
           },
         });
         opts.metrics?.statusWrites.inc({ ...label, result: 'written' });
+        remember(key, { from, input });
         return updated;
       } catch (err) {
         opts.metrics?.statusWrites.inc({ ...label, result: 'error' });

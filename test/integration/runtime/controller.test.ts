@@ -482,6 +482,19 @@ describe('controller runtime (real kube-apiserver)', () => {
       await expect(stale).rejects.toSatisfy(isConflict);
       const fresh = await strict.apply(a4!, entry('node-c', 'True', { size: 3 }));
       expect(nodeOf(fresh, 'node-c')?.size).toBe(3);
+
+      // A pass whose cache has not seen that write yet (still a4) computing the same status
+      // sends nothing (no certain 409); a different status from it is still sent, and refused.
+      const unchangedWrites = () =>
+        rt.metrics.registry
+          .metrics()
+          .then((m) => metricSum(m, 'runtime_status_writes_total', { result: 'unchanged' }));
+      const before = await unchangedWrites();
+      expect(await strict.apply(a4!, entry('node-c', 'True', { size: 3 }))).toBeUndefined();
+      expect(await unchangedWrites()).toBe(before + 1);
+      await expect(strict.apply(a4!, entry('node-c', 'True', { size: 4 }))).rejects.toSatisfy(
+        isConflict,
+      );
     } finally {
       await rt.stop({ drainMs: 2_000 });
     }
