@@ -1,0 +1,20 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { hostBridgeExists } from '../../../../src/controllers/virtual-network/observe.js';
+import type { Connect } from '../../../../src/libvirt/connection.js';
+
+describe('hostBridgeExists', () => {
+  afterEach(() => vi.unstubAllEnvs());
+
+  it('cannot tell inside a pod, whose /sys/class/net shows the pod, not the host', async () => {
+    vi.stubEnv('KUBERNETES_SERVICE_HOST', '10.96.0.1');
+    const neverAsked = {} as Connect; // a call on it would throw
+    expect(await hostBridgeExists(neverAsked, 'lo')).toBeUndefined();
+  });
+
+  it('on the host, looks at the host: lo is no bridge, a name with a slash never is', async () => {
+    vi.stubEnv('KUBERNETES_SERVICE_HOST', '');
+    const qemu = { getType: async () => 'QEMU' } as unknown as Connect;
+    expect(await hostBridgeExists(qemu, 'lo')).toBe(false);
+    expect(await hostBridgeExists(qemu, '../lo')).toBe(false);
+  });
+});
