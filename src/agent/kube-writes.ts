@@ -1,24 +1,20 @@
 // The agent's writes to the API server: status by server-side apply (one field manager for
 // namespaced objects, one per node for the shared status.nodes[] of cluster-scoped ones),
-// finalizers by JSON patch with a resourceVersion test, and Events. The agent's cached context
+// finalizers by JSON patch that tests the list it changes, and Events. The agent's cached context
 // and the snapshot context the controller tests use both write through this, so the tests
 // exercise exactly what runs in production.
 import { customResources, type VirtKind } from '../api/generated/crds.js';
-import { keyOf, type ControllerContext, type KubeObject } from '../controllers/context.js';
+import { keyOf, type ControllerContext } from '../controllers/context.js';
 import {
   createStatusWriter,
   type StatusWriter,
   type StatusWriterOptions,
 } from '../runtime/status-writer.js';
 import type { EventRecorder } from '../runtime/events.js';
-import {
-  addFinalizerPatch,
-  FinalizerConflict,
-  removeFinalizerPatch,
-} from '../runtime/finalizer.js';
-import { CONTENT_TYPE, KubeApiError, type KubeClient } from '../runtime/kube-client.js';
+import { addFinalizerPatch, patchFinalizers, removeFinalizerPatch } from '../runtime/finalizer.js';
+import type { KubeClient } from '../runtime/kube-client.js';
 import type { Logger } from '../runtime/log.js';
-import { keyPath, referenceTo, type ResourceDescription } from '../runtime/resource.js';
+import { referenceTo, type ResourceDescription } from '../runtime/resource.js';
 
 export const FIELD_MANAGER = 'libvirt-operator';
 export const nodeFieldManager = (nodeName: string): string => `${FIELD_MANAGER}/${nodeName}`;
@@ -79,18 +75,17 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
     async ensureFinalizer(kind, obj, finalizer) {
       if (obj.metadata.finalizers?.includes(finalizer)) return obj;
       const body = addFinalizerPatch(obj as never, finalizer);
-      return ((await patch(client, resourceOf(kind), obj, body)) ?? obj) as typeof obj;
+      const patched = await patchFinalizers(client, resourceOf(kind), obj as never, body, 'add');
+      // Gone meanwhile: nothing may be created on the host for it without its finalizer.
+      if (!patched)
+        throw new Error(`${kind} ${keyOf(obj)} was deleted before its finalizer was added`);
+      return patched as unknown as typeof obj;
     },
     async removeFinalizer(kind, obj, finalizer) {
       if (!obj.metadata.finalizers?.includes(finalizer)) return;
-      try {
-        await patch(client, resourceOf(kind), obj, removeFinalizerPatch(obj as never, finalizer));
-      } catch (err) {
-        // Gone already: an earlier pass removed the last finalizer and the cache has not seen
-        // the deletion yet. What this call wanted holds.
-        if (err instanceof KubeApiError && err.status === 404) return;
-        throw err;
-      }
+      // A 404 (already gone: the cache has not seen the deletion yet) is what this wanted.
+      const body = removeFinalizerPatch(obj as never, finalizer);
+      await patchFinalizers(client, resourceOf(kind), obj as never, body, 'remove');
     },
     event(kind, obj, type, reason, message) {
       void opts.events
@@ -103,25 +98,4 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
         .catch((err: unknown) => log.warn({ err: String(err), reason }, 'could not record event'));
     },
   };
-}
-
-async function patch(
-  client: KubeClient,
-  resource: ResourceDescription,
-  obj: KubeObject,
-  body: unknown[],
-): Promise<KubeObject | undefined> {
-  if (body.length === 0) return undefined;
-  try {
-    return await client.request<KubeObject>({
-      method: 'PATCH',
-      path: keyPath(resource, keyOf(obj)),
-      body,
-      contentType: CONTENT_TYPE.jsonPatch,
-    });
-  } catch (err) {
-    // A failed JSON-patch `test` is a bare 422: the finalizers changed since we read them.
-    if (err instanceof KubeApiError && err.status === 422) throw new FinalizerConflict(err.message);
-    throw err;
-  }
 }

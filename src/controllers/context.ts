@@ -65,13 +65,13 @@ export interface ControllerContext {
     entry: { nodeName: string } & object,
   ): Promise<void>;
   /**
-   * Adds the finalizer if missing (optimistic concurrency on resourceVersion). Returns the
+   * Adds the finalizer if missing (the JSON patch tests the list it extends). Returns the
    * object as the API server answered the patch (`obj` itself when nothing was written): a
    * pass that goes on to write status must carry the new resourceVersion, or that write is
    * refused as a conflict and the object waits one more pass for its status.
    */
   ensureFinalizer<T extends KubeObject>(kind: VirtKind, obj: T, finalizer: string): Promise<T>;
-  /** Removes the finalizer if present (optimistic concurrency on resourceVersion). */
+  /** Removes the finalizer if present (the JSON patch tests the entry it removes). */
   removeFinalizer(kind: VirtKind, obj: KubeObject, finalizer: string): Promise<void>;
   /** A Kubernetes Event (events.k8s.io/v1), de-duplicated by the runtime. */
   event(

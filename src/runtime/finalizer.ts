@@ -106,17 +106,21 @@ export async function reconcileWithFinalizer<T extends KubeObject>(
   return { kind: 'done' };
 }
 
-async function patchFinalizers(
+/**
+ * Applies a finalizer patch from addFinalizerPatch/removeFinalizerPatch. Returns the patched
+ * object, or undefined when there was nothing to patch or the object is gone (404).
+ */
+export async function patchFinalizers(
   client: KubeClient,
   resource: ResourceDescription,
   obj: KubeObject,
   patch: JsonPatchOp[],
   what: 'add' | 'remove',
-): Promise<void> {
-  if (patch.length === 0) return;
+): Promise<KubeObject | undefined> {
+  if (patch.length === 0) return undefined;
   const key = objectKey(obj);
   try {
-    await client.request({
+    return await client.request<KubeObject>({
       method: 'PATCH',
       path: keyPath(resource, key),
       body: patch,
@@ -130,7 +134,7 @@ async function patchFinalizers(
       );
     }
     // 404: the object is already gone; nothing was applied to it, or removal was the goal.
-    if (err instanceof KubeApiError && err.status === 404) return;
+    if (err instanceof KubeApiError && err.status === 404) return undefined;
     throw err;
   }
 }

@@ -55,8 +55,9 @@ export async function reconcileVolume(key: string, ctx: ControllerContext): Prom
   const usedBy = usersOf(cached, ctx);
 
   // Both finalizers before the file exists, the host one first since it guards the file.
-  // Each patch tests the resourceVersion, so each goes on from the object the previous one
-  // returned, and so does the status write at the end (the cached object is stale by then).
+  // Each patch tests the finalizer list it extends, so each goes on from the object the
+  // previous one returned, and so does the status write at the end (it carries that object's
+  // resourceVersion; the cached one is stale by then).
   let vol = cached;
   for (const finalizer of [HOST_FINALIZER, VOLUME_PROTECTION_FINALIZER]) {
     vol = await ctx.ensureFinalizer(KIND, vol, finalizer);
