@@ -191,11 +191,6 @@ function settledWait(plan: MachinePlan, after: ObservedDomain): number {
 }
 
 /**
- * DHCP leases appear seconds after boot. Where the host can report leases, a running machine
- * whose interfaces have no address yet is looked at again for a few minutes after its start;
- * after that the periodic resync suffices.
- */
-/**
  * Whether the guest's balloon is still on its way to the target: just set, or it moved since
  * the last status. A guest without a balloon driver never moves it, so this stops after one
  * look and never loops; libvirt has no balloon event here to wake us instead.
@@ -210,6 +205,11 @@ function balloonMoving(
   return executed.some((s) => s.op === 'setMemory') || vm.status?.memory?.actual !== memory.actual;
 }
 
+/**
+ * DHCP leases appear seconds after boot. Where the host can report leases, a running machine
+ * whose interfaces have no address yet is looked at again for a few minutes after its start;
+ * after that the periodic resync suffices.
+ */
 function awaitingAddresses(
   vm: VirtualMachine,
   status: VirtualMachineStatus,
