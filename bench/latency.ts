@@ -7,10 +7,7 @@
 // boot from two Volumes in a dir pool); the time until the guest's ready line appears on its
 // serial console is reported separately. Prints a table and, last, one JSON line.
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -19,6 +16,8 @@ import { startControlPlane } from '../src/harness/control-plane.js';
 import { ensureLibvirtd, SYSTEM_URI } from '../src/harness/libvirtd.js';
 import {
   ensureTinyGuest,
+  serveTinyGuest,
+  type TinyGuestServer,
   GUEST_MARKER,
   TINY_GUEST_CMDLINE,
   waitForConsoleLine,
@@ -74,17 +73,10 @@ function vmBody(name: string) {
 }
 
 /** A dir pool and the tiny guest's kernel and initrd as Volumes, served over loopback HTTP. */
-async function guestVolumes(client: KubeClient, poolDir: string): Promise<Server> {
+async function guestVolumes(client: KubeClient, poolDir: string): Promise<TinyGuestServer> {
   const guest = await ensureTinyGuest();
-  const files: Record<string, string> = { '/vmlinuz': guest.kernel, '/initrd.img': guest.initrd };
-  const server = createServer((req, res) => {
-    const file = files[req.url ?? ''];
-    if (!file) return void res.writeHead(404).end();
-    res.writeHead(200, { 'content-type': 'application/octet-stream' });
-    createReadStream(file).pipe(res);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const server = await serveTinyGuest(guest);
+  const base = server.base;
   await client.request({
     method: 'POST',
     path: POOLS,
@@ -164,7 +156,7 @@ async function main(): Promise<void> {
   const libvirtUri = driver === 'qemu' ? SYSTEM_URI : undefined;
   const agent = await startAgentProcess(cp, client, NODE, { libvirtUri });
   const workDir = await mkdtemp(join(tmpdir(), 'lvo-bench-latency-'));
-  let server: Server | undefined;
+  let server: TinyGuestServer | undefined;
   const samples: Sample[] = [];
   try {
     await waitAgentReady(agent);
@@ -213,7 +205,7 @@ async function main(): Promise<void> {
     }
     await stopAgentProcess(agent);
     await cp.stop();
-    await new Promise((r) => (server ? server.close(r) : r(undefined)));
+    await server?.close();
     await rm(workDir, { recursive: true, force: true });
   }
 

@@ -400,8 +400,10 @@ export async function startPrivateLibvirtd(): Promise<LibvirtDaemon> {
     async stop() {
       if (stopped) return;
       stopped = true;
-      if (child?.exitCode === null && child.pid !== undefined && processAlive(child.pid))
+      if (child?.exitCode === null && child.pid !== undefined && processAlive(child.pid)) {
+        signal(child.pid, 'SIGCONT'); // a paused daemon would leave every virsh call hanging
         await takeDownObjects(uri);
+      }
       await kill();
       const vpid = await readPid(path.join(dir, 'run', 'virtlogd.pid'));
       if (vpid !== undefined) {

@@ -3,8 +3,10 @@
 // talks to tests through marker lines on its serial console (a <serial type='file'> log).
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, createReadStream } from 'node:fs';
 import { copyFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { basename, join } from 'node:path';
 import { packageRoot } from './package-root.js';
 
@@ -97,6 +99,31 @@ async function fileSha256(path: string): Promise<string> {
   return createHash('sha256')
     .update(await readFile(path))
     .digest('hex');
+}
+
+export interface TinyGuestServer {
+  /** http://127.0.0.1:<port>; the files are at /vmlinuz and /initrd.img. */
+  base: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Serves the guest's kernel and initrd over loopback HTTP, for Volumes with `source.http`
+ * (their digests are in `TinyGuest.sha256`): the way a user's images reach a pool.
+ */
+export async function serveTinyGuest(guest: TinyGuest): Promise<TinyGuestServer> {
+  const files: Record<string, string> = { '/vmlinuz': guest.kernel, '/initrd.img': guest.initrd };
+  const server = createServer((req, res) => {
+    const file = files[req.url ?? ''];
+    if (!file) return void res.writeHead(404).end();
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    createReadStream(file).pipe(res);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise((r) => server.close(() => r())),
+  };
 }
 
 export interface PoolFileNames {

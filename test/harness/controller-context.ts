@@ -72,14 +72,13 @@ export function snapshotContext(opts: {
   });
   let objects = new Map<VirtKind, Map<string, KubeObject>>();
   let node: V1Node | undefined;
-  const silent = { debug() {}, info() {}, warn() {}, error() {} };
 
   const ctx: SnapshotContext = {
     nodeName: opts.nodeName,
     stateDir: opts.stateDir,
     libvirt: () => opts.conn,
     now: () => new Date(),
-    log: process.env.LVO_TEST_LOG ? (console.log.bind(console) as never) : silent,
+    log: process.env.LVO_TEST_LOG ? (console.log.bind(console) as never) : silentLog,
     events: [],
     writes: 0,
     async refresh() {

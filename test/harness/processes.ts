@@ -13,6 +13,38 @@ export function spawnCli(args: string[], env: NodeJS.ProcessEnv = process.env): 
   });
 }
 
+/** `libvirt-operator run` as its own process, with its Lease in `default`. */
+export function spawnAgent(
+  opts: {
+    nodeName: string;
+    libvirtUri: string;
+    kubeconfigPath: string;
+    stateDir: string;
+    /** HOST:PORT, or '0' for no health server. */
+    healthAddr: string;
+  },
+  env: NodeJS.ProcessEnv = process.env,
+): ChildProcess {
+  return spawnCli(
+    [
+      'run',
+      '--node-name',
+      opts.nodeName,
+      '--libvirt-uri',
+      opts.libvirtUri,
+      '--kubeconfig',
+      opts.kubeconfigPath,
+      '--state-dir',
+      opts.stateDir,
+      '--lease-namespace',
+      'default',
+      '--health-addr',
+      opts.healthAddr,
+    ],
+    env,
+  );
+}
+
 export interface Finished {
   code: number | null;
   stdout: string;

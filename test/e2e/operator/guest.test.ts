@@ -3,10 +3,8 @@
 // initrd reach the pool through Volume http imports from a loopback server in this test.
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,7 +16,9 @@ import {
   TINY_GUEST_CMDLINE,
   waitForConsoleLine,
   waitForGuestReady,
+  serveTinyGuest,
   type TinyGuest,
+  type TinyGuestServer,
 } from '../../../src/harness/tiny-guest.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import {
@@ -182,7 +182,7 @@ const ready = (o: Obj) => o.status?.conditions?.find((c) => c.type === 'Ready')?
 describe('the operator runs a real guest under QEMU, driven with kubectl', () => {
   const cp = useControlPlane();
   let agent: TestAgent | undefined;
-  let server: Server | undefined;
+  let server: TinyGuestServer | undefined;
   let workDir: string;
   let poolDir: string;
   let guest: TinyGuest;
@@ -218,18 +218,8 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     subnet = await freeSubnet();
     workDir = await mkdtemp(path.join(tmpdir(), 'lvo-e2e-'));
     poolDir = path.join(workDir, 'pool');
-    const files: Record<string, string> = { '/vmlinuz': guest.kernel, '/initrd.img': guest.initrd };
-    server = createServer((req, res) => {
-      const file = files[req.url ?? ''];
-      if (!file) {
-        res.writeHead(404).end();
-        return;
-      }
-      res.writeHead(200, { 'content-type': 'application/octet-stream' });
-      createReadStream(file).pipe(res);
-    });
-    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
-    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    server = await serveTinyGuest(guest);
+    base = server.base;
     agent = await startTestAgent(cp(), { nodeName: NODE, libvirtUri: SYSTEM_URI });
   });
 
@@ -255,7 +245,7 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
       await virsh('pool-destroy', POOL);
       await virsh('pool-undefine', POOL);
     }
-    await new Promise((r) => server?.close(r) ?? r(undefined));
+    await server?.close();
     if (workDir) await rm(workDir, { recursive: true, force: true });
   }, 180_000);
 

@@ -21,7 +21,7 @@ import { Connect } from '../../../src/libvirt/index.js';
 import { stampOf } from '../../../src/libvirt/xml/metadata.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { ensureNode, getJSON, until } from '../../harness/agent.js';
-import { spawnCli, waitForLine } from '../../harness/processes.js';
+import { spawnAgent, waitForLine } from '../../harness/processes.js';
 
 /** A fault injected while the freshly restarted agent of a round reconciles its backlog. */
 export type Fault = 'none' | 'libvirtd' | 'apiserver' | 'compaction';
@@ -264,22 +264,14 @@ export function crashRounds(opts: CrashRoundsOptions): void {
 
     /** Starts the agent as its own process and resolves once it has said it started. */
     async function startAgentProcess(): Promise<void> {
-      const child = spawnCli(
-        [
-          'run',
-          '--node-name',
-          NODE,
-          '--libvirt-uri',
-          daemon.uri,
-          '--kubeconfig',
-          cp().kubeconfigPath,
-          '--state-dir',
+      const child = spawnAgent(
+        {
+          nodeName: NODE,
+          libvirtUri: daemon.uri,
+          kubeconfigPath: cp().kubeconfigPath,
           stateDir,
-          '--lease-namespace',
-          'default',
-          '--health-addr',
-          '0',
-        ],
+          healthAddr: '0',
+        },
         // A stable Lease holder, as a DaemonSet pod's name: the successor of a killed agent
         // takes the Lease back at once instead of waiting for it to expire.
         { ...process.env, POD_NAME: `agent-${RUN}` },
