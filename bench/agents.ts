@@ -97,6 +97,12 @@ export async function startAgentProcess(
 export async function waitAgentReady(agent: AgentProcess, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
+    const { exitCode, signalCode } = agent.child;
+    if (exitCode !== null || signalCode !== null) {
+      throw new Error(
+        `agent ${agent.node} exited (${signalCode ?? `code ${exitCode}`}) before it was ready`,
+      );
+    }
     const ok = await fetch(`http://127.0.0.1:${agent.healthPort}/readyz`)
       .then((r) => r.ok)
       .catch(() => false);
@@ -107,7 +113,8 @@ export async function waitAgentReady(agent: AgentProcess, timeoutMs = 60_000): P
 }
 
 export async function stopAgentProcess(agent: AgentProcess): Promise<void> {
-  if (agent.child.exitCode === null) {
+  // A child killed by a signal has no exit code but has exited: waiting would hang.
+  if (agent.child.exitCode === null && agent.child.signalCode === null) {
     agent.child.kill('SIGTERM');
     await new Promise((r) => agent.child.once('exit', r));
   }
