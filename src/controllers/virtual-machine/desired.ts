@@ -202,14 +202,14 @@ function macProblem(
   const key = (m: VirtualMachine) => `${m.metadata.namespace ?? ''}/${m.metadata.name ?? ''}`;
   const claimedBefore = (a: VirtualMachine, b: VirtualMachine) =>
     created(a) < created(b) || (created(a) === created(b) && key(a) < key(b));
-  const holder = machines.find(
-    (other) =>
-      other.metadata.uid !== vm.metadata.uid &&
-      claimedBefore(other, vm) &&
-      (other.spec.interfaces ?? []).some(
-        (nic, i) => nic.network === network && interfaceMacs(other)[i]?.mac === mac,
-      ),
-  );
+  // claimedBefore is a strict order, so a machine never finds itself.
+  const holder = machines.find((other) => {
+    if (!claimedBefore(other, vm)) return false;
+    const macs = interfaceMacs(other);
+    return (other.spec.interfaces ?? []).some(
+      (nic, i) => nic.network === network && macs[i]?.mac === mac,
+    );
+  });
   if (!holder) return undefined;
   return {
     reason: 'MACAddressInUse',
