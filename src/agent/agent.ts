@@ -114,6 +114,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   });
   libvirt.start();
 
+  const leaseSeconds = opts.lease ? (opts.lease.leaseDurationSeconds ?? 40) : 40;
   const runtime = await startRuntime({
     kubeConfig: opts.kubeConfig,
     log: opts.log ?? { name: 'libvirt-operator' },
@@ -125,9 +126,10 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       ? {
           namespace: opts.lease.namespace,
           name: `libvirt-operator-${opts.nodeName}`,
-          leaseDurationSeconds: opts.lease.leaseDurationSeconds ?? 40,
-          renewDeadlineMs: opts.lease.renewDeadlineMs ?? 25_000,
-          retryPeriodMs: opts.lease.retryPeriodMs ?? 10_000,
+          leaseDurationSeconds: leaseSeconds,
+          // 25 s and 10 s for the 40 s default; a shorter lease scales them down with it.
+          renewDeadlineMs: opts.lease.renewDeadlineMs ?? leaseSeconds * 625,
+          retryPeriodMs: opts.lease.retryPeriodMs ?? leaseSeconds * 250,
           identity: opts.lease.identity,
         }
       : false,
