@@ -3,8 +3,10 @@
 # initramfs that loads the virtio drivers, takes a DHCP lease, answers the ACPI power button,
 # onlines hot-plugged CPUs and reports all of it as marker lines on the serial console.
 #
-# Output: ${LIBVIRT_OPERATOR_CACHE:-${XDG_CACHE_HOME:-~/.cache}/libvirt-operator}/guest/<kernel-version>/
-#   vmlinuz, initrd.img, .complete (holds the hash of this script: editing the recipe rebuilds)
+# Output: ${LIBVIRT_OPERATOR_CACHE:-${XDG_CACHE_HOME:-~/.cache}/libvirt-operator}/guest/<kernel-version>-<recipe>/
+#   vmlinuz, initrd.img, .complete (holds the hash of this script). <recipe> is the first 12
+#   hex digits of that hash, so two checkouts with different recipes (branches, worktrees)
+#   each keep their own guest instead of rebuilding over each other's files.
 # Only Debian packages are used: the linux-image-*-cloud-amd64 that linux-image-cloud-amd64
 # depends on (apt-get download, dpkg -x) and the installed busybox-static.
 #
@@ -53,12 +55,12 @@ fi
 if [[ -n "$PACKAGE" ]]; then
   VERSION="${PACKAGE#linux-image-}"
 else
-  VERSION="$(ls -1 "$CACHE_ROOT" 2>/dev/null | sort -V | while read -r v; do
-    [[ -f "$CACHE_ROOT/$v/.complete" ]] && echo "$v"; done | tail -n1)"
-  [[ -n "$VERSION" ]] || die "cannot resolve linux-image-cloud-amd64 with apt-cache and nothing is cached; run: apt-get update"
+  VERSION="$(ls -1 "$CACHE_ROOT" 2>/dev/null | grep -e "-${RECIPE_HASH:0:12}\$" | sort -V | while read -r v; do
+    [[ -f "$CACHE_ROOT/$v/.complete" ]] && echo "${v%-*}"; done | tail -n1 || true)"
+  [[ -n "$VERSION" ]] || die "cannot resolve linux-image-cloud-amd64 with apt-cache and nothing is cached for this recipe; run: apt-get update"
 fi
 
-OUT="$CACHE_ROOT/$VERSION"
+OUT="$CACHE_ROOT/$VERSION-${RECIPE_HASH:0:12}"
 is_current() { [[ -f "$OUT/.complete" && "$(cat "$OUT/.complete")" == "$RECIPE_HASH" ]]; }
 finish() {
   say "$1"
@@ -212,8 +214,12 @@ mkdir -p "$OUT"
 rm -f "$OUT/.complete"
 mv -f "$WORK/vmlinuz" "$WORK/initrd.img" "$OUT/"
 echo "$RECIPE_HASH" > "$OUT/.complete"
-# Older kernels are dead weight (~16 MB each) once the meta package points elsewhere.
+# Older kernels are dead weight (~16 MB each) once the meta package points elsewhere; other
+# recipes of the same kernel stay (another checkout may use one), the 8 newest of them.
 for old in "$CACHE_ROOT"/*/; do
-  [[ "${old%/}" == "$OUT" ]] || rm -rf "${old%/}"
+  case "${old%/}" in "$CACHE_ROOT/$VERSION"-*) ;; *) rm -rf "${old%/}" ;; esac
+done
+ls -1dt "$CACHE_ROOT/$VERSION"-*/ 2>/dev/null | tail -n +9 | while read -r extra; do
+  [[ "${extra%/}" == "$OUT" ]] || rm -rf "${extra%/}"
 done
 finish "build-tiny-guest: built $VERSION in $OUT ($((SECONDS - START)) s, initrd $(($(stat -c %s "$OUT/initrd.img") / 1024)) KiB)"
