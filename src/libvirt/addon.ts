@@ -44,6 +44,13 @@ export interface RawDomainInfo {
   nrVirtCpu: number;
   cpuTime: bigint;
 }
+export interface RawVcpuInfo {
+  number: number;
+  state: number;
+  cpuTime: bigint;
+  cpu: number;
+  affinity: boolean[];
+}
 export interface RawInterface {
   name: string | null;
   hwaddr: string | null;
@@ -205,6 +212,7 @@ export interface NativeBinding {
   domainGetMaxMemory(d: DomainHandle, t: T): Promise<bigint>;
   domainSetVcpusFlags(d: DomainHandle, n: number, flags: number, t: T): Promise<void>;
   domainGetVcpusFlags(d: DomainHandle, flags: number, t: T): Promise<number>;
+  domainGetVcpus(d: DomainHandle, t: T): Promise<RawVcpuInfo[]>;
   domainMemoryStats(d: DomainHandle, flags: number, t: T): Promise<Record<string, bigint>>;
   domainInterfaceAddresses(
     d: DomainHandle,

@@ -180,6 +180,13 @@ export const DomainVcpuFlags = {
   HOTPLUGGABLE: 16,
 } as const;
 
+/** virVcpuState: what a vCPU is doing (getVcpus). */
+export const VcpuState = {
+  OFFLINE: 0,
+  RUNNING: 1,
+  BLOCKED: 2,
+} as const;
+
 /** Domain undefine flags. */
 export const DomainUndefineFlags = {
   MANAGED_SAVE: 1,

@@ -10,7 +10,7 @@ import {
 } from './addon.js';
 import type { Connect } from './connection.js';
 import { DomainMemoryModFlags, DomainVcpuFlags } from './constants.js';
-import { domainStateName, domainStateReasonName } from './names.js';
+import { domainStateName, domainStateReasonName, vcpuStateName } from './names.js';
 
 export interface DomainInfo {
   state: number;
@@ -52,6 +52,22 @@ export interface DomainMemoryStats {
 }
 
 export type DomainInterface = RawInterface;
+
+/** One vCPU of a running domain (virVcpuInfo and its row of the affinity map). */
+export interface VcpuInfo {
+  /** The vCPU's index in the guest. */
+  number: number;
+  /** VcpuState */
+  state: number;
+  /** 'offline', 'running', 'blocked' */
+  stateName: string;
+  /** nanoseconds */
+  cpuTime: bigint;
+  /** The host CPU it runs on now (-1 when offline). */
+  cpu: number;
+  /** Per host CPU (index = CPU number): whether this vCPU may run there. */
+  affinity: boolean[];
+}
 
 export interface VcpuImpact extends Impact {
   /** Change the maximum instead of the current count (VIR_DOMAIN_VCPU_MAXIMUM). */
@@ -216,8 +232,14 @@ export class Domain {
     return native.domainGetVcpusFlags(this[HANDLE], flags, this.#t(opts));
   }
 
-  getVcpus(impact?: VcpuImpact, opts?: CallOptions): Promise<number> {
-    return this.getVcpusFlags(vcpuFlags(impact), opts);
+  /**
+   * virDomainGetVcpus: state, CPU time, host CPU and affinity of each vCPU of a running
+   * domain (an inactive one rejects with VIR_ERR_OPERATION_INVALID). The count of vCPUs is
+   * getVcpusFlags.
+   */
+  async getVcpus(opts?: CallOptions): Promise<VcpuInfo[]> {
+    const raw = await native.domainGetVcpus(this[HANDLE], this.#t(opts));
+    return raw.map((v) => ({ ...v, stateName: vcpuStateName(v.state) }));
   }
 
   memoryStats(flags = 0, opts?: CallOptions): Promise<DomainMemoryStats> {

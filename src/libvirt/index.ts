@@ -20,6 +20,7 @@ export type {
   DomainMemoryStats,
   DomainStateInfo,
   VcpuImpact,
+  VcpuInfo,
 } from './domain.js';
 export { Network } from './network.js';
 export type { NetworkDHCPLease } from './network.js';
@@ -56,5 +57,6 @@ export {
   storagePoolEventName,
   storagePoolStateName,
   storageVolTypeName,
+  vcpuStateName,
 } from './names.js';
 export { bindingStats, getLibVersion, setThreadPoolSize } from './binding.js';

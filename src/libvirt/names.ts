@@ -26,6 +26,7 @@ import {
   StoragePoolEventLifecycleType,
   StoragePoolState,
   StorageVolType,
+  VcpuState,
 } from './constants.js';
 
 type Table = Readonly<Record<string, number>>;
@@ -82,3 +83,4 @@ export const storagePoolEventName = namer(StoragePoolEventLifecycleType);
 export const storagePoolStateName = namer(StoragePoolState);
 export const storageVolTypeName = namer(StorageVolType);
 export const closeReasonName = namer(ConnectCloseReason);
+export const vcpuStateName = namer(VcpuState);

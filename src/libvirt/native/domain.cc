@@ -176,6 +176,63 @@ Napi::Value GetVcpusFlags(const Napi::CallbackInfo& info) {
   });
 }
 
+// virDomainGetVcpus needs its buffers sized by the caller: the domain's vCPU count (from
+// virDomainGetInfo) and the host's CPU count (virNodeGetCPUMap, which counts CPUs that are
+// present even when offline, as the affinity bitmaps do). Both are read on the worker, in the
+// same call, as libvirt-python does, so the answer is consistent with one moment.
+struct Vcpus {
+  std::vector<virVcpuInfo> info;
+  std::vector<unsigned char> maps;
+  int mapLen = 0;
+  int hostCpus = 0;
+};
+
+Napi::Value GetVcpus(const Napi::CallbackInfo& info) {
+  return Async(info, [](Call& c) {
+    virDomainPtr d = c.Domain(0);
+    c.Timeout(1);
+    return c.Run<Vcpus>(
+        "virDomainGetVcpus",
+        [d](Vcpus& r) {
+          virDomainInfo di;
+          if (virDomainGetInfo(d, &di) < 0) return false;
+          r.hostCpus = virNodeGetCPUMap(virDomainGetConnect(d), nullptr, nullptr, 0);
+          if (r.hostCpus < 0) {
+            virNodeInfo ni;
+            if (virNodeGetInfo(virDomainGetConnect(d), &ni) < 0) return false;
+            r.hostCpus = static_cast<int>(VIR_NODEINFO_MAXCPUS(ni));
+          }
+          r.mapLen = VIR_CPU_MAPLEN(r.hostCpus);
+          r.info.resize(di.nrVirtCpu > 0 ? di.nrVirtCpu : 1);
+          r.maps.assign(r.info.size() * static_cast<size_t>(r.mapLen), 0);
+          int n = virDomainGetVcpus(d, r.info.data(), static_cast<int>(r.info.size()),
+                                    r.maps.data(), r.mapLen);
+          if (n < 0) return false;
+          r.info.resize(n);
+          return true;
+        },
+        [](Napi::Env env, Vcpus& r) {
+          Napi::Array out = Napi::Array::New(env, r.info.size());
+          for (size_t i = 0; i < r.info.size(); i++) {
+            const virVcpuInfo& v = r.info[i];
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("number", Napi::Number::New(env, v.number));
+            o.Set("state", Napi::Number::New(env, v.state));
+            o.Set("cpuTime", BigU64(env, v.cpuTime));
+            o.Set("cpu", Napi::Number::New(env, v.cpu));
+            const unsigned char* map = r.maps.data() + i * static_cast<size_t>(r.mapLen);
+            Napi::Array affinity = Napi::Array::New(env, r.hostCpus);
+            for (int cpu = 0; cpu < r.hostCpus; cpu++)
+              affinity.Set(static_cast<uint32_t>(cpu),
+                           Napi::Boolean::New(env, VIR_CPU_USABLE(map, r.mapLen, 0, cpu) != 0));
+            o.Set("affinity", affinity);
+            out.Set(static_cast<uint32_t>(i), o);
+          }
+          return out;
+        });
+  });
+}
+
 const char* MemoryStatName(int tag) {
   switch (tag) {
     case VIR_DOMAIN_MEMORY_STAT_SWAP_IN: return "swapIn";
@@ -383,6 +440,7 @@ void ExportDomain(Napi::Env env, Napi::Object e) {
   fn("domainGetMaxMemory", GetMaxMemory);
   fn("domainSetVcpusFlags", SetVcpusFlags);
   fn("domainGetVcpusFlags", GetVcpusFlags);
+  fn("domainGetVcpus", GetVcpus);
   fn("domainMemoryStats", MemoryStats);
   fn("domainInterfaceAddresses", InterfaceAddresses);
   fn("domainAttachDeviceFlags", [](const Napi::CallbackInfo& i) {

@@ -6,6 +6,7 @@ import {
   DomainMetadataType,
   DomainState,
   DomainUndefineFlags,
+  DomainVcpuFlags,
   DomainXMLFlags,
   ErrorCode,
   LibvirtError,
@@ -179,15 +180,15 @@ describe('Domain memory and vCPUs', () => {
 
   it('sets live, config and maximum vCPU counts and reads them back', async () => {
     const d = await defined({ name: uniqueName('vcpu'), vcpus: 2, maxVcpus: 4 });
-    expect(await d.getVcpus({ config: true, maximum: true })).toBe(4);
-    expect(await d.getVcpus({ config: true })).toBe(2);
+    expect(await d.getVcpusFlags(DomainVcpuFlags.CONFIG | DomainVcpuFlags.MAXIMUM)).toBe(4);
+    expect(await d.getVcpusFlags(DomainVcpuFlags.CONFIG)).toBe(2);
     await d.setVcpus(3, { config: true });
-    expect(await d.getVcpus({ config: true })).toBe(3);
+    expect(await d.getVcpusFlags(DomainVcpuFlags.CONFIG)).toBe(3);
     await d.setVcpus(6, { config: true, maximum: true });
-    expect(await d.getVcpus({ config: true, maximum: true })).toBe(6);
+    expect(await d.getVcpusFlags(DomainVcpuFlags.CONFIG | DomainVcpuFlags.MAXIMUM)).toBe(6);
     await d.create();
     await d.setVcpus(2, { live: true });
-    expect(await d.getVcpus({ live: true })).toBe(2);
+    expect(await d.getVcpusFlags(DomainVcpuFlags.LIVE)).toBe(2);
     expect((await d.getInfo()).nrVirtCpu).toBe(2);
     const tooMany = await rejection(d.setVcpus(64, { live: true }));
     expect(tooMany.code).toBe(ErrorCode.VIR_ERR_INVALID_ARG);
@@ -213,7 +214,7 @@ describe('Domain guest addresses', () => {
     expect(Array.isArray(await d.interfaceAddresses(DomainInterfaceAddressesSource.LEASE))).toBe(
       true,
     );
-    const guest = await rejection(d.getVcpus({ guest: true }));
+    const guest = await rejection(d.getVcpusFlags(DomainVcpuFlags.GUEST));
     expect(isUnsupported(guest)).toBe(true);
   });
 });

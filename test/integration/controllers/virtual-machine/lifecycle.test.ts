@@ -11,7 +11,7 @@ import { defaultMacAddress } from '../../../../src/api/names.js';
 import { FIELD_MANAGER } from '../../../../src/agent/kube-writes.js';
 import { HOST_FINALIZER } from '../../../../src/controllers/context.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
-import { Connect, DomainXMLFlags } from '../../../../src/libvirt/index.js';
+import { Connect, DomainVcpuFlags, DomainXMLFlags } from '../../../../src/libvirt/index.js';
 import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { stampOf } from '../../../../src/libvirt/xml/metadata.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
@@ -191,7 +191,7 @@ describe('VirtualMachine reconcile on test:///default', () => {
     expect(after.getID()).toBe(id);
     expect((await after.getState()).stateName).toBe('running');
     expect((await after.getInfo()).memory).toBe(384n * 1024n);
-    expect(await after.getVcpus({ live: true })).toBe(2);
+    expect(await after.getVcpusFlags(DomainVcpuFlags.LIVE)).toBe(2);
     const config = parseDomainXML(await after.getXMLDesc(DomainXMLFlags.INACTIVE));
     expect(config.currentMemoryKiB).toBe(384 * 1024);
     expect(config.vcpu.current).toBe(2);
