@@ -7,7 +7,7 @@ export function getLibVersion(): number {
 }
 
 /**
- * Ensures the binding's worker pool has at least `size` threads (default 4, or the
+ * Ensures the binding's worker pool has at least `size` threads (default 8, or the
  * LIBVIRT_NATIVE_THREADS environment variable). The pool also grows by itself when every
  * thread has been stuck in a call for a while. Returns the new size.
  */

@@ -4,6 +4,7 @@
 #include <mutex>
 #include <thread>
 
+#include "event-loop.h"
 #include "runtime.h"
 
 namespace lv {
@@ -12,17 +13,6 @@ namespace {
 
 // Errors reach JS through LibvirtError; without a handler libvirt prints each to stderr.
 void SilentErrors(void*, virErrorPtr) {}
-
-// libvirt's default event loop serves keepalive, event callbacks and close notifications for
-// every connection in the process. It runs on its own thread, which never keeps Node alive.
-void EventLoop() {
-  for (;;) {
-    if (virEventRunDefaultImpl() < 0) {
-      virResetLastError();
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-  }
-}
 
 std::string processInitError;
 
@@ -35,11 +25,10 @@ void InitProcess() {
     }
     virSetErrorFunc(nullptr, SilentErrors);
     // Must precede the first virConnectOpen, or remote connections get no keepalive/events.
-    if (virEventRegisterDefaultImpl() < 0) {
-      processInitError = "virEventRegisterDefaultImpl failed: " + ErrorInfo::Capture().message;
-      return;
-    }
-    std::thread(EventLoop).detach();
+    // The binding's own loop (event-loop.cc) serves keepalive, event callbacks and close
+    // notifications for every connection in the process, on a thread that never keeps Node
+    // alive.
+    processInitError = StartEventLoop();
   });
 }
 

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -336,7 +337,11 @@ static unsigned DefaultThreads() {
     int n = std::atoi(env);
     if (n >= 1 && n <= static_cast<int>(kMaxThreads)) return static_cast<unsigned>(n);
   }
-  return 4;
+  // More than libvirtd's default max_client_requests (5 per connection), so the daemon
+  // always finds the next request of a busy connection already on its socket; slow calls
+  // (a QEMU start or destroy takes 0.1-1 s) on different domains then overlap, as they do
+  // from a thread per call.
+  return 8;
 }
 
 WorkerPool& WorkerPool::Get() {
@@ -345,7 +350,10 @@ WorkerPool& WorkerPool::Get() {
   static WorkerPool* pool = [] {
     auto* p = new WorkerPool();
     p->EnsureThreads(DefaultThreads());
-    std::thread([p] { p->Supervise(); }).detach();
+    std::thread([p] {
+      pthread_setname_np(pthread_self(), "libvirt-watch");
+      p->Supervise();
+    }).detach();
     return p;
   }();
   return *pool;
@@ -418,10 +426,9 @@ void WorkerPool::PostBatch(const std::vector<Task*>& tasks) {
       watch = supervisorParked_;
     }
   }
-  if (wake > 1)
-    cv_.notify_all();
-  else if (wake == 1)
-    cv_.notify_one();
+  // One wake-up per task that an idle thread can take: notify_all would wake every idle
+  // thread for a batch of two, and all but two would only go back to sleep.
+  for (unsigned i = 0; i < wake; i++) cv_.notify_one();
   if (watch) supervisorCv_.notify_one();
 }
 
@@ -430,20 +437,23 @@ void WorkerPool::GrowIfStalled() {
   if (StalledLocked()) SpawnLocked();
 }
 
-// Workers run at a lower priority than the JS thread (nice +5 by default,
-// LIBVIRT_NATIVE_WORKER_NICE to change): on a small machine, CPU-bound libvirt calls (the
-// test driver, XML handling) otherwise compete with the event loop they report to, and the
-// loop's latency is what the rest of the process feels. Calls waiting on a daemon sleep and
-// are unaffected.
+// Workers run at the JS thread's priority unless LIBVIRT_NATIVE_WORKER_NICE asks for less
+// (0-19). They used to run at nice +5 so CPU-bound calls on the in-process test driver would
+// not compete with the event loop; but on a busy host a niced worker woken by a reply waits
+// behind every ordinary process before it can hand the result back, and most calls are RPCs
+// that sleep on the daemon: on qemu:///system with the machine loaded, the niced pool was the
+// slower side against libvirt-python, whose calling threads run at nice 0.
 static int WorkerNice() {
   const char* env = std::getenv("LIBVIRT_NATIVE_WORKER_NICE");
-  if (env == nullptr) return 5;
+  if (env == nullptr) return 0;
   int n = std::atoi(env);
   return n < 0 ? 0 : (n > 19 ? 19 : n);
 }
 
 void WorkerPool::Loop() {
   static const int nice = WorkerNice();
+  // Named, so `top -H` and /proc/<pid>/task/*/comm tell the pool apart from Node's threads.
+  pthread_setname_np(pthread_self(), "libvirt-worker");
   // Linux applies PRIO_PROCESS with a thread ID to that thread alone.
   if (nice > 0) setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), nice);
   std::unique_lock<std::mutex> lock(mutex_);
