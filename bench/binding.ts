@@ -1,12 +1,17 @@
 // Benchmark of the libvirt binding: lookups per second sequentially and with many calls in
-// flight, on the in-process test driver and through a real libvirtd, against the same lookup
-// done by spawning `virsh`, and the event-loop delay while 1,000 calls are in flight.
-// Run: npm run bench:binding   (root; starts libvirtd if none answers, stops it afterwards)
+// flight on the in-process test driver, against the same lookup done by spawning `virsh`, the
+// event-loop delay while 1,000 calls are in flight; and on a real libvirtd (qemu:///system)
+// the binding side by side with libvirt's own Python binding, the same calls on the same
+// domain in the same run.
+// Run: npm run bench:binding [-- --rounds 3 --libvirtd-only]
+//   (root; starts libvirtd if none answers, stops it afterwards)
 // The last line printed is one JSON object with the headline figures.
 import { execFile } from 'node:child_process';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import { promisify } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { XMLBuilder } from 'fast-xml-parser';
 import { ensureLibvirtd, type LibvirtDaemon } from '../src/harness/libvirtd.js';
@@ -14,6 +19,17 @@ import { Connect, bindingStats, getLibVersion, type Domain } from '../src/libvir
 
 const run = promisify(execFile);
 const TEST_URI = 'test:///default';
+// Debian's python3-libvirt is importable by the system interpreter only.
+const PYTHON = '/usr/bin/python3';
+const PYTHON_SIDE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'libvirt-python.py');
+
+const { values: args } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '3' },
+    'libvirtd-only': { type: 'boolean', default: false },
+  },
+});
+const opts = { rounds: Number(args.rounds), libvirtdOnly: args['libvirtd-only'] };
 
 interface Row {
   name: string;
@@ -98,49 +114,210 @@ function qemuDomainXML(name: string): string {
   });
 }
 
+// ---------------------------------------------------------------------------------------
+// The binding against libvirt-python on qemu:///system
+
+interface Case {
+  /** JSON key */
+  key: string;
+  label: string;
+  /** bench/libvirt-python.py CASE */
+  python: string;
+  calls: number;
+  /** Calls the binding keeps in flight; the best is kept. 1 = sequential. */
+  windows: number[];
+  /** Python threads sharing one connection; the best is kept. */
+  threads: number[];
+  call: () => Promise<unknown>;
+}
+
+interface Comparison {
+  round: number;
+  key: string;
+  label: string;
+  binding: number;
+  bindingWindow: number;
+  python: number;
+  pythonThreads: number;
+  /** Client CPU time (user + system) per call, µs, at the best setting of each side. */
+  bindingCpuUs: number;
+  pythonCpuUs: number;
+}
+
+function remoteCases(conn: Connect, dom: Domain, uuid: string): Case[] {
+  const lookup = () => conn.lookupDomainByUUID(uuid);
+  return [
+    {
+      key: 'lookupSequential',
+      label: 'lookups by UUID, sequential',
+      python: 'lookup',
+      calls: 4_000,
+      windows: [1],
+      threads: [1],
+      call: lookup,
+    },
+    {
+      key: 'lookupConcurrent',
+      label: 'lookups by UUID, concurrent',
+      python: 'lookup',
+      calls: 30_000,
+      windows: [16, 1_000],
+      threads: [4, 16],
+      call: lookup,
+    },
+    {
+      key: 'lookupInfoConcurrent',
+      label: 'lookup + getInfo, concurrent',
+      python: 'lookup-info',
+      calls: 20_000,
+      windows: [16, 1_000],
+      threads: [4, 16],
+      call: async () => (await lookup()).getInfo(),
+    },
+    {
+      key: 'xmlSequential',
+      label: 'getXMLDesc, sequential',
+      python: 'xml',
+      calls: 3_000,
+      windows: [1],
+      threads: [1],
+      call: () => dom.getXMLDesc(),
+    },
+    {
+      key: 'xmlConcurrent',
+      label: 'getXMLDesc, concurrent',
+      python: 'xml',
+      calls: 20_000,
+      windows: [16, 1_000],
+      threads: [4, 16],
+      call: () => dom.getXMLDesc(),
+    },
+  ];
+}
+
+async function pythonRate(
+  uri: string,
+  uuid: string,
+  c: Case,
+  threads: number,
+): Promise<{ rate: number; cpuUs: number }> {
+  const out = await run(
+    PYTHON,
+    [PYTHON_SIDE, uri, uuid, c.python, String(threads), String(c.calls)],
+    {
+      timeout: 300_000,
+    },
+  ).catch((err: Error) => {
+    throw new Error(`libvirt-python (${PYTHON}, Debian python3-libvirt) failed: ${err.message}`);
+  });
+  const r = JSON.parse(out.stdout) as { calls: number; seconds: number; cpuSeconds: number };
+  return { rate: r.calls / r.seconds, cpuUs: (r.cpuSeconds * 1e6) / r.calls };
+}
+
+async function compare(round: number, c: Case, uri: string, uuid: string): Promise<Comparison> {
+  let binding = 0;
+  let bindingWindow = 0;
+  let python = 0;
+  let pythonThreads = 0;
+  let bindingCpuUs = 0;
+  let pythonCpuUs = 0;
+  // Alternate which side goes first, so a burst of load on the shared machine does not
+  // always hit the same side.
+  const sides = [
+    async () => {
+      for (const w of c.windows) {
+        await windowed(Math.min(2_000, c.calls / 10), w, c.call); // warm-up
+        const cpu0 = process.cpuUsage();
+        const rate = (c.calls / (await windowed(c.calls, w, c.call))) * 1000;
+        const cpu = process.cpuUsage(cpu0);
+        if (rate > binding) {
+          [binding, bindingWindow] = [rate, w];
+          bindingCpuUs = (cpu.user + cpu.system) / c.calls;
+        }
+      }
+    },
+    async () => {
+      for (const t of c.threads) {
+        const r = await pythonRate(uri, uuid, c, t);
+        if (r.rate > python) [python, pythonThreads, pythonCpuUs] = [r.rate, t, r.cpuUs];
+      }
+    },
+  ];
+  if (round % 2 === 0) sides.reverse();
+  for (const side of sides) await side();
+  return {
+    round,
+    key: c.key,
+    label: c.label,
+    binding,
+    bindingWindow,
+    python,
+    pythonThreads,
+    bindingCpuUs,
+    pythonCpuUs,
+  };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
 async function main(): Promise<void> {
-  const test = await Connect.open(TEST_URI);
-  const testDom = await test.lookupDomainByName('test');
-  const testUUID = testDom.getUUIDString();
-  const lookup = () => test.lookupDomainByUUID(testUUID);
+  const num = (v: number) => Math.round(v).toLocaleString('en-US');
+  const pad = (s: string, n: number) => s.padEnd(n);
+  const load0 = loadavg()[0]!;
 
-  await windowed(50_000, 1_000, lookup); // warm-up: JIT, allocator, worker threads
-  const seq = await measure('test:///default lookupDomainByUUID, sequential', 20_000, 1, lookup);
+  let seq: Row | undefined;
   let best: Row | undefined;
-  for (const inFlight of [1_000, 10_000]) {
-    const r = await measure(
-      `test:///default lookupDomainByUUID, ${inFlight} in flight`,
-      300_000,
-      inFlight,
-      lookup,
-    );
-    if (!best || perSec(r) > perSec(best)) best = r;
-  }
-  const delay = await eventLoopDelay(test, testUUID, 1_000, 200_000);
-  const virshTest = await virshPerCall(TEST_URI, testUUID, 40);
+  let delay: { p50: number; p99: number; max: number } | undefined;
+  let virshTest: Row | undefined;
+  if (!opts.libvirtdOnly) {
+    const test = await Connect.open(TEST_URI);
+    const testDom = await test.lookupDomainByName('test');
+    const testUUID = testDom.getUUIDString();
+    const lookup = () => test.lookupDomainByUUID(testUUID);
 
-  // Through a real libvirtd: the same lookup is an RPC over the unix socket.
+    await windowed(50_000, 1_000, lookup); // warm-up: JIT, allocator, worker threads
+    seq = await measure('test:///default lookupDomainByUUID, sequential', 20_000, 1, lookup);
+    for (const inFlight of [1_000, 10_000]) {
+      const r = await measure(
+        `test:///default lookupDomainByUUID, ${inFlight} in flight`,
+        300_000,
+        inFlight,
+        lookup,
+      );
+      if (!best || perSec(r) > perSec(best)) best = r;
+    }
+    delay = await eventLoopDelay(test, testUUID, 1_000, 200_000);
+    virshTest = await virshPerCall(TEST_URI, testUUID, 40);
+    await test.close();
+  }
+
+  // Through a real libvirtd: every call is an RPC over the unix socket. The binding and
+  // libvirt-python make the same calls on the same domain, in alternation, round after round.
+  const comparisons: Comparison[] = [];
   let daemon: LibvirtDaemon | undefined;
   let remote: Connect | undefined;
   let remoteDom: Domain | undefined;
-  let remoteSeq: Row | undefined;
-  let remoteConc: Row | undefined;
   let virshRemote: Row | undefined;
   try {
     daemon = await ensureLibvirtd();
     remote = await Connect.open(daemon.uri);
     remoteDom = await remote.defineDomainXML(qemuDomainXML(`lvbt-bench-${process.pid}`));
     const uuid = remoteDom.getUUIDString();
-    const rlookup = () => remote!.lookupDomainByUUID(uuid);
-    await windowed(5_000, 100, rlookup);
-    remoteSeq = await measure('qemu:///system lookupDomainByUUID, sequential', 5_000, 1, rlookup);
-    remoteConc = await measure(
-      'qemu:///system lookupDomainByUUID, 1000 in flight',
-      50_000,
-      1_000,
-      rlookup,
-    );
-    virshRemote = await virshPerCall(daemon.uri, uuid, 40);
+    await windowed(5_000, 100, () => remote!.lookupDomainByUUID(uuid));
+    for (let round = 1; round <= opts.rounds; round++) {
+      for (const c of remoteCases(remote, remoteDom, uuid)) {
+        const r = await compare(round, c, daemon.uri, uuid);
+        comparisons.push(r);
+        console.error(
+          `round ${round}: ${c.label}: binding ${num(r.binding)}/s (${r.bindingWindow} in flight, ${r.bindingCpuUs.toFixed(1)} µs CPU/call), ` +
+            `python ${num(r.python)}/s (${r.pythonThreads} threads, ${r.pythonCpuUs.toFixed(1)} µs CPU/call), ${(r.binding / r.python).toFixed(2)}x`,
+        );
+      }
+    }
+    if (!opts.libvirtdOnly) virshRemote = await virshPerCall(daemon.uri, uuid, 40);
   } catch (err) {
     console.error(`libvirtd part skipped: ${(err as Error).message}`);
   } finally {
@@ -148,37 +325,76 @@ async function main(): Promise<void> {
     await remote?.close().catch(() => undefined);
     await daemon?.stop();
   }
-  await test.close();
 
-  const pad = (s: string, n: number) => s.padEnd(n);
-  const num = (v: number) => Math.round(v).toLocaleString('en-US');
   console.log(
-    `libvirt binding benchmark — ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, libvirt ${getLibVersion()}, ${bindingStats().workerThreads} worker threads`,
+    `libvirt binding benchmark — ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, libvirt ${getLibVersion()}, ${bindingStats().workerThreads} worker threads, load average ${load0.toFixed(1)} → ${loadavg()[0]!.toFixed(1)}`,
   );
-  console.log(pad('case', 56) + pad('calls', 10) + pad('calls/s', 12) + 'µs/call');
-  for (const r of rows) {
+  if (rows.length > 0) {
+    console.log(pad('case', 56) + pad('calls', 10) + pad('calls/s', 12) + 'µs/call');
+    for (const r of rows) {
+      console.log(
+        pad(r.name, 56) +
+          pad(num(r.calls), 10) +
+          pad(num(perSec(r)), 12) +
+          ((r.ms * 1000) / r.calls).toFixed(1),
+      );
+    }
+  }
+  if (delay) {
     console.log(
-      pad(r.name, 56) +
-        pad(num(r.calls), 10) +
-        pad(num(perSec(r)), 12) +
-        ((r.ms * 1000) / r.calls).toFixed(1),
+      `event-loop delay with 1,000 calls in flight: p50 ${delay.p50.toFixed(2)} ms, p99 ${delay.p99.toFixed(2)} ms, max ${delay.max.toFixed(2)} ms`,
     );
   }
-  console.log(
-    `event-loop delay with 1,000 calls in flight: p50 ${delay.p50.toFixed(2)} ms, p99 ${delay.p99.toFixed(2)} ms, max ${delay.max.toFixed(2)} ms`,
-  );
 
-  const virshPerSec = perSec(virshTest);
+  const ratios: Record<string, number> = {};
+  if (comparisons.length > 0) {
+    console.log('\nqemu:///system, binding vs libvirt-python (same domain, same run)');
+    console.log(
+      pad('case', 32) + pad('round', 7) + pad('binding /s', 22) + pad('python /s', 22) + 'ratio',
+    );
+    for (const c of comparisons) {
+      console.log(
+        pad(c.label, 32) +
+          pad(String(c.round), 7) +
+          pad(`${num(c.binding)} (${c.bindingWindow})`, 22) +
+          pad(`${num(c.python)} (${c.pythonThreads} thr)`, 22) +
+          pad(`${(c.binding / c.python).toFixed(2)}x`, 8) +
+          `${c.bindingCpuUs.toFixed(1)} / ${c.pythonCpuUs.toFixed(1)}`,
+      );
+    }
+    for (const key of new Set(comparisons.map((c) => c.key))) {
+      const mine = comparisons.filter((c) => c.key === key);
+      ratios[key] = Number(median(mine.map((c) => c.binding / c.python)).toFixed(2));
+      console.log(
+        `${pad(mine[0]!.label, 32)}median ratio ${ratios[key]!.toFixed(2)}x (rounds: ${mine.map((c) => (c.binding / c.python).toFixed(2)).join(', ')})`,
+      );
+    }
+  }
+
   const result = {
-    lookupsPerSecConcurrent: Math.round(perSec(best!)),
-    lookupsPerSecSequential: Math.round(perSec(seq)),
-    virshLookupsPerSec: Number(virshPerSec.toFixed(1)),
-    virshSpeedup: Math.round(perSec(best!) / virshPerSec),
-    eventLoopDelayP99Ms: Number(delay.p99.toFixed(2)),
-    libvirtdLookupsPerSecSequential: remoteSeq ? Math.round(perSec(remoteSeq)) : null,
-    libvirtdLookupsPerSecConcurrent: remoteConc ? Math.round(perSec(remoteConc)) : null,
-    libvirtdVirshSpeedup:
-      remoteConc && virshRemote ? Math.round(perSec(remoteConc) / perSec(virshRemote)) : null,
+    lookupsPerSecConcurrent: best ? Math.round(perSec(best)) : null,
+    lookupsPerSecSequential: seq ? Math.round(perSec(seq)) : null,
+    virshLookupsPerSec: virshTest ? Number(perSec(virshTest).toFixed(1)) : null,
+    virshSpeedup: best && virshTest ? Math.round(perSec(best) / perSec(virshTest)) : null,
+    eventLoopDelayP99Ms: delay ? Number(delay.p99.toFixed(2)) : null,
+    libvirtdVirshLookupsPerSec: virshRemote ? Number(perSec(virshRemote).toFixed(1)) : null,
+    libvirtd: Object.fromEntries(
+      [...new Set(comparisons.map((c) => c.key))].map((key) => {
+        const mine = comparisons.filter((c) => c.key === key);
+        return [
+          key,
+          {
+            bindingPerSec: mine.map((c) => Math.round(c.binding)),
+            pythonPerSec: mine.map((c) => Math.round(c.python)),
+            ratios: mine.map((c) => Number((c.binding / c.python).toFixed(2))),
+            bindingCpuUsPerCall: mine.map((c) => Number(c.bindingCpuUs.toFixed(1))),
+            pythonCpuUsPerCall: mine.map((c) => Number(c.pythonCpuUs.toFixed(1))),
+            medianRatio: ratios[key],
+          },
+        ];
+      }),
+    ),
+    loadAverage: [Number(load0.toFixed(2)), Number(loadavg()[0]!.toFixed(2))],
   };
   console.log(JSON.stringify(result));
 }
