@@ -2,7 +2,7 @@
 // status writer, events, health) to the four controllers and to libvirt's lifecycle events.
 // Everything here is plumbing; the decisions live in src/controllers/<kind>/.
 import { mkdirSync } from 'node:fs';
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubeAccess } from '../runtime/kube-config.js';
 import type { VirtKind } from '../api/generated/crds.js';
 import type {
   Action as ControllerAction,
@@ -45,7 +45,7 @@ import { kubeWrites, resourceOf } from './kube-writes.js';
 export interface AgentOptions {
   nodeName: string;
   libvirtUri: string;
-  kubeConfig: KubeConfig;
+  kubeConfig: KubeAccess;
   stateDir: string;
   /** Lease namespace; false runs without a lease (tests, simulations of many agents). */
   lease:

@@ -1,5 +1,9 @@
-import { KubeConfig } from '@kubernetes/client-node';
 import { agentConfig, ConfigError } from '../agent/config.js';
+import {
+  loadKubeAccessFromFile,
+  loadKubeAccessInCluster,
+  type KubeAccess,
+} from '../runtime/kube-config.js';
 import { startAgent } from '../agent/agent.js';
 import { parseFlags, untilSignal, UsageError, withOneLineErrors } from './flags.js';
 
@@ -19,26 +23,16 @@ matches it, against the libvirt at --libvirt-uri.
   --lease-namespace NS      namespace of the per-node Lease (env POD_NAMESPACE; default libvirt-operator)
   --log-level LEVEL         trace, debug, info, warn, error (default info)`;
 
-export function loadKubeConfig(path: string | undefined): KubeConfig {
-  const kc = new KubeConfig();
+export async function loadKubeConfig(path: string | undefined): Promise<KubeAccess> {
   try {
-    if (path) kc.loadFromFile(path);
-    else kc.loadFromCluster();
+    return path ? await loadKubeAccessFromFile(path) : loadKubeAccessInCluster();
   } catch (err) {
     throw new ConfigError(
       path
         ? `cannot read kubeconfig ${path}: ${(err as Error).message}`
-        : `no --kubeconfig or KUBECONFIG given and not running in a cluster: ${(err as Error).message}`,
+        : `no --kubeconfig or KUBECONFIG given and not running in a cluster (no service account): ${(err as Error).message}`,
     );
   }
-  if (!kc.getCurrentCluster()) {
-    throw new ConfigError(
-      path
-        ? `kubeconfig ${path} names no current cluster`
-        : 'no --kubeconfig or KUBECONFIG given and not running in a cluster (no service account)',
-    );
-  }
-  return kc;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -66,7 +60,7 @@ export async function main(argv: string[]): Promise<number> {
       if (err instanceof ConfigError) throw new UsageError(`run: ${err.message}`);
       throw err;
     }
-    const kubeConfig = loadKubeConfig(cfg.kubeconfig);
+    const kubeConfig = await loadKubeConfig(cfg.kubeconfig);
     const agent = await startAgent({
       nodeName: cfg.nodeName,
       libvirtUri: cfg.libvirtUri,

@@ -5,7 +5,6 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 import { customResources, type VirtKind } from '../api/generated/crds.js';
 import { agentConfig } from '../agent/config.js';
@@ -15,6 +14,7 @@ import { packageRoot } from '../harness/package-root.js';
 import { createKubeClient, type KubeClient } from '../runtime/index.js';
 import { parseFlags, untilSignal, withOneLineErrors } from './flags.js';
 import { loadKubeConfig } from './run.js';
+import type { KubeAccess } from '../runtime/kube-config.js';
 
 const HELP = `usage: libvirt-operator up [--examples] [--node-name NAME] [--libvirt-uri URI] [--dir DIR]
 
@@ -55,9 +55,9 @@ export async function main(argv: string[]): Promise<number> {
     });
 
     let cp: ControlPlane | undefined;
-    let kubeConfig: KubeConfig;
+    let kubeConfig: KubeAccess;
     if (process.env.KUBECONFIG) {
-      kubeConfig = loadKubeConfig(process.env.KUBECONFIG);
+      kubeConfig = await loadKubeConfig(process.env.KUBECONFIG);
       say(`using the cluster in KUBECONFIG=${process.env.KUBECONFIG}`);
     } else {
       say('starting a local control plane (etcd + kube-apiserver)');

@@ -10,7 +10,7 @@ import {
   type RequestOptions,
 } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest, type AgentOptions } from 'node:https';
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubeAccess } from './kube-config.js';
 
 export interface KubeRequest {
   method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -70,7 +70,7 @@ export interface KubeClientOptions {
   defaultTimeoutMs?: number;
 }
 
-export function createKubeClient(kubeConfig: KubeConfig, opts: KubeClientOptions = {}): KubeClient {
+export function createKubeClient(kubeConfig: KubeAccess, opts: KubeClientOptions = {}): KubeClient {
   const cluster = kubeConfig.getCurrentCluster();
   if (!cluster) throw new Error('the kubeconfig has no current cluster (check current-context)');
   const server = cluster.server.replace(/\/+$/, '');

@@ -8,7 +8,7 @@
 // the same for shutdown and then releases the lease.
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubeAccess } from './kube-config.js';
 import { createController, type Controller, type ControllerOptions } from './controller.js';
 import { createEventRecorder, type EventRecorder, type EventRecorderOptions } from './events.js';
 import {
@@ -31,7 +31,7 @@ import {
 } from './status-writer.js';
 
 export interface RuntimeOptions {
-  kubeConfig: KubeConfig;
+  kubeConfig: KubeAccess;
   /** A logger to use, or options for a new one. */
   log?: Logger | LogOptions;
   /** The lease that must be held to reconcile; false = always reconcile (tests, single runs). */
