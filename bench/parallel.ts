@@ -227,9 +227,21 @@ async function operatorParallel(
   return { readyMs, deleteMs, writesPerVm: writes / n, passesPerVm: passes / n };
 }
 
+/**
+ * A connection of its own per phase: the system libvirtd is shared, and another user may
+ * restart it between phases.
+ */
+async function withConn<T>(fn: (conn: Connect) => Promise<T>): Promise<T> {
+  const conn = await Connect.open(SYSTEM_URI);
+  try {
+    return await fn(conn);
+  } finally {
+    await conn.close().catch(() => undefined);
+  }
+}
+
 async function main(): Promise<void> {
   const daemon = await ensureLibvirtd();
-  const conn = await Connect.open(daemon.uri);
   const cp = await startControlPlane();
   const client = createKubeClient(cp.kubeConfig);
   const agent = await startAgentProcess(cp, client, NODE, { libvirtUri: daemon.uri });
@@ -246,22 +258,21 @@ async function main(): Promise<void> {
     const watch = await watchVms(client);
     try {
       // Warm-up: QEMU's binary and firmware in the page cache, the agent's code paths.
-      await rawParallel(conn, 2, 'warm');
-      await operatorParallel(cp, client, watch, agent.healthPort, conn, 2, 'warm');
+      await withConn((c) => rawParallel(c, 2, 'warm'));
+      await withConn((c) => operatorParallel(cp, client, watch, agent.healthPort, c, 2, 'warm'));
       for (const n of COUNTS) {
         for (let round = 1; round <= ROUNDS; round++) {
           const tag = `${n}-${round}`;
-          const rawMs = await rawParallel(conn, n, tag);
-          const operator = await operatorParallel(
-            cp,
-            client,
-            watch,
-            agent.healthPort,
-            conn,
-            n,
-            tag,
+          console.error(`${n} VMs, round ${round}: raw`);
+          const rawMs = await withConn((c) => rawParallel(c, n, tag));
+          console.error(`${n} VMs, round ${round}: operator`);
+          const operator = await withConn((c) =>
+            operatorParallel(cp, client, watch, agent.healthPort, c, n, tag),
           );
-          const ansibleMs = values['no-ansible'] ? null : await ansibleParallel(conn, n, tag);
+          console.error(`${n} VMs, round ${round}: ansible`);
+          const ansibleMs = values['no-ansible']
+            ? null
+            : await withConn((c) => ansibleParallel(c, n, tag));
           results.push({ vms: n, round, rawMs, operator, ansibleMs });
           rss = Math.max(rss, rssMB(agent.child.pid!));
           console.error(
@@ -277,7 +288,6 @@ async function main(): Promise<void> {
   } finally {
     await stopAgentProcess(agent);
     await cp.stop();
-    await conn.close();
     await daemon.stop();
   }
 
