@@ -4,7 +4,13 @@
 // and the snapshot context the controller tests use both write through this, so the tests
 // exercise exactly what runs in production.
 import { customResources, type VirtKind } from '../api/generated/crds.js';
+import type { Condition } from '../api/conditions.js';
 import { keyOf, type ControllerContext } from '../controllers/context.js';
+import {
+  aggregateStatus,
+  entriesWith,
+  type NodeEntryLike,
+} from '../controllers/node-aggregate.js';
 import {
   createStatusWriter,
   type StatusWriter,
@@ -31,6 +37,11 @@ export interface KubeWritesOptions {
   log: Logger;
   /** How status writers are made; the runtime's adds its metrics. Default: plain. */
   statusWriter?: (opts: StatusWriterOptions) => StatusWriter;
+}
+
+interface NodeAggregated {
+  metadata: { generation?: number };
+  status?: { conditions?: Condition[]; nodes?: NodeEntryLike[] };
 }
 
 export function resourceOf(kind: VirtKind): ResourceDescription {
@@ -70,7 +81,16 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
       await writer(kind, FIELD_MANAGER).apply(obj as never, status as Record<string, unknown>);
     },
     async applyNodeStatus(kind, obj, entry) {
-      await writer(kind, nodeManager).apply(obj as never, { nodes: [entry] });
+      // The top-level summary goes with the entry, computed from the object this write is
+      // conditional on (see node-aggregate.ts), so agents agree on it instead of fighting.
+      const o = obj as unknown as NodeAggregated;
+      const top = aggregateStatus(
+        o.metadata.generation ?? 0,
+        o.status?.conditions,
+        entriesWith(o.status?.nodes, entry as NodeEntryLike),
+        new Date(),
+      );
+      await writer(kind, nodeManager).apply(obj as never, { ...top, nodes: [entry] });
     },
     async ensureFinalizer(kind, obj, finalizer) {
       if (obj.metadata.finalizers?.includes(finalizer)) return obj;
