@@ -107,7 +107,10 @@ async function main(): Promise<void> {
     ['domains (owned)', `${N} (${owned})`],
     ['series in one scrape', String(series)],
     ['cold scrape (stamps read once)', `${cold.ms.toFixed(1)} ms`],
-    [`warm scrape p50 / p90 / max (${WARM} scrapes)`, `${pct(0.5).toFixed(1)} / ${pct(0.9).toFixed(1)} / ${warm[warm.length - 1]!.toFixed(1)} ms`],
+    [
+      `warm scrape p50 / p90 / max (${WARM} scrapes)`,
+      `${pct(0.5).toFixed(1)} / ${pct(0.9).toFixed(1)} / ${warm[warm.length - 1]!.toFixed(1)} ms`,
+    ],
     [
       'event-loop delay p50 / p99 / max during warm scrapes',
       `${(h.percentile(50) / 1e6).toFixed(1)} / ${(h.percentile(99) / 1e6).toFixed(1)} / ${(h.max / 1e6).toFixed(1)} ms`,

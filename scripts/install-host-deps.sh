@@ -7,6 +7,7 @@ PACKAGES=(
   libvirt-dev libvirt0 libvirt-clients libvirt-daemon libvirt-daemon-driver-qemu
   libvirt-daemon-config-network qemu-system-x86 qemu-utils dnsmasq-base iptables
   cpio busybox-static genisoimage libxml2-utils
+  lua5.4
 )
 # Extra packages a host needs (space separated), e.g. for a custom guest image tool.
 read -r -a EXTRA <<< "${LIBVIRT_OPERATOR_EXTRA_PACKAGES:-}"

@@ -197,7 +197,12 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
     'CPU time the guest used (all vCPUs and QEMU emulation), from libvirt cpu.time.',
     (s) => (s.cpu?.time === undefined ? undefined : Number(s.cpu.time) / 1e9),
   );
-  perVm('gauge', 'virt_vm_vcpus', 'vCPUs the guest has now (vcpu.current).', (s) => s.vcpu?.current);
+  perVm(
+    'gauge',
+    'virt_vm_vcpus',
+    'vCPUs the guest has now (vcpu.current).',
+    (s) => s.vcpu?.current,
+  );
   perVm(
     'gauge',
     'virt_vm_memory_balloon_bytes',

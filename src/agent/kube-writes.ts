@@ -6,11 +6,7 @@
 import { customResources, type VirtKind } from '../api/generated/crds.js';
 import type { Condition } from '../api/conditions.js';
 import { keyOf, type ControllerContext } from '../controllers/context.js';
-import {
-  aggregateStatus,
-  entriesWith,
-  type NodeEntryLike,
-} from '../controllers/node-aggregate.js';
+import { aggregateStatus, entriesWith, type NodeEntryLike } from '../controllers/node-aggregate.js';
 import {
   createStatusWriter,
   type StatusWriter,

@@ -191,13 +191,13 @@ export function isStalledReason(reason: string): boolean {
 export function progressConditions(
   ready: Pick<ConditionUpdate, 'status' | 'reason' | 'message' | 'observedGeneration'>,
 ): [ConditionUpdate, ConditionUpdate] {
-  const gen = ready.observedGeneration === undefined ? {} : { observedGeneration: ready.observedGeneration };
+  const gen =
+    ready.observedGeneration === undefined ? {} : { observedGeneration: ready.observedGeneration };
   const stalled = ready.status === 'False' && isStalledReason(ready.reason);
   const reconciling = ready.status !== 'True' && !stalled;
   const done = {
     reason: ready.status === 'True' ? 'Ready' : ready.reason,
-    message:
-      ready.status === 'True' ? 'the observed generation is converged' : ready.message,
+    message: ready.status === 'True' ? 'the observed generation is converged' : ready.message,
   };
   return [
     {
@@ -216,10 +216,7 @@ export function progressConditions(
 }
 
 /** `conditions` with Reconciling and Stalled set from its Ready condition (if it has one). */
-export function withProgressConditions(
-  conditions: readonly Condition[],
-  now: Date,
-): Condition[] {
+export function withProgressConditions(conditions: readonly Condition[], now: Date): Condition[] {
   const ready = findCondition(conditions, ConditionType.Ready);
   if (!ready) return [...conditions];
   let out = [...conditions];

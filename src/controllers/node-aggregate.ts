@@ -81,7 +81,10 @@ export function aggregateReady(
   const reason = reasons.length === 1 ? (reasons[0] as string) : (stalled ?? 'NodesNotReady');
   const details = failing
     .slice(0, MAX_NAMED)
-    .map((f) => `${f.node} (${f.ready ? `${f.ready.reason}: ${f.ready.message}` : 'no Ready condition'})`);
+    .map(
+      (f) =>
+        `${f.node} (${f.ready ? `${f.ready.reason}: ${f.ready.message}` : 'no Ready condition'})`,
+    );
   const more = failing.length > MAX_NAMED ? `; and ${failing.length - MAX_NAMED} more` : '';
   return {
     type: 'Ready',

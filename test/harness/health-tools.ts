@@ -67,6 +67,7 @@ export function healthCheckTool(): string {
     const e = err as { stderr?: string; message: string };
     throw new Error(
       `building the kstatus/CEL health-check tool failed (needs Go and the module proxy): ${e.stderr?.slice(-2000) ?? e.message}`,
+      { cause: err },
     );
   }
   return healthCheckBinary;

@@ -105,7 +105,6 @@ function conditionsFor(vol: Volume, facts: VolumeFacts, now: Date): Condition[] 
   let conditions = (vol.status?.conditions ?? []).filter((c) => OWN_TYPES.includes(c.type));
   const ready = { ...readyCondition(facts), observedGeneration };
   conditions = setCondition(conditions, ready, now);
-  for (const u of progressConditions(ready)) conditions = setCondition(conditions, u, now);
   conditions = facts.resizeProblem
     ? setCondition(
         conditions,
@@ -140,6 +139,7 @@ function conditionsFor(vol: Volume, facts: VolumeFacts, now: Date): Condition[] 
         now,
       )
     : removeCondition(conditions, DELETION_BLOCKED);
+  for (const u of progressConditions(ready)) conditions = setCondition(conditions, u, now);
   return conditions;
 }
 

@@ -194,7 +194,10 @@ describe('guest metrics on the agent’s /metrics, from a real guest', () => {
     );
     expect(wait.code, wait.stderr + wait.stdout).toBe(0);
     const vm = await getJSON<{ metadata: { uid: string } }>(cp(), ['vm', VM, '-n', 'default']);
-    await waitForGuestReady(path.join(agent!.stateDir, 'console', `${vm.metadata.uid}.log`), 90_000);
+    await waitForGuestReady(
+      path.join(agent!.stateDir, 'console', `${vm.metadata.uid}.log`),
+      90_000,
+    );
     const withIp = await until(
       'a DHCP address in status',
       async () => {

@@ -17,18 +17,32 @@ describe('progressConditions (kstatus Reconciling / Stalled from Ready)', () => 
       message: 'the domain is running',
       observedGeneration: 3,
     });
-    expect(rec).toMatchObject({ type: 'Reconciling', status: 'False', reason: 'Ready', observedGeneration: 3 });
-    expect(stalled).toMatchObject({ type: 'Stalled', status: 'False', reason: 'Ready', observedGeneration: 3 });
+    expect(rec).toMatchObject({
+      type: 'Reconciling',
+      status: 'False',
+      reason: 'Ready',
+      observedGeneration: 3,
+    });
+    expect(stalled).toMatchObject({
+      type: 'Stalled',
+      status: 'False',
+      reason: 'Ready',
+      observedGeneration: 3,
+    });
   });
 
-  it.each(['NameConflict', 'UUIDConflict', 'ChecksumMismatch', 'Unsupported', 'MACAddressInUse', 'InvalidAddress'])(
-    'a user-fixable reason (%s) is Stalled, not Reconciling',
-    (reason) => {
-      const [rec, stalled] = progressConditions({ status: 'False', reason, message: 'fix it' });
-      expect(stalled).toMatchObject({ status: 'True', reason, message: 'fix it' });
-      expect(rec.status).toBe('False');
-    },
-  );
+  it.each([
+    'NameConflict',
+    'UUIDConflict',
+    'ChecksumMismatch',
+    'Unsupported',
+    'MACAddressInUse',
+    'InvalidAddress',
+  ])('a user-fixable reason (%s) is Stalled, not Reconciling', (reason) => {
+    const [rec, stalled] = progressConditions({ status: 'False', reason, message: 'fix it' });
+    expect(stalled).toMatchObject({ status: 'True', reason, message: 'fix it' });
+    expect(rec.status).toBe('False');
+  });
 
   it.each(['Importing', 'NotCreated', 'VolumeNotReady', 'StartFailed', 'SomethingNew'])(
     'a transient or unknown reason (%s) is Reconciling',
@@ -47,7 +61,11 @@ describe('progressConditions (kstatus Reconciling / Stalled from Ready)', () => 
   });
 
   it('withProgressConditions follows the Ready condition of a list and keeps transition times', () => {
-    let list = setCondition(undefined, { type: 'Ready', status: 'False', reason: 'NameConflict', message: 'x' }, NOW);
+    let list = setCondition(
+      undefined,
+      { type: 'Ready', status: 'False', reason: 'NameConflict', message: 'x' },
+      NOW,
+    );
     list = withProgressConditions(list, NOW);
     expect(list.find((c) => c.type === 'Stalled')?.status).toBe('True');
     const later = new Date(NOW.getTime() + 60_000);

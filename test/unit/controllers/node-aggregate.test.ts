@@ -14,7 +14,11 @@ function entry(nodeName: string, status: 'True' | 'False', reason: string, gen =
   return {
     nodeName,
     observedGeneration: gen,
-    conditions: setCondition(undefined, { type: 'Ready', status, reason, message: `${nodeName} says ${reason}` }, NOW),
+    conditions: setCondition(
+      undefined,
+      { type: 'Ready', status, reason, message: `${nodeName} says ${reason}` },
+      NOW,
+    ),
   };
 }
 
@@ -22,8 +26,16 @@ const find = (c: Condition[], t: string) => c.find((x) => x.type === t);
 
 describe('top-level Ready over the nodes of a VirtualNetwork or StoragePool', () => {
   it('is True when every selected node is Ready, ignoring nodes the selector dropped', () => {
-    const r = aggregateReady([entry('b', 'True', 'Active'), entry('a', 'True', 'Active'), entry('c', 'False', 'NotSelected')]);
-    expect(r).toMatchObject({ status: 'True', reason: 'AllNodesReady', message: 'ready on 2 node(s): a, b' });
+    const r = aggregateReady([
+      entry('b', 'True', 'Active'),
+      entry('a', 'True', 'Active'),
+      entry('c', 'False', 'NotSelected'),
+    ]);
+    expect(r).toMatchObject({
+      status: 'True',
+      reason: 'AllNodesReady',
+      message: 'ready on 2 node(s): a, b',
+    });
   });
 
   it('is False naming the nodes that are not, with their reason', () => {
@@ -34,9 +46,17 @@ describe('top-level Ready over the nodes of a VirtualNetwork or StoragePool', ()
   });
 
   it('prefers a user-fixable reason when nodes disagree, so kstatus reads Stalled', () => {
-    const r = aggregateReady([entry('a', 'False', 'Inactive'), entry('b', 'False', 'NameConflict')]);
+    const r = aggregateReady([
+      entry('a', 'False', 'Inactive'),
+      entry('b', 'False', 'NameConflict'),
+    ]);
     expect(r.reason).toBe('NameConflict');
-    const s = aggregateStatus(2, undefined, [entry('a', 'False', 'Inactive'), entry('b', 'False', 'NameConflict')], NOW);
+    const s = aggregateStatus(
+      2,
+      undefined,
+      [entry('a', 'False', 'Inactive'), entry('b', 'False', 'NameConflict')],
+      NOW,
+    );
     expect(find(s.conditions, 'Stalled')?.status).toBe('True');
     expect(find(s.conditions, 'Reconciling')?.status).toBe('False');
   });
@@ -49,7 +69,12 @@ describe('top-level Ready over the nodes of a VirtualNetwork or StoragePool', ()
   });
 
   it('observedGeneration is the oldest generation a selected node acted on', () => {
-    const s = aggregateStatus(3, undefined, [entry('a', 'True', 'Active', 3), entry('b', 'True', 'Active', 2)], NOW);
+    const s = aggregateStatus(
+      3,
+      undefined,
+      [entry('a', 'True', 'Active', 3), entry('b', 'True', 'Active', 2)],
+      NOW,
+    );
     expect(s.observedGeneration).toBe(2);
   });
 
@@ -58,14 +83,27 @@ describe('top-level Ready over the nodes of a VirtualNetwork or StoragePool', ()
     const first = aggregateStatus(2, undefined, stored, NOW);
     // Agent b, an hour later, rewrites its unchanged entry: the aggregate it computes from the
     // stored object is the stored aggregate, so its write changes nothing.
-    const fromB = aggregateStatus(2, first.conditions, entriesWith(stored, entry('b', 'True', 'Active')), LATER);
+    const fromB = aggregateStatus(
+      2,
+      first.conditions,
+      entriesWith(stored, entry('b', 'True', 'Active')),
+      LATER,
+    );
     expect(fromB).toEqual(first);
-    const fromA = aggregateStatus(2, first.conditions, entriesWith(stored, entry('a', 'True', 'Active')), LATER);
+    const fromA = aggregateStatus(
+      2,
+      first.conditions,
+      entriesWith(stored, entry('a', 'True', 'Active')),
+      LATER,
+    );
     expect(fromA).toEqual(first);
   });
 
   it('entriesWith replaces the writer node’s stored entry', () => {
-    const out = entriesWith([entry('a', 'False', 'Inactive'), entry('b', 'True', 'Active')], entry('a', 'True', 'Active'));
+    const out = entriesWith(
+      [entry('a', 'False', 'Inactive'), entry('b', 'True', 'Active')],
+      entry('a', 'True', 'Active'),
+    );
     expect(out.map((e) => e.nodeName).sort()).toEqual(['a', 'b']);
     expect(aggregateReady(out).status).toBe('True');
   });

@@ -34,12 +34,21 @@ describe('parseDomainStats', () => {
     expect(rec.balloon).toEqual({ current: 262144n, maximum: 262144n, rss: 100000n });
     expect(rec.vcpu).toEqual({ current: 2, maximum: 4 });
     expect(rec.interfaces).toEqual([{ name: 'vnet3', rxBytes: 1234n, txBytes: 99n }]);
-    expect(rec.blocks[0]).toEqual({ name: 'vda', path: '/var/lib/x.qcow2', rdBytes: 4096n, wrBytes: 0n });
+    expect(rec.blocks[0]).toEqual({
+      name: 'vda',
+      path: '/var/lib/x.qcow2',
+      rdBytes: 4096n,
+      wrBytes: 0n,
+    });
     expect(rec.blocks[1]).toEqual({ name: 'vda', backingIndex: 1 });
   });
 
   it('leaves groups the driver did not report undefined (the test driver reports only state)', () => {
-    const rec = parseDomainStats({ name: 'test', uuid: 'u', params: { 'state.state': 5, 'state.reason': 0 } });
+    const rec = parseDomainStats({
+      name: 'test',
+      uuid: 'u',
+      params: { 'state.state': 5, 'state.reason': 0 },
+    });
     expect(rec.cpu).toBeUndefined();
     expect(rec.balloon).toBeUndefined();
     expect(rec.vcpu).toBeUndefined();
