@@ -20,6 +20,8 @@ import { referenceTo, type ResourceDescription } from '../runtime/resource.js';
 
 export const FIELD_MANAGER = 'libvirt-operator';
 export const nodeFieldManager = (nodeName: string): string => `${FIELD_MANAGER}/${nodeName}`;
+/** The top-level status of VirtualNetwork and StoragePool, shared by every agent. */
+export const SUMMARY_FIELD_MANAGER = `${FIELD_MANAGER}-summary`;
 
 export type KubeWrites = Pick<
   ControllerContext,
@@ -77,16 +79,19 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
       await writer(kind, FIELD_MANAGER).apply(obj as never, status as Record<string, unknown>);
     },
     async applyNodeStatus(kind, obj, entry) {
-      // The top-level summary goes with the entry, computed from the object this write is
-      // conditional on (see node-aggregate.ts), so agents agree on it instead of fighting.
-      const o = obj as unknown as NodeAggregated;
+      const written = await writer(kind, nodeManager).apply(obj as never, { nodes: [entry] });
+      // The top-level summary, computed from the object as it now stands (see
+      // node-aggregate.ts) and applied under one field manager that every agent shares, so
+      // whichever agent writes it owns all of it: no per-field mix of node managers that one
+      // node's later apply could tear apart. Written only when it changed.
+      const current = (written ?? obj) as unknown as NodeAggregated;
       const top = aggregateStatus(
-        o.metadata.generation ?? 0,
-        o.status?.conditions,
-        entriesWith(o.status?.nodes, entry as NodeEntryLike),
+        current.metadata.generation ?? 0,
+        current.status?.conditions,
+        entriesWith(current.status?.nodes, entry as NodeEntryLike),
         new Date(),
       );
-      await writer(kind, nodeManager).apply(obj as never, { ...top, nodes: [entry] });
+      await writer(kind, SUMMARY_FIELD_MANAGER).apply(current as never, { ...top });
     },
     async ensureFinalizer(kind, obj, finalizer) {
       if (obj.metadata.finalizers?.includes(finalizer)) return obj;

@@ -2,14 +2,14 @@
 // (VirtualNetwork, StoragePool): Ready over the nodes' entries in status.nodes[], the kstatus
 // conditions that go with it, and observedGeneration. Pure.
 //
-// Every agent writes it along with its own entry, under its own field manager. It is computed
-// only from the object as stored (plus the writer's fresh entry), never from the writer's own
-// view of the host, and each write carries the resourceVersion it was computed from: a write
-// computed from an object another agent changed meanwhile is refused (409) and recomputed. So
-// every agent that computes it from the same object writes the same value (server-side apply
-// lets several managers own one field when they apply the same value), the value stored is
-// always the one that follows from the entries stored with it, and once the entries are stable
-// every agent finds it already there and writes nothing.
+// Every agent writes it after its own entry (agent/kube-writes.ts), under one field manager
+// that all agents share, so ownership of these fields is never split between node managers.
+// It is computed only from the object as stored (plus the writer's fresh entry), never from
+// the writer's own view of the host, and each write carries the resourceVersion it was
+// computed from: a write computed from an object another agent changed meanwhile is refused
+// (409) and recomputed. So every agent that computes it from the same object computes the
+// same value, the value stored is always the one that follows from the entries stored with
+// it, and once the entries are stable every agent finds it already there and writes nothing.
 import {
   findCondition,
   isStalledReason,
