@@ -8,19 +8,17 @@
 //
 // Ownership: a domain counts only when it carries the operator's stamp for a VirtualMachine
 // that this agent has in its cache with the same uid; the stamp is read once per domain UUID
-// (a lookup and virDomainGetMetadata) and remembered until that UUID disappears from the
+// (a lookup and virDomainGetXMLDesc) and remembered until that UUID disappears from the
 // stats, so a steady scrape costs the one bulk call.
 import { Counter, Gauge, type Registry } from 'prom-client';
 import {
   ConnectGetAllDomainStatsFlags,
-  DomainMetadataType,
   DomainStatsTypes,
-  ErrorCode,
   isNotFound,
   type Connect,
   type DomainStatsRecord,
 } from '../libvirt/index.js';
-import { OWNER_NAMESPACE, stampOf } from '../libvirt/xml/metadata.js';
+import { stampOf } from '../libvirt/xml/metadata.js';
 
 /** The stats groups the metrics need. */
 export const GUEST_STATS =
@@ -75,10 +73,9 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
     try {
       const dom = await conn.lookupDomainByUUIDString(rec.uuid, { timeoutMs });
       try {
-        const xml = await dom.getMetadata(DomainMetadataType.ELEMENT, OWNER_NAMESPACE, 0, {
-          timeoutMs,
-        });
-        const stamp = stampOf(xml);
+        // The whole definition, not virDomainGetMetadata: libvirt returns the bare element
+        // without its namespace declaration, which is what proves the stamp is ours.
+        const stamp = stampOf(await dom.getXMLDesc(0, { timeoutMs }));
         if (stamp?.kind === 'VirtualMachine' && stamp.namespace) {
           owner = { namespace: stamp.namespace, name: stamp.name, uid: stamp.uid };
         }
@@ -86,10 +83,9 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
         dom.free();
       }
     } catch (err) {
-      // No metadata element of ours (VIR_ERR_NO_DOMAIN_METADATA) means foreign; a domain gone
-      // since the bulk call is simply skipped this time.
+      // A domain gone since the bulk call is simply skipped this time.
       if (isNotFound(err, 'domain')) return null;
-      if (!isNoMetadata(err)) throw err;
+      throw err;
     }
     owners.set(rec.uuid, { domain: rec.name, owner });
     return owner;
@@ -250,9 +246,4 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
     collect: () => shared(),
     forget: () => owners.clear(),
   };
-}
-
-/** The domain has no element in our namespace. */
-function isNoMetadata(err: unknown): boolean {
-  return (err as { code?: number } | null)?.code === ErrorCode.VIR_ERR_NO_DOMAIN_METADATA;
 }

@@ -228,6 +228,18 @@ describe('health for GitOps tools', () => {
     expect(argoHealth(objs[4]).message).toContain(`${NS}_clash`);
   });
 
+  it('guest metrics count only this node’s own machines (stamp and uid), from one bulk call', async () => {
+    const owned = await a.guestMetrics.collect();
+    // Not the foreign domain holding clash's name, not the driver's own 'test' domain.
+    expect(owned.map((r) => `${r.namespace}/${r.name}`)).toEqual([`${NS}/web`]);
+    expect(owned[0]?.stats.state?.stateName).toBe('running');
+    expect(await b.guestMetrics.collect()).toEqual([]);
+    // The test driver reports only the state group: no guest series, but the families exist.
+    const text = await a.runtime.metrics.registry.metrics();
+    expect(text).toContain('# TYPE virt_vm_cpu_usage_seconds_total counter');
+    expect(text).toContain('# TYPE virt_vm_memory_balloon_bytes gauge');
+  });
+
   it('both agents leave a converged network and pool alone: no status write, no flapping', async () => {
     const resources = ['virtualnetworks', 'storagepools'];
     const before = await Promise.all([get(['vnet', 'health-net']), get(['pool', 'health-pool'])]);
