@@ -105,7 +105,9 @@ Napi::Value GetAllDomainStats(const Napi::CallbackInfo& info) {
         "virConnectGetAllDomainStats",
         [conn, stats, flags](StatRecords& r) {
           virDomainStatsRecordPtr* list = nullptr;
-          return TakeRecords(virConnectGetAllDomainStats(conn, stats, &list, flags), list, r);
+          // The call first: as one argument expression, `list` could be read before it is set.
+          int n = virConnectGetAllDomainStats(conn, stats, &list, flags);
+          return TakeRecords(n, list, r);
         },
         RecordsToJS);
   });
@@ -150,8 +152,8 @@ Napi::Value ListGetStats(const Napi::CallbackInfo& info) {
           // libvirt refuses an empty list; no domains means no records.
           if (doms->ptrs.size() == 1) return true;
           virDomainStatsRecordPtr* list = nullptr;
-          bool ok = TakeRecords(virDomainListGetStats(doms->ptrs.data(), stats, &list, flags),
-                                list, r);
+          int n = virDomainListGetStats(doms->ptrs.data(), stats, &list, flags);
+          bool ok = TakeRecords(n, list, r);
           // Dropped here, off the JS thread: the last reference to a domain of a closed
           // connection disposes the connection, which can be an RPC.
           doms->refs.clear();
