@@ -58,6 +58,31 @@ export interface OwnedRecord {
 type Owner = { namespace: string; name: string; uid: string } | null;
 
 const VM_LABELS = ['namespace', 'name', 'node'] as const;
+/** The guest metric families below, each collecting once per scrape. */
+const METRIC_COUNT = 9;
+/**
+ * Stamp reads (a lookup and an XML read per new domain) in flight at once: the first scrape
+ * of a host with many domains must not queue thousands of calls ahead of the reconciles'
+ * calls on the binding's worker threads.
+ */
+const STAMP_READS_IN_FLIGHT = 8;
+
+async function mapLimited<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
 
 export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
   const { registry, nodeName } = opts;
@@ -104,7 +129,7 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
     const seen = new Set(records.map((r) => r.uuid));
     for (const uuid of owners.keys()) if (!seen.has(uuid)) owners.delete(uuid);
     const owned: OwnedRecord[] = [];
-    const owners_ = await Promise.all(records.map((r) => ownerOf(conn, r)));
+    const owners_ = await mapLimited(records, STAMP_READS_IN_FLIGHT, (r) => ownerOf(conn, r));
     records.forEach((stats, i) => {
       const owner = owners_[i];
       if (!owner) return;
@@ -116,22 +141,24 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
   }
 
   // Every metric's collect() awaits the same scrape: prom-client collects all metrics of a
-  // registry concurrently, and the contract is one bulk call per scrape.
-  let current: Promise<OwnedRecord[]> | undefined;
+  // registry concurrently, and the contract is one bulk call per scrape. A scrape's call is
+  // shared by the collectors of that scrape (each metric asks once) and never reused after a
+  // second, so a partial rendering (one metric) cannot keep stale figures alive.
+  let current: { records: Promise<OwnedRecord[]>; users: number; at: number } | undefined;
   const shared = (): Promise<OwnedRecord[]> => {
-    if (!current) {
-      current = scrape()
-        .catch((err: unknown) => {
+    const now = Date.now();
+    if (!current || current.users >= METRIC_COUNT || now - current.at > 1_000) {
+      current = {
+        records: scrape().catch((err: unknown) => {
           opts.onError?.(err);
           return [];
-        })
-        .finally(() => {
-          // Released after the collectors of this scrape ran (they all started before it
-          // settled), so the next scrape makes its own call.
-          setImmediate(() => (current = undefined));
-        });
+        }),
+        users: 0,
+        at: now,
+      };
     }
-    return current;
+    current.users++;
+    return current.records;
   };
 
   const vmLabels = (r: OwnedRecord) => ({ namespace: r.namespace, name: r.name, node: nodeName });
