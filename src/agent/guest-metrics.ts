@@ -67,6 +67,15 @@ const METRIC_COUNT = 9;
  */
 const STAMP_READS_IN_FLIGHT = 8;
 
+/**
+ * One entry per disk: the first for each name, which is the top of its chain (libvirt reports
+ * a backingIndex even for the top layer, and lower layers only with the BACKING flag).
+ */
+function topLayers(s: DomainStatsRecord): DomainStatsRecord['blocks'] {
+  const seen = new Set<string>();
+  return s.blocks.filter((b) => !seen.has(b.name) && seen.add(b.name));
+}
+
 async function mapLimited<T, R>(
   items: readonly T[],
   limit: number,
@@ -248,13 +257,13 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
     'virt_vm_storage_read_bytes_total',
     'Bytes read by the guest, per disk (label drive: the guest device, e.g. vda).',
     'drive',
-    (s) => s.blocks.filter((b) => b.backingIndex === undefined).map((b) => [b.name, b.rdBytes]),
+    (s) => topLayers(s).map((b) => [b.name, b.rdBytes]),
   );
   perDevice(
     'virt_vm_storage_write_bytes_total',
     'Bytes written by the guest, per disk (label drive: the guest device, e.g. vda).',
     'drive',
-    (s) => s.blocks.filter((b) => b.backingIndex === undefined).map((b) => [b.name, b.wrBytes]),
+    (s) => topLayers(s).map((b) => [b.name, b.wrBytes]),
   );
   perDevice(
     'virt_vm_network_receive_bytes_total',
