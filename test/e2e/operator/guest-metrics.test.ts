@@ -185,66 +185,72 @@ describe('guest metrics on the agent’s /metrics, from a real guest', () => {
     return res.text();
   };
 
-  it('shows CPU, vCPUs, balloon, memory, disk and NIC figures that grow with guest I/O', async () => {
-    const applied = await cp().kubectl(['apply', '-f', '-'], { input: yaml });
-    expect(applied.code, applied.stderr).toBe(0);
-    const wait = await cp().kubectl(
-      ['wait', '--for=condition=Ready', `vm/${VM}`, '-n', 'default', '--timeout=180s'],
-      { timeoutMs: 190_000 },
-    );
-    expect(wait.code, wait.stderr + wait.stdout).toBe(0);
-    const vm = await getJSON<{ metadata: { uid: string } }>(cp(), ['vm', VM, '-n', 'default']);
-    await waitForGuestReady(
-      path.join(agent!.stateDir, 'console', `${vm.metadata.uid}.log`),
-      90_000,
-    );
-    const withIp = await until(
-      'a DHCP address in status',
-      async () => {
-        const o = await getJSON<{ status?: { interfaces?: Array<{ ipAddresses?: string[] }> } }>(
-          cp(),
-          ['vm', VM, '-n', 'default'],
-        );
-        return o.status?.interfaces?.[0]?.ipAddresses?.[0];
-      },
-      90_000,
-    );
-    const ip = withIp.split('/')[0]!;
+  it(
+    'shows CPU, vCPUs, balloon, memory, disk and NIC figures that grow with guest I/O',
+    {
+      timeout: 600_000,
+    },
+    async () => {
+      const applied = await cp().kubectl(['apply', '-f', '-'], { input: yaml });
+      expect(applied.code, applied.stderr).toBe(0);
+      const wait = await cp().kubectl(
+        ['wait', '--for=condition=Ready', `vm/${VM}`, '-n', 'default', '--timeout=180s'],
+        { timeoutMs: 190_000 },
+      );
+      expect(wait.code, wait.stderr + wait.stdout).toBe(0);
+      const vm = await getJSON<{ metadata: { uid: string } }>(cp(), ['vm', VM, '-n', 'default']);
+      await waitForGuestReady(
+        path.join(agent!.stateDir, 'console', `${vm.metadata.uid}.log`),
+        90_000,
+      );
+      const withIp = await until(
+        'a DHCP address in status',
+        async () => {
+          const o = await getJSON<{ status?: { interfaces?: Array<{ ipAddresses?: string[] }> } }>(
+            cp(),
+            ['vm', VM, '-n', 'default'],
+          );
+          return o.status?.interfaces?.[0]?.ipAddresses?.[0];
+        },
+        120_000,
+      );
+      const ip = withIp.split('/')[0]!;
 
-    const first = await scrape();
-    expect(one(samples(first, 'virt_vm_cpu_usage_seconds_total'))).toBeGreaterThan(0);
-    expect(one(samples(first, 'virt_vm_vcpus'))).toBe(1);
-    expect(one(samples(first, 'virt_vm_memory_balloon_bytes'))).toBe(128 * 1024 * 1024);
-    expect(one(samples(first, 'virt_vm_memory_resident_bytes'))).toBeGreaterThan(0);
-    const read0 = samples(first, 'virt_vm_storage_read_bytes_total');
-    expect([...read0.keys()]).toContain('drive="vda"');
-    expect(samples(first, 'virt_vm_storage_write_bytes_total').has('drive="vda"')).toBe(true);
-    const rx0 = samples(first, 'virt_vm_network_receive_bytes_total');
-    const tx0 = samples(first, 'virt_vm_network_transmit_bytes_total');
-    expect(rx0.size).toBe(1);
-    expect([...rx0.keys()][0]).toMatch(/^interface="vnet\d+"$/);
-    expect(one(tx0)).toBeGreaterThan(0); // the DHCP exchange
+      const first = await scrape();
+      expect(one(samples(first, 'virt_vm_cpu_usage_seconds_total'))).toBeGreaterThan(0);
+      expect(one(samples(first, 'virt_vm_vcpus'))).toBe(1);
+      expect(one(samples(first, 'virt_vm_memory_balloon_bytes'))).toBe(128 * 1024 * 1024);
+      expect(one(samples(first, 'virt_vm_memory_resident_bytes'))).toBeGreaterThan(0);
+      const read0 = samples(first, 'virt_vm_storage_read_bytes_total');
+      expect([...read0.keys()]).toContain('drive="vda"');
+      expect(samples(first, 'virt_vm_storage_write_bytes_total').has('drive="vda"')).toBe(true);
+      const rx0 = samples(first, 'virt_vm_network_receive_bytes_total');
+      const tx0 = samples(first, 'virt_vm_network_transmit_bytes_total');
+      expect(rx0.size).toBe(1);
+      expect([...rx0.keys()][0]).toMatch(/^interface="vnet\d+"$/);
+      expect(one(tx0)).toBeGreaterThan(0); // the DHCP exchange
 
-    // Packets to the guest: its receive counter must grow.
-    const sock = createSocket('udp4');
-    for (let i = 0; i < 20; i++) {
-      await new Promise<void>((r) => sock.send(Buffer.alloc(1000), 9, ip, () => r()));
-    }
-    sock.close();
-    const cpu0 = one(samples(first, 'virt_vm_cpu_usage_seconds_total'))!;
-    await until(
-      'disk reads, received bytes and CPU time grow',
-      async () => {
-        const now = await scrape();
-        return (
-          one(samples(now, 'virt_vm_storage_read_bytes_total'))! > one(read0)! &&
-          one(samples(now, 'virt_vm_network_receive_bytes_total'))! >= one(rx0)! + 20_000 &&
-          one(samples(now, 'virt_vm_cpu_usage_seconds_total'))! > cpu0
-        );
-      },
-      30_000,
-    );
-  });
+      // Packets to the guest: its receive counter must grow.
+      const sock = createSocket('udp4');
+      for (let i = 0; i < 20; i++) {
+        await new Promise<void>((r) => sock.send(Buffer.alloc(1000), 9, ip, () => r()));
+      }
+      sock.close();
+      const cpu0 = one(samples(first, 'virt_vm_cpu_usage_seconds_total'))!;
+      await until(
+        'disk reads, received bytes and CPU time grow',
+        async () => {
+          const now = await scrape();
+          return (
+            one(samples(now, 'virt_vm_storage_read_bytes_total'))! > one(read0)! &&
+            one(samples(now, 'virt_vm_network_receive_bytes_total'))! >= one(rx0)! + 20_000 &&
+            one(samples(now, 'virt_vm_cpu_usage_seconds_total'))! > cpu0
+          );
+        },
+        60_000,
+      );
+    },
+  );
 
   it('drops a deleted VM’s series from the next scrape', async () => {
     const gone = await cp().kubectl(
