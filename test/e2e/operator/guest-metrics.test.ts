@@ -188,7 +188,7 @@ describe('guest metrics on the agent’s /metrics, from a real guest', () => {
   it(
     'shows CPU, vCPUs, balloon, memory, disk and NIC figures that grow with guest I/O',
     {
-      timeout: 600_000,
+      timeout: 1_200_000,
     },
     async () => {
       const applied = await cp().kubectl(['apply', '-f', '-'], { input: yaml });
@@ -203,7 +203,7 @@ describe('guest metrics on the agent’s /metrics, from a real guest', () => {
       // loaded the machine (load average ~30).
       await waitForGuestReady(
         path.join(agent!.stateDir, 'console', `${vm.metadata.uid}.log`),
-        240_000,
+        480_000,
       );
       const withIp = await until(
         'a DHCP address in status',
@@ -214,7 +214,7 @@ describe('guest metrics on the agent’s /metrics, from a real guest', () => {
           );
           return o.status?.interfaces?.[0]?.ipAddresses?.[0];
         },
-        120_000,
+        240_000,
       );
       const ip = withIp.split('/')[0]!;
 
