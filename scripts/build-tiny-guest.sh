@@ -168,6 +168,20 @@ report() {
   d=$(cd /sys/block && echo vd* | sed 's/vd\*//')
   [ "$d" != "$disks" ] && disks=$d && echo "LVO-GUEST-DISKS $d"
 }
+# Disk reads the guest-metrics test can watch grow: every 2 s, 64 KiB of each virtio disk at
+# an offset that moves, with the page cache dropped first so the read reaches the device.
+(
+  off=0
+  while :; do
+    sleep 2
+    echo 3 > /proc/sys/vm/drop_caches
+    for b in /dev/vd?; do
+      [ -b "$b" ] && dd if="$b" of=/dev/null bs=64k count=1 skip="$off" 2>/dev/null
+    done
+    off=$(( (off + 1) % 64 ))
+  done
+) &
+
 # The initial CPUS and DISKS lines come before READY, so READY means "state reported".
 report
 echo "LVO-GUEST-READY $(cat /proc/sys/kernel/random/boot_id)"

@@ -9,6 +9,7 @@ PACKAGES=(
   cpio busybox-static genisoimage libxml2-utils
   # The peers the binding and the operator are compared with (tests and bench/).
   python3-libvirt ansible
+  lua5.4
 )
 # Extra packages a host needs (space separated), e.g. for a custom guest image tool.
 read -r -a EXTRA <<< "${LIBVIRT_OPERATOR_EXTRA_PACKAGES:-}"

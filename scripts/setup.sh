@@ -34,3 +34,7 @@ npx --no-install tsc -p tsconfig.build.json
 
 step "control-plane binaries"
 bash scripts/provision-control-plane.sh
+
+# kstatus and Flux's CEL evaluation, for the GitOps health tests (a Go build, cached).
+step "health-check tool"
+bash scripts/build-health-tools.sh >/dev/null

@@ -40,6 +40,7 @@ import {
 import { FinalizerConflict } from '../runtime/finalizer.js';
 import { isConflict } from '../runtime/kube-client.js';
 import type { HostPort } from './config.js';
+import { registerGuestMetrics, type GuestMetrics } from './guest-metrics.js';
 import { kubeWrites, resourceOf } from './kube-writes.js';
 
 export interface AgentOptions {
@@ -73,6 +74,8 @@ export interface Agent {
   libvirt: ReconnectingConnection;
   controllers: Record<VirtKind, Controller>;
   informers: Record<VirtKind, Informer<KubeObject & RuntimeObject>>;
+  /** The guest series on /metrics (one bulk libvirt call per scrape). */
+  guestMetrics: GuestMetrics;
   /** Resolves once every informer listed and the libvirt connection is open. */
   synced: Promise<void>;
   stop(opts?: { releaseLease?: boolean; drainMs?: number }): Promise<void>;
@@ -180,6 +183,15 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       informers[kind].cache.addIndex(name, fn as never);
   }
 
+  const guestMetrics = registerGuestMetrics({
+    registry: runtime.metrics.registry,
+    nodeName: opts.nodeName,
+    connection: () => libvirt.connection,
+    vmUid: (namespace, name) =>
+      informers.VirtualMachine.cache.get(`${namespace}/${name}`)?.metadata.uid,
+    onError: (err) => log.warn({ err: String(err) }, 'guest metrics: libvirt stats failed'),
+  });
+
   const ctx = controllerContext(opts, runtime, libvirt, informers, nodeInformer, log);
   const controllers = {} as Record<VirtKind, Controller>;
   for (const kind of KINDS) {
@@ -223,6 +235,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     libvirt,
     controllers,
     informers,
+    guestMetrics,
     synced,
     async stop(sopts = {}) {
       await runtime.stop(sopts);

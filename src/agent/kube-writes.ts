@@ -4,7 +4,9 @@
 // and the snapshot context the controller tests use both write through this, so the tests
 // exercise exactly what runs in production.
 import { customResources, type VirtKind } from '../api/generated/crds.js';
+import type { Condition } from '../api/conditions.js';
 import { keyOf, type ControllerContext } from '../controllers/context.js';
+import { aggregateStatus, entriesWith, type NodeEntryLike } from '../controllers/node-aggregate.js';
 import {
   createStatusWriter,
   type StatusWriter,
@@ -18,6 +20,8 @@ import { referenceTo, type ResourceDescription } from '../runtime/resource.js';
 
 export const FIELD_MANAGER = 'libvirt-operator';
 export const nodeFieldManager = (nodeName: string): string => `${FIELD_MANAGER}/${nodeName}`;
+/** The top-level status of VirtualNetwork and StoragePool, shared by every agent. */
+export const SUMMARY_FIELD_MANAGER = `${FIELD_MANAGER}-summary`;
 
 export type KubeWrites = Pick<
   ControllerContext,
@@ -31,6 +35,11 @@ export interface KubeWritesOptions {
   log: Logger;
   /** How status writers are made; the runtime's adds its metrics. Default: plain. */
   statusWriter?: (opts: StatusWriterOptions) => StatusWriter;
+}
+
+interface NodeAggregated {
+  metadata: { generation?: number };
+  status?: { conditions?: Condition[]; nodes?: NodeEntryLike[] };
 }
 
 export function resourceOf(kind: VirtKind): ResourceDescription {
@@ -70,7 +79,19 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
       await writer(kind, FIELD_MANAGER).apply(obj as never, status as Record<string, unknown>);
     },
     async applyNodeStatus(kind, obj, entry) {
-      await writer(kind, nodeManager).apply(obj as never, { nodes: [entry] });
+      const written = await writer(kind, nodeManager).apply(obj as never, { nodes: [entry] });
+      // The top-level summary, computed from the object as it now stands (see
+      // node-aggregate.ts) and applied under one field manager that every agent shares, so
+      // whichever agent writes it owns all of it: no per-field mix of node managers that one
+      // node's later apply could tear apart. Written only when it changed.
+      const current = (written ?? obj) as unknown as NodeAggregated;
+      const top = aggregateStatus(
+        current.metadata.generation ?? 0,
+        current.status?.conditions,
+        entriesWith(current.status?.nodes, entry as NodeEntryLike),
+        new Date(),
+      );
+      await writer(kind, SUMMARY_FIELD_MANAGER).apply(current as never, { ...top });
     },
     async ensureFinalizer(kind, obj, finalizer) {
       if (obj.metadata.finalizers?.includes(finalizer)) return obj;

@@ -10,6 +10,10 @@ export const ConditionType = {
   Ready: 'Ready',
   Synced: 'Synced',
   RestartRequired: 'RestartRequired',
+  /** kstatus: the operator is still converging the observed generation (InProgress). */
+  Reconciling: 'Reconciling',
+  /** kstatus: only a user can fix what stops the operator (Failed). */
+  Stalled: 'Stalled',
 } as const;
 
 export type ConditionStatus = Condition['status'];
@@ -121,4 +125,101 @@ export function sameConditions(
       d.observedGeneration === c.observedGeneration
     );
   });
+}
+
+/**
+ * Every Ready=False reason the controllers use, classified once: `stalled` when only a user can
+ * fix it (the spec or something on the host outside the operator's objects must change), so
+ * kstatus reports Failed instead of waiting for a deadline; `transient` when the operator is
+ * still working or waiting on something that resolves by itself (retried with backoff), so
+ * kstatus reports InProgress. A reason not listed counts as transient: the safe side, since a
+ * Stalled verdict makes GitOps tools stop waiting.
+ */
+export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> = {
+  // Something else on the host holds the object's identity; never adopted or touched.
+  NameConflict: 'stalled',
+  UUIDConflict: 'stalled',
+  PathConflict: 'stalled',
+  MACAddressInUse: 'stalled',
+  // The spec asks for what this host or libvirt cannot do, or is inconsistent with it.
+  Unsupported: 'stalled',
+  InvalidAddress: 'stalled',
+  BridgeNotFound: 'stalled',
+  ResizeUnsupported: 'stalled',
+  // The downloaded image is not the one the spec pins: retrying fetches the same bytes.
+  ChecksumMismatch: 'stalled',
+  FormatMismatch: 'stalled',
+  // Waiting on other objects, on libvirt or on the guest: resolves without a user.
+  NotCreated: 'transient',
+  Creating: 'transient',
+  Importing: 'transient',
+  ImportFailed: 'transient',
+  CreateFailed: 'transient',
+  BuildFailed: 'transient',
+  DefineFailed: 'transient',
+  StartFailed: 'transient',
+  CloudInitFailed: 'transient',
+  VolumeNotReady: 'transient',
+  NetworkNotReady: 'transient',
+  PoolNotReady: 'transient',
+  SourceNotReady: 'transient',
+  NodeUnknown: 'transient',
+  Inactive: 'transient',
+  NotRunning: 'transient',
+  Stopping: 'transient',
+  Restarting: 'transient',
+  Crashed: 'transient',
+  Paused: 'transient',
+  InUse: 'transient',
+  VolumesRemain: 'transient',
+  NodesNotReady: 'transient',
+  NoNodes: 'transient',
+};
+
+/** Whether a Ready=False reason needs a user (kstatus Stalled) rather than time. */
+export function isStalledReason(reason: string): boolean {
+  return REASON_CLASSES[reason] === 'stalled';
+}
+
+/**
+ * The kstatus conditions that go with a Ready condition, for every kind (one function so new
+ * kinds get the same semantics): Ready=True -> neither Reconciling nor Stalled; Ready=False
+ * with a stalled reason -> Stalled=True; any other Ready=False -> Reconciling=True. Both types
+ * are always present (False when they do not apply) and carry Ready's reason and message when
+ * True, so `kubectl wait --for=condition=Stalled` and Argo CD read the cause directly.
+ */
+export function progressConditions(
+  ready: Pick<ConditionUpdate, 'status' | 'reason' | 'message' | 'observedGeneration'>,
+): [ConditionUpdate, ConditionUpdate] {
+  const gen =
+    ready.observedGeneration === undefined ? {} : { observedGeneration: ready.observedGeneration };
+  const stalled = ready.status === 'False' && isStalledReason(ready.reason);
+  const reconciling = ready.status !== 'True' && !stalled;
+  const done = {
+    reason: ready.status === 'True' ? 'Ready' : ready.reason,
+    message: ready.status === 'True' ? 'the observed generation is converged' : ready.message,
+  };
+  return [
+    {
+      type: ConditionType.Reconciling,
+      status: reconciling ? 'True' : 'False',
+      ...(reconciling ? { reason: ready.reason, message: ready.message } : done),
+      ...gen,
+    },
+    {
+      type: ConditionType.Stalled,
+      status: stalled ? 'True' : 'False',
+      ...(stalled ? { reason: ready.reason, message: ready.message } : done),
+      ...gen,
+    },
+  ];
+}
+
+/** `conditions` with Reconciling and Stalled set from its Ready condition (if it has one). */
+export function withProgressConditions(conditions: readonly Condition[], now: Date): Condition[] {
+  const ready = findCondition(conditions, ConditionType.Ready);
+  if (!ready) return [...conditions];
+  let out = [...conditions];
+  for (const u of progressConditions(ready)) out = setCondition(out, u, now);
+  return out;
 }

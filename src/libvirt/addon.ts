@@ -67,6 +67,13 @@ export interface RawLease {
   hostname: string | null;
   clientid: string | null;
 }
+/** One domain's typed parameters, keyed by libvirt's field name ('cpu.time', 'net.0.name'). */
+export interface RawDomainStatsRecord {
+  name: string;
+  uuid: string;
+  params: Record<string, number | bigint | boolean | string>;
+}
+
 export interface RawPoolInfo {
   state: number;
   capacity: bigint;
@@ -140,6 +147,18 @@ export interface NativeBinding {
   connectListAllDomains(c: ConnHandle, flags: number, t: T): Promise<DomainHandle[]>;
   connectListAllNetworks(c: ConnHandle, flags: number, t: T): Promise<NetworkHandle[]>;
   connectListAllStoragePools(c: ConnHandle, flags: number, t: T): Promise<PoolHandle[]>;
+  connectGetAllDomainStats(
+    c: ConnHandle,
+    stats: number,
+    flags: number,
+    t: T,
+  ): Promise<RawDomainStatsRecord[]>;
+  domainListGetStats(
+    d: DomainHandle[],
+    stats: number,
+    flags: number,
+    t: T,
+  ): Promise<RawDomainStatsRecord[]>;
 
   domainLookupByID(c: ConnHandle, id: number, t: T): Promise<DomainHandle>;
   domainLookupByName(c: ConnHandle, name: string, t: T): Promise<DomainHandle>;

@@ -20,6 +20,7 @@ import {
   storagePoolEventName,
 } from './names.js';
 import { Network } from './network.js';
+import { parseDomainStats, type DomainStatsRecord } from './stats.js';
 import { StoragePool, StorageVol } from './storage.js';
 
 export interface OpenOptions {
@@ -257,6 +258,35 @@ export class Connect {
   async listAllDomains(flags = 0, opts?: CallOptions): Promise<Domain[]> {
     const handles = await native.connectListAllDomains(this[HANDLE], flags, this.#t(opts));
     return handles.map((h) => new Domain(this, h));
+  }
+
+  /**
+   * virConnectGetAllDomainStats: the `stats` groups (DomainStatsTypes, 0 = all the driver
+   * has) of every domain the `flags` select (ConnectGetAllDomainStatsFlags), in one call.
+   */
+  async getAllDomainStats(
+    stats: number,
+    flags = 0,
+    opts?: CallOptions,
+  ): Promise<DomainStatsRecord[]> {
+    const raw = await native.connectGetAllDomainStats(this[HANDLE], stats, flags, this.#t(opts));
+    return raw.map(parseDomainStats);
+  }
+
+  /** virDomainListGetStats: like getAllDomainStats for the given domains of this connection. */
+  async domainListGetStats(
+    domains: readonly Domain[],
+    stats: number,
+    flags = 0,
+    opts?: CallOptions,
+  ): Promise<DomainStatsRecord[]> {
+    const raw = await native.domainListGetStats(
+      domains.map((d) => d[HANDLE]),
+      stats,
+      flags,
+      this.#t(opts),
+    );
+    return raw.map(parseDomainStats);
   }
 
   #domain = (h: DomainHandle): Domain => new Domain(this, h);

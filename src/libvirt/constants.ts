@@ -532,3 +532,33 @@ export const StorageVolUploadFlags = {
 export const StorageVolDownloadFlags = {
   SPARSE_STREAM: 1,
 } as const;
+
+/** virDomainStatsTypes: the groups virConnectGetAllDomainStats / virDomainListGetStats return. */
+export const DomainStatsTypes = {
+  STATE: 1,
+  CPU_TOTAL: 2,
+  BALLOON: 4,
+  VCPU: 8,
+  INTERFACE: 16,
+  BLOCK: 32,
+  PERF: 64,
+  IOTHREAD: 128,
+  MEMORY: 256,
+  DIRTYRATE: 512,
+  VM: 1024,
+} as const;
+
+/** virConnectGetAllDomainStatsFlags (the ListGetStats flags are the last four). */
+export const ConnectGetAllDomainStatsFlags = {
+  ACTIVE: 1,
+  INACTIVE: 2,
+  PERSISTENT: 4,
+  TRANSIENT: 8,
+  RUNNING: 16,
+  PAUSED: 32,
+  SHUTOFF: 64,
+  OTHER: 128,
+  NOWAIT: 1 << 29,
+  BACKING: 1 << 30,
+  ENFORCE_STATS: 2 ** 31,
+} as const;

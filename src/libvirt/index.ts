@@ -22,6 +22,15 @@ export type {
   VcpuImpact,
   VcpuInfo,
 } from './domain.js';
+export type {
+  DomainStatsBalloon,
+  DomainStatsBlock,
+  DomainStatsCpu,
+  DomainStatsInterface,
+  DomainStatsRecord,
+  DomainStatsState,
+  DomainStatsVcpu,
+} from './stats.js';
 export { Network } from './network.js';
 export type { NetworkDHCPLease } from './network.js';
 export { StoragePool, StorageVol } from './storage.js';

@@ -8,6 +8,7 @@
 import {
   conditionTime,
   findCondition,
+  progressConditions,
   setCondition,
   type Condition,
 } from '../../api/conditions.js';
@@ -183,6 +184,7 @@ function conditionsOf(input: StatusInput): Condition[] {
   const updates: ConditionUpdate[] = [readyCondition(input), syncedCondition(input)];
   if (observed.state === 'ours') updates.push(restartRequiredCondition(input));
   if (input.shutdown) updates.push(shutdownCondition(input, input.shutdown));
+  updates.push(...(progressConditions(updates[0] as ConditionUpdate) as ConditionUpdate[]));
   const generation = vm.metadata.generation;
   let conditions: Condition[] = vm.status?.conditions ?? [];
   for (const u of updates) {

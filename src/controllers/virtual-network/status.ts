@@ -1,9 +1,8 @@
 // This node's entry in status.nodes[], rebuilt each pass from what was observed. Pure.
 //
-// Only per-node entries are written. A top-level summary (status.conditions Ready over all
-// selected nodes) would need one writer that knows every selected node; each agent writing its
-// own view of it under its own field manager would conflict or flap, so it is left to a
-// cluster-level component.
+// The top-level summary (status.conditions Ready over the selected nodes, observedGeneration)
+// is written with the entry by kube-writes, computed from the stored object alone
+// (controllers/node-aggregate.ts), so every agent writes the same value.
 import { findCondition, setCondition, type Condition } from '../../api/conditions.js';
 import type { VirtualNetwork, VirtualNetworkStatusNode } from '../../api/generated/types.js';
 import { done, requeueAfter, type Action } from '../context.js';

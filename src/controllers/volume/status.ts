@@ -4,6 +4,7 @@
 // status.path doubles as the record that this Volume created its file (see plan.ownsVolume),
 // so it is carried over while the file cannot be observed.
 import {
+  progressConditions,
   removeCondition,
   setCondition,
   type Condition,
@@ -23,7 +24,7 @@ import { requestedCapacity } from './desired.js';
 
 export const READY = 'Ready';
 export const DELETION_BLOCKED = 'DeletionBlocked';
-const OWN_TYPES = [READY, RESIZED, IMPORTED, DELETION_BLOCKED];
+const OWN_TYPES = [READY, RESIZED, IMPORTED, DELETION_BLOCKED, 'Reconciling', 'Stalled'];
 
 /** Problems that need someone to act (Failed); the others resolve by waiting (Pending). */
 const FAILED_REASONS = new Set([
@@ -102,7 +103,8 @@ function readyCondition(facts: VolumeFacts): ConditionUpdate {
 function conditionsFor(vol: Volume, facts: VolumeFacts, now: Date): Condition[] {
   const observedGeneration = vol.metadata.generation ?? 0;
   let conditions = (vol.status?.conditions ?? []).filter((c) => OWN_TYPES.includes(c.type));
-  conditions = setCondition(conditions, { ...readyCondition(facts), observedGeneration }, now);
+  const ready = { ...readyCondition(facts), observedGeneration };
+  conditions = setCondition(conditions, ready, now);
   conditions = facts.resizeProblem
     ? setCondition(
         conditions,
@@ -137,6 +139,7 @@ function conditionsFor(vol: Volume, facts: VolumeFacts, now: Date): Condition[] 
         now,
       )
     : removeCondition(conditions, DELETION_BLOCKED);
+  for (const u of progressConditions(ready)) conditions = setCondition(conditions, u, now);
   return conditions;
 }
 

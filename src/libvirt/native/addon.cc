@@ -92,6 +92,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ExportNetwork(env, exports);
   ExportStorage(env, exports);
   ExportEvents(env, exports);
+  ExportStats(env, exports);
   return exports;
 }
 

@@ -534,6 +534,7 @@ void ExportDomain(Napi::Env env, Napi::Object exports);
 void ExportNetwork(Napi::Env env, Napi::Object exports);
 void ExportStorage(Napi::Env env, Napi::Object exports);
 void ExportEvents(Napi::Env env, Napi::Object exports);
+void ExportStats(Napi::Env env, Napi::Object exports);
 
 // Registers the connection-close callback for a freshly opened connection (worker thread).
 void RegisterCloseCallback(virConnectPtr conn, const std::shared_ptr<EnvState>& env,

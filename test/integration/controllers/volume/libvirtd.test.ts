@@ -196,7 +196,11 @@ describe('a real libvirtd with QEMU', () => {
       until: async () => (await getVol('disk-2'))?.status?.capacity === '96Mi',
     });
     expect((await libvirtVolume('real_disk-2')).capacity).toBe(96n * 2n ** 20n);
-    expect((await getVol('disk-2'))?.status?.conditions?.map((c) => c.type)).toEqual(['Ready']);
+    expect((await getVol('disk-2'))?.status?.conditions?.map((c) => c.type)).toEqual([
+      'Ready',
+      'Reconciling',
+      'Stalled',
+    ]);
     expect(eventsOf('disk-2')).toContain('VolumeResized');
   });
 

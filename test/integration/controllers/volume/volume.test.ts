@@ -86,7 +86,11 @@ describe('Volume on test:///default', () => {
       path: `${POOL_DIR}/apps_base`,
       capacity: '1Gi',
       observedGeneration: 1,
-      conditions: [{ type: 'Ready', status: 'True', reason: 'Available' }],
+      conditions: [
+        { type: 'Ready', status: 'True', reason: 'Available' },
+        { type: 'Reconciling', status: 'False' },
+        { type: 'Stalled', status: 'False' },
+      ],
     });
     expect(await fileDoc('apps_base')).toMatchObject({
       capacity: 2n ** 30n,
@@ -130,7 +134,11 @@ describe('Volume on test:///default', () => {
     expect(action.requeueAfterMs).toBeGreaterThan(0);
     expect((await getVol('early'))?.status).toMatchObject({
       phase: 'Pending',
-      conditions: [{ type: 'Ready', status: 'False', reason: 'SourceNotReady' }],
+      conditions: [
+        { type: 'Ready', status: 'False', reason: 'SourceNotReady' },
+        { type: 'Reconciling', status: 'True', reason: 'SourceNotReady' },
+        { type: 'Stalled', status: 'False' },
+      ],
     });
     expect(eventsOf('early')).toMatchObject([{ type: 'Warning', reason: 'SourceNotReady' }]);
     await createVol('later', { capacity: '64Mi', format: 'raw' });
@@ -208,7 +216,11 @@ describe('Volume on test:///default', () => {
     expect((await reconcileVolume(`${NS}/clash`, ctx)).requeueAfterMs).toBeGreaterThan(0);
     expect((await getVol('clash'))?.status).toMatchObject({
       phase: 'Failed',
-      conditions: [{ type: 'Ready', status: 'False', reason: 'NameConflict' }],
+      conditions: [
+        { type: 'Ready', status: 'False', reason: 'NameConflict' },
+        { type: 'Reconciling', status: 'False' },
+        { type: 'Stalled', status: 'True', reason: 'NameConflict' },
+      ],
     });
     expect((await getVol('clash'))?.status?.path).toBeUndefined();
     expect(eventsOf('clash')).toMatchObject([{ type: 'Warning', reason: 'NameConflict' }]);
@@ -236,6 +248,8 @@ describe('Volume on test:///default', () => {
       phase: 'Pending',
       conditions: [
         { status: 'False', reason: 'PoolNotReady', message: 'StoragePool nowhere does not exist' },
+        { type: 'Reconciling', status: 'True', reason: 'PoolNotReady' },
+        { type: 'Stalled', status: 'False' },
       ],
     });
     await k.remove('Volume', NS, 'orphan');

@@ -110,6 +110,22 @@ describe('machineStatus', () => {
           lastTransitionTime: t,
           observedGeneration: 3,
         },
+        {
+          type: 'Reconciling',
+          status: 'False',
+          reason: 'Ready',
+          message: 'the observed generation is converged',
+          lastTransitionTime: t,
+          observedGeneration: 3,
+        },
+        {
+          type: 'Stalled',
+          status: 'False',
+          reason: 'Ready',
+          message: 'the observed generation is converged',
+          lastTransitionTime: t,
+          observedGeneration: 3,
+        },
       ],
     });
   });

@@ -292,6 +292,14 @@ describe('volumeStatus', () => {
           lastTransitionTime: '2026-01-01T00:00:00Z',
           observedGeneration: 1,
         },
+        ...['Reconciling', 'Stalled'].map((type) => ({
+          type,
+          status: 'False',
+          reason: 'Ready',
+          message: 'the observed generation is converged',
+          lastTransitionTime: '2026-01-01T00:00:00Z',
+          observedGeneration: 1,
+        })),
       ],
     });
   });
@@ -353,7 +361,12 @@ describe('volumeStatus', () => {
       { observed: file(), imported: { sha256: 'ab', bytes: 5n, format: 'qcow2' }, usedBy: [] },
       T0,
     );
-    expect(first.conditions?.map((c) => c.type)).toEqual(['Ready', 'Imported']);
+    expect(first.conditions?.map((c) => c.type)).toEqual([
+      'Ready',
+      'Imported',
+      'Reconciling',
+      'Stalled',
+    ]);
     const again = volumeStatus(vol({}, first), { observed: file(), usedBy: [] }, T1);
     expect(again).toEqual(first);
   });
@@ -386,7 +399,7 @@ describe('volumeStatus', () => {
       { observed: file({ capacity: 20n * GiB }), usedBy: [] },
       T1,
     );
-    expect(grown.conditions?.map((c) => c.type)).toEqual(['Ready']);
+    expect(grown.conditions?.map((c) => c.type)).toEqual(['Ready', 'Reconciling', 'Stalled']);
   });
   it('says deletion is blocked and by whom', () => {
     const status = volumeStatus(

@@ -1,0 +1,285 @@
+// Guest metrics on the agent's /metrics (api-v1alpha1.md, "Guest metrics"): what each owned
+// domain uses of CPU, memory, disks and network, from ONE virConnectGetAllDomainStats call per
+// scrape. The call runs on the binding's worker threads, never on the JS thread and never on a
+// reconcile's path, so a slow libvirtd slows the scrape, not the controllers.
+//
+// Series are rebuilt at every scrape from that scrape's records: a VM that is gone (or stopped:
+// a shut-off domain has no counters) has no series in the next scrape, nothing to expire.
+//
+// Ownership: a domain counts only when it carries the operator's stamp for a VirtualMachine
+// that this agent has in its cache with the same uid; the stamp is read once per domain UUID
+// (a lookup and virDomainGetXMLDesc) and remembered until that UUID disappears from the
+// stats, so a steady scrape costs the one bulk call.
+import { Counter, Gauge, type Registry } from 'prom-client';
+import {
+  ConnectGetAllDomainStatsFlags,
+  DomainStatsTypes,
+  isNotFound,
+  type Connect,
+  type DomainStatsRecord,
+} from '../libvirt/index.js';
+import { stampOf } from '../libvirt/xml/metadata.js';
+
+/** The stats groups the metrics need. */
+export const GUEST_STATS =
+  DomainStatsTypes.STATE |
+  DomainStatsTypes.CPU_TOTAL |
+  DomainStatsTypes.BALLOON |
+  DomainStatsTypes.VCPU |
+  DomainStatsTypes.INTERFACE |
+  DomainStatsTypes.BLOCK;
+
+export interface GuestMetricsOptions {
+  registry: Registry;
+  nodeName: string;
+  /** The current libvirt connection, or undefined while there is none (no guest series then). */
+  connection(): Connect | undefined;
+  /** The uid of VirtualMachine namespace/name as this agent knows it, if it is on this node. */
+  vmUid(namespace: string, name: string): string | undefined;
+  /** Bound on the bulk call; a scrape never waits longer for libvirt. Default 5 s. */
+  timeoutMs?: number;
+  /** Reports a failed scrape (the series are then absent for that scrape). */
+  onError?(err: unknown): void;
+}
+
+export interface GuestMetrics {
+  /** One scrape's worth of records as the collectors will see them (tests, the bench). */
+  collect(): Promise<OwnedRecord[]>;
+  /** Forgets every remembered stamp (after a reconnect UUIDs could belong to new domains). */
+  forget(): void;
+}
+
+export interface OwnedRecord {
+  namespace: string;
+  name: string;
+  stats: DomainStatsRecord;
+}
+
+type Owner = { namespace: string; name: string; uid: string } | null;
+
+const VM_LABELS = ['namespace', 'name', 'node'] as const;
+/** The guest metric families below, each collecting once per scrape. */
+const METRIC_COUNT = 9;
+/**
+ * Stamp reads (a lookup and an XML read per new domain) in flight at once: the first scrape
+ * of a host with many domains must not queue thousands of calls ahead of the reconciles'
+ * calls on the binding's worker threads.
+ */
+const STAMP_READS_IN_FLIGHT = 8;
+
+/**
+ * One entry per disk: the first for each name, which is the top of its chain (libvirt reports
+ * a backingIndex even for the top layer, and lower layers only with the BACKING flag).
+ */
+function topLayers(s: DomainStatsRecord): DomainStatsRecord['blocks'] {
+  const seen = new Set<string>();
+  return s.blocks.filter((b) => !seen.has(b.name) && seen.add(b.name));
+}
+
+async function mapLimited<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
+  const { registry, nodeName } = opts;
+  const timeoutMs = opts.timeoutMs ?? 5_000;
+  // Domain UUID -> its stamp's owner (null: foreign or not a VM), keyed with the domain name so
+  // a domain redefined under the same UUID with another name is read again.
+  const owners = new Map<string, { domain: string; owner: Owner }>();
+
+  async function ownerOf(conn: Connect, rec: DomainStatsRecord): Promise<Owner> {
+    const known = owners.get(rec.uuid);
+    if (known && known.domain === rec.name) return known.owner;
+    let owner: Owner = null;
+    try {
+      const dom = await conn.lookupDomainByUUIDString(rec.uuid, { timeoutMs });
+      try {
+        // The whole definition, not virDomainGetMetadata: libvirt returns the bare element
+        // without its namespace declaration, which is what proves the stamp is ours.
+        const stamp = stampOf(await dom.getXMLDesc(0, { timeoutMs }));
+        if (stamp?.kind === 'VirtualMachine' && stamp.namespace) {
+          owner = { namespace: stamp.namespace, name: stamp.name, uid: stamp.uid };
+        }
+      } finally {
+        dom.free();
+      }
+    } catch (err) {
+      // A domain gone since the bulk call is simply skipped this time.
+      if (isNotFound(err, 'domain')) return null;
+      throw err;
+    }
+    owners.set(rec.uuid, { domain: rec.name, owner });
+    return owner;
+  }
+
+  async function scrape(): Promise<OwnedRecord[]> {
+    const conn = opts.connection();
+    if (!conn) return [];
+    const records = await conn.getAllDomainStats(
+      GUEST_STATS,
+      // NOWAIT: a domain whose monitor is busy (a migration, a long block job) reports what it
+      // can without waiting for the job, so one stuck guest cannot hold up the scrape.
+      ConnectGetAllDomainStatsFlags.NOWAIT,
+      { timeoutMs },
+    );
+    const seen = new Set(records.map((r) => r.uuid));
+    for (const uuid of owners.keys()) if (!seen.has(uuid)) owners.delete(uuid);
+    const owned: OwnedRecord[] = [];
+    const owners_ = await mapLimited(records, STAMP_READS_IN_FLIGHT, (r) => ownerOf(conn, r));
+    records.forEach((stats, i) => {
+      const owner = owners_[i];
+      if (!owner) return;
+      // Only this node's machines: the same VM known here with the same uid.
+      if (opts.vmUid(owner.namespace, owner.name) !== owner.uid) return;
+      owned.push({ namespace: owner.namespace, name: owner.name, stats });
+    });
+    return owned;
+  }
+
+  // Every metric's collect() awaits the same scrape: prom-client collects all metrics of a
+  // registry concurrently, and the contract is one bulk call per scrape. A scrape's call is
+  // shared by the collectors of that scrape (each metric asks once) and never reused after a
+  // second, so a partial rendering (one metric) cannot keep stale figures alive.
+  let current: { records: Promise<OwnedRecord[]>; users: number; at: number } | undefined;
+  const shared = (): Promise<OwnedRecord[]> => {
+    const now = Date.now();
+    if (!current || current.users >= METRIC_COUNT || now - current.at > 1_000) {
+      current = {
+        records: scrape().catch((err: unknown) => {
+          opts.onError?.(err);
+          return [];
+        }),
+        users: 0,
+        at: now,
+      };
+    }
+    current.users++;
+    return current.records;
+  };
+
+  const vmLabels = (r: OwnedRecord) => ({ namespace: r.namespace, name: r.name, node: nodeName });
+  const r = [registry];
+
+  type Labelled = Gauge<string> | Counter<string>;
+  const set = (m: Labelled, labels: Record<string, string>, value: number) => {
+    if (m instanceof Gauge) m.set(labels, value);
+    else m.inc(labels, value);
+  };
+  const perVm = (
+    kind: 'gauge' | 'counter',
+    name: string,
+    help: string,
+    value: (s: DomainStatsRecord) => number | undefined,
+  ) => {
+    const Kind = kind === 'gauge' ? Gauge : Counter;
+    return new Kind({
+      name,
+      help,
+      labelNames: VM_LABELS,
+      registers: r,
+      async collect(this: Labelled) {
+        const records = await shared();
+        this.reset();
+        for (const rec of records) {
+          const v = value(rec.stats);
+          if (v !== undefined) set(this, vmLabels(rec), v);
+        }
+      },
+    } as never);
+  };
+  const perDevice = (
+    name: string,
+    help: string,
+    label: 'drive' | 'interface',
+    values: (s: DomainStatsRecord) => Array<[string, bigint | undefined]>,
+  ) =>
+    new Counter({
+      name,
+      help,
+      labelNames: [...VM_LABELS, label],
+      registers: r,
+      async collect(this: Counter<string>) {
+        const records = await shared();
+        this.reset();
+        for (const rec of records) {
+          for (const [device, v] of values(rec.stats)) {
+            if (v !== undefined) this.inc({ ...vmLabels(rec), [label]: device }, Number(v));
+          }
+        }
+      },
+    });
+
+  const kib = (v: bigint | undefined) => (v === undefined ? undefined : Number(v) * 1024);
+  perVm(
+    'counter',
+    'virt_vm_cpu_usage_seconds_total',
+    'CPU time the guest used (all vCPUs and QEMU emulation), from libvirt cpu.time.',
+    (s) => (s.cpu?.time === undefined ? undefined : Number(s.cpu.time) / 1e9),
+  );
+  perVm(
+    'gauge',
+    'virt_vm_vcpus',
+    'vCPUs the guest has now (vcpu.current).',
+    (s) => s.vcpu?.current,
+  );
+  perVm(
+    'gauge',
+    'virt_vm_memory_balloon_bytes',
+    'Current balloon size: the memory the guest has now (balloon.current).',
+    (s) => kib(s.balloon?.current),
+  );
+  perVm(
+    'gauge',
+    'virt_vm_memory_resident_bytes',
+    'Resident set size of the QEMU process on the host (balloon.rss).',
+    (s) => kib(s.balloon?.rss),
+  );
+  perVm(
+    'gauge',
+    'virt_vm_memory_available_bytes',
+    "Memory the guest reports as available to it (balloon.available); only when the guest's balloon driver reports it.",
+    (s) => kib(s.balloon?.available),
+  );
+  perDevice(
+    'virt_vm_storage_read_bytes_total',
+    'Bytes read by the guest, per disk (label drive: the guest device, e.g. vda).',
+    'drive',
+    (s) => topLayers(s).map((b) => [b.name, b.rdBytes]),
+  );
+  perDevice(
+    'virt_vm_storage_write_bytes_total',
+    'Bytes written by the guest, per disk (label drive: the guest device, e.g. vda).',
+    'drive',
+    (s) => topLayers(s).map((b) => [b.name, b.wrBytes]),
+  );
+  perDevice(
+    'virt_vm_network_receive_bytes_total',
+    'Bytes the guest received, per interface (label interface: the host-side device, e.g. vnet0).',
+    'interface',
+    (s) => s.interfaces.map((n) => [n.name, n.rxBytes]),
+  );
+  perDevice(
+    'virt_vm_network_transmit_bytes_total',
+    'Bytes the guest sent, per interface (label interface: the host-side device, e.g. vnet0).',
+    'interface',
+    (s) => s.interfaces.map((n) => [n.name, n.txBytes]),
+  );
+
+  return {
+    collect: () => shared(),
+    forget: () => owners.clear(),
+  };
+}

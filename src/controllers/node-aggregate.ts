@@ -1,0 +1,129 @@
+// The top-level status of a cluster-scoped object that every selected node materialises
+// (VirtualNetwork, StoragePool): Ready over the nodes' entries in status.nodes[], the kstatus
+// conditions that go with it, and observedGeneration. Pure.
+//
+// Every agent writes it after its own entry (agent/kube-writes.ts), under one field manager
+// that all agents share, so ownership of these fields is never split between node managers.
+// It is computed only from the object as stored (plus the writer's fresh entry), never from
+// the writer's own view of the host, and each write carries the resourceVersion it was
+// computed from: a write computed from an object another agent changed meanwhile is refused
+// (409) and recomputed. So every agent that computes it from the same object computes the
+// same value, the value stored is always the one that follows from the entries stored with
+// it, and once the entries are stable every agent finds it already there and writes nothing.
+import {
+  findCondition,
+  isStalledReason,
+  progressConditions,
+  setCondition,
+  type Condition,
+  type ConditionUpdate,
+} from '../api/conditions.js';
+
+export interface NodeEntryLike {
+  nodeName: string;
+  observedGeneration?: number;
+  conditions?: Condition[];
+}
+
+export interface AggregateStatus {
+  observedGeneration: number;
+  conditions: Condition[];
+}
+
+/** Ready reasons of an entry kept by a node the selector no longer selects. */
+const NOT_SELECTED = new Set(['NotSelected', 'NodeNotSelected']);
+const MAX_NAMED = 10;
+
+/** The stored entries with `entry` in place of (or added to) this node's. */
+export function entriesWith(
+  stored: readonly NodeEntryLike[] | undefined,
+  entry: NodeEntryLike,
+): NodeEntryLike[] {
+  const others = (stored ?? []).filter((e) => e.nodeName !== entry.nodeName);
+  return [...others, entry];
+}
+
+/**
+ * Ready is True when every selected node that reported says Ready=True; False names the nodes
+ * that do not, with their reasons. Nodes are the entries in status.nodes[] except those of
+ * nodes the selector dropped; a selected node whose agent has not written its entry yet is not
+ * known here (agents see only their own Node).
+ */
+export function aggregateReady(
+  entries: readonly NodeEntryLike[],
+): Pick<ConditionUpdate, 'type' | 'status' | 'reason' | 'message'> {
+  const selected = [...entries]
+    .filter((e) => !NOT_SELECTED.has(findCondition(e.conditions, 'Ready')?.reason ?? ''))
+    .sort((a, b) => (a.nodeName < b.nodeName ? -1 : a.nodeName > b.nodeName ? 1 : 0));
+  if (selected.length === 0) {
+    return {
+      type: 'Ready',
+      status: 'False',
+      reason: 'NoNodes',
+      message: 'no selected node has reported yet',
+    };
+  }
+  const failing = selected
+    .map((e) => ({ node: e.nodeName, ready: findCondition(e.conditions, 'Ready') }))
+    .filter((f) => f.ready?.status !== 'True');
+  if (failing.length === 0) {
+    return {
+      type: 'Ready',
+      status: 'True',
+      reason: 'AllNodesReady',
+      message: `ready on ${named(selected.map((e) => e.nodeName))}`,
+    };
+  }
+  const reasons = [...new Set(failing.map((f) => f.ready?.reason ?? 'NotReported'))];
+  // One reason everywhere: keep it, so the cause (and its kstatus class) shows at the top.
+  // Several: the first user-fixable one wins over waiting, since waiting cannot clear it.
+  const stalled = reasons.find(isStalledReason);
+  const reason = reasons.length === 1 ? (reasons[0] as string) : (stalled ?? 'NodesNotReady');
+  const details = failing
+    .slice(0, MAX_NAMED)
+    .map(
+      (f) =>
+        `${f.node} (${f.ready ? `${f.ready.reason}: ${f.ready.message}` : 'no Ready condition'})`,
+    );
+  const more = failing.length > MAX_NAMED ? `; and ${failing.length - MAX_NAMED} more` : '';
+  return {
+    type: 'Ready',
+    status: 'False',
+    reason,
+    message: `not ready on ${failing.length} of ${selected.length} node(s): ${details.join('; ')}${more}`,
+  };
+}
+
+function named(nodes: string[]): string {
+  const shown = nodes.slice(0, MAX_NAMED).join(', ');
+  const more = nodes.length > MAX_NAMED ? ` and ${nodes.length - MAX_NAMED} more` : '';
+  return `${nodes.length} node(s): ${shown}${more}`;
+}
+
+/**
+ * The top-level fields: observedGeneration is the oldest generation any selected node has
+ * acted on (kstatus reads InProgress until every node caught up), the object's generation when
+ * no node is selected; conditions Ready, Reconciling and Stalled, each keeping its
+ * lastTransitionTime from `previous` while its status holds.
+ */
+export function aggregateStatus(
+  generation: number,
+  previous: readonly Condition[] | undefined,
+  entries: readonly NodeEntryLike[],
+  now: Date,
+): AggregateStatus {
+  const selected = entries.filter(
+    (e) => !NOT_SELECTED.has(findCondition(e.conditions, 'Ready')?.reason ?? ''),
+  );
+  const observedGeneration =
+    selected.length === 0
+      ? generation
+      : Math.min(...selected.map((e) => e.observedGeneration ?? 0));
+  const ready = { ...aggregateReady(entries), observedGeneration };
+  let conditions = (previous ?? []).filter((c) =>
+    ['Ready', 'Reconciling', 'Stalled'].includes(c.type),
+  );
+  conditions = setCondition(conditions, ready, now);
+  for (const u of progressConditions(ready)) conditions = setCondition(conditions, u, now);
+  return { observedGeneration, conditions };
+}

@@ -1,0 +1,110 @@
+import { describe, expect, it } from 'vitest';
+import { setCondition, type Condition } from '../../../src/api/conditions.js';
+import {
+  aggregateReady,
+  aggregateStatus,
+  entriesWith,
+  type NodeEntryLike,
+} from '../../../src/controllers/node-aggregate.js';
+
+const NOW = new Date('2026-12-03T10:00:00Z');
+const LATER = new Date('2026-12-03T11:00:00Z');
+
+function entry(nodeName: string, status: 'True' | 'False', reason: string, gen = 2): NodeEntryLike {
+  return {
+    nodeName,
+    observedGeneration: gen,
+    conditions: setCondition(
+      undefined,
+      { type: 'Ready', status, reason, message: `${nodeName} says ${reason}` },
+      NOW,
+    ),
+  };
+}
+
+const find = (c: Condition[], t: string) => c.find((x) => x.type === t);
+
+describe('top-level Ready over the nodes of a VirtualNetwork or StoragePool', () => {
+  it('is True when every selected node is Ready, ignoring nodes the selector dropped', () => {
+    const r = aggregateReady([
+      entry('b', 'True', 'Active'),
+      entry('a', 'True', 'Active'),
+      entry('c', 'False', 'NotSelected'),
+    ]);
+    expect(r).toMatchObject({
+      status: 'True',
+      reason: 'AllNodesReady',
+      message: 'ready on 2 node(s): a, b',
+    });
+  });
+
+  it('is False naming the nodes that are not, with their reason', () => {
+    const r = aggregateReady([entry('a', 'True', 'Active'), entry('b', 'False', 'Inactive')]);
+    expect(r.status).toBe('False');
+    expect(r.reason).toBe('Inactive');
+    expect(r.message).toContain('not ready on 1 of 2 node(s): b (Inactive: b says Inactive)');
+  });
+
+  it('prefers a user-fixable reason when nodes disagree, so kstatus reads Stalled', () => {
+    const r = aggregateReady([
+      entry('a', 'False', 'Inactive'),
+      entry('b', 'False', 'NameConflict'),
+    ]);
+    expect(r.reason).toBe('NameConflict');
+    const s = aggregateStatus(
+      2,
+      undefined,
+      [entry('a', 'False', 'Inactive'), entry('b', 'False', 'NameConflict')],
+      NOW,
+    );
+    expect(find(s.conditions, 'Stalled')?.status).toBe('True');
+    expect(find(s.conditions, 'Reconciling')?.status).toBe('False');
+  });
+
+  it('is False (NoNodes, Reconciling) when no selected node has reported', () => {
+    const s = aggregateStatus(4, undefined, [entry('c', 'False', 'NodeNotSelected')], NOW);
+    expect(find(s.conditions, 'Ready')).toMatchObject({ status: 'False', reason: 'NoNodes' });
+    expect(find(s.conditions, 'Reconciling')?.status).toBe('True');
+    expect(s.observedGeneration).toBe(4);
+  });
+
+  it('observedGeneration is the oldest generation a selected node acted on', () => {
+    const s = aggregateStatus(
+      3,
+      undefined,
+      [entry('a', 'True', 'Active', 3), entry('b', 'True', 'Active', 2)],
+      NOW,
+    );
+    expect(s.observedGeneration).toBe(2);
+  });
+
+  it('every agent computes the same value from the same object, whatever its clock: no flapping', () => {
+    const stored = [entry('a', 'True', 'Active'), entry('b', 'True', 'Active')];
+    const first = aggregateStatus(2, undefined, stored, NOW);
+    // Agent b, an hour later, rewrites its unchanged entry: the aggregate it computes from the
+    // stored object is the stored aggregate, so its write changes nothing.
+    const fromB = aggregateStatus(
+      2,
+      first.conditions,
+      entriesWith(stored, entry('b', 'True', 'Active')),
+      LATER,
+    );
+    expect(fromB).toEqual(first);
+    const fromA = aggregateStatus(
+      2,
+      first.conditions,
+      entriesWith(stored, entry('a', 'True', 'Active')),
+      LATER,
+    );
+    expect(fromA).toEqual(first);
+  });
+
+  it('entriesWith replaces the writer node’s stored entry', () => {
+    const out = entriesWith(
+      [entry('a', 'False', 'Inactive'), entry('b', 'True', 'Active')],
+      entry('a', 'True', 'Active'),
+    );
+    expect(out.map((e) => e.nodeName).sort()).toEqual(['a', 'b']);
+    expect(aggregateReady(out).status).toBe('True');
+  });
+});
