@@ -276,12 +276,15 @@ async function applyDemo(
 
   const started = Date.now();
   const booted = new Promise<string>((resolve) => {
+    let seen = false;
     const check = (obj: VirtualMachine) => {
-      if (obj.metadata.name !== names.vm || obj.metadata.namespace !== DEMO_NAMESPACE) return;
+      if (seen || obj.metadata.name !== names.vm || obj.metadata.namespace !== DEMO_NAMESPACE)
+        return;
       const ip = obj.status?.interfaces?.flatMap((i) => i.ipAddresses ?? [])[0];
       const ready = findCondition(obj.status?.conditions, 'Ready')?.status === 'True';
       if (!ready || obj.status?.phase !== 'Running' || !ip) return;
-      unsubscribe();
+      seen = true;
+      queueMicrotask(() => unsubscribe());
       const seconds = ((Date.now() - started) / 1000).toFixed(1);
       say(
         `examples: VirtualMachine ${DEMO_NAMESPACE}/${names.vm} is Running, Ready=True, address ${ip} from ${names.network}'s DHCP, ${seconds} s after apply`,
@@ -291,6 +294,9 @@ async function applyDemo(
     const unsubscribe = agent.informers.VirtualMachine.subscribe((change) => {
       if (change.type !== 'deleted') check(change.obj as unknown as VirtualMachine);
     });
+    // A machine an earlier run booted may already be there and never change again.
+    const current = agent.informers.VirtualMachine.cache.get(`${DEMO_NAMESPACE}/${names.vm}`);
+    if (current) check(current as unknown as VirtualMachine);
   });
   for (const m of manifests) {
     if (m.kind === 'Volume' && keep.has(String(m.metadata.name))) continue;
