@@ -93,7 +93,8 @@ describe('up --examples boots the offline demo on the real libvirtd', () => {
       new RegExp(
         `^up: examples: VirtualMachine default/${NAME} is Running, Ready=True, address (\\S+) from ${names.network}'s DHCP`,
       ),
-      180_000,
+      // Seconds on an idle host; minutes when the host's two cores are shared by many runs.
+      270_000,
     ).catch((err: Error) => {
       err.message += `\nup printed:\n${printed}`;
       throw err;
