@@ -37,9 +37,11 @@ MODULES=(
 
 # Resolve the kernel the meta package points at today. Without apt lists (a fresh machine
 # before `apt-get update`) fall back to the newest complete build already in the cache.
+# No `| head` anywhere in this script: under pipefail the writer dies of SIGPIPE when head
+# exits first (`sed -n 1p` reads all of its input; test/unit/deploy/shell-pipes.test.ts).
 kernel_package() {
   apt-cache depends linux-image-cloud-amd64 2>/dev/null \
-    | sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n1
+    | sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | sed -n 1p
 }
 
 # apt-cache costs ~0.8 s here (no pkgcache.bin); the answer only changes when the apt lists
@@ -76,7 +78,7 @@ command -v cpio >/dev/null || die "cpio is missing; run scripts/install-host-dep
   || die "$BUSYBOX with udhcpc is missing; run scripts/install-host-deps.sh (or apt-get install busybox-static)"
 # Debian's plain busybox package also installs /bin/busybox, but linked dynamically: it
 # cannot run in an initramfs that has no libc.
-dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "install ok installed" \
+[[ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null || true)" == *"install ok installed"* ]] \
   || die "busybox-static is not installed (a dynamic busybox cannot run in the initramfs); run scripts/install-host-deps.sh"
 
 mkdir -p "$CACHE_ROOT"
@@ -93,7 +95,8 @@ say "build-tiny-guest: building $VERSION (downloading $PACKAGE)"
 # apt-get download writes into the current directory; as root it warns that _apt cannot
 # write there, which is harmless.
 (cd "$WORK" && apt-get download -qq "$PACKAGE" 2>&1 | grep -v 'unsandboxed' >&2 || true)
-DEB="$(ls "$WORK"/"$PACKAGE"_*.deb 2>/dev/null | head -n1)"
+debs=("$WORK"/"$PACKAGE"_*.deb)
+DEB="${debs[0]}"
 [[ -f "$DEB" ]] || die "apt-get download $PACKAGE failed (is the Debian mirror reachable?)"
 dpkg -x "$DEB" "$WORK/pkg"
 
@@ -106,8 +109,8 @@ while read -r applet; do
 done < <("$BUSYBOX" --list-full)
 
 for m in "${MODULES[@]}"; do
-  src="$(find "$WORK/pkg/lib/modules" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" \
-    -o -name "$m.ko.gz" | head -n1)"
+  src="$(find "$WORK/pkg/lib/modules" \( -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" \
+    -o -name "$m.ko.gz" \) -print -quit)"
   [[ -n "$src" ]] || die "module $m not found in $PACKAGE"
   # busybox insmod reads only plain .ko files: decompress here, once.
   case "$src" in

@@ -17,7 +17,8 @@ PACKAGES+=("${EXTRA[@]}")
 
 missing=()
 for p in "${PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+  # A test, not `| grep -q`: under pipefail dpkg-query could die of SIGPIPE when grep exits.
+  if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" != *"install ok installed"* ]]; then
     missing+=("$p")
   fi
 done

@@ -110,7 +110,10 @@ SRC
 )
 
 "$DEST.tmp/kube-apiserver" --version
-"$DEST.tmp/etcd" --version | head -1
+# Never `| head` here: under pipefail etcd dies of SIGPIPE when head exits first, failing the
+# whole set-up after minutes of building (test/unit/deploy/shell-pipes.test.ts keeps it so).
+etcd_version="$("$DEST.tmp/etcd" --version)"
+echo "${etcd_version%%$'\n'*}"
 touch "$DEST.tmp/.complete"
 rm -rf "$DEST"
 mv "$DEST.tmp" "$DEST"

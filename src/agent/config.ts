@@ -47,6 +47,9 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+/** Where the agent takes its per-node Lease unless told otherwise (the DaemonSet's namespace). */
+export const DEFAULT_LEASE_NAMESPACE = 'libvirt-operator';
+
 export const LOCAL_LIBVIRT_SOCKET = '/var/run/libvirt/libvirt-sock';
 
 /** The local libvirtd when its socket exists, else libvirt's in-process test driver. */
@@ -97,7 +100,7 @@ export function agentConfig(
     healthAddr:
       health === undefined || health === '0' ? undefined : parseHostPort('health-addr', health),
     stateDir: flags['state-dir'] ?? env.STATE_DIR ?? '/var/lib/libvirt-operator',
-    leaseNamespace: flags['lease-namespace'] ?? env.POD_NAMESPACE ?? 'libvirt-operator',
+    leaseNamespace: flags['lease-namespace'] ?? env.POD_NAMESPACE ?? DEFAULT_LEASE_NAMESPACE,
     leaseIdentity: env.POD_NAME || undefined,
     logLevel,
   };

@@ -95,11 +95,154 @@ function envelopeProblems(obj: Json): Problem[] {
   return [];
 }
 
-// ObjectMeta checks the API server makes for every custom resource.
+// ObjectMeta as the API server decodes it (k8s.io/apimachinery metav1.ObjectMeta): the fields
+// every kind accepts, whatever the CRD's metadata schema lists (a CRD may only narrow name and
+// generateName), with the JSON type each must have.
+type MetaType = 'string' | 'integer' | 'stringMap' | 'stringList' | 'list' | 'time';
+const OBJECT_META: Record<string, MetaType> = {
+  name: 'string',
+  generateName: 'string',
+  namespace: 'string',
+  selfLink: 'string',
+  uid: 'string',
+  resourceVersion: 'string',
+  generation: 'integer',
+  creationTimestamp: 'time',
+  deletionTimestamp: 'time',
+  deletionGracePeriodSeconds: 'integer',
+  labels: 'stringMap',
+  annotations: 'stringMap',
+  ownerReferences: 'list',
+  finalizers: 'stringList',
+  managedFields: 'list',
+};
+const OWNER_REFERENCE: Record<string, 'string' | 'boolean'> = {
+  apiVersion: 'string',
+  kind: 'string',
+  name: 'string',
+  uid: 'string',
+  controller: 'boolean',
+  blockOwnerDeletion: 'boolean',
+};
+
+/** Unknown metadata fields (strict decoding refuses them before anything else). */
+function metadataUnknownFields(metadata: Json): Problem[] {
+  if (!isObject(metadata)) return [];
+  const unknown = (field: string): Problem => ({
+    field,
+    type: 'UnknownField',
+    message: `unknown field "${field}"`,
+  });
+  const problems = Object.keys(metadata)
+    .filter((k) => !Object.hasOwn(OBJECT_META, k))
+    .map((k) => unknown(`metadata.${k}`));
+  const refs = metadata.ownerReferences;
+  if (Array.isArray(refs)) {
+    refs.forEach((ref, i) => {
+      if (!isObject(ref)) return;
+      for (const k of Object.keys(ref))
+        if (!Object.hasOwn(OWNER_REFERENCE, k))
+          problems.push(unknown(`metadata.ownerReferences[${i}].${k}`));
+    });
+  }
+  return problems;
+}
+
+/** Values the API server cannot decode into ObjectMeta at all. */
+function metadataTypeProblems(metadata: Json): Problem[] {
+  if (metadata === undefined || metadata === null) return [];
+  if (!isObject(metadata))
+    return [
+      { field: 'metadata', type: 'TypeInvalid', message: 'Invalid value: must be an object' },
+    ];
+  const problems: Problem[] = [];
+  const bad = (field: string, want: string): void =>
+    void problems.push({
+      field,
+      type: 'TypeInvalid',
+      message: `Invalid value: ${JSON.stringify(field.split('.').reduce<Json>((o, k) => (isObject(o) ? o[k] : undefined), { metadata }))}: must be ${want}`,
+    });
+  for (const [key, value] of Object.entries(metadata)) {
+    const type = OBJECT_META[key];
+    if (type === undefined || value === null) continue;
+    const field = `metadata.${key}`;
+    switch (type) {
+      case 'string':
+        if (typeof value !== 'string') bad(field, 'a string');
+        break;
+      case 'integer':
+        if (!Number.isInteger(value)) bad(field, 'an integer');
+        break;
+      case 'time':
+        if (typeof value !== 'string' || Number.isNaN(Date.parse(value)))
+          bad(field, 'an RFC 3339 time');
+        break;
+      case 'stringMap':
+        if (!isObject(value) || Object.values(value).some((v) => typeof v !== 'string'))
+          bad(field, 'a map of strings to strings');
+        break;
+      case 'stringList':
+        if (!Array.isArray(value) || value.some((v) => typeof v !== 'string'))
+          bad(field, 'a list of strings');
+        break;
+      case 'list':
+        if (!Array.isArray(value) || value.some((v) => !isObject(v)))
+          bad(field, 'a list of objects');
+        break;
+    }
+  }
+  const refs = metadata.ownerReferences;
+  if (Array.isArray(refs)) {
+    refs.forEach((ref, i) => {
+      if (!isObject(ref)) return;
+      for (const [k, v] of Object.entries(ref)) {
+        const want = OWNER_REFERENCE[k];
+        if (want && v !== null && typeof v !== want)
+          bad(`metadata.ownerReferences[${i}].${k}`, `a ${want}`);
+      }
+    });
+  }
+  return problems;
+}
+
+// apimachinery's validation.IsQualifiedName: [prefix/]name, the prefix a DNS subdomain.
+const QUALIFIED_NAME = /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+const ANNOTATIONS_MAX_BYTES = 256 * 1024;
+
+function qualifiedNameProblem(key: string): string | undefined {
+  const parts = key.split('/');
+  let name = key;
+  if (parts.length === 2) {
+    const [prefix, rest] = parts as [string, string];
+    if (prefix.length === 0) return 'prefix part must be non-empty';
+    if (prefix.length > 253 || !DNS1123_SUBDOMAIN.test(prefix))
+      return "prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
+    name = rest;
+  } else if (parts.length > 2) {
+    return "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character, with an optional DNS subdomain prefix and '/'";
+  }
+  if (name.length === 0) return 'name part must be non-empty';
+  if (name.length > 63) return 'name part must be no more than 63 characters';
+  if (!QUALIFIED_NAME.test(name))
+    return "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+  return undefined;
+}
+
+// ObjectMeta checks the API server makes for every custom resource on create
+// (apimachinery ValidateObjectMetaAccessor with NameIsDNSSubdomain, and the store's create).
 function metadataProblems(kind: VirtKind, metadata: Json): Problem[] {
   const meta = isObject(metadata) ? metadata : {};
   const problems: Problem[] = [];
   const { name, namespace, generateName } = meta;
+  const invalid = (field: string, value: Json, why: string): void =>
+    void problems.push({
+      field,
+      type: 'Invalid',
+      message: `Invalid value: ${JSON.stringify(value)}: ${why}`,
+    });
+  const subdomainWhy =
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com')";
   if (name === undefined || name === '') {
     if (typeof generateName !== 'string' || generateName === '') {
       problems.push({
@@ -108,35 +251,98 @@ function metadataProblems(kind: VirtKind, metadata: Json): Problem[] {
         message: 'Required value: name or generateName is required',
       });
     }
-  } else if (typeof name !== 'string') {
-    problems.push({
-      field: 'metadata.name',
-      type: 'TypeInvalid',
-      message: 'Invalid value: must be a string',
-    });
-  } else {
+  } else if (typeof name === 'string') {
     const why: string[] = [];
     if (name.length > 253) why.push('must be no more than 253 characters');
-    if (!DNS1123_SUBDOMAIN.test(name)) {
-      why.push(
-        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com')",
+    if (!DNS1123_SUBDOMAIN.test(name)) why.push(subdomainWhy);
+    if (why.length > 0) invalid('metadata.name', name, why.join(', '));
+  }
+  // A prefix: the API server appends five random characters, so a trailing '-' is fine.
+  if (typeof generateName === 'string' && generateName !== '') {
+    const base = generateName.replace(/-$/, 'a');
+    if (base.length > 253 || !DNS1123_SUBDOMAIN.test(base))
+      invalid('metadata.generateName', generateName, subdomainWhy);
+  }
+  // A cluster-scoped object's namespace is cleared by the API server, not refused.
+  if (
+    customResources[kind].scope === 'Namespaced' &&
+    typeof namespace === 'string' &&
+    namespace !== ''
+  ) {
+    if (namespace.length > 63 || !DNS1123_LABEL.test(namespace)) {
+      invalid(
+        'metadata.namespace',
+        namespace,
+        'a lowercase RFC 1123 label of at most 63 characters is required',
       );
     }
-    if (why.length > 0) {
+  }
+  if (typeof meta.resourceVersion === 'string' && meta.resourceVersion !== '') {
+    problems.push({
+      field: 'metadata.resourceVersion',
+      type: 'Invalid',
+      message: 'Invalid value: resourceVersion should not be set on objects to be created',
+    });
+  }
+  if (isObject(meta.labels)) {
+    for (const [key, value] of Object.entries(meta.labels)) {
+      const keyWhy = qualifiedNameProblem(key);
+      if (keyWhy) invalid('metadata.labels', key, keyWhy);
+      if (typeof value === 'string' && (value.length > 63 || !LABEL_VALUE.test(value))) {
+        invalid(
+          'metadata.labels',
+          value,
+          value.length > 63
+            ? 'must be no more than 63 characters'
+            : "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+        );
+      }
+    }
+  }
+  if (isObject(meta.annotations)) {
+    let bytes = 0;
+    for (const [key, value] of Object.entries(meta.annotations)) {
+      const keyWhy = qualifiedNameProblem(key.toLowerCase());
+      if (keyWhy) invalid('metadata.annotations', key, keyWhy);
+      bytes += Buffer.byteLength(key) + Buffer.byteLength(String(value));
+    }
+    if (bytes > ANNOTATIONS_MAX_BYTES) {
       problems.push({
-        field: 'metadata.name',
-        type: 'Invalid',
-        message: `Invalid value: ${JSON.stringify(name)}: ${why.join(', ')}`,
+        field: 'metadata.annotations',
+        type: 'TooLong',
+        message: `Too long: must have at most ${ANNOTATIONS_MAX_BYTES} bytes`,
       });
     }
   }
-  if (customResources[kind].scope === 'Namespaced' && namespace !== undefined && namespace !== '') {
-    if (typeof namespace !== 'string' || namespace.length > 63 || !DNS1123_LABEL.test(namespace)) {
-      problems.push({
-        field: 'metadata.namespace',
-        type: 'Invalid',
-        message: `Invalid value: ${JSON.stringify(namespace)}: a lowercase RFC 1123 label of at most 63 characters is required`,
-      });
+  if (Array.isArray(meta.finalizers)) {
+    meta.finalizers.forEach((f, i) => {
+      if (typeof f !== 'string') return;
+      const why = qualifiedNameProblem(f);
+      if (why) invalid(`metadata.finalizers[${i}]`, f, why);
+    });
+  }
+  if (Array.isArray(meta.ownerReferences)) {
+    let controllers = 0;
+    meta.ownerReferences.forEach((ref, i) => {
+      if (!isObject(ref)) return;
+      const at = `metadata.ownerReferences[${i}]`;
+      for (const k of ['apiVersion', 'kind', 'name', 'uid']) {
+        if (typeof ref[k] !== 'string' || ref[k] === '') {
+          invalid(
+            `${at}.${k}`,
+            ref[k] ?? '',
+            `${k === 'apiVersion' ? 'version' : k} must not be empty`,
+          );
+        }
+      }
+      if (ref.controller === true) controllers++;
+    });
+    if (controllers > 1) {
+      invalid(
+        'metadata.ownerReferences',
+        meta.ownerReferences,
+        'Only one reference can have Controller set to true',
+      );
     }
   }
   return problems;
@@ -152,8 +358,13 @@ export function validateManifest(obj: Json, old?: Json): Problem[] {
   const kind = virtKindOf(obj) as VirtKind;
   const schema = kindSchema(kind);
 
-  const unknown = unknownFields(schema, obj);
+  // metadata is ObjectMeta for every kind: its fields are checked here, not against the CRD's
+  // metadata schema (which lists only what it narrows, such as a Volume's name length).
+  const { metadata, ...rest } = obj as Record<string, Json>;
+  const unknown = [...unknownFields(schema, rest), ...metadataUnknownFields(metadata)];
   if (unknown.length > 0) return unknown;
+  const typeProblems = metadataTypeProblems(metadata);
+  if (typeProblems.length > 0) return typeProblems;
 
   const value = withSchemaDefaults(schema, obj) as Record<string, Json>;
   const problems = [

@@ -1,12 +1,16 @@
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { DEFAULT_LEASE_NAMESPACE } from '../agent/config.js';
 import { startControlPlane } from '../harness/control-plane.js';
+import { createKubeClient } from '../runtime/index.js';
 import { parseFlags, untilSignal, UsageError, withOneLineErrors } from './flags.js';
+import { ensureNamespace } from './namespaces.js';
 
 const HELP = `usage: libvirt-operator local-cluster [--dir DIR] [--port PORT] [--no-crds]
 
 Starts etcd and kube-apiserver on loopback with TLS and RBAC, installs the CRDs from crds/,
-writes DIR/kubeconfig (admin), prints 'ready: kubeconfig=<path>' and runs until SIGINT or
+creates the namespace of the agents' Leases (${DEFAULT_LEASE_NAMESPACE}), writes
+DIR/kubeconfig (admin), prints 'ready: kubeconfig=<path>' and runs until SIGINT or
 SIGTERM, then stops everything it started. Builds the binaries on first use (~10 min) unless
 KUBEBUILDER_ASSETS names a folder with kube-apiserver, etcd and kubectl.
 
@@ -41,6 +45,9 @@ export async function main(argv: string[]): Promise<number> {
       installCRDs: !values['no-crds'],
       provision: true,
     });
+    // `libvirt-operator run` against this cluster takes its Lease there: without the
+    // namespace it would wait forever without reconciling anything.
+    await ensureNamespace(createKubeClient(cp.kubeConfig), DEFAULT_LEASE_NAMESPACE);
     console.log(`ready: kubeconfig=${cp.kubeconfigPath}`);
     await untilSignal();
     await cp.stop();

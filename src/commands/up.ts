@@ -2,17 +2,32 @@
 // cluster, a Node object for this host (there is no kubelet here), the real libvirtd when it
 // can be started (root), else libvirt's in-process test driver, then the agent — printing one
 // progress line each time an object's phase or readiness changes.
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { parseAllDocuments } from 'yaml';
-import { customResources, type VirtKind } from '../api/generated/crds.js';
+import { findCondition } from '../api/conditions.js';
+import { API_VERSION, customResources, type VirtKind } from '../api/generated/crds.js';
+import type {
+  VirtManifest,
+  VirtualMachine,
+  VirtualNetwork,
+  Volume,
+} from '../api/generated/types.js';
 import { agentConfig } from '../agent/config.js';
 import { startAgent, type Agent } from '../agent/agent.js';
 import { cacheRoot, startControlPlane, type ControlPlane } from '../harness/control-plane.js';
-import { packageRoot } from '../harness/package-root.js';
-import { createKubeClient, type KubeClient } from '../runtime/index.js';
-import { parseFlags, untilSignal, withOneLineErrors } from './flags.js';
+import { ensureTinyGuest, serveTinyGuest } from '../harness/tiny-guest.js';
+import { createKubeClient, isNotFound, type KubeClient } from '../runtime/index.js';
+import {
+  DEMO_NAMESPACE,
+  demoCidr,
+  demoManifests,
+  demoNames,
+  hostIPv4Addresses,
+  type DemoNames,
+} from './demo.js';
+import { parseFlags, untilSignal, UsageError, withOneLineErrors } from './flags.js';
+import { ensureNamespace } from './namespaces.js';
 import { loadKubeConfig } from './run.js';
 import type { KubeAccess } from '../runtime/kube-config.js';
 
@@ -22,7 +37,12 @@ Runs the operator on this host: a local control plane (unless KUBECONFIG is set)
 agent. libvirt: the local libvirtd when its socket exists or it can be started (root), else
 the in-process test driver (test:///default).
 
-  --examples          apply manifests/examples/ (with spec.nodeName set to this node)
+  --examples          boot the offline demo: this project's tiny guest (built from Debian
+                      packages) imported from a loopback HTTP server into Volumes, and a
+                      VirtualMachine (QEMU, direct kernel boot) on a NAT VirtualNetwork;
+                      prints a line when it is Running, Ready=True with a DHCP address
+  --examples-name N   name of the demo objects (default demo: VirtualMachine default/demo,
+                      Volumes demo-kernel and demo-initrd, demo-net, demo-pool)
   --node-name NAME    default: the host name
   --libvirt-uri URI   default: as described above
   --dir DIR           the local control plane's directory (default: ~/.cache/libvirt-operator/local-cluster)
@@ -35,6 +55,7 @@ export async function main(argv: string[]): Promise<number> {
       argv,
       {
         examples: { type: 'boolean' },
+        'examples-name': { type: 'string' },
         'node-name': { type: 'string' },
         'libvirt-uri': { type: 'string' },
         dir: { type: 'string' },
@@ -43,6 +64,11 @@ export async function main(argv: string[]): Promise<number> {
       HELP,
     );
     if (help) return 0;
+    const demoName = values['examples-name'] ?? 'demo';
+    if (!/^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/.test(demoName))
+      throw new UsageError(
+        `up: --examples-name must be a lowercase DNS label of at most 40 characters, got '${demoName}'`,
+      );
     const libvirtUri = values['libvirt-uri'] ?? (await localLibvirt());
     const cfg = agentConfig({
       flags: {
@@ -86,12 +112,19 @@ export async function main(argv: string[]): Promise<number> {
     printProgress(agent);
     await agent.synced;
     say(`agent ready: health and metrics at ${agent.runtime.health?.url ?? '(off)'}`);
-    if (values.examples) await applyExamples(client, cfg.nodeName);
+    const demo = values.examples
+      ? await applyDemo(client, agent, {
+          name: demoName,
+          nodeName: cfg.nodeName,
+          libvirtUri: cfg.libvirtUri,
+        })
+      : undefined;
     say('running; Ctrl-C stops the agent' + (cp ? ' and the control plane' : ''));
 
     await untilSignal(agent.runtime.stopped);
     say('stopping');
     await agent.stop();
+    await demo?.stop();
     await cp?.stop();
     return 0;
   });
@@ -131,49 +164,146 @@ async function ensureNode(client: KubeClient, name: string): Promise<void> {
   }
 }
 
-async function ensureNamespace(client: KubeClient, name: string): Promise<void> {
+/** Server-side applies one object with up's field manager. */
+async function applyObject(client: KubeClient, obj: VirtManifest): Promise<string> {
+  const info = customResources[obj.kind];
+  const ns = info.scope === 'Namespaced' ? (obj.metadata.namespace ?? 'default') : undefined;
+  const path = `/apis/${obj.apiVersion}/${ns ? `namespaces/${ns}/` : ''}${info.plural}/${encodeURIComponent(String(obj.metadata.name))}`;
+  await client.request({
+    method: 'PATCH',
+    path,
+    query: { fieldManager: 'libvirt-operator-up', force: true },
+    body: obj,
+    contentType: 'application/apply-patch+yaml',
+  });
+  return `${obj.kind} ${ns ? `${ns}/` : ''}${obj.metadata.name}`;
+}
+
+function objectPath(kind: VirtKind, name: string, namespace = DEMO_NAMESPACE): string {
+  const info = customResources[kind];
+  const ns = info.scope === 'Namespaced' ? `namespaces/${namespace}/` : '';
+  return `/apis/${API_VERSION}/${ns}${info.plural}/${encodeURIComponent(name)}`;
+}
+
+async function getObject<T>(
+  client: KubeClient,
+  kind: VirtKind,
+  name: string,
+): Promise<T | undefined> {
   try {
-    await client.request({ method: 'GET', path: `/api/v1/namespaces/${encodeURIComponent(name)}` });
-  } catch {
-    await client.request({
-      method: 'POST',
-      path: '/api/v1/namespaces',
-      body: { apiVersion: 'v1', kind: 'Namespace', metadata: { name } },
-    });
+    return await client.request<T>({ method: 'GET', path: objectPath(kind, name) });
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
   }
 }
 
-/** Server-side applies manifests/examples/*.yaml, pinning every node-bound object to this node. */
-async function applyExamples(client: KubeClient, nodeName: string): Promise<void> {
-  const dir = join(packageRoot(), 'manifests', 'examples');
-  for (const file of readdirSync(dir)
-    .filter((f) => /\.ya?ml$/.test(f))
-    .sort()) {
-    for (const doc of parseAllDocuments(readFileSync(join(dir, file), 'utf8'))) {
-      const obj = doc.toJS() as {
-        apiVersion: string;
-        kind: string;
-        metadata: { name: string; namespace?: string };
-        spec?: { nodeName?: string };
-      } | null;
-      if (!obj?.kind) continue;
-      if (obj.spec?.nodeName !== undefined) obj.spec.nodeName = nodeName;
-      const info = customResources[obj.kind as VirtKind];
-      if (!info) continue;
-      const plural = info.plural;
-      const ns = info.scope === 'Namespaced' ? (obj.metadata.namespace ?? 'default') : undefined;
-      if (ns) obj.metadata.namespace = ns;
-      const path = `/apis/${obj.apiVersion}/${ns ? `namespaces/${ns}/` : ''}${plural}/${encodeURIComponent(obj.metadata.name)}`;
-      await client.request({
-        method: 'PATCH',
-        path,
-        query: { fieldManager: 'libvirt-operator-up', force: true },
-        body: obj,
-        contentType: 'application/apply-patch+yaml',
-      });
-      say(`applied ${obj.kind} ${ns ? `${ns}/` : ''}${obj.metadata.name} from ${file}`);
-    }
+async function deleteAndWait(client: KubeClient, kind: VirtKind, name: string): Promise<void> {
+  try {
+    await client.request({ method: 'DELETE', path: objectPath(kind, name) });
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
   }
+  const deadline = Date.now() + 180_000;
+  while ((await getObject(client, kind, name)) !== undefined) {
+    if (Date.now() > deadline)
+      throw new Error(`${kind} ${name} of an earlier demo was not deleted within 180 s`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+export interface Demo {
+  names: DemoNames;
+  /** Resolves with the VM's address once it is Running, Ready=True and has one. */
+  booted: Promise<string>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The offline demo (demo.ts): builds or finds the tiny guest, serves it on loopback and
+ * applies the demo objects. A Volume's source is immutable and names this run's port, so
+ * Volumes an earlier run imported stay as they are, and ones it left unfinished (their server
+ * is gone) are replaced, with the machine that uses them.
+ */
+async function applyDemo(
+  client: KubeClient,
+  agent: Agent,
+  opts: { name: string; nodeName: string; libvirtUri: string },
+): Promise<Demo> {
+  if (opts.libvirtUri.startsWith('test:')) {
+    say(
+      `examples: ${opts.libvirtUri} is libvirt's in-process test driver: it runs no guest and cannot import volumes; ` +
+        'run as root (libvirtd is then started) to boot the demo guest',
+    );
+  }
+  say(
+    'examples: preparing the tiny guest (Debian cloud kernel + busybox initramfs, cached after the first build)',
+  );
+  const guest = await ensureTinyGuest();
+  const server = await serveTinyGuest(guest);
+  say(
+    `examples: serving its kernel and initrd at ${server.base} (sha256 ${guest.sha256.kernel.slice(0, 12)}…, ${guest.sha256.initrd.slice(0, 12)}…)`,
+  );
+  const names = demoNames(opts.name);
+  const existingNet = await getObject<VirtualNetwork>(client, 'VirtualNetwork', names.network);
+  const manifests = demoManifests({
+    name: opts.name,
+    nodeName: opts.nodeName,
+    base: server.base,
+    sha256: guest.sha256,
+    cidr: demoCidr(hostIPv4Addresses(), existingNet?.spec.ipv4?.cidr),
+    poolPath: `/var/lib/libvirt-operator/${names.pool}`,
+  });
+
+  const keep = new Set<string>();
+  const stale: string[] = [];
+  for (const m of manifests) {
+    if (m.kind !== 'Volume') continue;
+    const name = String(m.metadata.name);
+    const found = await getObject<Volume>(client, 'Volume', name);
+    if (!found) continue;
+    const imported = findCondition(found.status?.conditions, 'Imported')?.status === 'True';
+    if (imported && found.spec.source?.http?.sha256 === m.spec.source?.http?.sha256) keep.add(name);
+    else stale.push(name);
+  }
+  if (stale.length > 0) {
+    say(
+      `examples: replacing ${stale.join(', ')} of an earlier run (not imported, or another guest build)`,
+    );
+    await deleteAndWait(client, 'VirtualMachine', names.vm);
+    for (const name of stale) await deleteAndWait(client, 'Volume', name);
+  }
+
+  const started = Date.now();
+  const booted = new Promise<string>((resolve) => {
+    let seen = false;
+    const check = (obj: VirtualMachine, earlier = false) => {
+      if (seen || obj.metadata.name !== names.vm || obj.metadata.namespace !== DEMO_NAMESPACE)
+        return;
+      const ip = obj.status?.interfaces?.flatMap((i) => i.ipAddresses ?? [])[0];
+      const ready = findCondition(obj.status?.conditions, 'Ready')?.status === 'True';
+      if (!ready || obj.status?.phase !== 'Running' || !ip) return;
+      seen = true;
+      queueMicrotask(() => unsubscribe());
+      const seconds = ((Date.now() - started) / 1000).toFixed(1);
+      const when = earlier ? 'booted by an earlier run' : `${seconds} s after apply`;
+      say(
+        `examples: VirtualMachine ${DEMO_NAMESPACE}/${names.vm} is Running, Ready=True, address ${ip} from ${names.network}'s DHCP, ${when}`,
+      );
+      resolve(ip);
+    };
+    const unsubscribe = agent.informers.VirtualMachine.subscribe((change) => {
+      if (change.type !== 'deleted') check(change.obj as unknown as VirtualMachine);
+    });
+    // A machine an earlier run booted may already be there and never change again.
+    const current = agent.informers.VirtualMachine.cache.get(`${DEMO_NAMESPACE}/${names.vm}`);
+    if (current) check(current as unknown as VirtualMachine, true);
+  });
+  for (const m of manifests) {
+    if (m.kind === 'Volume' && keep.has(String(m.metadata.name))) continue;
+    say(`applied ${await applyObject(client, m)}`);
+  }
+  return { names, booted, stop: () => server.close() };
 }
 
 /** One line whenever an object's phase or Ready condition changes. */
@@ -206,14 +336,27 @@ function summary(status: Record<string, unknown> | undefined): string | undefine
     (s?.conditions as Array<{ type: string; status: string; reason?: string }> | undefined) ?? [];
   const nodes = status.nodes as Array<Record<string, unknown>> | undefined;
   const node = nodes?.[0];
-  const ready = [...conditionsOf(status), ...conditionsOf(node)].find((c) => c.type === 'Ready');
+  const ready = [...conditionsOf(status), ...conditionsOf(node)].find((c) => c.type === 'Ready') as
+    { type: string; status: string; reason?: string; message?: string } | undefined;
   const phase =
     (status.phase as string | undefined) ??
     (node?.state as string | undefined) ??
     (node?.active === true ? 'active' : undefined);
+  const ips = ((status.interfaces as Array<{ ipAddresses?: string[] }> | undefined) ?? []).flatMap(
+    (i) => i.ipAddresses ?? [],
+  );
+  // A problem's message says what to do (and, for a failed import, when the next try is);
+  // progress messages (Importing, Creating ...) would print a line every few seconds.
+  const problem =
+    ready?.status === 'False' &&
+    ready.message &&
+    (phase === 'Failed' || /Failed|Mismatch|Conflict|Unsupported|NotFound/.test(ready.reason ?? ''))
+      ? `: ${ready.message}`
+      : '';
   const parts = [
     phase,
     ready ? `Ready=${ready.status}${ready.reason ? ` (${ready.reason})` : ''}` : undefined,
+    ips.length ? `IP ${ips.join(' ')}` : undefined,
   ].filter(Boolean);
-  return parts.length ? parts.join(', ') : undefined;
+  return parts.length ? parts.join(', ') + problem : undefined;
 }

@@ -10,7 +10,13 @@
 //  - renewDeadline < leaseDuration: the old holder stops before anyone may take over, and the
 //    difference is the bound for draining its in-flight work.
 import { microTime, sleep } from './clock.js';
-import { isAlreadyExists, isConflict, isNotFound, type KubeClient } from './kube-client.js';
+import {
+  isAlreadyExists,
+  isConflict,
+  isNotFound,
+  KubeApiError,
+  type KubeClient,
+} from './kube-client.js';
 import { errorFields, type Logger } from './log.js';
 import type { RuntimeMetrics } from './metrics.js';
 
@@ -36,6 +42,11 @@ export interface LeaseHooks {
 
 export interface LeaseHandle {
   isHeld(): boolean;
+  /**
+   * Why the Lease is not held (for /readyz and logs): the API's refusal (a missing namespace,
+   * RBAC), or the other holder. undefined while held.
+   */
+  whyNotHeld(): string | undefined;
   /** Stops renewing; with release, hands the Lease back so a successor need not wait. */
   stop(opts?: { release?: boolean }): Promise<void>;
   /** The time (ms) a successor may have to wait after we lose it, the drain bound. */
@@ -75,6 +86,17 @@ export function leaseDecision(
   return observedAt + durationMs <= now ? 'acquire' : 'wait';
 }
 
+/** What keeps us from taking the Lease, in words a person can act on. Pure. */
+export function acquisitionProblem(err: unknown, namespace: string): string {
+  if (err instanceof KubeApiError) {
+    if (err.status === 404 && /\bnamespaces? "?[^"\s]*"? ?not found/.test(err.message))
+      return `namespace ${namespace} not found: create it (kubectl create namespace ${namespace}) or pass --lease-namespace`;
+    if (err.status === 403)
+      return `forbidden to read or write Leases in namespace ${namespace}: grant get/create/update on coordination.k8s.io leases (${err.message})`;
+  }
+  return `the API server refused or did not answer: ${err instanceof Error ? err.message : String(err)}`;
+}
+
 export function startLease(
   client: KubeClient,
   opts: LeaseOptions,
@@ -102,6 +124,7 @@ export function startLease(
   const labels = { lease: `${opts.namespace}/${opts.name}` };
   const abort = new AbortController();
   let held = false;
+  let notHeld = 'not acquired yet: the first attempt is under way';
   let lostTimer: ReturnType<typeof setTimeout> | undefined;
   let observed: { resourceVersion?: string; at: number; lease?: LeaseObject } = { at: 0 };
   deps.metrics?.leaseHeld.set(labels, 0);
@@ -110,6 +133,7 @@ export function startLease(
     if (!held) return;
     clearTimeout(lostTimer);
     held = false;
+    notHeld = `lost: ${why}`;
     deps.metrics?.leaseHeld.set(labels, 0);
     log.warn({ why }, 'lease lost');
     hooks.onLost();
@@ -169,6 +193,11 @@ export function startLease(
     const decision = leaseDecision(lease.spec ?? {}, opts.identity, observed.at, now);
     if (decision === 'wait') {
       if (held) lose(`taken by ${lease.spec.holderIdentity}`);
+      const holder = lease.spec.holderIdentity ?? '';
+      const why = `held by ${holder} (renewed ${lease.spec.renewTime ?? 'never'}); taken over when not renewed for ${lease.spec.leaseDurationSeconds ?? 0} s`;
+      if (!notHeld.startsWith(`held by ${holder} `))
+        log.warn({ holder }, `lease ${opts.namespace}/${opts.name} ${why}`);
+      notHeld = why;
       return false;
     }
     const spec: LeaseSpec = {
@@ -215,7 +244,14 @@ export function startLease(
         ok = await acquireOrRenew(sentAt);
       } catch (err) {
         if (abort.signal.aborted) break;
-        log.warn(errorFields(err), held ? 'lease renewal failed' : 'lease acquisition failed');
+        if (held) log.warn(errorFields(err), 'lease renewal failed');
+        else {
+          // One error line per cause, not one per retry: the cause (a missing namespace,
+          // missing RBAC) needs a person, and /readyz shows it for as long as it lasts.
+          const why = acquisitionProblem(err, opts.namespace);
+          if (why !== notHeld) log.error(errorFields(err), `cannot take the lease: ${why}`);
+          notHeld = why;
+        }
       }
       if (abort.signal.aborted) break;
       if (ok) {
@@ -240,6 +276,7 @@ export function startLease(
 
   return {
     isHeld: () => held,
+    whyNotHeld: () => (held ? undefined : notHeld),
     drainBoundMs: durationSeconds * 1000 - renewDeadlineMs,
     async stop(stopOpts = {}) {
       abort.abort();

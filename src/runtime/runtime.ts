@@ -105,8 +105,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
   if (opts.lease) {
     readiness.add(
       'lease',
-      () =>
-        lease?.isHeld() === true || 'the lease is held by another process (or not yet acquired)',
+      () => lease?.isHeld() === true || (lease?.whyNotHeld() ?? 'the lease is not acquired yet'),
     );
   }
 

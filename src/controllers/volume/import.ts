@@ -240,15 +240,44 @@ export function startImport(
     },
     (err: unknown) => {
       if (job.abort.signal.aborted) return;
-      job.state = 'failed';
-      job.problem =
+      markFailed(
+        job,
         err instanceof ImportError
           ? { reason: err.reason, message: err.message }
-          : { reason: 'ImportFailed', message: String(err) };
-      job.retryAt = Date.now() + importRetryDelay(job.attempts);
+          : { reason: 'ImportFailed', message: String(err) },
+        Date.now(),
+      );
     },
   );
   return job;
+}
+
+/**
+ * Records a failed attempt and when the next one starts. The message says both, so a user
+ * watching status (or `npm start`'s progress lines) sees the waits grow instead of wondering
+ * whether anything is still happening; it is fixed per attempt, so passes that wait for the
+ * retry time write no status.
+ */
+function markFailed(job: ImportJob, problem: Problem, nowMs: number): Problem {
+  const delay = importRetryDelay(job.attempts);
+  job.state = 'failed';
+  job.retryAt = nowMs + delay;
+  job.problem = {
+    reason: problem.reason,
+    message: withRetry(problem.message, job.attempts, delay, job.retryAt),
+  };
+  return job.problem;
+}
+
+/** "<why>; attempt 2 failed, next try in 20 s (at 2026-12-03T15:04:05Z)". Pure. */
+export function withRetry(
+  message: string,
+  attempts: number,
+  delayMs: number,
+  atMs: number,
+): string {
+  const at = new Date(atMs).toISOString().replace(/\.\d+Z$/, 'Z');
+  return `${message}; attempt ${attempts} failed, next try in ${Math.round(delayMs / 1000)} s (at ${at})`;
 }
 
 /** Stops a download and removes its file; safe when there is none. */
@@ -261,15 +290,17 @@ export async function cancelImport(uid: string, stateDir: string): Promise<void>
 /**
  * Marks a verified job failed after libvirt refused its file (the upload failed): the file is
  * removed and the next download waits for the retry time, as after a failed download.
+ * Returns the problem as status shows it (with the retry time).
  */
-export async function failImport(uid: string, stateDir: string, problem: Problem): Promise<void> {
+export async function failImport(
+  uid: string,
+  stateDir: string,
+  problem: Problem,
+): Promise<Problem> {
   const job = jobs.get(uid);
-  if (job) {
-    job.state = 'failed';
-    job.problem = problem;
-    job.retryAt = Date.now() + importRetryDelay(job.attempts);
-  }
+  const shown = job ? markFailed(job, problem, Date.now()) : problem;
   await rm(importFile(stateDir, uid), { force: true });
+  return shown;
 }
 
 /**

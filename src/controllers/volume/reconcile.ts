@@ -159,8 +159,8 @@ async function convergeImport(
       const image = job!.image!;
       const problem = await uploadImage(pool, name, job!.file, image.fileSize);
       if (problem) {
-        await failImport(uid, ctx.stateDir, problem);
-        return { facts: { problem, usedBy }, requeueMs: importRetryDelay(job!.attempts) };
+        const shown = await failImport(uid, ctx.stateDir, problem);
+        return { facts: { problem: shown, usedBy }, requeueMs: importRetryDelay(job!.attempts) };
       }
       await finishImport(uid, ctx.stateDir);
       const after = await observeVolume(pool.handle, name);

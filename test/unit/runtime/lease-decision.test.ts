@@ -1,5 +1,37 @@
 import { describe, expect, it } from 'vitest';
-import { leaseDecision } from '../../../src/runtime/lease.js';
+import { KubeApiError } from '../../../src/runtime/kube-client.js';
+import { acquisitionProblem, leaseDecision } from '../../../src/runtime/lease.js';
+
+describe('acquisitionProblem', () => {
+  const path = '/apis/coordination.k8s.io/v1/namespaces/libvirt-operator/leases';
+  it('names a missing namespace and the two ways out, not "held by another process"', () => {
+    const err = new KubeApiError(
+      404,
+      'NotFound',
+      'namespaces "libvirt-operator" not found',
+      'POST',
+      path,
+    );
+    expect(acquisitionProblem(err, 'libvirt-operator')).toBe(
+      'namespace libvirt-operator not found: create it (kubectl create namespace libvirt-operator) or pass --lease-namespace',
+    );
+  });
+  it('names missing RBAC, and passes other answers on', () => {
+    const forbidden = new KubeApiError(
+      403,
+      'Forbidden',
+      'leases is forbidden: User "x"',
+      'POST',
+      path,
+    );
+    expect(acquisitionProblem(forbidden, 'ns')).toMatch(
+      /^forbidden to read or write Leases in namespace ns/,
+    );
+    expect(acquisitionProblem(new Error('connect ECONNREFUSED'), 'ns')).toBe(
+      'the API server refused or did not answer: connect ECONNREFUSED',
+    );
+  });
+});
 
 describe('lease decision', () => {
   const t = 1_000_000;

@@ -440,6 +440,60 @@ describe('HTTP import on test:///default (download and verification real; the dr
   });
 });
 
+describe('a failed HTTP import is retried with growing waits that status names', () => {
+  let server: Server;
+  let base: string;
+  let hits = 0;
+  beforeAll(async () => {
+    server = createServer((_req, res) => {
+      hits++;
+      res.writeHead(503).end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+  it('waits 10 s, then 20 s, saying when the next try is; no download in between', async () => {
+    await createVol('backoff', {
+      format: 'raw',
+      source: { http: { url: `${base}/image.img`, sha256: 'e'.repeat(64) } },
+    });
+    const message = async () =>
+      (await getVol('backoff'))?.status?.conditions?.find((c) => c.type === 'Ready')?.message ?? '';
+    await reconcileUntil(ctx, reconcileVolume, `${NS}/backoff`, async () =>
+      (await message()).includes('attempt 1 failed'),
+    );
+    const first = await message();
+    expect(first).toMatch(
+      /HTTP 503.*; attempt 1 failed, next try in 10 s \(at \d{4}-\d\d-\d\dT[\d:]+Z\)$/,
+    );
+    expect(hits).toBe(1);
+    const version = (await getVol('backoff'))?.metadata.resourceVersion;
+    // Woken again and again (every status write, resync, a user's edit...): no new download
+    // and no status write until the retry time.
+    const until = Date.now() + 3_000;
+    while (Date.now() < until) {
+      await ctx.refresh();
+      await reconcileVolume(`${NS}/backoff`, ctx);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(hits).toBe(1);
+    expect((await getVol('backoff'))?.metadata.resourceVersion).toBe(version);
+    await reconcileUntil(
+      ctx,
+      reconcileVolume,
+      `${NS}/backoff`,
+      async () => (await message()).includes('attempt 2 failed'),
+      20_000,
+    );
+    expect(await message()).toMatch(/; attempt 2 failed, next try in 20 s \(at .+Z\)$/);
+    expect(hits).toBe(2);
+    await k.remove('Volume', NS, 'backoff');
+    await converge(ctx, reconcileVolume, `${NS}/backoff`, { until: gone('backoff') });
+  });
+});
+
 describe('StoragePool and Volumes together', () => {
   it('refuses to remove the pool while Volumes are in it, then leaves the host as it found it', async () => {
     await k.remove('StoragePool', undefined, 'vols');

@@ -4,6 +4,7 @@ import {
   progressOf,
   shownProgress,
   sniffImage,
+  withRetry,
   type ImportJob,
 } from '../../../../src/controllers/volume/import.js';
 
@@ -67,6 +68,15 @@ describe('importRetryDelay', () => {
     expect([1, 2, 3, 4, 5, 6, 7].map(importRetryDelay)).toEqual([
       10_000, 20_000, 40_000, 80_000, 160_000, 300_000, 300_000,
     ]);
+  });
+});
+
+describe('withRetry', () => {
+  it('says which attempt failed and when the next one is, fixed per attempt', () => {
+    const at = Date.parse('2026-12-03T15:04:05.678Z');
+    expect(withRetry('GET http://x/ failed: ECONNREFUSED', 2, 20_000, at)).toBe(
+      'GET http://x/ failed: ECONNREFUSED; attempt 2 failed, next try in 20 s (at 2026-12-03T15:04:05Z)',
+    );
   });
 });
 

@@ -1,0 +1,136 @@
+// The offline demo that `up --examples` applies: the project's tiny guest (a Debian cloud
+// kernel and a busybox initramfs, built from Debian packages by scripts/build-tiny-guest.sh)
+// imported into a pool through Volume http sources served from loopback, and booted under
+// QEMU with a NIC on a NAT network. No image download, no placeholder checksum: the digests
+// are those of the files served.
+import { networkInterfaces } from 'node:os';
+import type {
+  StoragePoolManifest,
+  VirtManifest,
+  VirtualMachineManifest,
+  VirtualNetworkManifest,
+  VolumeManifest,
+} from '../api/generated/types.js';
+import { TINY_GUEST_CMDLINE } from '../harness/tiny-guest.js';
+
+export interface DemoInput {
+  /** Prefix of every object's name ('demo': VirtualMachine default/demo, network demo-net ...). */
+  name: string;
+  nodeName: string;
+  /** The loopback server's base URL; the kernel is at /vmlinuz, the initrd at /initrd.img. */
+  base: string;
+  sha256: { kernel: string; initrd: string };
+  /** The network's IPv4 prefix, host address form (e.g. 192.168.150.1/24). */
+  cidr: string;
+  /** The pool's directory on the node. */
+  poolPath: string;
+}
+
+export const DEMO_NAMESPACE = 'default';
+
+export interface DemoNames {
+  network: string;
+  pool: string;
+  kernel: string;
+  initrd: string;
+  vm: string;
+}
+
+export function demoNames(name: string): DemoNames {
+  return {
+    network: `${name}-net`,
+    pool: `${name}-pool`,
+    kernel: `${name}-kernel`,
+    initrd: `${name}-initrd`,
+    vm: name,
+  };
+}
+
+/** The demo's objects, in the order they are applied. Pure. */
+export function demoManifests(d: DemoInput): VirtManifest[] {
+  const n = demoNames(d.name);
+  const [host] = d.cidr.split('/') as [string];
+  const prefix = host.split('.').slice(0, 3).join('.');
+  const labels = { 'app.kubernetes.io/part-of': 'libvirt-operator-demo' };
+  const network: VirtualNetworkManifest = {
+    apiVersion: 'virt.dev/v1alpha1',
+    kind: 'VirtualNetwork',
+    metadata: { name: n.network, labels },
+    spec: {
+      mode: 'nat',
+      ipv4: {
+        cidr: d.cidr,
+        dhcp: { rangeStart: `${prefix}.100`, rangeEnd: `${prefix}.199` },
+      },
+    },
+  };
+  const pool: StoragePoolManifest = {
+    apiVersion: 'virt.dev/v1alpha1',
+    kind: 'StoragePool',
+    metadata: { name: n.pool, labels },
+    spec: { type: 'dir', path: d.poolPath },
+  };
+  const volume = (name: string, file: string, sha256: string): VolumeManifest => ({
+    apiVersion: 'virt.dev/v1alpha1',
+    kind: 'Volume',
+    metadata: { name, namespace: DEMO_NAMESPACE, labels },
+    spec: {
+      nodeName: d.nodeName,
+      pool: n.pool,
+      format: 'raw',
+      source: { http: { url: `${d.base}/${file}`, sha256 } },
+    },
+  });
+  const vm: VirtualMachineManifest = {
+    apiVersion: 'virt.dev/v1alpha1',
+    kind: 'VirtualMachine',
+    metadata: {
+      name: n.vm,
+      namespace: DEMO_NAMESPACE,
+      labels,
+      // The serial console goes to a file in the agent's state dir: the guest's boot is visible.
+      annotations: { 'virt.dev/console-log': 'true' },
+    },
+    spec: {
+      nodeName: d.nodeName,
+      // Software emulation: works on every host, including ones without usable KVM.
+      domainType: 'qemu',
+      vcpus: 1,
+      memory: '256Mi',
+      terminationGracePeriodSeconds: 30,
+      boot: {
+        kernel: { volume: n.kernel },
+        initrd: { volume: n.initrd },
+        cmdline: TINY_GUEST_CMDLINE,
+      },
+      interfaces: [{ name: 'eth0', network: n.network }],
+    },
+  };
+  return [
+    network,
+    pool,
+    volume(n.kernel, 'vmlinuz', d.sha256.kernel),
+    volume(n.initrd, 'initrd.img', d.sha256.initrd),
+    vm,
+  ];
+}
+
+/**
+ * A 192.168.X.1/24 for the demo network that no interface of this host uses (a NAT network on
+ * a used subnet does not start). `taken` lists the host's IPv4 addresses; `keep` is the
+ * network's current cidr from an earlier run, kept so re-applying changes nothing. Pure.
+ */
+export function demoCidr(taken: readonly string[], keep?: string): string {
+  if (keep) return keep;
+  for (let x = 150; x <= 199; x++) {
+    if (!taken.some((a) => a.startsWith(`192.168.${x}.`))) return `192.168.${x}.1/24`;
+  }
+  throw new Error('no free 192.168.150-199.0/24 subnet on this host for the demo network');
+}
+
+/** This host's IPv4 addresses (for demoCidr). */
+export function hostIPv4Addresses(): string[] {
+  return Object.values(networkInterfaces())
+    .flat()
+    .flatMap((a) => (a && a.family === 'IPv4' ? [a.address] : []));
+}

@@ -1,0 +1,169 @@
+// The README's two commands for a local cluster, exactly as listed: `local-cluster`, then
+// `run` against its kubeconfig with no other step, converge a VirtualMachine (on libvirt's
+// test driver here). And an agent whose Lease cannot be taken says why: one error line and
+// the same words in /readyz.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { afterAll, describe, expect, it } from 'vitest';
+import { findBinaries } from '../../../src/harness/control-plane.js';
+import { collect, eventually, run, spawnCli, waitForLine } from '../../harness/processes.js';
+
+const dirs: string[] = [];
+const children: ChildProcess[] = [];
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'lvo-lcr-'));
+  dirs.push(d);
+  return d;
+}
+afterAll(async () => {
+  for (const c of children.splice(0)) {
+    if (c.exitCode === null) {
+      const done = collect(c, 30_000);
+      c.kill('SIGTERM');
+      await done;
+    }
+  }
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+/** Everything a child prints, as it arrives. */
+function output(child: ChildProcess): () => string {
+  let text = '';
+  child.stdout?.setEncoding('utf8').on('data', (c: string) => (text += c));
+  child.stderr?.setEncoding('utf8').on('data', (c: string) => (text += c));
+  return () => text;
+}
+
+async function readyz(port: number): Promise<{ status: number; body: string }> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/readyz?verbose`);
+    return { status: res.status, body: await res.text() };
+  } catch (err) {
+    return { status: 0, body: String(err) };
+  }
+}
+
+describe('local-cluster, then run, as the README lists them', () => {
+  let kubeconfig: string;
+
+  it('converge a VirtualMachine with no other step', async () => {
+    const dir = tempDir();
+    const cluster = spawnCli(['local-cluster', '--dir', dir]);
+    children.push(cluster);
+    const ready = await waitForLine(cluster, /^ready: kubeconfig=(.+)$/);
+    kubeconfig = ready[1]!;
+
+    const port = await freePort();
+    const agent = spawnCli([
+      'run',
+      '--kubeconfig',
+      kubeconfig,
+      '--node-name',
+      'lc-node',
+      '--libvirt-uri',
+      'test:///default',
+      '--state-dir',
+      tempDir(),
+      '--health-addr',
+      `127.0.0.1:${port}`,
+    ]);
+    children.push(agent);
+    const printed = output(agent);
+    await eventually(
+      async () => (await readyz(port)).status === 200,
+      60_000,
+      `the agent's /readyz answering ok (it printed: ${printed().slice(-2000)})`,
+    );
+
+    const kubectl = join(findBinaries()!, 'kubectl');
+    const vm = JSON.stringify({
+      apiVersion: 'virt.dev/v1alpha1',
+      kind: 'VirtualMachine',
+      metadata: { name: 'first', namespace: 'default' },
+      spec: { nodeName: 'lc-node', vcpus: 1, memory: '128Mi' },
+    });
+    const applied = await runWithInput(
+      kubectl,
+      ['--kubeconfig', kubeconfig, 'apply', '-f', '-'],
+      vm,
+    );
+    expect(applied.code, applied.stderr).toBe(0);
+    const waited = await run(kubectl, [
+      '--kubeconfig',
+      kubeconfig,
+      'wait',
+      '--for=condition=Ready',
+      'vm/first',
+      '--timeout=60s',
+    ]);
+    expect(waited.code, waited.stderr + printed().slice(-2000)).toBe(0);
+  });
+
+  it('an agent whose Lease namespace is missing says so in one error line and in /readyz', async () => {
+    const port = await freePort();
+    const agent = spawnCli([
+      'run',
+      '--kubeconfig',
+      kubeconfig,
+      '--node-name',
+      'lc-node-2',
+      '--libvirt-uri',
+      'test:///default',
+      '--state-dir',
+      tempDir(),
+      '--health-addr',
+      `127.0.0.1:${port}`,
+      '--lease-namespace',
+      'no-such-ns',
+    ]);
+    children.push(agent);
+    const printed = output(agent);
+    const why = 'namespace no-such-ns not found: create it';
+    await eventually(
+      async () => (await readyz(port)).body.includes(why),
+      60_000,
+      `/readyz naming the missing namespace (agent printed: ${printed().slice(-2000)})`,
+    );
+    const r = await readyz(port);
+    expect(r.status).toBe(503);
+    expect(r.body).toContain('or pass --lease-namespace');
+    // The lease is retried every 10 s; after a retry there is still one line about it.
+    await new Promise((res) => setTimeout(res, 11_000));
+    const lines = printed()
+      .split('\n')
+      .filter((l) => l.includes(why));
+    expect(lines, printed()).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ level: expect.anything() as unknown });
+    expect(lines[0]).toMatch(/"level":(50|"error")/);
+  });
+});
+
+function runWithInput(
+  cmd: string,
+  args: string[],
+  input: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return import('node:child_process').then(
+    ({ spawn }) =>
+      new Promise((resolve) => {
+        const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+        child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+        child.on('close', (code) => resolve({ code, stdout, stderr }));
+        child.stdin.end(input);
+      }),
+  );
+}

@@ -1,0 +1,87 @@
+// The offline demo's objects (up --examples): valid as the API server judges them, wired to
+// each other, a real guest's digests rather than placeholders, and a free subnet.
+import { describe, expect, it } from 'vitest';
+import { validateManifest } from '../../../src/api/validate.js';
+import { demoCidr, demoManifests, demoNames } from '../../../src/commands/demo.js';
+
+const sha = { kernel: 'a'.repeat(64), initrd: 'b'.repeat(64) };
+const input = {
+  name: 'demo',
+  nodeName: 'host-1',
+  base: 'http://127.0.0.1:40123',
+  sha256: sha,
+  cidr: '192.168.150.1/24',
+  poolPath: '/var/lib/libvirt-operator/demo-pool',
+};
+
+describe('demoManifests', () => {
+  const docs = demoManifests(input);
+
+  it('passes validation, every object', () => {
+    for (const doc of docs) expect(validateManifest(doc), doc.kind).toEqual([]);
+  });
+
+  it('imports the served kernel and initrd with their digests and boots them under QEMU', () => {
+    const byKind = (k: string) => docs.filter((d) => d.kind === k);
+    const volumes = byKind('Volume') as Array<{
+      metadata: { name: string };
+      spec: { nodeName: string; pool: string; source?: { http?: { url: string; sha256: string } } };
+    }>;
+    expect(volumes.map((v) => [v.metadata.name, v.spec.source?.http])).toEqual([
+      ['demo-kernel', { url: 'http://127.0.0.1:40123/vmlinuz', sha256: sha.kernel }],
+      ['demo-initrd', { url: 'http://127.0.0.1:40123/initrd.img', sha256: sha.initrd }],
+    ]);
+    expect(volumes.every((v) => v.spec.nodeName === 'host-1' && v.spec.pool === 'demo-pool')).toBe(
+      true,
+    );
+    const [vm] = byKind('VirtualMachine');
+    expect(vm!.spec).toMatchObject({
+      nodeName: 'host-1',
+      domainType: 'qemu',
+      boot: { kernel: { volume: 'demo-kernel' }, initrd: { volume: 'demo-initrd' } },
+      interfaces: [{ name: 'eth0', network: 'demo-net' }],
+    });
+    expect(byKind('VirtualNetwork')[0]).toMatchObject({
+      metadata: { name: 'demo-net' },
+      spec: {
+        mode: 'nat',
+        ipv4: {
+          cidr: '192.168.150.1/24',
+          dhcp: { rangeStart: '192.168.150.100', rangeEnd: '192.168.150.199' },
+        },
+      },
+    });
+    // Applied in dependency order: network and pool, then the Volumes, then the machine.
+    expect(docs.map((d) => d.kind)).toEqual([
+      'VirtualNetwork',
+      'StoragePool',
+      'Volume',
+      'Volume',
+      'VirtualMachine',
+    ]);
+  });
+
+  it('names everything from one prefix', () => {
+    expect(demoNames('x')).toEqual({
+      network: 'x-net',
+      pool: 'x-pool',
+      kernel: 'x-kernel',
+      initrd: 'x-initrd',
+      vm: 'x',
+    });
+  });
+});
+
+describe('demoCidr', () => {
+  it('takes the first 192.168.X.0/24 from 150 that no host interface uses', () => {
+    expect(demoCidr(['127.0.0.1', '10.0.0.5'])).toBe('192.168.150.1/24');
+    expect(demoCidr(['192.168.150.1', '192.168.151.7'])).toBe('192.168.152.1/24');
+  });
+  it('keeps the cidr of an earlier run, so re-applying changes nothing', () => {
+    expect(demoCidr(['192.168.150.1'], '192.168.150.1/24')).toBe('192.168.150.1/24');
+  });
+  it('says so when all are used', () => {
+    const all = Array.from({ length: 50 }, (_, i) => `192.168.${150 + i}.1`);
+    expect(() => demoCidr(all)).toThrow(/no free 192\.168\.150-199/);
+  });
+});
