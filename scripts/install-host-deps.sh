@@ -7,6 +7,8 @@ PACKAGES=(
   libvirt-dev libvirt0 libvirt-clients libvirt-daemon libvirt-daemon-driver-qemu
   libvirt-daemon-config-network qemu-system-x86 qemu-utils dnsmasq-base iptables
   cpio busybox-static genisoimage libxml2-utils
+  # firmware: uefi (OVMF, with QEMU's firmware descriptors) and tpm (swtpm, swtpm_setup).
+  ovmf swtpm swtpm-tools
 )
 # Extra packages a host needs (space separated), e.g. for a custom guest image tool.
 read -r -a EXTRA <<< "${LIBVIRT_OPERATOR_EXTRA_PACKAGES:-}"

@@ -162,7 +162,7 @@ describe('compared on owned fields only', () => {
 });
 
 describe('addresses of dual-stack interfaces', () => {
-  const machine = vm({ interfaces: [{ name: 'eth0', network: 'dual' }] });
+  const machine = vm({ interfaces: [{ name: 'eth0', network: 'dual', model: 'virtio' }] });
   const status = (ips: string[]) =>
     runningStatus({
       interfaces: [{ name: 'eth0', macAddress: '52:54:00:00:00:01', ipAddresses: ips }],
