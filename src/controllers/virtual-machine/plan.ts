@@ -358,8 +358,9 @@ export function gracefulStop(
 
 /**
  * Removing the machine from the host: a graceful stop, then undefine (with the UEFI variable
- * store and the TPM state when it has them), then our files. Each step is skipped once done, so a pass
- * interrupted anywhere resumes. A foreign domain is never touched: only files are removed.
+ * store and the TPM state when it has them), then our files. Each step is skipped once done,
+ * so a pass interrupted anywhere resumes. A foreign domain is never touched: only files are
+ * removed.
  */
 export function planRemoval(
   vm: VirtualMachine,
