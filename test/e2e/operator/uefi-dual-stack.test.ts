@@ -189,14 +189,11 @@ describe('UEFI + secure boot + TPM on a dual-stack network, driven with kubectl'
   it('boots the guest under OVMF with secure boot on and a TPM 2.0 it can see', async () => {
     const applied = await cp().kubectl(['apply', '-f', '-'], { input: yaml });
     expect(applied.code, applied.stderr).toBe(0);
-    const wait = await cp().kubectl([
-      'wait',
-      '--for=condition=Ready',
-      `vm/${VM}`,
-      '-n',
-      NS,
-      '--timeout=180s',
-    ]);
+    // The process gets longer than kubectl's own timeout, so kubectl reports, not the harness.
+    const wait = await cp().kubectl(
+      ['wait', '--for=condition=Ready', `vm/${VM}`, '-n', NS, '--timeout=180s'],
+      { timeoutMs: 200_000 },
+    );
     expect(wait.code, wait.stderr + wait.stdout).toBe(0);
     uid = (await vm()).metadata.uid;
     consoleLog = path.join(agent!.stateDir, 'console', `${uid}.log`);
@@ -255,15 +252,10 @@ describe('UEFI + secure boot + TPM on a dual-stack network, driven with kubectl'
 
   it('deleting the machine leaves no NVRAM or TPM state behind', async () => {
     const nvram = path.join(agent!.stateDir, 'nvram', `${uid}_VARS.fd`);
-    const gone = await cp().kubectl([
-      'delete',
-      'vm',
-      VM,
-      '-n',
-      NS,
-      '--wait=true',
-      '--timeout=120s',
-    ]);
+    const gone = await cp().kubectl(
+      ['delete', 'vm', VM, '-n', NS, '--wait=true', '--timeout=120s'],
+      { timeoutMs: 140_000 },
+    );
     expect(gone.code, gone.stderr).toBe(0);
     expect((await virsh('dominfo', DOMAIN)).code).not.toBe(0);
     expect(existsSync(nvram)).toBe(false);
