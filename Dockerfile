@@ -3,7 +3,9 @@
 #   docker build -t libvirt-operator:0.1.0 .
 # Two stages: the first compiles the native libvirt addon and the TypeScript with the
 # toolchain and libvirt's headers; the second carries only Node, the libvirt client library
-# and what the first produced. libvirtd itself runs on the host, not in this image.
+# and what the first produced. libvirtd itself runs on the host, not in this image: so do
+# QEMU's firmware and TPM emulator, and the host (not this image) needs Debian's ovmf for
+# firmware: uefi and swtpm + swtpm-tools for tpm (docs/deploy.md, Requirements).
 
 FROM node:20-bookworm AS build
 RUN apt-get update \

@@ -8,7 +8,9 @@
 #   hex digits of that hash, so two checkouts with different recipes (branches, worktrees)
 #   each keep their own guest instead of rebuilding over each other's files.
 # Only Debian packages are used: the linux-image-*-cloud-amd64 that linux-image-cloud-amd64
-# depends on (apt-get download, dpkg -x) and the installed busybox-static.
+# depends on (apt-get download, dpkg -x) and the installed busybox-static. Debian's busybox
+# has no DHCPv6 client (no udhcpc6), so dhcpcd comes from dhcpcd-base (apt-get download too),
+# with the libc6 files it links against copied from the host.
 #
 # Usage: build-tiny-guest.sh [--print-dir]
 #   --print-dir  print only the result directory on stdout (status goes to stderr); for tools.
@@ -99,6 +101,10 @@ debs=("$WORK"/"$PACKAGE"_*.deb)
 DEB="${debs[0]}"
 [[ -f "$DEB" ]] || die "apt-get download $PACKAGE failed (is the Debian mirror reachable?)"
 dpkg -x "$DEB" "$WORK/pkg"
+(cd "$WORK" && apt-get download -qq dhcpcd-base 2>&1 | grep -v 'unsandboxed' >&2 || true)
+DHCPCD_DEB="$(ls "$WORK"/dhcpcd-base_*.deb 2>/dev/null | head -n1)"
+[[ -f "$DHCPCD_DEB" ]] || die "apt-get download dhcpcd-base failed (is the Debian mirror reachable?)"
+dpkg -x "$DHCPCD_DEB" "$WORK/dhcpcd"
 
 ROOT="$WORK/root"
 mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,run,tmp,etc/acpi/PWRF,lib/modules}
@@ -122,6 +128,17 @@ for m in "${MODULES[@]}"; do
 done
 printf '%s\n' "${MODULES[@]}" > "$ROOT/lib/modules/load-order"
 
+# dhcpcd for DHCPv6, with the shared libraries it needs (libc and the loader, today).
+cp "$WORK/dhcpcd/usr/sbin/dhcpcd" "$ROOT/usr/sbin/dhcpcd"
+for lib in $(ldd "$ROOT/usr/sbin/dhcpcd" | grep -o '/[^ ]*'); do
+  mkdir -p "$ROOT$(dirname "$lib")"
+  cp -L "$lib" "$ROOT$lib"
+done
+mkdir -p "$ROOT/var/lib/dhcpcd"
+# IPv6 only (udhcpc does IPv4), ask for an address (IA_NA) without waiting for a router.
+# noipv6rs: dnsmasq's router advertisements are the kernel's business, not dhcpcd's.
+printf '%s\n' ipv6only noipv4ll noipv6rs ia_na 'option rapid_commit' > "$ROOT/etc/dhcpcd.conf"
+
 cat > "$ROOT/init" <<'INIT'
 #!/bin/sh
 # PID 1 of the tiny guest. Marker lines on /dev/console (ttyS0) are the test interface:
@@ -131,6 +148,10 @@ cat > "$ROOT/init" <<'INIT'
 #   LVO-GUEST-IP <addr> <iface> <mac>    a DHCP lease was bound
 #   LVO-GUEST-DISKS [names...]           virtio disks (vda ...), at start and on every change
 #   LVO-GUEST-POWEROFF                   the ACPI power button was pressed
+#   LVO-GUEST-IP6 <addr> <iface> <mac>   a DHCPv6 lease was bound
+#   LVO-GUEST-EFI yes|no                 booted by UEFI firmware (/sys/firmware/efi exists)
+#   LVO-GUEST-SECUREBOOT 0|1             the kernel found secure boot enabled (UEFI only)
+#   LVO-GUEST-TPM <dev> <driver> <major> a TPM the kernel found (tpm0 tpm_crb 2), or none
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t devtmpfs dev /dev
 # The initramfs has no /dev/console node (creating one needs root at build time), so the
@@ -150,6 +171,15 @@ echo 1 > /proc/sys/kernel/printk
 # acpid opens /dev/input/event* once, at start: button and evdev must be loaded before.
 acpid -c /etc/acpi -l /run/acpid.log
 
+# The EUI-64 link-local address of a MAC: 52:54:00:e6:00:0e -> fe80::5054:ff:fee6:e.
+link_local() {
+  IFS=: read -r a b c d e f <<MAC
+$1
+MAC
+  printf 'fe80::%x:%x:%x:%x\n' $(((0x$a ^ 2) * 256 + 0x$b)) $((0x$c * 256 + 0xff)) \
+    $((0xfe00 + 0x$d)) $((0x$e * 256 + 0x$f))
+}
+
 ip link set lo up
 for dev in /sys/class/net/eth*; do
   [ -e "$dev" ] || continue
@@ -157,7 +187,39 @@ for dev in /sys/class/net/eth*; do
   ip link set "$iface" up
   # Foreground mode in a background job: udhcpc keeps renewing and PID 1 stays free.
   udhcpc -f -i "$iface" -s /etc/udhcpc.script -x hostname:lvo-tiny-guest -t 5 -T 1 -A 1 >/dev/null 2>&1 &
+  # DHCPv6 in the background too; on a network without it dhcpcd keeps asking, quietly.
+  dhcpcd -6 -B -q -f /etc/dhcpcd.conf -c /etc/dhcpcd6.script "$iface" >/dev/null 2>&1 &
+  # Measured: on the first boot of a new MAC, dhcpcd switches the kernel's link-local address
+  # off and its own never appears, so every request fails (EADDRNOTAVAIL). dhcpcd keeps
+  # retrying: put the usual EUI-64 address back while it does.
+  (
+    ll=$(link_local "$(cat "$dev/address")")
+    for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+      sleep 1
+      ip -6 addr show dev "$iface" scope link | grep -q inet6 || ip -6 addr add "$ll/64" dev "$iface"
+    done
+  ) >/dev/null 2>&1 &
 done
+
+# Firmware and TPM, once: before READY, so READY means they were reported.
+if [ -d /sys/firmware/efi ]; then
+  echo "LVO-GUEST-EFI yes"
+  # The kernel read the firmware's SecureBoot variable at boot and said so.
+  if dmesg | grep -q 'secureboot: Secure boot enabled'; then
+    echo "LVO-GUEST-SECUREBOOT 1"
+  else
+    echo "LVO-GUEST-SECUREBOOT 0"
+  fi
+else
+  echo "LVO-GUEST-EFI no"
+fi
+tpms=''
+for t in /sys/class/tpm/tpm[0-9]*; do
+  [ -e "$t" ] || continue
+  drv=$(basename "$(readlink "$t/device/driver")")
+  tpms="$tpms ${t##*/} $drv $(cat "$t/tpm_version_major" 2>/dev/null || echo unknown)"
+done
+echo "LVO-GUEST-TPM${tpms:- none}"
 
 cpus=''
 disks='unknown'
@@ -212,6 +274,18 @@ esac
 exit 0
 DHCP
 
+cat > "$ROOT/etc/dhcpcd6.script" <<'DHCP6'
+#!/bin/sh
+# Called by dhcpcd with $reason (BOUND6, RENEW6, ...) and the lease in env vars.
+case "$reason" in
+  BOUND6|REBOOT6)
+    mac=$(cat "/sys/class/net/$interface/address")
+    echo "LVO-GUEST-IP6 $new_dhcp6_ia_na1_ia_addr1 $interface $mac" > /dev/console
+    ;;
+esac
+exit 0
+DHCP6
+
 # busybox acpid maps the power button key to the event file PWRF/00000080 in its config dir.
 cat > "$ROOT/etc/acpi/PWRF/00000080" <<'POWER'
 #!/bin/sh
@@ -219,7 +293,7 @@ echo LVO-GUEST-POWEROFF > /dev/console
 # -f: there is no init to signal (PID 1 is the /init script); the initramfs needs no sync.
 poweroff -f
 POWER
-chmod 755 "$ROOT/init" "$ROOT/etc/udhcpc.script" "$ROOT/etc/acpi/PWRF/00000080"
+chmod 755 "$ROOT/init" "$ROOT/etc/udhcpc.script" "$ROOT/etc/acpi/PWRF/00000080" "$ROOT/etc/dhcpcd6.script"
 
 cp "$WORK/pkg/boot/vmlinuz-$VERSION" "$WORK/vmlinuz"
 (cd "$ROOT" && find . -print0 | LC_ALL=C sort -z \

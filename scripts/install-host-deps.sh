@@ -10,6 +10,8 @@ PACKAGES=(
   # The peers the binding and the operator are compared with (tests and bench/).
   python3-libvirt ansible
   lua5.4
+  # firmware: uefi (OVMF, with QEMU's firmware descriptors) and tpm (swtpm, swtpm_setup).
+  ovmf swtpm swtpm-tools
 )
 # Extra packages a host needs (space separated), e.g. for a custom guest image tool.
 read -r -a EXTRA <<< "${LIBVIRT_OPERATOR_EXTRA_PACKAGES:-}"

@@ -90,6 +90,32 @@ export function ipv4CidrMasked(s: string): string {
   return `${numberToIpv4(Math.floor(ipv4ToNumber(c.address) / size) * size)}/${c.prefix}`;
 }
 
+/** CEL cidr(s).ip(), as text. */
+export function cidrAddress(s: string): string {
+  return mustCidr(s).address;
+}
+
+const NOT_GLOBAL_UNICAST = new BlockList();
+NOT_GLOBAL_UNICAST.addAddress('0.0.0.0', 'ipv4');
+NOT_GLOBAL_UNICAST.addAddress('255.255.255.255', 'ipv4');
+NOT_GLOBAL_UNICAST.addSubnet('127.0.0.0', 8, 'ipv4');
+NOT_GLOBAL_UNICAST.addSubnet('169.254.0.0', 16, 'ipv4');
+NOT_GLOBAL_UNICAST.addSubnet('224.0.0.0', 4, 'ipv4');
+NOT_GLOBAL_UNICAST.addAddress('::', 'ipv6');
+NOT_GLOBAL_UNICAST.addAddress('::1', 'ipv6');
+NOT_GLOBAL_UNICAST.addSubnet('fe80::', 10, 'ipv6');
+NOT_GLOBAL_UNICAST.addSubnet('ff00::', 8, 'ipv6');
+
+/**
+ * CEL ip(s).isGlobalUnicast(), after Go's netip: anything but the unspecified, loopback,
+ * link-local and multicast addresses (and IPv4's broadcast); private ranges count as global.
+ */
+export function ipIsGlobalUnicast(ip: string): boolean {
+  const family = ipFamily(ip);
+  if (family === undefined) throw new TypeError(`'${ip}' is not an IP address`);
+  return !NOT_GLOBAL_UNICAST.check(ip, family === 4 ? 'ipv4' : 'ipv6');
+}
+
 // Characters Go's url package refuses in a host name (everything else printable is allowed,
 // including the sub-delims and '<', '>', '"').
 const BAD_HOST_CHAR = /[^A-Za-z0-9\-._~!$&'()*+,;=:[\]<>"%]/;

@@ -7,7 +7,8 @@ import {
   cidrFamily,
   cidrPrefixLength,
   ipFamily,
-  ipv4CidrMasked,
+  cidrAddress,
+  ipIsGlobalUnicast,
   ipv4Number,
   isCIDR,
   isIP,
@@ -118,6 +119,10 @@ export const ruleTwins: ReadonlyMap<string, RuleTwin> = new Map<string, RuleTwin
           countOf(s, (j: Node) => has(j, 'macAddress') && j.macAddress === i.macAddress) === 1,
       ),
   ],
+  [
+    "!has(self.secureBoot) || !self.secureBoot || self.firmware == 'uefi'",
+    (s) => !has(s, 'secureBoot') || !s.secureBoot || s.firmware === 'uefi',
+  ],
   ["self.matches('^[0-9a-f][02468ace]')", (s) => /^[0-9a-f][02468ace]/.test(s)],
   [
     '!has(self.secretRef) || !(has(self.userData) || has(self.metaData) || has(self.networkData))',
@@ -201,10 +206,20 @@ export const ruleTwins: ReadonlyMap<string, RuleTwin> = new Map<string, RuleTwin
     (s) =>
       !isCIDR(s) || cidrFamily(s) !== 4 || (cidrPrefixLength(s) >= 8 && cidrPrefixLength(s) <= 30),
   ],
+  ["self.mode != 'bridge' || !has(self.ipv6)", (s) => s.mode !== 'bridge' || !has(s, 'ipv6')],
+  ['isCIDR(self) && cidr(self).ip().family() == 6', (s) => isCIDR(s) && cidrFamily(s) === 6],
   [
-    '!isCIDR(self) || cidr(self).ip().family() != 4 || string(cidr(self).masked()) != self',
-    (s) => !isCIDR(s) || cidrFamily(s) !== 4 || ipv4CidrMasked(s) !== s,
+    '!isCIDR(self) || cidr(self).ip().family() != 6 || (cidr(self).prefixLength() >= 64 && cidr(self).prefixLength() <= 126)',
+    (s) =>
+      !isCIDR(s) ||
+      cidrFamily(s) !== 6 ||
+      (cidrPrefixLength(s) >= 64 && cidrPrefixLength(s) <= 126),
   ],
+  [
+    '!isCIDR(self) || cidr(self).ip().family() != 6 || cidr(self).ip().isGlobalUnicast()',
+    (s) => !isCIDR(s) || cidrFamily(s) !== 6 || ipIsGlobalUnicast(cidrAddress(s)),
+  ],
+  ['isIP(self) && ip(self).family() == 6', (s) => isIP(s) && ipFamily(s) === 6],
   [
     "!isIP(self.rangeStart) || !isIP(self.rangeEnd) || ip(self.rangeStart).family() != 4 || ip(self.rangeEnd).family() != 4 || int(self.rangeStart.split('.')[0]) * 16777216 + int(self.rangeStart.split('.')[1]) * 65536 + int(self.rangeStart.split('.')[2]) * 256 + int(self.rangeStart.split('.')[3]) <= int(self.rangeEnd.split('.')[0]) * 16777216 + int(self.rangeEnd.split('.')[1]) * 65536 + int(self.rangeEnd.split('.')[2]) * 256 + int(self.rangeEnd.split('.')[3])",
     (s) =>

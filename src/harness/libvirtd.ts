@@ -143,6 +143,9 @@ export async function prepareHost(): Promise<void> {
       if ((await run('getent', ['passwd', 'libvirt-qemu'])).code !== 0) throw err;
     });
   }
+  // libvirt runs swtpm as qemu.conf's swtpm_user, 'tss' by default; swtpm-tools creates that
+  // user when installed, a host or image that skipped its maintainer scripts may lack it.
+  await ensureSystemUser('tss');
   const confPath = '/etc/libvirt/qemu.conf';
   const conf = existsSync(confPath) ? await readFile(confPath, 'utf8') : '';
   const next = withQemuSettings(conf);
@@ -155,6 +158,22 @@ export async function prepareHost(): Promise<void> {
     '/etc/libvirt',
   ]) {
     await mkdir(dir, { recursive: true });
+  }
+}
+
+/** A system group and user of the same name, created if missing; safe to repeat and race. */
+async function ensureSystemUser(name: string): Promise<void> {
+  if ((await run('getent', ['group', name])).code !== 0) {
+    await must('groupadd', ['--system', name]).catch(async (err) => {
+      if ((await run('getent', ['group', name])).code !== 0) throw err;
+    });
+  }
+  if ((await run('getent', ['passwd', name])).code !== 0) {
+    await must('useradd', ['--system', '-g', name, '-M', '-s', '/usr/sbin/nologin', name]).catch(
+      async (err) => {
+        if ((await run('getent', ['passwd', name])).code !== 0) throw err;
+      },
+    );
   }
 }
 

@@ -45,6 +45,14 @@ export const GUEST_MARKER = {
   disks: /^LVO-GUEST-DISKS ?(.*)$/m,
   /** The ACPI power button reached the guest; it powers off right after. */
   poweroff: /^LVO-GUEST-POWEROFF$/m,
+  /** A DHCPv6 lease bound: address, interface, MAC. */
+  ip6: /^LVO-GUEST-IP6 (\S+) (\S+) (\S+)$/m,
+  /** Whether UEFI firmware booted the guest (/sys/firmware/efi exists): yes or no. */
+  efi: /^LVO-GUEST-EFI (yes|no)$/m,
+  /** Under UEFI: 1 when the kernel found secure boot enabled, else 0. */
+  secureBoot: /^LVO-GUEST-SECUREBOOT ([01])$/m,
+  /** The TPMs the kernel found, as `<dev> <driver> <major version>` triples, or `none`. */
+  tpm: /^LVO-GUEST-TPM (.+)$/m,
 } as const;
 
 let building: Promise<TinyGuest> | undefined;

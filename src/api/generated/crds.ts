@@ -433,6 +433,12 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "fieldPath": ".boot",
               "reason": "FieldValueInvalid",
               "message": "a Volume used as boot.kernel or boot.initrd cannot also be a disk"
+            },
+            {
+              "rule": "!has(self.secureBoot) || !self.secureBoot || self.firmware == 'uefi'",
+              "fieldPath": ".secureBoot",
+              "reason": "FieldValueInvalid",
+              "message": "secureBoot requires firmware uefi"
             }
           ],
           "properties": {
@@ -541,12 +547,32 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
             },
             "firmware": {
               "type": "string",
-              "description": "Firmware to boot with; a restart-time change.",
+              "description": "Firmware to boot with: bios (SeaBIOS) or uefi (OVMF, the host needs Debian's ovmf package). UEFI variables (NVRAM) live in the agent's state directory and are removed with the machine. A restart-time change.",
               "enum": [
                 "bios",
                 "uefi"
               ],
               "default": "bios"
+            },
+            "secureBoot": {
+              "type": "boolean",
+              "description": "UEFI secure boot (requires firmware uefi): the secure-boot OVMF build with SMM and Microsoft's keys enrolled, so the guest runs with SecureBoot enabled and verifies what boots from disk (shim, signed kernels). A kernel given in boot.kernel is loaded by QEMU, not verified by the firmware. A restart-time change. Default: false."
+            },
+            "tpm": {
+              "type": "object",
+              "description": "An emulated TPM (swtpm; the host needs Debian's swtpm and swtpm-tools), model tpm-crb. Its state lives in libvirt's swtpm directory and is removed with the machine. A restart-time change.",
+              "required": [
+                "version"
+              ],
+              "properties": {
+                "version": {
+                  "type": "string",
+                  "description": "The TPM version; only 2.0.",
+                  "enum": [
+                    "2.0"
+                  ]
+                }
+              }
             },
             "boot": {
               "type": "object",
@@ -1048,6 +1074,12 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "fieldPath": ".ipv4",
               "reason": "FieldValueRequired",
               "message": "ipv4 is required when mode is nat or route"
+            },
+            {
+              "rule": "self.mode != 'bridge' || !has(self.ipv6)",
+              "fieldPath": ".ipv6",
+              "reason": "FieldValueForbidden",
+              "message": "ipv6 cannot be set when mode is bridge (the host bridge's own network applies)"
             }
           ],
           "properties": {
@@ -1098,7 +1130,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "properties": {
                 "cidr": {
                   "type": "string",
-                  "description": "The host's own address on the network and the prefix length, e.g. 192.168.100.1/24: the bridge gets 192.168.100.1 and the network is 192.168.100.0/24. The prefix length is 8 to 30.",
+                  "description": "The host's own address on the network and the prefix length, e.g. 192.168.100.1/24: the bridge gets 192.168.100.1 and the network is 192.168.100.0/24. The network form 192.168.100.0/24 is accepted too: the host then takes the first usable address, 192.168.100.1. The prefix length is 8 to 30.",
                   "minLength": 9,
                   "maxLength": 18,
                   "pattern": "^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/([0-9]|[12][0-9]|3[0-2])$",
@@ -1112,11 +1144,6 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                       "rule": "!isCIDR(self) || cidr(self).ip().family() != 4 || (cidr(self).prefixLength() >= 8 && cidr(self).prefixLength() <= 30)",
                       "reason": "FieldValueInvalid",
                       "message": "the prefix length of cidr must be between 8 and 30"
-                    },
-                    {
-                      "rule": "!isCIDR(self) || cidr(self).ip().family() != 4 || string(cidr(self).masked()) != self",
-                      "reason": "FieldValueInvalid",
-                      "message": "cidr must name the host's address, not the network address (e.g. 192.168.100.1/24, not 192.168.100.0/24)"
                     }
                   ]
                 },
@@ -1194,6 +1221,91 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                           }
                         }
                       }
+                    }
+                  }
+                }
+              }
+            },
+            "ipv6": {
+              "type": "object",
+              "description": "The network's IPv6 addressing, next to ipv4 (dual stack); optional, forbidden for bridge. Guests' DHCPv6 leases appear in their VirtualMachine's status.interfaces[].ipAddresses. libvirt turns on IPv6 forwarding on the host for nat and route networks.",
+              "required": [
+                "cidr"
+              ],
+              "x-kubernetes-validations": [
+                {
+                  "rule": "!has(self.dhcp) || !isCIDR(self.cidr) || !isIP(self.dhcp.rangeStart) || cidr(self.cidr).containsIP(self.dhcp.rangeStart)",
+                  "fieldPath": ".dhcp.rangeStart",
+                  "reason": "FieldValueInvalid",
+                  "message": "rangeStart must be inside cidr"
+                },
+                {
+                  "rule": "!has(self.dhcp) || !isCIDR(self.cidr) || !isIP(self.dhcp.rangeEnd) || cidr(self.cidr).containsIP(self.dhcp.rangeEnd)",
+                  "fieldPath": ".dhcp.rangeEnd",
+                  "reason": "FieldValueInvalid",
+                  "message": "rangeEnd must be inside cidr"
+                }
+              ],
+              "properties": {
+                "cidr": {
+                  "type": "string",
+                  "description": "The host's own IPv6 address on the network and the prefix length, e.g. fd00:10:1::1/64, or the network form fd00:10:1::/64 (the host then takes the first address, fd00:10:1::1). A unicast address that is not link-local or loopback, e.g. from the unique local range fd00::/8. The prefix length is 64 to 126: dnsmasq serves DHCPv6 only on prefixes of 64 or longer.",
+                  "minLength": 4,
+                  "maxLength": 43,
+                  "pattern": "^[0-9a-fA-F:]+/[0-9]{1,3}$",
+                  "x-kubernetes-validations": [
+                    {
+                      "rule": "isCIDR(self) && cidr(self).ip().family() == 6",
+                      "reason": "FieldValueInvalid",
+                      "message": "cidr must be an IPv6 address and prefix length, e.g. fd00:10:1::1/64"
+                    },
+                    {
+                      "rule": "!isCIDR(self) || cidr(self).ip().family() != 6 || (cidr(self).prefixLength() >= 64 && cidr(self).prefixLength() <= 126)",
+                      "reason": "FieldValueInvalid",
+                      "message": "the prefix length of cidr must be between 64 and 126"
+                    },
+                    {
+                      "rule": "!isCIDR(self) || cidr(self).ip().family() != 6 || cidr(self).ip().isGlobalUnicast()",
+                      "reason": "FieldValueInvalid",
+                      "message": "cidr must be a unicast address that is not link-local, loopback or multicast (e.g. a unique local address such as fd00:10:1::1/64)"
+                    }
+                  ]
+                },
+                "dhcp": {
+                  "type": "object",
+                  "description": "Serve DHCPv6 on the network (libvirt's dnsmasq, which also sends router advertisements telling guests to use it).",
+                  "required": [
+                    "rangeStart",
+                    "rangeEnd"
+                  ],
+                  "properties": {
+                    "rangeStart": {
+                      "type": "string",
+                      "description": "The first address handed out, inside cidr.",
+                      "minLength": 2,
+                      "maxLength": 39,
+                      "pattern": "^[0-9a-fA-F:]+$",
+                      "x-kubernetes-validations": [
+                        {
+                          "rule": "isIP(self) && ip(self).family() == 6",
+                          "reason": "FieldValueInvalid",
+                          "message": "must be an IPv6 address"
+                        }
+                      ]
+                    },
+                    "rangeEnd": {
+                      "type": "string",
+                      "description": "The last address handed out, inside cidr and not below rangeStart (the agent reports a reversed range as Ready=False).",
+                      "minLength": 2,
+                      "maxLength": 39,
+                      "pattern": "^[0-9a-fA-F:]+$",
+                      "x-kubernetes-validations": [
+                        {
+                          "rule": "isIP(self) && ip(self).family() == 6",
+                          "reason": "FieldValueInvalid",
+                          "message": "must be an IPv6 address"
+                        }
+                      ]
                     }
                   }
                 }

@@ -181,6 +181,17 @@ export interface StoragePoolManifest {
 }
 
 /**
+ * An emulated TPM (swtpm; the host needs Debian's swtpm and swtpm-tools), model tpm-crb. Its state
+ * lives in libvirt's swtpm directory and is removed with the machine. A restart-time change.
+ */
+export interface VirtualMachineSpecTpm {
+  /**
+   * The TPM version; only 2.0.
+   */
+  version: "2.0";
+}
+
+/**
  * The Volume holding the kernel image.
  */
 export interface VirtualMachineSpecBootKernel {
@@ -348,10 +359,25 @@ export interface VirtualMachineSpec {
    */
   maxMemory?: Quantity;
   /**
-   * Firmware to boot with; a restart-time change.
+   * Firmware to boot with: bios (SeaBIOS) or uefi (OVMF, the host needs Debian's ovmf package).
+   * UEFI variables (NVRAM) live in the agent's state directory and are removed with the machine. A
+   * restart-time change.
    * @default "bios"
    */
   firmware: "bios" | "uefi";
+  /**
+   * UEFI secure boot (requires firmware uefi): the secure-boot OVMF build with SMM and Microsoft's
+   * keys enrolled, so the guest runs with SecureBoot enabled and verifies what boots from disk
+   * (shim, signed kernels). A kernel given in boot.kernel is loaded by QEMU, not verified by the
+   * firmware. A restart-time change. Default: false.
+   */
+  secureBoot?: boolean;
+  /**
+   * An emulated TPM (swtpm; the host needs Debian's swtpm and swtpm-tools), model tpm-crb. Its
+   * state lives in libvirt's swtpm directory and is removed with the machine. A restart-time
+   * change.
+   */
+  tpm?: VirtualMachineSpecTpm;
   /**
    * Direct kernel boot: boot this kernel (and initrd) from Volumes instead of from a disk's boot
    * loader.
@@ -604,10 +630,25 @@ export interface VirtualMachineSpecManifest {
    */
   maxMemory?: Quantity;
   /**
-   * Firmware to boot with; a restart-time change.
+   * Firmware to boot with: bios (SeaBIOS) or uefi (OVMF, the host needs Debian's ovmf package).
+   * UEFI variables (NVRAM) live in the agent's state directory and are removed with the machine. A
+   * restart-time change.
    * @default "bios"
    */
   firmware?: "bios" | "uefi";
+  /**
+   * UEFI secure boot (requires firmware uefi): the secure-boot OVMF build with SMM and Microsoft's
+   * keys enrolled, so the guest runs with SecureBoot enabled and verifies what boots from disk
+   * (shim, signed kernels). A kernel given in boot.kernel is loaded by QEMU, not verified by the
+   * firmware. A restart-time change. Default: false.
+   */
+  secureBoot?: boolean;
+  /**
+   * An emulated TPM (swtpm; the host needs Debian's swtpm and swtpm-tools), model tpm-crb. Its
+   * state lives in libvirt's swtpm directory and is removed with the machine. A restart-time
+   * change.
+   */
+  tpm?: VirtualMachineSpecTpm;
   /**
    * Direct kernel boot: boot this kernel (and initrd) from Volumes instead of from a disk's boot
    * loader.
@@ -687,13 +728,51 @@ export interface VirtualNetworkSpecIpv4Dhcp {
 export interface VirtualNetworkSpecIpv4 {
   /**
    * The host's own address on the network and the prefix length, e.g. 192.168.100.1/24: the bridge
-   * gets 192.168.100.1 and the network is 192.168.100.0/24. The prefix length is 8 to 30.
+   * gets 192.168.100.1 and the network is 192.168.100.0/24. The network form 192.168.100.0/24 is
+   * accepted too: the host then takes the first usable address, 192.168.100.1. The prefix length
+   * is 8 to 30.
    */
   cidr: string;
   /**
    * Serve DHCP on the network (libvirt runs dnsmasq).
    */
   dhcp?: VirtualNetworkSpecIpv4Dhcp;
+}
+
+/**
+ * Serve DHCPv6 on the network (libvirt's dnsmasq, which also sends router advertisements telling
+ * guests to use it).
+ */
+export interface VirtualNetworkSpecIpv6Dhcp {
+  /**
+   * The first address handed out, inside cidr.
+   */
+  rangeStart: string;
+  /**
+   * The last address handed out, inside cidr and not below rangeStart (the agent reports a
+   * reversed range as Ready=False).
+   */
+  rangeEnd: string;
+}
+
+/**
+ * The network's IPv6 addressing, next to ipv4 (dual stack); optional, forbidden for bridge.
+ * Guests' DHCPv6 leases appear in their VirtualMachine's status.interfaces[].ipAddresses. libvirt
+ * turns on IPv6 forwarding on the host for nat and route networks.
+ */
+export interface VirtualNetworkSpecIpv6 {
+  /**
+   * The host's own IPv6 address on the network and the prefix length, e.g. fd00:10:1::1/64, or the
+   * network form fd00:10:1::/64 (the host then takes the first address, fd00:10:1::1). A unicast
+   * address that is not link-local or loopback, e.g. from the unique local range fd00::/8. The
+   * prefix length is 64 to 126: dnsmasq serves DHCPv6 only on prefixes of 64 or longer.
+   */
+  cidr: string;
+  /**
+   * Serve DHCPv6 on the network (libvirt's dnsmasq, which also sends router advertisements telling
+   * guests to use it).
+   */
+  dhcp?: VirtualNetworkSpecIpv6Dhcp;
 }
 
 export interface VirtualNetworkSpecDnsHost {
@@ -743,6 +822,12 @@ export interface VirtualNetworkSpec {
    * The network's IPv4 addressing; required for nat and route, forbidden for bridge.
    */
   ipv4?: VirtualNetworkSpecIpv4;
+  /**
+   * The network's IPv6 addressing, next to ipv4 (dual stack); optional, forbidden for bridge.
+   * Guests' DHCPv6 leases appear in their VirtualMachine's status.interfaces[].ipAddresses.
+   * libvirt turns on IPv6 forwarding on the host for nat and route networks.
+   */
+  ipv6?: VirtualNetworkSpecIpv6;
   /**
    * The network's DNS service (libvirt's dnsmasq).
    */
@@ -856,6 +941,12 @@ export interface VirtualNetworkSpecManifest {
    * The network's IPv4 addressing; required for nat and route, forbidden for bridge.
    */
   ipv4?: VirtualNetworkSpecIpv4;
+  /**
+   * The network's IPv6 addressing, next to ipv4 (dual stack); optional, forbidden for bridge.
+   * Guests' DHCPv6 leases appear in their VirtualMachine's status.interfaces[].ipAddresses.
+   * libvirt turns on IPv6 forwarding on the host for nat and route networks.
+   */
+  ipv6?: VirtualNetworkSpecIpv6;
   /**
    * The network's DNS service (libvirt's dnsmasq).
    */

@@ -91,6 +91,8 @@ async function define(conn: Connect, doc: DomainDocument): Promise<Domain> {
     if (serial.source.type === 'file')
       await mkdir(dirname(serial.source.path), { recursive: true });
   }
+  // libvirt copies the NVRAM template at start, but does not create the directory.
+  if (doc.os.nvram?.path) await mkdir(dirname(doc.os.nvram.path), { recursive: true });
   return conn.defineDomainXML(buildDomainXML(doc));
 }
 
@@ -107,7 +109,7 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
     case 'destroy':
       return domain.destroy();
     case 'undefine':
-      return undefine(domain, step.nvram);
+      return undefine(domain, step);
   }
 }
 
@@ -135,12 +137,15 @@ async function bothOrEach(
   }
 }
 
-async function undefine(domain: Domain, nvram: boolean): Promise<void> {
-  if (!nvram) return domain.undefine();
+async function undefine(domain: Domain, what: { nvram: boolean; tpm: boolean }): Promise<void> {
+  const flags =
+    (what.nvram ? DomainUndefineFlags.NVRAM : 0) | (what.tpm ? DomainUndefineFlags.TPM : 0);
+  if (flags === 0) return domain.undefine();
   try {
-    await domain.undefine(DomainUndefineFlags.NVRAM);
+    await domain.undefine(flags);
   } catch (err) {
-    // A driver without UEFI variable stores (libvirt's test driver) refuses the flag.
+    // A driver without UEFI variable stores or TPM state (libvirt's test driver) refuses
+    // the flags; it has nothing to remove either.
     if (!isUnsupported(err)) throw err;
     await domain.undefine();
   }

@@ -13,7 +13,12 @@
 //   `<stateDir>/console/<metadata.uid>.log` (what end-to-end tests read the guest console from);
 // - always: ACPI (graceful shutdown needs it), a virtio balloon reporting stats every 5 s (so
 //   status.memory.actual is known), the qemu-guest-agent channel, machine q35 on x86_64,
-//   on_poweroff destroy / on_reboot restart / on_crash destroy, and our ownership stamp.
+//   on_poweroff destroy / on_reboot restart / on_crash destroy, and our ownership stamp;
+// - firmware uefi: libvirt picks the OVMF build from QEMU's firmware descriptors by the
+//   features asked for (secure-boot, enrolled-keys), and keeps the UEFI variables in
+//   `<stateDir>/nvram/<metadata.uid>_VARS.fd`; secureBoot adds SMM and a secure loader;
+// - tpm: a TPM 2.0 emulated by swtpm, model tpm-crb. libvirt 9.0 has no per-domain place for
+//   its state (<backend><source> came later): it lives in /var/lib/libvirt/swtpm/<uuid>.
 import { join } from 'node:path';
 import { parseQuantity } from '../../api/quantity.js';
 import { defaultMacAddress, domainName, libvirtUuid } from '../../api/names.js';
@@ -52,6 +57,8 @@ export interface MachineInputs {
   cloudInit: CloudInitImage | undefined;
   /** The serial console's log file, when the console-log annotation asks for one. */
   consoleLog: string | undefined;
+  /** The UEFI variable store, for firmware uefi. */
+  nvram?: string;
 }
 
 export interface References {
@@ -67,6 +74,11 @@ const USABLE_VOLUME_PHASES = new Set(['Available', 'InUse']);
 /** Where a machine's serial console is logged when the annotation asks for it. */
 export function consoleLogFile(stateDir: string, uid: string): string {
   return join(stateDir, 'console', `${uid}.log`);
+}
+
+/** Where a UEFI machine's variable store lives; removed with the machine. */
+export function nvramFile(stateDir: string, uid: string): string {
+  return join(stateDir, 'nvram', `${uid}_VARS.fd`);
 }
 
 export function consoleLogPath(vm: VirtualMachine, stateDir: string): string | undefined {
@@ -133,6 +145,7 @@ export function machineInputs(
       volumes,
       cloudInit: cloudInitImage(vm, stateDir),
       consoleLog: consoleLogPath(vm, stateDir),
+      nvram: vm.spec.firmware === 'uefi' ? nvramFile(stateDir, String(vm.metadata.uid)) : undefined,
     },
   };
 }
@@ -277,7 +290,12 @@ export function desiredDomain(vm: VirtualMachine, inputs: MachineInputs): Domain
     },
   };
   // bios is libvirt's default and reads back as no firmware attribute at all.
-  if (vm.spec.firmware === 'uefi') doc.os.firmware = 'efi';
+  if (vm.spec.firmware === 'uefi') desiredUefi(doc, vm.spec.secureBoot === true, inputs.nvram);
+  if (vm.spec.tpm) {
+    doc.devices.tpms = [
+      { model: 'tpm-crb', backend: { type: 'emulator', version: vm.spec.tpm.version } },
+    ];
+  }
   const boot = vm.spec.boot;
   if (boot) {
     const kernel = inputs.volumes.get(boot.kernel.volume);
@@ -287,6 +305,26 @@ export function desiredDomain(vm: VirtualMachine, inputs: MachineInputs): Domain
     if (boot.cmdline !== undefined) doc.os.cmdline = boot.cmdline;
   }
   return doc;
+}
+
+/**
+ * Secure boot is named either way: left open, libvirt takes the first matching descriptor by
+ * file name, which on Debian is the secure-boot build with Microsoft's keys enrolled.
+ * enrolled-keys: with an empty key store the firmware would not enforce anything.
+ */
+function desiredUefi(doc: DomainDocument, secureBoot: boolean, nvram: string | undefined): void {
+  doc.os.firmware = 'efi';
+  if (secureBoot) {
+    doc.os.firmwareFeatures = [
+      { name: 'enrolled-keys', enabled: true },
+      { name: 'secure-boot', enabled: true },
+    ];
+    doc.os.loader = { secure: true };
+    doc.features.smm = true;
+  } else {
+    doc.os.firmwareFeatures = [{ name: 'secure-boot', enabled: false }];
+  }
+  if (nvram) doc.os.nvram = { path: nvram };
 }
 
 function desiredDisks(vm: VirtualMachine, inputs: MachineInputs): Disk[] {

@@ -43,7 +43,7 @@ export type MachineStep =
   | { op: 'start'; kind: StartKind; after: { state: string; reason: string } }
   | { op: 'shutdown'; reason: ShutdownReason }
   | { op: 'destroy'; why: 'gracePeriodExpired' | 'crashed' }
-  | { op: 'undefine'; nvram: boolean }
+  | { op: 'undefine'; nvram: boolean; tpm: boolean }
   | { op: 'removeFiles'; paths: string[] };
 
 export interface MachinePlan {
@@ -91,7 +91,9 @@ const RESTART_GROUPS: ReadonlyArray<[field: string, pick: (o: OwnedDomainFields)
   ['spec.domainType', (o) => o.type],
   ['spec.maxMemory', (o) => o.memoryKiB],
   ['spec.maxVcpus', (o) => o.vcpu.max],
-  ['spec.firmware', (o) => o.os.firmware],
+  ['spec.firmware', (o) => [o.os.firmware, o.os.nvram]],
+  ['spec.secureBoot', (o) => [o.os.secureBoot, o.os.firmwareFeatures, o.smm]],
+  ['spec.tpm', (o) => o.tpms],
   ['spec.boot', (o) => [o.os.kernel, o.os.initrd, o.os.cmdline]],
   ['spec.disks', (o) => o.disks.filter((d) => d.device === 'disk')],
   ['spec.cloudInit', (o) => o.disks.filter((d) => d.device === 'cdrom')],
@@ -356,8 +358,9 @@ export function gracefulStop(
 
 /**
  * Removing the machine from the host: a graceful stop, then undefine (with the UEFI variable
- * store when the firmware is UEFI), then our files. Each step is skipped once done, so a pass
- * interrupted anywhere resumes. A foreign domain is never touched: only files are removed.
+ * store and the TPM state when it has them), then our files. Each step is skipped once done,
+ * so a pass interrupted anywhere resumes. A foreign domain is never touched: only files are
+ * removed.
  */
 export function planRemoval(
   vm: VirtualMachine,
@@ -381,6 +384,13 @@ export function planRemoval(
     return gracefulStop(vm, shutdownRequest(vm), 'Deleting', now);
   }
   const steps: MachineStep[] = [];
-  if (domain.config) steps.push({ op: 'undefine', nvram: domain.config.os.firmware === 'efi' });
+  const config = domain.config;
+  if (config) {
+    steps.push({
+      op: 'undefine',
+      nvram: config.os.firmware === 'efi' || config.os.nvram !== undefined,
+      tpm: (config.devices.tpms ?? []).length > 0,
+    });
+  }
   return { steps: [...steps, ...removeFiles], shutdown: 'Deleting', waitMs: undefined };
 }

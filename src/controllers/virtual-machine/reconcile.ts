@@ -17,7 +17,13 @@ import {
 } from '../context.js';
 import { INDEX_NETWORK } from '../indexes.js';
 import { actMachine, type StepFailure } from './act.js';
-import { consoleLogFile, desiredDomain, machineInputs, unsupportedSpec } from './desired.js';
+import {
+  consoleLogFile,
+  desiredDomain,
+  machineInputs,
+  nvramFile,
+  unsupportedSpec,
+} from './desired.js';
 import { observeDomain, observeMachine, type ObservedDomain } from './observe.js';
 import {
   planMachine,
@@ -28,6 +34,8 @@ import {
   type MachineStep,
 } from './plan.js';
 import {
+  addressesMissing,
+  dhcpFamilies,
   conditionEvents,
   machineStatus,
   nameConflict,
@@ -93,7 +101,7 @@ async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<
     problem?.reason === 'Unsupported' || (!problem && isConditionTrue(status.conditions, 'Ready'))
       ? undefined
       : retryDelayMs(status, now),
-    awaitingAddresses(vm, status, after, now) ? ADDRESS_POLL_MS : undefined,
+    awaitingAddresses(vm, status, after, now, ctx) ? ADDRESS_POLL_MS : undefined,
     balloonMoving(vm, status, outcome.executed) ? BALLOON_POLL_MS : undefined,
   ].filter((ms): ms is number => ms !== undefined);
   return looks.length > 0 ? requeueAfter(Math.min(...looks)) : done;
@@ -122,7 +130,12 @@ async function removeFromHost(vm: VirtualMachine, ctx: ControllerContext): Promi
   const uid = String(vm.metadata.uid);
   for (let round = 0; ; round++) {
     const observed = await observeMachine(conn, vm, ctx.stateDir, { allIsos: true });
-    const files = [...observed.cloudInitIsos, consoleLogFile(ctx.stateDir, uid)];
+    // The NVRAM file too: undefine removes it, but not when the domain is already gone.
+    const files = [
+      ...observed.cloudInitIsos,
+      consoleLogFile(ctx.stateDir, uid),
+      nvramFile(ctx.stateDir, uid),
+    ];
     const plan = planRemoval(vm, observed, files, now);
     const ours = observed.domain.state === 'ours' ? observed.domain.domain : undefined;
     const outcome = await actMachine(conn, ours, plan.steps);
@@ -207,18 +220,22 @@ function balloonMoving(
 
 /**
  * DHCP leases appear seconds after boot. Where the host can report leases, a running machine
- * whose interfaces have no address yet is looked at again for a few minutes after its start;
- * after that the periodic resync suffices.
+ * whose interfaces lack an address (or, on a dual-stack network, one of each family the network
+ * serves by DHCP: a DHCPv6 lease often comes after the IPv4 one) is looked at again for a few
+ * minutes after its start; after that the periodic resync suffices.
  */
 function awaitingAddresses(
   vm: VirtualMachine,
   status: VirtualMachineStatus,
   after: ObservedDomain,
   now: Date,
+  ctx: ControllerContext,
 ): boolean {
   if (after.state !== 'ours' || !after.active || !after.leasesSupported) return false;
-  const wanted = vm.spec.interfaces?.length ?? 0;
-  const withAddress = (status.interfaces ?? []).filter((i) => i.ipAddresses?.length).length;
+  const families = (network: string) =>
+    dhcpFamilies(ctx.get<VirtualNetwork>('VirtualNetwork', undefined, network));
   const startedAt = status.startedAt ? Date.parse(status.startedAt) : now.getTime();
-  return withAddress < wanted && now.getTime() - startedAt < ADDRESS_POLL_WINDOW_MS;
+  return (
+    addressesMissing(vm, status, families) && now.getTime() - startedAt < ADDRESS_POLL_WINDOW_MS
+  );
 }

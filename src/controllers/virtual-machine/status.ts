@@ -17,6 +17,7 @@ import type {
   VirtualMachine,
   VirtualMachineStatus,
   VirtualMachineStatusInterface,
+  VirtualNetwork,
 } from '../../api/generated/types.js';
 import { ownedDomainFields, type DomainDocument } from '../../libvirt/xml/domain.js';
 import { interfaceMacs, type Problem } from './desired.js';
@@ -469,4 +470,31 @@ export function retryDelayMs(status: VirtualMachineStatus, now: Date): number {
     ?.lastTransitionTime;
   const failingFor = since ? now.getTime() - Date.parse(since) : 0;
   return Math.min(MAX_RETRY_MS, Math.max(MIN_RETRY_MS, failingFor));
+}
+
+/** The address families a network hands out by DHCP. */
+export function dhcpFamilies(vnet: VirtualNetwork | undefined): Array<4 | 6> {
+  const families: Array<4 | 6> = [];
+  if (vnet?.spec.ipv4?.dhcp) families.push(4);
+  if (vnet?.spec.ipv6?.dhcp) families.push(6);
+  return families;
+}
+
+/**
+ * Whether an interface in the status has no address yet, or none of a family its network
+ * hands out by DHCP.
+ */
+export function addressesMissing(
+  vm: VirtualMachine,
+  status: VirtualMachineStatus,
+  families: (network: string) => ReadonlyArray<4 | 6>,
+): boolean {
+  const byName = new Map((status.interfaces ?? []).map((i) => [i.name, i.ipAddresses ?? []]));
+  return (vm.spec.interfaces ?? []).some((nic) => {
+    const ips = byName.get(nic.name) ?? [];
+    if (ips.length === 0) return true;
+    return families(nic.network).some(
+      (family) => !ips.some((ip) => (ip.includes(':') ? 6 : 4) === family),
+    );
+  });
 }

@@ -5,9 +5,12 @@
 // - the bridge is spec.bridge, else 'lvo' + the first 10 hex digits of SHA-256(metadata.uid):
 //   13 characters, inside Linux's 15-character limit, the same on every node and every pass,
 //   and distinct per object without a registry of names;
-// - spec.ipv4.cidr names the host's own address on the network (the CRD refuses the network
-//   address): 192.168.150.1/24 becomes <ip address='192.168.150.1' prefix='24'>, and that
-//   address is the guests' gateway and DNS server.
+// - spec.ipv4.cidr names the host's own address on the network, 192.168.150.1/24 becoming
+//   <ip address='192.168.150.1' prefix='24'>, or the network itself, 192.168.150.0/24, where
+//   the host takes the first usable address (192.168.150.1); that address is the guests'
+//   gateway and DNS server. spec.ipv6.cidr the same way (fd00:10:1::/64 -> fd00:10:1::1), as
+//   a second <ip family='ipv6'>; IPv6 addresses are written as libvirt prints them (RFC 5952,
+//   lower case), so what it reads back compares equal.
 import { createHash } from 'node:crypto';
 import type { VirtualNetwork } from '../../api/generated/types.js';
 import { libvirtUuid } from '../../api/names.js';
@@ -49,6 +52,77 @@ export function parseCidr(cidr: string): { address: string; prefix: number } {
   return { address: cidr.slice(0, slash), prefix };
 }
 
+function ipv4String(n: number): string {
+  return [24, 16, 8, 0].map((shift) => Math.floor(n / 2 ** shift) % 256).join('.');
+}
+
+/**
+ * The host's address and the prefix length of spec.ipv4.cidr: the address as written, or for
+ * the network form (192.168.150.0/24) the first usable address of the network.
+ */
+export function ipv4HostAddress(cidr: string): { address: string; prefix: number } {
+  const { address, prefix } = parseCidr(cidr);
+  const [first] = rangeOf(cidr);
+  const n = ipv4Number(address);
+  return { address: n === first ? ipv4String(first + 1) : address, prefix };
+}
+
+/** An IPv6 address as 128-bit number; undefined when it is not one. */
+export function ipv6Number(address: string): bigint | undefined {
+  if (!/^[0-9a-fA-F:]+$/.test(address) || address.split('::').length > 2) return undefined;
+  const [head = '', tail] = address.split('::');
+  const groups = (s: string) => (s === '' ? [] : s.split(':'));
+  const left = groups(head);
+  const right = tail === undefined ? [] : groups(tail);
+  const missing = 8 - left.length - right.length;
+  if (tail === undefined ? missing !== 0 : missing < 1) return undefined;
+  const all = [...left, ...Array<string>(tail === undefined ? 0 : missing).fill('0'), ...right];
+  if (all.some((g) => !/^[0-9a-fA-F]{1,4}$/.test(g))) return undefined;
+  return all.reduce((n, g) => (n << 16n) | BigInt(parseInt(g, 16)), 0n);
+}
+
+/**
+ * RFC 5952 text, as libvirt (inet_ntop) prints it: lower case, no leading zeros, the longest
+ * run of two or more zero groups (the first of equals) as '::'.
+ */
+export function ipv6String(n: bigint): string {
+  const groups = Array.from({ length: 8 }, (_, i) => Number((n >> BigInt(112 - 16 * i)) & 0xffffn));
+  let best = { at: -1, len: 0 };
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > best.len) best = { at: i, len: j - i };
+    i = j;
+  }
+  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(':');
+  if (best.len < 2) return hex(groups);
+  return `${hex(groups.slice(0, best.at))}::${hex(groups.slice(best.at + best.len))}`;
+}
+
+/** A valid IPv6 address in libvirt's spelling (the CRD has checked it is one). */
+export function canonicalIpv6(address: string): string {
+  const n = ipv6Number(address);
+  if (n === undefined) throw new TypeError(`'${address}' is not an IPv6 address`);
+  return ipv6String(n);
+}
+
+/** Like ipv4HostAddress, for spec.ipv6.cidr: fd00:10:1::/64 -> fd00:10:1::1. */
+export function ipv6HostAddress(cidr: string): { address: string; prefix: number } {
+  const slash = cidr.indexOf('/');
+  const n = ipv6Number(cidr.slice(0, slash));
+  const prefix = Number(cidr.slice(slash + 1));
+  if (slash < 0 || n === undefined || !Number.isInteger(prefix) || prefix < 0 || prefix > 128) {
+    throw new TypeError(`spec.ipv6.cidr '${cidr}' is not an IPv6 address with a prefix length`);
+  }
+  const hostBits = BigInt(128 - prefix);
+  const network = (n >> hostBits) << hostBits;
+  return { address: ipv6String(n === network ? network + 1n : n), prefix };
+}
+
 /**
  * What the spec asks for that libvirt cannot do in this mode, or undefined. The CRD already
  * refuses ipv4 with mode bridge; libvirt also refuses an MTU there ("mtu size only allowed in
@@ -87,11 +161,21 @@ function rangeOf(cidr: string): [first: number, last: number] {
 }
 
 /**
- * Why spec.ipv4.cidr cannot be given to a bridge, or undefined. libvirt checks a new network
- * against the host's routes, but loopback routes live in the local table it does not read:
- * 127.0.0.2/8 starts, and a bridge then claims the host's loopback range.
+ * Why spec.ipv4.cidr (or the IPv6 DHCP range) cannot be given to a bridge, or undefined.
+ * libvirt checks a new network against the host's routes, but loopback routes live in the
+ * local table it does not read: 127.0.0.2/8 starts, and a bridge then claims the host's
+ * loopback range.
  */
 export function unusableAddress(vnet: VirtualNetwork): string | undefined {
+  // CEL has no order on IPv6 addresses, so this check is the controller's.
+  const dhcp6 = vnet.spec.ipv6?.dhcp;
+  if (dhcp6 && modeOf(vnet) !== 'bridge') {
+    const start = ipv6Number(dhcp6.rangeStart);
+    const end = ipv6Number(dhcp6.rangeEnd);
+    if (start !== undefined && end !== undefined && end < start) {
+      return `spec.ipv6.dhcp.rangeEnd ${dhcp6.rangeEnd} is lower than rangeStart ${dhcp6.rangeStart}`;
+    }
+  }
   const cidr = vnet.spec.ipv4?.cidr;
   if (cidr === undefined || modeOf(vnet) === 'bridge') return undefined;
   const [first, last] = rangeOf(cidr);
@@ -129,6 +213,7 @@ export function desiredNetwork(vnet: VirtualNetwork): NetworkDocument {
   const dns = desiredDns(vnet);
   if (dns) doc.dns = dns;
   if (vnet.spec.ipv4) doc.ips = [desiredIp(vnet.spec.ipv4)];
+  if (vnet.spec.ipv6) doc.ips.push(desiredIpv6(vnet.spec.ipv6));
   return doc;
 }
 
@@ -140,8 +225,21 @@ function desiredDns(vnet: VirtualNetwork): NetworkDocument['dns'] {
   return hosts.length > 0 ? { hosts } : undefined;
 }
 
+function desiredIpv6(ipv6: NonNullable<VirtualNetwork['spec']['ipv6']>): NetworkIp {
+  const ip: NetworkIp = { family: 'ipv6', ...ipv6HostAddress(ipv6.cidr) };
+  if (ipv6.dhcp) {
+    ip.dhcp = {
+      ranges: [
+        { start: canonicalIpv6(ipv6.dhcp.rangeStart), end: canonicalIpv6(ipv6.dhcp.rangeEnd) },
+      ],
+      hosts: [],
+    };
+  }
+  return ip;
+}
+
 function desiredIp(ipv4: NonNullable<VirtualNetwork['spec']['ipv4']>): NetworkIp {
-  const { address, prefix } = parseCidr(ipv4.cidr);
+  const { address, prefix } = ipv4HostAddress(ipv4.cidr);
   const ip: NetworkIp = { address, prefix };
   if (ipv4.dhcp) {
     ip.dhcp = {

@@ -41,6 +41,10 @@ function ipv4Of(doc: NetworkDocument): NetworkIp | undefined {
   return doc.ips.find((ip) => (ip.family ?? 'ipv4') === 'ipv4' && ip.address.includes('.'));
 }
 
+function ipv6Of(doc: NetworkDocument): NetworkIp | undefined {
+  return doc.ips.find((ip) => ip.family === 'ipv6');
+}
+
 export function prefixOf(ip: NetworkIp): number | undefined {
   if (ip.prefix !== undefined) return ip.prefix;
   if (ip.netmask === undefined) return undefined;
@@ -78,6 +82,14 @@ const RESTART_FIELDS: ReadonlyArray<readonly [string, (doc: NetworkDocument) => 
     },
   ],
   ['spec.ipv4.dhcp', (doc) => dhcpOf(doc)?.ranges.map((r) => `${r.start}-${r.end}`) ?? null],
+  [
+    'spec.ipv6.cidr',
+    (doc) => {
+      const ip = ipv6Of(doc);
+      return ip ? `${ip.address}/${ip.prefix}` : null;
+    },
+  ],
+  ['spec.ipv6.dhcp', (doc) => ipv6Of(doc)?.dhcp?.ranges.map((r) => `${r.start}-${r.end}`) ?? null],
 ];
 
 const LIVE_FIELDS: ReadonlyArray<readonly [string, (doc: NetworkDocument) => unknown]> = [

@@ -48,6 +48,12 @@ export const MEMBALLOON_MODELS = ['virtio', 'none'] as const;
 export type MemballoonModel = (typeof MEMBALLOON_MODELS)[number];
 export const CONSOLE_TARGETS = ['serial', 'virtio'] as const;
 export type ConsoleTarget = (typeof CONSOLE_TARGETS)[number];
+export const LOADER_TYPES = ['rom', 'pflash'] as const;
+export type LoaderType = (typeof LOADER_TYPES)[number];
+export const TPM_MODELS = ['tpm-crb', 'tpm-tis'] as const;
+export type TpmModel = (typeof TPM_MODELS)[number];
+export const TPM_VERSIONS = ['2.0', '1.2'] as const;
+export type TpmVersion = (typeof TPM_VERSIONS)[number];
 
 /** The virtio-serial channel name qemu-guest-agent listens on. */
 export const GUEST_AGENT_CHANNEL = 'org.qemu.guest_agent.0';
@@ -67,7 +73,8 @@ export interface DomainDocument {
   /** <vcpu current='current'>max</vcpu>. */
   vcpu: { current: number; max: number };
   os: DomainOS;
-  features: { acpi: boolean; apic: boolean };
+  /** smm: System Management Mode, which a secure-boot OVMF needs to protect its variables. */
+  features: { acpi: boolean; apic: boolean; smm?: boolean };
   cpu?: { mode: CpuMode };
   clock?: { offset: ClockOffset };
   onPoweroff?: LifecycleAction;
@@ -85,10 +92,37 @@ export interface DomainOS {
   machine?: string;
   /** <os firmware=...>: libvirt picks a matching loader; absent means libvirt's default, BIOS. */
   firmware?: Firmware;
+  /**
+   * <os><firmware><feature enabled= name=/>: what the automatically chosen firmware must (or
+   * must not) offer, by the names of QEMU's firmware descriptors (secure-boot, enrolled-keys).
+   */
+  firmwareFeatures?: FirmwareFeature[];
+  /** <loader>: with firmware autoselection only `secure`; libvirt fills in path and type. */
+  loader?: Loader;
+  /** <nvram template=...>path</nvram>: the UEFI variable store; libvirt fills the template. */
+  nvram?: { path?: string; template?: string };
   /** Direct kernel boot: paths on the host. */
   kernel?: string;
   initrd?: string;
   cmdline?: string;
+}
+
+export interface FirmwareFeature {
+  name: string;
+  enabled: boolean;
+}
+
+export interface Loader {
+  secure?: boolean;
+  readonly?: boolean;
+  type?: LoaderType;
+  path?: string;
+}
+
+/** <tpm model=><backend type='emulator' version=/>: a TPM emulated by swtpm. */
+export interface Tpm {
+  model: TpmModel;
+  backend: { type: 'emulator'; version?: TpmVersion };
 }
 
 export interface DomainDevices {
@@ -98,6 +132,8 @@ export interface DomainDevices {
   consoles: Console[];
   channels: Channel[];
   memballoon?: Memballoon;
+  /** Absent and empty mean no TPM. */
+  tpms?: Tpm[];
 }
 
 export type DiskSource =
@@ -153,6 +189,8 @@ const codec = xmlCodec('domain', [
   'domain.devices.serial',
   'domain.devices.console',
   'domain.devices.channel',
+  'domain.devices.tpm',
+  'domain.os.firmware.feature',
 ]);
 
 // ---- build ----
@@ -182,10 +220,30 @@ export function buildDomainXML(doc: DomainDocument): string {
   });
 }
 
+const yesNo = (b: boolean | undefined) => (b === undefined ? undefined : b ? 'yes' : 'no');
+
 function osTree(os: DomainOS): XmlTree {
+  const loader = os.loader;
   return {
     '@firmware': os.firmware,
     type: { '@arch': os.arch, '@machine': os.machine, '#text': os.type },
+    firmware: os.firmwareFeatures?.length
+      ? {
+          feature: os.firmwareFeatures.map((f) => ({
+            '@enabled': yesNo(f.enabled),
+            '@name': f.name,
+          })),
+        }
+      : undefined,
+    loader: loader
+      ? {
+          '@readonly': yesNo(loader.readonly),
+          '@secure': yesNo(loader.secure),
+          '@type': loader.type,
+          '#text': loader.path,
+        }
+      : undefined,
+    nvram: os.nvram ? { '@template': os.nvram.template, '#text': os.nvram.path } : undefined,
     kernel: os.kernel,
     initrd: os.initrd,
     cmdline: os.cmdline,
@@ -193,8 +251,12 @@ function osTree(os: DomainOS): XmlTree {
 }
 
 function featuresTree(features: DomainDocument['features']): XmlTree | undefined {
-  if (!features.acpi && !features.apic) return undefined;
-  return { acpi: features.acpi ? '' : undefined, apic: features.apic ? '' : undefined };
+  if (!features.acpi && !features.apic && features.smm === undefined) return undefined;
+  return {
+    acpi: features.acpi ? '' : undefined,
+    apic: features.apic ? '' : undefined,
+    smm: features.smm === undefined ? undefined : { '@state': features.smm ? 'on' : 'off' },
+  };
 }
 
 function devicesTree(devices: DomainDevices): XmlTree {
@@ -218,6 +280,10 @@ function devicesTree(devices: DomainDevices): XmlTree {
               : { '@period': devices.memballoon.statsPeriod },
         }
       : undefined,
+    tpm: (devices.tpms ?? []).map((t) => ({
+      '@model': t.model,
+      backend: { '@type': t.backend.type, '@version': t.backend.version },
+    })),
   };
 }
 
@@ -311,6 +377,31 @@ function parseOS(el: XmlElement): DomainOS {
   };
   assign(os, 'machine', attr(type, 'machine'));
   assign(os, 'firmware', optionalOneOf(attr(el, 'firmware'), FIRMWARES, 'domain/os@firmware'));
+  const features = children(child(el, 'firmware') ?? {}, 'feature').map((f, i) => ({
+    name: requireValue(attr(f, 'name'), `domain/os/firmware/feature[${i}]@name`),
+    enabled: yes(attr(f, 'enabled'), `domain/os/firmware/feature[${i}]@enabled`) ?? false,
+  }));
+  if (features.length > 0) os.firmwareFeatures = features;
+  const loaderEl = child(el, 'loader');
+  if (loaderEl) {
+    const loader: Loader = {};
+    assign(loader, 'secure', yes(attr(loaderEl, 'secure'), 'domain/os/loader@secure'));
+    assign(loader, 'readonly', yes(attr(loaderEl, 'readonly'), 'domain/os/loader@readonly'));
+    assign(
+      loader,
+      'type',
+      optionalOneOf(attr(loaderEl, 'type'), LOADER_TYPES, 'domain/os/loader@type'),
+    );
+    assign(loader, 'path', nonEmpty(textOf(loaderEl)));
+    os.loader = loader;
+  }
+  const nvramEl = child(el, 'nvram');
+  if (nvramEl) {
+    const nvram: NonNullable<DomainOS['nvram']> = {};
+    assign(nvram, 'path', nonEmpty(textOf(nvramEl)));
+    assign(nvram, 'template', attr(nvramEl, 'template'));
+    os.nvram = nvram;
+  }
   assign(os, 'kernel', childText(el, 'kernel'));
   assign(os, 'initrd', childText(el, 'initrd'));
   assign(os, 'cmdline', childText(el, 'cmdline'));
@@ -318,7 +409,24 @@ function parseOS(el: XmlElement): DomainOS {
 }
 
 function parseFeatures(el: XmlElement | undefined): DomainDocument['features'] {
-  return { acpi: el?.['acpi'] !== undefined, apic: el?.['apic'] !== undefined };
+  const features: DomainDocument['features'] = {
+    acpi: el?.['acpi'] !== undefined,
+    apic: el?.['apic'] !== undefined,
+  };
+  const smm = el && child(el, 'smm');
+  // <smm/> without a state means on.
+  if (smm !== undefined) features.smm = (attr(smm, 'state') ?? 'on') === 'on';
+  return features;
+}
+
+/** libvirt's yes/no attributes. */
+function yes(value: string | undefined, at: string): boolean | undefined {
+  return value === undefined ? undefined : oneOf(value, ['yes', 'no'] as const, at) === 'yes';
+}
+
+function nonEmpty(text: string): string | undefined {
+  const trimmed = text.trim();
+  return trimmed === '' ? undefined : trimmed;
 }
 
 function parseDevices(el: XmlElement): DomainDevices {
@@ -370,6 +478,8 @@ function parseDevices(el: XmlElement): DomainDevices {
     );
     devices.memballoon = memballoon;
   }
+  const tpms = children(el, 'tpm').flatMap((t, i) => parseTpm(t, `domain/devices/tpm[${i}]`));
+  if (tpms.length > 0) devices.tpms = tpms;
   return devices;
 }
 
@@ -424,6 +534,22 @@ function parseInterface(el: XmlElement, at: string): NetworkInterface[] {
   return [nic];
 }
 
+// Only emulated TPMs are the operator's; a passthrough of a host TPM is skipped.
+function parseTpm(el: XmlElement, at: string): Tpm[] {
+  const backend = child(el, 'backend') ?? {};
+  if (attr(backend, 'type') !== 'emulator') return [];
+  const tpm: Tpm = {
+    model: oneOf(attr(el, 'model') ?? 'tpm-tis', TPM_MODELS, `${at}@model`),
+    backend: { type: 'emulator' },
+  };
+  assign(
+    tpm.backend,
+    'version',
+    optionalOneOf(attr(backend, 'version'), TPM_VERSIONS, `${at}/backend@version`),
+  );
+  return [tpm];
+}
+
 function bootOrder(el: XmlElement, at: string): number | undefined {
   const boot = child(el, 'boot');
   return boot && integer(requireValue(attr(boot, 'order'), `${at}/boot@order`), `${at}/boot@order`);
@@ -470,12 +596,21 @@ export function ownedDomainFields(doc: DomainDocument) {
     os: {
       type: doc.os.type,
       arch: doc.os.arch,
-      firmware: orNull(doc.os.firmware),
+      firmware: firmwareOf(doc.os),
+      // libvirt writes the chosen loader's path, type and read-only flag, and the NVRAM
+      // template: those are its choice. Ours: the secure flag, the store's path, the features.
+      secureBoot: doc.os.loader?.secure === true,
+      nvram: orNull(doc.os.nvram?.path),
+      firmwareFeatures: (doc.os.firmwareFeatures ?? [])
+        .map((f) => `${f.name}=${f.enabled ? 'yes' : 'no'}`)
+        .sort(),
       kernel: orNull(doc.os.kernel),
       initrd: orNull(doc.os.initrd),
       cmdline: orNull(doc.os.cmdline),
     },
     features: { acpi: doc.features.acpi, apic: doc.features.apic },
+    // Only an SMM we ask for is compared: libvirt may switch it on for a firmware that needs it.
+    smm: doc.features.smm === true ? true : undefined,
     cpuMode: doc.cpu?.mode,
     clockOffset: doc.clock?.offset,
     onPoweroff: doc.onPoweroff,
@@ -511,7 +646,17 @@ export function ownedDomainFields(doc: DomainDocument) {
       model: d.memballoon.model,
       statsPeriod: orNull(d.memballoon.statsPeriod),
     },
+    tpms: (d.tpms ?? []).map((t) => ({ model: t.model, version: orNull(t.backend.version) })),
   };
+}
+
+/**
+ * A running domain whose firmware libvirt chose no longer says firmware='efi' (libvirt 9.0
+ * replaces it with the chosen <loader type='pflash'>), so a pflash loader also means UEFI.
+ */
+function firmwareOf(os: DomainOS): Firmware | null {
+  if (os.firmware) return os.firmware;
+  return os.loader?.type === 'pflash' ? 'efi' : null;
 }
 export type OwnedDomainFields = ReturnType<typeof ownedDomainFields>;
 

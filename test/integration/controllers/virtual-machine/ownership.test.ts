@@ -4,7 +4,7 @@
 // networks, and unsupported fields, become conditions and Events, not crashes; machines of
 // other nodes are not touched; interrupted passes resume without duplicates.
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -296,6 +296,40 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
     await expect(conn.lookupDomainByUUIDString(String(created.metadata.uid))).rejects.toMatchObject(
       { code: 42 },
     );
+  });
+
+  it('defines UEFI with secure boot and a TPM, names a secureBoot change, deletes it all', async () => {
+    const created = await createVM('sb', {
+      firmware: 'uefi',
+      secureBoot: true,
+      tpm: { version: '2.0' },
+    });
+    const uid = String(created.metadata.uid);
+    await converge(ctx, reconcileVirtualMachine, key('sb'), { until: ready('sb') });
+    const domain = await conn.lookupDomainByUUIDString(uid);
+    const xml = await domain.getXMLDesc(DomainXMLFlags.INACTIVE);
+    const nvram = join(stateDir, 'nvram', `${uid}_VARS.fd`);
+    expect(xml).toContain("<loader secure='yes'/>");
+    expect(xml).toContain(`<nvram>${nvram}</nvram>`);
+    expect(xml).toContain("<feature enabled='yes' name='secure-boot'/>");
+    expect(xml).toContain("<smm state='on'/>");
+    expect(xml).toMatch(/<tpm model='tpm-crb'>\s*<backend type='emulator' version='2.0'\/>/);
+    // The test driver keeps no variable store; stand in for the one QEMU would have copied.
+    writeFileSync(nvram, 'vars');
+
+    await k.patchSpec('VirtualMachine', NS, 'sb', { secureBoot: false });
+    await converge(ctx, reconcileVirtualMachine, key('sb'), {
+      until: stored('sb', (vm) => condition(vm, 'RestartRequired')?.status === 'True'),
+    });
+    expect(condition(vmOf('sb'), 'RestartRequired')?.message).toContain('spec.secureBoot');
+    expect(await domain.getXMLDesc(DomainXMLFlags.INACTIVE)).toContain(
+      "<feature enabled='no' name='secure-boot'/>",
+    );
+
+    await k.remove('VirtualMachine', NS, 'sb');
+    await converge(ctx, reconcileVirtualMachine, key('sb'), { until: stored('sb', (v) => !v) });
+    await expect(conn.lookupDomainByUUIDString(uid)).rejects.toMatchObject({ code: 42 });
+    expect(existsSync(nvram)).toBe(false);
   });
 
   it("leaves the test driver's own domain, network and pool exactly as they were", async () => {

@@ -507,3 +507,64 @@ describe('what the host cannot do', () => {
     await deleteAndConverge('refused');
   });
 });
+
+describe('dual stack and the network form', () => {
+  it('a network-form IPv4 and an IPv6 network with DHCPv6 converge and then plan nothing', async () => {
+    const created = await k.create<VirtualNetwork>(KIND, {
+      metadata: { name: 'dual' },
+      spec: {
+        mode: 'nat',
+        ipv4: {
+          cidr: '10.67.0.0/24',
+          dhcp: { rangeStart: '10.67.0.100', rangeEnd: '10.67.0.199' },
+        },
+        ipv6: {
+          cidr: 'FD00:67:0:0::/64',
+          dhcp: { rangeStart: 'fd00:67::0100', rangeEnd: 'fd00:67::1ff' },
+        },
+      },
+    });
+    await converge(ctx, reconcileVirtualNetwork, 'dual', { until: readyTrue('dual') });
+    const network = await lookup(String(created.metadata.uid));
+    const doc = parseNetworkXML(await network!.getXMLDesc());
+    expect(doc.ips).toEqual([
+      {
+        address: '10.67.0.1',
+        prefix: 24,
+        dhcp: { ranges: [{ start: '10.67.0.100', end: '10.67.0.199' }], hosts: [] },
+      },
+      {
+        family: 'ipv6',
+        address: 'fd00:67::1',
+        prefix: 64,
+        dhcp: { ranges: [{ start: 'fd00:67::100', end: 'fd00:67::1ff' }], hosts: [] },
+      },
+    ]);
+    // libvirt's read-back (its own spelling) is what the operator wrote: nothing to do.
+    const vnet = (await fetchVnet('dual'))!;
+    const observed = await observeNetwork(conn, vnet);
+    expect(observed.state).toBe('ours');
+    if (observed.state === 'ours')
+      expect(planUpdate(desiredNetwork(vnet), true, observed).steps).toEqual([]);
+    await deleteAndConverge('dual');
+  });
+
+  it('reports a reversed DHCPv6 range as InvalidAddress without creating anything', async () => {
+    const created = await k.create<VirtualNetwork>(KIND, {
+      metadata: { name: 'reversed6' },
+      spec: {
+        mode: 'isolated',
+        ipv6: {
+          cidr: 'fd00:68::1/64',
+          dhcp: { rangeStart: 'fd00:68::1ff', rangeEnd: 'fd00:68::100' },
+        },
+      },
+    });
+    await pass('reversed6');
+    const ready = condition(await fetchVnet('reversed6'), 'Ready');
+    expect(ready).toMatchObject({ status: 'False', reason: 'InvalidAddress' });
+    expect(ready?.message).toContain('spec.ipv6.dhcp.rangeEnd');
+    expect(await lookup(String(created.metadata.uid))).toBeUndefined();
+    await deleteAndConverge('reversed6');
+  });
+});

@@ -573,17 +573,19 @@ describe('planRemoval', () => {
   });
 
   it.each([
-    [false, 'bios'],
-    [true, 'uefi'],
+    [false, 'bios', false],
+    [true, 'uefi', false],
+    [false, 'bios', true],
+    [true, 'uefi', true],
   ] as const)(
-    'undefines a stopped domain (nvram %s for %s), then removes the files',
-    (nvram, firmware) => {
-      const doc = desired(vm({ firmware }));
+    'undefines a stopped domain (nvram %s for %s, tpm %s), then removes the files',
+    (nvram, firmware, tpm) => {
+      const spec = { firmware, ...(tpm ? { tpm: { version: '2.0' as const } } : {}) };
+      const doc = desired(vm(spec));
       expect(
-        planRemoval(vm({ firmware }), observed(ours({ active: false, config: doc })), files, NOW)
-          .steps,
+        planRemoval(vm(spec), observed(ours({ active: false, config: doc })), files, NOW).steps,
       ).toEqual([
-        { op: 'undefine', nvram },
+        { op: 'undefine', nvram, tpm },
         { op: 'removeFiles', paths: files },
       ]);
     },

@@ -1,0 +1,191 @@
+// UEFI, secure boot and TPM: the schema's verdict offline, the desired domain, the comparison
+// with what libvirt 9.0 reads back (it picks the OVMF build and fills in loader and NVRAM
+// template), restart-time changes, and the address wait of dual-stack interfaces.
+import { describe, expect, it } from 'vitest';
+import { validateManifest } from '../../../../src/api/validate.js';
+import { machineInputs, nvramFile } from '../../../../src/controllers/virtual-machine/desired.js';
+import { restartPending } from '../../../../src/controllers/virtual-machine/plan.js';
+import {
+  addressesMissing,
+  dhcpFamilies,
+} from '../../../../src/controllers/virtual-machine/status.js';
+import {
+  buildDomainXML,
+  changedDomainFields,
+  parseDomainXML,
+  type DomainDocument,
+} from '../../../../src/libvirt/xml/domain.js';
+import { desired, noInputs, runningStatus, UID, vm } from './machines.js';
+
+const NVRAM = nvramFile('/var/lib/libvirt-operator', UID);
+const withNvram = { ...noInputs, nvram: NVRAM };
+
+/** What libvirt 9.0 adds to a running domain's <os> after choosing the firmware (measured). */
+function asLibvirtRunsIt(doc: DomainDocument, code: string, vars: string): DomainDocument {
+  const xml = buildDomainXML(doc)
+    // The running definition loses firmware='efi' once a loader was chosen.
+    .replace(/<os firmware="efi">/, '<os>')
+    .replace(
+      /<loader secure="yes"\/>|(?=<nvram>)/,
+      `<loader readonly='yes'${doc.os.loader?.secure ? " secure='yes'" : ''} type='pflash'>${code}</loader>`,
+    )
+    .replace(/<nvram>/, `<nvram template='${vars}'>`)
+    .replace(
+      /<tpm model="tpm-crb">([\s\S]*?)<\/tpm>/,
+      `<tpm model='tpm-crb'>$1<alias name='tpm0'/></tpm>`,
+    );
+  return parseDomainXML(xml);
+}
+
+describe('schema: secureBoot and tpm', () => {
+  const manifest = (spec: object) => ({
+    apiVersion: 'virt.dev/v1alpha1',
+    kind: 'VirtualMachine',
+    metadata: { name: 'web', namespace: 'prod' },
+    spec: { nodeName: 'node-a', vcpus: 1, memory: '256Mi', ...spec },
+  });
+  const fields = (spec: object) => validateManifest(manifest(spec)).map((p) => p.field);
+
+  it('accepts UEFI with secure boot and a TPM 2.0', () => {
+    expect(fields({ firmware: 'uefi', secureBoot: true, tpm: { version: '2.0' } })).toEqual([]);
+    expect(fields({ tpm: { version: '2.0' } })).toEqual([]);
+    expect(fields({ secureBoot: false })).toEqual([]);
+  });
+
+  it('refuses secure boot without UEFI, a TPM without or with another version', () => {
+    expect(fields({ secureBoot: true })).toEqual(['spec.secureBoot']);
+    expect(fields({ firmware: 'bios', secureBoot: true })).toEqual(['spec.secureBoot']);
+    expect(fields({ tpm: { version: '1.2' } })).toEqual(['spec.tpm.version']);
+    expect(fields({ tpm: {} })).toEqual(['spec.tpm.version']);
+  });
+});
+
+describe('desired domain', () => {
+  it('bios: no loader, NVRAM, SMM or TPM', () => {
+    const doc = desired(vm());
+    expect(doc.os.firmware).toBeUndefined();
+    expect(doc.os.loader).toBeUndefined();
+    expect(doc.os.nvram).toBeUndefined();
+    expect(doc.features.smm).toBeUndefined();
+    expect(doc.devices.tpms).toBeUndefined();
+  });
+
+  it('uefi without secure boot names secure-boot off, so libvirt picks the plain OVMF', () => {
+    const doc = desired(vm({ firmware: 'uefi' }), withNvram);
+    expect(doc.os).toMatchObject({
+      firmware: 'efi',
+      firmwareFeatures: [{ name: 'secure-boot', enabled: false }],
+      nvram: { path: NVRAM },
+    });
+    expect(doc.os.loader).toBeUndefined();
+    expect(doc.features.smm).toBeUndefined();
+  });
+
+  it('secure boot: enrolled keys, a secure loader and SMM', () => {
+    const doc = desired(vm({ firmware: 'uefi', secureBoot: true }), withNvram);
+    const xml = buildDomainXML(doc);
+    expect(xml).toContain('<os firmware="efi">');
+    expect(xml).toContain('<feature enabled="yes" name="enrolled-keys"/>');
+    expect(xml).toContain('<feature enabled="yes" name="secure-boot"/>');
+    expect(xml).toContain('<loader secure="yes"/>');
+    expect(xml).toContain(`<nvram>${NVRAM}</nvram>`);
+    expect(xml).toContain('<smm state="on"/>');
+  });
+
+  it('tpm: an emulated TPM 2.0, model tpm-crb', () => {
+    const xml = buildDomainXML(desired(vm({ tpm: { version: '2.0' } })));
+    expect(xml).toMatch(/<tpm model="tpm-crb">\s*<backend type="emulator" version="2.0"\/>/);
+  });
+
+  it('the NVRAM file is per machine in the state dir, only for uefi', () => {
+    const refs = { volume: () => undefined, network: () => undefined };
+    const inputs = (spec: object) => {
+      const r = machineInputs(vm(spec), refs, 'node-a', '/state');
+      return 'inputs' in r ? r.inputs.nvram : 'problem';
+    };
+    expect(inputs({ firmware: 'uefi' })).toBe(`/state/nvram/${UID}_VARS.fd`);
+    expect(inputs({ firmware: 'bios' })).toBeUndefined();
+  });
+});
+
+describe('compared on owned fields only', () => {
+  it.each([
+    [
+      'secure boot + TPM',
+      { firmware: 'uefi', secureBoot: true, tpm: { version: '2.0' } },
+      '/usr/share/OVMF/OVMF_CODE_4M.ms.fd',
+      '/usr/share/OVMF/OVMF_VARS_4M.ms.fd',
+    ],
+    [
+      'plain uefi',
+      { firmware: 'uefi' },
+      '/usr/share/OVMF/OVMF_CODE_4M.fd',
+      '/usr/share/OVMF/OVMF_VARS_4M.fd',
+    ],
+  ] as const)('%s: what libvirt runs is no drift and no pending restart', (_, spec, code, vars) => {
+    const want = desired(vm(spec), withNvram);
+    const live = asLibvirtRunsIt(want, code, vars);
+    expect(live.os.firmware).toBeUndefined();
+    expect(live.os.loader?.path).toBe(code);
+    expect(live.os.nvram).toEqual({ path: NVRAM, template: vars });
+    expect(changedDomainFields(want, live)).toEqual([]);
+    expect(restartPending(want, live)).toEqual([]);
+  });
+
+  it('the inactive definition reads back equal', () => {
+    const want = desired(
+      vm({ firmware: 'uefi', secureBoot: true, tpm: { version: '2.0' } }),
+      withNvram,
+    );
+    expect(changedDomainFields(want, parseDomainXML(buildDomainXML(want)))).toEqual([]);
+  });
+
+  it('turning secure boot, the TPM or UEFI on or off is a restart-time change', () => {
+    const running = desired(vm({ firmware: 'uefi' }), withNvram);
+    const live = asLibvirtRunsIt(running, '/usr/share/OVMF/OVMF_CODE_4M.fd', '/v');
+    expect(
+      restartPending(desired(vm({ firmware: 'uefi', secureBoot: true }), withNvram), live),
+    ).toEqual(['spec.secureBoot']);
+    expect(
+      restartPending(desired(vm({ firmware: 'uefi', tpm: { version: '2.0' } }), withNvram), live),
+    ).toEqual(['spec.tpm']);
+    expect(restartPending(desired(vm()), live)).toEqual(['spec.firmware', 'spec.secureBoot']);
+  });
+
+  it('a TPM passed through from the host is not the operator’s and is skipped', () => {
+    const xml = buildDomainXML(desired(vm())).replace(
+      '</devices>',
+      "<tpm model='tpm-tis'><backend type='passthrough'><device path='/dev/tpm0'/></backend></tpm></devices>",
+    );
+    expect(parseDomainXML(xml).devices.tpms).toBeUndefined();
+  });
+});
+
+describe('addresses of dual-stack interfaces', () => {
+  const machine = vm({ interfaces: [{ name: 'eth0', network: 'dual', model: 'virtio' }] });
+  const status = (ips: string[]) =>
+    runningStatus({
+      interfaces: [{ name: 'eth0', macAddress: '52:54:00:00:00:01', ipAddresses: ips }],
+    });
+  const dual = () => [4, 6] as const;
+
+  it('waits for a lease of every family the network hands out', () => {
+    expect(addressesMissing(machine, status([]), dual)).toBe(true);
+    expect(addressesMissing(machine, status(['192.168.150.120']), dual)).toBe(true);
+    expect(addressesMissing(machine, status(['192.168.150.120', 'fd00:10:1::1a0']), dual)).toBe(
+      false,
+    );
+    expect(addressesMissing(machine, status(['192.168.150.120']), () => [4])).toBe(false);
+  });
+
+  it('reads the families from the network spec', () => {
+    expect(dhcpFamilies(undefined)).toEqual([]);
+    const net = {
+      spec: {
+        ipv4: { cidr: '10.0.0.1/24', dhcp: { rangeStart: '10.0.0.2', rangeEnd: '10.0.0.9' } },
+        ipv6: { cidr: 'fd00::1/64', dhcp: { rangeStart: 'fd00::2', rangeEnd: 'fd00::9' } },
+      },
+    } as Parameters<typeof dhcpFamilies>[0];
+    expect(dhcpFamilies(net)).toEqual([4, 6]);
+  });
+});
