@@ -98,7 +98,8 @@ async function buildTinyGuest(): Promise<TinyGuest> {
   return {
     kernel,
     initrd,
-    version: basename(dir),
+    // The directory is <kernel version>-<12 hex digits of the recipe's hash>.
+    version: basename(dir).replace(/-[0-9a-f]{12}$/, ''),
     sha256: { kernel: await fileSha256(kernel), initrd: await fileSha256(initrd) },
   };
 }
