@@ -15,7 +15,7 @@ export interface TinyGuest {
   kernel: string;
   /** Absolute path of the gzip'd newc initramfs. */
   initrd: string;
-  /** Kernel release, e.g. 6.1.0-56-cloud-amd64 (also the cache folder's name). */
+  /** Kernel release, e.g. 6.1.0-56-cloud-amd64 (the cache folder adds the recipe hash). */
   version: string;
   /** For a Volume with `source.http` served by a test: the digests it must declare. */
   sha256: { kernel: string; initrd: string };
