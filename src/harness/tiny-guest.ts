@@ -45,6 +45,14 @@ export const GUEST_MARKER = {
   disks: /^LVO-GUEST-DISKS ?(.*)$/m,
   /** The ACPI power button reached the guest; it powers off right after. */
   poweroff: /^LVO-GUEST-POWEROFF$/m,
+  /**
+   * With `lvo.data=<disk>` on the command line: the first 64 bytes of that disk at boot
+   * ('none' when blank), then what this boot wrote there (`boot-<boot id>`).
+   */
+  data: /^LVO-GUEST-DATA (\S+)$/m,
+  dataWrote: /^LVO-GUEST-DATA-WROTE (\S+)$/m,
+  /** With `lvo.tick`: a counter kept in guest memory only, printed every second. */
+  tick: /^LVO-GUEST-TICK (\d+)$/m,
 } as const;
 
 let building: Promise<TinyGuest> | undefined;

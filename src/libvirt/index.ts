@@ -21,6 +21,7 @@ export type {
   DomainStateInfo,
   VcpuImpact,
 } from './domain.js';
+export { DomainSnapshot } from './snapshot.js';
 export { Network } from './network.js';
 export type { NetworkDHCPLease } from './network.js';
 export { StoragePool, StorageVol } from './storage.js';

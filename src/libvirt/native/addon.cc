@@ -103,6 +103,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ExportNetwork(env, exports);
   ExportStorage(env, exports);
   ExportEvents(env, exports);
+  ExportSnapshot(env, exports);
   return exports;
 }
 
