@@ -156,8 +156,17 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
         disks: [{ name: 'vda', snapshot: 'internal' }],
       }),
     );
-    const snap = await snapshot('web-2', 'web');
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-2'), {
+      until: stored(
+        () => snapOf('web-2'),
+        (o) => o?.status?.phase === 'Ready',
+      ),
+    });
+    const snap = snapOf('web-2')!;
     expect(snap.status).toMatchObject({ phase: 'Ready', includesMemory: false, quiesced: false });
+    expect(snap.status?.conditions?.find((c) => c.type === 'Ready')?.reason).toBe(
+      'CrashConsistent',
+    );
     expect(await domain.numOfSnapshots()).toBe(2);
   });
 
@@ -198,13 +207,12 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
   });
 
   it('finishes without reverting again when a crash left InProgress and no marker', async () => {
-    const r = await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
+    await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
       metadata: { name: 'back-2', namespace: NS },
       spec: { vmName: 'web', snapshotName: 'web-1' },
     });
     // The state after a revert whose agent died before recording it.
     await k.patchStatus('VirtualMachineRestore', NS, 'back-2', { phase: 'InProgress' });
-    const before = (await domain.getInfo()).cpuTime;
     await domain.suspend();
     await converge(ctx, reconcileVirtualMachineRestore, key('back-2'), {
       until: stored(
@@ -214,8 +222,6 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     });
     // A revert to the running checkpoint would have resumed the domain.
     expect((await domain.getState()).stateName).toBe('paused');
-    expect(r.metadata.uid).toBeTruthy();
-    expect(before).toBeDefined();
     await domain.resume();
   });
 
