@@ -480,7 +480,8 @@ export function crashRounds(opts: CrashRoundsOptions): void {
       for (const o of volList.items) {
         const ok =
           volumes.has(o.metadata.name) &&
-          o.status?.phase === 'Available' &&
+          // SNAP_VOL is SNAP_VM's disk (and its snapshots'): InUse is its settled phase.
+          o.status?.phase === (o.metadata.name === SNAP_VOL ? 'InUse' : 'Available') &&
           o.status.observedGeneration === o.metadata.generation;
         if (!ok) pending.push(`vol/${o.metadata.name}${why(o)}`);
       }
