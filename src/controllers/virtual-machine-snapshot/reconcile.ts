@@ -110,7 +110,7 @@ async function converge(
         }),
       );
       if (outcome.kind === 'refused') {
-        ctx.event(KIND, snap, 'Warning', 'SnapshotFailed', outcome.message);
+        // report() records the Warning Event of the transition to Failed.
         await report(ctx, inProgress, {
           phase: 'Failed',
           reason: 'SnapshotFailed',

@@ -202,13 +202,14 @@ describe('snapshots and restores of a real guest', () => {
 
   it('boots the guest, which finds its data disk blank and writes its boot id there', async () => {
     await apply(yaml());
-    const vm = await phase('vm', VM, 'Running', 120_000);
+    const vm = await phase('vm', VM, 'Running', 240_000);
     consoleLog = path.join(agent!.stateDir, 'console', `${vm.metadata.uid}.log`);
     bootA = await waitForGuestReady(consoleLog, 180_000);
     expect((await waitForConsoleLine(consoleLog, GUEST_MARKER.data, 5_000))[1]).toBe('none');
     wroteA = (await waitForConsoleLine(consoleLog, GUEST_MARKER.dataWrote, 5_000))[1]!;
     await waitForConsoleLine(consoleLog, GUEST_MARKER.tick, 10_000);
-  });
+    // Generous for a loaded shared host; about a minute on an idle one.
+  }, 480_000);
 
   it('restores a memory checkpoint of the running guest: its tick counter goes back', async () => {
     // A few ticks first, so that a reboot (counting from 1 again) cannot pass for a restore.
@@ -269,7 +270,8 @@ describe('snapshots and restores of a real guest', () => {
     const bootC = await waitForGuestReady(consoleLog, 180_000, { otherThan: bootB });
     expect(bootC).not.toBe(bootA);
     expect((await waitForConsoleLine(consoleLog, GUEST_MARKER.data, 5_000))[1]).toBe(wroteA);
-  });
+    // Generous for a loaded shared host; about a minute on an idle one.
+  }, 480_000);
 
   it('restores the disks of a stopped machine, checked with qemu-io outside the guest', async () => {
     runStrategy = 'Halted';
