@@ -12,7 +12,8 @@
         "src/libvirt/native/storage.cc",
         "src/libvirt/native/events.cc",
         "src/libvirt/native/event-loop.cc",
-        "src/libvirt/native/stats.cc"
+        "src/libvirt/native/stats.cc",
+        "src/libvirt/native/snapshot.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -152,6 +152,11 @@ cat > "$ROOT/init" <<'INIT'
 #   LVO-GUEST-EFI yes|no                 booted by UEFI firmware (/sys/firmware/efi exists)
 #   LVO-GUEST-SECUREBOOT 0|1             the kernel found secure boot enabled (UEFI only)
 #   LVO-GUEST-TPM <dev> <driver> <major> a TPM the kernel found (tpm0 tpm_crb 2), or none
+#   LVO-GUEST-DATA <text>                with lvo.data=<disk> on the kernel command line: the
+#                                        first 64 bytes of /dev/<disk> at boot (or 'none')
+#   LVO-GUEST-DATA-WROTE boot-<boot-id>  ... then what this boot wrote there instead
+#   LVO-GUEST-TICK <n>                   with lvo.tick on the command line: a counter that
+#                                        lives only in guest memory, +1 every second
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t devtmpfs dev /dev
 # The initramfs has no /dev/console node (creating one needs root at build time), so the
@@ -246,6 +251,25 @@ report() {
     off=$(( (off + 1) % 64 ))
   done
 ) &
+# lvo.data=<disk>: a value that lives on a disk, for snapshot tests that must tell the disk's
+# state before and after a restore without a shell in the guest. Each boot prints what the
+# disk held and writes its own boot id there (flushed, so a snapshot taken afterwards has it).
+datadisk=''
+tick=''
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    lvo.data=*) datadisk="${arg#lvo.data=}" ;;
+    lvo.tick) tick=0 ;;
+  esac
+done
+if [ -n "$datadisk" ]; then
+  for i in 1 2 3 4 5; do [ -b "/dev/$datadisk" ] && break; sleep 1; done
+  old=$(dd if="/dev/$datadisk" bs=64 count=1 2>/dev/null | tr -cd 'A-Za-z0-9-')
+  echo "LVO-GUEST-DATA ${old:-none}"
+  new="boot-$(cat /proc/sys/kernel/random/boot_id)"
+  printf '%-64s' "$new" | dd of="/dev/$datadisk" bs=64 count=1 conv=fsync 2>/dev/null
+  echo "LVO-GUEST-DATA-WROTE $new"
+fi
 
 # The initial CPUS and DISKS lines come before READY, so READY means "state reported".
 report
@@ -253,6 +277,8 @@ echo "LVO-GUEST-READY $(cat /proc/sys/kernel/random/boot_id)"
 while :; do
   sleep 1
   report
+  # lvo.tick: a counter in guest memory only; a restored memory checkpoint sends it back.
+  if [ -n "$tick" ]; then tick=$((tick + 1)); echo "LVO-GUEST-TICK $tick"; fi
 done
 INIT
 

@@ -14,9 +14,14 @@ import {
   clusterIndexes,
   INDEX_NETWORK,
   INDEX_POOL,
+  INDEX_SNAPSHOT,
   INDEX_SOURCE_VOLUME,
   INDEX_UUID,
+  INDEX_VM,
   INDEX_VOLUME,
+  restoreIndexes,
+  snapshotIndexes,
+  snapshotVolumes,
   vmIndexes,
   vmVolumes,
   volumeIndexes,
@@ -24,6 +29,8 @@ import {
 } from '../controllers/indexes.js';
 import { reconcileStoragePool } from '../controllers/storage-pool/index.js';
 import { reconcileVirtualMachine } from '../controllers/virtual-machine/index.js';
+import { reconcileVirtualMachineRestore } from '../controllers/virtual-machine-restore/index.js';
+import { reconcileVirtualMachineSnapshot } from '../controllers/virtual-machine-snapshot/index.js';
 import { reconcileVirtualNetwork } from '../controllers/virtual-network/index.js';
 import { reconcileVolume } from '../controllers/volume/index.js';
 import { ReconnectingConnection, type Connect } from '../libvirt/index.js';
@@ -81,7 +88,14 @@ export interface Agent {
   stop(opts?: { releaseLease?: boolean; drainMs?: number }): Promise<void>;
 }
 
-const KINDS: VirtKind[] = ['VirtualMachine', 'Volume', 'VirtualNetwork', 'StoragePool'];
+const KINDS: VirtKind[] = [
+  'VirtualMachine',
+  'Volume',
+  'VirtualNetwork',
+  'StoragePool',
+  'VirtualMachineSnapshot',
+  'VirtualMachineRestore',
+];
 
 const NODES: ResourceDescription = {
   group: '',
@@ -99,6 +113,8 @@ const RECONCILERS: Record<
   Volume: reconcileVolume,
   VirtualNetwork: reconcileVirtualNetwork,
   StoragePool: reconcileStoragePool,
+  VirtualMachineSnapshot: reconcileVirtualMachineSnapshot,
+  VirtualMachineRestore: reconcileVirtualMachineRestore,
 };
 
 const INDEXES: Record<VirtKind, Record<string, (o: KubeObject) => string[]>> = {
@@ -106,6 +122,8 @@ const INDEXES: Record<VirtKind, Record<string, (o: KubeObject) => string[]>> = {
   Volume: volumeIndexes,
   VirtualNetwork: clusterIndexes,
   StoragePool: clusterIndexes,
+  VirtualMachineSnapshot: snapshotIndexes,
+  VirtualMachineRestore: restoreIndexes,
 };
 
 export async function startAgent(opts: AgentOptions): Promise<Agent> {
@@ -176,6 +194,10 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     Volume: runtime.informer<Obj>(resourceOf('Volume'), byNode),
     VirtualNetwork: runtime.informer<Obj>(resourceOf('VirtualNetwork')),
     StoragePool: runtime.informer<Obj>(resourceOf('StoragePool')),
+    // Snapshots and restores name only their machine (spec.vmName), not a node: every agent
+    // watches them all (they are few) and acts on those whose machine is in its VM cache.
+    VirtualMachineSnapshot: runtime.informer<Obj>(resourceOf('VirtualMachineSnapshot')),
+    VirtualMachineRestore: runtime.informer<Obj>(resourceOf('VirtualMachineRestore')),
   };
   const nodeInformer = runtime.informer(NODES, { fieldSelector: `metadata.name=${opts.nodeName}` });
   for (const kind of KINDS) {
@@ -306,6 +328,35 @@ function wireTriggers(
     )) {
       controllers.VirtualNetwork.enqueue(net);
     }
+  });
+  // A machine's snapshots and restores follow it (its deletion deletes its snapshots); a
+  // restore waits for its snapshot; a running restore holds its machine back; a snapshot
+  // protects the Volumes its disks are in.
+  informers.VirtualMachine.subscribe((change) => {
+    const key = keyOf(change.obj);
+    enqueueAll(
+      controllers.VirtualMachineSnapshot,
+      informers.VirtualMachineSnapshot.cache.keysByIndex(INDEX_VM, key),
+    );
+    enqueueAll(
+      controllers.VirtualMachineRestore,
+      informers.VirtualMachineRestore.cache.keysByIndex(INDEX_VM, key),
+    );
+  });
+  informers.VirtualMachineSnapshot.subscribe((change) => {
+    enqueueAll(
+      controllers.VirtualMachineRestore,
+      informers.VirtualMachineRestore.cache.keysByIndex(INDEX_SNAPSHOT, keyOf(change.obj)),
+    );
+    const volumes = new Set([
+      ...snapshotVolumes(change.obj),
+      ...(change.type === 'updated' ? snapshotVolumes(change.old) : []),
+    ]);
+    enqueueAll(controllers.Volume, [...volumes]);
+  });
+  informers.VirtualMachineRestore.subscribe((change) => {
+    const vm = (change.obj as { spec?: { vmName?: string } }).spec?.vmName;
+    if (vm) controllers.VirtualMachine.enqueue(`${change.obj.metadata.namespace}/${vm}`);
   });
   // Node labels decide which networks and pools this host should have.
   nodeInformer.subscribe(() => {

@@ -5,7 +5,7 @@
 // exercise exactly what runs in production.
 import { customResources, type VirtKind } from '../api/generated/crds.js';
 import type { Condition } from '../api/conditions.js';
-import { keyOf, type ControllerContext } from '../controllers/context.js';
+import { keyOf, type ControllerContext, type KubeObject } from '../controllers/context.js';
 import { aggregateStatus, entriesWith, type NodeEntryLike } from '../controllers/node-aggregate.js';
 import {
   createStatusWriter,
@@ -14,9 +14,9 @@ import {
 } from '../runtime/status-writer.js';
 import type { EventRecorder } from '../runtime/events.js';
 import { addFinalizerPatch, patchFinalizers, removeFinalizerPatch } from '../runtime/finalizer.js';
-import type { KubeClient } from '../runtime/kube-client.js';
+import { isNotFound, type KubeClient } from '../runtime/kube-client.js';
 import type { Logger } from '../runtime/log.js';
-import { referenceTo, type ResourceDescription } from '../runtime/resource.js';
+import { keyPath, referenceTo, type ResourceDescription } from '../runtime/resource.js';
 
 export const FIELD_MANAGER = 'libvirt-operator';
 export const nodeFieldManager = (nodeName: string): string => `${FIELD_MANAGER}/${nodeName}`;
@@ -25,7 +25,12 @@ export const SUMMARY_FIELD_MANAGER = `${FIELD_MANAGER}-summary`;
 
 export type KubeWrites = Pick<
   ControllerContext,
-  'applyStatus' | 'applyNodeStatus' | 'ensureFinalizer' | 'removeFinalizer' | 'event'
+  | 'applyStatus'
+  | 'applyNodeStatus'
+  | 'ensureFinalizer'
+  | 'removeFinalizer'
+  | 'deleteObject'
+  | 'event'
 >;
 
 export interface KubeWritesOptions {
@@ -76,7 +81,11 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
   const nodeManager = nodeFieldManager(opts.nodeName);
   return {
     async applyStatus(kind, obj, status) {
-      await writer(kind, FIELD_MANAGER).apply(obj as never, status as Record<string, unknown>);
+      const updated = await writer(kind, FIELD_MANAGER).apply(
+        obj as never,
+        status as Record<string, unknown>,
+      );
+      return updated as unknown as KubeObject | undefined;
     },
     async applyNodeStatus(kind, obj, entry) {
       const written = await writer(kind, nodeManager).apply(obj as never, { nodes: [entry] });
@@ -107,6 +116,22 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
       // A 404 (already gone: the cache has not seen the deletion yet) is what this wanted.
       const body = removeFinalizerPatch(obj as never, finalizer);
       await patchFinalizers(client, resourceOf(kind), obj as never, body, 'remove');
+    },
+    async deleteObject(kind, obj) {
+      try {
+        await client.request({
+          method: 'DELETE',
+          path: keyPath(resourceOf(kind), keyOf(obj)),
+          // The uid precondition: a newer object with the same name is not ours to delete.
+          body: {
+            kind: 'DeleteOptions',
+            apiVersion: 'v1',
+            preconditions: { uid: obj.metadata.uid },
+          },
+        });
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
     },
     event(kind, obj, type, reason, message) {
       void opts.events

@@ -53,8 +53,10 @@ export interface ControllerContext {
   /**
    * Server-side apply of `status` to obj's status subresource with the agent's field manager.
    * Does nothing when it equals what the cache holds, so a converged object costs no write.
+   * Returns the object as the API server answered (undefined when nothing was written): a pass
+   * that writes status twice must make the second write against the first one's answer.
    */
-  applyStatus(kind: VirtKind, obj: KubeObject, status: object): Promise<void>;
+  applyStatus(kind: VirtKind, obj: KubeObject, status: object): Promise<KubeObject | undefined>;
   /**
    * Server-side apply of this node's entry in a cluster-scoped object's status.nodes[] (a
    * list-map keyed by nodeName) under a per-node field manager: agents never overwrite each other.
@@ -73,6 +75,11 @@ export interface ControllerContext {
   ensureFinalizer<T extends KubeObject>(kind: VirtKind, obj: T, finalizer: string): Promise<T>;
   /** Removes the finalizer if present (the JSON patch tests the entry it removes). */
   removeFinalizer(kind: VirtKind, obj: KubeObject, finalizer: string): Promise<void>;
+  /**
+   * Deletes the object (precondition: its uid), for objects whose owner is gone: local control
+   * planes have no garbage collector to follow owner references. A 404 counts as done.
+   */
+  deleteObject(kind: VirtKind, obj: KubeObject): Promise<void>;
   /** A Kubernetes Event (events.k8s.io/v1), de-duplicated by the runtime. */
   event(
     kind: VirtKind,

@@ -66,3 +66,41 @@ export const volumeIndexes = {
 export const clusterIndexes = {
   [INDEX_UUID]: (o: KubeObject) => [o.metadata.uid].filter((u): u is string => !!u),
 };
+
+interface VmPartLike extends KubeObject {
+  spec?: { vmName?: string; snapshotName?: string };
+  status?: { disks?: Array<{ volume?: string }> };
+}
+
+export const INDEX_VM = 'vm';
+export const INDEX_SNAPSHOT = 'snapshot';
+
+/** VirtualMachineSnapshot / VirtualMachineRestore -> "namespace/vm" of its machine. */
+export function partOfVm(o: VmPartLike): string[] {
+  return o.spec?.vmName ? [`${o.metadata.namespace ?? ''}/${o.spec.vmName}`] : [];
+}
+
+/** VirtualMachineSnapshot -> "namespace/volume" of every Volume its disks are in. */
+export function snapshotVolumes(o: VmPartLike): string[] {
+  const ns = o.metadata.namespace ?? '';
+  return [
+    ...new Set(
+      (o.status?.disks ?? [])
+        .map((d) => d.volume)
+        .filter((v): v is string => typeof v === 'string'),
+    ),
+  ].map((v) => `${ns}/${v}`);
+}
+
+export const snapshotIndexes = {
+  [INDEX_VM]: (o: KubeObject) => partOfVm(o as VmPartLike),
+  [INDEX_VOLUME]: (o: KubeObject) => snapshotVolumes(o as VmPartLike),
+};
+export const restoreIndexes = {
+  [INDEX_VM]: (o: KubeObject) => partOfVm(o as VmPartLike),
+  /** VirtualMachineRestore -> "namespace/snapshot" of the snapshot it restores. */
+  [INDEX_SNAPSHOT]: (o: KubeObject) => {
+    const r = o as VmPartLike;
+    return r.spec?.snapshotName ? [`${r.metadata.namespace ?? ''}/${r.spec.snapshotName}`] : [];
+  },
+};

@@ -53,6 +53,14 @@ export const GUEST_MARKER = {
   secureBoot: /^LVO-GUEST-SECUREBOOT ([01])$/m,
   /** The TPMs the kernel found, as `<dev> <driver> <major version>` triples, or `none`. */
   tpm: /^LVO-GUEST-TPM (.+)$/m,
+  /**
+   * With `lvo.data=<disk>` on the command line: the first 64 bytes of that disk at boot
+   * ('none' when blank), then what this boot wrote there (`boot-<boot id>`).
+   */
+  data: /^LVO-GUEST-DATA (\S+)$/m,
+  dataWrote: /^LVO-GUEST-DATA-WROTE (\S+)$/m,
+  /** With `lvo.tick`: a counter kept in guest memory only, printed every second. */
+  tick: /^LVO-GUEST-TICK (\d+)$/m,
 } as const;
 
 let building: Promise<TinyGuest> | undefined;

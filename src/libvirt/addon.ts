@@ -22,6 +22,9 @@ export interface PoolHandle {
 export interface VolHandle {
   readonly [handleKind]: 'storageVol';
 }
+export interface SnapshotHandle {
+  readonly [handleKind]: 'domainSnapshot';
+}
 
 /** Trailing `timeoutMs` argument of every asynchronous native function; 0 or undefined: none. */
 type T = number | undefined;
@@ -259,6 +262,39 @@ export interface NativeBinding {
     t: T,
   ): Promise<void>;
   domainBlockResize(d: DomainHandle, disk: string, size: U64, flags: number, t: T): Promise<void>;
+
+  domainSnapshotCreateXML(
+    d: DomainHandle,
+    xml: string,
+    flags: number,
+    t: T,
+  ): Promise<SnapshotHandle>;
+  domainSnapshotLookupByName(
+    d: DomainHandle,
+    name: string,
+    flags: number,
+    t: T,
+  ): Promise<SnapshotHandle>;
+  domainListAllSnapshots(d: DomainHandle, flags: number, t: T): Promise<SnapshotHandle[]>;
+  domainSnapshotNum(d: DomainHandle, flags: number, t: T): Promise<number>;
+  domainHasCurrentSnapshot(d: DomainHandle, flags: number, t: T): Promise<boolean>;
+  domainSnapshotCurrent(d: DomainHandle, flags: number, t: T): Promise<SnapshotHandle>;
+  domainSnapshotGetName(s: SnapshotHandle): string;
+  domainSnapshotFree(s: SnapshotHandle): void;
+  domainSnapshotFreedHandle(): SnapshotHandle;
+  domainSnapshotGetXMLDesc(s: SnapshotHandle, flags: number, t: T): Promise<string>;
+  domainSnapshotGetParent(s: SnapshotHandle, flags: number, t: T): Promise<SnapshotHandle>;
+  domainSnapshotIsCurrent(s: SnapshotHandle, flags: number, t: T): Promise<boolean>;
+  domainSnapshotHasMetadata(s: SnapshotHandle, flags: number, t: T): Promise<boolean>;
+  domainRevertToSnapshot(s: SnapshotHandle, flags: number, t: T): Promise<void>;
+  domainSnapshotDelete(s: SnapshotHandle, flags: number, t: T): Promise<void>;
+  domainFSFreeze(
+    d: DomainHandle,
+    mountpoints: string[] | null,
+    flags: number,
+    t: T,
+  ): Promise<number>;
+  domainFSThaw(d: DomainHandle, mountpoints: string[] | null, flags: number, t: T): Promise<number>;
 
   networkGetName(n: NetworkHandle): string;
   networkGetUUIDString(n: NetworkHandle): string;

@@ -562,3 +562,53 @@ export const ConnectGetAllDomainStatsFlags = {
   BACKING: 1 << 30,
   ENFORCE_STATS: 2 ** 31,
 } as const;
+
+/** virDomainSnapshotCreateXML flags. */
+export const DomainSnapshotCreateFlags = {
+  REDEFINE: 1,
+  CURRENT: 2,
+  NO_METADATA: 4,
+  HALT: 8,
+  DISK_ONLY: 16,
+  REUSE_EXT: 32,
+  QUIESCE: 64,
+  ATOMIC: 128,
+  LIVE: 256,
+  VALIDATE: 512,
+} as const;
+
+/** virDomainSnapshotGetXMLDesc flags. */
+export const DomainSnapshotXMLFlags = {
+  SECURE: 1,
+} as const;
+
+/** Filters for listAllSnapshots and numOfSnapshots. DESCENDANTS shares ROOTS' bit (children calls). */
+export const DomainSnapshotListFlags = {
+  ROOTS: 1,
+  DESCENDANTS: 1,
+  METADATA: 2,
+  LEAVES: 4,
+  NO_LEAVES: 8,
+  NO_METADATA: 16,
+  INACTIVE: 32,
+  ACTIVE: 64,
+  DISK_ONLY: 128,
+  INTERNAL: 256,
+  EXTERNAL: 512,
+  TOPOLOGICAL: 1024,
+} as const;
+
+/** virDomainRevertToSnapshot flags. */
+export const DomainSnapshotRevertFlags = {
+  RUNNING: 1,
+  PAUSED: 2,
+  FORCE: 4,
+  RESET_NVRAM: 8,
+} as const;
+
+/** virDomainSnapshotDelete flags. */
+export const DomainSnapshotDeleteFlags = {
+  CHILDREN: 1,
+  METADATA_ONLY: 2,
+  CHILDREN_ONLY: 4,
+} as const;

@@ -11,6 +11,7 @@ import {
 import type { Connect } from './connection.js';
 import { DomainMemoryModFlags, DomainVcpuFlags } from './constants.js';
 import { domainStateName, domainStateReasonName, vcpuStateName } from './names.js';
+import { DomainSnapshot } from './snapshot.js';
 
 export interface DomainInfo {
   state: number;
@@ -289,6 +290,53 @@ export class Domain {
   /** Grows a disk of a running domain; size in KiB, or bytes with DomainBlockResizeFlags.BYTES. */
   blockResize(disk: string, size: number | bigint, flags = 0, opts?: CallOptions): Promise<void> {
     return native.domainBlockResize(this[HANDLE], disk, size, flags, this.#t(opts));
+  }
+
+  /** virDomainSnapshotCreateXML; flags: DomainSnapshotCreateFlags. */
+  async createSnapshotXML(xml: string, flags = 0, opts?: CallOptions): Promise<DomainSnapshot> {
+    const h = await native.domainSnapshotCreateXML(this[HANDLE], xml, flags, this.#t(opts));
+    return new DomainSnapshot(this, h);
+  }
+
+  /** virDomainSnapshotLookupByName; a missing one rejects with VIR_ERR_NO_DOMAIN_SNAPSHOT. */
+  async lookupSnapshotByName(name: string, flags = 0, opts?: CallOptions): Promise<DomainSnapshot> {
+    const h = await native.domainSnapshotLookupByName(this[HANDLE], name, flags, this.#t(opts));
+    return new DomainSnapshot(this, h);
+  }
+
+  /** virDomainListAllSnapshots; flags: DomainSnapshotListFlags. */
+  async listAllSnapshots(flags = 0, opts?: CallOptions): Promise<DomainSnapshot[]> {
+    const hs = await native.domainListAllSnapshots(this[HANDLE], flags, this.#t(opts));
+    return hs.map((h) => new DomainSnapshot(this, h));
+  }
+
+  /** virDomainSnapshotNum; flags: DomainSnapshotListFlags. */
+  numOfSnapshots(flags = 0, opts?: CallOptions): Promise<number> {
+    return native.domainSnapshotNum(this[HANDLE], flags, this.#t(opts));
+  }
+
+  hasCurrentSnapshot(flags = 0, opts?: CallOptions): Promise<boolean> {
+    return native.domainHasCurrentSnapshot(this[HANDLE], flags, this.#t(opts));
+  }
+
+  /**
+   * Freezes the guest's filesystems through the QEMU guest agent (virDomainFSFreeze); null
+   * mountpoints: all. Resolves with the number frozen. No agent: VIR_ERR_ARGUMENT_UNSUPPORTED
+   * (not configured) or VIR_ERR_AGENT_UNRESPONSIVE (configured, nobody answers).
+   */
+  fsFreeze(mountpoints: string[] | null = null, flags = 0, opts?: CallOptions): Promise<number> {
+    return native.domainFSFreeze(this[HANDLE], mountpoints, flags, this.#t(opts));
+  }
+
+  /** virDomainFSThaw; resolves with the number thawed. */
+  fsThaw(mountpoints: string[] | null = null, flags = 0, opts?: CallOptions): Promise<number> {
+    return native.domainFSThaw(this[HANDLE], mountpoints, flags, this.#t(opts));
+  }
+
+  /** virDomainSnapshotCurrent; none rejects with VIR_ERR_NO_DOMAIN_SNAPSHOT. */
+  async currentSnapshot(flags = 0, opts?: CallOptions): Promise<DomainSnapshot> {
+    const h = await native.domainSnapshotCurrent(this[HANDLE], flags, this.#t(opts));
+    return new DomainSnapshot(this, h);
   }
 }
 

@@ -65,13 +65,14 @@ export function isLibvirtError(err: unknown): err is LibvirtError {
   return err instanceof LibvirtError;
 }
 
-export type ObjectKind = 'domain' | 'network' | 'storagePool' | 'storageVol';
+export type ObjectKind = 'domain' | 'network' | 'storagePool' | 'storageVol' | 'domainSnapshot';
 
 const notFoundCodes: Record<ObjectKind, number> = {
   domain: ErrorCode.VIR_ERR_NO_DOMAIN,
   network: ErrorCode.VIR_ERR_NO_NETWORK,
   storagePool: ErrorCode.VIR_ERR_NO_STORAGE_POOL,
   storageVol: ErrorCode.VIR_ERR_NO_STORAGE_VOL,
+  domainSnapshot: ErrorCode.VIR_ERR_NO_DOMAIN_SNAPSHOT,
 };
 
 /** The object looked up (by UUID, name, key or path) does not exist; `kind` narrows it. */

@@ -31,6 +31,7 @@ export type {
   DomainStatsState,
   DomainStatsVcpu,
 } from './stats.js';
+export { DomainSnapshot } from './snapshot.js';
 export { Network } from './network.js';
 export type { NetworkDHCPLease } from './network.js';
 export { StoragePool, StorageVol } from './storage.js';

@@ -1,10 +1,16 @@
 // A ControllerContext over a real API server without the runtime's watch cache: `refresh()`
-// lists the four kinds and this node into a snapshot, lookups read the snapshot, writes go to
+// lists our kinds and this node into a snapshot, lookups read the snapshot, writes go to
 // the API server. Reconcile tests call reconcile(key, ctx) directly and `converge()` them.
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Node } from '@kubernetes/client-node';
 import { customResources, type VirtKind } from '../../src/api/generated/crds.js';
 import { kubeWrites } from '../../src/agent/kube-writes.js';
-import { clusterIndexes, vmIndexes, volumeIndexes } from '../../src/controllers/indexes.js';
+import {
+  clusterIndexes,
+  restoreIndexes,
+  snapshotIndexes,
+  vmIndexes,
+  volumeIndexes,
+} from '../../src/controllers/indexes.js';
 import {
   keyOf,
   type Action,
@@ -16,12 +22,21 @@ import { createEventRecorder } from '../../src/runtime/events.js';
 import { createLogger } from '../../src/runtime/log.js';
 import { createKubeClient, type KubeClient } from '../../src/runtime/kube-client.js';
 
-const KINDS: VirtKind[] = ['VirtualMachine', 'Volume', 'VirtualNetwork', 'StoragePool'];
+const KINDS: VirtKind[] = [
+  'VirtualMachine',
+  'Volume',
+  'VirtualNetwork',
+  'StoragePool',
+  'VirtualMachineSnapshot',
+  'VirtualMachineRestore',
+];
 const INDEXES: Record<VirtKind, Record<string, (o: KubeObject) => string[]>> = {
   VirtualMachine: vmIndexes,
   Volume: volumeIndexes,
   VirtualNetwork: clusterIndexes,
   StoragePool: clusterIndexes,
+  VirtualMachineSnapshot: snapshotIndexes,
+  VirtualMachineRestore: restoreIndexes,
 };
 
 export interface RecordedEvent {

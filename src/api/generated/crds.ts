@@ -13,7 +13,7 @@ export interface CustomResourceInfo {
   openAPIV3Schema: Readonly<Record<string, unknown>>;
 }
 
-export type VirtKind = "StoragePool" | "VirtualMachine" | "VirtualNetwork" | "Volume";
+export type VirtKind = "StoragePool" | "VirtualMachine" | "VirtualMachineRestore" | "VirtualMachineSnapshot" | "VirtualNetwork" | "Volume";
 
 export const API_GROUP = "virt.dev";
 export const API_VERSION = "virt.dev/v1alpha1";
@@ -1024,6 +1024,358 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
       }
     }
   },
+  VirtualMachineRestore: {
+    "group": "virt.dev",
+    "version": "v1alpha1",
+    "apiVersion": "virt.dev/v1alpha1",
+    "kind": "VirtualMachineRestore",
+    "plural": "virtualmachinerestores",
+    "singular": "virtualmachinerestore",
+    "shortNames": [
+      "vmrestore"
+    ],
+    "scope": "Namespaced",
+    "openAPIV3Schema": {
+      "type": "object",
+      "description": "Reverts a VirtualMachine to one of its VirtualMachineSnapshots (virDomainRevertToSnapshot), exactly once: the disks, and the memory if the snapshot holds it, return to that moment; then the machine's runStrategy applies as usual. Re-applying the object, or an agent restart, never reverts again; to restore once more, create a new object.",
+      "required": [
+        "spec"
+      ],
+      "properties": {
+        "apiVersion": {
+          "type": "string",
+          "description": "APIVersion defines the versioned schema of this representation of an object; always virt.dev/v1alpha1 here."
+        },
+        "kind": {
+          "type": "string",
+          "description": "Kind is the REST resource this object represents; always VirtualMachineRestore."
+        },
+        "metadata": {
+          "type": "object"
+        },
+        "spec": {
+          "type": "object",
+          "description": "What to restore. Immutable.",
+          "required": [
+            "vmName",
+            "snapshotName"
+          ],
+          "properties": {
+            "vmName": {
+              "type": "string",
+              "description": "The VirtualMachine in this namespace to revert. Immutable.",
+              "minLength": 1,
+              "maxLength": 253,
+              "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+              "x-kubernetes-validations": [
+                {
+                  "rule": "self == oldSelf",
+                  "reason": "FieldValueForbidden",
+                  "message": "vmName is immutable"
+                }
+              ]
+            },
+            "snapshotName": {
+              "type": "string",
+              "description": "The VirtualMachineSnapshot (in this namespace, of the machine vmName) to revert to. Immutable.",
+              "minLength": 1,
+              "maxLength": 253,
+              "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+              "x-kubernetes-validations": [
+                {
+                  "rule": "self == oldSelf",
+                  "reason": "FieldValueForbidden",
+                  "message": "snapshotName is immutable"
+                }
+              ]
+            }
+          }
+        },
+        "status": {
+          "type": "object",
+          "description": "What the agent of the machine's node did.",
+          "properties": {
+            "phase": {
+              "type": "string",
+              "description": "Pending: waiting for the machine or a Ready snapshot. InProgress: reverting. Succeeded: reverted (once; never again). Failed: the revert was refused (see the Ready condition).",
+              "enum": [
+                "Pending",
+                "InProgress",
+                "Succeeded",
+                "Failed"
+              ]
+            },
+            "startTime": {
+              "type": "string",
+              "format": "date-time",
+              "description": "When the agent began the revert."
+            },
+            "completionTime": {
+              "type": "string",
+              "format": "date-time",
+              "description": "When the revert finished."
+            },
+            "conditions": {
+              "type": "array",
+              "description": "Observations of the restore: Ready (True once the machine was reverted; False with reason SnapshotNotReady, VirtualMachineNotDefined or RevertFailed).",
+              "maxItems": 16,
+              "x-kubernetes-list-type": "map",
+              "x-kubernetes-list-map-keys": [
+                "type"
+              ],
+              "items": {
+                "type": "object",
+                "required": [
+                  "type",
+                  "status",
+                  "lastTransitionTime",
+                  "reason",
+                  "message"
+                ],
+                "properties": {
+                  "type": {
+                    "type": "string",
+                    "description": "Type of condition in CamelCase, e.g. Ready.",
+                    "maxLength": 316,
+                    "pattern": "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+                  },
+                  "status": {
+                    "type": "string",
+                    "description": "Status of the condition, one of True, False, Unknown.",
+                    "enum": [
+                      "True",
+                      "False",
+                      "Unknown"
+                    ]
+                  },
+                  "observedGeneration": {
+                    "type": "integer",
+                    "format": "int64",
+                    "description": "The metadata.generation the condition was set for.",
+                    "minimum": 0
+                  },
+                  "lastTransitionTime": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "When the condition last changed from one status to another."
+                  },
+                  "reason": {
+                    "type": "string",
+                    "description": "A CamelCase reason for the last transition.",
+                    "minLength": 1,
+                    "maxLength": 1024,
+                    "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+                  },
+                  "message": {
+                    "type": "string",
+                    "description": "A human-readable message about the transition.",
+                    "maxLength": 32768
+                  }
+                }
+              }
+            },
+            "observedGeneration": {
+              "type": "integer",
+              "format": "int64",
+              "description": "The metadata.generation this status was computed from."
+            }
+          }
+        }
+      }
+    }
+  },
+  VirtualMachineSnapshot: {
+    "group": "virt.dev",
+    "version": "v1alpha1",
+    "apiVersion": "virt.dev/v1alpha1",
+    "kind": "VirtualMachineSnapshot",
+    "plural": "virtualmachinesnapshots",
+    "singular": "virtualmachinesnapshot",
+    "shortNames": [
+      "vmsnap"
+    ],
+    "scope": "Namespaced",
+    "openAPIV3Schema": {
+      "type": "object",
+      "description": "A snapshot of a VirtualMachine in the same namespace: a libvirt domain snapshot (virDomainSnapshotCreateXML) taken once by the agent of the machine's node. A running machine's snapshot is a checkpoint of memory and disks unless includeMemory is false; a stopped machine's holds its disks only. Only qcow2 disks can be snapshotted. Deleting the object deletes the libvirt snapshot; deleting the machine deletes its snapshots.",
+      "required": [
+        "spec"
+      ],
+      "properties": {
+        "apiVersion": {
+          "type": "string",
+          "description": "APIVersion defines the versioned schema of this representation of an object; always virt.dev/v1alpha1 here."
+        },
+        "kind": {
+          "type": "string",
+          "description": "Kind is the REST resource this object represents; always VirtualMachineSnapshot."
+        },
+        "metadata": {
+          "type": "object"
+        },
+        "spec": {
+          "type": "object",
+          "description": "What to snapshot. Immutable.",
+          "required": [
+            "vmName"
+          ],
+          "properties": {
+            "vmName": {
+              "type": "string",
+              "description": "The VirtualMachine in this namespace to snapshot. Immutable: a snapshot belongs to one machine.",
+              "minLength": 1,
+              "maxLength": 253,
+              "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+              "x-kubernetes-validations": [
+                {
+                  "rule": "self == oldSelf",
+                  "reason": "FieldValueForbidden",
+                  "message": "vmName is immutable"
+                }
+              ]
+            },
+            "includeMemory": {
+              "type": "boolean",
+              "description": "For a running (or paused) machine: true (default) takes a checkpoint of memory and disks, and restoring it resumes the machine where it was; false keeps the disks only (the guest's filesystems are frozen through the QEMU guest agent when one answers, otherwise the disks are crash-consistent), and restoring it boots the machine from those disks. A stopped machine's snapshot always holds its disks only. Immutable.",
+              "default": true,
+              "x-kubernetes-validations": [
+                {
+                  "rule": "self == oldSelf",
+                  "reason": "FieldValueForbidden",
+                  "message": "includeMemory is immutable"
+                }
+              ]
+            }
+          }
+        },
+        "status": {
+          "type": "object",
+          "description": "What the agent of the machine's node observed and did.",
+          "properties": {
+            "phase": {
+              "type": "string",
+              "description": "Pending: waiting for the machine (or its node's agent). InProgress: being taken. Ready: taken and present in libvirt. Failed: it could not be taken (see the Ready condition) or its libvirt snapshot disappeared.",
+              "enum": [
+                "Pending",
+                "InProgress",
+                "Ready",
+                "Failed"
+              ]
+            },
+            "creationTime": {
+              "type": "string",
+              "format": "date-time",
+              "description": "When libvirt took the snapshot."
+            },
+            "snapshotName": {
+              "type": "string",
+              "description": "The libvirt snapshot's name (virsh snapshot-list shows it).",
+              "maxLength": 512
+            },
+            "includesMemory": {
+              "type": "boolean",
+              "description": "Whether the snapshot holds the machine's memory, so that restoring it resumes the running guest rather than booting it."
+            },
+            "quiesced": {
+              "type": "boolean",
+              "description": "For a disks-only snapshot of a running machine: true when the guest agent froze the filesystems, false when it did not answer and the disks are only crash-consistent (the Ready condition's message says so)."
+            },
+            "disks": {
+              "type": "array",
+              "description": "The machine's disks the snapshot holds.",
+              "maxItems": 64,
+              "x-kubernetes-list-type": "map",
+              "x-kubernetes-list-map-keys": [
+                "name"
+              ],
+              "items": {
+                "type": "object",
+                "required": [
+                  "name"
+                ],
+                "properties": {
+                  "name": {
+                    "type": "string",
+                    "description": "The disk's target device in the guest, e.g. vda.",
+                    "maxLength": 32
+                  },
+                  "volume": {
+                    "type": "string",
+                    "description": "The Volume (in this namespace) holding the disk.",
+                    "maxLength": 253
+                  }
+                }
+              }
+            },
+            "conditions": {
+              "type": "array",
+              "description": "Observations of the snapshot's state: Ready (True once taken; False with reason Unsupported for disks that are not qcow2, VirtualMachineNotDefined, SnapshotFailed, SnapshotMissing, NameConflict).",
+              "maxItems": 16,
+              "x-kubernetes-list-type": "map",
+              "x-kubernetes-list-map-keys": [
+                "type"
+              ],
+              "items": {
+                "type": "object",
+                "required": [
+                  "type",
+                  "status",
+                  "lastTransitionTime",
+                  "reason",
+                  "message"
+                ],
+                "properties": {
+                  "type": {
+                    "type": "string",
+                    "description": "Type of condition in CamelCase, e.g. Ready.",
+                    "maxLength": 316,
+                    "pattern": "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+                  },
+                  "status": {
+                    "type": "string",
+                    "description": "Status of the condition, one of True, False, Unknown.",
+                    "enum": [
+                      "True",
+                      "False",
+                      "Unknown"
+                    ]
+                  },
+                  "observedGeneration": {
+                    "type": "integer",
+                    "format": "int64",
+                    "description": "The metadata.generation the condition was set for.",
+                    "minimum": 0
+                  },
+                  "lastTransitionTime": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "When the condition last changed from one status to another."
+                  },
+                  "reason": {
+                    "type": "string",
+                    "description": "A CamelCase reason for the last transition.",
+                    "minLength": 1,
+                    "maxLength": 1024,
+                    "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+                  },
+                  "message": {
+                    "type": "string",
+                    "description": "A human-readable message about the transition.",
+                    "maxLength": 32768
+                  }
+                }
+              }
+            },
+            "observedGeneration": {
+              "type": "integer",
+              "format": "int64",
+              "description": "The metadata.generation this status was computed from."
+            }
+          }
+        }
+      }
+    }
+  },
   VirtualNetwork: {
     "group": "virt.dev",
     "version": "v1alpha1",
@@ -1966,7 +2318,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
             },
             "usedBy": {
               "type": "array",
-              "description": "The objects that use this volume (machines attaching it, volumes layered on it); while any remain, deletion waits.",
+              "description": "The objects that use this volume (machines attaching it, volumes layered on it, snapshots holding it); while any remain, deletion waits.",
               "maxItems": 256,
               "x-kubernetes-list-type": "map",
               "x-kubernetes-list-map-keys": [
@@ -1982,10 +2334,11 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                 "properties": {
                   "kind": {
                     "type": "string",
-                    "description": "The user's kind, VirtualMachine or Volume.",
+                    "description": "The user's kind: VirtualMachine, Volume, or VirtualMachineSnapshot (a snapshot holding the volume's disk).",
                     "enum": [
                       "VirtualMachine",
-                      "Volume"
+                      "Volume",
+                      "VirtualMachineSnapshot"
                     ]
                   },
                   "name": {

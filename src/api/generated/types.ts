@@ -688,6 +688,189 @@ export interface VirtualMachineManifest {
   spec: VirtualMachineSpecManifest;
 }
 
+/**
+ * What to restore. Immutable.
+ */
+export interface VirtualMachineRestoreSpec {
+  /**
+   * The VirtualMachine in this namespace to revert. Immutable.
+   */
+  vmName: string;
+  /**
+   * The VirtualMachineSnapshot (in this namespace, of the machine vmName) to revert to. Immutable.
+   */
+  snapshotName: string;
+}
+
+/**
+ * What the agent of the machine's node did.
+ */
+export interface VirtualMachineRestoreStatus {
+  /**
+   * Pending: waiting for the machine or a Ready snapshot. InProgress: reverting. Succeeded:
+   * reverted (once; never again). Failed: the revert was refused (see the Ready condition).
+   */
+  phase?: "Pending" | "InProgress" | "Succeeded" | "Failed";
+  /**
+   * When the agent began the revert.
+   */
+  startTime?: string;
+  /**
+   * When the revert finished.
+   */
+  completionTime?: string;
+  /**
+   * Observations of the restore: Ready (True once the machine was reverted; False with reason
+   * SnapshotNotReady, VirtualMachineNotDefined or RevertFailed).
+   */
+  conditions?: Condition[];
+  /**
+   * The metadata.generation this status was computed from.
+   */
+  observedGeneration?: number;
+}
+
+/**
+ * Reverts a VirtualMachine to one of its VirtualMachineSnapshots (virDomainRevertToSnapshot),
+ * exactly once: the disks, and the memory if the snapshot holds it, return to that moment; then
+ * the machine's runStrategy applies as usual. Re-applying the object, or an agent restart, never
+ * reverts again; to restore once more, create a new object.
+ */
+export interface VirtualMachineRestore {
+  apiVersion: "virt.dev/v1alpha1";
+  kind: "VirtualMachineRestore";
+  metadata: V1ObjectMeta;
+  spec: VirtualMachineRestoreSpec;
+  status?: VirtualMachineRestoreStatus;
+}
+
+/** A VirtualMachineRestore as a user writes it: fields with a schema default may be left out. */
+export interface VirtualMachineRestoreManifest {
+  apiVersion: "virt.dev/v1alpha1";
+  kind: "VirtualMachineRestore";
+  metadata: V1ObjectMeta;
+  spec: VirtualMachineRestoreSpec;
+}
+
+/**
+ * What to snapshot. Immutable.
+ */
+export interface VirtualMachineSnapshotSpec {
+  /**
+   * The VirtualMachine in this namespace to snapshot. Immutable: a snapshot belongs to one
+   * machine.
+   */
+  vmName: string;
+  /**
+   * For a running (or paused) machine: true (default) takes a checkpoint of memory and disks, and
+   * restoring it resumes the machine where it was; false keeps the disks only (the guest's
+   * filesystems are frozen through the QEMU guest agent when one answers, otherwise the disks are
+   * crash-consistent), and restoring it boots the machine from those disks. A stopped machine's
+   * snapshot always holds its disks only. Immutable.
+   * @default true
+   */
+  includeMemory: boolean;
+}
+
+export interface VirtualMachineSnapshotStatusDisk {
+  /**
+   * The disk's target device in the guest, e.g. vda.
+   */
+  name: string;
+  /**
+   * The Volume (in this namespace) holding the disk.
+   */
+  volume?: string;
+}
+
+/**
+ * What the agent of the machine's node observed and did.
+ */
+export interface VirtualMachineSnapshotStatus {
+  /**
+   * Pending: waiting for the machine (or its node's agent). InProgress: being taken. Ready: taken
+   * and present in libvirt. Failed: it could not be taken (see the Ready condition) or its libvirt
+   * snapshot disappeared.
+   */
+  phase?: "Pending" | "InProgress" | "Ready" | "Failed";
+  /**
+   * When libvirt took the snapshot.
+   */
+  creationTime?: string;
+  /**
+   * The libvirt snapshot's name (virsh snapshot-list shows it).
+   */
+  snapshotName?: string;
+  /**
+   * Whether the snapshot holds the machine's memory, so that restoring it resumes the running
+   * guest rather than booting it.
+   */
+  includesMemory?: boolean;
+  /**
+   * For a disks-only snapshot of a running machine: true when the guest agent froze the
+   * filesystems, false when it did not answer and the disks are only crash-consistent (the Ready
+   * condition's message says so).
+   */
+  quiesced?: boolean;
+  /**
+   * The machine's disks the snapshot holds.
+   */
+  disks?: VirtualMachineSnapshotStatusDisk[];
+  /**
+   * Observations of the snapshot's state: Ready (True once taken; False with reason Unsupported
+   * for disks that are not qcow2, VirtualMachineNotDefined, SnapshotFailed, SnapshotMissing,
+   * NameConflict).
+   */
+  conditions?: Condition[];
+  /**
+   * The metadata.generation this status was computed from.
+   */
+  observedGeneration?: number;
+}
+
+/**
+ * A snapshot of a VirtualMachine in the same namespace: a libvirt domain snapshot
+ * (virDomainSnapshotCreateXML) taken once by the agent of the machine's node. A running machine's
+ * snapshot is a checkpoint of memory and disks unless includeMemory is false; a stopped machine's
+ * holds its disks only. Only qcow2 disks can be snapshotted. Deleting the object deletes the
+ * libvirt snapshot; deleting the machine deletes its snapshots.
+ */
+export interface VirtualMachineSnapshot {
+  apiVersion: "virt.dev/v1alpha1";
+  kind: "VirtualMachineSnapshot";
+  metadata: V1ObjectMeta;
+  spec: VirtualMachineSnapshotSpec;
+  status?: VirtualMachineSnapshotStatus;
+}
+
+/**
+ * What to snapshot. Immutable.
+ */
+export interface VirtualMachineSnapshotSpecManifest {
+  /**
+   * The VirtualMachine in this namespace to snapshot. Immutable: a snapshot belongs to one
+   * machine.
+   */
+  vmName: string;
+  /**
+   * For a running (or paused) machine: true (default) takes a checkpoint of memory and disks, and
+   * restoring it resumes the machine where it was; false keeps the disks only (the guest's
+   * filesystems are frozen through the QEMU guest agent when one answers, otherwise the disks are
+   * crash-consistent), and restoring it boots the machine from those disks. A stopped machine's
+   * snapshot always holds its disks only. Immutable.
+   * @default true
+   */
+  includeMemory?: boolean;
+}
+
+/** A VirtualMachineSnapshot as a user writes it: fields with a schema default may be left out. */
+export interface VirtualMachineSnapshotManifest {
+  apiVersion: "virt.dev/v1alpha1";
+  kind: "VirtualMachineSnapshot";
+  metadata: V1ObjectMeta;
+  spec: VirtualMachineSnapshotSpecManifest;
+}
+
 export interface VirtualNetworkSpecIpv4DhcpHost {
   /**
    * The client's MAC address, six lower-case hex pairs separated by ':'.
@@ -1067,9 +1250,10 @@ export interface VolumeSpec {
 
 export interface VolumeStatusUsedBy {
   /**
-   * The user's kind, VirtualMachine or Volume.
+   * The user's kind: VirtualMachine, Volume, or VirtualMachineSnapshot (a snapshot holding the
+   * volume's disk).
    */
-  kind: "VirtualMachine" | "Volume";
+  kind: "VirtualMachine" | "Volume" | "VirtualMachineSnapshot";
   /**
    * The user's name, in this namespace.
    */
@@ -1123,8 +1307,8 @@ export interface VolumeStatus {
    */
   allocation?: Quantity;
   /**
-   * The objects that use this volume (machines attaching it, volumes layered on it); while any
-   * remain, deletion waits.
+   * The objects that use this volume (machines attaching it, volumes layered on it, snapshots
+   * holding it); while any remain, deletion waits.
    */
   usedBy?: VolumeStatusUsedBy[];
   /**
@@ -1191,7 +1375,7 @@ export interface VolumeManifest {
 }
 
 /** Any object of the four kinds, as stored. */
-export type VirtObject = StoragePool | VirtualMachine | VirtualNetwork | Volume;
+export type VirtObject = StoragePool | VirtualMachine | VirtualMachineRestore | VirtualMachineSnapshot | VirtualNetwork | Volume;
 
 /** Any object of the four kinds, as a user writes it. */
-export type VirtManifest = StoragePoolManifest | VirtualMachineManifest | VirtualNetworkManifest | VolumeManifest;
+export type VirtManifest = StoragePoolManifest | VirtualMachineManifest | VirtualMachineRestoreManifest | VirtualMachineSnapshotManifest | VirtualNetworkManifest | VolumeManifest;

@@ -12,7 +12,7 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Connect } from '../../libvirt/connection.js';
-import { DomainUndefineFlags } from '../../libvirt/constants.js';
+import { DomainSnapshotListFlags, DomainUndefineFlags } from '../../libvirt/constants.js';
 import type { Domain } from '../../libvirt/domain.js';
 import {
   ErrorCode,
@@ -138,6 +138,7 @@ async function bothOrEach(
 }
 
 async function undefine(domain: Domain, what: { nvram: boolean; tpm: boolean }): Promise<void> {
+  await deleteSnapshots(domain);
   const flags =
     (what.nvram ? DomainUndefineFlags.NVRAM : 0) | (what.tpm ? DomainUndefineFlags.TPM : 0);
   if (flags === 0) return domain.undefine();
@@ -148,6 +149,24 @@ async function undefine(domain: Domain, what: { nvram: boolean; tpm: boolean }):
     // the flags; it has nothing to remove either.
     if (!isUnsupported(err)) throw err;
     await domain.undefine();
+  }
+}
+
+/**
+ * A machine's libvirt snapshots go with it (libvirt refuses to undefine a domain that has
+ * any, and internal ones live inside the machine's qcow2 files). Children first: deleting a
+ * parent makes libvirt re-parent its children, work that is wasted here.
+ */
+async function deleteSnapshots(domain: Domain): Promise<void> {
+  const snapshots = await domain.listAllSnapshots(DomainSnapshotListFlags.TOPOLOGICAL);
+  for (const snapshot of snapshots.reverse()) {
+    try {
+      await snapshot.delete();
+    } catch (err) {
+      if (!isNotFound(err, 'domainSnapshot')) throw err;
+    } finally {
+      snapshot.free();
+    }
   }
 }
 

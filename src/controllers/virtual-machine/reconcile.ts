@@ -16,6 +16,7 @@ import {
   type ControllerContext,
 } from '../context.js';
 import { INDEX_NETWORK } from '../indexes.js';
+import { restoreInProgress } from '../virtual-machine-restore/index.js';
 import { actMachine, type StepFailure } from './act.js';
 import {
   consoleLogFile,
@@ -50,6 +51,8 @@ const ADDRESS_POLL_MS = 5_000;
 /** How soon to look at a balloon that is still moving towards its target. */
 const BALLOON_POLL_MS = 2_000;
 const ADDRESS_POLL_WINDOW_MS = 300_000;
+/** How soon to look again at a machine that a restore is reverting. */
+const RESTORE_WAIT_MS = 1_000;
 
 export async function reconcileVirtualMachine(
   key: string,
@@ -64,6 +67,9 @@ export async function reconcileVirtualMachine(
   // nothing of ours is there; alive without it -> add it before anything exists on the host,
   // so nothing is ever orphaned; alive with it -> converge.
   if (vm.metadata.deletionTimestamp) return held ? removeFromHost(vm, ctx) : done;
+  // A restore is reverting the domain: redefining, starting or stopping it now would fight
+  // the revert. Look again shortly; afterwards runStrategy applies as usual.
+  if (restoreInProgress(vm, ctx)) return requeueAfter(RESTORE_WAIT_MS);
   return materialise(held ? vm : await ctx.ensureFinalizer(KIND, vm, HOST_FINALIZER), ctx);
 }
 

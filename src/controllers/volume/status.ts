@@ -160,10 +160,12 @@ function keepResizeWhilePending(
 export function usedByList(
   vms: readonly string[],
   volumes: readonly string[],
+  snapshots: readonly string[] = [],
 ): VolumeStatusUsedBy[] {
   const entries: VolumeStatusUsedBy[] = [
     ...[...new Set(vms)].map((name) => ({ kind: 'VirtualMachine' as const, name })),
     ...[...new Set(volumes)].map((name) => ({ kind: 'Volume' as const, name })),
+    ...[...new Set(snapshots)].map((name) => ({ kind: 'VirtualMachineSnapshot' as const, name })),
   ];
   const order = (u: VolumeStatusUsedBy) => `${u.kind}/${u.name}`;
   return entries.sort((a, b) => (order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0));

@@ -1,8 +1,9 @@
-// Who uses a Volume: VirtualMachines on this node that attach it (disks, kernel, initrd) and
-// Volumes cloned from or layered on it. While any remain, the Volume is InUse and its deletion
+// Who uses a Volume: VirtualMachines on this node that attach it (disks, kernel, initrd),
+// Volumes cloned from or layered on it, and VirtualMachineSnapshots whose disks it holds (an
+// internal snapshot lives inside the volume's qcow2 file). While any remain, the Volume is InUse and its deletion
 // waits (the protection finalizer).
 import type { VolumeStatusUsedBy, Volume } from '../../api/generated/types.js';
-import { keyOf, type ControllerContext, type KubeObject } from '../context.js';
+import { keyOf, nodeFinalizer, type ControllerContext, type KubeObject } from '../context.js';
 import { INDEX_SOURCE_VOLUME, INDEX_VOLUME } from '../indexes.js';
 import { usedByList } from './status.js';
 
@@ -24,5 +25,11 @@ export function usersOf(vol: Volume, ctx: ControllerContext): VolumeStatusUsedBy
     // otherwise hold each other's deletion forever.
     .filter((v) => !(v.metadata.deletionTimestamp && !v.status?.path))
     .map((v) => String(v.metadata.name));
-  return usedByList(vms, volumes);
+  // Snapshots taken by this node (its finalizer) and not on their way out.
+  const snapshots = ctx
+    .byIndex<KubeObject>('VirtualMachineSnapshot', INDEX_VOLUME, key)
+    .filter((s) => !s.metadata.deletionTimestamp)
+    .filter((s) => s.metadata.finalizers?.includes(nodeFinalizer(ctx.nodeName)))
+    .map((s) => String(s.metadata.name));
+  return usedByList(vms, volumes, snapshots);
 }

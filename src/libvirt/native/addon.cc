@@ -93,6 +93,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ExportStorage(env, exports);
   ExportEvents(env, exports);
   ExportStats(env, exports);
+  ExportSnapshot(env, exports);
   return exports;
 }
 

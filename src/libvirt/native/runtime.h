@@ -63,6 +63,7 @@ inline void DropRef(virDomainPtr p) { virDomainFree(p); }
 inline void DropRef(virNetworkPtr p) { virNetworkFree(p); }
 inline void DropRef(virStoragePoolPtr p) { virStoragePoolFree(p); }
 inline void DropRef(virStorageVolPtr p) { virStorageVolFree(p); }
+inline void DropRef(virDomainSnapshotPtr p) { virDomainSnapshotFree(p); }
 inline void DropRef(char* p) { free(p); }
 
 template <class T>
@@ -110,7 +111,9 @@ struct Pins {
   Owned<virNetworkPtr> network;
   Owned<virStoragePoolPtr> pool;
   Owned<virStorageVolPtr> vol;
+  Owned<virDomainSnapshotPtr> snapshot;  // before domain: a snapshot holds its domain
   void Release() {
+    snapshot.reset();
     domain.reset();
     network.reset();
     pool.reset();
@@ -407,6 +410,7 @@ class Call {
   virNetworkPtr Network(size_t i);
   virStoragePoolPtr Pool(size_t i);
   virStorageVolPtr Vol(size_t i);
+  virDomainSnapshotPtr Snapshot(size_t i);  // defined in snapshot.cc
 
   std::string Str(size_t i, const char* what) const;
   std::optional<std::string> OptStr(size_t i, const char* what) const;
@@ -535,6 +539,7 @@ void ExportNetwork(Napi::Env env, Napi::Object exports);
 void ExportStorage(Napi::Env env, Napi::Object exports);
 void ExportEvents(Napi::Env env, Napi::Object exports);
 void ExportStats(Napi::Env env, Napi::Object exports);
+void ExportSnapshot(Napi::Env env, Napi::Object exports);
 
 // Registers the connection-close callback for a freshly opened connection (worker thread).
 void RegisterCloseCallback(virConnectPtr conn, const std::shared_ptr<EnvState>& env,

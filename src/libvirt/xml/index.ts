@@ -7,3 +7,4 @@ export * from './domain.js';
 export * from './network.js';
 export * from './pool.js';
 export * from './volume.js';
+export * from './snapshot.js';

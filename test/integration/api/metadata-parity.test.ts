@@ -18,6 +18,8 @@ const SPECS: Record<VirtKind, Record<string, unknown>> = {
   Volume: { nodeName: 'node-1', pool: 'images', capacity: '1Gi' },
   VirtualNetwork: { mode: 'isolated' },
   StoragePool: { path: '/var/lib/lvo-parity' },
+  VirtualMachineSnapshot: { vmName: 'vm-1' },
+  VirtualMachineRestore: { vmName: 'vm-1', snapshotName: 'snap-1' },
 };
 
 interface Case {

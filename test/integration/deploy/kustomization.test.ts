@@ -14,6 +14,8 @@ const EXPECTED = [
   ['customresourcedefinition', 'volumes.virt.dev', ''],
   ['customresourcedefinition', 'virtualnetworks.virt.dev', ''],
   ['customresourcedefinition', 'storagepools.virt.dev', ''],
+  ['customresourcedefinition', 'virtualmachinesnapshots.virt.dev', ''],
+  ['customresourcedefinition', 'virtualmachinerestores.virt.dev', ''],
   ['namespace', AGENT_NAMESPACE, ''],
   ['serviceaccount', AGENT_SERVICE_ACCOUNT, AGENT_NAMESPACE],
   ['clusterrole', 'libvirt-operator-agent', ''],
@@ -36,7 +38,7 @@ describe('kubectl apply -k manifests/', () => {
     const kinds = [...res.stdout.matchAll(/^kind: (\w+)$/gm)].map((m) => m[1]);
     expect(kinds.sort()).toEqual(
       [
-        ...Array<string>(4).fill('CustomResourceDefinition'),
+        ...Array<string>(6).fill('CustomResourceDefinition'),
         'ClusterRole',
         'ClusterRoleBinding',
         'DaemonSet',

@@ -4,12 +4,19 @@
 // restart libvirtd, kill -9 and restart the API server, or compact etcd while the agent works.
 // After every round everything must converge and the host must hold exactly the declared
 // objects: no duplicate, orphan or missing domain, no leftover or missing volume file, no volume
-// data lost. A private libvirtd (its own state under a temp dir) is used so restarting it
+// data lost. One machine with a qcow2 disk also gets a VirtualMachineSnapshot in every even
+// round and a VirtualMachineRestore of the latest snapshot in every odd round after the first:
+// its libvirt snapshots and the qcow2 file's internal snapshots must be exactly the declared
+// ones (no duplicate, none half-made), and its disk must hold what the last restore brought
+// back, then what the test wrote after it (a restore repeated later would roll it back). A
+// private libvirtd (its own state under a temp dir) is used so restarting it
 // disturbs nobody; it keeps its state across restarts, which the test driver could not.
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import { mkdtemp, open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -56,6 +63,10 @@ const MAX_ALWAYS = 3;
  */
 const GRACE_SECONDS = 3;
 const MiB = 1024 * 1024;
+/** The machine that is snapshotted and restored, and its qcow2 disk. */
+const SNAP_VM = 'snapvm';
+const SNAP_VOL = 'snapvol';
+const run = promisify(execFile);
 
 interface Obj {
   metadata: { uid: string; name: string; generation?: number; deletionTimestamp?: string };
@@ -164,6 +175,18 @@ export function crashRounds(opts: CrashRoundsOptions): void {
   /** Volume files are named <namespace>_<name> in their pool. */
   const fileOf = (volume: string) => `${NS}_${volume}`;
 
+  const snapshotManifest = (name: string) => ({
+    apiVersion: 'virt.dev/v1alpha1',
+    kind: 'VirtualMachineSnapshot',
+    metadata: { name, namespace: NS },
+    spec: { vmName: SNAP_VM },
+  });
+  const restoreManifest = (name: string, snapshotName: string) => ({
+    apiVersion: 'virt.dev/v1alpha1',
+    kind: 'VirtualMachineRestore',
+    metadata: { name, namespace: NS },
+    spec: { vmName: SNAP_VM, snapshotName },
+  });
   const volumeManifest = (name: string, format: 'raw' | 'qcow2', capacityMiB: number) => ({
     apiVersion: 'virt.dev/v1alpha1',
     kind: 'Volume',
@@ -175,6 +198,8 @@ export function crashRounds(opts: CrashRoundsOptions): void {
     kind: 'VirtualMachine',
     metadata: { name, namespace: NS },
     spec: {
+      // The snapshotted machine has a qcow2 disk: its internal snapshots live there.
+      ...(name === SNAP_VM ? { disks: [{ name: 'data', volume: SNAP_VOL }] } : {}),
       nodeName: NODE,
       domainType: 'qemu',
       runStrategy: spec.runStrategy,
@@ -212,6 +237,11 @@ export function crashRounds(opts: CrashRoundsOptions): void {
     const volumes = new Map<string, VolumeModel>();
     const deletedVolumes = new Set<string>();
     const patterned = new Map<string, { ino: number }>();
+    /** Snapshots of SNAP_VM that should exist, with the disk byte each captured. */
+    const snapshots = new Map<string, number>();
+    const restores: string[] = [];
+    /** The byte SNAP_VOL's first 64 KiB should hold now. */
+    let diskByte = 0;
     const rounds: RoundFigures[] = [];
     const slowRounds: string[] = [];
     const figures = {
@@ -331,6 +361,10 @@ export function crashRounds(opts: CrashRoundsOptions): void {
           vms.set(`vm-${i}`, spec);
           return vmManifest(`vm-${i}`, spec);
         });
+        volumes.set(SNAP_VOL, { format: 'qcow2', capacityMiB: 1 });
+        vols.push(volumeManifest(SNAP_VOL, 'qcow2', 1));
+        vms.set(SNAP_VM, { runStrategy: 'Halted', memory: '32Mi', vcpus: 1 });
+        machines.push(vmManifest(SNAP_VM, vms.get(SNAP_VM)!));
         return [() => apply(vols), () => apply(machines)];
       }
       const creates: object[] = [];
@@ -345,8 +379,22 @@ export function crashRounds(opts: CrashRoundsOptions): void {
         vms.set(name, spec);
         creates.push(vmManifest(name, spec));
       }
+      // Even rounds snapshot SNAP_VM, odd ones restore its latest snapshot, so each kind
+      // of operation meets the round's kills; the disk byte says which state to expect.
+      if (round % 2 === 0) {
+        snapshots.set(`snap-r${round}`, diskByte);
+        creates.push(snapshotManifest(`snap-r${round}`));
+      } else {
+        const latest = [...snapshots.keys()].at(-1)!;
+        diskByte = snapshots.get(latest)!;
+        restores.push(`restore-r${round}`);
+        creates.push(restoreManifest(`restore-r${round}`, latest));
+      }
       const changes: object[] = [];
-      for (const name of pick([...vms.keys()], 5)) {
+      for (const name of pick(
+        [...vms.keys()].filter((n) => n !== SNAP_VM),
+        5,
+      )) {
         const spec = vms.get(name)!;
         spec.memory = `${32 + 16 * between(0, 2)}Mi`;
         // A running guest only gains vCPUs here: libvirt refuses to unplug one from these
@@ -367,10 +415,13 @@ export function crashRounds(opts: CrashRoundsOptions): void {
         spec.capacityMiB++;
         changes.push(volumeManifest(name, spec.format, spec.capacityMiB));
       }
-      const goneVms = pick([...vms.keys()], 3);
+      const goneVms = pick(
+        [...vms.keys()].filter((n) => n !== SNAP_VM),
+        3,
+      );
       for (const n of goneVms) vms.delete(n);
       const goneVols = pick(
-        [...volumes.keys()].filter((n) => !patterned.has(n)),
+        [...volumes.keys()].filter((n) => !patterned.has(n) && n !== SNAP_VOL),
         2,
       );
       for (const n of goneVols) {
@@ -429,11 +480,23 @@ export function crashRounds(opts: CrashRoundsOptions): void {
       for (const o of volList.items) {
         const ok =
           volumes.has(o.metadata.name) &&
-          o.status?.phase === 'Available' &&
+          // SNAP_VOL is SNAP_VM's disk (and its snapshots'): InUse is its settled phase.
+          o.status?.phase === (o.metadata.name === SNAP_VOL ? 'InUse' : 'Available') &&
           o.status.observedGeneration === o.metadata.generation;
         if (!ok) pending.push(`vol/${o.metadata.name}${why(o)}`);
       }
       for (const n of volumes.keys()) if (!volNames.has(n)) pending.push(`vol/${n} (absent)`);
+      const snapList = await getJSON<List>(cp(), ['vmsnap', '-n', NS]);
+      for (const n of snapshots.keys()) {
+        const o = snapList.items.find((x) => x.metadata.name === n);
+        if (o?.status?.phase !== 'Ready') pending.push(`vmsnap/${n}${o ? why(o) : ' (absent)'}`);
+      }
+      const restoreList = await getJSON<List>(cp(), ['vmrestore', '-n', NS]);
+      for (const n of restores) {
+        const o = restoreList.items.find((x) => x.metadata.name === n);
+        if (o?.status?.phase !== 'Succeeded')
+          pending.push(`vmrestore/${n}${o ? why(o) : ' (absent)'}`);
+      }
       return pending;
     }
 
@@ -537,6 +600,51 @@ export function crashRounds(opts: CrashRoundsOptions): void {
           problems.push(`volume ${name}: ${problem}`);
         }
       }
+      return problems;
+    }
+
+    /**
+     * SNAP_VM's snapshots, in libvirt and inside its qcow2 file, must be exactly the declared
+     * ones, and its disk must hold the byte the model expects; then a new byte is written, so
+     * a restore that ran again later would show. The machine is stopped and the agent idle.
+     */
+    async function checkSnapshots(round: number): Promise<string[]> {
+      const problems: string[] = [];
+      const vm = await getJSON<Obj>(cp(), ['vm', SNAP_VM, '-n', NS]);
+      const file = (await getJSON<Obj>(cp(), ['vol', SNAP_VOL, '-n', NS])).status?.path;
+      const snapList = await getJSON<List>(cp(), ['vmsnap', '-n', NS]);
+      const want = snapList.items
+        .map((o) => (o.status as { snapshotName?: string } | undefined)?.snapshotName ?? '')
+        .sort();
+      const domain = await conn.lookupDomainByUUIDString(vm.metadata.uid);
+      const inLibvirt = (await domain.listAllSnapshots()).map((x) => x.getName()).sort();
+      if (JSON.stringify(inLibvirt) !== JSON.stringify(want)) {
+        figures.duplicates++;
+        problems.push(`libvirt snapshots ${inLibvirt.join(',')}, declared ${want.join(',')}`);
+      }
+      const listed = (await run('qemu-img', ['snapshot', '-U', '-l', file!])).stdout;
+      const inQcow2 = listed
+        .split('\n')
+        .slice(2)
+        .map((l) => l.trim().split(/\s+/)[1])
+        .filter((n): n is string => !!n)
+        .sort();
+      if (JSON.stringify(inQcow2) !== JSON.stringify(want)) {
+        figures.orphans++;
+        problems.push(`qcow2 internal snapshots ${inQcow2.join(',')}, declared ${want.join(',')}`);
+      }
+      const io = (cmd: string) =>
+        run('qemu-io', ['-f', 'qcow2', '-c', cmd, file!]).then(
+          () => true,
+          () => false,
+        );
+      const hex = (b: number) => `0x${b.toString(16)}`;
+      if (diskByte && !(await io(`read -P ${hex(diskByte)} 0 64k`))) {
+        figures.corrupted++;
+        problems.push(`snapvol does not hold ${hex(diskByte)} after round ${round}`);
+      }
+      diskByte = 0x10 + round;
+      if (!(await io(`write -P ${hex(diskByte)} 0 64k`))) problems.push('qemu-io write failed');
       return problems;
     }
 
@@ -648,7 +756,7 @@ export function crashRounds(opts: CrashRoundsOptions): void {
           problems: 0,
         };
         if (round === 1) await writePatterns();
-        const found = await checkHost();
+        const found = [...(await checkHost()), ...(await checkSnapshots(round))];
         figure.problems = found.length;
         rounds.push(figure);
         problems.push(...found.map((p) => `round ${round}: ${p}`));

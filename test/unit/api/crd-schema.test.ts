@@ -67,11 +67,15 @@ describe('crds/', () => {
     expect(crds.map((c) => c.spec.names.kind).sort()).toEqual([
       'StoragePool',
       'VirtualMachine',
+      'VirtualMachineRestore',
+      'VirtualMachineSnapshot',
       'VirtualNetwork',
       'Volume',
     ]);
     const expected: Record<VirtKind, [string, string]> = {
       VirtualMachine: ['Namespaced', 'vm'],
+      VirtualMachineSnapshot: ['Namespaced', 'vmsnap'],
+      VirtualMachineRestore: ['Namespaced', 'vmrestore'],
       Volume: ['Namespaced', 'vol'],
       VirtualNetwork: ['Cluster', 'vnet'],
       StoragePool: ['Cluster', 'pool'],
@@ -156,6 +160,10 @@ describe('crds/', () => {
     ['Volume', 'spec.source'],
     ['StoragePool', 'spec.path'],
     ['StoragePool', 'spec.type'],
+    ['VirtualMachineSnapshot', 'spec.vmName'],
+    ['VirtualMachineSnapshot', 'spec.includeMemory'],
+    ['VirtualMachineRestore', 'spec.vmName'],
+    ['VirtualMachineRestore', 'spec.snapshotName'],
   ] as const)('%s %s is immutable (a self == oldSelf transition rule)', (kind, path) => {
     expect(at(kind, path)['x-kubernetes-validations']?.map((r) => r.rule)).toContain(
       'self == oldSelf',
@@ -163,9 +171,16 @@ describe('crds/', () => {
   });
 
   test('VMs and Volumes are selectable by spec.nodeName; the cluster kinds have no node field', () => {
+    // Snapshots and restores name their machine, not a node: selectable by spec.vmName.
+    const byMachine = ['VirtualMachineSnapshot', 'VirtualMachineRestore'];
     for (const crd of crds) {
       const fields = crd.spec.versions[0]?.selectableFields?.map((f) => f.jsonPath);
-      expect(fields ?? []).toEqual(crd.spec.scope === 'Namespaced' ? ['.spec.nodeName'] : []);
+      const want = byMachine.includes(crd.spec.names.kind)
+        ? ['.spec.vmName']
+        : crd.spec.scope === 'Namespaced'
+          ? ['.spec.nodeName']
+          : [];
+      expect(fields ?? []).toEqual(want);
     }
   });
 

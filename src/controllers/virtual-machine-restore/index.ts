@@ -1,0 +1,1 @@
+export { reconcileVirtualMachineRestore, restoreInProgress } from './reconcile.js';

@@ -1,0 +1,73 @@
+// What a pass does for a VirtualMachineRestore, from the cache and the host. Pure.
+import type { VirtualMachineRestore, VirtualMachineSnapshot } from '../../api/generated/types.js';
+
+export type RestoreStep =
+  /** Terminal already: a restore runs once. */
+  | { op: 'none' }
+  /** Not possible yet (the snapshot is being taken, the domain being defined). */
+  | { op: 'wait'; reason: string; message: string }
+  | { op: 'fail'; reason: string; message: string }
+  /** Mark, record InProgress, revert, then finish. */
+  | { op: 'revert'; snapshotName: string }
+  /** The revert happened (its marker is gone) but was not recorded: only finish. */
+  | { op: 'finish' };
+
+export function planRestore(input: {
+  restore: VirtualMachineRestore;
+  snapshot: VirtualMachineSnapshot | undefined;
+  domainFound: boolean;
+  markerPresent: boolean;
+  libvirtSnapshotFound: boolean;
+}): RestoreStep {
+  const { restore, snapshot } = input;
+  const phase = restore.status?.phase;
+  if (phase === 'Succeeded' || phase === 'Failed') return { op: 'none' };
+  const name = restore.spec.snapshotName;
+  if (!snapshot || snapshot.spec.vmName !== restore.spec.vmName) {
+    return {
+      op: 'wait',
+      reason: 'SnapshotNotFound',
+      message: `no VirtualMachineSnapshot ${name} of VirtualMachine ${restore.spec.vmName}`,
+    };
+  }
+  if (!input.domainFound) {
+    return {
+      op: 'wait',
+      reason: 'VirtualMachineNotDefined',
+      message: `the domain of VirtualMachine ${restore.spec.vmName} is not defined on this host`,
+    };
+  }
+  if (phase === 'InProgress' && !input.markerPresent) return { op: 'finish' };
+  if (snapshot.status?.phase === 'Failed') {
+    return {
+      op: 'fail',
+      reason: 'SnapshotFailed',
+      message: `VirtualMachineSnapshot ${name} failed`,
+    };
+  }
+  if (snapshot.status?.phase !== 'Ready' || !snapshot.status.snapshotName) {
+    return {
+      op: 'wait',
+      reason: 'SnapshotNotReady',
+      message: `VirtualMachineSnapshot ${name} is not Ready yet`,
+    };
+  }
+  if (!input.libvirtSnapshotFound) {
+    return {
+      op: 'fail',
+      reason: 'SnapshotMissing',
+      message: `the libvirt snapshot ${snapshot.status.snapshotName} no longer exists on the host`,
+    };
+  }
+  return { op: 'revert', snapshotName: snapshot.status.snapshotName };
+}
+
+/**
+ * A disks-only snapshot of a running machine is held as a checkpoint (see the snapshot
+ * controller's desired.ts): after reverting to it the domain runs the saved memory, which the
+ * user did not ask for. Powering it off leaves the restored disks, and the machine's
+ * runStrategy then boots it from them.
+ */
+export function needsPowerOff(snapshot: VirtualMachineSnapshot, domainActive: boolean): boolean {
+  return domainActive && snapshot.status?.includesMemory === false;
+}

@@ -1,0 +1,188 @@
+// One pass for one VirtualMachineRestore: cache -> observe -> plan -> act -> status -> Action.
+// The agent of the machine's node acts (its cache holds that node's machines only). No
+// finalizer: a restore leaves nothing on the host to clean up.
+//
+// Exactly once: Succeeded and Failed are terminal; the marker (desired.ts) tells a pass after a
+// crash whether the revert already happened. While a restore runs, the VirtualMachine
+// controller stands aside (restoreInProgress), so it neither redefines the domain (which would
+// drop the marker) nor starts or stops it mid-revert; afterwards its runStrategy applies.
+import type {
+  VirtualMachine,
+  VirtualMachineRestore,
+  VirtualMachineSnapshot,
+} from '../../api/generated/types.js';
+import { done, requeueAfter, splitKey, type Action, type ControllerContext } from '../context.js';
+import { observeMachineDomain, observeSnapshot } from '../virtual-machine-snapshot/observe.js';
+import { powerOff, revert, setMarker } from './act.js';
+import { isMarkerOf } from './desired.js';
+import { observeMarker } from './observe.js';
+import { needsPowerOff, planRestore } from './plan.js';
+import { restoreStatus, type RestoreFacts } from './status.js';
+
+const KIND = 'VirtualMachineRestore';
+const WAIT_MS = 5_000;
+
+/**
+ * Machines (by uid) whose restore this process is running, with the restore's uid: the
+ * cache shows InProgress only once our own write comes back through the watch.
+ */
+const running = new Map<string, string>();
+
+/** Whether the VirtualMachine controller must leave `vm` alone: a restore of it is running. */
+export function restoreInProgress(vm: VirtualMachine, ctx: ControllerContext): boolean {
+  if (running.has(String(vm.metadata.uid))) return true;
+  return ctx
+    .list<VirtualMachineRestore>(KIND)
+    .some(
+      (r) =>
+        r.metadata.namespace === vm.metadata.namespace &&
+        r.spec.vmName === vm.metadata.name &&
+        r.status?.phase === 'InProgress',
+    );
+}
+
+export async function reconcileVirtualMachineRestore(
+  key: string,
+  ctx: ControllerContext,
+): Promise<Action> {
+  const { namespace, name } = splitKey(key);
+  const restore = ctx.get<VirtualMachineRestore>(KIND, namespace, name);
+  if (!restore || restore.metadata.deletionTimestamp) return done;
+  const found = ctx.get<VirtualMachine>('VirtualMachine', namespace, restore.spec.vmName);
+  // Another node's machine (or none): the agent of its node, if any, acts.
+  if (!found || found.spec.nodeName !== ctx.nodeName) return done;
+  const phase = restore.status?.phase;
+  if (phase === 'Succeeded' || phase === 'Failed') return done;
+  const vmUid = String(found.metadata.uid);
+  const uid = String(restore.metadata.uid);
+  const other = running.get(vmUid);
+  if ((other !== undefined && other !== uid) || anotherInProgress(restore, ctx)) {
+    await report(ctx, restore, {
+      phase: 'Pending',
+      reason: 'AnotherRestoreInProgress',
+      message: `another restore of VirtualMachine ${restore.spec.vmName} is running`,
+    });
+    return requeueAfter(WAIT_MS);
+  }
+  running.set(vmUid, uid);
+  try {
+    return await converge(restore, found, ctx);
+  } finally {
+    // The machine's controller, which stood aside, looks again on its own (it requeues).
+    running.delete(vmUid);
+  }
+}
+
+async function converge(
+  restore: VirtualMachineRestore,
+  vm: VirtualMachine,
+  ctx: ControllerContext,
+): Promise<Action> {
+  const snapshot = ctx.get<VirtualMachineSnapshot>(
+    'VirtualMachineSnapshot',
+    restore.metadata.namespace,
+    restore.spec.snapshotName,
+  );
+  const uid = String(restore.metadata.uid);
+  const machine = await observeMachineDomain(ctx.libvirt(), vm);
+  const marker = machine ? await observeMarker(machine.domain) : undefined;
+  const libvirtName = snapshot?.status?.snapshotName;
+  const found =
+    machine && libvirtName ? await observeSnapshot(machine.domain, libvirtName) : undefined;
+  found?.snapshot.free();
+  const step = planRestore({
+    restore,
+    snapshot,
+    domainFound: machine !== undefined,
+    markerPresent: isMarkerOf(marker, uid),
+    libvirtSnapshotFound: found !== undefined,
+  });
+  switch (step.op) {
+    case 'none':
+      return done;
+    case 'wait':
+      await report(ctx, restore, { phase: 'Pending', reason: step.reason, message: step.message });
+      return requeueAfter(WAIT_MS);
+    case 'fail':
+      await report(ctx, restore, { phase: 'Failed', reason: step.reason, message: step.message });
+      return done;
+    case 'revert': {
+      const m = machine!;
+      // The marker before InProgress: a crash between the two leaves a Pending restore whose
+      // next pass marks and reverts; the other order could leave InProgress without a marker,
+      // which reads as "reverted" although nothing happened.
+      await setMarker(m.domain, uid, m.active);
+      const inProgress =
+        restore.status?.phase === 'InProgress'
+          ? restore
+          : ((await report(ctx, restore, {
+              phase: 'InProgress',
+              reason: 'Reverting',
+              message: `reverting to libvirt snapshot ${step.snapshotName}`,
+            })) ?? restore);
+      const outcome = await revert(m.domain, step.snapshotName);
+      if (outcome.kind === 'refused') {
+        await report(ctx, inProgress, {
+          phase: 'Failed',
+          reason: 'RevertFailed',
+          message: outcome.message,
+        });
+        return done;
+      }
+      return finish(inProgress, vm, snapshot!, ctx);
+    }
+    case 'finish':
+      return finish(restore, vm, snapshot!, ctx);
+  }
+}
+
+async function finish(
+  restore: VirtualMachineRestore,
+  vm: VirtualMachine,
+  snapshot: VirtualMachineSnapshot,
+  ctx: ControllerContext,
+): Promise<Action> {
+  const machine = await observeMachineDomain(ctx.libvirt(), vm);
+  const off = machine !== undefined && needsPowerOff(snapshot, machine.active);
+  if (off) await powerOff(machine.domain);
+  const what = snapshot.status?.includesMemory
+    ? 'memory and disks'
+    : off
+      ? 'disks; powered off to boot from them'
+      : 'disks';
+  ctx.event(
+    KIND,
+    restore,
+    'Normal',
+    'Restored',
+    `VirtualMachine ${vm.metadata.name} reverted to ${snapshot.metadata.name} (${what})`,
+  );
+  await report(ctx, restore, {
+    phase: 'Succeeded',
+    message: `reverted to VirtualMachineSnapshot ${snapshot.metadata.name} (${what})`,
+  });
+  return done;
+}
+
+function anotherInProgress(restore: VirtualMachineRestore, ctx: ControllerContext): boolean {
+  return ctx
+    .list<VirtualMachineRestore>(KIND)
+    .some(
+      (r) =>
+        r.metadata.uid !== restore.metadata.uid &&
+        r.metadata.namespace === restore.metadata.namespace &&
+        r.spec.vmName === restore.spec.vmName &&
+        r.status?.phase === 'InProgress',
+    );
+}
+
+async function report(
+  ctx: ControllerContext,
+  restore: VirtualMachineRestore,
+  facts: RestoreFacts,
+): Promise<VirtualMachineRestore | undefined> {
+  if (facts.phase === 'Failed' && restore.status?.phase !== 'Failed')
+    ctx.event(KIND, restore, 'Warning', facts.reason, facts.message);
+  const updated = await ctx.applyStatus(KIND, restore, restoreStatus(restore, facts, ctx.now()));
+  return updated as VirtualMachineRestore | undefined;
+}

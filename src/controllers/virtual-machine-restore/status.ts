@@ -1,0 +1,48 @@
+// VirtualMachineRestore status from what the pass did. Pure.
+import { conditionTime, setCondition } from '../../api/conditions.js';
+import type {
+  VirtualMachineRestore,
+  VirtualMachineRestoreStatus,
+} from '../../api/generated/types.js';
+
+export type RestoreFacts =
+  | { phase: 'Pending' | 'InProgress' | 'Failed'; reason: string; message: string }
+  | { phase: 'Succeeded'; message: string };
+
+export function restoreStatus(
+  restore: VirtualMachineRestore,
+  facts: RestoreFacts,
+  now: Date,
+): VirtualMachineRestoreStatus {
+  const generation = restore.metadata.generation ?? 0;
+  const previous = restore.status;
+  const status: VirtualMachineRestoreStatus = {
+    phase: facts.phase,
+    observedGeneration: generation,
+  };
+  const startTime =
+    previous?.startTime ?? (facts.phase === 'Pending' ? undefined : conditionTime(now));
+  if (startTime !== undefined) status.startTime = startTime;
+  if (facts.phase === 'Succeeded' || facts.phase === 'Failed')
+    status.completionTime = previous?.completionTime ?? conditionTime(now);
+  status.conditions = setCondition(
+    previous?.conditions,
+    facts.phase === 'Succeeded'
+      ? {
+          type: 'Ready',
+          status: 'True',
+          reason: 'Restored',
+          message: facts.message,
+          observedGeneration: generation,
+        }
+      : {
+          type: 'Ready',
+          status: 'False',
+          reason: facts.reason,
+          message: facts.message,
+          observedGeneration: generation,
+        },
+    now,
+  );
+  return status;
+}

@@ -1,0 +1,98 @@
+// The libvirt calls of a snapshot: freeze (best effort, bounded), create, thaw; delete.
+//
+// Errors split like the machine controller's: transport failures and timeouts are thrown (the
+// queue retries with backoff, and the next pass finds the snapshot by name if libvirt made it
+// meanwhile); libvirt refusing the snapshot is returned as a refusal, a False condition.
+import type { Domain } from '../../libvirt/domain.js';
+import {
+  isAlreadyExists,
+  isConnectionError,
+  isLibvirtError,
+  isNotFound,
+  isTimeout,
+} from '../../libvirt/errors.js';
+import { buildSnapshotXML, type SnapshotDocument } from '../../libvirt/xml/snapshot.js';
+import { observeSnapshot, type FoundSnapshot } from './observe.js';
+
+/**
+ * A guest agent that is configured but never answers must not hold a snapshot up: libvirt's
+ * own agent timeout applies inside, this bounds the whole call.
+ */
+export const FREEZE_TIMEOUT_MS = 10_000;
+/** Writing a checkpoint copies the guest's RAM into the qcow2 file: minutes for a big guest. */
+export const CREATE_TIMEOUT_MS = 10 * 60_000;
+
+export type TakeOutcome =
+  | { kind: 'taken'; found: FoundSnapshot; quiesced: boolean | undefined }
+  | { kind: 'refused'; message: string };
+
+/**
+ * Takes the snapshot `doc` describes. With `freeze`, the guest's filesystems are frozen first
+ * when its agent answers (quiesced true), and thawed whatever happens; without an answer the
+ * snapshot is taken anyway (quiesced false: crash-consistent). `describe` writes the record
+ * into the description once the freeze's outcome is known.
+ */
+export async function takeSnapshot(
+  domain: Domain,
+  doc: Omit<SnapshotDocument, 'description'>,
+  freeze: boolean,
+  describe: (quiesced: boolean | undefined) => string,
+): Promise<TakeOutcome> {
+  const quiesced = freeze ? await tryFreeze(domain) : undefined;
+  try {
+    await domain.createSnapshotXML(
+      buildSnapshotXML({ ...doc, description: describe(quiesced) }),
+      0,
+      { timeoutMs: CREATE_TIMEOUT_MS },
+    );
+  } catch (err) {
+    // Made by an earlier pass that died before recording it: the lookup below finds it.
+    if (!isAlreadyExists(err)) {
+      if (!isLibvirtError(err) || isConnectionError(err) || isTimeout(err)) throw err;
+      return { kind: 'refused', message: `libvirt could not take the snapshot: ${err.message}` };
+    }
+  } finally {
+    if (quiesced) await thaw(domain);
+  }
+  const found = await observeSnapshot(domain, doc.name);
+  if (!found) throw new Error(`libvirt snapshot ${doc.name} vanished right after it was taken`);
+  return { kind: 'taken', found, quiesced };
+}
+
+async function tryFreeze(domain: Domain): Promise<boolean> {
+  try {
+    await domain.fsFreeze(null, 0, { timeoutMs: FREEZE_TIMEOUT_MS });
+    return true;
+  } catch (err) {
+    if (isConnectionError(err)) throw err;
+    // No agent configured, none answering, or a timeout: crash-consistent, said in status.
+    // A freeze that timed out on our side may still land later: thaw to be sure.
+    if (isTimeout(err)) await thaw(domain);
+    return false;
+  }
+}
+
+/**
+ * Thaws whatever a freeze of ours left frozen; thawing a guest that is not frozen is a no-op,
+ * so a pass after a crash between freeze and thaw can always call it.
+ */
+export async function thaw(domain: Domain): Promise<void> {
+  try {
+    await domain.fsThaw(null, 0, { timeoutMs: FREEZE_TIMEOUT_MS });
+  } catch (err) {
+    if (isConnectionError(err)) throw err;
+  }
+}
+
+/** Deletes the libvirt snapshot if it exists; a missing one is what was wanted. */
+export async function deleteSnapshot(domain: Domain, name: string): Promise<void> {
+  const found = await observeSnapshot(domain, name);
+  if (!found) return;
+  try {
+    await found.snapshot.delete(0, { timeoutMs: CREATE_TIMEOUT_MS });
+  } catch (err) {
+    if (!isNotFound(err, 'domainSnapshot')) throw err;
+  } finally {
+    found.snapshot.free();
+  }
+}

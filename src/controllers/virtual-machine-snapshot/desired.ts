@@ -1,0 +1,102 @@
+// What libvirt snapshot a VirtualMachineSnapshot asks for, given the domain as it is now: its
+// name (fixed by the object's uid, so a pass interrupted after libvirt made it finds it again
+// instead of taking a second one), the <domainsnapshot> document, and whether the guest's
+// filesystems should be frozen first. Pure.
+import type { VirtualMachineSnapshot } from '../../api/generated/types.js';
+import type { SnapshotDiskView, SnapshotDocument } from '../../libvirt/xml/snapshot.js';
+
+/** The libvirt snapshot's name: readable, and unique per object (uid prefix). */
+export function libvirtSnapshotName(snap: VirtualMachineSnapshot): string {
+  return `${snap.metadata.name}-${String(snap.metadata.uid).slice(0, 8)}`;
+}
+
+/**
+ * What the snapshot's <description> records, so that a pass after a crash (status not yet
+ * written) can tell our snapshot from a foreign one with the same name and knows what was
+ * taken: uid, whether memory counts, and whether the guest's filesystems were frozen.
+ */
+export interface SnapshotRecord {
+  uid: string;
+  includeMemory: boolean;
+  /** Only for disks-only snapshots of an active domain. */
+  quiesced?: boolean;
+}
+
+const PREFIX = 'libvirt-operator VirtualMachineSnapshot';
+
+export function recordDescription(snap: VirtualMachineSnapshot, record: SnapshotRecord): string {
+  const parts = [
+    `${PREFIX} ${snap.metadata.namespace}/${snap.metadata.name}`,
+    `uid=${record.uid}`,
+    `includeMemory=${record.includeMemory}`,
+  ];
+  if (record.quiesced !== undefined) parts.push(`quiesced=${record.quiesced}`);
+  return parts.join(' ');
+}
+
+export function parseRecord(description: string | undefined): SnapshotRecord | undefined {
+  if (!description?.startsWith(PREFIX)) return undefined;
+  const field = (name: string) => new RegExp(`(?:^| )${name}=(\\S+)`).exec(description)?.[1];
+  const uid = field('uid');
+  if (!uid) return undefined;
+  const record: SnapshotRecord = { uid, includeMemory: field('includeMemory') === 'true' };
+  const quiesced = field('quiesced');
+  if (quiesced !== undefined) record.quiesced = quiesced === 'true';
+  return record;
+}
+
+export type SnapshotDecision =
+  | { kind: 'unsupported'; message: string }
+  | {
+      kind: 'take';
+      /** The document without its description (that needs the freeze's outcome). */
+      doc: Omit<SnapshotDocument, 'description'>;
+      /** Whether restoring it resumes the guest (a checkpoint) rather than booting it. */
+      includesMemory: boolean;
+      /** Freeze the guest's filesystems through its agent around the snapshot. */
+      freeze: boolean;
+    };
+
+/**
+ * An active domain's snapshot is always an internal checkpoint (QEMU's savevm): libvirt 9.0
+ * takes internal snapshots of a running domain only with its memory ("active qemu domains
+ * require external disk snapshots"), and cannot revert external ones. So a disks-only
+ * snapshot of a running machine is a checkpoint whose memory the restore never uses (it
+ * boots the machine from the disks instead), taken with the filesystems frozen when the guest
+ * agent answers. Writable disks must be qcow2: internal snapshots live inside the qcow2 file.
+ * Read-only disks and CD-ROMs are left out (QEMU cannot write a snapshot into them).
+ */
+export function desiredSnapshot(
+  snap: VirtualMachineSnapshot,
+  domain: { active: boolean; disks: readonly SnapshotDiskView[] },
+): SnapshotDecision {
+  const writable = domain.disks.filter((d) => d.device === 'disk' && !d.readonly);
+  const notQcow2 = writable.filter((d) => d.format !== 'qcow2');
+  if (notQcow2.length > 0) {
+    const list = notQcow2.map((d) => `${d.name} (${d.format ?? 'unknown format'})`).join(', ');
+    return {
+      kind: 'unsupported',
+      message: `only qcow2 disks can be snapshotted; ${list} cannot`,
+    };
+  }
+  if (writable.length === 0) {
+    return {
+      kind: 'unsupported',
+      message: 'the machine has no writable qcow2 disk to hold a snapshot',
+    };
+  }
+  const memory = domain.active && snap.spec.includeMemory !== false;
+  return {
+    kind: 'take',
+    doc: {
+      name: libvirtSnapshotName(snap),
+      memory: domain.active ? 'internal' : 'no',
+      disks: domain.disks.map((d) => ({
+        name: d.name,
+        snapshot: writable.includes(d) ? 'internal' : 'no',
+      })),
+    },
+    includesMemory: memory,
+    freeze: domain.active && !memory,
+  };
+}

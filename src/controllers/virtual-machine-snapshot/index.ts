@@ -1,0 +1,1 @@
+export { reconcileVirtualMachineSnapshot } from './reconcile.js';

@@ -1,0 +1,69 @@
+// What this host has for a VirtualMachineSnapshot: the machine's domain (ours only when it
+// carries our stamp for that very VirtualMachine), its power state and disks, and the libvirt
+// snapshot with the object's name. I/O only; the restore controller reads the same facts.
+import { libvirtUuid } from '../../api/names.js';
+import type { VirtualMachine } from '../../api/generated/types.js';
+import type { Connect } from '../../libvirt/connection.js';
+import type { Domain } from '../../libvirt/domain.js';
+import { isNotFound } from '../../libvirt/errors.js';
+import type { DomainSnapshot } from '../../libvirt/snapshot.js';
+import { identityOf } from '../../libvirt/xml/metadata.js';
+import {
+  domainDiskViews,
+  parseSnapshotXML,
+  type ObservedSnapshot,
+  type SnapshotDiskView,
+} from '../../libvirt/xml/snapshot.js';
+import { isOurStamp } from '../virtual-machine/observe.js';
+
+export interface MachineDomain {
+  domain: Domain;
+  /** running, paused, shutoff… (libvirt's state name) */
+  stateName: string;
+  active: boolean;
+  /** Disks of the running definition when active, else of the persistent one. */
+  disks: SnapshotDiskView[];
+}
+
+/** The machine's domain when it exists and is ours; undefined otherwise. */
+export async function observeMachineDomain(
+  conn: Connect,
+  vm: VirtualMachine,
+): Promise<MachineDomain | undefined> {
+  const domain = await conn
+    .lookupDomainByUUIDString(libvirtUuid(vm))
+    .catch((err: unknown) => absent(err, 'domain'));
+  if (!domain) return undefined;
+  const xml = await domain.getXMLDesc();
+  if (!isOurStamp(identityOf(xml).stamp, vm)) return undefined;
+  const { stateName } = await domain.getState();
+  return {
+    domain,
+    stateName,
+    active: stateName !== 'shutoff' && stateName !== 'crashed',
+    disks: domainDiskViews(xml),
+  };
+}
+
+export interface FoundSnapshot {
+  snapshot: DomainSnapshot;
+  doc: ObservedSnapshot;
+}
+
+export async function observeSnapshot(
+  domain: Domain,
+  name: string,
+): Promise<FoundSnapshot | undefined> {
+  const snapshot = await domain
+    .lookupSnapshotByName(name)
+    .catch((err: unknown) => absent(err, 'domainSnapshot'));
+  if (!snapshot) return undefined;
+  // Deleted between the lookup and this read: as good as absent.
+  const xml = await snapshot.getXMLDesc().catch((err: unknown) => absent(err, 'domainSnapshot'));
+  return xml === undefined ? undefined : { snapshot, doc: parseSnapshotXML(xml) };
+}
+
+function absent(err: unknown, kind: 'domain' | 'domainSnapshot'): undefined {
+  if (isNotFound(err, kind)) return undefined;
+  throw err;
+}

@@ -1,0 +1,181 @@
+// One pass for one VirtualMachineSnapshot: cache -> finalizer table -> observe -> desired ->
+// plan -> act -> status -> Action.
+//
+// Which agent: the one whose node runs the machine. Every agent watches every snapshot (there
+// is no node in the spec to select on), and each acts only on those whose VirtualMachine is
+// in its cache, which holds its own node's machines only. Its claim is its node finalizer
+// (node.virt.dev/<node>): once the machine is gone from the cache, that finalizer is how the
+// agent knows the snapshot was its own, to delete it with the machine.
+import type {
+  VirtualMachine,
+  VirtualMachineSnapshot,
+  VirtualMachineSnapshotStatus,
+  Volume,
+} from '../../api/generated/types.js';
+import {
+  done,
+  nodeFinalizer,
+  requeueAfter,
+  splitKey,
+  type Action,
+  type ControllerContext,
+} from '../context.js';
+import { deleteSnapshot, takeSnapshot, thaw } from './act.js';
+import { desiredSnapshot, libvirtSnapshotName, recordDescription } from './desired.js';
+import { observeMachineDomain, observeSnapshot, type MachineDomain } from './observe.js';
+import { planSnapshot } from './plan.js';
+import { snapshotStatus, type SnapshotFacts } from './status.js';
+
+const KIND = 'VirtualMachineSnapshot';
+/** A machine whose domain is being defined gets it within seconds. */
+const WAIT_MS = 5_000;
+
+export async function reconcileVirtualMachineSnapshot(
+  key: string,
+  ctx: ControllerContext,
+): Promise<Action> {
+  const { namespace, name } = splitKey(key);
+  const snap = ctx.get<VirtualMachineSnapshot>(KIND, namespace, name);
+  if (!snap) return done;
+  const finalizer = nodeFinalizer(ctx.nodeName);
+  const held = snap.metadata.finalizers?.includes(finalizer) ?? false;
+  const found = ctx.get<VirtualMachine>('VirtualMachine', namespace, snap.spec.vmName);
+  const vm = found?.spec.nodeName === ctx.nodeName ? found : undefined;
+  // Another node's machine, or no machine, and never ours: not ours to touch.
+  if (!vm && !held) return done;
+  // The finalizer table: deleting with our finalizer -> delete the libvirt snapshot; without
+  // it -> nothing of ours exists; alive without it -> add it before taking anything.
+  if (snap.metadata.deletionTimestamp)
+    return held ? removeSnapshot(snap, vm, finalizer, ctx) : done;
+  // The machine is gone or going: its snapshots go with it (the machine's own removal deletes
+  // what is left in libvirt before it undefines the domain).
+  if (!vm || vm.metadata.deletionTimestamp) {
+    await ctx.deleteObject(KIND, snap);
+    return done;
+  }
+  const current = held ? snap : await ctx.ensureFinalizer(KIND, snap, finalizer);
+  return converge(current, vm, ctx);
+}
+
+async function converge(
+  snap: VirtualMachineSnapshot,
+  vm: VirtualMachine,
+  ctx: ControllerContext,
+): Promise<Action> {
+  const conn = ctx.libvirt();
+  const machine = await observeMachineDomain(conn, vm);
+  const found = machine
+    ? await observeSnapshot(machine.domain, snap.status?.snapshotName ?? libvirtSnapshotName(snap))
+    : undefined;
+  const decision = machine ? desiredSnapshot(snap, machine) : undefined;
+  const step = planSnapshot({ snap, domainFound: machine !== undefined, found, decision });
+  switch (step.op) {
+    case 'none':
+      return done;
+    case 'wait':
+      await report(ctx, snap, { phase: 'Pending', reason: step.reason, message: step.message });
+      return requeueAfter(WAIT_MS);
+    case 'fail':
+      await report(ctx, snap, { phase: 'Failed', reason: step.reason, message: step.message });
+      return done;
+    case 'record':
+      // A pass that froze the guest and died before thawing it: thaw now (a no-op otherwise).
+      if (snap.status?.phase !== 'Ready' && step.record.quiesced && machine?.active)
+        await thaw(machine.domain);
+      await report(ctx, snap, {
+        phase: 'Ready',
+        found: step.found,
+        record: step.record,
+        volumes: diskVolumes(vm, machine!, ctx),
+      });
+      return done;
+    case 'take': {
+      const { decision: d } = step;
+      const m = machine!;
+      // InProgress first, so a long checkpoint shows; then the status write after the
+      // snapshot is made against this write's answer, not the stale cached object.
+      const inProgress =
+        snap.status?.phase === 'InProgress'
+          ? snap
+          : ((await report(ctx, snap, {
+              phase: 'InProgress',
+              reason: 'SnapshotInProgress',
+              message: `taking ${d.includesMemory ? 'a checkpoint' : 'a disks-only snapshot'} of the ${m.stateName} machine`,
+            })) ?? snap);
+      const outcome = await takeSnapshot(m.domain, d.doc, d.freeze, (quiesced) =>
+        recordDescription(snap, {
+          uid: String(snap.metadata.uid),
+          includeMemory: d.includesMemory,
+          ...(quiesced === undefined ? {} : { quiesced }),
+        }),
+      );
+      if (outcome.kind === 'refused') {
+        // report() records the Warning Event of the transition to Failed.
+        await report(ctx, inProgress, {
+          phase: 'Failed',
+          reason: 'SnapshotFailed',
+          message: outcome.message,
+        });
+        return done;
+      }
+      ctx.event(KIND, snap, 'Normal', 'SnapshotTaken', `libvirt snapshot ${d.doc.name} taken`);
+      await report(ctx, inProgress, {
+        phase: 'Ready',
+        found: outcome.found,
+        record: {
+          uid: String(snap.metadata.uid),
+          includeMemory: d.includesMemory,
+          ...(outcome.quiesced === undefined ? {} : { quiesced: outcome.quiesced }),
+        },
+        volumes: diskVolumes(vm, m, ctx),
+      });
+      return done;
+    }
+  }
+}
+
+/** Deleting the object: the libvirt snapshot first (when the machine's domain is still here). */
+async function removeSnapshot(
+  snap: VirtualMachineSnapshot,
+  vm: VirtualMachine | undefined,
+  finalizer: string,
+  ctx: ControllerContext,
+): Promise<Action> {
+  const machine = vm ? await observeMachineDomain(ctx.libvirt(), vm) : undefined;
+  if (machine) {
+    await deleteSnapshot(machine.domain, snap.status?.snapshotName ?? libvirtSnapshotName(snap));
+  }
+  await ctx.removeFinalizer(KIND, snap, finalizer);
+  return done;
+}
+
+async function report(
+  ctx: ControllerContext,
+  snap: VirtualMachineSnapshot,
+  facts: SnapshotFacts,
+): Promise<VirtualMachineSnapshot | undefined> {
+  const status: VirtualMachineSnapshotStatus = snapshotStatus(snap, facts, ctx.now());
+  if (facts.phase === 'Failed' && snap.status?.phase !== 'Failed')
+    ctx.event(KIND, snap, 'Warning', facts.reason, facts.message);
+  const updated = await ctx.applyStatus(KIND, snap, status);
+  return updated as VirtualMachineSnapshot | undefined;
+}
+
+/** Which Volume each disk of the domain is, by the file the Volume's status names. */
+function diskVolumes(
+  vm: VirtualMachine,
+  machine: MachineDomain,
+  ctx: ControllerContext,
+): Map<string, string> {
+  const byPath = new Map<string, string>();
+  for (const disk of vm.spec.disks ?? []) {
+    const path = ctx.get<Volume>('Volume', vm.metadata.namespace, disk.volume)?.status?.path;
+    if (path) byPath.set(path, disk.volume);
+  }
+  const out = new Map<string, string>();
+  for (const d of machine.disks) {
+    const volume = d.source === undefined ? undefined : byPath.get(d.source);
+    if (volume) out.set(d.name, volume);
+  }
+  return out;
+}

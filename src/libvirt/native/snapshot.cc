@@ -1,0 +1,241 @@
+// virDomainSnapshot*: create from XML, look up, list and count on the domain; name, XML,
+// parent, current, metadata, revert and delete on the snapshot.
+//
+// Snapshot handles are not interned like domain handles: snapshots are looked up a few times
+// per reconcile, not hundreds of thousands of times a second, so each call that returns one
+// gets a handle of its own holding one libvirt reference.
+#include "runtime.h"
+
+namespace lv {
+
+using SnapshotBox = Box<virDomainSnapshotPtr>;
+
+namespace {
+
+const napi_type_tag kSnapshotTag = {0x6c69627669727406ULL, 0x736e617073686f74ULL};
+
+void FinalizeSnapshot(napi_env, void* data, void*) {
+  auto* box = static_cast<SnapshotBox*>(data);
+  FreeHandle(box);
+  delete box;
+}
+
+Napi::Value MakeSnapshotExternal(Napi::Env env, SnapshotBox* box) {
+  napi_value v;
+  if (napi_create_external(env, box, FinalizeSnapshot, nullptr, &v) != napi_ok) {
+    FinalizeSnapshot(env, box, nullptr);
+    throw Napi::Error::New(env, "could not create a libvirt handle");
+  }
+  napi_type_tag_object(env, v, &kSnapshotTag);
+  return Napi::Value(env, v);
+}
+
+Napi::Value WrapSnapshot(Napi::Env env, virDomainSnapshotPtr p,
+                         const std::shared_ptr<ConnState>& conn) {
+  handleReferences.fetch_add(1, std::memory_order_relaxed);
+  return MakeSnapshotExternal(env, new SnapshotBox{p, conn, std::string(), 1});
+}
+
+SnapshotBox* UnwrapSnapshot(Napi::Env env, Napi::Value v) {
+  bool ok = false;
+  if (v.Type() == napi_external) napi_check_object_type_tag(env, v, &kSnapshotTag, &ok);
+  if (!ok)
+    throw Napi::TypeError::New(
+        env, "domain snapshot must be a domain snapshot handle returned by the libvirt binding");
+  void* data = nullptr;
+  napi_get_value_external(env, v, &data);
+  return static_cast<SnapshotBox*>(data);
+}
+
+Napi::Value GetName(const Napi::CallbackInfo& info) {
+  virDomainSnapshotPtr s = LiveHandle(info.Env(), UnwrapSnapshot(info.Env(), info[0]),
+                                      VIR_ERR_INVALID_DOMAIN_SNAPSHOT, "domain snapshot");
+  const char* name = virDomainSnapshotGetName(s);
+  return Napi::String::New(info.Env(), name != nullptr ? name : "");
+}
+
+Napi::Value Free(const Napi::CallbackInfo& info) {
+  FreeHandle(UnwrapSnapshot(info.Env(), info[0]));
+  return info.Env().Undefined();
+}
+
+// What free() swaps in on the JS side: every call on it rejects as a freed handle.
+Napi::Value FreedHandle(const Napi::CallbackInfo& info) {
+  return MakeSnapshotExternal(info.Env(), new SnapshotBox{});
+}
+
+Napi::Value CreateXML(const Napi::CallbackInfo& info) {
+  return Async(info, [](Call& c) {
+    virDomainPtr d = c.Domain(0);
+    std::string xml = c.Str(1, "xml");
+    unsigned int flags = c.Flags(2);
+    c.Timeout(3);
+    return RunHandle<virDomainSnapshotPtr>(
+        c, "virDomainSnapshotCreateXML", WrapSnapshot,
+        [d, xml, flags] { return virDomainSnapshotCreateXML(d, xml.c_str(), flags); });
+  });
+}
+
+Napi::Value LookupByName(const Napi::CallbackInfo& info) {
+  return Async(info, [](Call& c) {
+    virDomainPtr d = c.Domain(0);
+    std::string name = c.Str(1, "name");
+    unsigned int flags = c.Flags(2);
+    c.Timeout(3);
+    return RunHandle<virDomainSnapshotPtr>(
+        c, "virDomainSnapshotLookupByName", WrapSnapshot,
+        [d, name, flags] { return virDomainSnapshotLookupByName(d, name.c_str(), flags); });
+  });
+}
+
+Napi::Value ListAll(const Napi::CallbackInfo& info) {
+  return Async(info, [](Call& c) {
+    virDomainPtr d = c.Domain(0);
+    unsigned int flags = c.Flags(1);
+    c.Timeout(2);
+    return RunHandleList<virDomainSnapshotPtr>(
+        c, "virDomainListAllSnapshots", WrapSnapshot,
+        [d, flags](virDomainSnapshotPtr** list) { return virDomainListAllSnapshots(d, list, flags); });
+  });
+}
+
+Napi::Value Num(const Napi::CallbackInfo& info) {
+  return Async(info, [](Call& c) {
+    virDomainPtr d = c.Domain(0);
+    unsigned int flags = c.Flags(1);
+    c.Timeout(2);
+    return RunInt(c, "virDomainSnapshotNum", [d, flags] { return virDomainSnapshotNum(d, flags); });
+  });
+}
+
+Napi::Value HasCurrent(const Napi::CallbackInfo& info) {
+  return Async(info, [](Call& c) {
+    virDomainPtr d = c.Domain(0);
+    unsigned int flags = c.Flags(1);
+    c.Timeout(2);
+    return RunBool(c, "virDomainHasCurrentSnapshot",
+                   [d, flags] { return virDomainHasCurrentSnapshot(d, flags); });
+  });
+}
+
+Napi::Value Current(const Napi::CallbackInfo& info) {
+  return Async(info, [](Call& c) {
+    virDomainPtr d = c.Domain(0);
+    unsigned int flags = c.Flags(1);
+    c.Timeout(2);
+    return RunHandle<virDomainSnapshotPtr>(c, "virDomainSnapshotCurrent", WrapSnapshot,
+                                           [d, flags] { return virDomainSnapshotCurrent(d, flags); });
+  });
+}
+
+Napi::Value GetXMLDesc(const Napi::CallbackInfo& info) {
+  return Async(info, [](Call& c) {
+    virDomainSnapshotPtr s = c.Snapshot(0);
+    unsigned int flags = c.Flags(1);
+    c.Timeout(2);
+    return RunString(c, "virDomainSnapshotGetXMLDesc",
+                     [s, flags] { return virDomainSnapshotGetXMLDesc(s, flags); });
+  });
+}
+
+Napi::Value GetParent(const Napi::CallbackInfo& info) {
+  return Async(info, [](Call& c) {
+    virDomainSnapshotPtr s = c.Snapshot(0);
+    unsigned int flags = c.Flags(1);
+    c.Timeout(2);
+    return RunHandle<virDomainSnapshotPtr>(c, "virDomainSnapshotGetParent", WrapSnapshot,
+                                           [s, flags] { return virDomainSnapshotGetParent(s, flags); });
+  });
+}
+
+// Snapshot calls shaped (handle, flags, timeout) -> int, as a boolean or nothing.
+template <int (*F)(virDomainSnapshotPtr, unsigned int)>
+Napi::Value FlagsCall(const Napi::CallbackInfo& info, const char* name, bool boolean) {
+  return Async(info, [name, boolean](Call& c) {
+    virDomainSnapshotPtr s = c.Snapshot(0);
+    unsigned int flags = c.Flags(1);
+    c.Timeout(2);
+    if (boolean) return RunBool(c, name, [s, flags] { return F(s, flags); });
+    return RunVoid(c, name, [s, flags] { return F(s, flags); });
+  });
+}
+
+// virDomainFSFreeze / virDomainFSThaw through the guest agent: what a consistent disks-only
+// snapshot needs around it. mountpoints null: all of them. Returns the count libvirt reports.
+template <int (*F)(virDomainPtr, const char**, unsigned int, unsigned int)>
+Napi::Value FSCall(const Napi::CallbackInfo& info, const char* name) {
+  return Async(info, [name](Call& c) {
+    virDomainPtr d = c.Domain(0);
+    std::vector<std::string> points;
+    Napi::Value list = c.info[1];
+    if (!list.IsNull() && !list.IsUndefined()) {
+      if (!list.IsArray()) throw Napi::TypeError::New(c.env, "mountpoints must be an array or null");
+      Napi::Array a = list.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Value v = a.Get(i);
+        if (!v.IsString()) throw Napi::TypeError::New(c.env, "mountpoints must be strings");
+        points.push_back(v.As<Napi::String>().Utf8Value());
+      }
+    }
+    unsigned int flags = c.Flags(2);
+    c.Timeout(3);
+    return RunInt(c, name, [d, points, flags] {
+      std::vector<const char*> ptrs;
+      for (const auto& p : points) ptrs.push_back(p.c_str());
+      return F(d, ptrs.empty() ? nullptr : ptrs.data(), static_cast<unsigned int>(ptrs.size()),
+               flags);
+    });
+  });
+}
+
+}  // namespace
+
+// Pins the snapshot (and, through the connection state, checks the connection is open) for
+// the duration of the call, like Call::Domain does for domains.
+virDomainSnapshotPtr Call::Snapshot(size_t i) {
+  SnapshotBox* box = UnwrapSnapshot(env, info[i]);
+  if (box->ptr == nullptr)
+    throw Rejection{ErrorInfo::Make(VIR_ERR_INVALID_DOMAIN_SNAPSHOT, VIR_FROM_NONE,
+                                    "the domain snapshot handle was freed")};
+  TakeConn(box->conn, "domain snapshot");
+  virDomainSnapshotRef(box->ptr);
+  pins_.snapshot = Owned<virDomainSnapshotPtr>(box->ptr);
+  return box->ptr;
+}
+
+void ExportSnapshot(Napi::Env env, Napi::Object e) {
+  auto fn = [&](const char* name, Napi::Function::Callback cb) {
+    e.Set(name, Napi::Function::New(env, cb, name));
+  };
+  fn("domainSnapshotCreateXML", CreateXML);
+  fn("domainSnapshotLookupByName", LookupByName);
+  fn("domainListAllSnapshots", ListAll);
+  fn("domainSnapshotNum", Num);
+  fn("domainHasCurrentSnapshot", HasCurrent);
+  fn("domainSnapshotCurrent", Current);
+  fn("domainSnapshotGetName", GetName);
+  fn("domainSnapshotFree", Free);
+  fn("domainSnapshotFreedHandle", FreedHandle);
+  fn("domainSnapshotGetXMLDesc", GetXMLDesc);
+  fn("domainSnapshotGetParent", GetParent);
+  fn("domainSnapshotIsCurrent", [](const Napi::CallbackInfo& i) {
+    return FlagsCall<virDomainSnapshotIsCurrent>(i, "virDomainSnapshotIsCurrent", true);
+  });
+  fn("domainSnapshotHasMetadata", [](const Napi::CallbackInfo& i) {
+    return FlagsCall<virDomainSnapshotHasMetadata>(i, "virDomainSnapshotHasMetadata", true);
+  });
+  fn("domainRevertToSnapshot", [](const Napi::CallbackInfo& i) {
+    return FlagsCall<virDomainRevertToSnapshot>(i, "virDomainRevertToSnapshot", false);
+  });
+  fn("domainFSFreeze", [](const Napi::CallbackInfo& i) {
+    return FSCall<virDomainFSFreeze>(i, "virDomainFSFreeze");
+  });
+  fn("domainFSThaw", [](const Napi::CallbackInfo& i) {
+    return FSCall<virDomainFSThaw>(i, "virDomainFSThaw");
+  });
+  fn("domainSnapshotDelete", [](const Napi::CallbackInfo& i) {
+    return FlagsCall<virDomainSnapshotDelete>(i, "virDomainSnapshotDelete", false);
+  });
+}
+
+}  // namespace lv

@@ -1,0 +1,107 @@
+// <domainsnapshot> documents: what the operator asks virDomainSnapshotCreateXML for, and what
+// it reads back from virDomainSnapshotGetXMLDesc. Also the small view of a domain's disks a
+// snapshot decision needs (which are writable, in which format), read leniently: a disk the
+// operator does not model must not make a snapshot impossible to plan.
+import {
+  attr,
+  child,
+  childText,
+  children,
+  parseAnyXML,
+  requireValue,
+  xmlCodec,
+  type XmlElement,
+} from './codec.js';
+
+/** internal: inside the qcow2 file (or QEMU's savevm state); no: left out. */
+export type SnapshotLocation = 'internal' | 'no';
+
+export interface SnapshotDocument {
+  name: string;
+  description?: string;
+  /** Memory state: internal for a checkpoint of a running domain, no for disks only. */
+  memory: SnapshotLocation;
+  disks: Array<{ name: string; snapshot: SnapshotLocation }>;
+}
+
+/** What libvirt reports about an existing snapshot. */
+export interface ObservedSnapshot {
+  name: string;
+  description?: string;
+  /** The domain's state when it was taken: running, paused, shutoff, disk-snapshot… */
+  state?: string;
+  /** Seconds since the epoch. */
+  creationTime?: number;
+  memory?: string;
+  disks: Array<{ name: string; snapshot?: string }>;
+}
+
+const codec = xmlCodec('domainsnapshot', [
+  'domainsnapshot.disks.disk',
+  'domainsnapshot.domain.devices.disk',
+]);
+
+export function buildSnapshotXML(doc: SnapshotDocument): string {
+  return codec.build({
+    name: doc.name,
+    description: doc.description,
+    memory: { '@snapshot': doc.memory },
+    disks:
+      doc.disks.length > 0
+        ? { disk: doc.disks.map((d) => ({ '@name': d.name, '@snapshot': d.snapshot })) }
+        : undefined,
+  });
+}
+
+export function parseSnapshotXML(xml: string): ObservedSnapshot {
+  const el = codec.parse(xml);
+  const snap: ObservedSnapshot = {
+    name: requireValue(childText(el, 'name'), 'domainsnapshot/name'),
+    disks: children(child(el, 'disks') ?? {}, 'disk').map((d) => ({
+      name: requireValue(attr(d, 'name'), 'domainsnapshot/disks/disk@name'),
+      snapshot: attr(d, 'snapshot'),
+    })),
+  };
+  const description = childText(el, 'description');
+  if (description !== undefined) snap.description = description;
+  const state = childText(el, 'state');
+  if (state !== undefined) snap.state = state.trim();
+  const created = childText(el, 'creationTime');
+  if (created !== undefined && /^\d+$/.test(created.trim()))
+    snap.creationTime = Number(created.trim());
+  const memory = child(el, 'memory');
+  if (memory) snap.memory = attr(memory, 'snapshot');
+  return snap;
+}
+
+/** One <disk> of a domain, as far as a snapshot cares. */
+export interface SnapshotDiskView {
+  /** target dev, e.g. vda */
+  name: string;
+  /** disk, cdrom, floppy, lun */
+  device: string;
+  /** The driver's format (qcow2, raw…); undefined when libvirt was not told. */
+  format?: string;
+  readonly: boolean;
+  /** The file or volume name, for the message of an unsupported disk. */
+  source?: string;
+}
+
+/** The disks of a domain document (virDomainGetXMLDesc), whatever their bus or source kind. */
+export function domainDiskViews(domainXml: string): SnapshotDiskView[] {
+  const { element } = parseAnyXML(domainXml, ['domain.devices.disk'], 'domain');
+  const devices = child(element, 'devices') ?? {};
+  return children(devices, 'disk').map((d: XmlElement) => {
+    const source = child(d, 'source') ?? {};
+    const view: SnapshotDiskView = {
+      name: requireValue(attr(child(d, 'target') ?? {}, 'dev'), 'domain/devices/disk/target@dev'),
+      device: attr(d, 'device') ?? 'disk',
+      readonly: child(d, 'readonly') !== undefined,
+    };
+    const format = attr(child(d, 'driver') ?? {}, 'type');
+    if (format !== undefined) view.format = format;
+    const src = attr(source, 'file') ?? attr(source, 'volume') ?? attr(source, 'dev');
+    if (src !== undefined) view.source = src;
+    return view;
+  });
+}

@@ -1,0 +1,265 @@
+// VirtualMachineSnapshot and VirtualMachineRestore reconciles against a real API server and
+// libvirt's test driver: the machine's own controller defines and runs the domain, then the
+// snapshot and restore controllers act on it. The real libvirtd with a guest is in
+// test/e2e/operator/snapshot.test.ts.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type {
+  VirtualMachine,
+  VirtualMachineRestore,
+  VirtualMachineSnapshot,
+} from '../../../../src/api/generated/types.js';
+import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
+import { reconcileVirtualMachineRestore } from '../../../../src/controllers/virtual-machine-restore/index.js';
+import { reconcileVirtualMachineSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/index.js';
+import {
+  Connect,
+  DomainMetadataType,
+  DomainModificationImpact,
+  type Domain,
+} from '../../../../src/libvirt/index.js';
+import { useControlPlane } from '../../../harness/control-plane.js';
+import {
+  converge,
+  snapshotContext,
+  type SnapshotContext,
+} from '../../../harness/controller-context.js';
+import { kube, type Kube } from '../../../harness/kube-objects.js';
+
+const NODE = 'node-snap';
+const NS = 'vm-snapshots';
+const controlPlane = useControlPlane();
+let conn: Connect;
+let ctx: SnapshotContext;
+let k: Kube;
+let stateDir: string;
+
+beforeAll(async () => {
+  conn = await Connect.open('test:///default');
+  stateDir = mkdtempSync(join(tmpdir(), 'lvo-snap-'));
+  const { kubeConfig } = controlPlane();
+  ctx = snapshotContext({ kubeConfig, conn, nodeName: NODE, stateDir });
+  k = kube(kubeConfig);
+  await k.namespace(NS);
+  for (const [name, format] of [
+    ['root', 'qcow2'],
+    ['raw', 'raw'],
+  ] as const) {
+    await k.create('Volume', {
+      metadata: { name, namespace: NS },
+      spec: { nodeName: NODE, pool: 'images', capacity: '1Gi', format },
+    });
+    await k.patchStatus('Volume', NS, name, {
+      phase: 'Available',
+      path: join(stateDir, `${name}.img`),
+    });
+  }
+});
+
+afterAll(async () => {
+  await conn?.close();
+  if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+});
+
+const key = (name: string) => `${NS}/${name}`;
+const snapOf = (name: string) =>
+  ctx.get<VirtualMachineSnapshot>('VirtualMachineSnapshot', NS, name);
+const restoreOf = (name: string) =>
+  ctx.get<VirtualMachineRestore>('VirtualMachineRestore', NS, name);
+const stored =
+  <T>(read: () => T | undefined, test: (o: T | undefined) => boolean) =>
+  async () => {
+    await ctx.refresh();
+    return test(read());
+  };
+
+async function runningVm(name: string, volume: string): Promise<Domain> {
+  const vm = await k.create<VirtualMachine>('VirtualMachine', {
+    metadata: { name, namespace: NS },
+    spec: {
+      nodeName: NODE,
+      domainType: 'qemu',
+      vcpus: 1,
+      memory: '128Mi',
+      disks: [{ name: 'root', volume }],
+    },
+  });
+  await converge(ctx, reconcileVirtualMachine, key(name), {
+    until: stored(
+      () => ctx.get<VirtualMachine>('VirtualMachine', NS, name),
+      (o) => o?.status?.phase === 'Running',
+    ),
+  });
+  return conn.lookupDomainByUUIDString(String(vm.metadata.uid));
+}
+
+async function snapshot(name: string, vmName: string, includeMemory?: boolean) {
+  await k.create('VirtualMachineSnapshot', {
+    metadata: { name, namespace: NS },
+    spec: { vmName, ...(includeMemory === undefined ? {} : { includeMemory }) },
+  });
+  await converge(ctx, reconcileVirtualMachineSnapshot, key(name), {
+    until: stored(
+      () => snapOf(name),
+      (o) => o?.status?.phase === 'Ready' || o?.status?.phase === 'Failed',
+    ),
+  });
+  return snapOf(name)!;
+}
+
+describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', () => {
+  let domain: Domain;
+
+  it('takes a checkpoint of a running machine once, and records it', async () => {
+    domain = await runningVm('web', 'root');
+    const snap = await snapshot('web-1', 'web');
+    expect(snap.status).toMatchObject({
+      phase: 'Ready',
+      includesMemory: true,
+      disks: [{ name: 'vda', volume: 'root' }],
+    });
+    expect(snap.status?.snapshotName).toBe(`web-1-${String(snap.metadata.uid).slice(0, 8)}`);
+    expect(snap.metadata.finalizers).toContain(`node.virt.dev/${NODE}`);
+    expect((await domain.listAllSnapshots()).map((s) => s.getName())).toEqual([
+      snap.status?.snapshotName,
+    ]);
+    // Another pass takes nothing more and writes nothing.
+    const writes = ctx.writes;
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-1'));
+    expect(await domain.numOfSnapshots()).toBe(1);
+    expect(ctx.writes).toBe(writes);
+    // The Volume holding the disk names the snapshot among its users.
+    expect(ctx.byIndex('VirtualMachineSnapshot', 'volume', `${NS}/root`).length).toBe(1);
+  });
+
+  it('adopts the snapshot an interrupted pass made instead of taking a second one', async () => {
+    const created = await k.create<VirtualMachineSnapshot>('VirtualMachineSnapshot', {
+      metadata: { name: 'web-2', namespace: NS },
+      spec: { vmName: 'web', includeMemory: false },
+    });
+    // What a pass killed right after libvirt answered leaves behind: the libvirt snapshot,
+    // with our record in its description, and no status.
+    const { buildSnapshotXML } = await import('../../../../src/libvirt/xml/snapshot.js');
+    const { recordDescription, libvirtSnapshotName } =
+      await import('../../../../src/controllers/virtual-machine-snapshot/desired.js');
+    await domain.createSnapshotXML(
+      buildSnapshotXML({
+        name: libvirtSnapshotName(created),
+        description: recordDescription(created, {
+          uid: String(created.metadata.uid),
+          includeMemory: false,
+          quiesced: false,
+        }),
+        memory: 'internal',
+        disks: [{ name: 'vda', snapshot: 'internal' }],
+      }),
+    );
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-2'), {
+      until: stored(
+        () => snapOf('web-2'),
+        (o) => o?.status?.phase === 'Ready',
+      ),
+    });
+    const snap = snapOf('web-2')!;
+    expect(snap.status).toMatchObject({ phase: 'Ready', includesMemory: false, quiesced: false });
+    expect(snap.status?.conditions?.find((c) => c.type === 'Ready')?.reason).toBe(
+      'CrashConsistent',
+    );
+    expect(await domain.numOfSnapshots()).toBe(2);
+  });
+
+  it('refuses raw disks: Failed, Ready=False reason Unsupported', async () => {
+    await runningVm('rawvm', 'raw');
+    const snap = await snapshot('raw-1', 'rawvm');
+    expect(snap.status?.phase).toBe('Failed');
+    const ready = snap.status?.conditions?.find((c) => c.type === 'Ready');
+    expect(ready).toMatchObject({ status: 'False', reason: 'Unsupported' });
+    expect(ready?.message).toMatch(/vda \(raw\)/);
+  });
+
+  it('restores once: the marker goes with the revert, a later pass does nothing', async () => {
+    const uri = 'http://virt.dev/libvirt-operator/restore/v1';
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'back-1', namespace: NS },
+      spec: { vmName: 'web', snapshotName: 'web-1' },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key('back-1'), {
+      until: stored(
+        () => restoreOf('back-1'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    const restored = restoreOf('back-1')!;
+    expect(restored.status?.completionTime).toBeTruthy();
+    expect(restored.status?.conditions?.find((c) => c.type === 'Ready')?.reason).toBe('Restored');
+    expect(await (await domain.currentSnapshot()).getName()).toBe(
+      snapOf('web-1')?.status?.snapshotName,
+    );
+    await expect(
+      domain.getMetadata(DomainMetadataType.ELEMENT, uri, DomainModificationImpact.CONFIG),
+    ).rejects.toThrow(/metadata/);
+    // Terminal: another pass neither reverts nor writes.
+    const writes = ctx.writes;
+    await converge(ctx, reconcileVirtualMachineRestore, key('back-1'));
+    expect(ctx.writes).toBe(writes);
+  });
+
+  it('finishes without reverting again when a crash left InProgress and no marker', async () => {
+    await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
+      metadata: { name: 'back-2', namespace: NS },
+      spec: { vmName: 'web', snapshotName: 'web-1' },
+    });
+    // The state after a revert whose agent died before recording it.
+    await k.patchStatus('VirtualMachineRestore', NS, 'back-2', { phase: 'InProgress' });
+    await domain.suspend();
+    await converge(ctx, reconcileVirtualMachineRestore, key('back-2'), {
+      until: stored(
+        () => restoreOf('back-2'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    // A revert to the running checkpoint would have resumed the domain.
+    expect((await domain.getState()).stateName).toBe('paused');
+    await domain.resume();
+  });
+
+  it('holds the machine controller back while a restore is InProgress', async () => {
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'back-3', namespace: NS },
+      spec: { vmName: 'web', snapshotName: 'missing' },
+    });
+    await k.patchStatus('VirtualMachineRestore', NS, 'back-3', { phase: 'InProgress' });
+    await ctx.refresh();
+    const action = await reconcileVirtualMachine(key('web'), ctx);
+    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    await k.patchStatus('VirtualMachineRestore', NS, 'back-3', { phase: 'Failed' });
+  });
+
+  it('deletes the libvirt snapshot with the object, and the machine’s snapshots with it', async () => {
+    await k.remove('VirtualMachineSnapshot', NS, 'web-2');
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-2'), {
+      until: stored(
+        () => snapOf('web-2'),
+        (o) => o === undefined,
+      ),
+    });
+    expect(await domain.numOfSnapshots()).toBe(1);
+    await k.remove('VirtualMachine', NS, 'web');
+    await converge(ctx, reconcileVirtualMachine, key('web'), {
+      until: stored(
+        () => ctx.get('VirtualMachine', NS, 'web'),
+        (o) => o === undefined,
+      ),
+    });
+    await expect(domain.isActive()).rejects.toThrow(/domain/i);
+    // The snapshot object of the deleted machine: deleted by the agent, finalizer released.
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-1'), {
+      until: stored(
+        () => snapOf('web-1'),
+        (o) => o === undefined,
+      ),
+    });
+  });
+});

@@ -1,0 +1,241 @@
+import { describe, expect, it } from 'vitest';
+import type {
+  VirtualMachineRestore,
+  VirtualMachineSnapshot,
+} from '../../../../src/api/generated/types.js';
+import {
+  desiredSnapshot,
+  libvirtSnapshotName,
+  parseRecord,
+  recordDescription,
+} from '../../../../src/controllers/virtual-machine-snapshot/desired.js';
+import { planSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/plan.js';
+import { snapshotStatus } from '../../../../src/controllers/virtual-machine-snapshot/status.js';
+import {
+  isMarkerOf,
+  restoreMarkerXML,
+} from '../../../../src/controllers/virtual-machine-restore/desired.js';
+import {
+  needsPowerOff,
+  planRestore,
+} from '../../../../src/controllers/virtual-machine-restore/plan.js';
+import { restoreStatus } from '../../../../src/controllers/virtual-machine-restore/status.js';
+import type { SnapshotDiskView } from '../../../../src/libvirt/xml/snapshot.js';
+
+const now = new Date('2026-12-03T12:00:00Z');
+const snap = (over: Partial<VirtualMachineSnapshot> = {}): VirtualMachineSnapshot => ({
+  apiVersion: 'virt.dev/v1alpha1',
+  kind: 'VirtualMachineSnapshot',
+  metadata: {
+    name: 'before-upgrade',
+    namespace: 'ns',
+    uid: '0123abcd-0000-4000-8000-000000000000',
+    generation: 1,
+  },
+  spec: { vmName: 'web', includeMemory: true },
+  ...over,
+});
+const qcow2: SnapshotDiskView = { name: 'vda', device: 'disk', format: 'qcow2', readonly: false };
+const cdrom: SnapshotDiskView = { name: 'sda', device: 'cdrom', format: 'raw', readonly: true };
+
+describe('desiredSnapshot', () => {
+  it.each([
+    ['running, includeMemory', true, true, 'internal', true, false],
+    ['running, disks only', true, false, 'internal', false, true],
+    ['stopped', false, true, 'no', false, false],
+  ] as const)('%s', (_, active, includeMemory, memory, includesMemory, freeze) => {
+    const d = desiredSnapshot(snap({ spec: { vmName: 'web', includeMemory } }), {
+      active,
+      disks: [qcow2, cdrom],
+    });
+    expect(d).toEqual({
+      kind: 'take',
+      doc: {
+        name: 'before-upgrade-0123abcd',
+        memory,
+        disks: [
+          { name: 'vda', snapshot: 'internal' },
+          { name: 'sda', snapshot: 'no' },
+        ],
+      },
+      includesMemory,
+      freeze,
+    });
+  });
+
+  it('refuses writable disks that are not qcow2, naming them', () => {
+    const d = desiredSnapshot(snap(), {
+      active: true,
+      disks: [qcow2, { name: 'vdb', device: 'disk', format: 'raw', readonly: false }],
+    });
+    expect(d).toEqual({ kind: 'unsupported', message: expect.stringContaining('vdb (raw)') });
+  });
+
+  it('refuses a machine without a writable qcow2 disk', () => {
+    expect(desiredSnapshot(snap(), { active: false, disks: [cdrom] }).kind).toBe('unsupported');
+  });
+});
+
+describe('the record in the description', () => {
+  it('round-trips, and is absent from foreign descriptions', () => {
+    const s = snap();
+    const text = recordDescription(s, { uid: 'u-1', includeMemory: false, quiesced: true });
+    expect(parseRecord(text)).toEqual({ uid: 'u-1', includeMemory: false, quiesced: true });
+    expect(parseRecord('made by hand')).toBeUndefined();
+    expect(parseRecord(undefined)).toBeUndefined();
+    expect(libvirtSnapshotName(s)).toBe('before-upgrade-0123abcd');
+  });
+});
+
+describe('planSnapshot', () => {
+  const found = (uid: string) => ({
+    snapshot: {} as never,
+    doc: {
+      name: 'before-upgrade-0123abcd',
+      description: recordDescription(snap(), { uid, includeMemory: true }),
+      disks: [],
+    },
+  });
+  const take = desiredSnapshot(snap(), { active: true, disks: [qcow2] });
+
+  it('records ours, refuses a foreign one with our name', () => {
+    const s = snap();
+    expect(
+      planSnapshot({ snap: s, domainFound: true, found: found(s.metadata.uid!), decision: take })
+        .op,
+    ).toBe('record');
+    expect(
+      planSnapshot({ snap: s, domainFound: true, found: found('other'), decision: take }),
+    ).toMatchObject({
+      op: 'fail',
+      reason: 'NameConflict',
+    });
+  });
+
+  it('takes it once; a Ready one that vanished fails; a Failed one stays', () => {
+    expect(
+      planSnapshot({ snap: snap(), domainFound: true, found: undefined, decision: take }).op,
+    ).toBe('take');
+    const ready = snap({ status: { phase: 'Ready', snapshotName: 'x' } });
+    expect(
+      planSnapshot({ snap: ready, domainFound: true, found: undefined, decision: take }),
+    ).toMatchObject({
+      op: 'fail',
+      reason: 'SnapshotMissing',
+    });
+    const failed = snap({ status: { phase: 'Failed' } });
+    expect(
+      planSnapshot({ snap: failed, domainFound: true, found: undefined, decision: take }).op,
+    ).toBe('none');
+    expect(
+      planSnapshot({ snap: snap(), domainFound: false, found: undefined, decision: undefined }).op,
+    ).toBe('wait');
+  });
+});
+
+describe('snapshotStatus', () => {
+  it('says a disks-only snapshot of a running machine is crash-consistent when not quiesced', () => {
+    const s = snap({ spec: { vmName: 'web', includeMemory: false } });
+    const status = snapshotStatus(
+      s,
+      {
+        phase: 'Ready',
+        found: {
+          snapshot: {} as never,
+          doc: {
+            name: 'n',
+            state: 'running',
+            creationTime: 1796309332,
+            disks: [{ name: 'vda', snapshot: 'internal' }],
+          },
+        },
+        record: { uid: 'u', includeMemory: false, quiesced: false },
+        volumes: new Map([['vda', 'root']]),
+      },
+      now,
+    );
+    expect(status).toMatchObject({
+      phase: 'Ready',
+      snapshotName: 'n',
+      includesMemory: false,
+      quiesced: false,
+      disks: [{ name: 'vda', volume: 'root' }],
+      creationTime: '2026-12-03T14:48:52Z',
+    });
+    expect(status.conditions?.[0]).toMatchObject({
+      type: 'Ready',
+      status: 'True',
+      reason: 'CrashConsistent',
+    });
+  });
+});
+
+describe('planRestore', () => {
+  const restore = (phase?: string): VirtualMachineRestore => ({
+    apiVersion: 'virt.dev/v1alpha1',
+    kind: 'VirtualMachineRestore',
+    metadata: { name: 'r', namespace: 'ns', uid: 'r-uid' },
+    spec: { vmName: 'web', snapshotName: 'before-upgrade' },
+    ...(phase ? { status: { phase: phase as never } } : {}),
+  });
+  const ready = snap({ status: { phase: 'Ready', snapshotName: 'lv', includesMemory: false } });
+  const input = (r: VirtualMachineRestore, markerPresent: boolean) => ({
+    restore: r,
+    snapshot: ready,
+    domainFound: true,
+    markerPresent,
+    libvirtSnapshotFound: true,
+  });
+
+  it('reverts when nothing happened yet or the marker is still there', () => {
+    expect(planRestore(input(restore(), false))).toEqual({ op: 'revert', snapshotName: 'lv' });
+    expect(planRestore(input(restore('Pending'), true)).op).toBe('revert');
+    expect(planRestore(input(restore('InProgress'), true)).op).toBe('revert');
+  });
+
+  it('only finishes when InProgress lost its marker (the revert happened), never reverts twice', () => {
+    expect(planRestore(input(restore('InProgress'), false))).toEqual({ op: 'finish' });
+    expect(planRestore(input(restore('Succeeded'), true))).toEqual({ op: 'none' });
+    expect(planRestore(input(restore('Failed'), false))).toEqual({ op: 'none' });
+  });
+
+  it('waits for a snapshot of this machine that is Ready', () => {
+    expect(planRestore({ ...input(restore(), false), snapshot: undefined })).toMatchObject({
+      op: 'wait',
+      reason: 'SnapshotNotFound',
+    });
+    expect(planRestore({ ...input(restore(), false), snapshot: snap() })).toMatchObject({
+      op: 'wait',
+      reason: 'SnapshotNotReady',
+    });
+    expect(planRestore({ ...input(restore(), false), libvirtSnapshotFound: false })).toMatchObject({
+      op: 'fail',
+      reason: 'SnapshotMissing',
+    });
+  });
+
+  it('powers off after reverting to a disks-only snapshot of a running machine', () => {
+    expect(needsPowerOff(ready, true)).toBe(true);
+    expect(needsPowerOff(ready, false)).toBe(false);
+    expect(needsPowerOff(snap({ status: { phase: 'Ready', includesMemory: true } }), true)).toBe(
+      false,
+    );
+  });
+
+  it('recognises its own marker only', () => {
+    const xml = restoreMarkerXML('r-uid');
+    expect(isMarkerOf(xml, 'r-uid')).toBe(true);
+    expect(isMarkerOf(xml, 'other')).toBe(false);
+    expect(isMarkerOf(undefined, 'r-uid')).toBe(false);
+  });
+
+  it('keeps the completion time once Succeeded', () => {
+    const first = restoreStatus(restore('InProgress'), { phase: 'Succeeded', message: 'm' }, now);
+    const later = restoreStatus(
+      { ...restore(), status: first },
+      { phase: 'Succeeded', message: 'm' },
+      new Date('2026-12-04T00:00:00Z'),
+    );
+    expect(later.completionTime).toBe(first.completionTime);
+  });
+});
