@@ -110,6 +110,14 @@ describe('machineStatus', () => {
           lastTransitionTime: t,
           observedGeneration: 3,
         },
+        {
+          type: 'Paused',
+          status: 'False',
+          reason: 'NotPaused',
+          message: 'the domain is not paused',
+          lastTransitionTime: t,
+          observedGeneration: 3,
+        },
       ],
     });
   });
@@ -268,7 +276,7 @@ describe('machineStatus', () => {
       [
         'paused',
         { observed: ours({ config: doc, power: { state: 'paused', reason: 'user' } }) },
-        'Running',
+        'Paused',
         'False',
         'Paused',
       ],
