@@ -1,6 +1,6 @@
 // One pass for one VirtualMachine on this node: cache -> finalizer table -> observe ->
 // desired -> plan -> act -> status -> Action.
-import { isConditionTrue } from '../../api/conditions.js';
+import { findCondition, isConditionTrue } from '../../api/conditions.js';
 import type {
   VirtualMachine,
   VirtualMachineStatus,
@@ -121,12 +121,15 @@ async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<
   });
   await report(ctx, vm, status, outcome.executed);
   // The soonest of every reason to look again: a running grace period must not wait for a
-  // problem's backoff. Unsupported input waits for a spec change, which wakes us anyway.
+  // problem's backoff. Unsupported input waits for a spec change, which wakes us anyway; so
+  // does a pause the annotation asked for (Ready=False, but as wanted).
+  const settled =
+    !problem &&
+    (isConditionTrue(status.conditions, 'Ready') ||
+      findCondition(status.conditions, 'Paused')?.reason === 'PausedByRequest');
   const looks = [
     plan.waitMs === undefined ? undefined : settledWait(plan, after),
-    problem?.reason === 'Unsupported' || (!problem && isConditionTrue(status.conditions, 'Ready'))
-      ? undefined
-      : retryDelayMs(status, now),
+    problem?.reason === 'Unsupported' || settled ? undefined : retryDelayMs(status, now),
     awaitingAddresses(vm, status, after, now) ? ADDRESS_POLL_MS : undefined,
     detaching
       ? detaching.expired
