@@ -33,7 +33,10 @@ RECIPE_HASH="$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
 MODULES=(
   virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
   virtio_balloon failover net_failover virtio_net virtio_blk button evdev
+  scsi_common scsi_mod virtio_scsi cdrom sr_mod isofs
 )
+# The cloud kernel has no AHCI driver (CONFIG_SATA_AHCI is not set): a sata CD-ROM stays
+# invisible to this guest, a CD-ROM on virtio-scsi (the last six modules) is readable.
 
 # Resolve the kernel the meta package points at today. Without apt lists (a fresh machine
 # before `apt-get update`) fall back to the newest complete build already in the cache.
@@ -128,6 +131,10 @@ cat > "$ROOT/init" <<'INIT'
 #   LVO-GUEST-IP <addr> <iface> <mac>    a DHCP lease was bound
 #   LVO-GUEST-DISKS [names...]           virtio disks (vda ...), at start and on every change
 #   LVO-GUEST-POWEROFF                   the ACPI power button was pressed
+#   LVO-GUEST-TOPOLOGY <s> <c> <t>       sockets, cores per socket, threads per core (from
+#                                        /sys/devices/system/cpu/*/topology), at start
+#   LVO-GUEST-CDROM <text>               the first line of lvo-cdrom.txt on a CD-ROM (sr0), once
+#   LVO-GUEST-TICK <uptime>              every 2 s: the guest's own clock (stops while paused)
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t devtmpfs dev /dev
 # The initramfs has no /dev/console node (creating one needs root at build time), so the
@@ -168,12 +175,52 @@ report() {
   d=$(cd /sys/block && echo vd* | sed 's/vd\*//')
   [ "$d" != "$disks" ] && disks=$d && echo "LVO-GUEST-DISKS $d"
 }
+# Extra reports, kept apart from report(): CPU topology once, the CD-ROM's marker file once it
+# shows up (virtio-scsi probes asynchronously), DHCP on NICs hot-plugged later, and a tick.
+topology() {
+  n=0; pkgs=''; cores=''
+  for t in /sys/devices/system/cpu/cpu[0-9]*/topology; do
+    n=$((n + 1))
+    pkg=$(cat "$t/physical_package_id")
+    pkgs="$pkgs $pkg"
+    cores="$cores $pkg:$(cat "$t/core_id")"
+  done
+  s=$(printf '%s\n' $pkgs | sort -u | wc -l)
+  k=$(printf '%s\n' $cores | sort -u | wc -l)
+  echo "LVO-GUEST-TOPOLOGY $s $((k / s)) $((n / k))"
+}
+cdrom=''
+tick=0
+day2_report() {
+  if [ -z "$cdrom" ] && [ -b /dev/sr0 ]; then
+    mkdir -p /mnt/cdrom
+    if mount -t iso9660 -o ro /dev/sr0 /mnt/cdrom 2>/dev/null; then
+      cdrom=done
+      echo "LVO-GUEST-CDROM $(head -n 1 /mnt/cdrom/lvo-cdrom.txt 2>/dev/null)"
+    fi
+  fi
+  for dev in /sys/class/net/eth*; do
+    [ -e "$dev" ] || continue
+    iface="${dev##*/}"
+    [ -e "/run/dhcp.$iface" ] && continue
+    : > "/run/dhcp.$iface"
+    ip link set "$iface" up
+    udhcpc -f -i "$iface" -s /etc/udhcpc.script -x hostname:lvo-tiny-guest -t 5 -T 1 -A 1 >/dev/null 2>&1 &
+  done
+  tick=$((tick + 1))
+  [ $((tick % 2)) = 0 ] && echo "LVO-GUEST-TICK $(cut -d' ' -f1 /proc/uptime)"
+}
+# The NICs present at boot already have their udhcpc (started above).
+for dev in /sys/class/net/eth*; do [ -e "$dev" ] && : > "/run/dhcp.${dev##*/}"; done
+topology
+
 # The initial CPUS and DISKS lines come before READY, so READY means "state reported".
 report
 echo "LVO-GUEST-READY $(cat /proc/sys/kernel/random/boot_id)"
 while :; do
   sleep 1
   report
+  day2_report
 done
 INIT
 

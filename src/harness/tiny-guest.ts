@@ -45,6 +45,12 @@ export const GUEST_MARKER = {
   disks: /^LVO-GUEST-DISKS ?(.*)$/m,
   /** The ACPI power button reached the guest; it powers off right after. */
   poweroff: /^LVO-GUEST-POWEROFF$/m,
+  /** CPU topology the guest sees: sockets, cores per socket, threads per core. */
+  topology: /^LVO-GUEST-TOPOLOGY (\d+) (\d+) (\d+)$/m,
+  /** The first line of lvo-cdrom.txt on the CD-ROM (sr0), once it is mounted. */
+  cdrom: /^LVO-GUEST-CDROM (.*)$/m,
+  /** Every 2 s: the guest's /proc/uptime seconds; no ticks while the guest is paused. */
+  tick: /^LVO-GUEST-TICK (\d+(?:\.\d+)?)$/m,
 } as const;
 
 let building: Promise<TinyGuest> | undefined;
