@@ -1080,7 +1080,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
             },
             "lastRestartRequest": {
               "type": "string",
-              "description": "The last value of the annotation virt.dev/restart-requested-at the agent acted on; a restart is done once per new value, also across agent restarts.",
+              "description": "The last value of the annotation virt.dev/restart-requested-at the agent acted on (a value longer than 256 characters as sha256:<hex digest>); a restart is done once per new value, also across agent restarts.",
               "maxLength": 256
             },
             "startedAt": {

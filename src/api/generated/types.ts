@@ -541,8 +541,9 @@ export interface VirtualMachineStatus {
    */
   interfaces?: VirtualMachineStatusInterface[];
   /**
-   * The last value of the annotation virt.dev/restart-requested-at the agent acted on; a restart
-   * is done once per new value, also across agent restarts.
+   * The last value of the annotation virt.dev/restart-requested-at the agent acted on (a value
+   * longer than 256 characters as sha256:<hex digest>); a restart is done once per new value, also
+   * across agent restarts.
    */
   lastRestartRequest?: string;
   /**

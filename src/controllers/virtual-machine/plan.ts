@@ -21,6 +21,7 @@
 //
 // Power actions: the annotation virt.dev/paused suspends and resumes; virt.dev/restart-requested-at
 // asks for one graceful restart per value (see reconcile.ts for the record-before-act order).
+import { createHash } from 'node:crypto';
 import { basename, dirname } from 'node:path';
 import { findCondition } from '../../api/conditions.js';
 import type { VirtualMachine } from '../../api/generated/types.js';
@@ -128,10 +129,26 @@ export function pauseRequested(vm: VirtualMachine): boolean {
   return vm.metadata.annotations?.[PAUSED_ANNOTATION] === 'true';
 }
 
-/** The restart-requested-at value not yet acted on, if any. */
+/** status.lastRestartRequest's schema bound. */
+export const RESTART_RECORD_MAX = 256;
+
+/**
+ * How a restart-requested-at value is recorded in status.lastRestartRequest: as is, or when
+ * longer than the field allows, as its digest (a value status cannot hold would otherwise never
+ * count as done, and restart the machine on every pass).
+ */
+export function restartRecord(value: string): string {
+  return value.length <= RESTART_RECORD_MAX
+    ? value
+    : `sha256:${createHash('sha256').update(value).digest('hex')}`;
+}
+
+/** The restart-requested-at value not yet acted on, as it is to be recorded; if any. */
 export function newRestartRequest(vm: VirtualMachine): string | undefined {
   const value = vm.metadata.annotations?.[RESTART_ANNOTATION];
-  return value !== undefined && value !== vm.status?.lastRestartRequest ? value : undefined;
+  if (value === undefined) return undefined;
+  const record = restartRecord(value);
+  return record !== vm.status?.lastRestartRequest ? record : undefined;
 }
 
 /** Since when the guest has been asked to release detached devices. */

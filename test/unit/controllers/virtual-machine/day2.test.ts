@@ -395,6 +395,15 @@ describe('restart on request', () => {
     expect(newRestartRequest(vm({}, { status: runningStatus() }))).toBeUndefined();
   });
 
+  it('records a value longer than status allows as its digest, and counts it as done', () => {
+    const long = 'x'.repeat(300);
+    const record = newRestartRequest(annotated(runningStatus(), long));
+    expect(record).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(newRestartRequest(annotated(runningStatus({ lastRestartRequest: record }), long))).toBe(
+      undefined,
+    );
+  });
+
   it('reads the run being restarted back from the condition', () => {
     expect(shutdownRequest(annotated(restartStatus(42)))).toMatchObject({
       reason: 'RestartRequested',
