@@ -423,7 +423,7 @@ describe('day-2 operations on a running guest', () => {
 
     expect(await cli('vm', 'unpause', VM)).toContain('unpause requested');
     await until('phase Running', async () => (await vm()).status?.phase === 'Running', 30_000);
-    await until('ticks again', async () => (await ticks()).length > before.length + 1, 15_000);
+    await until('ticks again', async () => (await ticks()).length > before.length, 90_000);
     const after = await ticks();
     const wall = (Date.now() - pausedAt) / 1000;
     const guestGap = after[after.length - 1]! - before[before.length - 1]!;
