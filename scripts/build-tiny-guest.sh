@@ -35,7 +35,10 @@ RECIPE_HASH="$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
 MODULES=(
   virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
   virtio_balloon failover net_failover virtio_net virtio_blk button evdev
+  scsi_common scsi_mod virtio_scsi cdrom sr_mod isofs
 )
+# The cloud kernel has no AHCI driver (CONFIG_SATA_AHCI is not set): a sata CD-ROM stays
+# invisible to this guest, a CD-ROM on virtio-scsi (the last six modules) is readable.
 
 # Resolve the kernel the meta package points at today. Without apt lists (a fresh machine
 # before `apt-get update`) fall back to the newest complete build already in the cache.
@@ -157,6 +160,10 @@ cat > "$ROOT/init" <<'INIT'
 #   LVO-GUEST-DATA-WROTE boot-<boot-id>  ... then what this boot wrote there instead
 #   LVO-GUEST-TICK <n>                   with lvo.tick on the command line: a counter that
 #                                        lives only in guest memory, +1 every second
+#   LVO-GUEST-TOPOLOGY <s> <c> <t>       sockets, cores per socket, threads per core (from
+#                                        /sys/devices/system/cpu/*/topology), at start
+#   LVO-GUEST-CDROM <text>               the first line of lvo-cdrom.txt on a CD-ROM (sr0), once
+#   LVO-GUEST-UPTIME <seconds>           every 2 s: the guest's own clock (stops while paused)
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t devtmpfs dev /dev
 # The initramfs has no /dev/console node (creating one needs root at build time), so the
@@ -270,6 +277,44 @@ if [ -n "$datadisk" ]; then
   printf '%-64s' "$new" | dd of="/dev/$datadisk" bs=64 count=1 conv=fsync 2>/dev/null
   echo "LVO-GUEST-DATA-WROTE $new"
 fi
+# Extra reports, kept apart from report(): CPU topology once, the CD-ROM's marker file once it
+# shows up (virtio-scsi probes asynchronously), DHCP on NICs hot-plugged later, and the uptime.
+topology() {
+  n=0; pkgs=''; cores=''
+  for t in /sys/devices/system/cpu/cpu[0-9]*/topology; do
+    n=$((n + 1))
+    pkg=$(cat "$t/physical_package_id")
+    pkgs="$pkgs $pkg"
+    cores="$cores $pkg:$(cat "$t/core_id")"
+  done
+  s=$(printf '%s\n' $pkgs | sort -u | wc -l)
+  k=$(printf '%s\n' $cores | sort -u | wc -l)
+  echo "LVO-GUEST-TOPOLOGY $s $((k / s)) $((n / k))"
+}
+cdrom=''
+beat=0
+day2_report() {
+  if [ -z "$cdrom" ] && [ -b /dev/sr0 ]; then
+    mkdir -p /mnt/cdrom
+    if mount -t iso9660 -o ro /dev/sr0 /mnt/cdrom 2>/dev/null; then
+      cdrom=done
+      echo "LVO-GUEST-CDROM $(head -n 1 /mnt/cdrom/lvo-cdrom.txt 2>/dev/null)"
+    fi
+  fi
+  for dev in /sys/class/net/eth*; do
+    [ -e "$dev" ] || continue
+    iface="${dev##*/}"
+    [ -e "/run/dhcp.$iface" ] && continue
+    : > "/run/dhcp.$iface"
+    ip link set "$iface" up
+    udhcpc -f -i "$iface" -s /etc/udhcpc.script -x hostname:lvo-tiny-guest -t 5 -T 1 -A 1 >/dev/null 2>&1 &
+  done
+  beat=$((beat + 1))
+  [ $((beat % 2)) = 0 ] && echo "LVO-GUEST-UPTIME $(cut -d' ' -f1 /proc/uptime)"
+}
+# The NICs present at boot already have their udhcpc (started above).
+for dev in /sys/class/net/eth*; do [ -e "$dev" ] && : > "/run/dhcp.${dev##*/}"; done
+topology
 
 # The initial CPUS and DISKS lines come before READY, so READY means "state reported".
 report
@@ -279,6 +324,7 @@ while :; do
   report
   # lvo.tick: a counter in guest memory only; a restored memory checkpoint sends it back.
   if [ -n "$tick" ]; then tick=$((tick + 1)); echo "LVO-GUEST-TICK $tick"; fi
+  day2_report
 done
 INIT
 

@@ -123,6 +123,35 @@ export const ruleTwins: ReadonlyMap<string, RuleTwin> = new Map<string, RuleTwin
     "!has(self.secureBoot) || !self.secureBoot || self.firmware == 'uefi'",
     (s) => !has(s, 'secureBoot') || !s.secureBoot || s.firmware === 'uefi',
   ],
+  [
+    '!has(self.cpu) || !has(self.cpu.topology) || self.cpu.topology.sockets * self.cpu.topology.cores * self.cpu.topology.threads == (has(self.maxVcpus) ? self.maxVcpus : self.vcpus)',
+    (s) =>
+      !has(s, 'cpu') ||
+      !has(s.cpu, 'topology') ||
+      s.cpu.topology.sockets * s.cpu.topology.cores * s.cpu.topology.threads ===
+        (has(s, 'maxVcpus') ? s.maxVcpus : s.vcpus),
+  ],
+  [
+    "!has(self.cpu) || !has(self.cpu.mode) || self.cpu.mode != 'host-passthrough' || !has(self.domainType) || self.domainType != 'qemu'",
+    (s) =>
+      !has(s, 'cpu') ||
+      !has(s.cpu, 'mode') ||
+      s.cpu.mode !== 'host-passthrough' ||
+      !has(s, 'domainType') ||
+      s.domainType !== 'qemu',
+  ],
+  [
+    "!has(self.mode) || self.mode != 'custom' || has(self.model)",
+    (s) => !has(s, 'mode') || s.mode !== 'custom' || has(s, 'model'),
+  ],
+  [
+    "!has(self.model) || (has(self.mode) && self.mode == 'custom')",
+    (s) => !has(s, 'model') || (has(s, 'mode') && s.mode === 'custom'),
+  ],
+  [
+    "!has(self.device) || self.device != 'cdrom' || !has(self.bus) || self.bus != 'virtio'",
+    (s) => !has(s, 'device') || s.device !== 'cdrom' || !has(s, 'bus') || s.bus !== 'virtio',
+  ],
   ["self.matches('^[0-9a-f][02468ace]')", (s) => /^[0-9a-f][02468ace]/.test(s)],
   [
     '!has(self.secretRef) || !(has(self.userData) || has(self.metaData) || has(self.networkData))',

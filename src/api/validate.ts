@@ -413,6 +413,11 @@ export function applyDefaults(
     const spec = out.spec;
     spec.maxVcpus ??= spec.vcpus;
     spec.maxMemory ??= spec.memory;
+    // The bus default depends on the device (a cdrom cannot be on virtio): code, not schema.
+    for (const disk of spec.disks ?? []) {
+      disk.device ??= 'disk';
+      disk.bus ??= disk.device === 'cdrom' ? 'sata' : 'virtio';
+    }
     const uid = out.metadata?.uid;
     if (uid) {
       spec.uuid ??= uid;

@@ -61,6 +61,12 @@ export const GUEST_MARKER = {
   dataWrote: /^LVO-GUEST-DATA-WROTE (\S+)$/m,
   /** With `lvo.tick`: a counter kept in guest memory only, printed every second. */
   tick: /^LVO-GUEST-TICK (\d+)$/m,
+  /** CPU topology the guest sees: sockets, cores per socket, threads per core. */
+  topology: /^LVO-GUEST-TOPOLOGY (\d+) (\d+) (\d+)$/m,
+  /** The first line of lvo-cdrom.txt on the CD-ROM (sr0), once it is mounted. */
+  cdrom: /^LVO-GUEST-CDROM (.*)$/m,
+  /** Every 2 s: the guest's /proc/uptime seconds; no ticks while the guest is paused. */
+  uptime: /^LVO-GUEST-UPTIME (\d+(?:\.\d+)?)$/m,
 } as const;
 
 let building: Promise<TinyGuest> | undefined;

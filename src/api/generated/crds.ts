@@ -385,7 +385,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
     "scope": "Namespaced",
     "openAPIV3Schema": {
       "type": "object",
-      "description": "A virtual machine: a libvirt domain on the node named by spec.nodeName. The agent on that node defines the domain, keeps its power state as spec.runStrategy asks and reports what it observes in status.",
+      "description": "A virtual machine: a libvirt domain on the node named by spec.nodeName. The agent on that node defines the domain, keeps its power state as spec.runStrategy asks and reports what it observes in status. Power actions are annotations (written by `libvirt-operator vm pause|unpause|restart`): virt.dev/paused \"true\" suspends the guest (removing it or \"false\" resumes); each new value of virt.dev/restart-requested-at restarts it gracefully once.",
       "required": [
         "spec"
       ],
@@ -439,6 +439,18 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "fieldPath": ".secureBoot",
               "reason": "FieldValueInvalid",
               "message": "secureBoot requires firmware uefi"
+            },
+            {
+              "rule": "!has(self.cpu) || !has(self.cpu.topology) || self.cpu.topology.sockets * self.cpu.topology.cores * self.cpu.topology.threads == (has(self.maxVcpus) ? self.maxVcpus : self.vcpus)",
+              "fieldPath": ".cpu.topology",
+              "reason": "FieldValueInvalid",
+              "message": "cpu.topology sockets * cores * threads must equal maxVcpus (or vcpus when maxVcpus is not set)"
+            },
+            {
+              "rule": "!has(self.cpu) || !has(self.cpu.mode) || self.cpu.mode != 'host-passthrough' || !has(self.domainType) || self.domainType != 'qemu'",
+              "fieldPath": ".cpu.mode",
+              "reason": "FieldValueInvalid",
+              "message": "cpu.mode host-passthrough needs domainType kvm (software emulation cannot pass the host CPU through)"
             }
           ],
           "properties": {
@@ -545,6 +557,74 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                 }
               ]
             },
+            "cpu": {
+              "type": "object",
+              "description": "The CPU the guest sees: model and topology. A restart-time change. Without it (or without mode) a kvm machine gets host-model and a qemu machine QEMU's default CPU model.",
+              "x-kubernetes-validations": [
+                {
+                  "rule": "!has(self.mode) || self.mode != 'custom' || has(self.model)",
+                  "fieldPath": ".model",
+                  "reason": "FieldValueRequired",
+                  "message": "cpu.model is required when cpu.mode is custom"
+                },
+                {
+                  "rule": "!has(self.model) || (has(self.mode) && self.mode == 'custom')",
+                  "fieldPath": ".model",
+                  "reason": "FieldValueForbidden",
+                  "message": "cpu.model may only be set with cpu.mode custom"
+                }
+              ],
+              "properties": {
+                "mode": {
+                  "type": "string",
+                  "description": "host-passthrough: the host CPU exactly (kvm only; the guest cannot move to a different host CPU). host-model: the closest named model with the host's features (the kvm default). custom: the named model. Default: host-model for domainType kvm, QEMU's default model for qemu.",
+                  "enum": [
+                    "host-passthrough",
+                    "host-model",
+                    "custom"
+                  ]
+                },
+                "model": {
+                  "type": "string",
+                  "description": "A CPU model QEMU knows, e.g. qemu64, Haswell, EPYC (virsh cpu-models x86_64); required with mode custom. A model the host cannot provide fails the start with libvirt's message.",
+                  "minLength": 1,
+                  "maxLength": 64,
+                  "pattern": "^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+                },
+                "topology": {
+                  "type": "object",
+                  "description": "How the vCPUs are arranged; sockets * cores * threads must equal maxVcpus (or vcpus). Default: one socket per vCPU.",
+                  "required": [
+                    "sockets",
+                    "cores",
+                    "threads"
+                  ],
+                  "properties": {
+                    "sockets": {
+                      "type": "integer",
+                      "format": "int32",
+                      "description": "CPU sockets.",
+                      "minimum": 1,
+                      "maximum": 512
+                    },
+                    "cores": {
+                      "type": "integer",
+                      "format": "int32",
+                      "description": "Cores per socket.",
+                      "minimum": 1,
+                      "maximum": 512
+                    },
+                    "threads": {
+                      "type": "integer",
+                      "format": "int32",
+                      "description": "Threads per core.",
+                      "minimum": 1,
+                      "maximum": 512
+                    }
+                  }
+                }
+              }
+            },
             "firmware": {
               "type": "string",
               "description": "Firmware to boot with: bios (SeaBIOS) or uefi (OVMF, the host needs Debian's ovmf package). UEFI variables (NVRAM) live in the agent's state directory and are removed with the machine. A restart-time change.",
@@ -647,6 +727,14 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                   "name",
                   "volume"
                 ],
+                "x-kubernetes-validations": [
+                  {
+                    "rule": "!has(self.device) || self.device != 'cdrom' || !has(self.bus) || self.bus != 'virtio'",
+                    "fieldPath": ".bus",
+                    "reason": "FieldValueInvalid",
+                    "message": "a cdrom must be on bus sata or scsi, not virtio"
+                  }
+                ],
                 "properties": {
                   "name": {
                     "type": "string",
@@ -662,19 +750,26 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                     "maxLength": 253,
                     "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
                   },
+                  "device": {
+                    "type": "string",
+                    "description": "disk: a block device; on bus virtio or scsi it is attached and detached live when added to or removed from a running machine. cdrom: a read-only CD-ROM whose Volume holds an ISO image (bus sata or scsi); with bootOrder it is the install medium. Default: disk.",
+                    "enum": [
+                      "disk",
+                      "cdrom"
+                    ]
+                  },
                   "bus": {
                     "type": "string",
-                    "description": "The bus the disk is attached to.",
+                    "description": "The bus the disk is attached to. Default: virtio for a disk, sata for a cdrom (a cdrom cannot be on virtio).",
                     "enum": [
                       "virtio",
                       "sata",
                       "scsi"
-                    ],
-                    "default": "virtio"
+                    ]
                   },
                   "readOnly": {
                     "type": "boolean",
-                    "description": "Attach the disk read-only.",
+                    "description": "Attach the disk read-only (a cdrom always is).",
                     "default": false
                   },
                   "bootOrder": {
@@ -825,6 +920,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                 "Pending",
                 "Starting",
                 "Running",
+                "Paused",
                 "Stopping",
                 "Stopped",
                 "Failed"
@@ -832,7 +928,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
             },
             "conditions": {
               "type": "array",
-              "description": "Observations of the machine's state: Ready, Synced, and RestartRequired (naming the fields that wait for a restart).",
+              "description": "Observations of the machine's state: Ready, Synced (False with reason DetachPending while the guest has not released a detached device), RestartRequired (naming the fields that wait for a restart) and Paused.",
               "maxItems": 16,
               "x-kubernetes-list-type": "map",
               "x-kubernetes-list-map-keys": [
@@ -1007,6 +1103,11 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                   }
                 }
               }
+            },
+            "lastRestartRequest": {
+              "type": "string",
+              "description": "The last value of the annotation virt.dev/restart-requested-at the agent acted on (a value longer than 256 characters as sha256:<hex digest>); a restart is done once per new value, also across agent restarts.",
+              "maxLength": 256
             },
             "startedAt": {
               "type": "string",

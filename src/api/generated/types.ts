@@ -181,6 +181,48 @@ export interface StoragePoolManifest {
 }
 
 /**
+ * How the vCPUs are arranged; sockets * cores * threads must equal maxVcpus (or vcpus). Default:
+ * one socket per vCPU.
+ */
+export interface VirtualMachineSpecCpuTopology {
+  /**
+   * CPU sockets.
+   */
+  sockets: number;
+  /**
+   * Cores per socket.
+   */
+  cores: number;
+  /**
+   * Threads per core.
+   */
+  threads: number;
+}
+
+/**
+ * The CPU the guest sees: model and topology. A restart-time change. Without it (or without mode)
+ * a kvm machine gets host-model and a qemu machine QEMU's default CPU model.
+ */
+export interface VirtualMachineSpecCpu {
+  /**
+   * host-passthrough: the host CPU exactly (kvm only; the guest cannot move to a different host
+   * CPU). host-model: the closest named model with the host's features (the kvm default). custom:
+   * the named model. Default: host-model for domainType kvm, QEMU's default model for qemu.
+   */
+  mode?: "host-passthrough" | "host-model" | "custom";
+  /**
+   * A CPU model QEMU knows, e.g. qemu64, Haswell, EPYC (virsh cpu-models x86_64); required with
+   * mode custom. A model the host cannot provide fails the start with libvirt's message.
+   */
+  model?: string;
+  /**
+   * How the vCPUs are arranged; sockets * cores * threads must equal maxVcpus (or vcpus). Default:
+   * one socket per vCPU.
+   */
+  topology?: VirtualMachineSpecCpuTopology;
+}
+
+/**
  * An emulated TPM (swtpm; the host needs Debian's swtpm and swtpm-tools), model tpm-crb. Its state
  * lives in libvirt's swtpm directory and is removed with the machine. A restart-time change.
  */
@@ -242,12 +284,18 @@ export interface VirtualMachineSpecDisk {
    */
   volume: string;
   /**
-   * The bus the disk is attached to.
-   * @default "virtio"
+   * disk: a block device; on bus virtio or scsi it is attached and detached live when added to or
+   * removed from a running machine. cdrom: a read-only CD-ROM whose Volume holds an ISO image (bus
+   * sata or scsi); with bootOrder it is the install medium. Default: disk.
    */
-  bus: "virtio" | "sata" | "scsi";
+  device?: "disk" | "cdrom";
   /**
-   * Attach the disk read-only.
+   * The bus the disk is attached to. Default: virtio for a disk, sata for a cdrom (a cdrom cannot
+   * be on virtio).
+   */
+  bus?: "virtio" | "sata" | "scsi";
+  /**
+   * Attach the disk read-only (a cdrom always is).
    * @default false
    */
   readOnly: boolean;
@@ -358,6 +406,11 @@ export interface VirtualMachineSpec {
    * least memory. Default: memory.
    */
   maxMemory?: Quantity;
+  /**
+   * The CPU the guest sees: model and topology. A restart-time change. Without it (or without
+   * mode) a kvm machine gets host-model and a qemu machine QEMU's default CPU model.
+   */
+  cpu?: VirtualMachineSpecCpu;
   /**
    * Firmware to boot with: bios (SeaBIOS) or uefi (OVMF, the host needs Debian's ovmf package).
    * UEFI variables (NVRAM) live in the agent's state directory and are removed with the machine. A
@@ -474,10 +527,11 @@ export interface VirtualMachineStatus {
   /**
    * A one-word summary of the machine's lifecycle.
    */
-  phase?: "Pending" | "Starting" | "Running" | "Stopping" | "Stopped" | "Failed";
+  phase?: "Pending" | "Starting" | "Running" | "Paused" | "Stopping" | "Stopped" | "Failed";
   /**
-   * Observations of the machine's state: Ready, Synced, and RestartRequired (naming the fields
-   * that wait for a restart).
+   * Observations of the machine's state: Ready, Synced (False with reason DetachPending while the
+   * guest has not released a detached device), RestartRequired (naming the fields that wait for a
+   * restart) and Paused.
    */
   conditions?: Condition[];
   /**
@@ -513,6 +567,12 @@ export interface VirtualMachineStatus {
    */
   interfaces?: VirtualMachineStatusInterface[];
   /**
+   * The last value of the annotation virt.dev/restart-requested-at the agent acted on (a value
+   * longer than 256 characters as sha256:<hex digest>); a restart is done once per new value, also
+   * across agent restarts.
+   */
+  lastRestartRequest?: string;
+  /**
    * When the domain was last started.
    */
   startedAt?: string;
@@ -525,7 +585,9 @@ export interface VirtualMachineStatus {
 /**
  * A virtual machine: a libvirt domain on the node named by spec.nodeName. The agent on that node
  * defines the domain, keeps its power state as spec.runStrategy asks and reports what it observes
- * in status.
+ * in status. Power actions are annotations (written by `libvirt-operator vm
+ * pause|unpause|restart`): virt.dev/paused "true" suspends the guest (removing it or "false"
+ * resumes); each new value of virt.dev/restart-requested-at restarts it gracefully once.
  */
 export interface VirtualMachine {
   apiVersion: "virt.dev/v1alpha1";
@@ -546,12 +608,18 @@ export interface VirtualMachineSpecDiskManifest {
    */
   volume: string;
   /**
-   * The bus the disk is attached to.
-   * @default "virtio"
+   * disk: a block device; on bus virtio or scsi it is attached and detached live when added to or
+   * removed from a running machine. cdrom: a read-only CD-ROM whose Volume holds an ISO image (bus
+   * sata or scsi); with bootOrder it is the install medium. Default: disk.
+   */
+  device?: "disk" | "cdrom";
+  /**
+   * The bus the disk is attached to. Default: virtio for a disk, sata for a cdrom (a cdrom cannot
+   * be on virtio).
    */
   bus?: "virtio" | "sata" | "scsi";
   /**
-   * Attach the disk read-only.
+   * Attach the disk read-only (a cdrom always is).
    * @default false
    */
   readOnly?: boolean;
@@ -629,6 +697,11 @@ export interface VirtualMachineSpecManifest {
    * least memory. Default: memory.
    */
   maxMemory?: Quantity;
+  /**
+   * The CPU the guest sees: model and topology. A restart-time change. Without it (or without
+   * mode) a kvm machine gets host-model and a qemu machine QEMU's default CPU model.
+   */
+  cpu?: VirtualMachineSpecCpu;
   /**
    * Firmware to boot with: bios (SeaBIOS) or uefi (OVMF, the host needs Debian's ovmf package).
    * UEFI variables (NVRAM) live in the agent's state directory and are removed with the machine. A

@@ -8,11 +8,17 @@
 // - the transport failed or timed out: thrown, the queue retries the key with backoff;
 // - libvirt refused the step for this host (bad definition, QEMU failed to start, a name
 //   taken meanwhile): the remaining steps are skipped and the refusal is returned, to become a
-//   False condition with libvirt's message.
+//   False condition with libvirt's message;
+// - the driver cannot attach or detach devices live (libvirt's test driver): the step is
+//   deferred, the pass goes on, and the device change counts as restart-time.
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Connect } from '../../libvirt/connection.js';
-import { DomainSnapshotListFlags, DomainUndefineFlags } from '../../libvirt/constants.js';
+import {
+  DomainDeviceModifyFlags,
+  DomainSnapshotListFlags,
+  DomainUndefineFlags,
+} from '../../libvirt/constants.js';
 import type { Domain } from '../../libvirt/domain.js';
 import {
   ErrorCode,
@@ -23,9 +29,14 @@ import {
   isTimeout,
   isUnsupported,
 } from '../../libvirt/errors.js';
-import { buildDomainXML, type DomainDocument } from '../../libvirt/xml/domain.js';
+import {
+  buildDiskXML,
+  buildDomainXML,
+  buildInterfaceXML,
+  type DomainDocument,
+} from '../../libvirt/xml/domain.js';
 import { CloudInitError, writeCloudInitISO } from './iso.js';
-import type { MachineStep } from './plan.js';
+import type { DeviceChange, MachineStep } from './plan.js';
 
 export interface StepFailure {
   step: MachineStep;
@@ -36,11 +47,22 @@ export interface StepFailure {
 export interface ActOutcome {
   /** The steps that took effect (or whose goal already held), in order. */
   executed: MachineStep[];
+  /** Live device steps the driver does not support: their changes wait for a restart. */
+  deferred: MachineStep[];
+  /**
+   * libvirt's messages for detaches it refused (QEMU refuses to repeat an unplug the guest has
+   * not answered yet): the device stays pending, and the rest of the pass goes on.
+   */
+  detachErrors: string[];
   failure: StepFailure | undefined;
 }
 
 const FAILURE_REASON: Record<MachineStep['op'], string> = {
   writeCloudInit: 'CloudInitFailed',
+  attachDevice: 'AttachFailed',
+  detachDevice: 'DetachPending',
+  suspend: 'PauseFailed',
+  resume: 'ResumeFailed',
   define: 'DefineFailed',
   setMemory: 'MemoryChangeFailed',
   setVcpus: 'VcpuChangeFailed',
@@ -59,6 +81,8 @@ export async function actMachine(
 ): Promise<ActOutcome> {
   let target = domain;
   const executed: MachineStep[] = [];
+  const deferred: MachineStep[] = [];
+  const detachErrors: string[] = [];
   for (const step of steps) {
     try {
       if (step.op === 'define') target = await define(conn, step.doc);
@@ -71,18 +95,28 @@ export async function actMachine(
       if (err instanceof CloudInitError) {
         return {
           executed,
+          deferred,
+          detachErrors,
           failure: { step, reason: FAILURE_REASON[step.op], message: err.message },
         };
       }
       if (!isLibvirtError(err) || isConnectionError(err) || isTimeout(err)) throw err;
+      if ((step.op === 'attachDevice' || step.op === 'detachDevice') && isUnsupported(err)) {
+        deferred.push(step);
+        continue;
+      }
+      if (step.op === 'detachDevice') {
+        detachErrors.push(describe(step, err.message));
+        continue;
+      }
       if (target && (await goalHolds(target, step))) {
         executed.push(step);
         continue;
       }
-      return { executed, failure: refusal(step, err) };
+      return { executed, deferred, detachErrors, failure: refusal(step, err) };
     }
   }
-  return { executed, failure: undefined };
+  return { executed, deferred, detachErrors, failure: undefined };
 }
 
 async function define(conn: Connect, doc: DomainDocument): Promise<Domain> {
@@ -102,6 +136,14 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
       return bothOrEach(step, (impact) => domain.setMemory(step.kib, impact));
     case 'setVcpus':
       return bothOrEach(step, (impact) => domain.setVcpus(step.count, impact));
+    case 'attachDevice':
+      return domain.attachDeviceFlags(deviceXML(step.device), impact(step));
+    case 'detachDevice':
+      return domain.detachDeviceFlags(deviceXML(step.device), impact(step));
+    case 'suspend':
+      return domain.suspend();
+    case 'resume':
+      return domain.resume();
     case 'start':
       return domain.create();
     case 'shutdown':
@@ -135,6 +177,17 @@ async function bothOrEach(
     await call({ live: true, config: false });
     await call({ live: false, config: true });
   }
+}
+
+function deviceXML(device: DeviceChange): string {
+  return device.kind === 'disk' ? buildDiskXML(device.disk) : buildInterfaceXML(device.nic);
+}
+
+function impact(target: { live: boolean; config: boolean }): number {
+  return (
+    (target.live ? DomainDeviceModifyFlags.LIVE : 0) |
+    (target.config ? DomainDeviceModifyFlags.CONFIG : 0)
+  );
 }
 
 async function undefine(domain: Domain, what: { nvram: boolean; tpm: boolean }): Promise<void> {
@@ -185,6 +238,10 @@ async function goalHolds(domain: Domain, step: MachineStep): Promise<boolean> {
         return !(await domain.isActive());
       case 'undefine':
         return !(await domain.isPersistent());
+      case 'suspend':
+        return (await domain.getState()).stateName === 'paused';
+      case 'resume':
+        return (await domain.getState()).stateName !== 'paused';
       default:
         return false;
     }
@@ -210,6 +267,10 @@ function describe(step: MachineStep, message: string): string {
       return `libvirt could not set the memory to ${step.kib} KiB: ${message}`;
     case 'setVcpus':
       return `libvirt could not set ${step.count} vCPUs: ${message}`;
+    case 'attachDevice':
+      return `libvirt could not attach ${step.device.field} to the running domain: ${message}`;
+    case 'detachDevice':
+      return `libvirt could not detach ${step.device.field} from the running domain: ${message}`;
     default:
       return `libvirt refused ${step.op}: ${message}`;
   }

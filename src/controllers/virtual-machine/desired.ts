@@ -6,7 +6,13 @@
 //   in it and the name maps back to one object) and has UUID spec.uuid or metadata.uid;
 // - disks are file disks on the Volume's status.path, driver type = the Volume's format,
 //   targets vda, vdb... on virtio and sda, sdb... on sata and scsi (one shared sd namespace, in
-//   spec order), then the cloud-init CD-ROM on the next sd name;
+//   spec order), then the cloud-init CD-ROM on the next sd name; a cdrom disk (an ISO Volume) is
+//   read-only on sata unless it says scsi;
+// - the CPU: spec.cpu's mode, model and topology; without a mode, host-model on kvm and QEMU's
+//   default model on qemu (TCG has no host CPU to model);
+// - spare PCIe root ports (HOTPLUG_PORTS beyond what the devices take): q35 places every
+//   hot-plugged disk or NIC on a free root port, and libvirt adds none for later use; and a
+//   virtio-scsi controller for scsi disks and CD-ROMs (also ones attached later);
 // - a NIC without macAddress gets 52:54:00 (QEMU's locally administered prefix) + 3 bytes of
 //   SHA-256(metadata.uid + '/' + interface name): stable across agent restarts and redefinitions;
 // - the serial console is a pty, or with the annotation `virt.dev/console-log: "true"` a file
@@ -25,7 +31,9 @@ import { defaultMacAddress, domainName, libvirtUuid } from '../../api/names.js';
 import type { VirtualMachine, VirtualNetwork, Volume } from '../../api/generated/types.js';
 import {
   GUEST_AGENT_CHANNEL,
+  type Controller,
   type Disk,
+  type DomainCpu,
   type DiskBus,
   type DomainDocument,
   type NetworkInterface,
@@ -37,6 +45,10 @@ export const CONSOLE_LOG_ANNOTATION = 'virt.dev/console-log';
 /** Seconds between the balloon driver's memory statistics (virDomainMemoryStats). */
 export const BALLOON_STATS_PERIOD = 5;
 const MACHINE = 'q35';
+/** Free PCIe root ports left for live attaches (virt-install leaves a similar number). */
+export const HOTPLUG_PORTS = 8;
+/** Devices besides disks and NICs that take a root port: balloon, virtio-serial, USB, SCSI. */
+const OTHER_PCI_DEVICES = 4;
 const ARCH = 'x86_64';
 
 /** Why the host cannot build the domain yet; becomes a False condition and a Warning Event. */
@@ -280,6 +292,7 @@ export function desiredDomain(vm: VirtualMachine, inputs: MachineInputs): Domain
     onReboot: 'restart',
     onCrash: 'destroy',
     devices: {
+      controllers: rootPorts(vm),
       disks: desiredDisks(vm, inputs),
       interfaces: desiredInterfaces(vm),
       serials: [desiredSerial(inputs.consoleLog)],
@@ -289,6 +302,8 @@ export function desiredDomain(vm: VirtualMachine, inputs: MachineInputs): Domain
       memballoon: { model: 'virtio', statsPeriod: BALLOON_STATS_PERIOD },
     },
   };
+  const cpu = desiredCpu(vm);
+  if (cpu) doc.cpu = cpu;
   // bios is libvirt's default and reads back as no firmware attribute at all.
   if (vm.spec.firmware === 'uefi') desiredUefi(doc, vm.spec.secureBoot === true, inputs.nvram);
   if (vm.spec.tpm) {
@@ -327,6 +342,39 @@ function desiredUefi(doc: DomainDocument, secureBoot: boolean, nvram: string | u
   if (nvram) doc.os.nvram = { path: nvram };
 }
 
+function desiredCpu(vm: VirtualMachine): DomainCpu | undefined {
+  const spec = vm.spec.cpu;
+  const mode = spec?.mode ?? ((vm.spec.domainType ?? 'kvm') === 'kvm' ? 'host-model' : undefined);
+  const cpu: DomainCpu = {};
+  if (mode) cpu.mode = mode;
+  if (spec?.model !== undefined) cpu.model = spec.model;
+  if (spec?.topology) {
+    const { sockets, cores, threads } = spec.topology;
+    cpu.topology = { sockets, cores, threads };
+  }
+  return Object.keys(cpu).length > 0 ? cpu : undefined;
+}
+
+function rootPorts(vm: VirtualMachine): Controller[] {
+  const devices =
+    (vm.spec.disks ?? []).filter((d) => diskBus(d) === 'virtio').length +
+    (vm.spec.interfaces ?? []).length +
+    OTHER_PCI_DEVICES;
+  return [
+    { type: 'pci', model: 'pcie-root' },
+    { type: 'scsi', model: 'virtio-scsi' },
+    ...Array.from({ length: devices + HOTPLUG_PORTS }, (): Controller => ({
+      type: 'pci',
+      model: 'pcie-root-port',
+    })),
+  ];
+}
+
+/** The bus of a spec disk: virtio for a disk, sata for a cdrom, unless the spec says. */
+export function diskBus(spec: { device?: 'disk' | 'cdrom'; bus?: DiskBus }): DiskBus {
+  return spec.bus ?? (spec.device === 'cdrom' ? 'sata' : 'virtio');
+}
+
 function desiredDisks(vm: VirtualMachine, inputs: MachineInputs): Disk[] {
   const next = { vd: 0, sd: 0 };
   const target = (bus: DiskBus) => {
@@ -337,12 +385,13 @@ function desiredDisks(vm: VirtualMachine, inputs: MachineInputs): Disk[] {
   for (const spec of vm.spec.disks ?? []) {
     const source = inputs.volumes.get(spec.volume);
     if (!source) throw new Error(`spec.disks '${spec.name}': Volume '${spec.volume}' unresolved`);
+    const cdrom = spec.device === 'cdrom';
     const disk: Disk = {
-      device: 'disk',
+      device: cdrom ? 'cdrom' : 'disk',
       source: { type: 'file', file: source.path },
       driver: { name: 'qemu', type: source.format },
-      target: target(spec.bus ?? 'virtio'),
-      readonly: spec.readOnly ?? false,
+      target: target(diskBus(spec)),
+      readonly: cdrom || (spec.readOnly ?? false),
     };
     if (spec.bootOrder !== undefined) disk.bootOrder = spec.bootOrder;
     disks.push(disk);

@@ -10,12 +10,29 @@
 // every pass for a guest without a balloon driver. The target we set lives in the persistent
 // definition instead: a memory change is applied LIVE and CONFIG together, and is due exactly
 // when the persistent <currentMemory> differs from the spec.
+//
+// Devices: disks (by source file) and interfaces (by MAC) are compared as sets, not lists, since
+// libvirt inserts an attached device where its bus and target sort. A `disk` on virtio or scsi
+// and any interface that is in the spec but not in the running domain is attached, and one in
+// the running domain but not in the spec is detached (LIVE, and CONFIG where the persistent
+// definition still differs); everything else about devices is restart-time. The guest must
+// release a detached device: until it does, the detach is not repeated; after the grace period
+// it is retried (Synced=False, DetachPending), never replaced by a restart.
+//
+// Power actions: the annotation virt.dev/paused suspends and resumes; virt.dev/restart-requested-at
+// asks for one graceful restart per value (see reconcile.ts for the record-before-act order).
+import { createHash } from 'node:crypto';
+import { basename, dirname } from 'node:path';
 import { findCondition } from '../../api/conditions.js';
 import type { VirtualMachine } from '../../api/generated/types.js';
 import {
   changedDomainFields,
+  effectiveCpu,
   ownedDomainFields,
+  type Disk,
+  type DomainCpu,
   type DomainDocument,
+  type NetworkInterface,
   type OwnedDomainFields,
 } from '../../libvirt/xml/domain.js';
 import { changedFields } from '../../libvirt/xml/owned.js';
@@ -24,7 +41,16 @@ import type { ObservedMachine, OursDomain } from './observe.js';
 
 /** The condition that remembers why and since when the operator is stopping the domain. */
 export const SHUTDOWN_CONDITION = 'ShutdownRequested';
-export const SHUTDOWN_REASONS = ['RunStrategyHalted', 'RestartToApplyChanges', 'Deleting'] as const;
+export const SHUTDOWN_REASONS = [
+  'RunStrategyHalted',
+  'RestartToApplyChanges',
+  'RestartRequested',
+  'Deleting',
+] as const;
+/** The condition that remembers since when the guest is asked to release detached devices. */
+export const DETACH_CONDITION = 'DetachRequested';
+export const PAUSED_ANNOTATION = 'virt.dev/paused';
+export const RESTART_ANNOTATION = 'virt.dev/restart-requested-at';
 export type ShutdownReason = (typeof SHUTDOWN_REASONS)[number];
 
 /**
@@ -35,8 +61,17 @@ export type ShutdownReason = (typeof SHUTDOWN_REASONS)[number];
  */
 export type StartKind = 'initial' | 'restart' | 'requested';
 
+/** A disk or interface to attach or detach live; `field` names it for users. */
+export type DeviceChange =
+  | { kind: 'disk'; field: string; disk: Disk }
+  | { kind: 'interface'; field: string; nic: NetworkInterface };
+
 export type MachineStep =
   | { op: 'writeCloudInit'; image: CloudInitImage }
+  | { op: 'attachDevice'; device: DeviceChange; live: boolean; config: boolean }
+  | { op: 'detachDevice'; device: DeviceChange; live: boolean; config: boolean; retry: boolean }
+  | { op: 'suspend' }
+  | { op: 'resume' }
   | { op: 'define'; doc: DomainDocument; created: boolean }
   | { op: 'setMemory'; kib: number; live: boolean; config: boolean }
   | { op: 'setVcpus'; count: number; live: boolean; config: boolean }
@@ -66,7 +101,16 @@ const LIVE_PATHS = new Set(['currentMemoryKiB', 'vcpu.current']);
 export interface ShutdownRequest {
   reason: ShutdownReason;
   since: Date;
+  /**
+   * For RestartRequested: the runtime ID of the domain run being stopped. A running domain
+   * with another ID is the new run, so the restart is done even if the agent died before it
+   * could record that (IDs are new on every start).
+   */
+  run?: number;
 }
+
+/** How the run being restarted is written into the ShutdownRequested message. */
+export const runMarker = (id: number): string => `(run ${id})`;
 
 export function shutdownRequest(vm: VirtualMachine): ShutdownRequest | undefined {
   const c = findCondition(vm.status?.conditions, SHUTDOWN_CONDITION);
@@ -74,7 +118,43 @@ export function shutdownRequest(vm: VirtualMachine): ShutdownRequest | undefined
   const reason = (SHUTDOWN_REASONS as readonly string[]).includes(c.reason)
     ? (c.reason as ShutdownReason)
     : 'RunStrategyHalted';
-  return { reason, since: new Date(c.lastTransitionTime) };
+  const request: ShutdownRequest = { reason, since: new Date(c.lastTransitionTime) };
+  const run = /\(run (\d+)\)/.exec(c.message)?.[1];
+  if (run !== undefined) request.run = Number(run);
+  return request;
+}
+
+/** Whether the annotation asks for the guest to be paused. */
+export function pauseRequested(vm: VirtualMachine): boolean {
+  return vm.metadata.annotations?.[PAUSED_ANNOTATION] === 'true';
+}
+
+/** status.lastRestartRequest's schema bound. */
+export const RESTART_RECORD_MAX = 256;
+
+/**
+ * How a restart-requested-at value is recorded in status.lastRestartRequest: as is, or when
+ * longer than the field allows, as its digest (a value status cannot hold would otherwise never
+ * count as done, and restart the machine on every pass).
+ */
+export function restartRecord(value: string): string {
+  return value.length <= RESTART_RECORD_MAX
+    ? value
+    : `sha256:${createHash('sha256').update(value).digest('hex')}`;
+}
+
+/** The restart-requested-at value not yet acted on, as it is to be recorded; if any. */
+export function newRestartRequest(vm: VirtualMachine): string | undefined {
+  const value = vm.metadata.annotations?.[RESTART_ANNOTATION];
+  if (value === undefined) return undefined;
+  const record = restartRecord(value);
+  return record !== vm.status?.lastRestartRequest ? record : undefined;
+}
+
+/** Since when the guest has been asked to release detached devices. */
+export function detachRequestedSince(vm: VirtualMachine): Date | undefined {
+  const c = findCondition(vm.status?.conditions, DETACH_CONDITION);
+  return c?.status === 'True' ? new Date(c.lastTransitionTime) : undefined;
 }
 
 export function gracePeriodMs(vm: VirtualMachine): number {
@@ -95,9 +175,6 @@ const RESTART_GROUPS: ReadonlyArray<[field: string, pick: (o: OwnedDomainFields)
   ['spec.secureBoot', (o) => [o.os.secureBoot, o.os.firmwareFeatures, o.smm]],
   ['spec.tpm', (o) => o.tpms],
   ['spec.boot', (o) => [o.os.kernel, o.os.initrd, o.os.cmdline]],
-  ['spec.disks', (o) => o.disks.filter((d) => d.device === 'disk')],
-  ['spec.cloudInit', (o) => o.disks.filter((d) => d.device === 'cdrom')],
-  ['spec.interfaces', (o) => o.interfaces],
   [`metadata.annotations['virt.dev/console-log']`, (o) => o.serials],
   // What the operator itself sets on every domain; differs only after an operator upgrade.
   [
@@ -121,17 +198,219 @@ const RESTART_GROUPS: ReadonlyArray<[field: string, pick: (o: OwnedDomainFields)
  * every restart-time group that differs, plus memory or vcpus beyond what the running domain's
  * maximum allows.
  */
-export function restartPending(desired: DomainDocument, live: DomainDocument): string[] {
+export function restartPending(
+  desired: DomainDocument,
+  live: DomainDocument,
+  names: DeviceNames = NO_NAMES,
+): string[] {
   const want = ownedDomainFields(desired);
   const have = ownedDomainFields(live);
   const fields = RESTART_GROUPS.filter(
     ([, pick]) => changedFields(pick(want), pick(have)).length > 0,
   ).map(([field]) => field);
+  if (!cpuMatches(effectiveCpu(desired), effectiveCpu(live))) fields.push('spec.cpu');
+  fields.push(...deviceDiff(desired, live, names).pending);
   if (want.currentMemoryKiB > have.memoryKiB) fields.push('spec.memory');
   // Fewer vCPUs than are running waits for a restart: see configSteps.
   if (want.vcpu.current > have.vcpu.max || want.vcpu.current < have.vcpu.current)
     fields.push('spec.vcpus');
   return fields;
+}
+
+/**
+ * Whether the running domain's CPU is the desired one. The QEMU driver rewrites host-model in
+ * the running definition as mode custom with the host's model, vendor and features, so a
+ * desired host-model matches such an expansion; a desired model or mode left unset is
+ * libvirt's to fill in.
+ */
+export function cpuMatches(want: DomainCpu | undefined, have: DomainCpu | undefined): boolean {
+  const topology = (c: DomainCpu | undefined) => JSON.stringify(c?.topology ?? null);
+  if (topology(want) !== topology(have)) return false;
+  if (want?.mode === undefined) return true;
+  if (want.mode === 'host-model') {
+    return have?.mode === 'host-model' || (have?.mode === 'custom' && have.vendor !== undefined);
+  }
+  if (want.mode !== have?.mode) return false;
+  return want.model === undefined || want.model === have.model;
+}
+
+// ---- devices ----
+
+/** The spec names of the desired devices, for messages: disk source file / MAC -> field. */
+export interface DeviceNames {
+  disks: ReadonlyMap<string, string>;
+  interfaces: ReadonlyMap<string, string>;
+}
+const NO_NAMES: DeviceNames = { disks: new Map(), interfaces: new Map() };
+
+/**
+ * Names for desired's devices: its first disks are the spec's disks in order (desired.ts puts
+ * the cloud-init seed after them), its interfaces the spec's interfaces in order.
+ */
+export function deviceNames(vm: VirtualMachine, desired: DomainDocument): DeviceNames {
+  const disks = new Map<string, string>();
+  (vm.spec.disks ?? []).forEach((spec, i) => {
+    const disk = desired.devices.disks[i];
+    if (disk) disks.set(diskKey(disk), `spec.disks[${spec.name}]`);
+  });
+  const interfaces = new Map<string, string>();
+  (vm.spec.interfaces ?? []).forEach((spec, i) => {
+    const mac = desired.devices.interfaces[i]?.mac;
+    if (mac) interfaces.set(mac.toLowerCase(), `spec.interfaces[${spec.name}]`);
+  });
+  return { disks, interfaces };
+}
+
+const diskKey = (d: Disk): string =>
+  d.source.type === 'file' ? d.source.file : `${d.source.pool}/${d.source.volume}`;
+const nicKey = (n: NetworkInterface): string => (n.mac ?? '').toLowerCase();
+
+/** The cloud-init seed: `<stateDir>/cloud-init/<uid>-<digest>.iso` (see cloud-init.ts). */
+function isSeed(d: Disk): boolean {
+  return (
+    d.device === 'cdrom' &&
+    d.source.type === 'file' &&
+    basename(dirname(d.source.file)) === 'cloud-init' &&
+    /^[0-9a-f-]{36}-[0-9a-f]+\.iso$/.test(basename(d.source.file))
+  );
+}
+
+/** What libvirt and QEMU can attach and detach on a running domain. */
+export function hotPluggable(d: Disk): boolean {
+  return d.device === 'disk' && (d.target.bus === 'virtio' || d.target.bus === 'scsi');
+}
+
+export interface DeviceDiff {
+  attach: DeviceChange[];
+  detach: DeviceChange[];
+  /** Restart-time device changes, named for RestartRequired. */
+  pending: string[];
+}
+
+/** Desired devices against the running domain's (see the header for the rules). */
+export function deviceDiff(
+  desired: DomainDocument,
+  live: DomainDocument,
+  names: DeviceNames = NO_NAMES,
+): DeviceDiff {
+  const diff: DeviceDiff = { attach: [], detach: [], pending: [] };
+  const pending = new Set<string>();
+  const seeds = (doc: DomainDocument) =>
+    doc.devices.disks.filter(isSeed).map((d) => ownedDisk(d, true));
+  if (changedFields(seeds(desired), seeds(live)).length > 0) pending.add('spec.cloudInit');
+
+  const liveDisks = new Map(
+    live.devices.disks.filter((d) => !isSeed(d)).map((d) => [diskKey(d), d]),
+  );
+  const wantDisks = new Map(
+    desired.devices.disks.filter((d) => !isSeed(d)).map((d) => [diskKey(d), d]),
+  );
+  for (const [key, disk] of wantDisks) {
+    const field = names.disks.get(key) ?? 'spec.disks';
+    const have = liveDisks.get(key);
+    if (!have) {
+      if (hotPluggable(disk)) diff.attach.push({ kind: 'disk', field, disk });
+      else pending.add(field);
+    } else if (changedFields(ownedDisk(disk), ownedDisk(have)).length > 0) {
+      pending.add(field);
+    }
+  }
+  for (const [key, disk] of liveDisks) {
+    if (wantDisks.has(key)) continue;
+    const field = `spec.disks (removed ${basename(key)})`;
+    if (hotPluggable(disk)) diff.detach.push({ kind: 'disk', field, disk });
+    else pending.add(field);
+  }
+
+  const liveNics = new Map(live.devices.interfaces.map((n) => [nicKey(n), n]));
+  const wantNics = new Map(desired.devices.interfaces.map((n) => [nicKey(n), n]));
+  for (const [key, nic] of wantNics) {
+    const field = names.interfaces.get(key) ?? 'spec.interfaces';
+    const have = liveNics.get(key);
+    if (!have) diff.attach.push({ kind: 'interface', field, nic });
+    else if (changedFields(ownedNic(nic), ownedNic(have)).length > 0) pending.add(field);
+  }
+  for (const [key, nic] of liveNics) {
+    if (!wantNics.has(key)) {
+      diff.detach.push({ kind: 'interface', field: `spec.interfaces (removed ${key})`, nic });
+    }
+  }
+  diff.pending = [...pending];
+  return diff;
+}
+
+/** A disk's owned fields apart from its key (source) and its target name, which is a hint. */
+function ownedDisk(d: Disk, withSource = false) {
+  return {
+    source: withSource ? diskKey(d) : undefined,
+    device: d.device,
+    bus: d.target.bus,
+    format: d.driver?.type,
+    readonly: d.readonly,
+    bootOrder: d.bootOrder ?? null,
+  };
+}
+
+function ownedNic(n: NetworkInterface) {
+  return { network: n.source.network, model: n.model, bootOrder: n.bootOrder ?? null };
+}
+
+/**
+ * Live attach and detach steps. Detaches first (they free targets and slots). A device gets
+ * CONFIG only where the persistent definition still differs, since libvirt refuses to attach a
+ * device the definition already has or to detach one it lacks. A detach the guest has not
+ * completed is not repeated until the grace period has passed since the first request.
+ */
+export function deviceSteps(
+  desired: DomainDocument,
+  domain: OursDomain,
+  names: DeviceNames,
+  detach: { since: Date | undefined; graceMs: number; now: Date },
+): MachineStep[] {
+  const live = domain.live;
+  if (!live) return [];
+  const config = domain.config;
+  const diff = deviceDiff(desired, live, names);
+  const steps: MachineStep[] = [];
+  const inConfig = (change: DeviceChange) =>
+    change.kind === 'disk'
+      ? (config?.devices.disks ?? []).some((d) => diskKey(d) === diskKey(change.disk))
+      : (config?.devices.interfaces ?? []).some((n) => nicKey(n) === nicKey(change.nic));
+  const retry = detach.since !== undefined;
+  const due = !retry || detach.now.getTime() - detach.since!.getTime() >= detach.graceMs;
+  if (due) {
+    for (const device of diff.detach) {
+      steps.push({ op: 'detachDevice', device, live: true, config: inConfig(device), retry });
+    }
+  }
+  const used = new Set(
+    [...live.devices.disks, ...(config?.devices.disks ?? [])].map((d) => d.target.dev),
+  );
+  for (const device of diff.attach) {
+    const change =
+      device.kind === 'disk' ? { ...device, disk: withFreeTarget(device.disk, used) } : device;
+    steps.push({ op: 'attachDevice', device: change, live: true, config: !inConfig(device) });
+  }
+  return steps;
+}
+
+/** The disk on its desired target, or on the first free name of its prefix when taken. */
+function withFreeTarget(disk: Disk, used: Set<string>): Disk {
+  let dev = disk.target.dev;
+  const prefix = dev.slice(0, 2);
+  for (let i = 0; used.has(dev); i++) dev = prefix + letters(i);
+  used.add(dev);
+  return { ...disk, target: { ...disk.target, dev } };
+}
+
+function letters(index: number): string {
+  let n = index;
+  let s = '';
+  do {
+    s = String.fromCharCode(97 + (n % 26)) + s;
+    n = Math.floor(n / 26) - 1;
+  } while (n >= 0);
+  return s;
 }
 
 // ---- the plan ----
@@ -151,7 +430,12 @@ export function planMachine(input: PlanInput): MachinePlan {
   if (domain.state === 'foreign') return { steps: [], shutdown: undefined, waitMs: undefined };
   if (domain.state === 'absent') {
     if (!desired) return { steps: [], shutdown: undefined, waitMs: undefined };
-    const power = powerPlan(vm, { active: false, state: 'shutoff', reason: 'unknown' }, [], now);
+    const power = powerPlan(
+      vm,
+      { active: false, state: 'shutoff', reason: 'unknown', id: -1 },
+      [],
+      now,
+    );
     return {
       ...power,
       steps: [
@@ -161,16 +445,24 @@ export function planMachine(input: PlanInput): MachinePlan {
       ],
     };
   }
-  const pending = desired && domain.live ? restartPending(desired, domain.live) : [];
-  const power = powerPlan(vm, { active: domain.active, ...domain.power }, pending, now);
+  const names = desired ? deviceNames(vm, desired) : NO_NAMES;
+  const pending = desired && domain.live ? restartPending(desired, domain.live, names) : [];
+  const power = powerPlan(
+    vm,
+    { active: domain.active, id: domain.id, ...domain.power },
+    pending,
+    now,
+  );
   if (!desired) return power;
   // A domain being stopped takes no live changes: they would die with it, and one the
   // guest or libvirt refuses would end the pass before its stop step.
   const target = power.shutdown ? { ...domain, live: undefined } : domain;
+  const detach = { since: detachRequestedSince(vm), graceMs: gracePeriodMs(vm), now };
   return {
     ...power,
     steps: [
       ...cloudInitSteps(input),
+      ...deviceSteps(desired, target, names, detach),
       ...configSteps(desired, target),
       ...power.steps,
       ...pruneSteps(input, domain),
@@ -239,6 +531,8 @@ interface PowerView {
   active: boolean;
   state: string;
   reason: string;
+  /** Runtime ID; -1 when inactive (unknown when left out). */
+  id?: number;
 }
 
 /**
@@ -253,7 +547,17 @@ export function powerPlan(
   now: Date,
 ): MachinePlan {
   const strategy = vm.spec.runStrategy ?? 'Always';
-  const requested = shutdownRequest(vm);
+  let requested = shutdownRequest(vm);
+  // A requested restart whose domain runs under another ID has happened (see ShutdownRequest).
+  if (
+    requested?.reason === 'RestartRequested' &&
+    power.active &&
+    requested.run !== undefined &&
+    power.id !== undefined &&
+    requested.run !== power.id
+  ) {
+    requested = undefined;
+  }
   if (power.active) {
     if (power.state === 'crashed') {
       return {
@@ -268,13 +572,15 @@ export function powerPlan(
     const stopFor: ShutdownReason | undefined =
       strategy === 'Halted'
         ? 'RunStrategyHalted'
-        : restarting
-          ? 'RestartToApplyChanges'
-          : undefined;
-    if (stopFor) return gracefulStop(vm, requested, stopFor, now);
+        : requested?.reason === 'RestartRequested'
+          ? 'RestartRequested'
+          : restarting
+            ? 'RestartToApplyChanges'
+            : undefined;
+    if (stopFor) return resumedFirst(power, gracefulStop(vm, requested, stopFor, now));
     // Running as wanted; a stop the strategy no longer asks for is forgotten.
     return {
-      steps: [],
+      steps: pauseSteps(vm, power, strategy),
       shutdown: undefined,
       waitMs: power.state === 'shutdown' ? TRANSITION_MS : undefined,
     };
@@ -292,7 +598,10 @@ export function powerPlan(
       start = true;
       break;
     case 'Manual':
-      start = initial || requested?.reason === 'RestartToApplyChanges';
+      start =
+        initial ||
+        requested?.reason === 'RestartToApplyChanges' ||
+        requested?.reason === 'RestartRequested';
       break;
     case 'RerunOnFailure':
       // Not after the guest shut itself down; after anything else that stopped it unasked.
@@ -318,6 +627,26 @@ export function powerPlan(
     shutdown: undefined,
     waitMs: undefined,
   };
+}
+
+/**
+ * The annotation's pause: suspend a running guest; resume one paused by a user (libvirt's
+ * reason `user`, from us or `virsh suspend`) once the annotation is gone or "false". Under
+ * runStrategy Manual only a pause this operator reported (condition Paused) is undone.
+ */
+function pauseSteps(vm: VirtualMachine, power: PowerView, strategy: string): MachineStep[] {
+  if (pauseRequested(vm)) {
+    return power.state === 'running' || power.state === 'blocked' ? [{ op: 'suspend' }] : [];
+  }
+  if (power.state !== 'paused' || power.reason !== 'user') return [];
+  const ours = findCondition(vm.status?.conditions, 'Paused')?.status === 'True';
+  return strategy === 'Manual' && !ours ? [] : [{ op: 'resume' }];
+}
+
+/** A paused guest cannot answer ACPI: it is resumed before the shutdown request. */
+export function resumedFirst(power: { state: string }, plan: MachinePlan): MachinePlan {
+  if (power.state !== 'paused' || !plan.steps.some((s) => s.op === 'shutdown')) return plan;
+  return { ...plan, steps: [{ op: 'resume' }, ...plan.steps] };
 }
 
 /**
@@ -381,7 +710,7 @@ export function planRemoval(
         waitMs: TRANSITION_MS,
       };
     }
-    return gracefulStop(vm, shutdownRequest(vm), 'Deleting', now);
+    return resumedFirst(domain.power, gracefulStop(vm, shutdownRequest(vm), 'Deleting', now));
   }
   const steps: MachineStep[] = [];
   const config = domain.config;

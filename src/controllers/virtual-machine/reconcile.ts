@@ -1,6 +1,6 @@
 // One pass for one VirtualMachine on this node: cache -> finalizer table -> observe ->
 // desired -> plan -> act -> status -> Action.
-import { isConditionTrue } from '../../api/conditions.js';
+import { findCondition, isConditionTrue } from '../../api/conditions.js';
 import type {
   VirtualMachine,
   VirtualMachineStatus,
@@ -25,11 +25,17 @@ import {
   nvramFile,
   unsupportedSpec,
 } from './desired.js';
-import { observeDomain, observeMachine, type ObservedDomain } from './observe.js';
+import { observeDomain, observeMachine, type ObservedDomain, type OursDomain } from './observe.js';
 import {
+  detachRequestedSince,
+  deviceDiff,
+  deviceNames,
+  gracePeriodMs,
+  newRestartRequest,
   planMachine,
   planRemoval,
   restartPending,
+  STOP_POLL_MS,
   TRANSITION_MS,
   type MachinePlan,
   type MachineStep,
@@ -39,6 +45,7 @@ import {
   dhcpFamilies,
   conditionEvents,
   machineStatus,
+  type Detaching,
   nameConflict,
   retryDelayMs,
   stepEvents,
@@ -77,6 +84,10 @@ async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<
   const conn = ctx.libvirt();
   const now = ctx.now();
   const before = await observeMachine(conn, vm, ctx.stateDir);
+  const request = newRestartRequest(vm);
+  if (request !== undefined && before.domain.state === 'ours' && before.domain.active) {
+    return beginRequestedRestart(ctx, vm, before.domain, request);
+  }
   const resolved = resolve(vm, ctx);
   const inputs = 'inputs' in resolved ? resolved.inputs : undefined;
   const desired = inputs && desiredDomain(vm, inputs);
@@ -88,6 +99,22 @@ async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<
     before.domain.state === 'foreign'
       ? nameConflict(before.domain, ctx.nodeName)
       : (outcome.failure ?? ('problem' in resolved ? resolved.problem : undefined));
+  const names = desired && deviceNames(vm, desired);
+  const live = after.state === 'ours' ? after.live : undefined;
+  // Device steps the driver could not take live wait for a restart like any restart-time field.
+  const deferred = outcome.deferred.flatMap((s) =>
+    s.op === 'attachDevice' || s.op === 'detachDevice' ? [s.device.field] : [],
+  );
+  const detaching =
+    desired && live && names
+      ? detachingOf(
+          vm,
+          deviceDiff(desired, live, names).detach,
+          deferred,
+          outcome.detachErrors,
+          now,
+        )
+      : undefined;
   const status = machineStatus({
     vm,
     nodeName: ctx.nodeName,
@@ -97,20 +124,94 @@ async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<
     shutdown: plan.shutdown,
     started: startedBy(outcome.executed),
     pending:
-      desired && after.state === 'ours' && after.live ? restartPending(desired, after.live) : [],
+      desired && live && names
+        ? [...new Set([...restartPending(desired, live, names), ...deferred])]
+        : [],
+    // A restart asked of a machine that is not running has nothing to do: it is recorded.
+    ...(request !== undefined && before.domain.state !== 'foreign'
+      ? { restartRequest: request }
+      : {}),
+    ...(detaching ? { detaching } : {}),
   });
   await report(ctx, vm, status, outcome.executed);
   // The soonest of every reason to look again: a running grace period must not wait for a
-  // problem's backoff. Unsupported input waits for a spec change, which wakes us anyway.
+  // problem's backoff. Unsupported input waits for a spec change, which wakes us anyway; so
+  // does a pause the annotation asked for (Ready=False, but as wanted).
+  const settled =
+    !problem &&
+    (isConditionTrue(status.conditions, 'Ready') ||
+      findCondition(status.conditions, 'Paused')?.reason === 'PausedByRequest');
   const looks = [
     plan.waitMs === undefined ? undefined : settledWait(plan, after),
-    problem?.reason === 'Unsupported' || (!problem && isConditionTrue(status.conditions, 'Ready'))
-      ? undefined
-      : retryDelayMs(status, now),
+    problem?.reason === 'Unsupported' || settled ? undefined : retryDelayMs(status, now),
     awaitingAddresses(vm, status, after, now, ctx) ? ADDRESS_POLL_MS : undefined,
+    detaching
+      ? detaching.expired
+        ? retryDelayMs(status, now)
+        : Math.min(
+            STOP_POLL_MS,
+            Math.max(TRANSITION_MS, detaching.since.getTime() + gracePeriodMs(vm) - now.getTime()),
+          )
+      : undefined,
     balloonMoving(vm, status, outcome.executed) ? BALLOON_POLL_MS : undefined,
   ].filter((ms): ms is number => ms !== undefined);
   return looks.length > 0 ? requeueAfter(Math.min(...looks)) : done;
+}
+
+/**
+ * The first pass that sees a new virt.dev/restart-requested-at value on a running domain:
+ * the request is recorded (status.lastRestartRequest, and ShutdownRequested naming the run
+ * being stopped) BEFORE the ACPI request is sent. An agent that dies between the two finds the
+ * request recorded and the stop under way (it then destroys after the grace period); one that
+ * dies after the start finds the domain under a new runtime ID, i.e. restarted. Either way the
+ * value causes exactly one restart.
+ */
+async function beginRequestedRestart(
+  ctx: ControllerContext,
+  vm: VirtualMachine,
+  domain: OursDomain,
+  request: string,
+): Promise<Action> {
+  const now = ctx.now();
+  const status = machineStatus({
+    vm,
+    nodeName: ctx.nodeName,
+    now,
+    observed: domain,
+    problem: undefined,
+    shutdown: 'RestartRequested',
+    started: undefined,
+    pending: [],
+    restartRequest: request,
+    restartRun: domain.id,
+  });
+  // RestartRequired reads UpToDate here: the restart applies whatever is pending anyway.
+  await report(ctx, vm, status, []);
+  const steps: MachineStep[] = [{ op: 'shutdown', reason: 'RestartRequested' }];
+  if (domain.power.state === 'paused') steps.unshift({ op: 'resume' });
+  const outcome = await actMachine(ctx.libvirt(), domain.domain, steps);
+  for (const e of stepEvents(outcome.executed, vm, ctx.nodeName, status.restartCount ?? 0)) {
+    ctx.event(KIND, vm, e.type, e.reason, e.message);
+  }
+  return requeueAfter(Math.min(STOP_POLL_MS, gracePeriodMs(vm) || TRANSITION_MS));
+}
+
+function detachingOf(
+  vm: VirtualMachine,
+  detach: ReturnType<typeof deviceDiff>['detach'],
+  deferred: readonly string[],
+  errors: readonly string[],
+  now: Date,
+): Detaching | undefined {
+  const fields = detach.map((d) => d.field).filter((f) => !deferred.includes(f));
+  if (fields.length === 0) return undefined;
+  const since = detachRequestedSince(vm) ?? now;
+  return {
+    fields,
+    since,
+    expired: now.getTime() - since.getTime() >= gracePeriodMs(vm),
+    errors,
+  };
 }
 
 function resolve(vm: VirtualMachine, ctx: ControllerContext) {

@@ -23,7 +23,11 @@ import { ownedDomainFields, type DomainDocument } from '../../libvirt/xml/domain
 import { interfaceMacs, type Problem } from './desired.js';
 import type { ForeignDomain, ObservedDomain, OursDomain } from './observe.js';
 import {
+  DETACH_CONDITION,
   gracePeriodMs,
+  pauseRequested,
+  runMarker,
+  shutdownRequest,
   SHUTDOWN_CONDITION,
   type MachineStep,
   type ShutdownReason,
@@ -67,6 +71,21 @@ export interface StatusInput {
   started: StartKind | undefined;
   /** Restart-time fields the running domain does not reflect. */
   pending: readonly string[];
+  /** A virt.dev/restart-requested-at value acted on (or moot) in this pass. */
+  restartRequest?: string;
+  /** For a restart requested now: the runtime ID of the run being stopped. */
+  restartRun?: number;
+  /** Devices detached from the spec that the running domain still has. */
+  detaching?: Detaching;
+}
+
+export interface Detaching {
+  fields: string[];
+  since: Date;
+  /** The grace period has passed since the first request: the detach is being retried. */
+  expired: boolean;
+  /** libvirt's refusals of this pass's retries. */
+  errors: readonly string[];
 }
 
 export function machineStatus(input: StatusInput): VirtualMachineStatus {
@@ -79,6 +98,8 @@ export function machineStatus(input: StatusInput): VirtualMachineStatus {
     nodeName: input.nodeName,
     restartCount: (previous?.restartCount ?? 0) + (input.started === 'restart' ? 1 : 0),
   };
+  const lastRestartRequest = input.restartRequest ?? previous?.lastRestartRequest;
+  if (lastRestartRequest !== undefined) status.lastRestartRequest = lastRestartRequest;
   if (vm.metadata.generation !== undefined) status.observedGeneration = vm.metadata.generation;
   if (observed.state === 'ours') Object.assign(status, hostFacts(vm, observed));
   const startedAt = startedAtOf(input);
@@ -163,10 +184,11 @@ function phaseOf(input: StatusInput): Phase {
   if (observed.active) {
     if (shutdown || state === 'shutdown') return 'Stopping';
     if (state === 'paused' && reason === 'starting_up') return 'Starting';
+    if (state === 'paused') return 'Paused';
     return 'Running';
   }
   if (problem?.reason === 'StartFailed') return 'Failed';
-  if (shutdown === 'RestartToApplyChanges') return 'Starting';
+  if (shutdown === 'RestartToApplyChanges' || shutdown === 'RestartRequested') return 'Starting';
   if (wantsRunning(vm) && !(vm.spec.runStrategy === 'RerunOnFailure' && reason === 'shutdown')) {
     return 'Starting';
   }
@@ -183,8 +205,11 @@ interface ConditionUpdate {
 function conditionsOf(input: StatusInput): Condition[] {
   const { vm, observed, now } = input;
   const updates: ConditionUpdate[] = [readyCondition(input), syncedCondition(input)];
-  if (observed.state === 'ours') updates.push(restartRequiredCondition(input));
+  if (observed.state === 'ours') {
+    updates.push(restartRequiredCondition(input), pausedCondition(input));
+  }
   if (input.shutdown) updates.push(shutdownCondition(input, input.shutdown));
+  if (input.detaching) updates.push(detachCondition(input.detaching));
   updates.push(...(progressConditions(updates[0] as ConditionUpdate) as ConditionUpdate[]));
   const generation = vm.metadata.generation;
   let conditions: Condition[] = vm.status?.conditions ?? [];
@@ -216,6 +241,12 @@ function readyCondition(input: StatusInput): ConditionUpdate {
   if (problem) return no(problem.reason, problem.message);
   if (input.shutdown === 'RestartToApplyChanges') {
     return no('Restarting', 'restarting the domain gracefully to apply restart-time changes');
+  }
+  if (input.shutdown === 'RestartRequested') {
+    return no(
+      'Restarting',
+      'restarting the domain gracefully, as virt.dev/restart-requested-at asks',
+    );
   }
   const strategy = vm.spec.runStrategy ?? 'Always';
   const { state, reason } = observed.power;
@@ -260,8 +291,28 @@ function readyCondition(input: StatusInput): ConditionUpdate {
 }
 
 function syncedCondition(input: StatusInput): ConditionUpdate {
-  const { observed, problem } = input;
+  const { observed, problem, detaching } = input;
   if (problem) return { type: 'Synced', status: 'False', ...problem };
+  if (detaching) {
+    const what = detaching.fields.join(', ');
+    const grace = gracePeriodMs(input.vm) / 1000;
+    return detaching.expired
+      ? {
+          type: 'Synced',
+          status: 'False',
+          reason: 'DetachPending',
+          message:
+            `the guest has not released ${what} within ${grace}s of the detach request; ` +
+            'the detach is retried (the machine is not restarted for it)' +
+            (detaching.errors.length > 0 ? `: ${detaching.errors.join('; ')}` : ''),
+        }
+      : {
+          type: 'Synced',
+          status: 'False',
+          reason: 'Detaching',
+          message: `waiting for the guest to release ${what} (up to ${grace}s, then retried)`,
+        };
+  }
   if (observed.state !== 'ours') {
     return {
       type: 'Synced',
@@ -300,22 +351,67 @@ function restartRequiredCondition(input: StatusInput): ConditionUpdate {
   };
 }
 
+function pausedCondition(input: StatusInput): ConditionUpdate {
+  const { observed, vm } = input;
+  const power = observed.state === 'ours' && observed.active ? observed.power : undefined;
+  if (power?.state === 'paused' && power.reason !== 'starting_up') {
+    return pauseRequested(vm)
+      ? {
+          type: 'Paused',
+          status: 'True',
+          reason: 'PausedByRequest',
+          message: 'the domain is paused, as the annotation virt.dev/paused asks',
+        }
+      : {
+          type: 'Paused',
+          status: 'True',
+          reason: 'Paused',
+          message: `the domain is paused (${power.reason})`,
+        };
+  }
+  return {
+    type: 'Paused',
+    status: 'False',
+    reason: 'NotPaused',
+    message: pauseRequested(vm)
+      ? 'virt.dev/paused is "true": the domain is paused once it runs'
+      : 'the domain is not paused',
+  };
+}
+
+function detachCondition(detaching: Detaching): ConditionUpdate {
+  return {
+    type: DETACH_CONDITION,
+    status: 'True',
+    reason: 'Detaching',
+    message: `detach requested from the running domain: ${detaching.fields.join(', ')}`,
+  };
+}
+
 const SHUTDOWN_WHY: Record<ShutdownReason, string> = {
   RunStrategyHalted: 'runStrategy Halted',
   RestartToApplyChanges: 'a restart to apply changes',
+  RestartRequested: 'a restart requested by virt.dev/restart-requested-at',
   Deleting: 'the machine is being deleted',
 };
 
 function shutdownCondition(input: StatusInput, reason: ShutdownReason): ConditionUpdate {
   const active = input.observed.state === 'ours' && input.observed.active;
   const grace = gracePeriodMs(input.vm) / 1000;
+  // The run being restarted is kept in the message: it is how a later pass (or agent) knows
+  // the restart has happened (see ShutdownRequest.run in plan.ts).
+  const run =
+    reason === 'RestartRequested'
+      ? (input.restartRun ?? shutdownRequest(input.vm)?.run)
+      : undefined;
+  const suffix = run === undefined ? '' : ` ${runMarker(run)}`;
   return {
     type: SHUTDOWN_CONDITION,
     status: 'True',
     reason,
     message: active
-      ? `ACPI shutdown requested (${SHUTDOWN_WHY[reason]}); the domain is destroyed if it still runs ${grace}s after the request`
-      : `the operator shut the domain down (${SHUTDOWN_WHY[reason]})`,
+      ? `ACPI shutdown requested (${SHUTDOWN_WHY[reason]}); the domain is destroyed if it still runs ${grace}s after the request${suffix}`
+      : `the operator shut the domain down (${SHUTDOWN_WHY[reason]})${suffix}`,
   };
 }
 
@@ -347,7 +443,7 @@ export function conditionEvents(
     return now;
   };
   const synced = changed('Synced', 'False');
-  if (synced && synced.reason !== 'NotCreated') {
+  if (synced && synced.reason !== 'NotCreated' && synced.reason !== 'Detaching') {
     events.push({ type: 'Warning', reason: synced.reason, message: synced.message });
   }
   const restart = changed('RestartRequired', 'True');
@@ -440,6 +536,26 @@ export function stepEvents(
                 message: `the guest did not shut down within ${gracePeriodMs(vm) / 1000}s of the ACPI request; destroyed it`,
               },
         );
+        break;
+      case 'attachDevice':
+        events.push({
+          type: 'Normal',
+          reason: 'DeviceAttached',
+          message: `attached ${step.device.field} to the running domain without a restart`,
+        });
+        break;
+      case 'detachDevice':
+        events.push({
+          type: 'Normal',
+          reason: 'DeviceDetachRequested',
+          message: `${step.retry ? 'repeated the request to detach' : 'asked the guest to release'} ${step.device.field}`,
+        });
+        break;
+      case 'suspend':
+        events.push({ type: 'Normal', reason: 'Paused', message: `paused domain ${name}` });
+        break;
+      case 'resume':
+        events.push({ type: 'Normal', reason: 'Resumed', message: `resumed domain ${name}` });
         break;
       case 'undefine':
         events.push({

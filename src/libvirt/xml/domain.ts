@@ -4,6 +4,7 @@
 import {
   assign,
   attr,
+  buildXML,
   child,
   childText,
   children,
@@ -75,13 +76,33 @@ export interface DomainDocument {
   os: DomainOS;
   /** smm: System Management Mode, which a secure-boot OVMF needs to protect its variables. */
   features: { acpi: boolean; apic: boolean; smm?: boolean };
-  cpu?: { mode: CpuMode };
+  cpu?: DomainCpu;
   clock?: { offset: ClockOffset };
   onPoweroff?: LifecycleAction;
   onReboot?: LifecycleAction;
   onCrash?: LifecycleAction;
   /** Graphics are never emitted: the operator's guests are headless (serial console only). */
   devices: DomainDevices;
+}
+
+/**
+ * <cpu>: the model and topology the guest sees. Without mode libvirt uses the hypervisor's
+ * default model. The QEMU driver expands host-model in the running definition into mode
+ * custom with the host's model, vendor and features (see cpuMatches).
+ */
+export interface DomainCpu {
+  mode?: CpuMode;
+  /** <model>: the named model (mode custom); read back also for expanded host-model CPUs. */
+  model?: string;
+  topology?: CpuTopology;
+  /** <vendor>, read only: present when libvirt expanded host-model into a custom CPU. */
+  vendor?: string;
+}
+
+export interface CpuTopology {
+  sockets: number;
+  cores: number;
+  threads: number;
 }
 
 export interface DomainOS {
@@ -126,6 +147,11 @@ export interface Tpm {
 }
 
 export interface DomainDevices {
+  /**
+   * Controllers the operator adds; written, never read back (libvirt adds and numbers its own,
+   * so they are not compared). Spare PCIe root ports are where hot-plugged devices go.
+   */
+  controllers?: Controller[];
   disks: Disk[];
   interfaces: NetworkInterface[];
   serials: Serial[];
@@ -135,6 +161,16 @@ export interface DomainDevices {
   /** Absent and empty mean no TPM. */
   tpms?: Tpm[];
 }
+
+/**
+ * <controller type='pci' model='pcie-root-port'/>: one hot-plug slot on q35 (a list of them
+ * must start with the q35 root bus, model pcie-root: libvirt numbers controllers without an
+ * index from 0, and index 0 must be the root);
+ * <controller type='scsi' model='virtio-scsi'/>: the SCSI bus for scsi disks (libvirt's own
+ * default on x86 is an emulated LSI card that few guest kernels drive).
+ */
+export type Controller =
+  { type: 'pci'; model: 'pcie-root' | 'pcie-root-port' } | { type: 'scsi'; model: 'virtio-scsi' };
 
 export type DiskSource =
   { type: 'volume'; pool: string; volume: string } | { type: 'file'; file: string };
@@ -184,6 +220,7 @@ export interface Memballoon {
 
 const codec = xmlCodec('domain', [
   'domain.metadata.*',
+  'domain.devices.controller',
   'domain.devices.disk',
   'domain.devices.interface',
   'domain.devices.serial',
@@ -211,7 +248,7 @@ export function buildDomainXML(doc: DomainDocument): string {
     vcpu: { '@current': doc.vcpu.current, '#text': doc.vcpu.max },
     os: osTree(doc.os),
     features: featuresTree(doc.features),
-    cpu: doc.cpu ? { '@mode': doc.cpu.mode } : undefined,
+    cpu: doc.cpu ? cpuTree(doc.cpu) : undefined,
     clock: doc.clock ? { '@offset': doc.clock.offset } : undefined,
     on_poweroff: doc.onPoweroff,
     on_reboot: doc.onReboot,
@@ -250,6 +287,18 @@ function osTree(os: DomainOS): XmlTree {
   };
 }
 
+function cpuTree(cpu: DomainCpu): XmlTree {
+  return {
+    '@mode': cpu.mode,
+    model: cpu.model,
+    topology: cpu.topology && {
+      '@sockets': cpu.topology.sockets,
+      '@cores': cpu.topology.cores,
+      '@threads': cpu.topology.threads,
+    },
+  };
+}
+
 function featuresTree(features: DomainDocument['features']): XmlTree | undefined {
   if (!features.acpi && !features.apic && features.smm === undefined) return undefined;
   return {
@@ -261,6 +310,7 @@ function featuresTree(features: DomainDocument['features']): XmlTree | undefined
 
 function devicesTree(devices: DomainDevices): XmlTree {
   return {
+    controller: (devices.controllers ?? []).map((c) => ({ '@type': c.type, '@model': c.model })),
     disk: devices.disks.map(diskTree),
     interface: devices.interfaces.map(interfaceTree),
     serial: devices.serials.map((s) => charTree(s.source, { '@port': s.port })),
@@ -285,6 +335,16 @@ function devicesTree(devices: DomainDevices): XmlTree {
       backend: { '@type': t.backend.type, '@version': t.backend.version },
     })),
   };
+}
+
+/** A standalone <disk> for virDomainAttachDeviceFlags / DetachDeviceFlags. */
+export function buildDiskXML(disk: Disk): string {
+  return buildXML('disk', diskTree(disk));
+}
+
+/** A standalone <interface> for virDomainAttachDeviceFlags / DetachDeviceFlags. */
+export function buildInterfaceXML(nic: NetworkInterface): string {
+  return buildXML('interface', interfaceTree(nic));
 }
 
 function diskTree(disk: Disk): XmlTree {
@@ -346,8 +406,8 @@ export function parseDomainXML(xml: string): DomainDocument {
   assign(doc, 'stamp', stampFromMetadata(child(el, 'metadata')));
   const current = child(el, 'currentMemory');
   if (current) doc.currentMemoryKiB = scaledKiB(current, 'domain/currentMemory');
-  const cpuMode = attr(child(el, 'cpu') ?? {}, 'mode');
-  if (cpuMode !== undefined) doc.cpu = { mode: oneOf(cpuMode, CPU_MODES, 'domain/cpu@mode') };
+  const cpu = child(el, 'cpu');
+  if (cpu) doc.cpu = parseCpu(cpu);
   const clock = child(el, 'clock');
   if (clock)
     doc.clock = { offset: oneOf(attr(clock, 'offset'), CLOCK_OFFSETS, 'domain/clock@offset') };
@@ -355,6 +415,20 @@ export function parseDomainXML(xml: string): DomainDocument {
   assign(doc, 'onReboot', lifecycle(el, 'on_reboot'));
   assign(doc, 'onCrash', lifecycle(el, 'on_crash'));
   return doc;
+}
+
+function parseCpu(el: XmlElement): DomainCpu {
+  const cpu: DomainCpu = {};
+  assign(cpu, 'mode', optionalOneOf(attr(el, 'mode'), CPU_MODES, 'domain/cpu@mode'));
+  assign(cpu, 'model', childText(el, 'model')?.trim());
+  assign(cpu, 'vendor', childText(el, 'vendor')?.trim());
+  const topology = child(el, 'topology');
+  if (topology) {
+    const count = (name: string) =>
+      integer(requireValue(attr(topology, name), `domain/cpu/topology@${name}`), name);
+    cpu.topology = { sockets: count('sockets'), cores: count('cores'), threads: count('threads') };
+  }
+  return cpu;
 }
 
 function lifecycle(el: XmlElement, tag: string): LifecycleAction | undefined {
@@ -611,7 +685,13 @@ export function ownedDomainFields(doc: DomainDocument) {
     features: { acpi: doc.features.acpi, apic: doc.features.apic },
     // Only an SMM we ask for is compared: libvirt may switch it on for a firmware that needs it.
     smm: doc.features.smm === true ? true : undefined,
-    cpuMode: doc.cpu?.mode,
+    // Mode and model only where the desired document sets them (libvirt may fill in a default
+    // model); the topology always (null: libvirt's default, one socket per vCPU).
+    cpu: {
+      mode: effectiveCpu(doc)?.mode,
+      model: effectiveCpu(doc)?.model,
+      topology: orNull(doc.cpu?.topology && { ...doc.cpu.topology }),
+    },
     clockOffset: doc.clock?.offset,
     onPoweroff: doc.onPoweroff,
     onReboot: doc.onReboot,
@@ -659,6 +739,22 @@ function firmwareOf(os: DomainOS): Firmware | null {
   return os.loader?.type === 'pflash' ? 'efi' : null;
 }
 export type OwnedDomainFields = ReturnType<typeof ownedDomainFields>;
+
+/**
+ * QEMU's default CPU model for x86-64 machines (QEMU 7.2); libvirt writes it into a qemu
+ * domain's persistent definition when the domain gives no CPU mode.
+ */
+export const QEMU_DEFAULT_CPU_MODEL = 'qemu64';
+
+/**
+ * The CPU a document asks for, with libvirt's fill-in made explicit: a qemu (TCG) domain
+ * without a mode runs QEMU's default model, so "no mode" and "custom qemu64" are the same and
+ * another model written earlier is a difference. A kvm domain without a mode is left as is.
+ */
+export function effectiveCpu(doc: DomainDocument): DomainCpu | undefined {
+  if (doc.type !== 'qemu' || doc.cpu?.mode !== undefined) return doc.cpu;
+  return { ...doc.cpu, mode: 'custom', model: QEMU_DEFAULT_CPU_MODEL };
+}
 
 /** Owned fields where `observed` differs from `desired`, as paths (e.g. `vcpu.current`). */
 export function changedDomainFields(desired: DomainDocument, observed: DomainDocument): string[] {

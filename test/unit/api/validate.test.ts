@@ -217,6 +217,7 @@ describe('applyDefaults', () => {
     expect(vmObject.spec.disks?.[0]).toEqual({
       name: 'root',
       volume: 'root',
+      device: 'disk',
       bus: 'virtio',
       readOnly: false,
     });

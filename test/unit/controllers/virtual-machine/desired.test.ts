@@ -107,6 +107,12 @@ describe('desiredDomain', () => {
       onReboot: 'restart',
       onCrash: 'destroy',
       devices: {
+        // The q35 root, virtio-scsi, and root ports: 4 for devices + 8 spare for hotplug.
+        controllers: [
+          { type: 'pci', model: 'pcie-root' },
+          { type: 'scsi', model: 'virtio-scsi' },
+          ...Array.from({ length: 12 }, () => ({ type: 'pci', model: 'pcie-root-port' })),
+        ],
         disks: [],
         interfaces: [],
         serials: [{ source: { type: 'pty' } }],

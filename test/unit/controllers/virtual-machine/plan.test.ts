@@ -164,11 +164,23 @@ describe('restartPending', () => {
   it.each<[string, (d: ReturnType<typeof desired>) => void, string[]]>([
     ['maxMemory', (d) => (d.memoryKiB = 524288), ['spec.maxMemory']],
     ['maxVcpus', (d) => (d.vcpu.max = 2), ['spec.maxVcpus']],
-    ['domainType', (d) => (d.type = 'kvm'), ['spec.domainType']],
+    // kvm without a CPU mode is another CPU than qemu's default model.
+    ['domainType', (d) => (d.type = 'kvm'), ['spec.domainType', 'spec.cpu']],
     ['firmware', (d) => (d.os.firmware = 'efi'), ['spec.firmware']],
     ['kernel', (d) => (d.os.kernel = '/k'), ['spec.boot']],
     [
-      'disks',
+      'a removed sata disk (no live detach on sata)',
+      (d) =>
+        d.devices.disks.push({
+          device: 'disk',
+          source: { type: 'file', file: '/x' },
+          target: { dev: 'sda', bus: 'sata' },
+          readonly: false,
+        }),
+      ['spec.disks (removed x)'],
+    ],
+    [
+      'nothing for a removed virtio disk (detached live)',
       (d) =>
         d.devices.disks.push({
           device: 'disk',
@@ -176,23 +188,26 @@ describe('restartPending', () => {
           target: { dev: 'vda', bus: 'virtio' },
           readonly: false,
         }),
-      ['spec.disks'],
+      [],
     ],
     [
       'cloud-init',
       (d) =>
         d.devices.disks.push({
           device: 'cdrom',
-          source: { type: 'file', file: '/old.iso' },
+          source: {
+            type: 'file',
+            file: '/state/cloud-init/0b5c7d3e-1111-4222-8333-944445555666-0123abcd.iso',
+          },
           target: { dev: 'sda', bus: 'sata' },
           readonly: true,
         }),
       ['spec.cloudInit'],
     ],
     [
-      'interfaces',
+      'nothing for a removed interface (detached live)',
       (d) => d.devices.interfaces.push({ source: { network: 'lab' }, mac: '52:54:00:00:00:01' }),
-      ['spec.interfaces'],
+      [],
     ],
     [
       'the console log',

@@ -111,6 +111,14 @@ describe('machineStatus', () => {
           observedGeneration: 3,
         },
         {
+          type: 'Paused',
+          status: 'False',
+          reason: 'NotPaused',
+          message: 'the domain is not paused',
+          lastTransitionTime: t,
+          observedGeneration: 3,
+        },
+        {
           type: 'Reconciling',
           status: 'False',
           reason: 'Ready',
@@ -284,7 +292,7 @@ describe('machineStatus', () => {
       [
         'paused',
         { observed: ours({ config: doc, power: { state: 'paused', reason: 'user' } }) },
-        'Running',
+        'Paused',
         'False',
         'Paused',
       ],

@@ -1,0 +1,489 @@
+// Day-2 machines: CPU model and topology, cdrom disks, live device changes, pause and restart
+// on request. Pure functions only (desired, plan, status); the host tiers are
+// test/integration/controllers/virtual-machine/day2.test.ts and test/e2e/operator/day2.test.ts.
+import { describe, expect, it } from 'vitest';
+import type { VirtualMachineStatus } from '../../../../src/api/generated/types.js';
+import {
+  cpuMatches,
+  deviceDiff,
+  deviceNames,
+  deviceSteps,
+  newRestartRequest,
+  planMachine,
+  powerPlan,
+  restartPending,
+  shutdownRequest,
+} from '../../../../src/controllers/virtual-machine/plan.js';
+import { machineStatus } from '../../../../src/controllers/virtual-machine/status.js';
+import { buildDomainXML, parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
+import { desired, NOW, observed, ours, runningStatus, variant, vm } from './machines.js';
+
+const inputs = {
+  volumes: new Map([
+    ['root', { path: '/pool/root.qcow2', format: 'qcow2' as const }],
+    ['data', { path: '/pool/data.raw', format: 'raw' as const }],
+    ['iso', { path: '/pool/install.iso', format: 'raw' as const }],
+  ]),
+  cloudInit: undefined,
+  consoleLog: undefined,
+};
+
+const ago = (seconds: number) =>
+  new Date(NOW.getTime() - seconds * 1000).toISOString().replace(/\.\d+Z$/, 'Z');
+
+describe('desired CPU', () => {
+  it('is host-model on kvm and QEMU’s default on qemu when the spec leaves the mode out', () => {
+    expect(desired(vm({ domainType: 'kvm' })).cpu).toEqual({ mode: 'host-model' });
+    expect(desired(vm({ domainType: 'qemu' })).cpu).toBeUndefined();
+  });
+
+  it('writes mode, model and topology as given', () => {
+    const doc = desired(
+      vm({
+        vcpus: 2,
+        maxVcpus: 4,
+        cpu: { mode: 'custom', model: 'qemu64', topology: { sockets: 2, cores: 1, threads: 2 } },
+      }),
+    );
+    expect(doc.cpu).toEqual({
+      mode: 'custom',
+      model: 'qemu64',
+      topology: { sockets: 2, cores: 1, threads: 2 },
+    });
+    const xml = buildDomainXML(doc);
+    expect(xml).toContain('<cpu mode="custom">');
+    expect(xml).toContain('<model>qemu64</model>');
+    expect(xml).toContain('<topology sockets="2" cores="1" threads="2"');
+    expect(parseDomainXML(xml).cpu).toEqual(doc.cpu);
+  });
+
+  it('a qemu topology without mode leaves the model to QEMU', () => {
+    const doc = desired(vm({ vcpus: 2, cpu: { topology: { sockets: 1, cores: 2, threads: 1 } } }));
+    expect(doc.cpu).toEqual({ topology: { sockets: 1, cores: 2, threads: 1 } });
+  });
+});
+
+describe('cpuMatches (running definition against the spec)', () => {
+  const topology = { sockets: 1, cores: 2, threads: 1 };
+  it.each([
+    [
+      'host-model expanded by libvirt',
+      { mode: 'host-model' as const },
+      { mode: 'custom' as const, model: 'Skylake-Client', vendor: 'Intel' },
+      true,
+    ],
+    [
+      'host-model as written',
+      { mode: 'host-model' as const },
+      { mode: 'host-model' as const },
+      true,
+    ],
+    [
+      'host-model against a user custom model',
+      { mode: 'host-model' as const },
+      { mode: 'custom' as const, model: 'qemu64' },
+      false,
+    ],
+    [
+      'the same custom model',
+      { mode: 'custom' as const, model: 'qemu64' },
+      { mode: 'custom' as const, model: 'qemu64' },
+      true,
+    ],
+    [
+      'another custom model',
+      { mode: 'custom' as const, model: 'Haswell' },
+      { mode: 'custom' as const, model: 'qemu64' },
+      false,
+    ],
+    [
+      'no mode: QEMU’s default model filled in',
+      undefined,
+      { mode: 'custom' as const, model: 'qemu64' },
+      true,
+    ],
+    ['a topology change', { topology }, { topology: { ...topology, cores: 1 } }, false],
+    ['a topology added', { topology }, undefined, false],
+  ])('%s', (_what, want, have, match) => {
+    expect(cpuMatches(want, have)).toBe(match);
+  });
+
+  it('names spec.cpu in RestartRequired for a changed model, and nothing for an expansion', () => {
+    const want = desired(vm({ domainType: 'kvm' }));
+    const expanded = variant(
+      want,
+      (d) => (d.cpu = { mode: 'custom', model: 'EPYC', vendor: 'AMD' }),
+    );
+    expect(restartPending(want, expanded)).toEqual([]);
+    const custom = desired(vm({ cpu: { mode: 'custom', model: 'Haswell' } }));
+    const running = variant(custom, (d) => (d.cpu = { mode: 'custom', model: 'qemu64' }));
+    expect(restartPending(custom, running)).toEqual(['spec.cpu']);
+  });
+});
+
+describe('cdrom disks', () => {
+  it('are read-only, on sata unless scsi is given, with their boot order', () => {
+    const machine = vm({
+      disks: [
+        { name: 'root', volume: 'root', readOnly: false },
+        { name: 'install', volume: 'iso', readOnly: false, device: 'cdrom', bootOrder: 1 },
+      ],
+    });
+    const [root, iso] = desired(machine, inputs).devices.disks;
+    expect(root).toMatchObject({ device: 'disk', target: { dev: 'vda', bus: 'virtio' } });
+    expect(iso).toEqual({
+      device: 'cdrom',
+      source: { type: 'file', file: '/pool/install.iso' },
+      driver: { name: 'qemu', type: 'raw' },
+      target: { dev: 'sda', bus: 'sata' },
+      readonly: true,
+      bootOrder: 1,
+    });
+    const scsi = desired(
+      vm({
+        disks: [{ name: 'install', volume: 'iso', readOnly: false, device: 'cdrom', bus: 'scsi' }],
+      }),
+      inputs,
+    ).devices.disks[0];
+    expect(scsi?.target).toEqual({ dev: 'sda', bus: 'scsi' });
+  });
+
+  it('adding a cdrom to a running machine is restart-time, named', () => {
+    const before = desired(
+      vm({ disks: [{ name: 'root', volume: 'root', readOnly: false }] }),
+      inputs,
+    );
+    const after = vm({
+      disks: [
+        { name: 'root', volume: 'root', readOnly: false },
+        { name: 'install', volume: 'iso', readOnly: false, device: 'cdrom' },
+      ],
+    });
+    const want = desired(after, inputs);
+    const diff = deviceDiff(want, before, deviceNames(after, want));
+    expect(diff).toEqual({ attach: [], detach: [], pending: ['spec.disks[install]'] });
+  });
+});
+
+describe('live device changes', () => {
+  const one = vm({ disks: [{ name: 'root', volume: 'root', readOnly: false }], interfaces: [] });
+  const two = vm({
+    disks: [
+      { name: 'root', volume: 'root', readOnly: false },
+      { name: 'data', volume: 'data', readOnly: false },
+    ],
+    interfaces: [
+      { name: 'eth1', network: 'lab', macAddress: '52:54:00:00:00:02', model: 'virtio' },
+    ],
+  });
+  const small = desired(one, inputs);
+  const big = desired(two, inputs);
+
+  it('attaches a virtio disk and a NIC added to a running machine, LIVE and CONFIG', () => {
+    const steps = deviceSteps(big, ours({ config: small }), deviceNames(two, big), {
+      since: undefined,
+      graceMs: 60_000,
+      now: NOW,
+    });
+    expect(steps).toEqual([
+      {
+        op: 'attachDevice',
+        live: true,
+        config: true,
+        device: { kind: 'disk', field: 'spec.disks[data]', disk: big.devices.disks[1] },
+      },
+      {
+        op: 'attachDevice',
+        live: true,
+        config: true,
+        device: {
+          kind: 'interface',
+          field: 'spec.interfaces[eth1]',
+          nic: big.devices.interfaces[0],
+        },
+      },
+    ]);
+    expect(restartPending(big, small, deviceNames(two, big))).toEqual([]);
+  });
+
+  it('only LIVE when the persistent definition already has the device', () => {
+    const steps = deviceSteps(big, ours({ config: big, live: small }), deviceNames(two, big), {
+      since: undefined,
+      graceMs: 60_000,
+      now: NOW,
+    });
+    expect(steps.map((s) => s.op === 'attachDevice' && [s.live, s.config])).toEqual([
+      [true, false],
+      [true, false],
+    ]);
+  });
+
+  it('picks a free target when the desired one is taken in the running domain', () => {
+    // Running: root on vda and data on vdb; the spec drops root and adds a third disk.
+    const three = vm({
+      disks: [
+        { name: 'data', volume: 'data', readOnly: false },
+        { name: 'iso-as-disk', volume: 'iso', readOnly: false },
+      ],
+    });
+    const want = desired(three, inputs);
+    const liveDoc = desired(two, inputs);
+    const steps = deviceSteps(want, ours({ config: liveDoc }), deviceNames(three, want), {
+      since: undefined,
+      graceMs: 60_000,
+      now: NOW,
+    });
+    const attach = steps.find((s) => s.op === 'attachDevice');
+    expect(
+      attach?.op === 'attachDevice' &&
+        attach.device.kind === 'disk' &&
+        attach.device.disk.target.dev,
+    ).toBe('vdc');
+    expect(steps[0]).toMatchObject({ op: 'detachDevice', retry: false });
+  });
+
+  it('detaches removed devices once, then again only after the grace period', () => {
+    const names = deviceNames(one, small);
+    const first = deviceSteps(small, ours({ config: big }), names, {
+      since: undefined,
+      graceMs: 60_000,
+      now: NOW,
+    });
+    expect(
+      first.map((s) => s.op === 'detachDevice' && [s.device.field, s.config, s.retry]),
+    ).toEqual([
+      ['spec.disks (removed data.raw)', true, false],
+      ['spec.interfaces (removed 52:54:00:00:00:02)', true, false],
+    ]);
+    const waiting = deviceSteps(small, ours({ config: small, live: big }), names, {
+      since: new Date(NOW.getTime() - 30_000),
+      graceMs: 60_000,
+      now: NOW,
+    });
+    expect(waiting).toEqual([]);
+    const retried = deviceSteps(small, ours({ config: small, live: big }), names, {
+      since: new Date(NOW.getTime() - 61_000),
+      graceMs: 60_000,
+      now: NOW,
+    });
+    expect(retried.map((s) => s.op === 'detachDevice' && [s.config, s.retry])).toEqual([
+      [false, true],
+      [false, true],
+    ]);
+  });
+
+  it('a sata disk or a changed device is restart-time; a reordered spec changes nothing', () => {
+    const sata = vm({
+      disks: [
+        { name: 'root', volume: 'root', readOnly: false },
+        { name: 'data', volume: 'data', readOnly: false, bus: 'sata' },
+      ],
+    });
+    const want = desired(sata, inputs);
+    expect(deviceDiff(want, small, deviceNames(sata, want)).pending).toEqual(['spec.disks[data]']);
+    const ro = vm({ disks: [{ name: 'root', volume: 'root', readOnly: true }] });
+    const roDoc = desired(ro, inputs);
+    expect(restartPending(roDoc, small, deviceNames(ro, roDoc))).toEqual(['spec.disks[root]']);
+    const swapped = vm({
+      disks: [
+        { name: 'data', volume: 'data', readOnly: false },
+        { name: 'root', volume: 'root', readOnly: false },
+      ],
+    });
+    const swappedDoc = desired(swapped, inputs);
+    expect(deviceDiff(swappedDoc, big, deviceNames(swapped, swappedDoc))).toMatchObject({
+      attach: [],
+      pending: [],
+    });
+  });
+
+  it('plans no live device change on a domain that is being stopped', () => {
+    const plan = planMachine({
+      vm: vm({ ...two.spec, runStrategy: 'Halted' }, { status: runningStatus() }),
+      desired: big,
+      cloudInit: undefined,
+      observed: observed(ours({ config: small })),
+      now: NOW,
+    });
+    expect(plan.steps.map((s) => s.op)).toEqual(['define', 'shutdown']);
+  });
+});
+
+describe('pause on request', () => {
+  const running = { active: true, state: 'running', reason: 'booted', id: 7 };
+  const pausedByUser = { active: true, state: 'paused', reason: 'user', id: 7 };
+  it('suspends for virt.dev/paused "true" and resumes when it is gone or "false"', () => {
+    const paused = vm({}, { status: runningStatus(), annotations: { 'virt.dev/paused': 'true' } });
+    expect(powerPlan(paused, running, [], NOW).steps).toEqual([{ op: 'suspend' }]);
+    expect(powerPlan(paused, pausedByUser, [], NOW).steps).toEqual([]);
+    const off = vm({}, { status: runningStatus(), annotations: { 'virt.dev/paused': 'false' } });
+    expect(powerPlan(off, pausedByUser, [], NOW).steps).toEqual([{ op: 'resume' }]);
+    expect(powerPlan(vm({}, { status: runningStatus() }), pausedByUser, [], NOW).steps).toEqual([
+      { op: 'resume' },
+    ]);
+  });
+
+  it('leaves other pauses alone (starting up, I/O error) and a Manual machine it did not pause', () => {
+    const plain = vm({}, { status: runningStatus() });
+    expect(powerPlan(plain, { ...pausedByUser, reason: 'starting_up' }, [], NOW).steps).toEqual([]);
+    expect(powerPlan(plain, { ...pausedByUser, reason: 'ioerror' }, [], NOW).steps).toEqual([]);
+    const manual = vm({ runStrategy: 'Manual' }, { status: runningStatus() });
+    expect(powerPlan(manual, pausedByUser, [], NOW).steps).toEqual([]);
+  });
+
+  it('resumes a paused guest before an ACPI shutdown (it could not answer it)', () => {
+    const halted = vm(
+      { runStrategy: 'Halted' },
+      { status: runningStatus(), annotations: { 'virt.dev/paused': 'true' } },
+    );
+    expect(powerPlan(halted, pausedByUser, [], NOW).steps.map((s) => s.op)).toEqual([
+      'resume',
+      'shutdown',
+    ]);
+  });
+
+  it('reports phase Paused and condition Paused', () => {
+    const machine = vm({}, { status: runningStatus(), annotations: { 'virt.dev/paused': 'true' } });
+    const status = machineStatus({
+      vm: machine,
+      nodeName: 'node-a',
+      now: NOW,
+      observed: ours({ config: desired(machine), power: { state: 'paused', reason: 'user' } }),
+      problem: undefined,
+      shutdown: undefined,
+      started: undefined,
+      pending: [],
+    });
+    expect(status.phase).toBe('Paused');
+    expect(status.conditions?.find((c) => c.type === 'Paused')).toMatchObject({
+      status: 'True',
+      reason: 'PausedByRequest',
+    });
+    expect(status.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'Paused',
+    });
+  });
+});
+
+describe('restart on request', () => {
+  const restartStatus = (run: number, extra: Partial<VirtualMachineStatus> = {}) =>
+    runningStatus({
+      lastRestartRequest: 'v1',
+      conditions: [
+        {
+          type: 'ShutdownRequested',
+          status: 'True',
+          reason: 'RestartRequested',
+          message: `ACPI shutdown requested (...) (run ${run})`,
+          lastTransitionTime: ago(5),
+        },
+      ],
+      ...extra,
+    });
+  const annotated = (status?: VirtualMachineStatus, value = 'v1') =>
+    vm({}, { status, annotations: { 'virt.dev/restart-requested-at': value } });
+
+  it('a value is new until status.lastRestartRequest records it', () => {
+    expect(newRestartRequest(annotated(runningStatus()))).toBe('v1');
+    expect(
+      newRestartRequest(annotated(runningStatus({ lastRestartRequest: 'v1' }))),
+    ).toBeUndefined();
+    expect(newRestartRequest(annotated(runningStatus({ lastRestartRequest: 'v1' }), 'v2'))).toBe(
+      'v2',
+    );
+    expect(newRestartRequest(vm({}, { status: runningStatus() }))).toBeUndefined();
+  });
+
+  it('records a value longer than status allows as its digest, and counts it as done', () => {
+    const long = 'x'.repeat(300);
+    const record = newRestartRequest(annotated(runningStatus(), long));
+    expect(record).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(newRestartRequest(annotated(runningStatus({ lastRestartRequest: record }), long))).toBe(
+      undefined,
+    );
+  });
+
+  it('reads the run being restarted back from the condition', () => {
+    expect(shutdownRequest(annotated(restartStatus(42)))).toMatchObject({
+      reason: 'RestartRequested',
+      run: 42,
+    });
+  });
+
+  it('waits for the stop of the recorded run, then starts, whatever the runStrategy but Halted', () => {
+    const machine = annotated(restartStatus(7));
+    const same = { active: true, state: 'running', reason: 'booted', id: 7 };
+    expect(powerPlan(machine, same, [], NOW)).toMatchObject({
+      steps: [],
+      shutdown: 'RestartRequested',
+    });
+    const destroyed = powerPlan(
+      annotated(restartStatus(7, {})),
+      same,
+      [],
+      new Date(NOW.getTime() + 120_000),
+    );
+    expect(destroyed.steps).toEqual([{ op: 'destroy', why: 'gracePeriodExpired' }]);
+    const off = { active: false, state: 'shutoff', reason: 'shutdown', id: -1 };
+    for (const runStrategy of ['Always', 'Manual', 'RerunOnFailure'] as const) {
+      const m = vm(
+        { runStrategy },
+        { status: restartStatus(7), annotations: machine.metadata.annotations },
+      );
+      expect(powerPlan(m, off, [], NOW).steps.map((s) => s.op)).toEqual(['start']);
+    }
+  });
+
+  it('a running domain under another ID is the new run: no second restart', () => {
+    const plan = powerPlan(
+      annotated(restartStatus(7)),
+      { active: true, state: 'running', reason: 'booted', id: 8 },
+      [],
+      NOW,
+    );
+    expect(plan).toEqual({ steps: [], shutdown: undefined, waitMs: undefined });
+  });
+
+  it('records the value and keeps the run in ShutdownRequested', () => {
+    const machine = annotated(runningStatus());
+    const status = machineStatus({
+      vm: machine,
+      nodeName: 'node-a',
+      now: NOW,
+      observed: ours({ config: desired(machine) }),
+      problem: undefined,
+      shutdown: 'RestartRequested',
+      started: undefined,
+      pending: [],
+      restartRequest: 'v1',
+      restartRun: 7,
+    });
+    expect(status.lastRestartRequest).toBe('v1');
+    const c = status.conditions?.find((x) => x.type === 'ShutdownRequested');
+    expect(c).toMatchObject({ status: 'True', reason: 'RestartRequested' });
+    expect(c?.message).toContain('(run 7)');
+    expect(shutdownRequest({ ...machine, status })?.run).toBe(7);
+  });
+});
+
+describe('detach status', () => {
+  it('is Synced=False Detaching within the grace period and DetachPending after it', () => {
+    const machine = vm({}, { status: runningStatus() });
+    const at = (expired: boolean) =>
+      machineStatus({
+        vm: machine,
+        nodeName: 'node-a',
+        now: NOW,
+        observed: ours({ config: desired(machine) }),
+        problem: undefined,
+        shutdown: undefined,
+        started: undefined,
+        pending: [],
+        detaching: { fields: ['spec.disks (removed data.raw)'], since: NOW, expired, errors: [] },
+      }).conditions?.find((c) => c.type === 'Synced');
+    expect(at(false)).toMatchObject({ status: 'False', reason: 'Detaching' });
+    expect(at(true)).toMatchObject({ status: 'False', reason: 'DetachPending' });
+    expect(at(true)?.message).toContain('spec.disks (removed data.raw)');
+  });
+});
