@@ -10,7 +10,8 @@
         "src/libvirt/native/domain.cc",
         "src/libvirt/native/network.cc",
         "src/libvirt/native/storage.cc",
-        "src/libvirt/native/events.cc"
+        "src/libvirt/native/events.cc",
+        "src/libvirt/native/stream.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -525,3 +525,17 @@ export const StorageVolUploadFlags = {
 export const StorageVolDownloadFlags = {
   SPARSE_STREAM: 1,
 } as const;
+
+/** Connect.newStream flags (virStreamFlags). */
+export const StreamFlags = {
+  /** Required for receive() and send(): the binding drives the stream from libvirt's event loop. */
+  NONBLOCK: 1,
+} as const;
+
+/** Domain.openConsole flags (virDomainConsoleFlags). */
+export const DomainConsoleFlags = {
+  /** Take over the console from another session, which is disconnected. */
+  FORCE: 1,
+  /** Fail instead of risking an unsafe console driver (without pty locking). */
+  SAFE: 2,
+} as const;

@@ -8,6 +8,8 @@
 
 namespace lv {
 
+void ExportStream(Napi::Env env, Napi::Object exports);  // stream.cc
+
 namespace {
 
 // Errors reach JS through LibvirtError; without a handler libvirt prints each to stderr.
@@ -103,6 +105,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ExportNetwork(env, exports);
   ExportStorage(env, exports);
   ExportEvents(env, exports);
+  ExportStream(env, exports);
   return exports;
 }
 
