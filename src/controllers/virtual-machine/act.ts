@@ -86,10 +86,11 @@ export async function actMachine(
 }
 
 async function define(conn: Connect, doc: DomainDocument): Promise<Domain> {
-  // A file console: QEMU creates the file, not its directory.
+  // A file console or a console log: QEMU / virtlogd create the file, not its directory.
   for (const serial of doc.devices.serials) {
     if (serial.source.type === 'file')
       await mkdir(dirname(serial.source.path), { recursive: true });
+    if (serial.log) await mkdir(dirname(serial.log.file), { recursive: true });
   }
   return conn.defineDomainXML(buildDomainXML(doc));
 }
