@@ -8,6 +8,7 @@ const COMMANDS: Record<string, string> = {
   'local-cluster':
     'run a local etcd + kube-apiserver with the CRDs installed, until SIGINT/SIGTERM',
   validate: 'validate manifests offline against the CRD schemas and rules',
+  console: "attach to a VirtualMachine's serial console (Ctrl-] detaches)",
 };
 
 interface CommandModule {

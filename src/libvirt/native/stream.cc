@@ -42,6 +42,10 @@ struct StreamMsg {
 struct StreamState;
 void UpdateEvents(StreamState* s);
 
+// What the event callback, the JS channel and the jobs share. It does not own the stream (the
+// callback data libvirt holds may outlive every other reference until the stream is disposed,
+// so owning it from there would be a cycle); `ptr` stays valid while a StreamOwner exists, and
+// nothing touches it once `registered` is false and no job runs.
 struct StreamState {
   virStreamPtr ptr = nullptr;
   unsigned int flags = 0;
@@ -58,29 +62,12 @@ struct StreamState {
   bool reading = false;     // a receiver exists
   int mask = -1;            // what libvirt was last asked to report
 
-  // The channel to JS has its own lock: libvirt may free the callback data (which releases
-  // the channel) while holding its stream lock, from inside a call made under `mutex`.
+  // The channel to JS has its own lock, taken last: posting happens with `mutex` held.
   std::mutex tsfnMutex;
   napi_threadsafe_function tsfn = nullptr;
 
   std::atomic<size_t> undelivered{0};
   std::atomic<bool> done{false};  // finished or aborted: nothing to abort at free
-
-  ~StreamState() {
-    if (ptr == nullptr) return;
-    // Both can be RPCs to the daemon: never on the JS or event-loop thread.
-    struct FreeTask final : Task {
-      FreeTask(virStreamPtr p, bool a) : st(p), abort(a) {}
-      void Run() override {
-        if (abort && virStreamAbort(st) < 0) virResetLastError();
-        virStreamFree(st);
-        delete this;
-      }
-      virStreamPtr st;
-      bool abort;
-    };
-    WorkerPool::Get().Post(new FreeTask(ptr, !done.load()));
-  }
 
   // Posts a message to JS; false once the channel is gone (the environment is shutting down).
   bool Post(StreamMsg* msg) {
@@ -94,8 +81,49 @@ struct StreamState {
   }
 };
 
+// Releases the channel: the JS listener gets what was queued, then Node may exit.
+void ReleaseChannel(StreamState* s) {
+  std::lock_guard<std::mutex> lock(s->tsfnMutex);
+  if (s->tsfn != nullptr) {
+    napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
+    s->tsfn = nullptr;
+  }
+}
+
+// The stream's one owner (the JS handle; jobs hold it while they run). When the last
+// reference goes, the callback is removed and the stream aborted (unless finished) and freed,
+// on a worker: both can be RPCs to the daemon.
+struct StreamOwner {
+  std::shared_ptr<StreamState> s;
+  StreamOwner() = default;
+  StreamOwner(const StreamOwner&) = delete;
+  StreamOwner& operator=(const StreamOwner&) = delete;
+  ~StreamOwner() {
+    struct FreeTask final : Task {
+      explicit FreeTask(std::shared_ptr<StreamState> st) : s(std::move(st)) {}
+      void Run() override {
+        {
+          std::lock_guard<std::mutex> lock(s->mutex);
+          s->ended = true;
+          s->out.clear();
+          if (s->registered) {
+            s->registered = false;
+            if (virStreamEventRemoveCallback(s->ptr) < 0) virResetLastError();
+          }
+        }
+        ReleaseChannel(s.get());
+        if (!s->done.exchange(true) && virStreamAbort(s->ptr) < 0) virResetLastError();
+        virStreamFree(s->ptr);
+        delete this;
+      }
+      std::shared_ptr<StreamState> s;
+    };
+    if (s && s->ptr != nullptr) WorkerPool::Get().Post(new FreeTask(std::move(s)));
+  }
+};
+
 struct StreamBox {
-  std::shared_ptr<StreamState> state;
+  std::shared_ptr<StreamOwner> owner;
 };
 
 void FinalizeStream(napi_env, void* data, void*) { delete static_cast<StreamBox*>(data); }
@@ -110,15 +138,15 @@ StreamBox* UnwrapStream(Napi::Env env, Napi::Value v) {
   return static_cast<StreamBox*>(data);
 }
 
-std::shared_ptr<StreamState> LiveStream(Napi::Env env, Napi::Value v, bool needConn = true) {
+std::shared_ptr<StreamOwner> LiveStream(Napi::Env env, Napi::Value v, bool needConn = true) {
   StreamBox* box = UnwrapStream(env, v);
-  if (!box->state)
+  if (!box->owner)
     throw Rejection{ErrorInfo::Make(VIR_ERR_INVALID_STREAM, VIR_FROM_STREAMS,
                                     "the stream handle was freed")};
-  if (needConn && box->state->conn && box->state->conn->ptr == nullptr)
+  if (needConn && box->owner->s->conn && box->owner->s->conn->ptr == nullptr)
     throw Rejection{
         ErrorInfo::Make(VIR_ERR_INVALID_CONN, VIR_FROM_NONE, "the connection is closed")};
-  return box->state;
+  return box->owner;
 }
 
 // The event mask follows the state: READABLE while someone reads, nothing is paused and JS
@@ -143,7 +171,7 @@ void UpdateEvents(StreamState* s) {
 }
 
 // Ends delivery: the last message is already queued. Removing the callback from inside it
-// is allowed; libvirt calls FreeCallbackData once the dispatch returns.
+// is allowed (libvirt defers freeing its data until the dispatch returns).
 void EndLocked(StreamState* s) {
   s->ended = true;
   s->out.clear();
@@ -152,6 +180,7 @@ void EndLocked(StreamState* s) {
     s->registered = false;
     if (virStreamEventRemoveCallback(s->ptr) < 0) virResetLastError();
   }
+  ReleaseChannel(s);
 }
 
 void Fail(StreamState* s, ErrorInfo info) {
@@ -244,27 +273,10 @@ void OnStreamEvent(virStreamPtr, int events, void* opaque) {
   }
 }
 
-// libvirt may call this with its stream lock held; releasing the channel is thread-safe and
-// the state itself is let go on a worker (its destructor may free the stream).
-void FreeCallbackData(void* opaque) {
-  auto* holder = static_cast<std::shared_ptr<StreamState>*>(opaque);
-  {
-    std::lock_guard<std::mutex> lock((*holder)->tsfnMutex);
-    if ((*holder)->tsfn != nullptr) {
-      napi_release_threadsafe_function((*holder)->tsfn, napi_tsfn_release);
-      (*holder)->tsfn = nullptr;
-    }
-  }
-  struct DropTask final : Task {
-    explicit DropTask(std::shared_ptr<StreamState>* h) : holder(h) {}
-    void Run() override {
-      delete holder;
-      delete this;
-    }
-    std::shared_ptr<StreamState>* holder;
-  };
-  WorkerPool::Get().Post(new DropTask(holder));
-}
+// libvirt drops its callback data late (for a remote stream: when the stream is disposed),
+// possibly with its stream lock held; the state owns nothing of libvirt's, so deleting it is
+// safe there.
+void FreeCallbackData(void* opaque) { delete static_cast<std::shared_ptr<StreamState>*>(opaque); }
 
 // The channel's context keeps the state alive until every queued message was delivered.
 void FinalizeChannel(napi_env, void*, void* hint) {
@@ -327,7 +339,9 @@ Napi::Value NewStream(const Napi::CallbackInfo& info) {
   state->flags = flags;
   state->conn = conn->state;
   napi_value v;
-  auto* box = new StreamBox{std::move(state)};
+  auto owner = std::make_shared<StreamOwner>();
+  owner->s = std::move(state);
+  auto* box = new StreamBox{std::move(owner)};
   if (napi_create_external(env, box, FinalizeStream, nullptr, &v) != napi_ok) {
     delete box;
     throw Napi::Error::New(env, "could not create a stream handle");
@@ -337,7 +351,7 @@ Napi::Value NewStream(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value StreamFree(const Napi::CallbackInfo& info) {
-  UnwrapStream(info.Env(), info[0])->state.reset();
+  UnwrapStream(info.Env(), info[0])->owner.reset();
   return info.Env().Undefined();
 }
 
@@ -346,11 +360,11 @@ Napi::Value OpenConsole(const Napi::CallbackInfo& info) {
   return Async(info, [](Call& c) {
     virDomainPtr dom = c.Domain(0);
     std::optional<std::string> dev = c.OptStr(1, "devName");
-    std::shared_ptr<StreamState> st = LiveStream(c.env, c.info[2]);
+    std::shared_ptr<StreamOwner> owner = LiveStream(c.env, c.info[2]);
     unsigned int flags = c.Flags(3);
     c.Timeout(4);
-    return RunVoid(c, "virDomainOpenConsole", [dom, dev, st, flags] {
-      return virDomainOpenConsole(dom, dev ? dev->c_str() : nullptr, st->ptr, flags);
+    return RunVoid(c, "virDomainOpenConsole", [dom, dev, owner, flags] {
+      return virDomainOpenConsole(dom, dev ? dev->c_str() : nullptr, owner->s->ptr, flags);
     });
   });
 }
@@ -359,7 +373,8 @@ Napi::Value OpenConsole(const Napi::CallbackInfo& info) {
 // `read` turns reception on. Resolves once libvirt accepted the registration.
 Napi::Value StreamStart(const Napi::CallbackInfo& info) {
   return Async(info, [](Call& c) {
-    std::shared_ptr<StreamState> st = LiveStream(c.env, c.info[0]);
+    std::shared_ptr<StreamOwner> owner = LiveStream(c.env, c.info[0]);
+    std::shared_ptr<StreamState> st = owner->s;
     if (!c.info[1].IsFunction())
       throw Napi::TypeError::New(c.env, "listener must be a function");
     c.Timeout(2);
@@ -387,19 +402,14 @@ Napi::Value StreamStart(const Napi::CallbackInfo& info) {
     c.mustRun = true;
     return c.Run<int>(
         "virStreamEventAddCallback",
-        [st](int& r) {
+        [owner, st](int& r) {
           auto* holder = new std::shared_ptr<StreamState>(st);
           std::lock_guard<std::mutex> lock(st->mutex);
           r = virStreamEventAddCallback(st->ptr, 0, OnStreamEvent, holder, FreeCallbackData);
           if (r < 0) {
             delete holder;
-            ErrorInfo e = ErrorInfo::Capture();
-            std::lock_guard<std::mutex> channel(st->tsfnMutex);
-            if (st->tsfn != nullptr) {
-              napi_release_threadsafe_function(st->tsfn, napi_tsfn_release);
-              st->tsfn = nullptr;
-            }
-            SetThreadError(std::move(e));
+            SetThreadError(ErrorInfo::Capture());
+            ReleaseChannel(st.get());
             return false;
           }
           st->registered = true;
@@ -415,12 +425,13 @@ Napi::Value StreamStart(const Napi::CallbackInfo& info) {
 Napi::Value StreamSetReading(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   StreamBox* box = UnwrapStream(env, info[0]);
-  if (!box->state) return env.Undefined();
+  if (!box->owner) return env.Undefined();
+  StreamState* s = box->owner->s.get();
   bool reading = info[1].ToBoolean().Value();
-  std::lock_guard<std::mutex> lock(box->state->mutex);
-  box->state->reading = true;
-  box->state->paused = !reading;
-  UpdateEventsLocked(box->state.get());
+  std::lock_guard<std::mutex> lock(s->mutex);
+  s->reading = true;
+  s->paused = !reading;
+  UpdateEventsLocked(s);
   return env.Undefined();
 }
 
@@ -432,8 +443,8 @@ Napi::Value StreamSend(const Napi::CallbackInfo& info) {
   if (!info[1].IsTypedArray())
     throw Napi::TypeError::New(env, "data must be a Buffer or Uint8Array");
   Napi::TypedArray bytes = info[1].As<Napi::TypedArray>();
-  if (!box->state) return Napi::Boolean::New(env, false);
-  StreamState* s = box->state.get();
+  if (!box->owner) return Napi::Boolean::New(env, false);
+  StreamState* s = box->owner->s.get();
   std::lock_guard<std::mutex> lock(s->mutex);
   if (!s->registered || s->ended) return Napi::Boolean::New(env, false);
   const char* p = static_cast<const char*>(bytes.ArrayBuffer().Data()) + bytes.ByteOffset();
@@ -447,10 +458,11 @@ template <bool Finish>
 Napi::Value StreamClose(const Napi::CallbackInfo& info) {
   return Async(info, [](Call& c) {
     // Also after conn.close(): the stream holds its own connection reference.
-    std::shared_ptr<StreamState> st = LiveStream(c.env, c.info[0], false);
+    std::shared_ptr<StreamOwner> owner = LiveStream(c.env, c.info[0], false);
     c.Timeout(1);
     c.mustRun = true;
-    return RunVoid(c, Finish ? "virStreamFinish" : "virStreamAbort", [st] {
+    return RunVoid(c, Finish ? "virStreamFinish" : "virStreamAbort", [owner] {
+      StreamState* st = owner->s.get();
       bool wasEnded;
       {
         std::lock_guard<std::mutex> lock(st->mutex);
@@ -463,6 +475,7 @@ Napi::Value StreamClose(const Napi::CallbackInfo& info) {
           if (virStreamEventRemoveCallback(st->ptr) < 0) virResetLastError();
         }
       }
+      ReleaseChannel(st);
       if (st->done.exchange(true)) return 0;
       if (Finish) return virStreamFinish(st->ptr);
       // Aborting a stream whose end or error receive() already reported only releases it;
