@@ -223,28 +223,34 @@ void ReadAvailable(StreamState* s) {
 void WriteQueued(StreamState* s) {
   uint32_t completed = 0;
   for (;;) {
-    const char* data;
-    size_t len;
+    // The chunk leaves the queue while it is sent: a close() on a worker may clear the queue
+    // meanwhile. Only this thread takes from the front, so a rest goes back there.
+    std::vector<char> chunk;
+    size_t offset;
     {
       std::lock_guard<std::mutex> lock(s->mutex);
       if (s->ended || s->out.empty()) break;
-      // Only this thread pops or advances the front; push_back keeps references valid.
-      data = s->out.front().data() + s->outOffset;
-      len = s->out.front().size() - s->outOffset;
+      chunk = std::move(s->out.front());
+      s->out.pop_front();
+      offset = s->outOffset;
+      s->outOffset = 0;
     }
-    int n = virStreamSend(s->ptr, data, len);
-    if (n == -2) break;
-    if (n < 0) {
+    int n = virStreamSend(s->ptr, chunk.data() + offset, chunk.size() - offset);
+    if (n < 0 && n != -2) {
       Fail(s, ErrorInfo::Capture());
       return;
     }
-    std::lock_guard<std::mutex> lock(s->mutex);
-    s->outOffset += static_cast<size_t>(n);
-    if (s->outOffset == s->out.front().size()) {
-      s->out.pop_front();
-      s->outOffset = 0;
+    size_t sent = n > 0 ? static_cast<size_t>(n) : 0;
+    if (offset + sent == chunk.size()) {
       completed++;
+      continue;
     }
+    std::lock_guard<std::mutex> lock(s->mutex);
+    if (!s->ended) {
+      s->out.push_front(std::move(chunk));
+      s->outOffset = offset + sent;
+    }
+    if (n == -2) break;
   }
   if (completed > 0) {
     auto* msg = new StreamMsg{MsgKind::Sent, {}, {}};
