@@ -13,6 +13,23 @@ const TENANT = 'tenant';
 describe('the console user roles (manifests/console/)', () => {
   const cp = useControlPlane();
 
+  /** `pods/exec` is checked as `pods --subresource=exec` (`pods/exec` would mean a pod named exec). */
+  const can = async (verb: string, resource: string, namespace: string) => {
+    const [type, sub] = resource.split('/');
+    const r = await cp().kubectl([
+      'auth',
+      'can-i',
+      verb,
+      type!,
+      ...(sub ? [`--subresource=${sub}`] : []),
+      '-n',
+      namespace,
+      '--as',
+      USER,
+    ]);
+    return r.stdout.trim();
+  };
+
   beforeAll(async () => {
     const kubectl = async (args: string[], input?: string) => {
       const r = await cp().kubectl(args, input === undefined ? {} : { input });
@@ -51,12 +68,13 @@ describe('the console user roles (manifests/console/)', () => {
         ],
       }),
     );
+    // The authorizer learns new bindings through its informers: wait until it has.
+    const deadline = Date.now() + 30_000;
+    while ((await can('list', 'pods', OPERATOR_NS)) !== 'yes') {
+      if (Date.now() > deadline) throw new Error('the RoleBinding never took effect');
+      await new Promise((r) => setTimeout(r, 200));
+    }
   });
-
-  const can = async (verb: string, resource: string, namespace: string) => {
-    const r = await cp().kubectl(['auth', 'can-i', verb, resource, '-n', namespace, '--as', USER]);
-    return r.stdout.trim();
-  };
 
   it('may exec into the agent pods and find them, in the operator namespace only', async () => {
     expect(await can('create', 'pods/exec', OPERATOR_NS)).toBe('yes');
