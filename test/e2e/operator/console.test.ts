@@ -190,8 +190,9 @@ describe('libvirt-operator console', () => {
     expect(session.stderr).toBe('');
     expect(session.code).toBe(0);
     expect(session.stdout).toContain(`LVO-LATE-${marker}-3`);
+    // It ended by itself (code 0, not the test's kill) and not before the timeout; how long
+    // the process took to start is the host's business (tsx on a busy machine: tens of s).
     expect(session.ms).toBeGreaterThanOrEqual(4_000);
-    expect(session.ms).toBeLessThan(30_000);
   });
 
   it('names what is missing: an unknown VM, or no agent pod to exec into', async () => {
