@@ -87,7 +87,7 @@ function consoleCommand(
   args: string[],
   kubeconfig: string,
   feed: (stdin: NodeJS.WritableStream) => void,
-  killAfterMs = 120_000,
+  killAfterMs = 240_000,
 ): Promise<Session> {
   const started = Date.now();
   const child = spawn(
@@ -151,8 +151,8 @@ describe('libvirt-operator console', () => {
     const applied = await cp().kubectl(['apply', '-f', '-'], { input: yaml });
     expect(applied.code, applied.stderr).toBe(0);
     const wait = await cp().kubectl(
-      ['wait', '--for=condition=Ready', `vm/${VM}`, '-n', NS, '--timeout=90s'],
-      { timeoutMs: 100_000 },
+      ['wait', '--for=condition=Ready', `vm/${VM}`, '-n', NS, '--timeout=240s'],
+      { timeoutMs: 250_000 },
     );
     expect(wait.code, wait.stderr).toBe(0);
     const obj = await getJSON<{
@@ -167,7 +167,7 @@ describe('libvirt-operator console', () => {
     consoleLog = path.join(agent!.stateDir, 'console', `${uid}.log`);
     // Generous: TCG on a shared 2-core host can take minutes to boot when the machine is busy.
     await waitForGuestReady(consoleLog, 200_000);
-  }, 360_000);
+  }, 480_000);
 
   it('sends a command typed on stdin to the guest shell and prints its answer', async () => {
     const marker = randomBytes(4).toString('hex');
@@ -200,6 +200,40 @@ describe('libvirt-operator console', () => {
     // It ended by itself (code 0, not the test's kill) and not before the timeout; how long
     // the process took to start is the host's business (tsx on a busy machine: tens of s).
     expect(session.ms).toBeGreaterThanOrEqual(4_000);
+  });
+
+  it('in a terminal: raw mode, keys reach the guest, Ctrl-] detaches', async () => {
+    // util-linux script(1) gives the command a pseudo-terminal fed from this pipe.
+    const cli = `${process.execPath} --import tsx ${path.join(ROOT, 'src', 'cli.ts')}`;
+    const child = spawn('script', ['-qfec', `${cli} console ${VM} -n ${NS}`, '/dev/null'], {
+      cwd: ROOT,
+      env: { ...process.env, KUBECONFIG: cp().kubeconfigPath, LIBVIRT_URI: SYSTEM_URI },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString('latin1')));
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const waitFor = async (text: string) => {
+      const deadline = Date.now() + 240_000;
+      while (!out.includes(text)) {
+        if (Date.now() > deadline) {
+          child.kill('SIGKILL');
+          throw new Error(`no '${text}' in the terminal session; got:\n${out.slice(-600)}`);
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    try {
+      await waitFor('(escape character is ^])');
+      const marker = randomBytes(4).toString('hex');
+      // A terminal sends Enter as CR; the guest's tty turns it into a newline.
+      child.stdin.write(`echo LVO-TTY-${marker}-$((3*5))\r`);
+      await waitFor(`LVO-TTY-${marker}-15`);
+      child.stdin.write('\x1d');
+      expect(await exited).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 
   it('names what is missing: an unknown VM, or no agent pod to exec into', async () => {
