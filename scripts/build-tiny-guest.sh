@@ -128,7 +128,7 @@ cat > "$ROOT/init" <<'INIT'
 #   LVO-GUEST-IP <addr> <iface> <mac>    a DHCP lease was bound
 #   LVO-GUEST-DISKS [names...]           virtio disks (vda ...), at start and on every change
 #   LVO-GUEST-POWEROFF                   the ACPI power button was pressed
-# ttyS0 also runs an interactive shell (no prompt), which echoes what is typed into it.
+# ttyS0 also runs a shell without a prompt; the tty echoes what is typed into it.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t devtmpfs dev /dev
 # The initramfs has no /dev/console node (creating one needs root at build time), so the
@@ -157,12 +157,15 @@ for dev in /sys/class/net/eth*; do
   udhcpc -f -i "$iface" -s /etc/udhcpc.script -x hostname:lvo-tiny-guest -t 5 -T 1 -A 1 >/dev/null 2>&1 &
 done
 
-# An interactive shell on the serial port, for `libvirt-operator console`: no prompt (PS1
-# empty), so its output never shares a line with a marker; the real tty (not /dev/console,
-# which cannot be a controlling terminal) so Ctrl-C reaches its commands; respawned on exit.
+# A shell on the serial port, for `libvirt-operator console`. It reads commands from the tty
+# as a script (`. /proc/self/fd/0`), not with ash's line editor: that one prints no prompt
+# with PS1 empty but still asks the terminal for the cursor (ESC [6n) before each command,
+# which would land in front of the next marker line. The tty's own echo shows what is typed.
+# The real tty (not /dev/console, which cannot be a controlling terminal) so Ctrl-C reaches
+# the running command (the shell itself traps it); respawned when it exits.
 (
   while :; do
-    PS1='' PS2='' setsid -c sh -i </dev/ttyS0 >/dev/ttyS0 2>&1
+    PS1='' PS2='' setsid -c sh +i -c 'trap : INT; . /proc/self/fd/0' </dev/ttyS0 >/dev/ttyS0 2>&1
     sleep 1
   done
 ) &
