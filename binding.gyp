@@ -13,7 +13,8 @@
         "src/libvirt/native/events.cc",
         "src/libvirt/native/event-loop.cc",
         "src/libvirt/native/stats.cc",
-        "src/libvirt/native/snapshot.cc"
+        "src/libvirt/native/snapshot.cc",
+        "src/libvirt/native/stream.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

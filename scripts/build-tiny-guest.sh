@@ -164,6 +164,7 @@ cat > "$ROOT/init" <<'INIT'
 #                                        /sys/devices/system/cpu/*/topology), at start
 #   LVO-GUEST-CDROM <text>               the first line of lvo-cdrom.txt on a CD-ROM (sr0), once
 #   LVO-GUEST-UPTIME <seconds>           every 2 s: the guest's own clock (stops while paused)
+# ttyS0 also runs a shell without a prompt; the tty echoes what is typed into it.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t devtmpfs dev /dev
 # The initramfs has no /dev/console node (creating one needs root at build time), so the
@@ -232,6 +233,18 @@ for t in /sys/class/tpm/tpm[0-9]*; do
   tpms="$tpms ${t##*/} $drv $(cat "$t/tpm_version_major" 2>/dev/null || echo unknown)"
 done
 echo "LVO-GUEST-TPM${tpms:- none}"
+# A shell on the serial port, for `libvirt-operator console`. It reads commands from the tty
+# as a script (`. /proc/self/fd/0`), not with ash's line editor: that one prints no prompt
+# with PS1 empty but still asks the terminal for the cursor (ESC [6n) before each command,
+# which would land in front of the next marker line. The tty's own echo shows what is typed.
+# The real tty (not /dev/console, which cannot be a controlling terminal) so Ctrl-C reaches
+# the running command (the shell itself traps it); respawned when it exits.
+(
+  while :; do
+    PS1='' PS2='' setsid -c sh +i -c 'trap : INT; . /proc/self/fd/0' </dev/ttyS0 >/dev/ttyS0 2>&1
+    sleep 1
+  done
+) &
 
 cpus=''
 disks='unknown'

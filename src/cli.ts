@@ -9,6 +9,7 @@ const COMMANDS: Record<string, string> = {
     'run a local etcd + kube-apiserver with the CRDs installed, until SIGINT/SIGTERM',
   validate: 'validate manifests offline against the CRD schemas and rules',
   vm: 'pause, unpause or restart a VirtualMachine (vm pause|unpause|restart NAME [-n NS])',
+  console: "attach to a VirtualMachine's serial console (Ctrl-] detaches)",
 };
 
 interface CommandModule {

@@ -1,6 +1,6 @@
 // The tiny real guest for end-to-end tests: Debian's cloud kernel and a busybox initramfs,
 // built by scripts/build-tiny-guest.sh into the cache outside the repository. The guest
-// talks to tests through marker lines on its serial console (a <serial type='file'> log).
+// talks to tests through marker lines on its serial console (a log file of the serial port).
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';

@@ -26,6 +26,14 @@ export interface SnapshotHandle {
   readonly [handleKind]: 'domainSnapshot';
 }
 
+export interface StreamHandle {
+  readonly [handleKind]: 'stream';
+}
+
+/** What a stream's listener receives (mirrors MsgKind in native/stream.cc). */
+export const StreamMessage = { Data: 0, End: 1, Error: 2, Sent: 3 } as const;
+export type StreamMessage = (typeof StreamMessage)[keyof typeof StreamMessage];
+
 /** Trailing `timeoutMs` argument of every asynchronous native function; 0 or undefined: none. */
 type T = number | undefined;
 type U64 = number | bigint;
@@ -379,6 +387,25 @@ export interface NativeBinding {
     flags: number,
     t: T,
   ): Promise<bigint>;
+
+  connectNewStream(c: ConnHandle, flags: number): StreamHandle;
+  domainOpenConsole(
+    d: DomainHandle,
+    devName: string | null,
+    s: StreamHandle,
+    flags: number,
+    t: T,
+  ): Promise<void>;
+  streamStart(
+    s: StreamHandle,
+    listener: (kind: StreamMessage, arg: Buffer | Error | number | undefined) => void,
+    t: T,
+  ): Promise<void>;
+  streamSetReading(s: StreamHandle, reading: boolean): void;
+  streamSend(s: StreamHandle, data: Uint8Array): boolean;
+  streamFinish(s: StreamHandle, t: T): Promise<void>;
+  streamAbort(s: StreamHandle, t: T): Promise<void>;
+  streamFree(s: StreamHandle): void;
 }
 
 // src/libvirt/addon.ts and dist/libvirt/addon.js are both two levels below the package root.

@@ -9,7 +9,13 @@ import {
   type PoolHandle,
   type RawNodeInfo,
 } from './addon.js';
-import { ConnectFlags, DomainEventID, NetworkEventID, StoragePoolEventID } from './constants.js';
+import {
+  ConnectFlags,
+  DomainEventID,
+  NetworkEventID,
+  StoragePoolEventID,
+  StreamFlags,
+} from './constants.js';
 import { Domain } from './domain.js';
 import { closeRoute, openRoute, type EventHandle } from './events.js';
 import {
@@ -22,6 +28,7 @@ import {
 import { Network } from './network.js';
 import { parseDomainStats, type DomainStatsRecord } from './stats.js';
 import { StoragePool, StorageVol } from './storage.js';
+import { Stream } from './stream.js';
 
 export interface OpenOptions {
   /** Open read-only (VIR_CONNECT_RO). */
@@ -425,6 +432,17 @@ export class Connect {
     return native
       .storageVolLookupByPath(this[HANDLE], path, this.#t(opts))
       .then((h) => new StorageVol(this, h));
+  }
+
+  // ---- streams -------------------------------------------------------------------------
+
+  /**
+   * virStreamNew: a stream for a call such as Domain.openConsole() to attach to. Synchronous
+   * (libvirt only allocates it). flags: StreamFlags; NONBLOCK (the default) is what
+   * receive() and send() need.
+   */
+  newStream(flags: number = StreamFlags.NONBLOCK): Stream {
+    return new Stream(this, native.connectNewStream(this[HANDLE], flags), flags);
   }
 
   // ---- events --------------------------------------------------------------------------

@@ -612,3 +612,17 @@ export const DomainSnapshotDeleteFlags = {
   METADATA_ONLY: 2,
   CHILDREN_ONLY: 4,
 } as const;
+
+/** Connect.newStream flags (virStreamFlags). */
+export const StreamFlags = {
+  /** Required for receive() and send(): the binding drives the stream from libvirt's event loop. */
+  NONBLOCK: 1,
+} as const;
+
+/** Domain.openConsole flags (virDomainConsoleFlags). */
+export const DomainConsoleFlags = {
+  /** Take over the console from another session, which is disconnected. */
+  FORCE: 1,
+  /** Fail instead of risking an unsafe console driver (without pty locking). */
+  SAFE: 2,
+} as const;

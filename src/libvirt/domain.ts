@@ -12,6 +12,7 @@ import type { Connect } from './connection.js';
 import { DomainMemoryModFlags, DomainVcpuFlags } from './constants.js';
 import { domainStateName, domainStateReasonName, vcpuStateName } from './names.js';
 import { DomainSnapshot } from './snapshot.js';
+import { liveStreamHandle, type Stream } from './stream.js';
 
 export interface DomainInfo {
   state: number;
@@ -285,6 +286,22 @@ export class Domain {
     opts?: CallOptions,
   ): Promise<void> {
     return native.domainSetMetadata(this[HANDLE], type, metadata, key, uri, flags, this.#t(opts));
+  }
+
+  /**
+   * virDomainOpenConsole: attaches `stream` (from Connect.newStream) to the console or serial
+   * device `devName` (its alias, e.g. 'serial0'; null: the first console). flags:
+   * DomainConsoleFlags (FORCE takes over a console another session holds). The domain must be
+   * running with a pty console; the test driver has no consoles (VIR_ERR_NO_SUPPORT).
+   */
+  async openConsole(
+    devName: string | null,
+    stream: Stream,
+    flags = 0,
+    opts?: CallOptions,
+  ): Promise<void> {
+    const st = liveStreamHandle(stream);
+    return native.domainOpenConsole(this[HANDLE], devName, st, flags, this.#t(opts));
   }
 
   /** Grows a disk of a running domain; size in KiB, or bytes with DomainBlockResizeFlags.BYTES. */

@@ -36,6 +36,7 @@ export { Network } from './network.js';
 export type { NetworkDHCPLease } from './network.js';
 export { StoragePool, StorageVol } from './storage.js';
 export type { StoragePoolInfo, StorageVolInfo, TransferOptions } from './storage.js';
+export { Stream } from './stream.js';
 export { ReconnectingConnection } from './reconnecting.js';
 export type { ConnectionState, ReconnectOptions, StateChange } from './reconnecting.js';
 export { backoffDelay, defaultBackoff } from './backoff.js';

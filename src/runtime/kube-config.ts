@@ -139,6 +139,13 @@ export async function loadKubeAccessFromFile(path: string): Promise<KubeAccess> 
   });
 }
 
+/** The namespace the kubeconfig's current context names (kubectl's default for -n). */
+export function kubeconfigNamespace(path: string): string | undefined {
+  const doc = (parse(readFileSync(path, 'utf8')) ?? {}) as Record<string, unknown>;
+  const contextName = doc['current-context'] as string | undefined;
+  return pick<{ namespace?: string }>(doc.contexts, contextName, 'context')?.namespace;
+}
+
 /** The pod's service account, as client-node's loadFromCluster reads it. */
 export function loadKubeAccessInCluster(
   env: NodeJS.ProcessEnv = process.env,

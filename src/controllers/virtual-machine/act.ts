@@ -120,10 +120,11 @@ export async function actMachine(
 }
 
 async function define(conn: Connect, doc: DomainDocument): Promise<Domain> {
-  // A file console: QEMU creates the file, not its directory.
+  // A file console or a console log: QEMU / virtlogd create the file, not its directory.
   for (const serial of doc.devices.serials) {
     if (serial.source.type === 'file')
       await mkdir(dirname(serial.source.path), { recursive: true });
+    if (serial.log) await mkdir(dirname(serial.log.file), { recursive: true });
   }
   // libvirt copies the NVRAM template at start, but does not create the directory.
   if (doc.os.nvram?.path) await mkdir(dirname(doc.os.nvram.path), { recursive: true });

@@ -15,8 +15,9 @@
 //   virtio-scsi controller for scsi disks and CD-ROMs (also ones attached later);
 // - a NIC without macAddress gets 52:54:00 (QEMU's locally administered prefix) + 3 bytes of
 //   SHA-256(metadata.uid + '/' + interface name): stable across agent restarts and redefinitions;
-// - the serial console is a pty, or with the annotation `virt.dev/console-log: "true"` a file
-//   `<stateDir>/console/<metadata.uid>.log` (what end-to-end tests read the guest console from);
+// - the serial console is a pty (`libvirt-operator console` attaches to it); with the annotation
+//   `virt.dev/console-log: "true"` virtlogd also copies it to `<stateDir>/console/<metadata.uid>.log`,
+//   emptied at each start (what end-to-end tests read the guest console from);
 // - always: ACPI (graceful shutdown needs it), a virtio balloon reporting stats every 5 s (so
 //   status.memory.actual is known), the qemu-guest-agent channel, machine q35 on x86_64,
 //   on_poweroff destroy / on_reboot restart / on_crash destroy, and our ownership stamp;
@@ -417,6 +418,10 @@ function desiredInterfaces(vm: VirtualMachine): NetworkInterface[] {
   }));
 }
 
+// A pty either way, so a console session can always attach: a file serial cannot be opened
+// as a console. append 'off' keeps the old file serial's behaviour (one boot per file).
 function desiredSerial(logFile: string | undefined): Serial {
-  return { source: logFile ? { type: 'file', path: logFile } : { type: 'pty' } };
+  return logFile
+    ? { source: { type: 'pty' }, log: { file: logFile, append: 'off' } }
+    : { source: { type: 'pty' } };
 }

@@ -9,6 +9,8 @@
 
 namespace lv {
 
+void ExportStream(Napi::Env env, Napi::Object exports);  // stream.cc
+
 namespace {
 
 // Errors reach JS through LibvirtError; without a handler libvirt prints each to stderr.
@@ -94,6 +96,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ExportEvents(env, exports);
   ExportStats(env, exports);
   ExportSnapshot(env, exports);
+  ExportStream(env, exports);
   return exports;
 }
 

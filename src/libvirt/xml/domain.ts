@@ -201,6 +201,16 @@ export type CharSource = { type: 'pty' } | { type: 'file'; path: string };
 export interface Serial {
   source: CharSource;
   port?: number;
+  /**
+   * A copy of everything the guest writes, kept by virtlogd (<log file append/>): how a pty
+   * serial, which a console session can attach to, is also logged to a file.
+   */
+  log?: CharLog;
+}
+export interface CharLog {
+  file: string;
+  /** 'off': emptied at each domain start; 'on': kept across starts. */
+  append?: 'on' | 'off';
 }
 export interface Console {
   source: CharSource;
@@ -313,7 +323,10 @@ function devicesTree(devices: DomainDevices): XmlTree {
     controller: (devices.controllers ?? []).map((c) => ({ '@type': c.type, '@model': c.model })),
     disk: devices.disks.map(diskTree),
     interface: devices.interfaces.map(interfaceTree),
-    serial: devices.serials.map((s) => charTree(s.source, { '@port': s.port })),
+    serial: devices.serials.map((s) => ({
+      ...charTree(s.source, { '@port': s.port }),
+      log: s.log ? { '@file': s.log.file, '@append': s.log.append } : undefined,
+    })),
     console: devices.consoles.map((c) =>
       charTree(c.source, { '@type': c.targetType, '@port': c.port }),
     ),
@@ -514,6 +527,21 @@ function parseDevices(el: XmlElement): DomainDevices {
       if (!source) return [];
       const serial: Serial = { source };
       assign(serial, 'port', port(s, `domain/devices/serial[${i}]`));
+      const log = child(s, 'log');
+      if (log) {
+        serial.log = {
+          file: requireValue(attr(log, 'file'), `domain/devices/serial[${i}]/log@file`),
+        };
+        assign(
+          serial.log,
+          'append',
+          optionalOneOf(
+            attr(log, 'append'),
+            ['on', 'off'] as const,
+            `domain/devices/serial[${i}]/log@append`,
+          ),
+        );
+      }
       return [serial];
     }),
     consoles: children(el, 'console').flatMap((c, i) => {
@@ -712,7 +740,11 @@ export function ownedDomainFields(doc: DomainDocument) {
       bootOrder: orNull(nic.bootOrder),
       alias: nic.alias,
     })),
-    serials: d.serials.map((s) => ({ source: { ...s.source }, port: s.port })),
+    serials: d.serials.map((s) => ({
+      source: { ...s.source },
+      port: s.port,
+      log: s.log ? { file: s.log.file, append: s.log.append } : null,
+    })),
     consoles:
       d.consoles.length === 0
         ? undefined

@@ -9,6 +9,7 @@ import {
   ownedDomainFields,
   parseDomainXML,
   type DomainDocument,
+  type Serial,
 } from '../../../src/libvirt/xml/domain.js';
 import { fullDomain, minimalDomain } from '../../fixtures/xml/cases.js';
 
@@ -164,6 +165,47 @@ describe('parseDomainXML', () => {
       consoles: [{ source: { type: 'pty' }, targetType: 'virtio', port: 0 }],
       channels: [{ type: 'unix', target: { type: 'virtio', name: GUEST_AGENT_CHANNEL } }],
     });
+  });
+
+  it('reads a running pty serial with its virtlogd log as the QEMU driver prints it', () => {
+    // Captured from libvirt 9.0 (virsh dumpxml of a running domain).
+    const doc = parseDomainXML(
+      domain(`<devices>
+        <serial type='pty'>
+          <source path='/dev/pts/1'/>
+          <log file='/state/console/u.log' append='off'/>
+          <target type='isa-serial' port='0'><model name='isa-serial'/></target>
+          <alias name='serial0'/>
+        </serial>
+        <console type='pty' tty='/dev/pts/1'>
+          <source path='/dev/pts/1'/>
+          <log file='/state/console/u.log' append='off'/>
+          <target type='serial' port='0'/>
+          <alias name='serial0'/>
+        </console>
+      </devices>`),
+    );
+    const serial: Serial = {
+      source: { type: 'pty' },
+      log: { file: '/state/console/u.log', append: 'off' },
+    };
+    expect(doc.devices.serials).toStrictEqual([{ ...serial, port: 0 }]);
+    const withSerials = (...serials: Serial[]): DomainDocument => ({
+      ...doc,
+      devices: { ...doc.devices, consoles: [], serials },
+    });
+    // What the operator writes (no port, no console mirror) survives its own codec and
+    // compares equal to that read-back: no spurious diff.
+    expect(parseDomainXML(buildDomainXML(withSerials(serial))).devices.serials).toStrictEqual([
+      serial,
+    ]);
+    expect(changedDomainFields(withSerials({ ...serial, port: 0 }), doc)).toEqual([]);
+    // A log that appears or goes is a change of the serial.
+    const withoutLog = withSerials({ source: { type: 'pty' }, port: 0 });
+    expect(changedDomainFields(withoutLog, doc)).toEqual(['serials[0].log']);
+    expect(changedDomainFields(withSerials({ ...serial, port: 0 }), withoutLog)).toEqual([
+      'serials[0].log',
+    ]);
   });
 
   it('reads a domain without devices, features or optional elements', () => {

@@ -74,7 +74,7 @@ const NETWORK_DATA = 'version: 2\nethernets:\n  eth0:\n    dhcp4: true\n';
 describe('VirtualMachine host files on test:///default', () => {
   let uid = '';
 
-  it('builds the NoCloud ISO and attaches it as a read-only SATA CD-ROM; the console goes to a file', async () => {
+  it('builds the NoCloud ISO and attaches it as a read-only SATA CD-ROM; the pty console is logged to a file', async () => {
     const created = await k.create<VirtualMachine>('VirtualMachine', {
       metadata: { name: 'seed', namespace: NS, annotations: { 'virt.dev/console-log': 'true' } },
       spec: {
@@ -112,7 +112,10 @@ describe('VirtualMachine host files on test:///default', () => {
     ]);
     const consoleLog = join(stateDir, 'console', `${uid}.log`);
     expect(live.devices.serials).toEqual([
-      expect.objectContaining({ source: { type: 'file', path: consoleLog } }),
+      expect.objectContaining({
+        source: { type: 'pty' },
+        log: { file: consoleLog, append: 'off' },
+      }),
     ]);
     expect(existsSync(join(stateDir, 'console'))).toBe(true);
   });

@@ -243,10 +243,10 @@ describe('desiredDomain', () => {
     expect(defaultMacAddress(UID, 'eth0')).not.toBe(defaultMacAddress(UID, 'eth1'));
   });
 
-  it('writes the serial console to the log file the annotation asks for', () => {
+  it('logs the pty serial to the file the annotation asks for, so a console still attaches', () => {
     const doc = desiredDomain(vm(), { ...noInputs, consoleLog: '/state/console/x.log' });
     expect(doc.devices.serials).toEqual([
-      { source: { type: 'file', path: '/state/console/x.log' } },
+      { source: { type: 'pty' }, log: { file: '/state/console/x.log', append: 'off' } },
     ]);
   });
 

@@ -1,0 +1,421 @@
+// libvirt-operator console NAME: the VM's serial console, read-write.
+//
+// Where it attaches: on the VM's own node it opens the console through the local libvirt
+// (virDomainOpenConsole on the domain with the VM's UUID); anywhere else it runs itself, with
+// --local, inside that node's agent pod through `kubectl exec`, which is the only way into a
+// node's libvirt from a cluster (the agent pod mounts the libvirt socket). Either way the
+// session is the same:
+// - stdin a terminal: raw mode, every key goes to the guest (Ctrl-C included), Ctrl-] detaches;
+// - stdin not a terminal: stdin is copied to the guest and the guest's output to stdout,
+//   byte for byte, until --timeout; without --timeout, until stdin ended and the guest, once
+//   it answered the last input, has been quiet for 1.5 s (at most 15 s), so
+//   `echo cmd | libvirt-operator console vm` shows the answer and returns.
+// The session also ends when the console does (the VM stopped, or another session took it
+// over with --force).
+import { spawn } from 'node:child_process';
+import { hostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import { customResources } from '../api/generated/crds.js';
+import type { VirtualMachine } from '../api/generated/types.js';
+import { libvirtUuid } from '../api/names.js';
+import { defaultLibvirtUri } from '../agent/config.js';
+import { createKubeClient, type KubeClient } from '../runtime/index.js';
+import { isNotFound as isKubeNotFound } from '../runtime/kube-client.js';
+import { kubeconfigNamespace } from '../runtime/kube-config.js';
+import { UsageError, withOneLineErrors } from './flags.js';
+import { loadKubeConfig } from './run.js';
+
+const HELP = `usage: libvirt-operator console NAME [-n NAMESPACE] [--timeout SECONDS] [flags]
+
+Attaches to the serial console of VirtualMachine NAME, read-write. With a terminal, Ctrl-]
+detaches. With stdin not a terminal, stdin goes to the guest and the guest's output to stdout
+until --timeout, or (without it) until stdin ended and the guest, after answering, has been
+quiet for 1.5 s (15 s at most).
+
+On the VM's node (e.g. under npm start) it attaches through the local libvirt; otherwise it
+runs itself in that node's agent pod with kubectl exec (needs pods/exec there, see
+docs/deploy.md).
+
+  -n, --namespace NS          the VM's namespace (default: the kubeconfig context's, else default)
+  --timeout SECONDS           end the session after this long
+  --force                     take the console over from another session
+  --local                     attach through the local libvirt, never through the agent pod
+  --via-agent                 always go through the agent pod (kubectl exec)
+  --kubeconfig PATH           (env KUBECONFIG; default: in-cluster service account)
+  --libvirt-uri URI           local libvirt (env LIBVIRT_URI; default qemu:///system when its socket exists)
+  --node-name NAME            this host's node (env NODE_NAME; default: the host name)
+  --operator-namespace NS     where the agent pods run (default libvirt-operator)
+  --kubectl PATH              the kubectl to exec with (env KUBECTL; default kubectl)`;
+
+/** Ctrl-]: telnet's, virsh's and virtctl's escape character. */
+export const ESCAPE = 0x1d;
+/**
+ * After stdin ended (no --timeout): how long the guest must stay quiet once it reacted to the
+ * last input, and the longest wait. Quiet is counted from the guest's first output after
+ * that input, so a guest slow to react (TCG on a busy host) is not cut off before it answers.
+ */
+export const QUIET_MS = 1_500;
+export const MAX_LINGER_MS = 15_000;
+
+export interface ConsoleOptions {
+  name: string;
+  namespace: string | undefined;
+  timeoutMs: number | undefined;
+  force: boolean;
+  mode: 'auto' | 'local' | 'agent';
+  kubeconfig: string | undefined;
+  libvirtUri: string;
+  nodeName: string;
+  operatorNamespace: string;
+  kubectl: string;
+}
+
+/** Flags and environment into options; a UsageError names what is wrong. Pure. */
+export function parseConsoleArgs(
+  argv: string[],
+  env: Record<string, string | undefined>,
+  defaults: { hostname: () => string; libvirtUri: () => string } = {
+    hostname,
+    libvirtUri: () => defaultLibvirtUri(),
+  },
+): ConsoleOptions | 'help' {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: true,
+      options: {
+        namespace: { type: 'string', short: 'n' },
+        timeout: { type: 'string' },
+        force: { type: 'boolean' },
+        local: { type: 'boolean' },
+        'via-agent': { type: 'boolean' },
+        kubeconfig: { type: 'string' },
+        'libvirt-uri': { type: 'string' },
+        'node-name': { type: 'string' },
+        'operator-namespace': { type: 'string' },
+        kubectl: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    const message = ((err as Error).message.split('\n')[0] ?? '').replace(/\. To specify .*$/, '');
+    throw new UsageError(`console: ${message}; see 'console --help'`);
+  }
+  const { values: v, positionals } = parsed;
+  if (v.help) return 'help';
+  if (positionals.length !== 1) {
+    throw new UsageError(
+      positionals.length === 0
+        ? "console: the VirtualMachine's NAME is required; see 'console --help'"
+        : `console: one NAME only, got ${positionals.length} (${positionals.join(' ')})`,
+    );
+  }
+  if (v.local && v['via-agent']) {
+    throw new UsageError('console: --local and --via-agent exclude each other');
+  }
+  let timeoutMs: number | undefined;
+  if (v.timeout !== undefined) {
+    const seconds = Number(v.timeout);
+    if (v.timeout.trim() === '' || !Number.isFinite(seconds) || seconds <= 0) {
+      throw new UsageError(
+        `console: --timeout must be a positive number of seconds, got '${v.timeout}'`,
+      );
+    }
+    timeoutMs = Math.round(seconds * 1000);
+  }
+  return {
+    name: positionals[0]!,
+    namespace: v.namespace,
+    timeoutMs,
+    force: v.force ?? false,
+    mode: v.local ? 'local' : v['via-agent'] ? 'agent' : 'auto',
+    kubeconfig: v.kubeconfig ?? env.KUBECONFIG,
+    libvirtUri: v['libvirt-uri'] ?? env.LIBVIRT_URI ?? defaults.libvirtUri(),
+    nodeName: v['node-name'] ?? env.NODE_NAME ?? defaults.hostname().toLowerCase(),
+    operatorNamespace: v['operator-namespace'] ?? 'libvirt-operator',
+    kubectl: v.kubectl ?? env.KUBECTL ?? 'kubectl',
+  };
+}
+
+/**
+ * Splits terminal input at the escape character: the bytes before it go to the guest, the
+ * escape itself and whatever follows in the same read are dropped. Pure.
+ */
+export function splitAtEscape(chunk: Uint8Array): { forward: Uint8Array; detach: boolean } {
+  const at = chunk.indexOf(ESCAPE);
+  return at < 0
+    ? { forward: chunk, detach: false }
+    : { forward: chunk.subarray(0, at), detach: true };
+}
+
+/** The agent pod's labels (manifests/daemonset.yaml). */
+export const AGENT_SELECTOR =
+  'app.kubernetes.io/name=libvirt-operator,app.kubernetes.io/component=agent';
+export const AGENT_CONTAINER = 'agent';
+
+interface PodSummary {
+  metadata: { name: string; deletionTimestamp?: string };
+  spec?: { nodeName?: string };
+  status?: { phase?: string; conditions?: Array<{ type: string; status: string }> };
+}
+
+/** The agent pod to exec into on `node`: running, not being deleted, ready ones first. Pure. */
+export function pickAgentPod(pods: PodSummary[], node: string, operatorNamespace: string): string {
+  const running = pods.filter(
+    (p) =>
+      p.spec?.nodeName === node && p.status?.phase === 'Running' && !p.metadata.deletionTimestamp,
+  );
+  const ready = (p: PodSummary) =>
+    p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+  const pod = running.find(ready) ?? running[0];
+  if (!pod) {
+    throw new Error(
+      `no running agent pod on node ${node} in namespace ${operatorNamespace} (label ${AGENT_SELECTOR})`,
+    );
+  }
+  return pod.metadata.name;
+}
+
+/** The kubectl command line that runs this console inside the agent pod. Pure. */
+export function agentExecArgs(
+  o: ConsoleOptions,
+  namespace: string,
+  pod: string,
+  tty: boolean,
+): string[] {
+  return [
+    ...(o.kubeconfig ? ['--kubeconfig', o.kubeconfig] : []),
+    'exec',
+    '-i',
+    ...(tty ? ['-t'] : []),
+    '-n',
+    o.operatorNamespace,
+    pod,
+    '-c',
+    AGENT_CONTAINER,
+    '--',
+    'libvirt-operator',
+    'console',
+    o.name,
+    '-n',
+    namespace,
+    '--local',
+    ...(o.timeoutMs !== undefined ? ['--timeout', String(o.timeoutMs / 1000)] : []),
+    ...(o.force ? ['--force'] : []),
+  ];
+}
+
+export async function main(argv: string[]): Promise<number> {
+  return withOneLineErrors('console', async () => {
+    const o = parseConsoleArgs(argv, process.env);
+    if (o === 'help') {
+      console.log(HELP);
+      return 0;
+    }
+    const kc = await loadKubeConfig(o.kubeconfig);
+    const namespace =
+      o.namespace ?? (o.kubeconfig ? kubeconfigNamespace(o.kubeconfig) : undefined) ?? 'default';
+    const client = createKubeClient(kc);
+    const vm = await getVirtualMachine(client, namespace, o.name);
+    const node = vm.spec.nodeName;
+    const uuid = libvirtUuid(vm);
+
+    let local = o.mode === 'local' || (o.mode === 'auto' && node === o.nodeName);
+    if (o.mode === 'auto' && !local) local = await domainIsHere(o.libvirtUri, uuid);
+    if (local) return attachLocal(o, `${namespace}/${o.name}`, uuid, node);
+
+    const pods = await client.request<{ items: PodSummary[] }>({
+      method: 'GET',
+      path: `/api/v1/namespaces/${encodeURIComponent(o.operatorNamespace)}/pods`,
+      query: { labelSelector: AGENT_SELECTOR, fieldSelector: `spec.nodeName=${node}` },
+    });
+    const pod = pickAgentPod(pods.items, node, o.operatorNamespace);
+    return execInAgent(o.kubectl, agentExecArgs(o, namespace, pod, process.stdin.isTTY === true));
+  });
+}
+
+async function getVirtualMachine(
+  client: KubeClient,
+  namespace: string,
+  name: string,
+): Promise<VirtualMachine> {
+  const info = customResources.VirtualMachine;
+  try {
+    return await client.request<VirtualMachine>({
+      method: 'GET',
+      path: `/apis/${info.apiVersion}/namespaces/${encodeURIComponent(namespace)}/${info.plural}/${encodeURIComponent(name)}`,
+    });
+  } catch (err) {
+    if (isKubeNotFound(err)) {
+      throw new Error(`VirtualMachine ${namespace}/${name} not found`, { cause: err });
+    }
+    throw err;
+  }
+}
+
+/** Whether the local libvirt has the domain (a VM on a node named differently, e.g. tests). */
+async function domainIsHere(uri: string, uuid: string): Promise<boolean> {
+  if (uri.startsWith('test:')) return false; // the test driver has no consoles
+  const { Connect } = await import('../libvirt/index.js');
+  let conn;
+  try {
+    conn = await Connect.open(uri, { timeoutMs: 5_000, callTimeoutMs: 5_000 });
+    await conn.lookupDomainByUUID(uuid);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await conn?.close().catch(() => undefined);
+  }
+}
+
+function execInAgent(kubectl: string, args: string[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(kubectl, args, { stdio: 'inherit' });
+    child.on('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === 'ENOENT'
+          ? new Error(`${kubectl} not found: install kubectl or point --kubectl (KUBECTL) at it`)
+          : err,
+      ),
+    );
+    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+  });
+}
+
+async function attachLocal(
+  o: ConsoleOptions,
+  vmName: string,
+  uuid: string,
+  node: string,
+): Promise<number> {
+  // Loaded here: the rest of the command (and its unit tests) needs no native addon.
+  const lv = await import('../libvirt/index.js');
+  const conn = await lv.Connect.open(o.libvirtUri, { callTimeoutMs: 30_000 });
+  try {
+    let domain;
+    try {
+      domain = await conn.lookupDomainByUUID(uuid);
+    } catch (err) {
+      if (!lv.isNotFound(err, 'domain')) throw err;
+      throw new Error(
+        `VirtualMachine ${vmName} has no domain in ${o.libvirtUri} on this host (its node is ${node})`,
+        { cause: err },
+      );
+    }
+    if (!(await domain.isActive())) throw new Error(`VirtualMachine ${vmName} is not running`);
+    const stream = conn.newStream();
+    try {
+      await domain.openConsole(null, stream, o.force ? lv.DomainConsoleFlags.FORCE : 0);
+    } catch (err) {
+      stream.free();
+      if (lv.isLibvirtError(err) && err.code === lv.ErrorCode.VIR_ERR_OPERATION_FAILED) {
+        throw new Error(`${err.message}; --force takes the console over`, { cause: err });
+      }
+      throw err;
+    }
+    return await runSession(stream, vmName, o.timeoutMs);
+  } finally {
+    await conn.close();
+  }
+}
+
+interface ConsoleStream {
+  receive(onData: (chunk: Buffer) => void): Promise<void>;
+  pause(): void;
+  resume(): void;
+  send(data: Uint8Array): Promise<void>;
+  abort(): Promise<void>;
+  free(): void;
+}
+
+/** Pumps bytes between this process's stdio and the console until one of the ends. */
+function runSession(
+  stream: ConsoleStream,
+  vmName: string,
+  timeoutMs: number | undefined,
+): Promise<number> {
+  const { stdin, stdout, stderr } = process;
+  const tty = stdin.isTTY === true;
+  return new Promise<number>((resolve) => {
+    const timers: NodeJS.Timeout[] = [];
+    let ended = false;
+    let quiet: NodeJS.Timeout | undefined;
+    let lingering = false;
+    let answered = true; // output arrived since the last input was sent
+
+    const end = (code: number, message?: string) => {
+      if (ended) return;
+      ended = true;
+      for (const t of timers) clearTimeout(t);
+      if (quiet) clearTimeout(quiet);
+      stdin.off('data', onInput);
+      stdin.off('end', onInputEnd);
+      process.off('SIGINT', onSigint);
+      process.off('SIGTERM', onSigterm);
+      if (tty) stdin.setRawMode(false);
+      stdin.pause();
+      if (message) stderr.write(tty ? `\r\n${message}\r\n` : `${message}\n`);
+      void stream
+        .abort()
+        .catch(() => undefined)
+        .finally(() => {
+          stream.free();
+          resolve(code);
+        });
+    };
+
+    const onOutput = (chunk: Buffer) => {
+      if (ended) return;
+      answered = true;
+      if (lingering) armQuiet();
+      if (!stdout.write(chunk)) {
+        stream.pause();
+        stdout.once('drain', () => stream.resume());
+      }
+    };
+    stream.receive(onOutput).then(
+      () => end(0, `console of ${vmName} closed (the VM stopped or another session took over)`),
+      (err: Error) => end(1, `libvirt-operator console: ${err.message}`),
+    );
+    stdout.on('error', () => end(0)); // e.g. `| head` closed the pipe
+
+    const onInput = (chunk: Buffer) => {
+      const { forward, detach } = tty ? splitAtEscape(chunk) : { forward: chunk, detach: false };
+      // One chunk in flight: stdin waits while libvirt takes it (backpressure to the writer).
+      stdin.pause();
+      if (forward.length > 0) answered = false;
+      const sent = forward.length > 0 ? stream.send(forward) : Promise.resolve();
+      sent.then(
+        () => (detach ? end(0) : !ended && stdin.resume()),
+        (err: Error) => end(1, `libvirt-operator console: ${err.message}`),
+      );
+    };
+    const armQuiet = () => {
+      if (quiet) clearTimeout(quiet);
+      quiet = setTimeout(() => end(0), QUIET_MS);
+    };
+    const onInputEnd = () => {
+      if (tty) return end(0);
+      if (timeoutMs !== undefined) return; // the timeout ends it
+      lingering = true;
+      if (answered) armQuiet();
+      timers.push(setTimeout(() => end(0), MAX_LINGER_MS));
+    };
+    const onSigint = () => end(130);
+    const onSigterm = () => end(143);
+
+    if (timeoutMs !== undefined) timers.push(setTimeout(() => end(0), timeoutMs));
+    process.on('SIGINT', onSigint);
+    process.on('SIGTERM', onSigterm);
+    if (tty) {
+      stdin.setRawMode(true);
+      stderr.write(`Connected to ${vmName} (escape character is ^])\r\n`);
+    }
+    stdin.on('data', onInput);
+    stdin.on('end', onInputEnd);
+    stdin.resume();
+  });
+}

@@ -1,0 +1,201 @@
+// The binding's streams against a real libvirtd: the tiny guest's serial console through
+// virDomainOpenConsole, read and written from libvirt's event loop. The serial is a pty with
+// a virtlogd log file, as the operator builds it, so the log is checked too. (The test
+// driver has no consoles at all: virDomainOpenConsole is VIR_ERR_NO_SUPPORT there, checked
+// last.)
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { XMLBuilder } from 'fast-xml-parser';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureLibvirtd, type LibvirtDaemon } from '../../../src/harness/libvirtd.js';
+import {
+  ensureTinyGuest,
+  TINY_GUEST_CMDLINE,
+  type TinyGuest,
+} from '../../../src/harness/tiny-guest.js';
+import {
+  bindingStats,
+  Connect,
+  DomainConsoleFlags,
+  ErrorCode,
+  isLibvirtError,
+  isUnsupported,
+  StreamFlags,
+  type Domain,
+  type Stream,
+} from '../../../src/libvirt/index.js';
+import { uniqueName } from './fixtures.js';
+
+let daemon: LibvirtDaemon;
+let guest: TinyGuest;
+let conn: Connect;
+let dom: Domain | undefined;
+let dir: string;
+
+const builder = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: '@_' });
+
+function consoleDomainXML(name: string, logFile: string): string {
+  return builder.build({
+    domain: {
+      '@_type': 'qemu',
+      name,
+      memory: { '@_unit': 'KiB', '#text': 131072 },
+      vcpu: 1,
+      os: {
+        type: { '@_arch': 'x86_64', '@_machine': 'pc', '#text': 'hvm' },
+        kernel: guest.kernel,
+        initrd: guest.initrd,
+        cmdline: TINY_GUEST_CMDLINE,
+      },
+      devices: {
+        serial: {
+          '@_type': 'pty',
+          log: { '@_file': logFile, '@_append': 'off' },
+          target: { '@_port': 0 },
+        },
+        controller: { '@_type': 'usb', '@_model': 'none' },
+        memballoon: { '@_model': 'none' },
+      },
+    },
+  });
+}
+
+beforeAll(async () => {
+  [daemon, guest] = await Promise.all([ensureLibvirtd(), ensureTinyGuest()]);
+  conn = await Connect.open(daemon.uri, { callTimeoutMs: 60_000 });
+  dir = await mkdtemp(path.join(tmpdir(), 'lvbt-console-'));
+});
+
+afterAll(async () => {
+  await dom?.destroy().catch(() => undefined);
+  await conn?.close();
+  await daemon?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+/** Collects a stream's output as text and waits for patterns in it. */
+function collect(stream: Stream) {
+  let text = '';
+  const waiters = new Set<() => void>();
+  const ended = stream.receive((chunk) => {
+    text += chunk.toString('latin1');
+    for (const w of waiters) w();
+  });
+  ended.catch(() => undefined);
+  return {
+    ended,
+    get text() {
+      return text;
+    },
+    // Generous: TCG on a shared 2-core host can take minutes to boot when the machine is busy.
+    async waitFor(pattern: RegExp, timeoutMs = 180_000): Promise<RegExpMatchArray> {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const m = text.match(pattern);
+        if (m) return m;
+        if (Date.now() > deadline) {
+          throw new Error(
+            `no ${pattern} on the console after ${timeoutMs} ms; got:\n${text.slice(-800)}`,
+          );
+        }
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, 200);
+          waiters.add(() => {
+            clearTimeout(t);
+            resolve();
+          });
+        });
+        waiters.clear();
+      }
+    },
+  };
+}
+
+describe('a domain console through the binding', () => {
+  it('shows the guest booting and answers a command typed into its shell', async () => {
+    const log = path.join(dir, 'serial.log');
+    dom = await conn.createDomainXML(consoleDomainXML(uniqueName('console'), log));
+    const stream = conn.newStream();
+    expect(stream.flags).toBe(StreamFlags.NONBLOCK);
+    await dom.openConsole(null, stream);
+    const out = collect(stream);
+    await out.waitFor(/LVO-GUEST-READY \S+/);
+
+    const marker = randomBytes(4).toString('hex');
+    // The shell computes the answer: the echoed command line itself never contains it.
+    await stream.send(`echo LVO-CONSOLE-${marker}-$((6*7))\n`);
+    await out.waitFor(new RegExp(`LVO-CONSOLE-${marker}-42`));
+    expect(out.text).toContain(`echo LVO-CONSOLE-${marker}-$((6*7))`);
+
+    // virtlogd writes everything the guest printed, the console session's answer included.
+    const logged = await readFile(log, 'utf8');
+    expect(logged).toMatch(/LVO-GUEST-READY \S+/);
+    expect(logged).toContain(`LVO-CONSOLE-${marker}-42`);
+
+    // A paused reader gets nothing while the guest keeps answering (its log says so) and
+    // everything once it resumes.
+    stream.pause();
+    await stream.send(`echo LVO-PAUSED-${marker}-$((1+1))\n`);
+    const deadline = Date.now() + 90_000;
+    while (!(await readFile(log, 'utf8')).includes(`LVO-PAUSED-${marker}-2`)) {
+      if (Date.now() > deadline) throw new Error('the guest never answered while paused');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    expect(out.text).not.toContain(`LVO-PAUSED-${marker}-2`);
+    stream.resume();
+    await out.waitFor(new RegExp(`LVO-PAUSED-${marker}-2`), 30_000);
+
+    // One session per console: a second one needs FORCE, which ends the first.
+    const second = conn.newStream();
+    const busy = await dom.openConsole(null, second).catch((e: unknown) => e);
+    expect(isLibvirtError(busy)).toBe(true);
+    expect((busy as { code: number }).code).toBe(ErrorCode.VIR_ERR_OPERATION_FAILED);
+    await dom.openConsole(null, second, DomainConsoleFlags.FORCE);
+    // libvirt cuts the first session off as a stream I/O failure.
+    await expect(out.ended).rejects.toMatchObject({ code: ErrorCode.VIR_ERR_RPC });
+    expect(stream.ended).toBe(true);
+    // Sending after the end reports what ended it.
+    await expect(stream.send('x')).rejects.toMatchObject({ code: ErrorCode.VIR_ERR_RPC });
+    await stream.abort();
+    stream.free();
+
+    const out2 = collect(second);
+    await second.send(`echo LVO-SECOND-${marker}-$((2+3))\n`);
+    await out2.waitFor(new RegExp(`LVO-SECOND-${marker}-5`));
+
+    // The domain going away ends the session: end of stream, not an error.
+    await dom.destroy();
+    dom = undefined;
+    const end = await Promise.race([
+      out2.ended.then(
+        () => 'eof',
+        (e: unknown) => e,
+      ),
+      new Promise((_, reject) =>
+        setTimeout(() => reject(new Error('console did not end')), 15_000),
+      ),
+    ]);
+    expect(end).toBe('eof');
+    expect(second.ended).toBe(true);
+    await second.abort().catch(() => undefined);
+    second.free();
+  }, 480_000);
+
+  it('is refused by the test driver, which has no consoles', async () => {
+    const test = await Connect.open('test:///default');
+    try {
+      const d = await test.lookupDomainByName('test');
+      const st = test.newStream();
+      const err = await d.openConsole(null, st).catch((e: unknown) => e);
+      expect(isUnsupported(err)).toBe(true);
+      st.free();
+    } finally {
+      await test.close();
+    }
+    // Nothing left registered that would keep the process alive.
+    expect(bindingStats().eventRegistrations).toBe(0);
+  });
+});
