@@ -105,7 +105,8 @@ DEB="${debs[0]}"
 [[ -f "$DEB" ]] || die "apt-get download $PACKAGE failed (is the Debian mirror reachable?)"
 dpkg -x "$DEB" "$WORK/pkg"
 (cd "$WORK" && apt-get download -qq dhcpcd-base 2>&1 | grep -v 'unsandboxed' >&2 || true)
-DHCPCD_DEB="$(ls "$WORK"/dhcpcd-base_*.deb 2>/dev/null | head -n1)"
+dhcpcd_debs=("$WORK"/dhcpcd-base_*.deb)
+DHCPCD_DEB="${dhcpcd_debs[0]}"
 [[ -f "$DHCPCD_DEB" ]] || die "apt-get download dhcpcd-base failed (is the Debian mirror reachable?)"
 dpkg -x "$DHCPCD_DEB" "$WORK/dhcpcd"
 

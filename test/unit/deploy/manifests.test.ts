@@ -218,8 +218,21 @@ describe('RBAC', () => {
   });
 
   it('reads every CRD kind and may patch it (finalizers), never create, update or delete it', () => {
-    expect(virtPlurals).toEqual(['storagepools', 'virtualmachines', 'virtualnetworks', 'volumes']);
-    for (const plural of virtPlurals) {
+    expect(virtPlurals).toEqual([
+      'storagepools',
+      'virtualmachinerestores',
+      'virtualmachines',
+      'virtualmachinesnapshots',
+      'virtualnetworks',
+      'volumes',
+    ]);
+    // Restores are only read and given a status; snapshots may also be deleted (a machine's
+    // deletion takes its snapshots with it: no garbage collector on a local control plane).
+    expect(verbsOn('virtualmachinerestores')).toEqual(['get', 'list', 'watch']);
+    expect(verbsOn('virtualmachinerestores/status')).toEqual(['get', 'patch', 'update']);
+    expect(verbsOn('virtualmachinesnapshots')).toEqual(['delete', 'get', 'list', 'patch', 'watch']);
+    const nodeKinds = ['storagepools', 'virtualmachines', 'virtualnetworks', 'volumes'];
+    for (const plural of nodeKinds) {
       expect(verbsOn(plural), plural).toEqual(['get', 'list', 'patch', 'watch']);
       expect(verbsOn(`${plural}/status`), plural).toEqual(['get', 'patch', 'update']);
       expect(verbsOn(`${plural}/finalizers`), plural).toEqual(['update']);
