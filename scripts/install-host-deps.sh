@@ -8,6 +8,9 @@ PACKAGES=(
   libvirt-daemon-config-network qemu-system-x86 qemu-utils dnsmasq-base iptables
   cpio busybox-static genisoimage libxml2-utils
 )
+# `local-cluster --node`: runc for containerd (built by provision-node.sh), the CNI plugins
+# (bridge, host-local, loopback), ip for the pod bridge, gcc for the pod sandbox binary.
+PACKAGES+=(runc containernetworking-plugins iproute2 gcc libc6-dev)
 # Extra packages a host needs (space separated), e.g. for a custom guest image tool.
 read -r -a EXTRA <<< "${LIBVIRT_OPERATOR_EXTRA_PACKAGES:-}"
 PACKAGES+=("${EXTRA[@]}")

@@ -34,3 +34,6 @@ npx --no-install tsc -p tsconfig.build.json
 
 step "control-plane binaries"
 bash scripts/provision-control-plane.sh
+
+step "local node binaries (kubelet, controller-manager, scheduler, containerd)"
+bash scripts/provision-node.sh
