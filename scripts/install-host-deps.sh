@@ -8,9 +8,10 @@ PACKAGES=(
   libvirt-daemon-config-network qemu-system-x86 qemu-utils dnsmasq-base iptables
   cpio busybox-static genisoimage libxml2-utils
 )
-# `local-cluster --node`: runc for containerd (built by provision-node.sh), the CNI plugins
-# (bridge, host-local, loopback), ip for the pod bridge, gcc for the pod sandbox binary.
-PACKAGES+=(runc containernetworking-plugins iproute2 gcc libc6-dev)
+# `local-cluster --node` (containerd, runc and the kubelet are built by provision-node.sh):
+# the CNI plugins (bridge, host-local, loopback), ip for the pod bridge, gcc and libseccomp-dev
+# for runc and the pod sandbox binary.
+PACKAGES+=(containernetworking-plugins iproute2 gcc libc6-dev libseccomp-dev pkg-config)
 # Extra packages a host needs (space separated), e.g. for a custom guest image tool.
 read -r -a EXTRA <<< "${LIBVIRT_OPERATOR_EXTRA_PACKAGES:-}"
 PACKAGES+=("${EXTRA[@]}")

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Builds what `libvirt-operator local-cluster --node` runs besides etcd and kube-apiserver:
 # kubelet, kube-controller-manager and kube-scheduler (the same Kubernetes version as the API
-# server), containerd 2 with its runc shim and ctr (a 1.36 kubelet needs containerd 2.x, and
+# server), containerd 2 with its runc shim, ctr and runc (a 1.36 kubelet needs containerd 2.x, and
 # Debian has 1.6), and the pod sandbox ("pause") binary compiled from the Kubernetes module's
 # own source. Cached outside the repository like the control plane; idempotent: a complete
-# cache directory is left alone. runc and the CNI plugins come from Debian
-# (scripts/install-host-deps.sh).
+# cache directory is left alone. The CNI plugins come from Debian (scripts/install-host-deps.sh).
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.36.3}"
 CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.4.2}"
+RUNC_VERSION="${RUNC_VERSION:-v1.5.3}"
 CACHE_ROOT="${LIBVIRT_OPERATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/libvirt-operator}"
 DEST="$CACHE_ROOT/node/$K8S_VERSION-containerd-$CONTAINERD_VERSION"
 
@@ -114,6 +114,25 @@ SRC
   for cmd in containerd containerd-shim-runc-v2 ctr; do
     "$GO" build -trimpath -tags "no_btrfs no_devmapper no_zfs" -ldflags "$LDF" -o "$DEST.tmp/$cmd" "github.com/containerd/containerd/v2/cmd/$cmd"
   done
+)
+
+# --- runc (cgo: its nsenter is C; seccomp through Debian's libseccomp) ---------------------
+# Debian's runc 1.1.5 runs plain containers but fails to start containerd 2's pod sandboxes.
+RW="$WORK/runc-$RUNC_VERSION"
+mkdir -p "$RW"
+(
+  cd "$RW"
+  if [[ ! -f go.mod ]]; then
+    cat > go.mod <<MOD
+module libvirt-operator.local/runc-build
+
+go 1.26
+MOD
+  fi
+  printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/opencontainers/runc"\n' > tools.go
+  "$GO" get "github.com/opencontainers/runc@$RUNC_VERSION" >/dev/null
+  "$GO" mod tidy >/dev/null 2>&1 || true
+  CGO_ENABLED=1 "$GO" build -trimpath -tags seccomp -ldflags "-s -w -X main.version=${RUNC_VERSION#v}" -o "$DEST.tmp/runc" github.com/opencontainers/runc
 )
 
 "$DEST.tmp/kubelet" --version

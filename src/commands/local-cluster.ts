@@ -132,6 +132,11 @@ export async function main(argv: string[]): Promise<number> {
     );
     console.log(`ready: kubeconfig=${cp.kubeconfigPath}`);
     await untilSignal();
+    // A second Ctrl-C or SIGTERM (e.g. from a wrapper forwarding it) must not cut the clean-up
+    // short: that would leave mounts, the bridge and cgroups behind.
+    const ignore = () => console.log('local-cluster: stopping, please wait');
+    process.on('SIGINT', ignore);
+    process.on('SIGTERM', ignore);
     await node.stop();
     await cp.stop();
     return 0;

@@ -101,8 +101,6 @@ export function checkNodeHost(): void {
       throw new ControlPlaneError(
         `no CNI plugin ${join(CNI_BIN_DIR, p)}; install Debian's containernetworking-plugins (npm run setup does)`,
       );
-  if (!existsSync('/usr/sbin/runc'))
-    throw new ControlPlaneError("no /usr/sbin/runc; install Debian's runc (npm run setup does)");
 }
 
 export interface NodeNetwork {
@@ -388,7 +386,10 @@ export async function startLocalNode(
         "      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]",
         '        runtime_type = "io.containerd.runc.v2"',
         "        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]",
-        '          BinaryName = "/usr/sbin/runc"',
+        // runc built by provision-node.sh: Debian's runc 1.1.5 runs plain containers but fails
+        // to start containerd 2's pod sandboxes ("can't get final child's PID from pipe"), and
+        // Debian's crun 1.8 refuses their runtime-spec version.
+        `          BinaryName = "${join(binDir, 'runc')}"`,
         `          Root = "${d('containerd', 'runc')}"`,
         // The kubelet's cgroup driver, which containerd reports to it: this host has no systemd.
         '          SystemdCgroup = false',
@@ -437,7 +438,7 @@ export async function startLocalNode(
     const pauseTar = d('pause-image.tar');
     writeFileSync(pauseTar, pauseImage(binDir));
     const loadImage = async (file: string) => {
-      const res = await ctr(['images', 'import', '--no-unpack=false', file]);
+      const res = await ctr(['images', 'import', file]);
       if (res.code !== 0)
         throw new ControlPlaneError(`loading the image ${file} failed: ${res.out.trim()}`);
       log(`local node: loaded ${file}: ${res.out.trim().split('\n').join('; ')}`);
