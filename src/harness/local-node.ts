@@ -381,6 +381,10 @@ export async function startLocalNode(
         "  [plugins.'io.containerd.cri.v1.runtime']",
         // The pods' network namespaces under the state directory, not /var/run/netns.
         '    netns_mounts_under_state_dir = true',
+        // Lowering a pod's oom_score_adj (the kubelet asks -998 for sandboxes) needs
+        // CAP_SYS_RESOURCE, which a host inside a container or sandbox may not have: keep pods
+        // at or above containerd's own score instead of failing them.
+        '    restrict_oom_score_adj = true',
         "    [plugins.'io.containerd.cri.v1.runtime'.containerd]",
         '      default_runtime_name = "runc"',
         "      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]",
