@@ -233,7 +233,7 @@ describe('the DaemonSet on a real local node', () => {
     expect(qemuPid()).toBe(pid);
   });
 
-  it('a rolling update of the DaemonSet never runs two agents on the node at once', async () => {
+  it('a rolling update: the new agent holds the node Lease only after the old container finished', async () => {
     const [old] = await agentPods();
     const id = await domId();
     // One watch: its events come in the API server's order.
