@@ -38,3 +38,5 @@ bash scripts/provision-control-plane.sh
 # kstatus and Flux's CEL evaluation, for the GitOps health tests (a Go build, cached).
 step "health-check tool"
 bash scripts/build-health-tools.sh >/dev/null
+step "local node binaries (kubelet, controller-manager, scheduler, containerd)"
+bash scripts/provision-node.sh

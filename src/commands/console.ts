@@ -150,7 +150,7 @@ export function splitAtEscape(chunk: Uint8Array): { forward: Uint8Array; detach:
     : { forward: chunk.subarray(0, at), detach: true };
 }
 
-/** The agent pod's labels (manifests/daemonset.yaml). */
+/** The agent pod's labels (manifests/base/daemonset.yaml). */
 export const AGENT_SELECTOR =
   'app.kubernetes.io/name=libvirt-operator,app.kubernetes.io/component=agent';
 export const AGENT_CONTAINER = 'agent';

@@ -1,12 +1,25 @@
-import { mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { DEFAULT_LEASE_NAMESPACE } from '../agent/config.js';
 import { startControlPlane } from '../harness/control-plane.js';
 import { createKubeClient } from '../runtime/index.js';
+import {
+  checkNodeHost,
+  createNodeNetwork,
+  deleteNodeNetwork,
+  DEFAULT_POD_SUBNET,
+  ensureNodeBinaries,
+  kubeletTokenUser,
+  NODE_API_SERVER_PORT,
+  startLocalNode,
+} from '../harness/local-node.js';
+import { hostname } from 'node:os';
 import { parseFlags, untilSignal, UsageError, withOneLineErrors } from './flags.js';
 import { ensureNamespace } from './namespaces.js';
 
 const HELP = `usage: libvirt-operator local-cluster [--dir DIR] [--port PORT] [--no-crds]
+                                      [--node [--image FILE]... [--node-name NAME] [--pod-subnet CIDR]]
 
 Starts etcd and kube-apiserver on loopback with TLS and RBAC, installs the CRDs from crds/,
 creates the namespace of the agents' Leases (${DEFAULT_LEASE_NAMESPACE}), writes
@@ -15,15 +28,35 @@ SIGTERM, then stops everything it started. Builds the binaries on first use (~10
 KUBEBUILDER_ASSETS names a folder with kube-apiserver, etcd and kubectl.
 
   --dir DIR     keep state and the kubeconfig here (default: a temp dir removed on exit)
-  --port PORT   kube-apiserver's secure port (default: a free one)
-  --no-crds     do not install the CRDs`;
+  --port PORT   kube-apiserver's secure port (default: a free one; ${NODE_API_SERVER_PORT} with --node)
+  --no-crds     do not install the CRDs
+
+With --node, this host also becomes a real node (root only): kube-controller-manager,
+kube-scheduler, a private containerd, CNI (a bridge of its own on the pod subnet) and a
+kubelet that registers the host as a Node labelled virt.dev/libvirt-host=true. The API server
+then listens on the bridge's gateway address (the Node's InternalIP), where pods reach it.
+'ready:' is printed once the Node is Ready. Built on first use (several minutes).
+
+  --node             run a kubelet and a container runtime on this host
+  --image FILE       load this image tarball (OCI layout, e.g. from 'npm run image') into the
+                     runtime before ready; repeatable
+  --node-name NAME   the Node's name (default: the host name)
+  --pod-subnet CIDR  pods' addresses (default ${DEFAULT_POD_SUBNET}; must not overlap the host's)`;
 
 export async function main(argv: string[]): Promise<number> {
   return withOneLineErrors('local-cluster', async () => {
     const { values, help } = parseFlags(
       'local-cluster',
       argv,
-      { dir: { type: 'string' }, port: { type: 'string' }, 'no-crds': { type: 'boolean' } },
+      {
+        dir: { type: 'string' },
+        port: { type: 'string' },
+        'no-crds': { type: 'boolean' },
+        node: { type: 'boolean' },
+        image: { type: 'string', multiple: true },
+        'node-name': { type: 'string' },
+        'pod-subnet': { type: 'string' },
+      },
       HELP,
     );
     if (help) return 0;
@@ -36,20 +69,84 @@ export async function main(argv: string[]): Promise<number> {
         );
       }
     }
+    const withNode = values.node === true;
+    for (const flag of ['image', 'node-name', 'pod-subnet'] as const)
+      if (values[flag] !== undefined && !withNode)
+        throw new UsageError(`local-cluster: --${flag} needs --node`);
+    const images = (values.image ?? []).map((f) => resolve(f));
+    for (const f of images)
+      if (!existsSync(f))
+        throw new UsageError(
+          `local-cluster: --image ${f} does not exist (build the agent image with 'npm run image')`,
+        );
+    const nodeName = values['node-name'] ?? hostname().toLowerCase();
+    if (withNode && !/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(nodeName))
+      throw new UsageError(
+        `local-cluster: --node-name must be a DNS subdomain (lower case), got '${nodeName}'`,
+      );
     const dir = values.dir === undefined ? undefined : resolve(values.dir);
     if (dir) mkdirSync(dir, { recursive: true });
 
-    const cp = await startControlPlane({
-      dir,
-      port,
-      installCRDs: !values['no-crds'],
-      provision: true,
-    });
-    // `libvirt-operator run` against this cluster takes its Lease there: without the
-    // namespace it would wait forever without reconciling anything.
-    await ensureNamespace(createKubeClient(cp.kubeConfig), DEFAULT_LEASE_NAMESPACE);
+    if (!withNode) {
+      const cp = await startControlPlane({
+        dir,
+        port,
+        installCRDs: !values['no-crds'],
+        provision: true,
+      });
+      // `libvirt-operator run` against this cluster takes its Lease there: without the
+      // namespace it would wait forever without reconciling anything.
+      await ensureNamespace(createKubeClient(cp.kubeConfig), DEFAULT_LEASE_NAMESPACE);
+      console.log(`ready: kubeconfig=${cp.kubeconfigPath}`);
+      await untilSignal();
+      await cp.stop();
+      return 0;
+    }
+
+    checkNodeHost();
+    await ensureNodeBinaries(true);
+    const net = await createNodeNetwork(values['pod-subnet'] ?? DEFAULT_POD_SUBNET);
+    const kubeletToken = randomBytes(24).toString('hex');
+    let cp;
+    try {
+      cp = await startControlPlane({
+        dir,
+        port: port ?? NODE_API_SERVER_PORT,
+        installCRDs: !values['no-crds'],
+        provision: true,
+        address: net.gateway,
+        nodes: true,
+        extraTokens: [{ token: kubeletToken, ...kubeletTokenUser(nodeName) }],
+      });
+      await ensureNamespace(createKubeClient(cp.kubeConfig), DEFAULT_LEASE_NAMESPACE);
+    } catch (err) {
+      await cp?.stop();
+      await deleteNodeNetwork(net);
+      throw err;
+    }
+    let node;
+    try {
+      node = await startLocalNode(cp, net, {
+        nodeName,
+        kubeletToken,
+        images,
+        log: (l) => console.log(l),
+      });
+    } catch (err) {
+      await cp.stop();
+      throw err;
+    }
+    console.log(
+      `node: ${node.name} Ready at ${net.gateway} (pods ${net.subnet} on ${net.bridge}); logs in ${node.dir}`,
+    );
     console.log(`ready: kubeconfig=${cp.kubeconfigPath}`);
     await untilSignal();
+    // A second Ctrl-C or SIGTERM (e.g. from a wrapper forwarding it) must not cut the clean-up
+    // short: that would leave mounts, the bridge and cgroups behind.
+    const ignore = () => console.log('local-cluster: stopping, please wait');
+    process.on('SIGINT', ignore);
+    process.on('SIGTERM', ignore);
+    await node.stop();
     await cp.stop();
     return 0;
   });

@@ -74,6 +74,19 @@ export interface ControlPlaneOptions {
    * resourceVersion is still served from it instead of answering 410 Gone right away.
    */
   watchCache?: boolean;
+  /**
+   * Address the API server listens on and advertises (default 127.0.0.1). A local node's pods
+   * reach the API server at its node's address, so `local-cluster --node` uses the pod
+   * bridge's gateway.
+   */
+  address?: string;
+  /** More token-file users, e.g. a kubelet's `system:node:<name>` in group system:nodes. */
+  extraTokens?: Array<{ token: string; user: string; uid: string; groups: string[] }>;
+  /**
+   * Serve real nodes: the Node authorizer and NodeRestriction for kubelets, and the
+   * ServiceAccount admission plugin that gives pods their projected token volume.
+   */
+  nodes?: boolean;
 }
 
 /** An error whose message is one actionable line, meant to be printed without a stack. */
@@ -144,27 +157,27 @@ export async function freePort(): Promise<number> {
   });
 }
 
-async function assertPortFree(port: number): Promise<void> {
+async function assertPortFree(port: number, host = '127.0.0.1'): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const srv = createServer();
     srv.once('error', (err: NodeJS.ErrnoException) =>
       reject(
         new ControlPlaneError(
           err.code === 'EADDRINUSE'
-            ? `port ${port} on 127.0.0.1 is already in use; choose another with --port or stop what listens there`
-            : `cannot listen on 127.0.0.1:${port}: ${err.message}`,
+            ? `port ${port} on ${host} is already in use; choose another with --port or stop what listens there`
+            : `cannot listen on ${host}:${port}: ${err.message}`,
         ),
       ),
     );
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve()));
+    srv.listen(port, host, () => srv.close(() => resolve()));
   });
 }
 
-function sleep(ms: number): Promise<void> {
+export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-function tail(file: string, lines = 5): string {
+export function tail(file: string, lines = 5): string {
   try {
     return readFileSync(file, 'utf8').trim().split('\n').slice(-lines).join(' | ');
   } catch {
@@ -178,7 +191,7 @@ function tail(file: string, lines = 5): string {
  * leaving etcd or kube-apiserver behind. Inline JS, because the harness also runs from
  * TypeScript sources under vitest.
  */
-const REAPER_SOURCE = `
+export const REAPER_SOURCE = `
 const fs = require('fs');
 const [parent, dir, removeDir] = process.argv.slice(1);
 const pidsFile = dir + '/pids';
@@ -195,16 +208,21 @@ setInterval(() => {
 }, 300);
 `;
 
-interface Proc {
+export interface Proc {
   child: ChildProcess;
   exited: Promise<void>;
 }
 
-function startProcess(bin: string, args: string[], logFile: string): Proc {
+export function startProcess(
+  bin: string,
+  args: string[],
+  logFile: string,
+  env?: NodeJS.ProcessEnv,
+): Proc {
   const fd = openSync(logFile, 'a');
   // detached: its own process group, so a Ctrl-C aimed at the test runner does not race the
   // orderly shutdown below; the reaper covers the case where we never get to run it.
-  const child = spawn(bin, args, { stdio: ['ignore', fd, fd], detached: true });
+  const child = spawn(bin, args, { stdio: ['ignore', fd, fd], detached: true, env });
   closeSync(fd);
   child.unref();
   const exited = new Promise<void>((resolve) => {
@@ -214,7 +232,7 @@ function startProcess(bin: string, args: string[], logFile: string): Proc {
   return { child, exited };
 }
 
-async function terminate(proc: Proc | undefined, graceMs = 5000): Promise<void> {
+export async function terminate(proc: Proc | undefined, graceMs = 5000): Promise<void> {
   if (!proc || proc.child.exitCode !== null || proc.child.signalCode !== null) return;
   const pid = proc.child.pid;
   if (pid === undefined) return;
@@ -235,7 +253,7 @@ async function terminate(proc: Proc | undefined, graceMs = 5000): Promise<void> 
   }
 }
 
-function httpsGet(
+export function httpsGet(
   url: string,
   ca: Buffer,
   token: string,
@@ -258,7 +276,7 @@ function httpsGet(
   });
 }
 
-async function waitFor(
+export async function waitFor(
   what: string,
   timeoutMs: number,
   probe: () => Promise<boolean>,
@@ -276,7 +294,7 @@ async function waitFor(
 
 export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
   const binDir = await ensureBinaries(opts.provision ?? false);
-  if (opts.port !== undefined) await assertPortFree(opts.port);
+  if (opts.port !== undefined) await assertPortFree(opts.port, opts.address);
 
   const ownDir = opts.dir === undefined;
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'lvo-cp-'));
@@ -294,9 +312,11 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   reaper.unref();
 
   const token = randomBytes(24).toString('hex');
-  writeFileSync(join(dir, 'tokens.csv'), `${token},admin,admin-uid,"system:masters"\n`, {
-    mode: 0o600,
-  });
+  const tokenLines = [
+    `${token},admin,admin-uid,"system:masters"`,
+    ...(opts.extraTokens ?? []).map((t) => `${t.token},${t.user},${t.uid},"${t.groups.join(',')}"`),
+  ];
+  writeFileSync(join(dir, 'tokens.csv'), tokenLines.join('\n') + '\n', { mode: 0o600 });
   const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   writeFileSync(join(dir, 'sa.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }), {
     mode: 0o600,
@@ -306,7 +326,8 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   const [etcdClientPort, etcdPeerPort] = [await freePort(), await freePort()];
   const port = opts.port ?? (await freePort());
   const etcdEndpoint = `http://127.0.0.1:${etcdClientPort}`;
-  const server = `https://127.0.0.1:${port}`;
+  const address = opts.address ?? '127.0.0.1';
+  const server = `https://${address}:${port}`;
   const procs: { etcd?: Proc; apiserver?: Proc } = {};
   const recordPids = () =>
     writeFileSync(
@@ -361,17 +382,19 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
 
     const apiserverArgs = [
       `--etcd-servers=${etcdEndpoint}`,
-      '--bind-address=127.0.0.1',
-      '--advertise-address=127.0.0.1',
+      `--bind-address=${address}`,
+      `--advertise-address=${address}`,
       `--secure-port=${port}`,
       `--cert-dir=${join(dir, 'certs')}`,
       `--token-auth-file=${join(dir, 'tokens.csv')}`,
-      '--authorization-mode=RBAC',
+      `--authorization-mode=${opts.nodes ? 'Node,RBAC' : 'RBAC'}`,
       '--service-cluster-ip-range=10.0.0.0/24',
       '--service-account-issuer=https://kubernetes.default.svc',
       `--service-account-key-file=${join(dir, 'sa.pub')}`,
       `--service-account-signing-key-file=${join(dir, 'sa.key')}`,
-      '--disable-admission-plugins=ServiceAccount',
+      opts.nodes
+        ? '--enable-admission-plugins=NodeRestriction'
+        : '--disable-admission-plugins=ServiceAccount',
       '--endpoint-reconciler-type=none',
       '--allow-privileged=true',
       `--watch-cache=${opts.watchCache ?? true}`,

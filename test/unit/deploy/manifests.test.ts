@@ -12,6 +12,8 @@ import { packageRoot } from '../../../src/harness/package-root.js';
 
 const ROOT = packageRoot();
 const MANIFESTS = join(ROOT, 'manifests');
+// The objects and their kustomization; manifests/kustomization.yaml only points here.
+const BASE = join(MANIFESTS, 'base');
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- Kubernetes objects read from YAML */
 type Obj = Record<string, any>;
@@ -21,10 +23,10 @@ function load(file: string): Obj[] {
 }
 
 const yamlFiles = (dir: string) => readdirSync(dir).filter((f) => /\.ya?ml$/.test(f));
-const kustomization = load(join(MANIFESTS, 'kustomization.yaml'))[0]!;
-const objects = yamlFiles(MANIFESTS)
+const kustomization = load(join(BASE, 'kustomization.yaml'))[0]!;
+const objects = yamlFiles(BASE)
   .filter((f) => f !== 'kustomization.yaml')
-  .flatMap((f) => load(join(MANIFESTS, f)));
+  .flatMap((f) => load(join(BASE, f)));
 const crds = yamlFiles(join(ROOT, 'crds')).flatMap((f) => load(join(ROOT, 'crds', f)));
 const one = (kind: string, name?: string): Obj => {
   const found = objects.filter((o) => o.kind === kind && (!name || o.metadata.name === name));
@@ -95,9 +97,10 @@ const underMount = (path: string) =>
   hostMounts().some((m) => path === m.mountPath || path.startsWith(`${m.mountPath}/`));
 
 describe('kustomizations', () => {
-  it('manifests/kustomization.yaml installs every manifest here and the CRDs, not the examples', () => {
+  it('manifests/kustomization.yaml installs every manifest of base/ and the CRDs, not the examples', () => {
+    expect(load(join(MANIFESTS, 'kustomization.yaml'))[0]!.resources).toEqual(['base']);
     expect([...kustomization.resources].sort()).toEqual(
-      ['../crds', ...yamlFiles(MANIFESTS).filter((f) => f !== 'kustomization.yaml')].sort(),
+      ['../../crds', ...yamlFiles(BASE).filter((f) => f !== 'kustomization.yaml')].sort(),
     );
     expect(kustomization.namespace).toBeUndefined();
   });

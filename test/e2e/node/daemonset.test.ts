@@ -1,0 +1,404 @@
+// The DaemonSet on a real node: `local-cluster --node` (kubelet, containerd, CNI, controller-
+// manager, scheduler on this host), the agent image built offline (`npm run image`'s code),
+// `kubectl apply -k manifests/overlays/local`, and the agent pod converging a VM on the real
+// libvirtd. One cluster for the whole file; the last test stops it and checks that nothing it
+// started is left behind.
+import { type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildAgentImage, writeImage } from '../../../src/harness/agent-image.js';
+import { findBinaries } from '../../../src/harness/control-plane.js';
+import { ensureLibvirtd, SYSTEM_URI } from '../../../src/harness/libvirtd.js';
+import { until } from '../../harness/agent.js';
+import { collect, ROOT, run, spawnCli, waitForLine } from '../../harness/processes.js';
+
+const RUN = randomBytes(3).toString('hex');
+const NS = `node-e2e-${RUN}`;
+const VM = `vm-${RUN}`;
+const DOMAIN = `${NS}_${VM}`;
+const AGENT_NS = 'libvirt-operator';
+const DS = 'libvirt-operator-agent';
+const IMAGE_FILE = join(ROOT, 'build', 'image', 'libvirt-operator-dev.tar');
+
+interface Pod {
+  metadata: { name: string; uid: string; creationTimestamp: string; deletionTimestamp?: string };
+  spec: { nodeName?: string; containers: Array<{ image: string }> };
+  status?: {
+    hostIP?: string;
+    conditions?: Array<{ type: string; status: string }>;
+    containerStatuses?: Array<{
+      ready: boolean;
+      restartCount: number;
+      state?: {
+        running?: { startedAt: string };
+        terminated?: { startedAt?: string; finishedAt?: string };
+      };
+    }>;
+  };
+}
+
+interface VirtualMachine {
+  metadata: { generation?: number };
+  status?: {
+    phase?: string;
+    observedGeneration?: number;
+    conditions?: Array<{ type: string; status: string }>;
+    memory?: { target?: string };
+  };
+}
+
+const virsh = (...args: string[]) => run('virsh', ['-c', SYSTEM_URI, ...args]);
+
+describe('the DaemonSet on a real local node', () => {
+  let cluster: ChildProcess | undefined;
+  let clusterExit: Promise<{ code: number | null; stdout: string; stderr: string }> | undefined;
+  let dir: string;
+  let kubeconfig: string;
+  let kubectlBin: string;
+  let nodeName: string;
+  let bridge: string;
+  let imageSize = '';
+
+  const kubectl = async (args: string[], input?: string, timeoutMs = 120_000) => {
+    const child = (await import('node:child_process')).spawn(
+      kubectlBin,
+      [`--kubeconfig=${kubeconfig}`, ...args],
+      { stdio: ['pipe', 'pipe', 'pipe'] },
+    );
+    child.stdin.end(input ?? '');
+    return collect(child, timeoutMs);
+  };
+  const getJSON = async <T>(args: string[]): Promise<T> => {
+    const res = await kubectl(['get', ...args, '-o', 'json']);
+    if (res.code !== 0) throw new Error(`kubectl get ${args.join(' ')}: ${res.stderr}`);
+    return JSON.parse(res.stdout) as T;
+  };
+  const agentPods = async () =>
+    (
+      await getJSON<{ items: Pod[] }>([
+        'pods',
+        '-n',
+        AGENT_NS,
+        '-l',
+        'app.kubernetes.io/component=agent',
+      ])
+    ).items;
+  const isReady = (p: Pod) =>
+    p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+  /** The one Ready, not terminating agent pod, once there is exactly one and it is not `other`. */
+  const readyPod = (other?: string) =>
+    until(
+      `one Ready agent pod${other ? ` other than ${other}` : ''}`,
+      async () => {
+        const pods = await agentPods();
+        const live = pods.filter((p) => !p.metadata.deletionTimestamp);
+        return live.length === 1 && isReady(live[0]!) && live[0]!.metadata.name !== other
+          ? live[0]
+          : undefined;
+      },
+      150_000,
+    );
+  const leaseHolder = async () =>
+    (
+      await getJSON<{ spec: { holderIdentity?: string } }>([
+        'lease',
+        '-n',
+        AGENT_NS,
+        `libvirt-operator-${nodeName}`,
+      ])
+    ).spec.holderIdentity;
+  const vm = () => getJSON<VirtualMachine>(['vm', VM, '-n', NS]);
+  const vmYaml = (memory: string) =>
+    JSON.stringify({
+      apiVersion: 'virt.dev/v1alpha1',
+      kind: 'VirtualMachine',
+      metadata: { name: VM, namespace: NS },
+      spec: {
+        nodeName,
+        domainType: 'qemu',
+        runStrategy: 'Always',
+        vcpus: 1,
+        memory,
+        maxMemory: '128Mi',
+      },
+    });
+  /** QEMU's pid for the domain, from libvirtd's own record of it. */
+  const qemuPid = () => readFileSync(`/var/run/libvirt/qemu/${DOMAIN}.pid`, 'utf8').trim();
+  const domId = async () => (await virsh('domid', DOMAIN)).stdout.trim();
+
+  beforeAll(async () => {
+    if (process.getuid?.() !== 0) throw new Error('the real-node tests need root');
+    await ensureLibvirtd();
+    const bin = findBinaries();
+    if (!bin) throw new Error("control-plane binaries missing: run 'npm run setup'");
+    kubectlBin = join(bin, 'kubectl');
+    // `npm run image`'s code path, writing the file the scenario in the issue names.
+    const image = buildAgentImage({ root: ROOT });
+    writeImage(image, IMAGE_FILE);
+    imageSize = `${(image.size.uncompressed / 1048576).toFixed(0)} MiB`;
+
+    dir = mkdtempSync(join(tmpdir(), 'lvo-node-e2e-'));
+    cluster = spawnCli(['local-cluster', '--node', '--image', IMAGE_FILE, '--dir', dir]);
+    clusterExit = collect(cluster, 3_600_000);
+    const nodeLine = waitForLine(
+      cluster,
+      /^node: (\S+) Ready at \S+ \(pods \S+ on (\S+)\)/,
+      600_000,
+    );
+    const ready = await waitForLine(cluster, /^ready: kubeconfig=(.*)$/, 600_000);
+    const node = await nodeLine;
+    nodeName = node[1]!;
+    bridge = node[2]!;
+    kubeconfig = ready[1]!;
+    const ns = await kubectl(['create', 'namespace', NS]);
+    expect(ns.code, ns.stderr).toBe(0);
+  }, 900_000);
+
+  afterAll(async () => {
+    if (kubeconfig) await kubectl(['delete', 'namespace', NS, '--wait=true', '--timeout=60s']);
+    if (cluster && cluster.exitCode === null) {
+      cluster.kill('SIGTERM');
+      await clusterExit;
+    }
+    if ((await virsh('dominfo', DOMAIN)).code === 0) {
+      await virsh('destroy', DOMAIN);
+      await virsh('undefine', DOMAIN);
+    }
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }, 240_000);
+
+  it('kubectl apply -k manifests/overlays/local: the agent pod becomes Ready on the node', async () => {
+    const applied = await kubectl(['apply', '-k', join(ROOT, 'manifests', 'overlays', 'local')]);
+    expect(applied.code, applied.stderr).toBe(0);
+    const pod = await readyPod();
+    expect(pod.spec.nodeName).toBe(nodeName);
+    expect(pod.spec.containers[0]!.image).toBe('libvirt-operator:dev');
+    expect(pod.status?.containerStatuses?.[0]?.restartCount).toBe(0);
+    // The agent holds its node's Lease, written with its own ServiceAccount token.
+    await until(
+      'the Lease held by the pod',
+      async () => (await leaseHolder()) === pod.metadata.name,
+    );
+    console.log(`agent image: ${imageSize} unpacked`);
+  });
+
+  it('converges a VM on the real libvirtd through the pod', async () => {
+    const applied = await kubectl(['apply', '-f', '-'], vmYaml('128Mi'));
+    expect(applied.code, applied.stderr).toBe(0);
+    const ready = await until(
+      'the VM Ready and Running',
+      async () => {
+        const o = await vm();
+        return o.status?.phase === 'Running' &&
+          o.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')
+          ? o
+          : undefined;
+      },
+      90_000,
+    );
+    expect(ready.status?.phase).toBe('Running');
+    expect((await virsh('domstate', DOMAIN)).stdout.trim()).toBe('running');
+    const xml = (await virsh('dumpxml', DOMAIN)).stdout;
+    expect(xml).toMatch(/<domain type='qemu'/);
+  });
+
+  it('deleting the pod: a new pod takes over and the domain keeps running (same id, same QEMU)', async () => {
+    const [before] = await agentPods();
+    const id = await domId();
+    const pid = qemuPid();
+    expect(id).toMatch(/^\d+$/);
+    const del = await kubectl([
+      'delete',
+      'pod',
+      '-n',
+      AGENT_NS,
+      before!.metadata.name,
+      '--wait=true',
+    ]);
+    expect(del.code, del.stderr).toBe(0);
+    const after = await readyPod(before!.metadata.name);
+    await until('the Lease taken over', async () => (await leaseHolder()) === after.metadata.name);
+    // The new agent converges a change: the balloon target, applied live.
+    const applied = await kubectl(['apply', '-f', '-'], vmYaml('96Mi'));
+    expect(applied.code, applied.stderr).toBe(0);
+    await until(
+      'status.memory.target 96Mi from the new agent',
+      async () => (await vm()).status?.memory?.target === '96Mi',
+      60_000,
+    );
+    expect(await domId()).toBe(id);
+    expect(qemuPid()).toBe(pid);
+  });
+
+  it('a rolling update: the new agent holds the node Lease only after the old container finished', async () => {
+    const [old] = await agentPods();
+    const id = await domId();
+    // One watch: its events come in the API server's order.
+    const { spawn } = await import('node:child_process');
+    const watch = spawn(
+      kubectlBin,
+      [
+        `--kubeconfig=${kubeconfig}`,
+        'get',
+        'pods',
+        '-n',
+        AGENT_NS,
+        '-l',
+        'app.kubernetes.io/component=agent',
+        '--watch',
+        '--output-watch-events',
+        '-o',
+        'json',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stream = '';
+    watch.stdout.setEncoding('utf8').on('data', (c: string) => (stream += c));
+    await until('the watch listing', async () => stream.includes(old!.metadata.name));
+    const patched = await kubectl([
+      'patch',
+      'daemonset',
+      DS,
+      '-n',
+      AGENT_NS,
+      '--type=merge',
+      '-p',
+      JSON.stringify({
+        spec: { template: { metadata: { annotations: { 'e2e.virt.dev/rollout': RUN } } } },
+      }),
+    ]);
+    expect(patched.code, patched.stderr).toBe(0);
+    const status = await kubectl(
+      ['rollout', 'status', `daemonset/${DS}`, '-n', AGENT_NS, '--timeout=150s'],
+      undefined,
+      170_000,
+    );
+    expect(status.code, status.stderr + status.stdout).toBe(0);
+    const fresh = await readyPod(old!.metadata.name);
+    watch.kill('SIGTERM');
+    await new Promise((r) => watch.once('close', r));
+
+    // kubectl prints one JSON object per event; split at the top-level boundaries.
+    const events = stream
+      .split(/\n(?=\{)/)
+      .filter((s) => s.trim())
+      .map((s) => JSON.parse(s) as { type: string; object: Pod });
+    const deletedAt = events.findIndex(
+      (e) => e.type === 'DELETED' && e.object.metadata.name === old!.metadata.name,
+    );
+    const addedAt = events.findIndex(
+      (e) => e.type === 'ADDED' && e.object.metadata.name === fresh.metadata.name,
+    );
+    expect(deletedAt, 'the old pod was deleted').toBeGreaterThanOrEqual(0);
+    expect(addedAt, 'the new pod appeared in the watch').toBeGreaterThanOrEqual(0);
+    // maxSurge 0 replaces the pod in place, but the DaemonSet controller creates the new pod as
+    // soon as the old one is terminating (measured: ADDED before the old one's DELETED), so the
+    // two pods can overlap. What keeps two agents from acting at once is the node's Lease: the
+    // new agent acquires it only after the old container has finished (and released it).
+    const oldFinished = events
+      .filter((e) => e.object.metadata.name === old!.metadata.name)
+      .map((e) => e.object.status?.containerStatuses?.[0]?.state?.terminated?.finishedAt)
+      .filter(Boolean)
+      .at(-1);
+    expect(oldFinished, 'the old container terminated').toBeDefined();
+    await until(
+      'the Lease held by the new pod',
+      async () => (await leaseHolder()) === fresh.metadata.name,
+    );
+    const lease = await getJSON<{ spec: { acquireTime?: string } }>([
+      'lease',
+      '-n',
+      AGENT_NS,
+      `libvirt-operator-${nodeName}`,
+    ]);
+    // finishedAt has whole seconds (rounded down), acquireTime microseconds.
+    expect(Date.parse(lease.spec.acquireTime!)).toBeGreaterThanOrEqual(Date.parse(oldFinished!));
+    console.log(
+      `rolling update: new pod ADDED at watch event ${addedAt}, old pod DELETED at ${deletedAt}; old container finished ${oldFinished}, new one started ${fresh.status?.containerStatuses?.[0]?.state?.running?.startedAt}, Lease acquired ${lease.spec.acquireTime}`,
+    );
+    expect(await domId()).toBe(id);
+  });
+
+  it("the agent's ServiceAccount token works, and a forbidden action is refused", async () => {
+    const [pod] = await agentPods();
+    // The kubelet's projected token for this pod, read from its volume on this host.
+    const volumes = join(
+      dir,
+      'node',
+      'kubelet',
+      'pods',
+      pod!.metadata.uid,
+      'volumes',
+      'kubernetes.io~projected',
+    );
+    const vol = readdirSync(volumes).find((v) => existsSync(join(volumes, v, 'token')));
+    expect(vol, `a projected token under ${volumes}`).toBeDefined();
+    const token = readFileSync(join(volumes, vol!, 'token'), 'utf8').trim();
+    const as = (args: string[]) => kubectl([`--token=${token}`, ...args]);
+    const who = await as(['auth', 'whoami', '-o', 'json']);
+    expect(who.code, who.stderr).toBe(0);
+    const me = JSON.parse(who.stdout) as {
+      status: { userInfo: { username: string; extra?: Record<string, string[]> } };
+    };
+    expect(me.status.userInfo.username).toBe(
+      `system:serviceaccount:${AGENT_NS}:libvirt-operator-agent`,
+    );
+    expect(me.status.userInfo.extra?.['authentication.kubernetes.io/node-name']).toEqual([
+      nodeName,
+    ]);
+    // Allowed: what the agent does.
+    const vmRead = await as(['get', 'vm', VM, '-n', NS, '-o', 'name']);
+    expect(vmRead.code, vmRead.stderr).toBe(0);
+    // Refused by RBAC: Secrets, deleting a VM.
+    const secrets = await as(['get', 'secrets', '-n', NS]);
+    expect(secrets.code).not.toBe(0);
+    expect(secrets.stderr).toMatch(/forbidden/i);
+    const deleteVm = await as(['delete', 'vm', VM, '-n', NS, '--wait=false']);
+    expect(deleteVm.code).not.toBe(0);
+    expect(deleteVm.stderr).toMatch(/forbidden/i);
+    // Refused by the admission policy: another node's Lease.
+    const lease = JSON.stringify({
+      apiVersion: 'coordination.k8s.io/v1',
+      kind: 'Lease',
+      metadata: { name: 'libvirt-operator-some-other-node', namespace: AGENT_NS },
+      spec: { holderIdentity: 'x' },
+    });
+    const foreign = await kubectl([`--token=${token}`, 'create', '-f', '-'], lease);
+    expect(foreign.code).not.toBe(0);
+    expect(foreign.stderr).toMatch(/denied|forbidden/i);
+    // And the VM is still there, untouched.
+    expect((await vm()).status?.phase).toBe('Running');
+  });
+
+  it('stops on SIGTERM leaving no process, mount, network device or cgroup behind', async () => {
+    // The VM goes first, through the agent, as a user would before stopping the cluster.
+    const del = await kubectl(['delete', 'vm', VM, '-n', NS, '--wait=true', '--timeout=90s']);
+    expect(del.code, del.stderr).toBe(0);
+    expect((await virsh('dominfo', DOMAIN)).code).not.toBe(0);
+    cluster!.kill('SIGTERM');
+    const exit = await clusterExit!;
+    expect(exit.code, exit.stderr).toBe(0);
+    const procs = readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .filter((p) => {
+        try {
+          return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(dir);
+        } catch {
+          return false;
+        }
+      });
+    expect(procs, 'processes still naming the cluster directory').toEqual([]);
+    const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .filter((l) => l.includes(dir));
+    expect(mounts, 'mounts under the cluster directory').toEqual([]);
+    expect((await run('ip', ['link', 'show', bridge])).code, `bridge ${bridge}`).not.toBe(0);
+    const veths = (await run('ip', ['-o', 'link', 'show', 'master', bridge])).stdout.trim();
+    expect(veths).toBe('');
+    for (const ctl of ['memory', 'pids', 'cpu'])
+      expect(existsSync(`/sys/fs/cgroup/${ctl}/kubepods`), `${ctl}/kubepods`).toBe(false);
+  });
+});
