@@ -80,7 +80,9 @@ const clusterScoped = (kind: string) => kind === 'StoragePool' || kind === 'Virt
  * run's prefix, namespaced objects go to the run's namespace, the default pool directory
  * /var/lib/libvirt-operator/ moves into the sandbox, and a VirtualMachine that does not choose
  * a runStrategy is Halted (the cases are about definitions; those about starting say Always)
- * and one without a grace period gets 0.
+ * and one without a grace period gets 0, and one without a domainType runs under QEMU's
+ * software emulation (a host without usable KVM, like some CI machines, refuses type kvm at
+ * define: the cases are not about the accelerator).
  * Hostile values (paths, names, strings) are left exactly as they are.
  */
 function localise(doc: Record<string, unknown>, sandbox: string): Doc {
@@ -104,6 +106,7 @@ function localise(doc: Record<string, unknown>, sandbox: string): Doc {
       if (typeof nic.network === 'string') nic.network = PREFIX + nic.network;
     }
     spec.runStrategy ??= 'Halted';
+    spec.domainType ??= 'qemu';
     // Deleting must not wait a minute for guests that never boot to answer ACPI.
     spec.terminationGracePeriodSeconds ??= 0;
   }

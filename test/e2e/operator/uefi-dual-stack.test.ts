@@ -39,8 +39,10 @@ const INITRD = `initrd-${RUN}`;
 const VM = `uefi-${RUN}`;
 const NS = 'default';
 const DOMAIN = `${NS}_${VM}`;
-// A unique local /64 of this run: fd42:<4 hex>:<2 hex>::/64.
-const V6 = `fd42:${RUN.slice(0, 4)}:${RUN.slice(4)}:`;
+// A unique local /64 of this run, fd42:<1xxx>:<1xx>::/64: both groups have a leading 1, so
+// the prefix reads the same as tools print addresses (no leading zero dropped, no zero
+// group folded into '::').
+const V6 = `fd42:${(0x1000 | parseInt(RUN.slice(0, 3), 16)).toString(16)}:${(0x100 | parseInt(RUN.slice(3, 5), 16)).toString(16)}:`;
 
 interface Obj {
   metadata: { uid: string; name: string };
@@ -231,7 +233,7 @@ describe('UEFI + secure boot + TPM on a dual-stack network, driven with kubectl'
       },
     );
     expect(iface).toBe('eth0');
-    expect(ip6!.startsWith(`${V6}:`)).toBe(true);
+    expect(ip6!.startsWith(`${V6}:`), `${ip6} in ${V6}:/64`).toBe(true);
     const [, ip4] = await waitForConsoleLine(consoleLog, GUEST_MARKER.ip, 60_000);
     const reported = await until(
       `status.interfaces[0].ipAddresses with ${ip4} and ${ip6}`,
