@@ -4,7 +4,7 @@
 // restarts requested by annotation (exactly one per value, also when the agent is killed in the
 // middle), and a detach the guest cannot answer (DetachPending, then done). The agent runs as
 // its own process so it can be killed with SIGKILL.
-import { execFile, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -27,6 +27,7 @@ import {
 import { useControlPlane } from '../../harness/control-plane.js';
 import { ensureNode, getJSON, until } from '../../harness/agent.js';
 import { collect, spawnAgent, spawnCli, waitForLine } from '../../harness/processes.js';
+import { freeSubnet, runCommand as sh, virsh } from '../../harness/host.js';
 
 const RUN = randomBytes(3).toString('hex');
 const NODE = `day2-${RUN}`;
@@ -58,23 +59,6 @@ interface Obj {
     conditions?: Condition[];
     interfaces?: Array<{ name?: string; ipAddresses?: string[] }>;
   };
-}
-
-function sh(cmd: string, args: string[]): Promise<{ code: number; stdout: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: 30_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? 1 : 0, stdout: String(stdout) + String(stderr) });
-    });
-  });
-}
-const virsh = (...args: string[]) => sh('virsh', ['-c', SYSTEM_URI, ...args]);
-
-async function freeSubnet(): Promise<number> {
-  const used = (await sh('ip', ['-4', 'addr'])).stdout;
-  const candidates: number[] = [];
-  for (let n = 200; n <= 254; n++) if (!used.includes(`192.168.${n}.`)) candidates.push(n);
-  if (candidates.length === 0) throw new Error('no free 192.168.2xx.0/24 subnet on this host');
-  return candidates[Math.floor(Math.random() * candidates.length)]!;
 }
 
 const condition = (o: Obj, type: string) => o.status?.conditions?.find((c) => c.type === type);

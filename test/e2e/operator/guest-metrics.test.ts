@@ -3,7 +3,6 @@
 // scrapes it) shows the guest's CPU, balloon, disk and NIC figures, the disk and NIC counters
 // grow while the guest reads its disk (the tiny guest does every 2 s) and receives packets,
 // and a deleted VM's series are gone from the next scrape.
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -22,6 +21,7 @@ import {
 } from '../../../src/harness/tiny-guest.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { getJSON, startTestAgent, until, type TestAgent } from '../../harness/agent.js';
+import { freeSubnet, virsh } from '../../harness/host.js';
 
 const RUN = randomBytes(3).toString('hex');
 const NODE = `e2e-m-${RUN}`;
@@ -30,23 +30,6 @@ const BRIDGE = `lvm${RUN}`;
 const POOL = `e2e-mpool-${RUN}`;
 const VM = `metrics-${RUN}`;
 const DOMAIN = `default_${VM}`;
-
-function run(cmd: string, args: string[]): Promise<{ code: number; stdout: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: 30_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? 1 : 0, stdout: String(stdout) + String(stderr) });
-    });
-  });
-}
-const virsh = (...args: string[]) => run('virsh', ['-c', SYSTEM_URI, ...args]);
-
-async function freeSubnet(): Promise<number> {
-  const used = (await run('ip', ['-4', 'addr'])).stdout;
-  const candidates: number[] = [];
-  for (let n = 200; n <= 254; n++) if (!used.includes(`192.168.${n}.`)) candidates.push(n);
-  if (candidates.length === 0) throw new Error('no free 192.168.2xx.0/24 subnet on this host');
-  return candidates[Math.floor(Math.random() * candidates.length)]!;
-}
 
 function manifests(base: string, subnet: number, poolDir: string, guest: TinyGuest): string {
   const vol = (name: string, spec: Record<string, unknown>) => ({

@@ -1,7 +1,6 @@
 // The operator end to end: a real tiny guest under QEMU (TCG) on the system libvirtd, declared
 // with kubectl against a real API server and converged by one in-process agent. Kernel and
 // initrd reach the pool through Volume http imports from a loopback server in this test.
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -28,6 +27,7 @@ import {
   writeRequests,
   type TestAgent,
 } from '../../harness/agent.js';
+import { freeSubnet, virsh } from '../../harness/host.js';
 
 const RUN = randomBytes(3).toString('hex');
 const NODE = `e2e-${RUN}`;
@@ -57,24 +57,6 @@ interface Spec {
   memory: string;
   vcpus: number;
   runStrategy: 'Always' | 'Halted';
-}
-
-function run(cmd: string, args: string[]): Promise<{ code: number; stdout: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: 30_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? 1 : 0, stdout: String(stdout) + String(stderr) });
-    });
-  });
-}
-const virsh = (...args: string[]) => run('virsh', ['-c', SYSTEM_URI, ...args]);
-
-/** A /24 in 192.168.200-254 that no host interface uses, so the NAT network can start. */
-async function freeSubnet(): Promise<number> {
-  const used = (await run('ip', ['-4', 'addr'])).stdout;
-  const candidates: number[] = [];
-  for (let n = 200; n <= 254; n++) if (!used.includes(`192.168.${n}.`)) candidates.push(n);
-  if (candidates.length === 0) throw new Error('no free 192.168.2xx.0/24 subnet on this host');
-  return candidates[Math.floor(Math.random() * candidates.length)]!;
 }
 
 function manifests(base: string, subnet: number, poolDir: string, guest: TinyGuest, s: Spec) {

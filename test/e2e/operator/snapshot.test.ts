@@ -3,7 +3,6 @@
 // memory and, at each boot, prints the first bytes of its data disk and writes its boot id
 // there (lvo.tick, lvo.data=vda: see scripts/build-tiny-guest.sh), so the test can tell the
 // memory and the disk before and after a restore without a shell in the guest.
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -23,6 +22,7 @@ import {
 } from '../../../src/harness/tiny-guest.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { getJSON, startTestAgent, until, type TestAgent } from '../../harness/agent.js';
+import { runCommand } from '../../harness/host.js';
 
 const RUN = randomBytes(3).toString('hex');
 const NODE = `e2e-snap-${RUN}`;
@@ -49,13 +49,8 @@ interface Obj {
   };
 }
 
-function run(cmd: string, args: string[]): Promise<{ code: number; stdout: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? 1 : 0, stdout: String(stdout) + String(stderr) });
-    });
-  });
-}
+// Snapshot and revert calls through virsh can take long on a loaded host: a minute each.
+const run = (cmd: string, args: string[]) => runCommand(cmd, args, 60_000);
 const virsh = (...args: string[]) => run('virsh', ['-c', SYSTEM_URI, ...args]);
 
 function manifests(base: string, poolDir: string, guest: TinyGuest, runStrategy: string): string {

@@ -7,7 +7,6 @@
 // runs with SecureBoot on (kernel lockdown follows). The kernel itself arrives by direct
 // kernel boot, which this OVMF (edk2 2022.11) loads without verifying it: measured, a
 // kernel with a corrupted signature boots just the same (docs/api.md says so).
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -28,6 +27,7 @@ import {
 } from '../../../src/harness/tiny-guest.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { getJSON, startTestAgent, until, type TestAgent } from '../../harness/agent.js';
+import { freeSubnet, runCommand as run, virsh } from '../../harness/host.js';
 
 const RUN = randomBytes(3).toString('hex');
 const NODE = `e2e-uefi-${RUN}`;
@@ -51,24 +51,6 @@ interface Obj {
     conditions?: Array<{ type: string; status: string; reason?: string; message?: string }>;
     interfaces?: Array<{ name?: string; ipAddresses?: string[] }>;
   };
-}
-
-function run(cmd: string, args: string[]): Promise<{ code: number; stdout: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: 30_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? 1 : 0, stdout: String(stdout) + String(stderr) });
-    });
-  });
-}
-const virsh = (...args: string[]) => run('virsh', ['-c', SYSTEM_URI, ...args]);
-
-/** A /24 in 192.168.200-254 that no host interface uses, so the NAT network can start. */
-async function freeSubnet(): Promise<number> {
-  const used = (await run('ip', ['-4', 'addr'])).stdout;
-  const candidates: number[] = [];
-  for (let n = 200; n <= 254; n++) if (!used.includes(`192.168.${n}.`)) candidates.push(n);
-  if (candidates.length === 0) throw new Error('no free 192.168.2xx.0/24 subnet on this host');
-  return candidates[Math.floor(Math.random() * candidates.length)]!;
 }
 
 function manifests(base: string, subnet: number, poolDir: string, guest: TinyGuest) {

@@ -1,0 +1,38 @@
+// Host commands the end-to-end tests run beside the operator: a command's exit code and output,
+// virsh on the system libvirtd, and a free /24 for a NAT network.
+import { execFile } from 'node:child_process';
+import { SYSTEM_URI } from '../../src/harness/libvirtd.js';
+
+export interface CommandResult {
+  /** 0 on success, 1 on any failure (exit status, signal or timeout). */
+  code: number;
+  /** stdout followed by stderr. */
+  stdout: string;
+}
+
+/** Runs a command to its end; never rejects, so a test can assert on the failure's output. */
+export function runCommand(
+  cmd: string,
+  args: string[],
+  timeoutMs = 30_000,
+): Promise<CommandResult> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
+      resolve({ code: err ? 1 : 0, stdout: String(stdout) + String(stderr) });
+    });
+  });
+}
+
+export const virsh = (...args: string[]) => runCommand('virsh', ['-c', SYSTEM_URI, ...args]);
+
+/**
+ * A /24 in 192.168.200-254 that no host interface uses, so a NAT network can start; chosen at
+ * random so a network left behind by an interrupted run does not block the next one.
+ */
+export async function freeSubnet(): Promise<number> {
+  const used = (await runCommand('ip', ['-4', 'addr'])).stdout;
+  const candidates: number[] = [];
+  for (let n = 200; n <= 254; n++) if (!used.includes(`192.168.${n}.`)) candidates.push(n);
+  if (candidates.length === 0) throw new Error('no free 192.168.2xx.0/24 subnet on this host');
+  return candidates[Math.floor(Math.random() * candidates.length)]!;
+}
