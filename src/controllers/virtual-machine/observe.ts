@@ -93,12 +93,16 @@ function usesDir(doc: DomainDocument | undefined, dir: string): boolean {
 }
 
 export async function observeDomain(conn: Connect, vm: VirtualMachine): Promise<ObservedDomain> {
+  // A domain found by a lookup can be undefined before the next read (another object's deletion,
+  // someone's virsh): then it is absent, as the same pass a moment later would have seen it.
   const byUuid = await conn.lookupDomainByUUIDString(libvirtUuid(vm)).catch(absentOn);
-  if (byUuid) return describe(byUuid, vm);
+  const described = byUuid && (await describe(byUuid, vm).catch(absentOn));
+  if (described) return described;
   const byName = await conn.lookupDomainByName(domainName(vm)).catch(absentOn);
-  if (!byName) return { state: 'absent' };
   // Read with identityOf: a foreign definition may be one our typed parser refuses.
-  const who = identityOf(await byName.getXMLDesc());
+  const xml = byName && (await byName.getXMLDesc().catch(absentOn));
+  if (!xml) return { state: 'absent' };
+  const who = identityOf(xml);
   return { state: 'foreign', clash: 'name', name: who.name, uuid: who.uuid, stamp: who.stamp };
 }
 

@@ -15,6 +15,8 @@ import {
   desiredDomain,
   machineInputs,
 } from '../../../../src/controllers/virtual-machine/desired.js';
+import { observeDomain } from '../../../../src/controllers/virtual-machine/observe.js';
+import { domainName } from '../../../../src/api/names.js';
 import { Connect, DomainXMLFlags, type Domain } from '../../../../src/libvirt/index.js';
 import { buildDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
@@ -160,6 +162,49 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
     });
     expect(rec.writes()).toEqual([]);
     expect(await driverSnapshot()).toEqual(driverObjects);
+  });
+
+  it('takes a domain undefined between its lookup and its first read as absent, not as an error', async () => {
+    // Two objects naming one UUID: the other one's deletion can undefine the domain while this
+    // pass holds its handle. libvirt then answers the next read with VIR_ERR_NO_DOMAIN.
+    const uuid = randomUUID();
+    const vm = await createVM('raced', { uuid });
+    const lookups: string[] = [];
+    const racing = new Proxy(conn, {
+      get(target, prop) {
+        const v = Reflect.get(target, prop, target) as unknown;
+        if (prop !== 'lookupDomainByUUIDString' && prop !== 'lookupDomainByName') {
+          return typeof v === 'function' ? v.bind(target) : v;
+        }
+        return async (id: string) => {
+          lookups.push(String(prop));
+          const found = await (v as (id: string) => Promise<Domain>).call(target, id);
+          await found.undefine();
+          return found;
+        };
+      },
+    });
+    for (const name of [`${NS}_someone-else`, domainName(vm)]) {
+      const defined = await conn.defineDomainXML(
+        buildDomainXML({
+          type: 'qemu',
+          name,
+          uuid: name === domainName(vm) ? randomUUID() : uuid,
+          memoryKiB: 65536,
+          vcpu: { current: 1, max: 1 },
+          os: { type: 'hvm', arch: 'x86_64' },
+          features: { acpi: false, apic: false },
+          devices: { disks: [], interfaces: [], serials: [], consoles: [], channels: [] },
+        }),
+      );
+      expect(await defined.isPersistent()).toBe(true);
+    }
+    expect(await observeDomain(racing, vm)).toEqual({ state: 'absent' });
+    expect(lookups).toEqual(['lookupDomainByUUIDString', 'lookupDomainByName']);
+    await k.remove('VirtualMachine', NS, 'raced');
+    await converge(ctx, reconcileVirtualMachine, key('raced'), {
+      until: stored('raced', (v) => !v),
+    });
   });
 
   it('waits with VolumeNotReady / NetworkNotReady, naming each field, until the references are ready', async () => {
