@@ -34,9 +34,12 @@ export async function observeMachineDomain(
     .lookupDomainByUUIDString(libvirtUuid(vm))
     .catch((err: unknown) => absent(err, 'domain'));
   if (!domain) return undefined;
-  const xml = await domain.getXMLDesc();
-  if (!isOurStamp(identityOf(xml).stamp, vm)) return undefined;
-  const { stateName } = await domain.getState();
+  // Undefined between the lookup and these reads: as good as absent.
+  const xml = await domain.getXMLDesc().catch((err: unknown) => absent(err, 'domain'));
+  if (xml === undefined || !isOurStamp(identityOf(xml).stamp, vm)) return undefined;
+  const state = await domain.getState().catch((err: unknown) => absent(err, 'domain'));
+  if (!state) return undefined;
+  const { stateName } = state;
   return {
     domain,
     stateName,

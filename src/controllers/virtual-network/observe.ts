@@ -46,11 +46,14 @@ export async function observeNetwork(
   vnet: VirtualNetwork,
 ): Promise<ObservedNetwork> {
   const uuid = networkUuid(vnet);
+  // A network found by a lookup can be undefined before the next read: then it is absent.
   const byUuid = await conn.lookupNetworkByUUIDString(uuid).catch(absentOn);
-  if (byUuid) return describe(byUuid, vnet);
+  const described = byUuid && (await describe(byUuid, vnet).catch(absentOn));
+  if (described) return described;
   const byName = await conn.lookupNetworkByName(String(vnet.metadata.name)).catch(absentOn);
-  if (!byName) return { state: 'absent' };
-  return foreign(byName, stampOf(await byName.getXMLDesc()));
+  const xml = byName && (await byName.getXMLDesc().catch(absentOn));
+  if (!byName || !xml) return { state: 'absent' };
+  return foreign(byName, stampOf(xml));
 }
 
 // Only the stamp is read from a network that is not ours: it may use libvirt features our
