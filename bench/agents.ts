@@ -4,8 +4,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, type ControlPlane } from '../src/harness/control-plane.js';
-import { packageRoot } from '../src/harness/package-root.js';
+import { freePort, type ControlPlane } from '../src/commands/local/control-plane.js';
+import { packageRoot } from '../src/commands/local/package-root.js';
 import type { KubeClient } from '../src/runtime/index.js';
 
 export interface AgentProcess {

@@ -14,7 +14,7 @@ import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { parseArgs, promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { XMLBuilder } from 'fast-xml-parser';
-import { ensureLibvirtd, type LibvirtDaemon } from '../src/harness/libvirtd.js';
+import { ensureLibvirtd, type LibvirtDaemon } from '../src/commands/local/libvirtd.js';
 import { Connect, bindingStats, getLibVersion, type Domain } from '../src/libvirt/index.js';
 
 const run = promisify(execFile);

@@ -6,7 +6,7 @@
 // Prints a table and, last, one JSON line.
 import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
-import { startControlPlane } from '../src/harness/control-plane.js';
+import { startControlPlane } from '../src/commands/local/control-plane.js';
 import { createKubeClient } from '../src/runtime/index.js';
 import {
   createVms,

@@ -12,8 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { startControlPlane } from '../src/harness/control-plane.js';
-import { ensureLibvirtd, SYSTEM_URI } from '../src/harness/libvirtd.js';
+import { startControlPlane } from '../src/commands/local/control-plane.js';
+import { ensureLibvirtd, SYSTEM_URI } from '../src/commands/local/libvirtd.js';
 import {
   ensureTinyGuest,
   serveTinyGuest,
@@ -21,7 +21,7 @@ import {
   GUEST_MARKER,
   TINY_GUEST_CMDLINE,
   waitForConsoleLine,
-} from '../src/harness/tiny-guest.js';
+} from '../src/commands/local/tiny-guest.js';
 import { createKubeClient, isNotFound, type KubeClient } from '../src/runtime/index.js';
 import { startAgentProcess, stopAgentProcess, waitAgentReady } from './agents.js';
 import { gone, machine, ms, readyTrue, spread, watchVms, type Spread } from './vm-watch.js';

@@ -18,7 +18,7 @@ import {
   type Connect,
   type DomainStatsRecord,
 } from '../libvirt/index.js';
-import { stampOf } from '../libvirt/xml/metadata.js';
+import { stampOf } from '../ownership/metadata.js';
 
 /** The stats groups the metrics need. */
 export const GUEST_STATS =

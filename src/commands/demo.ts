@@ -11,7 +11,7 @@ import type {
   VirtualNetworkManifest,
   VolumeManifest,
 } from '../api/generated/types.js';
-import { TINY_GUEST_CMDLINE } from '../harness/tiny-guest.js';
+import { TINY_GUEST_CMDLINE } from './local/tiny-guest.js';
 
 export interface DemoInput {
   /** Prefix of every object's name ('demo': VirtualMachine default/demo, network demo-net ...). */

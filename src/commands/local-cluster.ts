@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { DEFAULT_LEASE_NAMESPACE } from '../agent/config.js';
-import { startControlPlane } from '../harness/control-plane.js';
+import { startControlPlane } from './local/control-plane.js';
 import { createKubeClient } from '../runtime/index.js';
 import {
   checkNodeHost,
@@ -13,7 +13,7 @@ import {
   kubeletTokenUser,
   NODE_API_SERVER_PORT,
   startLocalNode,
-} from '../harness/local-node.js';
+} from './local/local-node.js';
 import { hostname } from 'node:os';
 import { parseFlags, untilSignal, UsageError, withOneLineErrors } from './flags.js';
 import { ensureNamespace } from './namespaces.js';

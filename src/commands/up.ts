@@ -15,8 +15,8 @@ import type {
 } from '../api/generated/types.js';
 import { agentConfig } from '../agent/config.js';
 import { startAgent, type Agent } from '../agent/agent.js';
-import { cacheRoot, startControlPlane, type ControlPlane } from '../harness/control-plane.js';
-import { ensureTinyGuest, serveTinyGuest } from '../harness/tiny-guest.js';
+import { cacheRoot, startControlPlane, type ControlPlane } from './local/control-plane.js';
+import { ensureTinyGuest, serveTinyGuest } from './local/tiny-guest.js';
 import { createKubeClient, isNotFound, type KubeClient } from '../runtime/index.js';
 import {
   DEMO_NAMESPACE,
@@ -138,7 +138,7 @@ async function localLibvirt(): Promise<string> {
   if (existsSync('/var/run/libvirt/libvirt-sock')) return 'qemu:///system';
   if (process.getuid?.() !== 0) return 'test:///default';
   try {
-    const { ensureLibvirtd } = await import('../harness/libvirtd.js');
+    const { ensureLibvirtd } = await import('./local/libvirtd.js');
     return (await ensureLibvirtd()).uri;
   } catch (err) {
     say(

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgent, type Agent, type AgentOptions } from '../../src/agent/agent.js';
-import type { ControlPlane } from '../../src/harness/control-plane.js';
+import type { ControlPlane } from '../../src/commands/local/control-plane.js';
 
 export interface TestAgent extends Agent {
   stateDir: string;

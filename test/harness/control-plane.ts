@@ -3,7 +3,7 @@ import {
   startControlPlane,
   type ControlPlane,
   type ControlPlaneOptions,
-} from '../../src/harness/control-plane.js';
+} from '../../src/commands/local/control-plane.js';
 
 /**
  * A real etcd + kube-apiserver for the current test file: started in beforeAll, stopped in

@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { packageRoot } from '../../src/harness/package-root.js';
+import { packageRoot } from '../../src/commands/local/package-root.js';
 
 export const ARGO_HEALTH_LUA = join(packageRoot(), 'manifests', 'argocd', 'health.lua');
 export const FLUX_KUSTOMIZATION = join(

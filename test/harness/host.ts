@@ -1,7 +1,7 @@
 // Host commands the end-to-end tests run beside the operator: a command's exit code and output,
 // virsh on the system libvirtd, and a free /24 for a NAT network.
 import { execFile } from 'node:child_process';
-import { SYSTEM_URI } from '../../src/harness/libvirtd.js';
+import { SYSTEM_URI } from '../../src/commands/local/libvirtd.js';
 
 export interface CommandResult {
   /** 0 on success, 1 on any failure (exit status, signal or timeout). */

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { packageRoot } from '../../src/harness/package-root.js';
+import { packageRoot } from '../../src/commands/local/package-root.js';
 
 export const ROOT = packageRoot();
 

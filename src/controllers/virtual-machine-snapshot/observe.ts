@@ -7,7 +7,7 @@ import type { Connect } from '../../libvirt/connection.js';
 import type { Domain } from '../../libvirt/domain.js';
 import { isNotFound } from '../../libvirt/errors.js';
 import type { DomainSnapshot } from '../../libvirt/snapshot.js';
-import { identityOf } from '../../libvirt/xml/metadata.js';
+import { identityOf } from '../../ownership/metadata.js';
 import {
   domainDiskViews,
   parseSnapshotXML,

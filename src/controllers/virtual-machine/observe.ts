@@ -16,7 +16,7 @@ import {
   isTimeout,
   isUnsupported,
 } from '../../libvirt/errors.js';
-import { identityOf, type OwnershipStamp } from '../../libvirt/xml/metadata.js';
+import { identityOf, type OwnershipStamp } from '../../ownership/metadata.js';
 import { parseDomainXML, type DomainDocument } from '../../libvirt/xml/domain.js';
 import { cloudInitDir, cloudInitPrefix } from './cloud-init.js';
 

@@ -35,7 +35,7 @@ import {
   type NetworkInterface,
   type OwnedDomainFields,
 } from '../../libvirt/xml/domain.js';
-import { changedFields } from '../../libvirt/xml/owned.js';
+import { changedFields } from '../../ownership/owned.js';
 import type { CloudInitImage } from './cloud-init.js';
 import type { ObservedMachine, OursDomain } from './observe.js';
 

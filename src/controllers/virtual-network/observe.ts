@@ -7,7 +7,7 @@ import type { Connect } from '../../libvirt/connection.js';
 import { NetworkXMLFlags } from '../../libvirt/constants.js';
 import { isNotFound, isUnsupported } from '../../libvirt/errors.js';
 import type { Network } from '../../libvirt/network.js';
-import { stampOf, type OwnershipStamp } from '../../libvirt/xml/metadata.js';
+import { stampOf, type OwnershipStamp } from '../../ownership/metadata.js';
 import { parseNetworkXML, type NetworkDocument } from '../../libvirt/xml/network.js';
 import { hostUUID, INDEX_NETWORK } from '../indexes.js';
 import { networkUuid } from './desired.js';

@@ -18,8 +18,8 @@ import {
   type XmlElement,
   type XmlTree,
 } from './codec.js';
-import { stampFromMetadata, stampTree, type OwnershipStamp } from './metadata.js';
-import { changedFields, normalMac, orNull } from './owned.js';
+import { stampFromMetadata, stampTree, type OwnershipStamp } from '../../ownership/metadata.js';
+import { changedFields, normalMac, orNull } from '../../ownership/owned.js';
 import { scaledKiB } from './units.js';
 
 export const DOMAIN_TYPES = ['kvm', 'qemu'] as const;

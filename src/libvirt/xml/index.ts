@@ -1,8 +1,6 @@
 // Typed libvirt XML documents for the four kinds the operator manages, and their codec.
 export * from './codec.js';
 export * from './units.js';
-export * from './metadata.js';
-export * from './owned.js';
 export * from './domain.js';
 export * from './network.js';
 export * from './pool.js';

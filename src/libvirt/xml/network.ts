@@ -18,8 +18,8 @@ import {
   type XmlElement,
   type XmlTree,
 } from './codec.js';
-import { stampFromMetadata, stampTree, type OwnershipStamp } from './metadata.js';
-import { changedFields, normalMac, orNull } from './owned.js';
+import { stampFromMetadata, stampTree, type OwnershipStamp } from '../../ownership/metadata.js';
+import { changedFields, normalMac, orNull } from '../../ownership/owned.js';
 
 /** 'none' is an isolated network: libvirt's format has no <forward> element for it. */
 export const FORWARD_MODES = ['nat', 'route', 'bridge', 'none'] as const;

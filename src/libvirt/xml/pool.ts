@@ -14,7 +14,7 @@ import {
   type XmlElement,
   type XmlTree,
 } from './codec.js';
-import { changedFields } from './owned.js';
+import { changedFields } from '../../ownership/owned.js';
 
 export const POOL_TYPES = ['dir'] as const;
 export type PoolType = (typeof POOL_TYPES)[number];

@@ -11,7 +11,7 @@ import {
   xmlCodec,
   type XmlElement,
 } from './codec.js';
-import { changedFields } from './owned.js';
+import { changedFields } from '../../ownership/owned.js';
 import { scaledBytes } from './units.js';
 
 /** 'iso' is what libvirt's format probe reports for an ISO 9660 image, e.g. a cloud-init disk. */

@@ -9,7 +9,7 @@ import {
   processAlive,
   startPrivateLibvirtd,
   type LibvirtDaemon,
-} from '../../../src/harness/libvirtd.js';
+} from '../../../src/commands/local/libvirtd.js';
 import { Connect } from '../../../src/libvirt/index.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { getJSON, startTestAgent, until, type TestAgent } from '../../harness/agent.js';

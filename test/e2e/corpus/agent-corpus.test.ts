@@ -28,7 +28,7 @@ import { join, relative, sep } from 'node:path';
 import { promisify } from 'node:util';
 import { XMLParser } from 'fast-xml-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startPrivateLibvirtd, type LibvirtDaemon } from '../../../src/harness/libvirtd.js';
+import { startPrivateLibvirtd, type LibvirtDaemon } from '../../../src/commands/local/libvirtd.js';
 import { Connect } from '../../../src/libvirt/index.js';
 import { loadCorpus, type BadManifestCase } from '../../fixtures/bad-manifests/corpus.js';
 import { useControlPlane } from '../../harness/control-plane.js';

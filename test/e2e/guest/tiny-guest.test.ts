@@ -19,8 +19,8 @@ import {
   waitForConsoleLine,
   waitForGuestReady,
   type TinyGuest,
-} from '../../../src/harness/tiny-guest.js';
-import { ensureLibvirtd, SYSTEM_URI, type LibvirtDaemon } from '../../../src/harness/libvirtd.js';
+} from '../../../src/commands/local/tiny-guest.js';
+import { ensureLibvirtd, SYSTEM_URI, type LibvirtDaemon } from '../../../src/commands/local/libvirtd.js';
 import { ROOT, run } from '../../harness/processes.js';
 
 const URI = SYSTEM_URI;

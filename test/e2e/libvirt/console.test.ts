@@ -9,12 +9,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { XMLBuilder } from 'fast-xml-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureLibvirtd, type LibvirtDaemon } from '../../../src/harness/libvirtd.js';
+import { ensureLibvirtd, type LibvirtDaemon } from '../../../src/commands/local/libvirtd.js';
 import {
   ensureTinyGuest,
   TINY_GUEST_CMDLINE,
   type TinyGuest,
-} from '../../../src/harness/tiny-guest.js';
+} from '../../../src/commands/local/tiny-guest.js';
 import {
   bindingStats,
   Connect,

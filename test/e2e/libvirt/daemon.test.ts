@@ -7,7 +7,7 @@ import {
   startPrivateLibvirtd,
   withQemuSettings,
   type LibvirtDaemon,
-} from '../../../src/harness/libvirtd.js';
+} from '../../../src/commands/local/libvirtd.js';
 import { Connect } from '../../../src/libvirt/index.js';
 
 const daemons: LibvirtDaemon[] = [];

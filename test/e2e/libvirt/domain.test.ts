@@ -1,7 +1,7 @@
 // A QEMU (TCG) domain started from XML on the real libvirtd, observed through lifecycle and
 // reboot events, and destroyed.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureLibvirtd, type LibvirtDaemon } from '../../../src/harness/libvirtd.js';
+import { ensureLibvirtd, type LibvirtDaemon } from '../../../src/commands/local/libvirtd.js';
 import {
   Connect,
   DomainInterfaceAddressesSource,

@@ -4,7 +4,7 @@
 // spinning on the readable socket. Events still arrive meanwhile.
 import { readFile, readdir } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureLibvirtd, type LibvirtDaemon } from '../../../src/harness/libvirtd.js';
+import { ensureLibvirtd, type LibvirtDaemon } from '../../../src/commands/local/libvirtd.js';
 import { Connect, type Domain, type DomainLifecycleEvent } from '../../../src/libvirt/index.js';
 import { qemuDomainXML, uniqueName } from './fixtures.js';
 

@@ -3,7 +3,7 @@
 // within the keepalive window, and the reconnecting wrapper comes back with its event
 // subscriptions after the daemon resumes or restarts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startPrivateLibvirtd, type LibvirtDaemon } from '../../../src/harness/libvirtd.js';
+import { startPrivateLibvirtd, type LibvirtDaemon } from '../../../src/commands/local/libvirtd.js';
 import {
   Connect,
   ReconnectingConnection,

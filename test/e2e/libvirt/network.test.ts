@@ -2,7 +2,7 @@
 // asks for one here, the call itself must work), live DHCP host updates.
 import { randomInt } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureLibvirtd, type LibvirtDaemon } from '../../../src/harness/libvirtd.js';
+import { ensureLibvirtd, type LibvirtDaemon } from '../../../src/commands/local/libvirtd.js';
 import {
   Connect,
   NetworkUpdateCommand,

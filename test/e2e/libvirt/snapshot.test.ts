@@ -8,7 +8,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { XMLBuilder } from 'fast-xml-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureLibvirtd, type LibvirtDaemon } from '../../../src/harness/libvirtd.js';
+import { ensureLibvirtd, type LibvirtDaemon } from '../../../src/commands/local/libvirtd.js';
 import { Connect, ErrorCode, LibvirtError, type Domain } from '../../../src/libvirt/index.js';
 import { buildSnapshotXML, parseSnapshotXML } from '../../../src/libvirt/xml/snapshot.js';
 import { bindingSequence, pythonSequence } from '../../integration/libvirt/snapshot-sequence.js';

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureLibvirtd, type LibvirtDaemon } from '../../../src/harness/libvirtd.js';
+import { ensureLibvirtd, type LibvirtDaemon } from '../../../src/commands/local/libvirtd.js';
 import {
   Connect,
   StorageVolResizeFlags,

@@ -9,9 +9,9 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildAgentImage, writeImage } from '../../../src/harness/agent-image.js';
-import { findBinaries } from '../../../src/harness/control-plane.js';
-import { ensureLibvirtd, SYSTEM_URI } from '../../../src/harness/libvirtd.js';
+import { buildAgentImage, writeImage } from '../../../src/commands/local/agent-image.js';
+import { findBinaries } from '../../../src/commands/local/control-plane.js';
+import { ensureLibvirtd, SYSTEM_URI } from '../../../src/commands/local/libvirtd.js';
 import { until } from '../../harness/agent.js';
 import { collect, ROOT, run, spawnCli, waitForLine } from '../../harness/processes.js';
 

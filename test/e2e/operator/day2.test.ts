@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Connect } from '../../../src/libvirt/index.js';
-import { ensureLibvirtd, SYSTEM_URI } from '../../../src/harness/libvirtd.js';
+import { ensureLibvirtd, SYSTEM_URI } from '../../../src/commands/local/libvirtd.js';
 import {
   ensureTinyGuest,
   GUEST_MARKER,
@@ -23,7 +23,7 @@ import {
   waitForConsoleLine,
   waitForGuestReady,
   type TinyGuest,
-} from '../../../src/harness/tiny-guest.js';
+} from '../../../src/commands/local/tiny-guest.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { ensureNode, getJSON, until } from '../../harness/agent.js';
 import { collect, spawnAgent, spawnCli, waitForLine } from '../../harness/processes.js';

@@ -7,7 +7,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureLibvirtd, SYSTEM_URI } from '../../../src/harness/libvirtd.js';
+import { ensureLibvirtd, SYSTEM_URI } from '../../../src/commands/local/libvirtd.js';
 import {
   ensureTinyGuest,
   GUEST_MARKER,
@@ -18,7 +18,7 @@ import {
   serveTinyGuest,
   type TinyGuest,
   type TinyGuestServer,
-} from '../../../src/harness/tiny-guest.js';
+} from '../../../src/commands/local/tiny-guest.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import {
   getJSON,

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureLibvirtd, SYSTEM_URI } from '../../../src/harness/libvirtd.js';
+import { ensureLibvirtd, SYSTEM_URI } from '../../../src/commands/local/libvirtd.js';
 import {
   ensureTinyGuest,
   GUEST_MARKER,
@@ -19,7 +19,7 @@ import {
   waitForGuestReady,
   type TinyGuest,
   type TinyGuestServer,
-} from '../../../src/harness/tiny-guest.js';
+} from '../../../src/commands/local/tiny-guest.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { getJSON, startTestAgent, until, type TestAgent } from '../../harness/agent.js';
 import { runCommand } from '../../harness/host.js';

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { demoNames } from '../../../src/commands/demo.js';
-import { ensureLibvirtd, SYSTEM_URI } from '../../../src/harness/libvirtd.js';
+import { ensureLibvirtd, SYSTEM_URI } from '../../../src/commands/local/libvirtd.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { collect, spawnCli, waitForLine } from '../../harness/processes.js';
 

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Connect, type Domain } from '../../../src/libvirt/index.js';
 import { buildDomainXML } from '../../../src/libvirt/xml/domain.js';
-import { packageRoot } from '../../../src/harness/package-root.js';
+import { packageRoot } from '../../../src/commands/local/package-root.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import {
   getJSON,

@@ -6,8 +6,8 @@ import { describe, expect, test } from 'vitest';
 import { parse } from 'yaml';
 import { customResources, type VirtKind } from '../../../src/api/generated/crds.js';
 import { validateManifest, virtKindOf } from '../../../src/api/validate.js';
-import { packageRoot } from '../../../src/harness/package-root.js';
-import type { ControlPlane } from '../../../src/harness/control-plane.js';
+import { packageRoot } from '../../../src/commands/local/package-root.js';
+import type { ControlPlane } from '../../../src/commands/local/control-plane.js';
 import { loadCorpus, type BadManifestCase } from '../../fixtures/bad-manifests/corpus.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 

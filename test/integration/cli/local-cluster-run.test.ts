@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
-import { findBinaries } from '../../../src/harness/control-plane.js';
+import { findBinaries } from '../../../src/commands/local/control-plane.js';
 import { collect, eventually, run, spawnCli, waitForLine } from '../../harness/processes.js';
 
 const dirs: string[] = [];

@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { findBinaries } from '../../../src/harness/control-plane.js';
+import { findBinaries } from '../../../src/commands/local/control-plane.js';
 import {
   collect,
   eventually,

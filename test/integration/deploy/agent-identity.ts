@@ -4,7 +4,7 @@
 // presents in a cluster and the only proof that the node claim the policy relies on is real.
 import { KubeConfig } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
-import type { ControlPlane, KubectlOptions } from '../../../src/harness/control-plane.js';
+import type { ControlPlane, KubectlOptions } from '../../../src/commands/local/control-plane.js';
 
 export const AGENT_NAMESPACE = 'libvirt-operator';
 export const AGENT_SERVICE_ACCOUNT = 'libvirt-operator-agent';

@@ -17,8 +17,8 @@ import {
   startLease,
   type KubeObject,
 } from '../../../src/runtime/index.js';
-import { packageRoot } from '../../../src/harness/package-root.js';
-import type { KubectlResult } from '../../../src/harness/control-plane.js';
+import { packageRoot } from '../../../src/commands/local/package-root.js';
+import type { KubectlResult } from '../../../src/commands/local/control-plane.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import {
   AGENT_NAMESPACE,

@@ -3,7 +3,7 @@
 // reading VirtualMachines where it is bound; no exec elsewhere and nothing more.
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { packageRoot } from '../../../src/harness/package-root.js';
+import { packageRoot } from '../../../src/commands/local/package-root.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 
 const USER = 'console-user';

@@ -3,7 +3,7 @@
 // validates every object, the admission policy's CEL and the pod template.
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { packageRoot } from '../../../src/harness/package-root.js';
+import { packageRoot } from '../../../src/commands/local/package-root.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, boundAgentToken } from './agent-identity.js';
 

@@ -8,7 +8,7 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { packageRoot } from '../../../src/harness/package-root.js';
+import { packageRoot } from '../../../src/commands/local/package-root.js';
 
 const ROOT = packageRoot();
 let work: string;

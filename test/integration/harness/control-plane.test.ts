@@ -8,7 +8,7 @@ import {
   setHeaderOptions,
 } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
-import { startControlPlane } from '../../../src/harness/control-plane.js';
+import { startControlPlane } from '../../../src/commands/local/control-plane.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 
 const widgetCRD = {

@@ -1,7 +1,7 @@
 // Test kinds for the runtime's integration tests: a namespaced Widget and a cluster-scoped
 // Gadget (with a per-node status list-map), in their own group so they never collide with
 // the project's CRDs. Plus small helpers shared by the runtime test files.
-import type { ControlPlane } from '../../../src/harness/control-plane.js';
+import type { ControlPlane } from '../../../src/commands/local/control-plane.js';
 import { createKubeClient, type KubeClient } from '../../../src/runtime/kube-client.js';
 import { createLogger, type Logger } from '../../../src/runtime/log.js';
 import type { KubeObject, ResourceDescription } from '../../../src/runtime/resource.js';

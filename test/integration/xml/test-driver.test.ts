@@ -19,19 +19,18 @@ import {
   changedNetworkFields,
   changedPoolFields,
   changedVolumeFields,
-  identityOf,
   parseDhcpHostXML,
   parseDnsHostXML,
   parseDomainXML,
   parseNetworkXML,
   parsePoolXML,
   parseVolumeXML,
-  stampOf,
   type DomainDocument,
   type NetworkDocument,
   type PoolDocument,
   type VolumeDocument,
 } from '../../../src/libvirt/xml/index.js';
+import { identityOf, stampOf } from '../../../src/ownership/metadata.js';
 import {
   domainCases,
   minimalDomain,

@@ -23,9 +23,9 @@ import {
   processAlive,
   startPrivateLibvirtd,
   type LibvirtDaemon,
-} from '../../../src/harness/libvirtd.js';
+} from '../../../src/commands/local/libvirtd.js';
 import { Connect } from '../../../src/libvirt/index.js';
-import { stampOf } from '../../../src/libvirt/xml/metadata.js';
+import { stampOf } from '../../../src/ownership/metadata.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { ensureNode, getJSON, until } from '../../harness/agent.js';
 import { spawnAgent, waitForLine } from '../../harness/processes.js';

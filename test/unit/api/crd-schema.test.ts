@@ -15,7 +15,7 @@ import { parse } from 'yaml';
 import { customResources, type VirtKind } from '../../../src/api/generated/crds.js';
 import { ruleTwins } from '../../../src/api/rules.js';
 import { schemaRules, type Schema } from '../../../src/api/schema.js';
-import { packageRoot } from '../../../src/harness/package-root.js';
+import { packageRoot } from '../../../src/commands/local/package-root.js';
 
 // The CRDs' own promises, checked on the files in crds/: what kubectl explain, the CEL cost
 // budget, server-side apply and the generated code rely on.

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { checkManifests, main, type ValidateIO } from '../../../src/commands/validate.js';
-import { packageRoot } from '../../../src/harness/package-root.js';
+import { packageRoot } from '../../../src/commands/local/package-root.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'lvo-validate-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -15,7 +15,7 @@ import {
   validateManifest,
   virtKindOf,
 } from '../../../src/api/validate.js';
-import { packageRoot } from '../../../src/harness/package-root.js';
+import { packageRoot } from '../../../src/commands/local/package-root.js';
 
 const examplesDir = join(packageRoot(), 'manifests', 'examples');
 

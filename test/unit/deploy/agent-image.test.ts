@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
-import { dockerInstructions, runtimeRecipe } from '../../../src/harness/agent-image.js';
-import { buildImage, normalizeReference, tar } from '../../../src/harness/oci-image.js';
-import { packageRoot } from '../../../src/harness/package-root.js';
+import { dockerInstructions, runtimeRecipe } from '../../../src/commands/local/agent-image.js';
+import { buildImage, normalizeReference, tar } from '../../../src/commands/local/oci-image.js';
+import { packageRoot } from '../../../src/commands/local/package-root.js';
 
 const ROOT = packageRoot();
 const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');

@@ -5,7 +5,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { packageRoot } from '../../../src/harness/package-root.js';
+import { packageRoot } from '../../../src/commands/local/package-root.js';
 import { ARGO_HEALTH_LUA, argoHealth, fluxExprs } from '../../harness/health-tools.js';
 
 const FIXTURES = join(packageRoot(), 'test', 'fixtures', 'health');

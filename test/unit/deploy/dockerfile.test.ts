@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { packageRoot } from '../../../src/harness/package-root.js';
+import { packageRoot } from '../../../src/commands/local/package-root.js';
 
 const ROOT = packageRoot();
 const read = (file: string) => readFileSync(join(ROOT, file), 'utf8');

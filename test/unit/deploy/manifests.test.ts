@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { agentConfig, LOCAL_LIBVIRT_SOCKET, type ConfigInput } from '../../../src/agent/config.js';
 import { nodeFinalizer } from '../../../src/controllers/context.js';
-import { packageRoot } from '../../../src/harness/package-root.js';
+import { packageRoot } from '../../../src/commands/local/package-root.js';
 
 const ROOT = packageRoot();
 const MANIFESTS = join(ROOT, 'manifests');

@@ -5,10 +5,10 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { findBinaries } from '../../../src/harness/control-plane.js';
-import { NODE_API_SERVER_PORT } from '../../../src/harness/local-node.js';
-import { AGENT_IMAGE_REFERENCE } from '../../../src/harness/agent-image.js';
-import { packageRoot } from '../../../src/harness/package-root.js';
+import { findBinaries } from '../../../src/commands/local/control-plane.js';
+import { NODE_API_SERVER_PORT } from '../../../src/commands/local/local-node.js';
+import { AGENT_IMAGE_REFERENCE } from '../../../src/commands/local/agent-image.js';
+import { packageRoot } from '../../../src/commands/local/package-root.js';
 
 type Obj = {
   kind: string;

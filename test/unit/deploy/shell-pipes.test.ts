@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { packageRoot } from '../../../src/harness/package-root.js';
+import { packageRoot } from '../../../src/commands/local/package-root.js';
 
 const ROOT = packageRoot();
 

@@ -13,7 +13,7 @@ import { HOST_FINALIZER } from '../../../../src/controllers/context.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { Connect, DomainVcpuFlags, DomainXMLFlags } from '../../../../src/libvirt/index.js';
 import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
-import { stampOf } from '../../../../src/libvirt/xml/metadata.js';
+import { stampOf } from '../../../../src/ownership/metadata.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import {
   converge,

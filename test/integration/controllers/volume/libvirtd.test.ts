@@ -19,7 +19,7 @@ import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/i
 import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
 import { applyVolumeSteps } from '../../../../src/controllers/volume/act.js';
 import { withPoolLock } from '../../../../src/controllers/volume/pool-lock.js';
-import { startPrivateLibvirtd, type LibvirtDaemon } from '../../../../src/harness/libvirtd.js';
+import { startPrivateLibvirtd, type LibvirtDaemon } from '../../../../src/commands/local/libvirtd.js';
 import { Connect } from '../../../../src/libvirt/index.js';
 import { parseVolumeXML } from '../../../../src/libvirt/xml/volume.js';
 import { useControlPlane } from '../../../harness/control-plane.js';

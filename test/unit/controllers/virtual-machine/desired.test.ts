@@ -20,7 +20,7 @@ import {
   type References,
 } from '../../../../src/controllers/virtual-machine/desired.js';
 import { buildDomainXML, parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
-import { stampOf } from '../../../../src/libvirt/xml/metadata.js';
+import { stampOf } from '../../../../src/ownership/metadata.js';
 import { noInputs, UID, vm } from './machines.js';
 
 function volume(

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { changedFields, normalMac, orNull } from '../../../src/libvirt/xml/owned.js';
+import { changedFields, normalMac, orNull } from '../../../src/ownership/owned.js';
 
 describe('changedFields', () => {
   it('lists the dotted paths of differing leaves', () => {

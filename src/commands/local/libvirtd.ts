@@ -8,7 +8,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, openSync, closeSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readlink, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Connect } from '../libvirt/index.js';
+import { Connect } from '../../libvirt/index.js';
 
 export const SYSTEM_URI = 'qemu:///system';
 const SYSTEM_SOCKET = '/var/run/libvirt/libvirt-sock';

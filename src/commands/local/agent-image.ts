@@ -143,7 +143,7 @@ export function runtimeRecipe(dockerfile: string): RuntimeRecipe {
             recipe.links.push({ target: ln[1]!, link: posix.resolve(workdir(), ln[2]!) });
           else
             throw new Error(
-              `Dockerfile: the offline image build (src/harness/agent-image.ts) cannot carry out 'RUN ${command}'; teach it this command`,
+              `Dockerfile: the offline image build (src/commands/local/agent-image.ts) cannot carry out 'RUN ${command}'; teach it this command`,
             );
         }
         break;

@@ -8,7 +8,7 @@ import {
   identityOf,
   stampOf,
   type OwnershipStamp,
-} from '../../../src/libvirt/xml/metadata.js';
+} from '../../../src/ownership/metadata.js';
 
 const LIBVIRT = join(import.meta.dirname, '../../fixtures/xml/libvirt');
 const stamp: OwnershipStamp = {

@@ -12,7 +12,7 @@ import {
   requireValue,
   type XmlElement,
   type XmlTree,
-} from './codec.js';
+} from '../libvirt/xml/codec.js';
 
 export const OWNER_NAMESPACE = 'http://virt.dev/libvirt-operator/v1';
 /** The prefix we write; on read any prefix bound to OWNER_NAMESPACE is recognised. */
