@@ -2,7 +2,7 @@
 // for the four object kinds.
 #include <cstring>
 
-#include "runtime.h"
+#include "method.h"
 
 namespace lv {
 
@@ -73,93 +73,6 @@ Napi::Value GetType(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value GetVersion(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    c.Timeout(1);
-    return c.Run<unsigned long>(
-        "virConnectGetVersion",
-        [conn](unsigned long& r) { return virConnectGetVersion(conn, &r) == 0; },
-        [](Napi::Env env, unsigned long& r) { return Napi::Number::New(env, static_cast<double>(r)); });
-  });
-}
-
-Napi::Value GetLibVersion(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    c.Timeout(1);
-    return c.Run<unsigned long>(
-        "virConnectGetLibVersion",
-        [conn](unsigned long& r) { return virConnectGetLibVersion(conn, &r) == 0; },
-        [](Napi::Env env, unsigned long& r) { return Napi::Number::New(env, static_cast<double>(r)); });
-  });
-}
-
-Napi::Value GetHostname(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    c.Timeout(1);
-    return RunString(c, "virConnectGetHostname", [conn] { return virConnectGetHostname(conn); });
-  });
-}
-
-Napi::Value GetURI(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    c.Timeout(1);
-    return RunString(c, "virConnectGetURI", [conn] { return virConnectGetURI(conn); });
-  });
-}
-
-Napi::Value GetCapabilities(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    c.Timeout(1);
-    return RunString(c, "virConnectGetCapabilities",
-                     [conn] { return virConnectGetCapabilities(conn); });
-  });
-}
-
-Napi::Value GetSysinfo(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunString(c, "virConnectGetSysinfo",
-                     [conn, flags] { return virConnectGetSysinfo(conn, flags); });
-  });
-}
-
-Napi::Value GetMaxVcpus(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    std::optional<std::string> type = c.OptStr(1, "type");
-    c.Timeout(2);
-    return RunInt(c, "virConnectGetMaxVcpus", [conn, type] {
-      return virConnectGetMaxVcpus(conn, type ? type->c_str() : nullptr);
-    });
-  });
-}
-
-Napi::Value IsAlive(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    c.Timeout(1);
-    return RunBool(c, "virConnectIsAlive", [conn] { return virConnectIsAlive(conn); });
-  });
-}
-
-Napi::Value SetKeepAlive(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    int interval = c.Int(1, "interval");
-    unsigned int count = c.UInt(2, "count");
-    c.Timeout(3);
-    return RunInt(c, "virConnectSetKeepAlive",
-                  [conn, interval, count] { return virConnectSetKeepAlive(conn, interval, count); });
-  });
-}
-
 Napi::Value NodeGetInfo(const Napi::CallbackInfo& info) {
   return Async(info, [](Call& c) {
     virConnectPtr conn = c.Conn(0);
@@ -197,227 +110,127 @@ Napi::Value NodeGetFreeMemory(const Napi::CallbackInfo& info) {
   });
 }
 
-using CountFn = int (*)(virConnectPtr);
-
-template <CountFn F>
-Napi::Value Count(const Napi::CallbackInfo& info, const char* name) {
-  return Async(info, [name](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    c.Timeout(1);
-    return RunInt(c, name, [conn] { return F(conn); });
-  });
-}
-
-Napi::Value ListAllDomains(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunHandleList<virDomainPtr>(c, "virConnectListAllDomains", WrapDomain,
-                                       [conn, flags](virDomainPtr** list) {
-                                         return virConnectListAllDomains(conn, list, flags);
-                                       });
-  });
-}
-
-Napi::Value ListAllNetworks(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunHandleList<virNetworkPtr>(c, "virConnectListAllNetworks", WrapNetwork,
-                                        [conn, flags](virNetworkPtr** list) {
-                                          return virConnectListAllNetworks(conn, list, flags);
-                                        });
-  });
-}
-
-Napi::Value ListAllStoragePools(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunHandleList<virStoragePoolPtr>(
-        c, "virConnectListAllStoragePools", WrapPool, [conn, flags](virStoragePoolPtr** list) {
-          return virConnectListAllStoragePools(conn, list, flags);
-        });
-  });
-}
-
 // Raw UUIDs are 16 bytes (VIR_UUID_BUFLEN); accept any Uint8Array view of exactly that.
-std::string RawUUID(Call& c, size_t i) {
-  Napi::Value v = c.info[i];
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-    throw Napi::TypeError::New(c.env, "uuid must be a Uint8Array of 16 bytes");
-  Napi::Uint8Array a = v.As<Napi::Uint8Array>();
-  if (a.ByteLength() != VIR_UUID_BUFLEN)
-    throw Napi::TypeError::New(c.env, "uuid must be a Uint8Array of 16 bytes");
-  return std::string(reinterpret_cast<const char*>(a.Data()), VIR_UUID_BUFLEN);
+struct RawUUID {
+  std::string bytes;
+};
+
+const unsigned char* Pass(const RawUUID& u) {
+  return reinterpret_cast<const unsigned char*>(u.bytes.data());
 }
 
-// One template for the lookups that take a connection and a string key.
-template <class T, T (*F)(virConnectPtr, const char*)>
-Napi::Value LookupByString(const Napi::CallbackInfo& info, const char* name, const char* what,
-                           Napi::Value (*wrap)(Napi::Env, T, const std::shared_ptr<ConnState>&)) {
-  return Async(info, [name, what, wrap](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    std::string key = c.Str(1, what);
-    c.Timeout(2);
-    return RunHandle<T>(c, name, wrap, [conn, key] { return F(conn, key.c_str()); });
-  });
-}
+struct UUIDArg {
+  RawUUID operator()(Call& c, size_t i) const {
+    Napi::Value v = c.info[i];
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+      throw Napi::TypeError::New(c.env, "uuid must be a Uint8Array of 16 bytes");
+    Napi::Uint8Array a = v.As<Napi::Uint8Array>();
+    if (a.ByteLength() != VIR_UUID_BUFLEN)
+      throw Napi::TypeError::New(c.env, "uuid must be a Uint8Array of 16 bytes");
+    return {std::string(reinterpret_cast<const char*>(a.Data()), VIR_UUID_BUFLEN)};
+  }
+};
 
-template <class T, T (*F)(virConnectPtr, const unsigned char*)>
-Napi::Value LookupByRawUUID(const Napi::CallbackInfo& info, const char* name,
-                            Napi::Value (*wrap)(Napi::Env, T, const std::shared_ptr<ConnState>&)) {
-  return Async(info, [name, wrap](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    std::string uuid = RawUUID(c, 1);
-    c.Timeout(2);
-    return RunHandle<T>(c, name, wrap, [conn, uuid] {
-      return F(conn, reinterpret_cast<const unsigned char*>(uuid.data()));
-    });
-  });
-}
-
-Napi::Value LookupDomainByID(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    int id = c.Int(1, "id");
-    c.Timeout(2);
-    return RunHandle<virDomainPtr>(c, "virDomainLookupByID", WrapDomain,
-                                   [conn, id] { return virDomainLookupByID(conn, id); });
-  });
-}
-
-// The XML constructors: connection, XML document, flags.
-template <class T, class F>
-Napi::Value FromXML(const Napi::CallbackInfo& info, const char* name,
-                    Napi::Value (*wrap)(Napi::Env, T, const std::shared_ptr<ConnState>&), F f) {
-  return Async(info, [name, wrap, f](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    std::string xml = c.Str(1, "xml");
-    unsigned int flags = c.Flags(2);
-    c.Timeout(3);
-    return RunHandle<T>(c, name, wrap, [conn, xml, flags, f] { return f(conn, xml.c_str(), flags); });
-  });
-}
+// An unsigned long out-parameter, 0 returned on success: a Number (versions).
+struct ToULong {
+  template <auto F, class A>
+  static Napi::Value Run(Call& c, const char* name, A args) {
+    return c.Run<unsigned long>(
+        name, [args](unsigned long& r) { return Apply<F>(args, &r) == 0; },
+        [](Napi::Env env, unsigned long& r) {
+          return Napi::Number::New(env, static_cast<double>(r));
+        });
+  }
+};
 
 }  // namespace
 
 void ExportConnect(Napi::Env env, Napi::Object e) {
-  auto fn = [&](const char* name, Napi::Function::Callback cb) {
-    e.Set(name, Napi::Function::New(env, cb, name));
-  };
-  fn("connectOpen", Open);
-  fn("connectClose", Close);
-  fn("connectGetType", GetType);
-  fn("connectGetVersion", GetVersion);
-  fn("connectGetLibVersion", GetLibVersion);
-  fn("connectGetHostname", GetHostname);
-  fn("connectGetURI", GetURI);
-  fn("connectGetCapabilities", GetCapabilities);
-  fn("connectGetSysinfo", GetSysinfo);
-  fn("connectGetMaxVcpus", GetMaxVcpus);
-  fn("connectIsAlive", IsAlive);
-  fn("connectSetKeepAlive", SetKeepAlive);
-  fn("nodeGetInfo", NodeGetInfo);
-  fn("nodeGetFreeMemory", NodeGetFreeMemory);
-  fn("connectNumOfDomains", [](const Napi::CallbackInfo& i) {
-    return Count<virConnectNumOfDomains>(i, "virConnectNumOfDomains");
-  });
-  fn("connectNumOfDefinedDomains", [](const Napi::CallbackInfo& i) {
-    return Count<virConnectNumOfDefinedDomains>(i, "virConnectNumOfDefinedDomains");
-  });
-  fn("connectNumOfNetworks", [](const Napi::CallbackInfo& i) {
-    return Count<virConnectNumOfNetworks>(i, "virConnectNumOfNetworks");
-  });
-  fn("connectNumOfDefinedNetworks", [](const Napi::CallbackInfo& i) {
-    return Count<virConnectNumOfDefinedNetworks>(i, "virConnectNumOfDefinedNetworks");
-  });
-  fn("connectNumOfStoragePools", [](const Napi::CallbackInfo& i) {
-    return Count<virConnectNumOfStoragePools>(i, "virConnectNumOfStoragePools");
-  });
-  fn("connectNumOfDefinedStoragePools", [](const Napi::CallbackInfo& i) {
-    return Count<virConnectNumOfDefinedStoragePools>(i, "virConnectNumOfDefinedStoragePools");
-  });
-  fn("connectListAllDomains", ListAllDomains);
-  fn("connectListAllNetworks", ListAllNetworks);
-  fn("connectListAllStoragePools", ListAllStoragePools);
+  Exports x(env, e);
+  x.Add("connectOpen", Open);
+  x.Add("connectClose", Close);
+  x.Add("connectGetType", GetType);
+  x.Bind<ToULong, virConnectGetVersion>("connectGetVersion", "virConnectGetVersion", Conn{});
+  x.Bind<ToULong, virConnectGetLibVersion>("connectGetLibVersion", "virConnectGetLibVersion",
+                                           Conn{});
+  x.Bind<ToString, virConnectGetHostname>("connectGetHostname", "virConnectGetHostname", Conn{});
+  x.Bind<ToString, virConnectGetURI>("connectGetURI", "virConnectGetURI", Conn{});
+  x.Bind<ToString, virConnectGetCapabilities>("connectGetCapabilities",
+                                              "virConnectGetCapabilities", Conn{});
+  x.Bind<ToString, virConnectGetSysinfo>("connectGetSysinfo", "virConnectGetSysinfo", Conn{},
+                                         Flags{});
+  x.Bind<ToInt, virConnectGetMaxVcpus>("connectGetMaxVcpus", "virConnectGetMaxVcpus", Conn{},
+                                       OptStr{"type"});
+  x.Bind<ToBool, virConnectIsAlive>("connectIsAlive", "virConnectIsAlive", Conn{});
+  x.Bind<ToInt, virConnectSetKeepAlive>("connectSetKeepAlive", "virConnectSetKeepAlive", Conn{},
+                                        Int{"interval"}, UInt{"count"});
+  x.Add("nodeGetInfo", NodeGetInfo);
+  x.Add("nodeGetFreeMemory", NodeGetFreeMemory);
 
-  fn("domainLookupByID", LookupDomainByID);
-  fn("domainLookupByName", [](const Napi::CallbackInfo& i) {
-    return LookupByString<virDomainPtr, virDomainLookupByName>(i, "virDomainLookupByName", "name",
-                                                               WrapDomain);
-  });
-  fn("domainLookupByUUIDString", [](const Napi::CallbackInfo& i) {
-    return LookupByString<virDomainPtr, virDomainLookupByUUIDString>(
-        i, "virDomainLookupByUUIDString", "uuid", WrapDomain);
-  });
-  fn("domainLookupByUUID", [](const Napi::CallbackInfo& i) {
-    return LookupByRawUUID<virDomainPtr, virDomainLookupByUUID>(i, "virDomainLookupByUUID",
-                                                                WrapDomain);
-  });
-  fn("networkLookupByName", [](const Napi::CallbackInfo& i) {
-    return LookupByString<virNetworkPtr, virNetworkLookupByName>(i, "virNetworkLookupByName",
-                                                                 "name", WrapNetwork);
-  });
-  fn("networkLookupByUUIDString", [](const Napi::CallbackInfo& i) {
-    return LookupByString<virNetworkPtr, virNetworkLookupByUUIDString>(
-        i, "virNetworkLookupByUUIDString", "uuid", WrapNetwork);
-  });
-  fn("networkLookupByUUID", [](const Napi::CallbackInfo& i) {
-    return LookupByRawUUID<virNetworkPtr, virNetworkLookupByUUID>(i, "virNetworkLookupByUUID",
-                                                                  WrapNetwork);
-  });
-  fn("storagePoolLookupByName", [](const Napi::CallbackInfo& i) {
-    return LookupByString<virStoragePoolPtr, virStoragePoolLookupByName>(
-        i, "virStoragePoolLookupByName", "name", WrapPool);
-  });
-  fn("storagePoolLookupByUUIDString", [](const Napi::CallbackInfo& i) {
-    return LookupByString<virStoragePoolPtr, virStoragePoolLookupByUUIDString>(
-        i, "virStoragePoolLookupByUUIDString", "uuid", WrapPool);
-  });
-  fn("storagePoolLookupByUUID", [](const Napi::CallbackInfo& i) {
-    return LookupByRawUUID<virStoragePoolPtr, virStoragePoolLookupByUUID>(
-        i, "virStoragePoolLookupByUUID", WrapPool);
-  });
-  fn("storagePoolLookupByTargetPath", [](const Napi::CallbackInfo& i) {
-    return LookupByString<virStoragePoolPtr, virStoragePoolLookupByTargetPath>(
-        i, "virStoragePoolLookupByTargetPath", "path", WrapPool);
-  });
-  fn("storageVolLookupByKey", [](const Napi::CallbackInfo& i) {
-    return LookupByString<virStorageVolPtr, virStorageVolLookupByKey>(
-        i, "virStorageVolLookupByKey", "key", WrapVol);
-  });
-  fn("storageVolLookupByPath", [](const Napi::CallbackInfo& i) {
-    return LookupByString<virStorageVolPtr, virStorageVolLookupByPath>(
-        i, "virStorageVolLookupByPath", "path", WrapVol);
-  });
+  // Counting and listing: (conn) and (conn, flags).
+  x.Bind<ToInt, virConnectNumOfDomains>("connectNumOfDomains", "virConnectNumOfDomains", Conn{});
+  x.Bind<ToInt, virConnectNumOfDefinedDomains>(
+      "connectNumOfDefinedDomains", "virConnectNumOfDefinedDomains", Conn{});
+  x.Bind<ToInt, virConnectNumOfNetworks>("connectNumOfNetworks", "virConnectNumOfNetworks",
+                                         Conn{});
+  x.Bind<ToInt, virConnectNumOfDefinedNetworks>(
+      "connectNumOfDefinedNetworks", "virConnectNumOfDefinedNetworks", Conn{});
+  x.Bind<ToInt, virConnectNumOfStoragePools>("connectNumOfStoragePools",
+                                             "virConnectNumOfStoragePools", Conn{});
+  x.Bind<ToInt, virConnectNumOfDefinedStoragePools>(
+      "connectNumOfDefinedStoragePools", "virConnectNumOfDefinedStoragePools", Conn{});
+  x.Bind<ToList<WrapDomain>, virConnectListAllDomains>(
+      "connectListAllDomains", "virConnectListAllDomains", Conn{}, Flags{});
+  x.Bind<ToList<WrapNetwork>, virConnectListAllNetworks>(
+      "connectListAllNetworks", "virConnectListAllNetworks", Conn{}, Flags{});
+  x.Bind<ToList<WrapPool>, virConnectListAllStoragePools>(
+      "connectListAllStoragePools", "virConnectListAllStoragePools", Conn{}, Flags{});
 
-  fn("domainDefineXML", [](const Napi::CallbackInfo& i) {
-    return FromXML<virDomainPtr>(i, "virDomainDefineXMLFlags", WrapDomain,
-                                 virDomainDefineXMLFlags);
-  });
-  fn("domainCreateXML", [](const Napi::CallbackInfo& i) {
-    return FromXML<virDomainPtr>(i, "virDomainCreateXML", WrapDomain, virDomainCreateXML);
-  });
-  fn("networkDefineXML", [](const Napi::CallbackInfo& i) {
-    return FromXML<virNetworkPtr>(i, "virNetworkDefineXMLFlags", WrapNetwork,
-                                  virNetworkDefineXMLFlags);
-  });
-  fn("networkCreateXML", [](const Napi::CallbackInfo& i) {
-    return FromXML<virNetworkPtr>(i, "virNetworkCreateXMLFlags", WrapNetwork,
-                                  virNetworkCreateXMLFlags);
-  });
-  fn("storagePoolDefineXML", [](const Napi::CallbackInfo& i) {
-    return FromXML<virStoragePoolPtr>(i, "virStoragePoolDefineXML", WrapPool,
-                                      virStoragePoolDefineXML);
-  });
-  fn("storagePoolCreateXML", [](const Napi::CallbackInfo& i) {
-    return FromXML<virStoragePoolPtr>(i, "virStoragePoolCreateXML", WrapPool,
-                                      virStoragePoolCreateXML);
-  });
+  // Lookups: (conn, key).
+  using ToDomain = ToHandle<WrapDomain>;
+  using ToNetwork = ToHandle<WrapNetwork>;
+  using ToPool = ToHandle<WrapPool>;
+  using ToVol = ToHandle<WrapVol>;
+  x.Bind<ToDomain, virDomainLookupByID>("domainLookupByID", "virDomainLookupByID", Conn{},
+                                        Int{"id"});
+  x.Bind<ToDomain, virDomainLookupByName>("domainLookupByName", "virDomainLookupByName", Conn{},
+                                          Str{"name"});
+  x.Bind<ToDomain, virDomainLookupByUUIDString>(
+      "domainLookupByUUIDString", "virDomainLookupByUUIDString", Conn{}, Str{"uuid"});
+  x.Bind<ToDomain, virDomainLookupByUUID>("domainLookupByUUID", "virDomainLookupByUUID", Conn{},
+                                          UUIDArg{});
+  x.Bind<ToNetwork, virNetworkLookupByName>("networkLookupByName", "virNetworkLookupByName",
+                                            Conn{}, Str{"name"});
+  x.Bind<ToNetwork, virNetworkLookupByUUIDString>(
+      "networkLookupByUUIDString", "virNetworkLookupByUUIDString", Conn{}, Str{"uuid"});
+  x.Bind<ToNetwork, virNetworkLookupByUUID>("networkLookupByUUID", "virNetworkLookupByUUID",
+                                            Conn{}, UUIDArg{});
+  x.Bind<ToPool, virStoragePoolLookupByName>(
+      "storagePoolLookupByName", "virStoragePoolLookupByName", Conn{}, Str{"name"});
+  x.Bind<ToPool, virStoragePoolLookupByUUIDString>(
+      "storagePoolLookupByUUIDString", "virStoragePoolLookupByUUIDString", Conn{}, Str{"uuid"});
+  x.Bind<ToPool, virStoragePoolLookupByUUID>(
+      "storagePoolLookupByUUID", "virStoragePoolLookupByUUID", Conn{}, UUIDArg{});
+  x.Bind<ToPool, virStoragePoolLookupByTargetPath>(
+      "storagePoolLookupByTargetPath", "virStoragePoolLookupByTargetPath", Conn{}, Str{"path"});
+  x.Bind<ToVol, virStorageVolLookupByKey>("storageVolLookupByKey", "virStorageVolLookupByKey",
+                                          Conn{}, Str{"key"});
+  x.Bind<ToVol, virStorageVolLookupByPath>("storageVolLookupByPath", "virStorageVolLookupByPath",
+                                           Conn{}, Str{"path"});
+
+  // The XML constructors: (conn, xml, flags).
+  x.Bind<ToDomain, virDomainDefineXMLFlags>("domainDefineXML", "virDomainDefineXMLFlags", Conn{},
+                                            Str{"xml"}, Flags{});
+  x.Bind<ToDomain, virDomainCreateXML>("domainCreateXML", "virDomainCreateXML", Conn{},
+                                       Str{"xml"}, Flags{});
+  x.Bind<ToNetwork, virNetworkDefineXMLFlags>("networkDefineXML", "virNetworkDefineXMLFlags",
+                                              Conn{}, Str{"xml"}, Flags{});
+  x.Bind<ToNetwork, virNetworkCreateXMLFlags>("networkCreateXML", "virNetworkCreateXMLFlags",
+                                              Conn{}, Str{"xml"}, Flags{});
+  x.Bind<ToPool, virStoragePoolDefineXML>("storagePoolDefineXML", "virStoragePoolDefineXML",
+                                          Conn{}, Str{"xml"}, Flags{});
+  x.Bind<ToPool, virStoragePoolCreateXML>("storagePoolCreateXML", "virStoragePoolCreateXML",
+                                          Conn{}, Str{"xml"}, Flags{});
 }
 
 }  // namespace lv

@@ -1,63 +1,15 @@
 // virDomain*: identity (local, synchronous), state and information, life cycle, memory and
 // vCPUs, devices, metadata and guest addresses.
-#include "runtime.h"
+#include "method.h"
 
 namespace lv {
 
 namespace {
 
-virDomainPtr SyncDomain(const Napi::CallbackInfo& info) {
-  return LiveHandle(info.Env(), UnwrapDomain(info.Env(), info[0]), VIR_ERR_INVALID_DOMAIN,
-                    "domain");
-}
-
-Napi::Value GetName(const Napi::CallbackInfo& info) {
-  const char* name = virDomainGetName(SyncDomain(info));
-  return Napi::String::New(info.Env(), name != nullptr ? name : "");
-}
-
-Napi::Value GetUUIDString(const Napi::CallbackInfo& info) {
-  char buf[VIR_UUID_STRING_BUFLEN];
-  if (virDomainGetUUIDString(SyncDomain(info), buf) < 0) ThrowLibvirt(info.Env(), TakeCallError());
-  return Napi::String::New(info.Env(), buf);
-}
-
-Napi::Value GetUUID(const Napi::CallbackInfo& info) {
-  unsigned char buf[VIR_UUID_BUFLEN];
-  if (virDomainGetUUID(SyncDomain(info), buf) < 0) ThrowLibvirt(info.Env(), TakeCallError());
-  return Napi::Buffer<unsigned char>::Copy(info.Env(), buf, VIR_UUID_BUFLEN);
-}
-
 // The ID known when the handle was made; -1 for an inactive domain (libvirt's (unsigned)-1).
 Napi::Value GetID(const Napi::CallbackInfo& info) {
-  unsigned int id = virDomainGetID(SyncDomain(info));
+  unsigned int id = virDomainGetID(SyncHandle<virDomainPtr>(info));
   return Napi::Number::New(info.Env(), id == static_cast<unsigned int>(-1) ? -1.0 : id);
-}
-
-Napi::Value Free(const Napi::CallbackInfo& info) {
-  ReleaseHandle(info.Env(), UnwrapDomain(info.Env(), info[0]));
-  return info.Env().Undefined();
-}
-
-// Domain calls shaped (handle, flags, timeout) -> int.
-template <int (*F)(virDomainPtr, unsigned int)>
-Napi::Value FlagsVoid(const Napi::CallbackInfo& info, const char* name) {
-  return Async(info, [name](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunVoid(c, name, [d, flags] { return F(d, flags); });
-  });
-}
-
-template <int (*F)(virDomainPtr)>
-Napi::Value NoArgs(const Napi::CallbackInfo& info, const char* name, bool boolean) {
-  return Async(info, [name, boolean](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    c.Timeout(1);
-    if (boolean) return RunBool(c, name, [d] { return F(d); });
-    return RunVoid(c, name, [d] { return F(d); });
-  });
 }
 
 Napi::Value GetInfo(const Napi::CallbackInfo& info) {
@@ -97,54 +49,6 @@ Napi::Value GetState(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value GetXMLDesc(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunString(c, "virDomainGetXMLDesc", [d, flags] { return virDomainGetXMLDesc(d, flags); });
-  });
-}
-
-Napi::Value GetOSType(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    c.Timeout(1);
-    return RunString(c, "virDomainGetOSType", [d] { return virDomainGetOSType(d); });
-  });
-}
-
-Napi::Value GetAutostart(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    c.Timeout(1);
-    return c.Run<int>(
-        "virDomainGetAutostart", [d](int& r) { return virDomainGetAutostart(d, &r) == 0; },
-        [](Napi::Env env, int& r) { return Napi::Boolean::New(env, r != 0); });
-  });
-}
-
-Napi::Value SetAutostart(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    if (!c.info[1].IsBoolean()) throw Napi::TypeError::New(c.env, "autostart must be a boolean");
-    int on = c.info[1].As<Napi::Boolean>().Value() ? 1 : 0;
-    c.Timeout(2);
-    return RunVoid(c, "virDomainSetAutostart", [d, on] { return virDomainSetAutostart(d, on); });
-  });
-}
-
-Napi::Value SetMemoryFlags(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    uint64_t kib = c.U64(1, "memory (KiB)");
-    unsigned int flags = c.Flags(2);
-    c.Timeout(3);
-    return RunVoid(c, "virDomainSetMemoryFlags",
-                   [d, kib, flags] { return virDomainSetMemoryFlags(d, kib, flags); });
-  });
-}
-
 Napi::Value GetMaxMemory(const Napi::CallbackInfo& info) {
   return Async(info, [](Call& c) {
     virDomainPtr d = c.Domain(0);
@@ -153,26 +57,6 @@ Napi::Value GetMaxMemory(const Napi::CallbackInfo& info) {
         "virDomainGetMaxMemory",
         [d](unsigned long& r) { return (r = virDomainGetMaxMemory(d)) != 0; },
         [](Napi::Env env, unsigned long& r) { return BigU64(env, r); });
-  });
-}
-
-Napi::Value SetVcpusFlags(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    unsigned int n = c.UInt(1, "vcpus");
-    unsigned int flags = c.Flags(2);
-    c.Timeout(3);
-    return RunVoid(c, "virDomainSetVcpusFlags",
-                   [d, n, flags] { return virDomainSetVcpusFlags(d, n, flags); });
-  });
-}
-
-Napi::Value GetVcpusFlags(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunInt(c, "virDomainGetVcpusFlags", [d, flags] { return virDomainGetVcpusFlags(d, flags); });
   });
 }
 
@@ -332,129 +216,65 @@ Napi::Value InterfaceAddresses(const Napi::CallbackInfo& info) {
   });
 }
 
-template <int (*F)(virDomainPtr, const char*, unsigned int)>
-Napi::Value DeviceCall(const Napi::CallbackInfo& info, const char* name) {
-  return Async(info, [name](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    std::string xml = c.Str(1, "xml");
-    unsigned int flags = c.Flags(2);
-    c.Timeout(3);
-    return RunVoid(c, name, [d, xml, flags] { return F(d, xml.c_str(), flags); });
-  });
-}
-
-Napi::Value GetMetadata(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    int type = c.Int(1, "type");
-    std::optional<std::string> uri = c.OptStr(2, "uri");
-    unsigned int flags = c.Flags(3);
-    c.Timeout(4);
-    return RunString(c, "virDomainGetMetadata", [d, type, uri, flags] {
-      return virDomainGetMetadata(d, type, uri ? uri->c_str() : nullptr, flags);
-    });
-  });
-}
-
-Napi::Value SetMetadata(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    int type = c.Int(1, "type");
-    std::optional<std::string> metadata = c.OptStr(2, "metadata");
-    std::optional<std::string> key = c.OptStr(3, "key");
-    std::optional<std::string> uri = c.OptStr(4, "uri");
-    unsigned int flags = c.Flags(5);
-    c.Timeout(6);
-    return RunVoid(c, "virDomainSetMetadata", [d, type, metadata, key, uri, flags] {
-      return virDomainSetMetadata(d, type, metadata ? metadata->c_str() : nullptr,
-                                  key ? key->c_str() : nullptr, uri ? uri->c_str() : nullptr,
-                                  flags);
-    });
-  });
-}
-
-Napi::Value BlockResize(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    std::string disk = c.Str(1, "disk");
-    uint64_t size = c.U64(2, "size");
-    unsigned int flags = c.Flags(3);
-    c.Timeout(4);
-    return RunVoid(c, "virDomainBlockResize", [d, disk, size, flags] {
-      return virDomainBlockResize(d, disk.c_str(), size, flags);
-    });
-  });
-}
-
 }  // namespace
 
 void ExportDomain(Napi::Env env, Napi::Object e) {
-  auto fn = [&](const char* name, Napi::Function::Callback cb) {
-    e.Set(name, Napi::Function::New(env, cb, name));
-  };
-  fn("domainGetName", GetName);
-  fn("domainGetUUIDString", GetUUIDString);
-  fn("domainGetUUID", GetUUID);
-  fn("domainGetID", GetID);
-  fn("domainFree", Free);
-  fn("domainGetInfo", GetInfo);
-  fn("domainGetState", GetState);
-  fn("domainGetXMLDesc", GetXMLDesc);
-  fn("domainGetOSType", GetOSType);
-  fn("domainIsActive", [](const Napi::CallbackInfo& i) {
-    return NoArgs<virDomainIsActive>(i, "virDomainIsActive", true);
-  });
-  fn("domainIsPersistent", [](const Napi::CallbackInfo& i) {
-    return NoArgs<virDomainIsPersistent>(i, "virDomainIsPersistent", true);
-  });
-  fn("domainIsUpdated", [](const Napi::CallbackInfo& i) {
-    return NoArgs<virDomainIsUpdated>(i, "virDomainIsUpdated", true);
-  });
-  fn("domainGetAutostart", GetAutostart);
-  fn("domainSetAutostart", SetAutostart);
-  fn("domainCreate", [](const Napi::CallbackInfo& i) {
-    return FlagsVoid<virDomainCreateWithFlags>(i, "virDomainCreateWithFlags");
-  });
-  fn("domainShutdown", [](const Napi::CallbackInfo& i) {
-    return FlagsVoid<virDomainShutdownFlags>(i, "virDomainShutdownFlags");
-  });
-  fn("domainReboot", [](const Napi::CallbackInfo& i) {
-    return FlagsVoid<virDomainReboot>(i, "virDomainReboot");
-  });
-  fn("domainReset", [](const Napi::CallbackInfo& i) {
-    return FlagsVoid<virDomainReset>(i, "virDomainReset");
-  });
-  fn("domainDestroy", [](const Napi::CallbackInfo& i) {
-    return FlagsVoid<virDomainDestroyFlags>(i, "virDomainDestroyFlags");
-  });
-  fn("domainUndefine", [](const Napi::CallbackInfo& i) {
-    return FlagsVoid<virDomainUndefineFlags>(i, "virDomainUndefineFlags");
-  });
-  fn("domainSuspend", [](const Napi::CallbackInfo& i) {
-    return NoArgs<virDomainSuspend>(i, "virDomainSuspend", false);
-  });
-  fn("domainResume", [](const Napi::CallbackInfo& i) {
-    return NoArgs<virDomainResume>(i, "virDomainResume", false);
-  });
-  fn("domainSetMemoryFlags", SetMemoryFlags);
-  fn("domainGetMaxMemory", GetMaxMemory);
-  fn("domainSetVcpusFlags", SetVcpusFlags);
-  fn("domainGetVcpusFlags", GetVcpusFlags);
-  fn("domainGetVcpus", GetVcpus);
-  fn("domainMemoryStats", MemoryStats);
-  fn("domainInterfaceAddresses", InterfaceAddresses);
-  fn("domainAttachDeviceFlags", [](const Napi::CallbackInfo& i) {
-    return DeviceCall<virDomainAttachDeviceFlags>(i, "virDomainAttachDeviceFlags");
-  });
-  fn("domainDetachDeviceFlags", [](const Napi::CallbackInfo& i) {
-    return DeviceCall<virDomainDetachDeviceFlags>(i, "virDomainDetachDeviceFlags");
-  });
-  fn("domainUpdateDeviceFlags", [](const Napi::CallbackInfo& i) {
-    return DeviceCall<virDomainUpdateDeviceFlags>(i, "virDomainUpdateDeviceFlags");
-  });
-  fn("domainGetMetadata", GetMetadata);
-  fn("domainSetMetadata", SetMetadata);
-  fn("domainBlockResize", BlockResize);
+  Exports x(env, e);
+  x.Add("domainGetName", SyncString<virDomainGetName>);
+  x.Add("domainGetUUIDString", SyncUUIDString<virDomainGetUUIDString>);
+  x.Add("domainGetUUID", SyncUUID<virDomainGetUUID>);
+  x.Add("domainGetID", GetID);
+  x.Add("domainFree", FreeHandleOf<virDomainPtr>);
+  x.Add("domainGetInfo", GetInfo);
+  x.Add("domainGetState", GetState);
+  x.Bind<ToString, virDomainGetXMLDesc>("domainGetXMLDesc", "virDomainGetXMLDesc", Dom{}, Flags{});
+  x.Bind<ToString, virDomainGetOSType>("domainGetOSType", "virDomainGetOSType", Dom{});
+  x.Bind<ToBool, virDomainIsActive>("domainIsActive", "virDomainIsActive", Dom{});
+  x.Bind<ToBool, virDomainIsPersistent>("domainIsPersistent", "virDomainIsPersistent", Dom{});
+  x.Bind<ToBool, virDomainIsUpdated>("domainIsUpdated", "virDomainIsUpdated", Dom{});
+  x.Bind<ToFlag, virDomainGetAutostart>("domainGetAutostart", "virDomainGetAutostart", Dom{});
+  x.Bind<ToVoid, virDomainSetAutostart>("domainSetAutostart", "virDomainSetAutostart", Dom{},
+                                        Bool{"autostart"});
+  // Life cycle: (domain, flags) or (domain).
+  x.Bind<ToVoid, virDomainCreateWithFlags>("domainCreate", "virDomainCreateWithFlags", Dom{},
+                                           Flags{});
+  x.Bind<ToVoid, virDomainShutdownFlags>("domainShutdown", "virDomainShutdownFlags", Dom{},
+                                         Flags{});
+  x.Bind<ToVoid, virDomainReboot>("domainReboot", "virDomainReboot", Dom{}, Flags{});
+  x.Bind<ToVoid, virDomainReset>("domainReset", "virDomainReset", Dom{}, Flags{});
+  x.Bind<ToVoid, virDomainDestroyFlags>("domainDestroy", "virDomainDestroyFlags", Dom{}, Flags{});
+  x.Bind<ToVoid, virDomainUndefineFlags>("domainUndefine", "virDomainUndefineFlags", Dom{},
+                                         Flags{});
+  x.Bind<ToVoid, virDomainSuspend>("domainSuspend", "virDomainSuspend", Dom{});
+  x.Bind<ToVoid, virDomainResume>("domainResume", "virDomainResume", Dom{});
+  // Memory and vCPUs.
+  x.Bind<ToVoid, virDomainSetMemoryFlags>("domainSetMemoryFlags", "virDomainSetMemoryFlags",
+                                          Dom{}, U64{"memory (KiB)"}, Flags{});
+  x.Add("domainGetMaxMemory", GetMaxMemory);
+  x.Bind<ToVoid, virDomainSetVcpusFlags>("domainSetVcpusFlags", "virDomainSetVcpusFlags", Dom{},
+                                         UInt{"vcpus"}, Flags{});
+  x.Bind<ToInt, virDomainGetVcpusFlags>("domainGetVcpusFlags", "virDomainGetVcpusFlags", Dom{},
+                                        Flags{});
+  x.Add("domainGetVcpus", GetVcpus);
+  x.Add("domainMemoryStats", MemoryStats);
+  x.Add("domainInterfaceAddresses", InterfaceAddresses);
+  // Devices: (domain, xml, flags).
+  x.Bind<ToVoid, virDomainAttachDeviceFlags>("domainAttachDeviceFlags",
+                                             "virDomainAttachDeviceFlags", Dom{}, Str{"xml"},
+                                             Flags{});
+  x.Bind<ToVoid, virDomainDetachDeviceFlags>("domainDetachDeviceFlags",
+                                             "virDomainDetachDeviceFlags", Dom{}, Str{"xml"},
+                                             Flags{});
+  x.Bind<ToVoid, virDomainUpdateDeviceFlags>("domainUpdateDeviceFlags",
+                                             "virDomainUpdateDeviceFlags", Dom{}, Str{"xml"},
+                                             Flags{});
+  x.Bind<ToString, virDomainGetMetadata>("domainGetMetadata", "virDomainGetMetadata", Dom{},
+                                         Int{"type"}, OptStr{"uri"}, Flags{});
+  x.Bind<ToVoid, virDomainSetMetadata>("domainSetMetadata", "virDomainSetMetadata", Dom{},
+                                       Int{"type"}, OptStr{"metadata"}, OptStr{"key"},
+                                       OptStr{"uri"}, Flags{});
+  x.Bind<ToVoid, virDomainBlockResize>("domainBlockResize", "virDomainBlockResize", Dom{},
+                                       Str{"disk"}, U64{"size"}, Flags{});
 }
 
 }  // namespace lv

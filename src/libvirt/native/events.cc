@@ -3,7 +3,7 @@
 // JS thread turns into a dispatcher call. The dispatcher, the listener table and the keys
 // live in JS: a key is chosen before registering, so an event that arrives before the
 // registration promise settles still finds its listener.
-#include "runtime.h"
+#include "method.h"
 
 namespace lv {
 
@@ -180,21 +180,19 @@ void UnregisterCloseCallback(virConnectPtr conn) {
 }
 
 void ExportEvents(Napi::Env env, Napi::Object e) {
-  auto fn = [&](const char* name, Napi::Function::Callback cb) {
-    e.Set(name, Napi::Function::New(env, cb, name));
-  };
-  fn("connectDomainEventRegisterAny", DomainRegister);
-  fn("connectNetworkEventRegisterAny", NetworkRegister);
-  fn("connectStoragePoolEventRegisterAny", PoolRegister);
-  fn("connectDomainEventDeregisterAny", [](const Napi::CallbackInfo& i) {
+  Exports x(env, e);
+  x.Add("connectDomainEventRegisterAny", DomainRegister);
+  x.Add("connectNetworkEventRegisterAny", NetworkRegister);
+  x.Add("connectStoragePoolEventRegisterAny", PoolRegister);
+  x.Add("connectDomainEventDeregisterAny", [](const Napi::CallbackInfo& i) {
     return Deregister<virConnectDomainEventDeregisterAny>(i, Family::Domain,
                                                           "virConnectDomainEventDeregisterAny");
   });
-  fn("connectNetworkEventDeregisterAny", [](const Napi::CallbackInfo& i) {
+  x.Add("connectNetworkEventDeregisterAny", [](const Napi::CallbackInfo& i) {
     return Deregister<virConnectNetworkEventDeregisterAny>(i, Family::Network,
                                                            "virConnectNetworkEventDeregisterAny");
   });
-  fn("connectStoragePoolEventDeregisterAny", [](const Napi::CallbackInfo& i) {
+  x.Add("connectStoragePoolEventDeregisterAny", [](const Napi::CallbackInfo& i) {
     return Deregister<virConnectStoragePoolEventDeregisterAny>(
         i, Family::Pool, "virConnectStoragePoolEventDeregisterAny");
   });

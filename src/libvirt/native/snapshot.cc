@@ -4,7 +4,7 @@
 // Snapshot handles are not interned like domain handles: snapshots are looked up a few times
 // per reconcile, not hundreds of thousands of times a second, so each call that returns one
 // gets a handle of its own holding one libvirt reference.
-#include "runtime.h"
+#include "method.h"
 
 namespace lv {
 
@@ -64,102 +64,6 @@ Napi::Value FreedHandle(const Napi::CallbackInfo& info) {
   return MakeSnapshotExternal(info.Env(), new SnapshotBox{});
 }
 
-Napi::Value CreateXML(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    std::string xml = c.Str(1, "xml");
-    unsigned int flags = c.Flags(2);
-    c.Timeout(3);
-    return RunHandle<virDomainSnapshotPtr>(
-        c, "virDomainSnapshotCreateXML", WrapSnapshot,
-        [d, xml, flags] { return virDomainSnapshotCreateXML(d, xml.c_str(), flags); });
-  });
-}
-
-Napi::Value LookupByName(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    std::string name = c.Str(1, "name");
-    unsigned int flags = c.Flags(2);
-    c.Timeout(3);
-    return RunHandle<virDomainSnapshotPtr>(
-        c, "virDomainSnapshotLookupByName", WrapSnapshot,
-        [d, name, flags] { return virDomainSnapshotLookupByName(d, name.c_str(), flags); });
-  });
-}
-
-Napi::Value ListAll(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunHandleList<virDomainSnapshotPtr>(
-        c, "virDomainListAllSnapshots", WrapSnapshot,
-        [d, flags](virDomainSnapshotPtr** list) { return virDomainListAllSnapshots(d, list, flags); });
-  });
-}
-
-Napi::Value Num(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunInt(c, "virDomainSnapshotNum", [d, flags] { return virDomainSnapshotNum(d, flags); });
-  });
-}
-
-Napi::Value HasCurrent(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunBool(c, "virDomainHasCurrentSnapshot",
-                   [d, flags] { return virDomainHasCurrentSnapshot(d, flags); });
-  });
-}
-
-Napi::Value Current(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunHandle<virDomainSnapshotPtr>(c, "virDomainSnapshotCurrent", WrapSnapshot,
-                                           [d, flags] { return virDomainSnapshotCurrent(d, flags); });
-  });
-}
-
-Napi::Value GetXMLDesc(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainSnapshotPtr s = c.Snapshot(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunString(c, "virDomainSnapshotGetXMLDesc",
-                     [s, flags] { return virDomainSnapshotGetXMLDesc(s, flags); });
-  });
-}
-
-Napi::Value GetParent(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainSnapshotPtr s = c.Snapshot(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunHandle<virDomainSnapshotPtr>(c, "virDomainSnapshotGetParent", WrapSnapshot,
-                                           [s, flags] { return virDomainSnapshotGetParent(s, flags); });
-  });
-}
-
-// Snapshot calls shaped (handle, flags, timeout) -> int, as a boolean or nothing.
-template <int (*F)(virDomainSnapshotPtr, unsigned int)>
-Napi::Value FlagsCall(const Napi::CallbackInfo& info, const char* name, bool boolean) {
-  return Async(info, [name, boolean](Call& c) {
-    virDomainSnapshotPtr s = c.Snapshot(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    if (boolean) return RunBool(c, name, [s, flags] { return F(s, flags); });
-    return RunVoid(c, name, [s, flags] { return F(s, flags); });
-  });
-}
-
 // virDomainFSFreeze / virDomainFSThaw through the guest agent: what a consistent disks-only
 // snapshot needs around it. mountpoints null: all of them. Returns the count libvirt reports.
 template <int (*F)(virDomainPtr, const char**, unsigned int, unsigned int)>
@@ -204,38 +108,41 @@ virDomainSnapshotPtr Call::Snapshot(size_t i) {
 }
 
 void ExportSnapshot(Napi::Env env, Napi::Object e) {
-  auto fn = [&](const char* name, Napi::Function::Callback cb) {
-    e.Set(name, Napi::Function::New(env, cb, name));
-  };
-  fn("domainSnapshotCreateXML", CreateXML);
-  fn("domainSnapshotLookupByName", LookupByName);
-  fn("domainListAllSnapshots", ListAll);
-  fn("domainSnapshotNum", Num);
-  fn("domainHasCurrentSnapshot", HasCurrent);
-  fn("domainSnapshotCurrent", Current);
-  fn("domainSnapshotGetName", GetName);
-  fn("domainSnapshotFree", Free);
-  fn("domainSnapshotFreedHandle", FreedHandle);
-  fn("domainSnapshotGetXMLDesc", GetXMLDesc);
-  fn("domainSnapshotGetParent", GetParent);
-  fn("domainSnapshotIsCurrent", [](const Napi::CallbackInfo& i) {
-    return FlagsCall<virDomainSnapshotIsCurrent>(i, "virDomainSnapshotIsCurrent", true);
-  });
-  fn("domainSnapshotHasMetadata", [](const Napi::CallbackInfo& i) {
-    return FlagsCall<virDomainSnapshotHasMetadata>(i, "virDomainSnapshotHasMetadata", true);
-  });
-  fn("domainRevertToSnapshot", [](const Napi::CallbackInfo& i) {
-    return FlagsCall<virDomainRevertToSnapshot>(i, "virDomainRevertToSnapshot", false);
-  });
-  fn("domainFSFreeze", [](const Napi::CallbackInfo& i) {
+  Exports x(env, e);
+  using ToSnapshot = ToHandle<WrapSnapshot>;
+  x.Bind<ToSnapshot, virDomainSnapshotCreateXML>(
+      "domainSnapshotCreateXML", "virDomainSnapshotCreateXML", Dom{}, Str{"xml"}, Flags{});
+  x.Bind<ToSnapshot, virDomainSnapshotLookupByName>(
+      "domainSnapshotLookupByName", "virDomainSnapshotLookupByName", Dom{}, Str{"name"}, Flags{});
+  x.Bind<ToList<WrapSnapshot>, virDomainListAllSnapshots>(
+      "domainListAllSnapshots", "virDomainListAllSnapshots", Dom{}, Flags{});
+  x.Bind<ToInt, virDomainSnapshotNum>("domainSnapshotNum", "virDomainSnapshotNum", Dom{},
+                                      Flags{});
+  x.Bind<ToBool, virDomainHasCurrentSnapshot>(
+      "domainHasCurrentSnapshot", "virDomainHasCurrentSnapshot", Dom{}, Flags{});
+  x.Bind<ToSnapshot, virDomainSnapshotCurrent>("domainSnapshotCurrent",
+                                               "virDomainSnapshotCurrent", Dom{}, Flags{});
+  x.Add("domainSnapshotGetName", GetName);
+  x.Add("domainSnapshotFree", Free);
+  x.Add("domainSnapshotFreedHandle", FreedHandle);
+  x.Bind<ToString, virDomainSnapshotGetXMLDesc>(
+      "domainSnapshotGetXMLDesc", "virDomainSnapshotGetXMLDesc", Snap{}, Flags{});
+  x.Bind<ToSnapshot, virDomainSnapshotGetParent>("domainSnapshotGetParent",
+                                                 "virDomainSnapshotGetParent", Snap{}, Flags{});
+  x.Bind<ToBool, virDomainSnapshotIsCurrent>("domainSnapshotIsCurrent",
+                                             "virDomainSnapshotIsCurrent", Snap{}, Flags{});
+  x.Bind<ToBool, virDomainSnapshotHasMetadata>(
+      "domainSnapshotHasMetadata", "virDomainSnapshotHasMetadata", Snap{}, Flags{});
+  x.Bind<ToVoid, virDomainRevertToSnapshot>("domainRevertToSnapshot", "virDomainRevertToSnapshot",
+                                            Snap{}, Flags{});
+  x.Add("domainFSFreeze", [](const Napi::CallbackInfo& i) {
     return FSCall<virDomainFSFreeze>(i, "virDomainFSFreeze");
   });
-  fn("domainFSThaw", [](const Napi::CallbackInfo& i) {
+  x.Add("domainFSThaw", [](const Napi::CallbackInfo& i) {
     return FSCall<virDomainFSThaw>(i, "virDomainFSThaw");
   });
-  fn("domainSnapshotDelete", [](const Napi::CallbackInfo& i) {
-    return FlagsCall<virDomainSnapshotDelete>(i, "virDomainSnapshotDelete", false);
-  });
+  x.Bind<ToVoid, virDomainSnapshotDelete>("domainSnapshotDelete", "virDomainSnapshotDelete",
+                                          Snap{}, Flags{});
 }
 
 }  // namespace lv

@@ -2,7 +2,7 @@
 // domains. The typed parameters are copied into plain C++ values on the worker (the libvirt
 // list is freed there too), so the JS thread only builds objects: 64-bit integers become
 // BigInt (CPU time in ns and byte counters outgrow 2^53), 32-bit ones and doubles Number.
-#include "runtime.h"
+#include "method.h"
 
 namespace lv {
 
@@ -166,9 +166,9 @@ Napi::Value ListGetStats(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void ExportStats(Napi::Env env, Napi::Object e) {
-  e.Set("connectGetAllDomainStats",
-        Napi::Function::New(env, GetAllDomainStats, "connectGetAllDomainStats"));
-  e.Set("domainListGetStats", Napi::Function::New(env, ListGetStats, "domainListGetStats"));
+  Exports(env, e)
+      .Add("connectGetAllDomainStats", GetAllDomainStats)
+      .Add("domainListGetStats", ListGetStats);
 }
 
 }  // namespace lv

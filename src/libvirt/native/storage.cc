@@ -4,7 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "runtime.h"
+#include "method.h"
 
 namespace lv {
 
@@ -12,55 +12,6 @@ namespace {
 
 // ---------------------------------------------------------------------------------------
 // Pools
-
-virStoragePoolPtr SyncPool(const Napi::CallbackInfo& info) {
-  return LiveHandle(info.Env(), UnwrapPool(info.Env(), info[0]), VIR_ERR_INVALID_STORAGE_POOL,
-                    "storage pool");
-}
-
-Napi::Value PoolGetName(const Napi::CallbackInfo& info) {
-  const char* name = virStoragePoolGetName(SyncPool(info));
-  return Napi::String::New(info.Env(), name != nullptr ? name : "");
-}
-
-Napi::Value PoolGetUUIDString(const Napi::CallbackInfo& info) {
-  char buf[VIR_UUID_STRING_BUFLEN];
-  if (virStoragePoolGetUUIDString(SyncPool(info), buf) < 0)
-    ThrowLibvirt(info.Env(), TakeCallError());
-  return Napi::String::New(info.Env(), buf);
-}
-
-Napi::Value PoolGetUUID(const Napi::CallbackInfo& info) {
-  unsigned char buf[VIR_UUID_BUFLEN];
-  if (virStoragePoolGetUUID(SyncPool(info), buf) < 0) ThrowLibvirt(info.Env(), TakeCallError());
-  return Napi::Buffer<unsigned char>::Copy(info.Env(), buf, VIR_UUID_BUFLEN);
-}
-
-Napi::Value PoolFree(const Napi::CallbackInfo& info) {
-  ReleaseHandle(info.Env(), UnwrapPool(info.Env(), info[0]));
-  return info.Env().Undefined();
-}
-
-template <int (*F)(virStoragePoolPtr, unsigned int)>
-Napi::Value PoolFlags(const Napi::CallbackInfo& info, const char* name) {
-  return Async(info, [name](Call& c) {
-    virStoragePoolPtr p = c.Pool(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunVoid(c, name, [p, flags] { return F(p, flags); });
-  });
-}
-
-template <int (*F)(virStoragePoolPtr)>
-Napi::Value PoolNoArgs(const Napi::CallbackInfo& info, const char* name, int shape) {
-  return Async(info, [name, shape](Call& c) {
-    virStoragePoolPtr p = c.Pool(0);
-    c.Timeout(1);
-    if (shape == 1) return RunBool(c, name, [p] { return F(p); });
-    if (shape == 2) return RunInt(c, name, [p] { return F(p); });
-    return RunVoid(c, name, [p] { return F(p); });
-  });
-}
 
 Napi::Value PoolGetInfo(const Napi::CallbackInfo& info) {
   return Async(info, [](Call& c) {
@@ -80,114 +31,8 @@ Napi::Value PoolGetInfo(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value PoolGetXMLDesc(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virStoragePoolPtr p = c.Pool(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunString(c, "virStoragePoolGetXMLDesc",
-                     [p, flags] { return virStoragePoolGetXMLDesc(p, flags); });
-  });
-}
-
-Napi::Value PoolGetAutostart(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virStoragePoolPtr p = c.Pool(0);
-    c.Timeout(1);
-    return c.Run<int>(
-        "virStoragePoolGetAutostart",
-        [p](int& r) { return virStoragePoolGetAutostart(p, &r) == 0; },
-        [](Napi::Env env, int& r) { return Napi::Boolean::New(env, r != 0); });
-  });
-}
-
-Napi::Value PoolSetAutostart(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virStoragePoolPtr p = c.Pool(0);
-    if (!c.info[1].IsBoolean()) throw Napi::TypeError::New(c.env, "autostart must be a boolean");
-    int on = c.info[1].As<Napi::Boolean>().Value() ? 1 : 0;
-    c.Timeout(2);
-    return RunVoid(c, "virStoragePoolSetAutostart",
-                   [p, on] { return virStoragePoolSetAutostart(p, on); });
-  });
-}
-
-Napi::Value PoolListAllVolumes(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virStoragePoolPtr p = c.Pool(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunHandleList<virStorageVolPtr>(
-        c, "virStoragePoolListAllVolumes", WrapVol,
-        [p, flags](virStorageVolPtr** list) { return virStoragePoolListAllVolumes(p, list, flags); });
-  });
-}
-
-Napi::Value VolLookupByName(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virStoragePoolPtr p = c.Pool(0);
-    std::string name = c.Str(1, "name");
-    c.Timeout(2);
-    return RunHandle<virStorageVolPtr>(c, "virStorageVolLookupByName", WrapVol,
-                                       [p, name] { return virStorageVolLookupByName(p, name.c_str()); });
-  });
-}
-
-Napi::Value VolCreateXML(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virStoragePoolPtr p = c.Pool(0);
-    std::string xml = c.Str(1, "xml");
-    unsigned int flags = c.Flags(2);
-    c.Timeout(3);
-    return RunHandle<virStorageVolPtr>(
-        c, "virStorageVolCreateXML", WrapVol,
-        [p, xml, flags] { return virStorageVolCreateXML(p, xml.c_str(), flags); });
-  });
-}
-
-Napi::Value VolCreateXMLFrom(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virStoragePoolPtr p = c.Pool(0);
-    std::string xml = c.Str(1, "xml");
-    virStorageVolPtr clone = c.Vol(2);
-    unsigned int flags = c.Flags(3);
-    c.Timeout(4);
-    return RunHandle<virStorageVolPtr>(
-        c, "virStorageVolCreateXMLFrom", WrapVol,
-        [p, xml, clone, flags] { return virStorageVolCreateXMLFrom(p, xml.c_str(), clone, flags); });
-  });
-}
-
 // ---------------------------------------------------------------------------------------
 // Volumes
-
-virStorageVolPtr SyncVol(const Napi::CallbackInfo& info) {
-  return LiveHandle(info.Env(), UnwrapVol(info.Env(), info[0]), VIR_ERR_INVALID_STORAGE_VOL,
-                    "storage volume");
-}
-
-Napi::Value VolGetName(const Napi::CallbackInfo& info) {
-  const char* name = virStorageVolGetName(SyncVol(info));
-  return Napi::String::New(info.Env(), name != nullptr ? name : "");
-}
-
-Napi::Value VolGetKey(const Napi::CallbackInfo& info) {
-  const char* key = virStorageVolGetKey(SyncVol(info));
-  return Napi::String::New(info.Env(), key != nullptr ? key : "");
-}
-
-Napi::Value VolFree(const Napi::CallbackInfo& info) {
-  ReleaseHandle(info.Env(), UnwrapVol(info.Env(), info[0]));
-  return info.Env().Undefined();
-}
-
-Napi::Value VolGetPath(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virStorageVolPtr v = c.Vol(0);
-    c.Timeout(1);
-    return RunString(c, "virStorageVolGetPath", [v] { return virStorageVolGetPath(v); });
-  });
-}
 
 Napi::Value VolGetInfo(const Napi::CallbackInfo& info) {
   return Async(info, [](Call& c) {
@@ -203,46 +48,6 @@ Napi::Value VolGetInfo(const Napi::CallbackInfo& info) {
           o.Set("allocation", BigU64(env, r.allocation));
           return o;
         });
-  });
-}
-
-Napi::Value VolGetXMLDesc(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virStorageVolPtr v = c.Vol(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunString(c, "virStorageVolGetXMLDesc",
-                     [v, flags] { return virStorageVolGetXMLDesc(v, flags); });
-  });
-}
-
-template <int (*F)(virStorageVolPtr, unsigned int)>
-Napi::Value VolFlags(const Napi::CallbackInfo& info, const char* name) {
-  return Async(info, [name](Call& c) {
-    virStorageVolPtr v = c.Vol(0);
-    unsigned int flags = c.Flags(1);
-    c.Timeout(2);
-    return RunVoid(c, name, [v, flags] { return F(v, flags); });
-  });
-}
-
-Napi::Value VolResize(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virStorageVolPtr v = c.Vol(0);
-    uint64_t capacity = c.U64(1, "capacity");
-    unsigned int flags = c.Flags(2);
-    c.Timeout(3);
-    return RunVoid(c, "virStorageVolResize",
-                   [v, capacity, flags] { return virStorageVolResize(v, capacity, flags); });
-  });
-}
-
-Napi::Value PoolLookupByVolume(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virStorageVolPtr v = c.Vol(0);
-    c.Timeout(1);
-    return RunHandle<virStoragePoolPtr>(c, "virStoragePoolLookupByVolume", WrapPool,
-                                        [v] { return virStoragePoolLookupByVolume(v); });
   });
 }
 
@@ -381,65 +186,59 @@ Napi::Value Transfer(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void ExportStorage(Napi::Env env, Napi::Object e) {
-  auto fn = [&](const char* name, Napi::Function::Callback cb) {
-    e.Set(name, Napi::Function::New(env, cb, name));
-  };
-  fn("storagePoolGetName", PoolGetName);
-  fn("storagePoolGetUUIDString", PoolGetUUIDString);
-  fn("storagePoolGetUUID", PoolGetUUID);
-  fn("storagePoolFree", PoolFree);
-  fn("storagePoolBuild", [](const Napi::CallbackInfo& i) {
-    return PoolFlags<virStoragePoolBuild>(i, "virStoragePoolBuild");
-  });
-  fn("storagePoolCreate", [](const Napi::CallbackInfo& i) {
-    return PoolFlags<virStoragePoolCreate>(i, "virStoragePoolCreate");
-  });
-  fn("storagePoolDelete", [](const Napi::CallbackInfo& i) {
-    return PoolFlags<virStoragePoolDelete>(i, "virStoragePoolDelete");
-  });
-  fn("storagePoolRefresh", [](const Napi::CallbackInfo& i) {
-    return PoolFlags<virStoragePoolRefresh>(i, "virStoragePoolRefresh");
-  });
-  fn("storagePoolDestroy", [](const Napi::CallbackInfo& i) {
-    return PoolNoArgs<virStoragePoolDestroy>(i, "virStoragePoolDestroy", 0);
-  });
-  fn("storagePoolUndefine", [](const Napi::CallbackInfo& i) {
-    return PoolNoArgs<virStoragePoolUndefine>(i, "virStoragePoolUndefine", 0);
-  });
-  fn("storagePoolIsActive", [](const Napi::CallbackInfo& i) {
-    return PoolNoArgs<virStoragePoolIsActive>(i, "virStoragePoolIsActive", 1);
-  });
-  fn("storagePoolIsPersistent", [](const Napi::CallbackInfo& i) {
-    return PoolNoArgs<virStoragePoolIsPersistent>(i, "virStoragePoolIsPersistent", 1);
-  });
-  fn("storagePoolNumOfVolumes", [](const Napi::CallbackInfo& i) {
-    return PoolNoArgs<virStoragePoolNumOfVolumes>(i, "virStoragePoolNumOfVolumes", 2);
-  });
-  fn("storagePoolGetInfo", PoolGetInfo);
-  fn("storagePoolGetXMLDesc", PoolGetXMLDesc);
-  fn("storagePoolGetAutostart", PoolGetAutostart);
-  fn("storagePoolSetAutostart", PoolSetAutostart);
-  fn("storagePoolListAllVolumes", PoolListAllVolumes);
-  fn("storageVolLookupByName", VolLookupByName);
-  fn("storageVolCreateXML", VolCreateXML);
-  fn("storageVolCreateXMLFrom", VolCreateXMLFrom);
-  fn("storagePoolLookupByVolume", PoolLookupByVolume);
+  Exports x(env, e);
+  x.Add("storagePoolGetName", SyncString<virStoragePoolGetName>);
+  x.Add("storagePoolGetUUIDString", SyncUUIDString<virStoragePoolGetUUIDString>);
+  x.Add("storagePoolGetUUID", SyncUUID<virStoragePoolGetUUID>);
+  x.Add("storagePoolFree", FreeHandleOf<virStoragePoolPtr>);
+  // Life cycle: (pool, flags) or (pool).
+  x.Bind<ToVoid, virStoragePoolBuild>("storagePoolBuild", "virStoragePoolBuild", Pool{}, Flags{});
+  x.Bind<ToVoid, virStoragePoolCreate>("storagePoolCreate", "virStoragePoolCreate", Pool{},
+                                       Flags{});
+  x.Bind<ToVoid, virStoragePoolDelete>("storagePoolDelete", "virStoragePoolDelete", Pool{},
+                                       Flags{});
+  x.Bind<ToVoid, virStoragePoolRefresh>("storagePoolRefresh", "virStoragePoolRefresh", Pool{},
+                                        Flags{});
+  x.Bind<ToVoid, virStoragePoolDestroy>("storagePoolDestroy", "virStoragePoolDestroy", Pool{});
+  x.Bind<ToVoid, virStoragePoolUndefine>("storagePoolUndefine", "virStoragePoolUndefine", Pool{});
+  x.Bind<ToBool, virStoragePoolIsActive>("storagePoolIsActive", "virStoragePoolIsActive", Pool{});
+  x.Bind<ToBool, virStoragePoolIsPersistent>("storagePoolIsPersistent",
+                                             "virStoragePoolIsPersistent", Pool{});
+  x.Bind<ToInt, virStoragePoolNumOfVolumes>("storagePoolNumOfVolumes",
+                                            "virStoragePoolNumOfVolumes", Pool{});
+  x.Add("storagePoolGetInfo", PoolGetInfo);
+  x.Bind<ToString, virStoragePoolGetXMLDesc>("storagePoolGetXMLDesc", "virStoragePoolGetXMLDesc",
+                                             Pool{}, Flags{});
+  x.Bind<ToFlag, virStoragePoolGetAutostart>("storagePoolGetAutostart",
+                                             "virStoragePoolGetAutostart", Pool{});
+  x.Bind<ToVoid, virStoragePoolSetAutostart>("storagePoolSetAutostart",
+                                             "virStoragePoolSetAutostart", Pool{},
+                                             Bool{"autostart"});
+  x.Bind<ToList<WrapVol>, virStoragePoolListAllVolumes>(
+      "storagePoolListAllVolumes", "virStoragePoolListAllVolumes", Pool{}, Flags{});
+  x.Bind<ToHandle<WrapVol>, virStorageVolLookupByName>(
+      "storageVolLookupByName", "virStorageVolLookupByName", Pool{}, Str{"name"});
+  x.Bind<ToHandle<WrapVol>, virStorageVolCreateXML>("storageVolCreateXML",
+                                                    "virStorageVolCreateXML", Pool{}, Str{"xml"},
+                                                    Flags{});
+  x.Bind<ToHandle<WrapVol>, virStorageVolCreateXMLFrom>(
+      "storageVolCreateXMLFrom", "virStorageVolCreateXMLFrom", Pool{}, Str{"xml"}, Vol{}, Flags{});
+  x.Bind<ToHandle<WrapPool>, virStoragePoolLookupByVolume>(
+      "storagePoolLookupByVolume", "virStoragePoolLookupByVolume", Vol{});
 
-  fn("storageVolGetName", VolGetName);
-  fn("storageVolGetKey", VolGetKey);
-  fn("storageVolFree", VolFree);
-  fn("storageVolGetPath", VolGetPath);
-  fn("storageVolGetInfo", VolGetInfo);
-  fn("storageVolGetXMLDesc", VolGetXMLDesc);
-  fn("storageVolDelete", [](const Napi::CallbackInfo& i) {
-    return VolFlags<virStorageVolDelete>(i, "virStorageVolDelete");
-  });
-  fn("storageVolWipe", [](const Napi::CallbackInfo& i) {
-    return VolFlags<virStorageVolWipe>(i, "virStorageVolWipe");
-  });
-  fn("storageVolResize", VolResize);
-  fn("storageVolUpload", Transfer<true>);
-  fn("storageVolDownload", Transfer<false>);
+  x.Add("storageVolGetName", SyncString<virStorageVolGetName>);
+  x.Add("storageVolGetKey", SyncString<virStorageVolGetKey>);
+  x.Add("storageVolFree", FreeHandleOf<virStorageVolPtr>);
+  x.Bind<ToString, virStorageVolGetPath>("storageVolGetPath", "virStorageVolGetPath", Vol{});
+  x.Add("storageVolGetInfo", VolGetInfo);
+  x.Bind<ToString, virStorageVolGetXMLDesc>("storageVolGetXMLDesc", "virStorageVolGetXMLDesc",
+                                            Vol{}, Flags{});
+  x.Bind<ToVoid, virStorageVolDelete>("storageVolDelete", "virStorageVolDelete", Vol{}, Flags{});
+  x.Bind<ToVoid, virStorageVolWipe>("storageVolWipe", "virStorageVolWipe", Vol{}, Flags{});
+  x.Bind<ToVoid, virStorageVolResize>("storageVolResize", "virStorageVolResize", Vol{},
+                                      U64{"capacity"}, Flags{});
+  x.Add("storageVolUpload", Transfer<true>);
+  x.Add("storageVolDownload", Transfer<false>);
 }
 
 }  // namespace lv

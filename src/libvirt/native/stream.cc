@@ -18,7 +18,7 @@
 #include <cstring>
 #include <deque>
 
-#include "runtime.h"
+#include "method.h"
 
 namespace lv {
 
@@ -496,17 +496,15 @@ Napi::Value StreamClose(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void ExportStream(Napi::Env env, Napi::Object e) {
-  auto fn = [&](const char* name, Napi::Function::Callback cb) {
-    e.Set(name, Napi::Function::New(env, cb, name));
-  };
-  fn("connectNewStream", NewStream);
-  fn("domainOpenConsole", OpenConsole);
-  fn("streamStart", StreamStart);
-  fn("streamSetReading", StreamSetReading);
-  fn("streamSend", StreamSend);
-  fn("streamFinish", StreamClose<true>);
-  fn("streamAbort", StreamClose<false>);
-  fn("streamFree", StreamFree);
+  Exports x(env, e);
+  x.Add("connectNewStream", NewStream);
+  x.Add("domainOpenConsole", OpenConsole);
+  x.Add("streamStart", StreamStart);
+  x.Add("streamSetReading", StreamSetReading);
+  x.Add("streamSend", StreamSend);
+  x.Add("streamFinish", StreamClose<true>);
+  x.Add("streamAbort", StreamClose<false>);
+  x.Add("streamFree", StreamFree);
 }
 
 }  // namespace lv

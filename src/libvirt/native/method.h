@@ -1,0 +1,268 @@
+// The shape most binding functions share, written once: read the arguments in order (handles
+// unwrapped and pinned, the rest type-checked, a bad one rejects the promise), take the call's
+// timeout from the argument after them, run one libvirt function on a worker with those
+// arguments, and turn its result into a JS value or its failure into a LibvirtError.
+//
+//   x.Bind<ToVoid, virDomainSetMemoryFlags>("domainSetMemoryFlags", "virDomainSetMemoryFlags",
+//                                           Dom{}, U64{"memory (KiB)"}, Flags{});
+//
+// reads (dom, kib, flags, timeout) and resolves with undefined. Functions whose arguments or
+// results need more than that keep a hand-written body and are added with x.Add.
+#pragma once
+
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "runtime.h"
+
+namespace lv {
+
+// ---------------------------------------------------------------------------------------
+// Handles: how each kind is unwrapped for a call (pinned) or for a synchronous accessor.
+
+template <class T>
+struct HandleKind;
+
+template <>
+struct HandleKind<virConnectPtr> {
+  static constexpr virConnectPtr (Call::*take)(size_t) = &Call::Conn;
+};
+template <>
+struct HandleKind<virDomainPtr> {
+  static constexpr virDomainPtr (Call::*take)(size_t) = &Call::Domain;
+  static constexpr DomainBox* (*unwrap)(Napi::Env, Napi::Value) = &UnwrapDomain;
+  static constexpr int invalid = VIR_ERR_INVALID_DOMAIN;
+  static constexpr const char* what = "domain";
+};
+template <>
+struct HandleKind<virNetworkPtr> {
+  static constexpr virNetworkPtr (Call::*take)(size_t) = &Call::Network;
+  static constexpr NetworkBox* (*unwrap)(Napi::Env, Napi::Value) = &UnwrapNetwork;
+  static constexpr int invalid = VIR_ERR_INVALID_NETWORK;
+  static constexpr const char* what = "network";
+};
+template <>
+struct HandleKind<virStoragePoolPtr> {
+  static constexpr virStoragePoolPtr (Call::*take)(size_t) = &Call::Pool;
+  static constexpr PoolBox* (*unwrap)(Napi::Env, Napi::Value) = &UnwrapPool;
+  static constexpr int invalid = VIR_ERR_INVALID_STORAGE_POOL;
+  static constexpr const char* what = "storage pool";
+};
+template <>
+struct HandleKind<virStorageVolPtr> {
+  static constexpr virStorageVolPtr (Call::*take)(size_t) = &Call::Vol;
+  static constexpr VolBox* (*unwrap)(Napi::Env, Napi::Value) = &UnwrapVol;
+  static constexpr int invalid = VIR_ERR_INVALID_STORAGE_VOL;
+  static constexpr const char* what = "storage volume";
+};
+template <>
+struct HandleKind<virDomainSnapshotPtr> {
+  static constexpr virDomainSnapshotPtr (Call::*take)(size_t) = &Call::Snapshot;
+};
+
+// The handle a synchronous accessor acts on (argument 0); throws when it was freed.
+template <class T>
+T SyncHandle(const Napi::CallbackInfo& info) {
+  using K = HandleKind<T>;
+  return LiveHandle(info.Env(), K::unwrap(info.Env(), info[0]), K::invalid, K::what);
+}
+
+template <class F>
+struct FirstArg;
+template <class R, class T, class... A>
+struct FirstArg<R (*)(T, A...)> {
+  using type = T;
+};
+
+// The local accessors libvirt answers without I/O: getName(), getKey(), getUUIDString(),
+// getUUID(); and free().
+template <auto F>
+Napi::Value SyncString(const Napi::CallbackInfo& info) {
+  const char* s = F(SyncHandle<typename FirstArg<decltype(F)>::type>(info));
+  return Napi::String::New(info.Env(), s != nullptr ? s : "");
+}
+
+template <auto F>
+Napi::Value SyncUUIDString(const Napi::CallbackInfo& info) {
+  char buf[VIR_UUID_STRING_BUFLEN];
+  if (F(SyncHandle<typename FirstArg<decltype(F)>::type>(info), buf) < 0)
+    ThrowLibvirt(info.Env(), TakeCallError());
+  return Napi::String::New(info.Env(), buf);
+}
+
+template <auto F>
+Napi::Value SyncUUID(const Napi::CallbackInfo& info) {
+  unsigned char buf[VIR_UUID_BUFLEN];
+  if (F(SyncHandle<typename FirstArg<decltype(F)>::type>(info), buf) < 0)
+    ThrowLibvirt(info.Env(), TakeCallError());
+  return Napi::Buffer<unsigned char>::Copy(info.Env(), buf, VIR_UUID_BUFLEN);
+}
+
+template <class T>
+Napi::Value FreeHandleOf(const Napi::CallbackInfo& info) {
+  ReleaseHandle(info.Env(), HandleKind<T>::unwrap(info.Env(), info[0]));
+  return info.Env().Undefined();
+}
+
+// ---------------------------------------------------------------------------------------
+// Argument readers: each reads argument i on the JS thread and returns what the job keeps
+// (strings by value); Pass() turns that into what the libvirt function takes.
+
+template <class T>
+struct HandleArg {
+  T operator()(Call& c, size_t i) const { return (c.*HandleKind<T>::take)(i); }
+};
+using Conn = HandleArg<virConnectPtr>;
+using Dom = HandleArg<virDomainPtr>;
+using Net = HandleArg<virNetworkPtr>;
+using Pool = HandleArg<virStoragePoolPtr>;
+using Vol = HandleArg<virStorageVolPtr>;
+using Snap = HandleArg<virDomainSnapshotPtr>;
+
+struct Flags {
+  unsigned int operator()(Call& c, size_t i) const { return c.Flags(i); }
+};
+struct UInt {
+  const char* what;
+  unsigned int operator()(Call& c, size_t i) const { return c.UInt(i, what); }
+};
+struct Int {
+  const char* what;
+  int operator()(Call& c, size_t i) const { return c.Int(i, what); }
+};
+struct U64 {
+  const char* what;
+  uint64_t operator()(Call& c, size_t i) const { return c.U64(i, what); }
+};
+struct Str {
+  const char* what;
+  std::string operator()(Call& c, size_t i) const { return c.Str(i, what); }
+};
+// A string or null/undefined (libvirt's NULL).
+struct OptStr {
+  const char* what;
+  std::optional<std::string> operator()(Call& c, size_t i) const { return c.OptStr(i, what); }
+};
+// A boolean, passed to libvirt as 1 or 0.
+struct Bool {
+  const char* what;
+  int operator()(Call& c, size_t i) const {
+    if (!c.info[i].IsBoolean())
+      throw Napi::TypeError::New(c.env, std::string(what) + " must be a boolean");
+    return c.info[i].As<Napi::Boolean>().Value() ? 1 : 0;
+  }
+};
+
+template <class T>
+T Pass(T v) {
+  return v;
+}
+inline const char* Pass(const std::string& s) { return s.c_str(); }
+inline const char* Pass(const std::optional<std::string>& s) {
+  return s ? s->c_str() : nullptr;
+}
+
+// F(args..., extra...): the job's arguments, then any out-parameters.
+template <auto F, class Args, class... Extra>
+auto Apply(const Args& args, Extra... extra) {
+  return std::apply([&](const auto&... a) { return F(Pass(a)..., extra...); }, args);
+}
+
+// ---------------------------------------------------------------------------------------
+// Result shapes: how the worker decides success and what the promise resolves with.
+
+// int >= 0 on success: undefined, the number, or a boolean.
+struct ToVoid {
+  template <auto F, class A>
+  static Napi::Value Run(Call& c, const char* name, A args) {
+    return RunVoid(c, name, [args] { return Apply<F>(args); });
+  }
+};
+struct ToInt {
+  template <auto F, class A>
+  static Napi::Value Run(Call& c, const char* name, A args) {
+    return RunInt(c, name, [args] { return Apply<F>(args); });
+  }
+};
+struct ToBool {
+  template <auto F, class A>
+  static Napi::Value Run(Call& c, const char* name, A args) {
+    return RunBool(c, name, [args] { return Apply<F>(args); });
+  }
+};
+// A malloc'd string, NULL on failure.
+struct ToString {
+  template <auto F, class A>
+  static Napi::Value Run(Call& c, const char* name, A args) {
+    return RunString(c, name, [args] { return Apply<F>(args); });
+  }
+};
+// An int out-parameter, 0 returned on success: a boolean (getAutostart).
+struct ToFlag {
+  template <auto F, class A>
+  static Napi::Value Run(Call& c, const char* name, A args) {
+    return c.Run<int>(
+        name, [args](int& r) { return Apply<F>(args, &r) == 0; },
+        [](Napi::Env env, int& r) { return Napi::Boolean::New(env, r != 0); });
+  }
+};
+// A new reference, NULL on failure: a handle made by Wrap.
+template <auto Wrap>
+struct ToHandle {
+  template <auto F, class A>
+  static Napi::Value Run(Call& c, const char* name, A args) {
+    return RunHandle(c, name, Wrap, [args] { return Apply<F>(args); });
+  }
+};
+// The ListAll… family: F(handle, &list, rest...) returns the count; an array of handles.
+template <auto Wrap>
+struct ToList {
+  template <auto F, class A>
+  static Napi::Value Run(Call& c, const char* name, A args) {
+    return RunHandleList(c, name, Wrap, [args](auto** list) {
+      return std::apply(
+          [&](const auto& h, const auto&... rest) { return F(Pass(h), list, Pass(rest)...); },
+          args);
+    });
+  }
+};
+
+// Reads the arguments in order (a braced list evaluates left to right), then the timeout.
+template <class Out, auto F, class... R, size_t... I>
+Napi::Value Method(const Napi::CallbackInfo& info, const char* name, std::index_sequence<I...>,
+                   const R&... readers) {
+  return Async(info, [&](Call& c) {
+    std::tuple<decltype(readers(c, I))...> args{readers(c, I)...};
+    c.Timeout(sizeof...(R));
+    return Out::template Run<F>(c, name, std::move(args));
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// What one source file adds to the addon's exports.
+
+class Exports {
+ public:
+  Exports(Napi::Env env, Napi::Object target) : env_(env), target_(target) {}
+
+  template <class F>
+  Exports& Add(const char* name, F fn) {
+    target_.Set(name, Napi::Function::New(env_, fn, name));
+    return *this;
+  }
+
+  // `name` calls libvirt's `call` (F) with the arguments `readers` read.
+  template <class Out, auto F, class... R>
+  Exports& Bind(const char* name, const char* call, R... readers) {
+    return Add(name, [call, readers...](const Napi::CallbackInfo& info) {
+      return Method<Out, F>(info, call, std::index_sequence_for<R...>(), readers...);
+    });
+  }
+
+ private:
+  Napi::Env env_;
+  Napi::Object target_;
+};
+
+}  // namespace lv
