@@ -116,6 +116,213 @@ export type EventDispatcher = (
   detail: number,
 ) => void;
 
+/** The calls every kind of libvirt object answers: its name, its XML, free(). */
+export interface ObjectCalls<H> {
+  getName(h: H): string;
+  free(h: H): void;
+  getXMLDesc(h: H, flags: number, t: T): Promise<string>;
+}
+
+/**
+ * What domains, networks and storage pools have in common: a UUID, a persistent or transient
+ * definition, autostart, and the connection's calls that count, list, look up, define and
+ * create them and register for their lifecycle events.
+ */
+export interface DefinedCalls<H> extends ObjectCalls<H> {
+  getUUIDString(h: H): string;
+  getUUID(h: H): Buffer;
+  isActive(h: H, t: T): Promise<boolean>;
+  isPersistent(h: H, t: T): Promise<boolean>;
+  getAutostart(h: H, t: T): Promise<boolean>;
+  setAutostart(h: H, autostart: boolean, t: T): Promise<void>;
+
+  numOf(c: ConnHandle, t: T): Promise<number>;
+  numOfDefined(c: ConnHandle, t: T): Promise<number>;
+  listAll(c: ConnHandle, flags: number, t: T): Promise<H[]>;
+  lookupByName(c: ConnHandle, name: string, t: T): Promise<H>;
+  lookupByUUIDString(c: ConnHandle, uuid: string, t: T): Promise<H>;
+  lookupByUUID(c: ConnHandle, uuid: Uint8Array, t: T): Promise<H>;
+  defineXML(c: ConnHandle, xml: string, flags: number, t: T): Promise<H>;
+  createXML(c: ConnHandle, xml: string, flags: number, t: T): Promise<H>;
+  eventRegisterAny(c: ConnHandle, h: H | null, eventID: number, key: number, t: T): Promise<number>;
+  eventDeregisterAny(c: ConnHandle, callbackID: number, t: T): Promise<void>;
+}
+
+export interface ConnectCalls {
+  open(uri: string | null, flags: number, closeKey: number, t: T): Promise<ConnHandle>;
+  close(c: ConnHandle, t: T): Promise<number>;
+  getType(c: ConnHandle, t: T): Promise<string>;
+  getVersion(c: ConnHandle, t: T): Promise<number>;
+  getLibVersion(c: ConnHandle, t: T): Promise<number>;
+  getHostname(c: ConnHandle, t: T): Promise<string>;
+  getURI(c: ConnHandle, t: T): Promise<string>;
+  getCapabilities(c: ConnHandle, t: T): Promise<string>;
+  getSysinfo(c: ConnHandle, flags: number, t: T): Promise<string>;
+  getMaxVcpus(c: ConnHandle, type: string | null, t: T): Promise<number>;
+  isAlive(c: ConnHandle, t: T): Promise<boolean>;
+  setKeepAlive(c: ConnHandle, interval: number, count: number, t: T): Promise<number>;
+  nodeGetInfo(c: ConnHandle, t: T): Promise<RawNodeInfo>;
+  nodeGetFreeMemory(c: ConnHandle, t: T): Promise<bigint>;
+  getAllDomainStats(
+    c: ConnHandle,
+    stats: number,
+    flags: number,
+    t: T,
+  ): Promise<RawDomainStatsRecord[]>;
+  newStream(c: ConnHandle, flags: number): StreamHandle;
+}
+
+export interface DomainCalls extends DefinedCalls<DomainHandle> {
+  lookupByID(c: ConnHandle, id: number, t: T): Promise<DomainHandle>;
+  listGetStats(
+    d: DomainHandle[],
+    stats: number,
+    flags: number,
+    t: T,
+  ): Promise<RawDomainStatsRecord[]>;
+  getID(d: DomainHandle): number;
+  getInfo(d: DomainHandle, t: T): Promise<RawDomainInfo>;
+  getState(d: DomainHandle, flags: number, t: T): Promise<{ state: number; reason: number }>;
+  getOSType(d: DomainHandle, t: T): Promise<string>;
+  isUpdated(d: DomainHandle, t: T): Promise<boolean>;
+  create(d: DomainHandle, flags: number, t: T): Promise<void>;
+  shutdown(d: DomainHandle, flags: number, t: T): Promise<void>;
+  reboot(d: DomainHandle, flags: number, t: T): Promise<void>;
+  reset(d: DomainHandle, flags: number, t: T): Promise<void>;
+  destroy(d: DomainHandle, flags: number, t: T): Promise<void>;
+  undefine(d: DomainHandle, flags: number, t: T): Promise<void>;
+  suspend(d: DomainHandle, t: T): Promise<void>;
+  resume(d: DomainHandle, t: T): Promise<void>;
+  setMemoryFlags(d: DomainHandle, kib: U64, flags: number, t: T): Promise<void>;
+  getMaxMemory(d: DomainHandle, t: T): Promise<bigint>;
+  setVcpusFlags(d: DomainHandle, n: number, flags: number, t: T): Promise<void>;
+  getVcpusFlags(d: DomainHandle, flags: number, t: T): Promise<number>;
+  getVcpus(d: DomainHandle, t: T): Promise<RawVcpuInfo[]>;
+  memoryStats(d: DomainHandle, flags: number, t: T): Promise<Record<string, bigint>>;
+  interfaceAddresses(d: DomainHandle, source: number, flags: number, t: T): Promise<RawInterface[]>;
+  attachDeviceFlags(d: DomainHandle, xml: string, flags: number, t: T): Promise<void>;
+  detachDeviceFlags(d: DomainHandle, xml: string, flags: number, t: T): Promise<void>;
+  updateDeviceFlags(d: DomainHandle, xml: string, flags: number, t: T): Promise<void>;
+  getMetadata(
+    d: DomainHandle,
+    type: number,
+    uri: string | null,
+    flags: number,
+    t: T,
+  ): Promise<string>;
+  setMetadata(
+    d: DomainHandle,
+    type: number,
+    metadata: string | null,
+    key: string | null,
+    uri: string | null,
+    flags: number,
+    t: T,
+  ): Promise<void>;
+  blockResize(d: DomainHandle, disk: string, size: U64, flags: number, t: T): Promise<void>;
+  openConsole(
+    d: DomainHandle,
+    devName: string | null,
+    s: StreamHandle,
+    flags: number,
+    t: T,
+  ): Promise<void>;
+  fsFreeze(d: DomainHandle, mountpoints: string[] | null, flags: number, t: T): Promise<number>;
+  fsThaw(d: DomainHandle, mountpoints: string[] | null, flags: number, t: T): Promise<number>;
+}
+
+export interface SnapshotCalls extends ObjectCalls<SnapshotHandle> {
+  freedHandle(): SnapshotHandle;
+  createXML(d: DomainHandle, xml: string, flags: number, t: T): Promise<SnapshotHandle>;
+  lookupByName(d: DomainHandle, name: string, flags: number, t: T): Promise<SnapshotHandle>;
+  listAll(d: DomainHandle, flags: number, t: T): Promise<SnapshotHandle[]>;
+  num(d: DomainHandle, flags: number, t: T): Promise<number>;
+  hasCurrent(d: DomainHandle, flags: number, t: T): Promise<boolean>;
+  current(d: DomainHandle, flags: number, t: T): Promise<SnapshotHandle>;
+  getParent(s: SnapshotHandle, flags: number, t: T): Promise<SnapshotHandle>;
+  isCurrent(s: SnapshotHandle, flags: number, t: T): Promise<boolean>;
+  hasMetadata(s: SnapshotHandle, flags: number, t: T): Promise<boolean>;
+  revert(s: SnapshotHandle, flags: number, t: T): Promise<void>;
+  delete(s: SnapshotHandle, flags: number, t: T): Promise<void>;
+}
+
+export interface NetworkCalls extends DefinedCalls<NetworkHandle> {
+  getBridgeName(n: NetworkHandle, t: T): Promise<string>;
+  create(n: NetworkHandle, t: T): Promise<void>;
+  destroy(n: NetworkHandle, t: T): Promise<void>;
+  undefine(n: NetworkHandle, t: T): Promise<void>;
+  update(
+    n: NetworkHandle,
+    command: number,
+    section: number,
+    parentIndex: number,
+    xml: string,
+    flags: number,
+    t: T,
+  ): Promise<void>;
+  getDHCPLeases(n: NetworkHandle, mac: string | null, flags: number, t: T): Promise<RawLease[]>;
+}
+
+export interface PoolCalls extends DefinedCalls<PoolHandle> {
+  lookupByTargetPath(c: ConnHandle, path: string, t: T): Promise<PoolHandle>;
+  lookupByVolume(v: VolHandle, t: T): Promise<PoolHandle>;
+  build(p: PoolHandle, flags: number, t: T): Promise<void>;
+  create(p: PoolHandle, flags: number, t: T): Promise<void>;
+  delete(p: PoolHandle, flags: number, t: T): Promise<void>;
+  refresh(p: PoolHandle, flags: number, t: T): Promise<void>;
+  destroy(p: PoolHandle, t: T): Promise<void>;
+  undefine(p: PoolHandle, t: T): Promise<void>;
+  numOfVolumes(p: PoolHandle, t: T): Promise<number>;
+  getInfo(p: PoolHandle, t: T): Promise<RawPoolInfo>;
+  listAllVolumes(p: PoolHandle, flags: number, t: T): Promise<VolHandle[]>;
+}
+
+/** Upload or download between the volume and a local file; resolves with the bytes moved. */
+type VolTransfer = (
+  v: VolHandle,
+  path: string,
+  offset: U64,
+  length: U64,
+  flags: number,
+  t: T,
+) => Promise<bigint>;
+
+export interface VolCalls extends ObjectCalls<VolHandle> {
+  lookupByKey(c: ConnHandle, key: string, t: T): Promise<VolHandle>;
+  lookupByPath(c: ConnHandle, path: string, t: T): Promise<VolHandle>;
+  lookupByName(p: PoolHandle, name: string, t: T): Promise<VolHandle>;
+  createXML(p: PoolHandle, xml: string, flags: number, t: T): Promise<VolHandle>;
+  createXMLFrom(
+    p: PoolHandle,
+    xml: string,
+    clone: VolHandle,
+    flags: number,
+    t: T,
+  ): Promise<VolHandle>;
+  getKey(v: VolHandle): string;
+  getPath(v: VolHandle, t: T): Promise<string>;
+  getInfo(v: VolHandle, t: T): Promise<RawVolInfo>;
+  delete(v: VolHandle, flags: number, t: T): Promise<void>;
+  wipe(v: VolHandle, flags: number, t: T): Promise<void>;
+  resize(v: VolHandle, capacity: U64, flags: number, t: T): Promise<void>;
+  upload: VolTransfer;
+  download: VolTransfer;
+}
+
+export interface StreamCalls {
+  start(
+    s: StreamHandle,
+    listener: (kind: StreamMessage, arg: Buffer | Error | number | undefined) => void,
+    t: T,
+  ): Promise<void>;
+  setReading(s: StreamHandle, reading: boolean): void;
+  send(s: StreamHandle, data: Uint8Array): boolean;
+  finish(s: StreamHandle, t: T): Promise<void>;
+  abort(s: StreamHandle, t: T): Promise<void>;
+  free(s: StreamHandle): void;
+}
+
+/** The addon's exports: process-wide functions, then one table of calls per object kind. */
 export interface NativeBinding {
   setErrorConstructor(ctor: new (message: string, details: LibvirtErrorDetails) => Error): void;
   setEventDispatcher(dispatcher: EventDispatcher): void;
@@ -134,278 +341,13 @@ export interface NativeBinding {
     storagePool: PoolHandle;
     storageVol: VolHandle;
   };
-
-  connectOpen(uri: string | null, flags: number, closeKey: number, t: T): Promise<ConnHandle>;
-  connectClose(c: ConnHandle, t: T): Promise<number>;
-  connectGetType(c: ConnHandle, t: T): Promise<string>;
-  connectGetVersion(c: ConnHandle, t: T): Promise<number>;
-  connectGetLibVersion(c: ConnHandle, t: T): Promise<number>;
-  connectGetHostname(c: ConnHandle, t: T): Promise<string>;
-  connectGetURI(c: ConnHandle, t: T): Promise<string>;
-  connectGetCapabilities(c: ConnHandle, t: T): Promise<string>;
-  connectGetSysinfo(c: ConnHandle, flags: number, t: T): Promise<string>;
-  connectGetMaxVcpus(c: ConnHandle, type: string | null, t: T): Promise<number>;
-  connectIsAlive(c: ConnHandle, t: T): Promise<boolean>;
-  connectSetKeepAlive(c: ConnHandle, interval: number, count: number, t: T): Promise<number>;
-  nodeGetInfo(c: ConnHandle, t: T): Promise<RawNodeInfo>;
-  nodeGetFreeMemory(c: ConnHandle, t: T): Promise<bigint>;
-  connectNumOfDomains(c: ConnHandle, t: T): Promise<number>;
-  connectNumOfDefinedDomains(c: ConnHandle, t: T): Promise<number>;
-  connectNumOfNetworks(c: ConnHandle, t: T): Promise<number>;
-  connectNumOfDefinedNetworks(c: ConnHandle, t: T): Promise<number>;
-  connectNumOfStoragePools(c: ConnHandle, t: T): Promise<number>;
-  connectNumOfDefinedStoragePools(c: ConnHandle, t: T): Promise<number>;
-  connectListAllDomains(c: ConnHandle, flags: number, t: T): Promise<DomainHandle[]>;
-  connectListAllNetworks(c: ConnHandle, flags: number, t: T): Promise<NetworkHandle[]>;
-  connectListAllStoragePools(c: ConnHandle, flags: number, t: T): Promise<PoolHandle[]>;
-  connectGetAllDomainStats(
-    c: ConnHandle,
-    stats: number,
-    flags: number,
-    t: T,
-  ): Promise<RawDomainStatsRecord[]>;
-  domainListGetStats(
-    d: DomainHandle[],
-    stats: number,
-    flags: number,
-    t: T,
-  ): Promise<RawDomainStatsRecord[]>;
-
-  domainLookupByID(c: ConnHandle, id: number, t: T): Promise<DomainHandle>;
-  domainLookupByName(c: ConnHandle, name: string, t: T): Promise<DomainHandle>;
-  domainLookupByUUIDString(c: ConnHandle, uuid: string, t: T): Promise<DomainHandle>;
-  domainLookupByUUID(c: ConnHandle, uuid: Uint8Array, t: T): Promise<DomainHandle>;
-  networkLookupByName(c: ConnHandle, name: string, t: T): Promise<NetworkHandle>;
-  networkLookupByUUIDString(c: ConnHandle, uuid: string, t: T): Promise<NetworkHandle>;
-  networkLookupByUUID(c: ConnHandle, uuid: Uint8Array, t: T): Promise<NetworkHandle>;
-  storagePoolLookupByName(c: ConnHandle, name: string, t: T): Promise<PoolHandle>;
-  storagePoolLookupByUUIDString(c: ConnHandle, uuid: string, t: T): Promise<PoolHandle>;
-  storagePoolLookupByUUID(c: ConnHandle, uuid: Uint8Array, t: T): Promise<PoolHandle>;
-  storagePoolLookupByTargetPath(c: ConnHandle, path: string, t: T): Promise<PoolHandle>;
-  storageVolLookupByKey(c: ConnHandle, key: string, t: T): Promise<VolHandle>;
-  storageVolLookupByPath(c: ConnHandle, path: string, t: T): Promise<VolHandle>;
-  domainDefineXML(c: ConnHandle, xml: string, flags: number, t: T): Promise<DomainHandle>;
-  domainCreateXML(c: ConnHandle, xml: string, flags: number, t: T): Promise<DomainHandle>;
-  networkDefineXML(c: ConnHandle, xml: string, flags: number, t: T): Promise<NetworkHandle>;
-  networkCreateXML(c: ConnHandle, xml: string, flags: number, t: T): Promise<NetworkHandle>;
-  storagePoolDefineXML(c: ConnHandle, xml: string, flags: number, t: T): Promise<PoolHandle>;
-  storagePoolCreateXML(c: ConnHandle, xml: string, flags: number, t: T): Promise<PoolHandle>;
-
-  connectDomainEventRegisterAny(
-    c: ConnHandle,
-    d: DomainHandle | null,
-    eventID: number,
-    key: number,
-    t: T,
-  ): Promise<number>;
-  connectNetworkEventRegisterAny(
-    c: ConnHandle,
-    n: NetworkHandle | null,
-    eventID: number,
-    key: number,
-    t: T,
-  ): Promise<number>;
-  connectStoragePoolEventRegisterAny(
-    c: ConnHandle,
-    p: PoolHandle | null,
-    eventID: number,
-    key: number,
-    t: T,
-  ): Promise<number>;
-  connectDomainEventDeregisterAny(c: ConnHandle, callbackID: number, t: T): Promise<void>;
-  connectNetworkEventDeregisterAny(c: ConnHandle, callbackID: number, t: T): Promise<void>;
-  connectStoragePoolEventDeregisterAny(c: ConnHandle, callbackID: number, t: T): Promise<void>;
-
-  domainGetName(d: DomainHandle): string;
-  domainGetUUIDString(d: DomainHandle): string;
-  domainGetUUID(d: DomainHandle): Buffer;
-  domainGetID(d: DomainHandle): number;
-  domainFree(d: DomainHandle): void;
-  domainGetInfo(d: DomainHandle, t: T): Promise<RawDomainInfo>;
-  domainGetState(d: DomainHandle, flags: number, t: T): Promise<{ state: number; reason: number }>;
-  domainGetXMLDesc(d: DomainHandle, flags: number, t: T): Promise<string>;
-  domainGetOSType(d: DomainHandle, t: T): Promise<string>;
-  domainIsActive(d: DomainHandle, t: T): Promise<boolean>;
-  domainIsPersistent(d: DomainHandle, t: T): Promise<boolean>;
-  domainIsUpdated(d: DomainHandle, t: T): Promise<boolean>;
-  domainGetAutostart(d: DomainHandle, t: T): Promise<boolean>;
-  domainSetAutostart(d: DomainHandle, autostart: boolean, t: T): Promise<void>;
-  domainCreate(d: DomainHandle, flags: number, t: T): Promise<void>;
-  domainShutdown(d: DomainHandle, flags: number, t: T): Promise<void>;
-  domainReboot(d: DomainHandle, flags: number, t: T): Promise<void>;
-  domainReset(d: DomainHandle, flags: number, t: T): Promise<void>;
-  domainDestroy(d: DomainHandle, flags: number, t: T): Promise<void>;
-  domainUndefine(d: DomainHandle, flags: number, t: T): Promise<void>;
-  domainSuspend(d: DomainHandle, t: T): Promise<void>;
-  domainResume(d: DomainHandle, t: T): Promise<void>;
-  domainSetMemoryFlags(d: DomainHandle, kib: U64, flags: number, t: T): Promise<void>;
-  domainGetMaxMemory(d: DomainHandle, t: T): Promise<bigint>;
-  domainSetVcpusFlags(d: DomainHandle, n: number, flags: number, t: T): Promise<void>;
-  domainGetVcpusFlags(d: DomainHandle, flags: number, t: T): Promise<number>;
-  domainGetVcpus(d: DomainHandle, t: T): Promise<RawVcpuInfo[]>;
-  domainMemoryStats(d: DomainHandle, flags: number, t: T): Promise<Record<string, bigint>>;
-  domainInterfaceAddresses(
-    d: DomainHandle,
-    source: number,
-    flags: number,
-    t: T,
-  ): Promise<RawInterface[]>;
-  domainAttachDeviceFlags(d: DomainHandle, xml: string, flags: number, t: T): Promise<void>;
-  domainDetachDeviceFlags(d: DomainHandle, xml: string, flags: number, t: T): Promise<void>;
-  domainUpdateDeviceFlags(d: DomainHandle, xml: string, flags: number, t: T): Promise<void>;
-  domainGetMetadata(
-    d: DomainHandle,
-    type: number,
-    uri: string | null,
-    flags: number,
-    t: T,
-  ): Promise<string>;
-  domainSetMetadata(
-    d: DomainHandle,
-    type: number,
-    metadata: string | null,
-    key: string | null,
-    uri: string | null,
-    flags: number,
-    t: T,
-  ): Promise<void>;
-  domainBlockResize(d: DomainHandle, disk: string, size: U64, flags: number, t: T): Promise<void>;
-
-  domainSnapshotCreateXML(
-    d: DomainHandle,
-    xml: string,
-    flags: number,
-    t: T,
-  ): Promise<SnapshotHandle>;
-  domainSnapshotLookupByName(
-    d: DomainHandle,
-    name: string,
-    flags: number,
-    t: T,
-  ): Promise<SnapshotHandle>;
-  domainListAllSnapshots(d: DomainHandle, flags: number, t: T): Promise<SnapshotHandle[]>;
-  domainSnapshotNum(d: DomainHandle, flags: number, t: T): Promise<number>;
-  domainHasCurrentSnapshot(d: DomainHandle, flags: number, t: T): Promise<boolean>;
-  domainSnapshotCurrent(d: DomainHandle, flags: number, t: T): Promise<SnapshotHandle>;
-  domainSnapshotGetName(s: SnapshotHandle): string;
-  domainSnapshotFree(s: SnapshotHandle): void;
-  domainSnapshotFreedHandle(): SnapshotHandle;
-  domainSnapshotGetXMLDesc(s: SnapshotHandle, flags: number, t: T): Promise<string>;
-  domainSnapshotGetParent(s: SnapshotHandle, flags: number, t: T): Promise<SnapshotHandle>;
-  domainSnapshotIsCurrent(s: SnapshotHandle, flags: number, t: T): Promise<boolean>;
-  domainSnapshotHasMetadata(s: SnapshotHandle, flags: number, t: T): Promise<boolean>;
-  domainRevertToSnapshot(s: SnapshotHandle, flags: number, t: T): Promise<void>;
-  domainSnapshotDelete(s: SnapshotHandle, flags: number, t: T): Promise<void>;
-  domainFSFreeze(
-    d: DomainHandle,
-    mountpoints: string[] | null,
-    flags: number,
-    t: T,
-  ): Promise<number>;
-  domainFSThaw(d: DomainHandle, mountpoints: string[] | null, flags: number, t: T): Promise<number>;
-
-  networkGetName(n: NetworkHandle): string;
-  networkGetUUIDString(n: NetworkHandle): string;
-  networkGetUUID(n: NetworkHandle): Buffer;
-  networkFree(n: NetworkHandle): void;
-  networkGetXMLDesc(n: NetworkHandle, flags: number, t: T): Promise<string>;
-  networkGetBridgeName(n: NetworkHandle, t: T): Promise<string>;
-  networkGetAutostart(n: NetworkHandle, t: T): Promise<boolean>;
-  networkSetAutostart(n: NetworkHandle, autostart: boolean, t: T): Promise<void>;
-  networkIsActive(n: NetworkHandle, t: T): Promise<boolean>;
-  networkIsPersistent(n: NetworkHandle, t: T): Promise<boolean>;
-  networkCreate(n: NetworkHandle, t: T): Promise<void>;
-  networkDestroy(n: NetworkHandle, t: T): Promise<void>;
-  networkUndefine(n: NetworkHandle, t: T): Promise<void>;
-  networkUpdate(
-    n: NetworkHandle,
-    command: number,
-    section: number,
-    parentIndex: number,
-    xml: string,
-    flags: number,
-    t: T,
-  ): Promise<void>;
-  networkGetDHCPLeases(
-    n: NetworkHandle,
-    mac: string | null,
-    flags: number,
-    t: T,
-  ): Promise<RawLease[]>;
-
-  storagePoolGetName(p: PoolHandle): string;
-  storagePoolGetUUIDString(p: PoolHandle): string;
-  storagePoolGetUUID(p: PoolHandle): Buffer;
-  storagePoolFree(p: PoolHandle): void;
-  storagePoolBuild(p: PoolHandle, flags: number, t: T): Promise<void>;
-  storagePoolCreate(p: PoolHandle, flags: number, t: T): Promise<void>;
-  storagePoolDelete(p: PoolHandle, flags: number, t: T): Promise<void>;
-  storagePoolRefresh(p: PoolHandle, flags: number, t: T): Promise<void>;
-  storagePoolDestroy(p: PoolHandle, t: T): Promise<void>;
-  storagePoolUndefine(p: PoolHandle, t: T): Promise<void>;
-  storagePoolIsActive(p: PoolHandle, t: T): Promise<boolean>;
-  storagePoolIsPersistent(p: PoolHandle, t: T): Promise<boolean>;
-  storagePoolNumOfVolumes(p: PoolHandle, t: T): Promise<number>;
-  storagePoolGetInfo(p: PoolHandle, t: T): Promise<RawPoolInfo>;
-  storagePoolGetXMLDesc(p: PoolHandle, flags: number, t: T): Promise<string>;
-  storagePoolGetAutostart(p: PoolHandle, t: T): Promise<boolean>;
-  storagePoolSetAutostart(p: PoolHandle, autostart: boolean, t: T): Promise<void>;
-  storagePoolListAllVolumes(p: PoolHandle, flags: number, t: T): Promise<VolHandle[]>;
-  storageVolLookupByName(p: PoolHandle, name: string, t: T): Promise<VolHandle>;
-  storageVolCreateXML(p: PoolHandle, xml: string, flags: number, t: T): Promise<VolHandle>;
-  storageVolCreateXMLFrom(
-    p: PoolHandle,
-    xml: string,
-    clone: VolHandle,
-    flags: number,
-    t: T,
-  ): Promise<VolHandle>;
-  storagePoolLookupByVolume(v: VolHandle, t: T): Promise<PoolHandle>;
-
-  storageVolGetName(v: VolHandle): string;
-  storageVolGetKey(v: VolHandle): string;
-  storageVolFree(v: VolHandle): void;
-  storageVolGetPath(v: VolHandle, t: T): Promise<string>;
-  storageVolGetInfo(v: VolHandle, t: T): Promise<RawVolInfo>;
-  storageVolGetXMLDesc(v: VolHandle, flags: number, t: T): Promise<string>;
-  storageVolDelete(v: VolHandle, flags: number, t: T): Promise<void>;
-  storageVolWipe(v: VolHandle, flags: number, t: T): Promise<void>;
-  storageVolResize(v: VolHandle, capacity: U64, flags: number, t: T): Promise<void>;
-  storageVolUpload(
-    v: VolHandle,
-    path: string,
-    offset: U64,
-    length: U64,
-    flags: number,
-    t: T,
-  ): Promise<bigint>;
-  storageVolDownload(
-    v: VolHandle,
-    path: string,
-    offset: U64,
-    length: U64,
-    flags: number,
-    t: T,
-  ): Promise<bigint>;
-
-  connectNewStream(c: ConnHandle, flags: number): StreamHandle;
-  domainOpenConsole(
-    d: DomainHandle,
-    devName: string | null,
-    s: StreamHandle,
-    flags: number,
-    t: T,
-  ): Promise<void>;
-  streamStart(
-    s: StreamHandle,
-    listener: (kind: StreamMessage, arg: Buffer | Error | number | undefined) => void,
-    t: T,
-  ): Promise<void>;
-  streamSetReading(s: StreamHandle, reading: boolean): void;
-  streamSend(s: StreamHandle, data: Uint8Array): boolean;
-  streamFinish(s: StreamHandle, t: T): Promise<void>;
-  streamAbort(s: StreamHandle, t: T): Promise<void>;
-  streamFree(s: StreamHandle): void;
+  connect: ConnectCalls;
+  domain: DomainCalls;
+  domainSnapshot: SnapshotCalls;
+  network: NetworkCalls;
+  storagePool: PoolCalls;
+  storageVol: VolCalls;
+  stream: StreamCalls;
 }
 
 // src/libvirt/addon.ts and dist/libvirt/addon.js are both two levels below the package root.

@@ -125,7 +125,7 @@ export class Connect {
     });
     try {
       const flags = opts.readOnly ? ConnectFlags.RO : 0;
-      const handle = await native.connectOpen(uri, flags, closeKey, opts.timeoutMs);
+      const handle = await native.connect.open(uri, flags, closeKey, opts.timeoutMs);
       const conn = new Connect(handle, closeKey, opts.callTimeoutMs);
       ref = new WeakRef(conn);
       collectedConnections.register(conn, closeKey, conn);
@@ -173,7 +173,7 @@ export class Connect {
     this.#networkRoutes.clear();
     this.#poolRoutes.clear();
     try {
-      return await native.connectClose(this[HANDLE], this.#t(opts));
+      return await native.connect.close(this[HANDLE], this.#t(opts));
     } finally {
       for (const key of routes) closeRoute(key);
       closeRoute(this.#closeKey);
@@ -195,42 +195,42 @@ export class Connect {
   }
 
   getType(opts?: CallOptions): Promise<string> {
-    return native.connectGetType(this[HANDLE], this.#t(opts));
+    return native.connect.getType(this[HANDLE], this.#t(opts));
   }
 
   /** Hypervisor version, major * 1,000,000 + minor * 1,000 + release. */
   getVersion(opts?: CallOptions): Promise<number> {
-    return native.connectGetVersion(this[HANDLE], this.#t(opts));
+    return native.connect.getVersion(this[HANDLE], this.#t(opts));
   }
 
   /** libvirt version of the daemon (or library) serving the connection. */
   getLibVersion(opts?: CallOptions): Promise<number> {
-    return native.connectGetLibVersion(this[HANDLE], this.#t(opts));
+    return native.connect.getLibVersion(this[HANDLE], this.#t(opts));
   }
 
   getHostname(opts?: CallOptions): Promise<string> {
-    return native.connectGetHostname(this[HANDLE], this.#t(opts));
+    return native.connect.getHostname(this[HANDLE], this.#t(opts));
   }
 
   getURI(opts?: CallOptions): Promise<string> {
-    return native.connectGetURI(this[HANDLE], this.#t(opts));
+    return native.connect.getURI(this[HANDLE], this.#t(opts));
   }
 
   /** The capabilities XML. */
   getCapabilities(opts?: CallOptions): Promise<string> {
-    return native.connectGetCapabilities(this[HANDLE], this.#t(opts));
+    return native.connect.getCapabilities(this[HANDLE], this.#t(opts));
   }
 
   getSysinfo(flags = 0, opts?: CallOptions): Promise<string> {
-    return native.connectGetSysinfo(this[HANDLE], flags, this.#t(opts));
+    return native.connect.getSysinfo(this[HANDLE], flags, this.#t(opts));
   }
 
   getMaxVcpus(type: string | null = null, opts?: CallOptions): Promise<number> {
-    return native.connectGetMaxVcpus(this[HANDLE], type, this.#t(opts));
+    return native.connect.getMaxVcpus(this[HANDLE], type, this.#t(opts));
   }
 
   isAlive(opts?: CallOptions): Promise<boolean> {
-    return native.connectIsAlive(this[HANDLE], this.#t(opts));
+    return native.connect.isAlive(this[HANDLE], this.#t(opts));
   }
 
   /**
@@ -239,31 +239,31 @@ export class Connect {
    * remote side (test:///) reject with VIR_ERR_NO_SUPPORT (see isUnsupported).
    */
   setKeepAlive(interval: number, count: number, opts?: CallOptions): Promise<number> {
-    return native.connectSetKeepAlive(this[HANDLE], interval, count, this.#t(opts));
+    return native.connect.setKeepAlive(this[HANDLE], interval, count, this.#t(opts));
   }
 
   nodeGetInfo(opts?: CallOptions): Promise<NodeInfo> {
-    return native.nodeGetInfo(this[HANDLE], this.#t(opts));
+    return native.connect.nodeGetInfo(this[HANDLE], this.#t(opts));
   }
 
   /** Bytes. */
   nodeGetFreeMemory(opts?: CallOptions): Promise<bigint> {
-    return native.nodeGetFreeMemory(this[HANDLE], this.#t(opts));
+    return native.connect.nodeGetFreeMemory(this[HANDLE], this.#t(opts));
   }
 
   // ---- domains -------------------------------------------------------------------------
 
   numOfDomains(opts?: CallOptions): Promise<number> {
-    return native.connectNumOfDomains(this[HANDLE], this.#t(opts));
+    return native.domain.numOf(this[HANDLE], this.#t(opts));
   }
 
   numOfDefinedDomains(opts?: CallOptions): Promise<number> {
-    return native.connectNumOfDefinedDomains(this[HANDLE], this.#t(opts));
+    return native.domain.numOfDefined(this[HANDLE], this.#t(opts));
   }
 
   /** flags: ConnectListAllDomainsFlags (0: all). */
   async listAllDomains(flags = 0, opts?: CallOptions): Promise<Domain[]> {
-    const handles = await native.connectListAllDomains(this[HANDLE], flags, this.#t(opts));
+    const handles = await native.domain.listAll(this[HANDLE], flags, this.#t(opts));
     return handles.map((h) => new Domain(this, h));
   }
 
@@ -276,7 +276,7 @@ export class Connect {
     flags = 0,
     opts?: CallOptions,
   ): Promise<DomainStatsRecord[]> {
-    const raw = await native.connectGetAllDomainStats(this[HANDLE], stats, flags, this.#t(opts));
+    const raw = await native.connect.getAllDomainStats(this[HANDLE], stats, flags, this.#t(opts));
     return raw.map(parseDomainStats);
   }
 
@@ -287,7 +287,7 @@ export class Connect {
     flags = 0,
     opts?: CallOptions,
   ): Promise<DomainStatsRecord[]> {
-    const raw = await native.domainListGetStats(
+    const raw = await native.domain.listGetStats(
       domains.map((d) => d[HANDLE]),
       stats,
       flags,
@@ -299,11 +299,11 @@ export class Connect {
   #domain = (h: DomainHandle): Domain => new Domain(this, h);
 
   lookupDomainByID(id: number, opts?: CallOptions): Promise<Domain> {
-    return native.domainLookupByID(this[HANDLE], id, this.#t(opts)).then(this.#domain);
+    return native.domain.lookupByID(this[HANDLE], id, this.#t(opts)).then(this.#domain);
   }
 
   lookupDomainByName(name: string, opts?: CallOptions): Promise<Domain> {
-    return native.domainLookupByName(this[HANDLE], name, this.#t(opts)).then(this.#domain);
+    return native.domain.lookupByName(this[HANDLE], name, this.#t(opts)).then(this.#domain);
   }
 
   /** `uuid` as a string (any form libvirt parses) or the 16 raw bytes. */
@@ -311,126 +311,130 @@ export class Connect {
     const t = this.#t(opts);
     const handle =
       typeof uuid === 'string'
-        ? native.domainLookupByUUIDString(this[HANDLE], uuid, t)
-        : native.domainLookupByUUID(this[HANDLE], uuid, t);
+        ? native.domain.lookupByUUIDString(this[HANDLE], uuid, t)
+        : native.domain.lookupByUUID(this[HANDLE], uuid, t);
     return handle.then(this.#domain);
   }
 
   lookupDomainByUUIDString(uuid: string, opts?: CallOptions): Promise<Domain> {
-    return native.domainLookupByUUIDString(this[HANDLE], uuid, this.#t(opts)).then(this.#domain);
+    return native.domain.lookupByUUIDString(this[HANDLE], uuid, this.#t(opts)).then(this.#domain);
   }
 
   /** Defines (or redefines) a persistent domain; flags: DomainDefineFlags. */
   defineDomainXML(xml: string, flags = 0, opts?: CallOptions): Promise<Domain> {
-    return native.domainDefineXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#domain);
+    return native.domain.defineXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#domain);
   }
 
   /** Creates and starts a transient domain; flags: DomainCreateFlags. */
   createDomainXML(xml: string, flags = 0, opts?: CallOptions): Promise<Domain> {
-    return native.domainCreateXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#domain);
+    return native.domain.createXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#domain);
   }
 
   // ---- networks ------------------------------------------------------------------------
 
   numOfNetworks(opts?: CallOptions): Promise<number> {
-    return native.connectNumOfNetworks(this[HANDLE], this.#t(opts));
+    return native.network.numOf(this[HANDLE], this.#t(opts));
   }
 
   numOfDefinedNetworks(opts?: CallOptions): Promise<number> {
-    return native.connectNumOfDefinedNetworks(this[HANDLE], this.#t(opts));
+    return native.network.numOfDefined(this[HANDLE], this.#t(opts));
   }
 
   async listAllNetworks(flags = 0, opts?: CallOptions): Promise<Network[]> {
-    const handles = await native.connectListAllNetworks(this[HANDLE], flags, this.#t(opts));
+    const handles = await native.network.listAll(this[HANDLE], flags, this.#t(opts));
     return handles.map((h) => new Network(this, h));
   }
 
   #network = (h: NetworkHandle): Network => new Network(this, h);
 
   lookupNetworkByName(name: string, opts?: CallOptions): Promise<Network> {
-    return native.networkLookupByName(this[HANDLE], name, this.#t(opts)).then(this.#network);
+    return native.network.lookupByName(this[HANDLE], name, this.#t(opts)).then(this.#network);
   }
 
   lookupNetworkByUUID(uuid: string | Uint8Array, opts?: CallOptions): Promise<Network> {
     const t = this.#t(opts);
     const handle =
       typeof uuid === 'string'
-        ? native.networkLookupByUUIDString(this[HANDLE], uuid, t)
-        : native.networkLookupByUUID(this[HANDLE], uuid, t);
+        ? native.network.lookupByUUIDString(this[HANDLE], uuid, t)
+        : native.network.lookupByUUID(this[HANDLE], uuid, t);
     return handle.then(this.#network);
   }
 
   lookupNetworkByUUIDString(uuid: string, opts?: CallOptions): Promise<Network> {
-    return native.networkLookupByUUIDString(this[HANDLE], uuid, this.#t(opts)).then(this.#network);
+    return native.network.lookupByUUIDString(this[HANDLE], uuid, this.#t(opts)).then(this.#network);
   }
 
   /** flags: NetworkDefineFlags. */
   defineNetworkXML(xml: string, flags = 0, opts?: CallOptions): Promise<Network> {
-    return native.networkDefineXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#network);
+    return native.network.defineXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#network);
   }
 
   /** Creates and starts a transient network; flags: NetworkCreateFlags. */
   createNetworkXML(xml: string, flags = 0, opts?: CallOptions): Promise<Network> {
-    return native.networkCreateXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#network);
+    return native.network.createXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#network);
   }
 
   // ---- storage -------------------------------------------------------------------------
 
   numOfStoragePools(opts?: CallOptions): Promise<number> {
-    return native.connectNumOfStoragePools(this[HANDLE], this.#t(opts));
+    return native.storagePool.numOf(this[HANDLE], this.#t(opts));
   }
 
   numOfDefinedStoragePools(opts?: CallOptions): Promise<number> {
-    return native.connectNumOfDefinedStoragePools(this[HANDLE], this.#t(opts));
+    return native.storagePool.numOfDefined(this[HANDLE], this.#t(opts));
   }
 
   async listAllStoragePools(flags = 0, opts?: CallOptions): Promise<StoragePool[]> {
-    const handles = await native.connectListAllStoragePools(this[HANDLE], flags, this.#t(opts));
+    const handles = await native.storagePool.listAll(this[HANDLE], flags, this.#t(opts));
     return handles.map((h) => new StoragePool(this, h));
   }
 
   #pool = (h: PoolHandle): StoragePool => new StoragePool(this, h);
 
   lookupStoragePoolByName(name: string, opts?: CallOptions): Promise<StoragePool> {
-    return native.storagePoolLookupByName(this[HANDLE], name, this.#t(opts)).then(this.#pool);
+    return native.storagePool.lookupByName(this[HANDLE], name, this.#t(opts)).then(this.#pool);
   }
 
   lookupStoragePoolByUUID(uuid: string | Uint8Array, opts?: CallOptions): Promise<StoragePool> {
     const t = this.#t(opts);
     const handle =
       typeof uuid === 'string'
-        ? native.storagePoolLookupByUUIDString(this[HANDLE], uuid, t)
-        : native.storagePoolLookupByUUID(this[HANDLE], uuid, t);
+        ? native.storagePool.lookupByUUIDString(this[HANDLE], uuid, t)
+        : native.storagePool.lookupByUUID(this[HANDLE], uuid, t);
     return handle.then(this.#pool);
   }
 
   lookupStoragePoolByUUIDString(uuid: string, opts?: CallOptions): Promise<StoragePool> {
-    return native.storagePoolLookupByUUIDString(this[HANDLE], uuid, this.#t(opts)).then(this.#pool);
+    return native.storagePool
+      .lookupByUUIDString(this[HANDLE], uuid, this.#t(opts))
+      .then(this.#pool);
   }
 
   lookupStoragePoolByTargetPath(path: string, opts?: CallOptions): Promise<StoragePool> {
-    return native.storagePoolLookupByTargetPath(this[HANDLE], path, this.#t(opts)).then(this.#pool);
+    return native.storagePool
+      .lookupByTargetPath(this[HANDLE], path, this.#t(opts))
+      .then(this.#pool);
   }
 
   /** flags: StoragePoolDefineFlags. */
   defineStoragePoolXML(xml: string, flags = 0, opts?: CallOptions): Promise<StoragePool> {
-    return native.storagePoolDefineXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#pool);
+    return native.storagePool.defineXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#pool);
   }
 
   /** Creates and starts a transient pool; flags: StoragePoolCreateFlags. */
   createStoragePoolXML(xml: string, flags = 0, opts?: CallOptions): Promise<StoragePool> {
-    return native.storagePoolCreateXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#pool);
+    return native.storagePool.createXML(this[HANDLE], xml, flags, this.#t(opts)).then(this.#pool);
   }
 
   lookupStorageVolByKey(key: string, opts?: CallOptions): Promise<StorageVol> {
-    return native
-      .storageVolLookupByKey(this[HANDLE], key, this.#t(opts))
+    return native.storageVol
+      .lookupByKey(this[HANDLE], key, this.#t(opts))
       .then((h) => new StorageVol(this, h));
   }
 
   lookupStorageVolByPath(path: string, opts?: CallOptions): Promise<StorageVol> {
-    return native
-      .storageVolLookupByPath(this[HANDLE], path, this.#t(opts))
+    return native.storageVol
+      .lookupByPath(this[HANDLE], path, this.#t(opts))
       .then((h) => new StorageVol(this, h));
   }
 
@@ -442,7 +446,7 @@ export class Connect {
    * receive() and send() need.
    */
   newStream(flags: number = StreamFlags.NONBLOCK): Stream {
-    return new Stream(this, native.connectNewStream(this[HANDLE], flags), flags);
+    return new Stream(this, native.connect.newStream(this[HANDLE], flags), flags);
   }
 
   // ---- events --------------------------------------------------------------------------
@@ -497,7 +501,7 @@ export class Connect {
           detailName: domainEventDetailName(event, detail),
         }),
       (key) =>
-        native.connectDomainEventRegisterAny(
+        native.domain.eventRegisterAny(
           this[HANDLE],
           opts.domain?.[HANDLE] ?? null,
           DomainEventID.LIFECYCLE,
@@ -517,7 +521,7 @@ export class Connect {
       this.#domainRoutes,
       (h) => listener({ domain: new Domain(this, h) }),
       (key) =>
-        native.connectDomainEventRegisterAny(
+        native.domain.eventRegisterAny(
           this[HANDLE],
           opts.domain?.[HANDLE] ?? null,
           DomainEventID.REBOOT,
@@ -529,7 +533,7 @@ export class Connect {
 
   domainEventDeregister(callbackID: number, opts?: CallOptions): Promise<void> {
     return this.#deregister(this.#domainRoutes, callbackID, () =>
-      native.connectDomainEventDeregisterAny(this[HANDLE], callbackID, this.#t(opts)),
+      native.domain.eventDeregisterAny(this[HANDLE], callbackID, this.#t(opts)),
     );
   }
 
@@ -548,7 +552,7 @@ export class Connect {
           eventName: networkEventName(event),
         }),
       (key) =>
-        native.connectNetworkEventRegisterAny(
+        native.network.eventRegisterAny(
           this[HANDLE],
           opts.network?.[HANDLE] ?? null,
           NetworkEventID.LIFECYCLE,
@@ -560,7 +564,7 @@ export class Connect {
 
   networkEventDeregister(callbackID: number, opts?: CallOptions): Promise<void> {
     return this.#deregister(this.#networkRoutes, callbackID, () =>
-      native.connectNetworkEventDeregisterAny(this[HANDLE], callbackID, this.#t(opts)),
+      native.network.eventDeregisterAny(this[HANDLE], callbackID, this.#t(opts)),
     );
   }
 
@@ -579,7 +583,7 @@ export class Connect {
           eventName: storagePoolEventName(event),
         }),
       (key) =>
-        native.connectStoragePoolEventRegisterAny(
+        native.storagePool.eventRegisterAny(
           this[HANDLE],
           opts.pool?.[HANDLE] ?? null,
           StoragePoolEventID.LIFECYCLE,
@@ -599,7 +603,7 @@ export class Connect {
       this.#poolRoutes,
       (h) => listener({ pool: new StoragePool(this, h) }),
       (key) =>
-        native.connectStoragePoolEventRegisterAny(
+        native.storagePool.eventRegisterAny(
           this[HANDLE],
           opts.pool?.[HANDLE] ?? null,
           StoragePoolEventID.REFRESH,
@@ -611,7 +615,7 @@ export class Connect {
 
   storagePoolEventDeregister(callbackID: number, opts?: CallOptions): Promise<void> {
     return this.#deregister(this.#poolRoutes, callbackID, () =>
-      native.connectStoragePoolEventDeregisterAny(this[HANDLE], callbackID, this.#t(opts)),
+      native.storagePool.eventDeregisterAny(this[HANDLE], callbackID, this.#t(opts)),
     );
   }
 }

@@ -4,14 +4,15 @@ import {
   impactFlags,
   native,
   type CallOptions,
+  type DomainCalls,
   type DomainHandle,
   type Impact,
   type RawInterface,
 } from './addon.js';
-import type { Connect } from './connection.js';
 import { DomainMemoryModFlags, DomainVcpuFlags } from './constants.js';
 import { domainStateName, domainStateReasonName, vcpuStateName } from './names.js';
 import { DomainSnapshot } from './snapshot.js';
+import { DefinedObject, type Kind } from './object.js';
 import { liveStreamHandle, type Stream } from './stream.js';
 
 export interface DomainInfo {
@@ -82,51 +83,23 @@ export interface VcpuImpact extends Impact {
  * A libvirt domain (virDomainPtr). Obtained from a Connect lookup, listAllDomains,
  * defineDomainXML/createDomainXML or an event; released by the garbage collector or free().
  */
-export class Domain {
-  [HANDLE]: DomainHandle;
-
-  /** @internal handles come from Connect */
-  constructor(
-    readonly connect: Connect,
-    handle: DomainHandle,
-  ) {
-    this[HANDLE] = handle;
-  }
-
-  #t(opts: CallOptions | undefined): number | undefined {
-    return opts?.timeoutMs ?? this.connect.callTimeoutMs;
-  }
-
-  getName(): string {
-    return native.domainGetName(this[HANDLE]);
-  }
-
-  getUUIDString(): string {
-    return native.domainGetUUIDString(this[HANDLE]);
-  }
-
-  getUUID(): Buffer {
-    return native.domainGetUUID(this[HANDLE]);
+export class Domain extends DefinedObject<DomainHandle, DomainCalls> {
+  protected get kind(): Kind<DomainHandle, DomainCalls> {
+    return DOMAIN;
   }
 
   /** The runtime ID as of the lookup; -1 for an inactive domain. */
   getID(): number {
-    return native.domainGetID(this[HANDLE]);
-  }
-
-  /** Drops the libvirt reference now instead of at garbage collection; later calls reject. */
-  free(): void {
-    native.domainFree(this[HANDLE]);
-    this[HANDLE] = FREED.domain;
+    return native.domain.getID(this[HANDLE]);
   }
 
   async getInfo(opts?: CallOptions): Promise<DomainInfo> {
-    const info = await native.domainGetInfo(this[HANDLE], this.#t(opts));
+    const info = await native.domain.getInfo(this[HANDLE], this.timeout(opts));
     return { ...info, stateName: domainStateName(info.state) };
   }
 
   async getState(opts?: CallOptions): Promise<DomainStateInfo> {
-    const { state, reason } = await native.domainGetState(this[HANDLE], 0, this.#t(opts));
+    const { state, reason } = await native.domain.getState(this[HANDLE], 0, this.timeout(opts));
     return {
       state,
       reason,
@@ -135,74 +108,53 @@ export class Domain {
     };
   }
 
-  /** flags: DomainXMLFlags (INACTIVE for the persistent definition). */
-  getXMLDesc(flags = 0, opts?: CallOptions): Promise<string> {
-    return native.domainGetXMLDesc(this[HANDLE], flags, this.#t(opts));
-  }
-
   getOSType(opts?: CallOptions): Promise<string> {
-    return native.domainGetOSType(this[HANDLE], this.#t(opts));
-  }
-
-  isActive(opts?: CallOptions): Promise<boolean> {
-    return native.domainIsActive(this[HANDLE], this.#t(opts));
-  }
-
-  isPersistent(opts?: CallOptions): Promise<boolean> {
-    return native.domainIsPersistent(this[HANDLE], this.#t(opts));
+    return native.domain.getOSType(this[HANDLE], this.timeout(opts));
   }
 
   isUpdated(opts?: CallOptions): Promise<boolean> {
-    return native.domainIsUpdated(this[HANDLE], this.#t(opts));
-  }
-
-  getAutostart(opts?: CallOptions): Promise<boolean> {
-    return native.domainGetAutostart(this[HANDLE], this.#t(opts));
-  }
-
-  setAutostart(autostart: boolean, opts?: CallOptions): Promise<void> {
-    return native.domainSetAutostart(this[HANDLE], autostart, this.#t(opts));
+    return native.domain.isUpdated(this[HANDLE], this.timeout(opts));
   }
 
   /** Starts a defined domain (virDomainCreateWithFlags); flags: DomainCreateFlags. */
   create(flags = 0, opts?: CallOptions): Promise<void> {
-    return native.domainCreate(this[HANDLE], flags, this.#t(opts));
+    return native.domain.create(this[HANDLE], flags, this.timeout(opts));
   }
 
   /** Asks the guest to shut down (virDomainShutdownFlags); flags: DomainShutdownFlags. */
   shutdown(flags = 0, opts?: CallOptions): Promise<void> {
-    return native.domainShutdown(this[HANDLE], flags, this.#t(opts));
+    return native.domain.shutdown(this[HANDLE], flags, this.timeout(opts));
   }
 
   reboot(flags = 0, opts?: CallOptions): Promise<void> {
-    return native.domainReboot(this[HANDLE], flags, this.#t(opts));
+    return native.domain.reboot(this[HANDLE], flags, this.timeout(opts));
   }
 
   reset(opts?: CallOptions): Promise<void> {
-    return native.domainReset(this[HANDLE], 0, this.#t(opts));
+    return native.domain.reset(this[HANDLE], 0, this.timeout(opts));
   }
 
   /** Powers off at once (virDomainDestroyFlags); flags: DomainDestroyFlags. */
   destroy(flags = 0, opts?: CallOptions): Promise<void> {
-    return native.domainDestroy(this[HANDLE], flags, this.#t(opts));
+    return native.domain.destroy(this[HANDLE], flags, this.timeout(opts));
   }
 
   /** Removes the persistent definition (virDomainUndefineFlags); flags: DomainUndefineFlags. */
   undefine(flags = 0, opts?: CallOptions): Promise<void> {
-    return native.domainUndefine(this[HANDLE], flags, this.#t(opts));
+    return native.domain.undefine(this[HANDLE], flags, this.timeout(opts));
   }
 
   suspend(opts?: CallOptions): Promise<void> {
-    return native.domainSuspend(this[HANDLE], this.#t(opts));
+    return native.domain.suspend(this[HANDLE], this.timeout(opts));
   }
 
   resume(opts?: CallOptions): Promise<void> {
-    return native.domainResume(this[HANDLE], this.#t(opts));
+    return native.domain.resume(this[HANDLE], this.timeout(opts));
   }
 
   /** virDomainSetMemoryFlags; kib in KiB, flags: DomainMemoryModFlags. */
   setMemoryFlags(kib: number | bigint, flags = 0, opts?: CallOptions): Promise<void> {
-    return native.domainSetMemoryFlags(this[HANDLE], kib, flags, this.#t(opts));
+    return native.domain.setMemoryFlags(this[HANDLE], kib, flags, this.timeout(opts));
   }
 
   /** The current memory (balloon target) in KiB, for the running domain and/or its config. */
@@ -217,12 +169,12 @@ export class Domain {
 
   /** KiB */
   getMaxMemory(opts?: CallOptions): Promise<bigint> {
-    return native.domainGetMaxMemory(this[HANDLE], this.#t(opts));
+    return native.domain.getMaxMemory(this[HANDLE], this.timeout(opts));
   }
 
   /** virDomainSetVcpusFlags; flags: DomainVcpuFlags. */
   setVcpusFlags(vcpus: number, flags = 0, opts?: CallOptions): Promise<void> {
-    return native.domainSetVcpusFlags(this[HANDLE], vcpus, flags, this.#t(opts));
+    return native.domain.setVcpusFlags(this[HANDLE], vcpus, flags, this.timeout(opts));
   }
 
   setVcpus(vcpus: number, impact?: VcpuImpact, opts?: CallOptions): Promise<void> {
@@ -231,7 +183,7 @@ export class Domain {
 
   /** virDomainGetVcpusFlags; flags: DomainVcpuFlags. */
   getVcpusFlags(flags = 0, opts?: CallOptions): Promise<number> {
-    return native.domainGetVcpusFlags(this[HANDLE], flags, this.#t(opts));
+    return native.domain.getVcpusFlags(this[HANDLE], flags, this.timeout(opts));
   }
 
   /**
@@ -240,30 +192,30 @@ export class Domain {
    * getVcpusFlags.
    */
   async getVcpus(opts?: CallOptions): Promise<VcpuInfo[]> {
-    const raw = await native.domainGetVcpus(this[HANDLE], this.#t(opts));
+    const raw = await native.domain.getVcpus(this[HANDLE], this.timeout(opts));
     return raw.map((v) => ({ ...v, stateName: vcpuStateName(v.state) }));
   }
 
   memoryStats(flags = 0, opts?: CallOptions): Promise<DomainMemoryStats> {
-    return native.domainMemoryStats(this[HANDLE], flags, this.#t(opts));
+    return native.domain.memoryStats(this[HANDLE], flags, this.timeout(opts));
   }
 
   /** source: DomainInterfaceAddressesSource (LEASE, AGENT, ARP). */
   interfaceAddresses(source: number, flags = 0, opts?: CallOptions): Promise<DomainInterface[]> {
-    return native.domainInterfaceAddresses(this[HANDLE], source, flags, this.#t(opts));
+    return native.domain.interfaceAddresses(this[HANDLE], source, flags, this.timeout(opts));
   }
 
   /** flags: DomainDeviceModifyFlags. */
   attachDeviceFlags(xml: string, flags = 0, opts?: CallOptions): Promise<void> {
-    return native.domainAttachDeviceFlags(this[HANDLE], xml, flags, this.#t(opts));
+    return native.domain.attachDeviceFlags(this[HANDLE], xml, flags, this.timeout(opts));
   }
 
   detachDeviceFlags(xml: string, flags = 0, opts?: CallOptions): Promise<void> {
-    return native.domainDetachDeviceFlags(this[HANDLE], xml, flags, this.#t(opts));
+    return native.domain.detachDeviceFlags(this[HANDLE], xml, flags, this.timeout(opts));
   }
 
   updateDeviceFlags(xml: string, flags = 0, opts?: CallOptions): Promise<void> {
-    return native.domainUpdateDeviceFlags(this[HANDLE], xml, flags, this.#t(opts));
+    return native.domain.updateDeviceFlags(this[HANDLE], xml, flags, this.timeout(opts));
   }
 
   /** type: DomainMetadataType; for ELEMENT, `uri` is the namespace. flags: DomainModificationImpact. */
@@ -273,7 +225,7 @@ export class Domain {
     flags = 0,
     opts?: CallOptions,
   ): Promise<string> {
-    return native.domainGetMetadata(this[HANDLE], type, uri, flags, this.#t(opts));
+    return native.domain.getMetadata(this[HANDLE], type, uri, flags, this.timeout(opts));
   }
 
   /** metadata null removes it; for ELEMENT, `key` is the namespace prefix and `uri` the namespace. */
@@ -285,7 +237,15 @@ export class Domain {
     flags = 0,
     opts?: CallOptions,
   ): Promise<void> {
-    return native.domainSetMetadata(this[HANDLE], type, metadata, key, uri, flags, this.#t(opts));
+    return native.domain.setMetadata(
+      this[HANDLE],
+      type,
+      metadata,
+      key,
+      uri,
+      flags,
+      this.timeout(opts),
+    );
   }
 
   /**
@@ -301,39 +261,44 @@ export class Domain {
     opts?: CallOptions,
   ): Promise<void> {
     const st = liveStreamHandle(stream);
-    return native.domainOpenConsole(this[HANDLE], devName, st, flags, this.#t(opts));
+    return native.domain.openConsole(this[HANDLE], devName, st, flags, this.timeout(opts));
   }
 
   /** Grows a disk of a running domain; size in KiB, or bytes with DomainBlockResizeFlags.BYTES. */
   blockResize(disk: string, size: number | bigint, flags = 0, opts?: CallOptions): Promise<void> {
-    return native.domainBlockResize(this[HANDLE], disk, size, flags, this.#t(opts));
+    return native.domain.blockResize(this[HANDLE], disk, size, flags, this.timeout(opts));
   }
 
   /** virDomainSnapshotCreateXML; flags: DomainSnapshotCreateFlags. */
   async createSnapshotXML(xml: string, flags = 0, opts?: CallOptions): Promise<DomainSnapshot> {
-    const h = await native.domainSnapshotCreateXML(this[HANDLE], xml, flags, this.#t(opts));
+    const h = await native.domainSnapshot.createXML(this[HANDLE], xml, flags, this.timeout(opts));
     return new DomainSnapshot(this, h);
   }
 
   /** virDomainSnapshotLookupByName; a missing one rejects with VIR_ERR_NO_DOMAIN_SNAPSHOT. */
   async lookupSnapshotByName(name: string, flags = 0, opts?: CallOptions): Promise<DomainSnapshot> {
-    const h = await native.domainSnapshotLookupByName(this[HANDLE], name, flags, this.#t(opts));
+    const h = await native.domainSnapshot.lookupByName(
+      this[HANDLE],
+      name,
+      flags,
+      this.timeout(opts),
+    );
     return new DomainSnapshot(this, h);
   }
 
   /** virDomainListAllSnapshots; flags: DomainSnapshotListFlags. */
   async listAllSnapshots(flags = 0, opts?: CallOptions): Promise<DomainSnapshot[]> {
-    const hs = await native.domainListAllSnapshots(this[HANDLE], flags, this.#t(opts));
+    const hs = await native.domainSnapshot.listAll(this[HANDLE], flags, this.timeout(opts));
     return hs.map((h) => new DomainSnapshot(this, h));
   }
 
   /** virDomainSnapshotNum; flags: DomainSnapshotListFlags. */
   numOfSnapshots(flags = 0, opts?: CallOptions): Promise<number> {
-    return native.domainSnapshotNum(this[HANDLE], flags, this.#t(opts));
+    return native.domainSnapshot.num(this[HANDLE], flags, this.timeout(opts));
   }
 
   hasCurrentSnapshot(flags = 0, opts?: CallOptions): Promise<boolean> {
-    return native.domainHasCurrentSnapshot(this[HANDLE], flags, this.#t(opts));
+    return native.domainSnapshot.hasCurrent(this[HANDLE], flags, this.timeout(opts));
   }
 
   /**
@@ -342,20 +307,22 @@ export class Domain {
    * (not configured) or VIR_ERR_AGENT_UNRESPONSIVE (configured, nobody answers).
    */
   fsFreeze(mountpoints: string[] | null = null, flags = 0, opts?: CallOptions): Promise<number> {
-    return native.domainFSFreeze(this[HANDLE], mountpoints, flags, this.#t(opts));
+    return native.domain.fsFreeze(this[HANDLE], mountpoints, flags, this.timeout(opts));
   }
 
   /** virDomainFSThaw; resolves with the number thawed. */
   fsThaw(mountpoints: string[] | null = null, flags = 0, opts?: CallOptions): Promise<number> {
-    return native.domainFSThaw(this[HANDLE], mountpoints, flags, this.#t(opts));
+    return native.domain.fsThaw(this[HANDLE], mountpoints, flags, this.timeout(opts));
   }
 
   /** virDomainSnapshotCurrent; none rejects with VIR_ERR_NO_DOMAIN_SNAPSHOT. */
   async currentSnapshot(flags = 0, opts?: CallOptions): Promise<DomainSnapshot> {
-    const h = await native.domainSnapshotCurrent(this[HANDLE], flags, this.#t(opts));
+    const h = await native.domainSnapshot.current(this[HANDLE], flags, this.timeout(opts));
     return new DomainSnapshot(this, h);
   }
 }
+
+const DOMAIN: Kind<DomainHandle, DomainCalls> = { calls: native.domain, freed: FREED.domain };
 
 function vcpuFlags(impact: VcpuImpact | undefined): number {
   return (

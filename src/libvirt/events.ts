@@ -37,11 +37,11 @@ export function openRoutes(): number {
 function dropHandle(kind: EventKind, handle: EventHandle): void {
   if (handle === undefined) return;
   if (kind === EventKind.DomainLifecycle || kind === EventKind.DomainReboot) {
-    native.domainFree(handle as DomainHandle);
+    native.domain.free(handle as DomainHandle);
   } else if (kind === EventKind.NetworkLifecycle) {
-    native.networkFree(handle as NetworkHandle);
+    native.network.free(handle as NetworkHandle);
   } else {
-    native.storagePoolFree(handle as PoolHandle);
+    native.storagePool.free(handle as PoolHandle);
   }
 }
 

@@ -3,12 +3,14 @@ import {
   HANDLE,
   native,
   type CallOptions,
+  type PoolCalls,
   type PoolHandle,
   type RawPoolInfo,
   type RawVolInfo,
+  type VolCalls,
   type VolHandle,
 } from './addon.js';
-import type { Connect } from './connection.js';
+import { DefinedObject, LibvirtObject, type Kind } from './object.js';
 import { storagePoolStateName, storageVolTypeName } from './names.js';
 
 export interface StoragePoolInfo extends RawPoolInfo {
@@ -34,110 +36,66 @@ export interface TransferOptions extends CallOptions {
  * A libvirt storage pool (virStoragePoolPtr). Obtained from a Connect lookup,
  * listAllStoragePools, defineStoragePoolXML/createStoragePoolXML or an event.
  */
-export class StoragePool {
-  [HANDLE]: PoolHandle;
-
-  /** @internal handles come from Connect */
-  constructor(
-    readonly connect: Connect,
-    handle: PoolHandle,
-  ) {
-    this[HANDLE] = handle;
-  }
-
-  #t(opts: CallOptions | undefined): number | undefined {
-    return opts?.timeoutMs ?? this.connect.callTimeoutMs;
-  }
-
-  getName(): string {
-    return native.storagePoolGetName(this[HANDLE]);
-  }
-
-  getUUIDString(): string {
-    return native.storagePoolGetUUIDString(this[HANDLE]);
-  }
-
-  getUUID(): Buffer {
-    return native.storagePoolGetUUID(this[HANDLE]);
-  }
-
-  free(): void {
-    native.storagePoolFree(this[HANDLE]);
-    this[HANDLE] = FREED.storagePool;
+export class StoragePool extends DefinedObject<PoolHandle, PoolCalls> {
+  protected get kind(): Kind<PoolHandle, PoolCalls> {
+    return POOL;
   }
 
   /** Creates the pool's backing (the directory of a dir pool); flags: StoragePoolBuildFlags. */
   build(flags = 0, opts?: CallOptions): Promise<void> {
-    return native.storagePoolBuild(this[HANDLE], flags, this.#t(opts));
+    return native.storagePool.build(this[HANDLE], flags, this.timeout(opts));
   }
 
   /** Starts a defined pool; flags: StoragePoolCreateFlags. */
   create(flags = 0, opts?: CallOptions): Promise<void> {
-    return native.storagePoolCreate(this[HANDLE], flags, this.#t(opts));
+    return native.storagePool.create(this[HANDLE], flags, this.timeout(opts));
   }
 
   destroy(opts?: CallOptions): Promise<void> {
-    return native.storagePoolDestroy(this[HANDLE], this.#t(opts));
+    return native.storagePool.destroy(this[HANDLE], this.timeout(opts));
   }
 
   /** Removes the pool's backing (the inverse of build); flags: StoragePoolDeleteFlags. */
   delete(flags = 0, opts?: CallOptions): Promise<void> {
-    return native.storagePoolDelete(this[HANDLE], flags, this.#t(opts));
+    return native.storagePool.delete(this[HANDLE], flags, this.timeout(opts));
   }
 
   undefine(opts?: CallOptions): Promise<void> {
-    return native.storagePoolUndefine(this[HANDLE], this.#t(opts));
+    return native.storagePool.undefine(this[HANDLE], this.timeout(opts));
   }
 
   refresh(flags = 0, opts?: CallOptions): Promise<void> {
-    return native.storagePoolRefresh(this[HANDLE], flags, this.#t(opts));
+    return native.storagePool.refresh(this[HANDLE], flags, this.timeout(opts));
   }
 
   async getInfo(opts?: CallOptions): Promise<StoragePoolInfo> {
-    const info = await native.storagePoolGetInfo(this[HANDLE], this.#t(opts));
+    const info = await native.storagePool.getInfo(this[HANDLE], this.timeout(opts));
     return { ...info, stateName: storagePoolStateName(info.state) };
   }
 
-  /** flags: StorageXMLFlags. */
-  getXMLDesc(flags = 0, opts?: CallOptions): Promise<string> {
-    return native.storagePoolGetXMLDesc(this[HANDLE], flags, this.#t(opts));
-  }
-
-  isActive(opts?: CallOptions): Promise<boolean> {
-    return native.storagePoolIsActive(this[HANDLE], this.#t(opts));
-  }
-
-  isPersistent(opts?: CallOptions): Promise<boolean> {
-    return native.storagePoolIsPersistent(this[HANDLE], this.#t(opts));
-  }
-
-  getAutostart(opts?: CallOptions): Promise<boolean> {
-    return native.storagePoolGetAutostart(this[HANDLE], this.#t(opts));
-  }
-
-  setAutostart(autostart: boolean, opts?: CallOptions): Promise<void> {
-    return native.storagePoolSetAutostart(this[HANDLE], autostart, this.#t(opts));
-  }
-
   numOfVolumes(opts?: CallOptions): Promise<number> {
-    return native.storagePoolNumOfVolumes(this[HANDLE], this.#t(opts));
+    return native.storagePool.numOfVolumes(this[HANDLE], this.timeout(opts));
   }
 
   async listAllVolumes(flags = 0, opts?: CallOptions): Promise<StorageVol[]> {
-    const handles = await native.storagePoolListAllVolumes(this[HANDLE], flags, this.#t(opts));
+    const handles = await native.storagePool.listAllVolumes(
+      this[HANDLE],
+      flags,
+      this.timeout(opts),
+    );
     return handles.map((h) => new StorageVol(this.connect, h));
   }
 
   lookupStorageVolByName(name: string, opts?: CallOptions): Promise<StorageVol> {
-    return native
-      .storageVolLookupByName(this[HANDLE], name, this.#t(opts))
+    return native.storageVol
+      .lookupByName(this[HANDLE], name, this.timeout(opts))
       .then((h) => new StorageVol(this.connect, h));
   }
 
   /** virStorageVolCreateXML; flags: StorageVolCreateFlags. */
   createVolumeXML(xml: string, flags = 0, opts?: CallOptions): Promise<StorageVol> {
-    return native
-      .storageVolCreateXML(this[HANDLE], xml, flags, this.#t(opts))
+    return native.storageVol
+      .createXML(this[HANDLE], xml, flags, this.timeout(opts))
       .then((h) => new StorageVol(this.connect, h));
   }
 
@@ -148,8 +106,8 @@ export class StoragePool {
     flags = 0,
     opts?: CallOptions,
   ): Promise<StorageVol> {
-    return native
-      .storageVolCreateXMLFrom(this[HANDLE], xml, clone[HANDLE], flags, this.#t(opts))
+    return native.storageVol
+      .createXMLFrom(this[HANDLE], xml, clone[HANDLE], flags, this.timeout(opts))
       .then((h) => new StorageVol(this.connect, h));
   }
 }
@@ -158,89 +116,60 @@ export class StoragePool {
  * A libvirt storage volume (virStorageVolPtr). Obtained from a pool, listAllVolumes or
  * Connect.lookupStorageVolByKey/ByPath.
  */
-export class StorageVol {
-  [HANDLE]: VolHandle;
-
-  /** @internal handles come from Connect or StoragePool */
-  constructor(
-    readonly connect: Connect,
-    handle: VolHandle,
-  ) {
-    this[HANDLE] = handle;
-  }
-
-  #t(opts: CallOptions | undefined): number | undefined {
-    return opts?.timeoutMs ?? this.connect.callTimeoutMs;
-  }
-
-  getName(): string {
-    return native.storageVolGetName(this[HANDLE]);
+export class StorageVol extends LibvirtObject<VolHandle, VolCalls> {
+  protected get kind(): Kind<VolHandle, VolCalls> {
+    return VOL;
   }
 
   getKey(): string {
-    return native.storageVolGetKey(this[HANDLE]);
-  }
-
-  free(): void {
-    native.storageVolFree(this[HANDLE]);
-    this[HANDLE] = FREED.storageVol;
+    return native.storageVol.getKey(this[HANDLE]);
   }
 
   getPath(opts?: CallOptions): Promise<string> {
-    return native.storageVolGetPath(this[HANDLE], this.#t(opts));
+    return native.storageVol.getPath(this[HANDLE], this.timeout(opts));
   }
 
   async getInfo(opts?: CallOptions): Promise<StorageVolInfo> {
-    const info = await native.storageVolGetInfo(this[HANDLE], this.#t(opts));
+    const info = await native.storageVol.getInfo(this[HANDLE], this.timeout(opts));
     return { ...info, typeName: storageVolTypeName(info.type) };
-  }
-
-  getXMLDesc(flags = 0, opts?: CallOptions): Promise<string> {
-    return native.storageVolGetXMLDesc(this[HANDLE], flags, this.#t(opts));
   }
 
   /** flags: StorageVolDeleteFlags. */
   delete(flags = 0, opts?: CallOptions): Promise<void> {
-    return native.storageVolDelete(this[HANDLE], flags, this.#t(opts));
+    return native.storageVol.delete(this[HANDLE], flags, this.timeout(opts));
   }
 
   wipe(flags = 0, opts?: CallOptions): Promise<void> {
-    return native.storageVolWipe(this[HANDLE], flags, this.#t(opts));
+    return native.storageVol.wipe(this[HANDLE], flags, this.timeout(opts));
   }
 
   /** New capacity in bytes; flags: StorageVolResizeFlags (SHRINK to allow shrinking). */
   resize(capacity: number | bigint, flags = 0, opts?: CallOptions): Promise<void> {
-    return native.storageVolResize(this[HANDLE], capacity, flags, this.#t(opts));
+    return native.storageVol.resize(this[HANDLE], capacity, flags, this.timeout(opts));
   }
 
   /** Streams a local file into the volume; resolves with the bytes sent. */
   upload(filePath: string, opts: TransferOptions = {}): Promise<bigint> {
-    return native.storageVolUpload(
-      this[HANDLE],
-      filePath,
-      opts.offset ?? 0,
-      opts.length ?? 0,
-      opts.flags ?? 0,
-      this.#t(opts),
-    );
+    return this.#transfer(native.storageVol.upload, filePath, opts);
   }
 
   /** Streams the volume into a local file (created or truncated); resolves with the bytes received. */
   download(filePath: string, opts: TransferOptions = {}): Promise<bigint> {
-    return native.storageVolDownload(
-      this[HANDLE],
-      filePath,
-      opts.offset ?? 0,
-      opts.length ?? 0,
-      opts.flags ?? 0,
-      this.#t(opts),
-    );
+    return this.#transfer(native.storageVol.download, filePath, opts);
+  }
+
+  #transfer(call: VolCalls['upload'], filePath: string, opts: TransferOptions): Promise<bigint> {
+    const t = this.timeout(opts);
+    return call(this[HANDLE], filePath, opts.offset ?? 0, opts.length ?? 0, opts.flags ?? 0, t);
   }
 
   /** The pool holding this volume (virStoragePoolLookupByVolume). */
   storagePoolLookupByVolume(opts?: CallOptions): Promise<StoragePool> {
-    return native
-      .storagePoolLookupByVolume(this[HANDLE], this.#t(opts))
+    return native.storagePool
+      .lookupByVolume(this[HANDLE], this.timeout(opts))
       .then((h) => new StoragePool(this.connect, h));
   }
 }
+
+const POOL: Kind<PoolHandle, PoolCalls> = { calls: native.storagePool, freed: FREED.storagePool };
+const VOL: Kind<VolHandle, VolCalls> = { calls: native.storageVol, freed: FREED.storageVol };

@@ -50,7 +50,7 @@ export class Stream {
   }
 
   #start(opts?: CallOptions): Promise<void> {
-    this.#started ??= native.streamStart(
+    this.#started ??= native.stream.start(
       this.#handle(),
       (kind, arg) => this.#message(kind, arg),
       this.#t(opts),
@@ -96,7 +96,7 @@ export class Stream {
     if (this.#onData) throw new TypeError('receive() was already called on this stream');
     this.#onData = onData;
     await this.#start(opts);
-    native.streamSetReading(this.#handle(), true);
+    native.stream.setReading(this.#handle(), true);
     return this.#ended;
   }
 
@@ -106,11 +106,11 @@ export class Stream {
    * while more than 1 MiB received has not been delivered to JS yet.
    */
   pause(): void {
-    if (this.#onData) native.streamSetReading(this.#handle(), false);
+    if (this.#onData) native.stream.setReading(this.#handle(), false);
   }
 
   resume(): void {
-    if (this.#onData) native.streamSetReading(this.#handle(), true);
+    if (this.#onData) native.stream.setReading(this.#handle(), true);
   }
 
   /**
@@ -128,7 +128,7 @@ export class Stream {
     const sent = new Promise<void>((resolve, reject) => {
       this.#pendingSends.push({ resolve, reject });
     });
-    if (!native.streamSend(this.#handle(), bytes)) {
+    if (!native.stream.send(this.#handle(), bytes)) {
       this.#pendingSends.pop();
       throw this.#endError ?? streamError('the stream has ended');
     }
@@ -138,7 +138,7 @@ export class Stream {
   /** virStreamFinish: ends a transfer that went well (stops the event callback first). */
   async finish(opts?: CallOptions): Promise<void> {
     try {
-      await native.streamFinish(this.#handle(), this.#t(opts));
+      await native.stream.finish(this.#handle(), this.#t(opts));
     } finally {
       this.#end(undefined);
     }
@@ -147,7 +147,7 @@ export class Stream {
   /** virStreamAbort: ends the stream at once, e.g. to detach from a console. */
   async abort(opts?: CallOptions): Promise<void> {
     try {
-      await native.streamAbort(this.#handle(), this.#t(opts));
+      await native.stream.abort(this.#handle(), this.#t(opts));
     } finally {
       this.#end(undefined);
     }
@@ -157,7 +157,7 @@ export class Stream {
   free(): void {
     const h = this[HANDLE];
     if (h === FREED_STREAM) return;
-    native.streamFree(h);
+    native.stream.free(h);
     this[HANDLE] = FREED_STREAM;
   }
 }

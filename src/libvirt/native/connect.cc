@@ -146,91 +146,95 @@ struct ToULong {
 }  // namespace
 
 void ExportConnect(Napi::Env env, Napi::Object e) {
-  Exports x(env, e);
-  x.Add("connectOpen", Open);
-  x.Add("connectClose", Close);
-  x.Add("connectGetType", GetType);
-  x.Bind<ToULong, virConnectGetVersion>("connectGetVersion", "virConnectGetVersion", Conn{});
-  x.Bind<ToULong, virConnectGetLibVersion>("connectGetLibVersion", "virConnectGetLibVersion",
-                                           Conn{});
-  x.Bind<ToString, virConnectGetHostname>("connectGetHostname", "virConnectGetHostname", Conn{});
-  x.Bind<ToString, virConnectGetURI>("connectGetURI", "virConnectGetURI", Conn{});
-  x.Bind<ToString, virConnectGetCapabilities>("connectGetCapabilities",
-                                              "virConnectGetCapabilities", Conn{});
-  x.Bind<ToString, virConnectGetSysinfo>("connectGetSysinfo", "virConnectGetSysinfo", Conn{},
-                                         Flags{});
-  x.Bind<ToInt, virConnectGetMaxVcpus>("connectGetMaxVcpus", "virConnectGetMaxVcpus", Conn{},
-                                       OptStr{"type"});
-  x.Bind<ToBool, virConnectIsAlive>("connectIsAlive", "virConnectIsAlive", Conn{});
-  x.Bind<ToInt, virConnectSetKeepAlive>("connectSetKeepAlive", "virConnectSetKeepAlive", Conn{},
-                                        Int{"interval"}, UInt{"count"});
-  x.Add("nodeGetInfo", NodeGetInfo);
-  x.Add("nodeGetFreeMemory", NodeGetFreeMemory);
+  Exports connect = Exports(env, e).Of("connect");
+  Exports domain = Exports(env, e).Of("domain");
+  Exports network = Exports(env, e).Of("network");
+  Exports pool = Exports(env, e).Of("storagePool");
+  Exports vol = Exports(env, e).Of("storageVol");
+  connect.Add("open", Open);
+  connect.Add("close", Close);
+  connect.Add("getType", GetType);
+  connect.Bind<ToULong, virConnectGetVersion>("getVersion", "virConnectGetVersion", Conn{});
+  connect.Bind<ToULong, virConnectGetLibVersion>("getLibVersion", "virConnectGetLibVersion",
+                                                 Conn{});
+  connect.Bind<ToString, virConnectGetHostname>("getHostname", "virConnectGetHostname", Conn{});
+  connect.Bind<ToString, virConnectGetURI>("getURI", "virConnectGetURI", Conn{});
+  connect.Bind<ToString, virConnectGetCapabilities>("getCapabilities",
+                                                    "virConnectGetCapabilities", Conn{});
+  connect.Bind<ToString, virConnectGetSysinfo>("getSysinfo", "virConnectGetSysinfo", Conn{},
+                                               Flags{});
+  connect.Bind<ToInt, virConnectGetMaxVcpus>("getMaxVcpus", "virConnectGetMaxVcpus", Conn{},
+                                             OptStr{"type"});
+  connect.Bind<ToBool, virConnectIsAlive>("isAlive", "virConnectIsAlive", Conn{});
+  connect.Bind<ToInt, virConnectSetKeepAlive>("setKeepAlive", "virConnectSetKeepAlive", Conn{},
+                                              Int{"interval"}, UInt{"count"});
+  connect.Add("nodeGetInfo", NodeGetInfo);
+  connect.Add("nodeGetFreeMemory", NodeGetFreeMemory);
 
   // Counting and listing: (conn) and (conn, flags).
-  x.Bind<ToInt, virConnectNumOfDomains>("connectNumOfDomains", "virConnectNumOfDomains", Conn{});
-  x.Bind<ToInt, virConnectNumOfDefinedDomains>(
-      "connectNumOfDefinedDomains", "virConnectNumOfDefinedDomains", Conn{});
-  x.Bind<ToInt, virConnectNumOfNetworks>("connectNumOfNetworks", "virConnectNumOfNetworks",
-                                         Conn{});
-  x.Bind<ToInt, virConnectNumOfDefinedNetworks>(
-      "connectNumOfDefinedNetworks", "virConnectNumOfDefinedNetworks", Conn{});
-  x.Bind<ToInt, virConnectNumOfStoragePools>("connectNumOfStoragePools",
-                                             "virConnectNumOfStoragePools", Conn{});
-  x.Bind<ToInt, virConnectNumOfDefinedStoragePools>(
-      "connectNumOfDefinedStoragePools", "virConnectNumOfDefinedStoragePools", Conn{});
-  x.Bind<ToList<WrapDomain>, virConnectListAllDomains>(
-      "connectListAllDomains", "virConnectListAllDomains", Conn{}, Flags{});
-  x.Bind<ToList<WrapNetwork>, virConnectListAllNetworks>(
-      "connectListAllNetworks", "virConnectListAllNetworks", Conn{}, Flags{});
-  x.Bind<ToList<WrapPool>, virConnectListAllStoragePools>(
-      "connectListAllStoragePools", "virConnectListAllStoragePools", Conn{}, Flags{});
+  domain.Bind<ToInt, virConnectNumOfDomains>("numOf", "virConnectNumOfDomains", Conn{});
+  domain.Bind<ToInt, virConnectNumOfDefinedDomains>(
+      "numOfDefined", "virConnectNumOfDefinedDomains", Conn{});
+  network.Bind<ToInt, virConnectNumOfNetworks>("numOf", "virConnectNumOfNetworks",
+                                               Conn{});
+  network.Bind<ToInt, virConnectNumOfDefinedNetworks>(
+      "numOfDefined", "virConnectNumOfDefinedNetworks", Conn{});
+  pool.Bind<ToInt, virConnectNumOfStoragePools>("numOf",
+                                                "virConnectNumOfStoragePools", Conn{});
+  pool.Bind<ToInt, virConnectNumOfDefinedStoragePools>(
+      "numOfDefined", "virConnectNumOfDefinedStoragePools", Conn{});
+  domain.Bind<ToList<WrapDomain>, virConnectListAllDomains>(
+      "listAll", "virConnectListAllDomains", Conn{}, Flags{});
+  network.Bind<ToList<WrapNetwork>, virConnectListAllNetworks>(
+      "listAll", "virConnectListAllNetworks", Conn{}, Flags{});
+  pool.Bind<ToList<WrapPool>, virConnectListAllStoragePools>(
+      "listAll", "virConnectListAllStoragePools", Conn{}, Flags{});
 
   // Lookups: (conn, key).
   using ToDomain = ToHandle<WrapDomain>;
   using ToNetwork = ToHandle<WrapNetwork>;
   using ToPool = ToHandle<WrapPool>;
   using ToVol = ToHandle<WrapVol>;
-  x.Bind<ToDomain, virDomainLookupByID>("domainLookupByID", "virDomainLookupByID", Conn{},
-                                        Int{"id"});
-  x.Bind<ToDomain, virDomainLookupByName>("domainLookupByName", "virDomainLookupByName", Conn{},
-                                          Str{"name"});
-  x.Bind<ToDomain, virDomainLookupByUUIDString>(
-      "domainLookupByUUIDString", "virDomainLookupByUUIDString", Conn{}, Str{"uuid"});
-  x.Bind<ToDomain, virDomainLookupByUUID>("domainLookupByUUID", "virDomainLookupByUUID", Conn{},
-                                          UUIDArg{});
-  x.Bind<ToNetwork, virNetworkLookupByName>("networkLookupByName", "virNetworkLookupByName",
-                                            Conn{}, Str{"name"});
-  x.Bind<ToNetwork, virNetworkLookupByUUIDString>(
-      "networkLookupByUUIDString", "virNetworkLookupByUUIDString", Conn{}, Str{"uuid"});
-  x.Bind<ToNetwork, virNetworkLookupByUUID>("networkLookupByUUID", "virNetworkLookupByUUID",
-                                            Conn{}, UUIDArg{});
-  x.Bind<ToPool, virStoragePoolLookupByName>(
-      "storagePoolLookupByName", "virStoragePoolLookupByName", Conn{}, Str{"name"});
-  x.Bind<ToPool, virStoragePoolLookupByUUIDString>(
-      "storagePoolLookupByUUIDString", "virStoragePoolLookupByUUIDString", Conn{}, Str{"uuid"});
-  x.Bind<ToPool, virStoragePoolLookupByUUID>(
-      "storagePoolLookupByUUID", "virStoragePoolLookupByUUID", Conn{}, UUIDArg{});
-  x.Bind<ToPool, virStoragePoolLookupByTargetPath>(
-      "storagePoolLookupByTargetPath", "virStoragePoolLookupByTargetPath", Conn{}, Str{"path"});
-  x.Bind<ToVol, virStorageVolLookupByKey>("storageVolLookupByKey", "virStorageVolLookupByKey",
-                                          Conn{}, Str{"key"});
-  x.Bind<ToVol, virStorageVolLookupByPath>("storageVolLookupByPath", "virStorageVolLookupByPath",
-                                           Conn{}, Str{"path"});
+  domain.Bind<ToDomain, virDomainLookupByID>("lookupByID", "virDomainLookupByID", Conn{},
+                                             Int{"id"});
+  domain.Bind<ToDomain, virDomainLookupByName>("lookupByName", "virDomainLookupByName", Conn{},
+                                               Str{"name"});
+  domain.Bind<ToDomain, virDomainLookupByUUIDString>(
+      "lookupByUUIDString", "virDomainLookupByUUIDString", Conn{}, Str{"uuid"});
+  domain.Bind<ToDomain, virDomainLookupByUUID>("lookupByUUID", "virDomainLookupByUUID", Conn{},
+                                               UUIDArg{});
+  network.Bind<ToNetwork, virNetworkLookupByName>("lookupByName", "virNetworkLookupByName",
+                                                  Conn{}, Str{"name"});
+  network.Bind<ToNetwork, virNetworkLookupByUUIDString>(
+      "lookupByUUIDString", "virNetworkLookupByUUIDString", Conn{}, Str{"uuid"});
+  network.Bind<ToNetwork, virNetworkLookupByUUID>("lookupByUUID", "virNetworkLookupByUUID",
+                                                  Conn{}, UUIDArg{});
+  pool.Bind<ToPool, virStoragePoolLookupByName>(
+      "lookupByName", "virStoragePoolLookupByName", Conn{}, Str{"name"});
+  pool.Bind<ToPool, virStoragePoolLookupByUUIDString>(
+      "lookupByUUIDString", "virStoragePoolLookupByUUIDString", Conn{}, Str{"uuid"});
+  pool.Bind<ToPool, virStoragePoolLookupByUUID>(
+      "lookupByUUID", "virStoragePoolLookupByUUID", Conn{}, UUIDArg{});
+  pool.Bind<ToPool, virStoragePoolLookupByTargetPath>(
+      "lookupByTargetPath", "virStoragePoolLookupByTargetPath", Conn{}, Str{"path"});
+  vol.Bind<ToVol, virStorageVolLookupByKey>("lookupByKey", "virStorageVolLookupByKey",
+                                            Conn{}, Str{"key"});
+  vol.Bind<ToVol, virStorageVolLookupByPath>("lookupByPath", "virStorageVolLookupByPath",
+                                             Conn{}, Str{"path"});
 
   // The XML constructors: (conn, xml, flags).
-  x.Bind<ToDomain, virDomainDefineXMLFlags>("domainDefineXML", "virDomainDefineXMLFlags", Conn{},
+  domain.Bind<ToDomain, virDomainDefineXMLFlags>("defineXML", "virDomainDefineXMLFlags", Conn{},
+                                                 Str{"xml"}, Flags{});
+  domain.Bind<ToDomain, virDomainCreateXML>("createXML", "virDomainCreateXML", Conn{},
                                             Str{"xml"}, Flags{});
-  x.Bind<ToDomain, virDomainCreateXML>("domainCreateXML", "virDomainCreateXML", Conn{},
-                                       Str{"xml"}, Flags{});
-  x.Bind<ToNetwork, virNetworkDefineXMLFlags>("networkDefineXML", "virNetworkDefineXMLFlags",
-                                              Conn{}, Str{"xml"}, Flags{});
-  x.Bind<ToNetwork, virNetworkCreateXMLFlags>("networkCreateXML", "virNetworkCreateXMLFlags",
-                                              Conn{}, Str{"xml"}, Flags{});
-  x.Bind<ToPool, virStoragePoolDefineXML>("storagePoolDefineXML", "virStoragePoolDefineXML",
-                                          Conn{}, Str{"xml"}, Flags{});
-  x.Bind<ToPool, virStoragePoolCreateXML>("storagePoolCreateXML", "virStoragePoolCreateXML",
-                                          Conn{}, Str{"xml"}, Flags{});
+  network.Bind<ToNetwork, virNetworkDefineXMLFlags>("defineXML", "virNetworkDefineXMLFlags",
+                                                    Conn{}, Str{"xml"}, Flags{});
+  network.Bind<ToNetwork, virNetworkCreateXMLFlags>("createXML", "virNetworkCreateXMLFlags",
+                                                    Conn{}, Str{"xml"}, Flags{});
+  pool.Bind<ToPool, virStoragePoolDefineXML>("defineXML", "virStoragePoolDefineXML",
+                                             Conn{}, Str{"xml"}, Flags{});
+  pool.Bind<ToPool, virStoragePoolCreateXML>("createXML", "virStoragePoolCreateXML",
+                                             Conn{}, Str{"xml"}, Flags{});
 }
 
 }  // namespace lv

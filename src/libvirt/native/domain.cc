@@ -219,62 +219,62 @@ Napi::Value InterfaceAddresses(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void ExportDomain(Napi::Env env, Napi::Object e) {
-  Exports x(env, e);
-  x.Add("domainGetName", SyncString<virDomainGetName>);
-  x.Add("domainGetUUIDString", SyncUUIDString<virDomainGetUUIDString>);
-  x.Add("domainGetUUID", SyncUUID<virDomainGetUUID>);
-  x.Add("domainGetID", GetID);
-  x.Add("domainFree", FreeHandleOf<virDomainPtr>);
-  x.Add("domainGetInfo", GetInfo);
-  x.Add("domainGetState", GetState);
-  x.Bind<ToString, virDomainGetXMLDesc>("domainGetXMLDesc", "virDomainGetXMLDesc", Dom{}, Flags{});
-  x.Bind<ToString, virDomainGetOSType>("domainGetOSType", "virDomainGetOSType", Dom{});
-  x.Bind<ToBool, virDomainIsActive>("domainIsActive", "virDomainIsActive", Dom{});
-  x.Bind<ToBool, virDomainIsPersistent>("domainIsPersistent", "virDomainIsPersistent", Dom{});
-  x.Bind<ToBool, virDomainIsUpdated>("domainIsUpdated", "virDomainIsUpdated", Dom{});
-  x.Bind<ToFlag, virDomainGetAutostart>("domainGetAutostart", "virDomainGetAutostart", Dom{});
-  x.Bind<ToVoid, virDomainSetAutostart>("domainSetAutostart", "virDomainSetAutostart", Dom{},
-                                        Bool{"autostart"});
+  Exports domain = Exports(env, e).Of("domain");
+  domain.Add("getName", SyncString<virDomainGetName>);
+  domain.Add("getUUIDString", SyncUUIDString<virDomainGetUUIDString>);
+  domain.Add("getUUID", SyncUUID<virDomainGetUUID>);
+  domain.Add("getID", GetID);
+  domain.Add("free", FreeHandleOf<virDomainPtr>);
+  domain.Add("getInfo", GetInfo);
+  domain.Add("getState", GetState);
+  domain.Bind<ToString, virDomainGetXMLDesc>("getXMLDesc", "virDomainGetXMLDesc", Dom{}, Flags{});
+  domain.Bind<ToString, virDomainGetOSType>("getOSType", "virDomainGetOSType", Dom{});
+  domain.Bind<ToBool, virDomainIsActive>("isActive", "virDomainIsActive", Dom{});
+  domain.Bind<ToBool, virDomainIsPersistent>("isPersistent", "virDomainIsPersistent", Dom{});
+  domain.Bind<ToBool, virDomainIsUpdated>("isUpdated", "virDomainIsUpdated", Dom{});
+  domain.Bind<ToFlag, virDomainGetAutostart>("getAutostart", "virDomainGetAutostart", Dom{});
+  domain.Bind<ToVoid, virDomainSetAutostart>("setAutostart", "virDomainSetAutostart", Dom{},
+                                             Bool{"autostart"});
   // Life cycle: (domain, flags) or (domain).
-  x.Bind<ToVoid, virDomainCreateWithFlags>("domainCreate", "virDomainCreateWithFlags", Dom{},
-                                           Flags{});
-  x.Bind<ToVoid, virDomainShutdownFlags>("domainShutdown", "virDomainShutdownFlags", Dom{},
-                                         Flags{});
-  x.Bind<ToVoid, virDomainReboot>("domainReboot", "virDomainReboot", Dom{}, Flags{});
-  x.Bind<ToVoid, virDomainReset>("domainReset", "virDomainReset", Dom{}, Flags{});
-  x.Bind<ToVoid, virDomainDestroyFlags>("domainDestroy", "virDomainDestroyFlags", Dom{}, Flags{});
-  x.Bind<ToVoid, virDomainUndefineFlags>("domainUndefine", "virDomainUndefineFlags", Dom{},
-                                         Flags{});
-  x.Bind<ToVoid, virDomainSuspend>("domainSuspend", "virDomainSuspend", Dom{});
-  x.Bind<ToVoid, virDomainResume>("domainResume", "virDomainResume", Dom{});
+  domain.Bind<ToVoid, virDomainCreateWithFlags>("create", "virDomainCreateWithFlags", Dom{},
+                                                Flags{});
+  domain.Bind<ToVoid, virDomainShutdownFlags>("shutdown", "virDomainShutdownFlags", Dom{},
+                                              Flags{});
+  domain.Bind<ToVoid, virDomainReboot>("reboot", "virDomainReboot", Dom{}, Flags{});
+  domain.Bind<ToVoid, virDomainReset>("reset", "virDomainReset", Dom{}, Flags{});
+  domain.Bind<ToVoid, virDomainDestroyFlags>("destroy", "virDomainDestroyFlags", Dom{}, Flags{});
+  domain.Bind<ToVoid, virDomainUndefineFlags>("undefine", "virDomainUndefineFlags", Dom{},
+                                              Flags{});
+  domain.Bind<ToVoid, virDomainSuspend>("suspend", "virDomainSuspend", Dom{});
+  domain.Bind<ToVoid, virDomainResume>("resume", "virDomainResume", Dom{});
   // Memory and vCPUs.
-  x.Bind<ToVoid, virDomainSetMemoryFlags>("domainSetMemoryFlags", "virDomainSetMemoryFlags",
-                                          Dom{}, U64{"memory (KiB)"}, Flags{});
-  x.Add("domainGetMaxMemory", GetMaxMemory);
-  x.Bind<ToVoid, virDomainSetVcpusFlags>("domainSetVcpusFlags", "virDomainSetVcpusFlags", Dom{},
-                                         UInt{"vcpus"}, Flags{});
-  x.Bind<ToInt, virDomainGetVcpusFlags>("domainGetVcpusFlags", "virDomainGetVcpusFlags", Dom{},
-                                        Flags{});
-  x.Add("domainGetVcpus", GetVcpus);
-  x.Add("domainMemoryStats", MemoryStats);
-  x.Add("domainInterfaceAddresses", InterfaceAddresses);
+  domain.Bind<ToVoid, virDomainSetMemoryFlags>("setMemoryFlags", "virDomainSetMemoryFlags",
+                                               Dom{}, U64{"memory (KiB)"}, Flags{});
+  domain.Add("getMaxMemory", GetMaxMemory);
+  domain.Bind<ToVoid, virDomainSetVcpusFlags>("setVcpusFlags", "virDomainSetVcpusFlags", Dom{},
+                                              UInt{"vcpus"}, Flags{});
+  domain.Bind<ToInt, virDomainGetVcpusFlags>("getVcpusFlags", "virDomainGetVcpusFlags", Dom{},
+                                             Flags{});
+  domain.Add("getVcpus", GetVcpus);
+  domain.Add("memoryStats", MemoryStats);
+  domain.Add("interfaceAddresses", InterfaceAddresses);
   // Devices: (domain, xml, flags).
-  x.Bind<ToVoid, virDomainAttachDeviceFlags>("domainAttachDeviceFlags",
-                                             "virDomainAttachDeviceFlags", Dom{}, Str{"xml"},
-                                             Flags{});
-  x.Bind<ToVoid, virDomainDetachDeviceFlags>("domainDetachDeviceFlags",
-                                             "virDomainDetachDeviceFlags", Dom{}, Str{"xml"},
-                                             Flags{});
-  x.Bind<ToVoid, virDomainUpdateDeviceFlags>("domainUpdateDeviceFlags",
-                                             "virDomainUpdateDeviceFlags", Dom{}, Str{"xml"},
-                                             Flags{});
-  x.Bind<ToString, virDomainGetMetadata>("domainGetMetadata", "virDomainGetMetadata", Dom{},
-                                         Int{"type"}, OptStr{"uri"}, Flags{});
-  x.Bind<ToVoid, virDomainSetMetadata>("domainSetMetadata", "virDomainSetMetadata", Dom{},
-                                       Int{"type"}, OptStr{"metadata"}, OptStr{"key"},
-                                       OptStr{"uri"}, Flags{});
-  x.Bind<ToVoid, virDomainBlockResize>("domainBlockResize", "virDomainBlockResize", Dom{},
-                                       Str{"disk"}, U64{"size"}, Flags{});
+  domain.Bind<ToVoid, virDomainAttachDeviceFlags>("attachDeviceFlags",
+                                                  "virDomainAttachDeviceFlags", Dom{}, Str{"xml"},
+                                                  Flags{});
+  domain.Bind<ToVoid, virDomainDetachDeviceFlags>("detachDeviceFlags",
+                                                  "virDomainDetachDeviceFlags", Dom{}, Str{"xml"},
+                                                  Flags{});
+  domain.Bind<ToVoid, virDomainUpdateDeviceFlags>("updateDeviceFlags",
+                                                  "virDomainUpdateDeviceFlags", Dom{}, Str{"xml"},
+                                                  Flags{});
+  domain.Bind<ToString, virDomainGetMetadata>("getMetadata", "virDomainGetMetadata", Dom{},
+                                              Int{"type"}, OptStr{"uri"}, Flags{});
+  domain.Bind<ToVoid, virDomainSetMetadata>("setMetadata", "virDomainSetMetadata", Dom{},
+                                            Int{"type"}, OptStr{"metadata"}, OptStr{"key"},
+                                            OptStr{"uri"}, Flags{});
+  domain.Bind<ToVoid, virDomainBlockResize>("blockResize", "virDomainBlockResize", Dom{},
+                                            Str{"disk"}, U64{"size"}, Flags{});
 }
 
 }  // namespace lv

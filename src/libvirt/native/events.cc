@@ -180,19 +180,21 @@ void UnregisterCloseCallback(virConnectPtr conn) {
 }
 
 void ExportEvents(Napi::Env env, Napi::Object e) {
-  Exports x(env, e);
-  x.Add("connectDomainEventRegisterAny", DomainRegister);
-  x.Add("connectNetworkEventRegisterAny", NetworkRegister);
-  x.Add("connectStoragePoolEventRegisterAny", PoolRegister);
-  x.Add("connectDomainEventDeregisterAny", [](const Napi::CallbackInfo& i) {
+  Exports domain = Exports(env, e).Of("domain");
+  Exports network = Exports(env, e).Of("network");
+  Exports pool = Exports(env, e).Of("storagePool");
+  domain.Add("eventRegisterAny", DomainRegister);
+  network.Add("eventRegisterAny", NetworkRegister);
+  pool.Add("eventRegisterAny", PoolRegister);
+  domain.Add("eventDeregisterAny", [](const Napi::CallbackInfo& i) {
     return Deregister<virConnectDomainEventDeregisterAny>(i, Family::Domain,
                                                           "virConnectDomainEventDeregisterAny");
   });
-  x.Add("connectNetworkEventDeregisterAny", [](const Napi::CallbackInfo& i) {
+  network.Add("eventDeregisterAny", [](const Napi::CallbackInfo& i) {
     return Deregister<virConnectNetworkEventDeregisterAny>(i, Family::Network,
                                                            "virConnectNetworkEventDeregisterAny");
   });
-  x.Add("connectStoragePoolEventDeregisterAny", [](const Napi::CallbackInfo& i) {
+  pool.Add("eventDeregisterAny", [](const Napi::CallbackInfo& i) {
     return Deregister<virConnectStoragePoolEventDeregisterAny>(
         i, Family::Pool, "virConnectStoragePoolEventDeregisterAny");
   });

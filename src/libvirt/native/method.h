@@ -246,6 +246,18 @@ class Exports {
  public:
   Exports(Napi::Env env, Napi::Object target) : env_(env), target_(target) {}
 
+  // The object `name` below this one, made on first use: one per libvirt object kind
+  // (native.domain.getName, native.network.getName, …), so the JS side can treat the calls the
+  // kinds have in common alike.
+  Exports Of(const char* name) {
+    Napi::Value v = target_.Get(name);
+    if (!v.IsObject()) {
+      v = Napi::Object::New(env_);
+      target_.Set(name, v);
+    }
+    return Exports(env_, v.As<Napi::Object>());
+  }
+
   template <class F>
   Exports& Add(const char* name, F fn) {
     target_.Set(name, Napi::Function::New(env_, fn, name));

@@ -61,26 +61,26 @@ Napi::Value GetDHCPLeases(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void ExportNetwork(Napi::Env env, Napi::Object e) {
-  Exports x(env, e);
-  x.Add("networkGetName", SyncString<virNetworkGetName>);
-  x.Add("networkGetUUIDString", SyncUUIDString<virNetworkGetUUIDString>);
-  x.Add("networkGetUUID", SyncUUID<virNetworkGetUUID>);
-  x.Add("networkFree", FreeHandleOf<virNetworkPtr>);
-  x.Bind<ToString, virNetworkGetXMLDesc>("networkGetXMLDesc", "virNetworkGetXMLDesc", Net{},
-                                         Flags{});
-  x.Bind<ToString, virNetworkGetBridgeName>("networkGetBridgeName", "virNetworkGetBridgeName",
-                                            Net{});
-  x.Bind<ToFlag, virNetworkGetAutostart>("networkGetAutostart", "virNetworkGetAutostart", Net{});
-  x.Bind<ToVoid, virNetworkSetAutostart>("networkSetAutostart", "virNetworkSetAutostart", Net{},
-                                         Bool{"autostart"});
-  x.Bind<ToBool, virNetworkIsActive>("networkIsActive", "virNetworkIsActive", Net{});
-  x.Bind<ToBool, virNetworkIsPersistent>("networkIsPersistent", "virNetworkIsPersistent", Net{});
-  x.Bind<ToVoid, virNetworkCreate>("networkCreate", "virNetworkCreate", Net{});
-  x.Bind<ToVoid, virNetworkDestroy>("networkDestroy", "virNetworkDestroy", Net{});
-  x.Bind<ToVoid, virNetworkUndefine>("networkUndefine", "virNetworkUndefine", Net{});
-  x.Bind<ToVoid, virNetworkUpdate>("networkUpdate", "virNetworkUpdate", Net{}, UInt{"command"},
-                                   UInt{"section"}, Int{"parentIndex"}, Str{"xml"}, Flags{});
-  x.Add("networkGetDHCPLeases", GetDHCPLeases);
+  Exports network = Exports(env, e).Of("network");
+  network.Add("getName", SyncString<virNetworkGetName>);
+  network.Add("getUUIDString", SyncUUIDString<virNetworkGetUUIDString>);
+  network.Add("getUUID", SyncUUID<virNetworkGetUUID>);
+  network.Add("free", FreeHandleOf<virNetworkPtr>);
+  network.Bind<ToString, virNetworkGetXMLDesc>("getXMLDesc", "virNetworkGetXMLDesc", Net{},
+                                               Flags{});
+  network.Bind<ToString, virNetworkGetBridgeName>("getBridgeName", "virNetworkGetBridgeName",
+                                                  Net{});
+  network.Bind<ToFlag, virNetworkGetAutostart>("getAutostart", "virNetworkGetAutostart", Net{});
+  network.Bind<ToVoid, virNetworkSetAutostart>("setAutostart", "virNetworkSetAutostart", Net{},
+                                               Bool{"autostart"});
+  network.Bind<ToBool, virNetworkIsActive>("isActive", "virNetworkIsActive", Net{});
+  network.Bind<ToBool, virNetworkIsPersistent>("isPersistent", "virNetworkIsPersistent", Net{});
+  network.Bind<ToVoid, virNetworkCreate>("create", "virNetworkCreate", Net{});
+  network.Bind<ToVoid, virNetworkDestroy>("destroy", "virNetworkDestroy", Net{});
+  network.Bind<ToVoid, virNetworkUndefine>("undefine", "virNetworkUndefine", Net{});
+  network.Bind<ToVoid, virNetworkUpdate>("update", "virNetworkUpdate", Net{}, UInt{"command"},
+                                         UInt{"section"}, Int{"parentIndex"}, Str{"xml"}, Flags{});
+  network.Add("getDHCPLeases", GetDHCPLeases);
 }
 
 }  // namespace lv

@@ -108,41 +108,44 @@ virDomainSnapshotPtr Call::Snapshot(size_t i) {
 }
 
 void ExportSnapshot(Napi::Env env, Napi::Object e) {
-  Exports x(env, e);
+  Exports snapshot = Exports(env, e).Of("domainSnapshot");
+  Exports domain = Exports(env, e).Of("domain");
   using ToSnapshot = ToHandle<WrapSnapshot>;
-  x.Bind<ToSnapshot, virDomainSnapshotCreateXML>(
-      "domainSnapshotCreateXML", "virDomainSnapshotCreateXML", Dom{}, Str{"xml"}, Flags{});
-  x.Bind<ToSnapshot, virDomainSnapshotLookupByName>(
-      "domainSnapshotLookupByName", "virDomainSnapshotLookupByName", Dom{}, Str{"name"}, Flags{});
-  x.Bind<ToList<WrapSnapshot>, virDomainListAllSnapshots>(
-      "domainListAllSnapshots", "virDomainListAllSnapshots", Dom{}, Flags{});
-  x.Bind<ToInt, virDomainSnapshotNum>("domainSnapshotNum", "virDomainSnapshotNum", Dom{},
-                                      Flags{});
-  x.Bind<ToBool, virDomainHasCurrentSnapshot>(
-      "domainHasCurrentSnapshot", "virDomainHasCurrentSnapshot", Dom{}, Flags{});
-  x.Bind<ToSnapshot, virDomainSnapshotCurrent>("domainSnapshotCurrent",
-                                               "virDomainSnapshotCurrent", Dom{}, Flags{});
-  x.Add("domainSnapshotGetName", GetName);
-  x.Add("domainSnapshotFree", Free);
-  x.Add("domainSnapshotFreedHandle", FreedHandle);
-  x.Bind<ToString, virDomainSnapshotGetXMLDesc>(
-      "domainSnapshotGetXMLDesc", "virDomainSnapshotGetXMLDesc", Snap{}, Flags{});
-  x.Bind<ToSnapshot, virDomainSnapshotGetParent>("domainSnapshotGetParent",
-                                                 "virDomainSnapshotGetParent", Snap{}, Flags{});
-  x.Bind<ToBool, virDomainSnapshotIsCurrent>("domainSnapshotIsCurrent",
-                                             "virDomainSnapshotIsCurrent", Snap{}, Flags{});
-  x.Bind<ToBool, virDomainSnapshotHasMetadata>(
-      "domainSnapshotHasMetadata", "virDomainSnapshotHasMetadata", Snap{}, Flags{});
-  x.Bind<ToVoid, virDomainRevertToSnapshot>("domainRevertToSnapshot", "virDomainRevertToSnapshot",
-                                            Snap{}, Flags{});
-  x.Add("domainFSFreeze", [](const Napi::CallbackInfo& i) {
+  // On the domain: (domain, …, flags).
+  snapshot.Bind<ToSnapshot, virDomainSnapshotCreateXML>("createXML", "virDomainSnapshotCreateXML",
+                                                        Dom{}, Str{"xml"}, Flags{});
+  snapshot.Bind<ToSnapshot, virDomainSnapshotLookupByName>(
+      "lookupByName", "virDomainSnapshotLookupByName", Dom{}, Str{"name"}, Flags{});
+  snapshot.Bind<ToList<WrapSnapshot>, virDomainListAllSnapshots>(
+      "listAll", "virDomainListAllSnapshots", Dom{}, Flags{});
+  snapshot.Bind<ToInt, virDomainSnapshotNum>("num", "virDomainSnapshotNum", Dom{}, Flags{});
+  snapshot.Bind<ToBool, virDomainHasCurrentSnapshot>("hasCurrent", "virDomainHasCurrentSnapshot",
+                                                     Dom{}, Flags{});
+  snapshot.Bind<ToSnapshot, virDomainSnapshotCurrent>("current", "virDomainSnapshotCurrent",
+                                                      Dom{}, Flags{});
+  // On the snapshot.
+  snapshot.Add("getName", GetName);
+  snapshot.Add("free", Free);
+  snapshot.Add("freedHandle", FreedHandle);
+  snapshot.Bind<ToString, virDomainSnapshotGetXMLDesc>("getXMLDesc", "virDomainSnapshotGetXMLDesc",
+                                                       Snap{}, Flags{});
+  snapshot.Bind<ToSnapshot, virDomainSnapshotGetParent>("getParent", "virDomainSnapshotGetParent",
+                                                        Snap{}, Flags{});
+  snapshot.Bind<ToBool, virDomainSnapshotIsCurrent>("isCurrent", "virDomainSnapshotIsCurrent",
+                                                    Snap{}, Flags{});
+  snapshot.Bind<ToBool, virDomainSnapshotHasMetadata>(
+      "hasMetadata", "virDomainSnapshotHasMetadata", Snap{}, Flags{});
+  snapshot.Bind<ToVoid, virDomainRevertToSnapshot>("revert", "virDomainRevertToSnapshot", Snap{},
+                                                   Flags{});
+  snapshot.Bind<ToVoid, virDomainSnapshotDelete>("delete", "virDomainSnapshotDelete", Snap{},
+                                                 Flags{});
+  // What a consistent disks-only snapshot needs around it.
+  domain.Add("fsFreeze", [](const Napi::CallbackInfo& i) {
     return FSCall<virDomainFSFreeze>(i, "virDomainFSFreeze");
   });
-  x.Add("domainFSThaw", [](const Napi::CallbackInfo& i) {
+  domain.Add("fsThaw", [](const Napi::CallbackInfo& i) {
     return FSCall<virDomainFSThaw>(i, "virDomainFSThaw");
   });
-  x.Bind<ToVoid, virDomainSnapshotDelete>("domainSnapshotDelete", "virDomainSnapshotDelete",
-                                          Snap{}, Flags{});
 }
 
 }  // namespace lv

@@ -166,9 +166,8 @@ Napi::Value ListGetStats(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void ExportStats(Napi::Env env, Napi::Object e) {
-  Exports(env, e)
-      .Add("connectGetAllDomainStats", GetAllDomainStats)
-      .Add("domainListGetStats", ListGetStats);
+  Exports(env, e).Of("connect").Add("getAllDomainStats", GetAllDomainStats);
+  Exports(env, e).Of("domain").Add("listGetStats", ListGetStats);
 }
 
 }  // namespace lv

@@ -186,59 +186,60 @@ Napi::Value Transfer(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void ExportStorage(Napi::Env env, Napi::Object e) {
-  Exports x(env, e);
-  x.Add("storagePoolGetName", SyncString<virStoragePoolGetName>);
-  x.Add("storagePoolGetUUIDString", SyncUUIDString<virStoragePoolGetUUIDString>);
-  x.Add("storagePoolGetUUID", SyncUUID<virStoragePoolGetUUID>);
-  x.Add("storagePoolFree", FreeHandleOf<virStoragePoolPtr>);
+  Exports pool = Exports(env, e).Of("storagePool");
+  Exports vol = Exports(env, e).Of("storageVol");
+  pool.Add("getName", SyncString<virStoragePoolGetName>);
+  pool.Add("getUUIDString", SyncUUIDString<virStoragePoolGetUUIDString>);
+  pool.Add("getUUID", SyncUUID<virStoragePoolGetUUID>);
+  pool.Add("free", FreeHandleOf<virStoragePoolPtr>);
   // Life cycle: (pool, flags) or (pool).
-  x.Bind<ToVoid, virStoragePoolBuild>("storagePoolBuild", "virStoragePoolBuild", Pool{}, Flags{});
-  x.Bind<ToVoid, virStoragePoolCreate>("storagePoolCreate", "virStoragePoolCreate", Pool{},
-                                       Flags{});
-  x.Bind<ToVoid, virStoragePoolDelete>("storagePoolDelete", "virStoragePoolDelete", Pool{},
-                                       Flags{});
-  x.Bind<ToVoid, virStoragePoolRefresh>("storagePoolRefresh", "virStoragePoolRefresh", Pool{},
-                                        Flags{});
-  x.Bind<ToVoid, virStoragePoolDestroy>("storagePoolDestroy", "virStoragePoolDestroy", Pool{});
-  x.Bind<ToVoid, virStoragePoolUndefine>("storagePoolUndefine", "virStoragePoolUndefine", Pool{});
-  x.Bind<ToBool, virStoragePoolIsActive>("storagePoolIsActive", "virStoragePoolIsActive", Pool{});
-  x.Bind<ToBool, virStoragePoolIsPersistent>("storagePoolIsPersistent",
-                                             "virStoragePoolIsPersistent", Pool{});
-  x.Bind<ToInt, virStoragePoolNumOfVolumes>("storagePoolNumOfVolumes",
-                                            "virStoragePoolNumOfVolumes", Pool{});
-  x.Add("storagePoolGetInfo", PoolGetInfo);
-  x.Bind<ToString, virStoragePoolGetXMLDesc>("storagePoolGetXMLDesc", "virStoragePoolGetXMLDesc",
-                                             Pool{}, Flags{});
-  x.Bind<ToFlag, virStoragePoolGetAutostart>("storagePoolGetAutostart",
-                                             "virStoragePoolGetAutostart", Pool{});
-  x.Bind<ToVoid, virStoragePoolSetAutostart>("storagePoolSetAutostart",
-                                             "virStoragePoolSetAutostart", Pool{},
-                                             Bool{"autostart"});
-  x.Bind<ToList<WrapVol>, virStoragePoolListAllVolumes>(
-      "storagePoolListAllVolumes", "virStoragePoolListAllVolumes", Pool{}, Flags{});
-  x.Bind<ToHandle<WrapVol>, virStorageVolLookupByName>(
-      "storageVolLookupByName", "virStorageVolLookupByName", Pool{}, Str{"name"});
-  x.Bind<ToHandle<WrapVol>, virStorageVolCreateXML>("storageVolCreateXML",
-                                                    "virStorageVolCreateXML", Pool{}, Str{"xml"},
-                                                    Flags{});
-  x.Bind<ToHandle<WrapVol>, virStorageVolCreateXMLFrom>(
-      "storageVolCreateXMLFrom", "virStorageVolCreateXMLFrom", Pool{}, Str{"xml"}, Vol{}, Flags{});
-  x.Bind<ToHandle<WrapPool>, virStoragePoolLookupByVolume>(
-      "storagePoolLookupByVolume", "virStoragePoolLookupByVolume", Vol{});
+  pool.Bind<ToVoid, virStoragePoolBuild>("build", "virStoragePoolBuild", Pool{}, Flags{});
+  pool.Bind<ToVoid, virStoragePoolCreate>("create", "virStoragePoolCreate", Pool{},
+                                          Flags{});
+  pool.Bind<ToVoid, virStoragePoolDelete>("delete", "virStoragePoolDelete", Pool{},
+                                          Flags{});
+  pool.Bind<ToVoid, virStoragePoolRefresh>("refresh", "virStoragePoolRefresh", Pool{},
+                                           Flags{});
+  pool.Bind<ToVoid, virStoragePoolDestroy>("destroy", "virStoragePoolDestroy", Pool{});
+  pool.Bind<ToVoid, virStoragePoolUndefine>("undefine", "virStoragePoolUndefine", Pool{});
+  pool.Bind<ToBool, virStoragePoolIsActive>("isActive", "virStoragePoolIsActive", Pool{});
+  pool.Bind<ToBool, virStoragePoolIsPersistent>("isPersistent",
+                                                "virStoragePoolIsPersistent", Pool{});
+  pool.Bind<ToInt, virStoragePoolNumOfVolumes>("numOfVolumes",
+                                               "virStoragePoolNumOfVolumes", Pool{});
+  pool.Add("getInfo", PoolGetInfo);
+  pool.Bind<ToString, virStoragePoolGetXMLDesc>("getXMLDesc", "virStoragePoolGetXMLDesc",
+                                                Pool{}, Flags{});
+  pool.Bind<ToFlag, virStoragePoolGetAutostart>("getAutostart",
+                                                "virStoragePoolGetAutostart", Pool{});
+  pool.Bind<ToVoid, virStoragePoolSetAutostart>("setAutostart",
+                                                "virStoragePoolSetAutostart", Pool{},
+                                                Bool{"autostart"});
+  pool.Bind<ToList<WrapVol>, virStoragePoolListAllVolumes>(
+      "listAllVolumes", "virStoragePoolListAllVolumes", Pool{}, Flags{});
+  vol.Bind<ToHandle<WrapVol>, virStorageVolLookupByName>(
+      "lookupByName", "virStorageVolLookupByName", Pool{}, Str{"name"});
+  vol.Bind<ToHandle<WrapVol>, virStorageVolCreateXML>("createXML",
+                                                      "virStorageVolCreateXML", Pool{}, Str{"xml"},
+                                                      Flags{});
+  vol.Bind<ToHandle<WrapVol>, virStorageVolCreateXMLFrom>(
+      "createXMLFrom", "virStorageVolCreateXMLFrom", Pool{}, Str{"xml"}, Vol{}, Flags{});
+  pool.Bind<ToHandle<WrapPool>, virStoragePoolLookupByVolume>(
+      "lookupByVolume", "virStoragePoolLookupByVolume", Vol{});
 
-  x.Add("storageVolGetName", SyncString<virStorageVolGetName>);
-  x.Add("storageVolGetKey", SyncString<virStorageVolGetKey>);
-  x.Add("storageVolFree", FreeHandleOf<virStorageVolPtr>);
-  x.Bind<ToString, virStorageVolGetPath>("storageVolGetPath", "virStorageVolGetPath", Vol{});
-  x.Add("storageVolGetInfo", VolGetInfo);
-  x.Bind<ToString, virStorageVolGetXMLDesc>("storageVolGetXMLDesc", "virStorageVolGetXMLDesc",
-                                            Vol{}, Flags{});
-  x.Bind<ToVoid, virStorageVolDelete>("storageVolDelete", "virStorageVolDelete", Vol{}, Flags{});
-  x.Bind<ToVoid, virStorageVolWipe>("storageVolWipe", "virStorageVolWipe", Vol{}, Flags{});
-  x.Bind<ToVoid, virStorageVolResize>("storageVolResize", "virStorageVolResize", Vol{},
-                                      U64{"capacity"}, Flags{});
-  x.Add("storageVolUpload", Transfer<true>);
-  x.Add("storageVolDownload", Transfer<false>);
+  vol.Add("getName", SyncString<virStorageVolGetName>);
+  vol.Add("getKey", SyncString<virStorageVolGetKey>);
+  vol.Add("free", FreeHandleOf<virStorageVolPtr>);
+  vol.Bind<ToString, virStorageVolGetPath>("getPath", "virStorageVolGetPath", Vol{});
+  vol.Add("getInfo", VolGetInfo);
+  vol.Bind<ToString, virStorageVolGetXMLDesc>("getXMLDesc", "virStorageVolGetXMLDesc",
+                                              Vol{}, Flags{});
+  vol.Bind<ToVoid, virStorageVolDelete>("delete", "virStorageVolDelete", Vol{}, Flags{});
+  vol.Bind<ToVoid, virStorageVolWipe>("wipe", "virStorageVolWipe", Vol{}, Flags{});
+  vol.Bind<ToVoid, virStorageVolResize>("resize", "virStorageVolResize", Vol{},
+                                        U64{"capacity"}, Flags{});
+  vol.Add("upload", Transfer<true>);
+  vol.Add("download", Transfer<false>);
 }
 
 }  // namespace lv

@@ -496,15 +496,17 @@ Napi::Value StreamClose(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void ExportStream(Napi::Env env, Napi::Object e) {
-  Exports x(env, e);
-  x.Add("connectNewStream", NewStream);
-  x.Add("domainOpenConsole", OpenConsole);
-  x.Add("streamStart", StreamStart);
-  x.Add("streamSetReading", StreamSetReading);
-  x.Add("streamSend", StreamSend);
-  x.Add("streamFinish", StreamClose<true>);
-  x.Add("streamAbort", StreamClose<false>);
-  x.Add("streamFree", StreamFree);
+  Exports connect = Exports(env, e).Of("connect");
+  Exports domain = Exports(env, e).Of("domain");
+  Exports stream = Exports(env, e).Of("stream");
+  connect.Add("newStream", NewStream);
+  domain.Add("openConsole", OpenConsole);
+  stream.Add("start", StreamStart);
+  stream.Add("setReading", StreamSetReading);
+  stream.Add("send", StreamSend);
+  stream.Add("finish", StreamClose<true>);
+  stream.Add("abort", StreamClose<false>);
+  stream.Add("free", StreamFree);
 }
 
 }  // namespace lv

@@ -139,9 +139,9 @@ describe('domain snapshots on the test driver', () => {
   it('rejects a domain handle passed as a snapshot with a TypeError', async () => {
     const d = await defined();
     // The addon checks the handle's tag; it never reinterprets a domain as a snapshot.
-    await expect(native.domainSnapshotGetXMLDesc(d[HANDLE] as never, 0, 0)).rejects.toThrow(
+    await expect(native.domainSnapshot.getXMLDesc(d[HANDLE] as never, 0, 0)).rejects.toThrow(
       TypeError,
     );
-    expect(() => native.domainSnapshotGetName(d[HANDLE] as never)).toThrow(TypeError);
+    expect(() => native.domainSnapshot.getName(d[HANDLE] as never)).toThrow(TypeError);
   });
 });
