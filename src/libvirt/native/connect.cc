@@ -73,25 +73,17 @@ Napi::Value GetType(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value NodeGetInfo(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    c.Timeout(1);
-    return c.Run<virNodeInfo>(
-        "virNodeGetInfo", [conn](virNodeInfo& r) { return virNodeGetInfo(conn, &r) == 0; },
-        [](Napi::Env env, virNodeInfo& r) {
-          Napi::Object o = Napi::Object::New(env);
-          o.Set("model", Napi::String::New(env, r.model, strnlen(r.model, sizeof(r.model))));
-          o.Set("memory", BigU64(env, r.memory));
-          o.Set("cpus", r.cpus);
-          o.Set("mhz", r.mhz);
-          o.Set("nodes", r.nodes);
-          o.Set("sockets", r.sockets);
-          o.Set("cores", r.cores);
-          o.Set("threads", r.threads);
-          return o;
-        });
-  });
+Napi::Value NodeInfoJS(Napi::Env env, virNodeInfo& r) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("model", Napi::String::New(env, r.model, strnlen(r.model, sizeof(r.model))));
+  o.Set("memory", BigU64(env, r.memory));
+  o.Set("cpus", r.cpus);
+  o.Set("mhz", r.mhz);
+  o.Set("nodes", r.nodes);
+  o.Set("sockets", r.sockets);
+  o.Set("cores", r.cores);
+  o.Set("threads", r.threads);
+  return o;
 }
 
 Napi::Value NodeGetFreeMemory(const Napi::CallbackInfo& info) {
@@ -131,63 +123,52 @@ struct UUIDArg {
   }
 };
 
-// An unsigned long out-parameter, 0 returned on success: a Number (versions).
-struct ToULong {
-  template <auto F, class A>
-  static Napi::Value Run(Call& c, const char* name, A args) {
-    return c.Run<unsigned long>(
-        name, [args](unsigned long& r) { return Apply<F>(args, &r) == 0; },
-        [](Napi::Env env, unsigned long& r) {
-          return Napi::Number::New(env, static_cast<double>(r));
-        });
-  }
-};
+Napi::Value VersionJS(Napi::Env env, unsigned long& r) {
+  return Napi::Number::New(env, static_cast<double>(r));
+}
 
 }  // namespace
 
 void ExportConnect(Napi::Env env, Napi::Object e) {
-  Exports connect = Exports(env, e).Of("connect");
-  Exports domain = Exports(env, e).Of("domain");
-  Exports network = Exports(env, e).Of("network");
-  Exports pool = Exports(env, e).Of("storagePool");
-  Exports vol = Exports(env, e).Of("storageVol");
-  connect.Add("open", Open);
-  connect.Add("close", Close);
-  connect.Add("getType", GetType);
-  connect.Bind<ToULong, virConnectGetVersion>("getVersion", "virConnectGetVersion", Conn{});
-  connect.Bind<ToULong, virConnectGetLibVersion>("getLibVersion", "virConnectGetLibVersion",
-                                                 Conn{});
-  connect.Bind<ToString, virConnectGetHostname>("getHostname", "virConnectGetHostname", Conn{});
-  connect.Bind<ToString, virConnectGetURI>("getURI", "virConnectGetURI", Conn{});
-  connect.Bind<ToString, virConnectGetCapabilities>("getCapabilities",
-                                                    "virConnectGetCapabilities", Conn{});
-  connect.Bind<ToString, virConnectGetSysinfo>("getSysinfo", "virConnectGetSysinfo", Conn{},
-                                               Flags{});
-  connect.Bind<ToInt, virConnectGetMaxVcpus>("getMaxVcpus", "virConnectGetMaxVcpus", Conn{},
-                                             OptStr{"type"});
-  connect.Bind<ToBool, virConnectIsAlive>("isAlive", "virConnectIsAlive", Conn{});
-  connect.Bind<ToInt, virConnectSetKeepAlive>("setKeepAlive", "virConnectSetKeepAlive", Conn{},
-                                              Int{"interval"}, UInt{"count"});
-  connect.Add("nodeGetInfo", NodeGetInfo);
-  connect.Add("nodeGetFreeMemory", NodeGetFreeMemory);
+  Kinds k(env, e);
+  k.connect.Add("open", Open);
+  k.connect.Add("close", Close);
+  k.connect.Add("getType", GetType);
+  k.connect.Bind<ToOut<unsigned long, VersionJS>, virConnectGetVersion>("getVersion", "virConnectGetVersion", Conn{});
+  k.connect.Bind<ToOut<unsigned long, VersionJS>, virConnectGetLibVersion>("getLibVersion", "virConnectGetLibVersion",
+                                                                           Conn{});
+  k.connect.Bind<ToString, virConnectGetHostname>("getHostname", "virConnectGetHostname", Conn{});
+  k.connect.Bind<ToString, virConnectGetURI>("getURI", "virConnectGetURI", Conn{});
+  k.connect.Bind<ToString, virConnectGetCapabilities>("getCapabilities",
+                                                      "virConnectGetCapabilities", Conn{});
+  k.connect.Bind<ToString, virConnectGetSysinfo>("getSysinfo", "virConnectGetSysinfo", Conn{},
+                                                 Flags{});
+  k.connect.Bind<ToInt, virConnectGetMaxVcpus>("getMaxVcpus", "virConnectGetMaxVcpus", Conn{},
+                                               OptStr{"type"});
+  k.connect.Bind<ToBool, virConnectIsAlive>("isAlive", "virConnectIsAlive", Conn{});
+  k.connect.Bind<ToInt, virConnectSetKeepAlive>("setKeepAlive", "virConnectSetKeepAlive", Conn{},
+                                                Int{"interval"}, UInt{"count"});
+  k.connect.Bind<ToOut<virNodeInfo, NodeInfoJS>, virNodeGetInfo>("nodeGetInfo", "virNodeGetInfo",
+                                                                 Conn{});
+  k.connect.Add("nodeGetFreeMemory", NodeGetFreeMemory);
 
   // Counting and listing: (conn) and (conn, flags).
-  domain.Bind<ToInt, virConnectNumOfDomains>("numOf", "virConnectNumOfDomains", Conn{});
-  domain.Bind<ToInt, virConnectNumOfDefinedDomains>(
+  k.domain.Bind<ToInt, virConnectNumOfDomains>("numOf", "virConnectNumOfDomains", Conn{});
+  k.domain.Bind<ToInt, virConnectNumOfDefinedDomains>(
       "numOfDefined", "virConnectNumOfDefinedDomains", Conn{});
-  network.Bind<ToInt, virConnectNumOfNetworks>("numOf", "virConnectNumOfNetworks",
-                                               Conn{});
-  network.Bind<ToInt, virConnectNumOfDefinedNetworks>(
+  k.network.Bind<ToInt, virConnectNumOfNetworks>("numOf", "virConnectNumOfNetworks",
+                                                 Conn{});
+  k.network.Bind<ToInt, virConnectNumOfDefinedNetworks>(
       "numOfDefined", "virConnectNumOfDefinedNetworks", Conn{});
-  pool.Bind<ToInt, virConnectNumOfStoragePools>("numOf",
-                                                "virConnectNumOfStoragePools", Conn{});
-  pool.Bind<ToInt, virConnectNumOfDefinedStoragePools>(
+  k.pool.Bind<ToInt, virConnectNumOfStoragePools>("numOf",
+                                                  "virConnectNumOfStoragePools", Conn{});
+  k.pool.Bind<ToInt, virConnectNumOfDefinedStoragePools>(
       "numOfDefined", "virConnectNumOfDefinedStoragePools", Conn{});
-  domain.Bind<ToList<WrapDomain>, virConnectListAllDomains>(
+  k.domain.Bind<ToList<WrapDomain>, virConnectListAllDomains>(
       "listAll", "virConnectListAllDomains", Conn{}, Flags{});
-  network.Bind<ToList<WrapNetwork>, virConnectListAllNetworks>(
+  k.network.Bind<ToList<WrapNetwork>, virConnectListAllNetworks>(
       "listAll", "virConnectListAllNetworks", Conn{}, Flags{});
-  pool.Bind<ToList<WrapPool>, virConnectListAllStoragePools>(
+  k.pool.Bind<ToList<WrapPool>, virConnectListAllStoragePools>(
       "listAll", "virConnectListAllStoragePools", Conn{}, Flags{});
 
   // Lookups: (conn, key).
@@ -195,46 +176,46 @@ void ExportConnect(Napi::Env env, Napi::Object e) {
   using ToNetwork = ToHandle<WrapNetwork>;
   using ToPool = ToHandle<WrapPool>;
   using ToVol = ToHandle<WrapVol>;
-  domain.Bind<ToDomain, virDomainLookupByID>("lookupByID", "virDomainLookupByID", Conn{},
-                                             Int{"id"});
-  domain.Bind<ToDomain, virDomainLookupByName>("lookupByName", "virDomainLookupByName", Conn{},
-                                               Str{"name"});
-  domain.Bind<ToDomain, virDomainLookupByUUIDString>(
+  k.domain.Bind<ToDomain, virDomainLookupByID>("lookupByID", "virDomainLookupByID", Conn{},
+                                               Int{"id"});
+  k.domain.Bind<ToDomain, virDomainLookupByName>("lookupByName", "virDomainLookupByName", Conn{},
+                                                 Str{"name"});
+  k.domain.Bind<ToDomain, virDomainLookupByUUIDString>(
       "lookupByUUIDString", "virDomainLookupByUUIDString", Conn{}, Str{"uuid"});
-  domain.Bind<ToDomain, virDomainLookupByUUID>("lookupByUUID", "virDomainLookupByUUID", Conn{},
-                                               UUIDArg{});
-  network.Bind<ToNetwork, virNetworkLookupByName>("lookupByName", "virNetworkLookupByName",
-                                                  Conn{}, Str{"name"});
-  network.Bind<ToNetwork, virNetworkLookupByUUIDString>(
+  k.domain.Bind<ToDomain, virDomainLookupByUUID>("lookupByUUID", "virDomainLookupByUUID", Conn{},
+                                                 UUIDArg{});
+  k.network.Bind<ToNetwork, virNetworkLookupByName>("lookupByName", "virNetworkLookupByName",
+                                                    Conn{}, Str{"name"});
+  k.network.Bind<ToNetwork, virNetworkLookupByUUIDString>(
       "lookupByUUIDString", "virNetworkLookupByUUIDString", Conn{}, Str{"uuid"});
-  network.Bind<ToNetwork, virNetworkLookupByUUID>("lookupByUUID", "virNetworkLookupByUUID",
-                                                  Conn{}, UUIDArg{});
-  pool.Bind<ToPool, virStoragePoolLookupByName>(
+  k.network.Bind<ToNetwork, virNetworkLookupByUUID>("lookupByUUID", "virNetworkLookupByUUID",
+                                                    Conn{}, UUIDArg{});
+  k.pool.Bind<ToPool, virStoragePoolLookupByName>(
       "lookupByName", "virStoragePoolLookupByName", Conn{}, Str{"name"});
-  pool.Bind<ToPool, virStoragePoolLookupByUUIDString>(
+  k.pool.Bind<ToPool, virStoragePoolLookupByUUIDString>(
       "lookupByUUIDString", "virStoragePoolLookupByUUIDString", Conn{}, Str{"uuid"});
-  pool.Bind<ToPool, virStoragePoolLookupByUUID>(
+  k.pool.Bind<ToPool, virStoragePoolLookupByUUID>(
       "lookupByUUID", "virStoragePoolLookupByUUID", Conn{}, UUIDArg{});
-  pool.Bind<ToPool, virStoragePoolLookupByTargetPath>(
+  k.pool.Bind<ToPool, virStoragePoolLookupByTargetPath>(
       "lookupByTargetPath", "virStoragePoolLookupByTargetPath", Conn{}, Str{"path"});
-  vol.Bind<ToVol, virStorageVolLookupByKey>("lookupByKey", "virStorageVolLookupByKey",
-                                            Conn{}, Str{"key"});
-  vol.Bind<ToVol, virStorageVolLookupByPath>("lookupByPath", "virStorageVolLookupByPath",
-                                             Conn{}, Str{"path"});
+  k.vol.Bind<ToVol, virStorageVolLookupByKey>("lookupByKey", "virStorageVolLookupByKey",
+                                              Conn{}, Str{"key"});
+  k.vol.Bind<ToVol, virStorageVolLookupByPath>("lookupByPath", "virStorageVolLookupByPath",
+                                               Conn{}, Str{"path"});
 
   // The XML constructors: (conn, xml, flags).
-  domain.Bind<ToDomain, virDomainDefineXMLFlags>("defineXML", "virDomainDefineXMLFlags", Conn{},
-                                                 Str{"xml"}, Flags{});
-  domain.Bind<ToDomain, virDomainCreateXML>("createXML", "virDomainCreateXML", Conn{},
-                                            Str{"xml"}, Flags{});
-  network.Bind<ToNetwork, virNetworkDefineXMLFlags>("defineXML", "virNetworkDefineXMLFlags",
-                                                    Conn{}, Str{"xml"}, Flags{});
-  network.Bind<ToNetwork, virNetworkCreateXMLFlags>("createXML", "virNetworkCreateXMLFlags",
-                                                    Conn{}, Str{"xml"}, Flags{});
-  pool.Bind<ToPool, virStoragePoolDefineXML>("defineXML", "virStoragePoolDefineXML",
-                                             Conn{}, Str{"xml"}, Flags{});
-  pool.Bind<ToPool, virStoragePoolCreateXML>("createXML", "virStoragePoolCreateXML",
-                                             Conn{}, Str{"xml"}, Flags{});
+  k.domain.Bind<ToDomain, virDomainDefineXMLFlags>("defineXML", "virDomainDefineXMLFlags", Conn{},
+                                                   Str{"xml"}, Flags{});
+  k.domain.Bind<ToDomain, virDomainCreateXML>("createXML", "virDomainCreateXML", Conn{},
+                                              Str{"xml"}, Flags{});
+  k.network.Bind<ToNetwork, virNetworkDefineXMLFlags>("defineXML", "virNetworkDefineXMLFlags",
+                                                      Conn{}, Str{"xml"}, Flags{});
+  k.network.Bind<ToNetwork, virNetworkCreateXMLFlags>("createXML", "virNetworkCreateXMLFlags",
+                                                      Conn{}, Str{"xml"}, Flags{});
+  k.pool.Bind<ToPool, virStoragePoolDefineXML>("defineXML", "virStoragePoolDefineXML",
+                                               Conn{}, Str{"xml"}, Flags{});
+  k.pool.Bind<ToPool, virStoragePoolCreateXML>("createXML", "virStoragePoolCreateXML",
+                                               Conn{}, Str{"xml"}, Flags{});
 }
 
 }  // namespace lv

@@ -12,22 +12,14 @@ Napi::Value GetID(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), id == static_cast<unsigned int>(-1) ? -1.0 : id);
 }
 
-Napi::Value GetInfo(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    c.Timeout(1);
-    return c.Run<virDomainInfo>(
-        "virDomainGetInfo", [d](virDomainInfo& r) { return virDomainGetInfo(d, &r) == 0; },
-        [](Napi::Env env, virDomainInfo& r) {
-          Napi::Object o = Napi::Object::New(env);
-          o.Set("state", static_cast<uint32_t>(r.state));
-          o.Set("maxMem", BigU64(env, r.maxMem));
-          o.Set("memory", BigU64(env, r.memory));
-          o.Set("nrVirtCpu", static_cast<uint32_t>(r.nrVirtCpu));
-          o.Set("cpuTime", BigU64(env, r.cpuTime));
-          return o;
-        });
-  });
+Napi::Value DomainInfoJS(Napi::Env env, virDomainInfo& r) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("state", static_cast<uint32_t>(r.state));
+  o.Set("maxMem", BigU64(env, r.maxMem));
+  o.Set("memory", BigU64(env, r.memory));
+  o.Set("nrVirtCpu", static_cast<uint32_t>(r.nrVirtCpu));
+  o.Set("cpuTime", BigU64(env, r.cpuTime));
+  return o;
 }
 
 Napi::Value GetState(const Napi::CallbackInfo& info) {
@@ -162,119 +154,83 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   });
 }
 
-struct Interfaces {
-  virDomainInterfacePtr* list = nullptr;
-  int n = 0;
-  Interfaces() = default;
-  Interfaces(const Interfaces&) = delete;
-  Interfaces& operator=(const Interfaces&) = delete;
-  ~Interfaces() {
-    for (int i = 0; i < n; i++) virDomainInterfaceFree(list[i]);
-    free(list);
+Napi::Value InterfaceJS(Napi::Env env, virDomainInterfacePtr iface) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("name", iface->name != nullptr ? Napi::Value(Napi::String::New(env, iface->name))
+                                       : env.Null());
+  o.Set("hwaddr", iface->hwaddr != nullptr ? Napi::Value(Napi::String::New(env, iface->hwaddr))
+                                           : env.Null());
+  Napi::Array addrs = Napi::Array::New(env, iface->naddrs);
+  for (unsigned int j = 0; j < iface->naddrs; j++) {
+    Napi::Object a = Napi::Object::New(env);
+    a.Set("type", iface->addrs[j].type);
+    a.Set("addr", iface->addrs[j].addr != nullptr ? iface->addrs[j].addr : "");
+    a.Set("prefix", iface->addrs[j].prefix);
+    addrs.Set(j, a);
   }
-};
-
-Napi::Value InterfaceAddresses(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    unsigned int source = c.UInt(1, "source");
-    unsigned int flags = c.Flags(2);
-    c.Timeout(3);
-    return c.Run<Interfaces>(
-        "virDomainInterfaceAddresses",
-        [d, source, flags](Interfaces& r) {
-          r.n = virDomainInterfaceAddresses(d, &r.list, source, flags);
-          if (r.n < 0) {
-            r.n = 0;
-            return false;
-          }
-          return true;
-        },
-        [](Napi::Env env, Interfaces& r) {
-          Napi::Array out = Napi::Array::New(env, r.n);
-          for (int i = 0; i < r.n; i++) {
-            virDomainInterfacePtr iface = r.list[i];
-            Napi::Object o = Napi::Object::New(env);
-            o.Set("name", iface->name != nullptr ? Napi::Value(Napi::String::New(env, iface->name))
-                                                 : env.Null());
-            o.Set("hwaddr", iface->hwaddr != nullptr
-                                ? Napi::Value(Napi::String::New(env, iface->hwaddr))
-                                : env.Null());
-            Napi::Array addrs = Napi::Array::New(env, iface->naddrs);
-            for (unsigned int j = 0; j < iface->naddrs; j++) {
-              Napi::Object a = Napi::Object::New(env);
-              a.Set("type", iface->addrs[j].type);
-              a.Set("addr", iface->addrs[j].addr != nullptr ? iface->addrs[j].addr : "");
-              a.Set("prefix", iface->addrs[j].prefix);
-              addrs.Set(j, a);
-            }
-            o.Set("addrs", addrs);
-            out.Set(i, o);
-          }
-          return out;
-        });
-  });
+  o.Set("addrs", addrs);
+  return o;
 }
 
 }  // namespace
 
 void ExportDomain(Napi::Env env, Napi::Object e) {
-  Exports domain = Exports(env, e).Of("domain");
-  domain.Add("getName", SyncString<virDomainGetName>);
-  domain.Add("getUUIDString", SyncUUIDString<virDomainGetUUIDString>);
-  domain.Add("getUUID", SyncUUID<virDomainGetUUID>);
-  domain.Add("getID", GetID);
-  domain.Add("free", FreeHandleOf<virDomainPtr>);
-  domain.Add("getInfo", GetInfo);
-  domain.Add("getState", GetState);
-  domain.Bind<ToString, virDomainGetXMLDesc>("getXMLDesc", "virDomainGetXMLDesc", Dom{}, Flags{});
-  domain.Bind<ToString, virDomainGetOSType>("getOSType", "virDomainGetOSType", Dom{});
-  domain.Bind<ToBool, virDomainIsActive>("isActive", "virDomainIsActive", Dom{});
-  domain.Bind<ToBool, virDomainIsPersistent>("isPersistent", "virDomainIsPersistent", Dom{});
-  domain.Bind<ToBool, virDomainIsUpdated>("isUpdated", "virDomainIsUpdated", Dom{});
-  domain.Bind<ToFlag, virDomainGetAutostart>("getAutostart", "virDomainGetAutostart", Dom{});
-  domain.Bind<ToVoid, virDomainSetAutostart>("setAutostart", "virDomainSetAutostart", Dom{},
-                                             Bool{"autostart"});
+  Kinds k(env, e);
+  AddIdentity<virDomainGetName, virDomainGetUUIDString, virDomainGetUUID>(k.domain);
+  k.domain.Add("getID", GetID);
+  k.domain.Bind<ToOut<virDomainInfo, DomainInfoJS>, virDomainGetInfo>("getInfo", "virDomainGetInfo",
+                                                                      Dom{});
+  k.domain.Add("getState", GetState);
+  k.domain.Bind<ToString, virDomainGetXMLDesc>("getXMLDesc", "virDomainGetXMLDesc", Dom{}, Flags{});
+  k.domain.Bind<ToString, virDomainGetOSType>("getOSType", "virDomainGetOSType", Dom{});
+  k.domain.Bind<ToBool, virDomainIsActive>("isActive", "virDomainIsActive", Dom{});
+  k.domain.Bind<ToBool, virDomainIsPersistent>("isPersistent", "virDomainIsPersistent", Dom{});
+  k.domain.Bind<ToBool, virDomainIsUpdated>("isUpdated", "virDomainIsUpdated", Dom{});
+  k.domain.Bind<ToFlag, virDomainGetAutostart>("getAutostart", "virDomainGetAutostart", Dom{});
+  k.domain.Bind<ToVoid, virDomainSetAutostart>("setAutostart", "virDomainSetAutostart", Dom{},
+                                               Bool{"autostart"});
   // Life cycle: (domain, flags) or (domain).
-  domain.Bind<ToVoid, virDomainCreateWithFlags>("create", "virDomainCreateWithFlags", Dom{},
+  k.domain.Bind<ToVoid, virDomainCreateWithFlags>("create", "virDomainCreateWithFlags", Dom{},
+                                                  Flags{});
+  k.domain.Bind<ToVoid, virDomainShutdownFlags>("shutdown", "virDomainShutdownFlags", Dom{},
                                                 Flags{});
-  domain.Bind<ToVoid, virDomainShutdownFlags>("shutdown", "virDomainShutdownFlags", Dom{},
-                                              Flags{});
-  domain.Bind<ToVoid, virDomainReboot>("reboot", "virDomainReboot", Dom{}, Flags{});
-  domain.Bind<ToVoid, virDomainReset>("reset", "virDomainReset", Dom{}, Flags{});
-  domain.Bind<ToVoid, virDomainDestroyFlags>("destroy", "virDomainDestroyFlags", Dom{}, Flags{});
-  domain.Bind<ToVoid, virDomainUndefineFlags>("undefine", "virDomainUndefineFlags", Dom{},
-                                              Flags{});
-  domain.Bind<ToVoid, virDomainSuspend>("suspend", "virDomainSuspend", Dom{});
-  domain.Bind<ToVoid, virDomainResume>("resume", "virDomainResume", Dom{});
+  k.domain.Bind<ToVoid, virDomainReboot>("reboot", "virDomainReboot", Dom{}, Flags{});
+  k.domain.Bind<ToVoid, virDomainReset>("reset", "virDomainReset", Dom{}, Flags{});
+  k.domain.Bind<ToVoid, virDomainDestroyFlags>("destroy", "virDomainDestroyFlags", Dom{}, Flags{});
+  k.domain.Bind<ToVoid, virDomainUndefineFlags>("undefine", "virDomainUndefineFlags", Dom{},
+                                                Flags{});
+  k.domain.Bind<ToVoid, virDomainSuspend>("suspend", "virDomainSuspend", Dom{});
+  k.domain.Bind<ToVoid, virDomainResume>("resume", "virDomainResume", Dom{});
   // Memory and vCPUs.
-  domain.Bind<ToVoid, virDomainSetMemoryFlags>("setMemoryFlags", "virDomainSetMemoryFlags",
-                                               Dom{}, U64{"memory (KiB)"}, Flags{});
-  domain.Add("getMaxMemory", GetMaxMemory);
-  domain.Bind<ToVoid, virDomainSetVcpusFlags>("setVcpusFlags", "virDomainSetVcpusFlags", Dom{},
-                                              UInt{"vcpus"}, Flags{});
-  domain.Bind<ToInt, virDomainGetVcpusFlags>("getVcpusFlags", "virDomainGetVcpusFlags", Dom{},
-                                             Flags{});
-  domain.Add("getVcpus", GetVcpus);
-  domain.Add("memoryStats", MemoryStats);
-  domain.Add("interfaceAddresses", InterfaceAddresses);
+  k.domain.Bind<ToVoid, virDomainSetMemoryFlags>("setMemoryFlags", "virDomainSetMemoryFlags",
+                                                 Dom{}, U64{"memory (KiB)"}, Flags{});
+  k.domain.Add("getMaxMemory", GetMaxMemory);
+  k.domain.Bind<ToVoid, virDomainSetVcpusFlags>("setVcpusFlags", "virDomainSetVcpusFlags", Dom{},
+                                                UInt{"vcpus"}, Flags{});
+  k.domain.Bind<ToInt, virDomainGetVcpusFlags>("getVcpusFlags", "virDomainGetVcpusFlags", Dom{},
+                                               Flags{});
+  k.domain.Add("getVcpus", GetVcpus);
+  k.domain.Add("memoryStats", MemoryStats);
+  k.domain.Bind<ToArray<virDomainInterfacePtr, virDomainInterfaceFree, InterfaceJS, 1>,
+                virDomainInterfaceAddresses>("interfaceAddresses", "virDomainInterfaceAddresses",
+                                             Dom{}, UInt{"source"}, Flags{});
   // Devices: (domain, xml, flags).
-  domain.Bind<ToVoid, virDomainAttachDeviceFlags>("attachDeviceFlags",
-                                                  "virDomainAttachDeviceFlags", Dom{}, Str{"xml"},
-                                                  Flags{});
-  domain.Bind<ToVoid, virDomainDetachDeviceFlags>("detachDeviceFlags",
-                                                  "virDomainDetachDeviceFlags", Dom{}, Str{"xml"},
-                                                  Flags{});
-  domain.Bind<ToVoid, virDomainUpdateDeviceFlags>("updateDeviceFlags",
-                                                  "virDomainUpdateDeviceFlags", Dom{}, Str{"xml"},
-                                                  Flags{});
-  domain.Bind<ToString, virDomainGetMetadata>("getMetadata", "virDomainGetMetadata", Dom{},
-                                              Int{"type"}, OptStr{"uri"}, Flags{});
-  domain.Bind<ToVoid, virDomainSetMetadata>("setMetadata", "virDomainSetMetadata", Dom{},
-                                            Int{"type"}, OptStr{"metadata"}, OptStr{"key"},
-                                            OptStr{"uri"}, Flags{});
-  domain.Bind<ToVoid, virDomainBlockResize>("blockResize", "virDomainBlockResize", Dom{},
-                                            Str{"disk"}, U64{"size"}, Flags{});
+  k.domain.Bind<ToVoid, virDomainAttachDeviceFlags>("attachDeviceFlags",
+                                                    "virDomainAttachDeviceFlags", Dom{}, Str{"xml"},
+                                                    Flags{});
+  k.domain.Bind<ToVoid, virDomainDetachDeviceFlags>("detachDeviceFlags",
+                                                    "virDomainDetachDeviceFlags", Dom{}, Str{"xml"},
+                                                    Flags{});
+  k.domain.Bind<ToVoid, virDomainUpdateDeviceFlags>("updateDeviceFlags",
+                                                    "virDomainUpdateDeviceFlags", Dom{}, Str{"xml"},
+                                                    Flags{});
+  k.domain.Bind<ToString, virDomainGetMetadata>("getMetadata", "virDomainGetMetadata", Dom{},
+                                                Int{"type"}, OptStr{"uri"}, Flags{});
+  k.domain.Bind<ToVoid, virDomainSetMetadata>("setMetadata", "virDomainSetMetadata", Dom{},
+                                              Int{"type"}, OptStr{"metadata"}, OptStr{"key"},
+                                              OptStr{"uri"}, Flags{});
+  k.domain.Bind<ToVoid, virDomainBlockResize>("blockResize", "virDomainBlockResize", Dom{},
+                                              Str{"disk"}, U64{"size"}, Flags{});
 }
 
 }  // namespace lv

@@ -180,21 +180,19 @@ void UnregisterCloseCallback(virConnectPtr conn) {
 }
 
 void ExportEvents(Napi::Env env, Napi::Object e) {
-  Exports domain = Exports(env, e).Of("domain");
-  Exports network = Exports(env, e).Of("network");
-  Exports pool = Exports(env, e).Of("storagePool");
-  domain.Add("eventRegisterAny", DomainRegister);
-  network.Add("eventRegisterAny", NetworkRegister);
-  pool.Add("eventRegisterAny", PoolRegister);
-  domain.Add("eventDeregisterAny", [](const Napi::CallbackInfo& i) {
+  Kinds k(env, e);
+  k.domain.Add("eventRegisterAny", DomainRegister);
+  k.network.Add("eventRegisterAny", NetworkRegister);
+  k.pool.Add("eventRegisterAny", PoolRegister);
+  k.domain.Add("eventDeregisterAny", [](const Napi::CallbackInfo& i) {
     return Deregister<virConnectDomainEventDeregisterAny>(i, Family::Domain,
                                                           "virConnectDomainEventDeregisterAny");
   });
-  network.Add("eventDeregisterAny", [](const Napi::CallbackInfo& i) {
+  k.network.Add("eventDeregisterAny", [](const Napi::CallbackInfo& i) {
     return Deregister<virConnectNetworkEventDeregisterAny>(i, Family::Network,
                                                            "virConnectNetworkEventDeregisterAny");
   });
-  pool.Add("eventDeregisterAny", [](const Napi::CallbackInfo& i) {
+  k.pool.Add("eventDeregisterAny", [](const Napi::CallbackInfo& i) {
     return Deregister<virConnectStoragePoolEventDeregisterAny>(
         i, Family::Pool, "virConnectStoragePoolEventDeregisterAny");
   });

@@ -169,44 +169,50 @@ auto Apply(const Args& args, Extra... extra) {
   return std::apply([&](const auto&... a) { return F(Pass(a)..., extra...); }, args);
 }
 
+// Argument I of a call whose out-parameter stands at Pos among the job's arguments.
+template <size_t I, size_t Pos, class Args, class Out>
+decltype(auto) ArgAt(const Args& args, Out out) {
+  if constexpr (I < Pos)
+    return Pass(std::get<I>(args));
+  else if constexpr (I == Pos)
+    return out;
+  else
+    return Pass(std::get<I - 1>(args));
+}
+
+template <auto F, size_t Pos, class Args, class Out, size_t... I>
+auto ApplyAt(const Args& args, Out out, std::index_sequence<I...>) {
+  return F(ArgAt<I, Pos>(args, out)...);
+}
+
+// F(args before Pos..., out, args from Pos...).
+template <auto F, size_t Pos, class Args, class Out>
+auto ApplyAt(const Args& args, Out out) {
+  return ApplyAt<F, Pos>(args, out, std::make_index_sequence<std::tuple_size_v<Args> + 1>());
+}
+
 // ---------------------------------------------------------------------------------------
 // Result shapes: how the worker decides success and what the promise resolves with.
 
-// int >= 0 on success: undefined, the number, or a boolean.
-struct ToVoid {
+// What libvirt returns itself: an int >= 0 (resolved as undefined, the number or a boolean)
+// or a malloc'd string (NULL on failure).
+enum class Returns { Void, Int, Bool, String };
+template <Returns K>
+struct ToReturn {
   template <auto F, class A>
   static Napi::Value Run(Call& c, const char* name, A args) {
-    return RunVoid(c, name, [args] { return Apply<F>(args); });
+    auto call = [args] { return Apply<F>(args); };
+    if constexpr (K == Returns::Void) return RunVoid(c, name, call);
+    if constexpr (K == Returns::Int) return RunInt(c, name, call);
+    if constexpr (K == Returns::Bool) return RunBool(c, name, call);
+    if constexpr (K == Returns::String) return RunString(c, name, call);
   }
 };
-struct ToInt {
-  template <auto F, class A>
-  static Napi::Value Run(Call& c, const char* name, A args) {
-    return RunInt(c, name, [args] { return Apply<F>(args); });
-  }
-};
-struct ToBool {
-  template <auto F, class A>
-  static Napi::Value Run(Call& c, const char* name, A args) {
-    return RunBool(c, name, [args] { return Apply<F>(args); });
-  }
-};
-// A malloc'd string, NULL on failure.
-struct ToString {
-  template <auto F, class A>
-  static Napi::Value Run(Call& c, const char* name, A args) {
-    return RunString(c, name, [args] { return Apply<F>(args); });
-  }
-};
-// An int out-parameter, 0 returned on success: a boolean (getAutostart).
-struct ToFlag {
-  template <auto F, class A>
-  static Napi::Value Run(Call& c, const char* name, A args) {
-    return c.Run<int>(
-        name, [args](int& r) { return Apply<F>(args, &r) == 0; },
-        [](Napi::Env env, int& r) { return Napi::Boolean::New(env, r != 0); });
-  }
-};
+using ToVoid = ToReturn<Returns::Void>;
+using ToInt = ToReturn<Returns::Int>;
+using ToBool = ToReturn<Returns::Bool>;
+using ToString = ToReturn<Returns::String>;
+
 // A new reference, NULL on failure: a handle made by Wrap.
 template <auto Wrap>
 struct ToHandle {
@@ -215,16 +221,63 @@ struct ToHandle {
     return RunHandle(c, name, Wrap, [args] { return Apply<F>(args); });
   }
 };
+
 // The ListAll… family: F(handle, &list, rest...) returns the count; an array of handles.
 template <auto Wrap>
 struct ToList {
   template <auto F, class A>
   static Napi::Value Run(Call& c, const char* name, A args) {
-    return RunHandleList(c, name, Wrap, [args](auto** list) {
-      return std::apply(
-          [&](const auto& h, const auto&... rest) { return F(Pass(h), list, Pass(rest)...); },
-          args);
-    });
+    return RunHandleList(c, name, Wrap, [args](auto** list) { return ApplyAt<F, 1>(args, list); });
+  }
+};
+
+// An out-parameter filled by F(args..., &out), which returns 0 on success; Marshal makes the
+// JS value (a struct's fields, a flag as a boolean, a version as a number).
+template <class T, Napi::Value (*Marshal)(Napi::Env, T&)>
+struct ToOut {
+  template <auto F, class A>
+  static Napi::Value Run(Call& c, const char* name, A args) {
+    return c.Run<T>(
+        name, [args](T& r) { return Apply<F>(args, &r) == 0; }, Marshal);
+  }
+};
+
+inline Napi::Value FlagJS(Napi::Env env, int& r) { return Napi::Boolean::New(env, r != 0); }
+using ToFlag = ToOut<int, FlagJS>;
+
+// A list of libvirt structs F allocates at Pos among the arguments and returns the count of;
+// each is freed with FreeItem and becomes an element made by Marshal.
+template <class Item, void (*FreeItem)(Item)>
+struct OwnedList {
+  Item* list = nullptr;
+  int n = 0;
+  OwnedList() = default;
+  OwnedList(const OwnedList&) = delete;
+  OwnedList& operator=(const OwnedList&) = delete;
+  ~OwnedList() {
+    for (int i = 0; i < n; i++) FreeItem(list[i]);
+    free(list);
+  }
+};
+
+template <class Item, void (*FreeItem)(Item), Napi::Value (*Marshal)(Napi::Env, Item), size_t Pos>
+struct ToArray {
+  template <auto F, class A>
+  static Napi::Value Run(Call& c, const char* name, A args) {
+    using R = OwnedList<Item, FreeItem>;
+    return c.Run<R>(
+        name,
+        [args](R& r) {
+          r.n = ApplyAt<F, Pos>(args, &r.list);
+          if (r.n >= 0) return true;
+          r.n = 0;
+          return false;
+        },
+        [](Napi::Env env, R& r) {
+          Napi::Array out = Napi::Array::New(env, r.n);
+          for (int i = 0; i < r.n; i++) out.Set(i, Marshal(env, r.list[i]));
+          return out;
+        });
   }
 };
 
@@ -276,5 +329,27 @@ class Exports {
   Napi::Env env_;
   Napi::Object target_;
 };
+
+// The addon's tables of calls, one per object kind; each Export… function adds to them.
+struct Kinds {
+  Kinds(Napi::Env env, Napi::Object e)
+      : connect(Exports(env, e).Of("connect")),
+        domain(Exports(env, e).Of("domain")),
+        snapshot(Exports(env, e).Of("domainSnapshot")),
+        network(Exports(env, e).Of("network")),
+        pool(Exports(env, e).Of("storagePool")),
+        vol(Exports(env, e).Of("storageVol")),
+        stream(Exports(env, e).Of("stream")) {}
+  Exports connect, domain, snapshot, network, pool, vol, stream;
+};
+
+// getName(), getUUIDString(), getUUID() and free() of a domain, network or storage pool.
+template <auto GetName, auto GetUUIDString, auto GetUUID>
+void AddIdentity(Exports& x) {
+  x.Add("getName", SyncString<GetName>)
+      .Add("getUUIDString", SyncUUIDString<GetUUIDString>)
+      .Add("getUUID", SyncUUID<GetUUID>)
+      .Add("free", FreeHandleOf<typename FirstArg<decltype(GetName)>::type>);
+}
 
 }  // namespace lv

@@ -108,42 +108,41 @@ virDomainSnapshotPtr Call::Snapshot(size_t i) {
 }
 
 void ExportSnapshot(Napi::Env env, Napi::Object e) {
-  Exports snapshot = Exports(env, e).Of("domainSnapshot");
-  Exports domain = Exports(env, e).Of("domain");
+  Kinds k(env, e);
   using ToSnapshot = ToHandle<WrapSnapshot>;
   // On the domain: (domain, …, flags).
-  snapshot.Bind<ToSnapshot, virDomainSnapshotCreateXML>("createXML", "virDomainSnapshotCreateXML",
-                                                        Dom{}, Str{"xml"}, Flags{});
-  snapshot.Bind<ToSnapshot, virDomainSnapshotLookupByName>(
+  k.snapshot.Bind<ToSnapshot, virDomainSnapshotCreateXML>("createXML", "virDomainSnapshotCreateXML",
+                                                          Dom{}, Str{"xml"}, Flags{});
+  k.snapshot.Bind<ToSnapshot, virDomainSnapshotLookupByName>(
       "lookupByName", "virDomainSnapshotLookupByName", Dom{}, Str{"name"}, Flags{});
-  snapshot.Bind<ToList<WrapSnapshot>, virDomainListAllSnapshots>(
+  k.snapshot.Bind<ToList<WrapSnapshot>, virDomainListAllSnapshots>(
       "listAll", "virDomainListAllSnapshots", Dom{}, Flags{});
-  snapshot.Bind<ToInt, virDomainSnapshotNum>("num", "virDomainSnapshotNum", Dom{}, Flags{});
-  snapshot.Bind<ToBool, virDomainHasCurrentSnapshot>("hasCurrent", "virDomainHasCurrentSnapshot",
-                                                     Dom{}, Flags{});
-  snapshot.Bind<ToSnapshot, virDomainSnapshotCurrent>("current", "virDomainSnapshotCurrent",
-                                                      Dom{}, Flags{});
+  k.snapshot.Bind<ToInt, virDomainSnapshotNum>("num", "virDomainSnapshotNum", Dom{}, Flags{});
+  k.snapshot.Bind<ToBool, virDomainHasCurrentSnapshot>("hasCurrent", "virDomainHasCurrentSnapshot",
+                                                       Dom{}, Flags{});
+  k.snapshot.Bind<ToSnapshot, virDomainSnapshotCurrent>("current", "virDomainSnapshotCurrent",
+                                                        Dom{}, Flags{});
   // On the snapshot.
-  snapshot.Add("getName", GetName);
-  snapshot.Add("free", Free);
-  snapshot.Add("freedHandle", FreedHandle);
-  snapshot.Bind<ToString, virDomainSnapshotGetXMLDesc>("getXMLDesc", "virDomainSnapshotGetXMLDesc",
-                                                       Snap{}, Flags{});
-  snapshot.Bind<ToSnapshot, virDomainSnapshotGetParent>("getParent", "virDomainSnapshotGetParent",
-                                                        Snap{}, Flags{});
-  snapshot.Bind<ToBool, virDomainSnapshotIsCurrent>("isCurrent", "virDomainSnapshotIsCurrent",
-                                                    Snap{}, Flags{});
-  snapshot.Bind<ToBool, virDomainSnapshotHasMetadata>(
+  k.snapshot.Add("getName", GetName);
+  k.snapshot.Add("free", Free);
+  k.snapshot.Add("freedHandle", FreedHandle);
+  k.snapshot.Bind<ToString, virDomainSnapshotGetXMLDesc>("getXMLDesc", "virDomainSnapshotGetXMLDesc",
+                                                         Snap{}, Flags{});
+  k.snapshot.Bind<ToSnapshot, virDomainSnapshotGetParent>("getParent", "virDomainSnapshotGetParent",
+                                                          Snap{}, Flags{});
+  k.snapshot.Bind<ToBool, virDomainSnapshotIsCurrent>("isCurrent", "virDomainSnapshotIsCurrent",
+                                                      Snap{}, Flags{});
+  k.snapshot.Bind<ToBool, virDomainSnapshotHasMetadata>(
       "hasMetadata", "virDomainSnapshotHasMetadata", Snap{}, Flags{});
-  snapshot.Bind<ToVoid, virDomainRevertToSnapshot>("revert", "virDomainRevertToSnapshot", Snap{},
+  k.snapshot.Bind<ToVoid, virDomainRevertToSnapshot>("revert", "virDomainRevertToSnapshot", Snap{},
+                                                     Flags{});
+  k.snapshot.Bind<ToVoid, virDomainSnapshotDelete>("delete", "virDomainSnapshotDelete", Snap{},
                                                    Flags{});
-  snapshot.Bind<ToVoid, virDomainSnapshotDelete>("delete", "virDomainSnapshotDelete", Snap{},
-                                                 Flags{});
   // What a consistent disks-only snapshot needs around it.
-  domain.Add("fsFreeze", [](const Napi::CallbackInfo& i) {
+  k.domain.Add("fsFreeze", [](const Napi::CallbackInfo& i) {
     return FSCall<virDomainFSFreeze>(i, "virDomainFSFreeze");
   });
-  domain.Add("fsThaw", [](const Napi::CallbackInfo& i) {
+  k.domain.Add("fsThaw", [](const Napi::CallbackInfo& i) {
     return FSCall<virDomainFSThaw>(i, "virDomainFSThaw");
   });
 }

@@ -166,8 +166,9 @@ Napi::Value ListGetStats(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void ExportStats(Napi::Env env, Napi::Object e) {
-  Exports(env, e).Of("connect").Add("getAllDomainStats", GetAllDomainStats);
-  Exports(env, e).Of("domain").Add("listGetStats", ListGetStats);
+  Kinds k(env, e);
+  k.connect.Add("getAllDomainStats", GetAllDomainStats);
+  k.domain.Add("listGetStats", ListGetStats);
 }
 
 }  // namespace lv

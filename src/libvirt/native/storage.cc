@@ -13,42 +13,24 @@ namespace {
 // ---------------------------------------------------------------------------------------
 // Pools
 
-Napi::Value PoolGetInfo(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virStoragePoolPtr p = c.Pool(0);
-    c.Timeout(1);
-    return c.Run<virStoragePoolInfo>(
-        "virStoragePoolGetInfo",
-        [p](virStoragePoolInfo& r) { return virStoragePoolGetInfo(p, &r) == 0; },
-        [](Napi::Env env, virStoragePoolInfo& r) {
-          Napi::Object o = Napi::Object::New(env);
-          o.Set("state", r.state);
-          o.Set("capacity", BigU64(env, r.capacity));
-          o.Set("allocation", BigU64(env, r.allocation));
-          o.Set("available", BigU64(env, r.available));
-          return o;
-        });
-  });
+Napi::Value PoolInfoJS(Napi::Env env, virStoragePoolInfo& r) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("state", r.state);
+  o.Set("capacity", BigU64(env, r.capacity));
+  o.Set("allocation", BigU64(env, r.allocation));
+  o.Set("available", BigU64(env, r.available));
+  return o;
 }
 
 // ---------------------------------------------------------------------------------------
 // Volumes
 
-Napi::Value VolGetInfo(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virStorageVolPtr v = c.Vol(0);
-    c.Timeout(1);
-    return c.Run<virStorageVolInfo>(
-        "virStorageVolGetInfo",
-        [v](virStorageVolInfo& r) { return virStorageVolGetInfo(v, &r) == 0; },
-        [](Napi::Env env, virStorageVolInfo& r) {
-          Napi::Object o = Napi::Object::New(env);
-          o.Set("type", r.type);
-          o.Set("capacity", BigU64(env, r.capacity));
-          o.Set("allocation", BigU64(env, r.allocation));
-          return o;
-        });
-  });
+Napi::Value VolInfoJS(Napi::Env env, virStorageVolInfo& r) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("type", r.type);
+  o.Set("capacity", BigU64(env, r.capacity));
+  o.Set("allocation", BigU64(env, r.allocation));
+  return o;
 }
 
 // A blocking stream bound to the volume's connection, aborted unless finished.
@@ -186,60 +168,58 @@ Napi::Value Transfer(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void ExportStorage(Napi::Env env, Napi::Object e) {
-  Exports pool = Exports(env, e).Of("storagePool");
-  Exports vol = Exports(env, e).Of("storageVol");
-  pool.Add("getName", SyncString<virStoragePoolGetName>);
-  pool.Add("getUUIDString", SyncUUIDString<virStoragePoolGetUUIDString>);
-  pool.Add("getUUID", SyncUUID<virStoragePoolGetUUID>);
-  pool.Add("free", FreeHandleOf<virStoragePoolPtr>);
+  Kinds k(env, e);
+  AddIdentity<virStoragePoolGetName, virStoragePoolGetUUIDString, virStoragePoolGetUUID>(k.pool);
   // Life cycle: (pool, flags) or (pool).
-  pool.Bind<ToVoid, virStoragePoolBuild>("build", "virStoragePoolBuild", Pool{}, Flags{});
-  pool.Bind<ToVoid, virStoragePoolCreate>("create", "virStoragePoolCreate", Pool{},
-                                          Flags{});
-  pool.Bind<ToVoid, virStoragePoolDelete>("delete", "virStoragePoolDelete", Pool{},
-                                          Flags{});
-  pool.Bind<ToVoid, virStoragePoolRefresh>("refresh", "virStoragePoolRefresh", Pool{},
-                                           Flags{});
-  pool.Bind<ToVoid, virStoragePoolDestroy>("destroy", "virStoragePoolDestroy", Pool{});
-  pool.Bind<ToVoid, virStoragePoolUndefine>("undefine", "virStoragePoolUndefine", Pool{});
-  pool.Bind<ToBool, virStoragePoolIsActive>("isActive", "virStoragePoolIsActive", Pool{});
-  pool.Bind<ToBool, virStoragePoolIsPersistent>("isPersistent",
-                                                "virStoragePoolIsPersistent", Pool{});
-  pool.Bind<ToInt, virStoragePoolNumOfVolumes>("numOfVolumes",
-                                               "virStoragePoolNumOfVolumes", Pool{});
-  pool.Add("getInfo", PoolGetInfo);
-  pool.Bind<ToString, virStoragePoolGetXMLDesc>("getXMLDesc", "virStoragePoolGetXMLDesc",
-                                                Pool{}, Flags{});
-  pool.Bind<ToFlag, virStoragePoolGetAutostart>("getAutostart",
-                                                "virStoragePoolGetAutostart", Pool{});
-  pool.Bind<ToVoid, virStoragePoolSetAutostart>("setAutostart",
-                                                "virStoragePoolSetAutostart", Pool{},
-                                                Bool{"autostart"});
-  pool.Bind<ToList<WrapVol>, virStoragePoolListAllVolumes>(
+  k.pool.Bind<ToVoid, virStoragePoolBuild>("build", "virStoragePoolBuild", Pool{}, Flags{});
+  k.pool.Bind<ToVoid, virStoragePoolCreate>("create", "virStoragePoolCreate", Pool{},
+                                            Flags{});
+  k.pool.Bind<ToVoid, virStoragePoolDelete>("delete", "virStoragePoolDelete", Pool{},
+                                            Flags{});
+  k.pool.Bind<ToVoid, virStoragePoolRefresh>("refresh", "virStoragePoolRefresh", Pool{},
+                                             Flags{});
+  k.pool.Bind<ToVoid, virStoragePoolDestroy>("destroy", "virStoragePoolDestroy", Pool{});
+  k.pool.Bind<ToVoid, virStoragePoolUndefine>("undefine", "virStoragePoolUndefine", Pool{});
+  k.pool.Bind<ToBool, virStoragePoolIsActive>("isActive", "virStoragePoolIsActive", Pool{});
+  k.pool.Bind<ToBool, virStoragePoolIsPersistent>("isPersistent",
+                                                  "virStoragePoolIsPersistent", Pool{});
+  k.pool.Bind<ToInt, virStoragePoolNumOfVolumes>("numOfVolumes",
+                                                 "virStoragePoolNumOfVolumes", Pool{});
+  k.pool.Bind<ToOut<virStoragePoolInfo, PoolInfoJS>, virStoragePoolGetInfo>(
+      "getInfo", "virStoragePoolGetInfo", Pool{});
+  k.pool.Bind<ToString, virStoragePoolGetXMLDesc>("getXMLDesc", "virStoragePoolGetXMLDesc",
+                                                  Pool{}, Flags{});
+  k.pool.Bind<ToFlag, virStoragePoolGetAutostart>("getAutostart",
+                                                  "virStoragePoolGetAutostart", Pool{});
+  k.pool.Bind<ToVoid, virStoragePoolSetAutostart>("setAutostart",
+                                                  "virStoragePoolSetAutostart", Pool{},
+                                                  Bool{"autostart"});
+  k.pool.Bind<ToList<WrapVol>, virStoragePoolListAllVolumes>(
       "listAllVolumes", "virStoragePoolListAllVolumes", Pool{}, Flags{});
-  vol.Bind<ToHandle<WrapVol>, virStorageVolLookupByName>(
+  k.vol.Bind<ToHandle<WrapVol>, virStorageVolLookupByName>(
       "lookupByName", "virStorageVolLookupByName", Pool{}, Str{"name"});
-  vol.Bind<ToHandle<WrapVol>, virStorageVolCreateXML>("createXML",
-                                                      "virStorageVolCreateXML", Pool{}, Str{"xml"},
-                                                      Flags{});
-  vol.Bind<ToHandle<WrapVol>, virStorageVolCreateXMLFrom>(
+  k.vol.Bind<ToHandle<WrapVol>, virStorageVolCreateXML>("createXML",
+                                                        "virStorageVolCreateXML", Pool{}, Str{"xml"},
+                                                        Flags{});
+  k.vol.Bind<ToHandle<WrapVol>, virStorageVolCreateXMLFrom>(
       "createXMLFrom", "virStorageVolCreateXMLFrom", Pool{}, Str{"xml"}, Vol{}, Flags{});
-  pool.Bind<ToHandle<WrapPool>, virStoragePoolLookupByVolume>(
+  k.pool.Bind<ToHandle<WrapPool>, virStoragePoolLookupByVolume>(
       "lookupByVolume", "virStoragePoolLookupByVolume", Vol{});
 
-  vol.Add("getName", SyncString<virStorageVolGetName>);
-  vol.Add("getKey", SyncString<virStorageVolGetKey>);
-  vol.Add("free", FreeHandleOf<virStorageVolPtr>);
-  vol.Bind<ToString, virStorageVolGetPath>("getPath", "virStorageVolGetPath", Vol{});
-  vol.Add("getInfo", VolGetInfo);
-  vol.Bind<ToString, virStorageVolGetXMLDesc>("getXMLDesc", "virStorageVolGetXMLDesc",
-                                              Vol{}, Flags{});
-  vol.Bind<ToVoid, virStorageVolDelete>("delete", "virStorageVolDelete", Vol{}, Flags{});
-  vol.Bind<ToVoid, virStorageVolWipe>("wipe", "virStorageVolWipe", Vol{}, Flags{});
-  vol.Bind<ToVoid, virStorageVolResize>("resize", "virStorageVolResize", Vol{},
-                                        U64{"capacity"}, Flags{});
-  vol.Add("upload", Transfer<true>);
-  vol.Add("download", Transfer<false>);
+  k.vol.Add("getName", SyncString<virStorageVolGetName>);
+  k.vol.Add("getKey", SyncString<virStorageVolGetKey>);
+  k.vol.Add("free", FreeHandleOf<virStorageVolPtr>);
+  k.vol.Bind<ToString, virStorageVolGetPath>("getPath", "virStorageVolGetPath", Vol{});
+  k.vol.Bind<ToOut<virStorageVolInfo, VolInfoJS>, virStorageVolGetInfo>(
+      "getInfo", "virStorageVolGetInfo", Vol{});
+  k.vol.Bind<ToString, virStorageVolGetXMLDesc>("getXMLDesc", "virStorageVolGetXMLDesc",
+                                                Vol{}, Flags{});
+  k.vol.Bind<ToVoid, virStorageVolDelete>("delete", "virStorageVolDelete", Vol{}, Flags{});
+  k.vol.Bind<ToVoid, virStorageVolWipe>("wipe", "virStorageVolWipe", Vol{}, Flags{});
+  k.vol.Bind<ToVoid, virStorageVolResize>("resize", "virStorageVolResize", Vol{},
+                                          U64{"capacity"}, Flags{});
+  k.vol.Add("upload", Transfer<true>);
+  k.vol.Add("download", Transfer<false>);
 }
 
 }  // namespace lv

@@ -496,17 +496,15 @@ Napi::Value StreamClose(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void ExportStream(Napi::Env env, Napi::Object e) {
-  Exports connect = Exports(env, e).Of("connect");
-  Exports domain = Exports(env, e).Of("domain");
-  Exports stream = Exports(env, e).Of("stream");
-  connect.Add("newStream", NewStream);
-  domain.Add("openConsole", OpenConsole);
-  stream.Add("start", StreamStart);
-  stream.Add("setReading", StreamSetReading);
-  stream.Add("send", StreamSend);
-  stream.Add("finish", StreamClose<true>);
-  stream.Add("abort", StreamClose<false>);
-  stream.Add("free", StreamFree);
+  Kinds k(env, e);
+  k.connect.Add("newStream", NewStream);
+  k.domain.Add("openConsole", OpenConsole);
+  k.stream.Add("start", StreamStart);
+  k.stream.Add("setReading", StreamSetReading);
+  k.stream.Add("send", StreamSend);
+  k.stream.Add("finish", StreamClose<true>);
+  k.stream.Add("abort", StreamClose<false>);
+  k.stream.Add("free", StreamFree);
 }
 
 }  // namespace lv
