@@ -5,7 +5,7 @@ export class UsageError extends Error {
   override name = 'UsageError';
 }
 
-type Options = NonNullable<ParseArgsConfig['options']>;
+export type Options = NonNullable<ParseArgsConfig['options']>;
 
 /**
  * node:util parseArgs in strict mode, with its messages turned into one line that names the
@@ -42,6 +42,25 @@ export function parseFlags<O extends Options>(
 }
 
 /** Runs a command body, printing usage and control-plane errors as one line. */
+type Values<O extends Options> = ReturnType<typeof parseFlags<O>>['values'];
+
+/**
+ * A subcommand's main: its flags parsed (exit 0 after printing `help` for --help), then
+ * `body`, with errors as one line (withOneLineErrors).
+ */
+export function command<O extends Options>(
+  name: string,
+  argv: string[],
+  flags: O,
+  help: string,
+  body: (values: Values<O>) => Promise<number>,
+): Promise<number> {
+  return withOneLineErrors(name, async () => {
+    const parsed = parseFlags(name, argv, flags, help);
+    return parsed.help ? 0 : body(parsed.values);
+  });
+}
+
 export async function withOneLineErrors(
   command: string,
   body: () => Promise<number>,

@@ -15,7 +15,7 @@ import {
   startLocalNode,
 } from './local/local-node.js';
 import { hostname } from 'node:os';
-import { parseFlags, untilSignal, UsageError, withOneLineErrors } from './flags.js';
+import { command, type Options, untilSignal, UsageError } from './flags.js';
 import { ensureNamespace } from './namespaces.js';
 
 const HELP = `usage: libvirt-operator local-cluster [--dir DIR] [--port PORT] [--no-crds]
@@ -43,23 +43,18 @@ then listens on the bridge's gateway address (the Node's InternalIP), where pods
   --node-name NAME   the Node's name (default: the host name)
   --pod-subnet CIDR  pods' addresses (default ${DEFAULT_POD_SUBNET}; must not overlap the host's)`;
 
+const FLAGS = {
+  dir: { type: 'string' },
+  port: { type: 'string' },
+  'no-crds': { type: 'boolean' },
+  node: { type: 'boolean' },
+  image: { type: 'string', multiple: true },
+  'node-name': { type: 'string' },
+  'pod-subnet': { type: 'string' },
+} satisfies Options;
+
 export async function main(argv: string[]): Promise<number> {
-  return withOneLineErrors('local-cluster', async () => {
-    const { values, help } = parseFlags(
-      'local-cluster',
-      argv,
-      {
-        dir: { type: 'string' },
-        port: { type: 'string' },
-        'no-crds': { type: 'boolean' },
-        node: { type: 'boolean' },
-        image: { type: 'string', multiple: true },
-        'node-name': { type: 'string' },
-        'pod-subnet': { type: 'string' },
-      },
-      HELP,
-    );
-    if (help) return 0;
+  return command('local-cluster', argv, FLAGS, HELP, async (values) => {
     let port: number | undefined;
     if (values.port !== undefined) {
       port = Number(values.port);

@@ -5,7 +5,7 @@ import {
   type KubeAccess,
 } from '../runtime/kube-config.js';
 import { startAgent } from '../agent/agent.js';
-import { parseFlags, untilSignal, UsageError, withOneLineErrors } from './flags.js';
+import { command, type Options, untilSignal, UsageError } from './flags.js';
 
 const HELP = `usage: libvirt-operator run [flags]
 
@@ -35,24 +35,19 @@ export async function loadKubeConfig(path: string | undefined): Promise<KubeAcce
   }
 }
 
+const FLAGS = {
+  'node-name': { type: 'string' },
+  'libvirt-uri': { type: 'string' },
+  kubeconfig: { type: 'string' },
+  'metrics-addr': { type: 'string' },
+  'health-addr': { type: 'string' },
+  'state-dir': { type: 'string' },
+  'lease-namespace': { type: 'string' },
+  'log-level': { type: 'string' },
+} satisfies Options;
+
 export async function main(argv: string[]): Promise<number> {
-  return withOneLineErrors('run', async () => {
-    const { values, help } = parseFlags(
-      'run',
-      argv,
-      {
-        'node-name': { type: 'string' },
-        'libvirt-uri': { type: 'string' },
-        kubeconfig: { type: 'string' },
-        'metrics-addr': { type: 'string' },
-        'health-addr': { type: 'string' },
-        'state-dir': { type: 'string' },
-        'lease-namespace': { type: 'string' },
-        'log-level': { type: 'string' },
-      },
-      HELP,
-    );
-    if (help) return 0;
+  return command('run', argv, FLAGS, HELP, async (values) => {
     let cfg;
     try {
       cfg = agentConfig({ flags: values as Record<string, string>, env: process.env });

@@ -26,7 +26,7 @@ import {
   hostIPv4Addresses,
   type DemoNames,
 } from './demo.js';
-import { parseFlags, untilSignal, UsageError, withOneLineErrors } from './flags.js';
+import { command, type Options, untilSignal, UsageError } from './flags.js';
 import { ensureNamespace } from './namespaces.js';
 import { loadKubeConfig } from './run.js';
 import type { KubeAccess } from '../runtime/kube-config.js';
@@ -48,22 +48,17 @@ the in-process test driver (test:///default).
   --dir DIR           the local control plane's directory (default: ~/.cache/libvirt-operator/local-cluster)
   --health-addr ADDR  default 127.0.0.1:8081`;
 
+const FLAGS = {
+  examples: { type: 'boolean' },
+  'examples-name': { type: 'string' },
+  'node-name': { type: 'string' },
+  'libvirt-uri': { type: 'string' },
+  dir: { type: 'string' },
+  'health-addr': { type: 'string' },
+} satisfies Options;
+
 export async function main(argv: string[]): Promise<number> {
-  return withOneLineErrors('up', async () => {
-    const { values, help } = parseFlags(
-      'up',
-      argv,
-      {
-        examples: { type: 'boolean' },
-        'examples-name': { type: 'string' },
-        'node-name': { type: 'string' },
-        'libvirt-uri': { type: 'string' },
-        dir: { type: 'string' },
-        'health-addr': { type: 'string' },
-      },
-      HELP,
-    );
-    if (help) return 0;
+  return command('up', argv, FLAGS, HELP, async (values) => {
     const demoName = values['examples-name'] ?? 'demo';
     if (!/^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/.test(demoName))
       throw new UsageError(

@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { LineCounter, parseAllDocuments } from 'yaml';
 import { isVirtGroup, validateManifest } from '../api/validate.js';
-import { parseFlags, UsageError, withOneLineErrors } from './flags.js';
+import { command, type Options, UsageError } from './flags.js';
 
 const HELP = `usage: libvirt-operator validate -f FILE|DIR|- [-f ...]
 
@@ -144,15 +144,10 @@ export function checkManifests(label: string, text: string): Findings {
   return { lines, objects };
 }
 
+const FLAGS = { filename: { type: 'string', short: 'f', multiple: true } } satisfies Options;
+
 export async function main(argv: string[], io: ValidateIO = processIO): Promise<number> {
-  return withOneLineErrors('validate', async () => {
-    const { values, help } = parseFlags(
-      'validate',
-      argv,
-      { filename: { type: 'string', short: 'f', multiple: true } },
-      HELP,
-    );
-    if (help) return 0;
+  return command('validate', argv, FLAGS, HELP, async (values) => {
     const targets = values.filename ?? [];
     if (targets.length === 0)
       throw new UsageError(

@@ -153,6 +153,30 @@ export function startLease(
   // A renewal must not outlive the time we have left, or a hung server would keep us "holding".
   const requestTimeout = () => Math.max(500, Math.min(renewDeadlineMs / 2, retryPeriodMs * 2));
 
+  /** Creates or replaces the Lease; true when written, false when `lostRace` says another writer won. */
+  const write = async (
+    now: number,
+    method: 'POST' | 'PUT',
+    at: string,
+    lease: LeaseObject,
+    lostRace: (err: unknown) => boolean,
+  ): Promise<boolean> => {
+    try {
+      const written = await client.request<LeaseObject>({
+        method,
+        path: at,
+        body: lease,
+        timeoutMs: requestTimeout(),
+        signal: abort.signal,
+      });
+      observed = { resourceVersion: written.metadata.resourceVersion, at: now, lease: written };
+      return true;
+    } catch (err) {
+      if (lostRace(err)) return false;
+      throw err;
+    }
+  };
+
   /** One attempt; true when we hold the Lease afterwards. */
   const acquireOrRenew = async (now: number): Promise<boolean> => {
     let lease: LeaseObject;
@@ -172,20 +196,8 @@ export function startLease(
         renewTime: microTime(now),
         leaseTransitions: 0,
       };
-      try {
-        const created = await client.request<LeaseObject>({
-          method: 'POST',
-          path,
-          body: body(spec),
-          timeoutMs: requestTimeout(),
-          signal: abort.signal,
-        });
-        observed = { resourceVersion: created.metadata.resourceVersion, at: now, lease: created };
-        return true;
-      } catch (createErr) {
-        if (isAlreadyExists(createErr)) return false;
-        throw createErr;
-      }
+      // Someone else created it first: not ours this round.
+      return write(now, 'POST', path, body(spec), isAlreadyExists);
     }
     if (lease.metadata.resourceVersion !== observed.resourceVersion) {
       observed = { resourceVersion: lease.metadata.resourceVersion, at: now, lease };
@@ -210,20 +222,9 @@ export function startLease(
       spec.acquireTime = microTime(now);
       spec.leaseTransitions = (lease.spec?.leaseTransitions ?? 0) + 1;
     }
-    try {
-      const updated = await client.request<LeaseObject>({
-        method: 'PUT',
-        path: `${path}/${encodeURIComponent(opts.name)}`,
-        body: body(spec, lease.metadata.resourceVersion),
-        timeoutMs: requestTimeout(),
-        signal: abort.signal,
-      });
-      observed = { resourceVersion: updated.metadata.resourceVersion, at: now, lease: updated };
-      return true;
-    } catch (err) {
-      if (isConflict(err)) return false;
-      throw err;
-    }
+    // Someone else wrote it since our read: not ours this round.
+    const at = `${path}/${encodeURIComponent(opts.name)}`;
+    return write(now, 'PUT', at, body(spec, lease.metadata.resourceVersion), isConflict);
   };
 
   // Candidates spread their polls a little, as client-go's JitterUntil does, but look again

@@ -84,26 +84,27 @@ export function ownsFieldsBeyond(fields: unknown, desired: unknown): boolean {
       if (!isObject(desired) || !(name in desired)) return true;
       if (ownsFieldsBeyond(sub, desired[name])) return true;
     } else if (k.startsWith('k:')) {
-      let key: unknown;
-      try {
-        key = JSON.parse(k.slice(2));
-      } catch {
-        continue;
-      }
+      const key = parsedSuffix(k);
+      if (key === undefined) continue;
       const entry = findEntry(desired, Object.keys(key as object), key);
       if (!entry || ownsFieldsBeyond(sub, entry)) return true;
     } else if (k.startsWith('v:')) {
-      let value: unknown;
-      try {
-        value = JSON.parse(k.slice(2));
-      } catch {
-        continue;
-      }
+      const value = parsedSuffix(k);
+      if (value === undefined) continue;
       if (!Array.isArray(desired) || !desired.some((e) => deepEqual(e, value))) return true;
     }
     // '.' (the field itself) and 'i:' (positions in atomic lists) need no check.
   }
   return false;
+}
+
+/** The JSON after a fieldsV1 key's 'k:' or 'v:' prefix; undefined when it does not parse. */
+function parsedSuffix(k: string): unknown {
+  try {
+    return JSON.parse(k.slice(2)) as unknown;
+  } catch {
+    return undefined;
+  }
 }
 
 export interface Condition {

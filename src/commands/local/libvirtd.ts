@@ -4,11 +4,12 @@
 // runs a second, isolated daemon in its own mount namespace (its own /run/libvirt,
 // /var/lib/libvirt, /etc/libvirt, …) for tests that freeze, kill or restart the daemon, so
 // they never disturb other tests sharing the system daemon.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, openSync, closeSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readlink, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Connect } from '../../libvirt/index.js';
+import { run } from './run.js';
 
 export const SYSTEM_URI = 'qemu:///system';
 const SYSTEM_SOCKET = '/var/run/libvirt/libvirt-sock';
@@ -36,21 +37,6 @@ export interface LibvirtDaemon {
    * test process found it running and uses it); does nothing for a daemon it found running.
    */
   stop(): Promise<void>;
-}
-
-interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function run(cmd: string, args: string[], timeoutMs = 60_000): Promise<RunResult> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr || (err?.message ?? '')) });
-    });
-  });
 }
 
 async function must(cmd: string, args: string[]): Promise<void> {

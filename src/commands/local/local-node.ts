@@ -7,7 +7,7 @@
 // after the cluster and the kubepods cgroups; stop() removes all of it. The API server listens
 // on the bridge's gateway address, which is also the node's InternalIP: pods reach it there
 // (status.hostIP), without kube-proxy.
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   existsSync,
@@ -37,6 +37,7 @@ import {
 } from './control-plane.js';
 import { buildImage } from './oci-image.js';
 import { packageRoot } from './package-root.js';
+import { run } from './run.js';
 
 export const CONTAINERD_VERSION = 'v2.4.2';
 /** The API server port of a cluster with a node: the overlay in manifests/overlays/local names it. */
@@ -68,21 +69,6 @@ export async function ensureNodeBinaries(provision: boolean): Promise<string> {
   if (code !== 0 || !existsSync(join(dir, '.complete')))
     throw new ControlPlaneError(`building the node binaries failed (exit ${code}); see above`);
   return dir;
-}
-
-function run(
-  cmd: string,
-  args: string[],
-  timeoutMs = 60_000,
-): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
-      resolve({
-        code: err ? ((err as { code?: number }).code ?? 1) : 0,
-        out: `${stdout}${stderr}`,
-      }),
-    );
-  });
 }
 
 async function must(cmd: string, args: string[], timeoutMs?: number): Promise<string> {
@@ -452,13 +438,17 @@ export async function startLocalNode(
 
     // --- controller-manager and scheduler -------------------------------------------------
     writeFileSync(d('admin.kubeconfig'), kubeconfig(cp, 'admin', cp.token), { mode: 0o600 });
-    start('kube-controller-manager', [
+    // Both control loops act as the admin, alone, and serve nothing.
+    const controlLoop = [
       `--kubeconfig=${d('admin.kubeconfig')}`,
       `--authentication-kubeconfig=${d('admin.kubeconfig')}`,
       `--authorization-kubeconfig=${d('admin.kubeconfig')}`,
       '--leader-elect=false',
       '--bind-address=127.0.0.1',
       '--secure-port=0',
+    ];
+    start('kube-controller-manager', [
+      ...controlLoop,
       // Tokens for ServiceAccount token Secrets, and kube-root-ca.crt in every namespace:
       // each pod's projected token volume carries that CA.
       `--service-account-private-key-file=${join(cp.dir, 'sa.key')}`,
@@ -466,15 +456,7 @@ export async function startLocalNode(
       '--use-service-account-credentials=false',
       '--v=1',
     ]);
-    start('kube-scheduler', [
-      `--kubeconfig=${d('admin.kubeconfig')}`,
-      `--authentication-kubeconfig=${d('admin.kubeconfig')}`,
-      `--authorization-kubeconfig=${d('admin.kubeconfig')}`,
-      '--leader-elect=false',
-      '--bind-address=127.0.0.1',
-      '--secure-port=0',
-      '--v=1',
-    ]);
+    start('kube-scheduler', [...controlLoop, '--v=1']);
 
     // --- kubelet ----------------------------------------------------------------------------
     writeFileSync(
