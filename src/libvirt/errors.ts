@@ -111,12 +111,14 @@ export function isConnectionError(err: unknown): boolean {
  * which is the same situation for a caller deciding whether to fall back.
  */
 export function isUnsupported(err: unknown): boolean {
-  if (!isLibvirtError(err)) return false;
-  return (
-    err.code === ErrorCode.VIR_ERR_NO_SUPPORT ||
-    err.code === ErrorCode.VIR_ERR_ARGUMENT_UNSUPPORTED ||
-    err.code === ErrorCode.VIR_ERR_OPERATION_UNSUPPORTED ||
-    (err.code === ErrorCode.VIR_ERR_INVALID_ARG && err.message.includes('unsupported flags'))
+  return hasCode(
+    err,
+    [
+      ErrorCode.VIR_ERR_NO_SUPPORT,
+      ErrorCode.VIR_ERR_ARGUMENT_UNSUPPORTED,
+      ErrorCode.VIR_ERR_OPERATION_UNSUPPORTED,
+    ],
+    { code: ErrorCode.VIR_ERR_INVALID_ARG, says: 'unsupported flags' },
   );
 }
 
@@ -127,12 +129,11 @@ export function isTimeout(err: unknown): boolean {
 
 /** The XML given was malformed or invalid for the object. */
 export function isInvalidXML(err: unknown): boolean {
-  if (!isLibvirtError(err)) return false;
-  return (
-    err.code === ErrorCode.VIR_ERR_XML_ERROR ||
-    err.code === ErrorCode.VIR_ERR_XML_DETAIL ||
-    err.code === ErrorCode.VIR_ERR_XML_INVALID_SCHEMA
-  );
+  return hasCode(err, [
+    ErrorCode.VIR_ERR_XML_ERROR,
+    ErrorCode.VIR_ERR_XML_DETAIL,
+    ErrorCode.VIR_ERR_XML_INVALID_SCHEMA,
+  ]);
 }
 
 /**
@@ -141,13 +142,29 @@ export function isInvalidXML(err: unknown): boolean {
  * that message is recognised too.
  */
 export function isAlreadyExists(err: unknown): boolean {
-  if (!isLibvirtError(err)) return false;
-  return (
-    err.code === ErrorCode.VIR_ERR_DOM_EXIST ||
-    err.code === ErrorCode.VIR_ERR_NETWORK_EXIST ||
-    err.code === ErrorCode.VIR_ERR_STORAGE_VOL_EXIST ||
-    (err.code === ErrorCode.VIR_ERR_OPERATION_FAILED && err.message.includes('already exists'))
+  return hasCode(
+    err,
+    [
+      ErrorCode.VIR_ERR_DOM_EXIST,
+      ErrorCode.VIR_ERR_NETWORK_EXIST,
+      ErrorCode.VIR_ERR_STORAGE_VOL_EXIST,
+    ],
+    { code: ErrorCode.VIR_ERR_OPERATION_FAILED, says: 'already exists' },
   );
+}
+
+/**
+ * A LibvirtError with one of `codes`, or with `also.code` and a message that says `also.says`
+ * (for situations libvirt reports under a generic code).
+ */
+function hasCode(
+  err: unknown,
+  codes: readonly number[],
+  also?: { code: number; says: string },
+): boolean {
+  if (!isLibvirtError(err)) return false;
+  if (codes.includes(err.code)) return true;
+  return also !== undefined && err.code === also.code && err.message.includes(also.says);
 }
 
 /** The call is not valid in the object's current state (e.g. destroying a stopped domain). */

@@ -61,18 +61,6 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value GetType(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    c.Timeout(1);
-    // libvirt returns a static string here, not one the caller frees.
-    return c.Run<const char*>(
-        "virConnectGetType",
-        [conn](const char*& r) { return (r = virConnectGetType(conn)) != nullptr; },
-        [](Napi::Env env, const char*& r) { return Napi::String::New(env, r); });
-  });
-}
-
 Napi::Value NodeInfoJS(Napi::Env env, virNodeInfo& r) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("model", Napi::String::New(env, r.model, strnlen(r.model, sizeof(r.model))));
@@ -84,22 +72,6 @@ Napi::Value NodeInfoJS(Napi::Env env, virNodeInfo& r) {
   o.Set("cores", r.cores);
   o.Set("threads", r.threads);
   return o;
-}
-
-Napi::Value NodeGetFreeMemory(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    c.Timeout(1);
-    return c.Run<unsigned long long>(
-        "virNodeGetFreeMemory",
-        [conn](unsigned long long& r) {
-          virResetLastError();
-          r = virNodeGetFreeMemory(conn);
-          // 0 is both "no memory free" and the error value; only a set error means failure.
-          return !(r == 0 && virGetLastError() != nullptr);
-        },
-        [](Napi::Env env, unsigned long long& r) { return BigU64(env, r); });
-  });
 }
 
 // Raw UUIDs are 16 bytes (VIR_UUID_BUFLEN); accept any Uint8Array view of exactly that.
@@ -126,6 +98,17 @@ struct UUIDArg {
 Napi::Value VersionJS(Napi::Env env, unsigned long& r) {
   return Napi::Number::New(env, static_cast<double>(r));
 }
+using ToVersion = ToOut<unsigned long, VersionJS>;
+
+// libvirt returns a static string here, not one the caller frees.
+struct ToStaticString {
+  template <auto F, class A>
+  static Napi::Value Run(Call& c, const char* name, A args) {
+    return c.Run<const char*>(
+        name, [args](const char*& r) { return (r = Apply<F>(args)) != nullptr; },
+        [](Napi::Env env, const char*& r) { return Napi::String::New(env, r); });
+  }
+};
 
 }  // namespace
 
@@ -133,10 +116,10 @@ void ExportConnect(Napi::Env env, Napi::Object e) {
   Kinds k(env, e);
   k.connect.Add("open", Open);
   k.connect.Add("close", Close);
-  k.connect.Add("getType", GetType);
-  k.connect.Bind<ToOut<unsigned long, VersionJS>, virConnectGetVersion>("getVersion", "virConnectGetVersion", Conn{});
-  k.connect.Bind<ToOut<unsigned long, VersionJS>, virConnectGetLibVersion>("getLibVersion", "virConnectGetLibVersion",
-                                                                           Conn{});
+  k.connect.Bind<ToStaticString, virConnectGetType>("getType", "virConnectGetType", Conn{});
+  k.connect.Bind<ToVersion, virConnectGetVersion>("getVersion", "virConnectGetVersion", Conn{});
+  k.connect.Bind<ToVersion, virConnectGetLibVersion>("getLibVersion", "virConnectGetLibVersion",
+                                                     Conn{});
   k.connect.Bind<ToString, virConnectGetHostname>("getHostname", "virConnectGetHostname", Conn{});
   k.connect.Bind<ToString, virConnectGetURI>("getURI", "virConnectGetURI", Conn{});
   k.connect.Bind<ToString, virConnectGetCapabilities>("getCapabilities",
@@ -150,7 +133,8 @@ void ExportConnect(Napi::Env env, Napi::Object e) {
                                                 Int{"interval"}, UInt{"count"});
   k.connect.Bind<ToOut<virNodeInfo, NodeInfoJS>, virNodeGetInfo>("nodeGetInfo", "virNodeGetInfo",
                                                                  Conn{});
-  k.connect.Add("nodeGetFreeMemory", NodeGetFreeMemory);
+  k.connect.Bind<ToBigU64<true>, virNodeGetFreeMemory>("nodeGetFreeMemory",
+                                                       "virNodeGetFreeMemory", Conn{});
 
   // Counting and listing: (conn) and (conn, flags).
   k.domain.Bind<ToInt, virConnectNumOfDomains>("numOf", "virConnectNumOfDomains", Conn{});

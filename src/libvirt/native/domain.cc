@@ -41,17 +41,6 @@ Napi::Value GetState(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value GetMaxMemory(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virDomainPtr d = c.Domain(0);
-    c.Timeout(1);
-    return c.Run<unsigned long>(
-        "virDomainGetMaxMemory",
-        [d](unsigned long& r) { return (r = virDomainGetMaxMemory(d)) != 0; },
-        [](Napi::Env env, unsigned long& r) { return BigU64(env, r); });
-  });
-}
-
 // virDomainGetVcpus needs its buffers sized by the caller: the domain's vCPU count (from
 // virDomainGetInfo) and the host's CPU count (virNodeGetCPUMap, which counts CPUs that are
 // present even when offline, as the affinity bitmaps do). Both are read on the worker, in the
@@ -204,7 +193,8 @@ void ExportDomain(Napi::Env env, Napi::Object e) {
   // Memory and vCPUs.
   k.domain.Bind<ToVoid, virDomainSetMemoryFlags>("setMemoryFlags", "virDomainSetMemoryFlags",
                                                  Dom{}, U64{"memory (KiB)"}, Flags{});
-  k.domain.Add("getMaxMemory", GetMaxMemory);
+  k.domain.Bind<ToBigU64<false>, virDomainGetMaxMemory>("getMaxMemory",
+                                                        "virDomainGetMaxMemory", Dom{});
   k.domain.Bind<ToVoid, virDomainSetVcpusFlags>("setVcpusFlags", "virDomainSetVcpusFlags", Dom{},
                                                 UInt{"vcpus"}, Flags{});
   k.domain.Bind<ToInt, virDomainGetVcpusFlags>("getVcpusFlags", "virDomainGetVcpusFlags", Dom{},

@@ -21,45 +21,39 @@ namespace lv {
 // ---------------------------------------------------------------------------------------
 // Handles: how each kind is unwrapped for a call (pinned) or for a synchronous accessor.
 
+// Unwrapping for a call (pinned); and, for the kinds with synchronous accessors, for those:
+// the box, the error code of a freed handle and the kind's name in that error.
+template <class T, T (Call::*Take)(size_t), Box<T>* (*Unwrap)(Napi::Env, Napi::Value) = nullptr,
+          int Invalid = 0>
+struct KindOf {
+  static constexpr T (Call::*take)(size_t) = Take;
+  static constexpr Box<T>* (*unwrap)(Napi::Env, Napi::Value) = Unwrap;
+  static constexpr int invalid = Invalid;
+  static constexpr const char* what = Invalid == VIR_ERR_INVALID_DOMAIN         ? "domain"
+                                      : Invalid == VIR_ERR_INVALID_NETWORK      ? "network"
+                                      : Invalid == VIR_ERR_INVALID_STORAGE_POOL ? "storage pool"
+                                      : Invalid == VIR_ERR_INVALID_STORAGE_VOL  ? "storage volume"
+                                                                                : "";
+};
+
 template <class T>
 struct HandleKind;
-
 template <>
-struct HandleKind<virConnectPtr> {
-  static constexpr virConnectPtr (Call::*take)(size_t) = &Call::Conn;
-};
+struct HandleKind<virConnectPtr> : KindOf<virConnectPtr, &Call::Conn> {};
 template <>
-struct HandleKind<virDomainPtr> {
-  static constexpr virDomainPtr (Call::*take)(size_t) = &Call::Domain;
-  static constexpr DomainBox* (*unwrap)(Napi::Env, Napi::Value) = &UnwrapDomain;
-  static constexpr int invalid = VIR_ERR_INVALID_DOMAIN;
-  static constexpr const char* what = "domain";
-};
+struct HandleKind<virDomainSnapshotPtr> : KindOf<virDomainSnapshotPtr, &Call::Snapshot> {};
 template <>
-struct HandleKind<virNetworkPtr> {
-  static constexpr virNetworkPtr (Call::*take)(size_t) = &Call::Network;
-  static constexpr NetworkBox* (*unwrap)(Napi::Env, Napi::Value) = &UnwrapNetwork;
-  static constexpr int invalid = VIR_ERR_INVALID_NETWORK;
-  static constexpr const char* what = "network";
-};
+struct HandleKind<virDomainPtr>
+    : KindOf<virDomainPtr, &Call::Domain, &UnwrapDomain, VIR_ERR_INVALID_DOMAIN> {};
 template <>
-struct HandleKind<virStoragePoolPtr> {
-  static constexpr virStoragePoolPtr (Call::*take)(size_t) = &Call::Pool;
-  static constexpr PoolBox* (*unwrap)(Napi::Env, Napi::Value) = &UnwrapPool;
-  static constexpr int invalid = VIR_ERR_INVALID_STORAGE_POOL;
-  static constexpr const char* what = "storage pool";
-};
+struct HandleKind<virNetworkPtr>
+    : KindOf<virNetworkPtr, &Call::Network, &UnwrapNetwork, VIR_ERR_INVALID_NETWORK> {};
 template <>
-struct HandleKind<virStorageVolPtr> {
-  static constexpr virStorageVolPtr (Call::*take)(size_t) = &Call::Vol;
-  static constexpr VolBox* (*unwrap)(Napi::Env, Napi::Value) = &UnwrapVol;
-  static constexpr int invalid = VIR_ERR_INVALID_STORAGE_VOL;
-  static constexpr const char* what = "storage volume";
-};
+struct HandleKind<virStoragePoolPtr>
+    : KindOf<virStoragePoolPtr, &Call::Pool, &UnwrapPool, VIR_ERR_INVALID_STORAGE_POOL> {};
 template <>
-struct HandleKind<virDomainSnapshotPtr> {
-  static constexpr virDomainSnapshotPtr (Call::*take)(size_t) = &Call::Snapshot;
-};
+struct HandleKind<virStorageVolPtr>
+    : KindOf<virStorageVolPtr, &Call::Vol, &UnwrapVol, VIR_ERR_INVALID_STORAGE_VOL> {};
 
 // The handle a synchronous accessor acts on (argument 0); throws when it was freed.
 template <class T>
@@ -239,6 +233,23 @@ struct ToOut {
   static Napi::Value Run(Call& c, const char* name, A args) {
     return c.Run<T>(
         name, [args](T& r) { return Apply<F>(args, &r) == 0; }, Marshal);
+  }
+};
+
+// A 64-bit quantity returned directly, 0 on failure: a BigInt. Where 0 is also a real answer
+// (free memory), the call failed only when libvirt set an error with it.
+template <bool ZeroMayBeReal>
+struct ToBigU64 {
+  template <auto F, class A>
+  static Napi::Value Run(Call& c, const char* name, A args) {
+    return c.Run<uint64_t>(
+        name,
+        [args](uint64_t& r) {
+          if constexpr (ZeroMayBeReal) virResetLastError();
+          r = Apply<F>(args);
+          return r != 0 || (ZeroMayBeReal && virGetLastError() == nullptr);
+        },
+        [](Napi::Env env, uint64_t& r) { return BigU64(env, r); });
   }
 };
 

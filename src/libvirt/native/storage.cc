@@ -46,6 +46,14 @@ class VolStream {
     virStreamFree(st_);
   }
   virStreamPtr get() const { return st_; }
+  // Begins the transfer (virStorageVolUpload or virStorageVolDownload) on this stream.
+  bool Start(int (*start)(virStorageVolPtr, virStreamPtr, unsigned long long, unsigned long long,
+                          unsigned int),
+             virStorageVolPtr vol, uint64_t offset, uint64_t length, unsigned int flags) {
+    if (st_ == nullptr) return false;
+    if (start(vol, st_, offset, length, flags) < 0) return Fail();
+    return true;
+  }
   // Keeps libvirt's error: aborting the stream would overwrite it.
   bool Fail() {
     SetThreadError(ErrorInfo::Capture());
@@ -95,8 +103,7 @@ bool Upload(virStorageVolPtr vol, const std::string& path, uint64_t offset, uint
   Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return SystemError("cannot open '" + path + "' for upload");
   VolStream st(vol);
-  if (st.get() == nullptr) return false;
-  if (virStorageVolUpload(vol, st.get(), offset, length, flags) < 0) return st.Fail();
+  if (!st.Start(virStorageVolUpload, vol, offset, length, flags)) return false;
   std::vector<char> buf(kChunk);
   for (;;) {
     size_t want = kChunk;
@@ -125,8 +132,7 @@ bool Download(virStorageVolPtr vol, const std::string& path, uint64_t offset, ui
   Fd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (fd.get() < 0) return SystemError("cannot open '" + path + "' for download");
   VolStream st(vol);
-  if (st.get() == nullptr) return false;
-  if (virStorageVolDownload(vol, st.get(), offset, length, flags) < 0) return st.Fail();
+  if (!st.Start(virStorageVolDownload, vol, offset, length, flags)) return false;
   std::vector<char> buf(kChunk);
   for (;;) {
     int n = virStreamRecv(st.get(), buf.data(), kChunk);

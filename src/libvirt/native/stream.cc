@@ -172,7 +172,7 @@ void UpdateEvents(StreamState* s) {
 
 // Ends delivery: the last message is already queued. Removing the callback from inside it
 // is allowed (libvirt defers freeing its data until the dispatch returns).
-void EndLocked(StreamState* s) {
+void StopLocked(StreamState* s) {
   s->ended = true;
   s->out.clear();
   s->outOffset = 0;
@@ -180,6 +180,10 @@ void EndLocked(StreamState* s) {
     s->registered = false;
     if (virStreamEventRemoveCallback(s->ptr) < 0) virResetLastError();
   }
+}
+
+void EndLocked(StreamState* s) {
+  StopLocked(s);
   ReleaseChannel(s);
 }
 
@@ -473,13 +477,7 @@ Napi::Value StreamClose(const Napi::CallbackInfo& info) {
       {
         std::lock_guard<std::mutex> lock(st->mutex);
         wasEnded = st->ended;
-        st->ended = true;
-        st->out.clear();
-        st->outOffset = 0;
-        if (st->registered) {
-          st->registered = false;
-          if (virStreamEventRemoveCallback(st->ptr) < 0) virResetLastError();
-        }
+        StopLocked(st);
       }
       ReleaseChannel(st);
       if (st->done.exchange(true)) return 0;
