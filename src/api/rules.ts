@@ -64,6 +64,30 @@ const SYSTEM_DIRS = [
   '/usr',
 ];
 
+/** No two items of the list set `field` to the same value (CEL names the items `a` and `b`). */
+function uniqueWhereSet(field: string, a: string, b: string): [string, RuleTwin] {
+  return [
+    `self.all(${a}, !has(${a}.${field}) || self.exists_one(${b}, has(${b}.${field}) && ${b}.${field} == ${a}.${field}))`,
+    (s) =>
+      s.every(
+        (x: Node) =>
+          !has(x, field) || countOf(s, (y: Node) => has(y, field) && y[field] === x[field]) === 1,
+      ),
+  ];
+}
+
+/** VirtualNetwork: the DHCP range's start or end lies in the network's CIDR. */
+function dhcpRangeInCIDR(end: 'rangeStart' | 'rangeEnd'): [string, RuleTwin] {
+  return [
+    `!has(self.dhcp) || !isCIDR(self.cidr) || !isIP(self.dhcp.${end}) || cidr(self.cidr).containsIP(self.dhcp.${end})`,
+    (s) =>
+      !has(s, 'dhcp') ||
+      !isCIDR(s.cidr) ||
+      !isIP(s.dhcp[end]) ||
+      cidrContainsIP(s.cidr, s.dhcp[end]),
+  ];
+}
+
 export const ruleTwins: ReadonlyMap<string, RuleTwin> = new Map<string, RuleTwin>([
   // Shared: immutability.
   ['self == oldSelf', (s, o) => deepEqual(s, o)],
@@ -97,28 +121,12 @@ export const ruleTwins: ReadonlyMap<string, RuleTwin> = new Map<string, RuleTwin
     "!isQuantity(string(self)) || (quantity(string(self)).compareTo(quantity('1Mi')) >= 0 && quantity(string(self)).compareTo(quantity('16Ti')) <= 0)",
     (s) => between(s, '1Mi', '16Ti'),
   ],
-  [
-    'self.all(d, !has(d.bootOrder) || self.exists_one(e, has(e.bootOrder) && e.bootOrder == d.bootOrder))',
-    (s) =>
-      s.every(
-        (d: Node) =>
-          !has(d, 'bootOrder') ||
-          countOf(s, (e: Node) => has(e, 'bootOrder') && e.bootOrder === d.bootOrder) === 1,
-      ),
-  ],
+  uniqueWhereSet('bootOrder', 'd', 'e'),
   [
     'self.all(d, self.exists_one(e, e.volume == d.volume))',
     (s) => s.every((d: Node) => countOf(s, (e: Node) => e.volume === d.volume) === 1),
   ],
-  [
-    'self.all(i, !has(i.macAddress) || self.exists_one(j, has(j.macAddress) && j.macAddress == i.macAddress))',
-    (s) =>
-      s.every(
-        (i: Node) =>
-          !has(i, 'macAddress') ||
-          countOf(s, (j: Node) => has(j, 'macAddress') && j.macAddress === i.macAddress) === 1,
-      ),
-  ],
+  uniqueWhereSet('macAddress', 'i', 'j'),
   [
     "!has(self.secureBoot) || !self.secureBoot || self.firmware == 'uefi'",
     (s) => !has(s, 'secureBoot') || !s.secureBoot || s.firmware === 'uefi',
@@ -205,22 +213,8 @@ export const ruleTwins: ReadonlyMap<string, RuleTwin> = new Map<string, RuleTwin
     "!(self.mode in ['nat', 'route']) || has(self.ipv4)",
     (s) => !['nat', 'route'].includes(s.mode) || has(s, 'ipv4'),
   ],
-  [
-    '!has(self.dhcp) || !isCIDR(self.cidr) || !isIP(self.dhcp.rangeStart) || cidr(self.cidr).containsIP(self.dhcp.rangeStart)',
-    (s) =>
-      !has(s, 'dhcp') ||
-      !isCIDR(s.cidr) ||
-      !isIP(s.dhcp.rangeStart) ||
-      cidrContainsIP(s.cidr, s.dhcp.rangeStart),
-  ],
-  [
-    '!has(self.dhcp) || !isCIDR(self.cidr) || !isIP(self.dhcp.rangeEnd) || cidr(self.cidr).containsIP(self.dhcp.rangeEnd)',
-    (s) =>
-      !has(s, 'dhcp') ||
-      !isCIDR(s.cidr) ||
-      !isIP(s.dhcp.rangeEnd) ||
-      cidrContainsIP(s.cidr, s.dhcp.rangeEnd),
-  ],
+  dhcpRangeInCIDR('rangeStart'),
+  dhcpRangeInCIDR('rangeEnd'),
   [
     '!has(self.dhcp) || !has(self.dhcp.hosts) || !isCIDR(self.cidr) || self.dhcp.hosts.all(h, !isIP(h.ipAddress) || cidr(self.cidr).containsIP(h.ipAddress))',
     (s) =>

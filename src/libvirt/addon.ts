@@ -116,11 +116,19 @@ export type EventDispatcher = (
   detail: number,
 ) => void;
 
+/** A call on handle H with only the timeout, or with flags; both resolve with R. */
+type Call0<H, R> = (h: H, t: T) => Promise<R>;
+type FlagsCall<H, R> = (h: H, flags: number, t: T) => Promise<R>;
+/** A call on H taking one string (an XML document, a name, a key) and flags. */
+type StringFlagsCall<H, R> = (h: H, s: string, flags: number, t: T) => Promise<R>;
+/** A lookup on the connection by one string (a name, a UUID, a key, a path). */
+type Lookup<R> = (c: ConnHandle, key: string, t: T) => Promise<R>;
+
 /** The calls every kind of libvirt object answers: its name, its XML, free(). */
 export interface ObjectCalls<H> {
   getName(h: H): string;
   free(h: H): void;
-  getXMLDesc(h: H, flags: number, t: T): Promise<string>;
+  getXMLDesc: FlagsCall<H, string>;
 }
 
 /**
@@ -128,41 +136,34 @@ export interface ObjectCalls<H> {
  * definition, autostart, and the connection's calls that count, list, look up, define and
  * create them and register for their lifecycle events.
  */
-export interface DefinedCalls<H> extends ObjectCalls<H> {
+export interface DefinedCalls<H>
+  extends
+    ObjectCalls<H>,
+    Record<'isActive' | 'isPersistent' | 'getAutostart', Call0<H, boolean>>,
+    Record<'numOf' | 'numOfDefined', Call0<ConnHandle, number>>,
+    Record<'lookupByName' | 'lookupByUUIDString', Lookup<H>>,
+    Record<'defineXML' | 'createXML', StringFlagsCall<ConnHandle, H>> {
   getUUIDString(h: H): string;
   getUUID(h: H): Buffer;
-  isActive(h: H, t: T): Promise<boolean>;
-  isPersistent(h: H, t: T): Promise<boolean>;
-  getAutostart(h: H, t: T): Promise<boolean>;
   setAutostart(h: H, autostart: boolean, t: T): Promise<void>;
-
-  numOf(c: ConnHandle, t: T): Promise<number>;
-  numOfDefined(c: ConnHandle, t: T): Promise<number>;
-  listAll(c: ConnHandle, flags: number, t: T): Promise<H[]>;
-  lookupByName(c: ConnHandle, name: string, t: T): Promise<H>;
-  lookupByUUIDString(c: ConnHandle, uuid: string, t: T): Promise<H>;
+  listAll: FlagsCall<ConnHandle, H[]>;
   lookupByUUID(c: ConnHandle, uuid: Uint8Array, t: T): Promise<H>;
-  defineXML(c: ConnHandle, xml: string, flags: number, t: T): Promise<H>;
-  createXML(c: ConnHandle, xml: string, flags: number, t: T): Promise<H>;
   eventRegisterAny(c: ConnHandle, h: H | null, eventID: number, key: number, t: T): Promise<number>;
   eventDeregisterAny(c: ConnHandle, callbackID: number, t: T): Promise<void>;
 }
 
-export interface ConnectCalls {
+export interface ConnectCalls
+  extends
+    Record<'getType' | 'getHostname' | 'getURI' | 'getCapabilities', Call0<ConnHandle, string>>,
+    Record<'getVersion' | 'getLibVersion', Call0<ConnHandle, number>> {
   open(uri: string | null, flags: number, closeKey: number, t: T): Promise<ConnHandle>;
-  close(c: ConnHandle, t: T): Promise<number>;
-  getType(c: ConnHandle, t: T): Promise<string>;
-  getVersion(c: ConnHandle, t: T): Promise<number>;
-  getLibVersion(c: ConnHandle, t: T): Promise<number>;
-  getHostname(c: ConnHandle, t: T): Promise<string>;
-  getURI(c: ConnHandle, t: T): Promise<string>;
-  getCapabilities(c: ConnHandle, t: T): Promise<string>;
-  getSysinfo(c: ConnHandle, flags: number, t: T): Promise<string>;
+  close: Call0<ConnHandle, number>;
+  getSysinfo: FlagsCall<ConnHandle, string>;
   getMaxVcpus(c: ConnHandle, type: string | null, t: T): Promise<number>;
-  isAlive(c: ConnHandle, t: T): Promise<boolean>;
+  isAlive: Call0<ConnHandle, boolean>;
   setKeepAlive(c: ConnHandle, interval: number, count: number, t: T): Promise<number>;
-  nodeGetInfo(c: ConnHandle, t: T): Promise<RawNodeInfo>;
-  nodeGetFreeMemory(c: ConnHandle, t: T): Promise<bigint>;
+  nodeGetInfo: Call0<ConnHandle, RawNodeInfo>;
+  nodeGetFreeMemory: Call0<ConnHandle, bigint>;
   getAllDomainStats(
     c: ConnHandle,
     stats: number,
@@ -172,7 +173,22 @@ export interface ConnectCalls {
   newStream(c: ConnHandle, flags: number): StreamHandle;
 }
 
-export interface DomainCalls extends DefinedCalls<DomainHandle> {
+export interface DomainCalls
+  extends
+    DefinedCalls<DomainHandle>,
+    Record<
+      'create' | 'shutdown' | 'reboot' | 'reset' | 'destroy' | 'undefine',
+      FlagsCall<DomainHandle, void>
+    >,
+    Record<'suspend' | 'resume', Call0<DomainHandle, void>>,
+    Record<
+      'attachDeviceFlags' | 'detachDeviceFlags' | 'updateDeviceFlags',
+      StringFlagsCall<DomainHandle, void>
+    >,
+    Record<
+      'fsFreeze' | 'fsThaw',
+      (d: DomainHandle, mountpoints: string[] | null, flags: number, t: T) => Promise<number>
+    > {
   lookupByID(c: ConnHandle, id: number, t: T): Promise<DomainHandle>;
   listGetStats(
     d: DomainHandle[],
@@ -181,28 +197,17 @@ export interface DomainCalls extends DefinedCalls<DomainHandle> {
     t: T,
   ): Promise<RawDomainStatsRecord[]>;
   getID(d: DomainHandle): number;
-  getInfo(d: DomainHandle, t: T): Promise<RawDomainInfo>;
-  getState(d: DomainHandle, flags: number, t: T): Promise<{ state: number; reason: number }>;
-  getOSType(d: DomainHandle, t: T): Promise<string>;
-  isUpdated(d: DomainHandle, t: T): Promise<boolean>;
-  create(d: DomainHandle, flags: number, t: T): Promise<void>;
-  shutdown(d: DomainHandle, flags: number, t: T): Promise<void>;
-  reboot(d: DomainHandle, flags: number, t: T): Promise<void>;
-  reset(d: DomainHandle, flags: number, t: T): Promise<void>;
-  destroy(d: DomainHandle, flags: number, t: T): Promise<void>;
-  undefine(d: DomainHandle, flags: number, t: T): Promise<void>;
-  suspend(d: DomainHandle, t: T): Promise<void>;
-  resume(d: DomainHandle, t: T): Promise<void>;
+  getInfo: Call0<DomainHandle, RawDomainInfo>;
+  getState: FlagsCall<DomainHandle, { state: number; reason: number }>;
+  getOSType: Call0<DomainHandle, string>;
+  isUpdated: Call0<DomainHandle, boolean>;
   setMemoryFlags(d: DomainHandle, kib: U64, flags: number, t: T): Promise<void>;
-  getMaxMemory(d: DomainHandle, t: T): Promise<bigint>;
+  getMaxMemory: Call0<DomainHandle, bigint>;
   setVcpusFlags(d: DomainHandle, n: number, flags: number, t: T): Promise<void>;
-  getVcpusFlags(d: DomainHandle, flags: number, t: T): Promise<number>;
-  getVcpus(d: DomainHandle, t: T): Promise<RawVcpuInfo[]>;
-  memoryStats(d: DomainHandle, flags: number, t: T): Promise<Record<string, bigint>>;
+  getVcpusFlags: FlagsCall<DomainHandle, number>;
+  getVcpus: Call0<DomainHandle, RawVcpuInfo[]>;
+  memoryStats: FlagsCall<DomainHandle, Record<string, bigint>>;
   interfaceAddresses(d: DomainHandle, source: number, flags: number, t: T): Promise<RawInterface[]>;
-  attachDeviceFlags(d: DomainHandle, xml: string, flags: number, t: T): Promise<void>;
-  detachDeviceFlags(d: DomainHandle, xml: string, flags: number, t: T): Promise<void>;
-  updateDeviceFlags(d: DomainHandle, xml: string, flags: number, t: T): Promise<void>;
   getMetadata(
     d: DomainHandle,
     type: number,
@@ -227,30 +232,27 @@ export interface DomainCalls extends DefinedCalls<DomainHandle> {
     flags: number,
     t: T,
   ): Promise<void>;
-  fsFreeze(d: DomainHandle, mountpoints: string[] | null, flags: number, t: T): Promise<number>;
-  fsThaw(d: DomainHandle, mountpoints: string[] | null, flags: number, t: T): Promise<number>;
 }
 
-export interface SnapshotCalls extends ObjectCalls<SnapshotHandle> {
+export interface SnapshotCalls
+  extends
+    ObjectCalls<SnapshotHandle>,
+    Record<'createXML' | 'lookupByName', StringFlagsCall<DomainHandle, SnapshotHandle>>,
+    Record<'isCurrent' | 'hasMetadata', FlagsCall<SnapshotHandle, boolean>>,
+    Record<'revert' | 'delete', FlagsCall<SnapshotHandle, void>> {
   freedHandle(): SnapshotHandle;
-  createXML(d: DomainHandle, xml: string, flags: number, t: T): Promise<SnapshotHandle>;
-  lookupByName(d: DomainHandle, name: string, flags: number, t: T): Promise<SnapshotHandle>;
-  listAll(d: DomainHandle, flags: number, t: T): Promise<SnapshotHandle[]>;
-  num(d: DomainHandle, flags: number, t: T): Promise<number>;
-  hasCurrent(d: DomainHandle, flags: number, t: T): Promise<boolean>;
-  current(d: DomainHandle, flags: number, t: T): Promise<SnapshotHandle>;
-  getParent(s: SnapshotHandle, flags: number, t: T): Promise<SnapshotHandle>;
-  isCurrent(s: SnapshotHandle, flags: number, t: T): Promise<boolean>;
-  hasMetadata(s: SnapshotHandle, flags: number, t: T): Promise<boolean>;
-  revert(s: SnapshotHandle, flags: number, t: T): Promise<void>;
-  delete(s: SnapshotHandle, flags: number, t: T): Promise<void>;
+  listAll: FlagsCall<DomainHandle, SnapshotHandle[]>;
+  num: FlagsCall<DomainHandle, number>;
+  hasCurrent: FlagsCall<DomainHandle, boolean>;
+  current: FlagsCall<DomainHandle, SnapshotHandle>;
+  getParent: FlagsCall<SnapshotHandle, SnapshotHandle>;
 }
 
-export interface NetworkCalls extends DefinedCalls<NetworkHandle> {
-  getBridgeName(n: NetworkHandle, t: T): Promise<string>;
-  create(n: NetworkHandle, t: T): Promise<void>;
-  destroy(n: NetworkHandle, t: T): Promise<void>;
-  undefine(n: NetworkHandle, t: T): Promise<void>;
+export interface NetworkCalls
+  extends
+    DefinedCalls<NetworkHandle>,
+    Record<'create' | 'destroy' | 'undefine', Call0<NetworkHandle, void>> {
+  getBridgeName: Call0<NetworkHandle, string>;
   update(
     n: NetworkHandle,
     command: number,
@@ -263,18 +265,16 @@ export interface NetworkCalls extends DefinedCalls<NetworkHandle> {
   getDHCPLeases(n: NetworkHandle, mac: string | null, flags: number, t: T): Promise<RawLease[]>;
 }
 
-export interface PoolCalls extends DefinedCalls<PoolHandle> {
-  lookupByTargetPath(c: ConnHandle, path: string, t: T): Promise<PoolHandle>;
-  lookupByVolume(v: VolHandle, t: T): Promise<PoolHandle>;
-  build(p: PoolHandle, flags: number, t: T): Promise<void>;
-  create(p: PoolHandle, flags: number, t: T): Promise<void>;
-  delete(p: PoolHandle, flags: number, t: T): Promise<void>;
-  refresh(p: PoolHandle, flags: number, t: T): Promise<void>;
-  destroy(p: PoolHandle, t: T): Promise<void>;
-  undefine(p: PoolHandle, t: T): Promise<void>;
-  numOfVolumes(p: PoolHandle, t: T): Promise<number>;
-  getInfo(p: PoolHandle, t: T): Promise<RawPoolInfo>;
-  listAllVolumes(p: PoolHandle, flags: number, t: T): Promise<VolHandle[]>;
+export interface PoolCalls
+  extends
+    DefinedCalls<PoolHandle>,
+    Record<'build' | 'create' | 'delete' | 'refresh', FlagsCall<PoolHandle, void>>,
+    Record<'destroy' | 'undefine', Call0<PoolHandle, void>> {
+  lookupByTargetPath: Lookup<PoolHandle>;
+  lookupByVolume: Call0<VolHandle, PoolHandle>;
+  numOfVolumes: Call0<PoolHandle, number>;
+  getInfo: Call0<PoolHandle, RawPoolInfo>;
+  listAllVolumes: FlagsCall<PoolHandle, VolHandle[]>;
 }
 
 /** Upload or download between the volume and a local file; resolves with the bytes moved. */
@@ -287,11 +287,14 @@ type VolTransfer = (
   t: T,
 ) => Promise<bigint>;
 
-export interface VolCalls extends ObjectCalls<VolHandle> {
-  lookupByKey(c: ConnHandle, key: string, t: T): Promise<VolHandle>;
-  lookupByPath(c: ConnHandle, path: string, t: T): Promise<VolHandle>;
+export interface VolCalls
+  extends
+    ObjectCalls<VolHandle>,
+    Record<'lookupByKey' | 'lookupByPath', Lookup<VolHandle>>,
+    Record<'delete' | 'wipe', FlagsCall<VolHandle, void>>,
+    Record<'upload' | 'download', VolTransfer> {
   lookupByName(p: PoolHandle, name: string, t: T): Promise<VolHandle>;
-  createXML(p: PoolHandle, xml: string, flags: number, t: T): Promise<VolHandle>;
+  createXML: StringFlagsCall<PoolHandle, VolHandle>;
   createXMLFrom(
     p: PoolHandle,
     xml: string,
@@ -300,16 +303,12 @@ export interface VolCalls extends ObjectCalls<VolHandle> {
     t: T,
   ): Promise<VolHandle>;
   getKey(v: VolHandle): string;
-  getPath(v: VolHandle, t: T): Promise<string>;
-  getInfo(v: VolHandle, t: T): Promise<RawVolInfo>;
-  delete(v: VolHandle, flags: number, t: T): Promise<void>;
-  wipe(v: VolHandle, flags: number, t: T): Promise<void>;
+  getPath: Call0<VolHandle, string>;
+  getInfo: Call0<VolHandle, RawVolInfo>;
   resize(v: VolHandle, capacity: U64, flags: number, t: T): Promise<void>;
-  upload: VolTransfer;
-  download: VolTransfer;
 }
 
-export interface StreamCalls {
+export interface StreamCalls extends Record<'finish' | 'abort', Call0<StreamHandle, void>> {
   start(
     s: StreamHandle,
     listener: (kind: StreamMessage, arg: Buffer | Error | number | undefined) => void,
@@ -317,8 +316,6 @@ export interface StreamCalls {
   ): Promise<void>;
   setReading(s: StreamHandle, reading: boolean): void;
   send(s: StreamHandle, data: Uint8Array): boolean;
-  finish(s: StreamHandle, t: T): Promise<void>;
-  abort(s: StreamHandle, t: T): Promise<void>;
   free(s: StreamHandle): void;
 }
 
