@@ -237,15 +237,7 @@ export class Domain extends DefinedObject<DomainHandle, DomainCalls> {
     flags = 0,
     opts?: CallOptions,
   ): Promise<void> {
-    return native.domain.setMetadata(
-      this[HANDLE],
-      type,
-      metadata,
-      key,
-      uri,
-      flags,
-      this.timeout(opts),
-    );
+    return this.call(native.domain.setMetadata, opts, type, metadata, key, uri, flags);
   }
 
   /**

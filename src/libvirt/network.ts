@@ -49,15 +49,7 @@ export class Network extends DefinedObject<NetworkHandle, NetworkCalls> {
     flags = 0,
     opts?: CallOptions,
   ): Promise<void> {
-    return native.network.update(
-      this[HANDLE],
-      command,
-      section,
-      parentIndex,
-      xml,
-      flags,
-      this.timeout(opts),
-    );
+    return this.call(native.network.update, opts, command, section, parentIndex, xml, flags);
   }
 
   /** Leases handed out by the network's dnsmasq, optionally only those of one MAC address. */

@@ -34,6 +34,15 @@ export abstract class LibvirtObject<H, C extends ObjectCalls<H>> {
     return opts?.timeoutMs ?? this.connect.callTimeoutMs;
   }
 
+  /** `fn(handle, ...args, timeout)`: a native call on this object, bounded by the call's timeout. */
+  protected call<A extends unknown[], R>(
+    fn: (h: H, ...rest: [...A, number | undefined]) => R,
+    opts: CallOptions | undefined,
+    ...args: A
+  ): R {
+    return fn(this[HANDLE], ...args, this.timeout(opts));
+  }
+
   getName(): string {
     return this.calls.getName(this[HANDLE]);
   }

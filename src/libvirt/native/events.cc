@@ -88,67 +88,46 @@ Napi::Value RegisterWith(Call& c, Family family, const char* name, uint32_t key,
       });
 }
 
-Napi::Value DomainRegister(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    virDomainPtr dom = (c.info[1].IsNull() || c.info[1].IsUndefined()) ? nullptr : c.Domain(1);
-    int eventId = c.Int(2, "eventID");
-    uint32_t key = c.UInt(3, "key");
-    c.Timeout(4);
-    virConnectDomainEventGenericCallback cb;
-    if (eventId == VIR_DOMAIN_EVENT_ID_LIFECYCLE)
-      cb = VIR_DOMAIN_EVENT_CALLBACK(OnDomainLifecycle);
-    else if (eventId == VIR_DOMAIN_EVENT_ID_REBOOT)
-      cb = VIR_DOMAIN_EVENT_CALLBACK(OnDomainReboot);
-    else
-      throw Napi::TypeError::New(c.env, "eventID must be VIR_DOMAIN_EVENT_ID_LIFECYCLE or REBOOT");
-    return RegisterWith(c, Family::Domain, "virConnectDomainEventRegisterAny", key,
-                        [conn, dom, eventId, cb](EventTarget* t) {
-                          return virConnectDomainEventRegisterAny(conn, dom, eventId, cb, t,
-                                                                  FreeTarget);
-                        });
-  });
+// The callback libvirt calls for each event ID a family supports; a TypeError for the others.
+virConnectDomainEventGenericCallback DomainCallback(Napi::Env env, int eventId) {
+  if (eventId == VIR_DOMAIN_EVENT_ID_LIFECYCLE)
+    return VIR_DOMAIN_EVENT_CALLBACK(OnDomainLifecycle);
+  if (eventId == VIR_DOMAIN_EVENT_ID_REBOOT) return VIR_DOMAIN_EVENT_CALLBACK(OnDomainReboot);
+  throw Napi::TypeError::New(env, "eventID must be VIR_DOMAIN_EVENT_ID_LIFECYCLE or REBOOT");
 }
 
-Napi::Value NetworkRegister(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
-    virConnectPtr conn = c.Conn(0);
-    virNetworkPtr net = (c.info[1].IsNull() || c.info[1].IsUndefined()) ? nullptr : c.Network(1);
-    int eventId = c.Int(2, "eventID");
-    uint32_t key = c.UInt(3, "key");
-    c.Timeout(4);
-    if (eventId != VIR_NETWORK_EVENT_ID_LIFECYCLE)
-      throw Napi::TypeError::New(c.env, "eventID must be VIR_NETWORK_EVENT_ID_LIFECYCLE");
-    return RegisterWith(c, Family::Network, "virConnectNetworkEventRegisterAny", key,
-                        [conn, net, eventId](EventTarget* t) {
-                          return virConnectNetworkEventRegisterAny(
-                              conn, net, eventId, VIR_NETWORK_EVENT_CALLBACK(OnNetworkLifecycle),
-                              t, FreeTarget);
-                        });
-  });
+virConnectNetworkEventGenericCallback NetworkCallback(Napi::Env env, int eventId) {
+  if (eventId != VIR_NETWORK_EVENT_ID_LIFECYCLE)
+    throw Napi::TypeError::New(env, "eventID must be VIR_NETWORK_EVENT_ID_LIFECYCLE");
+  return VIR_NETWORK_EVENT_CALLBACK(OnNetworkLifecycle);
 }
 
-Napi::Value PoolRegister(const Napi::CallbackInfo& info) {
-  return Async(info, [](Call& c) {
+virConnectStoragePoolEventGenericCallback PoolCallback(Napi::Env env, int eventId) {
+  if (eventId == VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE)
+    return VIR_STORAGE_POOL_EVENT_CALLBACK(OnPoolLifecycle);
+  if (eventId == VIR_STORAGE_POOL_EVENT_ID_REFRESH)
+    return VIR_STORAGE_POOL_EVENT_CALLBACK(OnPoolRefresh);
+  throw Napi::TypeError::New(env,
+                             "eventID must be VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE or REFRESH");
+}
+
+// (conn, object or null for all, eventID, key, timeout) -> libvirt's callback ID, for every
+// family: RegisterAny is virConnect…EventRegisterAny, Pick the family's callback.
+template <class T, class Callback,
+          int (*RegisterAny)(virConnectPtr, T, int, Callback, void*, virFreeCallback),
+          Callback (*Pick)(Napi::Env, int)>
+Napi::Value Register(const Napi::CallbackInfo& info, Family family, const char* name) {
+  return Async(info, [family, name](Call& c) {
     virConnectPtr conn = c.Conn(0);
-    virStoragePoolPtr pool =
-        (c.info[1].IsNull() || c.info[1].IsUndefined()) ? nullptr : c.Pool(1);
+    T object = (c.info[1].IsNull() || c.info[1].IsUndefined()) ? nullptr
+                                                               : HandleArg<T>()(c, 1);
     int eventId = c.Int(2, "eventID");
     uint32_t key = c.UInt(3, "key");
     c.Timeout(4);
-    virConnectStoragePoolEventGenericCallback cb;
-    if (eventId == VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE)
-      cb = VIR_STORAGE_POOL_EVENT_CALLBACK(OnPoolLifecycle);
-    else if (eventId == VIR_STORAGE_POOL_EVENT_ID_REFRESH)
-      cb = VIR_STORAGE_POOL_EVENT_CALLBACK(OnPoolRefresh);
-    else
-      throw Napi::TypeError::New(c.env,
-                                 "eventID must be VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE or REFRESH");
-    return RegisterWith(c, Family::Pool, "virConnectStoragePoolEventRegisterAny", key,
-                        [conn, pool, eventId, cb](EventTarget* t) {
-                          return virConnectStoragePoolEventRegisterAny(conn, pool, eventId, cb, t,
-                                                                       FreeTarget);
-                        });
+    Callback cb = Pick(c.env, eventId);
+    return RegisterWith(c, family, name, key, [conn, object, eventId, cb](EventTarget* t) {
+      return RegisterAny(conn, object, eventId, cb, t, FreeTarget);
+    });
   });
 }
 
@@ -181,9 +160,21 @@ void UnregisterCloseCallback(virConnectPtr conn) {
 
 void ExportEvents(Napi::Env env, Napi::Object e) {
   Kinds k(env, e);
-  k.domain.Add("eventRegisterAny", DomainRegister);
-  k.network.Add("eventRegisterAny", NetworkRegister);
-  k.pool.Add("eventRegisterAny", PoolRegister);
+  k.domain.Add("eventRegisterAny", [](const Napi::CallbackInfo& i) {
+    return Register<virDomainPtr, virConnectDomainEventGenericCallback,
+                    virConnectDomainEventRegisterAny, DomainCallback>(
+        i, Family::Domain, "virConnectDomainEventRegisterAny");
+  });
+  k.network.Add("eventRegisterAny", [](const Napi::CallbackInfo& i) {
+    return Register<virNetworkPtr, virConnectNetworkEventGenericCallback,
+                    virConnectNetworkEventRegisterAny, NetworkCallback>(
+        i, Family::Network, "virConnectNetworkEventRegisterAny");
+  });
+  k.pool.Add("eventRegisterAny", [](const Napi::CallbackInfo& i) {
+    return Register<virStoragePoolPtr, virConnectStoragePoolEventGenericCallback,
+                    virConnectStoragePoolEventRegisterAny, PoolCallback>(
+        i, Family::Pool, "virConnectStoragePoolEventRegisterAny");
+  });
   k.domain.Add("eventDeregisterAny", [](const Napi::CallbackInfo& i) {
     return Deregister<virConnectDomainEventDeregisterAny>(i, Family::Domain,
                                                           "virConnectDomainEventDeregisterAny");
