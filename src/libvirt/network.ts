@@ -7,7 +7,7 @@ import {
   type NetworkHandle,
   type RawLease,
 } from './addon.js';
-import { DefinedObject, type Kind } from './object.js';
+import { FlaglessLifecycle, type Kind } from './object.js';
 
 export type NetworkDHCPLease = RawLease;
 
@@ -15,7 +15,7 @@ export type NetworkDHCPLease = RawLease;
  * A libvirt virtual network (virNetworkPtr). Obtained from a Connect lookup, listAllNetworks,
  * defineNetworkXML/createNetworkXML or an event; released by the garbage collector or free().
  */
-export class Network extends DefinedObject<NetworkHandle, NetworkCalls> {
+export class Network extends FlaglessLifecycle<NetworkHandle, NetworkCalls> {
   protected get kind(): Kind<NetworkHandle, NetworkCalls> {
     return NETWORK;
   }
@@ -27,14 +27,6 @@ export class Network extends DefinedObject<NetworkHandle, NetworkCalls> {
   /** Starts a defined network. */
   create(opts?: CallOptions): Promise<void> {
     return native.network.create(this[HANDLE], this.timeout(opts));
-  }
-
-  destroy(opts?: CallOptions): Promise<void> {
-    return native.network.destroy(this[HANDLE], this.timeout(opts));
-  }
-
-  undefine(opts?: CallOptions): Promise<void> {
-    return native.network.undefine(this[HANDLE], this.timeout(opts));
   }
 
   /**

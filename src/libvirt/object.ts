@@ -85,3 +85,21 @@ export abstract class DefinedObject<H, C extends DefinedCalls<H>> extends Libvir
     return this.calls.setAutostart(this[HANDLE], autostart, this.timeout(opts));
   }
 }
+
+type Stop<H> = Record<'destroy' | 'undefine', (h: H, t: number | undefined) => Promise<void>>;
+
+/** Networks and storage pools, which libvirt stops and undefines without flags (domains take flags). */
+export abstract class FlaglessLifecycle<
+  H,
+  C extends DefinedCalls<H> & Stop<H>,
+> extends DefinedObject<H, C> {
+  /** Stops it; a transient one is gone afterwards. */
+  destroy(opts?: CallOptions): Promise<void> {
+    return this.calls.destroy(this[HANDLE], this.timeout(opts));
+  }
+
+  /** Removes the persistent definition. */
+  undefine(opts?: CallOptions): Promise<void> {
+    return this.calls.undefine(this[HANDLE], this.timeout(opts));
+  }
+}

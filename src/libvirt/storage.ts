@@ -10,7 +10,7 @@ import {
   type VolCalls,
   type VolHandle,
 } from './addon.js';
-import { DefinedObject, LibvirtObject, type Kind } from './object.js';
+import { FlaglessLifecycle, LibvirtObject, type Kind } from './object.js';
 import { storagePoolStateName, storageVolTypeName } from './names.js';
 
 export interface StoragePoolInfo extends RawPoolInfo {
@@ -36,7 +36,7 @@ export interface TransferOptions extends CallOptions {
  * A libvirt storage pool (virStoragePoolPtr). Obtained from a Connect lookup,
  * listAllStoragePools, defineStoragePoolXML/createStoragePoolXML or an event.
  */
-export class StoragePool extends DefinedObject<PoolHandle, PoolCalls> {
+export class StoragePool extends FlaglessLifecycle<PoolHandle, PoolCalls> {
   protected get kind(): Kind<PoolHandle, PoolCalls> {
     return POOL;
   }
@@ -51,17 +51,9 @@ export class StoragePool extends DefinedObject<PoolHandle, PoolCalls> {
     return native.storagePool.create(this[HANDLE], flags, this.timeout(opts));
   }
 
-  destroy(opts?: CallOptions): Promise<void> {
-    return native.storagePool.destroy(this[HANDLE], this.timeout(opts));
-  }
-
   /** Removes the pool's backing (the inverse of build); flags: StoragePoolDeleteFlags. */
   delete(flags = 0, opts?: CallOptions): Promise<void> {
     return native.storagePool.delete(this[HANDLE], flags, this.timeout(opts));
-  }
-
-  undefine(opts?: CallOptions): Promise<void> {
-    return native.storagePool.undefine(this[HANDLE], this.timeout(opts));
   }
 
   refresh(flags = 0, opts?: CallOptions): Promise<void> {
