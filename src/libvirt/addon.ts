@@ -1,6 +1,6 @@
-// Loads the compiled addon and describes its flat function table. Everything here is
-// internal: the typed classes in connection.ts, domain.ts, network.ts and storage.ts are the
-// public surface. Handles are opaque tagged externals owned by those classes.
+// Loads the compiled addon and describes its tables of calls, one per object kind. Everything
+// here is internal: the typed classes in connection.ts, domain.ts, network.ts and storage.ts
+// (sharing object.ts) are the public surface. Handles are opaque tagged externals owned by those classes.
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
