@@ -4,6 +4,7 @@ import {
   native,
   type CallOptions,
   type ConnHandle,
+  type DefinedCalls,
   type DomainHandle,
   type NetworkHandle,
   type PoolHandle,
@@ -296,6 +297,18 @@ export class Connect {
     return raw.map(parseDomainStats);
   }
 
+  /** A lookup by UUID in either form: a string (any form libvirt parses) or the 16 raw bytes. */
+  #lookupByUUID<H>(
+    calls: DefinedCalls<H>,
+    uuid: string | Uint8Array,
+    opts?: CallOptions,
+  ): Promise<H> {
+    const t = this.#t(opts);
+    return typeof uuid === 'string'
+      ? calls.lookupByUUIDString(this[HANDLE], uuid, t)
+      : calls.lookupByUUID(this[HANDLE], uuid, t);
+  }
+
   #domain = (h: DomainHandle): Domain => new Domain(this, h);
 
   lookupDomainByID(id: number, opts?: CallOptions): Promise<Domain> {
@@ -308,12 +321,7 @@ export class Connect {
 
   /** `uuid` as a string (any form libvirt parses) or the 16 raw bytes. */
   lookupDomainByUUID(uuid: string | Uint8Array, opts?: CallOptions): Promise<Domain> {
-    const t = this.#t(opts);
-    const handle =
-      typeof uuid === 'string'
-        ? native.domain.lookupByUUIDString(this[HANDLE], uuid, t)
-        : native.domain.lookupByUUID(this[HANDLE], uuid, t);
-    return handle.then(this.#domain);
+    return this.#lookupByUUID(native.domain, uuid, opts).then(this.#domain);
   }
 
   lookupDomainByUUIDString(uuid: string, opts?: CallOptions): Promise<Domain> {
@@ -352,12 +360,7 @@ export class Connect {
   }
 
   lookupNetworkByUUID(uuid: string | Uint8Array, opts?: CallOptions): Promise<Network> {
-    const t = this.#t(opts);
-    const handle =
-      typeof uuid === 'string'
-        ? native.network.lookupByUUIDString(this[HANDLE], uuid, t)
-        : native.network.lookupByUUID(this[HANDLE], uuid, t);
-    return handle.then(this.#network);
+    return this.#lookupByUUID(native.network, uuid, opts).then(this.#network);
   }
 
   lookupNetworkByUUIDString(uuid: string, opts?: CallOptions): Promise<Network> {
@@ -396,12 +399,7 @@ export class Connect {
   }
 
   lookupStoragePoolByUUID(uuid: string | Uint8Array, opts?: CallOptions): Promise<StoragePool> {
-    const t = this.#t(opts);
-    const handle =
-      typeof uuid === 'string'
-        ? native.storagePool.lookupByUUIDString(this[HANDLE], uuid, t)
-        : native.storagePool.lookupByUUID(this[HANDLE], uuid, t);
-    return handle.then(this.#pool);
+    return this.#lookupByUUID(native.storagePool, uuid, opts).then(this.#pool);
   }
 
   lookupStoragePoolByUUIDString(uuid: string, opts?: CallOptions): Promise<StoragePool> {
