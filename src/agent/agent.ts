@@ -4,12 +4,12 @@
 import { mkdirSync } from 'node:fs';
 import type { KubeAccess } from '../runtime/kube-config.js';
 import type { VirtKind } from '../api/generated/crds.js';
-import type {
-  Action as ControllerAction,
-  ControllerContext,
-  KubeObject,
+import {
+  keyOf,
+  type Action,
+  type ControllerContext,
+  type KubeObject,
 } from '../controllers/context.js';
-import { keyOf } from '../controllers/context.js';
 import {
   clusterIndexes,
   INDEX_NETWORK,
@@ -41,7 +41,6 @@ import {
   type Informer,
   type Logger,
   type ResourceDescription,
-  type KubeObject as RuntimeObject,
   type Runtime,
 } from '../runtime/index.js';
 import { FinalizerConflict } from '../runtime/finalizer.js';
@@ -80,7 +79,7 @@ export interface Agent {
   runtime: Runtime;
   libvirt: ReconnectingConnection;
   controllers: Record<VirtKind, Controller>;
-  informers: Record<VirtKind, Informer<KubeObject & RuntimeObject>>;
+  informers: Record<VirtKind, Informer<KubeObject>>;
   /** The guest series on /metrics (one bulk libvirt call per scrape). */
   guestMetrics: GuestMetrics;
   /** Resolves once every informer listed and the libvirt connection is open. */
@@ -105,10 +104,7 @@ const NODES: ResourceDescription = {
   namespaced: false,
 };
 
-const RECONCILERS: Record<
-  VirtKind,
-  (key: string, ctx: ControllerContext) => Promise<ControllerAction>
-> = {
+const RECONCILERS: Record<VirtKind, (key: string, ctx: ControllerContext) => Promise<Action>> = {
   VirtualMachine: reconcileVirtualMachine,
   Volume: reconcileVolume,
   VirtualNetwork: reconcileVirtualNetwork,
@@ -174,11 +170,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
           host: opts.metrics.host,
           port: opts.metrics.port,
           registry: runtime.metrics.registry,
-          readiness: {
-            add: () => undefined,
-            remove: () => undefined,
-            run: () => runtime.ready(),
-          } as never,
+          readiness: { run: () => runtime.ready() },
         })
       : undefined;
   runtime.addReadinessCheck(
@@ -188,7 +180,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
 
   // Namespaced kinds: only this node's objects (CRD selectableFields on spec.nodeName).
   const byNode = { fieldSelector: `spec.nodeName=${opts.nodeName}` };
-  type Obj = KubeObject & RuntimeObject;
+  type Obj = KubeObject;
   const informers: Record<VirtKind, Informer<Obj>> = {
     VirtualMachine: runtime.informer<Obj>(resourceOf('VirtualMachine'), byNode),
     Volume: runtime.informer<Obj>(resourceOf('Volume'), byNode),
@@ -202,7 +194,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   const nodeInformer = runtime.informer(NODES, { fieldSelector: `metadata.name=${opts.nodeName}` });
   for (const kind of KINDS) {
     for (const [name, fn] of Object.entries(INDEXES[kind]))
-      informers[kind].cache.addIndex(name, fn as never);
+      informers[kind].cache.addIndex(name, fn);
   }
 
   const guestMetrics = registerGuestMetrics({
@@ -228,7 +220,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
         // controller deciding on its own what a closed connection means.
         await libvirt.ready({ timeoutMs: 5_000 });
         try {
-          return toRuntimeAction(await reconcile(key, ctx));
+          return await reconcile(key, ctx);
         } catch (err) {
           // A conflict means our cached copy was stale (usually our own write not yet back
           // through the watch): look again shortly, without counting it as a failure.
@@ -267,17 +259,9 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   };
 }
 
-function toRuntimeAction(
-  a: ControllerAction,
-): { kind: 'done' } | { kind: 'requeueAfter'; ms: number } {
-  return a.requeueAfterMs === undefined
-    ? { kind: 'done' }
-    : { kind: 'requeueAfter', ms: a.requeueAfterMs };
-}
-
 /** A change of one object wakes the objects that refer to it. */
 function wireTriggers(
-  informers: Record<VirtKind, Informer<KubeObject & RuntimeObject>>,
+  informers: Record<VirtKind, Informer<KubeObject>>,
   nodeInformer: Informer,
   controllers: Record<VirtKind, Controller>,
 ): void {
@@ -372,7 +356,7 @@ function wireTriggers(
  */
 async function wireLibvirtEvents(
   libvirt: ReconnectingConnection,
-  informers: Record<VirtKind, Informer<KubeObject & RuntimeObject>>,
+  informers: Record<VirtKind, Informer<KubeObject>>,
   controllers: Record<VirtKind, Controller>,
   log: Logger,
 ): Promise<void> {
@@ -408,7 +392,7 @@ async function wireLibvirtEvents(
  */
 function wireLibvirtReconnects(
   libvirt: ReconnectingConnection,
-  informers: Record<VirtKind, Informer<KubeObject & RuntimeObject>>,
+  informers: Record<VirtKind, Informer<KubeObject>>,
   controllers: Record<VirtKind, Controller>,
   log: Logger,
 ): void {
@@ -432,7 +416,7 @@ function controllerContext(
   opts: AgentOptions,
   runtime: Runtime,
   libvirt: ReconnectingConnection,
-  informers: Record<VirtKind, Informer<KubeObject & RuntimeObject>>,
+  informers: Record<VirtKind, Informer<KubeObject>>,
   nodeInformer: Informer,
   log: Logger,
 ): ControllerContext {
@@ -457,12 +441,12 @@ function controllerContext(
       return informers[kind].cache.get(namespace ? `${namespace}/${name}` : name) as T | undefined;
     },
     list<T extends KubeObject>(kind: VirtKind) {
-      return informers[kind].cache.list() as unknown as T[];
+      return informers[kind].cache.list() as T[];
     },
     byIndex<T extends KubeObject>(kind: VirtKind, index: string, value: string) {
-      return informers[kind].cache.byIndex(index, value) as unknown as T[];
+      return informers[kind].cache.byIndex(index, value) as T[];
     },
-    node: () => nodeInformer.cache.get(opts.nodeName) as never,
+    node: () => nodeInformer.cache.get(opts.nodeName),
     ...writes,
   };
 }

@@ -3,27 +3,18 @@
 // build it from state-based fakes. Controllers never import the runtime directly, so they
 // stay small functions of (key, context) -> Action.
 import { createHash } from 'node:crypto';
-import type { V1Node, V1ObjectMeta } from '@kubernetes/client-node';
 import type { VirtKind } from '../api/generated/crds.js';
 import type { Connect } from '../libvirt/connection.js';
+import { done as runtimeDone, type Action } from '../runtime/controller.js';
+import type { KubeObject } from '../runtime/resource.js';
+import type { Logger } from '../runtime/log.js';
 
-export interface KubeObject {
-  apiVersion?: string;
-  kind?: string;
-  metadata: V1ObjectMeta;
-}
-
-/** What reconcile asks of the queue: nothing more, or another pass after a delay. */
-export type Action = { requeueAfterMs?: undefined } | { requeueAfterMs: number };
-export const done: Action = {};
-export const requeueAfter = (ms: number): Action => ({ requeueAfterMs: ms });
-
-export interface Logger {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
+// The runtime's vocabulary, so a reconcile's answer goes to the queue as it is.
+export { requeueAfter, type Action } from '../runtime/controller.js';
+export { objectKey as keyOf, parseKey as splitKey, type KubeObject } from '../runtime/resource.js';
+export type { Logger } from '../runtime/log.js';
+/** Nothing more to do for this key until something changes. */
+export const done: Action = runtimeDone();
 
 export interface ControllerContext {
   /** This agent's node (its --node-name). */
@@ -48,7 +39,7 @@ export interface ControllerContext {
   /** Objects whose index `index` lists `value`; the indexes are declared in ./indexes.ts. */
   byIndex<T extends KubeObject>(kind: VirtKind, index: string, value: string): T[];
   /** This agent's Node object (labels for nodeSelector matching); undefined if not found. */
-  node(): V1Node | undefined;
+  node(): KubeObject | undefined;
 
   /**
    * Server-side apply of `status` to obj's status subresource with the agent's field manager.
@@ -105,17 +96,4 @@ export function nodeFinalizer(nodeName: string): string {
   if (nodeName.length <= 63) return prefix + nodeName;
   const hash = createHash('sha256').update(nodeName).digest('hex').slice(0, 10);
   return `${prefix}${nodeName.slice(0, 52)}-${hash}`;
-}
-
-/** The cache key of an object: namespace/name, or name for cluster-scoped objects. */
-export function keyOf(obj: KubeObject): string {
-  const ns = obj.metadata.namespace;
-  return ns ? `${ns}/${obj.metadata.name}` : String(obj.metadata.name);
-}
-
-export function splitKey(key: string): { namespace: string | undefined; name: string } {
-  const i = key.indexOf('/');
-  return i < 0
-    ? { namespace: undefined, name: key }
-    : { namespace: key.slice(0, i), name: key.slice(i + 1) };
 }

@@ -1,7 +1,7 @@
 // A ControllerContext over a real API server without the runtime's watch cache: `refresh()`
 // lists our kinds and this node into a snapshot, lookups read the snapshot, writes go to
 // the API server. Reconcile tests call reconcile(key, ctx) directly and `converge()` them.
-import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Node } from '@kubernetes/client-node';
+import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { customResources, type VirtKind } from '../../src/api/generated/crds.js';
 import { kubeWrites } from '../../src/agent/kube-writes.js';
 import {
@@ -62,7 +62,6 @@ export function snapshotContext(opts: {
   stateDir: string;
 }): SnapshotContext {
   const custom = opts.kubeConfig.makeApiClient(CustomObjectsApi);
-  const core = opts.kubeConfig.makeApiClient(CoreV1Api);
   const silentLog = createLogger({ level: 'silent' });
   // Every write request counts; Events are counted when a controller records one (their
   // requests go out later, batched into series), so they are left out here.
@@ -86,7 +85,7 @@ export function snapshotContext(opts: {
     log: silentLog,
   });
   let objects = new Map<VirtKind, Map<string, KubeObject>>();
-  let node: V1Node | undefined;
+  let node: KubeObject | undefined;
 
   const ctx: SnapshotContext = {
     nodeName: opts.nodeName,
@@ -110,7 +109,9 @@ export function snapshotContext(opts: {
         next.set(kind, new Map(list.items.map((o) => [keyOf(o), o])));
       }
       objects = next;
-      node = await core.readNode({ name: opts.nodeName }).catch(() => undefined);
+      node = await raw
+        .request<KubeObject>({ method: 'GET', path: `/api/v1/nodes/${opts.nodeName}` })
+        .catch(() => undefined);
     },
     get<T extends KubeObject>(kind: VirtKind, namespace: string | undefined, name: string) {
       return objects.get(kind)?.get(namespace ? `${namespace}/${name}` : name) as T | undefined;
@@ -152,9 +153,9 @@ export async function converge(
     try {
       const action = await reconcile(key, ctx);
       lastError = undefined;
-      if (action.requeueAfterMs === undefined && (!opts.until || (await opts.until()))) return pass;
+      if (action.kind === 'done' && (!opts.until || (await opts.until()))) return pass;
       await new Promise((r) =>
-        setTimeout(r, Math.min(action.requeueAfterMs ?? opts.delayMs ?? 50, opts.delayMs ?? 250)),
+        setTimeout(r, Math.min(requeueMs(action) ?? opts.delayMs ?? 50, opts.delayMs ?? 250)),
       );
     } catch (err) {
       lastError = err;
@@ -164,4 +165,9 @@ export async function converge(
   throw new Error(
     `${key} did not converge in ${max} passes${lastError ? `; last error: ${String(lastError)}` : ''}`,
   );
+}
+
+/** The delay a reconcile asked for, or undefined when it returned done. */
+export function requeueMs(action: Action): number | undefined {
+  return action.kind === 'requeueAfter' ? action.ms : undefined;
 }

@@ -14,6 +14,7 @@ import {
   converge,
   snapshotContext,
   type SnapshotContext,
+  requeueMs,
 } from '../../../harness/controller-context.js';
 import { kube, type Kube } from '../../../harness/kube-objects.js';
 import { hostSnapshot, recordPoolEvents } from './fixtures.js';
@@ -136,7 +137,7 @@ describe('StoragePool on test:///default', () => {
     });
     await ctx.refresh();
     const action = await reconcileStoragePool('default-pool', ctx);
-    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(action)).toBeGreaterThan(0);
     expect(await entryOf('default-pool')).toMatchObject({
       conditions: [{ type: 'Ready', status: 'False', reason: 'NameConflict' }],
     });
@@ -162,7 +163,7 @@ describe('StoragePool on test:///default', () => {
     });
     await ctx.refresh();
     const action = await reconcileStoragePool('same-path', ctx);
-    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(action)).toBeGreaterThan(0);
     expect(await entryOf('same-path')).toMatchObject({
       conditions: [{ status: 'False', reason: 'PathConflict' }],
     });
@@ -188,7 +189,7 @@ describe('StoragePool on test:///default', () => {
     await k.remove('StoragePool', undefined, 'images');
     await ctx.refresh();
     const action = await reconcileStoragePool('images', ctx);
-    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(action)).toBeGreaterThan(0);
     expect(await poolByUid(uid)).toBeDefined();
     const obj = await k.get<StoragePool>('StoragePool', undefined, 'images');
     expect(obj?.metadata.finalizers).toEqual([nodeFinalizer(NODE)]);
@@ -337,7 +338,7 @@ describe('StoragePool node selection (two agents, each with its own test-driver 
     await cp().kubeConfig.makeApiClient(CoreV1Api).deleteNode({ name: 'node-b' });
     await ctxB.refresh();
     const action = await reconcileStoragePool('zone-b', ctxB);
-    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(action)).toBeGreaterThan(0);
     expect((await connB.listAllStoragePools()).map((p) => p.getName())).toContain('zone-b');
     expect((await entryOf('zone-b', 'node-b'))?.conditions?.[0]).toMatchObject({
       status: 'False',

@@ -16,6 +16,7 @@ import {
   converge,
   snapshotContext,
   type SnapshotContext,
+  requeueMs,
 } from '../../../harness/controller-context.js';
 import { kube, type Kube } from '../../../harness/kube-objects.js';
 import { recording, type Recording } from './fixtures.js';
@@ -171,7 +172,7 @@ describe('VirtualMachine host files on test:///default', () => {
     try {
       await ctx.refresh();
       const action = await reconcileVirtualMachine(key('no-tool'), ctx);
-      expect(action.requeueAfterMs).toBeGreaterThan(0);
+      expect(requeueMs(action)).toBeGreaterThan(0);
     } finally {
       process.env.PATH = path;
     }

@@ -24,6 +24,7 @@ import {
   converge,
   snapshotContext,
   type SnapshotContext,
+  requeueMs,
 } from '../../../harness/controller-context.js';
 import { kube, type Kube } from '../../../harness/kube-objects.js';
 import { recording, type Recording } from './fixtures.js';
@@ -126,7 +127,7 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
     rec.reset();
 
     const action = await pass('clash');
-    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(action)).toBeGreaterThan(0);
     const vm = vmOf('clash');
     expect(vm?.status?.phase).toBe('Failed');
     expect(condition(vm, 'Ready')).toMatchObject({ status: 'False', reason: 'NameConflict' });
@@ -213,7 +214,7 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
       interfaces: [{ name: 'eth0', network: 'late-net' }],
     });
     const action = await pass('late');
-    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(action)).toBeGreaterThan(0);
     let vm = vmOf('late');
     expect(vm?.status?.phase).toBe('Pending');
     expect(condition(vm, 'Synced')).toMatchObject({ status: 'False', reason: 'VolumeNotReady' });

@@ -18,6 +18,7 @@ import {
   converge,
   snapshotContext,
   type SnapshotContext,
+  requeueMs,
 } from '../../../harness/controller-context.js';
 import { domainXML } from '../../libvirt/fixtures.js';
 import { kube, sleep, type Kube } from '../../../harness/kube-objects.js';
@@ -251,7 +252,7 @@ describe('the example NAT network', () => {
     );
 
     await k.remove(KIND, undefined, 'lab');
-    expect(await pass('lab')).toMatchObject({ requeueAfterMs: expect.any(Number) });
+    expect(await pass('lab')).toMatchObject({ kind: 'requeueAfter', ms: expect.any(Number) });
     expect(condition(await fetchVnet('lab'), 'Ready')).toMatchObject({
       status: 'False',
       reason: 'InUse',
@@ -275,7 +276,7 @@ describe('a foreign network with the same name', () => {
     const foreignXML = await foreign.getXMLDesc();
     await k.create(KIND, { metadata: { name: 'default' }, spec: { mode: 'isolated' } });
 
-    expect(await pass('default')).toMatchObject({ requeueAfterMs: expect.any(Number) });
+    expect(await pass('default')).toMatchObject({ kind: 'requeueAfter', ms: expect.any(Number) });
     const stored = await fetchVnet('default');
     expect(condition(stored, 'Ready')).toMatchObject({ status: 'False', reason: 'NameConflict' });
     expect(entryOf(stored)).toMatchObject({ active: false });
@@ -490,7 +491,7 @@ describe('what the host cannot do', () => {
       spec: { mode: 'nat', ipv4: ipv4('10.66.0.0') },
     });
     const action = await pass('refused');
-    expect(action.requeueAfterMs).toBeGreaterThanOrEqual(5_000);
+    expect(requeueMs(action)).toBeGreaterThanOrEqual(5_000);
     const ready = condition(await fetchVnet('refused'), 'Ready');
     expect(ready).toMatchObject({ status: 'False', reason: 'DefineFailed' });
     expect(ready?.message).toContain('is the network address');

@@ -19,7 +19,10 @@ import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/i
 import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
 import { applyVolumeSteps } from '../../../../src/controllers/volume/act.js';
 import { withPoolLock } from '../../../../src/controllers/volume/pool-lock.js';
-import { startPrivateLibvirtd, type LibvirtDaemon } from '../../../../src/commands/local/libvirtd.js';
+import {
+  startPrivateLibvirtd,
+  type LibvirtDaemon,
+} from '../../../../src/commands/local/libvirtd.js';
 import { Connect } from '../../../../src/libvirt/index.js';
 import { parseVolumeXML } from '../../../../src/libvirt/xml/volume.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
@@ -27,6 +30,7 @@ import {
   converge,
   snapshotContext,
   type SnapshotContext,
+  requeueMs,
 } from '../../../harness/controller-context.js';
 import { kube, sleep, type Kube } from '../../../harness/kube-objects.js';
 import { reconcileUntil } from '../storage-pool/fixtures.js';
@@ -289,7 +293,7 @@ describe('a real libvirtd with QEMU', () => {
     await k.patchSpec('Volume', NS, 'disk-3', { deletionPolicy: 'Retain' });
     await k.remove('StoragePool', undefined, POOL);
     await ctx.refresh();
-    expect((await reconcileStoragePool(POOL, ctx)).requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(await reconcileStoragePool(POOL, ctx))).toBeGreaterThan(0);
 
     // Layered and copied Volumes first: their sources wait for them.
     const order = [

@@ -22,6 +22,7 @@ import {
   converge,
   snapshotContext,
   type SnapshotContext,
+  requeueMs,
 } from '../../../harness/controller-context.js';
 import { kube, type Kube } from '../../../harness/kube-objects.js';
 import { hostSnapshot, reconcileUntil, recordPoolEvents } from '../storage-pool/fixtures.js';
@@ -131,7 +132,7 @@ describe('Volume on test:///default', () => {
     await createVol('early', { source: { clone: { volume: 'later' } } });
     await ctx.refresh();
     const action = await reconcileVolume(`${NS}/early`, ctx);
-    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(action)).toBeGreaterThan(0);
     expect((await getVol('early'))?.status).toMatchObject({
       phase: 'Pending',
       conditions: [
@@ -213,7 +214,7 @@ describe('Volume on test:///default', () => {
     const before = await fileDoc('apps_clash');
     await createVol('clash', { capacity: '1Gi' });
     await ctx.refresh();
-    expect((await reconcileVolume(`${NS}/clash`, ctx)).requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(await reconcileVolume(`${NS}/clash`, ctx))).toBeGreaterThan(0);
     expect((await getVol('clash'))?.status).toMatchObject({
       phase: 'Failed',
       conditions: [
@@ -243,7 +244,7 @@ describe('Volume on test:///default', () => {
   it('reports a missing pool as PoolNotReady, and deletion does not wait for it', async () => {
     await createVol('orphan', { pool: 'nowhere', capacity: '1Gi' });
     await ctx.refresh();
-    expect((await reconcileVolume(`${NS}/orphan`, ctx)).requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(await reconcileVolume(`${NS}/orphan`, ctx))).toBeGreaterThan(0);
     expect((await getVol('orphan'))?.status).toMatchObject({
       phase: 'Pending',
       conditions: [
@@ -304,7 +305,7 @@ describe('Volume on test:///default', () => {
 
     await k.remove('Volume', NS, 'disk');
     await ctx.refresh();
-    expect((await reconcileVolume(`${NS}/disk`, ctx)).requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(await reconcileVolume(`${NS}/disk`, ctx))).toBeGreaterThan(0);
     const blocked = await getVol('disk');
     expect(blocked?.metadata.finalizers).toEqual(
       expect.arrayContaining([HOST_FINALIZER, VOLUME_PROTECTION_FINALIZER]),
@@ -326,7 +327,7 @@ describe('Volume on test:///default', () => {
   it('keeps a Volume others are layered on or copied from until they are gone', async () => {
     await k.remove('Volume', NS, 'base');
     await ctx.refresh();
-    expect((await reconcileVolume(`${NS}/base`, ctx)).requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(await reconcileVolume(`${NS}/base`, ctx))).toBeGreaterThan(0);
     expect(await fileNames()).toContain('apps_base');
     for (const n of ['copy', 'overlay']) {
       await k.remove('Volume', NS, n);
@@ -347,7 +348,7 @@ describe('Volume on test:///default', () => {
     });
     for (const name of ['cycle-a', 'cycle-b', 'cycle-a']) {
       await ctx.refresh();
-      expect((await reconcileVolume(`${NS}/${name}`, ctx)).requeueAfterMs).toBeGreaterThan(0);
+      expect(requeueMs(await reconcileVolume(`${NS}/${name}`, ctx))).toBeGreaterThan(0);
     }
     for (const name of ['cycle-a', 'cycle-b']) {
       expect(
@@ -498,7 +499,7 @@ describe('StoragePool and Volumes together', () => {
   it('refuses to remove the pool while Volumes are in it, then leaves the host as it found it', async () => {
     await k.remove('StoragePool', undefined, 'vols');
     await ctx.refresh();
-    expect((await reconcileStoragePool('vols', ctx)).requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(await reconcileStoragePool('vols', ctx))).toBeGreaterThan(0);
     expect((await conn.listAllStoragePools()).map((p) => p.getName())).toContain('vols');
 
     for (const v of ctx.list<Volume>('Volume')) {
