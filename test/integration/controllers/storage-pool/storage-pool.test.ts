@@ -85,7 +85,8 @@ describe('StoragePool on test:///default', () => {
     const before = await hostSnapshot(conn);
     const lifecycle = await recordPoolEvents(conn);
     ctx.writes = 0;
-    for (let i = 0; i < 3; i++) expect(await reconcileStoragePool('images', ctx)).toEqual({});
+    for (let i = 0; i < 3; i++)
+      expect(await reconcileStoragePool('images', ctx)).toEqual({ kind: 'done' });
     await new Promise((r) => setTimeout(r, 100));
     await lifecycle.stop();
     expect(ctx.writes).toBe(0);

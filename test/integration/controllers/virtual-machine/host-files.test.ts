@@ -127,7 +127,7 @@ describe('VirtualMachine host files on test:///default', () => {
     rec.reset();
     const writes = ctx.writes;
     await ctx.refresh();
-    expect(await reconcileVirtualMachine(key('seed'), ctx)).toEqual({});
+    expect(await reconcileVirtualMachine(key('seed'), ctx)).toEqual({ kind: 'done' });
     expect(rec.writes()).toEqual([]);
     expect(ctx.writes).toBe(writes);
     expect(statSync(iso).mtimeMs).toBe(mtime);

@@ -165,7 +165,7 @@ describe('VirtualMachine reconcile on test:///default', () => {
 
     for (let pass = 0; pass < 3; pass++) {
       await ctx.refresh();
-      expect(await reconcileVirtualMachine(key('web'), ctx)).toEqual({});
+      expect(await reconcileVirtualMachine(key('web'), ctx)).toEqual({ kind: 'done' });
     }
 
     expect(rec.calls.length).toBeGreaterThan(0); // it did look at the host

@@ -276,7 +276,7 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
     await createVM('elsewhere', { nodeName: 'node-b' });
     rec.reset();
     const writes = ctx.writes;
-    expect(await pass('elsewhere')).toEqual({});
+    expect(await pass('elsewhere')).toEqual({ kind: 'done' });
     expect(rec.calls).toEqual([]);
     expect(ctx.writes).toBe(writes);
     const vm = vmOf('elsewhere');
@@ -287,7 +287,7 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
   it('reports cloudInit.secretRef as Unsupported and waits for a spec change', async () => {
     await createVM('secret', { cloudInit: { secretRef: { name: 'seed' } } });
     rec.reset();
-    expect(await pass('secret')).toEqual({});
+    expect(await pass('secret')).toEqual({ kind: 'done' });
     const vm = vmOf('secret');
     expect(condition(vm, 'Synced')).toMatchObject({ status: 'False', reason: 'Unsupported' });
     expect(condition(vm, 'Synced')?.message).toContain('spec.cloudInit.secretRef');

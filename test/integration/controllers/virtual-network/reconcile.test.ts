@@ -160,7 +160,7 @@ describe('the example NAT network', () => {
     const before = await networksSnapshot(conn);
     const mark = libvirtEvents.events.length;
     const writes = ctx.writes;
-    for (let i = 0; i < 3; i++) expect(await pass('lab')).toEqual({});
+    for (let i = 0; i < 3; i++) expect(await pass('lab')).toEqual({ kind: 'done' });
     expect(ctx.writes).toBe(writes);
     expect(await libvirtEventsSince(mark)).toEqual([]);
     expect(await networksSnapshot(conn)).toEqual(before);
@@ -327,7 +327,7 @@ describe('node selection', () => {
       spec: { mode: 'isolated', nodeSelector: { matchLabels: { 'virt.dev/role': 'storage' } } },
     });
     const writes = ctx.writes;
-    expect(await pass('elsewhere')).toEqual({});
+    expect(await pass('elsewhere')).toEqual({ kind: 'done' });
     expect(ctx.writes).toBe(writes);
     expect(await networksSnapshot(conn)).toEqual(before);
     expect(await lookup(String(created.metadata.uid))).toBeUndefined();
@@ -405,7 +405,7 @@ describe('two nodes', () => {
       expect((await connB.lookupNetworkByUUIDString(uid)).getName()).toBe('shared');
       // The other node's entry is not this node's business: still nothing to write here.
       const writes = ctx.writes;
-      expect(await pass('shared')).toEqual({});
+      expect(await pass('shared')).toEqual({ kind: 'done' });
       expect(ctx.writes).toBe(writes);
 
       await k.remove(KIND, undefined, 'shared');
@@ -461,7 +461,7 @@ describe('what the host cannot do', () => {
       metadata: { name: 'bridged' },
       spec: { mode: 'bridge', bridge: 'br-lvo-test', mtu: 9000 },
     });
-    expect(await pass('bridged')).toEqual({});
+    expect(await pass('bridged')).toEqual({ kind: 'done' });
     expect(condition(await fetchVnet('bridged'), 'Ready')).toMatchObject({
       status: 'False',
       reason: 'Unsupported',

@@ -285,7 +285,7 @@ describe('a real libvirtd with QEMU', () => {
     // Converged: a further pass changes nothing.
     await ctx.refresh();
     ctx.writes = 0;
-    expect(await reconcileVolume(`${NS}/cloud`, ctx)).toEqual({});
+    expect(await reconcileVolume(`${NS}/cloud`, ctx)).toEqual({ kind: 'done' });
     expect(ctx.writes).toBe(0);
   });
 

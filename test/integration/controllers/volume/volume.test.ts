@@ -175,7 +175,7 @@ describe('Volume on test:///default', () => {
       .filter((v) => v.status?.phase === 'Available' || v.status?.phase === 'InUse');
     expect(keys.length).toBeGreaterThanOrEqual(25);
     for (const v of keys)
-      expect(await reconcileVolume(`${NS}/${v.metadata.name}`, ctx)).toEqual({});
+      expect(await reconcileVolume(`${NS}/${v.metadata.name}`, ctx)).toEqual({ kind: 'done' });
     await lifecycle.stop();
     expect(ctx.writes).toBe(0);
     expect(lifecycle.events).toEqual([]);
@@ -203,7 +203,7 @@ describe('Volume on test:///default', () => {
     expect(eventsOf('many-0').filter((e) => e.reason === 'ResizeUnsupported')).toHaveLength(1);
     await ctx.refresh();
     ctx.writes = 0;
-    expect(await reconcileVolume(`${NS}/many-0`, ctx)).toEqual({});
+    expect(await reconcileVolume(`${NS}/many-0`, ctx)).toEqual({ kind: 'done' });
     expect(ctx.writes).toBe(0);
   });
 
@@ -264,7 +264,7 @@ describe('Volume on test:///default', () => {
     });
     await ctx.refresh();
     ctx.writes = 0;
-    expect(await reconcileVolume(`${NS}/theirs`, ctx)).toEqual({});
+    expect(await reconcileVolume(`${NS}/theirs`, ctx)).toEqual({ kind: 'done' });
     expect(ctx.writes).toBe(0);
     expect(await fileNames()).not.toContain('apps_theirs');
     await k.remove('Volume', NS, 'theirs');
