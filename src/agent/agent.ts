@@ -4,6 +4,7 @@
 import { mkdirSync } from 'node:fs';
 import type { KubeAccess } from '../runtime/kube-config.js';
 import type { VirtKind } from '../api/generated/crds.js';
+import { createHostState } from '../controllers/host-state.js';
 import {
   keyOf,
   type Action,
@@ -430,6 +431,7 @@ function controllerContext(
   return {
     nodeName: opts.nodeName,
     stateDir: opts.stateDir,
+    host: createHostState(),
     libvirt(): Connect {
       const conn = libvirt.connection;
       if (!conn) throw new Error(`libvirt connection to ${opts.libvirtUri} is ${libvirt.state}`);

@@ -8,6 +8,7 @@ import type { Connect } from '../libvirt/connection.js';
 import { done as runtimeDone, type Action } from '../runtime/controller.js';
 import type { KubeObject } from '../runtime/resource.js';
 import type { Logger } from '../runtime/log.js';
+import type { HostState } from './host-state.js';
 
 // The runtime's vocabulary, so a reconcile's answer goes to the queue as it is.
 export { requeueAfter, type Action } from '../runtime/controller.js';
@@ -28,6 +29,8 @@ export interface ControllerContext {
    * cloud-init NoCloud ISOs), default /var/lib/libvirt-operator; tests use a temp dir.
    */
   stateDir: string;
+  /** What this agent keeps about its host between passes (pool locks, imports, ...). */
+  host: HostState;
 
   /** Read-only cache lookups (never an API call). Cluster-scoped kinds take namespace undefined. */
   get<T extends KubeObject>(

@@ -4,6 +4,7 @@
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { customResources, type VirtKind } from '../../src/api/generated/crds.js';
 import { kubeWrites } from '../../src/agent/kube-writes.js';
+import { createHostState, type HostState } from '../../src/controllers/host-state.js';
 import {
   clusterIndexes,
   restoreIndexes,
@@ -60,6 +61,8 @@ export function snapshotContext(opts: {
   conn: Connect;
   nodeName: string;
   stateDir: string;
+  /** The agent's host state; another context of the same agent shares it. Default: new. */
+  host?: HostState;
 }): SnapshotContext {
   const custom = opts.kubeConfig.makeApiClient(CustomObjectsApi);
   const silentLog = createLogger({ level: 'silent' });
@@ -90,6 +93,7 @@ export function snapshotContext(opts: {
   const ctx: SnapshotContext = {
     nodeName: opts.nodeName,
     stateDir: opts.stateDir,
+    host: opts.host ?? createHostState(),
     libvirt: () => opts.conn,
     now: () => new Date(),
     log: process.env.LVO_TEST_LOG ? (console.log.bind(console) as never) : silentLog,

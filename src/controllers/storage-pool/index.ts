@@ -1,2 +1,1 @@
 export { reconcileStoragePool } from './reconcile.js';
-export { lookupPool } from './observe.js';

@@ -1,1 +1,1 @@
-export { reconcileVirtualMachineRestore, restoreInProgress } from './reconcile.js';
+export { reconcileVirtualMachineRestore } from './reconcile.js';

@@ -4,7 +4,7 @@
 //
 // Exactly once: Succeeded and Failed are terminal; the marker (desired.ts) tells a pass after a
 // crash whether the revert already happened. While a restore runs, the VirtualMachine
-// controller stands aside (restoreInProgress), so it neither redefines the domain (which would
+// controller stands aside (../shared/restores.ts), so it neither redefines the domain (which would
 // drop the marker) nor starts or stops it mid-revert; afterwards its runStrategy applies.
 import type {
   VirtualMachine,
@@ -12,7 +12,7 @@ import type {
   VirtualMachineSnapshot,
 } from '../../api/generated/types.js';
 import { done, requeueAfter, splitKey, type Action, type ControllerContext } from '../context.js';
-import { observeMachineDomain, observeSnapshot } from '../virtual-machine-snapshot/observe.js';
+import { observeMachineDomain, observeSnapshot } from '../shared/machine-snapshot.js';
 import { powerOff, revert, setMarker } from './act.js';
 import { isMarkerOf } from './desired.js';
 import { observeMarker } from './observe.js';
@@ -21,25 +21,6 @@ import { restoreStatus, type RestoreFacts } from './status.js';
 
 const KIND = 'VirtualMachineRestore';
 const WAIT_MS = 5_000;
-
-/**
- * Machines (by uid) whose restore this process is running, with the restore's uid: the
- * cache shows InProgress only once our own write comes back through the watch.
- */
-const running = new Map<string, string>();
-
-/** Whether the VirtualMachine controller must leave `vm` alone: a restore of it is running. */
-export function restoreInProgress(vm: VirtualMachine, ctx: ControllerContext): boolean {
-  if (running.has(String(vm.metadata.uid))) return true;
-  return ctx
-    .list<VirtualMachineRestore>(KIND)
-    .some(
-      (r) =>
-        r.metadata.namespace === vm.metadata.namespace &&
-        r.spec.vmName === vm.metadata.name &&
-        r.status?.phase === 'InProgress',
-    );
-}
 
 export async function reconcileVirtualMachineRestore(
   key: string,
@@ -55,6 +36,7 @@ export async function reconcileVirtualMachineRestore(
   if (phase === 'Succeeded' || phase === 'Failed') return done;
   const vmUid = String(found.metadata.uid);
   const uid = String(restore.metadata.uid);
+  const running = ctx.host.restores;
   const other = running.get(vmUid);
   if ((other !== undefined && other !== uid) || anotherInProgress(restore, ctx)) {
     await report(ctx, restore, {

@@ -22,7 +22,11 @@ import {
 } from '../context.js';
 import { deleteSnapshot, takeSnapshot, thaw } from './act.js';
 import { desiredSnapshot, libvirtSnapshotName, recordDescription } from './desired.js';
-import { observeMachineDomain, observeSnapshot, type MachineDomain } from './observe.js';
+import {
+  observeMachineDomain,
+  observeSnapshot,
+  type MachineDomain,
+} from '../shared/machine-snapshot.js';
 import { planSnapshot } from './plan.js';
 import { snapshotStatus, type SnapshotFacts } from './status.js';
 

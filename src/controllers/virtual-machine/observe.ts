@@ -17,6 +17,7 @@ import {
   isUnsupported,
 } from '../../libvirt/errors.js';
 import { identityOf, type OwnershipStamp } from '../../ownership/metadata.js';
+import { isOurStamp } from '../shared/machine-snapshot.js';
 import { parseDomainXML, type DomainDocument } from '../../libvirt/xml/domain.js';
 import { cloudInitDir, cloudInitPrefix } from './cloud-init.js';
 
@@ -109,16 +110,6 @@ export async function observeDomain(conn: Connect, vm: VirtualMachine): Promise<
 function absentOn(err: unknown): undefined {
   if (isNotFound(err, 'domain')) return undefined;
   throw err;
-}
-
-export function isOurStamp(stamp: OwnershipStamp | undefined, vm: VirtualMachine): boolean {
-  return (
-    stamp !== undefined &&
-    stamp.kind === 'VirtualMachine' &&
-    stamp.namespace === vm.metadata.namespace &&
-    stamp.name === vm.metadata.name &&
-    stamp.uid === vm.metadata.uid
-  );
 }
 
 async function describe(domain: Domain, vm: VirtualMachine): Promise<ObservedDomain> {

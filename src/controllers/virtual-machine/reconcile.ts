@@ -16,7 +16,7 @@ import {
   type ControllerContext,
 } from '../context.js';
 import { INDEX_NETWORK } from '../indexes.js';
-import { restoreInProgress } from '../virtual-machine-restore/index.js';
+import { restoreInProgress } from '../shared/restores.js';
 import { actMachine, type StepFailure } from './act.js';
 import {
   consoleLogFile,
@@ -49,8 +49,8 @@ import {
   nameConflict,
   retryDelayMs,
   stepEvents,
-  type Problem,
 } from './status.js';
+import { withFinalizer, type Problem } from '../kit.js';
 
 const KIND = 'VirtualMachine';
 /** While a fresh guest has no address yet, look for DHCP leases this often, this long. */
@@ -69,15 +69,14 @@ export async function reconcileVirtualMachine(
   const vm = ctx.get<VirtualMachine>(KIND, namespace, name);
   // Another node's machine is never ours to touch (the agent's field selector keeps them away).
   if (!vm || vm.spec.nodeName !== ctx.nodeName) return done;
-  const held = vm.metadata.finalizers?.includes(HOST_FINALIZER) ?? false;
-  // The finalizer table: deleting with our finalizer -> clean the host; deleting without it ->
-  // nothing of ours is there; alive without it -> add it before anything exists on the host,
-  // so nothing is ever orphaned; alive with it -> converge.
-  if (vm.metadata.deletionTimestamp) return held ? removeFromHost(vm, ctx) : done;
   // A restore is reverting the domain: redefining, starting or stopping it now would fight
   // the revert. Look again shortly; afterwards runStrategy applies as usual.
-  if (restoreInProgress(vm, ctx)) return requeueAfter(RESTORE_WAIT_MS);
-  return materialise(held ? vm : await ctx.ensureFinalizer(KIND, vm, HOST_FINALIZER), ctx);
+  if (!vm.metadata.deletionTimestamp && restoreInProgress(vm, ctx))
+    return requeueAfter(RESTORE_WAIT_MS);
+  return withFinalizer(ctx, KIND, vm, HOST_FINALIZER, {
+    apply: (vm) => materialise(vm, ctx),
+    cleanup: (vm) => removeFromHost(vm, ctx),
+  });
 }
 
 async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<Action> {

@@ -20,7 +20,8 @@ import type {
   VirtualNetwork,
 } from '../../api/generated/types.js';
 import { ownedDomainFields, type DomainDocument } from '../../libvirt/xml/domain.js';
-import { interfaceMacs, type Problem } from './desired.js';
+import type { Problem } from '../kit.js';
+import { interfaceMacs } from './desired.js';
 import type { ForeignDomain, ObservedDomain, OursDomain } from './observe.js';
 import {
   DETACH_CONDITION,
@@ -33,8 +34,6 @@ import {
   type ShutdownReason,
   type StartKind,
 } from './plan.js';
-
-export type { Problem } from './desired.js';
 
 type Phase = NonNullable<VirtualMachineStatus['phase']>;
 

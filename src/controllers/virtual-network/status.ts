@@ -7,9 +7,8 @@ import { findCondition, setCondition, type Condition } from '../../api/condition
 import type { VirtualNetwork, VirtualNetworkStatusNode } from '../../api/generated/types.js';
 import { done, requeueAfter, type Action } from '../context.js';
 import type { ObservedNetwork } from './observe.js';
-import type { NetworkStep, Problem } from './plan.js';
-
-export type { Problem } from './plan.js';
+import type { Problem } from '../kit.js';
+import type { NetworkStep } from './plan.js';
 
 export function nodeEntryOf(
   vnet: VirtualNetwork,
