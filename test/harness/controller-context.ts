@@ -5,13 +5,7 @@ import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { customResources, type VirtKind } from '../../src/api/generated/crds.js';
 import { kubeWrites } from '../../src/agent/kube-writes.js';
 import { createHostState, type HostState } from '../../src/controllers/host-state.js';
-import {
-  clusterIndexes,
-  restoreIndexes,
-  snapshotIndexes,
-  vmIndexes,
-  volumeIndexes,
-} from '../../src/controllers/indexes.js';
+import { CONTROLLER_MODULES } from '../../src/controllers/kinds.js';
 import {
   keyOf,
   type Action,
@@ -23,22 +17,7 @@ import { createEventRecorder } from '../../src/runtime/events.js';
 import { createLogger } from '../../src/runtime/log.js';
 import { createKubeClient, type KubeClient } from '../../src/runtime/kube-client.js';
 
-const KINDS: VirtKind[] = [
-  'VirtualMachine',
-  'Volume',
-  'VirtualNetwork',
-  'StoragePool',
-  'VirtualMachineSnapshot',
-  'VirtualMachineRestore',
-];
-const INDEXES: Record<VirtKind, Record<string, (o: KubeObject) => string[]>> = {
-  VirtualMachine: vmIndexes,
-  Volume: volumeIndexes,
-  VirtualNetwork: clusterIndexes,
-  StoragePool: clusterIndexes,
-  VirtualMachineSnapshot: snapshotIndexes,
-  VirtualMachineRestore: restoreIndexes,
-};
+const MODULES = new Map(CONTROLLER_MODULES.map((m) => [m.kind, m]));
 
 export interface RecordedEvent {
   kind: VirtKind;
@@ -101,7 +80,7 @@ export function snapshotContext(opts: {
     writes: 0,
     async refresh() {
       const next = new Map<VirtKind, Map<string, KubeObject>>();
-      for (const kind of KINDS) {
+      for (const { kind } of CONTROLLER_MODULES) {
         const info = customResources[kind];
         const list = (await custom.listClusterCustomObject({
           group: info.group,
@@ -124,7 +103,7 @@ export function snapshotContext(opts: {
       return [...(objects.get(kind)?.values() ?? [])] as T[];
     },
     byIndex<T extends KubeObject>(kind: VirtKind, index: string, value: string) {
-      const fn = INDEXES[kind][index];
+      const fn = MODULES.get(kind)?.indexes[index];
       if (!fn) throw new Error(`no index ${index} on ${kind}`);
       return ctx.list<T>(kind).filter((o) => fn(o).includes(value));
     },
