@@ -17,6 +17,9 @@ export type { Logger } from '../runtime/log.js';
 /** Nothing more to do for this key until something changes. */
 export const done: Action = runtimeDone();
 
+/** One pass for one key of a kind: the whole of a controller's logic. */
+export type KindReconcile = (key: string, ctx: ControllerContext) => Promise<Action>;
+
 export interface ControllerContext {
   /** This agent's node (its --node-name). */
   nodeName: string;

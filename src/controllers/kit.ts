@@ -3,7 +3,7 @@
 // and the finalizer table. Pure, except withFinalizer, which writes through the context.
 import type { VirtKind } from '../api/generated/crds.js';
 import { findCondition, type Condition } from '../api/conditions.js';
-import { done, type Action, type ControllerContext, type KubeObject } from './context.js';
+import { done, splitKey, type Action, type ControllerContext, type KubeObject } from './context.js';
 
 /** Why a step (or a whole pass) could not reach what the spec asks: a condition's reason. */
 export interface Problem {
@@ -112,4 +112,14 @@ export async function withFinalizer<T extends KubeObject>(
   const held = obj.metadata.finalizers?.includes(finalizer) ?? false;
   if (!wanted) return held ? pass.cleanup(obj) : done;
   return pass.apply(held ? obj : await ctx.ensureFinalizer(kind, obj, finalizer));
+}
+
+/** The cached object a queue key (namespace/name, or name) names. */
+export function cachedByKey<T extends KubeObject>(
+  ctx: ControllerContext,
+  kind: VirtKind,
+  key: string,
+): T | undefined {
+  const { namespace, name } = splitKey(key);
+  return ctx.get<T>(kind, namespace, name);
 }

@@ -3,7 +3,7 @@
 // keys a change elsewhere wakes; the agent only routes changes to those functions.
 import type { VirtKind } from '../api/generated/crds.js';
 import type { CacheChange, IndexFunction } from '../runtime/cache.js';
-import type { Action, ControllerContext, KubeObject } from './context.js';
+import type { KindReconcile, KubeObject } from './context.js';
 
 /** Read-only lookups over the agent's caches, for mapping a change to keys. */
 export interface KeyLookup {
@@ -27,7 +27,7 @@ export interface ControllerModule {
    * selectable field), 'cluster' = all of them.
    */
   watch: 'node' | 'cluster';
-  reconcile(key: string, ctx: ControllerContext): Promise<Action>;
+  reconcile: KindReconcile;
   /** Cache indexes on this kind, queried with ctx.byIndex and KeyLookup.keysByIndex. */
   indexes: Record<string, IndexFunction<KubeObject>>;
   triggers: Trigger[];

@@ -5,7 +5,8 @@ import { isUnsupported } from '../../libvirt/errors.js';
 import { StorageXMLFlags } from '../../libvirt/constants.js';
 import type { StoragePool as LibvirtPool } from '../../libvirt/storage.js';
 import { parsePoolXML, type PoolDocument } from '../../libvirt/xml/pool.js';
-import { absentIfNotFound, lookupPool } from '../shared/pool.js';
+import { absentIfNotFound } from '../shared/absent.js';
+import { lookupPool } from '../shared/pool.js';
 
 export interface PoolFigures {
   /** libvirt's state name: inactive, building, running, degraded, inaccessible. */
@@ -32,7 +33,9 @@ export type ObservedPool =
 export async function observePool(conn: Connect, desired: PoolDocument): Promise<ObservedPool> {
   const handle = await lookupPool(conn, desired.uuid);
   if (!handle) {
-    const clash = await conn.lookupStoragePoolByName(desired.name).catch(absentIfNotFound);
+    const clash = await conn
+      .lookupStoragePoolByName(desired.name)
+      .catch(absentIfNotFound('storagePool'));
     return clash ? { found: 'clash', uuid: clash.getUUIDString() } : { found: 'none' };
   }
   const [xml, info, persistent, autostart] = await Promise.all([

@@ -11,25 +11,32 @@ import type {
   VirtualMachineRestore,
   VirtualMachineSnapshot,
 } from '../../api/generated/types.js';
-import { done, requeueAfter, splitKey, type Action, type ControllerContext } from '../context.js';
+import {
+  done,
+  requeueAfter,
+  type Action,
+  type ControllerContext,
+  type KindReconcile,
+} from '../context.js';
 import { observeMachineDomain, observeSnapshot } from '../shared/machine-snapshot.js';
 import { powerOff, revert, setMarker } from './act.js';
 import { isMarkerOf } from './desired.js';
 import { observeMarker } from './observe.js';
 import { needsPowerOff, planRestore } from './plan.js';
 import { restoreStatus, type RestoreFacts } from './status.js';
+import { cachedByKey } from '../kit.js';
 
 const KIND = 'VirtualMachineRestore';
 const WAIT_MS = 5_000;
 
-export async function reconcileVirtualMachineRestore(
-  key: string,
-  ctx: ControllerContext,
-): Promise<Action> {
-  const { namespace, name } = splitKey(key);
-  const restore = ctx.get<VirtualMachineRestore>(KIND, namespace, name);
+export const reconcileVirtualMachineRestore: KindReconcile = async (key, ctx) => {
+  const restore = cachedByKey<VirtualMachineRestore>(ctx, KIND, key);
   if (!restore || restore.metadata.deletionTimestamp) return done;
-  const found = ctx.get<VirtualMachine>('VirtualMachine', namespace, restore.spec.vmName);
+  const found = ctx.get<VirtualMachine>(
+    'VirtualMachine',
+    restore.metadata.namespace,
+    restore.spec.vmName,
+  );
   // Another node's machine (or none): the agent of its node, if any, acts.
   if (!found || found.spec.nodeName !== ctx.nodeName) return done;
   const phase = restore.status?.phase;
@@ -53,7 +60,7 @@ export async function reconcileVirtualMachineRestore(
     // The machine's controller, which stood aside, looks again on its own (it requeues).
     running.delete(vmUid);
   }
-}
+};
 
 async function converge(
   restore: VirtualMachineRestore,

@@ -16,9 +16,9 @@ import {
   done,
   nodeFinalizer,
   requeueAfter,
-  splitKey,
   type Action,
   type ControllerContext,
+  type KindReconcile,
 } from '../context.js';
 import { deleteSnapshot, takeSnapshot, thaw } from './act.js';
 import { desiredSnapshot, libvirtSnapshotName, recordDescription } from './desired.js';
@@ -29,21 +29,22 @@ import {
 } from '../shared/machine-snapshot.js';
 import { planSnapshot } from './plan.js';
 import { snapshotStatus, type SnapshotFacts } from './status.js';
+import { cachedByKey } from '../kit.js';
 
 const KIND = 'VirtualMachineSnapshot';
 /** A machine whose domain is being defined gets it within seconds. */
 const WAIT_MS = 5_000;
 
-export async function reconcileVirtualMachineSnapshot(
-  key: string,
-  ctx: ControllerContext,
-): Promise<Action> {
-  const { namespace, name } = splitKey(key);
-  const snap = ctx.get<VirtualMachineSnapshot>(KIND, namespace, name);
+export const reconcileVirtualMachineSnapshot: KindReconcile = async (key, ctx) => {
+  const snap = cachedByKey<VirtualMachineSnapshot>(ctx, KIND, key);
   if (!snap) return done;
   const finalizer = nodeFinalizer(ctx.nodeName);
   const held = snap.metadata.finalizers?.includes(finalizer) ?? false;
-  const found = ctx.get<VirtualMachine>('VirtualMachine', namespace, snap.spec.vmName);
+  const found = ctx.get<VirtualMachine>(
+    'VirtualMachine',
+    snap.metadata.namespace,
+    snap.spec.vmName,
+  );
   const vm = found?.spec.nodeName === ctx.nodeName ? found : undefined;
   // Another node's machine, or no machine, and never ours: not ours to touch.
   if (!vm && !held) return done;
@@ -59,7 +60,7 @@ export async function reconcileVirtualMachineSnapshot(
   }
   const current = held ? snap : await ctx.ensureFinalizer(KIND, snap, finalizer);
   return converge(current, vm, ctx);
-}
+};
 
 async function converge(
   snap: VirtualMachineSnapshot,

@@ -11,9 +11,9 @@ import {
   done,
   HOST_FINALIZER,
   requeueAfter,
-  splitKey,
   type Action,
   type ControllerContext,
+  type KindReconcile,
 } from '../context.js';
 import { INDEX_NETWORK } from '../indexes.js';
 import { restoreInProgress } from '../shared/restores.js';
@@ -50,7 +50,7 @@ import {
   retryDelayMs,
   stepEvents,
 } from './status.js';
-import { withFinalizer, type Problem } from '../kit.js';
+import { cachedByKey, withFinalizer, type Problem } from '../kit.js';
 
 const KIND = 'VirtualMachine';
 /** While a fresh guest has no address yet, look for DHCP leases this often, this long. */
@@ -61,12 +61,8 @@ const ADDRESS_POLL_WINDOW_MS = 300_000;
 /** How soon to look again at a machine that a restore is reverting. */
 const RESTORE_WAIT_MS = 1_000;
 
-export async function reconcileVirtualMachine(
-  key: string,
-  ctx: ControllerContext,
-): Promise<Action> {
-  const { namespace, name } = splitKey(key);
-  const vm = ctx.get<VirtualMachine>(KIND, namespace, name);
+export const reconcileVirtualMachine: KindReconcile = async (key, ctx) => {
+  const vm = cachedByKey<VirtualMachine>(ctx, KIND, key);
   // Another node's machine is never ours to touch (the agent's field selector keeps them away).
   if (!vm || vm.spec.nodeName !== ctx.nodeName) return done;
   // A restore is reverting the domain: redefining, starting or stopping it now would fight
@@ -77,7 +73,7 @@ export async function reconcileVirtualMachine(
     apply: (vm) => materialise(vm, ctx),
     cleanup: (vm) => removeFromHost(vm, ctx),
   });
-}
+};
 
 async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<Action> {
   const conn = ctx.libvirt();

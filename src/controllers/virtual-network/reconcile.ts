@@ -7,6 +7,7 @@ import {
   requeueAfter,
   type Action,
   type ControllerContext,
+  type KindReconcile,
 } from '../context.js';
 import { withFinalizer } from '../kit.js';
 import { actNetwork } from './act.js';
@@ -26,10 +27,7 @@ const KIND = 'VirtualNetwork';
 /** How soon to look again when the selector needs this node's labels and the Node is unknown. */
 const NODE_UNKNOWN_RETRY_MS = 30_000;
 
-export async function reconcileVirtualNetwork(
-  key: string,
-  ctx: ControllerContext,
-): Promise<Action> {
+export const reconcileVirtualNetwork: KindReconcile = async (key, ctx) => {
   // 1. The object, from the cache; gone means every agent's finalizer has let it go.
   const vnet = ctx.get<VirtualNetwork>(KIND, undefined, key);
   if (!vnet) return done;
@@ -50,7 +48,7 @@ export async function reconcileVirtualNetwork(
     apply: (vnet) => converge(vnet, 'present', finalizer, ctx),
     cleanup: (vnet) => converge(vnet, 'absent', finalizer, ctx),
   });
-}
+};
 
 /** One pass towards `want` on this host, once the finalizer table said to act. */
 async function converge(

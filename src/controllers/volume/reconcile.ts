@@ -8,13 +8,12 @@ import {
   done,
   HOST_FINALIZER,
   requeueAfter,
-  splitKey,
   VOLUME_PROTECTION_FINALIZER,
   type Action,
   type ControllerContext,
 } from '../context.js';
 import { forgetFigures, steadyFigure } from '../shared/figures.js';
-import { newProblem, retryDelay } from '../kit.js';
+import { cachedByKey, newProblem, retryDelay } from '../kit.js';
 import { applyVolumeSteps, deleteVolumeFile, uploadImage } from './act.js';
 import { desiredVolume, sourceKind, sourceVolumeName } from './desired.js';
 import {
@@ -47,9 +46,16 @@ export const PROGRESS_INTERVAL_MS = 3_000;
 
 type Pass = { facts: VolumeFacts; requeueMs?: number };
 
+/** What a pass knows once the pool is ready: the Volume, its pool, its file if any, its users. */
+interface FileInputs {
+  vol: Volume;
+  pool: ReadyPool;
+  found: HostVolume | undefined;
+  usedBy: VolumeFacts['usedBy'];
+}
+
 export async function reconcileVolume(key: string, ctx: ControllerContext): Promise<Action> {
-  const { namespace, name } = splitKey(key);
-  const cached = ctx.get<Volume>(KIND, namespace, name);
+  const cached = cachedByKey<Volume>(ctx, KIND, key);
   if (!cached || cached.spec.nodeName !== ctx.nodeName) return done;
   if (cached.metadata.deletionTimestamp) return removeVolume(cached, ctx);
   const usedBy = usersOf(cached, ctx);
@@ -68,17 +74,14 @@ export async function reconcileVolume(key: string, ctx: ControllerContext): Prom
   const found = await observeVolume(pool.handle, volumeFileName(vol));
   const pass =
     sourceKind(vol) === 'http'
-      ? await convergeImport(vol, pool, found, usedBy, ctx)
-      : await convergeFile(vol, pool, found, usedBy, ctx);
+      ? await convergeImport({ vol, pool, found, usedBy }, ctx)
+      : await convergeFile({ vol, pool, found, usedBy }, ctx);
   return report(vol, pass, ctx);
 }
 
 /** Blank, clone and overlay volumes: create the file once, grow it when asked. */
 async function convergeFile(
-  vol: Volume,
-  pool: ReadyPool,
-  found: HostVolume | undefined,
-  usedBy: VolumeFacts['usedBy'],
+  { vol, pool, found, usedBy }: FileInputs,
   ctx: ControllerContext,
 ): Promise<Pass> {
   const kind = sourceKind(vol);
@@ -106,10 +109,7 @@ async function convergeFile(
 
 /** HTTP sources: download and verify in the background, then create and upload the file. */
 async function convergeImport(
-  vol: Volume,
-  pool: ReadyPool,
-  found: HostVolume | undefined,
-  usedBy: VolumeFacts['usedBy'],
+  { vol, pool, found, usedBy }: FileInputs,
   ctx: ControllerContext,
 ): Promise<Pass> {
   const uid = String(vol.metadata.uid);
@@ -129,7 +129,7 @@ async function convergeImport(
     case 'converged':
       if (findCondition(vol.status?.conditions, IMPORTED)?.status === 'True')
         forgetImport(ctx.host.imports, uid);
-      return convergeFile(vol, pool, found, usedBy, ctx);
+      return convergeFile({ vol, pool, found, usedBy }, ctx);
     case 'conflict':
       return { facts: { problem: { reason: 'NameConflict', message: decision.message }, usedBy } };
     case 'discard':
