@@ -29,7 +29,7 @@ import {
 } from '../shared/machine-snapshot.js';
 import { planSnapshot } from './plan.js';
 import { snapshotStatus, type SnapshotFacts } from './status.js';
-import { cachedByKey } from '../kit.js';
+import { cachedByKey, withFinalizer } from '../kit.js';
 
 const KIND = 'VirtualMachineSnapshot';
 /** A machine whose domain is being defined gets it within seconds. */
@@ -48,18 +48,17 @@ export const reconcileVirtualMachineSnapshot: KindReconcile = async (key, ctx) =
   const vm = found?.spec.nodeName === ctx.nodeName ? found : undefined;
   // Another node's machine, or no machine, and never ours: not ours to touch.
   if (!vm && !held) return done;
-  // The finalizer table: deleting with our finalizer -> delete the libvirt snapshot; without
-  // it -> nothing of ours exists; alive without it -> add it before taking anything.
-  if (snap.metadata.deletionTimestamp)
-    return held ? removeSnapshot(snap, vm, finalizer, ctx) : done;
   // The machine is gone or going: its snapshots go with it (the machine's own removal deletes
   // what is left in libvirt before it undefines the domain).
-  if (!vm || vm.metadata.deletionTimestamp) {
+  if (!snap.metadata.deletionTimestamp && (!vm || vm.metadata.deletionTimestamp)) {
     await ctx.deleteObject(KIND, snap);
     return done;
   }
-  const current = held ? snap : await ctx.ensureFinalizer(KIND, snap, finalizer);
-  return converge(current, vm, ctx);
+  return withFinalizer(ctx, KIND, snap, finalizer, {
+    // Not deleting: the machine is here and alive (above).
+    apply: (snap) => (vm ? converge(snap, vm, ctx) : Promise.resolve(done)),
+    cleanup: (snap) => removeSnapshot(snap, vm, finalizer, ctx),
+  });
 };
 
 async function converge(
