@@ -179,7 +179,7 @@ function generateTypes(crds) {
         `${doc}export interface ${name} {\n` +
           `  apiVersion: ${JSON.stringify(apiVersion)};\n` +
           `  kind: ${JSON.stringify(kind)};\n` +
-          `  metadata: V1ObjectMeta;\n` +
+          `  metadata: ObjectMeta;\n` +
           `  spec${specRequired ? '' : '?'}: ${spec};\n` +
           (status ? `  status?: ${status};\n` : '') +
           `}\n`,
@@ -189,7 +189,7 @@ function generateTypes(crds) {
   }
   return (
     HEADER +
-    "import type { V1ObjectMeta } from '@kubernetes/client-node';\n\n" +
+    "import type { ObjectMeta } from '../../runtime/resource.js';\n\n" +
     '/** A Kubernetes quantity: an integer, or a string such as "2Gi" (see src/api/quantity.ts). */\n' +
     'export type Quantity = number | string;\n\n' +
     [...decls.values()].join('\n') +

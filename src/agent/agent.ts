@@ -1,38 +1,15 @@
 // The agent: one per node. It wires the generic runtime (watches, caches, queues, lease,
-// status writer, events, health) to the four controllers and to libvirt's lifecycle events.
-// Everything here is plumbing; the decisions live in src/controllers/<kind>/.
+// status writer, events, health) to the controller modules of src/controllers/kinds.ts and to
+// libvirt's lifecycle events. Everything here is plumbing, and no kind is named: the decisions,
+// including which change wakes which key, live in src/controllers/<kind>/.
 import { mkdirSync } from 'node:fs';
 import type { KubeAccess } from '../runtime/kube-config.js';
 import type { VirtKind } from '../api/generated/crds.js';
-import type {
-  Action as ControllerAction,
-  ControllerContext,
-  KubeObject,
-} from '../controllers/context.js';
-import { keyOf } from '../controllers/context.js';
-import {
-  clusterIndexes,
-  INDEX_NETWORK,
-  INDEX_POOL,
-  INDEX_SNAPSHOT,
-  INDEX_SOURCE_VOLUME,
-  INDEX_UUID,
-  INDEX_VM,
-  INDEX_VOLUME,
-  restoreIndexes,
-  snapshotIndexes,
-  snapshotVolumes,
-  vmIndexes,
-  vmVolumes,
-  volumeIndexes,
-  volumeSources,
-} from '../controllers/indexes.js';
-import { reconcileStoragePool } from '../controllers/storage-pool/index.js';
-import { reconcileVirtualMachine } from '../controllers/virtual-machine/index.js';
-import { reconcileVirtualMachineRestore } from '../controllers/virtual-machine-restore/index.js';
-import { reconcileVirtualMachineSnapshot } from '../controllers/virtual-machine-snapshot/index.js';
-import { reconcileVirtualNetwork } from '../controllers/virtual-network/index.js';
-import { reconcileVolume } from '../controllers/volume/index.js';
+import { createHostState } from '../controllers/host-state.js';
+import type { ControllerContext, KubeObject } from '../controllers/context.js';
+import { INDEX_UUID } from '../controllers/indexes.js';
+import { CONTROLLER_MODULES } from '../controllers/kinds.js';
+import type { ControllerModule, KeyLookup } from '../controllers/module.js';
 import { ReconnectingConnection, type Connect } from '../libvirt/index.js';
 import {
   startHealthServer,
@@ -41,7 +18,6 @@ import {
   type Informer,
   type Logger,
   type ResourceDescription,
-  type KubeObject as RuntimeObject,
   type Runtime,
 } from '../runtime/index.js';
 import { FinalizerConflict } from '../runtime/finalizer.js';
@@ -80,7 +56,7 @@ export interface Agent {
   runtime: Runtime;
   libvirt: ReconnectingConnection;
   controllers: Record<VirtKind, Controller>;
-  informers: Record<VirtKind, Informer<KubeObject & RuntimeObject>>;
+  informers: Record<VirtKind, Informer<KubeObject>>;
   /** The guest series on /metrics (one bulk libvirt call per scrape). */
   guestMetrics: GuestMetrics;
   /** Resolves once every informer listed and the libvirt connection is open. */
@@ -88,42 +64,12 @@ export interface Agent {
   stop(opts?: { releaseLease?: boolean; drainMs?: number }): Promise<void>;
 }
 
-const KINDS: VirtKind[] = [
-  'VirtualMachine',
-  'Volume',
-  'VirtualNetwork',
-  'StoragePool',
-  'VirtualMachineSnapshot',
-  'VirtualMachineRestore',
-];
-
 const NODES: ResourceDescription = {
   group: '',
   version: 'v1',
   plural: 'nodes',
   kind: 'Node',
   namespaced: false,
-};
-
-const RECONCILERS: Record<
-  VirtKind,
-  (key: string, ctx: ControllerContext) => Promise<ControllerAction>
-> = {
-  VirtualMachine: reconcileVirtualMachine,
-  Volume: reconcileVolume,
-  VirtualNetwork: reconcileVirtualNetwork,
-  StoragePool: reconcileStoragePool,
-  VirtualMachineSnapshot: reconcileVirtualMachineSnapshot,
-  VirtualMachineRestore: reconcileVirtualMachineRestore,
-};
-
-const INDEXES: Record<VirtKind, Record<string, (o: KubeObject) => string[]>> = {
-  VirtualMachine: vmIndexes,
-  Volume: volumeIndexes,
-  VirtualNetwork: clusterIndexes,
-  StoragePool: clusterIndexes,
-  VirtualMachineSnapshot: snapshotIndexes,
-  VirtualMachineRestore: restoreIndexes,
 };
 
 export async function startAgent(opts: AgentOptions): Promise<Agent> {
@@ -174,11 +120,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
           host: opts.metrics.host,
           port: opts.metrics.port,
           registry: runtime.metrics.registry,
-          readiness: {
-            add: () => undefined,
-            remove: () => undefined,
-            run: () => runtime.ready(),
-          } as never,
+          readiness: { run: () => runtime.ready() },
         })
       : undefined;
   runtime.addReadinessCheck(
@@ -187,23 +129,16 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   );
 
   // Namespaced kinds: only this node's objects (CRD selectableFields on spec.nodeName).
+  // Snapshots and restores name only their machine (spec.vmName), not a node: every agent
+  // watches them all (they are few) and acts on those whose machine is in its VM cache.
   const byNode = { fieldSelector: `spec.nodeName=${opts.nodeName}` };
-  type Obj = KubeObject & RuntimeObject;
-  const informers: Record<VirtKind, Informer<Obj>> = {
-    VirtualMachine: runtime.informer<Obj>(resourceOf('VirtualMachine'), byNode),
-    Volume: runtime.informer<Obj>(resourceOf('Volume'), byNode),
-    VirtualNetwork: runtime.informer<Obj>(resourceOf('VirtualNetwork')),
-    StoragePool: runtime.informer<Obj>(resourceOf('StoragePool')),
-    // Snapshots and restores name only their machine (spec.vmName), not a node: every agent
-    // watches them all (they are few) and acts on those whose machine is in its VM cache.
-    VirtualMachineSnapshot: runtime.informer<Obj>(resourceOf('VirtualMachineSnapshot')),
-    VirtualMachineRestore: runtime.informer<Obj>(resourceOf('VirtualMachineRestore')),
-  };
-  const nodeInformer = runtime.informer(NODES, { fieldSelector: `metadata.name=${opts.nodeName}` });
-  for (const kind of KINDS) {
-    for (const [name, fn] of Object.entries(INDEXES[kind]))
-      informers[kind].cache.addIndex(name, fn as never);
+  const informers = {} as Record<VirtKind, Informer<KubeObject>>;
+  for (const m of CONTROLLER_MODULES) {
+    const informer = runtime.informer(resourceOf(m.kind), m.watch === 'node' ? byNode : {});
+    for (const [name, fn] of Object.entries(m.indexes)) informer.cache.addIndex(name, fn);
+    informers[m.kind] = informer;
   }
+  const nodeInformer = runtime.informer(NODES, { fieldSelector: `metadata.name=${opts.nodeName}` });
 
   const guestMetrics = registerGuestMetrics({
     registry: runtime.metrics.registry,
@@ -216,8 +151,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
 
   const ctx = controllerContext(opts, runtime, libvirt, informers, nodeInformer, log);
   const controllers = {} as Record<VirtKind, Controller>;
-  for (const kind of KINDS) {
-    const reconcile = RECONCILERS[kind];
+  for (const { kind, reconcile } of CONTROLLER_MODULES) {
     controllers[kind] = runtime.controller({
       name: kind,
       for: informers[kind],
@@ -228,7 +162,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
         // controller deciding on its own what a closed connection means.
         await libvirt.ready({ timeoutMs: 5_000 });
         try {
-          return toRuntimeAction(await reconcile(key, ctx));
+          return await reconcile(key, ctx);
         } catch (err) {
           // A conflict means our cached copy was stale (usually our own write not yet back
           // through the watch): look again shortly, without counting it as a failure.
@@ -242,8 +176,8 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       },
     });
   }
-  wireTriggers(informers, nodeInformer, controllers);
-  await wireLibvirtEvents(libvirt, informers, controllers, log);
+  wireTriggers(CONTROLLER_MODULES, informers, nodeInformer, controllers);
+  await wireLibvirtEvents(CONTROLLER_MODULES, libvirt, informers, controllers, log);
   wireLibvirtReconnects(libvirt, informers, controllers, log);
 
   runtime.start();
@@ -267,102 +201,25 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   };
 }
 
-function toRuntimeAction(
-  a: ControllerAction,
-): { kind: 'done' } | { kind: 'requeueAfter'; ms: number } {
-  return a.requeueAfterMs === undefined
-    ? { kind: 'done' }
-    : { kind: 'requeueAfter', ms: a.requeueAfterMs };
-}
-
-/** A change of one object wakes the objects that refer to it. */
+/** A change of one object wakes the keys each module's triggers name for it. */
 function wireTriggers(
-  informers: Record<VirtKind, Informer<KubeObject & RuntimeObject>>,
+  modules: readonly ControllerModule[],
+  informers: Record<VirtKind, Informer<KubeObject>>,
   nodeInformer: Informer,
   controllers: Record<VirtKind, Controller>,
 ): void {
-  const enqueueAll = (c: Controller, keys: string[]) => keys.forEach((k) => c.enqueue(k));
-  // A VM's status names its Volumes' paths; a Volume's status names the VMs using it.
-  informers.Volume.subscribe((change) => {
-    const key = keyOf(change.obj);
-    enqueueAll(
-      controllers.VirtualMachine,
-      informers.VirtualMachine.cache.keysByIndex(INDEX_VOLUME, key),
-    );
-    enqueueAll(controllers.Volume, informers.Volume.cache.keysByIndex(INDEX_SOURCE_VOLUME, key));
-    for (const src of volumeSources(change.obj)) controllers.Volume.enqueue(src);
-  });
-  informers.VirtualMachine.subscribe((change) => {
-    const volumes = new Set([
-      ...vmVolumes(change.obj),
-      ...(change.type === 'updated' ? vmVolumes(change.old) : []),
-    ]);
-    enqueueAll(controllers.Volume, [...volumes]);
-  });
-  informers.VirtualNetwork.subscribe((change) => {
-    enqueueAll(
-      controllers.VirtualMachine,
-      informers.VirtualMachine.cache.keysByIndex(INDEX_NETWORK, keyOf(change.obj)),
-    );
-  });
-  informers.StoragePool.subscribe((change) => {
-    enqueueAll(
-      controllers.Volume,
-      informers.Volume.cache.keysByIndex(INDEX_POOL, keyOf(change.obj)),
-    );
-  });
-  informers.Volume.subscribe((change) => {
-    for (const pool of [change.obj, change.type === 'updated' ? change.old : undefined]) {
-      const name = (pool as { spec?: { pool?: string } } | undefined)?.spec?.pool;
-      if (name) controllers.StoragePool.enqueue(name);
+  const cache: KeyLookup = {
+    keysByIndex: (kind, index, value) => informers[kind].cache.keysByIndex(index, value),
+    keys: (kind) => informers[kind].cache.keys(),
+  };
+  for (const m of modules) {
+    for (const trigger of m.triggers) {
+      const source = trigger.from === 'Node' ? nodeInformer : informers[trigger.from];
+      source.subscribe((change) => {
+        for (const key of new Set(trigger.keys(change, cache))) controllers[m.kind].enqueue(key);
+      });
     }
-  });
-  informers.VirtualMachine.subscribe((change) => {
-    for (const net of new Set(
-      [change.obj, change.type === 'updated' ? change.old : undefined].flatMap(
-        (o) =>
-          (
-            o as { spec?: { interfaces?: Array<{ network: string }> } } | undefined
-          )?.spec?.interfaces?.map((i) => i.network) ?? [],
-      ),
-    )) {
-      controllers.VirtualNetwork.enqueue(net);
-    }
-  });
-  // A machine's snapshots and restores follow it (its deletion deletes its snapshots); a
-  // restore waits for its snapshot; a running restore holds its machine back; a snapshot
-  // protects the Volumes its disks are in.
-  informers.VirtualMachine.subscribe((change) => {
-    const key = keyOf(change.obj);
-    enqueueAll(
-      controllers.VirtualMachineSnapshot,
-      informers.VirtualMachineSnapshot.cache.keysByIndex(INDEX_VM, key),
-    );
-    enqueueAll(
-      controllers.VirtualMachineRestore,
-      informers.VirtualMachineRestore.cache.keysByIndex(INDEX_VM, key),
-    );
-  });
-  informers.VirtualMachineSnapshot.subscribe((change) => {
-    enqueueAll(
-      controllers.VirtualMachineRestore,
-      informers.VirtualMachineRestore.cache.keysByIndex(INDEX_SNAPSHOT, keyOf(change.obj)),
-    );
-    const volumes = new Set([
-      ...snapshotVolumes(change.obj),
-      ...(change.type === 'updated' ? snapshotVolumes(change.old) : []),
-    ]);
-    enqueueAll(controllers.Volume, [...volumes]);
-  });
-  informers.VirtualMachineRestore.subscribe((change) => {
-    const vm = (change.obj as { spec?: { vmName?: string } }).spec?.vmName;
-    if (vm) controllers.VirtualMachine.enqueue(`${change.obj.metadata.namespace}/${vm}`);
-  });
-  // Node labels decide which networks and pools this host should have.
-  nodeInformer.subscribe(() => {
-    enqueueAll(controllers.VirtualNetwork, informers.VirtualNetwork.cache.keys());
-    enqueueAll(controllers.StoragePool, informers.StoragePool.cache.keys());
-  });
+  }
 }
 
 /**
@@ -371,34 +228,49 @@ function wireTriggers(
  * carries. Objects we do not own map to no key and are ignored.
  */
 async function wireLibvirtEvents(
+  modules: readonly ControllerModule[],
   libvirt: ReconnectingConnection,
-  informers: Record<VirtKind, Informer<KubeObject & RuntimeObject>>,
+  informers: Record<VirtKind, Informer<KubeObject>>,
   controllers: Record<VirtKind, Controller>,
   log: Logger,
 ): Promise<void> {
+  // libvirt's UUID strings are lower-case, as our INDEX_UUID values are; lower-casing keeps a
+  // stray upper-case one from missing its owner.
   const route = (kind: VirtKind, uuid: string) => {
-    for (const key of informers[kind].cache.keysByIndex(INDEX_UUID, uuid))
+    for (const key of informers[kind].cache.keysByIndex(INDEX_UUID, uuid.toLowerCase()))
       controllers[kind].enqueue(key);
   };
-  const register = async (what: string, fn: () => Promise<number>) => {
+  const sources: Record<
+    NonNullable<ControllerModule['hostEvents']>,
+    { what: string; register: (onUuid: (uuid: string) => void) => Promise<number> }
+  > = {
+    domain: {
+      what: 'domain',
+      register: (on) => libvirt.domainEventLifecycleRegister((e) => on(e.domain.getUUIDString())),
+    },
+    network: {
+      what: 'network',
+      register: (on) => libvirt.networkEventLifecycleRegister((e) => on(e.network.getUUIDString())),
+    },
+    storagePool: {
+      what: 'storage pool',
+      register: (on) =>
+        libvirt.storagePoolEventLifecycleRegister((e) => on(e.pool.getUUIDString())),
+    },
+  };
+  for (const { kind, hostEvents } of modules) {
+    if (!hostEvents) continue;
+    const source = sources[hostEvents];
     try {
-      await fn();
+      await source.register((uuid) => route(kind, uuid));
     } catch (err) {
       // The periodic resync still catches drift; say that events are missing.
-      log.warn({ err: String(err) }, `libvirt ${what} events unavailable; relying on resync`);
+      log.warn(
+        { err: String(err) },
+        `libvirt ${source.what} events unavailable; relying on resync`,
+      );
     }
-  };
-  await register('domain', () =>
-    libvirt.domainEventLifecycleRegister((e) => route('VirtualMachine', e.domain.getUUIDString())),
-  );
-  await register('network', () =>
-    libvirt.networkEventLifecycleRegister((e) =>
-      route('VirtualNetwork', e.network.getUUIDString()),
-    ),
-  );
-  await register('storage pool', () =>
-    libvirt.storagePoolEventLifecycleRegister((e) => route('StoragePool', e.pool.getUUIDString())),
-  );
+  }
 }
 
 /**
@@ -408,7 +280,7 @@ async function wireLibvirtEvents(
  */
 function wireLibvirtReconnects(
   libvirt: ReconnectingConnection,
-  informers: Record<VirtKind, Informer<KubeObject & RuntimeObject>>,
+  informers: Record<VirtKind, Informer<KubeObject>>,
   controllers: Record<VirtKind, Controller>,
   log: Logger,
 ): void {
@@ -422,8 +294,8 @@ function wireLibvirtReconnects(
     // The first open needs nothing: processing starts with every cached key queued.
     if (state !== 'open' || previous === 'connecting') return;
     log.info('libvirt connection open again; reconciling every object');
-    for (const kind of KINDS) {
-      for (const key of informers[kind].cache.keys()) controllers[kind].enqueue(key);
+    for (const [kind, informer] of Object.entries(informers) as [VirtKind, Informer][]) {
+      for (const key of informer.cache.keys()) controllers[kind].enqueue(key);
     }
   });
 }
@@ -432,7 +304,7 @@ function controllerContext(
   opts: AgentOptions,
   runtime: Runtime,
   libvirt: ReconnectingConnection,
-  informers: Record<VirtKind, Informer<KubeObject & RuntimeObject>>,
+  informers: Record<VirtKind, Informer<KubeObject>>,
   nodeInformer: Informer,
   log: Logger,
 ): ControllerContext {
@@ -446,6 +318,7 @@ function controllerContext(
   return {
     nodeName: opts.nodeName,
     stateDir: opts.stateDir,
+    host: createHostState(),
     libvirt(): Connect {
       const conn = libvirt.connection;
       if (!conn) throw new Error(`libvirt connection to ${opts.libvirtUri} is ${libvirt.state}`);
@@ -457,12 +330,12 @@ function controllerContext(
       return informers[kind].cache.get(namespace ? `${namespace}/${name}` : name) as T | undefined;
     },
     list<T extends KubeObject>(kind: VirtKind) {
-      return informers[kind].cache.list() as unknown as T[];
+      return informers[kind].cache.list() as T[];
     },
     byIndex<T extends KubeObject>(kind: VirtKind, index: string, value: string) {
-      return informers[kind].cache.byIndex(index, value) as unknown as T[];
+      return informers[kind].cache.byIndex(index, value) as T[];
     },
-    node: () => nodeInformer.cache.get(opts.nodeName) as never,
+    node: () => nodeInformer.cache.get(opts.nodeName),
     ...writes,
   };
 }

@@ -184,8 +184,7 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
     help: string,
     value: (s: DomainStatsRecord) => number | undefined,
   ) => {
-    const Kind = kind === 'gauge' ? Gauge : Counter;
-    return new Kind({
+    const config = {
       name,
       help,
       labelNames: VM_LABELS,
@@ -198,7 +197,8 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
           if (v !== undefined) set(this, vmLabels(rec), v);
         }
       },
-    } as never);
+    };
+    return kind === 'gauge' ? new Gauge(config) : new Counter(config);
   };
   const perDevice = (
     name: string,

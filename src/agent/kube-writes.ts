@@ -42,10 +42,9 @@ export interface KubeWritesOptions {
   statusWriter?: (opts: StatusWriterOptions) => StatusWriter;
 }
 
-interface NodeAggregated {
-  metadata: { generation?: number };
+type NodeAggregated = KubeObject & {
   status?: { conditions?: Condition[]; nodes?: NodeEntryLike[] };
-}
+};
 
 export function resourceOf(kind: VirtKind): ResourceDescription {
   const info = customResources[kind];
@@ -81,41 +80,37 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
   const nodeManager = nodeFieldManager(opts.nodeName);
   return {
     async applyStatus(kind, obj, status) {
-      const updated = await writer(kind, FIELD_MANAGER).apply(
-        obj as never,
-        status as Record<string, unknown>,
-      );
-      return updated as unknown as KubeObject | undefined;
+      return writer(kind, FIELD_MANAGER).apply(obj, status as Record<string, unknown>);
     },
     async applyNodeStatus(kind, obj, entry) {
-      const written = await writer(kind, nodeManager).apply(obj as never, { nodes: [entry] });
+      const written = await writer(kind, nodeManager).apply(obj, { nodes: [entry] });
       // The top-level summary, computed from the object as it now stands (see
       // node-aggregate.ts) and applied under one field manager that every agent shares, so
       // whichever agent writes it owns all of it: no per-field mix of node managers that one
       // node's later apply could tear apart. Written only when it changed.
-      const current = (written ?? obj) as unknown as NodeAggregated;
+      const current = (written ?? obj) as NodeAggregated;
       const top = aggregateStatus(
         current.metadata.generation ?? 0,
         current.status?.conditions,
         entriesWith(current.status?.nodes, entry as NodeEntryLike),
         new Date(),
       );
-      await writer(kind, SUMMARY_FIELD_MANAGER).apply(current as never, { ...top });
+      await writer(kind, SUMMARY_FIELD_MANAGER).apply(current, { ...top });
     },
     async ensureFinalizer(kind, obj, finalizer) {
       if (obj.metadata.finalizers?.includes(finalizer)) return obj;
-      const body = addFinalizerPatch(obj as never, finalizer);
-      const patched = await patchFinalizers(client, resourceOf(kind), obj as never, body, 'add');
+      const body = addFinalizerPatch(obj, finalizer);
+      const patched = await patchFinalizers(client, resourceOf(kind), obj, body, 'add');
       // Gone meanwhile: nothing may be created on the host for it without its finalizer.
       if (!patched)
         throw new Error(`${kind} ${keyOf(obj)} was deleted before its finalizer was added`);
-      return patched as unknown as typeof obj;
+      return patched as typeof obj;
     },
     async removeFinalizer(kind, obj, finalizer) {
       if (!obj.metadata.finalizers?.includes(finalizer)) return;
       // A 404 (already gone: the cache has not seen the deletion yet) is what this wanted.
-      const body = removeFinalizerPatch(obj as never, finalizer);
-      await patchFinalizers(client, resourceOf(kind), obj as never, body, 'remove');
+      const body = removeFinalizerPatch(obj, finalizer);
+      await patchFinalizers(client, resourceOf(kind), obj, body, 'remove');
     },
     async deleteObject(kind, obj) {
       try {
@@ -135,7 +130,7 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
     },
     event(kind, obj, type, reason, message) {
       void opts.events
-        .publish(referenceTo(resourceOf(kind), obj as never), {
+        .publish(referenceTo(resourceOf(kind), obj), {
           type,
           reason,
           action: reason,

@@ -115,3 +115,28 @@ export function parseQuantity(q: Quantity): bigint {
   if (bytes > INT64_MAX) throw new QuantityError(`'${text(q)}' is larger than 2^63 - 1 bytes`);
   return bytes;
 }
+
+const KIB = 1024n;
+const MIB = KIB * KIB;
+const BINARY_SUFFIXES = ['Ki', 'Mi', 'Gi', 'Ti', 'Pi', 'Ei'];
+
+/**
+ * An exact byte count as a Kubernetes quantity with the largest binary suffix that divides it
+ * ("100Gi", "1536Mi", "4097"): what kubectl would print, and equal to what parseQuantity reads.
+ */
+export function bytesQuantity(bytes: bigint): string {
+  if (bytes < 0n) throw new RangeError(`a byte count cannot be negative: ${bytes}`);
+  let value = bytes;
+  let suffix = '';
+  for (const next of BINARY_SUFFIXES) {
+    if (value === 0n || value % KIB !== 0n) break;
+    value /= KIB;
+    suffix = next;
+  }
+  return `${value}${suffix}`;
+}
+
+/** Whole MiB, rounded down. */
+export function floorMiB(bytes: bigint): bigint {
+  return (bytes / MIB) * MIB;
+}

@@ -3,27 +3,22 @@
 // build it from state-based fakes. Controllers never import the runtime directly, so they
 // stay small functions of (key, context) -> Action.
 import { createHash } from 'node:crypto';
-import type { V1Node, V1ObjectMeta } from '@kubernetes/client-node';
 import type { VirtKind } from '../api/generated/crds.js';
 import type { Connect } from '../libvirt/connection.js';
+import { done as runtimeDone, type Action } from '../runtime/controller.js';
+import type { KubeObject } from '../runtime/resource.js';
+import type { Logger } from '../runtime/log.js';
+import type { HostState } from './host-state.js';
 
-export interface KubeObject {
-  apiVersion?: string;
-  kind?: string;
-  metadata: V1ObjectMeta;
-}
+// The runtime's vocabulary, so a reconcile's answer goes to the queue as it is.
+export { requeueAfter, type Action } from '../runtime/controller.js';
+export { objectKey as keyOf, parseKey as splitKey, type KubeObject } from '../runtime/resource.js';
+export type { Logger } from '../runtime/log.js';
+/** Nothing more to do for this key until something changes. */
+export const done: Action = runtimeDone();
 
-/** What reconcile asks of the queue: nothing more, or another pass after a delay. */
-export type Action = { requeueAfterMs?: undefined } | { requeueAfterMs: number };
-export const done: Action = {};
-export const requeueAfter = (ms: number): Action => ({ requeueAfterMs: ms });
-
-export interface Logger {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
+/** One pass for one key of a kind: the whole of a controller's logic. */
+export type KindReconcile = (key: string, ctx: ControllerContext) => Promise<Action>;
 
 export interface ControllerContext {
   /** This agent's node (its --node-name). */
@@ -37,6 +32,8 @@ export interface ControllerContext {
    * cloud-init NoCloud ISOs), default /var/lib/libvirt-operator; tests use a temp dir.
    */
   stateDir: string;
+  /** What this agent keeps about its host between passes (pool locks, imports, ...). */
+  host: HostState;
 
   /** Read-only cache lookups (never an API call). Cluster-scoped kinds take namespace undefined. */
   get<T extends KubeObject>(
@@ -48,7 +45,7 @@ export interface ControllerContext {
   /** Objects whose index `index` lists `value`; the indexes are declared in ./indexes.ts. */
   byIndex<T extends KubeObject>(kind: VirtKind, index: string, value: string): T[];
   /** This agent's Node object (labels for nodeSelector matching); undefined if not found. */
-  node(): V1Node | undefined;
+  node(): KubeObject | undefined;
 
   /**
    * Server-side apply of `status` to obj's status subresource with the agent's field manager.
@@ -105,17 +102,4 @@ export function nodeFinalizer(nodeName: string): string {
   if (nodeName.length <= 63) return prefix + nodeName;
   const hash = createHash('sha256').update(nodeName).digest('hex').slice(0, 10);
   return `${prefix}${nodeName.slice(0, 52)}-${hash}`;
-}
-
-/** The cache key of an object: namespace/name, or name for cluster-scoped objects. */
-export function keyOf(obj: KubeObject): string {
-  const ns = obj.metadata.namespace;
-  return ns ? `${ns}/${obj.metadata.name}` : String(obj.metadata.name);
-}
-
-export function splitKey(key: string): { namespace: string | undefined; name: string } {
-  const i = key.indexOf('/');
-  return i < 0
-    ? { namespace: undefined, name: key }
-    : { namespace: key.slice(0, i), name: key.slice(i + 1) };
 }

@@ -125,7 +125,8 @@ export function createController<T extends KubeObject>(
   const m = deps.metrics;
   const concurrency = opts.concurrency ?? 1;
   const resyncMs = opts.resyncMs ?? 10 * 60_000;
-  const watched: Informer<KubeObject>[] = [opts.for as unknown as Informer<KubeObject>];
+  // Only their `synced` is needed: processing waits for every watched kind's first list.
+  const watched: Pick<Informer, 'synced'>[] = [opts.for];
   const unsubscribes: (() => void)[] = [];
   // key -> the version (generation, or resourceVersion for kinds without one such as
   // ConfigMaps) that the pass which threw PermanentError saw.
@@ -235,7 +236,7 @@ export function createController<T extends KubeObject>(
       run?.queue.addAfter(key, ms);
     },
     watch(informer, keysFor) {
-      watched.push(informer as unknown as Informer<KubeObject>);
+      watched.push(informer);
       unsubscribes.push(
         informer.subscribe((change) => {
           const keys = new Set(keysFor(change.obj));

@@ -68,7 +68,8 @@ export async function startHealthServer(opts: {
   host?: string;
   port: number;
   registry: Registry;
-  readiness: ReadinessChecks;
+  /** Only `run` is needed: a second listener can serve the runtime's checks. */
+  readiness: Pick<ReadinessChecks, 'run'>;
 }): Promise<HealthServer> {
   const server: Server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');

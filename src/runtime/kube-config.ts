@@ -119,7 +119,7 @@ export async function loadKubeAccessFromFile(path: string): Promise<KubeAccess> 
     const { KubeConfig } = await import('@kubernetes/client-node');
     const kc = new KubeConfig();
     kc.loadFromFile(path);
-    return kc as unknown as KubeAccess;
+    return kc;
   }
   const base = dirname(path);
   return lightAccess({

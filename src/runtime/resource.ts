@@ -41,7 +41,6 @@ export interface KubeObject {
   apiVersion?: string;
   kind?: string;
   metadata: ObjectMeta;
-  [field: string]: unknown;
 }
 
 export function apiVersionOf(resource: ResourceDescription): string {

@@ -150,7 +150,9 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
         );
         informers.set(id, informer);
       }
-      return informer as unknown as Informer<T>;
+      // One informer per selection, shared by every caller; T only names what the caller
+      // knows of the objects it lists.
+      return informer as Informer<T>;
     },
     controller(copts) {
       const c = createController(copts, { log, metrics });

@@ -44,9 +44,9 @@ export interface StatusWriter {
    * and, if no one else owns it, removed) the object's status. `current` is the cached
    * object. Returns the updated object, or undefined when nothing needed writing.
    */
-  apply(current: KubeObject, status: Record<string, unknown>): Promise<KubeObject | undefined>;
+  apply(current: WithStatus, status: Record<string, unknown>): Promise<WithStatus | undefined>;
   /** The status that would be applied, with lastTransitionTimes settled; undefined if equal. */
-  plan(current: KubeObject, status: Record<string, unknown>): Record<string, unknown> | undefined;
+  plan(current: WithStatus, status: Record<string, unknown>): Record<string, unknown> | undefined;
 }
 
 /** The field manager of one node's agent: `<base>/<node>`. */
@@ -56,6 +56,9 @@ export function nodeFieldManager(base: string, nodeName: string): string {
   if (name.length > 128) throw new Error(`field manager '${name}' is longer than 128 characters`);
   return name;
 }
+
+/** An object with the status this writer compares against. */
+export type WithStatus = KubeObject & { status?: unknown };
 
 /** Our manager's owned fields under status, from the object's managedFields. */
 export function ownedStatusFields(obj: KubeObject, fieldManager: string): unknown {
@@ -114,7 +117,7 @@ export function createStatusWriter(client: KubeClient, opts: StatusWriterOptions
       }
       const { name, namespace } = current.metadata;
       try {
-        const updated = await client.request<KubeObject>({
+        const updated = await client.request<WithStatus>({
           method: 'PATCH',
           path: keyPath(resource, objectKey(current), 'status'),
           query: { fieldManager, force: true },

@@ -1,16 +1,11 @@
 // A ControllerContext over a real API server without the runtime's watch cache: `refresh()`
 // lists our kinds and this node into a snapshot, lookups read the snapshot, writes go to
 // the API server. Reconcile tests call reconcile(key, ctx) directly and `converge()` them.
-import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Node } from '@kubernetes/client-node';
+import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { customResources, type VirtKind } from '../../src/api/generated/crds.js';
 import { kubeWrites } from '../../src/agent/kube-writes.js';
-import {
-  clusterIndexes,
-  restoreIndexes,
-  snapshotIndexes,
-  vmIndexes,
-  volumeIndexes,
-} from '../../src/controllers/indexes.js';
+import { createHostState, type HostState } from '../../src/controllers/host-state.js';
+import { CONTROLLER_MODULES } from '../../src/controllers/kinds.js';
 import {
   keyOf,
   type Action,
@@ -22,22 +17,7 @@ import { createEventRecorder } from '../../src/runtime/events.js';
 import { createLogger } from '../../src/runtime/log.js';
 import { createKubeClient, type KubeClient } from '../../src/runtime/kube-client.js';
 
-const KINDS: VirtKind[] = [
-  'VirtualMachine',
-  'Volume',
-  'VirtualNetwork',
-  'StoragePool',
-  'VirtualMachineSnapshot',
-  'VirtualMachineRestore',
-];
-const INDEXES: Record<VirtKind, Record<string, (o: KubeObject) => string[]>> = {
-  VirtualMachine: vmIndexes,
-  Volume: volumeIndexes,
-  VirtualNetwork: clusterIndexes,
-  StoragePool: clusterIndexes,
-  VirtualMachineSnapshot: snapshotIndexes,
-  VirtualMachineRestore: restoreIndexes,
-};
+const MODULES = new Map(CONTROLLER_MODULES.map((m) => [m.kind, m]));
 
 export interface RecordedEvent {
   kind: VirtKind;
@@ -60,9 +40,10 @@ export function snapshotContext(opts: {
   conn: Connect;
   nodeName: string;
   stateDir: string;
+  /** The agent's host state; another context of the same agent shares it. Default: new. */
+  host?: HostState;
 }): SnapshotContext {
   const custom = opts.kubeConfig.makeApiClient(CustomObjectsApi);
-  const core = opts.kubeConfig.makeApiClient(CoreV1Api);
   const silentLog = createLogger({ level: 'silent' });
   // Every write request counts; Events are counted when a controller records one (their
   // requests go out later, batched into series), so they are left out here.
@@ -86,11 +67,12 @@ export function snapshotContext(opts: {
     log: silentLog,
   });
   let objects = new Map<VirtKind, Map<string, KubeObject>>();
-  let node: V1Node | undefined;
+  let node: KubeObject | undefined;
 
   const ctx: SnapshotContext = {
     nodeName: opts.nodeName,
     stateDir: opts.stateDir,
+    host: opts.host ?? createHostState(),
     libvirt: () => opts.conn,
     now: () => new Date(),
     log: process.env.LVO_TEST_LOG ? (console.log.bind(console) as never) : silentLog,
@@ -98,7 +80,7 @@ export function snapshotContext(opts: {
     writes: 0,
     async refresh() {
       const next = new Map<VirtKind, Map<string, KubeObject>>();
-      for (const kind of KINDS) {
+      for (const { kind } of CONTROLLER_MODULES) {
         const info = customResources[kind];
         const list = (await custom.listClusterCustomObject({
           group: info.group,
@@ -110,7 +92,9 @@ export function snapshotContext(opts: {
         next.set(kind, new Map(list.items.map((o) => [keyOf(o), o])));
       }
       objects = next;
-      node = await core.readNode({ name: opts.nodeName }).catch(() => undefined);
+      node = await raw
+        .request<KubeObject>({ method: 'GET', path: `/api/v1/nodes/${opts.nodeName}` })
+        .catch(() => undefined);
     },
     get<T extends KubeObject>(kind: VirtKind, namespace: string | undefined, name: string) {
       return objects.get(kind)?.get(namespace ? `${namespace}/${name}` : name) as T | undefined;
@@ -119,7 +103,7 @@ export function snapshotContext(opts: {
       return [...(objects.get(kind)?.values() ?? [])] as T[];
     },
     byIndex<T extends KubeObject>(kind: VirtKind, index: string, value: string) {
-      const fn = INDEXES[kind][index];
+      const fn = MODULES.get(kind)?.indexes[index];
       if (!fn) throw new Error(`no index ${index} on ${kind}`);
       return ctx.list<T>(kind).filter((o) => fn(o).includes(value));
     },
@@ -152,9 +136,9 @@ export async function converge(
     try {
       const action = await reconcile(key, ctx);
       lastError = undefined;
-      if (action.requeueAfterMs === undefined && (!opts.until || (await opts.until()))) return pass;
+      if (action.kind === 'done' && (!opts.until || (await opts.until()))) return pass;
       await new Promise((r) =>
-        setTimeout(r, Math.min(action.requeueAfterMs ?? opts.delayMs ?? 50, opts.delayMs ?? 250)),
+        setTimeout(r, Math.min(requeueMs(action) ?? opts.delayMs ?? 50, opts.delayMs ?? 250)),
       );
     } catch (err) {
       lastError = err;
@@ -164,4 +148,9 @@ export async function converge(
   throw new Error(
     `${key} did not converge in ${max} passes${lastError ? `; last error: ${String(lastError)}` : ''}`,
   );
+}
+
+/** The delay a reconcile asked for, or undefined when it returned done. */
+export function requeueMs(action: Action): number | undefined {
+  return action.kind === 'requeueAfter' ? action.ms : undefined;
 }

@@ -14,11 +14,7 @@ import {
 import type { StoragePool as LibvirtPool } from '../../libvirt/storage.js';
 import { buildPoolXML } from '../../libvirt/xml/pool.js';
 import type { PoolStep } from './plan.js';
-
-export interface Problem {
-  reason: string;
-  message: string;
-}
+import type { Problem } from '../kit.js';
 
 export interface PoolActOutcome {
   problem?: Problem;

@@ -1,2 +1,21 @@
+// The StoragePool controller: each agent materialises a StoragePool as a libvirt pool on its
+// own node when spec.nodeSelector selects it, and reports it in status.nodes[].
+import { clusterIndexes, volumePool } from '../indexes.js';
+import { changed, type ControllerModule } from '../module.js';
+import { reconcileStoragePool } from './reconcile.js';
+
 export { reconcileStoragePool } from './reconcile.js';
-export { lookupPool } from './observe.js';
+
+export const storagePool: ControllerModule = {
+  kind: 'StoragePool',
+  watch: 'cluster',
+  reconcile: reconcileStoragePool,
+  indexes: clusterIndexes,
+  hostEvents: 'storagePool',
+  triggers: [
+    // Removal waits for the Volumes in the pool.
+    { from: 'Volume', keys: (c) => changed(c).flatMap((v) => volumePool(v)) },
+    // Node labels decide which pools this host should have.
+    { from: 'Node', keys: (_c, cache) => cache.keys('StoragePool') },
+  ],
+};

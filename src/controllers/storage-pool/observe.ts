@@ -1,10 +1,12 @@
 // What the host has for a StoragePool: the pool found by UUID (ours), a pool that holds our
 // name under another UUID (a clash), or nothing. Reads only.
 import type { Connect } from '../../libvirt/connection.js';
-import { isNotFound, isUnsupported } from '../../libvirt/errors.js';
+import { isUnsupported } from '../../libvirt/errors.js';
 import { StorageXMLFlags } from '../../libvirt/constants.js';
 import type { StoragePool as LibvirtPool } from '../../libvirt/storage.js';
 import { parsePoolXML, type PoolDocument } from '../../libvirt/xml/pool.js';
+import { absentIfNotFound } from '../shared/absent.js';
+import { lookupPool } from '../shared/pool.js';
 
 export interface PoolFigures {
   /** libvirt's state name: inactive, building, running, degraded, inaccessible. */
@@ -31,7 +33,9 @@ export type ObservedPool =
 export async function observePool(conn: Connect, desired: PoolDocument): Promise<ObservedPool> {
   const handle = await lookupPool(conn, desired.uuid);
   if (!handle) {
-    const clash = await conn.lookupStoragePoolByName(desired.name).catch(absentIfNotFound);
+    const clash = await conn
+      .lookupStoragePoolByName(desired.name)
+      .catch(absentIfNotFound('storagePool'));
     return clash ? { found: 'clash', uuid: clash.getUUIDString() } : { found: 'none' };
   }
   const [xml, info, persistent, autostart] = await Promise.all([
@@ -54,16 +58,6 @@ export async function observePool(conn: Connect, desired: PoolDocument): Promise
       available: info.available,
     },
   };
-}
-
-/** The libvirt pool with this UUID, or undefined. */
-export async function lookupPool(conn: Connect, uuid: string): Promise<LibvirtPool | undefined> {
-  return conn.lookupStoragePoolByUUIDString(uuid).catch(absentIfNotFound);
-}
-
-function absentIfNotFound(err: unknown): undefined {
-  if (isNotFound(err, 'storagePool')) return undefined;
-  throw err;
 }
 
 // Compare against the persistent definition: after a redefine the running pool keeps its old

@@ -16,18 +16,16 @@ import { INDEX_POOL } from '../indexes.js';
 import { selectsNode } from '../node-selector.js';
 import { applyPoolSteps, removePool, type PoolActOutcome } from './act.js';
 import { desiredPool } from './desired.js';
-import { forgetFigures, steadyFigure } from './figures.js';
+import { forgetFigures, steadyFigure } from '../shared/figures.js';
+import { listed, newProblem, retryDelay } from '../kit.js';
 import { observePool } from './observe.js';
 import { planPool, type PoolStep } from './plan.js';
 import {
   DELETION_BLOCKED,
   READY,
-  listed,
-  newProblem,
   nodeEntry,
   notSelectedStatus,
   poolNodeStatus,
-  retryDelay,
   type PoolNodeFacts,
 } from './status.js';
 
@@ -119,7 +117,7 @@ async function removeFromNode(
   if (!pool.metadata.deletionTimestamp && nodeEntry(pool, ctx.nodeName)) {
     await ctx.applyNodeStatus(KIND, pool, notSelectedStatus(pool, ctx.nodeName, [], ctx.now()));
   }
-  forgetFigures(`${KIND}/${pool.metadata.uid}`);
+  forgetFigures(ctx.host.figures, `${KIND}/${pool.metadata.uid}`);
   await ctx.removeFinalizer(KIND, pool, nodeFinalizer(ctx.nodeName));
   return done;
 }
@@ -168,6 +166,11 @@ function steady(pool: StoragePool, facts: PoolNodeFacts, ctx: ControllerContext)
   const { observed } = facts;
   if (observed.found !== 'ours') return facts;
   const { state, ...bytes } = observed.figures;
-  const shown = steadyFigure(`${KIND}/${pool.metadata.uid}`, bytes, ctx.now().getTime());
+  const shown = steadyFigure(
+    ctx.host.figures,
+    `${KIND}/${pool.metadata.uid}`,
+    bytes,
+    ctx.now().getTime(),
+  );
   return { ...facts, observed: { ...observed, figures: { state, ...shown } } };
 }

@@ -4,44 +4,19 @@
 // rounded down to whole MiB and refreshed at most once a minute (figures.ts), so the free
 // space of a busy disk does not make every pass a write.
 import {
-  findCondition,
   removeCondition,
   setCondition,
   type Condition,
   type ConditionUpdate,
 } from '../../api/conditions.js';
 import type { StoragePool, StoragePoolStatusNode } from '../../api/generated/types.js';
-import type { Problem } from './act.js';
+import { bytesQuantity, floorMiB } from '../../api/quantity.js';
+import { listed, type Problem } from '../kit.js';
 import type { ObservedPool } from './observe.js';
 
 export const READY = 'Ready';
 export const DELETION_BLOCKED = 'DeletionBlocked';
 const OWN_TYPES = [READY, DELETION_BLOCKED];
-
-const KiB = 1024n;
-const MiB = KiB * KiB;
-const SUFFIXES = ['Ki', 'Mi', 'Gi', 'Ti', 'Pi', 'Ei'];
-
-/**
- * An exact byte count as a Kubernetes quantity with the largest binary suffix that divides it
- * ("100Gi", "1536Mi", "4097"): what kubectl would print, and equal to what parseQuantity reads.
- */
-export function bytesQuantity(bytes: bigint): string {
-  if (bytes < 0n) throw new RangeError(`a byte count cannot be negative: ${bytes}`);
-  let value = bytes;
-  let suffix = '';
-  for (const next of SUFFIXES) {
-    if (value === 0n || value % KiB !== 0n) break;
-    value /= KiB;
-    suffix = next;
-  }
-  return `${value}${suffix}`;
-}
-
-/** Whole MiB, rounded down. */
-export function floorMiB(bytes: bigint): bigint {
-  return (bytes / MiB) * MiB;
-}
 
 export function nodeEntry(pool: StoragePool, nodeName: string): StoragePoolStatusNode | undefined {
   return pool.status?.nodes?.find((n) => n.nodeName === nodeName);
@@ -168,37 +143,3 @@ function conditionsFor(
 }
 
 /** At most ten names, so a message stays readable for a pool holding thousands of volumes. */
-export function listed(names: readonly string[]): string {
-  const shown = [...names].sort().slice(0, 10).join(', ');
-  return names.length > 10 ? `${shown} and ${names.length - 10} more` : shown;
-}
-
-export const RETRY_MIN_MS = 5_000;
-export const RETRY_MAX_MS = 300_000;
-
-/**
- * How long to wait before retrying a problem only the host can fix: as long as the condition
- * has been False so far, between 5 s and 5 min. This doubles the wait on each retry without
- * any state besides the condition itself, and a fresh problem is retried quickly.
- */
-export function retryDelay(condition: Condition | undefined, now: Date): number {
-  if (!condition || condition.status !== 'False') return RETRY_MIN_MS;
-  const elapsed = now.getTime() - Date.parse(condition.lastTransitionTime);
-  if (!Number.isFinite(elapsed)) return RETRY_MIN_MS;
-  return Math.min(RETRY_MAX_MS, Math.max(RETRY_MIN_MS, elapsed));
-}
-
-/**
- * The condition of `type` when it newly reports a problem (False now, and before it was True,
- * absent or False for another reason): the moment to emit one Warning Event, not one per pass.
- */
-export function newProblem(
-  before: readonly Condition[] | undefined,
-  after: readonly Condition[] | undefined,
-  type: string,
-): Condition | undefined {
-  const next = findCondition(after, type);
-  if (!next || next.status !== 'False') return undefined;
-  const prev = findCondition(before, type);
-  return prev && prev.status === 'False' && prev.reason === next.reason ? undefined : next;
-}

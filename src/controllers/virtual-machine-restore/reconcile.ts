@@ -4,57 +4,46 @@
 //
 // Exactly once: Succeeded and Failed are terminal; the marker (desired.ts) tells a pass after a
 // crash whether the revert already happened. While a restore runs, the VirtualMachine
-// controller stands aside (restoreInProgress), so it neither redefines the domain (which would
+// controller stands aside (../shared/restores.ts), so it neither redefines the domain (which would
 // drop the marker) nor starts or stops it mid-revert; afterwards its runStrategy applies.
 import type {
   VirtualMachine,
   VirtualMachineRestore,
   VirtualMachineSnapshot,
 } from '../../api/generated/types.js';
-import { done, requeueAfter, splitKey, type Action, type ControllerContext } from '../context.js';
-import { observeMachineDomain, observeSnapshot } from '../virtual-machine-snapshot/observe.js';
+import {
+  done,
+  requeueAfter,
+  type Action,
+  type ControllerContext,
+  type KindReconcile,
+} from '../context.js';
+import { observeMachineDomain, observeSnapshot } from '../shared/machine-snapshot.js';
 import { powerOff, revert, setMarker } from './act.js';
 import { isMarkerOf } from './desired.js';
 import { observeMarker } from './observe.js';
 import { needsPowerOff, planRestore } from './plan.js';
 import { restoreStatus, type RestoreFacts } from './status.js';
+import { cachedByKey } from '../kit.js';
 
 const KIND = 'VirtualMachineRestore';
 const WAIT_MS = 5_000;
 
-/**
- * Machines (by uid) whose restore this process is running, with the restore's uid: the
- * cache shows InProgress only once our own write comes back through the watch.
- */
-const running = new Map<string, string>();
-
-/** Whether the VirtualMachine controller must leave `vm` alone: a restore of it is running. */
-export function restoreInProgress(vm: VirtualMachine, ctx: ControllerContext): boolean {
-  if (running.has(String(vm.metadata.uid))) return true;
-  return ctx
-    .list<VirtualMachineRestore>(KIND)
-    .some(
-      (r) =>
-        r.metadata.namespace === vm.metadata.namespace &&
-        r.spec.vmName === vm.metadata.name &&
-        r.status?.phase === 'InProgress',
-    );
-}
-
-export async function reconcileVirtualMachineRestore(
-  key: string,
-  ctx: ControllerContext,
-): Promise<Action> {
-  const { namespace, name } = splitKey(key);
-  const restore = ctx.get<VirtualMachineRestore>(KIND, namespace, name);
+export const reconcileVirtualMachineRestore: KindReconcile = async (key, ctx) => {
+  const restore = cachedByKey<VirtualMachineRestore>(ctx, KIND, key);
   if (!restore || restore.metadata.deletionTimestamp) return done;
-  const found = ctx.get<VirtualMachine>('VirtualMachine', namespace, restore.spec.vmName);
+  const found = ctx.get<VirtualMachine>(
+    'VirtualMachine',
+    restore.metadata.namespace,
+    restore.spec.vmName,
+  );
   // Another node's machine (or none): the agent of its node, if any, acts.
   if (!found || found.spec.nodeName !== ctx.nodeName) return done;
   const phase = restore.status?.phase;
   if (phase === 'Succeeded' || phase === 'Failed') return done;
   const vmUid = String(found.metadata.uid);
   const uid = String(restore.metadata.uid);
+  const running = ctx.host.restores;
   const other = running.get(vmUid);
   if ((other !== undefined && other !== uid) || anotherInProgress(restore, ctx)) {
     await report(ctx, restore, {
@@ -71,7 +60,7 @@ export async function reconcileVirtualMachineRestore(
     // The machine's controller, which stood aside, looks again on its own (it requeues).
     running.delete(vmUid);
   }
-}
+};
 
 async function converge(
   restore: VirtualMachineRestore,

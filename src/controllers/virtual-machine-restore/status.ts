@@ -14,12 +14,9 @@ export function restoreStatus(
   facts: RestoreFacts,
   now: Date,
 ): VirtualMachineRestoreStatus {
-  const generation = restore.metadata.generation ?? 0;
   const previous = restore.status;
-  const status: VirtualMachineRestoreStatus = {
-    phase: facts.phase,
-    observedGeneration: generation,
-  };
+  const observedGeneration = restore.metadata.generation ?? 0;
+  const status: VirtualMachineRestoreStatus = { phase: facts.phase, observedGeneration };
   const startTime =
     previous?.startTime ?? (facts.phase === 'Pending' ? undefined : conditionTime(now));
   if (startTime !== undefined) status.startTime = startTime;
@@ -33,14 +30,14 @@ export function restoreStatus(
           status: 'True',
           reason: 'Restored',
           message: facts.message,
-          observedGeneration: generation,
+          observedGeneration,
         }
       : {
           type: 'Ready',
           status: 'False',
           reason: facts.reason,
           message: facts.message,
-          observedGeneration: generation,
+          observedGeneration,
         },
     now,
   );

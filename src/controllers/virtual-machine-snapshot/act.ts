@@ -12,7 +12,7 @@ import {
   isTimeout,
 } from '../../libvirt/errors.js';
 import { buildSnapshotXML, type SnapshotDocument } from '../../libvirt/xml/snapshot.js';
-import { observeSnapshot, type FoundSnapshot } from './observe.js';
+import { observeSnapshot, type FoundSnapshot } from '../shared/machine-snapshot.js';
 
 /**
  * A guest agent that is configured but never answers must not hold a snapshot up: libvirt's

@@ -1,1 +1,23 @@
+// The VirtualMachineSnapshot controller: the agent of the machine's node takes the libvirt
+// snapshot. Every agent watches them all (they name a machine, not a node) and acts on those
+// whose machine is in its cache.
+import { keyOf } from '../context.js';
+import { INDEX_VM, snapshotIndexes } from '../indexes.js';
+import type { ControllerModule } from '../module.js';
+import { reconcileVirtualMachineSnapshot } from './reconcile.js';
+
 export { reconcileVirtualMachineSnapshot } from './reconcile.js';
+
+export const virtualMachineSnapshot: ControllerModule = {
+  kind: 'VirtualMachineSnapshot',
+  watch: 'cluster',
+  reconcile: reconcileVirtualMachineSnapshot,
+  indexes: snapshotIndexes,
+  triggers: [
+    // A machine's snapshots follow it (its deletion deletes its snapshots).
+    {
+      from: 'VirtualMachine',
+      keys: (c, cache) => cache.keysByIndex('VirtualMachineSnapshot', INDEX_VM, keyOf(c.obj)),
+    },
+  ],
+};

@@ -2,7 +2,7 @@
 // Pure. A snapshot is taken once: after that the pass only checks that libvirt still has it.
 import type { VirtualMachineSnapshot } from '../../api/generated/types.js';
 import { parseRecord, type SnapshotDecision, type SnapshotRecord } from './desired.js';
-import type { FoundSnapshot } from './observe.js';
+import type { FoundSnapshot } from '../shared/machine-snapshot.js';
 
 export type SnapshotStep =
   /** The machine has no domain here yet (being defined): look again shortly. */

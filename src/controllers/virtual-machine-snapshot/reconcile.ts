@@ -16,46 +16,50 @@ import {
   done,
   nodeFinalizer,
   requeueAfter,
-  splitKey,
   type Action,
   type ControllerContext,
+  type KindReconcile,
 } from '../context.js';
 import { deleteSnapshot, takeSnapshot, thaw } from './act.js';
 import { desiredSnapshot, libvirtSnapshotName, recordDescription } from './desired.js';
-import { observeMachineDomain, observeSnapshot, type MachineDomain } from './observe.js';
+import {
+  observeMachineDomain,
+  observeSnapshot,
+  type MachineDomain,
+} from '../shared/machine-snapshot.js';
 import { planSnapshot } from './plan.js';
 import { snapshotStatus, type SnapshotFacts } from './status.js';
+import { cachedByKey, withFinalizer } from '../kit.js';
 
 const KIND = 'VirtualMachineSnapshot';
 /** A machine whose domain is being defined gets it within seconds. */
 const WAIT_MS = 5_000;
 
-export async function reconcileVirtualMachineSnapshot(
-  key: string,
-  ctx: ControllerContext,
-): Promise<Action> {
-  const { namespace, name } = splitKey(key);
-  const snap = ctx.get<VirtualMachineSnapshot>(KIND, namespace, name);
+export const reconcileVirtualMachineSnapshot: KindReconcile = async (key, ctx) => {
+  const snap = cachedByKey<VirtualMachineSnapshot>(ctx, KIND, key);
   if (!snap) return done;
   const finalizer = nodeFinalizer(ctx.nodeName);
   const held = snap.metadata.finalizers?.includes(finalizer) ?? false;
-  const found = ctx.get<VirtualMachine>('VirtualMachine', namespace, snap.spec.vmName);
+  const found = ctx.get<VirtualMachine>(
+    'VirtualMachine',
+    snap.metadata.namespace,
+    snap.spec.vmName,
+  );
   const vm = found?.spec.nodeName === ctx.nodeName ? found : undefined;
   // Another node's machine, or no machine, and never ours: not ours to touch.
   if (!vm && !held) return done;
-  // The finalizer table: deleting with our finalizer -> delete the libvirt snapshot; without
-  // it -> nothing of ours exists; alive without it -> add it before taking anything.
-  if (snap.metadata.deletionTimestamp)
-    return held ? removeSnapshot(snap, vm, finalizer, ctx) : done;
   // The machine is gone or going: its snapshots go with it (the machine's own removal deletes
   // what is left in libvirt before it undefines the domain).
-  if (!vm || vm.metadata.deletionTimestamp) {
+  if (!snap.metadata.deletionTimestamp && (!vm || vm.metadata.deletionTimestamp)) {
     await ctx.deleteObject(KIND, snap);
     return done;
   }
-  const current = held ? snap : await ctx.ensureFinalizer(KIND, snap, finalizer);
-  return converge(current, vm, ctx);
-}
+  return withFinalizer(ctx, KIND, snap, finalizer, {
+    // Not deleting: the machine is here and alive (above).
+    apply: (snap) => (vm ? converge(snap, vm, ctx) : Promise.resolve(done)),
+    cleanup: (snap) => removeSnapshot(snap, vm, finalizer, ctx),
+  });
+};
 
 async function converge(
   snap: VirtualMachineSnapshot,

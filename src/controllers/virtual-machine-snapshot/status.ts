@@ -5,7 +5,7 @@ import type {
   VirtualMachineSnapshotStatus,
 } from '../../api/generated/types.js';
 import type { SnapshotRecord } from './desired.js';
-import type { FoundSnapshot } from './observe.js';
+import type { FoundSnapshot } from '../shared/machine-snapshot.js';
 
 export const READY = 'Ready';
 

@@ -41,6 +41,7 @@ import {
   type Serial,
 } from '../../libvirt/xml/domain.js';
 import { cloudInitImage, type CloudInitImage } from './cloud-init.js';
+import type { Problem } from '../kit.js';
 
 export const CONSOLE_LOG_ANNOTATION = 'virt.dev/console-log';
 /** Seconds between the balloon driver's memory statistics (virDomainMemoryStats). */
@@ -51,12 +52,6 @@ export const HOTPLUG_PORTS = 8;
 /** Devices besides disks and NICs that take a root port: balloon, virtio-serial, USB, SCSI. */
 const OTHER_PCI_DEVICES = 4;
 const ARCH = 'x86_64';
-
-/** Why the host cannot build the domain yet; becomes a False condition and a Warning Event. */
-export interface Problem {
-  reason: string;
-  message: string;
-}
 
 export interface VolumeSource {
   path: string;

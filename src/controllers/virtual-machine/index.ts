@@ -1,6 +1,31 @@
 // The VirtualMachine controller: the agent of spec.nodeName defines the machine as a libvirt
 // domain named <namespace>_<name> with the machine's UUID, keeps its power state as
 // spec.runStrategy asks, applies memory and vCPU changes live, and reports what it observes.
+import { keyOf } from '../context.js';
+import { INDEX_NETWORK, INDEX_VOLUME, partOfVm, vmIndexes } from '../indexes.js';
+import type { ControllerModule } from '../module.js';
+import { reconcileVirtualMachine } from './reconcile.js';
+
 export { reconcileVirtualMachine } from './reconcile.js';
-export { machineOfDomain, machinesOnNetwork, machinesUsingVolume } from './enqueue.js';
 export { CONSOLE_LOG_ANNOTATION } from './desired.js';
+
+export const virtualMachine: ControllerModule = {
+  kind: 'VirtualMachine',
+  watch: 'node',
+  reconcile: reconcileVirtualMachine,
+  indexes: vmIndexes,
+  hostEvents: 'domain',
+  triggers: [
+    // A machine's status names its Volumes' paths and waits for them and its networks.
+    {
+      from: 'Volume',
+      keys: (c, cache) => cache.keysByIndex('VirtualMachine', INDEX_VOLUME, keyOf(c.obj)),
+    },
+    {
+      from: 'VirtualNetwork',
+      keys: (c, cache) => cache.keysByIndex('VirtualMachine', INDEX_NETWORK, keyOf(c.obj)),
+    },
+    // A running restore holds its machine back; the machine goes on once it ends.
+    { from: 'VirtualMachineRestore', keys: (c) => partOfVm(c.obj) },
+  ],
+};

@@ -12,13 +12,14 @@ import type { Domain } from '../../libvirt/domain.js';
 import {
   isConnectionError,
   isLibvirtError,
-  isNotFound,
   isTimeout,
   isUnsupported,
 } from '../../libvirt/errors.js';
 import { identityOf, type OwnershipStamp } from '../../ownership/metadata.js';
+import { isOurStamp } from '../shared/machine-snapshot.js';
 import { parseDomainXML, type DomainDocument } from '../../libvirt/xml/domain.js';
 import { cloudInitDir, cloudInitPrefix } from './cloud-init.js';
+import { absentIfNotFound } from '../shared/absent.js';
 
 export interface PowerState {
   /** libvirt's state name: running, blocked, paused, shutdown, shutoff, crashed, pmsuspended. */
@@ -106,20 +107,7 @@ export async function observeDomain(conn: Connect, vm: VirtualMachine): Promise<
   return { state: 'foreign', clash: 'name', name: who.name, uuid: who.uuid, stamp: who.stamp };
 }
 
-function absentOn(err: unknown): undefined {
-  if (isNotFound(err, 'domain')) return undefined;
-  throw err;
-}
-
-export function isOurStamp(stamp: OwnershipStamp | undefined, vm: VirtualMachine): boolean {
-  return (
-    stamp !== undefined &&
-    stamp.kind === 'VirtualMachine' &&
-    stamp.namespace === vm.metadata.namespace &&
-    stamp.name === vm.metadata.name &&
-    stamp.uid === vm.metadata.uid
-  );
-}
+const absentOn = absentIfNotFound('domain');
 
 async function describe(domain: Domain, vm: VirtualMachine): Promise<ObservedDomain> {
   const xml = await domain.getXMLDesc();

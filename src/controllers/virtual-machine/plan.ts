@@ -38,6 +38,7 @@ import {
 import { changedFields } from '../../ownership/owned.js';
 import type { CloudInitImage } from './cloud-init.js';
 import type { ObservedMachine, OursDomain } from './observe.js';
+import { diskLetters } from './desired.js';
 
 /** The condition that remembers why and since when the operator is stopping the domain. */
 export const SHUTDOWN_CONDITION = 'ShutdownRequested';
@@ -398,19 +399,9 @@ export function deviceSteps(
 function withFreeTarget(disk: Disk, used: Set<string>): Disk {
   let dev = disk.target.dev;
   const prefix = dev.slice(0, 2);
-  for (let i = 0; used.has(dev); i++) dev = prefix + letters(i);
+  for (let i = 0; used.has(dev); i++) dev = prefix + diskLetters(i);
   used.add(dev);
   return { ...disk, target: { ...disk.target, dev } };
-}
-
-function letters(index: number): string {
-  let n = index;
-  let s = '';
-  do {
-    s = String.fromCharCode(97 + (n % 26)) + s;
-    n = Math.floor(n / 26) - 1;
-  } while (n >= 0);
-  return s;
 }
 
 // ---- the plan ----

@@ -11,12 +11,12 @@ import {
   done,
   HOST_FINALIZER,
   requeueAfter,
-  splitKey,
   type Action,
   type ControllerContext,
+  type KindReconcile,
 } from '../context.js';
 import { INDEX_NETWORK } from '../indexes.js';
-import { restoreInProgress } from '../virtual-machine-restore/index.js';
+import { restoreInProgress } from '../shared/restores.js';
 import { actMachine, type StepFailure } from './act.js';
 import {
   consoleLogFile,
@@ -49,8 +49,8 @@ import {
   nameConflict,
   retryDelayMs,
   stepEvents,
-  type Problem,
 } from './status.js';
+import { cachedByKey, withFinalizer, type Problem } from '../kit.js';
 
 const KIND = 'VirtualMachine';
 /** While a fresh guest has no address yet, look for DHCP leases this often, this long. */
@@ -61,24 +61,19 @@ const ADDRESS_POLL_WINDOW_MS = 300_000;
 /** How soon to look again at a machine that a restore is reverting. */
 const RESTORE_WAIT_MS = 1_000;
 
-export async function reconcileVirtualMachine(
-  key: string,
-  ctx: ControllerContext,
-): Promise<Action> {
-  const { namespace, name } = splitKey(key);
-  const vm = ctx.get<VirtualMachine>(KIND, namespace, name);
+export const reconcileVirtualMachine: KindReconcile = async (key, ctx) => {
+  const vm = cachedByKey<VirtualMachine>(ctx, KIND, key);
   // Another node's machine is never ours to touch (the agent's field selector keeps them away).
   if (!vm || vm.spec.nodeName !== ctx.nodeName) return done;
-  const held = vm.metadata.finalizers?.includes(HOST_FINALIZER) ?? false;
-  // The finalizer table: deleting with our finalizer -> clean the host; deleting without it ->
-  // nothing of ours is there; alive without it -> add it before anything exists on the host,
-  // so nothing is ever orphaned; alive with it -> converge.
-  if (vm.metadata.deletionTimestamp) return held ? removeFromHost(vm, ctx) : done;
   // A restore is reverting the domain: redefining, starting or stopping it now would fight
   // the revert. Look again shortly; afterwards runStrategy applies as usual.
-  if (restoreInProgress(vm, ctx)) return requeueAfter(RESTORE_WAIT_MS);
-  return materialise(held ? vm : await ctx.ensureFinalizer(KIND, vm, HOST_FINALIZER), ctx);
-}
+  if (!vm.metadata.deletionTimestamp && restoreInProgress(vm, ctx))
+    return requeueAfter(RESTORE_WAIT_MS);
+  return withFinalizer(ctx, KIND, vm, HOST_FINALIZER, {
+    apply: (vm) => materialise(vm, ctx),
+    cleanup: (vm) => removeFromHost(vm, ctx),
+  });
+};
 
 async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<Action> {
   const conn = ctx.libvirt();

@@ -20,7 +20,8 @@ import type {
   VirtualNetwork,
 } from '../../api/generated/types.js';
 import { ownedDomainFields, type DomainDocument } from '../../libvirt/xml/domain.js';
-import { interfaceMacs, type Problem } from './desired.js';
+import { failingForDelay, turnedBad, type Problem } from '../kit.js';
+import { interfaceMacs } from './desired.js';
 import type { ForeignDomain, ObservedDomain, OursDomain } from './observe.js';
 import {
   DETACH_CONDITION,
@@ -33,8 +34,6 @@ import {
   type ShutdownReason,
   type StartKind,
 } from './plan.js';
-
-export type { Problem } from './desired.js';
 
 type Phase = NonNullable<VirtualMachineStatus['phase']>;
 
@@ -433,15 +432,8 @@ export function conditionEvents(
   after: VirtualMachineStatus,
 ): MachineEvent[] {
   const events: MachineEvent[] = [];
-  const changed = (type: string, bad: string) => {
-    const now = findCondition(after.conditions, type);
-    const was = findCondition(before?.conditions, type);
-    if (now?.status !== bad) return undefined;
-    if (was?.status === bad && was.reason === now.reason && was.message === now.message) {
-      return undefined;
-    }
-    return now;
-  };
+  const changed = (type: string, bad: 'True' | 'False') =>
+    turnedBad(before?.conditions, after.conditions, type, bad);
   const synced = changed('Synced', 'False');
   if (synced && synced.reason !== 'NotCreated' && synced.reason !== 'Detaching') {
     events.push({ type: 'Warning', reason: synced.reason, message: synced.message });
@@ -584,8 +576,7 @@ export function retryDelayMs(status: VirtualMachineStatus, now: Date): number {
   const synced = findCondition(conditions, 'Synced');
   const since = (synced?.status === 'False' ? synced : findCondition(conditions, 'Ready'))
     ?.lastTransitionTime;
-  const failingFor = since ? now.getTime() - Date.parse(since) : 0;
-  return Math.min(MAX_RETRY_MS, Math.max(MIN_RETRY_MS, failingFor));
+  return failingForDelay(since, now, MIN_RETRY_MS, MAX_RETRY_MS);
 }
 
 /** The address families a network hands out by DHCP. */

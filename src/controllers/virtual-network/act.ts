@@ -22,7 +22,8 @@ import {
 } from '../../libvirt/errors.js';
 import type { Network } from '../../libvirt/network.js';
 import { buildDhcpHostXML, buildDnsHostXML, buildNetworkXML } from '../../libvirt/xml/network.js';
-import type { NetworkStep, Problem, UpdateScope } from './plan.js';
+import type { Problem } from '../kit.js';
+import type { NetworkStep, UpdateScope } from './plan.js';
 
 export interface StepFailure {
   step: NetworkStep;

@@ -12,6 +12,7 @@ import { parseNetworkXML, type NetworkDocument } from '../../libvirt/xml/network
 import { hostUUID, INDEX_NETWORK } from '../indexes.js';
 import { networkUuid } from './desired.js';
 import type { ControllerContext } from '../context.js';
+import { absentIfNotFound } from '../shared/absent.js';
 
 export interface OursNetwork {
   state: 'ours';
@@ -62,10 +63,7 @@ function foreign(network: Network, stamp: OwnershipStamp | undefined): ForeignNe
   return { state: 'foreign', name: network.getName(), uuid: network.getUUIDString(), stamp };
 }
 
-function absentOn(err: unknown): undefined {
-  if (isNotFound(err, 'network')) return undefined;
-  throw err;
-}
+const absentOn = absentIfNotFound('network');
 
 async function describe(network: Network, vnet: VirtualNetwork): Promise<ObservedNetwork> {
   const xml = await network.getXMLDesc();

@@ -16,12 +16,7 @@ import type { DhcpHost, DnsHost, NetworkDocument, NetworkIp } from '../../libvir
 import type { VirtualNetwork } from '../../api/generated/types.js';
 import { bridgeName, desiredNetwork, modeOf, unsupportedSpec, unusableAddress } from './desired.js';
 import type { ObservedNetwork, OursNetwork } from './observe.js';
-
-/** Why the network is not Ready on this node; becomes Ready=False and a Warning Event. */
-export interface Problem {
-  reason: string;
-  message: string;
-}
+import type { Problem } from '../kit.js';
 
 export type UpdateScope = 'live' | 'liveAndConfig';
 

@@ -7,7 +7,9 @@ import {
   requeueAfter,
   type Action,
   type ControllerContext,
+  type KindReconcile,
 } from '../context.js';
+import { withFinalizer } from '../kit.js';
 import { actNetwork } from './act.js';
 import { bridgeName, modeOf, wantedOn } from './desired.js';
 import { hostBridgeExists, observeNetwork, runningUsers } from './observe.js';
@@ -25,14 +27,10 @@ const KIND = 'VirtualNetwork';
 /** How soon to look again when the selector needs this node's labels and the Node is unknown. */
 const NODE_UNKNOWN_RETRY_MS = 30_000;
 
-export async function reconcileVirtualNetwork(
-  key: string,
-  ctx: ControllerContext,
-): Promise<Action> {
+export const reconcileVirtualNetwork: KindReconcile = async (key, ctx) => {
   // 1. The object, from the cache; gone means every agent's finalizer has let it go.
-  const cached = ctx.get<VirtualNetwork>(KIND, undefined, key);
-  if (!cached) return done;
-  let vnet = cached;
+  const vnet = ctx.get<VirtualNetwork>(KIND, undefined, key);
+  if (!vnet) return done;
   const nodeName = ctx.nodeName;
   // 2. The finalizer table. Our finalizer goes on before anything exists on the host and comes
   //    off only once the host is clean: nothing is orphaned, and deletion waits for this node.
@@ -45,12 +43,21 @@ export async function reconcileVirtualNetwork(
     return requeueAfter(NODE_UNKNOWN_RETRY_MS);
   }
   const finalizer = nodeFinalizer(nodeName);
-  const held = vnet.metadata.finalizers?.includes(finalizer) ?? false;
-  if (want === 'absent' && !held) return done;
-  // Go on with the object the patch returned: its resourceVersion is the one the status
-  // write must carry (the cached object's would be a certain 409 and a lost pass).
-  if (want === 'present' && !held) vnet = await ctx.ensureFinalizer(KIND, vnet, finalizer);
+  return withFinalizer(ctx, KIND, vnet, finalizer, {
+    wanted: want === 'present',
+    apply: (vnet) => converge(vnet, 'present', finalizer, ctx),
+    cleanup: (vnet) => converge(vnet, 'absent', finalizer, ctx),
+  });
+};
 
+/** One pass towards `want` on this host, once the finalizer table said to act. */
+async function converge(
+  vnet: VirtualNetwork,
+  want: 'present' | 'absent',
+  finalizer: string,
+  ctx: ControllerContext,
+): Promise<Action> {
+  const nodeName = ctx.nodeName;
   // 3. Observe, plan, act.
   const conn = ctx.libvirt();
   const before = await observeNetwork(conn, vnet);

@@ -7,9 +7,8 @@ import { findCondition, setCondition, type Condition } from '../../api/condition
 import type { VirtualNetwork, VirtualNetworkStatusNode } from '../../api/generated/types.js';
 import { done, requeueAfter, type Action } from '../context.js';
 import type { ObservedNetwork } from './observe.js';
-import type { NetworkStep, Problem } from './plan.js';
-
-export type { Problem } from './plan.js';
+import { failingForDelay, turnedBad, type Problem } from '../kit.js';
+import type { NetworkStep } from './plan.js';
 
 export function nodeEntryOf(
   vnet: VirtualNetwork,
@@ -113,11 +112,13 @@ export function conditionEvents(
 ): NodeEvent[] {
   const events: NodeEvent[] = [];
   for (const type of ['Ready', 'RestartRequired']) {
-    const bad = type === 'Ready' ? 'False' : 'True';
-    const now = findCondition(after.conditions, type);
-    const was = findCondition(before?.conditions, type);
-    if (now?.status !== bad) continue;
-    if (was?.status === bad && was.reason === now.reason && was.message === now.message) continue;
+    const now = turnedBad(
+      before?.conditions,
+      after.conditions,
+      type,
+      type === 'Ready' ? 'False' : 'True',
+    );
+    if (!now) continue;
     events.push({
       type: 'Warning',
       reason: type === 'Ready' ? now.reason : type,
@@ -194,8 +195,7 @@ const MAX_RETRY_MS = 300_000;
  */
 export function retryDelayMs(entry: VirtualNetworkStatusNode, now: Date): number {
   const since = findCondition(entry.conditions, 'Ready')?.lastTransitionTime;
-  const failingFor = since ? now.getTime() - Date.parse(since) : 0;
-  return Math.min(MAX_RETRY_MS, Math.max(MIN_RETRY_MS, failingFor));
+  return failingForDelay(since, now, MIN_RETRY_MS, MAX_RETRY_MS);
 }
 
 /**

@@ -14,11 +14,7 @@ import { buildVolumeXML } from '../../libvirt/xml/volume.js';
 import type { ReadyPool } from './observe.js';
 import type { VolumeStep } from './plan.js';
 import { withPoolLock } from './pool-lock.js';
-
-export interface Problem {
-  reason: string;
-  message: string;
-}
+import type { Problem } from '../kit.js';
 
 export interface VolumeActOutcome {
   done: VolumeStep['op'][];
@@ -36,7 +32,7 @@ export async function applyVolumeSteps(
 ): Promise<VolumeActOutcome> {
   const outcome: VolumeActOutcome = { done: [] };
   if (steps.length === 0) return outcome;
-  await withPoolLock(pool.name, async () => {
+  await withPoolLock(pool.locks, pool.name, async () => {
     for (const step of steps) {
       try {
         await applyStep(pool, target, source, step);
@@ -90,7 +86,7 @@ async function applyStep(
 
 /** Deletes a volume file (Delete policy); one already gone is fine. */
 export async function deleteVolumeFile(pool: ReadyPool, vol: StorageVol): Promise<void> {
-  await withPoolLock(pool.name, () =>
+  await withPoolLock(pool.locks, pool.name, () =>
     vol.delete(0).catch((err: unknown) => {
       if (!isNotFound(err, 'storageVol')) throw err;
     }),
@@ -109,7 +105,7 @@ export async function uploadImage(
   file: string,
   fileSize: bigint,
 ): Promise<Problem | undefined> {
-  return withPoolLock(pool.name, async () => {
+  return withPoolLock(pool.locks, pool.name, async () => {
     const xml = buildVolumeXML({ name, capacity: fileSize, allocation: 0n, format: 'raw' });
     let vol: StorageVol;
     try {

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { VolumeSpecSourceHttp, VolumeStatusProgress } from '../../api/generated/types.js';
-import type { Problem } from './act.js';
+import type { Problem } from '../kit.js';
 
 export interface ImageInfo {
   format: 'qcow2' | 'raw';
@@ -173,7 +173,8 @@ export interface ImportJob {
   shown?: { bytesDone: number; bytesTotal?: number; atMs: number };
 }
 
-const jobs = new Map<string, ImportJob>();
+/** Import jobs by Volume uid: the agent's HostState holds them for the process's life. */
+export type ImportJobs = Map<string, ImportJob>;
 
 /** Waits between failed downloads: 10 s, doubling, at most 5 min. */
 export function importRetryDelay(attempts: number): number {
@@ -197,7 +198,7 @@ export function shownProgress(
   return progressOf(job.shown.bytesDone, job.shown.bytesTotal);
 }
 
-export function importJob(uid: string): ImportJob | undefined {
+export function importJob(jobs: ImportJobs, uid: string): ImportJob | undefined {
   return jobs.get(uid);
 }
 
@@ -207,10 +208,13 @@ export function importFile(stateDir: string, uid: string): string {
 
 /** Starts the download unless one is running or verified; a failed one is started again. */
 export function startImport(
+  jobs: ImportJobs,
   uid: string,
   source: VolumeSpecSourceHttp,
   format: 'qcow2' | 'raw',
   stateDir: string,
+  /** The context's clock, read when a download fails. */
+  now: () => Date,
 ): ImportJob {
   const existing = jobs.get(uid);
   if (existing && (existing.state === 'downloading' || existing.state === 'verified'))
@@ -245,7 +249,7 @@ export function startImport(
         err instanceof ImportError
           ? { reason: err.reason, message: err.message }
           : { reason: 'ImportFailed', message: String(err) },
-        Date.now(),
+        now().getTime(),
       );
     },
   );
@@ -281,7 +285,7 @@ export function withRetry(
 }
 
 /** Stops a download and removes its file; safe when there is none. */
-export async function cancelImport(uid: string, stateDir: string): Promise<void> {
+export async function cancelImport(jobs: ImportJobs, uid: string, stateDir: string): Promise<void> {
   jobs.get(uid)?.abort.abort();
   jobs.delete(uid);
   await rm(importFile(stateDir, uid), { force: true });
@@ -293,12 +297,14 @@ export async function cancelImport(uid: string, stateDir: string): Promise<void>
  * Returns the problem as status shows it (with the retry time).
  */
 export async function failImport(
+  jobs: ImportJobs,
   uid: string,
   stateDir: string,
   problem: Problem,
+  nowMs: number,
 ): Promise<Problem> {
   const job = jobs.get(uid);
-  const shown = job ? markFailed(job, problem, Date.now()) : problem;
+  const shown = job ? markFailed(job, problem, nowMs) : problem;
   await rm(importFile(stateDir, uid), { force: true });
   return shown;
 }
@@ -308,13 +314,13 @@ export async function failImport(
  * that says Imported is back through the watch (forgetImport), so no pass working from an
  * older cached status takes the finished file for an interrupted upload.
  */
-export async function finishImport(uid: string, stateDir: string): Promise<void> {
+export async function finishImport(jobs: ImportJobs, uid: string, stateDir: string): Promise<void> {
   const job = jobs.get(uid);
   if (job) job.state = 'uploaded';
   await rm(importFile(stateDir, uid), { force: true });
 }
 
 /** Drops a finished job once the cached status records the import. */
-export function forgetImport(uid: string): void {
+export function forgetImport(jobs: ImportJobs, uid: string): void {
   if (jobs.get(uid)?.state === 'uploaded') jobs.delete(uid);
 }

@@ -8,8 +8,9 @@ import { isNotFound, isOperationInvalid } from '../../libvirt/errors.js';
 import type { StoragePool as LibvirtPool, StorageVol } from '../../libvirt/storage.js';
 import { parsePoolXML } from '../../libvirt/xml/pool.js';
 import { parseVolumeXML, type ObservedVolume } from '../../libvirt/xml/volume.js';
-import { lookupPool } from '../storage-pool/observe.js';
+import { lookupPool } from '../shared/pool.js';
 import type { SourceImage } from './desired.js';
+import type { PoolLocks } from './pool-lock.js';
 
 export interface NotReady {
   reason: 'PoolNotReady' | 'SourceNotReady';
@@ -21,9 +22,12 @@ export interface NotReady {
 export interface ReadyPool {
   name: string;
   handle: LibvirtPool;
+  /** This host's pool locks (pool-lock.ts): storage operations in one pool run one at a time. */
+  locks: PoolLocks;
 }
 
-export async function observePool(
+/** The pool a Volume's file goes in, when it exists on this host and runs. */
+export async function usablePool(
   ctx: ControllerContext,
   poolName: string,
 ): Promise<ReadyPool | NotReady> {
@@ -47,7 +51,7 @@ export async function observePool(
   if (!(await handle.isActive())) {
     return { reason: 'PoolNotReady', message: `StoragePool ${poolName} is not running ${at}` };
   }
-  return { name: poolName, handle };
+  return { name: poolName, handle, locks: ctx.host.poolLocks };
 }
 
 export interface HostVolume {
@@ -100,7 +104,7 @@ export async function observeSource(
   if (phase !== 'Available' && phase !== 'InUse') {
     return notReady(`source Volume ${key} is not Available yet (phase ${phase ?? 'unknown'})`);
   }
-  const pool = await observePool(ctx, source.spec.pool);
+  const pool = await usablePool(ctx, source.spec.pool);
   if ('reason' in pool) return notReady(`source Volume ${key}: ${pool.message}`);
   const found = await observeVolume(pool.handle, volumeFileName(source));
   if (!found?.doc.path)

@@ -99,8 +99,8 @@ export interface ImportState {
 
 /**
  * The next step of an HTTP import. The file's content can only be trusted once the upload
- * finished (the Imported condition); a file whose path our status records but that was never
- * completed is a partial upload and is replaced. `plannedPath` is where the file will be,
+ * finished (the Imported condition); a file whose path our status records but whose upload did
+ * not complete is a partial upload and is replaced. `plannedPath` is where the file will be,
  * needed once the download is verified.
  */
 export function planImport(

@@ -8,13 +8,12 @@ import {
   done,
   HOST_FINALIZER,
   requeueAfter,
-  splitKey,
   VOLUME_PROTECTION_FINALIZER,
   type Action,
   type ControllerContext,
 } from '../context.js';
-import { forgetFigures, steadyFigure } from '../storage-pool/figures.js';
-import { newProblem, retryDelay } from '../storage-pool/status.js';
+import { forgetFigures, steadyFigure } from '../shared/figures.js';
+import { cachedByKey, newProblem, retryDelay } from '../kit.js';
 import { applyVolumeSteps, deleteVolumeFile, uploadImage } from './act.js';
 import { desiredVolume, sourceKind, sourceVolumeName } from './desired.js';
 import {
@@ -29,7 +28,7 @@ import {
   startImport,
 } from './import.js';
 import {
-  observePool,
+  usablePool,
   observeSource,
   observeVolume,
   plannedPath,
@@ -47,9 +46,16 @@ export const PROGRESS_INTERVAL_MS = 3_000;
 
 type Pass = { facts: VolumeFacts; requeueMs?: number };
 
+/** What a pass knows once the pool is ready: the Volume, its pool, its file if any, its users. */
+interface FileInputs {
+  vol: Volume;
+  pool: ReadyPool;
+  found: HostVolume | undefined;
+  usedBy: VolumeFacts['usedBy'];
+}
+
 export async function reconcileVolume(key: string, ctx: ControllerContext): Promise<Action> {
-  const { namespace, name } = splitKey(key);
-  const cached = ctx.get<Volume>(KIND, namespace, name);
+  const cached = cachedByKey<Volume>(ctx, KIND, key);
   if (!cached || cached.spec.nodeName !== ctx.nodeName) return done;
   if (cached.metadata.deletionTimestamp) return removeVolume(cached, ctx);
   const usedBy = usersOf(cached, ctx);
@@ -63,22 +69,19 @@ export async function reconcileVolume(key: string, ctx: ControllerContext): Prom
     vol = await ctx.ensureFinalizer(KIND, vol, finalizer);
   }
 
-  const pool = await observePool(ctx, vol.spec.pool);
+  const pool = await usablePool(ctx, vol.spec.pool);
   if ('reason' in pool) return report(vol, { facts: { problem: pool, usedBy } }, ctx);
   const found = await observeVolume(pool.handle, volumeFileName(vol));
   const pass =
     sourceKind(vol) === 'http'
-      ? await convergeImport(vol, pool, found, usedBy, ctx)
-      : await convergeFile(vol, pool, found, usedBy, ctx);
+      ? await convergeImport({ vol, pool, found, usedBy }, ctx)
+      : await convergeFile({ vol, pool, found, usedBy }, ctx);
   return report(vol, pass, ctx);
 }
 
 /** Blank, clone and overlay volumes: create the file once, grow it when asked. */
 async function convergeFile(
-  vol: Volume,
-  pool: ReadyPool,
-  found: HostVolume | undefined,
-  usedBy: VolumeFacts['usedBy'],
+  { vol, pool, found, usedBy }: FileInputs,
   ctx: ControllerContext,
 ): Promise<Pass> {
   const kind = sourceKind(vol);
@@ -106,27 +109,27 @@ async function convergeFile(
 
 /** HTTP sources: download and verify in the background, then create and upload the file. */
 async function convergeImport(
-  vol: Volume,
-  pool: ReadyPool,
-  found: HostVolume | undefined,
-  usedBy: VolumeFacts['usedBy'],
+  { vol, pool, found, usedBy }: FileInputs,
   ctx: ControllerContext,
 ): Promise<Pass> {
   const uid = String(vol.metadata.uid);
   const http = vol.spec.source!.http!;
-  const job = importJob(uid);
+  const job = importJob(ctx.host.imports, uid);
   const name = volumeFileName(vol);
   const planned =
     !found && job?.state === 'verified' ? await plannedPath(pool.handle, name) : undefined;
-  const decision = planImport(vol, found?.doc, job, Date.now(), planned);
+  const decision = planImport(vol, found?.doc, job, ctx.now().getTime(), planned);
   const importing = (path?: string) => ({
-    progress: job ? shownProgress(job, Date.now(), PROGRESS_INTERVAL_MS) : progressOf(0, undefined),
+    progress: job
+      ? shownProgress(job, ctx.now().getTime(), PROGRESS_INTERVAL_MS)
+      : progressOf(0, undefined),
     ...(path ? { path } : {}),
   });
   switch (decision.do) {
     case 'converged':
-      if (findCondition(vol.status?.conditions, IMPORTED)?.status === 'True') forgetImport(uid);
-      return convergeFile(vol, pool, found, usedBy, ctx);
+      if (findCondition(vol.status?.conditions, IMPORTED)?.status === 'True')
+        forgetImport(ctx.host.imports, uid);
+      return convergeFile({ vol, pool, found, usedBy }, ctx);
     case 'conflict':
       return { facts: { problem: { reason: 'NameConflict', message: decision.message }, usedBy } };
     case 'discard':
@@ -140,7 +143,9 @@ async function convergeImport(
       );
       return { facts: { importing: importing(vol.status?.path), usedBy }, requeueMs: 0 };
     case 'download':
-      startImport(uid, http, vol.spec.format ?? 'qcow2', ctx.stateDir);
+      startImport(ctx.host.imports, uid, http, vol.spec.format ?? 'qcow2', ctx.stateDir, () =>
+        ctx.now(),
+      );
       return {
         facts: { importing: { progress: progressOf(0, undefined) }, usedBy },
         requeueMs: PROGRESS_INTERVAL_MS,
@@ -149,7 +154,7 @@ async function convergeImport(
       if (job?.state === 'failed' && job.problem) {
         return {
           facts: { problem: job.problem, usedBy },
-          requeueMs: Math.max(0, (job.retryAt ?? 0) - Date.now()),
+          requeueMs: Math.max(0, (job.retryAt ?? 0) - ctx.now().getTime()),
         };
       }
       return { facts: { importing: importing(), usedBy }, requeueMs: PROGRESS_INTERVAL_MS };
@@ -159,10 +164,16 @@ async function convergeImport(
       const image = job!.image!;
       const problem = await uploadImage(pool, name, job!.file, image.fileSize);
       if (problem) {
-        const shown = await failImport(uid, ctx.stateDir, problem);
+        const shown = await failImport(
+          ctx.host.imports,
+          uid,
+          ctx.stateDir,
+          problem,
+          ctx.now().getTime(),
+        );
         return { facts: { problem: shown, usedBy }, requeueMs: importRetryDelay(job!.attempts) };
       }
-      await finishImport(uid, ctx.stateDir);
+      await finishImport(ctx.host.imports, uid, ctx.stateDir);
       const after = await observeVolume(pool.handle, name);
       ctx.event(
         KIND,
@@ -191,9 +202,9 @@ async function removeVolume(vol: Volume, ctx: ControllerContext): Promise<Action
   const usedBy = usersOf(vol, ctx);
   if (usedBy.length > 0) return reportBlocked(vol, usedBy, ctx);
   if (has(HOST_FINALIZER)) {
-    await cancelImport(String(vol.metadata.uid), ctx.stateDir);
+    await cancelImport(ctx.host.imports, String(vol.metadata.uid), ctx.stateDir);
     if ((vol.spec.deletionPolicy ?? 'Delete') === 'Delete') {
-      const pool = await observePool(ctx, vol.spec.pool);
+      const pool = await usablePool(ctx, vol.spec.pool);
       if ('reason' in pool && !pool.gone)
         return report(vol, { facts: { problem: pool, usedBy } }, ctx);
       if (!('reason' in pool)) await deleteIfOurs(vol, pool, ctx);
@@ -206,7 +217,7 @@ async function removeVolume(vol: Volume, ctx: ControllerContext): Promise<Action
         `deletionPolicy Retain: ${vol.status?.path ?? volumeFileName(vol)} is kept`,
       );
     }
-    forgetFigures(`${KIND}/${vol.metadata.uid}`);
+    forgetFigures(ctx.host.figures, `${KIND}/${vol.metadata.uid}`);
     await ctx.removeFinalizer(KIND, vol, HOST_FINALIZER);
     return done;
   }
@@ -243,7 +254,7 @@ async function reportBlocked(
   usedBy: VolumeFacts['usedBy'],
   ctx: ControllerContext,
 ): Promise<Action> {
-  const pool = await observePool(ctx, vol.spec.pool);
+  const pool = await usablePool(ctx, vol.spec.pool);
   const found =
     'reason' in pool ? undefined : await observeVolume(pool.handle, volumeFileName(vol));
   const ours = found && found.doc.path === vol.status?.path ? found.doc : undefined;
@@ -319,6 +330,11 @@ async function report(vol: Volume, pass: Pass, ctx: ControllerContext): Promise<
 function steady(vol: Volume, facts: VolumeFacts, ctx: ControllerContext): VolumeFacts {
   if (!facts.observed) return facts;
   const key = `${KIND}/${vol.metadata.uid}`;
-  const allocation = steadyFigure(key, facts.observed.allocation, ctx.now().getTime());
+  const allocation = steadyFigure(
+    ctx.host.figures,
+    key,
+    facts.observed.allocation,
+    ctx.now().getTime(),
+  );
   return { ...facts, observed: { ...facts.observed, allocation } };
 }

@@ -17,8 +17,8 @@ import type {
   VolumeStatusUsedBy,
 } from '../../api/generated/types.js';
 import type { ObservedVolume } from '../../libvirt/xml/volume.js';
-import { bytesQuantity, floorMiB, listed } from '../storage-pool/status.js';
-import type { Problem } from './act.js';
+import { bytesQuantity, floorMiB } from '../../api/quantity.js';
+import { listed, type Problem } from '../kit.js';
 import { IMPORTED, RESIZED } from './plan.js';
 import { requestedCapacity } from './desired.js';
 

@@ -496,7 +496,10 @@ describe("the agent's ServiceAccount after kubectl apply -k manifests/", () => {
         kubeConfigWithToken(cp(), await boundAgentToken(cp(), MANIFESTS, 'node-b')),
       );
       const fresh = () =>
-        clientA.request<KubeObject>({ method: 'GET', path: keyPath(VMS, `${TENANT}/vm-a`) });
+        clientA.request<KubeObject & { status?: unknown }>({
+          method: 'GET',
+          path: keyPath(VMS, `${TENANT}/vm-a`),
+        });
 
       const acquired = new Promise<void>((resolve) => {
         const lease = startLease(

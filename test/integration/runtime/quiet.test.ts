@@ -70,7 +70,7 @@ describe('steady state (real kube-apiserver)', () => {
       });
       try {
         const widgetInformer = rt.informer<Widget>(widgets, { namespace: NS });
-        const gadgetInformer = rt.informer(gadgets);
+        const gadgetInformer = rt.informer<KubeObject & { spec: { size?: number } }>(gadgets);
         const widgetStatus = rt.statusWriter({ resource: widgets, fieldManager: 'quiet-test' });
         const gadgetStatus = rt.statusWriter({
           resource: gadgets,
@@ -124,7 +124,7 @@ describe('steady state (real kube-apiserver)', () => {
           reconcile: async (key) => {
             const g = gadgetInformer.cache.get(key);
             if (!g || !g.metadata.name?.startsWith('quiet-')) return done();
-            const size = (g.spec as { size?: number }).size ?? 0;
+            const size = g.spec.size ?? 0;
             await gadgetStatus.apply(g, {
               nodes: [
                 {

@@ -2,22 +2,23 @@ import { describe, expect, it } from 'vitest';
 import { createObjectCache } from '../../../src/runtime/cache.js';
 import type { KubeObject } from '../../../src/runtime/resource.js';
 
-const obj = (name: string, rv: string, uses: string[] = [], ns = 'ns'): KubeObject => ({
+type Obj = KubeObject & { spec?: { uses: string[] } };
+const obj = (name: string, rv: string, uses: string[] = [], ns = 'ns'): Obj => ({
   metadata: { name, namespace: ns, resourceVersion: rv },
   spec: { uses },
 });
-const uses = (o: KubeObject) => (o.spec as { uses: string[] }).uses;
+const uses = (o: Obj) => o.spec?.uses ?? [];
 
 describe('object cache', () => {
   it('keys namespaced objects ns/name and cluster objects by name', () => {
-    const c = createObjectCache();
+    const c = createObjectCache<Obj>();
     c.upsert(obj('a', '1'));
     c.upsert({ metadata: { name: 'cluster-wide', resourceVersion: '1' } });
     expect(c.keys().sort()).toEqual(['cluster-wide', 'ns/a']);
   });
 
   it('reports added, updated, and nothing for an unchanged resourceVersion', () => {
-    const c = createObjectCache();
+    const c = createObjectCache<Obj>();
     expect(c.upsert(obj('a', '1'))?.type).toBe('added');
     expect(c.upsert(obj('a', '1'))).toBeUndefined();
     const change = c.upsert(obj('a', '2'));
@@ -28,7 +29,7 @@ describe('object cache', () => {
   });
 
   it('after a relist reports only what moved: new, changed and vanished objects', () => {
-    const c = createObjectCache();
+    const c = createObjectCache<Obj>();
     c.replace([obj('same', '1'), obj('changed', '1'), obj('gone', '1')]);
     const changes = c.replace([obj('same', '1'), obj('changed', '5'), obj('new', '6')]);
     expect(changes.map((ch) => `${ch.type}:${ch.obj.metadata.name}`).sort()).toEqual([
@@ -40,7 +41,7 @@ describe('object cache', () => {
   });
 
   it('keeps named indexes current through updates, deletes and relists', () => {
-    const c = createObjectCache();
+    const c = createObjectCache<Obj>();
     c.upsert(obj('vm1', '1', ['disk-a', 'disk-b']));
     c.addIndex('byVolume', uses);
     c.upsert(obj('vm2', '1', ['disk-b']));
@@ -56,11 +57,11 @@ describe('object cache', () => {
   });
 
   it('hands out frozen objects, so a reader cannot change what others see', () => {
-    const c = createObjectCache();
+    const c = createObjectCache<Obj>();
     c.upsert(obj('a', '1', ['x']));
     const got = c.get('ns/a')!;
     expect(() => {
-      (got.spec as { uses: string[] }).uses.push('y');
+      got.spec!.uses.push('y');
     }).toThrow(TypeError);
     expect(() => {
       got.metadata.name = 'b';
@@ -68,14 +69,14 @@ describe('object cache', () => {
   });
 
   it('names the index that is missing or defined twice', () => {
-    const c = createObjectCache();
+    const c = createObjectCache<Obj>();
     expect(() => c.byIndex('nope', 'x')).toThrow(/no index named 'nope'/);
     c.addIndex('i', () => []);
     expect(() => c.addIndex('i', () => [])).toThrow(/'i' is already defined/);
   });
 
   it('survives an index function that throws on a malformed object', () => {
-    const c = createObjectCache();
+    const c = createObjectCache<Obj>();
     c.addIndex('byVolume', uses);
     expect(c.upsert({ metadata: { name: 'odd', resourceVersion: '1' } })?.type).toBe('added');
     expect(c.get('odd')).toBeDefined();

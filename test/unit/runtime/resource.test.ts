@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { microTime } from '../../../src/runtime/clock.js';
-import { specOrMetadataChanged } from '../../../src/runtime/controller.js';
+import { specOrMetadataChanged, type UpdatePredicate } from '../../../src/runtime/controller.js';
 import { eventIdentity } from '../../../src/runtime/events.js';
 import {
   keyPath,
@@ -8,6 +8,7 @@ import {
   parseKey,
   referenceTo,
   resourcePath,
+  type KubeObject,
   type ResourceDescription,
 } from '../../../src/runtime/resource.js';
 
@@ -86,8 +87,13 @@ describe('small pure pieces', () => {
   });
 
   it('specOrMetadataChanged drops status-only updates and passes spec and metadata changes', () => {
-    const base = { metadata: { name: 'a', generation: 1, labels: { a: '1' } }, status: { x: 1 } };
-    expect(specOrMetadataChanged(base, { ...base, status: { x: 2 } })).toBe(false);
+    type WithStatus = KubeObject & { status?: { x: number } };
+    const changed: UpdatePredicate<WithStatus> = specOrMetadataChanged;
+    const base: WithStatus = {
+      metadata: { name: 'a', generation: 1, labels: { a: '1' } },
+      status: { x: 1 },
+    };
+    expect(changed(base, { ...base, status: { x: 2 } })).toBe(false);
     expect(
       specOrMetadataChanged(base, { ...base, metadata: { ...base.metadata, generation: 2 } }),
     ).toBe(true);
@@ -97,8 +103,9 @@ describe('small pure pieces', () => {
     expect(
       specOrMetadataChanged(base, { ...base, metadata: { ...base.metadata, finalizers: ['x/y'] } }),
     ).toBe(true);
-    expect(
-      specOrMetadataChanged({ metadata: { name: 'cm' } }, { metadata: { name: 'cm' }, data: {} }),
-    ).toBe(true);
+    const cmChanged: UpdatePredicate<KubeObject & { data?: object }> = specOrMetadataChanged;
+    expect(cmChanged({ metadata: { name: 'cm' } }, { metadata: { name: 'cm' }, data: {} })).toBe(
+      true,
+    );
   });
 });

@@ -25,6 +25,7 @@ import {
   converge,
   snapshotContext,
   type SnapshotContext,
+  requeueMs,
 } from '../../../harness/controller-context.js';
 import { kube, type Kube } from '../../../harness/kube-objects.js';
 
@@ -233,7 +234,7 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     await k.patchStatus('VirtualMachineRestore', NS, 'back-3', { phase: 'InProgress' });
     await ctx.refresh();
     const action = await reconcileVirtualMachine(key('web'), ctx);
-    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(action)).toBeGreaterThan(0);
     await k.patchStatus('VirtualMachineRestore', NS, 'back-3', { phase: 'Failed' });
   });
 

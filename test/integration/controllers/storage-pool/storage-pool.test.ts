@@ -14,6 +14,7 @@ import {
   converge,
   snapshotContext,
   type SnapshotContext,
+  requeueMs,
 } from '../../../harness/controller-context.js';
 import { kube, type Kube } from '../../../harness/kube-objects.js';
 import { hostSnapshot, recordPoolEvents } from './fixtures.js';
@@ -84,7 +85,8 @@ describe('StoragePool on test:///default', () => {
     const before = await hostSnapshot(conn);
     const lifecycle = await recordPoolEvents(conn);
     ctx.writes = 0;
-    for (let i = 0; i < 3; i++) expect(await reconcileStoragePool('images', ctx)).toEqual({});
+    for (let i = 0; i < 3; i++)
+      expect(await reconcileStoragePool('images', ctx)).toEqual({ kind: 'done' });
     await new Promise((r) => setTimeout(r, 100));
     await lifecycle.stop();
     expect(ctx.writes).toBe(0);
@@ -136,7 +138,7 @@ describe('StoragePool on test:///default', () => {
     });
     await ctx.refresh();
     const action = await reconcileStoragePool('default-pool', ctx);
-    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(action)).toBeGreaterThan(0);
     expect(await entryOf('default-pool')).toMatchObject({
       conditions: [{ type: 'Ready', status: 'False', reason: 'NameConflict' }],
     });
@@ -162,7 +164,7 @@ describe('StoragePool on test:///default', () => {
     });
     await ctx.refresh();
     const action = await reconcileStoragePool('same-path', ctx);
-    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(action)).toBeGreaterThan(0);
     expect(await entryOf('same-path')).toMatchObject({
       conditions: [{ status: 'False', reason: 'PathConflict' }],
     });
@@ -188,7 +190,7 @@ describe('StoragePool on test:///default', () => {
     await k.remove('StoragePool', undefined, 'images');
     await ctx.refresh();
     const action = await reconcileStoragePool('images', ctx);
-    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(action)).toBeGreaterThan(0);
     expect(await poolByUid(uid)).toBeDefined();
     const obj = await k.get<StoragePool>('StoragePool', undefined, 'images');
     expect(obj?.metadata.finalizers).toEqual([nodeFinalizer(NODE)]);
@@ -337,7 +339,7 @@ describe('StoragePool node selection (two agents, each with its own test-driver 
     await cp().kubeConfig.makeApiClient(CoreV1Api).deleteNode({ name: 'node-b' });
     await ctxB.refresh();
     const action = await reconcileStoragePool('zone-b', ctxB);
-    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(action)).toBeGreaterThan(0);
     expect((await connB.listAllStoragePools()).map((p) => p.getName())).toContain('zone-b');
     expect((await entryOf('zone-b', 'node-b'))?.conditions?.[0]).toMatchObject({
       status: 'False',

@@ -24,6 +24,7 @@ import {
   converge,
   snapshotContext,
   type SnapshotContext,
+  requeueMs,
 } from '../../../harness/controller-context.js';
 import { kube, type Kube } from '../../../harness/kube-objects.js';
 import { recording, type Recording } from './fixtures.js';
@@ -126,7 +127,7 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
     rec.reset();
 
     const action = await pass('clash');
-    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(action)).toBeGreaterThan(0);
     const vm = vmOf('clash');
     expect(vm?.status?.phase).toBe('Failed');
     expect(condition(vm, 'Ready')).toMatchObject({ status: 'False', reason: 'NameConflict' });
@@ -213,7 +214,7 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
       interfaces: [{ name: 'eth0', network: 'late-net' }],
     });
     const action = await pass('late');
-    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(action)).toBeGreaterThan(0);
     let vm = vmOf('late');
     expect(vm?.status?.phase).toBe('Pending');
     expect(condition(vm, 'Synced')).toMatchObject({ status: 'False', reason: 'VolumeNotReady' });
@@ -275,7 +276,7 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
     await createVM('elsewhere', { nodeName: 'node-b' });
     rec.reset();
     const writes = ctx.writes;
-    expect(await pass('elsewhere')).toEqual({});
+    expect(await pass('elsewhere')).toEqual({ kind: 'done' });
     expect(rec.calls).toEqual([]);
     expect(ctx.writes).toBe(writes);
     const vm = vmOf('elsewhere');
@@ -286,7 +287,7 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
   it('reports cloudInit.secretRef as Unsupported and waits for a spec change', async () => {
     await createVM('secret', { cloudInit: { secretRef: { name: 'seed' } } });
     rec.reset();
-    expect(await pass('secret')).toEqual({});
+    expect(await pass('secret')).toEqual({ kind: 'done' });
     const vm = vmOf('secret');
     expect(condition(vm, 'Synced')).toMatchObject({ status: 'False', reason: 'Unsupported' });
     expect(condition(vm, 'Synced')?.message).toContain('spec.cloudInit.secretRef');

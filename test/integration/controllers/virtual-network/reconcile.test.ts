@@ -18,6 +18,7 @@ import {
   converge,
   snapshotContext,
   type SnapshotContext,
+  requeueMs,
 } from '../../../harness/controller-context.js';
 import { domainXML } from '../../libvirt/fixtures.js';
 import { kube, sleep, type Kube } from '../../../harness/kube-objects.js';
@@ -159,7 +160,7 @@ describe('the example NAT network', () => {
     const before = await networksSnapshot(conn);
     const mark = libvirtEvents.events.length;
     const writes = ctx.writes;
-    for (let i = 0; i < 3; i++) expect(await pass('lab')).toEqual({});
+    for (let i = 0; i < 3; i++) expect(await pass('lab')).toEqual({ kind: 'done' });
     expect(ctx.writes).toBe(writes);
     expect(await libvirtEventsSince(mark)).toEqual([]);
     expect(await networksSnapshot(conn)).toEqual(before);
@@ -251,7 +252,7 @@ describe('the example NAT network', () => {
     );
 
     await k.remove(KIND, undefined, 'lab');
-    expect(await pass('lab')).toMatchObject({ requeueAfterMs: expect.any(Number) });
+    expect(await pass('lab')).toMatchObject({ kind: 'requeueAfter', ms: expect.any(Number) });
     expect(condition(await fetchVnet('lab'), 'Ready')).toMatchObject({
       status: 'False',
       reason: 'InUse',
@@ -275,7 +276,7 @@ describe('a foreign network with the same name', () => {
     const foreignXML = await foreign.getXMLDesc();
     await k.create(KIND, { metadata: { name: 'default' }, spec: { mode: 'isolated' } });
 
-    expect(await pass('default')).toMatchObject({ requeueAfterMs: expect.any(Number) });
+    expect(await pass('default')).toMatchObject({ kind: 'requeueAfter', ms: expect.any(Number) });
     const stored = await fetchVnet('default');
     expect(condition(stored, 'Ready')).toMatchObject({ status: 'False', reason: 'NameConflict' });
     expect(entryOf(stored)).toMatchObject({ active: false });
@@ -326,7 +327,7 @@ describe('node selection', () => {
       spec: { mode: 'isolated', nodeSelector: { matchLabels: { 'virt.dev/role': 'storage' } } },
     });
     const writes = ctx.writes;
-    expect(await pass('elsewhere')).toEqual({});
+    expect(await pass('elsewhere')).toEqual({ kind: 'done' });
     expect(ctx.writes).toBe(writes);
     expect(await networksSnapshot(conn)).toEqual(before);
     expect(await lookup(String(created.metadata.uid))).toBeUndefined();
@@ -404,7 +405,7 @@ describe('two nodes', () => {
       expect((await connB.lookupNetworkByUUIDString(uid)).getName()).toBe('shared');
       // The other node's entry is not this node's business: still nothing to write here.
       const writes = ctx.writes;
-      expect(await pass('shared')).toEqual({});
+      expect(await pass('shared')).toEqual({ kind: 'done' });
       expect(ctx.writes).toBe(writes);
 
       await k.remove(KIND, undefined, 'shared');
@@ -460,7 +461,7 @@ describe('what the host cannot do', () => {
       metadata: { name: 'bridged' },
       spec: { mode: 'bridge', bridge: 'br-lvo-test', mtu: 9000 },
     });
-    expect(await pass('bridged')).toEqual({});
+    expect(await pass('bridged')).toEqual({ kind: 'done' });
     expect(condition(await fetchVnet('bridged'), 'Ready')).toMatchObject({
       status: 'False',
       reason: 'Unsupported',
@@ -490,7 +491,7 @@ describe('what the host cannot do', () => {
       spec: { mode: 'nat', ipv4: ipv4('10.66.0.0') },
     });
     const action = await pass('refused');
-    expect(action.requeueAfterMs).toBeGreaterThanOrEqual(5_000);
+    expect(requeueMs(action)).toBeGreaterThanOrEqual(5_000);
     const ready = condition(await fetchVnet('refused'), 'Ready');
     expect(ready).toMatchObject({ status: 'False', reason: 'DefineFailed' });
     expect(ready?.message).toContain('is the network address');

@@ -18,8 +18,11 @@ import {
 import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/index.js';
 import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
 import { applyVolumeSteps } from '../../../../src/controllers/volume/act.js';
-import { withPoolLock } from '../../../../src/controllers/volume/pool-lock.js';
-import { startPrivateLibvirtd, type LibvirtDaemon } from '../../../../src/commands/local/libvirtd.js';
+import { withPoolLock, type PoolLocks } from '../../../../src/controllers/volume/pool-lock.js';
+import {
+  startPrivateLibvirtd,
+  type LibvirtDaemon,
+} from '../../../../src/commands/local/libvirtd.js';
 import { Connect } from '../../../../src/libvirt/index.js';
 import { parseVolumeXML } from '../../../../src/libvirt/xml/volume.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
@@ -27,6 +30,7 @@ import {
   converge,
   snapshotContext,
   type SnapshotContext,
+  requeueMs,
 } from '../../../harness/controller-context.js';
 import { kube, sleep, type Kube } from '../../../harness/kube-objects.js';
 import { reconcileUntil } from '../storage-pool/fixtures.js';
@@ -174,7 +178,8 @@ describe('a real libvirtd with QEMU', () => {
     // Measured on this libvirt 9.0: without the lock, a refresh issued while clones run fails
     // with "pool ... has asynchronous jobs running".
     const handle = await conn.lookupStoragePoolByName(POOL);
-    const ready = { name: POOL, handle };
+    const locks: PoolLocks = new Map();
+    const ready = { name: POOL, handle, locks };
     const source = await handle.lookupStorageVolByName('real_disk-0');
     const results = await Promise.allSettled([
       ...Array.from({ length: 10 }, (_, i) =>
@@ -182,8 +187,8 @@ describe('a real libvirtd with QEMU', () => {
           { op: 'clone', doc: { name: `race-${i}`, capacity: 64n * 2n ** 20n, format: 'qcow2' } },
         ]),
       ),
-      withPoolLock(POOL, () => handle.refresh(0)),
-      withPoolLock(POOL, () => handle.refresh(0)),
+      withPoolLock(locks, POOL, () => handle.refresh(0)),
+      withPoolLock(locks, POOL, () => handle.refresh(0)),
     ]);
     expect(results.filter((r) => r.status === 'rejected')).toEqual([]);
     for (const r of results.slice(0, 10)) expect(r).toMatchObject({ value: { done: ['clone'] } });
@@ -230,12 +235,14 @@ describe('a real libvirtd with QEMU', () => {
   it('keeps the file it just uploaded when a pass still sees the status from before the upload', async () => {
     // A watch delivers our own Imported write after the next pass has begun: that pass sees
     // status.path recorded but no Imported condition, which alone would mean an interrupted
-    // upload. A second context frozen at that moment plays the stale cache.
+    // upload. A second context of the same agent (its host state), frozen at that moment,
+    // plays the stale cache.
     const stale = snapshotContext({
       kubeConfig: cp().kubeConfig,
       conn,
       nodeName: NODE,
       stateDir: path.join(tmp, 'state'),
+      host: ctx.host,
     });
     let frozen = false;
     await createVol('late', {
@@ -281,7 +288,7 @@ describe('a real libvirtd with QEMU', () => {
     // Converged: a further pass changes nothing.
     await ctx.refresh();
     ctx.writes = 0;
-    expect(await reconcileVolume(`${NS}/cloud`, ctx)).toEqual({});
+    expect(await reconcileVolume(`${NS}/cloud`, ctx)).toEqual({ kind: 'done' });
     expect(ctx.writes).toBe(0);
   });
 
@@ -289,7 +296,7 @@ describe('a real libvirtd with QEMU', () => {
     await k.patchSpec('Volume', NS, 'disk-3', { deletionPolicy: 'Retain' });
     await k.remove('StoragePool', undefined, POOL);
     await ctx.refresh();
-    expect((await reconcileStoragePool(POOL, ctx)).requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(await reconcileStoragePool(POOL, ctx))).toBeGreaterThan(0);
 
     // Layered and copied Volumes first: their sources wait for them.
     const order = [

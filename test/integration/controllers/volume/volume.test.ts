@@ -22,6 +22,7 @@ import {
   converge,
   snapshotContext,
   type SnapshotContext,
+  requeueMs,
 } from '../../../harness/controller-context.js';
 import { kube, type Kube } from '../../../harness/kube-objects.js';
 import { hostSnapshot, reconcileUntil, recordPoolEvents } from '../storage-pool/fixtures.js';
@@ -131,7 +132,7 @@ describe('Volume on test:///default', () => {
     await createVol('early', { source: { clone: { volume: 'later' } } });
     await ctx.refresh();
     const action = await reconcileVolume(`${NS}/early`, ctx);
-    expect(action.requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(action)).toBeGreaterThan(0);
     expect((await getVol('early'))?.status).toMatchObject({
       phase: 'Pending',
       conditions: [
@@ -174,7 +175,7 @@ describe('Volume on test:///default', () => {
       .filter((v) => v.status?.phase === 'Available' || v.status?.phase === 'InUse');
     expect(keys.length).toBeGreaterThanOrEqual(25);
     for (const v of keys)
-      expect(await reconcileVolume(`${NS}/${v.metadata.name}`, ctx)).toEqual({});
+      expect(await reconcileVolume(`${NS}/${v.metadata.name}`, ctx)).toEqual({ kind: 'done' });
     await lifecycle.stop();
     expect(ctx.writes).toBe(0);
     expect(lifecycle.events).toEqual([]);
@@ -202,7 +203,7 @@ describe('Volume on test:///default', () => {
     expect(eventsOf('many-0').filter((e) => e.reason === 'ResizeUnsupported')).toHaveLength(1);
     await ctx.refresh();
     ctx.writes = 0;
-    expect(await reconcileVolume(`${NS}/many-0`, ctx)).toEqual({});
+    expect(await reconcileVolume(`${NS}/many-0`, ctx)).toEqual({ kind: 'done' });
     expect(ctx.writes).toBe(0);
   });
 
@@ -213,7 +214,7 @@ describe('Volume on test:///default', () => {
     const before = await fileDoc('apps_clash');
     await createVol('clash', { capacity: '1Gi' });
     await ctx.refresh();
-    expect((await reconcileVolume(`${NS}/clash`, ctx)).requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(await reconcileVolume(`${NS}/clash`, ctx))).toBeGreaterThan(0);
     expect((await getVol('clash'))?.status).toMatchObject({
       phase: 'Failed',
       conditions: [
@@ -243,7 +244,7 @@ describe('Volume on test:///default', () => {
   it('reports a missing pool as PoolNotReady, and deletion does not wait for it', async () => {
     await createVol('orphan', { pool: 'nowhere', capacity: '1Gi' });
     await ctx.refresh();
-    expect((await reconcileVolume(`${NS}/orphan`, ctx)).requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(await reconcileVolume(`${NS}/orphan`, ctx))).toBeGreaterThan(0);
     expect((await getVol('orphan'))?.status).toMatchObject({
       phase: 'Pending',
       conditions: [
@@ -263,7 +264,7 @@ describe('Volume on test:///default', () => {
     });
     await ctx.refresh();
     ctx.writes = 0;
-    expect(await reconcileVolume(`${NS}/theirs`, ctx)).toEqual({});
+    expect(await reconcileVolume(`${NS}/theirs`, ctx)).toEqual({ kind: 'done' });
     expect(ctx.writes).toBe(0);
     expect(await fileNames()).not.toContain('apps_theirs');
     await k.remove('Volume', NS, 'theirs');
@@ -304,7 +305,7 @@ describe('Volume on test:///default', () => {
 
     await k.remove('Volume', NS, 'disk');
     await ctx.refresh();
-    expect((await reconcileVolume(`${NS}/disk`, ctx)).requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(await reconcileVolume(`${NS}/disk`, ctx))).toBeGreaterThan(0);
     const blocked = await getVol('disk');
     expect(blocked?.metadata.finalizers).toEqual(
       expect.arrayContaining([HOST_FINALIZER, VOLUME_PROTECTION_FINALIZER]),
@@ -326,7 +327,7 @@ describe('Volume on test:///default', () => {
   it('keeps a Volume others are layered on or copied from until they are gone', async () => {
     await k.remove('Volume', NS, 'base');
     await ctx.refresh();
-    expect((await reconcileVolume(`${NS}/base`, ctx)).requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(await reconcileVolume(`${NS}/base`, ctx))).toBeGreaterThan(0);
     expect(await fileNames()).toContain('apps_base');
     for (const n of ['copy', 'overlay']) {
       await k.remove('Volume', NS, n);
@@ -347,7 +348,7 @@ describe('Volume on test:///default', () => {
     });
     for (const name of ['cycle-a', 'cycle-b', 'cycle-a']) {
       await ctx.refresh();
-      expect((await reconcileVolume(`${NS}/${name}`, ctx)).requeueAfterMs).toBeGreaterThan(0);
+      expect(requeueMs(await reconcileVolume(`${NS}/${name}`, ctx))).toBeGreaterThan(0);
     }
     for (const name of ['cycle-a', 'cycle-b']) {
       expect(
@@ -498,7 +499,7 @@ describe('StoragePool and Volumes together', () => {
   it('refuses to remove the pool while Volumes are in it, then leaves the host as it found it', async () => {
     await k.remove('StoragePool', undefined, 'vols');
     await ctx.refresh();
-    expect((await reconcileStoragePool('vols', ctx)).requeueAfterMs).toBeGreaterThan(0);
+    expect(requeueMs(await reconcileStoragePool('vols', ctx))).toBeGreaterThan(0);
     expect((await conn.listAllStoragePools()).map((p) => p.getName())).toContain('vols');
 
     for (const v of ctx.list<Volume>('Volume')) {

@@ -4,15 +4,16 @@ import { desiredPool } from '../../../../src/controllers/storage-pool/desired.js
 import type { ObservedPool } from '../../../../src/controllers/storage-pool/observe.js';
 import { planPool } from '../../../../src/controllers/storage-pool/plan.js';
 import {
-  bytesQuantity,
-  floorMiB,
-  newProblem,
   notSelectedStatus,
   poolNodeStatus,
-  retryDelay,
 } from '../../../../src/controllers/storage-pool/status.js';
-import { parseQuantity } from '../../../../src/api/quantity.js';
-import { forgetFigures, steadyFigure } from '../../../../src/controllers/storage-pool/figures.js';
+import { bytesQuantity, floorMiB, parseQuantity } from '../../../../src/api/quantity.js';
+import { newProblem, retryDelay } from '../../../../src/controllers/kit.js';
+import {
+  forgetFigures,
+  steadyFigure,
+  type ShownFigures,
+} from '../../../../src/controllers/shared/figures.js';
 import type { Condition } from '../../../../src/api/conditions.js';
 
 const UID = '6f1c1d9e-1b7e-4c56-9a53-0d2f5e1a7b11';
@@ -338,17 +339,18 @@ describe('newProblem', () => {
 });
 
 describe('steadyFigure', () => {
+  const shown: ShownFigures = new Map();
   it('shows a moving figure fresh at most once per interval', () => {
     const key = `test/${Math.random()}`;
-    expect(steadyFigure(key, 1n, 1_000, 60_000)).toBe(1n);
-    expect(steadyFigure(key, 2n, 60_999, 60_000)).toBe(1n);
-    expect(steadyFigure(key, 3n, 61_000, 60_000)).toBe(3n);
+    expect(steadyFigure(shown, key, 1n, 1_000, 60_000)).toBe(1n);
+    expect(steadyFigure(shown, key, 2n, 60_999, 60_000)).toBe(1n);
+    expect(steadyFigure(shown, key, 3n, 61_000, 60_000)).toBe(3n);
   });
   it('refreshes when the clock went backwards, and after forgetting', () => {
     const key = `test/${Math.random()}`;
-    steadyFigure(key, 1n, 10_000);
-    expect(steadyFigure(key, 2n, 5_000)).toBe(2n);
-    forgetFigures(key);
-    expect(steadyFigure(key, 4n, 5_001)).toBe(4n);
+    steadyFigure(shown, key, 1n, 10_000);
+    expect(steadyFigure(shown, key, 2n, 5_000)).toBe(2n);
+    forgetFigures(shown, key);
+    expect(steadyFigure(shown, key, 4n, 5_001)).toBe(4n);
   });
 });

@@ -349,7 +349,7 @@ describe('machineInputs', () => {
     const mac = '52:54:00:12:34:56';
     const machine = (name: string, uid: string, created: string, network = 'lab') => {
       const m = vm({ interfaces: [{ name: 'eth0', network, macAddress: mac, model: 'virtio' }] });
-      m.metadata = { ...m.metadata, name, uid, creationTimestamp: new Date(created) };
+      m.metadata = { ...m.metadata, name, uid, creationTimestamp: created };
       return m;
     };
     const first = machine('first', 'u1', '2026-03-01T10:00:00Z');

@@ -157,7 +157,7 @@ describe('wantedOn', () => {
   it('is absent everywhere once the object is being deleted, whatever the selector says', () => {
     const obj = vnet({ mode: 'isolated' });
     expect(wantedOn(obj, undefined)).toBe('present');
-    obj.metadata.deletionTimestamp = new Date();
+    obj.metadata.deletionTimestamp = new Date().toISOString();
     expect(wantedOn(obj, undefined)).toBe('absent');
   });
   it('follows the selector otherwise', () => {

@@ -284,7 +284,7 @@ describe('leavingEntry', () => {
   it('writes nothing for a node that never had an entry, or for a deleted object', () => {
     expect(leavingEntry(exampleNat(), NODE, T1)).toBeUndefined();
     const deleting = withEntry(active);
-    deleting.metadata.deletionTimestamp = T1;
+    deleting.metadata.deletionTimestamp = T1.toISOString();
     expect(leavingEntry(deleting, NODE, T1)).toBeUndefined();
   });
 });
@@ -304,25 +304,25 @@ describe('nextAction', () => {
       T1,
     );
   it.each<[string, ObservedNetwork, { reason: string; message: string } | undefined, object]>([
-    ['Ready: done', ours(), undefined, {}],
-    ['a restart pending is still Ready: done', ours(), undefined, {}],
+    ['Ready: done', ours(), undefined, { kind: 'done' }],
+    ['a restart pending is still Ready: done', ours(), undefined, { kind: 'done' }],
     [
       'Unsupported waits for a spec change',
       { state: 'absent' },
       { reason: 'Unsupported', message: 'm' },
-      {},
+      { kind: 'done' },
     ],
     [
       'a name clash is retried with backoff',
       foreign,
       { reason: 'NameConflict', message: 'm' },
-      { requeueAfterMs: 5_000 },
+      { kind: 'requeueAfter', ms: 5_000 },
     ],
     [
       'not running without a reason: look again',
       ours({ active: false }),
       undefined,
-      { requeueAfterMs: 5_000 },
+      { kind: 'requeueAfter', ms: 5_000 },
     ],
   ])('%s', (_name, observed, problem, expected) => {
     expect(at(observed, problem)).toEqual(expected);

@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { lockedPools, withPoolLock } from '../../../../src/controllers/volume/pool-lock.js';
+import {
+  lockedPools,
+  withPoolLock,
+  type PoolLocks,
+} from '../../../../src/controllers/volume/pool-lock.js';
+
+const locks: PoolLocks = new Map();
 
 const tick = () => new Promise((r) => setImmediate(r));
 
@@ -9,7 +15,7 @@ describe('withPoolLock', () => {
     let running = 0;
     let maxRunning = 0;
     const op = (id: number) =>
-      withPoolLock('p', async () => {
+      withPoolLock(locks, 'p', async () => {
         running++;
         maxRunning = Math.max(maxRunning, running);
         log.push(`start ${id}`);
@@ -23,14 +29,14 @@ describe('withPoolLock', () => {
     expect(results).toEqual([1, 2, 3, 4, 5]);
     expect(maxRunning).toBe(1);
     expect(log).toEqual([1, 2, 3, 4, 5].flatMap((i) => [`start ${i}`, `end ${i}`]));
-    expect(lockedPools()).toEqual([]);
+    expect(lockedPools(locks)).toEqual([]);
   });
 
   it('lets different pools run in parallel', async () => {
     let running = 0;
     let maxRunning = 0;
     const op = (pool: string) =>
-      withPoolLock(pool, async () => {
+      withPoolLock(locks, pool, async () => {
         running++;
         maxRunning = Math.max(maxRunning, running);
         await tick();
@@ -41,23 +47,23 @@ describe('withPoolLock', () => {
   });
 
   it('releases the lock when an operation fails, and passes the error on', async () => {
-    const failing = withPoolLock('q', async () => {
+    const failing = withPoolLock(locks, 'q', async () => {
       await tick();
       throw new Error('libvirt said no');
     });
-    const next = withPoolLock('q', async () => 'ran');
+    const next = withPoolLock(locks, 'q', async () => 'ran');
     await expect(failing).rejects.toThrow('libvirt said no');
     await expect(next).resolves.toBe('ran');
-    expect(lockedPools()).toEqual([]);
+    expect(lockedPools(locks)).toEqual([]);
   });
 
   it('holds the pool while an operation waits', async () => {
     let release!: () => void;
-    const held = withPoolLock('r', () => new Promise<void>((r) => (release = r)));
+    const held = withPoolLock(locks, 'r', () => new Promise<void>((r) => (release = r)));
     await tick();
-    expect(lockedPools()).toContain('r');
+    expect(lockedPools(locks)).toContain('r');
     let second = false;
-    const next = withPoolLock('r', async () => {
+    const next = withPoolLock(locks, 'r', async () => {
       second = true;
     });
     await tick();

@@ -1,20 +1,19 @@
 // What this host has for a VirtualMachineSnapshot: the machine's domain (ours only when it
 // carries our stamp for that very VirtualMachine), its power state and disks, and the libvirt
-// snapshot with the object's name. I/O only; the restore controller reads the same facts.
+// snapshot with the object's name. I/O only; shared by the snapshot and restore controllers.
 import { libvirtUuid } from '../../api/names.js';
 import type { VirtualMachine } from '../../api/generated/types.js';
 import type { Connect } from '../../libvirt/connection.js';
 import type { Domain } from '../../libvirt/domain.js';
 import { isNotFound } from '../../libvirt/errors.js';
 import type { DomainSnapshot } from '../../libvirt/snapshot.js';
-import { identityOf } from '../../ownership/metadata.js';
+import { identityOf, type OwnershipStamp } from '../../ownership/metadata.js';
 import {
   domainDiskViews,
   parseSnapshotXML,
   type ObservedSnapshot,
   type SnapshotDiskView,
 } from '../../libvirt/xml/snapshot.js';
-import { isOurStamp } from '../virtual-machine/observe.js';
 
 export interface MachineDomain {
   domain: Domain;
@@ -69,4 +68,14 @@ export async function observeSnapshot(
 function absent(err: unknown, kind: 'domain' | 'domainSnapshot'): undefined {
   if (isNotFound(err, kind)) return undefined;
   throw err;
+}
+
+export function isOurStamp(stamp: OwnershipStamp | undefined, vm: VirtualMachine): boolean {
+  return (
+    stamp !== undefined &&
+    stamp.kind === 'VirtualMachine' &&
+    stamp.namespace === vm.metadata.namespace &&
+    stamp.name === vm.metadata.name &&
+    stamp.uid === vm.metadata.uid
+  );
 }

@@ -1,14 +1,17 @@
 // Byte figures that move by themselves (a pool's free space, a volume's allocation as the
 // guest writes) are shown fresh at most once a minute per object. Every status write is a
 // watch event that wakes the object's reconcile again; showing live figures would turn a
-// busy disk into a loop of status writes. Held in this process only: after an agent restart
-// the first pass shows fresh figures.
-const shown = new Map<string, { value: unknown; atMs: number }>();
+// busy disk into a loop of status writes. Held in this process only (the agent's HostState):
+// after an agent restart the first pass shows fresh figures.
+
+/** The figure last shown per object key, and when. */
+export type ShownFigures = Map<string, { value: unknown; atMs: number }>;
 
 export const FIGURES_INTERVAL_MS = 60_000;
 
 /** `value` if the figure for `key` was last refreshed `intervalMs` ago or more, else the last shown one. */
 export function steadyFigure<T>(
+  shown: ShownFigures,
   key: string,
   value: T,
   nowMs: number,
@@ -21,6 +24,6 @@ export function steadyFigure<T>(
 }
 
 /** Drops the figures of a deleted object. */
-export function forgetFigures(key: string): void {
+export function forgetFigures(shown: ShownFigures, key: string): void {
   shown.delete(key);
 }

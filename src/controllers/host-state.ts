@@ -1,0 +1,24 @@
+// What an agent keeps about its host between passes, besides the caches: one object made by
+// the agent (or a test) and reached through the context, so nothing lives in module-level
+// variables and two agents in one process (tests) never share it.
+import type { ShownFigures } from './shared/figures.js';
+import type { ImportJobs } from './volume/import.js';
+import type { PoolLocks } from './volume/pool-lock.js';
+
+export interface HostState {
+  /** Byte figures last shown in status, per object (shared/figures.ts). */
+  figures: ShownFigures;
+  /** Storage operations queued per pool (volume/pool-lock.ts). */
+  poolLocks: PoolLocks;
+  /** HTTP imports by Volume uid (volume/import.ts). */
+  imports: ImportJobs;
+  /**
+   * Machines (by uid) whose restore this process is running, with the restore's uid
+   * (virtual-machine-restore/, shared/restores.ts).
+   */
+  restores: Map<string, string>;
+}
+
+export function createHostState(): HostState {
+  return { figures: new Map(), poolLocks: new Map(), imports: new Map(), restores: new Map() };
+}

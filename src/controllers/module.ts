@@ -1,0 +1,44 @@
+// What a kind's folder hands the agent: everything the agent needs to run the kind, so the
+// agent loops over one list (./kinds.ts) and knows no kind by name. A kind says which of its
+// keys a change elsewhere wakes; the agent only routes changes to those functions.
+import type { VirtKind } from '../api/generated/crds.js';
+import type { CacheChange, IndexFunction } from '../runtime/cache.js';
+import type { KindReconcile, KubeObject } from './context.js';
+
+/** Read-only lookups over the agent's caches, for mapping a change to keys. */
+export interface KeyLookup {
+  /** Keys of `kind` objects whose index `index` lists `value` (indexes in ./indexes.ts). */
+  keysByIndex(kind: VirtKind, index: string, value: string): string[];
+  /** Every cached key of `kind`. */
+  keys(kind: VirtKind): string[];
+}
+
+/** Keys of the module's kind to reconcile because an object of `from` changed. */
+export interface Trigger {
+  /** The kind whose changes matter; 'Node' is this agent's own Node object. */
+  from: VirtKind | 'Node';
+  keys(change: CacheChange<KubeObject>, lookup: KeyLookup): string[];
+}
+
+export interface ControllerModule {
+  kind: VirtKind;
+  /**
+   * Which objects this agent watches: 'node' = those whose spec.nodeName is this node (a CRD
+   * selectable field), 'cluster' = all of them.
+   */
+  watch: 'node' | 'cluster';
+  reconcile: KindReconcile;
+  /** Cache indexes on this kind, queried with ctx.byIndex and KeyLookup.keysByIndex. */
+  indexes: Record<string, IndexFunction<KubeObject>>;
+  triggers: Trigger[];
+  /**
+   * libvirt's lifecycle events about this kind's host objects, if it has any; each names its
+   * object by UUID, which the kind's INDEX_UUID maps to the owner's key.
+   */
+  hostEvents?: 'domain' | 'network' | 'storagePool';
+}
+
+/** The objects of a change: the new one, and on an update the old one too. */
+export function changed<T extends KubeObject>(change: CacheChange<T>): T[] {
+  return change.type === 'updated' ? [change.obj, change.old] : [change.obj];
+}

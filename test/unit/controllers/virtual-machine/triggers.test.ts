@@ -1,0 +1,73 @@
+import { describe, expect, it } from 'vitest';
+import type { VirtKind } from '../../../../src/api/generated/crds.js';
+import type { VirtualMachine } from '../../../../src/api/generated/types.js';
+import type { KubeObject } from '../../../../src/controllers/context.js';
+import { INDEX_UUID, vmIndexes } from '../../../../src/controllers/indexes.js';
+import type { KeyLookup, Trigger } from '../../../../src/controllers/module.js';
+import { virtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
+import { vm } from './machines.js';
+
+function named(name: string, namespace: string, spec: Parameters<typeof vm>[0]): VirtualMachine {
+  const m = vm(spec);
+  m.metadata = { ...m.metadata, name, namespace, uid: `uid-${name}` };
+  return m;
+}
+
+// This node's cache: the agent's field selector (spec.nodeName) keeps other nodes' machines out.
+const machines = [
+  named('a', 'prod', {
+    disks: [{ name: 'root', volume: 'root', bus: 'virtio', readOnly: false }],
+    interfaces: [{ name: 'eth0', network: 'lab', model: 'virtio' }],
+  }),
+  named('b', 'prod', { boot: { kernel: { volume: 'root' } } }),
+  named('c', 'test', { disks: [{ name: 'root', volume: 'root', bus: 'virtio', readOnly: false }] }),
+  named('e', 'prod', { uuid: '6695eb01-f6a4-8304-79aa-97f2502e193f' }),
+];
+
+/** The cache's index lookup over the machines above, using the module's real indexes. */
+const cache: KeyLookup = {
+  keysByIndex: (kind: VirtKind, index: string, value: string) => {
+    expect(kind).toBe('VirtualMachine');
+    const fn = virtualMachine.indexes[index]!;
+    return machines
+      .filter((m) => fn(m).includes(value))
+      .map((m) => `${m.metadata.namespace}/${m.metadata.name}`);
+  },
+  keys: () => machines.map((m) => `${m.metadata.namespace}/${m.metadata.name}`),
+};
+
+/** The machine keys a change of `from` wakes, over every trigger the module declares for it. */
+function woken(from: Trigger['from'], obj: KubeObject): string[] {
+  return virtualMachine.triggers
+    .filter((t) => t.from === from)
+    .flatMap((t) => t.keys({ type: 'added', obj }, cache))
+    .sort();
+}
+
+describe('which machines a change wakes (the VirtualMachine module triggers)', () => {
+  it('for a Volume: the machines in its namespace using it as disk or kernel', () => {
+    expect(woken('Volume', { metadata: { name: 'root', namespace: 'prod' } })).toEqual([
+      'prod/a',
+      'prod/b',
+    ]);
+    expect(woken('Volume', { metadata: { name: 'other', namespace: 'prod' } })).toEqual([]);
+  });
+
+  it('for a VirtualNetwork: the machines with an interface on it', () => {
+    expect(woken('VirtualNetwork', { metadata: { name: 'lab' } })).toEqual(['prod/a']);
+  });
+
+  it('for a VirtualMachineRestore: its machine', () => {
+    const restore = { metadata: { name: 'r', namespace: 'prod' }, spec: { vmName: 'a' } };
+    expect(woken('VirtualMachineRestore', restore)).toEqual(['prod/a']);
+  });
+
+  it('for a domain event: the machine whose UUID (spec.uuid or uid) the domain carries', () => {
+    const byUuid = (uuid: string) => cache.keysByIndex('VirtualMachine', INDEX_UUID, uuid);
+    expect(virtualMachine.hostEvents).toBe('domain');
+    expect(virtualMachine.indexes).toBe(vmIndexes);
+    expect(byUuid('uid-c')).toEqual(['test/c']);
+    expect(byUuid('6695eb01-f6a4-8304-79aa-97f2502e193f')).toEqual(['prod/e']);
+    expect(byUuid('uid-e')).toEqual([]); // its domain has spec.uuid instead
+  });
+});
