@@ -3,7 +3,11 @@
 //   npm run image [-- --tag NAME:TAG] [--out FILE]
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';
-import { buildAgentImage, writeImage, AGENT_IMAGE_REFERENCE } from '../src/commands/local/agent-image.js';
+import {
+  buildAgentImage,
+  writeImage,
+  AGENT_IMAGE_REFERENCE,
+} from '../src/commands/local/agent-image.js';
 import { packageRoot } from '../src/commands/local/package-root.js';
 
 const { values } = parseArgs({

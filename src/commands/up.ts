@@ -288,11 +288,11 @@ async function applyDemo(
       resolve(ip);
     };
     const unsubscribe = agent.informers.VirtualMachine.subscribe((change) => {
-      if (change.type !== 'deleted') check(change.obj as unknown as VirtualMachine);
+      if (change.type !== 'deleted') check(change.obj as VirtualMachine);
     });
     // A machine an earlier run booted may already be there and never change again.
     const current = agent.informers.VirtualMachine.cache.get(`${DEMO_NAMESPACE}/${names.vm}`);
-    if (current) check(current as unknown as VirtualMachine, true);
+    if (current) check(current as VirtualMachine, true);
   });
   for (const m of manifests) {
     if (m.kind === 'Volume' && keep.has(String(m.metadata.name))) continue;

@@ -83,7 +83,7 @@ export function isNotFound(err: unknown, kind?: ObjectKind): boolean {
 }
 
 // Raised on the client side when the transport is gone: the daemon closed the socket, the
-// keepalive gave up, or the connection was never made. A server-side error keeps the domain
+// keepalive gave up, or no connection was made at all. A server-side error keeps the domain
 // of the driver that raised it, so RPC/REMOTE domains here mean the link itself failed.
 const connectionCodes = new Set<number>([
   ErrorCode.VIR_ERR_NO_CONNECT,

@@ -20,7 +20,11 @@ import {
   waitForGuestReady,
   type TinyGuest,
 } from '../../../src/commands/local/tiny-guest.js';
-import { ensureLibvirtd, SYSTEM_URI, type LibvirtDaemon } from '../../../src/commands/local/libvirtd.js';
+import {
+  ensureLibvirtd,
+  SYSTEM_URI,
+  type LibvirtDaemon,
+} from '../../../src/commands/local/libvirtd.js';
 import { ROOT, run } from '../../harness/processes.js';
 
 const URI = SYSTEM_URI;
