@@ -38,6 +38,8 @@ const KERNEL = `kernel-${RUN}`;
 const INITRD = `initrd-${RUN}`;
 const VM = `guest-${RUN}`;
 const DOMAIN = `default_${VM}`;
+/** The agent's periodic resync (the harness's default is 60 s). */
+const RESYNC_MS = 10_000;
 
 interface Obj {
   metadata: { uid: string; name: string; generation?: number };
@@ -202,7 +204,13 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     poolDir = path.join(workDir, 'pool');
     server = await serveTinyGuest(guest);
     base = server.base;
-    agent = await startTestAgent(cp(), { nodeName: NODE, libvirtUri: SYSTEM_URI });
+    // A 10 s resync instead of the harness's 60 s: a balloon that moves slower than the
+    // controller's polls shows in status at the next resync, and the test waits for it.
+    agent = await startTestAgent(cp(), {
+      nodeName: NODE,
+      libvirtUri: SYSTEM_URI,
+      resyncMs: RESYNC_MS,
+    });
   });
 
   afterAll(async () => {
@@ -280,12 +288,12 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
       async () => (await vm()).status?.memory?.target === '128Mi',
       30_000,
     );
-    // Up to the agent's 60 s resync: the controller does not look again while the balloon
-    // moves, so a slow balloon shows in status.memory.actual only at the next resync.
+    // Up to the agent's resync: the controller stops polling a balloon that did not move
+    // between two looks, so a slow balloon shows in status.memory.actual at the next resync.
     await until(
       'status.memory.actual 128Mi',
       async () => (await vm()).status?.memory?.actual === '128Mi',
-      75_000,
+      RESYNC_MS + 15_000,
     );
     const offset = (await readConsole(consoleLog)).length;
     spec.vcpus = 2;
@@ -341,7 +349,8 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     const resources = ['virtualmachines', 'volumes', 'virtualnetworks'];
     await new Promise((r) => setTimeout(r, 3_000));
     const before = writeRequests(await cp().apiServerMetrics(), resources);
-    await new Promise((r) => setTimeout(r, 10_000));
+    // Longer than one (jittered, ±10 %) resync period: a resync, too, must write nothing.
+    await new Promise((r) => setTimeout(r, RESYNC_MS * 1.1 + 1_000));
     const after = writeRequests(await cp().apiServerMetrics(), resources);
     expect(after - before).toBe(0);
     expect((await virsh('domstate', DOMAIN)).stdout.trim()).toBe('shut off');
