@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include <pthread.h>
@@ -268,7 +269,26 @@ static void FinalizeConn(napi_env env, void* data, void*) {
   delete box;
 }
 
+std::shared_ptr<ConnGate> GateFor(virConnectPtr conn) {
+  unsigned limit = 4;
+  if (const char* env = std::getenv("LIBVIRT_NATIVE_REMOTE_CALLS")) {
+    int n = std::atoi(env);
+    if (n <= 0) return nullptr;
+    limit = static_cast<unsigned>(std::min(n, 1 << 20));
+  }
+  // virConnectGetURI formats the URI the connection holds; no RPC. Only a bare "test" scheme
+  // is served inside this process ("test+unix://..." goes to a daemon like the rest).
+  Owned<char*> uri(virConnectGetURI(conn));
+  if (!uri) {
+    virResetLastError();
+  } else if (std::strncmp(uri.get(), "test:", 5) == 0) {
+    return nullptr;
+  }
+  return std::make_shared<ConnGate>(limit);
+}
+
 Napi::Value WrapConn(Napi::Env env, std::shared_ptr<ConnState> state) {
+  if (state->ptr != nullptr && !state->gate) state->gate = GateFor(state->ptr);
   return MakeExternal(env, new ConnBox{std::move(state)}, &kConnTag, FinalizeConn);
 }
 Napi::Value WrapDomain(Napi::Env env, virDomainPtr p, const std::shared_ptr<ConnState>& c) {
@@ -397,12 +417,25 @@ unsigned WorkerPool::Threads() {
   return threads_;
 }
 
+bool WorkerPool::AdmitLocked(Task* task) {
+  if (ConnGate* g = task->gate.get()) {
+    if (g->inside >= g->limit) {
+      g->waiting.push_back(task);
+      return false;
+    }
+    g->inside++;
+    if (g->inside > g->peak) g->peak = g->inside;
+  }
+  queue_.push_back(task);
+  return true;
+}
+
 void WorkerPool::Post(Task* task) {
   bool wake;
   bool watch = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    queue_.push_back(task);
+    if (!AdmitLocked(task)) return;
     wake = idle_ > 0;
     if (!wake) {
       if (StalledLocked()) SpawnLocked();
@@ -419,8 +452,10 @@ void WorkerPool::PostBatch(const std::vector<Task*>& tasks) {
   bool watch = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    queue_.insert(queue_.end(), tasks.begin(), tasks.end());
-    wake = std::min<size_t>(idle_, tasks.size());
+    size_t queued = 0;
+    for (Task* t : tasks) queued += AdmitLocked(t) ? 1 : 0;
+    if (queued == 0) return;
+    wake = std::min<size_t>(idle_, queued);
     if (wake == 0) {
       if (StalledLocked()) SpawnLocked();
       watch = supervisorParked_;
@@ -465,10 +500,23 @@ void WorkerPool::Loop() {
     }
     Task* task = queue_.front();
     queue_.pop_front();
-    lock.unlock();
-    task->Run();
-    lastProgressMs_.store(NowMs(), std::memory_order_relaxed);
-    lock.lock();
+    for (;;) {
+      // The task may be gone once it ran (a job is deleted by the JS thread after settling).
+      std::shared_ptr<ConnGate> gate = std::move(task->gate);
+      lock.unlock();
+      task->Run();
+      lastProgressMs_.store(NowMs(), std::memory_order_relaxed);
+      lock.lock();
+      if (!gate) break;
+      if (gate->waiting.empty()) {
+        gate->inside--;
+        break;
+      }
+      // The connection's next call takes over the slot on this thread, which is awake and
+      // just talked to the same socket: no hand-off through the queue.
+      task = gate->waiting.front();
+      gate->waiting.pop_front();
+    }
   }
 }
 
