@@ -250,18 +250,27 @@ class WorkerPool {
   unsigned Threads();
 
  private:
+  // One pool thread's parking spot; lives on that thread's stack (threads never exit).
+  struct Worker {
+    std::condition_variable cv;
+    bool woken = false;  // guarded by mutex_
+    std::atomic<bool> claimed{false};
+  };
   void Loop();
   void Supervise();
-  // Queues a task, or parks it at its connection's gate; true when it was queued.
-  bool AdmitLocked(Task* task);
   void SpawnLocked();
   bool StalledLocked();
+  // Queues a task, or parks it at its connection's gate; true when it was queued.
+  bool AdmitLocked(Task* task);
+  Worker* ClaimLocked(bool* watch);
   std::mutex mutex_;
-  std::condition_variable cv_;
   std::condition_variable supervisorCv_;
   std::deque<Task*> queue_;
+  // Sleeping threads, the one that went to sleep last at the back; threads awake for a
+  // moment after their last task, waiting for a claim.
+  std::vector<Worker*> idle_;
+  std::vector<Worker*> spinners_;
   unsigned threads_ = 0;
-  unsigned idle_ = 0;
   bool supervisorParked_ = false;
   std::atomic<int64_t> lastProgressMs_{0};
 };
