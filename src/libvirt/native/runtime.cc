@@ -425,7 +425,6 @@ bool WorkerPool::AdmitLocked(Task* task) {
       return false;
     }
     g->inside++;
-    if (g->inside > g->peak) g->peak = g->inside;
   }
   queue_.push_back(task);
   return true;

@@ -149,8 +149,6 @@ struct ConnGate {
   const unsigned limit;
   unsigned inside = 0;
   std::deque<Task*> waiting;
-  // For tests and benchmarks: the most calls of this connection that were inside at once.
-  unsigned peak = 0;
 };
 
 // The gate for a freshly opened connection: none for in-process drivers (test:///), whose
