@@ -8,7 +8,6 @@
 #include <thread>
 
 #include <pthread.h>
-#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -504,12 +503,14 @@ static int WorkerNice() {
   return n < 0 ? 0 : (n > 19 ? 19 : n);
 }
 
-// How long a thread that ran out of work stays awake for the next task before it sleeps,
-// yielding the CPU to anything else runnable meanwhile (LIBVIRT_NATIVE_SPIN_US, default 0 =
-// sleep at once). Meant for a sequential caller, whose next call arrives one JS turn after the
-// previous one completed; measured on the shared 2-core host (load 6-7, 2026-12-03) it cost
-// more client CPU per call than the wake-up it saves and did not raise throughput, so it is
-// off unless asked for.
+// How long a thread that ran out of work stays awake for the next task before it sleeps
+// (LIBVIRT_NATIVE_SPIN_US, default 0 = sleep at once). Meant for a sequential caller, whose
+// next call arrives one JS turn after the previous one completed: an awake thread takes it
+// without a futex wake-up, which is costly on a paravirtualised host. Measured on the 2-core
+// host (bench/README.md, issue 17): with the host nearly idle, 100-300 us of spinning gave
+// 5-10 % more sequential calls per second; at a load average of 4 the spinning thread took
+// the core the JS thread needed and halved them. Off by default: an agent shares its host
+// with guests.
 static int64_t SpinMicros() {
   const char* env = std::getenv("LIBVIRT_NATIVE_SPIN_US");
   if (env == nullptr) return 0;
@@ -532,12 +533,17 @@ void WorkerPool::Loop() {
   Worker self;
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
-    if (queue_.empty() && spinUs > 0) {
+    // At most one thread spins at a time: on a small host several would take the cores
+    // the JS thread and libvirtd need.
+    if (queue_.empty() && spinUs > 0 && spinners_.empty()) {
       self.claimed.store(false, std::memory_order_relaxed);
       spinners_.push_back(&self);
       lock.unlock();
       const int64_t until = NowUs() + spinUs;
-      while (!self.claimed.load(std::memory_order_acquire) && NowUs() < until) sched_yield();
+      for (unsigned i = 0; !self.claimed.load(std::memory_order_acquire); i++) {
+        __builtin_ia32_pause();
+        if ((i & 63) == 63 && NowUs() >= until) break;
+      }
       lock.lock();
       if (!self.claimed.load(std::memory_order_acquire))
         spinners_.erase(std::find(spinners_.begin(), spinners_.end(), &self));
