@@ -56,6 +56,12 @@ export function rssMB(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
 }
 
+/** The highest RSS the process has had (VmHWM). */
+export function peakRssMB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+}
+
 /**
  * Starts `node dist/cli.js run` for `node` (the compiled CLI, as production runs it), on
  * libvirt's in-process test driver unless `libvirtUri` names another host.
@@ -64,10 +70,14 @@ export async function startAgentProcess(
   cp: ControlPlane,
   client: KubeClient,
   node: string,
-  opts: { libvirtUri?: string } = {},
+  opts: { libvirtUri?: string; nodeFlags?: string[] } = {},
 ): Promise<AgentProcess> {
   const cli = join(packageRoot(), 'dist', 'cli.js');
   if (!existsSync(cli)) throw new Error(`${cli} is missing; run 'npm run build' first`);
+  // The node flags of the CLI's shebang line, which an installed `libvirt-operator run`
+  // (the DaemonSet's command) starts with.
+  const shebang = readFileSync(cli, 'utf8').split('\n', 1)[0] ?? '';
+  const cliFlags = shebang.split(/\s+/).filter((w) => w.startsWith('--'));
   await client.request({
     method: 'POST',
     path: '/api/v1/nodes',
@@ -78,6 +88,8 @@ export async function startAgentProcess(
   const child = spawn(
     process.execPath,
     [
+      ...cliFlags,
+      ...(opts.nodeFlags ?? []),
       cli,
       'run',
       `--node-name=${node}`,

@@ -11,6 +11,7 @@ import { createKubeClient } from '../src/runtime/index.js';
 import {
   createVms,
   requestTotals,
+  peakRssMB,
   rssMB,
   startAgentProcess,
   stopAgentProcess,
@@ -23,6 +24,8 @@ const { values } = parseArgs({
     vms: { type: 'string', default: '1000' },
     'idle-seconds': { type: 'string', default: '60' },
     concurrency: { type: 'string', default: '32' },
+    // Extra flags for the agent's node, to compare against what production runs.
+    'node-flags': { type: 'string', default: '' },
   },
 });
 const vms = Number(values.vms);
@@ -32,7 +35,8 @@ const NODE = 'bench-node';
 async function main(): Promise<void> {
   const cp = await startControlPlane();
   const client = createKubeClient(cp.kubeConfig);
-  const agent = await startAgentProcess(cp, client, NODE);
+  const nodeFlags = values['node-flags'].split(/\s+/).filter(Boolean);
+  const agent = await startAgentProcess(cp, client, NODE, { nodeFlags });
   try {
     await waitAgentReady(agent);
     const pid = agent.child.pid!;
@@ -67,6 +71,8 @@ async function main(): Promise<void> {
       writesAfterConverge: idle.writes - converged.writes,
       rssMB: Number(Math.max(rssConverged, rssAfterIdle).toFixed(1)),
       rssIdleBeforeMB: Number(rssIdle.toFixed(1)),
+      rssPeakMB: Number(peakRssMB(pid).toFixed(1)),
+      nodeFlags: nodeFlags.join(' '),
       machine: `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`,
       date: new Date().toISOString(),
     };
@@ -78,6 +84,7 @@ async function main(): Promise<void> {
       ['agent API writes per VM', String(result.apiWritesPerVm)],
       [`writes in ${idleSeconds} s after convergence`, String(result.writesAfterConverge)],
       ['agent RSS (MB)', String(result.rssMB)],
+      ['agent peak RSS (MB)', String(result.rssPeakMB)],
     ];
     for (const [k, v] of rows) console.log(`${k.padEnd(34)} ${v}`);
     console.log(JSON.stringify(result));

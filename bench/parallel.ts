@@ -64,6 +64,11 @@ const SPEC = {
 
 /** The XML the VM controller defines for a VM of SPEC (no volumes, networks or cloud-init). */
 function controllerXML(name: string): string {
+  return controllerDomain(name).xml;
+}
+
+/** That XML and the domain name in it (the controller names domains `<namespace>_<name>`). */
+function controllerDomain(name: string): { xml: string; domainName: string } {
   const vm = {
     apiVersion: 'virt.dev/v1alpha1',
     kind: 'VirtualMachine',
@@ -73,7 +78,8 @@ function controllerXML(name: string): string {
   const refs = { volume: () => undefined, network: () => undefined };
   const resolved = machineInputs(vm, refs, NODE, '/nonexistent');
   if (!('inputs' in resolved)) throw new Error(`spec refused: ${resolved.problem.message}`);
-  return buildDomainXML(desiredDomain(vm, resolved.inputs));
+  const doc = desiredDomain(vm, resolved.inputs);
+  return { xml: buildDomainXML(doc), domainName: doc.name };
 }
 
 async function removeDomains(conn: Connect, domains: Domain[]): Promise<void> {
@@ -103,8 +109,10 @@ async function rawParallel(conn: Connect, n: number, tag: string): Promise<numbe
 async function ansibleParallel(conn: Connect, n: number, tag: string): Promise<number> {
   const dir = await mkdtemp(path.join(tmpdir(), 'lvo-bench-ansible-'));
   try {
-    const names = Array.from({ length: n }, (_, i) => `par-${RUN}-${tag}-ans-${i}`);
-    for (const name of names) await writeFile(path.join(dir, `${name}.xml`), controllerXML(name));
+    const vms = Array.from({ length: n }, (_, i) => controllerDomain(`par-${RUN}-${tag}-ans-${i}`));
+    // Ansible addresses domains by their libvirt name, the one inside the XML.
+    const names = vms.map((v) => v.domainName);
+    for (const v of vms) await writeFile(path.join(dir, `${v.domainName}.xml`), v.xml);
     // JSON is YAML: the playbook is data, not a template.
     const playbook = [
       {
@@ -135,7 +143,15 @@ async function ansibleParallel(conn: Connect, n: number, tag: string): Promise<n
     await run('ansible-playbook', ['-i', 'localhost,', '-c', 'local', file], {
       env: { ...process.env, ANSIBLE_NOCOLOR: '1', ANSIBLE_HOST_KEY_CHECKING: 'False' },
       maxBuffer: 64 * 1024 * 1024,
-    }).catch((err: Error & { stdout?: string }) => {
+    }).catch(async (err: Error & { stdout?: string }) => {
+      // Whatever it managed to define must not stay behind on the shared daemon.
+      const found = await Promise.all(
+        names.map((name) => conn.lookupDomainByName(name).catch(() => undefined)),
+      );
+      await removeDomains(
+        conn,
+        found.filter((d): d is Domain => d !== undefined),
+      );
       throw new Error(`ansible-playbook failed: ${err.message}\n${err.stdout ?? ''}`);
     });
     const elapsed = performance.now() - t0;
@@ -269,7 +285,10 @@ async function main(): Promise<void> {
           const operator = await withConn((c) =>
             operatorParallel(cp, client, watch, agent.healthPort, c, n, tag),
           );
-          console.error(`${n} VMs, round ${round}: ansible`);
+          console.error(
+            `${n} VMs, round ${round}: raw ${(rawMs / 1000).toFixed(2)} s, operator ${(operator.readyMs / 1000).toFixed(2)} s, ` +
+              `delete ${(operator.deleteMs / 1000).toFixed(2)} s; ansible`,
+          );
           const ansibleMs = values['no-ansible']
             ? null
             : await withConn((c) => ansibleParallel(c, n, tag));

@@ -350,11 +350,17 @@ async function takeDownObjects(uri: string): Promise<void> {
  * processes) are real, so tests still use unique names. stop() takes down every domain,
  * network and pool it holds, then removes everything.
  */
-export async function startPrivateLibvirtd(): Promise<LibvirtDaemon> {
+export async function startPrivateLibvirtd(
+  opts: { libvirtdConf?: string } = {},
+): Promise<LibvirtDaemon> {
   await prepareHost();
   const dir = await mkdtemp('/tmp/lvo-libvirtd-');
   for (const [sub] of PRIVATE_MOUNTS) await mkdir(path.join(dir, sub), { recursive: true });
   await writeFile(path.join(dir, 'etc', 'qemu.conf'), withQemuSettings(''));
+  // Daemon settings a test needs (keepalive, request limits); libvirt's defaults otherwise.
+  if (opts.libvirtdConf !== undefined) {
+    await writeFile(path.join(dir, 'etc', 'libvirtd.conf'), opts.libvirtdConf);
+  }
   const socket = path.join(dir, 'run', 'libvirt-sock');
   const uri = `qemu+unix:///system?socket=${socket}`;
   const logPath = path.join(dir, 'libvirtd.log');

@@ -134,8 +134,31 @@ struct InternEntry {
   void* box;
 };
 
+class Task;
+
+// Admission of one remote connection's calls into libvirtd. The daemon reads at most
+// max_client_requests (default 5) requests of a client at once and stops reading that client's
+// socket while they run, so it no longer sees the client's keepalive answers either: calls
+// slower than keepalive_interval x keepalive_count (5 s x 5 by default; a QEMU start on a
+// saturated host) got the connection dropped ("Client hit max requests limit", then "connection
+// closed due to keepalive timeout"). The binding therefore lets at most `limit` calls of a
+// connection into the daemon (default 4, one below the daemon's default, so a slot stays free
+// for keepalive) and queues the rest here, in call order. Guarded by WorkerPool's mutex.
+struct ConnGate {
+  explicit ConnGate(unsigned n) : limit(n) {}
+  const unsigned limit;
+  unsigned inside = 0;
+  std::deque<Task*> waiting;
+};
+
+// The gate for a freshly opened connection: none for in-process drivers (test:///), whose
+// calls never reach a daemon; LIBVIRT_NATIVE_REMOTE_CALLS overrides the limit (0 = no gate).
+std::shared_ptr<ConnGate> GateFor(virConnectPtr conn);
+
 struct ConnState {
   virConnectPtr ptr = nullptr;
+  // Null for in-process connections. Set on the JS thread before the first call.
+  std::shared_ptr<ConnGate> gate;
   // Live handles of this connection by object identity. JS-thread only; every entry belongs
   // to a live handle, whose finalizer removes it, so the table is empty when this dies.
   std::unordered_map<std::string, InternEntry> interned;
@@ -208,6 +231,8 @@ class Task {
  public:
   virtual ~Task() = default;
   virtual void Run() = 0;
+  // The connection admission this task passes through (null: runs as soon as a thread is free).
+  std::shared_ptr<ConnGate> gate;
 };
 
 class WorkerPool {
@@ -223,16 +248,27 @@ class WorkerPool {
   unsigned Threads();
 
  private:
+  // One pool thread's parking spot; lives on that thread's stack (threads never exit).
+  struct Worker {
+    std::condition_variable cv;
+    bool woken = false;  // guarded by mutex_
+    std::atomic<bool> claimed{false};
+  };
   void Loop();
   void Supervise();
   void SpawnLocked();
   bool StalledLocked();
+  // Queues a task, or parks it at its connection's gate; true when it was queued.
+  bool AdmitLocked(Task* task);
+  Worker* ClaimLocked(bool* watch);
   std::mutex mutex_;
-  std::condition_variable cv_;
   std::condition_variable supervisorCv_;
   std::deque<Task*> queue_;
+  // Sleeping threads, the one that went to sleep last at the back; threads awake for a
+  // moment after their last task, waiting for a claim.
+  std::vector<Worker*> idle_;
+  std::vector<Worker*> spinners_;
   unsigned threads_ = 0;
-  unsigned idle_ = 0;
   bool supervisorParked_ = false;
   std::atomic<int64_t> lastProgressMs_{0};
 };
@@ -433,6 +469,7 @@ class Call {
     job->mustRun = mustRun;
     job->pins = std::move(pins_);
     job->timeoutMs = timeoutMs_;
+    if (conn) job->gate = conn->gate;
     return EnvState::Of(env)->Submit(env, job);
   }
 
