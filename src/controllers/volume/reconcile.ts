@@ -42,7 +42,7 @@ import { usersOf } from './users.js';
 
 const KIND = 'Volume';
 /** How often an import's progress is looked at (and written to status when it moved). */
-export const PROGRESS_INTERVAL_MS = 3_000;
+const PROGRESS_INTERVAL_MS = 3_000;
 
 type Pass = { facts: VolumeFacts; requeueMs?: number };
 
