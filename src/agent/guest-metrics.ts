@@ -21,7 +21,7 @@ import {
 import { stampOf } from '../ownership/metadata.js';
 
 /** The stats groups the metrics need. */
-export const GUEST_STATS =
+const GUEST_STATS =
   DomainStatsTypes.STATE |
   DomainStatsTypes.CPU_TOTAL |
   DomainStatsTypes.BALLOON |

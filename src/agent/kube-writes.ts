@@ -21,7 +21,7 @@ import { keyPath, referenceTo, type ResourceDescription } from '../runtime/resou
 export const FIELD_MANAGER = 'libvirt-operator';
 export const nodeFieldManager = (nodeName: string): string => `${FIELD_MANAGER}/${nodeName}`;
 /** The top-level status of VirtualNetwork and StoragePool, shared by every agent. */
-export const SUMMARY_FIELD_MANAGER = `${FIELD_MANAGER}-summary`;
+const SUMMARY_FIELD_MANAGER = `${FIELD_MANAGER}-summary`;
 
 export type KubeWrites = Pick<
   ControllerContext,

@@ -55,7 +55,7 @@ export interface Problem {
 /** A path into an object, one segment per step; rendered like the API server renders it. */
 export type Path = readonly (string | number | { key: string })[];
 
-export function formatPath(path: Path): string {
+function formatPath(path: Path): string {
   let out = '';
   for (const seg of path) {
     if (typeof seg === 'number') out += `[${seg}]`;

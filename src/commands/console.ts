@@ -54,8 +54,8 @@ export const ESCAPE = 0x1d;
  * last input, and the longest wait. Quiet is counted from the guest's first output after
  * that input, so a guest slow to react (TCG on a busy host) is not cut off before it answers.
  */
-export const QUIET_MS = 1_500;
-export const MAX_LINGER_MS = 15_000;
+const QUIET_MS = 1_500;
+const MAX_LINGER_MS = 15_000;
 
 export interface ConsoleOptions {
   name: string;
@@ -151,9 +151,8 @@ export function splitAtEscape(chunk: Uint8Array): { forward: Uint8Array; detach:
 }
 
 /** The agent pod's labels (manifests/base/daemonset.yaml). */
-export const AGENT_SELECTOR =
-  'app.kubernetes.io/name=libvirt-operator,app.kubernetes.io/component=agent';
-export const AGENT_CONTAINER = 'agent';
+const AGENT_SELECTOR = 'app.kubernetes.io/name=libvirt-operator,app.kubernetes.io/component=agent';
+const AGENT_CONTAINER = 'agent';
 
 interface PodSummary {
   metadata: { name: string; deletionTimestamp?: string };

@@ -11,7 +11,7 @@ export type Options = NonNullable<ParseArgsConfig['options']>;
  * node:util parseArgs in strict mode, with its messages turned into one line that names the
  * command and the bad flag ("unknown option '--frob'"), and `--help` answered from `help`.
  */
-export function parseFlags<O extends Options>(
+function parseFlags<O extends Options>(
   command: string,
   argv: string[],
   options: O,

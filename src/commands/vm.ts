@@ -11,7 +11,7 @@ import { PAUSED_ANNOTATION, RESTART_ANNOTATION } from '../controllers/virtual-ma
 import { CONTENT_TYPE, createKubeClient, isNotFound } from '../runtime/kube-client.js';
 import { UsageError, withOneLineErrors } from './flags.js';
 
-export const VM_FIELD_MANAGER = 'libvirt-operator-vm';
+const VM_FIELD_MANAGER = 'libvirt-operator-vm';
 
 const HELP = `usage: libvirt-operator vm pause|unpause|restart NAME [-n NAMESPACE] [--kubeconfig PATH]
 
@@ -28,7 +28,7 @@ const ACTIONS = ['pause', 'unpause', 'restart'] as const;
 type Action = (typeof ACTIONS)[number];
 
 /** The annotation changes of an action; null removes an annotation (merge patch). */
-export function annotationPatch(action: Action, now: Date): Record<string, string | null> {
+function annotationPatch(action: Action, now: Date): Record<string, string | null> {
   switch (action) {
     case 'pause':
       return { [PAUSED_ANNOTATION]: 'true' };

@@ -95,23 +95,39 @@ export function newProblem(
  * carry (the cached one would be a certain 409 and a lost pass). `cleanup` removes the
  * finalizer itself once the host is clean (it may instead report why it cannot be yet); it
  * must be idempotent and safe when apply never ran.
+ *
+ * Two variations, for the kinds that need them:
+ * - several finalizers (Volume: the host one guards the file, the protection one holds the
+ *   deletion while something uses it): all go on, in the order given, each patch from the
+ *   object the previous one returned; "has finalizer" means any of them, so a cleanup that
+ *   drops them one pass at a time is called again while one is left.
+ * - `cleanupUnheld` (StoragePool): cleanup also runs without our finalizer. Its host object is
+ *   found by the object's uid, so a pool left behind without the finalizer (taken off by
+ *   hand, say) is still found and removed, and a node that dropped out of the selector keeps
+ *   saying so in its status entry.
  */
 export async function withFinalizer<T extends KubeObject>(
   ctx: ControllerContext,
   kind: VirtKind,
   obj: T,
-  finalizer: string,
+  finalizers: string | readonly string[],
   pass: {
     /** Default: not being deleted. */
     wanted?: boolean;
+    /** Run cleanup when not wanted even if none of our finalizers is on the object. */
+    cleanupUnheld?: boolean;
     apply: (obj: T) => Promise<Action>;
     cleanup: (obj: T) => Promise<Action>;
   },
 ): Promise<Action> {
+  const ours = typeof finalizers === 'string' ? [finalizers] : finalizers;
+  const has = (o: T, f: string) => o.metadata.finalizers?.includes(f) ?? false;
   const wanted = pass.wanted ?? !obj.metadata.deletionTimestamp;
-  const held = obj.metadata.finalizers?.includes(finalizer) ?? false;
-  if (!wanted) return held ? pass.cleanup(obj) : done;
-  return pass.apply(held ? obj : await ctx.ensureFinalizer(kind, obj, finalizer));
+  if (!wanted)
+    return pass.cleanupUnheld || ours.some((f) => has(obj, f)) ? pass.cleanup(obj) : done;
+  let current = obj;
+  for (const f of ours) if (!has(current, f)) current = await ctx.ensureFinalizer(kind, current, f);
+  return pass.apply(current);
 }
 
 /** The cached object a queue key (namespace/name, or name) names. */

@@ -17,7 +17,7 @@ export function selectsNode(selector: LabelSelector | undefined, labels: NodeLab
   return byLabels && (selector.matchExpressions ?? []).every((r) => meetsRequirement(r, labels));
 }
 
-export function meetsRequirement(req: LabelSelectorRequirement, labels: NodeLabels): boolean {
+function meetsRequirement(req: LabelSelectorRequirement, labels: NodeLabels): boolean {
   const has = Object.hasOwn(labels, req.key);
   const values = req.values ?? [];
   switch (req.operator) {

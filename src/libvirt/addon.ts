@@ -349,7 +349,7 @@ export interface NativeBinding {
 
 // src/libvirt/addon.ts and dist/libvirt/addon.js are both two levels below the package root.
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const addonPath = path.join(packageRoot, 'build', 'Release', 'libvirt_native.node');
+const addonPath = path.join(packageRoot, 'build', 'Release', 'libvirt_native.node');
 
 function load(): NativeBinding {
   const require = createRequire(import.meta.url);

@@ -16,10 +16,10 @@ import {
 
 export const OWNER_NAMESPACE = 'http://virt.dev/libvirt-operator/v1';
 /** The prefix we write; on read any prefix bound to OWNER_NAMESPACE is recognised. */
-export const OWNER_PREFIX = 'lvo';
+const OWNER_PREFIX = 'lvo';
 const OWNER_ELEMENT = 'owner';
 
-export const OWNED_KINDS = ['VirtualMachine', 'Volume', 'VirtualNetwork', 'StoragePool'] as const;
+const OWNED_KINDS = ['VirtualMachine', 'Volume', 'VirtualNetwork', 'StoragePool'] as const;
 export type OwnedKind = (typeof OWNED_KINDS)[number];
 
 export interface OwnershipStamp {

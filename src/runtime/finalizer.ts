@@ -1,4 +1,4 @@
-// The finalizer helper: the 2x2 table of (has our finalizer, is being deleted).
+// Finalizers: the 2x2 table of (has our finalizer, is being deleted), and the patches that walk it.
 //
 //                      | not deleting                 | deleting
 //   ---------------------------------------------------------------------------------------
@@ -7,15 +7,10 @@
 //                      | before it is there)          | our cleanup already ran
 //   has finalizer      | apply                        | cleanup; when it is done, remove it
 //
-// Guarantees (the same as kube-rs's finalizer()):
-//  - `apply` runs only while our finalizer is on the object, so every object we acted on
-//    gets a `cleanup` before it disappears;
-//  - `cleanup` runs at least once, and possibly more than once (a crash or a conflict between
-//    the cleanup and the finalizer's removal): it must be idempotent, and safe when `apply`
-//    never ran or only half ran;
-//  - the finalizer is removed only after `cleanup` returned `done`. A cleanup that returns
-//    `requeueAfter` is not finished (e.g. waiting for a guest to shut down): the finalizer
-//    stays and the key comes back. (kube-rs removes the finalizer after any Ok action.)
+// The agent's kinds walk it with withFinalizer (src/controllers/kit.ts), which goes on with
+// the object the add returned instead of waiting, through these patches
+// (src/agent/kube-writes.ts); tests of the bare runtime use test/harness/finalizer.ts.
+//
 // Concurrency: both patches are JSON patches with a `test` op on the finalizers they change
 // (kube-rs's approach). Testing metadata.resourceVersion instead would conflict on every
 // unrelated write, such as other agents' status updates of a cluster-scoped object. A failed
@@ -23,12 +18,8 @@
 // A delete racing the add: without finalizers the object is gone at once (our add gets 404,
 // taken as done) and `apply` never ran; with other finalizers the API server refuses new
 // finalizers on a deleting object (422), the retry then finds "deleting, no finalizer".
-import type { Action } from './controller.js';
 import { CONTENT_TYPE, KubeApiError, type KubeClient } from './kube-client.js';
 import { objectKey, keyPath, type KubeObject, type ResourceDescription } from './resource.js';
-
-export type FinalizerEvent<T extends KubeObject> =
-  { kind: 'apply'; obj: T } | { kind: 'cleanup'; obj: T };
 
 export type FinalizerStep = 'add' | 'apply' | 'cleanup' | 'nothing';
 
@@ -71,39 +62,6 @@ export function removeFinalizerPatch(obj: KubeObject, finalizer: string): JsonPa
 
 export class FinalizerConflict extends Error {
   override name = 'FinalizerConflict';
-}
-
-// A qualified name as Kubernetes requires for finalizers: an optional DNS prefix and a name.
-const QUALIFIED_NAME =
-  /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
-
-/**
- * Runs one reconcile pass through the table above. `handle` gets `apply` or `cleanup`; its
- * Action is returned, except after adding the finalizer (the patch itself wakes the key).
- */
-export async function reconcileWithFinalizer<T extends KubeObject>(
-  client: KubeClient,
-  resource: ResourceDescription,
-  finalizer: string,
-  obj: T,
-  handle: (event: FinalizerEvent<T>) => Promise<Action>,
-): Promise<Action> {
-  if (!QUALIFIED_NAME.test(finalizer) || !finalizer.includes('/')) {
-    throw new Error(
-      `finalizer name '${finalizer}' must be a qualified name like 'example.com/cleanup'`,
-    );
-  }
-  const step = finalizerStep(obj, finalizer);
-  if (step === 'nothing') return { kind: 'done' };
-  if (step === 'add') {
-    await patchFinalizers(client, resource, obj, addFinalizerPatch(obj, finalizer), 'add');
-    return { kind: 'done' };
-  }
-  if (step === 'apply') return handle({ kind: 'apply', obj });
-  const action = await handle({ kind: 'cleanup', obj });
-  if (action.kind !== 'done') return action;
-  await patchFinalizers(client, resource, obj, removeFinalizerPatch(obj, finalizer), 'remove');
-  return { kind: 'done' };
 }
 
 /**

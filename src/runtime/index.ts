@@ -33,13 +33,7 @@ export {
   type WorkQueue,
   type WorkQueueOptions,
 } from './work-queue.js';
-export {
-  reconcileWithFinalizer,
-  finalizerStep,
-  FinalizerConflict,
-  type FinalizerEvent,
-  type FinalizerStep,
-} from './finalizer.js';
+export { finalizerStep, FinalizerConflict, type FinalizerStep } from './finalizer.js';
 export {
   createStatusWriter,
   nodeFieldManager,

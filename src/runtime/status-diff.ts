@@ -27,7 +27,7 @@ function child(path: string, name: string): string {
   return path ? `${path}.${name}` : name;
 }
 
-export function deepEqual(a: unknown, b: unknown): boolean {
+function deepEqual(a: unknown, b: unknown): boolean {
   if (a === b) return true;
   if (Array.isArray(a)) {
     return Array.isArray(b) && a.length === b.length && a.every((x, i) => deepEqual(x, b[i]));

@@ -120,7 +120,7 @@ export function findBinaries(): string | undefined {
 }
 
 /** The binaries' folder, building them with scripts/provision-control-plane.sh when allowed. */
-export async function ensureBinaries(provision: boolean): Promise<string> {
+async function ensureBinaries(provision: boolean): Promise<string> {
   const found = findBinaries();
   if (found) return found;
   if (!provision) {
@@ -253,7 +253,7 @@ export async function terminate(proc: Proc | undefined, graceMs = 5000): Promise
   }
 }
 
-export function httpsGet(
+function httpsGet(
   url: string,
   ca: Buffer,
   token: string,

@@ -27,7 +27,6 @@ import {
   ControlPlaneError,
   KUBERNETES_VERSION,
   REAPER_SOURCE,
-  sleep,
   startProcess,
   tail,
   terminate,
@@ -39,15 +38,15 @@ import { buildImage } from './oci-image.js';
 import { packageRoot } from './package-root.js';
 import { run } from './run.js';
 
-export const CONTAINERD_VERSION = 'v2.4.2';
+const CONTAINERD_VERSION = 'v2.4.2';
 /** The API server port of a cluster with a node: the overlay in manifests/overlays/local names it. */
 export const NODE_API_SERVER_PORT = 6443;
 export const DEFAULT_POD_SUBNET = '10.244.0.0/24';
 /** Pinned in containerd as the pod sandbox; built from the Kubernetes module's pause.c. */
-export const PAUSE_IMAGE = `localhost/libvirt-operator/pause:${KUBERNETES_VERSION}`;
+const PAUSE_IMAGE = `localhost/libvirt-operator/pause:${KUBERNETES_VERSION}`;
 const CNI_BIN_DIR = '/usr/lib/cni';
 
-export function nodeBinDir(): string {
+function nodeBinDir(): string {
   return join(cacheRoot(), 'node', `${KUBERNETES_VERSION}-containerd-${CONTAINERD_VERSION}`);
 }
 
@@ -570,5 +569,3 @@ async function freePortOn(host: string): Promise<number> {
     });
   });
 }
-
-export { sleep };

@@ -7,7 +7,7 @@
 /** The figure last shown per object key, and when. */
 export type ShownFigures = Map<string, { value: unknown; atMs: number }>;
 
-export const FIGURES_INTERVAL_MS = 60_000;
+const FIGURES_INTERVAL_MS = 60_000;
 
 /** `value` if the figure for `key` was last refreshed `intervalMs` ago or more, else the last shown one. */
 export function steadyFigure<T>(

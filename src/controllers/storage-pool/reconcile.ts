@@ -17,7 +17,7 @@ import { selectsNode } from '../node-selector.js';
 import { applyPoolSteps, removePool, type PoolActOutcome } from './act.js';
 import { desiredPool } from './desired.js';
 import { forgetFigures, steadyFigure } from '../shared/figures.js';
-import { listed, newProblem, retryDelay } from '../kit.js';
+import { listed, newProblem, retryDelay, withFinalizer } from '../kit.js';
 import { observePool } from './observe.js';
 import { planPool, type PoolStep } from './plan.js';
 import {
@@ -37,11 +37,17 @@ export async function reconcileStoragePool(key: string, ctx: ControllerContext):
   const selected = nodeSelected(cached, ctx);
   if (selected === undefined)
     return report(cached, { observed: { found: 'none' }, problem: nodeUnknown(ctx) }, ctx);
-  if (cached.metadata.deletionTimestamp || !selected) return removeFromNode(cached, selected, ctx);
+  // The pool is looked up by the object's uid, so removal runs even without our finalizer.
+  return withFinalizer(ctx, KIND, cached, nodeFinalizer(ctx.nodeName), {
+    wanted: !cached.metadata.deletionTimestamp && selected,
+    cleanupUnheld: true,
+    apply: (pool) => converge(pool, ctx),
+    cleanup: (pool) => removeFromNode(pool, selected, ctx),
+  });
+}
 
-  // Go on with the object the patch returned: the status write below carries its
-  // resourceVersion, and the cached one is already stale (a certain 409 and a lost pass).
-  const pool = await ctx.ensureFinalizer(KIND, cached, nodeFinalizer(ctx.nodeName));
+/** One pass towards a running pool as the spec describes it, our finalizer on. */
+async function converge(pool: StoragePool, ctx: ControllerContext): Promise<Action> {
   const desired = desiredPool(pool);
   let observed = await observePool(ctx.libvirt(), desired);
   const steps = planPool(desired, observed, pool.spec.autostart ?? true);

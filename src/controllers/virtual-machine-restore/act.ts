@@ -17,7 +17,7 @@ import {
 import { RESTORE_NAMESPACE, RESTORE_PREFIX, restoreMarkerXML } from './desired.js';
 
 /** Loading a checkpoint reads the guest's RAM back from the qcow2 file. */
-export const REVERT_TIMEOUT_MS = 10 * 60_000;
+const REVERT_TIMEOUT_MS = 10 * 60_000;
 
 /** Into the persistent definition, and the running one too while the domain runs. */
 export async function setMarker(

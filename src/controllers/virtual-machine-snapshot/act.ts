@@ -18,9 +18,9 @@ import { observeSnapshot, type FoundSnapshot } from '../shared/machine-snapshot.
  * A guest agent that is configured but never answers must not hold a snapshot up: libvirt's
  * own agent timeout applies inside, this bounds the whole call.
  */
-export const FREEZE_TIMEOUT_MS = 10_000;
+const FREEZE_TIMEOUT_MS = 10_000;
 /** Writing a checkpoint copies the guest's RAM into the qcow2 file: minutes for a big guest. */
-export const CREATE_TIMEOUT_MS = 10 * 60_000;
+const CREATE_TIMEOUT_MS = 10 * 60_000;
 
 export type TakeOutcome =
   | { kind: 'taken'; found: FoundSnapshot; quiesced: boolean | undefined }

@@ -7,7 +7,7 @@ import type {
 import type { SnapshotRecord } from './desired.js';
 import type { FoundSnapshot } from '../shared/machine-snapshot.js';
 
-export const READY = 'Ready';
+const READY = 'Ready';
 
 export type SnapshotFacts =
   | { phase: 'Pending' | 'InProgress'; reason: string; message: string }

@@ -43,12 +43,12 @@ import {
 import { cloudInitImage, type CloudInitImage } from './cloud-init.js';
 import type { Problem } from '../kit.js';
 
-export const CONSOLE_LOG_ANNOTATION = 'virt.dev/console-log';
+const CONSOLE_LOG_ANNOTATION = 'virt.dev/console-log';
 /** Seconds between the balloon driver's memory statistics (virDomainMemoryStats). */
-export const BALLOON_STATS_PERIOD = 5;
+const BALLOON_STATS_PERIOD = 5;
 const MACHINE = 'q35';
 /** Free PCIe root ports left for live attaches (virt-install leaves a similar number). */
-export const HOTPLUG_PORTS = 8;
+const HOTPLUG_PORTS = 8;
 /** Devices besides disks and NICs that take a root port: balloon, virtio-serial, USB, SCSI. */
 const OTHER_PCI_DEVICES = 4;
 const ARCH = 'x86_64';
@@ -89,7 +89,7 @@ export function nvramFile(stateDir: string, uid: string): string {
   return join(stateDir, 'nvram', `${uid}_VARS.fd`);
 }
 
-export function consoleLogPath(vm: VirtualMachine, stateDir: string): string | undefined {
+function consoleLogPath(vm: VirtualMachine, stateDir: string): string | undefined {
   if (vm.metadata.annotations?.[CONSOLE_LOG_ANNOTATION] !== 'true') return undefined;
   return consoleLogFile(stateDir, String(vm.metadata.uid));
 }
@@ -367,7 +367,7 @@ function rootPorts(vm: VirtualMachine): Controller[] {
 }
 
 /** The bus of a spec disk: virtio for a disk, sata for a cdrom, unless the spec says. */
-export function diskBus(spec: { device?: 'disk' | 'cdrom'; bus?: DiskBus }): DiskBus {
+function diskBus(spec: { device?: 'disk' | 'cdrom'; bus?: DiskBus }): DiskBus {
   return spec.bus ?? (spec.device === 'cdrom' ? 'sata' : 'virtio');
 }
 

@@ -7,7 +7,6 @@ import type { ControllerModule } from '../module.js';
 import { reconcileVirtualMachine } from './reconcile.js';
 
 export { reconcileVirtualMachine } from './reconcile.js';
-export { CONSOLE_LOG_ANNOTATION } from './desired.js';
 
 export const virtualMachine: ControllerModule = {
   kind: 'VirtualMachine',

@@ -213,7 +213,7 @@ async function addresses(
   };
 }
 
-export async function listCloudInitIsos(dir: string, uid: string): Promise<string[]> {
+async function listCloudInitIsos(dir: string, uid: string): Promise<string[]> {
   const prefix = cloudInitPrefix(uid);
   try {
     return (await readdir(dir))

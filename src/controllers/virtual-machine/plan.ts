@@ -42,7 +42,7 @@ import { diskLetters } from './desired.js';
 
 /** The condition that remembers why and since when the operator is stopping the domain. */
 export const SHUTDOWN_CONDITION = 'ShutdownRequested';
-export const SHUTDOWN_REASONS = [
+const SHUTDOWN_REASONS = [
   'RunStrategyHalted',
   'RestartToApplyChanges',
   'RestartRequested',
@@ -94,7 +94,7 @@ export interface MachinePlan {
 export const STOP_POLL_MS = 2_000;
 /** How soon to look after a step whose effect arrives a moment later. */
 export const TRANSITION_MS = 500;
-export const DEFAULT_GRACE_SECONDS = 60;
+const DEFAULT_GRACE_SECONDS = 60;
 
 /** Fields that SetMemoryFlags / SetVcpusFlags change without a redefinition. */
 const LIVE_PATHS = new Set(['currentMemoryKiB', 'vcpu.current']);
@@ -131,14 +131,14 @@ export function pauseRequested(vm: VirtualMachine): boolean {
 }
 
 /** status.lastRestartRequest's schema bound. */
-export const RESTART_RECORD_MAX = 256;
+const RESTART_RECORD_MAX = 256;
 
 /**
  * How a restart-requested-at value is recorded in status.lastRestartRequest: as is, or when
  * longer than the field allows, as its digest (a value status cannot hold would otherwise never
  * count as done, and restart the machine on every pass).
  */
-export function restartRecord(value: string): string {
+function restartRecord(value: string): string {
   return value.length <= RESTART_RECORD_MAX
     ? value
     : `sha256:${createHash('sha256').update(value).digest('hex')}`;
@@ -277,7 +277,7 @@ function isSeed(d: Disk): boolean {
 }
 
 /** What libvirt and QEMU can attach and detach on a running domain. */
-export function hotPluggable(d: Disk): boolean {
+function hotPluggable(d: Disk): boolean {
   return d.device === 'disk' && (d.target.bus === 'virtio' || d.target.bus === 'scsi');
 }
 
@@ -635,7 +635,7 @@ function pauseSteps(vm: VirtualMachine, power: PowerView, strategy: string): Mac
 }
 
 /** A paused guest cannot answer ACPI: it is resumed before the shutdown request. */
-export function resumedFirst(power: { state: string }, plan: MachinePlan): MachinePlan {
+function resumedFirst(power: { state: string }, plan: MachinePlan): MachinePlan {
   if (power.state !== 'paused' || !plan.steps.some((s) => s.op === 'shutdown')) return plan;
   return { ...plan, steps: [{ op: 'resume' }, ...plan.steps] };
 }
@@ -645,7 +645,7 @@ export function resumedFirst(power: { state: string }, plan: MachinePlan): Machi
  * time is the condition's lastTransitionTime, stored in whole seconds (rounded down), so one
  * second is added: a guest is never destroyed before its full grace period.
  */
-export function gracefulStop(
+function gracefulStop(
   vm: VirtualMachine,
   requested: ShutdownRequest | undefined,
   reason: ShutdownReason,

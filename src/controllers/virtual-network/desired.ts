@@ -68,7 +68,7 @@ export function ipv4HostAddress(cidr: string): { address: string; prefix: number
 }
 
 /** An IPv6 address as 128-bit number; undefined when it is not one. */
-export function ipv6Number(address: string): bigint | undefined {
+function ipv6Number(address: string): bigint | undefined {
   if (!/^[0-9a-fA-F:]+$/.test(address) || address.split('::').length > 2) return undefined;
   const [head = '', tail] = address.split('::');
   const groups = (s: string) => (s === '' ? [] : s.split(':'));
@@ -85,7 +85,7 @@ export function ipv6Number(address: string): bigint | undefined {
  * RFC 5952 text, as libvirt (inet_ntop) prints it: lower case, no leading zeros, the longest
  * run of two or more zero groups (the first of equals) as '::'.
  */
-export function ipv6String(n: bigint): string {
+function ipv6String(n: bigint): string {
   const groups = Array.from({ length: 8 }, (_, i) => Number((n >> BigInt(112 - 16 * i)) & 0xffffn));
   let best = { at: -1, len: 0 };
   for (let i = 0; i < 8;) {
@@ -256,7 +256,7 @@ function dhcpHost(h: { macAddress: string; ipAddress: string; hostname?: string 
   return host;
 }
 
-export function desiredDnsHosts(vnet: VirtualNetwork): DnsHost[] {
+function desiredDnsHosts(vnet: VirtualNetwork): DnsHost[] {
   if (vnet.spec.dns?.enabled === false) return [];
   return (vnet.spec.dns?.hosts ?? []).map((h) => ({
     ip: h.ipAddress,

@@ -5,7 +5,6 @@ import { changed, type ControllerModule } from '../module.js';
 import { reconcileVirtualNetwork } from './reconcile.js';
 
 export { reconcileVirtualNetwork } from './reconcile.js';
-export { defaultBridgeName } from './desired.js';
 
 export const virtualNetwork: ControllerModule = {
   kind: 'VirtualNetwork',

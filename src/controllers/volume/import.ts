@@ -31,7 +31,7 @@ export class ImportError extends Error {
 
 const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
 /** Enough of the file to read a qcow2 header's fields we check. */
-export const HEAD_BYTES = 512;
+const HEAD_BYTES = 512;
 
 /**
  * What the downloaded bytes are. A qcow2 image that names a backing file is refused: libvirt
@@ -202,7 +202,7 @@ export function importJob(jobs: ImportJobs, uid: string): ImportJob | undefined 
   return jobs.get(uid);
 }
 
-export function importFile(stateDir: string, uid: string): string {
+function importFile(stateDir: string, uid: string): string {
   return path.join(stateDir, 'imports', `${uid}.img`);
 }
 

@@ -13,7 +13,7 @@ import {
   type ControllerContext,
 } from '../context.js';
 import { forgetFigures, steadyFigure } from '../shared/figures.js';
-import { cachedByKey, newProblem, retryDelay } from '../kit.js';
+import { cachedByKey, newProblem, retryDelay, withFinalizer } from '../kit.js';
 import { applyVolumeSteps, deleteVolumeFile, uploadImage } from './act.js';
 import { desiredVolume, sourceKind, sourceVolumeName } from './desired.js';
 import {
@@ -42,7 +42,7 @@ import { usersOf } from './users.js';
 
 const KIND = 'Volume';
 /** How often an import's progress is looked at (and written to status when it moved). */
-export const PROGRESS_INTERVAL_MS = 3_000;
+const PROGRESS_INTERVAL_MS = 3_000;
 
 type Pass = { facts: VolumeFacts; requeueMs?: number };
 
@@ -57,18 +57,22 @@ interface FileInputs {
 export async function reconcileVolume(key: string, ctx: ControllerContext): Promise<Action> {
   const cached = cachedByKey<Volume>(ctx, KIND, key);
   if (!cached || cached.spec.nodeName !== ctx.nodeName) return done;
-  if (cached.metadata.deletionTimestamp) return removeVolume(cached, ctx);
   const usedBy = usersOf(cached, ctx);
-
   // Both finalizers before the file exists, the host one first since it guards the file.
-  // Each patch tests the finalizer list it extends, so each goes on from the object the
-  // previous one returned, and so does the status write at the end (it carries that object's
-  // resourceVersion; the cached one is stale by then).
-  let vol = cached;
-  for (const finalizer of [HOST_FINALIZER, VOLUME_PROTECTION_FINALIZER]) {
-    vol = await ctx.ensureFinalizer(KIND, vol, finalizer);
-  }
+  // Deletion runs while either is left: the host one comes off once the file is dealt with,
+  // the protection one in the pass after.
+  return withFinalizer(ctx, KIND, cached, [HOST_FINALIZER, VOLUME_PROTECTION_FINALIZER], {
+    apply: (vol) => converge(vol, usedBy, ctx),
+    cleanup: (vol) => removeVolume(vol, usedBy, ctx),
+  });
+}
 
+/** One pass towards the file the spec asks for, both finalizers on. */
+async function converge(
+  vol: Volume,
+  usedBy: VolumeFacts['usedBy'],
+  ctx: ControllerContext,
+): Promise<Action> {
   const pool = await usablePool(ctx, vol.spec.pool);
   if ('reason' in pool) return report(vol, { facts: { problem: pool, usedBy } }, ctx);
   const found = await observeVolume(pool.handle, volumeFileName(vol));
@@ -196,12 +200,13 @@ async function convergeImport(
  * provably ours) or leave it (Retain), then drop the host finalizer; the protection finalizer
  * goes in the next pass. Safe to repeat, and it never waits for a pool or file that is gone.
  */
-async function removeVolume(vol: Volume, ctx: ControllerContext): Promise<Action> {
-  const has = (f: string) => vol.metadata.finalizers?.includes(f) ?? false;
-  if (!has(HOST_FINALIZER) && !has(VOLUME_PROTECTION_FINALIZER)) return done;
-  const usedBy = usersOf(vol, ctx);
+async function removeVolume(
+  vol: Volume,
+  usedBy: VolumeFacts['usedBy'],
+  ctx: ControllerContext,
+): Promise<Action> {
   if (usedBy.length > 0) return reportBlocked(vol, usedBy, ctx);
-  if (has(HOST_FINALIZER)) {
+  if (vol.metadata.finalizers?.includes(HOST_FINALIZER)) {
     await cancelImport(ctx.host.imports, String(vol.metadata.uid), ctx.stateDir);
     if ((vol.spec.deletionPolicy ?? 'Delete') === 'Delete') {
       const pool = await usablePool(ctx, vol.spec.pool);

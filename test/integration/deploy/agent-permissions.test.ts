@@ -12,7 +12,6 @@ import {
   createStatusWriter,
   done,
   keyPath,
-  reconcileWithFinalizer,
   referenceTo,
   startLease,
   type KubeObject,
@@ -20,6 +19,7 @@ import {
 import { packageRoot } from '../../../src/commands/local/package-root.js';
 import type { KubectlResult } from '../../../src/commands/local/control-plane.js';
 import { useControlPlane } from '../../harness/control-plane.js';
+import { reconcileWithFinalizer } from '../../harness/finalizer.js';
 import {
   AGENT_NAMESPACE,
   AGENT_USER,

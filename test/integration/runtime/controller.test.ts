@@ -8,7 +8,8 @@ import {
   requeueAfter,
   type Reconcile,
 } from '../../../src/runtime/controller.js';
-import { FinalizerConflict, reconcileWithFinalizer } from '../../../src/runtime/finalizer.js';
+import { FinalizerConflict } from '../../../src/runtime/finalizer.js';
+import { reconcileWithFinalizer } from '../../harness/finalizer.js';
 import { isConflict, type KubeClient } from '../../../src/runtime/kube-client.js';
 import type { KubeObject } from '../../../src/runtime/resource.js';
 import { referenceTo } from '../../../src/runtime/resource.js';

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { done } from '../../../src/runtime/controller.js';
-import { reconcileWithFinalizer } from '../../../src/runtime/finalizer.js';
+import { reconcileWithFinalizer } from '../../harness/finalizer.js';
 import type { KubeObject } from '../../../src/runtime/resource.js';
 import { referenceTo } from '../../../src/runtime/resource.js';
 import { startRuntime } from '../../../src/runtime/runtime.js';
