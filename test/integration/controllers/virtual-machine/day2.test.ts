@@ -4,9 +4,6 @@
 // no virDomainAttachDeviceFlags (VIR_ERR_NO_SUPPORT), so here a disk added to a running machine
 // becomes a restart-time change; live attach and detach are covered by
 // test/e2e/operator/day2.test.ts on the real libvirtd.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../../src/api/generated/types.js';
 import { main as vmCommand } from '../../../../src/commands/vm.js';
@@ -14,13 +11,9 @@ import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-mac
 import { Connect, DomainXMLFlags } from '../../../../src/libvirt/index.js';
 import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
-import {
-  converge,
-  snapshotContext,
-  type SnapshotContext,
-} from '../../../harness/controller-context.js';
-import { kube, type Kube } from '../../../harness/kube-objects.js';
-import { recording, type Recording } from './fixtures.js';
+import { converge, type SnapshotContext } from '../../../harness/controller-context.js';
+import { type Kube } from '../../../harness/kube-objects.js';
+import { openMachineBench, readyVolume, type MachineBench, type Recording } from './fixtures.js';
 
 const NODE = 'node-a';
 const NS = 'vm-day2';
@@ -33,32 +26,22 @@ let conn: Connect;
 let rec: Recording;
 let ctx: SnapshotContext;
 let k: Kube;
-let stateDir: string;
+let bench: MachineBench;
 
 beforeAll(async () => {
-  conn = await Connect.open('test:///default');
-  rec = recording(conn);
-  stateDir = mkdtempSync(join(tmpdir(), 'lvo-vm-day2-'));
-  const { kubeConfig } = controlPlane();
-  ctx = snapshotContext({ kubeConfig, conn: rec.conn, nodeName: NODE, stateDir });
-  k = kube(kubeConfig);
-  await k.namespace(NS);
+  bench = await openMachineBench(controlPlane().kubeConfig, { namespace: NS, nodeName: NODE });
+  ({ conn, rec, ctx, k } = bench);
   for (const [name, format, path] of [
     ['root', 'qcow2', ROOT_PATH],
     ['data', 'raw', DATA_PATH],
     ['install', 'raw', ISO_PATH],
   ] as const) {
-    await k.create('Volume', {
-      metadata: { name, namespace: NS },
-      spec: { nodeName: NODE, pool: 'images', capacity: '1Gi', format },
-    });
-    await k.patchStatus('Volume', NS, name, { phase: 'Available', path });
+    await readyVolume(k, { namespace: NS, nodeName: NODE }, name, format, path);
   }
 });
 
 afterAll(async () => {
-  await conn?.close();
-  if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+  await bench?.close();
 });
 
 const key = (name: string) => `${NS}/${name}`;

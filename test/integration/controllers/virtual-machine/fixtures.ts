@@ -1,7 +1,13 @@
 // Shared by the VirtualMachine reconcile tests: objects in the real API server (including the
 // statuses of the Volumes and VirtualNetworks a machine refers to, which those kinds' own
 // controllers would write), and a recording view of the libvirt binding.
-import type { Connect } from '../../../../src/libvirt/connection.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { Connect } from '../../../../src/libvirt/index.js';
+import { snapshotContext, type SnapshotContext } from '../../../harness/controller-context.js';
+import { kube, type Kube } from '../../../harness/kube-objects.js';
 
 // Calls that only read. Anything else a controller calls through the binding counts as a write:
 // an unknown method is a write until shown otherwise.
@@ -54,4 +60,58 @@ export function recording(conn: Connect): Recording {
       calls.length = 0;
     },
   };
+}
+
+/** What each VirtualMachine reconcile test file works with: one of each, for the whole file. */
+export interface MachineBench {
+  /** The real test-driver connection (for the test's own reads and set-up). */
+  conn: Connect;
+  /** The recording view the controller is given. */
+  rec: Recording;
+  ctx: SnapshotContext;
+  k: Kube;
+  stateDir: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens test:///default, a recording view of it, a state directory and a controller context on
+ * the file's control plane, and creates the file's namespace.
+ */
+export async function openMachineBench(
+  kubeConfig: KubeConfig,
+  opts: { namespace: string; nodeName: string },
+): Promise<MachineBench> {
+  const conn = await Connect.open('test:///default');
+  const rec = recording(conn);
+  const stateDir = mkdtempSync(join(tmpdir(), `lvo-${opts.namespace}-`));
+  const ctx = snapshotContext({ kubeConfig, conn: rec.conn, nodeName: opts.nodeName, stateDir });
+  const k = kube(kubeConfig);
+  await k.namespace(opts.namespace);
+  return {
+    conn,
+    rec,
+    ctx,
+    k,
+    stateDir,
+    close: async () => {
+      await conn.close();
+      rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A Volume as the Volume controller leaves it once its file exists. */
+export async function readyVolume(
+  k: Kube,
+  ref: { namespace: string; nodeName: string },
+  name: string,
+  format: 'qcow2' | 'raw',
+  path: string,
+): Promise<void> {
+  await k.create('Volume', {
+    metadata: { name, namespace: ref.namespace },
+    spec: { nodeName: ref.nodeName, pool: 'images', capacity: '1Gi', format },
+  });
+  await k.patchStatus('Volume', ref.namespace, name, { phase: 'Available', path });
 }

@@ -3,8 +3,7 @@
 // changes, the superseded one removed once no running domain uses it) and the serial console
 // log that the `virt.dev/console-log` annotation asks for. Deleting the machine removes both.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../../src/api/generated/types.js';
@@ -12,14 +11,9 @@ import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-mac
 import { Connect, DomainXMLFlags } from '../../../../src/libvirt/index.js';
 import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
-import {
-  converge,
-  snapshotContext,
-  type SnapshotContext,
-  requeueMs,
-} from '../../../harness/controller-context.js';
-import { kube, type Kube } from '../../../harness/kube-objects.js';
-import { recording, type Recording } from './fixtures.js';
+import { converge, type SnapshotContext, requeueMs } from '../../../harness/controller-context.js';
+import { type Kube } from '../../../harness/kube-objects.js';
+import { openMachineBench, type MachineBench, type Recording } from './fixtures.js';
 
 const NODE = 'node-a';
 const NS = 'vm-files';
@@ -29,6 +23,7 @@ let conn: Connect;
 let rec: Recording;
 let ctx: SnapshotContext;
 let k: Kube;
+let bench: MachineBench;
 let stateDir: string;
 
 beforeAll(async () => {
@@ -39,18 +34,12 @@ beforeAll(async () => {
       throw new Error(`${tool} is missing: install it (Debian: apt-get install genisoimage)`);
     }
   }
-  conn = await Connect.open('test:///default');
-  rec = recording(conn);
-  stateDir = mkdtempSync(join(tmpdir(), 'lvo-vm-files-'));
-  const { kubeConfig } = controlPlane();
-  ctx = snapshotContext({ kubeConfig, conn: rec.conn, nodeName: NODE, stateDir });
-  k = kube(kubeConfig);
-  await k.namespace(NS);
+  bench = await openMachineBench(controlPlane().kubeConfig, { namespace: NS, nodeName: NODE });
+  ({ conn, rec, ctx, k, stateDir } = bench);
 });
 
 afterAll(async () => {
-  await conn?.close();
-  if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+  await bench?.close();
 });
 
 const key = (name: string) => `${NS}/${name}`;

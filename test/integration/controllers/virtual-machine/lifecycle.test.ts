@@ -2,9 +2,6 @@
 // becomes Ready, takes memory and vCPU changes live, reports restart-time changes, is restarted
 // after a destroy behind the operator's back, shuts down gracefully when Halted, and leaves the
 // host clean when deleted. A converged machine costs no libvirt write and no API write.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../../src/api/generated/types.js';
 import { defaultMacAddress } from '../../../../src/api/names.js';
@@ -15,14 +12,9 @@ import { Connect, DomainVcpuFlags, DomainXMLFlags } from '../../../../src/libvir
 import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { stampOf } from '../../../../src/ownership/metadata.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
-import {
-  converge,
-  snapshotContext,
-  type SnapshotContext,
-  requeueMs,
-} from '../../../harness/controller-context.js';
-import { kube, type Kube } from '../../../harness/kube-objects.js';
-import { recording, type Recording } from './fixtures.js';
+import { converge, type SnapshotContext, requeueMs } from '../../../harness/controller-context.js';
+import { type Kube } from '../../../harness/kube-objects.js';
+import { openMachineBench, readyVolume, type MachineBench, type Recording } from './fixtures.js';
 
 const NODE = 'node-a';
 const NS = 'vm-life';
@@ -34,18 +26,13 @@ let conn: Connect;
 let rec: Recording;
 let ctx: SnapshotContext;
 let k: Kube;
-let stateDir: string;
+let bench: MachineBench;
 
 beforeAll(async () => {
-  conn = await Connect.open('test:///default');
-  rec = recording(conn);
-  stateDir = mkdtempSync(join(tmpdir(), 'lvo-vm-life-'));
-  const { kubeConfig } = controlPlane();
-  ctx = snapshotContext({ kubeConfig, conn: rec.conn, nodeName: NODE, stateDir });
-  k = kube(kubeConfig);
-  await k.namespace(NS);
-  await readyVolume('root', 'qcow2', ROOT_PATH);
-  await readyVolume('data', 'raw', DATA_PATH);
+  bench = await openMachineBench(controlPlane().kubeConfig, { namespace: NS, nodeName: NODE });
+  ({ conn, rec, ctx, k } = bench);
+  await readyVolume(k, { namespace: NS, nodeName: NODE }, 'root', 'qcow2', ROOT_PATH);
+  await readyVolume(k, { namespace: NS, nodeName: NODE }, 'data', 'raw', DATA_PATH);
   await k.create('VirtualNetwork', { metadata: { name: 'life-net' }, spec: { mode: 'isolated' } });
   await k.patchStatus('VirtualNetwork', undefined, 'life-net', {
     nodes: [{ nodeName: NODE, active: true }],
@@ -53,18 +40,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await conn?.close();
-  if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+  await bench?.close();
 });
-
-/** A Volume as the Volume controller leaves it once its file exists. */
-async function readyVolume(name: string, format: 'qcow2' | 'raw', path: string) {
-  await k.create('Volume', {
-    metadata: { name, namespace: NS },
-    spec: { nodeName: NODE, pool: 'images', capacity: '1Gi', format },
-  });
-  await k.patchStatus('Volume', NS, name, { phase: 'Available', path });
-}
 
 async function createVM(name: string, spec: Record<string, unknown>, annotations = {}) {
   return k.create<VirtualMachine>('VirtualMachine', {

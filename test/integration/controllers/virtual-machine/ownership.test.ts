@@ -4,8 +4,7 @@
 // networks, and unsupported fields, become conditions and Events, not crashes; machines of
 // other nodes are not touched; interrupted passes resume without duplicates.
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../../src/api/generated/types.js';
@@ -20,14 +19,9 @@ import { domainName } from '../../../../src/api/names.js';
 import { Connect, DomainXMLFlags, type Domain } from '../../../../src/libvirt/index.js';
 import { buildDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
-import {
-  converge,
-  snapshotContext,
-  type SnapshotContext,
-  requeueMs,
-} from '../../../harness/controller-context.js';
-import { kube, type Kube } from '../../../harness/kube-objects.js';
-import { recording, type Recording } from './fixtures.js';
+import { converge, type SnapshotContext, requeueMs } from '../../../harness/controller-context.js';
+import { type Kube } from '../../../harness/kube-objects.js';
+import { openMachineBench, type MachineBench, type Recording } from './fixtures.js';
 
 const NODE = 'node-a';
 const NS = 'vm-own';
@@ -39,6 +33,7 @@ let conn: Connect;
 let rec: Recording;
 let ctx: SnapshotContext;
 let k: Kube;
+let bench: MachineBench;
 let stateDir: string;
 let driverObjects: string[];
 
@@ -57,19 +52,13 @@ async function driverSnapshot(): Promise<string[]> {
 }
 
 beforeAll(async () => {
-  conn = await Connect.open('test:///default');
-  rec = recording(conn);
-  stateDir = mkdtempSync(join(tmpdir(), 'lvo-vm-own-'));
-  const { kubeConfig } = controlPlane();
-  ctx = snapshotContext({ kubeConfig, conn: rec.conn, nodeName: NODE, stateDir });
-  k = kube(kubeConfig);
-  await k.namespace(NS);
+  bench = await openMachineBench(controlPlane().kubeConfig, { namespace: NS, nodeName: NODE });
+  ({ conn, rec, ctx, k, stateDir } = bench);
   driverObjects = await driverSnapshot();
 });
 
 afterAll(async () => {
-  await conn?.close();
-  if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+  await bench?.close();
 });
 
 async function createVM(name: string, spec: Record<string, unknown> = {}) {
