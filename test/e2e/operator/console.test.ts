@@ -22,6 +22,7 @@ import {
 import { useControlPlane } from '../../harness/control-plane.js';
 import { getJSON, startTestAgent, type TestAgent } from '../../harness/agent.js';
 import { ROOT } from '../../harness/processes.js';
+import { dirPool } from '../../harness/manifests.js';
 
 const RUN = randomBytes(3).toString('hex');
 const NODE = `e2e-con-${RUN}`;
@@ -45,12 +46,7 @@ function manifests(base: string, poolDir: string, guest: TinyGuest): string {
   });
   return [
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } },
-    {
-      apiVersion: 'virt.dev/v1alpha1',
-      kind: 'StoragePool',
-      metadata: { name: POOL },
-      spec: { path: poolDir },
-    },
+    dirPool(POOL, poolDir),
     volume(KERNEL, 'vmlinuz', guest.sha256.kernel),
     volume(INITRD, 'initrd.img', guest.sha256.initrd),
     {

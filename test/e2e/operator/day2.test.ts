@@ -28,6 +28,7 @@ import { useControlPlane } from '../../harness/control-plane.js';
 import { ensureNode, getJSON, until } from '../../harness/agent.js';
 import { collect, spawnAgent, spawnCli, waitForLine } from '../../harness/processes.js';
 import { freeSubnet, runCommand as sh, virsh } from '../../harness/host.js';
+import { dirPool, natNetwork } from '../../harness/manifests.js';
 
 const RUN = randomBytes(3).toString('hex');
 const NODE = `day2-${RUN}`;
@@ -99,25 +100,8 @@ describe('day-2 operations on a running guest', () => {
       spec: { nodeName: NODE, pool: POOL, format: 'raw', ...source, ...extra },
     });
     const docs: object[] = [
-      {
-        apiVersion: 'virt.dev/v1alpha1',
-        kind: 'VirtualNetwork',
-        metadata: { name: NET },
-        spec: {
-          mode: 'nat',
-          bridge: BRIDGE,
-          ipv4: {
-            cidr: `192.168.${subnet}.1/24`,
-            dhcp: { rangeStart: `192.168.${subnet}.100`, rangeEnd: `192.168.${subnet}.199` },
-          },
-        },
-      },
-      {
-        apiVersion: 'virt.dev/v1alpha1',
-        kind: 'StoragePool',
-        metadata: { name: POOL },
-        spec: { path: path.join(workDir, 'pool') },
-      },
+      natNetwork(NET, BRIDGE, subnet),
+      dirPool(POOL, path.join(workDir, 'pool')),
       volume(`kernel-${RUN}`, {
         source: { http: { url: `${base}/vmlinuz`, sha256: guest.sha256.kernel } },
       }),

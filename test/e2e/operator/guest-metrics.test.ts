@@ -22,6 +22,7 @@ import {
 import { useControlPlane } from '../../harness/control-plane.js';
 import { getJSON, startTestAgent, until, type TestAgent } from '../../harness/agent.js';
 import { freeSubnet, virsh } from '../../harness/host.js';
+import { dirPool, natNetwork } from '../../harness/manifests.js';
 
 const RUN = randomBytes(3).toString('hex');
 const NODE = `e2e-m-${RUN}`;
@@ -39,25 +40,8 @@ function manifests(base: string, subnet: number, poolDir: string, guest: TinyGue
     spec: { nodeName: NODE, pool: POOL, ...spec },
   });
   const docs = [
-    {
-      apiVersion: 'virt.dev/v1alpha1',
-      kind: 'VirtualNetwork',
-      metadata: { name: NET },
-      spec: {
-        mode: 'nat',
-        bridge: BRIDGE,
-        ipv4: {
-          cidr: `192.168.${subnet}.1/24`,
-          dhcp: { rangeStart: `192.168.${subnet}.100`, rangeEnd: `192.168.${subnet}.199` },
-        },
-      },
-    },
-    {
-      apiVersion: 'virt.dev/v1alpha1',
-      kind: 'StoragePool',
-      metadata: { name: POOL },
-      spec: { path: poolDir },
-    },
+    natNetwork(NET, BRIDGE, subnet),
+    dirPool(POOL, poolDir),
     vol(`k-${RUN}`, {
       format: 'raw',
       source: { http: { url: `${base}/vmlinuz`, sha256: guest.sha256.kernel } },

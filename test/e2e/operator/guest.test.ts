@@ -28,6 +28,7 @@ import {
   type TestAgent,
 } from '../../harness/agent.js';
 import { freeSubnet, virsh } from '../../harness/host.js';
+import { dirPool, natNetwork } from '../../harness/manifests.js';
 
 const RUN = randomBytes(3).toString('hex');
 const NODE = `e2e-${RUN}`;
@@ -63,25 +64,8 @@ interface Spec {
 
 function manifests(base: string, subnet: number, poolDir: string, guest: TinyGuest, s: Spec) {
   const docs = [
-    {
-      apiVersion: 'virt.dev/v1alpha1',
-      kind: 'VirtualNetwork',
-      metadata: { name: NET },
-      spec: {
-        mode: 'nat',
-        bridge: BRIDGE,
-        ipv4: {
-          cidr: `192.168.${subnet}.1/24`,
-          dhcp: { rangeStart: `192.168.${subnet}.100`, rangeEnd: `192.168.${subnet}.199` },
-        },
-      },
-    },
-    {
-      apiVersion: 'virt.dev/v1alpha1',
-      kind: 'StoragePool',
-      metadata: { name: POOL },
-      spec: { path: poolDir },
-    },
+    natNetwork(NET, BRIDGE, subnet),
+    dirPool(POOL, poolDir),
     {
       apiVersion: 'virt.dev/v1alpha1',
       kind: 'Volume',

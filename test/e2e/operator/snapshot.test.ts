@@ -23,6 +23,7 @@ import {
 import { useControlPlane } from '../../harness/control-plane.js';
 import { getJSON, startTestAgent, until, type TestAgent } from '../../harness/agent.js';
 import { runCommand } from '../../harness/host.js';
+import { dirPool } from '../../harness/manifests.js';
 
 const RUN = randomBytes(3).toString('hex');
 const NODE = `e2e-snap-${RUN}`;
@@ -61,12 +62,7 @@ function manifests(base: string, poolDir: string, guest: TinyGuest, runStrategy:
     spec: { nodeName: NODE, pool: POOL, ...spec },
   });
   const docs = [
-    {
-      apiVersion: 'virt.dev/v1alpha1',
-      kind: 'StoragePool',
-      metadata: { name: POOL },
-      spec: { path: poolDir },
-    },
+    dirPool(POOL, poolDir),
     vol(KERNEL, {
       format: 'raw',
       source: { http: { url: `${base}/vmlinuz`, sha256: guest.sha256.kernel } },

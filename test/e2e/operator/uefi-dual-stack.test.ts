@@ -28,6 +28,7 @@ import {
 import { useControlPlane } from '../../harness/control-plane.js';
 import { getJSON, startTestAgent, until, type TestAgent } from '../../harness/agent.js';
 import { freeSubnet, runCommand as run, virsh } from '../../harness/host.js';
+import { dirPool } from '../../harness/manifests.js';
 
 const RUN = randomBytes(3).toString('hex');
 const NODE = `e2e-uefi-${RUN}`;
@@ -73,12 +74,7 @@ function manifests(base: string, subnet: number, poolDir: string, guest: TinyGue
         },
       },
     },
-    {
-      apiVersion: 'virt.dev/v1alpha1',
-      kind: 'StoragePool',
-      metadata: { name: POOL },
-      spec: { path: poolDir },
-    },
+    dirPool(POOL, poolDir),
     ...[
       [KERNEL, 'vmlinuz', guest.sha256.kernel],
       [INITRD, 'initrd.img', guest.sha256.initrd],
