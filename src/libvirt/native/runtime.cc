@@ -7,6 +7,7 @@
 #include <cstring>
 #include <thread>
 
+#include <linux/futex.h>
 #include <pthread.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -269,6 +270,24 @@ static void FinalizeConn(napi_env env, void* data, void*) {
   delete box;
 }
 
+// Lookups of domains and networks by name, UUID or ID: the daemon answers them from its object
+// lists (holding an object's lock only for as long as another thread does, never across a
+// guest's monitor, a job or disk I/O), so they do not occupy a request slot for long and need
+// not count against the limit. The gate is for the calls that can: anything done to or asked
+// of a domain (its job lock, QEMU's monitor), storage (pool locks held across refreshes and
+// builds), lifecycle changes. Leaving lookups out lets an agent's many small reads overlap the
+// way libvirt-python's threads do (bench/README.md, issue 17).
+bool PassesGate(const char* name) {
+  static const char* const kQuick[] = {
+      "virDomainLookupByUUID",  "virDomainLookupByUUIDString", "virDomainLookupByName",
+      "virDomainLookupByID",    "virNetworkLookupByUUID",      "virNetworkLookupByUUIDString",
+      "virNetworkLookupByName",
+  };
+  for (const char* q : kQuick)
+    if (std::strcmp(q, name) == 0) return true;
+  return false;
+}
+
 std::shared_ptr<ConnGate> GateFor(virConnectPtr conn) {
   unsigned limit = 4;
   if (const char* env = std::getenv("LIBVIRT_NATIVE_REMOTE_CALLS")) {
@@ -380,7 +399,7 @@ WorkerPool& WorkerPool::Get() {
 }
 
 bool WorkerPool::StalledLocked() {
-  return idle_.empty() && spinners_.empty() && !queue_.empty() && threads_ < kMaxThreads &&
+  return idle_.empty() && !queue_.empty() && threads_ < kMaxThreads &&
          NowMs() - lastProgressMs_.load(std::memory_order_relaxed) > kStallMs;
 }
 
@@ -390,7 +409,7 @@ bool WorkerPool::StalledLocked() {
 void WorkerPool::Supervise() {
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
-    if (queue_.empty() || !idle_.empty() || !spinners_.empty()) {
+    if (queue_.empty() || !idle_.empty()) {
       supervisorParked_ = true;
       supervisorCv_.wait(lock);
       supervisorParked_ = false;
@@ -429,29 +448,34 @@ bool WorkerPool::AdmitLocked(Task* task) {
   return true;
 }
 
-// Finds a thread for one newly queued task: a spinning thread first (it is awake and sees the
-// claim without a system call), else the thread that went idle last (its stack and caches
-// are the warmest). Returns the thread to notify once the lock is dropped, if any.
+// Finds a thread for one newly queued task: the thread that went idle last (its stack and
+// caches are the warmest, and it may still be spinning, which sees the claim without a system
+// call). Returns the thread to wake once the lock is dropped, if it sleeps.
 WorkerPool::Worker* WorkerPool::ClaimLocked(bool* watch) {
-  // A thread about to take work is progress: tasks queued behind it in the same batch must
-  // not look like a stalled pool just because the pool was idle for a while before.
-  if (!spinners_.empty() || !idle_.empty())
-    lastProgressMs_.store(NowMs(), std::memory_order_relaxed);
-  if (!spinners_.empty()) {
-    Worker* w = spinners_.back();
-    spinners_.pop_back();
-    w->claimed.store(true, std::memory_order_release);
-    return nullptr;
-  }
   if (!idle_.empty()) {
+    // A thread about to take work is progress: tasks queued behind it in the same batch must
+    // not look like a stalled pool just because the pool was idle for a while before.
+    lastProgressMs_.store(NowMs(), std::memory_order_relaxed);
     Worker* w = idle_.back();
     idle_.pop_back();
-    w->woken = true;
-    return w;
+    // Paired with Park(): either the thread sees the claim before it sleeps, or this sees
+    // that it sleeps (both sequentially consistent), so no wake-up is lost.
+    w->claimed.store(1, std::memory_order_seq_cst);
+    return w->sleeping.load(std::memory_order_seq_cst) ? w : nullptr;
   }
   if (StalledLocked()) SpawnLocked();
   *watch = *watch || supervisorParked_;
   return nullptr;
+}
+
+static void FutexWait(std::atomic<uint32_t>* word, uint32_t expected) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, nullptr,
+          nullptr, 0);
+}
+
+static void FutexWake(std::atomic<uint32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr,
+          0);
 }
 
 void WorkerPool::Post(Task* task) {
@@ -462,7 +486,7 @@ void WorkerPool::Post(Task* task) {
     if (!AdmitLocked(task)) return;
     wake = ClaimLocked(&watch);
   }
-  if (wake != nullptr) wake->cv.notify_one();
+  if (wake != nullptr) FutexWake(&wake->claimed);
   if (watch) supervisorCv_.notify_one();
 }
 
@@ -476,12 +500,12 @@ void WorkerPool::PostBatch(const std::vector<Task*>& tasks) {
       if (!AdmitLocked(t)) continue;
       // One thread per queued task that a free thread can take, and no more: waking every
       // idle thread for a batch of two would only send all but two back to sleep.
-      if (spinners_.empty() && idle_.empty()) continue;
+      if (idle_.empty()) continue;
       if (Worker* w = ClaimLocked(&watch)) wake.push_back(w);
     }
-    if (spinners_.empty() && idle_.empty() && !queue_.empty()) ClaimLocked(&watch);
+    if (idle_.empty() && !queue_.empty()) ClaimLocked(&watch);
   }
-  for (Worker* w : wake) w->cv.notify_one();
+  for (Worker* w : wake) FutexWake(&w->claimed);
   if (watch) supervisorCv_.notify_one();
 }
 
@@ -503,17 +527,16 @@ static int WorkerNice() {
   return n < 0 ? 0 : (n > 19 ? 19 : n);
 }
 
-// How long a thread that ran out of work stays awake for the next task before it sleeps
-// (LIBVIRT_NATIVE_SPIN_US, default 0 = sleep at once). Meant for a sequential caller, whose
-// next call arrives one JS turn after the previous one completed: an awake thread takes it
-// without a futex wake-up, which is costly on a paravirtualised host. Measured on the 2-core
-// host (bench/README.md, issue 17): with the host nearly idle, 100-300 us of spinning gave
-// 5-10 % more sequential calls per second; at a load average of 4 the spinning thread took
-// the core the JS thread needed and halved them. Off by default: an agent shares its host
-// with guests.
+// How long a thread that ran out of work may stay awake for the next task before it sleeps
+// (LIBVIRT_NATIVE_SPIN_US; 0 turns spinning off). It is for a caller that awaits each call
+// before it makes the next: that call arrives one JS turn after the previous one completed,
+// and a thread still awake takes it without the futex wake-up and the switch back in, which
+// on a paravirtualised host cost more than the spin (measured in bench/README.md, issue 17).
+// The spin adapts (SpinPolicy below), so a host whose cores are busy, where the next call
+// comes late, soon stops paying for it.
 static int64_t SpinMicros() {
   const char* env = std::getenv("LIBVIRT_NATIVE_SPIN_US");
-  if (env == nullptr) return 0;
+  if (env == nullptr) return 100;
   int n = std::atoi(env);
   return n < 0 ? 0 : (n > 10000 ? 10000 : n);
 }
@@ -523,9 +546,46 @@ static int64_t NowUs() {
   return duration_cast<microseconds>(steady_clock::now().time_since_epoch()).count();
 }
 
+// Spinning pays only while claims arrive within the spin. After 4 spins in a row that ended
+// without one (a host too busy for the JS thread to answer in time, or a caller that is not
+// sequential), threads go straight to sleep and spin again only on every 32nd idle period, to
+// notice when the pattern returns. At most one thread spins at a time: on a small host several
+// would take the cores the JS thread and libvirtd need.
+static constexpr unsigned kSpinMissesBeforeBackoff = 4;
+static constexpr unsigned kSpinProbeEvery = 32;
+
+void WorkerPool::Park(Worker& self) {
+  static const int64_t spinUs = SpinMicros();
+  unsigned period = idlePeriods_.fetch_add(1, std::memory_order_relaxed);
+  bool mayspin = spinUs > 0 &&
+                 (spinMisses_.load(std::memory_order_relaxed) < kSpinMissesBeforeBackoff ||
+                  period % kSpinProbeEvery == 0);
+  bool expected = false;
+  if (mayspin && spinning_.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
+    const int64_t until = NowUs() + spinUs;
+    bool got = false;
+    for (unsigned i = 0;; i++) {
+      if (self.claimed.load(std::memory_order_acquire) != 0) {
+        got = true;
+        break;
+      }
+      __builtin_ia32_pause();
+      if ((i & 63) == 63 && NowUs() >= until) break;
+    }
+    spinning_.store(false, std::memory_order_release);
+    if (got) {
+      spinMisses_.store(0, std::memory_order_relaxed);
+      return;
+    }
+    spinMisses_.fetch_add(1, std::memory_order_relaxed);
+  }
+  self.sleeping.store(true, std::memory_order_seq_cst);
+  while (self.claimed.load(std::memory_order_seq_cst) == 0) FutexWait(&self.claimed, 0);
+  self.sleeping.store(false, std::memory_order_relaxed);
+}
+
 void WorkerPool::Loop() {
   static const int nice = WorkerNice();
-  static const int64_t spinUs = SpinMicros();
   // Named, so `top -H` and /proc/<pid>/task/*/comm tell the pool apart from Node's threads.
   pthread_setname_np(pthread_self(), "libvirt-worker");
   // Linux applies PRIO_PROCESS with a thread ID to that thread alone.
@@ -533,25 +593,14 @@ void WorkerPool::Loop() {
   Worker self;
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
-    // At most one thread spins at a time: on a small host several would take the cores
-    // the JS thread and libvirtd need.
-    if (queue_.empty() && spinUs > 0 && spinners_.empty()) {
-      self.claimed.store(false, std::memory_order_relaxed);
-      spinners_.push_back(&self);
-      lock.unlock();
-      const int64_t until = NowUs() + spinUs;
-      for (unsigned i = 0; !self.claimed.load(std::memory_order_acquire); i++) {
-        __builtin_ia32_pause();
-        if ((i & 63) == 63 && NowUs() >= until) break;
-      }
-      lock.lock();
-      if (!self.claimed.load(std::memory_order_acquire))
-        spinners_.erase(std::find(spinners_.begin(), spinners_.end(), &self));
-    }
-    while (queue_.empty()) {
-      self.woken = false;
+    if (queue_.empty()) {
+      self.claimed.store(0, std::memory_order_relaxed);
       idle_.push_back(&self);
-      self.cv.wait(lock, [&self] { return self.woken; });
+      lock.unlock();
+      Park(self);
+      lock.lock();
+      // Claimed for a task another thread may have taken meanwhile: look again.
+      continue;
     }
     Task* task = queue_.front();
     queue_.pop_front();

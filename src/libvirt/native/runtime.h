@@ -143,13 +143,18 @@ class Task;
 // saturated host) got the connection dropped ("Client hit max requests limit", then "connection
 // closed due to keepalive timeout"). The binding therefore lets at most `limit` calls of a
 // connection into the daemon (default 4, one below the daemon's default, so a slot stays free
-// for keepalive) and queues the rest here, in call order. Guarded by WorkerPool's mutex.
+// for keepalive) and queues the rest here, in call order; lookups pass (PassesGate). Guarded by
+// WorkerPool's mutex.
 struct ConnGate {
   explicit ConnGate(unsigned n) : limit(n) {}
   const unsigned limit;
   unsigned inside = 0;
   std::deque<Task*> waiting;
 };
+
+// Whether a call (by libvirt function name) goes to the daemon without waiting at its
+// connection's gate; see the list in runtime.cc.
+bool PassesGate(const char* name);
 
 // The gate for a freshly opened connection: none for in-process drivers (test:///), whose
 // calls never reach a daemon; LIBVIRT_NATIVE_REMOTE_CALLS overrides the limit (0 = no gate).
@@ -248,26 +253,35 @@ class WorkerPool {
   unsigned Threads();
 
  private:
-  // One pool thread's parking spot; lives on that thread's stack (threads never exit).
+  // One pool thread's parking spot; lives on that thread's stack (threads never exit). The
+  // thread waits on `claimed` itself (a futex word), not on a condition variable: waking from
+  // one re-takes the pool's mutex in its contended state, which costs a futex call more per
+  // wake-up, and a claim that lands while the thread is still awake (spinning, or not yet
+  // asleep) costs no system call at all.
   struct Worker {
-    std::condition_variable cv;
-    bool woken = false;  // guarded by mutex_
-    std::atomic<bool> claimed{false};
+    std::atomic<uint32_t> claimed{0};
+    std::atomic<bool> sleeping{false};
   };
   void Loop();
+  // Waits until a claim sets `self.claimed`: a bounded spin first (see SpinPolicy), then sleep.
+  void Park(Worker& self);
   void Supervise();
   void SpawnLocked();
   bool StalledLocked();
   // Queues a task, or parks it at its connection's gate; true when it was queued.
   bool AdmitLocked(Task* task);
+  // Hands one queued task to an idle thread; returns the thread to wake once the lock is
+  // dropped (it sleeps), or null.
   Worker* ClaimLocked(bool* watch);
   std::mutex mutex_;
   std::condition_variable supervisorCv_;
   std::deque<Task*> queue_;
-  // Sleeping threads, the one that went to sleep last at the back; threads awake for a
-  // moment after their last task, waiting for a claim.
+  // Threads without work, the one that went idle last at the back (spinning or asleep).
   std::vector<Worker*> idle_;
-  std::vector<Worker*> spinners_;
+  // Whether a thread spins right now (at most one does), and how the last spins went.
+  std::atomic<bool> spinning_{false};
+  std::atomic<unsigned> spinMisses_{0};
+  std::atomic<unsigned> idlePeriods_{0};
   unsigned threads_ = 0;
   bool supervisorParked_ = false;
   std::atomic<int64_t> lastProgressMs_{0};
@@ -469,7 +483,7 @@ class Call {
     job->mustRun = mustRun;
     job->pins = std::move(pins_);
     job->timeoutMs = timeoutMs_;
-    if (conn) job->gate = conn->gate;
+    if (conn && !PassesGate(name)) job->gate = conn->gate;
     return EnvState::Of(env)->Submit(env, job);
   }
 

@@ -5,6 +5,8 @@
 // connection inside the daemon (LIBVIRT_NATIVE_REMOTE_CALLS), so one slot stays free for
 // keepalive. Slow calls here are real: memory-stats queries on a domain whose QEMU is
 // SIGSTOPped wait on its monitor (the first) or on the domain's job lock (the others).
+// Lookups of domains and networks pass the gate: the daemon answers them from its object lists,
+// so they keep flowing (through the free slot) while slow calls fill the gate.
 // A private libvirtd with a short daemon-side keepalive (1 s x 2) keeps the test short.
 import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +15,7 @@ import { Connect, type ConnectionClosedEvent } from '../../../src/libvirt/index.
 import { qemuDomainXML, uniqueName } from './fixtures.js';
 
 const SLOW_CALLS = 8;
+const LOOKUPS = 20;
 // Well past the daemon's keepalive window (interval 1 s x count 2, plus a ping interval).
 const HOLD_MS = 6_000;
 
@@ -47,6 +50,8 @@ interface Outcome {
   closed: ConnectionClosedEvent[];
   settled: number;
   pendingAfterHold: number;
+  /** Lookups by UUID of the frozen domain answered during the hold, one after another. */
+  lookupsDuringHold: number;
   failures: unknown[];
   aliveAfter: boolean;
 }
@@ -73,6 +78,7 @@ async function slowCallsOnOneConnection(remoteCalls: string | undefined): Promis
   process.kill(pid, 'SIGSTOP');
   let calls: Promise<void>[];
   let pendingAfterHold: number;
+  let lookupsDuringHold = 0;
   try {
     calls = Array.from({ length: SLOW_CALLS }, () =>
       dom.memoryStats().then(
@@ -85,7 +91,18 @@ async function slowCallsOnOneConnection(remoteCalls: string | undefined): Promis
         },
       ),
     );
-    await new Promise((resolve) => setTimeout(resolve, HOLD_MS));
+    const holdOver = new Promise((resolve) => setTimeout(resolve, HOLD_MS));
+    let holding = true;
+    void holdOver.then(() => (holding = false));
+    // Once the slow calls are in, look the domain up again and again while they hang.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const uuid = dom.getUUIDString();
+    while (holding && lookupsDuringHold < LOOKUPS) {
+      const found = await Promise.race([conn.lookupDomainByUUID(uuid).catch(() => null), holdOver]);
+      if (!holding || !found) break;
+      lookupsDuringHold += 1;
+    }
+    await holdOver;
     pendingAfterHold = SLOW_CALLS - settled;
   } finally {
     process.kill(pid, 'SIGCONT');
@@ -97,7 +114,7 @@ async function slowCallsOnOneConnection(remoteCalls: string | undefined): Promis
   );
   if (aliveAfter) await dom.destroy().catch(() => undefined);
   await conn.close().catch(() => undefined);
-  return { closed, settled, pendingAfterHold, failures, aliveAfter };
+  return { closed, settled, pendingAfterHold, lookupsDuringHold, failures, aliveAfter };
 }
 
 describe('calls of one connection to libvirtd', () => {
@@ -105,6 +122,8 @@ describe('calls of one connection to libvirtd', () => {
     const r = await slowCallsOnOneConnection(undefined);
     // The calls really were slow: all still pending after the keepalive window had passed.
     expect(r.pendingAfterHold).toBe(SLOW_CALLS);
+    // Lookups did not queue behind them.
+    expect(r.lookupsDuringHold).toBe(LOOKUPS);
     expect(r.closed).toEqual([]);
     expect(r.failures).toEqual([]);
     expect(r.aliveAfter).toBe(true);
