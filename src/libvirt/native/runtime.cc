@@ -546,13 +546,35 @@ static int64_t NowUs() {
   return duration_cast<microseconds>(steady_clock::now().time_since_epoch()).count();
 }
 
-// Spinning pays only while claims arrive within the spin. After 4 spins in a row that ended
-// without one (a host too busy for the JS thread to answer in time, or a caller that is not
-// sequential), threads go straight to sleep and spin again only on every 32nd idle period, to
+// Spinning pays only while claims arrive within the spin and the host has a core to spare.
+// After 4 spins in a row that ended without a claim or lost the core to another thread (a
+// host too busy, or a caller that is not sequential), threads go straight to sleep and spin again only on every 32nd idle period, to
 // notice when the pattern returns. At most one thread spins at a time: on a small host several
 // would take the cores the JS thread and libvirtd need.
 static constexpr unsigned kSpinMissesBeforeBackoff = 4;
 static constexpr unsigned kSpinProbeEvery = 32;
+// A gap this long between two looks at the clock means the spinning thread lost its core:
+// the host has no idle core to spare, and the spin only delayed whoever needed it.
+static constexpr int64_t kPreemptedGapUs = 25;
+
+// Spins until `arrived()` or `us` microseconds have passed. True only when it arrived without
+// the thread having been preempted meanwhile (a spin worth repeating).
+template <class F>
+static bool SpinUntil(int64_t us, F arrived) {
+  int64_t last = NowUs();
+  const int64_t until = last + us;
+  bool preempted = false;
+  for (unsigned i = 0;; i++) {
+    if (arrived()) return !preempted;
+    __builtin_ia32_pause();
+    if ((i & 31) == 31) {
+      int64_t now = NowUs();
+      if (now - last > kPreemptedGapUs) preempted = true;
+      if (now >= until) return false;
+      last = now;
+    }
+  }
+}
 
 void WorkerPool::Park(Worker& self) {
   static const int64_t spinUs = SpinMicros();
@@ -562,22 +584,13 @@ void WorkerPool::Park(Worker& self) {
                   period % kSpinProbeEvery == 0);
   bool expected = false;
   if (mayspin && spinning_.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
-    const int64_t until = NowUs() + spinUs;
-    bool got = false;
-    for (unsigned i = 0;; i++) {
-      if (self.claimed.load(std::memory_order_acquire) != 0) {
-        got = true;
-        break;
-      }
-      __builtin_ia32_pause();
-      if ((i & 63) == 63 && NowUs() >= until) break;
-    }
+    bool good = SpinUntil(spinUs, [&self] { return self.claimed.load(std::memory_order_acquire) != 0; });
     spinning_.store(false, std::memory_order_release);
-    if (got) {
+    if (good)
       spinMisses_.store(0, std::memory_order_relaxed);
-      return;
-    }
-    spinMisses_.fetch_add(1, std::memory_order_relaxed);
+    else
+      spinMisses_.fetch_add(1, std::memory_order_relaxed);
+    if (self.claimed.load(std::memory_order_acquire) != 0) return;
   }
   self.sleeping.store(true, std::memory_order_seq_cst);
   while (self.claimed.load(std::memory_order_seq_cst) == 0) FutexWait(&self.claimed, 0);
@@ -717,6 +730,7 @@ void EnvState::Complete(JobBase* job) {
       job = nullptr;
     }
   }
+  arrivals_.fetch_add(1, std::memory_order_release);
   if (job != nullptr) delete job;
   if (signal) Wake();
 }
@@ -730,6 +744,7 @@ bool EnvState::PostEvent(EventMsg msg) {
     signal = !signaled_;
     signaled_ = true;
   }
+  arrivals_.fetch_add(1, std::memory_order_release);
   if (signal) Wake();
   return true;
 }
@@ -804,9 +819,33 @@ void EnvState::FlushOutbox() {
   outbox_.clear();
 }
 
+// The JS-thread side of the spin (the worker side is WorkerPool::Park): when the loop is about
+// to block with at most kSpinPending calls pending, it first watches for a completion for up to
+// twice LIBVIRT_NATIVE_SPIN_US. A call that completes meanwhile has already signalled the
+// thread-safe function, so the loop's poll then returns at once instead of sleeping and being
+// woken: a caller that awaits each call saves a thread wake-up per call, which on a
+// paravirtualised host costs more than the spin. Only for a few pending calls: with many, the
+// JS thread has completions to settle anyway, and the cores are better left to the workers
+// and libvirtd. Adaptive like the workers' spin: after 4 spins in a row that ended with
+// nothing or lost the core, it spins only every 32nd time.
+static constexpr size_t kSpinPending = 2;
+
+void EnvState::SpinForCompletion() {
+  static const int64_t spinUs = 2 * SpinMicros();
+  if (spinUs == 0 || pending == 0 || pending > kSpinPending) return;
+  unsigned period = spinPeriods_++;
+  if (spinMisses_ >= kSpinMissesBeforeBackoff && period % kSpinProbeEvery != 0) return;
+  const uint32_t seen = arrivals_.load(std::memory_order_acquire);
+  if (SpinUntil(spinUs, [this, seen] { return arrivals_.load(std::memory_order_acquire) != seen; }))
+    spinMisses_ = 0;
+  else
+    spinMisses_++;
+}
+
 void EnvState::OnPrepare(uv_prepare_t* p) {
   auto* s = static_cast<EnvState*>(p->data);
   s->FlushOutbox();
+  s->SpinForCompletion();
   uv_prepare_stop(p);
 }
 

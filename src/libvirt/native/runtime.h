@@ -421,6 +421,8 @@ class EnvState : public std::enable_shared_from_this<EnvState> {
   static void OnCheck(uv_check_t* c);
   static void OnPrepare(uv_prepare_t* p);
   void FlushOutbox();
+  // Before the loop blocks with few calls pending: waits briefly for a completion (see .cc).
+  void SpinForCompletion();
   static void Cleanup(void* arg);
 
   bool refed_ = false;
@@ -442,6 +444,11 @@ class EnvState : public std::enable_shared_from_this<EnvState> {
   // ends: workers signal at most once per loop iteration (see OnCheck).
   bool signaled_ = false;
   bool alive_ = true;
+  // Bumped by every completion and event, read without the lock by SpinForCompletion.
+  std::atomic<uint32_t> arrivals_{0};
+  // How the JS thread's recent spins went (JS-thread only).
+  unsigned spinMisses_ = 0;
+  unsigned spinPeriods_ = 0;
 };
 
 int64_t NowMs();
