@@ -8,6 +8,8 @@
 #include <thread>
 
 #include <linux/futex.h>
+#include <fcntl.h>
+#include <cstdio>
 #include <pthread.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -557,6 +559,31 @@ static constexpr unsigned kSpinProbeEvery = 32;
 // the host has no idle core to spare, and the spin only delayed whoever needed it.
 static constexpr int64_t kPreemptedGapUs = 25;
 
+// Whether the host has a core to spare for a spin: no task waiting for one, by the kernel's
+// count of runnable tasks (the fourth field of /proc/loadavg, "runnable/total", read at most
+// every 20 ms). A spin on a host whose cores are all wanted only takes one from libvirtd or
+// the JS thread, which then answer later (measured: at a load average of 4-9 on the 2-core
+// host, spinning lowered sequential calls per second).
+static bool CoresToSpare() {
+  static std::atomic<int64_t> checkedAt{0};
+  static std::atomic<bool> spare{true};
+  static const long cpus = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
+  static const int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+  int64_t now = NowMs();
+  if (fd < 0 || now - checkedAt.load(std::memory_order_relaxed) < 20)
+    return spare.load(std::memory_order_relaxed);
+  checkedAt.store(now, std::memory_order_relaxed);
+  char buf[128];
+  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return spare.load(std::memory_order_relaxed);
+  buf[n] = '\0';
+  long runnable = 0;
+  if (std::sscanf(buf, "%*s %*s %*s %ld/", &runnable) != 1) return spare.load(std::memory_order_relaxed);
+  bool result = runnable <= cpus;
+  spare.store(result, std::memory_order_relaxed);
+  return result;
+}
+
 // Spins until `arrived()` or `us` microseconds have passed. True only when it arrived without
 // the thread having been preempted meanwhile (a spin worth repeating).
 template <class F>
@@ -581,7 +608,8 @@ void WorkerPool::Park(Worker& self) {
   unsigned period = idlePeriods_.fetch_add(1, std::memory_order_relaxed);
   bool mayspin = spinUs > 0 &&
                  (spinMisses_.load(std::memory_order_relaxed) < kSpinMissesBeforeBackoff ||
-                  period % kSpinProbeEvery == 0);
+                  period % kSpinProbeEvery == 0) &&
+                 CoresToSpare();
   bool expected = false;
   if (mayspin && spinning_.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
     bool good = SpinUntil(spinUs, [&self] { return self.claimed.load(std::memory_order_acquire) != 0; });
@@ -835,6 +863,7 @@ void EnvState::SpinForCompletion() {
   if (spinUs == 0 || pending == 0 || pending > kSpinPending) return;
   unsigned period = spinPeriods_++;
   if (spinMisses_ >= kSpinMissesBeforeBackoff && period % kSpinProbeEvery != 0) return;
+  if (!CoresToSpare()) return;
   const uint32_t seen = arrivals_.load(std::memory_order_acquire);
   if (SpinUntil(spinUs, [this, seen] { return arrivals_.load(std::memory_order_acquire) != seen; }))
     spinMisses_ = 0;
