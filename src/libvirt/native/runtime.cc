@@ -848,19 +848,17 @@ void EnvState::FlushOutbox() {
 }
 
 // The JS-thread side of the spin (the worker side is WorkerPool::Park): when the loop is about
-// to block with at most kSpinPending calls pending, it first watches for a completion for up to
-// twice LIBVIRT_NATIVE_SPIN_US. A call that completes meanwhile has already signalled the
+// to block with calls pending, it first watches for a completion for up to twice
+// LIBVIRT_NATIVE_SPIN_US. A call that completes meanwhile has already signalled the
 // thread-safe function, so the loop's poll then returns at once instead of sleeping and being
-// woken: a caller that awaits each call saves a thread wake-up per call, which on a
-// paravirtualised host costs more than the spin. Only for a few pending calls: with many, the
-// JS thread has completions to settle anyway, and the cores are better left to the workers
-// and libvirtd. Adaptive like the workers' spin: after 4 spins in a row that ended with
+// woken: a caller that awaits each call saves a thread wake-up per call, and with many calls
+// in flight the thread settles the next few completions in one wake-up instead of one each
+// (on a paravirtualised host a wake-up costs more than the spin). Only while the host has a
+// core to spare, and adaptive like the workers' spin: after 4 spins in a row that ended with
 // nothing or lost the core, it spins only every 32nd time.
-static constexpr size_t kSpinPending = 2;
-
 void EnvState::SpinForCompletion() {
   static const int64_t spinUs = 2 * SpinMicros();
-  if (spinUs == 0 || pending == 0 || pending > kSpinPending) return;
+  if (spinUs == 0 || pending == 0) return;
   unsigned period = spinPeriods_++;
   if (spinMisses_ >= kSpinMissesBeforeBackoff && period % kSpinProbeEvery != 0) return;
   if (!CoresToSpare()) return;

@@ -421,7 +421,7 @@ class EnvState : public std::enable_shared_from_this<EnvState> {
   static void OnCheck(uv_check_t* c);
   static void OnPrepare(uv_prepare_t* p);
   void FlushOutbox();
-  // Before the loop blocks with few calls pending: waits briefly for a completion (see .cc).
+  // Before the loop blocks with calls pending: waits briefly for a completion (see .cc).
   void SpinForCompletion();
   static void Cleanup(void* arg);
 
