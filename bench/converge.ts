@@ -179,7 +179,7 @@ function printBreakdown(b: {
   console.log(
     `  queue wait: mean ${mean('workqueue_queue_duration_seconds', [queue]).toFixed(1)} ms`,
   );
-  for (const result of ['written', 'unchanged', 'error']) {
+  for (const result of ['written', 'unchanged', 'stale', 'error']) {
     const n = delta('runtime_status_writes_total', [
       'resource="virtualmachines',
       `result="${result}"`,
@@ -190,6 +190,11 @@ function printBreakdown(b: {
     const n = delta('runtime_events_total', [`result="${result}"`]);
     if (n > 0) console.log(`  events ${result}: ${n}`);
   }
+  const mb = (m: string, name: string, labels: string[] = []) =>
+    (metricSum(m, name, labels) / 2 ** 20).toFixed(1);
+  console.log(
+    `  at convergence: V8 heap used ${mb(b.agentConverged, 'nodejs_heap_size_used_bytes')} MB of ${mb(b.agentConverged, 'nodejs_heap_size_total_bytes')} MB (before the VMs: ${mb(b.agentBefore, 'nodejs_heap_size_used_bytes')} of ${mb(b.agentBefore, 'nodejs_heap_size_total_bytes')}), external ${mb(b.agentConverged, 'nodejs_external_memory_bytes')} MB`,
+  );
   console.log('\nCPU seconds during the burst:');
   for (const [who, s] of b.cpuConverged) {
     console.log(`  ${who.padEnd(16)} ${(s - (b.cpuBefore.get(who) ?? 0)).toFixed(2)}`);

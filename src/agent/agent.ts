@@ -155,7 +155,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     controllers[kind] = runtime.controller({
       name: kind,
       for: informers[kind],
-      concurrency: opts.concurrency ?? 16,
+      concurrency: opts.concurrency ?? 64,
       resyncMs: opts.resyncMs ?? 10 * 60_000,
       reconcile: async (key) => {
         // No libvirt, no reconcile: the error makes the queue back off instead of every

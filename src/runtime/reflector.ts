@@ -83,11 +83,12 @@ export async function runReflector(
   const path = resourcePath(opts.resource, { namespace: opts.namespace });
   const apiVersion = apiVersionOf(opts.resource);
   const selectors = { labelSelector: opts.labelSelector, fieldSelector: opts.fieldSelector };
-  const complete = (obj: KubeObject): KubeObject => ({
-    apiVersion,
-    kind: opts.resource.kind,
-    ...obj,
-  });
+  const complete = (obj: KubeObject): KubeObject =>
+    slim({
+      apiVersion,
+      kind: opts.resource.kind,
+      ...obj,
+    });
 
   let resourceVersion: string | undefined;
   let relistReason: RelistReason = 'initial';
@@ -234,4 +235,37 @@ export async function runReflector(
       await sleep(delay, signal);
     }
   }
+}
+
+/** kubectl's client-side apply keeps a full copy of the applied manifest here. */
+const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+
+/**
+ * What a cached object keeps of its metadata: of managedFields only the entries of status
+ * applies, which the status writer reads to know which fields it owns (ownedStatusFields);
+ * no `kubectl apply` copy of the manifest. Nothing in the runtime or the controllers reads the
+ * rest, and it is most of a small object: a VirtualMachine created, patched for its finalizer
+ * and given a status carries three entries that together outweigh its spec. With 1,000 objects
+ * in an agent's caches that is memory held for nothing (issue 17, bench/README.md).
+ */
+export function slim(obj: KubeObject): KubeObject {
+  const meta = obj.metadata;
+  const fields = meta.managedFields;
+  const annotations = meta.annotations;
+  const pruneFields =
+    fields !== undefined &&
+    fields.some((e) => e.operation !== 'Apply' || e.subresource !== 'status');
+  const pruneAnnotations = annotations !== undefined && LAST_APPLIED in annotations;
+  if (!pruneFields && !pruneAnnotations) return obj;
+  const metadata = { ...meta };
+  if (pruneFields) {
+    const kept = fields.filter((e) => e.operation === 'Apply' && e.subresource === 'status');
+    if (kept.length > 0) metadata.managedFields = kept;
+    else delete metadata.managedFields;
+  }
+  if (pruneAnnotations) {
+    const { [LAST_APPLIED]: _copy, ...rest } = annotations;
+    metadata.annotations = rest;
+  }
+  return { ...obj, metadata };
 }
