@@ -4,7 +4,11 @@
 // no status written twice, no 409 Conflict retried. Issue 17: every write per VM is paid by
 // every VM of a burst (bench/README.md, "Convergence of one agent"); this fails if one comes back.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HOST_FINALIZER } from '../../../src/controllers/context.js';
+import { kubeWrites } from '../../../src/agent/kube-writes.js';
+import { HOST_FINALIZER, type KubeObject } from '../../../src/controllers/context.js';
+import { createEventRecorder } from '../../../src/runtime/events.js';
+import { FinalizerConflict } from '../../../src/runtime/finalizer.js';
+import { createLogger } from '../../../src/runtime/log.js';
 import { createKubeClient, type KubeClient } from '../../../src/runtime/index.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { startTestAgent, until, type TestAgent } from '../../harness/agent.js';
@@ -105,5 +109,42 @@ describe('the API writes of a new VirtualMachine', () => {
         'Synced=True',
       ]);
     }
+  });
+
+  it('sends a finalizer only once while the cache has not caught up with it', async () => {
+    const log = createLogger({ level: 'silent' });
+    const writes = kubeWrites({
+      client,
+      events: createEventRecorder(client, {
+        reportingController: 't',
+        reportingInstance: 't',
+        log,
+      }),
+      nodeName: NODE,
+      log,
+    });
+    const created = await client.request<KubeObject>({
+      method: 'POST',
+      path: PATH,
+      body: {
+        apiVersion: 'virt.dev/v1alpha1',
+        kind: 'VirtualMachine',
+        metadata: { name: 'wpv-finalizer' },
+        // Another node's: the agent above leaves it alone.
+        spec: { nodeName: 'node-elsewhere', domainType: 'qemu', vcpus: 1, memory: '64Mi' },
+      },
+    });
+    const patches = async () =>
+      requestCounts(await cp().apiServerMetrics()).get('PATCH virtualmachines 200') ?? 0;
+    const before = await patches();
+    const patched = await writes.ensureFinalizer('VirtualMachine', created, HOST_FINALIZER);
+    expect(patched.metadata.finalizers).toEqual([HOST_FINALIZER]);
+    // The same stale copy again: refused as the conflict the server would give, not sent.
+    await expect(
+      writes.ensureFinalizer('VirtualMachine', created, HOST_FINALIZER),
+    ).rejects.toBeInstanceOf(FinalizerConflict);
+    // The copy with the finalizer: nothing to do.
+    expect(await writes.ensureFinalizer('VirtualMachine', patched, HOST_FINALIZER)).toBe(patched);
+    expect((await patches()) - before).toBe(1);
   });
 });
