@@ -19,7 +19,7 @@ import {
   patchFinalizers,
   removeFinalizerPatch,
 } from '../runtime/finalizer.js';
-import { isNotFound, type KubeClient } from '../runtime/kube-client.js';
+import { isNotFound, ownWriteUnseen, type KubeClient } from '../runtime/kube-client.js';
 import type { Logger } from '../runtime/log.js';
 import { keyPath, referenceTo, type ResourceDescription } from '../runtime/resource.js';
 
@@ -116,8 +116,10 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
         return obj;
       }
       if (finalizerAddedAt.has(id) && finalizerAddedAt.get(id) === obj.metadata.resourceVersion) {
-        throw new FinalizerConflict(
-          `${kind} ${keyOf(obj)}: our finalizer was added to resourceVersion ${obj.metadata.resourceVersion}, which the cache still shows; not sent again`,
+        throw ownWriteUnseen(
+          new FinalizerConflict(
+            `${kind} ${keyOf(obj)}: our finalizer was added to resourceVersion ${obj.metadata.resourceVersion}, which the cache still shows; not sent again`,
+          ),
         );
       }
       const body = addFinalizerPatch(obj, finalizer);

@@ -3,7 +3,7 @@
 // field manager; for cluster-scoped kinds whose status.nodes[] is a list-map keyed by
 // nodeName, each agent applies only its own entry under a per-node manager
 // (nodeFieldManager), so agents never remove or overwrite each other's entries.
-import { CONTENT_TYPE, KubeApiError, type KubeClient } from './kube-client.js';
+import { CONTENT_TYPE, KubeApiError, ownWriteUnseen, type KubeClient } from './kube-client.js';
 import type { RuntimeMetrics } from './metrics.js';
 import { resourceLabel } from './metrics.js';
 import {
@@ -122,12 +122,14 @@ export function createStatusWriter(client: KubeClient, opts: StatusWriterOptions
         // certain. Refused here instead, as the same Conflict, without the round trip (in a
         // burst of new VMs a fifth of them made one: bench/README.md, "Convergence").
         opts.metrics?.statusWrites.inc({ ...label, result: 'stale' });
-        throw new KubeApiError(
-          409,
-          'Conflict',
-          `status computed from resourceVersion ${from}, which our own last status write already replaced; not sent`,
-          'PATCH',
-          path,
+        throw ownWriteUnseen(
+          new KubeApiError(
+            409,
+            'Conflict',
+            `status computed from resourceVersion ${from}, which our own last status write already replaced; not sent`,
+            'PATCH',
+            path,
+          ),
         );
       }
       const { name, namespace } = current.metadata;
