@@ -46,7 +46,10 @@ export interface AgentOptions {
   log?: Logger | { level?: string; name?: string };
   /** Every key is reconciled again this often as a safety net. Default 10 min. */
   resyncMs?: number;
-  /** Per-controller concurrency. Default 16: most of a reconcile is waiting on the API server. */
+  /**
+   * Per-controller concurrency. Default 32: most of a reconcile is waiting on the API server;
+   * with 16, new VMs of a 1,000-VM burst waited 10-15 s in the queue (bench/README.md).
+   */
   concurrency?: number;
   /** Watch tuning, passed to the runtime (tests shorten the watchdog). */
   watch?: { inactivityTimeoutMs?: number };
@@ -155,7 +158,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     controllers[kind] = runtime.controller({
       name: kind,
       for: informers[kind],
-      concurrency: opts.concurrency ?? 64,
+      concurrency: opts.concurrency ?? 32,
       resyncMs: opts.resyncMs ?? 10 * 60_000,
       reconcile: async (key) => {
         // No libvirt, no reconcile: the error makes the queue back off instead of every
