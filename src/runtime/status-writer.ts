@@ -3,6 +3,7 @@
 // field manager; for cluster-scoped kinds whose status.nodes[] is a list-map keyed by
 // nodeName, each agent applies only its own entry under a per-node manager
 // (nodeFieldManager), so agents never remove or overwrite each other's entries.
+import { createHash } from 'node:crypto';
 import { CONTENT_TYPE, KubeApiError, ownWriteUnseen, type KubeClient } from './kube-client.js';
 import type { RuntimeMetrics } from './metrics.js';
 import { resourceLabel } from './metrics.js';
@@ -104,7 +105,8 @@ export function createStatusWriter(client: KubeClient, opts: StatusWriterOptions
     },
     async apply(current, status) {
       const key = `${current.metadata.uid ?? ''}/${objectKey(current)}`;
-      const input = JSON.stringify(status);
+      // A digest, not the JSON: one per object, kept for 1,000s of objects.
+      const input = createHash('sha1').update(JSON.stringify(status)).digest('base64');
       const from = current.metadata.resourceVersion;
       const last = lastApplied.get(key);
       const desired =

@@ -56,8 +56,18 @@ describe('slim', () => {
     expect(slim(o).metadata).not.toHaveProperty('managedFields');
   });
 
-  it('returns an object with nothing to drop as it is, and never changes its input', () => {
-    const lean: KubeObject = { metadata: { name: 'n', managedFields: [statusApply] } };
+  it('shares one frozen fieldsV1 tree between objects that own the same fields', () => {
+    const a = slim(vm());
+    const b = slim(vm());
+    const tree = a.metadata.managedFields?.[0]?.fieldsV1;
+    expect(tree).toEqual(statusApply.fieldsV1);
+    expect(b.metadata.managedFields?.[0]?.fieldsV1).toBe(tree);
+    expect(Object.isFrozen(tree)).toBe(true);
+    expect(Object.isFrozen(tree?.['f:status'])).toBe(true);
+  });
+
+  it('returns an object without managedFields or last-applied copy as it is, and never changes its input', () => {
+    const lean: KubeObject = { metadata: { name: 'n', annotations: { a: 'b' } } };
     expect(slim(lean)).toBe(lean);
     const o = vm();
     const copy = structuredClone(o);
