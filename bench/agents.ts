@@ -1,7 +1,7 @@
 // Shared pieces of the agent benchmarks: a control plane, compiled agents as separate
 // processes on libvirt's test driver, bulk VM creation, and the API server's own counters.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, type ControlPlane } from '../src/commands/local/control-plane.js';
@@ -182,18 +182,166 @@ export async function listVms(client: KubeClient): Promise<VmStatusView[]> {
 export const isReady = (vm: VmStatusView): boolean =>
   vm.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
 
-/** Polls every 200 ms until `count` VMs are Ready; returns the number of polls made. */
+/**
+ * Polls every 200 ms until `count` VMs are Ready; returns the number of polls made.
+ * `progress` sees each poll's count of Ready VMs.
+ */
 export async function waitAllReady(
   client: KubeClient,
   count: number,
   timeoutMs = 600_000,
+  progress?: (ready: number) => void,
 ): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   for (let polls = 1; ; polls++) {
     const ready = (await listVms(client)).filter(isReady).length;
+    progress?.(ready);
     if (ready >= count) return polls;
     if (Date.now() > deadline)
       throw new Error(`only ${ready}/${count} VMs Ready after ${timeoutMs / 1000} s`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/**
+ * apiserver_request_total and the server-side time (apiserver_request_duration_seconds_sum)
+ * per "verb resource[/subresource] code" for our kinds; durations have no code label, so they
+ * are keyed by "verb resource[/subresource]".
+ */
+export function requestBreakdown(metrics: string): {
+  counts: Map<string, number>;
+  seconds: Map<string, number>;
+} {
+  const counts = new Map<string, number>();
+  const seconds = new Map<string, number>();
+  const label = (line: string, name: string) => new RegExp(`${name}="([^"]*)"`).exec(line)?.[1];
+  for (const line of metrics.split('\n')) {
+    const total = line.startsWith('apiserver_request_total{');
+    const sum = line.startsWith('apiserver_request_duration_seconds_sum{');
+    if (!total && !sum) continue;
+    const resource = label(line, 'resource') ?? '';
+    if (!OUR_RESOURCES.includes(resource)) continue;
+    const sub = label(line, 'subresource');
+    const what = `${label(line, 'verb')} ${resource}${sub ? `/${sub}` : ''}`;
+    const n = Number(line.slice(line.lastIndexOf(' ') + 1));
+    if (total) {
+      const key = `${what} ${label(line, 'code')}`;
+      counts.set(key, (counts.get(key) ?? 0) + n);
+    } else {
+      seconds.set(what, (seconds.get(what) ?? 0) + n);
+    }
+  }
+  return { counts, seconds };
+}
+
+/** User + system CPU seconds of a process so far (0 if it is gone). */
+export function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime are fields 14 and 15 of stat(5), in clock ticks (100 per second).
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** The pids of processes whose command line mentions `marker` (e.g. a control plane's dir). */
+export function pidsMentioning(marker: string): Array<{ pid: number; command: string }> {
+  const found: Array<{ pid: number; command: string }> = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const args = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (args.some((a) => a.includes(marker))) {
+        found.push({ pid: Number(entry), command: args[0]!.split('/').pop() ?? '' });
+      }
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return found;
+}
+
+/** The agent's own Prometheus text (its health port's /metrics). */
+export async function agentMetrics(agent: AgentProcess): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${agent.healthPort}/metrics`);
+  return res.text();
+}
+
+/** Sums the samples of one metric whose labels contain every `labels` fragment. */
+export function metricSum(metrics: string, name: string, labels: string[] = []): number {
+  let n = 0;
+  for (const line of metrics.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    if (!labels.every((l) => line.includes(l))) continue;
+    n += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return n;
+}
+
+/**
+ * Watches the VirtualMachines and resolves once `count` of them are Ready, as a user's
+ * `kubectl wait` would: a LIST for the starting point, then a watch from it (again from a new
+ * LIST if the server ends the watch, which it does to a watcher that falls behind). Cheaper for
+ * the API server than listing every VM again and again during the burst, and exact: each VM's
+ * Ready is seen when its status arrives, not at the next poll. Open it before creating.
+ * `progress` sees the count of Ready VMs after each change. `done` resolves with the number
+ * of requests made.
+ */
+export async function watchAllReady(
+  client: KubeClient,
+  count: number,
+  progress?: (ready: number) => void,
+  timeoutMs = 600_000,
+): Promise<{ done: Promise<number> }> {
+  const path = '/apis/virt.dev/v1alpha1/namespaces/default/virtualmachines';
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  let ready = new Set<string>();
+  let requests = 0;
+  const open = async () => {
+    const list = await client.request<{
+      metadata: { resourceVersion: string };
+      items: VmStatusView[];
+    }>({ method: 'GET', path });
+    ready = new Set(list.items.filter(isReady).map((vm) => vm.metadata.name));
+    requests += 2;
+    return client.stream({
+      path,
+      query: { watch: true, resourceVersion: list.metadata.resourceVersion, timeoutSeconds: 3600 },
+      signal: abort.signal,
+    });
+  };
+  let lines = await open();
+  const done = (async () => {
+    try {
+      for (;;) {
+        for await (const line of lines) {
+          const event = line as { type: string; object: VmStatusView };
+          if (event.type === 'ERROR') break;
+          if (event.type === 'DELETED' || !isReady(event.object))
+            ready.delete(event.object.metadata.name);
+          else ready.add(event.object.metadata.name);
+          progress?.(ready.size);
+          if (ready.size >= count) return requests;
+        }
+        lines = await open();
+        progress?.(ready.size);
+        if (ready.size >= count) return requests;
+      }
+    } catch (err) {
+      if (abort.signal.aborted)
+        throw new Error(`only ${ready.size}/${count} VMs Ready after ${timeoutMs / 1000} s`, {
+          cause: err,
+        });
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      abort.abort();
+    }
+  })();
+  // Awaited by the caller after its creates; until then a failure must not go unhandled.
+  done.catch(() => undefined);
+  return { done };
 }

@@ -9,14 +9,19 @@ import { parseArgs } from 'node:util';
 import { startControlPlane } from '../src/commands/local/control-plane.js';
 import { createKubeClient } from '../src/runtime/index.js';
 import {
+  agentMetrics,
+  cpuSeconds,
   createVms,
+  metricSum,
+  pidsMentioning,
+  requestBreakdown,
   requestTotals,
   peakRssMB,
   rssMB,
   startAgentProcess,
   stopAgentProcess,
   waitAgentReady,
-  waitAllReady,
+  watchAllReady,
 } from './agents.js';
 
 const { values } = parseArgs({
@@ -41,25 +46,51 @@ async function main(): Promise<void> {
     await waitAgentReady(agent);
     const pid = agent.child.pid!;
     const rssIdle = rssMB(pid);
-    const before = requestTotals(await cp.apiServerMetrics());
+    const serverBefore = await cp.apiServerMetrics();
+    const before = requestTotals(serverBefore);
+    const agentBefore = await agentMetrics(agent);
+    const planePids = pidsMentioning(cp.dir).filter((p) => p.pid !== pid);
+    const cpuOf = () =>
+      new Map([
+        ['agent', cpuSeconds(pid)],
+        ['benchmark', process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6],
+        ...planePids.map((p) => [p.command, cpuSeconds(p.pid)] as [string, number]),
+      ]);
+    const cpuBefore = cpuOf();
 
-    const start = performance.now();
+    // When 10 %, 50 %, 90 % and all of the VMs were seen Ready (by a watch opened first).
+    const marks = [0.1, 0.5, 0.9, 1];
+    const readyAt = new Map<number, number>();
+    let start = 0;
+    const waiting = await watchAllReady(client, vms, (ready) => {
+      for (const m of marks) {
+        if (ready >= m * vms && !readyAt.has(m)) readyAt.set(m, (performance.now() - start) / 1000);
+      }
+    });
+    start = performance.now();
     const names = Array.from({ length: vms }, (_, i) => ({
       name: `vm-${String(i).padStart(5, '0')}`,
       node: NODE,
     }));
     await createVms(client, names, Number(values.concurrency));
     const appliedSeconds = (performance.now() - start) / 1000;
-    const polls = await waitAllReady(client, vms);
+    const polls = await waiting.done;
     const readySeconds = (performance.now() - start) / 1000;
-    const converged = requestTotals(await cp.apiServerMetrics());
+    const serverConverged = await cp.apiServerMetrics();
+    const converged = requestTotals(serverConverged);
+    const cpuConverged = cpuOf();
     const rssConverged = rssMB(pid);
 
     await new Promise((r) => setTimeout(r, idleSeconds * 1000));
     const idle = requestTotals(await cp.apiServerMetrics());
     const rssAfterIdle = rssMB(pid);
+    // Only now: a scrape of the agent's /metrics reads every guest's stats from libvirt, memory
+    // the RSS figures above are not about. Nothing is reconciled in the idle window, so the
+    // counters are those of the burst.
+    const agentConverged = await agentMetrics(agent);
 
-    // The benchmark's own requests (creates and Ready polls) are subtracted.
+    // The benchmark's own requests (creates, the list and watch that wait for Ready) are
+    // subtracted.
     const agentRequests = converged.all - before.all - vms - polls;
     const result = {
       vms,
@@ -87,10 +118,92 @@ async function main(): Promise<void> {
       ['agent peak RSS (MB)', String(result.rssPeakMB)],
     ];
     for (const [k, v] of rows) console.log(`${k.padEnd(34)} ${v}`);
+    printBreakdown({
+      serverBefore,
+      serverConverged,
+      agentBefore,
+      agentConverged,
+      cpuBefore,
+      cpuConverged,
+      readyAt,
+      vms,
+    });
     console.log(JSON.stringify(result));
   } finally {
     await stopAgentProcess(agent);
     await cp.stop();
+  }
+}
+
+/** Where the burst's time went: timeline, API requests by kind, agent metrics, CPU seconds. */
+function printBreakdown(b: {
+  serverBefore: string;
+  serverConverged: string;
+  agentBefore: string;
+  agentConverged: string;
+  cpuBefore: Map<string, number>;
+  cpuConverged: Map<string, number>;
+  readyAt: Map<number, number>;
+  vms: number;
+}): void {
+  console.log('\nReady VMs over time (first poll that saw them):');
+  for (const [m, s] of b.readyAt)
+    console.log(`  ${String(m * 100).padStart(3)} %  ${s.toFixed(2)} s`);
+  const before = requestBreakdown(b.serverBefore);
+  const after = requestBreakdown(b.serverConverged);
+  console.log(
+    '\nAPI server requests during the burst (verb resource code: count, server ms/request):',
+  );
+  for (const [key, n] of [...after.counts].sort()) {
+    const d = n - (before.counts.get(key) ?? 0);
+    if (d <= 0) continue;
+    const what = key.slice(0, key.lastIndexOf(' '));
+    const s = (after.seconds.get(what) ?? 0) - (before.seconds.get(what) ?? 0);
+    const all = [...after.counts]
+      .filter(([k]) => k.startsWith(`${what} `))
+      .reduce((t, [k, v]) => t + v - (before.counts.get(k) ?? 0), 0);
+    console.log(
+      `  ${key.padEnd(44)} ${String(d).padStart(6)}  ${((s / all) * 1000).toFixed(1)} ms`,
+    );
+  }
+  const delta = (name: string, labels: string[] = []) =>
+    metricSum(b.agentConverged, name, labels) - metricSum(b.agentBefore, name, labels);
+  const vm = 'controller="VirtualMachine"';
+  const queue = 'name="VirtualMachine"';
+  const passes = delta('controller_runtime_reconcile_total', [vm]);
+  console.log('\nAgent (VirtualMachine controller) during the burst:');
+  console.log(`  reconcile passes ${passes} (${(passes / b.vms).toFixed(2)} per VM)`);
+  for (const result of ['success', 'requeue_after', 'error']) {
+    const n = delta('controller_runtime_reconcile_total', [vm, `result="${result}"`]);
+    if (n > 0) console.log(`    ${result}: ${n}`);
+  }
+  const mean = (name: string, labels: string[]) =>
+    (delta(`${name}_sum`, labels) / Math.max(1, delta(`${name}_count`, labels))) * 1000;
+  console.log(
+    `  time in a pass: mean ${mean('controller_runtime_reconcile_time_seconds', [vm]).toFixed(1)} ms`,
+  );
+  console.log(
+    `  queue wait: mean ${mean('workqueue_queue_duration_seconds', [queue]).toFixed(1)} ms`,
+  );
+  for (const result of ['written', 'unchanged', 'stale', 'error']) {
+    const n = delta('runtime_status_writes_total', [
+      'resource="virtualmachines',
+      `result="${result}"`,
+    ]);
+    if (n > 0) console.log(`  status writes ${result}: ${n}`);
+  }
+  for (const result of ['created', 'suppressed', 'dropped', 'error']) {
+    const n = delta('runtime_events_total', [`result="${result}"`]);
+    if (n > 0) console.log(`  events ${result}: ${n}`);
+  }
+  const mb = (m: string, name: string, labels: string[] = []) =>
+    (metricSum(m, name, labels) / 2 ** 20).toFixed(1);
+  console.log(
+    `  after the idle window: V8 heap used ${mb(b.agentConverged, 'nodejs_heap_size_used_bytes')} MB of ${mb(b.agentConverged, 'nodejs_heap_size_total_bytes')} MB (before the VMs: ${mb(b.agentBefore, 'nodejs_heap_size_used_bytes')} of ${mb(b.agentBefore, 'nodejs_heap_size_total_bytes')}), external ${mb(b.agentConverged, 'nodejs_external_memory_bytes')} MB`,
+  );
+  console.log('\nCPU seconds during the burst:');
+  for (const [who, s] of b.cpuConverged) {
+    console.log(`  ${who.padEnd(16)} ${(s - (b.cpuBefore.get(who) ?? 0)).toFixed(2)}`);
   }
 }
 

@@ -62,6 +62,18 @@ export const isNotFound = (err: unknown): boolean =>
 export const isConflict = (err: unknown): boolean =>
   err instanceof KubeApiError && err.status === 409;
 export const isGone = (err: unknown): boolean => err instanceof KubeApiError && err.status === 410;
+/**
+ * Marks an error a writer raised without asking the server, because the cached copy it was
+ * given predates the writer's own last write to the object: the server would refuse it for
+ * certain. The watch event of that write is still to come and wakes the object's key again,
+ * so a controller need not schedule a retry of its own (see src/agent/agent.ts).
+ */
+export function ownWriteUnseen<E extends Error>(err: E): E {
+  return Object.assign(err, { ownWriteUnseen: true });
+}
+export const isOwnWriteUnseen = (err: unknown): boolean =>
+  err instanceof Error && (err as { ownWriteUnseen?: boolean }).ownWriteUnseen === true;
+
 export const isAlreadyExists = (err: unknown): boolean =>
   err instanceof KubeApiError && err.status === 409 && err.reason === 'AlreadyExists';
 

@@ -8,6 +8,7 @@ import {
   apiVersionOf,
   resourcePath,
   type KubeObject,
+  type ManagedFieldsEntry,
   type ResourceDescription,
 } from './resource.js';
 
@@ -83,11 +84,12 @@ export async function runReflector(
   const path = resourcePath(opts.resource, { namespace: opts.namespace });
   const apiVersion = apiVersionOf(opts.resource);
   const selectors = { labelSelector: opts.labelSelector, fieldSelector: opts.fieldSelector };
-  const complete = (obj: KubeObject): KubeObject => ({
-    apiVersion,
-    kind: opts.resource.kind,
-    ...obj,
-  });
+  const complete = (obj: KubeObject): KubeObject =>
+    slim({
+      apiVersion,
+      kind: opts.resource.kind,
+      ...obj,
+    });
 
   let resourceVersion: string | undefined;
   let relistReason: RelistReason = 'initial';
@@ -234,4 +236,67 @@ export async function runReflector(
       await sleep(delay, signal);
     }
   }
+}
+
+/**
+ * One frozen copy of each distinct fieldsV1 tree, shared by every cached object that has it.
+ * The agent's status applies own the same fields on every object of a kind in the same state
+ * (a running VM's: some 70 nested objects, most of them `{}`), so 1,000 VMs share a handful
+ * of trees instead of holding 70,000 objects. Bounded: when full it starts again (objects
+ * keep the trees they have).
+ */
+const fieldTrees = new Map<string, Record<string, unknown>>();
+const FIELD_TREES_MAX = 1024;
+
+function sharedFields(entry: ManagedFieldsEntry): ManagedFieldsEntry {
+  if (entry.fieldsV1 === undefined) return entry;
+  const json = JSON.stringify(entry.fieldsV1);
+  let tree = fieldTrees.get(json);
+  if (!tree) {
+    if (fieldTrees.size >= FIELD_TREES_MAX) fieldTrees.clear();
+    tree = deepFreeze(entry.fieldsV1);
+    fieldTrees.set(json, tree);
+  }
+  return { ...entry, fieldsV1: tree };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** kubectl's client-side apply keeps a full copy of the applied manifest here. */
+const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+
+/**
+ * What a cached object keeps of its metadata: of managedFields only the entries of status
+ * applies, which the status writer reads to know which fields it owns (ownedStatusFields),
+ * their trees shared between objects (sharedFields); no `kubectl apply` copy of the manifest. Nothing in the runtime or the controllers reads the
+ * rest, and it is most of a small object: a VirtualMachine created, patched for its finalizer
+ * and given a status carries three entries that together outweigh its spec. With 1,000 objects
+ * in an agent's caches that is memory held for nothing (issue 17, bench/README.md).
+ */
+export function slim(obj: KubeObject): KubeObject {
+  const meta = obj.metadata;
+  const fields = meta.managedFields;
+  const annotations = meta.annotations;
+  const pruneFields = fields !== undefined && fields.length > 0;
+  const pruneAnnotations = annotations !== undefined && LAST_APPLIED in annotations;
+  if (!pruneFields && !pruneAnnotations) return obj;
+  const metadata = { ...meta };
+  if (pruneFields) {
+    const kept = fields
+      .filter((e) => e.operation === 'Apply' && e.subresource === 'status')
+      .map(sharedFields);
+    if (kept.length > 0) metadata.managedFields = kept;
+    else delete metadata.managedFields;
+  }
+  if (pruneAnnotations) {
+    const { [LAST_APPLIED]: _copy, ...rest } = annotations;
+    metadata.annotations = rest;
+  }
+  return { ...obj, metadata };
 }

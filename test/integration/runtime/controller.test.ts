@@ -485,7 +485,8 @@ describe('controller runtime (real kube-apiserver)', () => {
       expect(nodeOf(fresh, 'node-c')?.size).toBe(3);
 
       // A pass whose cache has not seen that write yet (still a4) computing the same status
-      // sends nothing (no certain 409); a different status from it is still sent, and refused.
+      // sends nothing (no certain 409); a different status from it is refused with the same
+      // Conflict the server would give, without being sent.
       const unchangedWrites = () =>
         rt.metrics.registry
           .metrics()
@@ -493,9 +494,29 @@ describe('controller runtime (real kube-apiserver)', () => {
       const before = await unchangedWrites();
       expect(await strict.apply(a4!, entry('node-c', 'True', { size: 3 }))).toBeUndefined();
       expect(await unchangedWrites()).toBe(before + 1);
+      const requests = () =>
+        cp()
+          .apiServerMetrics()
+          .then((m) =>
+            m
+              .split('\n')
+              .filter((l) => l.startsWith('apiserver_request_total{') && l.includes('"gadgets"'))
+              .join('\n'),
+          );
+      const sentBefore = await requests();
+      expect(sentBefore).toContain('verb="APPLY"');
       await expect(strict.apply(a4!, entry('node-c', 'True', { size: 4 }))).rejects.toSatisfy(
         isConflict,
       );
+      expect(await requests()).toBe(sentBefore);
+      expect(
+        metricSum(await rt.metrics.registry.metrics(), 'runtime_status_writes_total', {
+          result: 'stale',
+        }),
+      ).toBe(1);
+      // The copy with our write in it goes through.
+      const newer = await strict.apply(fresh!, entry('node-c', 'True', { size: 4 }));
+      expect(nodeOf(newer, 'node-c')?.size).toBe(4);
     } finally {
       await rt.stop({ drainMs: 2_000 });
     }

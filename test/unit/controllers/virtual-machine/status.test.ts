@@ -443,7 +443,7 @@ describe('events', () => {
     expect(conditionEvents(a, a)).toEqual([]);
   });
 
-  it('makes one Event of a new machine defined and started in the same pass', () => {
+  it('makes no Event of a new machine defined and started in the same pass: its status tells it', () => {
     const events = stepEvents(
       [
         { op: 'define', doc, created: true },
@@ -453,11 +453,16 @@ describe('events', () => {
       'node-a',
       0,
     );
+    expect(events).toEqual([]);
+  });
+
+  it('still tells of a new definition that was not started with it', () => {
+    const events = stepEvents([{ op: 'define', doc, created: true }], machine, 'node-a', 0);
     expect(events).toEqual([
       {
         type: 'Normal',
         reason: 'Created',
-        message: `defined libvirt domain prod_web (uuid ${UID}) on node node-a and started it`,
+        message: `defined libvirt domain prod_web (uuid ${UID}) on node node-a`,
       },
     ]);
   });

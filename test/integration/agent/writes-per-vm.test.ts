@@ -1,0 +1,150 @@
+// What a new VirtualMachine costs the API server, counted by the API server itself
+// (apiserver_request_total): the agent's finalizer patch (before anything exists on the host)
+// and one status apply, nothing else: no Event for a machine whose first status tells it all,
+// no status written twice, no 409 Conflict retried. Issue 17: every write per VM is paid by
+// every VM of a burst (bench/README.md, "Convergence of one agent"); this fails if one comes back.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { kubeWrites } from '../../../src/agent/kube-writes.js';
+import { HOST_FINALIZER, type KubeObject } from '../../../src/controllers/context.js';
+import { createEventRecorder } from '../../../src/runtime/events.js';
+import { FinalizerConflict } from '../../../src/runtime/finalizer.js';
+import { createLogger } from '../../../src/runtime/log.js';
+import { createKubeClient, type KubeClient } from '../../../src/runtime/index.js';
+import { useControlPlane } from '../../harness/control-plane.js';
+import { startTestAgent, until, type TestAgent } from '../../harness/agent.js';
+
+const NODE = 'node-writes';
+const VMS = 20;
+const PATH = '/apis/virt.dev/v1alpha1/namespaces/default/virtualmachines';
+
+interface Vm {
+  metadata: { name: string; finalizers?: string[]; generation?: number };
+  status?: {
+    observedGeneration?: number;
+    phase?: string;
+    conditions?: Array<{ type: string; status: string }>;
+  };
+}
+
+/** apiserver_request_total per "VERB resource[/subresource] code" for VMs and Events. */
+function requestCounts(metrics: string): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const line of metrics.split('\n')) {
+    if (!line.startsWith('apiserver_request_total{')) continue;
+    const label = (name: string) => new RegExp(`${name}="([^"]*)"`).exec(line)?.[1] ?? '';
+    const resource = label('resource');
+    if (resource !== 'virtualmachines' && resource !== 'events') continue;
+    if (!['POST', 'PUT', 'PATCH', 'DELETE', 'APPLY'].includes(label('verb'))) continue;
+    const sub = label('subresource');
+    const key = `${label('verb')} ${resource}${sub ? `/${sub}` : ''} ${label('code')}`;
+    counts.set(key, (counts.get(key) ?? 0) + Number(line.slice(line.lastIndexOf(' ') + 1)));
+  }
+  return counts;
+}
+
+function difference(after: Map<string, number>, before: Map<string, number>) {
+  const d: Record<string, number> = {};
+  for (const [k, v] of after) if (v - (before.get(k) ?? 0) > 0) d[k] = v - (before.get(k) ?? 0);
+  return d;
+}
+
+describe('the API writes of a new VirtualMachine', () => {
+  const cp = useControlPlane();
+  let agent: TestAgent;
+  let client: KubeClient;
+
+  beforeAll(async () => {
+    agent = await startTestAgent(cp(), { nodeName: NODE });
+    client = createKubeClient(cp().kubeConfig);
+  });
+
+  afterAll(async () => {
+    await agent?.stop();
+  });
+
+  it('are one finalizer patch and one status apply per VM, for a burst of 20', async () => {
+    const before = requestCounts(await cp().apiServerMetrics());
+    await Promise.all(
+      Array.from({ length: VMS }, (_, i) =>
+        client.request({
+          method: 'POST',
+          path: PATH,
+          body: {
+            apiVersion: 'virt.dev/v1alpha1',
+            kind: 'VirtualMachine',
+            metadata: { name: `wpv-${i}` },
+            spec: { nodeName: NODE, domainType: 'qemu', vcpus: 1, memory: '64Mi' },
+          },
+        }),
+      ),
+    );
+    const vms = await until('all VMs Ready', async () => {
+      const list = await client.request<{ items: Vm[] }>({ method: 'GET', path: PATH });
+      const ready = list.items.filter((vm) =>
+        vm.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+      );
+      return ready.length === VMS && list.items;
+    });
+    // The passes that follow (the watch events of our own writes, libvirt's lifecycle events)
+    // must add nothing: give them time to run before counting.
+    await new Promise((r) => setTimeout(r, 2_000));
+    const writes = difference(requestCounts(await cp().apiServerMetrics()), before);
+
+    expect(writes).toEqual({
+      'POST virtualmachines 201': VMS, // the test's own creates
+      'PATCH virtualmachines 200': VMS, // the finalizer
+      'APPLY virtualmachines/status 200': VMS, // the status, once
+    });
+    // And that status is complete and honest in its one write.
+    for (const vm of vms) {
+      expect(vm.metadata.finalizers).toContain(HOST_FINALIZER);
+      expect(vm.status?.observedGeneration).toBe(vm.metadata.generation);
+      expect(vm.status?.phase).toBe('Running');
+      expect(vm.status?.conditions?.map((c) => `${c.type}=${c.status}`).sort()).toEqual([
+        'Paused=False',
+        'Ready=True',
+        'Reconciling=False',
+        'RestartRequired=False',
+        'Stalled=False',
+        'Synced=True',
+      ]);
+    }
+  });
+
+  it('sends a finalizer only once while the cache has not caught up with it', async () => {
+    const log = createLogger({ level: 'silent' });
+    const writes = kubeWrites({
+      client,
+      events: createEventRecorder(client, {
+        reportingController: 't',
+        reportingInstance: 't',
+        log,
+      }),
+      nodeName: NODE,
+      log,
+    });
+    const created = await client.request<KubeObject>({
+      method: 'POST',
+      path: PATH,
+      body: {
+        apiVersion: 'virt.dev/v1alpha1',
+        kind: 'VirtualMachine',
+        metadata: { name: 'wpv-finalizer' },
+        // Another node's: the agent above leaves it alone.
+        spec: { nodeName: 'node-elsewhere', domainType: 'qemu', vcpus: 1, memory: '64Mi' },
+      },
+    });
+    const patches = async () =>
+      requestCounts(await cp().apiServerMetrics()).get('PATCH virtualmachines 200') ?? 0;
+    const before = await patches();
+    const patched = await writes.ensureFinalizer('VirtualMachine', created, HOST_FINALIZER);
+    expect(patched.metadata.finalizers).toEqual([HOST_FINALIZER]);
+    // The same stale copy again: refused as the conflict the server would give, not sent.
+    await expect(
+      writes.ensureFinalizer('VirtualMachine', created, HOST_FINALIZER),
+    ).rejects.toBeInstanceOf(FinalizerConflict);
+    // The copy with the finalizer: nothing to do.
+    expect(await writes.ensureFinalizer('VirtualMachine', patched, HOST_FINALIZER)).toBe(patched);
+    expect((await patches()) - before).toBe(1);
+  });
+});
