@@ -86,7 +86,10 @@ export interface MachinePlan {
   steps: MachineStep[];
   /** Why the operator is stopping (or has stopped) the domain after this pass, if it is. */
   shutdown: ShutdownReason | undefined;
-  /** Look again this soon even if nothing fails: a grace period runs or a state is in flux. */
+  /**
+   * Look again this soon even if nothing fails: a grace period runs or a state is in flux.
+   * Counted from the plan's `now` (the pass subtracts the time its own calls took).
+   */
   waitMs: number | undefined;
 }
 
@@ -101,7 +104,13 @@ const LIVE_PATHS = new Set(['currentMemoryKiB', 'vcpu.current']);
 
 export interface ShutdownRequest {
   reason: ShutdownReason;
+  /** The condition's lastTransitionTime: whole seconds, rounded down. */
   since: Date;
+  /**
+   * When the ACPI request had been sent, to the millisecond, where the condition's message
+   * records it (requestMarker): the grace period then runs from exactly here.
+   */
+  sentAt?: Date;
   /**
    * For RestartRequested: the runtime ID of the domain run being stopped. A running domain
    * with another ID is the new run, so the restart is done even if the agent died before it
@@ -113,6 +122,14 @@ export interface ShutdownRequest {
 /** How the run being restarted is written into the ShutdownRequested message. */
 export const runMarker = (id: number): string => `(run ${id})`;
 
+/**
+ * How the moment the ACPI request had been sent is written into the ShutdownRequested message:
+ * RFC 3339 with milliseconds. The condition's lastTransitionTime cannot carry it (metav1.Time
+ * is whole seconds), and without it the grace period must be counted from the second after.
+ */
+export const requestMarker = (at: Date): string => `requested at ${at.toISOString()}`;
+const REQUEST_MARKER = /requested at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)/;
+
 export function shutdownRequest(vm: VirtualMachine): ShutdownRequest | undefined {
   const c = findCondition(vm.status?.conditions, SHUTDOWN_CONDITION);
   if (c?.status !== 'True') return undefined;
@@ -122,7 +139,24 @@ export function shutdownRequest(vm: VirtualMachine): ShutdownRequest | undefined
   const request: ShutdownRequest = { reason, since: new Date(c.lastTransitionTime) };
   const run = /\(run (\d+)\)/.exec(c.message)?.[1];
   if (run !== undefined) request.run = Number(run);
+  const sent = REQUEST_MARKER.exec(c.message)?.[1];
+  // A time before the condition turned True is not this request's: it is ignored, and the
+  // grace period is counted conservatively from the second after lastTransitionTime.
+  if (sent !== undefined && Date.parse(sent) >= request.since.getTime()) {
+    request.sentAt = new Date(sent);
+  }
   return request;
+}
+
+/**
+ * When a graceful stop may destroy the domain: the grace period after the request was sent.
+ * Where only the whole-second lastTransitionTime is known, one second is added, so a guest
+ * is never destroyed before its full grace period.
+ */
+export function destroyDueAt(request: ShutdownRequest, graceMs: number): number {
+  return request.sentAt !== undefined
+    ? request.sentAt.getTime() + graceMs
+    : request.since.getTime() + 1000 + graceMs;
 }
 
 /** Whether the annotation asks for the guest to be paused. */
@@ -641,9 +675,8 @@ function resumedFirst(power: { state: string }, plan: MachinePlan): MachinePlan 
 }
 
 /**
- * ACPI shutdown, then destroy once the grace period has passed since the request. The request
- * time is the condition's lastTransitionTime, stored in whole seconds (rounded down), so one
- * second is added: a guest is never destroyed before its full grace period.
+ * ACPI shutdown, then destroy once the grace period has passed since the request (see
+ * destroyDueAt). The wait ends exactly at that moment, so the requeue lands on it.
  */
 function gracefulStop(
   vm: VirtualMachine,
@@ -665,7 +698,7 @@ function gracefulStop(
       waitMs: Math.min(grace, STOP_POLL_MS),
     };
   }
-  const remaining = requested.since.getTime() + 1000 + grace - now.getTime();
+  const remaining = destroyDueAt(requested, grace) - now.getTime();
   if (remaining <= 0) {
     return {
       steps: [{ op: 'destroy', why: 'gracePeriodExpired' }],

@@ -89,6 +89,7 @@ async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<
   const plan = planMachine({ vm, desired, cloudInit: inputs?.cloudInit, observed: before, now });
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
   const outcome = await actMachine(conn, ours, plan.steps);
+  const shutdownSentAt = shutdownSent(outcome.executed, ctx);
   const after = outcome.executed.length > 0 ? await observeDomain(conn, vm) : before.domain;
   const problem: Problem | undefined =
     before.domain.state === 'foreign'
@@ -127,6 +128,7 @@ async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<
       ? { restartRequest: request }
       : {}),
     ...(detaching ? { detaching } : {}),
+    ...(shutdownSentAt ? { shutdownSentAt } : {}),
   });
   await report(ctx, vm, status, outcome.executed);
   // The soonest of every reason to look again: a running grace period must not wait for a
@@ -137,7 +139,7 @@ async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<
     (isConditionTrue(status.conditions, 'Ready') ||
       findCondition(status.conditions, 'Paused')?.reason === 'PausedByRequest');
   const looks = [
-    plan.waitMs === undefined ? undefined : settledWait(plan, after),
+    plan.waitMs === undefined ? undefined : settledWait(plan, after, now, ctx),
     problem?.reason === 'Unsupported' || settled ? undefined : retryDelayMs(status, now),
     awaitingAddresses(vm, status, after, now, ctx) ? ADDRESS_POLL_MS : undefined,
     detaching
@@ -241,6 +243,7 @@ async function removeFromHost(vm: VirtualMachine, ctx: ControllerContext): Promi
     const plan = planRemoval(vm, observed, files, now);
     const ours = observed.domain.state === 'ours' ? observed.domain.domain : undefined;
     const outcome = await actMachine(conn, ours, plan.steps);
+    const shutdownSentAt = shutdownSent(outcome.executed, ctx);
     for (const e of stepEvents(outcome.executed, vm, ctx.nodeName, vm.status?.restartCount ?? 0)) {
       ctx.event(KIND, vm, e.type, e.reason, e.message);
     }
@@ -255,14 +258,26 @@ async function removeFromHost(vm: VirtualMachine, ctx: ControllerContext): Promi
       after.state === 'ours' &&
       !after.active;
     if (round === 0 && stopped && !outcome.failure) continue;
-    return reportRemoval(ctx, vm, { after, plan, failure: outcome.failure, now });
+    return reportRemoval(ctx, vm, {
+      after,
+      plan,
+      failure: outcome.failure,
+      now,
+      ...(shutdownSentAt ? { shutdownSentAt } : {}),
+    });
   }
 }
 
 async function reportRemoval(
   ctx: ControllerContext,
   vm: VirtualMachine,
-  pass: { after: ObservedDomain; plan: MachinePlan; failure: StepFailure | undefined; now: Date },
+  pass: {
+    after: ObservedDomain;
+    plan: MachinePlan;
+    failure: StepFailure | undefined;
+    now: Date;
+    shutdownSentAt?: Date;
+  },
 ): Promise<Action> {
   const status = machineStatus({
     vm,
@@ -273,10 +288,19 @@ async function reportRemoval(
     shutdown: pass.plan.shutdown,
     started: undefined,
     pending: [],
+    ...(pass.shutdownSentAt ? { shutdownSentAt: pass.shutdownSentAt } : {}),
   });
   await report(ctx, vm, status, []);
   if (pass.failure) return requeueAfter(retryDelayMs(status, pass.now));
-  return requeueAfter(settledWait(pass.plan, pass.after));
+  return requeueAfter(settledWait(pass.plan, pass.after, pass.now, ctx));
+}
+
+/**
+ * When this pass's ACPI request had been sent: the clock read after the call returned, so the
+ * grace period counted from it is never shorter than the guest really had.
+ */
+function shutdownSent(executed: readonly MachineStep[], ctx: ControllerContext): Date | undefined {
+  return executed.some((s) => s.op === 'shutdown') ? ctx.now() : undefined;
 }
 
 /** Events for what was done and for conditions that turned bad, then the status (if changed). */
@@ -299,10 +323,20 @@ function startedBy(executed: readonly MachineStep[]) {
   return undefined;
 }
 
-/** A wait for a stop is cut short when the domain already stopped: the next step is due. */
-function settledWait(plan: MachinePlan, after: ObservedDomain): number {
+/**
+ * A wait for a stop is cut short when the domain already stopped: the next step is due. The
+ * plan's wait counts from its `now`, before this pass's calls: what they took is subtracted,
+ * so a look planned for the end of a grace period lands on it, not a pass later.
+ */
+function settledWait(
+  plan: MachinePlan,
+  after: ObservedDomain,
+  now: Date,
+  ctx: ControllerContext,
+): number {
   const wait = plan.waitMs ?? TRANSITION_MS;
-  return after.state === 'ours' && after.active ? wait : Math.min(wait, TRANSITION_MS);
+  const settled = after.state === 'ours' && after.active ? wait : Math.min(wait, TRANSITION_MS);
+  return Math.max(0, settled - (ctx.now().getTime() - now.getTime()));
 }
 
 /**

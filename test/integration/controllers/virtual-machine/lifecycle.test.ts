@@ -374,6 +374,69 @@ describe('VirtualMachine reconcile on test:///default', () => {
     expect(vmOf('web')?.status?.restartCount).toBe(1);
   });
 
+  it('counts the grace period from the millisecond status records, and looks again exactly at its end', async () => {
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
+    await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
+    const vm = vmOf('web')!;
+    const domain = await domainOf(vm);
+    // An ACPI request sent 0.7 s into a second, recorded in status before an agent restart:
+    // lastTransitionTime says only the second, the message the millisecond.
+    const second = Math.floor(Date.now() / 1000) * 1000 - 40_000;
+    const sentAt = new Date(second + 700);
+    const end = sentAt.getTime() + 30_000;
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
+    const res = await controlPlane().kubectl(
+      [
+        'apply',
+        '--server-side',
+        '--subresource=status',
+        `--field-manager=${FIELD_MANAGER}`,
+        '-f',
+        '-',
+      ],
+      {
+        input: JSON.stringify({
+          apiVersion: 'virt.dev/v1alpha1',
+          kind: 'VirtualMachine',
+          metadata: { name: 'web', namespace: NS },
+          status: {
+            ...vm.status,
+            conditions: [
+              ...(vm.status?.conditions ?? []).filter((c) => c.type !== 'ShutdownRequested'),
+              {
+                type: 'ShutdownRequested',
+                status: 'True',
+                reason: 'RunStrategyHalted',
+                message: `ACPI shutdown requested at ${sentAt.toISOString()} (runStrategy Halted)`,
+                lastTransitionTime: new Date(second).toISOString().replace(/\.\d+Z$/, 'Z'),
+              },
+            ],
+          },
+        }),
+      },
+    );
+    expect(res.code, res.stderr).toBe(0);
+    const realClock = ctx.now;
+    try {
+      // 300 ms before the end, in a pass whose own calls take 200 ms: the next look is due
+      // 100 ms after the pass (counted from the second, it would be 600 ms after it).
+      let reads = 0;
+      ctx.now = () => new Date(end - 300 + (reads++ === 0 ? 0 : 200));
+      await ctx.refresh();
+      rec.reset();
+      expect(requeueMs(await reconcileVirtualMachine(key('web'), ctx))).toBe(100);
+      expect(rec.writes()).toEqual([]);
+      // At the end of the grace period to the millisecond: destroyed.
+      ctx.now = () => new Date(end);
+      await ctx.refresh();
+      await reconcileVirtualMachine(key('web'), ctx);
+      expect(rec.writes()).toEqual(['Domain.destroy']);
+    } finally {
+      ctx.now = realClock;
+    }
+    expect((await domain.getState()).reasonName).toBe('destroyed');
+  });
+
   it('removes the domain when the machine is deleted, after a graceful stop', async () => {
     await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
     await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });

@@ -8,7 +8,9 @@ import {
   planMachine,
   planRemoval,
   powerPlan,
+  requestMarker,
   restartPending,
+  shutdownRequest,
   type MachineStep,
 } from '../../../../src/controllers/virtual-machine/plan.js';
 import { desired, NOW, observed, ours, runningStatus, variant, vm } from './machines.js';
@@ -23,6 +25,7 @@ function requested(
   reason: string,
   secondsAgo: number,
   extra: Partial<VirtualMachineStatus> = {},
+  message = 'm',
 ): VirtualMachineStatus {
   return runningStatus({
     ...extra,
@@ -31,7 +34,7 @@ function requested(
         type: 'ShutdownRequested',
         status: 'True',
         reason,
-        message: 'm',
+        message,
         lastTransitionTime: new Date(NOW.getTime() - secondsAgo * 1000)
           .toISOString()
           .replace(/\.\d+Z$/, 'Z'),
@@ -577,6 +580,50 @@ describe('planRemoval', () => {
       steps: [{ op: 'shutdown', reason: 'Deleting' }],
       shutdown: 'Deleting',
       waitMs: 2000,
+    });
+  });
+
+  it('counts the grace period from the millisecond the request was sent, where status has it', () => {
+    // Sent 0.6 s into the second that lastTransitionTime (whole seconds) names.
+    const sentAt = new Date(NOW.getTime() - 1_400);
+    const machine = (now: Date) =>
+      planRemoval(
+        vm(
+          { terminationGracePeriodSeconds: 1 },
+          { status: requested('Deleting', 2, {}, `ACPI shutdown ${requestMarker(sentAt)} (…)`) },
+        ),
+        observed(ours({ config: want })),
+        files,
+        now,
+      );
+    // 1 s after the request, not 1 s after the second that follows it.
+    expect(machine(new Date(sentAt.getTime() + 999))).toEqual({
+      steps: [],
+      shutdown: 'Deleting',
+      waitMs: 1,
+    });
+    expect(machine(new Date(sentAt.getTime() + 1_000)).steps).toEqual([
+      { op: 'destroy', why: 'gracePeriodExpired' },
+    ]);
+  });
+
+  it('ignores a request time before lastTransitionTime: whole seconds plus one', () => {
+    const machine = vm(
+      { terminationGracePeriodSeconds: 1 },
+      {
+        status: requested(
+          'Deleting',
+          1,
+          {},
+          `ACPI shutdown ${requestMarker(new Date(NOW.getTime() - 5_000))} (…)`,
+        ),
+      },
+    );
+    expect(shutdownRequest(machine)?.sentAt).toBeUndefined();
+    expect(planRemoval(machine, observed(ours({ config: want })), files, NOW)).toEqual({
+      steps: [],
+      shutdown: 'Deleting',
+      waitMs: 1_000,
     });
   });
 
