@@ -88,7 +88,7 @@ async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<
   const desired = inputs && desiredDomain(vm, inputs);
   const plan = planMachine({ vm, desired, cloudInit: inputs?.cloudInit, observed: before, now });
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
-  const outcome = await actMachine(conn, ours, plan.steps);
+  const outcome = await actMachine(conn, ours, plan.steps, ctx.onLane?.bind(ctx));
   const shutdownSentAt = shutdownSent(outcome.executed, ctx);
   const after = outcome.executed.length > 0 ? await observeDomain(conn, vm) : before.domain;
   const problem: Problem | undefined =
@@ -242,7 +242,7 @@ async function removeFromHost(vm: VirtualMachine, ctx: ControllerContext): Promi
     ];
     const plan = planRemoval(vm, observed, files, now);
     const ours = observed.domain.state === 'ours' ? observed.domain.domain : undefined;
-    const outcome = await actMachine(conn, ours, plan.steps);
+    const outcome = await actMachine(conn, ours, plan.steps, ctx.onLane?.bind(ctx));
     const shutdownSentAt = shutdownSent(outcome.executed, ctx);
     for (const e of stepEvents(outcome.executed, vm, ctx.nodeName, vm.status?.restartCount ?? 0)) {
       ctx.event(KIND, vm, e.type, e.reason, e.message);

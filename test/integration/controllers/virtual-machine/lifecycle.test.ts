@@ -9,6 +9,7 @@ import { FIELD_MANAGER } from '../../../../src/agent/kube-writes.js';
 import { HOST_FINALIZER } from '../../../../src/controllers/context.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { Connect, DomainVcpuFlags, DomainXMLFlags } from '../../../../src/libvirt/index.js';
+import { CallLanes } from '../../../../src/libvirt/lanes.js';
 import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { stampOf } from '../../../../src/ownership/metadata.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
@@ -374,17 +375,8 @@ describe('VirtualMachine reconcile on test:///default', () => {
     expect(vmOf('web')?.status?.restartCount).toBe(1);
   });
 
-  it('counts the grace period from the millisecond status records, and looks again exactly at its end', async () => {
-    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
-    await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
-    const vm = vmOf('web')!;
-    const domain = await domainOf(vm);
-    // An ACPI request sent 0.7 s into a second, recorded in status before an agent restart:
-    // lastTransitionTime says only the second, the message the millisecond.
-    const second = Math.floor(Date.now() / 1000) * 1000 - 40_000;
-    const sentAt = new Date(second + 700);
-    const end = sentAt.getTime() + 30_000;
-    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
+  /** Status as the operator wrote it before an agent restart: a stop requested at `since`. */
+  async function writeShutdownRequest(vm: VirtualMachine, since: Date, message: string) {
     const res = await controlPlane().kubectl(
       [
         'apply',
@@ -398,7 +390,7 @@ describe('VirtualMachine reconcile on test:///default', () => {
         input: JSON.stringify({
           apiVersion: 'virt.dev/v1alpha1',
           kind: 'VirtualMachine',
-          metadata: { name: 'web', namespace: NS },
+          metadata: { name: vm.metadata.name, namespace: NS },
           status: {
             ...vm.status,
             conditions: [
@@ -407,8 +399,8 @@ describe('VirtualMachine reconcile on test:///default', () => {
                 type: 'ShutdownRequested',
                 status: 'True',
                 reason: 'RunStrategyHalted',
-                message: `ACPI shutdown requested at ${sentAt.toISOString()} (runStrategy Halted)`,
-                lastTransitionTime: new Date(second).toISOString().replace(/\.\d+Z$/, 'Z'),
+                message,
+                lastTransitionTime: since.toISOString().replace(/\.\d+Z$/, 'Z'),
               },
             ],
           },
@@ -416,6 +408,24 @@ describe('VirtualMachine reconcile on test:///default', () => {
       },
     );
     expect(res.code, res.stderr).toBe(0);
+  }
+
+  it('counts the grace period from the millisecond status records, and looks again exactly at its end', async () => {
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
+    await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
+    const vm = vmOf('web')!;
+    const domain = await domainOf(vm);
+    // An ACPI request sent 0.7 s into a second: lastTransitionTime says only the second, the
+    // message the millisecond.
+    const second = Math.floor(Date.now() / 1000) * 1000 - 40_000;
+    const sentAt = new Date(second + 700);
+    const end = sentAt.getTime() + 30_000;
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
+    await writeShutdownRequest(
+      vm,
+      new Date(second),
+      `ACPI shutdown requested at ${sentAt.toISOString()} (runStrategy Halted)`,
+    );
     const realClock = ctx.now;
     try {
       // 300 ms before the end, in a pass whose own calls take 200 ms: the next look is due
@@ -435,6 +445,33 @@ describe('VirtualMachine reconcile on test:///default', () => {
       ctx.now = realClock;
     }
     expect((await domain.getState()).reasonName).toBe('destroyed');
+  });
+
+  it('destroys on a connection of its own when the agent has lanes, not on the main one', async () => {
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
+    await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
+    const vm = vmOf('web')!;
+    const domain = await domainOf(vm);
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
+    await writeShutdownRequest(vm, new Date(Date.now() - 31_000), 'ACPI shutdown requested');
+    const lanes = new CallLanes('test:///default', { lanes: 1 });
+    let laneCalls = 0;
+    ctx.onLane = (fn) => {
+      laneCalls++;
+      return lanes.run(fn);
+    };
+    try {
+      await ctx.refresh();
+      rec.reset();
+      await reconcileVirtualMachine(key('web'), ctx);
+      // The recording view is the main connection: the destroy did not go through it.
+      expect(rec.writes()).toEqual([]);
+      expect(laneCalls).toBe(1);
+      expect((await domain.getState()).reasonName).toBe('destroyed');
+    } finally {
+      delete ctx.onLane;
+      await lanes.close();
+    }
   });
 
   it('removes the domain when the machine is deleted, after a graceful stop', async () => {
