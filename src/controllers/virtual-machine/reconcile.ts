@@ -247,6 +247,11 @@ async function removeFromHost(vm: VirtualMachine, ctx: ControllerContext): Promi
     for (const e of stepEvents(outcome.executed, vm, ctx.nodeName, vm.status?.restartCount ?? 0)) {
       ctx.event(KIND, vm, e.type, e.reason, e.message);
     }
+    // A destroy that took effect left the domain stopped: the next round's observation is the
+    // look after it (one more in between would cost every deleted machine a round of calls on
+    // the connection all passes share, while many are deleted at once).
+    const destroyed = outcome.executed.some((s) => s.op === 'destroy');
+    if (round === 0 && destroyed && !outcome.failure) continue;
     const after = await observeDomain(conn, vm);
     if (after.state !== 'ours' && !outcome.failure) {
       await ctx.removeFinalizer(KIND, vm, HOST_FINALIZER);

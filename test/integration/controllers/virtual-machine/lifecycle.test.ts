@@ -474,6 +474,25 @@ describe('VirtualMachine reconcile on test:///default', () => {
     }
   });
 
+  it('undefines right after a destroy, in the same pass, with one look at the host in between', async () => {
+    await createVM('brief', { disks: [], interfaces: [] });
+    await converge(ctx, reconcileVirtualMachine, key('brief'), { until: ready('brief') });
+    // Deleted once its grace period has passed (a guest that ignored the ACPI request).
+    await writeShutdownRequest(
+      vmOf('brief')!,
+      new Date(Date.now() - 31_000),
+      'ACPI shutdown requested',
+    );
+    await k.remove('VirtualMachine', NS, 'brief');
+    await ctx.refresh();
+    rec.reset();
+    await reconcileVirtualMachine(key('brief'), ctx);
+    expect(rec.writes()).toEqual(['Domain.destroy', 'Domain.undefine']);
+    // Looks at the host: before the destroy, before the undefine, and the one finding it gone.
+    expect(rec.calls.filter((c) => c === 'Connect.lookupDomainByUUIDString')).toHaveLength(3);
+    expect(await k.get('VirtualMachine', NS, 'brief')).toBeUndefined();
+  });
+
   it('removes the domain when the machine is deleted, after a graceful stop', async () => {
     await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
     await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
