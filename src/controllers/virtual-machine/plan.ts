@@ -709,6 +709,39 @@ function gracefulStop(
   return { steps: [], shutdown: reason, waitMs: Math.min(remaining, STOP_POLL_MS) };
 }
 
+/** What a pass knows when it decides when to look again. */
+export interface PassEnd {
+  /** The domain still runs after the pass's steps. */
+  active: boolean;
+  /** The plan's `now`. */
+  planned: Date;
+  /** The clock when the pass ends. */
+  now: Date;
+  /** When this pass's ACPI request had been sent, if it sent one. */
+  shutdownSentAt?: Date | undefined;
+  graceMs: number;
+}
+
+/**
+ * How long until the next look, from the end of the pass: the plan's wait counts from its
+ * `now`, so the pass's own time is subtracted; a wait for a stop is cut short when the domain
+ * already stopped (the next step is due). After a fresh ACPI request the grace period ends at
+ * its send time plus the grace, which is later than the plan could know: looking earlier
+ * would only find it running, and (before the watch brings back the status just written)
+ * without the request's record, so it would ask the guest again.
+ */
+export function nextLookMs(plan: MachinePlan, end: PassEnd): number {
+  const wait = plan.waitMs ?? TRANSITION_MS;
+  if (!end.active) return Math.max(0, Math.min(wait, TRANSITION_MS) - elapsed(end));
+  if (end.shutdownSentAt !== undefined && plan.steps.some((s) => s.op === 'shutdown')) {
+    const due = end.shutdownSentAt.getTime() + end.graceMs - end.now.getTime();
+    return Math.max(0, Math.min(STOP_POLL_MS, due));
+  }
+  return Math.max(0, wait - elapsed(end));
+}
+
+const elapsed = (end: PassEnd) => end.now.getTime() - end.planned.getTime();
+
 /**
  * Removing the machine from the host: a graceful stop, then undefine (with the UEFI variable
  * store and the TPM state when it has them), then our files. Each step is skipped once done,

@@ -32,6 +32,7 @@ import {
   deviceNames,
   gracePeriodMs,
   newRestartRequest,
+  nextLookMs,
   planMachine,
   planRemoval,
   restartPending,
@@ -139,7 +140,7 @@ async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<
     (isConditionTrue(status.conditions, 'Ready') ||
       findCondition(status.conditions, 'Paused')?.reason === 'PausedByRequest');
   const looks = [
-    plan.waitMs === undefined ? undefined : settledWait(plan, after, now, ctx),
+    plan.waitMs === undefined ? undefined : settledWait(plan, after, now, ctx, vm, shutdownSentAt),
     problem?.reason === 'Unsupported' || settled ? undefined : retryDelayMs(status, now),
     awaitingAddresses(vm, status, after, now, ctx) ? ADDRESS_POLL_MS : undefined,
     detaching
@@ -297,7 +298,7 @@ async function reportRemoval(
   });
   await report(ctx, vm, status, []);
   if (pass.failure) return requeueAfter(retryDelayMs(status, pass.now));
-  return requeueAfter(settledWait(pass.plan, pass.after, pass.now, ctx));
+  return requeueAfter(settledWait(pass.plan, pass.after, pass.now, ctx, vm, pass.shutdownSentAt));
 }
 
 /**
@@ -328,20 +329,22 @@ function startedBy(executed: readonly MachineStep[]) {
   return undefined;
 }
 
-/**
- * A wait for a stop is cut short when the domain already stopped: the next step is due. The
- * plan's wait counts from its `now`, before this pass's calls: what they took is subtracted,
- * so a look planned for the end of a grace period lands on it, not a pass later.
- */
+/** When to look again after a pass (nextLookMs), with the clock read now. */
 function settledWait(
   plan: MachinePlan,
   after: ObservedDomain,
   now: Date,
   ctx: ControllerContext,
+  vm: VirtualMachine,
+  shutdownSentAt: Date | undefined,
 ): number {
-  const wait = plan.waitMs ?? TRANSITION_MS;
-  const settled = after.state === 'ours' && after.active ? wait : Math.min(wait, TRANSITION_MS);
-  return Math.max(0, settled - (ctx.now().getTime() - now.getTime()));
+  return nextLookMs(plan, {
+    active: after.state === 'ours' && after.active,
+    planned: now,
+    now: ctx.now(),
+    shutdownSentAt,
+    graceMs: gracePeriodMs(vm),
+  });
 }
 
 /**

@@ -7,6 +7,7 @@ import {
   configSteps,
   planMachine,
   planRemoval,
+  nextLookMs,
   powerPlan,
   requestMarker,
   restartPending,
@@ -665,5 +666,35 @@ describe('planRemoval', () => {
       { op: 'removeFiles', paths: files },
     ]);
     expect(planRemoval(vm(), observed({ state: 'absent' }), [], NOW).steps).toEqual([]);
+  });
+});
+
+describe('nextLookMs', () => {
+  const at = (ms: number) => new Date(NOW.getTime() + ms);
+  const waiting = { steps: [], shutdown: 'Deleting' as const, waitMs: 800 };
+  const asked = {
+    steps: [{ op: 'shutdown' as const, reason: 'Deleting' as const }],
+    shutdown: 'Deleting' as const,
+    waitMs: 1000,
+  };
+
+  it("counts the plan's wait from its now: the pass's own time is subtracted", () => {
+    const end = { active: true, planned: NOW, now: at(300), graceMs: 1000 };
+    expect(nextLookMs(waiting, end)).toBe(500);
+    expect(nextLookMs(waiting, { ...end, now: at(900) })).toBe(0);
+  });
+
+  it('looks again at once when the domain already stopped', () => {
+    expect(nextLookMs(waiting, { active: false, planned: NOW, now: at(100), graceMs: 1000 })).toBe(
+      400,
+    );
+  });
+
+  it('after a fresh ACPI request, looks exactly when the grace period since it ends', () => {
+    // Observing took 400 ms before the request went out: the plan's 1 s would be 400 ms early.
+    const end = { active: true, planned: NOW, now: at(450), shutdownSentAt: at(400) };
+    expect(nextLookMs(asked, { ...end, graceMs: 1000 })).toBe(950);
+    // A long grace period is still watched every STOP_POLL_MS.
+    expect(nextLookMs(asked, { ...end, graceMs: 60_000 })).toBe(2000);
   });
 });
