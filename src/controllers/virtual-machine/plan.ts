@@ -23,7 +23,7 @@
 // asks for one graceful restart per value (see reconcile.ts for the record-before-act order).
 import { createHash } from 'node:crypto';
 import { basename, dirname } from 'node:path';
-import { findCondition } from '../../api/conditions.js';
+import { conditionTime, findCondition } from '../../api/conditions.js';
 import type { VirtualMachine } from '../../api/generated/types.js';
 import {
   changedDomainFields,
@@ -37,7 +37,7 @@ import {
 } from '../../libvirt/xml/domain.js';
 import { changedFields } from '../../ownership/owned.js';
 import type { CloudInitImage } from './cloud-init.js';
-import type { ObservedMachine, OursDomain } from './observe.js';
+import type { ObservedDomain, ObservedMachine, OursDomain } from './observe.js';
 import { diskLetters } from './desired.js';
 
 /** The condition that remembers why and since when the operator is stopping the domain. */
@@ -157,6 +157,44 @@ export function destroyDueAt(request: ShutdownRequest, graceMs: number): number 
   return request.sentAt !== undefined
     ? request.sentAt.getTime() + graceMs
     : request.since.getTime() + 1000 + graceMs;
+}
+
+/** An ACPI request this process sent: why, when, and to which run of the domain. */
+export interface SentShutdown {
+  reason: ShutdownReason;
+  sentAt: Date;
+  run: number;
+}
+
+/**
+ * The machine as a pass plans it, given a request this process sent (`sent`): while the
+ * cached status does not show it yet (the watch brings our own write back late when the API
+ * server is busy), the request is taken from memory as the status records it. A pass in that
+ * window would otherwise find no request, ask the guest again and count a new grace period.
+ * Only for the same run of the domain: one that stopped, or runs under another ID, is done
+ * with that stop. `current` false: the memory is of no more use (forget it).
+ */
+export function withSentShutdown(
+  vm: VirtualMachine,
+  domain: ObservedDomain,
+  sent: SentShutdown | undefined,
+): { vm: VirtualMachine; current: boolean } {
+  if (!sent || shutdownRequest(vm) !== undefined) return { vm, current: false };
+  if (domain.state !== 'ours' || !domain.active || domain.id !== sent.run) {
+    return { vm, current: false };
+  }
+  const others = (vm.status?.conditions ?? []).filter((c) => c.type !== SHUTDOWN_CONDITION);
+  const condition = {
+    type: SHUTDOWN_CONDITION,
+    status: 'True' as const,
+    reason: sent.reason,
+    message: `ACPI shutdown ${requestMarker(sent.sentAt)}`,
+    lastTransitionTime: conditionTime(sent.sentAt),
+  };
+  return {
+    vm: { ...vm, status: { ...vm.status, conditions: [...others, condition] } },
+    current: true,
+  };
 }
 
 /** Whether the annotation asks for the guest to be paused. */

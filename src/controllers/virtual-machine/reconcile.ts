@@ -38,8 +38,10 @@ import {
   restartPending,
   STOP_POLL_MS,
   TRANSITION_MS,
+  withSentShutdown,
   type MachinePlan,
   type MachineStep,
+  type ShutdownReason,
 } from './plan.js';
 import {
   addressesMissing,
@@ -76,10 +78,11 @@ export const reconcileVirtualMachine: KindReconcile = async (key, ctx) => {
   });
 };
 
-async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<Action> {
+async function materialise(cached: VirtualMachine, ctx: ControllerContext): Promise<Action> {
   const conn = ctx.libvirt();
   const now = ctx.now();
-  const before = await observeMachine(conn, vm, ctx.stateDir);
+  const before = await observeMachine(conn, cached, ctx.stateDir);
+  const vm = planView(cached, before.domain, ctx);
   const request = newRestartRequest(vm);
   if (request !== undefined && before.domain.state === 'ours' && before.domain.active) {
     return beginRequestedRestart(ctx, vm, before.domain, request);
@@ -91,6 +94,7 @@ async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
   const outcome = await actMachine(conn, ours, plan.steps, ctx.onLane?.bind(ctx));
   const shutdownSentAt = shutdownSent(outcome.executed, ctx);
+  rememberShutdown(ctx, vm, before.domain, plan.shutdown, shutdownSentAt);
   const after = outcome.executed.length > 0 ? await observeDomain(conn, vm) : before.domain;
   const problem: Problem | undefined =
     before.domain.state === 'foreign'
@@ -229,12 +233,13 @@ function resolve(vm: VirtualMachine, ctx: ControllerContext) {
  * continues in the same pass. A domain that is already gone, or one that is not ours, only
  * costs the finalizer.
  */
-async function removeFromHost(vm: VirtualMachine, ctx: ControllerContext): Promise<Action> {
+async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): Promise<Action> {
   const conn = ctx.libvirt();
   const now = ctx.now();
-  const uid = String(vm.metadata.uid);
+  const uid = String(cached.metadata.uid);
   for (let round = 0; ; round++) {
-    const observed = await observeMachine(conn, vm, ctx.stateDir, { allIsos: true });
+    const observed = await observeMachine(conn, cached, ctx.stateDir, { allIsos: true });
+    const vm = planView(cached, observed.domain, ctx);
     // The NVRAM file too: undefine removes it, but not when the domain is already gone.
     const files = [
       ...observed.cloudInitIsos,
@@ -245,6 +250,7 @@ async function removeFromHost(vm: VirtualMachine, ctx: ControllerContext): Promi
     const ours = observed.domain.state === 'ours' ? observed.domain.domain : undefined;
     const outcome = await actMachine(conn, ours, plan.steps, ctx.onLane?.bind(ctx));
     const shutdownSentAt = shutdownSent(outcome.executed, ctx);
+    rememberShutdown(ctx, vm, observed.domain, plan.shutdown, shutdownSentAt);
     for (const e of stepEvents(outcome.executed, vm, ctx.nodeName, vm.status?.restartCount ?? 0)) {
       ctx.event(KIND, vm, e.type, e.reason, e.message);
     }
@@ -256,6 +262,7 @@ async function removeFromHost(vm: VirtualMachine, ctx: ControllerContext): Promi
     const after = await observeDomain(conn, vm);
     if (after.state !== 'ours' && !outcome.failure) {
       await ctx.removeFinalizer(KIND, vm, HOST_FINALIZER);
+      ctx.host.shutdowns.delete(uid);
       return done;
     }
     const stopped =
@@ -299,6 +306,30 @@ async function reportRemoval(
   await report(ctx, vm, status, []);
   if (pass.failure) return requeueAfter(retryDelayMs(status, pass.now));
   return requeueAfter(settledWait(pass.plan, pass.after, pass.now, ctx, vm, pass.shutdownSentAt));
+}
+
+/** The cached machine with a request this process sent and the cache lacks (withSentShutdown). */
+function planView(
+  vm: VirtualMachine,
+  domain: ObservedDomain,
+  ctx: ControllerContext,
+): VirtualMachine {
+  const uid = String(vm.metadata.uid);
+  const view = withSentShutdown(vm, domain, ctx.host.shutdowns.get(uid));
+  if (!view.current) ctx.host.shutdowns.delete(uid);
+  return view.vm;
+}
+
+/** Remembers an ACPI request this pass sent to the domain's current run. */
+function rememberShutdown(
+  ctx: ControllerContext,
+  vm: VirtualMachine,
+  domain: ObservedDomain,
+  reason: ShutdownReason | undefined,
+  sentAt: Date | undefined,
+): void {
+  if (!sentAt || !reason || domain.state !== 'ours' || !domain.active) return;
+  ctx.host.shutdowns.set(String(vm.metadata.uid), { reason, sentAt, run: domain.id });
 }
 
 /**

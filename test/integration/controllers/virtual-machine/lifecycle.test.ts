@@ -474,6 +474,39 @@ describe('VirtualMachine reconcile on test:///default', () => {
     }
   });
 
+  it('takes a request it sent from memory while its cache lacks it: no second ACPI request', async () => {
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
+    await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
+    const vm = vmOf('web')!;
+    const domain = await domainOf(vm);
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
+    // Sent 31 s ago (grace 30 s) to this run; the status write has not come back yet.
+    const uid = String(vm.metadata.uid);
+    const sent = { reason: 'RunStrategyHalted' as const, sentAt: new Date(Date.now() - 31_000) };
+    ctx.host.shutdowns.set(uid, { ...sent, run: domain.getID() + 1 });
+    await ctx.refresh();
+    rec.reset();
+    // Sent to another run of the domain: that stop is over; a new request is sent (and kept).
+    await reconcileVirtualMachine(key('web'), ctx);
+    expect(rec.writes()).toEqual(['Domain.shutdown']);
+    expect(ctx.host.shutdowns.get(uid)?.sentAt.getTime()).toBeGreaterThan(Date.now() - 5_000);
+
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
+    await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
+    const run = (await domainOf(vm)).getID();
+    ctx.host.shutdowns.set(uid, { ...sent, run });
+    await ctx.refresh();
+    rec.reset();
+    // To this run: its grace period has passed, so the domain is destroyed, not asked again.
+    await reconcileVirtualMachine(key('web'), ctx);
+    expect(rec.writes()).toEqual(['Domain.destroy']);
+    // The next pass finds the domain stopped: the memory goes.
+    await ctx.refresh();
+    await reconcileVirtualMachine(key('web'), ctx);
+    expect(ctx.host.shutdowns.has(uid)).toBe(false);
+  });
+
   it('undefines right after a destroy, in the same pass, with one look at the host in between', async () => {
     await createVM('brief', { disks: [], interfaces: [] });
     await converge(ctx, reconcileVirtualMachine, key('brief'), { until: ready('brief') });
