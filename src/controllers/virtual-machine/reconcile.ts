@@ -80,8 +80,11 @@ export const reconcileVirtualMachine: KindReconcile = async (key, ctx) => {
 
 async function materialise(cached: VirtualMachine, ctx: ControllerContext): Promise<Action> {
   const conn = ctx.libvirt();
-  const now = ctx.now();
   const before = await observeMachine(conn, cached, ctx.stateDir);
+  // The clock is read once the host has been observed: with many passes sharing the
+  // connection an observation can take a second, and a grace period that ended meanwhile
+  // must not wait for one more pass.
+  const now = ctx.now();
   const vm = planView(cached, before.domain, ctx);
   const request = newRestartRequest(vm);
   if (request !== undefined && before.domain.state === 'ours' && before.domain.active) {
@@ -235,10 +238,11 @@ function resolve(vm: VirtualMachine, ctx: ControllerContext) {
  */
 async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): Promise<Action> {
   const conn = ctx.libvirt();
-  const now = ctx.now();
   const uid = String(cached.metadata.uid);
   for (let round = 0; ; round++) {
     const observed = await observeMachine(conn, cached, ctx.stateDir, { allIsos: true });
+    // Read after observing, as in materialise.
+    const now = ctx.now();
     const vm = planView(cached, observed.domain, ctx);
     // The NVRAM file too: undefine removes it, but not when the domain is already gone.
     const files = [

@@ -447,6 +447,32 @@ describe('VirtualMachine reconcile on test:///default', () => {
     expect((await domain.getState()).reasonName).toBe('destroyed');
   });
 
+  it('decides on the clock read after observing the host: a grace period that ended meanwhile takes no other pass', async () => {
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
+    await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
+    const vm = vmOf('web')!;
+    const second = Math.floor(Date.now() / 1000) * 1000 - 40_000;
+    const sentAt = new Date(second + 700);
+    const end = sentAt.getTime() + 30_000;
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
+    await writeShutdownRequest(
+      vm,
+      new Date(second),
+      `ACPI shutdown requested at ${sentAt.toISOString()} (runStrategy Halted)`,
+    );
+    const realClock = ctx.now;
+    try {
+      // The grace period ends while the pass observes the host (its first libvirt calls).
+      ctx.now = () => new Date(rec.calls.length === 0 ? end - 1 : end);
+      await ctx.refresh();
+      rec.reset();
+      await reconcileVirtualMachine(key('web'), ctx);
+      expect(rec.writes()).toEqual(['Domain.destroy']);
+    } finally {
+      ctx.now = realClock;
+    }
+  });
+
   it('destroys on a connection of its own when the agent has lanes, not on the main one', async () => {
     await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
     await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
