@@ -34,8 +34,10 @@ import {
   machine,
   metricSum,
   readyTrue,
+  spread,
   watchVms,
   type VmWatch,
+  type WatchedVm,
 } from './vm-watch.js';
 
 const run = promisify(execFile);
@@ -82,16 +84,37 @@ function controllerDomain(name: string): { xml: string; domainName: string } {
   return { xml: buildDomainXML(doc), domainName: doc.name };
 }
 
-async function removeDomains(conn: Connect, domains: Domain[]): Promise<void> {
-  await Promise.all(
-    domains.map(async (d) => {
-      await d.destroy().catch(() => undefined);
-      await d.undefine().catch(() => undefined);
-    }),
-  );
+/** What removing domains in parallel cost: the whole, and each destroy and undefine call. */
+interface RemovalTimes {
+  totalMs: number;
+  destroyMs: number[];
+  undefineMs: number[];
 }
 
-async function rawParallel(conn: Connect, n: number, tag: string): Promise<number> {
+async function removeDomains(conn: Connect, domains: Domain[]): Promise<RemovalTimes> {
+  const destroyMs: number[] = [];
+  const undefineMs: number[] = [];
+  const t0 = performance.now();
+  await Promise.all(
+    domains.map(async (d) => {
+      const a = performance.now();
+      await d.destroy().catch(() => undefined);
+      const b = performance.now();
+      await d.undefine().catch(() => undefined);
+      destroyMs.push(b - a);
+      undefineMs.push(performance.now() - b);
+    }),
+  );
+  return { totalMs: performance.now() - t0, destroyMs, undefineMs };
+}
+
+interface RawRun {
+  ms: number;
+  /** The same N domains destroyed and undefined in parallel afterwards: the deletion's floor. */
+  removal: RemovalTimes;
+}
+
+async function rawParallel(conn: Connect, n: number, tag: string): Promise<RawRun> {
   const xmls = Array.from({ length: n }, (_, i) => controllerXML(`par-${RUN}-${tag}-raw-${i}`));
   const t0 = performance.now();
   const domains = await Promise.all(
@@ -102,8 +125,7 @@ async function rawParallel(conn: Connect, n: number, tag: string): Promise<numbe
     }),
   );
   const elapsed = performance.now() - t0;
-  await removeDomains(conn, domains);
-  return elapsed;
+  return { ms: elapsed, removal: await removeDomains(conn, domains) };
 }
 
 async function ansibleParallel(conn: Connect, n: number, tag: string): Promise<number> {
@@ -171,6 +193,7 @@ interface OperatorRun {
   deleteMs: number;
   writesPerVm: number;
   passesPerVm: number;
+  timeline: DeleteTimeline;
 }
 
 async function apiWrites(cp: ControlPlane): Promise<number> {
@@ -230,17 +253,82 @@ async function operatorParallel(
     ) - passes0;
   const writes = (await apiWrites(cp).catch(() => NaN)) - writes0;
 
+  // The deletion's timeline, per VM: libvirt's lifecycle events on a connection of this
+  // process say when each domain stopped and was undefined; the watch when the agent's
+  // ShutdownRequested status arrived and when the object went.
+  const domainNames = new Set(names.map((name) => `default_${name}`));
+  const libvirtAt = { stopped: new Map<string, number>(), undefined: new Map<string, number>() };
+  const callback = await conn.domainEventLifecycleRegister((e) => {
+    const name = e.domain.getName();
+    if (!domainNames.has(name)) return;
+    if (e.eventName === 'stopped' || e.eventName === 'undefined') {
+      libvirtAt[e.eventName].set(name, performance.now());
+    }
+  });
   const t1 = performance.now();
-  await Promise.all(
-    names.map((name) => client.request({ method: 'DELETE', path: `${VMS}/${name}` })),
-  );
-  const deleted = await Promise.all(
-    names.map((name) => watch.until(name, 'deletion', gone, 300_000)),
-  );
-  const deleteMs = Math.max(...deleted) - t1;
-  const left = (await conn.listAllDomains()).filter((d) => names.includes(d.getName()));
-  if (left.length > 0) throw new Error(`${left.length} domains left after deletion`);
-  return { readyMs, deleteMs, writesPerVm: writes / n, passesPerVm: passes / n };
+  try {
+    const deleteAnswered = await Promise.all(
+      names.map((name) =>
+        client
+          .request({ method: 'DELETE', path: `${VMS}/${name}` })
+          .then(() => performance.now() - t1),
+      ),
+    );
+    const [requested, deleted] = await Promise.all([
+      Promise.all(
+        names.map((name) => watch.until(name, 'ShutdownRequested', shutdownSeen, 300_000)),
+      ),
+      Promise.all(names.map((name) => watch.until(name, 'deletion', gone, 300_000))),
+    ]);
+    const deleteMs = Math.max(...deleted) - t1;
+    const since = (at: Map<string, number>) =>
+      names.map((name) => (at.get(`default_${name}`) ?? NaN) - t1);
+    const timeline: DeleteTimeline = {
+      deleteAnswered,
+      shutdownRequested: requested.map((at) => at - t1),
+      stopped: since(libvirtAt.stopped),
+      undefined: since(libvirtAt.undefined),
+      gone: deleted.map((at) => at - t1),
+    };
+    const left = (await conn.listAllDomains()).filter((d) => domainNames.has(d.getName()));
+    if (left.length > 0) throw new Error(`${left.length} domains left after deletion`);
+    return { readyMs, deleteMs, writesPerVm: writes / n, passesPerVm: passes / n, timeline };
+  } finally {
+    await conn.domainEventDeregister(callback).catch(() => undefined);
+  }
+}
+
+/** A deleted VM's ShutdownRequested condition, or its deletion if that came first. */
+const shutdownSeen = (vm: WatchedVm | undefined): boolean =>
+  vm === undefined ||
+  (vm.status?.conditions?.some((c) => c.type === 'ShutdownRequested' && c.status === 'True') ??
+    false);
+
+/** ms since the DELETEs were sent, per VM, of each step of the deletion. */
+interface DeleteTimeline {
+  deleteAnswered: number[];
+  shutdownRequested: number[];
+  stopped: number[];
+  undefined: number[];
+  gone: number[];
+}
+
+/** One line per step: first, median and last VM, in seconds since the DELETEs were sent. */
+function timelineRows(t: DeleteTimeline): string[] {
+  const s = (v: number) => (Number.isFinite(v) ? `${(v / 1000).toFixed(2)} s` : '–');
+  const steps: Array<[string, number[]]> = [
+    ['DELETE answered', t.deleteAnswered],
+    ['ShutdownRequested seen (watch)', t.shutdownRequested],
+    ['domain stopped (libvirt event)', t.stopped],
+    ['domain undefined (libvirt event)', t.undefined],
+    ['object gone (watch)', t.gone],
+  ];
+  return steps.map(([what, values]) => {
+    const known = values.filter(Number.isFinite);
+    const sp = known.length > 0 ? spread(known) : undefined;
+    const first = known.length > 0 ? Math.min(...known) : NaN;
+    return `| ${what} | ${s(first)} | ${s(sp?.p50 ?? NaN)} | ${s(sp?.max ?? NaN)} | ${known.length}/${values.length} |`;
+  });
 }
 
 /**
@@ -265,6 +353,7 @@ async function main(): Promise<void> {
     vms: number;
     round: number;
     rawMs: number;
+    rawRemoval: RemovalTimes;
     operator: OperatorRun;
     ansibleMs: number | null;
   }> = [];
@@ -280,7 +369,8 @@ async function main(): Promise<void> {
         for (let round = 1; round <= ROUNDS; round++) {
           const tag = `${n}-${round}`;
           console.error(`${n} VMs, round ${round}: raw`);
-          const rawMs = await withConn((c) => rawParallel(c, n, tag));
+          const raw = await withConn((c) => rawParallel(c, n, tag));
+          const rawMs = raw.ms;
           console.error(`${n} VMs, round ${round}: operator`);
           const operator = await withConn((c) =>
             operatorParallel(cp, client, watch, agent.healthPort, c, n, tag),
@@ -292,7 +382,7 @@ async function main(): Promise<void> {
           const ansibleMs = values['no-ansible']
             ? null
             : await withConn((c) => ansibleParallel(c, n, tag));
-          results.push({ vms: n, round, rawMs, operator, ansibleMs });
+          results.push({ vms: n, round, rawMs, rawRemoval: raw.removal, operator, ansibleMs });
           rss = Math.max(rss, rssMB(agent.child.pid!));
           console.error(
             `${n} VMs, round ${round}: raw ${(rawMs / 1000).toFixed(2)} s, operator ${(operator.readyMs / 1000).toFixed(2)} s ` +
@@ -324,6 +414,22 @@ async function main(): Promise<void> {
         `${s(r.operator.deleteMs)} | ${r.operator.writesPerVm.toFixed(2)} | ${r.operator.passesPerVm.toFixed(2)} |`,
     );
   }
+  for (const r of results) {
+    const rm = r.rawRemoval;
+    const p = (v: number[]) => {
+      const sp = spread(v);
+      return `median ${(sp.p50 / 1000).toFixed(2)} s, max ${(sp.max / 1000).toFixed(2)} s`;
+    };
+    console.log(
+      `\n${r.vms} VMs, round ${r.round}: raw removal (the benchmark's own destroy + undefine of ` +
+        `the raw phase's domains, in parallel on one connection): ${(rm.totalMs / 1000).toFixed(2)} s; ` +
+        `destroy calls ${p(rm.destroyMs)}; undefine calls ${p(rm.undefineMs)}`,
+    );
+    console.log(`Deletion timeline (s since the DELETEs were sent), grace ${GRACE} s:`);
+    console.log('| step | first VM | median | last VM | seen |');
+    console.log('|---|---|---|---|---|');
+    for (const row of timelineRows(r.operator.timeline)) console.log(row);
+  }
   console.log(
     JSON.stringify({
       grace: GRACE,
@@ -338,6 +444,15 @@ async function main(): Promise<void> {
         ansibleOverOperator:
           r.ansibleMs === null ? null : Number((r.ansibleMs / r.operator.readyMs).toFixed(2)),
         deleteSeconds: Number((r.operator.deleteMs / 1000).toFixed(2)),
+        rawRemovalSeconds: Number((r.rawRemoval.totalMs / 1000).toFixed(2)),
+        deleteTimelineSeconds: Object.fromEntries(
+          Object.entries(r.operator.timeline).map(([step, v]) => [
+            step,
+            (v as number[]).map((ms) =>
+              Number.isFinite(ms) ? Number((ms / 1000).toFixed(2)) : null,
+            ),
+          ]),
+        ),
         vmWritesPerVm: Number(r.operator.writesPerVm.toFixed(2)),
         passesPerVm: Number(r.operator.passesPerVm.toFixed(2)),
       })),

@@ -11,6 +11,7 @@ import { INDEX_UUID } from '../controllers/indexes.js';
 import { CONTROLLER_MODULES } from '../controllers/kinds.js';
 import type { ControllerModule, KeyLookup } from '../controllers/module.js';
 import { ReconnectingConnection, type Connect } from '../libvirt/index.js';
+import { CallLanes } from '../libvirt/lanes.js';
 import {
   startHealthServer,
   startRuntime,
@@ -47,7 +48,8 @@ export interface AgentOptions {
   /** Every key is reconciled again this often as a safety net. Default 10 min. */
   resyncMs?: number;
   /**
-   * Per-controller concurrency. Default 32: most of a reconcile is waiting on the API server;
+   * Passes run at once per controller, for every kind. Default: the kind's own
+   * (ControllerModule.concurrency), else 32: most of a reconcile is waiting on the API server;
    * with 16, new VMs of a 1,000-VM burst waited 10-15 s in the queue (bench/README.md).
    */
   concurrency?: number;
@@ -83,6 +85,13 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     keepAlive: opts.libvirtUri.startsWith('test:') ? false : { interval: 5, count: 3 },
   });
   libvirt.start();
+  // Calls that wait long inside a remote daemon get connections of their own (lanes.ts):
+  // 5 of them take 20 such calls at once, as many as libvirtd has workers (max_workers).
+  // The in-process test driver has no request slots to protect.
+  const lanes = opts.libvirtUri.startsWith('test:')
+    ? undefined
+    : new CallLanes(opts.libvirtUri, { lanes: 5, openTimeoutMs: 10_000 });
+  lanes?.start();
 
   const leaseSeconds = opts.lease ? (opts.lease.leaseDurationSeconds ?? 40) : 40;
   const runtime = await startRuntime({
@@ -152,13 +161,13 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     onError: (err) => log.warn({ err: String(err) }, 'guest metrics: libvirt stats failed'),
   });
 
-  const ctx = controllerContext(opts, runtime, libvirt, informers, nodeInformer, log);
+  const ctx = controllerContext(opts, runtime, libvirt, lanes, informers, nodeInformer, log);
   const controllers = {} as Record<VirtKind, Controller>;
-  for (const { kind, reconcile } of CONTROLLER_MODULES) {
+  for (const { kind, reconcile, concurrency } of CONTROLLER_MODULES) {
     controllers[kind] = runtime.controller({
       name: kind,
       for: informers[kind],
-      concurrency: opts.concurrency ?? 32,
+      concurrency: opts.concurrency ?? concurrency ?? 32,
       resyncMs: opts.resyncMs ?? 10 * 60_000,
       reconcile: async (key) => {
         // No libvirt, no reconcile: the error makes the queue back off instead of every
@@ -207,6 +216,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     async stop(sopts = {}) {
       await runtime.stop(sopts);
       await metricsServer?.close();
+      await lanes?.close();
       await libvirt.close();
     },
   };
@@ -315,6 +325,7 @@ function controllerContext(
   opts: AgentOptions,
   runtime: Runtime,
   libvirt: ReconnectingConnection,
+  lanes: CallLanes | undefined,
   informers: Record<VirtKind, Informer<KubeObject>>,
   nodeInformer: Informer,
   log: Logger,
@@ -335,6 +346,7 @@ function controllerContext(
       if (!conn) throw new Error(`libvirt connection to ${opts.libvirtUri} is ${libvirt.state}`);
       return conn;
     },
+    ...(lanes ? { onLane: <T>(fn: (conn: Connect) => Promise<T>) => lanes.run(fn) } : {}),
     now: () => new Date(),
     log,
     get<T extends KubeObject>(kind: VirtKind, namespace: string | undefined, name: string) {

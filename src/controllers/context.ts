@@ -25,6 +25,13 @@ export interface ControllerContext {
   nodeName: string;
   /** The current libvirt connection; the reconnecting wrapper may swap it between calls. */
   libvirt(): Connect;
+  /**
+   * Runs a call that waits long inside the daemon (a destroy waits for QEMU's process to be
+   * gone) on a connection of its own (src/libvirt/lanes.ts), so it neither waits for nor
+   * holds one of the main connection's few request slots. Absent (libvirt's in-process test
+   * driver, unit tests): such calls go through libvirt() like any other.
+   */
+  onLane?<T>(fn: (conn: Connect) => Promise<T>): Promise<T>;
   now(): Date;
   log: Logger;
   /**

@@ -2,6 +2,7 @@
 // the agent (or a test) and reached through the context, so nothing lives in module-level
 // variables and two agents in one process (tests) never share it.
 import type { ShownFigures } from './shared/figures.js';
+import type { SentShutdown } from './virtual-machine/plan.js';
 import type { ImportJobs } from './volume/import.js';
 import type { PoolLocks } from './volume/pool-lock.js';
 
@@ -17,8 +18,19 @@ export interface HostState {
    * (virtual-machine-restore/, shared/restores.ts).
    */
   restores: Map<string, string>;
+  /**
+   * ACPI shutdown requests this process sent, by machine uid, until the cached status shows
+   * them (virtual-machine/plan.ts withSentShutdown).
+   */
+  shutdowns: Map<string, SentShutdown>;
 }
 
 export function createHostState(): HostState {
-  return { figures: new Map(), poolLocks: new Map(), imports: new Map(), restores: new Map() };
+  return {
+    figures: new Map(),
+    poolLocks: new Map(),
+    imports: new Map(),
+    restores: new Map(),
+    shutdowns: new Map(),
+  };
 }

@@ -36,6 +36,8 @@ export interface ControllerModule {
    * object by UUID, which the kind's INDEX_UUID maps to the owner's key.
    */
   hostEvents?: 'domain' | 'network' | 'storagePool';
+  /** Passes run at once for this kind, unless the agent is told otherwise. Default 16. */
+  concurrency?: number;
 }
 
 /** The objects of a change: the new one, and on an update the old one too. */

@@ -73,11 +73,18 @@ const FAILURE_REASON: Record<MachineStep['op'], string> = {
   removeFiles: 'CleanupFailed',
 };
 
-/** `domain` is undefined until a define step creates it. */
+/** Runs a call on a connection of its own (ControllerContext.onLane). */
+export type OnLane = <T>(fn: (conn: Connect) => Promise<T>) => Promise<T>;
+
+/**
+ * `domain` is undefined until a define step creates it. A destroy goes through `onLane` when
+ * given: it waits until QEMU's process is gone, and must not hold the main connection's slots.
+ */
 export async function actMachine(
   conn: Connect,
   domain: Domain | undefined,
   steps: readonly MachineStep[],
+  onLane?: OnLane,
 ): Promise<ActOutcome> {
   let target = domain;
   const executed: MachineStep[] = [];
@@ -89,6 +96,7 @@ export async function actMachine(
       else if (step.op === 'writeCloudInit') await writeCloudInitISO(step.image);
       else if (step.op === 'removeFiles') await removeFiles(step.paths);
       else if (!target) throw new Error(`step ${step.op} has no domain: the plan lacks a define`);
+      else if (step.op === 'destroy' && onLane) await destroyOnLane(target, onLane);
       else await onDomain(target, step);
       executed.push(step);
     } catch (err) {
@@ -117,6 +125,12 @@ export async function actMachine(
     }
   }
   return { executed, deferred, detachErrors, failure: undefined };
+}
+
+/** The same domain, found by UUID on the lane's connection, destroyed there. */
+async function destroyOnLane(domain: Domain, onLane: OnLane): Promise<void> {
+  const uuid = domain.getUUIDString();
+  await onLane(async (lane) => (await lane.lookupDomainByUUIDString(uuid)).destroy());
 }
 
 async function define(conn: Connect, doc: DomainDocument): Promise<Domain> {

@@ -14,6 +14,11 @@ export const virtualMachine: ControllerModule = {
   reconcile: reconcileVirtualMachine,
   indexes: vmIndexes,
   hostEvents: 'domain',
+  // A deletion's destroy keeps its pass waiting until libvirt sees QEMU gone (seconds on a
+  // loaded host): 16 passes would leave the 17th machine's destroy, due at the same moment,
+  // waiting for one of them. As many as the daemon can serve at once (max_workers 20) plus
+  // room for the passes of machines that are not being stopped.
+  concurrency: 32,
   triggers: [
     // A machine's status names its Volumes' paths and waits for them and its networks.
     {

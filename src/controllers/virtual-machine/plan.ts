@@ -23,7 +23,7 @@
 // asks for one graceful restart per value (see reconcile.ts for the record-before-act order).
 import { createHash } from 'node:crypto';
 import { basename, dirname } from 'node:path';
-import { findCondition } from '../../api/conditions.js';
+import { conditionTime, findCondition } from '../../api/conditions.js';
 import type { VirtualMachine } from '../../api/generated/types.js';
 import {
   changedDomainFields,
@@ -37,7 +37,7 @@ import {
 } from '../../libvirt/xml/domain.js';
 import { changedFields } from '../../ownership/owned.js';
 import type { CloudInitImage } from './cloud-init.js';
-import type { ObservedMachine, OursDomain } from './observe.js';
+import type { ObservedDomain, ObservedMachine, OursDomain } from './observe.js';
 import { diskLetters } from './desired.js';
 
 /** The condition that remembers why and since when the operator is stopping the domain. */
@@ -86,7 +86,10 @@ export interface MachinePlan {
   steps: MachineStep[];
   /** Why the operator is stopping (or has stopped) the domain after this pass, if it is. */
   shutdown: ShutdownReason | undefined;
-  /** Look again this soon even if nothing fails: a grace period runs or a state is in flux. */
+  /**
+   * Look again this soon even if nothing fails: a grace period runs or a state is in flux.
+   * Counted from the plan's `now` (the pass subtracts the time its own calls took).
+   */
   waitMs: number | undefined;
 }
 
@@ -101,7 +104,13 @@ const LIVE_PATHS = new Set(['currentMemoryKiB', 'vcpu.current']);
 
 export interface ShutdownRequest {
   reason: ShutdownReason;
+  /** The condition's lastTransitionTime: whole seconds, rounded down. */
   since: Date;
+  /**
+   * When the ACPI request had been sent, to the millisecond, where the condition's message
+   * records it (requestMarker): the grace period then runs from exactly here.
+   */
+  sentAt?: Date;
   /**
    * For RestartRequested: the runtime ID of the domain run being stopped. A running domain
    * with another ID is the new run, so the restart is done even if the agent died before it
@@ -113,6 +122,14 @@ export interface ShutdownRequest {
 /** How the run being restarted is written into the ShutdownRequested message. */
 export const runMarker = (id: number): string => `(run ${id})`;
 
+/**
+ * How the moment the ACPI request had been sent is written into the ShutdownRequested message:
+ * RFC 3339 with milliseconds. The condition's lastTransitionTime cannot carry it (metav1.Time
+ * is whole seconds), and without it the grace period must be counted from the second after.
+ */
+export const requestMarker = (at: Date): string => `requested at ${at.toISOString()}`;
+const REQUEST_MARKER = /requested at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)/;
+
 export function shutdownRequest(vm: VirtualMachine): ShutdownRequest | undefined {
   const c = findCondition(vm.status?.conditions, SHUTDOWN_CONDITION);
   if (c?.status !== 'True') return undefined;
@@ -122,7 +139,62 @@ export function shutdownRequest(vm: VirtualMachine): ShutdownRequest | undefined
   const request: ShutdownRequest = { reason, since: new Date(c.lastTransitionTime) };
   const run = /\(run (\d+)\)/.exec(c.message)?.[1];
   if (run !== undefined) request.run = Number(run);
+  const sent = REQUEST_MARKER.exec(c.message)?.[1];
+  // A time before the condition turned True is not this request's: it is ignored, and the
+  // grace period is counted conservatively from the second after lastTransitionTime.
+  if (sent !== undefined && Date.parse(sent) >= request.since.getTime()) {
+    request.sentAt = new Date(sent);
+  }
   return request;
+}
+
+/**
+ * When a graceful stop may destroy the domain: the grace period after the request was sent.
+ * Where only the whole-second lastTransitionTime is known, one second is added, so a guest
+ * is never destroyed before its full grace period.
+ */
+export function destroyDueAt(request: ShutdownRequest, graceMs: number): number {
+  return request.sentAt !== undefined
+    ? request.sentAt.getTime() + graceMs
+    : request.since.getTime() + 1000 + graceMs;
+}
+
+/** An ACPI request this process sent: why, when, and to which run of the domain. */
+export interface SentShutdown {
+  reason: ShutdownReason;
+  sentAt: Date;
+  run: number;
+}
+
+/**
+ * The machine as a pass plans it, given a request this process sent (`sent`): while the
+ * cached status does not show it yet (the watch brings our own write back late when the API
+ * server is busy), the request is taken from memory as the status records it. A pass in that
+ * window would otherwise find no request, ask the guest again and count a new grace period.
+ * Only for the same run of the domain: one that stopped, or runs under another ID, is done
+ * with that stop. `current` false: the memory is of no more use (forget it).
+ */
+export function withSentShutdown(
+  vm: VirtualMachine,
+  domain: ObservedDomain,
+  sent: SentShutdown | undefined,
+): { vm: VirtualMachine; current: boolean } {
+  if (!sent || shutdownRequest(vm) !== undefined) return { vm, current: false };
+  if (domain.state !== 'ours' || !domain.active || domain.id !== sent.run) {
+    return { vm, current: false };
+  }
+  const others = (vm.status?.conditions ?? []).filter((c) => c.type !== SHUTDOWN_CONDITION);
+  const condition = {
+    type: SHUTDOWN_CONDITION,
+    status: 'True' as const,
+    reason: sent.reason,
+    message: `ACPI shutdown ${requestMarker(sent.sentAt)}`,
+    lastTransitionTime: conditionTime(sent.sentAt),
+  };
+  return {
+    vm: { ...vm, status: { ...vm.status, conditions: [...others, condition] } },
+    current: true,
+  };
 }
 
 /** Whether the annotation asks for the guest to be paused. */
@@ -641,9 +713,8 @@ function resumedFirst(power: { state: string }, plan: MachinePlan): MachinePlan 
 }
 
 /**
- * ACPI shutdown, then destroy once the grace period has passed since the request. The request
- * time is the condition's lastTransitionTime, stored in whole seconds (rounded down), so one
- * second is added: a guest is never destroyed before its full grace period.
+ * ACPI shutdown, then destroy once the grace period has passed since the request (see
+ * destroyDueAt). The wait ends exactly at that moment, so the requeue lands on it.
  */
 function gracefulStop(
   vm: VirtualMachine,
@@ -665,7 +736,7 @@ function gracefulStop(
       waitMs: Math.min(grace, STOP_POLL_MS),
     };
   }
-  const remaining = requested.since.getTime() + 1000 + grace - now.getTime();
+  const remaining = destroyDueAt(requested, grace) - now.getTime();
   if (remaining <= 0) {
     return {
       steps: [{ op: 'destroy', why: 'gracePeriodExpired' }],
@@ -675,6 +746,39 @@ function gracefulStop(
   }
   return { steps: [], shutdown: reason, waitMs: Math.min(remaining, STOP_POLL_MS) };
 }
+
+/** What a pass knows when it decides when to look again. */
+export interface PassEnd {
+  /** The domain still runs after the pass's steps. */
+  active: boolean;
+  /** The plan's `now`. */
+  planned: Date;
+  /** The clock when the pass ends. */
+  now: Date;
+  /** When this pass's ACPI request had been sent, if it sent one. */
+  shutdownSentAt?: Date | undefined;
+  graceMs: number;
+}
+
+/**
+ * How long until the next look, from the end of the pass: the plan's wait counts from its
+ * `now`, so the pass's own time is subtracted; a wait for a stop is cut short when the domain
+ * already stopped (the next step is due). After a fresh ACPI request the grace period ends at
+ * its send time plus the grace, which is later than the plan could know: looking earlier
+ * would only find it running, and (before the watch brings back the status just written)
+ * without the request's record, so it would ask the guest again.
+ */
+export function nextLookMs(plan: MachinePlan, end: PassEnd): number {
+  const wait = plan.waitMs ?? TRANSITION_MS;
+  if (!end.active) return Math.max(0, Math.min(wait, TRANSITION_MS) - elapsed(end));
+  if (end.shutdownSentAt !== undefined && plan.steps.some((s) => s.op === 'shutdown')) {
+    const due = end.shutdownSentAt.getTime() + end.graceMs - end.now.getTime();
+    return Math.max(0, Math.min(STOP_POLL_MS, due));
+  }
+  return Math.max(0, wait - elapsed(end));
+}
+
+const elapsed = (end: PassEnd) => end.now.getTime() - end.planned.getTime();
 
 /**
  * Removing the machine from the host: a graceful stop, then undefine (with the UEFI variable

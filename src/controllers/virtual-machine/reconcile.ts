@@ -32,13 +32,16 @@ import {
   deviceNames,
   gracePeriodMs,
   newRestartRequest,
+  nextLookMs,
   planMachine,
   planRemoval,
   restartPending,
   STOP_POLL_MS,
   TRANSITION_MS,
+  withSentShutdown,
   type MachinePlan,
   type MachineStep,
+  type ShutdownReason,
 } from './plan.js';
 import {
   addressesMissing,
@@ -75,10 +78,14 @@ export const reconcileVirtualMachine: KindReconcile = async (key, ctx) => {
   });
 };
 
-async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<Action> {
+async function materialise(cached: VirtualMachine, ctx: ControllerContext): Promise<Action> {
   const conn = ctx.libvirt();
+  const before = await observeMachine(conn, cached, ctx.stateDir);
+  // The clock is read once the host has been observed: with many passes sharing the
+  // connection an observation can take a second, and a grace period that ended meanwhile
+  // must not wait for one more pass.
   const now = ctx.now();
-  const before = await observeMachine(conn, vm, ctx.stateDir);
+  const vm = planView(cached, before.domain, ctx);
   const request = newRestartRequest(vm);
   if (request !== undefined && before.domain.state === 'ours' && before.domain.active) {
     return beginRequestedRestart(ctx, vm, before.domain, request);
@@ -88,7 +95,9 @@ async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<
   const desired = inputs && desiredDomain(vm, inputs);
   const plan = planMachine({ vm, desired, cloudInit: inputs?.cloudInit, observed: before, now });
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
-  const outcome = await actMachine(conn, ours, plan.steps);
+  const outcome = await actMachine(conn, ours, plan.steps, ctx.onLane?.bind(ctx));
+  const shutdownSentAt = shutdownSent(outcome.executed, ctx);
+  rememberShutdown(ctx, vm, before.domain, plan.shutdown, shutdownSentAt);
   const after = outcome.executed.length > 0 ? await observeDomain(conn, vm) : before.domain;
   const problem: Problem | undefined =
     before.domain.state === 'foreign'
@@ -127,6 +136,7 @@ async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<
       ? { restartRequest: request }
       : {}),
     ...(detaching ? { detaching } : {}),
+    ...(shutdownSentAt ? { shutdownSentAt } : {}),
   });
   await report(ctx, vm, status, outcome.executed);
   // The soonest of every reason to look again: a running grace period must not wait for a
@@ -137,7 +147,7 @@ async function materialise(vm: VirtualMachine, ctx: ControllerContext): Promise<
     (isConditionTrue(status.conditions, 'Ready') ||
       findCondition(status.conditions, 'Paused')?.reason === 'PausedByRequest');
   const looks = [
-    plan.waitMs === undefined ? undefined : settledWait(plan, after),
+    plan.waitMs === undefined ? undefined : settledWait(plan, after, now, ctx, vm, shutdownSentAt),
     problem?.reason === 'Unsupported' || settled ? undefined : retryDelayMs(status, now),
     awaitingAddresses(vm, status, after, now, ctx) ? ADDRESS_POLL_MS : undefined,
     detaching
@@ -226,12 +236,14 @@ function resolve(vm: VirtualMachine, ctx: ControllerContext) {
  * continues in the same pass. A domain that is already gone, or one that is not ours, only
  * costs the finalizer.
  */
-async function removeFromHost(vm: VirtualMachine, ctx: ControllerContext): Promise<Action> {
+async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): Promise<Action> {
   const conn = ctx.libvirt();
-  const now = ctx.now();
-  const uid = String(vm.metadata.uid);
+  const uid = String(cached.metadata.uid);
   for (let round = 0; ; round++) {
-    const observed = await observeMachine(conn, vm, ctx.stateDir, { allIsos: true });
+    const observed = await observeMachine(conn, cached, ctx.stateDir, { allIsos: true });
+    // Read after observing, as in materialise.
+    const now = ctx.now();
+    const vm = planView(cached, observed.domain, ctx);
     // The NVRAM file too: undefine removes it, but not when the domain is already gone.
     const files = [
       ...observed.cloudInitIsos,
@@ -240,13 +252,21 @@ async function removeFromHost(vm: VirtualMachine, ctx: ControllerContext): Promi
     ];
     const plan = planRemoval(vm, observed, files, now);
     const ours = observed.domain.state === 'ours' ? observed.domain.domain : undefined;
-    const outcome = await actMachine(conn, ours, plan.steps);
+    const outcome = await actMachine(conn, ours, plan.steps, ctx.onLane?.bind(ctx));
+    const shutdownSentAt = shutdownSent(outcome.executed, ctx);
+    rememberShutdown(ctx, vm, observed.domain, plan.shutdown, shutdownSentAt);
     for (const e of stepEvents(outcome.executed, vm, ctx.nodeName, vm.status?.restartCount ?? 0)) {
       ctx.event(KIND, vm, e.type, e.reason, e.message);
     }
+    // A destroy that took effect left the domain stopped: the next round's observation is the
+    // look after it (one more in between would cost every deleted machine a round of calls on
+    // the connection all passes share, while many are deleted at once).
+    const destroyed = outcome.executed.some((s) => s.op === 'destroy');
+    if (round === 0 && destroyed && !outcome.failure) continue;
     const after = await observeDomain(conn, vm);
     if (after.state !== 'ours' && !outcome.failure) {
       await ctx.removeFinalizer(KIND, vm, HOST_FINALIZER);
+      ctx.host.shutdowns.delete(uid);
       return done;
     }
     const stopped =
@@ -255,14 +275,26 @@ async function removeFromHost(vm: VirtualMachine, ctx: ControllerContext): Promi
       after.state === 'ours' &&
       !after.active;
     if (round === 0 && stopped && !outcome.failure) continue;
-    return reportRemoval(ctx, vm, { after, plan, failure: outcome.failure, now });
+    return reportRemoval(ctx, vm, {
+      after,
+      plan,
+      failure: outcome.failure,
+      now,
+      ...(shutdownSentAt ? { shutdownSentAt } : {}),
+    });
   }
 }
 
 async function reportRemoval(
   ctx: ControllerContext,
   vm: VirtualMachine,
-  pass: { after: ObservedDomain; plan: MachinePlan; failure: StepFailure | undefined; now: Date },
+  pass: {
+    after: ObservedDomain;
+    plan: MachinePlan;
+    failure: StepFailure | undefined;
+    now: Date;
+    shutdownSentAt?: Date;
+  },
 ): Promise<Action> {
   const status = machineStatus({
     vm,
@@ -273,10 +305,43 @@ async function reportRemoval(
     shutdown: pass.plan.shutdown,
     started: undefined,
     pending: [],
+    ...(pass.shutdownSentAt ? { shutdownSentAt: pass.shutdownSentAt } : {}),
   });
   await report(ctx, vm, status, []);
   if (pass.failure) return requeueAfter(retryDelayMs(status, pass.now));
-  return requeueAfter(settledWait(pass.plan, pass.after));
+  return requeueAfter(settledWait(pass.plan, pass.after, pass.now, ctx, vm, pass.shutdownSentAt));
+}
+
+/** The cached machine with a request this process sent and the cache lacks (withSentShutdown). */
+function planView(
+  vm: VirtualMachine,
+  domain: ObservedDomain,
+  ctx: ControllerContext,
+): VirtualMachine {
+  const uid = String(vm.metadata.uid);
+  const view = withSentShutdown(vm, domain, ctx.host.shutdowns.get(uid));
+  if (!view.current) ctx.host.shutdowns.delete(uid);
+  return view.vm;
+}
+
+/** Remembers an ACPI request this pass sent to the domain's current run. */
+function rememberShutdown(
+  ctx: ControllerContext,
+  vm: VirtualMachine,
+  domain: ObservedDomain,
+  reason: ShutdownReason | undefined,
+  sentAt: Date | undefined,
+): void {
+  if (!sentAt || !reason || domain.state !== 'ours' || !domain.active) return;
+  ctx.host.shutdowns.set(String(vm.metadata.uid), { reason, sentAt, run: domain.id });
+}
+
+/**
+ * When this pass's ACPI request had been sent: the clock read after the call returned, so the
+ * grace period counted from it is never shorter than the guest really had.
+ */
+function shutdownSent(executed: readonly MachineStep[], ctx: ControllerContext): Date | undefined {
+  return executed.some((s) => s.op === 'shutdown') ? ctx.now() : undefined;
 }
 
 /** Events for what was done and for conditions that turned bad, then the status (if changed). */
@@ -299,10 +364,22 @@ function startedBy(executed: readonly MachineStep[]) {
   return undefined;
 }
 
-/** A wait for a stop is cut short when the domain already stopped: the next step is due. */
-function settledWait(plan: MachinePlan, after: ObservedDomain): number {
-  const wait = plan.waitMs ?? TRANSITION_MS;
-  return after.state === 'ours' && after.active ? wait : Math.min(wait, TRANSITION_MS);
+/** When to look again after a pass (nextLookMs), with the clock read now. */
+function settledWait(
+  plan: MachinePlan,
+  after: ObservedDomain,
+  now: Date,
+  ctx: ControllerContext,
+  vm: VirtualMachine,
+  shutdownSentAt: Date | undefined,
+): number {
+  return nextLookMs(plan, {
+    active: after.state === 'ours' && after.active,
+    planned: now,
+    now: ctx.now(),
+    shutdownSentAt,
+    graceMs: gracePeriodMs(vm),
+  });
 }
 
 /**

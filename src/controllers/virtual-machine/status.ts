@@ -28,6 +28,7 @@ import {
   gracePeriodMs,
   pauseRequested,
   runMarker,
+  requestMarker,
   shutdownRequest,
   SHUTDOWN_CONDITION,
   type MachineStep,
@@ -74,6 +75,8 @@ export interface StatusInput {
   restartRequest?: string;
   /** For a restart requested now: the runtime ID of the run being stopped. */
   restartRun?: number;
+  /** When this pass's ACPI shutdown request had been sent (read after the call returned). */
+  shutdownSentAt?: Date;
   /** Devices detached from the spec that the running domain still has. */
   detaching?: Detaching;
 }
@@ -404,12 +407,16 @@ function shutdownCondition(input: StatusInput, reason: ShutdownReason): Conditio
       ? (input.restartRun ?? shutdownRequest(input.vm)?.run)
       : undefined;
   const suffix = run === undefined ? '' : ` ${runMarker(run)}`;
+  // The request's time to the millisecond stays in the message while the stop runs: it is
+  // what the grace period is counted from (see destroyDueAt in plan.ts).
+  const sentAt = input.shutdownSentAt ?? shutdownRequest(input.vm)?.sentAt;
+  const when = sentAt === undefined ? '' : ` ${requestMarker(sentAt)}`;
   return {
     type: SHUTDOWN_CONDITION,
     status: 'True',
     reason,
     message: active
-      ? `ACPI shutdown requested (${SHUTDOWN_WHY[reason]}); the domain is destroyed if it still runs ${grace}s after the request${suffix}`
+      ? `ACPI shutdown${when === '' ? ' requested' : when} (${SHUTDOWN_WHY[reason]}); the domain is destroyed if it still runs ${grace}s after the request${suffix}`
       : `the operator shut the domain down (${SHUTDOWN_WHY[reason]})${suffix}`,
   };
 }

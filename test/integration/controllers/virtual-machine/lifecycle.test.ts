@@ -9,6 +9,7 @@ import { FIELD_MANAGER } from '../../../../src/agent/kube-writes.js';
 import { HOST_FINALIZER } from '../../../../src/controllers/context.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { Connect, DomainVcpuFlags, DomainXMLFlags } from '../../../../src/libvirt/index.js';
+import { CallLanes } from '../../../../src/libvirt/lanes.js';
 import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { stampOf } from '../../../../src/ownership/metadata.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
@@ -370,6 +371,183 @@ describe('VirtualMachine reconcile on test:///default', () => {
     expect((await domain.getState()).reasonName).toBe('destroyed');
     expect(eventReasons('web')).toContain('GracePeriodExpired');
     expect(vmOf('web')?.status?.restartCount).toBe(1);
+  });
+
+  /** Status as the operator wrote it before an agent restart: a stop requested at `since`. */
+  async function writeShutdownRequest(vm: VirtualMachine, since: Date, message: string) {
+    const res = await controlPlane().kubectl(
+      [
+        'apply',
+        '--server-side',
+        '--subresource=status',
+        `--field-manager=${FIELD_MANAGER}`,
+        '-f',
+        '-',
+      ],
+      {
+        input: JSON.stringify({
+          apiVersion: 'virt.dev/v1alpha1',
+          kind: 'VirtualMachine',
+          metadata: { name: vm.metadata.name, namespace: NS },
+          status: {
+            ...vm.status,
+            conditions: [
+              ...(vm.status?.conditions ?? []).filter((c) => c.type !== 'ShutdownRequested'),
+              {
+                type: 'ShutdownRequested',
+                status: 'True',
+                reason: 'RunStrategyHalted',
+                message,
+                lastTransitionTime: since.toISOString().replace(/\.\d+Z$/, 'Z'),
+              },
+            ],
+          },
+        }),
+      },
+    );
+    expect(res.code, res.stderr).toBe(0);
+  }
+
+  it('counts the grace period from the millisecond status records, and looks again exactly at its end', async () => {
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
+    await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
+    const vm = vmOf('web')!;
+    const domain = await domainOf(vm);
+    // An ACPI request sent 0.7 s into a second: lastTransitionTime says only the second, the
+    // message the millisecond.
+    const second = Math.floor(Date.now() / 1000) * 1000 - 40_000;
+    const sentAt = new Date(second + 700);
+    const end = sentAt.getTime() + 30_000;
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
+    await writeShutdownRequest(
+      vm,
+      new Date(second),
+      `ACPI shutdown requested at ${sentAt.toISOString()} (runStrategy Halted)`,
+    );
+    const realClock = ctx.now;
+    try {
+      // 300 ms before the end, in a pass whose own calls take 200 ms: the next look is due
+      // 100 ms after the pass (counted from the second, it would be 600 ms after it).
+      let reads = 0;
+      ctx.now = () => new Date(end - 300 + (reads++ === 0 ? 0 : 200));
+      await ctx.refresh();
+      rec.reset();
+      expect(requeueMs(await reconcileVirtualMachine(key('web'), ctx))).toBe(100);
+      expect(rec.writes()).toEqual([]);
+      // At the end of the grace period to the millisecond: destroyed.
+      ctx.now = () => new Date(end);
+      await ctx.refresh();
+      await reconcileVirtualMachine(key('web'), ctx);
+      expect(rec.writes()).toEqual(['Domain.destroy']);
+    } finally {
+      ctx.now = realClock;
+    }
+    expect((await domain.getState()).reasonName).toBe('destroyed');
+  });
+
+  it('decides on the clock read after observing the host: a grace period that ended meanwhile takes no other pass', async () => {
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
+    await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
+    const vm = vmOf('web')!;
+    const second = Math.floor(Date.now() / 1000) * 1000 - 40_000;
+    const sentAt = new Date(second + 700);
+    const end = sentAt.getTime() + 30_000;
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
+    await writeShutdownRequest(
+      vm,
+      new Date(second),
+      `ACPI shutdown requested at ${sentAt.toISOString()} (runStrategy Halted)`,
+    );
+    const realClock = ctx.now;
+    try {
+      // The grace period ends while the pass observes the host (its first libvirt calls).
+      ctx.now = () => new Date(rec.calls.length === 0 ? end - 1 : end);
+      await ctx.refresh();
+      rec.reset();
+      await reconcileVirtualMachine(key('web'), ctx);
+      expect(rec.writes()).toEqual(['Domain.destroy']);
+    } finally {
+      ctx.now = realClock;
+    }
+  });
+
+  it('destroys on a connection of its own when the agent has lanes, not on the main one', async () => {
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
+    await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
+    const vm = vmOf('web')!;
+    const domain = await domainOf(vm);
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
+    await writeShutdownRequest(vm, new Date(Date.now() - 31_000), 'ACPI shutdown requested');
+    const lanes = new CallLanes('test:///default', { lanes: 1 });
+    let laneCalls = 0;
+    ctx.onLane = (fn) => {
+      laneCalls++;
+      return lanes.run(fn);
+    };
+    try {
+      await ctx.refresh();
+      rec.reset();
+      await reconcileVirtualMachine(key('web'), ctx);
+      // The recording view is the main connection: the destroy did not go through it.
+      expect(rec.writes()).toEqual([]);
+      expect(laneCalls).toBe(1);
+      expect((await domain.getState()).reasonName).toBe('destroyed');
+    } finally {
+      delete ctx.onLane;
+      await lanes.close();
+    }
+  });
+
+  it('takes a request it sent from memory while its cache lacks it: no second ACPI request', async () => {
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
+    await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
+    const vm = vmOf('web')!;
+    const domain = await domainOf(vm);
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
+    // Sent 31 s ago (grace 30 s) to this run; the status write has not come back yet.
+    const uid = String(vm.metadata.uid);
+    const sent = { reason: 'RunStrategyHalted' as const, sentAt: new Date(Date.now() - 31_000) };
+    ctx.host.shutdowns.set(uid, { ...sent, run: domain.getID() + 1 });
+    await ctx.refresh();
+    rec.reset();
+    // Sent to another run of the domain: that stop is over; a new request is sent (and kept).
+    await reconcileVirtualMachine(key('web'), ctx);
+    expect(rec.writes()).toEqual(['Domain.shutdown']);
+    expect(ctx.host.shutdowns.get(uid)?.sentAt.getTime()).toBeGreaterThan(Date.now() - 5_000);
+
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
+    await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
+    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
+    const run = (await domainOf(vm)).getID();
+    ctx.host.shutdowns.set(uid, { ...sent, run });
+    await ctx.refresh();
+    rec.reset();
+    // To this run: its grace period has passed, so the domain is destroyed, not asked again.
+    await reconcileVirtualMachine(key('web'), ctx);
+    expect(rec.writes()).toEqual(['Domain.destroy']);
+    // The next pass finds the domain stopped: the memory goes.
+    await ctx.refresh();
+    await reconcileVirtualMachine(key('web'), ctx);
+    expect(ctx.host.shutdowns.has(uid)).toBe(false);
+  });
+
+  it('undefines right after a destroy, in the same pass, with one look at the host in between', async () => {
+    await createVM('brief', { disks: [], interfaces: [] });
+    await converge(ctx, reconcileVirtualMachine, key('brief'), { until: ready('brief') });
+    // Deleted once its grace period has passed (a guest that ignored the ACPI request).
+    await writeShutdownRequest(
+      vmOf('brief')!,
+      new Date(Date.now() - 31_000),
+      'ACPI shutdown requested',
+    );
+    await k.remove('VirtualMachine', NS, 'brief');
+    await ctx.refresh();
+    rec.reset();
+    await reconcileVirtualMachine(key('brief'), ctx);
+    expect(rec.writes()).toEqual(['Domain.destroy', 'Domain.undefine']);
+    // Looks at the host: before the destroy, before the undefine, and the one finding it gone.
+    expect(rec.calls.filter((c) => c === 'Connect.lookupDomainByUUIDString')).toHaveLength(3);
+    expect(await k.get('VirtualMachine', NS, 'brief')).toBeUndefined();
   });
 
   it('removes the domain when the machine is deleted, after a graceful stop', async () => {

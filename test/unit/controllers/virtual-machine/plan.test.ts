@@ -7,8 +7,11 @@ import {
   configSteps,
   planMachine,
   planRemoval,
+  nextLookMs,
   powerPlan,
+  requestMarker,
   restartPending,
+  shutdownRequest,
   type MachineStep,
 } from '../../../../src/controllers/virtual-machine/plan.js';
 import { desired, NOW, observed, ours, runningStatus, variant, vm } from './machines.js';
@@ -23,6 +26,7 @@ function requested(
   reason: string,
   secondsAgo: number,
   extra: Partial<VirtualMachineStatus> = {},
+  message = 'm',
 ): VirtualMachineStatus {
   return runningStatus({
     ...extra,
@@ -31,7 +35,7 @@ function requested(
         type: 'ShutdownRequested',
         status: 'True',
         reason,
-        message: 'm',
+        message,
         lastTransitionTime: new Date(NOW.getTime() - secondsAgo * 1000)
           .toISOString()
           .replace(/\.\d+Z$/, 'Z'),
@@ -580,6 +584,50 @@ describe('planRemoval', () => {
     });
   });
 
+  it('counts the grace period from the millisecond the request was sent, where status has it', () => {
+    // Sent 0.6 s into the second that lastTransitionTime (whole seconds) names.
+    const sentAt = new Date(NOW.getTime() - 1_400);
+    const machine = (now: Date) =>
+      planRemoval(
+        vm(
+          { terminationGracePeriodSeconds: 1 },
+          { status: requested('Deleting', 2, {}, `ACPI shutdown ${requestMarker(sentAt)} (…)`) },
+        ),
+        observed(ours({ config: want })),
+        files,
+        now,
+      );
+    // 1 s after the request, not 1 s after the second that follows it.
+    expect(machine(new Date(sentAt.getTime() + 999))).toEqual({
+      steps: [],
+      shutdown: 'Deleting',
+      waitMs: 1,
+    });
+    expect(machine(new Date(sentAt.getTime() + 1_000)).steps).toEqual([
+      { op: 'destroy', why: 'gracePeriodExpired' },
+    ]);
+  });
+
+  it('ignores a request time before lastTransitionTime: whole seconds plus one', () => {
+    const machine = vm(
+      { terminationGracePeriodSeconds: 1 },
+      {
+        status: requested(
+          'Deleting',
+          1,
+          {},
+          `ACPI shutdown ${requestMarker(new Date(NOW.getTime() - 5_000))} (…)`,
+        ),
+      },
+    );
+    expect(shutdownRequest(machine)?.sentAt).toBeUndefined();
+    expect(planRemoval(machine, observed(ours({ config: want })), files, NOW)).toEqual({
+      steps: [],
+      shutdown: 'Deleting',
+      waitMs: 1_000,
+    });
+  });
+
   it('destroys once the grace period has passed, counting from an earlier Halted request', () => {
     const machine = vm({}, { status: requested('RunStrategyHalted', 61) });
     expect(planRemoval(machine, observed(ours({ config: want })), files, NOW).steps).toEqual([
@@ -618,5 +666,35 @@ describe('planRemoval', () => {
       { op: 'removeFiles', paths: files },
     ]);
     expect(planRemoval(vm(), observed({ state: 'absent' }), [], NOW).steps).toEqual([]);
+  });
+});
+
+describe('nextLookMs', () => {
+  const at = (ms: number) => new Date(NOW.getTime() + ms);
+  const waiting = { steps: [], shutdown: 'Deleting' as const, waitMs: 800 };
+  const asked = {
+    steps: [{ op: 'shutdown' as const, reason: 'Deleting' as const }],
+    shutdown: 'Deleting' as const,
+    waitMs: 1000,
+  };
+
+  it("counts the plan's wait from its now: the pass's own time is subtracted", () => {
+    const end = { active: true, planned: NOW, now: at(300), graceMs: 1000 };
+    expect(nextLookMs(waiting, end)).toBe(500);
+    expect(nextLookMs(waiting, { ...end, now: at(900) })).toBe(0);
+  });
+
+  it('looks again at once when the domain already stopped', () => {
+    expect(nextLookMs(waiting, { active: false, planned: NOW, now: at(100), graceMs: 1000 })).toBe(
+      400,
+    );
+  });
+
+  it('after a fresh ACPI request, looks exactly when the grace period since it ends', () => {
+    // Observing took 400 ms before the request went out: the plan's 1 s would be 400 ms early.
+    const end = { active: true, planned: NOW, now: at(450), shutdownSentAt: at(400) };
+    expect(nextLookMs(asked, { ...end, graceMs: 1000 })).toBe(950);
+    // A long grace period is still watched every STOP_POLL_MS.
+    expect(nextLookMs(asked, { ...end, graceMs: 60_000 })).toBe(2000);
   });
 });

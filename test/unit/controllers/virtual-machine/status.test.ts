@@ -11,6 +11,7 @@ import {
   stepEvents,
   type StatusInput,
 } from '../../../../src/controllers/virtual-machine/status.js';
+import { shutdownRequest } from '../../../../src/controllers/virtual-machine/plan.js';
 import { desired, NOW, ours, runningStatus, UID, variant, vm } from './machines.js';
 
 const LATER = new Date(NOW.getTime() + 3_600_000);
@@ -388,6 +389,23 @@ describe('machineStatus', () => {
     });
     const done = machineStatus(input({ vm: halted, shutdown: undefined }));
     expect(conditionOf(done, 'ShutdownRequested')).toBeUndefined();
+  });
+
+  it('records when the ACPI request was sent, to the millisecond, and keeps it while the stop runs', () => {
+    const sentAt = new Date(NOW.getTime() + 437);
+    const halted = vm({ ...machine.spec, runStrategy: 'Halted' });
+    const first = machineStatus(
+      input({ vm: halted, shutdown: 'RunStrategyHalted', shutdownSentAt: sentAt }),
+    );
+    expect(conditionOf(first, 'ShutdownRequested')).toMatchObject({
+      lastTransitionTime: '2026-03-01T12:00:00Z',
+      message: expect.stringContaining('requested at 2026-03-01T12:00:00.437Z'),
+    });
+    // What a later pass (or a restarted agent) reads back from status.
+    const later = vm({ ...machine.spec, runStrategy: 'Halted' }, { status: first });
+    expect(shutdownRequest(later)?.sentAt).toEqual(sentAt);
+    const next = machineStatus(input({ vm: later, now: LATER, shutdown: 'RunStrategyHalted' }));
+    expect(conditionOf(next, 'ShutdownRequested')).toEqual(conditionOf(first, 'ShutdownRequested'));
   });
 });
 
