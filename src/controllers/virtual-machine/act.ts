@@ -77,10 +77,8 @@ const FAILURE_REASON: Record<MachineStep['op'], string> = {
 export type OnLane = <T>(fn: (conn: Connect) => Promise<T>) => Promise<T>;
 
 /**
- * `domain` is undefined until a define step creates it. A start or a destroy goes through
- * `onLane` when given: the one waits for QEMU to come up, the other until QEMU's process is
- * gone, and neither must hold the main connection's slots (20 starts on one connection ran
- * 4 at a time, 3 s each under TCG: bench/README.md).
+ * `domain` is undefined until a define step creates it. A destroy goes through `onLane` when
+ * given: it waits until QEMU's process is gone, and must not hold the main connection's slots.
  */
 export async function actMachine(
   conn: Connect,
@@ -98,8 +96,7 @@ export async function actMachine(
       else if (step.op === 'writeCloudInit') await writeCloudInitISO(step.image);
       else if (step.op === 'removeFiles') await removeFiles(step.paths);
       else if (!target) throw new Error(`step ${step.op} has no domain: the plan lacks a define`);
-      else if ((step.op === 'destroy' || step.op === 'start') && onLane)
-        await onLaneDomain(target, step.op, onLane);
+      else if (step.op === 'destroy' && onLane) await destroyOnLane(target, onLane);
       else await onDomain(target, step);
       executed.push(step);
     } catch (err) {
@@ -130,17 +127,10 @@ export async function actMachine(
   return { executed, deferred, detachErrors, failure: undefined };
 }
 
-/** The same domain, found by UUID on the lane's connection, started or destroyed there. */
-async function onLaneDomain(
-  domain: Domain,
-  op: 'start' | 'destroy',
-  onLane: OnLane,
-): Promise<void> {
+/** The same domain, found by UUID on the lane's connection, destroyed there. */
+async function destroyOnLane(domain: Domain, onLane: OnLane): Promise<void> {
   const uuid = domain.getUUIDString();
-  await onLane(async (lane) => {
-    const there = await lane.lookupDomainByUUIDString(uuid);
-    await (op === 'start' ? there.create() : there.destroy());
-  });
+  await onLane(async (lane) => (await lane.lookupDomainByUUIDString(uuid)).destroy());
 }
 
 async function define(conn: Connect, doc: DomainDocument): Promise<Domain> {

@@ -498,32 +498,6 @@ describe('VirtualMachine reconcile on test:///default', () => {
     }
   });
 
-  it('starts on a connection of its own when the agent has lanes, not on the main one', async () => {
-    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
-    await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
-    const domain = await domainOf(vmOf('web')!);
-    await domain.destroy().catch(() => undefined);
-    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
-    const lanes = new CallLanes('test:///default', { lanes: 1 });
-    let laneCalls = 0;
-    ctx.onLane = (fn) => {
-      laneCalls++;
-      return lanes.run(fn);
-    };
-    try {
-      await ctx.refresh();
-      rec.reset();
-      await reconcileVirtualMachine(key('web'), ctx);
-      // The recording view is the main connection: the start did not go through it.
-      expect(rec.writes()).not.toContain('Domain.create');
-      expect(laneCalls).toBe(1);
-      expect(await domain.isActive()).toBe(true);
-    } finally {
-      delete ctx.onLane;
-      await lanes.close();
-    }
-  });
-
   it('takes a request it sent from memory while its cache lacks it: no second ACPI request', async () => {
     await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
     await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
