@@ -323,28 +323,7 @@ describe('VirtualMachine reconcile on test:///default', () => {
             ]),
       ],
     });
-    // Written as the operator's own field manager would have written it before the restart.
-    const writeStatus = async (status: object) => {
-      const res = await controlPlane().kubectl(
-        [
-          'apply',
-          '--server-side',
-          '--subresource=status',
-          `--field-manager=${FIELD_MANAGER}`,
-          '-f',
-          '-',
-        ],
-        {
-          input: JSON.stringify({
-            apiVersion: 'virt.dev/v1alpha1',
-            kind: 'VirtualMachine',
-            metadata: { name: 'web', namespace: NS },
-            status,
-          }),
-        },
-      );
-      expect(res.code, res.stderr).toBe(0);
-    };
+    const writeStatus = (status: object) => applyStatusAsOperator('web', status);
     await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
 
     // Within the grace period (30 s): nothing is done, the next look is scheduled, and soon
@@ -373,8 +352,8 @@ describe('VirtualMachine reconcile on test:///default', () => {
     expect(vmOf('web')?.status?.restartCount).toBe(1);
   });
 
-  /** Status as the operator wrote it before an agent restart: a stop requested at `since`. */
-  async function writeShutdownRequest(vm: VirtualMachine, since: Date, message: string) {
+  /** Status written as the operator's own field manager would have written it before a restart. */
+  async function applyStatusAsOperator(name: string, status: object) {
     const res = await controlPlane().kubectl(
       [
         'apply',
@@ -388,42 +367,54 @@ describe('VirtualMachine reconcile on test:///default', () => {
         input: JSON.stringify({
           apiVersion: 'virt.dev/v1alpha1',
           kind: 'VirtualMachine',
-          metadata: { name: vm.metadata.name, namespace: NS },
-          status: {
-            ...vm.status,
-            conditions: [
-              ...(vm.status?.conditions ?? []).filter((c) => c.type !== 'ShutdownRequested'),
-              {
-                type: 'ShutdownRequested',
-                status: 'True',
-                reason: 'RunStrategyHalted',
-                message,
-                lastTransitionTime: since.toISOString().replace(/\.\d+Z$/, 'Z'),
-              },
-            ],
-          },
+          metadata: { name, namespace: NS },
+          status,
         }),
       },
     );
     expect(res.code, res.stderr).toBe(0);
   }
 
-  it('counts the grace period from the millisecond status records, and looks again exactly at its end', async () => {
+  /** Status as the operator wrote it before an agent restart: a stop requested at `since`. */
+  async function writeShutdownRequest(vm: VirtualMachine, since: Date, message: string) {
+    await applyStatusAsOperator(vm.metadata.name!, {
+      ...vm.status,
+      conditions: [
+        ...(vm.status?.conditions ?? []).filter((c) => c.type !== 'ShutdownRequested'),
+        {
+          type: 'ShutdownRequested',
+          status: 'True',
+          reason: 'RunStrategyHalted',
+          message,
+          lastTransitionTime: since.toISOString().replace(/\.\d+Z$/, 'Z'),
+        },
+      ],
+    });
+  }
+
+  /**
+   * A running 'web' set to Halted, with an ACPI request recorded as sent 0.7 s into a second
+   * 40 s ago: lastTransitionTime says only the second, the message the millisecond. Returns
+   * the machine and the end of its 30 s grace period.
+   */
+  async function haltedAfterRequestMidSecond(): Promise<{ vm: VirtualMachine; end: number }> {
     await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
     await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
     const vm = vmOf('web')!;
-    const domain = await domainOf(vm);
-    // An ACPI request sent 0.7 s into a second: lastTransitionTime says only the second, the
-    // message the millisecond.
     const second = Math.floor(Date.now() / 1000) * 1000 - 40_000;
     const sentAt = new Date(second + 700);
-    const end = sentAt.getTime() + 30_000;
     await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
     await writeShutdownRequest(
       vm,
       new Date(second),
       `ACPI shutdown requested at ${sentAt.toISOString()} (runStrategy Halted)`,
     );
+    return { vm, end: sentAt.getTime() + 30_000 };
+  }
+
+  it('counts the grace period from the millisecond status records, and looks again exactly at its end', async () => {
+    const { vm, end } = await haltedAfterRequestMidSecond();
+    const domain = await domainOf(vm);
     const realClock = ctx.now;
     try {
       // 300 ms before the end, in a pass whose own calls take 200 ms: the next look is due
@@ -446,18 +437,7 @@ describe('VirtualMachine reconcile on test:///default', () => {
   });
 
   it('decides on the clock read after observing the host: a grace period that ended meanwhile takes no other pass', async () => {
-    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Always' });
-    await converge(ctx, reconcileVirtualMachine, key('web'), { until: ready('web') });
-    const vm = vmOf('web')!;
-    const second = Math.floor(Date.now() / 1000) * 1000 - 40_000;
-    const sentAt = new Date(second + 700);
-    const end = sentAt.getTime() + 30_000;
-    await k.patchSpec('VirtualMachine', NS, 'web', { runStrategy: 'Halted' });
-    await writeShutdownRequest(
-      vm,
-      new Date(second),
-      `ACPI shutdown requested at ${sentAt.toISOString()} (runStrategy Halted)`,
-    );
+    const { end } = await haltedAfterRequestMidSecond();
     const realClock = ctx.now;
     try {
       // The grace period ends while the pass observes the host (its first libvirt calls).
