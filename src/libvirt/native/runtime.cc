@@ -406,7 +406,8 @@ bool WorkerPool::StalledLocked() {
 }
 
 // Watches a pool with work queued and no idle thread: when nothing has finished (or been
-// handed to a free thread) for kStallMs, the busy threads are presumed stuck (a dead daemon) and one more is added, so
+// handed to a free thread) for kStallMs, the busy threads are presumed stuck (a dead daemon)
+// and one more is added, so
 // calls on healthy connections keep flowing. Parked (no wake-ups) while the pool keeps up.
 void WorkerPool::Supervise() {
   std::unique_lock<std::mutex> lock(mutex_);
@@ -534,7 +535,7 @@ static int WorkerNice() {
 // before it makes the next: that call arrives one JS turn after the previous one completed,
 // and a thread still awake takes it without the futex wake-up and the switch back in, which
 // on a paravirtualised host cost more than the spin (measured in bench/README.md, issue 17).
-// The spin adapts (SpinPolicy below), so a host whose cores are busy, where the next call
+// The spin adapts (SpinBudget, runtime.h), so a host whose cores are busy, where the next call
 // comes late, soon stops paying for it.
 static int64_t SpinMicros() {
   const char* env = std::getenv("LIBVIRT_NATIVE_SPIN_US");
@@ -548,13 +549,6 @@ static int64_t NowUs() {
   return duration_cast<microseconds>(steady_clock::now().time_since_epoch()).count();
 }
 
-// Spinning pays only while claims arrive within the spin and the host has a core to spare.
-// After 4 spins in a row that ended without a claim or lost the core to another thread (a
-// host too busy, or a caller that is not sequential), threads go straight to sleep and spin again only on every 32nd idle period, to
-// notice when the pattern returns. At most one thread spins at a time: on a small host several
-// would take the cores the JS thread and libvirtd need.
-static constexpr unsigned kSpinMissesBeforeBackoff = 4;
-static constexpr unsigned kSpinProbeEvery = 32;
 // A gap this long between two looks at the clock means the spinning thread lost its core:
 // the host has no idle core to spare, and the spin only delayed whoever needed it.
 static constexpr int64_t kPreemptedGapUs = 25;
@@ -578,7 +572,8 @@ static bool CoresToSpare() {
   if (n <= 0) return spare.load(std::memory_order_relaxed);
   buf[n] = '\0';
   long runnable = 0;
-  if (std::sscanf(buf, "%*s %*s %*s %ld/", &runnable) != 1) return spare.load(std::memory_order_relaxed);
+  if (std::sscanf(buf, "%*s %*s %*s %ld/", &runnable) != 1)
+    return spare.load(std::memory_order_relaxed);
   bool result = runnable <= cpus;
   spare.store(result, std::memory_order_relaxed);
   return result;
@@ -586,6 +581,14 @@ static bool CoresToSpare() {
 
 // Spins until `arrived()` or `us` microseconds have passed. True only when it arrived without
 // the thread having been preempted meanwhile (a spin worth repeating).
+static inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
 template <class F>
 static bool SpinUntil(int64_t us, F arrived) {
   int64_t last = NowUs();
@@ -593,7 +596,7 @@ static bool SpinUntil(int64_t us, F arrived) {
   bool preempted = false;
   for (unsigned i = 0;; i++) {
     if (arrived()) return !preempted;
-    __builtin_ia32_pause();
+    CpuRelax();
     if ((i & 31) == 31) {
       int64_t now = NowUs();
       if (now - last > kPreemptedGapUs) preempted = true;
@@ -603,21 +606,18 @@ static bool SpinUntil(int64_t us, F arrived) {
   }
 }
 
+static SpinBudget poolSpins;
+
 void WorkerPool::Park(Worker& self) {
   static const int64_t spinUs = SpinMicros();
-  unsigned period = idlePeriods_.fetch_add(1, std::memory_order_relaxed);
-  bool mayspin = spinUs > 0 &&
-                 (spinMisses_.load(std::memory_order_relaxed) < kSpinMissesBeforeBackoff ||
-                  period % kSpinProbeEvery == 0) &&
-                 CoresToSpare();
   bool expected = false;
-  if (mayspin && spinning_.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
-    bool good = SpinUntil(spinUs, [&self] { return self.claimed.load(std::memory_order_acquire) != 0; });
+  // At most one thread spins at a time: on a small host several would take the cores the JS
+  // thread and libvirtd need.
+  if (spinUs > 0 && poolSpins.MaySpin() && CoresToSpare() &&
+      spinning_.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
+    poolSpins.Record(SpinUntil(
+        spinUs, [&self] { return self.claimed.load(std::memory_order_acquire) != 0; }));
     spinning_.store(false, std::memory_order_release);
-    if (good)
-      spinMisses_.store(0, std::memory_order_relaxed);
-    else
-      spinMisses_.fetch_add(1, std::memory_order_relaxed);
     if (self.claimed.load(std::memory_order_acquire) != 0) return;
   }
   self.sleeping.store(true, std::memory_order_seq_cst);
@@ -858,15 +858,10 @@ void EnvState::FlushOutbox() {
 // nothing or lost the core, it spins only every 32nd time.
 void EnvState::SpinForCompletion() {
   static const int64_t spinUs = 2 * SpinMicros();
-  if (spinUs == 0 || pending == 0) return;
-  unsigned period = spinPeriods_++;
-  if (spinMisses_ >= kSpinMissesBeforeBackoff && period % kSpinProbeEvery != 0) return;
-  if (!CoresToSpare()) return;
+  if (spinUs == 0 || pending == 0 || !spins_.MaySpin() || !CoresToSpare()) return;
   const uint32_t seen = arrivals_.load(std::memory_order_acquire);
-  if (SpinUntil(spinUs, [this, seen] { return arrivals_.load(std::memory_order_acquire) != seen; }))
-    spinMisses_ = 0;
-  else
-    spinMisses_++;
+  spins_.Record(SpinUntil(
+      spinUs, [this, seen] { return arrivals_.load(std::memory_order_acquire) != seen; }));
 }
 
 void EnvState::OnPrepare(uv_prepare_t* p) {

@@ -278,10 +278,8 @@ class WorkerPool {
   std::deque<Task*> queue_;
   // Threads without work, the one that went idle last at the back (spinning or asleep).
   std::vector<Worker*> idle_;
-  // Whether a thread spins right now (at most one does), and how the last spins went.
+  // Whether a thread spins right now (at most one does).
   std::atomic<bool> spinning_{false};
-  std::atomic<unsigned> spinMisses_{0};
-  std::atomic<unsigned> idlePeriods_{0};
   unsigned threads_ = 0;
   bool supervisorParked_ = false;
   std::atomic<int64_t> lastProgressMs_{0};
@@ -388,6 +386,32 @@ struct EventMsg {
   int detail;
 };
 
+// Spinning pays only while what it waits for arrives within the spin and the host has a core
+// to spare. After 4 spins in a row that ended empty or lost the core to another thread (a host
+// too busy, or a caller that is not sequential), a spinner goes straight to sleep and spins
+// again only every 32nd time, to notice when the pattern returns. One budget for the worker
+// pool, one per JS thread.
+class SpinBudget {
+ public:
+  bool MaySpin() {
+    unsigned period = periods_.fetch_add(1, std::memory_order_relaxed);
+    return misses_.load(std::memory_order_relaxed) < kMissesBeforeBackoff ||
+           period % kProbeEvery == 0;
+  }
+  void Record(bool good) {
+    if (good)
+      misses_.store(0, std::memory_order_relaxed);
+    else
+      misses_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+ private:
+  static constexpr unsigned kMissesBeforeBackoff = 4;
+  static constexpr unsigned kProbeEvery = 32;
+  std::atomic<unsigned> misses_{0};
+  std::atomic<unsigned> periods_{0};
+};
+
 class EnvState : public std::enable_shared_from_this<EnvState> {
  public:
   static EnvState* Of(Napi::Env env);
@@ -446,9 +470,8 @@ class EnvState : public std::enable_shared_from_this<EnvState> {
   bool alive_ = true;
   // Bumped by every completion and event, read without the lock by SpinForCompletion.
   std::atomic<uint32_t> arrivals_{0};
-  // How the JS thread's recent spins went (JS-thread only).
-  unsigned spinMisses_ = 0;
-  unsigned spinPeriods_ = 0;
+  // How the JS thread's recent spins went.
+  SpinBudget spins_;
 };
 
 int64_t NowMs();
@@ -490,7 +513,7 @@ class Call {
     job->mustRun = mustRun;
     job->pins = std::move(pins_);
     job->timeoutMs = timeoutMs_;
-    if (conn && !PassesGate(name)) job->gate = conn->gate;
+    if (conn && conn->gate && !PassesGate(name)) job->gate = conn->gate;
     return EnvState::Of(env)->Submit(env, job);
   }
 
