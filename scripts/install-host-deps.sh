@@ -12,6 +12,9 @@ PACKAGES=(
   lua5.4
   # firmware: uefi (OVMF, with QEMU's firmware descriptors) and tpm (swtpm, swtpm_setup).
   ovmf swtpm swtpm-tools
+  # libvirtd runs under tini as a child subreaper, so QEMU processes are reaped at once
+  # (src/commands/local/libvirtd.ts says why).
+  tini
 )
 # `local-cluster --node` (containerd, runc and the kubelet are built by provision-node.sh):
 # the CNI plugins (bridge, host-local, loopback), ip for the pod bridge, gcc and libseccomp-dev

@@ -17,6 +17,7 @@ const SYSTEM_ADMIN_SOCKET = '/var/run/libvirt/libvirt-admin-sock';
 const PID_DIR = '/var/run';
 const LIBVIRTD_PID_FILE = `${PID_DIR}/libvirt-operator-libvirtd.pid`;
 const VIRTLOGD_PID_FILE = `${PID_DIR}/libvirt-operator-virtlogd.pid`;
+const LIBVIRTD_LOG = '/var/log/libvirt/libvirt-operator-libvirtd.log';
 const READY_TIMEOUT_MS = 30_000;
 
 export interface LibvirtDaemon {
@@ -80,7 +81,7 @@ function requireRoot(action: string): void {
 
 async function requireBinaries(): Promise<void> {
   const missing: string[] = [];
-  for (const bin of ['libvirtd', 'virtlogd', 'qemu-system-x86_64', 'unshare']) {
+  for (const bin of ['libvirtd', 'virtlogd', 'qemu-system-x86_64', 'unshare', 'tini']) {
     if ((await run('sh', ['-c', `command -v ${bin}`])).code !== 0) missing.push(bin);
   }
   if (missing.length > 0) {
@@ -163,6 +164,41 @@ async function ensureSystemUser(name: string): Promise<void> {
   }
 }
 
+/**
+ * Starts libvirtd in the foreground under `tini -s`, detached from this process, and returns
+ * tini's PID. tini is a child subreaper: libvirt daemonizes QEMU, so a QEMU process's parent is
+ * the nearest subreaper, else PID 1, and virDomainDestroy returns only once that parent has
+ * reaped it (libvirt polls `kill(pid, 0)` every 200 ms, and a zombie still answers). A host's
+ * init (systemd) reaps at once; this sandbox's PID 1 takes 1.2-2 s, which made every destroy
+ * that long (bench/README.md, deletion). tini reaps at once, as a host's init does, forwards
+ * SIGTERM to libvirtd and exits with it.
+ */
+async function spawnReapedLibvirtd(): Promise<number> {
+  const log = openSync(LIBVIRTD_LOG, 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn('tini', ['-s', '--', 'libvirtd', `--pid-file=${LIBVIRTD_PID_FILE}`], {
+      stdio: ['ignore', log, log],
+      detached: true,
+    });
+  } finally {
+    closeSync(log);
+  }
+  child.unref();
+  const pid = child.pid;
+  if (pid === undefined)
+    throw new Error(`could not start tini -s -- libvirtd (log: ${LIBVIRTD_LOG})`);
+  return pid;
+}
+
+/** The parent PID of a process, from /proc/<pid>/stat (undefined once it is gone). */
+async function parentOf(pid: number): Promise<number | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // The command name (field 2) is in parentheses and may hold spaces: parse after it.
+  const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  return Number.isInteger(ppid) && ppid > 0 ? ppid : undefined;
+}
+
 async function readPid(file: string): Promise<number | undefined> {
   const pid = Number((await readFile(file, 'utf8').catch(() => '')).trim());
   return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? pid : undefined;
@@ -235,12 +271,14 @@ export async function ensureLibvirtd(): Promise<LibvirtDaemon> {
       await must('virtlogd', ['--daemon', `--pid-file=${VIRTLOGD_PID_FILE}`]);
       startedVirtlogd = true;
     }
-    if ((await pidsNamed('libvirtd')).length === 0) {
-      // A concurrent starter may win the race; then we simply wait for its daemon.
-      startedLibvirtd =
-        (await run('libvirtd', ['--daemon', `--pid-file=${LIBVIRTD_PID_FILE}`])).code === 0;
-    }
-    await waitAnswering(SYSTEM_URI, 'libvirtd', ` (socket ${SYSTEM_SOCKET})`);
+    let reaper: number | undefined;
+    if ((await pidsNamed('libvirtd')).length === 0) reaper = await spawnReapedLibvirtd();
+    await waitAnswering(SYSTEM_URI, 'libvirtd', ` (socket ${SYSTEM_SOCKET}, log ${LIBVIRTD_LOG})`);
+    // A concurrent starter may win the race (our libvirtd then exits on the pid file's lock);
+    // ours is the one whose parent is the reaper we spawned.
+    const running = await readPid(LIBVIRTD_PID_FILE);
+    startedLibvirtd =
+      reaper !== undefined && running !== undefined && (await parentOf(running)) === reaper;
   }
 
   async function currentPid(): Promise<number> {
@@ -265,7 +303,7 @@ export async function ensureLibvirtd(): Promise<LibvirtDaemon> {
       signal(knownPid, 'SIGCONT');
       signal(knownPid, 'SIGTERM');
       await waitExit(knownPid, 15_000);
-      await must('libvirtd', ['--daemon', `--pid-file=${LIBVIRTD_PID_FILE}`]);
+      await spawnReapedLibvirtd();
       startedLibvirtd = true;
       await waitAnswering(SYSTEM_URI, 'libvirtd');
       knownPid = await currentPid();
