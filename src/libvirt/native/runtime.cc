@@ -272,10 +272,11 @@ static void FinalizeConn(napi_env env, void* data, void*) {
   delete box;
 }
 
-// Lookups of domains and networks by name, UUID or ID: the daemon answers them from its object
-// lists (holding an object's lock only for as long as another thread does, never across a
-// guest's monitor, a job or disk I/O), so they do not occupy a request slot for long and need
-// not count against the limit. The gate is for the calls that can: anything done to or asked
+// Lookups of domains and networks by name, UUID or ID, and a domain's info and state: the
+// daemon answers them from its object lists and the domain object (holding an object's lock
+// only for as long as another thread does, never across a guest's monitor, a job or disk I/O;
+// QEMU's getInfo reads the balloon size libvirt keeps from QEMU's events and the CPU time from
+// /proc), so they do not occupy a request slot for long and need not count against the limit. The gate is for the calls that can: anything done to or asked
 // of a domain (its job lock, QEMU's monitor), storage (pool locks held across refreshes and
 // builds), lifecycle changes. Leaving lookups out lets an agent's many small reads overlap the
 // way libvirt-python's threads do (bench/README.md, issue 17).
@@ -283,7 +284,7 @@ bool PassesGate(const char* name) {
   static const char* const kQuick[] = {
       "virDomainLookupByUUID",  "virDomainLookupByUUIDString", "virDomainLookupByName",
       "virDomainLookupByID",    "virNetworkLookupByUUID",      "virNetworkLookupByUUIDString",
-      "virNetworkLookupByName",
+      "virNetworkLookupByName", "virDomainGetInfo",            "virDomainGetState",
   };
   for (const char* q : kQuick)
     if (std::strcmp(q, name) == 0) return true;

@@ -5,8 +5,9 @@
 // connection inside the daemon (LIBVIRT_NATIVE_REMOTE_CALLS), so one slot stays free for
 // keepalive. Slow calls here are real: memory-stats queries on a domain whose QEMU is
 // SIGSTOPped wait on its monitor (the first) or on the domain's job lock (the others).
-// Lookups of domains and networks pass the gate: the daemon answers them from its object lists,
-// so they keep flowing (through the free slot) while slow calls fill the gate.
+// Lookups of domains and networks, and a domain's info and state, pass the gate: the daemon
+// answers them from its object lists without the domain's job or monitor, so they keep flowing
+// (through the free slot) while slow calls fill the gate.
 // A private libvirtd with a short daemon-side keepalive (1 s x 2) keeps the test short.
 import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -50,7 +51,7 @@ interface Outcome {
   closed: ConnectionClosedEvent[];
   settled: number;
   pendingAfterHold: number;
-  /** Lookups by UUID of the frozen domain answered during the hold, one after another. */
+  /** Lookups by UUID + getInfo of the frozen domain answered during the hold, one after another. */
   lookupsDuringHold: number;
   failures: unknown[];
   aliveAfter: boolean;
@@ -98,7 +99,14 @@ async function slowCallsOnOneConnection(remoteCalls: string | undefined): Promis
     await new Promise((resolve) => setTimeout(resolve, 500));
     const uuid = dom.getUUIDString();
     while (holding && lookupsDuringHold < LOOKUPS) {
-      const found = await Promise.race([conn.lookupDomainByUUID(uuid).catch(() => null), holdOver]);
+      // getInfo of the frozen domain too: it needs neither the domain's job nor its monitor.
+      const found = await Promise.race([
+        conn
+          .lookupDomainByUUID(uuid)
+          .then((d) => d.getInfo())
+          .catch(() => null),
+        holdOver,
+      ]);
       if (!holding || !found) break;
       lookupsDuringHold += 1;
     }
