@@ -5,7 +5,7 @@
 // /var/lib/libvirt, /etc/libvirt, …) for tests that freeze, kill or restart the daemon, so
 // they never disturb other tests sharing the system daemon.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, openSync, closeSync } from 'node:fs';
+import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readlink, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Connect } from '../../libvirt/index.js';
@@ -199,6 +199,14 @@ async function parentOf(pid: number): Promise<number | undefined> {
   return Number.isInteger(ppid) && ppid > 0 ? ppid : undefined;
 }
 
+function readFileIfAny(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
 async function readPid(file: string): Promise<number | undefined> {
   const pid = Number((await readFile(file, 'utf8').catch(() => '')).trim());
   return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? pid : undefined;
@@ -354,7 +362,8 @@ function privateScript(dir: string): string {
     '  rm -f /run/libvirt/virtlogd-sock /run/libvirt/virtlogd-admin-sock',
     '  virtlogd --daemon --pid-file=/run/libvirt/virtlogd.pid',
     'fi',
-    'exec libvirtd --pid-file=/run/libvirt/libvirtd.pid',
+    // Under tini as the system daemon runs (spawnReapedLibvirtd says why).
+    'exec tini -s -- libvirtd --pid-file=/run/libvirt/libvirtd.pid',
   ].join('\n');
 }
 
@@ -420,19 +429,33 @@ export async function startPrivateLibvirtd(
   };
   await startDaemon();
 
-  const pidOf = (): number => {
-    const pid = child?.pid;
-    if (pid === undefined || child?.exitCode !== null || !processAlive(pid)) {
-      throw new Error(`private libvirtd is not running (log: ${logPath})`);
+  // The spawned process is tini (unshare and sh exec into it); libvirtd is its child and
+  // writes its PID to the private /run/libvirt, which is <dir>/run here.
+  const libvirtdPidFile = path.join(dir, 'run', 'libvirtd.pid');
+  const runningPid = (): number | undefined => {
+    if (child?.pid === undefined || child.exitCode !== null || !processAlive(child.pid)) {
+      return undefined;
     }
+    const pid = Number(readFileIfAny(libvirtdPidFile).trim());
+    return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? pid : undefined;
+  };
+  const pidOf = (): number => {
+    const pid = runningPid();
+    if (pid === undefined) throw new Error(`private libvirtd is not running (log: ${logPath})`);
     return pid;
   };
   const kill = async (): Promise<void> => {
-    const pid = child?.pid;
-    if (pid === undefined || !processAlive(pid)) return;
-    signal(pid, 'SIGCONT');
-    signal(pid, 'SIGTERM');
-    await waitExit(pid, 15_000);
+    const pid = runningPid();
+    if (pid !== undefined) {
+      signal(pid, 'SIGCONT');
+      signal(pid, 'SIGTERM');
+      await waitExit(pid, 15_000);
+    }
+    // tini exits with libvirtd; a tini whose libvirtd never came up goes the same way.
+    if (child?.pid !== undefined && child.exitCode === null && processAlive(child.pid)) {
+      signal(child.pid, 'SIGTERM');
+      await waitExit(child.pid, 5_000);
+    }
   };
   let stopped = false;
 
@@ -449,8 +472,9 @@ export async function startPrivateLibvirtd(
     async stop() {
       if (stopped) return;
       stopped = true;
-      if (child?.exitCode === null && child.pid !== undefined && processAlive(child.pid)) {
-        signal(child.pid, 'SIGCONT'); // a paused daemon would leave every virsh call hanging
+      const pid = runningPid();
+      if (pid !== undefined) {
+        signal(pid, 'SIGCONT'); // a paused daemon would leave every virsh call hanging
         await takeDownObjects(uri);
       }
       await kill();
