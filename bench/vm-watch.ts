@@ -75,24 +75,44 @@ export async function watchVms(client: KubeClient): Promise<VmWatch> {
     }
   };
 
-  const events = await client.stream({
-    path: VMS,
-    query: { watch: 1, resourceVersion: list.metadata.resourceVersion, timeoutSeconds: 3600 },
-    signal: abort.signal,
-  });
-  void (async () => {
-    for await (const raw of events) {
-      const at = performance.now();
-      const ev = raw as { type: string; object: WatchedVm };
-      if (ev.type === 'ERROR') throw new Error(`watch error: ${JSON.stringify(ev.object)}`);
-      if (ev.type === 'BOOKMARK') continue;
-      const name = ev.object.metadata.name;
-      if (ev.type === 'DELETED') objects.delete(name);
-      else objects.set(name, ev.object);
-      settle(name, at);
+  // Watches from the last resourceVersion seen, and again from there when the API server ends
+  // a watch (it may, at any time; under load the 100-VM run saw it); a resourceVersion too old
+  // to resume from (410 Gone) is answered with a fresh list.
+  let resourceVersion = list.metadata.resourceVersion;
+  const relist = async () => {
+    const fresh = (await client.request({ method: 'GET', path: VMS })) as typeof list;
+    const at = performance.now();
+    const names = new Set([...objects.keys(), ...fresh.items.map((o) => o.metadata.name)]);
+    objects.clear();
+    for (const o of fresh.items) objects.set(o.metadata.name, o);
+    resourceVersion = fresh.metadata.resourceVersion;
+    for (const name of names) settle(name, at);
+  };
+  const follow = async (): Promise<void> => {
+    while (!abort.signal.aborted) {
+      const events = await client.stream({
+        path: VMS,
+        query: { watch: 1, resourceVersion, timeoutSeconds: 3600, allowWatchBookmarks: true },
+        signal: abort.signal,
+      });
+      for await (const raw of events) {
+        const at = performance.now();
+        const ev = raw as { type: string; object: WatchedVm & { code?: number } };
+        if (ev.type === 'ERROR') {
+          if (ev.object.code !== 410) throw new Error(`watch error: ${JSON.stringify(ev.object)}`);
+          await relist();
+          break;
+        }
+        resourceVersion = ev.object.metadata.resourceVersion ?? resourceVersion;
+        if (ev.type === 'BOOKMARK') continue;
+        const name = ev.object.metadata.name;
+        if (ev.type === 'DELETED') objects.delete(name);
+        else objects.set(name, ev.object);
+        settle(name, at);
+      }
     }
-    if (!abort.signal.aborted) throw new Error('the VirtualMachine watch ended early');
-  })().catch((err: unknown) => {
+  };
+  follow().catch((err: unknown) => {
     if (!abort.signal.aborted) fail(err instanceof Error ? err : new Error(String(err)));
   });
 
