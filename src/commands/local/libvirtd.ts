@@ -192,24 +192,30 @@ async function spawnReapedLibvirtd(): Promise<number> {
 }
 
 /** The parent PID of a process, from /proc/<pid>/stat (undefined once it is gone). */
-async function parentOf(pid: number): Promise<number | undefined> {
+export async function parentOf(pid: number): Promise<number | undefined> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
   // The command name (field 2) is in parentheses and may hold spaces: parse after it.
   const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
   return Number.isInteger(ppid) && ppid > 0 ? ppid : undefined;
 }
 
-function readFileIfAny(file: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch {
-    return '';
-  }
+/** The PID a pid file names, if that process is alive. */
+function livePid(content: string): number | undefined {
+  const pid = Number(content.trim());
+  return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? pid : undefined;
 }
 
 async function readPid(file: string): Promise<number | undefined> {
-  const pid = Number((await readFile(file, 'utf8').catch(() => '')).trim());
-  return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? pid : undefined;
+  return livePid(await readFile(file, 'utf8').catch(() => ''));
+}
+
+/** readPid for callers that must answer synchronously (LibvirtDaemon.pid()). */
+function readPidSync(file: string): number | undefined {
+  try {
+    return livePid(readFileSync(file, 'utf8'));
+  } catch {
+    return undefined;
+  }
 }
 
 /** Whether a process with this PID exists (signal 0 probes without touching it). */
@@ -436,8 +442,7 @@ export async function startPrivateLibvirtd(
     if (child?.pid === undefined || child.exitCode !== null || !processAlive(child.pid)) {
       return undefined;
     }
-    const pid = Number(readFileIfAny(libvirtdPidFile).trim());
-    return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? pid : undefined;
+    return readPidSync(libvirtdPidFile);
   };
   const pidOf = (): number => {
     const pid = runningPid();

@@ -1,14 +1,18 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import {
   connectedClients,
   daemonAnswers,
   ensureLibvirtd,
+  parentOf,
+  processAlive,
   startPrivateLibvirtd,
   withQemuSettings,
   type LibvirtDaemon,
 } from '../../../src/commands/local/libvirtd.js';
 import { Connect } from '../../../src/libvirt/index.js';
+import { qemuDomainXML, uniqueName } from './fixtures.js';
 
 const daemons: LibvirtDaemon[] = [];
 
@@ -71,4 +75,26 @@ describe('libvirtd harness', () => {
     await priv.stop();
     expect(() => priv.pid()).toThrow(/not running/);
   });
+
+  it("QEMU's parent is the daemon's reaper (tini), not PID 1, and is gone once destroy returns", async () => {
+    const priv = await startPrivateLibvirtd();
+    daemons.push(priv);
+    const conn = await Connect.open(priv.uri);
+    const name = uniqueName('reaped');
+    const dom = await conn.createDomainXML(qemuDomainXML(name));
+    // The private daemon's /run/libvirt is <dir>/run: QEMU's pid file is there.
+    const runDir = path.dirname(priv.uri.replace(/^.*socket=/, ''));
+    const qemuPid = Number(
+      (await readFile(path.join(runDir, 'qemu', `${name}.pid`), 'utf8')).trim(),
+    );
+    const reaper = await parentOf(qemuPid);
+    // libvirt daemonizes QEMU: its parent is the nearest child subreaper, which must be the
+    // tini libvirtd runs under (libvirtd's own parent); under PID 1, a destroy waits for PID 1.
+    expect(reaper).toBe(await parentOf(priv.pid()));
+    expect((await readFile(`/proc/${reaper}/comm`, 'utf8')).trim()).toBe('tini');
+    await dom.destroy();
+    expect(processAlive(qemuPid)).toBe(false);
+    await conn.close();
+    await priv.stop();
+  }, 60_000);
 });
