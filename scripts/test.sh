@@ -21,9 +21,9 @@ rm -f .tmp/vitest-report*.json
 # longer lane instead of the sum of the tiers. Each lane runs one test file at a time, as
 # before. To even out the lanes, the first one then takes two e2e files that run on a private
 # libvirtd of their own (libvirt daemon and faults; the chaos files went back to the e2e lane
-# once destroys stopped waiting ~2 s for the sandbox's init to reap QEMU). The files that touch host-wide state
-# stay together in the e2e lane, one at a time: the corpus compares /etc, /srv,
-# /var/lib/libvirt-operator and more before and after, which the DaemonSet's pod and
+# once destroys stopped waiting ~2 s for the sandbox's init to reap QEMU). The files that
+# touch host-wide state stay together in the e2e lane, one at a time: the corpus compares /etc,
+# /srv, /var/lib/libvirt-operator and more before and after, which the DaemonSet's pod and
 # `up --examples` write to. e2e lane lines start with "e2e| ". Arguments (e.g. a file filter)
 # go to both lanes, and then the e2e lane runs every e2e file they select.
 reporters=(--reporter=default --reporter=json --passWithNoTests)

@@ -6,8 +6,9 @@
 // process gone: libvirt polls every 200 ms for the process to disappear, which waits for
 // the host's init to reap it (0.2-0.8 s each with 20 at once under a prompt reaper, 1.2-2 s
 // under a slow one such as this sandbox's PID 1). On the agent's one connection 20 destroys
-// take 5 rounds of that, and every other call of the agent waits behind them. Lanes are more client connections to the same daemon, so
-// such calls run side by side without taking the main connection's slots.
+// take 5 rounds of that, and every other call of the agent waits behind them. Lanes are more
+// client connections to the same daemon, so such calls run side by side without taking the
+// main connection's slots.
 //
 // Each lane is a ReconnectingConnection (reopened after a failure); a call is given the lane
 // with the fewest calls in flight.

@@ -275,8 +275,9 @@ const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
  * What a cached object keeps of its metadata: of managedFields only the entries of status
  * applies, which the status writer reads to know which fields it owns (ownedStatusFields),
  * their trees shared between objects (sharedFields); no `kubectl apply` copy of the manifest.
- * Nothing in the runtime or the controllers reads the rest, and it is most of a small object: a VirtualMachine created, patched for its finalizer
- * and given a status carries three entries that together outweigh its spec. With 1,000 objects
+ * Nothing in the runtime or the controllers reads the rest, and it is most of a small object:
+ * a VirtualMachine created, patched for its finalizer and given a status carries three entries
+ * that together outweigh its spec. With 1,000 objects
  * in an agent's caches that is memory held for nothing (issue 17, bench/README.md).
  */
 export function slim(obj: KubeObject): KubeObject {

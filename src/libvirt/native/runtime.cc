@@ -276,9 +276,9 @@ static void FinalizeConn(napi_env env, void* data, void*) {
 // daemon answers them from its object lists and the domain object (holding an object's lock
 // only for as long as another thread does, never across a guest's monitor, a job or disk I/O;
 // QEMU's getInfo reads the balloon size libvirt keeps from QEMU's events and the CPU time from
-// /proc), so they do not occupy a request slot for long and need not count against the limit. The gate is for the calls that can: anything done to or asked
-// of a domain (its job lock, QEMU's monitor), storage (pool locks held across refreshes and
-// builds), lifecycle changes. Leaving lookups out lets an agent's many small reads overlap the
+// /proc), so they do not occupy a request slot for long and need not count against the limit.
+// The gate is for the calls that can: anything done to or asked of a domain (its job lock,
+// QEMU's monitor), storage (pool locks held across refreshes and builds), lifecycle changes. Leaving lookups out lets an agent's many small reads overlap the
 // way libvirt-python's threads do (bench/README.md, issue 17).
 bool PassesGate(const char* name) {
   static const char* const kQuick[] = {
@@ -408,8 +408,7 @@ bool WorkerPool::StalledLocked() {
 
 // Watches a pool with work queued and no idle thread: when nothing has finished (or been
 // handed to a free thread) for kStallMs, the busy threads are presumed stuck (a dead daemon)
-// and one more is added, so
-// calls on healthy connections keep flowing. Parked (no wake-ups) while the pool keeps up.
+// and one more is added, so calls on healthy connections keep flowing. Parked (no wake-ups) while the pool keeps up.
 void WorkerPool::Supervise() {
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {

@@ -51,7 +51,7 @@ interface Outcome {
   closed: ConnectionClosedEvent[];
   settled: number;
   pendingAfterHold: number;
-  /** Lookups by UUID + getInfo of the frozen domain answered during the hold, one after another. */
+  /** Lookup + getInfo pairs of the frozen domain answered during the hold, one after another. */
   lookupsDuringHold: number;
   failures: unknown[];
   aliveAfter: boolean;
@@ -130,8 +130,8 @@ describe('calls of one connection to libvirtd', () => {
     const r = await slowCallsOnOneConnection(undefined);
     // The calls really were slow: all still pending after the keepalive window had passed.
     expect(r.pendingAfterHold).toBe(SLOW_CALLS);
-    // Lookups did not queue behind them: they kept being answered during the hold (all 20 on a
-    // quiet host, 19 under the full suite's load; without the gate bypass none).
+    // Lookups and getInfo did not queue behind them: they kept being answered during the hold
+    // (all 20 on a quiet host, 19 under the full suite's load; without the gate bypass none).
     expect(r.lookupsDuringHold).toBeGreaterThanOrEqual(3);
     expect(r.closed).toEqual([]);
     expect(r.failures).toEqual([]);
