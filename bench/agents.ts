@@ -138,6 +138,8 @@ export async function createVms(
   client: KubeClient,
   vms: Array<{ name: string; node: string }>,
   concurrency = 32,
+  /** Finalizers the manifests carry from the start (bench:converge --preset-finalizer). */
+  finalizers: string[] = [],
 ): Promise<void> {
   let next = 0;
   await Promise.all(
@@ -150,7 +152,7 @@ export async function createVms(
           body: {
             apiVersion: 'virt.dev/v1alpha1',
             kind: 'VirtualMachine',
-            metadata: { name: vm.name },
+            metadata: { name: vm.name, ...(finalizers.length > 0 ? { finalizers } : {}) },
             spec: { nodeName: vm.node, domainType: 'qemu', vcpus: 1, memory: '64Mi' },
           },
         });
