@@ -8,7 +8,7 @@
 // rules. The sum says how much of a 1,000-VM burst's CPU the API server needs whatever the
 // agent does (bench/README.md, "Convergence of one agent"). Prints a table and one JSON line.
 import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
@@ -193,7 +193,7 @@ async function main(): Promise<void> {
     await rm(dir, { recursive: true, force: true });
   }
 
-  const load = (await import('node:os')).loadavg()[0]!.toFixed(1);
+  const load = loadavg()[0]!.toFixed(1);
   console.log(
     `API server CPU per write, ${objects} objects, ${concurrency} in parallel ` +
       `(${cpus().length} x ${cpus()[0]?.model.trim()}, load ${load} at the end)`,
