@@ -26,9 +26,20 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '2' },
   },
 });
-const objects = Number(values.objects);
-const concurrency = Number(values.concurrency);
-const rounds = Number(values.rounds);
+/** A positive whole number from the command line, or exit naming the option. */
+function count(option: 'objects' | 'concurrency' | 'rounds'): number {
+  const n = Number(values[option]);
+  if (!Number.isInteger(n) || n < 1) {
+    console.error(
+      `bench:api-costs: --${option} must be a positive whole number, got '${values[option]}'`,
+    );
+    process.exit(2);
+  }
+  return n;
+}
+const objects = count('objects');
+const concurrency = count('concurrency');
+const rounds = count('rounds');
 const NODE = 'bench-node';
 const VERSION = 'v1alpha1';
 /** The CRD's copy without x-kubernetes-validations, in a group of its own. */
