@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { startControlPlane } from '../src/commands/local/control-plane.js';
+import { FIELD_MANAGER } from '../src/agent/kube-writes.js';
 import { HOST_FINALIZER } from '../src/controllers/context.js';
 import { addFinalizerPatch } from '../src/runtime/finalizer.js';
 import { CONTENT_TYPE, createKubeClient, type KubeClient } from '../src/runtime/index.js';
@@ -133,7 +134,7 @@ async function main(): Promise<void> {
   const client = createKubeClient(cp.kubeConfig);
   const dir = await mkdtemp(join(tmpdir(), 'api-costs-'));
   const rows: Row[] = [];
-  const manager = nodeFieldManager('libvirt-operator', NODE);
+  const manager = nodeFieldManager(FIELD_MANAGER, NODE);
   try {
     await plainCrd(dir);
     await cp.installCRDs(dir);
