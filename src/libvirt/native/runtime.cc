@@ -549,10 +549,6 @@ static int64_t NowUs() {
   return duration_cast<microseconds>(steady_clock::now().time_since_epoch()).count();
 }
 
-// A gap this long between two looks at the clock means the spinning thread lost its core:
-// the host has no idle core to spare, and the spin only delayed whoever needed it.
-static constexpr int64_t kPreemptedGapUs = 25;
-
 // Whether the host has a core to spare for a spin: no task waiting for one, by the kernel's
 // count of runnable tasks (the fourth field of /proc/loadavg, "runnable/total", read at most
 // every 20 ms). A spin on a host whose cores are all wanted only takes one from libvirtd or
@@ -574,13 +570,20 @@ static bool CoresToSpare() {
   long runnable = 0;
   if (std::sscanf(buf, "%*s %*s %*s %ld/", &runnable) != 1)
     return spare.load(std::memory_order_relaxed);
-  bool result = runnable <= cpus;
+  // The count includes the reader, and in a sequential exchange often the thread it just
+  // handed a call or a result to, which is about to sleep. Requiring no more tasks than cores
+  // read as "busy" at random instants and, cached for 20 ms, kept the spin off for the next
+  // hundreds of calls (issue 17: sequential lookups then ran at half the rate); one over the
+  // cores is what an otherwise idle host shows, and a loaded host (4-9 runnable) still reads busy.
+  bool result = runnable <= cpus + 1;
   spare.store(result, std::memory_order_relaxed);
   return result;
 }
 
-// Spins until `arrived()` or `us` microseconds have passed. True only when it arrived without
-// the thread having been preempted meanwhile (a spin worth repeating).
+// Spins until `arrived()` or `us` microseconds have passed; true when it arrived. A spin that
+// was preempted but still arrived counts as arrived: on a paravirtualised host the vCPU loses
+// its core often enough that counting those as misses switched the spin off for runs whose
+// calls were all arriving within it (bench/README.md, issue 17).
 static inline void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -591,18 +594,11 @@ static inline void CpuRelax() {
 
 template <class F>
 static bool SpinUntil(int64_t us, F arrived) {
-  int64_t last = NowUs();
-  const int64_t until = last + us;
-  bool preempted = false;
+  const int64_t until = NowUs() + us;
   for (unsigned i = 0;; i++) {
-    if (arrived()) return !preempted;
+    if (arrived()) return true;
     CpuRelax();
-    if ((i & 31) == 31) {
-      int64_t now = NowUs();
-      if (now - last > kPreemptedGapUs) preempted = true;
-      if (now >= until) return false;
-      last = now;
-    }
+    if ((i & 31) == 31 && NowUs() >= until) return false;
   }
 }
 
@@ -855,7 +851,7 @@ void EnvState::FlushOutbox() {
 // in flight the thread settles the next few completions in one wake-up instead of one each
 // (on a paravirtualised host a wake-up costs more than the spin). Only while the host has a
 // core to spare, and adaptive like the workers' spin: after 4 spins in a row that ended with
-// nothing or lost the core, it spins only every 32nd time.
+// nothing, it spins only every 4th time.
 void EnvState::SpinForCompletion() {
   static const int64_t spinUs = 2 * SpinMicros();
   if (spinUs == 0 || pending == 0 || !spins_.MaySpin() || !CoresToSpare()) return;

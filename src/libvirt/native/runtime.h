@@ -387,10 +387,12 @@ struct EventMsg {
 };
 
 // Spinning pays only while what it waits for arrives within the spin and the host has a core
-// to spare. After 4 spins in a row that ended empty or lost the core to another thread (a host
-// too busy, or a caller that is not sequential), a spinner goes straight to sleep and spins
-// again only every 32nd time, to notice when the pattern returns. One budget for the worker
-// pool, one per JS thread.
+// to spare. After 4 spins in a row that ended empty (a host too busy, or a caller that is not
+// sequential), a spinner goes straight to sleep and spins again only every 4th time, to notice
+// when the pattern returns. A rarer probe (every 32nd) left a sequential caller asleep for
+// whole runs after a short burst of slow replies: the JS thread's and the pool's spins each
+// succeed only while the other's does, so both must come back quickly (issue 17). One budget
+// for the worker pool, one per JS thread.
 class SpinBudget {
  public:
   bool MaySpin() {
@@ -407,7 +409,7 @@ class SpinBudget {
 
  private:
   static constexpr unsigned kMissesBeforeBackoff = 4;
-  static constexpr unsigned kProbeEvery = 32;
+  static constexpr unsigned kProbeEvery = 4;
   std::atomic<unsigned> misses_{0};
   std::atomic<unsigned> periods_{0};
 };
