@@ -554,30 +554,32 @@ static int64_t NowUs() {
 // every 20 ms). A spin on a host whose cores are all wanted only takes one from libvirtd or
 // the JS thread, which then answer later (measured: at a load average of 4-9 on the 2-core
 // host, spinning lowered sequential calls per second).
-static bool CoresToSpare() {
+//
+// `lone`: the spinner waits on the only call this process has going (the JS thread for its
+// one pending call, a worker when no other worker is busy). The count then includes the
+// reader and often the thread it just handed the call or its result to, which is about to
+// sleep: requiring no more tasks than cores read as "busy" at random instants and, cached for
+// 20 ms, kept the spin off for the next hundreds of calls (sequential lookups ran at half the
+// rate), so one task over the cores is allowed there. With many calls going, the busy workers
+// are that extra task and a spin would only take a core from them (issue 17, bench/README.md).
+static bool CoresToSpare(bool lone) {
   static std::atomic<int64_t> checkedAt{0};
-  static std::atomic<bool> spare{true};
+  static std::atomic<long> runnable{0};
   static const long cpus = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
   static const int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
   int64_t now = NowMs();
-  if (fd < 0 || now - checkedAt.load(std::memory_order_relaxed) < 20)
-    return spare.load(std::memory_order_relaxed);
-  checkedAt.store(now, std::memory_order_relaxed);
-  char buf[128];
-  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
-  if (n <= 0) return spare.load(std::memory_order_relaxed);
-  buf[n] = '\0';
-  long runnable = 0;
-  if (std::sscanf(buf, "%*s %*s %*s %ld/", &runnable) != 1)
-    return spare.load(std::memory_order_relaxed);
-  // The count includes the reader, and in a sequential exchange often the thread it just
-  // handed a call or a result to, which is about to sleep. Requiring no more tasks than cores
-  // read as "busy" at random instants and, cached for 20 ms, kept the spin off for the next
-  // hundreds of calls (issue 17: sequential lookups then ran at half the rate); one over the
-  // cores is what an otherwise idle host shows, and a loaded host (4-9 runnable) still reads busy.
-  bool result = runnable <= cpus + 1;
-  spare.store(result, std::memory_order_relaxed);
-  return result;
+  if (fd >= 0 && now - checkedAt.load(std::memory_order_relaxed) >= 20) {
+    checkedAt.store(now, std::memory_order_relaxed);
+    char buf[128];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    long count = 0;
+    if (n > 0) {
+      buf[n] = '\0';
+      if (std::sscanf(buf, "%*s %*s %*s %ld/", &count) == 1)
+        runnable.store(count, std::memory_order_relaxed);
+    }
+  }
+  return runnable.load(std::memory_order_relaxed) <= cpus + (lone ? 1 : 0);
 }
 
 // Spins until `arrived()` or `us` microseconds have passed; true when it arrived. A spin that
@@ -604,12 +606,12 @@ static bool SpinUntil(int64_t us, F arrived) {
 
 static SpinBudget poolSpins;
 
-void WorkerPool::Park(Worker& self) {
+void WorkerPool::Park(Worker& self, bool lone) {
   static const int64_t spinUs = SpinMicros();
   bool expected = false;
   // At most one thread spins at a time: on a small host several would take the cores the JS
   // thread and libvirtd need.
-  if (spinUs > 0 && poolSpins.MaySpin() && CoresToSpare() &&
+  if (spinUs > 0 && poolSpins.MaySpin() && CoresToSpare(lone) &&
       spinning_.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
     poolSpins.Record(SpinUntil(
         spinUs, [&self] { return self.claimed.load(std::memory_order_acquire) != 0; }));
@@ -633,8 +635,10 @@ void WorkerPool::Loop() {
     if (queue_.empty()) {
       self.claimed.store(0, std::memory_order_relaxed);
       idle_.push_back(&self);
+      // No other thread inside a call: this one waits for the next call of a lone caller.
+      const bool lone = idle_.size() == threads_;
       lock.unlock();
-      Park(self);
+      Park(self, lone);
       lock.lock();
       // Claimed for a task another thread may have taken meanwhile: look again.
       continue;
@@ -854,7 +858,7 @@ void EnvState::FlushOutbox() {
 // nothing, it spins only every 4th time.
 void EnvState::SpinForCompletion() {
   static const int64_t spinUs = 2 * SpinMicros();
-  if (spinUs == 0 || pending == 0 || !spins_.MaySpin() || !CoresToSpare()) return;
+  if (spinUs == 0 || pending == 0 || !spins_.MaySpin() || !CoresToSpare(pending == 1)) return;
   const uint32_t seen = arrivals_.load(std::memory_order_acquire);
   spins_.Record(SpinUntil(
       spinUs, [this, seen] { return arrivals_.load(std::memory_order_acquire) != seen; }));

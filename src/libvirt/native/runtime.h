@@ -264,7 +264,7 @@ class WorkerPool {
   };
   void Loop();
   // Waits until a claim sets `self.claimed`: a bounded spin first (see SpinPolicy), then sleep.
-  void Park(Worker& self);
+  void Park(Worker& self, bool lone);
   void Supervise();
   void SpawnLocked();
   bool StalledLocked();
