@@ -582,10 +582,6 @@ static bool CoresToSpare(bool lone) {
   return runnable.load(std::memory_order_relaxed) <= cpus + (lone ? 1 : 0);
 }
 
-// Spins until `arrived()` or `us` microseconds have passed; true when it arrived. A spin that
-// was preempted but still arrived counts as arrived: on a paravirtualised host the vCPU loses
-// its core often enough that counting those as misses switched the spin off for runs whose
-// calls were all arriving within it (bench/README.md, issue 17).
 static inline void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -594,6 +590,10 @@ static inline void CpuRelax() {
 #endif
 }
 
+// Spins until `arrived()` or `us` microseconds have passed; true when it arrived. A spin that
+// was preempted but still arrived counts as arrived: on a paravirtualised host the vCPU loses
+// its core often enough that counting those as misses switched the spin off for runs whose
+// calls were all arriving within it (bench/README.md, issue 17).
 template <class F>
 static bool SpinUntil(int64_t us, F arrived) {
   const int64_t until = NowUs() + us;

@@ -263,7 +263,7 @@ class WorkerPool {
     std::atomic<bool> sleeping{false};
   };
   void Loop();
-  // Waits until a claim sets `self.claimed`: a bounded spin first (see SpinPolicy), then sleep.
+  // Waits until a claim sets `self.claimed`: a bounded spin first (see SpinBudget), then sleep.
   void Park(Worker& self, bool lone);
   void Supervise();
   void SpawnLocked();
