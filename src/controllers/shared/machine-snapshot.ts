@@ -22,6 +22,8 @@ export interface MachineDomain {
   active: boolean;
   /** Disks of the running definition when active, else of the persistent one. */
   disks: SnapshotDiskView[];
+  /** That definition's document (virDomainGetXMLDesc). */
+  xml: string;
 }
 
 /** The machine's domain when it exists and is ours; undefined otherwise. */
@@ -44,6 +46,7 @@ export async function observeMachineDomain(
     stateName,
     active: stateName !== 'shutoff' && stateName !== 'crashed',
     disks: domainDiskViews(xml),
+    xml,
   };
 }
 

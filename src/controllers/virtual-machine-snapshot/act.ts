@@ -11,7 +11,12 @@ import {
   isNotFound,
   isTimeout,
 } from '../../libvirt/errors.js';
-import { buildSnapshotXML, type SnapshotDocument } from '../../libvirt/xml/snapshot.js';
+import { DomainSnapshotCreateFlags } from '../../libvirt/constants.js';
+import {
+  buildRedefineSnapshotXML,
+  buildSnapshotXML,
+  type SnapshotDocument,
+} from '../../libvirt/xml/snapshot.js';
 import { observeSnapshot, type FoundSnapshot } from '../shared/machine-snapshot.js';
 
 /**
@@ -57,6 +62,41 @@ export async function takeSnapshot(
   const found = await observeSnapshot(domain, doc.name);
   if (!found) throw new Error(`libvirt snapshot ${doc.name} vanished right after it was taken`);
   return { kind: 'taken', found, quiesced };
+}
+
+/**
+ * Removes an internal snapshot named `doc.name` that the disks of a shut-off machine may hold
+ * without libvirt knowing of it. libvirt takes such a snapshot by running `qemu-img snapshot
+ * -c` on each disk and writes its own record after that; a libvirtd killed in between leaves
+ * a snapshot in the qcow2 files that no libvirt call lists, and taking it again would add a
+ * second of the same name (qcow2 allows that) that nothing would ever delete. libvirt deletes
+ * only what it has a record of, so: define the record (REDEFINE, with the domain's document,
+ * which libvirt needs to match the disks), then delete it, which runs `qemu-img snapshot -d`
+ * on each disk and passes over a disk that has no such snapshot. Measured on libvirt 9.0.
+ * `description` marks the record, so that a pass after a crash between the two steps knows
+ * it for what it is.
+ */
+export async function removeUnrecorded(
+  domain: Domain,
+  doc: Omit<SnapshotDocument, 'description'>,
+  domainXml: string,
+  description: string,
+  now: Date,
+): Promise<void> {
+  const record = await domain.createSnapshotXML(
+    buildRedefineSnapshotXML(
+      { ...doc, description },
+      { state: 'shutoff', creationTime: Math.floor(now.getTime() / 1000) },
+      domainXml,
+    ),
+    DomainSnapshotCreateFlags.REDEFINE,
+    { timeoutMs: CREATE_TIMEOUT_MS },
+  );
+  try {
+    await record.delete(0, { timeoutMs: CREATE_TIMEOUT_MS });
+  } finally {
+    record.free();
+  }
 }
 
 async function tryFreeze(domain: Domain): Promise<boolean> {

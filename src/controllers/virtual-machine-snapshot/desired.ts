@@ -34,6 +34,25 @@ export function recordDescription(snap: VirtualMachineSnapshot, record: Snapshot
   return parts.join(' ');
 }
 
+const CLEANUP_PREFIX = 'libvirt-operator cleanup for VirtualMachineSnapshot';
+
+/**
+ * The description of the short-lived record a cleanup defines (act.ts, removeUnrecorded): a
+ * pass that finds it, because the one before died between defining and deleting it, cleans
+ * up again instead of taking it for a snapshot. It must not parse as a SnapshotRecord.
+ */
+export function cleanupDescription(snap: VirtualMachineSnapshot): string {
+  return `${CLEANUP_PREFIX} ${snap.metadata.namespace}/${snap.metadata.name} uid=${String(snap.metadata.uid)}`;
+}
+
+export function isCleanupRecord(description: string | undefined, uid: string): boolean {
+  return (
+    description !== undefined &&
+    description.startsWith(CLEANUP_PREFIX) &&
+    description.endsWith(` uid=${uid}`)
+  );
+}
+
 export function parseRecord(description: string | undefined): SnapshotRecord | undefined {
   if (!description?.startsWith(PREFIX)) return undefined;
   const field = (name: string) => new RegExp(`(?:^| )${name}=(\\S+)`).exec(description)?.[1];

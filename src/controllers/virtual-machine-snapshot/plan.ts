@@ -1,7 +1,12 @@
 // What a pass does for a live (not deleting) VirtualMachineSnapshot, from what was observed.
 // Pure. A snapshot is taken once: after that the pass only checks that libvirt still has it.
 import type { VirtualMachineSnapshot } from '../../api/generated/types.js';
-import { parseRecord, type SnapshotDecision, type SnapshotRecord } from './desired.js';
+import {
+  isCleanupRecord,
+  parseRecord,
+  type SnapshotDecision,
+  type SnapshotRecord,
+} from './desired.js';
 import type { FoundSnapshot } from '../shared/machine-snapshot.js';
 
 export type SnapshotStep =
@@ -9,8 +14,15 @@ export type SnapshotStep =
   | { op: 'wait'; reason: string; message: string }
   /** libvirt has our snapshot: record it (again) in status. */
   | { op: 'record'; found: FoundSnapshot; record: SnapshotRecord }
-  /** Take it now. */
-  | { op: 'take'; decision: Extract<SnapshotDecision, { kind: 'take' }> }
+  /**
+   * Take it now; with `cleanUpFirst`, after removing what an interrupted take may have left
+   * in the disks without libvirt's record of it (act.ts, removeUnrecorded).
+   */
+  | {
+      op: 'take';
+      decision: Extract<SnapshotDecision, { kind: 'take' }>;
+      cleanUpFirst: boolean;
+    }
   /** It cannot be taken, or it is gone: a terminal Failed. */
   | { op: 'fail'; reason: string; message: string }
   /** Failed before: stays so (a snapshot is never taken later than asked). */
@@ -19,11 +31,20 @@ export type SnapshotStep =
 export function planSnapshot(input: {
   snap: VirtualMachineSnapshot;
   domainFound: boolean;
+  /** Whether the machine's domain runs (or is paused) now. */
+  active: boolean;
   found: FoundSnapshot | undefined;
   decision: SnapshotDecision | undefined;
+  /** A take of this object was sent by this process and never answered (libvirtd died). */
+  cutShort: boolean;
 }): SnapshotStep {
-  const { snap, found } = input;
+  const { snap } = input;
   const phase = snap.status?.phase;
+  // A cleanup's own record, left by a pass that died inside the cleanup: not a snapshot.
+  const leftover =
+    input.found !== undefined &&
+    isCleanupRecord(input.found.doc.description, String(snap.metadata.uid));
+  const found = leftover ? undefined : input.found;
   if (found) {
     const record = parseRecord(found.doc.description);
     if (!record || record.uid !== snap.metadata.uid) {
@@ -53,5 +74,11 @@ export function planSnapshot(input: {
   if (input.decision.kind === 'unsupported') {
     return { op: 'fail', reason: 'Unsupported', message: input.decision.message };
   }
-  return { op: 'take', decision: input.decision };
+  // An earlier take may have been cut short: InProgress is written before every take, and a
+  // pass of this process may have sent one the cache does not show yet. On a shut-off
+  // machine that can leave the disks with the snapshot and libvirt without its record, and
+  // taking it again would add a second of the same name. A running machine's take (QEMU's
+  // savevm) replaces a same-named snapshot itself.
+  const interrupted = phase === 'InProgress' || input.cutShort || leftover;
+  return { op: 'take', decision: input.decision, cleanUpFirst: interrupted && !input.active };
 }

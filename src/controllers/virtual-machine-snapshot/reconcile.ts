@@ -20,8 +20,13 @@ import {
   type ControllerContext,
   type KindReconcile,
 } from '../context.js';
-import { deleteSnapshot, takeSnapshot, thaw } from './act.js';
-import { desiredSnapshot, libvirtSnapshotName, recordDescription } from './desired.js';
+import { deleteSnapshot, removeUnrecorded, takeSnapshot, thaw } from './act.js';
+import {
+  cleanupDescription,
+  desiredSnapshot,
+  libvirtSnapshotName,
+  recordDescription,
+} from './desired.js';
 import {
   observeMachineDomain,
   observeSnapshot,
@@ -34,6 +39,12 @@ import { cachedByKey, withFinalizer } from '../kit.js';
 const KIND = 'VirtualMachineSnapshot';
 /** A machine whose domain is being defined gets it within seconds. */
 const WAIT_MS = 5_000;
+/**
+ * Objects (by uid) whose take this process sent without an answer: a libvirtd that died
+ * during it. The InProgress written before the take says the same, but the retry can come
+ * before the watch brings that write back to the cache.
+ */
+const cutShort = new Set<string>();
 
 export const reconcileVirtualMachineSnapshot: KindReconcile = async (key, ctx) => {
   const snap = cachedByKey<VirtualMachineSnapshot>(ctx, KIND, key);
@@ -72,7 +83,15 @@ async function converge(
     ? await observeSnapshot(machine.domain, snap.status?.snapshotName ?? libvirtSnapshotName(snap))
     : undefined;
   const decision = machine ? desiredSnapshot(snap, machine) : undefined;
-  const step = planSnapshot({ snap, domainFound: machine !== undefined, found, decision });
+  const uid = String(snap.metadata.uid);
+  const step = planSnapshot({
+    snap,
+    domainFound: machine !== undefined,
+    active: machine?.active ?? false,
+    found,
+    decision,
+    cutShort: cutShort.has(uid),
+  });
   switch (step.op) {
     case 'none':
       return done;
@@ -106,6 +125,10 @@ async function converge(
               reason: 'SnapshotInProgress',
               message: `taking ${d.includesMemory ? 'a checkpoint' : 'a disks-only snapshot'} of the ${m.stateName} machine`,
             })) ?? snap);
+      if (step.cleanUpFirst)
+        await removeUnrecorded(m.domain, d.doc, m.xml, cleanupDescription(snap), ctx.now());
+      // Until libvirt answers: if it never does, the next pass must assume it did some of it.
+      cutShort.add(uid);
       const outcome = await takeSnapshot(m.domain, d.doc, d.freeze, (quiesced) =>
         recordDescription(snap, {
           uid: String(snap.metadata.uid),
@@ -113,6 +136,7 @@ async function converge(
           ...(quiesced === undefined ? {} : { quiesced }),
         }),
       );
+      cutShort.delete(uid);
       if (outcome.kind === 'refused') {
         // report() records the Warning Event of the transition to Failed.
         await report(ctx, inProgress, {
@@ -145,6 +169,7 @@ async function removeSnapshot(
   finalizer: string,
   ctx: ControllerContext,
 ): Promise<Action> {
+  cutShort.delete(String(snap.metadata.uid));
   const machine = vm ? await observeMachineDomain(ctx.libvirt(), vm) : undefined;
   if (machine) {
     await deleteSnapshot(machine.domain, snap.status?.snapshotName ?? libvirtSnapshotName(snap));

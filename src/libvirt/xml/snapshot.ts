@@ -11,6 +11,7 @@ import {
   requireValue,
   xmlCodec,
   type XmlElement,
+  type XmlTree,
 } from './codec.js';
 
 /** internal: inside the qcow2 file (or QEMU's savevm state); no: left out. */
@@ -42,7 +43,11 @@ const codec = xmlCodec('domainsnapshot', [
 ]);
 
 export function buildSnapshotXML(doc: SnapshotDocument): string {
-  return codec.build({
+  return codec.build(snapshotFields(doc));
+}
+
+function snapshotFields(doc: SnapshotDocument): XmlTree {
+  return {
     name: doc.name,
     description: doc.description,
     memory: { '@snapshot': doc.memory },
@@ -50,6 +55,26 @@ export function buildSnapshotXML(doc: SnapshotDocument): string {
       doc.disks.length > 0
         ? { disk: doc.disks.map((d) => ({ '@name': d.name, '@snapshot': d.snapshot })) }
         : undefined,
+  };
+}
+
+/**
+ * A record for VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE: the document plus what libvirt only takes
+ * from a redefinition (the state it was taken in, its time) and the domain it belongs to,
+ * which libvirt needs to match the snapshot's disks to the domain's. `domainXml` is the
+ * domain's own document from virDomainGetXMLDesc, carried over parsed, not spliced in.
+ */
+export function buildRedefineSnapshotXML(
+  doc: SnapshotDocument,
+  taken: { state: string; creationTime: number },
+  domainXml: string,
+): string {
+  const { element } = parseAnyXML(domainXml, [], 'domain');
+  return codec.build({
+    ...snapshotFields(doc),
+    creationTime: taken.creationTime,
+    state: taken.state,
+    domain: element,
   });
 }
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  buildRedefineSnapshotXML,
   buildSnapshotXML,
   domainDiskViews,
   parseSnapshotXML,
@@ -31,6 +32,38 @@ describe('<domainsnapshot> documents', () => {
         '',
       ].join('\n'),
     );
+  });
+
+  it('builds a redefinition with the domain carried over parsed, its text still escaped', () => {
+    const domainXml = `<domain type='qemu'>
+  <name>ns_a&amp;b</name>
+  <metadata><lvo:owner xmlns:lvo="https://virt.dev/owner" name="a&lt;b"/></metadata>
+  <devices><disk type='file' device='disk'><source file='/p/x&apos;y.qcow2'/><target dev='vda'/></disk><disk type='file' device='cdrom'><target dev='sda'/><readonly/></disk></devices>
+</domain>`;
+    const xml = buildRedefineSnapshotXML(
+      {
+        name: 's',
+        description: 'a<b',
+        memory: 'no',
+        disks: [{ name: 'vda', snapshot: 'internal' }],
+      },
+      { state: 'shutoff', creationTime: 1796309332 },
+      domainXml,
+    );
+    expect(xml).toContain('<description>a&lt;b</description>');
+    expect(xml).toContain('<creationTime>1796309332</creationTime>');
+    expect(xml).toContain('<state>shutoff</state>');
+    expect(xml).toContain('<name>ns_a&amp;b</name>');
+    expect(xml).toContain('name="a&lt;b"');
+    expect(xml).toContain('file="/p/x&apos;y.qcow2"');
+    // Both disks of the domain survive, the second with its empty <readonly/>.
+    expect(
+      domainDiskViews(xml.slice(xml.indexOf('<domain ')).replace('</domainsnapshot>', '')),
+    ).toMatchObject([
+      { name: 'vda', source: "/p/x'y.qcow2" },
+      { name: 'sda', device: 'cdrom', readonly: true },
+    ]);
+    expect(parseSnapshotXML(xml)).toMatchObject({ name: 's', state: 'shutoff' });
   });
 
   it('reads back what libvirt reports, ignoring the embedded domain', () => {

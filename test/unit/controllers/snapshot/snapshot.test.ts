@@ -4,6 +4,7 @@ import type {
   VirtualMachineSnapshot,
 } from '../../../../src/api/generated/types.js';
 import {
+  cleanupDescription,
   desiredSnapshot,
   libvirtSnapshotName,
   parseRecord,
@@ -97,39 +98,73 @@ describe('planSnapshot', () => {
     },
   });
   const take = desiredSnapshot(snap(), { active: true, disks: [qcow2] });
+  type PlanInput = Parameters<typeof planSnapshot>[0];
+  const plan = (over: Partial<PlanInput> & Pick<PlanInput, 'snap'>) =>
+    planSnapshot({
+      domainFound: true,
+      active: false,
+      found: undefined,
+      decision: take,
+      cutShort: false,
+      ...over,
+    });
 
   it('records ours, refuses a foreign one with our name', () => {
     const s = snap();
-    expect(
-      planSnapshot({ snap: s, domainFound: true, found: found(s.metadata.uid!), decision: take })
-        .op,
-    ).toBe('record');
-    expect(
-      planSnapshot({ snap: s, domainFound: true, found: found('other'), decision: take }),
-    ).toMatchObject({
+    expect(plan({ snap: s, found: found(s.metadata.uid!) }).op).toBe('record');
+    expect(plan({ snap: s, found: found('other') })).toMatchObject({
       op: 'fail',
       reason: 'NameConflict',
     });
   });
 
   it('takes it once; a Ready one that vanished fails; a Failed one stays', () => {
-    expect(
-      planSnapshot({ snap: snap(), domainFound: true, found: undefined, decision: take }).op,
-    ).toBe('take');
+    expect(plan({ snap: snap() }).op).toBe('take');
     const ready = snap({ status: { phase: 'Ready', snapshotName: 'x' } });
-    expect(
-      planSnapshot({ snap: ready, domainFound: true, found: undefined, decision: take }),
-    ).toMatchObject({
+    expect(plan({ snap: ready })).toMatchObject({
       op: 'fail',
       reason: 'SnapshotMissing',
     });
     const failed = snap({ status: { phase: 'Failed' } });
+    expect(plan({ snap: failed }).op).toBe('none');
+    expect(plan({ snap: snap(), domainFound: false, decision: undefined }).op).toBe('wait');
+  });
+});
+
+describe('planSnapshot after an interrupted take', () => {
+  const take = desiredSnapshot(snap(), { active: false, disks: [qcow2] });
+  const inProgress = snap({ status: { phase: 'InProgress' } });
+  const base = { domainFound: true, found: undefined, decision: take, cutShort: false };
+  const cleanUpFirst = (step: ReturnType<typeof planSnapshot>) =>
+    step.op === 'take' ? step.cleanUpFirst : `op ${step.op}`;
+
+  it('cleans up first on a shut-off machine when a take may have been cut short', () => {
+    expect(cleanUpFirst(planSnapshot({ ...base, snap: snap(), active: false }))).toBe(false);
+    expect(cleanUpFirst(planSnapshot({ ...base, snap: inProgress, active: false }))).toBe(true);
     expect(
-      planSnapshot({ snap: failed, domainFound: true, found: undefined, decision: take }).op,
-    ).toBe('none');
-    expect(
-      planSnapshot({ snap: snap(), domainFound: false, found: undefined, decision: undefined }).op,
-    ).toBe('wait');
+      cleanUpFirst(planSnapshot({ ...base, snap: snap(), active: false, cutShort: true })),
+    ).toBe(true);
+  });
+
+  it('does not on a running one: its take replaces a snapshot of the same name', () => {
+    expect(cleanUpFirst(planSnapshot({ ...base, snap: inProgress, active: true }))).toBe(false);
+  });
+
+  it('takes a cleanup record left by a dead pass for what it is, not a name conflict', () => {
+    const s = snap();
+    const leftover = {
+      snapshot: {} as never,
+      doc: { name: 'before-upgrade-0123abcd', description: cleanupDescription(s), disks: [] },
+    };
+    expect(parseRecord(cleanupDescription(s))).toBeUndefined();
+    expect(cleanUpFirst(planSnapshot({ ...base, snap: s, active: false, found: leftover }))).toBe(
+      true,
+    );
+    const other = snap({ metadata: { uid: 'ffffffff-0000-0000-0000-000000000000' } });
+    expect(planSnapshot({ ...base, snap: other, active: false, found: leftover })).toMatchObject({
+      op: 'fail',
+      reason: 'NameConflict',
+    });
   });
 });
 

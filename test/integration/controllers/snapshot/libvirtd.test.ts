@@ -1,0 +1,194 @@
+// VirtualMachineSnapshot of a shut-off machine against a real libvirtd (a private one), where
+// the test driver falls short: libvirt takes the snapshot with `qemu-img snapshot -c` inside
+// the qcow2 file and writes its own record only afterwards. A libvirtd killed in between
+// leaves the file with a snapshot libvirt does not list (test/soak/README.md, seed
+// 1097249115); these tests put the file and the object in that state by hand and check that
+// the next pass leaves exactly one snapshot, known to libvirt, instead of two of one name.
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type {
+  VirtualMachine,
+  VirtualMachineSnapshot,
+  Volume,
+} from '../../../../src/api/generated/types.js';
+import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
+import { reconcileVirtualMachineSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/index.js';
+import {
+  cleanupDescription,
+  libvirtSnapshotName,
+  parseRecord,
+} from '../../../../src/controllers/virtual-machine-snapshot/desired.js';
+import {
+  startPrivateLibvirtd,
+  type LibvirtDaemon,
+} from '../../../../src/commands/local/libvirtd.js';
+import { Connect, DomainSnapshotCreateFlags, type Domain } from '../../../../src/libvirt/index.js';
+import {
+  buildRedefineSnapshotXML,
+  parseSnapshotXML,
+} from '../../../../src/libvirt/xml/snapshot.js';
+import { useControlPlane } from '../../../harness/control-plane.js';
+import {
+  converge,
+  snapshotContext,
+  type SnapshotContext,
+} from '../../../harness/controller-context.js';
+import { kube, type Kube } from '../../../harness/kube-objects.js';
+
+const run = promisify(execFile);
+const NODE = 'node-snap-real';
+const NS = 'snap-real';
+const VM = 'stopped';
+const cp = useControlPlane();
+let daemon: LibvirtDaemon;
+let conn: Connect;
+let tmp: string;
+let disk: string;
+let k: Kube;
+let ctx: SnapshotContext;
+let domain: Domain;
+
+const key = (name: string) => `${NS}/${name}`;
+const snapOf = (name: string) =>
+  ctx.get<VirtualMachineSnapshot>('VirtualMachineSnapshot', NS, name);
+
+/** The names of the internal snapshots inside the qcow2 file, as qemu-img lists them. */
+async function inFile(): Promise<string[]> {
+  const { stdout } = await run('qemu-img', ['snapshot', '-U', '-l', disk]);
+  // "ID  TAG  VM SIZE  DATE  VM CLOCK  ICOUNT" rows after two header lines.
+  return stdout
+    .split('\n')
+    .slice(2)
+    .map((line) => line.trim().split(/\s+/)[1])
+    .filter((tag): tag is string => tag !== undefined && tag !== '')
+    .sort();
+}
+
+async function inLibvirt(): Promise<string[]> {
+  return (await domain.listAllSnapshots()).map((s) => s.getName()).sort();
+}
+
+/** Creates the object and waits for nothing: the test arranges the host before any pass. */
+async function declare(name: string): Promise<VirtualMachineSnapshot> {
+  return k.create<VirtualMachineSnapshot>('VirtualMachineSnapshot', {
+    metadata: { name, namespace: NS },
+    spec: { vmName: VM },
+  });
+}
+
+async function convergeReady(name: string): Promise<VirtualMachineSnapshot> {
+  await converge(ctx, reconcileVirtualMachineSnapshot, key(name), {
+    until: async () => {
+      await ctx.refresh();
+      const phase = snapOf(name)?.status?.phase;
+      return phase === 'Ready' || phase === 'Failed';
+    },
+  });
+  return snapOf(name)!;
+}
+
+beforeAll(async () => {
+  daemon = await startPrivateLibvirtd();
+  conn = await Connect.open(daemon.uri);
+  tmp = await mkdtemp('/tmp/lvo-snap-real-');
+  disk = path.join(tmp, 'disk.qcow2');
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', disk, '16M']);
+  k = kube(cp().kubeConfig);
+  ctx = snapshotContext({
+    kubeConfig: cp().kubeConfig,
+    conn,
+    nodeName: NODE,
+    stateDir: path.join(tmp, 'state'),
+  });
+  await k.namespace(NS);
+  await k.create<Volume>('Volume', {
+    metadata: { name: 'disk', namespace: NS },
+    spec: { nodeName: NODE, pool: 'images', capacity: '16Mi', format: 'qcow2' },
+  });
+  await k.patchStatus('Volume', NS, 'disk', { phase: 'Available', path: disk });
+  const vm = await k.create<VirtualMachine>('VirtualMachine', {
+    metadata: { name: VM, namespace: NS },
+    spec: {
+      nodeName: NODE,
+      domainType: 'qemu',
+      runStrategy: 'Halted',
+      vcpus: 1,
+      memory: '32Mi',
+      disks: [{ name: 'data', volume: 'disk' }],
+    },
+  });
+  await converge(ctx, reconcileVirtualMachine, key(VM), {
+    until: async () => {
+      await ctx.refresh();
+      return ctx.get<VirtualMachine>('VirtualMachine', NS, VM)?.status?.phase === 'Stopped';
+    },
+  });
+  domain = await conn.lookupDomainByUUIDString(String(vm.metadata.uid));
+}, 120_000);
+
+afterAll(async () => {
+  if (domain) {
+    for (const s of await domain.listAllSnapshots().catch(() => []))
+      await s.delete(0).catch(() => undefined);
+    await domain.undefine().catch(() => undefined);
+  }
+  await conn?.close();
+  await daemon?.stop();
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+}, 60_000);
+
+describe('a snapshot of a shut-off machine after a take was cut short (real libvirtd)', () => {
+  it('replaces the snapshot libvirt left in the disk without its record, not doubles it', async () => {
+    const created = await declare('cut');
+    const name = libvirtSnapshotName(created);
+    // What the dead pass left: InProgress in status, the snapshot in the file, none in libvirt.
+    await k.patchStatus('VirtualMachineSnapshot', NS, 'cut', { phase: 'InProgress' });
+    await run('qemu-img', ['snapshot', '-c', name, disk]);
+    expect(await inFile()).toEqual([name]);
+    expect(await inLibvirt()).toEqual([]);
+
+    const snap = await convergeReady('cut');
+    expect(snap.status?.phase).toBe('Ready');
+    expect(await inFile()).toEqual([name]);
+    expect(await inLibvirt()).toEqual([name]);
+  });
+
+  it('finishes a cleanup that a pass died in the middle of, instead of a name conflict', async () => {
+    const created = await declare('half');
+    const name = libvirtSnapshotName(created);
+    // The snapshot in the file, and the cleanup's own record defined but not yet deleted.
+    await run('qemu-img', ['snapshot', '-c', name, disk]);
+    await domain.createSnapshotXML(
+      buildRedefineSnapshotXML(
+        {
+          name,
+          description: cleanupDescription(created),
+          memory: 'no',
+          disks: [{ name: 'vda', snapshot: 'internal' }],
+        },
+        { state: 'shutoff', creationTime: Math.floor(Date.now() / 1000) },
+        await domain.getXMLDesc(),
+      ),
+      DomainSnapshotCreateFlags.REDEFINE,
+    );
+
+    const snap = await convergeReady('half');
+    expect(snap.status?.phase, JSON.stringify(snap.status?.conditions)).toBe('Ready');
+    expect((await inFile()).filter((n) => n === name)).toEqual([name]);
+    const found = await domain.lookupSnapshotByName(name);
+    const record = parseRecord(parseSnapshotXML(await found.getXMLDesc()).description);
+    found.free();
+    expect(record?.uid).toBe(created.metadata.uid);
+  });
+
+  it('takes a first snapshot without any cleanup: one in the file, one in libvirt', async () => {
+    const created = await declare('plain');
+    const name = libvirtSnapshotName(created);
+    expect((await convergeReady('plain')).status?.phase).toBe('Ready');
+    expect((await inFile()).filter((n) => n === name)).toEqual([name]);
+    expect((await inLibvirt()).filter((n) => n === name)).toEqual([name]);
+  });
+});
