@@ -169,6 +169,8 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       for: informers[kind],
       concurrency: opts.concurrency ?? concurrency ?? 32,
       resyncMs: opts.resyncMs ?? 10 * 60_000,
+      // Every pass may read any kind's cache (the machine's Volumes, a snapshot's machine…).
+      readsFrom: [...Object.values(informers), nodeInformer],
       reconcile: async (key) => {
         // No libvirt, no reconcile: the error makes the queue back off instead of every
         // controller deciding on its own what a closed connection means.

@@ -81,6 +81,13 @@ export interface ControllerOptions<T extends KubeObject = KubeObject> {
   /** Every cached key is queued this often, as a safety net. Default 10 min (±10%). 0 = never. */
   resyncMs?: number;
   queue?: Omit<WorkQueueOptions, 'name' | 'metrics'>;
+  /**
+   * Informers of other kinds whose caches the reconcile reads: processing waits for their
+   * first list too. Before it, a pass would take an object that is not listed yet for one
+   * that does not exist (the snapshot controller deleted snapshots of a machine it could not
+   * see yet at agent start; test/soak/README.md).
+   */
+  readsFrom?: ReadonlyArray<Pick<Informer, 'synced'>>;
 }
 
 export interface ControllerDeps {
@@ -126,7 +133,7 @@ export function createController<T extends KubeObject>(
   const concurrency = opts.concurrency ?? 1;
   const resyncMs = opts.resyncMs ?? 10 * 60_000;
   // Only their `synced` is needed: processing waits for every watched kind's first list.
-  const watched: Pick<Informer, 'synced'>[] = [opts.for];
+  const watched: Pick<Informer, 'synced'>[] = [opts.for, ...(opts.readsFrom ?? [])];
   const unsubscribes: (() => void)[] = [];
   // key -> the version (generation, or resourceVersion for kinds without one such as
   // ConfigMaps) that the pass which threw PermanentError saw.

@@ -733,6 +733,46 @@ describe('controller runtime (real kube-apiserver)', () => {
     }
   });
 
+  it('a controller that reads another kind’s cache starts only once that informer has listed', async () => {
+    const { rt, client } = await setUp('reads-from', {
+      watch: { backoff: { initialMs: 100, maxMs: 400, jitter: 0.5 } },
+    });
+    try {
+      // The other kind's CRD is installed late, so its informer cannot list for a while.
+      const gizmos = {
+        group: GROUP,
+        version: 'v1',
+        plural: 'gizmos',
+        kind: 'Gizmo',
+        namespaced: true,
+      };
+      const other = rt.informer(gizmos, { namespace: 'reads-from' });
+      const own = rt.informer(widgets, { namespace: 'reads-from' });
+      const passes: boolean[] = [];
+      rt.controller({
+        name: 'reads-from',
+        for: own,
+        readsFrom: [other],
+        reconcile: async () => {
+          passes.push(other.hasSynced());
+          return done();
+        },
+      });
+      await createWidget(client, 'w1', { value: 1 }, 'reads-from');
+      rt.start();
+      await waitFor('the widget informer to list', () => own.hasSynced(), 15_000);
+      await sleepMs(1_000);
+      expect(passes).toEqual([]);
+      await installTestCRDs(cp(), [
+        crd('Gizmo', 'gizmos', 'Namespaced', { value: { type: 'integer' } }, {}),
+      ]);
+      await waitFor('the widget reconciled', () => passes.length > 0, 15_000);
+      expect(passes.every(Boolean)).toBe(true);
+    } finally {
+      await rt.stop({ drainMs: 2_000 });
+    }
+  });
+
   it('stop() waits for a running reconcile up to the drain bound, then aborts its signal and returns', async () => {
     const ns = 'drain';
     const { rt, client } = await setUp(ns);
