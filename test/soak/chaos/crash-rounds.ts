@@ -730,7 +730,12 @@ export function crashRounds(opts: CrashRoundsOptions): void {
           // The converged agent of the previous round is the first victim of the next one.
           if (!agent || !alive(agent)) await startAgentProcess();
           const share = steps.splice(0, Math.ceil(steps.length / (opts.killsPerRound - k)));
-          const writes = Promise.all(share.map((s) => s()));
+          // In batch order, not at once: a change or a delete may name a machine the same
+          // batch creates, and an apply that overtook the create was undone by it (seed
+          // 1100061388: vm-r3-2 created Halted after its change to Always had landed).
+          const writes = (async () => {
+            for (const step of share) await step();
+          })();
           await sleep(between(50, 800));
           await killAgent();
           await writes;
