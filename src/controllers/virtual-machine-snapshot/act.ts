@@ -17,7 +17,11 @@ import {
   buildSnapshotXML,
   type SnapshotDocument,
 } from '../../libvirt/xml/snapshot.js';
-import { observeSnapshot, type FoundSnapshot } from '../shared/machine-snapshot.js';
+import {
+  observeSnapshot,
+  type FoundSnapshot,
+  type MachineDomain,
+} from '../shared/machine-snapshot.js';
 
 /**
  * A guest agent that is configured but never answers must not hold a snapshot up: libvirt's
@@ -74,20 +78,23 @@ export async function takeSnapshot(
  * which libvirt needs to match the disks), then delete it, which runs `qemu-img snapshot -d`
  * on each disk and passes over a disk that has no such snapshot. Measured on libvirt 9.0.
  * `description` marks the record, so that a pass after a crash between the two steps knows
- * it for what it is.
+ * it for what it is. A running machine gets this only to remove such a leftover record: its
+ * delete goes through QEMU (delvm), which passes over a missing snapshot as well.
  */
 export async function removeUnrecorded(
-  domain: Domain,
+  machine: MachineDomain,
   doc: Omit<SnapshotDocument, 'description'>,
-  domainXml: string,
   description: string,
   now: Date,
 ): Promise<void> {
-  const record = await domain.createSnapshotXML(
+  // The state matches the domain's, as `doc.memory` does: an active domain's snapshots are
+  // deleted through QEMU (delvm), a shut-off one's with qemu-img.
+  const state = machine.active ? 'running' : 'shutoff';
+  const record = await machine.domain.createSnapshotXML(
     buildRedefineSnapshotXML(
       { ...doc, description },
-      { state: 'shutoff', creationTime: Math.floor(now.getTime() / 1000) },
-      domainXml,
+      { state, creationTime: Math.floor(now.getTime() / 1000) },
+      machine.xml,
     ),
     DomainSnapshotCreateFlags.REDEFINE,
     { timeoutMs: CREATE_TIMEOUT_MS },

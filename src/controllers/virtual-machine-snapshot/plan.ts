@@ -78,7 +78,12 @@ export function planSnapshot(input: {
   // pass of this process may have sent one the cache does not show yet. On a shut-off
   // machine that can leave the disks with the snapshot and libvirt without its record, and
   // taking it again would add a second of the same name. A running machine's take (QEMU's
-  // savevm) replaces a same-named snapshot itself.
-  const interrupted = phase === 'InProgress' || input.cutShort || leftover;
-  return { op: 'take', decision: input.decision, cleanUpFirst: interrupted && !input.active };
+  // savevm) replaces a same-named snapshot itself. A cleanup's leftover record must go
+  // whatever the state: the take would find the name taken and adopt that record.
+  const interrupted = phase === 'InProgress' || input.cutShort;
+  return {
+    op: 'take',
+    decision: input.decision,
+    cleanUpFirst: leftover || (interrupted && !input.active),
+  };
 }

@@ -125,8 +125,7 @@ async function converge(
               reason: 'SnapshotInProgress',
               message: `taking ${d.includesMemory ? 'a checkpoint' : 'a disks-only snapshot'} of the ${m.stateName} machine`,
             })) ?? snap);
-      if (step.cleanUpFirst)
-        await removeUnrecorded(m.domain, d.doc, m.xml, cleanupDescription(snap), ctx.now());
+      if (step.cleanUpFirst) await removeUnrecorded(m, d.doc, cleanupDescription(snap), ctx.now());
       // Until libvirt answers: if it never does, the next pass must assume it did some of it.
       cutShort.add(uid);
       const outcome = await takeSnapshot(m.domain, d.doc, d.freeze, (quiesced) =>

@@ -184,6 +184,37 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
     expect(record?.uid).toBe(created.metadata.uid);
   });
 
+  it('removes a cleanup record left on a machine that runs now, then takes the checkpoint', async () => {
+    const created = await declare('live');
+    const name = libvirtSnapshotName(created);
+    await domain.create();
+    try {
+      await domain.createSnapshotXML(
+        buildRedefineSnapshotXML(
+          {
+            name,
+            description: cleanupDescription(created),
+            memory: 'internal',
+            disks: [{ name: 'vda', snapshot: 'internal' }],
+          },
+          { state: 'running', creationTime: Math.floor(Date.now() / 1000) },
+          await domain.getXMLDesc(),
+        ),
+        DomainSnapshotCreateFlags.REDEFINE,
+      );
+      const snap = await convergeReady('live');
+      expect(snap.status?.phase, JSON.stringify(snap.status?.conditions)).toBe('Ready');
+      expect(snap.status?.includesMemory).toBe(true);
+      const found = await domain.lookupSnapshotByName(name);
+      const doc = parseSnapshotXML(await found.getXMLDesc());
+      found.free();
+      expect(parseRecord(doc.description)?.uid).toBe(created.metadata.uid);
+      expect(doc.state).toBe('running');
+    } finally {
+      await domain.destroy().catch(() => undefined);
+    }
+  });
+
   it('takes a first snapshot without any cleanup: one in the file, one in libvirt', async () => {
     const created = await declare('plain');
     const name = libvirtSnapshotName(created);

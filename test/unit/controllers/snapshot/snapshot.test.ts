@@ -160,6 +160,10 @@ describe('planSnapshot after an interrupted take', () => {
     expect(cleanUpFirst(planSnapshot({ ...base, snap: s, active: false, found: leftover }))).toBe(
       true,
     );
+    // Running or not: a take would find the name taken and adopt the leftover.
+    expect(cleanUpFirst(planSnapshot({ ...base, snap: s, active: true, found: leftover }))).toBe(
+      true,
+    );
     const other = snap({ metadata: { uid: 'ffffffff-0000-0000-0000-000000000000' } });
     expect(planSnapshot({ ...base, snap: other, active: false, found: leftover })).toMatchObject({
       op: 'fail',
