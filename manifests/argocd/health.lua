@@ -1,8 +1,8 @@
 -- Argo CD resource health for every virt.dev kind (VirtualMachine, Volume, VirtualNetwork,
--- StoragePool). The operator writes kstatus conditions on each: Stalled=True when only a user
--- can fix the object (name or UUID conflict, checksum mismatch, unsupported feature),
--- Reconciling=True while it converges, Ready=True once done. Argo CD runs this with the
--- object as the global `obj`.
+-- StoragePool, VirtualMachineSnapshot, VirtualMachineRestore). The operator writes kstatus
+-- conditions on each: Stalled=True when only a user can fix the object (name or UUID conflict,
+-- checksum mismatch, unsupported feature, a failed snapshot or restore), Reconciling=True while
+-- it converges, Ready=True once done. Argo CD runs this with the object as the global `obj`.
 local hs = { status = "Progressing", message = "waiting for the operator to report status" }
 local st = obj.status
 if st == nil or st.conditions == nil then

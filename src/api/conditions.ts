@@ -146,6 +146,11 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   InvalidAddress: 'stalled',
   BridgeNotFound: 'stalled',
   ResizeUnsupported: 'stalled',
+  // A snapshot is taken once and a restore runs once: a failed one is final (Failed phase),
+  // and only deleting and re-creating the object gets another try.
+  SnapshotFailed: 'stalled',
+  SnapshotMissing: 'stalled',
+  RevertFailed: 'stalled',
   // The downloaded image is not the one the spec pins: retrying fetches the same bytes.
   ChecksumMismatch: 'stalled',
   FormatMismatch: 'stalled',
@@ -174,6 +179,12 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   VolumesRemain: 'transient',
   NodesNotReady: 'transient',
   NoNodes: 'transient',
+  VirtualMachineNotDefined: 'transient',
+  SnapshotInProgress: 'transient',
+  SnapshotNotFound: 'transient',
+  SnapshotNotReady: 'transient',
+  AnotherRestoreInProgress: 'transient',
+  Reverting: 'transient',
 };
 
 /** Whether a Ready=False reason needs a user (kstatus Stalled) rather than time. */

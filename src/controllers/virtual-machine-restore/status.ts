@@ -1,5 +1,5 @@
 // VirtualMachineRestore status from what the pass did. Pure.
-import { conditionTime, setCondition } from '../../api/conditions.js';
+import { conditionTime, setCondition, withProgressConditions } from '../../api/conditions.js';
 import type {
   VirtualMachineRestore,
   VirtualMachineRestoreStatus,
@@ -41,5 +41,7 @@ export function restoreStatus(
         },
     now,
   );
+  // Reconciling and Stalled from Ready, as on every kind: a Failed restore is Stalled (final).
+  status.conditions = withProgressConditions(status.conditions, now);
   return status;
 }

@@ -1,5 +1,5 @@
 // VirtualMachineSnapshot status, rebuilt each pass from what was observed or done. Pure.
-import { setCondition } from '../../api/conditions.js';
+import { setCondition, withProgressConditions } from '../../api/conditions.js';
 import type {
   VirtualMachineSnapshot,
   VirtualMachineSnapshotStatus,
@@ -52,6 +52,7 @@ export function snapshotStatus(
       },
       now,
     );
+    status.conditions = withProgressConditions(status.conditions, now);
     return status;
   }
   const { doc } = facts.found;
@@ -79,6 +80,9 @@ export function snapshotStatus(
     },
     now,
   );
+  // Reconciling and Stalled from Ready, as on every kind, for kstatus and Argo CD: a Failed
+  // snapshot is Stalled (final), a Pending or InProgress one Reconciling.
+  status.conditions = withProgressConditions(status.conditions, now);
   return status;
 }
 

@@ -82,6 +82,16 @@ spec:
   domainType: qemu
   vcpus: 1
   memory: 64Mi
+---
+apiVersion: virt.dev/v1alpha1
+kind: VirtualMachineSnapshot
+metadata: {name: web-snap, namespace: ${NS}}
+spec: {vmName: web}
+---
+apiVersion: virt.dev/v1alpha1
+kind: VirtualMachineRestore
+metadata: {name: waiting, namespace: ${NS}}
+spec: {vmName: web, snapshotName: not-yet}
 `;
 
 interface Cond {
@@ -169,6 +179,8 @@ describe('health for GitOps tools', () => {
     await get(['vm', 'web', '-n', NS]),
     await get(['vm', 'clash', '-n', NS]),
     await get(['vol', 'slow', '-n', NS]),
+    await get(['vmsnap', 'web-snap', '-n', NS]),
+    await get(['vmrestore', 'waiting', '-n', NS]),
   ];
 
   it('kubectl wait --for=condition=Ready succeeds on networks and pools selected on two nodes', async () => {
@@ -187,12 +199,14 @@ describe('health for GitOps tools', () => {
 
   it('kstatus, Flux CEL and Argo CD: Current/Healthy when Ready, Failed/Degraded for a name clash, InProgress/Progressing while importing', async () => {
     await until('VM web Ready, clash Stalled, slow Importing', async () => {
-      const [, , root, web, clash, slow] = await objects();
+      const [, , root, web, clash, slow, snap, restore] = await objects();
       return (
         cond(root!, 'Ready')?.status === 'True' &&
         cond(web!, 'Ready')?.status === 'True' &&
         cond(clash!, 'Stalled')?.status === 'True' &&
-        slow!.status?.phase === 'Importing'
+        slow!.status?.phase === 'Importing' &&
+        cond(snap!, 'Ready')?.status === 'True' &&
+        cond(restore!, 'Reconciling')?.status === 'True'
       );
     });
     const objs = await objects();
@@ -214,6 +228,9 @@ describe('health for GitOps tools', () => {
       'VirtualMachine/web': ['Current', 'Healthy'],
       'VirtualMachine/clash': ['Failed', 'Degraded'],
       'Volume/slow': ['InProgress', 'Progressing'],
+      'VirtualMachineSnapshot/web-snap': ['Current', 'Healthy'],
+      // A restore of a snapshot that does not exist (yet) waits: it is not a failure.
+      'VirtualMachineRestore/waiting': ['InProgress', 'Progressing'],
     };
     const ks = kstatus(objs);
     const flux = fluxHealth(objs);

@@ -16,7 +16,14 @@ interface Obj {
   status?: { observedGeneration?: number; phase?: string; conditions?: unknown[] };
 }
 
-const KINDS = ['VirtualMachine', 'Volume', 'VirtualNetwork', 'StoragePool'];
+const KINDS = [
+  'VirtualMachine',
+  'Volume',
+  'VirtualNetwork',
+  'StoragePool',
+  'VirtualMachineSnapshot',
+  'VirtualMachineRestore',
+];
 
 describe('Argo CD health (manifests/argocd/health.lua, run by lua5.4)', () => {
   const expected: Record<string, string> = {
@@ -26,6 +33,8 @@ describe('Argo CD health (manifests/argocd/health.lua, run by lua5.4)', () => {
     'VirtualMachine-web.json': 'Healthy',
     'VirtualMachine-clash.json': 'Degraded',
     'Volume-slow.json': 'Progressing',
+    'VirtualMachineSnapshot-web-snap.json': 'Healthy',
+    'VirtualMachineRestore-waiting.json': 'Progressing',
   };
 
   it('has a captured fixture for every case and every kind', () => {

@@ -277,4 +277,40 @@ describe('planRestore', () => {
     );
     expect(later.completionTime).toBe(first.completionTime);
   });
+
+  it('reads as kstatus expects: Reconciling while it waits, Stalled once Failed, neither once done', () => {
+    const progress = (status: { conditions?: Array<{ type: string; status: string }> }) =>
+      Object.fromEntries(
+        (status.conditions ?? []).filter((c) => c.type !== 'Ready').map((c) => [c.type, c.status]),
+      );
+    const waiting = restoreStatus(
+      restore(),
+      { phase: 'Pending', reason: 'SnapshotNotReady', message: 'm' },
+      now,
+    );
+    expect(progress(waiting)).toEqual({ Reconciling: 'True', Stalled: 'False' });
+    const failed = restoreStatus(
+      restore('InProgress'),
+      { phase: 'Failed', reason: 'RevertFailed', message: 'm' },
+      now,
+    );
+    expect(progress(failed)).toEqual({ Reconciling: 'False', Stalled: 'True' });
+    const done = restoreStatus(restore('InProgress'), { phase: 'Succeeded', message: 'm' }, now);
+    expect(progress(done)).toEqual({ Reconciling: 'False', Stalled: 'False' });
+
+    const s = snap();
+    for (const [reason, want] of [
+      ['Unsupported', 'Stalled'],
+      ['NameConflict', 'Stalled'],
+      ['SnapshotFailed', 'Stalled'],
+      ['SnapshotMissing', 'Stalled'],
+    ] as const) {
+      const st = snapshotStatus(s, { phase: 'Failed', reason, message: 'm' }, now);
+      expect(progress(st), reason).toEqual({ Reconciling: 'False', [want]: 'True' });
+    }
+    for (const reason of ['VirtualMachineNotDefined', 'SnapshotInProgress']) {
+      const st = snapshotStatus(s, { phase: 'InProgress', reason, message: 'm' }, now);
+      expect(progress(st), reason).toEqual({ Reconciling: 'True', Stalled: 'False' });
+    }
+  });
 });
