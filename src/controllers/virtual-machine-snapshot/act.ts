@@ -4,6 +4,7 @@
 // queue retries with backoff, and the next pass finds the snapshot by name if libvirt made it
 // meanwhile); libvirt refusing the snapshot is returned as a refusal, a False condition.
 import type { Domain } from '../../libvirt/domain.js';
+import type { DomainSnapshot } from '../../libvirt/snapshot.js';
 import {
   isAlreadyExists,
   isConnectionError,
@@ -68,41 +69,58 @@ export async function takeSnapshot(
   return { kind: 'taken', found, quiesced };
 }
 
+export type CleanupOutcome = { kind: 'clean' } | { kind: 'refused'; message: string };
+
 /**
- * Removes an internal snapshot named `doc.name` that the disks of a shut-off machine may hold
- * without libvirt knowing of it. libvirt takes such a snapshot by running `qemu-img snapshot
- * -c` on each disk and writes its own record after that; a libvirtd killed in between leaves
- * a snapshot in the qcow2 files that no libvirt call lists, and taking it again would add a
+ * Removes an internal snapshot named `doc.name` that the machine's disks may hold without
+ * libvirt knowing of it. On a shut-off machine libvirt takes a snapshot by running `qemu-img
+ * snapshot -c` on each disk and writes its own record after that (a running one's QEMU
+ * finishes its savevm whatever happens to libvirtd); a libvirtd killed in between leaves a
+ * snapshot in the qcow2 files that no libvirt call lists, and taking it again would add a
  * second of the same name (qcow2 allows that) that nothing would ever delete. libvirt deletes
  * only what it has a record of, so: define the record (REDEFINE, with the domain's document,
  * which libvirt needs to match the disks), then delete it, which runs `qemu-img snapshot -d`
- * on each disk and passes over a disk that has no such snapshot. Measured on libvirt 9.0.
- * `description` marks the record, so that a pass after a crash between the two steps knows
- * it for what it is. A running machine gets this only to remove such a leftover record: its
- * delete goes through QEMU (delvm), which passes over a missing snapshot as well.
+ * on each disk, or QEMU's delvm on a running machine, and passes over a disk that has no such
+ * snapshot (measured on libvirt 9.0). `description` marks the record, so that a pass after a
+ * crash between the two steps knows it for what it is: that pass hands the record it found
+ * as `leftover`, and only the delete runs (redefining over it could fail: libvirt refuses to
+ * change a record between online and offline states).
  */
 export async function removeUnrecorded(
   machine: MachineDomain,
   doc: Omit<SnapshotDocument, 'description'>,
   description: string,
   now: Date,
-): Promise<void> {
-  // The state matches the domain's, as `doc.memory` does: an active domain's snapshots are
-  // deleted through QEMU (delvm), a shut-off one's with qemu-img.
-  const state = machine.active ? 'running' : 'shutoff';
-  const record = await machine.domain.createSnapshotXML(
-    buildRedefineSnapshotXML(
-      { ...doc, description },
-      { state, creationTime: Math.floor(now.getTime() / 1000) },
-      machine.xml,
-    ),
-    DomainSnapshotCreateFlags.REDEFINE,
-    { timeoutMs: CREATE_TIMEOUT_MS },
-  );
+  leftover?: DomainSnapshot,
+): Promise<CleanupOutcome> {
   try {
-    await record.delete(0, { timeoutMs: CREATE_TIMEOUT_MS });
-  } finally {
-    record.free();
+    const record =
+      leftover ??
+      (await machine.domain.createSnapshotXML(
+        buildRedefineSnapshotXML(
+          { ...doc, description },
+          {
+            state: machine.active ? 'running' : 'shutoff',
+            creationTime: Math.floor(now.getTime() / 1000),
+          },
+          machine.xml,
+        ),
+        DomainSnapshotCreateFlags.REDEFINE,
+        { timeoutMs: CREATE_TIMEOUT_MS },
+      ));
+    try {
+      await record.delete(0, { timeoutMs: CREATE_TIMEOUT_MS });
+    } finally {
+      record.free();
+    }
+    return { kind: 'clean' };
+  } catch (err) {
+    if (isNotFound(err, 'domainSnapshot')) return { kind: 'clean' };
+    if (!isLibvirtError(err) || isConnectionError(err) || isTimeout(err)) throw err;
+    return {
+      kind: 'refused',
+      message: `libvirt could not remove what an interrupted snapshot may have left in the disks: ${err.message}`,
+    };
   }
 }
 
@@ -131,10 +149,13 @@ export async function thaw(domain: Domain): Promise<void> {
   }
 }
 
-/** Deletes the libvirt snapshot if it exists; a missing one is what was wanted. */
-export async function deleteSnapshot(domain: Domain, name: string): Promise<void> {
+/**
+ * Deletes the libvirt snapshot if it exists; a missing one is what was wanted. Says whether
+ * there was one.
+ */
+export async function deleteSnapshot(domain: Domain, name: string): Promise<boolean> {
   const found = await observeSnapshot(domain, name);
-  if (!found) return;
+  if (!found) return false;
   try {
     await found.snapshot.delete(0, { timeoutMs: CREATE_TIMEOUT_MS });
   } catch (err) {
@@ -142,4 +163,5 @@ export async function deleteSnapshot(domain: Domain, name: string): Promise<void
   } finally {
     found.snapshot.free();
   }
+  return true;
 }

@@ -15,13 +15,14 @@ export type SnapshotStep =
   /** libvirt has our snapshot: record it (again) in status. */
   | { op: 'record'; found: FoundSnapshot; record: SnapshotRecord }
   /**
-   * Take it now; with `cleanUpFirst`, after removing what an interrupted take may have left
-   * in the disks without libvirt's record of it (act.ts, removeUnrecorded).
+   * Take it now; with `cleanUp`, after removing what an interrupted take may have left in the
+   * disks without libvirt's record of it (act.ts, removeUnrecorded): `unrecorded` defines a
+   * record to delete, `leftover` deletes the one a cleanup that died left behind.
    */
   | {
       op: 'take';
       decision: Extract<SnapshotDecision, { kind: 'take' }>;
-      cleanUpFirst: boolean;
+      cleanUp?: 'unrecorded' | 'leftover';
     }
   /** It cannot be taken, or it is gone: a terminal Failed. */
   | { op: 'fail'; reason: string; message: string }
@@ -31,8 +32,6 @@ export type SnapshotStep =
 export function planSnapshot(input: {
   snap: VirtualMachineSnapshot;
   domainFound: boolean;
-  /** Whether the machine's domain runs (or is paused) now. */
-  active: boolean;
   found: FoundSnapshot | undefined;
   decision: SnapshotDecision | undefined;
   /** A take of this object was sent by this process and never answered (libvirtd died). */
@@ -75,15 +74,12 @@ export function planSnapshot(input: {
     return { op: 'fail', reason: 'Unsupported', message: input.decision.message };
   }
   // An earlier take may have been cut short: InProgress is written before every take, and a
-  // pass of this process may have sent one the cache does not show yet. On a shut-off
-  // machine that can leave the disks with the snapshot and libvirt without its record, and
-  // taking it again would add a second of the same name. A running machine's take (QEMU's
-  // savevm) replaces a same-named snapshot itself. A cleanup's leftover record must go
-  // whatever the state: the take would find the name taken and adopt that record.
+  // pass of this process may have sent one the cache does not show yet. That can leave the
+  // disks with the snapshot and libvirt without its record, and taking it again would add a
+  // second of the same name (qemu-img, on a shut-off machine) or depend on QEMU replacing it
+  // (libvirt 9.0's savevm does, newer libvirt's snapshot-save refuses). A cleanup's leftover
+  // record must go too: the take would find the name taken and adopt that record.
   const interrupted = phase === 'InProgress' || input.cutShort;
-  return {
-    op: 'take',
-    decision: input.decision,
-    cleanUpFirst: leftover || (interrupted && !input.active),
-  };
+  const cleanUp = leftover ? 'leftover' : interrupted ? 'unrecorded' : undefined;
+  return { op: 'take', decision: input.decision, ...(cleanUp ? { cleanUp } : {}) };
 }

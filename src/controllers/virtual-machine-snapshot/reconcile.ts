@@ -87,11 +87,13 @@ async function converge(
   const step = planSnapshot({
     snap,
     domainFound: machine !== undefined,
-    active: machine?.active ?? false,
     found,
     decision,
     cutShort: cutShort.has(uid),
   });
+  // Settled either way: a take this process lost track of was made after all, or no longer
+  // matters.
+  if (step.op !== 'take' && step.op !== 'wait') cutShort.delete(uid);
   switch (step.op) {
     case 'none':
       return done;
@@ -125,7 +127,25 @@ async function converge(
               reason: 'SnapshotInProgress',
               message: `taking ${d.includesMemory ? 'a checkpoint' : 'a disks-only snapshot'} of the ${m.stateName} machine`,
             })) ?? snap);
-      if (step.cleanUpFirst) await removeUnrecorded(m, d.doc, cleanupDescription(snap), ctx.now());
+      if (step.cleanUp) {
+        const leftover = step.cleanUp === 'leftover' ? found?.snapshot : undefined;
+        const cleaned = await removeUnrecorded(
+          m,
+          d.doc,
+          cleanupDescription(snap),
+          ctx.now(),
+          leftover,
+        );
+        if (cleaned.kind === 'refused') {
+          cutShort.delete(uid);
+          await report(ctx, inProgress, {
+            phase: 'Failed',
+            reason: 'SnapshotFailed',
+            message: cleaned.message,
+          });
+          return done;
+        }
+      }
       // Until libvirt answers: if it never does, the next pass must assume it did some of it.
       cutShort.add(uid);
       const outcome = await takeSnapshot(m.domain, d.doc, d.freeze, (quiesced) =>
@@ -168,11 +188,30 @@ async function removeSnapshot(
   finalizer: string,
   ctx: ControllerContext,
 ): Promise<Action> {
-  cutShort.delete(String(snap.metadata.uid));
+  const uid = String(snap.metadata.uid);
   const machine = vm ? await observeMachineDomain(ctx.libvirt(), vm) : undefined;
   if (machine) {
-    await deleteSnapshot(machine.domain, snap.status?.snapshotName ?? libvirtSnapshotName(snap));
+    const name = snap.status?.snapshotName ?? libvirtSnapshotName(snap);
+    const deleted = await deleteSnapshot(machine.domain, name);
+    // Deleted while a take may have been cut short: what that take left in the disks, without
+    // libvirt's record, goes too (a checkpoint is as big as the guest's RAM).
+    const decision = desiredSnapshot(snap, machine);
+    if (
+      !deleted &&
+      (snap.status?.phase === 'InProgress' || cutShort.has(uid)) &&
+      decision.kind === 'take'
+    ) {
+      const cleaned = await removeUnrecorded(
+        machine,
+        decision.doc,
+        cleanupDescription(snap),
+        ctx.now(),
+      );
+      if (cleaned.kind === 'refused')
+        ctx.event(KIND, snap, 'Warning', 'CleanupFailed', cleaned.message);
+    }
   }
+  cutShort.delete(uid);
   await ctx.removeFinalizer(KIND, snap, finalizer);
   return done;
 }

@@ -25,7 +25,12 @@ import {
   startPrivateLibvirtd,
   type LibvirtDaemon,
 } from '../../../../src/commands/local/libvirtd.js';
-import { Connect, DomainSnapshotCreateFlags, type Domain } from '../../../../src/libvirt/index.js';
+import {
+  Connect,
+  DomainSnapshotCreateFlags,
+  DomainSnapshotDeleteFlags,
+  type Domain,
+} from '../../../../src/libvirt/index.js';
 import {
   buildRedefineSnapshotXML,
   parseSnapshotXML,
@@ -184,24 +189,25 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
     expect(record?.uid).toBe(created.metadata.uid);
   });
 
-  it('removes a cleanup record left on a machine that runs now, then takes the checkpoint', async () => {
+  it('removes a cleanup record left while the machine was off once it runs, then takes the checkpoint', async () => {
     const created = await declare('live');
     const name = libvirtSnapshotName(created);
+    // The leftover as a dead cleanup leaves it: defined while the machine was shut off.
+    await domain.createSnapshotXML(
+      buildRedefineSnapshotXML(
+        {
+          name,
+          description: cleanupDescription(created),
+          memory: 'no',
+          disks: [{ name: 'vda', snapshot: 'internal' }],
+        },
+        { state: 'shutoff', creationTime: Math.floor(Date.now() / 1000) },
+        await domain.getXMLDesc(),
+      ),
+      DomainSnapshotCreateFlags.REDEFINE,
+    );
     await domain.create();
     try {
-      await domain.createSnapshotXML(
-        buildRedefineSnapshotXML(
-          {
-            name,
-            description: cleanupDescription(created),
-            memory: 'internal',
-            disks: [{ name: 'vda', snapshot: 'internal' }],
-          },
-          { state: 'running', creationTime: Math.floor(Date.now() / 1000) },
-          await domain.getXMLDesc(),
-        ),
-        DomainSnapshotCreateFlags.REDEFINE,
-      );
       const snap = await convergeReady('live');
       expect(snap.status?.phase, JSON.stringify(snap.status?.conditions)).toBe('Ready');
       expect(snap.status?.includesMemory).toBe(true);
@@ -210,9 +216,46 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
       found.free();
       expect(parseRecord(doc.description)?.uid).toBe(created.metadata.uid);
       expect(doc.state).toBe('running');
+
+      // And a checkpoint whose take may have been cut short: the cleanup on a running machine
+      // (a record defined and deleted through QEMU) finds nothing and the take goes on.
+      const again = await declare('live-again');
+      await k.patchStatus('VirtualMachineSnapshot', NS, 'live-again', { phase: 'InProgress' });
+      const second = await convergeReady('live-again');
+      expect(second.status?.phase, JSON.stringify(second.status?.conditions)).toBe('Ready');
+      expect((await inLibvirt()).filter((n) => n === libvirtSnapshotName(again))).toHaveLength(1);
     } finally {
       await domain.destroy().catch(() => undefined);
     }
+  });
+
+  it('deleting an object whose take was cut short removes what the take left in the disk', async () => {
+    const created = await declare('gone');
+    const name = libvirtSnapshotName(created);
+    // Held by this node (its finalizer), InProgress, and the orphan in the file.
+    await k.patchStatus('VirtualMachineSnapshot', NS, 'gone', { phase: 'InProgress' });
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('gone'), {
+      until: async () => {
+        await ctx.refresh();
+        return snapOf('gone')?.status?.phase === 'Ready';
+      },
+    });
+    await domain.lookupSnapshotByName(name).then(async (s) => {
+      await s.delete(DomainSnapshotDeleteFlags.METADATA_ONLY);
+      s.free();
+    });
+    await k.patchStatus('VirtualMachineSnapshot', NS, 'gone', { phase: 'InProgress' });
+    expect(await inFile()).toContain(name);
+    expect(await inLibvirt()).not.toContain(name);
+
+    await k.remove('VirtualMachineSnapshot', NS, 'gone');
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('gone'), {
+      until: async () => {
+        await ctx.refresh();
+        return snapOf('gone') === undefined;
+      },
+    });
+    expect(await inFile()).not.toContain(name);
   });
 
   it('takes a first snapshot without any cleanup: one in the file, one in libvirt', async () => {

@@ -102,7 +102,6 @@ describe('planSnapshot', () => {
   const plan = (over: Partial<PlanInput> & Pick<PlanInput, 'snap'>) =>
     planSnapshot({
       domainFound: true,
-      active: false,
       found: undefined,
       decision: take,
       cutShort: false,
@@ -135,19 +134,13 @@ describe('planSnapshot after an interrupted take', () => {
   const take = desiredSnapshot(snap(), { active: false, disks: [qcow2] });
   const inProgress = snap({ status: { phase: 'InProgress' } });
   const base = { domainFound: true, found: undefined, decision: take, cutShort: false };
-  const cleanUpFirst = (step: ReturnType<typeof planSnapshot>) =>
-    step.op === 'take' ? step.cleanUpFirst : `op ${step.op}`;
+  const cleanUp = (step: ReturnType<typeof planSnapshot>) =>
+    step.op === 'take' ? (step.cleanUp ?? 'none') : `op ${step.op}`;
 
-  it('cleans up first on a shut-off machine when a take may have been cut short', () => {
-    expect(cleanUpFirst(planSnapshot({ ...base, snap: snap(), active: false }))).toBe(false);
-    expect(cleanUpFirst(planSnapshot({ ...base, snap: inProgress, active: false }))).toBe(true);
-    expect(
-      cleanUpFirst(planSnapshot({ ...base, snap: snap(), active: false, cutShort: true })),
-    ).toBe(true);
-  });
-
-  it('does not on a running one: its take replaces a snapshot of the same name', () => {
-    expect(cleanUpFirst(planSnapshot({ ...base, snap: inProgress, active: true }))).toBe(false);
+  it('cleans up first when a take may have been cut short, else not', () => {
+    expect(cleanUp(planSnapshot({ ...base, snap: snap() }))).toBe('none');
+    expect(cleanUp(planSnapshot({ ...base, snap: inProgress }))).toBe('unrecorded');
+    expect(cleanUp(planSnapshot({ ...base, snap: snap(), cutShort: true }))).toBe('unrecorded');
   });
 
   it('takes a cleanup record left by a dead pass for what it is, not a name conflict', () => {
@@ -157,15 +150,10 @@ describe('planSnapshot after an interrupted take', () => {
       doc: { name: 'before-upgrade-0123abcd', description: cleanupDescription(s), disks: [] },
     };
     expect(parseRecord(cleanupDescription(s))).toBeUndefined();
-    expect(cleanUpFirst(planSnapshot({ ...base, snap: s, active: false, found: leftover }))).toBe(
-      true,
-    );
-    // Running or not: a take would find the name taken and adopt the leftover.
-    expect(cleanUpFirst(planSnapshot({ ...base, snap: s, active: true, found: leftover }))).toBe(
-      true,
-    );
+    expect(cleanUp(planSnapshot({ ...base, snap: s, found: leftover }))).toBe('leftover');
+    expect(cleanUp(planSnapshot({ ...base, snap: inProgress, found: leftover }))).toBe('leftover');
     const other = snap({ metadata: { uid: 'ffffffff-0000-0000-0000-000000000000' } });
-    expect(planSnapshot({ ...base, snap: other, active: false, found: leftover })).toMatchObject({
+    expect(planSnapshot({ ...base, snap: other, found: leftover })).toMatchObject({
       op: 'fail',
       reason: 'NameConflict',
     });
