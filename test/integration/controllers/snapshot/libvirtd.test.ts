@@ -84,6 +84,27 @@ async function declare(name: string): Promise<VirtualMachineSnapshot> {
   });
 }
 
+/**
+ * What a cleanup that died between its two steps leaves: its own record of the snapshot's
+ * name, defined while the machine was shut off, not yet deleted.
+ */
+async function leaveCleanupRecord(created: VirtualMachineSnapshot): Promise<void> {
+  const record = await domain.createSnapshotXML(
+    buildRedefineSnapshotXML(
+      {
+        name: libvirtSnapshotName(created),
+        description: cleanupDescription(created),
+        memory: 'no',
+        disks: [{ name: 'vda', snapshot: 'internal' }],
+      },
+      { state: 'shutoff', creationTime: Math.floor(Date.now() / 1000) },
+      await domain.getXMLDesc(),
+    ),
+    DomainSnapshotCreateFlags.REDEFINE,
+  );
+  record.free();
+}
+
 async function convergeReady(name: string): Promise<VirtualMachineSnapshot> {
   await converge(ctx, reconcileVirtualMachineSnapshot, key(name), {
     until: async () => {
@@ -166,19 +187,7 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
     const name = libvirtSnapshotName(created);
     // The snapshot in the file, and the cleanup's own record defined but not yet deleted.
     await run('qemu-img', ['snapshot', '-c', name, disk]);
-    await domain.createSnapshotXML(
-      buildRedefineSnapshotXML(
-        {
-          name,
-          description: cleanupDescription(created),
-          memory: 'no',
-          disks: [{ name: 'vda', snapshot: 'internal' }],
-        },
-        { state: 'shutoff', creationTime: Math.floor(Date.now() / 1000) },
-        await domain.getXMLDesc(),
-      ),
-      DomainSnapshotCreateFlags.REDEFINE,
-    );
+    await leaveCleanupRecord(created);
 
     const snap = await convergeReady('half');
     expect(snap.status?.phase, JSON.stringify(snap.status?.conditions)).toBe('Ready');
@@ -193,19 +202,7 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
     const created = await declare('live');
     const name = libvirtSnapshotName(created);
     // The leftover as a dead cleanup leaves it: defined while the machine was shut off.
-    await domain.createSnapshotXML(
-      buildRedefineSnapshotXML(
-        {
-          name,
-          description: cleanupDescription(created),
-          memory: 'no',
-          disks: [{ name: 'vda', snapshot: 'internal' }],
-        },
-        { state: 'shutoff', creationTime: Math.floor(Date.now() / 1000) },
-        await domain.getXMLDesc(),
-      ),
-      DomainSnapshotCreateFlags.REDEFINE,
-    );
+    await leaveCleanupRecord(created);
     await domain.create();
     try {
       const snap = await convergeReady('live');
