@@ -1,5 +1,6 @@
 // Host commands the end-to-end tests run beside the operator: a command's exit code and output,
-// virsh on the system libvirtd, and a free /24 for a NAT network.
+// virsh on the system libvirtd, a qcow2 file's internal snapshots, and a free /24 for a NAT
+// network.
 import { execFile } from 'node:child_process';
 import { SYSTEM_URI } from '../../src/commands/local/libvirtd.js';
 
@@ -24,6 +25,23 @@ export function runCommand(
 }
 
 export const virsh = (...args: string[]) => runCommand('virsh', ['-c', SYSTEM_URI, ...args]);
+
+/**
+ * The names of the internal snapshots inside a qcow2 file, sorted, as `qemu-img snapshot -l`
+ * lists them (`-U`: also while a QEMU holds the file). A name that appears twice is listed
+ * twice. Throws with qemu-img's output when it fails.
+ */
+export async function qcow2Snapshots(file: string): Promise<string[]> {
+  const listed = await runCommand('qemu-img', ['snapshot', '-U', '-l', file]);
+  if (listed.code !== 0) throw new Error(`qemu-img snapshot -l ${file}: ${listed.stdout}`);
+  // "ID  TAG  VM SIZE  DATE  VM CLOCK  ICOUNT" rows after two header lines.
+  return listed.stdout
+    .split('\n')
+    .slice(2)
+    .map((line) => line.trim().split(/\s+/)[1])
+    .filter((tag): tag is string => tag !== undefined && tag !== '')
+    .sort();
+}
 
 /**
  * A /24 in 192.168.200-254 that no host interface uses, so a NAT network can start; chosen at

@@ -73,13 +73,24 @@ export function planSnapshot(input: {
   if (input.decision.kind === 'unsupported') {
     return { op: 'fail', reason: 'Unsupported', message: input.decision.message };
   }
-  // An earlier take may have been cut short: InProgress is written before every take, and a
-  // pass of this process may have sent one the cache does not show yet. That can leave the
-  // disks with the snapshot and libvirt without its record, and taking it again would add a
+  // An earlier take may have been cut short (takeMayBeCutShort). That can leave the disks
+  // with the snapshot and libvirt without its record, and taking it again would add a
   // second of the same name (qemu-img, on a shut-off machine) or depend on QEMU replacing it
   // (libvirt 9.0's savevm does, newer libvirt's snapshot-save refuses). A cleanup's leftover
   // record must go too: the take would find the name taken and adopt that record.
-  const interrupted = phase === 'InProgress' || input.cutShort;
-  const cleanUp = leftover ? 'leftover' : interrupted ? 'unrecorded' : undefined;
+  const cleanUp = leftover
+    ? 'leftover'
+    : takeMayBeCutShort(snap, input.cutShort)
+      ? 'unrecorded'
+      : undefined;
   return { op: 'take', decision: input.decision, ...(cleanUp ? { cleanUp } : {}) };
+}
+
+/**
+ * Whether a take of this object may have reached libvirt without the pass seeing its end:
+ * InProgress is written before every take, and `cutShort` is a take this process sent and
+ * got no answer to (which the cache may not show as InProgress yet).
+ */
+export function takeMayBeCutShort(snap: VirtualMachineSnapshot, cutShort: boolean): boolean {
+  return snap.status?.phase === 'InProgress' || cutShort;
 }

@@ -32,7 +32,7 @@ import {
   observeSnapshot,
   type MachineDomain,
 } from '../shared/machine-snapshot.js';
-import { planSnapshot } from './plan.js';
+import { planSnapshot, takeMayBeCutShort } from './plan.js';
 import { snapshotStatus, type SnapshotFacts } from './status.js';
 import { cachedByKey, withFinalizer } from '../kit.js';
 
@@ -195,12 +195,11 @@ async function removeSnapshot(
     const deleted = await deleteSnapshot(machine.domain, name);
     // Deleted while a take may have been cut short: what that take left in the disks, without
     // libvirt's record, goes too (a checkpoint is as big as the guest's RAM).
-    const decision = desiredSnapshot(snap, machine);
-    if (
-      !deleted &&
-      (snap.status?.phase === 'InProgress' || cutShort.has(uid)) &&
-      decision.kind === 'take'
-    ) {
+    const decision =
+      !deleted && takeMayBeCutShort(snap, cutShort.has(uid))
+        ? desiredSnapshot(snap, machine)
+        : undefined;
+    if (decision?.kind === 'take') {
       const cleaned = await removeUnrecorded(
         machine,
         decision.doc,

@@ -28,6 +28,7 @@ import { Connect } from '../../../src/libvirt/index.js';
 import { stampOf } from '../../../src/ownership/metadata.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { ensureNode, getJSON, until } from '../../harness/agent.js';
+import { qcow2Snapshots } from '../../harness/host.js';
 import { spawnAgent, waitForLine } from '../../harness/processes.js';
 
 /** A fault injected while the freshly restarted agent of a round reconciles its backlog. */
@@ -622,13 +623,7 @@ export function crashRounds(opts: CrashRoundsOptions): void {
         figures.duplicates++;
         problems.push(`libvirt snapshots ${inLibvirt.join(',')}, declared ${want.join(',')}`);
       }
-      const listed = (await run('qemu-img', ['snapshot', '-U', '-l', file!])).stdout;
-      const inQcow2 = listed
-        .split('\n')
-        .slice(2)
-        .map((l) => l.trim().split(/\s+/)[1])
-        .filter((n): n is string => !!n)
-        .sort();
+      const inQcow2 = await qcow2Snapshots(file!);
       if (JSON.stringify(inQcow2) !== JSON.stringify(want)) {
         figures.orphans++;
         problems.push(`qcow2 internal snapshots ${inQcow2.join(',')}, declared ${want.join(',')}`);

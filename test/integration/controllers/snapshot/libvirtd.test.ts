@@ -41,6 +41,7 @@ import {
   snapshotContext,
   type SnapshotContext,
 } from '../../../harness/controller-context.js';
+import { qcow2Snapshots } from '../../../harness/host.js';
 import { kube, type Kube } from '../../../harness/kube-objects.js';
 
 const run = promisify(execFile);
@@ -60,17 +61,8 @@ const key = (name: string) => `${NS}/${name}`;
 const snapOf = (name: string) =>
   ctx.get<VirtualMachineSnapshot>('VirtualMachineSnapshot', NS, name);
 
-/** The names of the internal snapshots inside the qcow2 file, as qemu-img lists them. */
-async function inFile(): Promise<string[]> {
-  const { stdout } = await run('qemu-img', ['snapshot', '-U', '-l', disk]);
-  // "ID  TAG  VM SIZE  DATE  VM CLOCK  ICOUNT" rows after two header lines.
-  return stdout
-    .split('\n')
-    .slice(2)
-    .map((line) => line.trim().split(/\s+/)[1])
-    .filter((tag): tag is string => tag !== undefined && tag !== '')
-    .sort();
-}
+/** The internal snapshots inside the machine's qcow2 file. */
+const inFile = () => qcow2Snapshots(disk);
 
 async function inLibvirt(): Promise<string[]> {
   return (await domain.listAllSnapshots()).map((s) => s.getName()).sort();
