@@ -1,8 +1,8 @@
 // The one XML parser/serializer for every libvirt document the operator reads or writes.
 // Documents are built as plain trees (attributes under '@name', text under '#text') and
 // serialised here, so every user string is escaped by the library, never by concatenation.
-import { XMLBuilder, XMLParser, XMLValidator } from 'fast-xml-parser';
-import { EntityDecoder } from '@nodable/entities';
+import { XMLBuilder } from 'fast-xml-parser';
+import { lineAndColumn, readXml, XmlSyntaxError, type Repeatable } from './reader.js';
 
 /** A parsed element: attributes as '@name', text as '#text', children by tag name. */
 export interface XmlElement {
@@ -71,47 +71,20 @@ const builder = new XMLBuilder(builderOptions);
 /** Tag paths (dot separated, from the root) that may repeat; '*' matches any one tag. */
 export type RepeatablePaths = readonly string[];
 
-// Parsers are reusable; one per set of repeatable paths, so parseAnyXML does not build a
-// new one per call.
-const parsers = new Map<string, XMLParser>();
+// One Repeatable per set of paths, so parseAnyXML does not rebuild the sets per call.
+const readers = new Map<string, Repeatable>();
 
-function parserFor(repeatable: RepeatablePaths): XMLParser {
+function repeatableSets(repeatable: RepeatablePaths): Repeatable {
   const key = repeatable.join('\n');
-  let parser = parsers.get(key);
-  if (!parser) {
-    parser = newParser(repeatable);
-    parsers.set(key, parser);
+  let sets = readers.get(key);
+  if (!sets) {
+    sets = {
+      exact: new Set(repeatable.filter((p) => !p.endsWith('.*'))),
+      anyChildOf: new Set(repeatable.filter((p) => p.endsWith('.*')).map((p) => p.slice(0, -2))),
+    };
+    readers.set(key, sets);
   }
-  return parser;
-}
-
-function newParser(repeatable: RepeatablePaths): XMLParser {
-  const exact = new Set(repeatable.filter((p) => !p.endsWith('.*')));
-  const anyChildOf = new Set(repeatable.filter((p) => p.endsWith('.*')).map((p) => p.slice(0, -2)));
-  return new XMLParser({
-    ignoreAttributes: false,
-    attributeNamePrefix: ATTR,
-    textNodeName: TEXT,
-    // Values stay strings: the documents convert and validate each field themselves.
-    parseTagValue: false,
-    parseAttributeValue: false,
-    // Significant whitespace (a cmdline, a description) must survive; indentation between
-    // elements lands in '#text' of the parent and is ignored there.
-    trimValues: false,
-    ignoreDeclaration: true,
-    ignorePiTags: true,
-    processEntities: true,
-    // The five XML entities plus numeric references (&#10;), nothing from HTML. DOCTYPE
-    // entities never get here: parseXML refuses a DOCTYPE before parsing.
-    entityDecoder: new EntityDecoder({
-      numericAllowed: true,
-      ncr: { xmlVersion: 1.0, onNCR: 'allow', nullNCR: 'throw' },
-    }),
-    isArray: (_name, jPath, _leaf, isAttribute) => {
-      if (isAttribute || typeof jPath !== 'string') return false;
-      return exact.has(jPath) || anyChildOf.has(jPath.slice(0, jPath.lastIndexOf('.')));
-    },
-  });
+  return sets;
 }
 
 export interface XmlCodec {
@@ -123,9 +96,9 @@ export interface XmlCodec {
 
 /** The codec for one document kind: its root tag and which of its elements repeat. */
 export function xmlCodec(root: string, repeatable: RepeatablePaths = []): XmlCodec {
-  const parser = parserFor(repeatable);
+  const paths = repeatableSets(repeatable);
   return {
-    parse: (xml) => parseWith(parser, root, xml),
+    parse: (xml) => parseWith(paths, root, xml),
     build: (tree) => buildXML(root, tree),
   };
 }
@@ -134,8 +107,8 @@ export function buildXML(root: string, tree: XmlTree): string {
   return builder.build({ [root]: prepare(tree, root) }) as string;
 }
 
-function parseWith(parser: XMLParser, root: string, xml: string): XmlElement {
-  const doc = parseRoot(parser, xml, root);
+function parseWith(paths: Repeatable, root: string, xml: string): XmlElement {
+  const doc = parseRoot(paths, xml, root);
   if (doc.name !== root) {
     throw new XmlDocumentError(root, `expected a <${root}> document, got <${doc.name}>`);
   }
@@ -148,34 +121,28 @@ export function parseAnyXML(
   repeatable: RepeatablePaths = [],
   context = 'document',
 ): { name: string; element: XmlElement } {
-  return parseRoot(parserFor(repeatable), xml, context);
+  return parseRoot(repeatableSets(repeatable), xml, context);
 }
 
 function parseRoot(
-  parser: XMLParser,
+  repeatable: Repeatable,
   xml: string,
   context: string,
 ): { name: string; element: XmlElement } {
   if (xml.includes('<!DOCTYPE')) {
     throw new XmlDocumentError(context, 'a DOCTYPE is not accepted (libvirt never sends one)');
   }
-  const valid = XMLValidator.validate(xml);
-  if (valid !== true) {
-    const { msg, line, col } = valid.err;
-    throw new XmlDocumentError(context, `malformed XML at line ${line}, column ${col}: ${msg}`);
-  }
-  let parsed: XmlElement;
   try {
-    parsed = parser.parse(xml) as XmlElement;
+    const { name, value } = readXml(xml, repeatable);
+    return { name, element: asElement(value) };
   } catch (err) {
-    throw new XmlDocumentError(context, `unreadable XML: ${(err as Error).message}`);
+    if (!(err instanceof XmlSyntaxError)) throw err;
+    const { line, column } = lineAndColumn(xml, err.offset);
+    throw new XmlDocumentError(
+      context,
+      `malformed XML at line ${line}, column ${column}: ${err.message}`,
+    );
   }
-  const roots = Object.keys(parsed).filter((k) => k !== TEXT);
-  const name = roots[0];
-  if (roots.length !== 1 || name === undefined) {
-    throw new XmlDocumentError(context, `expected one root element, got ${roots.length}`);
-  }
-  return { name, element: asElement(parsed[name]) };
 }
 
 // Drops undefined values and empty lists, turns numbers into text and refuses characters
