@@ -42,7 +42,9 @@ const WAIT_MS = 5_000;
 /**
  * Objects (by uid) whose take this process sent without an answer: a libvirtd that died
  * during it. The InProgress written before the take says the same, but the retry can come
- * before the watch brings that write back to the cache.
+ * before the watch brings that write back to the cache, and from that same copy the status
+ * writer does not send the same InProgress again, so nothing else stops the retry's take
+ * (test/integration/controllers/snapshot/libvirtd.test.ts, 'survives libvirtd dying').
  */
 const cutShort = new Set<string>();
 

@@ -4,8 +4,9 @@
 // leaves the file with a snapshot libvirt does not list (test/soak/README.md, seed
 // 1097249115); these tests put the file and the object in that state by hand and check that
 // the next pass leaves exactly one snapshot, known to libvirt, instead of two of one name.
+// One case has it happen for real: a qemu-img in front of the real one kills libvirtd.
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -42,6 +43,7 @@ import {
   type SnapshotContext,
 } from '../../../harness/controller-context.js';
 import { qcow2Snapshots } from '../../../harness/host.js';
+import { nodeFinalizer } from '../../../../src/controllers/context.js';
 import { kube, type Kube } from '../../../harness/kube-objects.js';
 
 const run = promisify(execFile);
@@ -108,10 +110,41 @@ async function convergeReady(name: string): Promise<VirtualMachineSnapshot> {
   return snapOf(name)!;
 }
 
+/**
+ * A qemu-img in front of the real one, on the private libvirtd's PATH: while `dieAfterTake`
+ * exists, a `snapshot -c` creates the snapshot and then kills its caller, libvirtd, as a
+ * libvirtd killed between qemu-img and its own record (the crash test's seed 1097249115).
+ */
+async function installDyingQemuImg(dir: string): Promise<string> {
+  const real = (await run('sh', ['-c', 'command -v qemu-img'])).stdout.trim();
+  const trigger = path.join(dir, 'die-after-take');
+  await mkdir(path.join(dir, 'bin'));
+  const script = path.join(dir, 'bin', 'qemu-img');
+  await writeFile(
+    script,
+    [
+      '#!/bin/sh',
+      `${real} "$@"`,
+      'rc=$?',
+      `if [ "$1" = snapshot ] && [ "$2" = -c ] && [ -e ${trigger} ]; then`,
+      `  rm -f ${trigger}`,
+      '  kill -9 $PPID',
+      'fi',
+      'exit $rc',
+      '',
+    ].join('\n'),
+    { mode: 0o755 },
+  );
+  process.env.PATH = `${path.join(dir, 'bin')}:${process.env.PATH ?? ''}`;
+  return trigger;
+}
+let dieAfterTake: string;
+
 beforeAll(async () => {
+  tmp = await mkdtemp('/tmp/lvo-snap-real-');
+  dieAfterTake = await installDyingQemuImg(tmp);
   daemon = await startPrivateLibvirtd();
   conn = await Connect.open(daemon.uri);
-  tmp = await mkdtemp('/tmp/lvo-snap-real-');
   disk = path.join(tmp, 'disk.qcow2');
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', disk, '16M']);
   k = kube(cp().kubeConfig);
@@ -245,6 +278,48 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
       },
     });
     expect(await inFile()).not.toContain(name);
+  });
+
+  // It kills and restarts the daemon; the tests after it use the new connection and handle.
+  it('survives libvirtd dying between qemu-img and its record: one snapshot, known to libvirt', async () => {
+    // Held already, so that the copy below differs from the server's by InProgress alone.
+    const created = await k.create<VirtualMachineSnapshot>('VirtualMachineSnapshot', {
+      metadata: { name: 'killed', namespace: NS, finalizers: [nodeFinalizer(NODE)] },
+      spec: { vmName: VM },
+    });
+    const name = libvirtSnapshotName(created);
+    await ctx.refresh();
+    const stale = snapOf('killed');
+    await writeFile(dieAfterTake, '');
+
+    // The pass writes InProgress, sends the take, and loses the daemon in the middle of it.
+    const first = await reconcileVirtualMachineSnapshot(key('killed'), ctx).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(String(first)).toMatch(/libvirt|connection|closed|end of file/i);
+    expect(await inFile()).toContain(name);
+
+    await daemon.restart();
+    conn = await Connect.open(daemon.uri);
+    domain = await conn.lookupDomainByUUIDString(
+      String(ctx.get<VirtualMachine>('VirtualMachine', NS, VM)!.metadata.uid),
+    );
+    Object.assign(ctx, { libvirt: () => conn });
+    expect(await inLibvirt()).not.toContain(name);
+
+    // A retry before the watch brings the InProgress write back: the cached copy still says
+    // nothing of the take, and the status writer does not send the same InProgress again from
+    // the same copy. Only the agent's memory of the unanswered take (reconcile.ts, cutShort)
+    // stops a second snapshot of the same name.
+    expect(snapOf('killed')).toBe(stale);
+    await reconcileVirtualMachineSnapshot(key('killed'), ctx).catch(() => undefined);
+    expect((await inFile()).filter((n) => n === name)).toHaveLength(1);
+
+    const snap = await convergeReady('killed');
+    expect(snap.status?.phase, JSON.stringify(snap.status?.conditions)).toBe('Ready');
+    expect((await inFile()).filter((n) => n === name)).toEqual([name]);
+    expect((await inLibvirt()).filter((n) => n === name)).toEqual([name]);
   });
 
   it('takes a first snapshot without any cleanup: one in the file, one in libvirt', async () => {
