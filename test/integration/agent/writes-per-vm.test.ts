@@ -3,6 +3,8 @@
 // and one status apply, nothing else: no Event for a machine whose first status tells it all,
 // no status written twice, no 409 Conflict retried. Issue 17: every write per VM is paid by
 // every VM of a burst (bench/README.md, "Convergence of one agent"); this fails if one comes back.
+// With the optional policy of manifests/components/finalizer-at-admission, the finalizer comes
+// with the create and the status apply is the agent's only write.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kubeWrites } from '../../../src/agent/kube-writes.js';
 import { HOST_FINALIZER, type KubeObject } from '../../../src/controllers/context.js';
@@ -11,7 +13,9 @@ import { FinalizerConflict } from '../../../src/runtime/finalizer.js';
 import { createLogger } from '../../../src/runtime/log.js';
 import { createKubeClient, type KubeClient } from '../../../src/runtime/index.js';
 import { useControlPlane } from '../../harness/control-plane.js';
-import { startTestAgent, until, type TestAgent } from '../../harness/agent.js';
+import { ensureNode, startTestAgent, until, type TestAgent } from '../../harness/agent.js';
+import { packageRoot } from '../../../src/commands/local/package-root.js';
+import { join } from 'node:path';
 
 const NODE = 'node-writes';
 const VMS = 20;
@@ -146,5 +150,61 @@ describe('the API writes of a new VirtualMachine', () => {
     // The copy with the finalizer: nothing to do.
     expect(await writes.ensureFinalizer('VirtualMachine', patched, HOST_FINALIZER)).toBe(patched);
     expect((await patches()) - before).toBe(1);
+  });
+
+  // Last: the policy stays installed for the rest of this control plane's life.
+  it('are one status apply per VM with the finalizer put on at admission (the optional policy)', async () => {
+    const policy = join(packageRoot(), 'manifests/components/finalizer-at-admission');
+    const applied = await cp().kubectl(['apply', '-k', policy]);
+    expect(applied.code, applied.stderr).toBe(0);
+    await ensureNode(cp(), NODE, { 'virt.dev/libvirt-host': 'true' });
+    await ensureNode(cp(), 'node-plain');
+    const create = (name: string, nodeName: string, finalizers: string[] = [], dryRun = false) =>
+      client.request<Vm>({
+        method: 'POST',
+        path: PATH,
+        query: dryRun ? { dryRun: 'All' } : {},
+        body: {
+          apiVersion: 'virt.dev/v1alpha1',
+          kind: 'VirtualMachine',
+          metadata: { name, finalizers },
+          spec: { nodeName, domainType: 'qemu', vcpus: 1, memory: '64Mi' },
+        },
+      });
+    // The API server takes up a new policy and binding a moment later.
+    await until('the policy in force', async () =>
+      (await create('probe', NODE, [], true)).metadata.finalizers?.includes(HOST_FINALIZER),
+    );
+
+    const before = requestCounts(await cp().apiServerMetrics());
+    const created = await Promise.all(
+      Array.from({ length: VMS }, (_, i) => create(`wpv-admitted-${i}`, NODE)),
+    );
+    for (const vm of created) expect(vm.metadata.finalizers).toEqual([HOST_FINALIZER]);
+    await until('all VMs Ready', async () => {
+      const list = await client.request<{ items: Vm[] }>({ method: 'GET', path: PATH });
+      return (
+        list.items.filter(
+          (vm) =>
+            vm.metadata.name.startsWith('wpv-admitted-') &&
+            vm.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+        ).length === VMS
+      );
+    });
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(difference(requestCounts(await cp().apiServerMetrics()), before)).toEqual({
+      'POST virtualmachines 201': VMS,
+      'APPLY virtualmachines/status 200': VMS,
+    });
+
+    // Only nodes that run the agent (the DaemonSet's label): a machine placed elsewhere gets
+    // no finalizer, so its deletion waits for no one. A user's own finalizer stays.
+    expect((await create('wpv-plain', 'node-plain', [], true)).metadata.finalizers).toBeUndefined();
+    expect(
+      (await create('wpv-nowhere', 'no-such-node', [], true)).metadata.finalizers,
+    ).toBeUndefined();
+    expect(
+      (await create('wpv-kept', NODE, ['example.com/keep'], true)).metadata.finalizers,
+    ).toEqual(['example.com/keep', HOST_FINALIZER]);
   });
 });

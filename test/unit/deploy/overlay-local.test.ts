@@ -1,5 +1,5 @@
 // manifests/overlays/local changes only what the local real node needs: the dev image that is
-// never pulled, and the API server's address. Rendered with the harness's kubectl (the
+// never pulled, and the API server's address; and it adds the optional finalizer policy. Rendered with the harness's kubectl (the
 // kustomize the tests' API server version ships), compared object by object with manifests/.
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -28,10 +28,15 @@ describe('manifests/overlays/local', () => {
   const local = render(join(packageRoot(), 'manifests', 'overlays', 'local'));
   const key = (o: Obj) => `${o.kind}/${o.metadata.name}`;
 
-  it('has the same objects, and all but the DaemonSet unchanged', () => {
-    expect(local.map(key).sort()).toEqual(base.map(key).sort());
+  it('has the same objects plus the optional finalizer policy, all but the DaemonSet unchanged', () => {
+    const policy = render(join(packageRoot(), 'manifests', 'components', 'finalizer-at-admission'));
+    expect(policy.map(key).sort()).toEqual([
+      'MutatingAdmissionPolicy/libvirt-operator-host-finalizer',
+      'MutatingAdmissionPolicyBinding/libvirt-operator-host-finalizer',
+    ]);
+    expect(local.map(key).sort()).toEqual([...base, ...policy].map(key).sort());
     for (const o of local.filter((x) => x.kind !== 'DaemonSet'))
-      expect(o, key(o)).toEqual(base.find((b) => key(b) === key(o)));
+      expect(o, key(o)).toEqual([...base, ...policy].find((b) => key(b) === key(o)));
   });
 
   it('runs the image npm run image builds, never pulled, reaching the API server at the node', () => {
