@@ -228,7 +228,8 @@ export interface Memballoon {
   statsPeriod?: number;
 }
 
-const codec = xmlCodec('domain', [
+/** The domain document's elements that may repeat (the reader's lists). */
+export const DOMAIN_REPEATABLE = [
   'domain.metadata.*',
   'domain.devices.controller',
   'domain.devices.disk',
@@ -238,7 +239,8 @@ const codec = xmlCodec('domain', [
   'domain.devices.channel',
   'domain.devices.tpm',
   'domain.os.firmware.feature',
-]);
+];
+const codec = xmlCodec('domain', DOMAIN_REPEATABLE);
 
 // ---- build ----
 

@@ -61,14 +61,16 @@ export interface DnsHost {
   hostnames: string[];
 }
 
-const codec = xmlCodec('network', [
+/** The network document's elements that may repeat (the reader's lists). */
+export const NETWORK_REPEATABLE = [
   'network.metadata.*',
   'network.ip',
   'network.ip.dhcp.range',
   'network.ip.dhcp.host',
   'network.dns.host',
   'network.dns.host.hostname',
-]);
+];
+const codec = xmlCodec('network', NETWORK_REPEATABLE);
 const hostCodec = xmlCodec('host', ['host.hostname']);
 
 // ---- build ----

@@ -9,24 +9,13 @@ import { EntityDecoder } from '@nodable/entities';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { describe, expect, it } from 'vitest';
 import { XmlDocumentError, parseAnyXML } from '../../../src/libvirt/xml/codec.js';
+import { DOMAIN_REPEATABLE } from '../../../src/libvirt/xml/domain.js';
+import { NETWORK_REPEATABLE } from '../../../src/libvirt/xml/network.js';
 
 // Every kind's repeatable paths at once: the fixtures are of all kinds.
 const REPEATABLE = [
-  'domain.metadata.*',
-  'domain.devices.controller',
-  'domain.devices.disk',
-  'domain.devices.interface',
-  'domain.devices.serial',
-  'domain.devices.console',
-  'domain.devices.channel',
-  'domain.devices.tpm',
-  'domain.os.firmware.feature',
-  'network.metadata.*',
-  'network.ip',
-  'network.ip.dhcp.range',
-  'network.ip.dhcp.host',
-  'network.dns.host',
-  'network.dns.host.hostname',
+  ...DOMAIN_REPEATABLE,
+  ...NETWORK_REPEATABLE,
   'host.hostname',
   'domainsnapshot.disks.disk',
   'domainsnapshot.domain.devices.disk',
