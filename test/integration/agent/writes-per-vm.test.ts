@@ -7,7 +7,11 @@
 // with the create and the status apply is the agent's only write.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kubeWrites } from '../../../src/agent/kube-writes.js';
-import { HOST_FINALIZER, type KubeObject } from '../../../src/controllers/context.js';
+import {
+  HOST_FINALIZER,
+  VOLUME_PROTECTION_FINALIZER,
+  type KubeObject,
+} from '../../../src/controllers/context.js';
 import { createEventRecorder } from '../../../src/runtime/events.js';
 import { FinalizerConflict } from '../../../src/runtime/finalizer.js';
 import { createLogger } from '../../../src/runtime/log.js';
@@ -206,5 +210,18 @@ describe('the API writes of a new VirtualMachine', () => {
     expect(
       (await create('wpv-kept', NODE, ['example.com/keep'], true)).metadata.finalizers,
     ).toEqual(['example.com/keep', HOST_FINALIZER]);
+    // A Volume gets both of the agent's finalizers, in the agent's order.
+    const volume = await client.request<Vm>({
+      method: 'POST',
+      path: '/apis/virt.dev/v1alpha1/namespaces/default/volumes',
+      query: { dryRun: 'All' },
+      body: {
+        apiVersion: 'virt.dev/v1alpha1',
+        kind: 'Volume',
+        metadata: { name: 'wpv-volume' },
+        spec: { nodeName: NODE, pool: 'images', capacity: '1Gi' },
+      },
+    });
+    expect(volume.metadata.finalizers).toEqual([HOST_FINALIZER, VOLUME_PROTECTION_FINALIZER]);
   });
 });
