@@ -180,7 +180,7 @@ export function readXml(input: string, repeatable: Repeatable): { name: string; 
       if (raw.includes('<'))
         fail(i + 1 + raw.indexOf('<'), `'<' in the value of attribute '${attrName}'`);
       el.attributes ??= [];
-      if (el.attributes.some(([a]) => a === attrName))
+      if (isRepeated(el.attributes, attrName))
         fail(attrAt, `attribute '${attrName}' repeated in <${name}>`);
       el.attributes.push([attrName, decode(raw, i + 1)]);
       i = end + 1;
@@ -287,6 +287,24 @@ export function readXml(input: string, repeatable: Repeatable): { name: string; 
   }
   skipMisc('after');
   return root!;
+}
+
+// libvirt's elements have a handful of attributes, for which a scan is cheapest. An element
+// with thousands (metadata anyone with access to libvirt can write into a domain) must not
+// make the check quadratic: past a few, a Set remembered per attribute list.
+const SCAN_LIMIT = 16;
+const seenNames = new WeakMap<[string, string][], Set<string>>();
+
+function isRepeated(attributes: [string, string][], name: string): boolean {
+  if (attributes.length < SCAN_LIMIT) return attributes.some(([a]) => a === name);
+  let names = seenNames.get(attributes);
+  if (!names) {
+    names = new Set(attributes.map(([a]) => a));
+    seenNames.set(attributes, names);
+  }
+  if (names.has(name)) return true;
+  names.add(name);
+  return false;
 }
 
 function setOwn(obj: XmlElement, key: string, value: XmlValue): void {

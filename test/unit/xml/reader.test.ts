@@ -147,6 +147,14 @@ describe('the codec reader on malformed documents', () => {
     });
   }
 
+  it('reads an element with 20,000 attributes (the Set path) and finds a late repeat', () => {
+    const many = Array.from({ length: 20_000 }, (_, i) => `a${i}="${i}"`).join(' ');
+    const { element } = parseAnyXML(`<m ${many}/>`);
+    expect(Object.keys(element)).toHaveLength(20_000);
+    expect(element['@a19999']).toBe('19999');
+    expect(() => parseAnyXML(`<m ${many} a17="again"/>`)).toThrow(/attribute 'a17' repeated/);
+  });
+
   it('keeps tags named like Object.prototype members as plain children', () => {
     const { element } = parseAnyXML(
       '<a><constructor>1</constructor><__proto__ x="2"/><__proto__/><toString/></a>',
