@@ -2,7 +2,7 @@
 // Documents are built as plain trees (attributes under '@name', text under '#text') and
 // serialised here, so every user string is escaped by the library, never by concatenation.
 import { XMLBuilder } from 'fast-xml-parser';
-import { lineAndColumn, readXml, XmlSyntaxError, type Repeatable } from './reader.js';
+import { readXml, XmlSyntaxError, type Repeatable } from './reader.js';
 
 /** A parsed element: attributes as '@name', text as '#text', children by tag name. */
 export interface XmlElement {
@@ -137,7 +137,7 @@ function parseRoot(
     return { name, element: asElement(value) };
   } catch (err) {
     if (!(err instanceof XmlSyntaxError)) throw err;
-    const { line, column } = lineAndColumn(xml, err.offset);
+    const { line, column } = err;
     throw new XmlDocumentError(
       context,
       `malformed XML at line ${line}, column ${column}: ${err.message}`,

@@ -7,7 +7,7 @@
 // text, CDATA, comments, processing instructions (the XML declaration among them), the five
 // predefined entities and numeric character references. The codec refuses a DOCTYPE before
 // calling it, so no entity is ever defined by a document. Anything else is an error with
-// its offset; nothing is guessed.
+// its line and column; nothing is guessed.
 //
 // The tree (as fast-xml-parser built it with the codec's options, which
 // test/unit/xml/reader.test.ts checks on every fixture): an element with neither children
@@ -17,10 +17,11 @@
 
 import type { XmlElement, XmlValue } from './codec.js';
 
-/** Malformed input; `offset` is where in the document the reader stopped. */
+/** Malformed input; `line` and `column` (1-based) are where the reader stopped. */
 export class XmlSyntaxError extends Error {
   constructor(
-    readonly offset: number,
+    readonly line: number,
+    readonly column: number,
     message: string,
   ) {
     super(message);
@@ -85,8 +86,15 @@ export function readXml(input: string, repeatable: Repeatable): { name: string; 
   const n = xml.length;
   let i = 0;
 
+  // Positions are counted in the text after end-of-line handling, which is what a reader of
+  // the document sees in an editor: a CR LF is one line end.
   const fail = (at: number, problem: string): never => {
-    throw new XmlSyntaxError(at, problem);
+    const { line, column } = lineAndColumn(xml, at);
+    throw new XmlSyntaxError(line, column, problem);
+  };
+  const position = (at: number): string => {
+    const { line, column } = lineAndColumn(xml, at);
+    return `line ${line}, column ${column}`;
   };
 
   const readName = (): string => {
@@ -246,9 +254,7 @@ export function readXml(input: string, repeatable: Repeatable): { name: string; 
     const cp = (hex ? /^[0-9a-fA-F]+$/ : /^[0-9]+$/).test(digits)
       ? Number.parseInt(digits, hex ? 16 : 10)
       : NaN;
-    if (!(cp > 0 && cp <= 0x10ffff) || (cp >= 0xd800 && cp <= 0xdfff)) {
-      fail(at, `&${body}; is not a character XML can carry`);
-    }
+    if (!isXmlChar(cp)) fail(at, `&${body}; is not a character XML can carry`);
     return String.fromCodePoint(cp);
   };
 
@@ -267,7 +273,7 @@ export function readXml(input: string, repeatable: Repeatable): { name: string; 
       if (xml.charCodeAt(i) !== GT) fail(i, `expected '>' to end </${name}>`);
       i++;
       if (name !== top.name)
-        fail(lt, `expected </${top.name}> (opened at offset ${top.start}), got </${name}>`);
+        fail(lt, `expected </${top.name}> (opened at ${position(top.start)}), got </${name}>`);
       stack.pop();
       close(top);
     } else if (c === BANG) {
@@ -307,6 +313,18 @@ function isRepeated(attributes: [string, string][], name: string): boolean {
   return false;
 }
 
+/** XML 1.0's Char production: tab, LF, CR, and U+0020 up, less surrogates, U+FFFE, U+FFFF. */
+function isXmlChar(cp: number): boolean {
+  return (
+    cp === 0x9 ||
+    cp === 0xa ||
+    cp === 0xd ||
+    (cp >= 0x20 && cp <= 0xd7ff) ||
+    (cp >= 0xe000 && cp <= 0xfffd) ||
+    (cp >= 0x10000 && cp <= 0x10ffff)
+  );
+}
+
 function setOwn(obj: XmlElement, key: string, value: XmlValue): void {
   if (key === '__proto__') {
     Object.defineProperty(obj, key, {
@@ -321,7 +339,7 @@ function setOwn(obj: XmlElement, key: string, value: XmlValue): void {
 }
 
 /** 1-based line and column of `offset` in `text`, for error messages. */
-export function lineAndColumn(text: string, offset: number): { line: number; column: number } {
+function lineAndColumn(text: string, offset: number): { line: number; column: number } {
   let line = 1;
   let lineStart = 0;
   for (let nl = text.indexOf('\n'); nl >= 0 && nl < offset; nl = text.indexOf('\n', nl + 1)) {

@@ -83,10 +83,15 @@ describe('an agent whose kinds have not all listed yet', () => {
     const late = crdDir((f) => f === LATE);
     dirs.push(late);
     await cp().installCRDs(late);
-    const vm = await until('the machine Stopped', async () => {
-      const o = await getJSON<Vm>(cp(), ['vm', 'waits', '-n', 'default']);
-      return o.status?.phase === 'Stopped' && o;
-    });
+    // The late informer retries its list with backoff (up to 30 s between tries).
+    const vm = await until(
+      'the machine Stopped',
+      async () => {
+        const o = await getJSON<Vm>(cp(), ['vm', 'waits', '-n', 'default']);
+        return o.status?.phase === 'Stopped' && o;
+      },
+      60_000,
+    );
     expect(vm.metadata.finalizers?.length).toBeGreaterThan(0);
     expect((await agent.runtime.ready()).ready).toBe(true);
 

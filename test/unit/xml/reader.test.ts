@@ -114,7 +114,12 @@ describe('the codec reader on malformed documents', () => {
     ['', /column 1: no root element/],
     ['text', /column 1: text before the root element/],
     ['<a>', /column 1: unclosed tag <a>/],
-    ['<a><b></a>', /column 7: expected <\/b> \(opened at offset 3\), got <\/a>/],
+    ['<a><b></a>', /column 7: expected <\/b> \(opened at line 1, column 4\), got <\/a>/],
+    // Positions as an editor shows them: CR LF and a lone CR each end one line.
+    ['<a>\r\n\r\n<b></c></a>', /line 3, column 4: expected <\/b>/],
+    ['<a>\r<b></c></a>', /line 2, column 4: expected <\/b> \(opened at line 2, column 1\)/],
+    ['<a>&#1;</a>', /&#1; is not a character XML can carry/],
+    ['<a x="&#xFFFE;"/>', /&#xFFFE; is not a character XML can carry/],
     ['<a/><b/>', /column 5: text or a second element/],
     ['<a>x</a>tail', /column 9: text or a second element/],
     ['<a b/>', /attribute 'b' of <a> has no value/],
