@@ -6,11 +6,10 @@
 // Prints a table and, last, one JSON line.
 import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
-import { join } from 'node:path';
-import { startControlPlane, type ControlPlane } from '../src/commands/local/control-plane.js';
-import { packageRoot } from '../src/commands/local/package-root.js';
+import { startControlPlane } from '../src/commands/local/control-plane.js';
+import { installFinalizerPolicy } from '../src/commands/local/finalizer-policy.js';
 import { HOST_FINALIZER } from '../src/controllers/context.js';
-import { createKubeClient, type KubeClient } from '../src/runtime/index.js';
+import { createKubeClient } from '../src/runtime/index.js';
 import {
   agentMetrics,
   cpuSeconds,
@@ -47,38 +46,6 @@ const vms = Number(values.vms);
 const idleSeconds = Number(values['idle-seconds']);
 const NODE = 'bench-node';
 
-/** Installs the finalizer policy, labels the node, and waits until the API server applies it. */
-async function installFinalizerPolicy(cp: ControlPlane, client: KubeClient): Promise<void> {
-  const policy = join(packageRoot(), 'manifests/components/finalizer-at-admission');
-  for (const args of [
-    ['apply', '-k', policy],
-    ['label', '--overwrite', 'node', NODE, 'virt.dev/libvirt-host=true'],
-  ]) {
-    const res = await cp.kubectl(args);
-    if (res.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${res.stderr}`);
-  }
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    // A 503 "kind not found" can come while the API server's CRD handler settles: retried.
-    const probe = await client
-      .request<{ metadata: { finalizers?: string[] } }>({
-        method: 'POST',
-        path: '/apis/virt.dev/v1alpha1/namespaces/default/virtualmachines',
-        query: { dryRun: 'All' },
-        body: {
-          apiVersion: 'virt.dev/v1alpha1',
-          kind: 'VirtualMachine',
-          metadata: { name: 'policy-probe' },
-          spec: { nodeName: NODE, vcpus: 1, memory: '64Mi' },
-        },
-      })
-      .catch(() => undefined);
-    if (probe?.metadata.finalizers?.includes(HOST_FINALIZER)) return;
-    if (Date.now() > deadline) throw new Error('the finalizer policy was not in force after 30 s');
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 async function main(): Promise<void> {
   const cp = await startControlPlane();
   const client = createKubeClient(cp.kubeConfig);
@@ -86,7 +53,7 @@ async function main(): Promise<void> {
   const agent = await startAgentProcess(cp, client, NODE, { nodeFlags });
   try {
     await waitAgentReady(agent);
-    if (values['admission-finalizer']) await installFinalizerPolicy(cp, client);
+    if (values['admission-finalizer']) await installFinalizerPolicy(cp, client, NODE);
     const pid = agent.child.pid!;
     const rssIdle = rssMB(pid);
     const serverBefore = await cp.apiServerMetrics();

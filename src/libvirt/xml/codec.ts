@@ -1,6 +1,7 @@
-// The one XML parser/serializer for every libvirt document the operator reads or writes.
+// The one XML reader/serializer for every libvirt document the operator reads or writes.
 // Documents are built as plain trees (attributes under '@name', text under '#text') and
-// serialised here, so every user string is escaped by the library, never by concatenation.
+// serialised here by fast-xml-parser's builder, so every user string is escaped by the
+// library, never by concatenation; they are read by reader.ts.
 import { XMLBuilder } from 'fast-xml-parser';
 import { readXml, XmlSyntaxError, type Repeatable } from './reader.js';
 
@@ -72,17 +73,17 @@ const builder = new XMLBuilder(builderOptions);
 export type RepeatablePaths = readonly string[];
 
 // One Repeatable per set of paths, so parseAnyXML does not rebuild the sets per call.
-const readers = new Map<string, Repeatable>();
+const repeatableByKey = new Map<string, Repeatable>();
 
 function repeatableSets(repeatable: RepeatablePaths): Repeatable {
   const key = repeatable.join('\n');
-  let sets = readers.get(key);
+  let sets = repeatableByKey.get(key);
   if (!sets) {
     sets = {
       exact: new Set(repeatable.filter((p) => !p.endsWith('.*'))),
       anyChildOf: new Set(repeatable.filter((p) => p.endsWith('.*')).map((p) => p.slice(0, -2))),
     };
-    readers.set(key, sets);
+    repeatableByKey.set(key, sets);
   }
   return sets;
 }

@@ -127,7 +127,7 @@ export function readXml(input: string, repeatable: Repeatable): { name: string; 
   };
 
   // Before and after the root: whitespace, comments and processing instructions only.
-  const skipMisc = (where: string): void => {
+  const skipMisc = (where: 'before' | 'after'): void => {
     for (;;) {
       skipSpace();
       if (i >= n || !skipMarkup()) break;

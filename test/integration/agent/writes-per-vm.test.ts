@@ -18,8 +18,7 @@ import { createLogger } from '../../../src/runtime/log.js';
 import { createKubeClient, type KubeClient } from '../../../src/runtime/index.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { ensureNode, startTestAgent, until, type TestAgent } from '../../harness/agent.js';
-import { packageRoot } from '../../../src/commands/local/package-root.js';
-import { join } from 'node:path';
+import { installFinalizerPolicy } from '../../../src/commands/local/finalizer-policy.js';
 
 const NODE = 'node-writes';
 const VMS = 20;
@@ -158,10 +157,7 @@ describe('the API writes of a new VirtualMachine', () => {
 
   // Last: the policy stays installed for the rest of this control plane's life.
   it('are one status apply per VM with the finalizer put on at admission (the optional policy)', async () => {
-    const policy = join(packageRoot(), 'manifests/components/finalizer-at-admission');
-    const applied = await cp().kubectl(['apply', '-k', policy]);
-    expect(applied.code, applied.stderr).toBe(0);
-    await ensureNode(cp(), NODE, { 'virt.dev/libvirt-host': 'true' });
+    await installFinalizerPolicy(cp(), client, NODE);
     await ensureNode(cp(), 'node-plain');
     const create = (name: string, nodeName: string, finalizers: string[] = [], dryRun = false) =>
       client.request<Vm>({
@@ -175,10 +171,6 @@ describe('the API writes of a new VirtualMachine', () => {
           spec: { nodeName, domainType: 'qemu', vcpus: 1, memory: '64Mi' },
         },
       });
-    // The API server takes up a new policy and binding a moment later.
-    await until('the policy in force', async () =>
-      (await create('probe', NODE, [], true)).metadata.finalizers?.includes(HOST_FINALIZER),
-    );
 
     const before = requestCounts(await cp().apiServerMetrics());
     const created = await Promise.all(

@@ -9,6 +9,7 @@ import { findBinaries } from '../../../src/commands/local/control-plane.js';
 import { NODE_API_SERVER_PORT } from '../../../src/commands/local/local-node.js';
 import { AGENT_IMAGE_REFERENCE } from '../../../src/commands/local/agent-image.js';
 import { packageRoot } from '../../../src/commands/local/package-root.js';
+import { FINALIZER_POLICY_DIR } from '../../../src/commands/local/finalizer-policy.js';
 
 type Obj = {
   kind: string;
@@ -29,7 +30,7 @@ describe('manifests/overlays/local', () => {
   const key = (o: Obj) => `${o.kind}/${o.metadata.name}`;
 
   it('has the same objects plus the optional finalizer policy, all but the DaemonSet unchanged', () => {
-    const policy = render(join(packageRoot(), 'manifests', 'components', 'finalizer-at-admission'));
+    const policy = render(FINALIZER_POLICY_DIR);
     expect(policy.map(key).sort()).toEqual([
       'MutatingAdmissionPolicy/libvirt-operator-host-finalizer',
       'MutatingAdmissionPolicyBinding/libvirt-operator-host-finalizer',
