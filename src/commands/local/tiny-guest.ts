@@ -269,11 +269,23 @@ function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
-/** The first line of `text` that matches `pattern` (tested without the trailing CR/LF). */
+/**
+ * The lines of a console log the guest has finished writing, without their CR/LF. The last
+ * line is left out until its newline arrives: read while QEMU is still writing it, a marker
+ * such as `LVO-GUEST-READY 1b2c-` would match `(\S+)$` with half a boot id.
+ */
+export function completeLines(text: string): string[] {
+  return text
+    .split('\n')
+    .slice(0, -1)
+    .map((l) => l.replace(/\r$/, ''));
+}
+
+/** The first complete line of `text` that matches `pattern` (see `completeLines`). */
 export function matchLine(text: string, pattern: RegExp): RegExpMatchArray | undefined {
   const line = new RegExp(pattern.source, pattern.flags.replace(/[gm]/g, ''));
-  for (const raw of text.split('\n')) {
-    const m = raw.replace(/\r$/, '').match(line);
+  for (const l of completeLines(text)) {
+    const m = l.match(line);
     if (m) return m;
   }
   return undefined;

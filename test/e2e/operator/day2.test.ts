@@ -16,8 +16,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Connect } from '../../../src/libvirt/index.js';
 import { ensureLibvirtd, SYSTEM_URI } from '../../../src/commands/local/libvirtd.js';
 import {
+  completeLines,
   ensureTinyGuest,
   GUEST_MARKER,
+  matchLine,
   readConsole,
   TINY_GUEST_CMDLINE,
   waitForConsoleLine,
@@ -151,7 +153,7 @@ describe('day-2 operations on a running guest', () => {
     expect(done.code, done.stderr + done.stdout).toBe(0);
     return done.stdout;
   };
-  const guestBootId = async () => (await readConsole(consoleLog)).match(GUEST_MARKER.ready)?.[1];
+  const guestBootId = async () => matchLine(await readConsole(consoleLog), GUEST_MARKER.ready)?.[1];
   /** Fails with the agent's last output attached: most failures here are the agent's. */
   const explained = async <T>(wait: Promise<T>): Promise<T> => {
     try {
@@ -353,9 +355,8 @@ describe('day-2 operations on a running guest', () => {
 
   it('pauses and unpauses with the CLI; the guest clock stops meanwhile', async () => {
     const ticks = async () =>
-      (await readConsole(consoleLog))
-        .split('\n')
-        .map((l) => l.replace(/\r$/, '').match(GUEST_MARKER.uptime))
+      completeLines(await readConsole(consoleLog))
+        .map((l) => l.match(GUEST_MARKER.uptime))
         .filter((m): m is RegExpMatchArray => m !== null)
         .map((m) => Number(m[1]));
     expect(await cli('vm', 'pause', VM)).toContain('pause requested');
