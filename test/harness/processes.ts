@@ -97,8 +97,9 @@ export function waitForLine(
     child.stderr?.setEncoding('utf8').on('data', (c: string) => (errors += c));
     child.stdout?.setEncoding('utf8').on('data', (c: string) => {
       buffered += c;
-      for (const line of buffered.split('\n')) {
-        const m = line.match(pattern);
+      // Complete lines only: a chunk may end mid-line, and `(.+)$` would take half a path.
+      for (const line of buffered.split('\n').slice(0, -1)) {
+        const m = line.replace(/\r$/, '').match(pattern);
         if (m) {
           clearTimeout(timer);
           resolve(m);
