@@ -278,14 +278,33 @@ describe('the DaemonSet on a real local node', () => {
     );
     expect(status.code, status.stderr + status.stdout).toBe(0);
     const fresh = await readyPod(old!.metadata.name);
+    // kubectl prints one JSON object per event; split at the top-level boundaries. The last
+    // one may still be arriving, and is left for the next look.
+    const watched = () =>
+      stream
+        .split(/\n(?=\{)/)
+        .filter((s) => s.trim())
+        .flatMap((s) => {
+          try {
+            return [JSON.parse(s) as { type: string; object: Pod }];
+          } catch {
+            return [];
+          }
+        });
+    // The rollout is done once the new pod is Ready; the old pod's object goes when the
+    // kubelet has finished with it, which may be later.
+    await until(
+      'the old pod DELETED in the watch',
+      async () =>
+        watched().some(
+          (e) => e.type === 'DELETED' && e.object.metadata.name === old!.metadata.name,
+        ),
+      60_000,
+    );
     watch.kill('SIGTERM');
     await new Promise((r) => watch.once('close', r));
 
-    // kubectl prints one JSON object per event; split at the top-level boundaries.
-    const events = stream
-      .split(/\n(?=\{)/)
-      .filter((s) => s.trim())
-      .map((s) => JSON.parse(s) as { type: string; object: Pod });
+    const events = watched();
     const deletedAt = events.findIndex(
       (e) => e.type === 'DELETED' && e.object.metadata.name === old!.metadata.name,
     );

@@ -68,8 +68,13 @@ afterAll(async () => {
   await conn?.close();
 });
 
-/** Network lifecycle events libvirt reported since `mark` (give them 100 ms to arrive). */
-async function libvirtEventsSince(mark: number): Promise<string[]> {
+/**
+ * Network lifecycle events libvirt reported since `mark`: once `expected` have arrived (up to
+ * 10 s on a busy host), plus 100 ms for any that should not be there.
+ */
+async function libvirtEventsSince(mark: number, expected = 0): Promise<string[]> {
+  const deadline = Date.now() + 10_000;
+  while (libvirtEvents.events.length - mark < expected && Date.now() < deadline) await sleep(20);
   await sleep(100);
   return libvirtEvents.events.slice(mark);
 }
@@ -153,7 +158,7 @@ describe('the example NAT network', () => {
     expect(condition(stored, 'Ready')).toMatchObject({ status: 'True', reason: 'Active' });
     expect(condition(stored, 'RestartRequired')).toMatchObject({ status: 'False' });
     expect(ctx.events.filter((e) => e.key === 'lab').map((e) => e.reason)).toContain('Created');
-    expect(await libvirtEventsSince(mark)).toEqual(['lab defined', 'lab started']);
+    expect(await libvirtEventsSince(mark, 2)).toEqual(['lab defined', 'lab started']);
   });
 
   it('re-reconciling the converged network writes nothing to libvirt or the API server', async () => {
