@@ -123,6 +123,8 @@ describe('the DaemonSet on a real local node', () => {
         vcpus: 1,
         memory,
         maxMemory: '128Mi',
+        // No OS answers the ACPI request: deleting waits out the grace period, not 60 s.
+        terminationGracePeriodSeconds: 2,
       },
     });
   /** QEMU's pid for the domain, from libvirtd's own record of it. */
