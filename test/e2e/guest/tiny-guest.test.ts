@@ -237,7 +237,7 @@ describe('tiny guest under a real libvirtd with QEMU', () => {
     await virsh(['define', file]);
     created.domain = true;
     await virsh(['start', names.domain]);
-    bootId = await waitForGuestReady(consolePath, 30_000);
+    bootId = await waitForGuestReady(consolePath, 180_000);
     expect(bootId).toMatch(/^[0-9a-f-]{36}$/);
     // The initial state lines come before the ready line.
     const text = await readConsole(consolePath);
@@ -284,7 +284,7 @@ describe('tiny guest under a real libvirtd with QEMU', () => {
   it('boots again after virsh destroy and start, with a new boot id (the restart path)', async () => {
     await virsh(['destroy', names.domain]);
     await virsh(['start', names.domain]);
-    const next = await waitForGuestReady(consolePath, 30_000, { otherThan: bootId });
+    const next = await waitForGuestReady(consolePath, 180_000, { otherThan: bootId });
     expect(next).not.toBe(bootId);
     // QEMU starts the log afresh: exactly one boot in it.
     expect((await readConsole(consolePath)).match(/^LVO-GUEST-READY /gm)).toHaveLength(1);

@@ -238,7 +238,7 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     expect(ready(o)).toBe(true);
     uid = o.metadata.uid;
     consoleLog = path.join(agent!.stateDir, 'console', `${uid}.log`);
-    await explained(waitForGuestReady(consoleLog, 60_000));
+    await explained(waitForGuestReady(consoleLog, 150_000));
     const withIp = await until(
       'an IPv4 address in status.interfaces[0]',
       async () => {
@@ -292,7 +292,7 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     const before = (await vm()).status?.restartCount ?? 0;
     const destroyed = await virsh('destroy', DOMAIN);
     expect(destroyed.code, destroyed.stdout).toBe(0);
-    await explained(waitForGuestReady(consoleLog, 90_000, { otherThan: bootId }));
+    await explained(waitForGuestReady(consoleLog, 180_000, { otherThan: bootId }));
     const after = await until(
       'restartCount incremented',
       async () => {
