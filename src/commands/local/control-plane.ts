@@ -48,6 +48,8 @@ export interface ControlPlane {
   etcdEndpoint: string;
   kubectl(args: string[], opts?: KubectlOptions): Promise<KubectlResult>;
   installCRDs(dir?: string): Promise<void>;
+  /** Waits until the named CustomResourceDefinition has Established=True (60 s by default). */
+  waitEstablished(name: string, timeoutMs?: number): Promise<void>;
   killApiServer(): Promise<void>;
   startApiServer(): Promise<void>;
   pauseApiServer(): void;
@@ -143,12 +145,54 @@ async function ensureBinaries(provision: boolean): Promise<string> {
   return dir;
 }
 
-export async function freePort(): Promise<number> {
+/** Where free ports are looked for: at or above this, and below the ephemeral range. */
+const PORT_FLOOR = 10_000;
+
+/**
+ * A TCP port nothing listens on at `host`, chosen below the kernel's ephemeral range. A port
+ * the kernel hands out for listen(0) comes from that range, and any outgoing connection on
+ * the host may take it before the process it was picked for binds it, or while a restarted
+ * API server is down (a CI run lost kube-apiserver's port that way: "bind: address already
+ * in use").
+ */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const below = ephemeralPortLow();
+  if (below - PORT_FLOOR >= 1_000) {
+    for (let i = 0; i < 100; i++) {
+      const port = PORT_FLOOR + Math.floor(Math.random() * (below - PORT_FLOOR));
+      if (await canListen(port, host)) return port;
+    }
+  }
+  return kernelPort(host);
+}
+
+/** The first port of the kernel's ephemeral range (Linux's default when unreadable). */
+export function ephemeralPortLow(
+  range = () => readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8'),
+): number {
+  try {
+    const low = Number(range().trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 0 ? low : 32_768;
+  } catch {
+    return 32_768;
+  }
+}
+
+function canListen(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, host, () => srv.close(() => resolve(true)));
+  });
+}
+
+function kernelPort(host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
     srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
+    srv.listen(0, host, () => {
       const addr = srv.address();
       srv.close(() =>
         typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port')),
@@ -274,6 +318,16 @@ function httpsGet(
     req.on('error', reject);
     req.end();
   });
+}
+
+/** Whether a CustomResourceDefinition (JSON) has the condition Established=True. */
+export function established(crdJson: string): boolean {
+  const crd = JSON.parse(crdJson) as {
+    status?: { conditions?: Array<{ type?: string; status?: string }> | null };
+  };
+  return (crd.status?.conditions ?? []).some(
+    (c) => c.type === 'Established' && c.status === 'True',
+  );
 }
 
 export async function waitFor(
@@ -477,6 +531,23 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         child.stdin.end(kopts.input ?? '');
       });
 
+    // Polled rather than left to `kubectl wait --for=condition=Established`, which fails
+    // outright ("accessor error") when it reads a new CRD whose status.conditions is still null.
+    const waitEstablished = async (name: string, timeoutMs = 60_000) => {
+      const path = `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${name}`;
+      let last = '';
+      await waitFor(
+        `CRD ${name} Established`,
+        timeoutMs,
+        async () => {
+          const res = await httpsGet(`${server}${path}`, ca, token, 2000);
+          last = `${res.status} ${res.body.slice(0, 300)}`;
+          return res.status === 200 && established(res.body);
+        },
+        () => last,
+      );
+    };
+
     const installCRDs = async (crdDir = join(packageRoot(), 'crds')) => {
       const files = existsSync(crdDir) ? readdirSync(crdDir).filter((f) => /\.ya?ml$/.test(f)) : [];
       if (files.length === 0) return;
@@ -485,28 +556,21 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         throw new ControlPlaneError(
           `installing CRDs from ${crdDir} failed: ${applied.stderr.trim()}`,
         );
-      const waited = await kubectl([
-        'wait',
-        '--for=condition=Established',
-        '--timeout=60s',
-        '-f',
-        crdDir,
-      ]);
-      if (waited.code !== 0)
-        throw new ControlPlaneError(`CRDs did not become Established: ${waited.stderr.trim()}`);
-      // Established is not yet servable: for a few seconds after it, lists of the new kinds
-      // answer 429 "storage is (re)initializing". Wait until each kind lists.
       for (const file of files) {
         for (const doc of parseAllDocuments(readFileSync(join(crdDir, file), 'utf8'))) {
           const crd = doc.toJS() as {
             kind?: string;
+            metadata?: { name: string };
             spec?: {
               group: string;
               names: { plural: string };
               versions: Array<{ name: string; served?: boolean }>;
             };
           } | null;
-          if (crd?.kind !== 'CustomResourceDefinition' || !crd.spec) continue;
+          if (crd?.kind !== 'CustomResourceDefinition' || !crd.spec || !crd.metadata) continue;
+          await waitEstablished(crd.metadata.name);
+          // Established is not yet servable: for a few seconds after it, lists of the new
+          // kinds answer 429 "storage is (re)initializing". Wait until each kind lists.
           const version = crd.spec.versions.find((v) => v.served !== false)?.name;
           const path = `/apis/${crd.spec.group}/${version}/${crd.spec.names.plural}?limit=1`;
           await waitFor(
@@ -531,6 +595,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       etcdEndpoint,
       kubectl,
       installCRDs,
+      waitEstablished,
       async killApiServer() {
         const p = procs.apiserver;
         if (!p?.child.pid) return;

@@ -25,6 +25,7 @@ import { stringify } from 'yaml';
 import {
   cacheRoot,
   ControlPlaneError,
+  freePort,
   KUBERNETES_VERSION,
   REAPER_SOURCE,
   startProcess,
@@ -465,7 +466,7 @@ export async function startLocalNode(
         mode: 0o600,
       },
     );
-    const kubeletPort = await freePortOn(net.gateway);
+    const kubeletPort = await freePort(net.gateway);
     writeFileSync(
       d('kubelet-config.yaml'),
       stringify({
@@ -554,18 +555,4 @@ export async function startLocalNode(
     await stop().catch(() => undefined);
     throw err;
   }
-}
-
-async function freePortOn(host: string): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, host, () => {
-      const addr = srv.address();
-      srv.close(() =>
-        typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port')),
-      );
-    });
-  });
 }

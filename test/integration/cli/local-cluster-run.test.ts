@@ -3,12 +3,11 @@
 // test driver here). And an agent whose Lease cannot be taken says why: one error line and
 // the same words in /readyz.
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
-import { findBinaries } from '../../../src/commands/local/control-plane.js';
+import { findBinaries, freePort } from '../../../src/commands/local/control-plane.js';
 import { collect, eventually, run, spawnCli, waitForLine } from '../../harness/processes.js';
 
 const dirs: string[] = [];
@@ -28,14 +27,6 @@ afterAll(async () => {
   }
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
 
 /** Everything a child prints, as it arrives. */
 function output(child: ChildProcess): () => string {

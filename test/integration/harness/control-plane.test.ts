@@ -60,13 +60,7 @@ describe('control plane (real etcd + kube-apiserver)', () => {
   it('creates a custom resource, watches it, patches its status, and sees 410 Gone after compaction', async () => {
     const ext = cp().kubeConfig.makeApiClient(ApiextensionsV1Api);
     await ext.createCustomResourceDefinition({ body: widgetCRD });
-    const established = await cp().kubectl([
-      'wait',
-      '--for=condition=Established',
-      'crd/widgets.harness.virt.dev',
-      '--timeout=30s',
-    ]);
-    expect(established.code, established.stderr).toBe(0);
+    await cp().waitEstablished('widgets.harness.virt.dev', 30_000);
 
     const co = cp().kubeConfig.makeApiClient(CustomObjectsApi);
     const created = (await co.createNamespacedCustomObject({

@@ -136,15 +136,8 @@ export async function installTestCRDs(cp: ControlPlane, crds: object[] = testCRD
   const input = crds.map((c) => JSON.stringify(c)).join('\n---\n');
   const applied = await cp.kubectl(['apply', '-f', '-'], { input });
   if (applied.code !== 0) throw new Error(`installing the test CRDs failed: ${applied.stderr}`);
-  const names = crds.map((c) => `crd/${(c as { metadata: { name: string } }).metadata.name}`);
-  const waited = await cp.kubectl([
-    'wait',
-    '--for=condition=Established',
-    '--timeout=60s',
-    ...names,
-  ]);
-  if (waited.code !== 0)
-    throw new Error(`the test CRDs did not become Established: ${waited.stderr}`);
+  for (const c of crds)
+    await cp.waitEstablished((c as { metadata: { name: string } }).metadata.name);
 }
 
 export function testClient(cp: ControlPlane): KubeClient {

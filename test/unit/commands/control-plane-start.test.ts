@@ -1,0 +1,60 @@
+// Two start-up races of the local control plane, each seen in a CI run: a listen port from the
+// kernel's ephemeral range taken by an outgoing connection before kube-apiserver bound it, and
+// `kubectl wait` failing on a new CRD whose status.conditions was still null.
+import { createServer } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import {
+  established,
+  ephemeralPortLow,
+  freePort,
+} from '../../../src/commands/local/control-plane.js';
+
+describe('freePort', () => {
+  it('reads where the ephemeral range starts, or assumes Linux’s default', () => {
+    expect(ephemeralPortLow(() => '40000\t60999\n')).toBe(40_000);
+    expect(ephemeralPortLow(() => 'garbage')).toBe(32_768);
+    expect(
+      ephemeralPortLow(() => {
+        throw new Error('ENOENT');
+      }),
+    ).toBe(32_768);
+  });
+
+  it('picks ports below the ephemeral range that can be listened on', async () => {
+    const below = ephemeralPortLow();
+    for (let i = 0; i < 20; i++) {
+      const port = await freePort();
+      expect(port).toBeGreaterThanOrEqual(10_000);
+      expect(port).toBeLessThan(below);
+      const srv = createServer();
+      await new Promise<void>((resolve, reject) => {
+        srv.once('error', reject);
+        srv.listen(port, '127.0.0.1', resolve);
+      });
+      await new Promise((r) => srv.close(r));
+    }
+  });
+});
+
+describe('established', () => {
+  const crd = (conditions: unknown) =>
+    JSON.stringify({ kind: 'CustomResourceDefinition', status: { conditions } });
+
+  it('is false while the conditions are null, missing or not yet True', () => {
+    expect(established(crd(null))).toBe(false);
+    expect(established(JSON.stringify({ kind: 'CustomResourceDefinition' }))).toBe(false);
+    expect(established(crd([{ type: 'NamesAccepted', status: 'True' }]))).toBe(false);
+    expect(established(crd([{ type: 'Established', status: 'False' }]))).toBe(false);
+  });
+
+  it('is true once Established is True', () => {
+    expect(
+      established(
+        crd([
+          { type: 'NamesAccepted', status: 'True' },
+          { type: 'Established', status: 'True' },
+        ]),
+      ),
+    ).toBe(true);
+  });
+});
