@@ -130,9 +130,6 @@ function parseRoot(
   xml: string,
   context: string,
 ): { name: string; element: XmlElement } {
-  if (xml.includes('<!DOCTYPE')) {
-    throw new XmlDocumentError(context, 'a DOCTYPE is not accepted (libvirt never sends one)');
-  }
   try {
     const { name, value } = readXml(xml, repeatable);
     return { name, element: asElement(value) };

@@ -5,9 +5,9 @@
 //
 // It reads what libvirt (libxml2) writes: elements, attributes in single or double quotes,
 // text, CDATA, comments, processing instructions (the XML declaration among them), the five
-// predefined entities and numeric character references. The codec refuses a DOCTYPE before
-// calling it, so no entity is ever defined by a document. Anything else is an error with
-// its line and column; nothing is guessed.
+// predefined entities and numeric character references. A DOCTYPE is refused (libvirt never
+// sends one, and it is where a document would define entities), so no entity is ever defined
+// by a document. Anything else is an error with its line and column; nothing is guessed.
 //
 // The tree (as fast-xml-parser built it with the codec's options, which
 // test/unit/xml/reader.test.ts checks on every fixture): an element with neither children
@@ -131,6 +131,9 @@ export function readXml(input: string, repeatable: Repeatable): { name: string; 
     for (;;) {
       skipSpace();
       if (i >= n || !skipMarkup()) break;
+    }
+    if (where === 'before' && xml.startsWith('<!DOCTYPE', i)) {
+      fail(i, 'a DOCTYPE is not accepted (libvirt never sends one)');
     }
     if (i < n && (where === 'after' || xml.charCodeAt(i) !== LT)) {
       fail(

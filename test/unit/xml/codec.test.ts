@@ -160,6 +160,10 @@ describe('parsing', () => {
       codec.parse('<!DOCTYPE doc [<!ENTITY x "boom">]><doc><v>&x;</v></doc>'),
     );
     expect(err.message).toMatch(/DOCTYPE is not accepted/);
+    // Also after a declaration and a comment, with where it stands.
+    expect(
+      thrown(() => codec.parse('<?xml version="1.0"?>\n<!-- c -->\n<!DOCTYPE doc><doc/>')).message,
+    ).toMatch(/line 3, column 1: a DOCTYPE is not accepted/);
   });
 
   it('refuses malformed XML with its position', () => {
