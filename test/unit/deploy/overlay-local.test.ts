@@ -1,6 +1,7 @@
 // manifests/overlays/local changes only what the local real node needs: the dev image that is
-// never pulled, and the API server's address; and it adds the optional finalizer policy. Rendered with the harness's kubectl (the
-// kustomize the tests' API server version ships), compared object by object with manifests/.
+// never pulled, and the API server's address; and it adds the optional finalizer policy.
+// Rendered with the harness's kubectl (the kustomize the tests' API server version ships),
+// compared object by object with manifests/.
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
