@@ -11,6 +11,24 @@ export interface Problem {
   message: string;
 }
 
+// QEMU stamps each line it prints (libvirt's `-msg timestamp=on`); libvirt passes those lines
+// on in the errors of a failed start. e.g. 2026-12-04T22:09:54.361404Z
+const QEMU_TIMESTAMP = /\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z? ?/g;
+// libvirt words a QEMU that exits during start-up one of two ways, depending on whether it
+// went before or after libvirt reached its monitor: a race, not two different failures.
+const QEMU_EXITED =
+  /\b(?:process exited while connecting to monitor|qemu unexpectedly closed the monitor): /g;
+
+/**
+ * A host error as a condition's message says it: the same failure in the same words on every
+ * retry. A message that changed each pass (QEMU's timestamps) made every failed start a status
+ * write, whose watch event woke the key at once, past its backoff, and a new Warning Event:
+ * one machine that could not start retried every half second and used up its Event budget.
+ */
+export function stableMessage(message: string): string {
+  return message.replace(QEMU_TIMESTAMP, '').replace(QEMU_EXITED, 'QEMU exited while starting: ');
+}
+
 /**
  * A backoff whose only memory is a condition's lastTransitionTime: as long as the object has
  * been failing (`since`), between `minMs` and `maxMs`. It doubles the wait on each retry, a

@@ -35,6 +35,7 @@ import {
   buildInterfaceXML,
   type DomainDocument,
 } from '../../libvirt/xml/domain.js';
+import { stableMessage } from '../kit.js';
 import { CloudInitError, writeCloudInitISO } from './iso.js';
 import type { DeviceChange, MachineStep } from './plan.js';
 
@@ -272,7 +273,8 @@ function refusal(step: MachineStep, err: { message: string }): StepFailure {
   return { step, reason, message: describe(step, err.message) };
 }
 
-function describe(step: MachineStep, message: string): string {
+function describe(step: MachineStep, libvirtMessage: string): string {
+  const message = stableMessage(libvirtMessage);
   switch (step.op) {
     case 'define':
       return `libvirt refused the domain definition: ${message}`;
