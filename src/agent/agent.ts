@@ -263,35 +263,48 @@ async function wireLibvirtEvents(
     for (const key of informers[kind].cache.keysByIndex(INDEX_UUID, uuid.toLowerCase()))
       controllers[kind].enqueue(key);
   };
-  const sources: Record<
-    NonNullable<ControllerModule['hostEvents']>,
-    { what: string; register: (onUuid: (uuid: string) => void) => Promise<number> }
-  > = {
-    domain: {
-      what: 'domain',
-      register: (on) => libvirt.domainEventLifecycleRegister((e) => on(e.domain.getUUIDString())),
-    },
-    network: {
-      what: 'network',
-      register: (on) => libvirt.networkEventLifecycleRegister((e) => on(e.network.getUUIDString())),
-    },
-    storagePool: {
-      what: 'storage pool',
-      register: (on) =>
-        libvirt.storagePoolEventLifecycleRegister((e) => on(e.pool.getUUIDString())),
-    },
+  type Source = { what: string; register: (onUuid: (uuid: string) => void) => Promise<number> };
+  const sources: Record<NonNullable<ControllerModule['hostEvents']>, Source[]> = {
+    domain: [
+      {
+        what: 'domain lifecycle',
+        register: (on) => libvirt.domainEventLifecycleRegister((e) => on(e.domain.getUUIDString())),
+      },
+      // A device the guest releases after a live detach changes no lifecycle state, yet it is
+      // what a DetachPending machine waits for: without it that wait lasts the retry backoff.
+      {
+        what: 'domain device-removed',
+        register: (on) =>
+          libvirt.domainEventDeviceRemovedRegister((e) => on(e.domain.getUUIDString())),
+      },
+    ],
+    network: [
+      {
+        what: 'network',
+        register: (on) =>
+          libvirt.networkEventLifecycleRegister((e) => on(e.network.getUUIDString())),
+      },
+    ],
+    storagePool: [
+      {
+        what: 'storage pool',
+        register: (on) =>
+          libvirt.storagePoolEventLifecycleRegister((e) => on(e.pool.getUUIDString())),
+      },
+    ],
   };
   for (const { kind, hostEvents } of modules) {
     if (!hostEvents) continue;
-    const source = sources[hostEvents];
-    try {
-      await source.register((uuid) => route(kind, uuid));
-    } catch (err) {
-      // The periodic resync still catches drift; say that events are missing.
-      log.warn(
-        { err: String(err) },
-        `libvirt ${source.what} events unavailable; relying on resync`,
-      );
+    for (const source of sources[hostEvents]) {
+      try {
+        await source.register((uuid) => route(kind, uuid));
+      } catch (err) {
+        // The periodic resync still catches drift; say that events are missing.
+        log.warn(
+          { err: String(err) },
+          `libvirt ${source.what} events unavailable; relying on resync`,
+        );
+      }
     }
   }
 }

@@ -105,6 +105,7 @@ export const EventKind = {
   ConnectionClosed: 3,
   DomainReboot: 4,
   StoragePoolRefresh: 5,
+  DomainDeviceRemoved: 6,
 } as const;
 export type EventKind = (typeof EventKind)[keyof typeof EventKind];
 
@@ -114,6 +115,8 @@ export type EventDispatcher = (
   handle: DomainHandle | NetworkHandle | PoolHandle | undefined,
   event: number,
   detail: number,
+  /** A DomainDeviceRemoved event's device alias; undefined for the other kinds. */
+  text: string | undefined,
 ) => void;
 
 /** A call on handle H with only the timeout, or with flags; both resolve with R. */

@@ -63,6 +63,12 @@ export interface DomainRebootEvent {
   domain: Domain;
 }
 
+export interface DomainDeviceRemovedEvent {
+  domain: Domain;
+  /** The alias of the device the guest released, e.g. 'virtio-disk1' or 'ua-data'. */
+  devAlias: string;
+}
+
 export interface NetworkLifecycleEvent {
   network: Network;
   /** NetworkEventLifecycleType */
@@ -452,11 +458,13 @@ export class Connect {
   async #register<H extends EventHandle>(
     listener: unknown,
     routes: Map<number, number>,
-    deliver: (handle: H, event: number, detail: number) => void,
+    deliver: (handle: H, event: number, detail: number, text: string | undefined) => void,
     register: (key: number) => Promise<number>,
   ): Promise<number> {
     if (typeof listener !== 'function') throw new TypeError('listener must be a function');
-    const key = openRoute((_kind, handle, event, detail) => deliver(handle as H, event, detail));
+    const key = openRoute((_kind, handle, event, detail, text) =>
+      deliver(handle as H, event, detail, text),
+    );
     try {
       const id = await register(key);
       routes.set(id, key);
@@ -523,6 +531,30 @@ export class Connect {
           this[HANDLE],
           opts.domain?.[HANDLE] ?? null,
           DomainEventID.REBOOT,
+          key,
+          this.#t(opts),
+        ),
+    );
+  }
+
+  /**
+   * VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED: the guest released a device that a live detach asked
+   * it to give up (the detach call itself returns before that).
+   */
+  domainEventDeviceRemovedRegister(
+    listener: (event: DomainDeviceRemovedEvent) => void,
+    opts: CallOptions & { domain?: Domain } = {},
+  ): Promise<number> {
+    return this.#register<DomainHandle>(
+      listener,
+      this.#domainRoutes,
+      (h, _event, _detail, devAlias) =>
+        listener({ domain: new Domain(this, h), devAlias: devAlias ?? '' }),
+      (key) =>
+        native.domain.eventRegisterAny(
+          this[HANDLE],
+          opts.domain?.[HANDLE] ?? null,
+          DomainEventID.DEVICE_REMOVED,
           key,
           this.#t(opts),
         ),

@@ -268,7 +268,7 @@ export const DomainBlockResizeFlags = {
   BYTES: 1,
 } as const;
 
-/** Domain event families (LIFECYCLE and REBOOT are delivered). */
+/** Domain event families (LIFECYCLE, REBOOT and DEVICE_REMOVED are delivered). */
 export const DomainEventID = {
   LIFECYCLE: 0,
   REBOOT: 1,

@@ -1,5 +1,5 @@
 // Routes events from the addon's single dispatcher to the listener that registered them.
-// The addon reports (kind, key, handle, event, detail); the key is chosen here before the
+// The addon reports (kind, key, handle, event, detail, text); the key is chosen here before the
 // libvirt registration starts, so an event that races the registration's promise still has
 // a route. Unrouted events (the listener was just deregistered) drop their handle at once.
 import {
@@ -11,7 +11,13 @@ import {
 } from './addon.js';
 
 export type EventHandle = DomainHandle | NetworkHandle | PoolHandle | undefined;
-export type Route = (kind: EventKind, handle: EventHandle, event: number, detail: number) => void;
+export type Route = (
+  kind: EventKind,
+  handle: EventHandle,
+  event: number,
+  detail: number,
+  text: string | undefined,
+) => void;
 
 const routes = new Map<number, Route>();
 let lastKey = 0;
@@ -36,7 +42,11 @@ export function openRoutes(): number {
 
 function dropHandle(kind: EventKind, handle: EventHandle): void {
   if (handle === undefined) return;
-  if (kind === EventKind.DomainLifecycle || kind === EventKind.DomainReboot) {
+  if (
+    kind === EventKind.DomainLifecycle ||
+    kind === EventKind.DomainReboot ||
+    kind === EventKind.DomainDeviceRemoved
+  ) {
     native.domain.free(handle as DomainHandle);
   } else if (kind === EventKind.NetworkLifecycle) {
     native.network.free(handle as NetworkHandle);
@@ -45,14 +55,14 @@ function dropHandle(kind: EventKind, handle: EventHandle): void {
   }
 }
 
-native.setEventDispatcher((kind, key, handle, event, detail) => {
+native.setEventDispatcher((kind, key, handle, event, detail, text) => {
   const route = routes.get(key);
   if (route === undefined) {
     dropHandle(kind, handle);
     return;
   }
   try {
-    route(kind, handle, event, detail);
+    route(kind, handle, event, detail, text);
   } catch (err) {
     // Same contract as an EventEmitter listener: a throwing listener is a bug in the caller
     // and surfaces as an uncaught exception, without stopping delivery to the others.

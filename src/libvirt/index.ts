@@ -5,6 +5,7 @@ import './events.js';
 export { Connect } from './connection.js';
 export type {
   ConnectionClosedEvent,
+  DomainDeviceRemovedEvent,
   DomainLifecycleEvent,
   DomainRebootEvent,
   NetworkLifecycleEvent,

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { CallOptions } from './addon.js';
 import {
   Connect,
+  type DomainDeviceRemovedEvent,
   type DomainLifecycleEvent,
   type NetworkLifecycleEvent,
   type OpenOptions,
@@ -274,6 +275,14 @@ export class ReconnectingConnection extends EventEmitter<Events> {
     opts?: CallOptions,
   ): Promise<number> {
     return this.#subscribe('domain', (c) => c.domainEventLifecycleRegister(listener, opts));
+  }
+
+  /** Devices guests released after a live detach, kept across reconnects. */
+  domainEventDeviceRemovedRegister(
+    listener: (event: DomainDeviceRemovedEvent) => void,
+    opts?: CallOptions,
+  ): Promise<number> {
+    return this.#subscribe('domain', (c) => c.domainEventDeviceRemovedRegister(listener, opts));
   }
 
   networkEventLifecycleRegister(

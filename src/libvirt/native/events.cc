@@ -19,12 +19,13 @@ void FreeTarget(void* opaque) { delete static_cast<EventTarget*>(opaque); }
 
 template <class T>
 void Post(void* opaque, EventKind kind, T object, int event, int detail,
-          int (*ref)(T), int (*unref)(T)) {
+          int (*ref)(T), int (*unref)(T), std::string text = {}) {
   auto* t = static_cast<EventTarget*>(opaque);
   std::shared_ptr<EnvState> env = t->env.lock();
   if (!env) return;
   if (object != nullptr) ref(object);
-  if (!env->PostEvent(EventMsg{kind, t->key, object, t->conn, event, detail}) && object != nullptr)
+  if (!env->PostEvent(EventMsg{kind, t->key, object, t->conn, event, detail, std::move(text)}) &&
+      object != nullptr)
     unref(object);
 }
 
@@ -35,6 +36,12 @@ int OnDomainLifecycle(virConnectPtr, virDomainPtr dom, int event, int detail, vo
 
 void OnDomainReboot(virConnectPtr, virDomainPtr dom, void* opaque) {
   Post(opaque, EventKind::DomainReboot, dom, 0, 0, virDomainRef, virDomainFree);
+}
+
+// The guest released a device (it answered an unplug request): its alias.
+void OnDomainDeviceRemoved(virConnectPtr, virDomainPtr dom, const char* devAlias, void* opaque) {
+  Post(opaque, EventKind::DomainDeviceRemoved, dom, 0, 0, virDomainRef, virDomainFree,
+       devAlias != nullptr ? std::string(devAlias) : std::string());
 }
 
 void OnNetworkLifecycle(virConnectPtr, virNetworkPtr net, int event, int detail, void* opaque) {
@@ -54,7 +61,7 @@ void OnPoolRefresh(virConnectPtr, virStoragePoolPtr pool, void* opaque) {
 void OnClose(virConnectPtr, int reason, void* opaque) {
   auto* t = static_cast<EventTarget*>(opaque);
   std::shared_ptr<EnvState> env = t->env.lock();
-  if (env) env->PostEvent(EventMsg{EventKind::ConnectionClosed, t->key, nullptr, t->conn, reason, 0});
+  if (env) env->PostEvent(EventMsg{EventKind::ConnectionClosed, t->key, nullptr, t->conn, reason, 0, {}});
 }
 
 enum class Family { Domain, Network, Pool };
@@ -93,7 +100,10 @@ virConnectDomainEventGenericCallback DomainCallback(Napi::Env env, int eventId) 
   if (eventId == VIR_DOMAIN_EVENT_ID_LIFECYCLE)
     return VIR_DOMAIN_EVENT_CALLBACK(OnDomainLifecycle);
   if (eventId == VIR_DOMAIN_EVENT_ID_REBOOT) return VIR_DOMAIN_EVENT_CALLBACK(OnDomainReboot);
-  throw Napi::TypeError::New(env, "eventID must be VIR_DOMAIN_EVENT_ID_LIFECYCLE or REBOOT");
+  if (eventId == VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED)
+    return VIR_DOMAIN_EVENT_CALLBACK(OnDomainDeviceRemoved);
+  throw Napi::TypeError::New(
+      env, "eventID must be VIR_DOMAIN_EVENT_ID_LIFECYCLE, REBOOT or DEVICE_REMOVED");
 }
 
 virConnectNetworkEventGenericCallback NetworkCallback(Napi::Env env, int eventId) {

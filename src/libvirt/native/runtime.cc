@@ -988,6 +988,7 @@ void EnvState::DispatchEvent(Napi::Env env, EventMsg& msg, Napi::Value* uncaught
   switch (msg.kind) {
     case EventKind::DomainLifecycle:
     case EventKind::DomainReboot:
+    case EventKind::DomainDeviceRemoved:
       handle = WrapDomain(env, static_cast<virDomainPtr>(msg.object), msg.conn);
       break;
     case EventKind::NetworkLifecycle:
@@ -1004,7 +1005,10 @@ void EnvState::DispatchEvent(Napi::Env env, EventMsg& msg, Napi::Value* uncaught
   try {
     dispatcher.Call({Napi::Number::New(env, static_cast<uint32_t>(msg.kind)),
                      Napi::Number::New(env, msg.key), handle, Napi::Number::New(env, msg.event),
-                     Napi::Number::New(env, msg.detail)});
+                     Napi::Number::New(env, msg.detail),
+                     msg.kind == EventKind::DomainDeviceRemoved
+                         ? Napi::String::New(env, msg.text)
+                         : env.Undefined()});
   } catch (const Napi::Error& e) {
     if (uncaught->IsEmpty()) *uncaught = e.Value();
   }

@@ -375,6 +375,7 @@ enum class EventKind : uint32_t {
   ConnectionClosed = 3,
   DomainReboot = 4,
   StoragePoolRefresh = 5,
+  DomainDeviceRemoved = 6,
 };
 
 struct EventMsg {
@@ -384,6 +385,8 @@ struct EventMsg {
   std::shared_ptr<ConnState> conn;
   int event;
   int detail;
+  // The device alias of a DomainDeviceRemoved event; empty for the others.
+  std::string text;
 };
 
 // Spinning pays only while what it waits for arrives within the spin and the host has a core

@@ -1,12 +1,18 @@
-// A QEMU (TCG) domain started from XML on the real libvirtd, observed through lifecycle and
-// reboot events, and destroyed.
+// A QEMU (TCG) domain started from XML on the real libvirtd, observed through lifecycle,
+// reboot and device-removed events, and destroyed.
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureLibvirtd, type LibvirtDaemon } from '../../../src/commands/local/libvirtd.js';
 import {
   Connect,
+  DomainDeviceModifyFlags,
   DomainInterfaceAddressesSource,
   isNotFound,
   type Domain,
+  type DomainDeviceRemovedEvent,
   type DomainLifecycleEvent,
 } from '../../../src/libvirt/index.js';
 import { qemuDomainXML, uniqueName } from './fixtures.js';
@@ -14,6 +20,7 @@ import { qemuDomainXML, uniqueName } from './fixtures.js';
 let daemon: LibvirtDaemon;
 let conn: Connect;
 let dom: Domain | undefined;
+const exec = promisify(execFile);
 
 beforeAll(async () => {
   daemon = await ensureLibvirtd();
@@ -72,5 +79,36 @@ describe('a QEMU domain on a real libvirtd', () => {
     expect(isNotFound(await conn.lookupDomainByUUID(uuid).catch((e) => e), 'domain')).toBe(true);
     await conn.domainEventDeregister(lifeId);
     await conn.domainEventDeregister(rebootId);
+  });
+
+  it('reports the alias of a device QEMU released after a live detach', async () => {
+    const name = uniqueName('unplug');
+    const dir = await mkdtemp('/tmp/lvo-unplug-');
+    const image = join(dir, 'data.img');
+    await exec('qemu-img', ['create', '-f', 'raw', image, '1M']);
+    const removed: DomainDeviceRemovedEvent[] = [];
+    const id = await conn.domainEventDeviceRemovedRegister((e) => {
+      if (e.domain.getName() === name) removed.push(e);
+    });
+    try {
+      dom = await conn.createDomainXML(qemuDomainXML(name, { scsi: true }));
+      const disk =
+        `<disk type='file' device='disk'><driver name='qemu' type='raw'/>` +
+        `<source file='${image}'/><target dev='sdb' bus='scsi'/></disk>`;
+      await dom.attachDeviceFlags(disk, DomainDeviceModifyFlags.LIVE);
+      const alias = /<target dev='sdb'[^]*?<alias name='([^']+)'/.exec(await dom.getXMLDesc())?.[1];
+      expect(alias).toBeTruthy();
+      // A SCSI disk needs no answer from the guest: the detach completes, then the event says so.
+      await dom.detachDeviceFlags(disk, DomainDeviceModifyFlags.LIVE);
+      await until('the device-removed event', () => removed.length > 0);
+      expect(removed.map((e) => e.devAlias)).toEqual([alias]);
+      expect(removed[0]!.domain.getUUIDString()).toBe(dom.getUUIDString());
+      expect(await dom.getXMLDesc()).not.toContain("dev='sdb'");
+    } finally {
+      await dom?.destroy().catch(() => undefined);
+      dom = undefined;
+      await conn.domainEventDeregister(id);
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

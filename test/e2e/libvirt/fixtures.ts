@@ -18,7 +18,11 @@ export function uniqueBridge(): string {
 }
 
 /** A TCG domain without disks: QEMU starts it (and idles in the firmware) in well under a second. */
-export function qemuDomainXML(name: string, opts: { memoryKiB?: number } = {}): string {
+/** `scsi`: a virtio-scsi controller, whose disks QEMU unplugs without asking the guest. */
+export function qemuDomainXML(
+  name: string,
+  opts: { memoryKiB?: number; scsi?: boolean } = {},
+): string {
   return builder.build({
     domain: {
       '@_type': 'qemu',
@@ -28,6 +32,7 @@ export function qemuDomainXML(name: string, opts: { memoryKiB?: number } = {}): 
       vcpu: 1,
       os: { type: { '@_arch': 'x86_64', '@_machine': 'pc', '#text': 'hvm' } },
       devices: {
+        ...(opts.scsi ? { controller: { '@_type': 'scsi', '@_model': 'virtio-scsi' } } : {}),
         memballoon: { '@_model': 'virtio' },
       },
     },
