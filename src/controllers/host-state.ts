@@ -23,6 +23,11 @@ export interface HostState {
    * them (virtual-machine/plan.ts withSentShutdown).
    */
   shutdowns: Map<string, SentShutdown>;
+  /**
+   * When this process last hot-plugged an interface into a machine (by uid): its address
+   * poll window starts then, not at the boot (virtual-machine/reconcile.ts awaitingAddresses).
+   */
+  interfacesAttached: Map<string, number>;
 }
 
 export function createHostState(): HostState {
@@ -32,5 +37,6 @@ export function createHostState(): HostState {
     imports: new Map(),
     restores: new Map(),
     shutdowns: new Map(),
+    interfacesAttached: new Map(),
   };
 }

@@ -45,6 +45,7 @@ import {
 } from './plan.js';
 import {
   addressesMissing,
+  addressWindowOpen,
   dhcpFamilies,
   conditionEvents,
   machineStatus,
@@ -56,11 +57,10 @@ import {
 import { cachedByKey, withFinalizer, type Problem } from '../kit.js';
 
 const KIND = 'VirtualMachine';
-/** While a fresh guest has no address yet, look for DHCP leases this often, this long. */
+/** While a fresh guest has no address yet, look for DHCP leases this often (status.ts). */
 const ADDRESS_POLL_MS = 5_000;
 /** How soon to look at a balloon that is still moving towards its target. */
 const BALLOON_POLL_MS = 2_000;
-const ADDRESS_POLL_WINDOW_MS = 300_000;
 /** How soon to look again at a machine that a restore is reverting. */
 const RESTORE_WAIT_MS = 1_000;
 
@@ -96,6 +96,8 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   const plan = planMachine({ vm, desired, cloudInit: inputs?.cloudInit, observed: before, now });
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
   const outcome = await actMachine(conn, ours, plan.steps, ctx.onLane?.bind(ctx));
+  if (outcome.executed.some((s) => s.op === 'attachDevice' && s.device.kind === 'interface'))
+    ctx.host.interfacesAttached.set(String(vm.metadata.uid), now.getTime());
   const shutdownSentAt = shutdownSent(outcome.executed, ctx);
   rememberShutdown(ctx, vm, before.domain, plan.shutdown, shutdownSentAt);
   const after = outcome.executed.length > 0 ? await observeDomain(conn, vm) : before.domain;
@@ -267,6 +269,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
     if (after.state !== 'ours' && !outcome.failure) {
       await ctx.removeFinalizer(KIND, vm, HOST_FINALIZER);
       ctx.host.shutdowns.delete(uid);
+      ctx.host.interfacesAttached.delete(uid);
       return done;
     }
     const stopped =
@@ -401,7 +404,9 @@ function balloonMoving(
  * DHCP leases appear seconds after boot. Where the host can report leases, a running machine
  * whose interfaces lack an address (or, on a dual-stack network, one of each family the network
  * serves by DHCP: a DHCPv6 lease often comes after the IPv4 one) is looked at again for a few
- * minutes after its start; after that the periodic resync suffices.
+ * minutes after its start, or after this process hot-plugged an interface into it (a NIC added
+ * to a machine that has run for an hour waits for its lease as a new machine does); after that
+ * the periodic resync suffices.
  */
 function awaitingAddresses(
   vm: VirtualMachine,
@@ -413,8 +418,8 @@ function awaitingAddresses(
   if (after.state !== 'ours' || !after.active || !after.leasesSupported) return false;
   const families = (network: string) =>
     dhcpFamilies(ctx.get<VirtualNetwork>('VirtualNetwork', undefined, network));
-  const startedAt = status.startedAt ? Date.parse(status.startedAt) : now.getTime();
   return (
-    addressesMissing(vm, status, families) && now.getTime() - startedAt < ADDRESS_POLL_WINDOW_MS
+    addressesMissing(vm, status, families) &&
+    addressWindowOpen(status, ctx.host.interfacesAttached.get(String(vm.metadata.uid)), now)
   );
 }

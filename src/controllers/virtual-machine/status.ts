@@ -600,6 +600,23 @@ export function dhcpFamilies(vnet: VirtualNetwork | undefined): Array<4 | 6> {
   return families;
 }
 
+/** How long after a start, or a hot-plugged interface, a missing address is looked for. */
+const ADDRESS_POLL_WINDOW_MS = 300_000;
+
+/**
+ * Whether a missing address is still worth looking for: within the window after the machine's
+ * start or, later, after this process last hot-plugged an interface into it.
+ */
+export function addressWindowOpen(
+  status: VirtualMachineStatus,
+  interfaceAttachedAt: number | undefined,
+  now: Date,
+): boolean {
+  const startedAt = status.startedAt ? Date.parse(status.startedAt) : now.getTime();
+  const since = Math.max(startedAt, interfaceAttachedAt ?? 0);
+  return now.getTime() - since < ADDRESS_POLL_WINDOW_MS;
+}
+
 /**
  * Whether an interface in the status has no address yet, or none of a family its network
  * hands out by DHCP.

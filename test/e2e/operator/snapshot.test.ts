@@ -290,10 +290,15 @@ describe('snapshots and restores of a real guest', () => {
     const snap = await snapshot('off');
     expect(snap.status?.includesMemory).toBe(false);
     expect(snap.status?.quiesced).toBeUndefined();
-    expect((await get('vol', DATA)).status?.usedBy).toContainEqual({
-      kind: 'VirtualMachineSnapshot',
-      name: 'off',
-    });
+    // The Volume learns of its user from the snapshot's Ready status: a pass of its own, after.
+    await until(
+      'the Volume lists the snapshot among its users',
+      async () =>
+        (await get('vol', DATA)).status?.usedBy?.some(
+          (u) => u.kind === 'VirtualMachineSnapshot' && u.name === 'off',
+        ) ?? false,
+      30_000,
+    );
     expect((await io('write -P 0xcd 1M 64k')).code).toBe(0);
     expect((await io('read -P 0xab 1M 64k')).code).not.toBe(0);
     await restore('off-back', 'off');

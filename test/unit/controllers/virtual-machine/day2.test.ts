@@ -14,7 +14,10 @@ import {
   restartPending,
   shutdownRequest,
 } from '../../../../src/controllers/virtual-machine/plan.js';
-import { machineStatus } from '../../../../src/controllers/virtual-machine/status.js';
+import {
+  addressWindowOpen,
+  machineStatus,
+} from '../../../../src/controllers/virtual-machine/status.js';
 import { buildDomainXML, parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { desired, NOW, observed, ours, runningStatus, variant, vm } from './machines.js';
 
@@ -485,5 +488,24 @@ describe('detach status', () => {
     expect(at(false)).toMatchObject({ status: 'False', reason: 'Detaching' });
     expect(at(true)).toMatchObject({ status: 'False', reason: 'DetachPending' });
     expect(at(true)?.message).toContain('spec.disks (removed data.raw)');
+  });
+});
+
+describe('the address wait of a hot-plugged interface', () => {
+  const started = runningStatus({ startedAt: '2026-03-01T11:00:00Z' });
+  const at = (iso: string) => new Date(iso);
+
+  it('looks for a lease for five minutes after the start', () => {
+    expect(addressWindowOpen(started, undefined, at('2026-03-01T11:04:59Z'))).toBe(true);
+    expect(addressWindowOpen(started, undefined, at('2026-03-01T11:05:00Z'))).toBe(false);
+  });
+
+  it('looks again for five minutes after a NIC is plugged into a machine that has run for hours', () => {
+    const plugged = Date.parse('2026-03-01T14:00:00Z');
+    expect(addressWindowOpen(started, plugged, at('2026-03-01T14:00:05Z'))).toBe(true);
+    expect(addressWindowOpen(started, plugged, at('2026-03-01T14:05:00Z'))).toBe(false);
+    // A restart after the plug opens its own window.
+    const restarted = runningStatus({ startedAt: '2026-03-01T15:00:00Z' });
+    expect(addressWindowOpen(restarted, plugged, at('2026-03-01T15:01:00Z'))).toBe(true);
   });
 });
