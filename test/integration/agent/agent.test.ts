@@ -186,7 +186,8 @@ describe('the agent converges a host on the declared objects', () => {
       async () => (await conn.lookupDomainByUUIDString(vm.metadata.uid)).isActive(),
       5_000,
     );
-    expect(Date.now() - destroyedAt).toBeLessThan(1_000);
+    // The lifecycle event, not the 60 s resync; 3 s leaves room for a loaded CI machine.
+    expect(Date.now() - destroyedAt).toBeLessThan(3_000);
     const after = await until('restartCount', async () => {
       const o = await getJSON<Obj>(cp(), ['vm', 'web']);
       return (o.status?.restartCount ?? 0) > before && o;

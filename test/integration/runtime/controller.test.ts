@@ -187,7 +187,7 @@ describe('controller runtime (real kube-apiserver)', () => {
       for (let i = 4; i < gaps.length; i++)
         expect(gaps[i]!).toBeGreaterThanOrEqual(5 * 2 ** i * 0.95);
       expect(healthyLatency).toHaveLength(10);
-      expect(Math.max(...healthyLatency)).toBeLessThan(1_000);
+      expect(Math.max(...healthyLatency)).toBeLessThan(2_000);
       // Structured logs: each failure is one JSON line naming the controller and the object key.
       const failures = lines.filter((l) => l.msg === 'reconcile failed; retrying');
       expect(failures.length).toBe(attempts.length);
@@ -209,7 +209,7 @@ describe('controller runtime (real kube-apiserver)', () => {
         10,
       );
       // The next backoff step would have been more than 2.5 s away.
-      expect(Date.now() - fixedAt).toBeLessThan(1_000);
+      expect(Date.now() - fixedAt).toBeLessThan(2_000);
     } finally {
       await rt.stop({ drainMs: 2_000 });
     }
