@@ -109,7 +109,9 @@ describe('a guest that died while libvirtd was down', () => {
           (vm.status.restartCount ?? 0) >= 1
         );
       },
-      30_000,
+      // The reconnect's backoff reaches 10 s (±20%), and a try that meets a daemon still
+      // starting may wait out the 10 s open timeout: about 25 s at worst before the start.
+      60_000,
     );
   });
 });
