@@ -157,12 +157,31 @@ export function createController<T extends KubeObject>(
 
   const add = (key: string) => run?.queue.add(key);
 
+  // Keys whose pass was running when a status-only update of them arrived: woken after the
+  // pass only if it scheduled nothing itself (see statusOnlyWaits).
+  const statusWhileBusy = new Set<string>();
+  /**
+   * A status-only update (most often the watch event of the pass's own status write) does not
+   * cut short a wait the key's last pass chose: its requeueAfter or its failure backoff. A
+   * failing pass whose message changed each time (QEMU's timestamps) otherwise ran again at
+   * once, every half second, past its backoff. A pass that returned done is still woken by
+   * it: that is how a pass that found the cache behind our own write gets its turn.
+   */
+  const statusOnlyWaits = (key: string, r: Run): boolean => {
+    if (r.queue.dueAt(key) !== undefined) return true;
+    if (!r.queue.processing().includes(key)) return false;
+    statusWhileBusy.add(key);
+    return true;
+  };
+
   unsubscribes.push(
     opts.for.subscribe((change: CacheChange<T>) => {
       const key = objectKey(change.obj);
       if (change.type === 'updated') {
         if (opts.updatePredicate && !opts.updatePredicate(change.old, change.obj)) return;
         if (isParked(key)) return;
+        if (run && !specOrMetadataChanged(change.old, change.obj) && statusOnlyWaits(key, run))
+          return;
       }
       parked.delete(key);
       add(key);
@@ -189,13 +208,17 @@ export function createController<T extends KubeObject>(
         const action = await reconcile(key, { key, log: keyLog, signal: r.abort.signal, retries });
         r.queue.forget(key);
         parked.delete(key);
+        const woken = statusWhileBusy.delete(key);
         if (action.kind === 'requeueAfter') {
           r.queue.addAfter(key, action.ms);
           result = 'requeue_after';
         } else {
+          // Queued once more when this pass is done (the queue marks it dirty).
+          if (woken) r.queue.add(key);
           result = 'success';
         }
       } catch (err) {
+        statusWhileBusy.delete(key);
         if (err instanceof PermanentError) {
           r.queue.forget(key);
           // The generation this pass saw: a spec change that arrived during it unparks at once.

@@ -300,6 +300,59 @@ describe('controller runtime (real kube-apiserver)', () => {
     }
   });
 
+  it('a status-only update does not cut short the wait a pass chose, but wakes a key whose pass returned done', async () => {
+    const ns = 'status-only';
+    const { rt, client } = await setUp(ns);
+    try {
+      await createWidget(client, 'failing', { value: 0 }, ns);
+      await createWidget(client, 'settled', { value: 0 }, ns);
+      const informer = rt.informer<Widget>(widgets, { namespace: ns });
+      const status = rt.statusWriter({ resource: widgets, fieldManager: 'status-only-test' });
+      const other = rt.statusWriter({ resource: widgets, fieldManager: 'someone-else' });
+      const passes = new Map<string, number>();
+      rt.controller({
+        name: 'status-only',
+        for: informer,
+        resyncMs: 0,
+        reconcile: async (key) => {
+          const n = (passes.get(key) ?? 0) + 1;
+          passes.set(key, n);
+          const w = informer.cache.get(key);
+          if (!w) return done();
+          if (key.endsWith('/settled')) return done();
+          // A failure whose message differs every pass (as QEMU's timestamps made it), so
+          // every pass writes status, and a backoff of 1 s.
+          await status.apply(w, {
+            conditions: [
+              { type: 'Ready', status: 'False', reason: 'StartFailed', message: `try ${n}` },
+            ],
+          });
+          return requeueAfter(1_000);
+        },
+      });
+      rt.start();
+      await waitFor('both keys reconciled', () => passes.size === 2);
+      const start = passes.get(`${ns}/failing`)!;
+      await sleepMs(3_500);
+      // One pass per second: its own status writes did not wake it in between (before, each
+      // did, and it ran as fast as the API server answered).
+      const made = passes.get(`${ns}/failing`)! - start;
+      expect(made).toBeGreaterThanOrEqual(2);
+      expect(made).toBeLessThanOrEqual(4);
+
+      const settledBefore = passes.get(`${ns}/settled`)!;
+      const settled = informer.cache.get(`${ns}/settled`)!;
+      await other.apply(settled, { observedValue: 7 });
+      await waitFor(
+        'the settled key woken by a status change it did not make',
+        () => passes.get(`${ns}/settled`)! > settledBefore,
+        5_000,
+      );
+    } finally {
+      await rt.stop({ drainMs: 2_000 });
+    }
+  });
+
   it('finalizer helper: adds the finalizer before apply, runs cleanup on delete (retrying a failed cleanup), then removes it; a stale copy gets FinalizerConflict', async () => {
     const ns = 'finalizers';
     const { rt, client } = await setUp(ns);
