@@ -65,7 +65,7 @@ export interface DomainRebootEvent {
 
 export interface DomainDeviceRemovedEvent {
   domain: Domain;
-  /** The alias of the device the guest released, e.g. 'virtio-disk1' or 'ua-data'. */
+  /** The alias of the device that is gone, e.g. 'virtio-disk1' or 'scsi0-0-0-1'. */
   devAlias: string;
 }
 
@@ -538,8 +538,8 @@ export class Connect {
   }
 
   /**
-   * VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED: the guest released a device that a live detach asked
-   * it to give up (the detach call itself returns before that).
+   * VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED: a live detach finished, once the guest released the
+   * device (a SCSI disk needs no answer). The detach call itself may return before that.
    */
   domainEventDeviceRemovedRegister(
     listener: (event: DomainDeviceRemovedEvent) => void,

@@ -38,7 +38,7 @@ void OnDomainReboot(virConnectPtr, virDomainPtr dom, void* opaque) {
   Post(opaque, EventKind::DomainReboot, dom, 0, 0, virDomainRef, virDomainFree);
 }
 
-// The guest released a device (it answered an unplug request): its alias.
+// QEMU finished unplugging a device (the guest let it go, or its bus needs no answer): its alias.
 void OnDomainDeviceRemoved(virConnectPtr, virDomainPtr dom, const char* devAlias, void* opaque) {
   Post(opaque, EventKind::DomainDeviceRemoved, dom, 0, 0, virDomainRef, virDomainFree,
        devAlias != nullptr ? std::string(devAlias) : std::string());
