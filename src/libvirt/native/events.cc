@@ -61,7 +61,8 @@ void OnPoolRefresh(virConnectPtr, virStoragePoolPtr pool, void* opaque) {
 void OnClose(virConnectPtr, int reason, void* opaque) {
   auto* t = static_cast<EventTarget*>(opaque);
   std::shared_ptr<EnvState> env = t->env.lock();
-  if (env) env->PostEvent(EventMsg{EventKind::ConnectionClosed, t->key, nullptr, t->conn, reason, 0, {}});
+  if (env)
+    env->PostEvent(EventMsg{EventKind::ConnectionClosed, t->key, nullptr, t->conn, reason, 0, {}});
 }
 
 enum class Family { Domain, Network, Pool };
