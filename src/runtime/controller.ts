@@ -121,6 +121,12 @@ interface Run {
   abort: AbortController;
   workers: Promise<void>[];
   resync?: ReturnType<typeof setTimeout>;
+  /**
+   * Keys whose pass was running when a status-only update of them arrived: woken after the
+   * pass only if it scheduled nothing itself (statusOnlyWaits). Per run: a pass of a run that
+   * outlived its drain bound must not clear what the next run's pass of the key recorded.
+   */
+  statusWhileBusy: Set<string>;
 }
 
 export function createController<T extends KubeObject>(
@@ -157,9 +163,6 @@ export function createController<T extends KubeObject>(
 
   const add = (key: string) => run?.queue.add(key);
 
-  // Keys whose pass was running when a status-only update of them arrived: woken after the
-  // pass only if it scheduled nothing itself (see statusOnlyWaits).
-  const statusWhileBusy = new Set<string>();
   /**
    * A status-only update (most often the watch event of the pass's own status write) does not
    * cut short a wait the key's last pass chose: its requeueAfter or its failure backoff. A
@@ -170,7 +173,7 @@ export function createController<T extends KubeObject>(
   const statusOnlyWaits = (key: string, r: Run): boolean => {
     if (r.queue.dueAt(key) !== undefined) return true;
     if (!r.queue.processing().includes(key)) return false;
-    statusWhileBusy.add(key);
+    r.statusWhileBusy.add(key);
     return true;
   };
 
@@ -195,6 +198,7 @@ export function createController<T extends KubeObject>(
       // An update that arrived while the key's last pass was failing permanently (often that
       // pass's own status write) queued it again; it is still parked if the generation held.
       if (isParked(key)) {
+        r.statusWhileBusy.delete(key);
         r.queue.done(key);
         continue;
       }
@@ -208,7 +212,7 @@ export function createController<T extends KubeObject>(
         const action = await reconcile(key, { key, log: keyLog, signal: r.abort.signal, retries });
         r.queue.forget(key);
         parked.delete(key);
-        const woken = statusWhileBusy.delete(key);
+        const woken = r.statusWhileBusy.delete(key);
         if (action.kind === 'requeueAfter') {
           r.queue.addAfter(key, action.ms);
           result = 'requeue_after';
@@ -218,7 +222,7 @@ export function createController<T extends KubeObject>(
           result = 'success';
         }
       } catch (err) {
-        statusWhileBusy.delete(key);
+        r.statusWhileBusy.delete(key);
         if (err instanceof PermanentError) {
           r.queue.forget(key);
           // The generation this pass saw: a spec change that arrived during it unparks at once.
@@ -289,6 +293,7 @@ export function createController<T extends KubeObject>(
           }),
           abort: new AbortController(),
           workers: [],
+          statusWhileBusy: new Set(),
         };
         run = r;
         // Everything is new to this run: events seen while stopped were not queued.
