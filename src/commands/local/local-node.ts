@@ -101,6 +101,32 @@ function ipv4ToInt(ip: string): number {
 }
 
 /**
+ * Why the pod subnet cannot be used, from `ip -4 -o addr show`: an interface whose network
+ * overlaps it. A bridge named like ours was left by a local node whose process and reaper were
+ * both killed; only the user can tell whether another local node still uses it.
+ */
+export function subnetConflict(
+  subnet: string,
+  base: number,
+  prefix: number,
+  addrShow: string,
+): string | undefined {
+  for (const line of addrShow.split('\n')) {
+    const a = /inet (\d+\.\d+\.\d+\.\d+)\/(\d+)/.exec(line);
+    if (!a) continue;
+    const common = Math.min(Number(a[2]), prefix);
+    const cm = common === 0 ? 0 : (0xffffffff << (32 - common)) >>> 0;
+    if ((ipv4ToInt(a[1]!) & cm) >>> 0 !== (base & cm) >>> 0) continue;
+    const device = line.trim().split(/\s+/)[1] ?? '';
+    const leftOver = /^lvo-[0-9a-f]{8}$/.test(device)
+      ? `; if no other local node runs, it is one left behind: ip link delete ${device}`
+      : '';
+    return `pod subnet ${subnet} overlaps ${a[1]}/${a[2]} on this host (${device}); choose another with --pod-subnet${leftOver}`;
+  }
+  return undefined;
+}
+
+/**
  * Creates the pod bridge with its gateway address, before the API server starts: the API server
  * listens there. Refuses a subnet that a host interface already uses.
  */
@@ -116,18 +142,13 @@ export async function createNodeNetwork(
   const base = (ipv4ToInt(`${m[1]}.${m[2]}.${m[3]}.${m[4]}`) & mask) >>> 0;
   const gwInt = base + 1;
   const gateway = [24, 16, 8, 0].map((s) => (gwInt >>> s) & 255).join('.');
-  const addrs = await must('ip', ['-4', '-o', 'addr', 'show']);
-  for (const line of addrs.split('\n')) {
-    const a = /inet (\d+\.\d+\.\d+\.\d+)\/(\d+)/.exec(line);
-    if (!a) continue;
-    const other = Number(a[2]);
-    const common = Math.min(other, prefix);
-    const cm = common === 0 ? 0 : (0xffffffff << (32 - common)) >>> 0;
-    if ((ipv4ToInt(a[1]!) & cm) >>> 0 === (base & cm) >>> 0)
-      throw new ControlPlaneError(
-        `pod subnet ${subnet} overlaps ${a[1]}/${a[2]} on this host (${line.trim().split(/\s+/)[1]}); choose another with --pod-subnet`,
-      );
-  }
+  const conflict = subnetConflict(
+    subnet,
+    base,
+    prefix,
+    await must('ip', ['-4', '-o', 'addr', 'show']),
+  );
+  if (conflict) throw new ControlPlaneError(conflict);
   await must('ip', ['link', 'add', bridge, 'type', 'bridge']);
   try {
     await must('ip', ['addr', 'add', `${gateway}/${prefix}`, 'dev', bridge]);
