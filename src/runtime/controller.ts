@@ -172,7 +172,7 @@ export function createController<T extends KubeObject>(
    */
   const statusOnlyWaits = (key: string, r: Run): boolean => {
     if (r.queue.dueAt(key) !== undefined) return true;
-    if (!r.queue.processing().includes(key)) return false;
+    if (!r.queue.isProcessing(key)) return false;
     r.statusWhileBusy.add(key);
     return true;
   };
