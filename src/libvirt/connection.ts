@@ -486,6 +486,24 @@ export class Connect {
     if (key !== undefined) closeRoute(key);
   }
 
+  /** One domain event ID, for every domain or only `opts.domain`. */
+  #registerDomainEvent(
+    eventID: number,
+    listener: unknown,
+    deliver: (h: DomainHandle, event: number, detail: number, text: string | undefined) => void,
+    opts: CallOptions & { domain?: Domain },
+  ): Promise<number> {
+    return this.#register<DomainHandle>(listener, this.#domainRoutes, deliver, (key) =>
+      native.domain.eventRegisterAny(
+        this[HANDLE],
+        opts.domain?.[HANDLE] ?? null,
+        eventID,
+        key,
+        this.#t(opts),
+      ),
+    );
+  }
+
   /**
    * Domain lifecycle events (VIR_DOMAIN_EVENT_ID_LIFECYCLE) for every domain, or only
    * `opts.domain`. Resolves with the callback ID for domainEventDeregister. While any
@@ -495,9 +513,9 @@ export class Connect {
     listener: (event: DomainLifecycleEvent) => void,
     opts: CallOptions & { domain?: Domain } = {},
   ): Promise<number> {
-    return this.#register<DomainHandle>(
+    return this.#registerDomainEvent(
+      DomainEventID.LIFECYCLE,
       listener,
-      this.#domainRoutes,
       (h, event, detail) =>
         listener({
           domain: new Domain(this, h),
@@ -506,14 +524,7 @@ export class Connect {
           eventName: domainEventName(event),
           detailName: domainEventDetailName(event, detail),
         }),
-      (key) =>
-        native.domain.eventRegisterAny(
-          this[HANDLE],
-          opts.domain?.[HANDLE] ?? null,
-          DomainEventID.LIFECYCLE,
-          key,
-          this.#t(opts),
-        ),
+      opts,
     );
   }
 
@@ -522,18 +533,11 @@ export class Connect {
     listener: (event: DomainRebootEvent) => void,
     opts: CallOptions & { domain?: Domain } = {},
   ): Promise<number> {
-    return this.#register<DomainHandle>(
+    return this.#registerDomainEvent(
+      DomainEventID.REBOOT,
       listener,
-      this.#domainRoutes,
       (h) => listener({ domain: new Domain(this, h) }),
-      (key) =>
-        native.domain.eventRegisterAny(
-          this[HANDLE],
-          opts.domain?.[HANDLE] ?? null,
-          DomainEventID.REBOOT,
-          key,
-          this.#t(opts),
-        ),
+      opts,
     );
   }
 
@@ -545,19 +549,12 @@ export class Connect {
     listener: (event: DomainDeviceRemovedEvent) => void,
     opts: CallOptions & { domain?: Domain } = {},
   ): Promise<number> {
-    return this.#register<DomainHandle>(
+    return this.#registerDomainEvent(
+      DomainEventID.DEVICE_REMOVED,
       listener,
-      this.#domainRoutes,
       (h, _event, _detail, devAlias) =>
         listener({ domain: new Domain(this, h), devAlias: devAlias ?? '' }),
-      (key) =>
-        native.domain.eventRegisterAny(
-          this[HANDLE],
-          opts.domain?.[HANDLE] ?? null,
-          DomainEventID.DEVICE_REMOVED,
-          key,
-          this.#t(opts),
-        ),
+      opts,
     );
   }
 
