@@ -17,8 +17,10 @@ export function uniqueBridge(): string {
   return `lvbt${process.pid % 100000}x${counter}`.slice(0, 15);
 }
 
-/** A TCG domain without disks: QEMU starts it (and idles in the firmware) in well under a second. */
-/** `scsi`: a virtio-scsi controller, whose disks QEMU unplugs without asking the guest. */
+/**
+ * A TCG domain without disks: QEMU starts it (and idles in the firmware) in well under a second.
+ * `scsi`: a virtio-scsi controller, whose disks QEMU unplugs without asking the guest.
+ */
 export function qemuDomainXML(
   name: string,
   opts: { memoryKiB?: number; scsi?: boolean } = {},
