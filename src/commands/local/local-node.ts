@@ -100,17 +100,23 @@ function ipv4ToInt(ip: string): number {
   return ip.split('.').reduce((n, o) => n * 256 + Number(o), 0);
 }
 
+/** The pod subnet's network address (as a number) and prefix length; /8 to /28 only. */
+function parsePodSubnet(subnet: string): { base: number; prefix: number } {
+  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)\/(\d+)$/.exec(subnet);
+  const prefix = Number(m?.[5]);
+  if (!m || prefix < 8 || prefix > 28)
+    throw new ControlPlaneError(`pod subnet must be an IPv4 CIDR from /8 to /28, got '${subnet}'`);
+  const mask = (0xffffffff << (32 - prefix)) >>> 0;
+  return { base: (ipv4ToInt(`${m[1]}.${m[2]}.${m[3]}.${m[4]}`) & mask) >>> 0, prefix };
+}
+
 /**
  * Why the pod subnet cannot be used, from `ip -4 -o addr show`: an interface whose network
  * overlaps it. A bridge named like ours was left by a local node whose process and reaper were
  * both killed; only the user can tell whether another local node still uses it.
  */
-export function subnetConflict(
-  subnet: string,
-  base: number,
-  prefix: number,
-  addrShow: string,
-): string | undefined {
+export function subnetConflict(subnet: string, addrShow: string): string | undefined {
+  const { base, prefix } = parsePodSubnet(subnet);
   for (const line of addrShow.split('\n')) {
     const a = /inet (\d+\.\d+\.\d+\.\d+)\/(\d+)/.exec(line);
     if (!a) continue;
@@ -134,20 +140,10 @@ export async function createNodeNetwork(
   subnet = DEFAULT_POD_SUBNET,
   bridge = `lvo-${randomBytes(4).toString('hex')}`,
 ): Promise<NodeNetwork> {
-  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)\/(\d+)$/.exec(subnet);
-  const prefix = Number(m?.[5]);
-  if (!m || prefix < 8 || prefix > 28)
-    throw new ControlPlaneError(`pod subnet must be an IPv4 CIDR from /8 to /28, got '${subnet}'`);
-  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  const base = (ipv4ToInt(`${m[1]}.${m[2]}.${m[3]}.${m[4]}`) & mask) >>> 0;
+  const { base, prefix } = parsePodSubnet(subnet);
   const gwInt = base + 1;
   const gateway = [24, 16, 8, 0].map((s) => (gwInt >>> s) & 255).join('.');
-  const conflict = subnetConflict(
-    subnet,
-    base,
-    prefix,
-    await must('ip', ['-4', '-o', 'addr', 'show']),
-  );
+  const conflict = subnetConflict(subnet, await must('ip', ['-4', '-o', 'addr', 'show']));
   if (conflict) throw new ControlPlaneError(conflict);
   await must('ip', ['link', 'add', bridge, 'type', 'bridge']);
   try {

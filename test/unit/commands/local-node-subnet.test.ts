@@ -8,9 +8,7 @@ const addrShow = (extra: string) =>
     '2: eth0    inet 10.1.2.3/16 brd 10.1.255.255 scope global eth0\\       valid_lft forever',
     extra,
   ].join('\n');
-const POD = { subnet: '10.244.0.0/24', base: (10 << 24) + (244 << 16), prefix: 24 };
-const conflict = (extra: string) =>
-  subnetConflict(POD.subnet, POD.base, POD.prefix, addrShow(extra));
+const conflict = (extra: string) => subnetConflict('10.244.0.0/24', addrShow(extra));
 
 describe('the pod subnet against the host’s interfaces', () => {
   it('is free when no interface is inside it', () => {
@@ -31,5 +29,12 @@ describe('the pod subnet against the host’s interfaces', () => {
     expect(m).toContain(
       'if no other local node runs, it is one left behind: ip link delete lvo-90846843',
     );
+  });
+
+  it('refuses a pod subnet that is not an IPv4 CIDR from /8 to /28, naming it', () => {
+    for (const bad of ['10.244.0.0/30', '10.244.0.0/4', '10.244.0.0', 'fd00::/64'])
+      expect(() => subnetConflict(bad, addrShow(''))).toThrow(
+        `pod subnet must be an IPv4 CIDR from /8 to /28, got '${bad}'`,
+      );
   });
 });
