@@ -34,6 +34,22 @@ export interface ReconcileContext {
   signal: AbortSignal;
   /** Failed attempts since the last success (0 on a first try). */
   retries: number;
+  /**
+   * Records a status write this pass made to its own object: `from` is the resourceVersion it
+   * was made against, `to` the one the server answered. The watch event of exactly that write
+   * then wakes no one, as long as no later pass of the key has started: the pass that wrote it
+   * knew everything in it. (A later pass may have read the cache before the write came back,
+   * so for it the event still counts.)
+   */
+  wroteStatus(from: string | undefined, to: string | undefined): void;
+  /**
+   * This pass looked at the outside world (the host) at `at`, a performance.now() reading taken
+   * before the look began, and the look showed nothing left to do. Changes reported with
+   * Controller.hostChanged during the pass and before `at` then do not run the key again, nor
+   * do those named in `own` (as hostChanged names them) whenever they come before the key's
+   * next pass: the changes the pass's own calls made, which the look already showed.
+   */
+  sawHostAt(at: number, own?: readonly string[]): void;
 }
 
 export type Reconcile = (key: string, ctx: ReconcileContext) => Promise<Action>;
@@ -99,6 +115,14 @@ export interface Controller {
   name: string;
   /** Queue a key now. From outside triggers (libvirt events, timers); ignored while stopped. */
   enqueue(key: string): void;
+  /**
+   * Queue a key for a change seen on the host at `at` (performance.now()), named by `what`
+   * (e.g. a libvirt event). During a pass of the key the change is kept for the pass's end: it
+   * runs the key again unless the pass reported (ReconcileContext.sawHostAt) a look at the host
+   * that began after it, or named it as its own. libvirt's events for a pass's own calls arrive
+   * during that pass or just after it, and its last look already showed their effect.
+   */
+  hostChanged(key: string, at: number, what?: string): void;
   enqueueAfter(key: string, ms: number): void;
   /** Maps changes of another watched kind to keys of this controller (e.g. via an index). */
   watch<U extends KubeObject>(informer: Informer<U>, keysFor: (obj: U) => string[]): void;
@@ -122,11 +146,50 @@ interface Run {
   workers: Promise<void>[];
   resync?: ReturnType<typeof setTimeout>;
   /**
-   * Keys whose pass was running when a status-only update of them arrived: woken after the
-   * pass only if it scheduled nothing itself (statusOnlyWaits). Per run: a pass of a run that
-   * outlived its drain bound must not clear what the next run's pass of the key recorded.
+   * The passes running now, by key. Per run: a pass of a run that outlived its drain bound
+   * must not clear what the next run's pass of the key recorded.
    */
-  statusWhileBusy: Set<string>;
+  passes: Map<string, Pass>;
+}
+
+interface Pass {
+  /**
+   * Status-only updates that arrived while the pass ran, as [resourceVersion before, after]:
+   * they wake the key after the pass only if it scheduled nothing itself (statusOnlyWaits),
+   * and not if they were the pass's own writes (whose watch events can come in before the
+   * server's answer to the write does).
+   */
+  statusUpdates?: Array<[string | undefined, string | undefined]>;
+  /** Host changes reported while the pass ran (hostChanged). */
+  hostChanges: Array<{ at: number; what: string | undefined }>;
+  /** The latest look at the host that showed nothing left to do (sawHostAt). */
+  sawHostAt?: number;
+}
+
+/** What the key's latest pass did itself, until its next pass starts or the object goes. */
+interface OwnChanges {
+  /** Its status writes: resourceVersion written -> the one it was written against. */
+  writes: Map<string, string | undefined>;
+  /** Host changes its calls made (sawHostAt's `own`) that have not come in yet, and until when. */
+  hostChanges: Array<{ what: string; until: number }>;
+}
+
+/**
+ * How long a pass's own host change is expected. libvirt sends its events at once; one that
+ * never comes (a connection lost meanwhile) must not hide someone else's change of the same
+ * kind for longer than this.
+ */
+const OWN_CHANGE_WINDOW_MS = 10_000;
+
+/** Takes the change `what` seen at `at` off the list of expected ones, if it is expected. */
+function consume(
+  list: Array<{ what: string; until: number }>,
+  what: string | undefined,
+  at: number,
+): boolean {
+  const i = list.findIndex((c) => c.what === what && at <= c.until);
+  if (i >= 0) list.splice(i, 1);
+  return i >= 0;
 }
 
 export function createController<T extends KubeObject>(
@@ -163,6 +226,18 @@ export function createController<T extends KubeObject>(
 
   const add = (key: string) => run?.queue.add(key);
 
+  const ownChanges = new Map<string, OwnChanges>();
+  /** Whether [from, to] is exactly one of the status writes in `own`. */
+  const wrote = (own: OwnChanges | undefined, from: string | undefined, to: string | undefined) =>
+    to !== undefined && own !== undefined && own.writes.has(to) && own.writes.get(to) === from;
+  /** The watch event of exactly a status write of the key's latest pass, and nothing else. */
+  const isOwnWrite = (key: string, change: { old: KubeObject; obj: KubeObject }): boolean =>
+    wrote(
+      ownChanges.get(key),
+      change.old.metadata.resourceVersion,
+      change.obj.metadata.resourceVersion,
+    );
+
   /**
    * A status-only update (most often the watch event of the pass's own status write) does not
    * cut short a wait the key's last pass chose: its requeueAfter or its failure backoff. A
@@ -170,10 +245,14 @@ export function createController<T extends KubeObject>(
    * once, every half second, past its backoff. A pass that returned done is still woken by
    * it: that is how a pass that found the cache behind our own write gets its turn.
    */
-  const statusOnlyWaits = (key: string, r: Run): boolean => {
+  const statusOnlyWaits = (key: string, r: Run, change: { old: KubeObject; obj: KubeObject }) => {
     if (r.queue.dueAt(key) !== undefined) return true;
-    if (!r.queue.isProcessing(key)) return false;
-    r.statusWhileBusy.add(key);
+    const pass = r.passes.get(key);
+    if (!pass) return false;
+    (pass.statusUpdates ??= []).push([
+      change.old.metadata.resourceVersion,
+      change.obj.metadata.resourceVersion,
+    ]);
     return true;
   };
 
@@ -183,9 +262,12 @@ export function createController<T extends KubeObject>(
       if (change.type === 'updated') {
         if (opts.updatePredicate && !opts.updatePredicate(change.old, change.obj)) return;
         if (isParked(key)) return;
-        if (run && !specOrMetadataChanged(change.old, change.obj) && statusOnlyWaits(key, run))
-          return;
+        if (!specOrMetadataChanged(change.old, change.obj)) {
+          if (isOwnWrite(key, change)) return;
+          if (run && statusOnlyWaits(key, run, change)) return;
+        }
       }
+      if (change.type === 'deleted') ownChanges.delete(key);
       parked.delete(key);
       add(key);
     }),
@@ -198,7 +280,6 @@ export function createController<T extends KubeObject>(
       // An update that arrived while the key's last pass was failing permanently (often that
       // pass's own status write) queued it again; it is still parked if the generation held.
       if (isParked(key)) {
-        r.statusWhileBusy.delete(key);
         r.queue.done(key);
         continue;
       }
@@ -207,12 +288,31 @@ export function createController<T extends KubeObject>(
       const keyLog = log.child({ key });
       const started = process.hrtime.bigint();
       m?.activeWorkers.inc({ controller: name });
+      const pass: Pass = { hostChanges: [] };
+      r.passes.set(key, pass);
+      const own: OwnChanges = { writes: new Map(), hostChanges: [] };
+      ownChanges.set(key, own);
+      let succeeded = false;
       let result: string;
       try {
-        const action = await reconcile(key, { key, log: keyLog, signal: r.abort.signal, retries });
+        const action = await reconcile(key, {
+          key,
+          log: keyLog,
+          signal: r.abort.signal,
+          retries,
+          wroteStatus: (from, to) => {
+            if (to !== undefined) own.writes.set(to, from);
+          },
+          sawHostAt: (at, ownHost = []) => {
+            pass.sawHostAt = Math.max(pass.sawHostAt ?? at, at);
+            for (const what of ownHost)
+              own.hostChanges.push({ what, until: at + OWN_CHANGE_WINDOW_MS });
+          },
+        });
+        succeeded = true;
         r.queue.forget(key);
         parked.delete(key);
-        const woken = r.statusWhileBusy.delete(key);
+        const woken = (pass.statusUpdates ?? []).some(([from, to]) => !wrote(own, from, to));
         if (action.kind === 'requeueAfter') {
           r.queue.addAfter(key, action.ms);
           result = 'requeue_after';
@@ -222,7 +322,6 @@ export function createController<T extends KubeObject>(
           result = 'success';
         }
       } catch (err) {
-        r.statusWhileBusy.delete(key);
         if (err instanceof PermanentError) {
           r.queue.forget(key);
           // The generation this pass saw: a spec change that arrived during it unparks at once.
@@ -240,6 +339,15 @@ export function createController<T extends KubeObject>(
         }
       } finally {
         m?.activeWorkers.dec({ controller: name });
+        r.passes.delete(key);
+        if (!succeeded) own.hostChanges = [];
+        // Every change must be consumed (even one the look covered), so that a leftover never
+        // hides someone else's change of the same kind.
+        const missed = pass.hostChanges.filter(
+          (c) => !consume(own.hostChanges, c.what, c.at) && !(c.at < (pass.sawHostAt ?? -Infinity)),
+        );
+        // Queued once more when this pass is done, as any enqueue during a pass is.
+        if (missed.length > 0 || (!succeeded && pass.hostChanges.length > 0)) r.queue.add(key);
         r.queue.done(key);
       }
       m?.reconcileTotal.inc({ controller: name, result });
@@ -263,6 +371,16 @@ export function createController<T extends KubeObject>(
   const controller: Controller = {
     name,
     enqueue(key) {
+      parked.delete(key);
+      add(key);
+    },
+    hostChanged(key, at, what) {
+      const pass = run?.passes.get(key);
+      if (pass) {
+        pass.hostChanges.push({ at, what });
+        return;
+      }
+      if (consume(ownChanges.get(key)?.hostChanges ?? [], what, at)) return;
       parked.delete(key);
       add(key);
     },
@@ -293,7 +411,7 @@ export function createController<T extends KubeObject>(
           }),
           abort: new AbortController(),
           workers: [],
-          statusWhileBusy: new Set(),
+          passes: new Map(),
         };
         run = r;
         // Everything is new to this run: events seen while stopped were not queued.

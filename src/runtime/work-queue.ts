@@ -38,8 +38,6 @@ export interface WorkQueue {
   /** Keys waiting now (not delayed, not processing). */
   length(): number;
   processing(): string[];
-  /** Whether a worker has the key now (between `next` and `done`). */
-  isProcessing(key: string): boolean;
   /** When a key's delayed add is due (ms since epoch), if it has one. */
   dueAt(key: string): number | undefined;
   /** Stops intake: adds are ignored, waiting and future `next` calls get undefined. */
@@ -145,7 +143,6 @@ export function createWorkQueue(opts: WorkQueueOptions): WorkQueue {
     },
     length: () => queued.size,
     processing: () => [...active.keys()],
-    isProcessing: (key) => active.has(key),
     dueAt: (key) => delayed.get(key)?.due,
     shutDown() {
       if (shutDown) return;
