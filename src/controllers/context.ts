@@ -84,6 +84,13 @@ export interface ControllerContext {
    * planes have no garbage collector to follow owner references. A 404 counts as done.
    */
   deleteObject(kind: VirtKind, obj: KubeObject): Promise<void>;
+  /**
+   * Marks the start of a look at the host; call what it returns once the look showed nothing
+   * left to do, naming the lifecycle changes (lifecycleChange) the pass's own calls made. Then
+   * neither libvirt's events received before the look began nor those named (whenever they
+   * come) run the pass again: the look already showed their effect. Absent outside an agent.
+   */
+  lookAtHost?(): (own?: readonly string[]) => void;
   /** A Kubernetes Event (events.k8s.io/v1), de-duplicated by the runtime. */
   event(
     kind: VirtKind,

@@ -157,3 +157,11 @@ export function cachedByKey<T extends KubeObject>(
   const { namespace, name } = splitKey(key);
   return ctx.get<T>(kind, namespace, name);
 }
+
+/**
+ * How a libvirt lifecycle event names a host change (Controller.hostChanged's `what`), by its
+ * event and detail names: "defined/added", "started/booted".
+ */
+export function lifecycleChange(event: string, detail: string): string {
+  return `${event}/${detail}`;
+}

@@ -36,6 +36,7 @@ import {
   type OwnedDomainFields,
 } from '../../libvirt/xml/domain.js';
 import { changedFields } from '../../ownership/owned.js';
+import { lifecycleChange } from '../kit.js';
 import type { CloudInitImage } from './cloud-init.js';
 import type { ObservedDomain, ObservedMachine, OursDomain } from './observe.js';
 import { diskLetters } from './desired.js';
@@ -81,6 +82,19 @@ export type MachineStep =
   | { op: 'destroy'; why: 'gracePeriodExpired' | 'crashed' }
   | { op: 'undefine'; nvram: boolean; tpm: boolean }
   | { op: 'removeFiles'; paths: string[] };
+
+/**
+ * The lifecycle changes (libvirt's events, named by lifecycleChange) that executed steps make
+ * to their own domain: a definition, a redefinition, a boot. Others (a stop, which the guest
+ * completes later; a destroy of a crashed domain) are left to wake the machine as anyone's do.
+ */
+export function ownLifecycleChanges(executed: readonly MachineStep[]): string[] {
+  return executed.flatMap((s) => {
+    if (s.op === 'define') return [lifecycleChange('defined', s.created ? 'added' : 'updated')];
+    if (s.op === 'start') return [lifecycleChange('started', 'booted')];
+    return [];
+  });
+}
 
 export interface MachinePlan {
   steps: MachineStep[];

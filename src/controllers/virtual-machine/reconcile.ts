@@ -33,6 +33,7 @@ import {
   gracePeriodMs,
   newRestartRequest,
   nextLookMs,
+  ownLifecycleChanges,
   planMachine,
   planRemoval,
   restartPending,
@@ -93,14 +94,24 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   const resolved = resolve(vm, ctx);
   const inputs = 'inputs' in resolved ? resolved.inputs : undefined;
   const desired = inputs && desiredDomain(vm, inputs);
-  const plan = planMachine({ vm, desired, cloudInit: inputs?.cloudInit, observed: before, now });
+  const planInput = { vm, desired, cloudInit: inputs?.cloudInit, observed: before, now };
+  const plan = planMachine(planInput);
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
   const outcome = await actMachine(conn, ours, plan.steps, ctx.onLane?.bind(ctx));
   if (outcome.executed.some((s) => s.op === 'attachDevice' && s.device.kind === 'interface'))
     ctx.host.interfacesAttached.set(String(vm.metadata.uid), now.getTime());
   const shutdownSentAt = shutdownSent(outcome.executed, ctx);
   rememberShutdown(ctx, vm, before.domain, plan.shutdown, shutdownSentAt);
+  const look = outcome.executed.length > 0 ? ctx.lookAtHost?.() : undefined;
   const after = outcome.executed.length > 0 ? await observeDomain(conn, vm) : before.domain;
+  // The domain as our steps left it needs nothing more: libvirt's events for those steps, which
+  // arrive during this pass, need not run it again (its status is written from this look).
+  if (
+    look &&
+    !outcome.failure &&
+    planMachine({ ...planInput, observed: { ...before, domain: after } }).steps.length === 0
+  )
+    look(ownLifecycleChanges(outcome.executed));
   const problem: Problem | undefined =
     before.domain.state === 'foreign'
       ? nameConflict(before.domain, ctx.nodeName)

@@ -13,7 +13,16 @@ import {
   restartPending,
   shutdownRequest,
   type MachineStep,
+  ownLifecycleChanges,
 } from '../../../../src/controllers/virtual-machine/plan.js';
+import {
+  DomainEventDefinedDetail,
+  DomainEventStartedDetail,
+  DomainEventType,
+  domainEventDetailName,
+  domainEventName,
+} from '../../../../src/libvirt/index.js';
+import { lifecycleChange } from '../../../../src/controllers/kit.js';
 import { desired, NOW, observed, ours, runningStatus, variant, vm } from './machines.js';
 
 const base = vm({ memory: '256Mi', maxMemory: '1Gi', vcpus: 1, maxVcpus: 4 });
@@ -696,5 +705,25 @@ describe('nextLookMs', () => {
     expect(nextLookMs(asked, { ...end, graceMs: 1000 })).toBe(950);
     // A long grace period is still watched every STOP_POLL_MS.
     expect(nextLookMs(asked, { ...end, graceMs: 60_000 })).toBe(2000);
+  });
+});
+
+describe('the lifecycle changes a pass makes itself', () => {
+  it('are the events libvirt sends for its define and its boot, named as the agent names them', () => {
+    const named = (event: number, detail: number) =>
+      lifecycleChange(domainEventName(event), domainEventDetailName(event, detail));
+    const want = desired(vm());
+    expect(
+      ownLifecycleChanges([
+        { op: 'define', doc: want, created: true },
+        { op: 'start', kind: 'initial', after: { state: 'shutoff', reason: 'unknown' } },
+        { op: 'define', doc: want, created: false },
+        { op: 'shutdown', reason: 'RunStrategyHalted' },
+      ]),
+    ).toEqual([
+      named(DomainEventType.DEFINED, DomainEventDefinedDetail.ADDED),
+      named(DomainEventType.STARTED, DomainEventStartedDetail.BOOTED),
+      named(DomainEventType.DEFINED, DomainEventDefinedDetail.UPDATED),
+    ]);
   });
 });
