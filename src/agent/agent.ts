@@ -347,12 +347,14 @@ function wireLibvirtReconnects(
 }
 
 /**
- * One pass's view of the agent's context: it tells the pass's controller about the status
- * writes the pass makes to its own object and about its looks at the host, so that neither the
- * watch event of such a write nor libvirt's events for the pass's own calls run it again for
- * nothing (a second pass per new machine was a fifth of the agent's CPU in a burst:
+ * One pass's view of the agent's context: it tells the pass's controller about the writes the
+ * pass makes to its own object (status, finalizer) and about its looks at the host, so that
+ * neither the watch event of such a write nor libvirt's events for the pass's own calls run it
+ * again for nothing (a second pass per new machine was a fifth of the agent's CPU in a burst:
  * bench/README.md, "Convergence of one agent").
  */
+const version = (obj: KubeObject) => obj.metadata.resourceVersion;
+
 function passContext(
   ctx: ControllerContext,
   kind: VirtKind,
@@ -363,9 +365,14 @@ function passContext(
     ...ctx,
     async applyStatus(k, obj, status) {
       const written = await ctx.applyStatus(k, obj, status);
-      if (written && k === kind && keyOf(obj) === key)
-        pass.wroteStatus(obj.metadata.resourceVersion, written.metadata.resourceVersion);
+      if (written && k === kind && keyOf(obj) === key) pass.wrote(version(obj), version(written));
       return written;
+    },
+    async ensureFinalizer(k, obj, finalizer) {
+      const patched = await ctx.ensureFinalizer(k, obj, finalizer);
+      if (patched !== obj && k === kind && keyOf(obj) === key)
+        pass.wrote(version(obj), version(patched));
+      return patched;
     },
     lookAtHost() {
       const at = performance.now();

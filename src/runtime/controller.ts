@@ -35,13 +35,13 @@ export interface ReconcileContext {
   /** Failed attempts since the last success (0 on a first try). */
   retries: number;
   /**
-   * Records a status write this pass made to its own object: `from` is the resourceVersion it
-   * was made against, `to` the one the server answered. The watch event of exactly that write
-   * then wakes no one, as long as no later pass of the key has started: the pass that wrote it
-   * knew everything in it. (A later pass may have read the cache before the write came back,
-   * so for it the event still counts.)
+   * Records a write this pass made to its own object (its status, its finalizers): `from` is
+   * the resourceVersion it was made against, `to` the one the server answered. The watch event
+   * of exactly that write then wakes no one, as long as no later pass of the key has started:
+   * the pass that wrote it knew everything in it. (A later pass may have read the cache before
+   * the write came back, so for it the event still counts.)
    */
-  wroteStatus(from: string | undefined, to: string | undefined): void;
+  wrote(from: string | undefined, to: string | undefined): void;
   /**
    * This pass looked at the outside world (the host) at `at`, a performance.now() reading taken
    * before the look began, and the look showed nothing left to do. Changes reported with
@@ -154,12 +154,12 @@ interface Run {
 
 interface Pass {
   /**
-   * Status-only updates that arrived while the pass ran, as [resourceVersion before, after]:
-   * they wake the key after the pass only if it scheduled nothing itself (statusOnlyWaits),
-   * and not if they were the pass's own writes (whose watch events can come in before the
-   * server's answer to the write does).
+   * Updates of the object that arrived while the pass ran. Judged when it ends, because the
+   * watch event of the pass's own write can come in before the server's answer to the write:
+   * its own writes wake nothing, a status-only update wakes the key only if the pass
+   * returned done (see statusOnlyWaits), any other update wakes it.
    */
-  statusUpdates?: Array<[string | undefined, string | undefined]>;
+  updates: Array<{ from?: string; to?: string; statusOnly: boolean }>;
   /** Host changes reported while the pass ran (hostChanged). */
   hostChanges: Array<{ at: number; what: string | undefined }>;
   /** The latest look at the host that showed nothing left to do (sawHostAt). */
@@ -168,7 +168,7 @@ interface Pass {
 
 /** What the key's latest pass did itself, until its next pass starts or the object goes. */
 interface OwnChanges {
-  /** Its status writes: resourceVersion written -> the one it was written against. */
+  /** Its writes: resourceVersion written -> the one it was written against. */
   writes: Map<string, string | undefined>;
   /** Host changes its calls made (sawHostAt's `own`) that have not come in yet, and until when. */
   hostChanges: Array<{ what: string; until: number }>;
@@ -242,19 +242,11 @@ export function createController<T extends KubeObject>(
    * A status-only update (most often the watch event of the pass's own status write) does not
    * cut short a wait the key's last pass chose: its requeueAfter or its failure backoff. A
    * failing pass whose message changed each time (QEMU's timestamps) otherwise ran again at
-   * once, every half second, past its backoff. A pass that returned done is still woken by
-   * it: that is how a pass that found the cache behind our own write gets its turn.
+   * once, every half second, past its backoff. One that arrives during a pass (Pass.updates)
+   * still wakes the key if that pass returned done: that is how a pass that found the cache
+   * behind our own write gets its turn.
    */
-  const statusOnlyWaits = (key: string, r: Run, change: { old: KubeObject; obj: KubeObject }) => {
-    if (r.queue.dueAt(key) !== undefined) return true;
-    const pass = r.passes.get(key);
-    if (!pass) return false;
-    (pass.statusUpdates ??= []).push([
-      change.old.metadata.resourceVersion,
-      change.obj.metadata.resourceVersion,
-    ]);
-    return true;
-  };
+  const statusOnlyWaits = (key: string, r: Run): boolean => r.queue.dueAt(key) !== undefined;
 
   unsubscribes.push(
     opts.for.subscribe((change: CacheChange<T>) => {
@@ -262,10 +254,18 @@ export function createController<T extends KubeObject>(
       if (change.type === 'updated') {
         if (opts.updatePredicate && !opts.updatePredicate(change.old, change.obj)) return;
         if (isParked(key)) return;
-        if (!specOrMetadataChanged(change.old, change.obj)) {
-          if (isOwnWrite(key, change)) return;
-          if (run && statusOnlyWaits(key, run, change)) return;
+        if (isOwnWrite(key, change)) return;
+        const statusOnly = !specOrMetadataChanged(change.old, change.obj);
+        const pass = run?.passes.get(key);
+        if (pass) {
+          pass.updates.push({
+            from: change.old.metadata.resourceVersion,
+            to: change.obj.metadata.resourceVersion,
+            statusOnly,
+          });
+          return;
         }
+        if (run && statusOnly && statusOnlyWaits(key, run)) return;
       }
       if (change.type === 'deleted') ownChanges.delete(key);
       parked.delete(key);
@@ -288,11 +288,12 @@ export function createController<T extends KubeObject>(
       const keyLog = log.child({ key });
       const started = process.hrtime.bigint();
       m?.activeWorkers.inc({ controller: name });
-      const pass: Pass = { hostChanges: [] };
+      const pass: Pass = { updates: [], hostChanges: [] };
       r.passes.set(key, pass);
       const own: OwnChanges = { writes: new Map(), hostChanges: [] };
       ownChanges.set(key, own);
       let succeeded = false;
+      let returnedDone = false;
       let result: string;
       try {
         const action = await reconcile(key, {
@@ -300,7 +301,7 @@ export function createController<T extends KubeObject>(
           log: keyLog,
           signal: r.abort.signal,
           retries,
-          wroteStatus: (from, to) => {
+          wrote: (from, to) => {
             if (to !== undefined) own.writes.set(to, from);
           },
           sawHostAt: (at, ownHost = []) => {
@@ -312,13 +313,11 @@ export function createController<T extends KubeObject>(
         succeeded = true;
         r.queue.forget(key);
         parked.delete(key);
-        const woken = (pass.statusUpdates ?? []).some(([from, to]) => !wrote(own, from, to));
         if (action.kind === 'requeueAfter') {
           r.queue.addAfter(key, action.ms);
           result = 'requeue_after';
         } else {
-          // Queued once more when this pass is done (the queue marks it dirty).
-          if (woken) r.queue.add(key);
+          returnedDone = true;
           result = 'success';
         }
       } catch (err) {
@@ -346,8 +345,13 @@ export function createController<T extends KubeObject>(
         const missed = pass.hostChanges.filter(
           (c) => !consume(own.hostChanges, c.what, c.at) && !(c.at < (pass.sawHostAt ?? -Infinity)),
         );
-        // Queued once more when this pass is done, as any enqueue during a pass is.
-        if (missed.length > 0 || (!succeeded && pass.hostChanges.length > 0)) r.queue.add(key);
+        const news = pass.updates.filter((u) => !wrote(own, u.from, u.to));
+        const woken =
+          missed.length > 0 ||
+          (!succeeded && pass.hostChanges.length > 0) ||
+          news.some((u) => !u.statusOnly || returnedDone);
+        // Queued once more when this pass is done (the queue marks it dirty).
+        if (woken) r.queue.add(key);
         r.queue.done(key);
       }
       m?.reconcileTotal.inc({ controller: name, result });
