@@ -227,10 +227,10 @@ export function createController<T extends KubeObject>(
   const add = (key: string) => run?.queue.add(key);
 
   const ownChanges = new Map<string, OwnChanges>();
-  /** Whether [from, to] is exactly one of the status writes in `own`. */
+  /** Whether [from, to] is exactly one of the writes in `own`. */
   const wrote = (own: OwnChanges | undefined, from: string | undefined, to: string | undefined) =>
     to !== undefined && own !== undefined && own.writes.has(to) && own.writes.get(to) === from;
-  /** The watch event of exactly a status write of the key's latest pass, and nothing else. */
+  /** The watch event of exactly a write of the key's latest pass, and nothing else. */
   const isOwnWrite = (key: string, change: { old: KubeObject; obj: KubeObject }): boolean =>
     wrote(
       ownChanges.get(key),
