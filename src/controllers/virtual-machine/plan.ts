@@ -85,13 +85,17 @@ export type MachineStep =
 
 /**
  * The lifecycle changes (libvirt's events, named by lifecycleChange) that executed steps make
- * to their own domain: a definition, a redefinition, a boot. Others (a stop, which the guest
- * completes later; a destroy of a crashed domain) are left to wake the machine as anyone's do.
+ * to their own domain: a definition, a redefinition, a boot (QEMU's domains start paused and
+ * are let go, which libvirt reports as well), a pause, a resume. Others (a stop, which the guest completes later;
+ * a destroy of a crashed domain) are left to wake the machine as anyone's do.
  */
 export function ownLifecycleChanges(executed: readonly MachineStep[]): string[] {
   return executed.flatMap((s) => {
     if (s.op === 'define') return [lifecycleChange('defined', s.created ? 'added' : 'updated')];
-    if (s.op === 'start') return [lifecycleChange('started', 'booted')];
+    if (s.op === 'start')
+      return [lifecycleChange('started', 'booted'), lifecycleChange('resumed', 'unpaused')];
+    if (s.op === 'suspend') return [lifecycleChange('suspended', 'paused')];
+    if (s.op === 'resume') return [lifecycleChange('resumed', 'unpaused')];
     return [];
   });
 }

@@ -17,7 +17,9 @@ import {
 } from '../../../../src/controllers/virtual-machine/plan.js';
 import {
   DomainEventDefinedDetail,
+  DomainEventResumedDetail,
   DomainEventStartedDetail,
+  DomainEventSuspendedDetail,
   DomainEventType,
   domainEventDetailName,
   domainEventName,
@@ -709,7 +711,7 @@ describe('nextLookMs', () => {
 });
 
 describe('the lifecycle changes a pass makes itself', () => {
-  it('are the events libvirt sends for its define and its boot, named as the agent names them', () => {
+  it('are the events libvirt sends for its define and its boot (QEMU: started, then unpaused), named as the agent names them', () => {
     const named = (event: number, detail: number) =>
       lifecycleChange(domainEventName(event), domainEventDetailName(event, detail));
     const want = desired(vm());
@@ -718,12 +720,17 @@ describe('the lifecycle changes a pass makes itself', () => {
         { op: 'define', doc: want, created: true },
         { op: 'start', kind: 'initial', after: { state: 'shutoff', reason: 'unknown' } },
         { op: 'define', doc: want, created: false },
+        { op: 'suspend' },
+        { op: 'resume' },
         { op: 'shutdown', reason: 'RunStrategyHalted' },
       ]),
     ).toEqual([
       named(DomainEventType.DEFINED, DomainEventDefinedDetail.ADDED),
       named(DomainEventType.STARTED, DomainEventStartedDetail.BOOTED),
+      named(DomainEventType.RESUMED, DomainEventResumedDetail.UNPAUSED),
       named(DomainEventType.DEFINED, DomainEventDefinedDetail.UPDATED),
+      named(DomainEventType.SUSPENDED, DomainEventSuspendedDetail.PAUSED),
+      named(DomainEventType.RESUMED, DomainEventResumedDetail.UNPAUSED),
     ]);
   });
 });
