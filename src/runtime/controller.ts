@@ -181,6 +181,12 @@ interface OwnChanges {
  */
 const OWN_CHANGE_WINDOW_MS = 10_000;
 
+/**
+ * How long a pass waits for the cache to show the key's own last write before it reads it. The
+ * watch brings it back in milliseconds; an API server slow to send it must not stall the key.
+ */
+const OWN_WRITE_WAIT_MS = 2_000;
+
 /** Takes the change `what` seen at `at` off the list of expected ones, if it is expected. */
 function consume(
   list: Array<{ what: string; until: number }>,
@@ -230,6 +236,29 @@ export function createController<T extends KubeObject>(
   /** Whether [from, to] is exactly one of the writes in `own`. */
   const wrote = (own: OwnChanges | undefined, from: string | undefined, to: string | undefined) =>
     to !== undefined && own !== undefined && own.writes.has(to) && own.writes.get(to) === from;
+  /**
+   * Whether the cache still shows the copy the key's latest pass wrote over. A pass reading it
+   * would decide from status older than its own last write, and its status write would be
+   * refused as stale, losing what only that pass knew (a restart it made, for restartCount).
+   */
+  const cacheBehind = (key: string): boolean => {
+    const own = ownChanges.get(key);
+    const rv = opts.for.cache.get(key)?.metadata.resourceVersion;
+    if (!own || rv === undefined || own.writes.has(rv)) return false;
+    return [...own.writes.values()].includes(rv);
+  };
+  // key -> ends the wait of the key's next pass for its cache to move (cacheMoved).
+  const cacheWaiters = new Map<string, () => void>();
+  const cacheMoved = (key: string, ms: number): Promise<void> =>
+    new Promise((resolve) => {
+      const end = () => {
+        clearTimeout(timer);
+        cacheWaiters.delete(key);
+        resolve();
+      };
+      const timer = setTimeout(end, ms);
+      cacheWaiters.set(key, end);
+    });
   /** The watch event of exactly a write of the key's latest pass, and nothing else. */
   const isOwnWrite = (key: string, change: { old: KubeObject; obj: KubeObject }): boolean =>
     wrote(
@@ -251,6 +280,7 @@ export function createController<T extends KubeObject>(
   unsubscribes.push(
     opts.for.subscribe((change: CacheChange<T>) => {
       const key = objectKey(change.obj);
+      cacheWaiters.get(key)?.();
       if (change.type === 'updated') {
         if (opts.updatePredicate && !opts.updatePredicate(change.old, change.obj)) return;
         if (isParked(key)) return;
@@ -283,13 +313,15 @@ export function createController<T extends KubeObject>(
         r.queue.done(key);
         continue;
       }
+      const pass: Pass = { updates: [], hostChanges: [] };
+      r.passes.set(key, pass);
+      // Not from the copy the key's own last write replaced: that write is on its way back.
+      if (cacheBehind(key)) await cacheMoved(key, OWN_WRITE_WAIT_MS);
       const seen = version(opts.for.cache.get(key));
       const retries = r.queue.failures(key);
       const keyLog = log.child({ key });
       const started = process.hrtime.bigint();
       m?.activeWorkers.inc({ controller: name });
-      const pass: Pass = { updates: [], hostChanges: [] };
-      r.passes.set(key, pass);
       const own: OwnChanges = { writes: new Map(), hostChanges: [] };
       ownChanges.set(key, own);
       let succeeded = false;
