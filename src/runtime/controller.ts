@@ -244,8 +244,9 @@ export function createController<T extends KubeObject>(
   const cacheBehind = (key: string): boolean => {
     const own = ownChanges.get(key);
     const rv = opts.for.cache.get(key)?.metadata.resourceVersion;
-    if (!own || rv === undefined || own.writes.has(rv)) return false;
-    return [...own.writes.values()].includes(rv);
+    // A version one of the writes was made against (a finalizer patch's result is the copy the
+    // status write that followed it was made against).
+    return own !== undefined && rv !== undefined && [...own.writes.values()].includes(rv);
   };
   // key -> ends the wait of the key's next pass for its cache to move (cacheMoved).
   const cacheWaiters = new Map<string, () => void>();
@@ -315,8 +316,10 @@ export function createController<T extends KubeObject>(
       }
       const pass: Pass = { updates: [], hostChanges: [] };
       r.passes.set(key, pass);
-      // Not from the copy the key's own last write replaced: that write is on its way back.
-      if (cacheBehind(key)) await cacheMoved(key, OWN_WRITE_WAIT_MS);
+      // Not from a copy the key's own last writes replaced: they are on their way back (a
+      // finalizer patch and a status write come back one after the other).
+      for (const until = Date.now() + OWN_WRITE_WAIT_MS; cacheBehind(key) && Date.now() < until;)
+        await cacheMoved(key, until - Date.now());
       const seen = version(opts.for.cache.get(key));
       const retries = r.queue.failures(key);
       const keyLog = log.child({ key });

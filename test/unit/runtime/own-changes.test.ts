@@ -151,6 +151,38 @@ describe('changes a pass made itself', () => {
     await h.controller.close(1_000);
   });
 
+  it('the next pass waits for every write of its predecessor: a finalizer patch, then status', async () => {
+    const pending: Obj[] = [];
+    const read: string[] = [];
+    const h = harness(async (n, pass, api) => {
+      const current = api.informer.cache.get('ns/a')!;
+      read.push(current.metadata.resourceVersion!);
+      if (n !== 1) return;
+      const patched = api.write(current, {
+        metadata: { ...current.metadata, finalizers: ['test.dev/cleanup'] },
+      });
+      pass.wrote(current.metadata.resourceVersion, patched.metadata.resourceVersion);
+      const written = api.write(patched, { status: { n, by: 'us' } });
+      pass.wrote(patched.metadata.resourceVersion, written.metadata.resourceVersion);
+      pending.push(patched, written);
+    });
+    h.api.deliver(thing());
+    await h.controller.startProcessing();
+    await settle(() => h.passes() === 1);
+    h.controller.enqueue('ns/a');
+    await settle(); // the next pass is waiting
+    h.api.deliver(pending.shift()!); // the finalizer patch is back, the status write not yet
+    await settle();
+    expect(h.passes()).toBe(1);
+    const written = pending.shift()!;
+    h.api.deliver(written);
+    await settle(() => h.passes() === 2);
+    expect(read).toEqual(['1', written.metadata.resourceVersion]);
+    await settle();
+    expect(h.passes()).toBe(2);
+    await h.controller.close(1_000);
+  });
+
   it('a pass whose wait for that write ran out (2 s) is run again when the write comes back', async () => {
     const pending: Obj[] = [];
     const h = harness(async (n, pass, api) => {
