@@ -95,6 +95,37 @@ function harness(
   return { api, controller, passes: () => passes };
 }
 
+/**
+ * A pass that writes status on its first run only (with `finalizer`, a finalizer patch first),
+ * as the API server would answer; the watch brings the writes back when the test delivers them
+ * from `pending`. Every pass records the resourceVersion it read.
+ */
+function firstPassWrites(pending: Obj[], read: string[] = [], finalizer = false) {
+  return async (n: number, pass: ReconcileContext, api: ReturnType<typeof fakeInformer>) => {
+    let current = api.informer.cache.get('ns/a')!;
+    read.push(current.metadata.resourceVersion!);
+    if (n !== 1) return;
+    if (finalizer) {
+      const patched = api.write(current, {
+        metadata: { ...current.metadata, finalizers: ['test.dev/cleanup'] },
+      });
+      pass.wrote(current.metadata.resourceVersion, patched.metadata.resourceVersion);
+      pending.push(patched);
+      current = patched;
+    }
+    const written = api.write(current, { status: { n, by: 'us' } });
+    pass.wrote(current.metadata.resourceVersion, written.metadata.resourceVersion);
+    pending.push(written);
+  };
+}
+
+/** The object created, processing started, its first pass done. */
+async function firstPass(h: ReturnType<typeof harness>): Promise<void> {
+  h.api.deliver(thing());
+  await h.controller.startProcessing();
+  await settle(() => h.passes() === 1);
+}
+
 describe('changes a pass made itself', () => {
   it('the watch event of its own status write does not run it again; one by someone else does', async () => {
     const pending: Obj[] = [];
@@ -124,77 +155,36 @@ describe('changes a pass made itself', () => {
     await h.controller.close(1_000);
   });
 
-  it('the next pass waits for its predecessor’s write to come back before it reads', async () => {
-    const pending: Obj[] = [];
-    const read: string[] = [];
-    const h = harness(async (n, pass, api) => {
-      const current = api.informer.cache.get('ns/a')!;
-      read.push(current.metadata.resourceVersion!);
-      if (n !== 1) return;
-      const written = api.write(current, { status: { n, by: 'us' } });
-      pass.wrote(current.metadata.resourceVersion, written.metadata.resourceVersion);
-      pending.push(written);
-    });
-    h.api.deliver(thing());
-    await h.controller.startProcessing();
-    await settle(() => h.passes() === 1);
-    h.controller.enqueue('ns/a'); // woken by something else before the write came back
-    await settle();
-    expect(h.passes()).toBe(1);
-    const written = pending.shift()!;
-    h.api.deliver(written);
-    await settle(() => h.passes() === 2);
-    // It read the copy with its predecessor's write, and that write's event woke nothing more.
-    expect(read).toEqual(['1', written.metadata.resourceVersion]);
-    await settle();
-    expect(h.passes()).toBe(2);
-    await h.controller.close(1_000);
-  });
-
-  it('the next pass waits for every write of its predecessor: a finalizer patch, then status', async () => {
-    const pending: Obj[] = [];
-    const read: string[] = [];
-    const h = harness(async (n, pass, api) => {
-      const current = api.informer.cache.get('ns/a')!;
-      read.push(current.metadata.resourceVersion!);
-      if (n !== 1) return;
-      const patched = api.write(current, {
-        metadata: { ...current.metadata, finalizers: ['test.dev/cleanup'] },
-      });
-      pass.wrote(current.metadata.resourceVersion, patched.metadata.resourceVersion);
-      const written = api.write(patched, { status: { n, by: 'us' } });
-      pass.wrote(patched.metadata.resourceVersion, written.metadata.resourceVersion);
-      pending.push(patched, written);
-    });
-    h.api.deliver(thing());
-    await h.controller.startProcessing();
-    await settle(() => h.passes() === 1);
-    h.controller.enqueue('ns/a');
-    await settle(); // the next pass is waiting
-    h.api.deliver(pending.shift()!); // the finalizer patch is back, the status write not yet
-    await settle();
-    expect(h.passes()).toBe(1);
-    const written = pending.shift()!;
-    h.api.deliver(written);
-    await settle(() => h.passes() === 2);
-    expect(read).toEqual(['1', written.metadata.resourceVersion]);
-    await settle();
-    expect(h.passes()).toBe(2);
-    await h.controller.close(1_000);
-  });
+  it.each([
+    ['its status write', false],
+    ['every write, a finalizer patch and then status', true],
+  ])(
+    'the next pass waits for its predecessor’s writes to come back before it reads: %s',
+    async (_what, finalizer) => {
+      const pending: Obj[] = [];
+      const read: string[] = [];
+      const h = harness(firstPassWrites(pending, read, finalizer));
+      await firstPass(h);
+      h.controller.enqueue('ns/a'); // woken by something else before the writes came back
+      await settle(); // the next pass is waiting
+      // The finalizer patch comes back, the status write not yet.
+      for (; pending.length > 1; await settle()) h.api.deliver(pending.shift()!);
+      expect(h.passes()).toBe(1);
+      const written = pending.shift()!;
+      h.api.deliver(written);
+      await settle(() => h.passes() === 2);
+      // It read the copy with its predecessor's writes, whose events woke nothing more.
+      expect(read).toEqual(['1', written.metadata.resourceVersion]);
+      await settle();
+      expect(h.passes()).toBe(2);
+      await h.controller.close(1_000);
+    },
+  );
 
   it('a pass whose wait for that write ran out (2 s) is run again when the write comes back', async () => {
     const pending: Obj[] = [];
-    const h = harness(async (n, pass, api) => {
-      if (n !== 1) return;
-      const current = api.informer.cache.get('ns/a')!;
-      const written = api.write(current, { status: { n, by: 'us' } });
-      pass.wrote(current.metadata.resourceVersion, written.metadata.resourceVersion);
-      pending.push(written);
-    });
-    h.api.deliver(thing());
-    await h.controller.startProcessing();
-    await settle(() => h.passes() === 1);
+    const h = harness(firstPassWrites(pending));
+    await firstPass(h);
     h.controller.enqueue('ns/a');
     await new Promise((r) => setTimeout(r, 2_100));
     await settle(() => h.passes() === 2);
