@@ -346,6 +346,8 @@ function wireLibvirtReconnects(
   });
 }
 
+const version = (obj: KubeObject) => obj.metadata.resourceVersion;
+
 /**
  * One pass's view of the agent's context: it tells the pass's controller about the writes the
  * pass makes to its own object (status, finalizer) and about its looks at the host, so that
@@ -353,8 +355,6 @@ function wireLibvirtReconnects(
  * again for nothing (a second pass per new machine was a fifth of the agent's CPU in a burst:
  * bench/README.md, "Convergence of one agent").
  */
-const version = (obj: KubeObject) => obj.metadata.resourceVersion;
-
 function passContext(
   ctx: ControllerContext,
   kind: VirtKind,

@@ -86,8 +86,8 @@ export type MachineStep =
 /**
  * The lifecycle changes (libvirt's events, named by lifecycleChange) that executed steps make
  * to their own domain: a definition, a redefinition, a boot (QEMU's domains start paused and
- * are let go, which libvirt reports as well), a pause, a resume. Others (a stop, which the guest completes later;
- * a destroy of a crashed domain) are left to wake the machine as anyone's do.
+ * are let go, which libvirt reports as well), a pause, a resume. Others (a stop, which the
+ * guest completes later; a destroy of a crashed domain) wake the machine as anyone's do.
  */
 export function ownLifecycleChanges(executed: readonly MachineStep[]): string[] {
   return executed.flatMap((s) => {
