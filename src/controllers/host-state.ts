@@ -28,6 +28,12 @@ export interface HostState {
    * poll window starts then, not at the boot (virtual-machine/reconcile.ts awaitingAddresses).
    */
   interfacesAttached: Map<string, number>;
+  /**
+   * The restartCount this process gave a machine (by uid) when it started a domain that had
+   * stopped on its own, until the cached status shows it (virtual-machine/reconcile.ts
+   * countedRestarts): a status write that failed must not lose the restart.
+   */
+  restarts: Map<string, number>;
 }
 
 export function createHostState(): HostState {
@@ -38,5 +44,6 @@ export function createHostState(): HostState {
     restores: new Map(),
     shutdowns: new Map(),
     interfacesAttached: new Map(),
+    restarts: new Map(),
   };
 }

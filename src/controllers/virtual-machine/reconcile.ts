@@ -150,7 +150,11 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
       : {}),
     ...(detaching ? { detaching } : {}),
     ...(shutdownSentAt ? { shutdownSentAt } : {}),
+    ...countedRestarts(ctx, vm),
   });
+  // Remembered before the write, which may fail: the next pass counts from it (planView).
+  if (startedBy(outcome.executed) === 'restart')
+    ctx.host.restarts.set(String(vm.metadata.uid), status.restartCount ?? 0);
   await report(ctx, vm, status, outcome.executed);
   // The soonest of every reason to look again: a running grace period must not wait for a
   // problem's backoff. Unsupported input waits for a spec change, which wakes us anyway; so
@@ -202,6 +206,7 @@ async function beginRequestedRestart(
     pending: [],
     restartRequest: request,
     restartRun: domain.id,
+    ...countedRestarts(ctx, vm),
   });
   // RestartRequired reads UpToDate here: the restart applies whatever is pending anyway.
   await report(ctx, vm, status, []);
@@ -281,6 +286,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
       await ctx.removeFinalizer(KIND, vm, HOST_FINALIZER);
       ctx.host.shutdowns.delete(uid);
       ctx.host.interfacesAttached.delete(uid);
+      ctx.host.restarts.delete(uid);
       return done;
     }
     const stopped =
@@ -320,13 +326,17 @@ async function reportRemoval(
     started: undefined,
     pending: [],
     ...(pass.shutdownSentAt ? { shutdownSentAt: pass.shutdownSentAt } : {}),
+    ...countedRestarts(ctx, vm),
   });
   await report(ctx, vm, status, []);
   if (pass.failure) return requeueAfter(retryDelayMs(status, pass.now));
   return requeueAfter(settledWait(pass.plan, pass.after, pass.now, ctx, vm, pass.shutdownSentAt));
 }
 
-/** The cached machine with a request this process sent and the cache lacks (withSentShutdown). */
+/**
+ * The cached machine with a request this process sent and the cache lacks (withSentShutdown).
+ * A restart count it remembers is forgotten here once the cache shows it (countedRestarts).
+ */
 function planView(
   vm: VirtualMachine,
   domain: ObservedDomain,
@@ -335,7 +345,22 @@ function planView(
   const uid = String(vm.metadata.uid);
   const view = withSentShutdown(vm, domain, ctx.host.shutdowns.get(uid));
   if (!view.current) ctx.host.shutdowns.delete(uid);
+  if ((vm.status?.restartCount ?? 0) >= (ctx.host.restarts.get(uid) ?? 0)) {
+    ctx.host.restarts.delete(uid);
+  }
   return view.vm;
+}
+
+/**
+ * The restartCount this process gave the machine for a restart it made, while the cached
+ * status lacks it (machineStatus counts from it). The status is the only record of restarts:
+ * after a status write that failed, the next pass finds the domain running under a new ID and
+ * nothing else to say that it restarted. Not folded into planView's copy of the object: the
+ * status writer compares with that copy and would find nothing to write.
+ */
+function countedRestarts(ctx: ControllerContext, vm: VirtualMachine): { restartsCounted?: number } {
+  const counted = ctx.host.restarts.get(String(vm.metadata.uid));
+  return counted === undefined ? {} : { restartsCounted: counted };
 }
 
 /** Remembers an ACPI request this pass sent to the domain's current run. */

@@ -79,6 +79,11 @@ export interface StatusInput {
   shutdownSentAt?: Date;
   /** Devices detached from the spec that the running domain still has. */
   detaching?: Detaching;
+  /**
+   * A restartCount this process gave the machine that the previous status may not show (its
+   * write failed): the count goes on from the larger of the two.
+   */
+  restartsCounted?: number;
 }
 
 export interface Detaching {
@@ -98,7 +103,9 @@ export function machineStatus(input: StatusInput): VirtualMachineStatus {
     uuid: observed.state === 'ours' ? observed.uuid : libvirtUuid(vm),
     domainName: domainName(vm),
     nodeName: input.nodeName,
-    restartCount: (previous?.restartCount ?? 0) + (input.started === 'restart' ? 1 : 0),
+    restartCount:
+      Math.max(previous?.restartCount ?? 0, input.restartsCounted ?? 0) +
+      (input.started === 'restart' ? 1 : 0),
   };
   const lastRestartRequest = input.restartRequest ?? previous?.lastRestartRequest;
   if (lastRestartRequest !== undefined) status.lastRestartRequest = lastRestartRequest;

@@ -9,6 +9,7 @@ import { FIELD_MANAGER } from '../../../../src/agent/kube-writes.js';
 import { HOST_FINALIZER } from '../../../../src/controllers/context.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { Connect, DomainVcpuFlags, DomainXMLFlags } from '../../../../src/libvirt/index.js';
+import { KubeApiError } from '../../../../src/runtime/kube-client.js';
 import { CallLanes } from '../../../../src/libvirt/lanes.js';
 import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { stampOf } from '../../../../src/ownership/metadata.js';
@@ -509,6 +510,39 @@ describe('VirtualMachine reconcile on test:///default', () => {
     await ctx.refresh();
     await reconcileVirtualMachine(key('web'), ctx);
     expect(ctx.host.shutdowns.has(uid)).toBe(false);
+  });
+
+  it('keeps the count of a restart whose status write failed: the next pass writes it', async () => {
+    await createVM('crashy', { disks: [], interfaces: [] });
+    await converge(ctx, reconcileVirtualMachine, key('crashy'), { until: ready('crashy') });
+    const vm = vmOf('crashy')!;
+    await (await domainOf(vm)).destroy();
+    // The pass that starts the domain again has its status write refused, as a conflict with
+    // another writer would be; the pass after it finds the domain running under a new ID.
+    const applyStatus = ctx.applyStatus;
+    ctx.applyStatus = () =>
+      Promise.reject(new KubeApiError(409, 'Conflict', 'injected', 'PATCH', '/status'));
+    try {
+      await ctx.refresh();
+      await expect(reconcileVirtualMachine(key('crashy'), ctx)).rejects.toThrow(/409 Conflict/);
+    } finally {
+      ctx.applyStatus = applyStatus;
+    }
+    expect((await (await domainOf(vm)).getState()).stateName).toBe('running');
+    expect(vmOf('crashy')?.status?.restartCount).toBe(0);
+
+    await converge(ctx, reconcileVirtualMachine, key('crashy'), {
+      until: stored('crashy', (vm) => vm?.status?.restartCount === 1),
+    });
+    expect(vmOf('crashy')?.status).toMatchObject({ phase: 'Running', restartCount: 1 });
+    // Once the cache shows the count, the memory of it goes.
+    await ctx.refresh();
+    await reconcileVirtualMachine(key('crashy'), ctx);
+    expect(ctx.host.restarts.has(String(vm.metadata.uid))).toBe(false);
+    await k.remove('VirtualMachine', NS, 'crashy');
+    await converge(ctx, reconcileVirtualMachine, key('crashy'), {
+      until: async () => (await k.get('VirtualMachine', NS, 'crashy')) === undefined,
+    });
   });
 
   it('undefines right after a destroy, in the same pass, with one look at the host in between', async () => {

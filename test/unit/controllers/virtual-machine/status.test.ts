@@ -238,6 +238,21 @@ describe('machineStatus', () => {
       expect(status.restartCount).toBe(2);
     });
 
+    it('counts on from a restart count this process gave and the previous status lacks', () => {
+      const status = (cached: number, counted: number, started?: 'restart') =>
+        machineStatus(
+          input({
+            vm: { ...machine, status: runningStatus({ restartCount: cached }) },
+            restartsCounted: counted,
+            ...(started ? { started } : {}),
+          }),
+        ).restartCount;
+      expect(status(2, 3)).toBe(3);
+      expect(status(2, 3, 'restart')).toBe(4);
+      // A status that already shows more (another pass wrote it) is never taken back.
+      expect(status(5, 3)).toBe(5);
+    });
+
     it('sets it when it sees the domain running after it was off', () => {
       const previous = runningStatus({ state: { state: 'shutoff', reason: 'shutdown' } });
       expect(machineStatus(input({ vm: { ...machine, status: previous } })).startedAt).toBe(
