@@ -26,8 +26,9 @@ export interface BindingStats {
   /** Connections opened and not yet closed in libvirt (close() finishes off the JS thread). */
   openConnections: number;
   /**
-   * libvirt references held by live Domain/Network/StoragePool/StorageVol handles: returns
-   * to its baseline once handles are freed or collected (a leak check).
+   * libvirt references held by live Domain/Network/StoragePool/StorageVol/snapshot handles,
+   * and by calls still in flight on a freed one: returns to its baseline once handles are
+   * freed or collected and their calls have ended (a leak check).
    */
   handleReferences: number;
 }

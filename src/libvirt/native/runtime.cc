@@ -204,8 +204,7 @@ static Napi::Value Intern(Napi::Env env, T p, const std::shared_ptr<ConnState>& 
     napi_delete_reference(env, it->second.ref);
     table.erase(it);
   }
-  handleReferences.fetch_add(1, std::memory_order_relaxed);
-  auto* box = new Box<T>{p, conn, key, 1};
+  auto* box = new Box<T>{p, conn, key, 1, Hold(p)};
   Napi::Value v = MakeExternal(env, box, tag, FinalizeBox<T>);
   napi_ref ref = nullptr;
   if (napi_create_reference(env, v, 0, &ref) == napi_ok)
@@ -627,8 +626,11 @@ void WorkerPool::Park(Worker& self, bool lone) {
   self.sleeping.store(false, std::memory_order_relaxed);
 }
 
+thread_local bool onPoolThread = false;
+
 void WorkerPool::Loop() {
   static const int nice = WorkerNice();
+  onPoolThread = true;
   // Named, so `top -H` and /proc/<pid>/task/*/comm tell the pool apart from Node's threads.
   pthread_setname_np(pthread_self(), "libvirt-worker");
   // Linux applies PRIO_PROCESS with a thread ID to that thread alone.
@@ -1050,8 +1052,7 @@ virDomainPtr Call::Domain(size_t i) {
   DomainBox* box = UnwrapDomain(env, info[i]);
   CheckLive(box, VIR_ERR_INVALID_DOMAIN, "domain");
   TakeConn(box->conn, "domain");
-  virDomainRef(box->ptr);
-  pins_.domain = Owned<virDomainPtr>(box->ptr);
+  pins_.domain = box->held;
   return box->ptr;
 }
 
@@ -1059,8 +1060,7 @@ virNetworkPtr Call::Network(size_t i) {
   NetworkBox* box = UnwrapNetwork(env, info[i]);
   CheckLive(box, VIR_ERR_INVALID_NETWORK, "network");
   TakeConn(box->conn, "network");
-  virNetworkRef(box->ptr);
-  pins_.network = Owned<virNetworkPtr>(box->ptr);
+  pins_.network = box->held;
   return box->ptr;
 }
 
@@ -1068,8 +1068,7 @@ virStoragePoolPtr Call::Pool(size_t i) {
   PoolBox* box = UnwrapPool(env, info[i]);
   CheckLive(box, VIR_ERR_INVALID_STORAGE_POOL, "storage pool");
   TakeConn(box->conn, "storage pool");
-  virStoragePoolRef(box->ptr);
-  pins_.pool = Owned<virStoragePoolPtr>(box->ptr);
+  pins_.pool = box->held;
   return box->ptr;
 }
 
@@ -1077,8 +1076,7 @@ virStorageVolPtr Call::Vol(size_t i) {
   VolBox* box = UnwrapVol(env, info[i]);
   CheckLive(box, VIR_ERR_INVALID_STORAGE_VOL, "storage volume");
   TakeConn(box->conn, "storage volume");
-  virStorageVolRef(box->ptr);
-  pins_.vol = Owned<virStorageVolPtr>(box->ptr);
+  pins_.vol = box->held;
   return box->ptr;
 }
 

@@ -103,15 +103,25 @@ class Owned {
   T p_ = nullptr;
 };
 
+// The one libvirt reference a handle owns, shared by the handle and the calls in flight on it
+// (Pins), so that a call pins its object with an atomic increment instead of a virDomainRef /
+// virDomainFree pair: libvirt formats the object's UUID for the debug line of both, logging
+// on or not, about 1 us per call (bench/README.md, issue 17). Whoever lets go of it last drops
+// the reference: FreeHandle on the JS thread when no call is in flight, else the pool thread
+// that ends the last call. Defined below, after PostFree.
+template <class T>
+struct Held;
+
 // The references a job holds on its target objects while it is in flight, so an explicit
 // free() or a finalizer during the call cannot free what the worker is using.
 struct Pins {
   Owned<virConnectPtr> conn;
-  Owned<virDomainPtr> domain;
-  Owned<virNetworkPtr> network;
-  Owned<virStoragePoolPtr> pool;
-  Owned<virStorageVolPtr> vol;
-  Owned<virDomainSnapshotPtr> snapshot;  // before domain: a snapshot holds its domain
+  std::shared_ptr<Held<virDomainPtr>> domain;
+  std::shared_ptr<Held<virNetworkPtr>> network;
+  std::shared_ptr<Held<virStoragePoolPtr>> pool;
+  std::shared_ptr<Held<virStorageVolPtr>> vol;
+  // Before domain: a snapshot holds its domain.
+  std::shared_ptr<Held<virDomainSnapshotPtr>> snapshot;
   void Release() {
     snapshot.reset();
     domain.reset();
@@ -188,6 +198,8 @@ struct Box {
   // How many times this handle was handed to JS; free() gives one back, and the libvirt
   // reference is dropped when all were (or when the handle is garbage collected).
   uint32_t holders = 1;
+  // The libvirt reference (null once freed), shared with the calls in flight.
+  std::shared_ptr<Held<T>> held;
 };
 
 using DomainBox = Box<virDomainPtr>;
@@ -295,21 +307,58 @@ void PostFree(T p) {
   WorkerPool::Get().Post(new FreeTask(p));
 }
 
-// libvirt references currently owned by JS handles (domain, network, pool, volume), for leak
-// checks: it returns to its baseline once freed handles are collected.
+// libvirt references owned by JS handles (domain, network, pool, volume, snapshot) or, once
+// such a handle was freed, by the calls still in flight on it; for leak checks: it returns to
+// its baseline once freed handles are collected and their calls have ended.
 extern std::atomic<int64_t> handleReferences;
+
+// True on the pool's threads, where dropping a libvirt reference may block (the last
+// reference of a closed connection's object disposes the connection: an RPC).
+extern thread_local bool onPoolThread;
+
+template <class T>
+struct Held {
+  explicit Held(T p) : ptr(p) {}
+  Held(const Held&) = delete;
+  Held& operator=(const Held&) = delete;
+  ~Held() {
+    if (ptr == nullptr) return;
+    handleReferences.fetch_sub(1, std::memory_order_relaxed);
+    if (onPoolThread)
+      DropRef(ptr);
+    else
+      PostFree(ptr);
+  }
+  // Set once; cleared only by FreeHandle when it drops the reference itself.
+  T ptr;
+};
+
+template <class T>
+std::shared_ptr<Held<T>> Hold(T p) {
+  handleReferences.fetch_add(1, std::memory_order_relaxed);
+  return std::make_shared<Held<T>>(p);
+}
+
 // Connections opened through the binding and not yet closed in libvirt.
 extern std::atomic<int64_t> openConnections;
 
 template <class T>
 void FreeHandle(Box<T>* box) {
   if (box->ptr == nullptr) return;
-  handleReferences.fetch_sub(1, std::memory_order_relaxed);
-  if (box->conn && box->conn->ptr != nullptr)
-    DropRef(box->ptr);
-  else
-    PostFree(box->ptr);
   box->ptr = nullptr;
+  std::shared_ptr<Held<T>> held = std::move(box->held);
+  // Copies are only made here on the JS thread (Call), so a count of one stays one: no call
+  // is in flight and the reference is dropped now. Otherwise the last call's pool thread drops
+  // it (or, should that call end between this check and the reset below, Held posts it).
+  if (held && held.use_count() == 1) {
+    T p = held->ptr;
+    held->ptr = nullptr;
+    handleReferences.fetch_sub(1, std::memory_order_relaxed);
+    if (box->conn && box->conn->ptr != nullptr)
+      DropRef(p);
+    else
+      PostFree(p);
+  }
 }
 
 template <class T>

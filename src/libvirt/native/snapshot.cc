@@ -32,8 +32,7 @@ Napi::Value MakeSnapshotExternal(Napi::Env env, SnapshotBox* box) {
 
 Napi::Value WrapSnapshot(Napi::Env env, virDomainSnapshotPtr p,
                          const std::shared_ptr<ConnState>& conn) {
-  handleReferences.fetch_add(1, std::memory_order_relaxed);
-  return MakeSnapshotExternal(env, new SnapshotBox{p, conn, std::string(), 1});
+  return MakeSnapshotExternal(env, new SnapshotBox{p, conn, std::string(), 1, Hold(p)});
 }
 
 SnapshotBox* UnwrapSnapshot(Napi::Env env, Napi::Value v) {
@@ -102,8 +101,7 @@ virDomainSnapshotPtr Call::Snapshot(size_t i) {
     throw Rejection{ErrorInfo::Make(VIR_ERR_INVALID_DOMAIN_SNAPSHOT, VIR_FROM_NONE,
                                     "the domain snapshot handle was freed")};
   TakeConn(box->conn, "domain snapshot");
-  virDomainSnapshotRef(box->ptr);
-  pins_.snapshot = Owned<virDomainSnapshotPtr>(box->ptr);
+  pins_.snapshot = box->held;
   return box->ptr;
 }
 

@@ -114,6 +114,23 @@ describe('stress', () => {
     expect(growth, `RSS per round (MB): ${mb.join(', ')}`).toBeLessThan(12);
   }, 60_000);
 
+  it("drops a freed handle's libvirt reference once the last call pinning it has ended", async () => {
+    const name = uniqueName('pinned');
+    names.push(name);
+    (await conn.defineDomainXML(domainXML({ name }))).free();
+    await settleAndCollect();
+    const before = bindingStats().handleReferences;
+    const d = await conn.lookupDomainByName(name);
+    expect(bindingStats().handleReferences).toBe(before + 1);
+    const calls = Array.from({ length: 200 }, () => d.getXMLDesc());
+    d.free();
+    // Freed, but the calls in flight still pin its reference.
+    expect(bindingStats().handleReferences).toBe(before + 1);
+    const xmls = await Promise.all(calls);
+    expect(xmls.every((x) => x.includes(`<name>${name}</name>`))).toBe(true);
+    expect(bindingStats().handleReferences).toBe(before);
+  });
+
   it('lets the garbage collector reclaim every handle the binding returned', async () => {
     let collected = 0;
     const registry = new FinalizationRegistry(() => {
