@@ -428,7 +428,13 @@ void WorkerPool::Supervise() {
 
 void WorkerPool::SpawnLocked() {
   threads_++;
-  std::thread([this] { Loop(); }).detach();
+  std::thread t([this] { Loop(); });
+  // Named, so `top -H` and /proc/<pid>/task/*/comm tell the pool apart from Node's threads.
+  // Named here rather than by the thread itself: on a busy host a new thread may not have run
+  // yet when someone looks (a test that counted the names right after the first call saw 4 of
+  // 8 under a full CI run).
+  pthread_setname_np(t.native_handle(), "libvirt-worker");
+  t.detach();
 }
 
 void WorkerPool::EnsureThreads(unsigned n) {
@@ -631,8 +637,6 @@ thread_local bool onPoolThread = false;
 void WorkerPool::Loop() {
   static const int nice = WorkerNice();
   onPoolThread = true;
-  // Named, so `top -H` and /proc/<pid>/task/*/comm tell the pool apart from Node's threads.
-  pthread_setname_np(pthread_self(), "libvirt-worker");
   // Linux applies PRIO_PROCESS with a thread ID to that thread alone.
   if (nice > 0) setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), nice);
   Worker self;
