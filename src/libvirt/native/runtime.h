@@ -322,14 +322,19 @@ struct Held {
   Held(const Held&) = delete;
   Held& operator=(const Held&) = delete;
   ~Held() {
-    if (ptr == nullptr) return;
-    handleReferences.fetch_sub(1, std::memory_order_relaxed);
-    if (onPoolThread)
-      DropRef(ptr);
-    else
-      PostFree(ptr);
+    if (ptr != nullptr) Drop(onPoolThread);
   }
-  // Set once; cleared only by FreeHandle when it drops the reference itself.
+  // Drops the reference on this thread (`here`: it may block) or on the pool; once.
+  void Drop(bool here) {
+    T p = ptr;
+    ptr = nullptr;
+    handleReferences.fetch_sub(1, std::memory_order_relaxed);
+    if (here)
+      DropRef(p);
+    else
+      PostFree(p);
+  }
+  // Set once; cleared when dropped.
   T ptr;
 };
 
@@ -350,15 +355,9 @@ void FreeHandle(Box<T>* box) {
   // Copies are only made here on the JS thread (Call), so a count of one stays one: no call
   // is in flight and the reference is dropped now. Otherwise the last call's pool thread drops
   // it (or, should that call end between this check and the reset below, Held posts it).
-  if (held && held.use_count() == 1) {
-    T p = held->ptr;
-    held->ptr = nullptr;
-    handleReferences.fetch_sub(1, std::memory_order_relaxed);
-    if (box->conn && box->conn->ptr != nullptr)
-      DropRef(p);
-    else
-      PostFree(p);
-  }
+  // On the JS thread only while the connection is open: the last reference of a closed
+  // connection's object disposes the connection, an RPC.
+  if (held && held.use_count() == 1) held->Drop(box->conn && box->conn->ptr != nullptr);
 }
 
 template <class T>
