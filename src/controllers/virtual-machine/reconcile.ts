@@ -150,7 +150,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
       : {}),
     ...(detaching ? { detaching } : {}),
     ...(shutdownSentAt ? { shutdownSentAt } : {}),
-    ...countedRestarts(ctx, vm),
+    restartsCounted: countedRestarts(ctx, vm),
   });
   // Remembered before the write, which may fail: the next pass counts from it (planView).
   if (startedBy(outcome.executed) === 'restart')
@@ -206,7 +206,7 @@ async function beginRequestedRestart(
     pending: [],
     restartRequest: request,
     restartRun: domain.id,
-    ...countedRestarts(ctx, vm),
+    restartsCounted: countedRestarts(ctx, vm),
   });
   // RestartRequired reads UpToDate here: the restart applies whatever is pending anyway.
   await report(ctx, vm, status, []);
@@ -326,7 +326,7 @@ async function reportRemoval(
     started: undefined,
     pending: [],
     ...(pass.shutdownSentAt ? { shutdownSentAt: pass.shutdownSentAt } : {}),
-    ...countedRestarts(ctx, vm),
+    restartsCounted: countedRestarts(ctx, vm),
   });
   await report(ctx, vm, status, []);
   if (pass.failure) return requeueAfter(retryDelayMs(status, pass.now));
@@ -358,9 +358,8 @@ function planView(
  * nothing else to say that it restarted. Not folded into planView's copy of the object: the
  * status writer compares with that copy and would find nothing to write.
  */
-function countedRestarts(ctx: ControllerContext, vm: VirtualMachine): { restartsCounted?: number } {
-  const counted = ctx.host.restarts.get(String(vm.metadata.uid));
-  return counted === undefined ? {} : { restartsCounted: counted };
+function countedRestarts(ctx: ControllerContext, vm: VirtualMachine): number | undefined {
+  return ctx.host.restarts.get(String(vm.metadata.uid));
 }
 
 /** Remembers an ACPI request this pass sent to the domain's current run. */
