@@ -2,7 +2,6 @@
 // good at: reading a kubeconfig and producing TLS options and auth headers (including exec
 // and token-file auth, re-applied per request so rotated tokens are picked up). Requests and
 // watch streams are plain node:http(s), so every timeout, abort and error is ours to handle.
-import { createHash } from 'node:crypto';
 import {
   Agent as HttpAgent,
   request as httpRequest,
@@ -10,6 +9,7 @@ import {
   type RequestOptions,
 } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest, type AgentOptions } from 'node:https';
+import { createSecureContext } from 'node:tls';
 import type { KubeAccess } from './kube-config.js';
 
 export interface KubeRequest {
@@ -82,6 +82,30 @@ export interface KubeClientOptions {
   defaultTimeoutMs?: number;
 }
 
+/** What a connection's TLS depends on; a change of any of it needs a new agent. */
+export type TlsIdentity = Pick<AgentOptions, 'ca' | 'cert' | 'key' | 'rejectUnauthorized' | 'servername'>;
+
+// The kubeconfig's certificates are compared, not hashed, per request: the agent's own reader
+// hands back the same Buffers every time (an identity check), client-node new ones (a memcmp).
+export function sameTlsIdentity(a: TlsIdentity, b: TlsIdentity): boolean {
+  return (
+    samePem(a.ca, b.ca) &&
+    samePem(a.cert, b.cert) &&
+    samePem(a.key, b.key) &&
+    a.rejectUnauthorized === b.rejectUnauthorized &&
+    a.servername === b.servername
+  );
+}
+
+function samePem(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (Buffer.isBuffer(a) && Buffer.isBuffer(b)) return a.equals(b);
+  if (Array.isArray(a) && Array.isArray(b))
+    return a.length === b.length && a.every((item, i) => samePem(item, b[i]));
+  // A key given as { pem, passphrase }: rare, compared by content.
+  return typeof a === 'object' && typeof b === 'object' && JSON.stringify(a) === JSON.stringify(b);
+}
+
 export function createKubeClient(kubeConfig: KubeAccess, opts: KubeClientOptions = {}): KubeClient {
   const cluster = kubeConfig.getCurrentCluster();
   if (!cluster) throw new Error('the kubeconfig has no current cluster (check current-context)');
@@ -89,37 +113,36 @@ export function createKubeClient(kubeConfig: KubeAccess, opts: KubeClientOptions
   const secure = server.startsWith('https:');
   const send = secure ? httpsRequest : httpRequest;
   const defaultTimeoutMs = opts.defaultTimeoutMs ?? 30_000;
-  let shared: { fingerprint: string; agent: HttpAgent } | undefined;
+  let shared: { tls: TlsIdentity; agent: HttpAgent } | undefined;
 
   // client-node makes a new Agent per call, so every request would pay a TCP and TLS
   // handshake (a lease renewal every 2 s per node adds up on the API server). One keep-alive
   // agent per TLS identity instead; a new one when the kubeconfig's certificates change.
   // Keep-alive also turns on TCP keepalive, which notices a peer host that vanished.
+  // The agent's sockets share one SecureContext: without it every new connection parsed the
+  // CA and the client key again (a fresh agent opens ~30 in its first burst of status writes;
+  // bench/README.md, issue 17).
   const agentFor = (options: AgentOptions & { agent?: unknown }): HttpAgent | undefined => {
     if (cluster.proxyUrl) return options.agent as HttpAgent | undefined;
-    const tls: AgentOptions = {
+    const tls: TlsIdentity = {
       ca: options.ca,
       cert: options.cert,
       key: options.key,
       rejectUnauthorized: options.rejectUnauthorized,
       servername: options.servername,
     };
-    const hash = createHash('sha256');
-    for (const part of [
-      tls.ca,
-      tls.cert,
-      tls.key,
-      String(tls.rejectUnauthorized),
-      String(tls.servername),
-    ]) {
-      hash.update(part === undefined ? '-' : (part as string | Buffer)).update('|');
-    }
-    const fingerprint = hash.digest('hex');
-    if (shared?.fingerprint !== fingerprint) {
-      const agentOptions = { keepAlive: true, keepAliveMsecs: 30_000, ...tls };
+    if (!shared || !sameTlsIdentity(shared.tls, tls)) {
+      const keepAlive = { keepAlive: true, keepAliveMsecs: 30_000 };
       shared = {
-        fingerprint,
-        agent: secure ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions),
+        tls,
+        agent: secure
+          ? new HttpsAgent({
+              ...keepAlive,
+              secureContext: createSecureContext({ ca: tls.ca, cert: tls.cert, key: tls.key }),
+              rejectUnauthorized: tls.rejectUnauthorized,
+              servername: tls.servername,
+            })
+          : new HttpAgent(keepAlive),
       };
     }
     return shared.agent;
