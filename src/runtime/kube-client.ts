@@ -83,7 +83,10 @@ export interface KubeClientOptions {
 }
 
 /** What a connection's TLS depends on; a change of any of it needs a new agent. */
-export type TlsIdentity = Pick<AgentOptions, 'ca' | 'cert' | 'key' | 'rejectUnauthorized' | 'servername'>;
+export type TlsIdentity = Pick<
+  AgentOptions,
+  'ca' | 'cert' | 'key' | 'rejectUnauthorized' | 'servername'
+>;
 
 // The kubeconfig's certificates are compared, not hashed, per request: the agent's own reader
 // hands back the same Buffers every time (an identity check), client-node new ones (a memcmp).
