@@ -2,12 +2,14 @@
 // flight on the in-process test driver, against the same lookup done by spawning `virsh`, the
 // event-loop delay while 1,000 calls are in flight; and on a real libvirtd (qemu:///system)
 // the binding side by side with libvirt's own Python binding, the same calls on the same
-// domain in the same run.
+// domain in the same run, and libvirt's C client under both (bench/libvirt-c.c, the floor).
 // Run: npm run bench:binding [-- --rounds 3 --libvirtd-only]
 //   (root; starts libvirtd if none answers, stops it afterwards)
 // The last line printed is one JSON object with the headline figures.
 import { execFile } from 'node:child_process';
-import { cpus, loadavg } from 'node:os';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { cpus, homedir, loadavg } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
@@ -22,6 +24,7 @@ const TEST_URI = 'test:///default';
 // Debian's python3-libvirt is importable by the system interpreter only.
 const PYTHON = '/usr/bin/python3';
 const PYTHON_SIDE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'libvirt-python.py');
+const C_SIDE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'libvirt-c.c');
 
 const { values: args } = parseArgs({
   options: {
@@ -121,7 +124,7 @@ interface Case {
   /** JSON key */
   key: string;
   label: string;
-  /** bench/libvirt-python.py CASE */
+  /** bench/libvirt-python.py CASE (and bench/libvirt-c.c's) */
   python: string;
   calls: number;
   /** Calls the binding keeps in flight; the best is kept. 1 = sequential. */
@@ -139,9 +142,13 @@ interface Comparison {
   bindingWindow: number;
   python: number;
   pythonThreads: number;
+  /** libvirt's C client, the same threads as Python's. */
+  c: number;
+  cThreads: number;
   /** Client CPU time (user + system) per call, µs, at the best setting of each side. */
   bindingCpuUs: number;
   pythonCpuUs: number;
+  cCpuUs: number;
 }
 
 function remoteCases(conn: Connect, dom: Domain, uuid: string): Case[] {
@@ -210,19 +217,64 @@ async function pythonRate(
   ).catch((err: Error) => {
     throw new Error(`libvirt-python (${PYTHON}, Debian python3-libvirt) failed: ${err.message}`);
   });
-  const r = JSON.parse(out.stdout) as { calls: number; seconds: number; cpuSeconds: number };
+  return sideRate(out.stdout);
+}
+
+function sideRate(stdout: string): { rate: number; cpuUs: number } {
+  const r = JSON.parse(stdout) as { calls: number; seconds: number; cpuSeconds: number };
   return { rate: r.calls / r.seconds, cpuUs: (r.cpuSeconds * 1e6) / r.calls };
 }
 
-async function compare(round: number, c: Case, uri: string, uuid: string): Promise<Comparison> {
+/**
+ * bench/libvirt-c.c compiled once per version of its source (cc and libvirt's headers are
+ * there already: the binding's native build needs them).
+ */
+async function cClient(): Promise<string> {
+  const source = readFileSync(C_SIDE);
+  const hash = createHash('sha256').update(source).digest('hex').slice(0, 12);
+  const dir = path.join(homedir(), '.cache', 'libvirt-operator', 'bench');
+  const binary = path.join(dir, `libvirt-c-${hash}`);
+  if (existsSync(binary)) return binary;
+  mkdirSync(dir, { recursive: true });
+  await run('cc', ['-O2', '-o', binary, C_SIDE, '-lvirt', '-pthread']).catch((err: Error) => {
+    throw new Error(`building ${C_SIDE} failed (cc with libvirt-dev): ${err.message}`);
+  });
+  return binary;
+}
+
+async function cRate(
+  binary: string,
+  uri: string,
+  uuid: string,
+  c: Case,
+  threads: number,
+): Promise<{ rate: number; cpuUs: number }> {
+  const out = await run(binary, [uri, uuid, c.python, String(threads), String(c.calls)], {
+    timeout: 300_000,
+  }).catch((err: Error) => {
+    throw new Error(`libvirt's C client (${binary}) failed: ${err.message}`);
+  });
+  return sideRate(out.stdout);
+}
+
+async function compare(
+  round: number,
+  c: Case,
+  uri: string,
+  uuid: string,
+  cBinary: string,
+): Promise<Comparison> {
   let binding = 0;
   let bindingWindow = 0;
   let python = 0;
   let pythonThreads = 0;
   let bindingCpuUs = 0;
   let pythonCpuUs = 0;
-  // Alternate which side goes first, so a burst of load on the shared machine does not
-  // always hit the same side.
+  let cSide = 0;
+  let cThreads = 0;
+  let cCpuUs = 0;
+  // Rotate which side goes first, so a burst of load on the shared machine does not always
+  // hit the same side.
   const sides = [
     async () => {
       for (const w of c.windows) {
@@ -242,8 +294,14 @@ async function compare(round: number, c: Case, uri: string, uuid: string): Promi
         if (r.rate > python) [python, pythonThreads, pythonCpuUs] = [r.rate, t, r.cpuUs];
       }
     },
+    async () => {
+      for (const t of c.threads) {
+        const r = await cRate(cBinary, uri, uuid, c, t);
+        if (r.rate > cSide) [cSide, cThreads, cCpuUs] = [r.rate, t, r.cpuUs];
+      }
+    },
   ];
-  if (round % 2 === 0) sides.reverse();
+  for (let i = 0; i < (round - 1) % sides.length; i++) sides.push(sides.shift()!);
   for (const side of sides) await side();
   return {
     round,
@@ -253,8 +311,11 @@ async function compare(round: number, c: Case, uri: string, uuid: string): Promi
     bindingWindow,
     python,
     pythonThreads,
+    c: cSide,
+    cThreads,
     bindingCpuUs,
     pythonCpuUs,
+    cCpuUs,
   };
 }
 
@@ -306,14 +367,16 @@ async function main(): Promise<void> {
     remote = await Connect.open(daemon.uri);
     remoteDom = await remote.defineDomainXML(qemuDomainXML(`lvbt-bench-${process.pid}`));
     const uuid = remoteDom.getUUIDString();
+    const cBinary = await cClient();
     await windowed(5_000, 100, () => remote!.lookupDomainByUUID(uuid));
     for (let round = 1; round <= opts.rounds; round++) {
       for (const c of remoteCases(remote, remoteDom, uuid)) {
-        const r = await compare(round, c, daemon.uri, uuid);
+        const r = await compare(round, c, daemon.uri, uuid, cBinary);
         comparisons.push(r);
         console.error(
           `round ${round}: ${c.label}: binding ${num(r.binding)}/s (${r.bindingWindow} in flight, ${r.bindingCpuUs.toFixed(1)} µs CPU/call), ` +
-            `python ${num(r.python)}/s (${r.pythonThreads} threads, ${r.pythonCpuUs.toFixed(1)} µs CPU/call), ${(r.binding / r.python).toFixed(2)}x`,
+            `python ${num(r.python)}/s (${r.pythonThreads} threads, ${r.pythonCpuUs.toFixed(1)} µs CPU/call), ${(r.binding / r.python).toFixed(2)}x; ` +
+            `C ${num(r.c)}/s (${r.cThreads} threads, ${r.cCpuUs.toFixed(1)} µs CPU/call)`,
         );
       }
     }
@@ -348,18 +411,28 @@ async function main(): Promise<void> {
 
   const ratios: Record<string, number> = {};
   if (comparisons.length > 0) {
-    console.log('\nqemu:///system, binding vs libvirt-python (same domain, same run)');
     console.log(
-      pad('case', 32) + pad('round', 7) + pad('binding /s', 22) + pad('python /s', 22) + 'ratio',
+      "\nqemu:///system, binding vs libvirt-python (same domain, same run), and libvirt's C " +
+        'client under both; CPU µs per call: binding / python / C',
+    );
+    console.log(
+      pad('case', 32) +
+        pad('round', 7) +
+        pad('binding /s', 17) +
+        pad('python /s', 20) +
+        pad('ratio', 8) +
+        pad('C /s', 20) +
+        'CPU µs/call',
     );
     for (const c of comparisons) {
       console.log(
         pad(c.label, 32) +
           pad(String(c.round), 7) +
-          pad(`${num(c.binding)} (${c.bindingWindow})`, 22) +
-          pad(`${num(c.python)} (${c.pythonThreads} thr)`, 22) +
+          pad(`${num(c.binding)} (${c.bindingWindow})`, 17) +
+          pad(`${num(c.python)} (${c.pythonThreads} thr)`, 20) +
           pad(`${(c.binding / c.python).toFixed(2)}x`, 8) +
-          `${c.bindingCpuUs.toFixed(1)} / ${c.pythonCpuUs.toFixed(1)}`,
+          pad(`${num(c.c)} (${c.cThreads} thr)`, 20) +
+          `${c.bindingCpuUs.toFixed(1)} / ${c.pythonCpuUs.toFixed(1)} / ${c.cCpuUs.toFixed(1)}`,
       );
     }
     for (const key of new Set(comparisons.map((c) => c.key))) {
@@ -389,6 +462,8 @@ async function main(): Promise<void> {
             ratios: mine.map((c) => Number((c.binding / c.python).toFixed(2))),
             bindingCpuUsPerCall: mine.map((c) => Number(c.bindingCpuUs.toFixed(1))),
             pythonCpuUsPerCall: mine.map((c) => Number(c.pythonCpuUs.toFixed(1))),
+            cPerSec: mine.map((c) => Math.round(c.c)),
+            cCpuUsPerCall: mine.map((c) => Number(c.cCpuUs.toFixed(1))),
             medianRatio: ratios[key],
           },
         ];
