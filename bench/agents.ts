@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { freePort, type ControlPlane } from '../src/commands/local/control-plane.js';
 import { packageRoot } from '../src/commands/local/package-root.js';
 import type { KubeClient } from '../src/runtime/index.js';
+import { isGone } from '../src/runtime/kube-client.js';
 
 export interface AgentProcess {
   node: string;
@@ -322,7 +323,7 @@ export async function watchAllReady(
     });
   };
   await list();
-  let lines = await watch();
+  let lines: Iterable<unknown> | AsyncIterable<unknown> = await watch();
   const done = (async () => {
     try {
       for (;;) {
@@ -346,7 +347,12 @@ export async function watchAllReady(
         if (failed) await list();
         progress?.(ready.size);
         if (ready.size >= count) return requests;
-        lines = await watch();
+        // A version already gone may also be refused at the start of the watch: handled as
+        // the ERROR event it usually comes as.
+        lines = await watch().catch((err: unknown) => {
+          if (!isGone(err)) throw err;
+          return [{ type: 'ERROR' }];
+        });
       }
     } catch (err) {
       if (abort.signal.aborted)
