@@ -5,9 +5,9 @@
 // connection inside the daemon (LIBVIRT_NATIVE_REMOTE_CALLS), so one slot stays free for
 // keepalive. Slow calls here are real: memory-stats queries on a domain whose QEMU is
 // SIGSTOPped wait on its monitor (the first) or on the domain's job lock (the others).
-// Lookups of domains and networks, and a domain's info, state and XML, pass the gate: the daemon
-// answers them from its object lists without the domain's job or monitor, so they keep flowing
-// (through the free slot) while slow calls fill the gate.
+// Lookups of domains and networks, and a domain's info, state, XML and whether it is active or
+// persistent, pass the gate: the daemon answers them from its object lists without the domain's
+// job or monitor, so they keep flowing (through the free slot) while slow calls fill the gate.
 // A private libvirtd with a short daemon-side keepalive (1 s x 2) keeps the test short.
 import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -51,7 +51,8 @@ interface Outcome {
   closed: ConnectionClosedEvent[];
   settled: number;
   pendingAfterHold: number;
-  /** Lookup, getInfo and getXMLDesc of the frozen domain answered during the hold, in turn. */
+  /** Lookup, then getInfo, getState, isActive, isPersistent and getXMLDesc of the frozen
+   * domain, answered during the hold, in turn. */
   lookupsDuringHold: number;
   failures: unknown[];
   aliveAfter: boolean;
@@ -99,13 +100,14 @@ async function slowCallsOnOneConnection(remoteCalls: string | undefined): Promis
     await new Promise((resolve) => setTimeout(resolve, 500));
     const uuid = dom.getUUIDString();
     while (holding && lookupsDuringHold < LOOKUPS) {
-      // getInfo and getXMLDesc of the frozen domain too: neither needs the domain's job or
-      // its monitor.
+      // The frozen domain's info, state, XML and whether it is active and persistent too: none
+      // needs the domain's job or its monitor.
       const found = await Promise.race([
         conn
           .lookupDomainByUUID(uuid)
           .then(async (d) => {
             await d.getInfo();
+            await Promise.all([d.getState(), d.isActive(), d.isPersistent()]);
             return d.getXMLDesc();
           })
           .catch(() => null),
@@ -134,7 +136,7 @@ describe('calls of one connection to libvirtd', () => {
     const r = await slowCallsOnOneConnection(undefined);
     // The calls really were slow: all still pending after the keepalive window had passed.
     expect(r.pendingAfterHold).toBe(SLOW_CALLS);
-    // Lookups, getInfo and getXMLDesc did not queue behind them: they kept being answered
+    // Lookups and the domain's quick reads did not queue behind them: they kept being answered
     // during the hold (all 20 on a quiet host, 19 under the full suite's load; without the
     // gate bypass none).
     expect(r.lookupsDuringHold).toBeGreaterThanOrEqual(3);
