@@ -287,7 +287,7 @@ export function metricSum(metrics: string, name: string, labels: string[] = []):
  * Watches the VirtualMachines and resolves once `count` of them are Ready, as a user's
  * `kubectl wait` would: a LIST for the starting point, then a watch from it. When the server
  * ends the watch (it does to a watcher that falls behind: `apiserver_terminated_watchers_total`
- * counts 3-12 in a burst of 1,000 on two cores), the watch resumes from the last
+ * counts 3-15 in a burst of 1,000 on two cores), the watch resumes from the last
  * resourceVersion seen, as kubectl's reflector does; only an ERROR event (410 Gone: that
  * version has left the watch cache) takes a new LIST. Exact: each VM's Ready is seen when its
  * status arrives, not at the next poll. Open it before creating. `progress` sees the count of

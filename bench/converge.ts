@@ -110,6 +110,12 @@ async function main(): Promise<void> {
     const othersCpu = [...cpuConverged.keys()]
       .filter((who) => who !== 'agent')
       .reduce((t, who) => t + burstCpu(who), 0);
+    // Watchers the API server ended for falling behind in the burst (the agent's and the
+    // benchmark's; both resume from their last resourceVersion): a sign of its CPU starvation.
+    const watcherKind = ['resource="virtualmachines"'];
+    const terminatedWatchers =
+      metricSum(serverConverged, 'apiserver_terminated_watchers_total', watcherKind) -
+      metricSum(serverBefore, 'apiserver_terminated_watchers_total', watcherKind);
     const result = {
       vms,
       appliedSeconds: Number(appliedSeconds.toFixed(2)),
@@ -124,6 +130,7 @@ async function main(): Promise<void> {
       agentCpuSeconds: Number(agentCpu.toFixed(2)),
       othersCpuSeconds: Number(othersCpu.toFixed(2)),
       floorWithoutAgentSeconds: Number((othersCpu / cpus().length).toFixed(2)),
+      terminatedWatchers,
       presetFinalizer: preset.length > 0,
       admissionFinalizer: values['admission-finalizer'],
       nodeFlags: nodeFlags.join(' '),
@@ -143,6 +150,7 @@ async function main(): Promise<void> {
         `Ready floor without the agent (s)`,
         `${result.floorWithoutAgentSeconds} (${result.othersCpuSeconds} CPU s of the others / ${cpus().length} cores)`,
       ],
+      ['VM watchers the API server ended', String(terminatedWatchers)],
     ];
     for (const [k, v] of rows) console.log(`${k.padEnd(34)} ${v}`);
     printBreakdown({
