@@ -124,8 +124,8 @@ interface Case {
   /** JSON key */
   key: string;
   label: string;
-  /** bench/libvirt-python.py CASE (and bench/libvirt-c.c's) */
-  python: string;
+  /** The CASE argument of bench/libvirt-python.py and bench/libvirt-c.c. */
+  peerCase: string;
   calls: number;
   /** Calls the binding keeps in flight; the best is kept. 1 = sequential. */
   windows: number[];
@@ -157,7 +157,7 @@ function remoteCases(conn: Connect, dom: Domain, uuid: string): Case[] {
     {
       key: 'lookupSequential',
       label: 'lookups by UUID, sequential',
-      python: 'lookup',
+      peerCase: 'lookup',
       calls: 4_000,
       windows: [1],
       threads: [1],
@@ -166,7 +166,7 @@ function remoteCases(conn: Connect, dom: Domain, uuid: string): Case[] {
     {
       key: 'lookupConcurrent',
       label: 'lookups by UUID, concurrent',
-      python: 'lookup',
+      peerCase: 'lookup',
       calls: 30_000,
       windows: [16, 1_000],
       threads: [4, 16],
@@ -175,7 +175,7 @@ function remoteCases(conn: Connect, dom: Domain, uuid: string): Case[] {
     {
       key: 'lookupInfoConcurrent',
       label: 'lookup + getInfo, concurrent',
-      python: 'lookup-info',
+      peerCase: 'lookup-info',
       calls: 20_000,
       windows: [16, 1_000],
       threads: [4, 16],
@@ -184,7 +184,7 @@ function remoteCases(conn: Connect, dom: Domain, uuid: string): Case[] {
     {
       key: 'xmlSequential',
       label: 'getXMLDesc, sequential',
-      python: 'xml',
+      peerCase: 'xml',
       calls: 3_000,
       windows: [1],
       threads: [1],
@@ -193,7 +193,7 @@ function remoteCases(conn: Connect, dom: Domain, uuid: string): Case[] {
     {
       key: 'xmlConcurrent',
       label: 'getXMLDesc, concurrent',
-      python: 'xml',
+      peerCase: 'xml',
       calls: 20_000,
       windows: [16, 1_000],
       threads: [4, 16],
@@ -210,7 +210,7 @@ async function pythonRate(
 ): Promise<{ rate: number; cpuUs: number }> {
   const out = await run(
     PYTHON,
-    [PYTHON_SIDE, uri, uuid, c.python, String(threads), String(c.calls)],
+    [PYTHON_SIDE, uri, uuid, c.peerCase, String(threads), String(c.calls)],
     {
       timeout: 300_000,
     },
@@ -249,7 +249,7 @@ async function cRate(
   c: Case,
   threads: number,
 ): Promise<{ rate: number; cpuUs: number }> {
-  const out = await run(binary, [uri, uuid, c.python, String(threads), String(c.calls)], {
+  const out = await run(binary, [uri, uuid, c.peerCase, String(threads), String(c.calls)], {
     timeout: 300_000,
   }).catch((err: Error) => {
     throw new Error(`libvirt's C client (${binary}) failed: ${err.message}`);

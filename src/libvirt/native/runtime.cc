@@ -273,15 +273,15 @@ static void FinalizeConn(napi_env env, void* data, void*) {
 
 // Lookups of domains and networks by name, UUID or ID, and a domain's info, state, XML and
 // whether it is active or persistent: the daemon answers them from its object lists and the
-// domain object (holding an object's lock
-// only for as long as another thread does, never across a guest's monitor, a job or disk I/O;
-// QEMU's getInfo reads the balloon size libvirt keeps from QEMU's events and the CPU time from
-// /proc, and its getXMLDesc formats the definitions it holds), so they do not occupy a request
-// slot for long and need not count against the limit (test/e2e/libvirt/admission.test.ts asks
-// them of a domain whose QEMU is stopped while slow calls fill the gate). Gated, getXMLDesc
-// with 16 in flight ran at about 15 % fewer calls per second (issue 17). The agent asks
-// isActive and isPersistent of every domain it observes; gated, they waited behind its slow
-// calls (memory statistics go through QEMU's monitor).
+// domain object (holding an object's lock only for as long as another thread does, never
+// across a guest's monitor, a job or disk I/O; QEMU's getInfo reads the balloon size libvirt
+// keeps from QEMU's events and the CPU time from /proc, and its getXMLDesc formats the
+// definitions it holds), so they do not occupy a request slot for long and need not count
+// against the limit (test/e2e/libvirt/admission.test.ts asks them of a domain whose QEMU is
+// stopped while slow calls fill the gate). Gated, getXMLDesc with 16 in flight ran at about
+// 15 % fewer calls per second (issue 17); the agent asks isActive and isPersistent of every
+// domain it observes, and gated they waited behind its slow calls (memory statistics go
+// through QEMU's monitor).
 // The gate is for the calls that can: anything done to or asked of a domain (its job lock,
 // QEMU's monitor), storage (pool locks held across refreshes and builds), lifecycle changes.
 // Leaving lookups out lets an agent's many small reads overlap the way libvirt-python's threads

@@ -354,7 +354,8 @@ void FreeHandle(Box<T>* box) {
   std::shared_ptr<Held<T>> held = std::move(box->held);
   // Copies are only made here on the JS thread (Call), so a count of one stays one: no call
   // is in flight and the reference is dropped now. Otherwise the last call's pool thread drops
-  // it (or, should that call end between this check and the reset below, Held posts it).
+  // it (or, should that call end before this function returns, `held` goes last here and Held
+  // posts it to the pool).
   // On the JS thread only while the connection is open: the last reference of a closed
   // connection's object disposes the connection, an RPC.
   if (held && held.use_count() == 1) held->Drop(box->conn && box->conn->ptr != nullptr);
