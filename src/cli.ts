@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --optimize-for-size --v8-pool-size=1
+#!/usr/bin/env -S node --optimize-for-size --v8-pool-size=1 --interrupt-budget=1048576
 // libvirt-operator <command> [flags]. Each command lives in src/commands/<name>.ts and returns
 // its exit code; errors reach the user as one line, never as a stack trace.
 
@@ -55,6 +55,12 @@ async function main(argv: string[]): Promise<number> {
   // shebang also gives V8 one helper thread instead of four (--v8-pool-size=1, a start-up
   // option only): fewer threads' malloc arenas and GC scratch, 3 MB less RSS at 1,000 VMs
   // with no measurable cost to convergence on a host whose cores belong to the guests.
+  // And it lets a function run 16 times longer than V8's default (--interrupt-budget, bytes
+  // of bytecode executed) before TurboFan compiles it: the agent's work comes in bursts, and
+  // in a fresh agent's first burst of 1,000 new machines V8 compiled ~340 functions, most of
+  // them lukewarm and 47 times again after a deopt, ~1.7 CPU s on its helper thread (perf:
+  // 70 % of that thread). With the larger budget ~60 compiles, agent CPU 3.6-3.7 s instead of
+  // 4.1-4.4 s (bench/README.md, eleventh pass). Only the shebang sets it (a start-up option).
   if (name === 'run') setFlagsFromString('--optimize-for-size');
   const mod = (await import(`./commands/${name}.js`)) as CommandModule;
   return mod.main(rest);
