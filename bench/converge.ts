@@ -93,7 +93,8 @@ async function main(): Promise<void> {
     const rssConverged = rssMB(pid);
 
     await new Promise((r) => setTimeout(r, idleSeconds * 1000));
-    const idle = requestTotals(await cp.apiServerMetrics());
+    const serverIdle = await cp.apiServerMetrics();
+    const idle = requestTotals(serverIdle);
     const rssAfterIdle = rssMB(pid);
     // Only now: a scrape of the agent's /metrics reads every guest's stats from libvirt, memory
     // the RSS figures above are not about. Nothing is reconciled in the idle window, so the
@@ -153,6 +154,7 @@ async function main(): Promise<void> {
       ['VM watchers the API server ended', String(terminatedWatchers)],
     ];
     for (const [k, v] of rows) console.log(`${k.padEnd(34)} ${v}`);
+    if (result.writesAfterConverge > 0) printWritesAfter(serverConverged, serverIdle);
     printBreakdown({
       serverBefore,
       serverConverged,
@@ -167,6 +169,15 @@ async function main(): Promise<void> {
   } finally {
     await stopAgentProcess(agent);
     await cp.stop();
+  }
+}
+
+/** What was written after convergence (there should be nothing), by verb, resource and code. */
+function printWritesAfter(converged: string, idle: string): void {
+  const before = requestBreakdown(converged).counts;
+  for (const [key, n] of requestBreakdown(idle).counts) {
+    const d = n - (before.get(key) ?? 0);
+    if (d > 0 && /^(POST|PUT|PATCH|DELETE|APPLY) /.test(key)) console.log(`  ${key}: ${d}`);
   }
 }
 
