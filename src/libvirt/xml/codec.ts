@@ -148,7 +148,7 @@ function indent(level: number): string {
 function writeElement(name: string, tree: XmlTree, path: string, level: number): string {
   let attributes = '';
   let content = '';
-  for (const key in tree) {
+  for (const key of Object.keys(tree)) {
     const value = tree[key];
     if (value === undefined) continue;
     if (key === TEXT) {

@@ -121,6 +121,11 @@ describe('building', () => {
     expect(xml).toBe('<doc>\n  <item i="1"/>\n  <item i="2"/>\n</doc>\n');
   });
 
+  it('refuses an element where an attribute or text value belongs, naming the place', () => {
+    expect(thrown(() => codec.build({ v: { '@a': { b: 'x' } } })).field).toBe('doc/v/@a');
+    expect(thrown(() => codec.build({ v: { '#text': ['x'] } })).field).toBe('doc/v');
+  });
+
   it('buildXML takes any root, including a prefixed one', () => {
     expect(buildXML('p:x', { '@xmlns:p': 'urn:p' })).toBe('<p:x xmlns:p="urn:p"/>\n');
   });
