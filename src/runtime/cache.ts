@@ -41,7 +41,9 @@ export interface ObjectCache<T extends KubeObject = KubeObject> extends ObjectCa
 function deepFreeze<T>(value: T): T {
   if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
     Object.freeze(value);
-    for (const v of Object.values(value)) deepFreeze(v);
+    // for-in, not for-of over Object.values: no array and no iterator results per object
+    // (deepFreeze runs on every object a watch delivers, often before V8 optimises it).
+    for (const k in value) deepFreeze(value[k]);
   }
   return value;
 }

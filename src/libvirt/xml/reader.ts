@@ -40,6 +40,8 @@ export interface Repeatable {
 interface Open {
   readonly name: string;
   readonly path: string;
+  /** Whether it is always a list under its parent (its path or its parent's is repeatable). */
+  readonly list: boolean;
   /** Children so far; created with the first child. */
   children: XmlElement | undefined;
   text: string;
@@ -156,8 +158,16 @@ export function readXml(input: string, repeatable: Repeatable): { name: string; 
     i++; // '<'
     const name = readName();
     const parent = stack[stack.length - 1];
-    const path = parent ? `${parent.path}.${name}` : name;
-    const el: Open = { name, path, children: undefined, text: '', attributes: undefined, start };
+    const placed = placement(repeatable, parent?.path, name);
+    const el: Open = {
+      name: placed.name,
+      path: placed.path,
+      list: placed.list,
+      children: undefined,
+      text: '',
+      attributes: undefined,
+      start,
+    };
     for (;;) {
       const before = i;
       skipSpace();
@@ -205,7 +215,14 @@ export function readXml(input: string, repeatable: Repeatable): { name: string; 
     } else {
       const obj: XmlElement = el.children ?? {};
       if (el.text !== '') obj['#text'] = el.text;
-      for (const [a, v] of el.attributes ?? []) obj[`@${a}`] = v;
+      // Indexed, not `for (const [a, v] of ...)`: until V8 optimises this function, each
+      // iteration and each destructuring allocates iterator results (~15 MB per 1,000 new
+      // machines in the agent, bench/README.md, converge's eleventh pass).
+      const attributes = el.attributes ?? [];
+      for (let k = 0; k < attributes.length; k++) {
+        const pair = attributes[k]!;
+        obj[attributeKey(pair[0])] = pair[1];
+      }
       value = obj;
     }
     const parent = stack[stack.length - 1];
@@ -214,7 +231,7 @@ export function readXml(input: string, repeatable: Repeatable): { name: string; 
       return;
     }
     const siblings = (parent.children ??= {});
-    const list = repeatable.exact.has(el.path) || repeatable.anyChildOf.has(parent.path);
+    const list = el.list;
     // hasOwn: a tag called 'constructor' must not find Object.prototype's.
     const existing = Object.hasOwn(siblings, el.name) ? siblings[el.name] : undefined;
     if (existing === undefined) {
@@ -298,6 +315,65 @@ export function readXml(input: string, repeatable: Repeatable): { name: string; 
   return root!;
 }
 
+// Where an element sits: its path ('domain.devices.disk') and whether it always parses as a
+// list. Remembered per parent path and tag, so a document of a known shape builds no path
+// strings and hashes none (flattening and hashing a fresh path per element in the Set lookups
+// was a sixth of the reader's time). Bounded like the attribute keys below.
+interface Placement {
+  /** The tag, as the first document of this shape spelled it: a key V8 has internalised. */
+  readonly name: string;
+  readonly path: string;
+  readonly list: boolean;
+}
+const PLACEMENTS_MAX = 4096;
+const placements = new WeakMap<
+  Repeatable,
+  { size: number; byParent: Map<string, Map<string, Placement>> }
+>();
+
+function placement(
+  repeatable: Repeatable,
+  parentPath: string | undefined,
+  name: string,
+): Placement {
+  let known = placements.get(repeatable);
+  if (!known) placements.set(repeatable, (known = { size: 0, byParent: new Map() }));
+  const parentKey = parentPath ?? '';
+  let byName = known.byParent.get(parentKey);
+  const hit = byName?.get(name);
+  if (hit) return hit;
+  const path = parentPath === undefined ? name : `${parentPath}.${name}`;
+  const found: Placement = {
+    name,
+    path,
+    list:
+      parentPath !== undefined &&
+      (repeatable.exact.has(path) || repeatable.anyChildOf.has(parentPath)),
+  };
+  if (known.size < PLACEMENTS_MAX) {
+    if (!byName) known.byParent.set(parentKey, (byName = new Map()));
+    byName.set(name, found);
+    known.size++;
+  }
+  return found;
+}
+
+// The tree's key for an attribute ('@' + name). libvirt uses a few dozen attribute names; a
+// key made once is an internalised string V8 stores under without looking it up again, where a
+// fresh concatenation is hashed and looked up per attribute (a sixth of the reader's time).
+// Bounded, since a document can carry any names (metadata anyone with libvirt access writes).
+const ATTRIBUTE_KEYS = new Map<string, string>();
+const ATTRIBUTE_KEYS_MAX = 1024;
+
+function attributeKey(name: string): string {
+  let key = ATTRIBUTE_KEYS.get(name);
+  if (key === undefined) {
+    key = `@${name}`;
+    if (ATTRIBUTE_KEYS.size < ATTRIBUTE_KEYS_MAX) ATTRIBUTE_KEYS.set(name, key);
+  }
+  return key;
+}
+
 // libvirt's elements have a handful of attributes, for which a scan is cheapest. An element
 // with thousands (metadata anyone with access to libvirt can write into a domain) must not
 // make the check quadratic: past a few, a Set remembered per attribute list.
@@ -305,7 +381,10 @@ const SCAN_LIMIT = 16;
 const seenNames = new WeakMap<[string, string][], Set<string>>();
 
 function isRepeated(attributes: [string, string][], name: string): boolean {
-  if (attributes.length < SCAN_LIMIT) return attributes.some(([a]) => a === name);
+  if (attributes.length < SCAN_LIMIT) {
+    for (let k = 0; k < attributes.length; k++) if (attributes[k]![0] === name) return true;
+    return false;
+  }
   let names = seenNames.get(attributes);
   if (!names) {
     names = new Set(attributes.map(([a]) => a));
