@@ -148,7 +148,10 @@ function indent(level: number): string {
 function writeElement(name: string, tree: XmlTree, path: string, level: number): string {
   let attributes = '';
   let content = '';
-  for (const key of Object.keys(tree)) {
+  // Indexed: until V8 optimises this function a for...of allocates a result per step.
+  const keys = Object.keys(tree);
+  for (let k = 0; k < keys.length; k++) {
+    const key = keys[k]!;
     const value = tree[key];
     if (value === undefined) continue;
     if (key === TEXT) {
