@@ -57,10 +57,10 @@ async function main(argv: string[]): Promise<number> {
   // with no measurable cost to convergence on a host whose cores belong to the guests.
   // And it lets a function run 16 times longer than V8's default (--interrupt-budget, bytes
   // of bytecode executed) before TurboFan compiles it: the agent's work comes in bursts, and
-  // in a fresh agent's first burst of 1,000 new machines V8 compiled ~340 functions, most of
-  // them lukewarm and 47 times again after a deopt, ~1.7 CPU s on its helper thread (perf:
-  // 70 % of that thread). With the larger budget ~60 compiles, agent CPU 3.6-3.7 s instead of
-  // 4.1-4.4 s (bench/README.md, eleventh pass). Only the shebang sets it (a start-up option).
+  // in a fresh agent's first burst of 1,000 new machines V8 made ~340 optimising compiles,
+  // many of lukewarm functions, with 47 deopts; ~1.7 s of compile time, 70 % of its helper
+  // thread's CPU (perf). At 8 times the default, 56 compiles; at 16, agent CPU 3.6-4.0 s
+  // instead of 4.1-4.5 s (bench/README.md, converge's eleventh pass). The shebang sets it.
   if (name === 'run') setFlagsFromString('--optimize-for-size');
   const mod = (await import(`./commands/${name}.js`)) as CommandModule;
   return mod.main(rest);
