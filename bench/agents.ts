@@ -25,6 +25,20 @@ const OUR_RESOURCES = [
   'nodes',
 ];
 
+/** The verbs of apiserver_request_total that change something. */
+export const WRITE_VERBS: ReadonlySet<string> = new Set([
+  'POST',
+  'PUT',
+  'PATCH',
+  'DELETE',
+  'APPLY',
+]);
+
+/** Whether a metric line of apiserver_request_* counts writes. */
+export function isWriteLine(line: string): boolean {
+  return WRITE_VERBS.has(/verb="([^"]*)"/.exec(line)?.[1] ?? '');
+}
+
 /** apiserver_request_total summed over our kinds (all verbs, and write verbs only). */
 export function requestTotals(metrics: string): { all: number; writes: number } {
   let all = 0;
@@ -35,7 +49,7 @@ export function requestTotals(metrics: string): { all: number; writes: number } 
     if (!OUR_RESOURCES.includes(resource)) continue;
     const n = Number(line.slice(line.lastIndexOf(' ') + 1));
     all += n;
-    if (/verb="(POST|PUT|PATCH|DELETE|APPLY)"/.test(line)) writes += n;
+    if (isWriteLine(line)) writes += n;
   }
   return { all, writes };
 }
@@ -46,8 +60,7 @@ export function writesTo(metrics: string, resource: string): number {
   for (const line of metrics.split('\n')) {
     if (!line.startsWith('apiserver_request_total{') || !line.includes(`resource="${resource}"`))
       continue;
-    if (/verb="(POST|PUT|PATCH|DELETE|APPLY)"/.test(line))
-      n += Number(line.slice(line.lastIndexOf(' ') + 1));
+    if (isWriteLine(line)) n += Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return n;
 }

@@ -24,6 +24,7 @@ import {
   stopAgentProcess,
   waitAgentReady,
   watchAllReady,
+  WRITE_VERBS,
 } from './agents.js';
 
 const { values } = parseArgs({
@@ -177,7 +178,7 @@ function printWritesAfter(converged: string, idle: string): void {
   const before = requestBreakdown(converged).counts;
   for (const [key, n] of requestBreakdown(idle).counts) {
     const d = n - (before.get(key) ?? 0);
-    if (d > 0 && /^(POST|PUT|PATCH|DELETE|APPLY) /.test(key)) console.log(`  ${key}: ${d}`);
+    if (d > 0 && WRITE_VERBS.has(key.slice(0, key.indexOf(' ')))) console.log(`  ${key}: ${d}`);
   }
 }
 

@@ -25,7 +25,7 @@ import { ensureLibvirtd } from '../src/commands/local/libvirtd.js';
 import { Connect, ErrorCode, isLibvirtError, type Domain } from '../src/libvirt/index.js';
 import { buildDomainXML } from '../src/libvirt/xml/domain.js';
 import { CONTENT_TYPE, createKubeClient, type KubeClient } from '../src/runtime/index.js';
-import { startAgentProcess, stopAgentProcess, waitAgentReady } from './agents.js';
+import { isWriteLine, startAgentProcess, stopAgentProcess, waitAgentReady } from './agents.js';
 import {
   agentMetrics,
   gone,
@@ -161,7 +161,7 @@ function vmWriteDurations(text: string, suffix: '_sum' | '_count'): number {
   for (const line of text.split('\n')) {
     if (!line.startsWith(`apiserver_request_duration_seconds${suffix}{`)) continue;
     if (!line.includes('resource="virtualmachines"')) continue;
-    if (!/verb="(POST|PUT|PATCH|APPLY|DELETE)"/.test(line)) continue;
+    if (!isWriteLine(line)) continue;
     total += Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return total;

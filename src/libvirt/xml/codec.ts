@@ -51,7 +51,7 @@ const ESCAPES: Readonly<Record<string, string>> = {
   '\r': '&#13;',
 };
 const NEEDS_ESCAPE = /[&<>'"\t\n\r]/;
-const TO_ESCAPE = /[&<>'"\t\n\r]/g;
+const TO_ESCAPE = new RegExp(NEEDS_ESCAPE.source, 'g');
 
 /** `text` as XML character data or an attribute value (in double quotes). */
 function escapeXml(text: string): string {
@@ -133,7 +133,7 @@ function parseRoot(
 }
 
 // The layout fast-xml-parser's builder gave these trees (format, two-space indent, empty
-// elements self-closed; test/unit/xml/codec.test.ts compares the two on random trees): one
+// elements self-closed; test/unit/xml/writer.test.ts compares the two on random trees): one
 // element per line; an element whose content is text only (escaped, so without '<') on the
 // line of its tags; attributes in the order of their keys, children and text in theirs.
 // Undefined values and empty lists are left out, numbers written as decimal text, and a

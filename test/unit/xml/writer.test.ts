@@ -30,6 +30,9 @@ const reference = new XMLBuilder({
   ],
 });
 
+/** A list item or element value of a tree. */
+type Item = string | number | bigint | XmlTree;
+
 // What the codec handed the builder: no undefined values, no empty lists, numbers as text.
 function prepared(tree: XmlTree): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -44,8 +47,6 @@ function prepared(tree: XmlTree): Record<string, unknown> {
   }
   return out;
 }
-
-type Item = string | number | bigint | XmlTree;
 
 function preparedValue(value: Item): unknown {
   return typeof value === 'object' ? prepared(value) : String(value);
@@ -100,7 +101,7 @@ function randomTree(next: () => number, depth: number): XmlTree {
     else {
       const name = pick(NAMES);
       const shape = next();
-      const element = (): string | number | bigint | XmlTree =>
+      const element = (): Item =>
         depth > 0 && next() < 0.5 ? randomTree(next, depth - 1) : scalar();
       if (shape < 0.1) tree[name] = undefined;
       else if (shape < 0.35) tree[name] = Array.from({ length: Math.floor(next() * 4) }, element);
