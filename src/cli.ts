@@ -60,8 +60,10 @@ async function main(argv: string[]): Promise<number> {
   // in a fresh agent's first burst of 1,000 new machines V8 made ~340 optimising compiles,
   // many of lukewarm functions, with 47 deopts; ~1.7 s of compile time, 70 % of its helper
   // thread's CPU (perf). At 8 times the default, 56 compiles; at 16, agent CPU 3.6-4.0 s
-  // instead of 4.1-4.5 s (bench/README.md, converge's eleventh pass). The shebang sets it.
-  if (name === 'run') setFlagsFromString('--optimize-for-size');
+  // instead of 4.1-4.5 s (bench/README.md, converge's eleventh pass). The shebang sets it,
+  // and so does this line for `node dist/cli.js run`: V8 reads the budget when it creates a
+  // function's feedback, so the commands' modules, imported below, get it.
+  if (name === 'run') setFlagsFromString('--optimize-for-size --interrupt-budget=1048576');
   const mod = (await import(`./commands/${name}.js`)) as CommandModule;
   return mod.main(rest);
 }
