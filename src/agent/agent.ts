@@ -29,6 +29,7 @@ import { isConflict, isOwnWriteUnseen } from '../runtime/kube-client.js';
 import type { HostPort } from './config.js';
 import { registerGuestMetrics, type GuestMetrics } from './guest-metrics.js';
 import { kubeWrites, resourceOf } from './kube-writes.js';
+import { reconnectLooks } from './reconnect-looks.js';
 
 export interface AgentOptions {
   nodeName: string;
@@ -321,8 +322,9 @@ async function wireLibvirtEvents(
 
 /**
  * Events are lost while the connection is down, and a daemon that starts again settles what
- * changed meanwhile (a guest that died with it) before we have subscribed anew: once the
- * connection is back, every object is looked at again, like after a relist.
+ * changed meanwhile (a guest that died with it) before we have subscribed anew, or while our
+ * first look is under way: once the connection is back, every object is looked at again, like
+ * after a relist, and again once the daemon has settled (reconnect-looks.ts).
  */
 function wireLibvirtReconnects(
   libvirt: ReconnectingConnection,
@@ -330,6 +332,11 @@ function wireLibvirtReconnects(
   controllers: Record<VirtKind, Controller>,
   log: Logger,
 ): void {
+  const looks = reconnectLooks(() => {
+    for (const [kind, informer] of Object.entries(informers) as [VirtKind, Informer][]) {
+      for (const key of informer.cache.keys()) controllers[kind].enqueue(key);
+    }
+  });
   libvirt.on('state', ({ state, previous, closeReason, error }) => {
     if (state === 'reconnecting' && previous === 'open') {
       log.warn(
@@ -337,12 +344,14 @@ function wireLibvirtReconnects(
         'libvirt connection lost; reconnecting',
       );
     }
-    // The first open needs nothing: processing starts with every cached key queued.
-    if (state !== 'open' || previous === 'connecting') return;
-    log.info('libvirt connection open again; reconciling every object');
-    for (const [kind, informer] of Object.entries(informers) as [VirtKind, Informer][]) {
-      for (const key of informer.cache.keys()) controllers[kind].enqueue(key);
+    if (state !== 'open') {
+      looks.dropped();
+      return;
     }
+    // The first open needs nothing: processing starts with every cached key queued.
+    if (previous === 'connecting') return;
+    log.info('libvirt connection open again; reconciling every object');
+    looks.opened();
   });
 }
 

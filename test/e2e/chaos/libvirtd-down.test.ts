@@ -1,7 +1,10 @@
 // What happens on the host while libvirtd is down reaches the agent by no event: the daemon
-// finds the change when it starts again, before the agent's new connection has subscribed.
-// So the agent must look at every object again once its libvirt connection is back, instead
-// of trusting its statuses until the next resync (10 minutes in production).
+// finds the change when it starts again, before the agent's new connection has subscribed or
+// while it takes its first look (its QEMU driver reconnects to its guests in threads of their
+// own, and marks a dead one shut off without an event). So the agent must look at every object
+// again once its libvirt connection is back, and again once the daemon has settled
+// (src/agent/reconnect-looks.ts), instead of trusting its statuses until the next resync (10
+// minutes in production).
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
