@@ -3,11 +3,12 @@
 // that starts again serves clients while its QEMU driver is still reconnecting to the guests
 // it had (a thread per guest, qemuProcessReconnect); a guest whose QEMU died meanwhile reads
 // as running until that thread fails to reach its monitor and marks it shut off, and that
-// change sends no event either. A look inside that window finds nothing to do: in one CI run
-// of test/e2e/chaos/libvirtd-down.test.ts (1 of 28 on this machine) the agent had connected
-// while the daemon was still starting, and the guest waited for the 10-minute resync. So the
-// look is repeated once the daemon has had time to settle, and again later for a host with
-// many guests to reconnect to. A look at a converged object writes nothing.
+// change sends no event either. A look inside that window finds nothing to do, and the guest
+// waits for the 10-minute resync. One CI run of test/e2e/chaos/libvirtd-down.test.ts (1 of 28
+// on this machine) waited 60 s for a restart that never came, as such a look would make it
+// (the run kept no daemon log to tell more). So the look is repeated once the daemon has had
+// time to settle, and again later for a host with many guests to reconnect to. A look at a
+// converged object writes nothing.
 
 /** Delays after a reconnect at which every object is looked at again. */
 export const SETTLE_LOOKS_MS: readonly number[] = [5_000, 30_000];
