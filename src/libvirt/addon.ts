@@ -331,6 +331,7 @@ export interface NativeBinding {
     pendingCalls: number;
     eventRegistrations: number;
     workerThreads: number;
+    workersKeptOnCpu: number;
     openConnections: number;
     handleReferences: number;
   };

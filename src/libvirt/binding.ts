@@ -23,6 +23,11 @@ export interface BindingStats {
   /** Event routes (listeners and connection close callbacks) held in JS. */
   eventRoutes: number;
   workerThreads: number;
+  /**
+   * The CPU the worker threads are kept on while many calls to a daemon are in flight (the
+   * JS thread's), or -1; LIBVIRT_NATIVE_COLOCATE=0 turns it off (README.md).
+   */
+  workersKeptOnCpu: number;
   /** Connections opened and not yet closed in libvirt (close() finishes off the JS thread). */
   openConnections: number;
   /**

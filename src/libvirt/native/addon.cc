@@ -55,13 +55,14 @@ Napi::Value SetThreadPoolSize(const Napi::CallbackInfo& info) {
 }
 
 // Counters for tests and diagnostics: calls awaiting a result, event registrations that keep
-// Node alive, worker threads.
+// Node alive, worker threads and the CPU they are kept on (-1: none).
 Napi::Value Stats(const Napi::CallbackInfo& info) {
   EnvState* s = EnvState::Of(info.Env());
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("pendingCalls", static_cast<double>(s->pending));
   o.Set("eventRegistrations", static_cast<double>(s->registrations));
   o.Set("workerThreads", WorkerPool::Get().Threads());
+  o.Set("workersKeptOnCpu", WorkerPool::Get().KeptOn());
   o.Set("openConnections",
         static_cast<double>(openConnections.load(std::memory_order_relaxed)));
   o.Set("handleReferences",

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <cstdio>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -624,7 +625,8 @@ void WorkerPool::Park(Worker& self, bool lone) {
   bool expected = false;
   // At most one thread spins at a time: on a small host several would take the cores the JS
   // thread and libvirtd need.
-  if (spinUs > 0 && poolSpins.MaySpin() && CoresToSpare(lone) &&
+  if (spinUs > 0 && keepOn_.load(std::memory_order_relaxed) < 0 && poolSpins.MaySpin() &&
+      CoresToSpare(lone) &&
       spinning_.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
     poolSpins.Record(SpinUntil(
         spinUs, [&self] { return self.claimed.load(std::memory_order_acquire) != 0; }));
@@ -638,12 +640,35 @@ void WorkerPool::Park(Worker& self, bool lone) {
 
 thread_local bool onPoolThread = false;
 
+void WorkerPool::KeepOn(int cpu) {
+  keepOn_.store(cpu, std::memory_order_relaxed);
+  placement_.fetch_add(1, std::memory_order_release);
+}
+
+// Puts the calling thread on `cpu`, or back on the CPUs it started with (cpu < 0). A CPU the
+// thread may not use (a cpuset changed since) leaves it where it is.
+static void Place(const cpu_set_t& started, int cpu) {
+  if (cpu < 0) {
+    sched_setaffinity(0, sizeof started, &started);
+    return;
+  }
+  if (cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &started)) return;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  sched_setaffinity(0, sizeof one, &one);
+}
+
 void WorkerPool::Loop() {
   static const int nice = WorkerNice();
   onPoolThread = true;
   // Linux applies PRIO_PROCESS with a thread ID to that thread alone.
   if (nice > 0) setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), nice);
   Worker self;
+  cpu_set_t started;
+  CPU_ZERO(&started);
+  sched_getaffinity(0, sizeof started, &started);
+  uint32_t placed = 0;
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
     if (queue_.empty()) {
@@ -663,6 +688,10 @@ void WorkerPool::Loop() {
       // The task may be gone once it ran (a job is deleted by the JS thread after settling).
       std::shared_ptr<ConnGate> gate = std::move(task->gate);
       lock.unlock();
+      if (const uint32_t p = placement_.load(std::memory_order_acquire); p != placed) {
+        placed = p;
+        Place(started, keepOn_.load(std::memory_order_relaxed));
+      }
       task->Run();
       lastProgressMs_.store(NowMs(), std::memory_order_relaxed);
       lock.lock();
@@ -814,6 +843,7 @@ Napi::Value EnvState::Submit(Napi::Env env, JobBase* job) {
   }
   job->env = shared_from_this();
   pending++;
+  if (job->remote) remotePending++;
   UpdateRef();
   if (job->timeoutMs > 0) {
     job->timed = true;
@@ -859,6 +889,51 @@ void EnvState::OnTimer(uv_timer_t* t) {
 void EnvState::FlushOutbox() {
   WorkerPool::Get().PostBatch(outbox_);
   outbox_.clear();
+  Colocate();
+}
+
+static bool ColocateEnabled() {
+  const char* env = std::getenv("LIBVIRT_NATIVE_COLOCATE");
+  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+  return sysconf(_SC_NPROCESSORS_ONLN) > 1;
+}
+
+// With many calls to a daemon in flight, the JS thread and the workers hand calls and results
+// to each other tens of thousands of times a second. When the kernel runs them on different
+// CPUs every hand-off crosses between them, and on the 2-vCPU host of bench/README.md the same
+// calls then cost up to twice the CPU: 15,000-19,000 lookups/s with the JS thread on one CPU
+// and the workers on the other, 38,000-46,000/s with all of them on one, where left to the
+// kernel they went from one to the other from second to second. So while at least as many
+// calls to a daemon are pending as the pool has threads (every thread busy with one), the
+// pool's threads are kept on the CPU this thread runs on, following it at most every 10 ms,
+// and let go once fewer than half as many are pending: a lone caller's calls are better
+// served by a worker spinning on another CPU (sequential getXMLDesc ran at half the rate with
+// all on one CPU), and neither this thread nor the workers spin while they share one. Calls
+// to in-process drivers (test:///) never count: their work is CPU work the workers do beside
+// the JS thread. LIBVIRT_NATIVE_COLOCATE=0 turns this off.
+void EnvState::Colocate() {
+  static const bool enabled = ColocateEnabled();
+  static const size_t busy = DefaultThreads();
+  static constexpr int64_t kEveryMs = 10;
+  if (!enabled) return;
+  WorkerPool& pool = WorkerPool::Get();
+  const int kept = pool.KeptOn();
+  if (kept < 0 && remotePending < busy) return;
+  // At most one move per kEveryMs, and let go only below half the threshold: a caller whose
+  // calls in flight hover around it must not cost every thread a system call per call.
+  const int64_t now = NowMs();
+  if (now - colocatedAt_ < kEveryMs) return;
+  if (kept >= 0 && remotePending < busy / 2) {
+    pool.KeepOn(-1);
+    colocatedAt_ = now;
+    return;
+  }
+  if (remotePending < busy) return;
+  const int cpu = sched_getcpu();
+  if (cpu >= 0 && cpu != kept) {
+    pool.KeepOn(cpu);
+    colocatedAt_ = now;
+  }
 }
 
 // The JS-thread side of the spin (the worker side is WorkerPool::Park): when the loop is about
@@ -872,7 +947,10 @@ void EnvState::FlushOutbox() {
 // nothing, it spins only every 4th time.
 void EnvState::SpinForCompletion() {
   static const int64_t spinUs = 2 * SpinMicros();
-  if (spinUs == 0 || pending == 0 || !spins_.MaySpin() || !CoresToSpare(pending == 1)) return;
+  // Kept on this CPU, the workers would wait for the spin to end.
+  if (spinUs == 0 || pending == 0 || WorkerPool::Get().KeptOn() >= 0 || !spins_.MaySpin() ||
+      !CoresToSpare(pending == 1))
+    return;
   const uint32_t seen = arrivals_.load(std::memory_order_acquire);
   spins_.Record(SpinUntil(
       spinUs, [this, seen] { return arrivals_.load(std::memory_order_acquire) != seen; }));
@@ -911,6 +989,7 @@ void EnvState::ExpireTimeouts(Napi::Env env) {
     job->settled = true;
     job->abandoned.store(true, std::memory_order_release);
     pending--;
+    if (job->remote) remotePending--;
     expired = true;
     Napi::HandleScope scope(env);
     ErrorInfo info = ErrorInfo::Make(
@@ -941,6 +1020,7 @@ void EnvState::Settle(Napi::Env env, JobBase* job) {
   job->settled = true;
   if (job->timed) timeouts_.erase(job->timeout);
   pending--;
+  if (job->remote) remotePending--;
   Napi::HandleScope scope(env);
   if (job->failed) {
     napi_reject_deferred(env, job->deferred, MakeError(env, job->error));

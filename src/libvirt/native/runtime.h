@@ -259,6 +259,10 @@ class WorkerPool {
   // One lock for many tasks: how the JS thread hands over the calls of a loop iteration.
   void PostBatch(const std::vector<Task*>& tasks);
   void EnsureThreads(unsigned n);
+  // Keeps the threads on one CPU (the JS thread's) from their next task on, or lets them run
+  // anywhere again (cpu < 0); see EnvState::Colocate.
+  void KeepOn(int cpu);
+  int KeptOn() const { return keepOn_.load(std::memory_order_relaxed); }
   // Adds a thread when every thread has been busy without finishing anything for a while:
   // those threads are most likely stuck in calls to a dead daemon.
   void GrowIfStalled();
@@ -295,6 +299,10 @@ class WorkerPool {
   unsigned threads_ = 0;
   bool supervisorParked_ = false;
   std::atomic<int64_t> lastProgressMs_{0};
+  // The CPU the threads are kept on (-1: none), and a count of changes each thread compares
+  // with the last one it applied.
+  std::atomic<int> keepOn_{-1};
+  std::atomic<uint32_t> placement_{0};
 };
 
 template <class T>
@@ -390,6 +398,8 @@ class JobBase : public Task {
   // Runs even when its caller gave up first (a close must not leak the connection).
   bool mustRun = false;
   // JS-thread only:
+  // A call to a daemon (its connection has a gate), counted in EnvState::remotePending.
+  bool remote = false;
   bool settled = false;
   bool timed = false;
   uint32_t timeoutMs = 0;
@@ -486,6 +496,8 @@ class EnvState : public std::enable_shared_from_this<EnvState> {
   Napi::FunctionReference errorCtor;
   Napi::FunctionReference dispatcher;
   size_t pending = 0;
+  // Of those, calls to a daemon (see Colocate).
+  size_t remotePending = 0;
   size_t registrations = 0;
 
  private:
@@ -499,6 +511,8 @@ class EnvState : public std::enable_shared_from_this<EnvState> {
   static void OnCheck(uv_check_t* c);
   static void OnPrepare(uv_prepare_t* p);
   void FlushOutbox();
+  // Keeps the pool's threads on this thread's CPU while many calls to a daemon are in flight.
+  void Colocate();
   // Before the loop blocks with calls pending: waits briefly for a completion (see .cc).
   void SpinForCompletion();
   static void Cleanup(void* arg);
@@ -526,6 +540,8 @@ class EnvState : public std::enable_shared_from_this<EnvState> {
   std::atomic<uint32_t> arrivals_{0};
   // How the JS thread's recent spins went.
   SpinBudget spins_;
+  // When Colocate last moved the pool (ms), to move it at most every kColocateEveryMs.
+  int64_t colocatedAt_ = 0;
 };
 
 int64_t NowMs();
@@ -567,7 +583,8 @@ class Call {
     job->mustRun = mustRun;
     job->pins = std::move(pins_);
     job->timeoutMs = timeoutMs_;
-    if (conn && conn->gate && !PassesGate(name)) job->gate = conn->gate;
+    job->remote = conn && conn->gate;
+    if (job->remote && !PassesGate(name)) job->gate = conn->gate;
     return EnvState::Of(env)->Submit(env, job);
   }
 
