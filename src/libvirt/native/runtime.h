@@ -540,7 +540,7 @@ class EnvState : public std::enable_shared_from_this<EnvState> {
   std::atomic<uint32_t> arrivals_{0};
   // How the JS thread's recent spins went.
   SpinBudget spins_;
-  // When Colocate last moved the pool (ms), to move it at most every kColocateEveryMs.
+  // When Colocate last moved the pool or let it go (ms): at most one change per 10 ms.
   int64_t colocatedAt_ = 0;
 };
 
