@@ -7,25 +7,17 @@ import { execFile } from 'node:child_process';
 import { readFile, readdir } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureLibvirtd, type LibvirtDaemon } from '../../../src/commands/local/libvirtd.js';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { bindingStats, Connect, type Domain } from '../../../src/libvirt/index.js';
-import { qemuDomainXML, uniqueName } from './fixtures.js';
+import { qemuDomainXML, uniqueName, useSystemLibvirt } from './fixtures.js';
 
-let daemon: LibvirtDaemon;
-let conn: Connect;
-let dom: Domain | undefined;
+const libvirt = useSystemLibvirt();
+let dom: Domain;
 
 beforeAll(async () => {
-  daemon = await ensureLibvirtd();
-  conn = await Connect.open(daemon.uri, { callTimeoutMs: 60_000 });
-  dom = await conn.defineDomainXML(qemuDomainXML(uniqueName('colocate')));
-});
-
-afterAll(async () => {
-  await dom?.undefine().catch(() => undefined);
-  await conn?.close();
-  await daemon?.stop();
+  dom = libvirt.throwAway(
+    await libvirt.conn().defineDomainXML(qemuDomainXML(uniqueName('colocate'))),
+  );
 });
 
 /** The CPUs each worker thread may run on, as /proc lists them ("0", "0-1"). */
@@ -58,7 +50,7 @@ describe("worker threads kept on the JS thread's CPU", () => {
   it('while 1,000 lookups are in flight on a remote connection, and let go after', async () => {
     expect(cpus().length, 'this check needs a machine with more than one CPU').toBeGreaterThan(1);
     const all = (await workerCpus())[0];
-    const uuid = dom!.getUUIDString();
+    const uuid = dom.getUUIDString();
     const seen: { kept: number; workers: string[] }[] = [];
     let running = true;
     const sampling = (async () => {
@@ -67,7 +59,7 @@ describe("worker threads kept on the JS thread's CPU", () => {
         await new Promise((r) => setTimeout(r, 20));
       }
     })();
-    await burst(() => conn.lookupDomainByUUID(uuid), 1_000, 30_000);
+    await burst(() => libvirt.conn().lookupDomainByUUID(uuid), 1_000, 30_000);
     running = false;
     await sampling;
     // Some sample caught every worker on the CPU the pool was kept on at that moment.
@@ -79,7 +71,7 @@ describe("worker threads kept on the JS thread's CPU", () => {
     // One call at a time: let go (after the 10 ms between moves), and a worker that runs a call
     // is back on every CPU it started with.
     await new Promise((r) => setTimeout(r, 20));
-    for (let i = 0; i < 50; i++) await conn.lookupDomainByUUID(uuid);
+    for (let i = 0; i < 50; i++) await libvirt.conn().lookupDomainByUUID(uuid);
     expect(bindingStats().workersKeptOnCpu).toBe(-1);
     expect(await workerCpus()).toContain(all);
   });
@@ -104,8 +96,8 @@ describe("worker threads kept on the JS thread's CPU", () => {
   it('never with LIBVIRT_NATIVE_COLOCATE=0', async () => {
     const script = `
       import { bindingStats, Connect } from './src/libvirt/index.ts';
-      const conn = await Connect.open(${JSON.stringify(daemon.uri)});
-      const uuid = ${JSON.stringify(dom!.getUUIDString())};
+      const conn = await Connect.open(${JSON.stringify(libvirt.daemon().uri)});
+      const uuid = ${JSON.stringify(dom.getUUIDString())};
       let kept = -1, started = 0;
       await Promise.all(Array.from({ length: 1000 }, async () => {
         while (started++ < 10000) {

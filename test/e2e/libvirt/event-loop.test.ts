@@ -3,25 +3,11 @@
 // and re-enables the loop's watch in between; the loop must sleep through that instead of
 // spinning on the readable socket. Events still arrive meanwhile.
 import { readFile, readdir } from 'node:fs/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureLibvirtd, type LibvirtDaemon } from '../../../src/commands/local/libvirtd.js';
-import { Connect, type Domain, type DomainLifecycleEvent } from '../../../src/libvirt/index.js';
-import { qemuDomainXML, uniqueName } from './fixtures.js';
+import { describe, expect, it } from 'vitest';
+import type { DomainLifecycleEvent } from '../../../src/libvirt/index.js';
+import { qemuDomainXML, uniqueName, useSystemLibvirt } from './fixtures.js';
 
-let daemon: LibvirtDaemon;
-let conn: Connect;
-let dom: Domain | undefined;
-
-beforeAll(async () => {
-  daemon = await ensureLibvirtd();
-  conn = await Connect.open(daemon.uri, { callTimeoutMs: 60_000 });
-});
-
-afterAll(async () => {
-  await dom?.undefine().catch(() => undefined);
-  await conn?.close();
-  await daemon?.stop();
-});
+const libvirt = useSystemLibvirt();
 
 /** CPU ticks (user + system) per thread name of this process. */
 async function ticksByThread(): Promise<Map<string, number>> {
@@ -43,9 +29,12 @@ async function ticksByThread(): Promise<Map<string, number>> {
 describe('the binding event loop on a remote connection', () => {
   it('stays idle while 1,000 calls are in flight on one connection, and delivers events', async () => {
     const events: DomainLifecycleEvent[] = [];
+    const conn = libvirt.conn();
     const id = await conn.domainEventLifecycleRegister((e) => events.push(e));
     try {
-      dom = await conn.defineDomainXML(qemuDomainXML(uniqueName('evloop')));
+      const dom = libvirt.throwAway(
+        await conn.defineDomainXML(qemuDomainXML(uniqueName('evloop'))),
+      );
       const uuid = dom.getUUIDString();
       const before = await ticksByThread();
       let started = 0;
@@ -63,7 +52,6 @@ describe('the binding event loop on a remote connection', () => {
 
       await dom.undefine();
       const name = dom.getName();
-      dom = undefined;
       const deadline = Date.now() + 10_000;
       while (!events.some((e) => e.domain.getName() === name && e.eventName === 'undefined')) {
         if (Date.now() > deadline) throw new Error('no undefined event within 10 s');

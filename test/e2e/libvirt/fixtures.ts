@@ -2,6 +2,9 @@
 // XML library. Names are unique per process so tests sharing a daemon never collide.
 import { randomUUID } from 'node:crypto';
 import { XMLBuilder } from 'fast-xml-parser';
+import { afterAll, beforeAll } from 'vitest';
+import { ensureLibvirtd, type LibvirtDaemon } from '../../../src/commands/local/libvirtd.js';
+import { Connect, type Domain } from '../../../src/libvirt/index.js';
 
 const builder = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: '@_' });
 
@@ -82,4 +85,36 @@ export function volumeXML(name: string, capacityBytes: number, format = 'raw'): 
 
 export function dhcpHostXML(mac: string, ip: string, name: string): string {
   return builder.build({ host: { '@_mac': mac, '@_ip': ip, '@_name': name } });
+}
+
+/**
+ * For a test file: the system libvirtd (started if need be) and one connection to it, opened
+ * before the file's tests and closed after them; the domains given to `throwAway` are undefined
+ * first (a test may have undefined one itself).
+ */
+export function useSystemLibvirt(): {
+  daemon: () => LibvirtDaemon;
+  conn: () => Connect;
+  throwAway: (dom: Domain) => Domain;
+} {
+  let daemon: LibvirtDaemon | undefined;
+  let conn: Connect | undefined;
+  const domains: Domain[] = [];
+  beforeAll(async () => {
+    daemon = await ensureLibvirtd();
+    conn = await Connect.open(daemon.uri, { callTimeoutMs: 60_000 });
+  });
+  afterAll(async () => {
+    for (const d of domains) await d.undefine().catch(() => undefined);
+    await conn?.close();
+    await daemon?.stop();
+  });
+  return {
+    daemon: () => daemon!,
+    conn: () => conn!,
+    throwAway: (dom) => {
+      domains.push(dom);
+      return dom;
+    },
+  };
 }
