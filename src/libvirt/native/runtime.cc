@@ -299,26 +299,33 @@ bool PassesGate(const char* name) {
   return false;
 }
 
-std::shared_ptr<ConnGate> GateFor(virConnectPtr conn) {
+bool ServedByDaemon(virConnectPtr conn) {
+  // virConnectGetURI formats the URI the connection holds; no RPC. Only a bare "test" scheme
+  // is served inside this process ("test+unix://..." goes to a daemon like the rest).
+  Owned<char*> uri(virConnectGetURI(conn));
+  if (!uri) {
+    virResetLastError();
+    return true;
+  }
+  return std::strncmp(uri.get(), "test:", 5) != 0;
+}
+
+std::shared_ptr<ConnGate> RemoteGate() {
   unsigned limit = 4;
   if (const char* env = std::getenv("LIBVIRT_NATIVE_REMOTE_CALLS")) {
     int n = std::atoi(env);
     if (n <= 0) return nullptr;
     limit = static_cast<unsigned>(std::min(n, 1 << 20));
   }
-  // virConnectGetURI formats the URI the connection holds; no RPC. Only a bare "test" scheme
-  // is served inside this process ("test+unix://..." goes to a daemon like the rest).
-  Owned<char*> uri(virConnectGetURI(conn));
-  if (!uri) {
-    virResetLastError();
-  } else if (std::strncmp(uri.get(), "test:", 5) == 0) {
-    return nullptr;
-  }
   return std::make_shared<ConnGate>(limit);
 }
 
 Napi::Value WrapConn(Napi::Env env, std::shared_ptr<ConnState> state) {
-  if (state->ptr != nullptr && !state->gate) state->gate = GateFor(state->ptr);
+  if (state->ptr != nullptr && !state->classified) {
+    state->classified = true;
+    state->remote = ServedByDaemon(state->ptr);
+    if (state->remote) state->gate = RemoteGate();
+  }
   return MakeExternal(env, new ConnBox{std::move(state)}, &kConnTag, FinalizeConn);
 }
 Napi::Value WrapDomain(Napi::Env env, virDomainPtr p, const std::shared_ptr<ConnState>& c) {
@@ -904,8 +911,9 @@ static bool ColocateEnabled() {
 // calls then cost up to twice the CPU: 15,000-19,000 lookups/s with the JS thread on one CPU
 // and the workers on the other, 38,000-46,000/s with all of them on one, where left to the
 // kernel they went from one to the other from second to second. So while at least as many
-// calls to a daemon are pending as the pool has threads (every thread busy with one), the
-// pool's threads are kept on the CPU this thread runs on, following it at most every 10 ms,
+// calls to a daemon are pending as the pool starts with threads (8: every thread of a pool
+// nobody grew busy with one; the agent's lanes grow it, and the threshold stays), the pool's
+// threads are kept on the CPU this thread runs on, following it at most every 10 ms,
 // and let go once fewer than half as many are pending: a lone caller's calls are better
 // served by a worker spinning on another CPU (sequential getXMLDesc ran at half the rate with
 // all on one CPU), and neither this thread nor the workers spin while they share one. Calls

@@ -166,13 +166,19 @@ struct ConnGate {
 // connection's gate; see the list in runtime.cc.
 bool PassesGate(const char* name);
 
-// The gate for a freshly opened connection: none for in-process drivers (test:///), whose
-// calls never reach a daemon; LIBVIRT_NATIVE_REMOTE_CALLS overrides the limit (0 = no gate).
-std::shared_ptr<ConnGate> GateFor(virConnectPtr conn);
+// Whether a connection's calls go to a daemon: all but in-process drivers (test:///).
+bool ServedByDaemon(virConnectPtr conn);
+
+// The gate for a freshly opened connection to a daemon; LIBVIRT_NATIVE_REMOTE_CALLS overrides
+// the limit (0 = no gate).
+std::shared_ptr<ConnGate> RemoteGate();
 
 struct ConnState {
   virConnectPtr ptr = nullptr;
-  // Null for in-process connections. Set on the JS thread before the first call.
+  // Set on the JS thread before the first call: whether a daemon serves the calls
+  // (ServedByDaemon), and its gate (null for in-process connections, or with no limit).
+  bool classified = false;
+  bool remote = false;
   std::shared_ptr<ConnGate> gate;
   // Live handles of this connection by object identity. JS-thread only; every entry belongs
   // to a live handle, whose finalizer removes it, so the table is empty when this dies.
@@ -398,7 +404,7 @@ class JobBase : public Task {
   // Runs even when its caller gave up first (a close must not leak the connection).
   bool mustRun = false;
   // JS-thread only:
-  // A call to a daemon (its connection has a gate), counted in EnvState::remotePending.
+  // A call to a daemon (ConnState::remote), counted in EnvState::remotePending.
   bool remote = false;
   bool settled = false;
   bool timed = false;
@@ -583,8 +589,8 @@ class Call {
     job->mustRun = mustRun;
     job->pins = std::move(pins_);
     job->timeoutMs = timeoutMs_;
-    job->remote = conn && conn->gate;
-    if (job->remote && !PassesGate(name)) job->gate = conn->gate;
+    job->remote = conn && conn->remote;
+    if (conn && conn->gate && !PassesGate(name)) job->gate = conn->gate;
     return EnvState::Of(env)->Submit(env, job);
   }
 
