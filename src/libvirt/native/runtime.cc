@@ -905,43 +905,37 @@ static bool ColocateEnabled() {
   return sysconf(_SC_NPROCESSORS_ONLN) > 1;
 }
 
-// With many calls to a daemon in flight, the JS thread and the workers hand calls and results
-// to each other tens of thousands of times a second. When the kernel runs them on different
-// CPUs every hand-off crosses between them, and on the 2-vCPU host of bench/README.md the same
-// calls then cost up to twice the CPU: 15,000-19,000 lookups/s with the JS thread on one CPU
-// and the workers on the other, 38,000-46,000/s with all of them on one, where left to the
-// kernel they went from one to the other from second to second. So while at least as many
-// calls to a daemon are pending as the pool starts with threads (8: every thread of a pool
-// nobody grew busy with one; the agent's lanes grow it, and the threshold stays), the pool's
-// threads are kept on the CPU this thread runs on, following it at most every 10 ms,
-// and let go once fewer than half as many are pending: a lone caller's calls are better
-// served by a worker spinning on another CPU (sequential getXMLDesc ran at half the rate with
-// all on one CPU), and neither this thread nor the workers spin while they share one. Calls
-// to in-process drivers (test:///) never count: their work is CPU work the workers do beside
-// the JS thread. LIBVIRT_NATIVE_COLOCATE=0 turns this off.
+// With calls to a daemon in flight, the JS thread and the workers hand calls and results to
+// each other thousands of times a second. When the kernel runs them on different CPUs every
+// hand-off crosses between them, and on the 2-vCPU host of bench/README.md the same calls then
+// cost up to twice the CPU: 15,000-19,000 lookups/s with the JS thread on one CPU and the
+// workers on the other, 38,000-46,000/s with all of them on one, where left to the kernel they
+// went from one to the other from second to second. So while two or more calls to a daemon are
+// pending, the pool's threads are kept on the CPU this thread runs on, following it at most
+// every 10 ms, and let go when one or none is: a lone caller's calls are better served by a
+// worker spinning on another CPU (sequential getXMLDesc ran at half the rate with all on one
+// CPU), and neither this thread nor the workers spin while they share one. From two on, not
+// only from many: with 2-6 in flight the threads apart ran at 0.5-0.7x libvirt-python's rate
+// for as many threads, together at 0.8-1.3x (bench/README.md, issue 17). Calls to in-process
+// drivers (test:///) never count: their work is CPU work the workers do beside the JS thread.
+// LIBVIRT_NATIVE_COLOCATE=0 turns this off.
 void EnvState::Colocate() {
   static const bool enabled = ColocateEnabled();
-  static const size_t busy = DefaultThreads();
+  static constexpr size_t kTogetherAt = 2;
   static constexpr int64_t kEveryMs = 10;
   if (!enabled) return;
   WorkerPool& pool = WorkerPool::Get();
   const int kept = pool.KeptOn();
-  if (kept < 0 && remotePending < busy) return;
-  // At most one move per kEveryMs, and let go only below half the threshold: a caller whose
-  // calls in flight hover around it must not cost every thread a system call per call.
+  const bool together = remotePending >= kTogetherAt;
+  if (together == (kept >= 0) && (!together || kept == sched_getcpu())) return;
+  // At most one move per kEveryMs: a caller whose calls in flight hover around the threshold
+  // must not cost every thread a system call per call.
   const int64_t now = NowMs();
   if (now - colocatedAt_ < kEveryMs) return;
-  if (kept >= 0 && remotePending < busy / 2) {
-    pool.KeepOn(-1);
-    colocatedAt_ = now;
-    return;
-  }
-  if (remotePending < busy) return;
-  const int cpu = sched_getcpu();
-  if (cpu >= 0 && cpu != kept) {
-    pool.KeepOn(cpu);
-    colocatedAt_ = now;
-  }
+  const int cpu = together ? sched_getcpu() : -1;
+  if (together && cpu < 0) return;
+  pool.KeepOn(cpu);
+  colocatedAt_ = now;
 }
 
 // The JS-thread side of the spin (the worker side is WorkerPool::Park): when the loop is about

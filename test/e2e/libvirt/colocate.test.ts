@@ -80,6 +80,32 @@ describe("worker threads kept on the JS thread's CPU", () => {
     expect(await workerCpus()).toContain(all);
   });
 
+  it('from two calls in flight on, never for one at a time', async () => {
+    const uuid = dom.getUUIDString();
+    const lookup = () => libvirt.conn().lookupDomainByUUID(uuid);
+    const keptWhile = async (run: () => Promise<void>) => {
+      let kept = -1;
+      const sampling = setInterval(() => {
+        kept = Math.max(kept, bindingStats().workersKeptOnCpu);
+      }, 2);
+      await run();
+      clearInterval(sampling);
+      return Math.max(kept, bindingStats().workersKeptOnCpu);
+    };
+    // Two at a time: each completion makes the next call, so two stay pending.
+    expect(await keptWhile(() => burst(lookup, 2, 4_000))).toBeGreaterThanOrEqual(0);
+
+    // One at a time, once the pool was let go (the first calls, 10 ms apart from the last move).
+    await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 50; i++) await lookup();
+    expect(bindingStats().workersKeptOnCpu).toBe(-1);
+    expect(
+      await keptWhile(async () => {
+        for (let i = 0; i < 2_000; i++) await lookup();
+      }),
+    ).toBe(-1);
+  });
+
   it('never for calls to the in-process test driver', async () => {
     const test = await Connect.open('test:///default');
     try {
