@@ -557,10 +557,15 @@ static int WorkerNice() {
 // and a thread still awake takes it without the futex wake-up and the switch back in, which
 // on a paravirtualised host cost more than the spin (measured in bench/README.md, issue 17).
 // The spin adapts (SpinBudget, runtime.h), so a host whose cores are busy, where the next call
-// comes late, soon stops paying for it.
+// comes late, soon stops paying for it. 200 µs rather than 100: a lone lookup's round trip
+// through libvirtd takes about 100 µs, and longer whenever libvirtd's threads wait for a core;
+// at 100 the JS thread's spin (twice this) ended in vain often enough to halve the rate of one
+// round in several. At 200 the slowest of 15 rounds of 4,000 sequential lookups ran at 6,000-
+// 10,300/s against 5,200-8,800/s (16 processes each, alternating), the median about 3 % higher,
+// at the same CPU per call (2-vCPU AMD host, bench/README.md, issue 17).
 static int64_t SpinMicros() {
   const char* env = std::getenv("LIBVIRT_NATIVE_SPIN_US");
-  if (env == nullptr) return 100;
+  if (env == nullptr) return 200;
   int n = std::atoi(env);
   return n < 0 ? 0 : (n > 10000 ? 10000 : n);
 }
