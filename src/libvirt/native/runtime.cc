@@ -920,10 +920,10 @@ static bool ColocateEnabled() {
 // every 10 ms, and let go when one or none is: a lone caller's calls are better served by a
 // worker spinning on another CPU (sequential getXMLDesc ran at half the rate with all on one
 // CPU), and neither this thread nor the workers spin while they share one. From two on, not
-// only from many: with 2-6 in flight the threads apart ran at 0.5-0.7x libvirt-python's rate
-// for as many threads, together at 0.8-1.3x (bench/README.md, issue 17). Calls to in-process
-// drivers (test:///) never count: their work is CPU work the workers do beside the JS thread.
-// LIBVIRT_NATIVE_COLOCATE=0 turns this off.
+// only from many: with 2-6 in flight the threads apart ran at 0.4-1.0x libvirt-python's rate
+// for as many threads, mostly near 0.6x, together at 0.7-1.4x (bench/README.md, issue 17).
+// Calls to in-process drivers (test:///) never count: their work is CPU work the workers do
+// beside the JS thread. LIBVIRT_NATIVE_COLOCATE=0 turns this off.
 void EnvState::Colocate() {
   static const bool enabled = ColocateEnabled();
   static constexpr size_t kTogetherAt = 2;
