@@ -24,8 +24,8 @@ export interface BindingStats {
   eventRoutes: number;
   workerThreads: number;
   /**
-   * The CPU the worker threads are kept on while many calls to a daemon are in flight (the
-   * JS thread's), or -1; LIBVIRT_NATIVE_COLOCATE=0 turns it off (README.md).
+   * The CPU the worker threads are kept on while two or more calls to a daemon are in flight
+   * (the JS thread's), or -1; LIBVIRT_NATIVE_COLOCATE=0 turns it off (README.md).
    */
   workersKeptOnCpu: number;
   /** Connections opened and not yet closed in libvirt (close() finishes off the JS thread). */

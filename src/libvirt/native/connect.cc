@@ -28,6 +28,9 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
         },
         [state](Napi::Env env, Owned<virConnectPtr>& r) {
           state->ptr = r.release();
+          // Once per connection, before its first call.
+          state->remote = ServedByDaemon(state->ptr);
+          if (state->remote) state->gate = RemoteGate();
           openConnections.fetch_add(1, std::memory_order_relaxed);
           return WrapConn(env, state);
         });

@@ -321,11 +321,6 @@ std::shared_ptr<ConnGate> RemoteGate() {
 }
 
 Napi::Value WrapConn(Napi::Env env, std::shared_ptr<ConnState> state) {
-  if (state->ptr != nullptr && !state->classified) {
-    state->classified = true;
-    state->remote = ServedByDaemon(state->ptr);
-    if (state->remote) state->gate = RemoteGate();
-  }
   return MakeExternal(env, new ConnBox{std::move(state)}, &kConnTag, FinalizeConn);
 }
 Napi::Value WrapDomain(Napi::Env env, virDomainPtr p, const std::shared_ptr<ConnState>& c) {

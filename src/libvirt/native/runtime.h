@@ -175,9 +175,8 @@ std::shared_ptr<ConnGate> RemoteGate();
 
 struct ConnState {
   virConnectPtr ptr = nullptr;
-  // Set on the JS thread before the first call: whether a daemon serves the calls
+  // Set on the JS thread when the connection opens: whether a daemon serves the calls
   // (ServedByDaemon), and its gate (null for in-process connections, or with no limit).
-  bool classified = false;
   bool remote = false;
   std::shared_ptr<ConnGate> gate;
   // Live handles of this connection by object identity. JS-thread only; every entry belongs
@@ -517,7 +516,8 @@ class EnvState : public std::enable_shared_from_this<EnvState> {
   static void OnCheck(uv_check_t* c);
   static void OnPrepare(uv_prepare_t* p);
   void FlushOutbox();
-  // Keeps the pool's threads on this thread's CPU while many calls to a daemon are in flight.
+  // Keeps the pool's threads on this thread's CPU while two or more calls to a daemon are in
+  // flight.
   void Colocate();
   // Before the loop blocks with calls pending: waits briefly for a completion (see .cc).
   void SpinForCompletion();
