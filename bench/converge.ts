@@ -1,4 +1,10 @@
-// npm run bench:converge -- --vms N [--idle-seconds S] [--admission-finalizer | --preset-finalizer]
+// npm run bench:converge -- --vms N [--idle-seconds S] [--agent-finalizer | --preset-finalizer]
+//
+// By default the API server puts the agent's finalizer on each new VM at admission, with the
+// policy manifests/components/finalizer-at-admission that manifests/overlays/local deploys on
+// its Kubernetes 1.36 cluster. --agent-finalizer measures manifests/ without that component (a
+// cluster older than 1.36): the agent adds its finalizer with a PATCH of its own, a second write
+// per VM.
 //
 // Time from apply to Ready for N VirtualMachines on one agent (a separate process, as in
 // production) against a real kube-apiserver and libvirt's test driver; API requests per VM;
@@ -38,12 +44,27 @@ const { values } = parseArgs({
     // could put it there: what the agent's finalizer write costs the burst (one write per VM
     // instead of two). Not how the operator ships: see bench/README.md.
     'preset-finalizer': { type: 'boolean', default: false },
-    // The optional policy (manifests/components/finalizer-at-admission) installed and the
-    // node labelled as the DaemonSet's: the API server adds the finalizer at admission.
+    // Without the policy (manifests/components/finalizer-at-admission): the agent adds its
+    // finalizer with a PATCH, as with manifests/ on a cluster older than Kubernetes 1.36.
+    'agent-finalizer': { type: 'boolean', default: false },
+    // The default, named for the commands recorded in bench/README.md.
     'admission-finalizer': { type: 'boolean', default: false },
   },
 });
 const vms = Number(values.vms);
+if (values['agent-finalizer'] && values['admission-finalizer'])
+  throw new Error('--agent-finalizer and --admission-finalizer exclude each other');
+/** Who puts the agent's finalizer on a new VM. */
+const finalizerBy: 'admission' | 'agent' | 'preset' = values['preset-finalizer']
+  ? 'preset'
+  : values['agent-finalizer']
+    ? 'agent'
+    : 'admission';
+const FINALIZER_BY = {
+  admission: 'the API server (finalizer-at-admission policy)',
+  agent: "the agent's PATCH (--agent-finalizer)",
+  preset: 'the manifests (--preset-finalizer)',
+};
 const idleSeconds = Number(values['idle-seconds']);
 const NODE = 'bench-node';
 
@@ -54,7 +75,7 @@ async function main(): Promise<void> {
   const agent = await startAgentProcess(cp, client, NODE, { nodeFlags });
   try {
     await waitAgentReady(agent);
-    if (values['admission-finalizer']) await installFinalizerPolicy(cp, client, NODE);
+    if (finalizerBy === 'admission') await installFinalizerPolicy(cp, client, NODE);
     const pid = agent.child.pid!;
     const rssIdle = rssMB(pid);
     const serverBefore = await cp.apiServerMetrics();
@@ -83,7 +104,7 @@ async function main(): Promise<void> {
       name: `vm-${String(i).padStart(5, '0')}`,
       node: NODE,
     }));
-    const preset = values['preset-finalizer'] ? [HOST_FINALIZER] : [];
+    const preset = finalizerBy === 'preset' ? [HOST_FINALIZER] : [];
     await createVms(client, names, Number(values.concurrency), preset);
     const appliedSeconds = (performance.now() - start) / 1000;
     const polls = await waiting.done;
@@ -134,13 +155,14 @@ async function main(): Promise<void> {
       floorWithoutAgentSeconds: Number((othersCpu / cpus().length).toFixed(2)),
       terminatedWatchers,
       presetFinalizer: preset.length > 0,
-      admissionFinalizer: values['admission-finalizer'],
+      admissionFinalizer: finalizerBy === 'admission',
       nodeFlags: nodeFlags.join(' '),
       machine: `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`,
       date: new Date().toISOString(),
     };
     const rows: Array<[string, string]> = [
       ['VMs', String(vms)],
+      ['finalizer put on by', FINALIZER_BY[finalizerBy]],
       ['all created (s)', String(result.appliedSeconds)],
       ['all Ready (s)', String(result.readySeconds)],
       ['agent API requests per VM', String(result.apiRequestsPerVm)],
