@@ -48,13 +48,14 @@ export interface RawNodeInfo {
   cores: number;
   threads: number;
 }
-export interface RawDomainInfo {
-  state: number;
-  maxMem: bigint;
-  memory: bigint;
-  nrVirtCpu: number;
-  cpuTime: bigint;
-}
+/** virDomainInfo as [state, maxMem, memory, nrVirtCpu, cpuTime] (named by domain.ts). */
+export type RawDomainInfo = [
+  state: number,
+  maxMem: bigint,
+  memory: bigint,
+  nrVirtCpu: number,
+  cpuTime: bigint,
+];
 export interface RawVcpuInfo {
   number: number;
   state: number;

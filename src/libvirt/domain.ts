@@ -81,19 +81,12 @@ export interface VcpuImpact extends Impact {
 }
 
 // The two reads an agent makes of every domain, named and shaped without an async function or
-// an object spread: on a host where libvirtd's CPU bounds a lookup + getInfo pair, the client's
-// CPU per call sets the rate, and those cost ~1.3 µs of the JS thread's per getInfo
-// (bench/README.md, binding tenth pass). Native calls reject rather than throw, so nothing is
-// lost by not being async.
-function domainInfo(i: RawDomainInfo): DomainInfo {
-  return {
-    state: i.state,
-    maxMem: i.maxMem,
-    memory: i.memory,
-    nrVirtCpu: i.nrVirtCpu,
-    cpuTime: i.cpuTime,
-    stateName: domainStateName(i.state),
-  };
+// an object spread (the addon returns getInfo as a tuple): on a host where libvirtd's CPU bounds
+// a lookup + getInfo pair, the client's CPU per call sets the rate, and those cost the JS thread
+// ~2 µs per pair (bench/README.md, binding tenth pass). Native calls reject rather than throw,
+// so nothing is lost by not being async.
+function domainInfo([state, maxMem, memory, nrVirtCpu, cpuTime]: RawDomainInfo): DomainInfo {
+  return { state, maxMem, memory, nrVirtCpu, cpuTime, stateName: domainStateName(state) };
 }
 
 function domainStateInfo({ state, reason }: { state: number; reason: number }): DomainStateInfo {

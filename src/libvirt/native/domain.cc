@@ -12,14 +12,18 @@ Napi::Value GetID(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), id == static_cast<unsigned int>(-1) ? -1.0 : id);
 }
 
+// [state, maxMem, memory, nrVirtCpu, cpuTime]: domain.ts names them. Five named properties set
+// from here would each look up the key's string and move the object to a new map on the JS
+// thread, which serves every completion (issue 17: a lookup + getInfo pair's client CPU sets its
+// rate when libvirtd's core is full).
 Napi::Value DomainInfoJS(Napi::Env env, virDomainInfo& r) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("state", static_cast<uint32_t>(r.state));
-  o.Set("maxMem", BigU64(env, r.maxMem));
-  o.Set("memory", BigU64(env, r.memory));
-  o.Set("nrVirtCpu", static_cast<uint32_t>(r.nrVirtCpu));
-  o.Set("cpuTime", BigU64(env, r.cpuTime));
-  return o;
+  Napi::Array a = Napi::Array::New(env, 5);
+  a.Set(0u, Napi::Number::New(env, r.state));
+  a.Set(1u, BigU64(env, r.maxMem));
+  a.Set(2u, BigU64(env, r.memory));
+  a.Set(3u, Napi::Number::New(env, r.nrVirtCpu));
+  a.Set(4u, BigU64(env, r.cpuTime));
+  return a;
 }
 
 Napi::Value GetState(const Napi::CallbackInfo& info) {
