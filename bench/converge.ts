@@ -154,7 +154,7 @@ async function main(): Promise<void> {
       othersCpuSeconds: Number(othersCpu.toFixed(2)),
       floorWithoutAgentSeconds: Number((othersCpu / cpus().length).toFixed(2)),
       terminatedWatchers,
-      presetFinalizer: preset.length > 0,
+      presetFinalizer: finalizerBy === 'preset',
       admissionFinalizer: finalizerBy === 'admission',
       nodeFlags: nodeFlags.join(' '),
       machine: `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`,

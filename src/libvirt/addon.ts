@@ -56,6 +56,10 @@ export type RawDomainInfo = [
   nrVirtCpu: number,
   cpuTime: bigint,
 ];
+export interface RawDomainState {
+  state: number;
+  reason: number;
+}
 export interface RawVcpuInfo {
   number: number;
   state: number;
@@ -202,7 +206,7 @@ export interface DomainCalls
   ): Promise<RawDomainStatsRecord[]>;
   getID(d: DomainHandle): number;
   getInfo: Call0<DomainHandle, RawDomainInfo>;
-  getState: FlagsCall<DomainHandle, { state: number; reason: number }>;
+  getState: FlagsCall<DomainHandle, RawDomainState>;
   getOSType: Call0<DomainHandle, string>;
   isUpdated: Call0<DomainHandle, boolean>;
   setMemoryFlags(d: DomainHandle, kib: U64, flags: number, t: T): Promise<void>;

@@ -8,6 +8,7 @@ import {
   type DomainHandle,
   type Impact,
   type RawDomainInfo,
+  type RawDomainState,
   type RawInterface,
 } from './addon.js';
 import { DomainMemoryModFlags, DomainVcpuFlags } from './constants.js';
@@ -89,7 +90,7 @@ function domainInfo([state, maxMem, memory, nrVirtCpu, cpuTime]: RawDomainInfo):
   return { state, maxMem, memory, nrVirtCpu, cpuTime, stateName: domainStateName(state) };
 }
 
-function domainStateInfo({ state, reason }: { state: number; reason: number }): DomainStateInfo {
+function domainStateInfo({ state, reason }: RawDomainState): DomainStateInfo {
   return {
     state,
     reason,
