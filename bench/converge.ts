@@ -147,6 +147,9 @@ async function main(): Promise<void> {
       apiWritesPerVm: Number(((converged.writes - before.writes - vms) / vms).toFixed(2)),
       idleSeconds,
       writesAfterConverge: idle.writes - converged.writes,
+      // Named in the JSON too: the rare run that counts some is then diagnosable from the one
+      // line a script keeps (bench/README.md, "Convergence", fifteenth pass).
+      writesAfter: writesAfter(serverConverged, serverIdle),
       rssMB: Number(Math.max(rssConverged, rssAfterIdle).toFixed(1)),
       rssIdleBeforeMB: Number(rssIdle.toFixed(1)),
       rssPeakMB: Number(peakRssMB(pid).toFixed(1)),
@@ -177,7 +180,7 @@ async function main(): Promise<void> {
       ['VM watchers the API server ended', String(terminatedWatchers)],
     ];
     for (const [k, v] of rows) console.log(`${k.padEnd(34)} ${v}`);
-    if (result.writesAfterConverge > 0) printWritesAfter(serverConverged, serverIdle);
+    for (const [key, n] of Object.entries(result.writesAfter)) console.log(`  ${key}: ${n}`);
     printBreakdown({
       serverBefore,
       serverConverged,
@@ -196,12 +199,14 @@ async function main(): Promise<void> {
 }
 
 /** What was written after convergence (there should be nothing), by verb, resource and code. */
-function printWritesAfter(converged: string, idle: string): void {
+function writesAfter(converged: string, idle: string): Record<string, number> {
   const before = requestBreakdown(converged).counts;
+  const writes: Record<string, number> = {};
   for (const [key, n] of requestBreakdown(idle).counts) {
     const d = n - (before.get(key) ?? 0);
-    if (d > 0 && WRITE_VERBS.has(key.slice(0, key.indexOf(' ')))) console.log(`  ${key}: ${d}`);
+    if (d > 0 && WRITE_VERBS.has(key.slice(0, key.indexOf(' ')))) writes[key] = d;
   }
+  return writes;
 }
 
 /** Where the burst's time went: timeline, API requests by kind, agent metrics, CPU seconds. */
