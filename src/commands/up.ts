@@ -16,6 +16,7 @@ import type {
 import { agentConfig } from '../agent/config.js';
 import { startAgent, type Agent } from '../agent/agent.js';
 import { cacheRoot, startControlPlane, type ControlPlane } from './local/control-plane.js';
+import { installFinalizerPolicy } from './local/finalizer-policy.js';
 import { ensureTinyGuest, serveTinyGuest } from './local/tiny-guest.js';
 import { createKubeClient, isNotFound, type KubeClient } from '../runtime/index.js';
 import {
@@ -33,9 +34,10 @@ import type { KubeAccess } from '../runtime/kube-config.js';
 
 const HELP = `usage: libvirt-operator up [--examples] [--node-name NAME] [--libvirt-uri URI] [--dir DIR]
 
-Runs the operator on this host: a local control plane (unless KUBECONFIG is set), then the
-agent. libvirt: the local libvirtd when its socket exists or it can be started (root), else
-the in-process test driver (test:///default).
+Runs the operator on this host: a local control plane (unless KUBECONFIG is set) with the
+optional finalizer policy (docs/deploy.md), then the agent. libvirt: the local libvirtd when
+its socket exists or it can be started (root), else the in-process test driver
+(test:///default).
 
   --examples          boot the offline demo: this project's tiny guest (built from Debian
                       packages) imported from a loopback HTTP server into Volumes, and a
@@ -91,6 +93,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     const client = createKubeClient(kubeConfig);
     await ensureNode(client, cfg.nodeName);
+    if (cp) await finalizerAtAdmission(cp, client, cfg.nodeName);
     await ensureNamespace(client, cfg.leaseNamespace);
 
     say(`starting the agent for node ${cfg.nodeName} on ${cfg.libvirtUri}`);
@@ -156,6 +159,28 @@ async function ensureNode(client: KubeClient, name: string): Promise<void> {
         metadata: { name, labels: { 'virt.dev/libvirt-host': 'true' } },
       },
     });
+  }
+}
+
+/**
+ * On its own control plane (Kubernetes 1.36) up installs the optional finalizer policy, as
+ * manifests/overlays/local does on that version: each new VirtualMachine or Volume then costs
+ * the API server one write fewer. A cluster in KUBECONFIG is left as its owner configured it.
+ * Without the policy nothing is lost (the agent adds its finalizers itself), so a failure only
+ * says so.
+ */
+async function finalizerAtAdmission(
+  cp: ControlPlane,
+  client: KubeClient,
+  node: string,
+): Promise<void> {
+  try {
+    await installFinalizerPolicy(cp, client, node);
+    say("finalizer policy in force: the API server puts the agent's finalizers on new objects");
+  } catch (err) {
+    say(
+      `finalizer policy not in force (${(err as Error).message.split('\n')[0]}); the agent adds its finalizers itself`,
+    );
   }
 }
 

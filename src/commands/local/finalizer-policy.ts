@@ -1,5 +1,5 @@
 // The optional finalizer policy (manifests/components/finalizer-at-admission) on a local
-// control plane, for the benchmark and the tests that measure and check it.
+// control plane: `up`'s own, the benchmark's, and the tests' that measure and check it.
 import { join } from 'node:path';
 import { HOST_FINALIZER } from '../../controllers/context.js';
 import type { KubeClient } from '../../runtime/kube-client.js';

@@ -1,0 +1,129 @@
+// `libvirt-operator up` (what `npm start` runs) with no KUBECONFIG: its own control plane, on
+// which it installs the finalizer policy as manifests/overlays/local does on Kubernetes 1.36,
+// so a new VirtualMachine placed on this host comes back from its create with the agent's
+// finalizer already on (one API write fewer per object), one placed elsewhere without it; the
+// agent converges the machine (libvirt's test driver here) and SIGTERM ends it all cleanly.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { afterAll, describe, expect, it } from 'vitest';
+import { findBinaries } from '../../../src/commands/local/control-plane.js';
+import { HOST_FINALIZER } from '../../../src/controllers/context.js';
+import { collect, run, spawnCli, waitForLine } from '../../harness/processes.js';
+
+const NODE = 'up-node';
+const dirs: string[] = [];
+const children: ChildProcess[] = [];
+afterAll(async () => {
+  for (const c of children.splice(0)) {
+    if (c.exitCode === null) {
+      const done = collect(c, 30_000);
+      c.kill('SIGTERM');
+      await done;
+    }
+  }
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function kubectlCreate(
+  kubeconfig: string,
+  manifest: object,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(
+      join(findBinaries()!, 'kubectl'),
+      ['--kubeconfig', kubeconfig, 'create', '-o', 'json', '-f', '-'],
+      { stdio: ['pipe', 'pipe', 'pipe'] },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(JSON.stringify(manifest));
+  });
+}
+
+const vm = (name: string, nodeName: string) => ({
+  apiVersion: 'virt.dev/v1alpha1',
+  kind: 'VirtualMachine',
+  metadata: { name, namespace: 'default' },
+  spec: { nodeName, vcpus: 1, memory: '128Mi' },
+});
+
+describe('up on its own control plane', () => {
+  it('installs the finalizer policy for this host and converges a VirtualMachine', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'lvo-up-'));
+    dirs.push(home);
+    const dir = join(home, 'cluster');
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      // The binaries the suite already has; everything else up keeps goes to this test's folder.
+      KUBEBUILDER_ASSETS: findBinaries(),
+      LIBVIRT_OPERATOR_CACHE: home,
+    };
+    delete env.KUBECONFIG;
+    const up = spawnCli(
+      [
+        'up',
+        '--dir',
+        dir,
+        '--node-name',
+        NODE,
+        '--libvirt-uri',
+        'test:///default',
+        '--health-addr',
+        '127.0.0.1:0',
+      ],
+      env,
+    );
+    children.push(up);
+    let printed = '';
+    up.stdout?.setEncoding('utf8').on('data', (c: string) => (printed += c));
+    up.stderr?.setEncoding('utf8').on('data', (c: string) => (printed += c));
+    await waitForLine(up, /^up: agent ready/, 120_000).catch((err: Error) => {
+      err.message += `\nup printed:\n${printed}`;
+      throw err;
+    });
+    expect(printed).toMatch(/^up: finalizer policy in force/m);
+    const kubeconfig = join(dir, 'kubeconfig');
+
+    // The create's own answer: the agent cannot have patched an object before it existed.
+    const here = await kubectlCreate(kubeconfig, vm('here', NODE));
+    expect(here.code, here.stderr).toBe(0);
+    const created = JSON.parse(here.stdout) as { metadata: { finalizers?: string[] } };
+    expect(created.metadata.finalizers).toEqual([HOST_FINALIZER]);
+    // Only Nodes that run the agent: an object placed elsewhere is never held up by one.
+    const elsewhere = await kubectlCreate(kubeconfig, vm('elsewhere', 'no-such-node'));
+    expect(elsewhere.code, elsewhere.stderr).toBe(0);
+    expect(
+      (JSON.parse(elsewhere.stdout) as { metadata: { finalizers?: string[] } }).metadata.finalizers,
+    ).toBeUndefined();
+
+    const kubectl = join(findBinaries()!, 'kubectl');
+    const waited = await run(kubectl, [
+      '--kubeconfig',
+      kubeconfig,
+      'wait',
+      '--for=condition=Ready',
+      'vm/here',
+      '--timeout=60s',
+    ]);
+    expect(waited.code, waited.stderr + printed.slice(-2000)).toBe(0);
+    const deleted = await run(kubectl, [
+      '--kubeconfig',
+      kubeconfig,
+      'delete',
+      '--wait=true',
+      '--timeout=60s',
+      'vm/here',
+      'vm/elsewhere',
+    ]);
+    expect(deleted.code, deleted.stderr).toBe(0);
+
+    const done = collect(up, 60_000);
+    up.kill('SIGTERM');
+    expect((await done).code, printed.slice(-2000)).toBe(0);
+  }, 240_000);
+});
