@@ -80,6 +80,19 @@ export function collect(child: ChildProcess, timeoutMs = 120_000): Promise<Finis
   });
 }
 
+/**
+ * A test file's cleanup of the CLI processes it started: SIGTERMs each one still running and
+ * waits for it (SIGKILL after `timeoutMs`), so its own children (a control plane) go with it.
+ */
+export async function stopAll(children: ChildProcess[], timeoutMs = 30_000): Promise<void> {
+  for (const c of children.splice(0)) {
+    if (c.exitCode !== null) continue;
+    const done = collect(c, timeoutMs);
+    c.kill('SIGTERM');
+    await done;
+  }
+}
+
 /** Resolves with the first stdout line matching `pattern`, or rejects when the child exits first. */
 export function waitForLine(
   child: ChildProcess,

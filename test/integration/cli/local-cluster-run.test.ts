@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { findBinaries, freePort } from '../../../src/commands/local/control-plane.js';
-import { collect, eventually, run, spawnCli, waitForLine } from '../../harness/processes.js';
+import { eventually, run, spawnCli, stopAll, waitForLine } from '../../harness/processes.js';
 
 const dirs: string[] = [];
 const children: ChildProcess[] = [];
@@ -18,13 +18,7 @@ function tempDir(): string {
   return d;
 }
 afterAll(async () => {
-  for (const c of children.splice(0)) {
-    if (c.exitCode === null) {
-      const done = collect(c, 30_000);
-      c.kill('SIGTERM');
-      await done;
-    }
-  }
+  await stopAll(children);
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 

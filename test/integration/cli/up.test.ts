@@ -10,19 +10,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { findBinaries } from '../../../src/commands/local/control-plane.js';
 import { HOST_FINALIZER } from '../../../src/controllers/context.js';
-import { collect, run, spawnCli, waitForLine } from '../../harness/processes.js';
+import { collect, run, spawnCli, stopAll, waitForLine } from '../../harness/processes.js';
 
 const NODE = 'up-node';
 const dirs: string[] = [];
 const children: ChildProcess[] = [];
 afterAll(async () => {
-  for (const c of children.splice(0)) {
-    if (c.exitCode === null) {
-      const done = collect(c, 30_000);
-      c.kill('SIGTERM');
-      await done;
-    }
-  }
+  await stopAll(children);
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
