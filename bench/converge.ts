@@ -52,8 +52,11 @@ const { values } = parseArgs({
   },
 });
 const vms = Number(values.vms);
-if (values['agent-finalizer'] && values['admission-finalizer'])
-  throw new Error('--agent-finalizer and --admission-finalizer exclude each other');
+const finalizerFlags = (['preset-finalizer', 'agent-finalizer', 'admission-finalizer'] as const)
+  .filter((f) => values[f])
+  .map((f) => `--${f}`);
+if (finalizerFlags.length > 1)
+  throw new Error(`${finalizerFlags.join(' and ')} exclude each other`);
 /** Who puts the agent's finalizer on a new VM. */
 const finalizerBy: 'admission' | 'agent' | 'preset' = values['preset-finalizer']
   ? 'preset'

@@ -51,19 +51,28 @@ export interface Finished {
   stderr: string;
 }
 
+/** Runs a command to its end; `input`, when given, is its whole stdin. */
 export function run(
   cmd: string,
   args: string[],
-  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; input?: string } = {},
 ): Promise<Finished> {
-  return collect(
-    spawn(cmd, args, {
-      cwd: ROOT,
-      env: opts.env ?? process.env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    }),
-    opts.timeoutMs,
-  );
+  const child = spawn(cmd, args, {
+    cwd: ROOT,
+    env: opts.env ?? process.env,
+    stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+  });
+  const done = collect(child, opts.timeoutMs);
+  child.stdin?.end(opts.input);
+  return done;
+}
+
+/** Everything a child prints (stdout and stderr), as it arrives, for a failure's message. */
+export function output(child: ChildProcess): () => string {
+  let text = '';
+  child.stdout?.setEncoding('utf8').on('data', (c: string) => (text += c));
+  child.stderr?.setEncoding('utf8').on('data', (c: string) => (text += c));
+  return () => text;
 }
 
 export function collect(child: ChildProcess, timeoutMs = 120_000): Promise<Finished> {

@@ -8,7 +8,14 @@ import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { findBinaries, freePort } from '../../../src/commands/local/control-plane.js';
-import { eventually, run, spawnCli, stopAll, waitForLine } from '../../harness/processes.js';
+import {
+  eventually,
+  output,
+  run,
+  spawnCli,
+  stopAll,
+  waitForLine,
+} from '../../harness/processes.js';
 
 const dirs: string[] = [];
 const children: ChildProcess[] = [];
@@ -21,14 +28,6 @@ afterAll(async () => {
   await stopAll(children);
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
-
-/** Everything a child prints, as it arrives. */
-function output(child: ChildProcess): () => string {
-  let text = '';
-  child.stdout?.setEncoding('utf8').on('data', (c: string) => (text += c));
-  child.stderr?.setEncoding('utf8').on('data', (c: string) => (text += c));
-  return () => text;
-}
 
 async function readyz(port: number): Promise<{ status: number; body: string }> {
   try {
@@ -78,11 +77,9 @@ describe('local-cluster, then run, as the README lists them', () => {
       metadata: { name: 'first', namespace: 'default' },
       spec: { nodeName: 'lc-node', vcpus: 1, memory: '128Mi' },
     });
-    const applied = await runWithInput(
-      kubectl,
-      ['--kubeconfig', kubeconfig, 'apply', '-f', '-'],
-      vm,
-    );
+    const applied = await run(kubectl, ['--kubeconfig', kubeconfig, 'apply', '-f', '-'], {
+      input: vm,
+    });
     expect(applied.code, applied.stderr).toBe(0);
     const waited = await run(kubectl, [
       '--kubeconfig',
@@ -133,22 +130,3 @@ describe('local-cluster, then run, as the README lists them', () => {
     expect(lines[0]).toMatch(/"level":(50|"error")/);
   });
 });
-
-function runWithInput(
-  cmd: string,
-  args: string[],
-  input: string,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return import('node:child_process').then(
-    ({ spawn }) =>
-      new Promise((resolve) => {
-        const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-        child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-        child.on('close', (code) => resolve({ code, stdout, stderr }));
-        child.stdin.end(input);
-      }),
-  );
-}

@@ -6,11 +6,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { findBinaries } from '../../../src/commands/local/control-plane.js';
 import { HOST_FINALIZER } from '../../../src/controllers/context.js';
-import { collect, run, spawnCli, stopAll, waitForLine } from '../../harness/processes.js';
+import { collect, output, run, spawnCli, stopAll, waitForLine } from '../../harness/processes.js';
 
 const NODE = 'up-node';
 const dirs: string[] = [];
@@ -19,25 +19,6 @@ afterAll(async () => {
   await stopAll(children);
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
-
-function kubectlCreate(
-  kubeconfig: string,
-  manifest: object,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(
-      join(findBinaries()!, 'kubectl'),
-      ['--kubeconfig', kubeconfig, 'create', '-o', 'json', '-f', '-'],
-      { stdio: ['pipe', 'pipe', 'pipe'] },
-    );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(JSON.stringify(manifest));
-  });
-}
 
 const vm = (name: string, nodeName: string) => ({
   apiVersion: 'virt.dev/v1alpha1',
@@ -73,29 +54,31 @@ describe('up on its own control plane', () => {
       env,
     );
     children.push(up);
-    let printed = '';
-    up.stdout?.setEncoding('utf8').on('data', (c: string) => (printed += c));
-    up.stderr?.setEncoding('utf8').on('data', (c: string) => (printed += c));
+    const printed = output(up);
     await waitForLine(up, /^up: agent ready/, 120_000).catch((err: Error) => {
-      err.message += `\nup printed:\n${printed}`;
+      err.message += `\nup printed:\n${printed()}`;
       throw err;
     });
-    expect(printed).toMatch(/^up: finalizer policy in force/m);
+    expect(printed()).toMatch(/^up: finalizer policy in force/m);
     const kubeconfig = join(dir, 'kubeconfig');
+    const kubectl = join(findBinaries()!, 'kubectl');
+    const create = (manifest: object) =>
+      run(kubectl, ['--kubeconfig', kubeconfig, 'create', '-o', 'json', '-f', '-'], {
+        input: JSON.stringify(manifest),
+      });
 
     // The create's own answer: the agent cannot have patched an object before it existed.
-    const here = await kubectlCreate(kubeconfig, vm('here', NODE));
+    const here = await create(vm('here', NODE));
     expect(here.code, here.stderr).toBe(0);
     const created = JSON.parse(here.stdout) as { metadata: { finalizers?: string[] } };
     expect(created.metadata.finalizers).toEqual([HOST_FINALIZER]);
     // Only Nodes that run the agent: an object placed elsewhere is never held up by one.
-    const elsewhere = await kubectlCreate(kubeconfig, vm('elsewhere', 'no-such-node'));
+    const elsewhere = await create(vm('elsewhere', 'no-such-node'));
     expect(elsewhere.code, elsewhere.stderr).toBe(0);
     expect(
       (JSON.parse(elsewhere.stdout) as { metadata: { finalizers?: string[] } }).metadata.finalizers,
     ).toBeUndefined();
 
-    const kubectl = join(findBinaries()!, 'kubectl');
     const waited = await run(kubectl, [
       '--kubeconfig',
       kubeconfig,
@@ -104,7 +87,7 @@ describe('up on its own control plane', () => {
       'vm/here',
       '--timeout=60s',
     ]);
-    expect(waited.code, waited.stderr + printed.slice(-2000)).toBe(0);
+    expect(waited.code, waited.stderr + printed().slice(-2000)).toBe(0);
     const deleted = await run(kubectl, [
       '--kubeconfig',
       kubeconfig,
@@ -118,6 +101,6 @@ describe('up on its own control plane', () => {
 
     const done = collect(up, 60_000);
     up.kill('SIGTERM');
-    expect((await done).code, printed.slice(-2000)).toBe(0);
+    expect((await done).code, printed().slice(-2000)).toBe(0);
   }, 240_000);
 });
