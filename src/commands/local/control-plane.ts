@@ -145,6 +145,20 @@ async function ensureBinaries(provision: boolean): Promise<string> {
   return dir;
 }
 
+/**
+ * The folder where kubectl caches what `server` serves (API groups and resources): under
+ * KUBECACHEDIR or ~/.kube/cache, named as kubectl names it (the host and port with any
+ * character but word characters, '.', '/', '(' and ')' made '_').
+ */
+export function kubectlDiscoveryCache(
+  server: string,
+  env: NodeJS.ProcessEnv = process.env,
+  home = homedir(),
+): string {
+  const host = server.replace(/^https?:\/\//, '').replace(/[^(\w/.)]/g, '_');
+  return join(env.KUBECACHEDIR || join(home, '.kube', 'cache'), 'discovery', host);
+}
+
 /** Where free ports are looked for: at or above this, and below the ephemeral range. */
 const PORT_FLOOR = 10_000;
 
@@ -382,6 +396,19 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   const etcdEndpoint = `http://127.0.0.1:${etcdClientPort}`;
   const address = opts.address ?? '127.0.0.1';
   const server = `https://${address}:${port}`;
+  // What kubectl remembers of an earlier server at this address (its discovery cache is
+  // trusted for hours) is wrong about this one: without the virt.dev group in it, a user's
+  // first `kubectl get virt` here failed with "the server doesn't have a resource type".
+  try {
+    rmSync(kubectlDiscoveryCache(server), { recursive: true, force: true });
+  } catch {
+    // Not ours to fix (say, another user's folder): kubectl then refreshes it on the first
+    // miss by full resource name, as before.
+  }
+  // And our own kubectl keeps its cache here, not in the user's: it installs the CRDs, so it
+  // reads the API's groups before virt.dev is among them.
+  const kubectlCache = join(dir, 'kubectl-cache');
+  rmSync(kubectlCache, { recursive: true, force: true });
   const procs: { etcd?: Proc; apiserver?: Proc } = {};
   const recordPids = () =>
     writeFileSync(
@@ -514,7 +541,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         for (const g of kopts.asGroups ?? []) extra.push(`--as-group=${g}`);
         const child = spawn(
           join(binDir, 'kubectl'),
-          [`--kubeconfig=${kubeconfigPath}`, ...extra, ...args],
+          [`--kubeconfig=${kubeconfigPath}`, `--cache-dir=${kubectlCache}`, ...extra, ...args],
           {
             stdio: ['pipe', 'pipe', 'pipe'],
           },

@@ -1,12 +1,14 @@
 // Two start-up races of the local control plane, each seen in a CI run: a listen port from the
 // kernel's ephemeral range taken by an outgoing connection before kube-apiserver bound it, and
-// `kubectl wait` failing on a new CRD whose status.conditions was still null.
+// `kubectl wait` failing on a new CRD whose status.conditions was still null. And where kubectl
+// keeps what it knows of a server, which a new server at the same address must not inherit.
 import { createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import {
   established,
   ephemeralPortLow,
   freePort,
+  kubectlDiscoveryCache,
 } from '../../../src/commands/local/control-plane.js';
 
 describe('freePort', () => {
@@ -33,6 +35,20 @@ describe('freePort', () => {
       });
       await new Promise((r) => srv.close(r));
     }
+  });
+});
+
+describe('kubectlDiscoveryCache', () => {
+  it('names the folder as kubectl does, under KUBECACHEDIR or ~/.kube/cache', () => {
+    expect(kubectlDiscoveryCache('https://127.0.0.1:19816', {}, '/home/u')).toBe(
+      '/home/u/.kube/cache/discovery/127.0.0.1_19816',
+    );
+    expect(kubectlDiscoveryCache('https://[::1]:6443', { KUBECACHEDIR: '/c' }, '/home/u')).toBe(
+      '/c/discovery/___1__6443',
+    );
+    expect(
+      kubectlDiscoveryCache('http://host-a.example:8080/path', { KUBECACHEDIR: '' }, '/h'),
+    ).toBe('/h/.kube/cache/discovery/host_a.example_8080/path');
   });
 });
 
