@@ -89,7 +89,7 @@ export async function main(argv: string[]): Promise<number> {
         provision: true,
       });
       kubeConfig = cp.kubeConfig;
-      say(`control plane ready: export KUBECONFIG=${cp.kubeconfigPath}`);
+      say(`control plane ready: ${exportLine(cp.kubeconfigPath, cp.binDir)}`);
     }
     const client = createKubeClient(kubeConfig);
     await ensureNode(client, cfg.nodeName);
@@ -379,4 +379,18 @@ function summary(status: Record<string, unknown> | undefined): string | undefine
     ips.length ? `IP ${ips.join(' ')}` : undefined,
   ].filter(Boolean);
   return parts.length ? parts.join(', ') + problem : undefined;
+}
+
+/**
+ * The line a user pastes into another shell to reach the local control plane: its kubeconfig,
+ * and the kubectl set-up provided (same version as the API server) ahead of any other, which a
+ * fresh machine may not have at all.
+ */
+export function exportLine(kubeconfigPath: string, binDir: string): string {
+  return `export KUBECONFIG=${shellWord(kubeconfigPath)} PATH=${shellWord(binDir)}:"$PATH"`;
+}
+
+/** `s` as one word for a POSIX shell: bare when it is plain, single-quoted otherwise. */
+export function shellWord(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }

@@ -76,12 +76,17 @@ export function output(child: ChildProcess): () => string {
 }
 
 export function collect(child: ChildProcess, timeoutMs = 120_000): Promise<Finished> {
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     let stdout = '';
     let stderr = '';
     child.stdout?.setEncoding('utf8').on('data', (c: string) => (stdout += c));
     child.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr += c));
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    // A command that could not be started (ENOENT) never closes: fail now, not at the timeout.
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
     child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });

@@ -3,6 +3,7 @@
 // so a new VirtualMachine placed on this host comes back from its create with the agent's
 // finalizer already on (one API write fewer per object), one placed elsewhere without it; the
 // agent converges the machine (libvirt's test driver here) and SIGTERM ends it all cleanly.
+// The export line it prints gives another shell a kubectl that answers at once.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -60,6 +61,20 @@ describe('up on its own control plane', () => {
       throw err;
     });
     expect(printed()).toMatch(/^up: finalizer policy in force/m);
+    // The line up prints for another shell, pasted into one that has no kubectl on its PATH
+    // and a kubectl cache of its own: the user's first `kubectl get virt` answers.
+    const exported = /^up: control plane ready: (export .*)$/m.exec(printed())?.[1];
+    expect(exported, printed()).toBeDefined();
+    const shell = await run(
+      '/bin/sh',
+      ['-c', `${exported}; command -v kubectl; kubectl get virt -A`],
+      {
+        env: { PATH: '/nonexistent', HOME: home, KUBECACHEDIR: join(home, 'user-kube-cache') },
+      },
+    );
+    expect(shell.stdout.trim()).toBe(join(findBinaries()!, 'kubectl'));
+    expect(shell.stderr.trim()).toBe('No resources found');
+    expect(shell.code).toBe(0);
     const kubeconfig = join(dir, 'kubeconfig');
     const kubectl = join(findBinaries()!, 'kubectl');
     const create = (manifest: object) =>
