@@ -100,7 +100,7 @@ export function collect(child: ChildProcess, timeoutMs = 120_000): Promise<Finis
  */
 export async function stopAll(children: ChildProcess[], timeoutMs = 30_000): Promise<void> {
   for (const c of children.splice(0)) {
-    if (c.exitCode !== null) continue;
+    if (c.exitCode !== null || c.signalCode !== null) continue;
     const done = collect(c, timeoutMs);
     c.kill('SIGTERM');
     await done;

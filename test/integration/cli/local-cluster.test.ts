@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   findBinaries,
@@ -13,6 +14,7 @@ import {
   isAlive,
   run,
   spawnCli,
+  stopAll,
   waitForLine,
 } from '../../harness/processes.js';
 
@@ -22,14 +24,18 @@ function tempDir(): string {
   dirs.push(d);
   return d;
 }
-afterEach(() => {
+// A test that fails before its own SIGTERM must not leave its control plane running.
+const children: ChildProcess[] = [];
+afterEach(async () => {
+  await stopAll(children);
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
+const started = (child: ChildProcess) => (children.push(child), child);
 
 describe('libvirt-operator local-cluster', () => {
   it('prints ready with a working kubeconfig, and leaves no process after SIGTERM', async () => {
     const dir = tempDir();
-    const child = spawnCli(['local-cluster', '--dir', dir]);
+    const child = started(spawnCli(['local-cluster', '--dir', dir]));
     const [, kubeconfig] = (await waitForLine(child, /^ready: kubeconfig=(.+)$/)) as unknown as [
       string,
       string,
@@ -72,9 +78,8 @@ describe('libvirt-operator local-cluster', () => {
     };
     writeFileSync(join(stale, 'servergroups.json'), JSON.stringify(coreOnly));
 
-    const child = spawnCli(
-      ['local-cluster', '--dir', join(dir, 'cp'), '--port', String(port)],
-      env,
+    const child = started(
+      spawnCli(['local-cluster', '--dir', join(dir, 'cp'), '--port', String(port)], env),
     );
     const [, kubeconfig] = (await waitForLine(child, /^ready: kubeconfig=(.+)$/)) as unknown as [
       string,
@@ -91,7 +96,7 @@ describe('libvirt-operator local-cluster', () => {
   });
 
   it('cleans up after itself when killed with SIGKILL (the reaper)', async () => {
-    const child = spawnCli(['local-cluster']);
+    const child = started(spawnCli(['local-cluster']));
     const [, kubeconfig] = (await waitForLine(child, /^ready: kubeconfig=(.+)$/)) as unknown as [
       string,
       string,
