@@ -14,6 +14,10 @@ npx --no-install prettier --check . --log-level=warn
 
 mkdir -p .tmp
 rm -f .tmp/vitest-report*.json
+# The kubectl the tests run against their throwaway control planes keeps its discovery cache
+# here, not in the user's ~/.kube/cache (a run left hundreds of dead 127.0.0.1 servers there).
+export KUBECACHEDIR="$PWD/.tmp/kube-cache"
+rm -rf "$KUBECACHEDIR"
 # Two lanes side by side. One vitest run would take the tiers one after another: it runs the
 # e2e project (fileParallelism: false) as its own group after unit and integration, and on
 # 2 cores it gives those one worker. The e2e tier mostly waits (guests booting, agents
