@@ -15,7 +15,12 @@ import type {
 } from '../api/generated/types.js';
 import { agentConfig } from '../agent/config.js';
 import { startAgent, type Agent } from '../agent/agent.js';
-import { cacheRoot, startControlPlane, type ControlPlane } from './local/control-plane.js';
+import {
+  cacheRoot,
+  canListen,
+  startControlPlane,
+  type ControlPlane,
+} from './local/control-plane.js';
 import { installFinalizerPolicy } from './local/finalizer-policy.js';
 import { ensureTinyGuest, serveTinyGuest } from './local/tiny-guest.js';
 import { createKubeClient, isNotFound, type KubeClient } from '../runtime/index.js';
@@ -48,7 +53,7 @@ its socket exists or it can be started (root), else the in-process test driver
   --node-name NAME    default: the host name
   --libvirt-uri URI   default: as described above
   --dir DIR           the local control plane's directory (default: ~/.cache/libvirt-operator/local-cluster)
-  --health-addr ADDR  default 127.0.0.1:8081`;
+  --health-addr ADDR  default 127.0.0.1:8081, or another free port when that one is taken`;
 
 const FLAGS = {
   examples: { type: 'boolean' },
@@ -67,11 +72,14 @@ export async function main(argv: string[]): Promise<number> {
         `up: --examples-name must be a lowercase DNS label of at most 40 characters, got '${demoName}'`,
       );
     const libvirtUri = values['libvirt-uri'] ?? (await localLibvirt());
+    const health = await healthAddr(values['health-addr'], (port) => canListen(port, '127.0.0.1'));
+    if (health.fallback)
+      say(`${DEFAULT_HEALTH_ADDR} is in use: health and metrics on another port`);
     const cfg = agentConfig({
       flags: {
         'node-name': values['node-name'],
         'libvirt-uri': libvirtUri,
-        'health-addr': values['health-addr'] ?? '127.0.0.1:8081',
+        'health-addr': health.addr,
         'state-dir': join(cacheRoot(), 'state'),
       },
       env: { ...process.env, METRICS_ADDR: undefined },
@@ -393,4 +401,21 @@ export function exportLine(kubeconfigPath: string, binDir: string): string {
 /** `s` as one word for a POSIX shell: bare when it is plain, single-quoted otherwise. */
 export function shellWord(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+const DEFAULT_HEALTH_PORT = 8081;
+const DEFAULT_HEALTH_ADDR = `127.0.0.1:${DEFAULT_HEALTH_PORT}`;
+
+/**
+ * Where up serves health and metrics: where the user asked, else 127.0.0.1:8081, else (8081
+ * taken, a popular port) any free one. The user of npm start did not choose 8081, and a busy
+ * port is no reason for a first run to fail; the "agent ready" line prints the port used.
+ */
+export async function healthAddr(
+  requested: string | undefined,
+  free: (port: number) => Promise<boolean>,
+): Promise<{ addr: string; fallback: boolean }> {
+  if (requested !== undefined) return { addr: requested, fallback: false };
+  if (await free(DEFAULT_HEALTH_PORT)) return { addr: DEFAULT_HEALTH_ADDR, fallback: false };
+  return { addr: '127.0.0.1:0', fallback: true };
 }

@@ -192,7 +192,8 @@ export function ephemeralPortLow(
   }
 }
 
-function canListen(port: number, host: string): Promise<boolean> {
+/** Whether a TCP listener could bind `port` on `host` right now. */
+export function canListen(port: number, host: string): Promise<boolean> {
   return new Promise((resolve) => {
     const srv = createServer();
     srv.unref();
