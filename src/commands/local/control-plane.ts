@@ -335,6 +335,22 @@ function httpsGet(
   });
 }
 
+/** The pid of a running etcd whose data directory is `dataDir`, if there is one. */
+export function etcdUsing(dataDir: string, procRoot = '/proc'): number | undefined {
+  const flag = `--data-dir=${dataDir}`;
+  for (const entry of readdirSync(procRoot)) {
+    if (!/^\d+$/.test(entry)) continue;
+    let args: string[];
+    try {
+      args = readFileSync(join(procRoot, entry, 'cmdline'), 'utf8').split('\0');
+    } catch {
+      continue; // gone meanwhile
+    }
+    if (args.includes(flag) && /(^|\/)etcd$/.test(args[0] ?? '')) return Number(entry);
+  }
+  return undefined;
+}
+
 /** Whether a CustomResourceDefinition (JSON) has the condition Established=True. */
 export function established(crdJson: string): boolean {
   const crd = JSON.parse(crdJson) as {
@@ -366,6 +382,15 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   if (opts.port !== undefined) await assertPortFree(opts.port, opts.address);
 
   const ownDir = opts.dir === undefined;
+  if (opts.dir !== undefined) {
+    // Before anything in it is touched: a second start in the same folder rewrote the first's
+    // keys and pid list, then waited silently on etcd's lock of its data.
+    const etcdPid = etcdUsing(join(opts.dir, 'etcd'));
+    if (etcdPid !== undefined)
+      throw new ControlPlaneError(
+        `${opts.dir} is in use by a running control plane (etcd pid ${etcdPid}): stop the local-cluster or up that started it, or choose another --dir`,
+      );
+  }
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'lvo-cp-'));
   mkdirSync(join(dir, 'certs'), { recursive: true });
   const pidsFile = join(dir, 'pids');

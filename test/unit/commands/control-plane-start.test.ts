@@ -2,11 +2,15 @@
 // kernel's ephemeral range taken by an outgoing connection before kube-apiserver bound it, and
 // `kubectl wait` failing on a new CRD whose status.conditions was still null. And where kubectl
 // keeps what it knows of a server, which a new server at the same address must not inherit.
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   established,
   ephemeralPortLow,
+  etcdUsing,
   freePort,
   kubectlDiscoveryCache,
 } from '../../../src/commands/local/control-plane.js';
@@ -49,6 +53,26 @@ describe('kubectlDiscoveryCache', () => {
     expect(
       kubectlDiscoveryCache('http://host-a.example:8080/path', { KUBECACHEDIR: '' }, '/h'),
     ).toBe('/h/.kube/cache/discovery/host_a.example_8080/path');
+  });
+});
+
+describe('etcdUsing', () => {
+  it('finds the etcd that runs on a data directory, and only an etcd on exactly that one', () => {
+    const proc = mkdtempSync(join(tmpdir(), 'lvo-proc-'));
+    const fake = (pid: string, ...args: string[]) => {
+      mkdirSync(join(proc, pid));
+      writeFileSync(join(proc, pid, 'cmdline'), args.join('\0') + '\0');
+    };
+    try {
+      fake('10', '/usr/bin/vim', '--data-dir=/a/etcd');
+      fake('11', '/bin/etcd', '--name=default', '--data-dir=/a/etcd-other');
+      mkdirSync(join(proc, 'sys'));
+      expect(etcdUsing('/a/etcd', proc)).toBeUndefined();
+      fake('12', '/c/k8s/etcd', '--name=default', '--data-dir=/a/etcd');
+      expect(etcdUsing('/a/etcd', proc)).toBe(12);
+    } finally {
+      rmSync(proc, { recursive: true, force: true });
+    }
   });
 });
 
