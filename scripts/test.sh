@@ -14,8 +14,9 @@ npx --no-install prettier --check . --log-level=warn
 
 mkdir -p .tmp
 rm -f .tmp/vitest-report*.json
-# The kubectl the tests run against their throwaway control planes keeps its discovery cache
-# here, not in the user's ~/.kube/cache (a run left hundreds of dead 127.0.0.1 servers there).
+# kubectl run by the tests themselves against their throwaway control planes keeps its
+# discovery cache here, not in the user's ~/.kube/cache (a run left hundreds of dead 127.0.0.1
+# servers there; the control plane's own kubectl keeps its cache in the control plane's folder).
 export KUBECACHEDIR="$PWD/.tmp/kube-cache"
 rm -rf "$KUBECACHEDIR"
 # Two lanes side by side. One vitest run would take the tiers one after another: it runs the

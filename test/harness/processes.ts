@@ -82,8 +82,9 @@ export function collect(child: ChildProcess, timeoutMs = 120_000): Promise<Finis
     child.stdout?.setEncoding('utf8').on('data', (c: string) => (stdout += c));
     child.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr += c));
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    // A command that could not be started (ENOENT) never closes: fail now, not at the timeout.
-    child.once('error', (err) => {
+    // A command that cannot be started (ENOENT) emits 'error', which unheard fails the whole
+    // test file as an unhandled error: fail this call instead, naming the command.
+    child.on('error', (err) => {
       clearTimeout(timer);
       reject(err);
     });

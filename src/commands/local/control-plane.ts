@@ -16,7 +16,7 @@ import {
 import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { parseAllDocuments, stringify } from 'yaml';
 import { packageRoot } from './package-root.js';
@@ -338,7 +338,13 @@ function httpsGet(
 /** The pid of a running etcd whose data directory is `dataDir`, if there is one. */
 export function etcdUsing(dataDir: string, procRoot = '/proc'): number | undefined {
   const flag = `--data-dir=${dataDir}`;
-  for (const entry of readdirSync(procRoot)) {
+  let entries: string[];
+  try {
+    entries = readdirSync(procRoot);
+  } catch {
+    return undefined; // no /proc: etcd's own lock on its data still stops a second one
+  }
+  for (const entry of entries) {
     if (!/^\d+$/.test(entry)) continue;
     let args: string[];
     try {
@@ -382,16 +388,17 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   if (opts.port !== undefined) await assertPortFree(opts.port, opts.address);
 
   const ownDir = opts.dir === undefined;
-  if (opts.dir !== undefined) {
+  // Absolute: etcd's --data-dir is compared with this folder's by other starts.
+  const dir = opts.dir !== undefined ? resolve(opts.dir) : mkdtempSync(join(tmpdir(), 'lvo-cp-'));
+  if (!ownDir) {
     // Before anything in it is touched: a second start in the same folder rewrote the first's
     // keys and pid list, then waited silently on etcd's lock of its data.
-    const etcdPid = etcdUsing(join(opts.dir, 'etcd'));
+    const etcdPid = etcdUsing(join(dir, 'etcd'));
     if (etcdPid !== undefined)
       throw new ControlPlaneError(
-        `${opts.dir} is in use by a running control plane (etcd pid ${etcdPid}): stop the local-cluster or up that started it, or choose another --dir`,
+        `${dir} is in use by a running control plane (etcd pid ${etcdPid}): stop the local-cluster or up that started it (or kill ${etcdPid} if it was left behind), or choose another --dir`,
       );
   }
-  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'lvo-cp-'));
   mkdirSync(join(dir, 'certs'), { recursive: true });
   const pidsFile = join(dir, 'pids');
   writeFileSync(pidsFile, '');
@@ -425,16 +432,20 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   // What kubectl remembers of an earlier server at this address (its discovery cache is
   // trusted for hours) is wrong about this one: without the virt.dev group in it, a user's
   // first `kubectl get virt` here failed with "the server doesn't have a resource type".
-  try {
-    rmSync(kubectlDiscoveryCache(server), { recursive: true, force: true });
-  } catch {
-    // Not ours to fix (say, another user's folder): kubectl then refreshes it on the first
-    // miss by full resource name, as before.
-  }
-  // And our own kubectl keeps its cache here, not in the user's: it installs the CRDs, so it
-  // reads the API's groups before virt.dev is among them.
+  // Our own kubectl keeps its cache in this folder, not in the user's: it installs the CRDs,
+  // so it reads the API's groups before virt.dev is among them. Both are forgotten again once
+  // the CRDs serve.
   const kubectlCache = join(dir, 'kubectl-cache');
-  rmSync(kubectlCache, { recursive: true, force: true });
+  const forgetDiscovery = () => {
+    rmSync(join(kubectlCache, 'discovery'), { recursive: true, force: true });
+    try {
+      rmSync(kubectlDiscoveryCache(server), { recursive: true, force: true });
+    } catch {
+      // Not ours to fix (say, another user's folder): kubectl then refreshes it on the first
+      // miss by full resource name, as before.
+    }
+  };
+  forgetDiscovery();
   const procs: { etcd?: Proc; apiserver?: Proc } = {};
   const recordPids = () =>
     writeFileSync(
@@ -634,6 +645,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
           );
         }
       }
+      forgetDiscovery();
     };
 
     let stopped = false;

@@ -31,15 +31,15 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 const started = (child: ChildProcess) => (children.push(child), child);
+/** The kubeconfig path from local-cluster's `ready:` line. */
+const readyKubeconfig = async (child: ChildProcess) =>
+  (await waitForLine(child, /^ready: kubeconfig=(.+)$/))[1]!;
 
 describe('libvirt-operator local-cluster', () => {
   it('prints ready with a working kubeconfig, and leaves no process after SIGTERM', async () => {
     const dir = tempDir();
     const child = started(spawnCli(['local-cluster', '--dir', dir]));
-    const [, kubeconfig] = (await waitForLine(child, /^ready: kubeconfig=(.+)$/)) as unknown as [
-      string,
-      string,
-    ];
+    const kubeconfig = await readyKubeconfig(child);
     expect(kubeconfig).toBe(join(dir, 'kubeconfig'));
 
     const kubectl = join(findBinaries()!, 'kubectl');
@@ -81,14 +81,17 @@ describe('libvirt-operator local-cluster', () => {
     const child = started(
       spawnCli(['local-cluster', '--dir', join(dir, 'cp'), '--port', String(port)], env),
     );
-    const [, kubeconfig] = (await waitForLine(child, /^ready: kubeconfig=(.+)$/)) as unknown as [
-      string,
-      string,
-    ];
+    const kubeconfig = await readyKubeconfig(child);
     const kubectl = join(findBinaries()!, 'kubectl');
     const first = await run(kubectl, ['--kubeconfig', kubeconfig, 'get', 'virt', '-A'], { env });
     expect(first.stderr.trim()).toBe('No resources found');
     expect(first.code).toBe(0);
+    // The folder removed at start is the one kubectl itself uses for this server: it has
+    // just written it again, now with virt.dev in it.
+    const groups = JSON.parse(readFileSync(join(stale, 'servergroups.json'), 'utf8')) as {
+      groups: Array<{ name: string }>;
+    };
+    expect(groups.groups.map((g) => g.name)).toContain('virt.dev');
 
     const done = collect(child);
     child.kill('SIGTERM');
@@ -97,10 +100,7 @@ describe('libvirt-operator local-cluster', () => {
 
   it('cleans up after itself when killed with SIGKILL (the reaper)', async () => {
     const child = started(spawnCli(['local-cluster']));
-    const [, kubeconfig] = (await waitForLine(child, /^ready: kubeconfig=(.+)$/)) as unknown as [
-      string,
-      string,
-    ];
+    const kubeconfig = await readyKubeconfig(child);
     const dir = join(kubeconfig, '..');
     const pids = readFileSync(join(dir, 'pids'), 'utf8').trim().split('\n').map(Number);
     child.kill('SIGKILL');
@@ -150,7 +150,7 @@ describe('libvirt-operator local-cluster', () => {
       const again = await collect(spawnCli(['local-cluster', '--dir', dir, '--no-crds']), 30_000);
       expect(again.code).toBe(1);
       expect(again.stderr.trim()).toBe(
-        `libvirt-operator local-cluster: ${dir} is in use by a running control plane (etcd pid ${etcdPid}): stop the local-cluster or up that started it, or choose another --dir`,
+        `libvirt-operator local-cluster: ${dir} is in use by a running control plane (etcd pid ${etcdPid}): stop the local-cluster or up that started it (or kill ${etcdPid} if it was left behind), or choose another --dir`,
       );
       expect(files.map((f) => readFileSync(join(dir, f), 'utf8'))).toEqual(before);
       const kubectl = join(findBinaries()!, 'kubectl');

@@ -3,7 +3,8 @@
 // so a new VirtualMachine placed on this host comes back from its create with the agent's
 // finalizer already on (one API write fewer per object), one placed elsewhere without it; the
 // agent converges the machine (libvirt's test driver here) and SIGTERM ends it all cleanly.
-// The export line it prints gives another shell a kubectl that answers at once.
+// The export line it prints gives a shell without kubectl on its PATH one, of the API server's
+// version, whose first `kubectl get virt` answers.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
