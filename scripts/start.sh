@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# npm start: set up, then a local control plane (unless KUBECONFIG is set) and the agent.
+# npm start: set up, then a local control plane (unless --kubeconfig names a cluster) and the agent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >&2

@@ -1,10 +1,11 @@
-// npm start: everything on this host. A local control plane unless KUBECONFIG points at a
-// cluster, a Node object for this host (there is no kubelet here), the real libvirtd when it
+// npm start: everything on this host. A local control plane unless --kubeconfig names a
+// cluster (never KUBECONFIG: a shell often has it set, to a real cluster or to the local
+// control plane of an earlier run), a Node object for this host (there is no kubelet here), the real libvirtd when it
 // can be started (root), else libvirt's in-process test driver, then the agent — printing one
 // progress line each time an object's phase or readiness changes.
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { findCondition } from '../api/conditions.js';
 import { API_VERSION, customResources, type VirtKind } from '../api/generated/crds.js';
 import type {
@@ -38,8 +39,9 @@ import { loadKubeConfig } from './run.js';
 import type { KubeAccess } from '../runtime/kube-config.js';
 
 const HELP = `usage: libvirt-operator up [--examples] [--node-name NAME] [--libvirt-uri URI] [--dir DIR]
+                           [--kubeconfig PATH]
 
-Runs the operator on this host: a local control plane (unless KUBECONFIG is set) with the
+Runs the operator on this host: a local control plane (unless --kubeconfig is given) with the
 optional finalizer policy (docs/deploy.md), then the agent. libvirt: the local libvirtd when
 its socket exists or it can be started (root), else the in-process test driver
 (test:///default).
@@ -53,6 +55,8 @@ its socket exists or it can be started (root), else the in-process test driver
   --node-name NAME    default: the host name
   --libvirt-uri URI   default: as described above
   --dir DIR           the local control plane's directory (default: ~/.cache/libvirt-operator/local-cluster)
+  --kubeconfig PATH   use that cluster instead of a local control plane (creates a Node object
+                      for this host there); the KUBECONFIG variable is not read
   --health-addr ADDR  default 127.0.0.1:8081, or another free port when that one is taken`;
 
 const FLAGS = {
@@ -61,6 +65,7 @@ const FLAGS = {
   'node-name': { type: 'string' },
   'libvirt-uri': { type: 'string' },
   dir: { type: 'string' },
+  kubeconfig: { type: 'string' },
   'health-addr': { type: 'string' },
 } satisfies Options;
 
@@ -87,15 +92,18 @@ export async function main(argv: string[]): Promise<number> {
 
     let cp: ControlPlane | undefined;
     let kubeConfig: KubeAccess;
-    if (process.env.KUBECONFIG) {
-      kubeConfig = await loadKubeConfig(process.env.KUBECONFIG);
-      say(`using the cluster in KUBECONFIG=${process.env.KUBECONFIG}`);
+    if (values.kubeconfig !== undefined) {
+      kubeConfig = await loadKubeConfig(values.kubeconfig);
+      say(`using the cluster in ${values.kubeconfig}`);
     } else {
+      const dir = resolve(values.dir ?? join(cacheRoot(), 'local-cluster'));
+      const ignored = process.env.KUBECONFIG;
+      if (ignored && resolve(ignored) !== join(dir, 'kubeconfig'))
+        say(
+          `KUBECONFIG=${ignored} is not used: up runs its own control plane (--kubeconfig PATH uses a cluster)`,
+        );
       say('starting a local control plane (etcd + kube-apiserver)');
-      cp = await startControlPlane({
-        dir: values.dir ?? join(cacheRoot(), 'local-cluster'),
-        provision: true,
-      });
+      cp = await startControlPlane({ dir, provision: true });
       kubeConfig = cp.kubeConfig;
       say(`control plane ready: ${exportLine(cp.kubeconfigPath, cp.binDir)}`);
     }
@@ -173,7 +181,7 @@ async function ensureNode(client: KubeClient, name: string): Promise<void> {
 /**
  * On its own control plane (Kubernetes 1.36) up installs the optional finalizer policy, as
  * manifests/overlays/local does on that version: each new VirtualMachine or Volume then costs
- * the API server one write fewer. A cluster in KUBECONFIG is left as its owner configured it.
+ * the API server one write fewer. A cluster given with --kubeconfig is left as its owner configured it.
  * Without the policy nothing is lost (the agent adds its finalizers itself), so a failure only
  * says so.
  */

@@ -83,8 +83,10 @@ describe('up --examples boots the offline demo on the real libvirtd', () => {
         SYSTEM_URI,
         '--health-addr',
         '127.0.0.1:0',
+        '--kubeconfig',
+        cp().kubeconfigPath,
       ],
-      { ...process.env, KUBECONFIG: cp().kubeconfigPath },
+      process.env,
     );
     up.stdout?.setEncoding('utf8').on('data', (c: string) => (printed += c));
     up.stderr?.setEncoding('utf8').on('data', (c: string) => (printed += c));

@@ -1,8 +1,9 @@
-// `libvirt-operator up` (what `npm start` runs) with no KUBECONFIG: its own control plane, on
-// which it installs the finalizer policy as manifests/overlays/local does on Kubernetes 1.36,
-// so a new VirtualMachine placed on this host comes back from its create with the agent's
-// finalizer already on (one API write fewer per object), one placed elsewhere without it; the
-// agent converges the machine (libvirt's test driver here) and SIGTERM ends it all cleanly.
+// `libvirt-operator up` (what `npm start` runs) without --kubeconfig: its own control plane,
+// whatever KUBECONFIG says, on which it installs the finalizer policy as
+// manifests/overlays/local does on Kubernetes 1.36, so a new VirtualMachine placed on this host
+// comes back from its create with the agent's finalizer already on (one API write fewer per
+// object), one placed elsewhere without it; the agent converges the machine (libvirt's test
+// driver here) and SIGTERM ends it all cleanly.
 // The export line it prints gives a shell without kubectl on its PATH one, of the API server's
 // version, whose first `kubectl get virt` answers.
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -40,7 +41,9 @@ describe('up on its own control plane', () => {
       KUBEBUILDER_ASSETS: findBinaries(),
       LIBVIRT_OPERATOR_CACHE: home,
     };
-    delete env.KUBECONFIG;
+    // Left set by an earlier run's export line, or pointing at a real cluster: not read.
+    const stale = join(home, 'earlier-run', 'kubeconfig');
+    env.KUBECONFIG = stale;
     const up = spawnCli(
       [
         'up',
@@ -62,6 +65,9 @@ describe('up on its own control plane', () => {
       throw err;
     });
     expect(printed()).toMatch(/^up: finalizer policy in force/m);
+    expect(printed()).toContain(
+      `up: KUBECONFIG=${stale} is not used: up runs its own control plane (--kubeconfig PATH uses a cluster)`,
+    );
     // The line up prints for another shell, pasted into one that has no kubectl on its PATH
     // and a kubectl cache of its own: the user's first `kubectl get virt` answers.
     const exported = /^up: control plane ready: (export .*)$/m.exec(printed())?.[1];
