@@ -76,6 +76,10 @@ export async function main(argv: string[]): Promise<number> {
       throw new UsageError(
         `up: --examples-name must be a lowercase DNS label of at most 40 characters, got '${demoName}'`,
       );
+    if (values.kubeconfig !== undefined && values.dir !== undefined)
+      throw new UsageError(
+        "up: --dir is the local control plane's folder, and --kubeconfig uses a cluster instead of one: give one of them",
+      );
     const libvirtUri = values['libvirt-uri'] ?? (await localLibvirt());
     const health = await healthAddr(values['health-addr'], (port) => canListen(port, '127.0.0.1'));
     if (health.fallback)

@@ -120,6 +120,11 @@ describe('libvirt-operator local-cluster', () => {
         2,
       ],
       [['no-such-command'], /^libvirt-operator: unknown command 'no-such-command'/, 2],
+      [
+        ['up', '--kubeconfig', '/nonexistent/kubeconfig', '--dir', '/nonexistent/dir'],
+        /^libvirt-operator up: --dir is the local control plane's folder, and --kubeconfig uses a cluster instead of one: give one of them$/,
+        2,
+      ],
     ];
     for (const [args, message, code] of cases) {
       const res = await collect(spawnCli(args));
