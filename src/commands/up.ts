@@ -1,8 +1,8 @@
 // npm start: everything on this host. A local control plane unless --kubeconfig names a
 // cluster (never KUBECONFIG: a shell often has it set, to a real cluster or to the local
-// control plane of an earlier run), a Node object for this host (there is no kubelet here), the real libvirtd when it
-// can be started (root), else libvirt's in-process test driver, then the agent — printing one
-// progress line each time an object's phase or readiness changes.
+// control plane of an earlier run), a Node object for this host (there is no kubelet here),
+// the real libvirtd when it can be started (root), else libvirt's in-process test driver, then
+// the agent — printing one progress line each time an object's phase or readiness changes.
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -185,9 +185,9 @@ async function ensureNode(client: KubeClient, name: string): Promise<void> {
 /**
  * On its own control plane (Kubernetes 1.36) up installs the optional finalizer policy, as
  * manifests/overlays/local does on that version: each new VirtualMachine or Volume then costs
- * the API server one write fewer. A cluster given with --kubeconfig is left as its owner configured it.
- * Without the policy nothing is lost (the agent adds its finalizers itself), so a failure only
- * says so.
+ * the API server one write fewer. A cluster given with --kubeconfig is left as its owner
+ * configured it. Without the policy nothing is lost (the agent adds its finalizers itself), so
+ * a failure only says so.
  */
 async function finalizerAtAdmission(
   cp: ControlPlane,
