@@ -153,6 +153,10 @@ async function main(): Promise<void> {
       // Named in the JSON too: the rare run that counts some is then diagnosable from the one
       // line a script keeps (bench/README.md, "Convergence", fifteenth pass).
       writesAfter: writesAfter(serverConverged, serverIdle),
+      // What the agent counted from before the VMs to after the idle window (non-zero only):
+      // a run with writes after convergence then tells whether the agent wrote a status twice
+      // (statusWrites.written over vms), retried after an error, or sent Events.
+      agentCounts: agentCounts(agentBefore, agentConverged),
       rssMB: Number(Math.max(rssConverged, rssAfterIdle).toFixed(1)),
       rssIdleBeforeMB: Number(rssIdle.toFixed(1)),
       rssPeakMB: Number(peakRssMB(pid).toFixed(1)),
@@ -212,6 +216,42 @@ function writesAfter(converged: string, idle: string): Record<string, number> {
   return writes;
 }
 
+/**
+ * The agent's VirtualMachine reconcile passes, status writes and Events by result between two
+ * scrapes of its /metrics; results that did not occur are left out.
+ */
+function agentCounts(
+  before: string,
+  after: string,
+): Record<'passes' | 'statusWrites' | 'events', Record<string, number>> {
+  const count = (name: string, labels: string[], results: string[]) => {
+    const out: Record<string, number> = {};
+    for (const result of results) {
+      const l = [...labels, `result="${result}"`];
+      const n = metricSum(after, name, l) - metricSum(before, name, l);
+      if (n > 0) out[result] = n;
+    }
+    return out;
+  };
+  return {
+    passes: count(
+      'controller_runtime_reconcile_total',
+      ['controller="VirtualMachine"'],
+      ['success', 'requeue_after', 'error'],
+    ),
+    statusWrites: count(
+      'runtime_status_writes_total',
+      ['resource="virtualmachines.virt.dev"'],
+      ['written', 'unchanged', 'stale', 'error'],
+    ),
+    events: count(
+      'runtime_events_total',
+      [],
+      ['created', 'series_updated', 'suppressed', 'dropped', 'error'],
+    ),
+  };
+}
+
 /** Where the burst's time went: timeline, API requests by kind, agent metrics, CPU seconds. */
 function printBreakdown(b: {
   serverBefore: string;
@@ -250,10 +290,8 @@ function printBreakdown(b: {
   const passes = delta('controller_runtime_reconcile_total', [vm]);
   console.log('\nAgent (VirtualMachine controller) during the burst:');
   console.log(`  reconcile passes ${passes} (${(passes / b.vms).toFixed(2)} per VM)`);
-  for (const result of ['success', 'requeue_after', 'error']) {
-    const n = delta('controller_runtime_reconcile_total', [vm, `result="${result}"`]);
-    if (n > 0) console.log(`    ${result}: ${n}`);
-  }
+  const counts = agentCounts(b.agentBefore, b.agentConverged);
+  for (const [result, n] of Object.entries(counts.passes)) console.log(`    ${result}: ${n}`);
   const mean = (name: string, labels: string[]) =>
     (delta(`${name}_sum`, labels) / Math.max(1, delta(`${name}_count`, labels))) * 1000;
   console.log(
@@ -262,17 +300,9 @@ function printBreakdown(b: {
   console.log(
     `  queue wait: mean ${mean('workqueue_queue_duration_seconds', [queue]).toFixed(1)} ms`,
   );
-  for (const result of ['written', 'unchanged', 'stale', 'error']) {
-    const n = delta('runtime_status_writes_total', [
-      'resource="virtualmachines',
-      `result="${result}"`,
-    ]);
-    if (n > 0) console.log(`  status writes ${result}: ${n}`);
-  }
-  for (const result of ['created', 'suppressed', 'dropped', 'error']) {
-    const n = delta('runtime_events_total', [`result="${result}"`]);
-    if (n > 0) console.log(`  events ${result}: ${n}`);
-  }
+  for (const [result, n] of Object.entries(counts.statusWrites))
+    console.log(`  status writes ${result}: ${n}`);
+  for (const [result, n] of Object.entries(counts.events)) console.log(`  events ${result}: ${n}`);
   const mb = (m: string, name: string, labels: string[] = []) =>
     (metricSum(m, name, labels) / 2 ** 20).toFixed(1);
   console.log(
