@@ -189,6 +189,7 @@ async function main(): Promise<void> {
     for (const [k, v] of rows) console.log(`${k.padEnd(34)} ${v}`);
     for (const [key, n] of Object.entries(result.writesAfter)) console.log(`  ${key}: ${n}`);
     printBreakdown({
+      agentCounts: result.agentCounts,
       serverBefore,
       serverConverged,
       agentBefore,
@@ -254,6 +255,7 @@ function agentCounts(
 
 /** Where the burst's time went: timeline, API requests by kind, agent metrics, CPU seconds. */
 function printBreakdown(b: {
+  agentCounts: ReturnType<typeof agentCounts>;
   serverBefore: string;
   serverConverged: string;
   agentBefore: string;
@@ -290,7 +292,7 @@ function printBreakdown(b: {
   const passes = delta('controller_runtime_reconcile_total', [vm]);
   console.log('\nAgent (VirtualMachine controller) during the burst:');
   console.log(`  reconcile passes ${passes} (${(passes / b.vms).toFixed(2)} per VM)`);
-  const counts = agentCounts(b.agentBefore, b.agentConverged);
+  const counts = b.agentCounts;
   for (const [result, n] of Object.entries(counts.passes)) console.log(`    ${result}: ${n}`);
   const mean = (name: string, labels: string[]) =>
     (delta(`${name}_sum`, labels) / Math.max(1, delta(`${name}_count`, labels))) * 1000;

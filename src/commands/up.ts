@@ -100,16 +100,18 @@ export async function main(argv: string[]): Promise<number> {
       kubeConfig = await loadKubeConfig(values.kubeconfig);
       say(`using the cluster in ${values.kubeconfig}`);
     } else {
-      const dir = resolve(values.dir ?? join(cacheRoot(), 'local-cluster'));
+      say('starting a local control plane (etcd + kube-apiserver)');
+      cp = await startControlPlane({
+        dir: values.dir ?? join(cacheRoot(), 'local-cluster'),
+        provision: true,
+      });
+      kubeConfig = cp.kubeConfig;
+      say(`control plane ready: ${exportLine(cp.kubeconfigPath, cp.binDir)}`);
       const ignored = process.env.KUBECONFIG;
-      if (ignored && resolve(ignored) !== join(dir, 'kubeconfig'))
+      if (ignored && resolve(ignored) !== cp.kubeconfigPath)
         say(
           `KUBECONFIG=${ignored} is not used: up runs its own control plane (--kubeconfig PATH uses a cluster)`,
         );
-      say('starting a local control plane (etcd + kube-apiserver)');
-      cp = await startControlPlane({ dir, provision: true });
-      kubeConfig = cp.kubeConfig;
-      say(`control plane ready: ${exportLine(cp.kubeconfigPath, cp.binDir)}`);
     }
     const client = createKubeClient(kubeConfig);
     await ensureNode(client, cfg.nodeName);

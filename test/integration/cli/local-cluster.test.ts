@@ -136,42 +136,36 @@ describe('libvirt-operator local-cluster', () => {
 
   it('names a busy port, and a folder another control plane runs in', async () => {
     const dir = tempDir();
-    const first = spawnCli(['local-cluster', '--dir', dir, '--no-crds']);
+    const first = started(spawnCli(['local-cluster', '--dir', dir, '--no-crds']));
     await waitForLine(first, /^ready:/);
     const port = new URL(readFileSync(join(dir, 'kubeconfig'), 'utf8').match(/server: (\S+)/)![1]!)
       .port;
-    try {
-      const second = await collect(spawnCli(['local-cluster', '--port', port, '--no-crds']));
-      expect(second.code).toBe(1);
-      expect(second.stderr.trim()).toBe(
-        `libvirt-operator local-cluster: port ${port} on 127.0.0.1 is already in use; choose another with --port or stop what listens there`,
-      );
+    const second = await collect(spawnCli(['local-cluster', '--port', port, '--no-crds']));
+    expect(second.code).toBe(1);
+    expect(second.stderr.trim()).toBe(
+      `libvirt-operator local-cluster: port ${port} on 127.0.0.1 is already in use; choose another with --port or stop what listens there`,
+    );
 
-      // The same folder twice (npm start in two shells): refused before anything in it is
-      // touched; the first control plane keeps its files and answers as before.
-      const files = ['pids', 'kubeconfig', 'tokens.csv', 'sa.key'];
-      const before = files.map((f) => readFileSync(join(dir, f), 'utf8'));
-      const etcdPid = readFileSync(join(dir, 'pids'), 'utf8').trim().split('\n')[1];
-      const again = await collect(spawnCli(['local-cluster', '--dir', dir, '--no-crds']), 30_000);
-      expect(again.code).toBe(1);
-      expect(again.stderr.trim()).toBe(
-        `libvirt-operator local-cluster: ${dir} is in use by a running control plane (etcd pid ${etcdPid}): stop the local-cluster or up that started it (or kill ${etcdPid} if it was left behind), or choose another --dir`,
-      );
-      expect(files.map((f) => readFileSync(join(dir, f), 'utf8'))).toEqual(before);
-      const kubectl = join(findBinaries()!, 'kubectl');
-      const readyz = await run(kubectl, [
-        '--kubeconfig',
-        join(dir, 'kubeconfig'),
-        'get',
-        '--raw',
-        '/readyz',
-      ]);
-      expect(readyz.stdout).toBe('ok');
-    } finally {
-      const done = collect(first);
-      first.kill('SIGTERM');
-      await done;
-    }
+    // The same folder twice (npm start in two shells): refused before anything in it is
+    // touched; the first control plane keeps its files and answers as before.
+    const files = ['pids', 'kubeconfig', 'tokens.csv', 'sa.key'];
+    const before = files.map((f) => readFileSync(join(dir, f), 'utf8'));
+    const etcdPid = readFileSync(join(dir, 'pids'), 'utf8').trim().split('\n')[1];
+    const again = await collect(spawnCli(['local-cluster', '--dir', dir, '--no-crds']), 30_000);
+    expect(again.code).toBe(1);
+    expect(again.stderr.trim()).toBe(
+      `libvirt-operator local-cluster: ${dir} is in use by a running control plane (etcd pid ${etcdPid}): stop the local-cluster or up that started it (or kill ${etcdPid} if it was left behind), or choose another --dir`,
+    );
+    expect(files.map((f) => readFileSync(join(dir, f), 'utf8'))).toEqual(before);
+    const kubectl = join(findBinaries()!, 'kubectl');
+    const readyz = await run(kubectl, [
+      '--kubeconfig',
+      join(dir, 'kubeconfig'),
+      'get',
+      '--raw',
+      '/readyz',
+    ]);
+    expect(readyz.stdout).toBe('ok');
   });
 });
 
