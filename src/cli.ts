@@ -6,7 +6,7 @@ import { setFlagsFromString } from 'node:v8';
 
 const COMMANDS: Record<string, string> = {
   run: 'run the agent for one node: reconcile VMs, Volumes, networks and pools on this host',
-  up: 'set up this host: a local control plane (unless KUBECONFIG is set) and the agent',
+  up: 'set up this host: a local control plane (or --kubeconfig PATH) and the agent',
   'local-cluster':
     'run a local etcd + kube-apiserver with the CRDs installed, until SIGINT/SIGTERM',
   validate: 'validate manifests offline against the CRD schemas and rules',
