@@ -133,7 +133,11 @@ async function finish(
 ): Promise<Action> {
   const machine = await observeMachineDomain(ctx.libvirt(), vm);
   const off = machine !== undefined && needsPowerOff(snapshot, machine.active);
-  if (off) await powerOff(machine.domain);
+  if (off) {
+    await powerOff(machine.domain);
+    // Asked for: the machine's controller starts it again without counting a restart.
+    ctx.host.restoreStops.add(String(vm.metadata.uid));
+  }
   const what = snapshot.status?.includesMemory
     ? 'memory and disks'
     : off

@@ -503,6 +503,8 @@ export interface PlanInput {
   cloudInit: CloudInitImage | undefined;
   observed: ObservedMachine;
   now: Date;
+  /** A restore of this process powered the running domain off (HostState restoreStops). */
+  restoreStopped?: boolean;
 }
 
 export function planMachine(input: PlanInput): MachinePlan {
@@ -530,7 +532,7 @@ export function planMachine(input: PlanInput): MachinePlan {
   const pending = desired && domain.live ? restartPending(desired, domain.live, names) : [];
   const power = powerPlan(
     vm,
-    { active: domain.active, id: domain.id, ...domain.power },
+    { active: domain.active, id: domain.id, ...domain.power, restoreStopped: input.restoreStopped },
     pending,
     now,
   );
@@ -614,6 +616,8 @@ interface PowerView {
   reason: string;
   /** Runtime ID; -1 when inactive (unknown when left out). */
   id?: number;
+  /** A restore of this process powered the running domain off (HostState restoreStops). */
+  restoreStopped?: boolean;
 }
 
 /**
@@ -696,11 +700,14 @@ export function powerPlan(
       waitMs: undefined,
     };
   }
+  // A restore's stop was asked for: a revert to a snapshot of the stopped machine (libvirt's
+  // reason from_snapshot) or the power-off after a disks-only revert. No restart to count.
+  const byRestore = power.reason === 'from_snapshot' || power.restoreStopped === true;
   const kind: StartKind = requested
     ? 'requested'
     : initial
       ? 'initial'
-      : wasUp
+      : wasUp && !byRestore
         ? 'restart'
         : 'requested';
   return {

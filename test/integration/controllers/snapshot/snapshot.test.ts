@@ -238,6 +238,31 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     await k.patchStatus('VirtualMachineRestore', NS, 'back-3', { phase: 'Failed' });
   });
 
+  it('boots the machine after a disks-only restore without counting a restart', async () => {
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'back-4', namespace: NS },
+      spec: { vmName: 'web', snapshotName: 'web-2' },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key('back-4'), {
+      until: stored(
+        () => restoreOf('back-4'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    // Powered off after the revert, so that the machine boots from the restored disks.
+    expect((await domain.getState()).stateName).toBe('shutoff');
+    await converge(ctx, reconcileVirtualMachine, key('web'), {
+      until: stored(
+        () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'web'),
+        (o) => o?.status?.phase === 'Running',
+      ),
+    });
+    // The restore asked for that stop: no crash to count or warn about.
+    const vm = ctx.get<VirtualMachine>('VirtualMachine', NS, 'web')!;
+    expect(vm.status?.restartCount ?? 0).toBe(0);
+    expect(ctx.events.filter((e) => e.key === key('web') && e.reason === 'Restarted')).toEqual([]);
+  });
+
   it('deletes the libvirt snapshot with the object, and the machine’s snapshots with it', async () => {
     await k.remove('VirtualMachineSnapshot', NS, 'web-2');
     await converge(ctx, reconcileVirtualMachineSnapshot, key('web-2'), {
