@@ -719,17 +719,22 @@ export function powerPlan(
 
 /**
  * The annotation's pause: suspend a running guest; resume one paused by a user (libvirt's
- * reason `user`, from us or `virsh suspend`) once the annotation is gone or "false". Under
- * runStrategy Manual only a pause this operator reported (condition Paused) is undone.
+ * reason `user`, from us or `virsh suspend`) or by a restore of a paused machine's checkpoint
+ * (reason `from_snapshot`: the annotation, not the snapshot, says whether the machine is
+ * paused) once the annotation is gone or "false". Under runStrategy Manual only a pause this
+ * operator reported (condition Paused) is undone.
  */
 function pauseSteps(vm: VirtualMachine, power: PowerView, strategy: string): MachineStep[] {
   if (pauseRequested(vm)) {
     return power.state === 'running' || power.state === 'blocked' ? [{ op: 'suspend' }] : [];
   }
-  if (power.state !== 'paused' || power.reason !== 'user') return [];
+  if (power.state !== 'paused' || !RESUMABLE_PAUSES.has(power.reason)) return [];
   const ours = findCondition(vm.status?.conditions, 'Paused')?.status === 'True';
   return strategy === 'Manual' && !ours ? [] : [{ op: 'resume' }];
 }
+
+/** libvirt's reasons for a pause that the annotation undoes (others: starting up, I/O error). */
+const RESUMABLE_PAUSES = new Set(['user', 'from_snapshot']);
 
 /** A paused guest cannot answer ACPI: it is resumed before the shutdown request. */
 function resumedFirst(power: { state: string }, plan: MachinePlan): MachinePlan {

@@ -326,6 +326,15 @@ describe('pause on request', () => {
     ]);
   });
 
+  it('resumes a machine a restore brought back paused, unless the annotation asks for it', () => {
+    const restoredPaused = { ...pausedByUser, reason: 'from_snapshot' };
+    expect(powerPlan(vm({}, { status: runningStatus() }), restoredPaused, [], NOW).steps).toEqual([
+      { op: 'resume' },
+    ]);
+    const paused = vm({}, { status: runningStatus(), annotations: { 'virt.dev/paused': 'true' } });
+    expect(powerPlan(paused, restoredPaused, [], NOW).steps).toEqual([]);
+  });
+
   it('leaves other pauses alone (starting up, I/O error) and a Manual machine it did not pause', () => {
     const plain = vm({}, { status: runningStatus() });
     expect(powerPlan(plain, { ...pausedByUser, reason: 'starting_up' }, [], NOW).steps).toEqual([]);
