@@ -729,7 +729,9 @@ function pauseSteps(vm: VirtualMachine, power: PowerView, strategy: string): Mac
     return power.state === 'running' || power.state === 'blocked' ? [{ op: 'suspend' }] : [];
   }
   if (power.state !== 'paused' || !RESUMABLE_PAUSES.has(power.reason)) return [];
-  const ours = findCondition(vm.status?.conditions, 'Paused')?.status === 'True';
+  // PausedByRequest: reported while the annotation asked for it. Reason Paused is any other
+  // pause, which the status shows from the first pass on: not ours to undo under Manual.
+  const ours = findCondition(vm.status?.conditions, 'Paused')?.reason === 'PausedByRequest';
   return strategy === 'Manual' && !ours ? [] : [{ op: 'resume' }];
 }
 

@@ -341,6 +341,30 @@ describe('pause on request', () => {
     expect(powerPlan(plain, { ...pausedByUser, reason: 'ioerror' }, [], NOW).steps).toEqual([]);
     const manual = vm({ runStrategy: 'Manual' }, { status: runningStatus() });
     expect(powerPlan(manual, pausedByUser, [], NOW).steps).toEqual([]);
+    // Nor once the status reports that pause (the pass after it was seen).
+    const reported = (reason: string) =>
+      vm(
+        { runStrategy: 'Manual' },
+        {
+          status: runningStatus({
+            conditions: [
+              {
+                type: 'Paused',
+                status: 'True',
+                reason,
+                message: 'the domain is paused',
+                lastTransitionTime: '2026-03-01T11:00:00Z',
+              },
+            ],
+          }),
+        },
+      );
+    for (const reason of ['user', 'from_snapshot'])
+      expect(powerPlan(reported('Paused'), { ...pausedByUser, reason }, [], NOW).steps).toEqual([]);
+    // A pause the annotation asked for, now removed: undone even under Manual.
+    expect(powerPlan(reported('PausedByRequest'), pausedByUser, [], NOW).steps).toEqual([
+      { op: 'resume' },
+    ]);
   });
 
   it('resumes a paused guest before an ACPI shutdown (it could not answer it)', () => {
