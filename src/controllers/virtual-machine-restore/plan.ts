@@ -1,4 +1,5 @@
 // What a pass does for a VirtualMachineRestore, from the cache and the host. Pure.
+import { findCondition } from '../../api/conditions.js';
 import type { VirtualMachineRestore, VirtualMachineSnapshot } from '../../api/generated/types.js';
 
 export type RestoreStep =
@@ -39,10 +40,12 @@ export function planRestore(input: {
   }
   if (phase === 'InProgress' && !input.markerPresent) return { op: 'finish' };
   if (snapshot.status?.phase === 'Failed') {
+    // Why it failed is on the snapshot; said here too, so the restore names the problem.
+    const why = findCondition(snapshot.status.conditions, 'Ready')?.message;
     return {
       op: 'fail',
       reason: 'SnapshotFailed',
-      message: `VirtualMachineSnapshot ${name} failed`,
+      message: `VirtualMachineSnapshot ${name} failed${why ? `: ${why}` : ''}`,
     };
   }
   if (snapshot.status?.phase !== 'Ready' || !snapshot.status.snapshotName) {

@@ -241,6 +241,29 @@ describe('planRestore', () => {
     });
   });
 
+  it('fails with the reason its snapshot failed', () => {
+    const failed = snap({
+      status: {
+        phase: 'Failed',
+        conditions: [
+          {
+            type: 'Ready',
+            status: 'False',
+            reason: 'Unsupported',
+            message: 'only qcow2 disks can be snapshotted; vda (raw) cannot',
+            lastTransitionTime: '2026-12-03T11:00:00Z',
+          },
+        ],
+      },
+    });
+    expect(planRestore({ ...input(restore(), false), snapshot: failed })).toEqual({
+      op: 'fail',
+      reason: 'SnapshotFailed',
+      message:
+        'VirtualMachineSnapshot before-upgrade failed: only qcow2 disks can be snapshotted; vda (raw) cannot',
+    });
+  });
+
   it('powers off after reverting to a disks-only snapshot of a running machine', () => {
     expect(needsPowerOff(ready, true)).toBe(true);
     expect(needsPowerOff(ready, false)).toBe(false);
