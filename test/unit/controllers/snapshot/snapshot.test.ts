@@ -10,6 +10,7 @@ import {
   parseRecord,
   recordDescription,
 } from '../../../../src/controllers/virtual-machine-snapshot/desired.js';
+import { virtualMachineSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/index.js';
 import { planSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/plan.js';
 import { snapshotStatus } from '../../../../src/controllers/virtual-machine-snapshot/status.js';
 import {
@@ -323,5 +324,22 @@ describe('planRestore', () => {
       const st = snapshotStatus(s, { phase: 'InProgress', reason, message: 'm' }, now);
       expect(progress(st), reason).toEqual({ Reconciling: 'True', Stalled: 'False' });
     }
+  });
+});
+
+describe('which snapshots a change wakes', () => {
+  it('a restore wakes the snapshot it names, which may have found it gone in libvirt', () => {
+    const restore: VirtualMachineRestore = {
+      apiVersion: 'virt.dev/v1alpha1',
+      kind: 'VirtualMachineRestore',
+      metadata: { name: 'r', namespace: 'ns', uid: 'r-uid' },
+      spec: { vmName: 'web', snapshotName: 'before-upgrade' },
+      status: { phase: 'Failed' },
+    };
+    const none = { keysByIndex: () => [], keys: () => [] };
+    const keys = virtualMachineSnapshot.triggers
+      .filter((t) => t.from === 'VirtualMachineRestore')
+      .flatMap((t) => t.keys({ type: 'updated', obj: restore, old: restore }, none));
+    expect(keys).toEqual(['ns/before-upgrade']);
   });
 });
