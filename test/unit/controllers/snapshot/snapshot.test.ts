@@ -280,6 +280,22 @@ describe('planRestore', () => {
     expect(isMarkerOf(undefined, 'r-uid')).toBe(false);
   });
 
+  it('has a start time only once a revert began', () => {
+    const failed = { phase: 'Failed' as const, reason: 'SnapshotMissing', message: 'm' };
+    expect(restoreStatus(restore('Pending'), failed, now).startTime).toBeUndefined();
+    const began = restoreStatus(
+      restore('Pending'),
+      { phase: 'InProgress', reason: 'Reverting', message: 'm' },
+      now,
+    );
+    expect(began.startTime).toBe('2026-12-03T12:00:00Z');
+    const refused = { phase: 'Failed' as const, reason: 'RevertFailed', message: 'm' };
+    const later = new Date('2026-12-03T12:05:00Z');
+    expect(restoreStatus({ ...restore(), status: began }, refused, later).startTime).toBe(
+      '2026-12-03T12:00:00Z',
+    );
+  });
+
   it('keeps the completion time once Succeeded', () => {
     const first = restoreStatus(restore('InProgress'), { phase: 'Succeeded', message: 'm' }, now);
     const later = restoreStatus(
