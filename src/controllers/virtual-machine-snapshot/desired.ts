@@ -88,11 +88,18 @@ export type SnapshotDecision =
 export function desiredSnapshot(
   snap: VirtualMachineSnapshot,
   domain: { active: boolean; disks: readonly SnapshotDiskView[] },
+  /** Disk target -> the Volume holding it, to name it in a refusal as the user knows it. */
+  volumes: ReadonlyMap<string, string> = new Map(),
 ): SnapshotDecision {
   const writable = domain.disks.filter((d) => d.device === 'disk' && !d.readonly);
   const notQcow2 = writable.filter((d) => d.format !== 'qcow2');
   if (notQcow2.length > 0) {
-    const list = notQcow2.map((d) => `${d.name} (${d.format ?? 'unknown format'})`).join(', ');
+    const list = notQcow2
+      .map((d) => {
+        const volume = volumes.get(d.name);
+        return `${d.name} (${d.format ?? 'unknown format'}${volume ? `, Volume ${volume}` : ''})`;
+      })
+      .join(', ');
     return {
       kind: 'unsupported',
       message: `only qcow2 disks can be snapshotted; ${list} cannot`,

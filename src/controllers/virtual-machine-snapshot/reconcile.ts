@@ -84,7 +84,9 @@ async function converge(
   const found = machine
     ? await observeSnapshot(machine.domain, snap.status?.snapshotName ?? libvirtSnapshotName(snap))
     : undefined;
-  const decision = machine ? desiredSnapshot(snap, machine) : undefined;
+  const decision = machine
+    ? desiredSnapshot(snap, machine, diskVolumes(vm, machine, ctx))
+    : undefined;
   const uid = String(snap.metadata.uid);
   const step = planSnapshot({
     snap,

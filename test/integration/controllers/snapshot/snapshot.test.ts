@@ -177,7 +177,7 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     expect(snap.status?.phase).toBe('Failed');
     const ready = snap.status?.conditions?.find((c) => c.type === 'Ready');
     expect(ready).toMatchObject({ status: 'False', reason: 'Unsupported' });
-    expect(ready?.message).toMatch(/vda \(raw\)/);
+    expect(ready?.message).toMatch(/vda \(raw, Volume raw\)/);
   });
 
   it('restores once: the marker goes with the revert, a later pass does nothing', async () => {

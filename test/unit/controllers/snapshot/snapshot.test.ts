@@ -71,6 +71,16 @@ describe('desiredSnapshot', () => {
       disks: [qcow2, { name: 'vdb', device: 'disk', format: 'raw', readonly: false }],
     });
     expect(d).toEqual({ kind: 'unsupported', message: expect.stringContaining('vdb (raw)') });
+    // With the Volume the disk is, as the spec names it.
+    const named = desiredSnapshot(
+      snap(),
+      { active: true, disks: [{ name: 'vdb', device: 'disk', format: 'raw', readonly: false }] },
+      new Map([['vdb', 'scratch']]),
+    );
+    expect(named).toEqual({
+      kind: 'unsupported',
+      message: 'only qcow2 disks can be snapshotted; vdb (raw, Volume scratch) cannot',
+    });
   });
 
   it('refuses a machine without a writable qcow2 disk', () => {
