@@ -74,3 +74,21 @@ export function planRestore(input: {
 export function needsPowerOff(snapshot: VirtualMachineSnapshot, domainActive: boolean): boolean {
   return domainActive && snapshot.status?.includesMemory === false;
 }
+
+/**
+ * Whether to revert paused: for a disks-only snapshot of a running machine, which the restore
+ * powers off right after (needsPowerOff). Its checkpoint's memory must not run, not even for
+ * the moment before the power-off, or the guest writes to the disks just restored. Never for
+ * a snapshot of a stopped machine: asked to revert one paused, libvirt boots it.
+ */
+export function revertPaused(
+  snapshot: VirtualMachineSnapshot,
+  snapshotState: string | undefined,
+): boolean {
+  return (
+    snapshot.status?.includesMemory === false &&
+    snapshotState !== undefined &&
+    snapshotState !== 'shutoff' &&
+    snapshotState !== 'disk-snapshot'
+  );
+}

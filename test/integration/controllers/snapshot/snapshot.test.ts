@@ -243,14 +243,25 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       metadata: { name: 'back-4', namespace: NS },
       spec: { vmName: 'web', snapshotName: 'web-2' },
     });
+    const events: string[] = [];
+    const id = await conn.domainEventLifecycleRegister(
+      (e) => events.push(`${e.eventName} ${e.detailName}`),
+      { domain },
+    );
     await converge(ctx, reconcileVirtualMachineRestore, key('back-4'), {
       until: stored(
         () => restoreOf('back-4'),
         (o) => o?.status?.phase === 'Succeeded',
       ),
     });
-    // Powered off after the revert, so that the machine boots from the restored disks.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await conn.domainEventDeregister(id);
+    // Powered off after the revert, so that the machine boots from the restored disks; the
+    // checkpoint's memory never ran in between (reverted paused), so it wrote nothing to them.
     expect((await domain.getState()).stateName).toBe('shutoff');
+    // The test driver starts the domain from the checkpoint, then pauses it as asked: without
+    // the pause it would be running until the destroy.
+    expect(events.slice(-2)).toEqual(['suspended from_snapshot', 'stopped destroyed']);
     await converge(ctx, reconcileVirtualMachine, key('web'), {
       until: stored(
         () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'web'),

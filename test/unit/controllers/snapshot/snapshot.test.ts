@@ -20,6 +20,7 @@ import {
 import {
   needsPowerOff,
   planRestore,
+  revertPaused,
 } from '../../../../src/controllers/virtual-machine-restore/plan.js';
 import { restoreStatus } from '../../../../src/controllers/virtual-machine-restore/status.js';
 import type { SnapshotDiskView } from '../../../../src/libvirt/xml/snapshot.js';
@@ -281,6 +282,15 @@ describe('planRestore', () => {
     expect(needsPowerOff(snap({ status: { phase: 'Ready', includesMemory: true } }), true)).toBe(
       false,
     );
+  });
+
+  it('reverts paused only where it powers off after: a disks-only checkpoint', () => {
+    expect(revertPaused(ready, 'running')).toBe(true);
+    expect(revertPaused(ready, 'paused')).toBe(true);
+    // A stopped machine's snapshot would be booted by a paused revert.
+    expect(revertPaused(ready, 'shutoff')).toBe(false);
+    const checkpoint = snap({ status: { phase: 'Ready', includesMemory: true } });
+    expect(revertPaused(checkpoint, 'running')).toBe(false);
   });
 
   it('recognises its own marker only', () => {
