@@ -98,6 +98,13 @@ describe('the record in the description', () => {
     expect(parseRecord(undefined)).toBeUndefined();
     expect(libvirtSnapshotName(s)).toBe('before-upgrade-0123abcd');
   });
+
+  it('keeps the libvirt name short enough for libvirt to save its record (<name>.xml.new)', () => {
+    const long = snap({ metadata: { ...snap().metadata, name: 'a'.repeat(253) } });
+    const name = libvirtSnapshotName(long);
+    expect(`${name}.xml.new`.length).toBeLessThanOrEqual(255);
+    expect(name).toBe(`${'a'.repeat(238)}-0123abcd`);
+  });
 });
 
 describe('planSnapshot', () => {
