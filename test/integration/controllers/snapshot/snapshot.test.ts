@@ -274,6 +274,43 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     expect(ctx.events.filter((e) => e.key === key('web') && e.reason === 'Restarted')).toEqual([]);
   });
 
+  it('keeps naming the Volumes the snapshot holds after the machine’s disks change', async () => {
+    // A stopped machine, so that its new disks are a plain redefinition.
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'moved', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        runStrategy: 'Halted',
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'data', volume: 'root' }],
+      },
+    });
+    const stopped = stored(
+      () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'moved'),
+      (o) => o?.status?.phase === 'Stopped',
+    );
+    await converge(ctx, reconcileVirtualMachine, key('moved'), { until: stopped });
+    expect((await snapshot('moved-1', 'moved')).status?.disks).toEqual([
+      { name: 'vda', volume: 'root' },
+    ]);
+    // The data disk leaves the spec, and another Volume takes its target (vda).
+    await k.patchSpec('VirtualMachine', NS, 'moved', {
+      disks: [{ name: 'other', volume: 'raw', readOnly: true }],
+    });
+    await converge(ctx, reconcileVirtualMachine, key('moved'), {
+      until: stored(
+        () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'moved'),
+        (o) => o?.status?.observedGeneration === o?.metadata.generation,
+      ),
+    });
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('moved-1'));
+    await ctx.refresh();
+    // Still the Volume whose file holds it: the one its Volume protection must keep.
+    expect(snapOf('moved-1')?.status?.disks).toEqual([{ name: 'vda', volume: 'root' }]);
+  });
+
   it('deletes the libvirt snapshot with the object, and the machine’s snapshots with it', async () => {
     await k.remove('VirtualMachineSnapshot', NS, 'web-2');
     await converge(ctx, reconcileVirtualMachineSnapshot, key('web-2'), {
