@@ -28,7 +28,9 @@ export function planRestore(input: {
     return {
       op: 'wait',
       reason: 'SnapshotNotFound',
-      message: `no VirtualMachineSnapshot ${name} of VirtualMachine ${restore.spec.vmName}`,
+      message: snapshot
+        ? `VirtualMachineSnapshot ${name} is of VirtualMachine ${snapshot.spec.vmName}, not ${restore.spec.vmName}`
+        : `no VirtualMachineSnapshot ${name} of VirtualMachine ${restore.spec.vmName}`,
     };
   }
   if (!input.domainFound) {

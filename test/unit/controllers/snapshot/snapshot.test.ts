@@ -254,6 +254,13 @@ describe('planRestore', () => {
       op: 'wait',
       reason: 'SnapshotNotReady',
     });
+    // One of that name exists, of another machine: said so, not 'no VirtualMachineSnapshot'.
+    const other = snap({ spec: { vmName: 'db', includeMemory: true }, status: ready.status });
+    expect(planRestore({ ...input(restore(), false), snapshot: other })).toEqual({
+      op: 'wait',
+      reason: 'SnapshotNotFound',
+      message: 'VirtualMachineSnapshot before-upgrade is of VirtualMachine db, not web',
+    });
     expect(planRestore({ ...input(restore(), false), libvirtSnapshotFound: false })).toMatchObject({
       op: 'fail',
       reason: 'SnapshotMissing',
