@@ -19,6 +19,12 @@ export interface HostState {
    */
   restores: Map<string, string>;
   /**
+   * Machines (by uid) whose running domain a restore of this process powered off, until their
+   * controller sees it running again: a stop that was asked for, not a crash to count
+   * (virtual-machine/plan.ts powerPlan).
+   */
+  restoreStops: Set<string>;
+  /**
    * ACPI shutdown requests this process sent, by machine uid, until the cached status shows
    * them (virtual-machine/plan.ts withSentShutdown).
    */
@@ -42,6 +48,7 @@ export function createHostState(): HostState {
     poolLocks: new Map(),
     imports: new Map(),
     restores: new Map(),
+    restoreStops: new Set(),
     shutdowns: new Map(),
     interfacesAttached: new Map(),
     restarts: new Map(),

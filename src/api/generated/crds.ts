@@ -1218,7 +1218,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
             },
             "conditions": {
               "type": "array",
-              "description": "Observations of the restore: Ready (True once the machine was reverted; False with reason SnapshotNotReady, VirtualMachineNotDefined or RevertFailed).",
+              "description": "Observations of the restore: Ready (True once the machine was reverted; False while waiting, reason SnapshotNotFound, SnapshotNotReady, VirtualMachineNotDefined or AnotherRestoreInProgress, while reverting, reason Reverting, and for good after a failure, reason RevertFailed, SnapshotFailed or SnapshotMissing), with Reconciling and Stalled from it.",
               "maxItems": 16,
               "x-kubernetes-list-type": "map",
               "x-kubernetes-list-map-keys": [
@@ -1410,7 +1410,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
             },
             "conditions": {
               "type": "array",
-              "description": "Observations of the snapshot's state: Ready (True once taken; False with reason Unsupported for disks that are not qcow2, VirtualMachineNotDefined, SnapshotFailed, SnapshotMissing, NameConflict).",
+              "description": "Observations of the snapshot's state: Ready (True once taken; False with reason VirtualMachineNotDefined while waiting, SnapshotInProgress while being taken, and for good with Unsupported for disks that are not qcow2, SnapshotFailed, SnapshotMissing, NameConflict), with Reconciling and Stalled from it.",
               "maxItems": 16,
               "x-kubernetes-list-type": "map",
               "x-kubernetes-list-map-keys": [

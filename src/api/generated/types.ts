@@ -793,8 +793,10 @@ export interface VirtualMachineRestoreStatus {
    */
   completionTime?: string;
   /**
-   * Observations of the restore: Ready (True once the machine was reverted; False with reason
-   * SnapshotNotReady, VirtualMachineNotDefined or RevertFailed).
+   * Observations of the restore: Ready (True once the machine was reverted; False while waiting,
+   * reason SnapshotNotFound, SnapshotNotReady, VirtualMachineNotDefined or
+   * AnotherRestoreInProgress, while reverting, reason Reverting, and for good after a failure,
+   * reason RevertFailed, SnapshotFailed or SnapshotMissing), with Reconciling and Stalled from it.
    */
   conditions?: Condition[];
   /**
@@ -890,9 +892,10 @@ export interface VirtualMachineSnapshotStatus {
    */
   disks?: VirtualMachineSnapshotStatusDisk[];
   /**
-   * Observations of the snapshot's state: Ready (True once taken; False with reason Unsupported
-   * for disks that are not qcow2, VirtualMachineNotDefined, SnapshotFailed, SnapshotMissing,
-   * NameConflict).
+   * Observations of the snapshot's state: Ready (True once taken; False with reason
+   * VirtualMachineNotDefined while waiting, SnapshotInProgress while being taken, and for good
+   * with Unsupported for disks that are not qcow2, SnapshotFailed, SnapshotMissing, NameConflict),
+   * with Reconciling and Stalled from it.
    */
   conditions?: Condition[];
   /**

@@ -47,16 +47,24 @@ export async function setMarker(
 
 export type RevertOutcome = { kind: 'reverted' } | { kind: 'refused'; message: string };
 
-export async function revert(domain: Domain, snapshotName: string): Promise<RevertOutcome> {
+/** With `paused`, the domain is left paused after the revert (plan.ts revertPaused). */
+export async function revert(
+  domain: Domain,
+  snapshotName: string,
+  paused: boolean,
+): Promise<RevertOutcome> {
   const snapshot = await domain.lookupSnapshotByName(snapshotName);
+  const flags = paused ? DomainSnapshotRevertFlags.PAUSED : 0;
   try {
     try {
-      await snapshot.revert(0, { timeoutMs: REVERT_TIMEOUT_MS });
+      await snapshot.revert(flags, { timeoutMs: REVERT_TIMEOUT_MS });
     } catch (err) {
       // libvirt asks for FORCE where it must start a new QEMU process instead of loading the
       // state into the running one (a definition changed since): that is what a restore means.
       if (!(isLibvirtError(err) && err.code === ErrorCode.VIR_ERR_SNAPSHOT_REVERT_RISKY)) throw err;
-      await snapshot.revert(DomainSnapshotRevertFlags.FORCE, { timeoutMs: REVERT_TIMEOUT_MS });
+      await snapshot.revert(flags | DomainSnapshotRevertFlags.FORCE, {
+        timeoutMs: REVERT_TIMEOUT_MS,
+      });
     }
     return { kind: 'reverted' };
   } catch (err) {

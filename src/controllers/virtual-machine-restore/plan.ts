@@ -1,4 +1,5 @@
 // What a pass does for a VirtualMachineRestore, from the cache and the host. Pure.
+import { findCondition } from '../../api/conditions.js';
 import type { VirtualMachineRestore, VirtualMachineSnapshot } from '../../api/generated/types.js';
 
 export type RestoreStep =
@@ -27,7 +28,9 @@ export function planRestore(input: {
     return {
       op: 'wait',
       reason: 'SnapshotNotFound',
-      message: `no VirtualMachineSnapshot ${name} of VirtualMachine ${restore.spec.vmName}`,
+      message: snapshot
+        ? `VirtualMachineSnapshot ${name} is of VirtualMachine ${snapshot.spec.vmName}, not ${restore.spec.vmName}`
+        : `no VirtualMachineSnapshot ${name} of VirtualMachine ${restore.spec.vmName}`,
     };
   }
   if (!input.domainFound) {
@@ -39,10 +42,12 @@ export function planRestore(input: {
   }
   if (phase === 'InProgress' && !input.markerPresent) return { op: 'finish' };
   if (snapshot.status?.phase === 'Failed') {
+    // Why it failed is on the snapshot; said here too, so the restore names the problem.
+    const why = findCondition(snapshot.status.conditions, 'Ready')?.message;
     return {
       op: 'fail',
       reason: 'SnapshotFailed',
-      message: `VirtualMachineSnapshot ${name} failed`,
+      message: `VirtualMachineSnapshot ${name} failed${why ? `: ${why}` : ''}`,
     };
   }
   if (snapshot.status?.phase !== 'Ready' || !snapshot.status.snapshotName) {
@@ -70,4 +75,22 @@ export function planRestore(input: {
  */
 export function needsPowerOff(snapshot: VirtualMachineSnapshot, domainActive: boolean): boolean {
   return domainActive && snapshot.status?.includesMemory === false;
+}
+
+/**
+ * Whether to revert paused: for a disks-only snapshot of a running machine, which the restore
+ * powers off right after (needsPowerOff). Its checkpoint's memory must not run, not even for
+ * the moment before the power-off, or the guest writes to the disks just restored. Never for
+ * a snapshot of a stopped machine: asked to revert one paused, libvirt boots it.
+ */
+export function revertPaused(
+  snapshot: VirtualMachineSnapshot,
+  snapshotState: string | undefined,
+): boolean {
+  return (
+    snapshot.status?.includesMemory === false &&
+    snapshotState !== undefined &&
+    snapshotState !== 'shutoff' &&
+    snapshotState !== 'disk-snapshot'
+  );
 }

@@ -22,7 +22,7 @@ import { observeMachineDomain, observeSnapshot } from '../shared/machine-snapsho
 import { powerOff, revert, setMarker } from './act.js';
 import { isMarkerOf } from './desired.js';
 import { observeMarker } from './observe.js';
-import { needsPowerOff, planRestore } from './plan.js';
+import { needsPowerOff, planRestore, revertPaused } from './plan.js';
 import { restoreStatus, type RestoreFacts } from './status.js';
 import { cachedByKey } from '../kit.js';
 
@@ -109,7 +109,11 @@ async function converge(
               reason: 'Reverting',
               message: `reverting to libvirt snapshot ${step.snapshotName}`,
             })) ?? restore);
-      const outcome = await revert(m.domain, step.snapshotName);
+      const outcome = await revert(
+        m.domain,
+        step.snapshotName,
+        revertPaused(snapshot!, found?.doc.state),
+      );
       if (outcome.kind === 'refused') {
         await report(ctx, inProgress, {
           phase: 'Failed',
@@ -133,7 +137,11 @@ async function finish(
 ): Promise<Action> {
   const machine = await observeMachineDomain(ctx.libvirt(), vm);
   const off = machine !== undefined && needsPowerOff(snapshot, machine.active);
-  if (off) await powerOff(machine.domain);
+  if (off) {
+    await powerOff(machine.domain);
+    // Asked for: the machine's controller starts it again without counting a restart.
+    ctx.host.restoreStops.add(String(vm.metadata.uid));
+  }
   const what = snapshot.status?.includesMemory
     ? 'memory and disks'
     : off

@@ -17,8 +17,10 @@ export function restoreStatus(
   const previous = restore.status;
   const observedGeneration = restore.metadata.generation ?? 0;
   const status: VirtualMachineRestoreStatus = { phase: facts.phase, observedGeneration };
-  const startTime =
-    previous?.startTime ?? (facts.phase === 'Pending' ? undefined : conditionTime(now));
+  // When the revert began: a restore that failed before one (its snapshot failed or is gone)
+  // has none.
+  const began = facts.phase === 'InProgress' || facts.phase === 'Succeeded';
+  const startTime = previous?.startTime ?? (began ? conditionTime(now) : undefined);
   if (startTime !== undefined) status.startTime = startTime;
   if (facts.phase === 'Succeeded' || facts.phase === 'Failed')
     status.completionTime = previous?.completionTime ?? conditionTime(now);

@@ -5,9 +5,18 @@
 import type { VirtualMachineSnapshot } from '../../api/generated/types.js';
 import type { SnapshotDiskView, SnapshotDocument } from '../../libvirt/xml/snapshot.js';
 
+/**
+ * libvirt keeps a snapshot's record in a file `<name>.xml`, written through `<name>.xml.new`
+ * (Linux file names: 255 bytes), and saves it only after QEMU has written the snapshot into
+ * the disks: a longer name fails then, leaving that snapshot in the disks with no record
+ * (measured on libvirt 9.0). Object names run to 253.
+ */
+const MAX_LIBVIRT_NAME = 247;
+
 /** The libvirt snapshot's name: readable, and unique per object (uid prefix). */
 export function libvirtSnapshotName(snap: VirtualMachineSnapshot): string {
-  return `${snap.metadata.name}-${String(snap.metadata.uid).slice(0, 8)}`;
+  const suffix = `-${String(snap.metadata.uid).slice(0, 8)}`;
+  return `${String(snap.metadata.name).slice(0, MAX_LIBVIRT_NAME - suffix.length)}${suffix}`;
 }
 
 /**
@@ -88,11 +97,18 @@ export type SnapshotDecision =
 export function desiredSnapshot(
   snap: VirtualMachineSnapshot,
   domain: { active: boolean; disks: readonly SnapshotDiskView[] },
+  /** Disk target -> the Volume holding it, to name it in a refusal as the user knows it. */
+  volumes: ReadonlyMap<string, string> = new Map(),
 ): SnapshotDecision {
   const writable = domain.disks.filter((d) => d.device === 'disk' && !d.readonly);
   const notQcow2 = writable.filter((d) => d.format !== 'qcow2');
   if (notQcow2.length > 0) {
-    const list = notQcow2.map((d) => `${d.name} (${d.format ?? 'unknown format'})`).join(', ');
+    const list = notQcow2
+      .map((d) => {
+        const volume = volumes.get(d.name);
+        return `${d.name} (${d.format ?? 'unknown format'}${volume ? `, Volume ${volume}` : ''})`;
+      })
+      .join(', ');
     return {
       kind: 'unsupported',
       message: `only qcow2 disks can be snapshotted; ${list} cannot`,

@@ -2,7 +2,7 @@
 // snapshot. Every agent watches them all (they name a machine, not a node) and acts on those
 // whose machine is in its cache.
 import { keyOf } from '../context.js';
-import { INDEX_VM, snapshotIndexes } from '../indexes.js';
+import { INDEX_SNAPSHOT, INDEX_VM, restoreIndexes, snapshotIndexes } from '../indexes.js';
 import type { ControllerModule } from '../module.js';
 import { reconcileVirtualMachineSnapshot } from './reconcile.js';
 
@@ -19,5 +19,8 @@ export const virtualMachineSnapshot: ControllerModule = {
       from: 'VirtualMachine',
       keys: (c, cache) => cache.keysByIndex('VirtualMachineSnapshot', INDEX_VM, keyOf(c.obj)),
     },
+    // A restore may have found the libvirt snapshot gone (SnapshotMissing): the snapshot looks
+    // too, as libvirt has no snapshot events and it would say Ready until the next resync.
+    { from: 'VirtualMachineRestore', keys: (c) => restoreIndexes[INDEX_SNAPSHOT](c.obj) },
   ],
 };

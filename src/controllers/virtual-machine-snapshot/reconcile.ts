@@ -27,11 +27,7 @@ import {
   libvirtSnapshotName,
   recordDescription,
 } from './desired.js';
-import {
-  observeMachineDomain,
-  observeSnapshot,
-  type MachineDomain,
-} from '../shared/machine-snapshot.js';
+import { observeMachineDomain, observeSnapshot } from '../shared/machine-snapshot.js';
 import { planSnapshot, takeMayBeCutShort } from './plan.js';
 import { snapshotStatus, type SnapshotFacts } from './status.js';
 import { cachedByKey, withFinalizer } from '../kit.js';
@@ -84,7 +80,9 @@ async function converge(
   const found = machine
     ? await observeSnapshot(machine.domain, snap.status?.snapshotName ?? libvirtSnapshotName(snap))
     : undefined;
-  const decision = machine ? desiredSnapshot(snap, machine) : undefined;
+  const decision = machine
+    ? desiredSnapshot(snap, machine, diskVolumes(vm.metadata.namespace, machine.disks, ctx))
+    : undefined;
   const uid = String(snap.metadata.uid);
   const step = planSnapshot({
     snap,
@@ -113,7 +111,7 @@ async function converge(
         phase: 'Ready',
         found: step.found,
         record: step.record,
-        volumes: diskVolumes(vm, machine!, ctx),
+        volumes: diskVolumes(vm.metadata.namespace, step.found.doc.disks, ctx),
       });
       return done;
     case 'take': {
@@ -176,7 +174,7 @@ async function converge(
           includeMemory: d.includesMemory,
           ...(outcome.quiesced === undefined ? {} : { quiesced: outcome.quiesced }),
         },
-        volumes: diskVolumes(vm, m, ctx),
+        volumes: diskVolumes(vm.metadata.namespace, outcome.found.doc.disks, ctx),
       });
       return done;
     }
@@ -229,19 +227,24 @@ async function report(
   return updated as VirtualMachineSnapshot | undefined;
 }
 
-/** Which Volume each disk of the domain is, by the file the Volume's status names. */
+/**
+ * Which Volume of the namespace each disk is (target -> Volume name), by the file the
+ * Volume's status names. For a snapshot, its own disks: those of the domain when it was taken,
+ * which the machine may have dropped or moved to another target since.
+ */
 function diskVolumes(
-  vm: VirtualMachine,
-  machine: MachineDomain,
+  namespace: string | undefined,
+  disks: ReadonlyArray<{ name: string; source?: string }>,
   ctx: ControllerContext,
 ): Map<string, string> {
   const byPath = new Map<string, string>();
-  for (const disk of vm.spec.disks ?? []) {
-    const path = ctx.get<Volume>('Volume', vm.metadata.namespace, disk.volume)?.status?.path;
-    if (path) byPath.set(path, disk.volume);
+  for (const volume of ctx.list<Volume>('Volume')) {
+    const path = volume.status?.path;
+    if (path && volume.metadata.namespace === namespace)
+      byPath.set(path, String(volume.metadata.name));
   }
   const out = new Map<string, string>();
-  for (const d of machine.disks) {
+  for (const d of disks) {
     const volume = d.source === undefined ? undefined : byPath.get(d.source);
     if (volume) out.set(d.name, volume);
   }

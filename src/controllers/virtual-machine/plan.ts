@@ -503,6 +503,8 @@ export interface PlanInput {
   cloudInit: CloudInitImage | undefined;
   observed: ObservedMachine;
   now: Date;
+  /** A restore of this process powered the running domain off (HostState restoreStops). */
+  restoreStopped?: boolean;
 }
 
 export function planMachine(input: PlanInput): MachinePlan {
@@ -530,7 +532,7 @@ export function planMachine(input: PlanInput): MachinePlan {
   const pending = desired && domain.live ? restartPending(desired, domain.live, names) : [];
   const power = powerPlan(
     vm,
-    { active: domain.active, id: domain.id, ...domain.power },
+    { active: domain.active, id: domain.id, ...domain.power, restoreStopped: input.restoreStopped },
     pending,
     now,
   );
@@ -614,6 +616,8 @@ interface PowerView {
   reason: string;
   /** Runtime ID; -1 when inactive (unknown when left out). */
   id?: number;
+  /** A restore of this process powered the running domain off (HostState restoreStops). */
+  restoreStopped?: boolean;
 }
 
 /**
@@ -696,11 +700,14 @@ export function powerPlan(
       waitMs: undefined,
     };
   }
+  // A restore's stop was asked for: a revert to a snapshot of the stopped machine (libvirt's
+  // reason from_snapshot) or the power-off after a disks-only revert. No restart to count.
+  const byRestore = power.reason === 'from_snapshot' || power.restoreStopped === true;
   const kind: StartKind = requested
     ? 'requested'
     : initial
       ? 'initial'
-      : wasUp
+      : wasUp && !byRestore
         ? 'restart'
         : 'requested';
   return {
@@ -712,17 +719,24 @@ export function powerPlan(
 
 /**
  * The annotation's pause: suspend a running guest; resume one paused by a user (libvirt's
- * reason `user`, from us or `virsh suspend`) once the annotation is gone or "false". Under
- * runStrategy Manual only a pause this operator reported (condition Paused) is undone.
+ * reason `user`, from us or `virsh suspend`) or by a restore of a paused machine's checkpoint
+ * (reason `from_snapshot`: the annotation, not the snapshot, says whether the machine is
+ * paused) once the annotation is gone or "false". Under runStrategy Manual only a pause this
+ * operator reported (condition Paused) is undone.
  */
 function pauseSteps(vm: VirtualMachine, power: PowerView, strategy: string): MachineStep[] {
   if (pauseRequested(vm)) {
     return power.state === 'running' || power.state === 'blocked' ? [{ op: 'suspend' }] : [];
   }
-  if (power.state !== 'paused' || power.reason !== 'user') return [];
-  const ours = findCondition(vm.status?.conditions, 'Paused')?.status === 'True';
+  if (power.state !== 'paused' || !RESUMABLE_PAUSES.has(power.reason)) return [];
+  // PausedByRequest: reported while the annotation asked for it. Reason Paused is any other
+  // pause, which the status shows from the first pass on: not ours to undo under Manual.
+  const ours = findCondition(vm.status?.conditions, 'Paused')?.reason === 'PausedByRequest';
   return strategy === 'Manual' && !ours ? [] : [{ op: 'resume' }];
 }
+
+/** libvirt's reasons for a pause that the annotation undoes (others: starting up, I/O error). */
+const RESUMABLE_PAUSES = new Set(['user', 'from_snapshot']);
 
 /** A paused guest cannot answer ACPI: it is resumed before the shutdown request. */
 function resumedFirst(power: { state: string }, plan: MachinePlan): MachinePlan {

@@ -94,7 +94,15 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   const resolved = resolve(vm, ctx);
   const inputs = 'inputs' in resolved ? resolved.inputs : undefined;
   const desired = inputs && desiredDomain(vm, inputs);
-  const planInput = { vm, desired, cloudInit: inputs?.cloudInit, observed: before, now };
+  const uid = String(vm.metadata.uid);
+  const planInput = {
+    vm,
+    desired,
+    cloudInit: inputs?.cloudInit,
+    observed: before,
+    now,
+    restoreStopped: ctx.host.restoreStops.has(uid),
+  };
   const plan = planMachine(planInput);
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
   const outcome = await actMachine(conn, ours, plan.steps, ctx.onLane?.bind(ctx));
@@ -104,6 +112,8 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   rememberShutdown(ctx, vm, before.domain, plan.shutdown, shutdownSentAt);
   const look = outcome.executed.length > 0 ? ctx.lookAtHost?.() : undefined;
   const after = outcome.executed.length > 0 ? await observeDomain(conn, vm) : before.domain;
+  // A restore's power-off is accounted for once the domain runs again (or is gone).
+  if (after.state !== 'ours' || after.active) ctx.host.restoreStops.delete(uid);
   // The domain as our steps left it needs nothing more: libvirt's events for those steps, which
   // arrive during this pass, need not run it again (its status is written from this look).
   if (

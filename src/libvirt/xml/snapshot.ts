@@ -34,7 +34,11 @@ export interface ObservedSnapshot {
   /** Seconds since the epoch. */
   creationTime?: number;
   memory?: string;
-  disks: Array<{ name: string; snapshot?: string }>;
+  /**
+   * `source`: the disk's file when the snapshot was taken, from the domain definition libvirt
+   * keeps with it (the machine's disks may have changed since).
+   */
+  disks: Array<{ name: string; snapshot?: string; source?: string }>;
 }
 
 const codec = xmlCodec('domainsnapshot', [
@@ -80,12 +84,19 @@ export function buildRedefineSnapshotXML(
 
 export function parseSnapshotXML(xml: string): ObservedSnapshot {
   const el = codec.parse(xml);
+  const sources = new Map<string, string>();
+  for (const d of children(child(child(el, 'domain') ?? {}, 'devices') ?? {}, 'disk')) {
+    const dev = attr(child(d, 'target') ?? {}, 'dev');
+    const file = diskSource(d);
+    if (dev !== undefined && file !== undefined) sources.set(dev, file);
+  }
   const snap: ObservedSnapshot = {
     name: requireValue(childText(el, 'name'), 'domainsnapshot/name'),
-    disks: children(child(el, 'disks') ?? {}, 'disk').map((d) => ({
-      name: requireValue(attr(d, 'name'), 'domainsnapshot/disks/disk@name'),
-      snapshot: attr(d, 'snapshot'),
-    })),
+    disks: children(child(el, 'disks') ?? {}, 'disk').map((d) => {
+      const name = requireValue(attr(d, 'name'), 'domainsnapshot/disks/disk@name');
+      const source = sources.get(name);
+      return { name, snapshot: attr(d, 'snapshot'), ...(source === undefined ? {} : { source }) };
+    }),
   };
   const description = childText(el, 'description');
   if (description !== undefined) snap.description = description;
@@ -117,7 +128,6 @@ export function domainDiskViews(domainXml: string): SnapshotDiskView[] {
   const { element } = parseAnyXML(domainXml, ['domain.devices.disk'], 'domain');
   const devices = child(element, 'devices') ?? {};
   return children(devices, 'disk').map((d: XmlElement) => {
-    const source = child(d, 'source') ?? {};
     const view: SnapshotDiskView = {
       name: requireValue(attr(child(d, 'target') ?? {}, 'dev'), 'domain/devices/disk/target@dev'),
       device: attr(d, 'device') ?? 'disk',
@@ -125,8 +135,13 @@ export function domainDiskViews(domainXml: string): SnapshotDiskView[] {
     };
     const format = attr(child(d, 'driver') ?? {}, 'type');
     if (format !== undefined) view.format = format;
-    const src = attr(source, 'file') ?? attr(source, 'volume') ?? attr(source, 'dev');
+    const src = diskSource(d);
     if (src !== undefined) view.source = src;
     return view;
   });
+}
+
+function diskSource(disk: XmlElement): string | undefined {
+  const source = child(disk, 'source') ?? {};
+  return attr(source, 'file') ?? attr(source, 'volume') ?? attr(source, 'dev');
 }

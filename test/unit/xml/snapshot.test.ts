@@ -66,7 +66,7 @@ describe('<domainsnapshot> documents', () => {
     expect(parseSnapshotXML(xml)).toMatchObject({ name: 's', state: 'shutoff' });
   });
 
-  it('reads back what libvirt reports, ignoring the embedded domain', () => {
+  it('reads back what libvirt reports', () => {
     const xml = `<domainsnapshot>
   <name>s1</name>
   <description>d</description>
@@ -88,6 +88,21 @@ describe('<domainsnapshot> documents', () => {
         { name: 'sda', snapshot: 'no' },
       ],
     });
+  });
+
+  it('reads each disk’s file from the domain kept with the snapshot', () => {
+    const xml = `<domainsnapshot>
+  <name>s1</name>
+  <disks><disk name='vda' snapshot='internal'/><disk name='vdb' snapshot='no'/></disks>
+  <domain type='qemu'><name>x</name><devices>
+    <disk type='file' device='disk'><source file='/p/data'/><target dev='vda' bus='virtio'/></disk>
+    <disk type='file' device='disk'><source file='/p/scratch'/><target dev='vdb' bus='virtio'/><readonly/></disk>
+  </devices></domain>
+</domainsnapshot>`;
+    expect(parseSnapshotXML(xml).disks).toEqual([
+      { name: 'vda', snapshot: 'internal', source: '/p/data' },
+      { name: 'vdb', snapshot: 'no', source: '/p/scratch' },
+    ]);
   });
 
   it('views any domain disk: format, device, read-only, source', () => {

@@ -10,6 +10,7 @@ import {
   parseRecord,
   recordDescription,
 } from '../../../../src/controllers/virtual-machine-snapshot/desired.js';
+import { virtualMachineSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/index.js';
 import { planSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/plan.js';
 import { snapshotStatus } from '../../../../src/controllers/virtual-machine-snapshot/status.js';
 import {
@@ -19,6 +20,7 @@ import {
 import {
   needsPowerOff,
   planRestore,
+  revertPaused,
 } from '../../../../src/controllers/virtual-machine-restore/plan.js';
 import { restoreStatus } from '../../../../src/controllers/virtual-machine-restore/status.js';
 import type { SnapshotDiskView } from '../../../../src/libvirt/xml/snapshot.js';
@@ -70,6 +72,16 @@ describe('desiredSnapshot', () => {
       disks: [qcow2, { name: 'vdb', device: 'disk', format: 'raw', readonly: false }],
     });
     expect(d).toEqual({ kind: 'unsupported', message: expect.stringContaining('vdb (raw)') });
+    // With the Volume the disk is, as the spec names it.
+    const named = desiredSnapshot(
+      snap(),
+      { active: true, disks: [{ name: 'vdb', device: 'disk', format: 'raw', readonly: false }] },
+      new Map([['vdb', 'scratch']]),
+    );
+    expect(named).toEqual({
+      kind: 'unsupported',
+      message: 'only qcow2 disks can be snapshotted; vdb (raw, Volume scratch) cannot',
+    });
   });
 
   it('refuses a machine without a writable qcow2 disk', () => {
@@ -85,6 +97,13 @@ describe('the record in the description', () => {
     expect(parseRecord('made by hand')).toBeUndefined();
     expect(parseRecord(undefined)).toBeUndefined();
     expect(libvirtSnapshotName(s)).toBe('before-upgrade-0123abcd');
+  });
+
+  it('keeps the libvirt name short enough for libvirt to save its record (<name>.xml.new)', () => {
+    const long = snap({ metadata: { ...snap().metadata, name: 'a'.repeat(253) } });
+    const name = libvirtSnapshotName(long);
+    expect(`${name}.xml.new`.length).toBeLessThanOrEqual(255);
+    expect(name).toBe(`${'a'.repeat(238)}-0123abcd`);
   });
 });
 
@@ -235,9 +254,39 @@ describe('planRestore', () => {
       op: 'wait',
       reason: 'SnapshotNotReady',
     });
+    // One of that name exists, of another machine: said so, not 'no VirtualMachineSnapshot'.
+    const other = snap({ spec: { vmName: 'db', includeMemory: true }, status: ready.status });
+    expect(planRestore({ ...input(restore(), false), snapshot: other })).toEqual({
+      op: 'wait',
+      reason: 'SnapshotNotFound',
+      message: 'VirtualMachineSnapshot before-upgrade is of VirtualMachine db, not web',
+    });
     expect(planRestore({ ...input(restore(), false), libvirtSnapshotFound: false })).toMatchObject({
       op: 'fail',
       reason: 'SnapshotMissing',
+    });
+  });
+
+  it('fails with the reason its snapshot failed', () => {
+    const failed = snap({
+      status: {
+        phase: 'Failed',
+        conditions: [
+          {
+            type: 'Ready',
+            status: 'False',
+            reason: 'Unsupported',
+            message: 'only qcow2 disks can be snapshotted; vda (raw) cannot',
+            lastTransitionTime: '2026-12-03T11:00:00Z',
+          },
+        ],
+      },
+    });
+    expect(planRestore({ ...input(restore(), false), snapshot: failed })).toEqual({
+      op: 'fail',
+      reason: 'SnapshotFailed',
+      message:
+        'VirtualMachineSnapshot before-upgrade failed: only qcow2 disks can be snapshotted; vda (raw) cannot',
     });
   });
 
@@ -249,11 +298,36 @@ describe('planRestore', () => {
     );
   });
 
+  it('reverts paused only where it powers off after: a disks-only checkpoint', () => {
+    expect(revertPaused(ready, 'running')).toBe(true);
+    expect(revertPaused(ready, 'paused')).toBe(true);
+    // A stopped machine's snapshot would be booted by a paused revert.
+    expect(revertPaused(ready, 'shutoff')).toBe(false);
+    const checkpoint = snap({ status: { phase: 'Ready', includesMemory: true } });
+    expect(revertPaused(checkpoint, 'running')).toBe(false);
+  });
+
   it('recognises its own marker only', () => {
     const xml = restoreMarkerXML('r-uid');
     expect(isMarkerOf(xml, 'r-uid')).toBe(true);
     expect(isMarkerOf(xml, 'other')).toBe(false);
     expect(isMarkerOf(undefined, 'r-uid')).toBe(false);
+  });
+
+  it('has a start time only once a revert began', () => {
+    const failed = { phase: 'Failed' as const, reason: 'SnapshotMissing', message: 'm' };
+    expect(restoreStatus(restore('Pending'), failed, now).startTime).toBeUndefined();
+    const began = restoreStatus(
+      restore('Pending'),
+      { phase: 'InProgress', reason: 'Reverting', message: 'm' },
+      now,
+    );
+    expect(began.startTime).toBe('2026-12-03T12:00:00Z');
+    const refused = { phase: 'Failed' as const, reason: 'RevertFailed', message: 'm' };
+    const later = new Date('2026-12-03T12:05:00Z');
+    expect(restoreStatus({ ...restore(), status: began }, refused, later).startTime).toBe(
+      '2026-12-03T12:00:00Z',
+    );
   });
 
   it('keeps the completion time once Succeeded', () => {
@@ -300,5 +374,22 @@ describe('planRestore', () => {
       const st = snapshotStatus(s, { phase: 'InProgress', reason, message: 'm' }, now);
       expect(progress(st), reason).toEqual({ Reconciling: 'True', Stalled: 'False' });
     }
+  });
+});
+
+describe('which snapshots a change wakes', () => {
+  it('a restore wakes the snapshot it names, which may have found it gone in libvirt', () => {
+    const restore: VirtualMachineRestore = {
+      apiVersion: 'virt.dev/v1alpha1',
+      kind: 'VirtualMachineRestore',
+      metadata: { name: 'r', namespace: 'ns', uid: 'r-uid' },
+      spec: { vmName: 'web', snapshotName: 'before-upgrade' },
+      status: { phase: 'Failed' },
+    };
+    const none = { keysByIndex: () => [], keys: () => [] };
+    const keys = virtualMachineSnapshot.triggers
+      .filter((t) => t.from === 'VirtualMachineRestore')
+      .flatMap((t) => t.keys({ type: 'updated', obj: restore, old: restore }, none));
+    expect(keys).toEqual(['ns/before-upgrade']);
   });
 });

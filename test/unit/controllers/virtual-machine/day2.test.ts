@@ -326,12 +326,45 @@ describe('pause on request', () => {
     ]);
   });
 
+  it('resumes a machine a restore brought back paused, unless the annotation asks for it', () => {
+    const restoredPaused = { ...pausedByUser, reason: 'from_snapshot' };
+    expect(powerPlan(vm({}, { status: runningStatus() }), restoredPaused, [], NOW).steps).toEqual([
+      { op: 'resume' },
+    ]);
+    const paused = vm({}, { status: runningStatus(), annotations: { 'virt.dev/paused': 'true' } });
+    expect(powerPlan(paused, restoredPaused, [], NOW).steps).toEqual([]);
+  });
+
   it('leaves other pauses alone (starting up, I/O error) and a Manual machine it did not pause', () => {
     const plain = vm({}, { status: runningStatus() });
     expect(powerPlan(plain, { ...pausedByUser, reason: 'starting_up' }, [], NOW).steps).toEqual([]);
     expect(powerPlan(plain, { ...pausedByUser, reason: 'ioerror' }, [], NOW).steps).toEqual([]);
     const manual = vm({ runStrategy: 'Manual' }, { status: runningStatus() });
     expect(powerPlan(manual, pausedByUser, [], NOW).steps).toEqual([]);
+    // Nor once the status reports that pause (the pass after it was seen).
+    const reported = (reason: string) =>
+      vm(
+        { runStrategy: 'Manual' },
+        {
+          status: runningStatus({
+            conditions: [
+              {
+                type: 'Paused',
+                status: 'True',
+                reason,
+                message: 'the domain is paused',
+                lastTransitionTime: '2026-03-01T11:00:00Z',
+              },
+            ],
+          }),
+        },
+      );
+    for (const reason of ['user', 'from_snapshot'])
+      expect(powerPlan(reported('Paused'), { ...pausedByUser, reason }, [], NOW).steps).toEqual([]);
+    // A pause the annotation asked for, now removed: undone even under Manual.
+    expect(powerPlan(reported('PausedByRequest'), pausedByUser, [], NOW).steps).toEqual([
+      { op: 'resume' },
+    ]);
   });
 
   it('resumes a paused guest before an ACPI shutdown (it could not answer it)', () => {

@@ -289,6 +289,13 @@ describe('powerPlan', () => {
       { steps: [start('restart') as MachineStep] },
     ],
     [
+      'Always: reverted to a snapshot of the stopped machine -> started, not a restart',
+      {},
+      runningStatus(),
+      off('from_snapshot'),
+      { steps: [start('requested', 'shutoff', 'from_snapshot') as MachineStep] },
+    ],
+    [
       'Always after Halted: a requested start, not a restart',
       {},
       requested('RunStrategyHalted', 100, { state: { state: 'shutoff', reason: 'shutdown' } }),
@@ -444,6 +451,18 @@ describe('powerPlan', () => {
       shutdown: undefined,
       waitMs: undefined,
     });
+  });
+
+  it('starts a machine a restore powered off under Always and RerunOnFailure, not as a restart', () => {
+    const stopped = { ...off('destroyed'), restoreStopped: true };
+    for (const runStrategy of ['Always', 'RerunOnFailure'] as const) {
+      expect(
+        powerPlan(vm({ runStrategy }, { status: runningStatus() }), stopped, [], NOW).steps,
+      ).toEqual([start('requested', 'shutoff', 'destroyed')]);
+    }
+    expect(
+      powerPlan(vm({ runStrategy: 'Manual' }, { status: runningStatus() }), stopped, [], NOW).steps,
+    ).toEqual([]);
   });
 
   it('leaves pending changes alone with updatePolicy Manual', () => {
