@@ -240,7 +240,8 @@ async function deleteSnapshots(domain: Domain): Promise<void> {
 }
 
 async function removeFiles(paths: readonly string[]): Promise<void> {
-  for (const path of paths) await rm(path, { force: true });
+  // recursive: the TPM state is a directory.
+  for (const path of paths) await rm(path, { force: true, recursive: true });
 }
 
 /** After a refusal: does what the step wanted hold anyway? */
