@@ -362,7 +362,28 @@ describe('pause on request', () => {
       status: 'True',
       reason: 'PausedByRequest',
     });
+    // Paused as asked, like shut off under Halted: done, not converging (kstatus and Flux read
+    // Current, Argo CD Suspended), nor stuck.
     expect(status.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      status: 'True',
+      reason: 'PausedByRequest',
+    });
+    for (const type of ['Reconciling', 'Stalled']) {
+      expect(status.conditions?.find((c) => c.type === type)?.status).toBe('False');
+    }
+    // Paused for another reason (here: no annotation) is not what runStrategy Always wants.
+    const unasked = vm({}, { status: runningStatus() });
+    const other = machineStatus({
+      vm: unasked,
+      nodeName: 'node-a',
+      now: NOW,
+      observed: ours({ config: desired(unasked), power: { state: 'paused', reason: 'ioerror' } }),
+      problem: undefined,
+      shutdown: undefined,
+      started: undefined,
+      pending: [],
+    });
+    expect(other.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
       status: 'False',
       reason: 'Paused',
     });
