@@ -26,6 +26,7 @@ import {
   isConnectionError,
   isLibvirtError,
   isNotFound,
+  isOutOfPciSlots,
   isTimeout,
   isUnsupported,
 } from '../../libvirt/errors.js';
@@ -110,7 +111,12 @@ export async function actMachine(
         };
       }
       if (!isLibvirtError(err) || isConnectionError(err) || isTimeout(err)) throw err;
-      if ((step.op === 'attachDevice' || step.op === 'detachDevice') && isUnsupported(err)) {
+      // A driver without hotplug, or a running domain whose spare root ports are all taken
+      // (the next start brings more, desired.ts): the device waits for a restart.
+      if (
+        ((step.op === 'attachDevice' || step.op === 'detachDevice') && isUnsupported(err)) ||
+        (step.op === 'attachDevice' && isOutOfPciSlots(err))
+      ) {
         deferred.push(step);
         continue;
       }
