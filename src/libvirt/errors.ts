@@ -122,6 +122,17 @@ export function isUnsupported(err: unknown): boolean {
   );
 }
 
+/**
+ * A running domain has no free PCI slot for a hot-plugged device (on q35 every one takes a free
+ * PCIe root port). libvirt reports it under the generic VIR_ERR_INTERNAL_ERROR.
+ */
+export function isOutOfPciSlots(err: unknown): boolean {
+  return hasCode(err, [], {
+    code: ErrorCode.VIR_ERR_INTERNAL_ERROR,
+    says: 'No more available PCI slots',
+  });
+}
+
 /** The call did not finish within its `timeoutMs`. */
 export function isTimeout(err: unknown): boolean {
   return isLibvirtError(err) && err.code === ErrorCode.VIR_ERR_OPERATION_TIMEOUT;

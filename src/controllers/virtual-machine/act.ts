@@ -26,6 +26,7 @@ import {
   isConnectionError,
   isLibvirtError,
   isNotFound,
+  isOutOfPciSlots,
   isTimeout,
   isUnsupported,
 } from '../../libvirt/errors.js';
@@ -110,7 +111,12 @@ export async function actMachine(
         };
       }
       if (!isLibvirtError(err) || isConnectionError(err) || isTimeout(err)) throw err;
-      if ((step.op === 'attachDevice' || step.op === 'detachDevice') && isUnsupported(err)) {
+      // A driver without hotplug, or a running domain whose spare root ports are all taken
+      // (the next start brings more, desired.ts): the device waits for a restart.
+      if (
+        ((step.op === 'attachDevice' || step.op === 'detachDevice') && isUnsupported(err)) ||
+        (step.op === 'attachDevice' && isOutOfPciSlots(err))
+      ) {
         deferred.push(step);
         continue;
       }
@@ -240,7 +246,8 @@ async function deleteSnapshots(domain: Domain): Promise<void> {
 }
 
 async function removeFiles(paths: readonly string[]): Promise<void> {
-  for (const path of paths) await rm(path, { force: true });
+  // recursive: the TPM state is a directory.
+  for (const path of paths) await rm(path, { force: true, recursive: true });
 }
 
 /** After a refusal: does what the step wanted hold anyway? */

@@ -84,6 +84,14 @@ export function consoleLogFile(stateDir: string, uid: string): string {
   return join(stateDir, 'console', `${uid}.log`);
 }
 
+/**
+ * Where libvirt 9.0 (qemu:///system) keeps the swtpm state of the domain with this UUID (see
+ * the header); removed with the machine.
+ */
+export function tpmStateDir(uuid: string): string {
+  return join('/var/lib/libvirt/swtpm', uuid);
+}
+
 /** Where a UEFI machine's variable store lives; removed with the machine. */
 export function nvramFile(stateDir: string, uid: string): string {
   return join(stateDir, 'nvram', `${uid}_VARS.fd`);

@@ -815,18 +815,22 @@ const elapsed = (end: PassEnd) => end.now.getTime() - end.planned.getTime();
 /**
  * Removing the machine from the host: a graceful stop, then undefine (with the UEFI variable
  * store and the TPM state when it has them), then our files. Each step is skipped once done,
- * so a pass interrupted anywhere resumes. A foreign domain is never touched: only files are
- * removed.
+ * so a pass interrupted anywhere resumes. A foreign domain is never touched: only our files
+ * are removed, not `domainFiles` (libvirt's files named by the domain's UUID, i.e. the TPM
+ * state: undefine removes it only while the definition still has a TPM, and one the spec
+ * dropped earlier would stay behind).
  */
 export function planRemoval(
   vm: VirtualMachine,
   observed: ObservedMachine,
   files: readonly string[],
   now: Date,
+  domainFiles: readonly string[] = [],
 ): MachinePlan {
   const domain = observed.domain;
+  const paths = domain.state === 'foreign' ? files : [...files, ...domainFiles];
   const removeFiles: MachineStep[] =
-    files.length > 0 ? [{ op: 'removeFiles', paths: [...files] }] : [];
+    paths.length > 0 ? [{ op: 'removeFiles', paths: [...paths] }] : [];
   if (domain.state !== 'ours')
     return { steps: removeFiles, shutdown: undefined, waitMs: undefined };
   if (domain.active) {

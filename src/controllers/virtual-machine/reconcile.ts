@@ -1,6 +1,7 @@
 // One pass for one VirtualMachine on this node: cache -> finalizer table -> observe ->
 // desired -> plan -> act -> status -> Action.
 import { findCondition, isConditionTrue } from '../../api/conditions.js';
+import { libvirtUuid } from '../../api/names.js';
 import type {
   VirtualMachine,
   VirtualMachineStatus,
@@ -23,6 +24,7 @@ import {
   desiredDomain,
   machineInputs,
   nvramFile,
+  tpmStateDir,
   unsupportedSpec,
 } from './desired.js';
 import { observeDomain, observeMachine, type ObservedDomain, type OursDomain } from './observe.js';
@@ -278,7 +280,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
       consoleLogFile(ctx.stateDir, uid),
       nvramFile(ctx.stateDir, uid),
     ];
-    const plan = planRemoval(vm, observed, files, now);
+    const plan = planRemoval(vm, observed, files, now, [tpmStateDir(libvirtUuid(vm))]);
     const ours = observed.domain.state === 'ours' ? observed.domain.domain : undefined;
     const outcome = await actMachine(conn, ours, plan.steps, ctx.onLane?.bind(ctx));
     const shutdownSentAt = shutdownSent(outcome.executed, ctx);

@@ -291,6 +291,15 @@ function readyCondition(input: StatusInput): ConditionUpdate {
           'the guest shut itself down; runStrategy RerunOnFailure does not start it again',
         );
       }
+      // Paused as the annotation asks is the state the user wants: Ready, so kstatus reads
+      // Current (it falls back to Ready when neither Reconciling nor Stalled is True) and
+      // Argo CD Suspended. Any other pause is not what was asked for.
+      if (state === 'paused' && reason !== 'starting_up' && pauseRequested(vm)) {
+        return yes(
+          'PausedByRequest',
+          'the domain is paused, as the annotation virt.dev/paused asks',
+        );
+      }
       if (state === 'paused') return no('Paused', `the domain is paused (${reason})`);
       return no(
         'NotRunning',

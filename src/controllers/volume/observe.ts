@@ -1,13 +1,14 @@
 // What the host has for a Volume: its pool (the StoragePool's libvirt pool on this node, found
 // by the StoragePool's uid), the volume file in it, and for copies and overlays the source
 // Volume's file. Reads only; a missing prerequisite is a NotReady value, never a throw.
-import type { StoragePool, Volume } from '../../api/generated/types.js';
+import type { StoragePool, VirtualMachine, Volume } from '../../api/generated/types.js';
 import { volumeFileName } from '../../api/names.js';
 import type { ControllerContext } from '../context.js';
 import { isNotFound, isOperationInvalid } from '../../libvirt/errors.js';
 import type { StoragePool as LibvirtPool, StorageVol } from '../../libvirt/storage.js';
 import { parsePoolXML } from '../../libvirt/xml/pool.js';
 import { parseVolumeXML, type ObservedVolume } from '../../libvirt/xml/volume.js';
+import { observeMachineDomain } from '../shared/machine-snapshot.js';
 import { lookupPool } from '../shared/pool.js';
 import type { SourceImage } from './desired.js';
 import type { PoolLocks } from './pool-lock.js';
@@ -119,4 +120,20 @@ export async function observeSource(
 export async function plannedPath(pool: LibvirtPool, name: string): Promise<string> {
   const dir = parsePoolXML(await pool.getXMLDesc(0)).target.path;
   return `${dir.replace(/\/+$/, '')}/${name}`;
+}
+
+/** The names of those `machines` whose running domain has the file `path` as a disk. */
+export async function machinesHolding(
+  ctx: ControllerContext,
+  machines: readonly VirtualMachine[],
+  path: string,
+): Promise<string[]> {
+  const names: string[] = [];
+  for (const vm of machines) {
+    const found = await observeMachineDomain(ctx.libvirt(), vm);
+    if (found?.active && found.disks.some((d) => d.source === path)) {
+      names.push(String(vm.metadata.name));
+    }
+  }
+  return names;
 }

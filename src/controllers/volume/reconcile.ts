@@ -28,6 +28,7 @@ import {
   startImport,
 } from './import.js';
 import {
+  machinesHolding,
   usablePool,
   observeSource,
   observeVolume,
@@ -37,8 +38,8 @@ import {
   type ReadySource,
 } from './observe.js';
 import { IMPORTED, ownsVolume, planImport, planVolume, RESIZED, type VolumeStep } from './plan.js';
-import { DELETION_BLOCKED, READY, volumeStatus, type VolumeFacts } from './status.js';
-import { usersOf } from './users.js';
+import { DELETION_BLOCKED, READY, usedByList, volumeStatus, type VolumeFacts } from './status.js';
+import { machinesThatMayHold, usersOf } from './users.js';
 
 const KIND = 'Volume';
 /** How often an import's progress is looked at (and written to status when it moved). */
@@ -199,6 +200,8 @@ async function convergeImport(
  * Deletion, once nothing uses the Volume: remove the file (Delete, and only a file that is
  * provably ours) or leave it (Retain), then drop the host finalizer; the protection finalizer
  * goes in the next pass. Safe to repeat, and it never waits for a pool or file that is gone.
+ * "Nothing" includes running domains that still hold the file although their machine's spec
+ * no longer names it (a GitOps prune removes the disk and its Volume in one go).
  */
 async function removeVolume(
   vol: Volume,
@@ -206,6 +209,9 @@ async function removeVolume(
   ctx: ControllerContext,
 ): Promise<Action> {
   if (usedBy.length > 0) return reportBlocked(vol, usedBy, ctx);
+  const path = vol.status?.path;
+  const holders = path ? await machinesHolding(ctx, machinesThatMayHold(vol, ctx), path) : [];
+  if (holders.length > 0) return reportBlocked(vol, usedByList(holders, []), ctx);
   if (vol.metadata.finalizers?.includes(HOST_FINALIZER)) {
     await cancelImport(ctx.host.imports, String(vol.metadata.uid), ctx.stateDir);
     if ((vol.spec.deletionPolicy ?? 'Delete') === 'Delete') {

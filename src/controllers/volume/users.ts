@@ -1,10 +1,14 @@
 // Who uses a Volume: VirtualMachines on this node that attach it (disks, kernel, initrd),
 // Volumes cloned from or layered on it, and VirtualMachineSnapshots whose disks it holds (an
 // internal snapshot lives inside the volume's qcow2 file). While any remain, the Volume is InUse and its deletion
-// waits (the protection finalizer).
-import type { VolumeStatusUsedBy, Volume } from '../../api/generated/types.js';
+// waits (the protection finalizer). A running domain can hold a disk its spec no longer names
+// (a detach the guest has not completed, a removal that waits for a restart): before its file
+// is deleted, such machines' domains are looked at too (machinesThatMayHold, observe.ts).
+import { isConditionTrue } from '../../api/conditions.js';
+import type { VirtualMachine, VolumeStatusUsedBy, Volume } from '../../api/generated/types.js';
 import { keyOf, nodeFinalizer, type ControllerContext, type KubeObject } from '../context.js';
 import { INDEX_SOURCE_VOLUME, INDEX_VOLUME } from '../indexes.js';
+import { DETACH_CONDITION } from '../virtual-machine/plan.js';
 import { usedByList } from './status.js';
 
 interface OnNode extends KubeObject {
@@ -32,4 +36,23 @@ export function usersOf(vol: Volume, ctx: ControllerContext): VolumeStatusUsedBy
     .filter((s) => s.metadata.finalizers?.includes(nodeFinalizer(ctx.nodeName)))
     .map((s) => String(s.metadata.name));
   return usedByList(vms, volumes, snapshots);
+}
+
+/**
+ * Machines of this node in the Volume's namespace whose running domain may still have a disk
+ * their spec dropped: the agent has not acted on their latest spec yet, a detach waits for the
+ * guest (DetachRequested), or a removal waits for a restart (RestartRequired). Any other
+ * machine's running domain has exactly its spec's disks, so only these are looked at.
+ */
+export function machinesThatMayHold(vol: Volume, ctx: ControllerContext): VirtualMachine[] {
+  return ctx
+    .list<VirtualMachine>('VirtualMachine')
+    .filter(
+      (vm) =>
+        vm.spec.nodeName === ctx.nodeName &&
+        vm.metadata.namespace === vol.metadata.namespace &&
+        (vm.status?.observedGeneration !== vm.metadata.generation ||
+          isConditionTrue(vm.status?.conditions, 'RestartRequired') ||
+          isConditionTrue(vm.status?.conditions, DETACH_CONDITION)),
+    );
 }

@@ -232,6 +232,28 @@ describe('UEFI + secure boot + TPM on a dual-stack network, driven with kubectl'
 
   it('deleting the machine leaves no NVRAM or TPM state behind', async () => {
     const nvram = path.join(agent!.stateDir, 'nvram', `${uid}_VARS.fd`);
+    // A TPM dropped from the spec first (restart-time): the persistent definition then lacks
+    // it, so undefine's TPM flag alone would leave its state in libvirt's directory.
+    const patched = await cp().kubectl([
+      'patch',
+      'vm',
+      VM,
+      '-n',
+      NS,
+      '--type',
+      'json',
+      '-p',
+      '[{"op":"remove","path":"/spec/tpm"}]',
+    ]);
+    expect(patched.code, patched.stderr).toBe(0);
+    await until(
+      'RestartRequired naming spec.tpm',
+      async () => {
+        const c = (await vm()).status?.conditions?.find((c) => c.type === 'RestartRequired');
+        return c?.status === 'True' && (c.message ?? '').includes('spec.tpm');
+      },
+      60_000,
+    );
     const gone = await cp().kubectl(
       ['delete', 'vm', VM, '-n', NS, '--wait=true', '--timeout=120s'],
       { timeoutMs: 140_000 },

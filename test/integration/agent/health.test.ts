@@ -310,4 +310,23 @@ describe('health for GitOps tools', () => {
     expect(kstatus([vm]).get('VirtualMachine/web')?.status).toBe('Current');
     expect(argoHealth(vm).status).toBe('Healthy');
   });
+
+  it('a machine paused by its annotation is Current for kstatus and Flux, Suspended for Argo CD', async () => {
+    const paused = await cp().kubectl(['annotate', 'vm', 'web', '-n', NS, 'virt.dev/paused=true']);
+    expect(paused.code, paused.stderr).toBe(0);
+    const vm = await until('phase Paused', async () => {
+      const o = await get(['vm', 'web', '-n', NS]);
+      return o.status?.phase === 'Paused' && o;
+    });
+    expect(cond(vm, 'Ready')).toMatchObject({ status: 'True', reason: 'PausedByRequest' });
+    expect(kstatus([vm]).get('VirtualMachine/web')?.status).toBe('Current');
+    expect(fluxHealth([vm]).get('VirtualMachine/web')?.status).toBe('Current');
+    expect(argoHealth(vm).status).toBe('Suspended');
+    const resumed = await cp().kubectl(['annotate', 'vm', 'web', '-n', NS, 'virt.dev/paused-']);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    await until('Running again', async () => {
+      const o = await get(['vm', 'web', '-n', NS]);
+      return o.status?.phase === 'Running' && cond(o, 'Ready')?.reason === 'Running';
+    });
+  });
 });

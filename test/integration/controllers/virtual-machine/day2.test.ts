@@ -5,13 +5,18 @@
 // becomes a restart-time change; live attach and detach are covered by
 // test/e2e/operator/day2.test.ts on the real libvirtd.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { VirtualMachine } from '../../../../src/api/generated/types.js';
+import type { VirtualMachine, Volume } from '../../../../src/api/generated/types.js';
 import { main as vmCommand } from '../../../../src/commands/vm.js';
+import {
+  HOST_FINALIZER,
+  VOLUME_PROTECTION_FINALIZER,
+} from '../../../../src/controllers/context.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
+import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
 import { Connect, DomainXMLFlags } from '../../../../src/libvirt/index.js';
 import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
-import { converge, type SnapshotContext } from '../../../harness/controller-context.js';
+import { converge, requeueMs, type SnapshotContext } from '../../../harness/controller-context.js';
 import { type Kube } from '../../../harness/kube-objects.js';
 import { openMachineBench, readyVolume, type MachineBench, type Recording } from './fixtures.js';
 
@@ -20,6 +25,7 @@ const NS = 'vm-day2';
 const ROOT_PATH = '/var/lib/libvirt-operator-test/vm-day2_root.qcow2';
 const DATA_PATH = '/var/lib/libvirt-operator-test/vm-day2_data.raw';
 const ISO_PATH = '/var/lib/libvirt-operator-test/vm-day2_install.iso';
+const HELD_PATH = '/var/lib/libvirt-operator-test/vm-day2_held.qcow2';
 
 const controlPlane = useControlPlane();
 let conn: Connect;
@@ -190,5 +196,60 @@ describe('day-2 machines on test:///default', () => {
   it('rejects a missing machine and a wrong action with clear messages', async () => {
     expect(await vm('pause', 'no-such-machine')).toBe(1);
     expect(await vm('frobnicate', 'power')).toBe(2);
+  });
+
+  it('keeps a Volume whose disk the running domain still holds after the spec dropped it', async () => {
+    // With the finalizers the agent (or the API server's policy) puts on a Volume.
+    await k.create('Volume', {
+      metadata: {
+        name: 'held',
+        namespace: NS,
+        finalizers: [HOST_FINALIZER, VOLUME_PROTECTION_FINALIZER],
+      },
+      spec: { nodeName: NODE, pool: 'images', capacity: '1Gi' },
+    });
+    await k.patchStatus('Volume', NS, 'held', { phase: 'Available', path: HELD_PATH });
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'holder', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'held', volume: 'held' }],
+      },
+    });
+    await converge(ctx, reconcileVirtualMachine, key('holder'), {
+      until: stored('holder', (v) => condition(v, 'Ready')?.status === 'True'),
+    });
+    // The test driver cannot detach live: the running domain keeps the disk until a restart
+    // (on QEMU, a guest that has not released it yet does the same). A GitOps prune then
+    // removes the disk from the spec and deletes its Volume at once.
+    await k.patchSpec('VirtualMachine', NS, 'holder', { disks: [] });
+    await converge(ctx, reconcileVirtualMachine, key('holder'), {
+      until: stored('holder', (v) => condition(v, 'RestartRequired')?.status === 'True'),
+    });
+    const volume = async () => (await k.get<Volume>('Volume', NS, 'held'))!;
+    await k.remove('Volume', NS, 'held');
+    for (let i = 0; i < 3; i++) {
+      await ctx.refresh();
+      expect(requeueMs(await reconcileVolume(key('held'), ctx))).toBeGreaterThan(0);
+    }
+    const blocked = await volume();
+    expect(blocked.metadata.finalizers).toContain(HOST_FINALIZER);
+    expect(blocked.status?.usedBy).toEqual([{ kind: 'VirtualMachine', name: 'holder' }]);
+    expect(
+      blocked.status?.conditions?.find((c) => c.type === 'DeletionBlocked')?.message,
+    ).toContain('VirtualMachine holder');
+
+    // Once the domain lets go (here: the machine is deleted), the Volume goes.
+    await k.remove('VirtualMachine', NS, 'holder');
+    await converge(ctx, reconcileVirtualMachine, key('holder'), {
+      until: stored('holder', (v) => v === undefined),
+      maxPasses: 40,
+    });
+    await converge(ctx, reconcileVolume, key('held'), {
+      until: async () => (await k.get<Volume>('Volume', NS, 'held')) === undefined,
+    });
   });
 });

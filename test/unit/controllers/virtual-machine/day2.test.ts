@@ -13,11 +13,16 @@ import {
   powerPlan,
   restartPending,
   shutdownRequest,
+  type MachineStep,
 } from '../../../../src/controllers/virtual-machine/plan.js';
 import {
   addressWindowOpen,
   machineStatus,
 } from '../../../../src/controllers/virtual-machine/status.js';
+import { actMachine } from '../../../../src/controllers/virtual-machine/act.js';
+import type { Connect } from '../../../../src/libvirt/connection.js';
+import type { Domain } from '../../../../src/libvirt/domain.js';
+import { ErrorCode, ErrorDomain, LibvirtError } from '../../../../src/libvirt/errors.js';
 import { buildDomainXML, parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { desired, NOW, observed, ours, runningStatus, variant, vm } from './machines.js';
 
@@ -395,7 +400,28 @@ describe('pause on request', () => {
       status: 'True',
       reason: 'PausedByRequest',
     });
+    // Paused as asked, like shut off under Halted: done, not converging (kstatus and Flux read
+    // Current, Argo CD Suspended), nor stuck.
     expect(status.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      status: 'True',
+      reason: 'PausedByRequest',
+    });
+    for (const type of ['Reconciling', 'Stalled']) {
+      expect(status.conditions?.find((c) => c.type === type)?.status).toBe('False');
+    }
+    // Paused for another reason (here: no annotation) is not what runStrategy Always wants.
+    const unasked = vm({}, { status: runningStatus() });
+    const other = machineStatus({
+      vm: unasked,
+      nodeName: 'node-a',
+      now: NOW,
+      observed: ours({ config: desired(unasked), power: { state: 'paused', reason: 'ioerror' } }),
+      problem: undefined,
+      shutdown: undefined,
+      started: undefined,
+      pending: [],
+    });
+    expect(other.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
       status: 'False',
       reason: 'Paused',
     });
@@ -540,5 +566,28 @@ describe('the address wait of a hot-plugged interface', () => {
     // A restart after the plug opens its own window.
     const restarted = runningStatus({ startedAt: '2026-03-01T15:00:00Z' });
     expect(addressWindowOpen(restarted, plugged, at('2026-03-01T15:01:00Z'))).toBe(true);
+  });
+});
+
+describe('a live attach the running domain has no room for', () => {
+  it('waits for the next start (restart-time) instead of failing the machine', async () => {
+    const machine = vm({ interfaces: [{ name: 'eth9', network: 'lab', model: 'virtio' }] });
+    const nic = desired(machine).devices.interfaces[0]!;
+    // What libvirt says once the spare PCIe root ports the domain booted with are all taken.
+    const refusal = new LibvirtError('internal error: No more available PCI slots', {
+      code: ErrorCode.VIR_ERR_INTERNAL_ERROR,
+      domain: ErrorDomain.VIR_FROM_QEMU,
+      level: 2,
+    });
+    const domain = { attachDeviceFlags: () => Promise.reject(refusal) } as unknown as Domain;
+    const attach: MachineStep = {
+      op: 'attachDevice',
+      device: { kind: 'interface', field: 'spec.interfaces[eth9]', nic },
+      live: true,
+      config: true,
+    };
+    const outcome = await actMachine({} as Connect, domain, [attach]);
+    expect(outcome.failure).toBeUndefined();
+    expect(outcome.deferred).toEqual([attach]);
   });
 });

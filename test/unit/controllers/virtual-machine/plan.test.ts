@@ -697,6 +697,32 @@ describe('planRemoval', () => {
     ]);
     expect(planRemoval(vm(), observed({ state: 'absent' }), [], NOW).steps).toEqual([]);
   });
+
+  it("removes the TPM state by the domain's UUID too, even when the definition lost its TPM", () => {
+    // A TPM the spec dropped earlier: undefine's TPM flag only covers a TPM the definition has.
+    const tpmState = ['/var/lib/libvirt/swtpm/u'];
+    const doc = desired(vm());
+    expect(
+      planRemoval(vm(), observed(ours({ active: false, config: doc })), files, NOW, tpmState).steps,
+    ).toEqual([
+      { op: 'undefine', nvram: false, tpm: false },
+      { op: 'removeFiles', paths: [...files, ...tpmState] },
+    ]);
+    expect(planRemoval(vm(), observed({ state: 'absent' }), [], NOW, tpmState).steps).toEqual([
+      { op: 'removeFiles', paths: tpmState },
+    ]);
+    // Another domain's UUID: its TPM state is not ours to remove.
+    const foreign = observed({
+      state: 'foreign',
+      clash: 'uuid',
+      name: 'prod_web',
+      uuid: 'u',
+      stamp: undefined,
+    });
+    expect(planRemoval(vm(), foreign, files, NOW, tpmState).steps).toEqual([
+      { op: 'removeFiles', paths: files },
+    ]);
+  });
 });
 
 describe('nextLookMs', () => {
