@@ -40,6 +40,15 @@ export interface HostState {
    * countedRestarts): a status write that failed must not lose the restart.
    */
   restarts: Map<string, number>;
+  /**
+   * Snapshots (by uid) whose take this process sent without an answer: a libvirtd that died
+   * during it. The InProgress written before the take says the same, but the retry can come
+   * before the watch brings that write back to the cache, and from that same copy the status
+   * writer does not send the same InProgress again, so nothing else stops the retry's take
+   * (virtual-machine-snapshot/reconcile.ts; test/integration/controllers/snapshot/libvirtd.test.ts,
+   * 'survives libvirtd dying').
+   */
+  snapshotTakesCutShort: Set<string>;
 }
 
 export function createHostState(): HostState {
@@ -52,5 +61,6 @@ export function createHostState(): HostState {
     shutdowns: new Map(),
     interfacesAttached: new Map(),
     restarts: new Map(),
+    snapshotTakesCutShort: new Set(),
   };
 }

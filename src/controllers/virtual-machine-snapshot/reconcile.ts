@@ -35,14 +35,6 @@ import { cachedByKey, withFinalizer } from '../kit.js';
 const KIND = 'VirtualMachineSnapshot';
 /** A machine whose domain is being defined gets it within seconds. */
 const WAIT_MS = 5_000;
-/**
- * Objects (by uid) whose take this process sent without an answer: a libvirtd that died
- * during it. The InProgress written before the take says the same, but the retry can come
- * before the watch brings that write back to the cache, and from that same copy the status
- * writer does not send the same InProgress again, so nothing else stops the retry's take
- * (test/integration/controllers/snapshot/libvirtd.test.ts, 'survives libvirtd dying').
- */
-const cutShort = new Set<string>();
 
 export const reconcileVirtualMachineSnapshot: KindReconcile = async (key, ctx) => {
   const snap = cachedByKey<VirtualMachineSnapshot>(ctx, KIND, key);
@@ -89,11 +81,11 @@ async function converge(
     domainFound: machine !== undefined,
     found,
     decision,
-    cutShort: cutShort.has(uid),
+    cutShort: ctx.host.snapshotTakesCutShort.has(uid),
   });
   // Settled either way: a take this process lost track of was made after all, or no longer
   // matters.
-  if (step.op !== 'take' && step.op !== 'wait') cutShort.delete(uid);
+  if (step.op !== 'take' && step.op !== 'wait') ctx.host.snapshotTakesCutShort.delete(uid);
   switch (step.op) {
     case 'none':
       return done;
@@ -137,7 +129,7 @@ async function converge(
           leftover,
         );
         if (cleaned.kind === 'refused') {
-          cutShort.delete(uid);
+          ctx.host.snapshotTakesCutShort.delete(uid);
           await report(ctx, inProgress, {
             phase: 'Failed',
             reason: 'SnapshotFailed',
@@ -147,7 +139,7 @@ async function converge(
         }
       }
       // Until libvirt answers: if it never does, the next pass must assume it did some of it.
-      cutShort.add(uid);
+      ctx.host.snapshotTakesCutShort.add(uid);
       const outcome = await takeSnapshot(m.domain, d.doc, d.freeze, (quiesced) =>
         recordDescription(snap, {
           uid: String(snap.metadata.uid),
@@ -155,7 +147,7 @@ async function converge(
           ...(quiesced === undefined ? {} : { quiesced }),
         }),
       );
-      cutShort.delete(uid);
+      ctx.host.snapshotTakesCutShort.delete(uid);
       if (outcome.kind === 'refused') {
         // report() records the Warning Event of the transition to Failed.
         await report(ctx, inProgress, {
@@ -196,7 +188,7 @@ async function removeSnapshot(
     // Deleted while a take may have been cut short: what that take left in the disks, without
     // libvirt's record, goes too (a checkpoint is as big as the guest's RAM).
     const decision =
-      !deleted && takeMayBeCutShort(snap, cutShort.has(uid))
+      !deleted && takeMayBeCutShort(snap, ctx.host.snapshotTakesCutShort.has(uid))
         ? desiredSnapshot(snap, machine)
         : undefined;
     if (decision?.kind === 'take') {
@@ -210,7 +202,7 @@ async function removeSnapshot(
         ctx.event(KIND, snap, 'Warning', 'CleanupFailed', cleaned.message);
     }
   }
-  cutShort.delete(uid);
+  ctx.host.snapshotTakesCutShort.delete(uid);
   await ctx.removeFinalizer(KIND, snap, finalizer);
   return done;
 }
