@@ -145,6 +145,7 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   Unsupported: 'stalled',
   InvalidAddress: 'stalled',
   BridgeNotFound: 'stalled',
+  SubnetConflict: 'stalled',
   ResizeUnsupported: 'stalled',
   // A snapshot is taken once and a restore runs once: a failed one is final (Failed phase),
   // and only deleting and re-creating the object gets another try.

@@ -75,11 +75,21 @@ export async function actNetwork(
       if (alreadyDone(step, err)) continue;
       return {
         step,
-        problem: { reason: FAILURE_REASON[step.op], message: describe(step, err.message) },
+        problem: { reason: failureReason(step, err.message), message: describe(step, err.message) },
       };
     }
   }
   return undefined;
+}
+
+// libvirt refuses to start a network whose subnet equals one a host interface is attached to
+// ("Network is already in use by interface eth1"): only the user can pick another subnet. An
+// agent that cannot read the host's routes itself (in a pod) learns of the clash only here.
+function failureReason(step: NetworkStep, message: string): string {
+  if (step.op === 'start' && message.includes('already in use by interface')) {
+    return 'SubnetConflict';
+  }
+  return FAILURE_REASON[step.op];
 }
 
 async function run(network: Network, step: Exclude<NetworkStep, { op: 'define' }>): Promise<void> {

@@ -123,6 +123,45 @@ export function ipv6HostAddress(cidr: string): { address: string; prefix: number
   return { address: ipv6String(n === network ? network + 1n : n), prefix };
 }
 
+/** A subnet as a routing table holds it: the network's first address as a number, and the prefix. */
+export interface Subnet {
+  family: 'ipv4' | 'ipv6';
+  network: bigint;
+  prefix: number;
+}
+
+/** The subnets the spec puts on the bridge, by the field that asks for each (none in mode bridge). */
+export function specSubnets(vnet: VirtualNetwork): Array<{ field: string; subnet: Subnet }> {
+  if (modeOf(vnet) === 'bridge') return [];
+  const out: Array<{ field: string; subnet: Subnet }> = [];
+  const v4 = vnet.spec.ipv4?.cidr;
+  if (v4 !== undefined) {
+    const { prefix } = parseCidr(v4);
+    const network = BigInt(rangeOf(v4)[0]);
+    out.push({ field: 'spec.ipv4.cidr', subnet: { family: 'ipv4', network, prefix } });
+  }
+  const v6 = vnet.spec.ipv6?.cidr;
+  if (v6 !== undefined) {
+    const { address, prefix } = ipv6HostAddress(v6);
+    const bits = BigInt(128 - prefix);
+    const network = ((ipv6Number(address) ?? 0n) >> bits) << bits;
+    out.push({ field: 'spec.ipv6.cidr', subnet: { family: 'ipv6', network, prefix } });
+  }
+  return out;
+}
+
+/** Whether two subnets share an address: the shorter prefix's network holds the other's. */
+export function subnetsOverlap(a: Subnet, b: Subnet): boolean {
+  if (a.family !== b.family) return false;
+  const shift = BigInt((a.family === 'ipv4' ? 32 : 128) - Math.min(a.prefix, b.prefix));
+  return a.network >> shift === b.network >> shift;
+}
+
+export function subnetString(s: Subnet): string {
+  const address = s.family === 'ipv4' ? ipv4String(Number(s.network)) : ipv6String(s.network);
+  return `${address}/${s.prefix}`;
+}
+
 /**
  * What the spec asks for that libvirt cannot do in this mode, or undefined. The CRD already
  * refuses ipv4 with mode bridge; libvirt also refuses an MTU there ("mtu size only allowed in

@@ -1,7 +1,8 @@
 // What this host has for a VirtualNetwork: the libvirt network found by UUID (ours only when
 // it carries our stamp for this very object), else a network squatting on the name. I/O only;
 // the result is a plain value the pure plan and status read.
-import { access } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
+import { endianness } from 'node:os';
 import type { VirtualMachine, VirtualNetwork } from '../../api/generated/types.js';
 import type { Connect } from '../../libvirt/connection.js';
 import { NetworkXMLFlags } from '../../libvirt/constants.js';
@@ -10,7 +11,7 @@ import type { Network } from '../../libvirt/network.js';
 import { stampOf, type OwnershipStamp } from '../../ownership/metadata.js';
 import { parseNetworkXML, type NetworkDocument } from '../../libvirt/xml/network.js';
 import { hostUUID, INDEX_NETWORK } from '../indexes.js';
-import { networkUuid } from './desired.js';
+import { networkUuid, type Subnet } from './desired.js';
 import type { ControllerContext } from '../context.js';
 import { absentIfNotFound } from '../shared/absent.js';
 
@@ -151,4 +152,65 @@ export async function hostBridgeExists(conn: Connect, name: string): Promise<boo
     () => true,
     () => false,
   );
+}
+
+/** A route the host has to a subnet it is directly attached to. */
+export interface HostRoute extends Subnet {
+  iface: string;
+}
+
+// rtnetlink flags as /proc/net/route and /proc/net/ipv6_route print them.
+const RTF_UP = 0x1;
+const RTF_GATEWAY = 0x2;
+const RTF_REJECT = 0x200;
+
+/**
+ * The subnets this host's interfaces are attached to (routes without a gateway), from the
+ * routing tables libvirt itself reads before starting a network. libvirt refuses only a subnet
+ * equal to one of them ("Network is already in use by interface ..."): one that overlaps
+ * partly starts, and the more specific route then steals the other interface's traffic.
+ * undefined where it cannot be told, for the reasons hostBridgeExists gives.
+ */
+export async function hostRoutes(conn: Connect): Promise<HostRoute[] | undefined> {
+  if (process.env.KUBERNETES_SERVICE_HOST) return undefined;
+  if ((await conn.getType()).toUpperCase() === 'TEST') return undefined;
+  const read = (path: string) => readFile(path, 'utf8').catch(() => '');
+  return parseHostRoutes(await read('/proc/net/route'), await read('/proc/net/ipv6_route'));
+}
+
+/** Parses /proc/net/route and /proc/net/ipv6_route; keeps the directly attached subnets. */
+export function parseHostRoutes(
+  ipv4: string,
+  ipv6: string,
+  le = endianness() === 'LE',
+): HostRoute[] {
+  const routes: HostRoute[] = [];
+  const attached = (flags: number, iface: string, prefix: number) =>
+    (flags & RTF_UP) !== 0 &&
+    (flags & (RTF_GATEWAY | RTF_REJECT)) === 0 &&
+    iface !== 'lo' &&
+    prefix > 0;
+  // Iface Destination Gateway Flags RefCnt Use Metric Mask ...; addresses are the kernel's
+  // 32-bit words in host byte order.
+  for (const line of ipv4.split('\n').slice(1)) {
+    const [iface, dest, , flags, , , , mask] = line.trim().split(/\s+/);
+    if (!iface || !dest || !flags || !mask) continue;
+    const word = (hex: string) => {
+      const bytes = Buffer.from(hex.padStart(8, '0'), 'hex');
+      return BigInt((le ? bytes.reverse() : bytes).readUInt32BE(0));
+    };
+    const prefix = word(mask).toString(2).replace(/0+$/, '').length;
+    if (!attached(parseInt(flags, 16), iface, prefix)) continue;
+    routes.push({ family: 'ipv4', network: word(dest), prefix, iface });
+  }
+  // dest dest_prefix src src_prefix nexthop metric refcnt use flags iface, in hex.
+  for (const line of ipv6.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10) continue;
+    const [dest = '', plen = '', iface = ''] = [f[0], f[1], f[9]];
+    const prefix = parseInt(plen, 16);
+    if (!attached(parseInt(f[8] ?? '0', 16), iface, prefix)) continue;
+    routes.push({ family: 'ipv6', network: BigInt(`0x${dest}`), prefix, iface });
+  }
+  return routes;
 }

@@ -14,8 +14,17 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { DhcpHost, DnsHost, NetworkDocument, NetworkIp } from '../../libvirt/xml/network.js';
 import type { VirtualNetwork } from '../../api/generated/types.js';
-import { bridgeName, desiredNetwork, modeOf, unsupportedSpec, unusableAddress } from './desired.js';
-import type { ObservedNetwork, OursNetwork } from './observe.js';
+import {
+  bridgeName,
+  desiredNetwork,
+  modeOf,
+  specSubnets,
+  subnetsOverlap,
+  subnetString,
+  unsupportedSpec,
+  unusableAddress,
+} from './desired.js';
+import type { HostRoute, ObservedNetwork, OursNetwork } from './observe.js';
 import type { Problem } from '../kit.js';
 
 export type UpdateScope = 'live' | 'liveAndConfig';
@@ -250,6 +259,32 @@ export function inUse(vms: readonly string[], nodeName: string): Problem {
 export interface HostFacts {
   /** For mode bridge: whether the host has a bridge of that name. */
   bridgeExists?: boolean;
+  /** The subnets the host's interfaces are attached to. */
+  routes?: readonly HostRoute[];
+}
+
+/**
+ * A subnet of the spec that a host interface other than the network's own bridge already
+ * uses: starting the network would split the host's routing between two interfaces.
+ */
+export function subnetConflict(
+  vnet: VirtualNetwork,
+  routes: readonly HostRoute[],
+  nodeName: string,
+): Problem | undefined {
+  const own = bridgeName(vnet);
+  for (const { field, subnet } of specSubnets(vnet)) {
+    const clash = routes.find((r) => r.iface !== own && subnetsOverlap(r, subnet));
+    if (clash) {
+      return {
+        reason: 'SubnetConflict',
+        message:
+          `${field} ${subnetString(subnet)} overlaps ${subnetString(clash)} of interface ` +
+          `${clash.iface} on node ${nodeName}; choose a subnet no host interface uses`,
+      };
+    }
+  }
+  return undefined;
 }
 
 /** The network should exist on this node: create it, converge it, or say why not. */
@@ -275,6 +310,10 @@ export function planPresent(
   }
   const conflict = nameConflict(observed, nodeName);
   if (conflict || observed.state === 'foreign') return { steps: [], problem: conflict };
+  // Only a network about to start is judged: a running one's own routes are on its bridge.
+  const starting = observed.state === 'absent' || !observed.active;
+  const clash = starting && host.routes && subnetConflict(vnet, host.routes, nodeName);
+  if (clash) return { steps: [], problem: clash };
   const autostart = vnet.spec.autostart ?? true;
   return observed.state === 'absent'
     ? planCreate(desiredNetwork(vnet), autostart)

@@ -12,7 +12,7 @@ import {
 import { withFinalizer } from '../kit.js';
 import { actNetwork } from './act.js';
 import { bridgeName, modeOf, wantedOn } from './desired.js';
-import { hostBridgeExists, observeNetwork, runningUsers } from './observe.js';
+import { hostBridgeExists, hostRoutes, observeNetwork, runningUsers } from './observe.js';
 import { pendingRestart, planAbsent, planPresent } from './plan.js';
 import {
   conditionEvents,
@@ -62,10 +62,15 @@ async function converge(
   const conn = ctx.libvirt();
   const before = await observeNetwork(conn, vnet);
   const users = want === 'absent' && before.state === 'ours' ? await runningUsers(ctx, vnet) : [];
+  const starting = before.state === 'absent' || (before.state === 'ours' && !before.active);
   const host =
-    want === 'present' && modeOf(vnet) === 'bridge'
-      ? { bridgeExists: await hostBridgeExists(conn, bridgeName(vnet)) }
-      : {};
+    want !== 'present'
+      ? {}
+      : modeOf(vnet) === 'bridge'
+        ? { bridgeExists: await hostBridgeExists(conn, bridgeName(vnet)) }
+        : starting
+          ? { routes: await hostRoutes(conn) }
+          : {};
   const plan =
     want === 'present'
       ? planPresent(vnet, before, nodeName, host)

@@ -1,0 +1,94 @@
+import { describe, expect, it } from 'vitest';
+import { isStalledReason } from '../../../../src/api/conditions.js';
+import { actNetwork } from '../../../../src/controllers/virtual-network/act.js';
+import { parseHostRoutes } from '../../../../src/controllers/virtual-network/observe.js';
+import { planPresent } from '../../../../src/controllers/virtual-network/plan.js';
+import type { Connect } from '../../../../src/libvirt/connection.js';
+import { LibvirtError } from '../../../../src/libvirt/errors.js';
+import type { Network } from '../../../../src/libvirt/network.js';
+import { vnet } from './fixtures.js';
+
+// Measured on a Debian 12 host: eth0 with a default route, two libvirt bridges (netxa0 holds
+// 10.203.1.0/24 and fd00:203:1::/64), lo's local and unreachable IPv6 entries.
+const PROC_NET_ROUTE = [
+  'Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT',
+  'eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0',
+  'netxa0\t0001CB0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0',
+  'eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0',
+].join('\n');
+const PROC_NET_IPV6_ROUTE = [
+  'fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000003 00000000 00000001     eth0',
+  'fd000203000100000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001   netxa0',
+  '00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000003 00000000 00000003     eth0',
+  '00000000000000000000000000000001 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000004 00000000 80200001       lo',
+  '00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo',
+].join('\n');
+const routes = parseHostRoutes(PROC_NET_ROUTE, PROC_NET_IPV6_ROUTE, true);
+
+describe('the host routes a new network must not overlap', () => {
+  it('keeps the directly attached subnets: no default route, gateway, lo or reject entry', () => {
+    expect(routes.map((r) => [r.iface, r.family, r.prefix])).toEqual([
+      ['netxa0', 'ipv4', 24],
+      ['eth0', 'ipv4', 24],
+      ['eth0', 'ipv6', 64],
+      ['netxa0', 'ipv6', 64],
+    ]);
+    expect(routes[0]?.network).toBe(0x0acb0100n); // 10.203.1.0
+  });
+
+  it.each<[string, Parameters<typeof vnet>[0], string | undefined]>([
+    [
+      'a subnet inside a host one',
+      { ipv4: { cidr: '10.203.1.129/25' } },
+      'spec.ipv4.cidr 10.203.1.128/25 overlaps 10.203.1.0/24 of interface netxa0',
+    ],
+    [
+      'the same subnet',
+      { ipv4: { cidr: '10.203.1.1/24' } },
+      'spec.ipv4.cidr 10.203.1.0/24 overlaps 10.203.1.0/24 of interface netxa0',
+    ],
+    [
+      'a subnet holding a host one',
+      { ipv4: { cidr: '10.203.0.1/16' } },
+      'spec.ipv4.cidr 10.203.0.0/16 overlaps 10.203.1.0/24 of interface netxa0',
+    ],
+    [
+      'an IPv6 subnet inside a host one',
+      { ipv4: { cidr: '10.203.2.1/24' }, ipv6: { cidr: 'fd00:203:1::8:0/112' } },
+      'spec.ipv6.cidr fd00:203:1::8:0/112 overlaps fd00:203:1::/64 of interface netxa0',
+    ],
+    [
+      'a free subnet',
+      { ipv4: { cidr: '10.203.2.1/24' }, ipv6: { cidr: 'fd00:203:2::/64' } },
+      undefined,
+    ],
+  ])('%s', (_name, spec, message) => {
+    const plan = planPresent(vnet(spec), { state: 'absent' }, 'node-1', { routes });
+    if (!message) {
+      expect(plan.problem).toBeUndefined();
+      return;
+    }
+    expect(plan.steps).toEqual([]);
+    expect(plan.problem?.reason).toBe('SubnetConflict');
+    expect(plan.problem?.message).toContain(`${message} on node node-1`);
+    expect(isStalledReason('SubnetConflict')).toBe(true);
+  });
+
+  it("the network's own bridge is no clash", () => {
+    const own = vnet({ bridge: 'netxa0', ipv4: { cidr: '10.203.1.1/24' } });
+    expect(planPresent(own, { state: 'absent' }, 'node-1', { routes }).problem).toBeUndefined();
+  });
+
+  it("libvirt's refusal of an equal subnet is SubnetConflict too (an agent in a pod sees no host routes)", async () => {
+    const refused = new LibvirtError(
+      'internal error: Network is already in use by interface netxa0',
+      { code: 1, domain: 19, level: 2 },
+    );
+    const network = {
+      create: () => Promise.reject(refused),
+    } as unknown as Network;
+    const failure = await actNetwork({} as Connect, network, [{ op: 'start' }]);
+    expect(failure?.problem.reason).toBe('SubnetConflict');
+    expect(failure?.problem.message).toMatch(/already in use by interface netxa0/);
+  });
+});
