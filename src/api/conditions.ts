@@ -140,6 +140,7 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   NameConflict: 'stalled',
   UUIDConflict: 'stalled',
   PathConflict: 'stalled',
+  PathNotDirectory: 'stalled',
   MACAddressInUse: 'stalled',
   // The spec asks for what this host or libvirt cannot do, or is inconsistent with it.
   Unsupported: 'stalled',

@@ -80,6 +80,16 @@ function hostProblem(step: PoolStep, err: unknown): Problem | undefined {
       message: `a foreign libvirt pool holds this name: ${err.message}`,
     };
   }
+  // ENOTDIR: a file stands where the directory (or one of its parents) should be. Retrying
+  // cannot help and spec.path is immutable, so only a user can fix it.
+  if ((step.op === 'build' || step.op === 'start') && err.message.includes('Not a directory')) {
+    return {
+      reason: 'PathNotDirectory',
+      message:
+        `spec.path is not a directory on this node (${err.message}); remove the file there, ` +
+        `or re-create the StoragePool with another path (spec.path is immutable)`,
+    };
+  }
   if (step.op === 'build') return { reason: 'BuildFailed', message: err.message };
   if (step.op === 'start') return { reason: 'StartFailed', message: err.message };
   return undefined;

@@ -14,7 +14,11 @@ import {
   steadyFigure,
   type ShownFigures,
 } from '../../../../src/controllers/shared/figures.js';
-import type { Condition } from '../../../../src/api/conditions.js';
+import { isStalledReason, type Condition } from '../../../../src/api/conditions.js';
+import { applyPoolSteps } from '../../../../src/controllers/storage-pool/act.js';
+import type { Connect } from '../../../../src/libvirt/connection.js';
+import { LibvirtError } from '../../../../src/libvirt/errors.js';
+import type { StoragePool as LibvirtPool } from '../../../../src/libvirt/storage.js';
 
 const UID = '6f1c1d9e-1b7e-4c56-9a53-0d2f5e1a7b11';
 const pool = (over: Partial<StoragePool> = {}): StoragePool => ({
@@ -117,6 +121,27 @@ describe('planPool', () => {
     expect(planPool(desired, ours({ persistent: false }), true)).toEqual([
       { op: 'define', doc: desired, changed: [] },
     ]);
+  });
+});
+
+describe('applyPoolSteps', () => {
+  // What libvirtd 9.0 answers when a file stands at spec.path, or at one of its parents.
+  const systemError = (message: string) =>
+    new LibvirtError(message, { code: 38, domain: 18, level: 2 });
+  it.each<[string, 'build' | 'start', string]>([
+    ['at the path', 'start', "cannot open directory '/srv/images': Not a directory"],
+    ['at a parent', 'build', "cannot create path '/srv': Not a directory"],
+  ])('a file %s is PathNotDirectory (Stalled), naming spec.path', async (_n, op, message) => {
+    const handle = {
+      build: () => (op === 'build' ? Promise.reject(systemError(message)) : Promise.resolve()),
+      create: () => Promise.reject(systemError(message)),
+    } as unknown as LibvirtPool;
+    const outcome = await applyPoolSteps({} as Connect, handle, [{ op: 'build' }, { op: 'start' }]);
+    expect(outcome.problem?.reason).toBe('PathNotDirectory');
+    expect(outcome.problem?.message).toContain(
+      `spec.path is not a directory on this node (${message})`,
+    );
+    expect(isStalledReason('PathNotDirectory')).toBe(true);
   });
 });
 
