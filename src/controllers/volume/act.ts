@@ -9,9 +9,10 @@ import {
   isNotFound,
   isUnsupported,
 } from '../../libvirt/errors.js';
+import { DomainBlockResizeFlags } from '../../libvirt/constants.js';
 import type { StorageVol } from '../../libvirt/storage.js';
 import { buildVolumeXML } from '../../libvirt/xml/volume.js';
-import type { ReadyPool } from './observe.js';
+import type { LiveDisk, ReadyPool } from './observe.js';
 import type { VolumeStep } from './plan.js';
 import { withPoolLock } from './pool-lock.js';
 import type { Problem } from '../kit.js';
@@ -29,20 +30,30 @@ export async function applyVolumeSteps(
   target: StorageVol | undefined,
   source: StorageVol | undefined,
   steps: readonly VolumeStep[],
+  live?: LiveDisk,
 ): Promise<VolumeActOutcome> {
   const outcome: VolumeActOutcome = { done: [] };
   if (steps.length === 0) return outcome;
   await withPoolLock(pool.locks, pool.name, async () => {
     for (const step of steps) {
       try {
-        await applyStep(pool, target, source, step);
+        if (step.op === 'resize' && live) {
+          // A running guest's disk: QEMU holds the file's write lock, so the storage driver's
+          // qemu-img would fail; QEMU grows it and the guest sees the new size.
+          await live.domain.blockResize(live.target, step.capacity, DomainBlockResizeFlags.BYTES);
+        } else {
+          await applyStep(pool, target, source, step);
+        }
         outcome.done.push(step.op);
       } catch (err) {
         if (!isLibvirtError(err) || isConnectionError(err)) throw err;
         if (step.op === 'resize') {
           outcome.resizeProblem = {
             reason: isUnsupported(err) ? 'ResizeUnsupported' : 'ResizeFailed',
-            message: `growing to ${step.capacity} bytes failed: ${err.message}`,
+            message:
+              `growing to ${step.capacity} bytes` +
+              (live ? ` (disk ${live.target} of running VirtualMachine ${live.vm})` : '') +
+              ` failed: ${err.message}`,
           };
         } else {
           outcome.problem = {

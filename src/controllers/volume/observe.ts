@@ -4,6 +4,7 @@
 import type { StoragePool, VirtualMachine, Volume } from '../../api/generated/types.js';
 import { volumeFileName } from '../../api/names.js';
 import type { ControllerContext } from '../context.js';
+import type { Domain } from '../../libvirt/domain.js';
 import { isNotFound, isOperationInvalid } from '../../libvirt/errors.js';
 import type { StoragePool as LibvirtPool, StorageVol } from '../../libvirt/storage.js';
 import { parsePoolXML } from '../../libvirt/xml/pool.js';
@@ -136,4 +137,35 @@ export async function machinesHolding(
     }
   }
   return names;
+}
+
+/** A disk of a running domain whose QEMU has the volume's file open. */
+export interface LiveDisk {
+  domain: Domain;
+  /** The guest's device name, e.g. vda. */
+  target: string;
+  /** namespace/name of the VirtualMachine. */
+  vm: string;
+}
+
+/**
+ * The running domain, among the VirtualMachines that use the Volume, that has its file open as
+ * a disk. QEMU holds a write lock on such a file, so it can only grow through QEMU
+ * (virDomainBlockResize), which also lets the guest see the new size.
+ */
+export async function liveDiskOf(
+  ctx: ControllerContext,
+  vol: Volume,
+  vms: readonly string[],
+  path: string,
+): Promise<LiveDisk | undefined> {
+  const namespace = String(vol.metadata.namespace);
+  for (const name of vms) {
+    const vm = ctx.get<VirtualMachine>('VirtualMachine', namespace, name);
+    const found = vm && (await observeMachineDomain(ctx.libvirt(), vm));
+    const disk = found?.active ? found.disks.find((d) => d.source === path) : undefined;
+    if (found && disk)
+      return { domain: found.domain, target: disk.name, vm: `${namespace}/${name}` };
+  }
+  return undefined;
 }

@@ -28,6 +28,7 @@ import {
   startImport,
 } from './import.js';
 import {
+  liveDiskOf,
   machinesHolding,
   usablePool,
   observeSource,
@@ -102,7 +103,10 @@ async function convergeFile(
   const plan = planVolume(vol, kind, desired, found?.doc);
   if ('conflict' in plan)
     return { facts: { problem: { reason: 'NameConflict', message: plan.conflict }, usedBy } };
-  const outcome = await applyVolumeSteps(pool, found?.handle, source?.handle, plan.steps);
+  const growing = plan.steps.some((s) => s.op === 'resize') ? found?.doc.path : undefined;
+  const vms = usedBy.filter((u) => u.kind === 'VirtualMachine').map((u) => u.name);
+  const live = growing ? await liveDiskOf(ctx, vol, vms, growing) : undefined;
+  const outcome = await applyVolumeSteps(pool, found?.handle, source?.handle, plan.steps, live);
   if (outcome.problem) return { facts: { problem: outcome.problem, usedBy } };
   recordChanges(vol, plan.steps, outcome.done, ctx);
   const after =
