@@ -25,6 +25,12 @@ if c.Stalled ~= nil and c.Stalled.status == "True" then
   hs.message = say(c.Stalled)
   return hs
 end
+-- Still converging, even where what exists is usable (Ready=True): a Volume whose grow is
+-- being retried says Reconciling=True next to Ready=True, as kstatus and Flux read it.
+if c.Reconciling ~= nil and c.Reconciling.status == "True" then
+  hs.message = say(c.Reconciling)
+  return hs
+end
 if c.Ready ~= nil and c.Ready.status == "True" then
   -- A machine paused on purpose is fine but not serving: Argo CD's Suspended.
   if obj.kind == "VirtualMachine" and st.phase == "Paused" then
@@ -36,9 +42,7 @@ if c.Ready ~= nil and c.Ready.status == "True" then
   hs.message = say(c.Ready)
   return hs
 end
-if c.Reconciling ~= nil and c.Reconciling.status == "True" then
-  hs.message = say(c.Reconciling)
-elseif c.Ready ~= nil then
+if c.Ready ~= nil then
   hs.message = say(c.Ready)
 end
 return hs

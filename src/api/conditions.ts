@@ -162,6 +162,7 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   Importing: 'transient',
   ImportFailed: 'transient',
   CreateFailed: 'transient',
+  ResizeFailed: 'transient',
   BuildFailed: 'transient',
   DefineFailed: 'transient',
   StartFailed: 'transient',

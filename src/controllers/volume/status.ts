@@ -4,6 +4,7 @@
 // status.path doubles as the record that this Volume created its file (see plan.ownsVolume),
 // so it is carried over while the file cannot be observed.
 import {
+  findCondition,
   progressConditions,
   removeCondition,
   setCondition,
@@ -139,7 +140,12 @@ function conditionsFor(vol: Volume, facts: VolumeFacts, now: Date): Condition[] 
         now,
       )
     : removeCondition(conditions, DELETION_BLOCKED);
-  for (const u of progressConditions(ready)) conditions = setCondition(conditions, u, now);
+  // A usable file that does not have the asked-for size yet is not converged: a grow the host
+  // cannot do is for a user (Stalled), one that failed and is retried is still in progress.
+  const resized = findCondition(conditions, RESIZED);
+  const progress = ready.status === 'True' && resized?.status === 'False' ? resized : ready;
+  for (const u of progressConditions({ ...progress, observedGeneration }))
+    conditions = setCondition(conditions, u, now);
   return conditions;
 }
 

@@ -64,6 +64,29 @@ describe('Argo CD health (manifests/argocd/health.lua, run by lua5.4)', () => {
     });
   });
 
+  it('reports a usable object that is still converging (Ready and Reconciling) as Progressing', () => {
+    const vol = fixture('Volume-root.json');
+    const resizing = {
+      type: 'Reconciling',
+      status: 'True',
+      reason: 'ResizeFailed',
+      message: 'growing to 20 GiB failed',
+    };
+    vol.status = {
+      ...vol.status,
+      conditions: [
+        ...(vol.status?.conditions ?? []).filter(
+          (c) => (c as { type: string }).type !== 'Reconciling',
+        ),
+        resizing,
+      ],
+    };
+    expect(argoHealth(vol)).toEqual({
+      status: 'Progressing',
+      message: 'ResizeFailed: growing to 20 GiB failed',
+    });
+  });
+
   it('reports a paused machine as Suspended', () => {
     const vm = fixture('VirtualMachine-web.json');
     vm.status = { ...vm.status, phase: 'Paused' };

@@ -200,6 +200,12 @@ describe('Volume on test:///default', () => {
       status: 'False',
       observedGeneration: 2,
     });
+    // The file is usable, but spec.capacity is not reached and only a user can change that.
+    expect(v?.status?.conditions?.find((c) => c.type === 'Stalled')).toMatchObject({
+      status: 'True',
+      reason: 'ResizeUnsupported',
+      observedGeneration: 2,
+    });
     expect(eventsOf('many-0').filter((e) => e.reason === 'ResizeUnsupported')).toHaveLength(1);
     await ctx.refresh();
     ctx.writes = 0;

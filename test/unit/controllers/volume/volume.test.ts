@@ -401,6 +401,21 @@ describe('volumeStatus', () => {
     );
     expect(grown.conditions?.map((c) => c.type)).toEqual(['Ready', 'Reconciling', 'Stalled']);
   });
+  it.each<[string, string, string]>([
+    ['a grow the host cannot do is Stalled (kstatus Failed)', 'ResizeUnsupported', 'Stalled'],
+    ['a failed grow, retried, is Reconciling (kstatus InProgress)', 'ResizeFailed', 'Reconciling'],
+  ])('%s while the file stays usable (Ready=True)', (_name, reason, progress) => {
+    const status = volumeStatus(
+      vol({ capacity: '20Gi' }),
+      { observed: file(), usedBy: [], resizeProblem: { reason, message: 'growing failed' } },
+      T0,
+    );
+    const of = (type: string) => status.conditions?.find((c) => c.type === type);
+    expect(of('Ready')).toMatchObject({ status: 'True', reason: 'Available' });
+    expect(of(progress)).toMatchObject({ status: 'True', reason, message: 'growing failed' });
+    const other = progress === 'Stalled' ? 'Reconciling' : 'Stalled';
+    expect(of(other)?.status).toBe('False');
+  });
   it('says deletion is blocked and by whom', () => {
     const status = volumeStatus(
       vol(),
