@@ -1654,9 +1654,16 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                         "properties": {
                           "macAddress": {
                             "type": "string",
-                            "description": "The client's MAC address, six lower-case hex pairs separated by ':'.",
+                            "description": "The client's unicast MAC address, six lower-case hex pairs separated by ':'.",
                             "maxLength": 17,
-                            "pattern": "^[0-9a-f]{2}(:[0-9a-f]{2}){5}$"
+                            "pattern": "^[0-9a-f]{2}(:[0-9a-f]{2}){5}$",
+                            "x-kubernetes-validations": [
+                              {
+                                "rule": "self.matches('^[0-9a-f][02468ace]')",
+                                "reason": "FieldValueInvalid",
+                                "message": "macAddress must be a unicast address (the lowest bit of the first octet must be 0)"
+                              }
+                            ]
                           },
                           "ipAddress": {
                             "type": "string",

@@ -949,7 +949,7 @@ export interface VirtualMachineSnapshotManifest {
 
 export interface VirtualNetworkSpecIpv4DhcpHost {
   /**
-   * The client's MAC address, six lower-case hex pairs separated by ':'.
+   * The client's unicast MAC address, six lower-case hex pairs separated by ':'.
    */
   macAddress: string;
   /**
