@@ -148,6 +148,7 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   BridgeNotFound: 'stalled',
   SubnetConflict: 'stalled',
   ResizeUnsupported: 'stalled',
+  ShrinkUnsupported: 'stalled',
   // A snapshot is taken once and a restore runs once: a failed one is final (Failed phase),
   // and only deleting and re-creating the object gets another try.
   SnapshotFailed: 'stalled',

@@ -106,10 +106,11 @@ function conditionsFor(vol: Volume, facts: VolumeFacts, now: Date): Condition[] 
   let conditions = (vol.status?.conditions ?? []).filter((c) => OWN_TYPES.includes(c.type));
   const ready = { ...readyCondition(facts), observedGeneration };
   conditions = setCondition(conditions, ready, now);
-  conditions = facts.resizeProblem
+  const resizeProblem = facts.resizeProblem ?? belowFile(vol, facts);
+  conditions = resizeProblem
     ? setCondition(
         conditions,
-        { type: RESIZED, status: 'False', ...facts.resizeProblem, observedGeneration },
+        { type: RESIZED, status: 'False', ...resizeProblem, observedGeneration },
         now,
       )
     : keepResizeWhilePending(conditions, vol, facts);
@@ -147,6 +148,21 @@ function conditionsFor(vol: Volume, facts: VolumeFacts, now: Date): Condition[] 
   for (const u of progressConditions({ ...progress, observedGeneration }))
     conditions = setCondition(conditions, u, now);
   return conditions;
+}
+
+// spec.capacity below the file's size: a copy, overlay or import of a larger source (the
+// schema refuses a shrink of the spec itself). The file keeps its size, as volumes never
+// shrink; said so instead of showing Ready with a capacity the spec does not ask for.
+function belowFile(vol: Volume, facts: VolumeFacts): Problem | undefined {
+  const requested = requestedCapacity(vol);
+  const actual = facts.observed?.capacity;
+  if (requested === undefined || actual === undefined || actual <= requested) return undefined;
+  return {
+    reason: 'ShrinkUnsupported',
+    message:
+      `spec.capacity (${requested} bytes) is below the volume's ${actual} bytes, the size of its ` +
+      `source; a volume never shrinks: ask for at least ${actual} bytes`,
+  };
 }
 
 // A ResizeUnsupported condition is the memory that keeps the resize from being retried every

@@ -416,6 +416,24 @@ describe('volumeStatus', () => {
     const other = progress === 'Stalled' ? 'Reconciling' : 'Stalled';
     expect(of(other)?.status).toBe('False');
   });
+  it('says when spec.capacity is below the file (a larger source): Stalled until it is not', () => {
+    const small = vol({ capacity: '5Gi', source: { clone: { volume: 'base' } } });
+    const first = volumeStatus(small, { observed: file(), usedBy: [] }, T0);
+    const of = (s: typeof first, type: string) => s.conditions?.find((c) => c.type === type);
+    expect(of(first, 'Ready')).toMatchObject({ status: 'True', reason: 'Available' });
+    expect(of(first, 'Resized')).toMatchObject({ status: 'False', reason: 'ShrinkUnsupported' });
+    expect(of(first, 'Resized')?.message).toContain(
+      `spec.capacity (${5n * GiB} bytes) is below the volume's ${10n * GiB} bytes`,
+    );
+    expect(of(first, 'Stalled')).toMatchObject({ status: 'True', reason: 'ShrinkUnsupported' });
+    const fixed = volumeStatus(
+      vol({ capacity: '10Gi', source: { clone: { volume: 'base' } } }, first, 2),
+      { observed: file(), usedBy: [] },
+      T1,
+    );
+    expect(of(fixed, 'Resized')).toBeUndefined();
+    expect(of(fixed, 'Stalled')?.status).toBe('False');
+  });
   it('says deletion is blocked and by whom', () => {
     const status = volumeStatus(
       vol(),
