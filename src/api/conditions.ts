@@ -141,6 +141,7 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   UUIDConflict: 'stalled',
   PathConflict: 'stalled',
   PathNotDirectory: 'stalled',
+  PathForbidden: 'stalled',
   MACAddressInUse: 'stalled',
   // The spec asks for what this host or libvirt cannot do, or is inconsistent with it.
   Unsupported: 'stalled',

@@ -64,6 +64,11 @@ const SYSTEM_DIRS = [
   '/usr',
 ];
 
+/** The system directory `path` is or lies in (StoragePool.spec.path must not), if any. */
+export function systemDirOf(path: string): string | undefined {
+  return SYSTEM_DIRS.find((p) => path === p || path.startsWith(p + '/'));
+}
+
 /** No two items of the list set `field` to the same value (CEL names the items `a` and `b`). */
 function uniqueWhereSet(field: string, a: string, b: string): [string, RuleTwin] {
   return [
@@ -265,6 +270,6 @@ export const ruleTwins: ReadonlyMap<string, RuleTwin> = new Map<string, RuleTwin
   ["!self.matches('/[.]{1,2}(/|$)')", (s) => !/\/[.]{1,2}(\/|$)/.test(s)],
   [
     "!['/bin', '/boot', '/dev', '/etc', '/lib', '/lib32', '/lib64', '/proc', '/sbin', '/sys', '/usr'].exists(p, self == p || self.startsWith(p + '/'))",
-    (s) => !SYSTEM_DIRS.some((p) => s === p || s.startsWith(p + '/')),
+    (s) => systemDirOf(s) === undefined,
   ],
 ]);

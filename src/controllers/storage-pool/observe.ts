@@ -1,5 +1,8 @@
 // What the host has for a StoragePool: the pool found by UUID (ours), a pool that holds our
 // name under another UUID (a clash), or nothing. Reads only.
+import { realpath } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
+import { systemDirOf } from '../../api/rules.js';
 import type { Connect } from '../../libvirt/connection.js';
 import { isUnsupported } from '../../libvirt/errors.js';
 import { StorageXMLFlags } from '../../libvirt/constants.js';
@@ -76,4 +79,25 @@ async function persistentXML(conn: Connect, pool: LibvirtPool): Promise<string> 
     }
   }
   return pool.getXMLDesc(0);
+}
+
+/**
+ * Where spec.path leads once symbolic links are followed, when that is a system directory the
+ * schema keeps pools out of (it can judge only the path as written): a link such as
+ * /srv/pool -> /etc would have libvirt build, fill and remove the pool's files there. The
+ * deepest existing part of the path is resolved; undefined when it leads nowhere forbidden.
+ */
+export async function forbiddenTarget(path: string): Promise<string | undefined> {
+  let existing = path;
+  const missing: string[] = [];
+  for (;;) {
+    const real = await realpath(existing).catch(() => undefined);
+    if (real !== undefined) {
+      const target = [real === '/' ? '' : real, ...missing].join('/') || '/';
+      return systemDirOf(target) ? target : undefined;
+    }
+    if (existing === dirname(existing)) return undefined;
+    missing.unshift(basename(existing));
+    existing = dirname(existing);
+  }
 }

@@ -18,7 +18,7 @@ import { applyPoolSteps, removePool, type PoolActOutcome } from './act.js';
 import { desiredPool } from './desired.js';
 import { forgetFigures, steadyFigure } from '../shared/figures.js';
 import { listed, newProblem, retryDelay, withFinalizer } from '../kit.js';
-import { observePool } from './observe.js';
+import { forbiddenTarget, observePool } from './observe.js';
 import { planPool, type PoolStep } from './plan.js';
 import {
   DELETION_BLOCKED,
@@ -50,6 +50,18 @@ export async function reconcileStoragePool(key: string, ctx: ControllerContext):
 async function converge(pool: StoragePool, ctx: ControllerContext): Promise<Action> {
   const desired = desiredPool(pool);
   let observed = await observePool(ctx.libvirt(), desired);
+  // Judged before the directory is built or the pool started; a running pool is left alone.
+  const starting = observed.found === 'none' || (observed.found === 'ours' && !observed.active);
+  const target = starting ? await forbiddenTarget(pool.spec.path) : undefined;
+  if (target) {
+    const problem = {
+      reason: 'PathForbidden',
+      message:
+        `spec.path ${pool.spec.path} leads to ${target} on node ${ctx.nodeName} through a ` +
+        `symbolic link, inside a system directory pools must stay out of`,
+    };
+    return report(pool, { observed, problem }, ctx);
+  }
   const steps = planPool(desired, observed, pool.spec.autostart ?? true);
   const outcome = await applyPoolSteps(
     ctx.libvirt(),

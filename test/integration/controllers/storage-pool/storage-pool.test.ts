@@ -1,5 +1,5 @@
 // StoragePool reconcile against a real API server and libvirt's test driver.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -171,6 +171,30 @@ describe('StoragePool on test:///default', () => {
     expect((await conn.listAllStoragePools()).map((p) => p.getName())).not.toContain('same-path');
     await k.remove('StoragePool', undefined, 'same-path');
     await converge(ctx, reconcileStoragePool, 'same-path', { until: gone('same-path') });
+  });
+
+  it('refuses a path that a symbolic link leads into a system directory: PathForbidden', async () => {
+    const link = path.join(stateDir, 'pool-to-etc');
+    await symlink('/etc', link);
+    await k.create('StoragePool', { metadata: { name: 'via-link' }, spec: { path: link } });
+    await ctx.refresh();
+    expect(requeueMs(await reconcileStoragePool('via-link', ctx))).toBeGreaterThan(0);
+    expect(await entryOf('via-link')).toMatchObject({
+      conditions: [
+        {
+          status: 'False',
+          reason: 'PathForbidden',
+          message: expect.stringContaining(`spec.path ${link} leads to /etc on node ${NODE}`),
+        },
+      ],
+    });
+    const top = (await k.get<StoragePool>('StoragePool', undefined, 'via-link'))?.status;
+    expect(top?.conditions).toContainEqual(
+      expect.objectContaining({ type: 'Stalled', status: 'True', reason: 'PathForbidden' }),
+    );
+    expect((await conn.listAllStoragePools()).map((p) => p.getName())).not.toContain('via-link');
+    await k.remove('StoragePool', undefined, 'via-link');
+    await converge(ctx, reconcileStoragePool, 'via-link', { until: gone('via-link') });
   });
 
   it('refuses to remove a pool while a Volume is in it, then removes it', async () => {

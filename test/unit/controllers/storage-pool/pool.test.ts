@@ -1,7 +1,13 @@
-import { describe, expect, it } from 'vitest';
+import { mkdtemp, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StoragePool } from '../../../../src/api/generated/types.js';
 import { desiredPool } from '../../../../src/controllers/storage-pool/desired.js';
-import type { ObservedPool } from '../../../../src/controllers/storage-pool/observe.js';
+import {
+  forbiddenTarget,
+  type ObservedPool,
+} from '../../../../src/controllers/storage-pool/observe.js';
 import { planPool } from '../../../../src/controllers/storage-pool/plan.js';
 import {
   notSelectedStatus,
@@ -142,6 +148,29 @@ describe('applyPoolSteps', () => {
       `spec.path is not a directory on this node (${message})`,
     );
     expect(isStalledReason('PathNotDirectory')).toBe(true);
+  });
+});
+
+describe('forbiddenTarget (spec.path as the host resolves it)', () => {
+  let dir = '';
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'lvo-pool-path-'));
+    await symlink('/etc', join(dir, 'to-etc'));
+    await symlink(dir, join(dir, 'to-self'));
+  });
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+
+  it.each<[string, string, string | undefined]>([
+    ['a link into /etc', 'to-etc', '/etc'],
+    ['a missing directory below a link into /etc', 'to-etc/pool/images', '/etc/pool/images'],
+    ['a link elsewhere', 'to-self/pool', undefined],
+    ['a plain missing path', 'pool', undefined],
+  ])('%s', async (_name, path, forbidden) => {
+    expect(await forbiddenTarget(join(dir, path))).toBe(forbidden);
+  });
+
+  it('a path that exists nowhere up to / is judged as written', async () => {
+    expect(await forbiddenTarget('/nonexistent-lvo/pool')).toBeUndefined();
   });
 });
 
