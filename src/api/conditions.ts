@@ -148,6 +148,7 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   InvalidAddress: 'stalled',
   BridgeNotFound: 'stalled',
   SubnetConflict: 'stalled',
+  BridgeInUse: 'stalled',
   ResizeUnsupported: 'stalled',
   ShrinkUnsupported: 'stalled',
   // A snapshot is taken once and a restore runs once: a failed one is final (Failed phase),

@@ -82,12 +82,17 @@ export async function actNetwork(
   return undefined;
 }
 
-// libvirt refuses to start a network whose subnet equals one a host interface is attached to
-// ("Network is already in use by interface eth1"): only the user can pick another subnet. An
-// agent that cannot read the host's routes itself (in a pod) learns of the clash only here.
+// Clashes only the user can resolve, named so they read as Stalled: libvirt refuses to start a
+// network whose subnet equals one a host interface is attached to ("Network is already in use
+// by interface eth1"; an agent that cannot read the host's routes, in a pod, learns of it only
+// here), and to define one whose bridge another libvirt network has ("bridge name 'virbr1'
+// already in use.").
 function failureReason(step: NetworkStep, message: string): string {
   if (step.op === 'start' && message.includes('already in use by interface')) {
     return 'SubnetConflict';
+  }
+  if (step.op === 'define' && /bridge name '.*' already in use/.test(message)) {
+    return 'BridgeInUse';
   }
   return FAILURE_REASON[step.op];
 }

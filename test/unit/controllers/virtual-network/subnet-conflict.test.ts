@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { isStalledReason } from '../../../../src/api/conditions.js';
 import { actNetwork } from '../../../../src/controllers/virtual-network/act.js';
+import { desiredNetwork } from '../../../../src/controllers/virtual-network/desired.js';
 import { parseHostRoutes } from '../../../../src/controllers/virtual-network/observe.js';
 import { planPresent } from '../../../../src/controllers/virtual-network/plan.js';
 import type { Connect } from '../../../../src/libvirt/connection.js';
@@ -90,5 +91,19 @@ describe('the host routes a new network must not overlap', () => {
     const failure = await actNetwork({} as Connect, network, [{ op: 'start' }]);
     expect(failure?.problem.reason).toBe('SubnetConflict');
     expect(failure?.problem.message).toMatch(/already in use by interface netxa0/);
+  });
+
+  it('a bridge another libvirt network has is BridgeInUse (Stalled), naming it', async () => {
+    const refused = new LibvirtError("internal error: bridge name 'virbr7' already in use.", {
+      code: 1,
+      domain: 19,
+      level: 2,
+    });
+    const conn = { defineNetworkXML: () => Promise.reject(refused) } as unknown as Connect;
+    const doc = desiredNetwork(vnet({ bridge: 'virbr7', ipv4: { cidr: '10.203.2.1/24' } }));
+    const failure = await actNetwork(conn, undefined, [{ op: 'define', doc }]);
+    expect(failure?.problem.reason).toBe('BridgeInUse');
+    expect(failure?.problem.message).toContain("bridge name 'virbr7' already in use");
+    expect(isStalledReason('BridgeInUse')).toBe(true);
   });
 });
