@@ -93,6 +93,8 @@ export async function actMachine(
   const deferred: MachineStep[] = [];
   const detachErrors: string[] = [];
   for (const step of steps) {
+    // The device steps before it wrote their own changes: nothing to redefine.
+    if (step.op === 'define' && step.fallback && !configChangeMissed(steps, executed)) continue;
     try {
       if (step.op === 'define') target = await define(conn, step.doc);
       else if (step.op === 'writeCloudInit') await writeCloudInitISO(step.image);
@@ -132,6 +134,14 @@ export async function actMachine(
     }
   }
   return { executed, deferred, detachErrors, failure: undefined };
+}
+
+/** Whether a device step that was to change the persistent definition did not take effect. */
+function configChangeMissed(steps: readonly MachineStep[], executed: readonly MachineStep[]) {
+  return steps.some(
+    (s) =>
+      (s.op === 'attachDevice' || s.op === 'detachDevice') && s.config && !executed.includes(s),
+  );
 }
 
 /** The same domain, found by UUID on the lane's connection, destroyed there. */

@@ -15,7 +15,8 @@
 // libvirt inserts an attached device where its bus and target sort. A `disk` on virtio or scsi
 // and any interface that is in the spec but not in the running domain is attached, and one in
 // the running domain but not in the spec is detached (LIVE, and CONFIG where the persistent
-// definition still differs); everything else about devices is restart-time. The guest must
+// definition still differs: that keeps it in step without a redefinition, which would renumber
+// PCI slots, see configSteps); everything else about devices is restart-time. The guest must
 // release a detached device: until it does, the detach is not repeated; after the grace period
 // it is retried (Synced=False, DetachPending), never replaced by a restart.
 //
@@ -26,7 +27,6 @@ import { basename, dirname } from 'node:path';
 import { conditionTime, findCondition } from '../../api/conditions.js';
 import type { VirtualMachine } from '../../api/generated/types.js';
 import {
-  changedDomainFields,
   effectiveCpu,
   ownedDomainFields,
   type Disk,
@@ -74,7 +74,16 @@ export type MachineStep =
   | { op: 'detachDevice'; device: DeviceChange; live: boolean; config: boolean; retry: boolean }
   | { op: 'suspend' }
   | { op: 'resume' }
-  | { op: 'define'; doc: DomainDocument; created: boolean }
+  | {
+      op: 'define';
+      doc: DomainDocument;
+      created: boolean;
+      /**
+       * Only if a device step's CONFIG change did not take (see configSteps): otherwise the
+       * device steps already made the persistent definition the spec's.
+       */
+      fallback?: boolean;
+    }
   | { op: 'setMemory'; kib: number; live: boolean; config: boolean }
   | { op: 'setVcpus'; count: number; live: boolean; config: boolean }
   | { op: 'start'; kind: StartKind; after: { state: string; reason: string } }
@@ -541,12 +550,13 @@ export function planMachine(input: PlanInput): MachinePlan {
   // guest or libvirt refuses would end the pass before its stop step.
   const target = power.shutdown ? { ...domain, live: undefined } : domain;
   const detach = { since: detachRequestedSince(vm), graceMs: gracePeriodMs(vm), now };
+  const devices = deviceSteps(desired, target, names, detach);
   return {
     ...power,
     steps: [
       ...cloudInitSteps(input),
-      ...deviceSteps(desired, target, names, detach),
-      ...configSteps(desired, target),
+      ...devices,
+      ...configSteps(desired, target, devices),
       ...power.steps,
       ...pruneSteps(input, domain),
     ],
@@ -571,18 +581,32 @@ function pruneSteps(input: PlanInput, domain: OursDomain): MachineStep[] {
 }
 
 /**
- * Redefine when the persistent definition differs in anything but the live-changeable fields;
- * change memory and vCPUs with SetMemoryFlags / SetVcpusFlags, on the running domain when it
- * can take the value (within its maximum; vCPUs only upwards) and in the persistent
- * definition when no define writes it anyway. Live changes come before the define, so a pass interrupted in between
- * still finds the persistent definition differing and repeats them.
+ * Redefine when the persistent definition, as this pass's device steps leave it, differs in
+ * anything but the live-changeable fields; change memory and vCPUs with SetMemoryFlags /
+ * SetVcpusFlags, on the running domain when it can take the value (within its maximum; vCPUs
+ * only upwards) and in the persistent definition when no define writes it anyway. Live changes
+ * come before the define, so a pass interrupted in between still finds the persistent
+ * definition differing and repeats them.
+ *
+ * A redefinition is avoided where it is not needed: our document carries no PCI addresses, so
+ * libvirt assigns every device's anew, in its own order (NICs before controllers, a new disk
+ * before the balloon), and at the next boot devices that stayed would sit on other slots (the
+ * guest's predictable NIC names and /dev/disk/by-path change). A CONFIG attach or detach only
+ * gives its own device a slot or frees it. Should one not take (a driver without hotplug, no
+ * free root port, a detach QEMU refuses), a fallback define writes the change instead.
  */
-export function configSteps(desired: DomainDocument, domain: OursDomain): MachineStep[] {
+export function configSteps(
+  desired: DomainDocument,
+  domain: OursDomain,
+  devices: readonly MachineStep[] = [],
+): MachineStep[] {
   const steps: MachineStep[] = [];
   const config = domain.config;
   const live = domain.live;
-  const needsDefine =
-    !config || changedDomainFields(desired, config).some((path) => !LIVE_PATHS.has(path));
+  const differs = (doc: DomainDocument) =>
+    definitionChanges(desired, doc).some((path) => !LIVE_PATHS.has(path));
+  const needsDefine = !config || differs(configAfter(config, devices));
+  const fallback = !needsDefine && differs(config);
 
   const memory = ownedDomainFields(desired).currentMemoryKiB;
   // A transient domain has no persistent target; its running one is the best knowledge.
@@ -607,7 +631,47 @@ export function configSteps(desired: DomainDocument, domain: OursDomain): Machin
   }
 
   if (needsDefine) steps.push({ op: 'define', doc: desired, created: false });
+  else if (fallback) steps.push({ op: 'define', doc: desired, created: false, fallback: true });
   return steps;
+}
+
+/**
+ * Owned fields where a persistent definition differs from the spec, with disks and interfaces
+ * compared as deviceDiff compares them: as sets (by source file, by MAC) and without target
+ * names. libvirt inserts a CONFIG attach where its bus and target sort, and gives it the free
+ * target the attach step picked; neither is worth a redefinition.
+ */
+function definitionChanges(desired: DomainDocument, config: DomainDocument): string[] {
+  const project = (doc: DomainDocument) => ({
+    ...ownedDomainFields(doc),
+    disks: [...doc.devices.disks]
+      .sort((a, b) => compareKeys(diskKey(a), diskKey(b)))
+      .map((d) => ownedDisk(d, true)),
+    interfaces: [...doc.devices.interfaces]
+      .sort((a, b) => compareKeys(nicKey(a), nicKey(b)))
+      .map((n) => ({ mac: nicKey(n), ...ownedNic(n) })),
+  });
+  return changedFields(project(desired), project(config));
+}
+
+const compareKeys = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** The persistent definition once the device steps' CONFIG attaches and detaches took. */
+function configAfter(config: DomainDocument, steps: readonly MachineStep[]): DomainDocument {
+  let { disks, interfaces } = config.devices;
+  for (const step of steps) {
+    if ((step.op !== 'attachDevice' && step.op !== 'detachDevice') || !step.config) continue;
+    const device = step.device;
+    if (step.op === 'attachDevice') {
+      if (device.kind === 'disk') disks = [...disks, device.disk];
+      else interfaces = [...interfaces, device.nic];
+    } else if (device.kind === 'disk') {
+      disks = disks.filter((d) => diskKey(d) !== diskKey(device.disk));
+    } else {
+      interfaces = interfaces.filter((n) => nicKey(n) !== nicKey(device.nic));
+    }
+  }
+  return { ...config, devices: { ...config.devices, disks, interfaces } };
 }
 
 interface PowerView {

@@ -81,6 +81,12 @@ describe('day-2 operations on a running guest', () => {
   let eventId: number | undefined;
   /** Lifecycle 'started' events of our domain, as libvirt delivers them. */
   let starts = 0;
+  /**
+   * Lifecycle 'defined' events of our domain. A hot-plug must not redefine it: a definition
+   * written without PCI addresses lets libvirt assign every device's anew (other slots at the
+   * next boot for devices that stayed).
+   */
+  let defines = 0;
   /** Called on the next lifecycle event of that name, as soon as libvirt delivers it. */
   let hook: { event: string; call: () => void } | undefined;
   const sha = { iso: '' };
@@ -225,6 +231,7 @@ describe('day-2 operations on a running guest', () => {
     eventId = await conn.domainEventLifecycleRegister((e) => {
       if (e.domain.getName() !== DOMAIN) return;
       if (e.eventName === 'started') starts++;
+      if (e.eventName === 'defined') defines++;
       if (hook?.event !== e.eventName) return;
       const call = hook.call;
       hook = undefined;
@@ -295,6 +302,7 @@ describe('day-2 operations on a running guest', () => {
   it('attaches a virtio disk to the running guest and detaches it again, same boot', async () => {
     const bootId = await guestBootId();
     const id = await domid();
+    const definesBefore = defines;
     let offset = (await readConsole(consoleLog)).length;
     spec.disks = [...spec.disks, { name: 'data', volume: `data-${RUN}` }];
     await apply();
@@ -324,10 +332,12 @@ describe('day-2 operations on a running guest', () => {
     await until('Synced', async () => condition(await vm(), 'Synced')?.status === 'True');
     expect(await domid()).toBe(id);
     expect(await guestBootId()).toBe(bootId);
+    expect(defines).toBe(definesBefore);
   });
 
   it('attaches a NIC live and the guest gets a DHCP lease on it', async () => {
     const bootId = await guestBootId();
+    const definesBefore = defines;
     const offset = (await readConsole(consoleLog)).length;
     spec.interfaces = [...spec.interfaces, { name: 'eth1', network: NET }];
     await apply();
@@ -351,6 +361,7 @@ describe('day-2 operations on a running guest', () => {
       60_000,
     );
     expect(await guestBootId()).toBe(bootId);
+    expect(defines).toBe(definesBefore);
   });
 
   it('pauses and unpauses with the CLI; the guest clock stops meanwhile', async () => {

@@ -23,7 +23,11 @@ import { actMachine } from '../../../../src/controllers/virtual-machine/act.js';
 import type { Connect } from '../../../../src/libvirt/connection.js';
 import type { Domain } from '../../../../src/libvirt/domain.js';
 import { ErrorCode, ErrorDomain, LibvirtError } from '../../../../src/libvirt/errors.js';
-import { buildDomainXML, parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
+import {
+  buildDomainXML,
+  parseDomainXML,
+  type DomainDocument,
+} from '../../../../src/libvirt/xml/domain.js';
 import { desired, NOW, observed, ours, runningStatus, variant, vm } from './machines.js';
 
 const inputs = {
@@ -303,6 +307,74 @@ describe('live device changes', () => {
       attach: [],
       pending: [],
     });
+  });
+
+  // A redefinition writes no PCI addresses: libvirt assigns every device's anew, so devices
+  // that stayed would boot on other slots. The CONFIG half of an attach or detach is enough.
+  it('redefines nothing after a live attach or detach, unless its CONFIG change did not take', () => {
+    const plan = (spec: typeof two, config: DomainDocument, live: DomainDocument) =>
+      planMachine({
+        vm: vm(spec.spec, { status: runningStatus() }),
+        desired: desired(spec, inputs),
+        cloudInit: undefined,
+        observed: observed(ours({ config, live })),
+        now: NOW,
+      }).steps;
+    const attach = plan(two, small, small);
+    expect(attach.map((s) => s.op)).toEqual(['attachDevice', 'attachDevice', 'define']);
+    expect(attach[2]).toMatchObject({ op: 'define', fallback: true });
+    const detach = plan(one, big, big);
+    expect(detach.map((s) => s.op)).toEqual(['detachDevice', 'detachDevice', 'define']);
+    expect(detach[2]).toMatchObject({ op: 'define', fallback: true });
+    // The next pass: libvirt put the attached disk where it sorts, on the free target the
+    // attach step picked. Nothing to do.
+    const attached = variant(big, (d) => {
+      d.devices.disks = [{ ...d.devices.disks[1]!, target: { dev: 'vdc', bus: 'virtio' } }];
+      d.devices.disks.push(big.devices.disks[0]!);
+    });
+    expect(plan(two, attached, attached)).toEqual([]);
+    // A restart-time change still redefines, unconditionally.
+    const bigger = vm({ ...two.spec, maxMemory: '1Gi' });
+    expect(plan(bigger, small, small).at(-1)).toEqual({
+      op: 'define',
+      doc: desired(bigger, inputs),
+      created: false,
+    });
+  });
+
+  it('runs the fallback define only when a CONFIG attach did not take', async () => {
+    const attach = deviceSteps(big, ours({ config: small }), deviceNames(two, big), {
+      since: undefined,
+      graceMs: 60_000,
+      now: NOW,
+    });
+    const steps: MachineStep[] = [
+      ...attach,
+      { op: 'define', doc: big, created: false, fallback: true },
+    ];
+    const domainOk = { attachDeviceFlags: () => Promise.resolve() } as unknown as Domain;
+    const defined: string[] = [];
+    const conn = {
+      defineDomainXML: (xml: string) => (defined.push(xml), Promise.resolve(domainOk)),
+    } as unknown as Connect;
+    const took = await actMachine(conn, domainOk, steps);
+    expect(defined).toEqual([]);
+    expect(took.executed).toEqual(attach);
+    const unsupported = new LibvirtError(
+      'this function is not supported by the connection driver',
+      {
+        code: ErrorCode.VIR_ERR_NO_SUPPORT,
+        domain: ErrorDomain.VIR_FROM_TEST,
+        level: 2,
+      },
+    );
+    const noHotplug = {
+      attachDeviceFlags: () => Promise.reject(unsupported),
+    } as unknown as Domain;
+    const missed = await actMachine(conn, noHotplug, steps);
+    expect(defined).toHaveLength(1);
+    expect(missed.deferred).toEqual(attach);
+    expect(missed.executed).toEqual([steps[2]]);
   });
 
   it('plans no live device change on a domain that is being stopped', () => {
