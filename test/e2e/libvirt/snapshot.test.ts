@@ -73,7 +73,8 @@ describe('domain snapshots on a real libvirtd', () => {
   });
 
   it('checkpoints a running domain and reverts to it; the guest agent freeze fails fast', async () => {
-    const d = await conn.createDomainXML(await qcow2DomainXML(uniqueName('run')));
+    const name = uniqueName('run');
+    const d = await conn.createDomainXML(await qcow2DomainXML(name));
     domains.push(d);
     // No guest agent channel: libvirt says so at once instead of waiting for an answer.
     const freeze = await d.fsFreeze(null, 0, { timeoutMs: 10_000 }).catch((e: unknown) => e);
@@ -88,7 +89,9 @@ describe('domain snapshots on a real libvirtd', () => {
     );
     const doc = parseSnapshotXML(await snap.getXMLDesc());
     expect(doc).toMatchObject({ name: 'cp', state: 'running', memory: 'internal' });
-    expect(doc.disks).toEqual([{ name: 'vda', snapshot: 'internal' }]);
+    // The file is the one the domain had when the snapshot was taken (libvirt's record).
+    const source = path.join(dir, `${name}.qcow2`);
+    expect(doc.disks).toEqual([{ name: 'vda', snapshot: 'internal', source }]);
     await d.suspend();
     await snap.revert();
     expect((await d.getState()).stateName).toBe('running');
