@@ -1,5 +1,6 @@
 // Who uses a Volume: VirtualMachines on this node that attach it (disks, kernel, initrd),
-// Volumes cloned from or layered on it, and VirtualMachineSnapshots whose disks it holds (an
+// Volumes layered on it, Volumes being copied from it (a clone no longer needs its source once
+// its file is made), and VirtualMachineSnapshots whose disks it holds (an
 // internal snapshot lives inside the volume's qcow2 file). While any remain, the Volume is InUse and its deletion
 // waits (the protection finalizer). A running domain can hold a disk its spec no longer names
 // (a detach the guest has not completed, a removal that waits for a restart): before its file
@@ -24,6 +25,9 @@ export function usersOf(vol: Volume, ctx: ControllerContext): VolumeStatusUsedBy
   const volumes = ctx
     .byIndex<Volume>('Volume', INDEX_SOURCE_VOLUME, key)
     .filter((v) => v.metadata.uid !== vol.metadata.uid)
+    // A full copy depends on its source only until the copy exists (status.path records it);
+    // an overlay reads its backing file for as long as it exists.
+    .filter((v) => !(v.spec.source?.clone && v.status?.path))
     // One on its way out that never made its file (status.path records that) depends on
     // nothing: two Volumes layered on each other, a cycle the schema cannot see, would
     // otherwise hold each other's deletion forever.

@@ -120,12 +120,9 @@ describe('Volume on test:///default', () => {
     });
   });
 
-  it('lists the Volumes layered on or copied from a Volume and calls it InUse', async () => {
+  it('lists the Volumes layered on a Volume and calls it InUse; a finished copy does not use it', async () => {
     await converge(ctx, reconcileVolume, `${NS}/base`, { until: settled('base', ['InUse']) });
-    expect((await getVol('base'))?.status?.usedBy).toEqual([
-      { kind: 'Volume', name: 'copy' },
-      { kind: 'Volume', name: 'overlay' },
-    ]);
+    expect((await getVol('base'))?.status?.usedBy).toEqual([{ kind: 'Volume', name: 'overlay' }]);
   });
 
   it('waits for a source that is not Available yet', async () => {
@@ -145,6 +142,8 @@ describe('Volume on test:///default', () => {
     await createVol('later', { capacity: '64Mi', format: 'raw' });
     await converge(ctx, reconcileVolume, `${NS}/later`, { until: settled('later') });
     await converge(ctx, reconcileVolume, `${NS}/early`, { until: settled('early') });
+    // Once the copy is made, its source is no longer used by it (the watch reconciles it).
+    await converge(ctx, reconcileVolume, `${NS}/later`, { until: settled('later', ['Available']) });
     // A clone takes the format its own spec says (qcow2 by default), whatever the source's.
     expect(await fileDoc('apps_early')).toMatchObject({
       capacity: 64n * 2n ** 20n,
@@ -330,17 +329,40 @@ describe('Volume on test:///default', () => {
     expect(await fileNames()).not.toContain('apps_disk');
   });
 
-  it('keeps a Volume others are layered on or copied from until they are gone', async () => {
+  it('keeps a Volume others are layered on until they are gone; a finished copy does not hold it', async () => {
     await k.remove('Volume', NS, 'base');
     await ctx.refresh();
     expect(requeueMs(await reconcileVolume(`${NS}/base`, ctx))).toBeGreaterThan(0);
     expect(await fileNames()).toContain('apps_base');
-    for (const n of ['copy', 'overlay']) {
-      await k.remove('Volume', NS, n);
-      await converge(ctx, reconcileVolume, `${NS}/${n}`, { until: gone(n) });
-    }
+    expect(
+      (await getVol('base'))?.status?.conditions?.find((c) => c.type === 'DeletionBlocked'),
+    ).toMatchObject({ message: 'deletion waits until no longer used by Volume overlay' });
+    await k.remove('Volume', NS, 'overlay');
+    await converge(ctx, reconcileVolume, `${NS}/overlay`, { until: gone('overlay') });
     await converge(ctx, reconcileVolume, `${NS}/base`, { until: gone('base') });
     expect(await fileNames()).not.toContain('apps_base');
+    // The copy is a file of its own: it stays Available without its source.
+    await converge(ctx, reconcileVolume, `${NS}/copy`, { until: settled('copy', ['Available']) });
+    expect(await fileNames()).toContain('apps_copy');
+    await k.remove('Volume', NS, 'copy');
+    await converge(ctx, reconcileVolume, `${NS}/copy`, { until: gone('copy') });
+  });
+
+  it('a copy uses its source until the copy is made, and no longer after', async () => {
+    await createVol('orig', { capacity: '64Mi' });
+    await createVol('dup', { source: { clone: { volume: 'orig' } } });
+    await ctx.refresh();
+    await converge(ctx, reconcileVolume, `${NS}/orig`, { until: settled('orig', ['InUse']) });
+    expect((await getVol('orig'))?.status?.usedBy).toEqual([{ kind: 'Volume', name: 'dup' }]);
+    await converge(ctx, reconcileVolume, `${NS}/dup`, { until: settled('dup', ['Available']) });
+    await converge(ctx, reconcileVolume, `${NS}/orig`, { until: settled('orig', ['Available']) });
+    expect((await getVol('orig'))?.status?.usedBy).toBeUndefined();
+    await k.remove('Volume', NS, 'orig');
+    await converge(ctx, reconcileVolume, `${NS}/orig`, { until: gone('orig') });
+    expect(await fileNames()).toContain('apps_dup');
+    expect(await fileNames()).not.toContain('apps_orig');
+    await k.remove('Volume', NS, 'dup');
+    await converge(ctx, reconcileVolume, `${NS}/dup`, { until: gone('dup') });
   });
 
   it('two Volumes layered on each other wait as SourceNotReady, and both can be deleted', async () => {
