@@ -174,6 +174,8 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   NetworkNotReady: 'transient',
   PoolNotReady: 'transient',
   SourceNotReady: 'transient',
+  // The source of a copy is a running machine's disk: waits for the machine to stop.
+  SourceInUse: 'transient',
   NodeUnknown: 'transient',
   Inactive: 'transient',
   NotRunning: 'transient',

@@ -17,6 +17,9 @@ import type { VolumeStep } from './plan.js';
 import { withPoolLock } from './pool-lock.js';
 import type { Problem } from '../kit.js';
 
+/** qemu-img's answer when the file to copy is open for writing (QEMU's image lock). */
+const SOURCE_LOCKED = /Failed to get shared "write" lock/;
+
 export interface VolumeActOutcome {
   done: VolumeStep['op'][];
   /** Creating the file failed for a reason the host judged (no space, invalid size...). */
@@ -54,6 +57,13 @@ export async function applyVolumeSteps(
               `growing to ${step.capacity} bytes` +
               (live ? ` (disk ${live.target} of running VirtualMachine ${live.vm})` : '') +
               ` failed: ${err.message}`,
+          };
+        } else if (step.op === 'clone' && SOURCE_LOCKED.test(err.message)) {
+          // A process the agent does not know of (or a machine started since the pass looked)
+          // has the source open: waiting, not a failure of this Volume.
+          outcome.problem = {
+            reason: 'SourceInUse',
+            message: `the source file is open for writing by another process, so it cannot be copied now: ${err.message}`,
           };
         } else {
           outcome.problem = {

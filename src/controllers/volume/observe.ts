@@ -123,16 +123,20 @@ export async function plannedPath(pool: LibvirtPool, name: string): Promise<stri
   return `${dir.replace(/\/+$/, '')}/${name}`;
 }
 
-/** The names of those `machines` whose running domain has the file `path` as a disk. */
+/**
+ * The names of those `machines` whose running domain has the file `path` as a disk (only as a
+ * writable one with `writable`: a read-only disk takes no write lock).
+ */
 export async function machinesHolding(
   ctx: ControllerContext,
   machines: readonly VirtualMachine[],
   path: string,
+  writable = false,
 ): Promise<string[]> {
   const names: string[] = [];
   for (const vm of machines) {
     const found = await observeMachineDomain(ctx.libvirt(), vm);
-    if (found?.active && found.disks.some((d) => d.source === path)) {
+    if (found?.active && found.disks.some((d) => d.source === path && !(writable && d.readonly))) {
       names.push(String(vm.metadata.name));
     }
   }

@@ -40,7 +40,7 @@ import {
 } from './observe.js';
 import { IMPORTED, ownsVolume, planImport, planVolume, RESIZED, type VolumeStep } from './plan.js';
 import { DELETION_BLOCKED, READY, usedByList, volumeStatus, type VolumeFacts } from './status.js';
-import { machinesThatMayHold, usersOf } from './users.js';
+import { machinesThatMayHold, sourceHeld, usersOf } from './users.js';
 
 const KIND = 'Volume';
 /** How often an import's progress is looked at (and written to status when it moved). */
@@ -103,6 +103,10 @@ async function convergeFile(
   const plan = planVolume(vol, kind, desired, found?.doc);
   if ('conflict' in plan)
     return { facts: { problem: { reason: 'NameConflict', message: plan.conflict }, usedBy } };
+  if (source && plan.steps.some((s) => s.op === 'clone')) {
+    const held = await sourceHeld(vol, String(sourceVolumeName(vol)), source.image.path, ctx);
+    if (held) return { facts: { problem: held, usedBy } };
+  }
   const growing = plan.steps.some((s) => s.op === 'resize') ? found?.doc.path : undefined;
   const vms = usedBy.filter((u) => u.kind === 'VirtualMachine').map((u) => u.name);
   const live = growing ? await liveDiskOf(ctx, vol, vms, growing) : undefined;

@@ -10,6 +10,8 @@ import type { VirtualMachine, VolumeStatusUsedBy, Volume } from '../../api/gener
 import { keyOf, nodeFinalizer, type ControllerContext, type KubeObject } from '../context.js';
 import { INDEX_SOURCE_VOLUME, INDEX_VOLUME } from '../indexes.js';
 import { DETACH_CONDITION } from '../virtual-machine/plan.js';
+import type { Problem } from '../kit.js';
+import { machinesHolding } from './observe.js';
 import { usedByList } from './status.js';
 
 interface OnNode extends KubeObject {
@@ -59,4 +61,33 @@ export function machinesThatMayHold(vol: Volume, ctx: ControllerContext): Virtua
           isConditionTrue(vm.status?.conditions, 'RestartRequired') ||
           isConditionTrue(vm.status?.conditions, DETACH_CONDITION)),
     );
+}
+
+/**
+ * Why a copy of the source Volume `name` (its file at `path`) cannot be made now: a running
+ * machine of this node has the file open as a writable disk. QEMU holds its write lock, so qemu-img
+ * cannot read it (and a copy of a disk being written would not be consistent anyway).
+ */
+export async function sourceHeld(
+  vol: Volume,
+  name: string,
+  path: string,
+  ctx: ControllerContext,
+): Promise<Problem | undefined> {
+  const key = `${vol.metadata.namespace}/${name}`;
+  const named = ctx
+    .byIndex<VirtualMachine>('VirtualMachine', INDEX_VOLUME, key)
+    .filter((vm) => vm.spec.nodeName === ctx.nodeName);
+  const seen = new Set(named.map((vm) => vm.metadata.uid));
+  const others = machinesThatMayHold(vol, ctx).filter((vm) => !seen.has(vm.metadata.uid));
+  const holders = await machinesHolding(ctx, [...named, ...others], path, true);
+  if (holders.length === 0) return undefined;
+  const which = holders.length === 1 ? 'VirtualMachine' : 'VirtualMachines';
+  return {
+    reason: 'SourceInUse',
+    message:
+      `source Volume ${key} is a writable disk of running ${which} ${holders.join(', ')}, whose QEMU ` +
+      `holds the file's write lock: it cannot be copied while in use; the copy is made once ` +
+      `the machine is stopped or the disk detached`,
+  };
 }

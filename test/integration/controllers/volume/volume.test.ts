@@ -7,12 +7,13 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { StoragePool, Volume } from '../../../../src/api/generated/types.js';
+import type { StoragePool, VirtualMachine, Volume } from '../../../../src/api/generated/types.js';
 import {
   HOST_FINALIZER,
   VOLUME_PROTECTION_FINALIZER,
 } from '../../../../src/controllers/context.js';
 import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/index.js';
+import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
 import { Connect } from '../../../../src/libvirt/index.js';
 import type { StoragePool as LibvirtPool } from '../../../../src/libvirt/storage.js';
@@ -363,6 +364,51 @@ describe('Volume on test:///default', () => {
     expect(await fileNames()).not.toContain('apps_orig');
     await k.remove('Volume', NS, 'dup');
     await converge(ctx, reconcileVolume, `${NS}/dup`, { until: gone('dup') });
+  });
+
+  it('does not copy a disk a running machine holds: SourceInUse names it, the copy is made once it stops', async () => {
+    await createVol('held', { capacity: '64Mi' });
+    await converge(ctx, reconcileVolume, `${NS}/held`, { until: settled('held') });
+    await k.create('VirtualMachine', {
+      metadata: { name: 'runner', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        vcpus: 1,
+        memory: '256Mi',
+        disks: [{ name: 'root', volume: 'held' }],
+      },
+    });
+    await converge(ctx, reconcileVirtualMachine, `${NS}/runner`, {
+      until: async () =>
+        (await k.get<VirtualMachine>('VirtualMachine', NS, 'runner'))?.status?.phase === 'Running',
+    });
+    await createVol('held-copy', { source: { clone: { volume: 'held' } } });
+    await ctx.refresh();
+    expect(requeueMs(await reconcileVolume(`${NS}/held-copy`, ctx))).toBeGreaterThan(0);
+    expect(await fileNames()).not.toContain('apps_held-copy');
+    const waiting = await getVol('held-copy');
+    expect(waiting?.status?.phase).toBe('Pending');
+    expect(waiting?.status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'SourceInUse',
+      message: expect.stringContaining('running VirtualMachine runner'),
+    });
+    expect(waiting?.status?.conditions?.find((c) => c.type === 'Stalled')).toMatchObject({
+      status: 'False',
+    });
+
+    await k.patchSpec('VirtualMachine', NS, 'runner', { runStrategy: 'Halted' });
+    await converge(ctx, reconcileVirtualMachine, `${NS}/runner`, {
+      until: async () =>
+        (await k.get<VirtualMachine>('VirtualMachine', NS, 'runner'))?.status?.phase === 'Stopped',
+    });
+    await converge(ctx, reconcileVolume, `${NS}/held-copy`, { until: settled('held-copy') });
+    expect(await fileNames()).toContain('apps_held-copy');
+    await k.remove('VirtualMachine', NS, 'runner');
+    await converge(ctx, reconcileVirtualMachine, `${NS}/runner`, {
+      until: async () => (await k.get('VirtualMachine', NS, 'runner')) === undefined,
+    });
   });
 
   it('two Volumes layered on each other wait as SourceNotReady, and both can be deleted', async () => {
