@@ -1,8 +1,9 @@
 // What the VirtualMachine controller needs to know of restores: whether one of its machine is
 // running, so that it stands aside (redefining, starting or stopping the domain would fight
-// the revert).
+// the revert); and which to delete with the machine.
 import type { VirtualMachine, VirtualMachineRestore } from '../../api/generated/types.js';
-import type { ControllerContext } from '../context.js';
+import { keyOf, type ControllerContext } from '../context.js';
+import { INDEX_VM } from '../indexes.js';
 
 /** Whether the VirtualMachine controller must leave `vm` alone: a restore of it is running. */
 export function restoreInProgress(vm: VirtualMachine, ctx: ControllerContext): boolean {
@@ -17,4 +18,14 @@ export function restoreInProgress(vm: VirtualMachine, ctx: ControllerContext): b
         r.spec.vmName === vm.metadata.name &&
         r.status?.phase === 'InProgress',
     );
+}
+
+/**
+ * A machine's restores go with it, as its snapshots do: a garbage collector would follow owner
+ * references, which local control planes lack. Called by the machine's removal before it
+ * releases its finalizer, so that none is left behind however the restore passes are ordered.
+ */
+export async function deleteRestoresOf(vm: VirtualMachine, ctx: ControllerContext): Promise<void> {
+  const restores = ctx.byIndex<VirtualMachineRestore>('VirtualMachineRestore', INDEX_VM, keyOf(vm));
+  for (const r of restores) await ctx.deleteObject('VirtualMachineRestore', r);
 }

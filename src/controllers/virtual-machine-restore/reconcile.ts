@@ -1,6 +1,8 @@
 // One pass for one VirtualMachineRestore: cache -> observe -> plan -> act -> status -> Action.
 // The agent of the machine's node acts (its cache holds that node's machines only). No
-// finalizer: a restore leaves nothing on the host to clean up.
+// finalizer: a restore leaves nothing on the host to clean up. A machine's restores go with it,
+// as its snapshots do: deleted here once it is being deleted, and by its removal (which holds
+// its finalizer until then) whatever this controller did not see.
 //
 // Exactly once: Succeeded and Failed are terminal; the marker (desired.ts) tells a pass after a
 // crash whether the revert already happened. While a restore runs, the VirtualMachine
@@ -39,6 +41,11 @@ export const reconcileVirtualMachineRestore: KindReconcile = async (key, ctx) =>
   );
   // Another node's machine (or none): the agent of its node, if any, acts.
   if (!found || found.spec.nodeName !== ctx.nodeName) return done;
+  // Its machine is going: never revert it, the restore goes with it.
+  if (found.metadata.deletionTimestamp) {
+    await ctx.deleteObject(KIND, restore);
+    return done;
+  }
   const phase = restore.status?.phase;
   if (phase === 'Succeeded' || phase === 'Failed') return done;
   const vmUid = String(found.metadata.uid);

@@ -336,4 +336,39 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       ),
     });
   });
+
+  it('deletes the restores of a deleted machine with it, finished or not', async () => {
+    // back-1 to back-4 were of web, deleted above: its removal took them.
+    await ctx.refresh();
+    for (const name of ['back-1', 'back-2', 'back-3', 'back-4'])
+      expect(restoreOf(name), name).toBeUndefined();
+  });
+
+  it('never reverts a machine being deleted: its restore goes at once', async () => {
+    await runningVm('going', 'root');
+    await snapshot('going-1', 'going');
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'going-back', namespace: NS },
+      spec: { vmName: 'going', snapshotName: 'going-1' },
+    });
+    // The machine's finalizer keeps it, deleting, until its own removal runs.
+    await k.remove('VirtualMachine', NS, 'going');
+    await ctx.refresh();
+    expect(
+      ctx.get<VirtualMachine>('VirtualMachine', NS, 'going')?.metadata.deletionTimestamp,
+    ).toBeTruthy();
+    await converge(ctx, reconcileVirtualMachineRestore, key('going-back'), {
+      until: stored(
+        () => restoreOf('going-back'),
+        (o) => o === undefined || o.status?.phase !== undefined,
+      ),
+    });
+    expect(restoreOf('going-back')).toBeUndefined();
+    await converge(ctx, reconcileVirtualMachine, key('going'), {
+      until: stored(
+        () => ctx.get('VirtualMachine', NS, 'going'),
+        (o) => o === undefined,
+      ),
+    });
+  });
 });
