@@ -12,12 +12,20 @@ export function restoreInProgress(vm: VirtualMachine, ctx: ControllerContext): b
   if (ctx.host.restores.has(String(vm.metadata.uid))) return true;
   return ctx
     .list<VirtualMachineRestore>('VirtualMachineRestore')
-    .some(
-      (r) =>
-        r.metadata.namespace === vm.metadata.namespace &&
-        r.spec.vmName === vm.metadata.name &&
-        r.status?.phase === 'InProgress',
-    );
+    .some((r) => r.status?.phase === 'InProgress' && isRestoreOf(r, vm));
+}
+
+/**
+ * Whether `r` is a restore of that very machine: its name, and the uid the revert began on
+ * (status.vmUid) when recorded. A restore of an earlier machine of the same name is not.
+ */
+export function isRestoreOf(r: VirtualMachineRestore, vm: VirtualMachine): boolean {
+  const uid = r.status?.vmUid;
+  return (
+    r.metadata.namespace === vm.metadata.namespace &&
+    r.spec.vmName === vm.metadata.name &&
+    (uid === undefined || uid === vm.metadata.uid)
+  );
 }
 
 /**

@@ -11,6 +11,7 @@ import type {
   VirtualMachineRestore,
   VirtualMachineSnapshot,
 } from '../../../../src/api/generated/types.js';
+import { HOST_FINALIZER } from '../../../../src/controllers/context.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { reconcileVirtualMachineRestore } from '../../../../src/controllers/virtual-machine-restore/index.js';
 import { reconcileVirtualMachineSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/index.js';
@@ -342,6 +343,45 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     await ctx.refresh();
     for (const name of ['back-1', 'back-2', 'back-3', 'back-4'])
       expect(restoreOf(name), name).toBeUndefined();
+  });
+
+  it('holds back only the machine a restore left InProgress, not a new one of its name', async () => {
+    const old = await runningVm('again', 'root');
+    await snapshot('again-1', 'again');
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'again-back', namespace: NS },
+      spec: { vmName: 'again', snapshotName: 'again-1' },
+    });
+    // An agent that died mid-restore; then the machine went without it (its finalizer
+    // released by hand, its domain removed).
+    await ctx.refresh();
+    const gone = ctx.get<VirtualMachine>('VirtualMachine', NS, 'again')!;
+    await k.patchStatus('VirtualMachineRestore', NS, 'again-back', {
+      phase: 'InProgress',
+      vmUid: gone.metadata.uid,
+    });
+    await k.remove('VirtualMachine', NS, 'again');
+    await ctx.removeFinalizer('VirtualMachine', gone, HOST_FINALIZER);
+    await old.destroy();
+    for (const s of await old.listAllSnapshots(0)) await s.delete();
+    await old.undefine();
+    await ctx.refresh();
+    expect(ctx.get('VirtualMachine', NS, 'again')).toBeUndefined();
+    // The new machine is not held back; the old one's restore goes, never to revert this one.
+    await runningVm('again', 'root');
+    await converge(ctx, reconcileVirtualMachineRestore, key('again-back'), {
+      until: stored(
+        () => restoreOf('again-back'),
+        (o) => o === undefined,
+      ),
+    });
+    await k.remove('VirtualMachine', NS, 'again');
+    await converge(ctx, reconcileVirtualMachine, key('again'), {
+      until: stored(
+        () => ctx.get('VirtualMachine', NS, 'again'),
+        (o) => o === undefined,
+      ),
+    });
   });
 
   it('never reverts a machine being deleted: its restore goes at once', async () => {
