@@ -1211,6 +1211,11 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "format": "date-time",
               "description": "When the agent began the revert."
             },
+            "vmUid": {
+              "type": "string",
+              "maxLength": 128,
+              "description": "The metadata.uid of the VirtualMachine the revert began on, recorded with InProgress: a restore left InProgress (an agent crash) holds back that machine only, never a new one of the same name, and goes when that machine is gone."
+            },
             "completionTime": {
               "type": "string",
               "format": "date-time",

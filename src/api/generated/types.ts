@@ -789,6 +789,12 @@ export interface VirtualMachineRestoreStatus {
    */
   startTime?: string;
   /**
+   * The metadata.uid of the VirtualMachine the revert began on, recorded with InProgress: a
+   * restore left InProgress (an agent crash) holds back that machine only, never a new one of the
+   * same name, and goes when that machine is gone.
+   */
+  vmUid?: string;
+  /**
    * When the revert finished.
    */
   completionTime?: string;

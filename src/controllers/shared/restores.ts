@@ -1,8 +1,9 @@
 // What the VirtualMachine controller needs to know of restores: whether one of its machine is
 // running, so that it stands aside (redefining, starting or stopping the domain would fight
-// the revert).
+// the revert); and which to delete with the machine.
 import type { VirtualMachine, VirtualMachineRestore } from '../../api/generated/types.js';
-import type { ControllerContext } from '../context.js';
+import { keyOf, type ControllerContext } from '../context.js';
+import { INDEX_VM } from '../indexes.js';
 
 /** Whether the VirtualMachine controller must leave `vm` alone: a restore of it is running. */
 export function restoreInProgress(vm: VirtualMachine, ctx: ControllerContext): boolean {
@@ -11,10 +12,28 @@ export function restoreInProgress(vm: VirtualMachine, ctx: ControllerContext): b
   if (ctx.host.restores.has(String(vm.metadata.uid))) return true;
   return ctx
     .list<VirtualMachineRestore>('VirtualMachineRestore')
-    .some(
-      (r) =>
-        r.metadata.namespace === vm.metadata.namespace &&
-        r.spec.vmName === vm.metadata.name &&
-        r.status?.phase === 'InProgress',
-    );
+    .some((r) => r.status?.phase === 'InProgress' && isRestoreOf(r, vm));
+}
+
+/**
+ * Whether `r` is a restore of that very machine: its name, and the uid the revert began on
+ * (status.vmUid) when recorded. A restore of an earlier machine of the same name is not.
+ */
+export function isRestoreOf(r: VirtualMachineRestore, vm: VirtualMachine): boolean {
+  const uid = r.status?.vmUid;
+  return (
+    r.metadata.namespace === vm.metadata.namespace &&
+    r.spec.vmName === vm.metadata.name &&
+    (uid === undefined || uid === vm.metadata.uid)
+  );
+}
+
+/**
+ * A machine's restores go with it, as its snapshots do: a garbage collector would follow owner
+ * references, which local control planes lack. Called by the machine's removal before it
+ * releases its finalizer, so that none is left behind however the restore passes are ordered.
+ */
+export async function deleteRestoresOf(vm: VirtualMachine, ctx: ControllerContext): Promise<void> {
+  const restores = ctx.byIndex<VirtualMachineRestore>('VirtualMachineRestore', INDEX_VM, keyOf(vm));
+  for (const r of restores) await ctx.deleteObject('VirtualMachineRestore', r);
 }

@@ -1,6 +1,8 @@
 // One pass for one VirtualMachineRestore: cache -> observe -> plan -> act -> status -> Action.
 // The agent of the machine's node acts (its cache holds that node's machines only). No
-// finalizer: a restore leaves nothing on the host to clean up.
+// finalizer: a restore leaves nothing on the host to clean up. A machine's restores go with it,
+// as its snapshots do: deleted here once it is being deleted, and by its removal (which holds
+// its finalizer until then) whatever this controller did not see.
 //
 // Exactly once: Succeeded and Failed are terminal; the marker (desired.ts) tells a pass after a
 // crash whether the revert already happened. While a restore runs, the VirtualMachine
@@ -25,6 +27,7 @@ import { observeMarker } from './observe.js';
 import { needsPowerOff, planRestore, revertPaused } from './plan.js';
 import { restoreStatus, type RestoreFacts } from './status.js';
 import { cachedByKey } from '../kit.js';
+import { isRestoreOf } from '../shared/restores.js';
 
 const KIND = 'VirtualMachineRestore';
 const WAIT_MS = 5_000;
@@ -39,13 +42,19 @@ export const reconcileVirtualMachineRestore: KindReconcile = async (key, ctx) =>
   );
   // Another node's machine (or none): the agent of its node, if any, acts.
   if (!found || found.spec.nodeName !== ctx.nodeName) return done;
+  // Its machine is going, or went (this is a new one of its name): never revert it, the
+  // restore goes with it.
+  if (found.metadata.deletionTimestamp || !isRestoreOf(restore, found)) {
+    await ctx.deleteObject(KIND, restore);
+    return done;
+  }
   const phase = restore.status?.phase;
   if (phase === 'Succeeded' || phase === 'Failed') return done;
   const vmUid = String(found.metadata.uid);
   const uid = String(restore.metadata.uid);
   const running = ctx.host.restores;
   const other = running.get(vmUid);
-  if ((other !== undefined && other !== uid) || anotherInProgress(restore, ctx)) {
+  if ((other !== undefined && other !== uid) || anotherInProgress(restore, found, ctx)) {
     await report(ctx, restore, {
       phase: 'Pending',
       reason: 'AnotherRestoreInProgress',
@@ -104,11 +113,16 @@ async function converge(
       const inProgress =
         restore.status?.phase === 'InProgress'
           ? restore
-          : ((await report(ctx, restore, {
-              phase: 'InProgress',
-              reason: 'Reverting',
-              message: `reverting to libvirt snapshot ${step.snapshotName}`,
-            })) ?? restore);
+          : ((await report(
+              ctx,
+              restore,
+              {
+                phase: 'InProgress',
+                reason: 'Reverting',
+                message: `reverting to libvirt snapshot ${step.snapshotName}`,
+              },
+              String(vm.metadata.uid),
+            )) ?? restore);
       const outcome = await revert(
         m.domain,
         step.snapshotName,
@@ -154,22 +168,30 @@ async function finish(
     'Restored',
     `VirtualMachine ${vm.metadata.name} reverted to ${snapshot.metadata.name} (${what})`,
   );
-  await report(ctx, restore, {
-    phase: 'Succeeded',
-    message: `reverted to VirtualMachineSnapshot ${snapshot.metadata.name} (${what})`,
-  });
+  await report(
+    ctx,
+    restore,
+    {
+      phase: 'Succeeded',
+      message: `reverted to VirtualMachineSnapshot ${snapshot.metadata.name} (${what})`,
+    },
+    String(vm.metadata.uid),
+  );
   return done;
 }
 
-function anotherInProgress(restore: VirtualMachineRestore, ctx: ControllerContext): boolean {
+function anotherInProgress(
+  restore: VirtualMachineRestore,
+  vm: VirtualMachine,
+  ctx: ControllerContext,
+): boolean {
   return ctx
     .list<VirtualMachineRestore>(KIND)
     .some(
       (r) =>
         r.metadata.uid !== restore.metadata.uid &&
-        r.metadata.namespace === restore.metadata.namespace &&
-        r.spec.vmName === restore.spec.vmName &&
-        r.status?.phase === 'InProgress',
+        r.status?.phase === 'InProgress' &&
+        isRestoreOf(r, vm),
     );
 }
 
@@ -177,9 +199,12 @@ async function report(
   ctx: ControllerContext,
   restore: VirtualMachineRestore,
   facts: RestoreFacts,
+  /** The machine's uid, recorded when the revert begins (restoreStatus). */
+  vmUid?: string,
 ): Promise<VirtualMachineRestore | undefined> {
   if (facts.phase === 'Failed' && restore.status?.phase !== 'Failed')
     ctx.event(KIND, restore, 'Warning', facts.reason, facts.message);
-  const updated = await ctx.applyStatus(KIND, restore, restoreStatus(restore, facts, ctx.now()));
+  const status = restoreStatus(restore, facts, ctx.now(), vmUid);
+  const updated = await ctx.applyStatus(KIND, restore, status);
   return updated as VirtualMachineRestore | undefined;
 }

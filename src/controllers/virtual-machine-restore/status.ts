@@ -9,10 +9,12 @@ export type RestoreFacts =
   | { phase: 'Pending' | 'InProgress' | 'Failed'; reason: string; message: string }
   | { phase: 'Succeeded'; message: string };
 
+/** `vmUid`: the machine's, recorded once the revert begins, and kept. */
 export function restoreStatus(
   restore: VirtualMachineRestore,
   facts: RestoreFacts,
   now: Date,
+  vmUid?: string,
 ): VirtualMachineRestoreStatus {
   const previous = restore.status;
   const observedGeneration = restore.metadata.generation ?? 0;
@@ -22,6 +24,8 @@ export function restoreStatus(
   const began = facts.phase === 'InProgress' || facts.phase === 'Succeeded';
   const startTime = previous?.startTime ?? (began ? conditionTime(now) : undefined);
   if (startTime !== undefined) status.startTime = startTime;
+  const machine = previous?.vmUid ?? (began ? vmUid : undefined);
+  if (machine !== undefined) status.vmUid = machine;
   if (facts.phase === 'Succeeded' || facts.phase === 'Failed')
     status.completionTime = previous?.completionTime ?? conditionTime(now);
   status.conditions = setCondition(

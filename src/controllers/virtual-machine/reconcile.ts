@@ -17,7 +17,7 @@ import {
   type KindReconcile,
 } from '../context.js';
 import { INDEX_NETWORK } from '../indexes.js';
-import { restoreInProgress } from '../shared/restores.js';
+import { deleteRestoresOf, restoreInProgress } from '../shared/restores.js';
 import { actMachine, type StepFailure } from './act.js';
 import {
   consoleLogFile,
@@ -295,6 +295,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
     if (round === 0 && destroyed && !outcome.failure) continue;
     const after = await observeDomain(conn, vm);
     if (after.state !== 'ours' && !outcome.failure) {
+      await deleteRestoresOf(vm, ctx);
       await ctx.removeFinalizer(KIND, vm, HOST_FINALIZER);
       ctx.host.shutdowns.delete(uid);
       ctx.host.interfacesAttached.delete(uid);

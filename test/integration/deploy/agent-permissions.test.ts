@@ -205,11 +205,15 @@ describe("the agent's ServiceAccount after kubectl apply -k manifests/", () => {
       );
       expect(resources.filter((r) => /secret/.test(r))).toEqual([]);
       expect(resources.filter((r) => r.startsWith('*'))).toEqual([]);
-      // The one delete: a machine's VirtualMachineSnapshots go with it, and local control
-      // planes have no garbage collector to follow owner references (docs/api.md).
-      expect(rows.filter((r) => /\*|delete/.test(r.verbs)).map((r) => r.resource)).toEqual([
-        'virtualmachinesnapshots.virt.dev',
-      ]);
+      // The only deletes: a machine's VirtualMachineSnapshots and VirtualMachineRestores go
+      // with it, and local control planes have no garbage collector to follow owner references
+      // (docs/api.md).
+      expect(
+        rows
+          .filter((r) => /\*|delete/.test(r.verbs))
+          .map((r) => r.resource)
+          .sort(),
+      ).toEqual(['virtualmachinerestores.virt.dev', 'virtualmachinesnapshots.virt.dev']);
     });
 
     it('cannot read a Secret', async () => {

@@ -229,9 +229,10 @@ describe('RBAC', () => {
       'virtualnetworks',
       'volumes',
     ]);
-    // Restores are only read and given a status; snapshots may also be deleted (a machine's
-    // deletion takes its snapshots with it: no garbage collector on a local control plane).
-    expect(verbsOn('virtualmachinerestores')).toEqual(['get', 'list', 'watch']);
+    // Restores are read, given a status and deleted; snapshots may also be patched (a
+    // machine's deletion takes its snapshots and restores with it: no garbage collector on a
+    // local control plane).
+    expect(verbsOn('virtualmachinerestores')).toEqual(['delete', 'get', 'list', 'watch']);
     expect(verbsOn('virtualmachinerestores/status')).toEqual(['get', 'patch', 'update']);
     expect(verbsOn('virtualmachinesnapshots')).toEqual(['delete', 'get', 'list', 'patch', 'watch']);
     const nodeKinds = ['storagepools', 'virtualmachines', 'virtualnetworks', 'volumes'];

@@ -11,6 +11,7 @@ import type {
   VirtualMachineRestore,
   VirtualMachineSnapshot,
 } from '../../../../src/api/generated/types.js';
+import { HOST_FINALIZER } from '../../../../src/controllers/context.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { reconcileVirtualMachineRestore } from '../../../../src/controllers/virtual-machine-restore/index.js';
 import { reconcileVirtualMachineSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/index.js';
@@ -332,6 +333,80 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     await converge(ctx, reconcileVirtualMachineSnapshot, key('web-1'), {
       until: stored(
         () => snapOf('web-1'),
+        (o) => o === undefined,
+      ),
+    });
+  });
+
+  it('deletes the restores of a deleted machine with it, finished or not', async () => {
+    // back-1 to back-4 were of web, deleted above: its removal took them.
+    await ctx.refresh();
+    for (const name of ['back-1', 'back-2', 'back-3', 'back-4'])
+      expect(restoreOf(name), name).toBeUndefined();
+  });
+
+  it('holds back only the machine a restore left InProgress, not a new one of its name', async () => {
+    const old = await runningVm('again', 'root');
+    await snapshot('again-1', 'again');
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'again-back', namespace: NS },
+      spec: { vmName: 'again', snapshotName: 'again-1' },
+    });
+    // An agent that died mid-restore; then the machine went without it (its finalizer
+    // released by hand, its domain removed).
+    await ctx.refresh();
+    const gone = ctx.get<VirtualMachine>('VirtualMachine', NS, 'again')!;
+    await k.patchStatus('VirtualMachineRestore', NS, 'again-back', {
+      phase: 'InProgress',
+      vmUid: gone.metadata.uid,
+    });
+    await k.remove('VirtualMachine', NS, 'again');
+    await ctx.removeFinalizer('VirtualMachine', gone, HOST_FINALIZER);
+    await old.destroy();
+    for (const s of await old.listAllSnapshots(0)) await s.delete();
+    await old.undefine();
+    await ctx.refresh();
+    expect(ctx.get('VirtualMachine', NS, 'again')).toBeUndefined();
+    // The new machine is not held back; the old one's restore goes, never to revert this one.
+    await runningVm('again', 'root');
+    await converge(ctx, reconcileVirtualMachineRestore, key('again-back'), {
+      until: stored(
+        () => restoreOf('again-back'),
+        (o) => o === undefined,
+      ),
+    });
+    await k.remove('VirtualMachine', NS, 'again');
+    await converge(ctx, reconcileVirtualMachine, key('again'), {
+      until: stored(
+        () => ctx.get('VirtualMachine', NS, 'again'),
+        (o) => o === undefined,
+      ),
+    });
+  });
+
+  it('never reverts a machine being deleted: its restore goes at once', async () => {
+    await runningVm('going', 'root');
+    await snapshot('going-1', 'going');
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'going-back', namespace: NS },
+      spec: { vmName: 'going', snapshotName: 'going-1' },
+    });
+    // The machine's finalizer keeps it, deleting, until its own removal runs.
+    await k.remove('VirtualMachine', NS, 'going');
+    await ctx.refresh();
+    expect(
+      ctx.get<VirtualMachine>('VirtualMachine', NS, 'going')?.metadata.deletionTimestamp,
+    ).toBeTruthy();
+    await converge(ctx, reconcileVirtualMachineRestore, key('going-back'), {
+      until: stored(
+        () => restoreOf('going-back'),
+        (o) => o === undefined || o.status?.phase !== undefined,
+      ),
+    });
+    expect(restoreOf('going-back')).toBeUndefined();
+    await converge(ctx, reconcileVirtualMachine, key('going'), {
+      until: stored(
+        () => ctx.get('VirtualMachine', NS, 'going'),
         (o) => o === undefined,
       ),
     });

@@ -330,6 +330,20 @@ describe('planRestore', () => {
     );
   });
 
+  it('records the machine the revert began on, and keeps it', () => {
+    const pending = { phase: 'Pending' as const, reason: 'SnapshotNotReady', message: 'm' };
+    expect(restoreStatus(restore(), pending, now, 'vm-1').vmUid).toBeUndefined();
+    const began = restoreStatus(
+      restore(),
+      { phase: 'InProgress', reason: 'Reverting', message: 'm' },
+      now,
+      'vm-1',
+    );
+    expect(began.vmUid).toBe('vm-1');
+    const done = { phase: 'Succeeded' as const, message: 'm' };
+    expect(restoreStatus({ ...restore(), status: began }, done, now).vmUid).toBe('vm-1');
+  });
+
   it('keeps the completion time once Succeeded', () => {
     const first = restoreStatus(restore('InProgress'), { phase: 'Succeeded', message: 'm' }, now);
     const later = restoreStatus(
