@@ -2,7 +2,7 @@
 // on request. Pure functions only (desired, plan, status); the host tiers are
 // test/integration/controllers/virtual-machine/day2.test.ts and test/e2e/operator/day2.test.ts.
 import { describe, expect, it } from 'vitest';
-import type { VirtualMachineStatus } from '../../../../src/api/generated/types.js';
+import type { VirtualMachine, VirtualMachineStatus } from '../../../../src/api/generated/types.js';
 import {
   cpuMatches,
   deviceDiff,
@@ -456,17 +456,20 @@ describe('pause on request', () => {
   });
 
   it('reports phase Paused and condition Paused', () => {
+    // The status of a running machine whose domain is paused for `reason`.
+    const pausedStatus = (machine: VirtualMachine, reason: string) =>
+      machineStatus({
+        vm: machine,
+        nodeName: 'node-a',
+        now: NOW,
+        observed: ours({ config: desired(machine), power: { state: 'paused', reason } }),
+        problem: undefined,
+        shutdown: undefined,
+        started: undefined,
+        pending: [],
+      });
     const machine = vm({}, { status: runningStatus(), annotations: { 'virt.dev/paused': 'true' } });
-    const status = machineStatus({
-      vm: machine,
-      nodeName: 'node-a',
-      now: NOW,
-      observed: ours({ config: desired(machine), power: { state: 'paused', reason: 'user' } }),
-      problem: undefined,
-      shutdown: undefined,
-      started: undefined,
-      pending: [],
-    });
+    const status = pausedStatus(machine, 'user');
     expect(status.phase).toBe('Paused');
     expect(status.conditions?.find((c) => c.type === 'Paused')).toMatchObject({
       status: 'True',
@@ -482,17 +485,7 @@ describe('pause on request', () => {
       expect(status.conditions?.find((c) => c.type === type)?.status).toBe('False');
     }
     // Paused for another reason (here: no annotation) is not what runStrategy Always wants.
-    const unasked = vm({}, { status: runningStatus() });
-    const other = machineStatus({
-      vm: unasked,
-      nodeName: 'node-a',
-      now: NOW,
-      observed: ours({ config: desired(unasked), power: { state: 'paused', reason: 'ioerror' } }),
-      problem: undefined,
-      shutdown: undefined,
-      started: undefined,
-      pending: [],
-    });
+    const other = pausedStatus(vm({}, { status: runningStatus() }), 'ioerror');
     expect(other.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
       status: 'False',
       reason: 'Paused',
