@@ -395,6 +395,12 @@ function shutdownSent(executed: readonly MachineStep[], ctx: ControllerContext):
   return executed.some((s) => s.op === 'shutdown') ? ctx.now() : undefined;
 }
 
+/** RestartRequired's message (the pending fields) when it is True. */
+function pendingRestart(status: VirtualMachineStatus): string | undefined {
+  const c = findCondition(status.conditions, 'RestartRequired');
+  return c?.status === 'True' ? c.message : undefined;
+}
+
 /** Events for what was done and for conditions that turned bad, then the status (if changed). */
 async function report(
   ctx: ControllerContext,
@@ -403,7 +409,7 @@ async function report(
   executed: readonly MachineStep[],
 ): Promise<void> {
   const events = [
-    ...stepEvents(executed, vm, ctx.nodeName, status.restartCount ?? 0),
+    ...stepEvents(executed, vm, ctx.nodeName, status.restartCount ?? 0, pendingRestart(status)),
     ...conditionEvents(vm.status, status),
   ];
   for (const e of events) ctx.event(KIND, vm, e.type, e.reason, e.message);

@@ -472,6 +472,8 @@ export function stepEvents(
   vm: VirtualMachine,
   nodeName: string,
   restartCount: number,
+  /** RestartRequired's message when it is True (e.g. `pending: spec.maxMemory`). */
+  pending?: string,
 ): MachineEvent[] {
   const name = domainName(vm);
   const events: MachineEvent[] = [];
@@ -498,7 +500,11 @@ export function stepEvents(
             : {
                 type: 'Normal',
                 reason: 'Updated',
-                message: `saved the new definition of domain ${name}; restart-time changes apply at its next start`,
+                // Restart-time changes are named only when some are pending: a definition
+                // saved while stopped, or for changes already made live, has none.
+                message:
+                  `saved the new definition of domain ${name}` +
+                  (pending ? `; it applies at the next start (${pending})` : ''),
               },
         );
         break;

@@ -500,6 +500,21 @@ describe('events', () => {
     ]);
   });
 
+  it('names restart-time changes in an Updated Event only when some are pending', () => {
+    const define = [{ op: 'define' as const, doc, created: false }];
+    expect(stepEvents(define, machine, 'node-a', 0)).toEqual([
+      { type: 'Normal', reason: 'Updated', message: 'saved the new definition of domain prod_web' },
+    ]);
+    expect(stepEvents(define, machine, 'node-a', 0, 'pending: spec.maxMemory')).toEqual([
+      {
+        type: 'Normal',
+        reason: 'Updated',
+        message:
+          'saved the new definition of domain prod_web; it applies at the next start (pending: spec.maxMemory)',
+      },
+    ]);
+  });
+
   it('names what each step did; a restart is a Warning with the count', () => {
     const events = stepEvents(
       [
