@@ -28,8 +28,15 @@ export const volume: ControllerModule = {
         ...volumeSources(c.obj),
       ],
     },
-    // ... and the machines using it.
-    { from: 'VirtualMachine', keys: (c) => changed(c).flatMap((vm) => vmVolumes(vm)) },
+    // ... and the machines using it; a copy of a disk waits for its machine to stop
+    // (SourceInUse), so the Volumes copied from or layered on a machine's disks look too.
+    {
+      from: 'VirtualMachine',
+      keys: (c, cache) =>
+        changed(c)
+          .flatMap((vm) => vmVolumes(vm))
+          .flatMap((key) => [key, ...cache.keysByIndex('Volume', INDEX_SOURCE_VOLUME, key)]),
+    },
     {
       from: 'StoragePool',
       keys: (c, cache) => cache.keysByIndex('Volume', INDEX_POOL, keyOf(c.obj)),
