@@ -123,53 +123,43 @@ export async function plannedPath(pool: LibvirtPool, name: string): Promise<stri
   return `${dir.replace(/\/+$/, '')}/${name}`;
 }
 
-/**
- * The names of those `machines` whose running domain has the file `path` as a disk (only as a
- * writable one with `writable`: a read-only disk takes no write lock).
- */
-export async function machinesHolding(
-  ctx: ControllerContext,
-  machines: readonly VirtualMachine[],
-  path: string,
-  writable = false,
-): Promise<string[]> {
-  const names: string[] = [];
-  for (const vm of machines) {
-    const found = await observeMachineDomain(ctx.libvirt(), vm);
-    if (found?.active && found.disks.some((d) => d.source === path && !(writable && d.readonly))) {
-      names.push(String(vm.metadata.name));
-    }
-  }
-  return names;
-}
-
-/** A disk of a running domain whose QEMU has the volume's file open. */
+/** A disk of a running domain: its QEMU has the Volume's file open. */
 export interface LiveDisk {
   domain: Domain;
   /** The guest's device name, e.g. vda. */
   target: string;
-  /** namespace/name of the VirtualMachine. */
+  /** The VirtualMachine's name, and namespace/name. */
+  name: string;
   vm: string;
+  /** A read-only disk takes no write lock on the file. */
+  readonly: boolean;
 }
 
 /**
- * The running domain, among the VirtualMachines that use the Volume, that has its file open as
- * a disk. QEMU holds a write lock on such a file, so it can only grow through QEMU
- * (virDomainBlockResize), which also lets the guest see the new size.
+ * The disks of those `machines`' running domains whose file is `path`. QEMU holds a lock on
+ * such a file: it can grow only through QEMU (virDomainBlockResize, which also lets the guest
+ * see the new size), qemu-img cannot copy it while it is writable, and it must not be deleted.
  */
-export async function liveDiskOf(
+export async function liveDisksOf(
   ctx: ControllerContext,
-  vol: Volume,
-  vms: readonly string[],
+  machines: readonly VirtualMachine[],
   path: string,
-): Promise<LiveDisk | undefined> {
-  const namespace = String(vol.metadata.namespace);
-  for (const name of vms) {
-    const vm = ctx.get<VirtualMachine>('VirtualMachine', namespace, name);
-    const found = vm && (await observeMachineDomain(ctx.libvirt(), vm));
-    const disk = found?.active ? found.disks.find((d) => d.source === path) : undefined;
-    if (found && disk)
-      return { domain: found.domain, target: disk.name, vm: `${namespace}/${name}` };
+): Promise<LiveDisk[]> {
+  const disks: LiveDisk[] = [];
+  for (const vm of machines) {
+    const found = await observeMachineDomain(ctx.libvirt(), vm);
+    if (!found?.active) continue;
+    const name = String(vm.metadata.name);
+    for (const d of found.disks.filter((d) => d.source === path)) {
+      const { domain } = found;
+      const vmKey = `${vm.metadata.namespace}/${name}`;
+      disks.push({ domain, target: d.name, name, vm: vmKey, readonly: d.readonly });
+    }
   }
-  return undefined;
+  return disks;
+}
+
+/** The names of the machines with a disk among `disks`, each once. */
+export function holderNames(disks: readonly LiveDisk[]): string[] {
+  return [...new Set(disks.map((d) => d.name))];
 }

@@ -2,7 +2,7 @@
 // (blank, a clone, a qcow2 overlay or an HTTP import), grows it when spec.capacity grows, and
 // on deletion removes it (deletionPolicy Delete) or leaves it (Retain) once nothing uses it.
 import { findCondition } from '../../api/conditions.js';
-import type { Volume } from '../../api/generated/types.js';
+import type { VirtualMachine, Volume } from '../../api/generated/types.js';
 import { volumeFileName } from '../../api/names.js';
 import {
   done,
@@ -28,8 +28,8 @@ import {
   startImport,
 } from './import.js';
 import {
-  liveDiskOf,
-  machinesHolding,
+  holderNames,
+  liveDisksOf,
   usablePool,
   observeSource,
   observeVolume,
@@ -108,8 +108,11 @@ async function convergeFile(
     if (held) return { facts: { problem: held, usedBy } };
   }
   const growing = plan.steps.some((s) => s.op === 'resize') ? found?.doc.path : undefined;
-  const vms = usedBy.filter((u) => u.kind === 'VirtualMachine').map((u) => u.name);
-  const live = growing ? await liveDiskOf(ctx, vol, vms, growing) : undefined;
+  const machines = usedBy
+    .filter((u) => u.kind === 'VirtualMachine')
+    .map((u) => ctx.get<VirtualMachine>('VirtualMachine', vol.metadata.namespace, u.name))
+    .filter((vm): vm is VirtualMachine => vm !== undefined);
+  const live = growing ? (await liveDisksOf(ctx, machines, growing))[0] : undefined;
   const outcome = await applyVolumeSteps(pool, found?.handle, source?.handle, plan.steps, live);
   if (outcome.problem) return { facts: { problem: outcome.problem, usedBy } };
   recordChanges(vol, plan.steps, outcome.done, ctx);
@@ -218,7 +221,8 @@ async function removeVolume(
 ): Promise<Action> {
   if (usedBy.length > 0) return reportBlocked(vol, usedBy, ctx);
   const path = vol.status?.path;
-  const holders = path ? await machinesHolding(ctx, machinesThatMayHold(vol, ctx), path) : [];
+  const held = path ? await liveDisksOf(ctx, machinesThatMayHold(vol, ctx), path) : [];
+  const holders = holderNames(held);
   if (holders.length > 0) return reportBlocked(vol, usedByList(holders, []), ctx);
   if (vol.metadata.finalizers?.includes(HOST_FINALIZER)) {
     await cancelImport(ctx.host.imports, String(vol.metadata.uid), ctx.stateDir);

@@ -11,7 +11,7 @@ import { keyOf, nodeFinalizer, type ControllerContext, type KubeObject } from '.
 import { INDEX_SOURCE_VOLUME, INDEX_VOLUME } from '../indexes.js';
 import { DETACH_CONDITION } from '../virtual-machine/plan.js';
 import type { Problem } from '../kit.js';
-import { machinesHolding } from './observe.js';
+import { holderNames, liveDisksOf } from './observe.js';
 import { usedByList } from './status.js';
 
 interface OnNode extends KubeObject {
@@ -80,7 +80,8 @@ export async function sourceHeld(
     .filter((vm) => vm.spec.nodeName === ctx.nodeName);
   const seen = new Set(named.map((vm) => vm.metadata.uid));
   const others = machinesThatMayHold(vol, ctx).filter((vm) => !seen.has(vm.metadata.uid));
-  const holders = await machinesHolding(ctx, [...named, ...others], path, true);
+  const disks = await liveDisksOf(ctx, [...named, ...others], path);
+  const holders = holderNames(disks.filter((d) => !d.readonly));
   if (holders.length === 0) return undefined;
   const which = holders.length === 1 ? 'VirtualMachine' : 'VirtualMachines';
   return {

@@ -54,7 +54,7 @@ describe('growing a Volume that a running guest has open', () => {
     const domain = {
       blockResize: async (...args: unknown[]) => void calls.push(args),
     } as unknown as Domain;
-    const live = { domain, target: 'vda', vm: 'apps/vm' };
+    const live = { domain, target: 'vda', name: 'vm', vm: 'apps/vm', readonly: false };
     const steps = [{ op: 'resize' as const, capacity: 100663296n }];
     const outcome = await applyVolumeSteps(pool, file, undefined, steps, live);
     expect(outcome).toEqual({ done: ['resize'] });
@@ -63,7 +63,7 @@ describe('growing a Volume that a running guest has open', () => {
 
   it('names the machine and device when QEMU refuses', async () => {
     const domain = { blockResize: () => Promise.reject(locked) } as unknown as Domain;
-    const live = { domain, target: 'vda', vm: 'apps/vm' };
+    const live = { domain, target: 'vda', name: 'vm', vm: 'apps/vm', readonly: false };
     const steps = [{ op: 'resize' as const, capacity: 100663296n }];
     const outcome = await applyVolumeSteps(pool, file, undefined, steps, live);
     expect(outcome.resizeProblem?.message).toMatch(
