@@ -41,6 +41,11 @@ export interface OursDomain {
   live: DomainDocument | undefined;
   /** The persistent definition; undefined for a transient domain. */
   config: DomainDocument | undefined;
+  /**
+   * The persistent definition as libvirt wrote it, for the PCI addresses a redefinition keeps
+   * (read only when one is planned: most passes define nothing).
+   */
+  configXml?: string;
   /** The guest's balloon size in KiB when the balloon driver reports it. */
   memoryActualKiB: number | undefined;
   /** IP addresses by lower-case MAC. */
@@ -141,7 +146,12 @@ async function describe(domain: Domain, vm: VirtualMachine): Promise<ObservedDom
   // getXMLDesc(0) is the running definition of an active domain, the persistent one otherwise.
   const live = active ? current : undefined;
   let config: DomainDocument | undefined;
-  if (persistent) config = active ? await inactiveDefinition(domain, current) : current;
+  let configXml: string | undefined;
+  if (persistent) {
+    ({ config, configXml } = active
+      ? await inactiveDefinition(domain, current)
+      : { config: current, configXml: xml });
+  }
   const observed: OursDomain = {
     state: 'ours',
     domain,
@@ -152,6 +162,7 @@ async function describe(domain: Domain, vm: VirtualMachine): Promise<ObservedDom
     active,
     live,
     config,
+    configXml,
     memoryActualKiB: undefined,
     addresses: new Map(),
     leasesSupported: false,
@@ -165,12 +176,16 @@ async function describe(domain: Domain, vm: VirtualMachine): Promise<ObservedDom
   return observed;
 }
 
-async function inactiveDefinition(domain: Domain, current: DomainDocument) {
+async function inactiveDefinition(
+  domain: Domain,
+  current: DomainDocument,
+): Promise<{ config: DomainDocument; configXml?: string }> {
   try {
-    return parseDomainXML(await domain.getXMLDesc(DomainXMLFlags.INACTIVE));
+    const configXml = await domain.getXMLDesc(DomainXMLFlags.INACTIVE);
+    return { config: parseDomainXML(configXml), configXml };
   } catch (err) {
     // A driver that cannot show it: the running definition is the best knowledge there is.
-    if (isUnsupported(err)) return current;
+    if (isUnsupported(err)) return { config: current };
     throw err;
   }
 }

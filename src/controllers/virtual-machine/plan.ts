@@ -29,6 +29,7 @@ import type { VirtualMachine } from '../../api/generated/types.js';
 import {
   effectiveCpu,
   ownedDomainFields,
+  parsePciLayout,
   type Disk,
   type DomainCpu,
   type DomainDocument,
@@ -40,6 +41,7 @@ import { lifecycleChange } from '../kit.js';
 import type { CloudInitImage } from './cloud-init.js';
 import type { ObservedDomain, ObservedMachine, OursDomain } from './observe.js';
 import { diskLetters } from './desired.js';
+import { keepPciAddresses } from './placement.js';
 
 /** The condition that remembers why and since when the operator is stopping the domain. */
 export const SHUTDOWN_CONDITION = 'ShutdownRequested';
@@ -588,12 +590,11 @@ function pruneSteps(input: PlanInput, domain: OursDomain): MachineStep[] {
  * come before the define, so a pass interrupted in between still finds the persistent
  * definition differing and repeats them.
  *
- * A redefinition is avoided where it is not needed: our document carries no PCI addresses, so
- * libvirt assigns every device's anew, in its own order (NICs before controllers, a new disk
- * before the balloon), and at the next boot devices that stayed would sit on other slots (the
- * guest's predictable NIC names and /dev/disk/by-path change). A CONFIG attach or detach only
- * gives its own device a slot or frees it. Should one not take (a driver without hotplug, no
- * free root port, a detach QEMU refuses), a fallback define writes the change instead.
+ * A redefinition is avoided where it is not needed: a CONFIG attach or detach only gives its
+ * own device a slot or frees it. Should one not take (a driver without hotplug, no free root
+ * port, a detach QEMU refuses), a fallback define writes the change instead. A redefinition
+ * writes the PCI addresses the persistent definition gave the devices that stay
+ * (keepPciAddresses), so they keep their slots at the next boot.
  */
 export function configSteps(
   desired: DomainDocument,
@@ -630,8 +631,12 @@ export function configSteps(
     steps.push({ op: 'setVcpus', count: vcpus, live: vcpusLive, config: vcpusConfig });
   }
 
-  if (needsDefine) steps.push({ op: 'define', doc: desired, created: false });
-  else if (fallback) steps.push({ op: 'define', doc: desired, created: false, fallback: true });
+  if (needsDefine || fallback) {
+    const doc = domain.configXml
+      ? keepPciAddresses(desired, parsePciLayout(domain.configXml))
+      : desired;
+    steps.push({ op: 'define', doc, created: false, ...(fallback ? { fallback } : {}) });
+  }
   return steps;
 }
 

@@ -169,8 +169,27 @@ export interface DomainDevices {
  * <controller type='scsi' model='virtio-scsi'/>: the SCSI bus for scsi disks (libvirt's own
  * default on x86 is an emulated LSI card that few guest kernels drive).
  */
-export type Controller =
-  { type: 'pci'; model: 'pcie-root' | 'pcie-root-port' } | { type: 'scsi'; model: 'virtio-scsi' };
+export type Controller = (
+  | { type: 'pci'; model: 'pcie-root' | 'pcie-root-port' }
+  | { type: 'scsi'; model: 'virtio-scsi' }
+  // Controllers libvirt adds by itself (a USB host controller, the bus of the virtio channels,
+  // q35's built-in SATA): written only to keep the PCI addresses libvirt gave them before.
+  | { type: 'usb'; model?: string }
+  | { type: 'virtio-serial'; model?: undefined }
+  | { type: 'sata'; model?: undefined }
+) & { index?: number; address?: PciAddress };
+
+/**
+ * <address type='pci'>, as libvirt writes it (hexadecimal strings). Written only where a
+ * redefinition keeps a device's slot (see keepPciAddresses); otherwise libvirt assigns one.
+ */
+export interface PciAddress {
+  domain: string;
+  bus: string;
+  slot: string;
+  function: string;
+  multifunction?: 'on' | 'off';
+}
 
 export type DiskSource =
   { type: 'volume'; pool: string; volume: string } | { type: 'file'; file: string };
@@ -185,6 +204,7 @@ export interface Disk {
   bootOrder?: number;
   /** A user alias; libvirt requires the 'ua-' prefix. */
   alias?: string;
+  address?: PciAddress;
 }
 
 /** <interface type='network'>: the only kind the operator attaches. */
@@ -195,6 +215,7 @@ export interface NetworkInterface {
   model?: string;
   bootOrder?: number;
   alias?: string;
+  address?: PciAddress;
 }
 
 export type CharSource = { type: 'pty' } | { type: 'file'; path: string };
@@ -226,6 +247,7 @@ export interface Memballoon {
   model: MemballoonModel;
   /** Seconds between guest memory statistics updates (virDomainMemoryStats). */
   statsPeriod?: number;
+  address?: PciAddress;
 }
 
 /** The domain document's elements that may repeat (the reader's lists). */
@@ -322,7 +344,12 @@ function featuresTree(features: DomainDocument['features']): XmlTree | undefined
 
 function devicesTree(devices: DomainDevices): XmlTree {
   return {
-    controller: (devices.controllers ?? []).map((c) => ({ '@type': c.type, '@model': c.model })),
+    controller: (devices.controllers ?? []).map((c) => ({
+      '@type': c.type,
+      '@index': c.index,
+      '@model': c.model,
+      address: addressTree(c.address),
+    })),
     disk: devices.disks.map(diskTree),
     interface: devices.interfaces.map(interfaceTree),
     serial: devices.serials.map((s) => ({
@@ -343,6 +370,7 @@ function devicesTree(devices: DomainDevices): XmlTree {
             devices.memballoon.statsPeriod === undefined
               ? undefined
               : { '@period': devices.memballoon.statsPeriod },
+          address: addressTree(devices.memballoon.address),
         }
       : undefined,
     tpm: (devices.tpms ?? []).map((t) => ({
@@ -376,6 +404,7 @@ function diskTree(disk: Disk): XmlTree {
     readonly: disk.readonly ? '' : undefined,
     boot: disk.bootOrder === undefined ? undefined : { '@order': disk.bootOrder },
     alias: disk.alias === undefined ? undefined : { '@name': disk.alias },
+    address: addressTree(disk.address),
   };
 }
 
@@ -387,7 +416,21 @@ function interfaceTree(nic: NetworkInterface): XmlTree {
     model: nic.model === undefined ? undefined : { '@type': nic.model },
     boot: nic.bootOrder === undefined ? undefined : { '@order': nic.bootOrder },
     alias: nic.alias === undefined ? undefined : { '@name': nic.alias },
+    address: addressTree(nic.address),
   };
+}
+
+function addressTree(address: PciAddress | undefined): XmlTree | undefined {
+  return (
+    address && {
+      '@type': 'pci',
+      '@domain': address.domain,
+      '@bus': address.bus,
+      '@slot': address.slot,
+      '@function': address.function,
+      '@multifunction': address.multifunction,
+    }
+  );
 }
 
 function charTree(source: CharSource, target: XmlTree): XmlTree {
@@ -674,6 +717,85 @@ function parseCharSource(el: XmlElement, at: string): CharSource | undefined {
     };
   }
   return undefined;
+}
+
+// ---- PCI layout ----
+
+/**
+ * Where libvirt put a persistent definition's PCI devices, for a redefinition to keep them
+ * there (keepPciAddresses): controllers with their index, virtio disks by source file,
+ * interfaces by MAC, the balloon. Devices of other kinds, and addresses of other types (a
+ * SATA disk's drive address follows its target name), are left to libvirt.
+ */
+export interface PciLayout {
+  controllers: Controller[];
+  disks: ReadonlyMap<string, PciAddress>;
+  interfaces: ReadonlyMap<string, PciAddress>;
+  memballoon?: PciAddress;
+}
+
+export function parsePciLayout(xml: string): PciLayout {
+  const devices = child(codec.parse(xml), 'devices') ?? {};
+  const disks = new Map<string, PciAddress>();
+  for (const disk of children(devices, 'disk')) {
+    const file = attr(child(disk, 'source') ?? {}, 'file');
+    const address = pciAddress(disk);
+    if (file !== undefined && address) disks.set(file, address);
+  }
+  const interfaces = new Map<string, PciAddress>();
+  for (const nic of children(devices, 'interface')) {
+    const mac = attr(child(nic, 'mac') ?? {}, 'address');
+    const address = pciAddress(nic);
+    if (mac !== undefined && address) interfaces.set(mac.toLowerCase(), address);
+  }
+  const layout: PciLayout = {
+    controllers: children(devices, 'controller').flatMap(layoutController),
+    disks,
+    interfaces,
+  };
+  const balloon = child(devices, 'memballoon');
+  assign(layout, 'memballoon', balloon && pciAddress(balloon));
+  return layout;
+}
+
+function layoutController(el: XmlElement): Controller[] {
+  const index = optionalInteger(attr(el, 'index'), 'domain/devices/controller@index');
+  if (index === undefined) return [];
+  const type = attr(el, 'type');
+  const model = attr(el, 'model');
+  let controller: Controller;
+  if (type === 'pci' && (model === 'pcie-root' || model === 'pcie-root-port')) {
+    controller = { type, model };
+  } else if (type === 'scsi' && model === 'virtio-scsi') {
+    controller = { type, model };
+  } else if (type === 'usb') {
+    controller = model === undefined ? { type } : { type, model };
+  } else if (type === 'virtio-serial' || type === 'sata') {
+    controller = { type };
+  } else {
+    return [];
+  }
+  controller.index = index;
+  assign(controller, 'address', pciAddress(el));
+  return [controller];
+}
+
+function pciAddress(el: XmlElement): PciAddress | undefined {
+  const a = child(el, 'address');
+  if (!a || attr(a, 'type') !== 'pci') return undefined;
+  const part = (name: string) => requireValue(attr(a, name), `address@${name}`);
+  const address: PciAddress = {
+    domain: part('domain'),
+    bus: part('bus'),
+    slot: part('slot'),
+    function: part('function'),
+  };
+  assign(
+    address,
+    'multifunction',
+    optionalOneOf(attr(a, 'multifunction'), ['on', 'off'] as const, 'address@multifunction'),
+  );
+  return address;
 }
 
 // ---- owned fields ----

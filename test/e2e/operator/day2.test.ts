@@ -2,8 +2,9 @@
 // CPU model and topology as the guest sees them, an ISO Volume as a CD-ROM, live attach and
 // detach of a virtio disk and of a NIC (same boot), pause and unpause (the guest's clock stops),
 // restarts requested by annotation (exactly one per value, also when the agent is killed in the
-// middle), and a detach the guest cannot answer (DetachPending, then done). The agent runs as
-// its own process so it can be killed with SIGKILL.
+// middle), a detach the guest cannot answer (DetachPending, then done), and a restart-time
+// change that leaves every device on its PCI slot. The agent runs as its own process so it can
+// be killed with SIGKILL.
 import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -14,6 +15,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Connect } from '../../../src/libvirt/index.js';
+import { parsePciLayout } from '../../../src/libvirt/xml/domain.js';
 import { ensureLibvirtd, SYSTEM_URI } from '../../../src/commands/local/libvirtd.js';
 import {
   completeLines,
@@ -520,6 +522,47 @@ describe('day-2 operations on a running guest', () => {
       async () => condition(await vm(), 'Synced')?.status === 'True',
       30_000,
     );
+    expect(await domid()).toBe(id);
+  });
+
+  it('keeps every device on its PCI slot when a restart-time change redefines the domain', async () => {
+    const pciSlots = async () => {
+      const layout = parsePciLayout((await virsh('dumpxml', '--inactive', DOMAIN)).stdout);
+      const at = (a?: { bus: string; slot: string; function: string }) =>
+        a ? `${a.bus}:${a.slot}.${a.function}` : 'none';
+      return new Map([
+        ...[...layout.disks].map(([file, a]) => [`disk ${file}`, at(a)] as const),
+        ...[...layout.interfaces].map(([mac, a]) => [`nic ${mac}`, at(a)] as const),
+        ...layout.controllers.map(
+          (c) => [`${c.type} ${c.model} ${c.index}`, at(c.address)] as const,
+        ),
+        ['balloon', at(layout.memballoon)] as const,
+      ]);
+    };
+    // A hot-plugged disk takes a spare root port. Redefined without addresses, libvirt would
+    // give it the slot after the virtio-serial controller and move the balloon behind it.
+    const offset = (await readConsole(consoleLog)).length;
+    spec.disks = [...spec.disks, { name: 'data', volume: `data-${RUN}` }];
+    await apply();
+    await waitForConsoleLine(consoleLog, /^LVO-GUEST-DISKS vda$/, 60_000, { after: offset });
+    await until('Synced', async () => condition(await vm(), 'Synced')?.status === 'True');
+    const before = await pciSlots();
+    expect([...before.keys()].some((k) => k.startsWith('disk '))).toBe(true);
+    const id = await domid();
+    const definesBefore = defines;
+    // A boot order on the CD-ROM: restart-time, so the persistent definition is rewritten.
+    spec.disks = [{ ...spec.disks[0]!, bootOrder: 2 }, ...spec.disks.slice(1)];
+    await apply();
+    await explained(
+      until('RestartRequired', async () => {
+        const c = condition(await vm(), 'RestartRequired');
+        return c?.status === 'True' && c.message?.includes('spec.disks[install]');
+      }),
+    );
+    expect(defines).toBeGreaterThan(definesBefore);
+    // Every device where it was; the redefinition may add spare root ports.
+    const after = await pciSlots();
+    expect(new Map([...before.keys()].map((k) => [k, after.get(k)]))).toEqual(before);
     expect(await domid()).toBe(id);
   });
 
