@@ -28,6 +28,7 @@ import { FinalizerConflict } from '../runtime/finalizer.js';
 import { isConflict, isOwnWriteUnseen } from '../runtime/kube-client.js';
 import type { HostPort } from './config.js';
 import { registerGuestMetrics, type GuestMetrics } from './guest-metrics.js';
+import { kubeReads } from './kube-reads.js';
 import { kubeWrites, resourceOf } from './kube-writes.js';
 import { reconnectLooks } from './reconnect-looks.js';
 
@@ -428,6 +429,7 @@ function controllerContext(
       return informers[kind].cache.byIndex(index, value) as T[];
     },
     node: () => nodeInformer.cache.get(opts.nodeName),
+    ...kubeReads(runtime.client),
     ...writes,
   };
 }

@@ -188,6 +188,9 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   NodesNotReady: 'transient',
   NoNodes: 'transient',
   VirtualMachineNotDefined: 'transient',
+  // A snapshot or restore of a machine that does not exist (yet): a GitOps tool may apply it
+  // a moment before the machine, and Stalled would fail its health check for good.
+  VirtualMachineNotFound: 'transient',
   SnapshotInProgress: 'transient',
   SnapshotNotFound: 'transient',
   SnapshotNotReady: 'transient',

@@ -53,6 +53,16 @@ export interface ControllerContext {
   byIndex<T extends KubeObject>(kind: VirtKind, index: string, value: string): T[];
   /** This agent's Node object (labels for nodeSelector matching); undefined if not found. */
   node(): KubeObject | undefined;
+  /**
+   * One object read from the API server itself, not a cache; undefined when it does not exist
+   * (404). For what the caches cannot tell: whether a VirtualMachine that is not in this
+   * node's cache exists on another node or nowhere. A request each time: not for hot paths.
+   */
+  getFromServer<T extends KubeObject>(
+    kind: VirtKind,
+    namespace: string | undefined,
+    name: string,
+  ): Promise<T | undefined>;
 
   /**
    * Server-side apply of `status` to obj's status subresource with the agent's field manager.
@@ -106,13 +116,16 @@ export const HOST_FINALIZER = 'virt.dev/host-cleanup';
 /** Keeps a Volume while a VirtualMachine uses it or another Volume is backed by it. */
 export const VOLUME_PROTECTION_FINALIZER = 'virt.dev/volume-protection';
 
+/** What every node's finalizer (nodeFinalizer) begins with. */
+export const NODE_FINALIZER_PREFIX = 'node.virt.dev/';
+
 /**
  * Cluster-scoped objects (VirtualNetwork, StoragePool) exist on many hosts; each agent holds its
  * own finalizer and removes it once its host is clean. A finalizer's name part is at most 63
  * characters, so long node names are shortened with a hash that keeps them distinct.
  */
 export function nodeFinalizer(nodeName: string): string {
-  const prefix = 'node.virt.dev/';
+  const prefix = NODE_FINALIZER_PREFIX;
   if (nodeName.length <= 63) return prefix + nodeName;
   const hash = createHash('sha256').update(nodeName).digest('hex').slice(0, 10);
   return `${prefix}${nodeName.slice(0, 52)}-${hash}`;

@@ -3,6 +3,7 @@
 // the API server. Reconcile tests call reconcile(key, ctx) directly and `converge()` them.
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { customResources, type VirtKind } from '../../src/api/generated/crds.js';
+import { kubeReads } from '../../src/agent/kube-reads.js';
 import { kubeWrites } from '../../src/agent/kube-writes.js';
 import { createHostState, type HostState } from '../../src/controllers/host-state.js';
 import { CONTROLLER_MODULES } from '../../src/controllers/kinds.js';
@@ -33,6 +34,8 @@ export interface SnapshotContext extends ControllerContext {
   events: RecordedEvent[];
   /** Count of write requests this context sent to the API server. */
   writes: number;
+  /** Count of reads past the cache (getFromServer) this context sent to the API server. */
+  reads: number;
 }
 
 export function snapshotContext(opts: {
@@ -52,7 +55,8 @@ export function snapshotContext(opts: {
     server: raw.server,
     stream: (req) => raw.stream(req),
     request: (req) => {
-      if (req.method !== 'GET' && !req.path.startsWith('/apis/events.k8s.io/')) ctx.writes++;
+      if (req.method === 'GET') ctx.reads++;
+      else if (!req.path.startsWith('/apis/events.k8s.io/')) ctx.writes++;
       return raw.request(req);
     },
   };
@@ -78,6 +82,7 @@ export function snapshotContext(opts: {
     log: process.env.LVO_TEST_LOG ? (console.log.bind(console) as never) : silentLog,
     events: [],
     writes: 0,
+    reads: 0,
     async refresh() {
       const next = new Map<VirtKind, Map<string, KubeObject>>();
       for (const { kind } of CONTROLLER_MODULES) {
@@ -108,6 +113,7 @@ export function snapshotContext(opts: {
       return ctx.list<T>(kind).filter((o) => fn(o).includes(value));
     },
     node: () => node,
+    ...kubeReads(client),
     ...writes,
     event(kind, obj, type, reason, message) {
       ctx.events.push({ kind, key: keyOf(obj), type, reason, message });

@@ -1194,7 +1194,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
         },
         "status": {
           "type": "object",
-          "description": "What the agent of the machine's node did.",
+          "description": "What the agent of the machine's node did; while no machine of that name exists on any node, what any agent found (VirtualMachineNotFound).",
           "properties": {
             "phase": {
               "type": "string",
@@ -1223,7 +1223,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
             },
             "conditions": {
               "type": "array",
-              "description": "Observations of the restore: Ready (True once the machine was reverted; False while waiting, reason SnapshotNotFound, SnapshotNotReady, VirtualMachineNotDefined or AnotherRestoreInProgress, while reverting, reason Reverting, and for good after a failure, reason RevertFailed, SnapshotFailed or SnapshotMissing), with Reconciling and Stalled from it.",
+              "description": "Observations of the restore: Ready (True once the machine was reverted; False while waiting, reason VirtualMachineNotFound, SnapshotNotFound, SnapshotNotReady, VirtualMachineNotDefined or AnotherRestoreInProgress, while reverting, reason Reverting, and for good after a failure, reason RevertFailed, SnapshotFailed or SnapshotMissing), with Reconciling and Stalled from it.",
               "maxItems": 16,
               "x-kubernetes-list-type": "map",
               "x-kubernetes-list-map-keys": [
@@ -1356,7 +1356,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
         },
         "status": {
           "type": "object",
-          "description": "What the agent of the machine's node observed and did.",
+          "description": "What the agent of the machine's node observed and did; while no machine of that name exists on any node, what any agent found (VirtualMachineNotFound).",
           "properties": {
             "phase": {
               "type": "string",
@@ -1415,7 +1415,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
             },
             "conditions": {
               "type": "array",
-              "description": "Observations of the snapshot's state: Ready (True once taken; False with reason VirtualMachineNotDefined while waiting, SnapshotInProgress while being taken, and for good with Unsupported for disks that are not qcow2, SnapshotFailed, SnapshotMissing, NameConflict), with Reconciling and Stalled from it.",
+              "description": "Observations of the snapshot's state: Ready (True once taken; False with reason VirtualMachineNotFound while no machine of that name exists, VirtualMachineNotDefined while waiting for its domain, SnapshotInProgress while being taken, and for good with Unsupported for disks that are not qcow2, SnapshotFailed, SnapshotMissing, NameConflict), with Reconciling and Stalled from it.",
               "maxItems": 16,
               "x-kubernetes-list-type": "map",
               "x-kubernetes-list-map-keys": [

@@ -776,7 +776,8 @@ export interface VirtualMachineRestoreSpec {
 }
 
 /**
- * What the agent of the machine's node did.
+ * What the agent of the machine's node did; while no machine of that name exists on any node, what
+ * any agent found (VirtualMachineNotFound).
  */
 export interface VirtualMachineRestoreStatus {
   /**
@@ -800,7 +801,7 @@ export interface VirtualMachineRestoreStatus {
   completionTime?: string;
   /**
    * Observations of the restore: Ready (True once the machine was reverted; False while waiting,
-   * reason SnapshotNotFound, SnapshotNotReady, VirtualMachineNotDefined or
+   * reason VirtualMachineNotFound, SnapshotNotFound, SnapshotNotReady, VirtualMachineNotDefined or
    * AnotherRestoreInProgress, while reverting, reason Reverting, and for good after a failure,
    * reason RevertFailed, SnapshotFailed or SnapshotMissing), with Reconciling and Stalled from it.
    */
@@ -865,7 +866,8 @@ export interface VirtualMachineSnapshotStatusDisk {
 }
 
 /**
- * What the agent of the machine's node observed and did.
+ * What the agent of the machine's node observed and did; while no machine of that name exists on
+ * any node, what any agent found (VirtualMachineNotFound).
  */
 export interface VirtualMachineSnapshotStatus {
   /**
@@ -899,9 +901,10 @@ export interface VirtualMachineSnapshotStatus {
   disks?: VirtualMachineSnapshotStatusDisk[];
   /**
    * Observations of the snapshot's state: Ready (True once taken; False with reason
-   * VirtualMachineNotDefined while waiting, SnapshotInProgress while being taken, and for good
-   * with Unsupported for disks that are not qcow2, SnapshotFailed, SnapshotMissing, NameConflict),
-   * with Reconciling and Stalled from it.
+   * VirtualMachineNotFound while no machine of that name exists, VirtualMachineNotDefined while
+   * waiting for its domain, SnapshotInProgress while being taken, and for good with Unsupported
+   * for disks that are not qcow2, SnapshotFailed, SnapshotMissing, NameConflict), with Reconciling
+   * and Stalled from it.
    */
   conditions?: Condition[];
   /**

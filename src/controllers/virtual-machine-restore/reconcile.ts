@@ -1,5 +1,7 @@
 // One pass for one VirtualMachineRestore: cache -> observe -> plan -> act -> status -> Action.
-// The agent of the machine's node acts (its cache holds that node's machines only). No
+// The agent of the machine's node acts (its cache holds that node's machines only); a restore
+// no such agent has reported on may name a machine that exists nowhere, which any agent
+// reports (../shared/missing-machine.ts). No
 // finalizer: a restore leaves nothing on the host to clean up. A machine's restores go with it,
 // as its snapshots do: deleted here once it is being deleted, and by its removal (which holds
 // its finalizer until then) whatever this controller did not see.
@@ -28,6 +30,11 @@ import { needsPowerOff, planRestore, revertPaused } from './plan.js';
 import { restoreStatus, type RestoreFacts } from './status.js';
 import { cachedByKey } from '../kit.js';
 import { isRestoreOf } from '../shared/restores.js';
+import {
+  machineNotFound,
+  planMachineCheck,
+  reportedByMachineAgent,
+} from '../shared/missing-machine.js';
 
 const KIND = 'VirtualMachineRestore';
 const WAIT_MS = 5_000;
@@ -40,8 +47,10 @@ export const reconcileVirtualMachineRestore: KindReconcile = async (key, ctx) =>
     restore.metadata.namespace,
     restore.spec.vmName,
   );
-  // Another node's machine (or none): the agent of its node, if any, acts.
-  if (!found || found.spec.nodeName !== ctx.nodeName) return done;
+  // Another node's machine (or none): the agent of its node, if any, acts. A cache that holds
+  // other nodes' machines (the tests') already shows that it exists; ours cannot.
+  if (!found) return reportIfMachineMissing(restore, ctx);
+  if (found.spec.nodeName !== ctx.nodeName) return done;
   // Its machine is going, or went (this is a new one of its name): never revert it, the
   // restore goes with it.
   if (found.metadata.deletionTimestamp || !isRestoreOf(restore, found)) {
@@ -70,6 +79,28 @@ export const reconcileVirtualMachineRestore: KindReconcile = async (key, ctx) =>
     running.delete(vmUid);
   }
 };
+
+/**
+ * A restore whose machine is not on this node and that no machine's agent has reported on:
+ * asks the API server whether the machine exists anywhere, and if not, says so (Pending; the
+ * machine's agent replaces it once the machine is created).
+ */
+async function reportIfMachineMissing(
+  restore: VirtualMachineRestore,
+  ctx: ControllerContext,
+): Promise<Action> {
+  const check = planMachineCheck(restore, reportedByMachineAgent(restore), ctx.now());
+  if (check.op === 'none') return done;
+  if (check.op === 'wait') return requeueAfter(check.ms);
+  const { namespace } = restore.metadata;
+  if (await ctx.getFromServer('VirtualMachine', namespace, restore.spec.vmName)) return done;
+  const problem = machineNotFound(namespace, restore.spec.vmName);
+  // As for snapshots: conditional on the resourceVersion read, so a write that raced another
+  // agent's is a conflict; only the agent whose write landed records the Event.
+  const written = await report(ctx, restore, { phase: 'Pending', ...problem });
+  if (written) ctx.event(KIND, restore, 'Warning', problem.reason, problem.message);
+  return done;
+}
 
 async function converge(
   restore: VirtualMachineRestore,

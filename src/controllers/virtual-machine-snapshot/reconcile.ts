@@ -5,7 +5,9 @@
 // is no node in the spec to select on), and each acts only on those whose VirtualMachine is
 // in its cache, which holds its own node's machines only. Its claim is its node finalizer
 // (node.virt.dev/<node>): once the machine is gone from the cache, that finalizer is how the
-// agent knows the snapshot was its own, to delete it with the machine.
+// agent knows the snapshot was its own, to delete it with the machine. A snapshot nobody
+// claims may name a machine that exists nowhere: any agent reports that
+// (../shared/missing-machine.ts).
 import type {
   VirtualMachine,
   VirtualMachineSnapshot,
@@ -14,6 +16,7 @@ import type {
 } from '../../api/generated/types.js';
 import {
   done,
+  NODE_FINALIZER_PREFIX,
   nodeFinalizer,
   requeueAfter,
   type Action,
@@ -28,6 +31,7 @@ import {
   recordDescription,
 } from './desired.js';
 import { observeMachineDomain, observeSnapshot } from '../shared/machine-snapshot.js';
+import { machineNotFound, planMachineCheck } from '../shared/missing-machine.js';
 import { planSnapshot, takeMayBeCutShort } from './plan.js';
 import { snapshotStatus, type SnapshotFacts } from './status.js';
 import { cachedByKey, withFinalizer } from '../kit.js';
@@ -47,8 +51,9 @@ export const reconcileVirtualMachineSnapshot: KindReconcile = async (key, ctx) =
     snap.spec.vmName,
   );
   const vm = found?.spec.nodeName === ctx.nodeName ? found : undefined;
-  // Another node's machine, or no machine, and never ours: not ours to touch.
-  if (!vm && !held) return done;
+  // Another node's machine, or no machine, and never ours: not ours to act on. A cache that
+  // holds other nodes' machines (the tests') already shows that it exists; ours cannot.
+  if (!vm && !held) return found ? done : reportIfMachineMissing(snap, ctx);
   // The machine is gone or going: its snapshots go with it (the machine's own removal deletes
   // what is left in libvirt before it undefines the domain).
   if (!snap.metadata.deletionTimestamp && (!vm || vm.metadata.deletionTimestamp)) {
@@ -171,6 +176,31 @@ async function converge(
       return done;
     }
   }
+}
+
+/**
+ * A snapshot whose machine is not on this node and that no agent has claimed: asks the API
+ * server whether the machine exists anywhere, and if not, says so (Pending, so the snapshot is
+ * taken once the machine is created; its agent then replaces this status).
+ */
+async function reportIfMachineMissing(
+  snap: VirtualMachineSnapshot,
+  ctx: ControllerContext,
+): Promise<Action> {
+  const claimed = snap.metadata.finalizers?.some((f) => f.startsWith(NODE_FINALIZER_PREFIX));
+  const check = planMachineCheck(snap, claimed ?? false, ctx.now());
+  if (check.op === 'none') return done;
+  if (check.op === 'wait') return requeueAfter(check.ms);
+  const { namespace } = snap.metadata;
+  // On another node: its agent claims the snapshot (or will, once it runs).
+  if (await ctx.getFromServer('VirtualMachine', namespace, snap.spec.vmName)) return done;
+  const problem = machineNotFound(namespace, snap.spec.vmName);
+  // Conditional on the resourceVersion this pass read: had the machine's agent or another agent
+  // written meanwhile, the write is a conflict, and the next pass finds the snapshot claimed
+  // or the status written. Only the agent whose write landed records the Event.
+  const written = await report(ctx, snap, { phase: 'Pending', ...problem });
+  if (written) ctx.event(KIND, snap, 'Warning', problem.reason, problem.message);
+  return done;
 }
 
 /** Deleting the object: the libvirt snapshot first (when the machine's domain is still here). */

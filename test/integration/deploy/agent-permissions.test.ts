@@ -136,6 +136,20 @@ describe("the agent's ServiceAccount after kubectl apply -k manifests/", () => {
       expect(res.stdout).not.toMatch(/"name":"vm-b"/);
     });
 
+    it('reads one VM of another node by name (a snapshot’s machine: elsewhere, or nowhere?)', async () => {
+      const res = await asAgent(undefined, [
+        'get',
+        'virtualmachine',
+        'vm-b',
+        '-n',
+        TENANT,
+        '-o',
+        'name',
+      ]);
+      expectOk(res);
+      expect(res.stdout.trim()).toBe('virtualmachine.virt.dev/vm-b');
+    });
+
     it.each([
       ['get', 'nodes'],
       ['list', 'nodes'],

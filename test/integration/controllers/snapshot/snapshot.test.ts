@@ -15,6 +15,7 @@ import { HOST_FINALIZER } from '../../../../src/controllers/context.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { reconcileVirtualMachineRestore } from '../../../../src/controllers/virtual-machine-restore/index.js';
 import { reconcileVirtualMachineSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/index.js';
+import { CLAIM_GRACE_MS } from '../../../../src/controllers/shared/missing-machine.js';
 import {
   Connect,
   DomainMetadataType,
@@ -408,6 +409,93 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       until: stored(
         () => ctx.get('VirtualMachine', NS, 'going'),
         (o) => o === undefined,
+      ),
+    });
+  });
+});
+
+describe('a snapshot or restore of a machine that exists nowhere', () => {
+  // Two other nodes' agents, whose caches hold neither the machine nor any claim, past the
+  // grace period in which the machine's own agent would have claimed a new object.
+  const elsewhere = (nodeName: string) => {
+    const other = snapshotContext({
+      kubeConfig: controlPlane().kubeConfig,
+      conn,
+      nodeName,
+      stateDir,
+    });
+    return Object.assign(other, { now: () => new Date(Date.now() + CLAIM_GRACE_MS) });
+  };
+
+  it('is reported by one agent; the other’s write conflicts, and then it reads and writes nothing', async () => {
+    const [x, y] = [elsewhere('node-x'), elsewhere('node-y')];
+    await k.create('VirtualMachineSnapshot', {
+      metadata: { name: 'later-1', namespace: NS },
+      spec: { vmName: 'later' },
+    });
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'later-back', namespace: NS },
+      spec: { vmName: 'later', snapshotName: 'later-1' },
+    });
+    await x.refresh();
+    await y.refresh();
+    for (const [kind, reconcile, name] of [
+      ['VirtualMachineSnapshot', reconcileVirtualMachineSnapshot, 'later-1'],
+      ['VirtualMachineRestore', reconcileVirtualMachineRestore, 'later-back'],
+    ] as const) {
+      // Both look the machine up and find it nowhere; x writes first.
+      expect(await reconcile(key(name), x)).toEqual({ kind: 'done' });
+      await expect(reconcile(key(name), y), kind).rejects.toThrow(/409/);
+      expect([x.reads, y.reads], kind).toEqual([1, 1]);
+      await x.refresh();
+      const o = x.get<VirtualMachineSnapshot | VirtualMachineRestore>(kind, NS, name);
+      expect(o?.status?.phase, kind).toBe('Pending');
+      expect(
+        o?.status?.conditions?.find((c) => c.type === 'Ready'),
+        kind,
+      ).toMatchObject({
+        status: 'False',
+        reason: 'VirtualMachineNotFound',
+      });
+      expect(x.events.map((e) => `${e.key} ${e.reason}`)).toEqual([
+        `${key(name)} VirtualMachineNotFound`,
+      ]);
+      // Said once: later passes, of either agent, neither read nor write.
+      await y.refresh();
+      const writes = [x.writes, y.writes];
+      for (const c of [x, y]) expect(await reconcile(key(name), c)).toEqual({ kind: 'done' });
+      expect([x.reads, y.reads, x.writes, y.writes], kind).toEqual([1, 1, ...writes]);
+      x.reads = y.reads = 0;
+      x.events.length = 0;
+    }
+    // A snapshot of a new machine is not judged before its own agent could claim it.
+    await k.create('VirtualMachineSnapshot', {
+      metadata: { name: 'later-2', namespace: NS },
+      spec: { vmName: 'later' },
+    });
+    await ctx.refresh();
+    expect(requeueMs(await reconcileVirtualMachineSnapshot(key('later-2'), ctx))).toBeGreaterThan(
+      0,
+    );
+    expect(ctx.reads).toBe(0);
+  });
+
+  it('is replaced once the machine is created: its agent takes the snapshot and restores it', async () => {
+    await runningVm('later', 'root');
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('later-1'), {
+      until: stored(
+        () => snapOf('later-1'),
+        (o) => o?.status?.phase === 'Ready',
+      ),
+    });
+    expect(snapOf('later-1')?.status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      status: 'True',
+      reason: 'Checkpoint',
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key('later-back'), {
+      until: stored(
+        () => restoreOf('later-back'),
+        (o) => o?.status?.phase === 'Succeeded',
       ),
     });
   });
