@@ -18,6 +18,7 @@ import {
   DomainDeviceModifyFlags,
   DomainSnapshotListFlags,
   DomainUndefineFlags,
+  DomainXMLFlags,
 } from '../../libvirt/constants.js';
 import type { Domain } from '../../libvirt/domain.js';
 import {
@@ -30,14 +31,17 @@ import {
   isTimeout,
   isUnsupported,
 } from '../../libvirt/errors.js';
+import { XmlDocumentError } from '../../libvirt/xml/codec.js';
 import {
   buildDiskXML,
   buildDomainXML,
   buildInterfaceXML,
+  parsePciLayout,
   type DomainDocument,
 } from '../../libvirt/xml/domain.js';
 import { stableMessage } from '../kit.js';
 import { CloudInitError, writeCloudInitISO } from './iso.js';
+import { keepPciAddresses } from './placement.js';
 import type { DeviceChange, MachineStep } from './plan.js';
 
 export interface StepFailure {
@@ -96,8 +100,9 @@ export async function actMachine(
     // The device steps before it wrote their own changes: nothing to redefine.
     if (step.op === 'define' && step.fallback && !configChangeMissed(steps, executed)) continue;
     try {
-      if (step.op === 'define') target = await define(conn, step.doc);
-      else if (step.op === 'writeCloudInit') await writeCloudInitISO(step.image);
+      if (step.op === 'define') {
+        target = await define(conn, step.created ? step.doc : await withSlots(target, step.doc));
+      } else if (step.op === 'writeCloudInit') await writeCloudInitISO(step.image);
       else if (step.op === 'removeFiles') await removeFiles(step.paths);
       else if (!target) throw new Error(`step ${step.op} has no domain: the plan lacks a define`);
       else if (step.op === 'destroy' && onLane) await destroyOnLane(target, onLane);
@@ -148,6 +153,22 @@ function configChangeMissed(steps: readonly MachineStep[], executed: readonly Ma
 async function destroyOnLane(domain: Domain, onLane: OnLane): Promise<void> {
   const uuid = domain.getUUIDString();
   await onLane(async (lane) => (await lane.lookupDomainByUUIDString(uuid)).destroy());
+}
+
+/**
+ * `doc` with the PCI addresses of the persistent definition it replaces (keepPciAddresses),
+ * read now rather than when the pass observed it: a device step of this pass may have given a
+ * hot-plugged device its slot there. A definition that cannot be read as libvirt wrote it
+ * leaves the placement to libvirt.
+ */
+async function withSlots(domain: Domain | undefined, doc: DomainDocument): Promise<DomainDocument> {
+  if (!domain) return doc;
+  try {
+    return keepPciAddresses(doc, parsePciLayout(await domain.getXMLDesc(DomainXMLFlags.INACTIVE)));
+  } catch (err) {
+    if (err instanceof XmlDocumentError || (isLibvirtError(err) && isUnsupported(err))) return doc;
+    throw err;
+  }
 }
 
 async function define(conn: Connect, doc: DomainDocument): Promise<Domain> {

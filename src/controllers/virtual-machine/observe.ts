@@ -41,11 +41,6 @@ export interface OursDomain {
   live: DomainDocument | undefined;
   /** The persistent definition; undefined for a transient domain. */
   config: DomainDocument | undefined;
-  /**
-   * The persistent definition as libvirt wrote it, for the PCI addresses a redefinition keeps
-   * (read only when one is planned: most passes define nothing).
-   */
-  configXml?: string;
   /** The guest's balloon size in KiB when the balloon driver reports it. */
   memoryActualKiB: number | undefined;
   /** IP addresses by lower-case MAC. */
@@ -146,12 +141,7 @@ async function describe(domain: Domain, vm: VirtualMachine): Promise<ObservedDom
   // getXMLDesc(0) is the running definition of an active domain, the persistent one otherwise.
   const live = active ? current : undefined;
   let config: DomainDocument | undefined;
-  let configXml: string | undefined;
-  if (persistent) {
-    ({ config, configXml } = active
-      ? await inactiveDefinition(domain, current)
-      : { config: current, configXml: xml });
-  }
+  if (persistent) config = active ? await inactiveDefinition(domain, current) : current;
   const observed: OursDomain = {
     state: 'ours',
     domain,
@@ -162,7 +152,6 @@ async function describe(domain: Domain, vm: VirtualMachine): Promise<ObservedDom
     active,
     live,
     config,
-    configXml,
     memoryActualKiB: undefined,
     addresses: new Map(),
     leasesSupported: false,
@@ -176,16 +165,12 @@ async function describe(domain: Domain, vm: VirtualMachine): Promise<ObservedDom
   return observed;
 }
 
-async function inactiveDefinition(
-  domain: Domain,
-  current: DomainDocument,
-): Promise<{ config: DomainDocument; configXml?: string }> {
+async function inactiveDefinition(domain: Domain, current: DomainDocument) {
   try {
-    const configXml = await domain.getXMLDesc(DomainXMLFlags.INACTIVE);
-    return { config: parseDomainXML(configXml), configXml };
+    return parseDomainXML(await domain.getXMLDesc(DomainXMLFlags.INACTIVE));
   } catch (err) {
     // A driver that cannot show it: the running definition is the best knowledge there is.
-    if (isUnsupported(err)) return { config: current };
+    if (isUnsupported(err)) return current;
     throw err;
   }
 }

@@ -29,7 +29,6 @@ import type { VirtualMachine } from '../../api/generated/types.js';
 import {
   effectiveCpu,
   ownedDomainFields,
-  parsePciLayout,
   type Disk,
   type DomainCpu,
   type DomainDocument,
@@ -41,7 +40,6 @@ import { lifecycleChange } from '../kit.js';
 import type { CloudInitImage } from './cloud-init.js';
 import type { ObservedDomain, ObservedMachine, OursDomain } from './observe.js';
 import { diskLetters } from './desired.js';
-import { keepPciAddresses } from './placement.js';
 
 /** The condition that remembers why and since when the operator is stopping the domain. */
 export const SHUTDOWN_CONDITION = 'ShutdownRequested';
@@ -592,9 +590,9 @@ function pruneSteps(input: PlanInput, domain: OursDomain): MachineStep[] {
  *
  * A redefinition is avoided where it is not needed: a CONFIG attach or detach only gives its
  * own device a slot or frees it. Should one not take (a driver without hotplug, no free root
- * port, a detach QEMU refuses), a fallback define writes the change instead. A redefinition
- * writes the PCI addresses the persistent definition gave the devices that stay
- * (keepPciAddresses), so they keep their slots at the next boot.
+ * port, a detach QEMU refuses), a fallback define writes the change instead. The define writes
+ * the PCI addresses the persistent definition gave the devices that stay (act.ts, placement.ts),
+ * so they keep their slots at the next boot.
  */
 export function configSteps(
   desired: DomainDocument,
@@ -631,12 +629,8 @@ export function configSteps(
     steps.push({ op: 'setVcpus', count: vcpus, live: vcpusLive, config: vcpusConfig });
   }
 
-  if (needsDefine || fallback) {
-    const doc = domain.configXml
-      ? keepPciAddresses(desired, parsePciLayout(domain.configXml))
-      : desired;
-    steps.push({ op: 'define', doc, created: false, ...(fallback ? { fallback } : {}) });
-  }
+  if (needsDefine) steps.push({ op: 'define', doc: desired, created: false });
+  else if (fallback) steps.push({ op: 'define', doc: desired, created: false, fallback: true });
   return steps;
 }
 

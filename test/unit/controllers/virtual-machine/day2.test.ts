@@ -370,6 +370,8 @@ describe('live device changes', () => {
     );
     const noHotplug = {
       attachDeviceFlags: () => Promise.reject(unsupported),
+      // The fallback define reads the persistent definition for its PCI addresses.
+      getXMLDesc: () => Promise.resolve(buildDomainXML(small)),
     } as unknown as Domain;
     const missed = await actMachine(conn, noHotplug, steps);
     expect(defined).toHaveLength(1);

@@ -4,17 +4,21 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { VirtualMachineSpec } from '../../../../src/api/generated/types.js';
-import { configSteps } from '../../../../src/controllers/virtual-machine/plan.js';
+import { actMachine } from '../../../../src/controllers/virtual-machine/act.js';
+import type { MachineStep } from '../../../../src/controllers/virtual-machine/plan.js';
+import type { Connect } from '../../../../src/libvirt/connection.js';
+import { DomainXMLFlags } from '../../../../src/libvirt/constants.js';
+import type { Domain } from '../../../../src/libvirt/domain.js';
+import { ErrorCode, ErrorDomain, LibvirtError } from '../../../../src/libvirt/errors.js';
 import { keepPciAddresses } from '../../../../src/controllers/virtual-machine/placement.js';
 import {
   buildDomainXML,
-  parseDomainXML,
   parsePciLayout,
   type DomainDocument,
   type PciAddress,
   type PciLayout,
 } from '../../../../src/libvirt/xml/domain.js';
-import { desired, ours, vm } from './machines.js';
+import { desired, vm } from './machines.js';
 
 const LIBVIRT = join(import.meta.dirname, '../../../fixtures/xml/libvirt');
 const OLD_XML = readFileSync(join(LIBVIRT, 'qemu-machine-inactive.xml'), 'utf8');
@@ -126,24 +130,44 @@ describe('keepPciAddresses', () => {
   });
 });
 
-describe('configSteps', () => {
+describe('a redefinition', () => {
   // A NIC model change is restart-time: the persistent definition is rewritten.
   const changed = machine({
     ...SPEC,
     interfaces: [{ name: 'eth0', network: 'net-a', model: 'e1000e' }],
   });
-  const config = parseDomainXML(OLD_XML);
-  const defineOf = (steps: ReturnType<typeof configSteps>) => {
-    const step = steps.find((s) => s.op === 'define');
-    return step?.op === 'define' ? step.doc : undefined;
-  };
+  const step = (created: boolean): MachineStep => ({ op: 'define', doc: changed, created });
+  /** The XML the step defines, the old definition read from `domain`. */
+  async function defined(domain: Partial<Domain> | undefined, created = false) {
+    const xml: string[] = [];
+    const conn = {
+      defineDomainXML: (x: string) => (xml.push(x), Promise.resolve(domain)),
+    } as unknown as Connect;
+    const outcome = await actMachine(conn, domain as Domain | undefined, [step(created)]);
+    expect(outcome.failure).toBeUndefined();
+    return xml[0]!;
+  }
 
-  it('writes the addresses of the definition it replaces into a redefinition', () => {
-    const doc = defineOf(configSteps(changed, ours({ config, configXml: OLD_XML })));
-    expect(doc && slots(doc)).toEqual(OLD);
+  it('writes the addresses of the persistent definition it replaces, read when it defines', async () => {
+    const flags: unknown[] = [];
+    const domain = {
+      getXMLDesc: (f?: number) => (flags.push(f), Promise.resolve(OLD_XML)),
+    };
+    expect(slotsOf(parsePciLayout(await defined(domain)))).toEqual(OLD);
+    expect(flags).toEqual([DomainXMLFlags.INACTIVE]);
   });
 
-  it('writes none when the old definition could not be read as libvirt wrote it', () => {
-    expect(defineOf(configSteps(changed, ours({ config })))).toBe(changed);
+  it('leaves the placement to libvirt for a new domain, or a definition it cannot read', async () => {
+    expect(await defined(undefined, true)).toBe(buildDomainXML(changed));
+    const unsupported = new LibvirtError(
+      'this function is not supported by the connection driver',
+      {
+        code: ErrorCode.VIR_ERR_NO_SUPPORT,
+        domain: ErrorDomain.VIR_FROM_TEST,
+        level: 2,
+      },
+    );
+    const cannotTell = { getXMLDesc: () => Promise.reject(unsupported) };
+    expect(await defined(cannotTell)).toBe(buildDomainXML(changed));
   });
 });
