@@ -219,6 +219,39 @@ describe('VirtualMachine reconcile on test:///default', () => {
     expect(eventReasons('web')).toEqual(expect.arrayContaining(['Updated', 'RestartRequired']));
   });
 
+  // KubeVirt's RestartRequired blocks live updates until a restart, even after the change that
+  // needs one is undone (kubevirt#16719). Here neither: live changes go on, and undoing the
+  // restart-time change drops the condition without a restart.
+  it('applies live changes while a restart-time change waits, and forgets it when undone', async () => {
+    const id = (await domainOf(vmOf('web')!)).getID();
+    await k.patchSpec('VirtualMachine', NS, 'web', { memory: '448Mi' });
+    await converge(ctx, reconcileVirtualMachine, key('web'), {
+      until: stored('web', (vm) => vm?.status?.memory?.actual === '448Mi'),
+    });
+    expect((await (await domainOf(vmOf('web')!)).getInfo()).memory).toBe(448n * 1024n);
+    expect(condition(vmOf('web'), 'RestartRequired')?.status).toBe('True');
+
+    const restartTime = { maxMemory: '1Gi', disks: vmOf('web')!.spec.disks };
+    await k.patchSpec('VirtualMachine', NS, 'web', {
+      maxMemory: '512Mi',
+      disks: [{ name: 'root', volume: 'root', bootOrder: 1 }],
+    });
+    await converge(ctx, reconcileVirtualMachine, key('web'), {
+      until: stored('web', (vm) => condition(vm, 'RestartRequired')?.status === 'False'),
+    });
+    const domain = await domainOf(vmOf('web')!);
+    expect(domain.getID()).toBe(id);
+    expect(condition(vmOf('web'), 'Ready')?.status).toBe('True');
+    const config = parseDomainXML(await domain.getXMLDesc(DomainXMLFlags.INACTIVE));
+    expect([config.memoryKiB, config.currentMemoryKiB]).toEqual([512 * 1024, 448 * 1024]);
+
+    // Pending again, for the next test.
+    await k.patchSpec('VirtualMachine', NS, 'web', restartTime);
+    await converge(ctx, reconcileVirtualMachine, key('web'), {
+      until: stored('web', (vm) => condition(vm, 'RestartRequired')?.status === 'True'),
+    });
+  });
+
   it('applies restart-time changes by a graceful restart with updatePolicy Restart', async () => {
     const id = (await domainOf(vmOf('web')!)).getID();
     rec.reset();
