@@ -64,7 +64,12 @@ export async function main(argv: string[]): Promise<number> {
         allowPositionals: true,
       });
     } catch (err) {
-      throw new UsageError(`vm: ${(err as Error).message.split('\n')[0]}; see 'vm --help'`);
+      // parseArgs's advice about '--' does not apply to a NAME, and it would break the line.
+      const message = ((err as Error).message.split('\n')[0] ?? '').replace(
+        /\. To specify .*$/,
+        '',
+      );
+      throw new UsageError(`vm: ${message}; see 'vm --help'`);
     }
     if (parsed.values.help) {
       console.log(HELP);

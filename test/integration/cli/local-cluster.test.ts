@@ -125,6 +125,11 @@ describe('libvirt-operator local-cluster', () => {
         /^libvirt-operator up: --dir is the local control plane's folder, and --kubeconfig uses a cluster instead of one: give one of them$/,
         2,
       ],
+      [
+        ['vm', 'pause', 'web', '--frob'],
+        /^libvirt-operator vm: Unknown option '--frob'; see 'vm --help'$/,
+        2,
+      ],
     ];
     for (const [args, message, code] of cases) {
       const res = await collect(spawnCli(args));
