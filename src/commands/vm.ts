@@ -6,10 +6,11 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { KubeConfig } from '@kubernetes/client-node';
 import { PAUSED_ANNOTATION, RESTART_ANNOTATION } from '../controllers/virtual-machine/plan.js';
 import { CONTENT_TYPE, createKubeClient, isNotFound } from '../runtime/kube-client.js';
+import { kubeconfigNamespace } from '../runtime/kube-config.js';
 import { UsageError, withOneLineErrors } from './flags.js';
+import { loadKubeConfig } from './run.js';
 
 const VM_FIELD_MANAGER = 'libvirt-operator-vm';
 
@@ -39,14 +40,20 @@ function annotationPatch(action: Action, now: Date): Record<string, string | nul
   }
 }
 
-function kubeConfigFrom(path: string | undefined): KubeConfig {
-  const kc = new KubeConfig();
-  const file = path ?? process.env.KUBECONFIG ?? join(homedir(), '.kube', 'config');
-  if (existsSync(file)) kc.loadFromFile(file);
-  else if (path ?? process.env.KUBECONFIG) throw new Error(`kubeconfig ${file} does not exist`);
-  else kc.loadFromCluster();
-  if (!kc.getCurrentCluster()) throw new Error(`no current cluster in the kubeconfig (${file})`);
-  return kc;
+/**
+ * The kubeconfig kubectl would read: --kubeconfig, else KUBECONFIG (an empty one is unset),
+ * else ~/.kube/config when it exists; undefined means the pod's service account. Pure.
+ */
+export function kubeconfigPath(
+  flag: string | undefined,
+  env: Record<string, string | undefined>,
+  home: string,
+  exists: (path: string) => boolean,
+): string | undefined {
+  if (flag !== undefined) return flag;
+  if (env.KUBECONFIG) return env.KUBECONFIG;
+  const file = join(home, '.kube', 'config');
+  return exists(file) ? file : undefined;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -84,11 +91,11 @@ export async function main(argv: string[]): Promise<number> {
     if (name === undefined || extra.length > 0) {
       throw new UsageError(`vm ${action}: exactly one machine NAME is required`);
     }
-    const kc = kubeConfigFrom(parsed.values.kubeconfig);
+    // The same reading as run and console: a kubeconfig that cannot be used is named.
+    const path = kubeconfigPath(parsed.values.kubeconfig, process.env, homedir(), existsSync);
+    const kc = await loadKubeConfig(path);
     const namespace =
-      parsed.values.namespace ??
-      kc.getContextObject(kc.getCurrentContext())?.namespace ??
-      'default';
+      parsed.values.namespace ?? (path ? kubeconfigNamespace(path) : undefined) ?? 'default';
     const client = createKubeClient(kc, { userAgent: 'libvirt-operator-vm' });
     const patch = annotationPatch(action as Action, new Date());
     try {

@@ -112,6 +112,7 @@ describe('libvirt-operator local-cluster', () => {
   });
 
   it('rejects bad input with a one-line error and no stack trace', async () => {
+    const notKubeconfig = tempDir();
     const cases: Array<[string[], RegExp, number]> = [
       [['local-cluster', '--frob'], /^libvirt-operator local-cluster: Unknown option '--frob'/, 2],
       [
@@ -129,6 +130,11 @@ describe('libvirt-operator local-cluster', () => {
         ['vm', 'pause', 'web', '--frob'],
         /^libvirt-operator vm: Unknown option '--frob'; see 'vm --help'$/,
         2,
+      ],
+      [
+        ['vm', 'pause', 'web', '--kubeconfig', notKubeconfig],
+        new RegExp(`^libvirt-operator vm: cannot read kubeconfig ${notKubeconfig}: EISDIR`),
+        1,
       ],
     ];
     for (const [args, message, code] of cases) {
