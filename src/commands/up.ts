@@ -14,7 +14,7 @@ import type {
   VirtualNetwork,
   Volume,
 } from '../api/generated/types.js';
-import { agentConfig } from '../agent/config.js';
+import { agentConfig, ConfigError } from '../agent/config.js';
 import { startAgent, type Agent } from '../agent/agent.js';
 import {
   cacheRoot,
@@ -84,15 +84,7 @@ export async function main(argv: string[]): Promise<number> {
     const health = await healthAddr(values['health-addr'], (port) => canListen(port, '127.0.0.1'));
     if (health.fallback)
       say(`${DEFAULT_HEALTH_ADDR} is in use: health and metrics on another port`);
-    const cfg = agentConfig({
-      flags: {
-        'node-name': values['node-name'],
-        'libvirt-uri': libvirtUri,
-        'health-addr': health.addr,
-        'state-dir': join(cacheRoot(), 'state'),
-      },
-      env: { ...process.env, METRICS_ADDR: undefined },
-    });
+    const cfg = upConfig(values['node-name'], libvirtUri, health.addr);
 
     let cp: ControlPlane | undefined;
     let kubeConfig: KubeAccess;
@@ -148,6 +140,24 @@ export async function main(argv: string[]): Promise<number> {
     await cp?.stop();
     return 0;
   });
+}
+
+/** The agent's configuration; a bad flag or variable is a usage error, as for run. */
+function upConfig(nodeName: string | undefined, libvirtUri: string, healthAddr: string) {
+  try {
+    return agentConfig({
+      flags: {
+        'node-name': nodeName,
+        'libvirt-uri': libvirtUri,
+        'health-addr': healthAddr,
+        'state-dir': join(cacheRoot(), 'state'),
+      },
+      env: { ...process.env, METRICS_ADDR: undefined },
+    });
+  } catch (err) {
+    if (err instanceof ConfigError) throw new UsageError(`up: ${err.message}`);
+    throw err;
+  }
 }
 
 function say(line: string): void {

@@ -126,6 +126,17 @@ describe('libvirt-operator local-cluster', () => {
         /^libvirt-operator up: --dir is the local control plane's folder, and --kubeconfig uses a cluster instead of one: give one of them$/,
         2,
       ],
+      // Flags up hands to the agent: refused as run refuses them, before anything starts.
+      [
+        ['up', '--libvirt-uri', 'test:///default', '--health-addr', 'garbage'],
+        /^libvirt-operator up: --health-addr must be HOST:PORT \(e\.g\. 127\.0\.0\.1:8080 or :8080\), got 'garbage'$/,
+        2,
+      ],
+      [
+        ['up', '--libvirt-uri', 'test:///default', '--node-name', 'Bad_Node'],
+        /^libvirt-operator up: node name 'Bad_Node' is not a valid Kubernetes node name/,
+        2,
+      ],
       [
         ['vm', 'pause', 'web', '--frob'],
         /^libvirt-operator vm: Unknown option '--frob'; see 'vm --help'$/,
