@@ -22,6 +22,7 @@ import { defaultLibvirtUri } from '../agent/config.js';
 import { createKubeClient, type KubeClient } from '../runtime/index.js';
 import { isNotFound as isKubeNotFound } from '../runtime/kube-client.js';
 import { kubeconfigNamespace } from '../runtime/kube-config.js';
+import { missingCrd } from './crd-missing.js';
 import { UsageError, withOneLineErrors } from './flags.js';
 import { loadKubeConfig } from './run.js';
 
@@ -248,7 +249,10 @@ async function getVirtualMachine(
     });
   } catch (err) {
     if (isKubeNotFound(err)) {
-      throw new Error(`VirtualMachine ${namespace}/${name} not found`, { cause: err });
+      throw (
+        (await missingCrd(client, 'VirtualMachine')) ??
+        new Error(`VirtualMachine ${namespace}/${name} not found`, { cause: err })
+      );
     }
     throw err;
   }

@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { PAUSED_ANNOTATION, RESTART_ANNOTATION } from '../controllers/virtual-machine/plan.js';
 import { CONTENT_TYPE, createKubeClient, isNotFound } from '../runtime/kube-client.js';
 import { kubeconfigNamespace } from '../runtime/kube-config.js';
+import { missingCrd } from './crd-missing.js';
 import { UsageError, withOneLineErrors } from './flags.js';
 import { loadKubeConfig } from './run.js';
 
@@ -108,7 +109,10 @@ export async function main(argv: string[]): Promise<number> {
       });
     } catch (err) {
       if (isNotFound(err)) {
-        throw new Error(`virtualmachine ${namespace}/${name} not found`, { cause: err });
+        throw (
+          (await missingCrd(client, 'VirtualMachine')) ??
+          new Error(`virtualmachine ${namespace}/${name} not found`, { cause: err })
+        );
       }
       throw err;
     }
