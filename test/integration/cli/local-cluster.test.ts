@@ -154,6 +154,13 @@ describe('libvirt-operator local-cluster', () => {
       expect(res.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
       expect(res.stderr.trim()).toMatch(message);
     }
+    // No command at all: the usage, as an error; asked for with --help, as the answer.
+    const bare = await collect(spawnCli([]));
+    expect([bare.code, bare.stdout]).toEqual([2, '']);
+    expect(bare.stderr).toMatch(/^usage: libvirt-operator <command>/);
+    const help = await collect(spawnCli(['--help']));
+    expect([help.code, help.stderr]).toEqual([0, '']);
+    expect(help.stdout).toBe(bare.stderr);
   });
 
   it('names a busy port, and a folder another control plane runs in', async () => {
