@@ -319,10 +319,23 @@ async function attachLocal(
       }
       throw err;
     }
-    return await runSession(stream, vmName, o.timeoutMs);
+    return await runSession(stream, vmName, o.timeoutMs, {
+      cutOff: async (err) =>
+        cutOffMessage(vmName, err, await conn.isAlive({ timeoutMs: 5_000 }).catch(() => false)),
+    });
   } finally {
     await conn.close();
   }
+}
+
+/**
+ * Why libvirt cut the session off. It reports a takeover by another session (--force) as a
+ * bare stream I/O failure; with the connection still alive, that is what it was. Pure.
+ */
+export function cutOffMessage(vmName: string, err: Error, connectionAlive: boolean): string {
+  return connectionAlive
+    ? `libvirt-operator console: another session took the console of ${vmName} over (--force): ${err.message}`
+    : `libvirt-operator console: the connection to libvirt was lost: ${err.message}`;
 }
 
 interface ConsoleStream {
@@ -339,6 +352,7 @@ function runSession(
   stream: ConsoleStream,
   vmName: string,
   timeoutMs: number | undefined,
+  say: { cutOff: (err: Error) => Promise<string> },
 ): Promise<number> {
   const { stdin, stdout, stderr } = process;
   const tty = stdin.isTTY === true;
@@ -380,8 +394,8 @@ function runSession(
       }
     };
     stream.receive(onOutput).then(
-      () => end(0, `console of ${vmName} closed (the VM stopped or another session took over)`),
-      (err: Error) => end(1, `libvirt-operator console: ${err.message}`),
+      () => end(0, `console of ${vmName} closed (the VM stopped)`),
+      (err: Error) => void say.cutOff(err).then((message) => end(1, message)),
     );
     stdout.on('error', () => end(0)); // e.g. `| head` closed the pipe
 

@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   agentExecArgs,
+  cutOffMessage,
   ESCAPE,
   parseConsoleArgs,
   pickAgentPod,
@@ -195,5 +196,21 @@ describe('agentExecArgs', () => {
     expect(args.slice(0, 5)).toEqual(['--kubeconfig', '/kc', 'exec', '-i', '-t']);
     expect(args).not.toContain('--timeout');
     expect(args).not.toContain('--force');
+  });
+});
+
+describe('the end of a session libvirt cut off', () => {
+  const ioFailure = new Error('stream had I/O failure');
+
+  it('names a takeover by another session while the connection lives on', () => {
+    expect(cutOffMessage('prod/web', ioFailure, true)).toBe(
+      'libvirt-operator console: another session took the console of prod/web over (--force): stream had I/O failure',
+    );
+  });
+
+  it('names a lost connection to libvirt as such', () => {
+    expect(cutOffMessage('prod/web', ioFailure, false)).toBe(
+      'libvirt-operator console: the connection to libvirt was lost: stream had I/O failure',
+    );
   });
 });
