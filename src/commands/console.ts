@@ -11,7 +11,7 @@
 //   it answered the last input, has been quiet for 1.5 s (at most 15 s), so
 //   `echo cmd | libvirt-operator console vm` shows the answer and returns.
 // The session also ends when the console does (the VM stopped, or another session took it
-// over with --force).
+// over with --force); a paused guest is named at the start, as it answers nothing.
 import { spawn } from 'node:child_process';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -309,6 +309,7 @@ async function attachLocal(
       );
     }
     if (!(await domain.isActive())) throw new Error(`VirtualMachine ${vmName} is not running`);
+    const { stateName } = await domain.getState();
     const stream = conn.newStream();
     try {
       await domain.openConsole(null, stream, o.force ? lv.DomainConsoleFlags.FORCE : 0);
@@ -320,12 +321,23 @@ async function attachLocal(
       throw err;
     }
     return await runSession(stream, vmName, o.timeoutMs, {
+      note: pausedNote(vmName, stateName),
       cutOff: async (err) =>
         cutOffMessage(vmName, err, await conn.isAlive({ timeoutMs: 5_000 }).catch(() => false)),
     });
   } finally {
     await conn.close();
   }
+}
+
+/**
+ * Said when the session starts on a paused guest: it reads and answers nothing until it
+ * resumes, and a silent console would look broken. Pure.
+ */
+export function pausedNote(vmName: string, stateName: string): string | undefined {
+  return stateName === 'paused'
+    ? `VirtualMachine ${vmName} is paused: the guest answers once it resumes (vm unpause)`
+    : undefined;
 }
 
 /**
@@ -352,7 +364,7 @@ function runSession(
   stream: ConsoleStream,
   vmName: string,
   timeoutMs: number | undefined,
-  say: { cutOff: (err: Error) => Promise<string> },
+  say: { note: string | undefined; cutOff: (err: Error) => Promise<string> },
 ): Promise<number> {
   const { stdin, stdout, stderr } = process;
   const tty = stdin.isTTY === true;
@@ -431,6 +443,7 @@ function runSession(
       stdin.setRawMode(true);
       stderr.write(`Connected to ${vmName} (escape character is ^])\r\n`);
     }
+    if (say.note) stderr.write(tty ? `${say.note}\r\n` : `${say.note}\n`);
     stdin.on('data', onInput);
     stdin.on('end', onInputEnd);
     stdin.resume();

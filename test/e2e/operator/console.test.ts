@@ -255,6 +255,39 @@ describe('libvirt-operator console', () => {
     expect(cutOff.code).toBe(1);
   });
 
+  it('names a paused guest at the start, since it answers nothing until it resumes', async () => {
+    const setPaused = async (on: boolean, phase: string) => {
+      const annotate = await cp().kubectl([
+        'annotate',
+        '--overwrite',
+        `vm/${VM}`,
+        '-n',
+        NS,
+        on ? 'virt.dev/paused=true' : 'virt.dev/paused-',
+      ]);
+      expect(annotate.code, annotate.stderr).toBe(0);
+      const waited = await cp().kubectl(
+        ['wait', `--for=jsonpath={.status.phase}=${phase}`, `vm/${VM}`, '-n', NS, '--timeout=60s'],
+        { timeoutMs: 70_000 },
+      );
+      expect(waited.code, waited.stderr).toBe(0);
+    };
+    await setPaused(true, 'Paused');
+    try {
+      const session = await consoleCommand(
+        [VM, '-n', NS, '--timeout', '2'],
+        cp().kubeconfigPath,
+        () => undefined,
+      );
+      expect(session.stderr).toBe(
+        `VirtualMachine ${NS}/${VM} is paused: the guest answers once it resumes (vm unpause)\n`,
+      );
+      expect(session.code).toBe(0);
+    } finally {
+      await setPaused(false, 'Running');
+    }
+  });
+
   it('names what is missing: an unknown VM, or no agent pod to exec into', async () => {
     const missing = await consoleCommand(['nope', '-n', NS], cp().kubeconfigPath, (s) => s.end());
     expect(missing.code).toBe(1);

@@ -6,6 +6,7 @@ import {
   agentExecArgs,
   cutOffMessage,
   ESCAPE,
+  pausedNote,
   parseConsoleArgs,
   pickAgentPod,
   splitAtEscape,
@@ -212,5 +213,15 @@ describe('the end of a session libvirt cut off', () => {
     expect(cutOffMessage('prod/web', ioFailure, false)).toBe(
       'libvirt-operator console: the connection to libvirt was lost: stream had I/O failure',
     );
+  });
+});
+
+describe('a session on a paused guest', () => {
+  it('starts with a note that it is paused, and only then', () => {
+    expect(pausedNote('prod/web', 'paused')).toBe(
+      'VirtualMachine prod/web is paused: the guest answers once it resumes (vm unpause)',
+    );
+    for (const state of ['running', 'blocked', 'shutdown', 'pmsuspended'])
+      expect(pausedNote('prod/web', state)).toBeUndefined();
   });
 });
