@@ -11,7 +11,7 @@
 //   it answered the last input, has been quiet for 1.5 s (at most 15 s), so
 //   `echo cmd | libvirt-operator console vm` shows the answer and returns.
 // The session also ends when the console does (the VM stopped, or another session took it
-// over with --force).
+// over with --force); a paused guest is named at the start, as it answers nothing.
 import { spawn } from 'node:child_process';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -22,6 +22,7 @@ import { defaultLibvirtUri } from '../agent/config.js';
 import { createKubeClient, type KubeClient } from '../runtime/index.js';
 import { isNotFound as isKubeNotFound } from '../runtime/kube-client.js';
 import { kubeconfigNamespace } from '../runtime/kube-config.js';
+import { missingCrd } from './crd-missing.js';
 import { UsageError, withOneLineErrors } from './flags.js';
 import { loadKubeConfig } from './run.js';
 
@@ -248,7 +249,10 @@ async function getVirtualMachine(
     });
   } catch (err) {
     if (isKubeNotFound(err)) {
-      throw new Error(`VirtualMachine ${namespace}/${name} not found`, { cause: err });
+      throw (
+        (await missingCrd(client, 'VirtualMachine')) ??
+        new Error(`VirtualMachine ${namespace}/${name} not found`, { cause: err })
+      );
     }
     throw err;
   }
@@ -305,6 +309,7 @@ async function attachLocal(
       );
     }
     if (!(await domain.isActive())) throw new Error(`VirtualMachine ${vmName} is not running`);
+    const { stateName } = await domain.getState();
     const stream = conn.newStream();
     try {
       await domain.openConsole(null, stream, o.force ? lv.DomainConsoleFlags.FORCE : 0);
@@ -315,10 +320,34 @@ async function attachLocal(
       }
       throw err;
     }
-    return await runSession(stream, vmName, o.timeoutMs);
+    return await runSession(stream, vmName, o.timeoutMs, {
+      note: pausedNote(vmName, stateName),
+      cutOff: async (err) =>
+        cutOffMessage(vmName, err, await conn.isAlive({ timeoutMs: 5_000 }).catch(() => false)),
+    });
   } finally {
     await conn.close();
   }
+}
+
+/**
+ * Said when the session starts on a paused guest: it reads and answers nothing until it
+ * resumes, and a silent console would look broken. Pure.
+ */
+export function pausedNote(vmName: string, stateName: string): string | undefined {
+  return stateName === 'paused'
+    ? `VirtualMachine ${vmName} is paused: the guest answers once it resumes (vm unpause)`
+    : undefined;
+}
+
+/**
+ * Why libvirt cut the session off. It reports a takeover by another session (--force) as a
+ * bare stream I/O failure; with the connection still alive, that is what it was. Pure.
+ */
+export function cutOffMessage(vmName: string, err: Error, connectionAlive: boolean): string {
+  return connectionAlive
+    ? `libvirt-operator console: another session took the console of ${vmName} over (--force): ${err.message}`
+    : `libvirt-operator console: the connection to libvirt was lost: ${err.message}`;
 }
 
 interface ConsoleStream {
@@ -335,6 +364,7 @@ function runSession(
   stream: ConsoleStream,
   vmName: string,
   timeoutMs: number | undefined,
+  say: { note: string | undefined; cutOff: (err: Error) => Promise<string> },
 ): Promise<number> {
   const { stdin, stdout, stderr } = process;
   const tty = stdin.isTTY === true;
@@ -376,8 +406,8 @@ function runSession(
       }
     };
     stream.receive(onOutput).then(
-      () => end(0, `console of ${vmName} closed (the VM stopped or another session took over)`),
-      (err: Error) => end(1, `libvirt-operator console: ${err.message}`),
+      () => end(0, `console of ${vmName} closed (the VM stopped)`),
+      (err: Error) => void say.cutOff(err).then((message) => end(1, message)),
     );
     stdout.on('error', () => end(0)); // e.g. `| head` closed the pipe
 
@@ -413,6 +443,7 @@ function runSession(
       stdin.setRawMode(true);
       stderr.write(`Connected to ${vmName} (escape character is ^])\r\n`);
     }
+    if (say.note) stderr.write(tty ? `${say.note}\r\n` : `${say.note}\n`);
     stdin.on('data', onInput);
     stdin.on('end', onInputEnd);
     stdin.resume();

@@ -14,7 +14,7 @@ import type {
   VirtualNetwork,
   Volume,
 } from '../api/generated/types.js';
-import { agentConfig } from '../agent/config.js';
+import { agentConfig, ConfigError } from '../agent/config.js';
 import { startAgent, type Agent } from '../agent/agent.js';
 import {
   cacheRoot,
@@ -43,7 +43,7 @@ const HELP = `usage: libvirt-operator up [--examples] [--node-name NAME] [--libv
 
 Runs the operator on this host: a local control plane (unless --kubeconfig is given) with the
 optional finalizer policy (docs/deploy.md), then the agent. libvirt: the local libvirtd when
-its socket exists or it can be started (root), else the in-process test driver
+this user may connect to it or it can be started (root), else the in-process test driver
 (test:///default).
 
   --examples          boot the offline demo: this project's tiny guest (built from Debian
@@ -84,15 +84,7 @@ export async function main(argv: string[]): Promise<number> {
     const health = await healthAddr(values['health-addr'], (port) => canListen(port, '127.0.0.1'));
     if (health.fallback)
       say(`${DEFAULT_HEALTH_ADDR} is in use: health and metrics on another port`);
-    const cfg = agentConfig({
-      flags: {
-        'node-name': values['node-name'],
-        'libvirt-uri': libvirtUri,
-        'health-addr': health.addr,
-        'state-dir': join(cacheRoot(), 'state'),
-      },
-      env: { ...process.env, METRICS_ADDR: undefined },
-    });
+    const cfg = upConfig(values['node-name'], libvirtUri, health.addr);
 
     let cp: ControlPlane | undefined;
     let kubeConfig: KubeAccess;
@@ -150,23 +142,88 @@ export async function main(argv: string[]): Promise<number> {
   });
 }
 
+/** The agent's configuration; a bad flag or variable is a usage error, as for run. */
+function upConfig(nodeName: string | undefined, libvirtUri: string, healthAddr: string) {
+  try {
+    return agentConfig({
+      flags: {
+        'node-name': nodeName,
+        'libvirt-uri': libvirtUri,
+        'health-addr': healthAddr,
+        'state-dir': join(cacheRoot(), 'state'),
+      },
+      env: { ...process.env, METRICS_ADDR: undefined },
+    });
+  } catch (err) {
+    if (err instanceof ConfigError) throw new UsageError(`up: ${err.message}`);
+    throw err;
+  }
+}
+
 function say(line: string): void {
   console.log(`up: ${line}`);
 }
 
-async function localLibvirt(): Promise<string> {
-  if (existsSync('/var/run/libvirt/libvirt-sock')) return 'qemu:///system';
-  if (process.getuid?.() !== 0) return 'test:///default';
-  try {
+/** What localLibvirt looks at and does; a parameter so its choices have a unit test. */
+export interface LocalLibvirtIO {
+  socketExists(): boolean;
+  isRoot(): boolean;
+  /** undefined when a connection opens, else libvirt's reason. */
+  connectError(uri: string): Promise<string | undefined>;
+  /** Starts libvirtd; resolves with its URI. */
+  start(): Promise<string>;
+  say(line: string): void;
+}
+
+const SYSTEM = 'qemu:///system';
+const TEST_DRIVER = 'test:///default';
+
+/**
+ * The libvirt up runs the agent on without --libvirt-uri: the local libvirtd, started when
+ * missing and up runs as root, else the in-process test driver. A socket is no proof of
+ * access: a user outside libvirt's group sees it and is refused, and an agent retrying a
+ * connection it will never get would only print errors, so the connection is tried first.
+ */
+export async function localLibvirt(io: LocalLibvirtIO = systemIO): Promise<string> {
+  const socket = io.socketExists();
+  const refused = socket ? await io.connectError(SYSTEM) : undefined;
+  if (socket && refused === undefined) return SYSTEM;
+  if (io.isRoot()) {
+    try {
+      return await io.start();
+    } catch (err) {
+      io.say(
+        `could not start libvirtd (${(err as Error).message.split('\n')[0]}); using ${TEST_DRIVER}`,
+      );
+      return TEST_DRIVER;
+    }
+  }
+  if (refused !== undefined)
+    io.say(
+      `cannot connect to ${SYSTEM} (${refused}); using ${TEST_DRIVER}: run as root or in libvirt's group, or give --libvirt-uri`,
+    );
+  return TEST_DRIVER;
+}
+
+const systemIO: LocalLibvirtIO = {
+  socketExists: () => existsSync('/var/run/libvirt/libvirt-sock'),
+  isRoot: () => process.getuid?.() === 0,
+  async connectError(uri) {
+    const { Connect } = await import('../libvirt/index.js');
+    try {
+      const conn = await Connect.open(uri, { timeoutMs: 10_000, callTimeoutMs: 10_000 });
+      await conn.close().catch(() => undefined);
+      return undefined;
+    } catch (err) {
+      return (err as Error).message.split('\n')[0];
+    }
+  },
+  start: async () => {
     const { ensureLibvirtd } = await import('./local/libvirtd.js');
     return (await ensureLibvirtd()).uri;
-  } catch (err) {
-    say(
-      `could not start libvirtd (${(err as Error).message.split('\n')[0]}); using test:///default`,
-    );
-    return 'test:///default';
-  }
-}
+  },
+  say,
+};
 
 async function ensureNode(client: KubeClient, name: string): Promise<void> {
   try {

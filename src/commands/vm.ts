@@ -6,10 +6,12 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { KubeConfig } from '@kubernetes/client-node';
 import { PAUSED_ANNOTATION, RESTART_ANNOTATION } from '../controllers/virtual-machine/plan.js';
 import { CONTENT_TYPE, createKubeClient, isNotFound } from '../runtime/kube-client.js';
+import { kubeconfigNamespace } from '../runtime/kube-config.js';
+import { missingCrd } from './crd-missing.js';
 import { UsageError, withOneLineErrors } from './flags.js';
+import { loadKubeConfig } from './run.js';
 
 const VM_FIELD_MANAGER = 'libvirt-operator-vm';
 
@@ -39,14 +41,20 @@ function annotationPatch(action: Action, now: Date): Record<string, string | nul
   }
 }
 
-function kubeConfigFrom(path: string | undefined): KubeConfig {
-  const kc = new KubeConfig();
-  const file = path ?? process.env.KUBECONFIG ?? join(homedir(), '.kube', 'config');
-  if (existsSync(file)) kc.loadFromFile(file);
-  else if (path ?? process.env.KUBECONFIG) throw new Error(`kubeconfig ${file} does not exist`);
-  else kc.loadFromCluster();
-  if (!kc.getCurrentCluster()) throw new Error(`no current cluster in the kubeconfig (${file})`);
-  return kc;
+/**
+ * The kubeconfig kubectl would read: --kubeconfig, else KUBECONFIG (an empty one is unset),
+ * else ~/.kube/config when it exists; undefined means the pod's service account. Pure.
+ */
+export function kubeconfigPath(
+  flag: string | undefined,
+  env: Record<string, string | undefined>,
+  home: string,
+  exists: (path: string) => boolean,
+): string | undefined {
+  if (flag !== undefined) return flag;
+  if (env.KUBECONFIG) return env.KUBECONFIG;
+  const file = join(home, '.kube', 'config');
+  return exists(file) ? file : undefined;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -64,7 +72,12 @@ export async function main(argv: string[]): Promise<number> {
         allowPositionals: true,
       });
     } catch (err) {
-      throw new UsageError(`vm: ${(err as Error).message.split('\n')[0]}; see 'vm --help'`);
+      // parseArgs's advice about '--' does not apply to a NAME, and it would break the line.
+      const message = ((err as Error).message.split('\n')[0] ?? '').replace(
+        /\. To specify .*$/,
+        '',
+      );
+      throw new UsageError(`vm: ${message}; see 'vm --help'`);
     }
     if (parsed.values.help) {
       console.log(HELP);
@@ -79,11 +92,11 @@ export async function main(argv: string[]): Promise<number> {
     if (name === undefined || extra.length > 0) {
       throw new UsageError(`vm ${action}: exactly one machine NAME is required`);
     }
-    const kc = kubeConfigFrom(parsed.values.kubeconfig);
+    // The same reading as run and console: a kubeconfig that cannot be used is named.
+    const path = kubeconfigPath(parsed.values.kubeconfig, process.env, homedir(), existsSync);
+    const kc = await loadKubeConfig(path);
     const namespace =
-      parsed.values.namespace ??
-      kc.getContextObject(kc.getCurrentContext())?.namespace ??
-      'default';
+      parsed.values.namespace ?? (path ? kubeconfigNamespace(path) : undefined) ?? 'default';
     const client = createKubeClient(kc, { userAgent: 'libvirt-operator-vm' });
     const patch = annotationPatch(action as Action, new Date());
     try {
@@ -96,7 +109,10 @@ export async function main(argv: string[]): Promise<number> {
       });
     } catch (err) {
       if (isNotFound(err)) {
-        throw new Error(`virtualmachine ${namespace}/${name} not found`, { cause: err });
+        throw (
+          (await missingCrd(client, 'VirtualMachine')) ??
+          new Error(`virtualmachine ${namespace}/${name} not found`, { cause: err })
+        );
       }
       throw err;
     }

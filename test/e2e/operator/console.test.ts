@@ -232,6 +232,62 @@ describe('libvirt-operator console', () => {
     }
   });
 
+  it('says that another session took the console over, in the session cut off', async () => {
+    const first = consoleCommand(
+      [VM, '-n', NS, '--timeout', '120'],
+      cp().kubeconfigPath,
+      (stdin) => {
+        // The pipe holds it until the session is up; its answer shows the session is.
+        stdin.write(`echo LVO-FIRST-$((2*2))\n`);
+      },
+    );
+    await waitForConsoleLine(consoleLog, /LVO-FIRST-4$/, 60_000);
+    const second = await consoleCommand([VM, '-n', NS, '--force'], cp().kubeconfigPath, (stdin) =>
+      stdin.end('echo LVO-SECOND-$((3*3))\n'),
+    );
+    expect(second.stdout).toContain('LVO-SECOND-9');
+    expect(second.code).toBe(0);
+    const cutOff = await first;
+    expect(cutOff.stdout).toContain('LVO-FIRST-4');
+    expect(cutOff.stderr.trim()).toBe(
+      `libvirt-operator console: another session took the console of ${NS}/${VM} over (--force): stream had I/O failure`,
+    );
+    expect(cutOff.code).toBe(1);
+  });
+
+  it('names a paused guest at the start, since it answers nothing until it resumes', async () => {
+    const setPaused = async (on: boolean, phase: string) => {
+      const annotate = await cp().kubectl([
+        'annotate',
+        '--overwrite',
+        `vm/${VM}`,
+        '-n',
+        NS,
+        on ? 'virt.dev/paused=true' : 'virt.dev/paused-',
+      ]);
+      expect(annotate.code, annotate.stderr).toBe(0);
+      const waited = await cp().kubectl(
+        ['wait', `--for=jsonpath={.status.phase}=${phase}`, `vm/${VM}`, '-n', NS, '--timeout=60s'],
+        { timeoutMs: 70_000 },
+      );
+      expect(waited.code, waited.stderr).toBe(0);
+    };
+    await setPaused(true, 'Paused');
+    try {
+      const session = await consoleCommand(
+        [VM, '-n', NS, '--timeout', '2'],
+        cp().kubeconfigPath,
+        () => undefined,
+      );
+      expect(session.stderr).toBe(
+        `VirtualMachine ${NS}/${VM} is paused: the guest answers once it resumes (vm unpause)\n`,
+      );
+      expect(session.code).toBe(0);
+    } finally {
+      await setPaused(false, 'Running');
+    }
+  });
+
   it('names what is missing: an unknown VM, or no agent pod to exec into', async () => {
     const missing = await consoleCommand(['nope', '-n', NS], cp().kubeconfigPath, (s) => s.end());
     expect(missing.code).toBe(1);

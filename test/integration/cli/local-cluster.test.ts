@@ -112,6 +112,7 @@ describe('libvirt-operator local-cluster', () => {
   });
 
   it('rejects bad input with a one-line error and no stack trace', async () => {
+    const notKubeconfig = tempDir();
     const cases: Array<[string[], RegExp, number]> = [
       [['local-cluster', '--frob'], /^libvirt-operator local-cluster: Unknown option '--frob'/, 2],
       [
@@ -125,6 +126,27 @@ describe('libvirt-operator local-cluster', () => {
         /^libvirt-operator up: --dir is the local control plane's folder, and --kubeconfig uses a cluster instead of one: give one of them$/,
         2,
       ],
+      // Flags up hands to the agent: refused as run refuses them, before anything starts.
+      [
+        ['up', '--libvirt-uri', 'test:///default', '--health-addr', 'garbage'],
+        /^libvirt-operator up: --health-addr must be HOST:PORT \(e\.g\. 127\.0\.0\.1:8080 or :8080\), got 'garbage'$/,
+        2,
+      ],
+      [
+        ['up', '--libvirt-uri', 'test:///default', '--node-name', 'Bad_Node'],
+        /^libvirt-operator up: node name 'Bad_Node' is not a valid Kubernetes node name/,
+        2,
+      ],
+      [
+        ['vm', 'pause', 'web', '--frob'],
+        /^libvirt-operator vm: Unknown option '--frob'; see 'vm --help'$/,
+        2,
+      ],
+      [
+        ['vm', 'pause', 'web', '--kubeconfig', notKubeconfig],
+        new RegExp(`^libvirt-operator vm: cannot read kubeconfig ${notKubeconfig}: EISDIR`),
+        1,
+      ],
     ];
     for (const [args, message, code] of cases) {
       const res = await collect(spawnCli(args));
@@ -132,6 +154,13 @@ describe('libvirt-operator local-cluster', () => {
       expect(res.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
       expect(res.stderr.trim()).toMatch(message);
     }
+    // No command at all: the usage, as an error; asked for with --help, as the answer.
+    const bare = await collect(spawnCli([]));
+    expect([bare.code, bare.stdout]).toEqual([2, '']);
+    expect(bare.stderr).toMatch(/^usage: libvirt-operator <command>/);
+    const help = await collect(spawnCli(['--help']));
+    expect([help.code, help.stderr]).toEqual([0, '']);
+    expect(help.stdout).toBe(bare.stderr);
   });
 
   it('names a busy port, and a folder another control plane runs in', async () => {

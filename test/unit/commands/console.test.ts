@@ -4,7 +4,9 @@
 import { describe, expect, it } from 'vitest';
 import {
   agentExecArgs,
+  cutOffMessage,
   ESCAPE,
+  pausedNote,
   parseConsoleArgs,
   pickAgentPod,
   splitAtEscape,
@@ -195,5 +197,31 @@ describe('agentExecArgs', () => {
     expect(args.slice(0, 5)).toEqual(['--kubeconfig', '/kc', 'exec', '-i', '-t']);
     expect(args).not.toContain('--timeout');
     expect(args).not.toContain('--force');
+  });
+});
+
+describe('the end of a session libvirt cut off', () => {
+  const ioFailure = new Error('stream had I/O failure');
+
+  it('names a takeover by another session while the connection lives on', () => {
+    expect(cutOffMessage('prod/web', ioFailure, true)).toBe(
+      'libvirt-operator console: another session took the console of prod/web over (--force): stream had I/O failure',
+    );
+  });
+
+  it('names a lost connection to libvirt as such', () => {
+    expect(cutOffMessage('prod/web', ioFailure, false)).toBe(
+      'libvirt-operator console: the connection to libvirt was lost: stream had I/O failure',
+    );
+  });
+});
+
+describe('a session on a paused guest', () => {
+  it('starts with a note that it is paused, and only then', () => {
+    expect(pausedNote('prod/web', 'paused')).toBe(
+      'VirtualMachine prod/web is paused: the guest answers once it resumes (vm unpause)',
+    );
+    for (const state of ['running', 'blocked', 'shutdown', 'pmsuspended'])
+      expect(pausedNote('prod/web', state)).toBeUndefined();
   });
 });

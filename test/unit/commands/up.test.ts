@@ -5,7 +5,13 @@ import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { canListen } from '../../../src/commands/local/control-plane.js';
-import { exportLine, healthAddr, shellWord } from '../../../src/commands/up.js';
+import {
+  exportLine,
+  healthAddr,
+  localLibvirt,
+  shellWord,
+  type LocalLibvirtIO,
+} from '../../../src/commands/up.js';
 
 const inShell = (line: string, print: string) =>
   execFileSync('sh', ['-c', `${line}; printf '%s\\n' ${print}`], {
@@ -60,5 +66,46 @@ describe("up's health address", () => {
     expect(await canListen(port, '127.0.0.1')).toBe(false);
     await new Promise((r) => srv.close(r));
     expect(await canListen(port, '127.0.0.1')).toBe(true);
+  });
+});
+
+describe("up's libvirt without --libvirt-uri", () => {
+  const REFUSED = 'internal error: Unable to get system bus connection';
+  const host = (h: { socket: boolean; root: boolean; refused?: string }) => {
+    const said: string[] = [];
+    const calls: string[] = [];
+    const io: LocalLibvirtIO = {
+      socketExists: () => h.socket,
+      isRoot: () => h.root,
+      connectError: (uri) => (calls.push(`connect ${uri}`), Promise.resolve(h.refused)),
+      start: () => (calls.push('start'), Promise.resolve('qemu:///system')),
+      say: (line) => said.push(line),
+    };
+    return { io, said, calls };
+  };
+
+  it('uses the local libvirtd when a connection to it opens, root or not', async () => {
+    for (const root of [true, false]) {
+      const h = host({ socket: true, root });
+      expect(await localLibvirt(h.io)).toBe('qemu:///system');
+      expect(h.said).toEqual([]);
+    }
+  });
+
+  it('falls back to the test driver, saying why, when this user may not connect', async () => {
+    const h = host({ socket: true, root: false, refused: REFUSED });
+    expect(await localLibvirt(h.io)).toBe('test:///default');
+    expect(h.said).toEqual([
+      `cannot connect to qemu:///system (${REFUSED}); using test:///default: run as root or in libvirt's group, or give --libvirt-uri`,
+    ]);
+  });
+
+  it('starts libvirtd as root when none answers, and uses the test driver otherwise', async () => {
+    const root = host({ socket: true, root: true, refused: 'Connection refused' });
+    expect(await localLibvirt(root.io)).toBe('qemu:///system');
+    expect(root.calls).toEqual(['connect qemu:///system', 'start']);
+    const noSocket = host({ socket: false, root: false });
+    expect(await localLibvirt(noSocket.io)).toBe('test:///default');
+    expect(noSocket.calls).toEqual([]);
   });
 });

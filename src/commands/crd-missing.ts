@@ -1,0 +1,30 @@
+// The API server answers 404 both for an object that does not exist and for a resource it
+// does not serve at all (the CRDs were never installed on that cluster). A user told that
+// "VirtualMachine default/web is not found" looks for a typo in the name; the group's
+// discovery document, asked only on that error path, tells the two apart.
+import { API_VERSION, customResources, type VirtKind } from '../api/generated/crds.js';
+import { isNotFound, type KubeClient } from '../runtime/kube-client.js';
+
+interface ResourceList {
+  resources?: Array<{ name?: string }>;
+}
+
+/** Whether the group version's discovery answer (undefined: 404) lists `plural`. Pure. */
+export function servesResource(discovery: ResourceList | undefined, plural: string): boolean {
+  return discovery?.resources?.some((r) => r.name === plural) ?? false;
+}
+
+/** The error to report instead of "not found" when the cluster lacks `kind`'s CRD, else undefined. */
+export async function missingCrd(client: KubeClient, kind: VirtKind): Promise<Error | undefined> {
+  const { plural, group } = customResources[kind];
+  let discovery: ResourceList | undefined;
+  try {
+    discovery = await client.request<ResourceList>({ method: 'GET', path: `/apis/${API_VERSION}` });
+  } catch (err) {
+    if (!isNotFound(err)) return undefined; // cannot tell: the object's own 404 stands
+  }
+  if (servesResource(discovery, plural)) return undefined;
+  return new Error(
+    `the cluster has no ${plural}.${group} (${API_VERSION}): its CRDs are not installed (kubectl apply -k manifests/, docs/deploy.md)`,
+  );
+}

@@ -1,0 +1,25 @@
+// `vm` and `console` against a cluster that does not serve virt.dev (its CRDs never applied,
+// e.g. `npm start -- --kubeconfig` pointed at a fresh cluster): the API server's 404 is the
+// same as for a missing machine, and the commands must not send the user hunting for a typo.
+import { describe, expect, it } from 'vitest';
+import { collect, spawnCli } from '../../harness/processes.js';
+import { useControlPlane } from '../../harness/control-plane.js';
+
+const NO_CRDS =
+  'the cluster has no virtualmachines.virt.dev (virt.dev/v1alpha1): its CRDs are not installed (kubectl apply -k manifests/, docs/deploy.md)';
+
+describe('vm and console on a cluster without the CRDs', () => {
+  const cp = useControlPlane({ installCRDs: false });
+
+  it('say the CRDs are missing, not that the machine is', async () => {
+    for (const command of [['vm', 'pause'], ['console']]) {
+      const res = await collect(
+        spawnCli([...command, 'web', '--kubeconfig', cp().kubeconfigPath, '-n', 'default']),
+      );
+      expect(res.stderr.trim(), command.join(' ')).toBe(
+        `libvirt-operator ${command[0]}: ${NO_CRDS}`,
+      );
+      expect(res.code, command.join(' ')).toBe(1);
+    }
+  });
+});
