@@ -12,6 +12,8 @@ const COMMANDS: Record<string, string> = {
   validate: 'validate manifests offline against the CRD schemas and rules',
   vm: 'pause, unpause or restart a VirtualMachine (vm pause|unpause|restart NAME [-n NS])',
   console: "attach to a VirtualMachine's serial console (Ctrl-] detaches)",
+  'forget-node':
+    'for a retired host: remove its finalizers and status entries so deletions stop waiting for it',
 };
 
 interface CommandModule {
