@@ -293,8 +293,10 @@ async function wireLibvirtEvents(
     network: [
       {
         what: 'network',
+        // Named by the event alone ('defined', 'started', …): network events have no detail.
+        // The name lets a pass say which events its own calls caused (ownNetworkChanges).
         register: (on) =>
-          libvirt.networkEventLifecycleRegister((e) => on(e.network.getUUIDString())),
+          libvirt.networkEventLifecycleRegister((e) => on(e.network.getUUIDString(), e.eventName)),
       },
     ],
     storagePool: [

@@ -196,6 +196,10 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   SnapshotNotReady: 'transient',
   AnotherRestoreInProgress: 'transient',
   Reverting: 'transient',
+  // Synced=False of a running machine while the guest has not released a detached device
+  // (Reconciling comes from Synced there, Ready stays True): the detach is retried.
+  Detaching: 'transient',
+  DetachPending: 'transient',
 };
 
 /** Whether a Ready=False reason needs a user (kstatus Stalled) rather than time. */

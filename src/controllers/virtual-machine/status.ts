@@ -219,7 +219,12 @@ function conditionsOf(input: StatusInput): Condition[] {
   }
   if (input.shutdown) updates.push(shutdownCondition(input, input.shutdown));
   if (input.detaching) updates.push(detachCondition(input.detaching));
-  updates.push(...(progressConditions(updates[0] as ConditionUpdate) as ConditionUpdate[]));
+  // A running machine that has not let go of a device the spec dropped (Synced=False, Ready
+  // True) is still converging: kstatus and Flux must read InProgress, not Current, until the
+  // guest releases it, as a Volume's pending grow does (its Resized=False).
+  const [ready, synced] = updates as [ConditionUpdate, ConditionUpdate];
+  const progress = ready.status === 'True' && synced.status === 'False' ? synced : ready;
+  updates.push(...(progressConditions(progress) as ConditionUpdate[]));
   const generation = vm.metadata.generation;
   let conditions: Condition[] = vm.status?.conditions ?? [];
   for (const u of updates) {

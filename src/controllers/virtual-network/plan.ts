@@ -39,6 +39,22 @@ export type NetworkStep =
   | { op: 'destroy' }
   | { op: 'undefine' };
 
+/**
+ * The network lifecycle events (by name, as the agent routes them) that `executed` makes libvirt
+ * send. A redefinition sends 'defined' even when the network already existed: were it to wake
+ * the key, a pass that defines again every time (a pending restart-time change on a driver
+ * that cannot show the persistent definition of a running network) would run without end.
+ */
+export function ownNetworkChanges(executed: readonly NetworkStep[]): string[] {
+  const events: Partial<Record<NetworkStep['op'], string>> = {
+    define: 'defined',
+    start: 'started',
+    destroy: 'stopped',
+    undefine: 'undefined',
+  };
+  return executed.flatMap((s) => events[s.op] ?? []);
+}
+
 // ---- owned fields ----
 
 function ipv4Of(doc: NetworkDocument): NetworkIp | undefined {

@@ -13,7 +13,7 @@ import { withFinalizer } from '../kit.js';
 import { actNetwork } from './act.js';
 import { bridgeName, modeOf, wantedOn } from './desired.js';
 import { hostBridgeExists, hostRoutes, observeNetwork, runningUsers } from './observe.js';
-import { pendingRestart, planAbsent, planPresent } from './plan.js';
+import { ownNetworkChanges, pendingRestart, planAbsent, planPresent } from './plan.js';
 import {
   conditionEvents,
   leavingEntry,
@@ -84,8 +84,11 @@ async function converge(
   for (const e of stepEvents(before, executed, nodeName))
     ctx.event(KIND, vnet, e.type, e.reason, e.message);
   const problem = plan.problem ?? failure?.problem;
-  // Status describes the host after this pass, so look again when the pass changed it.
+  // Status describes the host after this pass, so look again when the pass changed it. That
+  // look shows what the pass's own calls did: their libvirt events need not run it again.
+  const look = executed.length > 0 ? ctx.lookAtHost?.() : undefined;
   const observed = executed.length > 0 ? await observeNetwork(conn, vnet) : before;
+  if (look && !failure) look(ownNetworkChanges(executed));
 
   // 4. The host is clean of a network it should not have: let go of the object.
   if (want === 'absent' && !problem) {

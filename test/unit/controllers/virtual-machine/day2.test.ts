@@ -615,6 +615,29 @@ describe('detach status', () => {
     expect(at(true)).toMatchObject({ status: 'False', reason: 'DetachPending' });
     expect(at(true)?.message).toContain('spec.disks (removed data.raw)');
   });
+
+  it('keeps Ready=True but Reconciling=True until the guest releases the device (kstatus InProgress)', () => {
+    const machine = vm({}, { status: runningStatus() });
+    const conditions = (expired: boolean) =>
+      machineStatus({
+        vm: machine,
+        nodeName: 'node-a',
+        now: NOW,
+        observed: ours({ config: desired(machine) }),
+        problem: undefined,
+        shutdown: undefined,
+        started: undefined,
+        pending: [],
+        detaching: { fields: ['spec.disks (removed data.raw)'], since: NOW, expired, errors: [] },
+      }).conditions;
+    for (const expired of [false, true]) {
+      const c = conditions(expired);
+      const reason = expired ? 'DetachPending' : 'Detaching';
+      expect(c?.find((x) => x.type === 'Ready')).toMatchObject({ status: 'True' });
+      expect(c?.find((x) => x.type === 'Reconciling')).toMatchObject({ status: 'True', reason });
+      expect(c?.find((x) => x.type === 'Stalled')).toMatchObject({ status: 'False' });
+    }
+  });
 });
 
 describe('the address wait of a hot-plugged interface', () => {

@@ -8,6 +8,7 @@ import {
   planPresent,
   dhcpHostChanges,
   dnsHostChanges,
+  ownNetworkChanges,
   planCreate,
   planRemoval,
   planUpdate,
@@ -370,5 +371,19 @@ describe('pendingRestart', () => {
     const running = edited(desiredNetwork(lab), (d) => (d.mtu = 1400));
     expect(pendingRestart(lab, ours(running, { active: false }))).toEqual([]);
     expect(pendingRestart(lab, { state: 'absent' })).toEqual([]);
+  });
+});
+
+describe('ownNetworkChanges', () => {
+  it('names the lifecycle events a pass’s own calls make libvirt send', () => {
+    const doc = desiredNetwork(exampleNat());
+    expect(ownNetworkChanges(planCreate(doc, true).steps)).toEqual(['defined', 'started']);
+    // A redefinition of an existing network sends 'defined' too.
+    expect(ownNetworkChanges([{ op: 'define', doc }])).toEqual(['defined']);
+    expect(ownNetworkChanges([{ op: 'destroy' }, { op: 'undefine' }])).toEqual([
+      'stopped',
+      'undefined',
+    ]);
+    expect(ownNetworkChanges([{ op: 'setAutostart', autostart: true }])).toEqual([]);
   });
 });
