@@ -629,9 +629,38 @@ export function configSteps(
     steps.push({ op: 'setVcpus', count: vcpus, live: vcpusLive, config: vcpusConfig });
   }
 
-  if (needsDefine) steps.push({ op: 'define', doc: desired, created: false });
-  else if (fallback) steps.push({ op: 'define', doc: desired, created: false, fallback: true });
+  if (needsDefine) {
+    // Before the define, so a pass interrupted in between still sees the old build and
+    // removes the store again.
+    const stale = config && staleVariableStore(desired, config);
+    if (stale) steps.push({ op: 'removeFiles', paths: [stale] });
+    steps.push({ op: 'define', doc: desired, created: false });
+  } else if (fallback) steps.push({ op: 'define', doc: desired, created: false, fallback: true });
   return steps;
+}
+
+/** Which OVMF build a definition asks for: bios, or UEFI with its secure-boot features. */
+function firmwareBuild(doc: DomainDocument): string {
+  const { firmware, secureBoot, firmwareFeatures } = ownedDomainFields(doc).os;
+  return JSON.stringify([firmware, secureBoot, firmwareFeatures]);
+}
+
+/**
+ * The UEFI variable store a redefinition leaves to the wrong firmware, if any. libvirt copies
+ * a build's template into the store only when the file does not exist, and keeps it across
+ * later changes: a machine switched to secure boot would boot the secure build on the plain
+ * template's variables (no keys enrolled: Secure Boot off, measured) and one switched away
+ * would keep Microsoft's keys. So when the build changes, or UEFI is dropped, the store goes,
+ * and the next start copies the new build's template. A running guest keeps the open file
+ * until it stops.
+ */
+export function staleVariableStore(
+  desired: DomainDocument,
+  config: DomainDocument,
+): string | undefined {
+  if (ownedDomainFields(config).os.firmware !== 'efi') return undefined;
+  if (firmwareBuild(desired) === firmwareBuild(config)) return undefined;
+  return config.os.nvram?.path ?? desired.os.nvram?.path;
 }
 
 /**
