@@ -272,7 +272,13 @@ const RESTART_GROUPS: ReadonlyArray<[field: string, pick: (o: OwnedDomainFields)
   ['spec.maxMemory', (o) => o.memoryKiB],
   ['spec.maxVcpus', (o) => o.vcpu.max],
   ['spec.firmware', (o) => [o.os.firmware, o.os.nvram]],
-  ['spec.secureBoot', (o) => [o.os.secureBoot, o.os.firmwareFeatures, o.smm]],
+  // Whether secure boot is asked for, not the feature list: a plain UEFI machine names
+  // secure-boot off, which a BIOS one lacks, and switching only the firmware must not name
+  // spec.secureBoot (the define still writes the list: definitionChanges compares it).
+  [
+    'spec.secureBoot',
+    (o) => [o.os.secureBoot, o.os.firmwareFeatures.includes('secure-boot=yes'), o.smm],
+  ],
   ['spec.tpm', (o) => o.tpms],
   ['spec.boot', (o) => [o.os.kernel, o.os.initrd, o.os.cmdline]],
   [`metadata.annotations['virt.dev/console-log']`, (o) => o.serials],

@@ -149,7 +149,12 @@ describe('compared on owned fields only', () => {
     expect(
       restartPending(desired(vm({ firmware: 'uefi', tpm: { version: '2.0' } }), withNvram), live),
     ).toEqual(['spec.tpm']);
-    expect(restartPending(desired(vm()), live)).toEqual(['spec.firmware', 'spec.secureBoot']);
+    // Only the field the user changed is named: the plain build's secure-boot=no is ours.
+    expect(restartPending(desired(vm()), live)).toEqual(['spec.firmware']);
+    expect(restartPending(running, desired(vm()))).toEqual(['spec.firmware']);
+    const secure = desired(vm({ firmware: 'uefi', secureBoot: true }), withNvram);
+    expect(restartPending(secure, desired(vm()))).toEqual(['spec.firmware', 'spec.secureBoot']);
+    expect(restartPending(desired(vm()), secure)).toEqual(['spec.firmware', 'spec.secureBoot']);
   });
 
   it('a TPM passed through from the host is not the operator’s and is skipped', () => {
