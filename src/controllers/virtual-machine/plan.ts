@@ -308,6 +308,7 @@ export function restartPending(
   desired: DomainDocument,
   live: DomainDocument,
   names: DeviceNames = NO_NAMES,
+  networkPorts: ReadonlyMap<string, ReadonlySet<string>> = new Map(),
 ): string[] {
   const want = ownedDomainFields(desired);
   const have = ownedDomainFields(live);
@@ -316,6 +317,7 @@ export function restartPending(
   ).map(([field]) => field);
   if (!cpuMatches(effectiveCpu(desired), effectiveCpu(live))) fields.push('spec.cpu');
   fields.push(...deviceDiff(desired, live, names).pending);
+  fields.push(...unpluggedInterfaces(live, networkPorts, names));
   if (want.currentMemoryKiB > have.memoryKiB) fields.push('spec.memory');
   // Fewer vCPUs than are running waits for a restart: see configSteps.
   if (want.vcpu.current > have.vcpu.max || want.vcpu.current < have.vcpu.current)
@@ -338,6 +340,26 @@ export function cpuMatches(want: DomainCpu | undefined, have: DomainCpu | undefi
   }
   if (want.mode !== have?.mode) return false;
   return want.model === undefined || want.model === have.model;
+}
+
+/**
+ * Interfaces cut off from their network, named for RestartRequired: libvirt deletes a network's
+ * ports when it stops and does not plug running guests into it again when it starts (the
+ * agent starts a network someone stopped, e.g. to apply a restart-time change), so an
+ * interface whose port the running network lacks has its tap on no bridge. Only a restart of
+ * the guest plugs it in again; until then the guest is unreachable while the domain runs.
+ */
+export function unpluggedInterfaces(
+  live: DomainDocument,
+  networkPorts: ReadonlyMap<string, ReadonlySet<string>>,
+  names: DeviceNames = NO_NAMES,
+): string[] {
+  return live.devices.interfaces.flatMap((nic) => {
+    const ports = networkPorts.get(nic.source.network);
+    if (!nic.port || !ports || ports.has(nic.port.toLowerCase())) return [];
+    const field = names.interfaces.get(nicKey(nic)) ?? `spec.interfaces (${nicKey(nic)})`;
+    return [`${field} (unplugged: network ${nic.source.network} was restarted)`];
+  });
 }
 
 // ---- devices ----
@@ -544,7 +566,8 @@ export function planMachine(input: PlanInput): MachinePlan {
     };
   }
   const names = desired ? deviceNames(vm, desired) : NO_NAMES;
-  const pending = desired && domain.live ? restartPending(desired, domain.live, names) : [];
+  const pending =
+    desired && domain.live ? restartPending(desired, domain.live, names, domain.networkPorts) : [];
   const power = powerPlan(
     vm,
     { active: domain.active, id: domain.id, ...domain.power, restoreStopped: input.restoreStopped },
