@@ -8,10 +8,11 @@ import type { KubeAccess } from '../runtime/kube-config.js';
 import type { VirtKind } from '../api/generated/crds.js';
 import { createHostState } from '../controllers/host-state.js';
 import { keyOf, type ControllerContext, type KubeObject } from '../controllers/context.js';
-import { INDEX_UUID } from '../controllers/indexes.js';
+import { INDEX_NETWORK, INDEX_UUID } from '../controllers/indexes.js';
 import { lifecycleChange } from '../controllers/kit.js';
 import { CONTROLLER_MODULES } from '../controllers/kinds.js';
 import type { ControllerModule, KeyLookup } from '../controllers/module.js';
+import { NetworkEventLifecycleType } from '../libvirt/constants.js';
 import { ReconnectingConnection, type Connect } from '../libvirt/index.js';
 import { CallLanes } from '../libvirt/lanes.js';
 import {
@@ -269,6 +270,17 @@ async function wireLibvirtEvents(
     for (const key of informers[kind].cache.keysByIndex(INDEX_UUID, uuid.toLowerCase()))
       controllers[kind].hostChanged(key, at, what);
   };
+  // A network that starts again has none of its earlier guests plugged in (libvirt deleted
+  // their ports when it stopped, and plugs nobody back): the machines on it look at once and
+  // report it (RestartRequired), instead of at the next resync.
+  const wakeMachinesOn = (uuid: string) => {
+    const at = performance.now();
+    const networks = informers.VirtualNetwork.cache.keysByIndex(INDEX_UUID, uuid.toLowerCase());
+    for (const network of networks) {
+      for (const key of informers.VirtualMachine.cache.keysByIndex(INDEX_NETWORK, network))
+        controllers.VirtualMachine.hostChanged(key, at);
+    }
+  };
   type Source = {
     what: string;
     register: (on: (uuid: string, what?: string) => void) => Promise<number>;
@@ -296,7 +308,11 @@ async function wireLibvirtEvents(
         // Named by the event alone ('defined', 'started', …): network events have no detail.
         // The name lets a pass say which events its own calls caused (ownNetworkChanges).
         register: (on) =>
-          libvirt.networkEventLifecycleRegister((e) => on(e.network.getUUIDString(), e.eventName)),
+          libvirt.networkEventLifecycleRegister((e) => {
+            on(e.network.getUUIDString(), e.eventName);
+            if (e.event === NetworkEventLifecycleType.STARTED)
+              wakeMachinesOn(e.network.getUUIDString());
+          }),
       },
     ],
     storagePool: [

@@ -271,6 +271,8 @@ export interface NetworkCalls
     t: T,
   ): Promise<void>;
   getDHCPLeases(n: NetworkHandle, mac: string | null, flags: number, t: T): Promise<RawLease[]>;
+  /** The UUIDs of the network's ports (null where libvirt could not format one). */
+  listAllPorts: FlagsCall<NetworkHandle, Array<string | null>>;
 }
 
 export interface PoolCalls

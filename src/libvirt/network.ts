@@ -48,6 +48,16 @@ export class Network extends FlaglessLifecycle<NetworkHandle, NetworkCalls> {
   getDHCPLeases(mac: string | null = null, opts?: CallOptions): Promise<NetworkDHCPLease[]> {
     return native.network.getDHCPLeases(this[HANDLE], mac, 0, this.timeout(opts));
   }
+
+  /**
+   * The UUIDs of the network's ports (virNetworkListAllPorts): one per guest interface plugged
+   * into the running network. A running domain's interface names its port (`portid`); libvirt
+   * deletes every port when the network stops, and a restarted network has none of the old.
+   */
+  async listPortUUIDs(opts?: CallOptions): Promise<string[]> {
+    const uuids = await native.network.listAllPorts(this[HANDLE], 0, this.timeout(opts));
+    return uuids.filter((u): u is string => u !== null);
+  }
 }
 
 const NETWORK: Kind<NetworkHandle, NetworkCalls> = { calls: native.network, freed: FREED.network };

@@ -47,6 +47,11 @@ export interface OursDomain {
   addresses: ReadonlyMap<string, readonly string[]>;
   /** Whether a DHCP lease lookup worked (libvirt's test driver has none). */
   leasesSupported: boolean;
+  /**
+   * The port UUIDs (lower case) of each network a running domain's interfaces name a port of,
+   * where libvirt could list them (its test driver has no ports): see unpluggedInterfaces.
+   */
+  networkPorts?: ReadonlyMap<string, ReadonlySet<string>>;
 }
 
 /** A domain with our name or UUID that this object did not create. */
@@ -161,8 +166,28 @@ async function describe(domain: Domain, vm: VirtualMachine): Promise<ObservedDom
     const found = await addresses(domain, current);
     observed.addresses = found.addresses;
     observed.leasesSupported = found.leasesSupported;
+    observed.networkPorts = await networkPorts(domain, current);
   }
   return observed;
+}
+
+/**
+ * The ports of the networks the running definition's interfaces are plugged into (one list
+ * call per network, only for interfaces that name a port). A network that is not running or
+ * cannot list its ports (libvirt's test driver) is left out: nothing is known of it.
+ */
+async function networkPorts(
+  domain: Domain,
+  doc: DomainDocument,
+): Promise<Map<string, Set<string>>> {
+  const ports = new Map<string, Set<string>>();
+  const names = new Set(doc.devices.interfaces.flatMap((n) => (n.port ? [n.source.network] : [])));
+  for (const name of names) {
+    const network = await domain.connect.lookupNetworkByName(name).catch(quietly);
+    const uuids = network && (await network.listPortUUIDs().catch(quietly));
+    if (uuids) ports.set(name, new Set(uuids.map((u) => u.toLowerCase())));
+  }
+  return ports;
 }
 
 async function inactiveDefinition(domain: Domain, current: DomainDocument) {

@@ -272,7 +272,13 @@ const RESTART_GROUPS: ReadonlyArray<[field: string, pick: (o: OwnedDomainFields)
   ['spec.maxMemory', (o) => o.memoryKiB],
   ['spec.maxVcpus', (o) => o.vcpu.max],
   ['spec.firmware', (o) => [o.os.firmware, o.os.nvram]],
-  ['spec.secureBoot', (o) => [o.os.secureBoot, o.os.firmwareFeatures, o.smm]],
+  // Whether secure boot is asked for, not the feature list: a plain UEFI machine names
+  // secure-boot off, which a BIOS one lacks, and switching only the firmware must not name
+  // spec.secureBoot (the define still writes the list: definitionChanges compares it).
+  [
+    'spec.secureBoot',
+    (o) => [o.os.secureBoot, o.os.firmwareFeatures.includes('secure-boot=yes'), o.smm],
+  ],
   ['spec.tpm', (o) => o.tpms],
   ['spec.boot', (o) => [o.os.kernel, o.os.initrd, o.os.cmdline]],
   [`metadata.annotations['virt.dev/console-log']`, (o) => o.serials],
@@ -302,6 +308,7 @@ export function restartPending(
   desired: DomainDocument,
   live: DomainDocument,
   names: DeviceNames = NO_NAMES,
+  networkPorts: ReadonlyMap<string, ReadonlySet<string>> = new Map(),
 ): string[] {
   const want = ownedDomainFields(desired);
   const have = ownedDomainFields(live);
@@ -310,6 +317,7 @@ export function restartPending(
   ).map(([field]) => field);
   if (!cpuMatches(effectiveCpu(desired), effectiveCpu(live))) fields.push('spec.cpu');
   fields.push(...deviceDiff(desired, live, names).pending);
+  fields.push(...unpluggedInterfaces(live, networkPorts, names));
   if (want.currentMemoryKiB > have.memoryKiB) fields.push('spec.memory');
   // Fewer vCPUs than are running waits for a restart: see configSteps.
   if (want.vcpu.current > have.vcpu.max || want.vcpu.current < have.vcpu.current)
@@ -332,6 +340,26 @@ export function cpuMatches(want: DomainCpu | undefined, have: DomainCpu | undefi
   }
   if (want.mode !== have?.mode) return false;
   return want.model === undefined || want.model === have.model;
+}
+
+/**
+ * Interfaces cut off from their network, named for RestartRequired: libvirt deletes a network's
+ * ports when it stops and does not plug running guests into it again when it starts (the
+ * agent starts a network someone stopped, e.g. to apply a restart-time change), so an
+ * interface whose port the running network lacks has its tap on no bridge. Only a restart of
+ * the guest plugs it in again; until then the guest is unreachable while the domain runs.
+ */
+export function unpluggedInterfaces(
+  live: DomainDocument,
+  networkPorts: ReadonlyMap<string, ReadonlySet<string>>,
+  names: DeviceNames = NO_NAMES,
+): string[] {
+  return live.devices.interfaces.flatMap((nic) => {
+    const ports = networkPorts.get(nic.source.network);
+    if (!nic.port || !ports || ports.has(nic.port.toLowerCase())) return [];
+    const field = names.interfaces.get(nicKey(nic)) ?? `spec.interfaces (${nicKey(nic)})`;
+    return [`${field} (unplugged: network ${nic.source.network} was restarted)`];
+  });
 }
 
 // ---- devices ----
@@ -538,7 +566,8 @@ export function planMachine(input: PlanInput): MachinePlan {
     };
   }
   const names = desired ? deviceNames(vm, desired) : NO_NAMES;
-  const pending = desired && domain.live ? restartPending(desired, domain.live, names) : [];
+  const pending =
+    desired && domain.live ? restartPending(desired, domain.live, names, domain.networkPorts) : [];
   const power = powerPlan(
     vm,
     { active: domain.active, id: domain.id, ...domain.power, restoreStopped: input.restoreStopped },
@@ -629,9 +658,38 @@ export function configSteps(
     steps.push({ op: 'setVcpus', count: vcpus, live: vcpusLive, config: vcpusConfig });
   }
 
-  if (needsDefine) steps.push({ op: 'define', doc: desired, created: false });
-  else if (fallback) steps.push({ op: 'define', doc: desired, created: false, fallback: true });
+  if (needsDefine) {
+    // Before the define, so a pass interrupted in between still sees the old build and
+    // removes the store again.
+    const stale = config && staleVariableStore(desired, config);
+    if (stale) steps.push({ op: 'removeFiles', paths: [stale] });
+    steps.push({ op: 'define', doc: desired, created: false });
+  } else if (fallback) steps.push({ op: 'define', doc: desired, created: false, fallback: true });
   return steps;
+}
+
+/** Which OVMF build a definition asks for: bios, or UEFI with its secure-boot features. */
+function firmwareBuild(doc: DomainDocument): string {
+  const { firmware, secureBoot, firmwareFeatures } = ownedDomainFields(doc).os;
+  return JSON.stringify([firmware, secureBoot, firmwareFeatures]);
+}
+
+/**
+ * The UEFI variable store a redefinition leaves to the wrong firmware, if any. libvirt copies
+ * a build's template into the store only when the file does not exist, and keeps it across
+ * later changes: a machine switched to secure boot would boot the secure build on the plain
+ * template's variables (no keys enrolled: Secure Boot off, measured) and one switched away
+ * would keep Microsoft's keys. So when the build changes, or UEFI is dropped, the store goes,
+ * and the next start copies the new build's template. A running guest keeps the open file
+ * until it stops.
+ */
+export function staleVariableStore(
+  desired: DomainDocument,
+  config: DomainDocument,
+): string | undefined {
+  if (ownedDomainFields(config).os.firmware !== 'efi') return undefined;
+  if (firmwareBuild(desired) === firmwareBuild(config)) return undefined;
+  return config.os.nvram?.path ?? desired.os.nvram?.path;
 }
 
 /**

@@ -130,6 +130,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
       : (outcome.failure ?? ('problem' in resolved ? resolved.problem : undefined));
   const names = desired && deviceNames(vm, desired);
   const live = after.state === 'ours' ? after.live : undefined;
+  const ports = after.state === 'ours' ? after.networkPorts : undefined;
   // Device steps the driver could not take live wait for a restart like any restart-time field.
   const deferred = outcome.deferred.flatMap((s) =>
     s.op === 'attachDevice' || s.op === 'detachDevice' ? [s.device.field] : [],
@@ -154,7 +155,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     started: startedBy(outcome.executed),
     pending:
       desired && live && names
-        ? [...new Set([...restartPending(desired, live, names), ...deferred])]
+        ? [...new Set([...restartPending(desired, live, names, ports), ...deferred])]
         : [],
     // A restart asked of a machine that is not running has nothing to do: it is recorded.
     ...(request !== undefined && before.domain.state !== 'foreign'

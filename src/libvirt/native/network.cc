@@ -1,4 +1,4 @@
-// virNetwork*: identity, life cycle, live updates and DHCP leases.
+// virNetwork*: identity, life cycle, live updates, DHCP leases and the ports guests hold.
 #include "method.h"
 
 namespace lv {
@@ -23,6 +23,15 @@ Napi::Value LeaseJS(Napi::Env env, virNetworkDHCPLeasePtr l) {
   return o;
 }
 
+void FreePort(virNetworkPortPtr p) { virNetworkPortFree(p); }
+
+// A port's UUID: read from the port object the list call returned, no call into the daemon.
+Napi::Value PortUUID(Napi::Env env, virNetworkPortPtr p) {
+  char uuid[VIR_UUID_STRING_BUFLEN];
+  return virNetworkPortGetUUIDString(p, uuid) == 0 ? Napi::Value(Napi::String::New(env, uuid))
+                                                   : env.Null();
+}
+
 }  // namespace
 
 void ExportNetwork(Napi::Env env, Napi::Object e) {
@@ -45,6 +54,8 @@ void ExportNetwork(Napi::Env env, Napi::Object e) {
   k.network.Bind<ToArray<virNetworkDHCPLeasePtr, virNetworkDHCPLeaseFree, LeaseJS, 2>,
                  virNetworkGetDHCPLeases>("getDHCPLeases", "virNetworkGetDHCPLeases", Net{},
                                           OptStr{"mac"}, Flags{});
+  k.network.Bind<ToArray<virNetworkPortPtr, FreePort, PortUUID, 1>, virNetworkListAllPorts>(
+      "listAllPorts", "virNetworkListAllPorts", Net{}, Flags{});
 }
 
 }  // namespace lv

@@ -216,6 +216,11 @@ export interface NetworkInterface {
   bootOrder?: number;
   alias?: string;
   address?: PciAddress;
+  /**
+   * Running definition only, never written: the UUID of the network port libvirt plugged the
+   * interface into (`<source portid>`).
+   */
+  port?: string;
 }
 
 export type CharSource = { type: 'pty' } | { type: 'file'; path: string };
@@ -678,6 +683,7 @@ function parseInterface(el: XmlElement, at: string): NetworkInterface[] {
   assign(nic, 'model', attr(child(el, 'model') ?? {}, 'type'));
   assign(nic, 'bootOrder', bootOrder(el, at));
   assign(nic, 'alias', attr(child(el, 'alias') ?? {}, 'name'));
+  assign(nic, 'port', attr(child(el, 'source') ?? {}, 'portid'));
   return [nic];
 }
 

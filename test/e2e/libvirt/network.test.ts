@@ -64,6 +64,8 @@ describe('a NAT network on a real libvirtd', () => {
     expect(Array.isArray(leases)).toBe(true);
     expect(leases).toEqual([]);
     expect(await net.getDHCPLeases('52:54:00:00:00:01')).toEqual([]);
+    // No guest is plugged in: no ports (a running guest's interface names its port's UUID).
+    expect(await net.listPortUUIDs()).toEqual([]);
 
     const host = dhcpHostXML('52:54:00:12:34:56', `${prefix}.50`, 'vm-one');
     const both = NetworkUpdateFlags.LIVE | NetworkUpdateFlags.CONFIG;

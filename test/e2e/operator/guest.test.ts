@@ -304,6 +304,22 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     expect(after.status?.restartCount).toBe(before + 1);
   });
 
+  it('names the interface a restarted network unplugged (libvirt plugs no guest back in)', async () => {
+    // The agent starts the network again at once; the tap stays off the new bridge, and the
+    // network's ports (virNetworkListAllPorts) no longer include the interface's portid.
+    const destroyed = await virsh('net-destroy', NET);
+    expect(destroyed.code, destroyed.stdout).toBe(0);
+    const expected = `spec.interfaces[eth0] (unplugged: network ${NET} was restarted)`;
+    await until(
+      `RestartRequired naming ${expected}`,
+      async () => {
+        const c = (await vm()).status?.conditions?.find((c) => c.type === 'RestartRequired');
+        return c?.status === 'True' && (c.message ?? '').includes(expected);
+      },
+      30_000,
+    );
+  });
+
   it('shuts the guest down through ACPI for runStrategy Halted', async () => {
     await explained(waitForGuestReady(consoleLog, 10_000));
     spec.runStrategy = 'Halted';

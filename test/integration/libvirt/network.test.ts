@@ -121,6 +121,11 @@ describe('Network', () => {
     expect(isUnsupported(await rejection(n.getDHCPLeases()))).toBe(true);
   });
 
+  it('reports network ports as unsupported on the test driver', async () => {
+    const n = await conn.lookupNetworkByName('default');
+    expect(isUnsupported(await rejection(n.listPortUUIDs()))).toBe(true);
+  });
+
   it('rejects bad XML, duplicates and missing networks', async () => {
     expect(isInvalidXML(await rejection(conn.defineNetworkXML('<network><name>x')))).toBe(true);
     const name = uniqueName('dup');

@@ -106,6 +106,17 @@ describe('parsing what the real QEMU driver returns', () => {
 });
 
 describe('parseDomainXML', () => {
+  it('reads the network port of a running interface, and never writes it', () => {
+    const xml = domain(
+      `<devices><interface type='network'><mac address='52:54:00:d1:83:22'/>` +
+        `<source network='lab' portid='f57b8b5b-4ed6-4b37-89a3-c3c9834b3152' bridge='lvo95d171d5a4'/>` +
+        `<target dev='vnet26'/></interface></devices>`,
+    );
+    const nic = parseDomainXML(xml).devices.interfaces[0]!;
+    expect(nic.port).toBe('f57b8b5b-4ed6-4b37-89a3-c3c9834b3152');
+    expect(buildDomainXML(parseDomainXML(xml))).not.toContain('portid');
+  });
+
   it('reads both <vcpu> forms', () => {
     expect(
       parseDomainXML(domain('').replace('<vcpu>1</vcpu>', `<vcpu placement='static'>4</vcpu>`))

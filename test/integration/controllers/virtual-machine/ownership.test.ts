@@ -360,6 +360,9 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
     expect(await domain.getXMLDesc(DomainXMLFlags.INACTIVE)).toContain(
       "<feature enabled='no' name='secure-boot'/>",
     );
+    // The store held the secure build's variables: the next start copies the plain template.
+    expect(existsSync(nvram)).toBe(false);
+    writeFileSync(nvram, 'vars of the plain build');
 
     await k.remove('VirtualMachine', NS, 'sb');
     await converge(ctx, reconcileVirtualMachine, key('sb'), { until: stored('sb', (v) => !v) });

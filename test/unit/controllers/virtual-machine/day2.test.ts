@@ -13,6 +13,7 @@ import {
   powerPlan,
   restartPending,
   shutdownRequest,
+  unpluggedInterfaces,
   type MachineStep,
 } from '../../../../src/controllers/virtual-machine/plan.js';
 import {
@@ -388,6 +389,72 @@ describe('live device changes', () => {
       now: NOW,
     });
     expect(plan.steps.map((s) => s.op)).toEqual(['define', 'shutdown']);
+  });
+});
+
+describe('an interface its restarted network lost', () => {
+  const machine = vm({
+    interfaces: [
+      { name: 'eth0', network: 'lab', macAddress: '52:54:00:00:00:01', model: 'virtio' },
+      { name: 'eth1', network: 'other', macAddress: '52:54:00:00:00:02', model: 'virtio' },
+    ],
+  });
+  const want = desired(machine, inputs);
+  const names = deviceNames(machine, want);
+  const PORT = 'f57b8b5b-4ed6-4b37-89a3-c3c9834b3152';
+  // What libvirt's running definition says: each interface names the port it was plugged into.
+  const live = variant(want, (d) => {
+    d.devices.interfaces[0]!.port = PORT.toUpperCase();
+    d.devices.interfaces[1]!.port = '0e9c1f2a-5b7d-4c3e-8f6a-1b2c3d4e5f60';
+  });
+  const ports = (lab: string[]) =>
+    new Map([
+      ['lab', new Set(lab)],
+      ['other', new Set(['0e9c1f2a-5b7d-4c3e-8f6a-1b2c3d4e5f60'])],
+    ]);
+  // Measured on libvirt 9.0: after `virsh net-destroy` and the agent's start of the network,
+  // net-port-list was empty while the domain's interface still named its portid, and the tap
+  // was on no bridge; the machine reported Ready with nothing pending.
+  const cut = 'spec.interfaces[eth0] (unplugged: network lab was restarted)';
+
+  it('names the interface whose port the running network lacks', () => {
+    expect(unpluggedInterfaces(live, ports([PORT]), names)).toEqual([]);
+    expect(unpluggedInterfaces(live, ports([]), names)).toEqual([cut]);
+    expect(restartPending(want, live, names, ports([]))).toEqual([cut]);
+  });
+
+  it('says nothing where the ports are unknown: a network not listed, an interface without a port', () => {
+    expect(unpluggedInterfaces(live, new Map(), names)).toEqual([]);
+    expect(unpluggedInterfaces(want, ports([]), names)).toEqual([]);
+    expect(restartPending(want, live, names)).toEqual([]);
+  });
+
+  it('is a restart to apply under updatePolicy Restart, and RestartRequired otherwise', () => {
+    const restart = vm({ ...machine.spec, updatePolicy: 'Restart' });
+    const domain = { ...ours({ config: want, live }), networkPorts: ports([]) };
+    const plan = planMachine({
+      vm: { ...restart, status: runningStatus() },
+      desired: want,
+      cloudInit: undefined,
+      observed: observed(domain),
+      now: NOW,
+    });
+    expect(plan.shutdown).toBe('RestartToApplyChanges');
+    expect(plan.steps).toEqual([{ op: 'shutdown', reason: 'RestartToApplyChanges' }]);
+    const status = machineStatus({
+      vm: { ...machine, status: runningStatus() },
+      nodeName: 'node-a',
+      now: NOW,
+      observed: domain,
+      problem: undefined,
+      shutdown: undefined,
+      started: undefined,
+      pending: restartPending(want, live, names, ports([])),
+      restartsCounted: 0,
+    });
+    const condition = status.conditions?.find((c) => c.type === 'RestartRequired');
+    expect(condition?.status).toBe('True');
+    expect(condition?.message).toContain(cut);
   });
 });
 

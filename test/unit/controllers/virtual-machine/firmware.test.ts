@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { validateManifest } from '../../../../src/api/validate.js';
 import { machineInputs, nvramFile } from '../../../../src/controllers/virtual-machine/desired.js';
-import { restartPending } from '../../../../src/controllers/virtual-machine/plan.js';
+import { configSteps, restartPending } from '../../../../src/controllers/virtual-machine/plan.js';
 import {
   addressesMissing,
   dhcpFamilies,
@@ -15,7 +15,7 @@ import {
   parseDomainXML,
   type DomainDocument,
 } from '../../../../src/libvirt/xml/domain.js';
-import { desired, noInputs, runningStatus, UID, vm } from './machines.js';
+import { desired, noInputs, ours, runningStatus, UID, vm } from './machines.js';
 
 const NVRAM = nvramFile('/var/lib/libvirt-operator', UID);
 const withNvram = { ...noInputs, nvram: NVRAM };
@@ -149,7 +149,12 @@ describe('compared on owned fields only', () => {
     expect(
       restartPending(desired(vm({ firmware: 'uefi', tpm: { version: '2.0' } }), withNvram), live),
     ).toEqual(['spec.tpm']);
-    expect(restartPending(desired(vm()), live)).toEqual(['spec.firmware', 'spec.secureBoot']);
+    // Only the field the user changed is named: the plain build's secure-boot=no is ours.
+    expect(restartPending(desired(vm()), live)).toEqual(['spec.firmware']);
+    expect(restartPending(running, desired(vm()))).toEqual(['spec.firmware']);
+    const secure = desired(vm({ firmware: 'uefi', secureBoot: true }), withNvram);
+    expect(restartPending(secure, desired(vm()))).toEqual(['spec.firmware', 'spec.secureBoot']);
+    expect(restartPending(desired(vm()), secure)).toEqual(['spec.firmware', 'spec.secureBoot']);
   });
 
   it('a TPM passed through from the host is not the operator’s and is skipped', () => {
@@ -158,6 +163,36 @@ describe('compared on owned fields only', () => {
       "<tpm model='tpm-tis'><backend type='passthrough'><device path='/dev/tpm0'/></backend></tpm></devices>",
     );
     expect(parseDomainXML(xml).devices.tpms).toBeUndefined();
+  });
+});
+
+describe('the UEFI variable store follows the firmware build', () => {
+  const plain = desired(vm({ firmware: 'uefi' }), withNvram);
+  const secure = desired(vm({ firmware: 'uefi', secureBoot: true }), withNvram);
+  const bios = desired(vm());
+  const remove = { op: 'removeFiles', paths: [NVRAM] };
+  const define = (doc: DomainDocument) => ({ op: 'define', doc, created: false });
+
+  // libvirt copies a template into the store only when the file is missing: kept, the plain
+  // build's variables (no keys enrolled) would leave Secure Boot off under the secure build
+  // (measured on libvirt 9.0 with Debian's OVMF: the guest read SecureBoot 0).
+  it.each([
+    ['secure boot switched on', plain, secure],
+    ['secure boot switched off', secure, plain],
+    ['UEFI dropped', plain, bios],
+  ])('%s: the store is removed before the redefinition', (_, before, after) => {
+    expect(configSteps(after, ours({ config: before }))).toEqual([remove, define(after)]);
+    expect(configSteps(after, ours({ active: false, config: before }))).toEqual([
+      remove,
+      define(after),
+    ]);
+  });
+
+  it('kept when the build stays, and nothing to remove when UEFI is new', () => {
+    const tpm = desired(vm({ firmware: 'uefi', tpm: { version: '2.0' } }), withNvram);
+    expect(configSteps(tpm, ours({ config: plain }))).toEqual([define(tpm)]);
+    expect(configSteps(plain, ours({ config: bios }))).toEqual([define(plain)]);
+    expect(configSteps(plain, ours({ config: plain }))).toEqual([]);
   });
 });
 
