@@ -49,7 +49,7 @@ import {
 import {
   addressesMissing,
   addressWindowOpen,
-  dhcpFamilies,
+  dhcpPools,
   conditionEvents,
   machineStatus,
   type Detaching,
@@ -457,8 +457,9 @@ function balloonMoving(
 
 /**
  * DHCP leases appear seconds after boot. Where the host can report leases, a running machine
- * whose interfaces lack an address (or, on a dual-stack network, one of each family the network
- * serves by DHCP: a DHCPv6 lease often comes after the IPv4 one) is looked at again for a few
+ * whose interfaces lack an address from their network's DHCP pool (of each family it serves:
+ * a DHCPv6 lease often comes after the IPv4 one; an old lease outside a changed range does not
+ * count) is looked at again for a few
  * minutes after its start, or after this process hot-plugged an interface into it (a NIC added
  * to a machine that has run for an hour waits for its lease as a new machine does); after that
  * the periodic resync suffices.
@@ -471,10 +472,10 @@ function awaitingAddresses(
   ctx: ControllerContext,
 ): boolean {
   if (after.state !== 'ours' || !after.active || !after.leasesSupported) return false;
-  const families = (network: string) =>
-    dhcpFamilies(ctx.get<VirtualNetwork>('VirtualNetwork', undefined, network));
+  const pools = (network: string) =>
+    dhcpPools(ctx.get<VirtualNetwork>('VirtualNetwork', undefined, network));
   return (
-    addressesMissing(vm, status, families) &&
+    addressesMissing(vm, status, pools) &&
     addressWindowOpen(status, ctx.host.interfacesAttached.get(String(vm.metadata.uid)), now)
   );
 }

@@ -5,6 +5,7 @@
 // whole seconds, quantities are printed one way (the largest binary unit that divides them),
 // address lists are sorted. Two values carry over from the previous status, which is their
 // only record: restartCount and startedAt (the time we first saw the current run).
+import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import {
   conditionTime,
   findCondition,
@@ -619,12 +620,33 @@ export function retryDelayMs(status: VirtualMachineStatus, now: Date): number {
   return failingForDelay(since, now, MIN_RETRY_MS, MAX_RETRY_MS);
 }
 
-/** The address families a network hands out by DHCP. */
-export function dhcpFamilies(vnet: VirtualNetwork | undefined): Array<4 | 6> {
-  const families: Array<4 | 6> = [];
-  if (vnet?.spec.ipv4?.dhcp) families.push(4);
-  if (vnet?.spec.ipv6?.dhcp) families.push(6);
-  return families;
+/** What a network hands out by DHCP in one family: its range and its hosts' addresses. */
+export interface DhcpPool {
+  family: 4 | 6;
+  serves(ip: string): boolean;
+}
+
+/**
+ * What a network hands out by DHCP, per family, as its spec says now. After a change of range
+ * or subnet and a network restart, libvirt lists the guest's old lease until the guest renews:
+ * an address outside the pool is no sign that the lease the guest will use has come.
+ */
+export function dhcpPools(vnet: VirtualNetwork | undefined): DhcpPool[] {
+  const pools: DhcpPool[] = [];
+  const v4 = vnet?.spec.ipv4?.dhcp;
+  if (v4) {
+    const list = new BlockList();
+    list.addRange(v4.rangeStart, v4.rangeEnd, 'ipv4');
+    for (const host of v4.hosts ?? []) list.addAddress(host.ipAddress, 'ipv4');
+    pools.push({ family: 4, serves: (ip) => isIPv4(ip) && list.check(ip, 'ipv4') });
+  }
+  const v6 = vnet?.spec.ipv6?.dhcp;
+  if (v6) {
+    const list = new BlockList();
+    list.addRange(v6.rangeStart, v6.rangeEnd, 'ipv6');
+    pools.push({ family: 6, serves: (ip) => isIPv6(ip) && list.check(ip, 'ipv6') });
+  }
+  return pools;
 }
 
 /** How long after a start, or a hot-plugged interface, a missing address is looked for. */
@@ -645,20 +667,19 @@ export function addressWindowOpen(
 }
 
 /**
- * Whether an interface in the status has no address yet, or none of a family its network
- * hands out by DHCP.
+ * Whether an interface in the status has no address yet, or none from a DHCP pool of its
+ * network (of each family the network hands out).
  */
 export function addressesMissing(
   vm: VirtualMachine,
   status: VirtualMachineStatus,
-  families: (network: string) => ReadonlyArray<4 | 6>,
+  pools: (network: string) => readonly DhcpPool[],
 ): boolean {
   const byName = new Map((status.interfaces ?? []).map((i) => [i.name, i.ipAddresses ?? []]));
   return (vm.spec.interfaces ?? []).some((nic) => {
-    const ips = byName.get(nic.name) ?? [];
+    // Status addresses carry their prefix (192.168.1.5/24).
+    const ips = (byName.get(nic.name) ?? []).map((ip) => ip.split('/')[0]!);
     if (ips.length === 0) return true;
-    return families(nic.network).some(
-      (family) => !ips.some((ip) => (ip.includes(':') ? 6 : 4) === family),
-    );
+    return pools(nic.network).some((pool) => !ips.some((ip) => pool.serves(ip)));
   });
 }
