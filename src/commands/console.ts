@@ -13,7 +13,8 @@
 // The session also ends when the console does (the VM stopped, or another session took it
 // over with --force); a paused guest is named at the start, as it answers nothing.
 import { spawn } from 'node:child_process';
-import { hostname } from 'node:os';
+import { existsSync } from 'node:fs';
+import { homedir, hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { customResources } from '../api/generated/crds.js';
 import type { VirtualMachine } from '../api/generated/types.js';
@@ -23,7 +24,7 @@ import { createKubeClient, type KubeClient } from '../runtime/index.js';
 import { isNotFound as isKubeNotFound } from '../runtime/kube-client.js';
 import { kubeconfigNamespace } from '../runtime/kube-config.js';
 import { missingCrd } from './crd-missing.js';
-import { UsageError, withOneLineErrors } from './flags.js';
+import { kubeconfigPath, UsageError, withOneLineErrors } from './flags.js';
 import { loadKubeConfig } from './run.js';
 
 const HELP = `usage: libvirt-operator console NAME [-n NAMESPACE] [--timeout SECONDS] [flags]
@@ -42,7 +43,7 @@ docs/deploy.md).
   --force                     take the console over from another session
   --local                     attach through the local libvirt, never through the agent pod
   --via-agent                 always go through the agent pod (kubectl exec)
-  --kubeconfig PATH           (env KUBECONFIG; default: in-cluster service account)
+  --kubeconfig PATH           (env KUBECONFIG; default ~/.kube/config, else in-cluster)
   --libvirt-uri URI           local libvirt (env LIBVIRT_URI; default qemu:///system when its socket exists)
   --node-name NAME            this host's node (env NODE_NAME; default: the host name)
   --operator-namespace NS     where the agent pods run (default libvirt-operator)
@@ -75,9 +76,15 @@ export interface ConsoleOptions {
 export function parseConsoleArgs(
   argv: string[],
   env: Record<string, string | undefined>,
-  defaults: { hostname: () => string; libvirtUri: () => string } = {
+  defaults: {
+    hostname: () => string;
+    libvirtUri: () => string;
+    /** ~/.kube/config when it exists, kubectl's default (as `vm` reads it). */
+    userKubeconfig?: () => string | undefined;
+  } = {
     hostname,
     libvirtUri: () => defaultLibvirtUri(),
+    userKubeconfig: () => kubeconfigPath(undefined, {}, homedir(), existsSync),
   },
 ): ConsoleOptions | 'help' {
   let parsed;
@@ -132,7 +139,7 @@ export function parseConsoleArgs(
     timeoutMs,
     force: v.force ?? false,
     mode: v.local ? 'local' : v['via-agent'] ? 'agent' : 'auto',
-    kubeconfig: v.kubeconfig ?? env.KUBECONFIG,
+    kubeconfig: v.kubeconfig ?? (env.KUBECONFIG || undefined) ?? defaults.userKubeconfig?.(),
     libvirtUri: v['libvirt-uri'] ?? env.LIBVIRT_URI ?? defaults.libvirtUri(),
     nodeName: v['node-name'] ?? env.NODE_NAME ?? defaults.hostname().toLowerCase(),
     operatorNamespace: v['operator-namespace'] ?? 'libvirt-operator',

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 /** A usage error: printed as one line, exit code 2. */
@@ -98,4 +99,20 @@ export async function untilSignal(orEnded?: Promise<unknown>): Promise<void> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+/**
+ * The kubeconfig kubectl would read: --kubeconfig, else KUBECONFIG (an empty one is unset),
+ * else ~/.kube/config when it exists; undefined means the pod's service account. Pure.
+ */
+export function kubeconfigPath(
+  flag: string | undefined,
+  env: Record<string, string | undefined>,
+  home: string,
+  exists: (path: string) => boolean,
+): string | undefined {
+  if (flag !== undefined) return flag;
+  if (env.KUBECONFIG) return env.KUBECONFIG;
+  const file = join(home, '.kube', 'config');
+  return exists(file) ? file : undefined;
 }

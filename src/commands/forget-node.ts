@@ -23,9 +23,8 @@ import {
   type KubeClient,
 } from '../runtime/kube-client.js';
 import { resourcePath } from '../runtime/resource.js';
-import { UsageError, withOneLineErrors } from './flags.js';
+import { kubeconfigPath, UsageError, withOneLineErrors } from './flags.js';
 import { loadKubeConfig } from './run.js';
-import { kubeconfigPath } from './vm.js';
 
 const HELP = `usage: libvirt-operator forget-node NODE [--dry-run] [--kubeconfig PATH] [--lease-namespace NS]
 

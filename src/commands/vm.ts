@@ -3,14 +3,13 @@
 // them; the agent on the machine's node acts on them (see controllers/virtual-machine/plan.ts).
 // One JSON merge patch of metadata.annotations under this command's own field manager.
 import { homedir } from 'node:os';
-import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { PAUSED_ANNOTATION, RESTART_ANNOTATION } from '../controllers/virtual-machine/plan.js';
 import { CONTENT_TYPE, createKubeClient, isNotFound } from '../runtime/kube-client.js';
 import { kubeconfigNamespace } from '../runtime/kube-config.js';
 import { missingCrd } from './crd-missing.js';
-import { UsageError, withOneLineErrors } from './flags.js';
+import { kubeconfigPath, UsageError, withOneLineErrors } from './flags.js';
 import { loadKubeConfig } from './run.js';
 
 const VM_FIELD_MANAGER = 'libvirt-operator-vm';
@@ -39,22 +38,6 @@ function annotationPatch(action: Action, now: Date): Record<string, string | nul
     case 'restart':
       return { [RESTART_ANNOTATION]: now.toISOString() };
   }
-}
-
-/**
- * The kubeconfig kubectl would read: --kubeconfig, else KUBECONFIG (an empty one is unset),
- * else ~/.kube/config when it exists; undefined means the pod's service account. Pure.
- */
-export function kubeconfigPath(
-  flag: string | undefined,
-  env: Record<string, string | undefined>,
-  home: string,
-  exists: (path: string) => boolean,
-): string | undefined {
-  if (flag !== undefined) return flag;
-  if (env.KUBECONFIG) return env.KUBECONFIG;
-  const file = join(home, '.kube', 'config');
-  return exists(file) ? file : undefined;
 }
 
 export async function main(argv: string[]): Promise<number> {

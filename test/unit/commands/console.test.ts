@@ -191,6 +191,18 @@ describe('agentExecArgs', () => {
     ]);
   });
 
+  it('reads ~/.kube/config without --kubeconfig or KUBECONFIG, as kubectl and vm do', () => {
+    const home = { ...defaults, userKubeconfig: () => '/home/u/.kube/config' };
+    const at = (argv: string[], env: Record<string, string> = {}) =>
+      (parseConsoleArgs(argv, env, home) as ConsoleOptions).kubeconfig;
+    expect(at(['web'])).toBe('/home/u/.kube/config');
+    expect(at(['web'], { KUBECONFIG: '' })).toBe('/home/u/.kube/config');
+    expect(at(['web'], { KUBECONFIG: '/env/kc' })).toBe('/env/kc');
+    expect(at(['web', '--kubeconfig', '/f/kc'])).toBe('/f/kc');
+    const none = { ...defaults, userKubeconfig: () => undefined };
+    expect((parseConsoleArgs(['web'], {}, none) as ConsoleOptions).kubeconfig).toBeUndefined();
+  });
+
   it('asks for a terminal only when it has one, and passes the kubeconfig on', () => {
     const o = parse(['web', '--kubeconfig', '/kc']);
     const args = agentExecArgs(o, 'default', 'p', true);

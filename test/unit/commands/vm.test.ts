@@ -1,7 +1,7 @@
 // Which kubeconfig `libvirt-operator vm` reads: kubectl's order, so a shell where kubectl
 // reaches the cluster reaches it with this command too.
 import { describe, expect, it } from 'vitest';
-import { kubeconfigPath } from '../../../src/commands/vm.js';
+import { kubeconfigPath } from '../../../src/commands/flags.js';
 
 const HOME_CONFIG = '/home/u/.kube/config';
 const exists = (present: boolean) => (p: string) => present && p === HOME_CONFIG;
