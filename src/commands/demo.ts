@@ -97,6 +97,10 @@ export function demoManifests(d: DemoInput): VirtManifest[] {
       domainType: 'qemu',
       vcpus: 1,
       memory: '256Mi',
+      // Headroom for the README's day-2 patch (memory 384Mi, vcpus 2), applied live: beyond
+      // maxMemory and maxVcpus a change waits for a restart (RestartRequired).
+      maxVcpus: 2,
+      maxMemory: '512Mi',
       terminationGracePeriodSeconds: 30,
       boot: {
         kernel: { volume: n.kernel },

@@ -615,7 +615,9 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     const installCRDs = async (crdDir = join(packageRoot(), 'crds')) => {
       const files = existsSync(crdDir) ? readdirSync(crdDir).filter((f) => /\.ya?ml$/.test(f)) : [];
       if (files.length === 0) return;
-      const applied = await kubectl(['apply', '--server-side', '--force-conflicts', '-f', crdDir]);
+      // Client-side apply, as `kubectl apply -k manifests/` does afterwards: it records the
+      // last-applied annotation, without which that apply warns about every CRD.
+      const applied = await kubectl(['apply', '-f', crdDir]);
       if (applied.code !== 0)
         throw new ControlPlaneError(
           `installing CRDs from ${crdDir} failed: ${applied.stderr.trim()}`,

@@ -8,6 +8,7 @@ import {
   freePort,
   kubectlDiscoveryCache,
 } from '../../../src/commands/local/control-plane.js';
+import { packageRoot } from '../../../src/commands/local/package-root.js';
 import {
   collect,
   eventually,
@@ -96,6 +97,20 @@ describe('libvirt-operator local-cluster', () => {
     const done = collect(child);
     child.kill('SIGTERM');
     expect((await done).code).toBe(0);
+  });
+
+  // The CRDs and the agents' namespace it created are in manifests/ too: a user's
+  // `kubectl apply -k` over them (docs/deploy.md, local-cluster --node) warned about each one,
+  // "missing the kubectl.kubernetes.io/last-applied-configuration annotation".
+  it('leaves the CRDs and namespace so that kubectl apply -k manifests/ is quiet', async () => {
+    const child = started(spawnCli(['local-cluster', '--dir', tempDir()]));
+    const kubeconfig = await readyKubeconfig(child);
+    const kubectl = join(findBinaries()!, 'kubectl');
+    const manifests = join(packageRoot(), 'manifests');
+    const applied = await run(kubectl, ['--kubeconfig', kubeconfig, 'apply', '-k', manifests]);
+    expect(applied.code, applied.stderr).toBe(0);
+    expect(applied.stderr).toBe('');
+    expect(applied.stdout).toMatch(/^namespace\/libvirt-operator (unchanged|configured)$/m);
   });
 
   it('cleans up after itself when killed with SIGKILL (the reaper)', async () => {

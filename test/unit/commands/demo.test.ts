@@ -2,7 +2,10 @@
 // each other, a real guest's digests rather than placeholders, and a free subnet.
 import { describe, expect, it } from 'vitest';
 import { validateManifest } from '../../../src/api/validate.js';
+import type { VirtualMachine } from '../../../src/api/generated/types.js';
 import { demoCidr, demoManifests, demoNames } from '../../../src/commands/demo.js';
+import { desiredDomain } from '../../../src/controllers/virtual-machine/desired.js';
+import { restartPending } from '../../../src/controllers/virtual-machine/plan.js';
 
 const sha = { kernel: 'a'.repeat(64), initrd: 'b'.repeat(64) };
 const input = {
@@ -59,6 +62,21 @@ describe('demoManifests', () => {
       'Volume',
       'VirtualMachine',
     ]);
+  });
+
+  it("takes the README's day-2 patch live: memory 384Mi and 2 vCPUs, no RestartRequired", () => {
+    const manifest = docs.find((d) => d.kind === 'VirtualMachine')!;
+    const running = {
+      ...manifest,
+      metadata: { ...manifest.metadata, uid: '0b5c7d3e-1111-4222-8333-944445555666' },
+    } as VirtualMachine;
+    // kubectl patch vm demo --type=merge -p '{"spec":{"memory":"384Mi","vcpus":2}}'
+    const patched = { ...running, spec: { ...running.spec, memory: '384Mi', vcpus: 2 } };
+    expect(validateManifest(patched)).toEqual([]);
+    const inputs = { volumes: new Map(), cloudInit: undefined, consoleLog: undefined };
+    expect(restartPending(desiredDomain(patched, inputs), desiredDomain(running, inputs))).toEqual(
+      [],
+    );
   });
 
   it('names everything from one prefix', () => {
