@@ -17,23 +17,25 @@ function parseFlags<O extends Options>(
   argv: string[],
   options: O,
   help: string,
+  allowPositionals: boolean,
 ): {
   values: ReturnType<typeof parseArgs<{ options: O; args: string[]; strict: true }>>['values'];
+  positionals: string[];
   help: boolean;
 } {
   const withHelp = { ...options, help: { type: 'boolean', short: 'h' } } as O;
   try {
-    const { values } = parseArgs({
+    const { values, positionals } = parseArgs({
       args: argv,
       options: withHelp,
       strict: true,
-      allowPositionals: false,
+      allowPositionals,
     });
     if ((values as Record<string, unknown>).help) {
       console.log(help);
-      return { values, help: true };
+      return { values, positionals, help: true };
     }
-    return { values, help: false };
+    return { values, positionals, help: false };
   } catch (err) {
     const message = (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '';
     throw new UsageError(
@@ -47,18 +49,20 @@ type Values<O extends Options> = ReturnType<typeof parseFlags<O>>['values'];
 
 /**
  * A subcommand's main: its flags parsed (exit 0 after printing `help` for --help), then
- * `body`, with errors as one line (withOneLineErrors).
+ * `body`, with errors as one line (withOneLineErrors). Arguments other than flags are refused
+ * unless `positionals` says the command takes them; `body` gets them.
  */
 export function command<O extends Options>(
   name: string,
   argv: string[],
   flags: O,
   help: string,
-  body: (values: Values<O>) => Promise<number>,
+  body: (values: Values<O>, positionals: string[]) => Promise<number>,
+  opts: { positionals?: boolean } = {},
 ): Promise<number> {
   return withOneLineErrors(name, async () => {
-    const parsed = parseFlags(name, argv, flags, help);
-    return parsed.help ? 0 : body(parsed.values);
+    const parsed = parseFlags(name, argv, flags, help, opts.positionals ?? false);
+    return parsed.help ? 0 : body(parsed.values, parsed.positionals);
   });
 }
 

@@ -7,7 +7,6 @@
 // retired node's status.nodes entries, with JSON patches that test what they remove.
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { parseArgs } from 'node:util';
 import type { VirtKind } from '../api/generated/crds.js';
 import { resourceOf } from '../agent/kube-writes.js';
 import { DEFAULT_LEASE_NAMESPACE } from '../agent/config.js';
@@ -23,7 +22,7 @@ import {
   type KubeClient,
 } from '../runtime/kube-client.js';
 import { resourcePath } from '../runtime/resource.js';
-import { kubeconfigPath, UsageError, withOneLineErrors } from './flags.js';
+import { command, kubeconfigPath, UsageError } from './flags.js';
 import { loadKubeConfig } from './run.js';
 
 const HELP = `usage: libvirt-operator forget-node NODE [--dry-run] [--kubeconfig PATH] [--lease-namespace NS]
@@ -125,60 +124,46 @@ export function leaseHeld(
 }
 
 export async function main(argv: string[]): Promise<number> {
-  return withOneLineErrors('forget-node', async () => {
-    let parsed;
-    try {
-      parsed = parseArgs({
-        args: argv,
-        options: {
-          'dry-run': { type: 'boolean' },
-          kubeconfig: { type: 'string' },
-          'lease-namespace': { type: 'string' },
-          help: { type: 'boolean', short: 'h' },
-        },
-        strict: true,
-        allowPositionals: true,
-      });
-    } catch (err) {
-      const message = ((err as Error).message.split('\n')[0] ?? '').replace(
-        /\. To specify .*$/,
-        '',
-      );
-      throw new UsageError(`forget-node: ${message}; see 'forget-node --help'`);
-    }
-    if (parsed.values.help) {
-      console.log(HELP);
-      return 0;
-    }
-    const [node, ...extra] = parsed.positionals;
-    if (node === undefined || extra.length > 0)
-      throw new UsageError(`forget-node: exactly one NODE is required; see 'forget-node --help'`);
-    const path = kubeconfigPath(parsed.values.kubeconfig, process.env, homedir(), existsSync);
-    const client = createKubeClient(await loadKubeConfig(path), {
-      userAgent: 'libvirt-operator-forget-node',
-    });
-    await refuseIfAlive(client, node, parsed.values['lease-namespace'] ?? DEFAULT_LEASE_NAMESPACE);
+  const flags = {
+    'dry-run': { type: 'boolean' },
+    kubeconfig: { type: 'string' },
+    'lease-namespace': { type: 'string' },
+  } as const;
+  return command('forget-node', argv, flags, HELP, run, { positionals: true });
+}
 
-    const dryRun = parsed.values['dry-run'] === true;
-    let count = 0;
-    for (const kind of [...NODE_FINALIZED, ...BOUND_TO_NODE]) {
-      const list = await client.request<{ items: Listed[] }>({
-        method: 'GET',
-        path: resourcePath(resourceOf(kind)),
-      });
-      for (const change of forgetPlan(node, kind, list.items)) {
-        if (!dryRun) await forget(client, node, change);
-        console.log(`${dryRun ? 'would remove' : 'removed'}: ${describeForgetting(node, change)}`);
-        count++;
-      }
-    }
-    console.log(
-      count === 0
-        ? `nothing of node ${node} left on any object`
-        : `${count} object${count === 1 ? '' : 's'} ${dryRun ? 'would no longer wait' : 'no longer wait'} for node ${node}`,
-    );
-    return 0;
+async function run(
+  values: { 'dry-run'?: boolean; kubeconfig?: string; 'lease-namespace'?: string },
+  positionals: string[],
+): Promise<number> {
+  const [node, ...extra] = positionals;
+  if (node === undefined || extra.length > 0)
+    throw new UsageError(`forget-node: exactly one NODE is required; see 'forget-node --help'`);
+  const path = kubeconfigPath(values.kubeconfig, process.env, homedir(), existsSync);
+  const client = createKubeClient(await loadKubeConfig(path), {
+    userAgent: 'libvirt-operator-forget-node',
   });
+  await refuseIfAlive(client, node, values['lease-namespace'] ?? DEFAULT_LEASE_NAMESPACE);
+
+  const dryRun = values['dry-run'] === true;
+  let count = 0;
+  for (const kind of [...NODE_FINALIZED, ...BOUND_TO_NODE]) {
+    const list = await client.request<{ items: Listed[] }>({
+      method: 'GET',
+      path: resourcePath(resourceOf(kind)),
+    });
+    for (const change of forgetPlan(node, kind, list.items)) {
+      if (!dryRun) await forget(client, node, change);
+      console.log(`${dryRun ? 'would remove' : 'removed'}: ${describeForgetting(node, change)}`);
+      count++;
+    }
+  }
+  console.log(
+    count === 0
+      ? `nothing of node ${node} left on any object`
+      : `${count} object${count === 1 ? '' : 's'} ${dryRun ? 'would no longer wait' : 'no longer wait'} for node ${node}`,
+  );
+  return 0;
 }
 
 async function refuseIfAlive(client: KubeClient, node: string, leaseNamespace: string) {

@@ -4,12 +4,11 @@
 // One JSON merge patch of metadata.annotations under this command's own field manager.
 import { homedir } from 'node:os';
 import { existsSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { PAUSED_ANNOTATION, RESTART_ANNOTATION } from '../controllers/virtual-machine/plan.js';
 import { CONTENT_TYPE, createKubeClient, isNotFound } from '../runtime/kube-client.js';
 import { kubeconfigNamespace } from '../runtime/kube-config.js';
 import { missingCrd } from './crd-missing.js';
-import { kubeconfigPath, UsageError, withOneLineErrors } from './flags.js';
+import { command, kubeconfigPath, UsageError } from './flags.js';
 import { loadKubeConfig } from './run.js';
 
 const VM_FIELD_MANAGER = 'libvirt-operator-vm';
@@ -41,70 +40,54 @@ function annotationPatch(action: Action, now: Date): Record<string, string | nul
 }
 
 export async function main(argv: string[]): Promise<number> {
-  return withOneLineErrors('vm', async () => {
-    let parsed;
-    try {
-      parsed = parseArgs({
-        args: argv,
-        options: {
-          namespace: { type: 'string', short: 'n' },
-          kubeconfig: { type: 'string' },
-          help: { type: 'boolean', short: 'h' },
-        },
-        strict: true,
-        allowPositionals: true,
-      });
-    } catch (err) {
-      // parseArgs's advice about '--' does not apply to a NAME, and it would break the line.
-      const message = ((err as Error).message.split('\n')[0] ?? '').replace(
-        /\. To specify .*$/,
-        '',
-      );
-      throw new UsageError(`vm: ${message}; see 'vm --help'`);
-    }
-    if (parsed.values.help) {
-      console.log(HELP);
-      return 0;
-    }
-    const [action, name, ...extra] = parsed.positionals;
-    if (!ACTIONS.includes(action as Action)) {
-      throw new UsageError(
-        `vm: ${action === undefined ? 'an action is required' : `unknown action '${action}'`} (pause, unpause, restart); see 'vm --help'`,
-      );
-    }
-    if (name === undefined || extra.length > 0) {
-      throw new UsageError(`vm ${action}: exactly one machine NAME is required`);
-    }
-    // The same reading as run and console: a kubeconfig that cannot be used is named.
-    const path = kubeconfigPath(parsed.values.kubeconfig, process.env, homedir(), existsSync);
-    const kc = await loadKubeConfig(path);
-    const namespace =
-      parsed.values.namespace ?? (path ? kubeconfigNamespace(path) : undefined) ?? 'default';
-    const client = createKubeClient(kc, { userAgent: 'libvirt-operator-vm' });
-    const patch = annotationPatch(action as Action, new Date());
-    try {
-      await client.request({
-        method: 'PATCH',
-        path: `/apis/virt.dev/v1alpha1/namespaces/${encodeURIComponent(namespace)}/virtualmachines/${encodeURIComponent(name)}`,
-        query: { fieldManager: VM_FIELD_MANAGER },
-        contentType: CONTENT_TYPE.mergePatch,
-        body: { metadata: { annotations: patch } },
-      });
-    } catch (err) {
-      if (isNotFound(err)) {
-        throw (
-          (await missingCrd(client, 'VirtualMachine')) ??
-          new Error(`virtualmachine ${namespace}/${name} not found`, { cause: err })
-        );
-      }
-      throw err;
-    }
-    const value = patch[RESTART_ANNOTATION];
-    console.log(
-      action === 'restart'
-        ? `virtualmachine ${namespace}/${name}: restart requested (${RESTART_ANNOTATION}=${value})`
-        : `virtualmachine ${namespace}/${name}: ${action === 'pause' ? 'pause' : 'unpause'} requested`,
+  const flags = {
+    namespace: { type: 'string', short: 'n' },
+    kubeconfig: { type: 'string' },
+  } as const;
+  return command('vm', argv, flags, HELP, run, { positionals: true });
+}
+
+async function run(
+  values: { namespace?: string; kubeconfig?: string },
+  positionals: string[],
+): Promise<number> {
+  const [action, name, ...extra] = positionals;
+  if (!ACTIONS.includes(action as Action)) {
+    throw new UsageError(
+      `vm: ${action === undefined ? 'an action is required' : `unknown action '${action}'`} (pause, unpause, restart); see 'vm --help'`,
     );
-    return 0;
-  });
+  }
+  if (name === undefined || extra.length > 0) {
+    throw new UsageError(`vm ${action}: exactly one machine NAME is required`);
+  }
+  // The same reading as run and console: a kubeconfig that cannot be used is named.
+  const path = kubeconfigPath(values.kubeconfig, process.env, homedir(), existsSync);
+  const kc = await loadKubeConfig(path);
+  const namespace = values.namespace ?? (path ? kubeconfigNamespace(path) : undefined) ?? 'default';
+  const client = createKubeClient(kc, { userAgent: 'libvirt-operator-vm' });
+  const patch = annotationPatch(action as Action, new Date());
+  try {
+    await client.request({
+      method: 'PATCH',
+      path: `/apis/virt.dev/v1alpha1/namespaces/${encodeURIComponent(namespace)}/virtualmachines/${encodeURIComponent(name)}`,
+      query: { fieldManager: VM_FIELD_MANAGER },
+      contentType: CONTENT_TYPE.mergePatch,
+      body: { metadata: { annotations: patch } },
+    });
+  } catch (err) {
+    if (isNotFound(err)) {
+      throw (
+        (await missingCrd(client, 'VirtualMachine')) ??
+        new Error(`virtualmachine ${namespace}/${name} not found`, { cause: err })
+      );
+    }
+    throw err;
+  }
+  const value = patch[RESTART_ANNOTATION];
+  console.log(
+    action === 'restart'
+      ? `virtualmachine ${namespace}/${name}: restart requested (${RESTART_ANNOTATION}=${value})`
+      : `virtualmachine ${namespace}/${name}: ${action === 'pause' ? 'pause' : 'unpause'} requested`,
+  );
+  return 0;
 }
