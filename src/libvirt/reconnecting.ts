@@ -64,6 +64,8 @@ export class ReconnectingConnection extends EventEmitter<Events> {
   #state: ConnectionState = 'connecting';
   #conn: Connect | undefined;
   #attempt = 0;
+  /** Why the last attempt to open failed, until one succeeds: what a caller that gave up is told. */
+  #lastError: unknown;
   #stopped = false;
   #loop: Promise<void> | undefined;
   #waiters: { resolve: (c: Connect) => void; reject: (e: unknown) => void }[] = [];
@@ -123,7 +125,7 @@ export class ReconnectingConnection extends EventEmitter<Events> {
           this.#waiters = this.#waiters.filter((w) => w !== waiter);
           reject(
             new Error(
-              `libvirt connection to ${this.uri ?? 'the default URI'} not open after ${opts.timeoutMs} ms (state ${this.#state})`,
+              `libvirt connection to ${this.uri ?? 'the default URI'} not open after ${opts.timeoutMs} ms (state ${this.#state}${lastAttempt(this.#lastError)})`,
             ),
           );
         }, opts.timeoutMs);
@@ -175,6 +177,7 @@ export class ReconnectingConnection extends EventEmitter<Events> {
         conn = await this.#openOnce();
       } catch (error) {
         if (this.#stopped) break;
+        this.#lastError = error;
         this.#attempt++;
         this.#setState(this.#state === 'connecting' ? 'connecting' : 'reconnecting', { error });
         await this.#sleep(backoffDelay(this.#backoff, this.#attempt - 1, Math.random()));
@@ -186,6 +189,7 @@ export class ReconnectingConnection extends EventEmitter<Events> {
       }
       this.#conn = conn;
       this.#attempt = 0;
+      this.#lastError = undefined;
       const dropped = new Promise<{ error?: unknown; closeReason?: string }>((resolve) => {
         this.#dropCurrent = resolve;
         conn.registerCloseCallback(({ reason }) =>
@@ -318,4 +322,11 @@ export class ReconnectingConnection extends EventEmitter<Events> {
       if (!isConnectionError(err)) throw err;
     });
   }
+}
+
+/** "; last attempt: <libvirt's reason>" for a timeout message, or nothing before any failure. */
+function lastAttempt(error: unknown): string {
+  if (error === undefined) return '';
+  const message = error instanceof Error ? error.message : String(error);
+  return `; last attempt: ${message.split('\n')[0]}`;
 }
