@@ -632,21 +632,36 @@ export interface DhcpPool {
  * an address outside the pool is no sign that the lease the guest will use has come.
  */
 export function dhcpPools(vnet: VirtualNetwork | undefined): DhcpPool[] {
-  const pools: DhcpPool[] = [];
   const v4 = vnet?.spec.ipv4?.dhcp;
-  if (v4) {
-    const list = new BlockList();
-    list.addRange(v4.rangeStart, v4.rangeEnd, 'ipv4');
-    for (const host of v4.hosts ?? []) list.addAddress(host.ipAddress, 'ipv4');
-    pools.push({ family: 4, serves: (ip) => isIPv4(ip) && list.check(ip, 'ipv4') });
-  }
   const v6 = vnet?.spec.ipv6?.dhcp;
-  if (v6) {
-    const list = new BlockList();
-    list.addRange(v6.rangeStart, v6.rangeEnd, 'ipv6');
-    pools.push({ family: 6, serves: (ip) => isIPv6(ip) && list.check(ip, 'ipv6') });
+  return [
+    ...(v4
+      ? dhcpPool(
+          4,
+          v4.rangeStart,
+          v4.rangeEnd,
+          (v4.hosts ?? []).map((h) => h.ipAddress),
+        )
+      : []),
+    ...(v6 ? dhcpPool(6, v6.rangeStart, v6.rangeEnd, []) : []),
+  ];
+}
+
+/**
+ * One family's pool. A reversed range (CEL cannot order IPv6 addresses, so the API server
+ * takes one) hands out nothing: the network reports it as InvalidAddress instead.
+ */
+function dhcpPool(family: 4 | 6, start: string, end: string, hosts: string[]): DhcpPool[] {
+  const type = family === 4 ? 'ipv4' : 'ipv6';
+  const isFamily = family === 4 ? isIPv4 : isIPv6;
+  const list = new BlockList();
+  try {
+    list.addRange(start, end, type);
+  } catch {
+    return [];
   }
-  return pools;
+  for (const host of hosts) list.addAddress(host, type);
+  return [{ family, serves: (ip) => isFamily(ip) && list.check(ip, type) }];
 }
 
 /** How long after a start, or a hot-plugged interface, a missing address is looked for. */

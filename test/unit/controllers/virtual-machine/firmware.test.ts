@@ -240,4 +240,11 @@ describe('addresses of dual-stack interfaces', () => {
     expect(addressesMissing(machine, status(['192.168.150.10/24']), host)).toBe(false);
     expect(addressesMissing(machine, status(['10.0.0.5/24']), host)).toBe(true);
   });
+
+  it('waits for no DHCPv6 lease from a reversed range, which the network refuses', () => {
+    const reversed = () =>
+      dhcpPools(network(v4Range, { rangeStart: 'fd00:10:1::1ff', rangeEnd: 'fd00:10:1::100' }));
+    expect(reversed().map((p) => p.family)).toEqual([4]);
+    expect(addressesMissing(machine, status(['192.168.150.120/24']), reversed)).toBe(false);
+  });
 });
