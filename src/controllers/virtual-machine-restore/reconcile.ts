@@ -1,10 +1,10 @@
 // One pass for one VirtualMachineRestore: cache -> observe -> plan -> act -> status -> Action.
 // The agent of the machine's node acts (its cache holds that node's machines only); a restore
 // no such agent has reported on may name a machine that exists nowhere, which any agent
-// reports (../shared/missing-machine.ts). No
-// finalizer: a restore leaves nothing on the host to clean up. A machine's restores go with it,
-// as its snapshots do: deleted here once it is being deleted, and by its removal (which holds
-// its finalizer until then) whatever this controller did not see.
+// reports (../shared/missing-machine.ts). No finalizer: a restore leaves nothing on the host to
+// clean up. A machine's restores go with it, as its snapshots do: deleted here once it is being
+// deleted, and by its removal (which holds its finalizer until then) whatever this controller
+// did not see.
 //
 // Exactly once: Succeeded and Failed are terminal; the marker (desired.ts) tells a pass after a
 // crash whether the revert already happened. While a restore runs, the VirtualMachine

@@ -9,6 +9,7 @@ import type { VirtualMachine } from '../../api/generated/types.js';
 import type { Connect } from '../../libvirt/connection.js';
 import { DomainInterfaceAddressesSource, DomainXMLFlags } from '../../libvirt/constants.js';
 import type { Domain } from '../../libvirt/domain.js';
+import type { Network } from '../../libvirt/network.js';
 import {
   isConnectionError,
   isLibvirtError,
@@ -163,12 +164,23 @@ async function describe(domain: Domain, vm: VirtualMachine): Promise<ObservedDom
   };
   if (active) {
     observed.memoryActualKiB = await balloonActual(domain);
-    const found = await addresses(domain, current);
+    const networks = await networksOf(domain, current);
+    const found = await addresses(domain, current, networks);
     observed.addresses = found.addresses;
     observed.leasesSupported = found.leasesSupported;
-    observed.networkPorts = await networkPorts(domain, current);
+    observed.networkPorts = await networkPorts(current, networks);
   }
   return observed;
+}
+
+/** The libvirt networks the running definition's interfaces name, each looked up once. */
+async function networksOf(domain: Domain, doc: DomainDocument): Promise<Map<string, Network>> {
+  const networks = new Map<string, Network>();
+  for (const name of new Set(doc.devices.interfaces.map((n) => n.source.network))) {
+    const network = await domain.connect.lookupNetworkByName(name).catch(quietly);
+    if (network) networks.set(name, network);
+  }
+  return networks;
 }
 
 /**
@@ -177,14 +189,13 @@ async function describe(domain: Domain, vm: VirtualMachine): Promise<ObservedDom
  * cannot list its ports (libvirt's test driver) is left out: nothing is known of it.
  */
 async function networkPorts(
-  domain: Domain,
   doc: DomainDocument,
+  networks: ReadonlyMap<string, Network>,
 ): Promise<Map<string, Set<string>>> {
   const ports = new Map<string, Set<string>>();
   const names = new Set(doc.devices.interfaces.flatMap((n) => (n.port ? [n.source.network] : [])));
   for (const name of names) {
-    const network = await domain.connect.lookupNetworkByName(name).catch(quietly);
-    const uuids = network && (await network.listPortUUIDs().catch(quietly));
+    const uuids = await networks.get(name)?.listPortUUIDs().catch(quietly);
     if (uuids) ports.set(name, new Set(uuids.map((u) => u.toLowerCase())));
   }
   return ports;
@@ -219,6 +230,7 @@ async function balloonActual(domain: Domain): Promise<number | undefined> {
 async function addresses(
   domain: Domain,
   doc: DomainDocument,
+  networks: ReadonlyMap<string, Network>,
 ): Promise<{ addresses: Map<string, string[]>; leasesSupported: boolean }> {
   const found = new Map<string, Set<string>>();
   const add = (mac: string | null | undefined, ip: string | null | undefined) => {
@@ -230,9 +242,8 @@ async function addresses(
   };
   let leasesSupported = false;
   for (const nic of doc.devices.interfaces) {
-    if (!nic.mac) continue;
-    const network = await domain.connect.lookupNetworkByName(nic.source.network).catch(quietly);
-    if (!network) continue;
+    const network = networks.get(nic.source.network);
+    if (!nic.mac || !network) continue;
     const leases = await network.getDHCPLeases(nic.mac).catch(quietly);
     if (!leases) continue;
     leasesSupported = true;
