@@ -48,7 +48,8 @@ export interface AgentOptions {
         retryPeriodMs?: number;
         identity?: string;
       };
-  health?: HostPort;
+  /** anyPortIfTaken: serve on another free port when this one is taken (up's default). */
+  health?: HostPort & { anyPortIfTaken?: boolean };
   metrics?: HostPort;
   log?: Logger | { level?: string; name?: string };
   /** Every key is reconciled again this often as a safety net. Default 10 min. */
@@ -118,7 +119,13 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
           identity: opts.lease.identity,
         }
       : false,
-    health: opts.health ? { host: opts.health.host, port: opts.health.port } : false,
+    health: opts.health
+      ? {
+          host: opts.health.host,
+          port: opts.health.port,
+          anyPortIfTaken: opts.health.anyPortIfTaken,
+        }
+      : false,
     events: {
       reportingController: 'virt.dev/libvirt-operator',
       reportingInstance: `libvirt-operator-${opts.nodeName}`,

@@ -16,12 +16,7 @@ import type {
 } from '../api/generated/types.js';
 import { agentConfig, ConfigError } from '../agent/config.js';
 import { startAgent, type Agent } from '../agent/agent.js';
-import {
-  cacheRoot,
-  canListen,
-  startControlPlane,
-  type ControlPlane,
-} from './local/control-plane.js';
+import { cacheRoot, startControlPlane, type ControlPlane } from './local/control-plane.js';
 import { installFinalizerPolicy } from './local/finalizer-policy.js';
 import { ensureTinyGuest, serveTinyGuest } from './local/tiny-guest.js';
 import { createKubeClient, isNotFound, type KubeClient } from '../runtime/index.js';
@@ -71,20 +66,12 @@ const FLAGS = {
 
 export async function main(argv: string[]): Promise<number> {
   return command('up', argv, FLAGS, HELP, async (values) => {
-    const demoName = values['examples-name'] ?? 'demo';
-    if (!/^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/.test(demoName))
-      throw new UsageError(
-        `up: --examples-name must be a lowercase DNS label of at most 40 characters, got '${demoName}'`,
-      );
-    if (values.kubeconfig !== undefined && values.dir !== undefined)
-      throw new UsageError(
-        "up: --dir is the local control plane's folder, and --kubeconfig uses a cluster instead of one: give one of them",
-      );
+    // Every flag is checked before anything is done: a usage error must not follow the start
+    // of libvirtd (as root) or of a control plane.
+    const settings = upSettings(values);
     const libvirtUri = values['libvirt-uri'] ?? (await localLibvirt());
-    const health = await healthAddr(values['health-addr'], (port) => canListen(port, '127.0.0.1'));
-    if (health.fallback)
-      say(`${DEFAULT_HEALTH_ADDR} is in use: health and metrics on another port`);
-    const cfg = upConfig(values['node-name'], libvirtUri, health.addr);
+    const cfg = { ...settings.agent, libvirtUri };
+    const demoName = settings.demoName;
 
     let cp: ControlPlane | undefined;
     let kubeConfig: KubeAccess;
@@ -118,10 +105,12 @@ export async function main(argv: string[]): Promise<number> {
       stateDir: cfg.stateDir,
       // One `npm start` per host: a stable holder lets a restarted run take the Lease at once.
       lease: { namespace: cfg.leaseNamespace, identity: `${hostname()}/up` },
-      health: cfg.healthAddr,
+      health: cfg.healthAddr && { ...cfg.healthAddr, anyPortIfTaken: settings.defaultHealth },
       log: { level: process.env.LOG_LEVEL ?? 'warn' },
     });
     printProgress(agent);
+    if (settings.defaultHealth && agent.runtime.health?.port !== DEFAULT_HEALTH_PORT)
+      say(`${DEFAULT_HEALTH_ADDR} is in use: health and metrics on another port`);
     await agent.synced;
     say(`agent ready: health and metrics at ${agent.runtime.health?.url ?? '(off)'}`);
     const demo = values.examples
@@ -142,18 +131,41 @@ export async function main(argv: string[]): Promise<number> {
   });
 }
 
-/** The agent's configuration; a bad flag or variable is a usage error, as for run. */
-function upConfig(nodeName: string | undefined, libvirtUri: string, healthAddr: string) {
+/**
+ * What up's flags ask for, checked without any I/O. The agent's configuration is built with
+ * qemu:///system in place of the libvirt up will find, which is always valid; a bad flag or
+ * variable is a usage error, as for run.
+ */
+export function upSettings(values: {
+  'examples-name'?: string;
+  'node-name'?: string;
+  'libvirt-uri'?: string;
+  'health-addr'?: string;
+  dir?: string;
+  kubeconfig?: string;
+}) {
+  const demoName = values['examples-name'] ?? 'demo';
+  if (!/^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/.test(demoName))
+    throw new UsageError(
+      `up: --examples-name must be a lowercase DNS label of at most 40 characters, got '${demoName}'`,
+    );
+  if (values.kubeconfig !== undefined && values.dir !== undefined)
+    throw new UsageError(
+      "up: --dir is the local control plane's folder, and --kubeconfig uses a cluster instead of one: give one of them",
+    );
   try {
-    return agentConfig({
+    const agent = agentConfig({
       flags: {
-        'node-name': nodeName,
-        'libvirt-uri': libvirtUri,
-        'health-addr': healthAddr,
+        'node-name': values['node-name'],
+        'libvirt-uri': values['libvirt-uri'] ?? SYSTEM,
+        // The user of npm start did not choose 8081, a popular port: when it is taken the
+        // agent serves on any free one, and up says so.
+        'health-addr': values['health-addr'] ?? DEFAULT_HEALTH_ADDR,
         'state-dir': join(cacheRoot(), 'state'),
       },
       env: { ...process.env, METRICS_ADDR: undefined },
     });
+    return { demoName, agent, defaultHealth: values['health-addr'] === undefined };
   } catch (err) {
     if (err instanceof ConfigError) throw new UsageError(`up: ${err.message}`);
     throw err;
@@ -476,17 +488,3 @@ export function shellWord(s: string): string {
 
 const DEFAULT_HEALTH_PORT = 8081;
 const DEFAULT_HEALTH_ADDR = `127.0.0.1:${DEFAULT_HEALTH_PORT}`;
-
-/**
- * Where up serves health and metrics: where the user asked, else 127.0.0.1:8081, else (8081
- * taken, a popular port) any free one. The user of npm start did not choose 8081, and a busy
- * port is no reason for a first run to fail; the "agent ready" line prints the port used.
- */
-export async function healthAddr(
-  requested: string | undefined,
-  free: (port: number) => Promise<boolean>,
-): Promise<{ addr: string; fallback: boolean }> {
-  if (requested !== undefined) return { addr: requested, fallback: false };
-  if (await free(DEFAULT_HEALTH_PORT)) return { addr: DEFAULT_HEALTH_ADDR, fallback: false };
-  return { addr: '127.0.0.1:0', fallback: true };
-}

@@ -67,6 +67,11 @@ export interface HealthServer {
 export async function startHealthServer(opts: {
   host?: string;
   port: number;
+  /**
+   * When `port` is taken, serve on any free one instead of failing: for a port the user did
+   * not choose. Deciding at listen time leaves no window for another process to take it.
+   */
+  anyPortIfTaken?: boolean;
   registry: Registry;
   /** Only `run` is needed: a second listener can serve the runtime's checks. */
   readiness: Pick<ReadinessChecks, 'run'>;
@@ -105,18 +110,28 @@ export async function startHealthServer(opts: {
         return send(404, 'not found: try /healthz, /readyz or /metrics\n');
     }
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(
-        new Error(
-          err.code === 'EADDRINUSE'
-            ? `health port ${opts.port} is already in use; choose another`
-            : `cannot serve health endpoints on ${opts.host ?? '0.0.0.0'}:${opts.port}: ${err.message}`,
-        ),
-      ),
+  const listen = (port: number) =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, opts.host ?? '0.0.0.0', () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  try {
+    await listen(opts.port).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'EADDRINUSE' && opts.anyPortIfTaken) return listen(0);
+      throw err;
+    });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new Error(
+      err.code === 'EADDRINUSE'
+        ? `health port ${opts.port} is already in use; choose another`
+        : `cannot serve health endpoints on ${opts.host ?? '0.0.0.0'}:${opts.port}: ${err.message}`,
+      { cause: e },
     );
-    server.listen(opts.port, opts.host ?? '0.0.0.0', () => resolve());
-  });
+  }
   const { port } = server.address() as AddressInfo;
   const host = opts.host && opts.host !== '0.0.0.0' ? opts.host : '127.0.0.1';
   return {

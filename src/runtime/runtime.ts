@@ -37,7 +37,7 @@ export interface RuntimeOptions {
   /** The lease that must be held to reconcile; false = always reconcile (tests, single runs). */
   lease?: false | (Omit<LeaseOptions, 'identity'> & { identity?: string });
   /** Where to serve /healthz, /readyz and /metrics; false = not at all. */
-  health?: false | { host?: string; port: number };
+  health?: false | { host?: string; port: number; anyPortIfTaken?: boolean };
   events: Omit<EventRecorderOptions, 'log' | 'metrics' | 'clock'>;
   /** Defaults for every informer's watch (timeouts, backoff, watchdog). */
   watch?: Omit<ReflectorOptions, 'resource' | 'namespace' | 'labelSelector' | 'fieldSelector'>;

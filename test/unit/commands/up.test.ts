@@ -2,16 +2,19 @@
 // shell (pasted into sh, it must give exactly these values, whatever characters the paths
 // hold), and where it serves health and metrics when the default port is taken.
 import { execFileSync } from 'node:child_process';
-import { createServer } from 'node:net';
+import { createServer, type AddressInfo } from 'node:net';
+import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { canListen } from '../../../src/commands/local/control-plane.js';
 import {
   exportLine,
-  healthAddr,
   localLibvirt,
   shellWord,
   type LocalLibvirtIO,
+  upSettings,
 } from '../../../src/commands/up.js';
+import { UsageError } from '../../../src/commands/flags.js';
+import { startHealthServer } from '../../../src/runtime/health.js';
 
 const inShell = (line: string, print: string) =>
   execFileSync('sh', ['-c', `${line}; printf '%s\\n' ${print}`], {
@@ -37,35 +40,68 @@ describe("up's export line", () => {
 });
 
 describe("up's health address", () => {
-  it('takes what the user asked for without looking at ports', async () => {
-    const asked: number[] = [];
-    const free = (port: number) => (asked.push(port), Promise.resolve(false));
-    expect(await healthAddr('0.0.0.0:9000', free)).toEqual({
-      addr: '0.0.0.0:9000',
-      fallback: false,
+  const listening = async (port: number) => {
+    const srv = createServer();
+    await new Promise<void>((resolve) => srv.listen(port, '127.0.0.1', resolve));
+    return srv;
+  };
+  const serve = (port: number, anyPortIfTaken?: boolean) =>
+    startHealthServer({
+      host: '127.0.0.1',
+      port,
+      anyPortIfTaken,
+      registry: new Registry(),
+      readiness: { run: () => Promise.resolve({ ready: true, lines: [] }) },
     });
-    expect(asked).toEqual([]);
+
+  it('takes what the user asked for, else 127.0.0.1:8081 on any free port when taken', () => {
+    expect(upSettings({ 'health-addr': '0.0.0.0:9000' })).toMatchObject({
+      agent: { healthAddr: { host: '0.0.0.0', port: 9000 } },
+      defaultHealth: false,
+    });
+    expect(upSettings({})).toMatchObject({
+      agent: { healthAddr: { host: '127.0.0.1', port: 8081 } },
+      defaultHealth: true,
+    });
   });
 
-  it('serves on 127.0.0.1:8081 when it is free, on any free port when it is taken', async () => {
-    const free = (taken: boolean) => (port: number) => Promise.resolve(!(taken && port === 8081));
-    expect(await healthAddr(undefined, free(false))).toEqual({
-      addr: '127.0.0.1:8081',
-      fallback: false,
-    });
-    expect(await healthAddr(undefined, free(true))).toEqual({
-      addr: '127.0.0.1:0',
-      fallback: true,
-    });
+  // Decided when the agent listens, not by a look beforehand: two npm start at the same
+  // instant both saw 8081 free, and the second agent then failed on it.
+  it('serves on another port when the default one is taken at listen time', async () => {
+    const holder = await listening(0);
+    const { port } = holder.address() as AddressInfo;
+    const health = await serve(port, true);
+    expect(health.port).not.toBe(port);
+    expect(await (await fetch(`${health.url}/healthz`)).text()).toBe('ok');
+    await health.close();
+    await expect(serve(port)).rejects.toThrow(`health port ${port} is already in use`);
+    await new Promise((r) => holder.close(r));
   });
 
   it('sees a port another listener holds as taken', async () => {
-    const srv = createServer();
-    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-    const { port } = srv.address() as { port: number };
+    const srv = await listening(0);
+    const { port } = srv.address() as AddressInfo;
     expect(await canListen(port, '127.0.0.1')).toBe(false);
     await new Promise((r) => srv.close(r));
     expect(await canListen(port, '127.0.0.1')).toBe(true);
+  });
+});
+
+describe("up's flags", () => {
+  // upSettings does no I/O: main checks every flag before it looks for (or starts) libvirtd.
+  it('refuses a bad node name, health address or libvirt URI before doing anything', () => {
+    expect(() => upSettings({ 'node-name': 'Bad_Name' })).toThrow(UsageError);
+    expect(() => upSettings({ 'node-name': 'Bad_Name' })).toThrow(/node-name/);
+    expect(() => upSettings({ 'health-addr': 'nope' })).toThrow(/health-addr/);
+    expect(() => upSettings({ 'examples-name': 'Demo' })).toThrow(/--examples-name/);
+    expect(() => upSettings({ dir: '/tmp/x', kubeconfig: '/tmp/k' })).toThrow(/--kubeconfig/);
+  });
+
+  it('builds the agent configuration with the libvirt URI the user gave', () => {
+    expect(upSettings({ 'libvirt-uri': 'test:///default', 'node-name': 'n1' })).toMatchObject({
+      demoName: 'demo',
+      agent: { nodeName: 'n1', libvirtUri: 'test:///default' },
+    });
   });
 });
 
