@@ -264,12 +264,22 @@ export function gracePeriodMs(vm: VirtualMachine): number {
 // ---- restart-time fields ----
 
 /**
+ * The memory size a domain boots with: libvirt's QEMU driver rounds it up to whole MiB on x86
+ * (qemuDomainAlignMemorySizes) in the running definition only, so `512M` (500000 KiB) runs as
+ * 500736 KiB. Compared unrounded, such a spec would read as a pending maxMemory change forever,
+ * and under updatePolicy Restart restart the guest on every boot.
+ */
+export function bootedMemoryKiB(kib: number): number {
+  return Math.ceil(kib / 1024) * 1024;
+}
+
+/**
  * The owned fields grouped by the spec field a user changes. Each group is compared between the
  * spec and the running domain; a group that differs is named in RestartRequired.
  */
 const RESTART_GROUPS: ReadonlyArray<[field: string, pick: (o: OwnedDomainFields) => unknown]> = [
   ['spec.domainType', (o) => o.type],
-  ['spec.maxMemory', (o) => o.memoryKiB],
+  ['spec.maxMemory', (o) => bootedMemoryKiB(o.memoryKiB)],
   ['spec.maxVcpus', (o) => o.vcpu.max],
   ['spec.firmware', (o) => [o.os.firmware, o.os.nvram]],
   // Whether secure boot is asked for, not the feature list: a plain UEFI machine names

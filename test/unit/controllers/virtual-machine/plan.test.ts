@@ -167,6 +167,34 @@ describe('restartPending', () => {
     ).toEqual([]);
   });
 
+  it('does not name spec.maxMemory for the whole MiB QEMU rounds a running domain up to', () => {
+    // 512M = 500000 KiB; libvirt's QEMU driver starts the domain with 500736 KiB (489 MiB),
+    // measured on libvirt 9.0. A difference only the alignment explains is no change.
+    const spec = { memory: '512M', updatePolicy: 'Restart' as const };
+    const asked = desired(vm(spec));
+    expect(asked.memoryKiB).toBe(500000);
+    const booted = variant(asked, (d) => {
+      d.memoryKiB = 500736;
+      d.currentMemoryKiB = 500736;
+    });
+    expect(restartPending(asked, booted)).toEqual([]);
+    const plan = planMachine({
+      vm: vm(spec, { status: runningStatus() }),
+      desired: asked,
+      cloudInit: undefined,
+      observed: observed(ours({ config: asked, live: booted })),
+      now: NOW,
+    });
+    expect(plan.steps).toEqual([]);
+    // A real change still counts: 501000 KiB boots as 501760.
+    expect(
+      restartPending(
+        variant(asked, (d) => (d.memoryKiB = 501000)),
+        booted,
+      ),
+    ).toEqual(['spec.maxMemory']);
+  });
+
   it('names spec.vcpus when fewer vCPUs are wanted than run (no live unplug)', () => {
     expect(
       restartPending(
