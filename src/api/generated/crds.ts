@@ -733,6 +733,12 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                     "fieldPath": ".bus",
                     "reason": "FieldValueInvalid",
                     "message": "a cdrom must be on bus sata or scsi, not virtio"
+                  },
+                  {
+                    "rule": "!has(self.readOnly) || !self.readOnly || !has(self.bus) || self.bus != 'sata' || (has(self.device) && self.device == 'cdrom')",
+                    "fieldPath": ".readOnly",
+                    "reason": "FieldValueInvalid",
+                    "message": "a disk on bus sata cannot be read-only (QEMU has no read-only SATA disk); use bus virtio or scsi"
                   }
                 ],
                 "properties": {
@@ -769,7 +775,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                   },
                   "readOnly": {
                     "type": "boolean",
-                    "description": "Attach the disk read-only (a cdrom always is).",
+                    "description": "Attach the disk read-only (a cdrom always is). A disk on bus sata cannot be read-only.",
                     "default": false
                   },
                   "bootOrder": {

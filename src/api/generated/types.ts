@@ -295,7 +295,7 @@ export interface VirtualMachineSpecDisk {
    */
   bus?: "virtio" | "sata" | "scsi";
   /**
-   * Attach the disk read-only (a cdrom always is).
+   * Attach the disk read-only (a cdrom always is). A disk on bus sata cannot be read-only.
    * @default false
    */
   readOnly: boolean;
@@ -619,7 +619,7 @@ export interface VirtualMachineSpecDiskManifest {
    */
   bus?: "virtio" | "sata" | "scsi";
   /**
-   * Attach the disk read-only (a cdrom always is).
+   * Attach the disk read-only (a cdrom always is). A disk on bus sata cannot be read-only.
    * @default false
    */
   readOnly?: boolean;
