@@ -552,6 +552,11 @@ export interface PlanInput {
   now: Date;
   /** A restore of this process powered the running domain off (HostState restoreStops). */
   restoreStopped?: boolean;
+  /**
+   * Device changes (spec field names) that this run of the domain refused to take live
+   * (HostState deferredDevices): restart-time, like the fields restartPending names.
+   */
+  deferred?: readonly string[];
 }
 
 export function planMachine(input: PlanInput): MachinePlan {
@@ -577,7 +582,12 @@ export function planMachine(input: PlanInput): MachinePlan {
   }
   const names = desired ? deviceNames(vm, desired) : NO_NAMES;
   const pending =
-    desired && domain.live ? restartPending(desired, domain.live, names, domain.networkPorts) : [];
+    desired && domain.live
+      ? [
+          ...restartPending(desired, domain.live, names, domain.networkPorts),
+          ...liveRefused(desired, domain.live, names, input.deferred ?? []),
+        ]
+      : [];
   const power = powerPlan(
     vm,
     { active: domain.active, id: domain.id, ...domain.power, restoreStopped: input.restoreStopped },
@@ -600,6 +610,22 @@ export function planMachine(input: PlanInput): MachinePlan {
       ...pruneSteps(input, domain),
     ],
   };
+}
+
+/**
+ * The device changes the running domain refused to take live that the spec still asks for: a
+ * device attached meanwhile, or dropped from the spec again, is no longer one.
+ */
+export function liveRefused(
+  desired: DomainDocument,
+  live: DomainDocument,
+  names: DeviceNames,
+  deferred: readonly string[],
+): string[] {
+  if (deferred.length === 0) return [];
+  const diff = deviceDiff(desired, live, names);
+  const open = new Set([...diff.attach, ...diff.detach].map((c) => c.field));
+  return deferred.filter((field) => open.has(field));
 }
 
 function cloudInitSteps(input: PlanInput): MachineStep[] {

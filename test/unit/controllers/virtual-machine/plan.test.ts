@@ -515,6 +515,41 @@ describe('planMachine', () => {
     ]);
   });
 
+  it('restarts under updatePolicy Restart for a device the running domain refused to attach', () => {
+    const spec = {
+      updatePolicy: 'Restart' as const,
+      disks: [{ name: 'data', volume: 'data', readOnly: false }],
+    };
+    const inputs = {
+      volumes: new Map([['data', { path: '/pool/prod_data', format: 'qcow2' as const }]]),
+      cloudInit: undefined,
+      consoleLog: undefined,
+    };
+    const machine = vm(spec, { status: runningStatus() });
+    const asked = desired(machine, inputs);
+    const booted = desired(vm({}), inputs);
+    const plan = (deferred: string[], policy: 'Restart' | 'Manual' = 'Restart') =>
+      planMachine({
+        vm: vm({ ...spec, updatePolicy: policy }, { status: runningStatus() }),
+        desired: asked,
+        cloudInit: undefined,
+        observed: observed(ours({ config: asked, live: booted })),
+        now: NOW,
+        deferred,
+      });
+    // Not known to be refused yet: the attach is tried.
+    expect(plan([]).steps.map((s) => s.op)).toEqual(['attachDevice']);
+    expect(plan([]).shutdown).toBeUndefined();
+    // Refused by this run: restart-time, applied by a graceful restart.
+    expect(plan(['spec.disks[data]'])).toMatchObject({
+      steps: [{ op: 'shutdown', reason: 'RestartToApplyChanges' }],
+      shutdown: 'RestartToApplyChanges',
+    });
+    // Manual waits; a refusal of a device the spec no longer differs in is forgotten.
+    expect(plan(['spec.disks[data]'], 'Manual').shutdown).toBeUndefined();
+    expect(plan(['spec.disks[gone]']).shutdown).toBeUndefined();
+  });
+
   it('defines but does not start an absent Halted machine', () => {
     const halted = vm({ runStrategy: 'Halted' });
     const plan = planMachine({
