@@ -198,6 +198,9 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
           )
       : undefined,
     balloonMoving(vm, status, outcome.executed) ? BALLOON_POLL_MS : undefined,
+    // A device change the domain refused live is now restart-time, and this policy restarts
+    // for it: nothing else wakes the machine (its own status write does not).
+    deferred.length > 0 && vm.spec.updatePolicy === 'Restart' ? TRANSITION_MS : undefined,
   ].filter((ms): ms is number => ms !== undefined);
   return looks.length > 0 ? requeueAfter(Math.min(...looks)) : done;
 }

@@ -160,7 +160,10 @@ describe('day-2 machines on test:///default', () => {
       disks: [{ name: 'extra', volume: 'extra' }],
     });
     // The attach fails (VIR_ERR_NO_SUPPORT): a restart-time change, which this policy applies
-    // by a graceful restart, as RestartRequired says, not by waiting for someone else's.
+    // by a graceful restart, as RestartRequired says, not by waiting for someone else's. The
+    // pass that learns it looks again soon: its own status write wakes nothing.
+    await ctx.refresh();
+    expect(requeueMs(await reconcileVirtualMachine(key('plug'), ctx))).toBeDefined();
     await converge(ctx, reconcileVirtualMachine, key('plug'), {
       until: stored(
         'plug',
