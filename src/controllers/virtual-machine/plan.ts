@@ -867,8 +867,13 @@ export function powerPlan(
       : wasUp && !byRestore
         ? 'restart'
         : 'requested';
+  // A machine the annotation wants paused is suspended right after its start, in the same
+  // pass: otherwise the guest would run until the next pass, and status would say Running.
   return {
-    steps: [{ op: 'start', kind, after: { state: power.state, reason: power.reason } }],
+    steps: [
+      { op: 'start', kind, after: { state: power.state, reason: power.reason } },
+      ...(pauseRequested(vm) ? [{ op: 'suspend' } as const] : []),
+    ],
     shutdown: undefined,
     waitMs: undefined,
   };

@@ -216,6 +216,21 @@ describe('day-2 machines on test:///default', () => {
     expect(vmOf('power')?.metadata.annotations?.['virt.dev/paused']).toBeUndefined();
   });
 
+  it('starts a machine annotated paused and suspends it in the same pass', async () => {
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'born-paused', namespace: NS, annotations: { 'virt.dev/paused': 'true' } },
+      spec: { nodeName: NODE, domainType: 'qemu', vcpus: 1, memory: '128Mi' },
+    });
+    // The first pass adds the finalizer; the one that defines and starts also suspends.
+    await converge(ctx, reconcileVirtualMachine, key('born-paused'), {
+      until: stored('born-paused', (v) => v?.status?.startedAt !== undefined),
+    });
+    const machine = vmOf('born-paused')!;
+    expect(machine.status?.phase).toBe('Paused');
+    expect(condition(machine, 'Ready')?.reason).toBe('PausedByRequest');
+    expect((await (await domainOf(machine)).getState()).stateName).toBe('paused');
+  });
+
   it('restarts once per `vm restart`, and never again for the same value', async () => {
     const before = (await domainOf(vmOf('power')!)).getID();
     expect(await vm('restart', 'power')).toBe(0);

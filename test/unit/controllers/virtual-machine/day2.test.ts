@@ -472,6 +472,22 @@ describe('pause on request', () => {
     ]);
   });
 
+  it('suspends a machine it starts while the annotation asks for a pause in the same pass', () => {
+    const annotations = { 'virt.dev/paused': 'true' };
+    const after = { state: 'shutoff', reason: 'destroyed' };
+    const stopped = { active: false, id: -1, ...after };
+    // Restarted after a crash under Always: not left running until the next pass.
+    expect(
+      powerPlan(vm({}, { status: runningStatus(), annotations }), stopped, [], NOW).steps,
+    ).toEqual([{ op: 'start', kind: 'restart', after }, { op: 'suspend' }]);
+    // The first start of a new machine too.
+    expect(powerPlan(vm({}, { annotations }), stopped, [], NOW).steps.map((s) => s.op)).toEqual([
+      'start',
+      'suspend',
+    ]);
+    expect(powerPlan(vm({}, {}), stopped, [], NOW).steps.map((s) => s.op)).toEqual(['start']);
+  });
+
   it('resumes a machine a restore brought back paused, unless the annotation asks for it', () => {
     const restoredPaused = { ...pausedByUser, reason: 'from_snapshot' };
     expect(powerPlan(vm({}, { status: runningStatus() }), restoredPaused, [], NOW).steps).toEqual([
