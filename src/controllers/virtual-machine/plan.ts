@@ -338,8 +338,8 @@ export function restartPending(
 /**
  * Whether the running domain's CPU is the desired one. The QEMU driver rewrites host-model in
  * the running definition as mode custom with the host's model, vendor and features, so a
- * desired host-model matches such an expansion; a desired model or mode left unset is
- * libvirt's to fill in.
+ * desired host-model matches such an expansion, and a desired custom model does not (not even
+ * one of the expansion's name); a desired model or mode left unset is libvirt's to fill in.
  */
 export function cpuMatches(want: DomainCpu | undefined, have: DomainCpu | undefined): boolean {
   const topology = (c: DomainCpu | undefined) => JSON.stringify(c?.topology ?? null);
@@ -349,6 +349,9 @@ export function cpuMatches(want: DomainCpu | undefined, have: DomainCpu | undefi
     return have?.mode === 'host-model' || (have?.mode === 'custom' && have.vendor !== undefined);
   }
   if (want.mode !== have?.mode) return false;
+  // Only an expansion of host-model carries a vendor (libvirt adds none to a custom CPU,
+  // measured on libvirt 9.0): a custom model of the same name lacks the host's features.
+  if (want.mode === 'custom' && have.vendor !== undefined) return false;
   return want.model === undefined || want.model === have.model;
 }
 

@@ -104,6 +104,14 @@ describe('cpuMatches (running definition against the spec)', () => {
       true,
     ],
     [
+      // Switching host-model to custom with the model libvirt expanded it to drops the host's
+      // features at the next boot: a change, though the model's name is the same.
+      'a custom model against the host-model expansion to that model',
+      { mode: 'custom' as const, model: 'EPYC' },
+      { mode: 'custom' as const, model: 'EPYC', vendor: 'AMD' },
+      false,
+    ],
+    [
       'another custom model',
       { mode: 'custom' as const, model: 'Haswell' },
       { mode: 'custom' as const, model: 'qemu64' },
