@@ -504,7 +504,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
             "vcpus": {
               "type": "integer",
               "format": "int32",
-              "description": "Virtual CPUs online now. Changes within maxVcpus apply live.",
+              "description": "Virtual CPUs online now. Increases within maxVcpus apply live (hot-plug); a decrease waits for the next start (RestartRequired names spec.vcpus).",
               "minimum": 1,
               "maximum": 512
             },

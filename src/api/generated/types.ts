@@ -388,7 +388,8 @@ export interface VirtualMachineSpec {
    */
   domainType: "kvm" | "qemu";
   /**
-   * Virtual CPUs online now. Changes within maxVcpus apply live.
+   * Virtual CPUs online now. Increases within maxVcpus apply live (hot-plug); a decrease waits for
+   * the next start (RestartRequired names spec.vcpus).
    */
   vcpus: number;
   /**
@@ -679,7 +680,8 @@ export interface VirtualMachineSpecManifest {
    */
   domainType?: "kvm" | "qemu";
   /**
-   * Virtual CPUs online now. Changes within maxVcpus apply live.
+   * Virtual CPUs online now. Increases within maxVcpus apply live (hot-plug); a decrease waits for
+   * the next start (RestartRequired names spec.vcpus).
    */
   vcpus: number;
   /**
