@@ -839,7 +839,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                   },
                   "model": {
                     "type": "string",
-                    "description": "The emulated network card.",
+                    "description": "The emulated network card. A change is restart-time. e1000 and rtl8139 are conventional PCI cards: added to a running machine, such an interface waits for the next start when the machine has no free conventional PCI slot (as a new one has none).",
                     "enum": [
                       "virtio",
                       "e1000",

@@ -321,7 +321,9 @@ export interface VirtualMachineSpecInterface {
    */
   macAddress?: string;
   /**
-   * The emulated network card.
+   * The emulated network card. A change is restart-time. e1000 and rtl8139 are conventional PCI
+   * cards: added to a running machine, such an interface waits for the next start when the machine
+   * has no free conventional PCI slot (as a new one has none).
    * @default "virtio"
    */
   model: "virtio" | "e1000" | "e1000e" | "rtl8139";
@@ -646,7 +648,9 @@ export interface VirtualMachineSpecInterfaceManifest {
    */
   macAddress?: string;
   /**
-   * The emulated network card.
+   * The emulated network card. A change is restart-time. e1000 and rtl8139 are conventional PCI
+   * cards: added to a running machine, such an interface waits for the next start when the machine
+   * has no free conventional PCI slot (as a new one has none).
    * @default "virtio"
    */
   model?: "virtio" | "e1000" | "e1000e" | "rtl8139";
