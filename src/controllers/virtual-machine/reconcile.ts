@@ -346,6 +346,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
       ctx.host.shutdowns.delete(uid);
       ctx.host.interfacesAttached.delete(uid);
       ctx.host.restarts.delete(uid);
+      ctx.host.deferredDevices.delete(uid);
       return done;
     }
     const stopped =
