@@ -165,6 +165,15 @@ export const ruleTwins: ReadonlyMap<string, RuleTwin> = new Map<string, RuleTwin
     "!has(self.device) || self.device != 'cdrom' || !has(self.bus) || self.bus != 'virtio'",
     (s) => !has(s, 'device') || s.device !== 'cdrom' || !has(s, 'bus') || s.bus !== 'virtio',
   ],
+  [
+    "!has(self.readOnly) || !self.readOnly || !has(self.bus) || self.bus != 'sata' || (has(self.device) && self.device == 'cdrom')",
+    (s) =>
+      !has(s, 'readOnly') ||
+      !s.readOnly ||
+      !has(s, 'bus') ||
+      s.bus !== 'sata' ||
+      (has(s, 'device') && s.device === 'cdrom'),
+  ],
   ["self.matches('^[0-9a-f][02468ace]')", (s) => /^[0-9a-f][02468ace]/.test(s)],
   [
     '!has(self.secretRef) || !(has(self.userData) || has(self.metaData) || has(self.networkData))',

@@ -41,6 +41,13 @@ export interface HostState {
    */
   restarts: Map<string, number>;
   /**
+   * Device changes (their spec field names) the running domain refused to take live, by
+   * machine uid, for that run of the domain (its runtime ID): restart-time changes that
+   * updatePolicy Restart must restart for (virtual-machine/plan.ts planMachine). Each pass
+   * tries the attach again, so an agent restart only delays the restart by one pass.
+   */
+  deferredDevices: Map<string, { run: number; fields: string[] }>;
+  /**
    * Snapshots (by uid) whose take this process sent without an answer: a libvirtd that died
    * during it. The InProgress written before the take says the same, but the retry can come
    * before the watch brings that write back to the cache, and from that same copy the status
@@ -61,6 +68,7 @@ export function createHostState(): HostState {
     shutdowns: new Map(),
     interfacesAttached: new Map(),
     restarts: new Map(),
+    deferredDevices: new Map(),
     snapshotTakesCutShort: new Set(),
   };
 }

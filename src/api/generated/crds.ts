@@ -504,7 +504,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
             "vcpus": {
               "type": "integer",
               "format": "int32",
-              "description": "Virtual CPUs online now. Changes within maxVcpus apply live.",
+              "description": "Virtual CPUs online now. Increases within maxVcpus apply live (hot-plug); a decrease waits for the next start (RestartRequired names spec.vcpus).",
               "minimum": 1,
               "maximum": 512
             },
@@ -733,6 +733,12 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                     "fieldPath": ".bus",
                     "reason": "FieldValueInvalid",
                     "message": "a cdrom must be on bus sata or scsi, not virtio"
+                  },
+                  {
+                    "rule": "!has(self.readOnly) || !self.readOnly || !has(self.bus) || self.bus != 'sata' || (has(self.device) && self.device == 'cdrom')",
+                    "fieldPath": ".readOnly",
+                    "reason": "FieldValueInvalid",
+                    "message": "a disk on bus sata cannot be read-only (QEMU has no read-only SATA disk); use bus virtio or scsi"
                   }
                 ],
                 "properties": {
@@ -769,7 +775,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                   },
                   "readOnly": {
                     "type": "boolean",
-                    "description": "Attach the disk read-only (a cdrom always is).",
+                    "description": "Attach the disk read-only (a cdrom always is). A disk on bus sata cannot be read-only.",
                     "default": false
                   },
                   "bootOrder": {
@@ -833,7 +839,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                   },
                   "model": {
                     "type": "string",
-                    "description": "The emulated network card.",
+                    "description": "The emulated network card. A change is restart-time. e1000 and rtl8139 are conventional PCI cards: added to a running machine, such an interface waits for the next start when the machine has no free conventional PCI slot (as a new one has none).",
                     "enum": [
                       "virtio",
                       "e1000",

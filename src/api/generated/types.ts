@@ -295,7 +295,7 @@ export interface VirtualMachineSpecDisk {
    */
   bus?: "virtio" | "sata" | "scsi";
   /**
-   * Attach the disk read-only (a cdrom always is).
+   * Attach the disk read-only (a cdrom always is). A disk on bus sata cannot be read-only.
    * @default false
    */
   readOnly: boolean;
@@ -321,7 +321,9 @@ export interface VirtualMachineSpecInterface {
    */
   macAddress?: string;
   /**
-   * The emulated network card.
+   * The emulated network card. A change is restart-time. e1000 and rtl8139 are conventional PCI
+   * cards: added to a running machine, such an interface waits for the next start when the machine
+   * has no free conventional PCI slot (as a new one has none).
    * @default "virtio"
    */
   model: "virtio" | "e1000" | "e1000e" | "rtl8139";
@@ -388,7 +390,8 @@ export interface VirtualMachineSpec {
    */
   domainType: "kvm" | "qemu";
   /**
-   * Virtual CPUs online now. Changes within maxVcpus apply live.
+   * Virtual CPUs online now. Increases within maxVcpus apply live (hot-plug); a decrease waits for
+   * the next start (RestartRequired names spec.vcpus).
    */
   vcpus: number;
   /**
@@ -619,7 +622,7 @@ export interface VirtualMachineSpecDiskManifest {
    */
   bus?: "virtio" | "sata" | "scsi";
   /**
-   * Attach the disk read-only (a cdrom always is).
+   * Attach the disk read-only (a cdrom always is). A disk on bus sata cannot be read-only.
    * @default false
    */
   readOnly?: boolean;
@@ -645,7 +648,9 @@ export interface VirtualMachineSpecInterfaceManifest {
    */
   macAddress?: string;
   /**
-   * The emulated network card.
+   * The emulated network card. A change is restart-time. e1000 and rtl8139 are conventional PCI
+   * cards: added to a running machine, such an interface waits for the next start when the machine
+   * has no free conventional PCI slot (as a new one has none).
    * @default "virtio"
    */
   model?: "virtio" | "e1000" | "e1000e" | "rtl8139";
@@ -679,7 +684,8 @@ export interface VirtualMachineSpecManifest {
    */
   domainType?: "kvm" | "qemu";
   /**
-   * Virtual CPUs online now. Changes within maxVcpus apply live.
+   * Virtual CPUs online now. Increases within maxVcpus apply live (hot-plug); a decrease waits for
+   * the next start (RestartRequired names spec.vcpus).
    */
   vcpus: number;
   /**

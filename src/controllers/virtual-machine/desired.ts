@@ -321,7 +321,8 @@ export function desiredDomain(vm: VirtualMachine, inputs: MachineInputs): Domain
     if (kernel) doc.os.kernel = kernel.path;
     const initrd = boot.initrd && inputs.volumes.get(boot.initrd.volume);
     if (initrd) doc.os.initrd = initrd.path;
-    if (boot.cmdline !== undefined) doc.os.cmdline = boot.cmdline;
+    // libvirt drops an empty <cmdline/>: "" is no command line, or it would differ forever.
+    if (boot.cmdline) doc.os.cmdline = boot.cmdline;
   }
   return doc;
 }

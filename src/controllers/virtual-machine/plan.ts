@@ -264,12 +264,22 @@ export function gracePeriodMs(vm: VirtualMachine): number {
 // ---- restart-time fields ----
 
 /**
+ * The memory size a domain boots with: libvirt's QEMU driver rounds it up to whole MiB on x86
+ * (qemuDomainAlignMemorySizes) in the running definition only, so `512M` (500000 KiB) runs as
+ * 500736 KiB. Compared unrounded, such a spec would read as a pending maxMemory change forever,
+ * and under updatePolicy Restart restart the guest on every boot.
+ */
+export function bootedMemoryKiB(kib: number): number {
+  return Math.ceil(kib / 1024) * 1024;
+}
+
+/**
  * The owned fields grouped by the spec field a user changes. Each group is compared between the
  * spec and the running domain; a group that differs is named in RestartRequired.
  */
 const RESTART_GROUPS: ReadonlyArray<[field: string, pick: (o: OwnedDomainFields) => unknown]> = [
   ['spec.domainType', (o) => o.type],
-  ['spec.maxMemory', (o) => o.memoryKiB],
+  ['spec.maxMemory', (o) => bootedMemoryKiB(o.memoryKiB)],
   ['spec.maxVcpus', (o) => o.vcpu.max],
   ['spec.firmware', (o) => [o.os.firmware, o.os.nvram]],
   // Whether secure boot is asked for, not the feature list: a plain UEFI machine names
@@ -328,8 +338,8 @@ export function restartPending(
 /**
  * Whether the running domain's CPU is the desired one. The QEMU driver rewrites host-model in
  * the running definition as mode custom with the host's model, vendor and features, so a
- * desired host-model matches such an expansion; a desired model or mode left unset is
- * libvirt's to fill in.
+ * desired host-model matches such an expansion, and a desired custom model does not (not even
+ * one of the expansion's name); a desired model or mode left unset is libvirt's to fill in.
  */
 export function cpuMatches(want: DomainCpu | undefined, have: DomainCpu | undefined): boolean {
   const topology = (c: DomainCpu | undefined) => JSON.stringify(c?.topology ?? null);
@@ -339,6 +349,9 @@ export function cpuMatches(want: DomainCpu | undefined, have: DomainCpu | undefi
     return have?.mode === 'host-model' || (have?.mode === 'custom' && have.vendor !== undefined);
   }
   if (want.mode !== have?.mode) return false;
+  // Only an expansion of host-model carries a vendor (libvirt adds none to a custom CPU,
+  // measured on libvirt 9.0): a custom model of the same name lacks the host's features.
+  if (want.mode === 'custom' && have.vendor !== undefined) return false;
   return want.model === undefined || want.model === have.model;
 }
 
@@ -542,6 +555,11 @@ export interface PlanInput {
   now: Date;
   /** A restore of this process powered the running domain off (HostState restoreStops). */
   restoreStopped?: boolean;
+  /**
+   * Device changes (spec field names) that this run of the domain refused to take live
+   * (HostState deferredDevices): restart-time, like the fields restartPending names.
+   */
+  deferred?: readonly string[];
 }
 
 export function planMachine(input: PlanInput): MachinePlan {
@@ -567,7 +585,12 @@ export function planMachine(input: PlanInput): MachinePlan {
   }
   const names = desired ? deviceNames(vm, desired) : NO_NAMES;
   const pending =
-    desired && domain.live ? restartPending(desired, domain.live, names, domain.networkPorts) : [];
+    desired && domain.live
+      ? [
+          ...restartPending(desired, domain.live, names, domain.networkPorts),
+          ...liveRefused(desired, domain.live, names, input.deferred ?? []),
+        ]
+      : [];
   const power = powerPlan(
     vm,
     { active: domain.active, id: domain.id, ...domain.power, restoreStopped: input.restoreStopped },
@@ -590,6 +613,22 @@ export function planMachine(input: PlanInput): MachinePlan {
       ...pruneSteps(input, domain),
     ],
   };
+}
+
+/**
+ * The device changes the running domain refused to take live that the spec still asks for: a
+ * device attached meanwhile, or dropped from the spec again, is no longer one.
+ */
+export function liveRefused(
+  desired: DomainDocument,
+  live: DomainDocument,
+  names: DeviceNames,
+  deferred: readonly string[],
+): string[] {
+  if (deferred.length === 0) return [];
+  const diff = deviceDiff(desired, live, names);
+  const open = new Set([...diff.attach, ...diff.detach].map((c) => c.field));
+  return deferred.filter((field) => open.has(field));
 }
 
 function cloudInitSteps(input: PlanInput): MachineStep[] {
@@ -831,8 +870,13 @@ export function powerPlan(
       : wasUp && !byRestore
         ? 'restart'
         : 'requested';
+  // A machine the annotation wants paused is suspended right after its start, in the same
+  // pass: otherwise the guest would run until the next pass, and status would say Running.
   return {
-    steps: [{ op: 'start', kind, after: { state: power.state, reason: power.reason } }],
+    steps: [
+      { op: 'start', kind, after: { state: power.state, reason: power.reason } },
+      ...(pauseRequested(vm) ? [{ op: 'suspend' } as const] : []),
+    ],
     shutdown: undefined,
     waitMs: undefined,
   };

@@ -33,6 +33,7 @@ import {
   deviceDiff,
   deviceNames,
   gracePeriodMs,
+  liveRefused,
   newRestartRequest,
   nextLookMs,
   ownLifecycleChanges,
@@ -104,6 +105,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     observed: before,
     now,
     restoreStopped: ctx.host.restoreStops.has(uid),
+    deferred: refusedLive(ctx, uid, before.domain),
   };
   const plan = planMachine(planInput);
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
@@ -135,6 +137,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   const deferred = outcome.deferred.flatMap((s) =>
     s.op === 'attachDevice' || s.op === 'detachDevice' ? [s.device.field] : [],
   );
+  rememberRefusedLive(ctx, uid, after, deferred);
   const detaching =
     desired && live && names
       ? detachingOf(
@@ -155,7 +158,13 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     started: startedBy(outcome.executed),
     pending:
       desired && live && names
-        ? [...new Set([...restartPending(desired, live, names, ports), ...deferred])]
+        ? [
+            ...new Set([
+              ...restartPending(desired, live, names, ports),
+              ...deferred,
+              ...liveRefused(desired, live, names, refusedLive(ctx, uid, after)),
+            ]),
+          ]
         : [],
     // A restart asked of a machine that is not running has nothing to do: it is recorded.
     ...(request !== undefined && before.domain.state !== 'foreign'
@@ -189,8 +198,44 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
           )
       : undefined,
     balloonMoving(vm, status, outcome.executed) ? BALLOON_POLL_MS : undefined,
+    // A device change the domain refused live is now restart-time, and this policy restarts
+    // for it: nothing else wakes the machine (its own status write does not).
+    deferred.length > 0 && vm.spec.updatePolicy === 'Restart' ? TRANSITION_MS : undefined,
   ].filter((ms): ms is number => ms !== undefined);
   return looks.length > 0 ? requeueAfter(Math.min(...looks)) : done;
+}
+
+/** The device changes this run of the domain refused to take live (HostState). */
+function refusedLive(ctx: ControllerContext, uid: string, domain: ObservedDomain): string[] {
+  const refused = ctx.host.deferredDevices.get(uid);
+  if (!refused || domain.state !== 'ours' || !domain.active) return [];
+  return refused.run === domain.id ? refused.fields : [];
+}
+
+/**
+ * Remembers the device changes the running domain refused to take live, for this run: the next
+ * pass's plan counts them as restart-time (updatePolicy Restart restarts for them), since the
+ * plan alone cannot tell an attach that will work from one the driver or the slots refuse.
+ */
+function rememberRefusedLive(
+  ctx: ControllerContext,
+  uid: string,
+  domain: ObservedDomain,
+  fields: readonly string[],
+): void {
+  if (domain.state !== 'ours' || !domain.active) {
+    ctx.host.deferredDevices.delete(uid);
+    return;
+  }
+  const known = refusedLive(ctx, uid, domain);
+  if (fields.length === 0 && known.length === 0) {
+    ctx.host.deferredDevices.delete(uid);
+    return;
+  }
+  ctx.host.deferredDevices.set(uid, {
+    run: domain.id,
+    fields: [...new Set([...known, ...fields])],
+  });
 }
 
 /**
@@ -301,6 +346,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
       ctx.host.shutdowns.delete(uid);
       ctx.host.interfacesAttached.delete(uid);
       ctx.host.restarts.delete(uid);
+      ctx.host.deferredDevices.delete(uid);
       return done;
     }
     const stopped =

@@ -138,6 +138,54 @@ describe('day-2 machines on test:///default', () => {
     );
   });
 
+  it('with updatePolicy Restart, restarts to apply a disk the driver could not attach live', async () => {
+    const EXTRA_PATH = '/var/lib/libvirt-operator-test/vm-day2_extra.qcow2';
+    await readyVolume(k, { namespace: NS, nodeName: NODE }, 'extra', 'qcow2', EXTRA_PATH);
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'plug', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        vcpus: 1,
+        memory: '128Mi',
+        updatePolicy: 'Restart',
+      },
+    });
+    await converge(ctx, reconcileVirtualMachine, key('plug'), {
+      until: stored('plug', (v) => condition(v, 'Ready')?.status === 'True'),
+    });
+    const id = (await domainOf(vmOf('plug')!)).getID();
+    rec.reset();
+    await k.patchSpec('VirtualMachine', NS, 'plug', {
+      disks: [{ name: 'extra', volume: 'extra' }],
+    });
+    // The attach fails (VIR_ERR_NO_SUPPORT): a restart-time change, which this policy applies
+    // by a graceful restart, as RestartRequired says, not by waiting for someone else's. The
+    // pass that learns it looks again soon: its own status write wakes nothing.
+    await ctx.refresh();
+    expect(requeueMs(await reconcileVirtualMachine(key('plug'), ctx))).toBeDefined();
+    await converge(ctx, reconcileVirtualMachine, key('plug'), {
+      until: stored(
+        'plug',
+        (v) =>
+          condition(v, 'Ready')?.status === 'True' &&
+          condition(v, 'RestartRequired')?.status === 'False',
+      ),
+      maxPasses: 40,
+    });
+    const domain = await domainOf(vmOf('plug')!);
+    expect(domain.getID()).not.toBe(id);
+    const live = parseDomainXML(await domain.getXMLDesc());
+    expect(live.devices.disks.map((d) => d.source.type === 'file' && d.source.file)).toEqual([
+      EXTRA_PATH,
+    ]);
+    expect(rec.writes().filter((w) => w === 'Domain.shutdown' || w === 'Domain.create')).toEqual([
+      'Domain.shutdown',
+      'Domain.create',
+    ]);
+    expect(vmOf('plug')?.status?.restartCount).toBe(0);
+  });
+
   it('pauses and resumes with `vm pause` / `vm unpause`', async () => {
     await k.create<VirtualMachine>('VirtualMachine', {
       metadata: { name: 'power', namespace: NS },
@@ -166,6 +214,21 @@ describe('day-2 machines on test:///default', () => {
     });
     expect(condition(vmOf('power'), 'Paused')?.status).toBe('False');
     expect(vmOf('power')?.metadata.annotations?.['virt.dev/paused']).toBeUndefined();
+  });
+
+  it('starts a machine annotated paused and suspends it in the same pass', async () => {
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'born-paused', namespace: NS, annotations: { 'virt.dev/paused': 'true' } },
+      spec: { nodeName: NODE, domainType: 'qemu', vcpus: 1, memory: '128Mi' },
+    });
+    // The first pass adds the finalizer; the one that defines and starts also suspends.
+    await converge(ctx, reconcileVirtualMachine, key('born-paused'), {
+      until: stored('born-paused', (v) => v?.status?.startedAt !== undefined),
+    });
+    const machine = vmOf('born-paused')!;
+    expect(machine.status?.phase).toBe('Paused');
+    expect(condition(machine, 'Ready')?.reason).toBe('PausedByRequest');
+    expect((await (await domainOf(machine)).getState()).stateName).toBe('paused');
   });
 
   it('restarts once per `vm restart`, and never again for the same value', async () => {

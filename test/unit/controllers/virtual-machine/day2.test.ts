@@ -104,6 +104,14 @@ describe('cpuMatches (running definition against the spec)', () => {
       true,
     ],
     [
+      // Switching host-model to custom with the model libvirt expanded it to drops the host's
+      // features at the next boot: a change, though the model's name is the same.
+      'a custom model against the host-model expansion to that model',
+      { mode: 'custom' as const, model: 'EPYC' },
+      { mode: 'custom' as const, model: 'EPYC', vendor: 'AMD' },
+      false,
+    ],
+    [
       'another custom model',
       { mode: 'custom' as const, model: 'Haswell' },
       { mode: 'custom' as const, model: 'qemu64' },
@@ -470,6 +478,22 @@ describe('pause on request', () => {
     expect(powerPlan(vm({}, { status: runningStatus() }), pausedByUser, [], NOW).steps).toEqual([
       { op: 'resume' },
     ]);
+  });
+
+  it('suspends a machine it starts while the annotation asks for a pause in the same pass', () => {
+    const annotations = { 'virt.dev/paused': 'true' };
+    const after = { state: 'shutoff', reason: 'destroyed' };
+    const stopped = { active: false, id: -1, ...after };
+    // Restarted after a crash under Always: not left running until the next pass.
+    expect(
+      powerPlan(vm({}, { status: runningStatus(), annotations }), stopped, [], NOW).steps,
+    ).toEqual([{ op: 'start', kind: 'restart', after }, { op: 'suspend' }]);
+    // The first start of a new machine too.
+    expect(powerPlan(vm({}, { annotations }), stopped, [], NOW).steps.map((s) => s.op)).toEqual([
+      'start',
+      'suspend',
+    ]);
+    expect(powerPlan(vm({}, {}), stopped, [], NOW).steps.map((s) => s.op)).toEqual(['start']);
   });
 
   it('resumes a machine a restore brought back paused, unless the annotation asks for it', () => {

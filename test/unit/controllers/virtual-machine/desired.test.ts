@@ -19,9 +19,10 @@ import {
   type MachineInputs,
   type References,
 } from '../../../../src/controllers/virtual-machine/desired.js';
+import { configSteps, restartPending } from '../../../../src/controllers/virtual-machine/plan.js';
 import { buildDomainXML, parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { stampOf } from '../../../../src/ownership/metadata.js';
-import { noInputs, UID, vm } from './machines.js';
+import { noInputs, ours, UID, vm } from './machines.js';
 
 function volume(
   name: string,
@@ -220,6 +221,22 @@ describe('desiredDomain', () => {
       initrd: '/p/initrd',
       cmdline: 'console=ttyS0 root=/dev/vda',
     });
+  });
+
+  it('writes no command line for an empty cmdline, as libvirt reads it back', () => {
+    // libvirt 9.0 drops an empty <cmdline/> (measured): writing it would be a difference from
+    // the running and the persistent definition forever, a redefinition on every pass.
+    const inputs = {
+      ...noInputs,
+      volumes: new Map([['k', { path: '/p/k', format: 'raw' as const }]]),
+    };
+    const doc = desiredDomain(vm({ boot: { kernel: { volume: 'k' }, cmdline: '' } }), inputs);
+    expect(doc.os.cmdline).toBeUndefined();
+    const asLibvirtKeepsIt = parseDomainXML(
+      buildDomainXML(doc).replace(/<cmdline\/>|<cmdline><\/cmdline>/, ''),
+    );
+    expect(restartPending(doc, asLibvirtKeepsIt)).toEqual([]);
+    expect(configSteps(doc, ours({ config: asLibvirtKeepsIt }))).toEqual([]);
   });
 
   it('gives interfaces a stable default MAC derived from uid and name, or the spec lower-cased', () => {

@@ -167,6 +167,34 @@ describe('restartPending', () => {
     ).toEqual([]);
   });
 
+  it('does not name spec.maxMemory for the whole MiB QEMU rounds a running domain up to', () => {
+    // 512M = 500000 KiB; libvirt's QEMU driver starts the domain with 500736 KiB (489 MiB),
+    // measured on libvirt 9.0. A difference only the alignment explains is no change.
+    const spec = { memory: '512M', updatePolicy: 'Restart' as const };
+    const asked = desired(vm(spec));
+    expect(asked.memoryKiB).toBe(500000);
+    const booted = variant(asked, (d) => {
+      d.memoryKiB = 500736;
+      d.currentMemoryKiB = 500736;
+    });
+    expect(restartPending(asked, booted)).toEqual([]);
+    const plan = planMachine({
+      vm: vm(spec, { status: runningStatus() }),
+      desired: asked,
+      cloudInit: undefined,
+      observed: observed(ours({ config: asked, live: booted })),
+      now: NOW,
+    });
+    expect(plan.steps).toEqual([]);
+    // A real change still counts: 501000 KiB boots as 501760.
+    expect(
+      restartPending(
+        variant(asked, (d) => (d.memoryKiB = 501000)),
+        booted,
+      ),
+    ).toEqual(['spec.maxMemory']);
+  });
+
   it('names spec.vcpus when fewer vCPUs are wanted than run (no live unplug)', () => {
     expect(
       restartPending(
@@ -485,6 +513,41 @@ describe('planMachine', () => {
       { op: 'define', doc: want, created: true },
       { op: 'start', kind: 'initial', after: { state: 'shutoff', reason: 'unknown' } },
     ]);
+  });
+
+  it('restarts under updatePolicy Restart for a device the running domain refused to attach', () => {
+    const spec = {
+      updatePolicy: 'Restart' as const,
+      disks: [{ name: 'data', volume: 'data', readOnly: false }],
+    };
+    const inputs = {
+      volumes: new Map([['data', { path: '/pool/prod_data', format: 'qcow2' as const }]]),
+      cloudInit: undefined,
+      consoleLog: undefined,
+    };
+    const machine = vm(spec, { status: runningStatus() });
+    const asked = desired(machine, inputs);
+    const booted = desired(vm({}), inputs);
+    const plan = (deferred: string[], policy: 'Restart' | 'Manual' = 'Restart') =>
+      planMachine({
+        vm: vm({ ...spec, updatePolicy: policy }, { status: runningStatus() }),
+        desired: asked,
+        cloudInit: undefined,
+        observed: observed(ours({ config: asked, live: booted })),
+        now: NOW,
+        deferred,
+      });
+    // Not known to be refused yet: the attach is tried.
+    expect(plan([]).steps.map((s) => s.op)).toEqual(['attachDevice']);
+    expect(plan([]).shutdown).toBeUndefined();
+    // Refused by this run: restart-time, applied by a graceful restart.
+    expect(plan(['spec.disks[data]'])).toMatchObject({
+      steps: [{ op: 'shutdown', reason: 'RestartToApplyChanges' }],
+      shutdown: 'RestartToApplyChanges',
+    });
+    // Manual waits; a refusal of a device the spec no longer differs in is forgotten.
+    expect(plan(['spec.disks[data]'], 'Manual').shutdown).toBeUndefined();
+    expect(plan(['spec.disks[gone]']).shutdown).toBeUndefined();
   });
 
   it('defines but does not start an absent Halted machine', () => {
