@@ -106,4 +106,18 @@ describe('the host routes a new network must not overlap', () => {
     expect(failure?.problem.message).toContain("bridge name 'virbr7' already in use");
     expect(isStalledReason('BridgeInUse')).toBe(true);
   });
+
+  it("a host device that already has the bridge's name is BridgeInUse (Stalled), naming it", async () => {
+    // What libvirtd 9.0 answers when spec.bridge names a bridge made with `ip link add`: its
+    // define checks only other libvirt networks' bridges, so the start is what fails.
+    const refused = new LibvirtError('error creating bridge interface hnetbr0: File exists', {
+      code: 38,
+      domain: 0,
+      level: 2,
+    });
+    const network = { create: () => Promise.reject(refused) } as unknown as Network;
+    const failure = await actNetwork({} as Connect, network, [{ op: 'start' }]);
+    expect(failure?.problem.reason).toBe('BridgeInUse');
+    expect(failure?.problem.message).toContain('a network device named hnetbr0');
+  });
 });
