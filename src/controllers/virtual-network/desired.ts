@@ -163,18 +163,44 @@ export function subnetString(s: Subnet): string {
 }
 
 /**
- * What the spec asks for that libvirt cannot do in this mode, or undefined. The CRD already
+ * What the spec asks for that libvirt or the host cannot do in this mode, or undefined. The CRD already
  * refuses ipv4 with mode bridge; libvirt also refuses an MTU there ("mtu size only allowed in
  * open, route, nat, and isolated mode"), and a host bridge has no dnsmasq to serve DNS records.
  * Caught here so the user gets the field name instead of a libvirt XML error.
  */
 export function unsupportedSpec(vnet: VirtualNetwork): string | undefined {
-  if (modeOf(vnet) !== 'bridge') return undefined;
+  if (modeOf(vnet) !== 'bridge') return unusableInRoutedModes(vnet);
   if (vnet.spec.mtu !== undefined) {
     return 'spec.mtu cannot be set with mode bridge: the host bridge keeps its own MTU';
   }
   if ((vnet.spec.dns?.hosts ?? []).length > 0) {
     return 'spec.dns.hosts cannot be set with mode bridge: libvirt serves no DNS on a host bridge';
+  }
+  return undefined;
+}
+
+/** IPv6 needs links of at least this many bytes (RFC 8200). */
+const IPV6_MIN_MTU = 1280;
+
+/**
+ * What the modes with their own bridge cannot do although the schema lets it through: the
+ * kernel puts no IPv6 address on a link below 1280 bytes, so libvirt's start fails with only
+ * "Failed to add IP address"; and with neither ipv4 nor ipv6 libvirt runs no dnsmasq, so DNS
+ * records would be accepted and serve nothing.
+ */
+function unusableInRoutedModes(vnet: VirtualNetwork): string | undefined {
+  const { mtu, ipv4, ipv6, dns } = vnet.spec;
+  if (mtu !== undefined && mtu < IPV6_MIN_MTU && ipv6 !== undefined) {
+    return (
+      `spec.mtu ${mtu} is below ${IPV6_MIN_MTU}, the smallest MTU IPv6 works on: the host ` +
+      `cannot put spec.ipv6 on the bridge; raise spec.mtu or remove spec.ipv6`
+    );
+  }
+  if ((dns?.hosts ?? []).length > 0 && dns?.enabled !== false && !ipv4 && !ipv6) {
+    return (
+      'spec.dns.hosts needs spec.ipv4 or spec.ipv6: libvirt serves DNS only on an address of ' +
+      'the network, and this one has none'
+    );
   }
   return undefined;
 }

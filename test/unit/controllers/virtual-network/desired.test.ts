@@ -126,6 +126,28 @@ describe('unsupportedSpec', () => {
       },
       /spec\.dns\.hosts/,
     ],
+    // Measured on libvirtd 9.0: the kernel takes no IPv6 address on a link below 1280 bytes,
+    // so such a network never starts ("Failed to add IP address fd00:173::1/64").
+    [
+      { mode: 'isolated' as const, mtu: 600, ipv6: { cidr: 'fd00:173::1/64' } },
+      /spec\.mtu 600 .*1280.*spec\.ipv6/,
+    ],
+    [{ mode: 'isolated' as const, mtu: 1280, ipv6: { cidr: 'fd00:173::1/64' } }, undefined],
+    [{ mode: 'nat' as const, mtu: 600, ipv4: { cidr: '10.0.0.1/24' } }, undefined],
+    // Without an address libvirt runs no dnsmasq: the network starts and the records serve
+    // nothing.
+    [
+      { mode: 'isolated' as const, dns: { hosts: [{ ipAddress: '1.2.3.4', hostnames: ['a'] }] } },
+      /spec\.dns\.hosts .*spec\.ipv4 or spec\.ipv6/,
+    ],
+    [
+      {
+        mode: 'isolated' as const,
+        ipv6: { cidr: 'fd00:173::1/64' },
+        dns: { hosts: [{ ipAddress: '1.2.3.4', hostnames: ['a'] }] },
+      },
+      undefined,
+    ],
   ])('%j -> %s', (spec, expected) => {
     const problem = unsupportedSpec(vnet(spec));
     if (expected === undefined) expect(problem).toBeUndefined();
