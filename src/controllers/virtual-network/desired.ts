@@ -130,23 +130,24 @@ export interface Subnet {
   prefix: number;
 }
 
+/** The subnet of an address/prefix (host or network form) of either family. */
+export function subnetOf(family: Subnet['family'], cidr: string): Subnet {
+  if (family === 'ipv4') {
+    return { family, network: BigInt(rangeOf(cidr)[0]), prefix: parseCidr(cidr).prefix };
+  }
+  const { address, prefix } = ipv6HostAddress(cidr);
+  const bits = BigInt(128 - prefix);
+  return { family, network: ((ipv6Number(address) ?? 0n) >> bits) << bits, prefix };
+}
+
 /** The subnets the spec puts on the bridge, by the field that asks for each (none in mode bridge). */
 export function specSubnets(vnet: VirtualNetwork): Array<{ field: string; subnet: Subnet }> {
   if (modeOf(vnet) === 'bridge') return [];
   const out: Array<{ field: string; subnet: Subnet }> = [];
   const v4 = vnet.spec.ipv4?.cidr;
-  if (v4 !== undefined) {
-    const { prefix } = parseCidr(v4);
-    const network = BigInt(rangeOf(v4)[0]);
-    out.push({ field: 'spec.ipv4.cidr', subnet: { family: 'ipv4', network, prefix } });
-  }
+  if (v4 !== undefined) out.push({ field: 'spec.ipv4.cidr', subnet: subnetOf('ipv4', v4) });
   const v6 = vnet.spec.ipv6?.cidr;
-  if (v6 !== undefined) {
-    const { address, prefix } = ipv6HostAddress(v6);
-    const bits = BigInt(128 - prefix);
-    const network = ((ipv6Number(address) ?? 0n) >> bits) << bits;
-    out.push({ field: 'spec.ipv6.cidr', subnet: { family: 'ipv6', network, prefix } });
-  }
+  if (v6 !== undefined) out.push({ field: 'spec.ipv6.cidr', subnet: subnetOf('ipv6', v6) });
   return out;
 }
 

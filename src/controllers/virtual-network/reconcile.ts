@@ -62,13 +62,16 @@ async function converge(
   const conn = ctx.libvirt();
   const before = await observeNetwork(conn, vnet);
   const users = want === 'absent' && before.state === 'ours' ? await runningUsers(ctx, vnet) : [];
+  // Routes are read for a network about to start, and for a running one whose spec moves it
+  // to another subnet (judged before that change is saved); a converged one reads nothing.
   const starting = before.state === 'absent' || (before.state === 'ours' && !before.active);
+  const moving = pendingRestart(vnet, before).some((f) => f.endsWith('.cidr'));
   const host =
     want !== 'present'
       ? {}
       : modeOf(vnet) === 'bridge'
         ? { bridgeExists: await hostBridgeExists(conn, bridgeName(vnet)) }
-        : starting
+        : starting || moving
           ? { routes: await hostRoutes(conn) }
           : {};
   const plan =

@@ -3,6 +3,7 @@ import { isStalledReason } from '../../../../src/api/conditions.js';
 import { actNetwork } from '../../../../src/controllers/virtual-network/act.js';
 import { desiredNetwork } from '../../../../src/controllers/virtual-network/desired.js';
 import { parseHostRoutes } from '../../../../src/controllers/virtual-network/observe.js';
+import type { OursNetwork } from '../../../../src/controllers/virtual-network/observe.js';
 import { planPresent } from '../../../../src/controllers/virtual-network/plan.js';
 import type { Connect } from '../../../../src/libvirt/connection.js';
 import { LibvirtError } from '../../../../src/libvirt/errors.js';
@@ -73,6 +74,39 @@ describe('the host routes a new network must not overlap', () => {
     expect(plan.problem?.reason).toBe('SubnetConflict');
     expect(plan.problem?.message).toContain(`${message} on node node-1`);
     expect(isStalledReason('SubnetConflict')).toBe(true);
+  });
+
+  describe('a running network whose spec moves it to a subnet a host interface has', () => {
+    // Seen on libvirtd 9.0: the agent reported only RestartRequired, the user restarted the
+    // network as told, and it then stayed down with SubnetConflict, its guests cut off.
+    const running = (spec: Parameters<typeof vnet>[0]): OursNetwork => ({
+      state: 'ours',
+      network: undefined as unknown as Network,
+      uuid: '',
+      active: true,
+      persistent: true,
+      autostart: true,
+      current: desiredNetwork(vnet(spec)),
+      config: desiredNetwork(vnet(spec)),
+    });
+
+    it('is SubnetConflict now, before a restart, and its saved definition is kept', () => {
+      const now = running({ bridge: 'virbr9', ipv4: { cidr: '10.203.9.1/24' } });
+      const moved = vnet({ bridge: 'virbr9', ipv4: { cidr: '10.203.1.1/24' } });
+      const plan = planPresent(moved, now, 'node-1', { routes });
+      expect(plan.steps).toEqual([]);
+      expect(plan.problem?.reason).toBe('SubnetConflict');
+      expect(plan.problem?.message).toContain(
+        'spec.ipv4.cidr 10.203.1.0/24 overlaps 10.203.1.0/24 of interface netxa0 on node node-1',
+      );
+    });
+
+    it('its current subnet, on its own (old) bridge, is no clash', () => {
+      // The running network is on netxa0; the spec only renames the bridge.
+      const now = running({ bridge: 'netxa0', ipv4: { cidr: '10.203.1.1/24' } });
+      const renamed = vnet({ bridge: 'virbr9', ipv4: { cidr: '10.203.1.1/24' } });
+      expect(planPresent(renamed, now, 'node-1', { routes }).problem).toBeUndefined();
+    });
   });
 
   it("the network's own bridge is no clash", () => {
