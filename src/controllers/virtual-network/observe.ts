@@ -145,10 +145,27 @@ export async function runningUsers(
  * use hostNetwork), so there a missing bridge proves nothing.
  */
 export async function hostBridgeExists(conn: Connect, name: string): Promise<boolean | undefined> {
+  return hostNetPathExists(conn, name, '/bridge');
+}
+
+/**
+ * Whether this host has a network device (of any kind) named `name`: a bridge libvirt is to
+ * create under that name cannot be created ("File exists"). undefined where it cannot be told,
+ * for the reasons hostBridgeExists gives.
+ */
+export async function hostDeviceExists(conn: Connect, name: string): Promise<boolean | undefined> {
+  return hostNetPathExists(conn, name, '');
+}
+
+async function hostNetPathExists(
+  conn: Connect,
+  name: string,
+  below: string,
+): Promise<boolean | undefined> {
   if (process.env.KUBERNETES_SERVICE_HOST) return undefined;
   if ((await conn.getType()).toUpperCase() === 'TEST') return undefined;
   if (name.includes('/') || name === '.' || name === '..') return false;
-  return access(`/sys/class/net/${name}/bridge`).then(
+  return access(`/sys/class/net/${name}${below}`).then(
     () => true,
     () => false,
   );

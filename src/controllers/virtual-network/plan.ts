@@ -277,6 +277,11 @@ export function inUse(vms: readonly string[], nodeName: string): Problem {
 export interface HostFacts {
   /** For mode bridge: whether the host has a bridge of that name. */
   bridgeExists?: boolean;
+  /**
+   * For the other modes, when a running network's spec names another bridge: whether a host
+   * device already has that name (libvirt's define checks only its own networks' bridges).
+   */
+  bridgeTaken?: boolean;
   /** The subnets the host's interfaces are attached to. */
   routes?: readonly HostRoute[];
 }
@@ -350,6 +355,21 @@ export function planPresent(
   }
   const conflict = nameConflict(observed, nodeName);
   if (conflict || observed.state === 'foreign') return { steps: [], problem: conflict };
+  if (modeOf(vnet) !== 'bridge' && host.bridgeTaken === true) {
+    // Judged before the new bridge name is saved: the restart that would apply it fails.
+    const bridge = bridgeName(vnet);
+    return {
+      steps: [],
+      problem: {
+        reason: 'BridgeInUse',
+        message:
+          `spec.bridge: node ${nodeName} already has a network device '${bridge}' that is not ` +
+          `this network's, so the network could not start on it; name another bridge or omit ` +
+          `spec.bridge (the running network keeps its current bridge and its saved definition ` +
+          `is unchanged)`,
+      },
+    };
+  }
   // Judged before any define, so the saved definition (what a restart or a host reboot starts)
   // never takes a subnet that cannot start.
   const running = observed.state === 'ours' && observed.active ? observed.current : undefined;

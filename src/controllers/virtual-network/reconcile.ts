@@ -12,7 +12,13 @@ import {
 import { withFinalizer } from '../kit.js';
 import { actNetwork } from './act.js';
 import { bridgeName, modeOf, wantedOn } from './desired.js';
-import { hostBridgeExists, hostRoutes, observeNetwork, runningUsers } from './observe.js';
+import {
+  hostBridgeExists,
+  hostDeviceExists,
+  hostRoutes,
+  observeNetwork,
+  runningUsers,
+} from './observe.js';
 import { ownNetworkChanges, pendingRestart, planAbsent, planPresent } from './plan.js';
 import {
   conditionEvents,
@@ -65,15 +71,19 @@ async function converge(
   // Routes are read for a network about to start, and for a running one whose spec moves it
   // to another subnet (judged before that change is saved); a converged one reads nothing.
   const starting = before.state === 'absent' || (before.state === 'ours' && !before.active);
-  const moving = pendingRestart(vnet, before).some((f) => f.endsWith('.cidr'));
+  // Likewise a new spec.bridge of a running network is looked for among the host's devices.
+  const pending = pendingRestart(vnet, before);
+  const moving = pending.some((f) => f.endsWith('.cidr'));
+  const renaming = pending.includes('spec.bridge');
   const host =
     want !== 'present'
       ? {}
       : modeOf(vnet) === 'bridge'
         ? { bridgeExists: await hostBridgeExists(conn, bridgeName(vnet)) }
-        : starting || moving
-          ? { routes: await hostRoutes(conn) }
-          : {};
+        : {
+            ...(starting || moving ? { routes: await hostRoutes(conn) } : {}),
+            ...(renaming ? { bridgeTaken: await hostDeviceExists(conn, bridgeName(vnet)) } : {}),
+          };
   const plan =
     want === 'present'
       ? planPresent(vnet, before, nodeName, host)

@@ -101,6 +101,17 @@ describe('the host routes a new network must not overlap', () => {
       );
     });
 
+    it('a new spec.bridge that a host device already has is BridgeInUse now, before a restart', () => {
+      // Seen on libvirtd 9.0 with `ip link add hnetbr0 type bridge`: the define is accepted,
+      // the agent said RestartRequired, and the restart it advised failed ("File exists").
+      const now = running({ bridge: 'virbr9', ipv4: { cidr: '10.203.9.1/24' } });
+      const renamed = vnet({ bridge: 'hnetbr0', ipv4: { cidr: '10.203.9.1/24' } });
+      const plan = planPresent(renamed, now, 'node-1', { routes, bridgeTaken: true });
+      expect(plan.steps).toEqual([]);
+      expect(plan.problem?.reason).toBe('BridgeInUse');
+      expect(plan.problem?.message).toContain("node node-1 already has a network device 'hnetbr0'");
+    });
+
     it('its current subnet, on its own (old) bridge, is no clash', () => {
       // The running network is on netxa0; the spec only renames the bridge.
       const now = running({ bridge: 'netxa0', ipv4: { cidr: '10.203.1.1/24' } });
