@@ -296,6 +296,14 @@ function documentSubnets(doc: NetworkDocument): Subnet[] {
   });
 }
 
+/**
+ * Whether a host route would take traffic of the network's subnet: any attached subnet that
+ * overlaps it, and a gateway route inside it (more specific, it wins over the bridge's route).
+ * A gateway route holding the subnet (10.0.0.0/8 through a VPN) loses to the bridge: no clash.
+ */
+const takesPart = (route: HostRoute, subnet: Subnet) =>
+  subnetsOverlap(route, subnet) && (!route.gateway || route.prefix >= subnet.prefix);
+
 const sameSubnet = (a: Subnet, b: Subnet) =>
   a.family === b.family && a.network === b.network && a.prefix === b.prefix;
 
@@ -316,16 +324,19 @@ export function subnetConflict(
   const held = running ? documentSubnets(running) : [];
   for (const { field, subnet } of specSubnets(vnet)) {
     if (held.some((h) => sameSubnet(h, subnet))) continue;
-    const clash = routes.find((r) => !own.has(r.iface) && subnetsOverlap(r, subnet));
+    const clash = routes.find((r) => !own.has(r.iface) && takesPart(r, subnet));
     if (clash) {
+      const where = clash.gateway
+        ? `, routed through a gateway on interface ${clash.iface}`
+        : ` of interface ${clash.iface}`;
       const kept = running
         ? '; the running network keeps its current subnet and its saved definition is unchanged'
         : '';
       return {
         reason: 'SubnetConflict',
         message:
-          `${field} ${subnetString(subnet)} overlaps ${subnetString(clash)} of interface ` +
-          `${clash.iface} on node ${nodeName}; choose a subnet no host interface uses${kept}`,
+          `${field} ${subnetString(subnet)} overlaps ${subnetString(clash)}${where} ` +
+          `on node ${nodeName}; choose a subnet no host interface uses${kept}`,
       };
     }
   }

@@ -28,7 +28,7 @@ const PROC_NET_IPV6_ROUTE = [
 const routes = parseHostRoutes(PROC_NET_ROUTE, PROC_NET_IPV6_ROUTE, true);
 
 describe('the host routes a new network must not overlap', () => {
-  it('keeps the directly attached subnets: no default route, gateway, lo or reject entry', () => {
+  it('keeps the routes to subnets: no default route, lo or reject entry', () => {
     expect(routes.map((r) => [r.iface, r.family, r.prefix])).toEqual([
       ['netxa0', 'ipv4', 24],
       ['eth0', 'ipv4', 24],
@@ -117,6 +117,47 @@ describe('the host routes a new network must not overlap', () => {
       const now = running({ bridge: 'netxa0', ipv4: { cidr: '10.203.1.1/24' } });
       const renamed = vnet({ bridge: 'virbr9', ipv4: { cidr: '10.203.1.1/24' } });
       expect(planPresent(renamed, now, 'node-1', { routes }).problem).toBeUndefined();
+    });
+  });
+
+  describe('routes through a gateway', () => {
+    // Measured on libvirtd 9.0 with `ip route add 192.168.174.0/25 via 192.0.2.1`: a network on
+    // 192.168.174.1/24 started, and its guests in .0-.127 were then reached through eth0's
+    // gateway instead of the bridge. libvirt itself refuses only an equal route.
+    const viaGateway = parseHostRoutes(
+      [
+        'Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT',
+        'eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0',
+        'eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0',
+        'eth0\t00AEA8C0\t010200C0\t0003\t0\t0\t0\t80FFFFFF\t0\t0\t0',
+        'eth0\t0000000A\t010200C0\t0003\t0\t0\t0\t000000FF\t0\t0\t0',
+      ].join('\n'),
+      '',
+      true,
+    );
+
+    it('one inside the subnet takes part of it: SubnetConflict naming the route', () => {
+      const plan = planPresent(
+        vnet({ ipv4: { cidr: '192.168.174.1/24' } }),
+        { state: 'absent' },
+        'node-1',
+        {
+          routes: viaGateway,
+        },
+      );
+      expect(plan.problem?.reason).toBe('SubnetConflict');
+      expect(plan.problem?.message).toContain(
+        'spec.ipv4.cidr 192.168.174.0/24 overlaps 192.168.174.0/25, routed through a gateway on interface eth0',
+      );
+    });
+
+    it('one holding the subnet (the default route, 10.0.0.0/8) is no clash: the bridge is more specific', () => {
+      for (const cidr of ['10.20.30.1/24', '192.168.175.1/24']) {
+        const plan = planPresent(vnet({ ipv4: { cidr } }), { state: 'absent' }, 'node-1', {
+          routes: viaGateway,
+        });
+        expect(plan.problem).toBeUndefined();
+      }
     });
   });
 
