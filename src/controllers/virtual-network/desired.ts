@@ -206,6 +206,12 @@ function unusableInRoutedModes(vnet: VirtualNetwork): string | undefined {
   return undefined;
 }
 
+/**
+ * The most addresses libvirt 9.0 lets one IPv4 DHCP range hold (measured: 65534 defines,
+ * 65535 is "too large (> 65535)"). An IPv6 range must stay inside one 16-bit block.
+ */
+const MAX_DHCP_RANGE = 65534;
+
 /** Ranges a network's own address must never lie in: the host has them for itself. */
 const RESERVED_RANGES: Array<[cidr: string, what: string]> = [
   ['0.0.0.0/8', '"this network"'],
@@ -241,14 +247,62 @@ export function unusableAddress(vnet: VirtualNetwork): string | undefined {
     if (start !== undefined && end !== undefined && end < start) {
       return `spec.ipv6.dhcp.rangeEnd ${dhcp6.rangeEnd} is lower than rangeStart ${dhcp6.rangeStart}`;
     }
+    if (start !== undefined && end !== undefined && start >> 16n !== end >> 16n) {
+      return `spec.ipv6.dhcp: the range ${dhcp6.rangeStart} - ${dhcp6.rangeEnd} spans more than one block of 65536 addresses; libvirt serves a DHCPv6 range only where rangeStart and rangeEnd differ in their last group`;
+    }
   }
-  const cidr = vnet.spec.ipv4?.cidr;
-  if (cidr === undefined || modeOf(vnet) === 'bridge') return undefined;
+  const ipv4 = vnet.spec.ipv4;
+  if (ipv4 === undefined || modeOf(vnet) === 'bridge') return undefined;
+  const cidr = ipv4.cidr;
   const [first, last] = rangeOf(cidr);
   for (const [reserved, what] of RESERVED_RANGES) {
     const [rFirst, rLast] = rangeOf(reserved);
     if (first <= rLast && rFirst <= last) {
       return `spec.ipv4.cidr ${cidr} overlaps ${reserved} (${what}), which the host keeps for itself; use a private range such as 192.168.150.1/24`;
+    }
+  }
+  return unservableIpv4(ipv4);
+}
+
+/**
+ * Addresses inside the subnet that cannot do what the spec gives them. libvirt refuses a DHCP
+ * range from the network address, up to the broadcast address or of more than 65535 addresses
+ * only at define, in words a retry cannot change (so a refusal would read as transient); it
+ * takes the broadcast address for the host and a fixed lease on the host's own address, and
+ * the network then cannot route for its guests or hands out the gateway's address. The CEL
+ * rules have put every address inside the subnet already.
+ */
+function unservableIpv4(ipv4: NonNullable<VirtualNetwork['spec']['ipv4']>): string | undefined {
+  const [first, last] = rangeOf(ipv4.cidr);
+  const subnet = `${ipv4String(first)}/${parseCidr(ipv4.cidr).prefix}`;
+  const host = ipv4HostAddress(ipv4.cidr).address;
+  if (ipv4Number(host) === last) {
+    return `spec.ipv4.cidr ${ipv4.cidr}: the host address is the broadcast address of ${subnet}; give the host another one, e.g. ${ipv4String(first + 1)}`;
+  }
+  const dhcp = ipv4.dhcp;
+  if (!dhcp) return undefined;
+  if (ipv4Number(dhcp.rangeStart) === first) {
+    return `spec.ipv4.dhcp.rangeStart ${dhcp.rangeStart} is the network address of ${subnet}; start the range above it`;
+  }
+  const size = ipv4Number(dhcp.rangeEnd) - ipv4Number(dhcp.rangeStart) + 1;
+  if (size > MAX_DHCP_RANGE) {
+    return `spec.ipv4.dhcp: the range ${dhcp.rangeStart} - ${dhcp.rangeEnd} holds ${size} addresses; libvirt serves at most ${MAX_DHCP_RANGE}`;
+  }
+  if (ipv4Number(dhcp.rangeEnd) === last) {
+    return `spec.ipv4.dhcp.rangeEnd ${dhcp.rangeEnd} is the broadcast address of ${subnet}; end the range below it`;
+  }
+  for (const h of dhcp.hosts ?? []) {
+    const n = ipv4Number(h.ipAddress);
+    const what =
+      h.ipAddress === host
+        ? "the host address (the guests' gateway)"
+        : n === first
+          ? `the network address of ${subnet}`
+          : n === last
+            ? `the broadcast address of ${subnet}`
+            : undefined;
+    if (what) {
+      return `spec.ipv4.dhcp.hosts[${h.macAddress}].ipAddress ${h.ipAddress} is ${what}; give that guest another address`;
     }
   }
   return undefined;
