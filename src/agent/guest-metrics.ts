@@ -3,8 +3,8 @@
 // scrape. The call runs on the binding's worker threads, never on the JS thread and never on a
 // reconcile's path, so a slow libvirtd slows the scrape, not the controllers.
 //
-// Series are rebuilt at every scrape from that scrape's records: a VM that is gone (or stopped:
-// a shut-off domain has no counters) has no series in the next scrape, nothing to expire.
+// Series are rebuilt at every scrape from that scrape's records, which cover active domains
+// only: a VM that is gone or stopped has no series in the next scrape, nothing to expire.
 //
 // Ownership: a domain counts only when it carries the operator's stamp for a VirtualMachine
 // that this agent has in its cache with the same uid; the stamp is read once per domain UUID
@@ -130,9 +130,11 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
     if (!conn) return [];
     const records = await conn.getAllDomainStats(
       GUEST_STATS,
+      // ACTIVE: running and paused domains only. libvirtd lists a shut-off domain too, with its
+      // last cpu.time, balloon and vCPU figures, which would read as a machine still there.
       // NOWAIT: a domain whose monitor is busy (a migration, a long block job) reports what it
       // can without waiting for the job, so one stuck guest cannot hold up the scrape.
-      ConnectGetAllDomainStatsFlags.NOWAIT,
+      ConnectGetAllDomainStatsFlags.ACTIVE | ConnectGetAllDomainStatsFlags.NOWAIT,
       { timeoutMs },
     );
     const seen = new Set(records.map((r) => r.uuid));

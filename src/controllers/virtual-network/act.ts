@@ -82,11 +82,15 @@ export async function actNetwork(
   return undefined;
 }
 
+const HOST_DEVICE_EXISTS = /error creating bridge interface (\S+): File exists/;
+
 // Clashes only the user can resolve, named so they read as Stalled: libvirt refuses to start a
 // network whose subnet equals one a host interface is attached to ("Network is already in use
 // by interface eth1"; an agent that cannot read the host's routes, in a pod, learns of it only
-// here), and to define one whose bridge another libvirt network has ("bridge name 'virbr1'
-// already in use.").
+// here), to define one whose bridge another libvirt network has ("bridge name 'virbr1'
+// already in use."), and to start one whose bridge name a host device that no libvirt network
+// made already has: libvirt checks only its own networks at define, and a real libvirtd's
+// start then fails creating the bridge ("error creating bridge interface br0: File exists").
 function failureReason(step: NetworkStep, message: string): string {
   if (step.op === 'start' && message.includes('already in use by interface')) {
     return 'SubnetConflict';
@@ -94,6 +98,7 @@ function failureReason(step: NetworkStep, message: string): string {
   if (step.op === 'define' && /bridge name '.*' already in use/.test(message)) {
     return 'BridgeInUse';
   }
+  if (step.op === 'start' && HOST_DEVICE_EXISTS.test(message)) return 'BridgeInUse';
   return FAILURE_REASON[step.op];
 }
 
@@ -145,8 +150,14 @@ function describe(step: NetworkStep, message: string): string {
   switch (step.op) {
     case 'define':
       return `libvirt refused the network definition: ${message}`;
-    case 'start':
-      return `libvirt could not start the network: ${message}`;
+    case 'start': {
+      const device = HOST_DEVICE_EXISTS.exec(message)?.[1];
+      const hint = device
+        ? `; the node already has a network device named ${device} that is not this ` +
+          `network's: set spec.bridge to a name no device on the node has, or omit it`
+        : '';
+      return `libvirt could not start the network: ${message}${hint}`;
+    }
     case 'dhcpHost':
       return `libvirt could not ${step.command} the DHCP host ${step.host.mac ?? step.host.ip}: ${message}`;
     case 'dnsHost':

@@ -130,23 +130,24 @@ export interface Subnet {
   prefix: number;
 }
 
+/** The subnet of an address/prefix (host or network form) of either family. */
+export function subnetOf(family: Subnet['family'], cidr: string): Subnet {
+  if (family === 'ipv4') {
+    return { family, network: BigInt(rangeOf(cidr)[0]), prefix: parseCidr(cidr).prefix };
+  }
+  const { address, prefix } = ipv6HostAddress(cidr);
+  const bits = BigInt(128 - prefix);
+  return { family, network: ((ipv6Number(address) ?? 0n) >> bits) << bits, prefix };
+}
+
 /** The subnets the spec puts on the bridge, by the field that asks for each (none in mode bridge). */
 export function specSubnets(vnet: VirtualNetwork): Array<{ field: string; subnet: Subnet }> {
   if (modeOf(vnet) === 'bridge') return [];
   const out: Array<{ field: string; subnet: Subnet }> = [];
   const v4 = vnet.spec.ipv4?.cidr;
-  if (v4 !== undefined) {
-    const { prefix } = parseCidr(v4);
-    const network = BigInt(rangeOf(v4)[0]);
-    out.push({ field: 'spec.ipv4.cidr', subnet: { family: 'ipv4', network, prefix } });
-  }
+  if (v4 !== undefined) out.push({ field: 'spec.ipv4.cidr', subnet: subnetOf('ipv4', v4) });
   const v6 = vnet.spec.ipv6?.cidr;
-  if (v6 !== undefined) {
-    const { address, prefix } = ipv6HostAddress(v6);
-    const bits = BigInt(128 - prefix);
-    const network = ((ipv6Number(address) ?? 0n) >> bits) << bits;
-    out.push({ field: 'spec.ipv6.cidr', subnet: { family: 'ipv6', network, prefix } });
-  }
+  if (v6 !== undefined) out.push({ field: 'spec.ipv6.cidr', subnet: subnetOf('ipv6', v6) });
   return out;
 }
 
@@ -163,13 +164,13 @@ export function subnetString(s: Subnet): string {
 }
 
 /**
- * What the spec asks for that libvirt cannot do in this mode, or undefined. The CRD already
+ * What the spec asks for that libvirt or the host cannot do in this mode, or undefined. The CRD already
  * refuses ipv4 with mode bridge; libvirt also refuses an MTU there ("mtu size only allowed in
  * open, route, nat, and isolated mode"), and a host bridge has no dnsmasq to serve DNS records.
  * Caught here so the user gets the field name instead of a libvirt XML error.
  */
 export function unsupportedSpec(vnet: VirtualNetwork): string | undefined {
-  if (modeOf(vnet) !== 'bridge') return undefined;
+  if (modeOf(vnet) !== 'bridge') return unusableInRoutedModes(vnet);
   if (vnet.spec.mtu !== undefined) {
     return 'spec.mtu cannot be set with mode bridge: the host bridge keeps its own MTU';
   }
@@ -178,6 +179,38 @@ export function unsupportedSpec(vnet: VirtualNetwork): string | undefined {
   }
   return undefined;
 }
+
+/** IPv6 needs links of at least this many bytes (RFC 8200). */
+const IPV6_MIN_MTU = 1280;
+
+/**
+ * What the modes with their own bridge cannot do although the schema lets it through: the
+ * kernel puts no IPv6 address on a link below 1280 bytes, so libvirt's start fails with only
+ * "Failed to add IP address"; and with neither ipv4 nor ipv6 libvirt runs no dnsmasq, so DNS
+ * records would be accepted and serve nothing.
+ */
+function unusableInRoutedModes(vnet: VirtualNetwork): string | undefined {
+  const { mtu, ipv4, ipv6, dns } = vnet.spec;
+  if (mtu !== undefined && mtu < IPV6_MIN_MTU && ipv6 !== undefined) {
+    return (
+      `spec.mtu ${mtu} is below ${IPV6_MIN_MTU}, the smallest MTU IPv6 works on: the host ` +
+      `cannot put spec.ipv6 on the bridge; raise spec.mtu or remove spec.ipv6`
+    );
+  }
+  if ((dns?.hosts ?? []).length > 0 && dns?.enabled !== false && !ipv4 && !ipv6) {
+    return (
+      'spec.dns.hosts needs spec.ipv4 or spec.ipv6: libvirt serves DNS only on an address of ' +
+      'the network, and this one has none'
+    );
+  }
+  return undefined;
+}
+
+/**
+ * The most addresses libvirt 9.0 lets one IPv4 DHCP range hold (measured: 65534 defines,
+ * 65535 is "too large (> 65535)"). An IPv6 range must stay inside one 16-bit block.
+ */
+const MAX_DHCP_RANGE = 65534;
 
 /** Ranges a network's own address must never lie in: the host has them for itself. */
 const RESERVED_RANGES: Array<[cidr: string, what: string]> = [
@@ -214,14 +247,62 @@ export function unusableAddress(vnet: VirtualNetwork): string | undefined {
     if (start !== undefined && end !== undefined && end < start) {
       return `spec.ipv6.dhcp.rangeEnd ${dhcp6.rangeEnd} is lower than rangeStart ${dhcp6.rangeStart}`;
     }
+    if (start !== undefined && end !== undefined && start >> 16n !== end >> 16n) {
+      return `spec.ipv6.dhcp: the range ${dhcp6.rangeStart} - ${dhcp6.rangeEnd} spans more than one block of 65536 addresses; libvirt serves a DHCPv6 range only where rangeStart and rangeEnd differ in their last group`;
+    }
   }
-  const cidr = vnet.spec.ipv4?.cidr;
-  if (cidr === undefined || modeOf(vnet) === 'bridge') return undefined;
+  const ipv4 = vnet.spec.ipv4;
+  if (ipv4 === undefined || modeOf(vnet) === 'bridge') return undefined;
+  const cidr = ipv4.cidr;
   const [first, last] = rangeOf(cidr);
   for (const [reserved, what] of RESERVED_RANGES) {
     const [rFirst, rLast] = rangeOf(reserved);
     if (first <= rLast && rFirst <= last) {
       return `spec.ipv4.cidr ${cidr} overlaps ${reserved} (${what}), which the host keeps for itself; use a private range such as 192.168.150.1/24`;
+    }
+  }
+  return unservableIpv4(ipv4);
+}
+
+/**
+ * Addresses inside the subnet that cannot do what the spec gives them. libvirt refuses a DHCP
+ * range from the network address, up to the broadcast address or of more than 65535 addresses
+ * only at define, in words a retry cannot change (so a refusal would read as transient); it
+ * takes the broadcast address for the host and a fixed lease on the host's own address, and
+ * the network then cannot route for its guests or hands out the gateway's address. The CEL
+ * rules have put every address inside the subnet already.
+ */
+function unservableIpv4(ipv4: NonNullable<VirtualNetwork['spec']['ipv4']>): string | undefined {
+  const [first, last] = rangeOf(ipv4.cidr);
+  const subnet = `${ipv4String(first)}/${parseCidr(ipv4.cidr).prefix}`;
+  const host = ipv4HostAddress(ipv4.cidr).address;
+  if (ipv4Number(host) === last) {
+    return `spec.ipv4.cidr ${ipv4.cidr}: the host address is the broadcast address of ${subnet}; give the host another one, e.g. ${ipv4String(first + 1)}`;
+  }
+  const dhcp = ipv4.dhcp;
+  if (!dhcp) return undefined;
+  if (ipv4Number(dhcp.rangeStart) === first) {
+    return `spec.ipv4.dhcp.rangeStart ${dhcp.rangeStart} is the network address of ${subnet}; start the range above it`;
+  }
+  const size = ipv4Number(dhcp.rangeEnd) - ipv4Number(dhcp.rangeStart) + 1;
+  if (size > MAX_DHCP_RANGE) {
+    return `spec.ipv4.dhcp: the range ${dhcp.rangeStart} - ${dhcp.rangeEnd} holds ${size} addresses; libvirt serves at most ${MAX_DHCP_RANGE}`;
+  }
+  if (ipv4Number(dhcp.rangeEnd) === last) {
+    return `spec.ipv4.dhcp.rangeEnd ${dhcp.rangeEnd} is the broadcast address of ${subnet}; end the range below it`;
+  }
+  for (const h of dhcp.hosts ?? []) {
+    const n = ipv4Number(h.ipAddress);
+    const what =
+      h.ipAddress === host
+        ? "the host address (the guests' gateway)"
+        : n === first
+          ? `the network address of ${subnet}`
+          : n === last
+            ? `the broadcast address of ${subnet}`
+            : undefined;
+    if (what) {
+      return `spec.ipv4.dhcp.hosts[${h.macAddress}].ipAddress ${h.ipAddress} is ${what}; give that guest another address`;
     }
   }
   return undefined;

@@ -145,30 +145,51 @@ export async function runningUsers(
  * use hostNetwork), so there a missing bridge proves nothing.
  */
 export async function hostBridgeExists(conn: Connect, name: string): Promise<boolean | undefined> {
+  return hostNetPathExists(conn, name, '/bridge');
+}
+
+/**
+ * Whether this host has a network device (of any kind) named `name`: a bridge libvirt is to
+ * create under that name cannot be created ("File exists"). undefined where it cannot be told,
+ * for the reasons hostBridgeExists gives.
+ */
+export async function hostDeviceExists(conn: Connect, name: string): Promise<boolean | undefined> {
+  return hostNetPathExists(conn, name, '');
+}
+
+async function hostNetPathExists(
+  conn: Connect,
+  name: string,
+  below: string,
+): Promise<boolean | undefined> {
   if (process.env.KUBERNETES_SERVICE_HOST) return undefined;
   if ((await conn.getType()).toUpperCase() === 'TEST') return undefined;
   if (name.includes('/') || name === '.' || name === '..') return false;
-  return access(`/sys/class/net/${name}/bridge`).then(
+  return access(`/sys/class/net/${name}${below}`).then(
     () => true,
     () => false,
   );
 }
 
-/** A route the host has to a subnet it is directly attached to. */
+/** A route the host has to a subnet: directly attached, or through a gateway. */
 export interface HostRoute extends Subnet {
   iface: string;
+  /** Through a gateway: the subnet is reached beyond the interface, not on it. */
+  gateway: boolean;
 }
 
 // rtnetlink flags as /proc/net/route and /proc/net/ipv6_route print them.
 const RTF_UP = 0x1;
 const RTF_GATEWAY = 0x2;
 const RTF_REJECT = 0x200;
+/** An IPv6 cached (exception) route: a path MTU or redirect for one host, not a route. */
+const RTF_CACHE = 0x01000000;
 
 /**
- * The subnets this host's interfaces are attached to (routes without a gateway), from the
- * routing tables libvirt itself reads before starting a network. libvirt refuses only a subnet
- * equal to one of them ("Network is already in use by interface ..."): one that overlaps
- * partly starts, and the more specific route then steals the other interface's traffic.
+ * The subnets this host routes (the main table; the default route aside), attached or through
+ * a gateway, from the routing tables libvirt itself reads before starting a network. libvirt
+ * refuses only a subnet equal to one of them ("Network is already in use by interface ..."):
+ * one that overlaps partly starts, and the more specific route then steals the other's traffic.
  * undefined where it cannot be told, for the reasons hostBridgeExists gives.
  */
 export async function hostRoutes(conn: Connect): Promise<HostRoute[] | undefined> {
@@ -178,18 +199,19 @@ export async function hostRoutes(conn: Connect): Promise<HostRoute[] | undefined
   return parseHostRoutes(await read('/proc/net/route'), await read('/proc/net/ipv6_route'));
 }
 
-/** Parses /proc/net/route and /proc/net/ipv6_route; keeps the directly attached subnets. */
+/** Parses /proc/net/route and /proc/net/ipv6_route; keeps the routes to subnets. */
 export function parseHostRoutes(
   ipv4: string,
   ipv6: string,
   le = endianness() === 'LE',
 ): HostRoute[] {
   const routes: HostRoute[] = [];
-  const attached = (flags: number, iface: string, prefix: number) =>
+  const kept = (flags: number, iface: string, prefix: number) =>
     (flags & RTF_UP) !== 0 &&
-    (flags & (RTF_GATEWAY | RTF_REJECT)) === 0 &&
+    (flags & (RTF_REJECT | RTF_CACHE)) === 0 &&
     iface !== 'lo' &&
     prefix > 0;
+  const gateway = (flags: number) => (flags & RTF_GATEWAY) !== 0;
   // Iface Destination Gateway Flags RefCnt Use Metric Mask ...; addresses are the kernel's
   // 32-bit words in host byte order.
   for (const line of ipv4.split('\n').slice(1)) {
@@ -200,8 +222,9 @@ export function parseHostRoutes(
       return BigInt((le ? bytes.reverse() : bytes).readUInt32BE(0));
     };
     const prefix = word(mask).toString(2).replace(/0+$/, '').length;
-    if (!attached(parseInt(flags, 16), iface, prefix)) continue;
-    routes.push({ family: 'ipv4', network: word(dest), prefix, iface });
+    const f = parseInt(flags, 16);
+    if (!kept(f, iface, prefix)) continue;
+    routes.push({ family: 'ipv4', network: word(dest), prefix, iface, gateway: gateway(f) });
   }
   // dest dest_prefix src src_prefix nexthop metric refcnt use flags iface, in hex.
   for (const line of ipv6.split('\n')) {
@@ -209,8 +232,10 @@ export function parseHostRoutes(
     if (f.length < 10) continue;
     const [dest = '', plen = '', iface = ''] = [f[0], f[1], f[9]];
     const prefix = parseInt(plen, 16);
-    if (!attached(parseInt(f[8] ?? '0', 16), iface, prefix)) continue;
-    routes.push({ family: 'ipv6', network: BigInt(`0x${dest}`), prefix, iface });
+    const flags = parseInt(f[8] ?? '0', 16);
+    if (!kept(flags, iface, prefix)) continue;
+    const network = BigInt(`0x${dest}`);
+    routes.push({ family: 'ipv6', network, prefix, iface, gateway: gateway(flags) });
   }
   return routes;
 }

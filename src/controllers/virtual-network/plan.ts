@@ -19,10 +19,12 @@ import {
   desiredNetwork,
   modeOf,
   specSubnets,
+  subnetOf,
   subnetsOverlap,
   subnetString,
   unsupportedSpec,
   unusableAddress,
+  type Subnet,
 } from './desired.js';
 import type { HostRoute, ObservedNetwork, OursNetwork } from './observe.js';
 import type { Problem } from '../kit.js';
@@ -275,28 +277,66 @@ export function inUse(vms: readonly string[], nodeName: string): Problem {
 export interface HostFacts {
   /** For mode bridge: whether the host has a bridge of that name. */
   bridgeExists?: boolean;
+  /**
+   * For the other modes, when a running network's spec names another bridge: whether a host
+   * device already has that name (libvirt's define checks only its own networks' bridges).
+   */
+  bridgeTaken?: boolean;
   /** The subnets the host's interfaces are attached to. */
   routes?: readonly HostRoute[];
 }
 
+/** The subnets a network document puts on its bridge. */
+function documentSubnets(doc: NetworkDocument): Subnet[] {
+  return doc.ips.flatMap((ip) => {
+    const prefix = prefixOf(ip);
+    if (prefix === undefined) return [];
+    const family = ip.family === 'ipv6' || ip.address.includes(':') ? 'ipv6' : 'ipv4';
+    return [subnetOf(family, `${ip.address}/${prefix}`)];
+  });
+}
+
+/**
+ * Whether a host route would take traffic of the network's subnet: any attached subnet that
+ * overlaps it, and a gateway route inside it (more specific, it wins over the bridge's route).
+ * A gateway route holding the subnet (10.0.0.0/8 through a VPN) loses to the bridge: no clash.
+ */
+const takesPart = (route: HostRoute, subnet: Subnet) =>
+  subnetsOverlap(route, subnet) && (!route.gateway || route.prefix >= subnet.prefix);
+
+const sameSubnet = (a: Subnet, b: Subnet) =>
+  a.family === b.family && a.network === b.network && a.prefix === b.prefix;
+
 /**
  * A subnet of the spec that a host interface other than the network's own bridge already
- * uses: starting the network would split the host's routing between two interfaces.
+ * uses: starting the network would split the host's routing between two interfaces. For a
+ * network that is running (`running`, its live definition) only the subnets a restart would
+ * bring are judged, since its current ones are on its own bridge: a clash is reported before
+ * the user restarts the network into it (which would leave it down, its guests cut off).
  */
 export function subnetConflict(
   vnet: VirtualNetwork,
   routes: readonly HostRoute[],
   nodeName: string,
+  running?: NetworkDocument,
 ): Problem | undefined {
-  const own = bridgeName(vnet);
+  const own = new Set([bridgeName(vnet), running?.bridge?.name]);
+  const held = running ? documentSubnets(running) : [];
   for (const { field, subnet } of specSubnets(vnet)) {
-    const clash = routes.find((r) => r.iface !== own && subnetsOverlap(r, subnet));
+    if (held.some((h) => sameSubnet(h, subnet))) continue;
+    const clash = routes.find((r) => !own.has(r.iface) && takesPart(r, subnet));
     if (clash) {
+      const where = clash.gateway
+        ? `, routed through a gateway on interface ${clash.iface}`
+        : ` of interface ${clash.iface}`;
+      const kept = running
+        ? '; the running network keeps its current subnet and its saved definition is unchanged'
+        : '';
       return {
         reason: 'SubnetConflict',
         message:
-          `${field} ${subnetString(subnet)} overlaps ${subnetString(clash)} of interface ` +
-          `${clash.iface} on node ${nodeName}; choose a subnet no host interface uses`,
+          `${field} ${subnetString(subnet)} overlaps ${subnetString(clash)}${where} ` +
+          `on node ${nodeName}; choose a subnet no host interface uses${kept}`,
       };
     }
   }
@@ -326,9 +366,25 @@ export function planPresent(
   }
   const conflict = nameConflict(observed, nodeName);
   if (conflict || observed.state === 'foreign') return { steps: [], problem: conflict };
-  // Only a network about to start is judged: a running one's own routes are on its bridge.
-  const starting = observed.state === 'absent' || !observed.active;
-  const clash = starting && host.routes && subnetConflict(vnet, host.routes, nodeName);
+  if (modeOf(vnet) !== 'bridge' && host.bridgeTaken === true) {
+    // Judged before the new bridge name is saved: the restart that would apply it fails.
+    const bridge = bridgeName(vnet);
+    return {
+      steps: [],
+      problem: {
+        reason: 'BridgeInUse',
+        message:
+          `spec.bridge: node ${nodeName} already has a network device '${bridge}' that is not ` +
+          `this network's, so the network could not start on it; name another bridge or omit ` +
+          `spec.bridge (the running network keeps its current bridge and its saved definition ` +
+          `is unchanged)`,
+      },
+    };
+  }
+  // Judged before any define, so the saved definition (what a restart or a host reboot starts)
+  // never takes a subnet that cannot start.
+  const running = observed.state === 'ours' && observed.active ? observed.current : undefined;
+  const clash = host.routes && subnetConflict(vnet, host.routes, nodeName, running);
   if (clash) return { steps: [], problem: clash };
   const autostart = vnet.spec.autostart ?? true;
   return observed.state === 'absent'

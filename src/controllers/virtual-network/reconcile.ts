@@ -12,7 +12,13 @@ import {
 import { withFinalizer } from '../kit.js';
 import { actNetwork } from './act.js';
 import { bridgeName, modeOf, wantedOn } from './desired.js';
-import { hostBridgeExists, hostRoutes, observeNetwork, runningUsers } from './observe.js';
+import {
+  hostBridgeExists,
+  hostDeviceExists,
+  hostRoutes,
+  observeNetwork,
+  runningUsers,
+} from './observe.js';
 import { ownNetworkChanges, pendingRestart, planAbsent, planPresent } from './plan.js';
 import {
   conditionEvents,
@@ -62,15 +68,22 @@ async function converge(
   const conn = ctx.libvirt();
   const before = await observeNetwork(conn, vnet);
   const users = want === 'absent' && before.state === 'ours' ? await runningUsers(ctx, vnet) : [];
+  // Routes are read for a network about to start, and for a running one whose spec moves it
+  // to another subnet (judged before that change is saved); a converged one reads nothing.
   const starting = before.state === 'absent' || (before.state === 'ours' && !before.active);
+  // Likewise a new spec.bridge of a running network is looked for among the host's devices.
+  const pending = pendingRestart(vnet, before);
+  const moving = pending.some((f) => f.endsWith('.cidr'));
+  const renaming = pending.includes('spec.bridge');
   const host =
     want !== 'present'
       ? {}
       : modeOf(vnet) === 'bridge'
         ? { bridgeExists: await hostBridgeExists(conn, bridgeName(vnet)) }
-        : starting
-          ? { routes: await hostRoutes(conn) }
-          : {};
+        : {
+            ...(starting || moving ? { routes: await hostRoutes(conn) } : {}),
+            ...(renaming ? { bridgeTaken: await hostDeviceExists(conn, bridgeName(vnet)) } : {}),
+          };
   const plan =
     want === 'present'
       ? planPresent(vnet, before, nodeName, host)

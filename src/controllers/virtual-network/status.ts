@@ -41,7 +41,7 @@ export function nodeStatus(input: NodeStatusInput): VirtualNetworkStatusNode {
 
   let conditions: Condition[] = setCondition(previous, ready(observed, problem), now);
   if (observed.state === 'ours') {
-    conditions = setCondition(conditions, restartRequired(input.restartFields), now);
+    conditions = setCondition(conditions, restartRequired(input.restartFields, problem), now);
   }
   entry.conditions = conditions.filter(
     (c) => c.type === 'Ready' || (c.type === 'RestartRequired' && observed.state === 'ours'),
@@ -75,13 +75,26 @@ function ready(observed: ObservedNetwork, problem: Problem | undefined) {
   };
 }
 
-function restartRequired(fields: readonly string[]) {
+function restartRequired(fields: readonly string[], problem: Problem | undefined) {
   if (fields.length === 0) {
     return {
       type: 'RestartRequired',
       status: 'False' as const,
       reason: 'UpToDate',
       message: 'the running network matches the spec',
+    };
+  }
+  // A problem (a refused or unjudgeable spec, a failed define) may have kept the new
+  // definition from being saved: then say what stands in the way instead.
+  if (problem) {
+    return {
+      type: 'RestartRequired',
+      status: 'True' as const,
+      reason: 'PendingRestart',
+      message:
+        `the running network does not reflect ${fields.join(', ')}; the change waits for ` +
+        `Ready's ${problem.reason} to be resolved, and then applies when the network restarts ` +
+        `on this node, which disconnects its guests`,
     };
   }
   return {

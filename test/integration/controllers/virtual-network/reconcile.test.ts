@@ -484,9 +484,10 @@ describe('what the host cannot do', () => {
     await deleteAndConverge('bridged');
   });
 
-  it('reports a definition libvirt refuses as DefineFailed, retries with backoff, recovers', async () => {
+  it('reports a DHCP range libvirt would refuse as InvalidAddress, retries with backoff, recovers', async () => {
     // The CRD accepts a range that starts at the network address (it is inside the cidr);
-    // libvirt refuses it.
+    // libvirt refuses it at define, in words a retry cannot change, so the agent judges it
+    // first and calls libvirt for nothing.
     const ipv4 = (rangeStart: string) => ({
       cidr: '10.66.0.1/24',
       dhcp: { rangeStart, rangeEnd: '10.66.0.20' },
@@ -498,11 +499,11 @@ describe('what the host cannot do', () => {
     const action = await pass('refused');
     expect(requeueMs(action)).toBeGreaterThanOrEqual(5_000);
     const ready = condition(await fetchVnet('refused'), 'Ready');
-    expect(ready).toMatchObject({ status: 'False', reason: 'DefineFailed' });
+    expect(ready).toMatchObject({ status: 'False', reason: 'InvalidAddress' });
     expect(ready?.message).toContain('is the network address');
     expect(
       ctx.events.some(
-        (e) => e.key === 'refused' && e.type === 'Warning' && e.reason === 'DefineFailed',
+        (e) => e.key === 'refused' && e.type === 'Warning' && e.reason === 'InvalidAddress',
       ),
     ).toBe(true);
     expect(await lookup(String(created.metadata.uid))).toBeUndefined();

@@ -126,6 +126,28 @@ describe('unsupportedSpec', () => {
       },
       /spec\.dns\.hosts/,
     ],
+    // Measured on libvirtd 9.0: the kernel takes no IPv6 address on a link below 1280 bytes,
+    // so such a network never starts ("Failed to add IP address fd00:173::1/64").
+    [
+      { mode: 'isolated' as const, mtu: 600, ipv6: { cidr: 'fd00:173::1/64' } },
+      /spec\.mtu 600 .*1280.*spec\.ipv6/,
+    ],
+    [{ mode: 'isolated' as const, mtu: 1280, ipv6: { cidr: 'fd00:173::1/64' } }, undefined],
+    [{ mode: 'nat' as const, mtu: 600, ipv4: { cidr: '10.0.0.1/24' } }, undefined],
+    // Without an address libvirt runs no dnsmasq: the network starts and the records serve
+    // nothing.
+    [
+      { mode: 'isolated' as const, dns: { hosts: [{ ipAddress: '1.2.3.4', hostnames: ['a'] }] } },
+      /spec\.dns\.hosts .*spec\.ipv4 or spec\.ipv6/,
+    ],
+    [
+      {
+        mode: 'isolated' as const,
+        ipv6: { cidr: 'fd00:173::1/64' },
+        dns: { hosts: [{ ipAddress: '1.2.3.4', hostnames: ['a'] }] },
+      },
+      undefined,
+    ],
   ])('%j -> %s', (spec, expected) => {
     const problem = unsupportedSpec(vnet(spec));
     if (expected === undefined) expect(problem).toBeUndefined();
@@ -182,4 +204,70 @@ describe('unusableAddress', () => {
     if (named === undefined) expect(problem).toBeUndefined();
     else expect(problem).toContain(`spec.ipv4.cidr ${cidr} overlaps ${named}`);
   });
+});
+
+describe('unusableAddress: addresses inside the subnet that cannot serve', () => {
+  // Measured on libvirtd 9.0: a DHCP range from the network address was refused at define
+  // (DefineFailed, retried for ever, kstatus InProgress); a host address that is the broadcast
+  // address, and a fixed lease on the host's own address, started and went Ready.
+  const dhcp = { rangeStart: '192.168.174.10', rangeEnd: '192.168.174.20' };
+  it.each<[string, NonNullable<Parameters<typeof vnet>[0]['ipv4']>, string | undefined]>([
+    ['a usable network', { cidr: '192.168.174.1/24', dhcp }, undefined],
+    [
+      'the host address is the broadcast address',
+      { cidr: '192.168.174.255/24' },
+      'spec.ipv4.cidr 192.168.174.255/24: the host address is the broadcast address',
+    ],
+    [
+      'a DHCP range from the network address',
+      { cidr: '192.168.174.1/24', dhcp: { ...dhcp, rangeStart: '192.168.174.0' } },
+      'spec.ipv4.dhcp.rangeStart 192.168.174.0 is the network address of 192.168.174.0/24',
+    ],
+    [
+      'a DHCP range up to the broadcast address',
+      { cidr: '192.168.174.1/24', dhcp: { ...dhcp, rangeEnd: '192.168.174.255' } },
+      'spec.ipv4.dhcp.rangeEnd 192.168.174.255 is the broadcast address of 192.168.174.0/24',
+    ],
+    [
+      // libvirt: "range 10.0.0.2 - 10.255.255.254 is too large (> 65535)", at define.
+      'a DHCP range of more than 65535 addresses',
+      { cidr: '10.0.0.1/8', dhcp: { rangeStart: '10.0.0.2', rangeEnd: '10.1.0.2' } },
+      'spec.ipv4.dhcp: the range 10.0.0.2 - 10.1.0.2 holds 65537 addresses; libvirt serves at most 65534',
+    ],
+    [
+      'a DHCP range of 65535 addresses (libvirt refuses it too)',
+      { cidr: '10.0.0.1/8', dhcp: { rangeStart: '10.0.0.2', rangeEnd: '10.1.0.0' } },
+      'holds 65535 addresses',
+    ],
+    [
+      'a DHCP range of 65534 addresses',
+      { cidr: '10.0.0.1/8', dhcp: { rangeStart: '10.0.0.2', rangeEnd: '10.0.255.255' } },
+      undefined,
+    ],
+    [
+      "a fixed lease on the host's own address",
+      {
+        cidr: '192.168.174.0/24',
+        dhcp: { ...dhcp, hosts: [{ macAddress: '52:54:00:00:00:01', ipAddress: '192.168.174.1' }] },
+      },
+      'spec.ipv4.dhcp.hosts[52:54:00:00:00:01].ipAddress 192.168.174.1 is the host address',
+    ],
+  ])('%s', (_name, ipv4, message) => {
+    const problem = unusableAddress(vnet({ mode: 'nat', ipv4 }));
+    if (message === undefined) expect(problem).toBeUndefined();
+    else expect(problem).toContain(message);
+  });
+});
+
+it('an IPv6 DHCP range across two 16-bit blocks is InvalidAddress (libvirt refuses it at define)', () => {
+  // Measured on libvirt 9.0: fd00:1::1:0 - fd00:1::1:ffff defines; fd00:1::10 - fd00:1::1:ffff
+  // (fewer addresses) is "too large (> 65535)".
+  const spec = (rangeStart: string, rangeEnd: string) => ({
+    mode: 'isolated' as const,
+    ipv6: { cidr: 'fd00:1::1/64', dhcp: { rangeStart, rangeEnd } },
+  });
+  expect(unusableAddress(vnet(spec('fd00:1::1:0', 'fd00:1::1:ffff')))).toBeUndefined();
+  expect(unusableAddress(vnet(spec('fd00:1::10', 'fd00:1::1:ffff')))).toContain(
+    'spec.ipv6.dhcp: the range fd00:1::10 - fd00:1::1:ffff spans more than one block',
+  );
 });

@@ -1,5 +1,8 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { hostBridgeExists } from '../../../../src/controllers/virtual-network/observe.js';
+import {
+  hostBridgeExists,
+  hostDeviceExists,
+} from '../../../../src/controllers/virtual-network/observe.js';
 import type { Connect } from '../../../../src/libvirt/connection.js';
 
 describe('hostBridgeExists', () => {
@@ -16,5 +19,21 @@ describe('hostBridgeExists', () => {
     const qemu = { getType: async () => 'QEMU' } as unknown as Connect;
     expect(await hostBridgeExists(qemu, 'lo')).toBe(false);
     expect(await hostBridgeExists(qemu, '../lo')).toBe(false);
+  });
+});
+
+describe('hostDeviceExists', () => {
+  afterEach(() => vi.unstubAllEnvs());
+
+  it('sees any device (lo is one), cannot tell in a pod or on the test driver', async () => {
+    vi.stubEnv('KUBERNETES_SERVICE_HOST', '');
+    const qemu = { getType: async () => 'QEMU' } as unknown as Connect;
+    expect(await hostDeviceExists(qemu, 'lo')).toBe(true);
+    expect(await hostDeviceExists(qemu, 'hnet-no-such-dev')).toBe(false);
+    expect(await hostDeviceExists(qemu, '../lo')).toBe(false);
+    const test = { getType: async () => 'Test' } as unknown as Connect;
+    expect(await hostDeviceExists(test, 'lo')).toBeUndefined();
+    vi.stubEnv('KUBERNETES_SERVICE_HOST', '10.96.0.1');
+    expect(await hostDeviceExists(qemu, 'lo')).toBeUndefined();
   });
 });

@@ -111,6 +111,21 @@ describe('nodeStatus', () => {
     expect(entry.conditions?.find((c) => c.type === 'Ready')?.status).toBe('True');
   });
 
+  it('does not claim a pending change is saved when a problem kept it from being saved', () => {
+    const entry = nodeStatus({
+      vnet: exampleNat(),
+      nodeName: NODE,
+      observed: ours(),
+      restartFields: ['spec.ipv4.cidr'],
+      problem: { reason: 'SubnetConflict', message: 'spec.ipv4.cidr 10.0.0.0/24 overlaps …' },
+      now: T0,
+    });
+    const restart = entry.conditions?.find((c) => c.type === 'RestartRequired');
+    expect(restart).toMatchObject({ status: 'True', reason: 'PendingRestart' });
+    expect(restart?.message).not.toContain('is saved');
+    expect(restart?.message).toContain('SubnetConflict');
+  });
+
   it('reports a foreign network with our name as NameConflict, without its UUID as ours', () => {
     const problem = nameConflict(foreign, NODE);
     const entry = nodeStatus({

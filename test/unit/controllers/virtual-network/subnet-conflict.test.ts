@@ -3,6 +3,7 @@ import { isStalledReason } from '../../../../src/api/conditions.js';
 import { actNetwork } from '../../../../src/controllers/virtual-network/act.js';
 import { desiredNetwork } from '../../../../src/controllers/virtual-network/desired.js';
 import { parseHostRoutes } from '../../../../src/controllers/virtual-network/observe.js';
+import type { OursNetwork } from '../../../../src/controllers/virtual-network/observe.js';
 import { planPresent } from '../../../../src/controllers/virtual-network/plan.js';
 import type { Connect } from '../../../../src/libvirt/connection.js';
 import { LibvirtError } from '../../../../src/libvirt/errors.js';
@@ -27,7 +28,7 @@ const PROC_NET_IPV6_ROUTE = [
 const routes = parseHostRoutes(PROC_NET_ROUTE, PROC_NET_IPV6_ROUTE, true);
 
 describe('the host routes a new network must not overlap', () => {
-  it('keeps the directly attached subnets: no default route, gateway, lo or reject entry', () => {
+  it('keeps the routes to subnets: no default route, lo or reject entry', () => {
     expect(routes.map((r) => [r.iface, r.family, r.prefix])).toEqual([
       ['netxa0', 'ipv4', 24],
       ['eth0', 'ipv4', 24],
@@ -75,6 +76,91 @@ describe('the host routes a new network must not overlap', () => {
     expect(isStalledReason('SubnetConflict')).toBe(true);
   });
 
+  describe('a running network whose spec moves it to a subnet a host interface has', () => {
+    // Seen on libvirtd 9.0: the agent reported only RestartRequired, the user restarted the
+    // network as told, and it then stayed down with SubnetConflict, its guests cut off.
+    const running = (spec: Parameters<typeof vnet>[0]): OursNetwork => ({
+      state: 'ours',
+      network: undefined as unknown as Network,
+      uuid: '',
+      active: true,
+      persistent: true,
+      autostart: true,
+      current: desiredNetwork(vnet(spec)),
+      config: desiredNetwork(vnet(spec)),
+    });
+
+    it('is SubnetConflict now, before a restart, and its saved definition is kept', () => {
+      const now = running({ bridge: 'virbr9', ipv4: { cidr: '10.203.9.1/24' } });
+      const moved = vnet({ bridge: 'virbr9', ipv4: { cidr: '10.203.1.1/24' } });
+      const plan = planPresent(moved, now, 'node-1', { routes });
+      expect(plan.steps).toEqual([]);
+      expect(plan.problem?.reason).toBe('SubnetConflict');
+      expect(plan.problem?.message).toContain(
+        'spec.ipv4.cidr 10.203.1.0/24 overlaps 10.203.1.0/24 of interface netxa0 on node node-1',
+      );
+    });
+
+    it('a new spec.bridge that a host device already has is BridgeInUse now, before a restart', () => {
+      // Seen on libvirtd 9.0 with `ip link add hnetbr0 type bridge`: the define is accepted,
+      // the agent said RestartRequired, and the restart it advised failed ("File exists").
+      const now = running({ bridge: 'virbr9', ipv4: { cidr: '10.203.9.1/24' } });
+      const renamed = vnet({ bridge: 'hnetbr0', ipv4: { cidr: '10.203.9.1/24' } });
+      const plan = planPresent(renamed, now, 'node-1', { routes, bridgeTaken: true });
+      expect(plan.steps).toEqual([]);
+      expect(plan.problem?.reason).toBe('BridgeInUse');
+      expect(plan.problem?.message).toContain("node node-1 already has a network device 'hnetbr0'");
+    });
+
+    it('its current subnet, on its own (old) bridge, is no clash', () => {
+      // The running network is on netxa0; the spec only renames the bridge.
+      const now = running({ bridge: 'netxa0', ipv4: { cidr: '10.203.1.1/24' } });
+      const renamed = vnet({ bridge: 'virbr9', ipv4: { cidr: '10.203.1.1/24' } });
+      expect(planPresent(renamed, now, 'node-1', { routes }).problem).toBeUndefined();
+    });
+  });
+
+  describe('routes through a gateway', () => {
+    // Measured on libvirtd 9.0 with `ip route add 192.168.174.0/25 via 192.0.2.1`: a network on
+    // 192.168.174.1/24 started, and its guests in .0-.127 were then reached through eth0's
+    // gateway instead of the bridge. libvirt itself refuses only an equal route.
+    const viaGateway = parseHostRoutes(
+      [
+        'Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT',
+        'eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0',
+        'eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0',
+        'eth0\t00AEA8C0\t010200C0\t0003\t0\t0\t0\t80FFFFFF\t0\t0\t0',
+        'eth0\t0000000A\t010200C0\t0003\t0\t0\t0\t000000FF\t0\t0\t0',
+      ].join('\n'),
+      '',
+      true,
+    );
+
+    it('one inside the subnet takes part of it: SubnetConflict naming the route', () => {
+      const plan = planPresent(
+        vnet({ ipv4: { cidr: '192.168.174.1/24' } }),
+        { state: 'absent' },
+        'node-1',
+        {
+          routes: viaGateway,
+        },
+      );
+      expect(plan.problem?.reason).toBe('SubnetConflict');
+      expect(plan.problem?.message).toContain(
+        'spec.ipv4.cidr 192.168.174.0/24 overlaps 192.168.174.0/25, routed through a gateway on interface eth0',
+      );
+    });
+
+    it('one holding the subnet (the default route, 10.0.0.0/8) is no clash: the bridge is more specific', () => {
+      for (const cidr of ['10.20.30.1/24', '192.168.175.1/24']) {
+        const plan = planPresent(vnet({ ipv4: { cidr } }), { state: 'absent' }, 'node-1', {
+          routes: viaGateway,
+        });
+        expect(plan.problem).toBeUndefined();
+      }
+    });
+  });
+
   it("the network's own bridge is no clash", () => {
     const own = vnet({ bridge: 'netxa0', ipv4: { cidr: '10.203.1.1/24' } });
     expect(planPresent(own, { state: 'absent' }, 'node-1', { routes }).problem).toBeUndefined();
@@ -105,5 +191,19 @@ describe('the host routes a new network must not overlap', () => {
     expect(failure?.problem.reason).toBe('BridgeInUse');
     expect(failure?.problem.message).toContain("bridge name 'virbr7' already in use");
     expect(isStalledReason('BridgeInUse')).toBe(true);
+  });
+
+  it("a host device that already has the bridge's name is BridgeInUse (Stalled), naming it", async () => {
+    // What libvirtd 9.0 answers when spec.bridge names a bridge made with `ip link add`: its
+    // define checks only other libvirt networks' bridges, so the start is what fails.
+    const refused = new LibvirtError('error creating bridge interface hnetbr0: File exists', {
+      code: 38,
+      domain: 0,
+      level: 2,
+    });
+    const network = { create: () => Promise.reject(refused) } as unknown as Network;
+    const failure = await actNetwork({} as Connect, network, [{ op: 'start' }]);
+    expect(failure?.problem.reason).toBe('BridgeInUse');
+    expect(failure?.problem.message).toContain('a network device named hnetbr0');
   });
 });
