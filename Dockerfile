@@ -1,4 +1,4 @@
-# The libvirt-operator agent image (manifests/daemonset.yaml runs it on every libvirt host).
+# The libvirt-operator agent image (manifests/base/daemonset.yaml runs it on every libvirt host).
 # Build from the repository root:
 #   docker build -t libvirt-operator:0.1.0 .
 # Two stages: the first compiles the native libvirt addon and the TypeScript with the

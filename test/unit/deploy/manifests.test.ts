@@ -220,6 +220,11 @@ describe('RBAC', () => {
     }
   });
 
+  // The verbs the agent's requests need (checked on a real node: docs/deploy.md), nothing "in
+  // case": the agent writes status only by server-side apply (PATCH), Events only through
+  // events.k8s.io, finalizers by a patch of the main resource (it sets no owner references, so
+  // the finalizers subresource is never checked). get, beside list, shows nothing list does
+  // not; kubectl patch needs it.
   it('reads every CRD kind and may patch it (finalizers), never create, update or delete it', () => {
     expect(virtPlurals).toEqual([
       'storagepools',
@@ -233,16 +238,24 @@ describe('RBAC', () => {
     // machine's deletion takes its snapshots and restores with it: no garbage collector on a
     // local control plane).
     expect(verbsOn('virtualmachinerestores')).toEqual(['delete', 'get', 'list', 'watch']);
-    expect(verbsOn('virtualmachinerestores/status')).toEqual(['get', 'patch', 'update']);
+    expect(verbsOn('virtualmachinerestores/status')).toEqual(['get', 'patch']);
     expect(verbsOn('virtualmachinesnapshots')).toEqual(['delete', 'get', 'list', 'patch', 'watch']);
-    const nodeKinds = ['storagepools', 'virtualmachines', 'virtualnetworks', 'volumes'];
-    for (const plural of nodeKinds) {
+    expect(verbsOn('virtualmachinesnapshots/status')).toEqual(['get', 'patch']);
+    for (const plural of ['storagepools', 'virtualmachines', 'virtualnetworks', 'volumes']) {
       expect(verbsOn(plural), plural).toEqual(['get', 'list', 'patch', 'watch']);
-      expect(verbsOn(`${plural}/status`), plural).toEqual(['get', 'patch', 'update']);
-      expect(verbsOn(`${plural}/finalizers`), plural).toEqual(['update']);
+      expect(verbsOn(`${plural}/status`), plural).toEqual(['get', 'patch']);
     }
     const all = virtRules.flatMap((r) => r.resources as string[]);
     expect(all.filter((r) => !virtPlurals.includes(r.split('/')[0]!))).toEqual([]);
+    expect(all.filter((r) => r.endsWith('/finalizers'))).toEqual([]);
+  });
+
+  it('reads Nodes, and writes Events through events.k8s.io only', () => {
+    const others = (clusterRole.rules as Obj[]).filter((r) => !r.apiGroups.includes('virt.dev'));
+    expect(others).toEqual([
+      { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch'] },
+      { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
+    ]);
   });
 
   it('keeps Leases in a Role of the agent namespace, not in the ClusterRole', () => {
