@@ -11,7 +11,10 @@ import {
   recordDescription,
 } from '../../../../src/controllers/virtual-machine-snapshot/desired.js';
 import { virtualMachineSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/index.js';
-import { planSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/plan.js';
+import {
+  liveDeleteBlocker,
+  planSnapshot,
+} from '../../../../src/controllers/virtual-machine-snapshot/plan.js';
 import { snapshotStatus } from '../../../../src/controllers/virtual-machine-snapshot/status.js';
 import {
   isMarkerOf,
@@ -176,6 +179,28 @@ describe('planSnapshot after an interrupted take', () => {
       op: 'fail',
       reason: 'NameConflict',
     });
+  });
+});
+
+describe('liveDeleteBlocker', () => {
+  const vda = { name: 'vda', source: '/pool/ns_root' };
+  const vdb = { name: 'vdb', source: '/pool/ns_data' };
+  it('lets a live delete through when every disk of the snapshot is attached on its file', () => {
+    expect(liveDeleteBlocker({ disks: [vda, vdb] }, [vda, vdb])).toBeUndefined();
+    // A disk attached since is no concern: the snapshot does not name it.
+    expect(liveDeleteBlocker({ disks: [vda] }, [vda, vdb])).toBeUndefined();
+  });
+
+  it('holds it back when a disk of the snapshot was detached since (libvirt 9.0 crashes)', () => {
+    expect(liveDeleteBlocker({ disks: [vda, vdb] }, [vda])).toMatch(
+      /disk vdb is no longer attached.*deleted once the domain is shut off/,
+    );
+  });
+
+  it('holds it back when a disk of the snapshot is on another file now (libvirt refuses)', () => {
+    expect(liveDeleteBlocker({ disks: [vda] }, [{ name: 'vda', source: '/pool/other' }])).toMatch(
+      /disk vda is now \/pool\/other, not \/pool\/ns_root/,
+    );
   });
 });
 
