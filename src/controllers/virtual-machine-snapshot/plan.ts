@@ -118,6 +118,6 @@ export function liveDeleteBlocker(
   if (problems.length === 0) return undefined;
   return (
     `libvirt cannot delete this snapshot while the machine runs (${problems.join('; ')}); ` +
-    'it is deleted once the domain is shut off'
+    'it is deleted once the domain is shut off (runStrategy Halted, or the machine deleted)'
   );
 }

@@ -193,7 +193,7 @@ describe('liveDeleteBlocker', () => {
 
   it('holds it back when a disk of the snapshot was detached since (libvirt 9.0 crashes)', () => {
     expect(liveDeleteBlocker({ disks: [vda, vdb] }, [vda])).toMatch(
-      /disk vdb is no longer attached.*deleted once the domain is shut off/,
+      /disk vdb is no longer attached.*deleted once the domain is shut off \(runStrategy Halted/,
     );
   });
 
