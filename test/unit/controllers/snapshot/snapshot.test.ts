@@ -270,6 +270,25 @@ describe('planRestore', () => {
     expect(planRestore(input(restore('Failed'), false))).toEqual({ op: 'none' });
   });
 
+  it('never reverts to a snapshot being deleted, unless its revert already began', () => {
+    const deleting = {
+      ...ready,
+      metadata: { ...ready.metadata, deletionTimestamp: '2026-12-03T12:00:00Z' },
+    };
+    expect(planRestore({ ...input(restore(), false), snapshot: deleting })).toMatchObject({
+      op: 'wait',
+      reason: 'SnapshotNotFound',
+      message: expect.stringMatching(/before-upgrade is being deleted/),
+    });
+    // Marked before the snapshot's deletion began: the revert goes on, or is finished.
+    expect(planRestore({ ...input(restore('InProgress'), true), snapshot: deleting }).op).toBe(
+      'revert',
+    );
+    expect(planRestore({ ...input(restore('InProgress'), false), snapshot: deleting }).op).toBe(
+      'finish',
+    );
+  });
+
   it('waits for a snapshot of this machine that is Ready', () => {
     expect(planRestore({ ...input(restore(), false), snapshot: undefined })).toMatchObject({
       op: 'wait',
