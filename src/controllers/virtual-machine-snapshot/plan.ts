@@ -101,7 +101,8 @@ export function takeMayBeCutShort(snap: VirtualMachineSnapshot, cutShort: boolea
  * domain's disk of that target: a target the domain no longer has (a disk detached since) is
  * a NULL it dereferences, and libvirtd dies (measured: a segfault in libvirt_driver_qemu.so on
  * every retry, taking every other client's calls with it); a target now on another file is
- * refused. Shut off, libvirt deletes the snapshot from the files it was taken of (qemu-img), so
+ * refused. Every disk counts, those left out of the snapshot too (measured: a CD-ROM given
+ * other media since is refused). Shut off, libvirt deletes the snapshot from the files it was taken of (qemu-img), so
  * such a delete waits for the domain to stop. Pure.
  */
 export function liveDeleteBlocker(
