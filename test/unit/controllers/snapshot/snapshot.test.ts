@@ -11,6 +11,7 @@ import {
   recordDescription,
 } from '../../../../src/controllers/virtual-machine-snapshot/desired.js';
 import { virtualMachineSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/index.js';
+import { kindResyncMs } from '../../../../src/controllers/module.js';
 import {
   liveDeleteBlocker,
   planSnapshot,
@@ -432,6 +433,16 @@ describe('planRestore', () => {
       const st = snapshotStatus(s, { phase: 'InProgress', reason, message: 'm' }, now);
       expect(progress(st), reason).toEqual({ Reconciling: 'True', Stalled: 'False' });
     }
+  });
+});
+
+describe('how often a snapshot is looked at again', () => {
+  it('within a minute, so a libvirt snapshot deleted outside the operator soon reads Failed', () => {
+    expect(kindResyncMs(virtualMachineSnapshot, 10 * 60_000)).toBeLessThanOrEqual(60_000);
+    // The agent's shorter period, or its resync turned off, still wins.
+    expect(kindResyncMs(virtualMachineSnapshot, 5_000)).toBe(5_000);
+    expect(kindResyncMs(virtualMachineSnapshot, 0)).toBe(0);
+    expect(kindResyncMs({}, 10 * 60_000)).toBe(10 * 60_000);
   });
 });
 
