@@ -11,7 +11,7 @@ import { keyOf, type ControllerContext, type KubeObject } from '../controllers/c
 import { INDEX_NETWORK, INDEX_UUID } from '../controllers/indexes.js';
 import { lifecycleChange } from '../controllers/kit.js';
 import { CONTROLLER_MODULES } from '../controllers/kinds.js';
-import type { ControllerModule, KeyLookup } from '../controllers/module.js';
+import { kindResyncMs, type ControllerModule, type KeyLookup } from '../controllers/module.js';
 import { NetworkEventLifecycleType } from '../libvirt/constants.js';
 import { ReconnectingConnection, type Connect } from '../libvirt/index.js';
 import { CallLanes } from '../libvirt/lanes.js';
@@ -176,12 +176,13 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
 
   const ctx = controllerContext(opts, runtime, libvirt, lanes, informers, nodeInformer, log);
   const controllers = {} as Record<VirtKind, Controller>;
-  for (const { kind, reconcile, concurrency } of CONTROLLER_MODULES) {
+  for (const module of CONTROLLER_MODULES) {
+    const { kind, reconcile, concurrency } = module;
     controllers[kind] = runtime.controller({
       name: kind,
       for: informers[kind],
       concurrency: opts.concurrency ?? concurrency ?? 32,
-      resyncMs: opts.resyncMs ?? 10 * 60_000,
+      resyncMs: kindResyncMs(module, opts.resyncMs ?? 10 * 60_000),
       // Every pass may read any kind's cache (the machine's Volumes, a snapshot's machine…).
       readsFrom: [...Object.values(informers), nodeInformer],
       reconcile: async (key, pass) => {

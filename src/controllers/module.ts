@@ -38,6 +38,17 @@ export interface ControllerModule {
   hostEvents?: 'domain' | 'network' | 'storagePool';
   /** Passes run at once for this kind, unless the agent is told otherwise. Default 16. */
   concurrency?: number;
+  /**
+   * How often every key of this kind is looked at again when nothing wakes it, if more often
+   * than the agent's resync: for what the host changes without an event.
+   */
+  resyncMs?: number;
+}
+
+/** The resync period of a kind: the agent's (0 = off), or the kind's own when shorter. Pure. */
+export function kindResyncMs(module: Pick<ControllerModule, 'resyncMs'>, agentMs: number): number {
+  if (agentMs <= 0 || module.resyncMs === undefined) return agentMs;
+  return Math.min(agentMs, module.resyncMs);
 }
 
 /** The objects of a change: the new one, and on an update the old one too. */

@@ -41,6 +41,15 @@ export function planRestore(input: {
     };
   }
   if (phase === 'InProgress' && !input.markerPresent) return { op: 'finish' };
+  // Its deletion can wait a long time for the machine to stop (the snapshot controller's
+  // liveDeleteBlocker): a restore that has not begun must not bring back what is being deleted.
+  if (snapshot.metadata.deletionTimestamp && phase !== 'InProgress') {
+    return {
+      op: 'wait',
+      reason: 'SnapshotNotFound',
+      message: `VirtualMachineSnapshot ${name} is being deleted`,
+    };
+  }
   if (snapshot.status?.phase === 'Failed') {
     // Why it failed is on the snapshot; said here too, so the restore names the problem.
     const why = findCondition(snapshot.status.conditions, 'Ready')?.message;

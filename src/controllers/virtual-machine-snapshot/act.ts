@@ -149,13 +149,8 @@ export async function thaw(domain: Domain): Promise<void> {
   }
 }
 
-/**
- * Deletes the libvirt snapshot if it exists; a missing one is what was wanted. Says whether
- * there was one.
- */
-export async function deleteSnapshot(domain: Domain, name: string): Promise<boolean> {
-  const found = await observeSnapshot(domain, name);
-  if (!found) return false;
+/** Deletes a libvirt snapshot found by observeSnapshot; one gone meanwhile is what was wanted. */
+export async function deleteSnapshot(found: FoundSnapshot): Promise<void> {
   try {
     await found.snapshot.delete(0, { timeoutMs: CREATE_TIMEOUT_MS });
   } catch (err) {
@@ -163,5 +158,4 @@ export async function deleteSnapshot(domain: Domain, name: string): Promise<bool
   } finally {
     found.snapshot.free();
   }
-  return true;
 }

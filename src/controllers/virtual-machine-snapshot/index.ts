@@ -13,6 +13,10 @@ export const virtualMachineSnapshot: ControllerModule = {
   watch: 'cluster',
   reconcile: reconcileVirtualMachineSnapshot,
   indexes: snapshotIndexes,
+  // libvirt has no snapshot events: a snapshot deleted outside the operator (virsh
+  // snapshot-delete) turns the object Failed, SnapshotMissing, within a minute instead of
+  // reading Ready until the agent's 10-minute resync. A look costs a lookup and no write.
+  resyncMs: 60_000,
   triggers: [
     // A machine's snapshots follow it (its deletion deletes its snapshots).
     {

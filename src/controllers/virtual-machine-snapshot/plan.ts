@@ -94,3 +94,31 @@ export function planSnapshot(input: {
 export function takeMayBeCutShort(snap: VirtualMachineSnapshot, cutShort: boolean): boolean {
   return snap.status?.phase === 'InProgress' || cutShort;
 }
+
+/**
+ * Why libvirt cannot delete this internal snapshot while the domain is active, if it cannot.
+ * Before a live delete, libvirt 9.0 compares each disk the snapshot lists with the running
+ * domain's disk of that target: a target the domain no longer has (a disk detached since) is
+ * a NULL it dereferences, and libvirtd dies (measured: a segfault in libvirt_driver_qemu.so on
+ * every retry, taking every other client's calls with it); a target now on another file is
+ * refused. Every disk counts, those left out of the snapshot too (measured: a CD-ROM given
+ * other media since is refused). Shut off, libvirt deletes the snapshot from the files it was taken of (qemu-img), so
+ * such a delete waits for the domain to stop. Pure.
+ */
+export function liveDeleteBlocker(
+  snapshot: { disks: ReadonlyArray<{ name: string; source?: string }> },
+  running: ReadonlyArray<{ name: string; source?: string }>,
+): string | undefined {
+  const problems: string[] = [];
+  for (const disk of snapshot.disks) {
+    const now = running.find((d) => d.name === disk.name);
+    if (!now) problems.push(`disk ${disk.name} is no longer attached`);
+    else if (disk.source !== undefined && now.source !== disk.source)
+      problems.push(`disk ${disk.name} is now ${now.source ?? 'empty'}, not ${disk.source}`);
+  }
+  if (problems.length === 0) return undefined;
+  return (
+    `libvirt cannot delete this snapshot while the machine runs (${problems.join('; ')}); ` +
+    'it is deleted once the domain is shut off (runStrategy Halted, or the machine deleted)'
+  );
+}

@@ -32,13 +32,18 @@ import {
 } from './desired.js';
 import { observeMachineDomain, observeSnapshot } from '../shared/machine-snapshot.js';
 import { machineNotFound, planMachineCheck } from '../shared/missing-machine.js';
-import { planSnapshot, takeMayBeCutShort } from './plan.js';
+import { liveDeleteBlocker, planSnapshot, takeMayBeCutShort } from './plan.js';
 import { snapshotStatus, type SnapshotFacts } from './status.js';
 import { cachedByKey, withFinalizer } from '../kit.js';
 
 const KIND = 'VirtualMachineSnapshot';
 /** A machine whose domain is being defined gets it within seconds. */
 const WAIT_MS = 5_000;
+/**
+ * How soon a deletion that waits for the domain to stop looks again (the machine's status
+ * changes when it stops, and that wakes it too).
+ */
+const DELETE_WAIT_MS = 10_000;
 
 export const reconcileVirtualMachineSnapshot: KindReconcile = async (key, ctx) => {
   const snap = cachedByKey<VirtualMachineSnapshot>(ctx, KIND, key);
@@ -214,7 +219,18 @@ async function removeSnapshot(
   const machine = vm ? await observeMachineDomain(ctx.libvirt(), vm) : undefined;
   if (machine) {
     const name = snap.status?.snapshotName ?? libvirtSnapshotName(snap);
-    const deleted = await deleteSnapshot(machine.domain, name);
+    const found = await observeSnapshot(machine.domain, name);
+    // Kept while the domain runs without the disks it names: libvirt 9.0 would crash
+    // (liveDeleteBlocker). The machine's own removal stops the domain first, then deletes it.
+    const blocker =
+      found && machine.active ? liveDeleteBlocker(found.doc, machine.disks) : undefined;
+    if (found && blocker) {
+      found.snapshot.free();
+      ctx.event(KIND, snap, 'Warning', 'DeletePending', blocker);
+      return requeueAfter(DELETE_WAIT_MS);
+    }
+    if (found) await deleteSnapshot(found);
+    const deleted = found !== undefined;
     // Deleted while a take may have been cut short: what that take left in the disks, without
     // libvirt's record, goes too (a checkpoint is as big as the guest's RAM).
     const decision =

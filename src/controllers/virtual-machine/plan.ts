@@ -139,9 +139,11 @@ export interface ShutdownRequest {
    */
   sentAt?: Date;
   /**
-   * For RestartRequested: the runtime ID of the domain run being stopped. A running domain
-   * with another ID is the new run, so the restart is done even if the agent died before it
-   * could record that (IDs are new on every start).
+   * The runtime ID of the domain run the request was sent to. A running domain with another ID
+   * is a later run, which nobody has asked yet: for RestartRequested the restart is done even
+   * if the agent died before it could record that (IDs are new on every start); for a stop,
+   * the run it stopped is gone, and the one running now (started by a restore's revert, or
+   * outside the operator) gets its own ACPI request and its own grace period.
    */
   run?: number;
 }
@@ -206,7 +208,11 @@ export function withSentShutdown(
   domain: ObservedDomain,
   sent: SentShutdown | undefined,
 ): { vm: VirtualMachine; current: boolean } {
-  if (!sent || shutdownRequest(vm) !== undefined) return { vm, current: false };
+  if (!sent) return { vm, current: false };
+  // The cache's request wins unless it was sent to an earlier run than this process's.
+  const cached = shutdownRequest(vm);
+  if (cached !== undefined && (cached.run === undefined || cached.run === sent.run))
+    return { vm, current: false };
   if (domain.state !== 'ours' || !domain.active || domain.id !== sent.run) {
     return { vm, current: false };
   }
@@ -215,7 +221,7 @@ export function withSentShutdown(
     type: SHUTDOWN_CONDITION,
     status: 'True' as const,
     reason: sent.reason,
-    message: `ACPI shutdown ${requestMarker(sent.sentAt)}`,
+    message: `ACPI shutdown ${requestMarker(sent.sentAt)} ${runMarker(sent.run)}`,
     lastTransitionTime: conditionTime(sent.sentAt),
   };
   return {
@@ -781,6 +787,24 @@ interface PowerView {
 }
 
 /**
+ * The ShutdownRequested request, unless it was sent to a run that is not the one running now:
+ * that one is over (see ShutdownRequest.run). A requested restart has happened; a stop must not
+ * count this run's grace period from it, nor destroy this run without asking it first.
+ */
+function requestOfThisRun(
+  vm: VirtualMachine,
+  power: { active: boolean; id?: number },
+): ShutdownRequest | undefined {
+  const requested = shutdownRequest(vm);
+  const over =
+    power.active &&
+    requested?.run !== undefined &&
+    power.id !== undefined &&
+    requested.run !== power.id;
+  return over ? undefined : requested;
+}
+
+/**
  * The power steps runStrategy asks for. The ShutdownRequested condition is the memory across
  * passes (and agent restarts): since when a graceful stop runs, and that the operator, not the
  * guest, stopped the domain.
@@ -792,17 +816,7 @@ export function powerPlan(
   now: Date,
 ): MachinePlan {
   const strategy = vm.spec.runStrategy ?? 'Always';
-  let requested = shutdownRequest(vm);
-  // A requested restart whose domain runs under another ID has happened (see ShutdownRequest).
-  if (
-    requested?.reason === 'RestartRequested' &&
-    power.active &&
-    requested.run !== undefined &&
-    power.id !== undefined &&
-    requested.run !== power.id
-  ) {
-    requested = undefined;
-  }
+  const requested = requestOfThisRun(vm, power);
   if (power.active) {
     if (power.state === 'crashed') {
       return {
@@ -1006,7 +1020,10 @@ export function planRemoval(
         waitMs: TRANSITION_MS,
       };
     }
-    return resumedFirst(domain.power, gracefulStop(vm, shutdownRequest(vm), 'Deleting', now));
+    return resumedFirst(
+      domain.power,
+      gracefulStop(vm, requestOfThisRun(vm, { active: true, id: domain.id }), 'Deleting', now),
+    );
   }
   const steps: MachineStep[] = [];
   const config = domain.config;

@@ -422,12 +422,13 @@ const SHUTDOWN_WHY: Record<ShutdownReason, string> = {
 function shutdownCondition(input: StatusInput, reason: ShutdownReason): ConditionUpdate {
   const active = input.observed.state === 'ours' && input.observed.active;
   const grace = gracePeriodMs(input.vm) / 1000;
-  // The run being restarted is kept in the message: it is how a later pass (or agent) knows
-  // the restart has happened (see ShutdownRequest.run in plan.ts).
+  // The run asked is kept in the message: it is how a later pass (or agent) knows the restart
+  // has happened, or that a run started since was never asked (see ShutdownRequest.run).
+  const observedRun = active && input.observed.state === 'ours' ? input.observed.id : undefined;
   const run =
     reason === 'RestartRequested'
       ? (input.restartRun ?? shutdownRequest(input.vm)?.run)
-      : undefined;
+      : (observedRun ?? shutdownRequest(input.vm)?.run);
   const suffix = run === undefined ? '' : ` ${runMarker(run)}`;
   // The request's time to the millisecond stays in the message while the stop runs: it is
   // what the grace period is counted from (see destroyDueAt in plan.ts).

@@ -414,6 +414,51 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
   });
 });
 
+describe('deleting a snapshot whose disks the running machine no longer has', () => {
+  it('keeps it while the domain runs (libvirt 9.0 would crash), deletes it once shut off', async () => {
+    await k.create('Volume', {
+      metadata: { name: 'moved', namespace: NS },
+      spec: { nodeName: NODE, pool: 'images', capacity: '1Gi', format: 'qcow2' },
+    });
+    await k.patchStatus('Volume', NS, 'moved', {
+      phase: 'Available',
+      path: join(stateDir, 'moved.img'),
+    });
+    const domain = await runningVm('moving', 'moved');
+    const snap = await snapshot('moving-1', 'moving');
+    const name = String(snap.status?.snapshotName);
+    // The snapshot's vda is another file than the running domain's now: what a disk detached
+    // or swapped since the snapshot looks like to libvirt's check before a live delete.
+    const { DomainSnapshotCreateFlags } = await import('../../../../src/libvirt/index.js');
+    const taken = await domain.lookupSnapshotByName(name);
+    const xml = await taken.getXMLDesc();
+    taken.free();
+    const moved = join(stateDir, 'moved.img');
+    expect(xml).toContain(moved);
+    await domain.createSnapshotXML(
+      xml.replaceAll(moved, join(stateDir, 'elsewhere.img')),
+      DomainSnapshotCreateFlags.REDEFINE,
+    );
+
+    await k.remove('VirtualMachineSnapshot', NS, 'moving-1');
+    await ctx.refresh();
+    const held = await reconcileVirtualMachineSnapshot(key('moving-1'), ctx);
+    expect(requeueMs(held)).toBeGreaterThan(0);
+    expect(await domain.numOfSnapshots()).toBe(1);
+    await ctx.refresh();
+    expect(snapOf('moving-1')?.metadata.finalizers).toContain(`node.virt.dev/${NODE}`);
+
+    await domain.destroy();
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('moving-1'), {
+      until: stored(
+        () => snapOf('moving-1'),
+        (o) => o === undefined,
+      ),
+    });
+    expect(await domain.numOfSnapshots()).toBe(0);
+  });
+});
+
 describe('a snapshot or restore of a machine that exists nowhere', () => {
   // Two other nodes' agents, whose caches hold neither the machine nor any claim, past the
   // grace period in which the machine's own agent would have claimed a new object.

@@ -11,7 +11,11 @@ import {
   recordDescription,
 } from '../../../../src/controllers/virtual-machine-snapshot/desired.js';
 import { virtualMachineSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/index.js';
-import { planSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/plan.js';
+import { kindResyncMs } from '../../../../src/controllers/module.js';
+import {
+  liveDeleteBlocker,
+  planSnapshot,
+} from '../../../../src/controllers/virtual-machine-snapshot/plan.js';
 import { snapshotStatus } from '../../../../src/controllers/virtual-machine-snapshot/status.js';
 import {
   isMarkerOf,
@@ -179,6 +183,28 @@ describe('planSnapshot after an interrupted take', () => {
   });
 });
 
+describe('liveDeleteBlocker', () => {
+  const vda = { name: 'vda', source: '/pool/ns_root' };
+  const vdb = { name: 'vdb', source: '/pool/ns_data' };
+  it('lets a live delete through when every disk of the snapshot is attached on its file', () => {
+    expect(liveDeleteBlocker({ disks: [vda, vdb] }, [vda, vdb])).toBeUndefined();
+    // A disk attached since is no concern: the snapshot does not name it.
+    expect(liveDeleteBlocker({ disks: [vda] }, [vda, vdb])).toBeUndefined();
+  });
+
+  it('holds it back when a disk of the snapshot was detached since (libvirt 9.0 crashes)', () => {
+    expect(liveDeleteBlocker({ disks: [vda, vdb] }, [vda])).toMatch(
+      /disk vdb is no longer attached.*deleted once the domain is shut off \(runStrategy Halted/,
+    );
+  });
+
+  it('holds it back when a disk of the snapshot is on another file now (libvirt refuses)', () => {
+    expect(liveDeleteBlocker({ disks: [vda] }, [{ name: 'vda', source: '/pool/other' }])).toMatch(
+      /disk vda is now \/pool\/other, not \/pool\/ns_root/,
+    );
+  });
+});
+
 describe('snapshotStatus', () => {
   it('says a disks-only snapshot of a running machine is crash-consistent when not quiesced', () => {
     const s = snap({ spec: { vmName: 'web', includeMemory: false } });
@@ -243,6 +269,25 @@ describe('planRestore', () => {
     expect(planRestore(input(restore('InProgress'), false))).toEqual({ op: 'finish' });
     expect(planRestore(input(restore('Succeeded'), true))).toEqual({ op: 'none' });
     expect(planRestore(input(restore('Failed'), false))).toEqual({ op: 'none' });
+  });
+
+  it('never reverts to a snapshot being deleted, unless its revert already began', () => {
+    const deleting = {
+      ...ready,
+      metadata: { ...ready.metadata, deletionTimestamp: '2026-12-03T12:00:00Z' },
+    };
+    expect(planRestore({ ...input(restore(), false), snapshot: deleting })).toMatchObject({
+      op: 'wait',
+      reason: 'SnapshotNotFound',
+      message: expect.stringMatching(/before-upgrade is being deleted/),
+    });
+    // Marked before the snapshot's deletion began: the revert goes on, or is finished.
+    expect(planRestore({ ...input(restore('InProgress'), true), snapshot: deleting }).op).toBe(
+      'revert',
+    );
+    expect(planRestore({ ...input(restore('InProgress'), false), snapshot: deleting }).op).toBe(
+      'finish',
+    );
   });
 
   it('waits for a snapshot of this machine that is Ready', () => {
@@ -388,6 +433,16 @@ describe('planRestore', () => {
       const st = snapshotStatus(s, { phase: 'InProgress', reason, message: 'm' }, now);
       expect(progress(st), reason).toEqual({ Reconciling: 'True', Stalled: 'False' });
     }
+  });
+});
+
+describe('how often a snapshot is looked at again', () => {
+  it('within a minute, so a libvirt snapshot deleted outside the operator soon reads Failed', () => {
+    expect(kindResyncMs(virtualMachineSnapshot, 10 * 60_000)).toBeLessThanOrEqual(60_000);
+    // The agent's shorter period, or its resync turned off, still wins.
+    expect(kindResyncMs(virtualMachineSnapshot, 5_000)).toBe(5_000);
+    expect(kindResyncMs(virtualMachineSnapshot, 0)).toBe(0);
+    expect(kindResyncMs({}, 10 * 60_000)).toBe(10 * 60_000);
   });
 });
 

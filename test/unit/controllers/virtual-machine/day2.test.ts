@@ -687,6 +687,31 @@ describe('restart on request', () => {
   });
 });
 
+describe('the run a stop was asked of', () => {
+  it('is kept in ShutdownRequested for every reason, and after the domain is off', () => {
+    const machine = vm({ runStrategy: 'Halted' }, { status: runningStatus() });
+    const input = {
+      vm: machine,
+      nodeName: 'node-a',
+      now: NOW,
+      problem: undefined,
+      shutdown: 'RunStrategyHalted' as const,
+      started: undefined,
+      pending: [],
+      shutdownSentAt: NOW,
+    };
+    const asked = machineStatus({ ...input, observed: ours({ id: 9, config: desired(machine) }) });
+    expect(shutdownRequest({ ...machine, status: asked })?.run).toBe(9);
+    const { shutdownSentAt: _, ...later } = input;
+    const off = machineStatus({
+      ...later,
+      vm: { ...machine, status: asked },
+      observed: ours({ id: -1, active: false, config: desired(machine) }),
+    });
+    expect(shutdownRequest({ ...machine, status: off })?.run).toBe(9);
+  });
+});
+
 describe('detach status', () => {
   it('is Synced=False Detaching within the grace period and DetachPending after it', () => {
     const machine = vm({}, { status: runningStatus() });

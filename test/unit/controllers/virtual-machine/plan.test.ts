@@ -461,6 +461,27 @@ describe('powerPlan', () => {
     expect(plan).toEqual({ shutdown: undefined, waitMs: undefined, ...expected });
   });
 
+  it('asks a run started after a Halted stop to shut down, instead of destroying it at once', () => {
+    // The domain was shut down long ago (run 3), and a restore's revert to a checkpoint (or a
+    // start outside the operator) runs it again as run 7: that run was never asked.
+    const long = requested(
+      'RunStrategyHalted',
+      100,
+      { state: { state: 'shutoff', reason: 'shutdown' } },
+      'the operator shut the domain down (runStrategy Halted) (run 3)',
+    );
+    const halted = vm({ runStrategy: 'Halted' }, { status: long });
+    expect(powerPlan(halted, { ...running, id: 7 }, [], NOW)).toEqual({
+      steps: [{ op: 'shutdown', reason: 'RunStrategyHalted' }],
+      shutdown: 'RunStrategyHalted',
+      waitMs: 2000,
+    });
+    // The run that was asked still runs after the grace period: destroyed, as before.
+    expect(powerPlan(halted, { ...running, id: 3 }, [], NOW).steps).toEqual([
+      { op: 'destroy', why: 'gracePeriodExpired' },
+    ]);
+  });
+
   it('restarts gracefully to apply pending changes with updatePolicy Restart, then starts again', () => {
     const spec = { updatePolicy: 'Restart' as const, runStrategy: 'Manual' as const };
     expect(
