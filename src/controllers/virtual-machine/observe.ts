@@ -20,6 +20,7 @@ import { identityOf, type OwnershipStamp } from '../../ownership/metadata.js';
 import { isOurStamp } from '../shared/machine-snapshot.js';
 import { parseDomainXML, type DomainDocument } from '../../libvirt/xml/domain.js';
 import { cloudInitDir, cloudInitPrefix } from './cloud-init.js';
+import { unpluggedInterfaces } from './plan.js';
 import { absentIfNotFound } from '../shared/absent.js';
 
 export interface PowerState {
@@ -168,9 +169,25 @@ async function describe(domain: Domain, vm: VirtualMachine): Promise<ObservedDom
     const found = await addresses(domain, current, networks);
     observed.addresses = found.addresses;
     observed.leasesSupported = found.leasesSupported;
-    observed.networkPorts = await networkPorts(current, networks);
+    observed.networkPorts = await portsOfThisRun(domain, current, networks);
   }
   return observed;
+}
+
+/**
+ * The network ports, as they bear on the run whose definition was read. A domain that stops
+ * meanwhile has its ports released by libvirt before it reads as shut off: a port missing then
+ * says nothing about this run (a machine being stopped was reported "unplugged: network was
+ * restarted"). So a missing port counts only when the domain is still active afterwards.
+ */
+async function portsOfThisRun(
+  domain: Domain,
+  current: DomainDocument,
+  networks: ReadonlyMap<string, Network>,
+): Promise<Map<string, Set<string>>> {
+  const ports = await networkPorts(current, networks);
+  if (unpluggedInterfaces(current, ports).length === 0) return ports;
+  return (await domain.isActive()) ? ports : new Map();
 }
 
 /** The libvirt networks the running definition's interfaces name, each looked up once. */
