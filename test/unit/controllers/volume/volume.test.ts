@@ -62,6 +62,13 @@ describe('desiredVolume', () => {
       format: 'raw',
     });
   });
+  it('rounds a qcow2 capacity up to whole KiB, which libvirt and QEMU make exactly', () => {
+    // 100M = 100,000,000 bytes: libvirt's qemu-img create makes 100,000,768 (97,657 KiB).
+    expect(desiredVolume(vol({ capacity: '100M' })).capacity).toBe(100_000_768n);
+    expect(requestedCapacity(vol({ capacity: '100M' }))).toBe(100_000_768n);
+    expect(requestedCapacity(vol({ capacity: '100M', format: 'raw' }))).toBe(100_000_000n);
+    expect(requestedCapacity(vol({ capacity: '10Gi' }))).toBe(10n * GiB);
+  });
   it('a clone is as large as its source unless more is asked', () => {
     expect(
       desiredVolume(vol({ capacity: undefined, source: { clone: { volume: 'base' } } }), base)
@@ -158,6 +165,15 @@ describe('planVolume', () => {
     const v = vol({ capacity: '20Gi' }, { path: '/srv/images/apps_data' });
     expect(planVolume(v, 'blank', undefined, file())).toEqual({
       steps: [{ op: 'resize', capacity: 20n * GiB }],
+    });
+  });
+  it('grows a qcow2 file to the whole KiB above spec.capacity, and no further', () => {
+    const v = vol({ capacity: '300M' }, { path: '/srv/images/apps_data' });
+    expect(planVolume(v, 'blank', undefined, file({ capacity: 200_000_768n }))).toEqual({
+      steps: [{ op: 'resize', capacity: 300_000_256n }],
+    });
+    expect(planVolume(v, 'blank', undefined, file({ capacity: 300_000_256n }))).toEqual({
+      steps: [],
     });
   });
   it('never shrinks', () => {
@@ -433,6 +449,17 @@ describe('volumeStatus', () => {
     );
     expect(of(fixed, 'Resized')).toBeUndefined();
     expect(of(fixed, 'Stalled')?.status).toBe('False');
+  });
+  it('a qcow2 file libvirt rounded up to whole KiB is the size asked for, not a shrink', () => {
+    const status = volumeStatus(
+      vol({ capacity: '100M' }),
+      { observed: file({ capacity: 100_000_768n }), usedBy: [] },
+      T0,
+    );
+    const of = (type: string) => status.conditions?.find((c) => c.type === type);
+    expect(of('Ready')).toMatchObject({ status: 'True', reason: 'Available' });
+    expect(of('Resized')).toBeUndefined();
+    expect(of('Stalled')?.status).toBe('False');
   });
   it('says deletion is blocked and by whom', () => {
     const status = volumeStatus(
