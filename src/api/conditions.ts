@@ -176,6 +176,8 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   SourceNotReady: 'transient',
   // The source of a copy is a running machine's disk: waits for the machine to stop.
   SourceInUse: 'transient',
+  // libvirt is still filling the file an earlier agent process started copying into.
+  CopyInProgress: 'transient',
   NodeUnknown: 'transient',
   Inactive: 'transient',
   NotRunning: 'transient',

@@ -100,7 +100,10 @@ async function convergeFile(
     source = observed;
   }
   const desired = recorded ? undefined : desiredVolume(vol, source?.image);
-  const plan = planVolume(vol, kind, desired, found?.doc);
+  const uid = String(vol.metadata.uid);
+  const copied = ctx.host.copiesMade.get(uid);
+  if (copied !== undefined && copied === vol.status?.path) ctx.host.copiesMade.delete(uid);
+  const plan = planVolume(vol, kind, desired, found?.doc, copied);
   if ('conflict' in plan)
     return { facts: { problem: { reason: 'NameConflict', message: plan.conflict }, usedBy } };
   if (source && plan.steps.some((s) => s.op === 'clone')) {
@@ -118,6 +121,8 @@ async function convergeFile(
   recordChanges(vol, plan.steps, outcome.done, ctx);
   const after =
     plan.steps.length > 0 ? await observeVolume(pool.handle, volumeFileName(vol)) : found;
+  if (outcome.done.includes('clone') && after?.doc.path)
+    ctx.host.copiesMade.set(uid, after.doc.path);
   const facts: VolumeFacts = { usedBy, ...(after ? { observed: after.doc } : {}) };
   if (outcome.resizeProblem) facts.resizeProblem = outcome.resizeProblem;
   return { facts };
@@ -241,6 +246,7 @@ async function removeVolume(
       );
     }
     forgetFigures(ctx.host.figures, `${KIND}/${vol.metadata.uid}`);
+    ctx.host.copiesMade.delete(String(vol.metadata.uid));
     await ctx.removeFinalizer(KIND, vol, HOST_FINALIZER);
     return done;
   }
@@ -312,6 +318,14 @@ function recordChanges(
   for (const step of steps.filter((s) => done.includes(s.op))) {
     if (step.op === 'resize') {
       ctx.event(KIND, vol, 'Normal', 'VolumeResized', `grown to ${step.capacity} bytes`);
+    } else if (step.op === 'discard') {
+      ctx.event(
+        KIND,
+        vol,
+        'Normal',
+        'PartialCopyDiscarded',
+        `${volumeFileName(vol)} was not recorded as a finished copy (a crash may have cut it short); copying again`,
+      );
     } else {
       const again = vol.status?.path ? ` (the recorded file ${vol.status.path} was gone)` : '';
       const what =

@@ -247,6 +247,21 @@ describe('Volume on test:///default', () => {
     expect(eventsOf('crashed').map((e) => e.reason)).toEqual([]);
   });
 
+  it('copies again over an unrecorded file a crash may have cut short, never adopting it', async () => {
+    // libvirt makes a copy's file at its full size, then streams the source in: after an agent
+    // or libvirtd crash such a file is the copy it should be in all but its content.
+    await pool.createVolumeXML(
+      buildVolumeXML({ name: 'apps_halfcopy', capacity: 2n ** 30n, format: 'qcow2' }),
+    );
+    await createVol('halfcopy', { source: { clone: { volume: 'base' } } });
+    await converge(ctx, reconcileVolume, `${NS}/halfcopy`, { until: settled('halfcopy') });
+    expect(eventsOf('halfcopy').map((e) => e.reason)).toEqual([
+      'PartialCopyDiscarded',
+      'VolumeCreated',
+    ]);
+    expect((await fileNames()).filter((n) => n === 'apps_halfcopy')).toHaveLength(1);
+  });
+
   it('reports a missing pool as PoolNotReady, and deletion does not wait for it', async () => {
     await createVol('orphan', { pool: 'nowhere', capacity: '1Gi' });
     await ctx.refresh();

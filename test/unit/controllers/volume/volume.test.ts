@@ -153,6 +153,23 @@ describe('planVolume', () => {
       steps: [{ op: 'clone', doc: desiredVolume(clone, base) }],
     });
   });
+  it('copies again over an unrecorded copy: a crash may have cut its content short', () => {
+    const clone = vol({ capacity: undefined, source: { clone: { volume: 'base' } } });
+    const desired = desiredVolume(clone, base);
+    const halfDone = file({ capacity: 2n * GiB });
+    expect(planVolume(clone, 'clone', desired, halfDone)).toEqual({
+      steps: [{ op: 'discard' }, { op: 'clone', doc: desired }],
+    });
+    const recorded = vol(
+      { capacity: undefined, source: { clone: { volume: 'base' } } },
+      { path: '/srv/images/apps_data' },
+    );
+    expect(planVolume(recorded, 'clone', undefined, halfDone)).toEqual({ steps: [] });
+    // Copied by this process; the cached status does not show it yet.
+    expect(planVolume(clone, 'clone', desired, halfDone, '/srv/images/apps_data')).toEqual({
+      steps: [],
+    });
+  });
   it('does nothing for a converged volume, whatever its allocation', () => {
     const v = vol({}, { path: '/srv/images/apps_data' });
     expect(planVolume(v, 'blank', undefined, file({ allocation: 123n }))).toEqual({ steps: [] });
