@@ -467,6 +467,33 @@ describe('volumeStatus', () => {
     expect(of(fixed, 'Resized')).toBeUndefined();
     expect(of(fixed, 'Stalled')?.status).toBe('False');
   });
+  it('a file smaller than spec.capacity that no grow was tried on yet is not Available', () => {
+    // An import's upload pass: the image is in, the grow comes in the next pass. A copy or
+    // overlay of the Volume made on an Available status now would get the image's size.
+    const imported = vol({
+      capacity: '30M',
+      format: 'raw',
+      source: { http: { url: 'http://x/y', sha256: 'a'.repeat(64) } },
+    });
+    const facts = {
+      observed: file({ capacity: 20n * 2n ** 20n, format: 'raw' as const }),
+      usedBy: [],
+      imported: { sha256: 'a'.repeat(64), bytes: 20n * 2n ** 20n, format: 'raw' },
+    };
+    const status = volumeStatus(imported, facts, T0);
+    const of = (type: string) => status.conditions?.find((c) => c.type === type);
+    expect(status.phase).toBe('Pending');
+    expect(of('Ready')).toMatchObject({ status: 'False', reason: 'Resizing' });
+    expect(of('Reconciling')).toMatchObject({ status: 'True', reason: 'Resizing' });
+    expect(of('Imported')?.status).toBe('True');
+    // Once a grow was tried and failed, Resized says so and the file stays usable.
+    const failed = volumeStatus(
+      imported,
+      { ...facts, resizeProblem: { reason: 'ResizeFailed', message: 'no space' } },
+      T0,
+    );
+    expect(failed.phase).toBe('Available');
+  });
   it('a qcow2 file libvirt rounded up to whole KiB is the size asked for, not a shrink', () => {
     const status = volumeStatus(
       vol({ capacity: '100M' }),
