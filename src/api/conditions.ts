@@ -176,6 +176,10 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   SourceNotReady: 'transient',
   // The source of a copy is a running machine's disk: waits for the machine to stop.
   SourceInUse: 'transient',
+  // libvirt is still filling the file an earlier agent process started copying into.
+  CopyInProgress: 'transient',
+  // An imported image is in the file; it is grown to spec.capacity in the next pass.
+  Resizing: 'transient',
   NodeUnknown: 'transient',
   Inactive: 'transient',
   NotRunning: 'transient',

@@ -56,6 +56,12 @@ export interface HostState {
    * 'survives libvirtd dying').
    */
   snapshotTakesCutShort: Set<string>;
+  /**
+   * The file each Volume (by uid) this process finished copying, until the cached status
+   * records its path: a pass working from an older cached status must not take the finished
+   * copy for one a crash cut short and copy it again (volume/plan.ts planVolume).
+   */
+  copiesMade: Map<string, string>;
 }
 
 export function createHostState(): HostState {
@@ -70,5 +76,6 @@ export function createHostState(): HostState {
     restarts: new Map(),
     deferredDevices: new Map(),
     snapshotTakesCutShort: new Set(),
+    copiesMade: new Map(),
   };
 }

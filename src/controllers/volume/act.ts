@@ -58,6 +58,13 @@ export async function applyVolumeSteps(
               (live ? ` (disk ${live.target} of running VirtualMachine ${live.vm})` : '') +
               ` failed: ${err.message}`,
           };
+        } else if (step.op === 'discard') {
+          // libvirt refuses to delete a volume it is still filling (a copy an earlier agent
+          // process started): once it has finished, the file is discarded and copied again.
+          outcome.problem = {
+            reason: 'CopyInProgress',
+            message: `an earlier copy into this volume's file is still running or could not be removed: ${err.message}`,
+          };
         } else if (step.op === 'clone' && SOURCE_LOCKED.test(err.message)) {
           // A process the agent does not know of (or a machine started since the pass looked)
           // has the source open: waiting, not a failure of this Volume.
@@ -101,6 +108,12 @@ async function applyStep(
     case 'resize':
       if (!target) throw new Error('resize step without a volume (plan bug)');
       await target.resize(step.capacity, 0);
+      return;
+    case 'discard':
+      if (!target) throw new Error('discard step without a volume (plan bug)');
+      await target.delete(0).catch((err: unknown) => {
+        if (!isNotFound(err, 'storageVol')) throw err;
+      });
       return;
   }
 }

@@ -28,9 +28,21 @@ export function sourceVolumeName(vol: Volume): string | undefined {
   return vol.spec.source?.clone?.volume ?? vol.spec.source?.backingVolume?.volume;
 }
 
-/** spec.capacity in bytes; undefined when the size comes from the source. */
+const KIB = 1024n;
+
+/**
+ * spec.capacity in bytes; undefined when the size comes from the source. libvirt creates a
+ * qcow2 image through `qemu-img create` with the size in whole KiB, rounded up, and qemu-img
+ * resize and QEMU's live block_resize round a qcow2 image up to whole 512-byte sectors: `100M`
+ * asked as is became 100,000,768 bytes, and then read as a shrink the user never asked for.
+ * A qcow2 request is therefore rounded up to whole KiB, which every one of those makes
+ * exactly. Raw files take any byte size.
+ */
 export function requestedCapacity(vol: Volume): bigint | undefined {
-  return vol.spec.capacity === undefined ? undefined : parseQuantity(vol.spec.capacity);
+  if (vol.spec.capacity === undefined) return undefined;
+  const bytes = parseQuantity(vol.spec.capacity);
+  if ((vol.spec.format ?? 'qcow2') !== 'qcow2') return bytes;
+  return ((bytes + KIB - 1n) / KIB) * KIB;
 }
 
 /**

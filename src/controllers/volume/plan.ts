@@ -14,7 +14,9 @@ export type VolumeStep =
   | { op: 'create'; doc: VolumeDocument }
   /** virStorageVolCreateXMLFrom: a full copy of the source volume. */
   | { op: 'clone'; doc: VolumeDocument }
-  | { op: 'resize'; capacity: bigint };
+  | { op: 'resize'; capacity: bigint }
+  /** Deletes a copy's file that no finished pass recorded, before copying again. */
+  | { op: 'discard' };
 
 export type VolumePlan = { steps: VolumeStep[] } | { conflict: string };
 
@@ -40,6 +42,8 @@ export function planVolume(
   kind: SourceKind,
   desired: VolumeDocument | undefined,
   observed: ObservedVolume | undefined,
+  /** The file this process finished copying for this Volume, if status may not show it yet. */
+  copied?: string,
 ): VolumePlan {
   if (!observed) {
     if (!desired)
@@ -47,6 +51,14 @@ export function planVolume(
     return { steps: [{ op: kind === 'clone' ? 'clone' : 'create', doc: desired }] };
   }
   if (!ownsVolume(vol, observed, desired)) return { conflict: conflictMessage(observed) };
+  // libvirt makes a copy's file at its full size and then streams the source in, so a file
+  // that matches the copy but that status does not record may be one an agent or libvirtd
+  // crash cut short: its content cannot be trusted. Copied again; a blank file or an
+  // overlay (metadata only) is complete once it exists.
+  const finished = observed.path !== undefined && observed.path === copied;
+  if (kind === 'clone' && desired && vol.status?.path !== observed.path && !finished) {
+    return { steps: [{ op: 'discard' }, { op: 'clone', doc: desired }] };
+  }
   const requested = requestedCapacity(vol);
   if (requested !== undefined && observed.capacity < requested && !resizeSuspended(vol)) {
     return { steps: [{ op: 'resize', capacity: requested }] };

@@ -46,7 +46,8 @@ const KIND = 'Volume';
 /** How often an import's progress is looked at (and written to status when it moved). */
 const PROGRESS_INTERVAL_MS = 3_000;
 
-type Pass = { facts: VolumeFacts; requeueMs?: number };
+/** `vol`: the object as a status write in the pass left it, for the pass's last write. */
+type Pass = { facts: VolumeFacts; requeueMs?: number; vol?: Volume };
 
 /** What a pass knows once the pool is ready: the Volume, its pool, its file if any, its users. */
 interface FileInputs {
@@ -82,7 +83,7 @@ async function converge(
     sourceKind(vol) === 'http'
       ? await convergeImport({ vol, pool, found, usedBy }, ctx)
       : await convergeFile({ vol, pool, found, usedBy }, ctx);
-  return report(vol, pass, ctx);
+  return report(pass.vol ?? vol, pass, ctx);
 }
 
 /** Blank, clone and overlay volumes: create the file once, grow it when asked. */
@@ -100,12 +101,21 @@ async function convergeFile(
     source = observed;
   }
   const desired = recorded ? undefined : desiredVolume(vol, source?.image);
-  const plan = planVolume(vol, kind, desired, found?.doc);
+  const uid = String(vol.metadata.uid);
+  const copied = ctx.host.copiesMade.get(uid);
+  if (copied !== undefined && copied === vol.status?.path) ctx.host.copiesMade.delete(uid);
+  const plan = planVolume(vol, kind, desired, found?.doc, copied);
   if ('conflict' in plan)
     return { facts: { problem: { reason: 'NameConflict', message: plan.conflict }, usedBy } };
   if (source && plan.steps.some((s) => s.op === 'clone')) {
     const held = await sourceHeld(vol, String(sourceVolumeName(vol)), source.image.path, ctx);
     if (held) return { facts: { problem: held, usedBy } };
+  }
+  // A copy can take minutes: say so before it starts, or the Volume shows no status at all
+  // meanwhile (and kstatus, so Flux, takes an object without status for Current).
+  if (plan.steps.some((s) => s.op === 'clone')) {
+    const written = await ctx.applyStatus(KIND, vol, volumeStatus(vol, { usedBy }, ctx.now()));
+    if (written) vol = written as Volume;
   }
   const growing = plan.steps.some((s) => s.op === 'resize') ? found?.doc.path : undefined;
   const machines = usedBy
@@ -114,13 +124,15 @@ async function convergeFile(
     .filter((vm): vm is VirtualMachine => vm !== undefined);
   const live = growing ? (await liveDisksOf(ctx, machines, growing))[0] : undefined;
   const outcome = await applyVolumeSteps(pool, found?.handle, source?.handle, plan.steps, live);
-  if (outcome.problem) return { facts: { problem: outcome.problem, usedBy } };
+  if (outcome.problem) return { facts: { problem: outcome.problem, usedBy }, vol };
   recordChanges(vol, plan.steps, outcome.done, ctx);
   const after =
     plan.steps.length > 0 ? await observeVolume(pool.handle, volumeFileName(vol)) : found;
+  if (outcome.done.includes('clone') && after?.doc.path)
+    ctx.host.copiesMade.set(uid, after.doc.path);
   const facts: VolumeFacts = { usedBy, ...(after ? { observed: after.doc } : {}) };
   if (outcome.resizeProblem) facts.resizeProblem = outcome.resizeProblem;
-  return { facts };
+  return { facts, vol };
 }
 
 /** HTTP sources: download and verify in the background, then create and upload the file. */
@@ -241,6 +253,7 @@ async function removeVolume(
       );
     }
     forgetFigures(ctx.host.figures, `${KIND}/${vol.metadata.uid}`);
+    ctx.host.copiesMade.delete(String(vol.metadata.uid));
     await ctx.removeFinalizer(KIND, vol, HOST_FINALIZER);
     return done;
   }
@@ -312,6 +325,14 @@ function recordChanges(
   for (const step of steps.filter((s) => done.includes(s.op))) {
     if (step.op === 'resize') {
       ctx.event(KIND, vol, 'Normal', 'VolumeResized', `grown to ${step.capacity} bytes`);
+    } else if (step.op === 'discard') {
+      ctx.event(
+        KIND,
+        vol,
+        'Normal',
+        'PartialCopyDiscarded',
+        `${volumeFileName(vol)} was not recorded as a finished copy (a crash may have cut it short); copying again`,
+      );
     } else {
       const again = vol.status?.path ? ` (the recorded file ${vol.status.path} was gone)` : '';
       const what =

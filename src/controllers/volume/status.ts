@@ -52,7 +52,7 @@ export interface VolumeFacts {
 export function volumeStatus(vol: Volume, facts: VolumeFacts, now: Date): VolumeStatus {
   const generation = vol.metadata.generation ?? 0;
   const status: VolumeStatus = {
-    phase: phaseOf(facts),
+    phase: phaseOf(facts, pendingGrow(vol, facts)),
     observedGeneration: generation,
     conditions: conditionsFor(vol, facts, now),
   };
@@ -67,14 +67,32 @@ export function volumeStatus(vol: Volume, facts: VolumeFacts, now: Date): Volume
   return status;
 }
 
-function phaseOf(facts: VolumeFacts): NonNullable<VolumeStatus['phase']> {
+function phaseOf(
+  facts: VolumeFacts,
+  growTo: bigint | undefined,
+): NonNullable<VolumeStatus['phase']> {
   if (facts.problem) return FAILED_REASONS.has(facts.problem.reason) ? 'Failed' : 'Pending';
   if (facts.importing) return 'Importing';
-  if (!facts.observed) return 'Pending';
+  if (!facts.observed || growTo !== undefined) return 'Pending';
   return facts.usedBy.length > 0 ? 'InUse' : 'Available';
 }
 
-function readyCondition(facts: VolumeFacts): ConditionUpdate {
+/**
+ * spec.capacity, when the file is smaller and no grow has been tried on it yet: an import's
+ * upload pass, whose grow comes in the next pass. Until then the Volume is not Available, or a
+ * copy or overlay of it made meanwhile would get the image's size instead of spec.capacity.
+ * A grow that was tried and failed (Resized=False) leaves the file usable, as said there.
+ */
+function pendingGrow(vol: Volume, facts: VolumeFacts): bigint | undefined {
+  const requested = requestedCapacity(vol);
+  const actual = facts.observed?.capacity;
+  if (requested === undefined || actual === undefined || actual >= requested) return undefined;
+  if (facts.resizeProblem || findCondition(vol.status?.conditions, RESIZED)?.status === 'False')
+    return undefined;
+  return requested;
+}
+
+function readyCondition(facts: VolumeFacts, growTo: bigint | undefined): ConditionUpdate {
   if (facts.problem) return { type: READY, status: 'False', ...facts.problem };
   if (facts.importing) {
     const p = facts.importing.progress;
@@ -93,6 +111,13 @@ function readyCondition(facts: VolumeFacts): ConditionUpdate {
       reason: 'Creating',
       message: 'the volume file is being created',
     };
+  if (growTo !== undefined)
+    return {
+      type: READY,
+      status: 'False',
+      reason: 'Resizing',
+      message: `growing volume file ${facts.observed.path ?? facts.observed.name} from ${facts.observed.capacity} to ${growTo} bytes`,
+    };
   return {
     type: READY,
     status: 'True',
@@ -104,7 +129,7 @@ function readyCondition(facts: VolumeFacts): ConditionUpdate {
 function conditionsFor(vol: Volume, facts: VolumeFacts, now: Date): Condition[] {
   const observedGeneration = vol.metadata.generation ?? 0;
   let conditions = (vol.status?.conditions ?? []).filter((c) => OWN_TYPES.includes(c.type));
-  const ready = { ...readyCondition(facts), observedGeneration };
+  const ready = { ...readyCondition(facts, pendingGrow(vol, facts)), observedGeneration };
   conditions = setCondition(conditions, ready, now);
   const resizeProblem = facts.resizeProblem ?? belowFile(vol, facts);
   conditions = resizeProblem

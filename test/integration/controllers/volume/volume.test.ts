@@ -15,6 +15,7 @@ import {
 import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/index.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
+import { withPoolLock } from '../../../../src/controllers/volume/pool-lock.js';
 import { Connect } from '../../../../src/libvirt/index.js';
 import type { StoragePool as LibvirtPool } from '../../../../src/libvirt/storage.js';
 import { buildVolumeXML, parseVolumeXML } from '../../../../src/libvirt/xml/volume.js';
@@ -245,6 +246,43 @@ describe('Volume on test:///default', () => {
     await converge(ctx, reconcileVolume, `${NS}/crashed`, { until: settled('crashed') });
     expect((await fileNames()).filter((n) => n === 'apps_crashed')).toHaveLength(1);
     expect(eventsOf('crashed').map((e) => e.reason)).toEqual([]);
+  });
+
+  it('copies again over an unrecorded file a crash may have cut short, never adopting it', async () => {
+    // libvirt makes a copy's file at its full size, then streams the source in: after an agent
+    // or libvirtd crash such a file is the copy it should be in all but its content.
+    await pool.createVolumeXML(
+      buildVolumeXML({ name: 'apps_halfcopy', capacity: 2n ** 30n, format: 'qcow2' }),
+    );
+    await createVol('halfcopy', { source: { clone: { volume: 'base' } } });
+    await converge(ctx, reconcileVolume, `${NS}/halfcopy`, { until: settled('halfcopy') });
+    expect(eventsOf('halfcopy').map((e) => e.reason)).toEqual([
+      'PartialCopyDiscarded',
+      'VolumeCreated',
+    ]);
+    expect((await fileNames()).filter((n) => n === 'apps_halfcopy')).toHaveLength(1);
+  });
+
+  it('says Creating before a copy starts, not nothing while it runs', async () => {
+    await createVol('slowcopy', { source: { clone: { volume: 'base' } } });
+    // A copy of many GiB holds the pool for minutes: the pass waits here as it would there.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const lock = withPoolLock(ctx.host.poolLocks, 'vols', () => held);
+    await ctx.refresh();
+    const pass = reconcileVolume(`${NS}/slowcopy`, ctx);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const during = await getVol('slowcopy');
+    release();
+    await lock;
+    await pass;
+    expect(during?.status).toMatchObject({
+      phase: 'Pending',
+      conditions: expect.arrayContaining([
+        expect.objectContaining({ type: 'Ready', status: 'False', reason: 'Creating' }),
+      ]),
+    });
+    await converge(ctx, reconcileVolume, `${NS}/slowcopy`, { until: settled('slowcopy') });
   });
 
   it('reports a missing pool as PoolNotReady, and deletion does not wait for it', async () => {

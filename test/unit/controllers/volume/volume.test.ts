@@ -62,6 +62,13 @@ describe('desiredVolume', () => {
       format: 'raw',
     });
   });
+  it('rounds a qcow2 capacity up to whole KiB, which libvirt and QEMU make exactly', () => {
+    // 100M = 100,000,000 bytes: libvirt's qemu-img create makes 100,000,768 (97,657 KiB).
+    expect(desiredVolume(vol({ capacity: '100M' })).capacity).toBe(100_000_768n);
+    expect(requestedCapacity(vol({ capacity: '100M' }))).toBe(100_000_768n);
+    expect(requestedCapacity(vol({ capacity: '100M', format: 'raw' }))).toBe(100_000_000n);
+    expect(requestedCapacity(vol({ capacity: '10Gi' }))).toBe(10n * GiB);
+  });
   it('a clone is as large as its source unless more is asked', () => {
     expect(
       desiredVolume(vol({ capacity: undefined, source: { clone: { volume: 'base' } } }), base)
@@ -146,6 +153,23 @@ describe('planVolume', () => {
       steps: [{ op: 'clone', doc: desiredVolume(clone, base) }],
     });
   });
+  it('copies again over an unrecorded copy: a crash may have cut its content short', () => {
+    const clone = vol({ capacity: undefined, source: { clone: { volume: 'base' } } });
+    const desired = desiredVolume(clone, base);
+    const halfDone = file({ capacity: 2n * GiB });
+    expect(planVolume(clone, 'clone', desired, halfDone)).toEqual({
+      steps: [{ op: 'discard' }, { op: 'clone', doc: desired }],
+    });
+    const recorded = vol(
+      { capacity: undefined, source: { clone: { volume: 'base' } } },
+      { path: '/srv/images/apps_data' },
+    );
+    expect(planVolume(recorded, 'clone', undefined, halfDone)).toEqual({ steps: [] });
+    // Copied by this process; the cached status does not show it yet.
+    expect(planVolume(clone, 'clone', desired, halfDone, '/srv/images/apps_data')).toEqual({
+      steps: [],
+    });
+  });
   it('does nothing for a converged volume, whatever its allocation', () => {
     const v = vol({}, { path: '/srv/images/apps_data' });
     expect(planVolume(v, 'blank', undefined, file({ allocation: 123n }))).toEqual({ steps: [] });
@@ -158,6 +182,15 @@ describe('planVolume', () => {
     const v = vol({ capacity: '20Gi' }, { path: '/srv/images/apps_data' });
     expect(planVolume(v, 'blank', undefined, file())).toEqual({
       steps: [{ op: 'resize', capacity: 20n * GiB }],
+    });
+  });
+  it('grows a qcow2 file to the whole KiB above spec.capacity, and no further', () => {
+    const v = vol({ capacity: '300M' }, { path: '/srv/images/apps_data' });
+    expect(planVolume(v, 'blank', undefined, file({ capacity: 200_000_768n }))).toEqual({
+      steps: [{ op: 'resize', capacity: 300_000_256n }],
+    });
+    expect(planVolume(v, 'blank', undefined, file({ capacity: 300_000_256n }))).toEqual({
+      steps: [],
     });
   });
   it('never shrinks', () => {
@@ -433,6 +466,44 @@ describe('volumeStatus', () => {
     );
     expect(of(fixed, 'Resized')).toBeUndefined();
     expect(of(fixed, 'Stalled')?.status).toBe('False');
+  });
+  it('a file smaller than spec.capacity that no grow was tried on yet is not Available', () => {
+    // An import's upload pass: the image is in, the grow comes in the next pass. A copy or
+    // overlay of the Volume made on an Available status now would get the image's size.
+    const imported = vol({
+      capacity: '30M',
+      format: 'raw',
+      source: { http: { url: 'http://x/y', sha256: 'a'.repeat(64) } },
+    });
+    const facts = {
+      observed: file({ capacity: 20n * 2n ** 20n, format: 'raw' as const }),
+      usedBy: [],
+      imported: { sha256: 'a'.repeat(64), bytes: 20n * 2n ** 20n, format: 'raw' },
+    };
+    const status = volumeStatus(imported, facts, T0);
+    const of = (type: string) => status.conditions?.find((c) => c.type === type);
+    expect(status.phase).toBe('Pending');
+    expect(of('Ready')).toMatchObject({ status: 'False', reason: 'Resizing' });
+    expect(of('Reconciling')).toMatchObject({ status: 'True', reason: 'Resizing' });
+    expect(of('Imported')?.status).toBe('True');
+    // Once a grow was tried and failed, Resized says so and the file stays usable.
+    const failed = volumeStatus(
+      imported,
+      { ...facts, resizeProblem: { reason: 'ResizeFailed', message: 'no space' } },
+      T0,
+    );
+    expect(failed.phase).toBe('Available');
+  });
+  it('a qcow2 file libvirt rounded up to whole KiB is the size asked for, not a shrink', () => {
+    const status = volumeStatus(
+      vol({ capacity: '100M' }),
+      { observed: file({ capacity: 100_000_768n }), usedBy: [] },
+      T0,
+    );
+    const of = (type: string) => status.conditions?.find((c) => c.type === type);
+    expect(of('Ready')).toMatchObject({ status: 'True', reason: 'Available' });
+    expect(of('Resized')).toBeUndefined();
+    expect(of('Stalled')?.status).toBe('False');
   });
   it('says deletion is blocked and by whom', () => {
     const status = volumeStatus(
