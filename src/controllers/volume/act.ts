@@ -17,6 +17,12 @@ import type { VolumeStep } from './plan.js';
 import { withPoolLock } from './pool-lock.js';
 import type { Problem } from '../kit.js';
 
+/**
+ * The storage driver's refusal of any new size below the space the file uses, a grow included:
+ * a qcow2 file that holds a snapshot of a machine's memory uses more than its capacity.
+ */
+const BELOW_ALLOCATION = /can't shrink capacity below existing allocation/;
+
 /** qemu-img's answer when the file to copy is open for writing (QEMU's image lock). */
 const SOURCE_LOCKED = /Failed to get shared "write" lock/;
 
@@ -56,7 +62,13 @@ export async function applyVolumeSteps(
             message:
               `growing to ${step.capacity} bytes` +
               (live ? ` (disk ${live.target} of running VirtualMachine ${live.vm})` : '') +
-              ` failed: ${err.message}`,
+              ` failed: ${err.message}` +
+              (BELOW_ALLOCATION.test(err.message)
+                ? '; the file uses more space than the new capacity (snapshots holding a ' +
+                  "machine's memory are kept in it), which libvirt's storage driver refuses " +
+                  'even for a grow; QEMU grows it while its machine runs, or ask for a ' +
+                  'capacity above the space the file uses'
+                : ''),
           };
         } else if (step.op === 'discard') {
           // libvirt refuses to delete a volume it is still filling (a copy an earlier agent

@@ -43,7 +43,11 @@ export function buildVolumeXML(doc: VolumeDocument): string {
     capacity: { '@unit': 'bytes', '#text': doc.capacity },
     allocation:
       doc.allocation === undefined ? undefined : { '@unit': 'bytes', '#text': doc.allocation },
-    target: { format: { '@type': doc.format } },
+    // qcow2 v3 (compat 1.1; libvirt writes v2, compat 0.10, when not told): a v2 image with
+    // internal snapshots, which a VirtualMachineSnapshot of a running machine takes, cannot
+    // be resized ("Can't resize a v2 image which has snapshots"). Not observed or compared:
+    // existing v2 images are left as they are.
+    target: { format: { '@type': doc.format }, compat: doc.format === 'qcow2' ? '1.1' : undefined },
     backingStore: doc.backingStore && {
       path: doc.backingStore.path,
       format: { '@type': doc.backingStore.format },

@@ -41,6 +41,7 @@ interface Obj {
   status?: {
     phase?: string;
     path?: string;
+    capacity?: string;
     snapshotName?: string;
     includesMemory?: boolean;
     quiesced?: boolean;
@@ -55,7 +56,13 @@ interface Obj {
 const run = (cmd: string, args: string[]) => runCommand(cmd, args, 60_000);
 const virsh = (...args: string[]) => run('virsh', ['-c', SYSTEM_URI, ...args]);
 
-function manifests(base: string, poolDir: string, guest: TinyGuest, runStrategy: string): string {
+function manifests(
+  base: string,
+  poolDir: string,
+  guest: TinyGuest,
+  runStrategy: string,
+  dataCapacity: string,
+): string {
   const vol = (name: string, spec: object) => ({
     apiVersion: 'virt.dev/v1alpha1',
     kind: 'Volume',
@@ -72,7 +79,7 @@ function manifests(base: string, poolDir: string, guest: TinyGuest, runStrategy:
       format: 'raw',
       source: { http: { url: `${base}/initrd.img`, sha256: guest.sha256.initrd } },
     }),
-    vol(DATA, { format: 'qcow2', capacity: '16Mi' }),
+    vol(DATA, { format: 'qcow2', capacity: dataCapacity }),
     {
       apiVersion: 'virt.dev/v1alpha1',
       kind: 'VirtualMachine',
@@ -133,7 +140,8 @@ describe('snapshots and restores of a real guest', () => {
   let bootA = '';
   let wroteA = '';
   let runStrategy = 'Always';
-  const yaml = () => manifests(base, poolDir, guest, runStrategy);
+  let dataCapacity = '16Mi';
+  const yaml = () => manifests(base, poolDir, guest, runStrategy, dataCapacity);
   const apply = async (input: string) => {
     const res = await cp().kubectl(['apply', '-f', '-'], { input });
     expect(res.code, res.stderr).toBe(0);
@@ -277,6 +285,21 @@ describe('snapshots and restores of a real guest', () => {
     const bootC = await waitForGuestReady(consoleLog, 180_000, { otherThan: bootB });
     expect(bootC).not.toBe(bootA);
     expect((await waitForConsoleLine(consoleLog, GUEST_MARKER.data, 5_000))[1]).toBe(wroteA);
+    // The data disk holds two internal snapshots now, one with the guest's memory. The agent
+    // makes qcow2 v3 images, which grow with snapshots in them; libvirt's default, v2, refuses
+    // ("Can't resize a v2 image which has snapshots"). QEMU grows it: the guest runs.
+    const file = (await get('vol', DATA)).status!.path!;
+    expect((await run('qemu-img', ['info', '-U', file])).stdout).toContain('compat: 1.1');
+    dataCapacity = '24Mi';
+    await apply(yaml());
+    await until(
+      'the data Volume grown with its snapshots in it',
+      async () => {
+        const { status } = await get('vol', DATA);
+        return status?.capacity === '24Mi' ? true : undefined;
+      },
+      60_000,
+    );
     // Generous for a loaded shared host; about a minute on an idle one.
   }, 480_000);
 

@@ -70,4 +70,18 @@ describe('growing a Volume that a running guest has open', () => {
       /^growing to 100663296 bytes \(disk vda of running VirtualMachine apps\/vm\) failed: /,
     );
   });
+
+  // Measured on libvirt 9.0: a stopped machine's qcow2 Volume with a memory checkpoint in it
+  // (~100 MB used, 16 MiB capacity) asked to grow to 24 MiB.
+  it('says why libvirt refuses to grow a file that uses more than the new capacity', async () => {
+    const refused = new LibvirtError(
+      "invalid argument: can't shrink capacity below existing allocation",
+      { code: 8, domain: 18, level: 2 },
+    );
+    const full = { resize: () => Promise.reject(refused) } as unknown as StorageVol;
+    const steps = [{ op: 'resize' as const, capacity: 25165824n }];
+    const outcome = await applyVolumeSteps(pool, full, undefined, steps);
+    expect(outcome.resizeProblem?.reason).toBe('ResizeFailed');
+    expect(outcome.resizeProblem?.message).toContain('QEMU grows it while its machine runs');
+  });
 });
