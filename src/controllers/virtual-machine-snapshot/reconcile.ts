@@ -131,6 +131,18 @@ async function converge(
             })) ?? snap);
       if (step.cleanUp) {
         const leftover = step.cleanUp === 'leftover' ? found?.snapshot : undefined;
+        // A leftover record is deleted as it stands, with the disks it names: one a running
+        // machine no longer has would crash libvirt 9.0 (liveDeleteBlocker). It waits.
+        const blocker =
+          leftover && found && m.active ? liveDeleteBlocker(found.doc, m.disks) : undefined;
+        if (blocker) {
+          await report(ctx, inProgress, {
+            phase: 'InProgress',
+            reason: 'SnapshotInProgress',
+            message: `an interrupted cleanup left a record of this snapshot's name: ${blocker}`,
+          });
+          return requeueAfter(DELETE_WAIT_MS);
+        }
         const cleaned = await removeUnrecorded(
           m,
           d.doc,
