@@ -120,6 +120,20 @@ export function demoManifests(d: DemoInput): VirtManifest[] {
 }
 
 /**
+ * The demo objects to apply: those not there yet (`existing` holds `Kind/name`). An object an
+ * earlier run made is the user's from then on: applied again under up's forced field manager,
+ * the machine would take back its memory and vCPUs (the README's day-2 patch undone by a mere
+ * restart of `npm start`, the live guest's balloon shrunk) and a Volume its immutable source
+ * (a new loopback port each run). Pure.
+ */
+export function demoToApply(
+  manifests: readonly VirtManifest[],
+  existing: ReadonlySet<string>,
+): VirtManifest[] {
+  return manifests.filter((m) => !existing.has(`${m.kind}/${String(m.metadata.name)}`));
+}
+
+/**
  * A 192.168.X.1/24 for the demo network that no interface of this host uses (a NAT network on
  * a used subnet does not start). `taken` lists the host's IPv4 addresses; `keep` is the
  * network's current cidr from an earlier run, kept so re-applying changes nothing. Pure.

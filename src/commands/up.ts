@@ -25,6 +25,7 @@ import {
   demoCidr,
   demoManifests,
   demoNames,
+  demoToApply,
   hostIPv4Addresses,
   type DemoNames,
 } from './demo.js';
@@ -366,7 +367,6 @@ async function applyDemo(
     poolPath: `/var/lib/libvirt-operator/${names.pool}`,
   });
 
-  const keep = new Set<string>();
   const stale: string[] = [];
   for (const m of manifests) {
     if (m.kind !== 'Volume') continue;
@@ -374,8 +374,8 @@ async function applyDemo(
     const found = await getObject<Volume>(client, 'Volume', name);
     if (!found) continue;
     const imported = findCondition(found.status?.conditions, 'Imported')?.status === 'True';
-    if (imported && found.spec.source?.http?.sha256 === m.spec.source?.http?.sha256) keep.add(name);
-    else stale.push(name);
+    if (!imported || found.spec.source?.http?.sha256 !== m.spec.source?.http?.sha256)
+      stale.push(name);
   }
   if (stale.length > 0) {
     say(
@@ -410,9 +410,17 @@ async function applyDemo(
     const current = agent.informers.VirtualMachine.cache.get(`${DEMO_NAMESPACE}/${names.vm}`);
     if (current) check(current as VirtualMachine, true);
   });
+  // Looked up after the stale Volumes (and with them the machine) are gone: those are made anew.
+  const existing = new Set<string>();
   for (const m of manifests) {
-    if (m.kind === 'Volume' && keep.has(String(m.metadata.name))) continue;
+    const name = String(m.metadata.name);
+    if ((await getObject(client, m.kind, name)) !== undefined) existing.add(`${m.kind}/${name}`);
+  }
+  for (const m of demoToApply(manifests, existing)) {
     say(`applied ${await applyObject(client, m)}`);
+  }
+  if (existing.size > 0) {
+    say(`examples: kept ${[...existing].join(', ')} of an earlier run as they are`);
   }
   return { names, booted, stop: () => server.close() };
 }

@@ -250,6 +250,9 @@ export function tail(file: string, lines = 5): string {
  * leaving etcd or kube-apiserver behind. Inline JS, because the harness also runs from
  * TypeScript sources under vitest.
  */
+/** How soon a reaper kills what its SIGKILLed owner started (it looks every 300 ms). */
+const REAPED_WITHIN_MS = 3_000;
+
 export const REAPER_SOURCE = `
 const fs = require('fs');
 const [parent, dir, removeDir] = process.argv.slice(1);
@@ -357,6 +360,24 @@ export function etcdUsing(dataDir: string, procRoot = '/proc'): number | undefin
   return undefined;
 }
 
+/**
+ * The etcd still running on a data directory after waiting up to `waitMs` for it to go: a run
+ * killed with SIGKILL leaves its etcd to the reaper, which looks every 300 ms, so a start right
+ * after the kill (a supervisor, a user's up-arrow) must not take that etcd for another run's.
+ */
+export async function etcdOutlasting(
+  dataDir: string,
+  waitMs: number,
+  procRoot = '/proc',
+): Promise<number | undefined> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const pid = etcdUsing(dataDir, procRoot);
+    if (pid === undefined || Date.now() >= deadline) return pid;
+    await sleep(100);
+  }
+}
+
 /** Whether a CustomResourceDefinition (JSON) has the condition Established=True. */
 export function established(crdJson: string): boolean {
   const crd = JSON.parse(crdJson) as {
@@ -393,7 +414,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   if (!ownDir) {
     // Before anything in it is touched: a second start in the same folder rewrote the first's
     // keys and pid list, then waited silently on etcd's lock of its data.
-    const etcdPid = etcdUsing(join(dir, 'etcd'));
+    const etcdPid = await etcdOutlasting(join(dir, 'etcd'), REAPED_WITHIN_MS);
     if (etcdPid !== undefined)
       throw new ControlPlaneError(
         `${dir} is in use by a running control plane (etcd pid ${etcdPid}): stop the local-cluster or up that started it (or kill ${etcdPid} if it was left behind), or choose another --dir`,

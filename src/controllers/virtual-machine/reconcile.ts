@@ -50,6 +50,7 @@ import {
 import {
   addressesMissing,
   addressWindowOpen,
+  balloonMoving,
   dhcpPools,
   conditionEvents,
   machineStatus,
@@ -197,7 +198,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
             Math.max(TRANSITION_MS, detaching.since.getTime() + gracePeriodMs(vm) - now.getTime()),
           )
       : undefined,
-    balloonMoving(vm, status, outcome.executed) ? BALLOON_POLL_MS : undefined,
+    balloonMoving(vm, status, outcome.executed, now) ? BALLOON_POLL_MS : undefined,
     // A device change the domain refused live is now restart-time, and this policy restarts
     // for it: nothing else wakes the machine (its own status write does not).
     deferred.length > 0 && vm.spec.updatePolicy === 'Restart' ? TRANSITION_MS : undefined,
@@ -484,21 +485,6 @@ function settledWait(
     shutdownSentAt,
     graceMs: gracePeriodMs(vm),
   });
-}
-
-/**
- * Whether the guest's balloon is still on its way to the target: just set, or it moved since
- * the last status. A guest without a balloon driver never moves it, so this stops after one
- * look and never loops; libvirt has no balloon event here to wake us instead.
- */
-function balloonMoving(
-  vm: VirtualMachine,
-  status: VirtualMachineStatus,
-  executed: readonly { op: string }[],
-): boolean {
-  const memory = status.memory;
-  if (!memory?.actual || !memory.target || memory.actual === memory.target) return false;
-  return executed.some((s) => s.op === 'setMemory') || vm.status?.memory?.actual !== memory.actual;
 }
 
 /**

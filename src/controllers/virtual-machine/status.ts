@@ -666,6 +666,31 @@ function dhcpPool(family: 4 | 6, start: string, end: string, hosts: string[]): D
 }
 
 /** How long after a start, or a hot-plugged interface, a missing address is looked for. */
+/** How long after a start the balloon is watched on its way to the target (balloonMoving). */
+const BALLOON_BOOT_WINDOW_MS = 60_000;
+
+/**
+ * Whether the guest's balloon is still on its way to the target: just set, moved since the last
+ * status, or the machine started less than a minute ago. A machine whose memory is below
+ * maxMemory boots with the balloon at maxMemory, and the guest's driver deflates it only a few
+ * seconds into the boot, after the passes around the start have looked (nothing wakes us when
+ * it does: libvirt has no balloon event here). A guest without a balloon driver never moves
+ * it, so the looks stop after that minute and never loop. Pure.
+ */
+export function balloonMoving(
+  vm: VirtualMachine,
+  status: VirtualMachineStatus,
+  executed: readonly { op: string }[],
+  now: Date,
+): boolean {
+  const memory = status.memory;
+  if (!memory?.actual || !memory.target || memory.actual === memory.target) return false;
+  if (executed.some((s) => s.op === 'setMemory')) return true;
+  if (vm.status?.memory?.actual !== memory.actual) return true;
+  const startedAt = status.startedAt ? Date.parse(status.startedAt) : undefined;
+  return startedAt !== undefined && now.getTime() - startedAt < BALLOON_BOOT_WINDOW_MS;
+}
+
 const ADDRESS_POLL_WINDOW_MS = 300_000;
 
 /**

@@ -11,6 +11,7 @@ import {
   established,
   ephemeralPortLow,
   etcdUsing,
+  etcdOutlasting,
   freePort,
   kubectlDiscoveryCache,
 } from '../../../src/commands/local/control-plane.js';
@@ -70,6 +71,40 @@ describe('etcdUsing', () => {
       expect(etcdUsing('/a/etcd', proc)).toBeUndefined();
       fake('12', '/c/k8s/etcd', '--name=default', '--data-dir=/a/etcd');
       expect(etcdUsing('/a/etcd', proc)).toBe(12);
+    } finally {
+      rmSync(proc, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('etcdOutlasting', () => {
+  // `up` killed with SIGKILL and started again at once (a supervisor, a user's up-arrow):
+  // the dead run's etcd lives until its reaper, which looks every 300 ms, kills it. The new
+  // run refused the folder as in use instead of waiting those few hundred milliseconds.
+  const fakeProc = () => {
+    const proc = mkdtempSync(join(tmpdir(), 'lvo-proc-'));
+    mkdirSync(join(proc, '12'));
+    writeFileSync(
+      join(proc, '12', 'cmdline'),
+      ['/c/k8s/etcd', '--data-dir=/a/etcd', ''].join('\0'),
+    );
+    return proc;
+  };
+
+  it('waits for an etcd that goes away within the wait (reaped after its owner was killed)', async () => {
+    const proc = fakeProc();
+    try {
+      setTimeout(() => rmSync(join(proc, '12'), { recursive: true, force: true }), 400);
+      expect(await etcdOutlasting('/a/etcd', 3_000, proc)).toBeUndefined();
+    } finally {
+      rmSync(proc, { recursive: true, force: true });
+    }
+  });
+
+  it('names an etcd that is still there after the wait (another run holds the folder)', async () => {
+    const proc = fakeProc();
+    try {
+      expect(await etcdOutlasting('/a/etcd', 300, proc)).toBe(12);
     } finally {
       rmSync(proc, { recursive: true, force: true });
     }

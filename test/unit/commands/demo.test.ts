@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { validateManifest } from '../../../src/api/validate.js';
 import type { VirtualMachine } from '../../../src/api/generated/types.js';
-import { demoCidr, demoManifests, demoNames } from '../../../src/commands/demo.js';
+import { demoCidr, demoManifests, demoNames, demoToApply } from '../../../src/commands/demo.js';
 import { desiredDomain } from '../../../src/controllers/virtual-machine/desired.js';
 import { restartPending } from '../../../src/controllers/virtual-machine/plan.js';
 
@@ -101,5 +101,34 @@ describe('demoCidr', () => {
   it('says so when all are used', () => {
     const all = Array.from({ length: 50 }, (_, i) => `192.168.${150 + i}.1`);
     expect(() => demoCidr(all)).toThrow(/no free 192\.168\.150-199/);
+  });
+});
+
+describe('demoToApply', () => {
+  const docs = demoManifests(input);
+  const names = (ms: readonly { kind: string; metadata: { name?: string } }[]) =>
+    ms.map((m) => `${m.kind}/${m.metadata.name}`);
+
+  it('applies every object on a first run', () => {
+    expect(names(demoToApply(docs, new Set()))).toEqual(names(docs));
+  });
+
+  it("leaves the objects of an earlier run alone: a restart of up must not undo a user's day-2 patch", () => {
+    // Re-applied with up's forced field manager, the machine would take back memory 256Mi and
+    // one vCPU: the running guest's balloon shrinks and a vCPU waits for a restart.
+    const existing = new Set(names(docs));
+    expect(demoToApply(docs, existing)).toEqual([]);
+  });
+
+  it('applies only what is missing (a Volume replaced as stale, a machine the user deleted)', () => {
+    const existing = new Set([
+      'VirtualNetwork/demo-net',
+      'StoragePool/demo-pool',
+      'Volume/demo-initrd',
+    ]);
+    expect(names(demoToApply(docs, existing))).toEqual([
+      'Volume/demo-kernel',
+      'VirtualMachine/demo',
+    ]);
   });
 });

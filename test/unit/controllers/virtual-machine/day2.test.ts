@@ -18,6 +18,7 @@ import {
 } from '../../../../src/controllers/virtual-machine/plan.js';
 import {
   addressWindowOpen,
+  balloonMoving,
   machineStatus,
 } from '../../../../src/controllers/virtual-machine/status.js';
 import { actMachine } from '../../../../src/controllers/virtual-machine/act.js';
@@ -795,5 +796,37 @@ describe('a live attach the running domain has no room for', () => {
     const outcome = await actMachine({} as Connect, domain, [attach]);
     expect(outcome.failure).toBeUndefined();
     expect(outcome.deferred).toEqual([attach]);
+  });
+});
+
+describe('the balloon wait after a start', () => {
+  // A machine whose memory is below maxMemory boots with the balloon at maxMemory; the guest's
+  // balloon driver brings it down to the target a few seconds into the boot. Measured with the
+  // tiny guest (384Mi of 512Mi): the first passes after the start still read 512Mi, and without
+  // another look status kept actual 512Mi for the next ten minutes.
+  const at = (iso: string) => new Date(iso);
+  const previous = runningStatus({ memory: { actual: '512Mi', target: '384Mi' } });
+  const now = runningStatus({
+    startedAt: '2026-03-01T11:00:00Z',
+    memory: { actual: '512Mi', target: '384Mi' },
+  });
+  const machine = (status: VirtualMachineStatus) => ({ ...vm(), status });
+
+  it('keeps looking while a freshly started guest has not yet reached the target', () => {
+    expect(balloonMoving(machine(previous), now, [], at('2026-03-01T11:00:05Z'))).toBe(true);
+    expect(balloonMoving(machine(previous), now, [], at('2026-03-01T11:00:59Z'))).toBe(true);
+  });
+
+  it('stops looking a minute after the start: a guest without a balloon driver never moves it', () => {
+    expect(balloonMoving(machine(previous), now, [], at('2026-03-01T11:01:00Z'))).toBe(false);
+  });
+
+  it('looks after a live change and while the balloon moves; not once it is there', () => {
+    const later = at('2026-03-01T14:00:00Z');
+    expect(balloonMoving(machine(previous), now, [{ op: 'setMemory' }], later)).toBe(true);
+    const moved = runningStatus({ memory: { actual: '448Mi', target: '384Mi' } });
+    expect(balloonMoving(machine(previous), moved, [], later)).toBe(true);
+    const there = runningStatus({ memory: { actual: '384Mi', target: '384Mi' } });
+    expect(balloonMoving(machine(previous), there, [], at('2026-03-01T11:00:05Z'))).toBe(false);
   });
 });
