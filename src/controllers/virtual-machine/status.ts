@@ -665,7 +665,6 @@ function dhcpPool(family: 4 | 6, start: string, end: string, hosts: string[]): D
   return [{ family, serves: (ip) => isFamily(ip) && list.check(ip, type) }];
 }
 
-/** How long after a start, or a hot-plugged interface, a missing address is looked for. */
 /** How long after a start the balloon is watched on its way to the target (balloonMoving). */
 const BALLOON_BOOT_WINDOW_MS = 60_000;
 
@@ -691,6 +690,7 @@ export function balloonMoving(
   return startedAt !== undefined && now.getTime() - startedAt < BALLOON_BOOT_WINDOW_MS;
 }
 
+/** How long after a start, or a hot-plugged interface, a missing address is looked for. */
 const ADDRESS_POLL_WINDOW_MS = 300_000;
 
 /**
