@@ -143,6 +143,8 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   PathNotDirectory: 'stalled',
   PathForbidden: 'stalled',
   MACAddressInUse: 'stalled',
+  // A writable disk on a Volume that others are layered on: the user attaches it read-only.
+  VolumeHasOverlays: 'stalled',
   // The spec asks for what this host or libvirt cannot do, or is inconsistent with it.
   Unsupported: 'stalled',
   InvalidAddress: 'stalled',

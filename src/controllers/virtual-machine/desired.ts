@@ -74,6 +74,8 @@ export interface References {
   network(name: string): VirtualNetwork | undefined;
   /** The machines on this node with an interface on the network (this one included). */
   machinesOn?(network: string): VirtualMachine[];
+  /** The Volumes layered on this one (spec.source.backingVolume names it). */
+  overlaysOf?(namespace: string, name: string): string[];
 }
 
 /** Phases in which a Volume's file exists and may be attached. */
@@ -143,6 +145,10 @@ export function machineInputs(
       volumes.set(name, { path: vol.status.path, format: vol.spec.format ?? 'qcow2' });
     }
   }
+  (vm.spec.disks ?? []).forEach((disk, i) => {
+    const problem = overlaysProblem(i, disk, namespace, refs);
+    if (problem) problems.push(problem);
+  });
   const macs = interfaceMacs(vm);
   (vm.spec.interfaces ?? []).forEach((nic, i) => {
     const problem =
@@ -190,6 +196,30 @@ function volumeProblem(
     return notReady(`is not ready yet (phase ${phase ?? 'unknown'})`);
   }
   return undefined;
+}
+
+/**
+ * An overlay reads its backing file for as long as it exists, and qcow2 cannot tell that the
+ * file changed under it: a machine writing a base image silently corrupts every overlay on it
+ * (QEMU's image locks only stop it while a machine on an overlay runs). So a base is attached
+ * read-only or not at all.
+ */
+function overlaysProblem(
+  index: number,
+  disk: NonNullable<VirtualMachine['spec']['disks']>[number],
+  namespace: string,
+  refs: References,
+): Problem | undefined {
+  if (disk.readOnly || disk.device === 'cdrom') return undefined;
+  const overlays = refs.overlaysOf?.(namespace, disk.volume) ?? [];
+  if (overlays.length === 0) return undefined;
+  return {
+    reason: 'VolumeHasOverlays',
+    message:
+      `spec.disks[${index}].volume: Volume '${disk.volume}' is the backing file of ` +
+      `${overlays.length === 1 ? 'Volume' : 'Volumes'} ${overlays.join(', ')}: writing it would ` +
+      `corrupt what they read; attach it with readOnly: true, or delete them first`,
+  };
 }
 
 function networkProblem(

@@ -16,7 +16,7 @@ import {
   type ControllerContext,
   type KindReconcile,
 } from '../context.js';
-import { INDEX_NETWORK } from '../indexes.js';
+import { INDEX_NETWORK, INDEX_SOURCE_VOLUME } from '../indexes.js';
 import { deleteRestoresOf, restoreInProgress } from '../shared/restores.js';
 import { actMachine, type StepFailure } from './act.js';
 import {
@@ -303,6 +303,11 @@ function resolve(vm: VirtualMachine, ctx: ControllerContext) {
     volume: (ns: string, name: string) => ctx.get<Volume>('Volume', ns, name),
     network: (name: string) => ctx.get<VirtualNetwork>('VirtualNetwork', undefined, name),
     machinesOn: (network: string) => ctx.byIndex<VirtualMachine>(KIND, INDEX_NETWORK, network),
+    overlaysOf: (ns: string, name: string) =>
+      ctx
+        .byIndex<Volume>('Volume', INDEX_SOURCE_VOLUME, `${ns}/${name}`)
+        .filter((v) => v.spec.source?.backingVolume?.volume === name)
+        .map((v) => String(v.metadata.name)),
   };
   return machineInputs(vm, refs, ctx.nodeName, ctx.stateDir);
 }

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { isStalledReason } from '../../../../src/api/conditions.js';
 import type {
   VirtualMachine,
   VirtualNetwork,
@@ -290,6 +291,25 @@ describe('machineInputs', () => {
   };
   const good = [volume('root', { format: 'raw' }), volume('kernel'), volume('initrd')];
   const lab = network('lab', [{ nodeName: 'node-a', active: true }]);
+
+  // A base image written by a machine corrupts every overlay on it (qcow2 cannot tell).
+  it('refuses a writable disk on a Volume others are layered on, not a read-only one', () => {
+    const layered = {
+      ...refs(good, [lab]),
+      overlaysOf: (_ns: string, name: string) => (name === 'root' ? ['web-1', 'web-2'] : []),
+    };
+    expect(machineInputs(vm(spec), layered, 'node-a', '/state')).toEqual({
+      problem: {
+        reason: 'VolumeHasOverlays',
+        message:
+          "spec.disks[0].volume: Volume 'root' is the backing file of Volumes web-1, web-2: " +
+          'writing it would corrupt what they read; attach it with readOnly: true, or delete them first',
+      },
+    });
+    const readOnly = { ...spec, disks: [{ ...spec.disks[0]!, readOnly: true }] };
+    expect(machineInputs(vm(readOnly), layered, 'node-a', '/state')).toHaveProperty('inputs');
+    expect(isStalledReason('VolumeHasOverlays')).toBe(true);
+  });
 
   it('resolves every Volume to its path and format', () => {
     const result = machineInputs(vm(spec), refs(good, [lab]), 'node-a', '/state');
