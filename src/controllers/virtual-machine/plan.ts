@@ -566,6 +566,11 @@ export interface PlanInput {
    * (HostState deferredDevices): restart-time, like the fields restartPending names.
    */
   deferred?: readonly string[];
+  /**
+   * The machine must not be started: a writable disk of it is a base image that other Volumes
+   * are layered on (VolumeHasOverlays), which its guest would corrupt for them.
+   */
+  holdStart?: boolean;
 }
 
 export function planMachine(input: PlanInput): MachinePlan {
@@ -603,7 +608,11 @@ export function planMachine(input: PlanInput): MachinePlan {
     pending,
     now,
   );
-  if (!desired) return power;
+  if (!desired) {
+    return input.holdStart
+      ? { ...power, steps: power.steps.filter((s) => s.op !== 'start') }
+      : power;
+  }
   // A domain being stopped takes no live changes: they would die with it, and one the
   // guest or libvirt refuses would end the pass before its stop step.
   const target = power.shutdown ? { ...domain, live: undefined } : domain;

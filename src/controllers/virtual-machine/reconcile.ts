@@ -107,6 +107,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     now,
     restoreStopped: ctx.host.restoreStops.has(uid),
     deferred: refusedLive(ctx, uid, before.domain),
+    holdStart: 'problem' in resolved && resolved.problem.reason === 'VolumeHasOverlays',
   };
   const plan = planMachine(planInput);
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;

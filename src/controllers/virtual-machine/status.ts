@@ -198,6 +198,8 @@ function phaseOf(input: StatusInput): Phase {
     return 'Running';
   }
   if (problem?.reason === 'StartFailed') return 'Failed';
+  // Held off, not on its way up: a start would write a base image under its overlays.
+  if (problem?.reason === 'VolumeHasOverlays') return 'Stopped';
   if (shutdown === 'RestartToApplyChanges' || shutdown === 'RestartRequested') return 'Starting';
   if (wantsRunning(vm) && !(vm.spec.runStrategy === 'RerunOnFailure' && reason === 'shutdown')) {
     return 'Starting';

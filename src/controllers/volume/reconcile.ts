@@ -107,8 +107,14 @@ async function convergeFile(
   const plan = planVolume(vol, kind, desired, found?.doc, copied);
   if ('conflict' in plan)
     return { facts: { problem: { reason: 'NameConflict', message: plan.conflict }, usedBy } };
-  if (source && plan.steps.some((s) => s.op === 'clone')) {
-    const held = await sourceHeld(vol, String(sourceVolumeName(vol)), source.image.path, ctx);
+  const use = plan.steps.some((s) => s.op === 'clone')
+    ? 'copy'
+    : plan.steps.some((s) => s.op === 'create' && s.doc.backingStore)
+      ? 'overlay'
+      : undefined;
+  if (source && use) {
+    const name = String(sourceVolumeName(vol));
+    const held = await sourceHeld(vol, name, source.image.path, ctx, use);
     if (held) return { facts: { problem: held, usedBy } };
   }
   // A copy can take minutes: say so before it starts, or the Volume shows no status at all

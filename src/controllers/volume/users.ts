@@ -64,15 +64,17 @@ export function machinesThatMayHold(vol: Volume, ctx: ControllerContext): Virtua
 }
 
 /**
- * Why a copy of the source Volume `name` (its file at `path`) cannot be made now: a running
- * machine of this node has the file open as a writable disk. QEMU holds its write lock, so qemu-img
- * cannot read it (and a copy of a disk being written would not be consistent anyway).
+ * Why a copy of the source Volume `name` (its file at `path`), or an overlay on it, cannot be
+ * made now: a running machine of this node has the file open as a writable disk. QEMU holds its
+ * write lock, so qemu-img cannot read it (and a copy of a disk being written would not be
+ * consistent anyway); an overlay on a base being written would see it change underneath.
  */
 export async function sourceHeld(
   vol: Volume,
   name: string,
   path: string,
   ctx: ControllerContext,
+  use: 'copy' | 'overlay' = 'copy',
 ): Promise<Problem | undefined> {
   const key = `${vol.metadata.namespace}/${name}`;
   const named = ctx
@@ -84,11 +86,14 @@ export async function sourceHeld(
   const holders = holderNames(disks.filter((d) => !d.readonly));
   if (holders.length === 0) return undefined;
   const which = holders.length === 1 ? 'VirtualMachine' : 'VirtualMachines';
+  const held = `source Volume ${key} is a writable disk of running ${which} ${holders.join(', ')}`;
   return {
     reason: 'SourceInUse',
     message:
-      `source Volume ${key} is a writable disk of running ${which} ${holders.join(', ')}, whose QEMU ` +
-      `holds the file's write lock: it cannot be copied while in use; the copy is made once ` +
-      `the machine is stopped or the disk detached`,
+      use === 'copy'
+        ? `${held}, whose QEMU holds the file's write lock: it cannot be copied while in use; ` +
+          `the copy is made once the machine is stopped or the disk detached`
+        : `${held}: an overlay reads its backing file as it is, and the guest is changing it; ` +
+          `the overlay is made once the machine is stopped or the disk detached`,
   };
 }

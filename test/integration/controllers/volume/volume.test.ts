@@ -435,14 +435,52 @@ describe('Volume on test:///default', () => {
     expect(waiting?.status?.conditions?.find((c) => c.type === 'Stalled')).toMatchObject({
       status: 'False',
     });
-
-    await k.patchSpec('VirtualMachine', NS, 'runner', { runStrategy: 'Halted' });
-    await converge(ctx, reconcileVirtualMachine, `${NS}/runner`, {
-      until: async () =>
-        (await k.get<VirtualMachine>('VirtualMachine', NS, 'runner'))?.status?.phase === 'Stopped',
+    // Nor is an overlay layered on it: the guest is changing the base it would read.
+    await createVol('held-over', {
+      capacity: '64Mi',
+      source: { backingVolume: { volume: 'held' } },
     });
+    await ctx.refresh();
+    expect(requeueMs(await reconcileVolume(`${NS}/held-over`, ctx))).toBeGreaterThan(0);
+    expect(await fileNames()).not.toContain('apps_held-over');
+    expect(
+      (await getVol('held-over'))?.status?.conditions?.find((c) => c.type === 'Ready'),
+    ).toMatchObject({
+      reason: 'SourceInUse',
+      message: expect.stringContaining('the overlay is made once the machine is stopped'),
+    });
+
+    // The machine's passes as the queue runs them: with the overlay declared, each reports
+    // VolumeHasOverlays and asks to look again, which converge() does not count as done.
+    const runnerUntil = async (holds: (vm?: VirtualMachine) => boolean) => {
+      for (let pass = 0; pass < 20; pass++) {
+        await ctx.refresh();
+        await reconcileVirtualMachine(`${NS}/runner`, ctx);
+        if (holds(await k.get<VirtualMachine>('VirtualMachine', NS, 'runner'))) return;
+      }
+      throw new Error(
+        `runner: ${JSON.stringify((await k.get<VirtualMachine>('VirtualMachine', NS, 'runner'))?.status)}`,
+      );
+    };
+    await k.patchSpec('VirtualMachine', NS, 'runner', { runStrategy: 'Halted' });
+    await runnerUntil((vm) => vm?.status?.phase === 'Stopped');
     await converge(ctx, reconcileVolume, `${NS}/held-copy`, { until: settled('held-copy') });
     expect(await fileNames()).toContain('apps_held-copy');
+    await converge(ctx, reconcileVolume, `${NS}/held-over`, { until: settled('held-over') });
+    expect(await fileNames()).toContain('apps_held-over');
+    // With an overlay on it, the base is no writable disk any more: the machine stays off.
+    await k.patchSpec('VirtualMachine', NS, 'runner', { runStrategy: 'Always' });
+    await runnerUntil(
+      (vm) =>
+        vm?.status?.conditions?.some(
+          (c) => c.type === 'Ready' && c.reason === 'VolumeHasOverlays',
+        ) ?? false,
+    );
+    expect((await k.get<VirtualMachine>('VirtualMachine', NS, 'runner'))?.status?.phase).toBe(
+      'Stopped',
+    );
+    await k.remove('Volume', NS, 'held-over');
+    await converge(ctx, reconcileVolume, `${NS}/held-over`, { until: gone('held-over') });
     await k.remove('VirtualMachine', NS, 'runner');
     await converge(ctx, reconcileVirtualMachine, `${NS}/runner`, {
       until: async () => (await k.get('VirtualMachine', NS, 'runner')) === undefined,

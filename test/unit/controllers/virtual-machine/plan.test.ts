@@ -863,3 +863,16 @@ describe('the lifecycle changes a pass makes itself', () => {
     ]);
   });
 });
+
+describe('a machine whose writable disk others are layered on', () => {
+  // Its guest would write the base image under the overlays (VolumeHasOverlays): the problem
+  // keeps the desired document away, and the stopped domain must not be started either.
+  it('is not started while that holds, and is once it no longer does', () => {
+    const machine = vm({}, { status: { phase: 'Stopped' } });
+    const stopped = observed(ours({ config: desired(machine), active: false }));
+    const input = { vm: machine, desired: undefined, cloudInit: undefined, observed: stopped };
+    const plan = (holdStart: boolean) => planMachine({ ...input, now: NOW, holdStart });
+    expect(plan(false).steps.map((s) => s.op)).toEqual(['start']);
+    expect(plan(true).steps).toEqual([]);
+  });
+});
