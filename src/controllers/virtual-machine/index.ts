@@ -1,6 +1,7 @@
 // The VirtualMachine controller: the agent of spec.nodeName defines the machine as a libvirt
 // domain named <namespace>_<name> with the machine's UUID, keeps its power state as
 // spec.runStrategy asks, applies memory and vCPU changes live, and reports what it observes.
+import type { Volume } from '../../api/generated/types.js';
 import { keyOf } from '../context.js';
 import { INDEX_NETWORK, INDEX_VOLUME, partOfVm, vmIndexes } from '../indexes.js';
 import type { ControllerModule } from '../module.js';
@@ -20,10 +21,18 @@ export const virtualMachine: ControllerModule = {
   // room for the passes of machines that are not being stopped.
   concurrency: 32,
   triggers: [
-    // A machine's status names its Volumes' paths and waits for them and its networks.
+    // A machine's status names its Volumes' paths and waits for them and its networks. An
+    // overlay's arrival or departure also wakes the machines using its base
+    // (VolumeHasOverlays: a writable disk on a base is refused while overlays exist).
     {
       from: 'Volume',
-      keys: (c, cache) => cache.keysByIndex('VirtualMachine', INDEX_VOLUME, keyOf(c.obj)),
+      keys: (c, cache) => [
+        ...new Set(
+          [keyOf(c.obj), ...baseOf(c.obj as Volume)].flatMap((key) =>
+            cache.keysByIndex('VirtualMachine', INDEX_VOLUME, key),
+          ),
+        ),
+      ],
     },
     {
       from: 'VirtualNetwork',
@@ -33,3 +42,9 @@ export const virtualMachine: ControllerModule = {
     { from: 'VirtualMachineRestore', keys: (c) => partOfVm(c.obj) },
   ],
 };
+
+/** The Volume an overlay is layered on, as an index key ("namespace/name"). */
+function baseOf(vol: Volume): string[] {
+  const base = vol.spec?.source?.backingVolume?.volume;
+  return base ? [`${vol.metadata.namespace ?? ''}/${base}`] : [];
+}

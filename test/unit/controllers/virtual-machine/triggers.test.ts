@@ -53,6 +53,17 @@ describe('which machines a change wakes (the VirtualMachine module triggers)', (
     expect(woken('Volume', { metadata: { name: 'other', namespace: 'prod' } })).toEqual([]);
   });
 
+  // VolumeHasOverlays: a machine writing a base is judged again when an overlay comes or goes.
+  it('for an overlay: also the machines using its base', () => {
+    const overlay = (source: object) =>
+      ({ metadata: { name: 'web-1', namespace: 'prod' }, spec: { source } }) as KubeObject;
+    expect(woken('Volume', overlay({ backingVolume: { volume: 'root' } }))).toEqual([
+      'prod/a',
+      'prod/b',
+    ]);
+    expect(woken('Volume', overlay({ clone: { volume: 'root' } }))).toEqual([]);
+  });
+
   it('for a VirtualNetwork: the machines with an interface on it', () => {
     expect(woken('VirtualNetwork', { metadata: { name: 'lab' } })).toEqual(['prod/a']);
   });
