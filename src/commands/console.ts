@@ -23,7 +23,7 @@ import { defaultLibvirtUri } from '../agent/config.js';
 import { createKubeClient, type KubeClient } from '../runtime/index.js';
 import { isNotFound as isKubeNotFound } from '../runtime/kube-client.js';
 import { kubeconfigNamespace } from '../runtime/kube-config.js';
-import { missingCrd } from './crd-missing.js';
+import { notFoundError } from './crd-missing.js';
 import { kubeconfigPath, UsageError, withOneLineErrors } from './flags.js';
 import { loadKubeConfig } from './run.js';
 
@@ -255,12 +255,13 @@ async function getVirtualMachine(
       path: `/apis/${info.apiVersion}/namespaces/${encodeURIComponent(namespace)}/${info.plural}/${encodeURIComponent(name)}`,
     });
   } catch (err) {
-    if (isKubeNotFound(err)) {
-      throw (
-        (await missingCrd(client, 'VirtualMachine')) ??
-        new Error(`VirtualMachine ${namespace}/${name} not found`, { cause: err })
+    if (isKubeNotFound(err))
+      throw await notFoundError(
+        client,
+        'VirtualMachine',
+        `VirtualMachine ${namespace}/${name}`,
+        err,
       );
-    }
     throw err;
   }
 }

@@ -28,3 +28,13 @@ export async function missingCrd(client: KubeClient, kind: VirtKind): Promise<Er
     `the cluster has no ${plural}.${group} (${API_VERSION}): its CRDs are not installed (kubectl apply -k manifests/, docs/deploy.md)`,
   );
 }
+
+/** The error for a 404 on `what`, an object of `kind`: the missing CRD when that is the cause. */
+export async function notFoundError(
+  client: KubeClient,
+  kind: VirtKind,
+  what: string,
+  cause: unknown,
+): Promise<Error> {
+  return (await missingCrd(client, kind)) ?? new Error(`${what} not found`, { cause });
+}

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { PAUSED_ANNOTATION, RESTART_ANNOTATION } from '../controllers/virtual-machine/plan.js';
 import { CONTENT_TYPE, createKubeClient, isNotFound } from '../runtime/kube-client.js';
 import { kubeconfigNamespace } from '../runtime/kube-config.js';
-import { missingCrd } from './crd-missing.js';
+import { notFoundError } from './crd-missing.js';
 import { command, kubeconfigPath, UsageError } from './flags.js';
 import { loadKubeConfig } from './run.js';
 
@@ -75,12 +75,13 @@ async function run(
       body: { metadata: { annotations: patch } },
     });
   } catch (err) {
-    if (isNotFound(err)) {
-      throw (
-        (await missingCrd(client, 'VirtualMachine')) ??
-        new Error(`virtualmachine ${namespace}/${name} not found`, { cause: err })
+    if (isNotFound(err))
+      throw await notFoundError(
+        client,
+        'VirtualMachine',
+        `virtualmachine ${namespace}/${name}`,
+        err,
       );
-    }
     throw err;
   }
   const value = patch[RESTART_ANNOTATION];
