@@ -244,15 +244,15 @@ export function tail(file: string, lines = 5): string {
   }
 }
 
+/** How soon a reaper kills what its SIGKILLed owner started (it looks every 300 ms). */
+const REAPED_WITHIN_MS = 3_000;
+
 /**
  * A detached watchdog that outlives a SIGKILLed parent: it kills every PID listed in the
  * pids file and removes the directory. This is what keeps an interrupted test run from
  * leaving etcd or kube-apiserver behind. Inline JS, because the harness also runs from
  * TypeScript sources under vitest.
  */
-/** How soon a reaper kills what its SIGKILLed owner started (it looks every 300 ms). */
-const REAPED_WITHIN_MS = 3_000;
-
 export const REAPER_SOURCE = `
 const fs = require('fs');
 const [parent, dir, removeDir] = process.argv.slice(1);

@@ -164,10 +164,10 @@ export function subnetString(s: Subnet): string {
 }
 
 /**
- * What the spec asks for that libvirt or the host cannot do in this mode, or undefined. The CRD already
- * refuses ipv4 with mode bridge; libvirt also refuses an MTU there ("mtu size only allowed in
- * open, route, nat, and isolated mode"), and a host bridge has no dnsmasq to serve DNS records.
- * Caught here so the user gets the field name instead of a libvirt XML error.
+ * What the spec asks for that libvirt or the host cannot do in this mode, or undefined. The
+ * CRD already refuses ipv4 with mode bridge; libvirt also refuses an MTU there ("mtu size only
+ * allowed in open, route, nat, and isolated mode"), and a host bridge has no dnsmasq to serve
+ * DNS records. Caught here so the user gets the field name instead of a libvirt XML error.
  */
 export function unsupportedSpec(vnet: VirtualNetwork): string | undefined {
   if (modeOf(vnet) !== 'bridge') return unusableInRoutedModes(vnet);
