@@ -119,13 +119,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
           identity: opts.lease.identity,
         }
       : false,
-    health: opts.health
-      ? {
-          host: opts.health.host,
-          port: opts.health.port,
-          anyPortIfTaken: opts.health.anyPortIfTaken,
-        }
-      : false,
+    health: opts.health ?? false,
     events: {
       reportingController: 'virt.dev/libvirt-operator',
       reportingInstance: `libvirt-operator-${opts.nodeName}`,

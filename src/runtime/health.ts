@@ -110,26 +110,23 @@ export async function startHealthServer(opts: {
         return send(404, 'not found: try /healthz, /readyz or /metrics\n');
     }
   });
+  /** undefined once listening, else the listen error. */
   const listen = (port: number) =>
-    new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+    new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+      server.once('error', resolve);
       server.listen(port, opts.host ?? '0.0.0.0', () => {
-        server.off('error', reject);
-        resolve();
+        server.off('error', resolve);
+        resolve(undefined);
       });
     });
-  try {
-    await listen(opts.port).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'EADDRINUSE' && opts.anyPortIfTaken) return listen(0);
-      throw err;
-    });
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
+  let err = await listen(opts.port);
+  if (err?.code === 'EADDRINUSE' && opts.anyPortIfTaken) err = await listen(0);
+  if (err) {
     throw new Error(
       err.code === 'EADDRINUSE'
         ? `health port ${opts.port} is already in use; choose another`
         : `cannot serve health endpoints on ${opts.host ?? '0.0.0.0'}:${opts.port}: ${err.message}`,
-      { cause: e },
+      { cause: err },
     );
   }
   const { port } = server.address() as AddressInfo;
