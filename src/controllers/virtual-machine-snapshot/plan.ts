@@ -96,19 +96,21 @@ export function takeMayBeCutShort(snap: VirtualMachineSnapshot, cutShort: boolea
 }
 
 /**
- * Why libvirt cannot delete this internal snapshot while the domain is active, if it cannot.
- * Before a live delete, libvirt 9.0 compares each disk the snapshot lists with the running
- * domain's disk of that target: a target the domain no longer has (a disk detached since) is
- * a NULL it dereferences, and libvirtd dies (measured: a segfault in libvirt_driver_qemu.so on
- * every retry, taking every other client's calls with it); a target now on another file is
- * refused. Every disk counts, those left out of the snapshot too (measured: a CD-ROM given
- * other media since is refused). Shut off, libvirt deletes the snapshot from the files it was taken of (qemu-img), so
- * such a delete waits for the domain to stop. Pure.
+ * Why libvirt cannot delete this internal snapshot of the machine now, if it cannot. Before a
+ * live delete, libvirt 9.0 compares each disk the snapshot lists with the running domain's disk
+ * of that target: a target the domain no longer has (a disk detached since) is a NULL it
+ * dereferences, and libvirtd dies (measured: a segfault in libvirt_driver_qemu.so on every
+ * retry, taking every other client's calls with it); a target now on another file is refused.
+ * Every disk counts, those left out of the snapshot too (measured: a CD-ROM given other media
+ * since is refused). Shut off, libvirt deletes the snapshot from the files it was taken of
+ * (qemu-img), so such a delete waits for the domain to stop. Pure.
  */
 export function liveDeleteBlocker(
   snapshot: { disks: ReadonlyArray<{ name: string; source?: string }> },
-  running: ReadonlyArray<{ name: string; source?: string }>,
+  machine: { active: boolean; disks: ReadonlyArray<{ name: string; source?: string }> },
 ): string | undefined {
+  if (!machine.active) return undefined;
+  const running = machine.disks;
   const problems: string[] = [];
   for (const disk of snapshot.disks) {
     const now = running.find((d) => d.name === disk.name);

@@ -133,9 +133,9 @@ async function converge(
         const leftover = step.cleanUp === 'leftover' ? found?.snapshot : undefined;
         // A leftover record is deleted as it stands, with the disks it names: one a running
         // machine no longer has would crash libvirt 9.0 (liveDeleteBlocker). It waits.
-        const blocker =
-          leftover && found && m.active ? liveDeleteBlocker(found.doc, m.disks) : undefined;
+        const blocker = leftover && found && liveDeleteBlocker(found.doc, m);
         if (blocker) {
+          leftover.free();
           await report(ctx, inProgress, {
             phase: 'InProgress',
             reason: 'SnapshotInProgress',
@@ -234,8 +234,7 @@ async function removeSnapshot(
     const found = await observeSnapshot(machine.domain, name);
     // Kept while the domain runs without the disks it names: libvirt 9.0 would crash
     // (liveDeleteBlocker). The machine's own removal stops the domain first, then deletes it.
-    const blocker =
-      found && machine.active ? liveDeleteBlocker(found.doc, machine.disks) : undefined;
+    const blocker = found && liveDeleteBlocker(found.doc, machine);
     if (found && blocker) {
       found.snapshot.free();
       ctx.event(KIND, snap, 'Warning', 'DeletePending', blocker);

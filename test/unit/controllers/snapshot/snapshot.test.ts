@@ -186,22 +186,27 @@ describe('planSnapshot after an interrupted take', () => {
 describe('liveDeleteBlocker', () => {
   const vda = { name: 'vda', source: '/pool/ns_root' };
   const vdb = { name: 'vdb', source: '/pool/ns_data' };
+  const running = (disks: Array<{ name: string; source?: string }>) => ({ active: true, disks });
   it('lets a live delete through when every disk of the snapshot is attached on its file', () => {
-    expect(liveDeleteBlocker({ disks: [vda, vdb] }, [vda, vdb])).toBeUndefined();
+    expect(liveDeleteBlocker({ disks: [vda, vdb] }, running([vda, vdb]))).toBeUndefined();
     // A disk attached since is no concern: the snapshot does not name it.
-    expect(liveDeleteBlocker({ disks: [vda] }, [vda, vdb])).toBeUndefined();
+    expect(liveDeleteBlocker({ disks: [vda] }, running([vda, vdb]))).toBeUndefined();
   });
 
   it('holds it back when a disk of the snapshot was detached since (libvirt 9.0 crashes)', () => {
-    expect(liveDeleteBlocker({ disks: [vda, vdb] }, [vda])).toMatch(
+    expect(liveDeleteBlocker({ disks: [vda, vdb] }, running([vda]))).toMatch(
       /disk vdb is no longer attached.*deleted once the domain is shut off \(runStrategy Halted/,
     );
+    // Shut off, libvirt deletes it from the files: nothing holds it back.
+    expect(
+      liveDeleteBlocker({ disks: [vda, vdb] }, { active: false, disks: [vda] }),
+    ).toBeUndefined();
   });
 
   it('holds it back when a disk of the snapshot is on another file now (libvirt refuses)', () => {
-    expect(liveDeleteBlocker({ disks: [vda] }, [{ name: 'vda', source: '/pool/other' }])).toMatch(
-      /disk vda is now \/pool\/other, not \/pool\/ns_root/,
-    );
+    expect(
+      liveDeleteBlocker({ disks: [vda] }, running([{ name: 'vda', source: '/pool/other' }])),
+    ).toMatch(/disk vda is now \/pool\/other, not \/pool\/ns_root/);
   });
 });
 
