@@ -119,7 +119,7 @@ async function convergeFile(
   }
   // A copy can take minutes: say so before it starts, or the Volume shows no status at all
   // meanwhile (and kstatus, so Flux, takes an object without status for Current).
-  if (plan.steps.some((s) => s.op === 'clone')) {
+  if (use === 'copy') {
     const written = await ctx.applyStatus(KIND, vol, volumeStatus(vol, { usedBy }, ctx.now()));
     if (written) vol = written as Volume;
   }

@@ -51,10 +51,11 @@ export interface VolumeFacts {
 
 export function volumeStatus(vol: Volume, facts: VolumeFacts, now: Date): VolumeStatus {
   const generation = vol.metadata.generation ?? 0;
+  const growTo = pendingGrow(vol, facts);
   const status: VolumeStatus = {
-    phase: phaseOf(facts, pendingGrow(vol, facts)),
+    phase: phaseOf(facts, growTo),
     observedGeneration: generation,
-    conditions: conditionsFor(vol, facts, now),
+    conditions: conditionsFor(vol, facts, now, growTo),
   };
   const path = facts.observed?.path ?? facts.importing?.path ?? vol.status?.path;
   if (path !== undefined) status.path = path;
@@ -126,10 +127,15 @@ function readyCondition(facts: VolumeFacts, growTo: bigint | undefined): Conditi
   };
 }
 
-function conditionsFor(vol: Volume, facts: VolumeFacts, now: Date): Condition[] {
+function conditionsFor(
+  vol: Volume,
+  facts: VolumeFacts,
+  now: Date,
+  growTo: bigint | undefined,
+): Condition[] {
   const observedGeneration = vol.metadata.generation ?? 0;
   let conditions = (vol.status?.conditions ?? []).filter((c) => OWN_TYPES.includes(c.type));
-  const ready = { ...readyCondition(facts, pendingGrow(vol, facts)), observedGeneration };
+  const ready = { ...readyCondition(facts, growTo), observedGeneration };
   conditions = setCondition(conditions, ready, now);
   const resizeProblem = facts.resizeProblem ?? belowFile(vol, facts);
   conditions = resizeProblem
