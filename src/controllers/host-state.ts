@@ -62,6 +62,12 @@ export interface HostState {
    * copy for one a crash cut short and copy it again (volume/plan.ts planVolume).
    */
   copiesMade: Map<string, string>;
+  /**
+   * The CPU model names the host's QEMU knows, by virtualization type (qemu, kvm), with when
+   * they were read (virtual-machine/reconcile.ts knownCpuModels); undefined models: the driver
+   * cannot tell (libvirt's test driver).
+   */
+  cpuModels: Map<string, { readAt: number; models: string[] | undefined }>;
 }
 
 export function createHostState(): HostState {
@@ -77,5 +83,6 @@ export function createHostState(): HostState {
     deferredDevices: new Map(),
     snapshotTakesCutShort: new Set(),
     copiesMade: new Map(),
+    cpuModels: new Map(),
   };
 }

@@ -168,6 +168,15 @@ export interface ConnectCalls
   close: Call0<ConnHandle, number>;
   getSysinfo: FlagsCall<ConnHandle, string>;
   getMaxVcpus(c: ConnHandle, type: string | null, t: T): Promise<number>;
+  getDomainCapabilities(
+    c: ConnHandle,
+    emulatorbin: string | null,
+    arch: string | null,
+    machine: string | null,
+    virttype: string | null,
+    flags: number,
+    t: T,
+  ): Promise<string>;
   isAlive: Call0<ConnHandle, boolean>;
   setKeepAlive(c: ConnHandle, interval: number, count: number, t: T): Promise<number>;
   nodeGetInfo: Call0<ConnHandle, RawNodeInfo>;

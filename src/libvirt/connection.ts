@@ -232,6 +232,22 @@ export class Connect {
     return native.connect.getSysinfo(this[HANDLE], flags, this.#t(opts));
   }
 
+  /**
+   * The domain capabilities XML for one virtualization type (`qemu`, `kvm`; null: the
+   * driver's default), for the host's default emulator, architecture and machine.
+   */
+  getDomainCapabilities(virttype: string | null = null, opts?: CallOptions): Promise<string> {
+    return native.connect.getDomainCapabilities(
+      this[HANDLE],
+      null,
+      null,
+      null,
+      virttype,
+      0,
+      this.#t(opts),
+    );
+  }
+
   getMaxVcpus(type: string | null = null, opts?: CallOptions): Promise<number> {
     return native.connect.getMaxVcpus(this[HANDLE], type, this.#t(opts));
   }

@@ -118,6 +118,31 @@ export function unsupportedSpec(vm: VirtualMachine): Problem | undefined {
 }
 
 /**
+ * A custom CPU model the host's QEMU does not know (`models`: its names for the machine's
+ * domain type; undefined when the driver cannot tell). libvirt defines such a domain and
+ * refuses only its start ("Unknown CPU model"): under updatePolicy Restart, or at the next
+ * restart of any machine, a running guest would be shut down for a start that cannot
+ * succeed. Names are compared as QEMU does, exactly.
+ */
+export function unknownCpuModel(
+  vm: VirtualMachine,
+  models: readonly string[] | undefined,
+  nodeName: string,
+): Problem | undefined {
+  const model = vm.spec.cpu?.mode === 'custom' ? vm.spec.cpu.model : undefined;
+  if (model === undefined || models === undefined || models.includes(model)) return undefined;
+  const type = vm.spec.domainType ?? 'kvm';
+  const near = models.filter((m) => m.toLowerCase().startsWith(model.slice(0, 3).toLowerCase()));
+  const hint = (near.length > 0 ? near : models).slice(0, 8).join(', ');
+  return {
+    reason: 'Unsupported',
+    message:
+      `spec.cpu.model: QEMU on node ${nodeName} has no CPU model '${model}' for domainType ` +
+      `${type} (it knows e.g. ${hint}); the domain is left as it is until the model changes`,
+  };
+}
+
+/**
  * Resolves every Volume and VirtualNetwork the spec names. All problems are collected into one
  * message (field path first), so a user fixes them in one round; the reason is the first one's.
  */

@@ -25,6 +25,7 @@ import {
   machineInputs,
   nvramFile,
   tpmStateDir,
+  unknownCpuModel,
   unsupportedSpec,
 } from './desired.js';
 import { observeDomain, observeMachine, type ObservedDomain, type OursDomain } from './observe.js';
@@ -60,6 +61,8 @@ import {
   stepEvents,
 } from './status.js';
 import { cachedByKey, withFinalizer, type Problem } from '../kit.js';
+import { customCpuModels, XmlDocumentError } from '../../libvirt/xml/index.js';
+import { isConnectionError, isLibvirtError, isTimeout } from '../../libvirt/errors.js';
 
 const KIND = 'VirtualMachine';
 /** While a fresh guest has no address yet, look for DHCP leases this often (status.ts). */
@@ -95,7 +98,8 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   if (request !== undefined && before.domain.state === 'ours' && before.domain.active) {
     return beginRequestedRestart(ctx, vm, before.domain, request);
   }
-  const resolved = resolve(vm, ctx);
+  const cpuProblem = unknownCpuModel(vm, await knownCpuModels(ctx, vm), ctx.nodeName);
+  const resolved = cpuProblem ? { problem: cpuProblem } : resolve(vm, ctx);
   const inputs = 'inputs' in resolved ? resolved.inputs : undefined;
   const desired = inputs && desiredDomain(vm, inputs);
   const uid = String(vm.metadata.uid);
@@ -295,6 +299,35 @@ function detachingOf(
     expired: now.getTime() - since.getTime() >= gracePeriodMs(vm),
     errors,
   };
+}
+
+/** How long the host's list of CPU models is trusted: a QEMU upgrade can change it. */
+const CPU_MODELS_TTL_MS = 10 * 60_000;
+
+/**
+ * The CPU model names the host's QEMU knows for the machine's domain type, when its spec asks
+ * for a custom model (unknownCpuModel); undefined when the driver cannot tell.
+ */
+async function knownCpuModels(
+  ctx: ControllerContext,
+  vm: VirtualMachine,
+): Promise<string[] | undefined> {
+  if (vm.spec.cpu?.mode !== 'custom') return undefined;
+  const type = vm.spec.domainType ?? 'kvm';
+  const now = ctx.now().getTime();
+  const known = ctx.host.cpuModels.get(type);
+  if (known && now - known.readAt < CPU_MODELS_TTL_MS) return known.models;
+  let models: string[] | undefined;
+  try {
+    models = customCpuModels(await ctx.libvirt().getDomainCapabilities(type));
+  } catch (err) {
+    // A broken connection is retried; a driver without domain capabilities (libvirt's test
+    // driver) or a type the host lacks (kvm without /dev/kvm) leaves the judgement to libvirt.
+    const refused = isLibvirtError(err) && !isConnectionError(err) && !isTimeout(err);
+    if (!refused && !(err instanceof XmlDocumentError)) throw err;
+  }
+  ctx.host.cpuModels.set(type, { readAt: now, models });
+  return models;
 }
 
 function resolve(vm: VirtualMachine, ctx: ControllerContext) {

@@ -129,6 +129,9 @@ void ExportConnect(Napi::Env env, Napi::Object e) {
                                                       "virConnectGetCapabilities", Conn{});
   k.connect.Bind<ToString, virConnectGetSysinfo>("getSysinfo", "virConnectGetSysinfo", Conn{},
                                                  Flags{});
+  k.connect.Bind<ToString, virConnectGetDomainCapabilities>(
+      "getDomainCapabilities", "virConnectGetDomainCapabilities", Conn{}, OptStr{"emulatorbin"},
+      OptStr{"arch"}, OptStr{"machine"}, OptStr{"virttype"}, Flags{});
   k.connect.Bind<ToInt, virConnectGetMaxVcpus>("getMaxVcpus", "virConnectGetMaxVcpus", Conn{},
                                                OptStr{"type"});
   k.connect.Bind<ToBool, virConnectIsAlive>("isAlive", "virConnectIsAlive", Conn{});

@@ -6,3 +6,4 @@ export * from './network.js';
 export * from './pool.js';
 export * from './volume.js';
 export * from './snapshot.js';
+export * from './capabilities.js';

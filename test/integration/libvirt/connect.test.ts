@@ -56,6 +56,13 @@ describe('Connect on test:///default', () => {
     expect((err as LibvirtError).codeName).toBe('VIR_ERR_NO_SUPPORT');
   });
 
+  it('rejects domain capabilities on the test driver as unsupported', async () => {
+    // The agent then leaves a custom CPU model for libvirt to judge at the start.
+    const err = await rejection(conn.getDomainCapabilities('qemu'));
+    expect(err).toBeInstanceOf(LibvirtError);
+    expect(isUnsupported(err as LibvirtError)).toBe(true);
+  });
+
   it('counts and lists the objects the test driver ships', async () => {
     expect(await conn.numOfDomains()).toBeGreaterThanOrEqual(1);
     expect(await conn.numOfDefinedDomains()).toBeGreaterThanOrEqual(0);
