@@ -9,7 +9,7 @@ import type { VirtualMachine } from '../../api/generated/types.js';
 import type { Connect } from '../../libvirt/connection.js';
 import { DomainInterfaceAddressesSource, DomainXMLFlags } from '../../libvirt/constants.js';
 import type { Domain } from '../../libvirt/domain.js';
-import type { Network } from '../../libvirt/network.js';
+import type { Network, NetworkDHCPLease } from '../../libvirt/network.js';
 import {
   isConnectionError,
   isLibvirtError,
@@ -264,7 +264,7 @@ async function addresses(
     const leases = await network.getDHCPLeases(nic.mac).catch(quietly);
     if (!leases) continue;
     leasesSupported = true;
-    for (const lease of leases) add(lease.mac, lease.ipaddr);
+    for (const lease of currentLeases(leases)) add(lease.mac, lease.ipaddr);
   }
   if (doc.devices.interfaces.length > 0) {
     const agent = await domain
@@ -281,6 +281,27 @@ async function addresses(
     addresses: new Map([...found].map(([mac, ips]) => [mac, [...ips].sort()])),
     leasesSupported,
   };
+}
+
+/**
+ * The leases a guest can still hold. libvirt lists every lease its status file has until it
+ * expires (an hour for IPv4, a day for IPv6 here), also after the network changed: a lease
+ * from before a change of the DHCP range is listed beside the one the guest took after it, and
+ * leases of a family the running network no longer has (IPv6 removed) stay listed with prefix
+ * 0 (libvirt takes the prefix from the network's first address of the lease's family). So: no
+ * lease of a family the running network lacks, and of the leases one client took for one
+ * identity association (the same MAC, family, client ID and IAID), only the newest, as the
+ * server hands one address to it. Pure.
+ */
+export function currentLeases(leases: readonly NetworkDHCPLease[]): NetworkDHCPLease[] {
+  const newest = new Map<string, NetworkDHCPLease>();
+  for (const lease of leases) {
+    if (lease.prefix === 0) continue;
+    const key = [lease.mac?.toLowerCase(), lease.type, lease.clientid, lease.iaid].join(' ');
+    const seen = newest.get(key);
+    if (!seen || lease.expiryTime > seen.expiryTime) newest.set(key, lease);
+  }
+  return [...newest.values()];
 }
 
 async function listCloudInitIsos(dir: string, uid: string): Promise<string[]> {

@@ -1,7 +1,11 @@
 // What observeDomain reports of a running domain's network ports, against a state-based fake
 // of the libvirt objects it reads: a domain that stops while it is being observed.
 import { describe, expect, it } from 'vitest';
-import { observeDomain } from '../../../../src/controllers/virtual-machine/observe.js';
+import {
+  currentLeases,
+  observeDomain,
+} from '../../../../src/controllers/virtual-machine/observe.js';
+import type { NetworkDHCPLease } from '../../../../src/libvirt/network.js';
 import { unpluggedInterfaces } from '../../../../src/controllers/virtual-machine/plan.js';
 import type { Connect } from '../../../../src/libvirt/connection.js';
 import { buildDomainXML } from '../../../../src/libvirt/xml/domain.js';
@@ -14,7 +18,7 @@ const PORT = 'f57b8b5b-4ed6-4b37-89a3-c3c9834b3152';
  * does what libvirt's stop does in that order: the network's ports are released first, the
  * domain reads as shut off a moment later (`finishStop()`).
  */
-function host(machine: ReturnType<typeof vm>) {
+function host(machine: ReturnType<typeof vm>, leases: NetworkDHCPLease[] = []) {
   const xml = buildDomainXML(desired(machine)).replace(
     /<source network="lab"\/>/,
     `<source network="lab" portid="${PORT}"/>`,
@@ -22,7 +26,7 @@ function host(machine: ReturnType<typeof vm>) {
   if (!xml.includes(PORT)) throw new Error('fixture: no interface on network lab');
   const state = { active: true, ports: [PORT], stopAtPortList: false };
   const network = {
-    getDHCPLeases: () => Promise.resolve([]),
+    getDHCPLeases: () => Promise.resolve(leases),
     listPortUUIDs: () => {
       // The stop ran just before this list was read: its ports are gone, and so is the run.
       if (state.stopAtPortList) Object.assign(state, { ports: [], active: false });
@@ -79,5 +83,70 @@ describe('observeDomain: network ports', () => {
     const cut = unpluggedInterfaces(seen.live, seen.networkPorts ?? new Map());
     expect(cut).toHaveLength(1);
     expect(cut[0]).toContain('unplugged: network lab was restarted');
+  });
+});
+
+/**
+ * What libvirt 9.0 listed for one guest (measured on hfw-net): its IPv6 range was changed and
+ * the network restarted, the guest restarted and took an address in the new range, then IPv6
+ * was removed from the network and the network restarted again.
+ */
+const MAC = '52:54:00:01:55:51';
+const DUID = '00:04:f7:08:dc:f6:19:dd:43:c4:a5:b1:45:f3:34:8f:18:78';
+function lease(ipaddr: string, over: Partial<NetworkDHCPLease>): NetworkDHCPLease {
+  return {
+    iface: 'lvoe6da8abea6',
+    expiryTime: 1796549649,
+    type: 0,
+    mac: MAC,
+    iaid: null,
+    ipaddr,
+    prefix: 24,
+    hostname: null,
+    clientid: `01:${MAC}`,
+    ...over,
+  };
+}
+const v4 = lease('10.231.0.135', {});
+const oldV6 = lease('fd00:231::1fa', {
+  type: 1,
+  prefix: 64,
+  clientid: DUID,
+  iaid: '87377',
+  expiryTime: 1796632187,
+});
+const newV6 = { ...oldV6, ipaddr: 'fd00:231::2fa', expiryTime: 1796632253 };
+
+describe('currentLeases: the leases a guest can still hold', () => {
+  it('keeps only the newest lease of one client and identity association', () => {
+    expect(currentLeases([oldV6, v4, newV6]).map((l) => l.ipaddr)).toEqual([
+      'fd00:231::2fa',
+      '10.231.0.135',
+    ]);
+  });
+
+  it('drops leases of a family the running network no longer has (prefix 0)', () => {
+    const gone = [oldV6, newV6].map((l) => ({ ...l, prefix: 0 }));
+    expect(currentLeases([...gone, v4]).map((l) => l.ipaddr)).toEqual(['10.231.0.135']);
+  });
+
+  it('keeps the leases of different clients and associations', () => {
+    const other = { ...newV6, iaid: '1', ipaddr: 'fd00:231::2fb' };
+    expect(currentLeases([newV6, other]).map((l) => l.ipaddr)).toEqual([
+      'fd00:231::2fa',
+      'fd00:231::2fb',
+    ]);
+  });
+
+  it("through observeDomain: the status addresses are the guest's current ones", async () => {
+    const machine = vm({
+      interfaces: [{ name: 'eth0', network: 'lab', macAddress: MAC, model: 'virtio' }],
+    });
+    const { conn } = host(machine, [oldV6, v4, newV6]);
+    const seen = await observeDomain(conn, machine);
+    expect(seen.state === 'ours' && seen.addresses.get(MAC)).toEqual([
+      '10.231.0.135',
+      'fd00:231::2fa',
+    ]);
   });
 });
