@@ -342,6 +342,22 @@ export function restartPending(
 }
 
 /**
+ * The restart-time changes a running domain does not reflect when this pass has no desired
+ * definition (the spec names a missing Volume, an unknown CPU model…): what the saved
+ * definition holds that the running one lacks, as the spec's earlier changes left it. The
+ * spec's newest change waits for the problem to be fixed and is not among them; "nothing
+ * pending" would hide the earlier ones until then.
+ */
+export function savedPending(
+  vm: VirtualMachine,
+  config: DomainDocument,
+  live: DomainDocument,
+  networkPorts: ReadonlyMap<string, ReadonlySet<string>> = new Map(),
+): string[] {
+  return restartPending(config, live, deviceNames(vm, config), networkPorts);
+}
+
+/**
  * Whether the running domain's CPU is the desired one. The QEMU driver rewrites host-model in
  * the running definition as mode custom with the host's model, vendor and features, so a
  * desired host-model matches such an expansion, and a desired custom model does not (not even

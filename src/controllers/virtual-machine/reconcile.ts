@@ -41,6 +41,7 @@ import {
   planMachine,
   planRemoval,
   restartPending,
+  savedPending,
   STOP_POLL_MS,
   TRANSITION_MS,
   withSentShutdown,
@@ -171,7 +172,9 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
               ...liveRefused(desired, live, names, refusedLive(ctx, uid, after)),
             ]),
           ]
-        : [],
+        : live && after.state === 'ours' && after.config
+          ? savedPending(vm, after.config, live, ports)
+          : [],
     // A restart asked of a machine that is not running has nothing to do: it is recorded.
     ...(request !== undefined && before.domain.state !== 'foreign'
       ? { restartRequest: request }

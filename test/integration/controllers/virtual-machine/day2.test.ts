@@ -114,6 +114,26 @@ describe('day-2 machines on test:///default', () => {
     expect((await domainOf(vmOf('cpu')!)).getID()).toBe(id);
   });
 
+  it('keeps naming a pending change while the spec names a Volume that does not exist', async () => {
+    // The pass has no desired definition then; the saved one still differs from the running one.
+    await k.patchSpec('VirtualMachine', NS, 'cpu', {
+      disks: [
+        { name: 'root', volume: 'root' },
+        { name: 'install', volume: 'install', device: 'cdrom', bootOrder: 1 },
+        { name: 'extra', volume: 'missing' },
+      ],
+    });
+    // A problem is retried (requeued), never done: one pass, then the stored object.
+    await ctx.refresh();
+    await reconcileVirtualMachine(key('cpu'), ctx);
+    await ctx.refresh();
+    expect(condition(vmOf('cpu'), 'Ready')?.reason).toBe('VolumeNotReady');
+    expect(condition(vmOf('cpu'), 'RestartRequired')).toMatchObject({
+      status: 'True',
+      message: expect.stringContaining('pending: spec.cpu;') as string,
+    });
+  });
+
   it('without hotplug in the driver, a disk added to a running machine waits for a restart', async () => {
     await k.patchSpec('VirtualMachine', NS, 'cpu', {
       disks: [
