@@ -12,7 +12,7 @@ import { parseVolumeXML, type ObservedVolume } from '../../libvirt/xml/volume.js
 import { observeMachineDomain } from '../shared/machine-snapshot.js';
 import { lookupPool } from '../shared/pool.js';
 import type { SourceImage } from './desired.js';
-import type { PoolLocks } from './pool-lock.js';
+import { withPoolLock, type PoolLocks } from './pool-lock.js';
 
 export interface NotReady {
   reason: 'PoolNotReady' | 'SourceNotReady';
@@ -61,19 +61,36 @@ export interface HostVolume {
   doc: ObservedVolume;
 }
 
-/** The volume called `name` in the pool, or undefined. */
+/**
+ * The volume called `name` in the pool, or undefined. A volume whose file was deleted behind
+ * libvirt's back is still listed by name until the pool is refreshed, though reading it says
+ * "not found": creating it again would fail with "exists already" for ever (and a Volume
+ * with an HTTP source download its image again before each try). So the pool is refreshed,
+ * in turn with the pool's other storage operations, and the volume reported absent.
+ */
 export async function observeVolume(
-  pool: LibvirtPool,
+  pool: ReadyPool,
   name: string,
 ): Promise<HostVolume | undefined> {
+  let handle: StorageVol | undefined;
   try {
-    const handle = await pool.lookupStorageVolByName(name);
+    handle = await pool.handle.lookupStorageVolByName(name);
     return { handle, doc: parseVolumeXML(await handle.getXMLDesc(0)) };
   } catch (err) {
     // Not found, or the pool stopped between our look and this call.
-    if (isNotFound(err, 'storageVol') || isOperationInvalid(err)) return undefined;
+    if (isNotFound(err, 'storageVol') || isOperationInvalid(err)) {
+      if (handle && isNotFound(err, 'storageVol')) await forgetVanished(pool);
+      return undefined;
+    }
     throw err;
   }
+}
+
+async function forgetVanished(pool: ReadyPool): Promise<void> {
+  await withPoolLock(pool.locks, pool.name, () => pool.handle.refresh(0)).catch((err: unknown) => {
+    // A pool that stopped meanwhile has nothing to forget.
+    if (!isOperationInvalid(err)) throw err;
+  });
 }
 
 export interface ReadySource {
@@ -108,7 +125,7 @@ export async function observeSource(
   }
   const pool = await usablePool(ctx, source.spec.pool);
   if ('reason' in pool) return notReady(`source Volume ${key}: ${pool.message}`);
-  const found = await observeVolume(pool.handle, volumeFileName(source));
+  const found = await observeVolume(pool, volumeFileName(source));
   if (!found?.doc.path)
     return notReady(`source Volume ${key} has no file in pool ${source.spec.pool}`);
   return {

@@ -78,7 +78,7 @@ async function converge(
 ): Promise<Action> {
   const pool = await usablePool(ctx, vol.spec.pool);
   if ('reason' in pool) return report(vol, { facts: { problem: pool, usedBy } }, ctx);
-  const found = await observeVolume(pool.handle, volumeFileName(vol));
+  const found = await observeVolume(pool, volumeFileName(vol));
   const pass =
     sourceKind(vol) === 'http'
       ? await convergeImport({ vol, pool, found, usedBy }, ctx)
@@ -132,8 +132,7 @@ async function convergeFile(
   const outcome = await applyVolumeSteps(pool, found?.handle, source?.handle, plan.steps, live);
   if (outcome.problem) return { facts: { problem: outcome.problem, usedBy }, vol };
   recordChanges(vol, plan.steps, outcome.done, ctx);
-  const after =
-    plan.steps.length > 0 ? await observeVolume(pool.handle, volumeFileName(vol)) : found;
+  const after = plan.steps.length > 0 ? await observeVolume(pool, volumeFileName(vol)) : found;
   if (outcome.done.includes('clone') && after?.doc.path)
     ctx.host.copiesMade.set(uid, after.doc.path);
   const facts: VolumeFacts = { usedBy, ...(after ? { observed: after.doc } : {}) };
@@ -208,7 +207,7 @@ async function convergeImport(
         return { facts: { problem: shown, usedBy }, requeueMs: importRetryDelay(job!.attempts) };
       }
       await finishImport(ctx.host.imports, uid, ctx.stateDir);
-      const after = await observeVolume(pool.handle, name);
+      const after = await observeVolume(pool, name);
       ctx.event(
         KIND,
         vol,
@@ -268,7 +267,7 @@ async function removeVolume(
 }
 
 async function deleteIfOurs(vol: Volume, pool: ReadyPool, ctx: ControllerContext): Promise<void> {
-  const found = await observeVolume(pool.handle, volumeFileName(vol));
+  const found = await observeVolume(pool, volumeFileName(vol));
   if (!found) return;
   let ours = found.doc.path !== undefined && vol.status?.path === found.doc.path;
   if (!ours && sourceKind(vol) === 'blank') ours = ownsVolume(vol, found.doc, desiredVolume(vol));
@@ -297,8 +296,7 @@ async function reportBlocked(
   ctx: ControllerContext,
 ): Promise<Action> {
   const pool = await usablePool(ctx, vol.spec.pool);
-  const found =
-    'reason' in pool ? undefined : await observeVolume(pool.handle, volumeFileName(vol));
+  const found = 'reason' in pool ? undefined : await observeVolume(pool, volumeFileName(vol));
   const ours = found && found.doc.path === vol.status?.path ? found.doc : undefined;
   if (!findCondition(vol.status?.conditions, DELETION_BLOCKED)) {
     const users = usedBy.map((u) => `${u.kind} ${u.name}`).join(', ');
