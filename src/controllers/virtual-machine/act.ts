@@ -11,8 +11,8 @@
 //   False condition with libvirt's message;
 // - the driver cannot attach or detach devices live (libvirt's test driver): the step is
 //   deferred, the pass goes on, and the device change counts as restart-time.
-import { mkdir, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { access, mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import type { Connect } from '../../libvirt/connection.js';
 import {
   DomainDeviceModifyFlags,
@@ -77,6 +77,8 @@ const FAILURE_REASON: Record<MachineStep['op'], string> = {
   destroy: 'DestroyFailed',
   undefine: 'UndefineFailed',
   removeFiles: 'CleanupFailed',
+  moveFile: 'CleanupFailed',
+  removeStashes: 'CleanupFailed',
 };
 
 /** Runs a call on a connection of its own (ControllerContext.onLane). */
@@ -104,6 +106,8 @@ export async function actMachine(
         target = await define(conn, step.created ? step.doc : await withSlots(target, step.doc));
       } else if (step.op === 'writeCloudInit') await writeCloudInitISO(step.image);
       else if (step.op === 'removeFiles') await removeFiles(step.paths);
+      else if (step.op === 'moveFile') await moveFile(step.from, step.to);
+      else if (step.op === 'removeStashes') await removeStashes(step.path);
       else if (!target) throw new Error(`step ${step.op} has no domain: the plan lacks a define`);
       else if (step.op === 'destroy' && onLane) await destroyOnLane(target, onLane);
       else await onDomain(target, step);
@@ -279,6 +283,37 @@ async function deleteSnapshots(domain: Domain): Promise<void> {
 async function removeFiles(paths: readonly string[]): Promise<void> {
   // recursive: the TPM state is a directory.
   for (const path of paths) await rm(path, { force: true, recursive: true });
+}
+
+/** Renames `from` to `to` when `from` exists and `to` does not; the agent is their only writer. */
+async function moveFile(from: string, to: string): Promise<void> {
+  if (!(await exists(from)) || (await exists(to))) return;
+  await rename(from, to);
+}
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return false;
+      throw err;
+    },
+  );
+}
+
+/** Removes the files named `<path>.<tag>` (plan.ts stashedStore). */
+async function removeStashes(path: string): Promise<void> {
+  const prefix = `${basename(path)}.`;
+  let names: string[];
+  try {
+    names = await readdir(dirname(path));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  for (const name of names.filter((n) => n.startsWith(prefix))) {
+    await rm(join(dirname(path), name), { force: true });
+  }
 }
 
 /** After a refusal: does what the step wanted hold anyway? */

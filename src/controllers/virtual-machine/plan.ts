@@ -90,7 +90,11 @@ export type MachineStep =
   | { op: 'shutdown'; reason: ShutdownReason }
   | { op: 'destroy'; why: 'gracePeriodExpired' | 'crashed' }
   | { op: 'undefine'; nvram: boolean; tpm: boolean }
-  | { op: 'removeFiles'; paths: string[] };
+  | { op: 'removeFiles'; paths: string[] }
+  /** Renames a file when it exists and the target does not (a UEFI variable store). */
+  | { op: 'moveFile'; from: string; to: string }
+  /** Removes the variable stores stashed beside `path` (variableStoreSteps). */
+  | { op: 'removeStashes'; path: string };
 
 /**
  * The lifecycle changes (libvirt's events, named by lifecycleChange) that executed steps make
@@ -640,10 +644,17 @@ export function planMachine(input: PlanInput): MachinePlan {
       ...cloudInitSteps(input),
       ...devices,
       ...configSteps(desired, target, devices),
+      ...stashCleanup(desired, power.steps),
       ...power.steps,
       ...pruneSteps(input, domain),
     ],
   };
+}
+
+/** A start boots the saved build: variable stores stashed for other builds are done with. */
+function stashCleanup(desired: DomainDocument, power: readonly MachineStep[]): MachineStep[] {
+  const path = desired.os.nvram?.path;
+  return path && power.some((s) => s.op === 'start') ? [{ op: 'removeStashes', path }] : [];
 }
 
 /**
@@ -731,8 +742,7 @@ export function configSteps(
   if (needsDefine) {
     // Before the define, so a pass interrupted in between still sees the old build and
     // removes the store again.
-    const stale = config && staleVariableStore(desired, config);
-    if (stale) steps.push({ op: 'removeFiles', paths: [stale] });
+    if (config) steps.push(...variableStoreSteps(desired, config, live));
     steps.push({ op: 'define', doc: desired, created: false });
   } else if (fallback) steps.push({ op: 'define', doc: desired, created: false, fallback: true });
   return steps;
@@ -760,6 +770,42 @@ export function staleVariableStore(
   if (ownedDomainFields(config).os.firmware !== 'efi') return undefined;
   if (firmwareBuild(desired) === firmwareBuild(config)) return undefined;
   return config.os.nvram?.path ?? desired.os.nvram?.path;
+}
+
+/** Where the variable store of one OVMF build waits while another build's definition is saved. */
+export function stashedStore(path: string, doc: DomainDocument): string {
+  const tag = createHash('sha256').update(firmwareBuild(doc)).digest('hex').slice(0, 12);
+  return `${path}.${tag}`;
+}
+
+/**
+ * What a redefinition does to the UEFI variable store. Shut off: the store of a build the
+ * definition leaves goes (staleVariableStore), and one stashed earlier for the build it asks
+ * for comes back. Running: the guest's store is not removed but moved aside under its build's
+ * name (QEMU keeps writing the same file); a change reverted before the next start moves it
+ * back, so a change and its revert lose none of the guest's variables (boot entries, enrolled
+ * keys). A stash left when the machine next starts is removed then (planMachine). Pure.
+ */
+export function variableStoreSteps(
+  desired: DomainDocument,
+  config: DomainDocument,
+  live: DomainDocument | undefined,
+): MachineStep[] {
+  const running = live && ownedDomainFields(live).os.firmware === 'efi' ? live : undefined;
+  const path = running?.os.nvram?.path;
+  if (running && path) {
+    const stash = stashedStore(path, running);
+    const runs = firmwareBuild(running);
+    if (firmwareBuild(desired) !== runs) return [{ op: 'moveFile', from: path, to: stash }];
+    return firmwareBuild(config) !== runs ? [{ op: 'moveFile', from: stash, to: path }] : [];
+  }
+  const stale = staleVariableStore(desired, config);
+  const wanted = desired.os.nvram?.path;
+  const steps: MachineStep[] = [];
+  if (stale) steps.push({ op: 'removeFiles', paths: [stale] });
+  if (stale && wanted && ownedDomainFields(desired).os.firmware === 'efi')
+    steps.push({ op: 'moveFile', from: stashedStore(wanted, desired), to: wanted });
+  return steps;
 }
 
 /**
@@ -1035,6 +1081,9 @@ export function planRemoval(
   const paths = domain.state === 'foreign' ? files : [...files, ...domainFiles];
   const removeFiles: MachineStep[] =
     paths.length > 0 ? [{ op: 'removeFiles', paths: [...paths] }] : [];
+  // A UEFI variable store goes with the copies stashed beside it (variableStoreSteps).
+  for (const path of files.filter((f) => f.endsWith('_VARS.fd')))
+    removeFiles.push({ op: 'removeStashes', path });
   if (domain.state !== 'ours')
     return { steps: removeFiles, shutdown: undefined, waitMs: undefined };
   if (domain.active) {

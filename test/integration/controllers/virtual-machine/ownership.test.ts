@@ -4,8 +4,8 @@
 // networks, and unsupported fields, become conditions and Events, not crashes; machines of
 // other nodes are not touched; interrupted passes resume without duplicates.
 import { randomUUID } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../../src/api/generated/types.js';
 import { HOST_FINALIZER } from '../../../../src/controllers/context.js';
@@ -361,13 +361,29 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
       "<feature enabled='no' name='secure-boot'/>",
     );
     // The store held the secure build's variables: the next start copies the plain template.
+    // The running guest's store is moved aside, not removed: a revert gives it back.
     expect(existsSync(nvram)).toBe(false);
+    const stashes = () => readdirSync(dirname(nvram)).filter((f) => f.startsWith(`${uid}_`));
+    expect(stashes()).toEqual([expect.stringMatching(/_VARS\.fd\.[0-9a-f]{12}$/)]);
+
+    await k.patchSpec('VirtualMachine', NS, 'sb', { secureBoot: true });
+    await converge(ctx, reconcileVirtualMachine, key('sb'), {
+      until: stored('sb', (vm) => condition(vm, 'RestartRequired')?.status === 'False'),
+    });
+    expect(readFileSync(nvram, 'utf8')).toBe('vars');
+    expect(stashes()).toEqual([`${uid}_VARS.fd`]);
+
+    await k.patchSpec('VirtualMachine', NS, 'sb', { secureBoot: false });
+    await converge(ctx, reconcileVirtualMachine, key('sb'), {
+      until: stored('sb', (vm) => condition(vm, 'RestartRequired')?.status === 'True'),
+    });
     writeFileSync(nvram, 'vars of the plain build');
 
     await k.remove('VirtualMachine', NS, 'sb');
     await converge(ctx, reconcileVirtualMachine, key('sb'), { until: stored('sb', (v) => !v) });
     await expect(conn.lookupDomainByUUIDString(uid)).rejects.toMatchObject({ code: 42 });
     expect(existsSync(nvram)).toBe(false);
+    expect(stashes()).toEqual([]);
   });
 
   it("leaves the test driver's own domain, network and pool exactly as they were", async () => {

@@ -4,7 +4,12 @@
 import { describe, expect, it } from 'vitest';
 import { validateManifest } from '../../../../src/api/validate.js';
 import { machineInputs, nvramFile } from '../../../../src/controllers/virtual-machine/desired.js';
-import { configSteps, restartPending } from '../../../../src/controllers/virtual-machine/plan.js';
+import {
+  configSteps,
+  planMachine,
+  restartPending,
+  stashedStore,
+} from '../../../../src/controllers/virtual-machine/plan.js';
 import { addressesMissing, dhcpPools } from '../../../../src/controllers/virtual-machine/status.js';
 import {
   buildDomainXML,
@@ -12,7 +17,7 @@ import {
   parseDomainXML,
   type DomainDocument,
 } from '../../../../src/libvirt/xml/domain.js';
-import { desired, noInputs, ours, runningStatus, UID, vm } from './machines.js';
+import { desired, noInputs, NOW, observed, ours, runningStatus, UID, vm } from './machines.js';
 
 const NVRAM = nvramFile('/var/lib/libvirt-operator', UID);
 const withNvram = { ...noInputs, nvram: NVRAM };
@@ -177,12 +182,53 @@ describe('the UEFI variable store follows the firmware build', () => {
     ['secure boot switched on', plain, secure],
     ['secure boot switched off', secure, plain],
     ['UEFI dropped', plain, bios],
-  ])('%s: the store is removed before the redefinition', (_, before, after) => {
-    expect(configSteps(after, ours({ config: before }))).toEqual([remove, define(after)]);
-    expect(configSteps(after, ours({ active: false, config: before }))).toEqual([
-      remove,
-      define(after),
-    ]);
+  ])(
+    '%s on a shut-off machine: the store is removed before the redefinition',
+    (_, before, after) => {
+      const restore =
+        after === bios ? [] : [{ op: 'moveFile', from: stashedStore(NVRAM, after), to: NVRAM }];
+      expect(configSteps(after, ours({ active: false, config: before }))).toEqual([
+        remove,
+        ...restore,
+        define(after),
+      ]);
+    },
+  );
+
+  // A running guest's store is moved aside under its build's name, not removed: a change
+  // reverted before the next start then gives the guest its variables back. Before, the
+  // store was removed at once, and the revert left the next start with a fresh template
+  // (boot entries and enrolled keys lost, though nothing had changed).
+  it.each([
+    ['secure boot switched on', plain, secure],
+    ['secure boot switched off', secure, plain],
+    ['UEFI dropped', plain, bios],
+  ])(
+    '%s on a running machine: the store is moved aside, and back on a revert',
+    (_, before, after) => {
+      const stash = stashedStore(NVRAM, before);
+      expect(configSteps(after, ours({ config: before }))).toEqual([
+        { op: 'moveFile', from: NVRAM, to: stash },
+        define(after),
+      ]);
+      // Reverted while the guest still runs the first build.
+      expect(configSteps(before, ours({ config: after, live: before }))).toEqual([
+        { op: 'moveFile', from: stash, to: NVRAM },
+        define(before),
+      ]);
+    },
+  );
+
+  it('a stash is removed when the machine starts with the build it saved', () => {
+    const steps = planMachine({
+      vm: vm({ firmware: 'uefi', secureBoot: true }),
+      desired: secure,
+      cloudInit: undefined,
+      observed: observed(ours({ active: false, config: secure })),
+      now: NOW,
+    }).steps;
+    expect(steps.map((s) => s.op)).toEqual(['removeStashes', 'start']);
+    expect(steps[0]).toEqual({ op: 'removeStashes', path: NVRAM });
   });
 
   it('kept when the build stays, and nothing to remove when UEFI is new', () => {
