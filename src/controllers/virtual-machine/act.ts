@@ -12,7 +12,7 @@
 // - the driver cannot attach or detach devices live (libvirt's test driver): the step is
 //   deferred, the pass goes on, and the device change counts as restart-time.
 import { access, mkdir, readdir, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Connect } from '../../libvirt/connection.js';
 import {
   DomainDeviceModifyFlags,
@@ -42,7 +42,7 @@ import {
 import { stableMessage } from '../kit.js';
 import { CloudInitError, writeCloudInitISO } from './iso.js';
 import { keepPciAddresses } from './placement.js';
-import type { DeviceChange, MachineStep } from './plan.js';
+import { isStashOf, type DeviceChange, type MachineStep } from './plan.js';
 
 export interface StepFailure {
   step: MachineStep;
@@ -301,9 +301,8 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-/** Removes the files named `<path>.<tag>` (plan.ts stashedStore). */
+/** Removes the stashes of the store at `path` (plan.ts stashedStore), and no other file. */
 async function removeStashes(path: string): Promise<void> {
-  const prefix = `${basename(path)}.`;
   let names: string[];
   try {
     names = await readdir(dirname(path));
@@ -311,7 +310,7 @@ async function removeStashes(path: string): Promise<void> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw err;
   }
-  for (const name of names.filter((n) => n.startsWith(prefix))) {
+  for (const name of names.filter((n) => isStashOf(path, n))) {
     await rm(join(dirname(path), name), { force: true });
   }
 }

@@ -778,6 +778,12 @@ export function stashedStore(path: string, doc: DomainDocument): string {
   return `${path}.${tag}`;
 }
 
+/** Whether a file name in the store's directory is a stash of that store (stashedStore). */
+export function isStashOf(path: string, name: string): boolean {
+  const store = path.slice(path.lastIndexOf('/') + 1);
+  return name.startsWith(`${store}.`) && /^[0-9a-f]{12}$/.test(name.slice(store.length + 1));
+}
+
 /**
  * What a redefinition does to the UEFI variable store. Shut off: the store of a build the
  * definition leaves goes (staleVariableStore), and one stashed earlier for the build it asks

@@ -7,6 +7,7 @@ import { machineInputs, nvramFile } from '../../../../src/controllers/virtual-ma
 import {
   configSteps,
   planMachine,
+  isStashOf,
   restartPending,
   stashedStore,
 } from '../../../../src/controllers/virtual-machine/plan.js';
@@ -229,6 +230,15 @@ describe('the UEFI variable store follows the firmware build', () => {
     }).steps;
     expect(steps.map((s) => s.op)).toEqual(['removeStashes', 'start']);
     expect(steps[0]).toEqual({ op: 'removeStashes', path: NVRAM });
+  });
+
+  it('only the stashes of this store count as its stashes', () => {
+    const name = (path: string) => path.slice(path.lastIndexOf('/') + 1);
+    expect(isStashOf(NVRAM, name(stashedStore(NVRAM, plain)))).toBe(true);
+    expect(isStashOf(NVRAM, name(NVRAM))).toBe(false);
+    expect(isStashOf(NVRAM, `${name(NVRAM)}.bak`)).toBe(false);
+    expect(isStashOf(NVRAM, `${name(NVRAM)}.0123456789ab.old`)).toBe(false);
+    expect(isStashOf(`${NVRAM}x`, name(stashedStore(NVRAM, plain)))).toBe(false);
   });
 
   it('kept when the build stays, and nothing to remove when UEFI is new', () => {
