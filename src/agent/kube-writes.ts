@@ -32,6 +32,7 @@ export type KubeWrites = Pick<
   ControllerContext,
   | 'applyStatus'
   | 'applyNodeStatus'
+  | 'applySummary'
   | 'ensureFinalizer'
   | 'removeFinalizer'
   | 'deleteObject'
@@ -106,6 +107,17 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
         current.status?.conditions,
         entriesWith(current.status?.nodes, entry as NodeEntryLike),
         new Date(),
+      );
+      await writer(kind, SUMMARY_FIELD_MANAGER).apply(current, { ...top });
+    },
+    async applySummary(kind, obj, match) {
+      const current = obj as NodeAggregated;
+      const top = aggregateStatus(
+        current.metadata.generation ?? 0,
+        current.status?.conditions,
+        current.status?.nodes ?? [],
+        new Date(),
+        match,
       );
       await writer(kind, SUMMARY_FIELD_MANAGER).apply(current, { ...top });
     },

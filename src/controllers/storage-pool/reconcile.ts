@@ -17,6 +17,7 @@ import { selectsNode } from '../node-selector.js';
 import { applyPoolSteps, removePool, type PoolActOutcome } from './act.js';
 import { desiredPool } from './desired.js';
 import { forgetFigures, steadyFigure } from '../shared/figures.js';
+import { reportUnselected } from '../shared/unselected.js';
 import { listed, newProblem, retryDelay, withFinalizer } from '../kit.js';
 import { forbiddenTarget, observePool } from './observe.js';
 import { planPool, type PoolStep } from './plan.js';
@@ -136,7 +137,13 @@ async function removeFromNode(
     await ctx.applyNodeStatus(KIND, pool, notSelectedStatus(pool, ctx.nodeName, [], ctx.now()));
   }
   forgetFigures(ctx.host.figures, `${KIND}/${pool.metadata.uid}`);
-  await ctx.removeFinalizer(KIND, pool, nodeFinalizer(ctx.nodeName));
+  if (pool.metadata.finalizers?.includes(nodeFinalizer(ctx.nodeName))) {
+    // Its removal brings the object back through the watch, for the pass below.
+    await ctx.removeFinalizer(KIND, pool, nodeFinalizer(ctx.nodeName));
+    return done;
+  }
+  // Not selected here and nothing of ours left: the summary may be ours to judge.
+  await reportUnselected(ctx, KIND, pool);
   return done;
 }
 

@@ -10,6 +10,7 @@ import {
   type KindReconcile,
 } from '../context.js';
 import { withFinalizer } from '../kit.js';
+import { reportUnselected } from '../shared/unselected.js';
 import { actNetwork } from './act.js';
 import { bridgeName, modeOf, wantedOn } from './desired.js';
 import {
@@ -49,6 +50,11 @@ export const reconcileVirtualNetwork: KindReconcile = async (key, ctx) => {
     return requeueAfter(NODE_UNKNOWN_RETRY_MS);
   }
   const finalizer = nodeFinalizer(nodeName);
+  // Not selected here and nothing of ours left to clean: the summary may be ours to judge.
+  if (want === 'absent' && !vnet.metadata.finalizers?.includes(finalizer)) {
+    await reportUnselected(ctx, KIND, vnet);
+    return done;
+  }
   return withFinalizer(ctx, KIND, vnet, finalizer, {
     wanted: want === 'present',
     apply: (vnet) => converge(vnet, 'present', finalizer, ctx),
