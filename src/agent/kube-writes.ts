@@ -95,7 +95,7 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
     async applyStatus(kind, obj, status) {
       return writer(kind, FIELD_MANAGER).apply(obj, status as Record<string, unknown>);
     },
-    async applyNodeStatus(kind, obj, entry) {
+    async applyNodeStatus(kind, obj, entry, match) {
       const written = await writer(kind, nodeManager).apply(obj, { nodes: [entry] });
       // The top-level summary, computed from the object as it now stands (see
       // node-aggregate.ts) and applied under one field manager that every agent shares, so
@@ -107,6 +107,7 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
         current.status?.conditions,
         entriesWith(current.status?.nodes, entry as NodeEntryLike),
         new Date(),
+        match,
       );
       await writer(kind, SUMMARY_FIELD_MANAGER).apply(current, { ...top });
     },

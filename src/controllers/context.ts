@@ -83,11 +83,14 @@ export interface ControllerContext {
   /**
    * Server-side apply of this node's entry in a cluster-scoped object's status.nodes[] (a
    * list-map keyed by nodeName) under a per-node field manager: agents never overwrite each other.
+   * Then the summary; `match` as applySummary takes it, for an entry of a node the selector
+   * dropped (shared/unselected.ts, matchAfter).
    */
   applyNodeStatus(
     kind: VirtKind,
     obj: KubeObject,
     entry: { nodeName: string } & object,
+    match?: NodeMatch,
   ): Promise<void>;
   /**
    * Server-side apply of a cluster-scoped object's top-level summary alone (no entry of this

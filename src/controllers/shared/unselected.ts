@@ -9,7 +9,13 @@ import type { LabelSelector } from '../../api/generated/types.js';
 import { findCondition, type Condition } from '../../api/conditions.js';
 import type { VirtKind } from '../../api/generated/crds.js';
 import type { ControllerContext, KubeObject } from '../context.js';
-import { hasSelectedEntry, NO_MATCHING_NODES, type NodeEntryLike } from '../node-aggregate.js';
+import {
+  entriesWith,
+  hasSelectedEntry,
+  NO_MATCHING_NODES,
+  type NodeEntryLike,
+  type NodeMatch,
+} from '../node-aggregate.js';
 
 /** How many matching Nodes the summary names. */
 const NAMED_NODES = 10;
@@ -49,4 +55,21 @@ export async function reportUnselected(
   const matching = await ctx.matchingNodes(obj.spec.nodeSelector, NAMED_NODES);
   if (!summaryToWrite(obj, matching)) return;
   await ctx.applySummary(kind, obj, { matchingNodes: matching });
+}
+
+/**
+ * The NodeMatch to write with `entry`, an entry of this node saying the selector dropped it
+ * (a network leaving, a pool kept by its Volumes): asked for when no selected entry would
+ * remain, so that this agent's summary is the one reportUnselected writes. Without it, the two
+ * disagreed ("not reported yet" against NoMatchingNodes) and the agents rewrote the summary in
+ * turn, at every retry of a pool that Volumes keep on its node.
+ */
+export async function matchAfter(
+  ctx: ControllerContext,
+  obj: Selecting,
+  entry: NodeEntryLike,
+): Promise<NodeMatch | undefined> {
+  if (obj.metadata.deletionTimestamp) return undefined;
+  if (hasSelectedEntry(entriesWith(obj.status?.nodes, entry))) return undefined;
+  return { matchingNodes: await ctx.matchingNodes(obj.spec.nodeSelector, NAMED_NODES) };
 }

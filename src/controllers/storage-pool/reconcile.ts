@@ -17,7 +17,7 @@ import { selectsNode } from '../node-selector.js';
 import { applyPoolSteps, removePool, type PoolActOutcome } from './act.js';
 import { desiredPool } from './desired.js';
 import { forgetFigures, steadyFigure } from '../shared/figures.js';
-import { reportUnselected } from '../shared/unselected.js';
+import { matchAfter, reportUnselected } from '../shared/unselected.js';
 import { listed, newProblem, retryDelay, withFinalizer } from '../kit.js';
 import { forbiddenTarget, observePool } from './observe.js';
 import { planPool, type PoolStep } from './plan.js';
@@ -121,7 +121,7 @@ async function removeFromNode(
     const entry = selected
       ? poolNodeStatus(pool, ctx.nodeName, { observed, blockedBy }, ctx.now())
       : notSelectedStatus(pool, ctx.nodeName, blockedBy, ctx.now());
-    await ctx.applyNodeStatus(KIND, pool, entry);
+    await ctx.applyNodeStatus(KIND, pool, entry, await matchAfter(ctx, pool, entry));
     return requeueAfter(retryDelay(undefined, ctx.now()));
   }
   if (observed.found === 'ours') {
@@ -134,7 +134,8 @@ async function removeFromNode(
   // A node that drops out of the selector says so in its entry. Removing the entry needs an
   // apply without it under this node's field manager, which the context does not offer.
   if (!pool.metadata.deletionTimestamp && nodeEntry(pool, ctx.nodeName)) {
-    await ctx.applyNodeStatus(KIND, pool, notSelectedStatus(pool, ctx.nodeName, [], ctx.now()));
+    const entry = notSelectedStatus(pool, ctx.nodeName, [], ctx.now());
+    await ctx.applyNodeStatus(KIND, pool, entry, await matchAfter(ctx, pool, entry));
   }
   forgetFigures(ctx.host.figures, `${KIND}/${pool.metadata.uid}`);
   if (pool.metadata.finalizers?.includes(nodeFinalizer(ctx.nodeName))) {

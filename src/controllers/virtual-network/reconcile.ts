@@ -10,7 +10,7 @@ import {
   type KindReconcile,
 } from '../context.js';
 import { withFinalizer } from '../kit.js';
-import { reportUnselected } from '../shared/unselected.js';
+import { matchAfter, reportUnselected } from '../shared/unselected.js';
 import { actNetwork } from './act.js';
 import { bridgeName, modeOf, wantedOn } from './desired.js';
 import {
@@ -112,7 +112,8 @@ async function converge(
   // 4. The host is clean of a network it should not have: let go of the object.
   if (want === 'absent' && !problem) {
     const leaving = leavingEntry(vnet, nodeName, ctx.now());
-    if (leaving) await ctx.applyNodeStatus(KIND, vnet, leaving);
+    if (leaving)
+      await ctx.applyNodeStatus(KIND, vnet, leaving, await matchAfter(ctx, vnet, leaving));
     await ctx.removeFinalizer(KIND, vnet, finalizer);
     return done;
   }

@@ -143,6 +143,50 @@ describe('a selector that selects no Node', () => {
     expect(verdicts(left)).toEqual(['Failed', 'Failed']);
   });
 
+  it('a pool kept on an unlabelled node by its Volumes says so once, and agents do not flap', async () => {
+    await ensureNode(cp(), A, { [LABEL]: 'yes' });
+    await readyReasons('AllNodesReady');
+    const vol = `
+apiVersion: v1
+kind: Namespace
+metadata: {name: selection}
+---
+apiVersion: virt.dev/v1alpha1
+kind: Volume
+metadata: {name: kept, namespace: selection}
+spec: {nodeName: ${A}, pool: chosen-pool, capacity: 16Mi}
+`;
+    const applied = await cp().kubectl(
+      ['apply', '--server-side', '--field-manager=gitops', '-f', '-'],
+      { input: vol },
+    );
+    expect(applied.code, applied.stderr).toBe(0);
+    await until('Volume kept Ready', async () => {
+      const v = await getJSON<Obj>(cp(), ['vol', 'kept', '-n', 'selection']);
+      return cond(v, 'Ready')?.status === 'True';
+    });
+    await ensureNode(cp(), A, {});
+    const pool = await until('pool blocked on A', async () => {
+      const p = await getJSON<Obj>(cp(), ['pool', 'chosen-pool']);
+      return cond(p, 'Ready')?.reason === 'NoMatchingNodes' && p;
+    });
+    expect(verdicts([pool])).toEqual(['Failed']);
+    // Settled (the other agent's answer to that write arrives), then quiet: the blocked agent
+    // looks again every 5 s or more, and another agent wakes on each change.
+    await new Promise((r) => setTimeout(r, 2_000));
+    const settled = await getJSON<Obj>(cp(), ['pool', 'chosen-pool']);
+    expect(cond(settled, 'Ready')?.reason).toBe('NoMatchingNodes');
+    const writes = writeRequests(await cp().apiServerMetrics(), ['storagepools']);
+    await new Promise((r) => setTimeout(r, 12_000));
+    expect(writeRequests(await cp().apiServerMetrics(), ['storagepools']) - writes).toBe(0);
+    const after = await getJSON<Obj>(cp(), ['pool', 'chosen-pool']);
+    expect(after.metadata.resourceVersion).toBe(settled.metadata.resourceVersion);
+    const deleted = await cp().kubectl(['delete', '-n', 'selection', 'vol/kept', '--timeout=30s'], {
+      timeoutMs: 40_000,
+    });
+    expect(deleted.code, deleted.stderr).toBe(0);
+  }, 60_000);
+
   it('the API server selects the Nodes selectsNode selects (the query agents send)', async () => {
     await ensureNode(cp(), 'select-probe', NODE_LABELS);
     const reads = kubeReads(createKubeClient(cp().kubeConfig));
