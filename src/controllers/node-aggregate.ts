@@ -166,3 +166,18 @@ export function aggregateStatus(
   for (const u of progressConditions(ready)) conditions = setCondition(conditions, u, now);
   return { observedGeneration, conditions };
 }
+
+/**
+ * The Warning Event for a summary that turned to NoMatchingNodes: no node's entry says it (no
+ * agent acts on the object), so the writer of the summary does. Only the agent whose write
+ * changed the summary asks, so one Event is recorded, not one per agent. Pure.
+ */
+export function summaryEvent(
+  previous: readonly Condition[] | undefined,
+  next: readonly Condition[],
+): { reason: string; message: string } | undefined {
+  const ready = findCondition(next, 'Ready');
+  if (ready?.reason !== NO_MATCHING_NODES) return undefined;
+  if (findCondition(previous, 'Ready')?.reason === NO_MATCHING_NODES) return undefined;
+  return { reason: ready.reason, message: ready.message ?? '' };
+}

@@ -55,6 +55,12 @@ interface Obj {
   metadata: { name: string; generation?: number; resourceVersion?: string };
   status?: { observedGeneration?: number; conditions?: Cond[] };
 }
+interface KubeEvent {
+  type: string;
+  reason: string;
+  note?: string;
+  regarding: { kind: string; name: string };
+}
 const cond = (o: Obj, type: string) => o.status?.conditions?.find((c) => c.type === type);
 
 describe('a selector that selects no Node', () => {
@@ -114,6 +120,20 @@ describe('a selector that selects no Node', () => {
       expect(cond(o, 'Ready')?.message).toContain('spec.nodeSelector selects no Node');
     }
     expect(verdicts(objs)).toEqual(['Failed', 'Failed']);
+    // One Warning Event each, from the agent whose write changed the summary, not one per agent.
+    const events = await until('the NoMatchingNodes Events', async () => {
+      const list = await getJSON<{ items: KubeEvent[] }>(cp(), ['events.events.k8s.io', '-A']);
+      const found = list.items.filter((e) => e.reason === 'NoMatchingNodes');
+      return found.length >= 2 && found;
+    });
+    await new Promise((r) => setTimeout(r, 1_000));
+    const all = await getJSON<{ items: KubeEvent[] }>(cp(), ['events.events.k8s.io', '-A']);
+    const warned = all.items.filter((e) => e.reason === 'NoMatchingNodes');
+    expect(warned.map((e) => `${e.type} ${e.regarding.kind}/${e.regarding.name}`).sort()).toEqual([
+      'Warning StoragePool/chosen-pool',
+      'Warning VirtualNetwork/chosen-net',
+    ]);
+    expect(events[0]?.note).toContain('spec.nodeSelector selects no Node');
   });
 
   it('writes nothing more while nothing changes', async () => {

@@ -4,6 +4,7 @@ import {
   aggregateReady,
   aggregateStatus,
   entriesWith,
+  summaryEvent,
   type NodeEntryLike,
 } from '../../../src/controllers/node-aggregate.js';
 
@@ -128,5 +129,16 @@ describe('top-level Ready over the nodes of a VirtualNetwork or StoragePool', ()
     );
     expect(out.map((e) => e.nodeName).sort()).toEqual(['a', 'b']);
     expect(aggregateReady(out).status).toBe('True');
+  });
+});
+
+describe('the summary Event', () => {
+  it('is a Warning when the summary turns to NoMatchingNodes, and only then', () => {
+    const none = aggregateStatus(4, undefined, [], NOW, { matchingNodes: [] }).conditions;
+    const waiting = aggregateStatus(4, undefined, [], NOW).conditions;
+    expect(summaryEvent(undefined, none)).toMatchObject({ reason: 'NoMatchingNodes' });
+    expect(summaryEvent(waiting, none)?.message).toContain('selects no Node');
+    expect(summaryEvent(none, none)).toBeUndefined();
+    expect(summaryEvent(none, waiting)).toBeUndefined();
   });
 });
