@@ -14,7 +14,7 @@ import {
 } from '../context.js';
 import { forgetFigures, steadyFigure } from '../shared/figures.js';
 import { cachedByKey, newProblem, retryDelay, withFinalizer } from '../kit.js';
-import { applyVolumeSteps, deleteVolumeFile, uploadImage } from './act.js';
+import { applyVolumeSteps, deleteVolumeFile, refreshListing, uploadImage } from './act.js';
 import { desiredVolume, sourceKind, sourceVolumeName } from './desired.js';
 import {
   cancelImport,
@@ -78,6 +78,11 @@ async function converge(
 ): Promise<Action> {
   const pool = await usablePool(ctx, vol.spec.pool);
   if ('reason' in pool) return report(vol, { facts: { problem: pool, usedBy } }, ctx);
+  // A clashing file that a user removed stays in the pool's listing until the pool is
+  // refreshed: while the clash is reported, each retry reads the directory again, or the
+  // Volume stayed NameConflict (kstatus Failed) after the user had resolved it.
+  if (findCondition(vol.status?.conditions, 'Ready')?.reason === 'NameConflict')
+    await refreshListing(pool);
   const found = await observeVolume(pool.handle, volumeFileName(vol));
   const pass =
     sourceKind(vol) === 'http'
