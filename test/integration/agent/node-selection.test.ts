@@ -1,9 +1,9 @@
 // A VirtualNetwork or StoragePool whose spec.nodeSelector selects no Node, on a real API server
 // with two agents on libvirt's test driver, applied as Flux applies (server-side) and judged by
-// kstatus (cli-utils): Failed with NoMatchingNodes from the first status on, not Current for
-// want of a status; Current once a Node is labelled; Failed again when the label goes, not
-// "no selected node has reported yet" (InProgress) for ever; and no status write while nothing
-// changes.
+// kstatus (cli-utils), Flux's healthCheckExprs and Argo CD's script: Failed (Degraded) with
+// NoMatchingNodes from the first status on, not Current for want of a status; Current once a
+// Node is labelled; Failed again when the label goes, not "no selected node has reported yet"
+// (InProgress) for ever; one Warning Event; and no status write while nothing changes.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +17,7 @@ import {
   writeRequests,
   type TestAgent,
 } from '../../harness/agent.js';
-import { healthCheckTool, kstatus } from '../../harness/health-tools.js';
+import { argoHealth, fluxHealth, healthCheckTool, kstatus } from '../../harness/health-tools.js';
 import { kubeReads } from '../../../src/agent/kube-reads.js';
 import { selectsNode } from '../../../src/controllers/node-selector.js';
 import { createKubeClient } from '../../../src/runtime/kube-client.js';
@@ -120,6 +120,11 @@ describe('a selector that selects no Node', () => {
       expect(cond(o, 'Ready')?.message).toContain('spec.nodeSelector selects no Node');
     }
     expect(verdicts(objs)).toEqual(['Failed', 'Failed']);
+    const flux = fluxHealth(objs);
+    for (const o of objs) {
+      expect(flux.get(`${o.kind}/${o.metadata.name}`)?.status).toBe('Failed');
+      expect(argoHealth(o).status).toBe('Degraded');
+    }
     // One Warning Event each, from the agent whose write changed the summary, not one per agent.
     const events = await until('the NoMatchingNodes Events', async () => {
       const list = await getJSON<{ items: KubeEvent[] }>(cp(), ['events.events.k8s.io', '-A']);
