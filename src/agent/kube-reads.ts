@@ -1,13 +1,15 @@
-// The agent's reads that bypass its caches: a GET of one object, for the few questions a
-// node-scoped cache cannot answer (is a machine missing, or on another node?). The agent's
+// The agent's reads that bypass its caches, for the few questions a node-scoped cache cannot
+// answer: a GET of one object (is a machine missing, or on another node?), a list of the Nodes
+// a selector matches (does a network or pool belong anywhere?). The agent's
 // context and the snapshot context the controller tests use both read through this.
 import type { VirtKind } from '../api/generated/crds.js';
 import type { ControllerContext, KubeObject } from '../controllers/context.js';
+import { selectorQuery } from '../controllers/node-selector.js';
 import { isNotFound, type KubeClient } from '../runtime/kube-client.js';
 import { resourcePath } from '../runtime/resource.js';
 import { resourceOf } from './kube-writes.js';
 
-export type KubeReads = Pick<ControllerContext, 'getFromServer'>;
+export type KubeReads = Pick<ControllerContext, 'getFromServer' | 'matchingNodes'>;
 
 export function kubeReads(client: KubeClient): KubeReads {
   return {
@@ -28,6 +30,18 @@ export function kubeReads(client: KubeClient): KubeReads {
         if (isNotFound(err)) return undefined;
         throw err;
       }
+    },
+    async matchingNodes(selector, limit) {
+      const labelSelector = selectorQuery(selector);
+      if (labelSelector === undefined) return [];
+      // Consistent (no resourceVersion) for the same reason as above: the last agent to leave
+      // a network must not read a cache that still shows the label it just saw removed.
+      const list = await client.request<{ items?: KubeObject[] }>({
+        method: 'GET',
+        path: '/api/v1/nodes',
+        query: { labelSelector, limit },
+      });
+      return (list.items ?? []).map((n) => String(n.metadata.name)).slice(0, limit);
     },
   };
 }

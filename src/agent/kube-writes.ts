@@ -6,7 +6,12 @@
 import { customResources, type VirtKind } from '../api/generated/crds.js';
 import type { Condition } from '../api/conditions.js';
 import { keyOf, type ControllerContext, type KubeObject } from '../controllers/context.js';
-import { aggregateStatus, entriesWith, type NodeEntryLike } from '../controllers/node-aggregate.js';
+import {
+  aggregateStatus,
+  entriesWith,
+  summaryEvent,
+  type NodeEntryLike,
+} from '../controllers/node-aggregate.js';
 import {
   createStatusWriter,
   type StatusWriter,
@@ -32,6 +37,7 @@ export type KubeWrites = Pick<
   ControllerContext,
   | 'applyStatus'
   | 'applyNodeStatus'
+  | 'applySummary'
   | 'ensureFinalizer'
   | 'removeFinalizer'
   | 'deleteObject'
@@ -90,11 +96,25 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
   // a third of the VMs of a 1,000-VM burst did that (bench/README.md, "Convergence").
   const finalizerAddedAt = new Map<string, string | undefined>();
   const FINALIZERS_REMEMBERED = 4096;
+  const writeSummary = async (
+    kind: VirtKind,
+    current: NodeAggregated,
+    top: { conditions: Condition[] },
+  ) => {
+    const written = await writer(kind, SUMMARY_FIELD_MANAGER).apply(current, { ...top });
+    const turned = written && summaryEvent(current.status?.conditions, top.conditions);
+    if (turned) publish(kind, current, 'Warning', turned.reason, turned.message);
+  };
+  const publish: KubeWrites['event'] = (kind, obj, type, reason, message) => {
+    void opts.events
+      .publish(referenceTo(resourceOf(kind), obj), { type, reason, action: reason, note: message })
+      .catch((err: unknown) => log.warn({ err: String(err), reason }, 'could not record event'));
+  };
   return {
     async applyStatus(kind, obj, status) {
       return writer(kind, FIELD_MANAGER).apply(obj, status as Record<string, unknown>);
     },
-    async applyNodeStatus(kind, obj, entry) {
+    async applyNodeStatus(kind, obj, entry, match) {
       const written = await writer(kind, nodeManager).apply(obj, { nodes: [entry] });
       // The top-level summary, computed from the object as it now stands (see
       // node-aggregate.ts) and applied under one field manager that every agent shares, so
@@ -106,8 +126,20 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
         current.status?.conditions,
         entriesWith(current.status?.nodes, entry as NodeEntryLike),
         new Date(),
+        match,
       );
-      await writer(kind, SUMMARY_FIELD_MANAGER).apply(current, { ...top });
+      await writeSummary(kind, current, top);
+    },
+    async applySummary(kind, obj, match) {
+      const current = obj as NodeAggregated;
+      const top = aggregateStatus(
+        current.metadata.generation ?? 0,
+        current.status?.conditions,
+        current.status?.nodes ?? [],
+        new Date(),
+        match,
+      );
+      await writeSummary(kind, current, top);
     },
     async ensureFinalizer(kind, obj, finalizer) {
       const id = `${kind}/${String(obj.metadata.uid)}/${finalizer}`;
@@ -156,15 +188,6 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
         if (!isNotFound(err)) throw err;
       }
     },
-    event(kind, obj, type, reason, message) {
-      void opts.events
-        .publish(referenceTo(resourceOf(kind), obj), {
-          type,
-          reason,
-          action: reason,
-          note: message,
-        })
-        .catch((err: unknown) => log.warn({ err: String(err), reason }, 'could not record event'));
-    },
+    event: publish,
   };
 }

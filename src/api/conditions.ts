@@ -151,6 +151,10 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   BridgeNotFound: 'stalled',
   SubnetConflict: 'stalled',
   BridgeInUse: 'stalled',
+  // spec.nodeSelector selects none of the cluster's Nodes: no agent will ever act on it.
+  NoMatchingNodes: 'stalled',
+  // A machine's network whose spec.nodeSelector does not select the machine's node.
+  NetworkNotOnNode: 'stalled',
   ResizeUnsupported: 'stalled',
   ShrinkUnsupported: 'stalled',
   // A snapshot is taken once and a restore runs once: a failed one is final (Failed phase),

@@ -8,7 +8,9 @@ import type { Connect } from '../libvirt/connection.js';
 import { done as runtimeDone, type Action } from '../runtime/controller.js';
 import type { KubeObject } from '../runtime/resource.js';
 import type { Logger } from '../runtime/log.js';
+import type { LabelSelector } from '../api/generated/types.js';
 import type { HostState } from './host-state.js';
+import type { NodeMatch } from './node-aggregate.js';
 
 // The runtime's vocabulary, so a reconcile's answer goes to the queue as it is.
 export { requeueAfter, type Action } from '../runtime/controller.js';
@@ -65,6 +67,13 @@ export interface ControllerContext {
   ): Promise<T | undefined>;
 
   /**
+   * Names of up to `limit` Nodes `selector` matches, read from the API server (a consistent
+   * list, not a cache: an agent caches only its own Node). For the one question no agent's
+   * cache can answer: does a VirtualNetwork's or StoragePool's selector match any Node at all?
+   */
+  matchingNodes(selector: LabelSelector | undefined, limit: number): Promise<string[]>;
+
+  /**
    * Server-side apply of `status` to obj's status subresource with the agent's field manager.
    * Does nothing when it equals what the cache holds, so a converged object costs no write.
    * Returns the object as the API server answered (undefined when nothing was written): a pass
@@ -74,12 +83,21 @@ export interface ControllerContext {
   /**
    * Server-side apply of this node's entry in a cluster-scoped object's status.nodes[] (a
    * list-map keyed by nodeName) under a per-node field manager: agents never overwrite each other.
+   * Then the summary; `match` as applySummary takes it, for an entry of a node the selector
+   * dropped (shared/unselected.ts, matchAfter).
    */
   applyNodeStatus(
     kind: VirtKind,
     obj: KubeObject,
     entry: { nodeName: string } & object,
+    match?: NodeMatch,
   ): Promise<void>;
+  /**
+   * Server-side apply of a cluster-scoped object's top-level summary alone (no entry of this
+   * node), computed from the stored object and `match` (node-aggregate.ts), by an agent whose
+   * Node the selector does not select. Does nothing when it equals what is stored.
+   */
+  applySummary(kind: VirtKind, obj: KubeObject, match: NodeMatch): Promise<void>;
   /**
    * Adds the finalizer if missing (the JSON patch tests the list it extends). Returns the
    * object as the API server answered the patch (`obj` itself when nothing was written): a

@@ -33,6 +33,25 @@ export interface AggregateStatus {
 /** Ready reasons of an entry kept by a node the selector no longer selects. */
 const NOT_SELECTED = new Set(['NotSelected', 'NodeNotSelected']);
 const MAX_NAMED = 10;
+/** Ready's reason when spec.nodeSelector selects none of the cluster's Nodes (Stalled). */
+export const NO_MATCHING_NODES = 'NoMatchingNodes';
+
+/**
+ * The Nodes the selector matches, as the API server answered an agent that asked (at most a
+ * few names). Only an agent whose own Node is not selected asks, and only while no selected
+ * node has an entry: then the entries alone cannot tell "selects nothing" from "not reported
+ * yet", and every agent that asks gets the same answer from the same Nodes.
+ */
+export interface NodeMatch {
+  matchingNodes: readonly string[];
+}
+
+/** Whether an entry of a node the selector (still) selects is stored. */
+export function hasSelectedEntry(entries: readonly NodeEntryLike[] | undefined): boolean {
+  return (entries ?? []).some(
+    (e) => !NOT_SELECTED.has(findCondition(e.conditions, 'Ready')?.reason ?? ''),
+  );
+}
 
 /** The stored entries with `entry` in place of (or added to) this node's. */
 export function entriesWith(
@@ -51,10 +70,28 @@ export function entriesWith(
  */
 export function aggregateReady(
   entries: readonly NodeEntryLike[],
+  match?: NodeMatch,
 ): Pick<ConditionUpdate, 'type' | 'status' | 'reason' | 'message'> {
   const selected = [...entries]
     .filter((e) => !NOT_SELECTED.has(findCondition(e.conditions, 'Ready')?.reason ?? ''))
     .sort((a, b) => (a.nodeName < b.nodeName ? -1 : a.nodeName > b.nodeName ? 1 : 0));
+  if (selected.length === 0 && match?.matchingNodes.length === 0) {
+    // No agent will ever report: only a user (a Node label, the selector) can change that.
+    return {
+      type: 'Ready',
+      status: 'False',
+      reason: NO_MATCHING_NODES,
+      message: 'spec.nodeSelector selects no Node: label a node or change the selector',
+    };
+  }
+  if (selected.length === 0 && match) {
+    return {
+      type: 'Ready',
+      status: 'False',
+      reason: 'NoNodes',
+      message: `no selected node has reported yet (spec.nodeSelector selects ${match.matchingNodes.join(', ')})`,
+    };
+  }
   if (selected.length === 0) {
     return {
       type: 'Ready',
@@ -104,13 +141,15 @@ function named(nodes: string[]): string {
  * The top-level fields: observedGeneration is the oldest generation any selected node has
  * acted on (kstatus reads InProgress until every node caught up), the object's generation when
  * no node is selected; conditions Ready, Reconciling and Stalled, each keeping its
- * lastTransitionTime from `previous` while its status holds.
+ * lastTransitionTime from `previous` while its status holds. `match` is given only by an agent
+ * that asked which Nodes the selector matches (NodeMatch).
  */
 export function aggregateStatus(
   generation: number,
   previous: readonly Condition[] | undefined,
   entries: readonly NodeEntryLike[],
   now: Date,
+  match?: NodeMatch,
 ): AggregateStatus {
   const selected = entries.filter(
     (e) => !NOT_SELECTED.has(findCondition(e.conditions, 'Ready')?.reason ?? ''),
@@ -119,11 +158,26 @@ export function aggregateStatus(
     selected.length === 0
       ? generation
       : Math.min(...selected.map((e) => e.observedGeneration ?? 0));
-  const ready = { ...aggregateReady(entries), observedGeneration };
+  const ready = { ...aggregateReady(entries, match), observedGeneration };
   let conditions = (previous ?? []).filter((c) =>
     ['Ready', 'Reconciling', 'Stalled'].includes(c.type),
   );
   conditions = setCondition(conditions, ready, now);
   for (const u of progressConditions(ready)) conditions = setCondition(conditions, u, now);
   return { observedGeneration, conditions };
+}
+
+/**
+ * The Warning Event for a summary that turned to NoMatchingNodes: no node's entry says it (no
+ * agent acts on the object), so the writer of the summary does. Only the agent whose write
+ * changed the summary asks, so one Event is recorded, not one per agent. Pure.
+ */
+export function summaryEvent(
+  previous: readonly Condition[] | undefined,
+  next: readonly Condition[],
+): { reason: string; message: string } | undefined {
+  const ready = findCondition(next, 'Ready');
+  if (ready?.reason !== NO_MATCHING_NODES) return undefined;
+  if (findCondition(previous, 'Ready')?.reason === NO_MATCHING_NODES) return undefined;
+  return { reason: ready.reason, message: ready.message ?? '' };
 }

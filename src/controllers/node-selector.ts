@@ -37,3 +37,36 @@ function meetsRequirement(req: LabelSelectorRequirement, labels: NodeLabels): bo
     }
   }
 }
+
+/**
+ * The selector as a Kubernetes label-selector query (`a=b,c in (d,e),!f`), for asking the API
+ * server which Nodes it selects; undefined when it selects no node whatever the labels (an
+ * operator the query language has no word for). Label keys and values cannot hold the
+ * query's separators: the API server validates both.
+ */
+export function selectorQuery(selector: LabelSelector | undefined): string | undefined {
+  if (!selector) return '';
+  const parts = Object.entries(selector.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`);
+  for (const r of selector.matchExpressions ?? []) {
+    const values = `(${(r.values ?? []).join(',')})`;
+    switch (r.operator) {
+      case 'In':
+        // `k in ()` is refused by the API server; an empty In selects nothing anyway.
+        if (!r.values?.length) return undefined;
+        parts.push(`${r.key} in ${values}`);
+        break;
+      case 'NotIn':
+        if (r.values?.length) parts.push(`${r.key} notin ${values}`);
+        break;
+      case 'Exists':
+        parts.push(r.key);
+        break;
+      case 'DoesNotExist':
+        parts.push(`!${r.key}`);
+        break;
+      default:
+        return undefined;
+    }
+  }
+  return parts.join(',');
+}

@@ -17,6 +17,7 @@ import { selectsNode } from '../node-selector.js';
 import { applyPoolSteps, removePool, type PoolActOutcome } from './act.js';
 import { desiredPool } from './desired.js';
 import { forgetFigures, steadyFigure } from '../shared/figures.js';
+import { matchAfter, reportUnselected } from '../shared/unselected.js';
 import { listed, newProblem, retryDelay, withFinalizer } from '../kit.js';
 import { forbiddenTarget, observePool } from './observe.js';
 import { planPool, type PoolStep } from './plan.js';
@@ -120,7 +121,7 @@ async function removeFromNode(
     const entry = selected
       ? poolNodeStatus(pool, ctx.nodeName, { observed, blockedBy }, ctx.now())
       : notSelectedStatus(pool, ctx.nodeName, blockedBy, ctx.now());
-    await ctx.applyNodeStatus(KIND, pool, entry);
+    await ctx.applyNodeStatus(KIND, pool, entry, await matchAfter(ctx, pool, entry));
     return requeueAfter(retryDelay(undefined, ctx.now()));
   }
   if (observed.found === 'ours') {
@@ -133,10 +134,17 @@ async function removeFromNode(
   // A node that drops out of the selector says so in its entry. Removing the entry needs an
   // apply without it under this node's field manager, which the context does not offer.
   if (!pool.metadata.deletionTimestamp && nodeEntry(pool, ctx.nodeName)) {
-    await ctx.applyNodeStatus(KIND, pool, notSelectedStatus(pool, ctx.nodeName, [], ctx.now()));
+    const entry = notSelectedStatus(pool, ctx.nodeName, [], ctx.now());
+    await ctx.applyNodeStatus(KIND, pool, entry, await matchAfter(ctx, pool, entry));
   }
   forgetFigures(ctx.host.figures, `${KIND}/${pool.metadata.uid}`);
-  await ctx.removeFinalizer(KIND, pool, nodeFinalizer(ctx.nodeName));
+  if (pool.metadata.finalizers?.includes(nodeFinalizer(ctx.nodeName))) {
+    // Its removal brings the object back through the watch, for the pass below.
+    await ctx.removeFinalizer(KIND, pool, nodeFinalizer(ctx.nodeName));
+    return done;
+  }
+  // Not selected here and nothing of ours left: the summary may be ours to judge.
+  await reportUnselected(ctx, KIND, pool);
   return done;
 }
 

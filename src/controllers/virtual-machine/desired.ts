@@ -42,6 +42,7 @@ import {
 } from '../../libvirt/xml/domain.js';
 import { cloudInitImage, type CloudInitImage } from './cloud-init.js';
 import type { Problem } from '../kit.js';
+import { selectsNode, type NodeLabels } from '../node-selector.js';
 
 const CONSOLE_LOG_ANNOTATION = 'virt.dev/console-log';
 /** Seconds between the balloon driver's memory statistics (virDomainMemoryStats). */
@@ -76,6 +77,8 @@ export interface References {
   machinesOn?(network: string): VirtualMachine[];
   /** The Volumes layered on this one (spec.source.backingVolume names it). */
   overlaysOf?(namespace: string, name: string): string[];
+  /** This node's labels, for networks' spec.nodeSelector; undefined while the Node is unknown. */
+  nodeLabels?(): NodeLabels | undefined;
 }
 
 /** Phases in which a Volume's file exists and may be attached. */
@@ -261,6 +264,15 @@ function networkProblem(
     };
   }
   const entry = vnet.status?.nodes?.find((n) => n.nodeName === nodeName);
+  const labels = refs.nodeLabels?.();
+  if (entry?.active !== true && labels && !selectsNode(vnet.spec.nodeSelector, labels)) {
+    // Not a wait: the network will never be here unless a user labels the node or changes
+    // the selector (it was NetworkNotReady, retried for ever, kstatus InProgress).
+    return {
+      reason: 'NetworkNotOnNode',
+      message: `${field}: VirtualNetwork '${name}' is not on node '${nodeName}': its spec.nodeSelector does not select this node`,
+    };
+  }
   if (entry?.active !== true) {
     return {
       reason: 'NetworkNotReady',

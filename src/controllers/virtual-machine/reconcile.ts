@@ -340,6 +340,10 @@ function resolve(vm: VirtualMachine, ctx: ControllerContext) {
     volume: (ns: string, name: string) => ctx.get<Volume>('Volume', ns, name),
     network: (name: string) => ctx.get<VirtualNetwork>('VirtualNetwork', undefined, name),
     machinesOn: (network: string) => ctx.byIndex<VirtualMachine>(KIND, INDEX_NETWORK, network),
+    nodeLabels: () => {
+      const node = ctx.node();
+      return node ? (node.metadata.labels ?? {}) : undefined;
+    },
     overlaysOf: (ns: string, name: string) =>
       ctx
         .byIndex<Volume>('Volume', INDEX_SOURCE_VOLUME, `${ns}/${name}`)

@@ -10,6 +10,7 @@ import {
   type KindReconcile,
 } from '../context.js';
 import { withFinalizer } from '../kit.js';
+import { matchAfter, reportUnselected } from '../shared/unselected.js';
 import { actNetwork } from './act.js';
 import { bridgeName, modeOf, wantedOn } from './desired.js';
 import {
@@ -49,6 +50,11 @@ export const reconcileVirtualNetwork: KindReconcile = async (key, ctx) => {
     return requeueAfter(NODE_UNKNOWN_RETRY_MS);
   }
   const finalizer = nodeFinalizer(nodeName);
+  // Not selected here and nothing of ours left to clean: the summary may be ours to judge.
+  if (want === 'absent' && !vnet.metadata.finalizers?.includes(finalizer)) {
+    await reportUnselected(ctx, KIND, vnet);
+    return done;
+  }
   return withFinalizer(ctx, KIND, vnet, finalizer, {
     wanted: want === 'present',
     apply: (vnet) => converge(vnet, 'present', finalizer, ctx),
@@ -106,7 +112,8 @@ async function converge(
   // 4. The host is clean of a network it should not have: let go of the object.
   if (want === 'absent' && !problem) {
     const leaving = leavingEntry(vnet, nodeName, ctx.now());
-    if (leaving) await ctx.applyNodeStatus(KIND, vnet, leaving);
+    if (leaving)
+      await ctx.applyNodeStatus(KIND, vnet, leaving, await matchAfter(ctx, vnet, leaving));
     await ctx.removeFinalizer(KIND, vnet, finalizer);
     return done;
   }

@@ -23,6 +23,13 @@ import type { Problem } from '../kit.js';
  */
 const BELOW_ALLOCATION = /can't shrink capacity below existing allocation/;
 
+/**
+ * The storage driver's refusal to create over a file the pool's listing does not have (put
+ * there behind libvirt's back since the pool was last refreshed): a name clash, not a failure
+ * that time resolves.
+ */
+const UNLISTED_FILE = /volume target path '.*' already exists/;
+
 /** qemu-img's answer when the file to copy is open for writing (QEMU's image lock). */
 const SOURCE_LOCKED = /Failed to get shared "write" lock/;
 
@@ -83,6 +90,20 @@ export async function applyVolumeSteps(
           outcome.problem = {
             reason: 'SourceInUse',
             message: `the source file is open for writing by another process, so it cannot be copied now: ${err.message}`,
+          };
+        } else if (
+          (step.op === 'create' || step.op === 'clone') &&
+          UNLISTED_FILE.test(err.message)
+        ) {
+          // Listed from now on, so the next pass judges the file as any clash (plan.ts): it
+          // was CreateFailed, retried for ever (kstatus InProgress) on a file only a user can
+          // remove.
+          await pool.handle.refresh(0);
+          outcome.problem = {
+            reason: 'NameConflict',
+            message:
+              `a file with this Volume's name already exists in the pool and was not created ` +
+              `by this Volume (libvirt did not list it): ${err.message}`,
           };
         } else {
           outcome.problem = {

@@ -79,16 +79,20 @@ export async function observeVolume(
   } catch (err) {
     // Not found, or the pool stopped between our look and this call.
     if (isNotFound(err, 'storageVol') || isOperationInvalid(err)) {
-      if (handle && isNotFound(err, 'storageVol')) await forgetVanished(pool);
+      if (handle && isNotFound(err, 'storageVol')) await refreshListing(pool);
       return undefined;
     }
     throw err;
   }
 }
 
-async function forgetVanished(pool: ReadyPool): Promise<void> {
+/**
+ * Re-reads the pool's directory, in turn with the pool's other storage operations, so libvirt
+ * lists the files in it as they are now.
+ */
+export async function refreshListing(pool: ReadyPool): Promise<void> {
   await withPoolLock(pool.locks, pool.name, () => pool.handle.refresh(0)).catch((err: unknown) => {
-    // A pool that stopped meanwhile has nothing to forget.
+    // A pool that stopped meanwhile has nothing to list.
     if (!isOperationInvalid(err)) throw err;
   });
 }

@@ -34,6 +34,7 @@ import {
   observeSource,
   observeVolume,
   plannedPath,
+  refreshListing,
   type HostVolume,
   type ReadyPool,
   type ReadySource,
@@ -78,6 +79,11 @@ async function converge(
 ): Promise<Action> {
   const pool = await usablePool(ctx, vol.spec.pool);
   if ('reason' in pool) return report(vol, { facts: { problem: pool, usedBy } }, ctx);
+  // A clashing file that a user removed stays in the pool's listing until the pool is
+  // refreshed: while the clash is reported, each retry reads the directory again, or the
+  // Volume stayed NameConflict (kstatus Failed) after the user had resolved it.
+  if (findCondition(vol.status?.conditions, 'Ready')?.reason === 'NameConflict')
+    await refreshListing(pool);
   const found = await observeVolume(pool, volumeFileName(vol));
   const pass =
     sourceKind(vol) === 'http'

@@ -4,6 +4,7 @@ import {
   aggregateReady,
   aggregateStatus,
   entriesWith,
+  summaryEvent,
   type NodeEntryLike,
 } from '../../../src/controllers/node-aggregate.js';
 
@@ -68,6 +69,28 @@ describe('top-level Ready over the nodes of a VirtualNetwork or StoragePool', ()
     expect(s.observedGeneration).toBe(4);
   });
 
+  it('is False (NoMatchingNodes, Stalled) when an agent found that no Node matches', () => {
+    const left = [entry('c', 'False', 'NodeNotSelected')];
+    for (const entries of [[], left]) {
+      const s = aggregateStatus(4, undefined, entries, NOW, { matchingNodes: [] });
+      expect(find(s.conditions, 'Ready')).toMatchObject({
+        status: 'False',
+        reason: 'NoMatchingNodes',
+      });
+      expect(find(s.conditions, 'Stalled')?.status).toBe('True');
+      expect(find(s.conditions, 'Reconciling')?.status).toBe('False');
+      expect(s.observedGeneration).toBe(4);
+    }
+    // Matching Nodes that have not reported: waiting, and named.
+    const waiting = aggregateReady(left, { matchingNodes: ['d', 'e'] });
+    expect(waiting).toMatchObject({ status: 'False', reason: 'NoNodes' });
+    expect(waiting.message).toContain('selects d, e');
+    // A selected node's entry decides, whatever an unselected agent found.
+    expect(aggregateReady([entry('a', 'True', 'Active')], { matchingNodes: [] }).status).toBe(
+      'True',
+    );
+  });
+
   it('observedGeneration is the oldest generation a selected node acted on', () => {
     const s = aggregateStatus(
       3,
@@ -106,5 +129,16 @@ describe('top-level Ready over the nodes of a VirtualNetwork or StoragePool', ()
     );
     expect(out.map((e) => e.nodeName).sort()).toEqual(['a', 'b']);
     expect(aggregateReady(out).status).toBe('True');
+  });
+});
+
+describe('the summary Event', () => {
+  it('is a Warning when the summary turns to NoMatchingNodes, and only then', () => {
+    const none = aggregateStatus(4, undefined, [], NOW, { matchingNodes: [] }).conditions;
+    const waiting = aggregateStatus(4, undefined, [], NOW).conditions;
+    expect(summaryEvent(undefined, none)).toMatchObject({ reason: 'NoMatchingNodes' });
+    expect(summaryEvent(waiting, none)?.message).toContain('selects no Node');
+    expect(summaryEvent(none, none)).toBeUndefined();
+    expect(summaryEvent(none, waiting)).toBeUndefined();
   });
 });

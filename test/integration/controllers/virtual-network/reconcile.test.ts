@@ -333,12 +333,22 @@ describe('node selection', () => {
     });
     const writes = ctx.writes;
     expect(await pass('elsewhere')).toEqual({ kind: 'done' });
-    expect(ctx.writes).toBe(writes);
+    // One write: the summary saying that the selector selects no Node (no entry, no finalizer).
+    expect(ctx.writes).toBe(writes + 1);
     expect(await networksSnapshot(conn)).toEqual(before);
     expect(await lookup(String(created.metadata.uid))).toBeUndefined();
     const stored = await fetchVnet('elsewhere');
     expect(stored?.metadata.finalizers ?? []).toEqual([]);
     expect(stored?.status?.nodes ?? []).toEqual([]);
+    const top = (type: string) => stored?.status?.conditions?.find((c) => c.type === type);
+    expect(top('Ready')).toMatchObject({
+      status: 'False',
+      reason: 'NoMatchingNodes',
+    });
+    expect(top('Stalled')).toMatchObject({ status: 'True' });
+    // Converged: the next pass writes nothing.
+    expect(await pass('elsewhere')).toEqual({ kind: 'done' });
+    expect(ctx.writes).toBe(writes + 1);
     await deleteAndConverge('elsewhere');
   });
 

@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -207,6 +207,34 @@ describe('a real libvirtd with QEMU', () => {
       'Stalled',
     ]);
     expect(eventsOf('disk-2')).toContain('VolumeResized');
+  });
+
+  it('a file put in the pool behind libvirt is a NameConflict (Stalled), and its removal is seen', async () => {
+    // libvirt lists a pool's files as of its last refresh: this one it does not list.
+    await writeFile(path.join(poolDir, `${NS}_clash`), 'not ours\n');
+    await createVol('clash', { capacity: '16Mi' });
+    const ready = async () =>
+      (await getVol('clash'))?.status?.conditions?.find((c) => c.type === 'Ready');
+    const passesUntil = async (
+      what: (r: { reason?: string; status?: string } | undefined) => boolean,
+    ) => {
+      for (let i = 0; i < 4; i++) {
+        await ctx.refresh();
+        await reconcileVolume(`${NS}/clash`, ctx);
+        if (what(await ready())) return;
+      }
+      throw new Error(`Volume clash: Ready is ${JSON.stringify(await ready())}`);
+    };
+    await passesUntil((r) => r?.reason === 'NameConflict');
+    const stalled = (await getVol('clash'))?.status?.conditions?.find((c) => c.type === 'Stalled');
+    expect(stalled?.status).toBe('True');
+    expect(await readFile(path.join(poolDir, `${NS}_clash`), 'utf8')).toBe('not ours\n');
+    // The user removes it; libvirt still lists it until its pool is refreshed.
+    await rm(path.join(poolDir, `${NS}_clash`));
+    await passesUntil((r) => r?.status === 'True');
+    expect((await getVol('clash'))?.status?.phase).toBe('Available');
+    await k.remove('Volume', NS, 'clash');
+    await converge(ctx, reconcileVolume, `${NS}/clash`, { until: gone('clash'), maxPasses: 40 });
   });
 
   it('imports over HTTP with progress in status; the file holds exactly the verified bytes', async () => {

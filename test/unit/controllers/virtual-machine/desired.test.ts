@@ -382,6 +382,30 @@ describe('machineInputs', () => {
     });
   });
 
+  it('reports a network whose selector leaves this node out as NetworkNotOnNode (Stalled)', () => {
+    const lab: VirtualNetwork = {
+      ...network('lab', [{ nodeName: 'node-b', active: true }]),
+      spec: { mode: 'nat', autostart: true, nodeSelector: { matchLabels: { rack: 'b' } } },
+    };
+    const withLabels = (labels: Record<string, string> | undefined): References => ({
+      ...refs(good, [lab]),
+      nodeLabels: () => labels,
+    });
+    expect(machineInputs(vm(spec), withLabels({ rack: 'a' }), 'node-a', '/state')).toEqual({
+      problem: {
+        reason: 'NetworkNotOnNode',
+        message:
+          "spec.interfaces[0].network: VirtualNetwork 'lab' is not on node 'node-a': its spec.nodeSelector does not select this node",
+      },
+    });
+    expect(isStalledReason('NetworkNotOnNode')).toBe(true);
+    // Selected but not yet active here, or the Node unknown: a wait.
+    for (const labels of [{ rack: 'b' }, undefined]) {
+      const got = machineInputs(vm(spec), withLabels(labels), 'node-a', '/state');
+      expect(got).toMatchObject({ problem: { reason: 'NetworkNotReady' } });
+    }
+  });
+
   it('refuses a MAC another machine on the same network claimed first, naming it', () => {
     const mac = '52:54:00:12:34:56';
     const machine = (name: string, uid: string, created: string, network = 'lab') => {

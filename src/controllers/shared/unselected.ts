@@ -1,0 +1,75 @@
+// The top-level status of a VirtualNetwork or StoragePool that no selected node reports on.
+// Each selected agent writes the summary after its own entry (node-aggregate.ts); when the
+// selector selects no Node at all, no agent has an entry to write, so the object had no status
+// (kstatus: Current) or, once every node had left, kept "no selected node has reported yet"
+// (InProgress) for ever. An agent whose own Node is not selected cannot tell "selects nothing"
+// from "the selected nodes have not reported yet" from its cache (it watches only its own
+// Node): it asks the API server which Nodes match, and says NoMatchingNodes (Stalled) when none.
+import type { LabelSelector } from '../../api/generated/types.js';
+import { findCondition, type Condition } from '../../api/conditions.js';
+import type { VirtKind } from '../../api/generated/crds.js';
+import type { ControllerContext, KubeObject } from '../context.js';
+import {
+  entriesWith,
+  hasSelectedEntry,
+  NO_MATCHING_NODES,
+  type NodeEntryLike,
+  type NodeMatch,
+} from '../node-aggregate.js';
+
+/** How many matching Nodes the summary names. */
+const NAMED_NODES = 10;
+
+type Selecting = KubeObject & {
+  spec: { nodeSelector?: LabelSelector };
+  status?: { conditions?: Condition[]; nodes?: NodeEntryLike[] };
+};
+
+/**
+ * Whether an agent whose Node is not selected should judge the summary: nothing is being
+ * deleted and no selected node has an entry (a selected node's agent keeps the summary then).
+ * Pure; the list of Nodes is asked for only when this says so.
+ */
+export function summaryNeedsJudging(obj: Selecting): boolean {
+  return !obj.metadata.deletionTimestamp && !hasSelectedEntry(obj.status?.nodes);
+}
+
+/**
+ * Whether the summary should be written from `matching`: always when no Node matches (a
+ * no-op write when it already says so); when some do, only to replace a NoMatchingNodes that
+ * is no longer true. Otherwise the matching nodes' own agents report, and writing "not
+ * reported yet" here would race their first entry for nothing.
+ */
+export function summaryToWrite(obj: Selecting, matching: readonly string[]): boolean {
+  if (matching.length === 0) return true;
+  return findCondition(obj.status?.conditions, 'Ready')?.reason === NO_MATCHING_NODES;
+}
+
+/** The pass of an agent whose Node the object's selector does not select. */
+export async function reportUnselected(
+  ctx: ControllerContext,
+  kind: VirtKind,
+  obj: Selecting,
+): Promise<void> {
+  if (!summaryNeedsJudging(obj)) return;
+  const matching = await ctx.matchingNodes(obj.spec.nodeSelector, NAMED_NODES);
+  if (!summaryToWrite(obj, matching)) return;
+  await ctx.applySummary(kind, obj, { matchingNodes: matching });
+}
+
+/**
+ * The NodeMatch to write with `entry`, an entry of this node saying the selector dropped it
+ * (a network leaving, a pool kept by its Volumes): asked for when no selected entry would
+ * remain, so that this agent's summary is the one reportUnselected writes. Without it, the two
+ * disagreed ("not reported yet" against NoMatchingNodes) and the agents rewrote the summary in
+ * turn, at every retry of a pool that Volumes keep on its node.
+ */
+export async function matchAfter(
+  ctx: ControllerContext,
+  obj: Selecting,
+  entry: NodeEntryLike,
+): Promise<NodeMatch | undefined> {
+  if (obj.metadata.deletionTimestamp) return undefined;
+  if (hasSelectedEntry(entriesWith(obj.status?.nodes, entry))) return undefined;
+  return { matchingNodes: await ctx.matchingNodes(obj.spec.nodeSelector, NAMED_NODES) };
+}
