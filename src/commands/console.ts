@@ -261,6 +261,7 @@ async function getVirtualMachine(
         'VirtualMachine',
         `VirtualMachine ${namespace}/${name}`,
         err,
+        namespace,
       );
     throw err;
   }

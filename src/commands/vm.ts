@@ -82,7 +82,7 @@ async function run(
     if (action === 'restart') await patchIfRunning(client, path, what, patch);
     else await patchAnnotations(client, path, patch);
   } catch (err) {
-    if (isNotFound(err)) throw await notFoundError(client, 'VirtualMachine', what, err);
+    if (isNotFound(err)) throw await notFoundError(client, 'VirtualMachine', what, err, namespace);
     throw err;
   }
   const value = patch[RESTART_ANNOTATION];

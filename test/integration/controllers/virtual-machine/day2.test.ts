@@ -290,6 +290,26 @@ describe('day-2 machines on test:///default', () => {
   it('rejects a missing machine and a wrong action with clear messages', async () => {
     expect(await vm('pause', 'no-such-machine')).toBe(1);
     expect(await vm('frobnicate', 'power')).toBe(2);
+    // A namespace that does not exist is named as the cause, not left for the user to find.
+    const errors: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((line: unknown) => {
+      errors.push(String(line));
+    });
+    try {
+      const kubeconfig = controlPlane().kubeconfigPath;
+      expect(
+        await vmCommand(['pause', 'power', '-n', 'no-such-ns', '--kubeconfig', kubeconfig]),
+      ).toBe(1);
+      expect(
+        await vmCommand(['pause', 'no-such-machine', '-n', NS, '--kubeconfig', kubeconfig]),
+      ).toBe(1);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(errors).toEqual([
+      'libvirt-operator vm: virtualmachine no-such-ns/power not found: namespace no-such-ns does not exist',
+      `libvirt-operator vm: virtualmachine ${NS}/no-such-machine not found`,
+    ]);
   });
 
   it('keeps a Volume whose disk the running domain still holds after the spec dropped it', async () => {
