@@ -140,6 +140,7 @@ export async function main(argv: string[]): Promise<number> {
  * variable is a usage error, as for run.
  */
 export function upSettings(values: {
+  examples?: boolean;
   'examples-name'?: string;
   'node-name'?: string;
   'libvirt-uri'?: string;
@@ -152,6 +153,8 @@ export function upSettings(values: {
     throw new UsageError(
       `up: --examples-name must be a lowercase DNS label of at most 40 characters, got '${demoName}'`,
     );
+  if (values['examples-name'] !== undefined && !values.examples)
+    throw new UsageError("up: --examples-name names the demo's objects: give --examples too");
   if (values.kubeconfig !== undefined && values.dir !== undefined)
     throw new UsageError(
       "up: --dir is the local control plane's folder, and --kubeconfig uses a cluster instead of one: give one of them",
