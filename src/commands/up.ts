@@ -178,14 +178,15 @@ export function upSettings(values: {
   }
 }
 
-/** How long up waits for libvirt in silence before it says what it is waiting for. */
-const LIBVIRT_QUIET_MS = 5_000;
+/** How long up waits for the cluster and libvirt in silence before it says what it waits for. */
+const QUIET_MS = 5_000;
 
 /**
  * Waits until the agent has listed every kind and reached libvirt (true), or for SIGINT or
- * SIGTERM (false). A libvirt that does not answer (a wrong --libvirt-uri, a libvirtd that is
- * down) is said once, with libvirt's reason, after a few seconds: the agent keeps trying, and
- * a signal meanwhile must still stop the agent and the control plane.
+ * SIGTERM (false). Kinds the cluster does not list (CRDs not installed) and a libvirt that
+ * does not answer (a wrong --libvirt-uri, a libvirtd that is down) are said once, after a few
+ * seconds: the agent keeps trying, and a signal meanwhile must still stop the agent and the
+ * control plane.
  */
 async function syncedOrSignal(agent: Agent): Promise<boolean> {
   let synced = false;
@@ -199,11 +200,20 @@ async function syncedOrSignal(agent: Agent): Promise<boolean> {
   };
   agent.libvirt.on('state', onState);
   const quiet = setTimeout(() => {
+    // A kind that has not listed by now is one the cluster does not serve (its CRD missing):
+    // the agent's informers retry, but up's user sees only "starting the agent".
+    const unlisted = Object.values(agent.informers)
+      .filter((i) => !i.hasSynced())
+      .map((i) => i.resource.plural);
+    if (unlisted.length > 0)
+      say(
+        `waiting for the cluster to list ${unlisted.join(', ')}: are its CRDs installed? (kubectl apply -k manifests/, docs/deploy.md); Ctrl-C stops`,
+      );
     if (agent.libvirt.state === 'open') return;
     say(
       `waiting for libvirt at ${agent.libvirt.uri ?? 'the default URI'}${lastError ? `: ${lastError}` : ''}; still trying (Ctrl-C stops)`,
     );
-  }, LIBVIRT_QUIET_MS);
+  }, QUIET_MS);
   try {
     await untilSignal(agent.synced);
   } finally {
