@@ -16,7 +16,7 @@ import {
 } from '../runtime/kube-client.js';
 import { kubeconfigNamespace } from '../runtime/kube-config.js';
 import { notFoundError } from './crd-missing.js';
-import { command, kubeconfigPath, UsageError } from './flags.js';
+import { command, kubeconfigPath, pathSegmentProblem, UsageError } from './flags.js';
 import { loadKubeConfig } from './run.js';
 
 const VM_FIELD_MANAGER = 'libvirt-operator-vm';
@@ -69,6 +69,12 @@ async function run(
   if (name === undefined || extra.length > 0) {
     throw new UsageError(`vm ${action}: exactly one machine NAME is required`);
   }
+  const bad =
+    pathSegmentProblem('NAME', name) ??
+    (values.namespace === undefined
+      ? undefined
+      : pathSegmentProblem('namespace', values.namespace));
+  if (bad) throw new UsageError(`vm ${action}: ${bad}`);
   // The same reading as run and console: a kubeconfig that cannot be used is named.
   const config = kubeconfigPath(values.kubeconfig, process.env, homedir(), existsSync);
   const kc = await loadKubeConfig(config);

@@ -2,7 +2,7 @@
 // reaches the cluster reaches it with this command too; and when `vm restart` refuses.
 import { describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../src/api/generated/types.js';
-import { kubeconfigPath } from '../../../src/commands/flags.js';
+import { kubeconfigPath, pathSegmentProblem } from '../../../src/commands/flags.js';
 import { restartRefusal } from '../../../src/commands/vm.js';
 
 const HOME_CONFIG = '/home/u/.kube/config';
@@ -59,5 +59,15 @@ describe('vm restart on a machine that is not running', () => {
     expect(restartRefusal(machine(undefined, running), 'x')).toBeUndefined();
     expect(restartRefusal(machine(undefined, paused), 'x')).toBeUndefined();
     expect(restartRefusal(machine(undefined, undefined), 'x')).toBeUndefined();
+  });
+});
+
+describe('names on the command line', () => {
+  it('refuses what is not one path segment, which would reach another URL', () => {
+    expect(pathSegmentProblem('NAME', 'web')).toBeUndefined();
+    expect(pathSegmentProblem('NAME', '')).toBe('NAME must not be empty');
+    expect(pathSegmentProblem('namespace', '')).toBe('namespace must not be empty');
+    expect(pathSegmentProblem('NAME', 'a/b')).toBe("NAME may not contain '/' or '%', got 'a/b'");
+    expect(pathSegmentProblem('NAME', '..')).toBe("NAME may not be '.' or '..'");
   });
 });
