@@ -216,6 +216,10 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     nodeInformer.synced,
     libvirt.ready(),
   ]).then(() => undefined);
+  // Only up awaits it; stopped before libvirt ever answered, the agent rejects it (close
+  // rejects libvirt.ready()), which under `run` was an unhandled rejection: a stack trace and
+  // exit code 1 for a plain SIGTERM. A caller that awaits it still sees the rejection.
+  synced.catch(() => undefined);
   return {
     runtime,
     libvirt,

@@ -57,12 +57,13 @@ export function defaultLibvirtUri(socketExists: (p: string) => boolean = existsS
   return socketExists(LOCAL_LIBVIRT_SOCKET) ? 'qemu:///system' : 'test:///default';
 }
 
-export function parseHostPort(flag: string, value: string): HostPort {
+/** `source` names where the value came from (default the flag `--${flag}`). */
+export function parseHostPort(flag: string, value: string, source = `--${flag}`): HostPort {
   const m = /^(.*):(\d+)$/.exec(value);
   const port = m ? Number(m[2]) : NaN;
   if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
     throw new ConfigError(
-      `--${flag} must be HOST:PORT (e.g. 127.0.0.1:8080 or :8080), got '${value}'`,
+      `${source} must be HOST:PORT (e.g. 127.0.0.1:8080 or :8080), got '${value}'`,
     );
   }
   const host = m[1] === '' ? '0.0.0.0' : m[1]!.replace(/^\[(.*)\]$/, '$1');
@@ -80,6 +81,9 @@ export function agentConfig(
   },
 ): AgentConfig {
   const { flags, env } = input;
+  // An error names what the user set: the flag, else the variable it fell back to.
+  const source = (flag: keyof ConfigInput['flags'], variable: string) =>
+    flags[flag] !== undefined ? `--${flag}` : variable;
   const nodeName = flags['node-name'] ?? env.NODE_NAME ?? defaults.hostname().toLowerCase();
   if (nodeName.length > 253 || !NODE_NAME.test(nodeName)) {
     throw new ConfigError(
@@ -90,15 +94,21 @@ export function agentConfig(
   const health = flags['health-addr'] ?? env.HEALTH_ADDR;
   const logLevel = flags['log-level'] ?? env.LOG_LEVEL ?? 'info';
   if (!LOG_LEVELS.includes(logLevel))
-    throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`);
+    throw new ConfigError(
+      `${source('log-level', 'LOG_LEVEL')} must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`,
+    );
   return {
     nodeName,
     libvirtUri: flags['libvirt-uri'] ?? env.LIBVIRT_URI ?? defaults.libvirtUri(),
     kubeconfig: flags.kubeconfig ?? (env.KUBECONFIG || undefined),
     metricsAddr:
-      metrics === undefined || metrics === '0' ? undefined : parseHostPort('metrics-addr', metrics),
+      metrics === undefined || metrics === '0'
+        ? undefined
+        : parseHostPort('metrics-addr', metrics, source('metrics-addr', 'METRICS_ADDR')),
     healthAddr:
-      health === undefined || health === '0' ? undefined : parseHostPort('health-addr', health),
+      health === undefined || health === '0'
+        ? undefined
+        : parseHostPort('health-addr', health, source('health-addr', 'HEALTH_ADDR')),
     stateDir: flags['state-dir'] ?? env.STATE_DIR ?? '/var/lib/libvirt-operator',
     leaseNamespace: flags['lease-namespace'] ?? env.POD_NAMESPACE ?? DEFAULT_LEASE_NAMESPACE,
     leaseIdentity: env.POD_NAME || undefined,

@@ -24,7 +24,7 @@ import { createKubeClient, type KubeClient } from '../runtime/index.js';
 import { isNotFound as isKubeNotFound } from '../runtime/kube-client.js';
 import { kubeconfigNamespace } from '../runtime/kube-config.js';
 import { notFoundError } from './crd-missing.js';
-import { kubeconfigPath, UsageError, withOneLineErrors } from './flags.js';
+import { kubeconfigPath, pathSegmentProblem, UsageError, withOneLineErrors } from './flags.js';
 import { loadKubeConfig } from './run.js';
 
 const HELP = `usage: libvirt-operator console NAME [-n NAMESPACE] [--timeout SECONDS] [flags]
@@ -120,6 +120,10 @@ export function parseConsoleArgs(
         : `console: one NAME only, got ${positionals.length} (${positionals.join(' ')})`,
     );
   }
+  const bad =
+    pathSegmentProblem('NAME', positionals[0]!) ??
+    (v.namespace === undefined ? undefined : pathSegmentProblem('namespace', v.namespace));
+  if (bad) throw new UsageError(`console: ${bad}; see 'console --help'`);
   if (v.local && v['via-agent']) {
     throw new UsageError('console: --local and --via-agent exclude each other');
   }
@@ -261,6 +265,7 @@ async function getVirtualMachine(
         'VirtualMachine',
         `VirtualMachine ${namespace}/${name}`,
         err,
+        namespace,
       );
     throw err;
   }

@@ -29,12 +29,36 @@ export async function missingCrd(client: KubeClient, kind: VirtKind): Promise<Er
   );
 }
 
-/** The error for a 404 on `what`, an object of `kind`: the missing CRD when that is the cause. */
+/**
+ * The error for a 404 on `what`, an object of `kind` in `namespace`: the missing CRD when that
+ * is the cause, and a namespace that does not exist named (a typo in -n reads like one in the
+ * name otherwise).
+ */
 export async function notFoundError(
   client: KubeClient,
   kind: VirtKind,
   what: string,
   cause: unknown,
+  namespace?: string,
 ): Promise<Error> {
-  return (await missingCrd(client, kind)) ?? new Error(`${what} not found`, { cause });
+  const crd = await missingCrd(client, kind);
+  if (crd) return crd;
+  const noNamespace = namespace !== undefined && !(await namespaceExists(client, namespace));
+  return new Error(
+    `${what} not found${noNamespace ? `: namespace ${namespace} does not exist` : ''}`,
+    { cause },
+  );
+}
+
+/** False only when the API server says the namespace is not there (no right to look: true). */
+async function namespaceExists(client: KubeClient, namespace: string): Promise<boolean> {
+  try {
+    await client.request({
+      method: 'GET',
+      path: `/api/v1/namespaces/${encodeURIComponent(namespace)}`,
+    });
+    return true;
+  } catch (err) {
+    return !isNotFound(err);
+  }
 }

@@ -120,3 +120,16 @@ export function kubeconfigPath(
   const file = join(home, '.kube', 'config');
   return exists(file) ? file : undefined;
 }
+
+/**
+ * Why `value`, a NAME or namespace from the command line, cannot be one segment of an API
+ * path, or undefined: an empty NAME turned a GET of the machine into a LIST of all of them
+ * (console read the list as a machine: "Cannot read properties of undefined"), and a '/'
+ * reaches another URL. What else makes a valid name the API server says. Pure.
+ */
+export function pathSegmentProblem(what: string, value: string): string | undefined {
+  if (value === '') return `${what} must not be empty`;
+  if (value === '.' || value === '..') return `${what} may not be '.' or '..'`;
+  if (/[/%]/.test(value)) return `${what} may not contain '/' or '%', got '${value}'`;
+  return undefined;
+}

@@ -112,11 +112,18 @@ export function describeForgetting(node: string, change: Forgetting): string {
   return `${change.kind} ${name}: ${what.join(', ')}`;
 }
 
-/** Whether a Lease is held: renewed within its duration, by the caller's clock. Pure. */
+/**
+ * Whether a Lease is held: it has a holder and was renewed within its duration, by the
+ * caller's clock; how long ago, if so. A stopped agent releases its Lease (no holder, renewed
+ * at the release), which is not held. Pure.
+ */
 export function leaseHeld(
-  spec: { renewTime?: string; leaseDurationSeconds?: number } | undefined,
+  spec:
+    | { holderIdentity?: string | null; renewTime?: string; leaseDurationSeconds?: number }
+    | undefined,
   now: Date,
 ): number | undefined {
+  if (!spec?.holderIdentity) return undefined;
   const renewed = Date.parse(spec?.renewTime ?? '');
   if (!Number.isFinite(renewed)) return undefined;
   const age = now.getTime() - renewed;
@@ -178,7 +185,9 @@ async function refuseIfAlive(client: KubeClient, node: string, leaseNamespace: s
       `Node ${node} still exists: delete it (kubectl delete node ${node}) once the host is retired, then run this again`,
     );
   const lease = await client
-    .request<{ spec?: { renewTime?: string; leaseDurationSeconds?: number } }>({
+    .request<{
+      spec?: { holderIdentity?: string | null; renewTime?: string; leaseDurationSeconds?: number };
+    }>({
       method: 'GET',
       path: `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(leaseNamespace)}/leases/libvirt-operator-${encodeURIComponent(node)}`,
     })

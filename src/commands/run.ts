@@ -19,9 +19,11 @@ matches it, against the libvirt at --libvirt-uri.
   --kubeconfig PATH         (env KUBECONFIG; default: in-cluster service account)
   --metrics-addr HOST:PORT  serve /metrics (env METRICS_ADDR; '0' = off)
   --health-addr HOST:PORT   serve /healthz, /readyz and /metrics (env HEALTH_ADDR; '0' = off)
-  --state-dir DIR           files the agent owns, e.g. cloud-init ISOs (default /var/lib/libvirt-operator)
+  --state-dir DIR           files the agent owns, e.g. cloud-init ISOs (env STATE_DIR;
+                            default /var/lib/libvirt-operator)
   --lease-namespace NS      namespace of the per-node Lease (env POD_NAMESPACE; default libvirt-operator)
-  --log-level LEVEL         trace, debug, info, warn, error (default info)`;
+  --log-level LEVEL         trace, debug, info, warn, error, fatal, silent (env LOG_LEVEL;
+                            default info)`;
 
 export async function loadKubeConfig(path: string | undefined): Promise<KubeAccess> {
   try {

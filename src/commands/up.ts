@@ -16,6 +16,7 @@ import type {
 } from '../api/generated/types.js';
 import { agentConfig, ConfigError } from '../agent/config.js';
 import { startAgent, type Agent } from '../agent/agent.js';
+import type { StateChange } from '../libvirt/reconnecting.js';
 import { cacheRoot, startControlPlane, type ControlPlane } from './local/control-plane.js';
 import { installFinalizerPolicy } from './local/finalizer-policy.js';
 import { ensureTinyGuest, serveTinyGuest } from './local/tiny-guest.js';
@@ -112,18 +113,19 @@ export async function main(argv: string[]): Promise<number> {
     printProgress(agent);
     if (settings.defaultHealth && agent.runtime.health?.port !== DEFAULT_HEALTH_PORT)
       say(`${DEFAULT_HEALTH_ADDR} is in use: health and metrics on another port`);
-    await agent.synced;
-    say(`agent ready: health and metrics at ${agent.runtime.health?.url ?? '(off)'}`);
-    const demo = values.examples
-      ? await applyDemo(client, agent, {
-          name: demoName,
-          nodeName: cfg.nodeName,
-          libvirtUri: cfg.libvirtUri,
-        })
-      : undefined;
-    say('running; Ctrl-C stops the agent' + (cp ? ' and the control plane' : ''));
-
-    await untilSignal(agent.runtime.stopped);
+    let demo: Demo | undefined;
+    if (await syncedOrSignal(agent)) {
+      say(`agent ready: health and metrics at ${agent.runtime.health?.url ?? '(off)'}`);
+      demo = values.examples
+        ? await applyDemo(client, agent, {
+            name: demoName,
+            nodeName: cfg.nodeName,
+            libvirtUri: cfg.libvirtUri,
+          })
+        : undefined;
+      say('running; Ctrl-C stops the agent' + (cp ? ' and the control plane' : ''));
+      await untilSignal(agent.runtime.stopped);
+    }
     say('stopping');
     await agent.stop();
     await demo?.stop();
@@ -138,6 +140,7 @@ export async function main(argv: string[]): Promise<number> {
  * variable is a usage error, as for run.
  */
 export function upSettings(values: {
+  examples?: boolean;
   'examples-name'?: string;
   'node-name'?: string;
   'libvirt-uri'?: string;
@@ -150,6 +153,8 @@ export function upSettings(values: {
     throw new UsageError(
       `up: --examples-name must be a lowercase DNS label of at most 40 characters, got '${demoName}'`,
     );
+  if (values['examples-name'] !== undefined && !values.examples)
+    throw new UsageError("up: --examples-name names the demo's objects: give --examples too");
   if (values.kubeconfig !== undefined && values.dir !== undefined)
     throw new UsageError(
       "up: --dir is the local control plane's folder, and --kubeconfig uses a cluster instead of one: give one of them",
@@ -171,6 +176,55 @@ export function upSettings(values: {
     if (err instanceof ConfigError) throw new UsageError(`up: ${err.message}`);
     throw err;
   }
+}
+
+/** How long up waits for the cluster and libvirt in silence before it says what it waits for. */
+const QUIET_MS = 5_000;
+
+/**
+ * Waits until the agent has listed every kind and reached libvirt (true), or for SIGINT or
+ * SIGTERM (false). Kinds the cluster does not list (CRDs not installed) and a libvirt that
+ * does not answer (a wrong --libvirt-uri, a libvirtd that is down) are said once, after a few
+ * seconds: the agent keeps trying, and a signal meanwhile must still stop the agent and the
+ * control plane.
+ */
+async function syncedOrSignal(agent: Agent): Promise<boolean> {
+  let synced = false;
+  agent.synced.then(
+    () => (synced = true),
+    () => undefined,
+  );
+  let lastError: string | undefined;
+  const onState = (change: StateChange) => {
+    if (change.error !== undefined) lastError = oneLine(change.error);
+  };
+  agent.libvirt.on('state', onState);
+  const quiet = setTimeout(() => {
+    // A kind that has not listed by now is one the cluster does not serve (its CRD missing):
+    // the agent's informers retry, but up's user sees only "starting the agent".
+    const unlisted = Object.values(agent.informers)
+      .filter((i) => !i.hasSynced())
+      .map((i) => i.resource.plural);
+    if (unlisted.length > 0)
+      say(
+        `waiting for the cluster to list ${unlisted.join(', ')}: are its CRDs installed? (kubectl apply -k manifests/, docs/deploy.md); Ctrl-C stops`,
+      );
+    if (agent.libvirt.state === 'open') return;
+    say(
+      `waiting for libvirt at ${agent.libvirt.uri ?? 'the default URI'}${lastError ? `: ${lastError}` : ''}; still trying (Ctrl-C stops)`,
+    );
+  }, QUIET_MS);
+  try {
+    await untilSignal(agent.synced);
+  } finally {
+    clearTimeout(quiet);
+    agent.libvirt.off('state', onState);
+  }
+  return synced;
+}
+
+function oneLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '';
 }
 
 function say(line: string): void {

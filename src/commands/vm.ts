@@ -4,11 +4,19 @@
 // One JSON merge patch of metadata.annotations under this command's own field manager.
 import { homedir } from 'node:os';
 import { existsSync } from 'node:fs';
+import { findCondition } from '../api/conditions.js';
+import type { VirtualMachine } from '../api/generated/types.js';
 import { PAUSED_ANNOTATION, RESTART_ANNOTATION } from '../controllers/virtual-machine/plan.js';
-import { CONTENT_TYPE, createKubeClient, isNotFound } from '../runtime/kube-client.js';
+import {
+  CONTENT_TYPE,
+  createKubeClient,
+  isConflict,
+  isNotFound,
+  type KubeClient,
+} from '../runtime/kube-client.js';
 import { kubeconfigNamespace } from '../runtime/kube-config.js';
 import { notFoundError } from './crd-missing.js';
-import { command, kubeconfigPath, UsageError } from './flags.js';
+import { command, kubeconfigPath, pathSegmentProblem, UsageError } from './flags.js';
 import { loadKubeConfig } from './run.js';
 
 const VM_FIELD_MANAGER = 'libvirt-operator-vm';
@@ -19,7 +27,8 @@ Power actions on a VirtualMachine, written as annotations the machine's agent ac
   pause     sets virt.dev/paused: "true": the guest is suspended (status phase Paused)
   unpause   removes virt.dev/paused: the guest resumes
   restart   sets virt.dev/restart-requested-at to the current time: one graceful restart
-            (ACPI shutdown, destroyed after terminationGracePeriodSeconds, started again)
+            (ACPI shutdown, destroyed after terminationGracePeriodSeconds, started again);
+            refused (exit 1) for a machine whose status says it is not running
 
   -n, --namespace NS   the machine's namespace (default: the kubeconfig context's, else default)
   --kubeconfig PATH    (env KUBECONFIG; default ~/.kube/config, else in-cluster)`;
@@ -60,35 +69,92 @@ async function run(
   if (name === undefined || extra.length > 0) {
     throw new UsageError(`vm ${action}: exactly one machine NAME is required`);
   }
+  const bad =
+    pathSegmentProblem('NAME', name) ??
+    (values.namespace === undefined
+      ? undefined
+      : pathSegmentProblem('namespace', values.namespace));
+  if (bad) throw new UsageError(`vm ${action}: ${bad}`);
   // The same reading as run and console: a kubeconfig that cannot be used is named.
-  const path = kubeconfigPath(values.kubeconfig, process.env, homedir(), existsSync);
-  const kc = await loadKubeConfig(path);
-  const namespace = values.namespace ?? (path ? kubeconfigNamespace(path) : undefined) ?? 'default';
+  const config = kubeconfigPath(values.kubeconfig, process.env, homedir(), existsSync);
+  const kc = await loadKubeConfig(config);
+  const namespace =
+    values.namespace ?? (config ? kubeconfigNamespace(config) : undefined) ?? 'default';
   const client = createKubeClient(kc, { userAgent: 'libvirt-operator-vm' });
+  const path = `/apis/virt.dev/v1alpha1/namespaces/${encodeURIComponent(namespace)}/virtualmachines/${encodeURIComponent(name)}`;
+  const what = `virtualmachine ${namespace}/${name}`;
   const patch = annotationPatch(action as Action, new Date());
   try {
-    await client.request({
-      method: 'PATCH',
-      path: `/apis/virt.dev/v1alpha1/namespaces/${encodeURIComponent(namespace)}/virtualmachines/${encodeURIComponent(name)}`,
-      query: { fieldManager: VM_FIELD_MANAGER },
-      contentType: CONTENT_TYPE.mergePatch,
-      body: { metadata: { annotations: patch } },
-    });
+    if (action === 'restart') await patchIfRunning(client, path, what, patch);
+    else await patchAnnotations(client, path, patch);
   } catch (err) {
-    if (isNotFound(err))
-      throw await notFoundError(
-        client,
-        'VirtualMachine',
-        `virtualmachine ${namespace}/${name}`,
-        err,
-      );
+    if (isNotFound(err)) throw await notFoundError(client, 'VirtualMachine', what, err, namespace);
     throw err;
   }
   const value = patch[RESTART_ANNOTATION];
   console.log(
     action === 'restart'
-      ? `virtualmachine ${namespace}/${name}: restart requested (${RESTART_ANNOTATION}=${value})`
-      : `virtualmachine ${namespace}/${name}: ${action === 'pause' ? 'pause' : 'unpause'} requested`,
+      ? `${what}: restart requested (${RESTART_ANNOTATION}=${value})`
+      : `${what}: ${action === 'pause' ? 'pause' : 'unpause'} requested`,
   );
   return 0;
+}
+
+function patchAnnotations(
+  client: KubeClient,
+  path: string,
+  annotations: Record<string, string | null>,
+  resourceVersion?: string,
+): Promise<unknown> {
+  return client.request({
+    method: 'PATCH',
+    path,
+    query: { fieldManager: VM_FIELD_MANAGER },
+    contentType: CONTENT_TYPE.mergePatch,
+    body: { metadata: { annotations, ...(resourceVersion ? { resourceVersion } : {}) } },
+  });
+}
+
+/**
+ * A restart of a machine that is not running would be recorded by the agent and do nothing,
+ * while the command said "restart requested": the status is read first, and the patch carries
+ * its resourceVersion, so a machine that started or stopped meanwhile is read again.
+ */
+async function patchIfRunning(
+  client: KubeClient,
+  path: string,
+  what: string,
+  patch: Record<string, string | null>,
+): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    const vm = await client.request<VirtualMachine>({ method: 'GET', path });
+    const refusal = restartRefusal(vm, what);
+    if (refusal) throw new Error(refusal);
+    try {
+      await patchAnnotations(client, path, patch, vm.metadata.resourceVersion);
+      return;
+    } catch (err) {
+      if (!isConflict(err) || attempt === 3) throw err;
+    }
+  }
+}
+
+/**
+ * Why a restart of `vm` would do nothing, judged from its status: its domain is not running
+ * (status.state shut off, or no domain yet), and what happens instead. Undefined when it runs,
+ * or when no agent has reported on it yet (then the request is written, as before). Pure.
+ */
+export function restartRefusal(vm: VirtualMachine, what: string): string | undefined {
+  const status = vm.status;
+  if (!status?.phase) return undefined;
+  const state = status.state?.state;
+  if (state !== undefined && state !== 'shutoff') return undefined;
+  const strategy = vm.spec.runStrategy ?? 'Always';
+  const ready = findCondition(status.conditions, 'Ready');
+  const startPatch = `kubectl patch vm ${String(vm.metadata.name)} -n ${String(vm.metadata.namespace)} --type=merge -p '{"spec":{"runStrategy":"Always"}}'`;
+  const instead =
+    strategy === 'Always'
+      ? `runStrategy Always starts it by itself${ready ? ` (Ready=${ready.status} ${ready.reason}: ${ready.message})` : ''}`
+      : `runStrategy ${strategy} keeps it stopped; to start it: ${startPatch}`;
+  return `${what} is not running (phase ${status.phase}): there is nothing to restart, and no request was written; ${instead}`;
 }

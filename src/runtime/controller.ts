@@ -219,6 +219,8 @@ export function createController<T extends KubeObject>(
       : `rv${obj?.metadata.resourceVersion}`;
   let run: Run | undefined;
   let starting: Promise<void> | undefined;
+  // Ends the wait of a start still waiting for its informers' first list (see stopProcessing).
+  let cancelStart: (() => void) | undefined;
   // A new run must not begin while the previous one is draining: that would put the same
   // key in two workers.
   let draining: Promise<boolean> | undefined;
@@ -438,9 +440,17 @@ export function createController<T extends KubeObject>(
     },
     startProcessing() {
       if (run || starting) return starting ?? Promise.resolve();
+      let cancelled = false;
+      const cancel = new Promise<void>((resolve) => {
+        cancelStart = () => {
+          cancelled = true;
+          resolve();
+        };
+      });
       starting = (async () => {
-        await Promise.all(watched.map((i) => i.synced));
+        await Promise.race([Promise.all(watched.map((i) => i.synced)), cancel]);
         await draining;
+        if (cancelled) return;
         const r: Run = {
           queue: createWorkQueue({
             ...opts.queue,
@@ -458,10 +468,16 @@ export function createController<T extends KubeObject>(
         for (let i = 0; i < concurrency; i++) r.workers.push(work(r));
         scheduleResync(r);
         log.info({ concurrency, keys: opts.for.cache.size() }, 'processing started');
-      })().finally(() => (starting = undefined));
+      })().finally(() => {
+        starting = undefined;
+        cancelStart = undefined;
+      });
       return starting;
     },
     async stopProcessing(drainMs) {
+      // A start still waiting for a list that may never come (a CRD not installed) is called
+      // off: awaiting it made every stop, even a SIGTERM's, wait forever.
+      cancelStart?.();
       await starting;
       const r = run;
       if (!r) return (await draining) ?? true;

@@ -15,6 +15,7 @@ import { access, mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Connect } from '../../libvirt/connection.js';
 import {
+  DomainCreateFlags,
   DomainDeviceModifyFlags,
   DomainSnapshotListFlags,
   DomainUndefineFlags,
@@ -202,13 +203,28 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
     case 'resume':
       return domain.resume();
     case 'start':
-      return domain.create();
+      return step.paused ? startPaused(domain) : domain.create();
     case 'shutdown':
       return domain.shutdown();
     case 'destroy':
       return domain.destroy();
     case 'undefine':
       return undefine(domain, step);
+  }
+}
+
+/**
+ * Starts the domain with its vCPUs stopped (VIR_DOMAIN_START_PAUSED, libvirt's reason `user`),
+ * so a machine annotated paused never runs, not even for the moment a suspend after a plain
+ * start would take. A driver that refuses the flag (libvirt's test driver) starts it running,
+ * and the suspend step the plan puts after the start pauses it.
+ */
+async function startPaused(domain: Domain): Promise<void> {
+  try {
+    await domain.create(DomainCreateFlags.START_PAUSED);
+  } catch (err) {
+    if (!isUnsupported(err)) throw err;
+    await domain.create();
   }
 }
 

@@ -86,7 +86,13 @@ export type MachineStep =
     }
   | { op: 'setMemory'; kib: number; live: boolean; config: boolean }
   | { op: 'setVcpus'; count: number; live: boolean; config: boolean }
-  | { op: 'start'; kind: StartKind; after: { state: string; reason: string } }
+  | {
+      op: 'start';
+      kind: StartKind;
+      after: { state: string; reason: string };
+      /** Start with the vCPUs stopped (virt.dev/paused): the guest never runs (act.ts). */
+      paused?: boolean;
+    }
   | { op: 'shutdown'; reason: ShutdownReason }
   | { op: 'destroy'; why: 'gracePeriodExpired' | 'crashed' }
   | { op: 'undefine'; nvram: boolean; tpm: boolean }
@@ -961,13 +967,14 @@ export function powerPlan(
       : wasUp && !byRestore
         ? 'restart'
         : 'requested';
-  // A machine the annotation wants paused is suspended right after its start, in the same
-  // pass: otherwise the guest would run until the next pass, and status would say Running.
+  // A machine the annotation wants paused is started paused, where the driver can, and
+  // suspended in the same pass where it cannot (the suspend is a no-op on a paused domain):
+  // otherwise the guest would run until the next pass, and status would say Running.
+  const after = { state: power.state, reason: power.reason };
   return {
-    steps: [
-      { op: 'start', kind, after: { state: power.state, reason: power.reason } },
-      ...(pauseRequested(vm) ? [{ op: 'suspend' } as const] : []),
-    ],
+    steps: pauseRequested(vm)
+      ? [{ op: 'start', kind, after, paused: true }, { op: 'suspend' }]
+      : [{ op: 'start', kind, after }],
     shutdown: undefined,
     waitMs: undefined,
   };

@@ -1,8 +1,9 @@
 // `vm` and `console` against a cluster that does not serve virt.dev (its CRDs never applied,
 // e.g. `npm start -- --kubeconfig` pointed at a fresh cluster): the API server's 404 is the
 // same as for a missing machine, and the commands must not send the user hunting for a typo.
+// `up --kubeconfig` there says what it waits for, and Ctrl-C stops it.
 import { describe, expect, it } from 'vitest';
-import { collect, spawnCli } from '../../harness/processes.js';
+import { collect, output, spawnCli, waitForLine } from '../../harness/processes.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 
 const NO_CRDS =
@@ -22,4 +23,30 @@ describe('vm and console on a cluster without the CRDs', () => {
       expect(res.code, command.join(' ')).toBe(1);
     }
   });
+
+  it('up names the kinds the cluster does not list, and stops on SIGINT', async () => {
+    const up = spawnCli([
+      'up',
+      '--kubeconfig',
+      cp().kubeconfigPath,
+      '--node-name',
+      'no-crds-node',
+      '--libvirt-uri',
+      'test:///default',
+      '--health-addr',
+      '127.0.0.1:0',
+    ]);
+    const printed = output(up);
+    const done = collect(up, 30_000);
+    await waitForLine(up, /^up: waiting for the cluster/, 30_000).catch((err: Error) => {
+      up.kill('SIGKILL');
+      err.message += `\nup printed:\n${printed()}`;
+      throw err;
+    });
+    expect(printed()).toContain(
+      'up: waiting for the cluster to list virtualmachines, volumes, virtualnetworks, storagepools, virtualmachinesnapshots, virtualmachinerestores: are its CRDs installed? (kubectl apply -k manifests/, docs/deploy.md); Ctrl-C stops',
+    );
+    up.kill('SIGINT');
+    expect((await done).code, printed()).toBe(0);
+  }, 60_000);
 });

@@ -126,3 +126,40 @@ describe('up on its own control plane', () => {
     expect((await done).code, printed().slice(-2000)).toBe(0);
   }, 240_000);
 });
+
+describe('up on a libvirt that does not answer', () => {
+  // A wrong --libvirt-uri, or a libvirtd that is down: up said "starting the agent" and then
+  // nothing, and Ctrl-C (the only way out) killed it before it stopped the control plane.
+  it('says what it waits for, and SIGTERM still stops the agent and the control plane', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'lvo-up-'));
+    dirs.push(home);
+    const socket = join(home, 'no-such-libvirt-sock');
+    const up = spawnCli(
+      [
+        'up',
+        '--dir',
+        join(home, 'cluster'),
+        '--node-name',
+        NODE,
+        '--libvirt-uri',
+        `qemu+unix:///system?socket=${socket}`,
+        '--health-addr',
+        '127.0.0.1:0',
+      ],
+      { ...process.env, KUBEBUILDER_ASSETS: findBinaries(), LIBVIRT_OPERATOR_CACHE: home },
+    );
+    children.push(up);
+    const printed = output(up);
+    await waitForLine(up, /^up: waiting for libvirt/, 60_000).catch((err: Error) => {
+      err.message += `\nup printed:\n${printed()}`;
+      throw err;
+    });
+    expect(printed()).toContain(
+      `up: waiting for libvirt at qemu+unix:///system?socket=${socket}: Failed to connect socket to '${socket}'`,
+    );
+    const done = collect(up, 60_000);
+    up.kill('SIGTERM');
+    expect((await done).code, printed()).toBe(0);
+    expect(printed()).toMatch(/^up: stopping$/m);
+  }, 120_000);
+});

@@ -40,6 +40,10 @@ describe('agent configuration', () => {
       /^--health-addr must be HOST:PORT/,
     );
     expect(cfg({ 'metrics-addr': '0' }).metricsAddr).toBeUndefined();
+    // A wrong value from the environment names the variable: no flag was given to look at.
+    expect(() => cfg({}, { HEALTH_ADDR: 'nonsense' })).toThrow(/^HEALTH_ADDR must be HOST:PORT/);
+    expect(() => cfg({}, { METRICS_ADDR: 'x' })).toThrow(/^METRICS_ADDR must be HOST:PORT/);
+    expect(() => cfg({ 'health-addr': 'x' }, { HEALTH_ADDR: ':1' })).toThrow(/^--health-addr /);
   });
 
   it('rejects a node name Kubernetes would reject', () => {
@@ -51,6 +55,7 @@ describe('agent configuration', () => {
 
   it('rejects an unknown log level', () => {
     expect(() => cfg({ 'log-level': 'loud' })).toThrow(/--log-level must be one of/);
+    expect(() => cfg({}, { LOG_LEVEL: 'loud' })).toThrow(/^LOG_LEVEL must be one of/);
   });
 
   it('uses the local libvirtd only when its socket exists', () => {

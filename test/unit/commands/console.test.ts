@@ -105,6 +105,13 @@ describe('parseConsoleArgs', () => {
     expect(usage(['web', '--timeout'])).toMatch(
       /^console: Option '--timeout <value>' argument missing/,
     );
+    // An empty NAME asked the API server for the list, and the list was read as a machine.
+    expect(() => parseConsoleArgs([''], {}, defaults)).toThrow(
+      "console: NAME must not be empty; see 'console --help'",
+    );
+    expect(() => parseConsoleArgs(['web', '-n', ''], {}, defaults)).toThrow(
+      "console: namespace must not be empty; see 'console --help'",
+    );
     expect(parseConsoleArgs(['--help'], {}, defaults)).toBe('help');
   });
 });

@@ -94,6 +94,11 @@ describe("up's flags", () => {
     expect(() => upSettings({ 'node-name': 'Bad_Name' })).toThrow(/node-name/);
     expect(() => upSettings({ 'health-addr': 'nope' })).toThrow(/health-addr/);
     expect(() => upSettings({ 'examples-name': 'Demo' })).toThrow(/--examples-name/);
+    // Without --examples there is no demo to name: said, not ignored.
+    expect(() => upSettings({ 'examples-name': 'web' })).toThrow(
+      "up: --examples-name names the demo's objects: give --examples too",
+    );
+    expect(upSettings({ examples: true, 'examples-name': 'web' }).demoName).toBe('web');
     expect(() => upSettings({ dir: '/tmp/x', kubeconfig: '/tmp/k' })).toThrow(/--kubeconfig/);
   });
 

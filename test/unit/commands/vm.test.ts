@@ -1,7 +1,9 @@
 // Which kubeconfig `libvirt-operator vm` reads: kubectl's order, so a shell where kubectl
-// reaches the cluster reaches it with this command too.
+// reaches the cluster reaches it with this command too; and when `vm restart` refuses.
 import { describe, expect, it } from 'vitest';
-import { kubeconfigPath } from '../../../src/commands/flags.js';
+import type { VirtualMachine } from '../../../src/api/generated/types.js';
+import { kubeconfigPath, pathSegmentProblem } from '../../../src/commands/flags.js';
+import { restartRefusal } from '../../../src/commands/vm.js';
 
 const HOME_CONFIG = '/home/u/.kube/config';
 const exists = (present: boolean) => (p: string) => present && p === HOME_CONFIG;
@@ -20,5 +22,52 @@ describe("vm's kubeconfig", () => {
 
   it("falls back to the pod's service account only when there is no file to read", () => {
     expect(kubeconfigPath(undefined, {}, '/home/u', exists(false))).toBeUndefined();
+  });
+});
+
+describe('vm restart on a machine that is not running', () => {
+  const machine = (runStrategy: string | undefined, status: object | undefined) =>
+    ({
+      apiVersion: 'virt.dev/v1alpha1',
+      kind: 'VirtualMachine',
+      metadata: { name: 'web', namespace: 'lab' },
+      spec: { nodeName: 'n', vcpus: 1, memory: '64Mi', ...(runStrategy ? { runStrategy } : {}) },
+      status,
+    }) as unknown as VirtualMachine;
+  const stopped = { phase: 'Stopped', state: { state: 'shutoff', reason: 'shutdown' } };
+
+  it('is refused with what happens instead', () => {
+    expect(restartRefusal(machine('Manual', stopped), 'virtualmachine lab/web')).toBe(
+      'virtualmachine lab/web is not running (phase Stopped): there is nothing to restart, and no request was written; ' +
+        `runStrategy Manual keeps it stopped; to start it: kubectl patch vm web -n lab --type=merge -p '{"spec":{"runStrategy":"Always"}}'`,
+    );
+    const failed = {
+      phase: 'Failed',
+      state: { state: 'shutoff', reason: 'failed' },
+      conditions: [{ type: 'Ready', status: 'False', reason: 'StartFailed', message: 'no KVM' }],
+    };
+    expect(restartRefusal(machine(undefined, failed), 'virtualmachine lab/web')).toMatch(
+      /\(phase Failed\).*runStrategy Always starts it by itself \(Ready=False StartFailed: no KVM\)$/,
+    );
+    // No domain yet (Pending): nothing runs either.
+    expect(restartRefusal(machine(undefined, { phase: 'Pending' }), 'x')).toMatch(/not running/);
+  });
+
+  it('goes ahead for a running or paused machine, and for one no agent reported on yet', () => {
+    const running = { phase: 'Running', state: { state: 'running', reason: 'booted' } };
+    const paused = { phase: 'Paused', state: { state: 'paused', reason: 'user' } };
+    expect(restartRefusal(machine(undefined, running), 'x')).toBeUndefined();
+    expect(restartRefusal(machine(undefined, paused), 'x')).toBeUndefined();
+    expect(restartRefusal(machine(undefined, undefined), 'x')).toBeUndefined();
+  });
+});
+
+describe('names on the command line', () => {
+  it('refuses what is not one path segment, which would reach another URL', () => {
+    expect(pathSegmentProblem('NAME', 'web')).toBeUndefined();
+    expect(pathSegmentProblem('NAME', '')).toBe('NAME must not be empty');
+    expect(pathSegmentProblem('namespace', '')).toBe('namespace must not be empty');
+    expect(pathSegmentProblem('NAME', 'a/b')).toBe("NAME may not contain '/' or '%', got 'a/b'");
+    expect(pathSegmentProblem('NAME', '..')).toBe("NAME may not be '.' or '..'");
   });
 });

@@ -4,7 +4,7 @@
 // no virDomainAttachDeviceFlags (VIR_ERR_NO_SUPPORT), so here a disk added to a running machine
 // becomes a restart-time change; live attach and detach are covered by
 // test/e2e/operator/day2.test.ts on the real libvirtd.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { VirtualMachine, Volume } from '../../../../src/api/generated/types.js';
 import { main as vmCommand } from '../../../../src/commands/vm.js';
 import {
@@ -276,9 +276,60 @@ describe('day-2 machines on test:///default', () => {
     expect((await domainOf(vmOf('power')!)).getID()).toBe(after);
   });
 
+  it('refuses `vm restart` of a stopped machine, saying why and how to start it', async () => {
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'halted', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        vcpus: 1,
+        memory: '128Mi',
+        runStrategy: 'Halted',
+      },
+    });
+    await converge(ctx, reconcileVirtualMachine, key('halted'), {
+      until: stored('halted', (v) => v?.status?.phase === 'Stopped'),
+    });
+    const errors: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((line: unknown) => {
+      errors.push(String(line));
+    });
+    try {
+      expect(await vm('restart', 'halted')).toBe(1);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(errors.join('\n')).toMatch(
+      /virtualmachine vm-day2\/halted is not running \(phase Stopped\).*runStrategy Halted keeps it stopped.*"runStrategy":"Always"/,
+    );
+    // No request was written: nothing is left for a later start to misread.
+    await ctx.refresh();
+    expect(vmOf('halted')?.metadata.annotations?.['virt.dev/restart-requested-at']).toBeUndefined();
+  });
+
   it('rejects a missing machine and a wrong action with clear messages', async () => {
     expect(await vm('pause', 'no-such-machine')).toBe(1);
     expect(await vm('frobnicate', 'power')).toBe(2);
+    // A namespace that does not exist is named as the cause, not left for the user to find.
+    const errors: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((line: unknown) => {
+      errors.push(String(line));
+    });
+    try {
+      const kubeconfig = controlPlane().kubeconfigPath;
+      expect(
+        await vmCommand(['pause', 'power', '-n', 'no-such-ns', '--kubeconfig', kubeconfig]),
+      ).toBe(1);
+      expect(
+        await vmCommand(['pause', 'no-such-machine', '-n', NS, '--kubeconfig', kubeconfig]),
+      ).toBe(1);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(errors).toEqual([
+      'libvirt-operator vm: virtualmachine no-such-ns/power not found: namespace no-such-ns does not exist',
+      `libvirt-operator vm: virtualmachine ${NS}/no-such-machine not found`,
+    ]);
   });
 
   it('keeps a Volume whose disk the running domain still holds after the spec dropped it', async () => {

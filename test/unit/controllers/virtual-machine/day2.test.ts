@@ -24,6 +24,7 @@ import {
 import { actMachine } from '../../../../src/controllers/virtual-machine/act.js';
 import type { Connect } from '../../../../src/libvirt/connection.js';
 import type { Domain } from '../../../../src/libvirt/domain.js';
+import { DomainCreateFlags } from '../../../../src/libvirt/constants.js';
 import { ErrorCode, ErrorDomain, LibvirtError } from '../../../../src/libvirt/errors.js';
 import {
   buildDomainXML,
@@ -488,13 +489,55 @@ describe('pause on request', () => {
     // Restarted after a crash under Always: not left running until the next pass.
     expect(
       powerPlan(vm({}, { status: runningStatus(), annotations }), stopped, [], NOW).steps,
-    ).toEqual([{ op: 'start', kind: 'restart', after }, { op: 'suspend' }]);
+    ).toEqual([{ op: 'start', kind: 'restart', after, paused: true }, { op: 'suspend' }]);
     // The first start of a new machine too.
     expect(powerPlan(vm({}, { annotations }), stopped, [], NOW).steps.map((s) => s.op)).toEqual([
       'start',
       'suspend',
     ]);
     expect(powerPlan(vm({}, {}), stopped, [], NOW).steps.map((s) => s.op)).toEqual(['start']);
+  });
+
+  it('starts a machine the annotation wants paused with its vCPUs stopped, where the driver can', async () => {
+    // Started running and suspended after, the guest would run for the time between the two
+    // calls: VIR_DOMAIN_START_PAUSED (QEMU) keeps it from running at all. A driver that refuses
+    // the flag (libvirt's test driver: VIR_ERR_INVALID_ARG "unsupported flags") gets a plain
+    // start, and the plan's suspend pauses it.
+    const start = {
+      op: 'start',
+      kind: 'initial',
+      after: { state: 'shutoff', reason: 'unknown' },
+    } as const;
+    const steps: MachineStep[] = [{ ...start, paused: true }, { op: 'suspend' }];
+    const calls: string[] = [];
+    const domainOf = (refuseFlags: boolean) =>
+      ({
+        create: (flags = 0) => {
+          calls.push(`create(${flags})`);
+          return refuseFlags && flags !== 0
+            ? Promise.reject(
+                new LibvirtError('unsupported flags (0x1) in function testDomainCreateWithFlags', {
+                  code: ErrorCode.VIR_ERR_INVALID_ARG,
+                  domain: ErrorDomain.VIR_FROM_TEST,
+                  level: 2,
+                }),
+              )
+            : Promise.resolve();
+        },
+        suspend: () => (calls.push('suspend'), Promise.resolve()),
+      }) as unknown as Domain;
+    const conn = {} as Connect;
+    const qemu = await actMachine(conn, domainOf(false), steps);
+    expect(calls).toEqual([`create(${DomainCreateFlags.START_PAUSED})`, 'suspend']);
+    expect(qemu).toMatchObject({ executed: steps, failure: undefined });
+    calls.length = 0;
+    const test = await actMachine(conn, domainOf(true), steps);
+    expect(calls).toEqual([`create(${DomainCreateFlags.START_PAUSED})`, 'create(0)', 'suspend']);
+    expect(test).toMatchObject({ executed: steps, failure: undefined });
+    // A machine not asked to pause starts as before.
+    calls.length = 0;
+    await actMachine(conn, domainOf(false), [start]);
+    expect(calls).toEqual(['create(0)']);
   });
 
   it('resumes a machine a restore brought back paused, unless the annotation asks for it', () => {
