@@ -9,6 +9,7 @@ import { isNotFound } from '../../libvirt/errors.js';
 import type { DomainSnapshot } from '../../libvirt/snapshot.js';
 import { identityOf, type OwnershipStamp } from '../../ownership/metadata.js';
 import {
+  addedVcpus,
   domainDiskViews,
   parseSnapshotXML,
   type ObservedSnapshot,
@@ -24,6 +25,8 @@ export interface MachineDomain {
   disks: SnapshotDiskView[];
   /** That definition's document (virDomainGetXMLDesc). */
   xml: string;
+  /** vCPUs added to the running domain since it started (virDomainSetVcpusFlags LIVE). */
+  addedVcpus: number;
 }
 
 /** The machine's domain when it exists and is ours; undefined otherwise. */
@@ -47,6 +50,7 @@ export async function observeMachineDomain(
     active: stateName !== 'shutoff' && stateName !== 'crashed',
     disks: domainDiskViews(xml),
     xml,
+    addedVcpus: addedVcpus(xml),
   };
 }
 

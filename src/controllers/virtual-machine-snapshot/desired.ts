@@ -96,7 +96,7 @@ export type SnapshotDecision =
  */
 export function desiredSnapshot(
   snap: VirtualMachineSnapshot,
-  domain: { active: boolean; disks: readonly SnapshotDiskView[] },
+  domain: { active: boolean; disks: readonly SnapshotDiskView[]; addedVcpus?: number },
   /** Disk target -> the Volume holding it, to name it in a refusal as the user knows it. */
   volumes: ReadonlyMap<string, string> = new Map(),
 ): SnapshotDecision {
@@ -118,6 +118,20 @@ export function desiredSnapshot(
     return {
       kind: 'unsupported',
       message: 'the machine has no writable qcow2 disk to hold a snapshot',
+    };
+  }
+  // A running machine's internal snapshot always holds its memory (also for includeMemory
+  // false), and QEMU 7.2 cannot load the state of vCPUs added live: libvirt 9.0 takes the
+  // snapshot, and reverting to it fails ("Unknown savevm section ... 'cpu_common'") and leaves
+  // the domain shut off. A snapshot that reads Ready but cannot be restored is refused.
+  const added = domain.active ? (domain.addedVcpus ?? 0) : 0;
+  if (added > 0) {
+    return {
+      kind: 'unsupported',
+      message:
+        `the machine has ${added} vCPU${added === 1 ? '' : 's'} added while it runs, and QEMU ` +
+        `cannot restore a running snapshot of such vCPUs; restart the machine (it then boots ` +
+        `with them) or stop it, and create the snapshot again`,
     };
   }
   const memory = domain.active && snap.spec.includeMemory !== false;

@@ -244,9 +244,10 @@ async function removeSnapshot(
     const deleted = found !== undefined;
     // Deleted while a take may have been cut short: what that take left in the disks, without
     // libvirt's record, goes too (a checkpoint is as big as the guest's RAM).
+    // The disks as the take saw them: vCPUs added since do not stop the cleanup.
     const decision =
       !deleted && takeMayBeCutShort(snap, ctx.host.snapshotTakesCutShort.has(uid))
-        ? desiredSnapshot(snap, machine)
+        ? desiredSnapshot(snap, { active: machine.active, disks: machine.disks })
         : undefined;
     if (decision?.kind === 'take') {
       const cleaned = await removeUnrecorded(

@@ -141,6 +141,18 @@ export function domainDiskViews(domainXml: string): SnapshotDiskView[] {
   });
 }
 
+/**
+ * How many vCPUs of a running domain were added while it runs (`<vcpus>`: enabled and
+ * hotpluggable; those it booted with are not hotpluggable, and libvirt writes no `<vcpus>`
+ * before the first change).
+ */
+export function addedVcpus(domainXml: string): number {
+  const { element } = parseAnyXML(domainXml, ['domain.vcpus.vcpu'], 'domain');
+  return children(child(element, 'vcpus') ?? {}, 'vcpu').filter(
+    (v: XmlElement) => attr(v, 'enabled') === 'yes' && attr(v, 'hotpluggable') === 'yes',
+  ).length;
+}
+
 function diskSource(disk: XmlElement): string | undefined {
   const source = child(disk, 'source') ?? {};
   return attr(source, 'file') ?? attr(source, 'volume') ?? attr(source, 'dev');

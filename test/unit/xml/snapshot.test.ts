@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   buildRedefineSnapshotXML,
   buildSnapshotXML,
+  addedVcpus,
   domainDiskViews,
   parseSnapshotXML,
 } from '../../../src/libvirt/xml/snapshot.js';
@@ -64,6 +65,21 @@ describe('<domainsnapshot> documents', () => {
       { name: 'sda', device: 'cdrom', readonly: true },
     ]);
     expect(parseSnapshotXML(xml)).toMatchObject({ name: 's', state: 'shutoff' });
+  });
+
+  it('counts the vCPUs added to a running domain (hotpluggable and enabled)', () => {
+    // What libvirt 9.0 reports after `virsh setvcpus --live 2` on a domain booted with 1 of 4.
+    const live = `<domain type='qemu'><name>x</name>
+  <vcpu placement='static' current='2'>4</vcpu>
+  <vcpus>
+    <vcpu id='0' enabled='yes' hotpluggable='no' order='1'/>
+    <vcpu id='1' enabled='yes' hotpluggable='yes' order='2'/>
+    <vcpu id='2' enabled='no' hotpluggable='yes'/>
+    <vcpu id='3' enabled='no' hotpluggable='yes'/>
+  </vcpus><devices/></domain>`;
+    expect(addedVcpus(live)).toBe(1);
+    // Before the change libvirt has no <vcpus> element at all.
+    expect(addedVcpus("<domain><vcpu current='1'>4</vcpu><devices/></domain>")).toBe(0);
   });
 
   it('reads back what libvirt reports', () => {
