@@ -142,10 +142,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
           readiness: { run: () => runtime.ready() },
         })
       : undefined;
-  runtime.addReadinessCheck(
-    'libvirt',
-    () => libvirt.state === 'open' || `libvirt connection is ${libvirt.state}`,
-  );
+  runtime.addReadinessCheck('libvirt', () => libvirt.state === 'open' || libvirt.describe());
 
   // Namespaced kinds: only this node's objects (CRD selectableFields on spec.nodeName).
   // Snapshots and restores name only their machine (spec.vmName), not a node: every agent

@@ -101,6 +101,15 @@ export class ReconnectingConnection extends EventEmitter<Events> {
     return this.#state;
   }
 
+  /**
+   * The state as a person reads it, with the URI and, until a connection opens, libvirt's
+   * reason for the last failed attempt (a readiness check that fails says why).
+   */
+  describe(): string {
+    const uri = this.uri ?? 'the default URI';
+    return `libvirt connection to ${uri} is ${this.#state}${lastAttempt(this.#lastError)}`;
+  }
+
   /** The open connection, if any. Do not close it: close the wrapper. */
   get connection(): Connect | undefined {
     return this.#state === 'open' ? this.#conn : undefined;

@@ -74,6 +74,10 @@ describe('ReconnectingConnection on test:///default', () => {
       true,
     );
     expect(states.map((s) => s.attempt).slice(0, 3)).toEqual([1, 2, 3]);
+    // What the agent's /readyz shows for libvirt: the URI and libvirt's reason.
+    expect(rc.describe()).toMatch(
+      /^libvirt connection to qemu\+unix:\/\/\/system\?socket=\/nonexistent\/lvbt\.sock is connecting; last attempt: .*\/nonexistent\/lvbt\.sock/,
+    );
     // The reason is libvirt's, so an agent that gives up can say why (a socket, a permission).
     await expect(rc.ready({ timeoutMs: 50 })).rejects.toThrow(
       /not open after 50 ms \(state connecting; last attempt: .*\/nonexistent\/lvbt\.sock/,
