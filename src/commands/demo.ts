@@ -134,6 +134,17 @@ export function demoToApply(
 }
 
 /**
+ * How up's boot line says when the demo machine came up: one it found Running already was
+ * booted by an earlier run; one this run applied came up so long after the apply; one an
+ * earlier run made that this run only watched start (runStrategy patched meanwhile) was not
+ * applied now, so the time counts from this run's start. Pure.
+ */
+export function bootedWhen(found: 'running' | 'applied' | 'kept', seconds: string): string {
+  if (found === 'running') return 'booted by an earlier run';
+  return found === 'applied' ? `${seconds} s after apply` : `${seconds} s after this run started`;
+}
+
+/**
  * A 192.168.X.1/24 for the demo network that no interface of this host uses (a NAT network on
  * a used subnet does not start). `taken` lists the host's IPv4 addresses; `keep` is the
  * network's current cidr from an earlier run, kept so re-applying changes nothing. Pure.

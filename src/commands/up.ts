@@ -22,6 +22,7 @@ import { installFinalizerPolicy } from './local/finalizer-policy.js';
 import { ensureTinyGuest, serveTinyGuest } from './local/tiny-guest.js';
 import { createKubeClient, isNotFound, type KubeClient } from '../runtime/index.js';
 import {
+  bootedWhen,
   DEMO_NAMESPACE,
   demoCidr,
   demoManifests,
@@ -440,6 +441,8 @@ async function applyDemo(
   }
 
   const started = Date.now();
+  // Whether this run applies the machine: known once the apply below has run.
+  let machineApplied = false;
   const booted = new Promise<string>((resolve) => {
     let seen = false;
     const check = (obj: VirtualMachine, earlier = false) => {
@@ -451,7 +454,7 @@ async function applyDemo(
       seen = true;
       queueMicrotask(() => unsubscribe());
       const seconds = ((Date.now() - started) / 1000).toFixed(1);
-      const when = earlier ? 'booted by an earlier run' : `${seconds} s after apply`;
+      const when = bootedWhen(earlier ? 'running' : machineApplied ? 'applied' : 'kept', seconds);
       say(
         `examples: VirtualMachine ${DEMO_NAMESPACE}/${names.vm} is Running, Ready=True, address ${ip} from ${names.network}'s DHCP, ${when}`,
       );
@@ -471,6 +474,7 @@ async function applyDemo(
     if ((await getObject(client, m.kind, name)) !== undefined) existing.add(`${m.kind}/${name}`);
   }
   for (const m of demoToApply(manifests, existing)) {
+    if (m.kind === 'VirtualMachine') machineApplied = true;
     say(`applied ${await applyObject(client, m)}`);
   }
   if (existing.size > 0) {

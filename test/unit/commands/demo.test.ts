@@ -3,7 +3,13 @@
 import { describe, expect, it } from 'vitest';
 import { validateManifest } from '../../../src/api/validate.js';
 import type { VirtualMachine } from '../../../src/api/generated/types.js';
-import { demoCidr, demoManifests, demoNames, demoToApply } from '../../../src/commands/demo.js';
+import {
+  bootedWhen,
+  demoCidr,
+  demoManifests,
+  demoNames,
+  demoToApply,
+} from '../../../src/commands/demo.js';
 import { desiredDomain } from '../../../src/controllers/virtual-machine/desired.js';
 import { restartPending } from '../../../src/controllers/virtual-machine/plan.js';
 
@@ -130,5 +136,14 @@ describe('demoToApply', () => {
       'Volume/demo-kernel',
       'VirtualMachine/demo',
     ]);
+  });
+});
+
+describe('bootedWhen', () => {
+  it('counts from the apply only when this run applied the machine', () => {
+    expect(bootedWhen('applied', '14.0')).toBe('14.0 s after apply');
+    // Kept from an earlier run, started now (its runStrategy patched): nothing was applied.
+    expect(bootedWhen('kept', '16.1')).toBe('16.1 s after this run started');
+    expect(bootedWhen('running', '0.2')).toBe('booted by an earlier run');
   });
 });
