@@ -4,12 +4,12 @@
 import type { ShownFigures } from './shared/figures.js';
 import type { SentShutdown } from './virtual-machine/plan.js';
 import type { ImportJobs } from './volume/import.js';
-import type { PoolLocks } from './volume/pool-lock.js';
+import type { PoolLocks } from './shared/pool-lock.js';
 
 export interface HostState {
   /** Byte figures last shown in status, per object (shared/figures.ts). */
   figures: ShownFigures;
-  /** Storage operations queued per pool (volume/pool-lock.ts). */
+  /** Storage operations queued per pool (shared/pool-lock.ts). */
   poolLocks: PoolLocks;
   /** HTTP imports by Volume uid (volume/import.ts). */
   imports: ImportJobs;

@@ -12,7 +12,7 @@ import { parseVolumeXML, type ObservedVolume } from '../../libvirt/xml/volume.js
 import { observeMachineDomain } from '../shared/machine-snapshot.js';
 import { lookupPool } from '../shared/pool.js';
 import type { SourceImage } from './desired.js';
-import type { PoolLocks } from './pool-lock.js';
+import type { PoolLocks } from '../shared/pool-lock.js';
 
 export interface NotReady {
   reason: 'PoolNotReady' | 'SourceNotReady';

@@ -18,7 +18,7 @@ import {
 import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/index.js';
 import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
 import { applyVolumeSteps } from '../../../../src/controllers/volume/act.js';
-import { withPoolLock, type PoolLocks } from '../../../../src/controllers/volume/pool-lock.js';
+import { withPoolLock, type PoolLocks } from '../../../../src/controllers/shared/pool-lock.js';
 import {
   startPrivateLibvirtd,
   type LibvirtDaemon,
