@@ -13,11 +13,19 @@ import {
   type ControllerContext,
 } from '../context.js';
 import { INDEX_POOL } from '../indexes.js';
+import { withPoolLock } from '../shared/pool-lock.js';
 import { selectsNode } from '../node-selector.js';
 import { applyPoolSteps, removePool, type PoolActOutcome } from './act.js';
 import { desiredPool } from './desired.js';
 import { forgetFigures, steadyFigure } from '../shared/figures.js';
 import { listed, newProblem, retryDelay, withFinalizer } from '../kit.js';
+import {
+  forgetMadeDirectories,
+  madeDirectories,
+  noteBuild,
+  removeMadeParents,
+  unmadeTarget,
+} from './directories.js';
 import { forbiddenTarget, observePool } from './observe.js';
 import { planPool, type PoolStep } from './plan.js';
 import {
@@ -26,6 +34,7 @@ import {
   nodeEntry,
   notSelectedStatus,
   poolNodeStatus,
+  removedMessage,
   type PoolNodeFacts,
 } from './status.js';
 
@@ -67,6 +76,7 @@ async function converge(pool: StoragePool, ctx: ControllerContext): Promise<Acti
     ctx.libvirt(),
     observed.found === 'ours' ? observed.handle : undefined,
     steps,
+    () => noteBuild(ctx.stateDir, String(pool.metadata.uid), pool.spec.path),
   );
   if (steps.length > 0) {
     observed = await observePool(ctx.libvirt(), desired);
@@ -102,12 +112,23 @@ async function removeFromNode(
   selected: boolean,
   ctx: ControllerContext,
 ): Promise<Action> {
+  const uid = String(pool.metadata.uid);
   const observed = await observePool(ctx.libvirt(), desiredPool(pool));
-  const blockedBy = ctx
-    .byIndex<Volume>('Volume', INDEX_POOL, String(pool.metadata.name))
-    .filter((v) => v.spec.nodeName === ctx.nodeName)
-    .map(keyOf);
-  if (observed.found === 'ours' && blockedBy.length > 0) {
+  const made = await madeDirectories(ctx.stateDir, uid);
+  // The removal waits for this agent's storage calls in the pool: none runs beside it.
+  const outcome = await withPoolLock(ctx.host.poolLocks, String(pool.metadata.name), async () => {
+    if (observed.found !== 'ours') return {};
+    const blockedBy = ctx
+      .byIndex<Volume>('Volume', INDEX_POOL, String(pool.metadata.name))
+      .filter((v) => v.spec.nodeName === ctx.nodeName)
+      .map(keyOf);
+    if (blockedBy.length > 0) return { blockedBy };
+    // Pools built before the record was kept: their directory goes as it always did.
+    const unmade = made && !made.target ? await unmadeTarget(pool.spec.path) : undefined;
+    return { removal: await removePool(observed.handle, unmade) };
+  });
+  if (outcome.blockedBy && observed.found === 'ours') {
+    const { blockedBy } = outcome;
     if (!findCondition(nodeEntry(pool, ctx.nodeName)?.conditions, DELETION_BLOCKED)) {
       ctx.event(
         KIND,
@@ -123,19 +144,24 @@ async function removeFromNode(
     await ctx.applyNodeStatus(KIND, pool, entry);
     return requeueAfter(retryDelay(undefined, ctx.now()));
   }
-  if (observed.found === 'ours') {
-    const removal = await removePool(observed.handle);
-    const kept = removal.directoryKept
-      ? `; directory ${pool.spec.path} kept: ${removal.directoryKept}`
-      : '';
-    ctx.event(KIND, pool, 'Normal', 'PoolRemoved', `pool removed from node ${ctx.nodeName}${kept}`);
+  // rmdir: a parent still holding spec.path or anything else stays.
+  const parents = made ? await removeMadeParents(made) : [];
+  if (outcome.removal || parents.length > 0) {
+    ctx.event(
+      KIND,
+      pool,
+      'Normal',
+      'PoolRemoved',
+      removedMessage(ctx.nodeName, pool.spec.path, outcome.removal, parents),
+    );
   }
+  await forgetMadeDirectories(ctx.stateDir, uid);
   // A node that drops out of the selector says so in its entry. Removing the entry needs an
   // apply without it under this node's field manager, which the context does not offer.
   if (!pool.metadata.deletionTimestamp && nodeEntry(pool, ctx.nodeName)) {
     await ctx.applyNodeStatus(KIND, pool, notSelectedStatus(pool, ctx.nodeName, [], ctx.now()));
   }
-  forgetFigures(ctx.host.figures, `${KIND}/${pool.metadata.uid}`);
+  forgetFigures(ctx.host.figures, `${KIND}/${uid}`);
   await ctx.removeFinalizer(KIND, pool, nodeFinalizer(ctx.nodeName));
   return done;
 }

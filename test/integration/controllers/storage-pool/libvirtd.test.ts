@@ -1,0 +1,144 @@
+// StoragePool against a real libvirtd (a private one, as in ../volume/libvirtd.test.ts) where
+// the test driver has no files: the parent directories libvirt's build makes, a pool on a file.
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { StoragePool } from '../../../../src/api/generated/types.js';
+import {
+  startPrivateLibvirtd,
+  type LibvirtDaemon,
+} from '../../../../src/commands/local/libvirtd.js';
+import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/index.js';
+import { Connect } from '../../../../src/libvirt/index.js';
+import { useControlPlane } from '../../../harness/control-plane.js';
+import {
+  converge,
+  snapshotContext,
+  type SnapshotContext,
+} from '../../../harness/controller-context.js';
+import { kube, type Kube } from '../../../harness/kube-objects.js';
+import { reconcileUntil } from './fixtures.js';
+
+const NODE = 'node-real';
+const NS = 'pool-real';
+const PREFIX = `lvo-pr-${randomBytes(3).toString('hex')}`;
+const cp = useControlPlane();
+let daemon: LibvirtDaemon;
+let conn: Connect;
+let tmp: string;
+let k: Kube;
+let ctx: SnapshotContext;
+
+beforeAll(async () => {
+  daemon = await startPrivateLibvirtd();
+  conn = await Connect.open(daemon.uri);
+  tmp = await mkdtemp(path.join(tmpdir(), 'lvo-pool-real-'));
+  k = kube(cp().kubeConfig);
+  ctx = snapshotContext({
+    kubeConfig: cp().kubeConfig,
+    conn,
+    nodeName: NODE,
+    stateDir: path.join(tmp, 'state'),
+  });
+  await k.namespace(NS);
+}, 120_000);
+
+afterAll(async () => {
+  for (const pool of (await conn?.listAllStoragePools().catch(() => [])) ?? []) {
+    if (!pool.getName().startsWith(PREFIX)) continue;
+    for (const v of await pool.listAllVolumes().catch(() => [])) await v.delete(0).catch(() => {});
+    await pool.destroy().catch(() => undefined);
+    await pool.undefine().catch(() => undefined);
+  }
+  await conn?.close();
+  await daemon?.stop();
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+}, 60_000);
+
+const entryOf = async (name: string) =>
+  (await k.get<StoragePool>('StoragePool', undefined, name))?.status?.nodes?.find(
+    (n) => n.nodeName === NODE,
+  );
+const ready = (name: string) => async () =>
+  (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+const gone = (name: string) => async () =>
+  (await k.get('StoragePool', undefined, name)) === undefined;
+const exists = (p: string) =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
+const eventsOf = (key: string, reason: string) =>
+  ctx.events.filter((e) => e.key === key && e.reason === reason).map((e) => e.message);
+
+async function makePool(suffix: string, dir: string): Promise<string> {
+  const name = `${PREFIX}-${suffix}`;
+  await k.create('StoragePool', { metadata: { name }, spec: { path: dir } });
+  return name;
+}
+
+async function deletePool(name: string): Promise<void> {
+  await k.remove('StoragePool', undefined, name);
+  await converge(ctx, reconcileStoragePool, name, { until: gone(name) });
+}
+
+describe('StoragePool on a real libvirtd', () => {
+  it('removes the parent directories its build made, and no directory that was there before', async () => {
+    const before = path.join(tmp, 'existing');
+    await mkdir(before);
+    const dir = path.join(before, 'made', 'deeper', 'pool');
+    const name = await makePool('parents', dir);
+    await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
+    expect((await stat(dir)).isDirectory()).toBe(true);
+
+    await deletePool(name);
+    expect(await exists(path.join(before, 'made'))).toBe(false);
+    expect((await stat(before)).isDirectory()).toBe(true);
+    const [removed] = eventsOf(name, 'PoolRemoved');
+    expect(removed).toContain(`directory ${dir} removed`);
+    expect(removed).toContain(path.join(before, 'made', 'deeper'));
+    // The record goes with the pool.
+    expect(await exists(path.join(tmp, 'state', 'pools', `${name}.json`))).toBe(false);
+  });
+
+  it('keeps a directory that existed before the pool, and a parent holding anything else', async () => {
+    const prepared = path.join(tmp, 'prepared');
+    await mkdir(prepared);
+    const kept = await makePool('prepared', prepared);
+    const shared = path.join(tmp, 'shared', 'pool');
+    const other = await makePool('shared', shared);
+    await converge(ctx, reconcileStoragePool, kept, { until: ready(kept) });
+    await converge(ctx, reconcileStoragePool, other, { until: ready(other) });
+    await writeFile(path.join(tmp, 'shared', 'notes.txt'), 'not the pool');
+
+    await deletePool(kept);
+    await deletePool(other);
+    expect((await stat(prepared)).isDirectory()).toBe(true);
+    expect(eventsOf(kept, 'PoolRemoved')[0]).toContain(
+      `directory ${prepared} kept: it existed before the pool`,
+    );
+    expect(await exists(shared)).toBe(false);
+    expect(await readFile(path.join(tmp, 'shared', 'notes.txt'), 'utf8')).toBe('not the pool');
+  });
+
+  it('says a path that is a file is not a directory, on removal too, and leaves the file', async () => {
+    const file = path.join(tmp, 'a-file');
+    await writeFile(file, 'keep me');
+    const name = await makePool('file', file);
+    await reconcileUntil(
+      ctx,
+      reconcileStoragePool,
+      name,
+      async () =>
+        (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready')?.reason ===
+        'PathNotDirectory',
+    );
+    await deletePool(name);
+    const [removed] = eventsOf(name, 'PoolRemoved');
+    expect(removed).toContain(`${file} is not a directory`);
+    expect(removed).not.toContain('kept');
+    expect(await readFile(file, 'utf8')).toBe('keep me');
+  });
+});
