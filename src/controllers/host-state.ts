@@ -62,6 +62,12 @@ export interface HostState {
    * copy for one a crash cut short and copy it again (volume/plan.ts planVolume).
    */
   copiesMade: Map<string, string>;
+  /**
+   * When this process last refreshed each StoragePool's libvirt pool (by uid), to tell a
+   * removed directory (storage-pool/observe.ts refreshPool) without rescanning a busy pool's
+   * files on every Volume change.
+   */
+  poolRefreshes: Map<string, number>;
 }
 
 export function createHostState(): HostState {
@@ -77,5 +83,6 @@ export function createHostState(): HostState {
     deferredDevices: new Map(),
     snapshotTakesCutShort: new Set(),
     copiesMade: new Map(),
+    poolRefreshes: new Map(),
   };
 }

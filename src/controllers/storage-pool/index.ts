@@ -12,6 +12,10 @@ export const storagePool: ControllerModule = {
   reconcile: reconcileStoragePool,
   indexes: clusterIndexes,
   hostEvents: 'storagePool',
+  // libvirt sends no event when a pool's directory is removed and keeps the pool "running":
+  // a pass refreshes it (reconcile.ts POOL_REFRESH_MS) and finds it within about a minute,
+  // instead of reading Ready until the agent's 10-minute resync.
+  resyncMs: 60_000,
   triggers: [
     // Removal waits for the Volumes in the pool.
     { from: 'Volume', keys: (c) => changed(c).flatMap((v) => volumePool(v)) },

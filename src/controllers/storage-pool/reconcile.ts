@@ -26,7 +26,7 @@ import {
   removeMadeParents,
   unmadeTarget,
 } from './directories.js';
-import { forbiddenTarget, observePool } from './observe.js';
+import { forbiddenTarget, observePool, refreshPool, type ObservedPool } from './observe.js';
 import { planPool, type PoolStep } from './plan.js';
 import {
   DELETION_BLOCKED,
@@ -39,6 +39,11 @@ import {
 } from './status.js';
 
 const KIND = 'StoragePool';
+/**
+ * How often a running pool is refreshed to see whether its directory is still there; the
+ * kind's resync (index.ts) brings a pass at least this often.
+ */
+export const POOL_REFRESH_MS = 30_000;
 
 export async function reconcileStoragePool(key: string, ctx: ControllerContext): Promise<Action> {
   const cached = ctx.get<StoragePool>(KIND, undefined, key);
@@ -59,6 +64,9 @@ export async function reconcileStoragePool(key: string, ctx: ControllerContext):
 async function converge(pool: StoragePool, ctx: ControllerContext): Promise<Action> {
   const desired = desiredPool(pool);
   let observed = await observePool(ctx.libvirt(), desired);
+  if (observed.found === 'ours' && observed.active && refreshDue(pool, ctx)) {
+    observed = await refreshPool(observed, ctx.host.poolLocks, String(pool.metadata.name));
+  }
   // Judged before the directory is built or the pool started; a running pool is left alone.
   const starting = observed.found === 'none' || (observed.found === 'ours' && !observed.active);
   const target = starting ? await forbiddenTarget(pool.spec.path) : undefined;
@@ -79,10 +87,21 @@ async function converge(pool: StoragePool, ctx: ControllerContext): Promise<Acti
     () => noteBuild(ctx.stateDir, String(pool.metadata.uid), pool.spec.path),
   );
   if (steps.length > 0) {
+    recordCorrection(pool, observed, steps, outcome, ctx);
     observed = await observePool(ctx.libvirt(), desired);
-    recordCorrection(pool, steps, outcome, ctx);
   }
   return report(pool, { observed, ...(outcome.problem ? { problem: outcome.problem } : {}) }, ctx);
+}
+
+/** Whether the pool was last refreshed long enough ago; if so, notes this one. */
+function refreshDue(pool: StoragePool, ctx: ControllerContext): boolean {
+  const uid = String(pool.metadata.uid);
+  const now = ctx.now().getTime();
+  const last = ctx.host.poolRefreshes.get(uid);
+  // A clock that went backwards counts as due, so a refresh is never put off for good.
+  if (last !== undefined && now >= last && now - last < POOL_REFRESH_MS) return false;
+  ctx.host.poolRefreshes.set(uid, now);
+  return true;
 }
 
 /**
@@ -162,6 +181,7 @@ async function removeFromNode(
     await ctx.applyNodeStatus(KIND, pool, notSelectedStatus(pool, ctx.nodeName, [], ctx.now()));
   }
   forgetFigures(ctx.host.figures, `${KIND}/${uid}`);
+  ctx.host.poolRefreshes.delete(uid);
   await ctx.removeFinalizer(KIND, pool, nodeFinalizer(ctx.nodeName));
   return done;
 }
@@ -169,13 +189,26 @@ async function removeFromNode(
 /** A Normal Event for each change made to the host, so drift corrections are visible. */
 function recordCorrection(
   pool: StoragePool,
+  observed: ObservedPool,
   steps: PoolStep[],
   outcome: PoolActOutcome,
   ctx: ControllerContext,
 ): void {
   const name = String(pool.metadata.name);
   const define = steps.find((s) => s.op === 'define');
-  if (define && outcome.done.includes('define')) {
+  const lost = observed.found === 'ours' ? observed.lost : undefined;
+  if (lost) {
+    const again = outcome.done.includes('start')
+      ? 'built and started it again (empty: the files that were in it are gone)'
+      : 'building and starting it again failed';
+    ctx.event(
+      KIND,
+      pool,
+      'Warning',
+      'PoolDirectoryLost',
+      `pool ${name} on node ${ctx.nodeName} could not be read (${lost}), so libvirt stopped it; ${again}`,
+    );
+  } else if (define && outcome.done.includes('define')) {
     const what = define.changed.length
       ? `redefined (${define.changed.join(', ')} changed)`
       : 'defined';

@@ -1,5 +1,6 @@
 // StoragePool against a real libvirtd (a private one, as in ../volume/libvirtd.test.ts) where
-// the test driver has no files: the parent directories libvirt's build makes, a pool on a file.
+// the test driver has no files: a directory removed behind the operator's back, the parent
+// directories libvirt's build makes, a pool on a file.
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,7 +11,11 @@ import {
   startPrivateLibvirtd,
   type LibvirtDaemon,
 } from '../../../../src/commands/local/libvirtd.js';
-import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/index.js';
+import { kindResyncMs } from '../../../../src/controllers/module.js';
+import {
+  reconcileStoragePool,
+  storagePool,
+} from '../../../../src/controllers/storage-pool/index.js';
 import { Connect } from '../../../../src/libvirt/index.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import {
@@ -85,6 +90,26 @@ async function deletePool(name: string): Promise<void> {
 }
 
 describe('StoragePool on a real libvirtd', () => {
+  it('sees a directory removed behind its back within its resync, says so and builds it again', async () => {
+    // The kind looks more often than the agent's 10-minute resync.
+    expect(kindResyncMs(storagePool, 10 * 60_000)).toBeLessThanOrEqual(60_000);
+    const dir = path.join(tmp, 'lost');
+    const name = await makePool('lost', dir);
+    await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
+    await rm(dir, { recursive: true });
+    // libvirt itself still calls the pool running.
+    expect((await (await conn.lookupStoragePoolByName(name)).getInfo()).stateName).toBe('running');
+
+    ctx.host.poolRefreshes.clear(); // as after POOL_REFRESH_MS
+    await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
+    const lost = eventsOf(name, 'PoolDirectoryLost');
+    expect(lost).toHaveLength(1);
+    expect(lost[0]).toMatch(/cannot open directory .*No such file or directory/);
+    expect(lost[0]).toContain('built and started it again');
+    expect((await stat(dir)).isDirectory()).toBe(true);
+    await deletePool(name);
+  });
+
   it('removes the parent directories its build made, and no directory that was there before', async () => {
     const before = path.join(tmp, 'existing');
     await mkdir(before);
