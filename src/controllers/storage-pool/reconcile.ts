@@ -134,7 +134,9 @@ async function removeFromNode(
   const uid = String(pool.metadata.uid);
   const observed = await observePool(ctx.libvirt(), desiredPool(pool));
   const made = await madeDirectories(ctx.stateDir, uid);
-  // The removal waits for this agent's storage calls in the pool: none runs beside it.
+  // Every Volume naming the pool holds it, even one with no file yet: the pool never goes
+  // from under a Volume object (one made after the deletion began gets no file: the Volume
+  // controller's PoolDeleting). The removal waits for this agent's storage calls in the pool.
   const outcome = await withPoolLock(ctx.host.poolLocks, String(pool.metadata.name), async () => {
     if (observed.found !== 'ours') return {};
     const blockedBy = ctx

@@ -1,12 +1,12 @@
 // StoragePool against a real libvirtd (a private one, as in ../volume/libvirtd.test.ts) where
 // the test driver has no files: a directory removed behind the operator's back, the parent
-// directories libvirt's build makes, a pool on a file.
+// directories libvirt's build makes, a pool on a file, a Volume made in a pool being deleted.
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { StoragePool } from '../../../../src/api/generated/types.js';
+import type { StoragePool, Volume } from '../../../../src/api/generated/types.js';
 import {
   startPrivateLibvirtd,
   type LibvirtDaemon,
@@ -16,6 +16,7 @@ import {
   reconcileStoragePool,
   storagePool,
 } from '../../../../src/controllers/storage-pool/index.js';
+import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
 import { Connect } from '../../../../src/libvirt/index.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import {
@@ -165,5 +166,52 @@ describe('StoragePool on a real libvirtd', () => {
     expect(removed).toContain(`${file} is not a directory`);
     expect(removed).not.toContain('kept');
     expect(await readFile(file, 'utf8')).toBe('keep me');
+  });
+
+  it('makes no file for a Volume created in a pool being deleted; the pool waits for it', async () => {
+    const dir = path.join(tmp, 'closing');
+    const name = await makePool('closing', dir);
+    await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
+    const volume = (vol: string) => ({
+      metadata: { name: vol, namespace: NS },
+      spec: { nodeName: NODE, pool: name, capacity: '16Mi' },
+    });
+    const phase = async (vol: string) => (await k.get<Volume>('Volume', NS, vol))?.status?.phase;
+    await k.create('Volume', volume('first'));
+    await converge(ctx, reconcileVolume, `${NS}/first`, {
+      until: async () => (await phase('first')) === 'Available',
+    });
+
+    await k.remove('StoragePool', undefined, name);
+    await ctx.refresh();
+    await reconcileStoragePool(name, ctx);
+    await k.create('Volume', volume('late'));
+    await reconcileUntil(ctx, reconcileVolume, `${NS}/late`, async () => {
+      const ready = (await k.get<Volume>('Volume', NS, 'late'))?.status?.conditions?.find(
+        (c) => c.type === 'Ready',
+      );
+      return ready?.reason === 'PoolDeleting';
+    });
+    expect(await exists(path.join(dir, `${NS}_late`))).toBe(false);
+    expect(eventsOf(`${NS}/late`, 'PoolDeleting')).toHaveLength(1);
+
+    // The pool is not removed from under either Volume.
+    await k.remove('Volume', NS, 'first');
+    await converge(ctx, reconcileVolume, `${NS}/first`, {
+      until: async () => !(await k.get('Volume', NS, 'first')),
+    });
+    await ctx.refresh();
+    await reconcileStoragePool(name, ctx);
+    expect(await k.get('StoragePool', undefined, name)).toBeDefined();
+    expect(
+      (await entryOf(name))?.conditions?.find((c) => c.type === 'DeletionBlocked')?.message,
+    ).toContain(`${NS}/late`);
+
+    await k.remove('Volume', NS, 'late');
+    await converge(ctx, reconcileVolume, `${NS}/late`, {
+      until: async () => !(await k.get('Volume', NS, 'late')),
+    });
+    await converge(ctx, reconcileStoragePool, name, { until: gone(name) });
+    expect(await exists(dir)).toBe(false);
   });
 });
