@@ -14,6 +14,7 @@ import type { StorageVol } from '../../libvirt/storage.js';
 import { buildVolumeXML } from '../../libvirt/xml/volume.js';
 import type { LiveDisk, ReadyPool } from './observe.js';
 import type { VolumeStep } from './plan.js';
+import { absentIfNotFound } from '../shared/absent.js';
 import { withPoolLock } from '../shared/pool-lock.js';
 import type { Problem } from '../kit.js';
 
@@ -107,14 +108,14 @@ async function applyStep(
     case 'create':
     case 'clone': {
       const xml = buildVolumeXML(step.doc);
-      try {
+      await createFresh(pool, step.doc.name, async () => {
         if (step.op === 'create') await pool.handle.createVolumeXML(xml, 0);
         else if (source) await pool.handle.createVolumeXMLFrom(xml, source, 0);
         else throw new Error('clone step without a source volume (plan bug)');
-      } catch (err) {
+      }).catch((err: unknown) => {
         // Created by an earlier pass that crashed before its status write.
         if (!isAlreadyExists(err)) throw err;
-      }
+      });
       return;
     }
     case 'resize':
@@ -128,6 +129,38 @@ async function applyStep(
       });
       return;
   }
+}
+
+/**
+ * Runs a create of the volume `name` (the caller holds the pool lock). libvirt keeps a dir
+ * pool's list of volumes until the pool is refreshed: after a file was removed behind its back
+ * the name is still listed, the volume's XML is "not found", and a create is refused as
+ * "exists already". Then the pool is refreshed, which drops the name, and the create tried
+ * once more; a volume that is really there still fails as "exists already".
+ */
+async function createFresh<T>(pool: ReadyPool, name: string, create: () => Promise<T>): Promise<T> {
+  try {
+    return await create();
+  } catch (err) {
+    if (!isAlreadyExists(err) || !(await listedOnly(pool, name))) throw err;
+    await pool.handle.refresh(0);
+    return create();
+  }
+}
+
+/** The pool lists `name`, but libvirt finds no file behind it. */
+async function listedOnly(pool: ReadyPool, name: string): Promise<boolean> {
+  const listed = await pool.handle
+    .lookupStorageVolByName(name)
+    .catch(absentIfNotFound('storageVol'));
+  if (!listed) return false;
+  return listed.getXMLDesc(0).then(
+    () => false,
+    (err: unknown) => {
+      if (isNotFound(err, 'storageVol')) return true;
+      throw err;
+    },
+  );
 }
 
 /** Deletes a volume file (Delete policy); one already gone is fine. */
@@ -155,7 +188,7 @@ export async function uploadImage(
     const xml = buildVolumeXML({ name, capacity: fileSize, allocation: 0n, format: 'raw' });
     let vol: StorageVol;
     try {
-      vol = await pool.handle.createVolumeXML(xml, 0);
+      vol = await createFresh(pool, name, () => pool.handle.createVolumeXML(xml, 0));
     } catch (err) {
       if (!isLibvirtError(err) || isConnectionError(err)) throw err;
       return { reason: 'CreateFailed', message: `creating the volume failed: ${err.message}` };

@@ -209,6 +209,20 @@ describe('a real libvirtd with QEMU', () => {
     expect(eventsOf('disk-2')).toContain('VolumeResized');
   });
 
+  it("makes a file removed behind libvirt's back again, though libvirt still lists it", async () => {
+    const file = path.join(poolDir, 'real_disk-5');
+    await rm(file);
+    // libvirt's list of the pool's volumes still names it until the pool is refreshed.
+    const listed = await (await conn.lookupStoragePoolByName(POOL)).listAllVolumes();
+    expect(listed.map((v) => v.getName())).toContain('real_disk-5');
+    await converge(ctx, reconcileVolume, `${NS}/disk-5`, {
+      until: async () => (await stat(file).catch(() => undefined))?.isFile() === true,
+      maxPasses: 5,
+    });
+    expect((await getVol('disk-5'))?.status?.phase).toBe('Available');
+    expect(eventsOf('disk-5').filter((r) => r === 'VolumeCreated')).toHaveLength(2);
+  });
+
   it('imports over HTTP with progress in status; the file holds exactly the verified bytes', async () => {
     await createVol('slow', {
       format: 'raw',
