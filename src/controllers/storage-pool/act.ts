@@ -102,7 +102,7 @@ export interface PoolRemoval {
   /**
    * What became of spec.path: removed; kept (libvirt could not remove it, usually because it
    * is not empty: `detail` says why); preexisting (it was there before the pool, so it is
-   * left); absent (already gone); notDirectory (a file stands there or at a parent: left).
+   * left); absent (nothing there: removed meanwhile, or a build that failed); notDirectory (a file stands there or at a parent: left).
    */
   directory: 'removed' | 'kept' | 'preexisting' | 'absent' | 'notDirectory';
   detail?: string;

@@ -166,7 +166,7 @@ export function removedMessage(
       case 'preexisting':
         return `; directory ${path} kept: it existed before the pool`;
       case 'absent':
-        return `; directory ${path} was already gone`;
+        return `; there was no directory ${path} to remove`;
       case 'notDirectory':
         return `; ${path} is not a directory (a file stands there or at a parent): left untouched`;
     }

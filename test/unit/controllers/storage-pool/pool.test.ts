@@ -12,6 +12,7 @@ import { planPool } from '../../../../src/controllers/storage-pool/plan.js';
 import {
   notSelectedStatus,
   poolNodeStatus,
+  removedMessage,
 } from '../../../../src/controllers/storage-pool/status.js';
 import { bytesQuantity, floorMiB, parseQuantity } from '../../../../src/api/quantity.js';
 import { newProblem, retryDelay } from '../../../../src/controllers/kit.js';
@@ -406,5 +407,34 @@ describe('steadyFigure', () => {
     expect(steadyFigure(shown, key, 2n, 5_000)).toBe(2n);
     forgetFigures(shown, key);
     expect(steadyFigure(shown, key, 4n, 5_001)).toBe(4n);
+  });
+});
+
+describe('removedMessage (the PoolRemoved Event)', () => {
+  const path = '/srv/a/pool';
+  it('says what became of spec.path and names the parents removed', () => {
+    expect(removedMessage('n1', path, { directory: 'removed' }, ['/srv/a'])).toBe(
+      'pool removed from node n1; directory /srv/a/pool removed; ' +
+        'removed the parent directories its build had made: /srv/a',
+    );
+    expect(
+      removedMessage('n1', path, { directory: 'kept', detail: 'Directory not empty' }, []),
+    ).toBe('pool removed from node n1; directory /srv/a/pool kept: Directory not empty');
+    expect(removedMessage('n1', path, { directory: 'preexisting' }, [])).toContain(
+      'kept: it existed before the pool',
+    );
+    expect(removedMessage('n1', path, { directory: 'absent' }, [])).toContain(
+      'there was no directory /srv/a/pool to remove',
+    );
+  });
+  it('never calls a file a kept directory', () => {
+    const message = removedMessage('n1', '/var/lib/dpkg/status', { directory: 'notDirectory' }, []);
+    expect(message).toBe(
+      'pool removed from node n1; /var/lib/dpkg/status is not a directory ' +
+        '(a file stands there or at a parent): left untouched',
+    );
+  });
+  it('says only the removal when no pool was there to remove', () => {
+    expect(removedMessage('n1', path, undefined, [])).toBe('pool removed from node n1');
   });
 });
