@@ -26,7 +26,7 @@ import {
   removeMadeParents,
   unmadeTarget,
 } from './directories.js';
-import { forbiddenTarget, observePool, refreshPool, type ObservedPool } from './observe.js';
+import { forbiddenTarget, observePool, refreshPool } from './observe.js';
 import { planPool, type PoolStep } from './plan.js';
 import {
   DELETION_BLOCKED,
@@ -66,6 +66,18 @@ async function converge(pool: StoragePool, ctx: ControllerContext): Promise<Acti
   let observed = await observePool(ctx.libvirt(), desired);
   if (observed.found === 'ours' && observed.active && refreshDue(pool, ctx)) {
     observed = await refreshPool(observed, ctx.host.poolLocks, String(pool.metadata.name));
+    // Said first, in status, before the next pass builds and starts the pool again: the
+    // status change wakes the pool's Volumes, whose files went with the directory.
+    if (observed.lost) {
+      const problem = {
+        reason: 'DirectoryLost',
+        message:
+          `pool ${String(pool.metadata.name)} on node ${ctx.nodeName} could not be read ` +
+          `(${observed.lost}), so libvirt stopped it; it is built and started again, empty: ` +
+          `the files that were in it are gone`,
+      };
+      return report(pool, { observed, problem }, ctx);
+    }
   }
   // Judged before the directory is built or the pool started; a running pool is left alone.
   const starting = observed.found === 'none' || (observed.found === 'ours' && !observed.active);
@@ -87,8 +99,8 @@ async function converge(pool: StoragePool, ctx: ControllerContext): Promise<Acti
     () => noteBuild(ctx.stateDir, String(pool.metadata.uid), pool.spec.path),
   );
   if (steps.length > 0) {
-    recordCorrection(pool, observed, steps, outcome, ctx);
     observed = await observePool(ctx.libvirt(), desired);
+    recordCorrection(pool, steps, outcome, ctx);
   }
   return report(pool, { observed, ...(outcome.problem ? { problem: outcome.problem } : {}) }, ctx);
 }
@@ -191,26 +203,13 @@ async function removeFromNode(
 /** A Normal Event for each change made to the host, so drift corrections are visible. */
 function recordCorrection(
   pool: StoragePool,
-  observed: ObservedPool,
   steps: PoolStep[],
   outcome: PoolActOutcome,
   ctx: ControllerContext,
 ): void {
   const name = String(pool.metadata.name);
   const define = steps.find((s) => s.op === 'define');
-  const lost = observed.found === 'ours' ? observed.lost : undefined;
-  if (lost) {
-    const again = outcome.done.includes('start')
-      ? 'built and started it again (empty: the files that were in it are gone)'
-      : 'building and starting it again failed';
-    ctx.event(
-      KIND,
-      pool,
-      'Warning',
-      'PoolDirectoryLost',
-      `pool ${name} on node ${ctx.nodeName} could not be read (${lost}), so libvirt stopped it; ${again}`,
-    );
-  } else if (define && outcome.done.includes('define')) {
+  if (define && outcome.done.includes('define')) {
     const what = define.changed.length
       ? `redefined (${define.changed.join(', ')} changed)`
       : 'defined';

@@ -102,11 +102,15 @@ describe('StoragePool on a real libvirtd', () => {
     expect((await (await conn.lookupStoragePoolByName(name)).getInfo()).stateName).toBe('running');
 
     ctx.host.poolRefreshes.clear(); // as after POOL_REFRESH_MS
+    await ctx.refresh();
+    await reconcileStoragePool(name, ctx);
+    const said = (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready');
+    expect(said).toMatchObject({ status: 'False', reason: 'DirectoryLost' });
+    expect(said?.message).toMatch(/cannot open directory .*No such file or directory/);
+    expect(eventsOf(name, 'DirectoryLost')).toHaveLength(1);
+
     await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
-    const lost = eventsOf(name, 'PoolDirectoryLost');
-    expect(lost).toHaveLength(1);
-    expect(lost[0]).toMatch(/cannot open directory .*No such file or directory/);
-    expect(lost[0]).toContain('built and started it again');
+    expect(eventsOf(name, 'PoolStarted')).toHaveLength(1);
     expect((await stat(dir)).isDirectory()).toBe(true);
     await deletePool(name);
   });
