@@ -104,6 +104,7 @@ describe('StoragePool on a real libvirtd', () => {
     ctx.host.poolRefreshes.clear(); // as after POOL_REFRESH_MS
     await ctx.refresh();
     await reconcileStoragePool(name, ctx);
+    expect((await entryOf(name))?.state).toBe('inactive');
     const said = (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready');
     expect(said).toMatchObject({ status: 'False', reason: 'DirectoryLost' });
     expect(said?.message).toMatch(/cannot open directory .*No such file or directory/);
