@@ -19,6 +19,12 @@ export const storagePool: ControllerModule = {
   triggers: [
     // Removal waits for the Volumes in the pool.
     { from: 'Volume', keys: (c) => changed(c).flatMap((v) => volumePool(v)) },
+    // A pool refused because another one held its path (PathConflict) tries again as soon
+    // as that one is gone, instead of after its backoff (up to 5 minutes).
+    {
+      from: 'StoragePool',
+      keys: (c, cache) => (c.type === 'deleted' ? cache.keys('StoragePool') : []),
+    },
     // Node labels decide which pools this host should have.
     { from: 'Node', keys: (_c, cache) => cache.keys('StoragePool') },
   ],
