@@ -74,12 +74,17 @@ export async function madeDirectories(
 
 /**
  * Removes the recorded parents, deepest first, while they are empty: rmdir never removes a
- * directory that holds anything (another pool below it, a file someone put there). Returns
- * those removed.
+ * directory that holds anything (another pool below it, a file someone put there). A parent
+ * that is another pool's directory (`poolDirs`) stays even when empty: this pool's build made
+ * it, but that pool has used it since. Returns those removed.
  */
-export async function removeMadeParents(record: MadeDirectories): Promise<string[]> {
+export async function removeMadeParents(
+  record: MadeDirectories,
+  poolDirs: ReadonlySet<string>,
+): Promise<string[]> {
   const removed: string[] = [];
   for (const dir of record.parents) {
+    if (poolDirs.has(dir)) break;
     const outcome = await rmdir(dir).then(
       () => 'removed' as const,
       (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? 'absent' : 'kept'),

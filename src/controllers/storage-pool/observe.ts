@@ -100,6 +100,17 @@ export async function refreshPool(
   };
 }
 
+/** The directories of the host's other libvirt pools (any owner), by their definitions. */
+export async function otherPoolDirs(conn: Connect, uuid: string): Promise<Set<string>> {
+  const dirs = new Set<string>();
+  for (const pool of await conn.listAllStoragePools()) {
+    if (pool.getUUIDString() === uuid) continue;
+    const path = parsePoolXML(await persistentXML(conn, pool)).target.path;
+    if (path) dirs.add(path);
+  }
+  return dirs;
+}
+
 // Compare against the persistent definition: after a redefine the running pool keeps its old
 // XML until restarted, and comparing that would redefine on every pass. The test driver
 // refuses the INACTIVE flag (its live and persistent definitions are one), so connections

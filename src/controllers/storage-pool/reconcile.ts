@@ -26,7 +26,7 @@ import {
   removeMadeParents,
   unmadeTarget,
 } from './directories.js';
-import { forbiddenTarget, observePool, refreshPool } from './observe.js';
+import { forbiddenTarget, observePool, otherPoolDirs, refreshPool } from './observe.js';
 import { planPool, type PoolStep } from './plan.js';
 import {
   DELETION_BLOCKED,
@@ -178,7 +178,9 @@ async function removeFromNode(
     return requeueAfter(retryDelay(undefined, ctx.now()));
   }
   // rmdir: a parent still holding spec.path or anything else stays.
-  const parents = made ? await removeMadeParents(made) : [];
+  const parents = made
+    ? await removeMadeParents(made, await otherPoolDirs(ctx.libvirt(), uid))
+    : [];
   if (outcome.removal || parents.length > 0) {
     ctx.event(
       KIND,

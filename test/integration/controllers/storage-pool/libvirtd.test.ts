@@ -154,6 +154,19 @@ describe('StoragePool on a real libvirtd', () => {
     expect(await readFile(path.join(tmp, 'shared', 'notes.txt'), 'utf8')).toBe('not the pool');
   });
 
+  it("never removes another pool's directory, though its own build made it", async () => {
+    const outer = path.join(tmp, 'nest', 'outer');
+    const inner = await makePool('inner', path.join(outer, 'inner'));
+    await converge(ctx, reconcileStoragePool, inner, { until: ready(inner) });
+    const around = await makePool('outer', outer); // on a directory inner's build made
+    await converge(ctx, reconcileStoragePool, around, { until: ready(around) });
+
+    await deletePool(inner);
+    expect((await stat(outer)).isDirectory()).toBe(true);
+    await deletePool(around);
+    expect((await stat(outer)).isDirectory()).toBe(true); // there before this pool
+  });
+
   it('says a path that is a file is not a directory, on removal too, and leaves the file', async () => {
     const file = path.join(tmp, 'a-file');
     await writeFile(file, 'keep me');
