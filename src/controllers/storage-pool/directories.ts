@@ -4,7 +4,7 @@
 // that directory existed before the pool, and never a parent. The record is written before
 // each build, so a crash between the two leaves at most directories named that were never
 // made, and rmdir of those fails harmlessly.
-import { lstat, mkdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
 export interface MadeDirectories {
@@ -103,7 +103,8 @@ export async function removeMadeParents(
 export async function unmadeTarget(
   path: string,
 ): Promise<'preexisting' | 'notDirectory' | 'absent'> {
-  return lstat(path).then(
+  // stat, not lstat: a symbolic link to a directory is a directory to libvirt.
+  return stat(path).then(
     (st) => (st.isDirectory() ? 'preexisting' : 'notDirectory'),
     (err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOTDIR') return 'notDirectory';

@@ -2,7 +2,7 @@
 // the test driver has no files: a directory removed behind the operator's back, the parent
 // directories libvirt's build makes, a pool on a file, a Volume made in a pool being deleted.
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -143,6 +143,12 @@ describe('StoragePool on a real libvirtd', () => {
     await converge(ctx, reconcileStoragePool, kept, { until: ready(kept) });
     await converge(ctx, reconcileStoragePool, other, { until: ready(other) });
     await writeFile(path.join(tmp, 'shared', 'notes.txt'), 'not the pool');
+
+    const linked = await makePool('linked', path.join(tmp, 'link'));
+    await symlink(prepared, path.join(tmp, 'link'));
+    await converge(ctx, reconcileStoragePool, linked, { until: ready(linked) });
+    await deletePool(linked);
+    expect(eventsOf(linked, 'PoolRemoved')[0]).toContain('kept: it existed before the pool');
 
     await deletePool(kept);
     await deletePool(other);
