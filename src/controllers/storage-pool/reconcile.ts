@@ -105,8 +105,13 @@ async function converge(pool: StoragePool, ctx: ControllerContext): Promise<Acti
   return report(pool, { observed, ...(outcome.problem ? { problem: outcome.problem } : {}) }, ctx);
 }
 
-/** Whether the pool was last refreshed long enough ago; if so, notes this one. */
+/**
+ * Whether the pool was last refreshed long enough ago; if so, notes this one. Not while this
+ * agent has a storage call queued in the pool: an upload or a copy holds the pool lock for
+ * minutes, the pass would wait that long, and a pool in use is looked at in a later pass.
+ */
 function refreshDue(pool: StoragePool, ctx: ControllerContext): boolean {
+  if (ctx.host.poolLocks.has(String(pool.metadata.name))) return false;
   const uid = String(pool.metadata.uid);
   const now = ctx.now().getTime();
   const last = ctx.host.poolRefreshes.get(uid);

@@ -16,6 +16,7 @@ import {
   reconcileStoragePool,
   storagePool,
 } from '../../../../src/controllers/storage-pool/index.js';
+import { withPoolLock } from '../../../../src/controllers/shared/pool-lock.js';
 import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
 import { Connect } from '../../../../src/libvirt/index.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
@@ -100,6 +101,22 @@ describe('StoragePool on a real libvirtd', () => {
     await rm(dir, { recursive: true });
     // libvirt itself still calls the pool running.
     expect((await (await conn.lookupStoragePoolByName(name)).getInfo()).stateName).toBe('running');
+
+    // While a storage call holds the pool (an upload, a copy), a pass does not wait for it.
+    let release!: () => void;
+    const held = withPoolLock(
+      ctx.host.poolLocks,
+      name,
+      () => new Promise<void>((r) => (release = r)),
+    );
+    ctx.host.poolRefreshes.clear();
+    await ctx.refresh();
+    const pass = reconcileStoragePool(name, ctx);
+    const waited = new Promise((r) => setTimeout(() => r('waited for the lock'), 3_000));
+    expect(await Promise.race([pass, waited])).not.toBe('waited for the lock');
+    expect(eventsOf(name, 'DirectoryLost')).toEqual([]);
+    release();
+    await Promise.all([held, pass]);
 
     ctx.host.poolRefreshes.clear(); // as after POOL_REFRESH_MS
     await ctx.refresh();
