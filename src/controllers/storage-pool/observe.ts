@@ -105,7 +105,10 @@ export async function otherPoolDirs(conn: Connect, uuid: string): Promise<Set<st
   const dirs = new Set<string>();
   for (const pool of await conn.listAllStoragePools()) {
     if (pool.getUUIDString() === uuid) continue;
-    const path = parsePoolXML(await persistentXML(conn, pool)).target.path;
+    // Another pass may remove a pool between the list and this read (pools are deleted in
+    // parallel): a pool gone has no directory to keep.
+    const xml = await persistentXML(conn, pool).catch(absentIfNotFound('storagePool'));
+    const path = xml === undefined ? undefined : parsePoolXML(xml).target.path;
     if (path) dirs.add(path);
   }
   return dirs;

@@ -6,6 +6,7 @@ import type { StoragePool } from '../../../../src/api/generated/types.js';
 import { desiredPool } from '../../../../src/controllers/storage-pool/desired.js';
 import {
   forbiddenTarget,
+  otherPoolDirs,
   type ObservedPool,
 } from '../../../../src/controllers/storage-pool/observe.js';
 import { planPool } from '../../../../src/controllers/storage-pool/plan.js';
@@ -149,6 +150,24 @@ describe('applyPoolSteps', () => {
       `spec.path is not a directory on this node (${message})`,
     );
     expect(isStalledReason('PathNotDirectory')).toBe(true);
+  });
+});
+
+describe('otherPoolDirs (the directories a removal keeps)', () => {
+  const listed = (uuid: string, xml: () => Promise<string>) =>
+    ({ getUUIDString: () => uuid, getXMLDesc: xml }) as unknown as LibvirtPool;
+  const poolXML = (path: string) =>
+    `<pool type='dir'><name>p</name><uuid>6f1c1d9e-1b7e-4c56-9a53-0d2f5e1a7b11</uuid><target><path>${path}</path></target></pool>`;
+  it('skips a pool removed between the list and the read (pools are deleted in parallel)', async () => {
+    const gone = new LibvirtError('Storage pool not found', { code: 49, domain: 18, level: 2 });
+    const conn = {
+      listAllStoragePools: async () => [
+        listed('ours', async () => poolXML('/srv/ours')),
+        listed('other', async () => poolXML('/srv/other')),
+        listed('removed', () => Promise.reject(gone)),
+      ],
+    } as unknown as Connect;
+    expect([...(await otherPoolDirs(conn, 'ours'))]).toEqual(['/srv/other']);
   });
 });
 
