@@ -4,12 +4,12 @@
 import type { ShownFigures } from './shared/figures.js';
 import type { SentShutdown } from './virtual-machine/plan.js';
 import type { ImportJobs } from './volume/import.js';
-import type { PoolLocks } from './volume/pool-lock.js';
+import type { PoolLocks } from './shared/pool-lock.js';
 
 export interface HostState {
   /** Byte figures last shown in status, per object (shared/figures.ts). */
   figures: ShownFigures;
-  /** Storage operations queued per pool (volume/pool-lock.ts). */
+  /** Storage operations queued per pool (shared/pool-lock.ts). */
   poolLocks: PoolLocks;
   /** HTTP imports by Volume uid (volume/import.ts). */
   imports: ImportJobs;
@@ -68,6 +68,12 @@ export interface HostState {
    * cannot tell (libvirt's test driver).
    */
   cpuModels: Map<string, { readAt: number; models: string[] | undefined }>;
+  /**
+   * When this process last refreshed each StoragePool's libvirt pool (by uid), to tell a
+   * removed directory (storage-pool/observe.ts refreshPool) without rescanning a busy pool's
+   * files on every Volume change.
+   */
+  poolRefreshes: Map<string, number>;
 }
 
 export function createHostState(): HostState {
@@ -84,5 +90,6 @@ export function createHostState(): HostState {
     snapshotTakesCutShort: new Set(),
     copiesMade: new Map(),
     cpuModels: new Map(),
+    poolRefreshes: new Map(),
   };
 }

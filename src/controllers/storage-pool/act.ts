@@ -26,10 +26,13 @@ export async function applyPoolSteps(
   conn: Connect,
   handle: LibvirtPool | undefined,
   steps: readonly PoolStep[],
+  /** Runs before a build: the directories it will make are recorded (directories.ts). */
+  beforeBuild: () => Promise<void> = async () => {},
 ): Promise<PoolActOutcome> {
   const done: PoolStep['op'][] = [];
   let pool = handle;
   for (const step of steps) {
+    if (step.op === 'build') await beforeBuild();
     try {
       pool = await applyStep(conn, pool, step);
       done.push(step.op);
@@ -96,26 +99,46 @@ function hostProblem(step: PoolStep, err: unknown): Problem | undefined {
 }
 
 export interface PoolRemoval {
-  /** The directory was left in place (not empty, or libvirt could not remove it). */
-  directoryKept?: string;
+  /**
+   * What became of spec.path: removed; kept (libvirt could not remove it, usually because it
+   * is not empty: `detail` says why); preexisting (it was there before the pool, so it is
+   * left); absent (nothing there: removed meanwhile, or a build that failed); notDirectory (a file stands there or at a parent: left).
+   */
+  directory: 'removed' | 'kept' | 'preexisting' | 'absent' | 'notDirectory';
+  detail?: string;
 }
 
 /**
- * Removes our pool from the host: stop, remove the directory if it is empty, undefine. The
- * directory goes only through libvirt's pool delete, which for dir pools is rmdir(2): files
- * that are not ours (retained volumes, anything an admin put there) are never deleted, and a
- * non-empty directory simply stays. Safe to repeat after a crash at any point.
+ * Removes our pool from the host: stop, remove the directory if the pool's build made it and
+ * it is empty, undefine. The directory goes only through libvirt's pool delete, which for dir
+ * pools is rmdir(2): files that are not ours (retained volumes, anything an admin put there)
+ * are never deleted, and a non-empty directory simply stays. `unmade` says why a spec.path the
+ * pool's build did not make is left alone (it existed before the pool, ...): it is never
+ * removed. Safe to repeat after a crash.
  */
-export async function removePool(pool: LibvirtPool): Promise<PoolRemoval> {
-  const removal: PoolRemoval = {};
+export async function removePool(
+  pool: LibvirtPool,
+  unmade?: PoolRemoval['directory'],
+): Promise<PoolRemoval> {
   await pool.destroy().catch((err: unknown) => {
-    if (!isOperationInvalid(err) && !isNotFound(err, 'storagePool')) throw err;
-  });
-  await pool.delete(0).catch((err: unknown) => {
+    // Absorb only "not active": "has asynchronous jobs running" must not let the undefine
+    // below fail quietly too and the pass report a pool removed that still runs.
     if (isNotFound(err, 'storagePool')) return;
-    if (!isLibvirtError(err) || isConnectionError(err)) throw err;
-    removal.directoryKept = err.message;
+    if (!(isOperationInvalid(err) && String(err).includes('is not active'))) throw err;
   });
+  const removal: PoolRemoval = unmade
+    ? { directory: unmade }
+    : await pool.delete(0).then(
+        (): PoolRemoval => ({ directory: 'removed' }),
+        (err: unknown): PoolRemoval => {
+          if (isNotFound(err, 'storagePool'))
+            return { directory: 'kept', detail: 'the libvirt pool vanished before it' };
+          if (!isLibvirtError(err) || isConnectionError(err)) throw err;
+          if (err.message.includes('Not a directory')) return { directory: 'notDirectory' };
+          if (err.message.includes('No such file or directory')) return { directory: 'absent' };
+          return { directory: 'kept', detail: err.message };
+        },
+      );
   await pool.undefine().catch((err: unknown) => {
     // Undefining an already transient or gone pool: nothing left to remove.
     if (!isNotFound(err, 'storagePool') && !isOperationInvalid(err)) throw err;

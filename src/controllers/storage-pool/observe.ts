@@ -4,12 +4,13 @@ import { realpath } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { systemDirOf } from '../../api/rules.js';
 import type { Connect } from '../../libvirt/connection.js';
-import { isUnsupported } from '../../libvirt/errors.js';
+import { isConnectionError, isLibvirtError, isUnsupported } from '../../libvirt/errors.js';
 import { StorageXMLFlags } from '../../libvirt/constants.js';
 import type { StoragePool as LibvirtPool } from '../../libvirt/storage.js';
 import { parsePoolXML, type PoolDocument } from '../../libvirt/xml/pool.js';
 import { absentIfNotFound } from '../shared/absent.js';
 import { lookupPool } from '../shared/pool.js';
+import { withPoolLock, type PoolLocks } from '../shared/pool-lock.js';
 
 export interface PoolFigures {
   /** libvirt's state name: inactive, building, running, degraded, inaccessible. */
@@ -31,7 +32,14 @@ export type ObservedPool =
       persistent: boolean;
       autostart: boolean;
       figures: PoolFigures;
+      /**
+       * Why libvirt stopped the pool when this pass refreshed it (its directory could not be
+       * read: removed behind the operator's back, replaced by a file).
+       */
+      lost?: string;
     };
+
+type OursObserved = Extract<ObservedPool, { found: 'ours' }>;
 
 export async function observePool(conn: Connect, desired: PoolDocument): Promise<ObservedPool> {
   const handle = await lookupPool(conn, desired.uuid);
@@ -61,6 +69,49 @@ export async function observePool(conn: Connect, desired: PoolDocument): Promise
       available: info.available,
     },
   };
+}
+
+/**
+ * A running pool looked at inside: libvirt keeps reporting a dir pool as running after its
+ * directory was removed, until a refresh fails to read it and stops the pool. The refresh runs
+ * under the pool lock (beside a volume being built libvirt refuses it). A refresh refused
+ * while the pool stays running (another client's job) proves nothing and is not reported.
+ */
+export async function refreshPool(
+  observed: OursObserved,
+  locks: PoolLocks,
+  poolName: string,
+): Promise<OursObserved> {
+  const failure = await withPoolLock(locks, poolName, () => observed.handle.refresh(0)).then(
+    () => undefined,
+    (err: unknown) => {
+      if (!isLibvirtError(err) || isConnectionError(err)) throw err;
+      return err.message;
+    },
+  );
+  if (failure === undefined) return observed;
+  const info = await observed.handle.getInfo();
+  if (info.stateName === 'running') return observed;
+  return {
+    ...observed,
+    active: false,
+    figures: { ...observed.figures, state: info.stateName },
+    lost: failure,
+  };
+}
+
+/** The directories of the host's other libvirt pools (any owner), by their definitions. */
+export async function otherPoolDirs(conn: Connect, uuid: string): Promise<Set<string>> {
+  const dirs = new Set<string>();
+  for (const pool of await conn.listAllStoragePools()) {
+    if (pool.getUUIDString() === uuid) continue;
+    // Another pass may remove a pool between the list and this read (pools are deleted in
+    // parallel): a pool gone has no directory to keep.
+    const xml = await persistentXML(conn, pool).catch(absentIfNotFound('storagePool'));
+    const path = xml === undefined ? undefined : parsePoolXML(xml).target.path;
+    if (path) dirs.add(path);
+  }
+  return dirs;
 }
 
 // Compare against the persistent definition: after a redefine the running pool keeps its old

@@ -13,13 +13,21 @@ import {
   type ControllerContext,
 } from '../context.js';
 import { INDEX_POOL } from '../indexes.js';
+import { withPoolLock } from '../shared/pool-lock.js';
 import { selectsNode } from '../node-selector.js';
 import { applyPoolSteps, removePool, type PoolActOutcome } from './act.js';
 import { desiredPool } from './desired.js';
 import { forgetFigures, steadyFigure } from '../shared/figures.js';
 import { matchAfter, reportUnselected } from '../shared/unselected.js';
 import { listed, newProblem, retryDelay, withFinalizer } from '../kit.js';
-import { forbiddenTarget, observePool } from './observe.js';
+import {
+  forgetMadeDirectories,
+  madeDirectories,
+  noteBuild,
+  removeMadeParents,
+  unmadeTarget,
+} from './directories.js';
+import { forbiddenTarget, observePool, otherPoolDirs, refreshPool } from './observe.js';
 import { planPool, type PoolStep } from './plan.js';
 import {
   DELETION_BLOCKED,
@@ -27,10 +35,16 @@ import {
   nodeEntry,
   notSelectedStatus,
   poolNodeStatus,
+  removedMessage,
   type PoolNodeFacts,
 } from './status.js';
 
 const KIND = 'StoragePool';
+/**
+ * How often a running pool is refreshed to see whether its directory is still there; the
+ * kind's resync (index.ts) brings a pass at least this often.
+ */
+export const POOL_REFRESH_MS = 30_000;
 
 export async function reconcileStoragePool(key: string, ctx: ControllerContext): Promise<Action> {
   const cached = ctx.get<StoragePool>(KIND, undefined, key);
@@ -51,6 +65,21 @@ export async function reconcileStoragePool(key: string, ctx: ControllerContext):
 async function converge(pool: StoragePool, ctx: ControllerContext): Promise<Action> {
   const desired = desiredPool(pool);
   let observed = await observePool(ctx.libvirt(), desired);
+  if (observed.found === 'ours' && observed.active && refreshDue(pool, ctx)) {
+    observed = await refreshPool(observed, ctx.host.poolLocks, String(pool.metadata.name));
+    // Said first, in status, before the next pass builds and starts the pool again: the
+    // status change wakes the pool's Volumes, whose files went with the directory.
+    if (observed.lost) {
+      const problem = {
+        reason: 'DirectoryLost',
+        message:
+          `pool ${String(pool.metadata.name)} on node ${ctx.nodeName} could not be read ` +
+          `(${observed.lost}), so libvirt stopped it; it is built and started again, empty: ` +
+          `the files that were in it are gone`,
+      };
+      return report(pool, { observed, problem }, ctx);
+    }
+  }
   // Judged before the directory is built or the pool started; a running pool is left alone.
   const starting = observed.found === 'none' || (observed.found === 'ours' && !observed.active);
   const target = starting ? await forbiddenTarget(pool.spec.path) : undefined;
@@ -68,12 +97,29 @@ async function converge(pool: StoragePool, ctx: ControllerContext): Promise<Acti
     ctx.libvirt(),
     observed.found === 'ours' ? observed.handle : undefined,
     steps,
+    () => noteBuild(ctx.stateDir, String(pool.metadata.uid), pool.spec.path),
   );
   if (steps.length > 0) {
     observed = await observePool(ctx.libvirt(), desired);
     recordCorrection(pool, steps, outcome, ctx);
   }
   return report(pool, { observed, ...(outcome.problem ? { problem: outcome.problem } : {}) }, ctx);
+}
+
+/**
+ * Whether the pool was last refreshed long enough ago; if so, notes this one. Not while this
+ * agent has a storage call queued in the pool: an upload or a copy holds the pool lock for
+ * minutes, the pass would wait that long, and a pool in use is looked at in a later pass.
+ */
+function refreshDue(pool: StoragePool, ctx: ControllerContext): boolean {
+  if (ctx.host.poolLocks.has(String(pool.metadata.name))) return false;
+  const uid = String(pool.metadata.uid);
+  const now = ctx.now().getTime();
+  const last = ctx.host.poolRefreshes.get(uid);
+  // A clock that went backwards counts as due, so a refresh is never put off for good.
+  if (last !== undefined && now >= last && now - last < POOL_REFRESH_MS) return false;
+  ctx.host.poolRefreshes.set(uid, now);
+  return true;
 }
 
 /**
@@ -103,12 +149,25 @@ async function removeFromNode(
   selected: boolean,
   ctx: ControllerContext,
 ): Promise<Action> {
+  const uid = String(pool.metadata.uid);
   const observed = await observePool(ctx.libvirt(), desiredPool(pool));
-  const blockedBy = ctx
-    .byIndex<Volume>('Volume', INDEX_POOL, String(pool.metadata.name))
-    .filter((v) => v.spec.nodeName === ctx.nodeName)
-    .map(keyOf);
-  if (observed.found === 'ours' && blockedBy.length > 0) {
+  const made = await madeDirectories(ctx.stateDir, uid);
+  // Every Volume naming the pool holds it, even one with no file yet: the pool never goes
+  // from under a Volume object (one made after the deletion began gets no file: the Volume
+  // controller's PoolDeleting). The removal waits for this agent's storage calls in the pool.
+  const outcome = await withPoolLock(ctx.host.poolLocks, String(pool.metadata.name), async () => {
+    if (observed.found !== 'ours') return {};
+    const blockedBy = ctx
+      .byIndex<Volume>('Volume', INDEX_POOL, String(pool.metadata.name))
+      .filter((v) => v.spec.nodeName === ctx.nodeName)
+      .map(keyOf);
+    if (blockedBy.length > 0) return { blockedBy };
+    // Pools built before the record was kept: their directory goes as it always did.
+    const unmade = made && !made.target ? await unmadeTarget(pool.spec.path) : undefined;
+    return { removal: await removePool(observed.handle, unmade) };
+  });
+  if (outcome.blockedBy && observed.found === 'ours') {
+    const { blockedBy } = outcome;
     if (!findCondition(nodeEntry(pool, ctx.nodeName)?.conditions, DELETION_BLOCKED)) {
       ctx.event(
         KIND,
@@ -124,20 +183,28 @@ async function removeFromNode(
     await ctx.applyNodeStatus(KIND, pool, entry, await matchAfter(ctx, pool, entry));
     return requeueAfter(retryDelay(undefined, ctx.now()));
   }
-  if (observed.found === 'ours') {
-    const removal = await removePool(observed.handle);
-    const kept = removal.directoryKept
-      ? `; directory ${pool.spec.path} kept: ${removal.directoryKept}`
-      : '';
-    ctx.event(KIND, pool, 'Normal', 'PoolRemoved', `pool removed from node ${ctx.nodeName}${kept}`);
+  // rmdir: a parent still holding spec.path or anything else stays.
+  const parents = made
+    ? await removeMadeParents(made, await otherPoolDirs(ctx.libvirt(), uid))
+    : [];
+  if (outcome.removal || parents.length > 0) {
+    ctx.event(
+      KIND,
+      pool,
+      'Normal',
+      'PoolRemoved',
+      removedMessage(ctx.nodeName, pool.spec.path, outcome.removal, parents),
+    );
   }
+  await forgetMadeDirectories(ctx.stateDir, uid);
   // A node that drops out of the selector says so in its entry. Removing the entry needs an
   // apply without it under this node's field manager, which the context does not offer.
   if (!pool.metadata.deletionTimestamp && nodeEntry(pool, ctx.nodeName)) {
     const entry = notSelectedStatus(pool, ctx.nodeName, [], ctx.now());
     await ctx.applyNodeStatus(KIND, pool, entry, await matchAfter(ctx, pool, entry));
   }
-  forgetFigures(ctx.host.figures, `${KIND}/${pool.metadata.uid}`);
+  forgetFigures(ctx.host.figures, `${KIND}/${uid}`);
+  ctx.host.poolRefreshes.delete(uid);
   if (pool.metadata.finalizers?.includes(nodeFinalizer(ctx.nodeName))) {
     // Its removal brings the object back through the watch, for the pass below.
     await ctx.removeFinalizer(KIND, pool, nodeFinalizer(ctx.nodeName));

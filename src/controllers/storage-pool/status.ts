@@ -12,6 +12,7 @@ import {
 import type { StoragePool, StoragePoolStatusNode } from '../../api/generated/types.js';
 import { bytesQuantity, floorMiB } from '../../api/quantity.js';
 import { listed, type Problem } from '../kit.js';
+import type { PoolRemoval } from './act.js';
 import type { ObservedPool } from './observe.js';
 
 export const READY = 'Ready';
@@ -143,3 +144,32 @@ function conditionsFor(
 }
 
 /** At most ten names, so a message stays readable for a pool holding thousands of volumes. */
+
+/** The PoolRemoved Event: what became of spec.path and of the parents the build made. */
+export function removedMessage(
+  nodeName: string,
+  path: string,
+  removal: PoolRemoval | undefined,
+  parentsRemoved: readonly string[],
+): string {
+  const parents = parentsRemoved.length
+    ? `; removed the parent directories its build had made: ${parentsRemoved.join(', ')}`
+    : '';
+  const directory = (() => {
+    switch (removal?.directory) {
+      case undefined:
+        return '';
+      case 'removed':
+        return `; directory ${path} removed`;
+      case 'kept':
+        return `; directory ${path} kept: ${removal.detail ?? 'libvirt could not remove it'}`;
+      case 'preexisting':
+        return `; directory ${path} kept: it existed before the pool`;
+      case 'absent':
+        return `; there was no directory ${path} to remove`;
+      case 'notDirectory':
+        return `; ${path} is not a directory (a file stands there or at a parent): left untouched`;
+    }
+  })();
+  return `pool removed from node ${nodeName}${directory}${parents}`;
+}

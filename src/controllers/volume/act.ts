@@ -14,7 +14,7 @@ import type { StorageVol } from '../../libvirt/storage.js';
 import { buildVolumeXML } from '../../libvirt/xml/volume.js';
 import type { LiveDisk, ReadyPool } from './observe.js';
 import type { VolumeStep } from './plan.js';
-import { withPoolLock } from './pool-lock.js';
+import { withPoolLock } from '../shared/pool-lock.js';
 import type { Problem } from '../kit.js';
 
 /**

@@ -12,7 +12,7 @@ import { parseVolumeXML, type ObservedVolume } from '../../libvirt/xml/volume.js
 import { observeMachineDomain } from '../shared/machine-snapshot.js';
 import { lookupPool } from '../shared/pool.js';
 import type { SourceImage } from './desired.js';
-import { withPoolLock, type PoolLocks } from './pool-lock.js';
+import { withPoolLock, type PoolLocks } from '../shared/pool-lock.js';
 
 export interface NotReady {
   reason: 'PoolNotReady' | 'SourceNotReady';

@@ -2,7 +2,7 @@
 // (blank, a clone, a qcow2 overlay or an HTTP import), grows it when spec.capacity grows, and
 // on deletion removes it (deletionPolicy Delete) or leaves it (Retain) once nothing uses it.
 import { findCondition } from '../../api/conditions.js';
-import type { VirtualMachine, Volume } from '../../api/generated/types.js';
+import type { StoragePool, VirtualMachine, Volume } from '../../api/generated/types.js';
 import { volumeFileName } from '../../api/names.js';
 import {
   done,
@@ -13,7 +13,7 @@ import {
   type ControllerContext,
 } from '../context.js';
 import { forgetFigures, steadyFigure } from '../shared/figures.js';
-import { cachedByKey, newProblem, retryDelay, withFinalizer } from '../kit.js';
+import { cachedByKey, newProblem, retryDelay, withFinalizer, type Problem } from '../kit.js';
 import { applyVolumeSteps, deleteVolumeFile, uploadImage } from './act.js';
 import { desiredVolume, sourceKind, sourceVolumeName } from './desired.js';
 import {
@@ -85,11 +85,33 @@ async function converge(
   if (findCondition(vol.status?.conditions, 'Ready')?.reason === 'NameConflict')
     await refreshListing(pool);
   const found = await observeVolume(pool, volumeFileName(vol));
+  const deleting = found ? undefined : poolDeleting(vol, ctx);
+  if (deleting) {
+    // A download under way would only be thrown away: its file could never go in this pool.
+    await cancelImport(ctx.host.imports, String(vol.metadata.uid), ctx.stateDir);
+    return report(vol, { facts: { problem: deleting, usedBy } }, ctx);
+  }
   const pass =
     sourceKind(vol) === 'http'
       ? await convergeImport({ vol, pool, found, usedBy }, ctx)
       : await convergeFile({ vol, pool, found, usedBy }, ctx);
   return report(pass.vol ?? vol, pass, ctx);
+}
+
+/**
+ * A pool being deleted gets no new file: a Volume made after the deletion began would fill a
+ * pool its owner is emptying. A Volume whose file is already there keeps it (the pool's
+ * deletion waits for it).
+ */
+function poolDeleting(vol: Volume, ctx: ControllerContext): Problem | undefined {
+  const pool = ctx.get<StoragePool>('StoragePool', undefined, vol.spec.pool);
+  if (!pool?.metadata.deletionTimestamp) return undefined;
+  return {
+    reason: 'PoolDeleting',
+    message:
+      `StoragePool ${vol.spec.pool} is being deleted, so no file is made in it; its deletion ` +
+      `waits for this Volume: delete the Volume, and create it again once the pool is back`,
+  };
 }
 
 /** Blank, clone and overlay volumes: create the file once, grow it when asked. */

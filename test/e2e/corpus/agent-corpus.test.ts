@@ -296,17 +296,24 @@ describe('the bad-input corpus through the API server and a running agent on a r
     return snap;
   }
 
-  /** Paths the agent may create or change: pool directories, and its files for our machines. */
+  /**
+   * Paths the agent may create or change: pool directories, and its files for our machines
+   * and pools (the record of the directories a pool's build made).
+   */
   function mayChange(path: string, uids: Set<string>): boolean {
     const inside = (dir: string) => path === dir || path.startsWith(dir + sep);
     if (inside(poolDir) || inside(join(sandbox, 'default-state'))) return true;
-    for (const sub of ['cloud-init', 'console', 'imports']) {
+    for (const sub of ['cloud-init', 'console', 'imports', 'pools']) {
       const dir = join(stateDir, sub);
       if (path === dir) return true;
       if (!path.startsWith(dir + sep)) continue;
       const file = relative(dir, path);
       return [...uids].some(
-        (uid) => file.startsWith(`${uid}-`) || file === `${uid}.log` || file === `${uid}.img`,
+        (uid) =>
+          file.startsWith(`${uid}-`) ||
+          file === `${uid}.log` ||
+          file === `${uid}.img` ||
+          file === `${uid}.json`,
       );
     }
     return false;

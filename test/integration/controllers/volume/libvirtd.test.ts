@@ -18,7 +18,7 @@ import {
 import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/index.js';
 import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
 import { applyVolumeSteps } from '../../../../src/controllers/volume/act.js';
-import { withPoolLock, type PoolLocks } from '../../../../src/controllers/volume/pool-lock.js';
+import { withPoolLock, type PoolLocks } from '../../../../src/controllers/shared/pool-lock.js';
 import {
   startPrivateLibvirtd,
   type LibvirtDaemon,
@@ -235,6 +235,20 @@ describe('a real libvirtd with QEMU', () => {
     expect((await getVol('clash'))?.status?.phase).toBe('Available');
     await k.remove('Volume', NS, 'clash');
     await converge(ctx, reconcileVolume, `${NS}/clash`, { until: gone('clash'), maxPasses: 40 });
+  });
+
+  it("makes a file removed behind libvirt's back again, though libvirt still lists it", async () => {
+    const file = path.join(poolDir, 'real_disk-5');
+    await rm(file);
+    // libvirt's list of the pool's volumes still names it until the pool is refreshed.
+    const listed = await (await conn.lookupStoragePoolByName(POOL)).listAllVolumes();
+    expect(listed.map((v) => v.getName())).toContain('real_disk-5');
+    await converge(ctx, reconcileVolume, `${NS}/disk-5`, {
+      until: async () => (await stat(file).catch(() => undefined))?.isFile() === true,
+      maxPasses: 5,
+    });
+    expect((await getVol('disk-5'))?.status?.phase).toBe('Available');
+    expect(eventsOf('disk-5').filter((r) => r === 'VolumeCreated')).toHaveLength(2);
   });
 
   it('imports over HTTP with progress in status; the file holds exactly the verified bytes', async () => {

@@ -15,7 +15,7 @@ import {
 import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/index.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
-import { withPoolLock } from '../../../../src/controllers/volume/pool-lock.js';
+import { withPoolLock } from '../../../../src/controllers/shared/pool-lock.js';
 import { Connect } from '../../../../src/libvirt/index.js';
 import type { StoragePool as LibvirtPool } from '../../../../src/libvirt/storage.js';
 import { buildVolumeXML, parseVolumeXML } from '../../../../src/libvirt/xml/volume.js';

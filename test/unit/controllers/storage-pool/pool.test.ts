@@ -6,12 +6,14 @@ import type { StoragePool } from '../../../../src/api/generated/types.js';
 import { desiredPool } from '../../../../src/controllers/storage-pool/desired.js';
 import {
   forbiddenTarget,
+  otherPoolDirs,
   type ObservedPool,
 } from '../../../../src/controllers/storage-pool/observe.js';
 import { planPool } from '../../../../src/controllers/storage-pool/plan.js';
 import {
   notSelectedStatus,
   poolNodeStatus,
+  removedMessage,
 } from '../../../../src/controllers/storage-pool/status.js';
 import { bytesQuantity, floorMiB, parseQuantity } from '../../../../src/api/quantity.js';
 import { newProblem, retryDelay } from '../../../../src/controllers/kit.js';
@@ -148,6 +150,24 @@ describe('applyPoolSteps', () => {
       `spec.path is not a directory on this node (${message})`,
     );
     expect(isStalledReason('PathNotDirectory')).toBe(true);
+  });
+});
+
+describe('otherPoolDirs (the directories a removal keeps)', () => {
+  const listed = (uuid: string, xml: () => Promise<string>) =>
+    ({ getUUIDString: () => uuid, getXMLDesc: xml }) as unknown as LibvirtPool;
+  const poolXML = (path: string) =>
+    `<pool type='dir'><name>p</name><uuid>6f1c1d9e-1b7e-4c56-9a53-0d2f5e1a7b11</uuid><target><path>${path}</path></target></pool>`;
+  it('skips a pool removed between the list and the read (pools are deleted in parallel)', async () => {
+    const gone = new LibvirtError('Storage pool not found', { code: 49, domain: 18, level: 2 });
+    const conn = {
+      listAllStoragePools: async () => [
+        listed('ours', async () => poolXML('/srv/ours')),
+        listed('other', async () => poolXML('/srv/other')),
+        listed('removed', () => Promise.reject(gone)),
+      ],
+    } as unknown as Connect;
+    expect([...(await otherPoolDirs(conn, 'ours'))]).toEqual(['/srv/other']);
   });
 });
 
@@ -406,5 +426,34 @@ describe('steadyFigure', () => {
     expect(steadyFigure(shown, key, 2n, 5_000)).toBe(2n);
     forgetFigures(shown, key);
     expect(steadyFigure(shown, key, 4n, 5_001)).toBe(4n);
+  });
+});
+
+describe('removedMessage (the PoolRemoved Event)', () => {
+  const path = '/srv/a/pool';
+  it('says what became of spec.path and names the parents removed', () => {
+    expect(removedMessage('n1', path, { directory: 'removed' }, ['/srv/a'])).toBe(
+      'pool removed from node n1; directory /srv/a/pool removed; ' +
+        'removed the parent directories its build had made: /srv/a',
+    );
+    expect(
+      removedMessage('n1', path, { directory: 'kept', detail: 'Directory not empty' }, []),
+    ).toBe('pool removed from node n1; directory /srv/a/pool kept: Directory not empty');
+    expect(removedMessage('n1', path, { directory: 'preexisting' }, [])).toContain(
+      'kept: it existed before the pool',
+    );
+    expect(removedMessage('n1', path, { directory: 'absent' }, [])).toContain(
+      'there was no directory /srv/a/pool to remove',
+    );
+  });
+  it('never calls a file a kept directory', () => {
+    const message = removedMessage('n1', '/var/lib/dpkg/status', { directory: 'notDirectory' }, []);
+    expect(message).toBe(
+      'pool removed from node n1; /var/lib/dpkg/status is not a directory ' +
+        '(a file stands there or at a parent): left untouched',
+    );
+  });
+  it('says only the removal when no pool was there to remove', () => {
+    expect(removedMessage('n1', path, undefined, [])).toBe('pool removed from node n1');
   });
 });

@@ -3,7 +3,7 @@ import {
   lockedPools,
   withPoolLock,
   type PoolLocks,
-} from '../../../../src/controllers/volume/pool-lock.js';
+} from '../../../../src/controllers/shared/pool-lock.js';
 
 const locks: PoolLocks = new Map();
 

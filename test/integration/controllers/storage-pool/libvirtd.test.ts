@@ -1,0 +1,258 @@
+// StoragePool against a real libvirtd (a private one, as in ../volume/libvirtd.test.ts) where
+// the test driver has no files: a directory removed behind the operator's back, the parent
+// directories libvirt's build makes, a pool on a file, a Volume made in a pool being deleted.
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { StoragePool, Volume } from '../../../../src/api/generated/types.js';
+import {
+  startPrivateLibvirtd,
+  type LibvirtDaemon,
+} from '../../../../src/commands/local/libvirtd.js';
+import { kindResyncMs } from '../../../../src/controllers/module.js';
+import {
+  reconcileStoragePool,
+  storagePool,
+} from '../../../../src/controllers/storage-pool/index.js';
+import { withPoolLock } from '../../../../src/controllers/shared/pool-lock.js';
+import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
+import { Connect } from '../../../../src/libvirt/index.js';
+import { useControlPlane } from '../../../harness/control-plane.js';
+import {
+  converge,
+  snapshotContext,
+  type SnapshotContext,
+} from '../../../harness/controller-context.js';
+import { kube, type Kube } from '../../../harness/kube-objects.js';
+import { reconcileUntil } from './fixtures.js';
+
+const NODE = 'node-real';
+const NS = 'pool-real';
+const PREFIX = `lvo-pr-${randomBytes(3).toString('hex')}`;
+const cp = useControlPlane();
+let daemon: LibvirtDaemon;
+let conn: Connect;
+let tmp: string;
+let k: Kube;
+let ctx: SnapshotContext;
+
+beforeAll(async () => {
+  daemon = await startPrivateLibvirtd();
+  conn = await Connect.open(daemon.uri);
+  tmp = await mkdtemp(path.join(tmpdir(), 'lvo-pool-real-'));
+  k = kube(cp().kubeConfig);
+  ctx = snapshotContext({
+    kubeConfig: cp().kubeConfig,
+    conn,
+    nodeName: NODE,
+    stateDir: path.join(tmp, 'state'),
+  });
+  await k.namespace(NS);
+}, 120_000);
+
+afterAll(async () => {
+  for (const pool of (await conn?.listAllStoragePools().catch(() => [])) ?? []) {
+    if (!pool.getName().startsWith(PREFIX)) continue;
+    for (const v of await pool.listAllVolumes().catch(() => [])) await v.delete(0).catch(() => {});
+    await pool.destroy().catch(() => undefined);
+    await pool.undefine().catch(() => undefined);
+  }
+  await conn?.close();
+  await daemon?.stop();
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+}, 60_000);
+
+const entryOf = async (name: string) =>
+  (await k.get<StoragePool>('StoragePool', undefined, name))?.status?.nodes?.find(
+    (n) => n.nodeName === NODE,
+  );
+const ready = (name: string) => async () =>
+  (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+const gone = (name: string) => async () =>
+  (await k.get('StoragePool', undefined, name)) === undefined;
+const exists = (p: string) =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
+const eventsOf = (key: string, reason: string) =>
+  ctx.events.filter((e) => e.key === key && e.reason === reason).map((e) => e.message);
+
+async function makePool(suffix: string, dir: string): Promise<string> {
+  const name = `${PREFIX}-${suffix}`;
+  await k.create('StoragePool', { metadata: { name }, spec: { path: dir } });
+  return name;
+}
+
+async function deletePool(name: string): Promise<void> {
+  await k.remove('StoragePool', undefined, name);
+  await converge(ctx, reconcileStoragePool, name, { until: gone(name) });
+}
+
+describe('StoragePool on a real libvirtd', () => {
+  it('sees a directory removed behind its back within its resync, says so and builds it again', async () => {
+    // The kind looks more often than the agent's 10-minute resync.
+    expect(kindResyncMs(storagePool, 10 * 60_000)).toBeLessThanOrEqual(60_000);
+    const dir = path.join(tmp, 'lost');
+    const name = await makePool('lost', dir);
+    await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
+    await rm(dir, { recursive: true });
+    // libvirt itself still calls the pool running.
+    expect((await (await conn.lookupStoragePoolByName(name)).getInfo()).stateName).toBe('running');
+
+    // While a storage call holds the pool (an upload, a copy), a pass does not wait for it.
+    let release!: () => void;
+    const held = withPoolLock(
+      ctx.host.poolLocks,
+      name,
+      () => new Promise<void>((r) => (release = r)),
+    );
+    ctx.host.poolRefreshes.clear();
+    await ctx.refresh();
+    const pass = reconcileStoragePool(name, ctx);
+    const waited = new Promise((r) => setTimeout(() => r('waited for the lock'), 3_000));
+    expect(await Promise.race([pass, waited])).not.toBe('waited for the lock');
+    expect(eventsOf(name, 'DirectoryLost')).toEqual([]);
+    release();
+    await Promise.all([held, pass]);
+
+    ctx.host.poolRefreshes.clear(); // as after POOL_REFRESH_MS
+    await ctx.refresh();
+    await reconcileStoragePool(name, ctx);
+    expect((await entryOf(name))?.state).toBe('inactive');
+    const said = (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready');
+    expect(said).toMatchObject({ status: 'False', reason: 'DirectoryLost' });
+    expect(said?.message).toMatch(/cannot open directory .*No such file or directory/);
+    expect(eventsOf(name, 'DirectoryLost')).toHaveLength(1);
+
+    await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
+    expect(eventsOf(name, 'PoolStarted')).toHaveLength(1);
+    expect((await stat(dir)).isDirectory()).toBe(true);
+    await deletePool(name);
+  });
+
+  it('removes the parent directories its build made, and no directory that was there before', async () => {
+    const before = path.join(tmp, 'existing');
+    await mkdir(before);
+    const dir = path.join(before, 'made', 'deeper', 'pool');
+    const name = await makePool('parents', dir);
+    await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
+    expect((await stat(dir)).isDirectory()).toBe(true);
+
+    await deletePool(name);
+    expect(await exists(path.join(before, 'made'))).toBe(false);
+    expect((await stat(before)).isDirectory()).toBe(true);
+    const [removed] = eventsOf(name, 'PoolRemoved');
+    expect(removed).toContain(`directory ${dir} removed`);
+    expect(removed).toContain(path.join(before, 'made', 'deeper'));
+    // The record goes with the pool.
+    expect(await exists(path.join(tmp, 'state', 'pools', `${name}.json`))).toBe(false);
+  });
+
+  it('keeps a directory that existed before the pool, and a parent holding anything else', async () => {
+    const prepared = path.join(tmp, 'prepared');
+    await mkdir(prepared);
+    const kept = await makePool('prepared', prepared);
+    const shared = path.join(tmp, 'shared', 'pool');
+    const other = await makePool('shared', shared);
+    await converge(ctx, reconcileStoragePool, kept, { until: ready(kept) });
+    await converge(ctx, reconcileStoragePool, other, { until: ready(other) });
+    await writeFile(path.join(tmp, 'shared', 'notes.txt'), 'not the pool');
+
+    const linked = await makePool('linked', path.join(tmp, 'link'));
+    await symlink(prepared, path.join(tmp, 'link'));
+    await converge(ctx, reconcileStoragePool, linked, { until: ready(linked) });
+    await deletePool(linked);
+    expect(eventsOf(linked, 'PoolRemoved')[0]).toContain('kept: it existed before the pool');
+
+    await deletePool(kept);
+    await deletePool(other);
+    expect((await stat(prepared)).isDirectory()).toBe(true);
+    expect(eventsOf(kept, 'PoolRemoved')[0]).toContain(
+      `directory ${prepared} kept: it existed before the pool`,
+    );
+    expect(await exists(shared)).toBe(false);
+    expect(await readFile(path.join(tmp, 'shared', 'notes.txt'), 'utf8')).toBe('not the pool');
+  });
+
+  it("never removes another pool's directory, though its own build made it", async () => {
+    const outer = path.join(tmp, 'nest', 'outer');
+    const inner = await makePool('inner', path.join(outer, 'inner'));
+    await converge(ctx, reconcileStoragePool, inner, { until: ready(inner) });
+    const around = await makePool('outer', outer); // on a directory inner's build made
+    await converge(ctx, reconcileStoragePool, around, { until: ready(around) });
+
+    await deletePool(inner);
+    expect((await stat(outer)).isDirectory()).toBe(true);
+    await deletePool(around);
+    expect((await stat(outer)).isDirectory()).toBe(true); // there before this pool
+  });
+
+  it('says a path that is a file is not a directory, on removal too, and leaves the file', async () => {
+    const file = path.join(tmp, 'a-file');
+    await writeFile(file, 'keep me');
+    const name = await makePool('file', file);
+    await reconcileUntil(
+      ctx,
+      reconcileStoragePool,
+      name,
+      async () =>
+        (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready')?.reason ===
+        'PathNotDirectory',
+    );
+    await deletePool(name);
+    const [removed] = eventsOf(name, 'PoolRemoved');
+    expect(removed).toContain(`${file} is not a directory`);
+    expect(removed).not.toContain('kept');
+    expect(await readFile(file, 'utf8')).toBe('keep me');
+  });
+
+  it('makes no file for a Volume created in a pool being deleted; the pool waits for it', async () => {
+    const dir = path.join(tmp, 'closing');
+    const name = await makePool('closing', dir);
+    await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
+    const volume = (vol: string) => ({
+      metadata: { name: vol, namespace: NS },
+      spec: { nodeName: NODE, pool: name, capacity: '16Mi' },
+    });
+    const phase = async (vol: string) => (await k.get<Volume>('Volume', NS, vol))?.status?.phase;
+    await k.create('Volume', volume('first'));
+    await converge(ctx, reconcileVolume, `${NS}/first`, {
+      until: async () => (await phase('first')) === 'Available',
+    });
+
+    await k.remove('StoragePool', undefined, name);
+    await ctx.refresh();
+    await reconcileStoragePool(name, ctx);
+    await k.create('Volume', volume('late'));
+    await reconcileUntil(ctx, reconcileVolume, `${NS}/late`, async () => {
+      const ready = (await k.get<Volume>('Volume', NS, 'late'))?.status?.conditions?.find(
+        (c) => c.type === 'Ready',
+      );
+      return ready?.reason === 'PoolDeleting';
+    });
+    expect(await exists(path.join(dir, `${NS}_late`))).toBe(false);
+    expect(eventsOf(`${NS}/late`, 'PoolDeleting')).toHaveLength(1);
+
+    // The pool is not removed from under either Volume.
+    await k.remove('Volume', NS, 'first');
+    await converge(ctx, reconcileVolume, `${NS}/first`, {
+      until: async () => !(await k.get('Volume', NS, 'first')),
+    });
+    await ctx.refresh();
+    await reconcileStoragePool(name, ctx);
+    expect(await k.get('StoragePool', undefined, name)).toBeDefined();
+    expect(
+      (await entryOf(name))?.conditions?.find((c) => c.type === 'DeletionBlocked')?.message,
+    ).toContain(`${NS}/late`);
+
+    await k.remove('Volume', NS, 'late');
+    await converge(ctx, reconcileVolume, `${NS}/late`, {
+      until: async () => !(await k.get('Volume', NS, 'late')),
+    });
+    await converge(ctx, reconcileStoragePool, name, { until: gone(name) });
+    expect(await exists(dir)).toBe(false);
+  });
+});
