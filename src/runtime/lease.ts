@@ -127,6 +127,8 @@ export function startLease(
   let notHeld = 'not acquired yet: the first attempt is under way';
   let lostTimer: ReturnType<typeof setTimeout> | undefined;
   let observed: { resourceVersion?: string; at: number; lease?: LeaseObject } = { at: 0 };
+  /** Whether we ever sent our identity to the server: only then can there be a Lease to hand back. */
+  let sentWrite = false;
   deps.metrics?.leaseHeld.set(labels, 0);
 
   const lose = (why: string) => {
@@ -161,6 +163,7 @@ export function startLease(
     lease: LeaseObject,
     lostRace: (err: unknown) => boolean,
   ): Promise<boolean> => {
+    sentWrite = true;
     try {
       const written = await client.request<LeaseObject>({
         method,
@@ -283,32 +286,46 @@ export function startLease(
       abort.abort();
       await running;
       clearTimeout(lostTimer);
-      const wasHeld = held;
       held = false;
       deps.metrics?.leaseHeld.set(labels, 0);
-      const last = observed.lease;
-      if (!stopOpts.release || !wasHeld || !last) return;
+      // Not only when we believe we hold it: a starved process may have given it up by its
+      // own clock while the server still names us, or our last write may have landed unseen.
+      if (!stopOpts.release || !sentWrite) return;
       try {
-        // client-go's release: an empty holder and a 1 s duration, with the version we wrote,
-        // so a successor that took over meanwhile is not overwritten.
-        await client.request({
-          method: 'PUT',
-          path: `${path}/${encodeURIComponent(opts.name)}`,
-          body: body(
-            {
-              ...last.spec,
-              holderIdentity: null,
-              leaseDurationSeconds: 1,
-              renewTime: microTime(Date.now()),
-            },
-            last.metadata.resourceVersion,
-          ),
-          timeoutMs: 5_000,
-        });
-        log.info('lease released');
+        if (await release()) log.info('lease released');
       } catch (err) {
         log.warn(errorFields(err), 'could not release the lease');
       }
     },
   };
+
+  /**
+   * client-go's release: an empty holder and a 1 s duration. Written on a fresh read, not on
+   * the version we last saw: a renewal the server applied while we aborted it, or anyone's
+   * edit, would make that one a conflict and leave successors waiting out the lease. The read
+   * also keeps us from overwriting a successor that took over meanwhile. True when released.
+   */
+  async function release(): Promise<boolean> {
+    const at = `${path}/${encodeURIComponent(opts.name)}`;
+    for (let attempt = 1; ; attempt++) {
+      const lease = await client.request<LeaseObject>({
+        method: 'GET',
+        path: at,
+        timeoutMs: 5_000,
+      });
+      if (lease.spec?.holderIdentity !== opts.identity) return false;
+      const spec = { ...lease.spec, holderIdentity: null, leaseDurationSeconds: 1 };
+      try {
+        await client.request({
+          method: 'PUT',
+          path: at,
+          body: body({ ...spec, renewTime: microTime(Date.now()) }, lease.metadata.resourceVersion),
+          timeoutMs: 5_000,
+        });
+        return true;
+      } catch (err) {
+        if (!isConflict(err) || attempt === 3) throw err;
+      }
+    }
+  }
 }

@@ -6,6 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { done } from '../../../src/runtime/controller.js';
+import { startLease } from '../../../src/runtime/lease.js';
+import { createLogger } from '../../../src/runtime/log.js';
 import { startRuntime, type Runtime } from '../../../src/runtime/runtime.js';
 import {
   createWidget,
@@ -13,7 +15,6 @@ import {
   patchWidget,
   sleepMs,
   testClient,
-  testLogger,
   waitFor,
   widgets,
   type Widget,
@@ -135,9 +136,10 @@ describe('per-node lease (real kube-apiserver, agents as real processes)', () =>
     // B: the same lease, in this process.
     const bStarts: number[] = [];
     let bLeaderAt: number | undefined;
+    const bLog: string[] = [];
     const b: Runtime = await startRuntime({
       kubeConfig: cp().kubeConfig,
-      log: testLogger({ agent: 'agent-b' }),
+      log: capturingLogger('agent-b', bLog),
       lease: {
         namespace: NS,
         name: LEASE,
@@ -209,7 +211,9 @@ describe('per-node lease (real kube-apiserver, agents as real processes)', () =>
         path: `/apis/coordination.k8s.io/v1/namespaces/${NS}/leases/${LEASE}`,
       });
       // Released (C may have taken it already), not left to expire.
-      expect(afterStop.spec.holderIdentity ?? '').not.toBe('agent-b');
+      expect(afterStop.spec.holderIdentity ?? '', `agent-b's log:\n${bLog.join('')}`).not.toBe(
+        'agent-b',
+      );
       const bLast = Math.max(...bStarts);
       const cLead = await c.waitFact(
         'to lead after B released',
@@ -261,4 +265,92 @@ describe('per-node lease (real kube-apiserver, agents as real processes)', () =>
       return Date.parse(lease.spec.renewTime);
     }
   });
+
+  it('a stop with release hands back a Lease that another writer touched since our last renewal', async () => {
+    // A renewal that the server applied while we aborted it, or a person's `kubectl annotate`,
+    // leaves the holder with an old resourceVersion: the release must not be refused for that.
+    const client = testClient(cp());
+    const ns = 'lease-release';
+    await client.request({
+      method: 'POST',
+      path: '/api/v1/namespaces',
+      body: { metadata: { name: ns } },
+    });
+    const path = `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases/stale`;
+    const log: string[] = [];
+    const held = startLease(
+      client,
+      // Renewals far apart, so none happens between the other write and the stop.
+      {
+        namespace: ns,
+        name: 'stale',
+        identity: 'me',
+        leaseDurationSeconds: 60,
+        renewDeadlineMs: 50_000,
+        retryPeriodMs: 40_000,
+      },
+      { onAcquired: () => undefined, onLost: () => undefined },
+      { log: capturingLogger('me', log) },
+    );
+    await waitFor('the lease to be held', () => held.isHeld(), 10_000, 20);
+    const lease = await client.request<{ metadata: { annotations?: Record<string, string> } }>({
+      method: 'GET',
+      path,
+    });
+    lease.metadata.annotations = { touched: 'by someone else' };
+    await client.request({ method: 'PUT', path, body: lease });
+    await held.stop({ release: true });
+    const after = await client.request<{ spec: { holderIdentity?: string | null } }>({
+      method: 'GET',
+      path,
+    });
+    expect(after.spec.holderIdentity ?? '', log.join('')).toBe('');
+  });
+
+  it('a stop with release leaves a Lease alone that someone else holds now', async () => {
+    const client = testClient(cp());
+    const ns = 'lease-release-other';
+    await client.request({
+      method: 'POST',
+      path: '/api/v1/namespaces',
+      body: { metadata: { name: ns } },
+    });
+    const path = `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases/taken`;
+    const log: string[] = [];
+    const held = startLease(
+      client,
+      {
+        namespace: ns,
+        name: 'taken',
+        identity: 'me',
+        leaseDurationSeconds: 60,
+        renewDeadlineMs: 50_000,
+        retryPeriodMs: 40_000,
+      },
+      { onAcquired: () => undefined, onLost: () => undefined },
+      { log: capturingLogger('me', log) },
+    );
+    await waitFor('the lease to be held', () => held.isHeld(), 10_000, 20);
+    const lease = await client.request<{ spec: { holderIdentity: string } }>({
+      method: 'GET',
+      path,
+    });
+    lease.spec.holderIdentity = 'someone-else';
+    await client.request({ method: 'PUT', path, body: lease });
+    await held.stop({ release: true });
+    const after = await client.request<{ spec: { holderIdentity?: string | null } }>({
+      method: 'GET',
+      path,
+    });
+    expect(after.spec.holderIdentity, log.join('')).toBe('someone-else');
+  });
 });
+
+/** A logger whose lines are kept for a failure message (LOG_LEVEL still applies, default info). */
+function capturingLogger(agent: string, lines: string[]) {
+  return createLogger({
+    level: process.env.LOG_LEVEL ?? 'info',
+    base: { agent },
+    destination: { write: (line: string) => void lines.push(line) },
+  });
+}
