@@ -195,13 +195,27 @@ describe('CRDs on kube-apiserver', () => {
     const vm = await table('vm');
     expect(vm.head).toEqual(['NAME', 'NODE', 'PHASE', 'VCPUS', 'MEMORY', 'IP', 'AGE']);
     expect(vm.rows[0]?.slice(0, 4)).toEqual(['web-1', 'node-1', '2', '2Gi']);
+    // CAPACITY is the file's size as the agent last saw it (as a PVC's column is), not the
+    // request: an imported Volume may have no spec.capacity, and a growth may be pending.
+    await kubectl([
+      'patch',
+      'vol',
+      'web-1-root',
+      '-n',
+      NAMESPACE,
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      JSON.stringify({ status: { phase: 'Available', capacity: '10Gi' } }),
+    ]);
     const vol = await table('vol');
     expect(vol.head).toEqual(['NAME', 'NODE', 'POOL', 'CAPACITY', 'FORMAT', 'PHASE', 'AGE']);
-    expect(vol.rows.find((r) => r[0] === 'web-1-root')?.slice(1, 5)).toEqual([
+    expect(vol.rows.find((r) => r[0] === 'web-1-root')?.slice(1, 6)).toEqual([
       'node-1',
       'images',
-      '20Gi',
+      '10Gi',
       'qcow2',
+      'Available',
     ]);
     const vnet = await table('vnet');
     expect(vnet.head).toEqual(['NAME', 'MODE', 'CIDR', 'BRIDGE', 'NODES', 'READY', 'AGE']);
