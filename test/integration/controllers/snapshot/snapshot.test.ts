@@ -276,6 +276,43 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     expect(ctx.events.filter((e) => e.key === key('web') && e.reason === 'Restarted')).toEqual([]);
   });
 
+  it('does not count that power-off as a crash after an agent killed right after it', async () => {
+    // Times in status have whole seconds: the revert must begin in a later second than the
+    // run it stops was first seen (status.startedAt, written by the test above).
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'back-5', namespace: NS },
+      spec: { vmName: 'web', snapshotName: 'web-2' },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key('back-5'), {
+      until: stored(
+        () => restoreOf('back-5'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    expect((await domain.getState()).stateName).toBe('shutoff');
+    // The agent dies here; its successor knows nothing of what the restore did in memory.
+    const successor = snapshotContext({
+      kubeConfig: controlPlane().kubeConfig,
+      conn,
+      nodeName: NODE,
+      stateDir,
+    });
+    await successor.refresh();
+    await converge(successor, reconcileVirtualMachine, key('web'), {
+      until: async () => {
+        await successor.refresh();
+        return (
+          successor.get<VirtualMachine>('VirtualMachine', NS, 'web')?.status?.phase === 'Running'
+        );
+      },
+    });
+    const vm = successor.get<VirtualMachine>('VirtualMachine', NS, 'web')!;
+    expect(vm.status?.restartCount ?? 0).toBe(0);
+    expect(successor.events.filter((e) => e.reason === 'Restarted')).toEqual([]);
+    await ctx.refresh();
+  });
+
   it('keeps naming the Volumes the snapshot holds after the machine’s disks change', async () => {
     // A stopped machine, so that its new disks are a plain redefinition.
     await k.create<VirtualMachine>('VirtualMachine', {
