@@ -110,8 +110,13 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     cloudInit: inputs?.cloudInit,
     observed: before,
     now,
-    // After an agent restart only the restore objects tell that a restore stopped the domain.
-    restoreStopped: ctx.host.restoreStops.has(uid) || stoppedByRestore(vm, ctx),
+    // After an agent restart only the restore objects tell that a restore stopped the domain
+    // (by destroying it, so a guest that shut down or crashed since is not taken for that).
+    restoreStopped:
+      ctx.host.restoreStops.has(uid) ||
+      (before.domain.state === 'ours' &&
+        before.domain.power.reason === 'destroyed' &&
+        stoppedByRestore(vm, ctx)),
     deferred: refusedLive(ctx, uid, before.domain),
     holdStart: 'problem' in resolved && resolved.problem.reason === 'VolumeHasOverlays',
   };
