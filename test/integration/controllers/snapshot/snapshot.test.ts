@@ -313,6 +313,32 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     await ctx.refresh();
   });
 
+  it('still says it powered the machine off when a killed pass did that before its status write', async () => {
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'back-6', namespace: NS },
+      spec: { vmName: 'web', snapshotName: 'web-2' },
+    });
+    // What the killed pass left: reverted (no marker), powered off, status still InProgress.
+    await k.patchStatus('VirtualMachineRestore', NS, 'back-6', { phase: 'InProgress' });
+    await domain.destroy();
+    await converge(ctx, reconcileVirtualMachineRestore, key('back-6'), {
+      until: stored(
+        () => restoreOf('back-6'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    const ready = restoreOf('back-6')?.status?.conditions?.find((c) => c.type === 'Ready');
+    expect(ready?.message).toBe(
+      'reverted to VirtualMachineSnapshot web-2 (disks; powered off to boot from them)',
+    );
+    await converge(ctx, reconcileVirtualMachine, key('web'), {
+      until: stored(
+        () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'web'),
+        (o) => o?.status?.phase === 'Running',
+      ),
+    });
+  });
+
   it('keeps naming the Volumes the snapshot holds after the machine’s disks change', async () => {
     // A stopped machine, so that its new disks are a plain redefinition.
     await k.create<VirtualMachine>('VirtualMachine', {
