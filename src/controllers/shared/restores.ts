@@ -1,7 +1,11 @@
 // What the VirtualMachine controller needs to know of restores: whether one of its machine is
 // running, so that it stands aside (redefining, starting or stopping the domain would fight
 // the revert); and which to delete with the machine.
-import type { VirtualMachine, VirtualMachineRestore } from '../../api/generated/types.js';
+import type {
+  VirtualMachine,
+  VirtualMachineRestore,
+  VirtualMachineSnapshot,
+} from '../../api/generated/types.js';
 import { keyOf, type ControllerContext } from '../context.js';
 import { INDEX_VM } from '../indexes.js';
 
@@ -25,6 +29,47 @@ export function isRestoreOf(r: VirtualMachineRestore, vm: VirtualMachine): boole
     r.metadata.namespace === vm.metadata.namespace &&
     r.spec.vmName === vm.metadata.name &&
     (uid === undefined || uid === vm.metadata.uid)
+  );
+}
+
+/**
+ * Whether a finished restore powered off the machine's current run: a revert to a disks-only
+ * snapshot of a running machine ends with a power-off (virtual-machine-restore finish), which
+ * is asked for, not a crash to count. The process that powered it off remembers that
+ * (HostState restoreStops); this is what its successor can tell from the objects, when the
+ * agent died between that power-off and the machine's next pass. The revert began (startTime)
+ * in a later second than the run was first seen (startedAt); an earlier restore, which ended
+ * before this run began, never passes. Times have whole seconds: a revert begun in the second
+ * the run was first seen is not recognised (the restart is counted). Pure.
+ */
+export function restoreStoppedRun(
+  vm: VirtualMachine,
+  restores: readonly VirtualMachineRestore[],
+  snapshotOf: (r: VirtualMachineRestore) => VirtualMachineSnapshot | undefined,
+): boolean {
+  const startedAt = Date.parse(vm.status?.startedAt ?? '');
+  if (Number.isNaN(startedAt)) return false;
+  return restores.some(
+    (r) =>
+      r.status?.phase === 'Succeeded' &&
+      r.status.vmUid === vm.metadata.uid &&
+      Date.parse(r.status.startTime ?? '') > startedAt &&
+      // A checkpoint with memory resumes the run it restores: nothing is powered off.
+      snapshotOf(r)?.status?.includesMemory === false,
+  );
+}
+
+/** restoreStoppedRun over the cache's restores and snapshots of `vm`. */
+export function stoppedByRestore(vm: VirtualMachine, ctx: ControllerContext): boolean {
+  return restoreStoppedRun(
+    vm,
+    ctx.byIndex<VirtualMachineRestore>('VirtualMachineRestore', INDEX_VM, keyOf(vm)),
+    (r) =>
+      ctx.get<VirtualMachineSnapshot>(
+        'VirtualMachineSnapshot',
+        r.metadata.namespace,
+        r.spec.snapshotName,
+      ),
   );
 }
 

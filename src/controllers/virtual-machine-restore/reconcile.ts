@@ -187,9 +187,13 @@ async function finish(
     // Asked for: the machine's controller starts it again without counting a restart.
     ctx.host.restoreStops.add(String(vm.metadata.uid));
   }
+  // A disks-only snapshot of a running machine (quiesced is recorded only for those) is
+  // reverted paused and then powered off: found off here, an earlier pass (an agent killed
+  // before this status write) did it, and status must still say so.
+  const poweredOff = off || (machine?.active === false && snapshot.status?.quiesced !== undefined);
   const what = snapshot.status?.includesMemory
     ? 'memory and disks'
-    : off
+    : poweredOff
       ? 'disks; powered off to boot from them'
       : 'disks';
   ctx.event(

@@ -17,7 +17,7 @@ import {
   type KindReconcile,
 } from '../context.js';
 import { INDEX_NETWORK, INDEX_SOURCE_VOLUME } from '../indexes.js';
-import { deleteRestoresOf, restoreInProgress } from '../shared/restores.js';
+import { deleteRestoresOf, restoreInProgress, stoppedByRestore } from '../shared/restores.js';
 import { actMachine, type StepFailure } from './act.js';
 import {
   consoleLogFile,
@@ -110,7 +110,13 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     cloudInit: inputs?.cloudInit,
     observed: before,
     now,
-    restoreStopped: ctx.host.restoreStops.has(uid),
+    // After an agent restart only the restore objects tell that a restore stopped the domain
+    // (by destroying it, so a guest that shut down or crashed since is not taken for that).
+    restoreStopped:
+      ctx.host.restoreStops.has(uid) ||
+      (before.domain.state === 'ours' &&
+        before.domain.power.reason === 'destroyed' &&
+        stoppedByRestore(vm, ctx)),
     deferred: refusedLive(ctx, uid, before.domain),
     holdStart: 'problem' in resolved && resolved.problem.reason === 'VolumeHasOverlays',
   };

@@ -276,6 +276,69 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     expect(ctx.events.filter((e) => e.key === key('web') && e.reason === 'Restarted')).toEqual([]);
   });
 
+  it('does not count that power-off as a crash after an agent killed right after it', async () => {
+    // Times in status have whole seconds: the revert must begin in a later second than the
+    // run it stops was first seen (status.startedAt, written by the test above).
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'back-5', namespace: NS },
+      spec: { vmName: 'web', snapshotName: 'web-2' },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key('back-5'), {
+      until: stored(
+        () => restoreOf('back-5'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    expect((await domain.getState()).stateName).toBe('shutoff');
+    // The agent dies here; its successor knows nothing of what the restore did in memory.
+    const successor = snapshotContext({
+      kubeConfig: controlPlane().kubeConfig,
+      conn,
+      nodeName: NODE,
+      stateDir,
+    });
+    await successor.refresh();
+    await converge(successor, reconcileVirtualMachine, key('web'), {
+      until: async () => {
+        await successor.refresh();
+        return (
+          successor.get<VirtualMachine>('VirtualMachine', NS, 'web')?.status?.phase === 'Running'
+        );
+      },
+    });
+    const vm = successor.get<VirtualMachine>('VirtualMachine', NS, 'web')!;
+    expect(vm.status?.restartCount ?? 0).toBe(0);
+    expect(successor.events.filter((e) => e.reason === 'Restarted')).toEqual([]);
+    await ctx.refresh();
+  });
+
+  it('still says it powered the machine off when a killed pass did that before its status write', async () => {
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'back-6', namespace: NS },
+      spec: { vmName: 'web', snapshotName: 'web-2' },
+    });
+    // What the killed pass left: reverted (no marker), powered off, status still InProgress.
+    await k.patchStatus('VirtualMachineRestore', NS, 'back-6', { phase: 'InProgress' });
+    await domain.destroy();
+    await converge(ctx, reconcileVirtualMachineRestore, key('back-6'), {
+      until: stored(
+        () => restoreOf('back-6'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    const ready = restoreOf('back-6')?.status?.conditions?.find((c) => c.type === 'Ready');
+    expect(ready?.message).toBe(
+      'reverted to VirtualMachineSnapshot web-2 (disks; powered off to boot from them)',
+    );
+    await converge(ctx, reconcileVirtualMachine, key('web'), {
+      until: stored(
+        () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'web'),
+        (o) => o?.status?.phase === 'Running',
+      ),
+    });
+  });
+
   it('keeps naming the Volumes the snapshot holds after the machine’s disks change', async () => {
     // A stopped machine, so that its new disks are a plain redefinition.
     await k.create<VirtualMachine>('VirtualMachine', {
