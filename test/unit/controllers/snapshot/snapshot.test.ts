@@ -113,6 +113,25 @@ describe('desiredSnapshot', () => {
     );
   });
 
+  // Measured on libvirt 9.0: "internal snapshots of a VM with pflash based firmware are not
+  // supported" for a running UEFI machine; shut off, its disks-only snapshot is taken.
+  it('refuses a running machine on UEFI (pflash) firmware, not a stopped one', () => {
+    for (const includeMemory of [true, false]) {
+      const d = desiredSnapshot(snap({ spec: { vmName: 'web', includeMemory } }), {
+        active: true,
+        disks: [qcow2],
+        pflash: true,
+      });
+      expect(d).toEqual({
+        kind: 'unsupported',
+        message: expect.stringMatching(/UEFI firmware.*runStrategy: Halted/),
+      });
+    }
+    expect(desiredSnapshot(snap(), { active: false, disks: [qcow2], pflash: true }).kind).toBe(
+      'take',
+    );
+  });
+
   it('refuses a machine without a writable qcow2 disk', () => {
     expect(desiredSnapshot(snap(), { active: false, disks: [cdrom] }).kind).toBe('unsupported');
   });
