@@ -11,6 +11,7 @@ import { identityOf, type OwnershipStamp } from '../../ownership/metadata.js';
 import {
   addedVcpus,
   domainDiskViews,
+  hasPflashLoader,
   parseSnapshotXML,
   type ObservedSnapshot,
   type SnapshotDiskView,
@@ -27,6 +28,8 @@ export interface MachineDomain {
   xml: string;
   /** vCPUs added to the running domain since it started (virDomainSetVcpusFlags LIVE). */
   addedVcpus: number;
+  /** Whether that definition boots pflash (UEFI) firmware. */
+  pflash: boolean;
 }
 
 /** The machine's domain when it exists and is ours; undefined otherwise. */
@@ -51,6 +54,7 @@ export async function observeMachineDomain(
     disks: domainDiskViews(xml),
     xml,
     addedVcpus: addedVcpus(xml),
+    pflash: hasPflashLoader(xml),
   };
 }
 

@@ -96,7 +96,12 @@ export type SnapshotDecision =
  */
 export function desiredSnapshot(
   snap: VirtualMachineSnapshot,
-  domain: { active: boolean; disks: readonly SnapshotDiskView[]; addedVcpus?: number },
+  domain: {
+    active: boolean;
+    disks: readonly SnapshotDiskView[];
+    addedVcpus?: number;
+    pflash?: boolean;
+  },
   /** Disk target -> the Volume holding it, to name it in a refusal as the user knows it. */
   volumes: ReadonlyMap<string, string> = new Map(),
 ): SnapshotDecision {
@@ -132,6 +137,17 @@ export function desiredSnapshot(
         `the machine has ${added} vCPU${added === 1 ? '' : 's'} added while it runs, and QEMU ` +
         `cannot restore a running snapshot of such vCPUs; restart the machine (it then boots ` +
         `with them) or stop it, and create the snapshot again`,
+    };
+  }
+  // libvirt 9.0 refuses internal snapshots of a running domain on pflash firmware (UEFI):
+  // "internal snapshots of a VM with pflash based firmware are not supported". Shut off, the
+  // disks-only snapshot is taken (qemu-img), without the UEFI variables.
+  if (domain.active && domain.pflash === true) {
+    return {
+      kind: 'unsupported',
+      message:
+        'libvirt takes no snapshot of a running machine with UEFI firmware (firmware: uefi); ' +
+        'stop the machine (runStrategy: Halted) and create the snapshot again for its disks',
     };
   }
   const memory = domain.active && snap.spec.includeMemory !== false;

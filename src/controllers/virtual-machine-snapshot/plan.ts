@@ -1,6 +1,6 @@
 // What a pass does for a live (not deleting) VirtualMachineSnapshot, from what was observed.
 // Pure. A snapshot is taken once: after that the pass only checks that libvirt still has it.
-import type { VirtualMachineSnapshot } from '../../api/generated/types.js';
+import type { VirtualMachineRestore, VirtualMachineSnapshot } from '../../api/generated/types.js';
 import {
   isCleanupRecord,
   parseRecord,
@@ -123,4 +123,26 @@ export function liveDeleteBlocker(
     `libvirt cannot delete this snapshot while the machine runs (${problems.join('; ')}); ` +
     'it is deleted once the domain is shut off (runStrategy Halted, or the machine deleted)'
   );
+}
+
+/**
+ * The restores of this snapshot's machine that are reverting to it (InProgress): deleting the
+ * snapshot waits for them. Deleted under such a restore, the libvirt snapshot could go before
+ * the revert reaches libvirt (it fails), and the object before a restore whose agent died after
+ * the revert records it (it would wait for a snapshot that no longer exists, Pending for good).
+ * Pure.
+ */
+export function revertingRestores(
+  snap: VirtualMachineSnapshot,
+  restores: readonly VirtualMachineRestore[],
+): string[] {
+  return restores
+    .filter(
+      (r) =>
+        r.metadata.namespace === snap.metadata.namespace &&
+        r.spec.snapshotName === snap.metadata.name &&
+        r.spec.vmName === snap.spec.vmName &&
+        r.status?.phase === 'InProgress',
+    )
+    .map((r) => String(r.metadata.name));
 }

@@ -10,6 +10,7 @@
 // (../shared/missing-machine.ts).
 import type {
   VirtualMachine,
+  VirtualMachineRestore,
   VirtualMachineSnapshot,
   VirtualMachineSnapshotStatus,
   Volume,
@@ -32,7 +33,8 @@ import {
 } from './desired.js';
 import { observeMachineDomain, observeSnapshot } from '../shared/machine-snapshot.js';
 import { machineNotFound, planMachineCheck } from '../shared/missing-machine.js';
-import { liveDeleteBlocker, planSnapshot, takeMayBeCutShort } from './plan.js';
+import { INDEX_SNAPSHOT } from '../indexes.js';
+import { liveDeleteBlocker, planSnapshot, revertingRestores, takeMayBeCutShort } from './plan.js';
 import { snapshotStatus, type SnapshotFacts } from './status.js';
 import { cachedByKey, withFinalizer } from '../kit.js';
 
@@ -228,6 +230,29 @@ async function removeSnapshot(
   ctx: ControllerContext,
 ): Promise<Action> {
   const uid = String(snap.metadata.uid);
+  // Not under a restore reverting to it (plan.ts); a machine being deleted takes its restores
+  // with it, so only a live machine's restores are waited for. The restore's end wakes this key.
+  const reverting =
+    vm && !vm.metadata.deletionTimestamp
+      ? revertingRestores(
+          snap,
+          ctx.byIndex<VirtualMachineRestore>(
+            'VirtualMachineRestore',
+            INDEX_SNAPSHOT,
+            `${snap.metadata.namespace}/${snap.metadata.name}`,
+          ),
+        )
+      : [];
+  if (reverting.length > 0) {
+    ctx.event(
+      KIND,
+      snap,
+      'Normal',
+      'DeletePending',
+      `deleted once VirtualMachineRestore ${reverting.join(', ')} has finished reverting to it`,
+    );
+    return requeueAfter(DELETE_WAIT_MS);
+  }
   const machine = vm ? await observeMachineDomain(ctx.libvirt(), vm) : undefined;
   if (machine) {
     const name = snap.status?.snapshotName ?? libvirtSnapshotName(snap);

@@ -19,6 +19,7 @@ import {
 import { identityOf, type OwnershipStamp } from '../../ownership/metadata.js';
 import { isOurStamp } from '../shared/machine-snapshot.js';
 import { parseDomainXML, type DomainDocument } from '../../libvirt/xml/domain.js';
+import { parseSnapshotXML } from '../../libvirt/xml/snapshot.js';
 import { cloudInitDir, cloudInitPrefix } from './cloud-init.js';
 import { unpluggedInterfaces } from './plan.js';
 import { absentIfNotFound } from '../shared/absent.js';
@@ -72,6 +73,12 @@ export interface ObservedMachine {
   domain: ObservedDomain;
   /** Our cloud-init ISOs for this object on this host (absolute paths, sorted). */
   cloudInitIsos: string[];
+  /**
+   * The ISOs of cloudInitIsos that a libvirt snapshot of the domain names (the definition
+   * libvirt keeps with it): a revert to that snapshot opens them again. Looked up only for
+   * ISOs the domain itself does not use, the ones a pass could remove.
+   */
+  snapshotIsos: string[];
 }
 
 export async function observeMachine(
@@ -88,10 +95,38 @@ export async function observeMachine(
     opts.allIsos === true ||
     vm.spec.cloudInit !== undefined ||
     (domain.state === 'ours' && [domain.live, domain.config].some((d) => usesDir(d, dir)));
-  return {
-    domain,
-    cloudInitIsos: mayHaveIsos ? await listCloudInitIsos(dir, String(vm.metadata.uid)) : [],
-  };
+  const cloudInitIsos = mayHaveIsos ? await listCloudInitIsos(dir, String(vm.metadata.uid)) : [];
+  return { domain, cloudInitIsos, snapshotIsos: await isosOfSnapshots(domain, cloudInitIsos) };
+}
+
+/**
+ * Which of `isos` the domain's libvirt snapshots name, when one of them is not in the domain's
+ * own definitions (otherwise no ISO is to be removed, and the snapshots need not be read).
+ */
+async function isosOfSnapshots(domain: ObservedDomain, isos: readonly string[]): Promise<string[]> {
+  if (domain.state !== 'ours') return [];
+  const used = new Set(
+    [domain.live, domain.config].flatMap((d) =>
+      (d?.devices.disks ?? []).flatMap((disk) =>
+        disk.source.type === 'file' ? [disk.source.file] : [],
+      ),
+    ),
+  );
+  if (isos.every((p) => used.has(p))) return [];
+  const named = new Set<string>();
+  const snapshots = await domain.domain.listAllSnapshots().catch(absentOn);
+  for (const snapshot of snapshots ?? []) {
+    try {
+      // Deleted between the list and this read: it names nothing any more.
+      const xml = await snapshot.getXMLDesc().catch(absentSnapshotOn);
+      if (xml === undefined) continue;
+      for (const disk of parseSnapshotXML(xml).disks)
+        if (disk.source !== undefined) named.add(disk.source);
+    } finally {
+      snapshot.free();
+    }
+  }
+  return isos.filter((p) => named.has(p));
 }
 
 function usesDir(doc: DomainDocument | undefined, dir: string): boolean {
@@ -115,6 +150,7 @@ export async function observeDomain(conn: Connect, vm: VirtualMachine): Promise<
 }
 
 const absentOn = absentIfNotFound('domain');
+const absentSnapshotOn = absentIfNotFound('domainSnapshot');
 
 async function describe(domain: Domain, vm: VirtualMachine): Promise<ObservedDomain> {
   const xml = await domain.getXMLDesc();

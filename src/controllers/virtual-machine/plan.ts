@@ -685,9 +685,13 @@ function cloudInitSteps(input: PlanInput): MachineStep[] {
   return [{ op: 'writeCloudInit', image }];
 }
 
-/** ISOs of earlier cloud-init data that neither the spec nor the running domain uses. */
+/**
+ * ISOs of earlier cloud-init data that neither the spec nor the running domain uses, nor a
+ * libvirt snapshot of the domain (a revert opens the ISO its definition names: without it the
+ * restore fails "Cannot access storage file").
+ */
 function pruneSteps(input: PlanInput, domain: OursDomain): MachineStep[] {
-  const keep = new Set<string>();
+  const keep = new Set<string>(input.observed.snapshotIsos);
   if (input.cloudInit) keep.add(input.cloudInit.path);
   for (const disk of domain.live?.devices.disks ?? []) {
     if (disk.source.type === 'file') keep.add(disk.source.file);

@@ -153,6 +153,16 @@ export function addedVcpus(domainXml: string): number {
   ).length;
 }
 
+/**
+ * Whether the domain boots pflash firmware (UEFI): `<os><loader type='pflash'>`, which libvirt
+ * writes into a running domain's definition when it picks the firmware (not into the persistent
+ * one of `<os firmware='efi'>`).
+ */
+export function hasPflashLoader(domainXml: string): boolean {
+  const { element } = parseAnyXML(domainXml, [], 'domain');
+  return attr(child(child(element, 'os') ?? {}, 'loader') ?? {}, 'type') === 'pflash';
+}
+
 function diskSource(disk: XmlElement): string | undefined {
   const source = child(disk, 'source') ?? {};
   return attr(source, 'file') ?? attr(source, 'volume') ?? attr(source, 'dev');

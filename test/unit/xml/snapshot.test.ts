@@ -3,6 +3,7 @@ import {
   buildRedefineSnapshotXML,
   buildSnapshotXML,
   addedVcpus,
+  hasPflashLoader,
   domainDiskViews,
   parseSnapshotXML,
 } from '../../../src/libvirt/xml/snapshot.js';
@@ -80,6 +81,20 @@ describe('<domainsnapshot> documents', () => {
     expect(addedVcpus(live)).toBe(1);
     // Before the change libvirt has no <vcpus> element at all.
     expect(addedVcpus("<domain><vcpu current='1'>4</vcpu><devices/></domain>")).toBe(0);
+  });
+
+  it('tells a running domain on pflash (UEFI) firmware', () => {
+    // libvirt 9.0's running definition of `<os firmware='efi'>`; the persistent one has no loader.
+    const live = `<domain type='qemu'><name>x</name><os>
+    <type arch='x86_64' machine='pc-q35-7.2'>hvm</type>
+    <firmware><feature enabled='no' name='secure-boot'/></firmware>
+    <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>
+  </os><devices/></domain>`;
+    expect(hasPflashLoader(live)).toBe(true);
+    expect(hasPflashLoader("<domain><os firmware='efi'><type>hvm</type></os></domain>")).toBe(
+      false,
+    );
+    expect(hasPflashLoader('<domain><os><type>hvm</type></os><devices/></domain>')).toBe(false);
   });
 
   it('reads back what libvirt reports', () => {

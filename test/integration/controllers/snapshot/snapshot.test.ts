@@ -228,6 +228,38 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     await domain.resume();
   });
 
+  it('deletes a snapshot only once the restore reverting to it has finished', async () => {
+    await snapshot('web-3', 'web');
+    const before = await domain.numOfSnapshots();
+    await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
+      metadata: { name: 'back-5', namespace: NS },
+      spec: { vmName: 'web', snapshotName: 'web-3' },
+    });
+    // A revert whose agent died before recording it; the user deletes the snapshot meanwhile.
+    await k.patchStatus('VirtualMachineRestore', NS, 'back-5', { phase: 'InProgress' });
+    await k.remove('VirtualMachineSnapshot', NS, 'web-3');
+    await ctx.refresh();
+    expect(requeueMs(await reconcileVirtualMachineSnapshot(key('web-3'), ctx))).toBeGreaterThan(0);
+    await ctx.refresh();
+    expect(snapOf('web-3')?.metadata.deletionTimestamp).toBeTruthy();
+    expect(await domain.numOfSnapshots()).toBe(before);
+    expect(ctx.events.at(-1)).toMatchObject({ reason: 'DeletePending' });
+    // The restore finishes (it needs the snapshot for that), then the snapshot goes.
+    await converge(ctx, reconcileVirtualMachineRestore, key('back-5'), {
+      until: stored(
+        () => restoreOf('back-5'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-3'), {
+      until: stored(
+        () => snapOf('web-3'),
+        (o) => o === undefined,
+      ),
+    });
+    expect(await domain.numOfSnapshots()).toBe(before - 1);
+  });
+
   it('holds the machine controller back while a restore is InProgress', async () => {
     await k.create('VirtualMachineRestore', {
       metadata: { name: 'back-3', namespace: NS },

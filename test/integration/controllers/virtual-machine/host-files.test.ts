@@ -1,7 +1,8 @@
 // The files a VirtualMachine has on its host besides the domain: the cloud-init NoCloud ISO
 // (built with genisoimage, attached as a read-only SATA CD-ROM, rebuilt only when its content
-// changes, the superseded one removed once no running domain uses it) and the serial console
-// log that the `virt.dev/console-log` annotation asks for. Deleting the machine removes both.
+// changes, the superseded one removed once neither the running domain nor a libvirt snapshot of
+// it names it) and the serial console log that the `virt.dev/console-log` annotation asks for.
+// Deleting the machine removes both.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -149,6 +150,44 @@ describe('VirtualMachine host files on test:///default', () => {
       until: stored('seed', (vm) => condition(vm, 'RestartRequired')?.status === 'False'),
     });
     expect(isos()).toEqual([fresh]);
+  });
+
+  it('keeps a superseded ISO while a libvirt snapshot of the domain names it', async () => {
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'snapped', namespace: NS },
+      spec: { nodeName: NODE, vcpus: 1, memory: '128Mi', cloudInit: { userData: 'first' } },
+    });
+    await converge(ctx, reconcileVirtualMachine, key('snapped'), { until: ready('snapped') });
+    const mine = () => isos().filter((f) => f.startsWith(String(vmOf('snapped')?.metadata.uid)));
+    const [old] = mine();
+    const domain = await conn.lookupDomainByName(`${NS}_snapped`);
+    // A snapshot taken with the first cloud-init data: its definition names the first ISO,
+    // which a revert opens again.
+    const snapshot = await domain.createSnapshotXML(
+      '<domainsnapshot><name>before</name></domainsnapshot>',
+    );
+    await k.patchSpec('VirtualMachine', NS, 'snapped', { cloudInit: { userData: 'second' } });
+    await converge(ctx, reconcileVirtualMachine, key('snapped'), {
+      until: stored('snapped', (vm) => condition(vm, 'RestartRequired')?.status === 'True'),
+    });
+    await domain.destroy();
+    await converge(ctx, reconcileVirtualMachine, key('snapped'), {
+      until: stored('snapped', (vm) => condition(vm, 'RestartRequired')?.status === 'False'),
+    });
+    expect(mine()).toHaveLength(2);
+    expect(mine()).toContain(old);
+
+    // Once no snapshot names it, it goes.
+    await snapshot.delete();
+    snapshot.free();
+    await converge(ctx, reconcileVirtualMachine, key('snapped'), {
+      until: () => mine().length === 1,
+    });
+    expect(mine()).not.toContain(old);
+    await k.remove('VirtualMachine', NS, 'snapped');
+    await converge(ctx, reconcileVirtualMachine, key('snapped'), {
+      until: stored('snapped', (vm) => !vm),
+    });
   });
 
   it('reports a missing genisoimage as CloudInitFailed, defining nothing, and recovers', async () => {

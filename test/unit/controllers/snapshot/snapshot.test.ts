@@ -15,6 +15,7 @@ import { kindResyncMs } from '../../../../src/controllers/module.js';
 import {
   liveDeleteBlocker,
   planSnapshot,
+  revertingRestores,
 } from '../../../../src/controllers/virtual-machine-snapshot/plan.js';
 import { snapshotStatus } from '../../../../src/controllers/virtual-machine-snapshot/status.js';
 import {
@@ -108,6 +109,25 @@ describe('desiredSnapshot', () => {
       'take',
     );
     expect(desiredSnapshot(snap(), { active: true, disks: [qcow2], addedVcpus: 0 }).kind).toBe(
+      'take',
+    );
+  });
+
+  // Measured on libvirt 9.0: "internal snapshots of a VM with pflash based firmware are not
+  // supported" for a running UEFI machine; shut off, its disks-only snapshot is taken.
+  it('refuses a running machine on UEFI (pflash) firmware, not a stopped one', () => {
+    for (const includeMemory of [true, false]) {
+      const d = desiredSnapshot(snap({ spec: { vmName: 'web', includeMemory } }), {
+        active: true,
+        disks: [qcow2],
+        pflash: true,
+      });
+      expect(d).toEqual({
+        kind: 'unsupported',
+        message: expect.stringMatching(/UEFI firmware.*runStrategy: Halted/),
+      });
+    }
+    expect(desiredSnapshot(snap(), { active: false, disks: [qcow2], pflash: true }).kind).toBe(
       'take',
     );
   });
@@ -231,6 +251,31 @@ describe('liveDeleteBlocker', () => {
     expect(
       liveDeleteBlocker({ disks: [vda] }, running([{ name: 'vda', source: '/pool/other' }])),
     ).toMatch(/disk vda is now \/pool\/other, not \/pool\/ns_root/);
+  });
+});
+
+describe('revertingRestores', () => {
+  const restore = (
+    name: string,
+    phase: string,
+    spec: Partial<VirtualMachineRestore['spec']> = {},
+  ): VirtualMachineRestore => ({
+    apiVersion: 'virt.dev/v1alpha1',
+    kind: 'VirtualMachineRestore',
+    metadata: { name, namespace: 'ns' },
+    spec: { vmName: 'web', snapshotName: 'before-upgrade', ...spec },
+    status: { phase: phase as 'InProgress' },
+  });
+  it('names the restores of the machine that are reverting to this snapshot', () => {
+    expect(
+      revertingRestores(snap(), [
+        restore('now', 'InProgress'),
+        restore('later', 'Pending'),
+        restore('done', 'Succeeded'),
+        restore('other-snapshot', 'InProgress', { snapshotName: 'other' }),
+        restore('other-vm', 'InProgress', { vmName: 'db' }),
+      ]),
+    ).toEqual(['now']);
   });
 });
 

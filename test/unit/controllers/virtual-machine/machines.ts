@@ -96,8 +96,9 @@ export function ours(over: Partial<OursDomain> & { config?: DomainDocument }): O
 export function observed(
   domain: ObservedMachine['domain'],
   cloudInitIsos: string[] = [],
+  snapshotIsos: string[] = [],
 ): ObservedMachine {
-  return { domain, cloudInitIsos };
+  return { domain, cloudInitIsos, snapshotIsos };
 }
 
 /** A status as a previous pass left it, with a running domain. */

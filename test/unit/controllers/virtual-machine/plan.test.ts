@@ -673,6 +673,23 @@ describe('planMachine', () => {
     ]);
   });
 
+  it('keeps an earlier cloud-init ISO that a libvirt snapshot of the domain names', () => {
+    // A snapshot taken before a cloudInit change: reverting to it opens the old ISO again.
+    const image = { path: '/s/cloud-init/u-new.iso', files: { 'user-data': '' } };
+    const plan = planMachine({
+      vm: vm({}, { status: runningStatus() }),
+      desired: want,
+      cloudInit: image,
+      observed: observed(
+        ours({ config: want }),
+        ['/s/cloud-init/u-new.iso', '/s/cloud-init/u-old.iso', '/s/cloud-init/u-older.iso'],
+        ['/s/cloud-init/u-old.iso'],
+      ),
+      now: NOW,
+    });
+    expect(plan.steps).toEqual([{ op: 'removeFiles', paths: ['/s/cloud-init/u-older.iso'] }]);
+  });
+
   it('plans nothing at all for a converged machine', () => {
     const machine = vm({}, { status: runningStatus() });
     const doc = desired(machine);
