@@ -232,11 +232,11 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     await snapshot('web-3', 'web');
     const before = await domain.numOfSnapshots();
     await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
-      metadata: { name: 'back-5', namespace: NS },
+      metadata: { name: 'back-web-3', namespace: NS },
       spec: { vmName: 'web', snapshotName: 'web-3' },
     });
     // A revert whose agent died before recording it; the user deletes the snapshot meanwhile.
-    await k.patchStatus('VirtualMachineRestore', NS, 'back-5', { phase: 'InProgress' });
+    await k.patchStatus('VirtualMachineRestore', NS, 'back-web-3', { phase: 'InProgress' });
     await k.remove('VirtualMachineSnapshot', NS, 'web-3');
     await ctx.refresh();
     expect(requeueMs(await reconcileVirtualMachineSnapshot(key('web-3'), ctx))).toBeGreaterThan(0);
@@ -245,9 +245,9 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     expect(await domain.numOfSnapshots()).toBe(before);
     expect(ctx.events.at(-1)).toMatchObject({ reason: 'DeletePending' });
     // The restore finishes (it needs the snapshot for that), then the snapshot goes.
-    await converge(ctx, reconcileVirtualMachineRestore, key('back-5'), {
+    await converge(ctx, reconcileVirtualMachineRestore, key('back-web-3'), {
       until: stored(
-        () => restoreOf('back-5'),
+        () => restoreOf('back-web-3'),
         (o) => o?.status?.phase === 'Succeeded',
       ),
     });
