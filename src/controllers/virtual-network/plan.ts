@@ -367,14 +367,19 @@ export function planPresent(
   const conflict = nameConflict(observed, nodeName);
   if (conflict || observed.state === 'foreign') return { steps: [], problem: conflict };
   if (modeOf(vnet) !== 'bridge' && host.bridgeTaken === true) {
-    // Judged before the new bridge name is saved: the restart that would apply it fails.
+    // Judged before the new bridge name (or a mode leaving 'bridge') is saved: the restart
+    // that would apply it fails.
     const bridge = bridgeName(vnet);
+    const leaving =
+      observed.state === 'ours' && observed.current.forward === 'bridge'
+        ? `spec.mode ${modeOf(vnet)} has libvirt create the bridge itself, but `
+        : '';
     return {
       steps: [],
       problem: {
         reason: 'BridgeInUse',
         message:
-          `spec.bridge: node ${nodeName} already has a network device '${bridge}' that is not ` +
+          `spec.bridge: ${leaving}node ${nodeName} already has a network device '${bridge}' that is not ` +
           `this network's, so the network could not start on it; name another bridge or omit ` +
           `spec.bridge (the running network keeps its current bridge and its saved definition ` +
           `is unchanged)`,
@@ -404,6 +409,25 @@ export function planAbsent(
   if (observed.state !== 'ours') return { steps: [] };
   if (users.length > 0) return { steps: [], problem: inUse(users, nodeName) };
   return planRemoval(observed);
+}
+
+/**
+ * Whether the restart that applies the spec would have libvirt create a bridge the running
+ * network does not already hold: a new spec.bridge, or a mode-bridge network (attached to a
+ * host bridge it did not make) turning into one with its own bridge under that same name.
+ * Then the host's devices are looked at first (HostFacts.bridgeTaken), since libvirt's define
+ * checks only its own networks' bridges and the start would fail with "File exists", leaving
+ * the network down.
+ */
+export function createsBridge(vnet: VirtualNetwork, observed: ObservedNetwork): boolean {
+  if (modeOf(vnet) === 'bridge') return false;
+  const pending = pendingRestart(vnet, observed);
+  if (pending.includes('spec.bridge')) return true;
+  return (
+    pending.includes('spec.mode') &&
+    observed.state === 'ours' &&
+    observed.current.forward === 'bridge'
+  );
 }
 
 /** The restart-time fields the running network of ours does not reflect yet. */
