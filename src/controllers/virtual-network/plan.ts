@@ -343,6 +343,32 @@ export function subnetConflict(
   return undefined;
 }
 
+/**
+ * A running network with a bridge of its own whose spec moves it to mode bridge on that very
+ * bridge: the bridge exists now only because libvirt made it for this network, and goes when
+ * the network stops, so the restart that applies the mode would leave it down with no bridge to
+ * attach to (BridgeNotFound, its guests cut off). Judged before the change is saved.
+ */
+function bridgeGoingWithRestart(
+  vnet: VirtualNetwork,
+  observed: ObservedNetwork,
+  nodeName: string,
+): Problem | undefined {
+  if (modeOf(vnet) !== 'bridge' || observed.state !== 'ours' || !observed.active) return undefined;
+  const bridge = bridgeName(vnet);
+  if (observed.current.forward === 'bridge' || observed.current.bridge?.name !== bridge) {
+    return undefined;
+  }
+  return {
+    reason: 'BridgeNotFound',
+    message:
+      `spec.bridge: '${bridge}' on node ${nodeName} is the bridge libvirt made for this network, ` +
+      `which goes when the network stops, so mode bridge would find no bridge after the restart; ` +
+      `create a host bridge under another name and name it (the running network keeps its ` +
+      `current mode and its saved definition is unchanged)`,
+  };
+}
+
 /** The network should exist on this node: create it, converge it, or say why not. */
 export function planPresent(
   vnet: VirtualNetwork,
@@ -364,6 +390,8 @@ export function planPresent(
       },
     };
   }
+  const ownBridge = bridgeGoingWithRestart(vnet, observed, nodeName);
+  if (ownBridge) return { steps: [], problem: ownBridge };
   const conflict = nameConflict(observed, nodeName);
   if (conflict || observed.state === 'foreign') return { steps: [], problem: conflict };
   if (modeOf(vnet) !== 'bridge' && host.bridgeTaken === true) {

@@ -128,6 +128,33 @@ describe('the host routes a new network must not overlap', () => {
       );
     });
 
+    it('moving to mode bridge on the bridge libvirt made for it is BridgeNotFound now', () => {
+      // Seen on libvirtd 9.0: an isolated network on virbr-hnet6 patched to mode bridge on
+      // virbr-hnet6 was saved as RestartRequired; the restart removed the bridge with the old
+      // network, and the new one then stayed down with BridgeNotFound, its guests cut off.
+      const now = running({
+        mode: 'isolated',
+        bridge: 'virbr-hnet6',
+        ipv4: { cidr: '10.203.9.1/24' },
+      });
+      const bridged = vnet({ mode: 'bridge', bridge: 'virbr-hnet6' });
+      const plan = planPresent(bridged, now, 'node-1', { bridgeExists: true });
+      expect(plan.steps).toEqual([]);
+      expect(plan.problem?.reason).toBe('BridgeNotFound');
+      expect(plan.problem?.message).toContain(
+        "spec.bridge: 'virbr-hnet6' on node node-1 is the bridge libvirt made for this network",
+      );
+      // Attached to a host bridge already, or to another one: nothing to judge here.
+      const attached = running({ mode: 'bridge', bridge: 'br0' });
+      expect(
+        planPresent(vnet({ mode: 'bridge', bridge: 'br0' }), attached, 'node-1', {
+          bridgeExists: true,
+        }).problem,
+      ).toBeUndefined();
+      const elsewhere = vnet({ mode: 'bridge', bridge: 'br0' });
+      expect(planPresent(elsewhere, now, 'node-1', { bridgeExists: true }).problem).toBeUndefined();
+    });
+
     it('a network that keeps its own bridge, or attaches to a host one, creates none', () => {
       const own = running({ bridge: 'virbr9', ipv4: { cidr: '10.203.9.1/24' } });
       expect(createsBridge(vnet({ bridge: 'virbr9', ipv4: { cidr: '10.203.8.1/24' } }), own)).toBe(
