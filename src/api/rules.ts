@@ -132,6 +132,7 @@ export const ruleTwins: ReadonlyMap<string, RuleTwin> = new Map<string, RuleTwin
     (s) => s.every((d: Node) => countOf(s, (e: Node) => e.volume === d.volume) === 1),
   ],
   uniqueWhereSet('macAddress', 'i', 'j'),
+  uniqueWhereSet('hostname', 'h', 'o'),
   [
     "!has(self.secureBoot) || !self.secureBoot || self.firmware == 'uefi'",
     (s) => !has(s, 'secureBoot') || !s.secureBoot || s.firmware === 'uefi',

@@ -1643,7 +1643,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                     },
                     "hosts": {
                       "type": "array",
-                      "description": "Fixed leases: a MAC address always gets the same IP address (and hostname). Changes apply live. At most 256; MAC and IP addresses are unique.",
+                      "description": "Fixed leases: a MAC address always gets the same IP address (and hostname). Changes apply live. At most 256; MAC and IP addresses and hostnames are unique.",
                       "maxItems": 256,
                       "x-kubernetes-list-type": "map",
                       "x-kubernetes-list-map-keys": [
@@ -1654,6 +1654,11 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                           "rule": "self.all(h, self.exists_one(o, o.ipAddress == h.ipAddress))",
                           "reason": "FieldValueInvalid",
                           "message": "each ipAddress may be given to one DHCP host only"
+                        },
+                        {
+                          "rule": "self.all(h, !has(h.hostname) || self.exists_one(o, has(o.hostname) && o.hostname == h.hostname))",
+                          "reason": "FieldValueInvalid",
+                          "message": "each hostname may be given to one DHCP host only"
                         }
                       ],
                       "items": {

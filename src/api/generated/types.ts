@@ -991,7 +991,7 @@ export interface VirtualNetworkSpecIpv4Dhcp {
   rangeEnd: string;
   /**
    * Fixed leases: a MAC address always gets the same IP address (and hostname). Changes apply
-   * live. At most 256; MAC and IP addresses are unique.
+   * live. At most 256; MAC and IP addresses and hostnames are unique.
    */
   hosts?: VirtualNetworkSpecIpv4DhcpHost[];
 }

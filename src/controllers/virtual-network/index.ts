@@ -12,9 +12,19 @@ export const virtualNetwork: ControllerModule = {
   reconcile: reconcileVirtualNetwork,
   indexes: clusterIndexes,
   hostEvents: 'network',
+  // libvirt sends no event when the host bridge of a mode-bridge network is removed, and keeps
+  // the network active: a pass looks for the bridge (BridgeNotFound) within about a minute,
+  // instead of reading Ready until the agent's 10-minute resync. A converged pass writes nothing.
+  resyncMs: 60_000,
   triggers: [
     // Deletion waits for the machines on the network.
     { from: 'VirtualMachine', keys: (c) => changed(c).flatMap((vm) => vmNetworks(vm)) },
+    // A network refused for a bridge or subnet another one held (BridgeInUse, SubnetConflict)
+    // tries again as soon as that one is gone, instead of after its backoff (up to 5 minutes).
+    {
+      from: 'VirtualNetwork',
+      keys: (c, cache) => (c.type === 'deleted' ? cache.keys('VirtualNetwork') : []),
+    },
     // Node labels decide which networks this host should have.
     { from: 'Node', keys: (_c, cache) => cache.keys('VirtualNetwork') },
   ],

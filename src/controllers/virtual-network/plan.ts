@@ -343,6 +343,32 @@ export function subnetConflict(
   return undefined;
 }
 
+/**
+ * A running network with a bridge of its own whose spec moves it to mode bridge on that very
+ * bridge: the bridge exists now only because libvirt made it for this network, and goes when
+ * the network stops, so the restart that applies the mode would leave it down with no bridge to
+ * attach to (BridgeNotFound, its guests cut off). Judged before the change is saved.
+ */
+function bridgeGoingWithRestart(
+  vnet: VirtualNetwork,
+  observed: ObservedNetwork,
+  nodeName: string,
+): Problem | undefined {
+  if (modeOf(vnet) !== 'bridge' || observed.state !== 'ours' || !observed.active) return undefined;
+  const bridge = bridgeName(vnet);
+  if (observed.current.forward === 'bridge' || observed.current.bridge?.name !== bridge) {
+    return undefined;
+  }
+  return {
+    reason: 'BridgeNotFound',
+    message:
+      `spec.bridge: '${bridge}' on node ${nodeName} is the bridge libvirt made for this network, ` +
+      `which goes when the network stops, so mode bridge would find no bridge after the restart; ` +
+      `create a host bridge under another name and name it (the running network keeps its ` +
+      `current mode and its saved definition is unchanged)`,
+  };
+}
+
 /** The network should exist on this node: create it, converge it, or say why not. */
 export function planPresent(
   vnet: VirtualNetwork,
@@ -364,17 +390,24 @@ export function planPresent(
       },
     };
   }
+  const ownBridge = bridgeGoingWithRestart(vnet, observed, nodeName);
+  if (ownBridge) return { steps: [], problem: ownBridge };
   const conflict = nameConflict(observed, nodeName);
   if (conflict || observed.state === 'foreign') return { steps: [], problem: conflict };
   if (modeOf(vnet) !== 'bridge' && host.bridgeTaken === true) {
-    // Judged before the new bridge name is saved: the restart that would apply it fails.
+    // Judged before the new bridge name (or a mode leaving 'bridge') is saved: the restart
+    // that would apply it fails.
     const bridge = bridgeName(vnet);
+    const leaving =
+      observed.state === 'ours' && observed.current.forward === 'bridge'
+        ? `spec.mode ${modeOf(vnet)} has libvirt create the bridge itself, but `
+        : '';
     return {
       steps: [],
       problem: {
         reason: 'BridgeInUse',
         message:
-          `spec.bridge: node ${nodeName} already has a network device '${bridge}' that is not ` +
+          `spec.bridge: ${leaving}node ${nodeName} already has a network device '${bridge}' that is not ` +
           `this network's, so the network could not start on it; name another bridge or omit ` +
           `spec.bridge (the running network keeps its current bridge and its saved definition ` +
           `is unchanged)`,
@@ -404,6 +437,25 @@ export function planAbsent(
   if (observed.state !== 'ours') return { steps: [] };
   if (users.length > 0) return { steps: [], problem: inUse(users, nodeName) };
   return planRemoval(observed);
+}
+
+/**
+ * Whether the restart that applies the spec would have libvirt create a bridge the running
+ * network does not already hold: a new spec.bridge, or a mode-bridge network (attached to a
+ * host bridge it did not make) turning into one with its own bridge under that same name.
+ * Then the host's devices are looked at first (HostFacts.bridgeTaken), since libvirt's define
+ * checks only its own networks' bridges and the start would fail with "File exists", leaving
+ * the network down.
+ */
+export function createsBridge(vnet: VirtualNetwork, observed: ObservedNetwork): boolean {
+  if (modeOf(vnet) === 'bridge') return false;
+  const pending = pendingRestart(vnet, observed);
+  if (pending.includes('spec.bridge')) return true;
+  return (
+    pending.includes('spec.mode') &&
+    observed.state === 'ours' &&
+    observed.current.forward === 'bridge'
+  );
 }
 
 /** The restart-time fields the running network of ours does not reflect yet. */

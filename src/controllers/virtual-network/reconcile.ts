@@ -20,7 +20,13 @@ import {
   observeNetwork,
   runningUsers,
 } from './observe.js';
-import { ownNetworkChanges, pendingRestart, planAbsent, planPresent } from './plan.js';
+import {
+  createsBridge,
+  ownNetworkChanges,
+  pendingRestart,
+  planAbsent,
+  planPresent,
+} from './plan.js';
 import {
   conditionEvents,
   leavingEntry,
@@ -80,7 +86,7 @@ async function converge(
   // Likewise a new spec.bridge of a running network is looked for among the host's devices.
   const pending = pendingRestart(vnet, before);
   const moving = pending.some((f) => f.endsWith('.cidr'));
-  const renaming = pending.includes('spec.bridge');
+  const renaming = createsBridge(vnet, before);
   const host =
     want !== 'present'
       ? {}

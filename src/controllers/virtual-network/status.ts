@@ -41,7 +41,11 @@ export function nodeStatus(input: NodeStatusInput): VirtualNetworkStatusNode {
 
   let conditions: Condition[] = setCondition(previous, ready(observed, problem), now);
   if (observed.state === 'ours') {
-    conditions = setCondition(conditions, restartRequired(input.restartFields, problem), now);
+    conditions = setCondition(
+      conditions,
+      restartRequired(input.restartFields, problem, observed.active),
+      now,
+    );
   }
   entry.conditions = conditions.filter(
     (c) => c.type === 'Ready' || (c.type === 'RestartRequired' && observed.state === 'ours'),
@@ -75,13 +79,17 @@ function ready(observed: ObservedNetwork, problem: Problem | undefined) {
   };
 }
 
-function restartRequired(fields: readonly string[], problem: Problem | undefined) {
+function restartRequired(fields: readonly string[], problem: Problem | undefined, active: boolean) {
   if (fields.length === 0) {
     return {
       type: 'RestartRequired',
       status: 'False' as const,
       reason: 'UpToDate',
-      message: 'the running network matches the spec',
+      // Nothing waits for a restart, but a stopped network (a refused start) has no running
+      // definition that could match the spec.
+      message: active
+        ? 'the running network matches the spec'
+        : 'the network is not running on this node; it starts as the spec says',
     };
   }
   // A problem (a refused or unjudgeable spec, a failed define) may have kept the new

@@ -217,9 +217,27 @@ describe('CRDs on kube-apiserver', () => {
       'qcow2',
       'Available',
     ]);
+    // A dual-stack network shows its IPv6 subnet too: an IPv6-only one showed no address at all.
+    const ipv6 = (value: unknown) =>
+      kubectl([
+        'patch',
+        'vnet',
+        'lab',
+        '--type=merge',
+        '-p',
+        JSON.stringify({ spec: { ipv6: value } }),
+      ]);
+    await ipv6({ cidr: 'fd00:150::/64' });
     const vnet = await table('vnet');
-    expect(vnet.head).toEqual(['NAME', 'MODE', 'CIDR', 'BRIDGE', 'NODES', 'READY', 'AGE']);
-    expect(vnet.rows[0]?.slice(0, 4)).toEqual(['lab', 'nat', '192.168.150.1/24', 'virbr-lab']);
+    await ipv6(null);
+    expect(vnet.head).toEqual(['NAME', 'MODE', 'CIDR', 'IPV6', 'BRIDGE', 'NODES', 'READY', 'AGE']);
+    expect(vnet.rows[0]?.slice(0, 5)).toEqual([
+      'lab',
+      'nat',
+      '192.168.150.1/24',
+      'fd00:150::/64',
+      'virbr-lab',
+    ]);
     const pool = await table('pool');
     expect(pool.head).toEqual(['NAME', 'TYPE', 'PATH', 'NODES', 'READY', 'AGE']);
     expect(pool.rows[0]?.slice(0, 3)).toEqual([

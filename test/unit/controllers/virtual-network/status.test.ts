@@ -97,6 +97,24 @@ describe('nodeStatus', () => {
     expect(second).toEqual(first);
   });
 
+  it('does not speak of a running network when ours is not running', () => {
+    // Seen on libvirtd 9.0: a network whose start was refused (BridgeInUse) read
+    // 'RestartRequired=False: the running network matches the spec' while nothing ran.
+    const entry = nodeStatus({
+      vnet: exampleNat(),
+      nodeName: NODE,
+      observed: ours({ active: false }),
+      restartFields: [],
+      problem: { reason: 'BridgeInUse', message: 'bridge taken' },
+      now: T0,
+    });
+    expect(entry.conditions?.find((c) => c.type === 'RestartRequired')).toMatchObject({
+      status: 'False',
+      reason: 'UpToDate',
+      message: 'the network is not running on this node; it starts as the spec says',
+    });
+  });
+
   it('names the pending fields in RestartRequired and keeps Ready', () => {
     const entry = nodeStatus({
       vnet: exampleNat(),

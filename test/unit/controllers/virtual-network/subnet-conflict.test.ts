@@ -4,7 +4,7 @@ import { actNetwork } from '../../../../src/controllers/virtual-network/act.js';
 import { desiredNetwork } from '../../../../src/controllers/virtual-network/desired.js';
 import { parseHostRoutes } from '../../../../src/controllers/virtual-network/observe.js';
 import type { OursNetwork } from '../../../../src/controllers/virtual-network/observe.js';
-import { planPresent } from '../../../../src/controllers/virtual-network/plan.js';
+import { createsBridge, planPresent } from '../../../../src/controllers/virtual-network/plan.js';
 import type { Connect } from '../../../../src/libvirt/connection.js';
 import { LibvirtError } from '../../../../src/libvirt/errors.js';
 import type { Network } from '../../../../src/libvirt/network.js';
@@ -110,6 +110,59 @@ describe('the host routes a new network must not overlap', () => {
       expect(plan.steps).toEqual([]);
       expect(plan.problem?.reason).toBe('BridgeInUse');
       expect(plan.problem?.message).toContain("node node-1 already has a network device 'hnetbr0'");
+    });
+
+    it("leaving mode bridge for a bridge of its own under the host bridge's name is judged too", () => {
+      // Seen on libvirtd 9.0 with `ip link add virbr-hnet3 type bridge`: a mode-bridge network
+      // on it patched to mode nat (spec.bridge kept) was saved as RestartRequired, and the
+      // restart it advised failed ("error creating bridge interface virbr-hnet3: File exists"),
+      // leaving the network down.
+      const now = running({ mode: 'bridge', bridge: 'virbr-hnet3' });
+      const natted = vnet({ mode: 'nat', bridge: 'virbr-hnet3', ipv4: { cidr: '10.203.9.1/24' } });
+      expect(createsBridge(natted, now)).toBe(true);
+      const plan = planPresent(natted, now, 'node-1', { routes, bridgeTaken: true });
+      expect(plan.steps).toEqual([]);
+      expect(plan.problem?.reason).toBe('BridgeInUse');
+      expect(plan.problem?.message).toContain(
+        "spec.bridge: spec.mode nat has libvirt create the bridge itself, but node node-1 already has a network device 'virbr-hnet3'",
+      );
+    });
+
+    it('moving to mode bridge on the bridge libvirt made for it is BridgeNotFound now', () => {
+      // Seen on libvirtd 9.0: an isolated network on virbr-hnet6 patched to mode bridge on
+      // virbr-hnet6 was saved as RestartRequired; the restart removed the bridge with the old
+      // network, and the new one then stayed down with BridgeNotFound, its guests cut off.
+      const now = running({
+        mode: 'isolated',
+        bridge: 'virbr-hnet6',
+        ipv4: { cidr: '10.203.9.1/24' },
+      });
+      const bridged = vnet({ mode: 'bridge', bridge: 'virbr-hnet6' });
+      const plan = planPresent(bridged, now, 'node-1', { bridgeExists: true });
+      expect(plan.steps).toEqual([]);
+      expect(plan.problem?.reason).toBe('BridgeNotFound');
+      expect(plan.problem?.message).toContain(
+        "spec.bridge: 'virbr-hnet6' on node node-1 is the bridge libvirt made for this network",
+      );
+      // Attached to a host bridge already, or to another one: nothing to judge here.
+      const attached = running({ mode: 'bridge', bridge: 'br0' });
+      expect(
+        planPresent(vnet({ mode: 'bridge', bridge: 'br0' }), attached, 'node-1', {
+          bridgeExists: true,
+        }).problem,
+      ).toBeUndefined();
+      const elsewhere = vnet({ mode: 'bridge', bridge: 'br0' });
+      expect(planPresent(elsewhere, now, 'node-1', { bridgeExists: true }).problem).toBeUndefined();
+    });
+
+    it('a network that keeps its own bridge, or attaches to a host one, creates none', () => {
+      const own = running({ bridge: 'virbr9', ipv4: { cidr: '10.203.9.1/24' } });
+      expect(createsBridge(vnet({ bridge: 'virbr9', ipv4: { cidr: '10.203.8.1/24' } }), own)).toBe(
+        false,
+      );
+      const attached = running({ mode: 'bridge', bridge: 'br0' });
+      expect(createsBridge(vnet({ mode: 'bridge', bridge: 'br0' }), attached)).toBe(false);
+      expect(createsBridge(vnet({ bridge: 'virbr9' }), { state: 'absent' })).toBe(false);
     });
 
     it('its current subnet, on its own (old) bridge, is no clash', () => {
