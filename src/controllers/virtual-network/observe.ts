@@ -5,7 +5,7 @@ import { access, readFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import type { VirtualMachine, VirtualNetwork } from '../../api/generated/types.js';
 import type { Connect } from '../../libvirt/connection.js';
-import { NetworkXMLFlags } from '../../libvirt/constants.js';
+import { ConnectListAllNetworksFlags, NetworkXMLFlags } from '../../libvirt/constants.js';
 import { isNotFound, isUnsupported } from '../../libvirt/errors.js';
 import type { Network } from '../../libvirt/network.js';
 import { stampOf, type OwnershipStamp } from '../../ownership/metadata.js';
@@ -146,6 +146,34 @@ export async function runningUsers(
  */
 export async function hostBridgeExists(conn: Connect, name: string): Promise<boolean | undefined> {
   return hostNetPathExists(conn, name, '/bridge');
+}
+
+/**
+ * The running libvirt network, other than the one of `uuid`, that made a bridge named `name`
+ * for itself (any forward mode but 'bridge'): a mode-bridge network attached to it would put
+ * its guests on that network, and lose them whenever that network stops. undefined when none.
+ * libvirt answers this from its own list, so the test driver and an agent in a pod can tell.
+ */
+export async function bridgeOwnerNetwork(
+  conn: Connect,
+  name: string,
+  uuid: string,
+): Promise<string | undefined> {
+  const networks = await conn.listAllNetworks(ConnectListAllNetworksFlags.ACTIVE);
+  let owner: string | undefined;
+  for (const network of networks) {
+    try {
+      if (owner !== undefined || network.getUUIDString() === uuid) continue;
+      // Gone between the list and this read: it holds no bridge any more.
+      const xml = await network.getXMLDesc().catch(absentOn);
+      if (xml === undefined) continue;
+      const doc = parseNetworkXML(xml);
+      if (doc.forward !== 'bridge' && doc.bridge?.name === name) owner = network.getName();
+    } finally {
+      network.free();
+    }
+  }
+  return owner;
 }
 
 /**

@@ -277,6 +277,8 @@ export function inUse(vms: readonly string[], nodeName: string): Problem {
 export interface HostFacts {
   /** For mode bridge: whether the host has a bridge of that name. */
   bridgeExists?: boolean;
+  /** For mode bridge: the other running libvirt network that made that bridge, if one did. */
+  bridgeOwner?: string;
   /**
    * For the other modes, when a running network's spec names another bridge: whether a host
    * device already has that name (libvirt's define checks only its own networks' bridges).
@@ -387,6 +389,20 @@ export function planPresent(
       problem: {
         reason: 'BridgeNotFound',
         message: `spec.bridge: node ${nodeName} has no bridge '${bridge}'; create it on the node or name an existing one`,
+      },
+    };
+  }
+  if (modeOf(vnet) === 'bridge' && host.bridgeOwner !== undefined) {
+    const bridge = bridgeName(vnet);
+    return {
+      steps: [],
+      problem: {
+        reason: 'BridgeInUse',
+        message:
+          `spec.bridge: '${bridge}' on node ${nodeName} is the bridge libvirt network ` +
+          `'${host.bridgeOwner}' made for itself: guests attached here would be on that network ` +
+          `and lose their link whenever it stops; attach them to that network, or name a host ` +
+          `bridge of your own`,
       },
     };
   }

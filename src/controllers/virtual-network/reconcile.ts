@@ -12,8 +12,9 @@ import {
 import { withFinalizer } from '../kit.js';
 import { matchAfter, reportUnselected } from '../shared/unselected.js';
 import { actNetwork } from './act.js';
-import { bridgeName, modeOf, wantedOn } from './desired.js';
+import { bridgeName, modeOf, networkUuid, wantedOn } from './desired.js';
 import {
+  bridgeOwnerNetwork,
   hostBridgeExists,
   hostDeviceExists,
   hostRoutes,
@@ -91,7 +92,10 @@ async function converge(
     want !== 'present'
       ? {}
       : modeOf(vnet) === 'bridge'
-        ? { bridgeExists: await hostBridgeExists(conn, bridgeName(vnet)) }
+        ? {
+            bridgeExists: await hostBridgeExists(conn, bridgeName(vnet)),
+            bridgeOwner: await bridgeOwnerNetwork(conn, bridgeName(vnet), networkUuid(vnet)),
+          }
         : {
             ...(starting || moving ? { routes: await hostRoutes(conn) } : {}),
             ...(renaming ? { bridgeTaken: await hostDeviceExists(conn, bridgeName(vnet)) } : {}),

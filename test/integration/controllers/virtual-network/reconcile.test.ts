@@ -494,6 +494,26 @@ describe('what the host cannot do', () => {
     await deleteAndConverge('bridged');
   });
 
+  it('refuses mode bridge on the bridge another libvirt network made for itself (BridgeInUse)', async () => {
+    // The test driver's running 'default' network (NAT) made virbr0: guests attached to it as
+    // a "host bridge" would be on that network, and lose their link whenever it stops.
+    const created = await k.create<VirtualNetwork>(KIND, {
+      metadata: { name: 'onto-default' },
+      spec: { mode: 'bridge', bridge: 'virbr0' },
+    });
+    await pass('onto-default');
+    const ready = condition(await fetchVnet('onto-default'), 'Ready');
+    expect(ready).toMatchObject({ status: 'False', reason: 'BridgeInUse' });
+    expect(ready?.message).toContain("libvirt network 'default'");
+    expect(await lookup(String(created.metadata.uid))).toBeUndefined();
+
+    await k.patchSpec(KIND, undefined, 'onto-default', { bridge: 'br-lvo-own' });
+    await converge(ctx, reconcileVirtualNetwork, 'onto-default', {
+      until: readyTrue('onto-default'),
+    });
+    await deleteAndConverge('onto-default');
+  });
+
   it('reports a DHCP range libvirt would refuse as InvalidAddress, retries with backoff, recovers', async () => {
     // The CRD accepts a range that starts at the network address (it is inside the cidr);
     // libvirt refuses it at define, in words a retry cannot change, so the agent judges it
