@@ -266,83 +266,65 @@ describe('per-node lease (real kube-apiserver, agents as real processes)', () =>
     }
   });
 
+  /**
+   * A Lease taken by identity 'me' in a namespace of its own, renewed far apart (so no renewal
+   * comes between another writer's change and the stop); `edit` is that other writer's change.
+   * Returns the holder the Lease names after a stop with release, and the lease's log.
+   */
+  async function holderAfterRelease(
+    ns: string,
+    edit: (lease: { metadata: Record<string, unknown>; spec: Record<string, unknown> }) => void,
+  ): Promise<{ holder: string | null | undefined; log: string }> {
+    const client = testClient(cp());
+    await client.request({
+      method: 'POST',
+      path: '/api/v1/namespaces',
+      body: { metadata: { name: ns } },
+    });
+    const path = `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases/held`;
+    const log: string[] = [];
+    const held = startLease(
+      client,
+      {
+        namespace: ns,
+        name: 'held',
+        identity: 'me',
+        leaseDurationSeconds: 60,
+        renewDeadlineMs: 50_000,
+        retryPeriodMs: 40_000,
+      },
+      { onAcquired: () => undefined, onLost: () => undefined },
+      { log: capturingLogger('me', log) },
+    );
+    await waitFor('the lease to be held', () => held.isHeld(), 10_000, 20);
+    const lease = await client.request<{
+      metadata: Record<string, unknown>;
+      spec: Record<string, unknown>;
+    }>({ method: 'GET', path });
+    edit(lease);
+    await client.request({ method: 'PUT', path, body: lease });
+    await held.stop({ release: true });
+    const after = await client.request<{ spec: { holderIdentity?: string | null } }>({
+      method: 'GET',
+      path,
+    });
+    return { holder: after.spec.holderIdentity, log: log.join('') };
+  }
+
   it('a stop with release hands back a Lease that another writer touched since our last renewal', async () => {
     // A renewal that the server applied while we aborted it, or a person's `kubectl annotate`,
     // leaves the holder with an old resourceVersion: the release must not be refused for that.
-    const client = testClient(cp());
-    const ns = 'lease-release';
-    await client.request({
-      method: 'POST',
-      path: '/api/v1/namespaces',
-      body: { metadata: { name: ns } },
+    const { holder, log } = await holderAfterRelease('lease-release', (lease) => {
+      lease.metadata.annotations = { touched: 'by someone else' };
     });
-    const path = `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases/stale`;
-    const log: string[] = [];
-    const held = startLease(
-      client,
-      // Renewals far apart, so none happens between the other write and the stop.
-      {
-        namespace: ns,
-        name: 'stale',
-        identity: 'me',
-        leaseDurationSeconds: 60,
-        renewDeadlineMs: 50_000,
-        retryPeriodMs: 40_000,
-      },
-      { onAcquired: () => undefined, onLost: () => undefined },
-      { log: capturingLogger('me', log) },
-    );
-    await waitFor('the lease to be held', () => held.isHeld(), 10_000, 20);
-    const lease = await client.request<{ metadata: { annotations?: Record<string, string> } }>({
-      method: 'GET',
-      path,
-    });
-    lease.metadata.annotations = { touched: 'by someone else' };
-    await client.request({ method: 'PUT', path, body: lease });
-    await held.stop({ release: true });
-    const after = await client.request<{ spec: { holderIdentity?: string | null } }>({
-      method: 'GET',
-      path,
-    });
-    expect(after.spec.holderIdentity ?? '', log.join('')).toBe('');
+    expect(holder ?? '', log).toBe('');
   });
 
   it('a stop with release leaves a Lease alone that someone else holds now', async () => {
-    const client = testClient(cp());
-    const ns = 'lease-release-other';
-    await client.request({
-      method: 'POST',
-      path: '/api/v1/namespaces',
-      body: { metadata: { name: ns } },
+    const { holder, log } = await holderAfterRelease('lease-release-other', (lease) => {
+      lease.spec.holderIdentity = 'someone-else';
     });
-    const path = `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases/taken`;
-    const log: string[] = [];
-    const held = startLease(
-      client,
-      {
-        namespace: ns,
-        name: 'taken',
-        identity: 'me',
-        leaseDurationSeconds: 60,
-        renewDeadlineMs: 50_000,
-        retryPeriodMs: 40_000,
-      },
-      { onAcquired: () => undefined, onLost: () => undefined },
-      { log: capturingLogger('me', log) },
-    );
-    await waitFor('the lease to be held', () => held.isHeld(), 10_000, 20);
-    const lease = await client.request<{ spec: { holderIdentity: string } }>({
-      method: 'GET',
-      path,
-    });
-    lease.spec.holderIdentity = 'someone-else';
-    await client.request({ method: 'PUT', path, body: lease });
-    await held.stop({ release: true });
-    const after = await client.request<{ spec: { holderIdentity?: string | null } }>({
-      method: 'GET',
-      path,
-    });
-    expect(after.spec.holderIdentity, log.join('')).toBe('someone-else');
+    expect(holder, log).toBe('someone-else');
   });
 });
 
