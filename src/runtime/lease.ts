@@ -308,11 +308,14 @@ export function startLease(
   async function release(): Promise<boolean> {
     const at = `${path}/${encodeURIComponent(opts.name)}`;
     for (let attempt = 1; ; attempt++) {
-      const lease = await client.request<LeaseObject>({
-        method: 'GET',
-        path: at,
-        timeoutMs: 5_000,
-      });
+      let lease: LeaseObject;
+      try {
+        lease = await client.request<LeaseObject>({ method: 'GET', path: at, timeoutMs: 5_000 });
+      } catch (err) {
+        // Deleted meanwhile (forget-node, a removed namespace): nothing left to hand back.
+        if (isNotFound(err)) return false;
+        throw err;
+      }
       if (lease.spec?.holderIdentity !== opts.identity) return false;
       const spec = { ...lease.spec, holderIdentity: null, leaseDurationSeconds: 1 };
       try {

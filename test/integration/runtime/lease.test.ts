@@ -320,6 +320,37 @@ describe('per-node lease (real kube-apiserver, agents as real processes)', () =>
     expect(holder ?? '', log).toBe('');
   });
 
+  it('a stop with release of a Lease deleted meanwhile warns of nothing', async () => {
+    const client = testClient(cp());
+    const ns = 'lease-release-gone';
+    await client.request({
+      method: 'POST',
+      path: '/api/v1/namespaces',
+      body: { metadata: { name: ns } },
+    });
+    const log: string[] = [];
+    const held = startLease(
+      client,
+      {
+        namespace: ns,
+        name: 'gone',
+        identity: 'me',
+        leaseDurationSeconds: 60,
+        renewDeadlineMs: 50_000,
+        retryPeriodMs: 40_000,
+      },
+      { onAcquired: () => undefined, onLost: () => undefined },
+      { log: capturingLogger('me', log) },
+    );
+    await waitFor('the lease to be held', () => held.isHeld(), 10_000, 20);
+    await client.request({
+      method: 'DELETE',
+      path: `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases/gone`,
+    });
+    await held.stop({ release: true });
+    expect(log.join('')).not.toContain('could not release');
+  });
+
   it('a stop with release leaves a Lease alone that someone else holds now', async () => {
     const { holder, log } = await holderAfterRelease('lease-release-other', (lease) => {
       lease.spec.holderIdentity = 'someone-else';
