@@ -19,6 +19,7 @@ import {
   type TinyGuest,
   type TinyGuestServer,
 } from '../../../src/commands/local/tiny-guest.js';
+import { createLogger } from '../../../src/runtime/log.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import {
   getJSON,
@@ -160,6 +161,7 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
   let uid: string;
   let kernelPath: string | undefined;
   const spec: Spec = { memory: '256Mi', vcpus: 1, runStrategy: 'Always' };
+  const agentLog: string[] = [];
   const yaml = () => manifests(base, subnet, poolDir, guest, spec);
   const apply = async (...extra: string[]) => {
     const res = await cp().kubectl(['apply', ...extra, '-f', '-'], { input: yaml() });
@@ -180,6 +182,43 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     }
   };
 
+  /**
+   * What a delete that did not finish left: each object still there with its finalizers and
+   * conditions, the recent Events, and the host's view of the domain, network and pool.
+   */
+  const leftBehind = async () => {
+    interface Listed {
+      kind: string;
+      metadata: { name: string; deletionTimestamp?: string; finalizers?: string[] };
+      status?: Obj['status'];
+    }
+    const objects = await getJSON<{ items: Listed[] }>(cp(), ['vm,vol,vnet,pool', '-A']).catch(
+      (err: Error) => ({ items: [] as Listed[], error: err.message }),
+    );
+    const lines = objects.items.map(({ kind, metadata: m, status }) => {
+      const conds = (status?.conditions ?? [])
+        .map((c) => `${c.type}=${c.status} ${c.reason ?? ''}: ${c.message ?? ''}`)
+        .join('; ');
+      const finalizers = JSON.stringify(m.finalizers ?? []);
+      return `${kind}/${m.name} deleting=${m.deletionTimestamp ?? 'no'} finalizers=${finalizers} ${conds}`;
+    });
+    const events = await cp().kubectl(['get', 'events', '-A', '--sort-by=.lastTimestamp']);
+    const host = [
+      `domstate: ${(await virsh('domstate', '--reason', DOMAIN)).stdout.trim()}`,
+      `net-info: ${(await virsh('net-info', NET)).stdout.trim()}`,
+      `pool-info: ${(await virsh('pool-info', POOL)).stdout.trim()}`,
+    ];
+    return [
+      'left behind:',
+      ...lines,
+      'events (tail):',
+      events.stdout.split('\n').slice(-20).join('\n'),
+      ...host,
+      'agent log (tail):',
+      agentLog.slice(-60).join(''),
+    ].join('\n');
+  };
+
   beforeAll(async () => {
     await ensureLibvirtd();
     guest = await ensureTinyGuest();
@@ -194,6 +233,15 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
       nodeName: NODE,
       libvirtUri: SYSTEM_URI,
       resyncMs: RESYNC_MS,
+      // Kept, not printed: the last lines go into a failed delete's message.
+      log: createLogger({
+        level: 'debug',
+        destination: {
+          write: (line: string) => {
+            if (agentLog.push(line) > 300) agentLog.shift();
+          },
+        },
+      }),
     });
   });
 
@@ -203,6 +251,7 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
       await cp()
         .kubectl(['delete', '--ignore-not-found', '--wait=true', '--timeout=90s', '-f', '-'], {
           input: yaml(),
+          timeoutMs: 100_000,
         })
         .catch(() => undefined);
     }
@@ -361,10 +410,13 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     const initrdPath = (await getJSON<Obj>(cp(), ['vol', INITRD, '-n', 'default'])).status?.path;
     expect(kernelPath).toBeTruthy();
     expect(initrdPath).toBeTruthy();
-    const gone = await cp().kubectl(['delete', '--wait=true', '--timeout=120s', '-f', '-'], {
+    // kubectl's own timeout stays under the harness's, so a stuck delete reports itself (and
+    // what is left, below) instead of being killed without a word.
+    const gone = await cp().kubectl(['delete', '--wait=true', '--timeout=90s', '-f', '-'], {
       input: yaml(),
+      timeoutMs: 100_000,
     });
-    expect(gone.code, gone.stderr).toBe(0);
+    expect(gone.code, `${gone.stderr}\n${gone.code === 0 ? '' : await leftBehind()}`).toBe(0);
     expect((await virsh('dominfo', DOMAIN)).code).not.toBe(0);
     expect((await virsh('net-info', NET)).code).not.toBe(0);
     expect((await virsh('pool-info', POOL)).code).not.toBe(0);
