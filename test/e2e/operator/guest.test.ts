@@ -410,11 +410,11 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     const initrdPath = (await getJSON<Obj>(cp(), ['vol', INITRD, '-n', 'default'])).status?.path;
     expect(kernelPath).toBeTruthy();
     expect(initrdPath).toBeTruthy();
-    // kubectl's own timeout stays under the harness's, so a stuck delete reports itself (and
-    // what is left, below) instead of being killed without a word.
-    const gone = await cp().kubectl(['delete', '--wait=true', '--timeout=90s', '-f', '-'], {
+    // It takes about a second (the machine is stopped). kubectl's own timeout stays under the
+    // harness's 60 s, so a stuck delete reports itself (and what is left, below) instead of
+    // being killed without a word.
+    const gone = await cp().kubectl(['delete', '--wait=true', '--timeout=45s', '-f', '-'], {
       input: yaml(),
-      timeoutMs: 100_000,
     });
     expect(gone.code, `${gone.stderr}\n${gone.code === 0 ? '' : await leftBehind()}`).toBe(0);
     expect((await virsh('dominfo', DOMAIN)).code).not.toBe(0);
