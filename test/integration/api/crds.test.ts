@@ -228,15 +228,27 @@ describe('CRDs on kube-apiserver', () => {
         JSON.stringify({ spec: { ipv6: value } }),
       ]);
     await ipv6({ cidr: 'fd00:150::/64' });
+    // BRIDGE is the device on the node (as its agent reports it), also when the operator chose
+    // the name: spec.bridge is empty then, and the column was too.
+    await kubectl([
+      'patch',
+      'vnet',
+      'lab',
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      JSON.stringify({ status: { nodes: [{ nodeName: 'node-1', bridge: 'lvo0123456789' }] } }),
+    ]);
     const vnet = await table('vnet');
     await ipv6(null);
     expect(vnet.head).toEqual(['NAME', 'MODE', 'CIDR', 'IPV6', 'BRIDGE', 'NODES', 'READY', 'AGE']);
-    expect(vnet.rows[0]?.slice(0, 5)).toEqual([
+    expect(vnet.rows[0]?.slice(0, 6)).toEqual([
       'lab',
       'nat',
       '192.168.150.1/24',
       'fd00:150::/64',
-      'virbr-lab',
+      'lvo0123456789',
+      'node-1',
     ]);
     const pool = await table('pool');
     expect(pool.head).toEqual(['NAME', 'TYPE', 'PATH', 'NODES', 'READY', 'AGE']);
