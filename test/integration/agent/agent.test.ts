@@ -93,13 +93,13 @@ describe('the agent converges a host on the declared objects', () => {
       const o = await getJSON<Obj>(cp(), ['vm', 'web']);
       return ready(o) && o;
     });
-    const net = await until('network Ready on the node', async () => {
+    const net = await until('network Ready on the node and in summary', async () => {
       const o = await getJSON<Obj>(cp(), ['vnet', 'lab']);
-      return nodeReady(o) && o;
+      return nodeReady(o) && ready(o) && o;
     });
-    const pool = await until('pool Ready on the node', async () => {
+    const pool = await until('pool Ready on the node and in summary', async () => {
       const o = await getJSON<Obj>(cp(), ['pool', 'images']);
-      return nodeReady(o) && o;
+      return nodeReady(o) && ready(o) && o;
     });
     const vol = await until('volume in use', async () => {
       const o = await getJSON<Obj>(cp(), ['vol', 'root']);
@@ -115,7 +115,8 @@ describe('the agent converges a host on the declared objects', () => {
     expect((await conn.lookupNetworkByUUIDString(net.metadata.uid)).getName()).toBe('lab');
     expect((await conn.lookupStoragePoolByUUIDString(pool.metadata.uid)).getName()).toBe('images');
 
-    // Per-node readiness shows in the printer columns of the cluster-scoped kinds.
+    // Readiness (the summary over the selected nodes) and the first node show in the printer
+    // columns of the cluster-scoped kinds.
     // Read by the header's offsets: an empty cell (IPV6 of an IPv4 network) has no word.
     for (const kind of ['vnet/lab', 'pool/images']) {
       const table = await cp().kubectl(['get', kind]);

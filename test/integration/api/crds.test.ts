@@ -186,6 +186,13 @@ describe('CRDs on kube-apiserver', () => {
   });
 
   test('the printer columns show', async () => {
+    const condition = (status: string, reason: string) => ({
+      type: 'Ready',
+      status,
+      reason,
+      message: reason,
+      lastTransitionTime: '2026-12-06T00:00:00Z',
+    });
     const table = async (resource: string) => {
       const [head = '', ...rows] = (await kubectl(['get', resource, '-n', NAMESPACE]))
         .trim()
@@ -237,18 +244,32 @@ describe('CRDs on kube-apiserver', () => {
       '--subresource=status',
       '--type=merge',
       '-p',
-      JSON.stringify({ status: { nodes: [{ nodeName: 'node-1', bridge: 'lvo0123456789' }] } }),
+      JSON.stringify({
+        status: {
+          // READY is the summary over every selected node: the first node's own Ready (True
+          // here) said nothing of a second node that is not ready.
+          conditions: [condition('False', 'NodesNotReady')],
+          nodes: [
+            {
+              nodeName: 'node-1',
+              bridge: 'lvo0123456789',
+              conditions: [condition('True', 'Ready')],
+            },
+          ],
+        },
+      }),
     ]);
     const vnet = await table('vnet');
     await ipv6(null);
     expect(vnet.head).toEqual(['NAME', 'MODE', 'CIDR', 'IPV6', 'BRIDGE', 'NODES', 'READY', 'AGE']);
-    expect(vnet.rows[0]?.slice(0, 6)).toEqual([
+    expect(vnet.rows[0]?.slice(0, 7)).toEqual([
       'lab',
       'nat',
       '192.168.150.1/24',
       'fd00:150::/64',
       'lvo0123456789',
       'node-1',
+      'False',
     ]);
     const pool = await table('pool');
     expect(pool.head).toEqual(['NAME', 'TYPE', 'PATH', 'NODES', 'READY', 'AGE']);
