@@ -134,6 +134,10 @@ export const ruleTwins: ReadonlyMap<string, RuleTwin> = new Map<string, RuleTwin
   uniqueWhereSet('macAddress', 'i', 'j'),
   uniqueWhereSet('hostname', 'h', 'o'),
   [
+    '!has(self.hosts) || size(self.hosts) == 0 || !has(self.enabled) || self.enabled',
+    (s) => !has(s, 'hosts') || s.hosts.length === 0 || !has(s, 'enabled') || s.enabled === true,
+  ],
+  [
     "!has(self.secureBoot) || !self.secureBoot || self.firmware == 'uefi'",
     (s) => !has(s, 'secureBoot') || !s.secureBoot || s.firmware === 'uefi',
   ],

@@ -1790,10 +1790,18 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
             "dns": {
               "type": "object",
               "description": "The network's DNS service (libvirt's dnsmasq).",
+              "x-kubernetes-validations": [
+                {
+                  "rule": "!has(self.hosts) || size(self.hosts) == 0 || !has(self.enabled) || self.enabled",
+                  "fieldPath": ".hosts",
+                  "reason": "FieldValueForbidden",
+                  "message": "dns.hosts cannot be set when dns.enabled is false (the network then serves no DNS); remove dns.hosts or set dns.enabled to true"
+                }
+              ],
               "properties": {
                 "enabled": {
                   "type": "boolean",
-                  "description": "Serve DNS on the network.",
+                  "description": "Serve DNS on the network. false: no DNS at all (dns.hosts must then be empty).",
                   "default": true
                 },
                 "hosts": {

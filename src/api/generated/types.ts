@@ -1065,7 +1065,7 @@ export interface VirtualNetworkSpecDnsHost {
  */
 export interface VirtualNetworkSpecDns {
   /**
-   * Serve DNS on the network.
+   * Serve DNS on the network. false: no DNS at all (dns.hosts must then be empty).
    * @default true
    */
   enabled: boolean;
@@ -1184,7 +1184,7 @@ export interface VirtualNetwork {
  */
 export interface VirtualNetworkSpecDnsManifest {
   /**
-   * Serve DNS on the network.
+   * Serve DNS on the network. false: no DNS at all (dns.hosts must then be empty).
    * @default true
    */
   enabled?: boolean;
