@@ -106,11 +106,19 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "properties": {
                 "matchLabels": {
                   "type": "object",
-                  "description": "Labels a node must all carry, key to value.",
+                  "description": "Labels a node must all carry, key to value: Kubernetes label keys ([prefix/]name) and values.",
                   "maxProperties": 64,
+                  "x-kubernetes-validations": [
+                    {
+                      "rule": "self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",
+                      "reason": "FieldValueInvalid",
+                      "message": "every matchLabels key must be a label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' and '.', beginning and ending with a letter or digit"
+                    }
+                  ],
                   "additionalProperties": {
                     "type": "string",
-                    "maxLength": 63
+                    "maxLength": 63,
+                    "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
                   }
                 },
                 "matchExpressions": {
@@ -135,9 +143,10 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                     "properties": {
                       "key": {
                         "type": "string",
-                        "description": "The label key.",
+                        "description": "The label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' and '.'.",
                         "minLength": 1,
-                        "maxLength": 317
+                        "maxLength": 317,
+                        "pattern": "^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
                       },
                       "operator": {
                         "type": "string",
@@ -151,12 +160,13 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                       },
                       "values": {
                         "type": "array",
-                        "description": "The values for In and NotIn.",
+                        "description": "The values for In and NotIn (label values).",
                         "maxItems": 64,
                         "x-kubernetes-list-type": "atomic",
                         "items": {
                           "type": "string",
-                          "maxLength": 63
+                          "maxLength": 63,
+                          "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
                         }
                       }
                     }
@@ -1862,11 +1872,19 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "properties": {
                 "matchLabels": {
                   "type": "object",
-                  "description": "Labels a node must all carry, key to value.",
+                  "description": "Labels a node must all carry, key to value: Kubernetes label keys ([prefix/]name) and values.",
                   "maxProperties": 64,
+                  "x-kubernetes-validations": [
+                    {
+                      "rule": "self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",
+                      "reason": "FieldValueInvalid",
+                      "message": "every matchLabels key must be a label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' and '.', beginning and ending with a letter or digit"
+                    }
+                  ],
                   "additionalProperties": {
                     "type": "string",
-                    "maxLength": 63
+                    "maxLength": 63,
+                    "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
                   }
                 },
                 "matchExpressions": {
@@ -1891,9 +1909,10 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                     "properties": {
                       "key": {
                         "type": "string",
-                        "description": "The label key.",
+                        "description": "The label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' and '.'.",
                         "minLength": 1,
-                        "maxLength": 317
+                        "maxLength": 317,
+                        "pattern": "^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
                       },
                       "operator": {
                         "type": "string",
@@ -1907,12 +1926,13 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                       },
                       "values": {
                         "type": "array",
-                        "description": "The values for In and NotIn.",
+                        "description": "The values for In and NotIn (label values).",
                         "maxItems": 64,
                         "x-kubernetes-list-type": "atomic",
                         "items": {
                           "type": "string",
-                          "maxLength": 63
+                          "maxLength": 63,
+                          "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
                         }
                       }
                     }

@@ -6,7 +6,8 @@ export type Quantity = number | string;
 
 export interface LabelSelectorRequirement {
   /**
-   * The label key.
+   * The label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters,
+   * digits, '-', '_' and '.'.
    */
   key: string;
   /**
@@ -14,14 +15,14 @@ export interface LabelSelectorRequirement {
    */
   operator: "In" | "NotIn" | "Exists" | "DoesNotExist";
   /**
-   * The values for In and NotIn.
+   * The values for In and NotIn (label values).
    */
   values?: string[];
 }
 
 export interface LabelSelector {
   /**
-   * Labels a node must all carry, key to value.
+   * Labels a node must all carry, key to value: Kubernetes label keys ([prefix/]name) and values.
    */
   matchLabels?: Record<string, string>;
   /**
