@@ -2286,7 +2286,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "properties": {
                 "clone": {
                   "type": "object",
-                  "description": "A full copy of another Volume in this namespace on the same node and pool.",
+                  "description": "A full copy of another Volume in this namespace on the same node; the source may be in another of the node's pools.",
                   "required": [
                     "volume"
                   ],

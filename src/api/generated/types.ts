@@ -1250,7 +1250,8 @@ export interface VirtualNetworkManifest {
 }
 
 /**
- * A full copy of another Volume in this namespace on the same node and pool.
+ * A full copy of another Volume in this namespace on the same node; the source may be in another
+ * of the node's pools.
  */
 export interface VolumeSpecSourceClone {
   /**
@@ -1290,7 +1291,8 @@ export interface VolumeSpecSourceHttp {
  */
 export interface VolumeSpecSource {
   /**
-   * A full copy of another Volume in this namespace on the same node and pool.
+   * A full copy of another Volume in this namespace on the same node; the source may be in another
+   * of the node's pools.
    */
   clone?: VolumeSpecSourceClone;
   /**
