@@ -673,7 +673,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "properties": {
                 "kernel": {
                   "type": "object",
-                  "description": "The Volume holding the kernel image.",
+                  "description": "The Volume holding the kernel image, with format raw (QEMU reads it as a plain file).",
                   "required": [
                     "volume"
                   ],
@@ -689,7 +689,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                 },
                 "initrd": {
                   "type": "object",
-                  "description": "The Volume holding the initial ramdisk.",
+                  "description": "The Volume holding the initial ramdisk, with format raw (QEMU reads it as a plain file).",
                   "required": [
                     "volume"
                   ],

@@ -235,7 +235,7 @@ export interface VirtualMachineSpecTpm {
 }
 
 /**
- * The Volume holding the kernel image.
+ * The Volume holding the kernel image, with format raw (QEMU reads it as a plain file).
  */
 export interface VirtualMachineSpecBootKernel {
   /**
@@ -245,7 +245,7 @@ export interface VirtualMachineSpecBootKernel {
 }
 
 /**
- * The Volume holding the initial ramdisk.
+ * The Volume holding the initial ramdisk, with format raw (QEMU reads it as a plain file).
  */
 export interface VirtualMachineSpecBootInitrd {
   /**
@@ -260,11 +260,11 @@ export interface VirtualMachineSpecBootInitrd {
  */
 export interface VirtualMachineSpecBoot {
   /**
-   * The Volume holding the kernel image.
+   * The Volume holding the kernel image, with format raw (QEMU reads it as a plain file).
    */
   kernel: VirtualMachineSpecBootKernel;
   /**
-   * The Volume holding the initial ramdisk.
+   * The Volume holding the initial ramdisk, with format raw (QEMU reads it as a plain file).
    */
   initrd?: VirtualMachineSpecBootInitrd;
   /**
