@@ -50,6 +50,10 @@ const selectorValuesRule: RuleTwin = (s) =>
     ? has(s, 'values') && s.values.length > 0
     : !has(s, 'values') || s.values.length === 0;
 
+/** A label key as Kubernetes spells it ([prefix/]name): the CRDs' selector key pattern. */
+const LABEL_KEY =
+  /^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+
 const SYSTEM_DIRS = [
   '/bin',
   '/boot',
@@ -97,6 +101,12 @@ export const ruleTwins: ReadonlyMap<string, RuleTwin> = new Map<string, RuleTwin
   // Shared: immutability.
   ['self == oldSelf', (s, o) => deepEqual(s, o)],
 
+  // VirtualNetwork and StoragePool: spec.nodeSelector.matchLabels
+  [
+    "self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",
+    (s) => Object.keys(s).every((k) => k.length <= 317 && LABEL_KEY.test(k)),
+  ],
+
   // VirtualMachine
   [
     '!has(self.maxVcpus) || self.vcpus <= self.maxVcpus',
@@ -133,6 +143,10 @@ export const ruleTwins: ReadonlyMap<string, RuleTwin> = new Map<string, RuleTwin
   ],
   uniqueWhereSet('macAddress', 'i', 'j'),
   uniqueWhereSet('hostname', 'h', 'o'),
+  [
+    '!has(self.hosts) || size(self.hosts) == 0 || !has(self.enabled) || self.enabled',
+    (s) => !has(s, 'hosts') || s.hosts.length === 0 || !has(s, 'enabled') || s.enabled === true,
+  ],
   [
     "!has(self.secureBoot) || !self.secureBoot || self.firmware == 'uefi'",
     (s) => !has(s, 'secureBoot') || !s.secureBoot || s.firmware === 'uefi',

@@ -42,7 +42,7 @@ function meetsRequirement(req: LabelSelectorRequirement, labels: NodeLabels): bo
  * The selector as a Kubernetes label-selector query (`a=b,c in (d,e),!f`), for asking the API
  * server which Nodes it selects; undefined when it selects no node whatever the labels (an
  * operator the query language has no word for). Label keys and values cannot hold the
- * query's separators: the API server validates both.
+ * query's separators: the CRDs' schemas hold them to Kubernetes' label syntax.
  */
 export function selectorQuery(selector: LabelSelector | undefined): string | undefined {
   if (!selector) return '';

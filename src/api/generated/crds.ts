@@ -106,11 +106,19 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "properties": {
                 "matchLabels": {
                   "type": "object",
-                  "description": "Labels a node must all carry, key to value.",
+                  "description": "Labels a node must all carry, key to value: Kubernetes label keys ([prefix/]name) and values.",
                   "maxProperties": 64,
+                  "x-kubernetes-validations": [
+                    {
+                      "rule": "self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",
+                      "reason": "FieldValueInvalid",
+                      "message": "every matchLabels key must be a label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' and '.', beginning and ending with a letter or digit"
+                    }
+                  ],
                   "additionalProperties": {
                     "type": "string",
-                    "maxLength": 63
+                    "maxLength": 63,
+                    "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
                   }
                 },
                 "matchExpressions": {
@@ -135,9 +143,10 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                     "properties": {
                       "key": {
                         "type": "string",
-                        "description": "The label key.",
+                        "description": "The label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' and '.'.",
                         "minLength": 1,
-                        "maxLength": 317
+                        "maxLength": 317,
+                        "pattern": "^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
                       },
                       "operator": {
                         "type": "string",
@@ -151,12 +160,13 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                       },
                       "values": {
                         "type": "array",
-                        "description": "The values for In and NotIn.",
+                        "description": "The values for In and NotIn (label values).",
                         "maxItems": 64,
                         "x-kubernetes-list-type": "atomic",
                         "items": {
                           "type": "string",
-                          "maxLength": 63
+                          "maxLength": 63,
+                          "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
                         }
                       }
                     }
@@ -663,7 +673,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "properties": {
                 "kernel": {
                   "type": "object",
-                  "description": "The Volume holding the kernel image.",
+                  "description": "The Volume holding the kernel image, with format raw (QEMU reads it as a plain file).",
                   "required": [
                     "volume"
                   ],
@@ -679,7 +689,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                 },
                 "initrd": {
                   "type": "object",
-                  "description": "The Volume holding the initial ramdisk.",
+                  "description": "The Volume holding the initial ramdisk, with format raw (QEMU reads it as a plain file).",
                   "required": [
                     "volume"
                   ],
@@ -1790,10 +1800,18 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
             "dns": {
               "type": "object",
               "description": "The network's DNS service (libvirt's dnsmasq).",
+              "x-kubernetes-validations": [
+                {
+                  "rule": "!has(self.hosts) || size(self.hosts) == 0 || !has(self.enabled) || self.enabled",
+                  "fieldPath": ".hosts",
+                  "reason": "FieldValueForbidden",
+                  "message": "dns.hosts cannot be set when dns.enabled is false (the network then serves no DNS); remove dns.hosts or set dns.enabled to true"
+                }
+              ],
               "properties": {
                 "enabled": {
                   "type": "boolean",
-                  "description": "Serve DNS on the network.",
+                  "description": "Serve DNS on the network. false: no DNS at all (dns.hosts must then be empty).",
                   "default": true
                 },
                 "hosts": {
@@ -1854,11 +1872,19 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "properties": {
                 "matchLabels": {
                   "type": "object",
-                  "description": "Labels a node must all carry, key to value.",
+                  "description": "Labels a node must all carry, key to value: Kubernetes label keys ([prefix/]name) and values.",
                   "maxProperties": 64,
+                  "x-kubernetes-validations": [
+                    {
+                      "rule": "self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",
+                      "reason": "FieldValueInvalid",
+                      "message": "every matchLabels key must be a label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' and '.', beginning and ending with a letter or digit"
+                    }
+                  ],
                   "additionalProperties": {
                     "type": "string",
-                    "maxLength": 63
+                    "maxLength": 63,
+                    "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
                   }
                 },
                 "matchExpressions": {
@@ -1883,9 +1909,10 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                     "properties": {
                       "key": {
                         "type": "string",
-                        "description": "The label key.",
+                        "description": "The label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' and '.'.",
                         "minLength": 1,
-                        "maxLength": 317
+                        "maxLength": 317,
+                        "pattern": "^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
                       },
                       "operator": {
                         "type": "string",
@@ -1899,12 +1926,13 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                       },
                       "values": {
                         "type": "array",
-                        "description": "The values for In and NotIn.",
+                        "description": "The values for In and NotIn (label values).",
                         "maxItems": 64,
                         "x-kubernetes-list-type": "atomic",
                         "items": {
                           "type": "string",
-                          "maxLength": 63
+                          "maxLength": 63,
+                          "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
                         }
                       }
                     }
@@ -2258,7 +2286,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "properties": {
                 "clone": {
                   "type": "object",
-                  "description": "A full copy of another Volume in this namespace on the same node and pool.",
+                  "description": "A full copy of another Volume in this namespace on the same node; the source may be in another of the node's pools.",
                   "required": [
                     "volume"
                   ],

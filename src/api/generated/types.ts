@@ -6,7 +6,8 @@ export type Quantity = number | string;
 
 export interface LabelSelectorRequirement {
   /**
-   * The label key.
+   * The label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters,
+   * digits, '-', '_' and '.'.
    */
   key: string;
   /**
@@ -14,14 +15,14 @@ export interface LabelSelectorRequirement {
    */
   operator: "In" | "NotIn" | "Exists" | "DoesNotExist";
   /**
-   * The values for In and NotIn.
+   * The values for In and NotIn (label values).
    */
   values?: string[];
 }
 
 export interface LabelSelector {
   /**
-   * Labels a node must all carry, key to value.
+   * Labels a node must all carry, key to value: Kubernetes label keys ([prefix/]name) and values.
    */
   matchLabels?: Record<string, string>;
   /**
@@ -234,7 +235,7 @@ export interface VirtualMachineSpecTpm {
 }
 
 /**
- * The Volume holding the kernel image.
+ * The Volume holding the kernel image, with format raw (QEMU reads it as a plain file).
  */
 export interface VirtualMachineSpecBootKernel {
   /**
@@ -244,7 +245,7 @@ export interface VirtualMachineSpecBootKernel {
 }
 
 /**
- * The Volume holding the initial ramdisk.
+ * The Volume holding the initial ramdisk, with format raw (QEMU reads it as a plain file).
  */
 export interface VirtualMachineSpecBootInitrd {
   /**
@@ -259,11 +260,11 @@ export interface VirtualMachineSpecBootInitrd {
  */
 export interface VirtualMachineSpecBoot {
   /**
-   * The Volume holding the kernel image.
+   * The Volume holding the kernel image, with format raw (QEMU reads it as a plain file).
    */
   kernel: VirtualMachineSpecBootKernel;
   /**
-   * The Volume holding the initial ramdisk.
+   * The Volume holding the initial ramdisk, with format raw (QEMU reads it as a plain file).
    */
   initrd?: VirtualMachineSpecBootInitrd;
   /**
@@ -1065,7 +1066,7 @@ export interface VirtualNetworkSpecDnsHost {
  */
 export interface VirtualNetworkSpecDns {
   /**
-   * Serve DNS on the network.
+   * Serve DNS on the network. false: no DNS at all (dns.hosts must then be empty).
    * @default true
    */
   enabled: boolean;
@@ -1184,7 +1185,7 @@ export interface VirtualNetwork {
  */
 export interface VirtualNetworkSpecDnsManifest {
   /**
-   * Serve DNS on the network.
+   * Serve DNS on the network. false: no DNS at all (dns.hosts must then be empty).
    * @default true
    */
   enabled?: boolean;
@@ -1249,7 +1250,8 @@ export interface VirtualNetworkManifest {
 }
 
 /**
- * A full copy of another Volume in this namespace on the same node and pool.
+ * A full copy of another Volume in this namespace on the same node; the source may be in another
+ * of the node's pools.
  */
 export interface VolumeSpecSourceClone {
   /**
@@ -1289,7 +1291,8 @@ export interface VolumeSpecSourceHttp {
  */
 export interface VolumeSpecSource {
   /**
-   * A full copy of another Volume in this namespace on the same node and pool.
+   * A full copy of another Volume in this namespace on the same node; the source may be in another
+   * of the node's pools.
    */
   clone?: VolumeSpecSourceClone;
   /**

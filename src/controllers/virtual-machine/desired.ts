@@ -158,16 +158,19 @@ export function machineInputs(
   const namespace = String(vm.metadata.namespace);
   const problems: Problem[] = [];
   const volumes = new Map<string, VolumeSource>();
-  const uses: Array<[field: string, volume: string]> = [
+  const uses: Array<[field: string, volume: string, boot?: true]> = [
     ...(vm.spec.disks ?? []).map((d, i): [string, string] => [`spec.disks[${i}].volume`, d.volume]),
   ];
   if (vm.spec.boot) {
-    uses.push(['spec.boot.kernel.volume', vm.spec.boot.kernel.volume]);
-    if (vm.spec.boot.initrd) uses.push(['spec.boot.initrd.volume', vm.spec.boot.initrd.volume]);
+    uses.push(['spec.boot.kernel.volume', vm.spec.boot.kernel.volume, true]);
+    if (vm.spec.boot.initrd)
+      uses.push(['spec.boot.initrd.volume', vm.spec.boot.initrd.volume, true]);
   }
-  for (const [field, name] of uses) {
+  for (const [field, name, boot] of uses) {
     const vol = refs.volume(namespace, name);
-    const problem = volumeProblem(field, name, namespace, vol, nodeName);
+    const problem =
+      volumeProblem(field, name, namespace, vol, nodeName) ??
+      (boot ? bootFileProblem(field, name, vol) : undefined);
     if (problem) problems.push(problem);
     else if (vol?.status?.path) {
       volumes.set(name, { path: vol.status.path, format: vol.spec.format ?? 'qcow2' });
@@ -224,6 +227,27 @@ function volumeProblem(
     return notReady(`is not ready yet (phase ${phase ?? 'unknown'})`);
   }
   return undefined;
+}
+
+/**
+ * QEMU loads a direct-boot kernel and initrd as plain files, not through its block layer: a
+ * qcow2 image would be read as its container's bytes, and the guest hang or QEMU refuse to
+ * start with a message that names neither field nor Volume. Volumes are raw or qcow2 only.
+ */
+function bootFileProblem(
+  field: string,
+  name: string,
+  vol: Volume | undefined,
+): Problem | undefined {
+  const format = vol?.spec.format ?? 'qcow2';
+  if (format === 'raw') return undefined;
+  return {
+    reason: 'Unsupported',
+    message:
+      `${field}: Volume '${name}' has format ${format}, but QEMU reads a kernel or initrd as a ` +
+      `plain file; use a Volume with format raw (format is immutable: create one with format ` +
+      `raw, e.g. a clone of this one)`,
+  };
 }
 
 /**

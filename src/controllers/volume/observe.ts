@@ -10,12 +10,13 @@ import type { StoragePool as LibvirtPool, StorageVol } from '../../libvirt/stora
 import { parsePoolXML } from '../../libvirt/xml/pool.js';
 import { parseVolumeXML, type ObservedVolume } from '../../libvirt/xml/volume.js';
 import { observeMachineDomain } from '../shared/machine-snapshot.js';
+import { selectsNode } from '../node-selector.js';
 import { lookupPool } from '../shared/pool.js';
 import type { SourceImage } from './desired.js';
 import { withPoolLock, type PoolLocks } from '../shared/pool-lock.js';
 
 export interface NotReady {
-  reason: 'PoolNotReady' | 'SourceNotReady';
+  reason: 'PoolNotReady' | 'PoolNotOnNode' | 'SourceNotReady';
   message: string;
   /** The host object is gone for good (not merely stopped): deletion need not wait for it. */
   gone?: boolean;
@@ -43,6 +44,19 @@ export async function usablePool(
     };
   }
   const handle = await lookupPool(ctx.libvirt(), pool.metadata.uid);
+  const node = ctx.node();
+  if (!handle && node && !selectsNode(pool.spec.nodeSelector, node.metadata.labels ?? {})) {
+    // Not a wait: no agent makes the pool here until a user labels the node or changes the
+    // selector (as NetworkNotOnNode for a machine). While the Node is unknown it stays a wait.
+    return {
+      reason: 'PoolNotOnNode',
+      message:
+        `spec.pool: StoragePool ${poolName} is not on node ${ctx.nodeName}: its ` +
+        `spec.nodeSelector does not select this node; label the node, change the pool's ` +
+        `nodeSelector, or create the Volume on a node the pool selects`,
+      gone: true,
+    };
+  }
   if (!handle) {
     return {
       reason: 'PoolNotReady',

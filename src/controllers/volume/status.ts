@@ -30,6 +30,7 @@ const OWN_TYPES = [READY, RESIZED, IMPORTED, DELETION_BLOCKED, 'Reconciling', 'S
 /** Problems that need someone to act (Failed); the others resolve by waiting (Pending). */
 const FAILED_REASONS = new Set([
   'NameConflict',
+  'PoolNotOnNode',
   'CreateFailed',
   'ImportFailed',
   'ChecksumMismatch',

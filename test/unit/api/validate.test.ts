@@ -98,6 +98,33 @@ describe('validateManifest', () => {
     expect(label?.field).toBe('spec.nodeSelector.matchLabels.zone');
   });
 
+  test('node selectors take the label keys and values Kubernetes has, and only those', () => {
+    const selector = (nodeSelector: unknown) => ({
+      ...vm(),
+      kind: 'StoragePool',
+      spec: { path: '/var/lib/p', nodeSelector },
+    });
+    // What Nodes carry: prefixed keys, empty values, dots, underscores, upper case.
+    const valid = {
+      matchLabels: { 'node-role.kubernetes.io/worker': '', 'virt.dev/libvirt-host': 'true' },
+      matchExpressions: [
+        { key: 'topology.kubernetes.io/zone', operator: 'In', values: ['eu-west-1a', 'A_b.c'] },
+        { key: 'kubernetes.io/hostname', operator: 'Exists' },
+      ],
+    };
+    expect(fields(selector(valid))).toEqual([]);
+    expect(fields(selector({ matchLabels: { zone: 'rack 1', 'a/b/c': 'x' } }))).toEqual([
+      'spec.nodeSelector.matchLabels.zone (Invalid)',
+      'spec.nodeSelector.matchLabels (Invalid)',
+    ]);
+    expect(fields(selector({ matchLabels: { ['k'.repeat(64)]: 'x' } }))).toEqual([
+      'spec.nodeSelector.matchLabels (Invalid)',
+    ]);
+    expect(
+      fields(selector({ matchExpressions: [{ key: 'zone', operator: 'NotIn', values: ['-a'] }] })),
+    ).toEqual(['spec.nodeSelector.matchExpressions[0].values[0] (Invalid)']);
+  });
+
   test('defaults are applied before the rules run, as in the API server', () => {
     // format defaults to qcow2, so a backing volume without a format is fine ...
     const overlay = {

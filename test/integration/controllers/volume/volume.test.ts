@@ -27,6 +27,7 @@ import {
   requeueMs,
 } from '../../../harness/controller-context.js';
 import { kube, type Kube } from '../../../harness/kube-objects.js';
+import { ensureNode } from '../../../harness/agent.js';
 import { hostSnapshot, reconcileUntil, recordPoolEvents } from '../storage-pool/fixtures.js';
 
 const NODE = 'node-a';
@@ -299,6 +300,53 @@ describe('Volume on test:///default', () => {
     });
     await k.remove('Volume', NS, 'orphan');
     await converge(ctx, reconcileVolume, `${NS}/orphan`, { until: gone('orphan') });
+  });
+
+  it('reports a pool whose spec.nodeSelector leaves this node out as PoolNotOnNode (Stalled)', async () => {
+    // Without a Node object the labels are unknown: the pool may yet come, a wait.
+    await k.create<StoragePool>('StoragePool', {
+      metadata: { name: 'elsewhere' },
+      spec: { path: '/var/lib/lvo-test/elsewhere', nodeSelector: { matchLabels: { zone: 'b' } } },
+    });
+    await createVol('stranded', { pool: 'elsewhere', capacity: '1Gi' });
+    await ctx.refresh();
+    await reconcileVolume(`${NS}/stranded`, ctx);
+    expect((await getVol('stranded'))?.status?.conditions?.[0]?.reason).toBe('PoolNotReady');
+
+    await ensureNode(cp(), NODE, { zone: 'a' });
+    try {
+      await ctx.refresh();
+      await reconcileVolume(`${NS}/stranded`, ctx);
+      const status = (await getVol('stranded'))?.status;
+      expect(status).toMatchObject({
+        phase: 'Failed',
+        conditions: [
+          { type: 'Ready', status: 'False', reason: 'PoolNotOnNode' },
+          { type: 'Reconciling', status: 'False' },
+          { type: 'Stalled', status: 'True', reason: 'PoolNotOnNode' },
+        ],
+      });
+      expect(status?.conditions?.[0]?.message).toBe(
+        `spec.pool: StoragePool elsewhere is not on node ${NODE}: its spec.nodeSelector does ` +
+          `not select this node; label the node, change the pool's nodeSelector, or create the ` +
+          `Volume on a node the pool selects`,
+      );
+      expect(eventsOf('stranded').map((e) => e.reason)).toContain('PoolNotOnNode');
+
+      // Labelled, the node is the pool's: a wait for its agent to make it.
+      await ensureNode(cp(), NODE, { zone: 'b' });
+      await ctx.refresh();
+      await reconcileVolume(`${NS}/stranded`, ctx);
+      expect((await getVol('stranded'))?.status).toMatchObject({
+        phase: 'Pending',
+        conditions: [{ reason: 'PoolNotReady' }, { type: 'Reconciling', status: 'True' }, {}],
+      });
+    } finally {
+      await cp().kubectl(['delete', 'node', NODE]);
+    }
+    await k.remove('Volume', NS, 'stranded');
+    await converge(ctx, reconcileVolume, `${NS}/stranded`, { until: gone('stranded') });
+    await k.remove('StoragePool', undefined, 'elsewhere');
   });
 
   it('ignores Volumes of other nodes', async () => {

@@ -289,7 +289,8 @@ describe('machineInputs', () => {
     boot: { kernel: { volume: 'kernel' }, initrd: { volume: 'initrd' } },
     interfaces: [{ name: 'eth0', network: 'lab', model: 'virtio' as const }],
   };
-  const good = [volume('root', { format: 'raw' }), volume('kernel'), volume('initrd')];
+  const raw = { format: 'raw' } as const;
+  const good = [volume('root', raw), volume('kernel', raw), volume('initrd', raw)];
   const lab = network('lab', [{ nodeName: 'node-a', active: true }]);
 
   // A base image written by a machine corrupts every overlay on it (qcow2 cannot tell).
@@ -317,8 +318,8 @@ describe('machineInputs', () => {
       inputs: {
         volumes: new Map([
           ['root', { path: '/pool/prod_root', format: 'raw' }],
-          ['kernel', { path: '/pool/prod_kernel', format: 'qcow2' }],
-          ['initrd', { path: '/pool/prod_initrd', format: 'qcow2' }],
+          ['kernel', { path: '/pool/prod_kernel', format: 'raw' }],
+          ['initrd', { path: '/pool/prod_initrd', format: 'raw' }],
         ]),
         cloudInit: undefined,
         consoleLog: undefined,
@@ -326,31 +327,55 @@ describe('machineInputs', () => {
     });
   });
 
+  it('refuses a qcow2 Volume as kernel or initrd: QEMU reads them as plain files', () => {
+    const qcow2 = [volume('root', raw), volume('kernel'), volume('initrd')];
+    expect(machineInputs(vm(spec), refs(qcow2, [lab]), 'node-a', '/state')).toEqual({
+      problem: {
+        reason: 'Unsupported',
+        message: ['kernel', 'initrd']
+          .map(
+            (f) =>
+              `spec.boot.${f}.volume: Volume '${f}' has format qcow2, but QEMU reads a kernel or ` +
+              `initrd as a plain file; use a Volume with format raw (format is immutable: create ` +
+              `one with format raw, e.g. a clone of this one)`,
+          )
+          .join('; '),
+      },
+    });
+    expect(isStalledReason('Unsupported')).toBe(true);
+    // A qcow2 disk is fine, as is the same Volume format as a disk of another machine.
+    const disksOnly = { disks: spec.disks, interfaces: spec.interfaces };
+    const root = [volume('root')];
+    expect(machineInputs(vm(disksOnly), refs(root, [lab]), 'node-a', '/state')).toHaveProperty(
+      'inputs',
+    );
+  });
+
   it.each([
     [
       'a missing Volume',
-      [volume('kernel'), volume('initrd')],
+      [volume('kernel', raw), volume('initrd', raw)],
       [lab],
       'VolumeNotReady',
       "spec.disks[0].volume: Volume 'root' does not exist in namespace 'prod' on node 'node-a'",
     ],
     [
       'a Volume on another node',
-      [volume('root', { node: 'node-b' }), volume('kernel'), volume('initrd')],
+      [volume('root', { node: 'node-b' }), volume('kernel', raw), volume('initrd', raw)],
       [lab],
       'VolumeNotReady',
       "spec.disks[0].volume: Volume 'root' is on node 'node-b', not on this machine's node 'node-a'; a machine can only use Volumes on its own node",
     ],
     [
       'a Volume still importing',
-      [volume('root'), volume('kernel', { phase: 'Importing' }), volume('initrd')],
+      [volume('root'), volume('kernel', { ...raw, phase: 'Importing' }), volume('initrd', raw)],
       [lab],
       'VolumeNotReady',
       "spec.boot.kernel.volume: Volume 'kernel' is not ready yet (phase Importing)",
     ],
     [
       'a Volume without a path',
-      [volume('root'), volume('kernel'), volume('initrd', { path: '' })],
+      [volume('root'), volume('kernel', raw), volume('initrd', { ...raw, path: '' })],
       [lab],
       'VolumeNotReady',
       "spec.boot.initrd.volume: Volume 'initrd' is not ready yet (phase Available)",
