@@ -24,7 +24,13 @@ import { createKubeClient, type KubeClient } from '../runtime/index.js';
 import { isNotFound as isKubeNotFound } from '../runtime/kube-client.js';
 import { kubeconfigNamespace } from '../runtime/kube-config.js';
 import { notFoundError } from './crd-missing.js';
-import { kubeconfigPath, pathSegmentProblem, UsageError, withOneLineErrors } from './flags.js';
+import {
+  kubeconfigPath,
+  pathSegmentProblem,
+  unreachableServer,
+  UsageError,
+  withOneLineErrors,
+} from './flags.js';
 import { loadKubeConfig } from './run.js';
 
 const HELP = `usage: libvirt-operator console NAME [-n NAMESPACE] [--timeout SECONDS] [flags]
@@ -229,7 +235,9 @@ export async function main(argv: string[]): Promise<number> {
     const namespace =
       o.namespace ?? (o.kubeconfig ? kubeconfigNamespace(o.kubeconfig) : undefined) ?? 'default';
     const client = createKubeClient(kc);
-    const vm = await getVirtualMachine(client, namespace, o.name);
+    const vm = await getVirtualMachine(client, namespace, o.name).catch((err: unknown) => {
+      throw unreachableServer(err, client.server, o.kubeconfig) ?? err;
+    });
     const node = vm.spec.nodeName;
     const uuid = libvirtUuid(vm);
 

@@ -22,7 +22,7 @@ import {
   type KubeClient,
 } from '../runtime/kube-client.js';
 import { resourcePath } from '../runtime/resource.js';
-import { command, kubeconfigPath, UsageError } from './flags.js';
+import { command, kubeconfigPath, unreachableServer, UsageError } from './flags.js';
 import { loadKubeConfig } from './run.js';
 
 const HELP = `usage: libvirt-operator forget-node NODE [--dry-run] [--kubeconfig PATH] [--lease-namespace NS]
@@ -150,7 +150,12 @@ async function run(
   const client = createKubeClient(await loadKubeConfig(path), {
     userAgent: 'libvirt-operator-forget-node',
   });
-  await refuseIfAlive(client, node, values['lease-namespace'] ?? DEFAULT_LEASE_NAMESPACE);
+  try {
+    await refuseIfAlive(client, node, values['lease-namespace'] ?? DEFAULT_LEASE_NAMESPACE);
+  } catch (err) {
+    // Its first requests: past them, the server was there.
+    throw unreachableServer(err, client.server, path) ?? err;
+  }
 
   const dryRun = values['dry-run'] === true;
   let count = 0;

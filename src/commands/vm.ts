@@ -16,7 +16,13 @@ import {
 } from '../runtime/kube-client.js';
 import { kubeconfigNamespace } from '../runtime/kube-config.js';
 import { notFoundError } from './crd-missing.js';
-import { command, kubeconfigPath, pathSegmentProblem, UsageError } from './flags.js';
+import {
+  command,
+  kubeconfigPath,
+  pathSegmentProblem,
+  unreachableServer,
+  UsageError,
+} from './flags.js';
 import { loadKubeConfig } from './run.js';
 
 const VM_FIELD_MANAGER = 'libvirt-operator-vm';
@@ -89,7 +95,7 @@ async function run(
     else await patchAnnotations(client, path, patch);
   } catch (err) {
     if (isNotFound(err)) throw await notFoundError(client, 'VirtualMachine', what, err, namespace);
-    throw err;
+    throw unreachableServer(err, client.server, config) ?? err;
   }
   const value = patch[RESTART_ANNOTATION];
   console.log(
