@@ -32,6 +32,7 @@ import {
   withOneLineErrors,
 } from './flags.js';
 import { loadKubeConfig } from './run.js';
+import { whatStartsIt } from './vm.js';
 
 const HELP = `usage: libvirt-operator console NAME [-n NAMESPACE] [--timeout SECONDS] [flags]
 
@@ -189,7 +190,9 @@ export function pickAgentPod(pods: PodSummary[], node: string, operatorNamespace
   const pod = running.find(ready) ?? running[0];
   if (!pod) {
     throw new Error(
-      `no running agent pod on node ${node} in namespace ${operatorNamespace} (label ${AGENT_SELECTOR})`,
+      `no running agent pod on node ${node} in namespace ${operatorNamespace} (label ${AGENT_SELECTOR}): ` +
+        `is the agent DaemonSet running there (kubectl get pods -n ${operatorNamespace} -o wide; --operator-namespace if it is elsewhere)? ` +
+        `On the VM's own host, --local attaches through that host's libvirt`,
     );
   }
   return pod.metadata.name;
@@ -243,7 +246,7 @@ export async function main(argv: string[]): Promise<number> {
 
     let local = o.mode === 'local' || (o.mode === 'auto' && node === o.nodeName);
     if (o.mode === 'auto' && !local) local = await domainIsHere(o.libvirtUri, uuid);
-    if (local) return attachLocal(o, `${namespace}/${o.name}`, uuid, node);
+    if (local) return attachLocal(o, vm, uuid, node);
 
     const pods = await client.request<{ items: PodSummary[] }>({
       method: 'GET',
@@ -311,10 +314,11 @@ function execInAgent(kubectl: string, args: string[]): Promise<number> {
 
 async function attachLocal(
   o: ConsoleOptions,
-  vmName: string,
+  vm: VirtualMachine,
   uuid: string,
   node: string,
 ): Promise<number> {
+  const vmName = `${String(vm.metadata.namespace)}/${String(vm.metadata.name)}`;
   // Loaded here: the rest of the command (and its unit tests) needs no native addon.
   const lv = await import('../libvirt/index.js');
   const conn = await lv.Connect.open(o.libvirtUri, { callTimeoutMs: 30_000 });
@@ -329,7 +333,8 @@ async function attachLocal(
         { cause: err },
       );
     }
-    if (!(await domain.isActive())) throw new Error(`VirtualMachine ${vmName} is not running`);
+    if (!(await domain.isActive()))
+      throw new Error(`VirtualMachine ${vmName} is not running: ${whatStartsIt(vm)}`);
     const { stateName } = await domain.getState();
     const stream = conn.newStream();
     try {

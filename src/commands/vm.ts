@@ -35,6 +35,7 @@ Power actions on a VirtualMachine, written as annotations the machine's agent ac
   restart   sets virt.dev/restart-requested-at to the current time: one graceful restart
             (ACPI shutdown, destroyed after terminationGracePeriodSeconds, started again);
             refused (exit 1) for a machine whose status says it is not running
+Starting and stopping is spec.runStrategy (Always, Halted), e.g. with kubectl patch.
 
   -n, --namespace NS   the machine's namespace (default: the kubeconfig context's, else default)
   --kubeconfig PATH    (env KUBECONFIG; default ~/.kube/config, else in-cluster)`;
@@ -67,6 +68,8 @@ async function run(
   positionals: string[],
 ): Promise<number> {
   const [action, name, ...extra] = positionals;
+  const instead = action === undefined ? undefined : powerStateHint(action, name, values.namespace);
+  if (instead) throw new UsageError(instead);
   if (!ACTIONS.includes(action as Action)) {
     throw new UsageError(
       `vm: ${action === undefined ? 'an action is required' : `unknown action '${action}'`} (pause, unpause, restart); see 'vm --help'`,
@@ -104,6 +107,21 @@ async function run(
       : `${what}: ${action === 'pause' ? 'pause' : 'unpause'} requested`,
   );
   return 0;
+}
+
+/**
+ * start and stop are what virsh and virtctl call them, but here the power state is the spec
+ * (runStrategy), which GitOps owns, not an action: say so and give the command. Pure.
+ */
+export function powerStateHint(
+  action: string,
+  name: string | undefined,
+  namespace: string | undefined,
+): string | undefined {
+  const strategy = { start: 'Always', stop: 'Halted' }[action];
+  if (strategy === undefined) return undefined;
+  const ns = namespace === undefined ? '' : ` -n ${namespace}`;
+  return `vm ${action}: a machine's power state is its spec.runStrategy, not an action; to ${action} it: kubectl patch vm ${name ?? 'NAME'}${ns} --type=merge -p '{"spec":{"runStrategy":"${strategy}"}}' (vm pause|unpause|restart are the actions)`;
 }
 
 function patchAnnotations(
@@ -155,12 +173,18 @@ export function restartRefusal(vm: VirtualMachine, what: string): string | undef
   if (!status?.phase) return undefined;
   const state = status.state?.state;
   if (state !== undefined && state !== 'shutoff') return undefined;
+  return `${what} is not running (phase ${status.phase}): there is nothing to restart, and no request was written; ${whatStartsIt(vm)}`;
+}
+
+/**
+ * For a machine that is not running: what will start it, its agent (runStrategy Always, with
+ * its Ready condition saying why it has not yet) or the user (the command to do it). Pure.
+ */
+export function whatStartsIt(vm: VirtualMachine): string {
   const strategy = vm.spec.runStrategy ?? 'Always';
-  const ready = findCondition(status.conditions, 'Ready');
+  const ready = findCondition(vm.status?.conditions, 'Ready');
   const startPatch = `kubectl patch vm ${String(vm.metadata.name)} -n ${String(vm.metadata.namespace)} --type=merge -p '{"spec":{"runStrategy":"Always"}}'`;
-  const instead =
-    strategy === 'Always'
-      ? `runStrategy Always starts it by itself${ready ? ` (Ready=${ready.status} ${ready.reason}: ${ready.message})` : ''}`
-      : `runStrategy ${strategy} keeps it stopped; to start it: ${startPatch}`;
-  return `${what} is not running (phase ${status.phase}): there is nothing to restart, and no request was written; ${instead}`;
+  return strategy === 'Always'
+    ? `runStrategy Always starts it by itself${ready ? ` (Ready=${ready.status} ${ready.reason}: ${ready.message})` : ''}`
+    : `runStrategy ${strategy} keeps it stopped; to start it: ${startPatch}`;
 }

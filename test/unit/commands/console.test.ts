@@ -169,7 +169,9 @@ describe('pickAgentPod', () => {
         'ops',
       ),
     ).toThrow(
-      'no running agent pod on node n1 in namespace ops (label app.kubernetes.io/name=libvirt-operator,app.kubernetes.io/component=agent)',
+      'no running agent pod on node n1 in namespace ops (label app.kubernetes.io/name=libvirt-operator,app.kubernetes.io/component=agent): ' +
+        'is the agent DaemonSet running there (kubectl get pods -n ops -o wide; --operator-namespace if it is elsewhere)? ' +
+        "On the VM's own host, --local attaches through that host's libvirt",
     );
   });
 });
