@@ -246,6 +246,8 @@ export async function main(argv: string[]): Promise<number> {
 
     let local = o.mode === 'local' || (o.mode === 'auto' && node === o.nodeName);
     if (o.mode === 'auto' && !local) local = await domainIsHere(o.libvirtUri, uuid);
+    if (local && o.libvirtUri.startsWith('test:'))
+      throw new Error(testDriverRefusal(`${namespace}/${o.name}`, o.libvirtUri));
     if (local) return attachLocal(o, vm, uuid, node);
 
     const pods = await client.request<{ items: PodSummary[] }>({
@@ -280,6 +282,15 @@ async function getVirtualMachine(
       );
     throw err;
   }
+}
+
+/**
+ * A console through libvirt's test driver: each process opening it gets a fresh state, so the
+ * agent's domains (npm start falls back to it without root) are never found ("has no domain
+ * ... on this host"), and it has no consoles anyway. Pure.
+ */
+export function testDriverRefusal(vmName: string, uri: string): string {
+  return `VirtualMachine ${vmName} runs on ${uri}, libvirt's in-process test driver: its domains live inside the agent's process and have no serial console; a console needs the agent on a real libvirtd (npm start as root starts one, or --libvirt-uri qemu:///system)`;
 }
 
 /** Whether the local libvirt has the domain (a VM on a node named differently, e.g. tests). */

@@ -94,6 +94,30 @@ describe('local-cluster, then run, as the README lists them', () => {
     expect(waited.code, waited.stderr + printed().slice(-2000)).toBe(0);
   });
 
+  it("console on that machine says the test driver has no consoles, not that there's no domain", async () => {
+    // The agent's test:///default state is its own process's: a console process opening the
+    // same URI gets a fresh one, and said "has no domain in test:///default on this host".
+    const res = await collect(
+      spawnCli([
+        'console',
+        'first',
+        '--kubeconfig',
+        kubeconfig,
+        '--node-name',
+        'lc-node',
+        '--libvirt-uri',
+        'test:///default',
+      ]),
+      30_000,
+    );
+    expect(res.stderr.trim()).toBe(
+      "libvirt-operator console: VirtualMachine default/first runs on test:///default, libvirt's in-process test driver: " +
+        "its domains live inside the agent's process and have no serial console; a console needs the agent on a real libvirtd " +
+        '(npm start as root starts one, or --libvirt-uri qemu:///system)',
+    );
+    expect(res.code).toBe(1);
+  });
+
   it('an agent whose Lease namespace is missing says so in one error line and in /readyz', async () => {
     const port = await freePort();
     const agent = spawnCli([
