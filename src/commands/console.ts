@@ -56,6 +56,9 @@ docs/deploy.md).
   --operator-namespace NS     where the agent pods run (default libvirt-operator)
   --kubectl PATH              the kubectl to exec with (env KUBECTL; default kubectl)`;
 
+/** The longest delay a Node timer keeps (2^31-1 ms). */
+const MAX_TIMER_MS = 2_147_483_647;
+
 /** Ctrl-]: telnet's, virsh's and virtctl's escape character. */
 export const ESCAPE = 0x1d;
 /**
@@ -143,6 +146,13 @@ export function parseConsoleArgs(
       );
     }
     timeoutMs = Math.round(seconds * 1000);
+    // Node runs a timer beyond 2^31-1 ms after 1 ms instead: a month-long --timeout ended the
+    // session as soon as it began, with exit 0.
+    if (timeoutMs > MAX_TIMER_MS) {
+      throw new UsageError(
+        `console: --timeout must be at most ${Math.floor(MAX_TIMER_MS / 1000)} seconds (about 24 days; leave it out for no limit), got '${v.timeout}'`,
+      );
+    }
   }
   return {
     name: positionals[0]!,

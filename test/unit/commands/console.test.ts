@@ -53,6 +53,11 @@ describe('parseConsoleArgs', () => {
         `console: --timeout must be a positive number of seconds, got '${bad}'`,
       );
     }
+    // Beyond Node's longest timer, which would fire at once.
+    expect(parse(['web', '--timeout', '2147483']).timeoutMs).toBe(2_147_483_000);
+    expect(usage(['web', '--timeout', '2592000'])).toBe(
+      "console: --timeout must be at most 2147483 seconds (about 24 days; leave it out for no limit), got '2592000'",
+    );
   });
 
   it('takes flags before environment variables before defaults', () => {
