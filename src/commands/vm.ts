@@ -35,7 +35,8 @@ Power actions on a VirtualMachine, written as annotations the machine's agent ac
   restart   sets virt.dev/restart-requested-at to the current time: one graceful restart
             (ACPI shutdown, destroyed after terminationGracePeriodSeconds, started again);
             refused (exit 1) for a machine whose status says it is not running
-Starting and stopping is spec.runStrategy (Always, Halted), e.g. with kubectl patch.
+Each is refused (exit 1) for a machine being deleted. Starting and stopping is
+spec.runStrategy (Always, Halted), e.g. with kubectl patch.
 
   -n, --namespace NS   the machine's namespace (default: the kubeconfig context's, else default)
   --kubeconfig PATH    (env KUBECONFIG; default ~/.kube/config, else in-cluster)`;
@@ -93,9 +94,12 @@ async function run(
   const path = `/apis/virt.dev/v1alpha1/namespaces/${encodeURIComponent(namespace)}/virtualmachines/${encodeURIComponent(name)}`;
   const what = `virtualmachine ${namespace}/${name}`;
   const patch = annotationPatch(action as Action, new Date());
+  const refusal =
+    action === 'restart'
+      ? (vm: VirtualMachine) => deletionRefusal(vm, what) ?? restartRefusal(vm, what)
+      : (vm: VirtualMachine) => deletionRefusal(vm, what);
   try {
-    if (action === 'restart') await patchIfRunning(client, path, what, patch);
-    else await patchAnnotations(client, path, patch);
+    await patchUnlessRefused(client, path, patch, refusal);
   } catch (err) {
     if (isNotFound(err)) throw await notFoundError(client, 'VirtualMachine', what, err, namespace);
     throw unreachableServer(err, client.server, config) ?? err;
@@ -140,20 +144,21 @@ function patchAnnotations(
 }
 
 /**
- * A restart of a machine that is not running would be recorded by the agent and do nothing,
- * while the command said "restart requested": the status is read first, and the patch carries
- * its resourceVersion, so a machine that started or stopped meanwhile is read again.
+ * A request the agent would record and not act on (a restart of a machine that is not
+ * running, anything for a machine being deleted) while the command said "requested": the
+ * machine is read first, and the patch carries its resourceVersion, so a machine that started,
+ * stopped or began its deletion meanwhile is read again.
  */
-async function patchIfRunning(
+async function patchUnlessRefused(
   client: KubeClient,
   path: string,
-  what: string,
   patch: Record<string, string | null>,
+  refusal: (vm: VirtualMachine) => string | undefined,
 ): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     const vm = await client.request<VirtualMachine>({ method: 'GET', path });
-    const refusal = restartRefusal(vm, what);
-    if (refusal) throw new Error(refusal);
+    const why = refusal(vm);
+    if (why) throw new Error(why);
     try {
       await patchAnnotations(client, path, patch, vm.metadata.resourceVersion);
       return;
@@ -161,6 +166,19 @@ async function patchIfRunning(
       if (!isConflict(err) || attempt === 3) throw err;
     }
   }
+}
+
+/**
+ * Why no power action applies to `vm`: it is being deleted, so its agent is removing the
+ * domain and acts on nothing else; undefined otherwise. Pure.
+ */
+export function deletionRefusal(vm: VirtualMachine, what: string): string | undefined {
+  const since = vm.metadata.deletionTimestamp;
+  if (!since) return undefined;
+  const waiting = vm.metadata.finalizers?.length
+    ? `; it waits for its finalizers (${vm.metadata.finalizers.join(', ')})`
+    : '';
+  return `${what} is being deleted (since ${since}): its agent removes the domain and acts on nothing else, and no request was written${waiting}`;
 }
 
 /**
