@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
@@ -174,4 +175,25 @@ export function unreachableServer(
     `cannot reach the API server ${server} (from ${source}): ${err.message.split('\n')[0]}; is the cluster running, and is that the kubeconfig you meant (--kubeconfig, KUBECONFIG)?`,
     { cause: err },
   );
+}
+
+/**
+ * Why `path`, given with `flag` as a folder to create or use, cannot be one: it exists and is
+ * not a directory. Said before anything starts: mkdir's own "EEXIST: file already exists" or
+ * "ENOTDIR" came after a control plane began and named no flag.
+ */
+export function notADirectory(
+  flag: string,
+  path: string,
+  stat: (p: string) => { isDirectory(): boolean } | undefined,
+): string | undefined {
+  const found = stat(path);
+  return found && !found.isDirectory()
+    ? `${flag} ${path} exists and is not a directory: give a directory (it is created when missing)`
+    : undefined;
+}
+
+/** statSync that answers undefined for a path that does not exist. */
+export function statIfExists(path: string): { isDirectory(): boolean } | undefined {
+  return statSync(path, { throwIfNoEntry: false });
 }
