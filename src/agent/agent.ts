@@ -19,6 +19,7 @@ import {
   startHealthServer,
   startRuntime,
   type Controller,
+  type HealthServer,
   type Informer,
   type Logger,
   type ReconcileContext,
@@ -100,6 +101,27 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     : new CallLanes(opts.libvirtUri, { lanes: 5, openTimeoutMs: 10_000 });
   lanes?.start();
 
+  // A start that fails part-way (the metrics port taken, say) closes what it had started:
+  // the runtime's health listener alone kept `run` alive for ever after it printed its error.
+  const started: { runtime?: Runtime; metricsServer?: HealthServer } = {};
+  try {
+    return await wireAgent(opts, libvirt, lanes, started);
+  } catch (err) {
+    await started.runtime?.stop({ drainMs: 0 }).catch(() => undefined);
+    await started.metricsServer?.close();
+    await lanes?.close().catch(() => undefined);
+    await libvirt.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** startAgent's part after libvirt: the runtime, the controllers and their wiring. */
+async function wireAgent(
+  opts: AgentOptions,
+  libvirt: ReconnectingConnection,
+  lanes: CallLanes | undefined,
+  started: { runtime?: Runtime; metricsServer?: HealthServer },
+): Promise<Agent> {
   const leaseSeconds = opts.lease ? (opts.lease.leaseDurationSeconds ?? 40) : 40;
   const runtime = await startRuntime({
     kubeConfig: opts.kubeConfig,
@@ -127,6 +149,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     watch: opts.watch,
     userAgent: `libvirt-operator/${opts.nodeName}`,
   });
+  started.runtime = runtime;
   const log = runtime.log.child({ node: opts.nodeName });
   // /metrics is also served on the health address; a separate metrics address gets its own
   // listener with the same registry (and the same health endpoints, which cost nothing).
@@ -138,10 +161,12 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       ? await startHealthServer({
           host: opts.metrics.host,
           port: opts.metrics.port,
+          name: 'metrics',
           registry: runtime.metrics.registry,
           readiness: { run: () => runtime.ready() },
         })
       : undefined;
+  started.metricsServer = metricsServer;
   runtime.addReadinessCheck('libvirt', () => libvirt.state === 'open' || libvirt.describe());
 
   // Namespaced kinds: only this node's objects (CRD selectableFields on spec.nodeName).

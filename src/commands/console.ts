@@ -24,8 +24,15 @@ import { createKubeClient, type KubeClient } from '../runtime/index.js';
 import { isNotFound as isKubeNotFound } from '../runtime/kube-client.js';
 import { kubeconfigNamespace } from '../runtime/kube-config.js';
 import { notFoundError } from './crd-missing.js';
-import { kubeconfigPath, pathSegmentProblem, UsageError, withOneLineErrors } from './flags.js';
+import {
+  kubeconfigPath,
+  pathSegmentProblem,
+  unreachableServer,
+  UsageError,
+  withOneLineErrors,
+} from './flags.js';
 import { loadKubeConfig } from './run.js';
+import { whatStartsIt } from './vm.js';
 
 const HELP = `usage: libvirt-operator console NAME [-n NAMESPACE] [--timeout SECONDS] [flags]
 
@@ -48,6 +55,9 @@ docs/deploy.md).
   --node-name NAME            this host's node (env NODE_NAME; default: the host name)
   --operator-namespace NS     where the agent pods run (default libvirt-operator)
   --kubectl PATH              the kubectl to exec with (env KUBECTL; default kubectl)`;
+
+/** The longest delay a Node timer keeps (2^31-1 ms). */
+const MAX_TIMER_MS = 2_147_483_647;
 
 /** Ctrl-]: telnet's, virsh's and virtctl's escape character. */
 export const ESCAPE = 0x1d;
@@ -136,6 +146,13 @@ export function parseConsoleArgs(
       );
     }
     timeoutMs = Math.round(seconds * 1000);
+    // Node runs a timer beyond 2^31-1 ms after 1 ms instead: a month-long --timeout ended the
+    // session as soon as it began, with exit 0.
+    if (timeoutMs > MAX_TIMER_MS) {
+      throw new UsageError(
+        `console: --timeout must be at most ${Math.floor(MAX_TIMER_MS / 1000)} seconds (about 24 days; leave it out for no limit), got '${v.timeout}'`,
+      );
+    }
   }
   return {
     name: positionals[0]!,
@@ -183,7 +200,9 @@ export function pickAgentPod(pods: PodSummary[], node: string, operatorNamespace
   const pod = running.find(ready) ?? running[0];
   if (!pod) {
     throw new Error(
-      `no running agent pod on node ${node} in namespace ${operatorNamespace} (label ${AGENT_SELECTOR})`,
+      `no running agent pod on node ${node} in namespace ${operatorNamespace} (label ${AGENT_SELECTOR}): ` +
+        `is the agent DaemonSet running there (kubectl get pods -n ${operatorNamespace} -o wide; --operator-namespace if it is elsewhere)? ` +
+        `On the VM's own host, --local attaches through that host's libvirt`,
     );
   }
   return pod.metadata.name;
@@ -229,13 +248,17 @@ export async function main(argv: string[]): Promise<number> {
     const namespace =
       o.namespace ?? (o.kubeconfig ? kubeconfigNamespace(o.kubeconfig) : undefined) ?? 'default';
     const client = createKubeClient(kc);
-    const vm = await getVirtualMachine(client, namespace, o.name);
+    const vm = await getVirtualMachine(client, namespace, o.name).catch((err: unknown) => {
+      throw unreachableServer(err, client.server, o.kubeconfig) ?? err;
+    });
     const node = vm.spec.nodeName;
     const uuid = libvirtUuid(vm);
 
     let local = o.mode === 'local' || (o.mode === 'auto' && node === o.nodeName);
     if (o.mode === 'auto' && !local) local = await domainIsHere(o.libvirtUri, uuid);
-    if (local) return attachLocal(o, `${namespace}/${o.name}`, uuid, node);
+    if (local && o.libvirtUri.startsWith('test:'))
+      throw new Error(testDriverRefusal(`${namespace}/${o.name}`, o.libvirtUri));
+    if (local) return attachLocal(o, vm, uuid, node);
 
     const pods = await client.request<{ items: PodSummary[] }>({
       method: 'GET',
@@ -271,6 +294,15 @@ async function getVirtualMachine(
   }
 }
 
+/**
+ * A console through libvirt's test driver: each process opening it gets a fresh state, so the
+ * agent's domains (npm start falls back to it without root) are never found ("has no domain
+ * ... on this host"), and it has no consoles anyway. Pure.
+ */
+export function testDriverRefusal(vmName: string, uri: string): string {
+  return `VirtualMachine ${vmName} runs on ${uri}, libvirt's in-process test driver: its domains live inside the agent's process and have no serial console; a console needs the agent on a real libvirtd (npm start as root starts one, or --libvirt-uri qemu:///system)`;
+}
+
 /** Whether the local libvirt has the domain (a VM on a node named differently, e.g. tests). */
 async function domainIsHere(uri: string, uuid: string): Promise<boolean> {
   if (uri.startsWith('test:')) return false; // the test driver has no consoles
@@ -303,10 +335,11 @@ function execInAgent(kubectl: string, args: string[]): Promise<number> {
 
 async function attachLocal(
   o: ConsoleOptions,
-  vmName: string,
+  vm: VirtualMachine,
   uuid: string,
   node: string,
 ): Promise<number> {
+  const vmName = `${String(vm.metadata.namespace)}/${String(vm.metadata.name)}`;
   // Loaded here: the rest of the command (and its unit tests) needs no native addon.
   const lv = await import('../libvirt/index.js');
   const conn = await lv.Connect.open(o.libvirtUri, { callTimeoutMs: 30_000 });
@@ -321,7 +354,8 @@ async function attachLocal(
         { cause: err },
       );
     }
-    if (!(await domain.isActive())) throw new Error(`VirtualMachine ${vmName} is not running`);
+    if (!(await domain.isActive()))
+      throw new Error(`VirtualMachine ${vmName} is not running: ${whatStartsIt(vm)}`);
     const { stateName } = await domain.getState();
     const stream = conn.newStream();
     try {

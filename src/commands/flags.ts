@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
@@ -132,4 +133,67 @@ export function pathSegmentProblem(what: string, value: string): string | undefi
   if (value === '.' || value === '..') return `${what} may not be '.' or '..'`;
   if (/[/%]/.test(value)) return `${what} may not contain '/' or '%', got '${value}'`;
   return undefined;
+}
+
+// Errors of the connection itself (refused, no such host, no route, a certificate that does
+// not fit the server): the request never reached an API server.
+const TRANSPORT_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ETIMEDOUT',
+  'EPROTO',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'CERT_HAS_EXPIRED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * The error to show when `err` says the API server at `server` could not be reached, else
+ * undefined. Node's own words ("connect ECONNREFUSED 127.0.0.1:6443", or the client's "no
+ * response within 30000 ms") name neither the cluster nor where its address came from: a
+ * stale KUBECONFIG, e.g. of a local control plane that has stopped, looked like a bug. Pure.
+ */
+export function unreachableServer(
+  err: unknown,
+  server: string,
+  kubeconfig: string | undefined,
+): Error | undefined {
+  if (!(err instanceof Error)) return undefined;
+  const code = (err as NodeJS.ErrnoException).code;
+  const transport =
+    (code !== undefined && TRANSPORT_CODES.has(code)) ||
+    /: no response within \d+ ms$/.test(err.message);
+  if (!transport) return undefined;
+  const source = kubeconfig ? `the kubeconfig ${kubeconfig}` : "this pod's service account";
+  return new Error(
+    `cannot reach the API server ${server} (from ${source}): ${err.message.split('\n')[0]}; is the cluster running, and is that the kubeconfig you meant (--kubeconfig, KUBECONFIG)?`,
+    { cause: err },
+  );
+}
+
+/**
+ * Why `path`, given with `flag` as a folder to create or use, cannot be one: it exists and is
+ * not a directory. Said before anything starts: mkdir's own "EEXIST: file already exists" or
+ * "ENOTDIR" came after a control plane began and named no flag.
+ */
+export function notADirectory(
+  flag: string,
+  path: string,
+  stat: (p: string) => { isDirectory(): boolean } | undefined,
+): string | undefined {
+  const found = stat(path);
+  return found && !found.isDirectory()
+    ? `${flag} ${path} exists and is not a directory: give a directory (it is created when missing)`
+    : undefined;
+}
+
+/** statSync that answers undefined for a path that does not exist. */
+export function statIfExists(path: string): { isDirectory(): boolean } | undefined {
+  return statSync(path, { throwIfNoEntry: false });
 }

@@ -22,7 +22,13 @@ import {
   type KubeClient,
 } from '../runtime/kube-client.js';
 import { resourcePath } from '../runtime/resource.js';
-import { command, kubeconfigPath, UsageError } from './flags.js';
+import {
+  command,
+  kubeconfigPath,
+  pathSegmentProblem,
+  unreachableServer,
+  UsageError,
+} from './flags.js';
 import { loadKubeConfig } from './run.js';
 
 const HELP = `usage: libvirt-operator forget-node NODE [--dry-run] [--kubeconfig PATH] [--lease-namespace NS]
@@ -146,11 +152,19 @@ async function run(
   const [node, ...extra] = positionals;
   if (node === undefined || extra.length > 0)
     throw new UsageError(`forget-node: exactly one NODE is required; see 'forget-node --help'`);
+  // '' or '..' made the Node's GET a list of all nodes, or /api/v1: "Node .. still exists".
+  const bad = pathSegmentProblem('NODE', node);
+  if (bad) throw new UsageError(`forget-node: ${bad}; see 'forget-node --help'`);
   const path = kubeconfigPath(values.kubeconfig, process.env, homedir(), existsSync);
   const client = createKubeClient(await loadKubeConfig(path), {
     userAgent: 'libvirt-operator-forget-node',
   });
-  await refuseIfAlive(client, node, values['lease-namespace'] ?? DEFAULT_LEASE_NAMESPACE);
+  try {
+    await refuseIfAlive(client, node, values['lease-namespace'] ?? DEFAULT_LEASE_NAMESPACE);
+  } catch (err) {
+    // Its first requests: past them, the server was there.
+    throw unreachableServer(err, client.server, path) ?? err;
+  }
 
   const dryRun = values['dry-run'] === true;
   let count = 0;

@@ -15,7 +15,14 @@ import {
   startLocalNode,
 } from './local/local-node.js';
 import { hostname } from 'node:os';
-import { command, type Options, untilSignal, UsageError } from './flags.js';
+import {
+  command,
+  notADirectory,
+  type Options,
+  statIfExists,
+  untilSignal,
+  UsageError,
+} from './flags.js';
 import { ensureNamespace } from './namespaces.js';
 
 const HELP = `usage: libvirt-operator local-cluster [--dir DIR] [--port PORT] [--no-crds]
@@ -80,6 +87,8 @@ export async function main(argv: string[]): Promise<number> {
         `local-cluster: --node-name must be a DNS subdomain (lower case), got '${nodeName}'`,
       );
     const dir = values.dir === undefined ? undefined : resolve(values.dir);
+    const notDir = dir === undefined ? undefined : notADirectory('--dir', dir, statIfExists);
+    if (notDir) throw new UsageError(`local-cluster: ${notDir}`);
     if (dir) mkdirSync(dir, { recursive: true });
 
     if (!withNode) {

@@ -31,7 +31,14 @@ import {
   hostIPv4Addresses,
   type DemoNames,
 } from './demo.js';
-import { command, type Options, untilSignal, UsageError } from './flags.js';
+import {
+  command,
+  notADirectory,
+  type Options,
+  statIfExists,
+  untilSignal,
+  UsageError,
+} from './flags.js';
 import { ensureNamespace } from './namespaces.js';
 import { loadKubeConfig } from './run.js';
 import type { KubeAccess } from '../runtime/kube-config.js';
@@ -72,6 +79,9 @@ export async function main(argv: string[]): Promise<number> {
     // Every flag is checked before anything is done: a usage error must not follow the start
     // of libvirtd (as root) or of a control plane.
     const settings = upSettings(values);
+    const notDir =
+      values.dir === undefined ? undefined : notADirectory('--dir', values.dir, statIfExists);
+    if (notDir) throw new UsageError(`up: ${notDir}`);
     const libvirtUri = values['libvirt-uri'] ?? (await localLibvirt());
     const cfg = { ...settings.agent, libvirtUri };
     const demoName = settings.demoName;

@@ -8,8 +8,8 @@ const HELP = `usage: libvirt-operator validate -f FILE|DIR|- [-f ...]
 
 Checks virt.dev/v1alpha1 manifests offline against the CRD schemas and the intent of their CEL
 rules, giving the verdict the API server would give on create. Reads multi-document YAML or
-JSON; a DIR is searched recursively for *.yaml, *.yml and *.json; '-' reads standard input.
-Objects of other API groups are skipped. Prints one line per problem:
+JSON; a DIR is searched recursively for *.yaml, *.yml and *.json (one without any is a
+problem); '-' reads standard input. Objects of other API groups are skipped. Prints one line per problem:
 
   FILE: KIND/NAME: FIELD: MESSAGE
 
@@ -165,6 +165,13 @@ export async function main(argv: string[], io: ValidateIO = processIO): Promise<
         sources = sourcesOf(target, io);
       } catch (err) {
         io.out(`${target}: cannot read: ${systemMessage(err)}`);
+        problems++;
+        continue;
+      }
+      // A folder that holds no manifest (a wrong path, files renamed to .yaml.tpl) checked
+      // nothing: passing it would let a CI step go green on no input.
+      if (sources.length === 0) {
+        io.out(`${target}: no *.yaml, *.yml or *.json file in this directory or below`);
         problems++;
         continue;
       }

@@ -16,7 +16,13 @@ import {
 } from '../runtime/kube-client.js';
 import { kubeconfigNamespace } from '../runtime/kube-config.js';
 import { notFoundError } from './crd-missing.js';
-import { command, kubeconfigPath, pathSegmentProblem, UsageError } from './flags.js';
+import {
+  command,
+  kubeconfigPath,
+  pathSegmentProblem,
+  unreachableServer,
+  UsageError,
+} from './flags.js';
 import { loadKubeConfig } from './run.js';
 
 const VM_FIELD_MANAGER = 'libvirt-operator-vm';
@@ -29,6 +35,8 @@ Power actions on a VirtualMachine, written as annotations the machine's agent ac
   restart   sets virt.dev/restart-requested-at to the current time: one graceful restart
             (ACPI shutdown, destroyed after terminationGracePeriodSeconds, started again);
             refused (exit 1) for a machine whose status says it is not running
+Each is refused (exit 1) for a machine being deleted. Starting and stopping is
+spec.runStrategy (Always, Halted), e.g. with kubectl patch.
 
   -n, --namespace NS   the machine's namespace (default: the kubeconfig context's, else default)
   --kubeconfig PATH    (env KUBECONFIG; default ~/.kube/config, else in-cluster)`;
@@ -61,6 +69,8 @@ async function run(
   positionals: string[],
 ): Promise<number> {
   const [action, name, ...extra] = positionals;
+  const instead = action === undefined ? undefined : powerStateHint(action, name, values.namespace);
+  if (instead) throw new UsageError(instead);
   if (!ACTIONS.includes(action as Action)) {
     throw new UsageError(
       `vm: ${action === undefined ? 'an action is required' : `unknown action '${action}'`} (pause, unpause, restart); see 'vm --help'`,
@@ -84,12 +94,15 @@ async function run(
   const path = `/apis/virt.dev/v1alpha1/namespaces/${encodeURIComponent(namespace)}/virtualmachines/${encodeURIComponent(name)}`;
   const what = `virtualmachine ${namespace}/${name}`;
   const patch = annotationPatch(action as Action, new Date());
+  const refusal =
+    action === 'restart'
+      ? (vm: VirtualMachine) => deletionRefusal(vm, what) ?? restartRefusal(vm, what)
+      : (vm: VirtualMachine) => deletionRefusal(vm, what);
   try {
-    if (action === 'restart') await patchIfRunning(client, path, what, patch);
-    else await patchAnnotations(client, path, patch);
+    await patchUnlessRefused(client, path, patch, refusal);
   } catch (err) {
     if (isNotFound(err)) throw await notFoundError(client, 'VirtualMachine', what, err, namespace);
-    throw err;
+    throw unreachableServer(err, client.server, config) ?? err;
   }
   const value = patch[RESTART_ANNOTATION];
   console.log(
@@ -98,6 +111,21 @@ async function run(
       : `${what}: ${action === 'pause' ? 'pause' : 'unpause'} requested`,
   );
   return 0;
+}
+
+/**
+ * start and stop are what virsh and virtctl call them, but here the power state is the spec
+ * (runStrategy), which GitOps owns, not an action: say so and give the command. Pure.
+ */
+export function powerStateHint(
+  action: string,
+  name: string | undefined,
+  namespace: string | undefined,
+): string | undefined {
+  const strategy = { start: 'Always', stop: 'Halted' }[action];
+  if (strategy === undefined) return undefined;
+  const ns = namespace === undefined ? '' : ` -n ${namespace}`;
+  return `vm ${action}: a machine's power state is its spec.runStrategy, not an action; to ${action} it: kubectl patch vm ${name ?? 'NAME'}${ns} --type=merge -p '{"spec":{"runStrategy":"${strategy}"}}' (vm pause|unpause|restart are the actions)`;
 }
 
 function patchAnnotations(
@@ -116,20 +144,21 @@ function patchAnnotations(
 }
 
 /**
- * A restart of a machine that is not running would be recorded by the agent and do nothing,
- * while the command said "restart requested": the status is read first, and the patch carries
- * its resourceVersion, so a machine that started or stopped meanwhile is read again.
+ * A request the agent would record and not act on (a restart of a machine that is not
+ * running, anything for a machine being deleted) while the command said "requested": the
+ * machine is read first, and the patch carries its resourceVersion, so a machine that started,
+ * stopped or began its deletion meanwhile is read again.
  */
-async function patchIfRunning(
+async function patchUnlessRefused(
   client: KubeClient,
   path: string,
-  what: string,
   patch: Record<string, string | null>,
+  refusal: (vm: VirtualMachine) => string | undefined,
 ): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     const vm = await client.request<VirtualMachine>({ method: 'GET', path });
-    const refusal = restartRefusal(vm, what);
-    if (refusal) throw new Error(refusal);
+    const why = refusal(vm);
+    if (why) throw new Error(why);
     try {
       await patchAnnotations(client, path, patch, vm.metadata.resourceVersion);
       return;
@@ -137,6 +166,19 @@ async function patchIfRunning(
       if (!isConflict(err) || attempt === 3) throw err;
     }
   }
+}
+
+/**
+ * Why no power action applies to `vm`: it is being deleted, so its agent is removing the
+ * domain and acts on nothing else; undefined otherwise. Pure.
+ */
+export function deletionRefusal(vm: VirtualMachine, what: string): string | undefined {
+  const since = vm.metadata.deletionTimestamp;
+  if (!since) return undefined;
+  const waiting = vm.metadata.finalizers?.length
+    ? `; it waits for its finalizers (${vm.metadata.finalizers.join(', ')})`
+    : '';
+  return `${what} is being deleted (since ${since}): its agent removes the domain and acts on nothing else, and no request was written${waiting}`;
 }
 
 /**
@@ -149,12 +191,18 @@ export function restartRefusal(vm: VirtualMachine, what: string): string | undef
   if (!status?.phase) return undefined;
   const state = status.state?.state;
   if (state !== undefined && state !== 'shutoff') return undefined;
+  return `${what} is not running (phase ${status.phase}): there is nothing to restart, and no request was written; ${whatStartsIt(vm)}`;
+}
+
+/**
+ * For a machine that is not running: what will start it, its agent (runStrategy Always, with
+ * its Ready condition saying why it has not yet) or the user (the command to do it). Pure.
+ */
+export function whatStartsIt(vm: VirtualMachine): string {
   const strategy = vm.spec.runStrategy ?? 'Always';
-  const ready = findCondition(status.conditions, 'Ready');
+  const ready = findCondition(vm.status?.conditions, 'Ready');
   const startPatch = `kubectl patch vm ${String(vm.metadata.name)} -n ${String(vm.metadata.namespace)} --type=merge -p '{"spec":{"runStrategy":"Always"}}'`;
-  const instead =
-    strategy === 'Always'
-      ? `runStrategy Always starts it by itself${ready ? ` (Ready=${ready.status} ${ready.reason}: ${ready.message})` : ''}`
-      : `runStrategy ${strategy} keeps it stopped; to start it: ${startPatch}`;
-  return `${what} is not running (phase ${status.phase}): there is nothing to restart, and no request was written; ${instead}`;
+  return strategy === 'Always'
+    ? `runStrategy Always starts it by itself${ready ? ` (Ready=${ready.status} ${ready.reason}: ${ready.message})` : ''}`
+    : `runStrategy ${strategy} keeps it stopped; to start it: ${startPatch}`;
 }

@@ -67,6 +67,8 @@ export interface HealthServer {
 export async function startHealthServer(opts: {
   host?: string;
   port: number;
+  /** What the listener is called in errors (default health): a second one serves metrics. */
+  name?: string;
   /**
    * When `port` is taken, serve on any free one instead of failing: for a port the user did
    * not choose. Deciding at listen time leaves no window for another process to take it.
@@ -124,8 +126,8 @@ export async function startHealthServer(opts: {
   if (err) {
     throw new Error(
       err.code === 'EADDRINUSE'
-        ? `health port ${opts.port} is already in use; choose another`
-        : `cannot serve health endpoints on ${opts.host ?? '0.0.0.0'}:${opts.port}: ${err.message}`,
+        ? `${opts.name ?? 'health'} port ${opts.port} is already in use; choose another`
+        : `cannot serve ${opts.name ?? 'health'} endpoints on ${opts.host ?? '0.0.0.0'}:${opts.port}: ${err.message}`,
       { cause: err },
     );
   }

@@ -44,7 +44,12 @@ export { settleTransitionTimes, type ListMapKeys, type Condition } from './statu
 export { createEventRecorder, type EventRecorder, type EventNote } from './events.js';
 export { startLease, leaseDecision, type LeaseHandle, type LeaseOptions } from './lease.js';
 export { createRuntimeMetrics, type RuntimeMetrics } from './metrics.js';
-export { startHealthServer, createReadinessChecks, type ReadinessCheck } from './health.js';
+export {
+  startHealthServer,
+  createReadinessChecks,
+  type HealthServer,
+  type ReadinessCheck,
+} from './health.js';
 export { createLogger, errorFields, type Logger } from './log.js';
 export {
   createKubeClient,

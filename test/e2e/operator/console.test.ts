@@ -84,6 +84,7 @@ function consoleCommand(
   kubeconfig: string,
   feed: (stdin: NodeJS.WritableStream) => void,
   killAfterMs = 240_000,
+  onOutput?: () => void,
 ): Promise<Session> {
   const started = Date.now();
   const child = spawn(
@@ -97,7 +98,10 @@ function consoleCommand(
   );
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (b: Buffer) => (stdout += b.toString('latin1')));
+  child.stdout.on('data', (b: Buffer) => {
+    stdout += b.toString('latin1');
+    onOutput?.();
+  });
   child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
   const killer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
   feed(child.stdin);
@@ -302,5 +306,46 @@ describe('libvirt-operator console', () => {
     expect(viaAgent.stderr).toContain(
       `no running agent pod on node ${NODE} in namespace libvirt-operator`,
     );
+  });
+
+  it('ends a session when the VM stops, and says how to start a stopped one', async () => {
+    // Last in the file: the machine stays halted.
+    // Attached once the guest's output arrives (its shell answers the newline).
+    let attached!: () => void;
+    const output = new Promise<void>((r) => (attached = r));
+    const session = consoleCommand(
+      [VM, '-n', NS, '--timeout', '120'],
+      cp().kubeconfigPath,
+      (stdin) => stdin.write('\n'),
+      240_000,
+      () => attached(),
+    );
+    await output;
+    const halt = await cp().kubectl([
+      'patch',
+      `vm/${VM}`,
+      '-n',
+      NS,
+      '--type=merge',
+      '-p',
+      '{"spec":{"runStrategy":"Halted"}}',
+    ]);
+    expect(halt.code, halt.stderr).toBe(0);
+    const ended = await session;
+    expect(ended.stderr).toBe(`console of ${NS}/${VM} closed (the VM stopped)\n`);
+    expect(ended.code).toBe(0);
+    expect(ended.ms).toBeLessThan(100_000);
+
+    const waited = await cp().kubectl(
+      ['wait', '--for=jsonpath={.status.phase}=Stopped', `vm/${VM}`, '-n', NS, '--timeout=60s'],
+      { timeoutMs: 70_000 },
+    );
+    expect(waited.code, waited.stderr).toBe(0);
+    const stopped = await consoleCommand([VM, '-n', NS], cp().kubeconfigPath, (s) => s.end());
+    expect(stopped.stderr.trim()).toBe(
+      `libvirt-operator console: VirtualMachine ${NS}/${VM} is not running: runStrategy Halted keeps it stopped; ` +
+        `to start it: kubectl patch vm ${VM} -n ${NS} --type=merge -p '{"spec":{"runStrategy":"Always"}}'`,
+    );
+    expect(stopped.code).toBe(1);
   });
 });

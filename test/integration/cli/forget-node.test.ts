@@ -136,4 +136,18 @@ describe('forget-node', () => {
       "libvirt-operator forget-node: exactly one NODE is required; see 'forget-node --help'",
     );
   });
+
+  it("refuses a NODE that is no node's name instead of looking up another path", async () => {
+    // '' listed all Nodes and '..' read /api/v1: both answered "Node ... still exists".
+    for (const [node, why] of [
+      ['', 'NODE must not be empty'],
+      ['..', "NODE may not be '.' or '..'"],
+    ] as const) {
+      const res = await forget(node);
+      expect(res.stderr.trim(), node).toBe(
+        `libvirt-operator forget-node: ${why}; see 'forget-node --help'`,
+      );
+      expect(res.code, node).toBe(2);
+    }
+  });
 });

@@ -6,9 +6,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { findBinaries, freePort } from '../../../src/commands/local/control-plane.js';
 import {
+  collect,
   eventually,
   output,
   run,
@@ -92,6 +94,30 @@ describe('local-cluster, then run, as the README lists them', () => {
     expect(waited.code, waited.stderr + printed().slice(-2000)).toBe(0);
   });
 
+  it("console on that machine says the test driver has no consoles, not that there's no domain", async () => {
+    // The agent's test:///default state is its own process's: a console process opening the
+    // same URI gets a fresh one, and said "has no domain in test:///default on this host".
+    const res = await collect(
+      spawnCli([
+        'console',
+        'first',
+        '--kubeconfig',
+        kubeconfig,
+        '--node-name',
+        'lc-node',
+        '--libvirt-uri',
+        'test:///default',
+      ]),
+      30_000,
+    );
+    expect(res.stderr.trim()).toBe(
+      "libvirt-operator console: VirtualMachine default/first runs on test:///default, libvirt's in-process test driver: " +
+        "its domains live inside the agent's process and have no serial console; a console needs the agent on a real libvirtd " +
+        '(npm start as root starts one, or --libvirt-uri qemu:///system)',
+    );
+    expect(res.code).toBe(1);
+  });
+
   it('an agent whose Lease namespace is missing says so in one error line and in /readyz', async () => {
     const port = await freePort();
     const agent = spawnCli([
@@ -128,5 +154,38 @@ describe('local-cluster, then run, as the README lists them', () => {
     expect(lines, printed()).toHaveLength(1);
     expect(JSON.parse(lines[0]!)).toMatchObject({ level: expect.anything() as unknown });
     expect(lines[0]).toMatch(/"level":(50|"error")/);
+  });
+
+  it('an agent whose metrics port is taken names that port and exits', async () => {
+    // Its health listener was up by then and kept the process alive: the error was printed
+    // and `run` never ended (and blamed the health port).
+    const holder = createServer();
+    await new Promise<void>((res) => holder.listen(0, '127.0.0.1', res));
+    const taken = (holder.address() as { port: number }).port;
+    try {
+      const agent = spawnCli([
+        'run',
+        '--kubeconfig',
+        kubeconfig,
+        '--node-name',
+        'lc-node-3',
+        '--libvirt-uri',
+        'test:///default',
+        '--state-dir',
+        tempDir(),
+        '--health-addr',
+        '127.0.0.1:0',
+        '--metrics-addr',
+        `127.0.0.1:${taken}`,
+      ]);
+      children.push(agent);
+      const res = await collect(agent, 20_000);
+      expect(res.stderr.trim()).toBe(
+        `libvirt-operator run: metrics port ${taken} is already in use; choose another`,
+      );
+      expect(res.code).toBe(1);
+    } finally {
+      await new Promise((res) => holder.close(res));
+    }
   });
 });

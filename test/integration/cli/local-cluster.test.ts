@@ -128,7 +128,22 @@ describe('libvirt-operator local-cluster', () => {
 
   it('rejects bad input with a one-line error and no stack trace', async () => {
     const notKubeconfig = tempDir();
+    const aFile = join(tempDir(), 'a-file');
+    writeFileSync(aFile, '');
     const cases: Array<[string[], RegExp, number]> = [
+      // A file as --dir: said before a control plane starts, naming the flag.
+      [
+        ['local-cluster', '--dir', aFile],
+        new RegExp(
+          `^libvirt-operator local-cluster: --dir ${aFile} exists and is not a directory: give a directory \\(it is created when missing\\)$`,
+        ),
+        2,
+      ],
+      [
+        ['up', '--libvirt-uri', 'test:///default', '--dir', aFile],
+        new RegExp(`^libvirt-operator up: --dir ${aFile} exists and is not a directory`),
+        2,
+      ],
       [['local-cluster', '--frob'], /^libvirt-operator local-cluster: Unknown option '--frob'/, 2],
       [
         ['local-cluster', '--port', 'x'],

@@ -91,6 +91,17 @@ describe('libvirt-operator validate', () => {
     expect(r.err).toEqual(['validate: 3 virt.dev objects in 3 files: 3 problems']);
   });
 
+  test('a directory without any manifest file is a problem, not a pass', async () => {
+    const empty = join(dir, 'no-manifests');
+    file('no-manifests/deep/notes.txt', 'not a manifest');
+    const r = await run(['-f', empty]);
+    expect(r).toEqual({
+      code: 1,
+      out: [`${empty}: no *.yaml, *.yml or *.json file in this directory or below`],
+      err: ['validate: 0 virt.dev objects in 0 files: 1 problem'],
+    });
+  });
+
   test("'-' reads standard input", async () => {
     expect((await run(['-f', '-'], goodVm)).code).toBe(0);
     const r = await run(['-f', '-'], badVm);

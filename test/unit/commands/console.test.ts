@@ -53,6 +53,11 @@ describe('parseConsoleArgs', () => {
         `console: --timeout must be a positive number of seconds, got '${bad}'`,
       );
     }
+    // Beyond Node's longest timer, which would fire at once.
+    expect(parse(['web', '--timeout', '2147483']).timeoutMs).toBe(2_147_483_000);
+    expect(usage(['web', '--timeout', '2592000'])).toBe(
+      "console: --timeout must be at most 2147483 seconds (about 24 days; leave it out for no limit), got '2592000'",
+    );
   });
 
   it('takes flags before environment variables before defaults', () => {
@@ -169,7 +174,9 @@ describe('pickAgentPod', () => {
         'ops',
       ),
     ).toThrow(
-      'no running agent pod on node n1 in namespace ops (label app.kubernetes.io/name=libvirt-operator,app.kubernetes.io/component=agent)',
+      'no running agent pod on node n1 in namespace ops (label app.kubernetes.io/name=libvirt-operator,app.kubernetes.io/component=agent): ' +
+        'is the agent DaemonSet running there (kubectl get pods -n ops -o wide; --operator-namespace if it is elsewhere)? ' +
+        "On the VM's own host, --local attaches through that host's libvirt",
     );
   });
 });

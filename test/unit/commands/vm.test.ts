@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../src/api/generated/types.js';
 import { kubeconfigPath, pathSegmentProblem } from '../../../src/commands/flags.js';
-import { restartRefusal } from '../../../src/commands/vm.js';
+import { deletionRefusal, powerStateHint, restartRefusal } from '../../../src/commands/vm.js';
 
 const HOME_CONFIG = '/home/u/.kube/config';
 const exists = (present: boolean) => (p: string) => present && p === HOME_CONFIG;
@@ -69,5 +69,36 @@ describe('names on the command line', () => {
     expect(pathSegmentProblem('namespace', '')).toBe('namespace must not be empty');
     expect(pathSegmentProblem('NAME', 'a/b')).toBe("NAME may not contain '/' or '%', got 'a/b'");
     expect(pathSegmentProblem('NAME', '..')).toBe("NAME may not be '.' or '..'");
+  });
+});
+
+describe('vm start and vm stop', () => {
+  it('point at spec.runStrategy with the command to run', () => {
+    expect(powerStateHint('start', 'web', 'lab')).toBe(
+      `vm start: a machine's power state is its spec.runStrategy, not an action; to start it: kubectl patch vm web -n lab --type=merge -p '{"spec":{"runStrategy":"Always"}}' (vm pause|unpause|restart are the actions)`,
+    );
+    expect(powerStateHint('stop', undefined, undefined)).toContain(
+      `kubectl patch vm NAME --type=merge -p '{"spec":{"runStrategy":"Halted"}}'`,
+    );
+    expect(powerStateHint('pause', 'web', undefined)).toBeUndefined();
+  });
+});
+
+describe('vm on a machine being deleted', () => {
+  it('is refused, naming the finalizers it waits for', () => {
+    const vm = (metadata: object) =>
+      ({
+        metadata: { name: 'web', namespace: 'lab', ...metadata },
+        spec: { nodeName: 'n', vcpus: 1, memory: '64Mi' },
+      }) as unknown as VirtualMachine;
+    expect(
+      deletionRefusal(
+        vm({ deletionTimestamp: '2026-12-06T10:00:00Z', finalizers: ['virt.dev/host-cleanup'] }),
+        'virtualmachine lab/web',
+      ),
+    ).toBe(
+      'virtualmachine lab/web is being deleted (since 2026-12-06T10:00:00Z): its agent removes the domain and acts on nothing else, and no request was written; it waits for its finalizers (virt.dev/host-cleanup)',
+    );
+    expect(deletionRefusal(vm({}), 'x')).toBeUndefined();
   });
 });
