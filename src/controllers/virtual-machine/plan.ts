@@ -240,6 +240,14 @@ export function withSentShutdown(
   };
 }
 
+/**
+ * Whether the remembered stop is a Halted one that runStrategy no longer asks for (powerPlan):
+ * its ACPI request stays on record, but the operator is not stopping the domain.
+ */
+export function stopWithdrawn(vm: VirtualMachine, shutdown: ShutdownReason | undefined): boolean {
+  return shutdown === 'RunStrategyHalted' && (vm.spec.runStrategy ?? 'Always') !== 'Halted';
+}
+
 /** Whether the annotation asks for the guest to be paused. */
 export function pauseRequested(vm: VirtualMachine): boolean {
   return vm.metadata.annotations?.[PAUSED_ANNOTATION] === 'true';
@@ -641,7 +649,8 @@ export function planMachine(input: PlanInput): MachinePlan {
   }
   // A domain being stopped takes no live changes: they would die with it, and one the
   // guest or libvirt refuses would end the pass before its stop step.
-  const target = power.shutdown ? { ...domain, live: undefined } : domain;
+  const stopping = power.shutdown !== undefined && !stopWithdrawn(vm, power.shutdown);
+  const target = stopping ? { ...domain, live: undefined } : domain;
   const detach = { since: detachRequestedSince(vm), graceMs: gracePeriodMs(vm), now };
   const devices = deviceSteps(desired, target, names, detach);
   return {
@@ -924,11 +933,22 @@ export function powerPlan(
             ? 'RestartToApplyChanges'
             : undefined;
     if (stopFor) return resumedFirst(power, gracefulStop(vm, requested, stopFor, now));
-    // Running as wanted; a stop the strategy no longer asks for is forgotten.
+    // Running as wanted. A Halted stop the strategy no longer asks for is not carried on (no
+    // destroy), but the guest has had the ACPI request and may still act on it: until the
+    // grace period after it is over, a stop of this run is the one the operator asked for (a
+    // requested start follows, not a counted restart with a Restarted Warning). Forgotten then.
+    const unanswered =
+      requested?.reason === 'RunStrategyHalted'
+        ? destroyDueAt(requested, gracePeriodMs(vm)) - now.getTime()
+        : 0;
+    const waits = [
+      unanswered > 0 ? unanswered : undefined,
+      power.state === 'shutdown' ? TRANSITION_MS : undefined,
+    ].filter((ms): ms is number => ms !== undefined);
     return {
       steps: pauseSteps(vm, power, strategy),
-      shutdown: undefined,
-      waitMs: power.state === 'shutdown' ? TRANSITION_MS : undefined,
+      shutdown: unanswered > 0 ? 'RunStrategyHalted' : undefined,
+      waitMs: waits.length > 0 ? Math.min(...waits) : undefined,
     };
   }
 

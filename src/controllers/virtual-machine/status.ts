@@ -32,6 +32,7 @@ import {
   requestMarker,
   shutdownRequest,
   SHUTDOWN_CONDITION,
+  stopWithdrawn,
   type MachineStep,
   type ShutdownReason,
   type StartKind,
@@ -192,7 +193,7 @@ function phaseOf(input: StatusInput): Phase {
   const { state, reason } = observed.power;
   if (state === 'crashed') return 'Failed';
   if (observed.active) {
-    if (shutdown || state === 'shutdown') return 'Stopping';
+    if ((shutdown && !stopWithdrawn(vm, shutdown)) || state === 'shutdown') return 'Stopping';
     if (state === 'paused' && reason === 'starting_up') return 'Starting';
     if (state === 'paused') return 'Paused';
     return 'Running';
@@ -436,13 +437,18 @@ function shutdownCondition(input: StatusInput, reason: ShutdownReason): Conditio
   // what the grace period is counted from (see destroyDueAt in plan.ts).
   const sentAt = input.shutdownSentAt ?? shutdownRequest(input.vm)?.sentAt;
   const when = sentAt === undefined ? '' : ` ${requestMarker(sentAt)}`;
+  const asked = `ACPI shutdown${when === '' ? ' requested' : when} (${SHUTDOWN_WHY[reason]})`;
   return {
     type: SHUTDOWN_CONDITION,
     status: 'True',
     reason,
-    message: active
-      ? `ACPI shutdown${when === '' ? ' requested' : when} (${SHUTDOWN_WHY[reason]}); the domain is destroyed if it still runs ${grace}s after the request${suffix}`
-      : `the operator shut the domain down (${SHUTDOWN_WHY[reason]})${suffix}`,
+    message: !active
+      ? `the operator shut the domain down (${SHUTDOWN_WHY[reason]})${suffix}`
+      : stopWithdrawn(input.vm, reason)
+        ? `${asked}, which runStrategy ${input.vm.spec.runStrategy ?? 'Always'} no longer asks for: ` +
+          `the domain is not destroyed, but the guest may still act on the request, so a stop ` +
+          `within ${grace}s of it is taken as the one asked for${suffix}`
+        : `${asked}; the domain is destroyed if it still runs ${grace}s after the request${suffix}`,
   };
 }
 
