@@ -161,6 +161,18 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
           now,
         )
       : undefined;
+  const pending =
+    desired && live && names
+      ? [
+          ...new Set([
+            ...restartPending(desired, live, names, ports),
+            ...deferred,
+            ...liveRefused(desired, live, names, refusedLive(ctx, uid, after)),
+          ]),
+        ]
+      : live && after.state === 'ours' && after.config
+        ? savedPending(vm, after.config, live, ports)
+        : [];
   const status = machineStatus({
     vm,
     nodeName: ctx.nodeName,
@@ -169,18 +181,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     problem,
     shutdown: plan.shutdown,
     started: startedBy(outcome.executed),
-    pending:
-      desired && live && names
-        ? [
-            ...new Set([
-              ...restartPending(desired, live, names, ports),
-              ...deferred,
-              ...liveRefused(desired, live, names, refusedLive(ctx, uid, after)),
-            ]),
-          ]
-        : live && after.state === 'ours' && after.config
-          ? savedPending(vm, after.config, live, ports)
-          : [],
+    pending,
     // A restart asked of a machine that is not running has nothing to do: it is recorded.
     ...(request !== undefined && before.domain.state !== 'foreign'
       ? { restartRequest: request }
@@ -192,7 +193,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   // Remembered before the write, which may fail: the next pass counts from it (planView).
   if (startedBy(outcome.executed) === 'restart')
     ctx.host.restarts.set(String(vm.metadata.uid), status.restartCount ?? 0);
-  await report(ctx, vm, status, outcome.executed);
+  await report(ctx, vm, status, outcome.executed, pending);
   // The soonest of every reason to look again: a running grace period must not wait for a
   // problem's backoff. Unsupported input waits for a spec change, which wakes us anyway; so
   // does a pause the annotation asked for (Ready=False, but as wanted).
@@ -495,21 +496,19 @@ function shutdownSent(executed: readonly MachineStep[], ctx: ControllerContext):
   return executed.some((s) => s.op === 'shutdown') ? ctx.now() : undefined;
 }
 
-/** RestartRequired's message (the pending fields) when it is True. */
-function pendingRestart(status: VirtualMachineStatus): string | undefined {
-  const c = findCondition(status.conditions, 'RestartRequired');
-  return c?.status === 'True' ? c.message : undefined;
-}
-
-/** Events for what was done and for conditions that turned bad, then the status (if changed). */
+/**
+ * Events for what was done and for conditions that turned bad, then the status (if changed).
+ * `pending`: the restart-time fields the status names in RestartRequired.
+ */
 async function report(
   ctx: ControllerContext,
   vm: VirtualMachine,
   status: VirtualMachineStatus,
   executed: readonly MachineStep[],
+  pending: readonly string[] = [],
 ): Promise<void> {
   const events = [
-    ...stepEvents(executed, vm, ctx.nodeName, status.restartCount ?? 0, pendingRestart(status)),
+    ...stepEvents(executed, vm, ctx.nodeName, status.restartCount ?? 0, pending),
     ...conditionEvents(vm.status, status),
   ];
   for (const e of events) ctx.event(KIND, vm, e.type, e.reason, e.message);

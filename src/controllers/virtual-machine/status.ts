@@ -487,8 +487,8 @@ export function stepEvents(
   vm: VirtualMachine,
   nodeName: string,
   restartCount: number,
-  /** RestartRequired's message when it is True (e.g. `pending: spec.maxMemory`). */
-  pending?: string,
+  /** The restart-time fields RestartRequired names (e.g. `spec.maxMemory`). */
+  pending: readonly string[] = [],
 ): MachineEvent[] {
   const name = domainName(vm);
   const events: MachineEvent[] = [];
@@ -517,9 +517,7 @@ export function stepEvents(
                 reason: 'Updated',
                 // Restart-time changes are named only when some are pending: a definition
                 // saved while stopped, or for changes already made live, has none.
-                message:
-                  `saved the new definition of domain ${name}` +
-                  (pending ? `; it applies at the next start (${pending})` : ''),
+                message: `saved the new definition of domain ${name}${whenApplied(vm, pending)}`,
               },
         );
         break;
@@ -611,6 +609,15 @@ export function stepEvents(
     }
   }
   return events;
+}
+
+/** When a saved definition with restart-time changes takes effect, for the Updated Event. */
+function whenApplied(vm: VirtualMachine, pending: readonly string[]): string {
+  if (pending.length === 0) return '';
+  const fields = `pending: ${pending.join(', ')}`;
+  return vm.spec.updatePolicy === 'Restart'
+    ? `; a graceful restart applies it now (${fields}; updatePolicy Restart)`
+    : `; it applies at the next start (${fields}; updatePolicy Manual)`;
 }
 
 const MIN_RETRY_MS = 1_000;

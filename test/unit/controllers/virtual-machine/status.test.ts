@@ -524,14 +524,20 @@ describe('events', () => {
     expect(stepEvents(define, machine, 'node-a', 0)).toEqual([
       { type: 'Normal', reason: 'Updated', message: 'saved the new definition of domain prod_web' },
     ]);
-    expect(stepEvents(define, machine, 'node-a', 0, 'pending: spec.maxMemory')).toEqual([
+    expect(stepEvents(define, machine, 'node-a', 0, ['spec.maxMemory', 'spec.cpu'])).toEqual([
       {
         type: 'Normal',
         reason: 'Updated',
         message:
-          'saved the new definition of domain prod_web; it applies at the next start (pending: spec.maxMemory)',
+          'saved the new definition of domain prod_web; it applies at the next start ' +
+          '(pending: spec.maxMemory, spec.cpu; updatePolicy Manual)',
       },
     ]);
+    const restarting = vm({ ...machine.spec, updatePolicy: 'Restart' });
+    expect(stepEvents(define, restarting, 'node-a', 0, ['spec.maxMemory'])[0]?.message).toBe(
+      'saved the new definition of domain prod_web; a graceful restart applies it now ' +
+        '(pending: spec.maxMemory; updatePolicy Restart)',
+    );
   });
 
   it('names what each step did; a restart is a Warning with the count', () => {
