@@ -253,6 +253,16 @@ export function pauseRequested(vm: VirtualMachine): boolean {
   return vm.metadata.annotations?.[PAUSED_ANNOTATION] === 'true';
 }
 
+/**
+ * The annotation's value when it is neither "true" nor "false" ("yes", "True"): no schema can
+ * refuse an annotation, and read as "not paused" such a typo would resume a paused guest. It
+ * asks nothing; the guest stays as it is and status says why (status.ts).
+ */
+export function invalidPauseValue(vm: VirtualMachine): string | undefined {
+  const value = vm.metadata.annotations?.[PAUSED_ANNOTATION];
+  return value === undefined || value === 'true' || value === 'false' ? undefined : value;
+}
+
 /** status.lastRestartRequest's schema bound. */
 const RESTART_RECORD_MAX = 256;
 
@@ -1016,6 +1026,7 @@ function pauseSteps(vm: VirtualMachine, power: PowerView, strategy: string): Mac
     return power.state === 'running' || power.state === 'blocked' ? [{ op: 'suspend' }] : [];
   }
   if (power.state !== 'paused' || !RESUMABLE_PAUSES.has(power.reason)) return [];
+  if (invalidPauseValue(vm) !== undefined) return [];
   // PausedByRequest: reported while the annotation asked for it. Reason Paused is any other
   // pause, which the status shows from the first pass on: not ours to undo under Manual.
   const ours = findCondition(vm.status?.conditions, 'Paused')?.reason === 'PausedByRequest';

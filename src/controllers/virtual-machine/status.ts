@@ -27,6 +27,7 @@ import type { ForeignDomain, ObservedDomain, OursDomain } from './observe.js';
 import {
   DETACH_CONDITION,
   gracePeriodMs,
+  invalidPauseValue,
   pauseRequested,
   runMarker,
   requestMarker,
@@ -381,7 +382,20 @@ function restartRequiredCondition(input: StatusInput): ConditionUpdate {
 function pausedCondition(input: StatusInput): ConditionUpdate {
   const { observed, vm } = input;
   const power = observed.state === 'ours' && observed.active ? observed.power : undefined;
-  if (power?.state === 'paused' && power.reason !== 'starting_up') {
+  const isPaused = power?.state === 'paused' && power.reason !== 'starting_up';
+  const invalid = invalidPauseValue(vm);
+  if (invalid !== undefined) {
+    return {
+      type: 'Paused',
+      status: isPaused ? 'True' : 'False',
+      reason: 'InvalidAnnotation',
+      message:
+        `virt.dev/paused is ${JSON.stringify(invalid)}, which asks nothing: only "true" ` +
+        `(pause) and "false" (run) are understood, so the domain is ` +
+        `${isPaused ? 'left paused' : 'not paused'}; set one of them, or remove the annotation`,
+    };
+  }
+  if (isPaused) {
     return pauseRequested(vm)
       ? {
           type: 'Paused',
@@ -478,6 +492,14 @@ export function conditionEvents(
   }
   const restart = changed('RestartRequired', 'True');
   if (restart) events.push({ type: 'Normal', reason: 'RestartRequired', message: restart.message });
+  const paused = after.conditions?.find((c) => c.type === 'Paused');
+  const pausedBefore = before?.conditions?.find((c) => c.type === 'Paused');
+  if (
+    paused?.reason === 'InvalidAnnotation' &&
+    (pausedBefore?.reason !== paused.reason || pausedBefore.message !== paused.message)
+  ) {
+    events.push({ type: 'Warning', reason: 'InvalidAnnotation', message: paused.message });
+  }
   return events;
 }
 

@@ -251,6 +251,46 @@ describe('day-2 machines on test:///default', () => {
     expect((await (await domainOf(machine)).getState()).stateName).toBe('paused');
   });
 
+  it('leaves a paused machine paused for a virt.dev/paused value it does not understand', async () => {
+    const annotate = async (value: string) => {
+      const res = await controlPlane().kubectl([
+        'annotate',
+        '--overwrite',
+        'vm',
+        'born-paused',
+        '-n',
+        NS,
+        `virt.dev/paused=${value}`,
+      ]);
+      expect(res.code, res.stderr).toBe(0);
+    };
+    // A typo for "true": read as "not paused" it would resume the guest.
+    await annotate('yes');
+    // Passes by hand: a guest paused against no valid request is Ready=False, so each pass
+    // asks to look again (converge waits for a pass that does not).
+    for (let pass = 0; pass < 4; pass++) {
+      await ctx.refresh();
+      await reconcileVirtualMachine(key('born-paused'), ctx);
+    }
+    const machine = vmOf('born-paused')!;
+    expect((await (await domainOf(machine)).getState()).stateName).toBe('paused');
+    expect(machine.status?.phase).toBe('Paused');
+    const paused = condition(machine, 'Paused');
+    expect(paused?.status).toBe('True');
+    expect(paused?.message).toContain('virt.dev/paused is "yes"');
+    expect(paused?.message).toContain('only "true" (pause) and "false" (run)');
+    const warnings = ctx.events.filter(
+      (e) => e.key === key('born-paused') && e.reason === 'InvalidAnnotation',
+    );
+    expect(warnings.map((e) => e.type)).toEqual(['Warning']);
+
+    await annotate('false');
+    await converge(ctx, reconcileVirtualMachine, key('born-paused'), {
+      until: stored('born-paused', (v) => v?.status?.phase === 'Running'),
+    });
+    expect(condition(vmOf('born-paused'), 'Paused')?.reason).toBe('NotPaused');
+  });
+
   it('restarts once per `vm restart`, and never again for the same value', async () => {
     const before = (await domainOf(vmOf('power')!)).getID();
     expect(await vm('restart', 'power')).toBe(0);
