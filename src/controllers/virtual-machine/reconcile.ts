@@ -95,12 +95,16 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   // must not wait for one more pass.
   const now = ctx.now();
   const vm = planView(cached, before.domain, ctx);
-  const request = newRestartRequest(vm);
-  if (request !== undefined && before.domain.state === 'ours' && before.domain.active) {
-    return beginRequestedRestart(ctx, vm, before.domain, request);
-  }
   const cpuProblem = unknownCpuModel(vm, await knownCpuModels(ctx, vm), ctx.nodeName);
   const resolved = cpuProblem ? { problem: cpuProblem } : resolve(vm, ctx);
+  const request = newRestartRequest(vm);
+  if (request !== undefined && before.domain.state === 'ours' && before.domain.active) {
+    // A problem with the spec stays reported: the restart does not fix it, and a status
+    // without it would flip Synced (and a GitOps tool's health) for one pass, with a second
+    // Warning when the next pass finds the problem again.
+    const problem = 'problem' in resolved ? resolved.problem : undefined;
+    return beginRequestedRestart(ctx, vm, before.domain, request, problem);
+  }
   const inputs = 'inputs' in resolved ? resolved.inputs : undefined;
   const desired = inputs && desiredDomain(vm, inputs);
   const uid = String(vm.metadata.uid);
@@ -267,6 +271,7 @@ async function beginRequestedRestart(
   vm: VirtualMachine,
   domain: OursDomain,
   request: string,
+  problem: Problem | undefined,
 ): Promise<Action> {
   const now = ctx.now();
   const status = machineStatus({
@@ -274,7 +279,7 @@ async function beginRequestedRestart(
     nodeName: ctx.nodeName,
     now,
     observed: domain,
-    problem: undefined,
+    problem,
     shutdown: 'RestartRequested',
     started: undefined,
     pending: [],

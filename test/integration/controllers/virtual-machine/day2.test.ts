@@ -134,6 +134,28 @@ describe('day-2 machines on test:///default', () => {
     });
   });
 
+  it('keeps reporting that problem through a requested restart', async () => {
+    const warned = () =>
+      ctx.events.filter((e) => e.key === key('cpu') && e.reason === 'VolumeNotReady').length;
+    const before = warned();
+    expect(await vm('restart', 'cpu')).toBe(0);
+    // The pass that records the request and asks the guest to shut down.
+    await ctx.refresh();
+    await reconcileVirtualMachine(key('cpu'), ctx);
+    await ctx.refresh();
+    const restarting = vmOf('cpu');
+    expect(restarting?.status?.lastRestartRequest).toBeDefined();
+    expect(condition(restarting, 'ShutdownRequested')?.reason).toBe('RestartRequested');
+    expect(condition(restarting, 'Synced')).toMatchObject({
+      status: 'False',
+      reason: 'VolumeNotReady',
+    });
+    // The next passes start it again with the saved definition; the problem is not new.
+    await ctx.refresh();
+    await reconcileVirtualMachine(key('cpu'), ctx);
+    expect(warned()).toBe(before);
+  });
+
   it('without hotplug in the driver, a disk added to a running machine waits for a restart', async () => {
     await k.patchSpec('VirtualMachine', NS, 'cpu', {
       disks: [
