@@ -43,6 +43,8 @@ const NS = 'default';
 const VM = `day2-${RUN}`;
 const DOMAIN = `${NS}_${VM}`;
 const ISO_TOKEN = `iso-${RUN}`;
+/** A transient domain (not the operator's) that holds a Volume's file open. */
+const LOCKER = `lvo-lock-${RUN}`;
 const GRACE = 10;
 /**
  * How long a boot may take: ~3 s on an idle host, but TCG slows down badly when other tests
@@ -122,6 +124,7 @@ describe('day-2 operations on a running guest', () => {
       }),
       volume(`iso-${RUN}`, { source: { http: { url: `${base}/install.iso`, sha256: sha.iso } } }),
       volume(`data-${RUN}`, { capacity: '16Mi' }),
+      volume(`lock-${RUN}`, { capacity: '16Mi', format: 'qcow2' }),
     ];
     if (guestFiles) {
       docs.push({
@@ -259,6 +262,7 @@ describe('day-2 operations on a running guest', () => {
       await virsh('destroy', DOMAIN);
       await virsh('undefine', DOMAIN);
     }
+    if ((await virsh('dominfo', LOCKER)).code === 0) await virsh('destroy', LOCKER);
     if ((await virsh('net-info', NET)).code === 0) {
       await virsh('net-destroy', NET);
       await virsh('net-undefine', NET);
@@ -564,6 +568,54 @@ describe('day-2 operations on a running guest', () => {
     ]);
     return list.items.map((e) => e.message ?? '');
   }
+
+  it('a disk QEMU refuses to attach does not hold up an unpause asked in the same apply', async () => {
+    spec.annotations = { ...spec.annotations, 'virt.dev/paused': 'true' };
+    await apply();
+    await until('phase Paused', async () => (await vm()).status?.phase === 'Paused', 30_000);
+    // Another (transient, not the operator's) domain holds the Volume's file: QEMU's write
+    // lock makes the attach fail, and keep failing, for as long as it runs.
+    const file = (
+      await getJSON<{ status?: { path?: string } }>(cp(), ['vol', `lock-${RUN}`, '-n', NS])
+    ).status?.path;
+    expect(file).toBeTruthy();
+    const xml = path.join(workDir, 'locker.xml');
+    await writeFile(
+      xml,
+      `<domain type='qemu'><name>${LOCKER}</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>` +
+        `<os><type arch='x86_64' machine='q35'>hvm</type></os><devices>` +
+        `<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>` +
+        `<source file='${file}'/><target dev='vda' bus='virtio'/></disk></devices></domain>`,
+    );
+    const locker = await virsh('create', xml);
+    expect(locker.code, locker.stdout).toBe(0);
+    const disks = spec.disks;
+    spec.disks = [...disks, { name: 'locked', volume: `lock-${RUN}` }];
+    const rest = { ...spec.annotations };
+    delete rest['virt.dev/paused'];
+    spec.annotations = rest;
+    await apply();
+    const o = await explained(
+      until(
+        'resumed, the attach reported',
+        async () => {
+          const cur = await vm();
+          return (
+            cur.status?.phase === 'Running' &&
+            condition(cur, 'Synced')?.reason === 'AttachFailed' &&
+            cur
+          );
+        },
+        60_000,
+      ),
+    );
+    expect(condition(o, 'Synced')?.message).toContain('spec.disks[locked]');
+    expect((await virsh('domstate', DOMAIN)).stdout.trim()).toBe('running');
+    await virsh('destroy', LOCKER);
+    spec.disks = disks;
+    await apply();
+    await until('Synced', async () => condition(await vm(), 'Synced')?.status === 'True', 60_000);
+  });
 
   it('reports DetachPending while the guest cannot release a disk, and finishes once it can', async () => {
     let offset = (await readConsole(consoleLog)).length;
