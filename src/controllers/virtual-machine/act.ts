@@ -99,9 +99,19 @@ export async function actMachine(
   const executed: MachineStep[] = [];
   const deferred: MachineStep[] = [];
   const detachErrors: string[] = [];
+  /** Attaches QEMU refused (see below); the first refusal is the pass's failure. */
+  const refused: MachineStep[] = [];
+  let failure: StepFailure | undefined;
   for (const step of steps) {
-    // The device steps before it wrote their own changes: nothing to redefine.
-    if (step.op === 'define' && step.fallback && !configChangeMissed(steps, executed)) continue;
+    // The device steps before it wrote their own changes: nothing to redefine. A refused
+    // attach is not written either: a definition with a disk QEMU cannot open (locked by
+    // another machine) would fail the next start, where now only the attach waits.
+    if (
+      step.op === 'define' &&
+      step.fallback &&
+      !configChangeMissed(steps, [...executed, ...refused])
+    )
+      continue;
     try {
       if (step.op === 'define') {
         target = await define(conn, step.created ? step.doc : await withSlots(target, step.doc));
@@ -136,14 +146,22 @@ export async function actMachine(
         detachErrors.push(describe(step, err.message));
         continue;
       }
+      // An attach QEMU refuses (its file locked by another running machine, say) fails again
+      // on every retry until someone acts: the steps after it (a resume, a suspend, the other
+      // live changes) must not wait for that. It is the pass's failure all the same.
+      if (step.op === 'attachDevice') {
+        refused.push(step);
+        failure ??= refusal(step, err);
+        continue;
+      }
       if (target && (await goalHolds(target, step))) {
         executed.push(step);
         continue;
       }
-      return { executed, deferred, detachErrors, failure: refusal(step, err) };
+      return { executed, deferred, detachErrors, failure: failure ?? refusal(step, err) };
     }
   }
-  return { executed, deferred, detachErrors, failure: undefined };
+  return { executed, deferred, detachErrors, failure };
 }
 
 /** Whether a device step that was to change the persistent definition did not take effect. */

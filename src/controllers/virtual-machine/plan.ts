@@ -240,9 +240,27 @@ export function withSentShutdown(
   };
 }
 
+/**
+ * Whether the remembered stop is a Halted one that runStrategy no longer asks for (powerPlan):
+ * its ACPI request stays on record, but the operator is not stopping the domain.
+ */
+export function stopWithdrawn(vm: VirtualMachine, shutdown: ShutdownReason | undefined): boolean {
+  return shutdown === 'RunStrategyHalted' && (vm.spec.runStrategy ?? 'Always') !== 'Halted';
+}
+
 /** Whether the annotation asks for the guest to be paused. */
 export function pauseRequested(vm: VirtualMachine): boolean {
   return vm.metadata.annotations?.[PAUSED_ANNOTATION] === 'true';
+}
+
+/**
+ * The annotation's value when it is neither "true" nor "false" ("yes", "True"): no schema can
+ * refuse an annotation, and read as "not paused" such a typo would resume a paused guest. It
+ * asks nothing; the guest stays as it is and status says why (status.ts).
+ */
+export function invalidPauseValue(vm: VirtualMachine): string | undefined {
+  const value = vm.metadata.annotations?.[PAUSED_ANNOTATION];
+  return value === undefined || value === 'true' || value === 'false' ? undefined : value;
 }
 
 /** status.lastRestartRequest's schema bound. */
@@ -641,7 +659,8 @@ export function planMachine(input: PlanInput): MachinePlan {
   }
   // A domain being stopped takes no live changes: they would die with it, and one the
   // guest or libvirt refuses would end the pass before its stop step.
-  const target = power.shutdown ? { ...domain, live: undefined } : domain;
+  const stopping = power.shutdown !== undefined && !stopWithdrawn(vm, power.shutdown);
+  const target = stopping ? { ...domain, live: undefined } : domain;
   const detach = { since: detachRequestedSince(vm), graceMs: gracePeriodMs(vm), now };
   const devices = deviceSteps(desired, target, names, detach);
   return {
@@ -924,11 +943,22 @@ export function powerPlan(
             ? 'RestartToApplyChanges'
             : undefined;
     if (stopFor) return resumedFirst(power, gracefulStop(vm, requested, stopFor, now));
-    // Running as wanted; a stop the strategy no longer asks for is forgotten.
+    // Running as wanted. A Halted stop the strategy no longer asks for is not carried on (no
+    // destroy), but the guest has had the ACPI request and may still act on it: until the
+    // grace period after it is over, a stop of this run is the one the operator asked for (a
+    // requested start follows, not a counted restart with a Restarted Warning). Forgotten then.
+    const unanswered =
+      requested?.reason === 'RunStrategyHalted'
+        ? destroyDueAt(requested, gracePeriodMs(vm)) - now.getTime()
+        : 0;
+    const waits = [
+      unanswered > 0 ? unanswered : undefined,
+      power.state === 'shutdown' ? TRANSITION_MS : undefined,
+    ].filter((ms): ms is number => ms !== undefined);
     return {
       steps: pauseSteps(vm, power, strategy),
-      shutdown: undefined,
-      waitMs: power.state === 'shutdown' ? TRANSITION_MS : undefined,
+      shutdown: unanswered > 0 ? 'RunStrategyHalted' : undefined,
+      waitMs: waits.length > 0 ? Math.min(...waits) : undefined,
     };
   }
 
@@ -996,6 +1026,7 @@ function pauseSteps(vm: VirtualMachine, power: PowerView, strategy: string): Mac
     return power.state === 'running' || power.state === 'blocked' ? [{ op: 'suspend' }] : [];
   }
   if (power.state !== 'paused' || !RESUMABLE_PAUSES.has(power.reason)) return [];
+  if (invalidPauseValue(vm) !== undefined) return [];
   // PausedByRequest: reported while the annotation asked for it. Reason Paused is any other
   // pause, which the status shows from the first pass on: not ours to undo under Manual.
   const ours = findCondition(vm.status?.conditions, 'Paused')?.reason === 'PausedByRequest';

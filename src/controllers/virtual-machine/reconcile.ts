@@ -95,12 +95,16 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   // must not wait for one more pass.
   const now = ctx.now();
   const vm = planView(cached, before.domain, ctx);
-  const request = newRestartRequest(vm);
-  if (request !== undefined && before.domain.state === 'ours' && before.domain.active) {
-    return beginRequestedRestart(ctx, vm, before.domain, request);
-  }
   const cpuProblem = unknownCpuModel(vm, await knownCpuModels(ctx, vm), ctx.nodeName);
   const resolved = cpuProblem ? { problem: cpuProblem } : resolve(vm, ctx);
+  const request = newRestartRequest(vm);
+  if (request !== undefined && before.domain.state === 'ours' && before.domain.active) {
+    // A problem with the spec stays reported: the restart does not fix it, and a status
+    // without it would flip Synced (and a GitOps tool's health) for one pass, with a second
+    // Warning when the next pass finds the problem again.
+    const problem = 'problem' in resolved ? resolved.problem : undefined;
+    return beginRequestedRestart(ctx, vm, before.domain, request, problem);
+  }
   const inputs = 'inputs' in resolved ? resolved.inputs : undefined;
   const desired = inputs && desiredDomain(vm, inputs);
   const uid = String(vm.metadata.uid);
@@ -161,6 +165,18 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
           now,
         )
       : undefined;
+  const pending =
+    desired && live && names
+      ? [
+          ...new Set([
+            ...restartPending(desired, live, names, ports),
+            ...deferred,
+            ...liveRefused(desired, live, names, refusedLive(ctx, uid, after)),
+          ]),
+        ]
+      : live && after.state === 'ours' && after.config
+        ? savedPending(vm, after.config, live, ports)
+        : [];
   const status = machineStatus({
     vm,
     nodeName: ctx.nodeName,
@@ -169,18 +185,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     problem,
     shutdown: plan.shutdown,
     started: startedBy(outcome.executed),
-    pending:
-      desired && live && names
-        ? [
-            ...new Set([
-              ...restartPending(desired, live, names, ports),
-              ...deferred,
-              ...liveRefused(desired, live, names, refusedLive(ctx, uid, after)),
-            ]),
-          ]
-        : live && after.state === 'ours' && after.config
-          ? savedPending(vm, after.config, live, ports)
-          : [],
+    pending,
     // A restart asked of a machine that is not running has nothing to do: it is recorded.
     ...(request !== undefined && before.domain.state !== 'foreign'
       ? { restartRequest: request }
@@ -192,7 +197,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   // Remembered before the write, which may fail: the next pass counts from it (planView).
   if (startedBy(outcome.executed) === 'restart')
     ctx.host.restarts.set(String(vm.metadata.uid), status.restartCount ?? 0);
-  await report(ctx, vm, status, outcome.executed);
+  await report(ctx, vm, status, outcome.executed, pending);
   // The soonest of every reason to look again: a running grace period must not wait for a
   // problem's backoff. Unsupported input waits for a spec change, which wakes us anyway; so
   // does a pause the annotation asked for (Ready=False, but as wanted).
@@ -266,6 +271,7 @@ async function beginRequestedRestart(
   vm: VirtualMachine,
   domain: OursDomain,
   request: string,
+  problem: Problem | undefined,
 ): Promise<Action> {
   const now = ctx.now();
   const status = machineStatus({
@@ -273,7 +279,7 @@ async function beginRequestedRestart(
     nodeName: ctx.nodeName,
     now,
     observed: domain,
-    problem: undefined,
+    problem,
     shutdown: 'RestartRequested',
     started: undefined,
     pending: [],
@@ -495,21 +501,19 @@ function shutdownSent(executed: readonly MachineStep[], ctx: ControllerContext):
   return executed.some((s) => s.op === 'shutdown') ? ctx.now() : undefined;
 }
 
-/** RestartRequired's message (the pending fields) when it is True. */
-function pendingRestart(status: VirtualMachineStatus): string | undefined {
-  const c = findCondition(status.conditions, 'RestartRequired');
-  return c?.status === 'True' ? c.message : undefined;
-}
-
-/** Events for what was done and for conditions that turned bad, then the status (if changed). */
+/**
+ * Events for what was done and for conditions that turned bad, then the status (if changed).
+ * `pending`: the restart-time fields the status names in RestartRequired.
+ */
 async function report(
   ctx: ControllerContext,
   vm: VirtualMachine,
   status: VirtualMachineStatus,
   executed: readonly MachineStep[],
+  pending: readonly string[] = [],
 ): Promise<void> {
   const events = [
-    ...stepEvents(executed, vm, ctx.nodeName, status.restartCount ?? 0, pendingRestart(status)),
+    ...stepEvents(executed, vm, ctx.nodeName, status.restartCount ?? 0, pending),
     ...conditionEvents(vm.status, status),
   ];
   for (const e of events) ctx.event(KIND, vm, e.type, e.reason, e.message);

@@ -27,11 +27,13 @@ import type { ForeignDomain, ObservedDomain, OursDomain } from './observe.js';
 import {
   DETACH_CONDITION,
   gracePeriodMs,
+  invalidPauseValue,
   pauseRequested,
   runMarker,
   requestMarker,
   shutdownRequest,
   SHUTDOWN_CONDITION,
+  stopWithdrawn,
   type MachineStep,
   type ShutdownReason,
   type StartKind,
@@ -192,7 +194,7 @@ function phaseOf(input: StatusInput): Phase {
   const { state, reason } = observed.power;
   if (state === 'crashed') return 'Failed';
   if (observed.active) {
-    if (shutdown || state === 'shutdown') return 'Stopping';
+    if ((shutdown && !stopWithdrawn(vm, shutdown)) || state === 'shutdown') return 'Stopping';
     if (state === 'paused' && reason === 'starting_up') return 'Starting';
     if (state === 'paused') return 'Paused';
     return 'Running';
@@ -380,7 +382,20 @@ function restartRequiredCondition(input: StatusInput): ConditionUpdate {
 function pausedCondition(input: StatusInput): ConditionUpdate {
   const { observed, vm } = input;
   const power = observed.state === 'ours' && observed.active ? observed.power : undefined;
-  if (power?.state === 'paused' && power.reason !== 'starting_up') {
+  const isPaused = power?.state === 'paused' && power.reason !== 'starting_up';
+  const invalid = invalidPauseValue(vm);
+  if (invalid !== undefined) {
+    return {
+      type: 'Paused',
+      status: isPaused ? 'True' : 'False',
+      reason: 'InvalidAnnotation',
+      message:
+        `virt.dev/paused is ${JSON.stringify(invalid)}, which asks nothing: only "true" ` +
+        `(pause) and "false" (run) are understood, so the domain is ` +
+        `${isPaused ? 'left paused' : 'not paused'}; set one of them, or remove the annotation`,
+    };
+  }
+  if (isPaused) {
     return pauseRequested(vm)
       ? {
           type: 'Paused',
@@ -436,13 +451,18 @@ function shutdownCondition(input: StatusInput, reason: ShutdownReason): Conditio
   // what the grace period is counted from (see destroyDueAt in plan.ts).
   const sentAt = input.shutdownSentAt ?? shutdownRequest(input.vm)?.sentAt;
   const when = sentAt === undefined ? '' : ` ${requestMarker(sentAt)}`;
+  const asked = `ACPI shutdown${when === '' ? ' requested' : when} (${SHUTDOWN_WHY[reason]})`;
   return {
     type: SHUTDOWN_CONDITION,
     status: 'True',
     reason,
-    message: active
-      ? `ACPI shutdown${when === '' ? ' requested' : when} (${SHUTDOWN_WHY[reason]}); the domain is destroyed if it still runs ${grace}s after the request${suffix}`
-      : `the operator shut the domain down (${SHUTDOWN_WHY[reason]})${suffix}`,
+    message: !active
+      ? `the operator shut the domain down (${SHUTDOWN_WHY[reason]})${suffix}`
+      : stopWithdrawn(input.vm, reason)
+        ? `${asked}, which runStrategy ${input.vm.spec.runStrategy ?? 'Always'} no longer asks for: ` +
+          `the domain is not destroyed, but the guest may still act on the request, so a stop ` +
+          `within ${grace}s of it is taken as the one asked for${suffix}`
+        : `${asked}; the domain is destroyed if it still runs ${grace}s after the request${suffix}`,
   };
 }
 
@@ -472,6 +492,14 @@ export function conditionEvents(
   }
   const restart = changed('RestartRequired', 'True');
   if (restart) events.push({ type: 'Normal', reason: 'RestartRequired', message: restart.message });
+  const paused = after.conditions?.find((c) => c.type === 'Paused');
+  const pausedBefore = before?.conditions?.find((c) => c.type === 'Paused');
+  if (
+    paused?.reason === 'InvalidAnnotation' &&
+    (pausedBefore?.reason !== paused.reason || pausedBefore.message !== paused.message)
+  ) {
+    events.push({ type: 'Warning', reason: 'InvalidAnnotation', message: paused.message });
+  }
   return events;
 }
 
@@ -481,8 +509,8 @@ export function stepEvents(
   vm: VirtualMachine,
   nodeName: string,
   restartCount: number,
-  /** RestartRequired's message when it is True (e.g. `pending: spec.maxMemory`). */
-  pending?: string,
+  /** The restart-time fields RestartRequired names (e.g. `spec.maxMemory`). */
+  pending: readonly string[] = [],
 ): MachineEvent[] {
   const name = domainName(vm);
   const events: MachineEvent[] = [];
@@ -511,9 +539,7 @@ export function stepEvents(
                 reason: 'Updated',
                 // Restart-time changes are named only when some are pending: a definition
                 // saved while stopped, or for changes already made live, has none.
-                message:
-                  `saved the new definition of domain ${name}` +
-                  (pending ? `; it applies at the next start (${pending})` : ''),
+                message: `saved the new definition of domain ${name}${whenApplied(vm, pending)}`,
               },
         );
         break;
@@ -605,6 +631,15 @@ export function stepEvents(
     }
   }
   return events;
+}
+
+/** When a saved definition with restart-time changes takes effect, for the Updated Event. */
+function whenApplied(vm: VirtualMachine, pending: readonly string[]): string {
+  if (pending.length === 0) return '';
+  const fields = `pending: ${pending.join(', ')}`;
+  return vm.spec.updatePolicy === 'Restart'
+    ? `; a graceful restart applies it now (${fields}; updatePolicy Restart)`
+    : `; it applies at the next start (${fields}; updatePolicy Manual)`;
 }
 
 const MIN_RETRY_MS = 1_000;

@@ -5,7 +5,7 @@
 // middle), a detach the guest cannot answer (DetachPending, then done), and a restart-time
 // change that leaves every device on its PCI slot. The agent runs as its own process so it can
 // be killed with SIGKILL.
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -30,7 +30,7 @@ import {
 } from '../../../src/commands/local/tiny-guest.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { ensureNode, getJSON, until } from '../../harness/agent.js';
-import { collect, spawnAgent, spawnCli, waitForLine } from '../../harness/processes.js';
+import { collect, ROOT, spawnAgent, spawnCli, waitForLine } from '../../harness/processes.js';
 import { freeSubnet, runCommand as sh, virsh } from '../../harness/host.js';
 import { dirPool, natNetwork } from '../../harness/manifests.js';
 
@@ -43,6 +43,8 @@ const NS = 'default';
 const VM = `day2-${RUN}`;
 const DOMAIN = `${NS}_${VM}`;
 const ISO_TOKEN = `iso-${RUN}`;
+/** A transient domain (not the operator's) that holds a Volume's file open. */
+const LOCKER = `lvo-lock-${RUN}`;
 const GRACE = 10;
 /**
  * How long a boot may take: ~3 s on an idle host, but TCG slows down badly when other tests
@@ -57,9 +59,11 @@ interface Condition {
   message?: string;
 }
 interface Obj {
-  metadata: { uid: string; annotations?: Record<string, string> };
+  metadata: { uid: string; generation?: number; annotations?: Record<string, string> };
   status?: {
     phase?: string;
+    observedGeneration?: number;
+    restartCount?: number;
     lastRestartRequest?: string;
     conditions?: Condition[];
     interfaces?: Array<{ name?: string; ipAddresses?: string[] }>;
@@ -120,6 +124,7 @@ describe('day-2 operations on a running guest', () => {
       }),
       volume(`iso-${RUN}`, { source: { http: { url: `${base}/install.iso`, sha256: sha.iso } } }),
       volume(`data-${RUN}`, { capacity: '16Mi' }),
+      volume(`lock-${RUN}`, { capacity: '16Mi', format: 'qcow2' }),
     ];
     if (guestFiles) {
       docs.push({
@@ -257,6 +262,7 @@ describe('day-2 operations on a running guest', () => {
       await virsh('destroy', DOMAIN);
       await virsh('undefine', DOMAIN);
     }
+    if ((await virsh('dominfo', LOCKER)).code === 0) await virsh('destroy', LOCKER);
     if ((await virsh('net-info', NET)).code === 0) {
       await virsh('net-destroy', NET);
       await virsh('net-undefine', NET);
@@ -484,6 +490,131 @@ describe('day-2 operations on a running guest', () => {
 
   it('restarts exactly once when the agent is killed right after the new start', async () => {
     await restartKilledAt('started');
+  });
+
+  /** Types `line` into the guest's shell through `libvirt-operator console`. */
+  async function guestShell(line: string): Promise<void> {
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', path.join(ROOT, 'src', 'cli.ts'), 'console', VM, '-n', NS],
+      {
+        cwd: ROOT,
+        env: { ...process.env, KUBECONFIG: cp().kubeconfigPath, LIBVIRT_URI: SYSTEM_URI },
+        stdio: ['pipe', 'pipe', 'pipe'],
+      },
+    );
+    child.stdin.end(`${line}\n`);
+    const done = await collect(child, 60_000);
+    expect(done.code, done.stderr).toBe(0);
+  }
+
+  it('a Halted stop undone before the guest acted on it: its later stop is no unasked restart', async () => {
+    const bootId = (await guestBootId())!;
+    const restartsBefore = (await vm()).status?.restartCount ?? 0;
+    const restartedBefore = (await restartedEvents()).length;
+    // A guest slow to shut down: without acpid it ignores the power button until told.
+    await guestShell('killall acpid');
+    const patch = async (spec: object) => {
+      const res = await cp().kubectl([
+        'patch',
+        'vm',
+        VM,
+        '-n',
+        NS,
+        '--type=merge',
+        '-p',
+        JSON.stringify({ spec }),
+      ]);
+      expect(res.code, res.stderr).toBe(0);
+    };
+    await patch({ runStrategy: 'Halted', terminationGracePeriodSeconds: 120 });
+    await explained(
+      until('ACPI requested', async () => condition(await vm(), 'ShutdownRequested')?.status),
+    );
+    await patch({ runStrategy: 'Always' });
+    const always = await explained(
+      until('the pass under Always', async () => {
+        const o = await vm();
+        return o.status?.observedGeneration === o.metadata.generation && o;
+      }),
+    );
+    // Running as asked, nothing destroyed; the request the guest has stays on record.
+    expect(always.status?.phase).toBe('Running');
+    expect(condition(always, 'ShutdownRequested')).toMatchObject({
+      status: 'True',
+      reason: 'RunStrategyHalted',
+    });
+    // The guest now acts on it, as a slow guest would: the agent starts it again as asked.
+    await guestShell('poweroff -f');
+    await explained(waitForGuestReady(consoleLog, BOOT_MS, { otherThan: bootId }));
+    await patch({ terminationGracePeriodSeconds: GRACE });
+    const after = await until('Ready', async () => {
+      const o = await vm();
+      return condition(o, 'Ready')?.status === 'True' && o;
+    });
+    expect(after.status?.restartCount ?? 0).toBe(restartsBefore);
+    expect(condition(after, 'ShutdownRequested')).toBeUndefined();
+    expect((await restartedEvents()).length).toBe(restartedBefore);
+  });
+
+  /** The machine's Restarted Warnings (a stop nobody asked for). */
+  async function restartedEvents(): Promise<string[]> {
+    const list = await getJSON<{ items: Array<{ reason?: string; message?: string }> }>(cp(), [
+      'events',
+      '-n',
+      NS,
+      '--field-selector',
+      `involvedObject.name=${VM},reason=Restarted`,
+    ]);
+    return list.items.map((e) => e.message ?? '');
+  }
+
+  it('a disk QEMU refuses to attach does not hold up an unpause asked in the same apply', async () => {
+    spec.annotations = { ...spec.annotations, 'virt.dev/paused': 'true' };
+    await apply();
+    await until('phase Paused', async () => (await vm()).status?.phase === 'Paused', 30_000);
+    // Another (transient, not the operator's) domain holds the Volume's file: QEMU's write
+    // lock makes the attach fail, and keep failing, for as long as it runs.
+    const file = (
+      await getJSON<{ status?: { path?: string } }>(cp(), ['vol', `lock-${RUN}`, '-n', NS])
+    ).status?.path;
+    expect(file).toBeTruthy();
+    const xml = path.join(workDir, 'locker.xml');
+    await writeFile(
+      xml,
+      `<domain type='qemu'><name>${LOCKER}</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>` +
+        `<os><type arch='x86_64' machine='q35'>hvm</type></os><devices>` +
+        `<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>` +
+        `<source file='${file}'/><target dev='vda' bus='virtio'/></disk></devices></domain>`,
+    );
+    const locker = await virsh('create', xml);
+    expect(locker.code, locker.stdout).toBe(0);
+    const disks = spec.disks;
+    spec.disks = [...disks, { name: 'locked', volume: `lock-${RUN}` }];
+    const rest = { ...spec.annotations };
+    delete rest['virt.dev/paused'];
+    spec.annotations = rest;
+    await apply();
+    const o = await explained(
+      until(
+        'resumed, the attach reported',
+        async () => {
+          const cur = await vm();
+          return (
+            cur.status?.phase === 'Running' &&
+            condition(cur, 'Synced')?.reason === 'AttachFailed' &&
+            cur
+          );
+        },
+        60_000,
+      ),
+    );
+    expect(condition(o, 'Synced')?.message).toContain('spec.disks[locked]');
+    expect((await virsh('domstate', DOMAIN)).stdout.trim()).toBe('running');
+    await virsh('destroy', LOCKER);
+    spec.disks = disks;
+    await apply();
+    await until('Synced', async () => condition(await vm(), 'Synced')?.status === 'True', 60_000);
   });
 
   it('reports DetachPending while the guest cannot release a disk, and finishes once it can', async () => {

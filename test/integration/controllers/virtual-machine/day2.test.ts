@@ -134,6 +134,28 @@ describe('day-2 machines on test:///default', () => {
     });
   });
 
+  it('keeps reporting that problem through a requested restart', async () => {
+    const warned = () =>
+      ctx.events.filter((e) => e.key === key('cpu') && e.reason === 'VolumeNotReady').length;
+    const before = warned();
+    expect(await vm('restart', 'cpu')).toBe(0);
+    // The pass that records the request and asks the guest to shut down.
+    await ctx.refresh();
+    await reconcileVirtualMachine(key('cpu'), ctx);
+    await ctx.refresh();
+    const restarting = vmOf('cpu');
+    expect(restarting?.status?.lastRestartRequest).toBeDefined();
+    expect(condition(restarting, 'ShutdownRequested')?.reason).toBe('RestartRequested');
+    expect(condition(restarting, 'Synced')).toMatchObject({
+      status: 'False',
+      reason: 'VolumeNotReady',
+    });
+    // The next passes start it again with the saved definition; the problem is not new.
+    await ctx.refresh();
+    await reconcileVirtualMachine(key('cpu'), ctx);
+    expect(warned()).toBe(before);
+  });
+
   it('without hotplug in the driver, a disk added to a running machine waits for a restart', async () => {
     await k.patchSpec('VirtualMachine', NS, 'cpu', {
       disks: [
@@ -249,6 +271,46 @@ describe('day-2 machines on test:///default', () => {
     expect(machine.status?.phase).toBe('Paused');
     expect(condition(machine, 'Ready')?.reason).toBe('PausedByRequest');
     expect((await (await domainOf(machine)).getState()).stateName).toBe('paused');
+  });
+
+  it('leaves a paused machine paused for a virt.dev/paused value it does not understand', async () => {
+    const annotate = async (value: string) => {
+      const res = await controlPlane().kubectl([
+        'annotate',
+        '--overwrite',
+        'vm',
+        'born-paused',
+        '-n',
+        NS,
+        `virt.dev/paused=${value}`,
+      ]);
+      expect(res.code, res.stderr).toBe(0);
+    };
+    // A typo for "true": read as "not paused" it would resume the guest.
+    await annotate('yes');
+    // Passes by hand: a guest paused against no valid request is Ready=False, so each pass
+    // asks to look again (converge waits for a pass that does not).
+    for (let pass = 0; pass < 4; pass++) {
+      await ctx.refresh();
+      await reconcileVirtualMachine(key('born-paused'), ctx);
+    }
+    const machine = vmOf('born-paused')!;
+    expect((await (await domainOf(machine)).getState()).stateName).toBe('paused');
+    expect(machine.status?.phase).toBe('Paused');
+    const paused = condition(machine, 'Paused');
+    expect(paused?.status).toBe('True');
+    expect(paused?.message).toContain('virt.dev/paused is "yes"');
+    expect(paused?.message).toContain('only "true" (pause) and "false" (run)');
+    const warnings = ctx.events.filter(
+      (e) => e.key === key('born-paused') && e.reason === 'InvalidAnnotation',
+    );
+    expect(warnings.map((e) => e.type)).toEqual(['Warning']);
+
+    await annotate('false');
+    await converge(ctx, reconcileVirtualMachine, key('born-paused'), {
+      until: stored('born-paused', (v) => v?.status?.phase === 'Running'),
+    });
+    expect(condition(vmOf('born-paused'), 'Paused')?.reason).toBe('NotPaused');
   });
 
   it('restarts once per `vm restart`, and never again for the same value', async () => {

@@ -217,6 +217,11 @@ describe('VirtualMachine reconcile on test:///default', () => {
       ['sda', { type: 'file', file: DATA_PATH }],
     ]);
     expect(eventReasons('web')).toEqual(expect.arrayContaining(['Updated', 'RestartRequired']));
+    // The Updated Event names the pending fields once, not RestartRequired's whole message.
+    const updated = ctx.events.filter((e) => e.key === key('web') && e.reason === 'Updated');
+    expect(updated.at(-1)?.message).toMatch(
+      /; it applies at the next start \(pending: spec\.maxMemory, spec\.disks\S*; updatePolicy Manual\)$/,
+    );
   });
 
   // KubeVirt's RestartRequired blocks live updates until a restart, even after the change that

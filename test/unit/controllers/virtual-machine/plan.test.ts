@@ -338,11 +338,27 @@ describe('powerPlan', () => {
       { steps: [{ op: 'destroy', why: 'crashed' }], waitMs: 500 },
     ],
     [
-      'Always while a Halted stop was under way: the stop is forgotten',
+      // The guest has had the ACPI request: it is not destroyed, but a stop of it until the
+      // grace period is over is the operator's (started as asked for, not counted).
+      'Always while a Halted stop was under way: not carried on, remembered for its grace period',
       {},
       requested('RunStrategyHalted', 5),
       running,
+      { steps: [], shutdown: 'RunStrategyHalted', waitMs: 56_000 },
+    ],
+    [
+      'Always after a Halted stop the guest ignored for its grace period: forgotten',
+      {},
+      requested('RunStrategyHalted', 61),
+      running,
       { steps: [] },
+    ],
+    [
+      'Always: the run the Halted stop was asked of stopped meanwhile -> a requested start',
+      {},
+      requested('RunStrategyHalted', 5, {}, 'ACPI shutdown (runStrategy Halted) (run 4)'),
+      off('shutdown'),
+      { steps: [start('requested', 'shutoff', 'shutdown') as MachineStep] },
     ],
     [
       'Halted: ACPI shutdown first',

@@ -406,6 +406,25 @@ describe('machineStatus', () => {
     expect(conditionOf(done, 'ShutdownRequested')).toBeUndefined();
   });
 
+  it('keeps a Halted request runStrategy Always no longer asks for on record, not as a stop', () => {
+    const sentAt = new Date(NOW.getTime() - 2_000);
+    const halted = vm({ ...machine.spec, runStrategy: 'Halted' });
+    const asked = machineStatus(
+      input({ vm: halted, now: sentAt, shutdown: 'RunStrategyHalted', shutdownSentAt: sentAt }),
+    );
+    const always = vm({ ...machine.spec, runStrategy: 'Always' }, { status: asked });
+    const status = machineStatus(input({ vm: always, shutdown: 'RunStrategyHalted' }));
+    // Running as runStrategy asks: not Stopping, and nothing is destroyed.
+    expect(status.phase).toBe('Running');
+    expect(conditionOf(status, 'Ready')).toMatchObject({ status: 'True', reason: 'Running' });
+    const kept = conditionOf(status, 'ShutdownRequested');
+    expect(kept).toMatchObject({ status: 'True', reason: 'RunStrategyHalted' });
+    expect(kept?.message).toContain('which runStrategy Always no longer asks for');
+    expect(kept?.message).not.toContain('destroyed if');
+    // The request's time and run stay readable for the next pass.
+    expect(shutdownRequest(vm(always.spec, { status }))?.sentAt).toEqual(sentAt);
+  });
+
   it('records when the ACPI request was sent, to the millisecond, and keeps it while the stop runs', () => {
     const sentAt = new Date(NOW.getTime() + 437);
     const halted = vm({ ...machine.spec, runStrategy: 'Halted' });
@@ -505,14 +524,20 @@ describe('events', () => {
     expect(stepEvents(define, machine, 'node-a', 0)).toEqual([
       { type: 'Normal', reason: 'Updated', message: 'saved the new definition of domain prod_web' },
     ]);
-    expect(stepEvents(define, machine, 'node-a', 0, 'pending: spec.maxMemory')).toEqual([
+    expect(stepEvents(define, machine, 'node-a', 0, ['spec.maxMemory', 'spec.cpu'])).toEqual([
       {
         type: 'Normal',
         reason: 'Updated',
         message:
-          'saved the new definition of domain prod_web; it applies at the next start (pending: spec.maxMemory)',
+          'saved the new definition of domain prod_web; it applies at the next start ' +
+          '(pending: spec.maxMemory, spec.cpu; updatePolicy Manual)',
       },
     ]);
+    const restarting = vm({ ...machine.spec, updatePolicy: 'Restart' });
+    expect(stepEvents(define, restarting, 'node-a', 0, ['spec.maxMemory'])[0]?.message).toBe(
+      'saved the new definition of domain prod_web; a graceful restart applies it now ' +
+        '(pending: spec.maxMemory; updatePolicy Restart)',
+    );
   });
 
   it('names what each step did; a restart is a Warning with the count', () => {
