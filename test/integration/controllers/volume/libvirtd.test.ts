@@ -10,12 +10,13 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { StoragePool, Volume } from '../../../../src/api/generated/types.js';
+import type { StoragePool, VirtualMachine, Volume } from '../../../../src/api/generated/types.js';
 import {
   HOST_FINALIZER,
   VOLUME_PROTECTION_FINALIZER,
 } from '../../../../src/controllers/context.js';
 import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/index.js';
+import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
 import { applyVolumeSteps } from '../../../../src/controllers/volume/act.js';
 import { withPoolLock, type PoolLocks } from '../../../../src/controllers/shared/pool-lock.js';
@@ -332,6 +333,67 @@ describe('a real libvirtd with QEMU', () => {
     ctx.writes = 0;
     expect(await reconcileVolume(`${NS}/cloud`, ctx)).toEqual({ kind: 'done' });
     expect(ctx.writes).toBe(0);
+  });
+
+  // A running QEMU holds the file of a read-only disk locked (qemu-img cannot grow it) and
+  // libvirt refuses to grow a read-only disk through QEMU; the grow must wait for the machine.
+  // It was tried once through QEMU, ResizeUnsupported (never retried in a generation), and the
+  // file kept its size after the machine had stopped.
+  it('grows a file a running machine holds read-only once the machine stops', async () => {
+    await createVol('shared', { capacity: '16Mi' });
+    await converge(ctx, reconcileVolume, `${NS}/shared`, { until: settled('shared') });
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'reader', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        vcpus: 1,
+        memory: '32Mi',
+        // No guest answers ACPI here (no bootable disk): the stop is a destroy after 0 s.
+        terminationGracePeriodSeconds: 0,
+        disks: [{ name: 'data', volume: 'shared', readOnly: true }],
+      },
+    });
+    const phase = async () =>
+      (await k.get<VirtualMachine>('VirtualMachine', NS, 'reader'))?.status?.phase;
+    await converge(ctx, reconcileVirtualMachine, `${NS}/reader`, {
+      until: async () => (await phase()) === 'Running',
+    });
+    await k.patchSpec('Volume', NS, 'shared', { capacity: '24Mi' });
+    for (let pass = 0; pass < 2; pass++) {
+      await ctx.refresh();
+      expect(requeueMs(await reconcileVolume(`${NS}/shared`, ctx))).toBeGreaterThan(0);
+    }
+    const waiting = await getVol('shared');
+    const condition = (type: string) => waiting?.status?.conditions?.find((c) => c.type === type);
+    expect(condition('Resized')).toMatchObject({
+      status: 'False',
+      reason: 'ReadOnlyInUse',
+      message: expect.stringContaining(`read-only disk vda of running VirtualMachine ${NS}/reader`),
+    });
+    expect(condition('Reconciling')).toMatchObject({ status: 'True', reason: 'ReadOnlyInUse' });
+    expect(condition('Stalled')?.status).toBe('False');
+    expect(waiting?.status?.capacity).toBe('16Mi');
+    expect(eventsOf('shared').filter((r) => r === 'ReadOnlyInUse')).toHaveLength(1);
+
+    await k.patchSpec('VirtualMachine', NS, 'reader', { runStrategy: 'Halted' });
+    await converge(ctx, reconcileVirtualMachine, `${NS}/reader`, {
+      until: async () => (await phase()) === 'Stopped',
+    });
+    await converge(ctx, reconcileVolume, `${NS}/shared`, {
+      until: async () => (await getVol('shared'))?.status?.capacity === '24Mi',
+    });
+    expect((await libvirtVolume('real_shared')).capacity).toBe(24n * 2n ** 20n);
+    const grown = await getVol('shared');
+    expect(grown?.status?.conditions?.find((c) => c.type === 'Resized')).toBeUndefined();
+    expect(grown?.status?.conditions?.find((c) => c.type === 'Reconciling')?.status).toBe('False');
+
+    await k.remove('VirtualMachine', NS, 'reader');
+    await converge(ctx, reconcileVirtualMachine, `${NS}/reader`, {
+      until: async () => !(await k.get('VirtualMachine', NS, 'reader')),
+    });
+    await k.remove('Volume', NS, 'shared');
+    await converge(ctx, reconcileVolume, `${NS}/shared`, { until: gone('shared') });
   });
 
   it('deletes files (Delete), keeps one (Retain), then removes the pool but not a directory holding that file', async () => {
