@@ -155,6 +155,8 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   NoMatchingNodes: 'stalled',
   // A machine's network whose spec.nodeSelector does not select the machine's node.
   NetworkNotOnNode: 'stalled',
+  // A Volume's pool whose spec.nodeSelector does not select the Volume's node.
+  PoolNotOnNode: 'stalled',
   ResizeUnsupported: 'stalled',
   ShrinkUnsupported: 'stalled',
   // A snapshot is taken once and a restore runs once: a failed one is final (Failed phase),

@@ -11,11 +11,12 @@ import { parsePoolXML } from '../../libvirt/xml/pool.js';
 import { parseVolumeXML, type ObservedVolume } from '../../libvirt/xml/volume.js';
 import { observeMachineDomain } from '../shared/machine-snapshot.js';
 import { lookupPool } from '../shared/pool.js';
+import { selectsNode } from '../node-selector.js';
 import type { SourceImage } from './desired.js';
 import { withPoolLock, type PoolLocks } from '../shared/pool-lock.js';
 
 export interface NotReady {
-  reason: 'PoolNotReady' | 'SourceNotReady';
+  reason: 'PoolNotReady' | 'PoolNotOnNode' | 'SourceNotReady';
   message: string;
   /** The host object is gone for good (not merely stopped): deletion need not wait for it. */
   gone?: boolean;
@@ -43,6 +44,18 @@ export async function usablePool(
     };
   }
   const handle = await lookupPool(ctx.libvirt(), pool.metadata.uid);
+  const node = ctx.node();
+  if (!handle && node && !selectsNode(pool.spec.nodeSelector, node.metadata?.labels ?? {})) {
+    // Not a wait: the pool will never be made here unless a user labels the node or changes
+    // the selector (it was PoolNotReady, retried for ever, kstatus InProgress).
+    return {
+      reason: 'PoolNotOnNode',
+      message:
+        `StoragePool ${poolName} is not on node ${ctx.nodeName}: its spec.nodeSelector does ` +
+        `not select this node; label the node or change the selector (spec.pool is immutable)`,
+      gone: true,
+    };
+  }
   if (!handle) {
     return {
       reason: 'PoolNotReady',

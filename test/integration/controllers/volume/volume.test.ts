@@ -301,6 +301,37 @@ describe('Volume on test:///default', () => {
     await converge(ctx, reconcileVolume, `${NS}/orphan`, { until: gone('orphan') });
   });
 
+  // Not a wait: the pool is never made on this node unless a user labels the node or changes
+  // the selector. It was PoolNotReady, retried for ever, and kstatus said InProgress.
+  it('says a pool whose nodeSelector leaves the node out is not on it (Stalled), and deletion does not wait', async () => {
+    await k.node(NODE, { zone: 'a' });
+    await k.create('StoragePool', {
+      metadata: { name: 'zone-c' },
+      spec: { path: '/var/lib/lvo-test/zone-c', nodeSelector: { matchLabels: { zone: 'c' } } },
+    });
+    await createVol('elsewhere', { pool: 'zone-c', capacity: '1Gi' });
+    await converge(ctx, reconcileStoragePool, 'zone-c');
+    await ctx.refresh();
+    expect(requeueMs(await reconcileVolume(`${NS}/elsewhere`, ctx))).toBeGreaterThan(0);
+    const message =
+      `StoragePool zone-c is not on node ${NODE}: its spec.nodeSelector does not select this ` +
+      'node; label the node or change the selector (spec.pool is immutable)';
+    expect((await getVol('elsewhere'))?.status).toMatchObject({
+      phase: 'Pending',
+      conditions: [
+        { type: 'Ready', status: 'False', reason: 'PoolNotOnNode', message },
+        { type: 'Reconciling', status: 'False' },
+        { type: 'Stalled', status: 'True', reason: 'PoolNotOnNode' },
+      ],
+    });
+    await k.remove('Volume', NS, 'elsewhere');
+    await converge(ctx, reconcileVolume, `${NS}/elsewhere`, { until: gone('elsewhere') });
+    await k.remove('StoragePool', undefined, 'zone-c');
+    await converge(ctx, reconcileStoragePool, 'zone-c', {
+      until: async () => !(await k.get('StoragePool', undefined, 'zone-c')),
+    });
+  });
+
   it('ignores Volumes of other nodes', async () => {
     await k.create('Volume', {
       metadata: { name: 'theirs', namespace: NS },
