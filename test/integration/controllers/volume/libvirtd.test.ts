@@ -53,6 +53,10 @@ let base: string;
 // A raw image served slowly enough that an import shows progress, and an empty qcow2 image.
 const rawImage = randomBytes(4 * 1024 * 1024);
 let qcowImage: Buffer;
+/** A qcow2 image (made by qemu-img) whose data lives in a host file it names: `canary`. */
+let dataFileImage: Buffer;
+let canary: string;
+const canaryBytes = Buffer.alloc(1024 * 1024, 0x43);
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 beforeAll(async () => {
@@ -62,9 +66,26 @@ beforeAll(async () => {
   poolDir = path.join(tmp, 'pool');
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(tmp, 'src.qcow2'), '64M']);
   qcowImage = await readFile(path.join(tmp, 'src.qcow2'));
+  canary = path.join(tmp, 'canary');
+  const opts = `data_file=${canary},data_file_raw=on`;
+  await run('qemu-img', [
+    'create',
+    '-q',
+    '-f',
+    'qcow2',
+    '-o',
+    opts,
+    path.join(tmp, 'df.qcow2'),
+    '1M',
+  ]);
+  dataFileImage = await readFile(path.join(tmp, 'df.qcow2'));
+  // Written after qemu-img, which makes the data file anew.
+  await writeFile(canary, canaryBytes);
   server = createServer((req, res) => {
     if (req.url === '/image.qcow2')
       return res.writeHead(200, { 'content-length': qcowImage.length }).end(qcowImage);
+    if (req.url === '/data-file.qcow2')
+      return res.writeHead(200, { 'content-length': dataFileImage.length }).end(dataFileImage);
     if (req.url !== '/slow.raw') return res.writeHead(404).end();
     res.writeHead(200, { 'content-length': rawImage.length });
     let offset = 0;
@@ -333,6 +354,29 @@ describe('a real libvirtd with QEMU', () => {
     ctx.writes = 0;
     expect(await reconcileVolume(`${NS}/cloud`, ctx)).toEqual({ kind: 'done' });
     expect(ctx.writes).toBe(0);
+  });
+
+  // QEMU opens an image's external data file read-write at the path the image names: an image
+  // from the internet would hand the guest any host file. Imported, it was Available.
+  it('refuses an image whose data is in a host file it names, and puts nothing in the pool', async () => {
+    await createVol('datafile', {
+      source: { http: { url: `${base}/data-file.qcow2`, sha256: sha(dataFileImage) } },
+    });
+    const ready = async () =>
+      (await getVol('datafile'))?.status?.conditions?.find((c) => c.type === 'Ready');
+    await reconcileUntil(ctx, reconcileVolume, `${NS}/datafile`, async () => {
+      const r = await ready();
+      return r?.reason === 'ImportFailed' || r?.status === 'True';
+    });
+    expect(await ready()).toMatchObject({
+      status: 'False',
+      reason: 'ImportFailed',
+      message: expect.stringContaining('external data file'),
+    });
+    await expect(stat(path.join(poolDir, 'real_datafile'))).rejects.toThrow(/ENOENT/);
+    await k.remove('Volume', NS, 'datafile');
+    await converge(ctx, reconcileVolume, `${NS}/datafile`, { until: gone('datafile') });
+    expect(sha(await readFile(canary))).toBe(sha(canaryBytes));
   });
 
   // A running QEMU holds the file of a read-only disk locked (qemu-img cannot grow it) and

@@ -31,6 +31,17 @@ describe('sniffImage', () => {
       message: expect.stringContaining('backing file'),
     });
   });
+  it('refuses a qcow2 image whose data is in an external file it names', () => {
+    const header = qcow2Header(2n ** 30n);
+    header.writeBigUInt64BE(1n << 2n, 72);
+    expect(sniffImage(header, 4096n)).toMatchObject({
+      reason: 'ImportFailed',
+      message: expect.stringContaining('external data file'),
+    });
+    // A version 2 header ends at byte 72: what follows is no feature field.
+    header.writeUInt32BE(2, 4);
+    expect(sniffImage(header, 4096n)).toMatchObject({ format: 'qcow2' });
+  });
   it('refuses a truncated qcow2 header', () => {
     expect(sniffImage(qcow2Header(1n).subarray(0, 16), 16n)).toMatchObject({
       reason: 'ImportFailed',
