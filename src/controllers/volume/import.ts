@@ -44,6 +44,13 @@ const HEAD_BYTES = 512;
  * 7.2) write it too.
  */
 export function sniffImage(head: Buffer, fileSize: bigint): ImageInfo | Problem {
+  const other = otherFormat(head);
+  if (other) {
+    return {
+      reason: 'FormatMismatch',
+      message: `the image is ${other}, neither raw nor qcow2; images are not converted`,
+    };
+  }
   if (head.length >= 4 && head.readUInt32BE(0) === QCOW2_MAGIC) {
     if (head.length < 32) {
       return {
@@ -76,6 +83,33 @@ export function sniffImage(head: Buffer, fileSize: bigint): ImageInfo | Problem 
     return { format: 'qcow2', virtualSize: head.readBigUInt64BE(24), fileSize };
   }
   return { format: 'raw', virtualSize: fileSize, fileSize };
+}
+
+/**
+ * Image formats libvirt's storage driver recognises by their header (besides qcow2 and ISO),
+ * as `[name, offset, magic]`. An upload is a raw file until the pool refresh, whose probe then
+ * calls it by that format: a download of one of these was never Available (the agent could not
+ * read the volume's format; Importing at 100% for ever), and libvirt would follow the backing
+ * file a vmdk names when it copies the volume.
+ */
+const OTHER_FORMATS: ReadonlyArray<readonly [string, number, Buffer]> = [
+  ['vmdk', 0, Buffer.from('KDMV')],
+  ['vpc', 0, Buffer.from('conectix')],
+  ['qed', 0, Buffer.from('QED\0', 'latin1')],
+  ['cow', 0, Buffer.from('OOOM')],
+  ['luks', 0, Buffer.from([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe])],
+  ['bochs', 0, Buffer.from('Bochs Virtual HD Image')],
+  ['vdi', 64, Buffer.from([0x7f, 0x10, 0xda, 0xbe])],
+];
+
+function otherFormat(head: Buffer): string | undefined {
+  for (const [name, offset, magic] of OTHER_FORMATS) {
+    if (head.subarray(offset, offset + magic.length).equals(magic)) return name;
+  }
+  // qcow (version 1) shares qcow2's magic.
+  if (head.length >= 8 && head.readUInt32BE(0) === QCOW2_MAGIC && head.readUInt32BE(4) < 2)
+    return 'qcow (version 1)';
+  return undefined;
 }
 
 export function progressOf(
@@ -156,7 +190,10 @@ export async function downloadVerified(opts: DownloadOptions): Promise<ImageInfo
       );
     }
     const image = sniffImage(Buffer.concat(head), BigInt(done));
-    if ('reason' in image) throw new ImportError('ImportFailed', image.message);
+    if ('reason' in image) {
+      const reason = image.reason === 'FormatMismatch' ? 'FormatMismatch' : 'ImportFailed';
+      throw new ImportError(reason, image.message);
+    }
     if (opts.format && image.format !== opts.format) {
       throw new ImportError(
         'FormatMismatch',

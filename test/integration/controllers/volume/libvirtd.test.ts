@@ -56,6 +56,8 @@ let qcowImage: Buffer;
 /** A qcow2 image (made by qemu-img) whose data lives in a host file it names: `canary`. */
 let dataFileImage: Buffer;
 let canary: string;
+/** A vmdk image (made by qemu-img) layered on a vmdk file of the host. */
+let vmdkImage: Buffer;
 const canaryBytes = Buffer.alloc(1024 * 1024, 0x43);
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -79,11 +81,27 @@ beforeAll(async () => {
     '1M',
   ]);
   dataFileImage = await readFile(path.join(tmp, 'df.qcow2'));
+  const vmdkBase = path.join(tmp, 'base.vmdk');
+  await run('qemu-img', ['create', '-q', '-f', 'vmdk', vmdkBase, '1M']);
+  const vmdkOpts = `backing_file=${vmdkBase},backing_fmt=vmdk`;
+  await run('qemu-img', [
+    'create',
+    '-q',
+    '-f',
+    'vmdk',
+    '-o',
+    vmdkOpts,
+    path.join(tmp, 'v.vmdk'),
+    '1M',
+  ]);
+  vmdkImage = await readFile(path.join(tmp, 'v.vmdk'));
   // Written after qemu-img, which makes the data file anew.
   await writeFile(canary, canaryBytes);
   server = createServer((req, res) => {
     if (req.url === '/image.qcow2')
       return res.writeHead(200, { 'content-length': qcowImage.length }).end(qcowImage);
+    if (req.url === '/image.vmdk')
+      return res.writeHead(200, { 'content-length': vmdkImage.length }).end(vmdkImage);
     if (req.url === '/data-file.qcow2')
       return res.writeHead(200, { 'content-length': dataFileImage.length }).end(dataFileImage);
     if (req.url !== '/slow.raw') return res.writeHead(404).end();
@@ -377,6 +395,32 @@ describe('a real libvirtd with QEMU', () => {
     await k.remove('Volume', NS, 'datafile');
     await converge(ctx, reconcileVolume, `${NS}/datafile`, { until: gone('datafile') });
     expect(sha(await readFile(canary))).toBe(sha(canaryBytes));
+  });
+
+  // libvirt's pool refresh calls an uploaded vmdk a vmdk (with its backing file): the agent
+  // could not read that volume, and the Volume stayed Importing at 100% for ever.
+  it('refuses an image of another format (vmdk), spec.format raw: FormatMismatch, nothing in the pool', async () => {
+    await createVol('vmdk', {
+      format: 'raw',
+      source: { http: { url: `${base}/image.vmdk`, sha256: sha(vmdkImage) } },
+    });
+    const ready = async () =>
+      (await getVol('vmdk'))?.status?.conditions?.find((c) => c.type === 'Ready');
+    await reconcileUntil(
+      ctx,
+      reconcileVolume,
+      `${NS}/vmdk`,
+      async () => (await ready())?.reason === 'FormatMismatch',
+      10_000,
+    );
+    expect(await ready()).toMatchObject({
+      status: 'False',
+      message: expect.stringContaining('the image is vmdk, neither raw nor qcow2'),
+    });
+    expect((await getVol('vmdk'))?.status?.phase).toBe('Failed');
+    await expect(stat(path.join(poolDir, 'real_vmdk'))).rejects.toThrow(/ENOENT/);
+    await k.remove('Volume', NS, 'vmdk');
+    await converge(ctx, reconcileVolume, `${NS}/vmdk`, { until: gone('vmdk') });
   });
 
   // A running QEMU holds the file of a read-only disk locked (qemu-img cannot grow it) and
