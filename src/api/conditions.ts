@@ -174,6 +174,8 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   ImportFailed: 'transient',
   CreateFailed: 'transient',
   ResizeFailed: 'transient',
+  // A grow of a file running machines hold read-only: made once they stop or detach it.
+  ReadOnlyInUse: 'transient',
   BuildFailed: 'transient',
   DefineFailed: 'transient',
   StartFailed: 'transient',

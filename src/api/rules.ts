@@ -234,6 +234,7 @@ export const ruleTwins: ReadonlyMap<string, RuleTwin> = new Map<string, RuleTwin
     (s) => [has(s, 'clone'), has(s, 'backingVolume'), has(s, 'http')].filter(Boolean).length === 1,
   ],
   ["isURL(self) && url(self).getHostname() != ''", (s) => isURL(s) && urlHostname(s) !== ''],
+  ["!self.matches('^https?://[^/?#]*@')", (s) => !/^https?:\/\/[^/?#]*@/.test(s)],
 
   // VirtualNetwork
   ["self.mode != 'bridge' || has(self.bridge)", (s) => s.mode !== 'bridge' || has(s, 'bridge')],

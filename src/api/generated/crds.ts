@@ -2326,7 +2326,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                   "properties": {
                     "url": {
                       "type": "string",
-                      "description": "An absolute http or https URL, printable ASCII without spaces (percent-encode anything else).",
+                      "description": "An absolute http or https URL, printable ASCII without spaces (percent-encode anything else), without credentials (user:password@).",
                       "minLength": 1,
                       "maxLength": 2048,
                       "pattern": "^https?://[!-~]+$",
@@ -2335,6 +2335,11 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                           "rule": "isURL(self) && url(self).getHostname() != ''",
                           "reason": "FieldValueInvalid",
                           "message": "url must be an absolute http or https URL with a host"
+                        },
+                        {
+                          "rule": "!self.matches('^https?://[^/?#]*@')",
+                          "reason": "FieldValueInvalid",
+                          "message": "url must not include credentials (user:password@host): the agent cannot send them, and they would show in status and Events"
                         }
                       ]
                     },

@@ -1276,7 +1276,8 @@ export interface VolumeSpecSourceBackingVolume {
  */
 export interface VolumeSpecSourceHttp {
   /**
-   * An absolute http or https URL, printable ASCII without spaces (percent-encode anything else).
+   * An absolute http or https URL, printable ASCII without spaces (percent-encode anything else),
+   * without credentials (user:password@).
    */
   url: string;
   /**

@@ -30,15 +30,27 @@ export class ImportError extends Error {
 }
 
 const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
+/** qcow2 v3 incompatible feature bit 2: the guest's data lives in an external file. */
+const QCOW2_INCOMPAT_DATA_FILE = 1n << 2n;
+/** Where a v3 header keeps its incompatible feature bits, and where they end. */
+const QCOW2_INCOMPAT_OFFSET = 72;
 /** Enough of the file to read a qcow2 header's fields we check. */
 const HEAD_BYTES = 512;
 
 /**
- * What the downloaded bytes are. A qcow2 image that names a backing file is refused: libvirt
- * or QEMU would open that path on the host, so an image from the internet could read any
- * host file into the guest.
+ * What the downloaded bytes are. A qcow2 image that names a backing file or an external data
+ * file is refused: QEMU opens that path on the host, so an image from the internet could read
+ * any host file into the guest, and through a data file (opened read-write, measured on QEMU
+ * 7.2) write it too.
  */
 export function sniffImage(head: Buffer, fileSize: bigint): ImageInfo | Problem {
+  const other = otherFormat(head);
+  if (other) {
+    return {
+      reason: 'FormatMismatch',
+      message: `the image is ${other}, neither raw nor qcow2; images are not converted`,
+    };
+  }
   if (head.length >= 4 && head.readUInt32BE(0) === QCOW2_MAGIC) {
     if (head.length < 32) {
       return {
@@ -52,9 +64,52 @@ export function sniffImage(head: Buffer, fileSize: bigint): ImageInfo | Problem 
         message: 'the qcow2 image names a backing file; only self-contained images are imported',
       };
     }
+    if (head.readUInt32BE(4) >= 3) {
+      if (head.length < QCOW2_INCOMPAT_OFFSET + 8) {
+        return {
+          reason: 'ImportFailed',
+          message: `the image is a truncated qcow2 file (${fileSize} bytes)`,
+        };
+      }
+      if ((head.readBigUInt64BE(QCOW2_INCOMPAT_OFFSET) & QCOW2_INCOMPAT_DATA_FILE) !== 0n) {
+        return {
+          reason: 'ImportFailed',
+          message:
+            'the qcow2 image keeps its data in an external data file that it names; only ' +
+            'self-contained images are imported',
+        };
+      }
+    }
     return { format: 'qcow2', virtualSize: head.readBigUInt64BE(24), fileSize };
   }
   return { format: 'raw', virtualSize: fileSize, fileSize };
+}
+
+/**
+ * Image formats libvirt's storage driver recognises by their header (besides qcow2 and ISO),
+ * as `[name, offset, magic]`. An upload is a raw file until the pool refresh, whose probe then
+ * calls it by that format: a download of one of these was never Available (the agent could not
+ * read the volume's format; Importing at 100% for ever), and libvirt would follow the backing
+ * file a vmdk names when it copies the volume.
+ */
+const OTHER_FORMATS: ReadonlyArray<readonly [string, number, Buffer]> = [
+  ['vmdk', 0, Buffer.from('KDMV')],
+  ['vpc', 0, Buffer.from('conectix')],
+  ['qed', 0, Buffer.from('QED\0', 'latin1')],
+  ['cow', 0, Buffer.from('OOOM')],
+  ['luks', 0, Buffer.from([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe])],
+  ['bochs', 0, Buffer.from('Bochs Virtual HD Image')],
+  ['vdi', 64, Buffer.from([0x7f, 0x10, 0xda, 0xbe])],
+];
+
+function otherFormat(head: Buffer): string | undefined {
+  for (const [name, offset, magic] of OTHER_FORMATS) {
+    if (head.subarray(offset, offset + magic.length).equals(magic)) return name;
+  }
+  // qcow (version 1) shares qcow2's magic.
+  if (head.length >= 8 && head.readUInt32BE(0) === QCOW2_MAGIC && head.readUInt32BE(4) < 2)
+    return 'qcow (version 1)';
+  return undefined;
 }
 
 export function progressOf(
@@ -135,7 +190,10 @@ export async function downloadVerified(opts: DownloadOptions): Promise<ImageInfo
       );
     }
     const image = sniffImage(Buffer.concat(head), BigInt(done));
-    if ('reason' in image) throw new ImportError('ImportFailed', image.message);
+    if ('reason' in image) {
+      const reason = image.reason === 'FormatMismatch' ? 'FormatMismatch' : 'ImportFailed';
+      throw new ImportError(reason, image.message);
+    }
     if (opts.format && image.format !== opts.format) {
       throw new ImportError(
         'FormatMismatch',

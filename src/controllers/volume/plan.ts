@@ -8,7 +8,9 @@ import {
   type ObservedVolume,
   type VolumeDocument,
 } from '../../libvirt/xml/volume.js';
+import type { Problem } from '../kit.js';
 import { requestedCapacity, type SourceKind } from './desired.js';
+import type { LiveDisk } from './observe.js';
 
 export type VolumeStep =
   | { op: 'create'; doc: VolumeDocument }
@@ -78,6 +80,36 @@ export function resizeSuspended(vol: Volume): boolean {
     c.reason === 'ResizeUnsupported' &&
     c.observedGeneration === (vol.metadata.generation ?? 0)
   );
+}
+
+/** Resized=False while running machines hold the file read-only: retried, not suspended. */
+export const READ_ONLY_IN_USE = 'ReadOnlyInUse';
+
+/**
+ * How a grow reaches a file that running machines have open (`disks`). QEMU holds the file's
+ * lock, so the storage driver's qemu-img cannot grow it; QEMU can through a writable disk
+ * (virDomainBlockResize, and the guest sees the new size), never through a read-only one
+ * (libvirt: "can't resize empty or readonly disk"). A file that only read-only disks hold grows
+ * once their machines stop or detach it: a wait that is retried. Tried through QEMU it was
+ * ResizeUnsupported, which is never retried within a generation, so the file kept its size
+ * after the machines had stopped.
+ */
+export function liveGrowth(
+  disks: readonly LiveDisk[],
+  capacity: bigint,
+): { through?: LiveDisk } | { wait: Problem } {
+  const writable = disks.find((d) => !d.readonly);
+  if (writable || disks.length === 0) return writable ? { through: writable } : {};
+  const held = disks.map((d) => `disk ${d.target} of running VirtualMachine ${d.vm}`).join(', ');
+  return {
+    wait: {
+      reason: READ_ONLY_IN_USE,
+      message:
+        `growing to ${capacity} bytes waits: the file is the read-only ${held}; QEMU cannot ` +
+        `grow a read-only disk and holds the file's lock, so it grows once the machine is ` +
+        `stopped or the disk detached`,
+    },
+  };
 }
 
 function conflictMessage(observed: ObservedVolume): string {

@@ -39,13 +39,23 @@ import {
   type ReadyPool,
   type ReadySource,
 } from './observe.js';
-import { IMPORTED, ownsVolume, planImport, planVolume, RESIZED, type VolumeStep } from './plan.js';
+import {
+  IMPORTED,
+  liveGrowth,
+  ownsVolume,
+  planImport,
+  planVolume,
+  READ_ONLY_IN_USE,
+  RESIZED,
+  type VolumeStep,
+} from './plan.js';
 import { DELETION_BLOCKED, READY, usedByList, volumeStatus, type VolumeFacts } from './status.js';
 import { machinesThatMayHold, sourceHeld, usersOf } from './users.js';
 
 const KIND = 'Volume';
 /** How often an import's progress is looked at (and written to status when it moved). */
 const PROGRESS_INTERVAL_MS = 3_000;
+const RETRIED_RESIZE = new Set(['ResizeFailed', READ_ONLY_IN_USE]);
 
 /** `vol`: the object as a status write in the pass left it, for the pass's last write. */
 type Pass = { facts: VolumeFacts; requeueMs?: number; vol?: Volume };
@@ -156,15 +166,21 @@ async function convergeFile(
     .filter((u) => u.kind === 'VirtualMachine')
     .map((u) => ctx.get<VirtualMachine>('VirtualMachine', vol.metadata.namespace, u.name))
     .filter((vm): vm is VirtualMachine => vm !== undefined);
-  const live = growing ? (await liveDisksOf(ctx, machines, growing))[0] : undefined;
-  const outcome = await applyVolumeSteps(pool, found?.handle, source?.handle, plan.steps, live);
+  const grow = plan.steps.find((s) => s.op === 'resize');
+  const route =
+    growing && grow ? liveGrowth(await liveDisksOf(ctx, machines, growing), grow.capacity) : {};
+  const waiting = 'wait' in route ? route.wait : undefined;
+  const steps = waiting ? plan.steps.filter((s) => s.op !== 'resize') : plan.steps;
+  const live = 'through' in route ? route.through : undefined;
+  const outcome = await applyVolumeSteps(pool, found?.handle, source?.handle, steps, live);
   if (outcome.problem) return { facts: { problem: outcome.problem, usedBy }, vol };
-  recordChanges(vol, plan.steps, outcome.done, ctx);
-  const after = plan.steps.length > 0 ? await observeVolume(pool, volumeFileName(vol)) : found;
+  recordChanges(vol, steps, outcome.done, ctx);
+  const after = steps.length > 0 ? await observeVolume(pool, volumeFileName(vol)) : found;
   if (outcome.done.includes('clone') && after?.doc.path)
     ctx.host.copiesMade.set(uid, after.doc.path);
   const facts: VolumeFacts = { usedBy, ...(after ? { observed: after.doc } : {}) };
-  if (outcome.resizeProblem) facts.resizeProblem = outcome.resizeProblem;
+  const resizeProblem = outcome.resizeProblem ?? waiting;
+  if (resizeProblem) facts.resizeProblem = resizeProblem;
   return { facts, vol };
 }
 
@@ -396,7 +412,8 @@ async function report(vol: Volume, pass: Pass, ctx: ControllerContext): Promise<
   if (pass.requeueMs !== undefined) return requeueAfter(pass.requeueMs);
   if (facts.problem)
     return requeueAfter(retryDelay(findCondition(status.conditions, READY), ctx.now()));
-  if (facts.resizeProblem?.reason === 'ResizeFailed') {
+  // A failed grow and one that waits for machines to let go of the file are tried again.
+  if (facts.resizeProblem && RETRIED_RESIZE.has(facts.resizeProblem.reason)) {
     return requeueAfter(retryDelay(findCondition(status.conditions, RESIZED), ctx.now()));
   }
   return done;

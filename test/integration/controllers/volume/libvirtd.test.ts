@@ -10,12 +10,13 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { StoragePool, Volume } from '../../../../src/api/generated/types.js';
+import type { StoragePool, VirtualMachine, Volume } from '../../../../src/api/generated/types.js';
 import {
   HOST_FINALIZER,
   VOLUME_PROTECTION_FINALIZER,
 } from '../../../../src/controllers/context.js';
 import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/index.js';
+import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
 import { applyVolumeSteps } from '../../../../src/controllers/volume/act.js';
 import { withPoolLock, type PoolLocks } from '../../../../src/controllers/shared/pool-lock.js';
@@ -52,6 +53,12 @@ let base: string;
 // A raw image served slowly enough that an import shows progress, and an empty qcow2 image.
 const rawImage = randomBytes(4 * 1024 * 1024);
 let qcowImage: Buffer;
+/** A qcow2 image (made by qemu-img) whose data lives in a host file it names: `canary`. */
+let dataFileImage: Buffer;
+let canary: string;
+/** A vmdk image (made by qemu-img) layered on a vmdk file of the host. */
+let vmdkImage: Buffer;
+const canaryBytes = Buffer.alloc(1024 * 1024, 0x43);
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 beforeAll(async () => {
@@ -61,9 +68,42 @@ beforeAll(async () => {
   poolDir = path.join(tmp, 'pool');
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(tmp, 'src.qcow2'), '64M']);
   qcowImage = await readFile(path.join(tmp, 'src.qcow2'));
+  canary = path.join(tmp, 'canary');
+  const opts = `data_file=${canary},data_file_raw=on`;
+  await run('qemu-img', [
+    'create',
+    '-q',
+    '-f',
+    'qcow2',
+    '-o',
+    opts,
+    path.join(tmp, 'df.qcow2'),
+    '1M',
+  ]);
+  dataFileImage = await readFile(path.join(tmp, 'df.qcow2'));
+  const vmdkBase = path.join(tmp, 'base.vmdk');
+  await run('qemu-img', ['create', '-q', '-f', 'vmdk', vmdkBase, '1M']);
+  const vmdkOpts = `backing_file=${vmdkBase},backing_fmt=vmdk`;
+  await run('qemu-img', [
+    'create',
+    '-q',
+    '-f',
+    'vmdk',
+    '-o',
+    vmdkOpts,
+    path.join(tmp, 'v.vmdk'),
+    '1M',
+  ]);
+  vmdkImage = await readFile(path.join(tmp, 'v.vmdk'));
+  // Written after qemu-img, which makes the data file anew.
+  await writeFile(canary, canaryBytes);
   server = createServer((req, res) => {
     if (req.url === '/image.qcow2')
       return res.writeHead(200, { 'content-length': qcowImage.length }).end(qcowImage);
+    if (req.url === '/image.vmdk')
+      return res.writeHead(200, { 'content-length': vmdkImage.length }).end(vmdkImage);
+    if (req.url === '/data-file.qcow2')
+      return res.writeHead(200, { 'content-length': dataFileImage.length }).end(dataFileImage);
     if (req.url !== '/slow.raw') return res.writeHead(404).end();
     res.writeHead(200, { 'content-length': rawImage.length });
     let offset = 0;
@@ -332,6 +372,116 @@ describe('a real libvirtd with QEMU', () => {
     ctx.writes = 0;
     expect(await reconcileVolume(`${NS}/cloud`, ctx)).toEqual({ kind: 'done' });
     expect(ctx.writes).toBe(0);
+  });
+
+  // QEMU opens an image's external data file read-write at the path the image names: an image
+  // from the internet would hand the guest any host file. Imported, it was Available.
+  it('refuses an image whose data is in a host file it names, and puts nothing in the pool', async () => {
+    await createVol('datafile', {
+      source: { http: { url: `${base}/data-file.qcow2`, sha256: sha(dataFileImage) } },
+    });
+    const ready = async () =>
+      (await getVol('datafile'))?.status?.conditions?.find((c) => c.type === 'Ready');
+    await reconcileUntil(ctx, reconcileVolume, `${NS}/datafile`, async () => {
+      const r = await ready();
+      return r?.reason === 'ImportFailed' || r?.status === 'True';
+    });
+    expect(await ready()).toMatchObject({
+      status: 'False',
+      reason: 'ImportFailed',
+      message: expect.stringContaining('external data file'),
+    });
+    await expect(stat(path.join(poolDir, 'real_datafile'))).rejects.toThrow(/ENOENT/);
+    await k.remove('Volume', NS, 'datafile');
+    await converge(ctx, reconcileVolume, `${NS}/datafile`, { until: gone('datafile') });
+    expect(sha(await readFile(canary))).toBe(sha(canaryBytes));
+  });
+
+  // libvirt's pool refresh calls an uploaded vmdk a vmdk (with its backing file): the agent
+  // could not read that volume, and the Volume stayed Importing at 100% for ever.
+  it('refuses an image of another format (vmdk), spec.format raw: FormatMismatch, nothing in the pool', async () => {
+    await createVol('vmdk', {
+      format: 'raw',
+      source: { http: { url: `${base}/image.vmdk`, sha256: sha(vmdkImage) } },
+    });
+    const ready = async () =>
+      (await getVol('vmdk'))?.status?.conditions?.find((c) => c.type === 'Ready');
+    await reconcileUntil(
+      ctx,
+      reconcileVolume,
+      `${NS}/vmdk`,
+      async () => (await ready())?.reason === 'FormatMismatch',
+      10_000,
+    );
+    expect(await ready()).toMatchObject({
+      status: 'False',
+      message: expect.stringContaining('the image is vmdk, neither raw nor qcow2'),
+    });
+    expect((await getVol('vmdk'))?.status?.phase).toBe('Failed');
+    await expect(stat(path.join(poolDir, 'real_vmdk'))).rejects.toThrow(/ENOENT/);
+    await k.remove('Volume', NS, 'vmdk');
+    await converge(ctx, reconcileVolume, `${NS}/vmdk`, { until: gone('vmdk') });
+  });
+
+  // A running QEMU holds the file of a read-only disk locked (qemu-img cannot grow it) and
+  // libvirt refuses to grow a read-only disk through QEMU; the grow must wait for the machine.
+  // It was tried once through QEMU, ResizeUnsupported (never retried in a generation), and the
+  // file kept its size after the machine had stopped.
+  it('grows a file a running machine holds read-only once the machine stops', async () => {
+    await createVol('shared', { capacity: '16Mi' });
+    await converge(ctx, reconcileVolume, `${NS}/shared`, { until: settled('shared') });
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'reader', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        vcpus: 1,
+        memory: '32Mi',
+        // No guest answers ACPI here (no bootable disk): the stop is a destroy after 0 s.
+        terminationGracePeriodSeconds: 0,
+        disks: [{ name: 'data', volume: 'shared', readOnly: true }],
+      },
+    });
+    const phase = async () =>
+      (await k.get<VirtualMachine>('VirtualMachine', NS, 'reader'))?.status?.phase;
+    await converge(ctx, reconcileVirtualMachine, `${NS}/reader`, {
+      until: async () => (await phase()) === 'Running',
+    });
+    await k.patchSpec('Volume', NS, 'shared', { capacity: '24Mi' });
+    for (let pass = 0; pass < 2; pass++) {
+      await ctx.refresh();
+      expect(requeueMs(await reconcileVolume(`${NS}/shared`, ctx))).toBeGreaterThan(0);
+    }
+    const waiting = await getVol('shared');
+    const condition = (type: string) => waiting?.status?.conditions?.find((c) => c.type === type);
+    expect(condition('Resized')).toMatchObject({
+      status: 'False',
+      reason: 'ReadOnlyInUse',
+      message: expect.stringContaining(`read-only disk vda of running VirtualMachine ${NS}/reader`),
+    });
+    expect(condition('Reconciling')).toMatchObject({ status: 'True', reason: 'ReadOnlyInUse' });
+    expect(condition('Stalled')?.status).toBe('False');
+    expect(waiting?.status?.capacity).toBe('16Mi');
+    expect(eventsOf('shared').filter((r) => r === 'ReadOnlyInUse')).toHaveLength(1);
+
+    await k.patchSpec('VirtualMachine', NS, 'reader', { runStrategy: 'Halted' });
+    await converge(ctx, reconcileVirtualMachine, `${NS}/reader`, {
+      until: async () => (await phase()) === 'Stopped',
+    });
+    await converge(ctx, reconcileVolume, `${NS}/shared`, {
+      until: async () => (await getVol('shared'))?.status?.capacity === '24Mi',
+    });
+    expect((await libvirtVolume('real_shared')).capacity).toBe(24n * 2n ** 20n);
+    const grown = await getVol('shared');
+    expect(grown?.status?.conditions?.find((c) => c.type === 'Resized')).toBeUndefined();
+    expect(grown?.status?.conditions?.find((c) => c.type === 'Reconciling')?.status).toBe('False');
+
+    await k.remove('VirtualMachine', NS, 'reader');
+    await converge(ctx, reconcileVirtualMachine, `${NS}/reader`, {
+      until: async () => !(await k.get('VirtualMachine', NS, 'reader')),
+    });
+    await k.remove('Volume', NS, 'shared');
+    await converge(ctx, reconcileVolume, `${NS}/shared`, { until: gone('shared') });
   });
 
   it('deletes files (Delete), keeps one (Retain), then removes the pool but not a directory holding that file', async () => {

@@ -31,6 +31,37 @@ describe('sniffImage', () => {
       message: expect.stringContaining('backing file'),
     });
   });
+  it('refuses a qcow2 image whose data is in an external file it names', () => {
+    const header = qcow2Header(2n ** 30n);
+    header.writeBigUInt64BE(1n << 2n, 72);
+    expect(sniffImage(header, 4096n)).toMatchObject({
+      reason: 'ImportFailed',
+      message: expect.stringContaining('external data file'),
+    });
+    // A version 2 header ends at byte 72: what follows is no feature field.
+    header.writeUInt32BE(2, 4);
+    expect(sniffImage(header, 4096n)).toMatchObject({ format: 'qcow2' });
+  });
+  it('refuses images of the other formats libvirt recognises, naming the format', () => {
+    const at = (offset: number, magic: Buffer) => {
+      const b = Buffer.alloc(512);
+      magic.copy(b, offset);
+      return b;
+    };
+    const qcow1 = qcow2Header(2n ** 20n);
+    qcow1.writeUInt32BE(1, 4);
+    for (const [head, name] of [
+      [at(0, Buffer.from('KDMV')), 'vmdk'],
+      [at(0, Buffer.from('conectix')), 'vpc'],
+      [at(64, Buffer.from([0x7f, 0x10, 0xda, 0xbe])), 'vdi'],
+      [qcow1, 'qcow (version 1)'],
+    ] as const) {
+      expect(sniffImage(head, 512n)).toEqual({
+        reason: 'FormatMismatch',
+        message: `the image is ${name}, neither raw nor qcow2; images are not converted`,
+      });
+    }
+  });
   it('refuses a truncated qcow2 header', () => {
     expect(sniffImage(qcow2Header(1n).subarray(0, 16), 16n)).toMatchObject({
       reason: 'ImportFailed',
