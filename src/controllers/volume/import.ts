@@ -234,9 +234,23 @@ export interface ImportJob {
 /** Import jobs by Volume uid: the agent's HostState holds them for the process's life. */
 export type ImportJobs = Map<string, ImportJob>;
 
-/** Waits between failed downloads: 10 s, doubling, at most 5 min. */
-export function importRetryDelay(attempts: number): number {
-  return Math.min(300_000, 10_000 * 2 ** Math.max(0, attempts - 1));
+/**
+ * Reasons that judge the bytes the URL served, not the transfer: the same URL most likely
+ * serves the same bytes again, and each try downloads the whole image once more.
+ */
+const CONTENT_VERDICTS = new Set(['ChecksumMismatch', 'FormatMismatch']);
+
+/**
+ * Waits between failed downloads: 10 s, doubling, at most 5 min; after a verdict on the
+ * content (`reason`), 1 min, doubling, at most 1 h, so an image of many GiB whose checksum
+ * does not match is not fetched again every five minutes for ever (spec.source is immutable:
+ * a user fixes a wrong digest with a new Volume, which starts its own import at once).
+ */
+export function importRetryDelay(attempts: number, reason?: string): number {
+  const n = Math.max(0, attempts - 1);
+  return reason !== undefined && CONTENT_VERDICTS.has(reason)
+    ? Math.min(3_600_000, 60_000 * 2 ** n)
+    : Math.min(300_000, 10_000 * 2 ** n);
 }
 
 /**
@@ -321,7 +335,7 @@ export function startImport(
  * retry time write no status.
  */
 function markFailed(job: ImportJob, problem: Problem, nowMs: number): Problem {
-  const delay = importRetryDelay(job.attempts);
+  const delay = importRetryDelay(job.attempts, problem.reason);
   job.state = 'failed';
   job.retryAt = nowMs + delay;
   job.problem = {

@@ -248,7 +248,10 @@ async function convergeImport(
           problem,
           ctx.now().getTime(),
         );
-        return { facts: { problem: shown, usedBy }, requeueMs: importRetryDelay(job!.attempts) };
+        return {
+          facts: { problem: shown, usedBy },
+          requeueMs: importRetryDelay(job!.attempts, shown.reason),
+        };
       }
       await finishImport(ctx.host.imports, uid, ctx.stateDir);
       const after = await observeVolume(pool, name);

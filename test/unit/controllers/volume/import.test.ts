@@ -96,9 +96,17 @@ describe('progressOf', () => {
 
 describe('importRetryDelay', () => {
   it('doubles from 10 s up to 5 min', () => {
-    expect([1, 2, 3, 4, 5, 6, 7].map(importRetryDelay)).toEqual([
+    expect([1, 2, 3, 4, 5, 6, 7].map((n) => importRetryDelay(n))).toEqual([
       10_000, 20_000, 40_000, 80_000, 160_000, 300_000, 300_000,
     ]);
+    expect(importRetryDelay(7, 'ImportFailed')).toBe(300_000);
+  });
+  it('waits from 1 min up to 1 h after a verdict on the bytes (each try downloads it all)', () => {
+    for (const reason of ['ChecksumMismatch', 'FormatMismatch']) {
+      expect([1, 2, 3, 6, 7, 8].map((n) => importRetryDelay(n, reason))).toEqual([
+        60_000, 120_000, 240_000, 1_920_000, 3_600_000, 3_600_000,
+      ]);
+    }
   });
 });
 
