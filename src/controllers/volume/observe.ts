@@ -8,7 +8,7 @@ import type { Domain } from '../../libvirt/domain.js';
 import { isNotFound, isOperationInvalid } from '../../libvirt/errors.js';
 import type { StoragePool as LibvirtPool, StorageVol } from '../../libvirt/storage.js';
 import { parsePoolXML } from '../../libvirt/xml/pool.js';
-import { parseVolumeXML, type ObservedVolume } from '../../libvirt/xml/volume.js';
+import { isVolumeFormat, parseVolumeXML, type ObservedVolume } from '../../libvirt/xml/volume.js';
 import { observeMachineDomain } from '../shared/machine-snapshot.js';
 import { selectsNode } from '../node-selector.js';
 import { lookupPool } from '../shared/pool.js';
@@ -146,9 +146,18 @@ export async function observeSource(
   const found = await observeVolume(pool, volumeFileName(source));
   if (!found?.doc.path)
     return notReady(`source Volume ${key} has no file in pool ${source.spec.pool}`);
+  const format = found.doc.format;
+  if (!isVolumeFormat(format)) {
+    // Only a file imported before such images were refused: libvirt probes it as another
+    // format, which a copy or an overlay would carry on.
+    return notReady(
+      `source Volume ${key}: its file ${found.doc.path} is in format ${format}, which is ` +
+        `neither qcow2 nor raw; re-create the source Volume from an image in one of them`,
+    );
+  }
   return {
     handle: found.handle,
-    image: { path: found.doc.path, capacity: found.doc.capacity, format: found.doc.format },
+    image: { path: found.doc.path, capacity: found.doc.capacity, format },
   };
 }
 

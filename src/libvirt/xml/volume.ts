@@ -6,7 +6,6 @@ import {
   attr,
   child,
   childText,
-  oneOf,
   requireValue,
   xmlCodec,
   type XmlElement,
@@ -17,6 +16,10 @@ import { scaledBytes } from './units.js';
 /** 'iso' is what libvirt's format probe reports for an ISO 9660 image, e.g. a cloud-init disk. */
 export const VOLUME_FORMATS = ['qcow2', 'raw', 'iso'] as const;
 export type VolumeFormat = (typeof VOLUME_FORMATS)[number];
+
+export function isVolumeFormat(format: string): format is VolumeFormat {
+  return (VOLUME_FORMATS as readonly string[]).includes(format);
+}
 
 export interface VolumeDocument {
   /** A plain file name inside the pool, never a path. */
@@ -29,8 +32,17 @@ export interface VolumeDocument {
   backingStore?: { path: string; format: VolumeFormat };
 }
 
+/**
+ * A format libvirt's probe names that the operator never writes (vmdk, vpc, qed, …): a file
+ * put in the pool behind our back, or imported before such images were refused. Observed, not
+ * refused: reading it must not fail, or the Volume could not report the clash, nor be deleted.
+ */
+export type ForeignFormat = string & { readonly foreign?: never };
+
 /** A volume as libvirt reports it: also where it lives. */
-export interface ObservedVolume extends VolumeDocument {
+export interface ObservedVolume extends Omit<VolumeDocument, 'format' | 'backingStore'> {
+  format: VolumeFormat | ForeignFormat;
+  backingStore?: { path: string; format: VolumeFormat | ForeignFormat };
   path?: string;
   key?: string;
 }
@@ -83,8 +95,8 @@ export function parseVolumeXML(xml: string): ObservedVolume {
   return doc;
 }
 
-function format(el: XmlElement, field: string): VolumeFormat {
-  return oneOf(attr(child(el, 'format') ?? {}, 'type'), VOLUME_FORMATS, field);
+function format(el: XmlElement, field: string): VolumeFormat | ForeignFormat {
+  return requireValue(attr(child(el, 'format') ?? {}, 'type'), field);
 }
 
 /**
@@ -92,7 +104,7 @@ function format(el: XmlElement, field: string): VolumeFormat {
  * what the file uses. Capacity is compared as is; whether a difference is a resize (grow)
  * or an error (shrink) is the controller's decision.
  */
-export function ownedVolumeFields(doc: VolumeDocument) {
+export function ownedVolumeFields(doc: VolumeDocument | ObservedVolume) {
   return {
     name: doc.name,
     capacity: doc.capacity,
@@ -104,6 +116,6 @@ export function ownedVolumeFields(doc: VolumeDocument) {
 }
 export type OwnedVolumeFields = ReturnType<typeof ownedVolumeFields>;
 
-export function changedVolumeFields(desired: VolumeDocument, observed: VolumeDocument): string[] {
+export function changedVolumeFields(desired: VolumeDocument, observed: ObservedVolume): string[] {
   return changedFields(ownedVolumeFields(desired), ownedVolumeFields(observed));
 }

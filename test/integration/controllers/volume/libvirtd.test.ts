@@ -423,6 +423,31 @@ describe('a real libvirtd with QEMU', () => {
     await converge(ctx, reconcileVolume, `${NS}/vmdk`, { until: gone('vmdk') });
   });
 
+  // A file libvirt probes as another format (here a vmdk someone copied into the pool under the
+  // Volume's file name): reading it threw "vmdk is not one of 'qcow2', 'raw', 'iso'" at every
+  // pass, so the Volume never said NameConflict, and its deletion failed the same way.
+  it('names a foreign vmdk file under its name as a NameConflict, and is deleted leaving it', async () => {
+    const file = path.join(poolDir, 'real_foreign');
+    await writeFile(file, vmdkImage);
+    await (await conn.lookupStoragePoolByName(POOL)).refresh(0);
+    await createVol('foreign', { capacity: '1Mi' });
+    const ready = async () =>
+      (await getVol('foreign'))?.status?.conditions?.find((c) => c.type === 'Ready');
+    await reconcileUntil(
+      ctx,
+      reconcileVolume,
+      `${NS}/foreign`,
+      async () => (await ready())?.reason === 'NameConflict',
+      10_000,
+    );
+    expect((await ready())?.message).toContain(`a file ${file} (format vmdk`);
+    await k.remove('Volume', NS, 'foreign');
+    await converge(ctx, reconcileVolume, `${NS}/foreign`, { until: gone('foreign') });
+    expect(sha(await readFile(file))).toBe(sha(vmdkImage));
+    await rm(file);
+    await (await conn.lookupStoragePoolByName(POOL)).refresh(0);
+  });
+
   // A running QEMU holds the file of a read-only disk locked (qemu-img cannot grow it) and
   // libvirt refuses to grow a read-only disk through QEMU; the grow must wait for the machine.
   // It was tried once through QEMU, ResizeUnsupported (never retried in a generation), and the
