@@ -66,7 +66,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                 {
                   "rule": "self == oldSelf",
                   "reason": "FieldValueForbidden",
-                  "message": "type is immutable"
+                  "message": "type is immutable: create a new StoragePool of the other type"
                 }
               ]
             },
@@ -90,7 +90,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                 {
                   "rule": "self == oldSelf",
                   "reason": "FieldValueForbidden",
-                  "message": "path is immutable"
+                  "message": "path is immutable: the pool and its files stay where they are; create a new StoragePool at the other path"
                 }
               ]
             },
@@ -474,7 +474,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                 {
                   "rule": "self == oldSelf",
                   "reason": "FieldValueForbidden",
-                  "message": "nodeName is immutable"
+                  "message": "nodeName is immutable: a machine does not move between hosts; to move it, delete the VirtualMachine and create it with the other nodeName"
                 }
               ]
             },
@@ -487,7 +487,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                 {
                   "rule": "self == oldSelf",
                   "reason": "FieldValueForbidden",
-                  "message": "uuid is immutable"
+                  "message": "uuid is immutable: it is the libvirt domain's identity; to change it, delete the VirtualMachine and create it again"
                 }
               ]
             },
@@ -1188,7 +1188,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                 {
                   "rule": "self == oldSelf",
                   "reason": "FieldValueForbidden",
-                  "message": "vmName is immutable"
+                  "message": "vmName is immutable: a restore runs once; create a new VirtualMachineRestore"
                 }
               ]
             },
@@ -1202,7 +1202,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                 {
                   "rule": "self == oldSelf",
                   "reason": "FieldValueForbidden",
-                  "message": "snapshotName is immutable"
+                  "message": "snapshotName is immutable: a restore runs once; create a new VirtualMachineRestore"
                 }
               ]
             }
@@ -1352,7 +1352,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                 {
                   "rule": "self == oldSelf",
                   "reason": "FieldValueForbidden",
-                  "message": "vmName is immutable"
+                  "message": "vmName is immutable: a snapshot is taken once; create a new VirtualMachineSnapshot for the other machine"
                 }
               ]
             },
@@ -1364,7 +1364,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                 {
                   "rule": "self == oldSelf",
                   "reason": "FieldValueForbidden",
-                  "message": "includeMemory is immutable"
+                  "message": "includeMemory is immutable: a snapshot is taken once; create a new VirtualMachineSnapshot"
                 }
               ]
             }
@@ -2208,7 +2208,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                 {
                   "rule": "self == oldSelf",
                   "reason": "FieldValueForbidden",
-                  "message": "nodeName is immutable"
+                  "message": "nodeName is immutable: the file stays on the node it was made on; create a new Volume on the other node"
                 }
               ]
             },
@@ -2222,7 +2222,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                 {
                   "rule": "self == oldSelf",
                   "reason": "FieldValueForbidden",
-                  "message": "pool is immutable"
+                  "message": "pool is immutable: the file stays in the pool it was made in; create a new Volume (source.clone copies this one) in the other pool"
                 }
               ]
             },
@@ -2264,7 +2264,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                 {
                   "rule": "self == oldSelf",
                   "reason": "FieldValueForbidden",
-                  "message": "format is immutable"
+                  "message": "format is immutable: the file is not converted; create a new Volume in the other format"
                 }
               ]
             },
@@ -2280,7 +2280,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                 {
                   "rule": "self == oldSelf",
                   "reason": "FieldValueForbidden",
-                  "message": "source is immutable"
+                  "message": "source is immutable: the file was made from it once; to use another source (a new URL or sha256), delete the Volume and create it again"
                 }
               ],
               "properties": {

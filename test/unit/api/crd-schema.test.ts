@@ -170,8 +170,14 @@ describe('crds/', () => {
     ['VirtualMachineRestore', 'spec.vmName'],
     ['VirtualMachineRestore', 'spec.snapshotName'],
   ] as const)('%s %s is immutable (a self == oldSelf transition rule)', (kind, path) => {
-    expect(at(kind, path)['x-kubernetes-validations']?.map((r) => r.rule)).toContain(
-      'self == oldSelf',
+    const rule = at(kind, path)['x-kubernetes-validations']?.find(
+      (r) => r.rule === 'self == oldSelf',
+    );
+    expect(rule).toBeDefined();
+    // The refusal says what to do instead: "nodeName is immutable" alone left a user to guess
+    // that the way out is a new object.
+    expect(rule?.message).toMatch(
+      new RegExp(`^${path.split('.').at(-1)} is immutable: .*create (a new|it)`),
     );
   });
 
