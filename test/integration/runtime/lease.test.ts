@@ -268,12 +268,15 @@ describe('per-node lease (real kube-apiserver, agents as real processes)', () =>
 
   /**
    * A Lease taken by identity 'me' in a namespace of its own, renewed far apart (so no renewal
-   * comes between another writer's change and the stop); `edit` is that other writer's change.
-   * Returns the holder the Lease names after a stop with release, and the lease's log.
+   * comes between another writer's change and the stop); `edit` is that other writer's change,
+   * or 'delete' to remove the Lease. Returns the holder the Lease names after a stop with
+   * release (undefined when it is gone), and the lease's log.
    */
   async function holderAfterRelease(
     ns: string,
-    edit: (lease: { metadata: Record<string, unknown>; spec: Record<string, unknown> }) => void,
+    edit:
+      | ((lease: { metadata: Record<string, unknown>; spec: Record<string, unknown> }) => void)
+      | 'delete',
   ): Promise<{ holder: string | null | undefined; log: string }> {
     const client = testClient(cp());
     await client.request({
@@ -297,6 +300,11 @@ describe('per-node lease (real kube-apiserver, agents as real processes)', () =>
       { log: capturingLogger('me', log) },
     );
     await waitFor('the lease to be held', () => held.isHeld(), 10_000, 20);
+    if (edit === 'delete') {
+      await client.request({ method: 'DELETE', path });
+      await held.stop({ release: true });
+      return { holder: undefined, log: log.join('') };
+    }
     const lease = await client.request<{
       metadata: Record<string, unknown>;
       spec: Record<string, unknown>;
@@ -321,34 +329,8 @@ describe('per-node lease (real kube-apiserver, agents as real processes)', () =>
   });
 
   it('a stop with release of a Lease deleted meanwhile warns of nothing', async () => {
-    const client = testClient(cp());
-    const ns = 'lease-release-gone';
-    await client.request({
-      method: 'POST',
-      path: '/api/v1/namespaces',
-      body: { metadata: { name: ns } },
-    });
-    const log: string[] = [];
-    const held = startLease(
-      client,
-      {
-        namespace: ns,
-        name: 'gone',
-        identity: 'me',
-        leaseDurationSeconds: 60,
-        renewDeadlineMs: 50_000,
-        retryPeriodMs: 40_000,
-      },
-      { onAcquired: () => undefined, onLost: () => undefined },
-      { log: capturingLogger('me', log) },
-    );
-    await waitFor('the lease to be held', () => held.isHeld(), 10_000, 20);
-    await client.request({
-      method: 'DELETE',
-      path: `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases/gone`,
-    });
-    await held.stop({ release: true });
-    expect(log.join('')).not.toContain('could not release');
+    const { log } = await holderAfterRelease('lease-release-gone', 'delete');
+    expect(log).not.toContain('could not release');
   });
 
   it('a stop with release leaves a Lease alone that someone else holds now', async () => {
