@@ -33,16 +33,14 @@ export interface VolumeDocument {
 }
 
 /**
- * A format libvirt's probe names that the operator never writes (vmdk, vpc, qed, …): a file
- * put in the pool behind our back, or imported before such images were refused. Observed, not
- * refused: reading it must not fail, or the Volume could not report the clash, nor be deleted.
+ * A volume as libvirt reports it: also where it lives. Its formats are whatever libvirt's probe
+ * names, also one the operator never writes (vmdk, vpc, qed, …: a file put in the pool behind
+ * our back, or imported before such images were refused). Read as they are, not refused: the
+ * Volume must still be able to report the clash and be deleted (isVolumeFormat narrows them).
  */
-export type ForeignFormat = string & { readonly foreign?: never };
-
-/** A volume as libvirt reports it: also where it lives. */
 export interface ObservedVolume extends Omit<VolumeDocument, 'format' | 'backingStore'> {
-  format: VolumeFormat | ForeignFormat;
-  backingStore?: { path: string; format: VolumeFormat | ForeignFormat };
+  format: string;
+  backingStore?: { path: string; format: string };
   path?: string;
   key?: string;
 }
@@ -95,7 +93,7 @@ export function parseVolumeXML(xml: string): ObservedVolume {
   return doc;
 }
 
-function format(el: XmlElement, field: string): VolumeFormat | ForeignFormat {
+function format(el: XmlElement, field: string): string {
   return requireValue(attr(child(el, 'format') ?? {}, 'type'), field);
 }
 
