@@ -264,11 +264,11 @@ export function nameConflict(observed: ObservedNetwork, nodeName: string): Probl
 }
 
 /** Deletion waits while guests on this node are attached to the network. */
-export function inUse(vms: readonly string[], nodeName: string): Problem {
+export function inUse(guests: readonly string[], nodeName: string): Problem {
   return {
     reason: 'InUse',
     message:
-      `not removed from node ${nodeName}: running VirtualMachines still use it (${vms.join(', ')}); ` +
+      `not removed from node ${nodeName}: running guests still use it (${guests.join(', ')}); ` +
       `it is removed once they are stopped or deleted`,
   };
 }
