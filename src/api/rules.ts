@@ -237,6 +237,7 @@ export const ruleTwins: ReadonlyMap<string, RuleTwin> = new Map<string, RuleTwin
   ["!self.matches('^https?://[^/?#]*@')", (s) => !/^https?:\/\/[^/?#]*@/.test(s)],
 
   // VirtualNetwork
+  ["!(self in ['all', 'default'])", (s) => !['all', 'default'].includes(s)],
   ["self.mode != 'bridge' || has(self.bridge)", (s) => s.mode !== 'bridge' || has(s, 'bridge')],
   ["self.mode != 'bridge' || !has(self.ipv4)", (s) => s.mode !== 'bridge' || !has(s, 'ipv4')],
   [

@@ -1570,10 +1570,17 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
             },
             "bridge": {
               "type": "string",
-              "description": "The Linux bridge device: for mode bridge an existing host bridge, otherwise the bridge libvirt creates (default: chosen by the operator). At most 15 characters (the kernel's limit) of letters, digits, '_', '.' and '-', not starting with '.' or '-'.",
+              "description": "The Linux bridge device: for mode bridge an existing host bridge, otherwise the bridge libvirt creates (default: chosen by the operator). At most 15 characters (the kernel's limit) of letters, digits, '_', '.' and '-', not starting with '.' or '-', and neither 'all' nor 'default' (names the kernel keeps for its settings of all interfaces, so no device can have them).",
               "minLength": 1,
               "maxLength": 15,
-              "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+              "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+              "x-kubernetes-validations": [
+                {
+                  "rule": "!(self in ['all', 'default'])",
+                  "reason": "FieldValueInvalid",
+                  "message": "bridge cannot be 'all' or 'default': Linux keeps those names for the settings of all interfaces (/proc/sys/net/ipv4/conf/all, .../default), so no network device can have them; choose another name"
+                }
+              ]
             },
             "ipv4": {
               "type": "object",

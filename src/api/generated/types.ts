@@ -1090,7 +1090,9 @@ export interface VirtualNetworkSpec {
   /**
    * The Linux bridge device: for mode bridge an existing host bridge, otherwise the bridge libvirt
    * creates (default: chosen by the operator). At most 15 characters (the kernel's limit) of
-   * letters, digits, '_', '.' and '-', not starting with '.' or '-'.
+   * letters, digits, '_', '.' and '-', not starting with '.' or '-', and neither 'all' nor
+   * 'default' (names the kernel keeps for its settings of all interfaces, so no device can have
+   * them).
    */
   bridge?: string;
   /**
@@ -1209,7 +1211,9 @@ export interface VirtualNetworkSpecManifest {
   /**
    * The Linux bridge device: for mode bridge an existing host bridge, otherwise the bridge libvirt
    * creates (default: chosen by the operator). At most 15 characters (the kernel's limit) of
-   * letters, digits, '_', '.' and '-', not starting with '.' or '-'.
+   * letters, digits, '_', '.' and '-', not starting with '.' or '-', and neither 'all' nor
+   * 'default' (names the kernel keeps for its settings of all interfaces, so no device can have
+   * them).
    */
   bridge?: string;
   /**

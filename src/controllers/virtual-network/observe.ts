@@ -5,12 +5,17 @@ import { access, readFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import type { VirtualMachine, VirtualNetwork } from '../../api/generated/types.js';
 import type { Connect } from '../../libvirt/connection.js';
-import { ConnectListAllNetworksFlags, NetworkXMLFlags } from '../../libvirt/constants.js';
+import {
+  ConnectListAllDomainsFlags,
+  ConnectListAllNetworksFlags,
+  NetworkXMLFlags,
+} from '../../libvirt/constants.js';
 import { isNotFound, isUnsupported } from '../../libvirt/errors.js';
 import type { Network } from '../../libvirt/network.js';
 import { stampOf, type OwnershipStamp } from '../../ownership/metadata.js';
+import { domainNetworks } from '../../libvirt/xml/domain.js';
 import { parseNetworkXML, type NetworkDocument } from '../../libvirt/xml/network.js';
-import { hostUUID, INDEX_NETWORK } from '../indexes.js';
+import { hostUUID, INDEX_NETWORK, INDEX_UUID } from '../indexes.js';
 import { networkUuid, type Subnet } from './desired.js';
 import type { ControllerContext } from '../context.js';
 import { absentIfNotFound } from '../shared/absent.js';
@@ -108,33 +113,52 @@ function isOurs(stamp: OwnershipStamp | undefined, vnet: VirtualNetwork): boolea
 }
 
 /**
- * The VirtualMachines on this node that reference the network and whose domain is running:
- * removing the network would cut them off. Found through the cache's network index, checked
- * against libvirt by the VM's UUID (a VM object alone says nothing about a running guest).
+ * The running guests on this node that removing the network would cut off, by name: each
+ * VirtualMachine on this node whose spec references the network and whose domain runs (found
+ * through the cache's network index, checked against libvirt by the VM's UUID), and each
+ * running domain whose live definition has an interface on it. The spec alone is not enough:
+ * a NIC switched to another network keeps the old one until the guest restarts, and a domain
+ * the operator did not define can be attached too. A domain of a VirtualMachine is named
+ * `namespace/name`, any other `libvirt domain '<name>'`.
  */
 export async function runningUsers(
   ctx: ControllerContext,
   vnet: VirtualNetwork,
 ): Promise<string[]> {
+  const name = String(vnet.metadata.name);
+  const users = new Set<string>();
+  const vmName = (vm: VirtualMachine) => `${vm.metadata.namespace}/${vm.metadata.name}`;
   const vms = ctx
-    .byIndex<VirtualMachine>('VirtualMachine', INDEX_NETWORK, String(vnet.metadata.name))
+    .byIndex<VirtualMachine>('VirtualMachine', INDEX_NETWORK, name)
     .filter((vm) => vm.spec?.nodeName === ctx.nodeName);
-  const running: string[] = [];
   for (const vm of vms) {
     const uuid = hostUUID(vm);
     if (!uuid) continue;
-    const domain = await ctx
-      .libvirt()
-      .lookupDomainByUUIDString(uuid)
-      .catch((err: unknown) => {
-        if (isNotFound(err, 'domain')) return undefined;
-        throw err;
-      });
-    if (domain && (await domain.isActive())) {
-      running.push(`${vm.metadata.namespace}/${vm.metadata.name}`);
+    const domain = await ctx.libvirt().lookupDomainByUUIDString(uuid).catch(absentDomain);
+    if (domain && (await domain.isActive())) users.add(vmName(vm));
+  }
+  const running = await ctx.libvirt().listAllDomains(ConnectListAllDomainsFlags.ACTIVE);
+  for (const domain of running) {
+    try {
+      // Gone between the list and this read: it holds no interface any more.
+      const xml = await domain.getXMLDesc().catch(absentDomain);
+      if (xml === undefined || !domainNetworks(xml).includes(name)) continue;
+      const owner = ctx.byIndex<VirtualMachine>(
+        'VirtualMachine',
+        INDEX_UUID,
+        domain.getUUIDString(),
+      )[0];
+      users.add(owner ? vmName(owner) : `libvirt domain '${domain.getName()}'`);
+    } finally {
+      domain.free();
     }
   }
-  return running.sort();
+  return [...users].sort();
+}
+
+function absentDomain(err: unknown): undefined {
+  if (isNotFound(err, 'domain')) return undefined;
+  throw err;
 }
 
 /**

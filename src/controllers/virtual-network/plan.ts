@@ -264,11 +264,11 @@ export function nameConflict(observed: ObservedNetwork, nodeName: string): Probl
 }
 
 /** Deletion waits while guests on this node are attached to the network. */
-export function inUse(vms: readonly string[], nodeName: string): Problem {
+export function inUse(guests: readonly string[], nodeName: string): Problem {
   return {
     reason: 'InUse',
     message:
-      `not removed from node ${nodeName}: running VirtualMachines still use it (${vms.join(', ')}); ` +
+      `not removed from node ${nodeName}: running guests still use it (${guests.join(', ')}); ` +
       `it is removed once they are stopped or deleted`,
   };
 }
@@ -280,8 +280,9 @@ export interface HostFacts {
   /** For mode bridge: the other running libvirt network that made that bridge, if one did. */
   bridgeOwner?: string;
   /**
-   * For the other modes, when a running network's spec names another bridge: whether a host
-   * device already has that name (libvirt's define checks only its own networks' bridges).
+   * For the other modes, when a running network's spec names another bridge or a network is
+   * about to be created or started: whether a host device already has the bridge's name
+   * (libvirt's define checks only its own networks' bridges).
    */
   bridgeTaken?: boolean;
   /** The subnets the host's interfaces are attached to. */
@@ -411,13 +412,21 @@ export function planPresent(
   const conflict = nameConflict(observed, nodeName);
   if (conflict || observed.state === 'foreign') return { steps: [], problem: conflict };
   if (modeOf(vnet) !== 'bridge' && host.bridgeTaken === true) {
-    // Judged before the new bridge name (or a mode leaving 'bridge') is saved: the restart
-    // that would apply it fails.
+    // Judged before anything is defined: before a new bridge name (or a mode leaving 'bridge')
+    // of a running network is saved, since the restart that would apply it fails; and before
+    // a network is created or started, which would fail on the device and leave a network
+    // defined (and marked for autostart) that cannot run.
     const bridge = bridgeName(vnet);
     const leaving =
       observed.state === 'ours' && observed.current.forward === 'bridge'
         ? `spec.mode ${modeOf(vnet)} has libvirt create the bridge itself, but `
         : '';
+    const kept =
+      observed.state === 'absent'
+        ? 'nothing was created on the node'
+        : observed.active
+          ? 'the running network keeps its current bridge and its saved definition is unchanged'
+          : 'the saved definition is unchanged';
     return {
       steps: [],
       problem: {
@@ -425,8 +434,7 @@ export function planPresent(
         message:
           `spec.bridge: ${leaving}node ${nodeName} already has a network device '${bridge}' that is not ` +
           `this network's, so the network could not start on it; name another bridge or omit ` +
-          `spec.bridge (the running network keeps its current bridge and its saved definition ` +
-          `is unchanged)`,
+          `spec.bridge (${kept})`,
       },
     };
   }

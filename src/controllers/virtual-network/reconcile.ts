@@ -84,10 +84,13 @@ async function converge(
   // Routes are read for a network about to start, and for a running one whose spec moves it
   // to another subnet (judged before that change is saved); a converged one reads nothing.
   const starting = before.state === 'absent' || (before.state === 'ours' && !before.active);
-  // Likewise a new spec.bridge of a running network is looked for among the host's devices.
+  // Likewise the bridge libvirt is to create is looked for among the host's devices: a new
+  // spec.bridge of a running network, and the bridge of one about to start (libvirt's define
+  // checks only its own networks' bridges, so the start would fail on a device it did not make
+  // and leave a network defined, marked for autostart, that cannot run).
   const pending = pendingRestart(vnet, before);
   const moving = pending.some((f) => f.endsWith('.cidr'));
-  const renaming = createsBridge(vnet, before);
+  const renaming = createsBridge(vnet, before) || (starting && modeOf(vnet) !== 'bridge');
   const host =
     want !== 'present'
       ? {}

@@ -449,6 +449,20 @@ function charTree(source: CharSource, target: XmlTree): XmlTree {
 // ---- parse ----
 
 /**
+ * The libvirt networks a domain's interfaces are on, read from any domain (also one the
+ * operator did not define, with devices parseDomainXML would refuse): only
+ * `<interface type='network'><source network=…>` is looked at.
+ */
+export function domainNetworks(xml: string): string[] {
+  const devices = child(codec.parse(xml), 'devices');
+  const names = children(devices ?? {}, 'interface')
+    .filter((nic) => attr(nic, 'type') === 'network')
+    .map((nic) => attr(child(nic, 'source') ?? {}, 'network'))
+    .filter((name): name is string => name !== undefined);
+  return [...new Set(names)];
+}
+
+/**
  * Reads a domain as libvirt describes it. Devices of kinds the operator never creates
  * (block or network disks, bridge interfaces, tcp serials, spice channels...) are skipped.
  */

@@ -6,6 +6,7 @@ import {
   GUEST_AGENT_CHANNEL,
   buildDomainXML,
   changedDomainFields,
+  domainNetworks,
   ownedDomainFields,
   parseDomainXML,
   type DomainDocument,
@@ -381,5 +382,24 @@ describe('changedDomainFields', () => {
     const desired = { ...minimalDomain };
     const observedWithCurrent = { ...minimalDomain, currentMemoryKiB: minimalDomain.memoryKiB };
     expect(changedDomainFields(desired, observedWithCurrent)).toEqual([]);
+  });
+});
+
+describe('domainNetworks', () => {
+  it('names the networks of type network interfaces, once each, and skips the rest', () => {
+    const xml =
+      `<domain type='kvm' id='3'><name>any</name><devices>` +
+      `<interface type='network'><mac address='52:54:00:00:00:01'/>` +
+      `<source network='lab' portid='0f5b6c4a-1111-2222-3333-444455556666' bridge='virbr9'/>` +
+      `<target dev='vnet0'/></interface>` +
+      `<interface type='network'><source network='lab'/></interface>` +
+      `<interface type='bridge'><source bridge='br0'/></interface>` +
+      `<interface type='network'><source network='other'/></interface>` +
+      `<interface type='user'/></devices></domain>`;
+    expect(domainNetworks(xml)).toEqual(['lab', 'other']);
+  });
+
+  it('is empty for a domain without devices', () => {
+    expect(domainNetworks(`<domain type='test'><name>bare</name></domain>`)).toEqual([]);
   });
 });

@@ -1,4 +1,5 @@
 // The VirtualNetwork controller against a real kube-apiserver and libvirt's test driver.
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -271,6 +272,52 @@ describe('the example NAT network', () => {
     });
     expect(await lookup(uid)).toBeUndefined();
     await k.remove('VirtualMachine', 'vnet-test', 'user');
+  });
+});
+
+describe('deletion while guests are attached by their running definition', () => {
+  it('waits for every running domain with an interface on it, whatever VM specs now say', async () => {
+    await k.namespace('vnet-test');
+    const created = await k.create<VirtualNetwork>(KIND, {
+      metadata: { name: 'moved' },
+      spec: { mode: 'isolated', ipv4: { cidr: '10.69.0.1/24' } },
+    });
+    await converge(ctx, reconcileVirtualNetwork, 'moved', { until: readyTrue('moved') });
+    const uid = String(created.metadata.uid);
+    // A VirtualMachine whose NIC was switched to another network: the change waits for a
+    // restart, so its running guest is still on 'moved'. And a domain the operator did not
+    // define, attached to the network by hand.
+    const vm = await k.create<{ metadata: { uid: string } }>('VirtualMachine', {
+      metadata: { name: 'switched', namespace: 'vnet-test' },
+      spec: {
+        nodeName: NODE,
+        vcpus: 1,
+        memory: '64Mi',
+        interfaces: [{ name: 'eth0', network: 'elsewhere' }],
+      },
+    });
+    const onMoved = (name: string, uuid: string) =>
+      `<domain type='test'><name>${name}</name><uuid>${uuid}</uuid>` +
+      `<memory unit='KiB'>65536</memory><os><type arch='i686'>hvm</type></os><devices>` +
+      `<interface type='network'><source network='moved'/></interface></devices></domain>`;
+    const switched = await conn.createDomainXML(onMoved('vnet-switched', vm.metadata.uid));
+    const handmade = await conn.createDomainXML(onMoved('vnet-handmade', randomUUID()));
+
+    await k.remove(KIND, undefined, 'moved');
+    expect(await pass('moved')).toMatchObject({ kind: 'requeueAfter', ms: expect.any(Number) });
+    const ready = condition(await fetchVnet('moved'), 'Ready');
+    expect(ready).toMatchObject({ status: 'False', reason: 'InUse' });
+    expect(ready?.message).toContain('vnet-test/switched');
+    expect(ready?.message).toContain("libvirt domain 'vnet-handmade'");
+    expect(await (await lookup(uid))?.isActive()).toBe(true);
+
+    await switched.destroy();
+    await handmade.destroy();
+    await converge(ctx, reconcileVirtualNetwork, 'moved', {
+      until: async () => !(await fetchVnet('moved')),
+    });
+    expect(await lookup(uid)).toBeUndefined();
+    await k.remove('VirtualMachine', 'vnet-test', 'switched');
   });
 });
 
