@@ -6,8 +6,8 @@ export type Quantity = number | string;
 
 export interface LabelSelectorRequirement {
   /**
-   * The label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters,
-   * digits, '-', '_' and '.'.
+   * The label key: an optional DNS-subdomain prefix of at most 253 characters and '/', then a name
+   * of at most 63 letters, digits, '-', '_' and '.'.
    */
   key: string;
   /**
