@@ -64,7 +64,7 @@ this user may connect to it or it can be started (root), else the in-process tes
                       for this host there); the KUBECONFIG variable is not read
   --health-addr ADDR  default 127.0.0.1:8081, or another free port when that one is taken`;
 
-const FLAGS = {
+export const FLAGS = {
   examples: { type: 'boolean' },
   'examples-name': { type: 'string' },
   'node-name': { type: 'string' },
