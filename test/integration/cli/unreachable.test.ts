@@ -52,6 +52,21 @@ describe('commands whose API server does not answer', () => {
     }
   });
 
+  it('up --kubeconfig names them too', async () => {
+    const port = await freePort();
+    const kubeconfig = writeKubeconfig(port);
+    const res = await collect(
+      spawnCli(['up', '--kubeconfig', kubeconfig, '--libvirt-uri', 'test:///default']),
+      60_000,
+    );
+    expect(res.stderr.trim()).toBe(
+      `libvirt-operator up: cannot reach the API server https://127.0.0.1:${port} ` +
+        `(from the kubeconfig ${kubeconfig}): connect ECONNREFUSED 127.0.0.1:${port}; ` +
+        'is the cluster running, and is that the kubeconfig you meant (--kubeconfig, KUBECONFIG)?',
+    );
+    expect(res.code).toBe(1);
+  });
+
   it('give up on a server that accepts and never answers within their bound, naming it', async () => {
     // A listener that takes the connection and reads nothing back: TLS never completes.
     const sockets = new Set<Socket>();
