@@ -251,6 +251,11 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "format": "int64",
               "description": "The metadata.generation the summary was computed from."
             },
+            "readyNodes": {
+              "type": "string",
+              "description": "How many of the selected nodes that reported are Ready, of how many, e.g. 2/3 (the Nodes column; a table cell holds one value, so a list of nodes showed only the first). Part of the summary, as Ready.",
+              "maxLength": 32
+            },
             "nodes": {
               "type": "array",
               "description": "One entry per node that has (or should have) the pool, written by that node's agent with server-side apply under its own field manager.",
@@ -2023,6 +2028,11 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "type": "integer",
               "format": "int64",
               "description": "The metadata.generation the summary was computed from."
+            },
+            "readyNodes": {
+              "type": "string",
+              "description": "How many of the selected nodes that reported are Ready, of how many, e.g. 2/3 (the Nodes column; a table cell holds one value, so a list of nodes showed only the first). Part of the summary, as Ready.",
+              "maxLength": 32
             },
             "nodes": {
               "type": "array",

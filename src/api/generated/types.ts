@@ -128,6 +128,12 @@ export interface StoragePoolStatus {
    */
   observedGeneration?: number;
   /**
+   * How many of the selected nodes that reported are Ready, of how many, e.g. 2/3 (the Nodes
+   * column; a table cell holds one value, so a list of nodes showed only the first). Part of the
+   * summary, as Ready.
+   */
+  readyNodes?: string;
+  /**
    * One entry per node that has (or should have) the pool, written by that node's agent with
    * server-side apply under its own field manager.
    */
@@ -1161,6 +1167,12 @@ export interface VirtualNetworkStatus {
    * The metadata.generation the summary was computed from.
    */
   observedGeneration?: number;
+  /**
+   * How many of the selected nodes that reported are Ready, of how many, e.g. 2/3 (the Nodes
+   * column; a table cell holds one value, so a list of nodes showed only the first). Part of the
+   * summary, as Ready.
+   */
+  readyNodes?: string;
   /**
    * One entry per node that has (or should have) the network, written by that node's agent with
    * server-side apply under its own field manager.
