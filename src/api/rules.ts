@@ -102,10 +102,14 @@ export const ruleTwins: ReadonlyMap<string, RuleTwin> = new Map<string, RuleTwin
   ['self == oldSelf', (s, o) => deepEqual(s, o)],
 
   // VirtualNetwork and StoragePool: spec.nodeSelector.matchLabels
+  // The key pattern bounds each DNS label and the name; the prefix as a whole is bounded apart.
   [
-    "self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",
-    (s) => Object.keys(s).every((k) => k.length <= 317 && LABEL_KEY.test(k)),
+    "self.all(k, k.size() <= 317 && k.indexOf('/') <= 253 && k.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",
+    (s) =>
+      Object.keys(s).every((k) => k.length <= 317 && k.indexOf('/') <= 253 && LABEL_KEY.test(k)),
   ],
+  // spec.nodeSelector.matchExpressions[].key
+  ["self.indexOf('/') <= 253", (s) => str(s).indexOf('/') <= 253],
 
   // VirtualMachine
   [

@@ -25,6 +25,7 @@ import { isNotFound as isKubeNotFound } from '../runtime/kube-client.js';
 import { kubeconfigNamespace } from '../runtime/kube-config.js';
 import { notFoundError } from './crd-missing.js';
 import {
+  COMMAND_REQUEST_TIMEOUT_MS,
   kubeconfigPath,
   pathSegmentProblem,
   unreachableServer,
@@ -247,7 +248,7 @@ export async function main(argv: string[]): Promise<number> {
     const kc = await loadKubeConfig(o.kubeconfig);
     const namespace =
       o.namespace ?? (o.kubeconfig ? kubeconfigNamespace(o.kubeconfig) : undefined) ?? 'default';
-    const client = createKubeClient(kc);
+    const client = createKubeClient(kc, { defaultTimeoutMs: COMMAND_REQUEST_TIMEOUT_MS });
     const vm = await getVirtualMachine(client, namespace, o.name).catch((err: unknown) => {
       throw unreachableServer(err, client.server, o.kubeconfig) ?? err;
     });

@@ -154,6 +154,15 @@ const TRANSPORT_CODES = new Set([
 ]);
 
 /**
+ * How long the one-shot commands (vm, console, forget-node) wait for each answer of the API
+ * server. The client's default (30 s) suits an agent that retries; a person waiting at a prompt
+ * on a server that accepted the connection and never answers (a stopped process, a wrong port
+ * behind a proxy) was told nothing for 30 s. Their requests are single small reads and writes,
+ * which a slow but working cluster answers well within this.
+ */
+export const COMMAND_REQUEST_TIMEOUT_MS = 10_000;
+
+/**
  * The error to show when `err` says the API server at `server` could not be reached, else
  * undefined. Node's own words ("connect ECONNREFUSED 127.0.0.1:6443", or the client's "no
  * response within 30000 ms") name neither the cluster nor where its address came from: a

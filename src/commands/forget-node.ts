@@ -24,6 +24,7 @@ import {
 import { resourcePath } from '../runtime/resource.js';
 import {
   command,
+  COMMAND_REQUEST_TIMEOUT_MS,
   kubeconfigPath,
   pathSegmentProblem,
   unreachableServer,
@@ -158,6 +159,7 @@ async function run(
   const path = kubeconfigPath(values.kubeconfig, process.env, homedir(), existsSync);
   const client = createKubeClient(await loadKubeConfig(path), {
     userAgent: 'libvirt-operator-forget-node',
+    defaultTimeoutMs: COMMAND_REQUEST_TIMEOUT_MS,
   });
   try {
     await refuseIfAlive(client, node, values['lease-namespace'] ?? DEFAULT_LEASE_NAMESPACE);

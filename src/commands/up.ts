@@ -20,7 +20,7 @@ import type { StateChange } from '../libvirt/reconnecting.js';
 import { cacheRoot, startControlPlane, type ControlPlane } from './local/control-plane.js';
 import { installFinalizerPolicy } from './local/finalizer-policy.js';
 import { ensureTinyGuest, serveTinyGuest } from './local/tiny-guest.js';
-import { createKubeClient, isNotFound, type KubeClient } from '../runtime/index.js';
+import { createKubeClient, isNotFound, KubeApiError, type KubeClient } from '../runtime/index.js';
 import {
   bootedWhen,
   DEMO_NAMESPACE,
@@ -37,6 +37,7 @@ import {
   type Options,
   statIfExists,
   untilSignal,
+  unreachableServer,
   UsageError,
 } from './flags.js';
 import { ensureNamespace } from './namespaces.js';
@@ -64,7 +65,7 @@ this user may connect to it or it can be started (root), else the in-process tes
                       for this host there); the KUBECONFIG variable is not read
   --health-addr ADDR  default 127.0.0.1:8081, or another free port when that one is taken`;
 
-const FLAGS = {
+export const FLAGS = {
   examples: { type: 'boolean' },
   'examples-name': { type: 'string' },
   'node-name': { type: 'string' },
@@ -106,7 +107,10 @@ export async function main(argv: string[]): Promise<number> {
         );
     }
     const client = createKubeClient(kubeConfig);
-    await ensureNode(client, cfg.nodeName);
+    // The first request: a cluster given with --kubeconfig that does not answer is named.
+    await ensureNode(client, cfg.nodeName).catch((err: unknown) => {
+      throw (values.kubeconfig && unreachableServer(err, client.server, values.kubeconfig)) || err;
+    });
     if (cp) await finalizerAtAdmission(cp, client, cfg.nodeName);
     await ensureNamespace(client, cfg.leaseNamespace);
 
@@ -303,10 +307,24 @@ const systemIO: LocalLibvirtIO = {
   say,
 };
 
-async function ensureNode(client: KubeClient, name: string): Promise<void> {
+/**
+ * Creates this host's Node object when the cluster has none. Only a 404 means "missing": any
+ * other answer (403 for a kubeconfig that may not read Nodes, a 5xx) is reported as
+ * the read that failed. Taking those for "missing" created a Node the user may not see, or
+ * said only that the create failed ("already exists") for one that was there all along.
+ */
+export async function ensureNode(client: KubeClient, name: string): Promise<void> {
   try {
     await client.request({ method: 'GET', path: `/api/v1/nodes/${encodeURIComponent(name)}` });
-  } catch {
+  } catch (err) {
+    // No answer at all (a transport error) is the caller's to name: the server was not reached.
+    if (!(err instanceof KubeApiError)) throw err;
+    if (!isNotFound(err)) {
+      throw new Error(
+        `cannot read this host's Node ${name} (to create it when missing): ${(err as Error).message.split('\n')[0]}`,
+        { cause: err },
+      );
+    }
     await client.request({
       method: 'POST',
       path: '/api/v1/nodes',

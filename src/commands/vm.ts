@@ -18,6 +18,7 @@ import { kubeconfigNamespace } from '../runtime/kube-config.js';
 import { notFoundError } from './crd-missing.js';
 import {
   command,
+  COMMAND_REQUEST_TIMEOUT_MS,
   kubeconfigPath,
   pathSegmentProblem,
   unreachableServer,
@@ -90,7 +91,10 @@ async function run(
   const kc = await loadKubeConfig(config);
   const namespace =
     values.namespace ?? (config ? kubeconfigNamespace(config) : undefined) ?? 'default';
-  const client = createKubeClient(kc, { userAgent: 'libvirt-operator-vm' });
+  const client = createKubeClient(kc, {
+    userAgent: 'libvirt-operator-vm',
+    defaultTimeoutMs: COMMAND_REQUEST_TIMEOUT_MS,
+  });
   const path = `/apis/virt.dev/v1alpha1/namespaces/${encodeURIComponent(namespace)}/virtualmachines/${encodeURIComponent(name)}`;
   const what = `virtualmachine ${namespace}/${name}`;
   const patch = annotationPatch(action as Action, new Date());

@@ -28,6 +28,8 @@ export interface NodeEntryLike {
 export interface AggregateStatus {
   observedGeneration: number;
   conditions: Condition[];
+  /** "R/S": R of the S selected nodes that reported are Ready (the Nodes printer column). */
+  readyNodes: string;
 }
 
 /** Ready reasons of an entry kept by a node the selector no longer selects. */
@@ -138,7 +140,8 @@ function named(nodes: string[]): string {
 }
 
 /**
- * The top-level fields: observedGeneration is the oldest generation any selected node has
+ * The top-level fields: readyNodes counts the selected nodes' entries that say Ready=True, of
+ * all of them; observedGeneration is the oldest generation any selected node has
  * acted on (kstatus reads InProgress until every node caught up), the object's generation when
  * no node is selected; conditions Ready, Reconciling and Stalled, each keeping its
  * lastTransitionTime from `previous` while its status holds. `match` is given only by an agent
@@ -164,7 +167,11 @@ export function aggregateStatus(
   );
   conditions = setCondition(conditions, ready, now);
   for (const u of progressConditions(ready)) conditions = setCondition(conditions, u, now);
-  return { observedGeneration, conditions };
+  // A count, not names: a printer column shows one value of a list (the first node only).
+  const readyCount = selected.filter(
+    (e) => findCondition(e.conditions, 'Ready')?.status === 'True',
+  ).length;
+  return { observedGeneration, conditions, readyNodes: `${readyCount}/${selected.length}` };
 }
 
 /**

@@ -110,9 +110,9 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                   "maxProperties": 64,
                   "x-kubernetes-validations": [
                     {
-                      "rule": "self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",
+                      "rule": "self.all(k, k.size() <= 317 && k.indexOf('/') <= 253 && k.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",
                       "reason": "FieldValueInvalid",
-                      "message": "every matchLabels key must be a label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' and '.', beginning and ending with a letter or digit"
+                      "message": "every matchLabels key must be a label key: an optional DNS-subdomain prefix of at most 253 characters and '/', then a name of at most 63 letters, digits, '-', '_' and '.', beginning and ending with a letter or digit"
                     }
                   ],
                   "additionalProperties": {
@@ -143,9 +143,16 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                     "properties": {
                       "key": {
                         "type": "string",
-                        "description": "The label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' and '.'.",
+                        "description": "The label key: an optional DNS-subdomain prefix of at most 253 characters and '/', then a name of at most 63 letters, digits, '-', '_' and '.'.",
                         "minLength": 1,
                         "maxLength": 317,
+                        "x-kubernetes-validations": [
+                          {
+                            "rule": "self.indexOf('/') <= 253",
+                            "reason": "FieldValueInvalid",
+                            "message": "the key's prefix (before '/') must be at most 253 characters"
+                          }
+                        ],
                         "pattern": "^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
                       },
                       "operator": {
@@ -243,6 +250,11 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "type": "integer",
               "format": "int64",
               "description": "The metadata.generation the summary was computed from."
+            },
+            "readyNodes": {
+              "type": "string",
+              "description": "How many of the selected nodes that reported are Ready, of how many, e.g. 2/3 (the Nodes column; a table cell holds one value, so a list of nodes showed only the first). Part of the summary, as Ready.",
+              "maxLength": 32
             },
             "nodes": {
               "type": "array",
@@ -1883,9 +1895,9 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                   "maxProperties": 64,
                   "x-kubernetes-validations": [
                     {
-                      "rule": "self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",
+                      "rule": "self.all(k, k.size() <= 317 && k.indexOf('/') <= 253 && k.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",
                       "reason": "FieldValueInvalid",
-                      "message": "every matchLabels key must be a label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' and '.', beginning and ending with a letter or digit"
+                      "message": "every matchLabels key must be a label key: an optional DNS-subdomain prefix of at most 253 characters and '/', then a name of at most 63 letters, digits, '-', '_' and '.', beginning and ending with a letter or digit"
                     }
                   ],
                   "additionalProperties": {
@@ -1916,9 +1928,16 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                     "properties": {
                       "key": {
                         "type": "string",
-                        "description": "The label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' and '.'.",
+                        "description": "The label key: an optional DNS-subdomain prefix of at most 253 characters and '/', then a name of at most 63 letters, digits, '-', '_' and '.'.",
                         "minLength": 1,
                         "maxLength": 317,
+                        "x-kubernetes-validations": [
+                          {
+                            "rule": "self.indexOf('/') <= 253",
+                            "reason": "FieldValueInvalid",
+                            "message": "the key's prefix (before '/') must be at most 253 characters"
+                          }
+                        ],
                         "pattern": "^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
                       },
                       "operator": {
@@ -2016,6 +2035,11 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "type": "integer",
               "format": "int64",
               "description": "The metadata.generation the summary was computed from."
+            },
+            "readyNodes": {
+              "type": "string",
+              "description": "How many of the selected nodes that reported are Ready, of how many, e.g. 2/3 (the Nodes column; a table cell holds one value, so a list of nodes showed only the first). Part of the summary, as Ready.",
+              "maxLength": 32
             },
             "nodes": {
               "type": "array",

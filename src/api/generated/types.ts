@@ -6,8 +6,8 @@ export type Quantity = number | string;
 
 export interface LabelSelectorRequirement {
   /**
-   * The label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters,
-   * digits, '-', '_' and '.'.
+   * The label key: an optional DNS-subdomain prefix of at most 253 characters and '/', then a name
+   * of at most 63 letters, digits, '-', '_' and '.'.
    */
   key: string;
   /**
@@ -127,6 +127,12 @@ export interface StoragePoolStatus {
    * The metadata.generation the summary was computed from.
    */
   observedGeneration?: number;
+  /**
+   * How many of the selected nodes that reported are Ready, of how many, e.g. 2/3 (the Nodes
+   * column; a table cell holds one value, so a list of nodes showed only the first). Part of the
+   * summary, as Ready.
+   */
+  readyNodes?: string;
   /**
    * One entry per node that has (or should have) the pool, written by that node's agent with
    * server-side apply under its own field manager.
@@ -1163,6 +1169,12 @@ export interface VirtualNetworkStatus {
    * The metadata.generation the summary was computed from.
    */
   observedGeneration?: number;
+  /**
+   * How many of the selected nodes that reported are Ready, of how many, e.g. 2/3 (the Nodes
+   * column; a table cell holds one value, so a list of nodes showed only the first). Part of the
+   * summary, as Ready.
+   */
+  readyNodes?: string;
   /**
    * One entry per node that has (or should have) the network, written by that node's agent with
    * server-side apply under its own field manager.

@@ -229,8 +229,9 @@ async function convergeImport(
       };
     case 'wait':
       if (job?.state === 'failed' && job.problem) {
+        // planImport waits only while no file is there: the failed import left none.
         return {
-          facts: { problem: job.problem, usedBy },
+          facts: { problem: job.problem, usedBy, noFile: true },
           requeueMs: Math.max(0, (job.retryAt ?? 0) - ctx.now().getTime()),
         };
       }
@@ -248,8 +249,11 @@ async function convergeImport(
           problem,
           ctx.now().getTime(),
         );
+        // uploadImage removes the file it began; should that removal have failed, the file
+        // is still ours and status.path, its record, stays for the next attempt to discard it.
+        const left = await observeVolume(pool, name);
         return {
-          facts: { problem: shown, usedBy },
+          facts: { problem: shown, usedBy, ...(left ? {} : { noFile: true }) },
           requeueMs: importRetryDelay(job!.attempts, shown.reason),
         };
       }

@@ -2,7 +2,7 @@
 // costs no write: conditions keep their lastTransitionTime, sizes are exact byte quantities
 // except allocation (rounded down to MiB, it moves as the guest writes), usedBy is sorted.
 // status.path doubles as the record that this Volume created its file (see plan.ownsVolume),
-// so it is carried over while the file cannot be observed.
+// so it is carried over while the file cannot be observed, unless it is known to be gone.
 import {
   findCondition,
   progressConditions,
@@ -42,6 +42,12 @@ export interface VolumeFacts {
   observed?: ObservedVolume;
   problem?: Problem;
   importing?: { progress: VolumeStatusProgress; path?: string };
+  /**
+   * The Volume's file is known not to exist (an import that failed before or while making it,
+   * and removed what it began): status.path is not carried over, as it would name a file that
+   * is not the Volume's. Left unset when the file may exist: the path is the ownership record.
+   */
+  noFile?: boolean;
   resizeProblem?: Problem;
   /** An HTTP import finished in this pass: the verified image now in the file. */
   imported?: { sha256: string; bytes: bigint; format: string };
@@ -58,7 +64,8 @@ export function volumeStatus(vol: Volume, facts: VolumeFacts, now: Date): Volume
     observedGeneration: generation,
     conditions: conditionsFor(vol, facts, now, growTo),
   };
-  const path = facts.observed?.path ?? facts.importing?.path ?? vol.status?.path;
+  const path =
+    facts.observed?.path ?? facts.importing?.path ?? (facts.noFile ? undefined : vol.status?.path);
   if (path !== undefined) status.path = path;
   if (facts.observed) {
     status.capacity = bytesQuantity(facts.observed.capacity);

@@ -162,6 +162,15 @@ describe('a selector that selects no Node', () => {
     await ensureNode(cp(), A, { [LABEL]: 'yes' });
     const ready = await readyReasons('AllNodesReady');
     expect(verdicts(ready)).toEqual(['Current', 'Current']);
+    // kubectl get's NODES column: ready of selected (B's entry says NotSelected), where it
+    // showed the first entry's node name only, whichever node that was.
+    for (const resource of ['vnet/chosen-net', 'pool/chosen-pool']) {
+      const got = await cp().kubectl(['get', resource]);
+      const [head = '', row = ''] = got.stdout.trim().split('\n');
+      // Cells are left-aligned under their heading; an isolated network's CIDR cell is empty.
+      const cell = row.slice(head.indexOf(' NODES ') + 1).split(/\s+/)[0];
+      expect(cell, resource).toBe('1/1');
+    }
 
     await ensureNode(cp(), A, {});
     const left = await readyReasons('NoMatchingNodes');

@@ -249,11 +249,18 @@ describe('CRDs on kube-apiserver', () => {
           // READY is the summary over every selected node: the first node's own Ready (True
           // here) said nothing of a second node that is not ready.
           conditions: [condition('False', 'NodesNotReady')],
+          // NODES counts the ready ones: a list's column showed only the first node's name.
+          readyNodes: '1/2',
           nodes: [
             {
               nodeName: 'node-1',
               bridge: 'lvo0123456789',
               conditions: [condition('True', 'Ready')],
+            },
+            {
+              nodeName: 'node-2',
+              bridge: 'lvo0123456789',
+              conditions: [condition('False', 'Inactive')],
             },
           ],
         },
@@ -268,7 +275,7 @@ describe('CRDs on kube-apiserver', () => {
       '192.168.150.1/24',
       'fd00:150::/64',
       'lvo0123456789',
-      'node-1',
+      '1/2',
       'False',
     ]);
     const pool = await table('pool');

@@ -1,37 +1,47 @@
 // `vm`, `console` and `forget-node` with a kubeconfig whose API server is not there (a local
 // control plane that has stopped, a stale KUBECONFIG): the error names the server and the
 // kubeconfig it came from, and says what to check, instead of Node's bare
-// "connect ECONNREFUSED 127.0.0.1:PORT".
+// "connect ECONNREFUSED 127.0.0.1:PORT". A server that accepts the connection and never
+// answers is given up on within the commands' own bound, not the client's 30 s.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { COMMAND_REQUEST_TIMEOUT_MS } from '../../../src/commands/flags.js';
 import { freePort } from '../../../src/commands/local/control-plane.js';
 import { collect, spawnCli } from '../../harness/processes.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'lvo-unreach-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+const COMMANDS = [
+  ['vm', 'pause', 'web'],
+  ['console', 'web'],
+  ['forget-node', 'n1'],
+];
+
+function writeKubeconfig(port: number): string {
+  const kubeconfig = join(dir, `kubeconfig-${port}`);
+  writeFileSync(
+    kubeconfig,
+    [
+      'apiVersion: v1',
+      'kind: Config',
+      'clusters: [{name: gone, cluster: {server: "https://127.0.0.1:' + port + '"}}]',
+      'users: [{name: admin, user: {token: t}}]',
+      'contexts: [{name: gone, context: {cluster: gone, user: admin}}]',
+      'current-context: gone',
+    ].join('\n'),
+  );
+  return kubeconfig;
+}
+
 describe('commands whose API server does not answer', () => {
   it('name the server and the kubeconfig, exit 1', async () => {
     const port = await freePort(); // free: nothing listens there
-    const kubeconfig = join(dir, 'kubeconfig');
-    writeFileSync(
-      kubeconfig,
-      [
-        'apiVersion: v1',
-        'kind: Config',
-        'clusters: [{name: gone, cluster: {server: "https://127.0.0.1:' + port + '"}}]',
-        'users: [{name: admin, user: {token: t}}]',
-        'contexts: [{name: gone, context: {cluster: gone, user: admin}}]',
-        'current-context: gone',
-      ].join('\n'),
-    );
-    for (const command of [
-      ['vm', 'pause', 'web'],
-      ['console', 'web'],
-      ['forget-node', 'n1'],
-    ]) {
+    const kubeconfig = writeKubeconfig(port);
+    for (const command of COMMANDS) {
       const res = await collect(spawnCli([...command, '--kubeconfig', kubeconfig]), 30_000);
       expect(res.stderr.trim(), command.join(' ')).toBe(
         `libvirt-operator ${command[0]}: cannot reach the API server https://127.0.0.1:${port} ` +
@@ -41,4 +51,48 @@ describe('commands whose API server does not answer', () => {
       expect(res.code, command.join(' ')).toBe(1);
     }
   });
+
+  it('up --kubeconfig names them too', async () => {
+    const port = await freePort();
+    const kubeconfig = writeKubeconfig(port);
+    const res = await collect(
+      spawnCli(['up', '--kubeconfig', kubeconfig, '--libvirt-uri', 'test:///default']),
+      60_000,
+    );
+    expect(res.stderr.trim()).toBe(
+      `libvirt-operator up: cannot reach the API server https://127.0.0.1:${port} ` +
+        `(from the kubeconfig ${kubeconfig}): connect ECONNREFUSED 127.0.0.1:${port}; ` +
+        'is the cluster running, and is that the kubeconfig you meant (--kubeconfig, KUBECONFIG)?',
+    );
+    expect(res.code).toBe(1);
+  });
+
+  it('give up on a server that accepts and never answers within their bound, naming it', async () => {
+    // A listener that takes the connection and reads nothing back: TLS never completes.
+    const sockets = new Set<Socket>();
+    const server = createServer((s) => void sockets.add(s));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const kubeconfig = writeKubeconfig(port);
+    try {
+      for (const command of COMMANDS) {
+        const started = Date.now();
+        const res = await collect(spawnCli([...command, '--kubeconfig', kubeconfig]), 60_000);
+        const took = Date.now() - started;
+        expect(res.stderr.trim(), command.join(' ')).toMatch(
+          new RegExp(
+            `^libvirt-operator ${command[0]}: cannot reach the API server https://127\\.0\\.0\\.1:${port} ` +
+              `\\(from the kubeconfig ${kubeconfig}\\): GET \\S+: no response within ${COMMAND_REQUEST_TIMEOUT_MS} ms; ` +
+              'is the cluster running',
+          ),
+        );
+        expect(res.code, command.join(' ')).toBe(1);
+        // The bound, plus the CLI's start-up; well short of the client's default 30 s.
+        expect(took, command.join(' ')).toBeLessThan(COMMAND_REQUEST_TIMEOUT_MS + 8_000);
+      }
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    }
+  }, 120_000);
 });

@@ -62,6 +62,17 @@ describe('top-level Ready over the nodes of a VirtualNetwork or StoragePool', ()
     expect(find(s.conditions, 'Reconciling')?.status).toBe('False');
   });
 
+  it('counts the ready nodes of the selected ones for the Nodes column, not naming one', () => {
+    const entries = [
+      entry('a', 'True', 'Active'),
+      entry('b', 'False', 'Inactive'),
+      entry('c', 'True', 'Active'),
+      entry('d', 'False', 'NodeNotSelected'),
+    ];
+    expect(aggregateStatus(2, undefined, entries, NOW).readyNodes).toBe('2/3');
+    expect(aggregateStatus(2, undefined, [], NOW).readyNodes).toBe('0/0');
+  });
+
   it('is False (NoNodes, Reconciling) when no selected node has reported', () => {
     const s = aggregateStatus(4, undefined, [entry('c', 'False', 'NodeNotSelected')], NOW);
     expect(find(s.conditions, 'Ready')).toMatchObject({ status: 'False', reason: 'NoNodes' });

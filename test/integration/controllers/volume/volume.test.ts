@@ -596,6 +596,8 @@ describe('HTTP import on test:///default (download and verification real; the dr
     // The path was recorded before libvirt was asked to create the file.
     expect(seen).toContain(`Importing:${POOL_DIR}/apps_imported`);
     expect(await fileNames()).not.toContain('apps_imported');
+    // ... and dropped with the file: status names no file that is not the Volume's.
+    expect(v?.status?.path).toBeUndefined();
     expect(await readdir(path.join(stateDir, 'imports'))).toEqual([]);
     await k.remove('Volume', NS, 'imported');
     await converge(ctx, reconcileVolume, `${NS}/imported`, { until: gone('imported') });

@@ -376,6 +376,15 @@ describe('volumeStatus', () => {
     );
     expect(status.path).toBe('/p/apps_data');
   });
+  it('drops the recorded path of a failed import that left no file', () => {
+    const status = volumeStatus(
+      vol({}, { path: '/p/apps_data' }),
+      { problem: { reason: 'ImportFailed', message: 'x' }, usedBy: [], noFile: true },
+      T0,
+    );
+    expect(status.phase).toBe('Failed');
+    expect(status.path).toBeUndefined();
+  });
   it('shows import progress while Importing, and the planned path once recorded', () => {
     const status = volumeStatus(
       vol(),

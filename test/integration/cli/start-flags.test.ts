@@ -1,0 +1,50 @@
+// `npm start -- --bogus`: scripts/start.sh refuses an unknown flag before its set-up (minutes
+// on a fresh machine, builds and installs), with the line `up` itself prints for it.
+// start.sh runs from a copy whose setup.sh only says it ran: the real set-up (npm ci among it)
+// is never started by this test, whatever start.sh does.
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { FLAGS } from '../../../src/commands/up.js';
+import { UP_FLAGS, upFlagsRefusal } from '../../../scripts/up-flags.mjs';
+import { collect, ROOT, run, spawnCli } from '../../harness/processes.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'lvo-start-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+mkdirSync(join(dir, 'scripts'));
+for (const f of ['start.sh', 'up-flags.mjs'])
+  copyFileSync(join(ROOT, 'scripts', f), join(dir, 'scripts', f));
+writeFileSync(join(dir, 'scripts/setup.sh'), 'echo "setup: ran" >&2\nexit 97\n');
+chmodSync(join(dir, 'scripts/setup.sh'), 0o755);
+const start = (argv: string[]) =>
+  run('bash', [join(dir, 'scripts/start.sh'), ...argv], { timeoutMs: 60_000 });
+
+const BAD = [['--bogus'], ['--examples', '--zap', '--node-name', 'n1'], ['--node-name'], ['extra']];
+
+describe('npm start with a bad flag', () => {
+  it('checks the same flags as up', () => {
+    expect(UP_FLAGS).toEqual({ ...FLAGS, help: { type: 'boolean', short: 'h' } });
+    expect(upFlagsRefusal(['--examples', '--node-name', 'n1', '--dir=/tmp/x', '-h'])).toBe(
+      undefined,
+    );
+  });
+
+  it.each(BAD.map((argv) => [argv.join(' '), argv] as const))(
+    "refuses '%s' before the set-up, as up does",
+    async (_, argv) => {
+      const up = await collect(spawnCli(['up', ...argv]), 60_000);
+      expect(up.code).toBe(2);
+      const res = await start(argv);
+      expect(res.stderr).toBe(up.stderr);
+      expect(res.stdout).toBe('');
+      expect(res.code).toBe(2);
+    },
+  );
+
+  it('goes on to the set-up with good flags', async () => {
+    const res = await start(['--examples', '--node-name', 'n1', '--health-addr=127.0.0.1:0']);
+    expect(res.stderr).toBe('setup: ran\n');
+    expect(res.code).toBe(97);
+  });
+});
