@@ -103,3 +103,33 @@ export function revertPaused(
     snapshotState !== 'disk-snapshot'
   );
 }
+
+/**
+ * What a finished restore says it did, in its Ready message and Event. A restore that stopped
+ * the running guest says so, and what happens next: the power-off after a disks-only revert,
+ * and also a revert to a snapshot of the stopped machine, which libvirt makes by shutting the
+ * running domain off (reason from_snapshot). Which runStrategy starts it again from the
+ * restored disks: Always and RerunOnFailure (a stop the user did not ask for); Manual and
+ * Halted leave it shut off. Pure.
+ */
+export function restoredWording(input: {
+  includesMemory: boolean;
+  /** The restore left shut off a machine that ran when it began. */
+  stoppedRun: boolean;
+  /** Whether the snapshot is of the running machine (a checkpoint, memory used or not). */
+  ofRunningMachine: boolean;
+  runStrategy: string | undefined;
+}): string {
+  if (input.includesMemory) return 'memory and disks';
+  if (!input.stoppedRun) return 'disks';
+  const strategy = input.runStrategy ?? 'Always';
+  const boots = strategy === 'Always' || strategy === 'RerunOnFailure';
+  if (input.ofRunningMachine)
+    return boots
+      ? 'disks; powered off to boot from them'
+      : `disks; powered off, and runStrategy ${strategy} leaves it shut off`;
+  const stopped = 'disks of the stopped machine; the revert shut the running guest off';
+  return boots
+    ? `${stopped}, and runStrategy ${strategy} boots it from them`
+    : `${stopped}, and runStrategy ${strategy} leaves it shut off`;
+}

@@ -26,7 +26,7 @@ import { observeMachineDomain, observeSnapshot } from '../shared/machine-snapsho
 import { powerOff, revert, setMarker } from './act.js';
 import { isMarkerOf } from './desired.js';
 import { observeMarker } from './observe.js';
-import { needsPowerOff, planRestore, revertPaused } from './plan.js';
+import { needsPowerOff, planRestore, restoredWording, revertPaused } from './plan.js';
 import { restoreStatus, type RestoreFacts } from './status.js';
 import { cachedByKey } from '../kit.js';
 import { isRestoreOf } from '../shared/restores.js';
@@ -167,10 +167,13 @@ async function converge(
         });
         return done;
       }
-      return finish(inProgress, vm, snapshot!, ctx);
+      return finish(inProgress, vm, snapshot!, ctx, {
+        wasActive: m.active,
+        snapshotState: found?.doc.state,
+      });
     }
     case 'finish':
-      return finish(restore, vm, snapshot!, ctx);
+      return finish(restore, vm, snapshot!, ctx, { snapshotState: found?.doc.state });
   }
 }
 
@@ -179,6 +182,12 @@ async function finish(
   vm: VirtualMachine,
   snapshot: VirtualMachineSnapshot,
   ctx: ControllerContext,
+  revert: {
+    /** Whether the domain ran before this pass reverted it; unknown when an earlier pass did. */
+    wasActive?: boolean;
+    /** The libvirt snapshot's state (running, paused, shutoff…), when it was found. */
+    snapshotState: string | undefined;
+  },
 ): Promise<Action> {
   const machine = await observeMachineDomain(ctx.libvirt(), vm);
   const off = machine !== undefined && needsPowerOff(snapshot, machine.active);
@@ -187,15 +196,31 @@ async function finish(
     // Asked for: the machine's controller starts it again without counting a restart.
     ctx.host.restoreStops.add(String(vm.metadata.uid));
   }
-  // A disks-only snapshot of a running machine (quiesced is recorded only for those) is
-  // reverted paused and then powered off: found off here, an earlier pass (an agent killed
-  // before this status write) did it, and status must still say so.
-  const poweredOff = off || (machine?.active === false && snapshot.status?.quiesced !== undefined);
-  const what = snapshot.status?.includesMemory
-    ? 'memory and disks'
-    : poweredOff
-      ? 'disks; powered off to boot from them'
-      : 'disks';
+  const state = revert.snapshotState;
+  // A disks-only snapshot of a running machine records quiesced, one of a stopped machine not:
+  // what tells them apart when the libvirt snapshot's state is not known.
+  const ofRunningMachine =
+    state !== undefined
+      ? state !== 'shutoff' && state !== 'disk-snapshot'
+      : snapshot.status?.quiesced !== undefined;
+  // Whether the restore left shut off a machine that ran: powered off now, or by the revert
+  // itself (libvirt shuts a running domain off to revert it to a snapshot of the stopped
+  // machine). After an agent killed before its status write, the domain tells: found off, an
+  // earlier pass powered it off (disks-only of a running machine), or libvirt's reason says the
+  // revert stopped it; the machine's controller stands aside until this status, so neither
+  // has changed since.
+  const inactive = machine?.active === false;
+  const stoppedRun =
+    off ||
+    (revert.wasActive !== undefined
+      ? revert.wasActive && inactive
+      : inactive && (ofRunningMachine || machine?.reasonName === 'from_snapshot'));
+  const what = restoredWording({
+    includesMemory: snapshot.status?.includesMemory === true,
+    stoppedRun,
+    ofRunningMachine,
+    runStrategy: vm.spec.runStrategy,
+  });
   ctx.event(
     KIND,
     restore,

@@ -507,6 +507,92 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       ),
     });
   });
+
+  it('says that reverting to the stopped machine’s snapshot shut the running guest off', async () => {
+    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'halt');
+    const vm = await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'halt', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        runStrategy: 'Halted',
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'root', volume: 'root' }],
+      },
+    });
+    const phaseIs = (want: string) =>
+      stored(
+        vmOf,
+        (o) => o?.status?.phase === want && o.status.observedGeneration === o.metadata.generation,
+      );
+    await converge(ctx, reconcileVirtualMachine, key('halt'), { until: phaseIs('Stopped') });
+    const taken = await snapshot('halt-1', 'halt');
+    expect(taken.status?.conditions?.find((c) => c.type === 'Ready')?.reason).toBe('DisksOnly');
+    const halt = await conn.lookupDomainByUUIDString(String(vm.metadata.uid));
+    const restoreWhileRunning = async (name: string, runStrategy: string) => {
+      await k.patchSpec('VirtualMachine', NS, 'halt', { runStrategy });
+      if (!(await halt.isActive())) await halt.create();
+      await converge(ctx, reconcileVirtualMachine, key('halt'), { until: phaseIs('Running') });
+      await k.create('VirtualMachineRestore', {
+        metadata: { name, namespace: NS },
+        spec: { vmName: 'halt', snapshotName: 'halt-1' },
+      });
+      await converge(ctx, reconcileVirtualMachineRestore, key(name), {
+        until: stored(
+          () => restoreOf(name),
+          (o) => o?.status?.phase === 'Succeeded',
+        ),
+      });
+      // libvirt reverts a running domain to a snapshot of the stopped one by shutting it off.
+      expect(await halt.getState()).toMatchObject({
+        stateName: 'shutoff',
+        reasonName: 'from_snapshot',
+      });
+      return restoreOf(name)?.status?.conditions?.find((c) => c.type === 'Ready')?.message;
+    };
+    const stoppedAndBooted =
+      'reverted to VirtualMachineSnapshot halt-1 (disks of the stopped machine; the revert shut ' +
+      'the running guest off, and runStrategy Always boots it from them)';
+    expect(await restoreWhileRunning('halt-back-1', 'Always')).toBe(stoppedAndBooted);
+    expect(ctx.events.at(-1)).toMatchObject({
+      key: key('halt-back-1'),
+      reason: 'Restored',
+      message: expect.stringContaining('the revert shut the running guest off'),
+    });
+    // As said: booted again, and not counted as a crash.
+    await converge(ctx, reconcileVirtualMachine, key('halt'), { until: phaseIs('Running') });
+    expect(vmOf()?.status?.restartCount ?? 0).toBe(0);
+    // An agent killed after the revert, before its status write: the domain's reason tells.
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'halt-back-2', namespace: NS },
+      spec: { vmName: 'halt', snapshotName: 'halt-1' },
+    });
+    await k.patchStatus('VirtualMachineRestore', NS, 'halt-back-2', { phase: 'InProgress' });
+    const libvirtSnapshot = await halt.lookupSnapshotByName(String(taken.status?.snapshotName));
+    await libvirtSnapshot.revert(0);
+    libvirtSnapshot.free();
+    await converge(ctx, reconcileVirtualMachineRestore, key('halt-back-2'), {
+      until: stored(
+        () => restoreOf('halt-back-2'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    expect(
+      restoreOf('halt-back-2')?.status?.conditions?.find((c) => c.type === 'Ready')?.message,
+    ).toBe(stoppedAndBooted);
+    // Under Manual nothing starts it again, and the restore says so.
+    expect(await restoreWhileRunning('halt-back-3', 'Manual')).toBe(
+      'reverted to VirtualMachineSnapshot halt-1 (disks of the stopped machine; the revert shut ' +
+        'the running guest off, and runStrategy Manual leaves it shut off)',
+    );
+    await converge(ctx, reconcileVirtualMachine, key('halt'), { until: phaseIs('Stopped') });
+    expect(await halt.isActive()).toBe(false);
+    await k.remove('VirtualMachine', NS, 'halt');
+    await converge(ctx, reconcileVirtualMachine, key('halt'), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+  });
 });
 
 describe('deleting a snapshot whose disks the running machine no longer has', () => {

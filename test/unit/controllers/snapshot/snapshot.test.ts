@@ -25,6 +25,7 @@ import {
 import {
   needsPowerOff,
   planRestore,
+  restoredWording,
   revertPaused,
 } from '../../../../src/controllers/virtual-machine-restore/plan.js';
 import { restoreStatus } from '../../../../src/controllers/virtual-machine-restore/status.js';
@@ -424,6 +425,27 @@ describe('planRestore', () => {
     expect(revertPaused(ready, 'shutoff')).toBe(false);
     const checkpoint = snap({ status: { phase: 'Ready', includesMemory: true } });
     expect(revertPaused(checkpoint, 'running')).toBe(false);
+  });
+
+  it('says when a restore shut the running guest off, and whether runStrategy boots it', () => {
+    const base = { includesMemory: false, stoppedRun: true, ofRunningMachine: true };
+    expect(restoredWording({ ...base, runStrategy: undefined })).toBe(
+      'disks; powered off to boot from them',
+    );
+    // Manual never starts it again: "to boot from them" would be untrue.
+    expect(restoredWording({ ...base, runStrategy: 'Manual' })).toBe(
+      'disks; powered off, and runStrategy Manual leaves it shut off',
+    );
+    expect(
+      restoredWording({ ...base, ofRunningMachine: false, runStrategy: 'RerunOnFailure' }),
+    ).toBe(
+      'disks of the stopped machine; the revert shut the running guest off, and runStrategy ' +
+        'RerunOnFailure boots it from them',
+    );
+    expect(restoredWording({ ...base, stoppedRun: false, runStrategy: 'Manual' })).toBe('disks');
+    expect(restoredWording({ ...base, includesMemory: true, runStrategy: 'Always' })).toBe(
+      'memory and disks',
+    );
   });
 
   it('recognises its own marker only', () => {
