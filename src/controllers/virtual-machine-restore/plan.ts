@@ -19,6 +19,11 @@ export function planRestore(input: {
   domainFound: boolean;
   markerPresent: boolean;
   libvirtSnapshotFound: boolean;
+  /**
+   * Volume the snapshot holds -> the Volumes layered on it (backingVolume) now. Default:
+   * none.
+   */
+  overlays?: ReadonlyMap<string, readonly string[]>;
 }): RestoreStep {
   const { restore, snapshot } = input;
   const phase = restore.status?.phase;
@@ -71,6 +76,24 @@ export function planRestore(input: {
       op: 'fail',
       reason: 'SnapshotMissing',
       message: `the libvirt snapshot ${snapshot.status.snapshotName} no longer exists on the host`,
+    };
+  }
+  // An overlay reads its backing file and cannot tell that it changed: reverting a base image
+  // rewrites what every overlay on it reads (and a checkpoint's guest would write it on), the
+  // corruption the machine controller refuses to start it for (VolumeHasOverlays). It waits
+  // for the overlays to go, as the machine does.
+  const bases = [...(input.overlays ?? [])].filter(([, on]) => on.length > 0);
+  if (bases.length > 0) {
+    const list = bases
+      .map(([base, on]) => `Volume ${base} is the backing file of ${on.join(', ')}`)
+      .join('; ');
+    return {
+      op: 'wait',
+      reason: 'VolumeHasOverlays',
+      message:
+        `${list}: reverting it would corrupt what they read; delete ` +
+        `${bases.length === 1 && bases[0]![1].length === 1 ? 'that Volume' : 'those Volumes'} ` +
+        'first (the restore waits)',
     };
   }
   return { op: 'revert', snapshotName: snapshot.status.snapshotName };

@@ -14,7 +14,9 @@ import type {
   VirtualMachine,
   VirtualMachineRestore,
   VirtualMachineSnapshot,
+  Volume,
 } from '../../api/generated/types.js';
+import { INDEX_SOURCE_VOLUME } from '../indexes.js';
 import {
   done,
   requeueAfter,
@@ -125,6 +127,7 @@ async function converge(
     domainFound: machine !== undefined,
     markerPresent: isMarkerOf(marker, uid),
     libvirtSnapshotFound: found !== undefined,
+    overlays: overlaysOfSnapshot(snapshot, ctx),
   });
   switch (step.op) {
     case 'none':
@@ -238,6 +241,30 @@ async function finish(
     String(vm.metadata.uid),
   );
   return done;
+}
+
+/**
+ * The Volumes layered (backingVolume) on each Volume the snapshot holds: the files a revert
+ * rewrites are those the snapshot was taken of (status.disks), whatever the machine has now.
+ */
+function overlaysOfSnapshot(
+  snapshot: VirtualMachineSnapshot | undefined,
+  ctx: ControllerContext,
+): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  const ns = snapshot?.metadata.namespace;
+  for (const disk of snapshot?.status?.disks ?? []) {
+    const base = disk.volume;
+    if (base === undefined || out.has(base)) continue;
+    out.set(
+      base,
+      ctx
+        .byIndex<Volume>('Volume', INDEX_SOURCE_VOLUME, `${ns}/${base}`)
+        .filter((v) => v.spec.source?.backingVolume?.volume === base)
+        .map((v) => String(v.metadata.name)),
+    );
+  }
+  return out;
 }
 
 function anotherInProgress(

@@ -593,6 +593,70 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       until: stored(vmOf, (o) => o === undefined),
     });
   });
+
+  it('does not revert a base image that other Volumes are layered on until they are gone', async () => {
+    const volume = (name: string, source?: object) =>
+      k.create('Volume', {
+        metadata: { name, namespace: NS },
+        spec: { nodeName: NODE, pool: 'images', capacity: '1Gi', format: 'qcow2', source },
+      });
+    await volume('base');
+    await k.patchStatus('Volume', NS, 'base', {
+      phase: 'Available',
+      path: join(stateDir, 'base.img'),
+    });
+    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'golden');
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'golden', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        runStrategy: 'Halted',
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'root', volume: 'base' }],
+      },
+    });
+    await converge(ctx, reconcileVirtualMachine, key('golden'), {
+      until: stored(vmOf, (o) => o?.status?.phase === 'Stopped'),
+    });
+    expect((await snapshot('golden-1', 'golden')).status?.disks).toEqual([
+      { name: 'vda', volume: 'base' },
+    ]);
+    // Later the machine's disk becomes the base image of another Volume.
+    await volume('layered', { backingVolume: { volume: 'base' } });
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'golden-back', namespace: NS },
+      spec: { vmName: 'golden', snapshotName: 'golden-1' },
+    });
+    await ctx.refresh();
+    const action = await reconcileVirtualMachineRestore(key('golden-back'), ctx);
+    expect(requeueMs(action)).toBeGreaterThan(0);
+    await stored(
+      () => restoreOf('golden-back'),
+      (o) => o?.status?.phase !== undefined,
+    )();
+    const waiting = restoreOf('golden-back')!;
+    expect(waiting.status?.phase).toBe('Pending');
+    expect(waiting.status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      reason: 'VolumeHasOverlays',
+      message:
+        'Volume base is the backing file of layered: reverting it would corrupt what they ' +
+        'read; delete that Volume first (the restore waits)',
+    });
+    // Once the overlay is gone, the restore runs.
+    await k.remove('Volume', NS, 'layered');
+    await converge(ctx, reconcileVirtualMachineRestore, key('golden-back'), {
+      until: stored(
+        () => restoreOf('golden-back'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    await k.remove('VirtualMachine', NS, 'golden');
+    await converge(ctx, reconcileVirtualMachine, key('golden'), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+  });
 });
 
 describe('deleting a snapshot whose disks the running machine no longer has', () => {
