@@ -657,6 +657,32 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       until: stored(vmOf, (o) => o === undefined),
     });
   });
+
+  it('leaves no snapshot object of a deleted machine to a new machine of its name', async () => {
+    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'twice');
+    await runningVm('twice', 'root');
+    const old = await snapshot('twice-1', 'twice');
+    expect(old.status?.phase).toBe('Ready');
+    // The machine is deleted, and its agent restarts before the snapshot's own pass...
+    await k.remove('VirtualMachine', NS, 'twice');
+    await converge(ctx, reconcileVirtualMachine, key('twice'), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+    // ...by which time a new machine of the same name exists.
+    await runningVm('twice', 'root');
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('twice-1'), {
+      until: stored(
+        () => snapOf('twice-1'),
+        (o) => o === undefined || o.status?.phase === 'Failed',
+      ),
+    });
+    // Gone with its machine, not a Failed SnapshotMissing snapshot among the new machine's.
+    expect(snapOf('twice-1')).toBeUndefined();
+    await k.remove('VirtualMachine', NS, 'twice');
+    await converge(ctx, reconcileVirtualMachine, key('twice'), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+  });
 });
 
 describe('deleting a snapshot whose disks the running machine no longer has', () => {
