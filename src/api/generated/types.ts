@@ -809,8 +809,9 @@ export interface VirtualMachineRestoreStatus {
   /**
    * Observations of the restore: Ready (True once the machine was reverted; False while waiting,
    * reason VirtualMachineNotFound, SnapshotNotFound, SnapshotNotReady, VirtualMachineNotDefined or
-   * AnotherRestoreInProgress, while reverting, reason Reverting, and for good after a failure,
-   * reason RevertFailed, SnapshotFailed or SnapshotMissing), with Reconciling and Stalled from it.
+   * AnotherRestoreInProgress, or until a user acts, reason SnapshotOfAnotherMachine or
+   * VolumeHasOverlays, while reverting, reason Reverting, and for good after a failure, reason
+   * RevertFailed, SnapshotFailed or SnapshotMissing), with Reconciling and Stalled from it.
    */
   conditions?: Condition[];
   /**

@@ -29,13 +29,25 @@ export function planRestore(input: {
   const phase = restore.status?.phase;
   if (phase === 'Succeeded' || phase === 'Failed') return { op: 'none' };
   const name = restore.spec.snapshotName;
-  if (!snapshot || snapshot.spec.vmName !== restore.spec.vmName) {
+  if (!snapshot) {
     return {
       op: 'wait',
       reason: 'SnapshotNotFound',
-      message: snapshot
-        ? `VirtualMachineSnapshot ${name} is of VirtualMachine ${snapshot.spec.vmName}, not ${restore.spec.vmName}`
-        : `no VirtualMachineSnapshot ${name} of VirtualMachine ${restore.spec.vmName}`,
+      message: `no VirtualMachineSnapshot ${name} of VirtualMachine ${restore.spec.vmName}`,
+    };
+  }
+  // Both vmNames are immutable: only the user (a new restore, or that snapshot deleted and
+  // created again for this machine) can change this, so it is Stalled, not a wait that a
+  // GitOps tool would watch until its timeout. Still Pending: a snapshot of the right machine
+  // created under that name is restored.
+  if (snapshot.spec.vmName !== restore.spec.vmName) {
+    return {
+      op: 'wait',
+      reason: 'SnapshotOfAnotherMachine',
+      message:
+        `VirtualMachineSnapshot ${name} is of VirtualMachine ${snapshot.spec.vmName}, not ` +
+        `${restore.spec.vmName}; name a snapshot of ${restore.spec.vmName} in a new ` +
+        'VirtualMachineRestore (spec.snapshotName is immutable)',
     };
   }
   if (!input.domainFound) {

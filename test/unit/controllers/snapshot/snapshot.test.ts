@@ -376,11 +376,20 @@ describe('planRestore', () => {
     });
     // One of that name exists, of another machine: said so, not 'no VirtualMachineSnapshot'.
     const other = snap({ spec: { vmName: 'db', includeMemory: true }, status: ready.status });
+    // Stalled (only the user can fix it), and says how.
     expect(planRestore({ ...input(restore(), false), snapshot: other })).toEqual({
       op: 'wait',
-      reason: 'SnapshotNotFound',
-      message: 'VirtualMachineSnapshot before-upgrade is of VirtualMachine db, not web',
+      reason: 'SnapshotOfAnotherMachine',
+      message:
+        'VirtualMachineSnapshot before-upgrade is of VirtualMachine db, not web; name a ' +
+        'snapshot of web in a new VirtualMachineRestore (spec.snapshotName is immutable)',
     });
+    const status = restoreStatus(
+      restore(),
+      { phase: 'Pending', reason: 'SnapshotOfAnotherMachine', message: 'x' },
+      now,
+    );
+    expect(status.conditions?.find((c) => c.type === 'Stalled')?.status).toBe('True');
     expect(planRestore({ ...input(restore(), false), libvirtSnapshotFound: false })).toMatchObject({
       op: 'fail',
       reason: 'SnapshotMissing',
