@@ -208,16 +208,16 @@ async function finish(
       : snapshot.status?.quiesced !== undefined;
   // Whether the restore left shut off a machine that ran: powered off now, or by the revert
   // itself (libvirt shuts a running domain off to revert it to a snapshot of the stopped
-  // machine). After an agent killed before its status write, the domain tells: found off, an
-  // earlier pass powered it off (disks-only of a running machine), or libvirt's reason says the
-  // revert stopped it; the machine's controller stands aside until this status, so neither
-  // has changed since.
-  const inactive = machine?.active === false;
+  // machine). A machine that was off before is no stopped run, though a disks-only checkpoint
+  // was reverted paused and powered off. After an agent killed before its status write, the
+  // domain tells: found off, an earlier pass powered it off (disks-only of a running machine),
+  // or libvirt's reason says the revert stopped it; the machine's controller stands aside
+  // until this status, so neither has changed since.
+  const offNow = off || machine?.active === false;
   const stoppedRun =
-    off ||
-    (revert.wasActive !== undefined
-      ? revert.wasActive && inactive
-      : inactive && (ofRunningMachine || machine?.reasonName === 'from_snapshot'));
+    revert.wasActive !== undefined
+      ? revert.wasActive && offNow
+      : offNow && (ofRunningMachine || machine?.reasonName === 'from_snapshot');
   const what = restoredWording({
     includesMemory: snapshot.status?.includesMemory === true,
     stoppedRun,

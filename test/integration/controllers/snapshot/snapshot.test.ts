@@ -588,6 +588,21 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     );
     await converge(ctx, reconcileVirtualMachine, key('halt'), { until: phaseIs('Stopped') });
     expect(await halt.isActive()).toBe(false);
+    // Restored while it is off: nothing was shut off, though libvirt's reason still reads
+    // from_snapshot (from the restore before).
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'halt-back-4', namespace: NS },
+      spec: { vmName: 'halt', snapshotName: 'halt-1' },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key('halt-back-4'), {
+      until: stored(
+        () => restoreOf('halt-back-4'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    expect(
+      restoreOf('halt-back-4')?.status?.conditions?.find((c) => c.type === 'Ready')?.message,
+    ).toBe('reverted to VirtualMachineSnapshot halt-1 (disks)');
     await k.remove('VirtualMachine', NS, 'halt');
     await converge(ctx, reconcileVirtualMachine, key('halt'), {
       until: stored(vmOf, (o) => o === undefined),
