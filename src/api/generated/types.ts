@@ -910,9 +910,9 @@ export interface VirtualMachineSnapshotStatus {
   /**
    * Observations of the snapshot's state: Ready (True once taken; False with reason
    * VirtualMachineNotFound while no machine of that name exists, VirtualMachineNotDefined while
-   * waiting for its domain, SnapshotInProgress while being taken, and for good with Unsupported
-   * for disks that are not qcow2, SnapshotFailed, SnapshotMissing, NameConflict), with Reconciling
-   * and Stalled from it.
+   * waiting for its domain, RestoreInProgress while a restore reverts the machine,
+   * SnapshotInProgress while being taken, and for good with Unsupported for disks that are not
+   * qcow2, SnapshotFailed, SnapshotMissing, NameConflict), with Reconciling and Stalled from it.
    */
   conditions?: Condition[];
   /**

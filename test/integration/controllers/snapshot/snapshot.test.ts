@@ -272,6 +272,48 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     await k.patchStatus('VirtualMachineRestore', NS, 'back-3', { phase: 'Failed' });
   });
 
+  it('takes no snapshot while a restore reverts the machine, and takes it after', async () => {
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'back-3b', namespace: NS },
+      spec: { vmName: 'web', snapshotName: 'missing' },
+    });
+    await k.patchStatus('VirtualMachineRestore', NS, 'back-3b', { phase: 'InProgress' });
+    const before = await domain.numOfSnapshots();
+    await k.create('VirtualMachineSnapshot', {
+      metadata: { name: 'mid-revert', namespace: NS },
+      spec: { vmName: 'web' },
+    });
+    await ctx.refresh();
+    expect(requeueMs(await reconcileVirtualMachineSnapshot(key('mid-revert'), ctx))).toBe(5_000);
+    expect(await domain.numOfSnapshots()).toBe(before);
+    await stored(
+      () => snapOf('mid-revert'),
+      () => true,
+    )();
+    expect(snapOf('mid-revert')?.status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject(
+      {
+        reason: 'RestoreInProgress',
+      },
+    );
+    expect(snapOf('mid-revert')?.status?.phase).toBe('Pending');
+    await k.patchStatus('VirtualMachineRestore', NS, 'back-3b', { phase: 'Failed' });
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('mid-revert'), {
+      until: stored(
+        () => snapOf('mid-revert'),
+        (o) => o?.status?.phase === 'Ready',
+      ),
+    });
+    expect(await domain.numOfSnapshots()).toBe(before + 1);
+    await k.remove('VirtualMachineSnapshot', NS, 'mid-revert');
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('mid-revert'), {
+      until: stored(
+        () => snapOf('mid-revert'),
+        (o) => o === undefined,
+      ),
+    });
+    expect(await domain.numOfSnapshots()).toBe(before);
+  });
+
   it('boots the machine after a disks-only restore without counting a restart', async () => {
     await k.create('VirtualMachineRestore', {
       metadata: { name: 'back-4', namespace: NS },
