@@ -30,7 +30,8 @@ import { isMarkerOf } from './desired.js';
 import { observeMarker } from './observe.js';
 import { needsPowerOff, planRestore, restoredWording, revertPaused } from './plan.js';
 import { restoreStatus, type RestoreFacts } from './status.js';
-import { cachedByKey } from '../kit.js';
+import { cachedByKey, newProblem } from '../kit.js';
+import { REASON_CLASSES } from '../../api/conditions.js';
 import { isRestoreOf } from '../shared/restores.js';
 import {
   machineNotFound,
@@ -292,6 +293,12 @@ async function report(
   if (facts.phase === 'Failed' && restore.status?.phase !== 'Failed')
     ctx.event(KIND, restore, 'Warning', facts.reason, facts.message);
   const status = restoreStatus(restore, facts, ctx.now(), vmUid);
+  // A wait only the user can end (Stalled: another machine's snapshot, a base image with
+  // overlays) is said once as a Warning too, as a machine's problems are.
+  if (facts.phase === 'Pending' && REASON_CLASSES[facts.reason] === 'stalled') {
+    const bad = newProblem(restore.status?.conditions, status.conditions, 'Ready');
+    if (bad) ctx.event(KIND, restore, 'Warning', facts.reason, facts.message);
+  }
   const updated = await ctx.applyStatus(KIND, restore, status);
   return updated as VirtualMachineRestore | undefined;
 }

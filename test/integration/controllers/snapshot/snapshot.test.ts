@@ -701,6 +701,11 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
         'Volume base is the backing file of layered: reverting it would corrupt what they ' +
         'read; delete that Volume first (the restore waits)',
     });
+    // Said once as a Warning Event too, not on every pass that finds it still so.
+    await reconcileVirtualMachineRestore(key('golden-back'), ctx);
+    expect(
+      ctx.events.filter((e) => e.key === key('golden-back') && e.reason === 'VolumeHasOverlays'),
+    ).toMatchObject([{ type: 'Warning' }]);
     // Once the overlay is gone, the restore runs.
     await k.remove('Volume', NS, 'layered');
     await converge(ctx, reconcileVirtualMachineRestore, key('golden-back'), {
