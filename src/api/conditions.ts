@@ -164,6 +164,8 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   SnapshotFailed: 'stalled',
   SnapshotMissing: 'stalled',
   RevertFailed: 'stalled',
+  // A restore naming another machine's snapshot: both names are immutable.
+  SnapshotOfAnotherMachine: 'stalled',
   // The downloaded image is not the one the spec pins: retrying fetches the same bytes.
   ChecksumMismatch: 'stalled',
   FormatMismatch: 'stalled',
@@ -209,6 +211,8 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   SnapshotNotFound: 'transient',
   SnapshotNotReady: 'transient',
   AnotherRestoreInProgress: 'transient',
+  // A snapshot waits for a restore of its machine to finish.
+  RestoreInProgress: 'transient',
   Reverting: 'transient',
   // Synced=False of a running machine while the guest has not released a detached device
   // (Reconciling comes from Synced there, Ready stays True): the detach is retried.

@@ -815,8 +815,9 @@ export interface VirtualMachineRestoreStatus {
   /**
    * Observations of the restore: Ready (True once the machine was reverted; False while waiting,
    * reason VirtualMachineNotFound, SnapshotNotFound, SnapshotNotReady, VirtualMachineNotDefined or
-   * AnotherRestoreInProgress, while reverting, reason Reverting, and for good after a failure,
-   * reason RevertFailed, SnapshotFailed or SnapshotMissing), with Reconciling and Stalled from it.
+   * AnotherRestoreInProgress, or until a user acts, reason SnapshotOfAnotherMachine or
+   * VolumeHasOverlays, while reverting, reason Reverting, and for good after a failure, reason
+   * RevertFailed, SnapshotFailed or SnapshotMissing), with Reconciling and Stalled from it.
    */
   conditions?: Condition[];
   /**
@@ -915,9 +916,9 @@ export interface VirtualMachineSnapshotStatus {
   /**
    * Observations of the snapshot's state: Ready (True once taken; False with reason
    * VirtualMachineNotFound while no machine of that name exists, VirtualMachineNotDefined while
-   * waiting for its domain, SnapshotInProgress while being taken, and for good with Unsupported
-   * for disks that are not qcow2, SnapshotFailed, SnapshotMissing, NameConflict), with Reconciling
-   * and Stalled from it.
+   * waiting for its domain, RestoreInProgress while a restore reverts the machine,
+   * SnapshotInProgress while being taken, and for good with Unsupported for disks that are not
+   * qcow2, SnapshotFailed, SnapshotMissing, NameConflict), with Reconciling and Stalled from it.
    */
   conditions?: Condition[];
   /**

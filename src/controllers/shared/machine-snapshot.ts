@@ -21,6 +21,8 @@ export interface MachineDomain {
   domain: Domain;
   /** running, paused, shutoff… (libvirt's state name) */
   stateName: string;
+  /** libvirt's reason for that state: from_snapshot, destroyed, booted… */
+  reasonName: string;
   active: boolean;
   /** Disks of the running definition when active, else of the persistent one. */
   disks: SnapshotDiskView[];
@@ -46,10 +48,11 @@ export async function observeMachineDomain(
   if (xml === undefined || !isOurStamp(identityOf(xml).stamp, vm)) return undefined;
   const state = await domain.getState().catch((err: unknown) => absent(err, 'domain'));
   if (!state) return undefined;
-  const { stateName } = state;
+  const { stateName, reasonName } = state;
   return {
     domain,
     stateName,
+    reasonName,
     active: stateName !== 'shutoff' && stateName !== 'crashed',
     disks: domainDiskViews(xml),
     xml,

@@ -1,6 +1,6 @@
 // What the VirtualMachine controller needs to know of restores: whether one of its machine is
 // running, so that it stands aside (redefining, starting or stopping the domain would fight
-// the revert); and which to delete with the machine.
+// the revert); and which restores and snapshot objects to delete with the machine.
 import type {
   VirtualMachine,
   VirtualMachineRestore,
@@ -81,4 +81,22 @@ export function stoppedByRestore(vm: VirtualMachine, ctx: ControllerContext): bo
 export async function deleteRestoresOf(vm: VirtualMachine, ctx: ControllerContext): Promise<void> {
   const restores = ctx.byIndex<VirtualMachineRestore>('VirtualMachineRestore', INDEX_VM, keyOf(vm));
   for (const r of restores) await ctx.deleteObject('VirtualMachineRestore', r);
+}
+
+/**
+ * A machine's snapshot objects go with it too. The snapshot controller deletes them when it
+ * sees the machine deleting, but a pass that comes only after the machine is gone (an agent
+ * restarted in between) may find a new machine of the same name, and would keep the old
+ * machine's snapshot, Failed SnapshotMissing, among the new one's. Deleted here, each keeps its
+ * node finalizer until the snapshot controller has had libvirt delete what is left (the
+ * machine's removal deletes its libvirt snapshots before the domain is undefined anyway).
+ */
+export async function deleteSnapshotsOf(vm: VirtualMachine, ctx: ControllerContext): Promise<void> {
+  const snapshots = ctx.byIndex<VirtualMachineSnapshot>(
+    'VirtualMachineSnapshot',
+    INDEX_VM,
+    keyOf(vm),
+  );
+  for (const s of snapshots)
+    if (!s.metadata.deletionTimestamp) await ctx.deleteObject('VirtualMachineSnapshot', s);
 }

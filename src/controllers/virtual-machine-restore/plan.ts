@@ -19,18 +19,35 @@ export function planRestore(input: {
   domainFound: boolean;
   markerPresent: boolean;
   libvirtSnapshotFound: boolean;
+  /**
+   * Volume the snapshot holds -> the Volumes layered on it (backingVolume) now. Default:
+   * none.
+   */
+  overlays?: ReadonlyMap<string, readonly string[]>;
 }): RestoreStep {
   const { restore, snapshot } = input;
   const phase = restore.status?.phase;
   if (phase === 'Succeeded' || phase === 'Failed') return { op: 'none' };
   const name = restore.spec.snapshotName;
-  if (!snapshot || snapshot.spec.vmName !== restore.spec.vmName) {
+  if (!snapshot) {
     return {
       op: 'wait',
       reason: 'SnapshotNotFound',
-      message: snapshot
-        ? `VirtualMachineSnapshot ${name} is of VirtualMachine ${snapshot.spec.vmName}, not ${restore.spec.vmName}`
-        : `no VirtualMachineSnapshot ${name} of VirtualMachine ${restore.spec.vmName}`,
+      message: `no VirtualMachineSnapshot ${name} of VirtualMachine ${restore.spec.vmName}`,
+    };
+  }
+  // Both vmNames are immutable: only the user (a new restore, or that snapshot deleted and
+  // created again for this machine) can change this, so it is Stalled, not a wait that a
+  // GitOps tool would watch until its timeout. Still Pending: a snapshot of the right machine
+  // created under that name is restored.
+  if (snapshot.spec.vmName !== restore.spec.vmName) {
+    return {
+      op: 'wait',
+      reason: 'SnapshotOfAnotherMachine',
+      message:
+        `VirtualMachineSnapshot ${name} is of VirtualMachine ${snapshot.spec.vmName}, not ` +
+        `${restore.spec.vmName}; name a snapshot of ${restore.spec.vmName} in a new ` +
+        'VirtualMachineRestore (spec.snapshotName is immutable)',
     };
   }
   if (!input.domainFound) {
@@ -73,6 +90,24 @@ export function planRestore(input: {
       message: `the libvirt snapshot ${snapshot.status.snapshotName} no longer exists on the host`,
     };
   }
+  // An overlay reads its backing file and cannot tell that it changed: reverting a base image
+  // rewrites what every overlay on it reads (and a checkpoint's guest would write it on), the
+  // corruption the machine controller refuses to start it for (VolumeHasOverlays). It waits
+  // for the overlays to go, as the machine does.
+  const bases = [...(input.overlays ?? [])].filter(([, on]) => on.length > 0);
+  if (bases.length > 0) {
+    const list = bases
+      .map(([base, on]) => `Volume ${base} is the backing file of ${on.join(', ')}`)
+      .join('; ');
+    return {
+      op: 'wait',
+      reason: 'VolumeHasOverlays',
+      message:
+        `${list}: reverting it would corrupt what they read; delete ` +
+        `${bases.length === 1 && bases[0]![1].length === 1 ? 'that Volume' : 'those Volumes'} ` +
+        'first (the restore waits)',
+    };
+  }
   return { op: 'revert', snapshotName: snapshot.status.snapshotName };
 }
 
@@ -102,4 +137,34 @@ export function revertPaused(
     snapshotState !== 'shutoff' &&
     snapshotState !== 'disk-snapshot'
   );
+}
+
+/**
+ * What a finished restore says it did, in its Ready message and Event. A restore that stopped
+ * the running guest says so, and what happens next: the power-off after a disks-only revert,
+ * and also a revert to a snapshot of the stopped machine, which libvirt makes by shutting the
+ * running domain off (reason from_snapshot). Which runStrategy starts it again from the
+ * restored disks: Always and RerunOnFailure (a stop the user did not ask for); Manual and
+ * Halted leave it shut off. Pure.
+ */
+export function restoredWording(input: {
+  includesMemory: boolean;
+  /** The restore left shut off a machine that ran when it began. */
+  stoppedRun: boolean;
+  /** Whether the snapshot is of the running machine (a checkpoint, memory used or not). */
+  ofRunningMachine: boolean;
+  runStrategy: string | undefined;
+}): string {
+  if (input.includesMemory) return 'memory and disks';
+  if (!input.stoppedRun) return 'disks';
+  const strategy = input.runStrategy ?? 'Always';
+  const boots = strategy === 'Always' || strategy === 'RerunOnFailure';
+  if (input.ofRunningMachine)
+    return boots
+      ? 'disks; powered off to boot from them'
+      : `disks; powered off, and runStrategy ${strategy} leaves it shut off`;
+  const stopped = 'disks of the stopped machine; the revert shut the running guest off';
+  return boots
+    ? `${stopped}, and runStrategy ${strategy} boots it from them`
+    : `${stopped}, and runStrategy ${strategy} leaves it shut off`;
 }

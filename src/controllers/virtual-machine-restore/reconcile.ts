@@ -14,7 +14,9 @@ import type {
   VirtualMachine,
   VirtualMachineRestore,
   VirtualMachineSnapshot,
+  Volume,
 } from '../../api/generated/types.js';
+import { INDEX_SOURCE_VOLUME } from '../indexes.js';
 import {
   done,
   requeueAfter,
@@ -26,9 +28,10 @@ import { observeMachineDomain, observeSnapshot } from '../shared/machine-snapsho
 import { powerOff, revert, setMarker } from './act.js';
 import { isMarkerOf } from './desired.js';
 import { observeMarker } from './observe.js';
-import { needsPowerOff, planRestore, revertPaused } from './plan.js';
+import { needsPowerOff, planRestore, restoredWording, revertPaused } from './plan.js';
 import { restoreStatus, type RestoreFacts } from './status.js';
-import { cachedByKey } from '../kit.js';
+import { cachedByKey, newProblem } from '../kit.js';
+import { REASON_CLASSES } from '../../api/conditions.js';
 import { isRestoreOf } from '../shared/restores.js';
 import {
   machineNotFound,
@@ -125,6 +128,7 @@ async function converge(
     domainFound: machine !== undefined,
     markerPresent: isMarkerOf(marker, uid),
     libvirtSnapshotFound: found !== undefined,
+    overlays: overlaysOfSnapshot(snapshot, ctx),
   });
   switch (step.op) {
     case 'none':
@@ -167,10 +171,13 @@ async function converge(
         });
         return done;
       }
-      return finish(inProgress, vm, snapshot!, ctx);
+      return finish(inProgress, vm, snapshot!, ctx, {
+        wasActive: m.active,
+        snapshotState: found?.doc.state,
+      });
     }
     case 'finish':
-      return finish(restore, vm, snapshot!, ctx);
+      return finish(restore, vm, snapshot!, ctx, { snapshotState: found?.doc.state });
   }
 }
 
@@ -179,6 +186,12 @@ async function finish(
   vm: VirtualMachine,
   snapshot: VirtualMachineSnapshot,
   ctx: ControllerContext,
+  revert: {
+    /** Whether the domain ran before this pass reverted it; unknown when an earlier pass did. */
+    wasActive?: boolean;
+    /** The libvirt snapshot's state (running, paused, shutoff…), when it was found. */
+    snapshotState: string | undefined;
+  },
 ): Promise<Action> {
   const machine = await observeMachineDomain(ctx.libvirt(), vm);
   const off = machine !== undefined && needsPowerOff(snapshot, machine.active);
@@ -187,15 +200,31 @@ async function finish(
     // Asked for: the machine's controller starts it again without counting a restart.
     ctx.host.restoreStops.add(String(vm.metadata.uid));
   }
-  // A disks-only snapshot of a running machine (quiesced is recorded only for those) is
-  // reverted paused and then powered off: found off here, an earlier pass (an agent killed
-  // before this status write) did it, and status must still say so.
-  const poweredOff = off || (machine?.active === false && snapshot.status?.quiesced !== undefined);
-  const what = snapshot.status?.includesMemory
-    ? 'memory and disks'
-    : poweredOff
-      ? 'disks; powered off to boot from them'
-      : 'disks';
+  const state = revert.snapshotState;
+  // A disks-only snapshot of a running machine records quiesced, one of a stopped machine not:
+  // what tells them apart when the libvirt snapshot's state is not known.
+  const ofRunningMachine =
+    state !== undefined
+      ? state !== 'shutoff' && state !== 'disk-snapshot'
+      : snapshot.status?.quiesced !== undefined;
+  // Whether the restore left shut off a machine that ran: powered off now, or by the revert
+  // itself (libvirt shuts a running domain off to revert it to a snapshot of the stopped
+  // machine). A machine that was off before is no stopped run, though a disks-only checkpoint
+  // was reverted paused and powered off. After an agent killed before its status write, the
+  // domain tells: found off, an earlier pass powered it off (disks-only of a running machine),
+  // or libvirt's reason says the revert stopped it; the machine's controller stands aside
+  // until this status, so neither has changed since.
+  const offNow = off || machine?.active === false;
+  const stoppedRun =
+    revert.wasActive !== undefined
+      ? revert.wasActive && offNow
+      : offNow && (ofRunningMachine || machine?.reasonName === 'from_snapshot');
+  const what = restoredWording({
+    includesMemory: snapshot.status?.includesMemory === true,
+    stoppedRun,
+    ofRunningMachine,
+    runStrategy: vm.spec.runStrategy,
+  });
   ctx.event(
     KIND,
     restore,
@@ -213,6 +242,30 @@ async function finish(
     String(vm.metadata.uid),
   );
   return done;
+}
+
+/**
+ * The Volumes layered (backingVolume) on each Volume the snapshot holds: the files a revert
+ * rewrites are those the snapshot was taken of (status.disks), whatever the machine has now.
+ */
+function overlaysOfSnapshot(
+  snapshot: VirtualMachineSnapshot | undefined,
+  ctx: ControllerContext,
+): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  const ns = snapshot?.metadata.namespace;
+  for (const disk of snapshot?.status?.disks ?? []) {
+    const base = disk.volume;
+    if (base === undefined || out.has(base)) continue;
+    out.set(
+      base,
+      ctx
+        .byIndex<Volume>('Volume', INDEX_SOURCE_VOLUME, `${ns}/${base}`)
+        .filter((v) => v.spec.source?.backingVolume?.volume === base)
+        .map((v) => String(v.metadata.name)),
+    );
+  }
+  return out;
 }
 
 function anotherInProgress(
@@ -240,6 +293,12 @@ async function report(
   if (facts.phase === 'Failed' && restore.status?.phase !== 'Failed')
     ctx.event(KIND, restore, 'Warning', facts.reason, facts.message);
   const status = restoreStatus(restore, facts, ctx.now(), vmUid);
+  // A wait only the user can end (Stalled: another machine's snapshot, a base image with
+  // overlays) is said once as a Warning too, as a machine's problems are.
+  if (facts.phase === 'Pending' && REASON_CLASSES[facts.reason] === 'stalled') {
+    const bad = newProblem(restore.status?.conditions, status.conditions, 'Ready');
+    if (bad) ctx.event(KIND, restore, 'Warning', facts.reason, facts.message);
+  }
   const updated = await ctx.applyStatus(KIND, restore, status);
   return updated as VirtualMachineRestore | undefined;
 }

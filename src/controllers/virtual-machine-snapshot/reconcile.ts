@@ -37,6 +37,7 @@ import { INDEX_SNAPSHOT } from '../indexes.js';
 import { liveDeleteBlocker, planSnapshot, revertingRestores, takeMayBeCutShort } from './plan.js';
 import { snapshotStatus, type SnapshotFacts } from './status.js';
 import { cachedByKey, withFinalizer } from '../kit.js';
+import { restoreInProgress } from '../shared/restores.js';
 
 const KIND = 'VirtualMachineSnapshot';
 /** A machine whose domain is being defined gets it within seconds. */
@@ -121,6 +122,18 @@ async function converge(
     case 'take': {
       const { decision: d } = step;
       const m = machine!;
+      // Not while a restore reverts the machine: its domain passes through states nobody asked
+      // to keep (a checkpoint reverted paused before its power-off, a guest the revert shut
+      // off before runStrategy boots it). libvirt's job lock only orders the calls. The
+      // snapshot waits, InProgress kept as it was (a take cut short is still cleaned up).
+      if (restoreInProgress(vm, ctx)) {
+        await report(ctx, snap, {
+          phase: snap.status?.phase === 'InProgress' ? 'InProgress' : 'Pending',
+          reason: 'RestoreInProgress',
+          message: `a VirtualMachineRestore is reverting VirtualMachine ${vm.metadata.name}; the snapshot is taken once it has finished`,
+        });
+        return requeueAfter(WAIT_MS);
+      }
       // InProgress first, so a long checkpoint shows; then the status write after the
       // snapshot is made against this write's answer, not the stale cached object.
       const inProgress =

@@ -17,7 +17,12 @@ import {
   type KindReconcile,
 } from '../context.js';
 import { INDEX_NETWORK, INDEX_SOURCE_VOLUME } from '../indexes.js';
-import { deleteRestoresOf, restoreInProgress, stoppedByRestore } from '../shared/restores.js';
+import {
+  deleteRestoresOf,
+  deleteSnapshotsOf,
+  restoreInProgress,
+  stoppedByRestore,
+} from '../shared/restores.js';
 import { actMachine, type StepFailure } from './act.js';
 import {
   consoleLogFile,
@@ -401,6 +406,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
     const after = await observeDomain(conn, vm);
     if (after.state !== 'ours' && !outcome.failure) {
       await deleteRestoresOf(vm, ctx);
+      await deleteSnapshotsOf(vm, ctx);
       await ctx.removeFinalizer(KIND, vm, HOST_FINALIZER);
       ctx.host.shutdowns.delete(uid);
       ctx.host.interfacesAttached.delete(uid);

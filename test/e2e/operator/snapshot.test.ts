@@ -48,6 +48,7 @@ interface Obj {
     disks?: Array<{ name: string; volume?: string }>;
     usedBy?: Array<{ kind: string; name: string }>;
     completionTime?: string;
+    restartCount?: number;
     vcpus?: { current?: number };
     conditions?: Array<{ type: string; status: string; reason?: string; message?: string }>;
   };
@@ -142,6 +143,8 @@ describe('snapshots and restores of a real guest', () => {
   /** The first boot's id and what it wrote on the data disk. */
   let bootA = '';
   let wroteA = '';
+  /** The boot id of the guest's latest boot that a test waited for. */
+  let lastBoot = '';
   let runStrategy = 'Always';
   let dataCapacity = '16Mi';
   let vcpus = 1;
@@ -289,6 +292,7 @@ describe('snapshots and restores of a real guest', () => {
     const bootC = await waitForGuestReady(consoleLog, 180_000, { otherThan: bootB });
     expect(bootC).not.toBe(bootA);
     expect((await waitForConsoleLine(consoleLog, GUEST_MARKER.data, 5_000))[1]).toBe(wroteA);
+    lastBoot = bootC;
     // The data disk holds two internal snapshots now, one with the guest's memory. The agent
     // makes qcow2 v3 images, which grow with snapshots in them; libvirt's default, v2, refuses
     // ("Can't resize a v2 image which has snapshots"). QEMU grows it: the guest runs.
@@ -352,6 +356,32 @@ describe('snapshots and restores of a real guest', () => {
     expect(check.code, check.stdout).toBe(0);
     expect((await virsh('domstate', DOMAIN)).stdout.trim()).toBe('shut off');
   });
+
+  it('says that reverting the running guest to the stopped machine’s snapshot shut it off', async () => {
+    runStrategy = 'Always';
+    await apply(yaml());
+    await phase('vm', VM, 'Running', 90_000);
+    const bootD = await waitForGuestReady(consoleLog, 180_000, { otherThan: lastBoot });
+    const dataD = (await waitForConsoleLine(consoleLog, GUEST_MARKER.data, 5_000))[1]!;
+    const wroteD = (await waitForConsoleLine(consoleLog, GUEST_MARKER.dataWrote, 5_000))[1]!;
+    // The destroy behind the operator's back above counted one.
+    const restarts = (await get('vm', VM)).status?.restartCount ?? 0;
+    const done = await restore('off-running', 'off');
+    expect(done.status?.conditions?.find((c) => c.type === 'Ready')?.message).toBe(
+      'reverted to VirtualMachineSnapshot off (disks of the stopped machine; the revert shut ' +
+        'the running guest off, and runStrategy Always boots it from them)',
+    );
+    // As said: a new boot, from the disk as the snapshot holds it (what D read, not D's write),
+    // and not counted as a crash.
+    lastBoot = await waitForGuestReady(consoleLog, 180_000, { otherThan: bootD });
+    const dataE = (await waitForConsoleLine(consoleLog, GUEST_MARKER.data, 5_000))[1];
+    expect(dataE).toBe(dataD);
+    expect(dataE).not.toBe(wroteD);
+    expect((await get('vm', VM)).status?.restartCount ?? 0).toBe(restarts);
+    runStrategy = 'Halted';
+    await apply(yaml());
+    await phase('vm', VM, 'Stopped', 90_000);
+  }, 480_000);
 
   it('deletes libvirt snapshots with their objects, and a machine’s snapshots with it', async () => {
     expect((await libvirtSnapshots()).length).toBe(3);

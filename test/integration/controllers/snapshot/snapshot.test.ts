@@ -272,6 +272,48 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     await k.patchStatus('VirtualMachineRestore', NS, 'back-3', { phase: 'Failed' });
   });
 
+  it('takes no snapshot while a restore reverts the machine, and takes it after', async () => {
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'back-3b', namespace: NS },
+      spec: { vmName: 'web', snapshotName: 'missing' },
+    });
+    await k.patchStatus('VirtualMachineRestore', NS, 'back-3b', { phase: 'InProgress' });
+    const before = await domain.numOfSnapshots();
+    await k.create('VirtualMachineSnapshot', {
+      metadata: { name: 'mid-revert', namespace: NS },
+      spec: { vmName: 'web' },
+    });
+    await ctx.refresh();
+    expect(requeueMs(await reconcileVirtualMachineSnapshot(key('mid-revert'), ctx))).toBe(5_000);
+    expect(await domain.numOfSnapshots()).toBe(before);
+    await stored(
+      () => snapOf('mid-revert'),
+      () => true,
+    )();
+    expect(snapOf('mid-revert')?.status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject(
+      {
+        reason: 'RestoreInProgress',
+      },
+    );
+    expect(snapOf('mid-revert')?.status?.phase).toBe('Pending');
+    await k.patchStatus('VirtualMachineRestore', NS, 'back-3b', { phase: 'Failed' });
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('mid-revert'), {
+      until: stored(
+        () => snapOf('mid-revert'),
+        (o) => o?.status?.phase === 'Ready',
+      ),
+    });
+    expect(await domain.numOfSnapshots()).toBe(before + 1);
+    await k.remove('VirtualMachineSnapshot', NS, 'mid-revert');
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('mid-revert'), {
+      until: stored(
+        () => snapOf('mid-revert'),
+        (o) => o === undefined,
+      ),
+    });
+    expect(await domain.numOfSnapshots()).toBe(before);
+  });
+
   it('boots the machine after a disks-only restore without counting a restart', async () => {
     await k.create('VirtualMachineRestore', {
       metadata: { name: 'back-4', namespace: NS },
@@ -505,6 +547,202 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
         () => ctx.get('VirtualMachine', NS, 'going'),
         (o) => o === undefined,
       ),
+    });
+  });
+
+  it('says that reverting to the stopped machine’s snapshot shut the running guest off', async () => {
+    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'halt');
+    const vm = await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'halt', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        runStrategy: 'Halted',
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'root', volume: 'root' }],
+      },
+    });
+    const phaseIs = (want: string) =>
+      stored(
+        vmOf,
+        (o) => o?.status?.phase === want && o.status.observedGeneration === o.metadata.generation,
+      );
+    await converge(ctx, reconcileVirtualMachine, key('halt'), { until: phaseIs('Stopped') });
+    const taken = await snapshot('halt-1', 'halt');
+    expect(taken.status?.conditions?.find((c) => c.type === 'Ready')?.reason).toBe('DisksOnly');
+    const halt = await conn.lookupDomainByUUIDString(String(vm.metadata.uid));
+    const restoreWhileRunning = async (name: string, runStrategy: string) => {
+      await k.patchSpec('VirtualMachine', NS, 'halt', { runStrategy });
+      if (!(await halt.isActive())) await halt.create();
+      await converge(ctx, reconcileVirtualMachine, key('halt'), { until: phaseIs('Running') });
+      await k.create('VirtualMachineRestore', {
+        metadata: { name, namespace: NS },
+        spec: { vmName: 'halt', snapshotName: 'halt-1' },
+      });
+      await converge(ctx, reconcileVirtualMachineRestore, key(name), {
+        until: stored(
+          () => restoreOf(name),
+          (o) => o?.status?.phase === 'Succeeded',
+        ),
+      });
+      // libvirt reverts a running domain to a snapshot of the stopped one by shutting it off.
+      expect(await halt.getState()).toMatchObject({
+        stateName: 'shutoff',
+        reasonName: 'from_snapshot',
+      });
+      return restoreOf(name)?.status?.conditions?.find((c) => c.type === 'Ready')?.message;
+    };
+    const stoppedAndBooted =
+      'reverted to VirtualMachineSnapshot halt-1 (disks of the stopped machine; the revert shut ' +
+      'the running guest off, and runStrategy Always boots it from them)';
+    expect(await restoreWhileRunning('halt-back-1', 'Always')).toBe(stoppedAndBooted);
+    expect(ctx.events.at(-1)).toMatchObject({
+      key: key('halt-back-1'),
+      reason: 'Restored',
+      message: expect.stringContaining('the revert shut the running guest off'),
+    });
+    // As said: booted again, and not counted as a crash.
+    await converge(ctx, reconcileVirtualMachine, key('halt'), { until: phaseIs('Running') });
+    expect(vmOf()?.status?.restartCount ?? 0).toBe(0);
+    // An agent killed after the revert, before its status write: the domain's reason tells.
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'halt-back-2', namespace: NS },
+      spec: { vmName: 'halt', snapshotName: 'halt-1' },
+    });
+    await k.patchStatus('VirtualMachineRestore', NS, 'halt-back-2', { phase: 'InProgress' });
+    const libvirtSnapshot = await halt.lookupSnapshotByName(String(taken.status?.snapshotName));
+    await libvirtSnapshot.revert(0);
+    libvirtSnapshot.free();
+    await converge(ctx, reconcileVirtualMachineRestore, key('halt-back-2'), {
+      until: stored(
+        () => restoreOf('halt-back-2'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    expect(
+      restoreOf('halt-back-2')?.status?.conditions?.find((c) => c.type === 'Ready')?.message,
+    ).toBe(stoppedAndBooted);
+    // Under Manual nothing starts it again, and the restore says so.
+    expect(await restoreWhileRunning('halt-back-3', 'Manual')).toBe(
+      'reverted to VirtualMachineSnapshot halt-1 (disks of the stopped machine; the revert shut ' +
+        'the running guest off, and runStrategy Manual leaves it shut off)',
+    );
+    await converge(ctx, reconcileVirtualMachine, key('halt'), { until: phaseIs('Stopped') });
+    expect(await halt.isActive()).toBe(false);
+    // Restored while it is off: nothing was shut off, though libvirt's reason still reads
+    // from_snapshot (from the restore before).
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'halt-back-4', namespace: NS },
+      spec: { vmName: 'halt', snapshotName: 'halt-1' },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key('halt-back-4'), {
+      until: stored(
+        () => restoreOf('halt-back-4'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    expect(
+      restoreOf('halt-back-4')?.status?.conditions?.find((c) => c.type === 'Ready')?.message,
+    ).toBe('reverted to VirtualMachineSnapshot halt-1 (disks)');
+    await k.remove('VirtualMachine', NS, 'halt');
+    await converge(ctx, reconcileVirtualMachine, key('halt'), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+  });
+
+  it('does not revert a base image that other Volumes are layered on until they are gone', async () => {
+    const volume = (name: string, source?: object) =>
+      k.create('Volume', {
+        metadata: { name, namespace: NS },
+        spec: { nodeName: NODE, pool: 'images', capacity: '1Gi', format: 'qcow2', source },
+      });
+    await volume('base');
+    await k.patchStatus('Volume', NS, 'base', {
+      phase: 'Available',
+      path: join(stateDir, 'base.img'),
+    });
+    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'golden');
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'golden', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        runStrategy: 'Halted',
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'root', volume: 'base' }],
+      },
+    });
+    await converge(ctx, reconcileVirtualMachine, key('golden'), {
+      until: stored(vmOf, (o) => o?.status?.phase === 'Stopped'),
+    });
+    expect((await snapshot('golden-1', 'golden')).status?.disks).toEqual([
+      { name: 'vda', volume: 'base' },
+    ]);
+    // Later the machine's disk becomes the base image of another Volume.
+    await volume('layered', { backingVolume: { volume: 'base' } });
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'golden-back', namespace: NS },
+      spec: { vmName: 'golden', snapshotName: 'golden-1' },
+    });
+    await ctx.refresh();
+    const action = await reconcileVirtualMachineRestore(key('golden-back'), ctx);
+    expect(requeueMs(action)).toBeGreaterThan(0);
+    await stored(
+      () => restoreOf('golden-back'),
+      (o) => o?.status?.phase !== undefined,
+    )();
+    const waiting = restoreOf('golden-back')!;
+    expect(waiting.status?.phase).toBe('Pending');
+    expect(waiting.status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      reason: 'VolumeHasOverlays',
+      message:
+        'Volume base is the backing file of layered: reverting it would corrupt what they ' +
+        'read; delete that Volume first (the restore waits)',
+    });
+    // Said once as a Warning Event too, not on every pass that finds it still so.
+    await reconcileVirtualMachineRestore(key('golden-back'), ctx);
+    expect(
+      ctx.events.filter((e) => e.key === key('golden-back') && e.reason === 'VolumeHasOverlays'),
+    ).toMatchObject([{ type: 'Warning' }]);
+    // Once the overlay is gone, the restore runs.
+    await k.remove('Volume', NS, 'layered');
+    await converge(ctx, reconcileVirtualMachineRestore, key('golden-back'), {
+      until: stored(
+        () => restoreOf('golden-back'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    await k.remove('VirtualMachine', NS, 'golden');
+    await converge(ctx, reconcileVirtualMachine, key('golden'), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+  });
+
+  it('leaves no snapshot object of a deleted machine to a new machine of its name', async () => {
+    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'twice');
+    await runningVm('twice', 'root');
+    const old = await snapshot('twice-1', 'twice');
+    expect(old.status?.phase).toBe('Ready');
+    // The machine is deleted, and its agent restarts before the snapshot's own pass...
+    await k.remove('VirtualMachine', NS, 'twice');
+    await converge(ctx, reconcileVirtualMachine, key('twice'), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+    // ...by which time a new machine of the same name exists.
+    await runningVm('twice', 'root');
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('twice-1'), {
+      until: stored(
+        () => snapOf('twice-1'),
+        (o) => o === undefined || o.status?.phase === 'Failed',
+      ),
+    });
+    // Gone with its machine, not a Failed SnapshotMissing snapshot among the new machine's.
+    expect(snapOf('twice-1')).toBeUndefined();
+    await k.remove('VirtualMachine', NS, 'twice');
+    await converge(ctx, reconcileVirtualMachine, key('twice'), {
+      until: stored(vmOf, (o) => o === undefined),
     });
   });
 });

@@ -25,6 +25,7 @@ import {
 import {
   needsPowerOff,
   planRestore,
+  restoredWording,
   revertPaused,
 } from '../../../../src/controllers/virtual-machine-restore/plan.js';
 import { restoreStatus } from '../../../../src/controllers/virtual-machine-restore/status.js';
@@ -375,11 +376,20 @@ describe('planRestore', () => {
     });
     // One of that name exists, of another machine: said so, not 'no VirtualMachineSnapshot'.
     const other = snap({ spec: { vmName: 'db', includeMemory: true }, status: ready.status });
+    // Stalled (only the user can fix it), and says how.
     expect(planRestore({ ...input(restore(), false), snapshot: other })).toEqual({
       op: 'wait',
-      reason: 'SnapshotNotFound',
-      message: 'VirtualMachineSnapshot before-upgrade is of VirtualMachine db, not web',
+      reason: 'SnapshotOfAnotherMachine',
+      message:
+        'VirtualMachineSnapshot before-upgrade is of VirtualMachine db, not web; name a ' +
+        'snapshot of web in a new VirtualMachineRestore (spec.snapshotName is immutable)',
     });
+    const status = restoreStatus(
+      restore(),
+      { phase: 'Pending', reason: 'SnapshotOfAnotherMachine', message: 'x' },
+      now,
+    );
+    expect(status.conditions?.find((c) => c.type === 'Stalled')?.status).toBe('True');
     expect(planRestore({ ...input(restore(), false), libvirtSnapshotFound: false })).toMatchObject({
       op: 'fail',
       reason: 'SnapshotMissing',
@@ -424,6 +434,27 @@ describe('planRestore', () => {
     expect(revertPaused(ready, 'shutoff')).toBe(false);
     const checkpoint = snap({ status: { phase: 'Ready', includesMemory: true } });
     expect(revertPaused(checkpoint, 'running')).toBe(false);
+  });
+
+  it('says when a restore shut the running guest off, and whether runStrategy boots it', () => {
+    const base = { includesMemory: false, stoppedRun: true, ofRunningMachine: true };
+    expect(restoredWording({ ...base, runStrategy: undefined })).toBe(
+      'disks; powered off to boot from them',
+    );
+    // Manual never starts it again: "to boot from them" would be untrue.
+    expect(restoredWording({ ...base, runStrategy: 'Manual' })).toBe(
+      'disks; powered off, and runStrategy Manual leaves it shut off',
+    );
+    expect(
+      restoredWording({ ...base, ofRunningMachine: false, runStrategy: 'RerunOnFailure' }),
+    ).toBe(
+      'disks of the stopped machine; the revert shut the running guest off, and runStrategy ' +
+        'RerunOnFailure boots it from them',
+    );
+    expect(restoredWording({ ...base, stoppedRun: false, runStrategy: 'Manual' })).toBe('disks');
+    expect(restoredWording({ ...base, includesMemory: true, runStrategy: 'Always' })).toBe(
+      'memory and disks',
+    );
   });
 
   it('recognises its own marker only', () => {
