@@ -157,6 +157,9 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   NetworkNotOnNode: 'stalled',
   // A Volume's pool whose spec.nodeSelector does not select the Volume's node.
   PoolNotOnNode: 'stalled',
+  // A Volume created in a pool being deleted: the pool's deletion waits for the Volume and the
+  // Volume for the pool, so nothing moves until a user deletes the Volume.
+  PoolDeleting: 'stalled',
   ResizeUnsupported: 'stalled',
   ShrinkUnsupported: 'stalled',
   // A snapshot is taken once and a restore runs once: a failed one is final (Failed phase),
