@@ -160,6 +160,8 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   // A Volume created in a pool being deleted: the pool's deletion waits for the Volume and the
   // Volume for the pool, so nothing moves until a user deletes the Volume.
   PoolDeleting: 'stalled',
+  // A paused machine whose virt.dev/paused value is neither "true" nor "false": left paused.
+  InvalidAnnotation: 'stalled',
   ResizeUnsupported: 'stalled',
   ShrinkUnsupported: 'stalled',
   // A snapshot is taken once and a restore runs once: a failed one is final (Failed phase),

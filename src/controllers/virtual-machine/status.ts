@@ -310,6 +310,19 @@ function readyCondition(input: StatusInput): ConditionUpdate {
           'the domain is paused, as the annotation virt.dev/paused asks',
         );
       }
+      // A value the operator does not understand leaves the guest as it is (plan.pauseSteps):
+      // nothing resumes it until a user fixes the annotation, so it is Stalled, not a pause
+      // that is being undone (Reconciling, which kstatus would read as InProgress for ever).
+      if (state === 'paused' && reason !== 'starting_up') {
+        const invalid = invalidPauseValue(vm);
+        if (invalid !== undefined) {
+          return no(
+            'InvalidAnnotation',
+            `the domain is paused (${reason}) and virt.dev/paused is ${JSON.stringify(invalid)}, ` +
+              'which asks nothing: set "false" to resume it or "true" to keep it paused',
+          );
+        }
+      }
       if (state === 'paused') return no('Paused', `the domain is paused (${reason})`);
       return no(
         'NotRunning',
