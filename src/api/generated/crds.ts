@@ -178,6 +178,9 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
         },
         "status": {
           "type": "object",
+          "default": {
+            "observedGeneration": 0
+          },
           "description": "What the agents last observed; each node's agent writes its own entry.",
           "properties": {
             "conditions": {
@@ -927,6 +930,9 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
         },
         "status": {
           "type": "object",
+          "default": {
+            "observedGeneration": 0
+          },
           "description": "What the agent last observed; written by the agent only.",
           "properties": {
             "phase": {
@@ -1210,6 +1216,9 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
         },
         "status": {
           "type": "object",
+          "default": {
+            "observedGeneration": 0
+          },
           "description": "What the agent of the machine's node did; while no machine of that name exists on any node, what any agent found (VirtualMachineNotFound).",
           "properties": {
             "phase": {
@@ -1372,6 +1381,9 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
         },
         "status": {
           "type": "object",
+          "default": {
+            "observedGeneration": 0
+          },
           "description": "What the agent of the machine's node observed and did; while no machine of that name exists on any node, what any agent found (VirtualMachineNotFound).",
           "properties": {
             "phase": {
@@ -1944,6 +1956,9 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
         },
         "status": {
           "type": "object",
+          "default": {
+            "observedGeneration": 0
+          },
           "description": "What the agents last observed; each node's agent writes its own entry.",
           "properties": {
             "conditions": {
@@ -2367,6 +2382,9 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
         },
         "status": {
           "type": "object",
+          "default": {
+            "observedGeneration": 0
+          },
           "description": "What the agent last observed; written by the agent only.",
           "properties": {
             "phase": {

@@ -117,6 +117,7 @@ export interface StoragePoolStatusNode {
 
 /**
  * What the agents last observed; each node's agent writes its own entry.
+ * @default {"observedGeneration":0}
  */
 export interface StoragePoolStatus {
   /**
@@ -526,6 +527,7 @@ export interface VirtualMachineStatusInterface {
 
 /**
  * What the agent last observed; written by the agent only.
+ * @default {"observedGeneration":0}
  */
 export interface VirtualMachineStatus {
   /**
@@ -785,6 +787,7 @@ export interface VirtualMachineRestoreSpec {
 /**
  * What the agent of the machine's node did; while no machine of that name exists on any node, what
  * any agent found (VirtualMachineNotFound).
+ * @default {"observedGeneration":0}
  */
 export interface VirtualMachineRestoreStatus {
   /**
@@ -875,6 +878,7 @@ export interface VirtualMachineSnapshotStatusDisk {
 /**
  * What the agent of the machine's node observed and did; while no machine of that name exists on
  * any node, what any agent found (VirtualMachineNotFound).
+ * @default {"observedGeneration":0}
  */
 export interface VirtualMachineSnapshotStatus {
   /**
@@ -1151,6 +1155,7 @@ export interface VirtualNetworkStatusNode {
 
 /**
  * What the agents last observed; each node's agent writes its own entry.
+ * @default {"observedGeneration":0}
  */
 export interface VirtualNetworkStatus {
   /**
@@ -1375,6 +1380,7 @@ export interface VolumeStatusProgress {
 
 /**
  * What the agent last observed; written by the agent only.
+ * @default {"observedGeneration":0}
  */
 export interface VolumeStatus {
   /**

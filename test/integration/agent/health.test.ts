@@ -28,6 +28,8 @@ import { argoHealth, fluxHealth, healthCheckTool, kstatus } from '../../harness/
 const NS = 'health';
 const A = 'health-a';
 const B = 'health-b';
+/** A node no agent runs on (a typo in spec.nodeName, a node not set up yet). */
+const GONE = 'health-gone';
 
 const manifests = (slowUrl: string) => `
 apiVersion: v1
@@ -82,6 +84,16 @@ spec:
   domainType: qemu
   vcpus: 1
   memory: 64Mi
+---
+apiVersion: virt.dev/v1alpha1
+kind: VirtualMachine
+metadata: {name: stray, namespace: ${NS}}
+spec: {nodeName: ${GONE}, domainType: qemu, vcpus: 1, memory: 64Mi}
+---
+apiVersion: virt.dev/v1alpha1
+kind: Volume
+metadata: {name: stray, namespace: ${NS}}
+spec: {nodeName: ${GONE}, pool: health-pool, capacity: 16Mi}
 ---
 apiVersion: virt.dev/v1alpha1
 kind: VirtualMachineSnapshot
@@ -181,6 +193,8 @@ describe('health for GitOps tools', () => {
     await get(['vol', 'slow', '-n', NS]),
     await get(['vmsnap', 'web-snap', '-n', NS]),
     await get(['vmrestore', 'waiting', '-n', NS]),
+    await get(['vm', 'stray', '-n', NS]),
+    await get(['vol', 'stray', '-n', NS]),
   ];
 
   it('kubectl wait --for=condition=Ready succeeds on networks and pools selected on two nodes', async () => {
@@ -231,6 +245,10 @@ describe('health for GitOps tools', () => {
       'VirtualMachineSnapshot/web-snap': ['Current', 'Healthy'],
       // A restore of a snapshot that does not exist (yet) waits: it is not a failure.
       'VirtualMachineRestore/waiting': ['InProgress', 'Progressing'],
+      // On a node no agent runs on: no status is ever written. Waiting, not done: kstatus read
+      // an object without status as Current, so a typo in spec.nodeName looked healthy.
+      'VirtualMachine/stray': ['InProgress', 'Progressing'],
+      'Volume/stray': ['InProgress', 'Progressing'],
     };
     const ks = kstatus(objs);
     const flux = fluxHealth(objs);

@@ -269,7 +269,8 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
     expect(rec.calls).toEqual([]);
     expect(ctx.writes).toBe(writes);
     const vm = vmOf('elsewhere');
-    expect(vm?.status).toBeUndefined();
+    // Only the schema's default: nothing written (kstatus reads it InProgress, not Current).
+    expect(vm?.status).toEqual({ observedGeneration: 0 });
     expect(vm?.metadata.finalizers ?? []).not.toContain(HOST_FINALIZER);
   });
 
