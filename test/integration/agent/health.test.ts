@@ -294,6 +294,30 @@ describe('health for GitOps tools', () => {
     );
   });
 
+  it('a Ready machine and Volume and a Stalled machine are left alone: no status write, no flapping', async () => {
+    const keys = [`${NS}/web`, `${NS}/clash`];
+    const read = () =>
+      Promise.all([
+        get(['vm', 'web', '-n', NS]),
+        get(['vm', 'clash', '-n', NS]),
+        get(['vol', 'root', '-n', NS]),
+      ]);
+    const before = await read();
+    const writes = writeRequests(await cp().apiServerMetrics(), ['virtualmachines', 'events']);
+    for (let i = 0; i < 3; i++) {
+      for (const key of keys) a.controllers.VirtualMachine.enqueue(key);
+      a.controllers.Volume.enqueue(`${NS}/root`);
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+    const after = await read();
+    expect(
+      writeRequests(await cp().apiServerMetrics(), ['virtualmachines', 'events']) - writes,
+    ).toBe(0);
+    expect(after.map((o) => o.metadata.resourceVersion)).toEqual(
+      before.map((o) => o.metadata.resourceVersion),
+    );
+  });
+
   it('re-applying the same manifests changes nothing (server-side dry-run diff is empty)', async () => {
     // What Flux's apply engine does before applying: a server-side dry run compared with the
     // live object; kubectl diff is the same comparison and exits 0 when nothing would change.
