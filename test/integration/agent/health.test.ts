@@ -96,6 +96,21 @@ metadata: {name: stray, namespace: ${NS}}
 spec: {nodeName: ${GONE}, pool: health-pool, capacity: 16Mi}
 ---
 apiVersion: virt.dev/v1alpha1
+kind: Volume
+metadata: {name: on-b, namespace: ${NS}}
+spec: {nodeName: ${B}, pool: health-pool, capacity: 16Mi}
+---
+apiVersion: virt.dev/v1alpha1
+kind: VirtualMachine
+metadata: {name: far, namespace: ${NS}}
+spec:
+  nodeName: ${A}
+  domainType: qemu
+  vcpus: 1
+  memory: 64Mi
+  disks: [{name: root, volume: on-b}]
+---
+apiVersion: virt.dev/v1alpha1
 kind: VirtualMachineSnapshot
 metadata: {name: web-snap, namespace: ${NS}}
 spec: {vmName: web}
@@ -195,6 +210,7 @@ describe('health for GitOps tools', () => {
     await get(['vmrestore', 'waiting', '-n', NS]),
     await get(['vm', 'stray', '-n', NS]),
     await get(['vol', 'stray', '-n', NS]),
+    await get(['vm', 'far', '-n', NS]),
   ];
 
   it('kubectl wait --for=condition=Ready succeeds on networks and pools selected on two nodes', async () => {
@@ -213,14 +229,15 @@ describe('health for GitOps tools', () => {
 
   it('kstatus, Flux CEL and Argo CD: Current/Healthy when Ready, Failed/Degraded for a name clash, InProgress/Progressing while importing', async () => {
     await until('VM web Ready, clash Stalled, slow Importing', async () => {
-      const [, , root, web, clash, slow, snap, restore] = await objects();
+      const [, , root, web, clash, slow, snap, restore, , , far] = await objects();
       return (
         cond(root!, 'Ready')?.status === 'True' &&
         cond(web!, 'Ready')?.status === 'True' &&
         cond(clash!, 'Stalled')?.status === 'True' &&
         slow!.status?.phase === 'Importing' &&
         cond(snap!, 'Ready')?.status === 'True' &&
-        cond(restore!, 'Reconciling')?.status === 'True'
+        cond(restore!, 'Reconciling')?.status === 'True' &&
+        far!.status?.conditions !== undefined
       );
     });
     const objs = await objects();
@@ -249,6 +266,9 @@ describe('health for GitOps tools', () => {
       // an object without status as Current, so a typo in spec.nodeName looked healthy.
       'VirtualMachine/stray': ['InProgress', 'Progressing'],
       'Volume/stray': ['InProgress', 'Progressing'],
+      // Its Volume is on another node, and spec.nodeName is immutable on both: only a user
+      // can fix it (node-a's cache holds only its own Volumes: it said VolumeNotReady for ever).
+      'VirtualMachine/far': ['Failed', 'Degraded'],
     };
     const ks = kstatus(objs);
     const flux = fluxHealth(objs);
@@ -261,6 +281,7 @@ describe('health for GitOps tools', () => {
     }
     expect(ks.get('VirtualMachine/clash')?.message).toContain(`${NS}_clash`);
     expect(argoHealth(objs[4]).message).toContain(`${NS}_clash`);
+    expect(ks.get('VirtualMachine/far')?.message).toContain(`Volume 'on-b' is on node '${B}'`);
   });
 
   it('guest metrics count only this node’s own machines (stamp and uid), from one bulk call', async () => {
