@@ -155,8 +155,10 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   NoMatchingNodes: 'stalled',
   // A machine's network whose spec.nodeSelector does not select the machine's node.
   NetworkNotOnNode: 'stalled',
-  // A machine's Volume on another node: spec.nodeName is immutable on both.
+  // A machine's Volume, or a Volume's clone or backing source, on another node: spec.nodeName
+  // is immutable on both.
   VolumeNotOnNode: 'stalled',
+  SourceNotOnNode: 'stalled',
   // A Volume's pool whose spec.nodeSelector does not select the Volume's node.
   PoolNotOnNode: 'stalled',
   // A Volume created in a pool being deleted: the pool's deletion waits for the Volume and the

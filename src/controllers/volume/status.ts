@@ -32,6 +32,7 @@ const FAILED_REASONS = new Set([
   'NameConflict',
   'PoolNotOnNode',
   'PoolDeleting',
+  'SourceNotOnNode',
   'CreateFailed',
   'ImportFailed',
   'ChecksumMismatch',

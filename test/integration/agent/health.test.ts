@@ -101,6 +101,11 @@ metadata: {name: on-b, namespace: ${NS}}
 spec: {nodeName: ${B}, pool: health-pool, capacity: 16Mi}
 ---
 apiVersion: virt.dev/v1alpha1
+kind: Volume
+metadata: {name: copy-far, namespace: ${NS}}
+spec: {nodeName: ${A}, pool: health-pool, source: {clone: {volume: on-b}}}
+---
+apiVersion: virt.dev/v1alpha1
 kind: VirtualMachine
 metadata: {name: far, namespace: ${NS}}
 spec:
@@ -211,6 +216,7 @@ describe('health for GitOps tools', () => {
     await get(['vm', 'stray', '-n', NS]),
     await get(['vol', 'stray', '-n', NS]),
     await get(['vm', 'far', '-n', NS]),
+    await get(['vol', 'copy-far', '-n', NS]),
   ];
 
   it('kubectl wait --for=condition=Ready succeeds on networks and pools selected on two nodes', async () => {
@@ -229,7 +235,7 @@ describe('health for GitOps tools', () => {
 
   it('kstatus, Flux CEL and Argo CD: Current/Healthy when Ready, Failed/Degraded for a name clash, InProgress/Progressing while importing', async () => {
     await until('VM web Ready, clash Stalled, slow Importing', async () => {
-      const [, , root, web, clash, slow, snap, restore, , , far] = await objects();
+      const [, , root, web, clash, slow, snap, restore, , , far, copyFar] = await objects();
       return (
         cond(root!, 'Ready')?.status === 'True' &&
         cond(web!, 'Ready')?.status === 'True' &&
@@ -237,7 +243,8 @@ describe('health for GitOps tools', () => {
         slow!.status?.phase === 'Importing' &&
         cond(snap!, 'Ready')?.status === 'True' &&
         cond(restore!, 'Reconciling')?.status === 'True' &&
-        far!.status?.conditions !== undefined
+        far!.status?.conditions !== undefined &&
+        copyFar!.status?.conditions !== undefined
       );
     });
     const objs = await objects();
@@ -269,6 +276,8 @@ describe('health for GitOps tools', () => {
       // Its Volume is on another node, and spec.nodeName is immutable on both: only a user
       // can fix it (node-a's cache holds only its own Volumes: it said VolumeNotReady for ever).
       'VirtualMachine/far': ['Failed', 'Degraded'],
+      // Likewise a clone of a Volume on the other node (it said SourceNotReady for ever).
+      'Volume/copy-far': ['Failed', 'Degraded'],
     };
     const ks = kstatus(objs);
     const flux = fluxHealth(objs);
@@ -282,6 +291,7 @@ describe('health for GitOps tools', () => {
     expect(ks.get('VirtualMachine/clash')?.message).toContain(`${NS}_clash`);
     expect(argoHealth(objs[4]).message).toContain(`${NS}_clash`);
     expect(ks.get('VirtualMachine/far')?.message).toContain(`Volume 'on-b' is on node '${B}'`);
+    expect(ks.get('Volume/copy-far')?.message).toContain(`${NS}/on-b is on node ${B}`);
   });
 
   it('guest metrics count only this node’s own machines (stamp and uid), from one bulk call', async () => {
