@@ -214,13 +214,17 @@ function volumeProblem(
     reason: 'VolumeNotReady',
     message: `${field}: Volume '${name}' ${why}`,
   });
-  // The agent only sees Volumes of its own node, so "missing" includes "on another node".
+  // The agent's cache holds only Volumes of its own node; one on another node is given here
+  // when the API server has it (reconcile.volumesElsewhere).
   if (!vol) return notReady(`does not exist in namespace '${namespace}' on node '${nodeName}'`);
   if (vol.spec.nodeName !== nodeName) {
-    return notReady(
-      `is on node '${vol.spec.nodeName}', not on this machine's node '${nodeName}'; ` +
-        'a machine can only use Volumes on its own node',
-    );
+    return {
+      reason: 'VolumeNotOnNode',
+      message:
+        `${field}: Volume '${name}' is on node '${vol.spec.nodeName}', not on this machine's ` +
+        `node '${nodeName}'; a machine can only use Volumes on its own node: name a Volume ` +
+        `on node '${nodeName}' (spec.nodeName cannot change: create one there)`,
+    };
   }
   const phase = vol.status?.phase;
   if (!phase || !USABLE_VOLUME_PHASES.has(phase) || !vol.status?.path) {

@@ -101,7 +101,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   const now = ctx.now();
   const vm = planView(cached, before.domain, ctx);
   const cpuProblem = unknownCpuModel(vm, await knownCpuModels(ctx, vm), ctx.nodeName);
-  const resolved = cpuProblem ? { problem: cpuProblem } : resolve(vm, ctx);
+  const resolved = cpuProblem ? { problem: cpuProblem } : await resolve(vm, ctx);
   const request = newRestartRequest(vm);
   if (request !== undefined && before.domain.state === 'ours' && before.domain.active) {
     // A problem with the spec stays reported: the restart does not fix it, and a status
@@ -350,11 +350,13 @@ async function knownCpuModels(
   return models;
 }
 
-function resolve(vm: VirtualMachine, ctx: ControllerContext) {
+async function resolve(vm: VirtualMachine, ctx: ControllerContext) {
   const unsupported = unsupportedSpec(vm);
   if (unsupported) return { problem: unsupported };
+  const elsewhere = await volumesElsewhere(vm, ctx);
   const refs = {
-    volume: (ns: string, name: string) => ctx.get<Volume>('Volume', ns, name),
+    volume: (ns: string, name: string) =>
+      ctx.get<Volume>('Volume', ns, name) ?? elsewhere.get(name),
     network: (name: string) => ctx.get<VirtualNetwork>('VirtualNetwork', undefined, name),
     machinesOn: (network: string) => ctx.byIndex<VirtualMachine>(KIND, INDEX_NETWORK, network),
     nodeLabels: () => {
@@ -368,6 +370,33 @@ function resolve(vm: VirtualMachine, ctx: ControllerContext) {
         .map((v) => String(v.metadata.name)),
   };
   return machineInputs(vm, refs, ctx.nodeName, ctx.stateDir);
+}
+
+/**
+ * The Volumes the spec names that this node's cache lacks but the API server has: on another
+ * node (the cache holds only this node's), which only a user can change (spec.nodeName is
+ * immutable on both), so status says so (VolumeNotOnNode, Stalled) instead of waiting for a
+ * Volume that will never come (VolumeNotReady, InProgress for ever). One GET per missing
+ * Volume per pass: such a machine is retried with backoff, and a machine whose Volume is
+ * simply not created yet gets a 404 and keeps waiting.
+ */
+async function volumesElsewhere(
+  vm: VirtualMachine,
+  ctx: ControllerContext,
+): Promise<Map<string, Volume>> {
+  const namespace = String(vm.metadata.namespace);
+  const names = new Set([
+    ...(vm.spec.disks ?? []).map((d) => d.volume),
+    ...(vm.spec.boot ? [vm.spec.boot.kernel.volume] : []),
+    ...(vm.spec.boot?.initrd ? [vm.spec.boot.initrd.volume] : []),
+  ]);
+  const found = new Map<string, Volume>();
+  for (const name of names) {
+    if (ctx.get<Volume>('Volume', namespace, name)) continue;
+    const vol = await ctx.getFromServer<Volume>('Volume', namespace, name);
+    if (vol && vol.spec.nodeName !== ctx.nodeName) found.set(name, vol);
+  }
+  return found;
 }
 
 /**

@@ -232,7 +232,8 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
     vm = vmOf('late');
     expect(condition(vm, 'Synced')?.message).toBe(
       "spec.disks[0].volume: Volume 'late-root' is on node 'node-b', not on this machine's node " +
-        "'node-a'; a machine can only use Volumes on its own node; " +
+        "'node-a'; a machine can only use Volumes on its own node: name a Volume on node " +
+        "'node-a' (spec.nodeName cannot change: create one there); " +
         "spec.interfaces[0].network: VirtualNetwork 'late-net' is not active on node 'node-a'",
     );
 
@@ -269,7 +270,8 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
     expect(rec.calls).toEqual([]);
     expect(ctx.writes).toBe(writes);
     const vm = vmOf('elsewhere');
-    expect(vm?.status).toBeUndefined();
+    // Only the schema's default: nothing written (kstatus reads it InProgress, not Current).
+    expect(vm?.status).toEqual({ observedGeneration: 0 });
     expect(vm?.metadata.finalizers ?? []).not.toContain(HOST_FINALIZER);
   });
 

@@ -363,8 +363,8 @@ describe('machineInputs', () => {
       'a Volume on another node',
       [volume('root', { node: 'node-b' }), volume('kernel', raw), volume('initrd', raw)],
       [lab],
-      'VolumeNotReady',
-      "spec.disks[0].volume: Volume 'root' is on node 'node-b', not on this machine's node 'node-a'; a machine can only use Volumes on its own node",
+      'VolumeNotOnNode',
+      "spec.disks[0].volume: Volume 'root' is on node 'node-b', not on this machine's node 'node-a'; a machine can only use Volumes on its own node: name a Volume on node 'node-a' (spec.nodeName cannot change: create one there)",
     ],
     [
       'a Volume still importing',
