@@ -22,6 +22,8 @@ export const INDEX_VOLUME = 'volume';
 export const INDEX_NETWORK = 'network';
 export const INDEX_POOL = 'pool';
 export const INDEX_SOURCE_VOLUME = 'sourceVolume';
+/** VirtualNetwork: 'InUse' while a node's entry says its removal waits for running guests. */
+export const INDEX_WAITING_FOR_GUESTS = 'waitingForGuests';
 
 /** The libvirt UUID an object's host objects carry: spec.uuid if set, else metadata.uid. */
 export function hostUUID(obj: KubeObject & { spec?: { uuid?: string } }): string | undefined {
@@ -65,6 +67,27 @@ export const volumeIndexes = {
 };
 export const clusterIndexes = {
   [INDEX_UUID]: (o: KubeObject) => [o.metadata.uid].filter((u): u is string => !!u),
+};
+
+interface NetworkLike extends KubeObject {
+  status?: { nodes?: Array<{ conditions?: Array<{ type: string; reason?: string }> }> };
+}
+
+/**
+ * A network whose removal waits for running guests (Ready reason InUse on some node): a guest
+ * it waits for may be one whose machine's spec no longer names it (a NIC switched to another
+ * network stays on the old one until the guest restarts), so that machine's stop must wake it.
+ */
+export function waitingForGuests(vnet: NetworkLike): string[] {
+  const waiting = (vnet.status?.nodes ?? []).some((n) =>
+    (n.conditions ?? []).some((c) => c.type === 'Ready' && c.reason === 'InUse'),
+  );
+  return waiting ? ['InUse'] : [];
+}
+
+export const networkIndexes = {
+  ...clusterIndexes,
+  [INDEX_WAITING_FOR_GUESTS]: (o: KubeObject) => waitingForGuests(o as NetworkLike),
 };
 
 interface VmPartLike extends KubeObject {
