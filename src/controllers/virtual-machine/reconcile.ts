@@ -101,7 +101,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   const now = ctx.now();
   const vm = planView(cached, before.domain, ctx);
   const cpuProblem = unknownCpuModel(vm, await knownCpuModels(ctx, vm), ctx.nodeName);
-  const resolved = cpuProblem ? { problem: cpuProblem } : await resolve(vm, ctx);
+  const resolved = cpuProblem ? { problem: cpuProblem } : await resolve(vm, ctx, before.domain);
   const request = newRestartRequest(vm);
   if (request !== undefined && before.domain.state === 'ours' && before.domain.active) {
     // A problem with the spec stays reported: the restart does not fix it, and a status
@@ -127,7 +127,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
         before.domain.power.reason === 'destroyed' &&
         stoppedByRestore(vm, ctx)),
     deferred: refusedLive(ctx, uid, before.domain),
-    holdStart: 'problem' in resolved && resolved.problem.reason === 'VolumeHasOverlays',
+    holdStart: 'holdStart' in resolved && resolved.holdStart === true,
   };
   const plan = planMachine(planInput);
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
@@ -350,11 +350,15 @@ async function knownCpuModels(
   return models;
 }
 
-async function resolve(vm: VirtualMachine, ctx: ControllerContext) {
+async function resolve(vm: VirtualMachine, ctx: ControllerContext, domain: ObservedDomain) {
   const unsupported = unsupportedSpec(vm);
   if (unsupported) return { problem: unsupported };
   const elsewhere = await volumesElsewhere(vm, ctx);
   const refs = {
+    runningOn:
+      domain.state === 'ours' && domain.live
+        ? domain.live.devices.interfaces.map((n) => n.source.network)
+        : [],
     volume: (ns: string, name: string) =>
       ctx.get<Volume>('Volume', ns, name) ?? elsewhere.get(name),
     network: (name: string) => ctx.get<VirtualNetwork>('VirtualNetwork', undefined, name),
