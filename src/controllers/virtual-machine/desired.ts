@@ -81,7 +81,15 @@ export interface References {
   nodeLabels?(): NodeLabels | undefined;
   /** The networks the running domain's interfaces are on (none while it does not run). */
   runningOn?: readonly string[];
+  /**
+   * MACs other machines' running guests hold on a network by their live definitions
+   * (heldKey -> "namespace/name"), whatever their specs now say.
+   */
+  heldMacs?: ReadonlyMap<string, string>;
 }
+
+/** The key of a MAC on a network in References.heldMacs. */
+export const heldKey = (network: string, mac: string) => `${network} ${mac.toLowerCase()}`;
 
 /** Phases in which a Volume's file exists and may be attached. */
 const USABLE_VOLUME_PHASES = new Set(['Available', 'InUse']);
@@ -191,6 +199,7 @@ export function machineInputs(
     const problem =
       networkProblem(field, nic.network, refs, nodeName) ??
       goingAway ??
+      heldMacProblem(i, nic.network, macs[i]!.mac, refs) ??
       macProblem(vm, i, nic.network, macs[i]!.mac, refs.machinesOn?.(nic.network) ?? []);
     if (problem) problems.push(problem);
   });
@@ -347,6 +356,27 @@ function leavingProblem(
     message:
       `${field}: VirtualNetwork '${name}' ${why}: the machine is not started on it; ` +
       'name another network, or wait until it is gone and create it again',
+  };
+}
+
+/**
+ * A running guest holds its MAC on the network its live definition names, also after its
+ * machine's spec moved that interface to another network (the move waits for a restart).
+ */
+function heldMacProblem(
+  index: number,
+  network: string,
+  mac: string,
+  refs: References,
+): Problem | undefined {
+  const holder = refs.heldMacs?.get(heldKey(network, mac));
+  if (!holder) return undefined;
+  return {
+    reason: 'MACAddressInUse',
+    message:
+      `spec.interfaces[${index}].macAddress: ${mac} is in use on VirtualNetwork '${network}' by ` +
+      `the running guest of VirtualMachine ${holder} (its interface stays on that network ` +
+      'until the guest restarts)',
   };
 }
 

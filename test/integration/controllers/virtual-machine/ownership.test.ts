@@ -315,6 +315,42 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
     if (vnet) await ctx.removeFinalizer('VirtualNetwork', vnet, holder);
   });
 
+  it('refuses a MAC a running guest still holds on a network its spec switched away from', async () => {
+    for (const name of ['mac-a', 'mac-b']) {
+      await k.create('VirtualNetwork', { metadata: { name }, spec: { mode: 'isolated' } });
+      await k.patchStatus('VirtualNetwork', undefined, name, {
+        nodes: [{ nodeName: NODE, active: true }],
+      });
+    }
+    const mac = '52:54:00:5a:11:ce';
+    const on = (network: string) => ({ interfaces: [{ name: 'eth0', network, macAddress: mac }] });
+    await createVM('mover', on('mac-a'));
+    await converge(ctx, reconcileVirtualMachine, key('mover'), { until: ready('mover') });
+    // The switch waits for a restart: the guest stays on mac-a with its MAC.
+    await k.patchSpec('VirtualMachine', NS, 'mover', on('mac-b'));
+    await pass('mover');
+    expect(condition(vmOf('mover'), 'RestartRequired')?.status).toBe('True');
+
+    // No spec names mac-a with that MAC any more, but the guest on it does.
+    await createVM('taker', on('mac-a'));
+    await pass('taker');
+    expect(condition(vmOf('taker'), 'Synced')).toMatchObject({
+      status: 'False',
+      reason: 'MACAddressInUse',
+      message:
+        `spec.interfaces[0].macAddress: ${mac} is in use on VirtualNetwork 'mac-a' by the ` +
+        `running guest of VirtualMachine ${NS}/mover (its interface stays on that network ` +
+        'until the guest restarts)',
+    });
+    await expect(conn.lookupDomainByName(`${NS}_taker`)).rejects.toMatchObject({ code: 42 });
+
+    for (const name of ['mover', 'taker']) {
+      await k.remove('VirtualMachine', NS, name);
+      await converge(ctx, reconcileVirtualMachine, key(name), { until: stored(name, (v) => !v) });
+    }
+    for (const name of ['mac-a', 'mac-b']) await k.remove('VirtualNetwork', undefined, name);
+  });
+
   it('never touches a machine placed on another node', async () => {
     await createVM('elsewhere', { nodeName: 'node-b' });
     rec.reset();
