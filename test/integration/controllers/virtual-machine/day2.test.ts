@@ -26,6 +26,7 @@ const ROOT_PATH = '/var/lib/libvirt-operator-test/vm-day2_root.qcow2';
 const DATA_PATH = '/var/lib/libvirt-operator-test/vm-day2_data.raw';
 const ISO_PATH = '/var/lib/libvirt-operator-test/vm-day2_install.iso';
 const HELD_PATH = '/var/lib/libvirt-operator-test/vm-day2_held.qcow2';
+const STOP_HELD_PATH = '/var/lib/libvirt-operator-test/vm-day2_stopheld.qcow2';
 
 const controlPlane = useControlPlane();
 let conn: Connect;
@@ -446,6 +447,81 @@ describe('day-2 machines on test:///default', () => {
     });
     await converge(ctx, reconcileVolume, key('held'), {
       until: async () => (await k.get<Volume>('Volume', NS, 'held')) === undefined,
+    });
+  });
+
+  it('keeps a Volume dropped in the same apply as a restart request while the guest shuts down', async () => {
+    await k.create('Volume', {
+      metadata: {
+        name: 'stopheld',
+        namespace: NS,
+        finalizers: [HOST_FINALIZER, VOLUME_PROTECTION_FINALIZER],
+      },
+      spec: { nodeName: NODE, pool: 'images', capacity: '1Gi' },
+    });
+    await k.patchStatus('Volume', NS, 'stopheld', { phase: 'Available', path: STOP_HELD_PATH });
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'stopper', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'data', volume: 'stopheld' }],
+      },
+    });
+    await converge(ctx, reconcileVirtualMachine, key('stopper'), {
+      until: stored('stopper', (v) => condition(v, 'Ready')?.status === 'True'),
+    });
+    // One apply drops the disk and asks for a restart. The pass that sends the ACPI request
+    // takes no live detach (the domain is being stopped) and writes this status: the new
+    // generation observed, ShutdownRequested, and neither DetachRequested nor RestartRequired.
+    // The test driver's guest powers off at once, so the status of a real guest still shutting
+    // down (with the disk open) is written here as that pass writes it.
+    await k.patchSpec('VirtualMachine', NS, 'stopper', { disks: [] });
+    const current = (await k.get<VirtualMachine>('VirtualMachine', NS, 'stopper'))!;
+    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    await k.patchStatus('VirtualMachine', NS, 'stopper', {
+      observedGeneration: current.metadata.generation,
+      lastRestartRequest: 'now',
+      conditions: [
+        ...(current.status?.conditions ?? []).filter((c) => c.type !== 'Ready'),
+        {
+          type: 'Ready',
+          status: 'False',
+          reason: 'Restarting',
+          message: 'restarting the domain gracefully, as virt.dev/restart-requested-at asks',
+          lastTransitionTime: now,
+        },
+        {
+          type: 'ShutdownRequested',
+          status: 'True',
+          reason: 'RestartRequested',
+          message: 'ACPI shutdown requested (a restart requested by virt.dev/restart-requested-at)',
+          lastTransitionTime: now,
+        },
+      ],
+    });
+    expect(condition(current, 'RestartRequired')?.status).not.toBe('True');
+    // The domain still has the disk: the Volume's file must stay.
+    const domain = await domainOf(current);
+    expect(await domain.getXMLDesc()).toContain(STOP_HELD_PATH);
+    await k.remove('Volume', NS, 'stopheld');
+    await ctx.refresh();
+    expect(requeueMs(await reconcileVolume(key('stopheld'), ctx))).toBeGreaterThan(0);
+    const blocked = (await k.get<Volume>('Volume', NS, 'stopheld'))!;
+    expect(blocked.metadata.finalizers).toContain(HOST_FINALIZER);
+    expect(blocked.status?.usedBy).toEqual([{ kind: 'VirtualMachine', name: 'stopper' }]);
+
+    // The guest is off (here: destroyed, as the grace period would): the file can go.
+    await domain.destroy();
+    await converge(ctx, reconcileVolume, key('stopheld'), {
+      until: async () => (await k.get<Volume>('Volume', NS, 'stopheld')) === undefined,
+    });
+    await k.remove('VirtualMachine', NS, 'stopper');
+    await converge(ctx, reconcileVirtualMachine, key('stopper'), {
+      until: stored('stopper', (v) => v === undefined),
+      maxPasses: 40,
     });
   });
 });
