@@ -33,7 +33,13 @@ import {
   unknownCpuModel,
   unsupportedSpec,
 } from './desired.js';
-import { observeDomain, observeMachine, type ObservedDomain, type OursDomain } from './observe.js';
+import {
+  leaseKeysOf,
+  observeDomain,
+  observeMachine,
+  type ObservedDomain,
+  type OursDomain,
+} from './observe.js';
 import {
   detachRequestedSince,
   deviceDiff,
@@ -68,6 +74,8 @@ import {
 } from './status.js';
 import { cachedByKey, withFinalizer, type Problem } from '../kit.js';
 import { customCpuModels, XmlDocumentError } from '../../libvirt/xml/index.js';
+import type { Connect } from '../../libvirt/connection.js';
+import type { DomainDocument } from '../../libvirt/xml/domain.js';
 import { isConnectionError, isLibvirtError, isTimeout } from '../../libvirt/errors.js';
 
 const KIND = 'VirtualMachine';
@@ -94,7 +102,8 @@ export const reconcileVirtualMachine: KindReconcile = async (key, ctx) => {
 
 async function materialise(cached: VirtualMachine, ctx: ControllerContext): Promise<Action> {
   const conn = ctx.libvirt();
-  const before = await observeMachine(conn, cached, ctx.stateDir);
+  const earlier = ctx.host.earlierLeases.get(String(cached.metadata.uid));
+  const before = await observeMachine(conn, cached, ctx.stateDir, { earlierLeases: earlier });
   // The clock is read once the host has been observed: with many passes sharing the
   // connection an observation can take a second, and a grace period that ended meanwhile
   // must not wait for one more pass.
@@ -131,13 +140,18 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   };
   const plan = planMachine(planInput);
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
+  const beforeStart = await leasesBeforeStart(conn, plan.steps, desired, before.domain);
   const outcome = await actMachine(conn, ours, plan.steps, ctx.onLane?.bind(ctx));
   if (outcome.executed.some((s) => s.op === 'attachDevice' && s.device.kind === 'interface'))
     ctx.host.interfacesAttached.set(String(vm.metadata.uid), now.getTime());
   const shutdownSentAt = shutdownSent(outcome.executed, ctx);
   rememberShutdown(ctx, vm, before.domain, plan.shutdown, shutdownSentAt);
   const look = outcome.executed.length > 0 ? ctx.lookAtHost?.() : undefined;
-  const after = outcome.executed.length > 0 ? await observeDomain(conn, vm) : before.domain;
+  const after =
+    outcome.executed.length > 0
+      ? await observeDomain(conn, vm, beforeStart ? { keys: beforeStart } : earlier)
+      : before.domain;
+  rememberEarlierLeases(ctx, uid, after, startedBy(outcome.executed) ? beforeStart : undefined);
   // A restore's power-off is accounted for once the domain runs again (or is gone).
   if (after.state !== 'ours' || after.active) ctx.host.restoreStops.delete(uid);
   // The domain as our steps left it needs nothing more: libvirt's events for those steps, which
@@ -412,6 +426,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
       ctx.host.interfacesAttached.delete(uid);
       ctx.host.restarts.delete(uid);
       ctx.host.deferredDevices.delete(uid);
+      ctx.host.earlierLeases.delete(uid);
       return done;
     }
     const stopped =
@@ -505,6 +520,38 @@ function rememberShutdown(
  */
 function shutdownSent(executed: readonly MachineStep[], ctx: ControllerContext): Date | undefined {
   return executed.some((s) => s.op === 'shutdown') ? ctx.now() : undefined;
+}
+
+/**
+ * The leases libvirt lists for the machine's interfaces, read when the pass is about to start
+ * the domain: none of them can be the coming run's. dnsmasq keeps a lease until it expires,
+ * so the previous run's stays listed until the guest asks again, and a guest started paused
+ * (or still booting after a crash) would be shown with an address it does not have.
+ */
+async function leasesBeforeStart(
+  conn: Connect,
+  steps: readonly MachineStep[],
+  desired: DomainDocument | undefined,
+  domain: ObservedDomain,
+): Promise<Set<string> | undefined> {
+  if (!steps.some((s) => s.op === 'start')) return undefined;
+  const doc = desired ?? (domain.state === 'ours' ? domain.config : undefined);
+  return doc && doc.devices.interfaces.length > 0 ? await leaseKeysOf(conn, doc) : undefined;
+}
+
+/** Keeps the earlier run's leases for the run this pass started; forgets them for any other. */
+function rememberEarlierLeases(
+  ctx: ControllerContext,
+  uid: string,
+  after: ObservedDomain,
+  earlier: Set<string> | undefined,
+): void {
+  const running = after.state === 'ours' && after.active ? after.id : undefined;
+  if (earlier && earlier.size > 0 && running !== undefined) {
+    ctx.host.earlierLeases.set(uid, { run: running, keys: earlier });
+  } else if (earlier !== undefined || ctx.host.earlierLeases.get(uid)?.run !== running) {
+    ctx.host.earlierLeases.delete(uid);
+  }
 }
 
 /**
