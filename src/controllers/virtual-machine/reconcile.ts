@@ -117,7 +117,9 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     // without it would flip Synced (and a GitOps tool's health) for one pass, with a second
     // Warning when the next pass finds the problem again.
     const problem = 'problem' in resolved ? resolved.problem : undefined;
-    return beginRequestedRestart(ctx, vm, before.domain, request, problem);
+    const wanted = 'inputs' in resolved ? desiredDomain(vm, resolved.inputs) : undefined;
+    const pending = pendingOf(ctx, vm, wanted, before.domain, []);
+    return beginRequestedRestart(ctx, vm, before.domain, request, problem, pending);
   }
   const inputs = 'inputs' in resolved ? resolved.inputs : undefined;
   const desired = inputs && desiredDomain(vm, inputs);
@@ -168,7 +170,6 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
       : (outcome.failure ?? ('problem' in resolved ? resolved.problem : undefined));
   const names = desired && deviceNames(vm, desired);
   const live = after.state === 'ours' ? after.live : undefined;
-  const ports = after.state === 'ours' ? after.networkPorts : undefined;
   // Device steps the driver could not take live wait for a restart like any restart-time field.
   const deferred = outcome.deferred.flatMap((s) =>
     s.op === 'attachDevice' || s.op === 'detachDevice' ? [s.device.field] : [],
@@ -184,18 +185,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
           now,
         )
       : undefined;
-  const pending =
-    desired && live && names
-      ? [
-          ...new Set([
-            ...restartPending(desired, live, names, ports),
-            ...deferred,
-            ...liveRefused(desired, live, names, refusedLive(ctx, uid, after)),
-          ]),
-        ]
-      : live && after.state === 'ours' && after.config
-        ? savedPending(vm, after.config, live, ports)
-        : [];
+  const pending = pendingOf(ctx, vm, desired, after, deferred);
   const status = machineStatus({
     vm,
     nodeName: ctx.nodeName,
@@ -245,6 +235,34 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
 }
 
 /** The device changes this run of the domain refused to take live (HostState). */
+/**
+ * The restart-time fields the running domain does not reflect, for RestartRequired: against
+ * the spec when it resolves, else what the saved definition holds that the running one lacks.
+ * `deferred`: device changes this pass's steps could not take live.
+ */
+function pendingOf(
+  ctx: ControllerContext,
+  vm: VirtualMachine,
+  desired: DomainDocument | undefined,
+  domain: ObservedDomain,
+  deferred: readonly string[],
+): string[] {
+  if (domain.state !== 'ours' || !domain.live) return [];
+  const { live, networkPorts: ports } = domain;
+  if (desired) {
+    const names = deviceNames(vm, desired);
+    const refused = refusedLive(ctx, String(vm.metadata.uid), domain);
+    return [
+      ...new Set([
+        ...restartPending(desired, live, names, ports),
+        ...deferred,
+        ...liveRefused(desired, live, names, refused),
+      ]),
+    ];
+  }
+  return domain.config ? savedPending(vm, domain.config, live, ports) : [];
+}
+
 function refusedLive(ctx: ControllerContext, uid: string, domain: ObservedDomain): string[] {
   const refused = ctx.host.deferredDevices.get(uid);
   if (!refused || domain.state !== 'ours' || !domain.active) return [];
@@ -291,6 +309,7 @@ async function beginRequestedRestart(
   domain: OursDomain,
   request: string,
   problem: Problem | undefined,
+  pending: readonly string[],
 ): Promise<Action> {
   const now = ctx.now();
   const status = machineStatus({
@@ -301,13 +320,15 @@ async function beginRequestedRestart(
     problem,
     shutdown: 'RestartRequested',
     started: undefined,
-    pending: [],
+    // What the passes during the stop report too: the restart applies the pending changes
+    // only when the domain starts again. Shown as UpToDate here, RestartRequired turned True
+    // again at the next pass, with a second RestartRequired Event in the middle of the restart.
+    pending,
     restartRequest: request,
     restartRun: domain.id,
     restartsCounted: countedRestarts(ctx, vm),
   });
-  // RestartRequired reads UpToDate here: the restart applies whatever is pending anyway.
-  await report(ctx, vm, status, []);
+  await report(ctx, vm, status, [], pending);
   const steps: MachineStep[] = [{ op: 'shutdown', reason: 'RestartRequested' }];
   if (domain.power.state === 'paused') steps.unshift({ op: 'resume' });
   const outcome = await actMachine(ctx.libvirt(), domain.domain, steps);

@@ -339,6 +339,53 @@ describe('day-2 machines on test:///default', () => {
     expect((await domainOf(vmOf('power')!)).getID()).toBe(after);
   });
 
+  it('keeps naming pending changes while a requested restart stops the machine', async () => {
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'pending', namespace: NS },
+      spec: { nodeName: NODE, domainType: 'qemu', vcpus: 1, memory: '128Mi' },
+    });
+    await converge(ctx, reconcileVirtualMachine, key('pending'), {
+      until: stored('pending', (v) => condition(v, 'Ready')?.status === 'True'),
+    });
+    await k.patchSpec('VirtualMachine', NS, 'pending', {
+      cpu: { mode: 'custom', model: 'Haswell' },
+    });
+    await converge(ctx, reconcileVirtualMachine, key('pending'), {
+      until: stored('pending', (v) => condition(v, 'RestartRequired')?.status === 'True'),
+    });
+    const announced = () =>
+      ctx.events.filter((e) => e.key === key('pending') && e.reason === 'RestartRequired').length;
+    expect(announced()).toBe(1);
+    // The pass that records the request and sends the ACPI request: the change is still
+    // pending (it applies when the domain starts again). The guest of a real QEMU takes a
+    // while to shut down, and the passes meanwhile name it too: no False in between.
+    expect(await vm('restart', 'pending')).toBe(0);
+    await ctx.refresh();
+    await reconcileVirtualMachine(key('pending'), ctx);
+    await ctx.refresh();
+    expect(condition(vmOf('pending'), 'ShutdownRequested')?.reason).toBe('RestartRequested');
+    expect(condition(vmOf('pending'), 'RestartRequired')).toMatchObject({
+      status: 'True',
+      message: expect.stringContaining('pending: spec.cpu;') as string,
+    });
+    expect(announced()).toBe(1);
+    await converge(ctx, reconcileVirtualMachine, key('pending'), {
+      until: stored(
+        'pending',
+        (v) =>
+          condition(v, 'Ready')?.status === 'True' &&
+          condition(v, 'RestartRequired')?.status === 'False',
+      ),
+      maxPasses: 40,
+    });
+    expect(announced()).toBe(1);
+    await k.remove('VirtualMachine', NS, 'pending');
+    await converge(ctx, reconcileVirtualMachine, key('pending'), {
+      until: stored('pending', (v) => v === undefined),
+      maxPasses: 40,
+    });
+  });
+
   it('refuses `vm restart` of a stopped machine, saying why and how to start it', async () => {
     await k.create<VirtualMachine>('VirtualMachine', {
       metadata: { name: 'halted', namespace: NS },
