@@ -48,6 +48,12 @@ export interface HostState {
    */
   deferredDevices: Map<string, { run: number; fields: string[] }>;
   /**
+   * The DHCP leases (observe.ts leaseKey) libvirt listed for a machine's interfaces (by uid)
+   * when this process started its domain, for that run (its runtime ID): its earlier run's,
+   * which dnsmasq keeps until they expire. They are not this run's addresses (observe.ts).
+   */
+  earlierLeases: Map<string, { run: number; keys: ReadonlySet<string> }>;
+  /**
    * Snapshots (by uid) whose take this process sent without an answer: a libvirtd that died
    * during it. The InProgress written before the take says the same, but the retry can come
    * before the watch brings that write back to the cache, and from that same copy the status
@@ -87,6 +93,7 @@ export function createHostState(): HostState {
     interfacesAttached: new Map(),
     restarts: new Map(),
     deferredDevices: new Map(),
+    earlierLeases: new Map(),
     snapshotTakesCutShort: new Set(),
     copiesMade: new Map(),
     cpuModels: new Map(),

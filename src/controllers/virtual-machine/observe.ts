@@ -82,13 +82,23 @@ export interface ObservedMachine {
   snapshotIsos: string[];
 }
 
+/**
+ * Leases libvirt listed before this process started the domain's current run (HostState
+ * earlierLeases): `run` undefined while the run's ID is not known yet (the look right after
+ * the start).
+ */
+export interface EarlierLeases {
+  run?: number;
+  keys: ReadonlySet<string>;
+}
+
 export async function observeMachine(
   conn: Connect,
   vm: VirtualMachine,
   stateDir: string,
-  opts: { allIsos?: boolean } = {},
+  opts: { allIsos?: boolean; earlierLeases?: EarlierLeases | undefined } = {},
 ): Promise<ObservedMachine> {
-  const domain = await observeDomain(conn, vm);
+  const domain = await observeDomain(conn, vm, opts.earlierLeases);
   // The directory is only listed when there can be something of ours in it: it holds one ISO
   // per machine with cloud-init, and a pass over a thousand machines should not list it 1000x.
   const dir = cloudInitDir(stateDir);
@@ -136,11 +146,15 @@ function usesDir(doc: DomainDocument | undefined, dir: string): boolean {
   );
 }
 
-export async function observeDomain(conn: Connect, vm: VirtualMachine): Promise<ObservedDomain> {
+export async function observeDomain(
+  conn: Connect,
+  vm: VirtualMachine,
+  earlier?: EarlierLeases,
+): Promise<ObservedDomain> {
   // A domain found by a lookup can be undefined before the next read (another object's deletion,
   // someone's virsh): then it is absent, as the same pass a moment later would have seen it.
   const byUuid = await conn.lookupDomainByUUIDString(libvirtUuid(vm)).catch(absentOn);
-  const described = byUuid && (await describe(byUuid, vm).catch(absentOn));
+  const described = byUuid && (await describe(byUuid, vm, earlier).catch(absentOn));
   if (described) return described;
   const byName = await conn.lookupDomainByName(domainName(vm)).catch(absentOn);
   // Read with identityOf: a foreign definition may be one our typed parser refuses.
@@ -153,7 +167,11 @@ export async function observeDomain(conn: Connect, vm: VirtualMachine): Promise<
 const absentOn = absentIfNotFound('domain');
 const absentSnapshotOn = absentIfNotFound('domainSnapshot');
 
-async function describe(domain: Domain, vm: VirtualMachine): Promise<ObservedDomain> {
+async function describe(
+  domain: Domain,
+  vm: VirtualMachine,
+  earlier: EarlierLeases | undefined,
+): Promise<ObservedDomain> {
   const xml = await domain.getXMLDesc();
   // One parse for ours, which the typed parser reads (its stamp included); identityOf, which
   // reads any domain, only when it refuses the definition. Parsing every definition twice was
@@ -203,7 +221,12 @@ async function describe(domain: Domain, vm: VirtualMachine): Promise<ObservedDom
   if (active) {
     observed.memoryActualKiB = await balloonActual(domain);
     const networks = await networksOf(domain, current);
-    const found = await addresses(domain, current, networks);
+    // Leases listed before this run began are the previous run's, however long they stay.
+    const skip =
+      earlier && (earlier.run === undefined || earlier.run === observed.id)
+        ? earlier.keys
+        : undefined;
+    const found = await addresses(domain, current, networks, skip);
     observed.addresses = found.addresses;
     observed.leasesSupported = found.leasesSupported;
     observed.networkPorts = await portsOfThisRun(domain, current, networks);
@@ -285,6 +308,7 @@ async function addresses(
   domain: Domain,
   doc: DomainDocument,
   networks: ReadonlyMap<string, Network>,
+  earlier: ReadonlySet<string> = new Set(),
 ): Promise<{ addresses: Map<string, string[]>; leasesSupported: boolean }> {
   const found = new Map<string, Set<string>>();
   const add = (mac: string | null | undefined, ip: string | null | undefined) => {
@@ -301,7 +325,9 @@ async function addresses(
     const leases = await network.getDHCPLeases(nic.mac).catch(quietly);
     if (!leases) continue;
     leasesSupported = true;
-    for (const lease of currentLeases(leases)) add(lease.mac, lease.ipaddr);
+    for (const lease of currentLeases(leases)) {
+      if (!earlier.has(leaseKey(lease))) add(lease.mac, lease.ipaddr);
+    }
   }
   if (doc.devices.interfaces.length > 0) {
     const agent = await domain
@@ -318,6 +344,32 @@ async function addresses(
     addresses: new Map([...found].map(([mac, ips]) => [mac, [...ips].sort()])),
     leasesSupported,
   };
+}
+
+/**
+ * One lease as libvirt lists it: a renewal or a new lease has a new expiry time, so a key
+ * seen before a run began never names a lease the guest took in that run.
+ */
+export function leaseKey(lease: NetworkDHCPLease): string {
+  return `${(lease.mac ?? '').toLowerCase()} ${lease.ipaddr ?? ''} ${lease.expiryTime}`;
+}
+
+/**
+ * The leases libvirt lists for a definition's interfaces: read just before a start, they are
+ * all of earlier runs (the guest has not run yet). Drivers without leases list none.
+ */
+export async function leaseKeysOf(conn: Connect, doc: DomainDocument): Promise<Set<string>> {
+  const keys = new Set<string>();
+  const networks = new Map<string, Network | undefined>();
+  for (const nic of doc.devices.interfaces) {
+    if (!nic.mac) continue;
+    const name = nic.source.network;
+    if (!networks.has(name))
+      networks.set(name, await conn.lookupNetworkByName(name).catch(quietly));
+    const leases = await networks.get(name)?.getDHCPLeases(nic.mac).catch(quietly);
+    for (const lease of leases ?? []) keys.add(leaseKey(lease));
+  }
+  return keys;
 }
 
 /**

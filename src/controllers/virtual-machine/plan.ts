@@ -9,7 +9,8 @@
 // updates it from QEMU's balloon events), so comparing the spec with it would call SetMemory on
 // every pass for a guest without a balloon driver. The target we set lives in the persistent
 // definition instead: a memory change is applied LIVE and CONFIG together, and is due exactly
-// when the persistent <currentMemory> differs from the spec.
+// when the persistent <currentMemory> differs from the spec (a domain being stopped takes it
+// once it is off: see withSavedTarget).
 //
 // Devices: disks (by source file) and interfaces (by MAC) are compared as sets, not lists, since
 // libvirt inserts an attached device where its bus and target sort. A `disk` on virtio or scsi
@@ -664,17 +665,32 @@ export function planMachine(input: PlanInput): MachinePlan {
   const target = stopping ? { ...domain, live: undefined } : domain;
   const detach = { since: detachRequestedSince(vm), graceMs: gracePeriodMs(vm), now };
   const devices = deviceSteps(desired, target, names, detach);
+  const saved = stopping && domain.active ? withSavedTarget(desired, domain) : desired;
   return {
     ...power,
     steps: [
       ...cloudInitSteps(input),
       ...devices,
-      ...configSteps(desired, target, devices),
+      ...configSteps(saved, target, devices),
       ...stashCleanup(desired, power.steps),
       ...power.steps,
       ...pruneSteps(input, domain),
     ],
   };
+}
+
+/**
+ * The desired definition with the balloon target the persistent definition holds, for a domain
+ * being stopped. That target is the running guest's (a memory change goes LIVE and CONFIG
+ * together) and status reports it from there (balloonTarget, status.ts): written to the
+ * config alone during the stop, the next boot's size was shown as the running guest's target
+ * until the guest was off. The pass after the stop writes it, before any start (configSteps
+ * runs before the power steps).
+ */
+function withSavedTarget(desired: DomainDocument, domain: OursDomain): DomainDocument {
+  const saved = domain.config && ownedDomainFields(domain.config).currentMemoryKiB;
+  if (saved === undefined) return desired;
+  return { ...desired, currentMemoryKiB: Math.min(saved, desired.memoryKiB) };
 }
 
 /** A start boots the saved build: variable stores stashed for other builds are done with. */

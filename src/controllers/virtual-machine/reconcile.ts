@@ -38,6 +38,7 @@ import {
 } from './desired.js';
 import {
   heldMacs,
+  leaseKeysOf,
   observeDomain,
   observeMachine,
   type ObservedDomain,
@@ -77,6 +78,7 @@ import {
 } from './status.js';
 import { cachedByKey, withFinalizer, type Problem } from '../kit.js';
 import { customCpuModels, XmlDocumentError } from '../../libvirt/xml/index.js';
+import type { DomainDocument } from '../../libvirt/xml/domain.js';
 import { isConnectionError, isLibvirtError, isTimeout } from '../../libvirt/errors.js';
 
 const KIND = 'VirtualMachine';
@@ -103,7 +105,8 @@ export const reconcileVirtualMachine: KindReconcile = async (key, ctx) => {
 
 async function materialise(cached: VirtualMachine, ctx: ControllerContext): Promise<Action> {
   const conn = ctx.libvirt();
-  const before = await observeMachine(conn, cached, ctx.stateDir);
+  const earlier = ctx.host.earlierLeases.get(String(cached.metadata.uid));
+  const before = await observeMachine(conn, cached, ctx.stateDir, { earlierLeases: earlier });
   // The clock is read once the host has been observed: with many passes sharing the
   // connection an observation can take a second, and a grace period that ended meanwhile
   // must not wait for one more pass.
@@ -119,7 +122,9 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     // without it would flip Synced (and a GitOps tool's health) for one pass, with a second
     // Warning when the next pass finds the problem again.
     const problem = 'problem' in resolved ? resolved.problem : undefined;
-    return beginRequestedRestart(ctx, vm, before.domain, request, problem);
+    const wanted = 'inputs' in resolved ? desiredDomain(vm, resolved.inputs) : undefined;
+    const pending = pendingOf(ctx, vm, wanted, before.domain, []);
+    return beginRequestedRestart(ctx, vm, before.domain, request, problem, pending);
   }
   const inputs = 'inputs' in resolved ? resolved.inputs : undefined;
   const desired = inputs && desiredDomain(vm, inputs);
@@ -142,13 +147,18 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   };
   const plan = planMachine(planInput);
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
+  const beforeStart = await leasesBeforeStart(conn, plan.steps, desired, before.domain);
   const outcome = await actMachine(conn, ours, plan.steps, ctx.onLane?.bind(ctx));
   if (outcome.executed.some((s) => s.op === 'attachDevice' && s.device.kind === 'interface'))
     ctx.host.interfacesAttached.set(String(vm.metadata.uid), now.getTime());
   const shutdownSentAt = shutdownSent(outcome.executed, ctx);
   rememberShutdown(ctx, vm, before.domain, plan.shutdown, shutdownSentAt);
   const look = outcome.executed.length > 0 ? ctx.lookAtHost?.() : undefined;
-  const after = outcome.executed.length > 0 ? await observeDomain(conn, vm) : before.domain;
+  const after =
+    outcome.executed.length > 0
+      ? await observeDomain(conn, vm, beforeStart ? { keys: beforeStart } : earlier)
+      : before.domain;
+  rememberEarlierLeases(ctx, uid, after, startedBy(outcome.executed) ? beforeStart : undefined);
   // A restore's power-off is accounted for once the domain runs again (or is gone).
   if (after.state !== 'ours' || after.active) ctx.host.restoreStops.delete(uid);
   // The domain as our steps left it needs nothing more: libvirt's events for those steps, which
@@ -165,7 +175,6 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
       : (outcome.failure ?? ('problem' in resolved ? resolved.problem : undefined));
   const names = desired && deviceNames(vm, desired);
   const live = after.state === 'ours' ? after.live : undefined;
-  const ports = after.state === 'ours' ? after.networkPorts : undefined;
   // Device steps the driver could not take live wait for a restart like any restart-time field.
   const deferred = outcome.deferred.flatMap((s) =>
     s.op === 'attachDevice' || s.op === 'detachDevice' ? [s.device.field] : [],
@@ -181,18 +190,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
           now,
         )
       : undefined;
-  const pending =
-    desired && live && names
-      ? [
-          ...new Set([
-            ...restartPending(desired, live, names, ports),
-            ...deferred,
-            ...liveRefused(desired, live, names, refusedLive(ctx, uid, after)),
-          ]),
-        ]
-      : live && after.state === 'ours' && after.config
-        ? savedPending(vm, after.config, live, ports)
-        : [];
+  const pending = pendingOf(ctx, vm, desired, after, deferred);
   const status = machineStatus({
     vm,
     nodeName: ctx.nodeName,
@@ -242,6 +240,34 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
 }
 
 /** The device changes this run of the domain refused to take live (HostState). */
+/**
+ * The restart-time fields the running domain does not reflect, for RestartRequired: against
+ * the spec when it resolves, else what the saved definition holds that the running one lacks.
+ * `deferred`: device changes this pass's steps could not take live.
+ */
+function pendingOf(
+  ctx: ControllerContext,
+  vm: VirtualMachine,
+  desired: DomainDocument | undefined,
+  domain: ObservedDomain,
+  deferred: readonly string[],
+): string[] {
+  if (domain.state !== 'ours' || !domain.live) return [];
+  const { live, networkPorts: ports } = domain;
+  if (desired) {
+    const names = deviceNames(vm, desired);
+    const refused = refusedLive(ctx, String(vm.metadata.uid), domain);
+    return [
+      ...new Set([
+        ...restartPending(desired, live, names, ports),
+        ...deferred,
+        ...liveRefused(desired, live, names, refused),
+      ]),
+    ];
+  }
+  return domain.config ? savedPending(vm, domain.config, live, ports) : [];
+}
+
 function refusedLive(ctx: ControllerContext, uid: string, domain: ObservedDomain): string[] {
   const refused = ctx.host.deferredDevices.get(uid);
   if (!refused || domain.state !== 'ours' || !domain.active) return [];
@@ -288,6 +314,7 @@ async function beginRequestedRestart(
   domain: OursDomain,
   request: string,
   problem: Problem | undefined,
+  pending: readonly string[],
 ): Promise<Action> {
   const now = ctx.now();
   const status = machineStatus({
@@ -298,13 +325,15 @@ async function beginRequestedRestart(
     problem,
     shutdown: 'RestartRequested',
     started: undefined,
-    pending: [],
+    // What the passes during the stop report too: the restart applies the pending changes
+    // only when the domain starts again. Shown as UpToDate here, RestartRequired turned True
+    // again at the next pass, with a second RestartRequired Event in the middle of the restart.
+    pending,
     restartRequest: request,
     restartRun: domain.id,
     restartsCounted: countedRestarts(ctx, vm),
   });
-  // RestartRequired reads UpToDate here: the restart applies whatever is pending anyway.
-  await report(ctx, vm, status, []);
+  await report(ctx, vm, status, [], pending);
   const steps: MachineStep[] = [{ op: 'shutdown', reason: 'RestartRequested' }];
   if (domain.power.state === 'paused') steps.unshift({ op: 'resume' });
   const outcome = await actMachine(ctx.libvirt(), domain.domain, steps);
@@ -493,6 +522,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
       ctx.host.interfacesAttached.delete(uid);
       ctx.host.restarts.delete(uid);
       ctx.host.deferredDevices.delete(uid);
+      ctx.host.earlierLeases.delete(uid);
       return done;
     }
     const stopped =
@@ -586,6 +616,38 @@ function rememberShutdown(
  */
 function shutdownSent(executed: readonly MachineStep[], ctx: ControllerContext): Date | undefined {
   return executed.some((s) => s.op === 'shutdown') ? ctx.now() : undefined;
+}
+
+/**
+ * The leases libvirt lists for the machine's interfaces, read when the pass is about to start
+ * the domain: none of them can be the coming run's. dnsmasq keeps a lease until it expires,
+ * so the previous run's stays listed until the guest asks again, and a guest started paused
+ * (or still booting after a crash) would be shown with an address it does not have.
+ */
+async function leasesBeforeStart(
+  conn: Connect,
+  steps: readonly MachineStep[],
+  desired: DomainDocument | undefined,
+  domain: ObservedDomain,
+): Promise<Set<string> | undefined> {
+  if (!steps.some((s) => s.op === 'start')) return undefined;
+  const doc = desired ?? (domain.state === 'ours' ? domain.config : undefined);
+  return doc && doc.devices.interfaces.length > 0 ? await leaseKeysOf(conn, doc) : undefined;
+}
+
+/** Keeps the earlier run's leases for the run this pass started; forgets them for any other. */
+function rememberEarlierLeases(
+  ctx: ControllerContext,
+  uid: string,
+  after: ObservedDomain,
+  earlier: Set<string> | undefined,
+): void {
+  const running = after.state === 'ours' && after.active ? after.id : undefined;
+  if (earlier && earlier.size > 0 && running !== undefined) {
+    ctx.host.earlierLeases.set(uid, { run: running, keys: earlier });
+  } else if (earlier !== undefined || ctx.host.earlierLeases.get(uid)?.run !== running) {
+    ctx.host.earlierLeases.delete(uid);
+  }
 }
 
 /**

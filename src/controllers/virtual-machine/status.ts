@@ -130,7 +130,7 @@ function hostFacts(vm: VirtualMachine, d: OursDomain): Partial<VirtualMachineSta
   const shown = d.live ?? d.config;
   if (!shown) return facts;
   facts.vcpus = { current: shown.vcpu.current, max: shown.vcpu.max };
-  facts.memory = { target: kibQuantity(balloonTarget(d)) };
+  facts.memory = { target: kibQuantity(balloonPages(balloonTarget(d))) };
   if (d.active && d.memoryActualKiB !== undefined) {
     facts.memory.actual = kibQuantity(d.memoryActualKiB);
   }
@@ -148,6 +148,19 @@ export function balloonTarget(d: OursDomain): number {
   const doc = d.config ?? d.live;
   const target = doc ? ownedDomainFields(doc).currentMemoryKiB : 0;
   return d.live ? Math.min(target, d.live.memoryKiB) : target;
+}
+
+/** The size of the pages QEMU's virtio balloon moves, in KiB. */
+const BALLOON_PAGE_KIB = 4;
+
+/**
+ * A balloon target as the guest reaches it: QEMU's balloon moves whole 4 KiB pages below a
+ * MiB-aligned maximum, so a target that is not a multiple of 4 KiB (a decimal quantity such as
+ * `500M`, 488282 KiB) ends up rounded up (488284 KiB, measured on QEMU 7.2). Shown unrounded,
+ * target and actual would differ for good, as if the balloon never arrived.
+ */
+export function balloonPages(kib: number): number {
+  return Math.ceil(kib / BALLOON_PAGE_KIB) * BALLOON_PAGE_KIB;
 }
 
 /** KiB as a quantity: the largest of Gi, Mi, Ki that divides it ("512Mi", "1536Mi", "100Ki"). */

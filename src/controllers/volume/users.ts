@@ -9,7 +9,7 @@ import { isConditionTrue } from '../../api/conditions.js';
 import type { VirtualMachine, VolumeStatusUsedBy, Volume } from '../../api/generated/types.js';
 import { keyOf, nodeFinalizer, type ControllerContext, type KubeObject } from '../context.js';
 import { INDEX_SOURCE_VOLUME, INDEX_VOLUME } from '../indexes.js';
-import { DETACH_CONDITION } from '../virtual-machine/plan.js';
+import { DETACH_CONDITION, SHUTDOWN_CONDITION } from '../virtual-machine/plan.js';
 import type { Problem } from '../kit.js';
 import { holderNames, liveDisksOf } from './observe.js';
 import { usedByList } from './status.js';
@@ -47,8 +47,11 @@ export function usersOf(vol: Volume, ctx: ControllerContext): VolumeStatusUsedBy
 /**
  * Machines of this node in the Volume's namespace whose running domain may still have a disk
  * their spec dropped: the agent has not acted on their latest spec yet, a detach waits for the
- * guest (DetachRequested), or a removal waits for a restart (RestartRequired). Any other
- * machine's running domain has exactly its spec's disks, so only these are looked at.
+ * guest (DetachRequested), a removal waits for a restart (RestartRequired), or the domain is
+ * being stopped (ShutdownRequested): a machine being stopped takes no live detach (plan.ts), so
+ * a disk dropped in the same apply as a restart request stays open until the guest is off,
+ * with neither DetachRequested nor RestartRequired saying so. Any other machine's running
+ * domain has exactly its spec's disks, so only these are looked at.
  */
 export function machinesThatMayHold(vol: Volume, ctx: ControllerContext): VirtualMachine[] {
   return ctx
@@ -59,7 +62,8 @@ export function machinesThatMayHold(vol: Volume, ctx: ControllerContext): Virtua
         vm.metadata.namespace === vol.metadata.namespace &&
         (vm.status?.observedGeneration !== vm.metadata.generation ||
           isConditionTrue(vm.status?.conditions, 'RestartRequired') ||
-          isConditionTrue(vm.status?.conditions, DETACH_CONDITION)),
+          isConditionTrue(vm.status?.conditions, DETACH_CONDITION) ||
+          isConditionTrue(vm.status?.conditions, SHUTDOWN_CONDITION)),
     );
 }
 

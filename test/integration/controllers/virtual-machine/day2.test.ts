@@ -27,6 +27,7 @@ const ROOT_PATH = '/var/lib/libvirt-operator-test/vm-day2_root.qcow2';
 const DATA_PATH = '/var/lib/libvirt-operator-test/vm-day2_data.raw';
 const ISO_PATH = '/var/lib/libvirt-operator-test/vm-day2_install.iso';
 const HELD_PATH = '/var/lib/libvirt-operator-test/vm-day2_held.qcow2';
+const STOP_HELD_PATH = '/var/lib/libvirt-operator-test/vm-day2_stopheld.qcow2';
 
 const controlPlane = useControlPlane();
 let conn: Connect;
@@ -350,6 +351,53 @@ describe('day-2 machines on test:///default', () => {
     expect((await domainOf(vmOf('power')!)).getID()).toBe(after);
   });
 
+  it('keeps naming pending changes while a requested restart stops the machine', async () => {
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'pending', namespace: NS },
+      spec: { nodeName: NODE, domainType: 'qemu', vcpus: 1, memory: '128Mi' },
+    });
+    await converge(ctx, reconcileVirtualMachine, key('pending'), {
+      until: stored('pending', (v) => condition(v, 'Ready')?.status === 'True'),
+    });
+    await k.patchSpec('VirtualMachine', NS, 'pending', {
+      cpu: { mode: 'custom', model: 'Haswell' },
+    });
+    await converge(ctx, reconcileVirtualMachine, key('pending'), {
+      until: stored('pending', (v) => condition(v, 'RestartRequired')?.status === 'True'),
+    });
+    const announced = () =>
+      ctx.events.filter((e) => e.key === key('pending') && e.reason === 'RestartRequired').length;
+    expect(announced()).toBe(1);
+    // The pass that records the request and sends the ACPI request: the change is still
+    // pending (it applies when the domain starts again). The guest of a real QEMU takes a
+    // while to shut down, and the passes meanwhile name it too: no False in between.
+    expect(await vm('restart', 'pending')).toBe(0);
+    await ctx.refresh();
+    await reconcileVirtualMachine(key('pending'), ctx);
+    await ctx.refresh();
+    expect(condition(vmOf('pending'), 'ShutdownRequested')?.reason).toBe('RestartRequested');
+    expect(condition(vmOf('pending'), 'RestartRequired')).toMatchObject({
+      status: 'True',
+      message: expect.stringContaining('pending: spec.cpu;') as string,
+    });
+    expect(announced()).toBe(1);
+    await converge(ctx, reconcileVirtualMachine, key('pending'), {
+      until: stored(
+        'pending',
+        (v) =>
+          condition(v, 'Ready')?.status === 'True' &&
+          condition(v, 'RestartRequired')?.status === 'False',
+      ),
+      maxPasses: 40,
+    });
+    expect(announced()).toBe(1);
+    await k.remove('VirtualMachine', NS, 'pending');
+    await converge(ctx, reconcileVirtualMachine, key('pending'), {
+      until: stored('pending', (v) => v === undefined),
+      maxPasses: 40,
+    });
+  });
+
   it('refuses `vm restart` of a stopped machine, saying why and how to start it', async () => {
     await k.create<VirtualMachine>('VirtualMachine', {
       metadata: { name: 'halted', namespace: NS },
@@ -458,6 +506,81 @@ describe('day-2 machines on test:///default', () => {
     });
     await converge(ctx, reconcileVolume, key('held'), {
       until: async () => (await k.get<Volume>('Volume', NS, 'held')) === undefined,
+    });
+  });
+
+  it('keeps a Volume dropped in the same apply as a restart request while the guest shuts down', async () => {
+    await k.create('Volume', {
+      metadata: {
+        name: 'stopheld',
+        namespace: NS,
+        finalizers: [HOST_FINALIZER, VOLUME_PROTECTION_FINALIZER],
+      },
+      spec: { nodeName: NODE, pool: 'images', capacity: '1Gi' },
+    });
+    await k.patchStatus('Volume', NS, 'stopheld', { phase: 'Available', path: STOP_HELD_PATH });
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'stopper', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'data', volume: 'stopheld' }],
+      },
+    });
+    await converge(ctx, reconcileVirtualMachine, key('stopper'), {
+      until: stored('stopper', (v) => condition(v, 'Ready')?.status === 'True'),
+    });
+    // One apply drops the disk and asks for a restart. The pass that sends the ACPI request
+    // takes no live detach (the domain is being stopped) and writes this status: the new
+    // generation observed, ShutdownRequested, and neither DetachRequested nor RestartRequired.
+    // The test driver's guest powers off at once, so the status of a real guest still shutting
+    // down (with the disk open) is written here as that pass writes it.
+    await k.patchSpec('VirtualMachine', NS, 'stopper', { disks: [] });
+    const current = (await k.get<VirtualMachine>('VirtualMachine', NS, 'stopper'))!;
+    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    await k.patchStatus('VirtualMachine', NS, 'stopper', {
+      observedGeneration: current.metadata.generation,
+      lastRestartRequest: 'now',
+      conditions: [
+        ...(current.status?.conditions ?? []).filter((c) => c.type !== 'Ready'),
+        {
+          type: 'Ready',
+          status: 'False',
+          reason: 'Restarting',
+          message: 'restarting the domain gracefully, as virt.dev/restart-requested-at asks',
+          lastTransitionTime: now,
+        },
+        {
+          type: 'ShutdownRequested',
+          status: 'True',
+          reason: 'RestartRequested',
+          message: 'ACPI shutdown requested (a restart requested by virt.dev/restart-requested-at)',
+          lastTransitionTime: now,
+        },
+      ],
+    });
+    expect(condition(current, 'RestartRequired')?.status).not.toBe('True');
+    // The domain still has the disk: the Volume's file must stay.
+    const domain = await domainOf(current);
+    expect(await domain.getXMLDesc()).toContain(STOP_HELD_PATH);
+    await k.remove('Volume', NS, 'stopheld');
+    await ctx.refresh();
+    expect(requeueMs(await reconcileVolume(key('stopheld'), ctx))).toBeGreaterThan(0);
+    const blocked = (await k.get<Volume>('Volume', NS, 'stopheld'))!;
+    expect(blocked.metadata.finalizers).toContain(HOST_FINALIZER);
+    expect(blocked.status?.usedBy).toEqual([{ kind: 'VirtualMachine', name: 'stopper' }]);
+
+    // The guest is off (here: destroyed, as the grace period would): the file can go.
+    await domain.destroy();
+    await converge(ctx, reconcileVolume, key('stopheld'), {
+      until: async () => (await k.get<Volume>('Volume', NS, 'stopheld')) === undefined,
+    });
+    await k.remove('VirtualMachine', NS, 'stopper');
+    await converge(ctx, reconcileVirtualMachine, key('stopper'), {
+      until: stored('stopper', (v) => v === undefined),
+      maxPasses: 40,
     });
   });
 });

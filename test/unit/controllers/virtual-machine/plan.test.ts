@@ -11,6 +11,7 @@ import {
   powerPlan,
   requestMarker,
   restartPending,
+  runMarker,
   shutdownRequest,
   type MachineStep,
   ownLifecycleChanges,
@@ -25,6 +26,7 @@ import {
   domainEventName,
 } from '../../../../src/libvirt/index.js';
 import { lifecycleChange } from '../../../../src/controllers/kit.js';
+import { balloonTarget, kibQuantity } from '../../../../src/controllers/virtual-machine/status.js';
 import { desired, NOW, observed, ours, runningStatus, variant, vm } from './machines.js';
 
 const base = vm({ memory: '256Mi', maxMemory: '1Gi', vcpus: 1, maxVcpus: 4 });
@@ -656,10 +658,72 @@ describe('planMachine', () => {
       observed: observed(ours({ config: running, live: running })),
       now: NOW,
     });
+    // The memory waits for the stop: the persistent target is the running guest's until then
+    // (status reports it from there).
     expect(plan.steps).toEqual([
-      { op: 'setMemory', kib: 131072, live: false, config: true },
       { op: 'setVcpus', count: 1, live: false, config: true },
       { op: 'shutdown', reason: 'RunStrategyHalted' },
+    ]);
+  });
+
+  it("keeps the running guest's balloon target in the saved definition during a stop", () => {
+    // updatePolicy Restart, maxMemory and memory raised in one apply: the define and the
+    // restart's ACPI request come in one pass, then the guest takes its time to shut down.
+    const raised = vm(
+      { memory: '768Mi', maxMemory: '2Gi', updatePolicy: 'Restart' },
+      { status: runningStatus() },
+    );
+    const running = variant(desired(raised), (d) => {
+      d.memoryKiB = 1024 * 1024;
+      d.currentMemoryKiB = 256 * 1024;
+    });
+    const first = planMachine({
+      vm: raised,
+      desired: desired(raised),
+      cloudInit: undefined,
+      observed: observed(ours({ config: running, live: running })),
+      now: NOW,
+    });
+    expect(first.steps.map((s) => s.op)).toEqual(['define', 'shutdown']);
+    const defined = first.steps[0]!.op === 'define' ? first.steps[0]!.doc : want;
+    expect(defined.memoryKiB).toBe(2 * 1024 * 1024);
+    expect(defined.currentMemoryKiB).toBe(256 * 1024);
+    // Status, while the guest shuts down, shows the target it runs with.
+    const stopping = ours({
+      config: defined,
+      live: running,
+      power: { state: 'shutdown', reason: 'user' },
+    });
+    expect(kibQuantity(balloonTarget(stopping))).toBe('256Mi');
+    // A later pass of the stop writes nothing.
+    const waiting = vm(raised.spec, {
+      status: requested('RestartToApplyChanges', 5, {}, `m ${runMarker(7)}`),
+    });
+    const again = planMachine({
+      vm: waiting,
+      desired: desired(raised),
+      cloudInit: undefined,
+      observed: observed(stopping),
+      now: NOW,
+    });
+    expect(again.steps).toEqual([]);
+    // Once it is off, the new target is saved before the start.
+    const after = planMachine({
+      vm: waiting,
+      desired: desired(raised),
+      cloudInit: undefined,
+      observed: observed(
+        ours({ active: false, config: defined, power: { state: 'shutoff', reason: 'shutdown' } }),
+      ),
+      now: NOW,
+    });
+    expect(after.steps).toEqual([
+      { op: 'setMemory', kib: 768 * 1024, live: false, config: true },
+      {
+        op: 'start',
+        kind: 'requested',
+        after: { state: 'shutoff', reason: 'shutdown' },
+      },
     ]);
   });
 

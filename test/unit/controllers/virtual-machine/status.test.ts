@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { VirtualMachineStatus } from '../../../../src/api/generated/types.js';
 import { defaultMacAddress } from '../../../../src/api/names.js';
 import {
+  balloonMoving,
   balloonTarget,
   conditionEvents,
   kibQuantity,
@@ -176,6 +177,23 @@ describe('machineStatus', () => {
       target: '256Mi',
       actual: '1Gi',
     });
+  });
+
+  it('reports a target that is not whole 4 KiB pages as the balloon reaches it', () => {
+    // 500M is 488281.25 KiB, 488282 KiB in the definition; QEMU's balloon, which moves 4 KiB
+    // pages, settles at 488284 KiB.
+    const odd = vm({ ...machine.spec, memory: '500M' }, { status: runningStatus() });
+    const config = desired(odd);
+    expect(config.currentMemoryKiB).toBe(488282);
+    const d = ours({ config, memoryActualKiB: 488284 });
+    const status = machineStatus(input({ vm: odd, observed: d }));
+    expect(status.memory).toEqual({ target: '488284Ki', actual: '488284Ki' });
+    // Nothing left to wait for once the boot's minute is over.
+    const later = new Date(Date.parse(status.startedAt!) + 120_000);
+    expect(balloonMoving({ ...odd, status }, status, [], later)).toBe(false);
+    // Stopped, it shows the same target.
+    const off = machineStatus(input({ vm: odd, observed: ours({ active: false, config }) }));
+    expect(off.memory).toEqual({ target: '488284Ki' });
   });
 
   it('caps the target at the running maximum while a larger memory waits for a restart', () => {

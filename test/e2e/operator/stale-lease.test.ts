@@ -1,0 +1,132 @@
+// Addresses from a guest's previous run on the system libvirtd. dnsmasq keeps a lease until it
+// expires (an hour for IPv4), and libvirt lists it for the MAC after the domain stopped, so a
+// new run of the machine finds its previous run's lease listed until the guest asks for a new
+// one. A machine started paused never asks: its status showed that address (and the IP
+// printer column) as if the guest had it. The lease is written into the network's lease
+// status file as dnsmasq's helper writes it; the guest never runs, so nothing boots here.
+import { randomBytes } from 'node:crypto';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureLibvirtd, SYSTEM_URI } from '../../../src/commands/local/libvirtd.js';
+import { useControlPlane } from '../../harness/control-plane.js';
+import { getJSON, startTestAgent, until, type TestAgent } from '../../harness/agent.js';
+import { freeSubnet } from '../../harness/host.js';
+import { natNetwork } from '../../harness/manifests.js';
+
+const RUN = randomBytes(3).toString('hex');
+const NODE = `e2e-lease-${RUN}`;
+const NET = `lease-net-${RUN}`;
+const BRIDGE = `lvl${RUN}`;
+const NS = 'default';
+const VM = `lease-${RUN}`;
+const MAC = `52:54:00:${RUN.slice(0, 2)}:${RUN.slice(2, 4)}:${RUN.slice(4, 6)}`;
+const STATUS_FILE = `/var/lib/libvirt/dnsmasq/${BRIDGE}.status`;
+
+interface Obj {
+  status?: {
+    phase?: string;
+    conditions?: Array<{ type: string; status: string; reason?: string }>;
+    interfaces?: Array<{ name: string; macAddress: string; ipAddresses?: string[] }>;
+  };
+}
+
+describe('addresses of an earlier run', () => {
+  const cp = useControlPlane();
+  let agent: TestAgent | undefined;
+  let subnet: number;
+  const docs = () => [
+    natNetwork(NET, BRIDGE, subnet),
+    {
+      apiVersion: 'virt.dev/v1alpha1',
+      kind: 'VirtualMachine',
+      metadata: { name: VM, namespace: NS, annotations: { 'virt.dev/paused': 'true' } },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        vcpus: 1,
+        memory: '64Mi',
+        terminationGracePeriodSeconds: 0,
+        interfaces: [{ name: 'eth0', network: NET, macAddress: MAC }],
+      },
+    },
+  ];
+  const yaml = (which: object[]) => which.map((d) => JSON.stringify(d)).join('\n---\n');
+
+  beforeAll(async () => {
+    await ensureLibvirtd();
+    subnet = await freeSubnet();
+    agent = await startTestAgent(cp(), { nodeName: NODE, libvirtUri: SYSTEM_URI });
+  });
+
+  afterAll(async () => {
+    if (subnet !== undefined) {
+      // The machine first: its network is in use while it exists.
+      for (const d of docs().reverse()) {
+        await cp().kubectl(
+          ['delete', '--ignore-not-found', '--wait=true', '--timeout=90s', '-f', '-'],
+          { input: yaml([d]) },
+        );
+      }
+    }
+    await agent?.stop();
+    await rm(STATUS_FILE, { force: true });
+  });
+
+  it('does not show the lease of the previous run for a machine started paused', async () => {
+    const [network, machine] = docs();
+    const applied = await cp().kubectl(['apply', '-f', '-'], { input: yaml([network!]) });
+    expect(applied.code, applied.stderr).toBe(0);
+    await until(
+      'the network is ready',
+      async () => {
+        const n = await getJSON<Obj>(cp(), ['vnet', NET]).catch(() => undefined);
+        return n?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+      },
+      60_000,
+    );
+    // The lease the guest took in its previous run, as libvirt's dnsmasq helper records it.
+    const ip = `192.168.${subnet}.150`;
+    const expiry = Math.floor(Date.now() / 1000) + 3000;
+    const existing = await readFile(STATUS_FILE, 'utf8').catch(() => '[]');
+    const leases = [
+      ...(JSON.parse(existing.trim() || '[]') as object[]),
+      { 'ip-address': ip, 'mac-address': MAC, hostname: 'old', 'expiry-time': expiry },
+    ];
+    await writeFile(STATUS_FILE, JSON.stringify(leases));
+
+    const created = await cp().kubectl(['apply', '-f', '-'], { input: yaml([machine!]) });
+    expect(created.code, created.stderr).toBe(0);
+    const paused = await until(
+      'the machine is paused',
+      async () => {
+        const v = await getJSON<Obj>(cp(), ['vm', VM, '-n', NS]).catch(() => undefined);
+        return v?.status?.phase === 'Paused' ? v : undefined;
+      },
+      60_000,
+    );
+    expect(paused.status?.interfaces).toEqual([{ name: 'eth0', macAddress: MAC }]);
+    // The passes that look for a missing address (every 5 s) do not bring it back.
+    await new Promise((r) => setTimeout(r, 12_000));
+    const later = await getJSON<Obj>(cp(), ['vm', VM, '-n', NS]);
+    expect(later.status?.interfaces).toEqual([{ name: 'eth0', macAddress: MAC }]);
+
+    // A lease the guest takes in this run (the helper replaces the MAC's entry) is shown.
+    const fresh = `192.168.${subnet}.151`;
+    await writeFile(
+      STATUS_FILE,
+      JSON.stringify([
+        ...leases.slice(0, -1),
+        { 'ip-address': fresh, 'mac-address': MAC, hostname: 'new', 'expiry-time': expiry + 60 },
+      ]),
+    );
+    const shown = await until(
+      'the new lease is shown',
+      async () => {
+        const v = await getJSON<Obj>(cp(), ['vm', VM, '-n', NS]).catch(() => undefined);
+        return v?.status?.interfaces?.[0]?.ipAddresses;
+      },
+      30_000,
+    );
+    expect(shown).toEqual([fresh]);
+  });
+});
