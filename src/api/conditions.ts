@@ -140,6 +140,8 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   NameConflict: 'stalled',
   UUIDConflict: 'stalled',
   PathConflict: 'stalled',
+  // spec.path inside or around another pool's directory (one would list the other as a volume).
+  PathNested: 'stalled',
   PathNotDirectory: 'stalled',
   PathForbidden: 'stalled',
   MACAddressInUse: 'stalled',

@@ -1,6 +1,7 @@
 // StoragePool against a real libvirtd (a private one, as in ../volume/libvirtd.test.ts) where
 // the test driver has no files: a directory removed behind the operator's back, the parent
-// directories libvirt's build makes, a pool on a file, a Volume made in a pool being deleted.
+// directories libvirt's build makes, pools sharing a directory through a link or nested in one
+// another, a pool on a file, a Volume made in a pool being deleted.
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -161,8 +162,10 @@ describe('StoragePool on a real libvirtd', () => {
     await converge(ctx, reconcileStoragePool, other, { until: ready(other) });
     await writeFile(path.join(tmp, 'shared', 'notes.txt'), 'not the pool');
 
+    const linkTarget = path.join(tmp, 'link-target');
+    await mkdir(linkTarget);
     const linked = await makePool('linked', path.join(tmp, 'link'));
-    await symlink(prepared, path.join(tmp, 'link'));
+    await symlink(linkTarget, path.join(tmp, 'link'));
     await converge(ctx, reconcileStoragePool, linked, { until: ready(linked) });
     await deletePool(linked);
     expect(eventsOf(linked, 'PoolRemoved')[0]).toContain('kept: it existed before the pool');
@@ -181,13 +184,59 @@ describe('StoragePool on a real libvirtd', () => {
     const outer = path.join(tmp, 'nest', 'outer');
     const inner = await makePool('inner', path.join(outer, 'inner'));
     await converge(ctx, reconcileStoragePool, inner, { until: ready(inner) });
-    const around = await makePool('outer', outer); // on a directory inner's build made
-    await converge(ctx, reconcileStoragePool, around, { until: ready(around) });
+    // An admin's pool on a directory inner's build made (the operator starts none nested).
+    const foreign = await conn.defineStoragePoolXML(
+      `<pool type='dir'><name>${PREFIX}-foreign</name><target><path>${outer}</path></target></pool>`,
+    );
 
     await deletePool(inner);
     expect((await stat(outer)).isDirectory()).toBe(true);
+    await foreign.undefine();
+  });
+
+  it("refuses a path that a symbolic link leads to another pool's directory: PathConflict", async () => {
+    const dir = path.join(tmp, 'linked-twice');
+    const first = await makePool('owner', dir);
+    await converge(ctx, reconcileStoragePool, first, { until: ready(first) });
+    await symlink(dir, path.join(tmp, 'alias'));
+    const second = await makePool('alias', path.join(tmp, 'alias'));
+    const reason = async () =>
+      (await entryOf(second))?.conditions?.find((c) => c.type === 'Ready')?.reason;
+    await reconcileUntil(ctx, reconcileStoragePool, second, async () => !!(await reason()));
+    expect(await reason()).toBe('PathConflict');
+    const message = (await entryOf(second))?.conditions?.find((c) => c.type === 'Ready')?.message;
+    expect(message).toContain(first);
+    expect(message).toContain(dir);
+    // Nothing of it on the host: not even defined.
+    expect(await conn.lookupStoragePoolByName(second).catch(() => undefined)).toBeUndefined();
+    await deletePool(second);
+    await deletePool(first);
+  });
+
+  it("refuses a pool inside another pool's directory, and one around it: PathNested", async () => {
+    const outer = path.join(tmp, 'outerdir');
+    const around = await makePool('around', outer);
+    await converge(ctx, reconcileStoragePool, around, { until: ready(around) });
+    const inner = await makePool('within', path.join(outer, 'sub', 'within'));
+    const readyOf = async (name: string) =>
+      (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready');
+    await reconcileUntil(ctx, reconcileStoragePool, inner, async () => !!(await readyOf(inner)));
+    expect(await readyOf(inner)).toMatchObject({ status: 'False', reason: 'PathNested' });
+    expect((await readyOf(inner))?.message).toContain(around);
+    // Nothing made inside the outer pool, which would list it as a volume.
+    expect(await exists(path.join(outer, 'sub'))).toBe(false);
+    const outerPool = await conn.lookupStoragePoolByName(around);
+    await outerPool.refresh(0);
+    expect(await outerPool.listAllVolumes()).toEqual([]);
+
+    // The other way round: a new pool whose directory holds a running one.
+    const wide = await makePool('wide', tmp);
+    await reconcileUntil(ctx, reconcileStoragePool, wide, async () => !!(await readyOf(wide)));
+    expect(await readyOf(wide)).toMatchObject({ status: 'False', reason: 'PathNested' });
+    await deletePool(wide);
+    await deletePool(inner);
     await deletePool(around);
-    expect((await stat(outer)).isDirectory()).toBe(true); // there before this pool
+    expect(await exists(tmp)).toBe(true);
   });
 
   it('says a path that is a file is not a directory, on removal too, and leaves the file', async () => {
