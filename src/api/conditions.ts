@@ -144,6 +144,8 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   PathNested: 'stalled',
   PathNotDirectory: 'stalled',
   PathForbidden: 'stalled',
+  // spec.path would be made on a read-only file system.
+  PathReadOnly: 'stalled',
   MACAddressInUse: 'stalled',
   // A writable disk on a Volume that others are layered on: the user attaches it read-only.
   VolumeHasOverlays: 'stalled',

@@ -4,8 +4,10 @@
 // another, a pool on a file, a Volume made in a pool being deleted.
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StoragePool, Volume } from '../../../../src/api/generated/types.js';
 import {
@@ -29,6 +31,7 @@ import {
 import { kube, type Kube } from '../../../harness/kube-objects.js';
 import { reconcileUntil } from './fixtures.js';
 
+const run = promisify(execFile);
 const NODE = 'node-real';
 const NS = 'pool-real';
 const PREFIX = `lvo-pr-${randomBytes(3).toString('hex')}`;
@@ -256,6 +259,26 @@ describe('StoragePool on a real libvirtd', () => {
     expect(removed).toContain(`${file} is not a directory`);
     expect(removed).not.toContain('kept');
     expect(await readFile(file, 'utf8')).toBe('keep me');
+  });
+
+  it('says a path on a read-only file system needs a user (PathReadOnly, Stalled)', async () => {
+    const ro = path.join(tmp, 'read-only');
+    await mkdir(ro);
+    // In the private daemon's mount namespace, where its builds run.
+    const inDaemon = ['-t', String(daemon.pid()), '-m'];
+    await run('nsenter', [...inDaemon, 'mount', '-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', ro]);
+    try {
+      const name = await makePool('ro', path.join(ro, 'pool'));
+      const ready = async () => (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready');
+      await reconcileUntil(ctx, reconcileStoragePool, name, async () => !!(await ready()));
+      expect(await ready()).toMatchObject({ status: 'False', reason: 'PathReadOnly' });
+      expect((await ready())?.message).toMatch(/read-only file system .*remount it read-write/);
+      const top = (await k.get<StoragePool>('StoragePool', undefined, name))?.status?.conditions;
+      expect(top?.find((c) => c.type === 'Stalled')).toMatchObject({ status: 'True' });
+      await deletePool(name);
+    } finally {
+      await run('nsenter', [...inDaemon, 'umount', ro]);
+    }
   });
 
   it('makes no file for a Volume created in a pool being deleted; the pool waits for it', async () => {
