@@ -46,6 +46,9 @@ export function poolNodeStatus(
   if (observed.found === 'ours') {
     const f = observed.figures;
     entry.state = f.state as StoragePoolStatusNode['state'];
+    // libvirt measures a pool only while it runs: a stopped one keeps the figures of its last
+    // refresh (of a directory that may be gone), shown as current for as long as it is down.
+    if (!observed.active) return entry;
     entry.capacity = bytesQuantity(floorMiB(f.capacity));
     entry.allocation = bytesQuantity(floorMiB(f.allocation));
     entry.available = bytesQuantity(floorMiB(f.available));

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StoragePool, Volume } from '../../../../src/api/generated/types.js';
+import { parseQuantity } from '../../../../src/api/quantity.js';
 import {
   startPrivateLibvirtd,
   type LibvirtDaemon,
@@ -126,6 +127,9 @@ describe('StoragePool on a real libvirtd', () => {
     await ctx.refresh();
     await reconcileStoragePool(name, ctx);
     expect((await entryOf(name))?.state).toBe('inactive');
+    // libvirt knows no figures for a pool that is not running (it keeps its last ones): none.
+    expect(await entryOf(name)).not.toHaveProperty('capacity');
+    expect(await entryOf(name)).not.toHaveProperty('available');
     const said = (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready');
     expect(said).toMatchObject({ status: 'False', reason: 'DirectoryLost' });
     expect(said?.message).toMatch(/cannot open directory .*No such file or directory/);
@@ -133,6 +137,9 @@ describe('StoragePool on a real libvirtd', () => {
 
     await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
     expect(eventsOf(name, 'PoolStarted')).toHaveLength(1);
+    // Running again: its figures are back.
+    expect(parseQuantity((await entryOf(name))?.capacity ?? '0')).toBeGreaterThan(0n);
+    expect(parseQuantity((await entryOf(name))?.available ?? '0')).toBeGreaterThan(0n);
     expect((await stat(dir)).isDirectory()).toBe(true);
     await deletePool(name);
   });

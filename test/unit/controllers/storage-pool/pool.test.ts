@@ -308,6 +308,10 @@ describe('poolNodeStatus', () => {
       { observed: ours() },
       T1,
     );
+    // A stopped pool has no figures (libvirt keeps its last, stale ones): none shown.
+    expect(first).not.toHaveProperty('capacity');
+    expect(first).not.toHaveProperty('available');
+    expect(later).toHaveProperty('capacity');
     expect(first.conditions?.[0]).toMatchObject({
       status: 'False',
       reason: 'Inactive',
