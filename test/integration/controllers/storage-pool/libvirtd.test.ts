@@ -238,6 +238,22 @@ describe('StoragePool on a real libvirtd', () => {
     const outerPool = await conn.lookupStoragePoolByName(around);
     await outerPool.refresh(0);
     expect(await outerPool.listAllVolumes()).toEqual([]);
+    // A Volume in the refused pool says why it waits.
+    await k.create('Volume', {
+      metadata: { name: 'nested', namespace: NS },
+      spec: { nodeName: NODE, pool: inner, capacity: '1Mi' },
+    });
+    const volReady = async () =>
+      (await k.get<Volume>('Volume', NS, 'nested'))?.status?.conditions?.find(
+        (c) => c.type === 'Ready',
+      );
+    await reconcileUntil(ctx, reconcileVolume, `${NS}/nested`, async () => !!(await volReady()));
+    expect(await volReady()).toMatchObject({ reason: 'PoolNotReady' });
+    expect((await volReady())?.message).toContain('the pool says PathNested: spec.path');
+    await k.remove('Volume', NS, 'nested');
+    await converge(ctx, reconcileVolume, `${NS}/nested`, {
+      until: async () => !(await k.get('Volume', NS, 'nested')),
+    });
 
     // The other way round: a new pool whose directory holds a running one.
     const wide = await makePool('wide', tmp);
