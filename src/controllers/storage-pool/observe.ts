@@ -120,9 +120,14 @@ export async function otherPoolTargets(conn: Connect, uuid: string): Promise<Poo
   return targets;
 }
 
-/** The directories of the host's other libvirt pools (any owner), by their definitions. */
+/**
+ * The directories of the host's other libvirt pools (any owner), by their definitions: each
+ * path as written and where it leads, so a pool that reaches a directory through a symbolic
+ * link keeps it too.
+ */
 export async function otherPoolDirs(conn: Connect, uuid: string): Promise<Set<string>> {
-  return new Set((await otherPoolTargets(conn, uuid)).map((t) => t.path));
+  const paths = (await otherPoolTargets(conn, uuid)).map((t) => t.path);
+  return new Set([...paths, ...(await Promise.all(paths.map(resolvedPath)))]);
 }
 
 /**

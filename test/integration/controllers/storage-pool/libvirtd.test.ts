@@ -202,6 +202,18 @@ describe('StoragePool on a real libvirtd', () => {
     await deletePool(inner);
     expect((await stat(outer)).isDirectory()).toBe(true);
     await foreign.undefine();
+
+    // The same when that pool reaches the directory through a symbolic link.
+    const linkedOuter = path.join(tmp, 'nest2', 'outer');
+    const inner2 = await makePool('inner2', path.join(linkedOuter, 'inner'));
+    await converge(ctx, reconcileStoragePool, inner2, { until: ready(inner2) });
+    await symlink(linkedOuter, path.join(tmp, 'outer-link'));
+    const viaLink = await conn.defineStoragePoolXML(
+      `<pool type='dir'><name>${PREFIX}-via-link</name><target><path>${path.join(tmp, 'outer-link')}</path></target></pool>`,
+    );
+    await deletePool(inner2);
+    expect((await stat(linkedOuter)).isDirectory()).toBe(true);
+    await viaLink.undefine();
   });
 
   it("refuses a path that a symbolic link leads to another pool's directory: PathConflict", async () => {
