@@ -159,8 +159,19 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   NoMatchingNodes: 'stalled',
   // A machine's network whose spec.nodeSelector does not select the machine's node.
   NetworkNotOnNode: 'stalled',
+  // A machine's Volume, or a Volume's clone or backing source, on another node: spec.nodeName
+  // is immutable on both.
+  VolumeNotOnNode: 'stalled',
+  SourceNotOnNode: 'stalled',
   // A Volume's pool whose spec.nodeSelector does not select the Volume's node.
   PoolNotOnNode: 'stalled',
+  // A Volume created in a pool being deleted: the pool's deletion waits for the Volume and the
+  // Volume for the pool, so nothing moves until a user deletes the Volume.
+  PoolDeleting: 'stalled',
+  // A guest libvirt paused on a disk error, a watchdog or a panic: nothing resumes it.
+  PausedByError: 'stalled',
+  // A paused machine whose virt.dev/paused value is neither "true" nor "false": left paused.
+  InvalidAnnotation: 'stalled',
   ResizeUnsupported: 'stalled',
   ShrinkUnsupported: 'stalled',
   // A snapshot is taken once and a restore runs once: a failed one is final (Failed phase),

@@ -1,5 +1,6 @@
 // Cache indexes the agent registers and controllers query with ctx.byIndex(kind, name, value).
 // Each maps an object to the values it is found under.
+import { defaultMacAddress } from '../api/names.js';
 import type { KubeObject } from './context.js';
 
 interface VmLike extends KubeObject {
@@ -7,7 +8,7 @@ interface VmLike extends KubeObject {
     uuid?: string;
     disks?: Array<{ volume: string }>;
     boot?: { kernel?: { volume: string }; initrd?: { volume: string } };
-    interfaces?: Array<{ network: string }>;
+    interfaces?: Array<{ name?: string; network: string; macAddress?: string }>;
   };
 }
 interface VolumeLike extends KubeObject {
@@ -22,6 +23,10 @@ export const INDEX_VOLUME = 'volume';
 export const INDEX_NETWORK = 'network';
 export const INDEX_POOL = 'pool';
 export const INDEX_SOURCE_VOLUME = 'sourceVolume';
+/** VirtualMachine: the lower-case MAC of each of its spec's interfaces. */
+export const INDEX_MAC = 'mac';
+/** VirtualNetwork: 'InUse' while a node's entry says its removal waits for running guests. */
+export const INDEX_WAITING_FOR_GUESTS = 'waitingForGuests';
 
 /** The libvirt UUID an object's host objects carry: spec.uuid if set, else metadata.uid. */
 export function hostUUID(obj: KubeObject & { spec?: { uuid?: string } }): string | undefined {
@@ -37,6 +42,15 @@ export function vmVolumes(vm: VmLike): string[] {
     vm.spec?.boot?.initrd?.volume,
   ].filter((n): n is string => typeof n === 'string');
   return [...new Set(names)].map((n) => `${ns}/${n}`);
+}
+
+/** The MACs a machine's interfaces get: spec.macAddress, else the default from uid and name. */
+export function vmMacs(vm: VmLike): string[] {
+  const uid = String(vm.metadata.uid);
+  const macs = (vm.spec?.interfaces ?? []).map((i) =>
+    (i.macAddress ?? defaultMacAddress(uid, String(i.name))).toLowerCase(),
+  );
+  return [...new Set(macs)];
 }
 
 export function vmNetworks(vm: VmLike): string[] {
@@ -57,6 +71,7 @@ export const vmIndexes = {
   [INDEX_UUID]: (o: KubeObject) => [hostUUID(o as VmLike)].filter((u): u is string => !!u),
   [INDEX_VOLUME]: (o: KubeObject) => vmVolumes(o as VmLike),
   [INDEX_NETWORK]: (o: KubeObject) => vmNetworks(o as VmLike),
+  [INDEX_MAC]: (o: KubeObject) => vmMacs(o as VmLike),
 };
 export const volumeIndexes = {
   [INDEX_UUID]: (o: KubeObject) => [o.metadata.uid].filter((u): u is string => !!u),
@@ -65,6 +80,27 @@ export const volumeIndexes = {
 };
 export const clusterIndexes = {
   [INDEX_UUID]: (o: KubeObject) => [o.metadata.uid].filter((u): u is string => !!u),
+};
+
+interface NetworkLike extends KubeObject {
+  status?: { nodes?: Array<{ conditions?: Array<{ type: string; reason?: string }> }> };
+}
+
+/**
+ * A network whose removal waits for running guests (Ready reason InUse on some node): a guest
+ * it waits for may be one whose machine's spec no longer names it (a NIC switched to another
+ * network stays on the old one until the guest restarts), so that machine's stop must wake it.
+ */
+export function waitingForGuests(vnet: NetworkLike): string[] {
+  const waiting = (vnet.status?.nodes ?? []).some((n) =>
+    (n.conditions ?? []).some((c) => c.type === 'Ready' && c.reason === 'InUse'),
+  );
+  return waiting ? ['InUse'] : [];
+}
+
+export const networkIndexes = {
+  ...clusterIndexes,
+  [INDEX_WAITING_FOR_GUESTS]: (o: KubeObject) => waitingForGuests(o as NetworkLike),
 };
 
 interface VmPartLike extends KubeObject {

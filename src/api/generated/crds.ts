@@ -185,6 +185,9 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
         },
         "status": {
           "type": "object",
+          "default": {
+            "observedGeneration": 0
+          },
           "description": "What the agents last observed; each node's agent writes its own entry.",
           "properties": {
             "conditions": {
@@ -939,6 +942,9 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
         },
         "status": {
           "type": "object",
+          "default": {
+            "observedGeneration": 0
+          },
           "description": "What the agent last observed; written by the agent only.",
           "properties": {
             "phase": {
@@ -1222,6 +1228,9 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
         },
         "status": {
           "type": "object",
+          "default": {
+            "observedGeneration": 0
+          },
           "description": "What the agent of the machine's node did; while no machine of that name exists on any node, what any agent found (VirtualMachineNotFound).",
           "properties": {
             "phase": {
@@ -1384,6 +1393,9 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
         },
         "status": {
           "type": "object",
+          "default": {
+            "observedGeneration": 0
+          },
           "description": "What the agent of the machine's node observed and did; while no machine of that name exists on any node, what any agent found (VirtualMachineNotFound).",
           "properties": {
             "phase": {
@@ -1970,6 +1982,9 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
         },
         "status": {
           "type": "object",
+          "default": {
+            "observedGeneration": 0
+          },
           "description": "What the agents last observed; each node's agent writes its own entry.",
           "properties": {
             "conditions": {
@@ -2398,6 +2413,9 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
         },
         "status": {
           "type": "object",
+          "default": {
+            "observedGeneration": 0
+          },
           "description": "What the agent last observed; written by the agent only.",
           "properties": {
             "phase": {

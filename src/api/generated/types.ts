@@ -117,6 +117,7 @@ export interface StoragePoolStatusNode {
 
 /**
  * What the agents last observed; each node's agent writes its own entry.
+ * @default {"observedGeneration":0}
  */
 export interface StoragePoolStatus {
   /**
@@ -532,6 +533,7 @@ export interface VirtualMachineStatusInterface {
 
 /**
  * What the agent last observed; written by the agent only.
+ * @default {"observedGeneration":0}
  */
 export interface VirtualMachineStatus {
   /**
@@ -791,6 +793,7 @@ export interface VirtualMachineRestoreSpec {
 /**
  * What the agent of the machine's node did; while no machine of that name exists on any node, what
  * any agent found (VirtualMachineNotFound).
+ * @default {"observedGeneration":0}
  */
 export interface VirtualMachineRestoreStatus {
   /**
@@ -882,6 +885,7 @@ export interface VirtualMachineSnapshotStatusDisk {
 /**
  * What the agent of the machine's node observed and did; while no machine of that name exists on
  * any node, what any agent found (VirtualMachineNotFound).
+ * @default {"observedGeneration":0}
  */
 export interface VirtualMachineSnapshotStatus {
   /**
@@ -1160,6 +1164,7 @@ export interface VirtualNetworkStatusNode {
 
 /**
  * What the agents last observed; each node's agent writes its own entry.
+ * @default {"observedGeneration":0}
  */
 export interface VirtualNetworkStatus {
   /**
@@ -1392,6 +1397,7 @@ export interface VolumeStatusProgress {
 
 /**
  * What the agent last observed; written by the agent only.
+ * @default {"observedGeneration":0}
  */
 export interface VolumeStatus {
   /**

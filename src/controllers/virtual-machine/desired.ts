@@ -79,7 +79,17 @@ export interface References {
   overlaysOf?(namespace: string, name: string): string[];
   /** This node's labels, for networks' spec.nodeSelector; undefined while the Node is unknown. */
   nodeLabels?(): NodeLabels | undefined;
+  /** The networks the running domain's interfaces are on (none while it does not run). */
+  runningOn?: readonly string[];
+  /**
+   * MACs other machines' running guests hold on a network by their live definitions
+   * (heldKey -> "namespace/name"), whatever their specs now say.
+   */
+  heldMacs?: ReadonlyMap<string, string>;
 }
+
+/** The key of a MAC on a network in References.heldMacs. */
+export const heldKey = (network: string, mac: string) => `${network} ${mac.toLowerCase()}`;
 
 /** Phases in which a Volume's file exists and may be attached. */
 const USABLE_VOLUME_PHASES = new Set(['Available', 'InUse']);
@@ -154,7 +164,7 @@ export function machineInputs(
   refs: References,
   nodeName: string,
   stateDir: string,
-): { inputs: MachineInputs } | { problem: Problem } {
+): { inputs: MachineInputs } | { problem: Problem; holdStart?: true } {
   const namespace = String(vm.metadata.namespace);
   const problems: Problem[] = [];
   const volumes = new Map<string, VolumeSource>();
@@ -181,16 +191,25 @@ export function machineInputs(
     if (problem) problems.push(problem);
   });
   const macs = interfaceMacs(vm);
+  const leaving = new Set<Problem>();
   (vm.spec.interfaces ?? []).forEach((nic, i) => {
+    const field = `spec.interfaces[${i}].network`;
+    const goingAway = leavingProblem(field, nic.network, refs, nodeName);
+    if (goingAway) leaving.add(goingAway);
     const problem =
-      networkProblem(`spec.interfaces[${i}].network`, nic.network, refs, nodeName) ??
+      networkProblem(field, nic.network, refs, nodeName) ??
+      goingAway ??
+      heldMacProblem(i, nic.network, macs[i]!.mac, refs) ??
       macProblem(vm, i, nic.network, macs[i]!.mac, refs.machinesOn?.(nic.network) ?? []);
     if (problem) problems.push(problem);
   });
   const [first] = problems;
   if (first) {
+    // Problems that forbid a start even of a domain already defined (plan.ts: holdStart).
+    const hold = problems.some((p) => p.reason === 'VolumeHasOverlays' || leaving.has(p));
     return {
       problem: { reason: first.reason, message: problems.map((p) => p.message).join('; ') },
+      ...(hold ? { holdStart: true as const } : {}),
     };
   }
   return {
@@ -214,13 +233,17 @@ function volumeProblem(
     reason: 'VolumeNotReady',
     message: `${field}: Volume '${name}' ${why}`,
   });
-  // The agent only sees Volumes of its own node, so "missing" includes "on another node".
+  // The agent's cache holds only Volumes of its own node; one on another node is given here
+  // when the API server has it (reconcile.volumesElsewhere).
   if (!vol) return notReady(`does not exist in namespace '${namespace}' on node '${nodeName}'`);
   if (vol.spec.nodeName !== nodeName) {
-    return notReady(
-      `is on node '${vol.spec.nodeName}', not on this machine's node '${nodeName}'; ` +
-        'a machine can only use Volumes on its own node',
-    );
+    return {
+      reason: 'VolumeNotOnNode',
+      message:
+        `${field}: Volume '${name}' is on node '${vol.spec.nodeName}', not on this machine's ` +
+        `node '${nodeName}'; a machine can only use Volumes on its own node: name a Volume ` +
+        `on node '${nodeName}' (spec.nodeName cannot change: create one there)`,
+    };
   }
   const phase = vol.status?.phase;
   if (!phase || !USABLE_VOLUME_PHASES.has(phase) || !vol.status?.path) {
@@ -304,6 +327,57 @@ function networkProblem(
     };
   }
   return undefined;
+}
+
+/**
+ * A network being deleted, or removed from this node (its selector no longer selects it), is
+ * still active while it waits for the guests on it (InUse), and a guest started onto it would
+ * keep it waiting and lose its link once it goes. A machine whose running domain is already on
+ * it is left alone: it is one of the guests the removal waits for. Any other waits for the
+ * network to be gone or the interface to name another one.
+ */
+function leavingProblem(
+  field: string,
+  name: string,
+  refs: References,
+  nodeName: string,
+): Problem | undefined {
+  const vnet = refs.network(name);
+  if (!vnet || refs.runningOn?.includes(name)) return undefined;
+  const labels = refs.nodeLabels?.();
+  const why = vnet.metadata.deletionTimestamp
+    ? 'is being deleted'
+    : labels && !selectsNode(vnet.spec.nodeSelector, labels)
+      ? `is being removed from node '${nodeName}' (its spec.nodeSelector no longer selects it)`
+      : undefined;
+  if (!why) return undefined;
+  return {
+    reason: 'NetworkNotReady',
+    message:
+      `${field}: VirtualNetwork '${name}' ${why}: the machine is not started on it; ` +
+      'name another network, or wait until it is gone and create it again',
+  };
+}
+
+/**
+ * A running guest holds its MAC on the network its live definition names, also after its
+ * machine's spec moved that interface to another network (the move waits for a restart).
+ */
+function heldMacProblem(
+  index: number,
+  network: string,
+  mac: string,
+  refs: References,
+): Problem | undefined {
+  const holder = refs.heldMacs?.get(heldKey(network, mac));
+  if (!holder) return undefined;
+  return {
+    reason: 'MACAddressInUse',
+    message:
+      `spec.interfaces[${index}].macAddress: ${mac} is in use on VirtualNetwork '${network}' by ` +
+      `the running guest of VirtualMachine ${holder} (its interface stays on that network ` +
+      'until the guest restarts)',
+  };
 }
 
 /**

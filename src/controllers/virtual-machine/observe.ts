@@ -21,6 +21,7 @@ import { isOurStamp } from '../shared/machine-snapshot.js';
 import { parseDomainXML, type DomainDocument } from '../../libvirt/xml/domain.js';
 import { parseSnapshotXML } from '../../libvirt/xml/snapshot.js';
 import { cloudInitDir, cloudInitPrefix } from './cloud-init.js';
+import { heldKey } from './desired.js';
 import { unpluggedInterfaces } from './plan.js';
 import { absentIfNotFound } from '../shared/absent.js';
 
@@ -351,4 +352,41 @@ async function listCloudInitIsos(dir: string, uid: string): Promise<string[]> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;
   }
+}
+
+/**
+ * Which of `wanted` ("<network> <mac>") the running domains of `others` hold by their live
+ * definitions. A guest whose NIC was switched to another network stays on the old one, with
+ * its MAC, until it restarts, where no VirtualMachine spec shows it. `others` are the machines
+ * whose spec has one of the MACs (cache index `mac`), so a pass reads nothing when none does.
+ */
+export async function heldMacs(
+  conn: Connect,
+  others: readonly VirtualMachine[],
+  wanted: ReadonlySet<string>,
+): Promise<Map<string, string>> {
+  const held = new Map<string, string>();
+  for (const other of others) {
+    const domain = await conn.lookupDomainByUUIDString(libvirtUuid(other)).catch(absentOn);
+    if (!domain) continue;
+    try {
+      if (!(await domain.isActive())) continue;
+      const xml = await domain.getXMLDesc().catch(absentOn);
+      if (xml === undefined) continue;
+      let live: DomainDocument;
+      try {
+        live = parseDomainXML(xml);
+      } catch {
+        continue; // not a definition of ours: its UUID is another's
+      }
+      for (const nic of live.devices.interfaces) {
+        const key = nic.mac ? heldKey(nic.source.network, nic.mac) : undefined;
+        if (key && wanted.has(key) && !held.has(key))
+          held.set(key, `${other.metadata.namespace}/${other.metadata.name}`);
+      }
+    } finally {
+      domain.free();
+    }
+  }
+  return held;
 }

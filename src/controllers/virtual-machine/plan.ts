@@ -612,7 +612,8 @@ export interface PlanInput {
   deferred?: readonly string[];
   /**
    * The machine must not be started: a writable disk of it is a base image that other Volumes
-   * are layered on (VolumeHasOverlays), which its guest would corrupt for them.
+   * are layered on (VolumeHasOverlays), which its guest would corrupt for them; or a network
+   * of it is being deleted or removed from this node (NetworkNotReady).
    */
   holdStart?: boolean;
 }

@@ -2,6 +2,7 @@
 // desired -> plan -> act -> status -> Action.
 import { findCondition, isConditionTrue } from '../../api/conditions.js';
 import { libvirtUuid } from '../../api/names.js';
+import type { Connect } from '../../libvirt/connection.js';
 import type {
   VirtualMachine,
   VirtualMachineStatus,
@@ -16,7 +17,7 @@ import {
   type ControllerContext,
   type KindReconcile,
 } from '../context.js';
-import { INDEX_NETWORK, INDEX_SOURCE_VOLUME } from '../indexes.js';
+import { INDEX_MAC, INDEX_NETWORK, INDEX_SOURCE_VOLUME } from '../indexes.js';
 import {
   deleteRestoresOf,
   deleteSnapshotsOf,
@@ -27,13 +28,21 @@ import { actMachine, type StepFailure } from './act.js';
 import {
   consoleLogFile,
   desiredDomain,
+  heldKey,
+  interfaceMacs,
   machineInputs,
   nvramFile,
   tpmStateDir,
   unknownCpuModel,
   unsupportedSpec,
 } from './desired.js';
-import { observeDomain, observeMachine, type ObservedDomain, type OursDomain } from './observe.js';
+import {
+  heldMacs,
+  observeDomain,
+  observeMachine,
+  type ObservedDomain,
+  type OursDomain,
+} from './observe.js';
 import {
   detachRequestedSince,
   deviceDiff,
@@ -101,7 +110,9 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   const now = ctx.now();
   const vm = planView(cached, before.domain, ctx);
   const cpuProblem = unknownCpuModel(vm, await knownCpuModels(ctx, vm), ctx.nodeName);
-  const resolved = cpuProblem ? { problem: cpuProblem } : resolve(vm, ctx);
+  const resolved = cpuProblem
+    ? { problem: cpuProblem }
+    : await resolve(vm, ctx, before.domain, await macsHeldByOthers(conn, vm, ctx, before.domain));
   const request = newRestartRequest(vm);
   if (request !== undefined && before.domain.state === 'ours' && before.domain.active) {
     // A problem with the spec stays reported: the restart does not fix it, and a status
@@ -127,7 +138,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
         before.domain.power.reason === 'destroyed' &&
         stoppedByRestore(vm, ctx)),
     deferred: refusedLive(ctx, uid, before.domain),
-    holdStart: 'problem' in resolved && resolved.problem.reason === 'VolumeHasOverlays',
+    holdStart: 'holdStart' in resolved && resolved.holdStart === true,
   };
   const plan = planMachine(planInput);
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
@@ -350,11 +361,23 @@ async function knownCpuModels(
   return models;
 }
 
-function resolve(vm: VirtualMachine, ctx: ControllerContext) {
+async function resolve(
+  vm: VirtualMachine,
+  ctx: ControllerContext,
+  domain: ObservedDomain,
+  heldMacs: ReadonlyMap<string, string>,
+) {
   const unsupported = unsupportedSpec(vm);
   if (unsupported) return { problem: unsupported };
+  const elsewhere = await volumesElsewhere(vm, ctx);
   const refs = {
-    volume: (ns: string, name: string) => ctx.get<Volume>('Volume', ns, name),
+    heldMacs,
+    runningOn:
+      domain.state === 'ours' && domain.live
+        ? domain.live.devices.interfaces.map((n) => n.source.network)
+        : [],
+    volume: (ns: string, name: string) =>
+      ctx.get<Volume>('Volume', ns, name) ?? elsewhere.get(name),
     network: (name: string) => ctx.get<VirtualNetwork>('VirtualNetwork', undefined, name),
     machinesOn: (network: string) => ctx.byIndex<VirtualMachine>(KIND, INDEX_NETWORK, network),
     nodeLabels: () => {
@@ -368,6 +391,64 @@ function resolve(vm: VirtualMachine, ctx: ControllerContext) {
         .map((v) => String(v.metadata.name)),
   };
   return machineInputs(vm, refs, ctx.nodeName, ctx.stateDir);
+}
+
+/**
+ * The Volumes the spec names that this node's cache lacks but the API server has: on another
+ * node (the cache holds only this node's), which only a user can change (spec.nodeName is
+ * immutable on both), so status says so (VolumeNotOnNode, Stalled) instead of waiting for a
+ * Volume that will never come (VolumeNotReady, InProgress for ever). One GET per missing
+ * Volume per pass: such a machine is retried with backoff, and a machine whose Volume is
+ * simply not created yet gets a 404 and keeps waiting.
+ */
+async function volumesElsewhere(
+  vm: VirtualMachine,
+  ctx: ControllerContext,
+): Promise<Map<string, Volume>> {
+  const namespace = String(vm.metadata.namespace);
+  const names = new Set([
+    ...(vm.spec.disks ?? []).map((d) => d.volume),
+    ...(vm.spec.boot ? [vm.spec.boot.kernel.volume] : []),
+    ...(vm.spec.boot?.initrd ? [vm.spec.boot.initrd.volume] : []),
+  ]);
+  const found = new Map<string, Volume>();
+  for (const name of names) {
+    if (ctx.get<Volume>('Volume', namespace, name)) continue;
+    const vol = await ctx.getFromServer<Volume>('Volume', namespace, name);
+    if (vol && vol.spec.nodeName !== ctx.nodeName) found.set(name, vol);
+  }
+  return found;
+}
+
+/**
+ * The MACs of this machine's interfaces that other machines' running guests hold on the same
+ * network by their live definitions. Only the interfaces its domain does not have there yet
+ * (it is about to be started or plugged) are looked for, and only among the machines on this
+ * node whose spec has the MAC: none in the usual case, and then nothing is read.
+ */
+async function macsHeldByOthers(
+  conn: Connect,
+  vm: VirtualMachine,
+  ctx: ControllerContext,
+  domain: ObservedDomain,
+): Promise<ReadonlyMap<string, string>> {
+  const live = domain.state === 'ours' ? domain.live : undefined;
+  const have = new Set(
+    (live?.devices.interfaces ?? []).flatMap((n) =>
+      n.mac ? [heldKey(n.source.network, n.mac)] : [],
+    ),
+  );
+  const macs = interfaceMacs(vm);
+  const wanted = new Set(
+    (vm.spec.interfaces ?? [])
+      .map((nic, i) => heldKey(nic.network, macs[i]!.mac))
+      .filter((key) => !have.has(key)),
+  );
+  const others = [...new Set(macs.map((m) => m.mac))]
+    .flatMap((mac) => ctx.byIndex<VirtualMachine>(KIND, INDEX_MAC, mac))
+    .filter((other) => other.metadata.uid !== vm.metadata.uid);
+  if (wanted.size === 0 || others.length === 0) return new Map();
+  return heldMacs(conn, [...new Set(others)], wanted);
 }
 
 /**

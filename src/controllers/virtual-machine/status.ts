@@ -44,6 +44,9 @@ type Phase = NonNullable<VirtualMachineStatus['phase']>;
 /** Reasons that wait for something else to become ready, rather than a failure on the host. */
 const WAITING_REASONS = new Set(['VolumeNotReady', 'NetworkNotReady']);
 
+/** libvirt's reasons for a pause that does not end by itself and that the operator leaves. */
+const STUCK_PAUSES = new Set(['ioerror', 'watchdog', 'crashed', 'postcopy_failed']);
+
 /** A domain with our name or UUID that this object did not create: reported, never adopted. */
 export function nameConflict(observed: ForeignDomain, nodeName: string): Problem {
   const owner = observed.stamp
@@ -308,6 +311,29 @@ function readyCondition(input: StatusInput): ConditionUpdate {
         return yes(
           'PausedByRequest',
           'the domain is paused, as the annotation virt.dev/paused asks',
+        );
+      }
+      // A value the operator does not understand leaves the guest as it is (plan.pauseSteps):
+      // nothing resumes it until a user fixes the annotation, so it is Stalled, not a pause
+      // that is being undone (Reconciling, which kstatus would read as InProgress for ever).
+      if (state === 'paused' && reason !== 'starting_up') {
+        const invalid = invalidPauseValue(vm);
+        if (invalid !== undefined) {
+          return no(
+            'InvalidAnnotation',
+            `the domain is paused (${reason}) and virt.dev/paused is ${JSON.stringify(invalid)}, ` +
+              'which asks nothing: set "false" to resume it or "true" to keep it paused',
+          );
+        }
+      }
+      // libvirt pauses a guest on a disk error, a watchdog or a guest panic, and nothing
+      // resumes it: the operator undoes only pauses it knows to be safe (plan.pauseSteps). Only
+      // a user ends that (Stalled), where a pause for a save, dump or snapshot ends by itself.
+      if (state === 'paused' && STUCK_PAUSES.has(reason)) {
+        return no(
+          'PausedByError',
+          `the domain is paused (${reason}) and stays so until a user acts: fix the cause, ` +
+            'then restart it (libvirt-operator vm restart) or resume it (virsh resume)',
         );
       }
       if (state === 'paused') return no('Paused', `the domain is paused (${reason})`);

@@ -17,7 +17,7 @@ import type { SourceImage } from './desired.js';
 import { withPoolLock, type PoolLocks } from '../shared/pool-lock.js';
 
 export interface NotReady {
-  reason: 'PoolNotReady' | 'PoolNotOnNode' | 'SourceNotReady';
+  reason: 'PoolNotReady' | 'PoolNotOnNode' | 'SourceNotReady' | 'SourceNotOnNode';
   message: string;
   /** The host object is gone for good (not merely stopped): deletion need not wait for it. */
   gone?: boolean;
@@ -142,13 +142,22 @@ export async function observeSource(
   const namespace = String(vol.metadata.namespace);
   const key = `${namespace}/${sourceName}`;
   const notReady = (message: string): NotReady => ({ reason: 'SourceNotReady', message });
-  const source = ctx.get<Volume>('Volume', namespace, sourceName);
-  // The agent only sees Volumes of its own node, so "missing" includes "on another node".
+  // The agent's cache holds only its own node's Volumes: one missing from it is asked of the
+  // API server (once per pass; such a Volume is retried with backoff), since one on another
+  // node can never be copied here (spec.nodeName is immutable on both): only a user can fix
+  // that (SourceNotOnNode, Stalled), where a source not created yet is waited for.
+  const source =
+    ctx.get<Volume>('Volume', namespace, sourceName) ??
+    (await ctx.getFromServer<Volume>('Volume', namespace, sourceName));
   if (!source) return notReady(`source Volume ${key} does not exist on node ${ctx.nodeName}`);
   if (source.spec.nodeName !== ctx.nodeName) {
-    return notReady(
-      `source Volume ${key} is on node ${source.spec.nodeName}, not on ${ctx.nodeName}`,
-    );
+    return {
+      reason: 'SourceNotOnNode',
+      message:
+        `source Volume ${key} is on node ${source.spec.nodeName}, not on ${ctx.nodeName}: a ` +
+        `Volume is copied or layered only from a Volume on its own node; create this Volume ` +
+        `on node ${source.spec.nodeName}, or its source on ${ctx.nodeName}`,
+    };
   }
   if (source.metadata.deletionTimestamp) return notReady(`source Volume ${key} is being deleted`);
   const phase = source.status?.phase;

@@ -31,6 +31,8 @@ const OWN_TYPES = [READY, RESIZED, IMPORTED, DELETION_BLOCKED, 'Reconciling', 'S
 const FAILED_REASONS = new Set([
   'NameConflict',
   'PoolNotOnNode',
+  'PoolDeleting',
+  'SourceNotOnNode',
   'CreateFailed',
   'ImportFailed',
   'ChecksumMismatch',

@@ -28,6 +28,8 @@ import { argoHealth, fluxHealth, healthCheckTool, kstatus } from '../../harness/
 const NS = 'health';
 const A = 'health-a';
 const B = 'health-b';
+/** A node no agent runs on (a typo in spec.nodeName, a node not set up yet). */
+const GONE = 'health-gone';
 
 const manifests = (slowUrl: string) => `
 apiVersion: v1
@@ -82,6 +84,36 @@ spec:
   domainType: qemu
   vcpus: 1
   memory: 64Mi
+---
+apiVersion: virt.dev/v1alpha1
+kind: VirtualMachine
+metadata: {name: stray, namespace: ${NS}}
+spec: {nodeName: ${GONE}, domainType: qemu, vcpus: 1, memory: 64Mi}
+---
+apiVersion: virt.dev/v1alpha1
+kind: Volume
+metadata: {name: stray, namespace: ${NS}}
+spec: {nodeName: ${GONE}, pool: health-pool, capacity: 16Mi}
+---
+apiVersion: virt.dev/v1alpha1
+kind: Volume
+metadata: {name: on-b, namespace: ${NS}}
+spec: {nodeName: ${B}, pool: health-pool, capacity: 16Mi}
+---
+apiVersion: virt.dev/v1alpha1
+kind: Volume
+metadata: {name: copy-far, namespace: ${NS}}
+spec: {nodeName: ${A}, pool: health-pool, source: {clone: {volume: on-b}}}
+---
+apiVersion: virt.dev/v1alpha1
+kind: VirtualMachine
+metadata: {name: far, namespace: ${NS}}
+spec:
+  nodeName: ${A}
+  domainType: qemu
+  vcpus: 1
+  memory: 64Mi
+  disks: [{name: root, volume: on-b}]
 ---
 apiVersion: virt.dev/v1alpha1
 kind: VirtualMachineSnapshot
@@ -181,6 +213,10 @@ describe('health for GitOps tools', () => {
     await get(['vol', 'slow', '-n', NS]),
     await get(['vmsnap', 'web-snap', '-n', NS]),
     await get(['vmrestore', 'waiting', '-n', NS]),
+    await get(['vm', 'stray', '-n', NS]),
+    await get(['vol', 'stray', '-n', NS]),
+    await get(['vm', 'far', '-n', NS]),
+    await get(['vol', 'copy-far', '-n', NS]),
   ];
 
   it('kubectl wait --for=condition=Ready succeeds on networks and pools selected on two nodes', async () => {
@@ -199,14 +235,16 @@ describe('health for GitOps tools', () => {
 
   it('kstatus, Flux CEL and Argo CD: Current/Healthy when Ready, Failed/Degraded for a name clash, InProgress/Progressing while importing', async () => {
     await until('VM web Ready, clash Stalled, slow Importing', async () => {
-      const [, , root, web, clash, slow, snap, restore] = await objects();
+      const [, , root, web, clash, slow, snap, restore, , , far, copyFar] = await objects();
       return (
         cond(root!, 'Ready')?.status === 'True' &&
         cond(web!, 'Ready')?.status === 'True' &&
         cond(clash!, 'Stalled')?.status === 'True' &&
         slow!.status?.phase === 'Importing' &&
         cond(snap!, 'Ready')?.status === 'True' &&
-        cond(restore!, 'Reconciling')?.status === 'True'
+        cond(restore!, 'Reconciling')?.status === 'True' &&
+        far!.status?.conditions !== undefined &&
+        copyFar!.status?.conditions !== undefined
       );
     });
     const objs = await objects();
@@ -231,6 +269,15 @@ describe('health for GitOps tools', () => {
       'VirtualMachineSnapshot/web-snap': ['Current', 'Healthy'],
       // A restore of a snapshot that does not exist (yet) waits: it is not a failure.
       'VirtualMachineRestore/waiting': ['InProgress', 'Progressing'],
+      // On a node no agent runs on: no status is ever written. Waiting, not done: kstatus read
+      // an object without status as Current, so a typo in spec.nodeName looked healthy.
+      'VirtualMachine/stray': ['InProgress', 'Progressing'],
+      'Volume/stray': ['InProgress', 'Progressing'],
+      // Its Volume is on another node, and spec.nodeName is immutable on both: only a user
+      // can fix it (node-a's cache holds only its own Volumes: it said VolumeNotReady for ever).
+      'VirtualMachine/far': ['Failed', 'Degraded'],
+      // Likewise a clone of a Volume on the other node (it said SourceNotReady for ever).
+      'Volume/copy-far': ['Failed', 'Degraded'],
     };
     const ks = kstatus(objs);
     const flux = fluxHealth(objs);
@@ -243,6 +290,8 @@ describe('health for GitOps tools', () => {
     }
     expect(ks.get('VirtualMachine/clash')?.message).toContain(`${NS}_clash`);
     expect(argoHealth(objs[4]).message).toContain(`${NS}_clash`);
+    expect(ks.get('VirtualMachine/far')?.message).toContain(`Volume 'on-b' is on node '${B}'`);
+    expect(ks.get('Volume/copy-far')?.message).toContain(`${NS}/on-b is on node ${B}`);
   });
 
   it('guest metrics count only this node’s own machines (stamp and uid), from one bulk call', async () => {
@@ -271,6 +320,30 @@ describe('health for GitOps tools', () => {
     }
     const after = await Promise.all([get(['vnet', 'health-net']), get(['pool', 'health-pool'])]);
     expect(writeRequests(await cp().apiServerMetrics(), resources) - writes).toBe(0);
+    expect(after.map((o) => o.metadata.resourceVersion)).toEqual(
+      before.map((o) => o.metadata.resourceVersion),
+    );
+  });
+
+  it('a Ready machine and Volume and a Stalled machine are left alone: no status write, no flapping', async () => {
+    const keys = [`${NS}/web`, `${NS}/clash`];
+    const read = () =>
+      Promise.all([
+        get(['vm', 'web', '-n', NS]),
+        get(['vm', 'clash', '-n', NS]),
+        get(['vol', 'root', '-n', NS]),
+      ]);
+    const before = await read();
+    const writes = writeRequests(await cp().apiServerMetrics(), ['virtualmachines', 'events']);
+    for (let i = 0; i < 3; i++) {
+      for (const key of keys) a.controllers.VirtualMachine.enqueue(key);
+      a.controllers.Volume.enqueue(`${NS}/root`);
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+    const after = await read();
+    expect(
+      writeRequests(await cp().apiServerMetrics(), ['virtualmachines', 'events']) - writes,
+    ).toBe(0);
     expect(after.map((o) => o.metadata.resourceVersion)).toEqual(
       before.map((o) => o.metadata.resourceVersion),
     );

@@ -572,7 +572,8 @@ describe("the agent's ServiceAccount after kubectl apply -k manifests/", () => {
 
       const vmA = await fresh();
       expect(vmA.metadata.finalizers).toEqual(['virt.dev/host-cleanup']);
-      expect(vmA.status).toEqual({ phase: 'Stopped' });
+      // observedGeneration: the schema's default for a status that does not set it.
+      expect(vmA.status).toEqual({ observedGeneration: 0, phase: 'Stopped' });
       const reasons = await admin([
         'get',
         'events.events.k8s.io',

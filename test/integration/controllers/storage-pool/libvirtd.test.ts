@@ -29,6 +29,7 @@ import {
   snapshotContext,
   type SnapshotContext,
 } from '../../../harness/controller-context.js';
+import { argoHealth, kstatus } from '../../../harness/health-tools.js';
 import { kube, type Kube } from '../../../harness/kube-objects.js';
 import { reconcileUntil } from './fixtures.js';
 
@@ -342,6 +343,16 @@ describe('StoragePool on a real libvirtd', () => {
     });
     expect(await exists(path.join(dir, `${NS}_late`))).toBe(false);
     expect(eventsOf(`${NS}/late`, 'PoolDeleting')).toHaveLength(1);
+    // The pool waits for the Volume and the Volume for the pool: only a user ends that, so
+    // GitOps tools must read a failure, not wait for ever (it was Reconciling, InProgress).
+    const late = (await k.get<Volume>('Volume', NS, 'late'))!;
+    expect(late.status?.phase).toBe('Failed');
+    expect(late.status?.conditions?.find((c) => c.type === 'Stalled')).toMatchObject({
+      status: 'True',
+      reason: 'PoolDeleting',
+    });
+    expect(kstatus([late]).get('Volume/late')?.status).toBe('Failed');
+    expect(argoHealth(late).status).toBe('Degraded');
 
     // The pool is not removed from under either Volume.
     await k.remove('Volume', NS, 'first');

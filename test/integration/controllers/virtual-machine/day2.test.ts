@@ -17,6 +17,7 @@ import { Connect, DomainXMLFlags } from '../../../../src/libvirt/index.js';
 import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import { converge, requeueMs, type SnapshotContext } from '../../../harness/controller-context.js';
+import { argoHealth, kstatus } from '../../../harness/health-tools.js';
 import { type Kube } from '../../../harness/kube-objects.js';
 import { openMachineBench, readyVolume, type MachineBench, type Recording } from './fixtures.js';
 
@@ -305,6 +306,17 @@ describe('day-2 machines on test:///default', () => {
       (e) => e.key === key('born-paused') && e.reason === 'InvalidAnnotation',
     );
     expect(warnings.map((e) => e.type)).toEqual(['Warning']);
+    // Nothing resumes it until a user fixes the value: GitOps tools must read a failure, not
+    // wait for ever (it was Ready=False Paused, Reconciling: InProgress and Progressing).
+    expect(condition(machine, 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'InvalidAnnotation',
+    });
+    expect(condition(machine, 'Stalled')?.status).toBe('True');
+    expect(condition(machine, 'Reconciling')?.status).toBe('False');
+    expect(kstatus([machine]).get('VirtualMachine/born-paused')?.status).toBe('Failed');
+    expect(argoHealth(machine)).toMatchObject({ status: 'Degraded' });
+    expect(argoHealth(machine).message).toContain('virt.dev/paused is "yes"');
 
     await annotate('false');
     await converge(ctx, reconcileVirtualMachine, key('born-paused'), {

@@ -232,7 +232,8 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
     vm = vmOf('late');
     expect(condition(vm, 'Synced')?.message).toBe(
       "spec.disks[0].volume: Volume 'late-root' is on node 'node-b', not on this machine's node " +
-        "'node-a'; a machine can only use Volumes on its own node; " +
+        "'node-a'; a machine can only use Volumes on its own node: name a Volume on node " +
+        "'node-a' (spec.nodeName cannot change: create one there); " +
         "spec.interfaces[0].network: VirtualNetwork 'late-net' is not active on node 'node-a'",
     );
 
@@ -261,6 +262,95 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
     expect(condition(vm, 'Synced')?.status).toBe('True');
   });
 
+  it('starts no machine onto a network being deleted; one already running on it stays', async () => {
+    // A finalizer of the network controller keeps the deleted network (still active, waiting
+    // InUse for its guests) in the API server.
+    const holder = 'node.virt.dev/node-a';
+    await k.create('VirtualNetwork', {
+      metadata: { name: 'leaving-net', finalizers: [holder] },
+      spec: { mode: 'isolated' },
+    });
+    await k.patchStatus('VirtualNetwork', undefined, 'leaving-net', {
+      nodes: [{ nodeName: NODE, active: true }],
+    });
+    const nic = { interfaces: [{ name: 'eth0', network: 'leaving-net' }] };
+    await createVM('stays', nic);
+    await converge(ctx, reconcileVirtualMachine, key('stays'), { until: ready('stays') });
+    await k.remove('VirtualNetwork', undefined, 'leaving-net');
+
+    // Running on it: one of the guests the removal waits for, left as it is.
+    await pass('stays');
+    expect(vmOf('stays')?.status?.phase).toBe('Running');
+    expect(condition(vmOf('stays'), 'Synced')?.status).toBe('True');
+
+    // A new machine is not created onto it, and says why.
+    await createVM('arrives', nic);
+    await pass('arrives');
+    const message =
+      "spec.interfaces[0].network: VirtualNetwork 'leaving-net' is being deleted: the machine " +
+      'is not started on it; name another network, or wait until it is gone and create it again';
+    expect(condition(vmOf('arrives'), 'Synced')).toMatchObject({
+      status: 'False',
+      reason: 'NetworkNotReady',
+      message,
+    });
+    await expect(conn.lookupDomainByName(`${NS}_arrives`)).rejects.toMatchObject({ code: 42 });
+
+    // The running one stopped behind our back is not started onto it again.
+    const stays = await conn.lookupDomainByName(`${NS}_stays`);
+    await stays.destroy();
+    await pass('stays');
+    expect(await stays.isActive()).toBe(false);
+    expect(condition(vmOf('stays'), 'Synced')).toMatchObject({
+      reason: 'NetworkNotReady',
+      message,
+    });
+
+    for (const name of ['stays', 'arrives']) {
+      await k.remove('VirtualMachine', NS, name);
+      await converge(ctx, reconcileVirtualMachine, key(name), { until: stored(name, (v) => !v) });
+    }
+    await ctx.refresh();
+    const vnet = ctx.get('VirtualNetwork', undefined, 'leaving-net');
+    if (vnet) await ctx.removeFinalizer('VirtualNetwork', vnet, holder);
+  });
+
+  it('refuses a MAC a running guest still holds on a network its spec switched away from', async () => {
+    for (const name of ['mac-a', 'mac-b']) {
+      await k.create('VirtualNetwork', { metadata: { name }, spec: { mode: 'isolated' } });
+      await k.patchStatus('VirtualNetwork', undefined, name, {
+        nodes: [{ nodeName: NODE, active: true }],
+      });
+    }
+    const mac = '52:54:00:5a:11:ce';
+    const on = (network: string) => ({ interfaces: [{ name: 'eth0', network, macAddress: mac }] });
+    await createVM('mover', on('mac-a'));
+    await converge(ctx, reconcileVirtualMachine, key('mover'), { until: ready('mover') });
+    // The switch waits for a restart: the guest stays on mac-a with its MAC.
+    await k.patchSpec('VirtualMachine', NS, 'mover', on('mac-b'));
+    await pass('mover');
+    expect(condition(vmOf('mover'), 'RestartRequired')?.status).toBe('True');
+
+    // No spec names mac-a with that MAC any more, but the guest on it does.
+    await createVM('taker', on('mac-a'));
+    await pass('taker');
+    expect(condition(vmOf('taker'), 'Synced')).toMatchObject({
+      status: 'False',
+      reason: 'MACAddressInUse',
+      message:
+        `spec.interfaces[0].macAddress: ${mac} is in use on VirtualNetwork 'mac-a' by the ` +
+        `running guest of VirtualMachine ${NS}/mover (its interface stays on that network ` +
+        'until the guest restarts)',
+    });
+    await expect(conn.lookupDomainByName(`${NS}_taker`)).rejects.toMatchObject({ code: 42 });
+
+    for (const name of ['mover', 'taker']) {
+      await k.remove('VirtualMachine', NS, name);
+      await converge(ctx, reconcileVirtualMachine, key(name), { until: stored(name, (v) => !v) });
+    }
+    for (const name of ['mac-a', 'mac-b']) await k.remove('VirtualNetwork', undefined, name);
+  });
+
   it('never touches a machine placed on another node', async () => {
     await createVM('elsewhere', { nodeName: 'node-b' });
     rec.reset();
@@ -269,7 +359,8 @@ describe('VirtualMachine ownership and host-judged input on test:///default', ()
     expect(rec.calls).toEqual([]);
     expect(ctx.writes).toBe(writes);
     const vm = vmOf('elsewhere');
-    expect(vm?.status).toBeUndefined();
+    // Only the schema's default: nothing written (kstatus reads it InProgress, not Current).
+    expect(vm?.status).toEqual({ observedGeneration: 0 });
     expect(vm?.metadata.finalizers ?? []).not.toContain(HOST_FINALIZER);
   });
 

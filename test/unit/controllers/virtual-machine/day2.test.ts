@@ -621,12 +621,27 @@ describe('pause on request', () => {
     for (const type of ['Reconciling', 'Stalled']) {
       expect(status.conditions?.find((c) => c.type === type)?.status).toBe('False');
     }
-    // Paused for another reason (here: no annotation) is not what runStrategy Always wants.
-    const other = pausedStatus(vm({}, { status: runningStatus() }), 'ioerror');
-    expect(other.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+    // Paused for another reason (here: no annotation) is not what runStrategy Always wants: a
+    // pause that ends by itself (a snapshot) is waited for, one libvirt holds until a user acts
+    // (a disk error, a watchdog, a panic) is Stalled: kstatus read InProgress for ever.
+    const waiting = pausedStatus(vm({}, { status: runningStatus() }), 'snapshot');
+    expect(waiting.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
       status: 'False',
       reason: 'Paused',
     });
+    expect(waiting.conditions?.find((c) => c.type === 'Reconciling')?.status).toBe('True');
+    for (const reason of ['ioerror', 'watchdog', 'crashed', 'postcopy_failed']) {
+      const stuck = pausedStatus(vm({}, { status: runningStatus() }), reason);
+      expect(stuck.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+        status: 'False',
+        reason: 'PausedByError',
+      });
+      expect(stuck.conditions?.find((c) => c.type === 'Stalled')).toMatchObject({
+        status: 'True',
+        reason: 'PausedByError',
+      });
+      expect(stuck.conditions?.find((c) => c.type === 'Reconciling')?.status).toBe('False');
+    }
   });
 });
 

@@ -306,6 +306,7 @@ describe('machineInputs', () => {
           "spec.disks[0].volume: Volume 'root' is the backing file of Volumes web-1, web-2: " +
           'writing it would corrupt what they read; attach it with readOnly: true, or delete them first',
       },
+      holdStart: true,
     });
     const readOnly = { ...spec, disks: [{ ...spec.disks[0]!, readOnly: true }] };
     expect(machineInputs(vm(readOnly), layered, 'node-a', '/state')).toHaveProperty('inputs');
@@ -363,8 +364,8 @@ describe('machineInputs', () => {
       'a Volume on another node',
       [volume('root', { node: 'node-b' }), volume('kernel', raw), volume('initrd', raw)],
       [lab],
-      'VolumeNotReady',
-      "spec.disks[0].volume: Volume 'root' is on node 'node-b', not on this machine's node 'node-a'; a machine can only use Volumes on its own node",
+      'VolumeNotOnNode',
+      "spec.disks[0].volume: Volume 'root' is on node 'node-b', not on this machine's node 'node-a'; a machine can only use Volumes on its own node: name a Volume on node 'node-a' (spec.nodeName cannot change: create one there)",
     ],
     [
       'a Volume still importing',
@@ -429,6 +430,31 @@ describe('machineInputs', () => {
       const got = machineInputs(vm(spec), withLabels(labels), 'node-a', '/state');
       expect(got).toMatchObject({ problem: { reason: 'NetworkNotReady' } });
     }
+  });
+
+  // Still active here while it waits for its guests (InUse): a machine started onto it would
+  // keep the removal waiting and lose its link once the network goes.
+  it('holds a machine back from a network being removed from this node, unless it runs on it', () => {
+    const lab: VirtualNetwork = {
+      ...network('lab', [{ nodeName: 'node-a', active: true }]),
+      spec: { mode: 'nat', autostart: true, nodeSelector: { matchLabels: { rack: 'b' } } },
+    };
+    const on = (runningOn: string[]): References => ({
+      ...refs(good, [lab]),
+      nodeLabels: () => ({ rack: 'a' }),
+      runningOn,
+    });
+    expect(machineInputs(vm(spec), on([]), 'node-a', '/state')).toEqual({
+      problem: {
+        reason: 'NetworkNotReady',
+        message:
+          "spec.interfaces[0].network: VirtualNetwork 'lab' is being removed from node 'node-a' " +
+          '(its spec.nodeSelector no longer selects it): the machine is not started on it; ' +
+          'name another network, or wait until it is gone and create it again',
+      },
+      holdStart: true,
+    });
+    expect(machineInputs(vm(spec), on(['lab']), 'node-a', '/state')).toHaveProperty('inputs');
   });
 
   it('refuses a MAC another machine on the same network claimed first, naming it', () => {

@@ -38,3 +38,46 @@ describe('how often a VirtualNetwork is looked at again without an event', () =>
     expect(kindResyncMs(virtualNetwork, 10 * 60_000)).toBeLessThanOrEqual(60_000);
   });
 });
+
+describe('which VirtualNetworks a VirtualMachine change wakes', () => {
+  const entry = (reason: string) => ({
+    nodeName: 'node-a',
+    conditions: [{ type: 'Ready', status: 'False', reason }],
+  });
+  const networks: KubeObject[] = [
+    { metadata: { name: 'old', uid: 'uid-old' }, status: { nodes: [entry('InUse')] } },
+    { metadata: { name: 'new', uid: 'uid-new' }, status: { nodes: [entry('Active')] } },
+    { metadata: { name: 'other', uid: 'uid-other' }, status: { nodes: [entry('Active')] } },
+  ] as unknown as KubeObject[];
+  // The cache's index lookup over the networks above, with the module's real indexes.
+  const lookup: KeyLookup = {
+    keysByIndex: (kind, index, value) => {
+      expect(kind).toBe('VirtualNetwork');
+      const fn = virtualNetwork.indexes[index]!;
+      return networks.filter((n) => fn(n).includes(value)).map((n) => String(n.metadata.name));
+    },
+    keys: () => networks.map((n) => String(n.metadata.name)),
+  };
+  const machine = (phase: string) =>
+    ({
+      metadata: { name: 'web', namespace: 'prod', uid: 'uid-web' },
+      spec: { nodeName: 'node-a', interfaces: [{ name: 'eth0', network: 'new' }] },
+      status: { phase },
+    }) as KubeObject;
+  const wokenBy = (change: CacheChange<KubeObject>) =>
+    virtualNetwork.triggers
+      .filter((t) => t.from === 'VirtualMachine')
+      .flatMap((t) => t.keys(change, lookup))
+      .sort();
+
+  // The NIC of web was switched from 'old' to 'new' while the guest ran: 'old', being deleted,
+  // waits (InUse) for the guest, which stays on it until it stops. When it stops, neither the
+  // old nor the new object names 'old': its deletion waited out its backoff (up to 5 minutes).
+  it('a machine that stops wakes a network waiting for guests its spec no longer names', () => {
+    const change = { type: 'updated', obj: machine('Stopped'), old: machine('Running') } as const;
+    expect(wokenBy(change)).toEqual(['new', 'old']);
+  });
+  it('a network not waiting for guests is woken only by the machines that name it', () => {
+    expect(wokenBy({ type: 'deleted', obj: machine('Running') })).not.toContain('other');
+  });
+});
