@@ -234,6 +234,22 @@ describe('StoragePool on a real libvirtd', () => {
     expect(await conn.lookupStoragePoolByName(second).catch(() => undefined)).toBeUndefined();
     await deletePool(second);
     await deletePool(first);
+
+    // Two pools on one directory, reconciled at once (an agent runs passes in parallel).
+    const twinDir = path.join(tmp, 'twins');
+    await symlink(twinDir, path.join(tmp, 'twin-link'));
+    const twins = [await makePool('twin-a', twinDir), await makePool('twin-b', `${tmp}/twin-link`)];
+    await ctx.refresh();
+    await Promise.all(twins.map((t) => reconcileStoragePool(t, ctx)));
+    await ctx.refresh();
+    await Promise.all(twins.map((t) => reconcileStoragePool(t, ctx)));
+    const reasons = await Promise.all(
+      twins.map(
+        async (t) => (await entryOf(t))?.conditions?.find((c) => c.type === 'Ready')?.reason,
+      ),
+    );
+    expect(reasons.sort()).toEqual(['PathConflict', 'Running']);
+    for (const t of twins) await deletePool(t);
   });
 
   it("refuses a pool inside another pool's directory, and one around it: PathNested", async () => {
