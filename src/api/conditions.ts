@@ -140,8 +140,12 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   NameConflict: 'stalled',
   UUIDConflict: 'stalled',
   PathConflict: 'stalled',
+  // spec.path inside or around another pool's directory (one would list the other as a volume).
+  PathNested: 'stalled',
   PathNotDirectory: 'stalled',
   PathForbidden: 'stalled',
+  // spec.path would be made on a read-only file system.
+  PathReadOnly: 'stalled',
   MACAddressInUse: 'stalled',
   // A writable disk on a Volume that others are layered on: the user attaches it read-only.
   VolumeHasOverlays: 'stalled',

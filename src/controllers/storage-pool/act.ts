@@ -93,6 +93,16 @@ function hostProblem(step: PoolStep, err: unknown): Problem | undefined {
         `or re-create the StoragePool with another path (spec.path is immutable)`,
     };
   }
+  // EROFS: the directory (or a missing parent) would be made on a read-only file system.
+  // Retrying cannot help until someone remounts it, so this is the user's, as above.
+  if (step.op === 'build' && err.message.includes('Read-only file system')) {
+    return {
+      reason: 'PathReadOnly',
+      message:
+        `spec.path is on a read-only file system on this node (${err.message}); remount it ` +
+        `read-write, or re-create the StoragePool with another path (spec.path is immutable)`,
+    };
+  }
   if (step.op === 'build') return { reason: 'BuildFailed', message: err.message };
   if (step.op === 'start') return { reason: 'StartFailed', message: err.message };
   return undefined;

@@ -4,7 +4,17 @@
 // that directory existed before the pool, and never a parent. The record is written before
 // each build, so a crash between the two leaves at most directories named that were never
 // made, and rmdir of those fails harmlessly.
-import { lstat, mkdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import {
+  lstat,
+  mkdir,
+  readFile,
+  realpath,
+  rename,
+  rm,
+  rmdir,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
 export interface MadeDirectories {
@@ -76,7 +86,7 @@ export async function madeDirectories(
  * Removes the recorded parents, deepest first, while they are empty: rmdir never removes a
  * directory that holds anything (another pool below it, a file someone put there). A parent
  * that is another pool's directory (`poolDirs`) stays even when empty: this pool's build made
- * it, but that pool has used it since. Returns those removed.
+ * it, but that pool has used it since (also through a symbolic link). Returns those removed.
  */
 export async function removeMadeParents(
   record: MadeDirectories,
@@ -84,7 +94,9 @@ export async function removeMadeParents(
 ): Promise<string[]> {
   const removed: string[] = [];
   for (const dir of record.parents) {
-    if (poolDirs.has(dir)) break;
+    // The recorded path and where it now leads (a link above it: poolDirs holds both forms).
+    const real = await realpath(dir).catch(() => dir);
+    if (poolDirs.has(dir) || poolDirs.has(real)) break;
     const outcome = await rmdir(dir).then(
       () => 'removed' as const,
       (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? 'absent' : 'kept'),

@@ -19,8 +19,8 @@ export const storagePool: ControllerModule = {
   triggers: [
     // Removal waits for the Volumes in the pool.
     { from: 'Volume', keys: (c) => changed(c).flatMap((v) => volumePool(v)) },
-    // A pool refused because another one held its path (PathConflict) tries again as soon
-    // as that one is gone, instead of after its backoff (up to 5 minutes).
+    // A pool refused because another one held its path or a directory inside or around it
+    // (PathConflict, PathNested) tries again as soon as that one is gone, instead of after its backoff (up to 5 minutes).
     {
       from: 'StoragePool',
       keys: (c, cache) => (c.type === 'deleted' ? cache.keys('StoragePool') : []),

@@ -100,18 +100,45 @@ export async function refreshPool(
   };
 }
 
-/** The directories of the host's other libvirt pools (any owner), by their definitions. */
-export async function otherPoolDirs(conn: Connect, uuid: string): Promise<Set<string>> {
-  const dirs = new Set<string>();
+/** Another libvirt pool on the host (any owner) and its target path as defined. */
+export interface PoolTarget {
+  name: string;
+  path: string;
+}
+
+/** The host's other libvirt pools (any owner) with their target paths, by their definitions. */
+export async function otherPoolTargets(conn: Connect, uuid: string): Promise<PoolTarget[]> {
+  const targets: PoolTarget[] = [];
   for (const pool of await conn.listAllStoragePools()) {
     if (pool.getUUIDString() === uuid) continue;
     // Another pass may remove a pool between the list and this read (pools are deleted in
     // parallel): a pool gone has no directory to keep.
     const xml = await persistentXML(conn, pool).catch(absentIfNotFound('storagePool'));
-    const path = xml === undefined ? undefined : parsePoolXML(xml).target.path;
-    if (path) dirs.add(path);
+    const doc = xml === undefined ? undefined : parsePoolXML(xml);
+    if (doc?.target.path) targets.push({ name: doc.name, path: doc.target.path });
   }
-  return dirs;
+  return targets;
+}
+
+/**
+ * The directories of the host's other libvirt pools (any owner), by their definitions: each
+ * path as written and where it leads, so a pool that reaches a directory through a symbolic
+ * link keeps it too.
+ */
+export async function otherPoolDirs(conn: Connect, uuid: string): Promise<Set<string>> {
+  const paths = (await otherPoolTargets(conn, uuid)).map((t) => t.path);
+  return new Set([...paths, ...(await Promise.all(paths.map(resolvedPath)))]);
+}
+
+/**
+ * The other pools' target paths with symbolic links followed (resolvedPath), for comparing
+ * with spec.path: libvirt compares the paths as written, so a link reaches its check unseen.
+ */
+export async function resolvedPoolTargets(conn: Connect, uuid: string): Promise<PoolTarget[]> {
+  const targets = await otherPoolTargets(conn, uuid);
+  return Promise.all(
+    targets.map(async (t) => ({ name: t.name, path: await resolvedPath(t.path) })),
+  );
 }
 
 // Compare against the persistent definition: after a redefine the running pool keeps its old
@@ -139,15 +166,21 @@ async function persistentXML(conn: Connect, pool: LibvirtPool): Promise<string> 
  * deepest existing part of the path is resolved; undefined when it leads nowhere forbidden.
  */
 export async function forbiddenTarget(path: string): Promise<string | undefined> {
+  const target = await resolvedPath(path);
+  return systemDirOf(target) ? target : undefined;
+}
+
+/**
+ * Where `path` leads once symbolic links are followed: the deepest existing part resolved
+ * (realpath), the missing rest appended as written.
+ */
+export async function resolvedPath(path: string): Promise<string> {
   let existing = path;
   const missing: string[] = [];
   for (;;) {
     const real = await realpath(existing).catch(() => undefined);
-    if (real !== undefined) {
-      const target = [real === '/' ? '' : real, ...missing].join('/') || '/';
-      return systemDirOf(target) ? target : undefined;
-    }
-    if (existing === dirname(existing)) return undefined;
+    if (real !== undefined) return [real === '/' ? '' : real, ...missing].join('/') || '/';
+    if (existing === dirname(existing)) return path;
     missing.unshift(basename(existing));
     existing = dirname(existing);
   }

@@ -41,3 +41,29 @@ export function planPool(
     }
   }
 }
+
+export interface PathOverlap {
+  /** The other pool, its path resolved. */
+  pool: { name: string; path: string };
+  /** same: one directory; inside: ours is below the other's; around: the other is below ours. */
+  relation: 'same' | 'inside' | 'around';
+}
+
+/**
+ * Whether spec.path (resolved) is another pool's directory, or lies inside or around one. A
+ * dir pool lists every entry of its directory as a volume, a sub-directory too: nested pools
+ * would each show (and could delete) what belongs to the other, as two pools on one directory
+ * would. libvirt refuses only the same path written the same way.
+ */
+export function pathOverlap(
+  path: string,
+  others: readonly { name: string; path: string }[],
+): PathOverlap | undefined {
+  const below = (a: string, b: string) => a.startsWith(b === '/' ? '/' : `${b}/`);
+  for (const pool of others) {
+    if (pool.path === path) return { pool, relation: 'same' };
+    if (below(path, pool.path)) return { pool, relation: 'inside' };
+    if (below(pool.path, path)) return { pool, relation: 'around' };
+  }
+  return undefined;
+}

@@ -27,13 +27,21 @@ import {
   removeMadeParents,
   unmadeTarget,
 } from './directories.js';
-import { forbiddenTarget, observePool, otherPoolDirs, refreshPool } from './observe.js';
-import { planPool, type PoolStep } from './plan.js';
+import {
+  forbiddenTarget,
+  observePool,
+  otherPoolDirs,
+  refreshPool,
+  resolvedPath,
+  resolvedPoolTargets,
+} from './observe.js';
+import { pathOverlap, planPool, type PoolStep } from './plan.js';
 import {
   DELETION_BLOCKED,
   READY,
   nodeEntry,
   notSelectedStatus,
+  overlapProblem,
   poolNodeStatus,
   removedMessage,
   type PoolNodeFacts,
@@ -45,6 +53,8 @@ const KIND = 'StoragePool';
  * kind's resync (index.ts) brings a pass at least this often.
  */
 export const POOL_REFRESH_MS = 30_000;
+/** The pool-lock key under which a pool's path is checked and the pool started: no pool name. */
+const PATHS_LOCK = ' paths';
 
 export async function reconcileStoragePool(key: string, ctx: ControllerContext): Promise<Action> {
   const cached = ctx.get<StoragePool>(KIND, undefined, key);
@@ -93,12 +103,29 @@ async function converge(pool: StoragePool, ctx: ControllerContext): Promise<Acti
     return report(pool, { observed, problem }, ctx);
   }
   const steps = planPool(desired, observed, pool.spec.autostart ?? true);
-  const outcome = await applyPoolSteps(
-    ctx.libvirt(),
-    observed.found === 'ours' ? observed.handle : undefined,
-    steps,
-    () => noteBuild(ctx.stateDir, String(pool.metadata.uid), pool.spec.path),
-  );
+  const apply = () =>
+    applyPoolSteps(
+      ctx.libvirt(),
+      observed.found === 'ours' ? observed.handle : undefined,
+      steps,
+      () => noteBuild(ctx.stateDir, String(pool.metadata.uid), pool.spec.path),
+    );
+  // A pool about to start is compared with the host's other pools, links followed, under one
+  // lock for every pool of this agent: two passes in parallel could each find the other's
+  // directory not yet defined.
+  const started = starting
+    ? await withPoolLock(ctx.host.poolLocks, PATHS_LOCK, async () => {
+        const resolved = await resolvedPath(pool.spec.path);
+        const others = await resolvedPoolTargets(ctx.libvirt(), desired.uuid);
+        const overlap = pathOverlap(resolved, others);
+        if (overlap) {
+          return { problem: overlapProblem(pool.spec.path, resolved, ctx.nodeName, overlap) };
+        }
+        return { outcome: await apply() };
+      })
+    : { outcome: await apply() };
+  if (started.problem) return report(pool, { observed, problem: started.problem }, ctx);
+  const { outcome } = started;
   if (steps.length > 0) {
     observed = await observePool(ctx.libvirt(), desired);
     recordCorrection(pool, steps, outcome, ctx);

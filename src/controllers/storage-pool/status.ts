@@ -14,6 +14,7 @@ import { bytesQuantity, floorMiB } from '../../api/quantity.js';
 import { listed, type Problem } from '../kit.js';
 import type { PoolRemoval } from './act.js';
 import type { ObservedPool } from './observe.js';
+import type { PathOverlap } from './plan.js';
 
 export const READY = 'Ready';
 export const DELETION_BLOCKED = 'DeletionBlocked';
@@ -45,6 +46,9 @@ export function poolNodeStatus(
   if (observed.found === 'ours') {
     const f = observed.figures;
     entry.state = f.state as StoragePoolStatusNode['state'];
+    // libvirt measures a pool only while it runs: a stopped one keeps the figures of its last
+    // refresh (of a directory that may be gone), shown as current for as long as it is down.
+    if (!observed.active) return entry;
     entry.capacity = bytesQuantity(floorMiB(f.capacity));
     entry.allocation = bytesQuantity(floorMiB(f.allocation));
     entry.available = bytesQuantity(floorMiB(f.available));
@@ -172,4 +176,39 @@ export function removedMessage(
     }
   })();
   return `pool removed from node ${nodeName}${directory}${parents}`;
+}
+
+/** The refusal of a spec.path that is, or lies inside or around, another pool's directory. */
+export function overlapProblem(
+  specPath: string,
+  resolved: string,
+  nodeName: string,
+  overlap: PathOverlap,
+): Problem {
+  const other = `libvirt pool ${overlap.pool.name} (directory ${overlap.pool.path})`;
+  const via = resolved === specPath ? '' : ` (which leads to ${resolved})`;
+  const fix = 'choose a path outside it: re-create the StoragePool (spec.path is immutable)';
+  switch (overlap.relation) {
+    case 'same':
+      return {
+        reason: 'PathConflict',
+        message:
+          `spec.path ${specPath}${via} on node ${nodeName} is the directory of ${other}: ` +
+          `two pools would list and delete each other's volumes; ${fix}`,
+      };
+    case 'inside':
+      return {
+        reason: 'PathNested',
+        message:
+          `spec.path ${specPath}${via} on node ${nodeName} is inside the directory of ` +
+          `${other}, which would list this pool's directory as one of its volumes; ${fix}`,
+      };
+    case 'around':
+      return {
+        reason: 'PathNested',
+        message:
+          `spec.path ${specPath}${via} on node ${nodeName} holds the directory of ${other}, ` +
+          `which this pool would list as one of its volumes; ${fix}`,
+      };
+  }
 }

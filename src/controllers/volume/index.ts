@@ -1,6 +1,6 @@
 // The Volume controller: the agent of spec.nodeName keeps the Volume's file in its pool (blank,
 // cloned, layered or imported over HTTP) and reports who uses it.
-import { keyOf } from '../context.js';
+import { keyOf, type KubeObject } from '../context.js';
 import {
   INDEX_POOL,
   INDEX_SOURCE_VOLUME,
@@ -37,9 +37,15 @@ export const volume: ControllerModule = {
           .flatMap((vm) => vmVolumes(vm))
           .flatMap((key) => [key, ...cache.keysByIndex('Volume', INDEX_SOURCE_VOLUME, key)]),
     },
+    // Not for a change of the pool's byte figures alone: they move with the disk (a status
+    // write per node up to once a minute), a Volume never reads them, and a pool of a
+    // thousand Volumes woke all of them on every agent at each such write.
     {
       from: 'StoragePool',
-      keys: (c, cache) => cache.keysByIndex('Volume', INDEX_POOL, keyOf(c.obj)),
+      keys: (c, cache) =>
+        c.type === 'updated' && !poolChangeSeenByVolumes(c.old, c.obj)
+          ? []
+          : cache.keysByIndex('Volume', INDEX_POOL, keyOf(c.obj)),
     },
     // A snapshot protects the Volumes its disks are in.
     {
@@ -48,3 +54,23 @@ export const volume: ControllerModule = {
     },
   ],
 };
+
+/**
+ * Whether a StoragePool update changed what its Volumes act on: its identity, spec, deletion,
+ * or a node entry's state and conditions (a pool started or lost on a node). Pure.
+ */
+export function poolChangeSeenByVolumes(old: KubeObject, obj: KubeObject): boolean {
+  return JSON.stringify(seenByVolumes(old)) !== JSON.stringify(seenByVolumes(obj));
+}
+
+function seenByVolumes(pool: KubeObject) {
+  const { spec, status } = pool as KubeObject & {
+    spec?: unknown;
+    status?: { nodes?: Record<string, unknown>[] };
+  };
+  const nodes = (status?.nodes ?? []).map(
+    ({ capacity: _c, allocation: _a, available: _v, ...rest }) => rest,
+  );
+  const { uid, deletionTimestamp } = pool.metadata;
+  return { uid, deletionTimestamp, spec, nodes };
+}

@@ -2,6 +2,7 @@
 // by the StoragePool's uid), the volume file in it, and for copies and overlays the source
 // Volume's file. Reads only; a missing prerequisite is a NotReady value, never a throw.
 import type { StoragePool, VirtualMachine, Volume } from '../../api/generated/types.js';
+import { findCondition } from '../../api/conditions.js';
 import { volumeFileName } from '../../api/names.js';
 import type { ControllerContext } from '../context.js';
 import type { Domain } from '../../libvirt/domain.js';
@@ -27,6 +28,16 @@ export interface ReadyPool {
   handle: LibvirtPool;
   /** This host's pool locks (pool-lock.ts): storage operations in one pool run one at a time. */
   locks: PoolLocks;
+}
+
+/**
+ * Why the pool's agent says the pool is not ready on this node, for a Volume waiting on it: a
+ * refusal only a user can clear (PathNested, PathConflict, ...) is read on the Volume too.
+ */
+function poolSays(pool: StoragePool, nodeName: string): string {
+  const entry = pool.status?.nodes?.find((n) => n.nodeName === nodeName);
+  const ready = findCondition(entry?.conditions, 'Ready');
+  return ready?.status === 'False' ? ` (the pool says ${ready.reason}: ${ready.message})` : '';
 }
 
 /** The pool a Volume's file goes in, when it exists on this host and runs. */
@@ -60,12 +71,15 @@ export async function usablePool(
   if (!handle) {
     return {
       reason: 'PoolNotReady',
-      message: `StoragePool ${poolName} is not present ${at}`,
+      message: `StoragePool ${poolName} is not present ${at}${poolSays(pool, ctx.nodeName)}`,
       gone: true,
     };
   }
   if (!(await handle.isActive())) {
-    return { reason: 'PoolNotReady', message: `StoragePool ${poolName} is not running ${at}` };
+    return {
+      reason: 'PoolNotReady',
+      message: `StoragePool ${poolName} is not running ${at}${poolSays(pool, ctx.nodeName)}`,
+    };
   }
   return { name: poolName, handle, locks: ctx.host.poolLocks };
 }

@@ -1,12 +1,16 @@
 // StoragePool against a real libvirtd (a private one, as in ../volume/libvirtd.test.ts) where
 // the test driver has no files: a directory removed behind the operator's back, the parent
-// directories libvirt's build makes, a pool on a file, a Volume made in a pool being deleted.
+// directories libvirt's build makes, pools sharing a directory through a link or nested in one
+// another, a pool on a file, a Volume made in a pool being deleted.
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StoragePool, Volume } from '../../../../src/api/generated/types.js';
+import { parseQuantity } from '../../../../src/api/quantity.js';
 import {
   startPrivateLibvirtd,
   type LibvirtDaemon,
@@ -29,6 +33,7 @@ import { argoHealth, kstatus } from '../../../harness/health-tools.js';
 import { kube, type Kube } from '../../../harness/kube-objects.js';
 import { reconcileUntil } from './fixtures.js';
 
+const run = promisify(execFile);
 const NODE = 'node-real';
 const NS = 'pool-real';
 const PREFIX = `lvo-pr-${randomBytes(3).toString('hex')}`;
@@ -123,6 +128,9 @@ describe('StoragePool on a real libvirtd', () => {
     await ctx.refresh();
     await reconcileStoragePool(name, ctx);
     expect((await entryOf(name))?.state).toBe('inactive');
+    // libvirt knows no figures for a pool that is not running (it keeps its last ones): none.
+    expect(await entryOf(name)).not.toHaveProperty('capacity');
+    expect(await entryOf(name)).not.toHaveProperty('available');
     const said = (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready');
     expect(said).toMatchObject({ status: 'False', reason: 'DirectoryLost' });
     expect(said?.message).toMatch(/cannot open directory .*No such file or directory/);
@@ -130,6 +138,9 @@ describe('StoragePool on a real libvirtd', () => {
 
     await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
     expect(eventsOf(name, 'PoolStarted')).toHaveLength(1);
+    // Running again: its figures are back.
+    expect(parseQuantity((await entryOf(name))?.capacity ?? '0')).toBeGreaterThan(0n);
+    expect(parseQuantity((await entryOf(name))?.available ?? '0')).toBeGreaterThan(0n);
     expect((await stat(dir)).isDirectory()).toBe(true);
     await deletePool(name);
   });
@@ -162,8 +173,10 @@ describe('StoragePool on a real libvirtd', () => {
     await converge(ctx, reconcileStoragePool, other, { until: ready(other) });
     await writeFile(path.join(tmp, 'shared', 'notes.txt'), 'not the pool');
 
+    const linkTarget = path.join(tmp, 'link-target');
+    await mkdir(linkTarget);
     const linked = await makePool('linked', path.join(tmp, 'link'));
-    await symlink(prepared, path.join(tmp, 'link'));
+    await symlink(linkTarget, path.join(tmp, 'link'));
     await converge(ctx, reconcileStoragePool, linked, { until: ready(linked) });
     await deletePool(linked);
     expect(eventsOf(linked, 'PoolRemoved')[0]).toContain('kept: it existed before the pool');
@@ -182,13 +195,103 @@ describe('StoragePool on a real libvirtd', () => {
     const outer = path.join(tmp, 'nest', 'outer');
     const inner = await makePool('inner', path.join(outer, 'inner'));
     await converge(ctx, reconcileStoragePool, inner, { until: ready(inner) });
-    const around = await makePool('outer', outer); // on a directory inner's build made
-    await converge(ctx, reconcileStoragePool, around, { until: ready(around) });
+    // An admin's pool on a directory inner's build made (the operator starts none nested).
+    const foreign = await conn.defineStoragePoolXML(
+      `<pool type='dir'><name>${PREFIX}-foreign</name><target><path>${outer}</path></target></pool>`,
+    );
 
     await deletePool(inner);
     expect((await stat(outer)).isDirectory()).toBe(true);
+    await foreign.undefine();
+
+    // The same when that pool reaches the directory through a symbolic link.
+    const linkedOuter = path.join(tmp, 'nest2', 'outer');
+    const inner2 = await makePool('inner2', path.join(linkedOuter, 'inner'));
+    await converge(ctx, reconcileStoragePool, inner2, { until: ready(inner2) });
+    await symlink(linkedOuter, path.join(tmp, 'outer-link'));
+    const viaLink = await conn.defineStoragePoolXML(
+      `<pool type='dir'><name>${PREFIX}-via-link</name><target><path>${path.join(tmp, 'outer-link')}</path></target></pool>`,
+    );
+    await deletePool(inner2);
+    expect((await stat(linkedOuter)).isDirectory()).toBe(true);
+    await viaLink.undefine();
+  });
+
+  it("refuses a path that a symbolic link leads to another pool's directory: PathConflict", async () => {
+    const dir = path.join(tmp, 'linked-twice');
+    const first = await makePool('owner', dir);
+    await converge(ctx, reconcileStoragePool, first, { until: ready(first) });
+    await symlink(dir, path.join(tmp, 'alias'));
+    const second = await makePool('alias', path.join(tmp, 'alias'));
+    const reason = async () =>
+      (await entryOf(second))?.conditions?.find((c) => c.type === 'Ready')?.reason;
+    await reconcileUntil(ctx, reconcileStoragePool, second, async () => !!(await reason()));
+    expect(await reason()).toBe('PathConflict');
+    const message = (await entryOf(second))?.conditions?.find((c) => c.type === 'Ready')?.message;
+    expect(message).toContain(first);
+    expect(message).toContain(dir);
+    // Nothing of it on the host: not even defined.
+    expect(await conn.lookupStoragePoolByName(second).catch(() => undefined)).toBeUndefined();
+    await deletePool(second);
+    await deletePool(first);
+
+    // Two pools on one directory, reconciled at once (an agent runs passes in parallel).
+    const twinDir = path.join(tmp, 'twins');
+    await symlink(twinDir, path.join(tmp, 'twin-link'));
+    const twins = [await makePool('twin-a', twinDir), await makePool('twin-b', `${tmp}/twin-link`)];
+    await ctx.refresh();
+    await Promise.all(twins.map((t) => reconcileStoragePool(t, ctx)));
+    await ctx.refresh();
+    await Promise.all(twins.map((t) => reconcileStoragePool(t, ctx)));
+    const reasons = await Promise.all(
+      twins.map(
+        async (t) => (await entryOf(t))?.conditions?.find((c) => c.type === 'Ready')?.reason,
+      ),
+    );
+    expect(reasons.sort()).toEqual(['PathConflict', 'Running']);
+    for (const t of twins) await deletePool(t);
+  });
+
+  it("refuses a pool inside another pool's directory, and one around it: PathNested", async () => {
+    const outer = path.join(tmp, 'outerdir');
+    const around = await makePool('around', outer);
+    await converge(ctx, reconcileStoragePool, around, { until: ready(around) });
+    const inner = await makePool('within', path.join(outer, 'sub', 'within'));
+    const readyOf = async (name: string) =>
+      (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready');
+    await reconcileUntil(ctx, reconcileStoragePool, inner, async () => !!(await readyOf(inner)));
+    expect(await readyOf(inner)).toMatchObject({ status: 'False', reason: 'PathNested' });
+    expect((await readyOf(inner))?.message).toContain(around);
+    // Nothing made inside the outer pool, which would list it as a volume.
+    expect(await exists(path.join(outer, 'sub'))).toBe(false);
+    const outerPool = await conn.lookupStoragePoolByName(around);
+    await outerPool.refresh(0);
+    expect(await outerPool.listAllVolumes()).toEqual([]);
+    // A Volume in the refused pool says why it waits.
+    await k.create('Volume', {
+      metadata: { name: 'nested', namespace: NS },
+      spec: { nodeName: NODE, pool: inner, capacity: '1Mi' },
+    });
+    const volReady = async () =>
+      (await k.get<Volume>('Volume', NS, 'nested'))?.status?.conditions?.find(
+        (c) => c.type === 'Ready',
+      );
+    await reconcileUntil(ctx, reconcileVolume, `${NS}/nested`, async () => !!(await volReady()));
+    expect(await volReady()).toMatchObject({ reason: 'PoolNotReady' });
+    expect((await volReady())?.message).toContain('the pool says PathNested: spec.path');
+    await k.remove('Volume', NS, 'nested');
+    await converge(ctx, reconcileVolume, `${NS}/nested`, {
+      until: async () => !(await k.get('Volume', NS, 'nested')),
+    });
+
+    // The other way round: a new pool whose directory holds a running one.
+    const wide = await makePool('wide', tmp);
+    await reconcileUntil(ctx, reconcileStoragePool, wide, async () => !!(await readyOf(wide)));
+    expect(await readyOf(wide)).toMatchObject({ status: 'False', reason: 'PathNested' });
+    await deletePool(wide);
+    await deletePool(inner);
     await deletePool(around);
-    expect((await stat(outer)).isDirectory()).toBe(true); // there before this pool
+    expect(await exists(tmp)).toBe(true);
   });
 
   it('says a path that is a file is not a directory, on removal too, and leaves the file', async () => {
@@ -208,6 +311,26 @@ describe('StoragePool on a real libvirtd', () => {
     expect(removed).toContain(`${file} is not a directory`);
     expect(removed).not.toContain('kept');
     expect(await readFile(file, 'utf8')).toBe('keep me');
+  });
+
+  it('says a path on a read-only file system needs a user (PathReadOnly, Stalled)', async () => {
+    const ro = path.join(tmp, 'read-only');
+    await mkdir(ro);
+    // In the private daemon's mount namespace, where its builds run.
+    const inDaemon = ['-t', String(daemon.pid()), '-m'];
+    await run('nsenter', [...inDaemon, 'mount', '-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', ro]);
+    try {
+      const name = await makePool('ro', path.join(ro, 'pool'));
+      const ready = async () => (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready');
+      await reconcileUntil(ctx, reconcileStoragePool, name, async () => !!(await ready()));
+      expect(await ready()).toMatchObject({ status: 'False', reason: 'PathReadOnly' });
+      expect((await ready())?.message).toMatch(/read-only file system .*remount it read-write/);
+      const top = (await k.get<StoragePool>('StoragePool', undefined, name))?.status?.conditions;
+      expect(top?.find((c) => c.type === 'Stalled')).toMatchObject({ status: 'True' });
+      await deletePool(name);
+    } finally {
+      await run('nsenter', [...inDaemon, 'umount', ro]);
+    }
   });
 
   it('makes no file for a Volume created in a pool being deleted; the pool waits for it', async () => {

@@ -248,6 +248,24 @@ describe('StoragePool on test:///default', () => {
     await converge(ctx, reconcileStoragePool, 'vanishing', { until: gone('vanishing') });
   });
 
+  it('says Ready at the top level in the same pass (and write) as the node entry', async () => {
+    await k.create('StoragePool', {
+      metadata: { name: 'one-pass' },
+      spec: { path: '/var/lib/lvo-test/one-pass' },
+    });
+    await ctx.refresh();
+    // Finalizer, define, build, start and both status writes: one pass.
+    expect(await reconcileStoragePool('one-pass', ctx)).toEqual({ kind: 'done' });
+    const stored = await k.get<StoragePool>('StoragePool', undefined, 'one-pass');
+    expect(stored?.status?.nodes?.[0]?.conditions?.[0]).toMatchObject({ status: 'True' });
+    expect(stored?.status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      status: 'True',
+      reason: 'AllNodesReady',
+    });
+    await k.remove('StoragePool', undefined, 'one-pass');
+    await converge(ctx, reconcileStoragePool, 'one-pass', { until: gone('one-pass') });
+  });
+
   it('leaves the host as it found it once every pool is deleted', async () => {
     await k.remove('StoragePool', undefined, 'half');
     await converge(ctx, reconcileStoragePool, 'half', { until: gone('half') });

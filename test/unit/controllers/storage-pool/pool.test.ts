@@ -9,9 +9,10 @@ import {
   otherPoolDirs,
   type ObservedPool,
 } from '../../../../src/controllers/storage-pool/observe.js';
-import { planPool } from '../../../../src/controllers/storage-pool/plan.js';
+import { pathOverlap, planPool } from '../../../../src/controllers/storage-pool/plan.js';
 import {
   notSelectedStatus,
+  overlapProblem,
   poolNodeStatus,
   removedMessage,
 } from '../../../../src/controllers/storage-pool/status.js';
@@ -307,6 +308,10 @@ describe('poolNodeStatus', () => {
       { observed: ours() },
       T1,
     );
+    // A stopped pool has no figures (libvirt keeps its last, stale ones): none shown.
+    expect(first).not.toHaveProperty('capacity');
+    expect(first).not.toHaveProperty('available');
+    expect(later).toHaveProperty('capacity');
     expect(first.conditions?.[0]).toMatchObject({
       status: 'False',
       reason: 'Inactive',
@@ -455,5 +460,42 @@ describe('removedMessage (the PoolRemoved Event)', () => {
   });
   it('says only the removal when no pool was there to remove', () => {
     expect(removedMessage('n1', path, undefined, [])).toBe('pool removed from node n1');
+  });
+});
+
+describe('pathOverlap and overlapProblem (pools sharing or nesting directories)', () => {
+  const others = [
+    { name: 'a', path: '/srv/a' },
+    { name: 'root-ish', path: '/data/pools' },
+  ];
+  it('finds the same directory, one inside another, and one around another', () => {
+    expect(pathOverlap('/srv/a', others)).toMatchObject({ pool: { name: 'a' }, relation: 'same' });
+    expect(pathOverlap('/srv/a/b', others)).toMatchObject({ relation: 'inside' });
+    expect(pathOverlap('/data', others)).toMatchObject({
+      pool: { name: 'root-ish' },
+      relation: 'around',
+    });
+    expect(pathOverlap('/', others)?.relation).toBe('around');
+  });
+  it('does not confuse a shared name prefix with nesting', () => {
+    expect(pathOverlap('/srv/ab', others)).toBeUndefined();
+    expect(pathOverlap('/srv', [{ name: 'x', path: '/srvx' }])).toBeUndefined();
+  });
+  it('names the other pool, its directory, the link followed, and the way out', () => {
+    const same = overlapProblem('/srv/link', '/srv/a', 'n1', {
+      pool: { name: 'a', path: '/srv/a' },
+      relation: 'same',
+    });
+    expect(same.reason).toBe('PathConflict');
+    expect(same.message).toContain('spec.path /srv/link (which leads to /srv/a) on node n1');
+    expect(same.message).toContain('libvirt pool a (directory /srv/a)');
+    expect(same.message).toContain('spec.path is immutable');
+    const nested = overlapProblem('/srv/a/b', '/srv/a/b', 'n1', {
+      pool: { name: 'a', path: '/srv/a' },
+      relation: 'inside',
+    });
+    expect(nested.reason).toBe('PathNested');
+    expect(nested.message).not.toContain('leads to');
+    expect(isStalledReason('PathNested')).toBe(true);
   });
 });

@@ -45,4 +45,35 @@ describe('which Volumes a change wakes (the Volume module triggers)', () => {
     } as KubeObject;
     expect(woken('VirtualMachine', machine)).toEqual(['prod/copy', 'prod/disk', 'prod/layer']);
   });
+
+  it('for a StoragePool: its Volumes, but not when only its byte figures moved', () => {
+    const entry = (available: string, reason = 'Running') => ({
+      nodeName: 'node-a',
+      state: reason === 'Running' ? 'running' : 'inactive',
+      capacity: '100Gi',
+      allocation: '1Gi',
+      available,
+      conditions: [{ type: 'Ready', status: reason === 'Running' ? 'True' : 'False', reason }],
+    });
+    const pool = (available: string, reason?: string, deleting?: boolean) =>
+      ({
+        metadata: {
+          name: 'p',
+          uid: 'uid-p',
+          ...(deleting ? { deletionTimestamp: '2026-01-01T00:00:00Z' } : {}),
+        },
+        spec: { path: '/srv/p' },
+        status: { nodes: [entry(available, reason)] },
+      }) as KubeObject;
+    const updated = (old: KubeObject, obj: KubeObject) =>
+      volume.triggers
+        .filter((t) => t.from === 'StoragePool')
+        .flatMap((t) => t.keys({ type: 'updated', old, obj }, cache))
+        .sort();
+    const all = ['prod/copy', 'prod/disk', 'prod/layer', 'prod/other'];
+    expect(woken('StoragePool', pool('90Gi'))).toEqual(all);
+    expect(updated(pool('90Gi'), pool('89Gi'))).toEqual([]);
+    expect(updated(pool('90Gi'), pool('90Gi', 'DirectoryLost'))).toEqual(all);
+    expect(updated(pool('90Gi'), pool('90Gi', undefined, true))).toEqual(all);
+  });
 });
