@@ -454,30 +454,37 @@ describe('day-2 machines on test:///default', () => {
     ]);
   });
 
-  it('keeps a Volume whose disk the running domain still holds after the spec dropped it', async () => {
-    // With the finalizers the agent (or the API server's policy) puts on a Volume.
+  /**
+   * A Ready machine `machine` running with the Volume `volume` (its file at `path`) as disk
+   * `disk`; the Volume carries the finalizers the agent (or the API server's policy) puts on.
+   */
+  async function runningWithVolume(volume: string, path: string, machine: string, disk: string) {
     await k.create('Volume', {
       metadata: {
-        name: 'held',
+        name: volume,
         namespace: NS,
         finalizers: [HOST_FINALIZER, VOLUME_PROTECTION_FINALIZER],
       },
       spec: { nodeName: NODE, pool: 'images', capacity: '1Gi' },
     });
-    await k.patchStatus('Volume', NS, 'held', { phase: 'Available', path: HELD_PATH });
+    await k.patchStatus('Volume', NS, volume, { phase: 'Available', path });
     await k.create<VirtualMachine>('VirtualMachine', {
-      metadata: { name: 'holder', namespace: NS },
+      metadata: { name: machine, namespace: NS },
       spec: {
         nodeName: NODE,
         domainType: 'qemu',
         vcpus: 1,
         memory: '128Mi',
-        disks: [{ name: 'held', volume: 'held' }],
+        disks: [{ name: disk, volume }],
       },
     });
-    await converge(ctx, reconcileVirtualMachine, key('holder'), {
-      until: stored('holder', (v) => condition(v, 'Ready')?.status === 'True'),
+    await converge(ctx, reconcileVirtualMachine, key(machine), {
+      until: stored(machine, (v) => condition(v, 'Ready')?.status === 'True'),
     });
+  }
+
+  it('keeps a Volume whose disk the running domain still holds after the spec dropped it', async () => {
+    await runningWithVolume('held', HELD_PATH, 'holder', 'held');
     // The test driver cannot detach live: the running domain keeps the disk until a restart
     // (on QEMU, a guest that has not released it yet does the same). A GitOps prune then
     // removes the disk from the spec and deletes its Volume at once.
@@ -510,28 +517,7 @@ describe('day-2 machines on test:///default', () => {
   });
 
   it('keeps a Volume dropped in the same apply as a restart request while the guest shuts down', async () => {
-    await k.create('Volume', {
-      metadata: {
-        name: 'stopheld',
-        namespace: NS,
-        finalizers: [HOST_FINALIZER, VOLUME_PROTECTION_FINALIZER],
-      },
-      spec: { nodeName: NODE, pool: 'images', capacity: '1Gi' },
-    });
-    await k.patchStatus('Volume', NS, 'stopheld', { phase: 'Available', path: STOP_HELD_PATH });
-    await k.create<VirtualMachine>('VirtualMachine', {
-      metadata: { name: 'stopper', namespace: NS },
-      spec: {
-        nodeName: NODE,
-        domainType: 'qemu',
-        vcpus: 1,
-        memory: '128Mi',
-        disks: [{ name: 'data', volume: 'stopheld' }],
-      },
-    });
-    await converge(ctx, reconcileVirtualMachine, key('stopper'), {
-      until: stored('stopper', (v) => condition(v, 'Ready')?.status === 'True'),
-    });
+    await runningWithVolume('stopheld', STOP_HELD_PATH, 'stopper', 'data');
     // One apply drops the disk and asks for a restart. The pass that sends the ACPI request
     // takes no live detach (the domain is being stopped) and writes this status: the new
     // generation observed, ShutdownRequested, and neither DetachRequested nor RestartRequired.
