@@ -182,9 +182,19 @@ function interfacesOf(
     .map(({ name, mac }) => {
       const entry: VirtualMachineStatusInterface = { name, macAddress: mac };
       const ips = d.addresses.get(mac);
-      if (ips && ips.length > 0) entry.ipAddresses = [...ips];
+      if (ips && ips.length > 0) entry.ipAddresses = [...ips].sort(addressOrder);
       return entry;
     });
+}
+
+/**
+ * IPv4 before IPv6, then as strings. The IP printer column shows an interface's first address,
+ * and a user expects the IPv4 one there, as kubectl shows a Pod's; sorted as strings only, a
+ * global IPv6 address (2001:db8::5) comes before an IPv4 one such as 203.0.113.5.
+ */
+export function addressOrder(a: string, b: string): number {
+  const family = (ip: string) => (isIPv6(ip.split('/')[0]!) ? 6 : 4);
+  return family(a) - family(b) || (a < b ? -1 : a > b ? 1 : 0);
 }
 
 function startedAtOf(input: StatusInput): string | undefined {

@@ -82,7 +82,7 @@ describe('machineStatus', () => {
       vcpus: { current: 1, max: 4 },
       memory: { target: '256Mi', actual: '200000Ki' },
       interfaces: [
-        { name: 'eth0', macAddress: mac0, ipAddresses: ['192.168.150.10', '10.0.0.2'] },
+        { name: 'eth0', macAddress: mac0, ipAddresses: ['10.0.0.2', '192.168.150.10'] },
         { name: 'eth1', macAddress: mac1 },
         { name: 'eth2', macAddress: mac2 },
       ],
@@ -227,6 +227,18 @@ describe('machineStatus', () => {
     expect(
       machineStatus(input({ observed: ours({ config: fewer }) })).interfaces?.map((i) => i.name),
     ).toEqual(['eth0', 'eth2']);
+  });
+
+  // The IP printer column reads .status.interfaces[0].ipAddresses[0].
+  it("lists an interface's IPv4 addresses before its IPv6 ones, all of them", () => {
+    const addresses = new Map([[mac0!, ['2001:db8::5', '203.0.113.5', '10.0.0.2', 'fd00::7']]]);
+    const status = machineStatus(input({ observed: ours({ config: doc, addresses }) }));
+    expect(status.interfaces?.[0]?.ipAddresses).toEqual([
+      '10.0.0.2',
+      '203.0.113.5',
+      '2001:db8::5',
+      'fd00::7',
+    ]);
   });
 
   describe('startedAt and restartCount', () => {
