@@ -395,6 +395,23 @@ describe('machineStatus', () => {
       expect(status.phase).toBe(phase);
       expect(conditionOf(status, 'Ready')).toMatchObject({ status: ready, reason });
     });
+
+    // libvirt's test driver cannot put a domain in pmsuspended, so only this tier sees it.
+    it('reports a guest suspended to RAM by its OS as Paused, not Running, and says why', () => {
+      const suspended = ours({ config: doc, power: { state: 'pmsuspended', reason: 'unknown' } });
+      const status = machineStatus(input({ observed: suspended }));
+      expect(status.phase).toBe('Paused');
+      const why = expect.stringContaining('suspended itself to RAM (pmsuspended)');
+      for (const type of ['Ready', 'Paused']) {
+        expect(conditionOf(status, type)).toMatchObject({
+          status: type === 'Ready' ? 'False' : 'True',
+          reason: 'GuestSuspended',
+          message: why,
+        });
+      }
+      // It wakes up by itself: waiting (kstatus InProgress), not a fault only a user fixes.
+      expect(conditionOf(status, 'Stalled')?.status).toBe('False');
+    });
   });
 
   it('names the pending fields and how they will apply in RestartRequired', () => {
