@@ -214,6 +214,8 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   Restarting: 'transient',
   Crashed: 'transient',
   Paused: 'transient',
+  // A guest suspended to RAM by its OS: it wakes by itself (a timer, a key, Wake-on-LAN).
+  GuestSuspended: 'transient',
   InUse: 'transient',
   VolumesRemain: 'transient',
   NodesNotReady: 'transient',

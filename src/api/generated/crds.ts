@@ -1127,7 +1127,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
                   },
                   "ipAddresses": {
                     "type": "array",
-                    "description": "IP addresses learned for this interface (e.g. from DHCP leases).",
+                    "description": "IP addresses learned for this interface (e.g. from DHCP leases), IPv4 ones first: the IP printer column shows the first interface's first.",
                     "maxItems": 16,
                     "x-kubernetes-list-type": "atomic",
                     "items": {

@@ -526,7 +526,8 @@ export interface VirtualMachineStatusInterface {
    */
   macAddress?: string;
   /**
-   * IP addresses learned for this interface (e.g. from DHCP leases).
+   * IP addresses learned for this interface (e.g. from DHCP leases), IPv4 ones first: the IP
+   * printer column shows the first interface's first.
    */
   ipAddresses?: string[];
 }

@@ -3,8 +3,8 @@
 // spec.runStrategy asks, applies memory and vCPU changes live, and reports what it observes.
 import type { Volume } from '../../api/generated/types.js';
 import { keyOf } from '../context.js';
-import { INDEX_NETWORK, INDEX_VOLUME, partOfVm, vmIndexes } from '../indexes.js';
-import type { ControllerModule } from '../module.js';
+import { INDEX_MAC, INDEX_NETWORK, INDEX_VOLUME, partOfVm, vmIndexes, vmMacs } from '../indexes.js';
+import { changed, type ControllerModule, type Trigger } from '../module.js';
 import { reconcileVirtualMachine } from './reconcile.js';
 
 export { reconcileVirtualMachine } from './reconcile.js';
@@ -40,8 +40,24 @@ export const virtualMachine: ControllerModule = {
     },
     // A running restore holds its machine back; the machine goes on once it ends.
     { from: 'VirtualMachineRestore', keys: (c) => partOfVm(c.obj) },
+    // MACAddressInUse: a machine held back by another's claim on its MAC, or by the other's
+    // running guest, is judged again as soon as that one lets go (deleted, its MAC or network
+    // changed, its guest stopped: its status write), not only on its backoff (up to 5 min).
+    { from: 'VirtualMachine', keys: sharingAMac },
   ],
 };
+
+/**
+ * The other machines with a MAC the changed machine has, before or after the change. Any
+ * change of it wakes them, status writes included: its stop is one, and machines sharing a
+ * MAC are rare (one of them is held back), so the extra passes cost little.
+ */
+function sharingAMac(...[c, cache]: Parameters<Trigger['keys']>): string[] {
+  const self = keyOf(c.obj);
+  const macs = new Set(changed(c).flatMap((m) => vmMacs(m)));
+  const keys = [...macs].flatMap((mac) => cache.keysByIndex('VirtualMachine', INDEX_MAC, mac));
+  return [...new Set(keys)].filter((key) => key !== self);
+}
 
 /** The Volume an overlay is layered on, as an index key ("namespace/name"). */
 function baseOf(vol: Volume): string[] {

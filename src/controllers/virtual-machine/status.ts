@@ -47,6 +47,15 @@ const WAITING_REASONS = new Set(['VolumeNotReady', 'NetworkNotReady']);
 /** libvirt's reasons for a pause that does not end by itself and that the operator leaves. */
 const STUCK_PAUSES = new Set(['ioerror', 'watchdog', 'crashed', 'postcopy_failed']);
 
+/**
+ * A guest the guest OS suspended to RAM (libvirt's pmsuspended): the operator neither wakes it
+ * nor calls it running. It wakes by itself (a wake-up source in the guest) or when a user asks.
+ */
+const GUEST_SUSPENDED = 'GuestSuspended';
+const GUEST_SUSPENDED_MESSAGE =
+  'the guest suspended itself to RAM (pmsuspended); it runs again when it wakes up: by a ' +
+  'wake-up source of its own, or virsh dompmwakeup';
+
 /** A domain with our name or UUID that this object did not create: reported, never adopted. */
 export function nameConflict(observed: ForeignDomain, nodeName: string): Problem {
   const owner = observed.stamp
@@ -182,9 +191,19 @@ function interfacesOf(
     .map(({ name, mac }) => {
       const entry: VirtualMachineStatusInterface = { name, macAddress: mac };
       const ips = d.addresses.get(mac);
-      if (ips && ips.length > 0) entry.ipAddresses = [...ips];
+      if (ips && ips.length > 0) entry.ipAddresses = [...ips].sort(addressOrder);
       return entry;
     });
+}
+
+/**
+ * IPv4 before IPv6, then as strings. The IP printer column shows an interface's first address,
+ * and a user expects the IPv4 one there, as kubectl shows a Pod's; sorted as strings only, a
+ * global IPv6 address (2001:db8::5) comes before an IPv4 one such as 203.0.113.5.
+ */
+export function addressOrder(a: string, b: string): number {
+  const family = (ip: string) => (isIPv6(ip.split('/')[0]!) ? 6 : 4);
+  return family(a) - family(b) || (a < b ? -1 : a > b ? 1 : 0);
 }
 
 function startedAtOf(input: StatusInput): string | undefined {
@@ -213,6 +232,9 @@ function phaseOf(input: StatusInput): Phase {
     if ((shutdown && !stopWithdrawn(vm, shutdown)) || state === 'shutdown') return 'Stopping';
     if (state === 'paused' && reason === 'starting_up') return 'Starting';
     if (state === 'paused') return 'Paused';
+    // Suspended to RAM by the guest OS: its vCPUs do not run, as when paused, and it is on its
+    // way nowhere until it wakes (Ready says GuestSuspended).
+    if (state === 'pmsuspended') return 'Paused';
     return 'Running';
   }
   if (problem?.reason === 'StartFailed') return 'Failed';
@@ -350,6 +372,7 @@ function readyCondition(input: StatusInput): ConditionUpdate {
         );
       }
       if (state === 'paused') return no('Paused', `the domain is paused (${reason})`);
+      if (state === 'pmsuspended') return no(GUEST_SUSPENDED, GUEST_SUSPENDED_MESSAGE);
       return no(
         'NotRunning',
         `the domain is ${state} (${reason}); runStrategy ${strategy} wants it running`,
@@ -421,6 +444,14 @@ function restartRequiredCondition(input: StatusInput): ConditionUpdate {
 function pausedCondition(input: StatusInput): ConditionUpdate {
   const { observed, vm } = input;
   const power = observed.state === 'ours' && observed.active ? observed.power : undefined;
+  if (power?.state === 'pmsuspended') {
+    return {
+      type: 'Paused',
+      status: 'True',
+      reason: GUEST_SUSPENDED,
+      message: GUEST_SUSPENDED_MESSAGE,
+    };
+  }
   const isPaused = power?.state === 'paused' && power.reason !== 'starting_up';
   const invalid = invalidPauseValue(vm);
   if (invalid !== undefined) {

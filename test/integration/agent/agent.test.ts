@@ -59,7 +59,13 @@ interface Obj {
     phase?: string;
     observedGeneration?: number;
     restartCount?: number;
-    conditions?: Array<{ type: string; status: string; reason?: string; message?: string }>;
+    conditions?: Array<{
+      type: string;
+      status: string;
+      reason?: string;
+      message?: string;
+      lastTransitionTime?: string;
+    }>;
     memory?: { target?: string };
     vcpus?: { current?: number };
     nodes?: Array<{ nodeName: string; conditions?: Array<{ type: string; status: string }> }>;
@@ -235,6 +241,63 @@ describe('the agent converges a host on the declared objects', () => {
     const state = await (await conn.lookupDomainByUUIDString(vm.metadata.uid)).getState();
     expect(state.stateName).toBe('shutoff');
     expect(state.reasonName).toBe('shutdown');
+  });
+
+  // MACAddressInUse: the machine held back used to wait for its backoff (as long as it had
+  // been waiting, up to 5 min) after the holder let go; the holder's deletion now wakes it.
+  it("starts a machine held back by another's MAC as soon as that machine is deleted", async () => {
+    const mac = '52:54:00:7e:57:01';
+    const machine = (name: string) => `
+apiVersion: virt.dev/v1alpha1
+kind: VirtualMachine
+metadata: {name: ${name}, namespace: default}
+spec:
+  nodeName: ${NODE}
+  vcpus: 1
+  memory: 64Mi
+  interfaces: [{name: eth0, network: lab, macAddress: "${mac}"}]
+`;
+    const apply = async (name: string) => {
+      const applied = await cp().kubectl(['apply', '-f', '-'], { input: machine(name) });
+      expect(applied.code, applied.stderr).toBe(0);
+    };
+    await apply('mac-first');
+    await until('the first machine Ready', async () =>
+      ready(await getJSON<Obj>(cp(), ['vm', 'mac-first'])),
+    );
+    await apply('mac-second');
+    const held = await until('the second machine held back', async () => {
+      const o = await getJSON<Obj>(cp(), ['vm', 'mac-second']);
+      const i = o.status?.conditions?.findIndex((c) => c.type === 'Synced') ?? -1;
+      return o.status?.conditions?.[i]?.reason === 'MACAddressInUse' && i + 1;
+    });
+    // Held back for an hour, as Synced's lastTransitionTime (the backoff's memory) says: the
+    // pass this write wakes schedules the next retry 5 min away, and a deletion that wakes
+    // nothing leaves it there.
+    const hourAgo = new Date(Date.now() - 3_600_000).toISOString().replace(/\.\d+Z$/, 'Z');
+    const patch = [
+      { op: 'replace', path: `/status/conditions/${held - 1}/lastTransitionTime`, value: hourAgo },
+    ];
+    const patched = await cp().kubectl([
+      'patch',
+      'vm',
+      'mac-second',
+      '--subresource=status',
+      '--type=json',
+      '-p',
+      JSON.stringify(patch),
+    ]);
+    expect(patched.code, patched.stderr).toBe(0);
+    await new Promise((r) => setTimeout(r, 2_000));
+    const deleted = await cp().kubectl(['delete', 'vm/mac-first', '--wait=false']);
+    expect(deleted.code, deleted.stderr).toBe(0);
+    await until(
+      'the second machine Ready',
+      async () => ready(await getJSON<Obj>(cp(), ['vm', 'mac-second'])),
+      20_000,
+    );
+    const gone = await cp().kubectl(['delete', 'vm/mac-second', '--wait=true', '--timeout=60s']);
+    expect(gone.code, gone.stderr).toBe(0);
   });
 
   it('leaves the host as it found it after everything is deleted, but keeps a Retain volume', async () => {

@@ -82,7 +82,7 @@ describe('machineStatus', () => {
       vcpus: { current: 1, max: 4 },
       memory: { target: '256Mi', actual: '200000Ki' },
       interfaces: [
-        { name: 'eth0', macAddress: mac0, ipAddresses: ['192.168.150.10', '10.0.0.2'] },
+        { name: 'eth0', macAddress: mac0, ipAddresses: ['10.0.0.2', '192.168.150.10'] },
         { name: 'eth1', macAddress: mac1 },
         { name: 'eth2', macAddress: mac2 },
       ],
@@ -227,6 +227,18 @@ describe('machineStatus', () => {
     expect(
       machineStatus(input({ observed: ours({ config: fewer }) })).interfaces?.map((i) => i.name),
     ).toEqual(['eth0', 'eth2']);
+  });
+
+  // The IP printer column reads .status.interfaces[0].ipAddresses[0].
+  it("lists an interface's IPv4 addresses before its IPv6 ones, all of them", () => {
+    const addresses = new Map([[mac0!, ['2001:db8::5', '203.0.113.5', '10.0.0.2', 'fd00::7']]]);
+    const status = machineStatus(input({ observed: ours({ config: doc, addresses }) }));
+    expect(status.interfaces?.[0]?.ipAddresses).toEqual([
+      '10.0.0.2',
+      '203.0.113.5',
+      '2001:db8::5',
+      'fd00::7',
+    ]);
   });
 
   describe('startedAt and restartCount', () => {
@@ -382,6 +394,23 @@ describe('machineStatus', () => {
       const status = machineStatus(input(over));
       expect(status.phase).toBe(phase);
       expect(conditionOf(status, 'Ready')).toMatchObject({ status: ready, reason });
+    });
+
+    // libvirt's test driver cannot put a domain in pmsuspended, so only this tier sees it.
+    it('reports a guest suspended to RAM by its OS as Paused, not Running, and says why', () => {
+      const suspended = ours({ config: doc, power: { state: 'pmsuspended', reason: 'unknown' } });
+      const status = machineStatus(input({ observed: suspended }));
+      expect(status.phase).toBe('Paused');
+      const why = expect.stringContaining('suspended itself to RAM (pmsuspended)');
+      for (const type of ['Ready', 'Paused']) {
+        expect(conditionOf(status, type)).toMatchObject({
+          status: type === 'Ready' ? 'False' : 'True',
+          reason: 'GuestSuspended',
+          message: why,
+        });
+      }
+      // It wakes up by itself: waiting (kstatus InProgress), not a fault only a user fixes.
+      expect(conditionOf(status, 'Stalled')?.status).toBe('False');
     });
   });
 

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { VirtKind } from '../../../../src/api/generated/crds.js';
 import type { VirtualMachine } from '../../../../src/api/generated/types.js';
 import type { KubeObject } from '../../../../src/controllers/context.js';
+import type { CacheChange } from '../../../../src/runtime/cache.js';
 import { INDEX_UUID, vmIndexes } from '../../../../src/controllers/indexes.js';
 import type { KeyLookup, Trigger } from '../../../../src/controllers/module.js';
 import { virtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
@@ -13,6 +14,8 @@ function named(name: string, namespace: string, spec: Parameters<typeof vm>[0]):
   return m;
 }
 
+const MAC = '52:54:00:0a:bc:01';
+
 // This node's cache: the agent's field selector (spec.nodeName) keeps other nodes' machines out.
 const machines = [
   named('a', 'prod', {
@@ -22,6 +25,13 @@ const machines = [
   named('b', 'prod', { boot: { kernel: { volume: 'root' } } }),
   named('c', 'test', { disks: [{ name: 'root', volume: 'root', bus: 'virtio', readOnly: false }] }),
   named('e', 'prod', { uuid: '6695eb01-f6a4-8304-79aa-97f2502e193f' }),
+  // Two machines with one MAC (as users write it, in either case): the later one waits.
+  named('holder', 'prod', {
+    interfaces: [{ name: 'eth0', network: 'lab2', model: 'virtio', macAddress: MAC }],
+  }),
+  named('waiter', 'test', {
+    interfaces: [{ name: 'nic', network: 'lab2', model: 'virtio', macAddress: MAC.toUpperCase() }],
+  }),
 ];
 
 /** The cache's index lookup over the machines above, using the module's real indexes. */
@@ -37,12 +47,14 @@ const cache: KeyLookup = {
 };
 
 /** The machine keys a change of `from` wakes, over every trigger the module declares for it. */
-function woken(from: Trigger['from'], obj: KubeObject): string[] {
+function wokenBy(from: Trigger['from'], change: CacheChange<KubeObject>): string[] {
   return virtualMachine.triggers
     .filter((t) => t.from === from)
-    .flatMap((t) => t.keys({ type: 'added', obj }, cache))
+    .flatMap((t) => t.keys(change, cache))
     .sort();
 }
+
+const woken = (from: Trigger['from'], obj: KubeObject) => wokenBy(from, { type: 'added', obj });
 
 describe('which machines a change wakes (the VirtualMachine module triggers)', () => {
   it('for a Volume: the machines in its namespace using it as disk or kernel', () => {
@@ -71,6 +83,20 @@ describe('which machines a change wakes (the VirtualMachine module triggers)', (
   it('for a VirtualMachineRestore: its machine', () => {
     const restore = { metadata: { name: 'r', namespace: 'prod' }, spec: { vmName: 'a' } };
     expect(woken('VirtualMachineRestore', restore)).toEqual(['prod/a']);
+  });
+
+  // MACAddressInUse: the machine held back goes on when the holder lets go of the MAC.
+  it('for a VirtualMachine: the other machines with a MAC it has or had', () => {
+    const holder = machines.find((m) => m.metadata.name === 'holder')!;
+    expect(woken('VirtualMachine', holder)).toEqual(['test/waiter']);
+    expect(wokenBy('VirtualMachine', { type: 'deleted', obj: holder })).toEqual(['test/waiter']);
+    // Its MAC changed: the old one is the one the waiting machine wants.
+    const renumbered = structuredClone(holder);
+    renumbered.spec.interfaces![0]!.macAddress = '52:54:00:0a:bc:02';
+    const change = { type: 'updated' as const, obj: renumbered, old: holder };
+    expect(wokenBy('VirtualMachine', change)).toEqual(['test/waiter']);
+    // A machine nobody shares a MAC with wakes nobody, itself included.
+    expect(woken('VirtualMachine', machines[0]!)).toEqual([]);
   });
 
   it('for a domain event: the machine whose UUID (spec.uuid or uid) the domain carries', () => {
