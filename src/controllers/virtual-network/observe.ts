@@ -10,7 +10,7 @@ import {
   ConnectListAllNetworksFlags,
   NetworkXMLFlags,
 } from '../../libvirt/constants.js';
-import { isNotFound, isUnsupported } from '../../libvirt/errors.js';
+import { isUnsupported } from '../../libvirt/errors.js';
 import type { Network } from '../../libvirt/network.js';
 import { stampOf, type OwnershipStamp } from '../../ownership/metadata.js';
 import { domainNetworks } from '../../libvirt/xml/domain.js';
@@ -70,6 +70,7 @@ function foreign(network: Network, stamp: OwnershipStamp | undefined): ForeignNe
 }
 
 const absentOn = absentIfNotFound('network');
+const absentDomain = absentIfNotFound('domain');
 
 async function describe(network: Network, vnet: VirtualNetwork): Promise<ObservedNetwork> {
   const xml = await network.getXMLDesc();
@@ -154,11 +155,6 @@ export async function runningUsers(
     }
   }
   return [...users].sort();
-}
-
-function absentDomain(err: unknown): undefined {
-  if (isNotFound(err, 'domain')) return undefined;
-  throw err;
 }
 
 /**
