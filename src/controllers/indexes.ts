@@ -33,15 +33,20 @@ export function hostUUID(obj: KubeObject & { spec?: { uuid?: string } }): string
   return obj.spec?.uuid ?? obj.metadata.uid;
 }
 
-/** VirtualMachine -> "namespace/volume" of every Volume it uses (disks, kernel, initrd). */
-export function vmVolumes(vm: VmLike): string[] {
-  const ns = vm.metadata.namespace ?? '';
+/** The names of every Volume a VirtualMachine uses (disks, kernel, initrd), each once. */
+export function vmVolumeNames(vm: VmLike): string[] {
   const names = [
     ...(vm.spec?.disks ?? []).map((d) => d.volume),
     vm.spec?.boot?.kernel?.volume,
     vm.spec?.boot?.initrd?.volume,
   ].filter((n): n is string => typeof n === 'string');
-  return [...new Set(names)].map((n) => `${ns}/${n}`);
+  return [...new Set(names)];
+}
+
+/** VirtualMachine -> "namespace/volume" of every Volume it uses (disks, kernel, initrd). */
+export function vmVolumes(vm: VmLike): string[] {
+  const ns = vm.metadata.namespace ?? '';
+  return vmVolumeNames(vm).map((n) => `${ns}/${n}`);
 }
 
 /** The MACs a machine's interfaces get: spec.macAddress, else the default from uid and name. */

@@ -17,7 +17,7 @@ import {
   type ControllerContext,
   type KindReconcile,
 } from '../context.js';
-import { INDEX_MAC, INDEX_NETWORK, INDEX_SOURCE_VOLUME } from '../indexes.js';
+import { INDEX_MAC, INDEX_NETWORK, INDEX_SOURCE_VOLUME, vmVolumeNames } from '../indexes.js';
 import {
   deleteRestoresOf,
   deleteSnapshotsOf,
@@ -435,13 +435,8 @@ async function volumesElsewhere(
   ctx: ControllerContext,
 ): Promise<Map<string, Volume>> {
   const namespace = String(vm.metadata.namespace);
-  const names = new Set([
-    ...(vm.spec.disks ?? []).map((d) => d.volume),
-    ...(vm.spec.boot ? [vm.spec.boot.kernel.volume] : []),
-    ...(vm.spec.boot?.initrd ? [vm.spec.boot.initrd.volume] : []),
-  ]);
   const found = new Map<string, Volume>();
-  for (const name of names) {
+  for (const name of vmVolumeNames(vm)) {
     if (ctx.get<Volume>('Volume', namespace, name)) continue;
     const vol = await ctx.getFromServer<Volume>('Volume', namespace, name);
     if (vol && vol.spec.nodeName !== ctx.nodeName) found.set(name, vol);
