@@ -49,7 +49,8 @@ const STUCK_PAUSES = new Set(['ioerror', 'watchdog', 'crashed', 'postcopy_failed
 
 /**
  * A guest the guest OS suspended to RAM (libvirt's pmsuspended): the operator neither wakes it
- * nor calls it running. It wakes by itself (a wake-up source in the guest) or when a user asks.
+ * to make it Ready nor calls it running. It wakes by itself (a wake-up source in the guest) or
+ * when a user asks; the operator wakes it only to stop it (awakeFirst in plan.ts).
  */
 const GUEST_SUSPENDED = 'GuestSuspended';
 const GUEST_SUSPENDED_MESSAGE =
@@ -646,6 +647,13 @@ export function stepEvents(
                 message: `started domain ${name} on node ${nodeName}`,
               },
         );
+        break;
+      case 'wakeup':
+        events.push({
+          type: 'Normal',
+          reason: 'WokenUp',
+          message: `woke the guest from suspend to RAM (pmsuspended) so that it can answer the ACPI shutdown request`,
+        });
         break;
       case 'shutdown':
         events.push({
