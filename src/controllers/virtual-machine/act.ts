@@ -29,6 +29,7 @@ import {
   isLibvirtError,
   isNotFound,
   isOutOfPciSlots,
+  isRefusedDefinition,
   isTimeout,
   isUnsupported,
 } from '../../libvirt/errors.js';
@@ -409,9 +410,19 @@ async function goalHolds(domain: Domain, step: MachineStep): Promise<boolean> {
   }
 }
 
+/**
+ * A start libvirt refuses for the definition itself (isRefusedDefinition) is StartRefused:
+ * Stalled, so GitOps tools fail with libvirt's message instead of waiting for their timeout.
+ * It is still retried at the usual backoff, so a fix on the host (a newer QEMU, another CPU)
+ * is picked up; a new generation is tried at once. Other start failures stay StartFailed.
+ */
 function refusal(step: MachineStep, err: { message: string }): StepFailure {
   const reason =
-    step.op === 'define' && isAlreadyExists(err) ? 'NameConflict' : FAILURE_REASON[step.op];
+    step.op === 'define' && isAlreadyExists(err)
+      ? 'NameConflict'
+      : step.op === 'start' && isRefusedDefinition(err)
+        ? 'StartRefused'
+        : FAILURE_REASON[step.op];
   return { step, reason, message: describe(step, err.message) };
 }
 

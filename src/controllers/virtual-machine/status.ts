@@ -238,7 +238,7 @@ function phaseOf(input: StatusInput): Phase {
     if (state === 'pmsuspended') return 'Paused';
     return 'Running';
   }
-  if (problem?.reason === 'StartFailed') return 'Failed';
+  if (problem?.reason === 'StartFailed' || problem?.reason === 'StartRefused') return 'Failed';
   // Held off, not on its way up: a start would write a base image under its overlays.
   if (problem?.reason === 'VolumeHasOverlays') return 'Stopped';
   if (shutdown === 'RestartToApplyChanges' || shutdown === 'RestartRequested') return 'Starting';

@@ -471,6 +471,80 @@ describe('an interface its restarted network lost', () => {
   });
 });
 
+describe('a start libvirt refuses', () => {
+  const start = {
+    op: 'start',
+    kind: 'initial',
+    after: { state: 'shutoff', reason: 'unknown' },
+  } as const;
+  const refusing = (code: number, message: string) =>
+    ({
+      create: () =>
+        Promise.reject(
+          new LibvirtError(message, { code, domain: ErrorDomain.VIR_FROM_QEMU, level: 2 }),
+        ),
+      isActive: () => Promise.resolve(false),
+    }) as unknown as Domain;
+
+  /** The pass's Ready, Reconciling and Stalled after a start that failed with `code`. */
+  async function afterStart(code: number, message: string) {
+    const outcome = await actMachine({} as Connect, refusing(code, message), [start]);
+    const status = machineStatus({
+      vm: vm(),
+      nodeName: 'node-a',
+      now: NOW,
+      observed: ours({ active: false, config: desired(vm()) }),
+      problem: outcome.failure,
+      shutdown: undefined,
+      started: undefined,
+      pending: [],
+      restartsCounted: 0,
+    });
+    const condition = (type: string) => status.conditions?.find((c) => c.type === type);
+    return {
+      phase: status.phase,
+      ready: condition('Ready'),
+      reconciling: condition('Reconciling')?.status,
+      stalled: condition('Stalled')?.status,
+    };
+  }
+
+  it("is Stalled (kstatus Failed) with libvirt's message when the definition is what it refuses", async () => {
+    // What QEMU's driver says at start for a CPU mode software emulation cannot give (measured
+    // with virsh on this host's libvirt 9.0): no retry can change it, only the spec or the host.
+    const said =
+      "unsupported configuration: CPU mode 'host-passthrough' for x86_64 qemu domain on " +
+      'x86_64 host is not supported by hypervisor';
+    expect(await afterStart(ErrorCode.VIR_ERR_CONFIG_UNSUPPORTED, said)).toEqual({
+      phase: 'Failed',
+      ready: expect.objectContaining({
+        status: 'False',
+        reason: 'StartRefused',
+        message: `libvirt could not start the domain: ${said}`,
+      }),
+      reconciling: 'False',
+      stalled: 'True',
+    });
+    for (const code of [ErrorCode.VIR_ERR_CPU_INCOMPATIBLE, ErrorCode.VIR_ERR_XML_ERROR]) {
+      expect((await afterStart(code, 'no')).stalled).toBe('True');
+    }
+  });
+
+  it('stays Reconciling (kstatus InProgress) when it may pass on a retry', async () => {
+    // QEMU exiting at once (a disk locked by another running machine), a file not there yet.
+    const lock = 'internal error: qemu unexpectedly closed the monitor: Failed to get "write" lock';
+    expect(await afterStart(ErrorCode.VIR_ERR_INTERNAL_ERROR, lock)).toMatchObject({
+      phase: 'Failed',
+      ready: { reason: 'StartFailed' },
+      reconciling: 'True',
+      stalled: 'False',
+    });
+    expect((await afterStart(ErrorCode.VIR_ERR_SYSTEM_ERROR, 'no such file')).stalled).toBe(
+      'False',
+    );
+  });
+});
+
 describe('stopping a guest its OS suspended to RAM (pmsuspended)', () => {
   const suspended = { active: true, state: 'pmsuspended', reason: 'unknown', id: 7 };
 
