@@ -184,6 +184,9 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   // The downloaded image is not the one the spec pins: retrying fetches the same bytes.
   ChecksumMismatch: 'stalled',
   FormatMismatch: 'stalled',
+  // A machine whose start libvirt refuses for its definition (a configuration this host's
+  // QEMU cannot run): retried with backoff, but only a change of the spec or the host helps.
+  StartRefused: 'stalled',
   // Waiting on other objects, on libvirt or on the guest: resolves without a user.
   NotCreated: 'transient',
   Creating: 'transient',

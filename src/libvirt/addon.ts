@@ -194,7 +194,7 @@ export interface DomainCalls
   extends
     DefinedCalls<DomainHandle>,
     Record<
-      'create' | 'shutdown' | 'reboot' | 'reset' | 'destroy' | 'undefine',
+      'create' | 'shutdown' | 'reboot' | 'reset' | 'destroy' | 'undefine' | 'pmWakeup',
       FlagsCall<DomainHandle, void>
     >,
     Record<'suspend' | 'resume', Call0<DomainHandle, void>>,

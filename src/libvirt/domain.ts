@@ -165,6 +165,14 @@ export class Domain extends DefinedObject<DomainHandle, DomainCalls> {
     return native.domain.resume(this[HANDLE], this.timeout(opts));
   }
 
+  /**
+   * Wakes a guest its OS suspended to RAM (virDomainPMWakeup; QEMU's system_wakeup). libvirt
+   * reports the domain running again once QEMU's WAKEUP event arrives, a moment after the call.
+   */
+  pmWakeup(opts?: CallOptions): Promise<void> {
+    return native.domain.pmWakeup(this[HANDLE], 0, this.timeout(opts));
+  }
+
   /** virDomainSetMemoryFlags; kib in KiB, flags: DomainMemoryModFlags. */
   setMemoryFlags(kib: number | bigint, flags = 0, opts?: CallOptions): Promise<void> {
     return native.domain.setMemoryFlags(this[HANDLE], kib, flags, this.timeout(opts));

@@ -138,6 +138,28 @@ export function isTimeout(err: unknown): boolean {
   return isLibvirtError(err) && err.code === ErrorCode.VIR_ERR_OPERATION_TIMEOUT;
 }
 
+/**
+ * libvirt or the hypervisor refuses what the definition asks for, so repeating the call changes
+ * nothing until the definition or the host does: a configuration this QEMU or host cannot run
+ * (VIR_ERR_CONFIG_UNSUPPORTED, e.g. "CPU mode 'host-passthrough' for x86_64 qemu domain ... is
+ * not supported by hypervisor", raised at start), a guest CPU the host CPU lacks features of,
+ * invalid XML or arguments, an operation the driver lacks. Failures of the moment (QEMU exiting
+ * early: INTERNAL_ERROR, a file or network not there yet, a lock another machine holds) are not.
+ */
+export function isRefusedDefinition(err: unknown): boolean {
+  return hasCode(err, [
+    ErrorCode.VIR_ERR_CONFIG_UNSUPPORTED,
+    ErrorCode.VIR_ERR_CPU_INCOMPATIBLE,
+    ErrorCode.VIR_ERR_XML_ERROR,
+    ErrorCode.VIR_ERR_XML_DETAIL,
+    ErrorCode.VIR_ERR_XML_INVALID_SCHEMA,
+    ErrorCode.VIR_ERR_INVALID_ARG,
+    ErrorCode.VIR_ERR_NO_SUPPORT,
+    ErrorCode.VIR_ERR_ARGUMENT_UNSUPPORTED,
+    ErrorCode.VIR_ERR_OPERATION_UNSUPPORTED,
+  ]);
+}
+
 /** The XML given was malformed or invalid for the object. */
 export function isInvalidXML(err: unknown): boolean {
   return hasCode(err, [

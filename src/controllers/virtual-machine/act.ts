@@ -29,6 +29,7 @@ import {
   isLibvirtError,
   isNotFound,
   isOutOfPciSlots,
+  isRefusedDefinition,
   isTimeout,
   isUnsupported,
 } from '../../libvirt/errors.js';
@@ -70,6 +71,7 @@ const FAILURE_REASON: Record<MachineStep['op'], string> = {
   detachDevice: 'DetachPending',
   suspend: 'PauseFailed',
   resume: 'ResumeFailed',
+  wakeup: 'WakeupFailed',
   define: 'DefineFailed',
   setMemory: 'MemoryChangeFailed',
   setVcpus: 'VcpuChangeFailed',
@@ -124,7 +126,7 @@ export async function actMachine(
       else await onDomain(target, step);
       executed.push(step);
     } catch (err) {
-      if (err instanceof CloudInitError) {
+      if (err instanceof CloudInitError || err instanceof WakeupTimeout) {
         return {
           executed,
           deferred,
@@ -220,6 +222,8 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
       return domain.suspend();
     case 'resume':
       return domain.resume();
+    case 'wakeup':
+      return wakeUp(domain);
     case 'start':
       return step.paused ? startPaused(domain) : domain.create();
     case 'shutdown':
@@ -228,6 +232,37 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
       return domain.destroy();
     case 'undefine':
       return undefine(domain, step);
+  }
+}
+
+/** How long a woken guest may take to be reported running (QEMU's WAKEUP event). */
+export const WAKEUP_WAIT_MS = 2_000;
+const WAKEUP_POLL_MS = 50;
+
+/**
+ * Wakes a guest suspended to RAM and waits until libvirt reports it running. virDomainPMWakeup
+ * returns once QEMU accepted system_wakeup; libvirt leaves pmsuspended only when QEMU's WAKEUP
+ * event arrives, and an ACPI request sent before that is refused ("domain is not running").
+ * A guest that does not wake in time is this step's failure (the ACPI request would be refused
+ * too), so the stop falls back to the destroy after the grace period.
+ */
+async function wakeUp(domain: Domain): Promise<void> {
+  await domain.pmWakeup();
+  const deadline = Date.now() + WAKEUP_WAIT_MS;
+  for (;;) {
+    const state = (await domain.getState()).stateName;
+    if (state !== 'pmsuspended') return;
+    if (Date.now() >= deadline) throw new WakeupTimeout();
+    await new Promise((resolve) => setTimeout(resolve, WAKEUP_POLL_MS));
+  }
+}
+
+class WakeupTimeout extends Error {
+  constructor() {
+    super(
+      `the guest was asked to wake up from suspend to RAM (pmsuspended) but was still ` +
+        `suspended ${WAKEUP_WAIT_MS / 1000}s later`,
+    );
   }
 }
 
@@ -364,6 +399,8 @@ async function goalHolds(domain: Domain, step: MachineStep): Promise<boolean> {
         return (await domain.getState()).stateName === 'paused';
       case 'resume':
         return (await domain.getState()).stateName !== 'paused';
+      case 'wakeup':
+        return (await domain.getState()).stateName !== 'pmsuspended';
       default:
         return false;
     }
@@ -373,9 +410,19 @@ async function goalHolds(domain: Domain, step: MachineStep): Promise<boolean> {
   }
 }
 
+/**
+ * A start libvirt refuses for the definition itself (isRefusedDefinition) is StartRefused:
+ * Stalled, so GitOps tools fail with libvirt's message instead of waiting for their timeout.
+ * It is still retried at the usual backoff, so a fix on the host (a newer QEMU, another CPU)
+ * is picked up; a new generation is tried at once. Other start failures stay StartFailed.
+ */
 function refusal(step: MachineStep, err: { message: string }): StepFailure {
   const reason =
-    step.op === 'define' && isAlreadyExists(err) ? 'NameConflict' : FAILURE_REASON[step.op];
+    step.op === 'define' && isAlreadyExists(err)
+      ? 'NameConflict'
+      : step.op === 'start' && isRefusedDefinition(err)
+        ? 'StartRefused'
+        : FAILURE_REASON[step.op];
   return { step, reason, message: describe(step, err.message) };
 }
 
@@ -386,6 +433,8 @@ function describe(step: MachineStep, libvirtMessage: string): string {
       return `libvirt refused the domain definition: ${message}`;
     case 'start':
       return `libvirt could not start the domain: ${message}`;
+    case 'wakeup':
+      return `libvirt could not wake the guest from suspend to RAM (pmsuspended): ${message}`;
     case 'setMemory':
       return `libvirt could not set the memory to ${step.kib} KiB: ${message}`;
     case 'setVcpus':

@@ -75,6 +75,8 @@ export type MachineStep =
   | { op: 'detachDevice'; device: DeviceChange; live: boolean; config: boolean; retry: boolean }
   | { op: 'suspend' }
   | { op: 'resume' }
+  /** Wakes a guest its OS suspended to RAM (pmsuspended), so that it can answer ACPI. */
+  | { op: 'wakeup' }
   | {
       op: 'define';
       doc: DomainDocument;
@@ -959,7 +961,7 @@ export function powerPlan(
           : restarting
             ? 'RestartToApplyChanges'
             : undefined;
-    if (stopFor) return resumedFirst(power, gracefulStop(vm, requested, stopFor, now));
+    if (stopFor) return awakeFirst(power, gracefulStop(vm, requested, stopFor, now));
     // Running as wanted. A Halted stop the strategy no longer asks for is not carried on (no
     // destroy), but the guest has had the ACPI request and may still act on it: until the
     // grace period after it is over, a stop of this run is the one the operator asked for (a
@@ -1053,10 +1055,24 @@ function pauseSteps(vm: VirtualMachine, power: PowerView, strategy: string): Mac
 /** libvirt's reasons for a pause that the annotation undoes (others: starting up, I/O error). */
 const RESUMABLE_PAUSES = new Set(['user', 'from_snapshot']);
 
-/** A paused guest cannot answer ACPI: it is resumed before the shutdown request. */
-function resumedFirst(power: { state: string }, plan: MachinePlan): MachinePlan {
-  if (power.state !== 'paused' || !plan.steps.some((s) => s.op === 'shutdown')) return plan;
-  return { ...plan, steps: [{ op: 'resume' }, ...plan.steps] };
+/**
+ * A guest that does not run cannot answer ACPI: a paused one is resumed first, and one its OS
+ * suspended to RAM (pmsuspended) is woken first. QEMU's driver refuses the shutdown of the
+ * latter outright ("domain is not running": qemuDomainShutdownFlagsMonitor accepts only the
+ * running state), so without the wake-up the stop would end in a destroy after the grace
+ * period: a hard power-off the user did not ask for.
+ */
+function awakeFirst(power: { state: string }, plan: MachinePlan): MachinePlan {
+  if (!plan.steps.some((s) => s.op === 'shutdown')) return plan;
+  if (power.state === 'paused') return { ...plan, steps: [{ op: 'resume' }, ...plan.steps] };
+  if (power.state === 'pmsuspended') return { ...plan, steps: [{ op: 'wakeup' }, ...plan.steps] };
+  return plan;
+}
+
+/** The ACPI request alone (a requested restart's first pass), woken first as awakeFirst says. */
+export function shutdownSteps(power: { state: string }, reason: ShutdownReason): MachineStep[] {
+  const ask: MachinePlan = { steps: [{ op: 'shutdown', reason }], shutdown: reason, waitMs: 0 };
+  return awakeFirst(power, ask).steps;
 }
 
 /**
@@ -1159,7 +1175,7 @@ export function planRemoval(
         waitMs: TRANSITION_MS,
       };
     }
-    return resumedFirst(
+    return awakeFirst(
       domain.power,
       gracefulStop(vm, requestOfThisRun(vm, { active: true, id: domain.id }), 'Deleting', now),
     );

@@ -57,6 +57,7 @@ import {
   planRemoval,
   restartPending,
   savedPending,
+  shutdownSteps,
   STOP_POLL_MS,
   TRANSITION_MS,
   withSentShutdown,
@@ -334,8 +335,7 @@ async function beginRequestedRestart(
     restartsCounted: countedRestarts(ctx, vm),
   });
   await report(ctx, vm, status, [], pending);
-  const steps: MachineStep[] = [{ op: 'shutdown', reason: 'RestartRequested' }];
-  if (domain.power.state === 'paused') steps.unshift({ op: 'resume' });
+  const steps = shutdownSteps(domain.power, 'RestartRequested');
   const outcome = await actMachine(ctx.libvirt(), domain.domain, steps);
   for (const e of stepEvents(outcome.executed, vm, ctx.nodeName, status.restartCount ?? 0)) {
     ctx.event(KIND, vm, e.type, e.reason, e.message);

@@ -49,7 +49,8 @@ const STUCK_PAUSES = new Set(['ioerror', 'watchdog', 'crashed', 'postcopy_failed
 
 /**
  * A guest the guest OS suspended to RAM (libvirt's pmsuspended): the operator neither wakes it
- * nor calls it running. It wakes by itself (a wake-up source in the guest) or when a user asks.
+ * to make it Ready nor calls it running. It wakes by itself (a wake-up source in the guest) or
+ * when a user asks; the operator wakes it only to stop it (awakeFirst in plan.ts).
  */
 const GUEST_SUSPENDED = 'GuestSuspended';
 const GUEST_SUSPENDED_MESSAGE =
@@ -237,7 +238,7 @@ function phaseOf(input: StatusInput): Phase {
     if (state === 'pmsuspended') return 'Paused';
     return 'Running';
   }
-  if (problem?.reason === 'StartFailed') return 'Failed';
+  if (problem?.reason === 'StartFailed' || problem?.reason === 'StartRefused') return 'Failed';
   // Held off, not on its way up: a start would write a base image under its overlays.
   if (problem?.reason === 'VolumeHasOverlays') return 'Stopped';
   if (shutdown === 'RestartToApplyChanges' || shutdown === 'RestartRequested') return 'Starting';
@@ -646,6 +647,13 @@ export function stepEvents(
                 message: `started domain ${name} on node ${nodeName}`,
               },
         );
+        break;
+      case 'wakeup':
+        events.push({
+          type: 'Normal',
+          reason: 'WokenUp',
+          message: `woke the guest from suspend to RAM (pmsuspended) so that it can answer the ACPI shutdown request`,
+        });
         break;
       case 'shutdown':
         events.push({

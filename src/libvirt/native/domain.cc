@@ -194,6 +194,7 @@ void ExportDomain(Napi::Env env, Napi::Object e) {
                                                 Flags{});
   k.domain.Bind<ToVoid, virDomainSuspend>("suspend", "virDomainSuspend", Dom{});
   k.domain.Bind<ToVoid, virDomainResume>("resume", "virDomainResume", Dom{});
+  k.domain.Bind<ToVoid, virDomainPMWakeup>("pmWakeup", "virDomainPMWakeup", Dom{}, Flags{});
   // Memory and vCPUs.
   k.domain.Bind<ToVoid, virDomainSetMemoryFlags>("setMemoryFlags", "virDomainSetMemoryFlags",
                                                  Dom{}, U64{"memory (KiB)"}, Flags{});

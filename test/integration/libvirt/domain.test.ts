@@ -272,6 +272,8 @@ describe('Domain error paths', () => {
     expect(isUnsupported(attach)).toBe(true);
     expect(attach.codeName).toBe('VIR_ERR_NO_SUPPORT');
     expect(isUnsupported(await rejection(d.blockResize('vda', 1024)))).toBe(true);
+    // Reaches libvirt (the test driver has no virDomainPMWakeup): the binding calls it.
+    expect((await rejection(d.pmWakeup())).message).toContain('virDomainPMWakeup');
     // Undefining with NVRAM is an unknown flag to the test driver.
     expect(isUnsupported(await rejection(d.undefine(DomainUndefineFlags.NVRAM)))).toBe(true);
     await d.create();

@@ -10,8 +10,10 @@ import {
   deviceSteps,
   newRestartRequest,
   planMachine,
+  planRemoval,
   powerPlan,
   restartPending,
+  shutdownSteps,
   shutdownRequest,
   unpluggedInterfaces,
   type MachineStep,
@@ -20,6 +22,7 @@ import {
   addressWindowOpen,
   balloonMoving,
   machineStatus,
+  stepEvents,
 } from '../../../../src/controllers/virtual-machine/status.js';
 import { actMachine } from '../../../../src/controllers/virtual-machine/act.js';
 import type { Connect } from '../../../../src/libvirt/connection.js';
@@ -466,6 +469,156 @@ describe('an interface its restarted network lost', () => {
     expect(condition?.status).toBe('True');
     expect(condition?.message).toContain(cut);
   });
+});
+
+describe('a start libvirt refuses', () => {
+  const start = {
+    op: 'start',
+    kind: 'initial',
+    after: { state: 'shutoff', reason: 'unknown' },
+  } as const;
+  const refusing = (code: number, message: string) =>
+    ({
+      create: () =>
+        Promise.reject(
+          new LibvirtError(message, { code, domain: ErrorDomain.VIR_FROM_QEMU, level: 2 }),
+        ),
+      isActive: () => Promise.resolve(false),
+    }) as unknown as Domain;
+
+  /** The pass's Ready, Reconciling and Stalled after a start that failed with `code`. */
+  async function afterStart(code: number, message: string) {
+    const outcome = await actMachine({} as Connect, refusing(code, message), [start]);
+    const status = machineStatus({
+      vm: vm(),
+      nodeName: 'node-a',
+      now: NOW,
+      observed: ours({ active: false, config: desired(vm()) }),
+      problem: outcome.failure,
+      shutdown: undefined,
+      started: undefined,
+      pending: [],
+      restartsCounted: 0,
+    });
+    const condition = (type: string) => status.conditions?.find((c) => c.type === type);
+    return {
+      phase: status.phase,
+      ready: condition('Ready'),
+      reconciling: condition('Reconciling')?.status,
+      stalled: condition('Stalled')?.status,
+    };
+  }
+
+  it("is Stalled (kstatus Failed) with libvirt's message when the definition is what it refuses", async () => {
+    // What QEMU's driver says at start for a CPU mode software emulation cannot give (measured
+    // with virsh on this host's libvirt 9.0): no retry can change it, only the spec or the host.
+    const said =
+      "unsupported configuration: CPU mode 'host-passthrough' for x86_64 qemu domain on " +
+      'x86_64 host is not supported by hypervisor';
+    expect(await afterStart(ErrorCode.VIR_ERR_CONFIG_UNSUPPORTED, said)).toEqual({
+      phase: 'Failed',
+      ready: expect.objectContaining({
+        status: 'False',
+        reason: 'StartRefused',
+        message: `libvirt could not start the domain: ${said}`,
+      }),
+      reconciling: 'False',
+      stalled: 'True',
+    });
+    for (const code of [ErrorCode.VIR_ERR_CPU_INCOMPATIBLE, ErrorCode.VIR_ERR_XML_ERROR]) {
+      expect((await afterStart(code, 'no')).stalled).toBe('True');
+    }
+  });
+
+  it('stays Reconciling (kstatus InProgress) when it may pass on a retry', async () => {
+    // QEMU exiting at once (a disk locked by another running machine), a file not there yet.
+    const lock = 'internal error: qemu unexpectedly closed the monitor: Failed to get "write" lock';
+    expect(await afterStart(ErrorCode.VIR_ERR_INTERNAL_ERROR, lock)).toMatchObject({
+      phase: 'Failed',
+      ready: { reason: 'StartFailed' },
+      reconciling: 'True',
+      stalled: 'False',
+    });
+    expect((await afterStart(ErrorCode.VIR_ERR_SYSTEM_ERROR, 'no such file')).stalled).toBe(
+      'False',
+    );
+  });
+});
+
+describe('stopping a guest its OS suspended to RAM (pmsuspended)', () => {
+  const suspended = { active: true, state: 'pmsuspended', reason: 'unknown', id: 7 };
+
+  /**
+   * A domain as QEMU's driver behaves (libvirt's test driver cannot suspend to RAM): the ACPI
+   * request is refused unless the domain runs (qemuDomainShutdownFlagsMonitor: "domain is not
+   * running"), and a wake-up is reported running only when QEMU's WAKEUP event arrives, a
+   * moment after virDomainPMWakeup returned.
+   */
+  function qemuDomain() {
+    const host = { state: 'pmsuspended', acpi: false, destroyed: false };
+    const domain = {
+      getState: () => Promise.resolve({ stateName: host.state, reasonName: 'unknown' }),
+      isActive: () => Promise.resolve(!host.destroyed),
+      pmWakeup: () => {
+        setTimeout(() => (host.state = 'running'), 20);
+        return Promise.resolve();
+      },
+      shutdown: () => {
+        if (host.state !== 'running') {
+          return Promise.reject(
+            new LibvirtError('Requested operation is not valid: domain is not running', {
+              code: ErrorCode.VIR_ERR_OPERATION_INVALID,
+              domain: ErrorDomain.VIR_FROM_QEMU,
+              level: 2,
+            }),
+          );
+        }
+        host.acpi = true;
+        return Promise.resolve();
+      },
+    } as unknown as Domain;
+    return { host, domain };
+  }
+
+  it('wakes the guest before the ACPI request for runStrategy Halted, a restart and a deletion', async () => {
+    const halted = vm({ runStrategy: 'Halted' }, { status: runningStatus() });
+    const deleting = observed(ours({ config: desired(vm()), power: suspended }));
+    const plans = [
+      powerPlan(halted, suspended, [], NOW).steps,
+      shutdownSteps(suspended, 'RestartRequested'),
+      planRemoval(vm(), deleting, [], NOW).steps,
+    ];
+    for (const steps of plans) {
+      expect(steps.map((s) => s.op)).toEqual(['wakeup', 'shutdown']);
+      const { host, domain } = qemuDomain();
+      const outcome = await actMachine({} as Connect, domain, steps);
+      expect(outcome).toMatchObject({ executed: steps, failure: undefined });
+      expect(host).toEqual({ state: 'running', acpi: true, destroyed: false });
+    }
+    // A running guest is asked as before; the wake-up is said in an Event.
+    expect(powerPlan(halted, { ...suspended, state: 'running' }, [], NOW).steps).toEqual([
+      { op: 'shutdown', reason: 'RunStrategyHalted' },
+    ]);
+    expect(stepEvents([{ op: 'wakeup' }], halted, 'node-a', 0)).toEqual([
+      expect.objectContaining({
+        reason: 'WokenUp',
+        message: expect.stringContaining('pmsuspended'),
+      }),
+    ]);
+  });
+
+  it('reports a guest that does not wake as the failure, with no ACPI request sent', async () => {
+    const { host, domain } = qemuDomain();
+    const stuck = { ...domain, pmWakeup: () => Promise.resolve() } as unknown as Domain;
+    const steps = shutdownSteps(suspended, 'RunStrategyHalted');
+    const outcome = await actMachine({} as Connect, stuck, steps);
+    expect(outcome.executed).toEqual([]);
+    expect(outcome.failure).toMatchObject({
+      reason: 'WakeupFailed',
+      message: expect.stringContaining('still suspended'),
+    });
+    expect(host.acpi).toBe(false);
+  }, 10_000);
 });
 
 describe('pause on request', () => {
