@@ -187,10 +187,17 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   // A machine whose start libvirt refuses for its definition (a configuration this host's
   // QEMU cannot run): retried with backoff, but only a change of the spec or the host helps.
   StartRefused: 'stalled',
+  // An image that is not self-contained or is cut short, though its digest is the pinned one.
+  InvalidImage: 'stalled',
+  // The import's server answers a 4xx other than 408/429: it refuses that URL, and will until
+  // someone publishes the image there or re-creates the Volume (retried with backoff meanwhile).
+  SourceRefused: 'stalled',
   // Waiting on other objects, on libvirt or on the guest: resolves without a user.
   NotCreated: 'transient',
   Creating: 'transient',
   Importing: 'transient',
+  // A transfer that may pass by itself (5xx, 408, 429, refused connection, cut stream) and a
+  // file libvirt could not make for a reason that may (no space left): retried with backoff.
   ImportFailed: 'transient',
   CreateFailed: 'transient',
   ResizeFailed: 'transient',

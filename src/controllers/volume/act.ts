@@ -11,6 +11,7 @@ import {
 } from '../../libvirt/errors.js';
 import { DomainBlockResizeFlags } from '../../libvirt/constants.js';
 import type { StorageVol } from '../../libvirt/storage.js';
+import { parsePoolXML } from '../../libvirt/xml/pool.js';
 import { buildVolumeXML } from '../../libvirt/xml/volume.js';
 import type { LiveDisk, ReadyPool } from './observe.js';
 import type { VolumeStep } from './plan.js';
@@ -106,10 +107,7 @@ export async function applyVolumeSteps(
               `by this Volume (libvirt did not list it): ${err.message}`,
           };
         } else {
-          outcome.problem = {
-            reason: 'CreateFailed',
-            message: `creating the volume failed: ${err.message}`,
-          };
+          outcome.problem = await createProblem(pool, err, step.op === 'clone');
         }
         return;
       }
@@ -179,19 +177,64 @@ export async function uploadImage(
       vol = await pool.handle.createVolumeXML(xml, 0);
     } catch (err) {
       if (!isLibvirtError(err) || isConnectionError(err)) throw err;
-      return { reason: 'CreateFailed', message: `creating the volume failed: ${err.message}` };
+      return createProblem(pool, err, false);
     }
     try {
       await vol.upload(file);
     } catch (err) {
       await vol.delete(0).catch(() => undefined);
       if (!isLibvirtError(err) || isConnectionError(err)) throw err;
-      const why = isUnsupported(err)
-        ? 'the libvirt driver on this node cannot upload volumes'
-        : 'the upload failed';
-      return { reason: 'ImportFailed', message: `${why}: ${err.message}` };
+      // A driver without uploads never gets them by retrying: for a user (Stalled), who
+      // puts the Volume in a pool of a driver that has them.
+      if (isUnsupported(err)) {
+        return {
+          reason: 'Unsupported',
+          message: `the libvirt driver on this node cannot upload volumes: ${err.message}`,
+        };
+      }
+      return { reason: 'ImportFailed', message: `the upload failed: ${err.message}` };
     }
     await pool.handle.refresh(0);
     return undefined;
   });
+}
+
+/**
+ * libvirt's (or qemu-img's) words for a file that the pool's file system will not let anyone
+ * make, whatever the retry: strerror(EROFS), and strerror(EACCES)/strerror(EPERM). libvirtd
+ * reports them as text only (qemu-img's are its stderr), in the C locale it runs in.
+ */
+const READ_ONLY = /Read-only file system/;
+const FORBIDDEN = /Permission denied|Operation not permitted/;
+
+/**
+ * Why making the volume file failed. A read-only or forbidden directory is the user's to fix
+ * (Stalled, as the pool's own PathReadOnly/PathForbidden), still retried with backoff since a
+ * remount or chmod fixes it without a spec change; anything else (no space left, a qemu-img
+ * crash...) is CreateFailed, retried, and may pass by itself. A copy's "permission denied" may
+ * be about its source, in another directory, so it is not blamed on the pool's.
+ */
+export async function createProblem(pool: ReadyPool, err: Error, copy: boolean): Promise<Problem> {
+  const readOnly = READ_ONLY.test(err.message);
+  if (!readOnly && (copy || !FORBIDDEN.test(err.message))) {
+    return { reason: 'CreateFailed', message: `creating the volume failed: ${err.message}` };
+  }
+  const dir = await pool.handle
+    .getXMLDesc(0)
+    .then((xml) => parsePoolXML(xml).target.path)
+    .catch(() => undefined);
+  const where = dir ? `pool ${pool.name}'s directory ${dir}` : `pool ${pool.name}'s directory`;
+  return readOnly
+    ? {
+        reason: 'PathReadOnly',
+        message:
+          `${where} is on a read-only file system on this node, so the volume file cannot be ` +
+          `made (${err.message}); remount it read-write, or create the Volume in another pool`,
+      }
+    : {
+        reason: 'PathForbidden',
+        message:
+          `libvirt may not write in ${where} on this node, so the volume file cannot be made ` +
+          `(${err.message}); give it write access, or create the Volume in another pool`,
+      };
 }

@@ -21,7 +21,8 @@ export interface ImageInfo {
 
 export class ImportError extends Error {
   constructor(
-    readonly reason: 'ImportFailed' | 'ChecksumMismatch' | 'FormatMismatch',
+    readonly reason:
+      'ImportFailed' | 'SourceRefused' | 'ChecksumMismatch' | 'FormatMismatch' | 'InvalidImage',
     message: string,
   ) {
     super(message);
@@ -54,26 +55,26 @@ export function sniffImage(head: Buffer, fileSize: bigint): ImageInfo | Problem 
   if (head.length >= 4 && head.readUInt32BE(0) === QCOW2_MAGIC) {
     if (head.length < 32) {
       return {
-        reason: 'ImportFailed',
+        reason: 'InvalidImage',
         message: `the image is a truncated qcow2 file (${fileSize} bytes)`,
       };
     }
     if (head.readBigUInt64BE(8) !== 0n) {
       return {
-        reason: 'ImportFailed',
+        reason: 'InvalidImage',
         message: 'the qcow2 image names a backing file; only self-contained images are imported',
       };
     }
     if (head.readUInt32BE(4) >= 3) {
       if (head.length < QCOW2_INCOMPAT_OFFSET + 8) {
         return {
-          reason: 'ImportFailed',
+          reason: 'InvalidImage',
           message: `the image is a truncated qcow2 file (${fileSize} bytes)`,
         };
       }
       if ((head.readBigUInt64BE(QCOW2_INCOMPAT_OFFSET) & QCOW2_INCOMPAT_DATA_FILE) !== 0n) {
         return {
-          reason: 'ImportFailed',
+          reason: 'InvalidImage',
           message:
             'the qcow2 image keeps its data in an external data file that it names; only ' +
             'self-contained images are imported',
@@ -149,10 +150,15 @@ export async function downloadVerified(opts: DownloadOptions): Promise<ImageInfo
       },
     );
     if (!res.ok || !res.body) {
-      throw new ImportError(
-        'ImportFailed',
-        `GET ${opts.url} answered HTTP ${res.status} ${res.statusText}`.trim(),
-      );
+      const answer = `GET ${opts.url} answered HTTP ${res.status} ${res.statusText}`.trim();
+      throw refusedStatus(res.status)
+        ? new ImportError(
+            'SourceRefused',
+            `${answer}: the server refuses this URL, and retrying does not change that; ` +
+              'publish the image there, or re-create the Volume with a URL that serves it ' +
+              '(spec.source is immutable)',
+          )
+        : new ImportError('ImportFailed', answer);
     }
     const length = Number(res.headers.get('content-length'));
     const total = Number.isSafeInteger(length) && length > 0 ? length : undefined;
@@ -191,7 +197,7 @@ export async function downloadVerified(opts: DownloadOptions): Promise<ImageInfo
     }
     const image = sniffImage(Buffer.concat(head), BigInt(done));
     if ('reason' in image) {
-      const reason = image.reason === 'FormatMismatch' ? 'FormatMismatch' : 'ImportFailed';
+      const reason = image.reason === 'FormatMismatch' ? 'FormatMismatch' : 'InvalidImage';
       throw new ImportError(reason, image.message);
     }
     if (opts.format && image.format !== opts.format) {
@@ -205,6 +211,15 @@ export async function downloadVerified(opts: DownloadOptions): Promise<ImageInfo
     await rm(opts.file, { force: true });
     throw err;
   }
+}
+
+/**
+ * A client error says the request itself is refused (not found, gone, forbidden...): the same
+ * GET gets the same answer until someone changes the server. 408 (timeout) and 429 (too many
+ * requests) are the two 4xx that say "later".
+ */
+export function refusedStatus(status: number): boolean {
+  return status >= 400 && status < 500 && status !== 408 && status !== 429;
 }
 
 function causeOf(err: unknown): string {
@@ -238,7 +253,7 @@ export type ImportJobs = Map<string, ImportJob>;
  * Reasons that judge the bytes the URL served, not the transfer: the same URL most likely
  * serves the same bytes again, and each try downloads the whole image once more.
  */
-const CONTENT_VERDICTS = new Set(['ChecksumMismatch', 'FormatMismatch']);
+const CONTENT_VERDICTS = new Set(['ChecksumMismatch', 'FormatMismatch', 'InvalidImage']);
 
 /**
  * Waits between failed downloads: 10 s, doubling, at most 5 min; after a verdict on the

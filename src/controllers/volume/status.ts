@@ -5,6 +5,7 @@
 // so it is carried over while the file cannot be observed, unless it is known to be gone.
 import {
   findCondition,
+  isStalledReason,
   progressConditions,
   removeCondition,
   setCondition,
@@ -26,18 +27,6 @@ import { requestedCapacity } from './desired.js';
 export const READY = 'Ready';
 export const DELETION_BLOCKED = 'DeletionBlocked';
 const OWN_TYPES = [READY, RESIZED, IMPORTED, DELETION_BLOCKED, 'Reconciling', 'Stalled'];
-
-/** Problems that need someone to act (Failed); the others resolve by waiting (Pending). */
-const FAILED_REASONS = new Set([
-  'NameConflict',
-  'PoolNotOnNode',
-  'PoolDeleting',
-  'SourceNotOnNode',
-  'CreateFailed',
-  'ImportFailed',
-  'ChecksumMismatch',
-  'FormatMismatch',
-]);
 
 export interface VolumeFacts {
   /** The volume file, when it exists and is ours. */
@@ -82,7 +71,9 @@ function phaseOf(
   facts: VolumeFacts,
   growTo: bigint | undefined,
 ): NonNullable<VolumeStatus['phase']> {
-  if (facts.problem) return FAILED_REASONS.has(facts.problem.reason) ? 'Failed' : 'Pending';
+  // Failed exactly when Stalled says a user must act: a failure that is retried and may pass
+  // by itself (CreateFailed, ImportFailed) read Failed beside Reconciling=True.
+  if (facts.problem) return isStalledReason(facts.problem.reason) ? 'Failed' : 'Pending';
   if (facts.importing) return 'Importing';
   if (!facts.observed || growTo !== undefined) return 'Pending';
   return facts.usedBy.length > 0 ? 'InUse' : 'Available';

@@ -56,9 +56,12 @@ beforeAll(async () => {
         res.write(raw.subarray(0, 1024), () => res.destroy());
         return;
       }
-      default:
-        res.writeHead(404);
+      default: {
+        // /status/NNN answers HTTP NNN; anything else is not found.
+        const code = /^\/status\/(\d{3})$/.exec(req.url ?? '')?.[1];
+        res.writeHead(code ? Number(code) : 404);
         return res.end();
+      }
     }
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -151,21 +154,38 @@ describe('downloadVerified', () => {
         file: target('b.img'),
       }),
     );
-    expect(backing.reason).toBe('ImportFailed');
+    expect(backing.reason).toBe('InvalidImage');
     expect(backing.message).toContain('backing file');
     const files = await readdir(path.join(dir, 'imports'));
     expect(files).not.toContain('m.img');
     expect(files).not.toContain('b.img');
   });
 
-  it('reports HTTP errors, refused connections and cut transfers as ImportFailed', async () => {
-    expect(
-      (
-        await failure(
-          downloadVerified({ url: `${base}/nope`, sha256: sha(raw), file: target('n.img') }),
-        )
-      ).message,
-    ).toContain('HTTP 404');
+  // A 4xx is the server refusing the URL (only a user changes that: Stalled); 408, 429 and
+  // 5xx say "later" (ImportFailed, Reconciling). All of them read ImportFailed before.
+  it('calls an HTTP 4xx other than 408/429 SourceRefused, naming the status and what to do', async () => {
+    for (const url of [`${base}/nope`, `${base}/status/403`, `${base}/status/410`]) {
+      const err = await failure(downloadVerified({ url, sha256: sha(raw), file: target('n.img') }));
+      expect(err.reason).toBe('SourceRefused');
+      expect(err.message).toMatch(/HTTP 4\d\d .*publish the image there, or re-create the Volume/);
+    }
+    for (const code of [408, 429, 500, 503]) {
+      const err = await failure(
+        downloadVerified({
+          url: `${base}/status/${code}`,
+          sha256: sha(raw),
+          file: target('n.img'),
+        }),
+      );
+      expect(err).toMatchObject({
+        reason: 'ImportFailed',
+        message: expect.stringContaining(`HTTP ${code}`),
+      });
+    }
+    expect(await readdir(path.join(dir, 'imports'))).not.toContain('n.img');
+  });
+
+  it('reports refused connections and cut transfers as ImportFailed', async () => {
     const closed = await new Promise<number>((r) => {
       const s = createServer().listen(0, '127.0.0.1', () => {
         const port = (s.address() as AddressInfo).port;
@@ -173,20 +193,21 @@ describe('downloadVerified', () => {
       });
     });
     expect(
-      (
-        await failure(
-          downloadVerified({
-            url: `http://127.0.0.1:${closed}/x`,
-            sha256: sha(raw),
-            file: target('x.img'),
-          }),
-        )
-      ).message,
-    ).toContain('ECONNREFUSED');
+      await failure(
+        downloadVerified({
+          url: `http://127.0.0.1:${closed}/x`,
+          sha256: sha(raw),
+          file: target('x.img'),
+        }),
+      ),
+    ).toMatchObject({ reason: 'ImportFailed', message: expect.stringContaining('ECONNREFUSED') });
     const cut = await failure(
       downloadVerified({ url: `${base}/cut.img`, sha256: sha(raw), file: target('cut.img') }),
     );
-    expect(cut.message).toContain('failed after');
+    expect(cut).toMatchObject({
+      reason: 'ImportFailed',
+      message: expect.stringContaining('failed after'),
+    });
     expect(await readdir(path.join(dir, 'imports'))).not.toContain('cut.img');
   });
 

@@ -249,6 +249,47 @@ describe('a real libvirtd with QEMU', () => {
     expect(eventsOf('disk-2')).toContain('VolumeResized');
   });
 
+  // The pool's directory made read-only after the pool started: CreateFailed, Reconciling for
+  // ever, phase Failed. Now PathReadOnly naming the directory, Stalled, still retried: a
+  // remount is picked up without touching the Volume.
+  it('says a pool directory on a read-only file system needs a user (PathReadOnly, Stalled), and picks up the remount', async () => {
+    // In the private daemon's mount namespace, where libvirt and its qemu-img make the files.
+    const inDaemon = ['-t', String(daemon.pid()), '-m'];
+    await run('nsenter', [...inDaemon, 'mount', '--bind', poolDir, poolDir]);
+    const names = ['ro-qcow2', 'ro-raw'];
+    try {
+      await run('nsenter', [...inDaemon, 'mount', '-o', 'remount,bind,ro', poolDir]);
+      await createVol('ro-qcow2', { capacity: '16Mi' });
+      await createVol('ro-raw', { capacity: '16Mi', format: 'raw' });
+      for (const name of names) {
+        await reconcileUntil(
+          ctx,
+          reconcileVolume,
+          `${NS}/${name}`,
+          async () => (await getVol(name))?.status?.conditions?.[0]?.status === 'False',
+        );
+        const status = (await getVol(name))?.status;
+        expect(status?.phase).toBe('Failed');
+        expect(status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+          reason: 'PathReadOnly',
+          message: expect.stringContaining(
+            `pool ${POOL}'s directory ${poolDir} is on a read-only file system`,
+          ),
+        });
+        expect(status?.conditions?.find((c) => c.type === 'Stalled')?.status).toBe('True');
+        expect(status?.conditions?.find((c) => c.type === 'Reconciling')?.status).toBe('False');
+      }
+    } finally {
+      await run('nsenter', [...inDaemon, 'umount', poolDir]);
+    }
+    for (const name of names) {
+      await converge(ctx, reconcileVolume, `${NS}/${name}`, { until: settled(name) });
+      expect((await stat(path.join(poolDir, `real_${name}`))).isFile()).toBe(true);
+      await k.remove('Volume', NS, name);
+      await converge(ctx, reconcileVolume, `${NS}/${name}`, { until: gone(name) });
+    }
+  });
+
   it('a file put in the pool behind libvirt is a NameConflict (Stalled), and its removal is seen', async () => {
     // libvirt lists a pool's files as of its last refresh: this one it does not list.
     await writeFile(path.join(poolDir, `${NS}_clash`), 'not ours\n');
@@ -384,11 +425,14 @@ describe('a real libvirtd with QEMU', () => {
       (await getVol('datafile'))?.status?.conditions?.find((c) => c.type === 'Ready');
     await reconcileUntil(ctx, reconcileVolume, `${NS}/datafile`, async () => {
       const r = await ready();
-      return r?.reason === 'ImportFailed' || r?.status === 'True';
+      return r?.reason === 'InvalidImage' || r?.status === 'True';
     });
+    // The digest pins these very bytes: only a user fixes it (it was ImportFailed, retried as
+    // if it might pass, Reconciling beside phase Failed).
+    expect((await getVol('datafile'))?.status?.phase).toBe('Failed');
     expect(await ready()).toMatchObject({
       status: 'False',
-      reason: 'ImportFailed',
+      reason: 'InvalidImage',
       message: expect.stringContaining('external data file'),
     });
     await expect(stat(path.join(poolDir, 'real_datafile'))).rejects.toThrow(/ENOENT/);

@@ -579,6 +579,8 @@ describe('HTTP import on test:///default (download and verification real; the dr
   const failedWith = (name: string, reason: string) => async () =>
     (await getVol(name))?.status?.conditions?.[0]?.reason === reason;
 
+  // A driver without uploads never gets them: Unsupported, Stalled (it was ImportFailed,
+  // phase Failed beside Reconciling=True).
   it('downloads, verifies, records the path, then reports that the driver cannot upload', async () => {
     await createVol('imported', {
       format: 'raw',
@@ -588,11 +590,15 @@ describe('HTTP import on test:///default (download and verification real; the dr
     await reconcileUntil(ctx, reconcileVolume, `${NS}/imported`, async () => {
       const v = await getVol('imported');
       seen.push(`${v?.status?.phase}:${v?.status?.path ?? ''}`);
-      return v?.status?.conditions?.[0]?.reason === 'ImportFailed';
+      return v?.status?.conditions?.[0]?.reason === 'Unsupported';
     });
     const v = await getVol('imported');
     expect(v?.status?.phase).toBe('Failed');
     expect(v?.status?.conditions?.[0]?.message).toContain('cannot upload');
+    expect(v?.status?.conditions?.find((c) => c.type === 'Stalled')).toMatchObject({
+      status: 'True',
+      reason: 'Unsupported',
+    });
     // The path was recorded before libvirt was asked to create the file.
     expect(seen).toContain(`Importing:${POOL_DIR}/apps_imported`);
     expect(await fileNames()).not.toContain('apps_imported');
@@ -624,7 +630,9 @@ describe('HTTP import on test:///default (download and verification real; the dr
     await converge(ctx, reconcileVolume, `${NS}/tampered`, { until: gone('tampered') });
   });
 
-  it('fails an unreachable URL with the HTTP status', async () => {
+  // A URL the server refuses: Failed and Stalled (kstatus Failed) naming the status; it was
+  // ImportFailed, Reconciling (InProgress) for ever. Still retried, as the image may appear.
+  it('fails a URL the server refuses (HTTP 404) as SourceRefused, Stalled, still retried', async () => {
     await createVol('missing', {
       format: 'raw',
       source: { http: { url: `${base}/nope.img`, sha256: sha } },
@@ -633,9 +641,18 @@ describe('HTTP import on test:///default (download and verification real; the dr
       ctx,
       reconcileVolume,
       `${NS}/missing`,
-      failedWith('missing', 'ImportFailed'),
+      failedWith('missing', 'SourceRefused'),
     );
-    expect((await getVol('missing'))?.status?.conditions?.[0]?.message).toContain('HTTP 404');
+    const v = await getVol('missing');
+    expect(v?.status?.phase).toBe('Failed');
+    expect(v?.status?.conditions?.[0]?.message).toMatch(
+      /HTTP 404.*; attempt 1 failed, next try in 10 s/,
+    );
+    expect(v?.status?.conditions?.find((c) => c.type === 'Stalled')).toMatchObject({
+      status: 'True',
+      reason: 'SourceRefused',
+    });
+    expect(v?.status?.conditions?.find((c) => c.type === 'Reconciling')?.status).toBe('False');
     await k.remove('Volume', NS, 'missing');
     await converge(ctx, reconcileVolume, `${NS}/missing`, { until: gone('missing') });
   });
@@ -669,6 +686,15 @@ describe('a failed HTTP import is retried with growing waits that status names',
     expect(first).toMatch(
       /HTTP 503.*; attempt 1 failed, next try in 10 s \(at \d{4}-\d\d-\d\dT[\d:]+Z\)$/,
     );
+    // A 503 may pass by itself: Reconciling (InProgress), and the phase says so too; it read
+    // Failed beside Reconciling=True.
+    const failing = (await getVol('backoff'))?.status;
+    expect(failing?.phase).toBe('Pending');
+    expect(failing?.conditions?.find((c) => c.type === 'Reconciling')).toMatchObject({
+      status: 'True',
+      reason: 'ImportFailed',
+    });
+    expect(failing?.conditions?.find((c) => c.type === 'Stalled')?.status).toBe('False');
     expect(hits).toBe(1);
     const version = (await getVol('backoff'))?.metadata.resourceVersion;
     // Woken again and again (every status write, resync, a user's edit...): no new download

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   importRetryDelay,
   progressOf,
+  refusedStatus,
   shownProgress,
   sniffImage,
   withRetry,
@@ -17,6 +18,13 @@ function qcow2Header(virtualSize: bigint, backingOffset = 0n): Buffer {
   return b;
 }
 
+describe('refusedStatus', () => {
+  it('calls a 4xx a refusal of the URL, except 408 and 429, which say "later"', () => {
+    for (const code of [400, 401, 403, 404, 410, 451]) expect(refusedStatus(code)).toBe(true);
+    for (const code of [408, 429, 500, 502, 503, 504, 304]) expect(refusedStatus(code)).toBe(false);
+  });
+});
+
 describe('sniffImage', () => {
   it('reads a qcow2 image virtual size from its header', () => {
     expect(sniffImage(qcow2Header(2n ** 30n), 196_608n)).toEqual({
@@ -27,7 +35,7 @@ describe('sniffImage', () => {
   });
   it('refuses a qcow2 image that names a backing file', () => {
     expect(sniffImage(qcow2Header(2n ** 30n, 0x200n), 4096n)).toMatchObject({
-      reason: 'ImportFailed',
+      reason: 'InvalidImage',
       message: expect.stringContaining('backing file'),
     });
   });
@@ -35,7 +43,7 @@ describe('sniffImage', () => {
     const header = qcow2Header(2n ** 30n);
     header.writeBigUInt64BE(1n << 2n, 72);
     expect(sniffImage(header, 4096n)).toMatchObject({
-      reason: 'ImportFailed',
+      reason: 'InvalidImage',
       message: expect.stringContaining('external data file'),
     });
     // A version 2 header ends at byte 72: what follows is no feature field.
@@ -64,7 +72,7 @@ describe('sniffImage', () => {
   });
   it('refuses a truncated qcow2 header', () => {
     expect(sniffImage(qcow2Header(1n).subarray(0, 16), 16n)).toMatchObject({
-      reason: 'ImportFailed',
+      reason: 'InvalidImage',
     });
   });
   it('takes anything else as raw, sized by the file', () => {
@@ -100,9 +108,10 @@ describe('importRetryDelay', () => {
       10_000, 20_000, 40_000, 80_000, 160_000, 300_000, 300_000,
     ]);
     expect(importRetryDelay(7, 'ImportFailed')).toBe(300_000);
+    expect(importRetryDelay(7, 'SourceRefused')).toBe(300_000);
   });
   it('waits from 1 min up to 1 h after a verdict on the bytes (each try downloads it all)', () => {
-    for (const reason of ['ChecksumMismatch', 'FormatMismatch']) {
+    for (const reason of ['ChecksumMismatch', 'FormatMismatch', 'InvalidImage']) {
       expect([1, 2, 3, 6, 7, 8].map((n) => importRetryDelay(n, reason))).toEqual([
         60_000, 120_000, 240_000, 1_920_000, 3_600_000, 3_600_000,
       ]);

@@ -356,7 +356,14 @@ describe('volumeStatus', () => {
     ['SourceNotReady', 'Pending'],
     ['NameConflict', 'Failed'],
     ['ChecksumMismatch', 'Failed'],
-    ['ImportFailed', 'Failed'],
+    ['SourceRefused', 'Failed'],
+    ['InvalidImage', 'Failed'],
+    ['PathReadOnly', 'Failed'],
+    ['PathForbidden', 'Failed'],
+    ['Unsupported', 'Failed'],
+    // Retried and may pass by itself: Failed beside Reconciling=True contradicted itself.
+    ['ImportFailed', 'Pending'],
+    ['CreateFailed', 'Pending'],
   ])('%s makes the phase %s with Ready False', (reason, phase) => {
     const status = volumeStatus(vol(), { problem: { reason, message: 'why' }, usedBy: [] }, T0);
     expect(status.phase).toBe(phase);
@@ -367,6 +374,11 @@ describe('volumeStatus', () => {
       message: 'why',
     });
     expect(status.capacity).toBeUndefined();
+    // The phase and the kstatus conditions say the same: Failed exactly when Stalled.
+    const stalled = status.conditions?.find((c) => c.type === 'Stalled')?.status;
+    const reconciling = status.conditions?.find((c) => c.type === 'Reconciling')?.status;
+    expect(stalled).toBe(phase === 'Failed' ? 'True' : 'False');
+    expect(reconciling).toBe(phase === 'Failed' ? 'False' : 'True');
   });
   it('keeps the recorded path while the file cannot be observed', () => {
     const status = volumeStatus(
@@ -382,7 +394,7 @@ describe('volumeStatus', () => {
       { problem: { reason: 'ImportFailed', message: 'x' }, usedBy: [], noFile: true },
       T0,
     );
-    expect(status.phase).toBe('Failed');
+    expect(status.phase).toBe('Pending');
     expect(status.path).toBeUndefined();
   });
   it('shows import progress while Importing, and the planned path once recorded', () => {
