@@ -158,7 +158,11 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   const look = outcome.executed.length > 0 ? ctx.lookAtHost?.() : undefined;
   const after =
     outcome.executed.length > 0
-      ? await observeDomain(conn, vm, beforeStart ? { keys: beforeStart } : seenLeases(before))
+      ? await observeDomain(
+          conn,
+          vm,
+          beforeStart ? { keys: beforeStart } : (seenLeases(before) ?? earlier),
+        )
       : before.domain;
   rememberEarlierLeases(ctx, uid, after);
   // A restore's power-off is accounted for once the domain runs again (or is gone).
