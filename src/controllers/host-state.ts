@@ -48,9 +48,10 @@ export interface HostState {
    */
   deferredDevices: Map<string, { run: number; fields: string[] }>;
   /**
-   * The DHCP leases (observe.ts leaseKey) libvirt listed for a machine's interfaces (by uid)
-   * when this process started its domain, for that run (its runtime ID): its earlier run's,
-   * which dnsmasq keeps until they expire. They are not this run's addresses (observe.ts).
+   * The DHCP leases (observe.ts leaseKey) of a machine's (by uid) earlier runs, which dnsmasq
+   * keeps until they expire, for the run (its runtime ID; -1: seen stopped) they were taken
+   * for: listed just before this process started it, or at its first look at a run it did not
+   * start (observe.ts earlierLeasesOf). They are not this run's addresses.
    */
   earlierLeases: Map<string, { run: number; keys: ReadonlySet<string> }>;
   /**

@@ -52,6 +52,11 @@ export interface OursDomain {
   /** Whether a DHCP lease lookup worked (libvirt's test driver has none). */
   leasesSupported: boolean;
   /**
+   * The leases of earlier runs that addresses leaves out, for this run (its ID): what the
+   * caller keeps in HostState earlierLeases for the next look. Undefined when inactive.
+   */
+  earlierLeases?: EarlierLeases;
+  /**
    * The port UUIDs (lower case) of each network a running domain's interfaces name a port of,
    * where libvirt could list them (its test driver has no ports): see unpluggedInterfaces.
    */
@@ -83,9 +88,9 @@ export interface ObservedMachine {
 }
 
 /**
- * Leases libvirt listed before this process started the domain's current run (HostState
- * earlierLeases): `run` undefined while the run's ID is not known yet (the look right after
- * the start).
+ * Leases of runs before the domain's current one (HostState earlierLeases, earlierLeasesOf):
+ * `run` undefined while the run's ID is not known yet (the look right after a start this
+ * process made).
  */
 export interface EarlierLeases {
   run?: number;
@@ -222,13 +227,12 @@ async function describe(
     observed.memoryActualKiB = await balloonActual(domain);
     const networks = await networksOf(domain, current);
     // Leases listed before this run began are the previous run's, however long they stay.
-    const skip =
-      earlier && (earlier.run === undefined || earlier.run === observed.id)
-        ? earlier.keys
-        : undefined;
-    const found = await addresses(domain, current, networks, skip);
+    const found = await addresses(domain, current, networks, (listed) =>
+      earlierLeasesOf(observed.id, earlier, listed, addressesShownFor(vm)),
+    );
     observed.addresses = found.addresses;
     observed.leasesSupported = found.leasesSupported;
+    observed.earlierLeases = found.earlier;
     observed.networkPorts = await portsOfThisRun(domain, current, networks);
   }
   return observed;
@@ -308,8 +312,12 @@ async function addresses(
   domain: Domain,
   doc: DomainDocument,
   networks: ReadonlyMap<string, Network>,
-  earlier: ReadonlySet<string> = new Set(),
-): Promise<{ addresses: Map<string, string[]>; leasesSupported: boolean }> {
+  earlierOf: (listed: readonly NetworkDHCPLease[]) => EarlierLeases,
+): Promise<{
+  addresses: Map<string, string[]>;
+  leasesSupported: boolean;
+  earlier: EarlierLeases;
+}> {
   const found = new Map<string, Set<string>>();
   const add = (mac: string | null | undefined, ip: string | null | undefined) => {
     if (!mac || !ip) return;
@@ -319,15 +327,18 @@ async function addresses(
     found.set(key, set);
   };
   let leasesSupported = false;
+  const listed: NetworkDHCPLease[] = [];
   for (const nic of doc.devices.interfaces) {
     const network = networks.get(nic.source.network);
     if (!nic.mac || !network) continue;
     const leases = await network.getDHCPLeases(nic.mac).catch(quietly);
     if (!leases) continue;
     leasesSupported = true;
-    for (const lease of currentLeases(leases)) {
-      if (!earlier.has(leaseKey(lease))) add(lease.mac, lease.ipaddr);
-    }
+    listed.push(...currentLeases(leases));
+  }
+  const earlier = earlierOf(listed);
+  for (const lease of listed) {
+    if (!earlier.keys.has(leaseKey(lease))) add(lease.mac, lease.ipaddr);
   }
   if (doc.devices.interfaces.length > 0) {
     const agent = await domain
@@ -343,7 +354,49 @@ async function addresses(
   return {
     addresses: new Map([...found].map(([mac, ips]) => [mac, [...ips].sort()])),
     leasesSupported,
+    earlier,
   };
+}
+
+/**
+ * Which leases are an earlier run's, for run `run`. Known from before the start when this
+ * process made it (HostState earlierLeases, `run` undefined or this run). Any other run, one
+ * this process did not start (a snapshot revert, `virsh start`, a start while it was down),
+ * is seen by its new ID, normally within moments of its start, before the guest asked for an
+ * address: the leases listed at that first look are the previous run's, and a guest started
+ * paused never replaces them. Except, when this process has no record of the machine at all
+ * (its first look since it started), the addresses the status already shows for a run that
+ * was up (`shownBefore`): an earlier agent process showed them for this very run. A run that
+ * began while no agent watched and whose guest already took its lease has it hidden until
+ * the guest renews (new expiry, new key). Pure.
+ */
+export function earlierLeasesOf(
+  run: number,
+  known: EarlierLeases | undefined,
+  listed: readonly NetworkDHCPLease[],
+  shownBefore: ReadonlySet<string>,
+): EarlierLeases {
+  if (known && (known.run === undefined || known.run === run)) return { run, keys: known.keys };
+  const carried = known === undefined ? shownBefore : new Set<string>();
+  const keys = listed.filter((l) => !carried.has(l.ipaddr ?? '')).map(leaseKey);
+  return { run, keys: new Set(keys) };
+}
+
+/**
+ * The addresses the status shows, when it was written for a running (or paused) domain: an
+ * earlier agent process's view of a run that may still be the current one. Pure.
+ */
+export function addressesShownFor(vm: VirtualMachine): Set<string> {
+  const state = vm.status?.state?.state;
+  if (state === undefined || state === 'shutoff') return new Set();
+  return new Set(
+    (vm.status?.interfaces ?? []).flatMap((i) => (i.ipAddresses ?? []).map(bareAddress)),
+  );
+}
+
+/** An address without a prefix length (status addresses carry none; tolerate one). */
+function bareAddress(ip: string): string {
+  return ip.split('/')[0]!;
 }
 
 /**

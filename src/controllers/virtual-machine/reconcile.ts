@@ -41,7 +41,9 @@ import {
   leaseKeysOf,
   observeDomain,
   observeMachine,
+  type EarlierLeases,
   type ObservedDomain,
+  type ObservedMachine,
   type OursDomain,
 } from './observe.js';
 import {
@@ -157,9 +159,13 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   const look = outcome.executed.length > 0 ? ctx.lookAtHost?.() : undefined;
   const after =
     outcome.executed.length > 0
-      ? await observeDomain(conn, vm, beforeStart ? { keys: beforeStart } : earlier)
+      ? await observeDomain(
+          conn,
+          vm,
+          beforeStart ? { keys: beforeStart } : (seenLeases(before) ?? earlier),
+        )
       : before.domain;
-  rememberEarlierLeases(ctx, uid, after, startedBy(outcome.executed) ? beforeStart : undefined);
+  rememberEarlierLeases(ctx, uid, after);
   // A restore's power-off is accounted for once the domain runs again (or is gone).
   if (after.state !== 'ours' || after.active) ctx.host.restoreStops.delete(uid);
   // The domain as our steps left it needs nothing more: libvirt's events for those steps, which
@@ -630,19 +636,24 @@ async function leasesBeforeStart(
   return doc && doc.devices.interfaces.length > 0 ? await leaseKeysOf(conn, doc) : undefined;
 }
 
-/** Keeps the earlier run's leases for the run this pass started; forgets them for any other. */
-function rememberEarlierLeases(
-  ctx: ControllerContext,
-  uid: string,
-  after: ObservedDomain,
-  earlier: Set<string> | undefined,
-): void {
-  const running = after.state === 'ours' && after.active ? after.id : undefined;
-  if (earlier && earlier.size > 0 && running !== undefined) {
-    ctx.host.earlierLeases.set(uid, { run: running, keys: earlier });
-  } else if (earlier !== undefined || ctx.host.earlierLeases.get(uid)?.run !== running) {
-    ctx.host.earlierLeases.delete(uid);
-  }
+/** The earlier runs' leases the first look of the pass settled on for the run it saw. */
+function seenLeases(before: ObservedMachine): EarlierLeases | undefined {
+  return before.domain.state === 'ours' ? before.domain.earlierLeases : undefined;
+}
+
+/**
+ * Keeps, for the next look, which leases are the running domain's earlier runs' (observe.ts
+ * earlierLeasesOf); a stopped domain is remembered as seen, so that its next run, whoever
+ * starts it, counts every lease listed at its first look as an earlier run's.
+ */
+function rememberEarlierLeases(ctx: ControllerContext, uid: string, after: ObservedDomain): void {
+  if (after.state !== 'ours') ctx.host.earlierLeases.delete(uid);
+  else if (after.active && after.earlierLeases?.run !== undefined)
+    ctx.host.earlierLeases.set(uid, {
+      run: after.earlierLeases.run,
+      keys: after.earlierLeases.keys,
+    });
+  else if (!after.active) ctx.host.earlierLeases.set(uid, { run: -1, keys: new Set() });
 }
 
 /**

@@ -833,7 +833,7 @@ export function addressesMissing(
 ): boolean {
   const byName = new Map((status.interfaces ?? []).map((i) => [i.name, i.ipAddresses ?? []]));
   return (vm.spec.interfaces ?? []).some((nic) => {
-    // Status addresses carry their prefix (192.168.1.5/24).
+    // Status addresses are bare (observe.ts addresses); a prefix, should one come, is cut.
     const ips = (byName.get(nic.name) ?? []).map((ip) => ip.split('/')[0]!);
     if (ips.length === 0) return true;
     return pools(nic.network).some((pool) => !ips.some((ip) => pool.serves(ip)));

@@ -4,13 +4,16 @@
 // one. A machine started paused never asks: its status showed that address (and the IP
 // printer column) as if the guest had it. The lease is written into the network's lease
 // status file as dnsmasq's helper writes it; the guest never runs, so nothing boots here.
+// The same holds for a run the agent did not start (`virsh start`, a snapshot revert), which
+// it sees by the domain's new ID, and after the agent restarts while the guest is still paused.
 import { randomBytes } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
+import { isDeepStrictEqual } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureLibvirtd, SYSTEM_URI } from '../../../src/commands/local/libvirtd.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { getJSON, startTestAgent, until, type TestAgent } from '../../harness/agent.js';
-import { freeSubnet } from '../../harness/host.js';
+import { freeSubnet, virsh } from '../../harness/host.js';
 import { natNetwork } from '../../harness/manifests.js';
 
 const RUN = randomBytes(3).toString('hex');
@@ -19,6 +22,7 @@ const NET = `lease-net-${RUN}`;
 const BRIDGE = `lvl${RUN}`;
 const NS = 'default';
 const VM = `lease-${RUN}`;
+const DOMAIN = `${NS}_${VM}`;
 const MAC = `52:54:00:${RUN.slice(0, 2)}:${RUN.slice(2, 4)}:${RUN.slice(4, 6)}`;
 const STATUS_FILE = `/var/lib/libvirt/dnsmasq/${BRIDGE}.status`;
 
@@ -128,5 +132,53 @@ describe('addresses of an earlier run', () => {
       30_000,
     );
     expect(shown).toEqual([fresh]);
+
+    // A run the agent did not start: that lease is now the previous run's.
+    const manual = await cp().kubectl(
+      ['patch', 'vm', VM, '-n', NS, '--type=merge', '-p', '{"spec":{"runStrategy":"Manual"}}'],
+      {},
+    );
+    expect(manual.code, manual.stderr).toBe(0);
+    const id = (await virsh('domid', DOMAIN)).stdout.trim();
+    expect((await virsh('destroy', DOMAIN)).code).toBe(0);
+    const restarted = await virsh('start', '--paused', DOMAIN);
+    expect(restarted.code, restarted.stdout).toBe(0);
+    expect((await virsh('domid', DOMAIN)).stdout.trim()).not.toBe(id);
+    const bare = [{ name: 'eth0', macAddress: MAC }];
+    await until(
+      'the lease of the run before virsh start is no longer shown',
+      async () => {
+        const v = await getJSON<Obj>(cp(), ['vm', VM, '-n', NS]).catch(() => undefined);
+        return isDeepStrictEqual(v?.status?.interfaces, bare);
+      },
+      30_000,
+    );
+
+    // A new agent process, the guest still paused since its start: the status showed no
+    // address for this run, so the lease listed is still the previous run's.
+    await agent?.stop();
+    agent = await startTestAgent(cp(), { nodeName: NODE, libvirtUri: SYSTEM_URI });
+    await new Promise((r) => setTimeout(r, 12_000));
+    const afterRestart = await getJSON<Obj>(cp(), ['vm', VM, '-n', NS]);
+    expect(afterRestart.status?.interfaces).toEqual(bare);
+
+    // The lease this run's guest takes is shown by the new process.
+    const third = `192.168.${subnet}.152`;
+    await writeFile(
+      STATUS_FILE,
+      JSON.stringify([
+        ...leases.slice(0, -1),
+        { 'ip-address': third, 'mac-address': MAC, hostname: 'new', 'expiry-time': expiry + 120 },
+      ]),
+    );
+    const thirdShown = await until(
+      'the lease of this run is shown',
+      async () => {
+        const v = await getJSON<Obj>(cp(), ['vm', VM, '-n', NS]).catch(() => undefined);
+        return v?.status?.interfaces?.[0]?.ipAddresses;
+      },
+      30_000,
+    );
+    expect(thirdShown).toEqual([third]);
   });
 });

@@ -2,7 +2,10 @@
 // of the libvirt objects it reads: a domain that stops while it is being observed.
 import { describe, expect, it } from 'vitest';
 import {
+  addressesShownFor,
   currentLeases,
+  earlierLeasesOf,
+  leaseKey,
   observeDomain,
 } from '../../../../src/controllers/virtual-machine/observe.js';
 import type { NetworkDHCPLease } from '../../../../src/libvirt/network.js';
@@ -143,10 +146,74 @@ describe('currentLeases: the leases a guest can still hold', () => {
       interfaces: [{ name: 'eth0', network: 'lab', macAddress: MAC, model: 'virtio' }],
     });
     const { conn } = host(machine, [oldV6, v4, newV6]);
-    const seen = await observeDomain(conn, machine);
+    // A run this process started, with no lease listed before it.
+    const seen = await observeDomain(conn, machine, { keys: new Set() });
     expect(seen.state === 'ours' && seen.addresses.get(MAC)).toEqual([
       '10.231.0.135',
       'fd00:231::2fa',
     ]);
+  });
+});
+
+describe('earlierLeasesOf: the leases of earlier runs', () => {
+  const old = lease('10.231.0.150', { expiryTime: 1796549000 });
+  const fresh = lease('10.231.0.151', { expiryTime: 1796549900 });
+  const keys = (...l: NetworkDHCPLease[]) => new Set(l.map(leaseKey));
+
+  it('keeps what was listed before a start this process made, for the run it sees', () => {
+    const before = { keys: keys(old) };
+    expect(earlierLeasesOf(8, before, [old], new Set())).toEqual({ run: 8, keys: keys(old) });
+    expect(earlierLeasesOf(8, { run: 8, keys: keys(old) }, [fresh], new Set())).toEqual({
+      run: 8,
+      keys: keys(old),
+    });
+  });
+
+  // A snapshot revert or `virsh start`: the agent did not start the run, it sees a new ID.
+  it("counts every lease listed at a run's first look as an earlier run's", () => {
+    const seen = { run: 7, keys: new Set<string>() };
+    expect(earlierLeasesOf(9, seen, [old], new Set(['10.231.0.150']))).toEqual({
+      run: 9,
+      keys: keys(old),
+    });
+    expect(earlierLeasesOf(9, { run: -1, keys: new Set() }, [old], new Set())).toEqual({
+      run: 9,
+      keys: keys(old),
+    });
+  });
+
+  it('after an agent restart, keeps showing what the status showed for a run that was up', () => {
+    expect(earlierLeasesOf(9, undefined, [fresh], new Set(['10.231.0.151']))).toEqual({
+      run: 9,
+      keys: new Set(),
+    });
+    // A guest paused since its start: the status showed no address, the lease is the last run's.
+    expect(earlierLeasesOf(9, undefined, [old], new Set())).toEqual({ run: 9, keys: keys(old) });
+  });
+
+  it('takes the addresses shown only from a status written while the domain was up', () => {
+    const shown = (state: string | undefined, ips: string[]) =>
+      addressesShownFor({
+        ...vm({}),
+        status: {
+          ...(state ? { state: { state, reason: 'x' } } : {}),
+          interfaces: [{ name: 'eth0', macAddress: MAC, ipAddresses: ips }],
+        },
+      });
+    expect(shown('running', ['10.0.0.5', 'fd00::5'])).toEqual(new Set(['10.0.0.5', 'fd00::5']));
+    expect(shown('paused', ['10.0.0.5'])).toEqual(new Set(['10.0.0.5']));
+    expect(shown('shutoff', ['10.0.0.5'])).toEqual(new Set());
+    expect(shown(undefined, ['10.0.0.5'])).toEqual(new Set());
+  });
+
+  it('through observeDomain: a run seen first hides the lease its previous run left', async () => {
+    const machine = vm({
+      interfaces: [{ name: 'eth0', network: 'lab', macAddress: MAC, model: 'virtio' }],
+    });
+    const { conn } = host(machine, [old]);
+    const seen = await observeDomain(conn, machine, { run: 3, keys: new Set() });
+    if (seen.state !== 'ours') throw new Error(seen.state);
+    expect(seen.addresses.get(MAC)).toBeUndefined();
+    expect(seen.earlierLeases).toEqual({ run: 7, keys: keys(old) });
   });
 });
