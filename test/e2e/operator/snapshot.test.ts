@@ -369,7 +369,8 @@ describe('snapshots and restores of a real guest', () => {
     const done = await restore('off-running', 'off');
     expect(done.status?.conditions?.find((c) => c.type === 'Ready')?.message).toBe(
       'reverted to VirtualMachineSnapshot off (disks of the stopped machine; the revert shut ' +
-        'the running guest off, and runStrategy Always boots it from them)',
+        'the running guest off, and runStrategy Always boots it from them); ' +
+        `disks reverted: vda (Volume ${DATA})`,
     );
     // As said: a new boot, from the disk as the snapshot holds it (what D read, not D's write),
     // and not counted as a crash.

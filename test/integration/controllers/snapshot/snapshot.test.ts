@@ -403,7 +403,8 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     });
     const ready = restoreOf('back-6')?.status?.conditions?.find((c) => c.type === 'Ready');
     expect(ready?.message).toBe(
-      'reverted to VirtualMachineSnapshot web-2 (disks; powered off to boot from them)',
+      'reverted to VirtualMachineSnapshot web-2 (disks; powered off to boot from them); ' +
+        'disks reverted: vda (Volume root)',
     );
     await converge(ctx, reconcileVirtualMachine, key('web'), {
       until: stored(
@@ -595,7 +596,8 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     };
     const stoppedAndBooted =
       'reverted to VirtualMachineSnapshot halt-1 (disks of the stopped machine; the revert shut ' +
-      'the running guest off, and runStrategy Always boots it from them)';
+      'the running guest off, and runStrategy Always boots it from them); ' +
+      'disks reverted: vda (Volume root)';
     expect(await restoreWhileRunning('halt-back-1', 'Always')).toBe(stoppedAndBooted);
     expect(ctx.events.at(-1)).toMatchObject({
       key: key('halt-back-1'),
@@ -626,7 +628,8 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     // Under Manual nothing starts it again, and the restore says so.
     expect(await restoreWhileRunning('halt-back-3', 'Manual')).toBe(
       'reverted to VirtualMachineSnapshot halt-1 (disks of the stopped machine; the revert shut ' +
-        'the running guest off, and runStrategy Manual leaves it shut off)',
+        'the running guest off, and runStrategy Manual leaves it shut off); ' +
+        'disks reverted: vda (Volume root)',
     );
     await converge(ctx, reconcileVirtualMachine, key('halt'), { until: phaseIs('Stopped') });
     expect(await halt.isActive()).toBe(false);
@@ -644,7 +647,7 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     });
     expect(
       restoreOf('halt-back-4')?.status?.conditions?.find((c) => c.type === 'Ready')?.message,
-    ).toBe('reverted to VirtualMachineSnapshot halt-1 (disks)');
+    ).toBe('reverted to VirtualMachineSnapshot halt-1 (disks); disks reverted: vda (Volume root)');
     await k.remove('VirtualMachine', NS, 'halt');
     await converge(ctx, reconcileVirtualMachine, key('halt'), {
       until: stored(vmOf, (o) => o === undefined),
@@ -716,6 +719,92 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     });
     await k.remove('VirtualMachine', NS, 'golden');
     await converge(ctx, reconcileVirtualMachine, key('golden'), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+  });
+
+  it('names the disks a restore reverted and the Volumes it left as they are', async () => {
+    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'named');
+    await k.create('Volume', {
+      metadata: { name: 'scratch', namespace: NS },
+      spec: { nodeName: NODE, pool: 'images', capacity: '1Gi', format: 'qcow2' },
+    });
+    await k.patchStatus('Volume', NS, 'scratch', {
+      phase: 'Available',
+      path: join(stateDir, 'scratch.img'),
+    });
+    // Stopped, so that its later disks are a plain redefinition on the test driver.
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'named', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        runStrategy: 'Halted',
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'root', volume: 'root' }],
+      },
+    });
+    const synced = stored(
+      vmOf,
+      (o) =>
+        o?.status?.phase === 'Stopped' && o.status.observedGeneration === o.metadata.generation,
+    );
+    await converge(ctx, reconcileVirtualMachine, key('named'), { until: synced });
+    await snapshot('named-1', 'named');
+    // Attached after the snapshot: a writable disk, and a read-only one (never in a snapshot).
+    await k.patchSpec('VirtualMachine', NS, 'named', {
+      disks: [
+        { name: 'root', volume: 'root' },
+        { name: 'scratch', volume: 'scratch' },
+        { name: 'iso', volume: 'raw', readOnly: true },
+      ],
+    });
+    await converge(ctx, reconcileVirtualMachine, key('named'), { until: synced });
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'named-back', namespace: NS },
+      spec: { vmName: 'named', snapshotName: 'named-1' },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key('named-back'), {
+      until: stored(
+        () => restoreOf('named-back'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    const said =
+      'disks reverted: vda (Volume root); not reverted: Volume scratch (not in the snapshot), ' +
+      'Volume raw (read-only)';
+    expect(
+      restoreOf('named-back')?.status?.conditions?.find((c) => c.type === 'Ready')?.message,
+    ).toBe(`reverted to VirtualMachineSnapshot named-1 (disks); ${said}`);
+    expect(ctx.events.at(-1)).toMatchObject({
+      key: key('named-back'),
+      reason: 'Restored',
+      message: `VirtualMachine named reverted to named-1 (disks); ${said}`,
+    });
+    // The root disk leaves the machine: the snapshot still reverts its Volume, and says so.
+    await k.patchSpec('VirtualMachine', NS, 'named', {
+      disks: [{ name: 'scratch', volume: 'scratch' }],
+    });
+    await converge(ctx, reconcileVirtualMachine, key('named'), { until: synced });
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'named-back-2', namespace: NS },
+      spec: { vmName: 'named', snapshotName: 'named-1' },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key('named-back-2'), {
+      until: stored(
+        () => restoreOf('named-back-2'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    expect(
+      restoreOf('named-back-2')?.status?.conditions?.find((c) => c.type === 'Ready')?.message,
+    ).toBe(
+      'reverted to VirtualMachineSnapshot named-1 (disks); disks reverted: vda (Volume root, ' +
+        'no longer attached); not reverted: Volume scratch (not in the snapshot)',
+    );
+    await k.remove('VirtualMachine', NS, 'named');
+    await converge(ctx, reconcileVirtualMachine, key('named'), {
       until: stored(vmOf, (o) => o === undefined),
     });
   });
