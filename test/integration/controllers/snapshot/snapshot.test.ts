@@ -809,6 +809,78 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     });
   });
 
+  it('does not restart a restored checkpoint under updatePolicy Restart until the spec changes', async () => {
+    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'keep');
+    const vm = await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'keep', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        updatePolicy: 'Restart',
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'root', volume: 'root' }],
+      },
+    });
+    const runningSynced = stored(
+      vmOf,
+      (o) =>
+        o?.status?.phase === 'Running' &&
+        o.status.observedGeneration === o.metadata.generation &&
+        o.status.conditions?.find((c) => c.type === 'RestartRequired')?.status === 'False',
+    );
+    await converge(ctx, reconcileVirtualMachine, key('keep'), { until: runningSynced });
+    // The runtime ID of the domain as it is now (a handle keeps the one it was looked up with).
+    const runId = async () =>
+      (await conn.lookupDomainByUUIDString(String(vm.metadata.uid))).getID();
+    await snapshot('keep-1', 'keep');
+    // A restart-time change after the checkpoint: applied by a restart, as the policy says.
+    await k.patchSpec('VirtualMachine', NS, 'keep', { maxMemory: '256Mi' });
+    await converge(ctx, reconcileVirtualMachine, key('keep'), { until: runningSynced });
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'keep-back', namespace: NS },
+      spec: { vmName: 'keep', snapshotName: 'keep-1' },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key('keep-back'), {
+      until: stored(
+        () => restoreOf('keep-back'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    // The checkpoint runs with its own definition, which lacks the new maxMemory. Nobody changed
+    // the spec: the restored guest is not restarted, and RestartRequired says why.
+    const restored = await runId();
+    expect(restored).toBeGreaterThan(0);
+    expect(
+      await (await conn.lookupDomainByUUIDString(String(vm.metadata.uid))).getState(),
+    ).toMatchObject({
+      stateName: 'running',
+      reasonName: 'from_snapshot',
+    });
+    const stops = () =>
+      ctx.events.filter((e) => e.key === key('keep') && e.reason === 'ShuttingDown').length;
+    const before = stops();
+    for (let pass = 0; pass < 3; pass++) await converge(ctx, reconcileVirtualMachine, key('keep'));
+    await ctx.refresh();
+    expect(await runId()).toBe(restored);
+    expect(stops()).toBe(before);
+    expect(vmOf()?.status?.conditions?.find((c) => c.type === 'ShutdownRequested')).toBeUndefined();
+    const required = vmOf()?.status?.conditions?.find((c) => c.type === 'RestartRequired');
+    expect(required).toMatchObject({ status: 'True', reason: 'PendingChanges' });
+    expect(required?.message).toMatch(
+      /^pending: spec\.maxMemory; this run is a checkpoint a VirtualMachineRestore brought back/,
+    );
+    // A change of the spec is the user's: the policy restarts the machine for it, as always.
+    await k.patchSpec('VirtualMachine', NS, 'keep', { maxMemory: '320Mi' });
+    await converge(ctx, reconcileVirtualMachine, key('keep'), { until: runningSynced });
+    expect(stops()).toBe(before + 1);
+    expect(await runId()).not.toBe(restored);
+    await k.remove('VirtualMachine', NS, 'keep');
+    await converge(ctx, reconcileVirtualMachine, key('keep'), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+  });
+
   it('leaves no snapshot object of a deleted machine to a new machine of its name', async () => {
     const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'twice');
     await runningVm('twice', 'root');
