@@ -939,6 +939,16 @@ describe('deleting a snapshot whose disks the running machine no longer has', ()
     const held = await reconcileVirtualMachineSnapshot(key('moving-1'), ctx);
     expect(requeueMs(held)).toBeGreaterThan(0);
     expect(await domain.numOfSnapshots()).toBe(1);
+    // Said on the object: why it waits, and what lets it through.
+    expect(ctx.events.at(-1)).toMatchObject({
+      key: key('moving-1'),
+      type: 'Warning',
+      reason: 'DeletePending',
+      message:
+        'libvirt cannot delete this snapshot while the machine runs (disk vda is now ' +
+        `${moved}, not ${join(stateDir, 'elsewhere.img')}); it is deleted once the domain is ` +
+        'shut off (runStrategy Halted, or the machine deleted)',
+    });
     await ctx.refresh();
     expect(snapOf('moving-1')?.metadata.finalizers).toContain(`node.virt.dev/${NODE}`);
 
