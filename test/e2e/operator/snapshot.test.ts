@@ -253,7 +253,11 @@ describe('snapshots and restores of a real guest', () => {
       60_000,
     );
     expect(after.last).toBeGreaterThanOrEqual(requested);
-    expect((await virsh('domstate', DOMAIN)).stdout.trim()).toBe('running');
+    // libvirt's reason is what tells the machine's controller that a restore brought this run
+    // back (updatePolicy Restart does not restart it for the snapshot's older definition).
+    expect((await virsh('domstate', DOMAIN, '--reason')).stdout.trim()).toBe(
+      'running (from snapshot)',
+    );
     // Same boot: no READY line of another boot (a restored checkpoint is not a reboot).
     const boots = completeLines(await readConsole(consoleLog)).flatMap(
       (l) => l.match(GUEST_MARKER.ready)?.[1] ?? [],
