@@ -168,3 +168,41 @@ export function restoredWording(input: {
     ? `${stopped}, and runStrategy ${strategy} boots it from them`
     : `${stopped}, and runStrategy ${strategy} leaves it shut off`;
 }
+
+/** How many disks each list of restoredDisksWording names before it counts the rest. */
+export const DISKS_NAMED = 6;
+
+/**
+ * Which disks a restore brought back and which it did not, for its Ready message and Event: a
+ * user must be able to tell which disk came back. Reverted: the disks the snapshot holds
+ * (status.disks; a Volume the machine no longer lists is named so, the revert attaches it again
+ * until the machine's controller detaches it). Not reverted: the machine's Volumes the snapshot
+ * does not hold, which keep what they have now (attached after the snapshot, or read-only and
+ * so left out of it). By Volume, not target: a disk may be on another target since. Each list
+ * names at most DISKS_NAMED disks and counts the rest, so the message stays short. Pure.
+ */
+export function restoredDisksWording(
+  snapshotDisks: ReadonlyArray<{ name: string; volume?: string }>,
+  specDisks: ReadonlyArray<{ volume: string; readOnly?: boolean }>,
+): string {
+  const attached = new Set(specDisks.map((d) => d.volume));
+  const held = new Set(snapshotDisks.flatMap((d) => (d.volume === undefined ? [] : [d.volume])));
+  const reverted = snapshotDisks.map((d) =>
+    d.volume === undefined
+      ? d.name
+      : `${d.name} (Volume ${d.volume}${attached.has(d.volume) ? '' : ', no longer attached'})`,
+  );
+  const kept = [...new Map(specDisks.map((d) => [d.volume, d])).values()]
+    .filter((d) => !held.has(d.volume))
+    .map((d) => `Volume ${d.volume} (${d.readOnly ? 'read-only' : 'not in the snapshot'})`);
+  const parts = [`disks reverted: ${bounded(reverted)}`];
+  if (kept.length > 0) parts.push(`not reverted: ${bounded(kept)}`);
+  return parts.join('; ');
+}
+
+function bounded(items: readonly string[]): string {
+  if (items.length === 0) return 'none';
+  const named = items.slice(0, DISKS_NAMED).join(', ');
+  const more = items.length - DISKS_NAMED;
+  return more > 0 ? `${named} and ${more} more` : named;
+}

@@ -28,7 +28,13 @@ import { observeMachineDomain, observeSnapshot } from '../shared/machine-snapsho
 import { powerOff, revert, setMarker } from './act.js';
 import { isMarkerOf } from './desired.js';
 import { observeMarker } from './observe.js';
-import { needsPowerOff, planRestore, restoredWording, revertPaused } from './plan.js';
+import {
+  needsPowerOff,
+  planRestore,
+  restoredDisksWording,
+  restoredWording,
+  revertPaused,
+} from './plan.js';
 import { restoreStatus, type RestoreFacts } from './status.js';
 import { cachedByKey, newProblem } from '../kit.js';
 import { REASON_CLASSES } from '../../api/conditions.js';
@@ -225,19 +231,21 @@ async function finish(
     ofRunningMachine,
     runStrategy: vm.spec.runStrategy,
   });
+  // Which disk came back, and which kept what it has now.
+  const disks = restoredDisksWording(snapshot.status?.disks ?? [], vm.spec.disks ?? []);
   ctx.event(
     KIND,
     restore,
     'Normal',
     'Restored',
-    `VirtualMachine ${vm.metadata.name} reverted to ${snapshot.metadata.name} (${what})`,
+    `VirtualMachine ${vm.metadata.name} reverted to ${snapshot.metadata.name} (${what}); ${disks}`,
   );
   await report(
     ctx,
     restore,
     {
       phase: 'Succeeded',
-      message: `reverted to VirtualMachineSnapshot ${snapshot.metadata.name} (${what})`,
+      message: `reverted to VirtualMachineSnapshot ${snapshot.metadata.name} (${what}); ${disks}`,
     },
     String(vm.metadata.uid),
   );

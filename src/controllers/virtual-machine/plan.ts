@@ -952,7 +952,7 @@ export function powerPlan(
     }
     const restarting =
       requested?.reason === 'RestartToApplyChanges' ||
-      (vm.spec.updatePolicy === 'Restart' && pending.length > 0);
+      (vm.spec.updatePolicy === 'Restart' && pending.length > 0 && !heldByRestore(vm, power));
     const stopFor: ShutdownReason | undefined =
       strategy === 'Halted'
         ? 'RunStrategyHalted'
@@ -1031,6 +1031,26 @@ export function powerPlan(
     shutdown: undefined,
     waitMs: undefined,
   };
+}
+
+/**
+ * A run a restore brought back from a checkpoint (libvirt's reason `from_snapshot`) whose
+ * spec has not changed since this controller last acted on it: updatePolicy Restart does not
+ * restart it for the fields its definition lacks. Those differ because the restore put back the
+ * snapshot's definition, not because the user changed the spec, and the restart would throw
+ * away the guest state the user just restored. RestartRequired says so; a spec change (a new
+ * generation) or virt.dev/restart-requested-at restarts it as usual. Pure.
+ */
+export function heldByRestore(
+  vm: VirtualMachine,
+  power: { state: string; reason: string },
+): boolean {
+  return (
+    power.reason === 'from_snapshot' &&
+    power.state !== 'shutoff' &&
+    vm.status?.observedGeneration !== undefined &&
+    vm.status.observedGeneration === vm.metadata.generation
+  );
 }
 
 /**

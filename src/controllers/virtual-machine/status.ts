@@ -27,6 +27,7 @@ import type { ForeignDomain, ObservedDomain, OursDomain } from './observe.js';
 import {
   DETACH_CONDITION,
   gracePeriodMs,
+  heldByRestore,
   invalidPauseValue,
   pauseRequested,
   runMarker,
@@ -431,9 +432,14 @@ function restartRequiredCondition(input: StatusInput): ConditionUpdate {
     };
   }
   const how =
-    vm.spec.updatePolicy === 'Restart'
-      ? 'the operator restarts the machine gracefully to apply them (updatePolicy Restart)'
-      : 'they apply at the next start of the machine (updatePolicy Manual)';
+    vm.spec.updatePolicy !== 'Restart'
+      ? 'they apply at the next start of the machine (updatePolicy Manual)'
+      : input.observed.state === 'ours' && heldByRestore(vm, input.observed.power)
+        ? 'this run is a checkpoint a VirtualMachineRestore brought back with its own ' +
+          'definition, so updatePolicy Restart does not restart it for them; they apply at ' +
+          'the next start, at once after a change of the spec or with ' +
+          'virt.dev/restart-requested-at'
+        : 'the operator restarts the machine gracefully to apply them (updatePolicy Restart)';
   return {
     type: 'RestartRequired',
     status: 'True',

@@ -253,7 +253,11 @@ describe('snapshots and restores of a real guest', () => {
       60_000,
     );
     expect(after.last).toBeGreaterThanOrEqual(requested);
-    expect((await virsh('domstate', DOMAIN)).stdout.trim()).toBe('running');
+    // libvirt's reason is what tells the machine's controller that a restore brought this run
+    // back (updatePolicy Restart does not restart it for the snapshot's older definition).
+    expect((await virsh('domstate', DOMAIN, '--reason')).stdout.trim()).toBe(
+      'running (from snapshot)',
+    );
     // Same boot: no READY line of another boot (a restored checkpoint is not a reboot).
     const boots = completeLines(await readConsole(consoleLog)).flatMap(
       (l) => l.match(GUEST_MARKER.ready)?.[1] ?? [],
@@ -369,7 +373,8 @@ describe('snapshots and restores of a real guest', () => {
     const done = await restore('off-running', 'off');
     expect(done.status?.conditions?.find((c) => c.type === 'Ready')?.message).toBe(
       'reverted to VirtualMachineSnapshot off (disks of the stopped machine; the revert shut ' +
-        'the running guest off, and runStrategy Always boots it from them)',
+        'the running guest off, and runStrategy Always boots it from them); ' +
+        `disks reverted: vda (Volume ${DATA})`,
     );
     // As said: a new boot, from the disk as the snapshot holds it (what D read, not D's write),
     // and not counted as a crash.

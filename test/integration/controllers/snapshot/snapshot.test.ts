@@ -403,7 +403,8 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     });
     const ready = restoreOf('back-6')?.status?.conditions?.find((c) => c.type === 'Ready');
     expect(ready?.message).toBe(
-      'reverted to VirtualMachineSnapshot web-2 (disks; powered off to boot from them)',
+      'reverted to VirtualMachineSnapshot web-2 (disks; powered off to boot from them); ' +
+        'disks reverted: vda (Volume root)',
     );
     await converge(ctx, reconcileVirtualMachine, key('web'), {
       until: stored(
@@ -595,7 +596,8 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     };
     const stoppedAndBooted =
       'reverted to VirtualMachineSnapshot halt-1 (disks of the stopped machine; the revert shut ' +
-      'the running guest off, and runStrategy Always boots it from them)';
+      'the running guest off, and runStrategy Always boots it from them); ' +
+      'disks reverted: vda (Volume root)';
     expect(await restoreWhileRunning('halt-back-1', 'Always')).toBe(stoppedAndBooted);
     expect(ctx.events.at(-1)).toMatchObject({
       key: key('halt-back-1'),
@@ -626,7 +628,8 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     // Under Manual nothing starts it again, and the restore says so.
     expect(await restoreWhileRunning('halt-back-3', 'Manual')).toBe(
       'reverted to VirtualMachineSnapshot halt-1 (disks of the stopped machine; the revert shut ' +
-        'the running guest off, and runStrategy Manual leaves it shut off)',
+        'the running guest off, and runStrategy Manual leaves it shut off); ' +
+        'disks reverted: vda (Volume root)',
     );
     await converge(ctx, reconcileVirtualMachine, key('halt'), { until: phaseIs('Stopped') });
     expect(await halt.isActive()).toBe(false);
@@ -644,7 +647,7 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     });
     expect(
       restoreOf('halt-back-4')?.status?.conditions?.find((c) => c.type === 'Ready')?.message,
-    ).toBe('reverted to VirtualMachineSnapshot halt-1 (disks)');
+    ).toBe('reverted to VirtualMachineSnapshot halt-1 (disks); disks reverted: vda (Volume root)');
     await k.remove('VirtualMachine', NS, 'halt');
     await converge(ctx, reconcileVirtualMachine, key('halt'), {
       until: stored(vmOf, (o) => o === undefined),
@@ -720,6 +723,164 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     });
   });
 
+  it('names the disks a restore reverted and the Volumes it left as they are', async () => {
+    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'named');
+    await k.create('Volume', {
+      metadata: { name: 'scratch', namespace: NS },
+      spec: { nodeName: NODE, pool: 'images', capacity: '1Gi', format: 'qcow2' },
+    });
+    await k.patchStatus('Volume', NS, 'scratch', {
+      phase: 'Available',
+      path: join(stateDir, 'scratch.img'),
+    });
+    // Stopped, so that its later disks are a plain redefinition on the test driver.
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'named', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        runStrategy: 'Halted',
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'root', volume: 'root' }],
+      },
+    });
+    const synced = stored(
+      vmOf,
+      (o) =>
+        o?.status?.phase === 'Stopped' && o.status.observedGeneration === o.metadata.generation,
+    );
+    await converge(ctx, reconcileVirtualMachine, key('named'), { until: synced });
+    await snapshot('named-1', 'named');
+    // Attached after the snapshot: a writable disk, and a read-only one (never in a snapshot).
+    await k.patchSpec('VirtualMachine', NS, 'named', {
+      disks: [
+        { name: 'root', volume: 'root' },
+        { name: 'scratch', volume: 'scratch' },
+        { name: 'iso', volume: 'raw', readOnly: true },
+      ],
+    });
+    await converge(ctx, reconcileVirtualMachine, key('named'), { until: synced });
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'named-back', namespace: NS },
+      spec: { vmName: 'named', snapshotName: 'named-1' },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key('named-back'), {
+      until: stored(
+        () => restoreOf('named-back'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    const said =
+      'disks reverted: vda (Volume root); not reverted: Volume scratch (not in the snapshot), ' +
+      'Volume raw (read-only)';
+    expect(
+      restoreOf('named-back')?.status?.conditions?.find((c) => c.type === 'Ready')?.message,
+    ).toBe(`reverted to VirtualMachineSnapshot named-1 (disks); ${said}`);
+    expect(ctx.events.at(-1)).toMatchObject({
+      key: key('named-back'),
+      reason: 'Restored',
+      message: `VirtualMachine named reverted to named-1 (disks); ${said}`,
+    });
+    // The root disk leaves the machine: the snapshot still reverts its Volume, and says so.
+    await k.patchSpec('VirtualMachine', NS, 'named', {
+      disks: [{ name: 'scratch', volume: 'scratch' }],
+    });
+    await converge(ctx, reconcileVirtualMachine, key('named'), { until: synced });
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'named-back-2', namespace: NS },
+      spec: { vmName: 'named', snapshotName: 'named-1' },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key('named-back-2'), {
+      until: stored(
+        () => restoreOf('named-back-2'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    expect(
+      restoreOf('named-back-2')?.status?.conditions?.find((c) => c.type === 'Ready')?.message,
+    ).toBe(
+      'reverted to VirtualMachineSnapshot named-1 (disks); disks reverted: vda (Volume root, ' +
+        'no longer attached); not reverted: Volume scratch (not in the snapshot)',
+    );
+    await k.remove('VirtualMachine', NS, 'named');
+    await converge(ctx, reconcileVirtualMachine, key('named'), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+  });
+
+  it('does not restart a restored checkpoint under updatePolicy Restart until the spec changes', async () => {
+    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'keep');
+    const vm = await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'keep', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        updatePolicy: 'Restart',
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'root', volume: 'root' }],
+      },
+    });
+    const runningSynced = stored(
+      vmOf,
+      (o) =>
+        o?.status?.phase === 'Running' &&
+        o.status.observedGeneration === o.metadata.generation &&
+        o.status.conditions?.find((c) => c.type === 'RestartRequired')?.status === 'False',
+    );
+    await converge(ctx, reconcileVirtualMachine, key('keep'), { until: runningSynced });
+    // The runtime ID of the domain as it is now (a handle keeps the one it was looked up with).
+    const runId = async () =>
+      (await conn.lookupDomainByUUIDString(String(vm.metadata.uid))).getID();
+    await snapshot('keep-1', 'keep');
+    // A restart-time change after the checkpoint: applied by a restart, as the policy says.
+    await k.patchSpec('VirtualMachine', NS, 'keep', { maxMemory: '256Mi' });
+    await converge(ctx, reconcileVirtualMachine, key('keep'), { until: runningSynced });
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'keep-back', namespace: NS },
+      spec: { vmName: 'keep', snapshotName: 'keep-1' },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key('keep-back'), {
+      until: stored(
+        () => restoreOf('keep-back'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    // The checkpoint runs with its own definition, which lacks the new maxMemory. Nobody changed
+    // the spec: the restored guest is not restarted, and RestartRequired says why.
+    const restored = await runId();
+    expect(restored).toBeGreaterThan(0);
+    expect(
+      await (await conn.lookupDomainByUUIDString(String(vm.metadata.uid))).getState(),
+    ).toMatchObject({
+      stateName: 'running',
+      reasonName: 'from_snapshot',
+    });
+    const stops = () =>
+      ctx.events.filter((e) => e.key === key('keep') && e.reason === 'ShuttingDown').length;
+    const before = stops();
+    for (let pass = 0; pass < 3; pass++) await converge(ctx, reconcileVirtualMachine, key('keep'));
+    await ctx.refresh();
+    expect(await runId()).toBe(restored);
+    expect(stops()).toBe(before);
+    expect(vmOf()?.status?.conditions?.find((c) => c.type === 'ShutdownRequested')).toBeUndefined();
+    const required = vmOf()?.status?.conditions?.find((c) => c.type === 'RestartRequired');
+    expect(required).toMatchObject({ status: 'True', reason: 'PendingChanges' });
+    expect(required?.message).toMatch(
+      /^pending: spec\.maxMemory; this run is a checkpoint a VirtualMachineRestore brought back/,
+    );
+    // A change of the spec is the user's: the policy restarts the machine for it, as always.
+    await k.patchSpec('VirtualMachine', NS, 'keep', { maxMemory: '320Mi' });
+    await converge(ctx, reconcileVirtualMachine, key('keep'), { until: runningSynced });
+    expect(stops()).toBe(before + 1);
+    expect(await runId()).not.toBe(restored);
+    await k.remove('VirtualMachine', NS, 'keep');
+    await converge(ctx, reconcileVirtualMachine, key('keep'), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+  });
+
   it('leaves no snapshot object of a deleted machine to a new machine of its name', async () => {
     const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'twice');
     await runningVm('twice', 'root');
@@ -778,6 +939,16 @@ describe('deleting a snapshot whose disks the running machine no longer has', ()
     const held = await reconcileVirtualMachineSnapshot(key('moving-1'), ctx);
     expect(requeueMs(held)).toBeGreaterThan(0);
     expect(await domain.numOfSnapshots()).toBe(1);
+    // Said on the object: why it waits, and what lets it through.
+    expect(ctx.events.at(-1)).toMatchObject({
+      key: key('moving-1'),
+      type: 'Warning',
+      reason: 'DeletePending',
+      message:
+        'libvirt cannot delete this snapshot while the machine runs (disk vda is now ' +
+        `${moved}, not ${join(stateDir, 'elsewhere.img')}); it is deleted once the domain is ` +
+        'shut off (runStrategy Halted, or the machine deleted)',
+    });
     await ctx.refresh();
     expect(snapOf('moving-1')?.metadata.finalizers).toContain(`node.virt.dev/${NODE}`);
 

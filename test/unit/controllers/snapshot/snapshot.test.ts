@@ -23,8 +23,10 @@ import {
   restoreMarkerXML,
 } from '../../../../src/controllers/virtual-machine-restore/desired.js';
 import {
+  DISKS_NAMED,
   needsPowerOff,
   planRestore,
+  restoredDisksWording,
   restoredWording,
   revertPaused,
 } from '../../../../src/controllers/virtual-machine-restore/plan.js';
@@ -454,6 +456,25 @@ describe('planRestore', () => {
     expect(restoredWording({ ...base, stoppedRun: false, runStrategy: 'Manual' })).toBe('disks');
     expect(restoredWording({ ...base, includesMemory: true, runStrategy: 'Always' })).toBe(
       'memory and disks',
+    );
+  });
+
+  it('names the disks a restore reverted and those it did not, a bounded list of each', () => {
+    expect(
+      restoredDisksWording(
+        [{ name: 'vda', volume: 'root' }, { name: 'vdb' }],
+        [{ volume: 'root' }, { volume: 'root' }, { volume: 'iso', readOnly: true }],
+      ),
+    ).toBe('disks reverted: vda (Volume root), vdb; not reverted: Volume iso (read-only)');
+    const many = Array.from({ length: 9 }, (_, i) => ({ volume: `v${i}` }));
+    const said = restoredDisksWording([], many);
+    expect(said).toBe(
+      'disks reverted: none; not reverted: ' +
+        many
+          .slice(0, DISKS_NAMED)
+          .map((d) => `Volume ${d.volume} (not in the snapshot)`)
+          .join(', ') +
+        ` and ${9 - DISKS_NAMED} more`,
     );
   });
 

@@ -500,6 +500,22 @@ describe('powerPlan', () => {
     ]);
   });
 
+  it('does not restart a checkpoint a restore brought back until the spec changes', () => {
+    const spec = { updatePolicy: 'Restart' as const };
+    const restored = { ...running, reason: 'from_snapshot' };
+    const status = { ...runningStatus(), observedGeneration: 3 };
+    // The restore put back the snapshot's definition; the spec (generation 3) is as acted on.
+    expect(powerPlan(vm(spec, { status }), restored, ['spec.maxMemory'], NOW).steps).toEqual([]);
+    // The user changes the spec: restarted for it, as the policy says.
+    expect(
+      powerPlan(vm(spec, { status, generation: 4 }), restored, ['spec.maxMemory'], NOW).steps,
+    ).toEqual([{ op: 'shutdown', reason: 'RestartToApplyChanges' }]);
+    // A run the restore did not bring back is restarted at once.
+    expect(powerPlan(vm(spec, { status }), running, ['spec.maxMemory'], NOW).steps).toEqual([
+      { op: 'shutdown', reason: 'RestartToApplyChanges' },
+    ]);
+  });
+
   it('restarts gracefully to apply pending changes with updatePolicy Restart, then starts again', () => {
     const spec = { updatePolicy: 'Restart' as const, runStrategy: 'Manual' as const };
     expect(
