@@ -6,10 +6,10 @@
 // the next pass leaves exactly one snapshot, known to libvirt, instead of two of one name.
 // One case has it happen for real: a qemu-img in front of the real one kills libvirtd.
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type {
   VirtualMachine,
   VirtualMachineSnapshot,
@@ -23,11 +23,7 @@ import {
   parseRecord,
 } from '../../../../src/controllers/virtual-machine-snapshot/desired.js';
 import {
-  startPrivateLibvirtd,
-  type LibvirtDaemon,
-} from '../../../../src/commands/local/libvirtd.js';
-import {
-  Connect,
+  type Connect,
   DomainSnapshotCreateFlags,
   DomainSnapshotDeleteFlags,
   type Domain,
@@ -37,21 +33,33 @@ import {
   parseSnapshotXML,
 } from '../../../../src/libvirt/xml/snapshot.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
-import {
-  converge,
-  snapshotContext,
-  type SnapshotContext,
-} from '../../../harness/controller-context.js';
+import { usePrivateLibvirtd } from '../../../harness/private-libvirtd.js';
+import { converge, type SnapshotContext } from '../../../harness/controller-context.js';
 import { qcow2Snapshots } from '../../../harness/host.js';
 import { nodeFinalizer } from '../../../../src/controllers/context.js';
-import { kube, type Kube } from '../../../harness/kube-objects.js';
+import type { Kube } from '../../../harness/kube-objects.js';
 
 const run = promisify(execFile);
 const NODE = 'node-snap-real';
 const NS = 'snap-real';
 const VM = 'stopped';
 const cp = useControlPlane();
-let daemon: LibvirtDaemon;
+const lv = usePrivateLibvirtd({
+  controlPlane: cp,
+  nodeName: NODE,
+  namespace: NS,
+  tmpPrefix: 'lvo-snap-real-',
+  // The daemon inherits the PATH with the dying qemu-img in front.
+  beforeStart: async (dir) => {
+    dieAfterTake = await installDyingQemuImg(dir);
+  },
+  async cleanup() {
+    if (!domain) return;
+    for (const s of await domain.listAllSnapshots().catch(() => []))
+      await s.delete(0).catch(() => undefined);
+    await domain.undefine().catch(() => undefined);
+  },
+});
 let conn: Connect;
 let tmp: string;
 let disk: string;
@@ -141,20 +149,9 @@ async function installDyingQemuImg(dir: string): Promise<string> {
 let dieAfterTake: string;
 
 beforeAll(async () => {
-  tmp = await mkdtemp('/tmp/lvo-snap-real-');
-  dieAfterTake = await installDyingQemuImg(tmp);
-  daemon = await startPrivateLibvirtd();
-  conn = await Connect.open(daemon.uri);
+  ({ conn, tmp, k, ctx } = lv());
   disk = path.join(tmp, 'disk.qcow2');
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', disk, '16M']);
-  k = kube(cp().kubeConfig);
-  ctx = snapshotContext({
-    kubeConfig: cp().kubeConfig,
-    conn,
-    nodeName: NODE,
-    stateDir: path.join(tmp, 'state'),
-  });
-  await k.namespace(NS);
   await k.create<Volume>('Volume', {
     metadata: { name: 'disk', namespace: NS },
     spec: { nodeName: NODE, pool: 'images', capacity: '16Mi', format: 'qcow2' },
@@ -179,17 +176,6 @@ beforeAll(async () => {
   });
   domain = await conn.lookupDomainByUUIDString(String(vm.metadata.uid));
 }, 120_000);
-
-afterAll(async () => {
-  if (domain) {
-    for (const s of await domain.listAllSnapshots().catch(() => []))
-      await s.delete(0).catch(() => undefined);
-    await domain.undefine().catch(() => undefined);
-  }
-  await conn?.close();
-  await daemon?.stop();
-  if (tmp) await rm(tmp, { recursive: true, force: true });
-}, 60_000);
 
 describe('a snapshot of a shut-off machine after a take was cut short (real libvirtd)', () => {
   it('replaces the snapshot libvirt left in the disk without its record, not doubles it', async () => {
@@ -358,13 +344,10 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
     expect(String(first)).toMatch(/libvirt|connection|closed|end of file/i);
     expect(await inFile()).toContain(name);
 
-    await daemon.restart();
-    await conn.close().catch(() => undefined);
-    conn = await Connect.open(daemon.uri);
+    conn = await lv().restart();
     domain = await conn.lookupDomainByUUIDString(
       String(ctx.get<VirtualMachine>('VirtualMachine', NS, VM)!.metadata.uid),
     );
-    Object.assign(ctx, { libvirt: () => conn });
     expect(await inLibvirt()).not.toContain(name);
 
     // A retry before the watch brings the InProgress write back: the cached copy still says

@@ -3,18 +3,14 @@
 // directories libvirt's build makes, pools sharing a directory through a link or nested in one
 // another, a pool on a file, a Volume made in a pool being deleted.
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { StoragePool, Volume } from '../../../../src/api/generated/types.js';
 import { parseQuantity } from '../../../../src/api/quantity.js';
-import {
-  startPrivateLibvirtd,
-  type LibvirtDaemon,
-} from '../../../../src/commands/local/libvirtd.js';
+import type { LibvirtDaemon } from '../../../../src/commands/local/libvirtd.js';
 import { kindResyncMs } from '../../../../src/controllers/module.js';
 import {
   reconcileStoragePool,
@@ -22,15 +18,12 @@ import {
 } from '../../../../src/controllers/storage-pool/index.js';
 import { withPoolLock } from '../../../../src/controllers/shared/pool-lock.js';
 import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
-import { Connect } from '../../../../src/libvirt/index.js';
+import type { Connect } from '../../../../src/libvirt/index.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
-import {
-  converge,
-  snapshotContext,
-  type SnapshotContext,
-} from '../../../harness/controller-context.js';
+import { usePrivateLibvirtd } from '../../../harness/private-libvirtd.js';
+import { converge, type SnapshotContext } from '../../../harness/controller-context.js';
 import { argoHealth, kstatus } from '../../../harness/health-tools.js';
-import { kube, type Kube } from '../../../harness/kube-objects.js';
+import type { Kube } from '../../../harness/kube-objects.js';
 import { reconcileUntil } from './fixtures.js';
 
 const run = promisify(execFile);
@@ -38,37 +31,30 @@ const NODE = 'node-real';
 const NS = 'pool-real';
 const PREFIX = `lvo-pr-${randomBytes(3).toString('hex')}`;
 const cp = useControlPlane();
+const lv = usePrivateLibvirtd({
+  controlPlane: cp,
+  nodeName: NODE,
+  namespace: NS,
+  tmpPrefix: 'lvo-pool-real-',
+  async cleanup(conn) {
+    for (const pool of await conn.listAllStoragePools().catch(() => [])) {
+      if (!pool.getName().startsWith(PREFIX)) continue;
+      for (const v of await pool.listAllVolumes().catch(() => []))
+        await v.delete(0).catch(() => {});
+      await pool.destroy().catch(() => undefined);
+      await pool.undefine().catch(() => undefined);
+    }
+  },
+});
 let daemon: LibvirtDaemon;
 let conn: Connect;
 let tmp: string;
 let k: Kube;
 let ctx: SnapshotContext;
 
-beforeAll(async () => {
-  daemon = await startPrivateLibvirtd();
-  conn = await Connect.open(daemon.uri);
-  tmp = await mkdtemp(path.join(tmpdir(), 'lvo-pool-real-'));
-  k = kube(cp().kubeConfig);
-  ctx = snapshotContext({
-    kubeConfig: cp().kubeConfig,
-    conn,
-    nodeName: NODE,
-    stateDir: path.join(tmp, 'state'),
-  });
-  await k.namespace(NS);
-}, 120_000);
-
-afterAll(async () => {
-  for (const pool of (await conn?.listAllStoragePools().catch(() => [])) ?? []) {
-    if (!pool.getName().startsWith(PREFIX)) continue;
-    for (const v of await pool.listAllVolumes().catch(() => [])) await v.delete(0).catch(() => {});
-    await pool.destroy().catch(() => undefined);
-    await pool.undefine().catch(() => undefined);
-  }
-  await conn?.close();
-  await daemon?.stop();
-  if (tmp) await rm(tmp, { recursive: true, force: true });
-}, 60_000);
+beforeAll(() => {
+  ({ daemon, conn, tmp, k, ctx } = lv());
+});
 
 const entryOf = async (name: string) =>
   (await k.get<StoragePool>('StoragePool', undefined, name))?.status?.nodes?.find(

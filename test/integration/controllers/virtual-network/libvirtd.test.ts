@@ -3,24 +3,14 @@
 // make must be refused before anything is defined, and the device left as it was.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VirtualNetwork } from '../../../../src/api/generated/types.js';
-import {
-  startPrivateLibvirtd,
-  type LibvirtDaemon,
-} from '../../../../src/commands/local/libvirtd.js';
 import { reconcileVirtualNetwork } from '../../../../src/controllers/virtual-network/index.js';
-import { Connect } from '../../../../src/libvirt/index.js';
+import type { Connect } from '../../../../src/libvirt/index.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
-import {
-  converge,
-  snapshotContext,
-  type SnapshotContext,
-} from '../../../harness/controller-context.js';
-import { kube, type Kube } from '../../../harness/kube-objects.js';
+import { usePrivateLibvirtd } from '../../../harness/private-libvirtd.js';
+import { converge, type SnapshotContext } from '../../../harness/controller-context.js';
+import type { Kube } from '../../../harness/kube-objects.js';
 
 const NODE = 'vnet-real';
 const KIND = 'VirtualNetwork';
@@ -28,44 +18,42 @@ const ID = randomBytes(3).toString('hex');
 /** A host bridge no libvirt network made, with an address of its own. */
 const HOST_BRIDGE = `lvohb${ID}`;
 const cp = useControlPlane();
-let daemon: LibvirtDaemon;
-let conn: Connect;
-let tmp: string;
-let k: Kube;
-let ctx: SnapshotContext;
 
 const ip = (...args: string[]) => execFileSync('ip', args, { encoding: 'utf8' });
 
-beforeAll(async () => {
+// Registered before the daemon's hooks: the bridge is there before it starts and goes after
+// it stops.
+beforeAll(() => {
   ip('link', 'add', HOST_BRIDGE, 'type', 'bridge');
   ip('addr', 'add', '10.213.77.1/24', 'dev', HOST_BRIDGE);
-  daemon = await startPrivateLibvirtd();
-  conn = await Connect.open(daemon.uri);
-  tmp = await mkdtemp(path.join(tmpdir(), 'lvo-vnet-real-'));
-  k = kube(cp().kubeConfig);
-  ctx = snapshotContext({
-    kubeConfig: cp().kubeConfig,
-    conn,
-    nodeName: NODE,
-    stateDir: path.join(tmp, 'state'),
-  });
-}, 120_000);
-
-afterAll(async () => {
-  for (const network of (await conn?.listAllNetworks().catch(() => [])) ?? []) {
-    if (!network.getName().startsWith(`hb-${ID}`)) continue;
-    await network.destroy().catch(() => undefined);
-    await network.undefine().catch(() => undefined);
-  }
-  await conn?.close();
-  await daemon?.stop();
+});
+afterAll(() => {
   try {
     ip('link', 'del', HOST_BRIDGE);
   } catch {
     // not created
   }
-  if (tmp) await rm(tmp, { recursive: true, force: true });
-}, 60_000);
+});
+
+const lv = usePrivateLibvirtd({
+  controlPlane: cp,
+  nodeName: NODE,
+  tmpPrefix: 'lvo-vnet-real-',
+  async cleanup(conn) {
+    for (const network of await conn.listAllNetworks().catch(() => [])) {
+      if (!network.getName().startsWith(`hb-${ID}`)) continue;
+      await network.destroy().catch(() => undefined);
+      await network.undefine().catch(() => undefined);
+    }
+  },
+});
+let conn: Connect;
+let k: Kube;
+let ctx: SnapshotContext;
+
+beforeAll(() => {
+  ({ conn, k, ctx } = lv());
+});
 
 const entryOf = async (name: string) =>
   (await k.get<VirtualNetwork>(KIND, undefined, name))?.status?.nodes?.find(

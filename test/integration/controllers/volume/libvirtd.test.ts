@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -20,20 +20,18 @@ import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-mac
 import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
 import { applyVolumeSteps } from '../../../../src/controllers/volume/act.js';
 import { withPoolLock, type PoolLocks } from '../../../../src/controllers/shared/pool-lock.js';
-import {
-  startPrivateLibvirtd,
-  type LibvirtDaemon,
-} from '../../../../src/commands/local/libvirtd.js';
-import { Connect } from '../../../../src/libvirt/index.js';
+import type { LibvirtDaemon } from '../../../../src/commands/local/libvirtd.js';
+import type { Connect } from '../../../../src/libvirt/index.js';
 import { parseVolumeXML } from '../../../../src/libvirt/xml/volume.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
+import { usePrivateLibvirtd } from '../../../harness/private-libvirtd.js';
 import {
   converge,
   snapshotContext,
   type SnapshotContext,
   requeueMs,
 } from '../../../harness/controller-context.js';
-import { kube, sleep, type Kube } from '../../../harness/kube-objects.js';
+import { sleep, type Kube } from '../../../harness/kube-objects.js';
 import { reconcileUntil } from '../storage-pool/fixtures.js';
 
 const run = promisify(execFile);
@@ -41,6 +39,21 @@ const NODE = 'node-real';
 const NS = 'real';
 const POOL = `lvo-it-${randomBytes(3).toString('hex')}`;
 const cp = useControlPlane();
+const lv = usePrivateLibvirtd({
+  controlPlane: cp,
+  nodeName: NODE,
+  namespace: NS,
+  tmpPrefix: 'lvo-it-',
+  // Whatever a failed test left on the shared daemon goes.
+  async cleanup(conn) {
+    const leftover = await conn.lookupStoragePoolByName(POOL).catch(() => undefined);
+    if (!leftover) return;
+    for (const v of await leftover.listAllVolumes().catch(() => []))
+      await v.delete(0).catch(() => undefined);
+    await leftover.destroy().catch(() => undefined);
+    await leftover.undefine().catch(() => undefined);
+  },
+});
 let daemon: LibvirtDaemon;
 let conn: Connect;
 let tmp: string;
@@ -62,9 +75,7 @@ const canaryBytes = Buffer.alloc(1024 * 1024, 0x43);
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 beforeAll(async () => {
-  daemon = await startPrivateLibvirtd();
-  conn = await Connect.open(daemon.uri);
-  tmp = await mkdtemp('/tmp/lvo-it-');
+  ({ daemon, conn, tmp, k, ctx } = lv());
   poolDir = path.join(tmp, 'pool');
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(tmp, 'src.qcow2'), '64M']);
   qcowImage = await readFile(path.join(tmp, 'src.qcow2'));
@@ -119,31 +130,12 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  k = kube(cp().kubeConfig);
-  ctx = snapshotContext({
-    kubeConfig: cp().kubeConfig,
-    conn,
-    nodeName: NODE,
-    stateDir: path.join(tmp, 'state'),
-  });
-  await k.namespace(NS);
 }, 120_000);
 
 afterAll(async () => {
   server?.closeAllConnections();
   server?.close();
-  // Whatever a failed test left on the shared daemon goes.
-  const leftover = await conn?.lookupStoragePoolByName(POOL).catch(() => undefined);
-  if (leftover) {
-    for (const v of await leftover.listAllVolumes().catch(() => []))
-      await v.delete(0).catch(() => undefined);
-    await leftover.destroy().catch(() => undefined);
-    await leftover.undefine().catch(() => undefined);
-  }
-  await conn?.close();
-  await daemon?.stop();
-  if (tmp) await rm(tmp, { recursive: true, force: true });
-}, 60_000);
+});
 
 const getVol = (name: string) => k.get<Volume>('Volume', NS, name);
 const createVol = (name: string, spec: Partial<Volume['spec']>) =>
