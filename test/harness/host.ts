@@ -1,6 +1,6 @@
 // Host commands the end-to-end tests run beside the operator: a command's exit code and output,
-// virsh on the system libvirtd, a qcow2 file's internal snapshots, and a free /24 for a NAT
-// network.
+// virsh on the system libvirtd, a disk image made by qemu-img, a qcow2 file's internal
+// snapshots, and a free /24 for a NAT network.
 import { execFile } from 'node:child_process';
 import { SYSTEM_URI } from '../../src/commands/local/libvirtd.js';
 
@@ -25,6 +25,21 @@ export function runCommand(
 }
 
 export const virsh = (...args: string[]) => runCommand('virsh', ['-c', SYSTEM_URI, ...args]);
+
+/**
+ * Makes a disk image with `qemu-img create` (`options` goes to `-o`, e.g.
+ * `backing_file=...,backing_fmt=vmdk`). Throws with qemu-img's output when it fails.
+ */
+export async function createImage(
+  file: string,
+  format: string,
+  size: string,
+  options?: string,
+): Promise<void> {
+  const opts = options === undefined ? [] : ['-o', options];
+  const made = await runCommand('qemu-img', ['create', '-q', '-f', format, ...opts, file, size]);
+  if (made.code !== 0) throw new Error(`qemu-img create ${file}: ${made.stdout}`);
+}
 
 /**
  * The names of the internal snapshots inside a qcow2 file, sorted, as `qemu-img snapshot -l`

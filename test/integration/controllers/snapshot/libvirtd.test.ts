@@ -35,7 +35,7 @@ import {
 import { useControlPlane } from '../../../harness/control-plane.js';
 import { usePrivateLibvirtd } from '../../../harness/private-libvirtd.js';
 import { converge, type SnapshotContext } from '../../../harness/controller-context.js';
-import { qcow2Snapshots } from '../../../harness/host.js';
+import { createImage, qcow2Snapshots } from '../../../harness/host.js';
 import { nodeFinalizer } from '../../../../src/controllers/context.js';
 import type { Kube } from '../../../harness/kube-objects.js';
 
@@ -151,7 +151,7 @@ let dieAfterTake: string;
 beforeAll(async () => {
   ({ conn, tmp, k, ctx } = lv());
   disk = path.join(tmp, 'disk.qcow2');
-  await run('qemu-img', ['create', '-q', '-f', 'qcow2', disk, '16M']);
+  await createImage(disk, 'qcow2', '16M');
   await k.create<Volume>('Volume', {
     metadata: { name: 'disk', namespace: NS },
     spec: { nodeName: NODE, pool: 'images', capacity: '16Mi', format: 'qcow2' },
@@ -243,7 +243,7 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
     const created = await declare('detached');
     const name = libvirtSnapshotName(created);
     const extra = path.join(tmp, 'extra.qcow2');
-    await run('qemu-img', ['create', '-q', '-f', 'qcow2', extra, '16M']);
+    await createImage(extra, 'qcow2', '16M');
     // The record a cleanup left while the machine still had a second disk, detached since.
     const withExtra = (await domain.getXMLDesc()).replace(
       '</devices>',

@@ -24,6 +24,7 @@ import type { LibvirtDaemon } from '../../../../src/commands/local/libvirtd.js';
 import type { Connect } from '../../../../src/libvirt/index.js';
 import { parseVolumeXML } from '../../../../src/libvirt/xml/volume.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
+import { createImage } from '../../../harness/host.js';
 import { usePrivateLibvirtd } from '../../../harness/private-libvirtd.js';
 import {
   converge,
@@ -77,35 +78,17 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 beforeAll(async () => {
   ({ daemon, conn, tmp, k, ctx } = lv());
   poolDir = path.join(tmp, 'pool');
-  await run('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(tmp, 'src.qcow2'), '64M']);
-  qcowImage = await readFile(path.join(tmp, 'src.qcow2'));
+  /** An image qemu-img makes in the temp directory, as the server will send it. */
+  const image = async (name: string, format: string, size: string, options?: string) => {
+    await createImage(path.join(tmp, name), format, size, options);
+    return readFile(path.join(tmp, name));
+  };
+  qcowImage = await image('src.qcow2', 'qcow2', '64M');
   canary = path.join(tmp, 'canary');
-  const opts = `data_file=${canary},data_file_raw=on`;
-  await run('qemu-img', [
-    'create',
-    '-q',
-    '-f',
-    'qcow2',
-    '-o',
-    opts,
-    path.join(tmp, 'df.qcow2'),
-    '1M',
-  ]);
-  dataFileImage = await readFile(path.join(tmp, 'df.qcow2'));
+  dataFileImage = await image('df.qcow2', 'qcow2', '1M', `data_file=${canary},data_file_raw=on`);
   const vmdkBase = path.join(tmp, 'base.vmdk');
-  await run('qemu-img', ['create', '-q', '-f', 'vmdk', vmdkBase, '1M']);
-  const vmdkOpts = `backing_file=${vmdkBase},backing_fmt=vmdk`;
-  await run('qemu-img', [
-    'create',
-    '-q',
-    '-f',
-    'vmdk',
-    '-o',
-    vmdkOpts,
-    path.join(tmp, 'v.vmdk'),
-    '1M',
-  ]);
-  vmdkImage = await readFile(path.join(tmp, 'v.vmdk'));
+  await createImage(vmdkBase, 'vmdk', '1M');
+  vmdkImage = await image('v.vmdk', 'vmdk', '1M', `backing_file=${vmdkBase},backing_fmt=vmdk`);
   // Written after qemu-img, which makes the data file anew.
   await writeFile(canary, canaryBytes);
   server = createServer((req, res) => {
