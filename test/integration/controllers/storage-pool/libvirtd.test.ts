@@ -60,8 +60,9 @@ const entryOf = async (name: string) =>
   (await k.get<StoragePool>('StoragePool', undefined, name))?.status?.nodes?.find(
     (n) => n.nodeName === NODE,
   );
-const ready = (name: string) => async () =>
-  (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+const readyOf = async (name: string) =>
+  (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready');
+const ready = (name: string) => async () => (await readyOf(name))?.status === 'True';
 const gone = (name: string) => async () =>
   (await k.get('StoragePool', undefined, name)) === undefined;
 const exists = (p: string) =>
@@ -117,7 +118,7 @@ describe('StoragePool on a real libvirtd', () => {
     // libvirt knows no figures for a pool that is not running (it keeps its last ones): none.
     expect(await entryOf(name)).not.toHaveProperty('capacity');
     expect(await entryOf(name)).not.toHaveProperty('available');
-    const said = (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready');
+    const said = await readyOf(name);
     expect(said).toMatchObject({ status: 'False', reason: 'DirectoryLost' });
     expect(said?.message).toMatch(/cannot open directory .*No such file or directory/);
     expect(eventsOf(name, 'DirectoryLost')).toHaveLength(1);
@@ -209,11 +210,10 @@ describe('StoragePool on a real libvirtd', () => {
     await converge(ctx, reconcileStoragePool, first, { until: ready(first) });
     await symlink(dir, path.join(tmp, 'alias'));
     const second = await makePool('alias', path.join(tmp, 'alias'));
-    const reason = async () =>
-      (await entryOf(second))?.conditions?.find((c) => c.type === 'Ready')?.reason;
+    const reason = async () => (await readyOf(second))?.reason;
     await reconcileUntil(ctx, reconcileStoragePool, second, async () => !!(await reason()));
     expect(await reason()).toBe('PathConflict');
-    const message = (await entryOf(second))?.conditions?.find((c) => c.type === 'Ready')?.message;
+    const message = (await readyOf(second))?.message;
     expect(message).toContain(first);
     expect(message).toContain(dir);
     // Nothing of it on the host: not even defined.
@@ -229,11 +229,7 @@ describe('StoragePool on a real libvirtd', () => {
     await Promise.all(twins.map((t) => reconcileStoragePool(t, ctx)));
     await ctx.refresh();
     await Promise.all(twins.map((t) => reconcileStoragePool(t, ctx)));
-    const reasons = await Promise.all(
-      twins.map(
-        async (t) => (await entryOf(t))?.conditions?.find((c) => c.type === 'Ready')?.reason,
-      ),
-    );
+    const reasons = await Promise.all(twins.map(async (t) => (await readyOf(t))?.reason));
     expect(reasons.sort()).toEqual(['PathConflict', 'Running']);
     for (const t of twins) await deletePool(t);
   });
@@ -243,8 +239,6 @@ describe('StoragePool on a real libvirtd', () => {
     const around = await makePool('around', outer);
     await converge(ctx, reconcileStoragePool, around, { until: ready(around) });
     const inner = await makePool('within', path.join(outer, 'sub', 'within'));
-    const readyOf = async (name: string) =>
-      (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready');
     await reconcileUntil(ctx, reconcileStoragePool, inner, async () => !!(await readyOf(inner)));
     expect(await readyOf(inner)).toMatchObject({ status: 'False', reason: 'PathNested' });
     expect((await readyOf(inner))?.message).toContain(around);
@@ -288,9 +282,7 @@ describe('StoragePool on a real libvirtd', () => {
       ctx,
       reconcileStoragePool,
       name,
-      async () =>
-        (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready')?.reason ===
-        'PathNotDirectory',
+      async () => (await readyOf(name))?.reason === 'PathNotDirectory',
     );
     await deletePool(name);
     const [removed] = eventsOf(name, 'PoolRemoved');
@@ -307,7 +299,7 @@ describe('StoragePool on a real libvirtd', () => {
     await run('nsenter', [...inDaemon, 'mount', '-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', ro]);
     try {
       const name = await makePool('ro', path.join(ro, 'pool'));
-      const ready = async () => (await entryOf(name))?.conditions?.find((c) => c.type === 'Ready');
+      const ready = () => readyOf(name);
       await reconcileUntil(ctx, reconcileStoragePool, name, async () => !!(await ready()));
       expect(await ready()).toMatchObject({ status: 'False', reason: 'PathReadOnly' });
       expect((await ready())?.message).toMatch(/read-only file system .*remount it read-write/);

@@ -136,6 +136,8 @@ const settled = (name: string) => async () => {
   );
 };
 const gone = (name: string) => async () => (await getVol(name)) === undefined;
+const readyOf = async (name: string) =>
+  (await getVol(name))?.status?.conditions?.find((c) => c.type === 'Ready');
 const libvirtVolume = async (name: string) => {
   const pool = await conn.lookupStoragePoolByName(POOL);
   return parseVolumeXML(await (await pool.lookupStorageVolByName(name)).getXMLDesc(0));
@@ -269,8 +271,7 @@ describe('a real libvirtd with QEMU', () => {
     // libvirt lists a pool's files as of its last refresh: this one it does not list.
     await writeFile(path.join(poolDir, `${NS}_clash`), 'not ours\n');
     await createVol('clash', { capacity: '16Mi' });
-    const ready = async () =>
-      (await getVol('clash'))?.status?.conditions?.find((c) => c.type === 'Ready');
+    const ready = () => readyOf('clash');
     const passesUntil = async (
       what: (r: { reason?: string; status?: string } | undefined) => boolean,
     ) => {
@@ -396,8 +397,7 @@ describe('a real libvirtd with QEMU', () => {
     await createVol('datafile', {
       source: { http: { url: `${base}/data-file.qcow2`, sha256: sha(dataFileImage) } },
     });
-    const ready = async () =>
-      (await getVol('datafile'))?.status?.conditions?.find((c) => c.type === 'Ready');
+    const ready = () => readyOf('datafile');
     await reconcileUntil(ctx, reconcileVolume, `${NS}/datafile`, async () => {
       const r = await ready();
       return r?.reason === 'InvalidImage' || r?.status === 'True';
@@ -423,8 +423,7 @@ describe('a real libvirtd with QEMU', () => {
       format: 'raw',
       source: { http: { url: `${base}/image.vmdk`, sha256: sha(vmdkImage) } },
     });
-    const ready = async () =>
-      (await getVol('vmdk'))?.status?.conditions?.find((c) => c.type === 'Ready');
+    const ready = () => readyOf('vmdk');
     await reconcileUntil(
       ctx,
       reconcileVolume,
@@ -450,8 +449,7 @@ describe('a real libvirtd with QEMU', () => {
     await writeFile(file, vmdkImage);
     await (await conn.lookupStoragePoolByName(POOL)).refresh(0);
     await createVol('foreign', { capacity: '1Mi' });
-    const ready = async () =>
-      (await getVol('foreign'))?.status?.conditions?.find((c) => c.type === 'Ready');
+    const ready = () => readyOf('foreign');
     await reconcileUntil(
       ctx,
       reconcileVolume,
