@@ -43,6 +43,7 @@ type Phase = NonNullable<VirtualMachineStatus['phase']>;
 
 /** Reasons that wait for something else to become ready, rather than a failure on the host. */
 const WAITING_REASONS = new Set(['VolumeNotReady', 'NetworkNotReady']);
+const FAILED_WHEN_DOWN = new Set(['StartFailed', 'StartRefused', 'DefineRefused']);
 
 /** libvirt's reasons for a pause that does not end by itself and that the operator leaves. */
 const STUCK_PAUSES = new Set(['ioerror', 'watchdog', 'crashed', 'postcopy_failed']);
@@ -238,7 +239,9 @@ function phaseOf(input: StatusInput): Phase {
     if (state === 'pmsuspended') return 'Paused';
     return 'Running';
   }
-  if (problem?.reason === 'StartFailed' || problem?.reason === 'StartRefused') return 'Failed';
+  // Not running and not on its way up: the start failed, or the definition it would start
+  // from was refused (a refused define skips the start).
+  if (problem && FAILED_WHEN_DOWN.has(problem.reason)) return 'Failed';
   // Held off, not on its way up: a start would write a base image under its overlays.
   if (problem?.reason === 'VolumeHasOverlays') return 'Stopped';
   if (shutdown === 'RestartToApplyChanges' || shutdown === 'RestartRequested') return 'Starting';
