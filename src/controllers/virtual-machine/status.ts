@@ -532,11 +532,14 @@ function shutdownCondition(input: StatusInput, reason: ShutdownReason): Conditio
     reason,
     message: !active
       ? `the operator shut the domain down (${SHUTDOWN_WHY[reason]})${suffix}`
-      : stopWithdrawn(input.vm, reason)
-        ? `${asked}, which runStrategy ${input.vm.spec.runStrategy ?? 'Always'} no longer asks for: ` +
-          `the domain is not destroyed, but the guest may still act on the request, so a stop ` +
-          `within ${grace}s of it is taken as the one asked for${suffix}`
-        : `${asked}; the domain is destroyed if it still runs ${grace}s after the request${suffix}`,
+      : grace === 0 && sentAt === undefined
+        ? `destroying the domain without an ACPI request, as terminationGracePeriodSeconds is 0 ` +
+          `(${SHUTDOWN_WHY[reason]})${suffix}`
+        : stopWithdrawn(input.vm, reason)
+          ? `${asked}, which runStrategy ${input.vm.spec.runStrategy ?? 'Always'} no longer asks for: ` +
+            `the domain is not destroyed, but the guest may still act on the request, so a stop ` +
+            `within ${grace}s of it is taken as the one asked for${suffix}`
+          : `${asked}; the domain is destroyed if it still runs ${grace}s after the request${suffix}`,
   };
 }
 
@@ -676,7 +679,10 @@ export function stepEvents(
             : {
                 type: 'Warning',
                 reason: 'GracePeriodExpired',
-                message: `the guest did not shut down within ${gracePeriodMs(vm) / 1000}s of the ACPI request; destroyed it`,
+                message:
+                  gracePeriodMs(vm) === 0
+                    ? `terminationGracePeriodSeconds is 0: destroyed domain ${name} without an ACPI request`
+                    : `the guest did not shut down within ${gracePeriodMs(vm) / 1000}s of the ACPI request; destroyed it`,
               },
         );
         break;

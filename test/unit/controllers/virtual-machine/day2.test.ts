@@ -659,7 +659,7 @@ describe('stopping a guest its OS suspended to RAM (pmsuspended)', () => {
     const deleting = observed(ours({ config: desired(vm()), power: suspended }));
     const plans = [
       powerPlan(halted, suspended, [], NOW).steps,
-      shutdownSteps(suspended, 'RestartRequested'),
+      shutdownSteps(vm(), suspended, 'RestartRequested', NOW),
       planRemoval(vm(), deleting, [], NOW).steps,
     ];
     for (const steps of plans) {
@@ -684,7 +684,7 @@ describe('stopping a guest its OS suspended to RAM (pmsuspended)', () => {
   it('reports a guest that does not wake as the failure, with no ACPI request sent', async () => {
     const { host, domain } = qemuDomain();
     const stuck = { ...domain, pmWakeup: () => Promise.resolve() } as unknown as Domain;
-    const steps = shutdownSteps(suspended, 'RunStrategyHalted');
+    const steps = shutdownSteps(vm(), suspended, 'RunStrategyHalted', NOW);
     const outcome = await actMachine({} as Connect, stuck, steps);
     expect(outcome.executed).toEqual([]);
     expect(outcome.failure).toMatchObject({
@@ -693,6 +693,54 @@ describe('stopping a guest its OS suspended to RAM (pmsuspended)', () => {
     });
     expect(host.acpi).toBe(false);
   }, 10_000);
+});
+
+describe('a grace period of 0', () => {
+  const running = { active: true, state: 'running', reason: 'booted', id: 7 };
+  const suspended = { active: true, state: 'pmsuspended', reason: 'unknown', id: 7 };
+  const now = vm({ terminationGracePeriodSeconds: 0 }, { status: runningStatus() });
+
+  it('destroys at once for a requested restart, as for runStrategy Halted and a deletion', () => {
+    // docs/api.md: terminationGracePeriodSeconds 0 means no ACPI request, for every stop.
+    const destroy = [{ op: 'destroy', why: 'gracePeriodExpired' }];
+    for (const power of [running, suspended]) {
+      const halted = vm(
+        { runStrategy: 'Halted', terminationGracePeriodSeconds: 0 },
+        { status: runningStatus() },
+      );
+      const deleting = observed(ours({ config: desired(now), power }));
+      expect(powerPlan(halted, power, [], NOW).steps).toEqual(destroy);
+      expect(planRemoval(now, deleting, [], NOW).steps.slice(0, 1)).toEqual(destroy);
+      expect(shutdownSteps(now, power, 'RestartRequested', NOW)).toEqual(destroy);
+    }
+    // With a grace period the guest is asked first, as before.
+    expect(shutdownSteps(vm(), running, 'RestartRequested', NOW)).toEqual([
+      { op: 'shutdown', reason: 'RestartRequested' },
+    ]);
+  });
+
+  it('says so in the Event and the ShutdownRequested condition, not an ACPI request', () => {
+    const [event] = stepEvents([{ op: 'destroy', why: 'gracePeriodExpired' }], now, 'node-a', 0);
+    expect(event?.message).toMatch(
+      /^terminationGracePeriodSeconds is 0: destroyed domain .* without an ACPI request$/,
+    );
+    const status = machineStatus({
+      vm: now,
+      nodeName: 'node-a',
+      now: NOW,
+      observed: ours({ config: desired(now), power: running }),
+      problem: undefined,
+      shutdown: 'RestartRequested',
+      started: undefined,
+      pending: [],
+      restartRun: 7,
+      restartsCounted: 0,
+    });
+    expect(status.conditions?.find((c) => c.type === 'ShutdownRequested')?.message).toBe(
+      'destroying the domain without an ACPI request, as terminationGracePeriodSeconds is 0 ' +
+        '(a restart requested by virt.dev/restart-requested-at) (run 7)',
+    );
+  });
 });
 
 describe('pause on request', () => {
