@@ -114,6 +114,9 @@ describe('a definition QEMU refuses at define', () => {
     // Still retried with backoff: a newer QEMU on the host takes it without a spec change.
     expect(requeueMs(action)).toBeGreaterThan(0);
     expect(await conn.listAllDomains()).toHaveLength(0);
+    expect(ctx.events).toContainEqual(
+      expect.objectContaining({ key: `${NS}/${VM}`, type: 'Warning', reason: 'DefineRefused' }),
+    );
 
     await k.patchSpec('VirtualMachine', NS, VM, { maxVcpus: 2 });
     await passUntil(['Halted']);
