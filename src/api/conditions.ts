@@ -187,6 +187,9 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   // A machine whose start libvirt refuses for its definition (a configuration this host's
   // QEMU cannot run): retried with backoff, but only a change of the spec or the host helps.
   StartRefused: 'stalled',
+  // The same refusal at define: the host's libvirt or QEMU cannot take this definition (more
+  // vCPUs than its machine type allows, say). Retried with backoff, like StartRefused.
+  DefineRefused: 'stalled',
   // An image that is not self-contained or is cut short, though its digest is the pinned one.
   InvalidImage: 'stalled',
   // The import's server answers a 4xx other than 408/429: it refuses that URL, and will until

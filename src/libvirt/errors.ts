@@ -142,7 +142,8 @@ export function isTimeout(err: unknown): boolean {
  * libvirt or the hypervisor refuses what the definition asks for, so repeating the call changes
  * nothing until the definition or the host does: a configuration this QEMU or host cannot run
  * (VIR_ERR_CONFIG_UNSUPPORTED, e.g. "CPU mode 'host-passthrough' for x86_64 qemu domain ... is
- * not supported by hypervisor", raised at start), a guest CPU the host CPU lacks features of,
+ * not supported by hypervisor", raised at start, or "Maximum CPUs greater than specified machine
+ * type limit 288", raised at define), a guest CPU the host CPU lacks features of,
  * invalid XML or arguments, an operation the driver lacks. Failures of the moment (QEMU exiting
  * early: INTERNAL_ERROR, a file or network not there yet, a lock another machine holds) are not.
  */

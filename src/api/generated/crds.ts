@@ -924,7 +924,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
             "terminationGracePeriodSeconds": {
               "type": "integer",
               "format": "int64",
-              "description": "Seconds to wait after an ACPI shutdown request before the machine is destroyed.",
+              "description": "Seconds to wait after an ACPI shutdown request before the machine is destroyed. 0 destroys it at once, without an ACPI request, for every stop (runStrategy Halted, a restart, deletion).",
               "minimum": 0,
               "maximum": 3600,
               "default": 60

@@ -461,7 +461,8 @@ export interface VirtualMachineSpec {
    */
   cloudInit?: VirtualMachineSpecCloudInit;
   /**
-   * Seconds to wait after an ACPI shutdown request before the machine is destroyed.
+   * Seconds to wait after an ACPI shutdown request before the machine is destroyed. 0 destroys it
+   * at once, without an ACPI request, for every stop (runStrategy Halted, a restart, deletion).
    * @default 60
    */
   terminationGracePeriodSeconds: number;
@@ -757,7 +758,8 @@ export interface VirtualMachineSpecManifest {
    */
   cloudInit?: VirtualMachineSpecCloudInit;
   /**
-   * Seconds to wait after an ACPI shutdown request before the machine is destroyed.
+   * Seconds to wait after an ACPI shutdown request before the machine is destroyed. 0 destroys it
+   * at once, without an ACPI request, for every stop (runStrategy Halted, a restart, deletion).
    * @default 60
    */
   terminationGracePeriodSeconds?: number;

@@ -411,19 +411,22 @@ async function goalHolds(domain: Domain, step: MachineStep): Promise<boolean> {
 }
 
 /**
- * A start libvirt refuses for the definition itself (isRefusedDefinition) is StartRefused:
- * Stalled, so GitOps tools fail with libvirt's message instead of waiting for their timeout.
- * It is still retried at the usual backoff, so a fix on the host (a newer QEMU, another CPU)
- * is picked up; a new generation is tried at once. Other start failures stay StartFailed.
+ * A define or start libvirt refuses for the definition itself (isRefusedDefinition: e.g. QEMU's
+ * "Maximum CPUs greater than specified machine type limit 288" at define) is DefineRefused or
+ * StartRefused: Stalled, so GitOps tools fail with libvirt's message instead of waiting for
+ * their timeout. Both are still retried at the usual backoff, so a fix on the host (a newer
+ * QEMU, another CPU) is picked up; a new generation is tried at once. Other failures stay
+ * DefineFailed / StartFailed (transient).
  */
 function refusal(step: MachineStep, err: { message: string }): StepFailure {
-  const reason =
-    step.op === 'define' && isAlreadyExists(err)
-      ? 'NameConflict'
-      : step.op === 'start' && isRefusedDefinition(err)
-        ? 'StartRefused'
-        : FAILURE_REASON[step.op];
-  return { step, reason, message: describe(step, err.message) };
+  return { step, reason: refusalReason(step, err), message: describe(step, err.message) };
+}
+
+function refusalReason(step: MachineStep, err: { message: string }): string {
+  if (step.op === 'define' && isAlreadyExists(err)) return 'NameConflict';
+  if (step.op === 'define' && isRefusedDefinition(err)) return 'DefineRefused';
+  if (step.op === 'start' && isRefusedDefinition(err)) return 'StartRefused';
+  return FAILURE_REASON[step.op];
 }
 
 function describe(step: MachineStep, libvirtMessage: string): string {

@@ -1089,10 +1089,18 @@ function awakeFirst(power: { state: string }, plan: MachinePlan): MachinePlan {
   return plan;
 }
 
-/** The ACPI request alone (a requested restart's first pass), woken first as awakeFirst says. */
-export function shutdownSteps(power: { state: string }, reason: ShutdownReason): MachineStep[] {
-  const ask: MachinePlan = { steps: [{ op: 'shutdown', reason }], shutdown: reason, waitMs: 0 };
-  return awakeFirst(power, ask).steps;
+/**
+ * The first steps of a stop no request was sent for yet (a requested restart's first pass):
+ * the ACPI request, woken first as awakeFirst says, or with a grace period of 0 the destroy at
+ * once, as every other stop does (gracefulStop): the guest is not asked.
+ */
+export function shutdownSteps(
+  vm: VirtualMachine,
+  power: { state: string },
+  reason: ShutdownReason,
+  now: Date,
+): MachineStep[] {
+  return awakeFirst(power, gracefulStop(vm, undefined, reason, now)).steps;
 }
 
 /**

@@ -310,10 +310,10 @@ function rememberRefusedLive(
 /**
  * The first pass that sees a new virt.dev/restart-requested-at value on a running domain:
  * the request is recorded (status.lastRestartRequest, and ShutdownRequested naming the run
- * being stopped) BEFORE the ACPI request is sent. An agent that dies between the two finds the
- * request recorded and the stop under way (it then destroys after the grace period); one that
- * dies after the start finds the domain under a new runtime ID, i.e. restarted. Either way the
- * value causes exactly one restart.
+ * being stopped) BEFORE the ACPI request is sent (or, with a grace period of 0, the destroy).
+ * An agent that dies between the two finds the request recorded and the stop under way (it
+ * then destroys after the grace period); one that dies after the start finds the domain under
+ * a new runtime ID, i.e. restarted. Either way the value causes exactly one restart.
  */
 async function beginRequestedRestart(
   ctx: ControllerContext,
@@ -341,8 +341,8 @@ async function beginRequestedRestart(
     restartsCounted: countedRestarts(ctx, vm),
   });
   await report(ctx, vm, status, [], pending);
-  const steps = shutdownSteps(domain.power, 'RestartRequested');
-  const outcome = await actMachine(ctx.libvirt(), domain.domain, steps);
+  const steps = shutdownSteps(vm, domain.power, 'RestartRequested', now);
+  const outcome = await actMachine(ctx.libvirt(), domain.domain, steps, ctx.onLane?.bind(ctx));
   for (const e of stepEvents(outcome.executed, vm, ctx.nodeName, status.restartCount ?? 0)) {
     ctx.event(KIND, vm, e.type, e.reason, e.message);
   }

@@ -44,6 +44,7 @@ type Phase = NonNullable<VirtualMachineStatus['phase']>;
 
 /** Reasons that wait for something else to become ready, rather than a failure on the host. */
 const WAITING_REASONS = new Set(['VolumeNotReady', 'NetworkNotReady']);
+const FAILED_WHEN_DOWN = new Set(['StartFailed', 'StartRefused', 'DefineRefused']);
 
 /** libvirt's reasons for a pause that does not end by itself and that the operator leaves. */
 const STUCK_PAUSES = new Set(['ioerror', 'watchdog', 'crashed', 'postcopy_failed']);
@@ -239,7 +240,9 @@ function phaseOf(input: StatusInput): Phase {
     if (state === 'pmsuspended') return 'Paused';
     return 'Running';
   }
-  if (problem?.reason === 'StartFailed' || problem?.reason === 'StartRefused') return 'Failed';
+  // Not running and not on its way up: the start failed, or the definition it would start
+  // from was refused (a refused define skips the start).
+  if (problem && FAILED_WHEN_DOWN.has(problem.reason)) return 'Failed';
   // Held off, not on its way up: a start would write a base image under its overlays.
   if (problem?.reason === 'VolumeHasOverlays') return 'Stopped';
   if (shutdown === 'RestartToApplyChanges' || shutdown === 'RestartRequested') return 'Starting';
@@ -535,11 +538,14 @@ function shutdownCondition(input: StatusInput, reason: ShutdownReason): Conditio
     reason,
     message: !active
       ? `the operator shut the domain down (${SHUTDOWN_WHY[reason]})${suffix}`
-      : stopWithdrawn(input.vm, reason)
-        ? `${asked}, which runStrategy ${input.vm.spec.runStrategy ?? 'Always'} no longer asks for: ` +
-          `the domain is not destroyed, but the guest may still act on the request, so a stop ` +
-          `within ${grace}s of it is taken as the one asked for${suffix}`
-        : `${asked}; the domain is destroyed if it still runs ${grace}s after the request${suffix}`,
+      : grace === 0 && sentAt === undefined
+        ? `destroying the domain without an ACPI request, as terminationGracePeriodSeconds is 0 ` +
+          `(${SHUTDOWN_WHY[reason]})${suffix}`
+        : stopWithdrawn(input.vm, reason)
+          ? `${asked}, which runStrategy ${input.vm.spec.runStrategy ?? 'Always'} no longer asks for: ` +
+            `the domain is not destroyed, but the guest may still act on the request, so a stop ` +
+            `within ${grace}s of it is taken as the one asked for${suffix}`
+          : `${asked}; the domain is destroyed if it still runs ${grace}s after the request${suffix}`,
   };
 }
 
@@ -679,7 +685,10 @@ export function stepEvents(
             : {
                 type: 'Warning',
                 reason: 'GracePeriodExpired',
-                message: `the guest did not shut down within ${gracePeriodMs(vm) / 1000}s of the ACPI request; destroyed it`,
+                message:
+                  gracePeriodMs(vm) === 0
+                    ? `terminationGracePeriodSeconds is 0: destroyed domain ${name} without an ACPI request`
+                    : `the guest did not shut down within ${gracePeriodMs(vm) / 1000}s of the ACPI request; destroyed it`,
               },
         );
         break;

@@ -351,6 +351,42 @@ describe('day-2 machines on test:///default', () => {
     expect((await domainOf(vmOf('power')!)).getID()).toBe(after);
   });
 
+  it('with a grace period of 0, restarts by a destroy at once, as every other stop', async () => {
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'quick', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        vcpus: 1,
+        memory: '128Mi',
+        terminationGracePeriodSeconds: 0,
+      },
+    });
+    await converge(ctx, reconcileVirtualMachine, key('quick'), {
+      until: stored('quick', (v) => condition(v, 'Ready')?.status === 'True'),
+    });
+    const before = (await domainOf(vmOf('quick')!)).getID();
+    expect(await vm('restart', 'quick')).toBe(0);
+    // The pass that records the request stops the domain: a destroy, no ACPI request.
+    rec.reset();
+    await ctx.refresh();
+    await reconcileVirtualMachine(key('quick'), ctx);
+    expect(rec.writes()).toContain('Domain.destroy');
+    expect(rec.writes()).not.toContain('Domain.shutdown');
+    await converge(ctx, reconcileVirtualMachine, key('quick'), {
+      until: stored(
+        'quick',
+        (v) => condition(v, 'Ready')?.status === 'True' && !condition(v, 'ShutdownRequested'),
+      ),
+    });
+    expect((await domainOf(vmOf('quick')!)).getID()).not.toBe(before);
+    expect(rec.writes()).not.toContain('Domain.shutdown');
+    await k.remove('VirtualMachine', NS, 'quick');
+    await converge(ctx, reconcileVirtualMachine, key('quick'), {
+      until: stored('quick', (v) => v === undefined),
+    });
+  });
+
   it('keeps naming pending changes while a requested restart stops the machine', async () => {
     await k.create<VirtualMachine>('VirtualMachine', {
       metadata: { name: 'pending', namespace: NS },

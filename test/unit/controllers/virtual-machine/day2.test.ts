@@ -545,6 +545,80 @@ describe('a start libvirt refuses', () => {
   });
 });
 
+describe('a definition libvirt refuses', () => {
+  /** A connection whose define fails with `code`, as QEMU's driver would. */
+  const refusing = (code: number, message: string) =>
+    ({
+      defineDomainXML: () =>
+        Promise.reject(
+          new LibvirtError(message, { code, domain: ErrorDomain.VIR_FROM_QEMU, level: 2 }),
+        ),
+    }) as unknown as Connect;
+
+  /** The pass's phase, Ready, Reconciling and Stalled after a define that failed with `code`. */
+  async function afterDefine(code: number, message: string, active = false) {
+    const define = { op: 'define', doc: desired(vm()), created: false } as const;
+    const domain = {
+      isActive: () => Promise.resolve(active),
+      getXMLDesc: () => Promise.resolve(buildDomainXML(desired(vm()))),
+    } as unknown as Domain;
+    const outcome = await actMachine(refusing(code, message), domain, [define]);
+    const status = machineStatus({
+      vm: vm(),
+      nodeName: 'node-a',
+      now: NOW,
+      observed: ours({ active, config: desired(vm()) }),
+      problem: outcome.failure,
+      shutdown: undefined,
+      started: undefined,
+      pending: [],
+      restartsCounted: 0,
+    });
+    const condition = (type: string) => status.conditions?.find((c) => c.type === type);
+    return {
+      phase: status.phase,
+      ready: condition('Ready'),
+      reconciling: condition('Reconciling')?.status,
+      stalled: condition('Stalled')?.status,
+    };
+  }
+
+  it("is Stalled (kstatus Failed) with libvirt's message when no retry changes it", async () => {
+    // What QEMU 7.2's driver says at define for more vCPUs than q35 takes (measured with virsh
+    // on this host's libvirt 9.0; the CRD allows up to 512).
+    const said =
+      'unsupported configuration: Maximum CPUs greater than specified machine type limit 288';
+    expect(await afterDefine(ErrorCode.VIR_ERR_CONFIG_UNSUPPORTED, said)).toEqual({
+      phase: 'Failed',
+      ready: expect.objectContaining({
+        status: 'False',
+        reason: 'DefineRefused',
+        message: `libvirt refused the domain definition: ${said}`,
+      }),
+      reconciling: 'False',
+      stalled: 'True',
+    });
+    // A running guest goes on with its old definition: Running, but Stalled all the same.
+    expect(await afterDefine(ErrorCode.VIR_ERR_XML_ERROR, 'no', true)).toMatchObject({
+      phase: 'Running',
+      ready: { reason: 'DefineRefused' },
+      stalled: 'True',
+    });
+  });
+
+  it('stays DefineFailed, Reconciling (kstatus InProgress), when it may pass on a retry', async () => {
+    // libvirt could not write the definition's file (a full disk), a failure of the moment.
+    expect(
+      await afterDefine(ErrorCode.VIR_ERR_SYSTEM_ERROR, 'No space left on device'),
+    ).toMatchObject({
+      ready: { reason: 'DefineFailed' },
+      reconciling: 'True',
+      stalled: 'False',
+    });
+    expect((await afterDefine(ErrorCode.VIR_ERR_INTERNAL_ERROR, 'x')).stalled).toBe('False');
+  });
+});
+
 describe('stopping a guest its OS suspended to RAM (pmsuspended)', () => {
   const suspended = { active: true, state: 'pmsuspended', reason: 'unknown', id: 7 };
 
@@ -585,7 +659,7 @@ describe('stopping a guest its OS suspended to RAM (pmsuspended)', () => {
     const deleting = observed(ours({ config: desired(vm()), power: suspended }));
     const plans = [
       powerPlan(halted, suspended, [], NOW).steps,
-      shutdownSteps(suspended, 'RestartRequested'),
+      shutdownSteps(vm(), suspended, 'RestartRequested', NOW),
       planRemoval(vm(), deleting, [], NOW).steps,
     ];
     for (const steps of plans) {
@@ -610,7 +684,7 @@ describe('stopping a guest its OS suspended to RAM (pmsuspended)', () => {
   it('reports a guest that does not wake as the failure, with no ACPI request sent', async () => {
     const { host, domain } = qemuDomain();
     const stuck = { ...domain, pmWakeup: () => Promise.resolve() } as unknown as Domain;
-    const steps = shutdownSteps(suspended, 'RunStrategyHalted');
+    const steps = shutdownSteps(vm(), suspended, 'RunStrategyHalted', NOW);
     const outcome = await actMachine({} as Connect, stuck, steps);
     expect(outcome.executed).toEqual([]);
     expect(outcome.failure).toMatchObject({
@@ -619,6 +693,54 @@ describe('stopping a guest its OS suspended to RAM (pmsuspended)', () => {
     });
     expect(host.acpi).toBe(false);
   }, 10_000);
+});
+
+describe('a grace period of 0', () => {
+  const running = { active: true, state: 'running', reason: 'booted', id: 7 };
+  const suspended = { active: true, state: 'pmsuspended', reason: 'unknown', id: 7 };
+  const now = vm({ terminationGracePeriodSeconds: 0 }, { status: runningStatus() });
+
+  it('destroys at once for a requested restart, as for runStrategy Halted and a deletion', () => {
+    // docs/api.md: terminationGracePeriodSeconds 0 means no ACPI request, for every stop.
+    const destroy = [{ op: 'destroy', why: 'gracePeriodExpired' }];
+    for (const power of [running, suspended]) {
+      const halted = vm(
+        { runStrategy: 'Halted', terminationGracePeriodSeconds: 0 },
+        { status: runningStatus() },
+      );
+      const deleting = observed(ours({ config: desired(now), power }));
+      expect(powerPlan(halted, power, [], NOW).steps).toEqual(destroy);
+      expect(planRemoval(now, deleting, [], NOW).steps.slice(0, 1)).toEqual(destroy);
+      expect(shutdownSteps(now, power, 'RestartRequested', NOW)).toEqual(destroy);
+    }
+    // With a grace period the guest is asked first, as before.
+    expect(shutdownSteps(vm(), running, 'RestartRequested', NOW)).toEqual([
+      { op: 'shutdown', reason: 'RestartRequested' },
+    ]);
+  });
+
+  it('says so in the Event and the ShutdownRequested condition, not an ACPI request', () => {
+    const [event] = stepEvents([{ op: 'destroy', why: 'gracePeriodExpired' }], now, 'node-a', 0);
+    expect(event?.message).toMatch(
+      /^terminationGracePeriodSeconds is 0: destroyed domain .* without an ACPI request$/,
+    );
+    const status = machineStatus({
+      vm: now,
+      nodeName: 'node-a',
+      now: NOW,
+      observed: ours({ config: desired(now), power: running }),
+      problem: undefined,
+      shutdown: 'RestartRequested',
+      started: undefined,
+      pending: [],
+      restartRun: 7,
+      restartsCounted: 0,
+    });
+    expect(status.conditions?.find((c) => c.type === 'ShutdownRequested')?.message).toBe(
+      'destroying the domain without an ACPI request, as terminationGracePeriodSeconds is 0 ' +
+        '(a restart requested by virt.dev/restart-requested-at) (run 7)',
+    );
+  });
 });
 
 describe('pause on request', () => {

@@ -1,0 +1,139 @@
+// VirtualMachine definitions a real libvirtd with QEMU refuses at define time (a private
+// daemon, so other tests starting or stopping the system one cannot disturb it), where the
+// test driver accepts anything it can parse: QEMU 7.2's q35 machine type takes at most 288
+// vCPUs, the CRD up to 512 (a newer QEMU takes more). No retry changes that, so the machine
+// must be Stalled with libvirt's message, not Reconciling for ever.
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { VirtualMachine } from '../../../../src/api/generated/types.js';
+import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
+import {
+  startPrivateLibvirtd,
+  type LibvirtDaemon,
+} from '../../../../src/commands/local/libvirtd.js';
+import { DomainVcpuFlags } from '../../../../src/libvirt/constants.js';
+import { Connect } from '../../../../src/libvirt/index.js';
+import type { Action } from '../../../../src/runtime/controller.js';
+import { useControlPlane } from '../../../harness/control-plane.js';
+import {
+  converge,
+  requeueMs,
+  snapshotContext,
+  type SnapshotContext,
+} from '../../../harness/controller-context.js';
+import { kube, type Kube } from '../../../harness/kube-objects.js';
+
+const NODE = 'node-define-real';
+const NS = 'define-real';
+const VM = `wide-${randomBytes(3).toString('hex')}`;
+const cp = useControlPlane();
+let daemon: LibvirtDaemon;
+let conn: Connect;
+let tmp: string;
+let k: Kube;
+let ctx: SnapshotContext;
+
+beforeAll(async () => {
+  tmp = await mkdtemp('/tmp/lvo-define-real-');
+  daemon = await startPrivateLibvirtd();
+  conn = await Connect.open(daemon.uri);
+  k = kube(cp().kubeConfig);
+  ctx = snapshotContext({
+    kubeConfig: cp().kubeConfig,
+    conn,
+    nodeName: NODE,
+    stateDir: path.join(tmp, 'state'),
+  });
+  await k.namespace(NS);
+}, 120_000);
+
+afterAll(async () => {
+  const left = await conn?.listAllDomains().catch(() => []);
+  for (const d of left ?? []) {
+    await d.destroy().catch(() => undefined);
+    await d.undefine().catch(() => undefined);
+  }
+  await conn?.close();
+  await daemon?.stop();
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+}, 60_000);
+
+const getVm = () => k.get<VirtualMachine>('VirtualMachine', NS, VM);
+const condition = (vm: VirtualMachine | undefined, type: string) =>
+  vm?.status?.conditions?.find((c) => c.type === type);
+
+/** Passes until Ready names one of `reasons`; the last pass's action. */
+async function passUntil(reasons: string[]): Promise<Action> {
+  for (let pass = 0; pass < 10; pass++) {
+    await ctx.refresh();
+    const action = await reconcileVirtualMachine(`${NS}/${VM}`, ctx);
+    if (reasons.includes(condition(await getVm(), 'Ready')?.reason ?? '')) return action;
+  }
+  throw new Error(`Ready never became ${reasons.join(' or ')}: ${JSON.stringify(await getVm())}`);
+}
+
+/** What a GitOps tool reads: phase, Ready's reason and message, Reconciling, Stalled. */
+async function health() {
+  const vm = await getVm();
+  return {
+    phase: vm?.status?.phase,
+    reason: condition(vm, 'Ready')?.reason,
+    message: condition(vm, 'Ready')?.message,
+    reconciling: condition(vm, 'Reconciling')?.status,
+    stalled: condition(vm, 'Stalled')?.status,
+  };
+}
+
+const refused = {
+  phase: 'Failed',
+  reason: 'DefineRefused',
+  message:
+    'libvirt refused the domain definition: unsupported configuration: Maximum CPUs greater ' +
+    'than specified machine type limit 288',
+  reconciling: 'False',
+  stalled: 'True',
+};
+
+describe('a definition QEMU refuses at define', () => {
+  it("is Stalled with libvirt's message, retried, and defined once the spec is fixed", async () => {
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: VM, namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        runStrategy: 'Halted',
+        vcpus: 1,
+        maxVcpus: 300,
+        memory: '32Mi',
+      },
+    });
+    const action = await passUntil(['DefineRefused', 'DefineFailed']);
+    expect(await health()).toEqual(refused);
+    // Still retried with backoff: a newer QEMU on the host takes it without a spec change.
+    expect(requeueMs(action)).toBeGreaterThan(0);
+    expect(await conn.listAllDomains()).toHaveLength(0);
+    expect(ctx.events).toContainEqual(
+      expect.objectContaining({ key: `${NS}/${VM}`, type: 'Warning', reason: 'DefineRefused' }),
+    );
+
+    await k.patchSpec('VirtualMachine', NS, VM, { maxVcpus: 2 });
+    await passUntil(['Halted']);
+    expect(await health()).toMatchObject({ reconciling: 'False', stalled: 'False' });
+    const [domain] = await conn.listAllDomains();
+    expect(domain).toBeDefined();
+
+    // The same refusal for the definition of a machine already defined: the old one stays.
+    await k.patchSpec('VirtualMachine', NS, VM, { maxVcpus: 300 });
+    await passUntil(['DefineRefused', 'DefineFailed']);
+    expect(await health()).toEqual(refused);
+    expect(await domain!.getVcpusFlags(DomainVcpuFlags.CONFIG | DomainVcpuFlags.MAXIMUM)).toBe(2);
+
+    await k.remove('VirtualMachine', NS, VM);
+    await converge(ctx, reconcileVirtualMachine, `${NS}/${VM}`, {
+      until: async () => (await getVm()) === undefined,
+    });
+    expect(await conn.listAllDomains()).toHaveLength(0);
+  }, 120_000);
+});
