@@ -4,61 +4,40 @@
 // vCPUs, the CRD up to 512 (a newer QEMU takes more). No retry changes that, so the machine
 // must be Stalled with libvirt's message, not Reconciling for ever.
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../../src/api/generated/types.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
-import {
-  startPrivateLibvirtd,
-  type LibvirtDaemon,
-} from '../../../../src/commands/local/libvirtd.js';
 import { DomainVcpuFlags } from '../../../../src/libvirt/constants.js';
-import { Connect } from '../../../../src/libvirt/index.js';
+import type { Connect } from '../../../../src/libvirt/index.js';
 import type { Action } from '../../../../src/runtime/controller.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
-import {
-  converge,
-  requeueMs,
-  snapshotContext,
-  type SnapshotContext,
-} from '../../../harness/controller-context.js';
-import { kube, type Kube } from '../../../harness/kube-objects.js';
+import { converge, requeueMs, type SnapshotContext } from '../../../harness/controller-context.js';
+import type { Kube } from '../../../harness/kube-objects.js';
+import { usePrivateLibvirtd } from '../../../harness/private-libvirtd.js';
 
 const NODE = 'node-define-real';
 const NS = 'define-real';
 const VM = `wide-${randomBytes(3).toString('hex')}`;
 const cp = useControlPlane();
-let daemon: LibvirtDaemon;
+const lv = usePrivateLibvirtd({
+  controlPlane: cp,
+  nodeName: NODE,
+  namespace: NS,
+  tmpPrefix: 'lvo-define-real-',
+  async cleanup(conn) {
+    for (const d of await conn.listAllDomains().catch(() => [])) {
+      await d.destroy().catch(() => undefined);
+      await d.undefine().catch(() => undefined);
+    }
+  },
+});
 let conn: Connect;
-let tmp: string;
 let k: Kube;
 let ctx: SnapshotContext;
 
-beforeAll(async () => {
-  tmp = await mkdtemp('/tmp/lvo-define-real-');
-  daemon = await startPrivateLibvirtd();
-  conn = await Connect.open(daemon.uri);
-  k = kube(cp().kubeConfig);
-  ctx = snapshotContext({
-    kubeConfig: cp().kubeConfig,
-    conn,
-    nodeName: NODE,
-    stateDir: path.join(tmp, 'state'),
-  });
-  await k.namespace(NS);
-}, 120_000);
-
-afterAll(async () => {
-  const left = await conn?.listAllDomains().catch(() => []);
-  for (const d of left ?? []) {
-    await d.destroy().catch(() => undefined);
-    await d.undefine().catch(() => undefined);
-  }
-  await conn?.close();
-  await daemon?.stop();
-  if (tmp) await rm(tmp, { recursive: true, force: true });
-}, 60_000);
+beforeAll(() => {
+  ({ conn, k, ctx } = lv());
+});
 
 const getVm = () => k.get<VirtualMachine>('VirtualMachine', NS, VM);
 const condition = (vm: VirtualMachine | undefined, type: string) =>
