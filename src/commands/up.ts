@@ -152,7 +152,9 @@ export async function main(argv: string[]): Promise<number> {
 /**
  * What up's flags ask for, checked without any I/O. The agent's configuration is built with
  * qemu:///system in place of the libvirt up will find, which is always valid; a bad flag or
- * variable is a usage error, as for run.
+ * variable is a usage error, as for run. scripts/up-flags.mjs restates these rules for npm
+ * start, before its set-up: a change here is one there (test/integration/cli/start-flags.test.ts
+ * compares the two).
  */
 export function upSettings(values: {
   examples?: boolean;
