@@ -16,7 +16,7 @@ import {
 import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { parseAllDocuments, stringify } from 'yaml';
 import { packageRoot } from './package-root.js';
@@ -315,6 +315,12 @@ export async function terminate(proc: Proc | undefined, graceMs = 5000): Promise
   const done = await Promise.race([proc.exited.then(() => true), graceOver]);
   clearTimeout(timer);
   if (!done) {
+    // Said aloud: a process that needs killing did not shut down cleanly (its state, a lease
+    // it holds), and the stop took the whole grace period because of it.
+    process.stderr.write(
+      `${basename(proc.child.spawnfile)} (pid ${pid}) did not stop within ` +
+        `${graceMs / 1000}s of SIGTERM; killed it\n`,
+    );
     try {
       process.kill(pid, 'SIGKILL');
     } catch {

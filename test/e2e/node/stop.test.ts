@@ -2,7 +2,7 @@
 // everything and still took ~12 s. The node deleted its bridge before the API server, which
 // listens on the bridge's address, had stopped: the API server's shutdown then hung until its
 // SIGKILL 5 s later; and the grace timers of processes long gone held the exit for the rest of
-// their 10 s. Now the stop is done in about 2 s, and leaves nothing behind.
+// their 10 s. Now the stop is done in about 2 s, kills nothing, and leaves nothing behind.
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,8 +13,12 @@ import { collect, run, spawnCli, waitForLine } from '../../harness/processes.js'
 const dir = mkdtempSync(join(tmpdir(), 'lvo-node-stop-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** Below the API server's 5 s grace (terminate()): reaching it means it had to be SIGKILLed. */
-const STOP_BOUND_MS = 4_500;
+/**
+ * Below kubelet's and containerd's 10 s grace (terminate()), which a grace timer left pending
+ * after they had gone held the exit for; the stop takes about 2 s here. Whether the API server
+ * had to be killed is read from terminate()'s own line, not from the time.
+ */
+const STOP_BOUND_MS = 9_000;
 
 describe('local-cluster --node on SIGTERM', () => {
   it('stops within a few seconds, leaving no process, mount or bridge behind', async () => {
@@ -32,6 +36,7 @@ describe('local-cluster --node on SIGTERM', () => {
       const res = await exit;
       const took = Date.now() - started;
       expect(res.code, res.stderr).toBe(0);
+      expect(res.stderr, 'a process that had to be killed').not.toMatch(/did not stop within/);
       expect(took, res.stderr).toBeLessThan(STOP_BOUND_MS);
 
       const procs = readdirSync('/proc')
