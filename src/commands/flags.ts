@@ -154,13 +154,24 @@ const TRANSPORT_CODES = new Set([
 ]);
 
 /**
- * How long the one-shot commands (vm, console, forget-node) wait for each answer of the API
+ * How long the one-shot commands (vm, console, forget-node), and up for its own requests,
+ * wait for each answer of the API
  * server. The client's default (30 s) suits an agent that retries; a person waiting at a prompt
  * on a server that accepted the connection and never answers (a stopped process, a wrong port
  * behind a proxy) was told nothing for 30 s. Their requests are single small reads and writes,
  * which a slow but working cluster answers well within this.
  */
 export const COMMAND_REQUEST_TIMEOUT_MS = 10_000;
+
+/** Whether `err` says a request got no answer at all: not connected, or no response in time. */
+export function unanswered(err: unknown): err is Error {
+  if (!(err instanceof Error)) return false;
+  const code = (err as NodeJS.ErrnoException).code;
+  return (
+    (code !== undefined && TRANSPORT_CODES.has(code)) ||
+    /: no response within \d+ ms$/.test(err.message)
+  );
+}
 
 /**
  * The error to show when `err` says the API server at `server` could not be reached, else
@@ -173,12 +184,7 @@ export function unreachableServer(
   server: string,
   kubeconfig: string | undefined,
 ): Error | undefined {
-  if (!(err instanceof Error)) return undefined;
-  const code = (err as NodeJS.ErrnoException).code;
-  const transport =
-    (code !== undefined && TRANSPORT_CODES.has(code)) ||
-    /: no response within \d+ ms$/.test(err.message);
-  if (!transport) return undefined;
+  if (!unanswered(err)) return undefined;
   const source = kubeconfig ? `the kubeconfig ${kubeconfig}` : "this pod's service account";
   return new Error(
     `cannot reach the API server ${server} (from ${source}): ${err.message.split('\n')[0]}; is the cluster running, and is that the kubeconfig you meant (--kubeconfig, KUBECONFIG)?`,

@@ -138,6 +138,7 @@ export async function main(argv: string[]): Promise<number> {
       });
     } catch (err) {
       await cp.stop();
+      await deleteNodeNetwork(net);
       throw err;
     }
     console.log(
@@ -151,7 +152,9 @@ export async function main(argv: string[]): Promise<number> {
     process.on('SIGINT', ignore);
     process.on('SIGTERM', ignore);
     await node.stop();
+    // The API server listens on the bridge: it goes after the API server (local-node.ts).
     await cp.stop();
+    await deleteNodeNetwork(net);
     return 0;
   });
 }

@@ -33,9 +33,11 @@ import {
 } from './demo.js';
 import {
   command,
+  COMMAND_REQUEST_TIMEOUT_MS,
   notADirectory,
   type Options,
   statIfExists,
+  unanswered,
   untilSignal,
   unreachableServer,
   UsageError,
@@ -106,13 +108,26 @@ export async function main(argv: string[]): Promise<number> {
           `KUBECONFIG=${ignored} is not used: up runs its own control plane (--kubeconfig PATH uses a cluster)`,
         );
     }
-    const client = createKubeClient(kubeConfig);
-    // The first request: a cluster given with --kubeconfig that does not answer is named.
-    await ensureNode(client, cfg.nodeName).catch((err: unknown) => {
-      throw (values.kubeconfig && unreachableServer(err, client.server, values.kubeconfig)) || err;
+    // up's own requests are a person's wait at start-up, bounded as the one-shot commands'
+    // are (the agent keeps the client's default: it retries). A server that does not answer
+    // them is named, with where up took it from.
+    const client = createKubeClient(kubeConfig, {
+      userAgent: 'libvirt-operator-up',
+      defaultTimeoutMs: COMMAND_REQUEST_TIMEOUT_MS,
     });
-    if (cp) await finalizerAtAdmission(cp, client, cfg.nodeName);
-    await ensureNamespace(client, cfg.leaseNamespace);
+    const named = (err: unknown) =>
+      upRequestError(
+        err,
+        client.server,
+        cp ? { controlPlaneDir: cp.dir } : { kubeconfig: values.kubeconfig! },
+      );
+    try {
+      await ensureNode(client, cfg.nodeName);
+      if (cp) await finalizerAtAdmission(cp, client, cfg.nodeName);
+      await ensureNamespace(client, cfg.leaseNamespace);
+    } catch (err) {
+      throw named(err);
+    }
 
     say(`starting the agent for node ${cfg.nodeName} on ${cfg.libvirtUri}`);
     const agent = await startAgent({
@@ -136,6 +151,8 @@ export async function main(argv: string[]): Promise<number> {
             name: demoName,
             nodeName: cfg.nodeName,
             libvirtUri: cfg.libvirtUri,
+          }).catch((err: unknown) => {
+            throw named(err);
           })
         : undefined;
       say('running; Ctrl-C stops the agent' + (cp ? ' and the control plane' : ''));
@@ -152,7 +169,9 @@ export async function main(argv: string[]): Promise<number> {
 /**
  * What up's flags ask for, checked without any I/O. The agent's configuration is built with
  * qemu:///system in place of the libvirt up will find, which is always valid; a bad flag or
- * variable is a usage error, as for run.
+ * variable is a usage error, as for run. scripts/up-flags.mjs restates these rules for npm
+ * start, before its set-up: a change here is one there (test/integration/cli/start-flags.test.ts
+ * compares the two).
  */
 export function upSettings(values: {
   examples?: boolean;
@@ -306,6 +325,25 @@ const systemIO: LocalLibvirtIO = {
   },
   say,
 };
+
+/**
+ * The error up shows for `err`, from one of its requests to `server`: one that got no answer
+ * names the server and where up took it from (its own control plane, whose log says why, or
+ * the kubeconfig given); any other is `err` itself. Node's "no response within 10000 ms" alone
+ * did not say which server, nor that it was the one up had just started. Pure.
+ */
+export function upRequestError(
+  err: unknown,
+  server: string,
+  from: { controlPlaneDir: string } | { kubeconfig: string },
+): unknown {
+  if ('kubeconfig' in from) return unreachableServer(err, server, from.kubeconfig) ?? err;
+  if (!unanswered(err)) return err;
+  return new Error(
+    `the local control plane's API server ${server} did not answer: ${err.message.split('\n')[0]}; see ${join(from.controlPlaneDir, 'kube-apiserver.log')}`,
+    { cause: err },
+  );
+}
 
 /**
  * Creates this host's Node object when the cluster has none. Only a 404 means "missing": any

@@ -16,7 +16,7 @@ import {
 import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { parseAllDocuments, stringify } from 'yaml';
 import { packageRoot } from './package-root.js';
@@ -304,8 +304,23 @@ export async function terminate(proc: Proc | undefined, graceMs = 5000): Promise
   } catch {
     return;
   }
-  const done = await Promise.race([proc.exited.then(() => true), sleep(graceMs).then(() => false)]);
+  // The child is unref'd (startProcess): while it stops, it must hold the event loop, or this
+  // process can end mid-stop (the exit handler then SIGKILLs etcd and the pids file stays).
+  // The grace timer is cleared once the process has gone: left running, it held the event
+  // loop, and so `local-cluster --node`'s exit, for up to the whole grace (kubelet's and
+  // containerd's 10 s) after everything had stopped; it was also all that kept the loop alive.
+  proc.child.ref();
+  let timer: NodeJS.Timeout | undefined;
+  const graceOver = new Promise<false>((r) => (timer = setTimeout(() => r(false), graceMs)));
+  const done = await Promise.race([proc.exited.then(() => true), graceOver]);
+  clearTimeout(timer);
   if (!done) {
+    // Said aloud: a process that needs killing did not shut down cleanly (its state, a lease
+    // it holds), and the stop took the whole grace period because of it.
+    process.stderr.write(
+      `${basename(proc.child.spawnfile)} (pid ${pid}) did not stop within ` +
+        `${graceMs / 1000}s of SIGTERM; killed it\n`,
+    );
     try {
       process.kill(pid, 'SIGKILL');
     } catch {

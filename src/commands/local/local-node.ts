@@ -4,9 +4,11 @@
 //
 // Everything lives under the cluster directory (containerd's root, state and socket, the
 // kubelet's root, pod logs, the CNI configuration and address leases), plus one bridge named
-// after the cluster and the kubepods cgroups; stop() removes all of it. The API server listens
-// on the bridge's gateway address, which is also the node's InternalIP: pods reach it there
-// (status.hostIP), without kube-proxy.
+// after the cluster and the kubepods cgroups; stop() removes all of it but the bridge. The API
+// server listens on the bridge's gateway address, which is also the node's InternalIP: pods
+// reach it there (status.hostIP), without kube-proxy. So the bridge is its creator's to delete
+// (deleteNodeNetwork), after the API server has stopped: without its address the API server's
+// shutdown hung (at "Cleaning up lease on exit") until its SIGKILL, 5 s later.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
@@ -184,6 +186,7 @@ export interface LocalNode {
   ctr(args: string[]): Promise<{ code: number; out: string }>;
   /** Loads an image tarball into the runtime. */
   loadImage(file: string): Promise<void>;
+  /** Stops and removes everything the node started, but not the network it was given. */
   stop(): Promise<void>;
 }
 
@@ -353,7 +356,6 @@ export async function startLocalNode(
       }
     }
     for (const m of mountsUnder(dir)) await run('umount', ['-l', m]);
-    await deleteNodeNetwork(net);
     for (const ctl of readdirSync('/sys/fs/cgroup'))
       removeCgroupTree(join('/sys/fs/cgroup', ctl, 'kubepods'));
     rmSync(pidsFile, { force: true });

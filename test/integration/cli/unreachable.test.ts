@@ -2,7 +2,8 @@
 // control plane that has stopped, a stale KUBECONFIG): the error names the server and the
 // kubeconfig it came from, and says what to check, instead of Node's bare
 // "connect ECONNREFUSED 127.0.0.1:PORT". A server that accepts the connection and never
-// answers is given up on within the commands' own bound, not the client's 30 s.
+// answers is given up on within the commands' own bound, not the client's 30 s; so is one
+// that up --kubeconfig asks for its Node.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -20,6 +21,8 @@ const COMMANDS = [
   ['console', 'web'],
   ['forget-node', 'n1'],
 ];
+// up's own requests (its Node, its Lease's namespace) are bounded alike: a person waits on them.
+const SILENT_COMMANDS = [...COMMANDS, ['up', '--libvirt-uri', 'test:///default']];
 
 function writeKubeconfig(port: number): string {
   const kubeconfig = join(dir, `kubeconfig-${port}`);
@@ -75,7 +78,7 @@ describe('commands whose API server does not answer', () => {
     const port = (server.address() as { port: number }).port;
     const kubeconfig = writeKubeconfig(port);
     try {
-      for (const command of COMMANDS) {
+      for (const command of SILENT_COMMANDS) {
         const started = Date.now();
         const res = await collect(spawnCli([...command, '--kubeconfig', kubeconfig]), 60_000);
         const took = Date.now() - started;

@@ -12,6 +12,7 @@ import {
   shellWord,
   type LocalLibvirtIO,
   upSettings,
+  upRequestError,
 } from '../../../src/commands/up.js';
 import { UsageError } from '../../../src/commands/flags.js';
 import { startHealthServer } from '../../../src/runtime/health.js';
@@ -148,5 +149,31 @@ describe("up's libvirt without --libvirt-uri", () => {
     const noSocket = host({ socket: false, root: false });
     expect(await localLibvirt(noSocket.io)).toBe('test:///default');
     expect(noSocket.calls).toEqual([]);
+  });
+});
+
+describe("up's requests that get no answer", () => {
+  const SERVER = 'https://127.0.0.1:6443';
+  const silent = new Error('GET /api/v1/nodes/n1: no response within 10000 ms');
+  it("name its own control plane's API server and its log", () => {
+    const err = upRequestError(silent, SERVER, { controlPlaneDir: '/home/u/cluster' }) as Error;
+    expect(err.message).toBe(
+      "the local control plane's API server https://127.0.0.1:6443 did not answer: " +
+        'GET /api/v1/nodes/n1: no response within 10000 ms; see /home/u/cluster/kube-apiserver.log',
+    );
+    expect(err.cause).toBe(silent);
+  });
+
+  it('name the kubeconfig of a cluster given with --kubeconfig', () => {
+    const err = upRequestError(silent, SERVER, { kubeconfig: '/kc' }) as Error;
+    expect(err.message).toMatch(
+      /^cannot reach the API server https:\/\/127\.0\.0\.1:6443 \(from the kubeconfig \/kc\)/,
+    );
+  });
+
+  it('leave an answer (a 403, a 500) as it is', () => {
+    const answered = new Error("cannot read this host's Node n1: forbidden");
+    expect(upRequestError(answered, SERVER, { controlPlaneDir: '/d' })).toBe(answered);
+    expect(upRequestError(answered, SERVER, { kubeconfig: '/kc' })).toBe(answered);
   });
 });
