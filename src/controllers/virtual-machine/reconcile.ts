@@ -538,6 +538,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
       ctx.host.restarts.delete(uid);
       ctx.host.deferredDevices.delete(uid);
       ctx.host.earlierLeases.delete(uid);
+      ctx.host.restoredRuns.delete(uid);
       return done;
     }
     const stopped =
