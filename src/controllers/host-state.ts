@@ -25,6 +25,11 @@ export interface HostState {
    */
   restoreStops: Set<string>;
   /**
+   * The run (runtime ID) a restore brought back from a checkpoint, by machine uid, while it
+   * runs: until the cached status names it (virtual-machine/plan.ts restoredRun).
+   */
+  restoredRuns: Map<string, number>;
+  /**
    * ACPI shutdown requests this process sent, by machine uid, until the cached status shows
    * them (virtual-machine/plan.ts withSentShutdown).
    */
@@ -90,6 +95,7 @@ export function createHostState(): HostState {
     imports: new Map(),
     restores: new Map(),
     restoreStops: new Set(),
+    restoredRuns: new Map(),
     shutdowns: new Map(),
     interfacesAttached: new Map(),
     restarts: new Map(),

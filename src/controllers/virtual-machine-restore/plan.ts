@@ -185,19 +185,52 @@ export function restoredDisksWording(
   snapshotDisks: ReadonlyArray<{ name: string; volume?: string }>,
   specDisks: ReadonlyArray<{ volume: string; readOnly?: boolean }>,
 ): string {
+  const { held, kept } = diskLists(snapshotDisks, specDisks);
+  const parts = [`disks reverted: ${bounded(held)}`];
+  if (kept.length > 0) parts.push(`not reverted: ${bounded(kept)}`);
+  return parts.join('; ');
+}
+
+/**
+ * What a refused revert (RevertFailed) can honestly say of the disks, in its message and
+ * Warning. libvirt reverts the snapshot's disks one after another (qemu-img snapshot -a per
+ * disk of a stopped machine, QEMU's loadvm over all drives of a running one) and rolls none
+ * back when one fails: each disk the snapshot holds may now hold the snapshot's data or still
+ * what it held, which nothing here can tell. The machine's Volumes the snapshot does not hold
+ * were not part of the revert. Lists bounded as restoredDisksWording's. Pure.
+ */
+export function revertFailedDisksWording(
+  snapshotDisks: ReadonlyArray<{ name: string; volume?: string }>,
+  specDisks: ReadonlyArray<{ volume: string; readOnly?: boolean }>,
+): string {
+  const { held, kept } = diskLists(snapshotDisks, specDisks);
+  const parts = [
+    `libvirt may have reverted some of the disks the revert covered before it failed, so ` +
+      `each may hold the snapshot's data or what it held before: ${bounded(held)}`,
+  ];
+  if (kept.length > 0) parts.push(`not part of the revert: ${bounded(kept)}`);
+  return parts.join('; ');
+}
+
+/**
+ * The disks the snapshot holds, by target and Volume, and the machine's Volumes it does not
+ * hold (see restoredDisksWording).
+ */
+function diskLists(
+  snapshotDisks: ReadonlyArray<{ name: string; volume?: string }>,
+  specDisks: ReadonlyArray<{ volume: string; readOnly?: boolean }>,
+): { held: string[]; kept: string[] } {
   const attached = new Set(specDisks.map((d) => d.volume));
-  const held = new Set(snapshotDisks.flatMap((d) => (d.volume === undefined ? [] : [d.volume])));
-  const reverted = snapshotDisks.map((d) =>
+  const volumes = new Set(snapshotDisks.flatMap((d) => (d.volume === undefined ? [] : [d.volume])));
+  const held = snapshotDisks.map((d) =>
     d.volume === undefined
       ? d.name
       : `${d.name} (Volume ${d.volume}${attached.has(d.volume) ? '' : ', no longer attached'})`,
   );
   const kept = [...new Map(specDisks.map((d) => [d.volume, d])).values()]
-    .filter((d) => !held.has(d.volume))
+    .filter((d) => !volumes.has(d.volume))
     .map((d) => `Volume ${d.volume} (${d.readOnly ? 'read-only' : 'not in the snapshot'})`);
-  const parts = [`disks reverted: ${bounded(reverted)}`];
-  if (kept.length > 0) parts.push(`not reverted: ${bounded(kept)}`);
-  return parts.join('; ');
+  return { held, kept };
 }
 
 function bounded(items: readonly string[]): string {

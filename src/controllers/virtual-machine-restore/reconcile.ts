@@ -33,6 +33,7 @@ import {
   planRestore,
   restoredDisksWording,
   restoredWording,
+  revertFailedDisksWording,
   revertPaused,
 } from './plan.js';
 import { restoreStatus, type RestoreFacts } from './status.js';
@@ -170,10 +171,13 @@ async function converge(
         revertPaused(snapshot!, found?.doc.state),
       );
       if (outcome.kind === 'refused') {
+        // libvirt may have reverted some disks before it refused: the user must know which
+        // disks to check before relying on them.
+        const disks = revertFailedDisksWording(snapshot!.status?.disks ?? [], vm.spec.disks ?? []);
         await report(ctx, inProgress, {
           phase: 'Failed',
           reason: 'RevertFailed',
-          message: outcome.message,
+          message: `${outcome.message}; ${disks}`,
         });
         return done;
       }

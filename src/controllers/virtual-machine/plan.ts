@@ -608,6 +608,8 @@ export interface PlanInput {
   now: Date;
   /** A restore of this process powered the running domain off (HostState restoreStops). */
   restoreStopped?: boolean;
+  /** The run a restore brought back from a checkpoint (restoredRun). */
+  restoredRun?: number;
   /**
    * Device changes (spec field names) that this run of the domain refused to take live
    * (HostState deferredDevices): restart-time, like the fields restartPending names.
@@ -652,7 +654,13 @@ export function planMachine(input: PlanInput): MachinePlan {
       : [];
   const power = powerPlan(
     vm,
-    { active: domain.active, id: domain.id, ...domain.power, restoreStopped: input.restoreStopped },
+    {
+      active: domain.active,
+      id: domain.id,
+      ...domain.power,
+      restoreStopped: input.restoreStopped,
+      restoredRun: input.restoredRun,
+    },
     pending,
     now,
   );
@@ -909,6 +917,8 @@ interface PowerView {
   id?: number;
   /** A restore of this process powered the running domain off (HostState restoreStops). */
   restoreStopped?: boolean;
+  /** The run a restore brought back from a checkpoint (restoredRun). */
+  restoredRun?: number;
 }
 
 /**
@@ -952,7 +962,9 @@ export function powerPlan(
     }
     const restarting =
       requested?.reason === 'RestartToApplyChanges' ||
-      (vm.spec.updatePolicy === 'Restart' && pending.length > 0 && !heldByRestore(vm, power));
+      (vm.spec.updatePolicy === 'Restart' &&
+        pending.length > 0 &&
+        !heldByRestore(vm, power, power.restoredRun));
     const stopFor: ShutdownReason | undefined =
       strategy === 'Halted'
         ? 'RunStrategyHalted'
@@ -1034,23 +1046,53 @@ export function powerPlan(
 }
 
 /**
- * A run a restore brought back from a checkpoint (libvirt's reason `from_snapshot`) whose
- * spec has not changed since this controller last acted on it: updatePolicy Restart does not
- * restart it for the fields its definition lacks. Those differ because the restore put back the
- * snapshot's definition, not because the user changed the spec, and the restart would throw
- * away the guest state the user just restored. RestartRequired says so; a spec change (a new
- * generation) or virt.dev/restart-requested-at restarts it as usual. Pure.
+ * A run a restore brought back from a checkpoint whose spec has not changed since this
+ * controller last acted on it: updatePolicy Restart does not restart it for the fields its
+ * definition lacks. Those differ because the restore put back the snapshot's definition, not
+ * because the user changed the spec, and the restart would throw away the guest state the user
+ * just restored. RestartRequired says so; a spec change (a new generation) or
+ * virt.dev/restart-requested-at restarts it as usual. The run is the one libvirt's reason
+ * `from_snapshot` names, or `restored` (restoredRun): that reason lasts only until the state
+ * changes, and a checkpoint of a paused machine comes back paused and is resumed at once
+ * (reason `unpaused`), after which the run is no less the restored one. Pure.
  */
 export function heldByRestore(
   vm: VirtualMachine,
-  power: { state: string; reason: string },
+  power: { state: string; reason: string; id?: number },
+  restored?: number,
 ): boolean {
   return (
-    power.reason === 'from_snapshot' &&
     power.state !== 'shutoff' &&
+    (power.reason === 'from_snapshot' || (power.id !== undefined && power.id === restored)) &&
     vm.status?.observedGeneration !== undefined &&
     vm.status.observedGeneration === vm.metadata.generation
   );
+}
+
+/** Words of the RestartRequired message for a held run (status.ts), followed by runMarker. */
+export const HELD_BY_RESTORE = 'this run is a checkpoint a VirtualMachineRestore brought back';
+
+/**
+ * The runtime ID of the run a restore brought back from a checkpoint, while that run lasts
+ * (runtime IDs are new on every start): seen by its reason `from_snapshot`, else remembered by
+ * this process (`remembered`, HostState restoredRuns: the cache may not show our last status
+ * yet), else by the run the RestartRequired condition names as held (runMarker), which is how
+ * an agent that restarted after the reason changed still knows it. Pure.
+ */
+export function restoredRun(
+  vm: VirtualMachine,
+  domain: { active: boolean; id?: number; power: { reason: string } },
+  remembered: number | undefined,
+): number | undefined {
+  if (!domain.active || domain.id === undefined || domain.id < 0) return undefined;
+  if (domain.power.reason === 'from_snapshot') return domain.id;
+  const required = findCondition(vm.status?.conditions, 'RestartRequired');
+  const recorded =
+    required?.status === 'True' && required.message.includes(HELD_BY_RESTORE)
+      ? /\(run (\d+)\)/.exec(required.message)?.[1]
+      : undefined;
+  const known = [remembered, recorded === undefined ? undefined : Number(recorded)];
+  return known.includes(domain.id) ? domain.id : undefined;
 }
 
 /**

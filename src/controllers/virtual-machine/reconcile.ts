@@ -58,6 +58,7 @@ import {
   planMachine,
   planRemoval,
   restartPending,
+  restoredRun,
   savedPending,
   shutdownSteps,
   STOP_POLL_MS,
@@ -132,6 +133,10 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   const inputs = 'inputs' in resolved ? resolved.inputs : undefined;
   const desired = inputs && desiredDomain(vm, inputs);
   const uid = String(vm.metadata.uid);
+  const restored =
+    before.domain.state === 'ours'
+      ? restoredRun(vm, before.domain, ctx.host.restoredRuns.get(uid))
+      : undefined;
   const planInput = {
     vm,
     desired,
@@ -145,6 +150,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
       (before.domain.state === 'ours' &&
         before.domain.power.reason === 'destroyed' &&
         stoppedByRestore(vm, ctx)),
+    restoredRun: restored,
     deferred: refusedLive(ctx, uid, before.domain),
     holdStart: 'holdStart' in resolved && resolved.holdStart === true,
   };
@@ -168,6 +174,13 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   rememberEarlierLeases(ctx, uid, after);
   // A restore's power-off is accounted for once the domain runs again (or is gone).
   if (after.state !== 'ours' || after.active) ctx.host.restoreStops.delete(uid);
+  // Remembered for as long as that run lasts: this pass may resume it (its reason
+  // from_snapshot then gone), and the next may come before the watch brings back the status
+  // that names it.
+  const stillRestored =
+    after.state === 'ours' && after.active && after.id === restored ? restored : undefined;
+  if (stillRestored !== undefined) ctx.host.restoredRuns.set(uid, stillRestored);
+  else ctx.host.restoredRuns.delete(uid);
   // The domain as our steps left it needs nothing more: libvirt's events for those steps, which
   // arrive during this pass, need not run it again (its status is written from this look).
   if (
@@ -213,6 +226,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
       : {}),
     ...(detaching ? { detaching } : {}),
     ...(shutdownSentAt ? { shutdownSentAt } : {}),
+    ...(stillRestored !== undefined ? { restoredRun: stillRestored } : {}),
     restartsCounted: countedRestarts(ctx, vm),
   });
   // Remembered before the write, which may fail: the next pass counts from it (planView).
@@ -524,6 +538,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
       ctx.host.restarts.delete(uid);
       ctx.host.deferredDevices.delete(uid);
       ctx.host.earlierLeases.delete(uid);
+      ctx.host.restoredRuns.delete(uid);
       return done;
     }
     const stopped =

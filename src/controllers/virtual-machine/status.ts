@@ -27,6 +27,7 @@ import type { ForeignDomain, ObservedDomain, OursDomain } from './observe.js';
 import {
   DETACH_CONDITION,
   gracePeriodMs,
+  HELD_BY_RESTORE,
   heldByRestore,
   invalidPauseValue,
   pauseRequested,
@@ -93,6 +94,8 @@ export interface StatusInput {
   restartRequest?: string;
   /** For a restart requested now: the runtime ID of the run being stopped. */
   restartRun?: number;
+  /** The run a restore brought back from a checkpoint (plan.ts restoredRun). */
+  restoredRun?: number;
   /** When this pass's ACPI shutdown request had been sent (read after the call returned). */
   shutdownSentAt?: Date;
   /** Devices detached from the spec that the running domain still has. */
@@ -437,11 +440,13 @@ function restartRequiredCondition(input: StatusInput): ConditionUpdate {
   const how =
     vm.spec.updatePolicy !== 'Restart'
       ? 'they apply at the next start of the machine (updatePolicy Manual)'
-      : input.observed.state === 'ours' && heldByRestore(vm, input.observed.power)
-        ? 'this run is a checkpoint a VirtualMachineRestore brought back with its own ' +
-          'definition, so updatePolicy Restart does not restart it for them; they apply at ' +
-          'the next start, at once after a change of the spec or with ' +
-          'virt.dev/restart-requested-at'
+      : input.observed.state === 'ours' &&
+          heldByRestore(vm, { ...input.observed.power, id: input.observed.id }, input.restoredRun)
+        ? // The run is named so that the next agent still knows it once libvirt's reason
+          // from_snapshot is gone (plan.ts restoredRun).
+          `${HELD_BY_RESTORE} with its own definition, so updatePolicy Restart does not ` +
+          'restart it for them; they apply at the next start, at once after a change of the ' +
+          `spec or with virt.dev/restart-requested-at ${runMarker(input.observed.id)}`
         : 'the operator restarts the machine gracefully to apply them (updatePolicy Restart)';
   return {
     type: 'RestartRequired',

@@ -881,6 +881,96 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     });
   });
 
+  it('holds a restored checkpoint of a paused machine for its whole run: resumed, after an agent restart', async () => {
+    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'held');
+    const vm = await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'held', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        updatePolicy: 'Restart',
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'root', volume: 'root' }],
+      },
+    });
+    const synced = (phase: string) =>
+      stored(
+        vmOf,
+        (o) =>
+          o?.status?.phase === phase &&
+          o.status.observedGeneration === o.metadata.generation &&
+          o.status.conditions?.find((c) => c.type === 'ShutdownRequested') === undefined,
+      );
+    await converge(ctx, reconcileVirtualMachine, key('held'), { until: synced('Running') });
+    const domainNow = () => conn.lookupDomainByUUIDString(String(vm.metadata.uid));
+    // Paused outside the operator (virsh suspend) and checkpointed so: the checkpoint comes
+    // back paused, and the machine's controller resumes it (no virt.dev/paused asks otherwise).
+    await (await domainNow()).suspend();
+    const snap = await snapshot('held-1', 'held');
+    expect(snap.status?.includesMemory).toBe(true);
+    await converge(ctx, reconcileVirtualMachine, key('held'), { until: synced('Running') });
+    // A restart-time change after the checkpoint, applied by a restart as the policy says.
+    await k.patchSpec('VirtualMachine', NS, 'held', { maxMemory: '256Mi' });
+    await converge(ctx, reconcileVirtualMachine, key('held'), {
+      until: stored(
+        vmOf,
+        (o) =>
+          o?.status?.phase === 'Running' &&
+          o.status.conditions?.find((c) => c.type === 'RestartRequired')?.status === 'False',
+      ),
+    });
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'held-back', namespace: NS },
+      spec: { vmName: 'held', snapshotName: 'held-1' },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key('held-back'), {
+      until: stored(
+        () => restoreOf('held-back'),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    expect(await (await domainNow()).getState()).toMatchObject({
+      stateName: 'paused',
+      reasonName: 'from_snapshot',
+    });
+    const restored = await (await domainNow()).getID();
+    const stops = () =>
+      ctx.events.filter((e) => e.key === key('held') && e.reason === 'ShuttingDown').length;
+    const before = stops();
+    // Resumed (libvirt's reason is `unpaused` from then on): still the run the restore brought
+    // back, which the policy does not restart for the fields the checkpoint's definition lacks.
+    await converge(ctx, reconcileVirtualMachine, key('held'), { until: synced('Running') });
+    expect((await (await domainNow()).getState()).reasonName).toBe('unpaused');
+    const held = async (c: SnapshotContext) => {
+      for (let pass = 0; pass < 3; pass++) await converge(c, reconcileVirtualMachine, key('held'));
+      await c.refresh();
+      expect(await (await domainNow()).getID()).toBe(restored);
+      expect(stops()).toBe(before);
+      const required = c
+        .get<VirtualMachine>('VirtualMachine', NS, 'held')
+        ?.status?.conditions?.find((x) => x.type === 'RestartRequired');
+      expect(required?.message).toMatch(
+        /^pending: spec\.maxMemory; this run is a checkpoint a VirtualMachineRestore brought back/,
+      );
+    };
+    await held(ctx);
+    // A new agent (its HostState empty) tells the same from the machine's status.
+    const { kubeConfig } = controlPlane();
+    const restarted = snapshotContext({ kubeConfig, conn, nodeName: NODE, stateDir });
+    await held(restarted);
+    expect(restarted.events.filter((e) => e.reason === 'ShuttingDown')).toEqual([]);
+    // A change of the spec is the user's: the policy restarts the machine for it.
+    await k.patchSpec('VirtualMachine', NS, 'held', { maxMemory: '320Mi' });
+    await converge(ctx, reconcileVirtualMachine, key('held'), { until: synced('Running') });
+    expect(stops()).toBe(before + 1);
+    expect(await (await domainNow()).getID()).not.toBe(restored);
+    await k.remove('VirtualMachine', NS, 'held');
+    await converge(ctx, reconcileVirtualMachine, key('held'), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+  });
+
   it('leaves no snapshot object of a deleted machine to a new machine of its name', async () => {
     const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'twice');
     await runningVm('twice', 'root');

@@ -27,6 +27,7 @@ import {
   needsPowerOff,
   planRestore,
   restoredDisksWording,
+  revertFailedDisksWording,
   restoredWording,
   revertPaused,
 } from '../../../../src/controllers/virtual-machine-restore/plan.js';
@@ -476,6 +477,27 @@ describe('planRestore', () => {
           .join(', ') +
         ` and ${9 - DISKS_NAMED} more`,
     );
+  });
+
+  it('says after a failed revert which disks it covered, whose state is unknown, bounded', () => {
+    expect(
+      revertFailedDisksWording(
+        [
+          { name: 'vda', volume: 'root' },
+          { name: 'vdb', volume: 'old' },
+        ],
+        [{ volume: 'root' }, { volume: 'iso', readOnly: true }, { volume: 'scratch' }],
+      ),
+    ).toBe(
+      'libvirt may have reverted some of the disks the revert covered before it failed, so ' +
+        "each may hold the snapshot's data or what it held before: vda (Volume root), vdb " +
+        '(Volume old, no longer attached); not part of the revert: Volume iso (read-only), ' +
+        'Volume scratch (not in the snapshot)',
+    );
+    const many = Array.from({ length: 40 }, (_, i) => ({ name: `vd${i}`, volume: `v${i}` }));
+    const said = revertFailedDisksWording(many, many);
+    expect(said).toMatch(/: vd0 \(Volume v0\), .* and 34 more$/);
+    expect(said.length).toBeLessThan(400);
   });
 
   it('recognises its own marker only', () => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type {
+  VirtualMachine,
   VirtualMachineSpec,
   VirtualMachineStatus,
 } from '../../../../src/api/generated/types.js';
@@ -10,7 +11,9 @@ import {
   nextLookMs,
   powerPlan,
   requestMarker,
+  HELD_BY_RESTORE,
   restartPending,
+  restoredRun,
   runMarker,
   shutdownRequest,
   type MachineStep,
@@ -514,6 +517,57 @@ describe('powerPlan', () => {
     expect(powerPlan(vm(spec, { status }), running, ['spec.maxMemory'], NOW).steps).toEqual([
       { op: 'shutdown', reason: 'RestartToApplyChanges' },
     ]);
+  });
+
+  it('holds the restored run once its reason is gone: resumed, by memory or by status', () => {
+    const spec = { updatePolicy: 'Restart' as const };
+    const status = { ...runningStatus(), observedGeneration: 3 };
+    const resumed = { active: true, id: 7, power: { state: 'running', reason: 'unpaused' } };
+    const held = (conditions: VirtualMachineStatus['conditions']) =>
+      vm(spec, { status: { ...status, conditions } });
+    const required = (message: string) => [
+      {
+        type: 'RestartRequired',
+        status: 'True' as const,
+        reason: 'PendingChanges',
+        message,
+        lastTransitionTime: '2026-03-01T12:00:00Z',
+      },
+    ];
+    const named = required(`pending: spec.maxMemory; ${HELD_BY_RESTORE} with its own (run 7)`);
+    const cases: Array<[string, VirtualMachine, typeof resumed, number | undefined, number?]> = [
+      [
+        'the reason names it',
+        vm(spec, { status }),
+        { ...resumed, power: { state: 'running', reason: 'from_snapshot' } },
+        7,
+      ],
+      ['resumed, remembered', vm(spec, { status }), resumed, 7, 7],
+      ['resumed, named in status', held(named), resumed, 7],
+      ['a later run', held(named), { ...resumed, id: 8 }, undefined, 7],
+      [
+        'shut off',
+        held(named),
+        { active: false, id: -1, power: { state: 'shutoff', reason: 'shutdown' } },
+        undefined,
+        7,
+      ],
+      [
+        'another message naming a run',
+        held(required('pending: spec.maxMemory; the operator restarts (run 7)')),
+        resumed,
+        undefined,
+      ],
+    ];
+    for (const [what, machine, domain, want, remembered] of cases) {
+      expect(restoredRun(machine, domain, remembered), what).toBe(want);
+    }
+    // That run is not restarted for the fields the checkpoint lacks, unless the spec changes.
+    const power = { active: true, state: 'running', reason: 'unpaused', id: 7, restoredRun: 7 };
+    expect(powerPlan(vm(spec, { status }), power, ['spec.maxMemory'], NOW).steps).toEqual([]);
+    expect(
+      powerPlan(vm(spec, { status, generation: 4 }), power, ['spec.maxMemory'], NOW).steps,
+    ).toEqual([{ op: 'shutdown', reason: 'RestartToApplyChanges' }]);
   });
 
   it('restarts gracefully to apply pending changes with updatePolicy Restart, then starts again', () => {
