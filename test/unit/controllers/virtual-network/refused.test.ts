@@ -1,6 +1,6 @@
 // Which network failures no retry fixes (Stalled) and which pass (Reconciling). The dnsmasq
 // messages are libvirt 9.0's own: exit status 1 measured with an IPv6 DHCP range on a /48
-// (which the CRD now keeps out); dnsmasq(8) keeps status 2 for network access, such as a
+// (which the CRD keeps out); dnsmasq(8) keeps status 2 for network access, such as a
 // listening address a leftover dnsmasq still holds.
 import { describe, expect, it } from 'vitest';
 import { isStalledReason } from '../../../../src/api/conditions.js';
