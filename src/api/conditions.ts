@@ -188,8 +188,13 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   // QEMU cannot run): retried with backoff, but only a change of the spec or the host helps.
   StartRefused: 'stalled',
   // The same refusal at define: the host's libvirt or QEMU cannot take this definition (more
-  // vCPUs than its machine type allows, say). Retried with backoff, like StartRefused.
+  // vCPUs than its machine type allows, a network or pool name too long for libvirt's files,
+  // say). Retried with backoff, like StartRefused. Networks and pools use both too (a network
+  // start that dnsmasq refuses for its configuration is StartRefused).
   DefineRefused: 'stalled',
+  // A StoragePool's spec.path with a segment longer than the node's file system takes (255
+  // bytes): libvirt cannot make or open the directory, and spec.path is immutable.
+  PathTooLong: 'stalled',
   // An image that is not self-contained or is cut short, though its digest is the pinned one.
   InvalidImage: 'stalled',
   // The import's server answers a 4xx other than 408/429: it refuses that URL, and will until

@@ -138,27 +138,43 @@ export function isTimeout(err: unknown): boolean {
   return isLibvirtError(err) && err.code === ErrorCode.VIR_ERR_OPERATION_TIMEOUT;
 }
 
+/** strerror(ENAMETOOLONG), as libvirt's virReportSystemError words it. */
+const NAME_TOO_LONG = 'File name too long';
+
 /**
  * libvirt or the hypervisor refuses what the definition asks for, so repeating the call changes
  * nothing until the definition or the host does: a configuration this QEMU or host cannot run
  * (VIR_ERR_CONFIG_UNSUPPORTED, e.g. "CPU mode 'host-passthrough' for x86_64 qemu domain ... is
  * not supported by hypervisor", raised at start, or "Maximum CPUs greater than specified machine
  * type limit 288", raised at define), a guest CPU the host CPU lacks features of,
- * invalid XML or arguments, an operation the driver lacks. Failures of the moment (QEMU exiting
- * early: INTERNAL_ERROR, a file or network not there yet, a lock another machine holds) are not.
+ * invalid XML or arguments, an operation the driver lacks, and a name or path longer than the
+ * host's file system takes (ENAMETOOLONG under the generic VIR_ERR_SYSTEM_ERROR: libvirt names
+ * its files after the object, so a 248-character network or pool name fails at define with
+ * "Failed to create file '/etc/libvirt/.../<name>.xml.new': File name too long"; measured on
+ * libvirt 9.0). Failures of the moment (QEMU exiting early: INTERNAL_ERROR, a file or network
+ * not there yet, a lock another machine holds, a full disk) are not.
  */
 export function isRefusedDefinition(err: unknown): boolean {
-  return hasCode(err, [
-    ErrorCode.VIR_ERR_CONFIG_UNSUPPORTED,
-    ErrorCode.VIR_ERR_CPU_INCOMPATIBLE,
-    ErrorCode.VIR_ERR_XML_ERROR,
-    ErrorCode.VIR_ERR_XML_DETAIL,
-    ErrorCode.VIR_ERR_XML_INVALID_SCHEMA,
-    ErrorCode.VIR_ERR_INVALID_ARG,
-    ErrorCode.VIR_ERR_NO_SUPPORT,
-    ErrorCode.VIR_ERR_ARGUMENT_UNSUPPORTED,
-    ErrorCode.VIR_ERR_OPERATION_UNSUPPORTED,
-  ]);
+  return hasCode(
+    err,
+    [
+      ErrorCode.VIR_ERR_CONFIG_UNSUPPORTED,
+      ErrorCode.VIR_ERR_CPU_INCOMPATIBLE,
+      ErrorCode.VIR_ERR_XML_ERROR,
+      ErrorCode.VIR_ERR_XML_DETAIL,
+      ErrorCode.VIR_ERR_XML_INVALID_SCHEMA,
+      ErrorCode.VIR_ERR_INVALID_ARG,
+      ErrorCode.VIR_ERR_NO_SUPPORT,
+      ErrorCode.VIR_ERR_ARGUMENT_UNSUPPORTED,
+      ErrorCode.VIR_ERR_OPERATION_UNSUPPORTED,
+    ],
+    { code: ErrorCode.VIR_ERR_SYSTEM_ERROR, says: NAME_TOO_LONG },
+  );
+}
+
+/** A file libvirt would make has a name (or path segment) longer than the file system takes. */
+export function isNameTooLong(err: unknown): boolean {
+  return hasCode(err, [], { code: ErrorCode.VIR_ERR_SYSTEM_ERROR, says: NAME_TOO_LONG });
 }
 
 /** The XML given was malformed or invalid for the object. */

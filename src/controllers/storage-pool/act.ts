@@ -1,15 +1,18 @@
 // Executes pool steps through the binding. Every step is idempotent: define with our UUID
 // updates rather than duplicates, build keeps an existing directory, starting an active pool
 // is absorbed. Problems only the host can judge (the path is used by another pool, the
-// directory cannot be created) come back as a Problem for status; anything else is thrown
-// and retried by the queue.
+// directory cannot be created, a definition libvirt refuses) come back as a Problem for
+// status; transport errors (and a define that timed out) are thrown and retried by the queue.
 import type { Connect } from '../../libvirt/connection.js';
 import {
   isAlreadyExists,
   isConnectionError,
   isLibvirtError,
+  isNameTooLong,
   isNotFound,
   isOperationInvalid,
+  isRefusedDefinition,
+  isTimeout,
 } from '../../libvirt/errors.js';
 import type { StoragePool as LibvirtPool } from '../../libvirt/storage.js';
 import { buildPoolXML } from '../../libvirt/xml/pool.js';
@@ -103,6 +106,32 @@ function hostProblem(step: PoolStep, err: unknown): Problem | undefined {
         `read-write, or re-create the StoragePool with another path (spec.path is immutable)`,
     };
   }
+  // ENAMETOOLONG: libvirt names the pool's config file after the pool (<name>.xml.new, so a
+  // metadata.name of 248 characters or more fails at define), and a segment of spec.path
+  // longer than the file system's 255 bytes fails at build and start. Immutable, both.
+  if (isNameTooLong(err)) {
+    const what =
+      step.op === 'define'
+        ? 'libvirt names its files on the node after the pool: re-create the StoragePool ' +
+          'with a shorter metadata.name (247 characters or fewer)'
+        : 'a segment of spec.path is longer than the file system takes (255 bytes): ' +
+          're-create the StoragePool with another path (spec.path is immutable)';
+    return {
+      reason: step.op === 'define' ? 'DefineRefused' : 'PathTooLong',
+      message: `${err.message}; ${what}`,
+    };
+  }
+  // Refused for the pool's definition itself: only a change of the spec or the host helps, so
+  // Stalled (still retried with backoff). Anything else at define (a full disk, an internal
+  // error) is reported too, rather than thrown with no status, and retried as transient.
+  if (step.op === 'define' && !isTimeout(err)) {
+    return isRefusedDefinition(err)
+      ? { reason: 'DefineRefused', message: `libvirt refused the pool definition: ${err.message}` }
+      : { reason: 'DefineFailed', message: `libvirt could not define the pool: ${err.message}` };
+  }
+  if (step.op === 'start' && isRefusedDefinition(err)) {
+    return { reason: 'StartRefused', message: `libvirt refused to start the pool: ${err.message}` };
+  }
   if (step.op === 'build') return { reason: 'BuildFailed', message: err.message };
   if (step.op === 'start') return { reason: 'StartFailed', message: err.message };
   return undefined;
@@ -145,7 +174,10 @@ export async function removePool(
             return { directory: 'kept', detail: 'the libvirt pool vanished before it' };
           if (!isLibvirtError(err) || isConnectionError(err)) throw err;
           if (err.message.includes('Not a directory')) return { directory: 'notDirectory' };
-          if (err.message.includes('No such file or directory')) return { directory: 'absent' };
+          // ENAMETOOLONG: a spec.path no directory can have (PathTooLong), so none is there.
+          if (err.message.includes('No such file or directory') || isNameTooLong(err)) {
+            return { directory: 'absent' };
+          }
           return { directory: 'kept', detail: err.message };
         },
       );

@@ -38,7 +38,9 @@ async function missingDirectories(path: string): Promise<string[]> {
       () => true,
       (err: NodeJS.ErrnoException) => {
         // ENOTDIR: a file stands on the way; the build fails and makes nothing below it.
-        if (err.code === 'ENOENT') return false;
+        // ENAMETOOLONG: a segment longer than the file system takes, so nothing can be there;
+        // the build still makes the parents above it before it fails (PathTooLong).
+        if (err.code === 'ENOENT' || err.code === 'ENAMETOOLONG') return false;
         if (err.code === 'ENOTDIR') return true;
         throw err;
       },
@@ -99,7 +101,9 @@ export async function removeMadeParents(
     if (poolDirs.has(dir) || poolDirs.has(real)) break;
     const outcome = await rmdir(dir).then(
       () => 'removed' as const,
-      (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? 'absent' : 'kept'),
+      // ENAMETOOLONG: a segment no directory can have, so none is there (PathTooLong).
+      (err: NodeJS.ErrnoException) =>
+        err.code === 'ENOENT' || err.code === 'ENAMETOOLONG' ? 'absent' : 'kept',
     );
     // A parent kept (not empty) keeps every parent above it too.
     if (outcome === 'kept') break;
@@ -120,7 +124,7 @@ export async function unmadeTarget(
     (st) => (st.isDirectory() ? 'preexisting' : 'notDirectory'),
     (err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOTDIR') return 'notDirectory';
-      if (err.code === 'ENOENT') return 'absent';
+      if (err.code === 'ENOENT' || err.code === 'ENAMETOOLONG') return 'absent';
       throw err;
     },
   );

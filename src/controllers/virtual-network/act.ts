@@ -16,9 +16,12 @@ import {
 import {
   isConnectionError,
   isLibvirtError,
+  isNameTooLong,
   isNotFound,
   isOperationInvalid,
+  isRefusedDefinition,
   isTimeout,
+  type LibvirtError,
 } from '../../libvirt/errors.js';
 import type { Network } from '../../libvirt/network.js';
 import { buildDhcpHostXML, buildDnsHostXML, buildNetworkXML } from '../../libvirt/xml/network.js';
@@ -75,7 +78,7 @@ export async function actNetwork(
       if (alreadyDone(step, err)) continue;
       return {
         step,
-        problem: { reason: failureReason(step, err.message), message: describe(step, err.message) },
+        problem: { reason: failureReason(step, err), message: describe(step, err) },
       };
     }
   }
@@ -91,7 +94,14 @@ const HOST_DEVICE_EXISTS = /error creating bridge interface (\S+): File exists/;
 // already in use."), and to start one whose bridge name a host device that no libvirt network
 // made already has: libvirt checks only its own networks at define, and a real libvirtd's
 // start then fails creating the bridge ("error creating bridge interface br0: File exists").
-function failureReason(step: NetworkStep, message: string): string {
+// A define or start refused for the definition itself (isRefusedDefinition: a name too long
+// for libvirt's files, invalid XML or arguments, a configuration this libvirt lacks), or a
+// dnsmasq that rejects the configuration libvirt wrote for it, is DefineRefused/StartRefused:
+// no retry helps until the spec or the host changes (still retried with backoff, so a fixed
+// host is picked up). Anything else (dnsmasq finding its address taken by a leftover, a device
+// busy for a moment) stays DefineFailed/StartFailed: transient.
+function failureReason(step: NetworkStep, err: LibvirtError): string {
+  const { message } = err;
   if (step.op === 'start' && message.includes('already in use by interface')) {
     return 'SubnetConflict';
   }
@@ -99,8 +109,21 @@ function failureReason(step: NetworkStep, message: string): string {
     return 'BridgeInUse';
   }
   if (step.op === 'start' && HOST_DEVICE_EXISTS.test(message)) return 'BridgeInUse';
+  if (step.op === 'define' && isRefusedDefinition(err)) return 'DefineRefused';
+  if (step.op === 'start' && (isRefusedDefinition(err) || DNSMASQ_CONFIG.test(message))) {
+    return 'StartRefused';
+  }
   return FAILURE_REASON[step.op];
 }
+
+/**
+ * libvirt's report of a dnsmasq that exited with status 1, which dnsmasq(8) keeps for "a problem
+ * with configuration was detected" (2 is network access, such as an address in use; 3 a file
+ * system problem): e.g. "Child process (VIR_BRIDGE_NAME=virbr1 /usr/sbin/dnsmasq
+ * --conf-file=...) unexpected exit status 1: \ndnsmasq: prefix length must be at least 64 at
+ * line 15 of ...", measured on libvirt 9.0 with an IPv6 DHCP range on a /48.
+ */
+const DNSMASQ_CONFIG = /\/dnsmasq [^)]*\) unexpected exit status 1:/;
 
 async function run(network: Network, step: Exclude<NetworkStep, { op: 'define' }>): Promise<void> {
   switch (step.op) {
@@ -146,16 +169,23 @@ function alreadyDone(step: NetworkStep, err: unknown): boolean {
   }
 }
 
-function describe(step: NetworkStep, message: string): string {
+function describe(step: NetworkStep, err: LibvirtError): string {
+  const { message } = err;
+  // libvirt names the network's files after it (<name>.xml.new at define, dnsmasq's
+  // <name>.hostsfile at start), so a name near the 253 characters Kubernetes allows is refused.
+  const tooLong = isNameTooLong(err)
+    ? '; libvirt names its files on the node after the network: re-create the VirtualNetwork ' +
+      'with a shorter metadata.name (245 characters or fewer)'
+    : '';
   switch (step.op) {
     case 'define':
-      return `libvirt refused the network definition: ${message}`;
+      return `libvirt refused the network definition: ${message}${tooLong}`;
     case 'start': {
       const device = HOST_DEVICE_EXISTS.exec(message)?.[1];
       const hint = device
         ? `; the node already has a network device named ${device} that is not this ` +
           `network's: set spec.bridge to a name no device on the node has, or omit it`
-        : '';
+        : tooLong;
       return `libvirt could not start the network: ${message}${hint}`;
     }
     case 'dhcpHost':

@@ -368,3 +368,65 @@ describe('StoragePool on a real libvirtd', () => {
     expect(await exists(dir)).toBe(false);
   });
 });
+
+describe('names and paths longer than the file system takes', () => {
+  const stalled = async (name: string) =>
+    (await k.get<StoragePool>('StoragePool', undefined, name))?.status?.conditions?.find(
+      (c) => c.type === 'Stalled',
+    );
+
+  it('a metadata.name libvirtd cannot name its file after is DefineRefused (Stalled)', async () => {
+    // libvirtd writes /etc/libvirt/storage/<name>.xml.new: ENAMETOOLONG from 248 characters.
+    const name = `${PREFIX}-`.padEnd(250, 'n');
+    const dir = path.join(tmp, 'long-name');
+    const created = await k.create<StoragePool>('StoragePool', {
+      metadata: { name },
+      spec: { path: dir },
+    });
+    await ctx.refresh();
+    const action = await reconcileStoragePool(name, ctx);
+    expect(action.kind).toBe('requeueAfter');
+    const ready = await readyOf(name);
+    expect(ready).toMatchObject({ status: 'False', reason: 'DefineRefused' });
+    expect(ready?.message).toContain('File name too long');
+    expect(ready?.message).toContain('shorter metadata.name');
+    expect(await stalled(name)).toMatchObject({ status: 'True', reason: 'DefineRefused' });
+    expect(eventsOf(name, 'DefineRefused')).toHaveLength(1);
+    expect(
+      await conn.lookupStoragePoolByUUIDString(String(created.metadata.uid)).catch(() => undefined),
+    ).toBeUndefined();
+
+    await k.remove('StoragePool', undefined, name);
+    await converge(ctx, reconcileStoragePool, name, { until: gone(name) });
+  });
+
+  it('a spec.path segment longer than 255 bytes is PathTooLong (Stalled)', async () => {
+    const name = `${PREFIX}-longpath`;
+    // Its parent is missing: libvirt's build makes it before failing on the long segment.
+    const parent = path.join(tmp, 'long-path-parent');
+    const dir = path.join(parent, 'p'.repeat(256));
+    const created = await k.create<StoragePool>('StoragePool', {
+      metadata: { name },
+      spec: { path: dir },
+    });
+    await ctx.refresh();
+    await reconcileStoragePool(name, ctx);
+    const ready = await readyOf(name);
+    expect(ready).toMatchObject({ status: 'False', reason: 'PathTooLong' });
+    expect(ready?.message).toContain('File name too long');
+    expect(ready?.message).toContain('255 bytes');
+    expect(await stalled(name)).toMatchObject({ status: 'True', reason: 'PathTooLong' });
+    const pool = await conn.lookupStoragePoolByUUIDString(String(created.metadata.uid));
+    expect(await pool.isActive()).toBe(false);
+    expect(await exists(parent)).toBe(true);
+
+    await k.remove('StoragePool', undefined, name);
+    await converge(ctx, reconcileStoragePool, name, { until: gone(name) });
+    expect(
+      await conn.lookupStoragePoolByUUIDString(String(created.metadata.uid)).catch(() => undefined),
+    ).toBeUndefined();
+    expect(eventsOf(name, 'PoolRemoved').at(-1)).toContain(`there was no directory ${dir}`);
+    // The parent the build made goes with the pool, as for any other pool.
+    expect(await exists(parent)).toBe(false);
+  });
+});

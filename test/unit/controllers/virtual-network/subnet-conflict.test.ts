@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { isStalledReason } from '../../../../src/api/conditions.js';
 import { actNetwork } from '../../../../src/controllers/virtual-network/act.js';
-import { desiredNetwork } from '../../../../src/controllers/virtual-network/desired.js';
+import { bridgeName, desiredNetwork } from '../../../../src/controllers/virtual-network/desired.js';
 import { parseHostRoutes } from '../../../../src/controllers/virtual-network/observe.js';
 import type { OursNetwork } from '../../../../src/controllers/virtual-network/observe.js';
 import { createsBridge, planPresent } from '../../../../src/controllers/virtual-network/plan.js';
@@ -110,6 +110,19 @@ describe('the host routes a new network must not overlap', () => {
       expect(plan.steps).toEqual([]);
       expect(plan.problem?.reason).toBe('BridgeInUse');
       expect(plan.problem?.message).toContain("node node-1 already has a network device 'hnetbr0'");
+    });
+
+    it('a device with the derived bridge name is named as a leftover, not a spec.bridge to omit', () => {
+      // No spec.bridge: the name comes from metadata.uid, so "omit spec.bridge" cannot help.
+      const stopped = { ...running({ ipv4: { cidr: '10.203.9.1/24' } }), active: false };
+      const spec = vnet({ ipv4: { cidr: '10.203.9.1/24' } });
+      const bridge = bridgeName(spec);
+      const plan = planPresent(spec, stopped, 'node-1', { routes, bridgeTaken: true });
+      expect(plan.steps).toEqual([]);
+      expect(plan.problem?.reason).toBe('BridgeInUse');
+      expect(plan.problem?.message).toContain(`a network device '${bridge}', the bridge name`);
+      expect(plan.problem?.message).toContain(`ip link del ${bridge}`);
+      expect(plan.problem?.message).not.toContain('omit spec.bridge');
     });
 
     it("leaving mode bridge for a bridge of its own under the host bridge's name is judged too", () => {
