@@ -2,7 +2,7 @@
 // the agent (or a test) and reached through the context, so nothing lives in module-level
 // variables and two agents in one process (tests) never share it.
 import type { ShownFigures } from './shared/figures.js';
-import type { SentShutdown } from './virtual-machine/plan.js';
+import type { RestoredRun, SentShutdown } from './virtual-machine/plan.js';
 import type { ImportJobs } from './volume/import.js';
 import type { PoolLocks } from './shared/pool-lock.js';
 
@@ -25,10 +25,12 @@ export interface HostState {
    */
   restoreStops: Set<string>;
   /**
-   * The run (runtime ID) a restore brought back from a checkpoint, by machine uid, while it
-   * runs: until the cached status names it (virtual-machine/plan.ts restoredRun).
+   * The run (runtime ID) a restore brought back from a checkpoint and the machine's generation
+   * it was brought back under, by machine uid, for as long as that run lasts (forgotten by the
+   * first pass that finds another run or none): the cached status may not name it yet, and
+   * names it only while it is held (virtual-machine/plan.ts restoredRun).
    */
-  restoredRuns: Map<string, number>;
+  restoredRuns: Map<string, RestoredRun>;
   /**
    * ACPI shutdown requests this process sent, by machine uid, until the cached status shows
    * them (virtual-machine/plan.ts withSentShutdown).

@@ -609,7 +609,7 @@ export interface PlanInput {
   /** A restore of this process powered the running domain off (HostState restoreStops). */
   restoreStopped?: boolean;
   /** The run a restore brought back from a checkpoint (restoredRun). */
-  restoredRun?: number;
+  restoredRun?: RestoredRun;
   /**
    * Device changes (spec field names) that this run of the domain refused to take live
    * (HostState deferredDevices): restart-time, like the fields restartPending names.
@@ -918,7 +918,7 @@ interface PowerView {
   /** A restore of this process powered the running domain off (HostState restoreStops). */
   restoreStopped?: boolean;
   /** The run a restore brought back from a checkpoint (restoredRun). */
-  restoredRun?: number;
+  restoredRun?: RestoredRun;
 }
 
 /**
@@ -1046,53 +1046,89 @@ export function powerPlan(
 }
 
 /**
- * A run a restore brought back from a checkpoint whose spec has not changed since this
- * controller last acted on it: updatePolicy Restart does not restart it for the fields its
- * definition lacks. Those differ because the restore put back the snapshot's definition, not
- * because the user changed the spec, and the restart would throw away the guest state the user
- * just restored. RestartRequired says so; a spec change (a new generation) or
- * virt.dev/restart-requested-at restarts it as usual. The run is the one libvirt's reason
- * `from_snapshot` names, or `restored` (restoredRun): that reason lasts only until the state
- * changes, and a checkpoint of a paused machine comes back paused and is resumed at once
- * (reason `unpaused`), after which the run is no less the restored one. Pure.
+ * A run a restore brought back from a checkpoint, and the generation of the machine it was
+ * brought back under (HostState restoredRuns, and the held RestartRequired message).
+ */
+export interface RestoredRun {
+  run: number;
+  generation: number;
+}
+
+/**
+ * A run a restore brought back from a checkpoint whose spec has not changed since: updatePolicy
+ * Restart does not restart it for the fields its definition lacks. Those differ because the
+ * restore put back the snapshot's definition, not because the user changed the spec, and the
+ * restart would throw away the guest state the user just restored. RestartRequired says so; a
+ * spec change or virt.dev/restart-requested-at restarts it as usual. The spec change is judged
+ * against the generation the run was brought back under, not status.observedGeneration: that
+ * is written on every pass, so it equals the generation again one pass after an edit whose
+ * first pass did not restart (a Volume not Ready yet, a failed define). The run is the one
+ * restoredRun names: libvirt's reason `from_snapshot` lasts only until the state changes, and a
+ * checkpoint of a paused machine comes back paused and is resumed at once (reason `unpaused`),
+ * after which the run is no less the restored one. Pure.
  */
 export function heldByRestore(
   vm: VirtualMachine,
-  power: { state: string; reason: string; id?: number },
-  restored?: number,
+  power: { state: string; id?: number },
+  restored: RestoredRun | undefined,
 ): boolean {
   return (
     power.state !== 'shutoff' &&
-    (power.reason === 'from_snapshot' || (power.id !== undefined && power.id === restored)) &&
-    vm.status?.observedGeneration !== undefined &&
-    vm.status.observedGeneration === vm.metadata.generation
+    restored !== undefined &&
+    power.id === restored.run &&
+    (vm.metadata.generation ?? 0) === restored.generation
   );
 }
 
-/** Words of the RestartRequired message for a held run (status.ts), followed by runMarker. */
-export const HELD_BY_RESTORE = 'this run is a checkpoint a VirtualMachineRestore brought back';
+/** Words of the RestartRequired message for a held run (status.ts), around heldMarker. */
+export const HELD_BY_RESTORE = 'is a checkpoint a VirtualMachineRestore brought back';
+
+/** The held RestartRequired message's start: names the run and its generation (restoredRun). */
+export const heldMarker = (restored: RestoredRun): string =>
+  `this run ${runMarker(restored.run)} ${HELD_BY_RESTORE} under generation ${restored.generation}`;
 
 /**
- * The runtime ID of the run a restore brought back from a checkpoint, while that run lasts
- * (runtime IDs are new on every start): seen by its reason `from_snapshot`, else remembered by
- * this process (`remembered`, HostState restoredRuns: the cache may not show our last status
- * yet), else by the run the RestartRequired condition names as held (runMarker), which is how
- * an agent that restarted after the reason changed still knows it. Pure.
+ * The restored run a held RestartRequired message records. Messages written before the
+ * generation was recorded ('this run is a checkpoint ... (run N)') were written while
+ * status.observedGeneration was the generation that held it. Pure.
+ */
+export function recordedRestoredRun(vm: VirtualMachine): RestoredRun | undefined {
+  const required = findCondition(vm.status?.conditions, 'RestartRequired');
+  if (required?.status !== 'True') return undefined;
+  const held = /this run \(run (\d+)\) is a checkpoint .* under generation (\d+)/.exec(
+    required.message,
+  );
+  if (held) return { run: Number(held[1]), generation: Number(held[2]) };
+  const old = required.message.includes('this run is a checkpoint')
+    ? /\(run (\d+)\)/.exec(required.message)?.[1]
+    : undefined;
+  const generation = vm.status?.observedGeneration;
+  return old !== undefined && generation !== undefined
+    ? { run: Number(old), generation }
+    : undefined;
+}
+
+/**
+ * The run a restore brought back from a checkpoint, while that run lasts (runtime IDs are new
+ * on every start), with the generation it was brought back under: remembered by this process
+ * (`remembered`, HostState restoredRuns: the cache may not show our last status yet), else
+ * recorded in the held RestartRequired message (how an agent that restarted after libvirt's
+ * reason changed still knows it), else seen now by its reason `from_snapshot`, under the
+ * machine's present generation. The records come first: the reason lasts as long as the
+ * guest's state does not change, across spec edits. Pure.
  */
 export function restoredRun(
   vm: VirtualMachine,
   domain: { active: boolean; id?: number; power: { reason: string } },
-  remembered: number | undefined,
-): number | undefined {
+  remembered: RestoredRun | undefined,
+): RestoredRun | undefined {
   if (!domain.active || domain.id === undefined || domain.id < 0) return undefined;
-  if (domain.power.reason === 'from_snapshot') return domain.id;
-  const required = findCondition(vm.status?.conditions, 'RestartRequired');
-  const recorded =
-    required?.status === 'True' && required.message.includes(HELD_BY_RESTORE)
-      ? /\(run (\d+)\)/.exec(required.message)?.[1]
-      : undefined;
-  const known = [remembered, recorded === undefined ? undefined : Number(recorded)];
-  return known.includes(domain.id) ? domain.id : undefined;
+  if (remembered?.run === domain.id) return remembered;
+  const recorded = recordedRestoredRun(vm);
+  if (recorded?.run === domain.id) return recorded;
+  if (domain.power.reason === 'from_snapshot')
+    return { run: domain.id, generation: vm.metadata.generation ?? 0 };
+  return undefined;
 }
 
 /**

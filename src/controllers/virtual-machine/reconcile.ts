@@ -74,6 +74,7 @@ import {
   balloonMoving,
   dhcpPools,
   conditionEvents,
+  heldInStatus,
   machineStatus,
   type Detaching,
   nameConflict,
@@ -178,7 +179,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   // from_snapshot then gone), and the next may come before the watch brings back the status
   // that names it.
   const stillRestored =
-    after.state === 'ours' && after.active && after.id === restored ? restored : undefined;
+    after.state === 'ours' && after.active && after.id === restored?.run ? restored : undefined;
   if (stillRestored !== undefined) ctx.host.restoredRuns.set(uid, stillRestored);
   else ctx.host.restoredRuns.delete(uid);
   // The domain as our steps left it needs nothing more: libvirt's events for those steps, which
@@ -683,7 +684,14 @@ async function report(
   pending: readonly string[] = [],
 ): Promise<void> {
   const events = [
-    ...stepEvents(executed, vm, ctx.nodeName, status.restartCount ?? 0, pending),
+    ...stepEvents(
+      executed,
+      vm,
+      ctx.nodeName,
+      status.restartCount ?? 0,
+      pending,
+      heldInStatus(status),
+    ),
     ...conditionEvents(vm.status, status),
   ];
   for (const e of events) ctx.event(KIND, vm, e.type, e.reason, e.message);

@@ -29,6 +29,7 @@ import {
   gracePeriodMs,
   HELD_BY_RESTORE,
   heldByRestore,
+  heldMarker,
   invalidPauseValue,
   pauseRequested,
   runMarker,
@@ -37,6 +38,7 @@ import {
   SHUTDOWN_CONDITION,
   stopWithdrawn,
   type MachineStep,
+  type RestoredRun,
   type ShutdownReason,
   type StartKind,
 } from './plan.js';
@@ -95,7 +97,7 @@ export interface StatusInput {
   /** For a restart requested now: the runtime ID of the run being stopped. */
   restartRun?: number;
   /** The run a restore brought back from a checkpoint (plan.ts restoredRun). */
-  restoredRun?: number;
+  restoredRun?: RestoredRun;
   /** When this pass's ACPI shutdown request had been sent (read after the call returned). */
   shutdownSentAt?: Date;
   /** Devices detached from the spec that the running domain still has. */
@@ -441,12 +443,13 @@ function restartRequiredCondition(input: StatusInput): ConditionUpdate {
     vm.spec.updatePolicy !== 'Restart'
       ? 'they apply at the next start of the machine (updatePolicy Manual)'
       : input.observed.state === 'ours' &&
+          input.restoredRun !== undefined &&
           heldByRestore(vm, { ...input.observed.power, id: input.observed.id }, input.restoredRun)
-        ? // The run is named so that the next agent still knows it once libvirt's reason
-          // from_snapshot is gone (plan.ts restoredRun).
-          `${HELD_BY_RESTORE} with its own definition, so updatePolicy Restart does not ` +
-          'restart it for them; they apply at the next start, at once after a change of the ' +
-          `spec or with virt.dev/restart-requested-at ${runMarker(input.observed.id)}`
+        ? // The run and its generation are named so that the next agent still knows them once
+          // libvirt's reason from_snapshot is gone (plan.ts restoredRun).
+          `${heldMarker(input.restoredRun)} with its own definition, so updatePolicy Restart ` +
+          'does not restart it for them; they apply at the next start, at once after a change ' +
+          'of the spec or with virt.dev/restart-requested-at'
         : 'the operator restarts the machine gracefully to apply them (updatePolicy Restart)';
   return {
     type: 'RestartRequired',
@@ -599,6 +602,8 @@ export function stepEvents(
   restartCount: number,
   /** The restart-time fields RestartRequired names (e.g. `spec.maxMemory`). */
   pending: readonly string[] = [],
+  /** RestartRequired says updatePolicy Restart holds them for a restored run (heldByRestore). */
+  held = false,
 ): MachineEvent[] {
   const name = domainName(vm);
   const events: MachineEvent[] = [];
@@ -627,7 +632,7 @@ export function stepEvents(
                 reason: 'Updated',
                 // Restart-time changes are named only when some are pending: a definition
                 // saved while stopped, or for changes already made live, has none.
-                message: `saved the new definition of domain ${name}${whenApplied(vm, pending)}`,
+                message: `saved the new definition of domain ${name}${whenApplied(vm, pending, held)}`,
               },
         );
         break;
@@ -732,12 +737,21 @@ export function stepEvents(
 }
 
 /** When a saved definition with restart-time changes takes effect, for the Updated Event. */
-function whenApplied(vm: VirtualMachine, pending: readonly string[]): string {
+function whenApplied(vm: VirtualMachine, pending: readonly string[], held: boolean): string {
   if (pending.length === 0) return '';
   const fields = `pending: ${pending.join(', ')}`;
-  return vm.spec.updatePolicy === 'Restart'
-    ? `; a graceful restart applies it now (${fields}; updatePolicy Restart)`
-    : `; it applies at the next start (${fields}; updatePolicy Manual)`;
+  if (vm.spec.updatePolicy !== 'Restart')
+    return `; it applies at the next start (${fields}; updatePolicy Manual)`;
+  return held
+    ? `; it applies at the next start: the running checkpoint a VirtualMachineRestore brought ` +
+        `back is not restarted for it (${fields}; updatePolicy Restart, see RestartRequired)`
+    : `; a graceful restart applies it now (${fields}; updatePolicy Restart)`;
+}
+
+/** Whether a status's RestartRequired says a restored run is held (restartRequiredCondition). */
+export function heldInStatus(status: VirtualMachineStatus): boolean {
+  const required = findCondition(status.conditions, 'RestartRequired');
+  return required?.status === 'True' && required.message.includes(HELD_BY_RESTORE);
 }
 
 const MIN_RETRY_MS = 1_000;

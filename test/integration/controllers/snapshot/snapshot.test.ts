@@ -2,6 +2,7 @@
 // libvirt's test driver: the machine's own controller defines and runs the domain, then the
 // snapshot and restore controllers act on it. The real libvirtd with a guest is in
 // test/e2e/operator/snapshot.test.ts.
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -868,7 +869,7 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     const required = vmOf()?.status?.conditions?.find((c) => c.type === 'RestartRequired');
     expect(required).toMatchObject({ status: 'True', reason: 'PendingChanges' });
     expect(required?.message).toMatch(
-      /^pending: spec\.maxMemory; this run is a checkpoint a VirtualMachineRestore brought back/,
+      /^pending: spec\.maxMemory; this run \(run \d+\) is a checkpoint a VirtualMachineRestore brought back under generation \d+ /,
     );
     // A change of the spec is the user's: the policy restarts the machine for it, as always.
     await k.patchSpec('VirtualMachine', NS, 'keep', { maxMemory: '320Mi' });
@@ -879,6 +880,91 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     await converge(ctx, reconcileVirtualMachine, key('keep'), {
       until: stored(vmOf, (o) => o === undefined),
     });
+  });
+
+  it('restarts a restored checkpoint for a spec change whose first pass could not apply it', async () => {
+    const name = `late-${randomBytes(3).toString('hex')}`;
+    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, name);
+    const vm = await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name, namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        updatePolicy: 'Restart',
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'root', volume: 'root' }],
+      },
+    });
+    const runningSynced = stored(
+      vmOf,
+      (o) =>
+        o?.status?.phase === 'Running' &&
+        o.status.observedGeneration === o.metadata.generation &&
+        o.status.conditions?.find((c) => c.type === 'RestartRequired')?.status === 'False',
+    );
+    await converge(ctx, reconcileVirtualMachine, key(name), { until: runningSynced });
+    const runId = async () =>
+      (await conn.lookupDomainByUUIDString(String(vm.metadata.uid))).getID();
+    await snapshot(`${name}-1`, name);
+    await k.patchSpec('VirtualMachine', NS, name, { maxMemory: '256Mi' });
+    await converge(ctx, reconcileVirtualMachine, key(name), { until: runningSynced });
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: `${name}-back`, namespace: NS },
+      spec: { vmName: name, snapshotName: `${name}-1` },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key(`${name}-back`), {
+      until: stored(
+        () => restoreOf(`${name}-back`),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    const restored = await runId();
+    const stops = () =>
+      ctx.events.filter((e) => e.key === key(name) && e.reason === 'ShuttingDown').length;
+    const before = stops();
+    for (let pass = 0; pass < 2; pass++) await converge(ctx, reconcileVirtualMachine, key(name));
+    expect(await runId()).toBe(restored);
+    // The definition saved for the held run says it waits, as RestartRequired does.
+    const updated = ctx.events.filter((e) => e.key === key(name) && e.reason === 'Updated');
+    expect(updated.at(-1)?.message).toMatch(
+      /it applies at the next start: the running checkpoint a VirtualMachineRestore brought back is not restarted for it \(pending: spec\.maxMemory; updatePolicy Restart/,
+    );
+    // The user edits the spec, adding a disk on a Volume that is not Available yet: the passes
+    // until it is cannot define the domain (nor restart it), but they write observedGeneration.
+    const late = `${name}-data`;
+    await k.create('Volume', {
+      metadata: { name: late, namespace: NS },
+      spec: { nodeName: NODE, pool: 'images', capacity: '1Gi', format: 'qcow2' },
+    });
+    await k.patchSpec('VirtualMachine', NS, name, {
+      disks: [
+        { name: 'root', volume: 'root' },
+        { name: 'data', volume: late },
+      ],
+    });
+    // Each pass asks to be run again (the Volume): run by hand rather than to convergence.
+    for (let pass = 0; pass < 3; pass++) {
+      await ctx.refresh();
+      await reconcileVirtualMachine(key(name), ctx);
+    }
+    await ctx.refresh();
+    expect(vmOf()?.status?.observedGeneration).toBe(vmOf()?.metadata.generation);
+    expect(await runId()).toBe(restored);
+    expect(stops()).toBe(before);
+    // The Volume is ready: the edit is the user's, so the policy restarts the machine for it.
+    await k.patchStatus('Volume', NS, late, {
+      phase: 'Available',
+      path: join(stateDir, `${late}.img`),
+    });
+    await converge(ctx, reconcileVirtualMachine, key(name), { until: runningSynced });
+    expect(stops()).toBe(before + 1);
+    expect(await runId()).not.toBe(restored);
+    await k.remove('VirtualMachine', NS, name);
+    await converge(ctx, reconcileVirtualMachine, key(name), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+    await k.remove('Volume', NS, late);
   });
 
   it('holds a restored checkpoint of a paused machine for its whole run: resumed, after an agent restart', async () => {
@@ -951,7 +1037,7 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
         .get<VirtualMachine>('VirtualMachine', NS, 'held')
         ?.status?.conditions?.find((x) => x.type === 'RestartRequired');
       expect(required?.message).toMatch(
-        /^pending: spec\.maxMemory; this run is a checkpoint a VirtualMachineRestore brought back/,
+        /^pending: spec\.maxMemory; this run \(run \d+\) is a checkpoint a VirtualMachineRestore brought back under generation \d+ /,
       );
     };
     await held(ctx);

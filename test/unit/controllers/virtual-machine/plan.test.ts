@@ -11,9 +11,10 @@ import {
   nextLookMs,
   powerPlan,
   requestMarker,
-  HELD_BY_RESTORE,
+  heldMarker,
   restartPending,
   restoredRun,
+  type RestoredRun,
   runMarker,
   shutdownRequest,
   type MachineStep,
@@ -505,13 +506,25 @@ describe('powerPlan', () => {
 
   it('does not restart a checkpoint a restore brought back until the spec changes', () => {
     const spec = { updatePolicy: 'Restart' as const };
-    const restored = { ...running, reason: 'from_snapshot' };
+    const restored = {
+      ...running,
+      reason: 'from_snapshot',
+      id: 7,
+      restoredRun: { run: 7, generation: 3 },
+    };
     const status = { ...runningStatus(), observedGeneration: 3 };
-    // The restore put back the snapshot's definition; the spec (generation 3) is as acted on.
+    // The restore put back the snapshot's definition; the spec (generation 3) is as it was.
     expect(powerPlan(vm(spec, { status }), restored, ['spec.maxMemory'], NOW).steps).toEqual([]);
     // The user changes the spec: restarted for it, as the policy says.
     expect(
       powerPlan(vm(spec, { status, generation: 4 }), restored, ['spec.maxMemory'], NOW).steps,
+    ).toEqual([{ op: 'shutdown', reason: 'RestartToApplyChanges' }]);
+    // Also once a pass after the edit (which did not restart: a Volume not Ready yet) has
+    // written observedGeneration 4: the edit is judged against the restore's generation.
+    const later = { ...status, observedGeneration: 4 };
+    expect(
+      powerPlan(vm(spec, { status: later, generation: 4 }), restored, ['spec.maxMemory'], NOW)
+        .steps,
     ).toEqual([{ op: 'shutdown', reason: 'RestartToApplyChanges' }]);
     // A run the restore did not bring back is restarted at once.
     expect(powerPlan(vm(spec, { status }), running, ['spec.maxMemory'], NOW).steps).toEqual([
@@ -523,8 +536,8 @@ describe('powerPlan', () => {
     const spec = { updatePolicy: 'Restart' as const };
     const status = { ...runningStatus(), observedGeneration: 3 };
     const resumed = { active: true, id: 7, power: { state: 'running', reason: 'unpaused' } };
-    const held = (conditions: VirtualMachineStatus['conditions']) =>
-      vm(spec, { status: { ...status, conditions } });
+    const held = (conditions: VirtualMachineStatus['conditions'], generation = 3) =>
+      vm(spec, { status: { ...status, observedGeneration: generation, conditions }, generation });
     const required = (message: string) => [
       {
         type: 'RestartRequired',
@@ -534,23 +547,39 @@ describe('powerPlan', () => {
         lastTransitionTime: '2026-03-01T12:00:00Z',
       },
     ];
-    const named = required(`pending: spec.maxMemory; ${HELD_BY_RESTORE} with its own (run 7)`);
-    const cases: Array<[string, VirtualMachine, typeof resumed, number | undefined, number?]> = [
+    const named = required(
+      `pending: spec.maxMemory; ${heldMarker({ run: 7, generation: 2 })} with its own definition`,
+    );
+    // Written before the generation was recorded: observedGeneration was the held one.
+    const old = required(
+      'pending: spec.maxMemory; this run is a checkpoint a VirtualMachineRestore brought back ' +
+        'with its own definition, ... or with virt.dev/restart-requested-at (run 7)',
+    );
+    const at = (run: number, generation: number) => ({ run, generation });
+    const cases: Array<[string, VirtualMachine, typeof resumed, unknown, RestoredRun?]> = [
       [
-        'the reason names it',
-        vm(spec, { status }),
+        'the reason names it, under the present generation',
+        vm(spec, { status, generation: 5 }),
         { ...resumed, power: { state: 'running', reason: 'from_snapshot' } },
-        7,
+        at(7, 5),
       ],
-      ['resumed, remembered', vm(spec, { status }), resumed, 7, 7],
-      ['resumed, named in status', held(named), resumed, 7],
-      ['a later run', held(named), { ...resumed, id: 8 }, undefined, 7],
+      [
+        'the reason, but remembered under an earlier generation',
+        vm(spec, { status, generation: 5 }),
+        { ...resumed, power: { state: 'running', reason: 'from_snapshot' } },
+        at(7, 3),
+        at(7, 3),
+      ],
+      ['resumed, remembered', vm(spec, { status }), resumed, at(7, 3), at(7, 3)],
+      ['resumed, named in status', held(named, 4), resumed, at(7, 2)],
+      ['resumed, named in an older status', held(old, 4), resumed, at(7, 4)],
+      ['a later run', held(named), { ...resumed, id: 8 }, undefined, at(7, 3)],
       [
         'shut off',
         held(named),
         { active: false, id: -1, power: { state: 'shutoff', reason: 'shutdown' } },
         undefined,
-        7,
+        at(7, 3),
       ],
       [
         'another message naming a run',
@@ -560,13 +589,16 @@ describe('powerPlan', () => {
       ],
     ];
     for (const [what, machine, domain, want, remembered] of cases) {
-      expect(restoredRun(machine, domain, remembered), what).toBe(want);
+      expect(restoredRun(machine, domain, remembered), what).toEqual(want);
     }
     // That run is not restarted for the fields the checkpoint lacks, unless the spec changes.
-    const power = { active: true, state: 'running', reason: 'unpaused', id: 7, restoredRun: 7 };
-    expect(powerPlan(vm(spec, { status }), power, ['spec.maxMemory'], NOW).steps).toEqual([]);
+    const power = { active: true, state: 'running', reason: 'unpaused', id: 7 };
+    const restoredRun3 = { ...power, restoredRun: at(7, 3) };
+    expect(powerPlan(vm(spec, { status }), restoredRun3, ['spec.maxMemory'], NOW).steps).toEqual(
+      [],
+    );
     expect(
-      powerPlan(vm(spec, { status, generation: 4 }), power, ['spec.maxMemory'], NOW).steps,
+      powerPlan(vm(spec, { status, generation: 4 }), restoredRun3, ['spec.maxMemory'], NOW).steps,
     ).toEqual([{ op: 'shutdown', reason: 'RestartToApplyChanges' }]);
   });
 
