@@ -22,7 +22,7 @@ import { parseDomainXML, type DomainDocument } from '../../libvirt/xml/domain.js
 import { parseSnapshotXML } from '../../libvirt/xml/snapshot.js';
 import { cloudInitDir, cloudInitPrefix } from './cloud-init.js';
 import { heldKey } from './desired.js';
-import { unpluggedInterfaces } from './plan.js';
+import { recordedRestoredRun, unpluggedInterfaces } from './plan.js';
 import { absentIfNotFound } from '../shared/absent.js';
 
 export interface PowerState {
@@ -226,9 +226,15 @@ async function describe(
   if (active) {
     observed.memoryActualKiB = await balloonActual(domain);
     const networks = await networksOf(domain, current);
-    // Leases listed before this run began are the previous run's, however long they stay.
+    // Leases listed before this run began are the previous run's, however long they stay;
+    // except for a checkpoint a restore brought back, whose guest memory still holds its lease.
+    // Its first look sees the reason from_snapshot (the machine's controller stands aside
+    // while the restore reverts, so nothing resumed it before); later ones read the run from
+    // the held RestartRequired message.
+    const restored =
+      state.reasonName === 'from_snapshot' || recordedRestoredRun(vm)?.run === observed.id;
     const found = await addresses(domain, current, networks, (listed) =>
-      earlierLeasesOf(observed.id, earlier, listed, addressesShownFor(vm)),
+      earlierLeasesOf(observed.id, earlier, listed, addressesShownFor(vm), restored),
     );
     observed.addresses = found.addresses;
     observed.leasesSupported = found.leasesSupported;
@@ -361,22 +367,27 @@ async function addresses(
 /**
  * Which leases are an earlier run's, for run `run`. Known from before the start when this
  * process made it (HostState earlierLeases, `run` undefined or this run). Any other run, one
- * this process did not start (a snapshot revert, `virsh start`, a start while it was down),
- * is seen by its new ID, normally within moments of its start, before the guest asked for an
- * address: the leases listed at that first look are the previous run's, and a guest started
- * paused never replaces them. Except, when this process has no record of the machine at all
- * (its first look since it started), the addresses the status already shows for a run that
- * was up (`shownBefore`): an earlier agent process showed them for this very run. A run that
- * began while no agent watched and whose guest already took its lease has it hidden until
- * the guest renews (new expiry, new key). Pure.
+ * this process did not start (`virsh start`, a start while it was down), is seen by its new
+ * ID, normally within moments of its start, before the guest asked for an address: the leases
+ * listed at that first look are the previous run's, which a guest still booting (or started
+ * paused) does not hold. Not so a checkpoint a restore brought back (`restored`, libvirt's
+ * reason from_snapshot): a new QEMU with the guest's memory as it was, holding the lease it had
+ * then (same MAC, and libvirt's dnsmasq gives a MAC its address again), so none is hidden: the
+ * guest renews it only at half the lease time. Except, when this process has no record of
+ * the machine at all (its first look since it started), the addresses the status already
+ * shows for a run that was up (`shownBefore`): an earlier agent process showed them for this
+ * very run. A run that began while no agent watched and whose guest already took its lease has
+ * it hidden until the guest renews (new expiry, new key). Pure.
  */
 export function earlierLeasesOf(
   run: number,
   known: EarlierLeases | undefined,
   listed: readonly NetworkDHCPLease[],
   shownBefore: ReadonlySet<string>,
+  restored = false,
 ): EarlierLeases {
   if (known && (known.run === undefined || known.run === run)) return { run, keys: known.keys };
+  if (restored) return { run, keys: new Set() };
   const carried = known === undefined ? shownBefore : new Set<string>();
   const keys = listed.filter((l) => !carried.has(l.ipaddr ?? '')).map(leaseKey);
   return { run, keys: new Set(keys) };
@@ -395,7 +406,7 @@ export function addressesShownFor(vm: VirtualMachine): Set<string> {
 }
 
 /** An address without a prefix length (status addresses carry none; tolerate one). */
-function bareAddress(ip: string): string {
+export function bareAddress(ip: string): string {
   return ip.split('/')[0]!;
 }
 

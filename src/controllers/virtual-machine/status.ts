@@ -23,7 +23,12 @@ import type {
 import { ownedDomainFields, type DomainDocument } from '../../libvirt/xml/domain.js';
 import { failingForDelay, turnedBad, type Problem } from '../kit.js';
 import { interfaceMacs } from './desired.js';
-import type { ForeignDomain, ObservedDomain, OursDomain } from './observe.js';
+import {
+  bareAddress,
+  type ForeignDomain,
+  type ObservedDomain,
+  type OursDomain,
+} from './observe.js';
 import {
   DETACH_CONDITION,
   gracePeriodMs,
@@ -868,7 +873,7 @@ export function addressesMissing(
   const byName = new Map((status.interfaces ?? []).map((i) => [i.name, i.ipAddresses ?? []]));
   return (vm.spec.interfaces ?? []).some((nic) => {
     // Status addresses are bare (observe.ts addresses); a prefix, should one come, is cut.
-    const ips = (byName.get(nic.name) ?? []).map((ip) => ip.split('/')[0]!);
+    const ips = (byName.get(nic.name) ?? []).map(bareAddress);
     if (ips.length === 0) return true;
     return pools(nic.network).some((pool) => !ips.some((ip) => pool.serves(ip)));
   });

@@ -9,7 +9,10 @@ import {
   observeDomain,
 } from '../../../../src/controllers/virtual-machine/observe.js';
 import type { NetworkDHCPLease } from '../../../../src/libvirt/network.js';
-import { unpluggedInterfaces } from '../../../../src/controllers/virtual-machine/plan.js';
+import {
+  heldMarker,
+  unpluggedInterfaces,
+} from '../../../../src/controllers/virtual-machine/plan.js';
 import type { Connect } from '../../../../src/libvirt/connection.js';
 import { buildDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { desired, vm } from './machines.js';
@@ -27,7 +30,7 @@ function host(machine: ReturnType<typeof vm>, leases: NetworkDHCPLease[] = []) {
     `<source network="lab" portid="${PORT}"/>`,
   );
   if (!xml.includes(PORT)) throw new Error('fixture: no interface on network lab');
-  const state = { active: true, ports: [PORT], stopAtPortList: false };
+  const state = { active: true, ports: [PORT], stopAtPortList: false, reason: 'booted' };
   const network = {
     getDHCPLeases: () => Promise.resolve(leases),
     listPortUUIDs: () => {
@@ -41,7 +44,7 @@ function host(machine: ReturnType<typeof vm>, leases: NetworkDHCPLease[] = []) {
     getState: () =>
       Promise.resolve(
         state.active
-          ? { state: 1, reason: 1, stateName: 'running', reasonName: 'booted' }
+          ? { state: 1, reason: 1, stateName: 'running', reasonName: state.reason }
           : { state: 5, reason: 1, stateName: 'shutoff', reasonName: 'shutdown' },
       ),
     isActive: () => Promise.resolve(state.active),
@@ -180,6 +183,54 @@ describe('earlierLeasesOf: the leases of earlier runs', () => {
       run: 9,
       keys: keys(old),
     });
+  });
+
+  // A revert to a memory checkpoint starts a new QEMU (new ID) whose guest memory still holds
+  // the lease it had: libvirt's dnsmasq gave its MAC the same address, listed before the run.
+  it("counts none as an earlier run's for a checkpoint a restore brought back", () => {
+    const seen = { run: 7, keys: new Set<string>() };
+    expect(earlierLeasesOf(9, seen, [old], new Set(), true)).toEqual({ run: 9, keys: new Set() });
+    expect(earlierLeasesOf(9, undefined, [old], new Set(), true)).toEqual({
+      run: 9,
+      keys: new Set(),
+    });
+    // Known for this very run (a later look): what the first look decided stays.
+    expect(earlierLeasesOf(9, { run: 9, keys: keys(old) }, [old], new Set(), true)).toEqual({
+      run: 9,
+      keys: keys(old),
+    });
+  });
+
+  it('through observeDomain: a restored run shows the lease listed at its first look', async () => {
+    const machine = vm({
+      interfaces: [{ name: 'eth0', network: 'lab', macAddress: MAC, model: 'virtio' }],
+    });
+    const { conn, state } = host(machine, [v4]);
+    const previous = { run: 3, keys: new Set<string>() };
+    // `virsh start`: the lease listed at the new run's first look is the last run's.
+    const started = await observeDomain(conn, machine, previous);
+    expect(started.state === 'ours' && started.addresses.get(MAC)).toEqual(undefined);
+    state.reason = 'from_snapshot';
+    const restored = await observeDomain(conn, machine, previous);
+    expect(restored.state === 'ours' && restored.addresses.get(MAC)).toEqual(['10.231.0.135']);
+    // Resumed since (reason unpaused), with the run named held in RestartRequired.
+    state.reason = 'unpaused';
+    const held = {
+      ...machine,
+      status: {
+        conditions: [
+          {
+            type: 'RestartRequired',
+            status: 'True' as const,
+            reason: 'PendingChanges',
+            message: `pending: spec.maxMemory; ${heldMarker({ run: 7, generation: 1 })} with ...`,
+            lastTransitionTime: '2026-03-01T12:00:00Z',
+          },
+        ],
+      },
+    };
+    const resumed = await observeDomain(conn, held, previous);
+    expect(resumed.state === 'ours' && resumed.addresses.get(MAC)).toEqual(['10.231.0.135']);
   });
 
   it('after an agent restart, keeps showing what the status showed for a run that was up', () => {
