@@ -161,6 +161,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   if (outcome.executed.some((s) => s.op === 'attachDevice' && s.device.kind === 'interface'))
     ctx.host.interfacesAttached.set(String(vm.metadata.uid), now.getTime());
   const shutdownSentAt = shutdownSent(outcome.executed, ctx);
+  const stopAttemptedAt = unsentStop(plan.steps, outcome.executed, now);
   rememberShutdown(ctx, vm, before.domain, plan.shutdown, shutdownSentAt);
   const look = outcome.executed.length > 0 ? ctx.lookAtHost?.() : undefined;
   const after =
@@ -226,6 +227,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
       : {}),
     ...(detaching ? { detaching } : {}),
     ...(shutdownSentAt ? { shutdownSentAt } : {}),
+    ...(stopAttemptedAt ? { stopAttemptedAt } : {}),
     ...(stillRestored !== undefined ? { restoredRun: stillRestored } : {}),
     restartsCounted: countedRestarts(ctx, vm),
   });
@@ -519,6 +521,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
     const ours = observed.domain.state === 'ours' ? observed.domain.domain : undefined;
     const outcome = await actMachine(conn, ours, plan.steps, ctx.onLane?.bind(ctx));
     const shutdownSentAt = shutdownSent(outcome.executed, ctx);
+    const stopAttemptedAt = unsentStop(plan.steps, outcome.executed, now);
     rememberShutdown(ctx, vm, observed.domain, plan.shutdown, shutdownSentAt);
     for (const e of stepEvents(outcome.executed, vm, ctx.nodeName, vm.status?.restartCount ?? 0)) {
       ctx.event(KIND, vm, e.type, e.reason, e.message);
@@ -553,6 +556,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
       failure: outcome.failure,
       now,
       ...(shutdownSentAt ? { shutdownSentAt } : {}),
+      ...(stopAttemptedAt ? { stopAttemptedAt } : {}),
     });
   }
 }
@@ -566,6 +570,7 @@ async function reportRemoval(
     failure: StepFailure | undefined;
     now: Date;
     shutdownSentAt?: Date;
+    stopAttemptedAt?: Date;
   },
 ): Promise<Action> {
   const status = machineStatus({
@@ -578,6 +583,7 @@ async function reportRemoval(
     started: undefined,
     pending: [],
     ...(pass.shutdownSentAt ? { shutdownSentAt: pass.shutdownSentAt } : {}),
+    ...(pass.stopAttemptedAt ? { stopAttemptedAt: pass.stopAttemptedAt } : {}),
     restartsCounted: countedRestarts(ctx, vm),
   });
   await report(ctx, vm, status, []);
@@ -624,6 +630,20 @@ function rememberShutdown(
 ): void {
   if (!sentAt || !reason || domain.state !== 'ours' || !domain.active) return;
   ctx.host.shutdowns.set(String(vm.metadata.uid), { reason, sentAt, run: domain.id });
+}
+
+/**
+ * When a pass that was to send the ACPI request began, if it sent none: a step before it (the
+ * wake-up of a guest suspended to RAM, a resume) or the request itself failed. The status
+ * records it, so that later passes try again (plan.ts gracefulStop).
+ */
+function unsentStop(
+  steps: readonly MachineStep[],
+  executed: readonly MachineStep[],
+  now: Date,
+): Date | undefined {
+  const planned = steps.some((s) => s.op === 'shutdown');
+  return planned && !executed.some((s) => s.op === 'shutdown') ? now : undefined;
 }
 
 /**

@@ -33,6 +33,7 @@ import {
   pauseRequested,
   runMarker,
   requestMarker,
+  attemptMarker,
   shutdownRequest,
   SHUTDOWN_CONDITION,
   stopWithdrawn,
@@ -98,6 +99,11 @@ export interface StatusInput {
   restoredRun?: number;
   /** When this pass's ACPI shutdown request had been sent (read after the call returned). */
   shutdownSentAt?: Date;
+  /**
+   * This pass tried to ask the guest to shut down and sent nothing (a wake-up or resume that
+   * failed, a refused shutdown): when it began. The first such try is kept in the message.
+   */
+  stopAttemptedAt?: Date;
   /** Devices detached from the spec that the running domain still has. */
   detaching?: Detaching;
   /**
@@ -534,9 +540,22 @@ function shutdownCondition(input: StatusInput, reason: ShutdownReason): Conditio
   const suffix = run === undefined ? '' : ` ${runMarker(run)}`;
   // The request's time to the millisecond stays in the message while the stop runs: it is
   // what the grace period is counted from (see destroyDueAt in plan.ts).
-  const sentAt = input.shutdownSentAt ?? shutdownRequest(input.vm)?.sentAt;
+  const previous = shutdownRequest(input.vm);
+  const sentAt = input.shutdownSentAt ?? previous?.sentAt;
   const when = sentAt === undefined ? '' : ` ${requestMarker(sentAt)}`;
-  const asked = `ACPI shutdown${when === '' ? ' requested' : when} (${SHUTDOWN_WHY[reason]})`;
+  // The first try that sent nothing, unless it was another run's (see ShutdownRequest.run).
+  const sameRun =
+    previous?.run === undefined || observedRun === undefined || previous.run === observedRun;
+  const attemptedAt = (sameRun ? previous?.attemptedAt : undefined) ?? input.stopAttemptedAt;
+  const unsent = attemptedAt !== undefined && sentAt === undefined;
+  const failedTry =
+    active && input.observed.state === 'ours' && input.observed.power.state === 'pmsuspended'
+      ? 'woke the guest from suspend to RAM (pmsuspended) to ask it to shut down, which failed'
+      : 'the operator could not ask the guest to shut down';
+  const asked = unsent
+    ? `${failedTry}; no ACPI request sent yet, tried again each pass (${SHUTDOWN_WHY[reason]})`
+    : `ACPI shutdown${when === '' ? ' requested' : when} (${SHUTDOWN_WHY[reason]})`;
+  const from = attemptedAt === undefined ? 'the request' : `the ${attemptMarker(attemptedAt)}`;
   return {
     type: SHUTDOWN_CONDITION,
     status: 'True',
@@ -550,7 +569,7 @@ function shutdownCondition(input: StatusInput, reason: ShutdownReason): Conditio
           ? `${asked}, which runStrategy ${input.vm.spec.runStrategy ?? 'Always'} no longer asks for: ` +
             `the domain is not destroyed, but the guest may still act on the request, so a stop ` +
             `within ${grace}s of it is taken as the one asked for${suffix}`
-          : `${asked}; the domain is destroyed if it still runs ${grace}s after the request${suffix}`,
+          : `${asked}; the domain is destroyed if it still runs ${grace}s after ${from}${suffix}`,
   };
 }
 
