@@ -356,11 +356,34 @@ async function beginRequestedRestart(
     restartRun: domain.id,
     restartsCounted: countedRestarts(ctx, vm),
   });
-  await report(ctx, vm, status, [], pending);
+  const answered = await report(ctx, vm, status, [], pending);
   const steps = shutdownSteps(vm, domain.power, 'RestartRequested', now);
   const outcome = await actMachine(ctx.libvirt(), domain.domain, steps, ctx.onLane?.bind(ctx));
   for (const e of stepEvents(outcome.executed, vm, ctx.nodeName, status.restartCount ?? 0)) {
     ctx.event(KIND, vm, e.type, e.reason, e.message);
+  }
+  // The status just written says the guest is being asked. A wake-up or shutdown that failed
+  // is reported as materialise reports it (Synced=False with a Warning Event), and a request
+  // that was not sent is recorded as such, so that the next pass tries again.
+  const stopAttemptedAt = unsentStop(steps, outcome.executed, now);
+  if (outcome.failure || stopAttemptedAt) {
+    // Against the first write's answer (the status writer refuses a stale copy).
+    const written = answered ?? vm;
+    const failed = machineStatus({
+      vm: written,
+      nodeName: ctx.nodeName,
+      now,
+      observed: domain,
+      problem: outcome.failure ?? problem,
+      shutdown: 'RestartRequested',
+      started: undefined,
+      pending,
+      restartRequest: request,
+      restartRun: domain.id,
+      ...(stopAttemptedAt ? { stopAttemptedAt } : {}),
+      restartsCounted: countedRestarts(ctx, vm),
+    });
+    await report(ctx, written, failed, [], pending);
   }
   return requeueAfter(Math.min(STOP_POLL_MS, gracePeriodMs(vm) || TRANSITION_MS));
 }
@@ -693,7 +716,8 @@ function rememberEarlierLeases(ctx: ControllerContext, uid: string, after: Obser
 
 /**
  * Events for what was done and for conditions that turned bad, then the status (if changed).
- * `pending`: the restart-time fields the status names in RestartRequired.
+ * `pending`: the restart-time fields the status names in RestartRequired. Returns the object
+ * as the API server answered the write (undefined when nothing was written).
  */
 async function report(
   ctx: ControllerContext,
@@ -701,13 +725,13 @@ async function report(
   status: VirtualMachineStatus,
   executed: readonly MachineStep[],
   pending: readonly string[] = [],
-): Promise<void> {
+): Promise<VirtualMachine | undefined> {
   const events = [
     ...stepEvents(executed, vm, ctx.nodeName, status.restartCount ?? 0, pending),
     ...conditionEvents(vm.status, status),
   ];
   for (const e of events) ctx.event(KIND, vm, e.type, e.reason, e.message);
-  await ctx.applyStatus(KIND, vm, status);
+  return (await ctx.applyStatus(KIND, vm, status)) as VirtualMachine | undefined;
 }
 
 function startedBy(executed: readonly MachineStep[]) {
