@@ -9,6 +9,7 @@ import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import {
   conditionTime,
   findCondition,
+  isStalledReason,
   progressConditions,
   setCondition,
   type Condition,
@@ -43,10 +44,6 @@ import {
 } from './plan.js';
 
 type Phase = NonNullable<VirtualMachineStatus['phase']>;
-
-/** Reasons that wait for something else to become ready, rather than a failure on the host. */
-const WAITING_REASONS = new Set(['VolumeNotReady', 'NetworkNotReady']);
-const FAILED_WHEN_DOWN = new Set(['StartFailed', 'StartRefused', 'DefineRefused']);
 
 /** libvirt's reasons for a pause that does not end by itself and that the operator leaves. */
 const STUCK_PAUSES = new Set(['ioerror', 'watchdog', 'crashed', 'postcopy_failed']);
@@ -236,7 +233,7 @@ function phaseOf(input: StatusInput): Phase {
   const { observed, problem, shutdown, vm } = input;
   if (observed.state === 'foreign') return 'Failed';
   if (observed.state === 'absent') {
-    return problem && !WAITING_REASONS.has(problem.reason) ? 'Failed' : 'Pending';
+    return problem && isStalledReason(problem.reason) ? 'Failed' : 'Pending';
   }
   const { state, reason } = observed.power;
   if (state === 'crashed') return 'Failed';
@@ -249,11 +246,14 @@ function phaseOf(input: StatusInput): Phase {
     if (state === 'pmsuspended') return 'Paused';
     return 'Running';
   }
-  // Not running and not on its way up: the start failed, or the definition it would start
-  // from was refused (a refused define skips the start).
-  if (problem && FAILED_WHEN_DOWN.has(problem.reason)) return 'Failed';
   // Held off, not on its way up: a start would write a base image under its overlays.
   if (problem?.reason === 'VolumeHasOverlays') return 'Stopped';
+  // Not running, and only a user can change that (Stalled: a start or define refused for the
+  // definition, unsupported input). A failure that may pass on a retry (StartFailed: a lock
+  // not yet free) is on its way up: Starting, as kstatus reads it InProgress.
+  if (problem && isStalledReason(problem.reason)) return 'Failed';
+  // Retried, whatever runStrategy (Manual's first start too): on its way up.
+  if (problem?.reason === 'StartFailed') return 'Starting';
   if (shutdown === 'RestartToApplyChanges' || shutdown === 'RestartRequested') return 'Starting';
   if (wantsRunning(vm) && !(vm.spec.runStrategy === 'RerunOnFailure' && reason === 'shutdown')) {
     return 'Starting';

@@ -533,8 +533,9 @@ describe('a start libvirt refuses', () => {
   it('stays Reconciling (kstatus InProgress) when it may pass on a retry', async () => {
     // QEMU exiting at once (a disk locked by another running machine), a file not there yet.
     const lock = 'internal error: qemu unexpectedly closed the monitor: Failed to get "write" lock';
+    // Phase Starting, not Failed: Failed is for what only a user can change (Stalled).
     expect(await afterStart(ErrorCode.VIR_ERR_INTERNAL_ERROR, lock)).toMatchObject({
-      phase: 'Failed',
+      phase: 'Starting',
       ready: { reason: 'StartFailed' },
       reconciling: 'True',
       stalled: 'False',
