@@ -16,6 +16,7 @@ import {
   shutdownSteps,
   shutdownRequest,
   unpluggedInterfaces,
+  withSentShutdown,
   type MachineStep,
 } from '../../../../src/controllers/virtual-machine/plan.js';
 import {
@@ -750,6 +751,15 @@ describe('stopping a guest its OS suspended to RAM (pmsuspended)', () => {
     expect(powerPlan(third, running, [], new Date(NOW.getTime() + grace)).steps).toEqual([
       { op: 'destroy', why: 'gracePeriodExpired' },
     ]);
+    // A pass before the watch brings the send back: this process's memory of it wins over
+    // the cached record of the try that sent nothing, and keeps the first attempt's time.
+    const view = withSentShutdown(second, ours({ config: desired(second), power: running }), {
+      reason: 'RunStrategyHalted',
+      sentAt: later,
+      run: 7,
+    });
+    expect(shutdownRequest(view.vm)).toMatchObject({ sentAt: later, attemptedAt: NOW });
+    expect(powerPlan(view.vm, running, [], later).steps).toEqual([]);
     // Never woken: destroyed at the same moment, the retries do not put it off.
     expect(powerPlan(second, suspended, [], new Date(NOW.getTime() + grace)).steps).toEqual([
       { op: 'destroy', why: 'gracePeriodExpired' },
