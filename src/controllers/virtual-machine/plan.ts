@@ -159,6 +159,13 @@ export interface ShutdownRequest {
    * outside the operator) gets its own ACPI request and its own grace period.
    */
   run?: number;
+  /**
+   * When the operator first tried to ask the guest (attemptMarker), where that try sent no
+   * ACPI request: a guest that could not be woken from suspend to RAM, or resumed, or whose
+   * shutdown libvirt refused. Until `sentAt` is set too, every pass tries again; the grace
+   * period runs from this moment either way (destroyDueAt), so the retries do not extend it.
+   */
+  attemptedAt?: Date;
 }
 
 /** How the run being restarted is written into the ShutdownRequested message. */
@@ -171,6 +178,14 @@ export const runMarker = (id: number): string => `(run ${id})`;
  */
 export const requestMarker = (at: Date): string => `requested at ${at.toISOString()}`;
 const REQUEST_MARKER = /requested at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)/;
+
+/**
+ * How the first try to ask the guest is written into the ShutdownRequested message when that
+ * try sent no ACPI request (ShutdownRequest.attemptedAt); kept there after a later pass sends
+ * it, since the grace period still runs from here.
+ */
+export const attemptMarker = (at: Date): string => `first attempt at ${at.toISOString()}`;
+const ATTEMPT_MARKER = /first attempt at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)/;
 
 export function shutdownRequest(vm: VirtualMachine): ShutdownRequest | undefined {
   const c = findCondition(vm.status?.conditions, SHUTDOWN_CONDITION);
@@ -187,15 +202,19 @@ export function shutdownRequest(vm: VirtualMachine): ShutdownRequest | undefined
   if (sent !== undefined && Date.parse(sent) >= request.since.getTime()) {
     request.sentAt = new Date(sent);
   }
+  const attempted = ATTEMPT_MARKER.exec(c.message)?.[1];
+  if (attempted !== undefined) request.attemptedAt = new Date(attempted);
   return request;
 }
 
 /**
  * When a graceful stop may destroy the domain: the grace period after the request was sent.
  * Where only the whole-second lastTransitionTime is known, one second is added, so a guest
- * is never destroyed before its full grace period.
+ * is never destroyed before its full grace period. A first try that sent no request
+ * (attemptedAt) starts the grace period itself: retrying must not put the destroy off forever.
  */
 export function destroyDueAt(request: ShutdownRequest, graceMs: number): number {
+  if (request.attemptedAt !== undefined) return request.attemptedAt.getTime() + graceMs;
   return request.sentAt !== undefined
     ? request.sentAt.getTime() + graceMs
     : request.since.getTime() + 1000 + graceMs;
@@ -224,7 +243,10 @@ export function withSentShutdown(
   if (!sent) return { vm, current: false };
   // The cache's request wins unless it was sent to an earlier run than this process's.
   const cached = shutdownRequest(vm);
-  if (cached !== undefined && (cached.run === undefined || cached.run === sent.run))
+  // A cached record of a try that sent nothing (attemptedAt without sentAt) is older than
+  // the request remembered here: taken as is, the next pass would ask the guest again.
+  const attempt = cached?.sentAt === undefined ? cached?.attemptedAt : undefined;
+  if (cached !== undefined && !attempt && (cached.run === undefined || cached.run === sent.run))
     return { vm, current: false };
   if (domain.state !== 'ours' || !domain.active || domain.id !== sent.run) {
     return { vm, current: false };
@@ -234,8 +256,10 @@ export function withSentShutdown(
     type: SHUTDOWN_CONDITION,
     status: 'True' as const,
     reason: sent.reason,
-    message: `ACPI shutdown ${requestMarker(sent.sentAt)} ${runMarker(sent.run)}`,
-    lastTransitionTime: conditionTime(sent.sentAt),
+    message:
+      `ACPI shutdown ${requestMarker(sent.sentAt)} ${runMarker(sent.run)}` +
+      (attempt ? ` ${attemptMarker(attempt)}` : ''),
+    lastTransitionTime: conditionTime(attempt ?? sent.sentAt),
   };
   return {
     vm: { ...vm, status: { ...vm.status, conditions: [...others, condition] } },
@@ -1213,7 +1237,14 @@ function gracefulStop(
       waitMs: TRANSITION_MS,
     };
   }
-  return { steps: [], shutdown: reason, waitMs: Math.min(remaining, STOP_POLL_MS) };
+  // An earlier try sent no ACPI request (a wake-up that failed): try again, within the grace
+  // period counted from the first try. Without this the guest would never be asked.
+  const unsent = requested.attemptedAt !== undefined && requested.sentAt === undefined;
+  return {
+    steps: unsent ? [{ op: 'shutdown', reason }] : [],
+    shutdown: reason,
+    waitMs: Math.min(remaining, STOP_POLL_MS),
+  };
 }
 
 /** What a pass knows when it decides when to look again. */

@@ -162,6 +162,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   if (outcome.executed.some((s) => s.op === 'attachDevice' && s.device.kind === 'interface'))
     ctx.host.interfacesAttached.set(String(vm.metadata.uid), now.getTime());
   const shutdownSentAt = shutdownSent(outcome.executed, ctx);
+  const stopAttemptedAt = unsentStop(plan.steps, outcome.executed, now);
   rememberShutdown(ctx, vm, before.domain, plan.shutdown, shutdownSentAt);
   const look = outcome.executed.length > 0 ? ctx.lookAtHost?.() : undefined;
   const after =
@@ -227,6 +228,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
       : {}),
     ...(detaching ? { detaching } : {}),
     ...(shutdownSentAt ? { shutdownSentAt } : {}),
+    ...(stopAttemptedAt ? { stopAttemptedAt } : {}),
     ...(stillRestored !== undefined ? { restoredRun: stillRestored } : {}),
     restartsCounted: countedRestarts(ctx, vm),
   });
@@ -355,11 +357,34 @@ async function beginRequestedRestart(
     restartRun: domain.id,
     restartsCounted: countedRestarts(ctx, vm),
   });
-  await report(ctx, vm, status, [], pending);
+  const answered = await report(ctx, vm, status, [], pending);
   const steps = shutdownSteps(vm, domain.power, 'RestartRequested', now);
   const outcome = await actMachine(ctx.libvirt(), domain.domain, steps, ctx.onLane?.bind(ctx));
   for (const e of stepEvents(outcome.executed, vm, ctx.nodeName, status.restartCount ?? 0)) {
     ctx.event(KIND, vm, e.type, e.reason, e.message);
+  }
+  // The status just written says the guest is being asked. A wake-up or shutdown that failed
+  // is reported as materialise reports it (Synced=False with a Warning Event), and a request
+  // that was not sent is recorded as such, so that the next pass tries again.
+  const stopAttemptedAt = unsentStop(steps, outcome.executed, now);
+  if (outcome.failure || stopAttemptedAt) {
+    // Against the first write's answer (the status writer refuses a stale copy).
+    const written = answered ?? vm;
+    const failed = machineStatus({
+      vm: written,
+      nodeName: ctx.nodeName,
+      now,
+      observed: domain,
+      problem: outcome.failure ?? problem,
+      shutdown: 'RestartRequested',
+      started: undefined,
+      pending,
+      restartRequest: request,
+      restartRun: domain.id,
+      ...(stopAttemptedAt ? { stopAttemptedAt } : {}),
+      restartsCounted: countedRestarts(ctx, vm),
+    });
+    await report(ctx, written, failed, [], pending);
   }
   return requeueAfter(Math.min(STOP_POLL_MS, gracePeriodMs(vm) || TRANSITION_MS));
 }
@@ -520,6 +545,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
     const ours = observed.domain.state === 'ours' ? observed.domain.domain : undefined;
     const outcome = await actMachine(conn, ours, plan.steps, ctx.onLane?.bind(ctx));
     const shutdownSentAt = shutdownSent(outcome.executed, ctx);
+    const stopAttemptedAt = unsentStop(plan.steps, outcome.executed, now);
     rememberShutdown(ctx, vm, observed.domain, plan.shutdown, shutdownSentAt);
     for (const e of stepEvents(outcome.executed, vm, ctx.nodeName, vm.status?.restartCount ?? 0)) {
       ctx.event(KIND, vm, e.type, e.reason, e.message);
@@ -554,6 +580,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
       failure: outcome.failure,
       now,
       ...(shutdownSentAt ? { shutdownSentAt } : {}),
+      ...(stopAttemptedAt ? { stopAttemptedAt } : {}),
     });
   }
 }
@@ -567,6 +594,7 @@ async function reportRemoval(
     failure: StepFailure | undefined;
     now: Date;
     shutdownSentAt?: Date;
+    stopAttemptedAt?: Date;
   },
 ): Promise<Action> {
   const status = machineStatus({
@@ -579,6 +607,7 @@ async function reportRemoval(
     started: undefined,
     pending: [],
     ...(pass.shutdownSentAt ? { shutdownSentAt: pass.shutdownSentAt } : {}),
+    ...(pass.stopAttemptedAt ? { stopAttemptedAt: pass.stopAttemptedAt } : {}),
     restartsCounted: countedRestarts(ctx, vm),
   });
   await report(ctx, vm, status, []);
@@ -628,6 +657,20 @@ function rememberShutdown(
 }
 
 /**
+ * When a pass that was to send the ACPI request began, if it sent none: a step before it (the
+ * wake-up of a guest suspended to RAM, a resume) or the request itself failed. The status
+ * records it, so that later passes try again (plan.ts gracefulStop).
+ */
+function unsentStop(
+  steps: readonly MachineStep[],
+  executed: readonly MachineStep[],
+  now: Date,
+): Date | undefined {
+  const planned = steps.some((s) => s.op === 'shutdown');
+  return planned && !executed.some((s) => s.op === 'shutdown') ? now : undefined;
+}
+
+/**
  * When this pass's ACPI request had been sent: the clock read after the call returned, so the
  * grace period counted from it is never shorter than the guest really had.
  */
@@ -674,7 +717,8 @@ function rememberEarlierLeases(ctx: ControllerContext, uid: string, after: Obser
 
 /**
  * Events for what was done and for conditions that turned bad, then the status (if changed).
- * `pending`: the restart-time fields the status names in RestartRequired.
+ * `pending`: the restart-time fields the status names in RestartRequired. Returns the object
+ * as the API server answered the write (undefined when nothing was written).
  */
 async function report(
   ctx: ControllerContext,
@@ -682,7 +726,7 @@ async function report(
   status: VirtualMachineStatus,
   executed: readonly MachineStep[],
   pending: readonly string[] = [],
-): Promise<void> {
+): Promise<VirtualMachine | undefined> {
   const events = [
     ...stepEvents(
       executed,
@@ -695,7 +739,7 @@ async function report(
     ...conditionEvents(vm.status, status),
   ];
   for (const e of events) ctx.event(KIND, vm, e.type, e.reason, e.message);
-  await ctx.applyStatus(KIND, vm, status);
+  return (await ctx.applyStatus(KIND, vm, status)) as VirtualMachine | undefined;
 }
 
 function startedBy(executed: readonly MachineStep[]) {

@@ -9,6 +9,7 @@ import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import {
   conditionTime,
   findCondition,
+  isStalledReason,
   progressConditions,
   setCondition,
   type Condition,
@@ -39,6 +40,7 @@ import {
   pauseRequested,
   runMarker,
   requestMarker,
+  attemptMarker,
   shutdownRequest,
   SHUTDOWN_CONDITION,
   stopWithdrawn,
@@ -49,10 +51,6 @@ import {
 } from './plan.js';
 
 type Phase = NonNullable<VirtualMachineStatus['phase']>;
-
-/** Reasons that wait for something else to become ready, rather than a failure on the host. */
-const WAITING_REASONS = new Set(['VolumeNotReady', 'NetworkNotReady']);
-const FAILED_WHEN_DOWN = new Set(['StartFailed', 'StartRefused', 'DefineRefused']);
 
 /** libvirt's reasons for a pause that does not end by itself and that the operator leaves. */
 const STUCK_PAUSES = new Set(['ioerror', 'watchdog', 'crashed', 'postcopy_failed']);
@@ -105,6 +103,11 @@ export interface StatusInput {
   restoredRun?: RestoredRun;
   /** When this pass's ACPI shutdown request had been sent (read after the call returned). */
   shutdownSentAt?: Date;
+  /**
+   * This pass tried to ask the guest to shut down and sent nothing (a wake-up or resume that
+   * failed, a refused shutdown): when it began. The first such try is kept in the message.
+   */
+  stopAttemptedAt?: Date;
   /** Devices detached from the spec that the running domain still has. */
   detaching?: Detaching;
   /**
@@ -237,7 +240,7 @@ function phaseOf(input: StatusInput): Phase {
   const { observed, problem, shutdown, vm } = input;
   if (observed.state === 'foreign') return 'Failed';
   if (observed.state === 'absent') {
-    return problem && !WAITING_REASONS.has(problem.reason) ? 'Failed' : 'Pending';
+    return problem && isStalledReason(problem.reason) ? 'Failed' : 'Pending';
   }
   const { state, reason } = observed.power;
   if (state === 'crashed') return 'Failed';
@@ -250,11 +253,14 @@ function phaseOf(input: StatusInput): Phase {
     if (state === 'pmsuspended') return 'Paused';
     return 'Running';
   }
-  // Not running and not on its way up: the start failed, or the definition it would start
-  // from was refused (a refused define skips the start).
-  if (problem && FAILED_WHEN_DOWN.has(problem.reason)) return 'Failed';
   // Held off, not on its way up: a start would write a base image under its overlays.
   if (problem?.reason === 'VolumeHasOverlays') return 'Stopped';
+  // Not running, and only a user can change that (Stalled: a start or define refused for the
+  // definition, unsupported input). A failure that may pass on a retry (StartFailed: a lock
+  // not yet free) is on its way up: Starting, as kstatus reads it InProgress.
+  if (problem && isStalledReason(problem.reason)) return 'Failed';
+  // Retried, whatever runStrategy (Manual's first start too): on its way up.
+  if (problem?.reason === 'StartFailed') return 'Starting';
   if (shutdown === 'RestartToApplyChanges' || shutdown === 'RestartRequested') return 'Starting';
   if (wantsRunning(vm) && !(vm.spec.runStrategy === 'RerunOnFailure' && reason === 'shutdown')) {
     return 'Starting';
@@ -542,9 +548,22 @@ function shutdownCondition(input: StatusInput, reason: ShutdownReason): Conditio
   const suffix = run === undefined ? '' : ` ${runMarker(run)}`;
   // The request's time to the millisecond stays in the message while the stop runs: it is
   // what the grace period is counted from (see destroyDueAt in plan.ts).
-  const sentAt = input.shutdownSentAt ?? shutdownRequest(input.vm)?.sentAt;
+  const previous = shutdownRequest(input.vm);
+  const sentAt = input.shutdownSentAt ?? previous?.sentAt;
   const when = sentAt === undefined ? '' : ` ${requestMarker(sentAt)}`;
-  const asked = `ACPI shutdown${when === '' ? ' requested' : when} (${SHUTDOWN_WHY[reason]})`;
+  // The first try that sent nothing, unless it was another run's (see ShutdownRequest.run).
+  const sameRun =
+    previous?.run === undefined || observedRun === undefined || previous.run === observedRun;
+  const attemptedAt = (sameRun ? previous?.attemptedAt : undefined) ?? input.stopAttemptedAt;
+  const unsent = attemptedAt !== undefined && sentAt === undefined;
+  const failedTry =
+    active && input.observed.state === 'ours' && input.observed.power.state === 'pmsuspended'
+      ? 'woke the guest from suspend to RAM (pmsuspended) to ask it to shut down, which failed'
+      : 'the operator could not ask the guest to shut down';
+  const asked = unsent
+    ? `${failedTry}; no ACPI request sent yet, tried again each pass (${SHUTDOWN_WHY[reason]})`
+    : `ACPI shutdown${when === '' ? ' requested' : when} (${SHUTDOWN_WHY[reason]})`;
+  const from = attemptedAt === undefined ? 'the request' : `the ${attemptMarker(attemptedAt)}`;
   return {
     type: SHUTDOWN_CONDITION,
     status: 'True',
@@ -558,7 +577,7 @@ function shutdownCondition(input: StatusInput, reason: ShutdownReason): Conditio
           ? `${asked}, which runStrategy ${input.vm.spec.runStrategy ?? 'Always'} no longer asks for: ` +
             `the domain is not destroyed, but the guest may still act on the request, so a stop ` +
             `within ${grace}s of it is taken as the one asked for${suffix}`
-          : `${asked}; the domain is destroyed if it still runs ${grace}s after the request${suffix}`,
+          : `${asked}; the domain is destroyed if it still runs ${grace}s after ${from}${suffix}`,
   };
 }
 

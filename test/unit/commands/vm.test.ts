@@ -42,12 +42,12 @@ describe('vm restart on a machine that is not running', () => {
         `runStrategy Manual keeps it stopped; to start it: kubectl patch vm web -n lab --type=merge -p '{"spec":{"runStrategy":"Always"}}'`,
     );
     const failed = {
-      phase: 'Failed',
+      phase: 'Starting',
       state: { state: 'shutoff', reason: 'failed' },
       conditions: [{ type: 'Ready', status: 'False', reason: 'StartFailed', message: 'no KVM' }],
     };
     expect(restartRefusal(machine(undefined, failed), 'virtualmachine lab/web')).toMatch(
-      /\(phase Failed\).*runStrategy Always starts it by itself \(Ready=False StartFailed: no KVM\)$/,
+      /\(phase Starting\).*runStrategy Always starts it by itself \(Ready=False StartFailed: no KVM\)$/,
     );
     // No domain yet (Pending): nothing runs either.
     expect(restartRefusal(machine(undefined, { phase: 'Pending' }), 'x')).toMatch(/not running/);

@@ -14,6 +14,7 @@ import {
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
 import { Connect, DomainXMLFlags } from '../../../../src/libvirt/index.js';
+import { ErrorCode, ErrorDomain, LibvirtError } from '../../../../src/libvirt/errors.js';
 import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import { converge, requeueMs, type SnapshotContext } from '../../../harness/controller-context.js';
@@ -384,6 +385,61 @@ describe('day-2 machines on test:///default', () => {
     await k.remove('VirtualMachine', NS, 'quick');
     await converge(ctx, reconcileVirtualMachine, key('quick'), {
       until: stored('quick', (v) => v === undefined),
+    });
+  });
+
+  it('reports a requested restart whose ACPI request libvirt refused, and asks again', async () => {
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'refused', namespace: NS },
+      spec: { nodeName: NODE, domainType: 'qemu', vcpus: 1, memory: '128Mi' },
+    });
+    await converge(ctx, reconcileVirtualMachine, key('refused'), {
+      until: stored('refused', (v) => condition(v, 'Ready')?.status === 'True'),
+    });
+    const before = (await domainOf(vmOf('refused')!)).getID();
+    // QEMU's driver refuses the request of a guest that is not running (one that did not wake
+    // from suspend to RAM in time, say); the test driver never does.
+    rec.refuse(
+      'Domain.shutdown',
+      new LibvirtError('Requested operation is not valid: domain is not running', {
+        code: ErrorCode.VIR_ERR_OPERATION_INVALID,
+        domain: ErrorDomain.VIR_FROM_QEMU,
+        level: 2,
+      }),
+    );
+    try {
+      expect(await vm('restart', 'refused')).toBe(0);
+      await ctx.refresh();
+      await reconcileVirtualMachine(key('refused'), ctx);
+      await ctx.refresh();
+      const v = vmOf('refused');
+      expect(condition(v, 'Synced')).toMatchObject({
+        status: 'False',
+        reason: 'ShutdownFailed',
+        message: expect.stringContaining('domain is not running') as string,
+      });
+      expect(condition(v, 'ShutdownRequested')?.message).toContain('no ACPI request sent yet');
+      expect(
+        ctx.events.filter((e) => e.key === key('refused') && e.reason === 'ShutdownFailed'),
+      ).toMatchObject([{ type: 'Warning' }]);
+    } finally {
+      rec.refuse('Domain.shutdown', undefined);
+    }
+    // The next passes ask the guest (not a destroy at the end of the grace period).
+    rec.reset();
+    await converge(ctx, reconcileVirtualMachine, key('refused'), {
+      until: stored(
+        'refused',
+        (v) => condition(v, 'Ready')?.status === 'True' && !condition(v, 'ShutdownRequested'),
+      ),
+      maxPasses: 40,
+    });
+    expect(rec.writes()).toContain('Domain.shutdown');
+    expect(rec.writes()).not.toContain('Domain.destroy');
+    expect((await domainOf(vmOf('refused')!)).getID()).not.toBe(before);
+    await k.remove('VirtualMachine', NS, 'refused');
+    await converge(ctx, reconcileVirtualMachine, key('refused'), {
+      until: stored('refused', (v) => v === undefined),
     });
   });
 

@@ -21,15 +21,23 @@ export interface Recording {
   /** The calls that are not reads. */
   writes(): string[];
   reset(): void;
+  /**
+   * Until cleared (undefined), calls of `call` ("Class.method") reject with `err` instead of
+   * reaching libvirt: a refusal of the real QEMU driver that the test driver cannot produce
+   * (it has no suspend to RAM, so it never refuses an ACPI request of a running domain).
+   */
+  refuse(call: string, err: Error | undefined): void;
 }
 
 /**
  * Wraps a Connect so that every method call on it and on the objects it returns (Domain,
  * Network, ...) is recorded by name, then forwarded to the real object. This observes what
- * the controller asked libvirt to do; it changes nothing about what libvirt does.
+ * the controller asked libvirt to do; it changes nothing about what libvirt does (except the
+ * calls a test asks it to refuse).
  */
 export function recording(conn: Connect): Recording {
   const calls: string[] = [];
+  const refusals = new Map<string, Error>();
   const wrapped = new WeakMap<object, object>();
   const wrap = (value: unknown): unknown => {
     if (Array.isArray(value)) return value.map(wrap);
@@ -43,7 +51,10 @@ export function recording(conn: Connect): Recording {
         const v = Reflect.get(target, prop, target) as unknown;
         if (typeof v !== 'function' || prop === 'constructor') return v;
         return (...args: unknown[]) => {
-          calls.push(`${cls}.${String(prop)}`);
+          const call = `${cls}.${String(prop)}`;
+          calls.push(call);
+          const refusal = refusals.get(call);
+          if (refusal) return Promise.reject(refusal);
           const result = (v as (...a: unknown[]) => unknown).apply(target, args);
           return result instanceof Promise ? result.then(wrap) : wrap(result);
         };
@@ -58,6 +69,10 @@ export function recording(conn: Connect): Recording {
     writes: () => calls.filter((c) => !READS.test(c.slice(c.indexOf('.') + 1))),
     reset: () => {
       calls.length = 0;
+    },
+    refuse: (call, err) => {
+      if (err) refusals.set(call, err);
+      else refusals.delete(call);
     },
   };
 }

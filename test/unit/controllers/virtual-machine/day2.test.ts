@@ -16,6 +16,7 @@ import {
   shutdownSteps,
   shutdownRequest,
   unpluggedInterfaces,
+  withSentShutdown,
   type MachineStep,
 } from '../../../../src/controllers/virtual-machine/plan.js';
 import {
@@ -533,8 +534,9 @@ describe('a start libvirt refuses', () => {
   it('stays Reconciling (kstatus InProgress) when it may pass on a retry', async () => {
     // QEMU exiting at once (a disk locked by another running machine), a file not there yet.
     const lock = 'internal error: qemu unexpectedly closed the monitor: Failed to get "write" lock';
+    // Phase Starting, not Failed: Failed is for what only a user can change (Stalled).
     expect(await afterStart(ErrorCode.VIR_ERR_INTERNAL_ERROR, lock)).toMatchObject({
-      phase: 'Failed',
+      phase: 'Starting',
       ready: { reason: 'StartFailed' },
       reconciling: 'True',
       stalled: 'False',
@@ -692,6 +694,76 @@ describe('stopping a guest its OS suspended to RAM (pmsuspended)', () => {
       message: expect.stringContaining('still suspended'),
     });
     expect(host.acpi).toBe(false);
+  }, 10_000);
+
+  it('asks again on later passes after a wake-up failed, destroying a grace period after the first try', async () => {
+    // Pass 1: runStrategy Halted on a guest that does not wake in time (slow under TCG).
+    const halted = vm({ runStrategy: 'Halted' }, { status: runningStatus() });
+    const grace = 60_000;
+    const pass = (machine: VirtualMachine, at: Date, extra: object) =>
+      machineStatus({
+        vm: machine,
+        nodeName: 'node-a',
+        now: at,
+        observed: ours({ config: desired(machine), power: suspended }),
+        problem: undefined,
+        shutdown: 'RunStrategyHalted',
+        started: undefined,
+        pending: [],
+        restartsCounted: 0,
+        ...extra,
+      });
+    const first = powerPlan(halted, suspended, [], NOW);
+    expect(first.steps.map((s) => s.op)).toEqual(['wakeup', 'shutdown']);
+    const { host, domain } = qemuDomain();
+    const stuck = { ...domain, pmWakeup: () => Promise.resolve() } as unknown as Domain;
+    const failed = await actMachine({} as Connect, stuck, first.steps);
+    expect(failed.failure?.reason).toBe('WakeupFailed');
+    const afterFailure = pass(halted, NOW, { problem: failed.failure, stopAttemptedAt: NOW });
+    const record = afterFailure.conditions?.find((c) => c.type === 'ShutdownRequested');
+    // Honest: no ACPI request was sent.
+    expect(record?.message).toContain('failed; no ACPI request sent yet');
+    expect(record?.message).not.toContain('ACPI shutdown requested');
+
+    // Pass 2, 5 s later: the guest is woken and asked, not left to the destroy.
+    const second = vm({ runStrategy: 'Halted' }, { status: afterFailure });
+    const later = new Date(NOW.getTime() + 5_000);
+    const retry = powerPlan(second, suspended, [], later);
+    expect(retry.steps.map((s) => s.op)).toEqual(['wakeup', 'shutdown']);
+    const sent = await actMachine({} as Connect, domain, retry.steps);
+    expect(sent.failure).toBeUndefined();
+    expect(host.acpi).toBe(true);
+    // Still failing, it is reported again (not for one pass only).
+    expect(
+      pass(second, later, { problem: failed.failure, stopAttemptedAt: later }).conditions,
+    ).toEqual(
+      expect.arrayContaining([expect.objectContaining({ type: 'Synced', reason: 'WakeupFailed' })]),
+    );
+
+    // Once sent, nothing more is asked, and the destroy comes a grace period after the first try.
+    const afterSend = pass(second, later, { shutdownSentAt: later });
+    expect(afterSend.conditions?.find((c) => c.type === 'ShutdownRequested')?.message).toMatch(
+      /^ACPI shutdown requested at .*; the domain is destroyed if it still runs 60s after the first attempt at 2026-03-01T12:00:00.000Z/,
+    );
+    const third = vm({ runStrategy: 'Halted' }, { status: afterSend });
+    const running = { ...suspended, state: 'running' };
+    expect(powerPlan(third, running, [], new Date(NOW.getTime() + grace - 1)).steps).toEqual([]);
+    expect(powerPlan(third, running, [], new Date(NOW.getTime() + grace)).steps).toEqual([
+      { op: 'destroy', why: 'gracePeriodExpired' },
+    ]);
+    // A pass before the watch brings the send back: this process's memory of it wins over
+    // the cached record of the try that sent nothing, and keeps the first attempt's time.
+    const view = withSentShutdown(second, ours({ config: desired(second), power: running }), {
+      reason: 'RunStrategyHalted',
+      sentAt: later,
+      run: 7,
+    });
+    expect(shutdownRequest(view.vm)).toMatchObject({ sentAt: later, attemptedAt: NOW });
+    expect(powerPlan(view.vm, running, [], later).steps).toEqual([]);
+    // Never woken: destroyed at the same moment, the retries do not put it off.
+    expect(powerPlan(second, suspended, [], new Date(NOW.getTime() + grace)).steps).toEqual([
+      { op: 'destroy', why: 'gracePeriodExpired' },
+    ]);
   }, 10_000);
 });
 

@@ -315,11 +315,18 @@ describe('machineStatus', () => {
         'VolumeNotReady',
       ],
       [
-        'a refused definition',
+        'a define that may pass on a retry (Reconciling)',
         { observed: { state: 'absent' }, problem: { reason: 'DefineFailed', message: 'm' } },
-        'Failed',
+        'Pending',
         'False',
         'DefineFailed',
+      ],
+      [
+        'a refused definition (Stalled)',
+        { observed: { state: 'absent' }, problem: { reason: 'DefineRefused', message: 'm' } },
+        'Failed',
+        'False',
+        'DefineRefused',
       ],
       [
         'a crash',
@@ -343,14 +350,35 @@ describe('machineStatus', () => {
         'Paused',
       ],
       [
-        'a failed start',
+        'a start that may pass on a retry (Reconciling)',
         {
           observed: ours({ active: false, config: doc }),
           problem: { reason: 'StartFailed', message: 'qemu says no' },
         },
-        'Failed',
+        'Starting',
         'False',
         'StartFailed',
+      ],
+      [
+        'a first start under runStrategy Manual that may pass on a retry',
+        {
+          vm: vm({ runStrategy: 'Manual' }),
+          observed: ours({ active: false, config: doc }),
+          problem: { reason: 'StartFailed', message: 'qemu says no' },
+        },
+        'Starting',
+        'False',
+        'StartFailed',
+      ],
+      [
+        'a start refused for the definition (Stalled)',
+        {
+          observed: ours({ active: false, config: doc }),
+          problem: { reason: 'StartRefused', message: 'qemu says no' },
+        },
+        'Failed',
+        'False',
+        'StartRefused',
       ],
       [
         'restarting to apply changes',
