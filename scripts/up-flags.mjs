@@ -52,14 +52,23 @@ export function upFlagsRefusal(argv, env = process.env, host = hostname) {
 function upValueProblem(values, env, host) {
   const demoName = values['examples-name'] ?? 'demo';
   if (!DEMO_NAME.test(demoName))
-    return `--examples-name must be a lowercase DNS label of at most 40 characters, got '${demoName}'`;
+    return (
+      `--examples-name must be a lowercase DNS label of at most 40 characters, ` +
+      `got '${demoName}'`
+    );
   if (values['examples-name'] !== undefined && !values.examples)
     return "--examples-name names the demo's objects: give --examples too";
   if (values.kubeconfig !== undefined && values.dir !== undefined)
-    return "--dir is the local control plane's folder, and --kubeconfig uses a cluster instead of one: give one of them";
+    return (
+      "--dir is the local control plane's folder, and --kubeconfig uses a cluster instead of " +
+      'one: give one of them'
+    );
   const nodeName = values['node-name'] ?? env.NODE_NAME ?? host().toLowerCase();
   if (nodeName.length > 253 || !NODE_NAME.test(nodeName))
-    return `node name '${nodeName}' is not a valid Kubernetes node name (lower-case DNS subdomain); set --node-name or NODE_NAME`;
+    return (
+      `node name '${nodeName}' is not a valid Kubernetes node name (lower-case DNS subdomain); ` +
+      `set --node-name or NODE_NAME`
+    );
   const logLevel = env.LOG_LEVEL ?? 'info';
   if (!LOG_LEVELS.includes(logLevel))
     return `LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`;
@@ -71,7 +80,10 @@ function upValueProblem(values, env, host) {
       return `--health-addr must be HOST:PORT (e.g. 127.0.0.1:8080 or :8080), got '${health}'`;
   }
   if (values.dir !== undefined && !isDirectoryOrMissing(values.dir))
-    return `--dir ${values.dir} exists and is not a directory: give a directory (it is created when missing)`;
+    return (
+      `--dir ${values.dir} exists and is not a directory: give a directory (it is created ` +
+      `when missing)`
+    );
   return undefined;
 }
 

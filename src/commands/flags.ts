@@ -154,12 +154,11 @@ const TRANSPORT_CODES = new Set([
 ]);
 
 /**
- * How long the one-shot commands (vm, console, forget-node), and up for its own requests,
- * wait for each answer of the API
- * server. The client's default (30 s) suits an agent that retries; a person waiting at a prompt
- * on a server that accepted the connection and never answers (a stopped process, a wrong port
- * behind a proxy) was told nothing for 30 s. Their requests are single small reads and writes,
- * which a slow but working cluster answers well within this.
+ * How long the one-shot commands (vm, console, forget-node), and up for its own requests, wait
+ * for each answer of the API server. The client's default (30 s) suits an agent that retries; a
+ * person waiting at a prompt on a server that accepted the connection and never answers (a
+ * stopped process, a wrong port behind a proxy) was told nothing for 30 s. Their requests are
+ * single small reads and writes, which a slow but working cluster answers well within this.
  */
 export const COMMAND_REQUEST_TIMEOUT_MS = 10_000;
 

@@ -155,20 +155,16 @@ const NAME_TOO_LONG = 'File name too long';
  * not there yet, a lock another machine holds, a full disk) are not.
  */
 export function isRefusedDefinition(err: unknown): boolean {
-  return hasCode(
-    err,
-    [
+  return (
+    hasCode(err, [
       ErrorCode.VIR_ERR_CONFIG_UNSUPPORTED,
       ErrorCode.VIR_ERR_CPU_INCOMPATIBLE,
-      ErrorCode.VIR_ERR_XML_ERROR,
-      ErrorCode.VIR_ERR_XML_DETAIL,
-      ErrorCode.VIR_ERR_XML_INVALID_SCHEMA,
+      // Any invalid argument, not only isUnsupported's "unsupported flags".
       ErrorCode.VIR_ERR_INVALID_ARG,
-      ErrorCode.VIR_ERR_NO_SUPPORT,
-      ErrorCode.VIR_ERR_ARGUMENT_UNSUPPORTED,
-      ErrorCode.VIR_ERR_OPERATION_UNSUPPORTED,
-    ],
-    { code: ErrorCode.VIR_ERR_SYSTEM_ERROR, says: NAME_TOO_LONG },
+    ]) ||
+    isInvalidXML(err) ||
+    isUnsupported(err) ||
+    isNameTooLong(err)
   );
 }
 

@@ -530,8 +530,14 @@ async function macsHeldByOthers(
 async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): Promise<Action> {
   const conn = ctx.libvirt();
   const uid = String(cached.metadata.uid);
+  // Which leases are an earlier run's, as materialise knows them: the status written while the
+  // machine stops shows this run's addresses only.
+  const earlierLeases = ctx.host.earlierLeases.get(uid);
   for (let round = 0; ; round++) {
-    const observed = await observeMachine(conn, cached, ctx.stateDir, { allIsos: true });
+    const observed = await observeMachine(conn, cached, ctx.stateDir, {
+      allIsos: true,
+      earlierLeases,
+    });
     // Read after observing, as in materialise.
     const now = ctx.now();
     const vm = planView(cached, observed.domain, ctx);
@@ -555,7 +561,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
     // the connection all passes share, while many are deleted at once).
     const destroyed = outcome.executed.some((s) => s.op === 'destroy');
     if (round === 0 && destroyed && !outcome.failure) continue;
-    const after = await observeDomain(conn, vm);
+    const after = await observeDomain(conn, vm, seenLeases(observed) ?? earlierLeases);
     if (after.state !== 'ours' && !outcome.failure) {
       await deleteRestoresOf(vm, ctx);
       await deleteSnapshotsOf(vm, ctx);

@@ -26,7 +26,7 @@ import {
 import type { Network } from '../../libvirt/network.js';
 import { buildDhcpHostXML, buildDnsHostXML, buildNetworkXML } from '../../libvirt/xml/network.js';
 import type { Problem } from '../kit.js';
-import type { NetworkStep, UpdateScope } from './plan.js';
+import { deviceHasBridgeName, type NetworkStep, type UpdateScope } from './plan.js';
 
 export interface StepFailure {
   step: NetworkStep;
@@ -55,6 +55,12 @@ const SCOPE: Record<UpdateScope, number> = {
   liveAndConfig: NetworkUpdateFlags.LIVE | NetworkUpdateFlags.CONFIG,
 };
 
+/** What a refusal's message needs to know of the VirtualNetwork beyond the step. */
+export interface ActFacts {
+  /** Whether spec.bridge is set: if not, the bridge name is derived from metadata.uid. */
+  bridgeFromSpec: boolean;
+}
+
 /**
  * Runs `steps` against `network` (undefined until a define step creates it). Resolves with
  * the first refusal, or undefined when every step is done.
@@ -63,6 +69,7 @@ export async function actNetwork(
   conn: Connect,
   network: Network | undefined,
   steps: readonly NetworkStep[],
+  facts: ActFacts,
 ): Promise<StepFailure | undefined> {
   let target = network;
   for (const step of steps) {
@@ -78,7 +85,7 @@ export async function actNetwork(
       if (alreadyDone(step, err)) continue;
       return {
         step,
-        problem: { reason: failureReason(step, err), message: describe(step, err) },
+        problem: { reason: failureReason(step, err), message: describe(step, err, facts) },
       };
     }
   }
@@ -169,7 +176,7 @@ function alreadyDone(step: NetworkStep, err: unknown): boolean {
   }
 }
 
-function describe(step: NetworkStep, err: LibvirtError): string {
+function describe(step: NetworkStep, err: LibvirtError, facts: ActFacts): string {
   const { message } = err;
   // libvirt names the network's files after it (<name>.xml.new at define, dnsmasq's
   // <name>.hostsfile at start), so a name near the 253 characters Kubernetes allows is refused.
@@ -183,8 +190,7 @@ function describe(step: NetworkStep, err: LibvirtError): string {
     case 'start': {
       const device = HOST_DEVICE_EXISTS.exec(message)?.[1];
       const hint = device
-        ? `; the node already has a network device named ${device} that is not this ` +
-          `network's: set spec.bridge to a name no device on the node has, or omit it`
+        ? `; ${deviceHasBridgeName('the node', device, facts.bridgeFromSpec)}`
         : tooLong;
       return `libvirt could not start the network: ${message}${hint}`;
     }

@@ -427,19 +427,9 @@ export function planPresent(
         : observed.active
           ? 'the running network keeps its current bridge and its saved definition is unchanged'
           : 'the saved definition is unchanged';
-    // The name derived from metadata.uid is this network's alone: a device with it is, in all
-    // likelihood, the network's own bridge, left when libvirtd lost its runtime state without
-    // a reboot (its /run not kept across a restart); "omit spec.bridge" would not help there.
-    const message =
-      vnet.spec.bridge === undefined
-        ? `node ${nodeName} already has a network device '${bridge}', the bridge name this ` +
-          `network takes from its metadata.uid, that no libvirt network there made: most likely ` +
-          `this network's own bridge, left behind when libvirtd lost its runtime state without ` +
-          `a reboot, so the network could not start; once no guest uses it, remove it (ip link ` +
-          `del ${bridge}), or set spec.bridge to another name (${kept})`
-        : `spec.bridge: ${leaving}node ${nodeName} already has a network device '${bridge}' that ` +
-          `is not this network's, so the network could not start on it; name another bridge or ` +
-          `omit spec.bridge (${kept})`;
+    const fromSpec = vnet.spec.bridge !== undefined;
+    const device = deviceHasBridgeName(`node ${nodeName}`, bridge, fromSpec);
+    const message = `${fromSpec ? `spec.bridge: ${leaving}` : ''}${device} (${kept})`;
     return { steps: [], problem: { reason: 'BridgeInUse', message } };
   }
   // Judged before any define, so the saved definition (what a restart or a host reboot starts)
@@ -451,6 +441,30 @@ export function planPresent(
   return observed.state === 'absent'
     ? planCreate(desiredNetwork(vnet), autostart)
     : planUpdate(desiredNetwork(vnet), autostart, observed);
+}
+
+/**
+ * Why a host device already named like the network's bridge stops the network from starting,
+ * and what to do: judged before a start (planPresent) and, when that look missed it, from
+ * libvirt's refused start (actNetwork). `where` is the host ("node n1"), `bridgeFromSpec`
+ * whether spec.bridge is set. The name derived from metadata.uid is this network's alone: a
+ * device with it is, in all likelihood, the network's own bridge, left when libvirtd lost its
+ * runtime state without a reboot (its /run not kept across a restart), so "omit spec.bridge"
+ * would not help there.
+ */
+export function deviceHasBridgeName(
+  where: string,
+  bridge: string,
+  bridgeFromSpec: boolean,
+): string {
+  return bridgeFromSpec
+    ? `${where} already has a network device '${bridge}' that is not this network's, so the ` +
+        `network could not start on it; name another bridge or omit spec.bridge`
+    : `${where} already has a network device '${bridge}', the bridge name this network takes ` +
+        `from its metadata.uid, that no libvirt network there made: most likely this network's ` +
+        `own bridge, left behind when libvirtd lost its runtime state without a reboot, so the ` +
+        `network could not start; once no guest uses it, remove it (ip link del ${bridge}), or ` +
+        `set spec.bridge to another name`;
 }
 
 /**

@@ -111,6 +111,7 @@ async function converge(
     conn,
     before.state === 'ours' ? before.network : undefined,
     plan.steps,
+    { bridgeFromSpec: vnet.spec.bridge !== undefined },
   );
   const executed = failure ? plan.steps.slice(0, plan.steps.indexOf(failure.step)) : plan.steps;
   for (const e of stepEvents(before, executed, nodeName))

@@ -107,13 +107,18 @@ export async function applyVolumeSteps(
               `by this Volume (libvirt did not list it): ${err.message}`,
           };
         } else {
-          outcome.problem = await createProblem(pool, err, step.op === 'clone');
+          outcome.problem = await createProblem(pool, err, readsElsewhere(step));
         }
         return;
       }
     }
   });
   return outcome;
+}
+
+/** Whether the step reads a file besides the one it makes: see createProblem. */
+function readsElsewhere(step: VolumeStep): boolean {
+  return step.op === 'clone' || (step.op === 'create' && step.doc.backingStore !== undefined);
 }
 
 async function applyStep(
@@ -202,7 +207,8 @@ export async function uploadImage(
 /**
  * libvirt's (or qemu-img's) words for a file that the pool's file system will not let anyone
  * make, whatever the retry: strerror(EROFS), and strerror(EACCES)/strerror(EPERM). libvirtd
- * reports them as text only (qemu-img's are its stderr), in the C locale it runs in.
+ * reports them as text only (qemu-img's are its stderr), in its own locale: these are the
+ * English words, and a libvirtd in another locale gets the transient CreateFailed instead.
  */
 const READ_ONLY = /Read-only file system/;
 const FORBIDDEN = /Permission denied|Operation not permitted/;
@@ -211,12 +217,18 @@ const FORBIDDEN = /Permission denied|Operation not permitted/;
  * Why making the volume file failed. A read-only or forbidden directory is the user's to fix
  * (Stalled, as the pool's own PathReadOnly/PathForbidden), still retried with backoff since a
  * remount or chmod fixes it without a spec change; anything else (no space left, a qemu-img
- * crash...) is CreateFailed, retried, and may pass by itself. A copy's "permission denied" may
- * be about its source, in another directory, so it is not blamed on the pool's.
+ * crash...) is CreateFailed, retried, and may pass by itself. `readsElsewhere`: the create
+ * also reads a file that may be in another directory (a copy's source, an overlay's backing
+ * file, which qemu-img opens and libvirt first checks for access), so its "permission denied"
+ * may be about that file and is not blamed on the pool's directory.
  */
-export async function createProblem(pool: ReadyPool, err: Error, copy: boolean): Promise<Problem> {
+export async function createProblem(
+  pool: ReadyPool,
+  err: Error,
+  readsElsewhere: boolean,
+): Promise<Problem> {
   const readOnly = READ_ONLY.test(err.message);
-  if (!readOnly && (copy || !FORBIDDEN.test(err.message))) {
+  if (!readOnly && (readsElsewhere || !FORBIDDEN.test(err.message))) {
     return { reason: 'CreateFailed', message: `creating the volume failed: ${err.message}` };
   }
   const dir = await pool.handle

@@ -64,6 +64,20 @@ describe('addresses of an earlier run', () => {
 
   afterAll(async () => {
     if (subnet !== undefined) {
+      // A test that failed while the machine was deleting left it a long grace period.
+      await cp().kubectl(
+        [
+          'patch',
+          'vm',
+          VM,
+          '-n',
+          NS,
+          '--type=merge',
+          '-p',
+          '{"spec":{"terminationGracePeriodSeconds":0}}',
+        ],
+        {},
+      );
       // The machine first: its network is in use while it exists.
       for (const d of docs().reverse()) {
         await cp().kubectl(
@@ -180,5 +194,65 @@ describe('addresses of an earlier run', () => {
       30_000,
     );
     expect(thirdShown).toEqual([third]);
+
+    // Deleting: the guest (no OS) ignores the shutdown request for its grace period, and the
+    // status written meanwhile judges leases as every other pass does: one this run takes
+    // now is shown (the deletion passes had no record of the run's earlier leases, so hid
+    // every lease the status did not already show).
+    const graced = await cp().kubectl(
+      [
+        'patch',
+        'vm',
+        VM,
+        '-n',
+        NS,
+        '--type=merge',
+        '-p',
+        '{"spec":{"terminationGracePeriodSeconds":600}}',
+      ],
+      {},
+    );
+    expect(graced.code, graced.stderr).toBe(0);
+    const deleted = await cp().kubectl(['delete', 'vm', VM, '-n', NS, '--wait=false'], {});
+    expect(deleted.code, deleted.stderr).toBe(0);
+    await new Promise((r) => setTimeout(r, 6_000));
+    const fourth = `192.168.${subnet}.153`;
+    await writeFile(
+      STATUS_FILE,
+      JSON.stringify([
+        ...leases.slice(0, -1),
+        { 'ip-address': fourth, 'mac-address': MAC, hostname: 'new', 'expiry-time': expiry + 180 },
+      ]),
+    );
+    const poked = await cp().kubectl(
+      ['annotate', 'vm', VM, '-n', NS, '--overwrite', `e2e.virt.dev/poke=${RUN}`],
+      {},
+    );
+    expect(poked.code, poked.stderr).toBe(0);
+    const whileDeleting = await until(
+      'the lease this run took while stopping is shown',
+      async () => {
+        const v = await getJSON<Obj>(cp(), ['vm', VM, '-n', NS]).catch(() => undefined);
+        const ips = v?.status?.interfaces?.[0]?.ipAddresses;
+        return ips?.includes(fourth) ? ips : undefined;
+      },
+      30_000,
+    );
+    expect(whileDeleting).toEqual([fourth]);
+    // No grace left: afterAll's delete need not wait for it.
+    const ungraced = await cp().kubectl(
+      [
+        'patch',
+        'vm',
+        VM,
+        '-n',
+        NS,
+        '--type=merge',
+        '-p',
+        '{"spec":{"terminationGracePeriodSeconds":0}}',
+      ],
+      {},
+    );
+    expect(ungraced.code, ungraced.stderr).toBe(0);
   });
 });

@@ -7,8 +7,10 @@ import {
   isConnectionError,
   isInvalidXML,
   isLibvirtError,
+  isNameTooLong,
   isNotFound,
   isOperationInvalid,
+  isRefusedDefinition,
   isTimeout,
   isUnsupported,
 } from '../../../src/libvirt/errors.js';
@@ -130,5 +132,44 @@ describe('error predicates', () => {
     expect(isOperationInvalid(err(ErrorCode.VIR_ERR_OPERATION_INVALID))).toBe(true);
     expect(isLibvirtError(err(1))).toBe(true);
     expect(isLibvirtError(new TypeError('x'))).toBe(false);
+  });
+});
+
+describe('isRefusedDefinition', () => {
+  // Every libvirt code, each with a plain message and with the two messages a predicate looks
+  // for under a generic code: exactly these are a refused definition.
+  const REFUSED = new Set<number>([
+    ErrorCode.VIR_ERR_CONFIG_UNSUPPORTED,
+    ErrorCode.VIR_ERR_CPU_INCOMPATIBLE,
+    ErrorCode.VIR_ERR_XML_ERROR,
+    ErrorCode.VIR_ERR_XML_DETAIL,
+    ErrorCode.VIR_ERR_XML_INVALID_SCHEMA,
+    ErrorCode.VIR_ERR_INVALID_ARG,
+    ErrorCode.VIR_ERR_NO_SUPPORT,
+    ErrorCode.VIR_ERR_ARGUMENT_UNSUPPORTED,
+    ErrorCode.VIR_ERR_OPERATION_UNSUPPORTED,
+  ]);
+  const codes: number[] = Object.values(ErrorCode);
+
+  it('is true for exactly the listed codes, whatever the message', () => {
+    expect(codes.length).toBeGreaterThan(90);
+    const refused = codes.filter((c) => isRefusedDefinition(err(c, 0, 'some failure')));
+    expect(new Set(refused)).toEqual(REFUSED);
+  });
+
+  it('and for a file name too long, only under VIR_ERR_SYSTEM_ERROR', () => {
+    const tooLong =
+      "Failed to create file '/etc/libvirt/qemu/networks/n.xml.new': File name too long";
+    const refused = codes.filter((c) => isRefusedDefinition(err(c, 0, tooLong)));
+    expect(new Set(refused)).toEqual(new Set([...REFUSED, ErrorCode.VIR_ERR_SYSTEM_ERROR]));
+    expect(isNameTooLong(err(ErrorCode.VIR_ERR_SYSTEM_ERROR, 0, tooLong))).toBe(true);
+    expect(isNameTooLong(err(ErrorCode.VIR_ERR_SYSTEM_ERROR, 0, 'No space left'))).toBe(false);
+  });
+
+  it('"unsupported flags" adds no code: VIR_ERR_INVALID_ARG is refused with any message', () => {
+    const refused = codes.filter((c) =>
+      isRefusedDefinition(err(c, 0, 'unsupported flags (0x4) in function x')),
+    );
+    expect(new Set(refused)).toEqual(REFUSED);
   });
 });

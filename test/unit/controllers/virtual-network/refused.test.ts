@@ -22,7 +22,8 @@ const dnsmasqExit = (status: number, says: string) =>
 
 async function startFailure(err: LibvirtError) {
   const network = { create: () => Promise.reject(err) } as unknown as Network;
-  return (await actNetwork({} as Connect, network, [{ op: 'start' }]))?.problem;
+  return (await actNetwork({} as Connect, network, [{ op: 'start' }], { bridgeFromSpec: true }))
+    ?.problem;
 }
 
 describe('a network start that fails', () => {
@@ -62,7 +63,8 @@ describe('a network define that fails', () => {
   const define = async (err: LibvirtError) => {
     const conn = { defineNetworkXML: () => Promise.reject(err) } as unknown as Connect;
     const doc = desiredNetwork(vnet({ ipv4: { cidr: '10.203.2.1/24' } }));
-    return (await actNetwork(conn, undefined, [{ op: 'define', doc }]))?.problem;
+    return (await actNetwork(conn, undefined, [{ op: 'define', doc }], { bridgeFromSpec: true }))
+      ?.problem;
   };
 
   it('is DefineRefused for invalid XML, and DefineFailed for a full disk', async () => {

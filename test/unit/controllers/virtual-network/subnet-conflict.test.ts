@@ -240,7 +240,9 @@ describe('the host routes a new network must not overlap', () => {
     const network = {
       create: () => Promise.reject(refused),
     } as unknown as Network;
-    const failure = await actNetwork({} as Connect, network, [{ op: 'start' }]);
+    const failure = await actNetwork({} as Connect, network, [{ op: 'start' }], {
+      bridgeFromSpec: true,
+    });
     expect(failure?.problem.reason).toBe('SubnetConflict');
     expect(failure?.problem.message).toMatch(/already in use by interface netxa0/);
   });
@@ -253,7 +255,9 @@ describe('the host routes a new network must not overlap', () => {
     });
     const conn = { defineNetworkXML: () => Promise.reject(refused) } as unknown as Connect;
     const doc = desiredNetwork(vnet({ bridge: 'virbr7', ipv4: { cidr: '10.203.2.1/24' } }));
-    const failure = await actNetwork(conn, undefined, [{ op: 'define', doc }]);
+    const failure = await actNetwork(conn, undefined, [{ op: 'define', doc }], {
+      bridgeFromSpec: true,
+    });
     expect(failure?.problem.reason).toBe('BridgeInUse');
     expect(failure?.problem.message).toContain("bridge name 'virbr7' already in use");
     expect(isStalledReason('BridgeInUse')).toBe(true);
@@ -268,8 +272,30 @@ describe('the host routes a new network must not overlap', () => {
       level: 2,
     });
     const network = { create: () => Promise.reject(refused) } as unknown as Network;
-    const failure = await actNetwork({} as Connect, network, [{ op: 'start' }]);
+    const failure = await actNetwork({} as Connect, network, [{ op: 'start' }], {
+      bridgeFromSpec: true,
+    });
     expect(failure?.problem.reason).toBe('BridgeInUse');
-    expect(failure?.problem.message).toContain('a network device named hnetbr0');
+    expect(failure?.problem.message).toContain("the node already has a network device 'hnetbr0'");
+    expect(failure?.problem.message).toContain('name another bridge or omit spec.bridge');
+  });
+
+  it('a refused start on the derived bridge name is named as a leftover, not a spec.bridge to omit', async () => {
+    // No spec.bridge: the name comes from metadata.uid, so "omit spec.bridge" cannot help (the
+    // same advice planPresent gives when its look before the start finds the device).
+    const bridge = bridgeName(vnet({ ipv4: { cidr: '10.203.9.1/24' } }));
+    const refused = new LibvirtError(`error creating bridge interface ${bridge}: File exists`, {
+      code: 38,
+      domain: 0,
+      level: 2,
+    });
+    const network = { create: () => Promise.reject(refused) } as unknown as Network;
+    const failure = await actNetwork({} as Connect, network, [{ op: 'start' }], {
+      bridgeFromSpec: false,
+    });
+    expect(failure?.problem.reason).toBe('BridgeInUse');
+    expect(failure?.problem.message).toContain(`a network device '${bridge}', the bridge name`);
+    expect(failure?.problem.message).toContain(`ip link del ${bridge}`);
+    expect(failure?.problem.message).not.toContain('omit');
   });
 });
