@@ -101,8 +101,11 @@ export async function main(argv: string[]): Promise<number> {
       // `libvirt-operator run` against this cluster takes its Lease there: without the
       // namespace it would wait forever without reconciling anything.
       await ensureNamespace(createKubeClient(cp.kubeConfig), DEFAULT_LEASE_NAMESPACE);
+      // Listening before 'ready' is printed: a caller that sends SIGTERM on reading it must
+      // find the listener (see untilStopAsked).
+      const stopAsked = untilStopAsked();
       console.log(`ready: kubeconfig=${cp.kubeconfigPath}`);
-      await untilSignal();
+      await stopAsked;
       await cp.stop();
       return 0;
     }
@@ -144,17 +147,33 @@ export async function main(argv: string[]): Promise<number> {
     console.log(
       `node: ${node.name} Ready at ${net.gateway} (pods ${net.subnet} on ${net.bridge}); logs in ${node.dir}`,
     );
+    const stopAsked = untilStopAsked();
     console.log(`ready: kubeconfig=${cp.kubeconfigPath}`);
-    await untilSignal();
-    // A second Ctrl-C or SIGTERM (e.g. from a wrapper forwarding it) must not cut the clean-up
-    // short: that would leave mounts, the bridge and cgroups behind.
-    const ignore = () => console.log('local-cluster: stopping, please wait');
-    process.on('SIGINT', ignore);
-    process.on('SIGTERM', ignore);
+    await stopAsked;
     await node.stop();
     // The API server listens on the bridge: it goes after the API server (local-node.ts).
     await cp.stop();
     await deleteNodeNetwork(net);
     return 0;
   });
+}
+
+/**
+ * Waits for the first SIGINT or SIGTERM, listening from the call on (the listeners are
+ * installed before it returns its promise). Node's own handler, in place while no listener
+ * is, ends the process at once: a SIGTERM sent on reading 'ready:' printed before the listener
+ * was installed killed the process without any clean-up (seen in the e2e stop test: the
+ * process re-raised the signal 0.3 ms after it arrived, leaving the bridge, the kubelet's
+ * mount, etcd and kube-apiserver behind). A later signal (a second Ctrl-C, a wrapper forwarding
+ * it) must not cut the clean-up short either, so one listener stays for good.
+ */
+async function untilStopAsked(): Promise<void> {
+  let stopping = false;
+  const again = () => {
+    if (stopping) console.log('local-cluster: stopping, please wait');
+  };
+  process.on('SIGINT', again);
+  process.on('SIGTERM', again);
+  await untilSignal();
+  stopping = true;
 }

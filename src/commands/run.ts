@@ -68,11 +68,14 @@ export async function main(argv: string[]): Promise<number> {
       metrics: cfg.metricsAddr,
       log: { level: cfg.logLevel, name: 'libvirt-operator' },
     });
+    // Listening before 'agent started' is logged: a supervisor that signals on reading it
+    // must find the listener, not Node's default action (local-cluster.ts untilStopAsked).
+    const stopAsked = untilSignal(agent.runtime.stopped);
     agent.runtime.log.info(
       { node: cfg.nodeName, libvirt: cfg.libvirtUri, health: agent.runtime.health?.url },
       'agent started',
     );
-    await untilSignal(agent.runtime.stopped);
+    await stopAsked;
     await agent.stop();
     return 0;
   });

@@ -155,8 +155,10 @@ export async function main(argv: string[]): Promise<number> {
             throw named(err);
           })
         : undefined;
+      // Listening before the line that invites the signal (local-cluster.ts untilStopAsked).
+      const stopAsked = untilSignal(agent.runtime.stopped);
       say('running; Ctrl-C stops the agent' + (cp ? ' and the control plane' : ''));
-      await untilSignal(agent.runtime.stopped);
+      await stopAsked;
     }
     say('stopping');
     await agent.stop();
