@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../../src/commands/local/package-root.js';
 
@@ -161,4 +162,30 @@ export async function eventually(
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`${what} did not happen within ${timeoutMs} ms`);
+}
+
+/**
+ * PIDs (other than this process) whose command line names `dir`, once none is left or after
+ * `waitMs`: a local control plane's watchdog (control-plane.ts reaper) names its directory and
+ * notices within REAPED_WITHIN_MS that the CLI it watched has exited, so a check made the moment
+ * the CLI exits can still see it.
+ */
+export async function processesNaming(dir: string, waitMs = 3_000): Promise<string[]> {
+  const naming = () =>
+    readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p) && Number(p) !== process.pid)
+      .filter((p) => {
+        try {
+          return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(dir);
+        } catch {
+          return false;
+        }
+      });
+  const until = Date.now() + waitMs;
+  let left = naming();
+  while (left.length > 0 && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 100));
+    left = naming();
+  }
+  return left;
 }

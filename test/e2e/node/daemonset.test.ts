@@ -13,7 +13,14 @@ import { buildAgentImage, writeImage } from '../../../src/commands/local/agent-i
 import { findBinaries } from '../../../src/commands/local/control-plane.js';
 import { ensureLibvirtd, SYSTEM_URI } from '../../../src/commands/local/libvirtd.js';
 import { until } from '../../harness/agent.js';
-import { collect, ROOT, run, spawnCli, waitForLine } from '../../harness/processes.js';
+import {
+  collect,
+  processesNaming,
+  ROOT,
+  run,
+  spawnCli,
+  waitForLine,
+} from '../../harness/processes.js';
 
 const RUN = randomBytes(3).toString('hex');
 const NS = `node-e2e-${RUN}`;
@@ -402,16 +409,7 @@ describe('the DaemonSet on a real local node', () => {
     cluster!.kill('SIGTERM');
     const exit = await clusterExit!;
     expect(exit.code, exit.stderr).toBe(0);
-    const procs = readdirSync('/proc')
-      .filter((p) => /^\d+$/.test(p))
-      .filter((p) => {
-        try {
-          return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(dir);
-        } catch {
-          return false;
-        }
-      });
-    expect(procs, 'processes still naming the cluster directory').toEqual([]);
+    expect(await processesNaming(dir), 'processes still naming the cluster directory').toEqual([]);
     const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
       .split('\n')
       .filter((l) => l.includes(dir));

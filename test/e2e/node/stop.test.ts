@@ -4,12 +4,11 @@
 // SIGKILL 5 s later; and the grace timers of processes long gone held the exit for the rest of
 // their 10 s. Now the stop is done in about 2 s, kills nothing, and leaves nothing behind.
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { sleep } from '../../harness/kube-objects.js';
-import { collect, run, spawnCli, waitForLine } from '../../harness/processes.js';
+import { collect, processesNaming, run, spawnCli, waitForLine } from '../../harness/processes.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'lvo-node-stop-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -43,21 +42,9 @@ describe('local-cluster --node on SIGTERM', () => {
       expect(res.stderr, 'a process that had to be killed').not.toMatch(/did not stop within/);
       expect(took, res.stderr).toBeLessThan(STOP_BOUND_MS);
 
-      // The control plane's watchdog (control-plane.ts reaper) names the directory too, and
-      // notices its parent has gone within REAPED_WITHIN_MS: wait that long for it to leave.
-      const naming = () =>
-        readdirSync('/proc')
-          .filter((p) => /^\d+$/.test(p) && Number(p) !== process.pid)
-          .filter((p) => {
-            try {
-              return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(dir);
-            } catch {
-              return false;
-            }
-          });
-      const leftAt = Date.now() + 3_000;
-      while (naming().length > 0 && Date.now() < leftAt) await sleep(100);
-      expect(naming(), 'processes still naming the cluster directory').toEqual([]);
+      expect(await processesNaming(dir), 'processes still naming the cluster directory').toEqual(
+        [],
+      );
       const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
         .split('\n')
         .filter((l) => l.includes(dir));
