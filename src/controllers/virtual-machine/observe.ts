@@ -232,7 +232,7 @@ async function describe(
     // while the restore reverts, so nothing resumed it before); later ones read the run from
     // the held RestartRequired message.
     const restored =
-      state.reasonName === 'from_snapshot' || recordedRestoredRun(vm)?.run === observed.id;
+      state.reasonName === 'from_snapshot' || recordedRestoredRun(vm.status)?.run === observed.id;
     const found = await addresses(domain, current, networks, (listed) =>
       earlierLeasesOf(observed.id, earlier, listed, addressesShownFor(vm), restored),
     );

@@ -1112,25 +1112,18 @@ export const heldMarker = (restored: RestoredRun): string =>
   `this run ${runMarker(restored.run)} ${HELD_BY_RESTORE} under generation ${restored.generation}`;
 
 /**
- * The restored run a held RestartRequired message records. Messages written before the
- * generation was recorded ('this run is a checkpoint ... (run N)') were written while
- * status.observedGeneration was the generation that held it. Pure.
+ * The restored run a held RestartRequired condition records (heldMarker), if it holds one.
+ * Pure.
  */
-export function recordedRestoredRun(vm: VirtualMachine): RestoredRun | undefined {
-  const required = findCondition(vm.status?.conditions, 'RestartRequired');
+export function recordedRestoredRun(status: VirtualMachine['status']): RestoredRun | undefined {
+  const required = findCondition(status?.conditions, 'RestartRequired');
   if (required?.status !== 'True') return undefined;
-  const held = /this run \(run (\d+)\) is a checkpoint .* under generation (\d+)/.exec(
-    required.message,
-  );
-  if (held) return { run: Number(held[1]), generation: Number(held[2]) };
-  const old = required.message.includes('this run is a checkpoint')
-    ? /\(run (\d+)\)/.exec(required.message)?.[1]
-    : undefined;
-  const generation = vm.status?.observedGeneration;
-  return old !== undefined && generation !== undefined
-    ? { run: Number(old), generation }
-    : undefined;
+  const held = HELD_RUN.exec(required.message);
+  return held ? { run: Number(held[1]), generation: Number(held[2]) } : undefined;
 }
+
+/** heldMarker's words, read back. */
+const HELD_RUN = new RegExp(`this run \\(run (\\d+)\\) ${HELD_BY_RESTORE} under generation (\\d+)`);
 
 /**
  * The run a restore brought back from a checkpoint, while that run lasts (runtime IDs are new
@@ -1148,7 +1141,7 @@ export function restoredRun(
 ): RestoredRun | undefined {
   if (!domain.active || domain.id === undefined || domain.id < 0) return undefined;
   if (remembered?.run === domain.id) return remembered;
-  const recorded = recordedRestoredRun(vm);
+  const recorded = recordedRestoredRun(vm.status);
   if (recorded?.run === domain.id) return recorded;
   if (domain.power.reason === 'from_snapshot')
     return { run: domain.id, generation: vm.metadata.generation ?? 0 };

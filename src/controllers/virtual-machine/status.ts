@@ -33,9 +33,9 @@ import {
 import {
   DETACH_CONDITION,
   gracePeriodMs,
-  HELD_BY_RESTORE,
   heldByRestore,
   heldMarker,
+  recordedRestoredRun,
   invalidPauseValue,
   pauseRequested,
   runMarker,
@@ -218,7 +218,7 @@ function interfacesOf(
  * global IPv6 address (2001:db8::5) comes before an IPv4 one such as 203.0.113.5.
  */
 export function addressOrder(a: string, b: string): number {
-  const family = (ip: string) => (isIPv6(ip.split('/')[0]!) ? 6 : 4);
+  const family = (ip: string) => (isIPv6(bareAddress(ip)) ? 6 : 4);
   return family(a) - family(b) || (a < b ? -1 : a > b ? 1 : 0);
 }
 
@@ -774,8 +774,7 @@ function whenApplied(vm: VirtualMachine, pending: readonly string[], held: boole
 
 /** Whether a status's RestartRequired says a restored run is held (restartRequiredCondition). */
 export function heldInStatus(status: VirtualMachineStatus): boolean {
-  const required = findCondition(status.conditions, 'RestartRequired');
-  return required?.status === 'True' && required.message.includes(HELD_BY_RESTORE);
+  return recordedRestoredRun(status) !== undefined;
 }
 
 const MIN_RETRY_MS = 1_000;

@@ -550,11 +550,6 @@ describe('powerPlan', () => {
     const named = required(
       `pending: spec.maxMemory; ${heldMarker({ run: 7, generation: 2 })} with its own definition`,
     );
-    // Written before the generation was recorded: observedGeneration was the held one.
-    const old = required(
-      'pending: spec.maxMemory; this run is a checkpoint a VirtualMachineRestore brought back ' +
-        'with its own definition, ... or with virt.dev/restart-requested-at (run 7)',
-    );
     const at = (run: number, generation: number) => ({ run, generation });
     const cases: Array<[string, VirtualMachine, typeof resumed, unknown, RestoredRun?]> = [
       [
@@ -572,7 +567,6 @@ describe('powerPlan', () => {
       ],
       ['resumed, remembered', vm(spec, { status }), resumed, at(7, 3), at(7, 3)],
       ['resumed, named in status', held(named, 4), resumed, at(7, 2)],
-      ['resumed, named in an older status', held(old, 4), resumed, at(7, 4)],
       ['a later run', held(named), { ...resumed, id: 8 }, undefined, at(7, 3)],
       [
         'shut off',
