@@ -165,6 +165,8 @@ cat > "$ROOT/init" <<'INIT'
 #                                        /sys/devices/system/cpu/*/topology), at start
 #   LVO-GUEST-CDROM <text>               the first line of lvo-cdrom.txt on a CD-ROM (sr0), once
 #   LVO-GUEST-UPTIME <seconds>           every 2 s: the guest's own clock (stops while paused)
+#   LVO-GUEST-SUSPEND / LVO-GUEST-RESUMED  lvo-suspend (typed on the console) suspends the guest
+#                                        to RAM (S3) and says when it is back
 # ttyS0 also runs a shell without a prompt; the tty echoes what is typed into it.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t devtmpfs dev /dev
@@ -386,7 +388,26 @@ echo LVO-GUEST-POWEROFF > /dev/console
 # -f: there is no init to signal (PID 1 is the /init script); the initramfs needs no sync.
 poweroff -f
 POWER
-chmod 755 "$ROOT/init" "$ROOT/etc/udhcpc.script" "$ROOT/etc/acpi/PWRF/00000080" "$ROOT/etc/dhcpcd6.script"
+# Suspend to RAM (S3, libvirt's pmsuspended) on request, for the tests of a guest that
+# suspended itself. Measured (QEMU 7.2, q35, SeaBIOS): QEMU resets the machine on wake-up and
+# SeaBIOS's resume path does not program the LPC bridge again, so its ACPI I/O block is off
+# (PMBASE 0x40 and ACPI_CNTL 0x44 read 01 00 00 00 00 instead of 01 06 00 00 80) and Linux,
+# which restores only the standard PCI header, never turns it back on: the power button
+# (QEMU's system_powerdown) then sets its status bit but no SCI ever arrives, and an ACPI
+# shutdown goes unanswered. So put the two registers back and enable the fixed power-button
+# event again; a press made while the guest was waking is still pending and fires now.
+cat > "$ROOT/bin/lvo-suspend" <<'SUSPEND'
+#!/bin/sh
+lpc=/sys/bus/pci/devices/0000:00:1f.0/config
+dd if="$lpc" of=/run/lpc-acpi bs=8 skip=8 count=1 2>/dev/null
+echo LVO-GUEST-SUSPEND > /dev/console
+echo mem > /sys/power/state
+dd if=/run/lpc-acpi of="$lpc" bs=8 seek=8 count=1 conv=notrunc 2>/dev/null
+echo enable > /sys/firmware/acpi/interrupts/ff_pwr_btn
+echo LVO-GUEST-RESUMED > /dev/console
+SUSPEND
+chmod 755 "$ROOT/init" "$ROOT/etc/udhcpc.script" "$ROOT/etc/acpi/PWRF/00000080" "$ROOT/etc/dhcpcd6.script" \
+  "$ROOT/bin/lvo-suspend"
 
 cp "$WORK/pkg/boot/vmlinuz-$VERSION" "$WORK/vmlinuz"
 (cd "$ROOT" && find . -print0 | LC_ALL=C sort -z \

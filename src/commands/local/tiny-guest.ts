@@ -67,6 +67,10 @@ export const GUEST_MARKER = {
   cdrom: /^LVO-GUEST-CDROM (.*)$/m,
   /** Every 2 s: the guest's /proc/uptime seconds; no ticks while the guest is paused. */
   uptime: /^LVO-GUEST-UPTIME (\d+(?:\.\d+)?)$/m,
+  /** `lvo-suspend` typed on the console: the guest suspends itself to RAM (S3) right after. */
+  suspend: /^LVO-GUEST-SUSPEND$/m,
+  /** ... and it is back from S3, its power button working again (see build-tiny-guest.sh). */
+  resumed: /^LVO-GUEST-RESUMED$/m,
 } as const;
 
 let building: Promise<TinyGuest> | undefined;

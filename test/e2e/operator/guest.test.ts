@@ -19,6 +19,7 @@ import {
   type TinyGuest,
   type TinyGuestServer,
 } from '../../../src/commands/local/tiny-guest.js';
+import { Connect, DomainConsoleFlags } from '../../../src/libvirt/index.js';
 import { createLogger } from '../../../src/runtime/log.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import {
@@ -40,6 +41,9 @@ const KERNEL = `kernel-${RUN}`;
 const INITRD = `initrd-${RUN}`;
 const VM = `guest-${RUN}`;
 const DOMAIN = `default_${VM}`;
+/** A second, short-lived machine created with virt.dev/paused. */
+const PAUSED_VM = `paused-${RUN}`;
+const PAUSED_DOMAIN = `default_${PAUSED_VM}`;
 /** The agent's periodic resync (the harness's default is 60 s). */
 const RESYNC_MS = 10_000;
 
@@ -145,6 +149,56 @@ async function hostFacts(guest: TinyGuest, files: { kernel?: string; initrd?: st
   ];
   return lines.join('\n');
 }
+
+/** A machine on the same kernel and initrd, no NIC, created with the paused annotation. */
+function pausedMachine(): string {
+  return JSON.stringify({
+    apiVersion: 'virt.dev/v1alpha1',
+    kind: 'VirtualMachine',
+    metadata: {
+      name: PAUSED_VM,
+      namespace: 'default',
+      annotations: { 'virt.dev/paused': 'true', 'virt.dev/console-log': 'true' },
+    },
+    spec: {
+      nodeName: NODE,
+      domainType: 'qemu',
+      runStrategy: 'Always',
+      vcpus: 1,
+      memory: '128Mi',
+      boot: {
+        kernel: { volume: KERNEL },
+        initrd: { volume: INITRD },
+        cmdline: TINY_GUEST_CMDLINE,
+      },
+    },
+  });
+}
+
+/**
+ * Types a line into the guest's serial shell through libvirt's console (FORCE: a session
+ * left over from elsewhere must not make this fail) and keeps the session open until `done`
+ * settles: libvirt forwards the bytes asynchronously, and a session closed at once can drop them.
+ */
+async function typeOnConsole<T>(domainName: string, line: string, done: () => Promise<T>) {
+  const conn = await Connect.open(SYSTEM_URI);
+  try {
+    const domain = await conn.lookupDomainByName(domainName);
+    const stream = conn.newStream();
+    await domain.openConsole(null, stream, DomainConsoleFlags.FORCE);
+    try {
+      await stream.send(`${line}\n`);
+      return await done();
+    } finally {
+      await stream.abort().catch(() => undefined);
+      stream.free();
+    }
+  } finally {
+    await conn.close();
+  }
+}
+
+const condition = (o: Obj, type: string) => o.status?.conditions?.find((c) => c.type === type);
 
 const ready = (o: Obj) => o.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
 
@@ -255,7 +309,16 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
         })
         .catch(() => undefined);
     }
+    await cp()
+      .kubectl(['delete', 'vm', PAUSED_VM, '-n', 'default', '--ignore-not-found', '--wait=true'], {
+        timeoutMs: 100_000,
+      })
+      .catch(() => undefined);
     await agent?.stop();
+    if ((await virsh('dominfo', PAUSED_DOMAIN)).code === 0) {
+      await virsh('destroy', PAUSED_DOMAIN);
+      await virsh('undefine', PAUSED_DOMAIN);
+    }
     if ((await virsh('dominfo', DOMAIN)).code === 0) {
       await virsh('destroy', DOMAIN);
       await virsh('undefine', DOMAIN);
@@ -302,6 +365,61 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     // The guest saw the same lease.
     const lease = await waitForConsoleLine(consoleLog, GUEST_MARKER.ip, 30_000);
     expect(ip.split('/')[0]).toBe(lease[1]!.split('/')[0]);
+  });
+
+  it('starts a machine created with virt.dev/paused without running it; unpausing boots it', async () => {
+    const applied = await cp().kubectl(['apply', '-f', '-'], { input: pausedMachine() });
+    expect(applied.code, applied.stderr).toBe(0);
+    const paused = await until(
+      'phase Paused, Paused=True PausedByRequest',
+      async () => {
+        const o = await getJSON<Obj>(cp(), ['vm', PAUSED_VM, '-n', 'default']);
+        const c = condition(o, 'Paused');
+        return o.status?.phase === 'Paused' &&
+          c?.status === 'True' &&
+          c.reason === 'PausedByRequest'
+          ? o
+          : undefined;
+      },
+      60_000,
+    );
+    expect((await virsh('domstate', '--reason', PAUSED_DOMAIN)).stdout.trim()).toBe(
+      'paused (user)',
+    );
+    // Given the time to run, the guest did not: its vCPU is still at the reset vector (a start
+    // followed by a suspend lets SeaBIOS run at once, which leaves it), and nothing reached the
+    // serial console, which earlyprintk writes from the kernel's first instructions.
+    await new Promise((r) => setTimeout(r, 2_000));
+    const regs = await virsh('qemu-monitor-command', '--hmp', PAUSED_DOMAIN, 'info registers');
+    expect(regs.code, regs.stdout).toBe(0);
+    expect(regs.stdout).toMatch(/EIP=0000fff0/);
+    expect(regs.stdout).toMatch(/CS =f000 ffff0000/);
+    const log = path.join(agent!.stateDir, 'console', `${paused.metadata.uid}.log`);
+    expect(await readConsole(log)).toBe('');
+
+    const unpaused = await cp().kubectl([
+      'annotate',
+      'vm',
+      PAUSED_VM,
+      '-n',
+      'default',
+      'virt.dev/paused-',
+    ]);
+    expect(unpaused.code, unpaused.stderr).toBe(0);
+    await waitForGuestReady(log, 150_000);
+    await until(
+      'phase Running',
+      async () =>
+        (await getJSON<Obj>(cp(), ['vm', PAUSED_VM, '-n', 'default'])).status?.phase === 'Running',
+      30_000,
+    );
+    // Only one extra guest, and only for this test.
+    const gone = await cp().kubectl(
+      ['delete', 'vm', PAUSED_VM, '-n', 'default', '--wait=true', '--timeout=90s'],
+      { timeoutMs: 100_000 },
+    );
+    expect(gone.code, gone.stderr).toBe(0);
+    expect((await virsh('dominfo', PAUSED_DOMAIN)).code).not.toBe(0);
   });
 
   it('applies memory and vCPU changes live: balloon reaches 128Mi, a CPU is hot-plugged', async () => {
@@ -369,14 +487,52 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     );
   });
 
-  it('shuts the guest down through ACPI for runStrategy Halted', async () => {
+  it('wakes a guest suspended to RAM and shuts it down through ACPI for runStrategy Halted', async () => {
     await explained(waitForGuestReady(consoleLog, 10_000));
+    // The guest suspends itself (S3), as a user's OS would on its own.
+    const offset = (await readConsole(consoleLog)).length;
+    await typeOnConsole(DOMAIN, 'lvo-suspend &', () =>
+      waitForConsoleLine(consoleLog, GUEST_MARKER.suspend, 60_000, { after: offset }),
+    );
+    await until(
+      'domstate pmsuspended',
+      async () => (await virsh('domstate', DOMAIN)).stdout.trim() === 'pmsuspended',
+      60_000,
+    );
+    const suspended = await until(
+      'status: phase Paused, Paused=True and Ready=False GuestSuspended',
+      async () => {
+        const o = await vm();
+        const p = condition(o, 'Paused');
+        const r = condition(o, 'Ready');
+        return o.status?.phase === 'Paused' &&
+          p?.status === 'True' &&
+          p.reason === 'GuestSuspended' &&
+          r?.status === 'False' &&
+          r.reason === 'GuestSuspended'
+          ? o
+          : undefined;
+      },
+      30_000,
+    );
+    expect(condition(suspended, 'Ready')?.message).toMatch(/suspended itself to RAM/);
+    // The stop: QEMU refuses the ACPI request of a pmsuspended domain, so the guest must be
+    // woken first. Unwoken, it stays suspended until the grace period (60 s) ends in a destroy.
     spec.runStrategy = 'Halted';
     await apply();
-    await waitForConsoleLine(consoleLog, GUEST_MARKER.poweroff, 60_000);
+    await waitForConsoleLine(consoleLog, GUEST_MARKER.resumed, 30_000, { after: offset });
+    await waitForConsoleLine(consoleLog, GUEST_MARKER.poweroff, 50_000, { after: offset });
     await until('phase Stopped', async () => (await vm()).status?.phase === 'Stopped', 60_000);
     const state = await virsh('domstate', '--reason', DOMAIN);
     expect(state.stdout.trim()).toBe('shut off (shutdown)');
+    const woken = await getJSON<{ items: Array<{ type?: string }> }>(cp(), [
+      'events',
+      '-n',
+      'default',
+      '--field-selector',
+      `involvedObject.name=${VM},reason=WokenUp`,
+    ]);
+    expect(woken.items.length).toBe(1);
   });
 
   it('accepts the same manifests from two field managers and then writes nothing', async () => {
