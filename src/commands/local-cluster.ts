@@ -33,7 +33,8 @@ const HELP = `usage: libvirt-operator local-cluster [--dir DIR] [--port PORT] [-
 Starts etcd and kube-apiserver on loopback with TLS and RBAC, installs the CRDs from crds/,
 creates the namespace of the agents' Leases (${DEFAULT_LEASE_NAMESPACE}), writes
 DIR/kubeconfig (admin), prints 'ready: kubeconfig=<path>' and runs until SIGINT or
-SIGTERM, then stops everything it started. Builds the binaries on first use (~10 min) unless
+SIGTERM, then stops everything it started (exit 0; 130 or 143 when the signal came before
+'ready:'). Builds the binaries on first use (~10 min) unless
 KUBEBUILDER_ASSETS names a folder with kube-apiserver, etcd and kubectl.
 
   --dir DIR     keep state and the kubeconfig here (default: a temp dir removed on exit)
