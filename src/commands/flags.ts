@@ -106,6 +106,118 @@ export async function untilSignal(orEnded?: Promise<unknown>): Promise<void> {
   }
 }
 
+/** The exit code of a process stopped by `signal` during its start-up: 128 + its number. */
+export function signalExitCode(signal: 'SIGINT' | 'SIGTERM'): number {
+  return signal === 'SIGINT' ? 130 : 143;
+}
+
+/** Thrown by a start-up step that a SIGINT or SIGTERM asked to stop. */
+export class StopRequested extends Error {
+  override name = 'StopRequested';
+  constructor(readonly signal: 'SIGINT' | 'SIGTERM') {
+    super(`stopped by ${signal}`);
+  }
+}
+
+export interface StopListener {
+  /** Aborted (its reason a StopRequested) on the first SIGINT or SIGTERM. */
+  signal: AbortSignal;
+  /** The first signal, once one came. */
+  readonly received: 'SIGINT' | 'SIGTERM' | undefined;
+  /** Throws StopRequested when a signal came: a start-up step's check before the next one. */
+  check(): void;
+  /** Start-up is over (the ready line is next): a signal from now on is an ordinary stop. */
+  running(): void;
+  /** Whether the first signal came before running(). */
+  readonly duringStartUp: boolean;
+  /**
+   * Resolves on the first signal (at once when one already came), or when `orEnded` settles.
+   * Signal listeners alone do not keep Node's event loop alive; the timer does.
+   */
+  until(orEnded?: Promise<unknown>): Promise<void>;
+}
+
+/**
+ * SIGINT and SIGTERM listeners for a long-running command, installed when it starts (before
+ * anything is started) and kept for good. Without a listener Node's own handler ends the
+ * process at once: a Ctrl-C while local-cluster started etcd, or while up applied the example
+ * manifests, left etcd, kube-apiserver and the agent running. The first signal aborts `signal`,
+ * which the start-up steps heed, so the command stops what it started and exits with 130/143
+ * (runStoppable); a later one (a second Ctrl-C, a wrapper forwarding it) only says to wait,
+ * and cannot cut the clean-up short.
+ */
+export function listenForStop(command: string): StopListener {
+  const controller = new AbortController();
+  let received: 'SIGINT' | 'SIGTERM' | undefined;
+  let running = false;
+  let duringStartUp = false;
+  const on = (sig: 'SIGINT' | 'SIGTERM') => {
+    if (received !== undefined) {
+      console.log(`${command}: stopping, please wait`);
+      return;
+    }
+    received = sig;
+    duringStartUp = !running;
+    controller.abort(new StopRequested(sig));
+  };
+  process.on('SIGINT', on);
+  process.on('SIGTERM', on);
+  const signal = controller.signal;
+  return {
+    signal,
+    get received() {
+      return received;
+    },
+    get duringStartUp() {
+      return duringStartUp;
+    },
+    check: () => signal.throwIfAborted(),
+    running: () => {
+      running = true;
+    },
+    async until(orEnded) {
+      if (signal.aborted) return;
+      const keepAlive = setInterval(() => undefined, 1 << 30);
+      let onAbort!: () => void;
+      const aborted = new Promise<void>((resolve) => (onAbort = resolve));
+      signal.addEventListener('abort', onAbort, { once: true });
+      try {
+        await Promise.race([aborted, ...(orEnded ? [orEnded.then(() => undefined)] : [])]);
+      } finally {
+        clearInterval(keepAlive);
+        signal.removeEventListener('abort', onAbort);
+      }
+    },
+  };
+}
+
+/**
+ * Runs a command's start-up and run under `stop`. A signal during start-up makes the exit code
+ * the signal's (130/143), with one line saying so: as the body's error (the step the signal
+ * aborted, after that step stopped what it had started), or after the body stopped on its own.
+ */
+export async function runStoppable(
+  command: string,
+  stop: StopListener,
+  body: () => Promise<number>,
+): Promise<number> {
+  let code: number;
+  try {
+    code = await body();
+  } catch (err) {
+    if (stop.received === undefined) throw err;
+    if (!(err instanceof StopRequested))
+      console.error(
+        `libvirt-operator ${command}: while stopping on ${stop.received}: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`,
+      );
+    console.log(`${command}: stopped during start-up (${stop.received})`);
+    return signalExitCode(stop.received);
+  }
+  if (stop.received === undefined || !stop.duringStartUp) return code;
+  console.log(`${command}: stopped during start-up (${stop.received})`);
+  return signalExitCode(stop.received);
+}
+
 /**
  * The kubeconfig kubectl would read: --kubeconfig, else KUBECONFIG (an empty one is unset),
  * else ~/.kube/config when it exists; undefined means the pod's service account. Pure.

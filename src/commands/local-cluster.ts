@@ -17,10 +17,12 @@ import {
 import { hostname } from 'node:os';
 import {
   command,
+  listenForStop,
   notADirectory,
   type Options,
+  runStoppable,
   statIfExists,
-  untilSignal,
+  type StopListener,
   UsageError,
 } from './flags.js';
 import { ensureNamespace } from './namespaces.js';
@@ -31,7 +33,8 @@ const HELP = `usage: libvirt-operator local-cluster [--dir DIR] [--port PORT] [-
 Starts etcd and kube-apiserver on loopback with TLS and RBAC, installs the CRDs from crds/,
 creates the namespace of the agents' Leases (${DEFAULT_LEASE_NAMESPACE}), writes
 DIR/kubeconfig (admin), prints 'ready: kubeconfig=<path>' and runs until SIGINT or
-SIGTERM, then stops everything it started. Builds the binaries on first use (~10 min) unless
+SIGTERM, then stops everything it started (exit 0; 130 or 143 when the signal came before
+'ready:'). Builds the binaries on first use (~10 min) unless
 KUBEBUILDER_ASSETS names a folder with kube-apiserver, etcd and kubectl.
 
   --dir DIR     keep state and the kubeconfig here (default: a temp dir removed on exit)
@@ -90,90 +93,98 @@ export async function main(argv: string[]): Promise<number> {
     const notDir = dir === undefined ? undefined : notADirectory('--dir', dir, statIfExists);
     if (notDir) throw new UsageError(`local-cluster: ${notDir}`);
     if (dir) mkdirSync(dir, { recursive: true });
-
-    if (!withNode) {
-      const cp = await startControlPlane({
-        dir,
-        port,
-        installCRDs: !values['no-crds'],
-        provision: true,
-      });
-      // `libvirt-operator run` against this cluster takes its Lease there: without the
-      // namespace it would wait forever without reconciling anything.
-      await ensureNamespace(createKubeClient(cp.kubeConfig), DEFAULT_LEASE_NAMESPACE);
-      // Listening before 'ready' is printed: a caller that sends SIGTERM on reading it must
-      // find the listener (see untilStopAsked).
-      const stopAsked = untilStopAsked();
-      console.log(`ready: kubeconfig=${cp.kubeconfigPath}`);
-      await stopAsked;
-      await cp.stop();
-      return 0;
-    }
-
-    checkNodeHost();
-    await ensureNodeBinaries(true);
-    const net = await createNodeNetwork(values['pod-subnet'] ?? DEFAULT_POD_SUBNET);
-    const kubeletToken = randomBytes(24).toString('hex');
-    let cp;
-    try {
-      cp = await startControlPlane({
-        dir,
-        port: port ?? NODE_API_SERVER_PORT,
-        installCRDs: !values['no-crds'],
-        provision: true,
-        address: net.gateway,
-        nodes: true,
-        extraTokens: [{ token: kubeletToken, ...kubeletTokenUser(nodeName) }],
-      });
-      await ensureNamespace(createKubeClient(cp.kubeConfig), DEFAULT_LEASE_NAMESPACE);
-    } catch (err) {
-      await cp?.stop();
-      await deleteNodeNetwork(net);
-      throw err;
-    }
-    let node;
-    try {
-      node = await startLocalNode(cp, net, {
-        nodeName,
-        kubeletToken,
-        images,
-        log: (l) => console.log(l),
-      });
-    } catch (err) {
-      await cp.stop();
-      await deleteNodeNetwork(net);
-      throw err;
-    }
-    console.log(
-      `node: ${node.name} Ready at ${net.gateway} (pods ${net.subnet} on ${net.bridge}); logs in ${node.dir}`,
+    // Listening from here on, before anything is started (flags.ts listenForStop).
+    const stop = listenForStop('local-cluster');
+    return runStoppable('local-cluster', stop, () =>
+      withNode
+        ? clusterWithNode(stop, { dir, port, images, nodeName, values })
+        : cluster(stop, { dir, port, installCRDs: !values['no-crds'] }),
     );
-    const stopAsked = untilStopAsked();
-    console.log(`ready: kubeconfig=${cp.kubeconfigPath}`);
-    await stopAsked;
-    await node.stop();
-    // The API server listens on the bridge: it goes after the API server (local-node.ts).
-    await cp.stop();
-    await deleteNodeNetwork(net);
-    return 0;
   });
 }
 
-/**
- * Waits for the first SIGINT or SIGTERM, listening from the call on (the listeners are
- * installed before it returns its promise). Node's own handler, in place while no listener
- * is, ends the process at once: a SIGTERM sent on reading 'ready:' printed before the listener
- * was installed killed the process without any clean-up (seen in the e2e stop test: the
- * process re-raised the signal 0.3 ms after it arrived, leaving the bridge, the kubelet's
- * mount, etcd and kube-apiserver behind). A later signal (a second Ctrl-C, a wrapper forwarding
- * it) must not cut the clean-up short either, so one listener stays for good.
- */
-async function untilStopAsked(): Promise<void> {
-  let stopping = false;
-  const again = () => {
-    if (stopping) console.log('local-cluster: stopping, please wait');
-  };
-  process.on('SIGINT', again);
-  process.on('SIGTERM', again);
-  await untilSignal();
-  stopping = true;
+async function cluster(
+  stop: StopListener,
+  opts: { dir: string | undefined; port: number | undefined; installCRDs: boolean },
+): Promise<number> {
+  console.log('local-cluster: starting etcd and kube-apiserver');
+  const cp = await startControlPlane({ ...opts, provision: true, signal: stop.signal });
+  try {
+    // `libvirt-operator run` against this cluster takes its Lease there: without the
+    // namespace it would wait forever without reconciling anything.
+    await ensureNamespace(createKubeClient(cp.kubeConfig), DEFAULT_LEASE_NAMESPACE);
+    stop.check();
+    stop.running();
+    console.log(`ready: kubeconfig=${cp.kubeconfigPath}`);
+    await stop.until();
+  } finally {
+    await cp.stop();
+  }
+  return 0;
+}
+
+async function clusterWithNode(
+  stop: StopListener,
+  opts: {
+    dir: string | undefined;
+    port: number | undefined;
+    images: string[];
+    nodeName: string;
+    values: { 'no-crds'?: boolean; 'pod-subnet'?: string };
+  },
+): Promise<number> {
+  const { dir, port, images, nodeName, values } = opts;
+  checkNodeHost();
+  await ensureNodeBinaries(true);
+  stop.check();
+  const net = await createNodeNetwork(values['pod-subnet'] ?? DEFAULT_POD_SUBNET);
+  const kubeletToken = randomBytes(24).toString('hex');
+  let cp;
+  try {
+    cp = await startControlPlane({
+      dir,
+      port: port ?? NODE_API_SERVER_PORT,
+      installCRDs: !values['no-crds'],
+      provision: true,
+      address: net.gateway,
+      nodes: true,
+      extraTokens: [{ token: kubeletToken, ...kubeletTokenUser(nodeName) }],
+      signal: stop.signal,
+    });
+    await ensureNamespace(createKubeClient(cp.kubeConfig), DEFAULT_LEASE_NAMESPACE);
+    stop.check();
+  } catch (err) {
+    await cp?.stop();
+    await deleteNodeNetwork(net);
+    throw err;
+  }
+  let node;
+  try {
+    node = await startLocalNode(cp, net, {
+      nodeName,
+      kubeletToken,
+      images,
+      log: (l) => console.log(l),
+    });
+    // startLocalNode does not heed the signal: a stop asked meanwhile is acted on here.
+    if (stop.signal.aborted) {
+      await node.stop();
+      stop.check();
+    }
+  } catch (err) {
+    await cp.stop();
+    await deleteNodeNetwork(net);
+    throw err;
+  }
+  console.log(
+    `node: ${node.name} Ready at ${net.gateway} (pods ${net.subnet} on ${net.bridge}); logs in ${node.dir}`,
+  );
+  stop.running();
+  console.log(`ready: kubeconfig=${cp.kubeconfigPath}`);
+  await stop.until();
+  await node.stop();
+  // The API server listens on the bridge: it goes after the API server (local-node.ts).
+  await cp.stop();
+  await deleteNodeNetwork(net);
+  return 0;
 }

@@ -69,7 +69,7 @@ export async function main(argv: string[]): Promise<number> {
       log: { level: cfg.logLevel, name: 'libvirt-operator' },
     });
     // Listening before 'agent started' is logged: a supervisor that signals on reading it
-    // must find the listener, not Node's default action (local-cluster.ts untilStopAsked).
+    // must find the listener, not Node's default action (flags.ts listenForStop).
     const stopAsked = untilSignal(agent.runtime.stopped);
     agent.runtime.log.info(
       { node: cfg.nodeName, libvirt: cfg.libvirtUri, health: agent.runtime.health?.url },

@@ -34,11 +34,13 @@ import {
 import {
   command,
   COMMAND_REQUEST_TIMEOUT_MS,
+  listenForStop,
   notADirectory,
   type Options,
+  runStoppable,
   statIfExists,
+  type StopListener,
   unanswered,
-  untilSignal,
   unreachableServer,
   UsageError,
 } from './flags.js';
@@ -85,87 +87,111 @@ export async function main(argv: string[]): Promise<number> {
     const notDir =
       values.dir === undefined ? undefined : notADirectory('--dir', values.dir, statIfExists);
     if (notDir) throw new UsageError(`up: ${notDir}`);
-    const libvirtUri = values['libvirt-uri'] ?? (await localLibvirt());
-    const cfg = { ...settings.agent, libvirtUri };
-    const demoName = settings.demoName;
-
-    let cp: ControlPlane | undefined;
-    let kubeConfig: KubeAccess;
-    if (values.kubeconfig !== undefined) {
-      kubeConfig = await loadKubeConfig(values.kubeconfig);
-      say(`using the cluster in ${values.kubeconfig}`);
-    } else {
-      say('starting a local control plane (etcd + kube-apiserver)');
-      cp = await startControlPlane({
-        dir: values.dir ?? join(cacheRoot(), 'local-cluster'),
-        provision: true,
-      });
-      kubeConfig = cp.kubeConfig;
-      say(`control plane ready: ${exportLine(cp.kubeconfigPath, cp.binDir)}`);
-      const ignored = process.env.KUBECONFIG;
-      if (ignored && resolve(ignored) !== cp.kubeconfigPath)
-        say(
-          `KUBECONFIG=${ignored} is not used: up runs its own control plane (--kubeconfig PATH uses a cluster)`,
-        );
-    }
-    // up's own requests are a person's wait at start-up, bounded as the one-shot commands'
-    // are (the agent keeps the client's default: it retries). A server that does not answer
-    // them is named, with where up took it from.
-    const client = createKubeClient(kubeConfig, {
-      userAgent: 'libvirt-operator-up',
-      defaultTimeoutMs: COMMAND_REQUEST_TIMEOUT_MS,
+    // Listening from here on, before anything is started: a Ctrl-C while the control plane
+    // started, or while the examples were applied, ended the process at once and left etcd,
+    // kube-apiserver, the agent and the tiny guest's server running (flags.ts listenForStop).
+    const stop = listenForStop('up');
+    // What has been started so far, stopped in reverse order however up ends.
+    const toStop: Array<() => Promise<void>> = [];
+    return runStoppable('up', stop, async () => {
+      try {
+        return await up(values, settings, stop, toStop);
+      } finally {
+        if (toStop.length > 0) say('stopping');
+        for (const stopOne of toStop.reverse()) await stopOne();
+      }
     });
-    const named = (err: unknown) =>
-      upRequestError(
-        err,
-        client.server,
-        cp ? { controlPlaneDir: cp.dir } : { kubeconfig: values.kubeconfig! },
-      );
-    try {
-      await ensureNode(client, cfg.nodeName);
-      if (cp) await finalizerAtAdmission(cp, client, cfg.nodeName);
-      await ensureNamespace(client, cfg.leaseNamespace);
-    } catch (err) {
-      throw named(err);
-    }
+  });
+}
 
-    say(`starting the agent for node ${cfg.nodeName} on ${cfg.libvirtUri}`);
-    const agent = await startAgent({
+async function up(
+  values: { dir?: string; kubeconfig?: string; examples?: boolean; 'libvirt-uri'?: string },
+  settings: ReturnType<typeof upSettings>,
+  stop: StopListener,
+  toStop: Array<() => Promise<void>>,
+): Promise<number> {
+  const libvirtUri = values['libvirt-uri'] ?? (await localLibvirt());
+  stop.check();
+  const cfg = { ...settings.agent, libvirtUri };
+  const demoName = settings.demoName;
+
+  let cp: ControlPlane | undefined;
+  let kubeConfig: KubeAccess;
+  if (values.kubeconfig !== undefined) {
+    kubeConfig = await loadKubeConfig(values.kubeconfig);
+    say(`using the cluster in ${values.kubeconfig}`);
+  } else {
+    say('starting a local control plane (etcd + kube-apiserver)');
+    cp = await startControlPlane({
+      dir: values.dir ?? join(cacheRoot(), 'local-cluster'),
+      provision: true,
+      signal: stop.signal,
+    });
+    const started = cp;
+    toStop.push(() => started.stop());
+    kubeConfig = cp.kubeConfig;
+    say(`control plane ready: ${exportLine(cp.kubeconfigPath, cp.binDir)}`);
+    const ignored = process.env.KUBECONFIG;
+    if (ignored && resolve(ignored) !== cp.kubeconfigPath)
+      say(
+        `KUBECONFIG=${ignored} is not used: up runs its own control plane (--kubeconfig PATH uses a cluster)`,
+      );
+  }
+  // up's own requests are a person's wait at start-up, bounded as the one-shot commands'
+  // are (the agent keeps the client's default: it retries). A server that does not answer
+  // them is named, with where up took it from.
+  const client = createKubeClient(kubeConfig, {
+    userAgent: 'libvirt-operator-up',
+    defaultTimeoutMs: COMMAND_REQUEST_TIMEOUT_MS,
+  });
+  const named = (err: unknown) =>
+    upRequestError(
+      err,
+      client.server,
+      cp ? { controlPlaneDir: cp.dir } : { kubeconfig: values.kubeconfig! },
+    );
+  try {
+    await ensureNode(client, cfg.nodeName);
+    if (cp) await finalizerAtAdmission(cp, client, cfg.nodeName);
+    await ensureNamespace(client, cfg.leaseNamespace);
+  } catch (err) {
+    throw named(err);
+  }
+  stop.check();
+
+  say(`starting the agent for node ${cfg.nodeName} on ${cfg.libvirtUri}`);
+  const agent = await startAgent({
+    nodeName: cfg.nodeName,
+    libvirtUri: cfg.libvirtUri,
+    kubeConfig,
+    stateDir: cfg.stateDir,
+    // One `npm start` per host: a stable holder lets a restarted run take the Lease at once.
+    lease: { namespace: cfg.leaseNamespace, identity: `${hostname()}/up` },
+    health: cfg.healthAddr && { ...cfg.healthAddr, anyPortIfTaken: settings.defaultHealth },
+    log: { level: process.env.LOG_LEVEL ?? 'warn' },
+  });
+  toStop.push(() => agent.stop());
+  stop.check();
+  printProgress(agent);
+  if (settings.defaultHealth && agent.runtime.health?.port !== DEFAULT_HEALTH_PORT)
+    say(`${DEFAULT_HEALTH_ADDR} is in use: health and metrics on another port`);
+  await syncedOrSignal(agent, stop);
+  stop.check();
+  say(`agent ready: health and metrics at ${agent.runtime.health?.url ?? '(off)'}`);
+  if (values.examples) {
+    await applyDemo(client, agent, stop, toStop, {
+      name: demoName,
       nodeName: cfg.nodeName,
       libvirtUri: cfg.libvirtUri,
-      kubeConfig,
-      stateDir: cfg.stateDir,
-      // One `npm start` per host: a stable holder lets a restarted run take the Lease at once.
-      lease: { namespace: cfg.leaseNamespace, identity: `${hostname()}/up` },
-      health: cfg.healthAddr && { ...cfg.healthAddr, anyPortIfTaken: settings.defaultHealth },
-      log: { level: process.env.LOG_LEVEL ?? 'warn' },
+    }).catch((err: unknown) => {
+      throw stop.signal.aborted ? err : named(err);
     });
-    printProgress(agent);
-    if (settings.defaultHealth && agent.runtime.health?.port !== DEFAULT_HEALTH_PORT)
-      say(`${DEFAULT_HEALTH_ADDR} is in use: health and metrics on another port`);
-    let demo: Demo | undefined;
-    if (await syncedOrSignal(agent)) {
-      say(`agent ready: health and metrics at ${agent.runtime.health?.url ?? '(off)'}`);
-      demo = values.examples
-        ? await applyDemo(client, agent, {
-            name: demoName,
-            nodeName: cfg.nodeName,
-            libvirtUri: cfg.libvirtUri,
-          }).catch((err: unknown) => {
-            throw named(err);
-          })
-        : undefined;
-      // Listening before the line that invites the signal (local-cluster.ts untilStopAsked).
-      const stopAsked = untilSignal(agent.runtime.stopped);
-      say('running; Ctrl-C stops the agent' + (cp ? ' and the control plane' : ''));
-      await stopAsked;
-    }
-    say('stopping');
-    await agent.stop();
-    await demo?.stop();
-    await cp?.stop();
-    return 0;
-  });
+    stop.check();
+  }
+  stop.running();
+  say('running; Ctrl-C stops the agent' + (cp ? ' and the control plane' : ''));
+  await stop.until(agent.runtime.stopped);
+  return 0;
 }
 
 /**
@@ -224,7 +250,7 @@ const QUIET_MS = 5_000;
  * seconds: the agent keeps trying, and a signal meanwhile must still stop the agent and the
  * control plane.
  */
-async function syncedOrSignal(agent: Agent): Promise<boolean> {
+async function syncedOrSignal(agent: Agent, stop: StopListener): Promise<boolean> {
   let synced = false;
   agent.synced.then(
     () => (synced = true),
@@ -251,7 +277,7 @@ async function syncedOrSignal(agent: Agent): Promise<boolean> {
     );
   }, QUIET_MS);
   try {
-    await untilSignal(agent.synced);
+    await stop.until(agent.synced);
   } finally {
     clearTimeout(quiet);
     agent.libvirt.off('state', onState);
@@ -433,7 +459,12 @@ async function getObject<T>(
   }
 }
 
-async function deleteAndWait(client: KubeClient, kind: VirtKind, name: string): Promise<void> {
+async function deleteAndWait(
+  client: KubeClient,
+  kind: VirtKind,
+  name: string,
+  stop: StopListener,
+): Promise<void> {
   try {
     await client.request({ method: 'DELETE', path: objectPath(kind, name) });
   } catch (err) {
@@ -441,6 +472,7 @@ async function deleteAndWait(client: KubeClient, kind: VirtKind, name: string): 
   }
   const deadline = Date.now() + 180_000;
   while ((await getObject(client, kind, name)) !== undefined) {
+    stop.check();
     if (Date.now() > deadline)
       throw new Error(`${kind} ${name} of an earlier demo was not deleted within 180 s`);
     await new Promise((r) => setTimeout(r, 500));
@@ -463,6 +495,8 @@ export interface Demo {
 async function applyDemo(
   client: KubeClient,
   agent: Agent,
+  stop: StopListener,
+  toStop: Array<() => Promise<void>>,
   opts: { name: string; nodeName: string; libvirtUri: string },
 ): Promise<Demo> {
   if (opts.libvirtUri.startsWith('test:')) {
@@ -475,7 +509,10 @@ async function applyDemo(
     'examples: preparing the tiny guest (Debian cloud kernel + busybox initramfs, cached after the first build)',
   );
   const guest = await ensureTinyGuest();
+  stop.check();
   const server = await serveTinyGuest(guest);
+  // Closed after the agent has stopped (toStop runs in reverse): not under an import it serves.
+  toStop.unshift(() => server.close());
   say(
     `examples: serving its kernel and initrd at ${server.base} (sha256 ${guest.sha256.kernel.slice(0, 12)}…, ${guest.sha256.initrd.slice(0, 12)}…)`,
   );
@@ -494,6 +531,7 @@ async function applyDemo(
   for (const m of manifests) {
     if (m.kind !== 'Volume') continue;
     const name = String(m.metadata.name);
+    stop.check();
     const found = await getObject<Volume>(client, 'Volume', name);
     if (!found) continue;
     const imported = findCondition(found.status?.conditions, 'Imported')?.status === 'True';
@@ -504,8 +542,8 @@ async function applyDemo(
     say(
       `examples: replacing ${stale.join(', ')} of an earlier run (not imported, or another guest build)`,
     );
-    await deleteAndWait(client, 'VirtualMachine', names.vm);
-    for (const name of stale) await deleteAndWait(client, 'Volume', name);
+    await deleteAndWait(client, 'VirtualMachine', names.vm, stop);
+    for (const name of stale) await deleteAndWait(client, 'Volume', name, stop);
   }
 
   const started = Date.now();
@@ -542,6 +580,7 @@ async function applyDemo(
     if ((await getObject(client, m.kind, name)) !== undefined) existing.add(`${m.kind}/${name}`);
   }
   for (const m of demoToApply(manifests, existing)) {
+    stop.check();
     if (m.kind === 'VirtualMachine') machineApplied = true;
     say(`applied ${await applyObject(client, m)}`);
   }

@@ -142,6 +142,17 @@ export function waitForLine(
   });
 }
 
+/**
+ * The PIDs a local control plane (or node) lists in DIR/pids for its watchdog, in the order
+ * written (the API server's, then etcd's); the file's first line names the run that owns it.
+ */
+export function recordedPids(dir: string): number[] {
+  return readFileSync(join(dir, 'pids'), 'utf8')
+    .split('\n')
+    .filter((l) => /^\d+$/.test(l.trim()))
+    .map(Number);
+}
+
 export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);

@@ -89,6 +89,11 @@ export interface ControlPlaneOptions {
    * ServiceAccount admission plugin that gives pods their projected token volume.
    */
   nodes?: boolean;
+  /**
+   * A stop asked for during the start (local-cluster's and up's SIGINT/SIGTERM): the start
+   * ends at its next step or wait, stops what it had started and rejects with the reason.
+   */
+  signal?: AbortSignal;
 }
 
 /** An error whose message is one actionable line, meant to be printed without a stack. */
@@ -122,7 +127,7 @@ export function findBinaries(): string | undefined {
 }
 
 /** The binaries' folder, building them with scripts/provision-control-plane.sh when allowed. */
-async function ensureBinaries(provision: boolean): Promise<string> {
+async function ensureBinaries(provision: boolean, signal?: AbortSignal): Promise<string> {
   const found = findBinaries();
   if (found) return found;
   if (!provision) {
@@ -131,11 +136,20 @@ async function ensureBinaries(provision: boolean): Promise<string> {
     );
   }
   const script = join(packageRoot(), 'scripts', 'provision-control-plane.sh');
+  signal?.throwIfAborted();
   const code = await new Promise<number>((resolve) => {
     const child = spawn('bash', [script], { stdio: ['ignore', 'inherit', 'inherit'] });
-    child.on('exit', (c) => resolve(c ?? 1));
+    // A Ctrl-C in a terminal reaches the build too (one process group); a SIGTERM sent to this
+    // process alone must end it as well, not wait minutes for it.
+    const onAbort = () => child.kill('SIGTERM');
+    signal?.addEventListener('abort', onAbort, { once: true });
+    child.on('exit', (c) => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve(c ?? 1);
+    });
     child.on('error', () => resolve(127));
   });
+  signal?.throwIfAborted();
   const dir = findBinaries();
   if (code !== 0 || !dir) {
     throw new ControlPlaneError(
@@ -244,31 +258,88 @@ export function tail(file: string, lines = 5): string {
   }
 }
 
-/** How soon a reaper kills what its SIGKILLed owner started (it looks every 300 ms). */
+/** How soon a start in a folder waits for a SIGKILLed run's processes to be gone. */
 const REAPED_WITHIN_MS = 3_000;
 
 /**
  * A detached watchdog that outlives a SIGKILLed parent: it kills every PID listed in the
- * pids file and removes the directory. This is what keeps an interrupted test run from
- * leaving etcd or kube-apiserver behind. Inline JS, because the harness also runs from
- * TypeScript sources under vitest.
+ * pids file and removes the directory (or only the file). This is what keeps an interrupted
+ * test run from leaving etcd or kube-apiserver behind. Inline JS, because the harness also runs
+ * from TypeScript sources under vitest.
+ *
+ * The parent's end is seen as the end of the watchdog's stdin, a pipe whose only writer is the
+ * parent: the kernel closes it when the parent exits, however it exits. Polling whether the
+ * parent's PID was alive (kill(pid, 0)) took a parent that had exited but was not yet reaped (a
+ * zombie, whose PID answers) for a live one: a local-cluster SIGKILLed under a parent that did
+ * not wait for it (a supervisor, a shell that exec'd another program, a slow PID 1) left etcd
+ * and kube-apiserver running for as long as its zombie lasted.
+ *
+ * The file's first line names the run (`run <id>`): a watchdog acts only on its own run's file.
+ * A folder given with --dir is used again by the next run, and the watchdog of a run that had
+ * just stopped, finding the next run's file, removed it, so that run was left without one.
  */
 export const REAPER_SOURCE = `
 const fs = require('fs');
-const [parent, dir, removeDir] = process.argv.slice(1);
+const [dir, removeDir, run] = process.argv.slice(1);
 const pidsFile = dir + '/pids';
-function alive(pid) { try { process.kill(pid, 0); return true; } catch (e) { return e.code === 'EPERM'; } }
-setInterval(() => {
-  if (!fs.existsSync(pidsFile)) process.exit(0);
-  if (alive(Number(parent))) return;
-  for (const line of fs.readFileSync(pidsFile, 'utf8').split('\\n')) {
+function ours() {
+  try { return fs.readFileSync(pidsFile, 'utf8').split('\\n'); } catch { return undefined; }
+}
+function mine(lines) { return lines !== undefined && lines[0] === 'run ' + run; }
+setInterval(() => { if (!mine(ours())) process.exit(0); }, 300);
+function reap() {
+  const lines = ours();
+  if (!mine(lines)) process.exit(0);
+  for (const line of lines.slice(1)) {
     const pid = Number(line.trim());
     if (pid > 0) { try { process.kill(-pid, 'SIGKILL'); } catch {} try { process.kill(pid, 'SIGKILL'); } catch {} }
   }
   if (removeDir === '1') fs.rmSync(dir, { recursive: true, force: true }); else fs.rmSync(pidsFile, { force: true });
   process.exit(0);
-}, 300);
+}
+process.stdin.on('data', () => undefined);
+process.stdin.on('end', reap);
+process.stdin.on('error', reap);
 `;
+
+export interface Reaper {
+  /** Lists these PIDs (process group leaders) as the ones to kill should this process die. */
+  record(pids: Array<number | undefined>): void;
+  /** After a clean stop: removes the pids file, if still this run's, and ends the watchdog. */
+  disarm(): void;
+}
+
+/**
+ * Arms a watchdog (REAPER_SOURCE) over `dir`'s pids file, before anything is started, so no
+ * process of this run is ever without one. `removeDir`: the watchdog removes all of `dir`.
+ */
+export function startReaper(dir: string, removeDir: boolean): Reaper {
+  const pidsFile = join(dir, 'pids');
+  const run = randomBytes(8).toString('hex');
+  const owner = `run ${run}`;
+  const record = (pids: Array<number | undefined>) =>
+    writeFileSync(pidsFile, [owner, ...pids.filter((p) => p !== undefined)].join('\n') + '\n');
+  record([]);
+  const child = spawn(process.execPath, ['-e', REAPER_SOURCE, dir, removeDir ? '1' : '0', run], {
+    stdio: ['pipe', 'ignore', 'ignore'],
+    detached: true,
+  });
+  child.unref();
+  // This end of the pipe must not hold the event loop; nothing is ever written to it.
+  (child.stdin as unknown as { unref?: () => void } | null)?.unref?.();
+  child.stdin?.on('error', () => undefined);
+  return {
+    record,
+    disarm() {
+      try {
+        if (readFileSync(pidsFile, 'utf8').split('\n')[0] === owner) rmSync(pidsFile);
+      } catch {
+        // already gone (a folder removed with it)
+      }
+      child.stdin?.destroy();
+    },
+  };
+}
 
 export interface Proc {
   child: ChildProcess;
@@ -408,9 +479,11 @@ export async function waitFor(
   timeoutMs: number,
   probe: () => Promise<boolean>,
   hint: () => string,
+  signal?: AbortSignal,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
+    signal?.throwIfAborted();
     if (await probe().catch(() => false)) return;
     await sleep(100);
   }
@@ -420,7 +493,9 @@ export async function waitFor(
 }
 
 export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
-  const binDir = await ensureBinaries(opts.provision ?? false);
+  const signal = opts.signal;
+  const binDir = await ensureBinaries(opts.provision ?? false, signal);
+  signal?.throwIfAborted();
   if (opts.port !== undefined) await assertPortFree(opts.port, opts.address);
 
   const ownDir = opts.dir === undefined;
@@ -435,18 +510,9 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         `${dir} is in use by a running control plane (etcd pid ${etcdPid}): stop the local-cluster or up that started it (or kill ${etcdPid} if it was left behind), or choose another --dir`,
       );
   }
+  signal?.throwIfAborted();
   mkdirSync(join(dir, 'certs'), { recursive: true });
-  const pidsFile = join(dir, 'pids');
-  writeFileSync(pidsFile, '');
-  const reaper = spawn(
-    process.execPath,
-    ['-e', REAPER_SOURCE, String(process.pid), dir, ownDir ? '1' : '0'],
-    {
-      stdio: 'ignore',
-      detached: true,
-    },
-  );
-  reaper.unref();
+  const reaper = startReaper(dir, ownDir);
 
   const token = randomBytes(24).toString('hex');
   const tokenLines = [
@@ -483,19 +549,13 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   };
   forgetDiscovery();
   const procs: { etcd?: Proc; apiserver?: Proc } = {};
-  const recordPids = () =>
-    writeFileSync(
-      pidsFile,
-      [procs.apiserver?.child.pid, procs.etcd?.child.pid]
-        .filter((p) => p !== undefined)
-        .join('\n') + '\n',
-    );
+  const recordPids = () => reaper.record([procs.apiserver?.child.pid, procs.etcd?.child.pid]);
 
   const stopAll = async () => {
     await terminate(procs.apiserver);
     await terminate(procs.etcd);
+    reaper.disarm();
     if (ownDir) rmSync(dir, { recursive: true, force: true });
-    else rmSync(pidsFile, { force: true });
   };
   // A synchronous last resort when the test process exits without calling stop().
   const onExit = () => {
@@ -511,6 +571,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   process.once('exit', onExit);
 
   try {
+    signal?.throwIfAborted();
     procs.etcd = startProcess(
       join(binDir, 'etcd'),
       [
@@ -532,6 +593,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       30_000,
       async () => (await fetch(`${etcdEndpoint}/health`)).ok,
       () => tail(join(dir, 'etcd.log')),
+      signal,
     );
 
     const apiserverArgs = [
@@ -555,6 +617,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       '--v=0',
     ];
     const startApiServer = async () => {
+      signal?.throwIfAborted();
       procs.apiserver = startProcess(
         join(binDir, 'kube-apiserver'),
         apiserverArgs,
@@ -577,6 +640,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
             return res.status === 200 && res.body === 'ok';
           },
           () => tail(join(dir, 'kube-apiserver.log')),
+          signal,
         ),
         failed,
       ]);
@@ -633,6 +697,8 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
 
     // Polled rather than left to `kubectl wait --for=condition=Established`, which fails
     // outright ("accessor error") when it reads a new CRD whose status.conditions is still null.
+    // The start's signal, while the start runs: a later call (a test's) is not aborted by it.
+    let startSignal = signal;
     const waitEstablished = async (name: string, timeoutMs = 60_000) => {
       const path = `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${name}`;
       let last = '';
@@ -645,10 +711,12 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
           return res.status === 200 && established(res.body);
         },
         () => last,
+        startSignal,
       );
     };
 
     const installCRDs = async (crdDir = join(packageRoot(), 'crds')) => {
+      startSignal?.throwIfAborted();
       const files = existsSync(crdDir) ? readdirSync(crdDir).filter((f) => /\.ya?ml$/.test(f)) : [];
       if (files.length === 0) return;
       // Client-side apply, as `kubectl apply -k manifests/` does afterwards: it records the
@@ -680,6 +748,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
             30_000,
             async () => (await httpsGet(`${server}${path}`, ca, token, 2000)).status === 200,
             () => path,
+            startSignal,
           );
         }
       }
@@ -744,6 +813,8 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       },
     };
     if (opts.installCRDs ?? true) await installCRDs();
+    signal?.throwIfAborted();
+    startSignal = undefined;
     return cp;
   } catch (err) {
     process.removeListener('exit', onExit);

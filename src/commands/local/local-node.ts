@@ -16,7 +16,6 @@ import {
   mkdirSync,
   readFileSync,
   readdirSync,
-  rmSync,
   rmdirSync,
   statSync,
   writeFileSync,
@@ -29,8 +28,8 @@ import {
   ControlPlaneError,
   freePort,
   KUBERNETES_VERSION,
-  REAPER_SOURCE,
   startProcess,
+  startReaper,
   tail,
   terminate,
   waitFor,
@@ -293,21 +292,9 @@ export async function startLocalNode(
 
   // The reaper of the control plane covers etcd and the API server; this one the node's
   // processes, should this process be killed without running stop().
-  const pidsFile = d('pids');
-  writeFileSync(pidsFile, '');
-  spawn(process.execPath, ['-e', REAPER_SOURCE, String(process.pid), dir, '0'], {
-    stdio: 'ignore',
-    detached: true,
-  }).unref();
+  const reaper = startReaper(dir, false);
   const procs: Record<string, Proc> = {};
-  const recordPids = () =>
-    writeFileSync(
-      pidsFile,
-      Object.values(procs)
-        .map((p) => p.child.pid)
-        .filter((p) => p !== undefined)
-        .join('\n') + '\n',
-    );
+  const recordPids = () => reaper.record(Object.values(procs).map((p) => p.child.pid));
   const start = (bin: string, args: string[]) => {
     procs[bin] = startProcess(join(binDir, bin), args, d(`${bin}.log`), env);
     recordPids();
@@ -358,7 +345,7 @@ export async function startLocalNode(
     for (const m of mountsUnder(dir)) await run('umount', ['-l', m]);
     for (const ctl of readdirSync('/sys/fs/cgroup'))
       removeCgroupTree(join('/sys/fs/cgroup', ctl, 'kubepods'));
-    rmSync(pidsFile, { force: true });
+    reaper.disarm();
   };
 
   try {

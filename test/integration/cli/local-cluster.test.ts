@@ -13,6 +13,7 @@ import {
   collect,
   eventually,
   isAlive,
+  recordedPids,
   run,
   spawnCli,
   stopAll,
@@ -46,7 +47,7 @@ describe('libvirt-operator local-cluster', () => {
     const kubectl = join(findBinaries()!, 'kubectl');
     const readyz = await run(kubectl, ['--kubeconfig', kubeconfig, 'get', '--raw', '/readyz']);
     expect(readyz.stdout).toBe('ok');
-    const pids = readFileSync(join(dir, 'pids'), 'utf8').trim().split('\n').map(Number);
+    const pids = recordedPids(dir);
     expect(pids.every(isAlive)).toBe(true);
 
     const done = collect(child);
@@ -117,7 +118,7 @@ describe('libvirt-operator local-cluster', () => {
     const child = started(spawnCli(['local-cluster']));
     const kubeconfig = await readyKubeconfig(child);
     const dir = join(kubeconfig, '..');
-    const pids = readFileSync(join(dir, 'pids'), 'utf8').trim().split('\n').map(Number);
+    const pids = recordedPids(dir);
     child.kill('SIGKILL');
     await eventually(
       () => pids.every((p) => !isAlive(p)) && !existsSync(dir),
@@ -209,7 +210,7 @@ describe('libvirt-operator local-cluster', () => {
     // touched; the first control plane keeps its files and answers as before.
     const files = ['pids', 'kubeconfig', 'tokens.csv', 'sa.key'];
     const before = files.map((f) => readFileSync(join(dir, f), 'utf8'));
-    const etcdPid = readFileSync(join(dir, 'pids'), 'utf8').trim().split('\n')[1];
+    const etcdPid = recordedPids(dir)[1];
     const again = await collect(spawnCli(['local-cluster', '--dir', dir, '--no-crds']), 30_000);
     expect(again.code).toBe(1);
     expect(again.stderr.trim()).toBe(

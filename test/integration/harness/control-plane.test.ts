@@ -10,6 +10,7 @@ import {
 import { describe, expect, it } from 'vitest';
 import { startControlPlane } from '../../../src/commands/local/control-plane.js';
 import { useControlPlane } from '../../harness/control-plane.js';
+import { recordedPids } from '../../harness/processes.js';
 
 const widgetCRD = {
   apiVersion: 'apiextensions.k8s.io/v1',
@@ -151,11 +152,7 @@ describe('control plane lifecycle', () => {
       startControlPlane({ installCRDs: false }),
     ]);
     expect(a.server).not.toBe(b.server);
-    const pids = (await import('node:fs'))
-      .readFileSync(`${a.dir}/pids`, 'utf8')
-      .trim()
-      .split('\n')
-      .map(Number);
+    const pids = recordedPids(a.dir);
     expect(pids).toHaveLength(2);
     await Promise.all([a.stop(), b.stop()]);
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
