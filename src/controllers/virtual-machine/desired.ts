@@ -27,6 +27,7 @@
 // - tpm: a TPM 2.0 emulated by swtpm, model tpm-crb. libvirt 9.0 has no per-domain place for
 //   its state (<backend><source> came later): it lives in /var/lib/libvirt/swtpm/<uuid>.
 import { join } from 'node:path';
+import { isStalledReason } from '../../api/conditions.js';
 import { parseQuantity } from '../../api/quantity.js';
 import { defaultMacAddress, domainName, libvirtUuid } from '../../api/names.js';
 import type { VirtualMachine, VirtualNetwork, Volume } from '../../api/generated/types.js';
@@ -320,13 +321,37 @@ function networkProblem(
       message: `${field}: VirtualNetwork '${name}' is not on node '${nodeName}': its spec.nodeSelector does not select this node`,
     };
   }
-  if (entry?.active !== true) {
+  if (entry?.active !== true) return notActiveProblem(field, name, nodeName, entry);
+  return undefined;
+}
+
+type NetworkNodeEntry = NonNullable<NonNullable<VirtualNetwork['status']>['nodes']>[number];
+
+/**
+ * A network not active on this node, with the network's own Ready reason and message for the
+ * node, so the user learns why from the machine. A network that only a user can make active
+ * here (its entry is Stalled: DefineRefused, StartRefused, BridgeInUse, ...) makes the machine
+ * Stalled too (NetworkFailed): the contract's Stalled is "a problem only a user can fix", and
+ * read as InProgress a GitOps health check would wait for ever. Any other reason (not yet
+ * reported, StartFailed, Inactive, ...) is a wait.
+ */
+function notActiveProblem(
+  field: string,
+  name: string,
+  nodeName: string,
+  entry: NetworkNodeEntry | undefined,
+): Problem {
+  const base = `${field}: VirtualNetwork '${name}' is not active on node '${nodeName}'`;
+  const ready = entry?.conditions?.find((c) => c.type === 'Ready' && c.status === 'False');
+  if (!ready?.reason) return { reason: 'NetworkNotReady', message: base };
+  const why = `${base} (${ready.reason}${ready.message ? `: ${ready.message}` : ''})`;
+  if (isStalledReason(ready.reason)) {
     return {
-      reason: 'NetworkNotReady',
-      message: `${field}: VirtualNetwork '${name}' is not active on node '${nodeName}'`,
+      reason: 'NetworkFailed',
+      message: `${why}; fix the VirtualNetwork, or name another network`,
     };
   }
-  return undefined;
+  return { reason: 'NetworkNotReady', message: why };
 }
 
 /**

@@ -432,6 +432,36 @@ describe('machineInputs', () => {
     }
   });
 
+  // The network's own reason for this node reaches the machine: without it the machine said
+  // only "not active" (InProgress for ever) and the user had to go and read the network.
+  it.each([
+    ['StartRefused', 'NetworkFailed', true],
+    ['BridgeInUse', 'NetworkFailed', true],
+    ['DefineRefused', 'NetworkFailed', true],
+    ['StartFailed', 'NetworkNotReady', false],
+  ])('carries the network entry reason %s for this node (%s)', (netReason, reason, stalled) => {
+    const lab = network('lab', [{ nodeName: 'node-a', active: false }]);
+    lab.status!.nodes![0]!.conditions = [
+      {
+        type: 'Ready',
+        status: 'False',
+        reason: netReason,
+        message: 'libvirt says no',
+        lastTransitionTime: '2026-01-01T00:00:00Z',
+      },
+    ];
+    const base =
+      "spec.interfaces[0].network: VirtualNetwork 'lab' is not active on node 'node-a' " +
+      `(${netReason}: libvirt says no)`;
+    expect(machineInputs(vm(spec), refs(good, [lab]), 'node-a', '/state')).toEqual({
+      problem: {
+        reason,
+        message: stalled ? `${base}; fix the VirtualNetwork, or name another network` : base,
+      },
+    });
+    expect(isStalledReason(reason)).toBe(stalled);
+  });
+
   // Still active here while it waits for its guests (InUse): a machine started onto it would
   // keep the removal waiting and lose its link once the network goes.
   it('holds a machine back from a network being removed from this node, unless it runs on it', () => {
