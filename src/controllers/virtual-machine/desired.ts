@@ -192,14 +192,19 @@ export function machineInputs(
     if (problem) problems.push(problem);
   });
   const macs = interfaceMacs(vm);
-  const leaving = new Set<Problem>();
+  // Network problems hold the start of a domain already defined too: a network being deleted
+  // or removed from this node must not get a new guest, and a start onto one that is missing
+  // or not active here fails (or would join a foreign libvirt network of that name) and, as a
+  // failed start, lost a requested restart that then never came back (runStrategy Manual).
+  const onNetwork = new Set<Problem>();
   (vm.spec.interfaces ?? []).forEach((nic, i) => {
     const field = `spec.interfaces[${i}].network`;
-    const goingAway = leavingProblem(field, nic.network, refs, nodeName);
-    if (goingAway) leaving.add(goingAway);
-    const problem =
+    const unusable =
       networkProblem(field, nic.network, refs, nodeName) ??
-      goingAway ??
+      leavingProblem(field, nic.network, refs, nodeName);
+    if (unusable) onNetwork.add(unusable);
+    const problem =
+      unusable ??
       heldMacProblem(i, nic.network, macs[i]!.mac, refs) ??
       macProblem(vm, i, nic.network, macs[i]!.mac, refs.machinesOn?.(nic.network) ?? []);
     if (problem) problems.push(problem);
@@ -207,7 +212,7 @@ export function machineInputs(
   const [first] = problems;
   if (first) {
     // Problems that forbid a start even of a domain already defined (plan.ts: holdStart).
-    const hold = problems.some((p) => p.reason === 'VolumeHasOverlays' || leaving.has(p));
+    const hold = problems.some((p) => p.reason === 'VolumeHasOverlays' || onNetwork.has(p));
     return {
       problem: { reason: first.reason, message: problems.map((p) => p.message).join('; ') },
       ...(hold ? { holdStart: true as const } : {}),
