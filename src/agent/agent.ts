@@ -265,10 +265,7 @@ function wireTriggers(
   nodeInformer: Informer,
   controllers: Record<VirtKind, Controller>,
 ): void {
-  const cache: KeyLookup = {
-    keysByIndex: (kind, index, value) => informers[kind].cache.keysByIndex(index, value),
-    keys: (kind) => informers[kind].cache.keys(),
-  };
+  const cache = keyLookup(informers);
   for (const m of modules) {
     for (const trigger of m.triggers) {
       const source = trigger.from === 'Node' ? nodeInformer : informers[trigger.from];
@@ -277,6 +274,13 @@ function wireTriggers(
       });
     }
   }
+}
+
+function keyLookup(informers: Record<VirtKind, Informer<KubeObject>>): KeyLookup {
+  return {
+    keysByIndex: (kind, index, value) => informers[kind].cache.keysByIndex(index, value),
+    keys: (kind) => informers[kind].cache.keys(),
+  };
 }
 
 /**
@@ -293,10 +297,24 @@ async function wireLibvirtEvents(
 ): Promise<void> {
   // libvirt's UUID strings are lower-case, as our INDEX_UUID values are; lower-casing keeps a
   // stray upper-case one from missing its owner.
-  const route = (kind: VirtKind, uuid: string, what?: string) => {
+  const cache = keyLookup(informers);
+  const route = (
+    kind: VirtKind,
+    source: NonNullable<ControllerModule['hostEvents']>,
+    uuid: string,
+    what?: string,
+  ) => {
     const at = performance.now();
-    for (const key of informers[kind].cache.keysByIndex(INDEX_UUID, uuid.toLowerCase()))
-      controllers[kind].hostChanged(key, at, what);
+    const keys = informers[kind].cache.keysByIndex(INDEX_UUID, uuid.toLowerCase());
+    for (const key of keys) controllers[kind].hostChanged(key, at, what);
+    if (keys.length > 0) return;
+    // Nobody's: a foreign domain's stop can still be what a network's deletion waits for
+    // (InUse), and no status write of ours follows it to wake that network.
+    for (const m of modules) {
+      if (m.unownedHostEvents?.source !== source) continue;
+      for (const key of new Set(m.unownedHostEvents.keys(cache)))
+        controllers[m.kind].hostChanged(key, at);
+    }
   };
   // A network that starts again has none of its earlier guests plugged in (libvirt deleted
   // their ports when it stopped, and plugs nobody back): the machines on it look at once and
@@ -355,7 +373,7 @@ async function wireLibvirtEvents(
     if (!hostEvents) continue;
     for (const source of sources[hostEvents]) {
       try {
-        await source.register((uuid, what) => route(kind, uuid, what));
+        await source.register((uuid, what) => route(kind, hostEvents, uuid, what));
       } catch (err) {
         // The periodic resync still catches drift; say that events are missing.
         log.warn(

@@ -159,6 +159,9 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   NoMatchingNodes: 'stalled',
   // A machine's network whose spec.nodeSelector does not select the machine's node.
   NetworkNotOnNode: 'stalled',
+  // A machine's network that its agent reports Stalled on the machine's node (DefineRefused,
+  // StartRefused, BridgeInUse, ...): the network needs a user before the machine can start.
+  NetworkFailed: 'stalled',
   // A machine's Volume, or a Volume's clone or backing source, on another node: spec.nodeName
   // is immutable on both.
   VolumeNotOnNode: 'stalled',

@@ -36,6 +36,15 @@ export interface ControllerModule {
    * object by UUID, which the kind's INDEX_UUID maps to the owner's key.
    */
   hostEvents?: 'domain' | 'network' | 'storagePool';
+  /**
+   * Keys of this kind to look at when libvirt reports a change of a host object that no
+   * object owns (its UUID maps to no key of the kind whose hostEvents it is: a domain defined
+   * with virsh, say), for what such an object holds up here.
+   */
+  unownedHostEvents?: {
+    source: NonNullable<ControllerModule['hostEvents']>;
+    keys(lookup: KeyLookup): string[];
+  };
   /** Passes run at once for this kind, unless the agent is told otherwise. Default 16. */
   concurrency?: number;
   /**

@@ -27,6 +27,7 @@
 // - tpm: a TPM 2.0 emulated by swtpm, model tpm-crb. libvirt 9.0 has no per-domain place for
 //   its state (<backend><source> came later): it lives in /var/lib/libvirt/swtpm/<uuid>.
 import { join } from 'node:path';
+import { isStalledReason } from '../../api/conditions.js';
 import { parseQuantity } from '../../api/quantity.js';
 import { defaultMacAddress, domainName, libvirtUuid } from '../../api/names.js';
 import type { VirtualMachine, VirtualNetwork, Volume } from '../../api/generated/types.js';
@@ -191,14 +192,19 @@ export function machineInputs(
     if (problem) problems.push(problem);
   });
   const macs = interfaceMacs(vm);
-  const leaving = new Set<Problem>();
+  // Network problems hold the start of a domain already defined too: a network being deleted
+  // or removed from this node must not get a new guest, and a start onto one that is missing
+  // or not active here fails (or would join a foreign libvirt network of that name) and, as a
+  // failed start, lost a requested restart that then never came back (runStrategy Manual).
+  const onNetwork = new Set<Problem>();
   (vm.spec.interfaces ?? []).forEach((nic, i) => {
     const field = `spec.interfaces[${i}].network`;
-    const goingAway = leavingProblem(field, nic.network, refs, nodeName);
-    if (goingAway) leaving.add(goingAway);
-    const problem =
+    const unusable =
       networkProblem(field, nic.network, refs, nodeName) ??
-      goingAway ??
+      leavingProblem(field, nic.network, refs, nodeName);
+    if (unusable) onNetwork.add(unusable);
+    const problem =
+      unusable ??
       heldMacProblem(i, nic.network, macs[i]!.mac, refs) ??
       macProblem(vm, i, nic.network, macs[i]!.mac, refs.machinesOn?.(nic.network) ?? []);
     if (problem) problems.push(problem);
@@ -206,7 +212,7 @@ export function machineInputs(
   const [first] = problems;
   if (first) {
     // Problems that forbid a start even of a domain already defined (plan.ts: holdStart).
-    const hold = problems.some((p) => p.reason === 'VolumeHasOverlays' || leaving.has(p));
+    const hold = problems.some((p) => p.reason === 'VolumeHasOverlays' || onNetwork.has(p));
     return {
       problem: { reason: first.reason, message: problems.map((p) => p.message).join('; ') },
       ...(hold ? { holdStart: true as const } : {}),
@@ -320,13 +326,37 @@ function networkProblem(
       message: `${field}: VirtualNetwork '${name}' is not on node '${nodeName}': its spec.nodeSelector does not select this node`,
     };
   }
-  if (entry?.active !== true) {
+  if (entry?.active !== true) return notActiveProblem(field, name, nodeName, entry);
+  return undefined;
+}
+
+type NetworkNodeEntry = NonNullable<NonNullable<VirtualNetwork['status']>['nodes']>[number];
+
+/**
+ * A network not active on this node, with the network's own Ready reason and message for the
+ * node, so the user learns why from the machine. A network that only a user can make active
+ * here (its entry is Stalled: DefineRefused, StartRefused, BridgeInUse, ...) makes the machine
+ * Stalled too (NetworkFailed): the contract's Stalled is "a problem only a user can fix", and
+ * read as InProgress a GitOps health check would wait for ever. Any other reason (not yet
+ * reported, StartFailed, Inactive, ...) is a wait.
+ */
+function notActiveProblem(
+  field: string,
+  name: string,
+  nodeName: string,
+  entry: NetworkNodeEntry | undefined,
+): Problem {
+  const base = `${field}: VirtualNetwork '${name}' is not active on node '${nodeName}'`;
+  const ready = entry?.conditions?.find((c) => c.type === 'Ready' && c.status === 'False');
+  if (!ready?.reason) return { reason: 'NetworkNotReady', message: base };
+  const why = `${base} (${ready.reason}${ready.message ? `: ${ready.message}` : ''})`;
+  if (isStalledReason(ready.reason)) {
     return {
-      reason: 'NetworkNotReady',
-      message: `${field}: VirtualNetwork '${name}' is not active on node '${nodeName}'`,
+      reason: 'NetworkFailed',
+      message: `${why}; fix the VirtualNetwork, or name another network`,
     };
   }
-  return undefined;
+  return { reason: 'NetworkNotReady', message: why };
 }
 
 /**

@@ -642,9 +642,28 @@ export interface PlanInput {
   /**
    * The machine must not be started: a writable disk of it is a base image that other Volumes
    * are layered on (VolumeHasOverlays), which its guest would corrupt for them; or a network
-   * of it is being deleted or removed from this node (NetworkNotReady).
+   * of it is missing, not active here, or being deleted or removed from this node
+   * (NetworkNotReady, NetworkNotOnNode, NetworkFailed). A restart it holds back stays recorded.
    */
   holdStart?: boolean;
+}
+
+/**
+ * The power plan without its start (holdStart). A requested restart or a restart to apply
+ * changes whose start is held back stays recorded (ShutdownRequested): the start follows once
+ * the hold ends. Dropped, a machine under runStrategy Manual or RerunOnFailure was left
+ * stopped for good after the hold (a network being deleted, then re-created).
+ */
+function heldBack(
+  vm: VirtualMachine,
+  power: MachinePlan,
+  domain: { active: boolean; id?: number },
+): MachinePlan {
+  const steps = power.steps.filter((s) => s.op !== 'start');
+  if (steps.length === power.steps.length) return power;
+  const kept = requestOfThisRun(vm, domain)?.reason;
+  const restart = kept === 'RestartRequested' || kept === 'RestartToApplyChanges';
+  return { ...power, steps, shutdown: power.shutdown ?? (restart ? kept : undefined) };
 }
 
 export function planMachine(input: PlanInput): MachinePlan {
@@ -688,11 +707,7 @@ export function planMachine(input: PlanInput): MachinePlan {
     pending,
     now,
   );
-  if (!desired) {
-    return input.holdStart
-      ? { ...power, steps: power.steps.filter((s) => s.op !== 'start') }
-      : power;
-  }
+  if (!desired) return input.holdStart ? heldBack(vm, power, domain) : power;
   // A domain being stopped takes no live changes: they would die with it, and one the
   // guest or libvirt refuses would end the pass before its stop step.
   const stopping = power.shutdown !== undefined && !stopWithdrawn(vm, power.shutdown);

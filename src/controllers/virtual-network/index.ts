@@ -16,6 +16,15 @@ export const virtualNetwork: ControllerModule = {
   // the network active: a pass looks for the bridge (BridgeNotFound) within about a minute,
   // instead of reading Ready until the agent's 10-minute resync. A converged pass writes nothing.
   resyncMs: 60_000,
+  // A domain the operator did not define (virsh) that has an interface on a network keeps that
+  // network's removal waiting (InUse), and its stop, crash, undefine or NIC detach writes no
+  // status that would wake the network: without this the removal waited for its backoff (up to
+  // 5 minutes) or the resync. Only networks waiting for guests are looked at again; the foreign
+  // domain itself is never touched.
+  unownedHostEvents: {
+    source: 'domain',
+    keys: (cache) => cache.keysByIndex('VirtualNetwork', INDEX_WAITING_FOR_GUESTS, 'InUse'),
+  },
   triggers: [
     // Deletion waits for the machines on the network: those whose spec names it, and any
     // machine's change wakes a network that waits for guests, since a guest whose NIC was

@@ -403,8 +403,10 @@ describe('machineInputs', () => {
       "spec.interfaces[0].network: VirtualNetwork 'lab' is not active on node 'node-a'",
     ],
   ])('reports %s', (_what, volumes, networks, reason, message) => {
+    // A network problem also holds back the start of a domain already defined.
     expect(machineInputs(vm(spec), refs(volumes, networks), 'node-a', '/state')).toEqual({
       problem: { reason, message },
+      ...(reason.startsWith('Network') ? { holdStart: true } : {}),
     });
   });
 
@@ -423,6 +425,7 @@ describe('machineInputs', () => {
         message:
           "spec.interfaces[0].network: VirtualNetwork 'lab' is not on node 'node-a': its spec.nodeSelector does not select this node",
       },
+      holdStart: true,
     });
     expect(isStalledReason('NetworkNotOnNode')).toBe(true);
     // Selected but not yet active here, or the Node unknown: a wait.
@@ -430,6 +433,37 @@ describe('machineInputs', () => {
       const got = machineInputs(vm(spec), withLabels(labels), 'node-a', '/state');
       expect(got).toMatchObject({ problem: { reason: 'NetworkNotReady' } });
     }
+  });
+
+  // The network's own reason for this node reaches the machine: without it the machine said
+  // only "not active" (InProgress for ever) and the user had to go and read the network.
+  it.each([
+    ['StartRefused', 'NetworkFailed', true],
+    ['BridgeInUse', 'NetworkFailed', true],
+    ['DefineRefused', 'NetworkFailed', true],
+    ['StartFailed', 'NetworkNotReady', false],
+  ])('carries the network entry reason %s for this node (%s)', (netReason, reason, stalled) => {
+    const lab = network('lab', [{ nodeName: 'node-a', active: false }]);
+    lab.status!.nodes![0]!.conditions = [
+      {
+        type: 'Ready',
+        status: 'False',
+        reason: netReason,
+        message: 'libvirt says no',
+        lastTransitionTime: '2026-01-01T00:00:00Z',
+      },
+    ];
+    const base =
+      "spec.interfaces[0].network: VirtualNetwork 'lab' is not active on node 'node-a' " +
+      `(${netReason}: libvirt says no)`;
+    expect(machineInputs(vm(spec), refs(good, [lab]), 'node-a', '/state')).toEqual({
+      problem: {
+        reason,
+        message: stalled ? `${base}; fix the VirtualNetwork, or name another network` : base,
+      },
+      holdStart: true,
+    });
+    expect(isStalledReason(reason)).toBe(stalled);
   });
 
   // Still active here while it waits for its guests (InUse): a machine started onto it would
@@ -498,6 +532,7 @@ describe('machineInputs', () => {
           "spec.interfaces[0].network: VirtualNetwork 'lab' does not exist",
         ].join('; '),
       },
+      holdStart: true,
     });
   });
 

@@ -1069,3 +1069,31 @@ describe('a machine whose writable disk others are layered on', () => {
     expect(plan(true).steps).toEqual([]);
   });
 });
+
+describe('a requested restart whose start is held back (a network being deleted)', () => {
+  // The restart stopped the domain; its start waits for the network. The request must stay
+  // recorded (ShutdownRequested), or a Manual or RerunOnFailure machine is never started
+  // again once the network is re-created.
+  it.each(['Manual', 'RerunOnFailure', 'Always'] as const)(
+    'keeps the request recorded under runStrategy %s, and starts once the hold ends',
+    (runStrategy) => {
+      const machine = vm(
+        { runStrategy },
+        {
+          status: requested('RestartRequested', 5, {
+            state: { state: 'shutoff', reason: 'shutdown' },
+          }),
+        },
+      );
+      const stopped = observed(
+        ours({ config: desired(machine), active: false, power: off('shutdown') }),
+      );
+      const input = { vm: machine, desired: undefined, cloudInit: undefined, observed: stopped };
+      const held = planMachine({ ...input, now: NOW, holdStart: true });
+      expect(held.steps).toEqual([]);
+      expect(held.shutdown).toBe('RestartRequested');
+      const free = planMachine({ ...input, now: NOW, holdStart: false });
+      expect(free.steps).toMatchObject([{ op: 'start', kind: 'requested' }]);
+    },
+  );
+});
