@@ -651,9 +651,10 @@ function planView(
 
 /**
  * The restartCount this process gave the machine for a restart it made, while the cached
- * status lacks it (machineStatus counts from it). The status is the only record of restarts:
- * after a status write that failed, the next pass finds the domain running under a new ID and
- * nothing else to say that it restarted. Not folded into planView's copy of the object: the
+ * status lacks it (machineStatus counts from it). After a status write that failed, the next
+ * pass finds the domain running under a new ID; the count the start recorded in the domain's
+ * metadata (act.ts recordRestart) says the same where the driver kept it, and is all a
+ * successor agent has. Not folded into planView's copy of the object: the
  * status writer compares with that copy and would find nothing to write.
  */
 function countedRestarts(ctx: ControllerContext, vm: VirtualMachine): number | undefined {
