@@ -8,8 +8,10 @@ import type { Condition } from '../api/conditions.js';
 import { keyOf, type ControllerContext, type KubeObject } from '../controllers/context.js';
 import {
   aggregateStatus,
+  entriesHoldingBack,
   entriesWith,
   summaryEvent,
+  withoutGoneNodes,
   type NodeEntryLike,
 } from '../controllers/node-aggregate.js';
 import {
@@ -32,6 +34,8 @@ export const FIELD_MANAGER = 'libvirt-operator';
 export const nodeFieldManager = (nodeName: string): string => `${FIELD_MANAGER}/${nodeName}`;
 /** The top-level status of VirtualNetwork and StoragePool, shared by every agent. */
 const SUMMARY_FIELD_MANAGER = `${FIELD_MANAGER}-summary`;
+/** How many Nodes of entries holding a summary back one write looks up (each a GET). */
+const NODES_LOOKED_UP = 10;
 
 export type KubeWrites = Pick<
   ControllerContext,
@@ -105,6 +109,26 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
     const turned = written && summaryEvent(current.status?.conditions, top.conditions);
     if (turned) publish(kind, current, 'Warning', turned.reason, turned.message);
   };
+  // The entries the summary counts: those holding it back are looked up (a consistent GET of
+  // each Node, so every agent asking gets the same answer) and a deleted Node's are left out.
+  const counted = async (current: NodeAggregated, entries: NodeEntryLike[]) => {
+    const suspects = entriesHoldingBack(
+      current.metadata.generation ?? 0,
+      entries,
+      opts.nodeName,
+      NODES_LOOKED_UP,
+    );
+    const gone: string[] = [];
+    for (const name of suspects) {
+      try {
+        await client.request({ method: 'GET', path: `/api/v1/nodes/${encodeURIComponent(name)}` });
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        gone.push(name);
+      }
+    }
+    return withoutGoneNodes(entries, gone);
+  };
   const publish: KubeWrites['event'] = (kind, obj, type, reason, message) => {
     void opts.events
       .publish(referenceTo(resourceOf(kind), obj), { type, reason, action: reason, note: message })
@@ -124,7 +148,7 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
       const top = aggregateStatus(
         current.metadata.generation ?? 0,
         current.status?.conditions,
-        entriesWith(current.status?.nodes, entry as NodeEntryLike),
+        await counted(current, entriesWith(current.status?.nodes, entry as NodeEntryLike)),
         new Date(),
         match,
       );
@@ -135,7 +159,7 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
       const top = aggregateStatus(
         current.metadata.generation ?? 0,
         current.status?.conditions,
-        current.status?.nodes ?? [],
+        await counted(current, current.status?.nodes ?? []),
         new Date(),
         match,
       );

@@ -88,6 +88,13 @@ export interface HostState {
    * files on every Volume change.
    */
   poolRefreshes: Map<string, number>;
+  /**
+   * The resourceVersion of each VirtualNetwork or StoragePool (by `kind/uid`) whose summary
+   * this agent, not selected by it, last judged from the Nodes the selector matches
+   * (shared/unselected.ts): an unchanged object is not judged again, so the kind's one-minute
+   * resync lists no Nodes.
+   */
+  summariesJudged: Map<string, string | undefined>;
 }
 
 export function createHostState(): HostState {
@@ -107,5 +114,6 @@ export function createHostState(): HostState {
     copiesMade: new Map(),
     cpuModels: new Map(),
     poolRefreshes: new Map(),
+    summariesJudged: new Map(),
   };
 }

@@ -55,6 +55,43 @@ export function hasSelectedEntry(entries: readonly NodeEntryLike[] | undefined):
   );
 }
 
+/**
+ * The other nodes whose entries hold the summary back (not Ready, or behind the object's
+ * generation): the only ones worth asking the API server about, since an entry of a Node that
+ * was deleted stays until `forget-node` and would keep Ready False or observedGeneration behind
+ * for ever. A converged object names none, so a converged pass asks nothing. At most `limit`.
+ */
+export function entriesHoldingBack(
+  generation: number,
+  entries: readonly NodeEntryLike[],
+  self: string,
+  limit: number,
+): string[] {
+  return entries
+    .filter((e) => e.nodeName !== self)
+    .filter((e) => !NOT_SELECTED.has(findCondition(e.conditions, 'Ready')?.reason ?? ''))
+    .filter(
+      (e) =>
+        findCondition(e.conditions, 'Ready')?.status !== 'True' ||
+        (e.observedGeneration ?? 0) < generation,
+    )
+    .map((e) => e.nodeName)
+    .slice(0, limit);
+}
+
+/**
+ * The entries the summary counts: all but those of Nodes the API server says no longer exist.
+ * A deleted Node's agent can no longer report, so its entry says nothing about the object;
+ * the entry itself (and the node's finalizer) stays for `forget-node`, since only the
+ * node's own agent may change it (the admission policy) and its host may still hold the object.
+ */
+export function withoutGoneNodes(
+  entries: readonly NodeEntryLike[],
+  gone: readonly string[],
+): NodeEntryLike[] {
+  return entries.filter((e) => !gone.includes(e.nodeName));
+}
+
 /** The stored entries with `entry` in place of (or added to) this node's. */
 export function entriesWith(
   stored: readonly NodeEntryLike[] | undefined,

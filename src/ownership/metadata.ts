@@ -134,3 +134,39 @@ function stampFromElement(tag: string, el: XmlElement): OwnershipStamp | undefin
   if (specHash !== undefined) stamp.specHash = specHash;
   return stamp;
 }
+
+/**
+ * The restart count the agent records in a domain's persistent <metadata> just before it
+ * starts the domain again after a stop nobody asked for (virtual-machine/act.ts): the run that
+ * starts carries it in its live definition, so a count whose status write never happened (an
+ * agent killed right after the start) is read back from libvirt. Its own namespace, so
+ * setting it never replaces the ownership stamp.
+ */
+export const RESTARTS_NAMESPACE = 'http://virt.dev/libvirt-operator/restarts/v1';
+export const RESTARTS_PREFIX = 'lvor';
+const RESTARTS_ELEMENT = 'restarts';
+
+/**
+ * The bare element virDomainSetMetadata takes (type ELEMENT, key RESTARTS_PREFIX, uri
+ * RESTARTS_NAMESPACE): libvirt puts it into the namespace itself and refuses an element that
+ * declares one ("failed to create a new XML namespace").
+ */
+export function buildRestartsXML(count: number): string {
+  return buildXML(RESTARTS_ELEMENT, { '@count': String(count) });
+}
+
+/** The recorded restart count among the children of a parsed <metadata>, if any. */
+export function restartsFromMetadata(metadata: XmlElement | undefined): number | undefined {
+  if (metadata === undefined) return undefined;
+  for (const key of Object.keys(metadata)) {
+    if (key.startsWith('@') || key === '#text') continue;
+    const [prefix, local] = key.includes(':') ? key.split(':') : ['', key];
+    if (local !== RESTARTS_ELEMENT) continue;
+    for (const el of children(metadata, key)) {
+      const ns = attr(el, prefix ? `xmlns:${prefix}` : 'xmlns');
+      const count = Number(attr(el, 'count'));
+      if (ns === RESTARTS_NAMESPACE && Number.isSafeInteger(count) && count >= 0) return count;
+    }
+  }
+  return undefined;
+}

@@ -51,10 +51,19 @@ export async function reportUnselected(
   kind: VirtKind,
   obj: Selecting,
 ): Promise<void> {
-  if (!summaryNeedsJudging(obj)) return;
+  const judged = `${kind}/${String(obj.metadata.uid)}`;
+  if (!summaryNeedsJudging(obj)) {
+    ctx.host.summariesJudged.delete(judged);
+    return;
+  }
+  // Judged already from this very object: only a Node's change could change the answer, and
+  // the Node that starts matching has an agent that reports (its entry ends this judging).
+  // Asking again at every resync listed Nodes each minute, per object, on every such agent.
+  if (ctx.host.summariesJudged.get(judged) === obj.metadata.resourceVersion) return;
   const matching = await ctx.matchingNodes(obj.spec.nodeSelector, NAMED_NODES);
-  if (!summaryToWrite(obj, matching)) return;
-  await ctx.applySummary(kind, obj, { matchingNodes: matching });
+  if (summaryToWrite(obj, matching)) await ctx.applySummary(kind, obj, { matchingNodes: matching });
+  // After a write, the watch brings a new resourceVersion: judged once more, a no-op.
+  ctx.host.summariesJudged.set(judged, obj.metadata.resourceVersion);
 }
 
 /**

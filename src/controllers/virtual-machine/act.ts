@@ -17,6 +17,7 @@ import type { Connect } from '../../libvirt/connection.js';
 import {
   DomainCreateFlags,
   DomainDeviceModifyFlags,
+  DomainMetadataType,
   DomainSnapshotListFlags,
   DomainUndefineFlags,
   DomainXMLFlags,
@@ -41,6 +42,7 @@ import {
   parsePciLayout,
   type DomainDocument,
 } from '../../libvirt/xml/domain.js';
+import { buildRestartsXML, RESTARTS_NAMESPACE, RESTARTS_PREFIX } from '../../ownership/metadata.js';
 import { stableMessage } from '../kit.js';
 import { CloudInitError, writeCloudInitISO } from './iso.js';
 import { keepPciAddresses } from './placement.js';
@@ -225,6 +227,7 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
     case 'wakeup':
       return wakeUp(domain);
     case 'start':
+      if (step.restartCount !== undefined) await recordRestart(domain, step.restartCount);
       return step.paused ? startPaused(domain) : domain.create();
     case 'shutdown':
       return domain.shutdown();
@@ -232,6 +235,26 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
       return domain.destroy();
     case 'undefine':
       return undefine(domain, step);
+  }
+}
+
+/**
+ * Records the restart count in the stopped domain's persistent metadata, which the run about
+ * to start inherits: an agent killed between the start and its status write finds the count
+ * in the live definition. Best effort: a driver or definition that refuses it leaves the
+ * count to the status alone, as before, and must not keep the machine down.
+ */
+async function recordRestart(domain: Domain, count: number): Promise<void> {
+  try {
+    await domain.setMetadata(
+      DomainMetadataType.ELEMENT,
+      buildRestartsXML(count),
+      RESTARTS_PREFIX,
+      RESTARTS_NAMESPACE,
+      DomainDeviceModifyFlags.CONFIG,
+    );
+  } catch {
+    // Left to the status (reconcile.ts countedRestarts).
   }
 }
 

@@ -95,6 +95,12 @@ export type MachineStep =
       after: { state: string; reason: string };
       /** Start with the vCPUs stopped (virt.dev/paused): the guest never runs (act.ts). */
       paused?: boolean;
+      /**
+       * For kind 'restart': the restartCount this start makes, recorded in the domain's
+       * metadata before the start (act.ts), so the run carries it should the status write
+       * that follows never happen (reconcile.ts withRestartCount).
+       */
+      restartCount?: number;
     }
   | { op: 'shutdown'; reason: ShutdownReason }
   | { op: 'destroy'; why: 'gracePeriodExpired' | 'crashed' }

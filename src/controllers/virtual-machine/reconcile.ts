@@ -76,6 +76,7 @@ import {
   conditionEvents,
   heldInStatus,
   machineStatus,
+  restartCountOf,
   type Detaching,
   nameConflict,
   retryDelayMs,
@@ -158,7 +159,16 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   const plan = planMachine(planInput);
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
   const beforeStart = await leasesBeforeStart(conn, plan.steps, desired, before.domain);
-  const outcome = await actMachine(conn, ours, plan.steps, ctx.onLane?.bind(ctx));
+  const steps = withRestartCount(
+    plan.steps,
+    restartCountOf({
+      vm,
+      observed: before.domain,
+      started: 'restart',
+      restartsCounted: countedRestarts(ctx, vm),
+    }),
+  );
+  const outcome = await actMachine(conn, ours, steps, ctx.onLane?.bind(ctx));
   if (outcome.executed.some((s) => s.op === 'attachDevice' && s.device.kind === 'interface'))
     ctx.host.interfacesAttached.set(String(vm.metadata.uid), now.getTime());
   const shutdownSentAt = shutdownSent(outcome.executed, ctx);
@@ -641,13 +651,24 @@ function planView(
 
 /**
  * The restartCount this process gave the machine for a restart it made, while the cached
- * status lacks it (machineStatus counts from it). The status is the only record of restarts:
- * after a status write that failed, the next pass finds the domain running under a new ID and
- * nothing else to say that it restarted. Not folded into planView's copy of the object: the
+ * status lacks it (machineStatus counts from it). After a status write that failed, the next
+ * pass finds the domain running under a new ID; the count the start recorded in the domain's
+ * metadata (act.ts recordRestart) says the same where the driver kept it, and is all a
+ * successor agent has. Not folded into planView's copy of the object: the
  * status writer compares with that copy and would find nothing to write.
  */
 function countedRestarts(ctx: ControllerContext, vm: VirtualMachine): number | undefined {
   return ctx.host.restarts.get(String(vm.metadata.uid));
+}
+
+/**
+ * The steps with the count a restart makes on its start step (act.ts records it in the
+ * domain's metadata before the start). Pure.
+ */
+export function withRestartCount(steps: readonly MachineStep[], count: number): MachineStep[] {
+  return steps.map((s) =>
+    s.op === 'start' && s.kind === 'restart' ? { ...s, restartCount: count } : s,
+  );
 }
 
 /** Remembers an ACPI request this pass sent to the domain's current run. */

@@ -134,9 +134,7 @@ export function machineStatus(input: StatusInput): VirtualMachineStatus {
     uuid: observed.state === 'ours' ? observed.uuid : libvirtUuid(vm),
     domainName: domainName(vm),
     nodeName: input.nodeName,
-    restartCount:
-      Math.max(previous?.restartCount ?? 0, input.restartsCounted ?? 0) +
-      (input.started === 'restart' ? 1 : 0),
+    restartCount: restartCountOf(input),
   };
   const lastRestartRequest = input.restartRequest ?? previous?.lastRestartRequest;
   if (lastRestartRequest !== undefined) status.lastRestartRequest = lastRestartRequest;
@@ -146,6 +144,25 @@ export function machineStatus(input: StatusInput): VirtualMachineStatus {
   if (startedAt !== undefined) status.startedAt = startedAt;
   status.conditions = conditionsOf(input);
   return status;
+}
+
+/**
+ * The restarts counted so far: the status's, this process's (a write that failed), plus this
+ * pass's restart; and at least what the running domain's definition records (act.ts writes it
+ * before each restart), which is all that is left of a restart whose agent died before its
+ * status write.
+ */
+export function restartCountOf(
+  input: Pick<StatusInput, 'vm' | 'observed' | 'started' | 'restartsCounted'>,
+): number {
+  const counted =
+    Math.max(input.vm.status?.restartCount ?? 0, input.restartsCounted ?? 0) +
+    (input.started === 'restart' ? 1 : 0);
+  const recorded =
+    input.observed.state === 'ours' && input.observed.active
+      ? (input.observed.live?.restarts ?? 0)
+      : 0;
+  return Math.max(counted, recorded);
 }
 
 function hostFacts(vm: VirtualMachine, d: OursDomain): Partial<VirtualMachineStatus> {

@@ -18,7 +18,12 @@ import {
   type XmlElement,
   type XmlTree,
 } from './codec.js';
-import { stampFromMetadata, stampTree, type OwnershipStamp } from '../../ownership/metadata.js';
+import {
+  restartsFromMetadata,
+  stampFromMetadata,
+  stampTree,
+  type OwnershipStamp,
+} from '../../ownership/metadata.js';
 import { changedFields, normalMac, orNull } from '../../ownership/owned.js';
 import { scaledKiB } from './units.js';
 
@@ -67,6 +72,11 @@ export interface DomainDocument {
   description?: string;
   /** Our ownership stamp in <metadata>; other metadata elements are not modelled. */
   stamp?: OwnershipStamp;
+  /**
+   * The restart count the agent recorded in <metadata> before starting this run (read only:
+   * never written by a define; ownership/metadata.ts restartsFromMetadata).
+   */
+  restarts?: number;
   /** <memory>: the maximum the guest can be given, in KiB. */
   memoryKiB: number;
   /** <currentMemory>: the balloon target, in KiB; libvirt's default is memoryKiB. */
@@ -481,6 +491,7 @@ export function parseDomainXML(xml: string): DomainDocument {
   assign(doc, 'title', childText(el, 'title'));
   assign(doc, 'description', childText(el, 'description'));
   assign(doc, 'stamp', stampFromMetadata(child(el, 'metadata')));
+  assign(doc, 'restarts', restartsFromMetadata(child(el, 'metadata')));
   const current = child(el, 'currentMemory');
   if (current) doc.currentMemoryKiB = scaledKiB(current, 'domain/currentMemory');
   const cpu = child(el, 'cpu');

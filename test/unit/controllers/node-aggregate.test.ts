@@ -3,8 +3,10 @@ import { setCondition, type Condition } from '../../../src/api/conditions.js';
 import {
   aggregateReady,
   aggregateStatus,
+  entriesHoldingBack,
   entriesWith,
   summaryEvent,
+  withoutGoneNodes,
   type NodeEntryLike,
 } from '../../../src/controllers/node-aggregate.js';
 
@@ -151,5 +153,33 @@ describe('the summary Event', () => {
     expect(summaryEvent(waiting, none)?.message).toContain('selects no Node');
     expect(summaryEvent(none, none)).toBeUndefined();
     expect(summaryEvent(none, waiting)).toBeUndefined();
+  });
+});
+
+describe('entries of deleted Nodes', () => {
+  const entries = [
+    entry('self', 'False', 'Inactive', 1),
+    entry('current', 'True', 'Active', 3),
+    entry('behind', 'True', 'Active', 2),
+    entry('failing', 'False', 'StartFailed', 3),
+    entry('dropped', 'False', 'NotSelected', 1),
+  ];
+
+  it('looks up only the other selected nodes that hold the summary back', () => {
+    expect(entriesHoldingBack(3, entries, 'self', 10)).toEqual(['behind', 'failing']);
+    expect(entriesHoldingBack(3, entries, 'self', 1)).toEqual(['behind']);
+    // A converged object asks nothing.
+    expect(entriesHoldingBack(3, [entry('current', 'True', 'Active', 3)], 'self', 10)).toEqual([]);
+  });
+
+  it('leaves a deleted Node out of Ready, observedGeneration and readyNodes', () => {
+    const counted = withoutGoneNodes(
+      [entry('a', 'True', 'Active', 3), entry('gone', 'False', 'StartFailed', 2)],
+      ['gone'],
+    );
+    const s = aggregateStatus(3, undefined, counted, NOW);
+    expect(s.observedGeneration).toBe(3);
+    expect(s.readyNodes).toBe('1/1');
+    expect(find(s.conditions, 'Ready')).toMatchObject({ status: 'True' });
   });
 });

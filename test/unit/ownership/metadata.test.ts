@@ -2,8 +2,11 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { XmlDocumentError } from '../../../src/libvirt/xml/codec.js';
+import { parseDomainXML } from '../../../src/libvirt/xml/domain.js';
 import {
   OWNER_NAMESPACE,
+  RESTARTS_NAMESPACE,
+  buildRestartsXML,
   buildStampXML,
   identityOf,
   stampOf,
@@ -129,5 +132,20 @@ describe('identityOf', () => {
     expect(() => identityOf('<network><name>n</name></network>')).toThrow(
       'network/uuid: is missing',
     );
+  });
+});
+
+describe('the restart count in a domain definition', () => {
+  it('is written bare (libvirt adds the namespace) and read back only in its namespace', () => {
+    expect(buildRestartsXML(3).trim()).toBe('<restarts count="3"/>');
+    const live = `<domain type='qemu'><name>a</name><uuid>u</uuid><memory>1</memory><vcpu>1</vcpu>
+      <os><type arch='x86_64' machine='q35'>hvm</type></os><metadata>
+      <lvo:owner xmlns:lvo="http://virt.dev/libvirt-operator/v1" kind="VirtualMachine" name="a" uid="u"/>
+      <lvor:restarts xmlns:lvor="${RESTARTS_NAMESPACE}" count="3"/>
+      </metadata><devices/></domain>`;
+    expect(parseDomainXML(live).restarts).toBe(3);
+    const foreign = live.replace(RESTARTS_NAMESPACE, 'http://example.com/other');
+    expect(parseDomainXML(foreign).restarts).toBeUndefined();
+    expect(parseDomainXML(live.replace('count="3"', 'count="x"')).restarts).toBeUndefined();
   });
 });

@@ -7,6 +7,7 @@ import type { VirtualMachine } from '../../../../src/api/generated/types.js';
 import { defaultMacAddress } from '../../../../src/api/names.js';
 import { FIELD_MANAGER } from '../../../../src/agent/kube-writes.js';
 import { HOST_FINALIZER } from '../../../../src/controllers/context.js';
+import { createHostState } from '../../../../src/controllers/host-state.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { Connect, DomainVcpuFlags, DomainXMLFlags } from '../../../../src/libvirt/index.js';
 import { KubeApiError } from '../../../../src/runtime/kube-client.js';
@@ -580,6 +581,39 @@ describe('VirtualMachine reconcile on test:///default', () => {
     await k.remove('VirtualMachine', NS, 'crashy');
     await converge(ctx, reconcileVirtualMachine, key('crashy'), {
       until: async () => (await k.get('VirtualMachine', NS, 'crashy')) === undefined,
+    });
+  });
+
+  it('keeps the count of a restart whose agent died before its status write', async () => {
+    await createVM('killed', { disks: [], interfaces: [] });
+    await converge(ctx, reconcileVirtualMachine, key('killed'), { until: ready('killed') });
+    const vm = vmOf('killed')!;
+    await (await domainOf(vm)).destroy();
+    // The pass that starts the domain again is cut short before its status write, as a
+    // SIGKILL right after the start would; the agent that follows has none of its memory.
+    const applyStatus = ctx.applyStatus;
+    const host = ctx.host;
+    ctx.applyStatus = () => Promise.reject(new Error('killed after the start'));
+    try {
+      await ctx.refresh();
+      await expect(reconcileVirtualMachine(key('killed'), ctx)).rejects.toThrow(/killed/);
+    } finally {
+      ctx.applyStatus = applyStatus;
+    }
+    expect((await (await domainOf(vm)).getState()).stateName).toBe('running');
+    expect(vmOf('killed')?.status?.restartCount).toBe(0);
+    ctx.host = createHostState();
+    try {
+      await converge(ctx, reconcileVirtualMachine, key('killed'), {
+        until: stored('killed', (vm) => vm?.status?.restartCount === 1),
+      });
+    } finally {
+      ctx.host = host;
+    }
+    expect(vmOf('killed')?.status).toMatchObject({ phase: 'Running', restartCount: 1 });
+    await k.remove('VirtualMachine', NS, 'killed');
+    await converge(ctx, reconcileVirtualMachine, key('killed'), {
+      until: async () => (await k.get('VirtualMachine', NS, 'killed')) === undefined,
     });
   });
 

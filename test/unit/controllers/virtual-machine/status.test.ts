@@ -8,6 +8,7 @@ import {
   kibQuantity,
   machineStatus,
   nameConflict,
+  restartCountOf,
   retryDelayMs,
   stepEvents,
   type StatusInput,
@@ -663,5 +664,34 @@ describe('retryDelayMs', () => {
 
   it('falls back to Ready when Synced holds', () => {
     expect(retryDelayMs(since(20, 'Ready'), NOW)).toBe(20_000);
+  });
+});
+
+describe('restartCountOf', () => {
+  const withCount = (n: number) => ({ ...machine, status: { restartCount: n } });
+  const running = (restarts?: number) =>
+    ours({ config: doc, live: restarts === undefined ? doc : { ...doc, restarts } });
+
+  it("adds this pass's restart to the larger of status and memory", () => {
+    expect(restartCountOf({ vm: withCount(2), observed: running(), started: 'restart' })).toBe(3);
+    expect(
+      restartCountOf({
+        vm: withCount(2),
+        observed: running(),
+        started: undefined,
+        restartsCounted: 4,
+      }),
+    ).toBe(4);
+  });
+
+  it('is at least what the running domain recorded: a restart whose status write never came', () => {
+    expect(restartCountOf({ vm: withCount(2), observed: running(3), started: undefined })).toBe(3);
+    // The run this pass started recorded the count it makes: not counted twice.
+    expect(restartCountOf({ vm: withCount(2), observed: running(3), started: 'restart' })).toBe(3);
+    // An older record (a snapshot's definition, a run before the status caught up) lowers nothing.
+    expect(restartCountOf({ vm: withCount(5), observed: running(3), started: undefined })).toBe(5);
+    // A stopped domain's persistent record is for a start that may not have happened.
+    const stopped = ours({ active: false, config: { ...doc, restarts: 9 } });
+    expect(restartCountOf({ vm: withCount(2), observed: stopped, started: undefined })).toBe(2);
   });
 });
