@@ -55,7 +55,9 @@ import { machinesThatMayHold, sourceHeld, usersOf } from './users.js';
 const KIND = 'Volume';
 /** How often an import's progress is looked at (and written to status when it moved). */
 const PROGRESS_INTERVAL_MS = 3_000;
-const RETRIED_RESIZE = new Set(['ResizeFailed', READ_ONLY_IN_USE]);
+// ResizeRefused too: a user ends it outside the spec (deleting snapshots), so it is looked at
+// again with backoff rather than suspended for the generation as ResizeUnsupported is.
+const RETRIED_RESIZE = new Set(['ResizeFailed', 'ResizeRefused', READ_ONLY_IN_USE]);
 
 /** `vol`: the object as a status write in the pass left it, for the pass's last write. */
 type Pass = { facts: VolumeFacts; requeueMs?: number; vol?: Volume };
