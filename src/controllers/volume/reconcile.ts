@@ -34,6 +34,7 @@ import {
   observeSource,
   observeVolume,
   plannedPath,
+  readImageLayers,
   refreshListing,
   type HostVolume,
   type ReadyPool,
@@ -42,6 +43,7 @@ import {
 import {
   IMPORTED,
   liveGrowth,
+  layersProblem,
   ownsVolume,
   planImport,
   planVolume,
@@ -147,6 +149,10 @@ async function convergeFile(
   const plan = planVolume(vol, kind, desired, found?.doc, copied);
   if ('conflict' in plan)
     return { facts: { problem: { reason: 'NameConflict', message: plan.conflict }, usedBy } };
+  if (recorded && found.doc.path) {
+    const replaced = await replacedImage(vol, kind, found.doc.path, ctx);
+    if (replaced) return { facts: { problem: replaced, usedBy, observed: found.doc } };
+  }
   const use = plan.steps.some((s) => s.op === 'clone')
     ? 'copy'
     : plan.steps.some((s) => s.op === 'create' && s.doc.backingStore)
@@ -184,6 +190,26 @@ async function convergeFile(
   const resizeProblem = outcome.resizeProblem ?? waiting;
   if (resizeProblem) facts.resizeProblem = resizeProblem;
   return { facts, vol };
+}
+
+/**
+ * A qcow2 file this Volume made, checked again each pass from its header (two small reads):
+ * it was judged when made (imports) or made by libvirt from the spec, but a file replaced on
+ * the host later could name a host file that QEMU then opens. A raw Volume's header is the
+ * guest's data and never read as qcow2 by QEMU.
+ */
+async function replacedImage(
+  vol: Volume,
+  kind: ReturnType<typeof sourceKind>,
+  path: string,
+  ctx: ControllerContext,
+): Promise<Problem | undefined> {
+  if ((vol.spec.format ?? 'qcow2') !== 'qcow2') return undefined;
+  const base = kind === 'backingVolume' ? String(sourceVolumeName(vol)) : undefined;
+  const backing = base
+    ? ctx.get<Volume>('Volume', vol.metadata.namespace, base)?.status?.path
+    : undefined;
+  return layersProblem(path, kind, await readImageLayers(path), backing);
 }
 
 /** HTTP sources: download and verify in the background, then create and upload the file. */

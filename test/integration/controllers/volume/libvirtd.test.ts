@@ -637,6 +637,41 @@ describe('a real libvirtd with QEMU', () => {
     await converge(ctx, reconcileVolume, `${NS}/old`, { until: gone('old') });
   });
 
+  // A file replaced on the host after the Volume made it was used as it was: its format and
+  // backing file were judged once (or never, for a blank one), and libvirt's volume XML keeps
+  // the backing store of its last pool refresh. A machine would have opened the host file
+  // the new header names.
+  it('says a qcow2 file replaced on the host with one naming a backing file is InvalidImage, until it is removed', async () => {
+    await createVol('swapped', { capacity: '16Mi' });
+    await converge(ctx, reconcileVolume, `${NS}/swapped`, { until: settled('swapped') });
+    const file = path.join(poolDir, 'real_swapped');
+    await rm(file);
+    await createImage(file, 'qcow2', '16M', 'backing_file=/etc/hostname,backing_fmt=raw');
+    await reconcileUntil(
+      ctx,
+      reconcileVolume,
+      `${NS}/swapped`,
+      async () => (await readyOf('swapped'))?.status === 'False',
+    );
+    const status = (await getVol('swapped'))?.status;
+    expect(status?.phase).toBe('Failed');
+    expect(status?.path).toBe(file);
+    const ready = status?.conditions?.find((c) => c.type === 'Ready');
+    expect(ready?.reason).toBe('InvalidImage');
+    expect(ready?.message).toContain(
+      `the volume file ${file} names the backing file /etc/hostname`,
+    );
+    expect(status?.conditions?.find((c) => c.type === 'Stalled')?.status).toBe('True');
+    // The overlay made earlier names its base's file, as it should: still Available.
+    await converge(ctx, reconcileVolume, `${NS}/layer`, { until: settled('layer') });
+    // Removed, the file is made again as the spec says.
+    await rm(file);
+    await reconcileUntil(ctx, reconcileVolume, `${NS}/swapped`, settled('swapped'));
+    expect((await libvirtVolume('real_swapped')).backingStore).toBeUndefined();
+    await k.remove('Volume', NS, 'swapped');
+    await converge(ctx, reconcileVolume, `${NS}/swapped`, { until: gone('swapped') });
+  });
+
   it('deletes files (Delete), keeps one (Retain), then removes the pool but not a directory holding that file', async () => {
     await k.patchSpec('Volume', NS, 'disk-3', { deletionPolicy: 'Retain' });
     await k.remove('StoragePool', undefined, POOL);

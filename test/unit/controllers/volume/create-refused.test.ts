@@ -5,7 +5,9 @@
 import { describe, expect, it } from 'vitest';
 import { isStalledReason } from '../../../../src/api/conditions.js';
 import { applyVolumeSteps, largestFile } from '../../../../src/controllers/volume/act.js';
+import { qcow2Layers } from '../../../../src/controllers/volume/import.js';
 import type { ReadyPool } from '../../../../src/controllers/volume/observe.js';
+import { layersProblem } from '../../../../src/controllers/volume/plan.js';
 import { LibvirtError } from '../../../../src/libvirt/errors.js';
 import type { StorageVol } from '../../../../src/libvirt/storage.js';
 
@@ -128,5 +130,54 @@ describe('a grow', () => {
     ]);
     expect(outcome.resizeProblem?.reason).toBe('ResizeUnsupported');
     expect(outcome.resizeProblem?.message).toContain(`spec.capacity (${TIB64} bytes)`);
+  });
+});
+
+describe('a qcow2 file replaced on the host', () => {
+  const header = (backing?: string, dataFile = false) => {
+    const head = Buffer.alloc(512);
+    head.writeUInt32BE(0x514649fb, 0);
+    head.writeUInt32BE(3, 4);
+    if (backing) {
+      head.writeBigUInt64BE(400n, 8);
+      head.writeUInt32BE(backing.length, 16);
+      head.write(backing, 400);
+    }
+    if (dataFile) head.writeBigUInt64BE(1n << 2n, 72);
+    return head;
+  };
+
+  it('qcow2Layers reads where the backing name is and the data-file bit', () => {
+    expect(qcow2Layers(header())).toEqual({ dataFile: false });
+    expect(qcow2Layers(header('/etc/shadow'))).toEqual({
+      backingFile: { offset: 400, length: 11 },
+      dataFile: false,
+    });
+    expect(qcow2Layers(header(undefined, true))).toEqual({ dataFile: true });
+    expect(qcow2Layers(Buffer.alloc(512))).toBeUndefined();
+  });
+
+  it('names a backing file a blank, copied or imported Volume was not made with', () => {
+    const layers = { backingFile: '/etc/shadow', dataFile: false };
+    for (const kind of ['blank', 'clone', 'http'] as const) {
+      expect(layersProblem(FILE, kind, layers, undefined)).toMatchObject({
+        reason: 'InvalidImage',
+        message: expect.stringContaining(`${FILE} names the backing file /etc/shadow`),
+      });
+    }
+    expect(layersProblem(FILE, 'blank', { dataFile: false }, undefined)).toBeUndefined();
+    expect(layersProblem(FILE, 'blank', undefined, undefined)).toBeUndefined();
+  });
+
+  it("accepts an overlay's own base, refuses another one and any data file", () => {
+    const base = `${DIR}/apps_base`;
+    const on = (backingFile: string) => ({ backingFile, dataFile: false });
+    expect(layersProblem(FILE, 'backingVolume', on(base), base)).toBeUndefined();
+    expect(layersProblem(FILE, 'backingVolume', on('/etc/shadow'), base)?.message).toContain(
+      `not its backingVolume's file ${base}`,
+    );
+    expect(layersProblem(FILE, 'clone', { dataFile: true }, undefined)?.reason).toBe(
+      'InvalidImage',
+    );
   });
 });
