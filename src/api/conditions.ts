@@ -176,6 +176,13 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   // A paused machine whose virt.dev/paused value is neither "true" nor "false": left paused.
   InvalidAnnotation: 'stalled',
   ResizeUnsupported: 'stalled',
+  // A grow qemu-img refuses for the file as it is (a qcow2 v2 image holding internal
+  // snapshots): retried with backoff, but only a user deleting the snapshots or upgrading the
+  // image helps.
+  ResizeRefused: 'stalled',
+  // A Volume's spec.capacity beyond the largest file its pool's file system takes: capacity
+  // cannot shrink, so only re-creating the Volume (smaller, or in another pool) helps.
+  CapacityTooLarge: 'stalled',
   ShrinkUnsupported: 'stalled',
   // A snapshot is taken once and a restore runs once: a failed one is final (Failed phase),
   // and only deleting and re-creating the object gets another try.

@@ -2,6 +2,7 @@
 // idempotent: a create that finds the file already there is absorbed and the next observation
 // decides whether the file is ours. Problems only the host can judge come back for status;
 // transport errors are thrown and retried by the queue.
+import { statfs } from 'node:fs/promises';
 import {
   isAlreadyExists,
   isConnectionError,
@@ -34,6 +35,14 @@ const UNLISTED_FILE = /volume target path '.*' already exists/;
 /** qemu-img's answer when the file to copy is open for writing (QEMU's image lock). */
 const SOURCE_LOCKED = /Failed to get shared "write" lock/;
 
+/**
+ * qemu-img's (and QEMU's, for a live grow) refusal to grow a qcow2 version 2 (compat 0.10)
+ * image that holds internal snapshots: the v2 snapshot table records no size per snapshot.
+ * Imported v2 images get them from VirtualMachineSnapshots (internal snapshots). The file is
+ * left as it was; retrying never helps until the snapshots go or the image becomes v3.
+ */
+const V2_WITH_SNAPSHOTS = /Can't resize a v2 image which has snapshots/;
+
 export interface VolumeActOutcome {
   done: VolumeStep['op'][];
   /** Creating the file failed for a reason the host judged (no space, invalid size...). */
@@ -64,7 +73,9 @@ export async function applyVolumeSteps(
         outcome.done.push(step.op);
       } catch (err) {
         if (!isLibvirtError(err) || isConnectionError(err)) throw err;
-        if (step.op === 'resize') {
+        if (step.op === 'resize' && (V2_WITH_SNAPSHOTS.test(err.message) || tooLarge(err))) {
+          outcome.resizeProblem = await resizeRefusal(pool, target, step.capacity, err);
+        } else if (step.op === 'resize') {
           outcome.resizeProblem = {
             reason: isUnsupported(err) ? 'ResizeUnsupported' : 'ResizeFailed',
             message:
@@ -107,7 +118,7 @@ export async function applyVolumeSteps(
               `by this Volume (libvirt did not list it): ${err.message}`,
           };
         } else {
-          outcome.problem = await createProblem(pool, err, readsElsewhere(step));
+          outcome.problem = await createProblem(pool, err, readsElsewhere(step), step.doc.capacity);
         }
         return;
       }
@@ -182,7 +193,7 @@ export async function uploadImage(
       vol = await pool.handle.createVolumeXML(xml, 0);
     } catch (err) {
       if (!isLibvirtError(err) || isConnectionError(err)) throw err;
-      return createProblem(pool, err, false);
+      return createProblem(pool, err, false, fileSize);
     }
     try {
       await vol.upload(file);
@@ -212,30 +223,132 @@ export async function uploadImage(
  */
 const READ_ONLY = /Read-only file system/;
 const FORBIDDEN = /Permission denied|Operation not permitted/;
+/**
+ * strerror(EFBIG): the size is beyond the largest file the pool's file system takes (ext4
+ * with 4 KiB blocks: 16 TiB less 4 KiB, below the schema's 64Ti), measured as libvirt's
+ * "cannot extend file '...': File too large" for a raw file. No retry ever makes it fit.
+ */
+const TOO_LARGE = /File too large/;
+/** strerror(ENOSPC), from libvirt's allocation of a raw file or qemu-img's metadata writes. */
+const NO_SPACE = /No space left on device/;
+
+const tooLarge = (err: Error) => TOO_LARGE.test(err.message);
+
+/** statfs's f_type of ext2, ext3 and ext4 (one magic number for the three). */
+const EXT_MAGIC = 0xef53;
+
+/**
+ * The largest file a file system takes, when its type says so: ext4 addresses a file's
+ * blocks with 32-bit numbers, so (2^32 - 1) blocks (measured: truncate to 17592186040320
+ * bytes works on 4 KiB blocks, one byte more fails with EFBIG). Others (xfs, btrfs, tmpfs)
+ * take files far beyond the schema's 64Ti: undefined.
+ */
+export function largestFile(fsType: number, blockSize: number): bigint | undefined {
+  return fsType === EXT_MAGIC ? (2n ** 32n - 1n) * BigInt(blockSize) : undefined;
+}
+
+/** The pool's directory as libvirt has it, or undefined when its XML cannot be read. */
+async function poolDirectory(pool: ReadyPool): Promise<string | undefined> {
+  return pool.handle
+    .getXMLDesc(0)
+    .then((xml) => parsePoolXML(xml).target.path)
+    .catch(() => undefined);
+}
+
+/**
+ * "the largest file it takes is N bytes (ext4 with B-byte blocks)" for the pool's directory,
+ * read with statfs (the agent sees pool directories at their host paths); empty when unknown.
+ */
+async function fileLimitText(dir: string | undefined): Promise<string> {
+  if (!dir) return '';
+  const fs = await statfs(dir).catch(() => undefined);
+  const limit = fs ? largestFile(fs.type, fs.bsize) : undefined;
+  return limit === undefined || !fs
+    ? ''
+    : `: the largest file it takes is ${limit} bytes (ext4 with ${fs.bsize}-byte blocks)`;
+}
+
+/**
+ * A grow qemu-img or QEMU refuses for the file as it is, which no retry changes: a raw file
+ * beyond the file system's largest (ResizeUnsupported: only a spec change is tried again), or
+ * a qcow2 v2 image holding internal snapshots (ResizeRefused: Stalled, and retried with
+ * backoff, since deleting the snapshots or upgrading the image outside the spec fixes it).
+ */
+async function resizeRefusal(
+  pool: ReadyPool,
+  target: StorageVol | undefined,
+  capacity: bigint,
+  err: Error,
+): Promise<Problem> {
+  const dir = await poolDirectory(pool);
+  if (tooLarge(err)) {
+    const where = dir ? `pool ${pool.name}'s directory ${dir}` : `pool ${pool.name}'s directory`;
+    return {
+      reason: 'ResizeUnsupported',
+      message:
+        `spec.capacity (${capacity} bytes) is larger than the file system of ${where} ` +
+        `takes for one file${await fileLimitText(dir)}; the file keeps its size (${err.message})`,
+    };
+  }
+  const path = (await target?.getPath().catch(() => undefined)) ?? 'FILE';
+  return {
+    reason: 'ResizeRefused',
+    message:
+      `growing to ${capacity} bytes (spec.capacity) is refused: the file is a qcow2 version 2 ` +
+      `(compat 0.10) image holding internal snapshots, which qemu-img cannot grow; the file is ` +
+      `unchanged. Delete the VirtualMachineSnapshots that hold snapshots of it, or, with no ` +
+      `machine using it, upgrade it with \`qemu-img amend -f qcow2 -o compat=1.1 ${path}\` ` +
+      `(snapshots are kept); the grow is retried (${err.message.trim()})`,
+  };
+}
 
 /**
  * Why making the volume file failed. A read-only or forbidden directory is the user's to fix
  * (Stalled, as the pool's own PathReadOnly/PathForbidden), still retried with backoff since a
- * remount or chmod fixes it without a spec change; anything else (no space left, a qemu-img
- * crash...) is CreateFailed, retried, and may pass by itself. `readsElsewhere`: the create
- * also reads a file that may be in another directory (a copy's source, an overlay's backing
- * file, which qemu-img opens and libvirt first checks for access), so its "permission denied"
- * may be about that file and is not blamed on the pool's directory.
+ * remount or chmod fixes it without a spec change; so is a size beyond the largest file the
+ * file system takes (CapacityTooLarge: spec.capacity cannot shrink, so the Volume is made
+ * again smaller, or in another pool). A full file system is CreateFailed, retried, as freeing
+ * space fixes it: its message says so with the numbers. Anything else (a qemu-img crash...) is
+ * CreateFailed, and may pass by itself. `readsElsewhere`: the create also reads a file that
+ * may be in another directory (a copy's source, an overlay's backing file, which qemu-img
+ * opens and libvirt first checks for access), so its "permission denied" may be about that
+ * file and is not blamed on the pool's directory. `capacity`: the size asked for.
  */
 export async function createProblem(
   pool: ReadyPool,
   err: Error,
   readsElsewhere: boolean,
+  capacity?: bigint,
 ): Promise<Problem> {
   const readOnly = READ_ONLY.test(err.message);
-  if (!readOnly && (readsElsewhere || !FORBIDDEN.test(err.message))) {
+  const big = tooLarge(err);
+  const full = NO_SPACE.test(err.message);
+  if (!readOnly && !big && !full && (readsElsewhere || !FORBIDDEN.test(err.message))) {
     return { reason: 'CreateFailed', message: `creating the volume failed: ${err.message}` };
   }
-  const dir = await pool.handle
-    .getXMLDesc(0)
-    .then((xml) => parsePoolXML(xml).target.path)
-    .catch(() => undefined);
+  const dir = await poolDirectory(pool);
   const where = dir ? `pool ${pool.name}'s directory ${dir}` : `pool ${pool.name}'s directory`;
+  const asked = capacity === undefined ? '' : ` (${capacity} bytes)`;
+  if (big) {
+    return {
+      reason: 'CapacityTooLarge',
+      message:
+        `spec.capacity${asked} is larger than the file system of ${where} takes for one ` +
+        `file${await fileLimitText(dir)}; spec.capacity cannot shrink, so delete the Volume and ` +
+        `create it with a smaller capacity, or in a pool on a file system that takes larger ` +
+        `files, such as xfs (${err.message})`,
+    };
+  }
+  if (full) {
+    return {
+      reason: 'CreateFailed',
+      message:
+        `pool ${pool.name} is full on this node: ${await availableText(pool)}the volume ` +
+        `needs ${capacity === undefined ? 'more' : `${capacity} bytes (spec.capacity; raw files are allocated in full, qcow2 ones need room for their metadata)`}; ` +
+        `free space in ${dir ?? 'its directory'} or create the Volume in another pool; ` +
+        `retried (${err.message})`,
+    };
+  }
   return readOnly
     ? {
         reason: 'PathReadOnly',
@@ -249,4 +362,19 @@ export async function createProblem(
           `libvirt may not write in ${where} on this node, so the volume file cannot be made ` +
           `(${err.message}); give it write access, or create the Volume in another pool`,
       };
+}
+
+/**
+ * "libvirt reports N bytes available, " after re-reading the pool (what a failed create
+ * began is gone again, and libvirt's figures are from its last refresh); empty if unread.
+ * Runs inside the pool's lock, as the create did.
+ */
+async function availableText(pool: ReadyPool): Promise<string> {
+  try {
+    await pool.handle.refresh(0);
+    const info = await pool.handle.getInfo();
+    return `libvirt reports ${info.available} bytes available, `;
+  } catch {
+    return '';
+  }
 }

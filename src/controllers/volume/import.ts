@@ -86,6 +86,32 @@ export function sniffImage(head: Buffer, fileSize: bigint): ImageInfo | Problem 
   return { format: 'raw', virtualSize: fileSize, fileSize };
 }
 
+/** What a qcow2 header says QEMU opens besides the file itself. */
+export interface Qcow2Layers {
+  /** The backing file's name as the header holds it, when it names one. */
+  backingFile?: { offset: number; length: number };
+  /** The image keeps the guest's data in an external file (v3 incompatible bit 2). */
+  dataFile: boolean;
+}
+
+/**
+ * The layers a qcow2 header names: where its backing file name is (read separately; it lies
+ * after the header) and whether it uses an external data file. Undefined for anything that
+ * is not a qcow2 header, or too short to tell.
+ */
+export function qcow2Layers(head: Buffer): Qcow2Layers | undefined {
+  if (head.length < 32 || head.readUInt32BE(0) !== QCOW2_MAGIC) return undefined;
+  const offset = head.readBigUInt64BE(8);
+  const length = head.readUInt32BE(16);
+  const v3 = head.readUInt32BE(4) >= 3;
+  if (v3 && head.length < QCOW2_INCOMPAT_OFFSET + 8) return undefined;
+  const dataFile =
+    v3 && (head.readBigUInt64BE(QCOW2_INCOMPAT_OFFSET) & QCOW2_INCOMPAT_DATA_FILE) !== 0n;
+  return offset === 0n
+    ? { dataFile }
+    : { backingFile: { offset: Number(offset), length }, dataFile };
+}
+
 /**
  * Image formats libvirt's storage driver recognises by their header (besides qcow2 and ISO),
  * as `[name, offset, magic]`. An upload is a raw file until the pool refresh, whose probe then

@@ -1,6 +1,7 @@
 // What the host has for a Volume: its pool (the StoragePool's libvirt pool on this node, found
 // by the StoragePool's uid), the volume file in it, and for copies and overlays the source
 // Volume's file. Reads only; a missing prerequisite is a NotReady value, never a throw.
+import { open } from 'node:fs/promises';
 import type { StoragePool, VirtualMachine, Volume } from '../../api/generated/types.js';
 import { findCondition } from '../../api/conditions.js';
 import { volumeFileName } from '../../api/names.js';
@@ -14,6 +15,7 @@ import { observeMachineDomain } from '../shared/machine-snapshot.js';
 import { selectsNode } from '../node-selector.js';
 import { lookupPool } from '../shared/pool.js';
 import type { SourceImage } from './desired.js';
+import { qcow2Layers } from './import.js';
 import { withPoolLock, type PoolLocks } from '../shared/pool-lock.js';
 
 export interface NotReady {
@@ -229,4 +231,42 @@ export async function liveDisksOf(
 /** The names of the machines with a disk among `disks`, each once. */
 export function holderNames(disks: readonly LiveDisk[]): string[] {
   return [...new Set(disks.map((d) => d.name))];
+}
+
+/** What QEMU would open besides a qcow2 volume file, read from its header. */
+export interface ImageLayers {
+  backingFile?: string;
+  dataFile: boolean;
+}
+
+/** The most of a backing file name qcow2 allows (QEMU refuses longer ones). */
+const BACKING_NAME_MAX = 1023;
+
+/**
+ * The layers the qcow2 header of `path` names, read from the file itself: libvirt reads a
+ * volume's backing store only at a pool refresh (its per-volume refresh, run by every
+ * getXMLDesc, keeps the old one: measured on libvirt 9.0), so a file replaced on the host
+ * would go unseen. Two small reads, cheap enough for every pass. Undefined when the agent
+ * cannot read the file (a pool directory not mounted into its container) or it is not qcow2.
+ */
+export async function readImageLayers(path: string): Promise<ImageLayers | undefined> {
+  const file = await open(path, 'r').catch(() => undefined);
+  if (!file) return undefined;
+  try {
+    const head = Buffer.alloc(512);
+    const { bytesRead } = await file.read(head, 0, head.length, 0);
+    const layers = qcow2Layers(head.subarray(0, bytesRead));
+    if (!layers) return undefined;
+    if (!layers.backingFile) return { dataFile: layers.dataFile };
+    const name = Buffer.alloc(Math.min(layers.backingFile.length, BACKING_NAME_MAX));
+    const read = await file.read(name, 0, name.length, layers.backingFile.offset);
+    return {
+      backingFile: name.subarray(0, read.bytesRead).toString('utf8'),
+      dataFile: layers.dataFile,
+    };
+  } catch {
+    return undefined;
+  } finally {
+    await file.close();
+  }
 }

@@ -10,7 +10,7 @@ import {
 } from '../../libvirt/xml/volume.js';
 import type { Problem } from '../kit.js';
 import { requestedCapacity, type SourceKind } from './desired.js';
-import type { LiveDisk } from './observe.js';
+import type { ImageLayers, LiveDisk } from './observe.js';
 
 export type VolumeStep =
   | { op: 'create'; doc: VolumeDocument }
@@ -175,4 +175,41 @@ export function planImport(
   if (plannedPath === undefined)
     throw new Error('planImport: a verified import needs the planned path');
   return vol.status?.path === plannedPath ? { do: 'upload' } : { do: 'record', path: plannedPath };
+}
+
+/**
+ * A file this Volume made whose header now names what it was not made with: a backing file
+ * (or another one than its backingVolume's file) or an external data file. It was replaced or
+ * rewritten on the host after the Volume checked it, and QEMU would open the host file it
+ * names, a data file read-write: not Ready, so no machine starts on it, until a user removes
+ * the file (the Volume makes it again) or puts the Volume's own back.
+ * `backing`: the backingVolume's file, when known; undefined for a Volume without one.
+ */
+export function layersProblem(
+  path: string,
+  kind: SourceKind,
+  layers: ImageLayers | undefined,
+  backing: string | undefined,
+): Problem | undefined {
+  if (!layers) return undefined;
+  const fix =
+    `it was replaced or changed on the host after this Volume made it, and a machine would ` +
+    `open the host file it names; no machine starts on it: remove the file (the Volume makes ` +
+    `it again from its source) or restore the Volume's own`;
+  if (layers.dataFile) {
+    return {
+      reason: 'InvalidImage',
+      message: `the volume file ${path} keeps its data in an external data file; ${fix}`,
+    };
+  }
+  const named = layers.backingFile;
+  if (named === undefined) return undefined;
+  if (kind === 'backingVolume' && (backing === undefined || named === backing)) return undefined;
+  return {
+    reason: 'InvalidImage',
+    message:
+      `the volume file ${path} names the backing file ${named}` +
+      (kind === 'backingVolume' ? `, not its backingVolume's file ${backing}` : '') +
+      `; ${fix}`,
+  };
 }

@@ -34,6 +34,7 @@ import {
   observeSource,
   observeVolume,
   plannedPath,
+  readImageLayers,
   refreshListing,
   type HostVolume,
   type ReadyPool,
@@ -42,6 +43,7 @@ import {
 import {
   IMPORTED,
   liveGrowth,
+  layersProblem,
   ownsVolume,
   planImport,
   planVolume,
@@ -55,7 +57,9 @@ import { machinesThatMayHold, sourceHeld, usersOf } from './users.js';
 const KIND = 'Volume';
 /** How often an import's progress is looked at (and written to status when it moved). */
 const PROGRESS_INTERVAL_MS = 3_000;
-const RETRIED_RESIZE = new Set(['ResizeFailed', READ_ONLY_IN_USE]);
+// ResizeRefused too: a user ends it outside the spec (deleting snapshots), so it is looked at
+// again with backoff rather than suspended for the generation as ResizeUnsupported is.
+const RETRIED_RESIZE = new Set(['ResizeFailed', 'ResizeRefused', READ_ONLY_IN_USE]);
 
 /** `vol`: the object as a status write in the pass left it, for the pass's last write. */
 type Pass = { facts: VolumeFacts; requeueMs?: number; vol?: Volume };
@@ -145,6 +149,10 @@ async function convergeFile(
   const plan = planVolume(vol, kind, desired, found?.doc, copied);
   if ('conflict' in plan)
     return { facts: { problem: { reason: 'NameConflict', message: plan.conflict }, usedBy } };
+  if (recorded && found.doc.path) {
+    const replaced = await replacedImage(vol, kind, found.doc.path, ctx);
+    if (replaced) return { facts: { problem: replaced, usedBy, observed: found.doc } };
+  }
   const use = plan.steps.some((s) => s.op === 'clone')
     ? 'copy'
     : plan.steps.some((s) => s.op === 'create' && s.doc.backingStore)
@@ -182,6 +190,26 @@ async function convergeFile(
   const resizeProblem = outcome.resizeProblem ?? waiting;
   if (resizeProblem) facts.resizeProblem = resizeProblem;
   return { facts, vol };
+}
+
+/**
+ * A qcow2 file this Volume made, checked again each pass from its header (two small reads):
+ * it was judged when made (imports) or made by libvirt from the spec, but a file replaced on
+ * the host later could name a host file that QEMU then opens. A raw Volume's header is the
+ * guest's data and never read as qcow2 by QEMU.
+ */
+async function replacedImage(
+  vol: Volume,
+  kind: ReturnType<typeof sourceKind>,
+  path: string,
+  ctx: ControllerContext,
+): Promise<Problem | undefined> {
+  if ((vol.spec.format ?? 'qcow2') !== 'qcow2') return undefined;
+  const base = kind === 'backingVolume' ? String(sourceVolumeName(vol)) : undefined;
+  const backing = base
+    ? ctx.get<Volume>('Volume', vol.metadata.namespace, base)?.status?.path
+    : undefined;
+  return layersProblem(path, kind, await readImageLayers(path), backing);
 }
 
 /** HTTP sources: download and verify in the background, then create and upload the file. */

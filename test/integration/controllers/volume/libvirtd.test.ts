@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
-import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -39,6 +39,8 @@ const run = promisify(execFile);
 const NODE = 'node-real';
 const NS = 'real';
 const POOL = `lvo-it-${randomBytes(3).toString('hex')}`;
+/** A pool on a 2 MiB tmpfs, for a file system that is full. */
+const SMALL = `${POOL}-small`;
 const cp = useControlPlane();
 const lv = usePrivateLibvirtd({
   controlPlane: cp,
@@ -47,12 +49,14 @@ const lv = usePrivateLibvirtd({
   tmpPrefix: 'lvo-it-',
   // Whatever a failed test left on the shared daemon goes.
   async cleanup(conn) {
-    const leftover = await conn.lookupStoragePoolByName(POOL).catch(() => undefined);
-    if (!leftover) return;
-    for (const v of await leftover.listAllVolumes().catch(() => []))
-      await v.delete(0).catch(() => undefined);
-    await leftover.destroy().catch(() => undefined);
-    await leftover.undefine().catch(() => undefined);
+    for (const name of [POOL, SMALL]) {
+      const leftover = await conn.lookupStoragePoolByName(name).catch(() => undefined);
+      if (!leftover) continue;
+      for (const v of await leftover.listAllVolumes().catch(() => []))
+        await v.delete(0).catch(() => undefined);
+      await leftover.destroy().catch(() => undefined);
+      await leftover.undefine().catch(() => undefined);
+    }
   },
 });
 let daemon: LibvirtDaemon;
@@ -72,6 +76,8 @@ let dataFileImage: Buffer;
 let canary: string;
 /** A vmdk image (made by qemu-img) layered on a vmdk file of the host. */
 let vmdkImage: Buffer;
+/** An empty qcow2 version 2 (compat 0.10) image, as older tools still publish them. */
+let v2Image: Buffer;
 const canaryBytes = Buffer.alloc(1024 * 1024, 0x43);
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -84,6 +90,7 @@ beforeAll(async () => {
     return readFile(path.join(tmp, name));
   };
   qcowImage = await image('src.qcow2', 'qcow2', '64M');
+  v2Image = await image('v2.qcow2', 'qcow2', '16M', 'compat=0.10');
   canary = path.join(tmp, 'canary');
   dataFileImage = await image('df.qcow2', 'qcow2', '1M', `data_file=${canary},data_file_raw=on`);
   const vmdkBase = path.join(tmp, 'base.vmdk');
@@ -94,6 +101,8 @@ beforeAll(async () => {
   server = createServer((req, res) => {
     if (req.url === '/image.qcow2')
       return res.writeHead(200, { 'content-length': qcowImage.length }).end(qcowImage);
+    if (req.url === '/v2.qcow2')
+      return res.writeHead(200, { 'content-length': v2Image.length }).end(v2Image);
     if (req.url === '/image.vmdk')
       return res.writeHead(200, { 'content-length': vmdkImage.length }).end(vmdkImage);
     if (req.url === '/data-file.qcow2')
@@ -524,6 +533,143 @@ describe('a real libvirtd with QEMU', () => {
     });
     await k.remove('Volume', NS, 'shared');
     await converge(ctx, reconcileVolume, `${NS}/shared`, { until: gone('shared') });
+  });
+
+  // A full file system and a size beyond the largest file were both CreateFailed with
+  // libvirt's words only: Reconciling, retried for ever, and for the size it never succeeds.
+  it('says a full pool is full (retried), and a size beyond the largest file needs a user (Stalled)', async () => {
+    const smallDir = path.join(tmp, 'small');
+    await mkdir(smallDir);
+    // In the private daemon's mount namespace, where libvirt and its qemu-img make the files.
+    const inDaemon = ['-t', String(daemon.pid()), '-m'];
+    await run('nsenter', [...inDaemon, 'mount', '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', smallDir]);
+    try {
+      await k.create('StoragePool', { metadata: { name: SMALL }, spec: { path: smallDir } });
+      await converge(ctx, reconcileStoragePool, SMALL, {
+        until: async () =>
+          (await k.get<StoragePool>('StoragePool', undefined, SMALL))?.status?.nodes?.[0]?.state ===
+          'running',
+      });
+      await createVol('full', { pool: SMALL, capacity: '16Mi', format: 'raw' });
+      await createVol('huge', { capacity: '64Ti', format: 'raw' });
+      for (const name of ['full', 'huge']) {
+        await reconcileUntil(
+          ctx,
+          reconcileVolume,
+          `${NS}/${name}`,
+          async () => (await readyOf(name))?.status === 'False',
+        );
+      }
+      const full = (await getVol('full'))?.status;
+      expect(full?.phase).toBe('Pending');
+      const fullReady = full?.conditions?.find((c) => c.type === 'Ready');
+      expect(fullReady?.reason).toBe('CreateFailed');
+      expect(fullReady?.message).toMatch(
+        new RegExp(`^pool ${SMALL} is full on this node: libvirt reports \\d+ bytes available`),
+      );
+      expect(fullReady?.message).toContain('needs 16777216 bytes (spec.capacity');
+      expect(fullReady?.message).toContain('No space left on device');
+      expect(full?.conditions?.find((c) => c.type === 'Reconciling')?.status).toBe('True');
+
+      const huge = (await getVol('huge'))?.status;
+      expect(huge?.phase).toBe('Failed');
+      const hugeReady = huge?.conditions?.find((c) => c.type === 'Ready');
+      expect(hugeReady?.reason).toBe('CapacityTooLarge');
+      expect(hugeReady?.message).toContain(`spec.capacity (${64n * 2n ** 40n} bytes)`);
+      expect(hugeReady?.message).toContain(`pool ${POOL}'s directory ${poolDir}`);
+      const fs = await statfs(poolDir);
+      // The limit is named where the file system says it (ext4, as this machine's /tmp).
+      if (fs.type === 0xef53)
+        expect(hugeReady?.message).toContain(
+          `the largest file it takes is ${(2n ** 32n - 1n) * BigInt(fs.bsize)} bytes`,
+        );
+      expect(huge?.conditions?.find((c) => c.type === 'Stalled')?.status).toBe('True');
+      await expect(stat(path.join(poolDir, 'real_huge'))).rejects.toThrow(/ENOENT/);
+      for (const name of ['full', 'huge']) {
+        await k.remove('Volume', NS, name);
+        await converge(ctx, reconcileVolume, `${NS}/${name}`, { until: gone(name) });
+      }
+      await k.remove('StoragePool', undefined, SMALL);
+      await converge(ctx, reconcileStoragePool, SMALL, {
+        until: async () => !(await k.get('StoragePool', undefined, SMALL)),
+      });
+    } finally {
+      await run('nsenter', [...inDaemon, 'umount', smallDir]);
+    }
+  });
+
+  // qemu-img cannot grow a qcow2 v2 image that holds internal snapshots (the snapshots a
+  // VirtualMachineSnapshot takes of an imported v2 image): ResizeFailed, retried for ever.
+  it('refuses to grow a qcow2 v2 image holding snapshots: ResizeRefused (Stalled), file unchanged', async () => {
+    await createVol('old', {
+      source: { http: { url: `${base}/v2.qcow2`, sha256: sha(v2Image) } },
+    });
+    await reconcileUntil(ctx, reconcileVolume, `${NS}/old`, settled('old'));
+    const file = path.join(poolDir, 'real_old');
+    await run('qemu-img', ['snapshot', '-c', 'before-upgrade', file]);
+    const before = sha(await readFile(file));
+    await k.patchSpec('Volume', NS, 'old', { capacity: '32Mi' });
+    await reconcileUntil(
+      ctx,
+      reconcileVolume,
+      `${NS}/old`,
+      async () =>
+        (await getVol('old'))?.status?.conditions?.find((c) => c.type === 'Resized')?.status ===
+        'False',
+    );
+    const status = (await getVol('old'))?.status;
+    const resized = status?.conditions?.find((c) => c.type === 'Resized');
+    expect(resized?.reason).toBe('ResizeRefused');
+    expect(resized?.message).toContain('qcow2 version 2 (compat 0.10) image holding internal');
+    expect(resized?.message).toContain(`qemu-img amend -f qcow2 -o compat=1.1 ${file}`);
+    expect(status?.conditions?.find((c) => c.type === 'Stalled')?.status).toBe('True');
+    expect(status?.capacity).toBe('16Mi');
+    expect(sha(await readFile(file))).toBe(before);
+    // Retried with backoff: the upgrade the message asks for is picked up without a spec change.
+    await run('qemu-img', ['amend', '-f', 'qcow2', '-o', 'compat=1.1', file]);
+    await reconcileUntil(
+      ctx,
+      reconcileVolume,
+      `${NS}/old`,
+      async () => (await getVol('old'))?.status?.capacity === '32Mi',
+    );
+    await k.remove('Volume', NS, 'old');
+    await converge(ctx, reconcileVolume, `${NS}/old`, { until: gone('old') });
+  });
+
+  // A file replaced on the host after the Volume made it was used as it was: its format and
+  // backing file were judged once (or never, for a blank one), and libvirt's volume XML keeps
+  // the backing store of its last pool refresh. A machine would have opened the host file
+  // the new header names.
+  it('says a qcow2 file replaced on the host with one naming a backing file is InvalidImage, until it is removed', async () => {
+    await createVol('swapped', { capacity: '16Mi' });
+    await converge(ctx, reconcileVolume, `${NS}/swapped`, { until: settled('swapped') });
+    const file = path.join(poolDir, 'real_swapped');
+    await rm(file);
+    await createImage(file, 'qcow2', '16M', 'backing_file=/etc/hostname,backing_fmt=raw');
+    await reconcileUntil(
+      ctx,
+      reconcileVolume,
+      `${NS}/swapped`,
+      async () => (await readyOf('swapped'))?.status === 'False',
+    );
+    const status = (await getVol('swapped'))?.status;
+    expect(status?.phase).toBe('Failed');
+    expect(status?.path).toBe(file);
+    const ready = status?.conditions?.find((c) => c.type === 'Ready');
+    expect(ready?.reason).toBe('InvalidImage');
+    expect(ready?.message).toContain(
+      `the volume file ${file} names the backing file /etc/hostname`,
+    );
+    expect(status?.conditions?.find((c) => c.type === 'Stalled')?.status).toBe('True');
+    // The overlay made earlier names its base's file, as it should: still Available.
+    await converge(ctx, reconcileVolume, `${NS}/layer`, { until: settled('layer') });
+    // Removed, the file is made again as the spec says.
+    await rm(file);
+    await reconcileUntil(ctx, reconcileVolume, `${NS}/swapped`, settled('swapped'));
+    expect((await libvirtVolume('real_swapped')).backingStore).toBeUndefined();
+    await k.remove('Volume', NS, 'swapped');
+    await converge(ctx, reconcileVolume, `${NS}/swapped`, { until: gone('swapped') });
   });
 
   it('deletes files (Delete), keeps one (Retain), then removes the pool but not a directory holding that file', async () => {
