@@ -108,6 +108,7 @@ export class Connect {
   #domainRoutes = new Map<number, number>();
   #networkRoutes = new Map<number, number>();
   #poolRoutes = new Map<number, number>();
+  #testDriver: Promise<boolean> | undefined;
 
   private constructor(handle: ConnHandle, closeKey: number, callTimeoutMs: number | undefined) {
     this[HANDLE] = handle;
@@ -199,6 +200,22 @@ export class Connect {
 
   unregisterCloseCallback(listener: (event: ConnectionClosedEvent) => void): void {
     this.#closeListeners.delete(listener);
+  }
+
+  /**
+   * @internal Whether this is libvirt's in-process test driver (virConnectGetType 'TEST'), asked
+   * once per connection: a few of its calls need guarding (test-driver.ts).
+   */
+  isTestDriver(opts?: CallOptions): Promise<boolean> {
+    if (!this.#testDriver) {
+      const asked = this.getType(opts).then((type) => type === 'TEST');
+      // A failed question (timeout, closed) is asked again next time.
+      asked.catch(() => {
+        if (this.#testDriver === asked) this.#testDriver = undefined;
+      });
+      this.#testDriver = asked;
+    }
+    return this.#testDriver;
   }
 
   getType(opts?: CallOptions): Promise<string> {

@@ -16,6 +16,7 @@ import { domainStateName, domainStateReasonName, vcpuStateName } from './names.j
 import { DomainSnapshot } from './snapshot.js';
 import { DefinedObject, type Kind } from './object.js';
 import { liveStreamHandle, type Stream } from './stream.js';
+import { guardInterfaceAddresses } from './test-driver.js';
 
 export interface DomainInfo {
   state: number;
@@ -221,8 +222,22 @@ export class Domain extends DefinedObject<DomainHandle, DomainCalls> {
     return native.domain.memoryStats(this[HANDLE], flags, this.timeout(opts));
   }
 
-  /** source: DomainInterfaceAddressesSource (LEASE, AGENT, ARP). */
-  interfaceAddresses(source: number, flags = 0, opts?: CallOptions): Promise<DomainInterface[]> {
+  /**
+   * source: DomainInterfaceAddressesSource (LEASE, AGENT, ARP). On libvirt's test driver, a
+   * domain with an interface on a network without `<ip>` rejects with VIR_ERR_NO_SUPPORT
+   * instead of calling libvirt, whose test driver would crash the process (test-driver.ts).
+   */
+  async interfaceAddresses(
+    source: number,
+    flags = 0,
+    opts?: CallOptions,
+  ): Promise<DomainInterface[]> {
+    await guardInterfaceAddresses(
+      this.connect,
+      () => this.getName(),
+      () => this.getXMLDesc(0, opts),
+      opts,
+    );
     return native.domain.interfaceAddresses(this[HANDLE], source, flags, this.timeout(opts));
   }
 

@@ -17,7 +17,7 @@ import {
   isUnsupported,
   type Domain,
 } from '../../../src/libvirt/index.js';
-import { TEST_URI, domainXML, uniqueName } from './fixtures.js';
+import { TEST_URI, domainXML, hostBridgeNetworkXML, networkXML, uniqueName } from './fixtures.js';
 
 let conn: Connect;
 const created: Domain[] = [];
@@ -217,6 +217,50 @@ describe('Domain guest addresses', () => {
     );
     const guest = await rejection(d.getVcpusFlags(DomainVcpuFlags.GUEST));
     expect(isUnsupported(guest)).toBe(true);
+  });
+});
+
+describe('Domain guest addresses on a network without addresses', () => {
+  // libvirt's test driver builds its answer from the first <ip> of each interface's network
+  // and reads through a NULL pointer when there is none: the process died with SIGSEGV
+  // (an agent on test:///default whose VM used a mode-bridge VirtualNetwork, for one).
+  it('rejects as unsupported instead of crashing, and still answers for networks with one', async () => {
+    const bridged = await conn.defineNetworkXML(
+      hostBridgeNetworkXML(uniqueName('hostbr'), `hb${process.pid % 100000}`),
+    );
+    const routed = await conn.defineNetworkXML(networkXML(uniqueName('ipnet')));
+    try {
+      await bridged.create();
+      await routed.create();
+      const d = await defined({
+        name: uniqueName('ifaddr'),
+        networks: [routed.getName(), bridged.getName()],
+      });
+      await d.create();
+      for (const source of [
+        DomainInterfaceAddressesSource.LEASE,
+        DomainInterfaceAddressesSource.AGENT,
+      ]) {
+        const err = await rejection(d.interfaceAddresses(source));
+        expect(isUnsupported(err)).toBe(true);
+        expect(err.codeName).toBe('VIR_ERR_NO_SUPPORT');
+        expect(err.message).toContain(`network '${bridged.getName()}'`);
+      }
+      await d.destroy();
+
+      const addressed = await defined({ name: uniqueName('ifaddr'), networks: [routed.getName()] });
+      await addressed.create();
+      const found = await addressed.interfaceAddresses(DomainInterfaceAddressesSource.LEASE);
+      expect(found.flatMap((i) => i.addrs.map((a) => a.addr))).toEqual([
+        expect.stringMatching(/^192\.168\.240\./),
+      ]);
+      await addressed.destroy();
+    } finally {
+      for (const n of [bridged, routed]) {
+        await n.destroy().catch(() => undefined);
+        await n.undefine().catch(() => undefined);
+      }
+    }
   });
 });
 

@@ -22,6 +22,8 @@ export interface DomainSpec {
   currentMemoryKiB?: number;
   vcpus?: number;
   maxVcpus?: number;
+  /** One `<interface type='network'>` per name. */
+  networks?: string[];
 }
 
 export function domainXML(spec: DomainSpec): string {
@@ -38,6 +40,16 @@ export function domainXML(spec: DomainSpec): string {
       },
       vcpu: { '@_current': spec.vcpus ?? max, '#text': max },
       os: { type: { '@_arch': 'i686', '#text': 'hvm' } },
+      ...(spec.networks?.length
+        ? {
+            devices: {
+              interface: spec.networks.map((network) => ({
+                '@_type': 'network',
+                source: { '@_network': network },
+              })),
+            },
+          }
+        : {}),
     },
   });
 }
@@ -53,6 +65,18 @@ export function networkXML(name: string, opts: { bridge?: string; uuid?: string 
         '@_netmask': '255.255.255.0',
         dhcp: { range: { '@_start': '192.168.240.10', '@_end': '192.168.240.100' } },
       },
+    },
+  });
+}
+
+/** A network in mode bridge on an existing host bridge: no `<ip>`, as libvirt wants it. */
+export function hostBridgeNetworkXML(name: string, bridge: string): string {
+  return builder.build({
+    network: {
+      name,
+      uuid: randomUUID(),
+      forward: { '@_mode': 'bridge' },
+      bridge: { '@_name': bridge },
     },
   });
 }
