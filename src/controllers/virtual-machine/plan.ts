@@ -652,13 +652,27 @@ export interface PlanInput {
    * (NetworkNotReady, NetworkNotOnNode, NetworkFailed). A restart it holds back stays recorded.
    */
   holdStart?: boolean;
+  /** The restartCount this process gave the machine that its status may lack (reconcile.ts). */
+  restartsCounted?: number;
 }
 
 /**
- * The power plan without its start (holdStart). A requested restart or a restart to apply
- * changes whose start is held back stays recorded (ShutdownRequested): the start follows once
- * the hold ends. Dropped, a machine under runStrategy Manual or RerunOnFailure was left
- * stopped for good after the hold (a network being deleted, then re-created).
+ * The restart (a requested one, or one to apply changes) that stopped the domain and whose start
+ * has not happened, if any: it stays recorded (ShutdownRequested) until the start does. Dropped
+ * earlier, a machine under runStrategy Manual or RerunOnFailure was left stopped for good.
+ */
+function unfinishedRestart(
+  vm: VirtualMachine,
+  domain: { active: boolean; id?: number },
+): ShutdownReason | undefined {
+  const kept = requestOfThisRun(vm, domain)?.reason;
+  return kept === 'RestartRequested' || kept === 'RestartToApplyChanges' ? kept : undefined;
+}
+
+/**
+ * The power plan without its start (holdStart). A restart whose start is held back stays
+ * recorded (unfinishedRestart): the start follows once the hold ends (a network being deleted,
+ * then re-created).
  */
 function heldBack(
   vm: VirtualMachine,
@@ -667,9 +681,25 @@ function heldBack(
 ): MachinePlan {
   const steps = power.steps.filter((s) => s.op !== 'start');
   if (steps.length === power.steps.length) return power;
-  const kept = requestOfThisRun(vm, domain)?.reason;
-  const restart = kept === 'RestartRequested' || kept === 'RestartToApplyChanges';
-  return { ...power, steps, shutdown: power.shutdown ?? (restart ? kept : undefined) };
+  return { ...power, steps, shutdown: power.shutdown ?? unfinishedRestart(vm, domain) };
+}
+
+/**
+ * Why the operator is stopping or has stopped the domain once the pass's steps ran: the plan's
+ * reason, or, when its start did not run (a step failed: a disk file or lock not yet free, QEMU
+ * exiting at start), the restart that start was to finish. The next pass then starts again, at
+ * the failure's backoff, whatever runStrategy, as it would after a hold (heldBack).
+ */
+export function shutdownAfterSteps(
+  vm: VirtualMachine,
+  plan: MachinePlan,
+  executed: readonly MachineStep[],
+  domain: { active: boolean; id?: number },
+): ShutdownReason | undefined {
+  if (plan.shutdown !== undefined) return plan.shutdown;
+  const started = executed.some((s) => s.op === 'start');
+  const planned = plan.steps.some((s) => s.op === 'start');
+  return planned && !started ? unfinishedRestart(vm, domain) : undefined;
 }
 
 export function planMachine(input: PlanInput): MachinePlan {
@@ -709,6 +739,7 @@ export function planMachine(input: PlanInput): MachinePlan {
       ...domain.power,
       restoreStopped: input.restoreStopped,
       restoredRun: input.restoredRun,
+      restartBegun: restartBegun(domain, vm, input.restartsCounted),
     },
     pending,
     now,
@@ -964,6 +995,22 @@ interface PowerView {
   restoreStopped?: boolean;
   /** The run a restore brought back from a checkpoint (restoredRun). */
   restoredRun?: RestoredRun;
+  /** A restart after an unasked stop was begun and did not start (restartBegun). */
+  restartBegun?: boolean;
+}
+
+/**
+ * Whether the stopped domain's definition records a restart no status counts yet: act.ts writes
+ * the count into it just before a restart's start, so a larger count there than the status's
+ * (and this process's, `counted`) is a restart whose start failed. Its stop is the one that
+ * status, showing the domain shut off since that pass, no longer tells: without this a machine
+ * under RerunOnFailure was judged cleanly stopped and never tried again, and under Always the
+ * start that finally worked was not the counted restart (no Restarted Event).
+ */
+export function restartBegun(domain: OursDomain, vm: VirtualMachine, counted = 0): boolean {
+  if (domain.active) return false;
+  const recorded = domain.config?.restarts ?? 0;
+  return recorded > Math.max(vm.status?.restartCount ?? 0, counted);
 }
 
 /**
@@ -1039,7 +1086,9 @@ export function powerPlan(
   }
 
   const previous = vm.status?.state?.state;
-  const wasUp = previous !== undefined && previous !== 'shutoff';
+  // The stop is one the status saw the run up to, or one whose restart began and did not start
+  // (the status has shown it shut off since): either way a stop the operator did not ask for.
+  const wasUp = (previous !== undefined && previous !== 'shutoff') || power.restartBegun === true;
   const initial = !vm.status?.startedAt && !requested;
   let start: boolean;
   switch (strategy) {

@@ -60,6 +60,7 @@ import {
   restartPending,
   restoredRun,
   savedPending,
+  shutdownAfterSteps,
   shutdownSteps,
   STOP_POLL_MS,
   TRANSITION_MS,
@@ -155,6 +156,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     restoredRun: restored,
     deferred: refusedLive(ctx, uid, before.domain),
     holdStart: 'holdStart' in resolved && resolved.holdStart === true,
+    restartsCounted: countedRestarts(ctx, vm),
   };
   const plan = planMachine(planInput);
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
@@ -229,7 +231,12 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     now,
     observed: after,
     problem,
-    shutdown: plan.shutdown,
+    shutdown: shutdownAfterSteps(
+      vm,
+      plan,
+      outcome.executed,
+      before.domain.state === 'ours' ? before.domain : { active: false },
+    ),
     started: startedBy(outcome.executed),
     pending,
     // A restart asked of a machine that is not running has nothing to do: it is recorded.
