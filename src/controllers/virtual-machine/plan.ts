@@ -102,6 +102,12 @@ export type MachineStep =
        */
       restartCount?: number;
     }
+  /**
+   * A restart after an unasked stop whose start is held back (heldBack): its count goes into
+   * the stopped domain's definition as a start's would (act.ts), so that the restart stays
+   * owed once the status shows the domain shut off (restartBegun).
+   */
+  | { op: 'recordRestart'; restartCount?: number }
   | { op: 'shutdown'; reason: ShutdownReason }
   | { op: 'destroy'; why: 'gracePeriodExpired' | 'crashed' }
   | { op: 'undefine'; nvram: boolean; tpm: boolean }
@@ -671,17 +677,26 @@ function unfinishedRestart(
 
 /**
  * The power plan without its start (holdStart). A restart whose start is held back stays
- * recorded (unfinishedRestart): the start follows once the hold ends (a network being deleted,
- * then re-created).
+ * recorded: a requested one in ShutdownRequested (unfinishedRestart), one after an unasked
+ * stop (a crash under RerunOnFailure) in the definition (recordRestart, once). The start
+ * follows once the hold ends (a network being deleted, then re-created); without the record
+ * the next pass, finding the status shut off, took a crashed machine for a cleanly stopped one.
  */
 function heldBack(
   vm: VirtualMachine,
   power: MachinePlan,
-  domain: { active: boolean; id?: number },
+  domain: OursDomain,
+  counted: number | undefined,
 ): MachinePlan {
-  const steps = power.steps.filter((s) => s.op !== 'start');
-  if (steps.length === power.steps.length) return power;
-  return { ...power, steps, shutdown: power.shutdown ?? unfinishedRestart(vm, domain) };
+  const start = power.steps.find((s) => s.op === 'start');
+  if (!start) return power;
+  const record: MachineStep[] =
+    start.kind === 'restart' && !restartBegun(domain, vm, counted) ? [{ op: 'recordRestart' }] : [];
+  return {
+    ...power,
+    steps: [...power.steps.filter((s) => s.op !== 'start'), ...record],
+    shutdown: power.shutdown ?? unfinishedRestart(vm, domain),
+  };
 }
 
 /**
@@ -744,7 +759,7 @@ export function planMachine(input: PlanInput): MachinePlan {
     pending,
     now,
   );
-  if (!desired) return input.holdStart ? heldBack(vm, power, domain) : power;
+  if (!desired) return input.holdStart ? heldBack(vm, power, domain, input.restartsCounted) : power;
   // A domain being stopped takes no live changes: they would die with it, and one the
   // guest or libvirt refuses would end the pass before its stop step.
   const stopping = power.shutdown !== undefined && !stopWithdrawn(vm, power.shutdown);

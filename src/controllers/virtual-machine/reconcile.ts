@@ -670,11 +670,14 @@ function countedRestarts(ctx: ControllerContext, vm: VirtualMachine): number | u
 
 /**
  * The steps with the count a restart makes on its start step (act.ts records it in the
- * domain's metadata before the start). Pure.
+ * domain's metadata before the start), or on the record of a restart whose start is held back
+ * (plan.ts heldBack). Pure.
  */
 export function withRestartCount(steps: readonly MachineStep[], count: number): MachineStep[] {
   return steps.map((s) =>
-    s.op === 'start' && s.kind === 'restart' ? { ...s, restartCount: count } : s,
+    (s.op === 'start' && s.kind === 'restart') || s.op === 'recordRestart'
+      ? { ...s, restartCount: count }
+      : s,
   );
 }
 

@@ -46,7 +46,7 @@ const ready = (name: string) => stored(name, (vm) => condition(vm, 'Ready')?.sta
 const domainOf = (vm: VirtualMachine) => conn.lookupDomainByUUIDString(String(vm.metadata.uid));
 const isActive = async (name: string) => (await domainOf(vmOf(name)!)).isActive();
 
-async function runningVM(runStrategy: string): Promise<string> {
+async function runningVM(runStrategy: string, interfaces: object[] = []): Promise<string> {
   const name = `rf-${randomBytes(3).toString('hex')}`;
   await k.create<VirtualMachine>('VirtualMachine', {
     metadata: { name, namespace: NS },
@@ -56,7 +56,7 @@ async function runningVM(runStrategy: string): Promise<string> {
       vcpus: 1,
       memory: '128Mi',
       disks: [],
-      interfaces: [],
+      interfaces,
       runStrategy,
       terminationGracePeriodSeconds: 30,
     },
@@ -160,5 +160,34 @@ describe('a restart whose start fails for a while', () => {
     const restarted = ctx.events.filter((e) => e.key === key(name) && e.reason === 'Restarted');
     expect(restarted).toHaveLength(1);
     await remove(name);
+  });
+
+  it('under runStrategy RerunOnFailure, a rerun held back by its network runs once the network is back', async () => {
+    const net = `rf-net-${randomBytes(3).toString('hex')}`;
+    await k.create('VirtualNetwork', { metadata: { name: net }, spec: { mode: 'isolated' } });
+    const onNode = (active: boolean) =>
+      k.patchStatus('VirtualNetwork', undefined, net, { nodes: [{ nodeName: NODE, active }] });
+    await onNode(true);
+    const name = await runningVM('RerunOnFailure', [{ name: 'eth0', network: net }]);
+    // The guest crashes while its network is not active here: the start waits for it.
+    await onNode(false);
+    await (await domainOf(vmOf(name)!)).destroy();
+    for (let i = 0; i < 3; i++) {
+      await ctx.refresh();
+      await reconcileVirtualMachine(key(name), ctx);
+    }
+    expect(await isActive(name)).toBe(false);
+    await ctx.refresh();
+    expect(condition(vmOf(name), 'Synced')).toMatchObject({ status: 'False' });
+    expect(vmOf(name)?.status?.state?.state).toBe('shutoff');
+
+    await onNode(true);
+    await converge(ctx, reconcileVirtualMachine, key(name), { until: ready(name) });
+    expect(await isActive(name)).toBe(true);
+    expect(vmOf(name)?.status).toMatchObject({ phase: 'Running', restartCount: 1 });
+    const restarted = ctx.events.filter((e) => e.key === key(name) && e.reason === 'Restarted');
+    expect(restarted).toHaveLength(1);
+    await remove(name);
+    await k.remove('VirtualNetwork', undefined, net);
   });
 });

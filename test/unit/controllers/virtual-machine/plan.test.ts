@@ -1178,6 +1178,22 @@ describe('a restart whose start failed', () => {
     },
   );
 
+  it('under RerunOnFailure, a rerun held back (its network) is recorded as begun, once', () => {
+    const machine = vm({ runStrategy: 'RerunOnFailure' }, { status: runningStatus() });
+    const held = (recorded: number | undefined) =>
+      planMachine({
+        vm: machine,
+        desired: undefined,
+        cloudInit: undefined,
+        observed: stoppedWith(machine, recorded, 'crashed'),
+        now: NOW,
+        holdStart: true,
+      }).steps;
+    expect(held(undefined)).toEqual([{ op: 'recordRestart' }]);
+    // The pass after it finds the record: nothing more to write while the hold lasts.
+    expect(held(1)).toEqual([]);
+  });
+
   it('records nothing for a start that did not run when no restart asked for it', () => {
     const machine = vm({ runStrategy: 'Manual' }, { status: failedOff('destroyed') });
     const first = { steps: [{ op: 'start', kind: 'initial', after: off('unknown') }] };
