@@ -78,6 +78,8 @@ const FAILURE_REASON: Record<MachineStep['op'], string> = {
   setMemory: 'MemoryChangeFailed',
   setVcpus: 'VcpuChangeFailed',
   start: 'StartFailed',
+  // Never fails (recordRestart is best effort).
+  recordRestart: 'StartFailed',
   shutdown: 'ShutdownFailed',
   destroy: 'DestroyFailed',
   undefine: 'UndefineFailed',
@@ -229,6 +231,9 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
     case 'start':
       if (step.restartCount !== undefined) await recordRestart(domain, step.restartCount);
       return step.paused ? startPaused(domain) : domain.create();
+    case 'recordRestart':
+      if (step.restartCount !== undefined) await recordRestart(domain, step.restartCount);
+      return;
     case 'shutdown':
       return domain.shutdown();
     case 'destroy':

@@ -102,6 +102,12 @@ export type MachineStep =
        */
       restartCount?: number;
     }
+  /**
+   * A restart after an unasked stop whose start is held back (heldBack): its count goes into
+   * the stopped domain's definition as a start's would (act.ts), so that the restart stays
+   * owed once the status shows the domain shut off (restartBegun).
+   */
+  | { op: 'recordRestart'; restartCount?: number }
   | { op: 'shutdown'; reason: ShutdownReason }
   | { op: 'destroy'; why: 'gracePeriodExpired' | 'crashed' }
   | { op: 'undefine'; nvram: boolean; tpm: boolean }
@@ -652,24 +658,63 @@ export interface PlanInput {
    * (NetworkNotReady, NetworkNotOnNode, NetworkFailed). A restart it holds back stays recorded.
    */
   holdStart?: boolean;
+  /** The restartCount this process gave the machine that its status may lack (reconcile.ts). */
+  restartsCounted?: number;
 }
 
 /**
- * The power plan without its start (holdStart). A requested restart or a restart to apply
- * changes whose start is held back stays recorded (ShutdownRequested): the start follows once
- * the hold ends. Dropped, a machine under runStrategy Manual or RerunOnFailure was left
- * stopped for good after the hold (a network being deleted, then re-created).
+ * The restart (a requested one, or one to apply changes) that stopped the domain and whose start
+ * has not happened, if any: it stays recorded (ShutdownRequested) until the start does. Dropped
+ * earlier, a machine under runStrategy Manual or RerunOnFailure was left stopped for good.
+ */
+function unfinishedRestart(
+  vm: VirtualMachine,
+  domain: { active: boolean; id?: number },
+): ShutdownReason | undefined {
+  const kept = requestOfThisRun(vm, domain)?.reason;
+  return kept === 'RestartRequested' || kept === 'RestartToApplyChanges' ? kept : undefined;
+}
+
+/**
+ * The power plan without its start (holdStart). A restart whose start is held back stays
+ * recorded: a requested one in ShutdownRequested (unfinishedRestart), one after an unasked
+ * stop (a crash under RerunOnFailure) in the definition (recordRestart, once). The start
+ * follows once the hold ends (a network being deleted, then re-created); without the record
+ * the next pass, finding the status shut off, took a crashed machine for a cleanly stopped one.
  */
 function heldBack(
   vm: VirtualMachine,
   power: MachinePlan,
-  domain: { active: boolean; id?: number },
+  domain: OursDomain,
+  counted: number | undefined,
 ): MachinePlan {
-  const steps = power.steps.filter((s) => s.op !== 'start');
-  if (steps.length === power.steps.length) return power;
-  const kept = requestOfThisRun(vm, domain)?.reason;
-  const restart = kept === 'RestartRequested' || kept === 'RestartToApplyChanges';
-  return { ...power, steps, shutdown: power.shutdown ?? (restart ? kept : undefined) };
+  const start = power.steps.find((s) => s.op === 'start');
+  if (!start) return power;
+  const record: MachineStep[] =
+    start.kind === 'restart' && !restartBegun(domain, vm, counted) ? [{ op: 'recordRestart' }] : [];
+  return {
+    ...power,
+    steps: [...power.steps.filter((s) => s.op !== 'start'), ...record],
+    shutdown: power.shutdown ?? unfinishedRestart(vm, domain),
+  };
+}
+
+/**
+ * Why the operator is stopping or has stopped the domain once the pass's steps ran: the plan's
+ * reason, or, when its start did not run (a step failed: a disk file or lock not yet free, QEMU
+ * exiting at start), the restart that start was to finish. The next pass then starts again, at
+ * the failure's backoff, whatever runStrategy, as it would after a hold (heldBack).
+ */
+export function shutdownAfterSteps(
+  vm: VirtualMachine,
+  plan: MachinePlan,
+  executed: readonly MachineStep[],
+  domain: { active: boolean; id?: number },
+): ShutdownReason | undefined {
+  if (plan.shutdown !== undefined) return plan.shutdown;
+  const started = executed.some((s) => s.op === 'start');
+  const planned = plan.steps.some((s) => s.op === 'start');
+  return planned && !started ? unfinishedRestart(vm, domain) : undefined;
 }
 
 export function planMachine(input: PlanInput): MachinePlan {
@@ -709,11 +754,12 @@ export function planMachine(input: PlanInput): MachinePlan {
       ...domain.power,
       restoreStopped: input.restoreStopped,
       restoredRun: input.restoredRun,
+      restartBegun: restartBegun(domain, vm, input.restartsCounted),
     },
     pending,
     now,
   );
-  if (!desired) return input.holdStart ? heldBack(vm, power, domain) : power;
+  if (!desired) return input.holdStart ? heldBack(vm, power, domain, input.restartsCounted) : power;
   // A domain being stopped takes no live changes: they would die with it, and one the
   // guest or libvirt refuses would end the pass before its stop step.
   const stopping = power.shutdown !== undefined && !stopWithdrawn(vm, power.shutdown);
@@ -964,6 +1010,22 @@ interface PowerView {
   restoreStopped?: boolean;
   /** The run a restore brought back from a checkpoint (restoredRun). */
   restoredRun?: RestoredRun;
+  /** A restart after an unasked stop was begun and did not start (restartBegun). */
+  restartBegun?: boolean;
+}
+
+/**
+ * Whether the stopped domain's definition records a restart no status counts yet: act.ts writes
+ * the count into it just before a restart's start, so a larger count there than the status's
+ * (and this process's, `counted`) is a restart whose start failed. Its stop is the one that
+ * status, showing the domain shut off since that pass, no longer tells: without this a machine
+ * under RerunOnFailure was judged cleanly stopped and never tried again, and under Always the
+ * start that finally worked was not the counted restart (no Restarted Event).
+ */
+export function restartBegun(domain: OursDomain, vm: VirtualMachine, counted = 0): boolean {
+  if (domain.active) return false;
+  const recorded = domain.config?.restarts ?? 0;
+  return recorded > Math.max(vm.status?.restartCount ?? 0, counted);
 }
 
 /**
@@ -1039,7 +1101,9 @@ export function powerPlan(
   }
 
   const previous = vm.status?.state?.state;
-  const wasUp = previous !== undefined && previous !== 'shutoff';
+  // The stop is one the status saw the run up to, or one whose restart began and did not start
+  // (the status has shown it shut off since): either way a stop the operator did not ask for.
+  const wasUp = (previous !== undefined && previous !== 'shutoff') || power.restartBegun === true;
   const initial = !vm.status?.startedAt && !requested;
   let start: boolean;
   switch (strategy) {

@@ -60,6 +60,7 @@ import {
   restartPending,
   restoredRun,
   savedPending,
+  shutdownAfterSteps,
   shutdownSteps,
   STOP_POLL_MS,
   TRANSITION_MS,
@@ -155,6 +156,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     restoredRun: restored,
     deferred: refusedLive(ctx, uid, before.domain),
     holdStart: 'holdStart' in resolved && resolved.holdStart === true,
+    restartsCounted: countedRestarts(ctx, vm),
   };
   const plan = planMachine(planInput);
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
@@ -229,7 +231,12 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     now,
     observed: after,
     problem,
-    shutdown: plan.shutdown,
+    shutdown: shutdownAfterSteps(
+      vm,
+      plan,
+      outcome.executed,
+      before.domain.state === 'ours' ? before.domain : { active: false },
+    ),
     started: startedBy(outcome.executed),
     pending,
     // A restart asked of a machine that is not running has nothing to do: it is recorded.
@@ -663,11 +670,14 @@ function countedRestarts(ctx: ControllerContext, vm: VirtualMachine): number | u
 
 /**
  * The steps with the count a restart makes on its start step (act.ts records it in the
- * domain's metadata before the start). Pure.
+ * domain's metadata before the start), or on the record of a restart whose start is held back
+ * (plan.ts heldBack). Pure.
  */
 export function withRestartCount(steps: readonly MachineStep[], count: number): MachineStep[] {
   return steps.map((s) =>
-    s.op === 'start' && s.kind === 'restart' ? { ...s, restartCount: count } : s,
+    (s.op === 'start' && s.kind === 'restart') || s.op === 'recordRestart'
+      ? { ...s, restartCount: count }
+      : s,
   );
 }
 

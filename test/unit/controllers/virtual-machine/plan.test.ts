@@ -12,10 +12,12 @@ import {
   powerPlan,
   requestMarker,
   heldMarker,
+  restartBegun,
   restartPending,
   restoredRun,
   type RestoredRun,
   runMarker,
+  shutdownAfterSteps,
   shutdownRequest,
   type MachineStep,
   ownLifecycleChanges,
@@ -1096,4 +1098,108 @@ describe('a requested restart whose start is held back (a network being deleted)
       expect(free.steps).toMatchObject([{ op: 'start', kind: 'requested' }]);
     },
   );
+});
+
+describe('a restart whose start failed', () => {
+  // The restart stopped the domain, or found it stopped, and its start failed (QEMU exiting at
+  // start, a lock not yet free). The status of that pass shows the domain shut off.
+  const failedOff = (reason: string) =>
+    runningStatus({ state: { state: 'shutoff', reason }, restartCount: 2 });
+  const stoppedWith = (machine: VirtualMachine, recorded: number | undefined, reason: string) =>
+    observed(
+      ours({
+        config: { ...desired(machine), ...(recorded === undefined ? {} : { restarts: recorded }) },
+        active: false,
+        power: off(reason),
+      }),
+    );
+  const plan = (machine: VirtualMachine, recorded: number | undefined, reason: string) =>
+    planMachine({
+      vm: machine,
+      desired: desired(machine),
+      cloudInit: undefined,
+      observed: stoppedWith(machine, recorded, reason),
+      now: NOW,
+    });
+
+  it('is begun when the definition records a restart the status does not count', () => {
+    const machine = vm({ runStrategy: 'RerunOnFailure' }, { status: failedOff('crashed') });
+    const domain = (recorded?: number) =>
+      ours({
+        config: { ...want, ...(recorded === undefined ? {} : { restarts: recorded }) },
+        active: false,
+      });
+    expect(restartBegun(domain(3), machine)).toBe(true);
+    expect(restartBegun(domain(2), machine)).toBe(false);
+    expect(restartBegun(domain(), machine)).toBe(false);
+    // This process counted it already (a status write that failed): that run started.
+    expect(restartBegun(domain(3), machine, 3)).toBe(false);
+    expect(restartBegun({ ...domain(3), active: true }, machine)).toBe(false);
+  });
+
+  it.each(['crashed', 'failed', 'destroyed', 'unknown'])(
+    'under RerunOnFailure, is tried again after a stop by %s, as the same counted restart',
+    (reason) => {
+      const machine = vm({ runStrategy: 'RerunOnFailure' }, { status: failedOff(reason) });
+      expect(plan(machine, 3, reason).steps).toEqual([
+        { op: 'start', kind: 'restart', after: { state: 'shutoff', reason } },
+      ]);
+      // Nothing begun: the status's shut-off state is a stop judged before (not started).
+      expect(plan(machine, 2, reason).steps).toEqual([]);
+    },
+  );
+
+  it('under RerunOnFailure, is not tried again once the guest shut itself down', () => {
+    const machine = vm({ runStrategy: 'RerunOnFailure' }, { status: failedOff('shutdown') });
+    expect(plan(machine, 3, 'shutdown').steps).toEqual([]);
+  });
+
+  it('under Always, the start that works is the counted restart (one Restarted Event)', () => {
+    const machine = vm({}, { status: failedOff('shutdown') });
+    expect(plan(machine, 3, 'shutdown').steps).toEqual([
+      { op: 'start', kind: 'restart', after: { state: 'shutoff', reason: 'shutdown' } },
+    ]);
+    expect(plan(machine, 2, 'shutdown').steps).toMatchObject([{ op: 'start', kind: 'requested' }]);
+  });
+
+  it.each(['RestartRequested', 'RestartToApplyChanges'] as const)(
+    'keeps a %s recorded when its start did not run, under Manual, and starts it again',
+    (reason) => {
+      const machine = vm(
+        { runStrategy: 'Manual' },
+        { status: requested(reason, 5, { state: { state: 'shutoff', reason: 'shutdown' } }) },
+      );
+      const power = plan(machine, undefined, 'shutdown');
+      expect(power.steps).toMatchObject([{ op: 'start', kind: 'requested' }]);
+      expect(power.shutdown).toBeUndefined();
+      const stopped = { active: false };
+      expect(shutdownAfterSteps(machine, power, [], stopped)).toBe(reason);
+      expect(shutdownAfterSteps(machine, power, power.steps, stopped)).toBeUndefined();
+    },
+  );
+
+  it('under RerunOnFailure, a rerun held back (its network) is recorded as begun, once', () => {
+    const machine = vm({ runStrategy: 'RerunOnFailure' }, { status: runningStatus() });
+    const held = (recorded: number | undefined) =>
+      planMachine({
+        vm: machine,
+        desired: undefined,
+        cloudInit: undefined,
+        observed: stoppedWith(machine, recorded, 'crashed'),
+        now: NOW,
+        holdStart: true,
+      }).steps;
+    expect(held(undefined)).toEqual([{ op: 'recordRestart' }]);
+    // The pass after it finds the record: nothing more to write while the hold lasts.
+    expect(held(1)).toEqual([]);
+  });
+
+  it('records nothing for a start that did not run when no restart asked for it', () => {
+    const machine = vm({ runStrategy: 'Manual' }, { status: failedOff('destroyed') });
+    const first = { steps: [{ op: 'start', kind: 'initial', after: off('unknown') }] };
+    const power = { ...first, shutdown: undefined, waitMs: undefined } as Parameters<
+      typeof shutdownAfterSteps
+    >[1];
+    expect(shutdownAfterSteps(machine, power, [], { active: false })).toBeUndefined();
+  });
 });
