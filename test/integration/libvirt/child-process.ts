@@ -22,14 +22,16 @@ export async function compileFacade(opts: { withAddon: boolean }): Promise<Compi
   const dir = await mkdtemp(path.join(tmpdir(), 'lvbt-facade-'));
   const srcDir = path.join(repoRoot, 'src', 'libvirt');
   const outDir = path.join(dir, 'src', 'libvirt');
-  await mkdir(outDir, { recursive: true });
-  for (const file of await readdir(srcDir)) {
+  // With its subfolders: the facade uses its XML reader (xml/) too.
+  for (const file of await readdir(srcDir, { recursive: true })) {
     if (!file.endsWith('.ts')) continue;
     const source = await readFile(path.join(srcDir, file), 'utf8');
     const out = ts.transpileModule(source, {
       compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
     });
-    await writeFile(path.join(outDir, file.replace(/\.ts$/, '.js')), out.outputText);
+    const target = path.join(outDir, file.replace(/\.ts$/, '.js'));
+    await mkdir(path.dirname(target), { recursive: true });
+    await writeFile(target, out.outputText);
   }
   await writeFile(path.join(dir, 'package.json'), '{"type":"module"}\n');
   if (opts.withAddon) await symlink(path.join(repoRoot, 'build'), path.join(dir, 'build'));
