@@ -9,6 +9,7 @@ import {
   openSync,
   readFileSync,
   writeFileSync,
+  renameSync,
   rmSync,
   readdirSync,
   closeSync,
@@ -286,7 +287,10 @@ function ours() {
   try { return fs.readFileSync(pidsFile, 'utf8').split('\\n'); } catch { return undefined; }
 }
 function mine(lines) { return lines !== undefined && lines[0] === 'run ' + run; }
-setInterval(() => { if (!mine(ours())) process.exit(0); }, 300);
+// Over when the file is gone (a clean stop) or names another run; an empty read is not taken
+// for either (record() replaces the file whole, but a partial read must never disarm it).
+function over(lines) { return lines === undefined || (lines[0] !== '' && !mine(lines)); }
+setInterval(() => { if (over(ours())) process.exit(0); }, 300);
 function reap() {
   const lines = ours();
   if (!mine(lines)) process.exit(0);
@@ -317,8 +321,13 @@ export function startReaper(dir: string, removeDir: boolean): Reaper {
   const pidsFile = join(dir, 'pids');
   const run = randomBytes(8).toString('hex');
   const owner = `run ${run}`;
-  const record = (pids: Array<number | undefined>) =>
-    writeFileSync(pidsFile, [owner, ...pids.filter((p) => p !== undefined)].join('\n') + '\n');
+  // Replaced whole (write, then rename): writeFileSync empties the file before writing, and a
+  // watchdog reading it in between found no run line and quit, leaving the run unwatched.
+  const record = (pids: Array<number | undefined>) => {
+    const next = `${pidsFile}.${run}`;
+    writeFileSync(next, [owner, ...pids.filter((p) => p !== undefined)].join('\n') + '\n');
+    renameSync(next, pidsFile);
+  };
   record([]);
   const child = spawn(process.execPath, ['-e', REAPER_SOURCE, dir, removeDir ? '1' : '0', run], {
     stdio: ['pipe', 'ignore', 'ignore'],

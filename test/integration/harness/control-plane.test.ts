@@ -1,4 +1,6 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   CoreV1Api,
   CustomObjectsApi,
@@ -8,9 +10,9 @@ import {
   setHeaderOptions,
 } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
-import { startControlPlane } from '../../../src/commands/local/control-plane.js';
+import { startControlPlane, startReaper } from '../../../src/commands/local/control-plane.js';
 import { useControlPlane } from '../../harness/control-plane.js';
-import { recordedPids } from '../../harness/processes.js';
+import { processesNaming, recordedPids } from '../../harness/processes.js';
 
 const widgetCRD = {
   apiVersion: 'apiextensions.k8s.io/v1',
@@ -146,6 +148,26 @@ describe('control plane (real etcd + kube-apiserver)', () => {
 });
 
 describe('control plane lifecycle', () => {
+  it('keeps its watchdog through rewrites of the pids file, and ends it on a clean stop', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lvo-reaper-'));
+    try {
+      const reaper = startReaper(dir, false);
+      // The watchdog looks at the file every 300 ms; a look that found it half-written (emptied
+      // by writeFileSync) made it quit within a few hundred rewrites.
+      const until = Date.now() + 2_000;
+      for (let i = 0; Date.now() < until; i++) {
+        reaper.record([100_000 + (i % 7), 200_000]);
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      expect(await processesNaming(dir, 0), 'the watchdog, after 2 s of rewrites').toHaveLength(1);
+      reaper.disarm();
+      expect(await processesNaming(dir), 'the watchdog, after disarm').toEqual([]);
+      expect(existsSync(join(dir, 'pids'))).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('runs side by side with another one, and stop() leaves no process and no directory', async () => {
     const [a, b] = await Promise.all([
       startControlPlane({ installCRDs: false }),
