@@ -244,18 +244,13 @@ export function upSettings(values: {
 const QUIET_MS = 5_000;
 
 /**
- * Waits until the agent has listed every kind and reached libvirt (true), or for SIGINT or
- * SIGTERM (false). Kinds the cluster does not list (CRDs not installed) and a libvirt that
+ * Waits until the agent has listed every kind and reached libvirt, or for SIGINT or SIGTERM
+ * (the caller's stop.check() tells which). Kinds the cluster does not list (CRDs not installed) and a libvirt that
  * does not answer (a wrong --libvirt-uri, a libvirtd that is down) are said once, after a few
  * seconds: the agent keeps trying, and a signal meanwhile must still stop the agent and the
  * control plane.
  */
-async function syncedOrSignal(agent: Agent, stop: StopListener): Promise<boolean> {
-  let synced = false;
-  agent.synced.then(
-    () => (synced = true),
-    () => undefined,
-  );
+async function syncedOrSignal(agent: Agent, stop: StopListener): Promise<void> {
   let lastError: string | undefined;
   const onState = (change: StateChange) => {
     if (change.error !== undefined) lastError = oneLine(change.error);
@@ -282,7 +277,6 @@ async function syncedOrSignal(agent: Agent, stop: StopListener): Promise<boolean
     clearTimeout(quiet);
     agent.libvirt.off('state', onState);
   }
-  return synced;
 }
 
 function oneLine(err: unknown): string {
@@ -483,7 +477,6 @@ export interface Demo {
   names: DemoNames;
   /** Resolves with the VM's address once it is Running, Ready=True and has one. */
   booted: Promise<string>;
-  stop(): Promise<void>;
 }
 
 /**
@@ -587,7 +580,7 @@ async function applyDemo(
   if (existing.size > 0) {
     say(`examples: kept ${[...existing].join(', ')} of an earlier run as they are`);
   }
-  return { names, booted, stop: () => server.close() };
+  return { names, booted };
 }
 
 /** One line whenever an object's phase or Ready condition changes. */
