@@ -146,7 +146,7 @@ async function convergeFile(
   const uid = String(vol.metadata.uid);
   const copied = ctx.host.copiesMade.get(uid);
   if (copied !== undefined && copied === vol.status?.path) ctx.host.copiesMade.delete(uid);
-  const plan = planVolume(vol, kind, desired, found?.doc, copied);
+  const plan = planVolume(vol, kind, desired, found?.doc, copied, found?.changedAt);
   if ('conflict' in plan)
     return { facts: { problem: { reason: 'NameConflict', message: plan.conflict }, usedBy } };
   if (recorded && found.doc.path) {
@@ -349,10 +349,13 @@ async function deleteIfOurs(vol: Volume, pool: ReadyPool, ctx: ControllerContext
   const found = await observeVolume(pool, volumeFileName(vol));
   if (!found) return;
   let ours = found.doc.path !== undefined && vol.status?.path === found.doc.path;
-  if (!ours && sourceKind(vol) === 'blank') ours = ownsVolume(vol, found.doc, desiredVolume(vol));
+  if (!ours && sourceKind(vol) === 'blank')
+    ours = ownsVolume(vol, found.doc, desiredVolume(vol), found.changedAt);
   if (!ours && sourceVolumeName(vol)) {
     const source = await observeSource(ctx, vol, String(sourceVolumeName(vol)));
-    ours = !('reason' in source) && ownsVolume(vol, found.doc, desiredVolume(vol, source.image));
+    ours =
+      !('reason' in source) &&
+      ownsVolume(vol, found.doc, desiredVolume(vol, source.image), found.changedAt);
   }
   if (!ours) {
     ctx.event(
