@@ -233,3 +233,27 @@ export function layersProblem(
       `; ${fix}`,
   };
 }
+
+/**
+ * A base whose file is gone while overlays made on it still have theirs: the file is not made
+ * again. An overlay names its backing file by path, so a new blank file there would silently
+ * become what they read under their own data (a corrupt disk, with no error anywhere). A
+ * Volume nobody is layered on makes its lost file again as usual. `recorded`: the path
+ * status records (the file it had); `overlays`: names of Volumes layered on it that made
+ * their file. Pure.
+ */
+export function lostBaseProblem(
+  recorded: string | undefined,
+  overlays: readonly string[],
+): Problem | undefined {
+  if (recorded === undefined || overlays.length === 0) return undefined;
+  const which = overlays.length === 1 ? 'Volume' : 'Volumes';
+  return {
+    reason: 'BaseFileMissing',
+    message:
+      `the volume file ${recorded} is gone, and ${which} ${overlays.join(', ')} ` +
+      `${overlays.length === 1 ? 'is an overlay' : 'are overlays'} on it: a new blank file ` +
+      `would become their backing file and corrupt what they read, so none is made; put the ` +
+      `file back, or delete the overlays (the file is then made again)`,
+  };
+}

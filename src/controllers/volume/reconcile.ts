@@ -44,6 +44,7 @@ import {
   IMPORTED,
   liveGrowth,
   layersProblem,
+  lostBaseProblem,
   ownsVolume,
   planImport,
   planVolume,
@@ -142,6 +143,10 @@ async function convergeFile(
     if ('reason' in observed) return { facts: { problem: observed, usedBy } };
     source = observed;
   }
+  if (!found) {
+    const lost = lostBaseProblem(vol.status?.path, overlaysWithFiles(vol, usedBy, ctx));
+    if (lost) return { facts: { problem: lost, usedBy } };
+  }
   const desired = recorded ? undefined : desiredVolume(vol, source?.image);
   const uid = String(vol.metadata.uid);
   const copied = ctx.host.copiesMade.get(uid);
@@ -190,6 +195,22 @@ async function convergeFile(
   const resizeProblem = outcome.resizeProblem ?? waiting;
   if (resizeProblem) facts.resizeProblem = resizeProblem;
   return { facts, vol };
+}
+
+/** The Volumes among `usedBy` layered on `vol` (backingVolume) that have made their file. */
+function overlaysWithFiles(
+  vol: Volume,
+  usedBy: VolumeFacts['usedBy'],
+  ctx: ControllerContext,
+): string[] {
+  return usedBy
+    .filter((u) => u.kind === 'Volume')
+    .map((u) => ctx.get<Volume>('Volume', vol.metadata.namespace, u.name))
+    .filter(
+      (v): v is Volume =>
+        v?.spec.source?.backingVolume?.volume === vol.metadata.name && !!v?.status?.path,
+    )
+    .map((v) => String(v.metadata.name));
 }
 
 /**

@@ -672,6 +672,32 @@ describe('a real libvirtd with QEMU', () => {
     await converge(ctx, reconcileVolume, `${NS}/swapped`, { until: gone('swapped') });
   });
 
+  it('a base whose file was removed is not made blank again under its overlays (BaseFileMissing)', async () => {
+    const id = randomBytes(3).toString('hex');
+    const [b, o] = [`lost-base-${id}`, `lost-layer-${id}`];
+    await createVol(b, { capacity: '16Mi' });
+    await converge(ctx, reconcileVolume, `${NS}/${b}`, { until: settled(b) });
+    await createVol(o, { source: { backingVolume: { volume: b } } });
+    await converge(ctx, reconcileVolume, `${NS}/${o}`, { until: settled(o) });
+    const baseFile = path.join(poolDir, `${NS}_${b}`);
+    await rm(baseFile);
+    for (let i = 0; i < 4; i++) {
+      await ctx.refresh();
+      await reconcileVolume(`${NS}/${b}`, ctx);
+    }
+    const ready = await readyOf(b);
+    expect(ready?.reason).toBe('BaseFileMissing');
+    expect(ready?.message).toContain(o);
+    await expect(stat(baseFile)).rejects.toThrow(/ENOENT/);
+    // Without the overlay, the base makes its file again as usual.
+    await k.remove('Volume', NS, o);
+    await converge(ctx, reconcileVolume, `${NS}/${o}`, { until: gone(o), maxPasses: 40 });
+    await converge(ctx, reconcileVolume, `${NS}/${b}`, { until: settled(b) });
+    expect((await stat(baseFile)).isFile()).toBe(true);
+    await k.remove('Volume', NS, b);
+    await converge(ctx, reconcileVolume, `${NS}/${b}`, { until: gone(b), maxPasses: 40 });
+  });
+
   it('a file a deleted Volume kept (Retain) is a NameConflict for a new Volume of its name, base or overlay', async () => {
     const id = randomBytes(3).toString('hex');
     const [b, o] = [`kept-base-${id}`, `kept-layer-${id}`];

@@ -7,6 +7,7 @@ import {
   sourceKind,
 } from '../../../../src/controllers/volume/desired.js';
 import {
+  lostBaseProblem,
   ownsVolume,
   planImport,
   planVolume,
@@ -562,5 +563,18 @@ describe('volumeStatus', () => {
       reason: 'InUse',
       message: expect.stringContaining('VirtualMachine web'),
     });
+  });
+});
+
+describe('lostBaseProblem', () => {
+  it('keeps a lost base file from being made blank under overlays that have files', () => {
+    expect(lostBaseProblem('/p/apps_base', ['l1', 'l2'])).toMatchObject({
+      reason: 'BaseFileMissing',
+      message: expect.stringContaining('Volumes l1, l2 are overlays on it'),
+    });
+  });
+  it('lets a Volume without overlays, or one that never had a file, make its file', () => {
+    expect(lostBaseProblem('/p/apps_base', [])).toBeUndefined();
+    expect(lostBaseProblem(undefined, ['l1'])).toBeUndefined();
   });
 });
