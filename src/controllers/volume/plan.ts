@@ -257,3 +257,14 @@ export function lostBaseProblem(
       `file back, or delete the overlays (the file is then made again)`,
   };
 }
+
+/** An overlay whose backing file (its base Volume's) is gone: no machine can open it. Pure. */
+export function missingBackingProblem(path: string, backing: string, base: string): Problem {
+  return {
+    reason: 'BaseFileMissing',
+    message:
+      `the volume file ${path} is an overlay on ${backing}, the file of base Volume ${base}, ` +
+      `which is gone: no machine can open it; put that file back (a new blank one would not ` +
+      `hold what this overlay was made on)`,
+  };
+}

@@ -1,6 +1,7 @@
 // Volume: the agent of spec.nodeName keeps a file <namespace>_<name> in the pool spec.pool
 // (blank, a clone, a qcow2 overlay or an HTTP import), grows it when spec.capacity grows, and
 // on deletion removes it (deletionPolicy Delete) or leaves it (Retain) once nothing uses it.
+import { stat } from 'node:fs/promises';
 import { findCondition } from '../../api/conditions.js';
 import type { StoragePool, VirtualMachine, Volume } from '../../api/generated/types.js';
 import { volumeFileName } from '../../api/names.js';
@@ -45,6 +46,7 @@ import {
   liveGrowth,
   layersProblem,
   lostBaseProblem,
+  missingBackingProblem,
   ownsVolume,
   planImport,
   planVolume,
@@ -230,7 +232,16 @@ async function replacedImage(
   const backing = base
     ? ctx.get<Volume>('Volume', vol.metadata.namespace, base)?.status?.path
     : undefined;
-  return layersProblem(path, kind, await readImageLayers(path), backing);
+  const layers = await readImageLayers(path);
+  const problem = layersProblem(path, kind, layers, backing);
+  if (problem || !base || !layers?.backingFile) return problem;
+  // The base's file gone (removed on the host; its Volume makes no new one under us): QEMU
+  // could not open this overlay, and status said Available.
+  const exists = await stat(layers.backingFile).then(
+    () => true,
+    (err: NodeJS.ErrnoException) => err.code !== 'ENOENT',
+  );
+  return exists ? undefined : missingBackingProblem(path, layers.backingFile, base);
 }
 
 /** HTTP sources: download and verify in the background, then create and upload the file. */

@@ -689,6 +689,12 @@ describe('a real libvirtd with QEMU', () => {
     expect(ready?.reason).toBe('BaseFileMissing');
     expect(ready?.message).toContain(o);
     await expect(stat(baseFile)).rejects.toThrow(/ENOENT/);
+    // The overlay says it cannot be opened, naming its base, rather than Available.
+    await ctx.refresh();
+    await reconcileVolume(`${NS}/${o}`, ctx);
+    const layered = await readyOf(o);
+    expect(layered?.reason).toBe('BaseFileMissing');
+    expect(layered?.message).toContain(`base Volume ${b}`);
     // Without the overlay, the base makes its file again as usual.
     await k.remove('Volume', NS, o);
     await converge(ctx, reconcileVolume, `${NS}/${o}`, { until: gone(o), maxPasses: 40 });
