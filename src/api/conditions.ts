@@ -207,6 +207,9 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   PathTooLong: 'stalled',
   // An image that is not self-contained or is cut short, though its digest is the pinned one.
   InvalidImage: 'stalled',
+  // A base Volume's file gone from under overlays that have files: a new blank file would
+  // become their backing file, so only a user putting it back or deleting them helps.
+  BaseFileMissing: 'stalled',
   // The import's server answers a 4xx other than 408/429: it refuses that URL, and will until
   // someone publishes the image there or re-creates the Volume (retried with backoff meanwhile).
   SourceRefused: 'stalled',

@@ -1,7 +1,7 @@
 // What the host has for a Volume: its pool (the StoragePool's libvirt pool on this node, found
 // by the StoragePool's uid), the volume file in it, and for copies and overlays the source
 // Volume's file. Reads only; a missing prerequisite is a NotReady value, never a throw.
-import { open } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import type { StoragePool, VirtualMachine, Volume } from '../../api/generated/types.js';
 import { findCondition } from '../../api/conditions.js';
 import { volumeFileName } from '../../api/names.js';
@@ -89,6 +89,12 @@ export async function usablePool(
 export interface HostVolume {
   handle: StorageVol;
   doc: ObservedVolume;
+  /**
+   * When the file's inode last changed (ctime), read from the file system; undefined when the
+   * file cannot be read here (libvirt's test driver has no files). Only the ownership test of
+   * an unrecorded file uses it (plan.ts, ownsVolume).
+   */
+  changedAt?: Date;
 }
 
 /**
@@ -105,7 +111,9 @@ export async function observeVolume(
   let handle: StorageVol | undefined;
   try {
     handle = await pool.handle.lookupStorageVolByName(name);
-    return { handle, doc: parseVolumeXML(await handle.getXMLDesc(0)) };
+    const doc = parseVolumeXML(await handle.getXMLDesc(0));
+    const changedAt = doc.path ? await fileChangedAt(doc.path) : undefined;
+    return { handle, doc, ...(changedAt ? { changedAt } : {}) };
   } catch (err) {
     // Not found, or the pool stopped between our look and this call.
     if (isNotFound(err, 'storageVol') || isOperationInvalid(err)) {
@@ -114,6 +122,13 @@ export async function observeVolume(
     }
     throw err;
   }
+}
+
+async function fileChangedAt(path: string): Promise<Date | undefined> {
+  return stat(path).then(
+    (s) => s.ctime,
+    () => undefined,
+  );
 }
 
 /**

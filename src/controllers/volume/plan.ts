@@ -27,16 +27,29 @@ export const RESIZED = 'Resized';
 /**
  * Whether the file in the pool is this Volume's. libvirt volumes carry no metadata, so the
  * proof is: the status already records this path (we created it), or the file is exactly what
- * we would have created (a crash between create and the status write). Anything else under
- * our file name was put there by someone else.
+ * we would have created (a crash between create and the status write) and was made after this
+ * Volume was. Anything else under our file name was put there by someone else: also a file an
+ * earlier Volume of this name kept (deletionPolicy Retain), which matches the spec just as
+ * well; adopting it would hand the new Volume the old one's data, and make a new base the
+ * backing file of an old retained overlay, or an old overlay file the new overlay.
+ * `changedAt`: the file's ctime. It only moves forwards, so a file last changed before the
+ * Volume existed was not made by it (the creation time has whole seconds: compared floored).
  */
 export function ownsVolume(
   vol: Volume,
   observed: ObservedVolume,
   desired: VolumeDocument | undefined,
+  changedAt?: Date,
 ): boolean {
   if (observed.path !== undefined && vol.status?.path === observed.path) return true;
+  if (predatesVolume(vol, changedAt)) return false;
   return desired !== undefined && changedVolumeFields(desired, observed).length === 0;
+}
+
+function predatesVolume(vol: Volume, changedAt: Date | undefined): boolean {
+  const created = vol.metadata.creationTimestamp;
+  if (changedAt === undefined || created === undefined) return false;
+  return Math.floor(changedAt.getTime() / 1000) * 1000 < Date.parse(String(created));
 }
 
 export function planVolume(
@@ -46,13 +59,16 @@ export function planVolume(
   observed: ObservedVolume | undefined,
   /** The file this process finished copying for this Volume, if status may not show it yet. */
   copied?: string,
+  /** The file's ctime, when it can be read (ownsVolume). */
+  changedAt?: Date,
 ): VolumePlan {
   if (!observed) {
     if (!desired)
       throw new Error('planVolume: nothing to create from (the caller observes the source first)');
     return { steps: [{ op: kind === 'clone' ? 'clone' : 'create', doc: desired }] };
   }
-  if (!ownsVolume(vol, observed, desired)) return { conflict: conflictMessage(observed) };
+  if (!ownsVolume(vol, observed, desired, changedAt))
+    return { conflict: conflictMessage(observed, predatesVolume(vol, changedAt)) };
   // libvirt makes a copy's file at its full size and then streams the source in, so a file
   // that matches the copy but that status does not record may be one an agent or libvirtd
   // crash cut short: its content cannot be trusted. Copied again; a blank file or an
@@ -112,11 +128,15 @@ export function liveGrowth(
   };
 }
 
-function conflictMessage(observed: ObservedVolume): string {
+function conflictMessage(observed: ObservedVolume, older = false): string {
   return (
     `a file ${observed.path ?? observed.name} (format ${observed.format}, capacity ${observed.capacity} bytes) ` +
-    `already exists in the pool and was not created by this Volume; it is never adopted or deleted: ` +
-    `remove it or choose another Volume name`
+    `already exists in the pool and was not created by this Volume` +
+    (older
+      ? ` (it is older than the Volume: one of the same name kept it, deletionPolicy Retain, ` +
+        `or it was put there)`
+      : '') +
+    `; it is never adopted or deleted: remove it or choose another Volume name`
   );
 }
 
@@ -211,5 +231,40 @@ export function layersProblem(
       `the volume file ${path} names the backing file ${named}` +
       (kind === 'backingVolume' ? `, not its backingVolume's file ${backing}` : '') +
       `; ${fix}`,
+  };
+}
+
+/**
+ * A base whose file is gone while overlays made on it still have theirs: the file is not made
+ * again. An overlay names its backing file by path, so a new blank file there would silently
+ * become what they read under their own data (a corrupt disk, with no error anywhere). A
+ * Volume nobody is layered on makes its lost file again as usual. `recorded`: the path
+ * status records (the file it had); `overlays`: names of Volumes layered on it that made
+ * their file. Pure.
+ */
+export function lostBaseProblem(
+  recorded: string | undefined,
+  overlays: readonly string[],
+): Problem | undefined {
+  if (recorded === undefined || overlays.length === 0) return undefined;
+  const which = overlays.length === 1 ? 'Volume' : 'Volumes';
+  return {
+    reason: 'BaseFileMissing',
+    message:
+      `the volume file ${recorded} is gone, and ${which} ${overlays.join(', ')} ` +
+      `${overlays.length === 1 ? 'is an overlay' : 'are overlays'} on it: a new blank file ` +
+      `would become their backing file and corrupt what they read, so none is made; put the ` +
+      `file back, or delete the overlays (the file is then made again)`,
+  };
+}
+
+/** An overlay whose backing file (its base Volume's) is gone: no machine can open it. Pure. */
+export function missingBackingProblem(path: string, backing: string, base: string): Problem {
+  return {
+    reason: 'BaseFileMissing',
+    message:
+      `the volume file ${path} is an overlay on ${backing}, the file of base Volume ${base}, ` +
+      `which is gone: no machine can open it; put that file back (a new blank one would not ` +
+      `hold what this overlay was made on)`,
   };
 }

@@ -1,6 +1,7 @@
 // Volume: the agent of spec.nodeName keeps a file <namespace>_<name> in the pool spec.pool
 // (blank, a clone, a qcow2 overlay or an HTTP import), grows it when spec.capacity grows, and
 // on deletion removes it (deletionPolicy Delete) or leaves it (Retain) once nothing uses it.
+import { stat } from 'node:fs/promises';
 import { findCondition } from '../../api/conditions.js';
 import type { StoragePool, VirtualMachine, Volume } from '../../api/generated/types.js';
 import { volumeFileName } from '../../api/names.js';
@@ -44,6 +45,8 @@ import {
   IMPORTED,
   liveGrowth,
   layersProblem,
+  lostBaseProblem,
+  missingBackingProblem,
   ownsVolume,
   planImport,
   planVolume,
@@ -142,11 +145,15 @@ async function convergeFile(
     if ('reason' in observed) return { facts: { problem: observed, usedBy } };
     source = observed;
   }
+  if (!found) {
+    const lost = lostBaseProblem(vol.status?.path, overlaysWithFiles(vol, usedBy, ctx));
+    if (lost) return { facts: { problem: lost, usedBy } };
+  }
   const desired = recorded ? undefined : desiredVolume(vol, source?.image);
   const uid = String(vol.metadata.uid);
   const copied = ctx.host.copiesMade.get(uid);
   if (copied !== undefined && copied === vol.status?.path) ctx.host.copiesMade.delete(uid);
-  const plan = planVolume(vol, kind, desired, found?.doc, copied);
+  const plan = planVolume(vol, kind, desired, found?.doc, copied, found?.changedAt);
   if ('conflict' in plan)
     return { facts: { problem: { reason: 'NameConflict', message: plan.conflict }, usedBy } };
   if (recorded && found.doc.path) {
@@ -192,6 +199,22 @@ async function convergeFile(
   return { facts, vol };
 }
 
+/** The Volumes among `usedBy` layered on `vol` (backingVolume) that have made their file. */
+function overlaysWithFiles(
+  vol: Volume,
+  usedBy: VolumeFacts['usedBy'],
+  ctx: ControllerContext,
+): string[] {
+  return usedBy
+    .filter((u) => u.kind === 'Volume')
+    .map((u) => ctx.get<Volume>('Volume', vol.metadata.namespace, u.name))
+    .filter(
+      (v): v is Volume =>
+        v?.spec.source?.backingVolume?.volume === vol.metadata.name && !!v?.status?.path,
+    )
+    .map((v) => String(v.metadata.name));
+}
+
 /**
  * A qcow2 file this Volume made, checked again each pass from its header (two small reads):
  * it was judged when made (imports) or made by libvirt from the spec, but a file replaced on
@@ -209,7 +232,16 @@ async function replacedImage(
   const backing = base
     ? ctx.get<Volume>('Volume', vol.metadata.namespace, base)?.status?.path
     : undefined;
-  return layersProblem(path, kind, await readImageLayers(path), backing);
+  const layers = await readImageLayers(path);
+  const problem = layersProblem(path, kind, layers, backing);
+  if (problem || !base || !layers?.backingFile) return problem;
+  // The base's file gone (removed on the host; its Volume makes no new one under us): QEMU
+  // could not open this overlay, and status said Available.
+  const exists = await stat(layers.backingFile).then(
+    () => true,
+    (err: NodeJS.ErrnoException) => err.code !== 'ENOENT',
+  );
+  return exists ? undefined : missingBackingProblem(path, layers.backingFile, base);
 }
 
 /** HTTP sources: download and verify in the background, then create and upload the file. */
@@ -349,10 +381,13 @@ async function deleteIfOurs(vol: Volume, pool: ReadyPool, ctx: ControllerContext
   const found = await observeVolume(pool, volumeFileName(vol));
   if (!found) return;
   let ours = found.doc.path !== undefined && vol.status?.path === found.doc.path;
-  if (!ours && sourceKind(vol) === 'blank') ours = ownsVolume(vol, found.doc, desiredVolume(vol));
+  if (!ours && sourceKind(vol) === 'blank')
+    ours = ownsVolume(vol, found.doc, desiredVolume(vol), found.changedAt);
   if (!ours && sourceVolumeName(vol)) {
     const source = await observeSource(ctx, vol, String(sourceVolumeName(vol)));
-    ours = !('reason' in source) && ownsVolume(vol, found.doc, desiredVolume(vol, source.image));
+    ours =
+      !('reason' in source) &&
+      ownsVolume(vol, found.doc, desiredVolume(vol, source.image), found.changedAt);
   }
   if (!ours) {
     ctx.event(

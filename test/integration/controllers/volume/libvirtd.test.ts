@@ -672,6 +672,90 @@ describe('a real libvirtd with QEMU', () => {
     await converge(ctx, reconcileVolume, `${NS}/swapped`, { until: gone('swapped') });
   });
 
+  it('a base whose file was removed is not made blank again under its overlays (BaseFileMissing)', async () => {
+    const id = randomBytes(3).toString('hex');
+    const [b, o] = [`lost-base-${id}`, `lost-layer-${id}`];
+    await createVol(b, { capacity: '16Mi' });
+    await converge(ctx, reconcileVolume, `${NS}/${b}`, { until: settled(b) });
+    await createVol(o, { source: { backingVolume: { volume: b } } });
+    await converge(ctx, reconcileVolume, `${NS}/${o}`, { until: settled(o) });
+    const baseFile = path.join(poolDir, `${NS}_${b}`);
+    await rm(baseFile);
+    for (let i = 0; i < 4; i++) {
+      await ctx.refresh();
+      await reconcileVolume(`${NS}/${b}`, ctx);
+    }
+    const ready = await readyOf(b);
+    expect(ready?.reason).toBe('BaseFileMissing');
+    expect(ready?.message).toContain(o);
+    await expect(stat(baseFile)).rejects.toThrow(/ENOENT/);
+    // The overlay says it cannot be opened, naming its base, rather than Available.
+    await ctx.refresh();
+    await reconcileVolume(`${NS}/${o}`, ctx);
+    const layered = await readyOf(o);
+    expect(layered?.reason).toBe('BaseFileMissing');
+    expect(layered?.message).toContain(`base Volume ${b}`);
+    // Without the overlay, the base makes its file again as usual.
+    await k.remove('Volume', NS, o);
+    await converge(ctx, reconcileVolume, `${NS}/${o}`, { until: gone(o), maxPasses: 40 });
+    await converge(ctx, reconcileVolume, `${NS}/${b}`, { until: settled(b) });
+    expect((await stat(baseFile)).isFile()).toBe(true);
+    await k.remove('Volume', NS, b);
+    await converge(ctx, reconcileVolume, `${NS}/${b}`, { until: gone(b), maxPasses: 40 });
+  });
+
+  it('a file a deleted Volume kept (Retain) is a NameConflict for a new Volume of its name, base or overlay', async () => {
+    const id = randomBytes(3).toString('hex');
+    const [b, o] = [`kept-base-${id}`, `kept-layer-${id}`];
+    const passesUntilReady = async (name: string, reason: string) => {
+      for (let i = 0; i < 6; i++) {
+        await ctx.refresh();
+        await reconcileVolume(`${NS}/${name}`, ctx);
+        if ((await readyOf(name))?.reason === reason) return;
+      }
+      throw new Error(`Volume ${name}: Ready is ${JSON.stringify(await readyOf(name))}`);
+    };
+    const removeAll = async (name: string) => {
+      await k.remove('Volume', NS, name);
+      await converge(ctx, reconcileVolume, `${NS}/${name}`, { until: gone(name), maxPasses: 40 });
+    };
+    await createVol(b, { capacity: '16Mi', deletionPolicy: 'Retain' });
+    await converge(ctx, reconcileVolume, `${NS}/${b}`, { until: settled(b) });
+    await createVol(o, { source: { backingVolume: { volume: b } }, deletionPolicy: 'Retain' });
+    await converge(ctx, reconcileVolume, `${NS}/${o}`, { until: settled(o) });
+    const baseFile = path.join(poolDir, `${NS}_${b}`);
+    const layerFile = path.join(poolDir, `${NS}_${o}`);
+    await removeAll(o);
+    expect((await stat(layerFile)).isFile()).toBe(true);
+    // Object creation times have whole seconds: the new objects come a second later.
+    await sleep(1100);
+
+    // The same overlay again, on the same base: the old overlay's file matches its spec
+    // exactly, but holds what the old one's guest wrote.
+    await createVol(o, { source: { backingVolume: { volume: b } } });
+    await passesUntilReady(o, 'NameConflict');
+    expect((await readyOf(o))?.message).toContain('older than the Volume');
+    expect((await getVol(o))?.status?.path).toBeUndefined();
+    // Deleting it (Delete) leaves the file it never owned.
+    await removeAll(o);
+    expect(eventsOf(o)).toContain('FileKept');
+    expect((await stat(layerFile)).isFile()).toBe(true);
+
+    // The base: a new blank Volume of its name must not become the old overlay's base.
+    await removeAll(b);
+    expect((await stat(baseFile)).isFile()).toBe(true);
+    await sleep(1100);
+    await createVol(b, { capacity: '16Mi' });
+    await passesUntilReady(b, 'NameConflict');
+    expect((await getVol(b))?.status?.path).toBeUndefined();
+    // Deleting the new Volume (Delete) leaves the file it never owned.
+    await removeAll(b);
+    expect((await stat(baseFile)).isFile()).toBe(true);
+    await rm(baseFile);
+    await rm(layerFile);
+    await (await conn.lookupStoragePoolByName(POOL)).refresh(0);
+  });
+
   it('deletes files (Delete), keeps one (Retain), then removes the pool but not a directory holding that file', async () => {
     await k.patchSpec('Volume', NS, 'disk-3', { deletionPolicy: 'Retain' });
     await k.remove('StoragePool', undefined, POOL);

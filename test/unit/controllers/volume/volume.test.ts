@@ -7,6 +7,7 @@ import {
   sourceKind,
 } from '../../../../src/controllers/volume/desired.js';
 import {
+  lostBaseProblem,
   ownsVolume,
   planImport,
   planVolume,
@@ -131,6 +132,31 @@ describe('ownsVolume', () => {
     ['a backing store', file({ backingStore: { path: '/etc/x', format: 'raw' } })],
   ])('does not own an unrecorded file with %s', (_what, observed) => {
     expect(ownsVolume(vol(), observed, desiredVolume(vol()))).toBe(false);
+  });
+  it('does not own a matching file older than itself (one a deleted Volume kept), to the second', () => {
+    const created = vol();
+    created.metadata.creationTimestamp = '2026-01-02T03:04:05Z';
+    const own = (changedAt: string) =>
+      ownsVolume(created, file(), desiredVolume(created), new Date(changedAt));
+    expect(own('2026-01-02T03:04:04.999Z')).toBe(false);
+    // Made within the creation's second (its timestamp has whole seconds), or after: a crash
+    // before the status write.
+    expect(own('2026-01-02T03:04:05.000Z')).toBe(true);
+    expect(own('2026-01-02T03:04:05.700Z')).toBe(true);
+    expect(ownsVolume(created, file(), desiredVolume(created))).toBe(true);
+    // The recorded path is ours whatever its age.
+    const recorded = vol({}, { path: '/srv/images/apps_data' });
+    recorded.metadata.creationTimestamp = '2026-01-02T03:04:05Z';
+    expect(ownsVolume(recorded, file(), undefined, new Date('2020-01-01T00:00:00Z'))).toBe(true);
+    const plan = planVolume(
+      created,
+      'blank',
+      desiredVolume(created),
+      file(),
+      undefined,
+      new Date('2026-01-01T00:00:00Z'),
+    );
+    expect(plan).toEqual({ conflict: expect.stringContaining('older than the Volume') });
   });
   it('does not own a file at another path than the recorded one', () => {
     expect(
@@ -537,5 +563,18 @@ describe('volumeStatus', () => {
       reason: 'InUse',
       message: expect.stringContaining('VirtualMachine web'),
     });
+  });
+});
+
+describe('lostBaseProblem', () => {
+  it('keeps a lost base file from being made blank under overlays that have files', () => {
+    expect(lostBaseProblem('/p/apps_base', ['l1', 'l2'])).toMatchObject({
+      reason: 'BaseFileMissing',
+      message: expect.stringContaining('Volumes l1, l2 are overlays on it'),
+    });
+  });
+  it('lets a Volume without overlays, or one that never had a file, make its file', () => {
+    expect(lostBaseProblem('/p/apps_base', [])).toBeUndefined();
+    expect(lostBaseProblem(undefined, ['l1'])).toBeUndefined();
   });
 });
