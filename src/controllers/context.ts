@@ -11,6 +11,7 @@ import type { Logger } from '../runtime/log.js';
 import type { LabelSelector } from '../api/generated/types.js';
 import type { HostState } from './host-state.js';
 import type { NodeMatch } from './node-aggregate.js';
+import type { ImageLayers } from './volume/observe.js';
 
 // The runtime's vocabulary, so a reconcile's answer goes to the queue as it is.
 export { requeueAfter, type Action } from '../runtime/controller.js';
@@ -43,6 +44,12 @@ export interface ControllerContext {
   stateDir: string;
   /** What this agent keeps about its host between passes (pool locks, imports, ...). */
   host: HostState;
+  /**
+   * Reads the layers a qcow2 file's header names: the one read of a pool's file the agent
+   * makes itself rather than through libvirt (volume/header-check.ts). Absent: the file's own
+   * reader (volume/observe.ts readImageLayers); tests put one here to count or hold reads.
+   */
+  readImageLayers?(path: string): Promise<ImageLayers | undefined>;
 
   /** Read-only cache lookups (never an API call). Cluster-scoped kinds take namespace undefined. */
   get<T extends KubeObject>(

@@ -3,6 +3,7 @@
 // variables and two agents in one process (tests) never share it.
 import type { ShownFigures } from './shared/figures.js';
 import type { RestoredRun, SentShutdown } from './virtual-machine/plan.js';
+import type { HeaderChecks } from './volume/header-check.js';
 import type { ImportJobs } from './volume/import.js';
 import type { PoolLocks } from './shared/pool-lock.js';
 
@@ -77,6 +78,12 @@ export interface HostState {
    */
   copiesMade: Map<string, string>;
   /**
+   * What the last header read of each recorded qcow2 Volume's file (by uid) found, for the
+   * file as libvirt described it then, or that a read is still under way: the header is read
+   * again only when the file changed (volume/header-check.ts).
+   */
+  headerChecks: HeaderChecks;
+  /**
    * The CPU model names the host's QEMU knows, by virtualization type (qemu, kvm), with when
    * they were read (virtual-machine/reconcile.ts knownCpuModels); undefined models: the driver
    * cannot tell (libvirt's test driver).
@@ -112,6 +119,7 @@ export function createHostState(): HostState {
     earlierLeases: new Map(),
     snapshotTakesCutShort: new Set(),
     copiesMade: new Map(),
+    headerChecks: new Map(),
     cpuModels: new Map(),
     poolRefreshes: new Map(),
     summariesJudged: new Map(),

@@ -1,7 +1,7 @@
 // What the host has for a Volume: its pool (the StoragePool's libvirt pool on this node, found
 // by the StoragePool's uid), the volume file in it, and for copies and overlays the source
 // Volume's file. Reads only; a missing prerequisite is a NotReady value, never a throw.
-import { open, stat } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import type { StoragePool, VirtualMachine, Volume } from '../../api/generated/types.js';
 import { findCondition } from '../../api/conditions.js';
 import { volumeFileName } from '../../api/names.js';
@@ -90,8 +90,8 @@ export interface HostVolume {
   handle: StorageVol;
   doc: ObservedVolume;
   /**
-   * When the file's inode last changed (ctime), read from the file system; undefined when the
-   * file cannot be read here (libvirt's test driver has no files). Only the ownership test of
+   * When the file's inode last changed (ctime), as libvirt reports it; undefined when it
+   * reports none (libvirt's test driver has no files). Only the ownership test of
    * an unrecorded file uses it (plan.ts, ownsVolume).
    */
   changedAt?: Date;
@@ -112,7 +112,7 @@ export async function observeVolume(
   try {
     handle = await pool.handle.lookupStorageVolByName(name);
     const doc = parseVolumeXML(await handle.getXMLDesc(0));
-    const changedAt = doc.path ? await fileChangedAt(doc.path) : undefined;
+    const changedAt = fileChangedAt(doc);
     return { handle, doc, ...(changedAt ? { changedAt } : {}) };
   } catch (err) {
     // Not found, or the pool stopped between our look and this call.
@@ -124,11 +124,14 @@ export async function observeVolume(
   }
 }
 
-async function fileChangedAt(path: string): Promise<Date | undefined> {
-  return stat(path).then(
-    (s) => s.ctime,
-    () => undefined,
-  );
+/**
+ * The file's ctime as libvirt read it for the volume's XML (`<timestamps><ctime>`, seconds with
+ * a fraction): no access to the pool's files of our own. Undefined where libvirt reports none
+ * (the test driver).
+ */
+function fileChangedAt(doc: ObservedVolume): Date | undefined {
+  const seconds = doc.changed ? Number(doc.changed.ctime.split('.')[0]) : NaN;
+  return Number.isFinite(seconds) ? new Date(seconds * 1000) : undefined;
 }
 
 /**

@@ -17,6 +17,7 @@ import { forgetFigures, steadyFigure } from '../shared/figures.js';
 import { cachedByKey, newProblem, retryDelay, withFinalizer, type Problem } from '../kit.js';
 import { applyVolumeSteps, deleteVolumeFile, uploadImage } from './act.js';
 import { desiredVolume, sourceKind, sourceVolumeName } from './desired.js';
+import { checkHeader, fileIdentity, HEADER_READ_TIMEOUT_MS } from './header-check.js';
 import {
   cancelImport,
   failImport,
@@ -54,6 +55,7 @@ import {
   RESIZED,
   type VolumeStep,
 } from './plan.js';
+import type { ObservedVolume } from '../../libvirt/xml/volume.js';
 import { DELETION_BLOCKED, READY, usedByList, volumeStatus, type VolumeFacts } from './status.js';
 import { machinesThatMayHold, sourceHeld, usersOf } from './users.js';
 
@@ -63,6 +65,12 @@ const PROGRESS_INTERVAL_MS = 3_000;
 // ResizeRefused too: a user ends it outside the spec (deleting snapshots), so it is looked at
 // again with backoff rather than suspended for the generation as ResizeUnsupported is.
 const RETRIED_RESIZE = new Set(['ResizeFailed', 'ResizeRefused', READ_ONLY_IN_USE]);
+
+/**
+ * How soon a pass whose header read did not answer looks again (a read still under way is
+ * not repeated: the look only tells whether it answered since).
+ */
+const HEADER_RETRY_MS = 30_000;
 
 /** `vol`: the object as a status write in the pass left it, for the pass's last write. */
 type Pass = { facts: VolumeFacts; requeueMs?: number; vol?: Volume };
@@ -156,9 +164,11 @@ async function convergeFile(
   const plan = planVolume(vol, kind, desired, found?.doc, copied, found?.changedAt);
   if ('conflict' in plan)
     return { facts: { problem: { reason: 'NameConflict', message: plan.conflict }, usedBy } };
+  let unchecked = false;
   if (recorded && found.doc.path) {
-    const replaced = await replacedImage(vol, kind, found.doc.path, ctx);
-    if (replaced) return { facts: { problem: replaced, usedBy, observed: found.doc } };
+    const header = await replacedImage(vol, kind, found.doc.path, found.doc, ctx);
+    if (header.problem) return { facts: { problem: header.problem, usedBy, observed: found.doc } };
+    unchecked = header.unchecked;
   }
   const use = plan.steps.some((s) => s.op === 'clone')
     ? 'copy'
@@ -196,6 +206,9 @@ async function convergeFile(
   const facts: VolumeFacts = { usedBy, ...(after ? { observed: after.doc } : {}) };
   const resizeProblem = outcome.resizeProblem ?? waiting;
   if (resizeProblem) facts.resizeProblem = resizeProblem;
+  // A header that could not be read is looked at again, where a converged pass would wait
+  // for the next change (a grow's retry has its own backoff).
+  if (unchecked && !resizeProblem) return { facts, vol, requeueMs: HEADER_RETRY_MS };
   return { facts, vol };
 }
 
@@ -216,32 +229,56 @@ function overlaysWithFiles(
 }
 
 /**
- * A qcow2 file this Volume made, checked again each pass from its header (two small reads):
- * it was judged when made (imports) or made by libvirt from the spec, but a file replaced on
- * the host later could name a host file that QEMU then opens. A raw Volume's header is the
- * guest's data and never read as qcow2 by QEMU.
+ * A qcow2 file this Volume made, checked again from its header whenever libvirt describes the
+ * file otherwise than at the last check (header-check.ts): it was judged when made (imports)
+ * or made by libvirt from the spec, but a file replaced on the host later could name a host
+ * file that QEMU then opens. A raw Volume's header is the guest's data and never read as
+ * qcow2 by QEMU. A read that does not answer in time (a hung network file system) is logged
+ * and leaves the last verdict standing: not being able to look is no fault of the file.
  */
 async function replacedImage(
   vol: Volume,
   kind: ReturnType<typeof sourceKind>,
   path: string,
+  file: ObservedVolume,
   ctx: ControllerContext,
-): Promise<Problem | undefined> {
-  if ((vol.spec.format ?? 'qcow2') !== 'qcow2') return undefined;
+): Promise<{ problem?: Problem; unchecked: boolean }> {
+  if ((vol.spec.format ?? 'qcow2') !== 'qcow2') return { unchecked: false };
   const base = kind === 'backingVolume' ? String(sourceVolumeName(vol)) : undefined;
   const backing = base
     ? ctx.get<Volume>('Volume', vol.metadata.namespace, base)?.status?.path
     : undefined;
-  const layers = await readImageLayers(path);
-  const problem = layersProblem(path, kind, layers, backing);
-  if (problem || !base || !layers?.backingFile) return problem;
-  // The base's file gone (removed on the host; its Volume makes no new one under us): QEMU
-  // could not open this overlay, and status said Available.
-  const exists = await stat(layers.backingFile).then(
-    () => true,
-    (err: NodeJS.ErrnoException) => err.code !== 'ENOENT',
+  const header = await checkHeader(
+    ctx.host.headerChecks,
+    String(vol.metadata.uid),
+    path,
+    fileIdentity(file),
+    ctx.readImageLayers ?? readImageLayers,
   );
-  return exists ? undefined : missingBackingProblem(path, layers.backingFile, base);
+  if (header.unchecked) {
+    ctx.log.warn(
+      { volume: `${vol.metadata.namespace}/${vol.metadata.name}`, path },
+      `the volume file's header could not be checked: ${header.unchecked}; checked again later`,
+    );
+  }
+  const unchecked = header.unchecked !== undefined;
+  const layers = header.layers;
+  const problem = layersProblem(path, kind, layers, backing);
+  if (problem || !base || !layers?.backingFile)
+    return { ...(problem ? { problem } : {}), unchecked };
+  // The base's file gone (removed on the host; its Volume makes no new one under us): QEMU
+  // could not open this overlay, and status said Available. Bounded like the header's read:
+  // a look that does not answer (a hung network file system) takes the file for there.
+  const exists = await Promise.race([
+    stat(layers.backingFile).then(
+      () => true,
+      (err: NodeJS.ErrnoException) => err.code !== 'ENOENT',
+    ),
+    new Promise<boolean>((r) => setTimeout(() => r(true), HEADER_READ_TIMEOUT_MS).unref()),
+  ]);
+  return exists
+    ? { unchecked }
+    : { problem: missingBackingProblem(path, layers.backingFile, base), unchecked };
 }
 
 /** HTTP sources: download and verify in the background, then create and upload the file. */
@@ -370,6 +407,7 @@ async function removeVolume(
     }
     forgetFigures(ctx.host.figures, `${KIND}/${vol.metadata.uid}`);
     ctx.host.copiesMade.delete(String(vol.metadata.uid));
+    ctx.host.headerChecks.delete(String(vol.metadata.uid));
     await ctx.removeFinalizer(KIND, vol, HOST_FINALIZER);
     return done;
   }

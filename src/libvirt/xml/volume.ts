@@ -43,6 +43,12 @@ export interface ObservedVolume extends Omit<VolumeDocument, 'format' | 'backing
   backingStore?: { path: string; format: string };
   path?: string;
   key?: string;
+  /**
+   * The file's change times as libvirt's per-volume refresh (every getXMLDesc) read them from
+   * its stat, as libvirt writes them (seconds with nanoseconds): any write, a replacement or a
+   * rename into place changes ctime. Absent where libvirt reports none (its test driver).
+   */
+  changed?: { mtime?: string; ctime: string };
 }
 
 const codec = xmlCodec('volume');
@@ -90,6 +96,12 @@ export function parseVolumeXML(xml: string): ObservedVolume {
   }
   assign(doc, 'path', childText(target, 'path'));
   assign(doc, 'key', childText(el, 'key'));
+  const times = child(target, 'timestamps');
+  const ctime = times && childText(times, 'ctime');
+  if (times && ctime !== undefined) {
+    doc.changed = { ctime };
+    assign(doc.changed, 'mtime', childText(times, 'mtime'));
+  }
   return doc;
 }
 

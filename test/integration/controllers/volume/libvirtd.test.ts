@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
-import { mkdir, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, statfs, utimes, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -19,6 +19,8 @@ import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/i
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
 import { applyVolumeSteps } from '../../../../src/controllers/volume/act.js';
+import { HEADER_READ_TIMEOUT_MS } from '../../../../src/controllers/volume/header-check.js';
+import { readImageLayers } from '../../../../src/controllers/volume/observe.js';
 import { withPoolLock, type PoolLocks } from '../../../../src/controllers/shared/pool-lock.js';
 import type { LibvirtDaemon } from '../../../../src/commands/local/libvirtd.js';
 import type { Connect } from '../../../../src/libvirt/index.js';
@@ -754,6 +756,71 @@ describe('a real libvirtd with QEMU', () => {
     await rm(baseFile);
     await rm(layerFile);
     await (await conn.lookupStoragePoolByName(POOL)).refresh(0);
+  });
+
+  // The header re-check was a direct read of the pool's file on every pass: on a hung NFS
+  // pool each one held a thread of libuv's pool (DNS, other file work) and the pass for ever.
+  it("reads a qcow2 file's header again only once the file changed, and waits a bounded time for it", async () => {
+    await createVol('steady', { capacity: '16Mi' });
+    await converge(ctx, reconcileVolume, `${NS}/steady`, { until: settled('steady') });
+    const file = path.join(poolDir, 'real_steady');
+    const reads: string[] = [];
+    const pass = async () => {
+      await ctx.refresh();
+      return reconcileVolume(`${NS}/steady`, ctx);
+    };
+    try {
+      ctx.readImageLayers = (p) => {
+        reads.push(p);
+        return readImageLayers(p);
+      };
+      // The first pass that finds the file recorded reads its header; the converged passes
+      // after it find libvirt describing the file as then, and read nothing.
+      for (let i = 0; i < 4; i++) {
+        expect(requeueMs(await pass())).toBeUndefined();
+        expect(reads, `pass ${i}`).toEqual([file]);
+      }
+      // Replaced on the host: read once, found, and not read again while it stays so.
+      await rm(file);
+      await createImage(file, 'qcow2', '16M', 'backing_file=/etc/hostname,backing_fmt=raw');
+      await pass();
+      expect((await readyOf('steady'))?.reason).toBe('InvalidImage');
+      await pass();
+      expect((await readyOf('steady'))?.reason).toBe('InvalidImage');
+      expect(reads).toEqual([file, file]);
+      // Removed, made again, and read once more as the new file.
+      await rm(file);
+      await reconcileUntil(ctx, reconcileVolume, `${NS}/steady`, settled('steady'));
+      await pass();
+      await pass();
+      expect(reads).toEqual([file, file, file]);
+
+      // A read that never answers (a hung file system) holds the pass a few seconds at most,
+      // does not fail the Volume, is looked at again later, and is not started twice.
+      let hung = 0;
+      ctx.readImageLayers = () => {
+        hung++;
+        return new Promise<never>(() => undefined);
+      };
+      // Touched: a change libvirt shows (its ctime), the header as it was.
+      await utimes(file, new Date(), new Date());
+      const started = Date.now();
+      const action = await pass();
+      expect(Date.now() - started).toBeLessThan(HEADER_READ_TIMEOUT_MS + 3_000);
+      expect(requeueMs(action)).toBeGreaterThan(0);
+      expect(hung).toBe(1);
+      const status = (await getVol('steady'))?.status;
+      expect(status?.phase).toBe('Available');
+      expect(requeueMs(await pass())).toBeGreaterThan(0);
+      expect(hung).toBe(1);
+    } finally {
+      delete ctx.readImageLayers;
+    }
+    const uid = String((await getVol('steady'))?.metadata.uid);
+    expect(ctx.host.headerChecks.has(uid)).toBe(true);
+    await k.remove('Volume', NS, 'steady');
+    await converge(ctx, reconcileVolume, `${NS}/steady`, { until: gone('steady') });
+    expect(ctx.host.headerChecks.has(uid)).toBe(false);
   });
 
   it('deletes files (Delete), keeps one (Retain), then removes the pool but not a directory holding that file', async () => {
