@@ -464,17 +464,19 @@ function controllerContext(
   nodeInformer: Informer,
   log: Logger,
 ): ControllerContext {
+  const host = createHostState();
   const writes = kubeWrites({
     client: runtime.client,
     events: runtime.events,
     nodeName: opts.nodeName,
     log,
+    nodesLookedUp: host.nodesLookedUp,
     statusWriter: (o) => runtime.statusWriter(o),
   });
   return {
     nodeName: opts.nodeName,
     stateDir: opts.stateDir,
-    host: createHostState(),
+    host,
     libvirt(): Connect {
       const conn = libvirt.connection;
       if (!conn) throw new Error(`libvirt connection to ${opts.libvirtUri} is ${libvirt.state}`);

@@ -10,9 +10,13 @@ import {
   aggregateStatus,
   entriesHoldingBack,
   entriesWith,
+  lookupKey,
+  nodesToLookUp,
+  pruneLookups,
   summaryEvent,
   withoutGoneNodes,
   type NodeEntryLike,
+  type NodeLookups,
 } from '../controllers/node-aggregate.js';
 import {
   createStatusWriter,
@@ -53,6 +57,11 @@ export interface KubeWritesOptions {
   events: EventRecorder;
   nodeName: string;
   log: Logger;
+  /**
+   * The Nodes looked up for summaries, kept between passes (HostState.nodesLookedUp).
+   * Default: kept by this writer only.
+   */
+  nodesLookedUp?: NodeLookups;
   /** How status writers are made; the runtime's adds its metrics. Default: plain. */
   statusWriter?: (opts: StatusWriterOptions) => StatusWriter;
 }
@@ -109,23 +118,29 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
     const turned = written && summaryEvent(current.status?.conditions, top.conditions);
     if (turned) publish(kind, current, 'Warning', turned.reason, turned.message);
   };
+  const nodesLookedUp = opts.nodesLookedUp ?? new Map();
+  const LOOKUPS_KEPT = 1024;
   // The entries the summary counts: those holding it back are looked up (a consistent GET of
   // each Node, so every agent asking gets the same answer) and a deleted Node's are left out.
+  // Answers are kept (NodeLookups): without that, one node stuck on a lasting state cost a GET
+  // by every other agent at every pass of the object, each ending with a summary.
   const counted = async (current: NodeAggregated, entries: NodeEntryLike[]) => {
-    const suspects = entriesHoldingBack(
-      current.metadata.generation ?? 0,
-      entries,
-      opts.nodeName,
-      NODES_LOOKED_UP,
-    );
-    const gone: string[] = [];
-    for (const name of suspects) {
+    const generation = current.metadata.generation ?? 0;
+    const suspects = entriesHoldingBack(generation, entries, opts.nodeName, NODES_LOOKED_UP);
+    const now = Date.now();
+    if (nodesLookedUp.size > LOOKUPS_KEPT) pruneLookups(nodesLookedUp, now);
+    const key = (name: string) => lookupKey(String(current.metadata.uid), generation, name);
+    const { ask, gone } = nodesToLookUp(suspects, nodesLookedUp, key, now);
+    for (const name of ask) {
+      let exists = true;
       try {
         await client.request({ method: 'GET', path: `/api/v1/nodes/${encodeURIComponent(name)}` });
       } catch (err) {
         if (!isNotFound(err)) throw err;
+        exists = false;
         gone.push(name);
       }
+      nodesLookedUp.set(key(name), { exists, at: now });
     }
     return withoutGoneNodes(entries, gone);
   };

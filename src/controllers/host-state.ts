@@ -6,6 +6,8 @@ import type { RestoredRun, SentShutdown } from './virtual-machine/plan.js';
 import type { HeaderChecks } from './volume/header-check.js';
 import type { ImportJobs } from './volume/import.js';
 import type { PoolLocks } from './shared/pool-lock.js';
+import type { NodeLookups } from './node-aggregate.js';
+import type { JudgedSummaries } from './shared/unselected.js';
 
 export interface HostState {
   /** Byte figures last shown in status, per object (shared/figures.ts). */
@@ -96,12 +98,17 @@ export interface HostState {
    */
   poolRefreshes: Map<string, number>;
   /**
-   * The resourceVersion of each VirtualNetwork or StoragePool (by `kind/uid`) whose summary
-   * this agent, not selected by it, last judged from the Nodes the selector matches
-   * (shared/unselected.ts): an unchanged object is not judged again, so the kind's one-minute
-   * resync lists no Nodes.
+   * The resourceVersion of each VirtualNetwork or StoragePool (by `kind/name`) whose summary
+   * this agent, not selected by it, last judged from the Nodes the selector matches, and when
+   * (shared/unselected.ts): an unchanged object is judged again only after JUDGED_TTL_MS, so
+   * the kind's one-minute resync lists no Nodes. Dropped when the object is deleted.
    */
-  summariesJudged: Map<string, string | undefined>;
+  summariesJudged: JudgedSummaries;
+  /**
+   * What this agent found when it looked up the Nodes of entries holding a summary back
+   * (node-aggregate.ts NodeLookups; agent/kube-writes.ts counted).
+   */
+  nodesLookedUp: NodeLookups;
 }
 
 export function createHostState(): HostState {
@@ -123,5 +130,6 @@ export function createHostState(): HostState {
     cpuModels: new Map(),
     poolRefreshes: new Map(),
     summariesJudged: new Map(),
+    nodesLookedUp: new Map(),
   };
 }

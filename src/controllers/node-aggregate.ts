@@ -79,6 +79,58 @@ export function entriesHoldingBack(
     .slice(0, limit);
 }
 
+/** What an agent found when it looked up the Node of an entry holding a summary back. */
+export interface NodeLookup {
+  exists: boolean;
+  /** When it was asked (ms, the agent's clock). */
+  at: number;
+}
+
+/**
+ * The answers an agent keeps, by `lookupKey`: one per object, its generation and the node,
+ * so that an entry stuck on a lasting state (BridgeNotFound) costs one GET per answer's life,
+ * not one at every pass of every agent (each VirtualNetwork and StoragePool pass ends with a
+ * summary), while a spec change asks again at once (a deleted Node's entry is then behind).
+ */
+export type NodeLookups = Map<string, NodeLookup>;
+
+/**
+ * How long an answer holds. A Node deleted (or re-created) while its entry holds the summary
+ * back counts as such within this long: the entry of a dead host keeps Ready False until then.
+ */
+export const NODE_LOOKUP_TTL_MS = 5 * 60_000;
+
+export function lookupKey(uid: string, generation: number, nodeName: string): string {
+  return `${uid}@${generation}/${nodeName}`;
+}
+
+/**
+ * Which of `suspects` to look up now, and which are known gone, from the answers kept for
+ * this object at this generation (`key` of a node name). Pure.
+ */
+export function nodesToLookUp(
+  suspects: readonly string[],
+  known: ReadonlyMap<string, NodeLookup>,
+  key: (nodeName: string) => string,
+  now: number,
+): { ask: string[]; gone: string[] } {
+  const ask: string[] = [];
+  const gone: string[] = [];
+  for (const name of suspects) {
+    const answer = known.get(key(name));
+    if (!answer || now - answer.at >= NODE_LOOKUP_TTL_MS) ask.push(name);
+    else if (!answer.exists) gone.push(name);
+  }
+  return { ask, gone };
+}
+
+/** The answers still current at `now`: older ones are dropped, so the map cannot grow. */
+export function pruneLookups(known: NodeLookups, now: number): void {
+  for (const [key, answer] of known) {
+    if (now - answer.at >= NODE_LOOKUP_TTL_MS) known.delete(key);
+  }
+}
+
 /**
  * The entries the summary counts: all but those of Nodes the API server says no longer exist.
  * A deleted Node's agent can no longer report, so its entry says nothing about the object;

@@ -60,8 +60,10 @@ export function snapshotContext(opts: {
       return raw.request(req);
     },
   };
+  const host = opts.host ?? createHostState();
   const writes = kubeWrites({
     client,
+    nodesLookedUp: host.nodesLookedUp,
     events: createEventRecorder(client, {
       reportingController: 'virt.dev/libvirt-operator',
       reportingInstance: `libvirt-operator-${opts.nodeName}`,
@@ -76,7 +78,7 @@ export function snapshotContext(opts: {
   const ctx: SnapshotContext = {
     nodeName: opts.nodeName,
     stateDir: opts.stateDir,
-    host: opts.host ?? createHostState(),
+    host,
     libvirt: () => opts.conn,
     now: () => new Date(),
     log: process.env.LVO_TEST_LOG ? (console.log.bind(console) as never) : silentLog,

@@ -20,6 +20,44 @@ import {
 /** How many matching Nodes the summary names. */
 const NAMED_NODES = 10;
 
+/**
+ * How long a judged summary holds while the object does not change. The object does not
+ * change when a Node without an agent (one that never writes an entry) is deleted, labelled
+ * or unlabelled, and this agent watches only its own Node: such a change reaches the summary
+ * only when it is judged again. Ten minutes: a Node list per object per agent that often is
+ * cheap, where every one-minute resync was not.
+ */
+export const JUDGED_TTL_MS = 10 * 60_000;
+
+/** The judgement of one object's summary (HostState.summariesJudged, by `kind/name`). */
+export interface Judged {
+  resourceVersion: string | undefined;
+  /** When (ms, the agent's clock). */
+  at: number;
+}
+export type JudgedSummaries = Map<string, Judged>;
+
+/**
+ * Whether the summary judged as `judged` still holds for the object at `resourceVersion`:
+ * the same version of it, judged less than JUDGED_TTL_MS ago. Pure.
+ */
+export function judgedStill(
+  judged: Judged | undefined,
+  resourceVersion: string | undefined,
+  now: number,
+): boolean {
+  return (
+    judged !== undefined &&
+    judged.resourceVersion === resourceVersion &&
+    now - judged.at < JUDGED_TTL_MS
+  );
+}
+
+/** Forgets the judgement of a deleted object (its kind's reconcile found it gone). */
+export function forgetJudged(ctx: ControllerContext, kind: VirtKind, name: string): void {
+  ctx.host.summariesJudged.delete(`${kind}/${name}`);
+}
+
 type Selecting = KubeObject & {
   spec: { nodeSelector?: LabelSelector };
   status?: { conditions?: Condition[]; nodes?: NodeEntryLike[] };
@@ -51,19 +89,22 @@ export async function reportUnselected(
   kind: VirtKind,
   obj: Selecting,
 ): Promise<void> {
-  const judged = `${kind}/${String(obj.metadata.uid)}`;
+  const judged = `${kind}/${obj.metadata.name}`;
   if (!summaryNeedsJudging(obj)) {
     ctx.host.summariesJudged.delete(judged);
     return;
   }
-  // Judged already from this very object: only a Node's change could change the answer, and
-  // the Node that starts matching has an agent that reports (its entry ends this judging).
-  // Asking again at every resync listed Nodes each minute, per object, on every such agent.
-  if (ctx.host.summariesJudged.get(judged) === obj.metadata.resourceVersion) return;
+  // Judged already from this very object, lately: only a Node's change could change the
+  // answer. A Node that starts matching and has an agent reports (its entry ends this
+  // judging); one without an agent, or a matching Node deleted or unlabelled, changes nothing
+  // this agent sees, so the judgement expires (JUDGED_TTL_MS). Asking again at every resync
+  // listed Nodes each minute, per object, on every such agent.
+  const now = ctx.now().getTime();
+  if (judgedStill(ctx.host.summariesJudged.get(judged), obj.metadata.resourceVersion, now)) return;
   const matching = await ctx.matchingNodes(obj.spec.nodeSelector, NAMED_NODES);
   if (summaryToWrite(obj, matching)) await ctx.applySummary(kind, obj, { matchingNodes: matching });
   // After a write, the watch brings a new resourceVersion: judged once more, a no-op.
-  ctx.host.summariesJudged.set(judged, obj.metadata.resourceVersion);
+  ctx.host.summariesJudged.set(judged, { resourceVersion: obj.metadata.resourceVersion, at: now });
 }
 
 /**

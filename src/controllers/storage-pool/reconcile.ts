@@ -18,7 +18,7 @@ import { selectsNode } from '../node-selector.js';
 import { applyPoolSteps, removePool, type PoolActOutcome } from './act.js';
 import { desiredPool } from './desired.js';
 import { forgetFigures, steadyFigure } from '../shared/figures.js';
-import { matchAfter, reportUnselected } from '../shared/unselected.js';
+import { forgetJudged, matchAfter, reportUnselected } from '../shared/unselected.js';
 import { listed, newProblem, retryDelay, withFinalizer } from '../kit.js';
 import {
   forgetMadeDirectories,
@@ -58,7 +58,10 @@ const PATHS_LOCK = ' paths';
 
 export async function reconcileStoragePool(key: string, ctx: ControllerContext): Promise<Action> {
   const cached = ctx.get<StoragePool>(KIND, undefined, key);
-  if (!cached) return done;
+  if (!cached) {
+    forgetJudged(ctx, KIND, key);
+    return done;
+  }
   const selected = nodeSelected(cached, ctx);
   if (selected === undefined)
     return report(cached, { observed: { found: 'none' }, problem: nodeUnknown(ctx) }, ctx);

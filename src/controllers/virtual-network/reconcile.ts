@@ -10,7 +10,7 @@ import {
   type KindReconcile,
 } from '../context.js';
 import { withFinalizer } from '../kit.js';
-import { matchAfter, reportUnselected } from '../shared/unselected.js';
+import { forgetJudged, matchAfter, reportUnselected } from '../shared/unselected.js';
 import { actNetwork } from './act.js';
 import { bridgeName, modeOf, networkUuid, wantedOn } from './desired.js';
 import {
@@ -44,7 +44,10 @@ const NODE_UNKNOWN_RETRY_MS = 30_000;
 export const reconcileVirtualNetwork: KindReconcile = async (key, ctx) => {
   // 1. The object, from the cache; gone means every agent's finalizer has let it go.
   const vnet = ctx.get<VirtualNetwork>(KIND, undefined, key);
-  if (!vnet) return done;
+  if (!vnet) {
+    forgetJudged(ctx, KIND, key);
+    return done;
+  }
   const nodeName = ctx.nodeName;
   // 2. The finalizer table. Our finalizer goes on before anything exists on the host and comes
   //    off only once the host is clean: nothing is orphaned, and deletion waits for this node.

@@ -5,9 +5,14 @@ import {
   aggregateStatus,
   entriesHoldingBack,
   entriesWith,
+  lookupKey,
+  NODE_LOOKUP_TTL_MS,
+  nodesToLookUp,
+  pruneLookups,
   summaryEvent,
   withoutGoneNodes,
   type NodeEntryLike,
+  type NodeLookups,
 } from '../../../src/controllers/node-aggregate.js';
 
 const NOW = new Date('2026-12-03T10:00:00Z');
@@ -181,5 +186,39 @@ describe('entries of deleted Nodes', () => {
     expect(s.observedGeneration).toBe(3);
     expect(s.readyNodes).toBe('1/1');
     expect(find(s.conditions, 'Ready')).toMatchObject({ status: 'True' });
+  });
+});
+
+describe('nodesToLookUp', () => {
+  const key = (name: string) => lookupKey('uid-1', 3, name);
+  const t = 1_000_000;
+
+  it('asks once, then keeps the answer for this object at this generation', () => {
+    const known: NodeLookups = new Map([
+      [key('stuck'), { exists: true, at: t }],
+      [key('dead'), { exists: false, at: t }],
+    ]);
+    // A node stuck on a lasting state is not asked about again at every pass.
+    expect(nodesToLookUp(['stuck', 'dead', 'new'], known, key, t + 60_000)).toEqual({
+      ask: ['new'],
+      gone: ['dead'],
+    });
+    // Past the answer's life both are asked again: a Node deleted or re-created meanwhile.
+    expect(nodesToLookUp(['stuck', 'dead'], known, key, t + NODE_LOOKUP_TTL_MS)).toEqual({
+      ask: ['stuck', 'dead'],
+      gone: [],
+    });
+    // A spec change (another generation) asks at once: a dead host's entry is now behind.
+    const next = (name: string) => lookupKey('uid-1', 4, name);
+    expect(nodesToLookUp(['stuck'], known, next, t + 1)).toEqual({ ask: ['stuck'], gone: [] });
+  });
+
+  it('prunes answers past their life', () => {
+    const known: NodeLookups = new Map([
+      [key('old'), { exists: true, at: t }],
+      [key('fresh'), { exists: true, at: t + NODE_LOOKUP_TTL_MS }],
+    ]);
+    pruneLookups(known, t + NODE_LOOKUP_TTL_MS);
+    expect([...known.keys()]).toEqual([key('fresh')]);
   });
 });
