@@ -238,7 +238,10 @@ describe('addresses of an earlier run', () => {
       },
       30_000,
     );
-    expect(whileDeleting).toEqual([fourth]);
+    // Neither the earlier runs' leases nor the one this run's entry replaced. The guest, resumed
+    // so that it can answer the shutdown request, may also have taken a real lease of this run
+    // meanwhile (its firmware's PXE asks dnsmasq, which adds it to the file): rightly shown too.
+    for (const earlier of [ip, fresh, third]) expect(whileDeleting).not.toContain(earlier);
     // No grace left: afterAll's delete need not wait for it.
     const ungraced = await cp().kubectl(
       [
