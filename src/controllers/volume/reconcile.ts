@@ -269,13 +269,14 @@ async function replacedImage(
   // The base's file gone (removed on the host; its Volume makes no new one under us): QEMU
   // could not open this overlay, and status said Available. Bounded like the header's read:
   // a look that does not answer (a hung network file system) takes the file for there.
+  let timer: NodeJS.Timeout | undefined;
   const exists = await Promise.race([
     stat(layers.backingFile).then(
       () => true,
       (err: NodeJS.ErrnoException) => err.code !== 'ENOENT',
     ),
-    new Promise<boolean>((r) => setTimeout(() => r(true), HEADER_READ_TIMEOUT_MS).unref()),
-  ]);
+    new Promise<boolean>((r) => (timer = setTimeout(() => r(true), HEADER_READ_TIMEOUT_MS))),
+  ]).finally(() => clearTimeout(timer));
   return exists
     ? { unchecked }
     : { problem: missingBackingProblem(path, layers.backingFile, base), unchecked };
