@@ -1029,6 +1029,44 @@ export function restartBegun(domain: OursDomain, vm: VirtualMachine, counted = 0
 }
 
 /**
+ * Whether the stopped domain's stop is one the operator did not ask for: the status saw the run
+ * up to it, or a restart of it began and did not start (the status has shown it shut off since).
+ */
+function stoppedUnasked(vm: VirtualMachine, power: { restartBegun?: boolean }): boolean {
+  const previous = vm.status?.state?.state;
+  return (previous !== undefined && previous !== 'shutoff') || power.restartBegun === true;
+}
+
+/**
+ * Why the stopped domain stopped, as far as anyone knows: libvirt's reason, except `unknown` on
+ * a stop the status had already seen. libvirt keeps no reason for an inactive domain across a
+ * restart of libvirtd or a host reboot (every such domain is then shut off, reason `unknown`),
+ * so the reason the status recorded when it saw the stop (the guest's own `shutdown`) stands.
+ */
+export function stopReason(vm: VirtualMachine, power: { reason: string }): string {
+  const seen = vm.status?.state;
+  return power.reason === 'unknown' && seen?.state === 'shutoff'
+    ? (seen.reason ?? power.reason)
+    : power.reason;
+}
+
+/**
+ * Whether runStrategy RerunOnFailure starts the stopped domain by itself (a requested restart
+ * aside): its first start, and again after any stop it did not ask for but the guest's own
+ * shutdown (a crash, a destroy behind its back, a host reboot while it ran: reason `unknown`
+ * on a run the status saw up). One function for the plan and the status (phase, Ready): when
+ * they judged apart, a guest that had shut itself down showed `Starting` for ever after a
+ * restart of libvirtd, which the plan rightly never started.
+ */
+export function rerunStarts(
+  vm: VirtualMachine,
+  power: { reason: string; restartBegun?: boolean },
+): boolean {
+  if (!vm.status?.startedAt) return true;
+  return stoppedUnasked(vm, power) && stopReason(vm, power) !== 'shutdown';
+}
+
+/**
  * The ShutdownRequested request, unless it was sent to a run that is not the one running now:
  * that one is over (see ShutdownRequest.run). A requested restart has happened; a stop must not
  * count this run's grace period from it, nor destroy this run without asking it first.
@@ -1100,10 +1138,7 @@ export function powerPlan(
     };
   }
 
-  const previous = vm.status?.state?.state;
-  // The stop is one the status saw the run up to, or one whose restart began and did not start
-  // (the status has shown it shut off since): either way a stop the operator did not ask for.
-  const wasUp = (previous !== undefined && previous !== 'shutoff') || power.restartBegun === true;
+  const wasUp = stoppedUnasked(vm, power);
   const initial = !vm.status?.startedAt && !requested;
   let start: boolean;
   switch (strategy) {
@@ -1120,8 +1155,7 @@ export function powerPlan(
         requested?.reason === 'RestartRequested';
       break;
     case 'RerunOnFailure':
-      // Not after the guest shut itself down; after anything else that stopped it unasked.
-      start = initial || requested !== undefined || (wasUp && power.reason !== 'shutdown');
+      start = requested !== undefined || rerunStarts(vm, power);
       break;
   }
   if (!start) {
