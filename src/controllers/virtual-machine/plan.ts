@@ -108,6 +108,13 @@ export type MachineStep =
    * owed once the status shows the domain shut off (restartBegun).
    */
   | { op: 'recordRestart'; restartCount?: number }
+  /**
+   * A restart begun (restartBegun) that this plan gives up: runStrategy no longer starts it
+   * (Manual, Halted), or a start that is not that restart comes first. The stopped domain's
+   * definition gets back the count the status has, else the next run (a user's `virsh start`
+   * under Manual, a requested start) inherited the larger one and was counted as the restart.
+   */
+  | { op: 'forgetRestart'; restartCount: number }
   | { op: 'shutdown'; reason: ShutdownReason }
   | { op: 'destroy'; why: 'gracePeriodExpired' | 'crashed' }
   | { op: 'undefine'; nvram: boolean; tpm: boolean }
@@ -755,6 +762,7 @@ export function planMachine(input: PlanInput): MachinePlan {
       restoreStopped: input.restoreStopped,
       restoredRun: input.restoredRun,
       restartBegun: restartBegun(domain, vm, input.restartsCounted),
+      counted: Math.max(vm.status?.restartCount ?? 0, input.restartsCounted ?? 0),
     },
     pending,
     now,
@@ -1012,6 +1020,8 @@ interface PowerView {
   restoredRun?: RestoredRun;
   /** A restart after an unasked stop was begun and did not start (restartBegun). */
   restartBegun?: boolean;
+  /** The restarts counted so far: the status's, or more from this process (restartsCounted). */
+  counted?: number;
 }
 
 /**
@@ -1158,9 +1168,12 @@ export function powerPlan(
       start = requested !== undefined || rerunStarts(vm, power);
       break;
   }
+  const forget: MachineStep[] = power.restartBegun
+    ? [{ op: 'forgetRestart', restartCount: power.counted ?? vm.status?.restartCount ?? 0 }]
+    : [];
   if (!start) {
     return {
-      steps: [],
+      steps: forget,
       shutdown: requested && (strategy === 'Halted' ? 'RunStrategyHalted' : requested.reason),
       waitMs: undefined,
     };
@@ -1180,9 +1193,12 @@ export function powerPlan(
   // otherwise the guest would run until the next pass, and status would say Running.
   const after = { state: power.state, reason: power.reason };
   return {
-    steps: pauseRequested(vm)
-      ? [{ op: 'start', kind, after, paused: true }, { op: 'suspend' }]
-      : [{ op: 'start', kind, after }],
+    steps: [
+      ...(kind === 'restart' ? [] : forget),
+      ...(pauseRequested(vm)
+        ? [{ op: 'start', kind, after, paused: true } as const, { op: 'suspend' } as const]
+        : [{ op: 'start', kind, after } as const]),
+    ],
     shutdown: undefined,
     waitMs: undefined,
   };
