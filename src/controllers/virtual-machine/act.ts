@@ -78,8 +78,9 @@ const FAILURE_REASON: Record<MachineStep['op'], string> = {
   setMemory: 'MemoryChangeFailed',
   setVcpus: 'VcpuChangeFailed',
   start: 'StartFailed',
-  // Never fails (recordRestart is best effort).
+  // Never fail (recordRestart is best effort).
   recordRestart: 'StartFailed',
+  forgetRestart: 'StartFailed',
   shutdown: 'ShutdownFailed',
   destroy: 'DestroyFailed',
   undefine: 'UndefineFailed',
@@ -234,6 +235,8 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
     case 'recordRestart':
       if (step.restartCount !== undefined) await recordRestart(domain, step.restartCount);
       return;
+    case 'forgetRestart':
+      return recordRestart(domain, step.restartCount);
     case 'shutdown':
       return domain.shutdown();
     case 'destroy':

@@ -108,6 +108,13 @@ export type MachineStep =
    * owed once the status shows the domain shut off (restartBegun).
    */
   | { op: 'recordRestart'; restartCount?: number }
+  /**
+   * A restart begun (restartBegun) that this plan gives up: runStrategy no longer starts it
+   * (Manual, Halted), or a start that is not that restart comes first. The stopped domain's
+   * definition gets back the count the status has, else the next run (a user's `virsh start`
+   * under Manual, a requested start) inherited the larger one and was counted as the restart.
+   */
+  | { op: 'forgetRestart'; restartCount: number }
   | { op: 'shutdown'; reason: ShutdownReason }
   | { op: 'destroy'; why: 'gracePeriodExpired' | 'crashed' }
   | { op: 'undefine'; nvram: boolean; tpm: boolean }
@@ -755,6 +762,7 @@ export function planMachine(input: PlanInput): MachinePlan {
       restoreStopped: input.restoreStopped,
       restoredRun: input.restoredRun,
       restartBegun: restartBegun(domain, vm, input.restartsCounted),
+      counted: Math.max(vm.status?.restartCount ?? 0, input.restartsCounted ?? 0),
     },
     pending,
     now,
@@ -1012,6 +1020,8 @@ interface PowerView {
   restoredRun?: RestoredRun;
   /** A restart after an unasked stop was begun and did not start (restartBegun). */
   restartBegun?: boolean;
+  /** The restarts counted so far: the status's, or more from this process (restartsCounted). */
+  counted?: number;
 }
 
 /**
@@ -1026,6 +1036,44 @@ export function restartBegun(domain: OursDomain, vm: VirtualMachine, counted = 0
   if (domain.active) return false;
   const recorded = domain.config?.restarts ?? 0;
   return recorded > Math.max(vm.status?.restartCount ?? 0, counted);
+}
+
+/**
+ * Whether the stopped domain's stop is one the operator did not ask for: the status saw the run
+ * up to it, or a restart of it began and did not start (the status has shown it shut off since).
+ */
+function stoppedUnasked(vm: VirtualMachine, power: { restartBegun?: boolean }): boolean {
+  const previous = vm.status?.state?.state;
+  return (previous !== undefined && previous !== 'shutoff') || power.restartBegun === true;
+}
+
+/**
+ * Why the stopped domain stopped, as far as anyone knows: libvirt's reason, except `unknown` on
+ * a stop the status had already seen. libvirt keeps no reason for an inactive domain across a
+ * restart of libvirtd or a host reboot (every such domain is then shut off, reason `unknown`),
+ * so the reason the status recorded when it saw the stop (the guest's own `shutdown`) stands.
+ */
+export function stopReason(vm: VirtualMachine, power: { reason: string }): string {
+  const seen = vm.status?.state;
+  return power.reason === 'unknown' && seen?.state === 'shutoff'
+    ? (seen.reason ?? power.reason)
+    : power.reason;
+}
+
+/**
+ * Whether runStrategy RerunOnFailure starts the stopped domain by itself (a requested restart
+ * aside): its first start, and again after any stop it did not ask for but the guest's own
+ * shutdown (a crash, a destroy behind its back, a host reboot while it ran: reason `unknown`
+ * on a run the status saw up). One function for the plan and the status (phase, Ready): when
+ * they judged apart, a guest that had shut itself down showed `Starting` for ever after a
+ * restart of libvirtd, which the plan rightly never started.
+ */
+export function rerunStarts(
+  vm: VirtualMachine,
+  power: { reason: string; restartBegun?: boolean },
+): boolean {
+  if (!vm.status?.startedAt) return true;
+  return stoppedUnasked(vm, power) && stopReason(vm, power) !== 'shutdown';
 }
 
 /**
@@ -1100,10 +1148,7 @@ export function powerPlan(
     };
   }
 
-  const previous = vm.status?.state?.state;
-  // The stop is one the status saw the run up to, or one whose restart began and did not start
-  // (the status has shown it shut off since): either way a stop the operator did not ask for.
-  const wasUp = (previous !== undefined && previous !== 'shutoff') || power.restartBegun === true;
+  const wasUp = stoppedUnasked(vm, power);
   const initial = !vm.status?.startedAt && !requested;
   let start: boolean;
   switch (strategy) {
@@ -1120,13 +1165,15 @@ export function powerPlan(
         requested?.reason === 'RestartRequested';
       break;
     case 'RerunOnFailure':
-      // Not after the guest shut itself down; after anything else that stopped it unasked.
-      start = initial || requested !== undefined || (wasUp && power.reason !== 'shutdown');
+      start = requested !== undefined || rerunStarts(vm, power);
       break;
   }
+  const forget: MachineStep[] = power.restartBegun
+    ? [{ op: 'forgetRestart', restartCount: power.counted ?? vm.status?.restartCount ?? 0 }]
+    : [];
   if (!start) {
     return {
-      steps: [],
+      steps: forget,
       shutdown: requested && (strategy === 'Halted' ? 'RunStrategyHalted' : requested.reason),
       waitMs: undefined,
     };
@@ -1146,9 +1193,12 @@ export function powerPlan(
   // otherwise the guest would run until the next pass, and status would say Running.
   const after = { state: power.state, reason: power.reason };
   return {
-    steps: pauseRequested(vm)
-      ? [{ op: 'start', kind, after, paused: true }, { op: 'suspend' }]
-      : [{ op: 'start', kind, after }],
+    steps: [
+      ...(kind === 'restart' ? [] : forget),
+      ...(pauseRequested(vm)
+        ? [{ op: 'start', kind, after, paused: true } as const, { op: 'suspend' } as const]
+        : [{ op: 'start', kind, after } as const]),
+    ],
     shutdown: undefined,
     waitMs: undefined,
   };

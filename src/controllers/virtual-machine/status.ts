@@ -36,6 +36,9 @@ import {
   heldByRestore,
   heldMarker,
   recordedRestoredRun,
+  rerunStarts,
+  restartBegun,
+  stopReason,
   invalidPauseValue,
   pauseRequested,
   runMarker,
@@ -248,9 +251,18 @@ function startedAtOf(input: StatusInput): string | undefined {
   return conditionTime(now);
 }
 
-function wantsRunning(vm: VirtualMachine): boolean {
+/**
+ * Whether runStrategy starts the stopped domain by itself: the plan's own judgment
+ * (plan.rerunStarts), so phase and Ready never say Starting where no start comes.
+ */
+function startsByItself(input: StatusInput, domain: OursDomain): boolean {
+  const { vm } = input;
   const strategy = vm.spec.runStrategy ?? 'Always';
-  return strategy === 'Always' || strategy === 'RerunOnFailure';
+  // Manual starts a machine once, when it is created.
+  if (strategy === 'Manual') return !vm.status?.startedAt;
+  if (strategy !== 'RerunOnFailure') return strategy === 'Always';
+  const begun = restartBegun(domain, vm, input.restartsCounted);
+  return rerunStarts(vm, { reason: domain.power.reason, restartBegun: begun });
 }
 
 function phaseOf(input: StatusInput): Phase {
@@ -279,10 +291,7 @@ function phaseOf(input: StatusInput): Phase {
   // Retried, whatever runStrategy (Manual's first start too): on its way up.
   if (problem?.reason === 'StartFailed') return 'Starting';
   if (shutdown === 'RestartToApplyChanges' || shutdown === 'RestartRequested') return 'Starting';
-  if (wantsRunning(vm) && !(vm.spec.runStrategy === 'RerunOnFailure' && reason === 'shutdown')) {
-    return 'Starting';
-  }
-  return 'Stopped';
+  return startsByItself(input, observed) ? 'Starting' : 'Stopped';
 }
 
 interface ConditionUpdate {
@@ -354,6 +363,12 @@ function readyCondition(input: StatusInput): ConditionUpdate {
   if (state === 'crashed') return no('Crashed', 'the guest crashed');
   switch (strategy) {
     case 'Manual':
+      if (!observed.active && startsByItself(input, observed)) {
+        return no(
+          'NotRunning',
+          'the domain has not started yet; runStrategy Manual starts it once',
+        );
+      }
       return yes(
         'ManualPower',
         `the domain is ${state}; with runStrategy Manual the operator leaves its power state alone`,
@@ -369,13 +384,19 @@ function readyCondition(input: StatusInput): ConditionUpdate {
       if (
         !observed.active &&
         strategy === 'RerunOnFailure' &&
-        reason === 'shutdown' &&
-        !input.shutdown
+        !input.shutdown &&
+        !startsByItself(input, observed)
       ) {
-        return yes(
-          'GuestShutdown',
-          'the guest shut itself down; runStrategy RerunOnFailure does not start it again',
-        );
+        return stopReason(vm, observed.power) === 'shutdown'
+          ? yes(
+              'GuestShutdown',
+              'the guest shut itself down; runStrategy RerunOnFailure does not start it again',
+            )
+          : yes(
+              'StoppedBeforeRerun',
+              `the domain was already shut off (${reason}) when the operator last looked; ` +
+                'runStrategy RerunOnFailure starts it again only after a failure of a run it saw',
+            );
       }
       // Paused as the annotation asks is the state the user wants: Ready, so kstatus reads
       // Current (it falls back to Ready when neither Reconciling nor Stalled is True) and

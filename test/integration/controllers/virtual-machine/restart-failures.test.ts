@@ -162,6 +162,26 @@ describe('a restart whose start fails for a while', () => {
     await remove(name);
   });
 
+  it('a restart given up by a switch to Manual is not counted when a user starts the machine', async () => {
+    const name = await runningVM('Always');
+    await (await domainOf(vmOf(name)!)).destroy();
+    // The restart's start fails: its count (1) is in the stopped domain's definition.
+    await passesWithFailingStart(name, 2);
+    expect(await isActive(name)).toBe(false);
+    // The user takes the power over, and later starts the machine by hand.
+    await k.patchSpec('VirtualMachine', NS, name, { runStrategy: 'Manual' });
+    await converge(ctx, reconcileVirtualMachine, key(name), { until: ready(name) });
+    await (await domainOf(vmOf(name)!)).create();
+    await converge(ctx, reconcileVirtualMachine, key(name), {
+      until: stored(name, (vm) => vm?.status?.phase === 'Running'),
+    });
+    // A user's start: no restart the operator made, so not counted, and no Restarted Event.
+    expect(vmOf(name)?.status?.restartCount).toBe(0);
+    const restarted = ctx.events.filter((e) => e.key === key(name) && e.reason === 'Restarted');
+    expect(restarted).toHaveLength(0);
+    await remove(name);
+  });
+
   it('under runStrategy RerunOnFailure, a rerun held back by its network runs once the network is back', async () => {
     const net = `rf-net-${randomBytes(3).toString('hex')}`;
     await k.create('VirtualNetwork', { metadata: { name: net }, spec: { mode: 'isolated' } });

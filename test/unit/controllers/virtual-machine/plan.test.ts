@@ -1151,7 +1151,35 @@ describe('a restart whose start failed', () => {
 
   it('under RerunOnFailure, is not tried again once the guest shut itself down', () => {
     const machine = vm({ runStrategy: 'RerunOnFailure' }, { status: failedOff('shutdown') });
-    expect(plan(machine, 3, 'shutdown').steps).toEqual([]);
+    // Given up: the record goes back to the status's count.
+    expect(plan(machine, 3, 'shutdown').steps).toEqual([{ op: 'forgetRestart', restartCount: 2 }]);
+  });
+
+  it.each(['Manual', 'Halted'] as const)(
+    'under %s, is given up: the definition gets the status count back, once',
+    (runStrategy) => {
+      // A later start (a user's virsh start) inherits the definition's count: a stale larger
+      // one was counted as a restart the operator never made.
+      const machine = vm({ runStrategy }, { status: failedOff('crashed') });
+      expect(plan(machine, 3, 'crashed').steps).toEqual([{ op: 'forgetRestart', restartCount: 2 }]);
+      expect(plan(machine, 2, 'crashed').steps).toEqual([]);
+    },
+  );
+
+  it('is given up before a start that is not that restart (a requested one under Manual)', () => {
+    const machine = vm(
+      { runStrategy: 'Manual' },
+      {
+        status: requested('RestartRequested', 5, {
+          state: { state: 'shutoff', reason: 'crashed' },
+          restartCount: 2,
+        }),
+      },
+    );
+    expect(plan(machine, 3, 'crashed').steps).toMatchObject([
+      { op: 'forgetRestart', restartCount: 2 },
+      { op: 'start', kind: 'requested' },
+    ]);
   });
 
   it('under Always, the start that works is the counted restart (one Restarted Event)', () => {

@@ -13,7 +13,7 @@ import {
   stepEvents,
   type StatusInput,
 } from '../../../../src/controllers/virtual-machine/status.js';
-import { shutdownRequest } from '../../../../src/controllers/virtual-machine/plan.js';
+import { powerPlan, shutdownRequest } from '../../../../src/controllers/virtual-machine/plan.js';
 import { desired, NOW, ours, runningStatus, UID, variant, vm } from './machines.js';
 
 const LATER = new Date(NOW.getTime() + 3_600_000);
@@ -397,7 +397,10 @@ describe('machineStatus', () => {
       ],
       [
         'Manual, stopped',
-        { vm: vm({ runStrategy: 'Manual' }), observed: ours({ active: false, config: doc }) },
+        {
+          vm: vm({ runStrategy: 'Manual' }, { status: runningStatus() }),
+          observed: ours({ active: false, config: doc }),
+        },
         'Stopped',
         'True',
         'ManualPower',
@@ -405,7 +408,7 @@ describe('machineStatus', () => {
       [
         'RerunOnFailure after the guest shut down',
         {
-          vm: vm({ runStrategy: 'RerunOnFailure' }),
+          vm: vm({ runStrategy: 'RerunOnFailure' }, { status: runningStatus() }),
           observed: ours({ active: false, config: doc }),
         },
         'Stopped',
@@ -664,6 +667,64 @@ describe('retryDelayMs', () => {
 
   it('falls back to Ready when Synced holds', () => {
     expect(retryDelayMs(since(20, 'Ready'), NOW)).toBe(20_000);
+  });
+});
+
+describe('a stopped machine: phase and Ready say what the plan does', () => {
+  // libvirt keeps no reason for an inactive domain across a libvirtd restart or a host reboot:
+  // every one is then shut off with reason `unknown`.
+  const seen = (state: string, reason: string) => runningStatus({ state: { state, reason } });
+  const cases = [
+    ['the guest shut itself down, then libvirtd restarted', seen('shutoff', 'shutdown'), 'unknown'],
+    ['the guest shut itself down', seen('shutoff', 'shutdown'), 'shutdown'],
+    ['the guest shut down while the agent was away', seen('running', 'booted'), 'shutdown'],
+    ['the host rebooted while it ran', seen('running', 'booted'), 'unknown'],
+    ['it crashed while the agent was away', seen('running', 'booted'), 'crashed'],
+    ['stopped by a user before, then libvirtd restarted', seen('shutoff', 'destroyed'), 'unknown'],
+    ['stopped by a user before', seen('shutoff', 'destroyed'), 'destroyed'],
+    ['never started yet', undefined, 'unknown'],
+  ] as const;
+  const strategies = ['Always', 'RerunOnFailure', 'Manual', 'Halted'] as const;
+
+  it.each(strategies.flatMap((s) => cases.map(([what, st, r]) => [s, what, st, r] as const)))(
+    '%s: %s',
+    (runStrategy, _what, previous, reason) => {
+      const machine = vm({ runStrategy }, previous ? { status: previous } : {});
+      const power = { active: false, state: 'shutoff', reason };
+      const starts = powerPlan(machine, power, [], NOW).steps.some((s) => s.op === 'start');
+      // The status of a pass whose planned start did not run (held back, or refused) and of one
+      // that planned none: Starting exactly when a start is coming.
+      const status = machineStatus(
+        input({ vm: machine, observed: ours({ active: false, config: doc, power }) }),
+      );
+      expect(status.phase).toBe(starts ? 'Starting' : 'Stopped');
+      expect(conditionOf(status, 'Ready')?.status).toBe(starts ? 'False' : 'True');
+    },
+  );
+
+  it('after a libvirtd restart, still says the guest shut itself down (RerunOnFailure)', () => {
+    const machine = vm({ runStrategy: 'RerunOnFailure' }, { status: seen('shutoff', 'shutdown') });
+    const power = { state: 'shutoff', reason: 'unknown' };
+    const status = machineStatus(
+      input({ vm: machine, observed: ours({ active: false, config: doc, power }) }),
+    );
+    expect(status.phase).toBe('Stopped');
+    expect(conditionOf(status, 'Ready')).toMatchObject({ status: 'True', reason: 'GuestShutdown' });
+  });
+
+  it('starts a restart begun before a libvirtd restart, and says it is Starting', () => {
+    // A crash's restart whose start failed recorded restart 3; libvirtd restarted since.
+    const machine = vm(
+      { runStrategy: 'RerunOnFailure' },
+      {
+        status: runningStatus({ state: { state: 'shutoff', reason: 'crashed' }, restartCount: 2 }),
+      },
+    );
+    const power = { state: 'shutoff', reason: 'unknown' };
+    const stopped = ours({ active: false, config: { ...doc, restarts: 3 }, power });
+    const plan = powerPlan(machine, { active: false, ...power, restartBegun: true }, [], NOW);
+    expect(plan.steps).toMatchObject([{ op: 'start', kind: 'restart' }]);
+    expect(machineStatus(input({ vm: machine, observed: stopped })).phase).toBe('Starting');
   });
 });
 
