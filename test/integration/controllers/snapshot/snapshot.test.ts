@@ -245,6 +245,20 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     expect(snapOf('web-3')?.metadata.deletionTimestamp).toBeTruthy();
     expect(await domain.numOfSnapshots()).toBe(before);
     expect(ctx.events.at(-1)).toMatchObject({ reason: 'DeletePending' });
+    // Said in status too, for kubectl get and kstatus readers: what it waits for.
+    expect(
+      snapOf('web-3')?.status?.conditions?.find((c) => c.type === 'DeletionBlocked'),
+    ).toMatchObject({
+      status: 'True',
+      reason: 'RestoreInProgress',
+      message:
+        'the deletion waits for VirtualMachineRestore back-web-3, reverting the machine to ' +
+        'this snapshot: it goes on by itself once that restore has finished',
+    });
+    // Waiting on: no further write, no further Event.
+    const [writes, events] = [ctx.writes, ctx.events.length];
+    expect(requeueMs(await reconcileVirtualMachineSnapshot(key('web-3'), ctx))).toBeGreaterThan(0);
+    expect([ctx.writes, ctx.events.length]).toEqual([writes, events]);
     // The restore finishes (it needs the snapshot for that), then the snapshot goes.
     await converge(ctx, reconcileVirtualMachineRestore, key('back-web-3'), {
       until: stored(
@@ -1127,6 +1141,19 @@ describe('deleting a snapshot whose disks the running machine no longer has', ()
     });
     await ctx.refresh();
     expect(snapOf('moving-1')?.metadata.finalizers).toContain(`node.virt.dev/${NODE}`);
+    // And in status, where kubectl get and kstatus readers look; once, not on every look.
+    expect(
+      snapOf('moving-1')?.status?.conditions?.find((c) => c.type === 'DeletionBlocked'),
+    ).toMatchObject({
+      status: 'True',
+      reason: 'DisksChanged',
+      message: ctx.events.at(-1)?.message,
+    });
+    const [writes, events] = [ctx.writes, ctx.events.length];
+    expect(requeueMs(await reconcileVirtualMachineSnapshot(key('moving-1'), ctx))).toBeGreaterThan(
+      0,
+    );
+    expect([ctx.writes, ctx.events.length]).toEqual([writes, events]);
 
     await domain.destroy();
     await converge(ctx, reconcileVirtualMachineSnapshot, key('moving-1'), {

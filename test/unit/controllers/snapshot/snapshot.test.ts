@@ -17,7 +17,11 @@ import {
   planSnapshot,
   revertingRestores,
 } from '../../../../src/controllers/virtual-machine-snapshot/plan.js';
-import { snapshotStatus } from '../../../../src/controllers/virtual-machine-snapshot/status.js';
+import {
+  deletionStatus,
+  saysDeletion,
+  snapshotStatus,
+} from '../../../../src/controllers/virtual-machine-snapshot/status.js';
 import {
   isMarkerOf,
   restoreMarkerXML,
@@ -317,6 +321,40 @@ describe('snapshotStatus', () => {
       status: 'True',
       reason: 'CrashConsistent',
     });
+  });
+});
+
+describe('deletionStatus', () => {
+  const wait = { reason: 'DisksChanged', message: 'libvirt cannot delete this snapshot now' };
+  const ready = {
+    type: 'Ready',
+    status: 'True' as const,
+    reason: 'DisksOnly',
+    message: 'm',
+    lastTransitionTime: '2026-12-03T11:00:00Z',
+  };
+  it('says why the deletion waits, keeping the rest of the status, and clears it after', () => {
+    const s = snap({ status: { phase: 'Ready', snapshotName: 'n', conditions: [ready] } });
+    expect(saysDeletion(s, undefined)).toBe(true);
+    expect(saysDeletion(s, wait)).toBe(false);
+    const waiting = deletionStatus(s, wait, now);
+    expect(waiting).toMatchObject({ phase: 'Ready', snapshotName: 'n' });
+    expect(waiting.conditions).toEqual([
+      ready,
+      {
+        type: 'DeletionBlocked',
+        status: 'True',
+        ...wait,
+        lastTransitionTime: '2026-12-03T12:00:00Z',
+        observedGeneration: 1,
+      },
+    ]);
+    const held = snap({ status: waiting });
+    // Said already: nothing to write. Another wait, or the end of it, is a change.
+    expect(saysDeletion(held, wait)).toBe(true);
+    expect(saysDeletion(held, { ...wait, reason: 'RestoreInProgress' })).toBe(false);
+    expect(saysDeletion(held, undefined)).toBe(false);
+    expect(deletionStatus(held, undefined, now).conditions).toEqual([ready]);
   });
 });
 
