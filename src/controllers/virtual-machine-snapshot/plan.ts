@@ -130,11 +130,14 @@ export function liveDeleteBlocker(
  * snapshot waits for them. Deleted under such a restore, the libvirt snapshot could go before
  * the revert reaches libvirt (it fails), and the object before a restore whose agent died after
  * the revert records it (it would wait for a snapshot that no longer exists, Pending for good).
- * Pure.
+ * `running` is the uid of the restore of this machine whose pass this agent is in (HostState
+ * restores): the cache shows it InProgress only once that status write comes back through the
+ * watch, and a pass that read the snapshot before its deletion reverts to it meanwhile. Pure.
  */
 export function revertingRestores(
   snap: VirtualMachineSnapshot,
   restores: readonly VirtualMachineRestore[],
+  running?: string,
 ): string[] {
   return restores
     .filter(
@@ -142,7 +145,7 @@ export function revertingRestores(
         r.metadata.namespace === snap.metadata.namespace &&
         r.spec.snapshotName === snap.metadata.name &&
         r.spec.vmName === snap.spec.vmName &&
-        r.status?.phase === 'InProgress',
+        (r.status?.phase === 'InProgress' || (running !== undefined && r.metadata.uid === running)),
     )
     .map((r) => String(r.metadata.name));
 }

@@ -260,6 +260,7 @@ async function removeSnapshot(
             INDEX_SNAPSHOT,
             `${snap.metadata.namespace}/${snap.metadata.name}`,
           ),
+          ctx.host.restores.get(String(vm.metadata.uid)),
         )
       : [];
   if (reverting.length > 0) {

@@ -275,6 +275,44 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     expect(await domain.numOfSnapshots()).toBe(before - 1);
   });
 
+  it('keeps a snapshot whose restore this agent runs before the cache shows it InProgress', async () => {
+    await snapshot('web-5', 'web');
+    const before = await domain.numOfSnapshots();
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'back-web-5', namespace: NS },
+      spec: { vmName: 'web', snapshotName: 'web-5' },
+    });
+    // The restore's pass reads the cache from before the user deleted the snapshot, the
+    // snapshot's pass the one from after: both in one agent (one HostState), at once.
+    const early = snapshotContext({
+      kubeConfig: controlPlane().kubeConfig,
+      conn,
+      nodeName: NODE,
+      stateDir,
+      host: ctx.host,
+    });
+    await early.refresh();
+    await k.remove('VirtualMachineSnapshot', NS, 'web-5');
+    await ctx.refresh();
+    const restoring = reconcileVirtualMachineRestore(key('back-web-5'), early);
+    const deleting = await reconcileVirtualMachineSnapshot(key('web-5'), ctx);
+    await restoring;
+    // The deletion waited for the revert instead of pulling the snapshot from under it.
+    expect(requeueMs(deleting)).toBeGreaterThan(0);
+    await ctx.refresh();
+    expect(restoreOf('back-web-5')?.status?.phase).toBe('Succeeded');
+    expect(
+      snapOf('web-5')?.status?.conditions?.find((c) => c.type === 'DeletionBlocked'),
+    ).toMatchObject({ reason: 'RestoreInProgress', message: /VirtualMachineRestore back-web-5,/ });
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-5'), {
+      until: stored(
+        () => snapOf('web-5'),
+        (o) => o === undefined,
+      ),
+    });
+    expect(await domain.numOfSnapshots()).toBe(before - 1);
+  });
+
   it('holds the machine controller back while a restore is InProgress', async () => {
     await k.create('VirtualMachineRestore', {
       metadata: { name: 'back-3', namespace: NS },

@@ -285,6 +285,14 @@ describe('revertingRestores', () => {
       ]),
     ).toEqual(['now']);
   });
+  it('names the restore whose pass this agent runs, before its InProgress is seen', () => {
+    const pending = {
+      ...restore('later', 'Pending'),
+      metadata: { ...restore('later', 'Pending').metadata, uid: 'u-later' },
+    };
+    expect(revertingRestores(snap(), [pending], 'u-later')).toEqual(['later']);
+    expect(revertingRestores(snap(), [pending], 'u-other')).toEqual([]);
+  });
 });
 
 describe('snapshotStatus', () => {
