@@ -229,6 +229,68 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     await domain.resume();
   });
 
+  it('never returns a begun restore to Pending when its snapshot object is gone', async () => {
+    const uri = 'http://virt.dev/libvirt-operator/restore/v1';
+    const { setMarker } =
+      await import('../../../../src/controllers/virtual-machine-restore/act.js');
+    // Both began (InProgress) on a snapshot whose object went since; one still has its marker
+    // (not reverted), the other not (reverted).
+    for (const name of ['marked', 'reverted']) {
+      const r = await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
+        metadata: { name, namespace: NS },
+        spec: { vmName: 'web', snapshotName: `gone-${name}` },
+      });
+      await k.patchStatus('VirtualMachineRestore', NS, name, { phase: 'InProgress' });
+      if (name === 'marked') await setMarker(domain, String(r.metadata.uid), true);
+      await converge(ctx, reconcileVirtualMachineRestore, key(name), {
+        until: stored(
+          () => restoreOf(name),
+          (o) => o?.status?.phase !== 'InProgress',
+        ),
+      });
+    }
+    expect(restoreOf('marked')?.status).toMatchObject({
+      phase: 'Failed',
+      conditions: expect.arrayContaining([
+        expect.objectContaining({
+          type: 'Ready',
+          reason: 'SnapshotMissing',
+          message:
+            'VirtualMachineSnapshot gone-marked was deleted before this restore reverted to it',
+        }),
+      ]),
+    });
+    expect(restoreOf('reverted')?.status).toMatchObject({ phase: 'Succeeded' });
+    // Terminal: a snapshot created under the name later is never reverted to.
+    const writes = ctx.writes;
+    await converge(ctx, reconcileVirtualMachineRestore, key('marked'));
+    expect(ctx.writes).toBe(writes);
+    await domain
+      .setMetadata(
+        DomainMetadataType.ELEMENT,
+        null,
+        null,
+        uri,
+        DomainModificationImpact.LIVE | DomainModificationImpact.CONFIG,
+      )
+      .catch(async () => {
+        await domain.setMetadata(
+          DomainMetadataType.ELEMENT,
+          null,
+          null,
+          uri,
+          DomainModificationImpact.LIVE,
+        );
+        await domain.setMetadata(
+          DomainMetadataType.ELEMENT,
+          null,
+          null,
+          uri,
+          DomainModificationImpact.CONFIG,
+        );
+      });
+  });
+
   it('deletes a snapshot only once the restore reverting to it has finished', async () => {
     await snapshot('web-3', 'web');
     const before = await domain.numOfSnapshots();

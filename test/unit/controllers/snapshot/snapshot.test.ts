@@ -414,6 +414,22 @@ describe('planRestore', () => {
     );
   });
 
+  it('never goes back to Pending once InProgress, when the snapshot object is gone', () => {
+    const gone = (r: VirtualMachineRestore, marker: boolean) =>
+      planRestore({ ...input(r, marker), snapshot: undefined, libvirtSnapshotFound: false });
+    expect(gone(restore('InProgress'), true)).toEqual({
+      op: 'fail',
+      reason: 'SnapshotMissing',
+      message:
+        'VirtualMachineSnapshot before-upgrade was deleted before this restore reverted to it',
+    });
+    expect(gone(restore('InProgress'), false)).toEqual({ op: 'finish' });
+    expect(gone(restore('Pending'), false)).toMatchObject({
+      op: 'wait',
+      reason: 'SnapshotNotFound',
+    });
+  });
+
   it('waits for a snapshot of this machine that is Ready', () => {
     expect(planRestore({ ...input(restore(), false), snapshot: undefined })).toMatchObject({
       op: 'wait',
