@@ -87,6 +87,15 @@ export function planSnapshot(input: {
 }
 
 /**
+ * Whether a libvirt snapshot with the object's name is the object's own to delete: our record
+ * of its uid, or the record a cleanup of its own defined. A foreign one under the name (the
+ * object's NameConflict) is someone else's and stays. Pure.
+ */
+export function isOwnSnapshot(description: string | undefined, uid: string): boolean {
+  return parseRecord(description)?.uid === uid || isCleanupRecord(description, uid);
+}
+
+/**
  * Whether a take of this object may have reached libvirt without the pass seeing its end:
  * InProgress is written before every take, and `cutShort` is a take this process sent and
  * got no answer to (which the cache may not show as InProgress yet).

@@ -34,7 +34,13 @@ import {
 import { observeMachineDomain, observeSnapshot } from '../shared/machine-snapshot.js';
 import { machineNotFound, planMachineCheck } from '../shared/missing-machine.js';
 import { INDEX_SNAPSHOT } from '../indexes.js';
-import { liveDeleteBlocker, planSnapshot, revertingRestores, takeMayBeCutShort } from './plan.js';
+import {
+  isOwnSnapshot,
+  liveDeleteBlocker,
+  planSnapshot,
+  revertingRestores,
+  takeMayBeCutShort,
+} from './plan.js';
 import {
   deletionStatus,
   saysDeletion,
@@ -276,7 +282,16 @@ async function removeSnapshot(
   const machine = vm ? await observeMachineDomain(ctx.libvirt(), vm) : undefined;
   if (machine) {
     const name = snap.status?.snapshotName ?? libvirtSnapshotName(snap);
-    const found = await observeSnapshot(machine.domain, name);
+    const named = await observeSnapshot(machine.domain, name);
+    // A foreign snapshot holding the name (NameConflict) is not the object's: neither deleted
+    // nor cleaned up after (a redefine would write over it).
+    if (named && !isOwnSnapshot(named.doc.description, uid)) {
+      named.snapshot.free();
+      ctx.host.snapshotTakesCutShort.delete(uid);
+      await ctx.removeFinalizer(KIND, snap, finalizer);
+      return done;
+    }
+    const found = named;
     // Kept while the domain runs without the disks it names: libvirt 9.0 would crash
     // (liveDeleteBlocker). The machine's own removal stops the domain first, then deletes it.
     const blocker = found && liveDeleteBlocker(found.doc, machine);

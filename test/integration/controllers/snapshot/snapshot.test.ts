@@ -174,6 +174,47 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     expect(await domain.numOfSnapshots()).toBe(2);
   });
 
+  it('leaves a foreign snapshot that holds its name alone when the object is deleted', async () => {
+    const created = await k.create<VirtualMachineSnapshot>('VirtualMachineSnapshot', {
+      metadata: { name: 'web-4', namespace: NS },
+      spec: { vmName: 'web' },
+    });
+    const { buildSnapshotXML } = await import('../../../../src/libvirt/xml/snapshot.js');
+    const { libvirtSnapshotName } =
+      await import('../../../../src/controllers/virtual-machine-snapshot/desired.js');
+    const name = libvirtSnapshotName(created);
+    // Someone's own snapshot (virsh) under the name the object would take.
+    await domain.createSnapshotXML(
+      buildSnapshotXML({
+        name,
+        description: 'made by hand',
+        memory: 'internal',
+        disks: [{ name: 'vda', snapshot: 'internal' }],
+      }),
+    );
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-4'), {
+      until: stored(
+        () => snapOf('web-4'),
+        (o) => o?.status?.phase === 'Failed',
+      ),
+    });
+    expect(snapOf('web-4')?.status?.conditions?.find((c) => c.type === 'Ready')?.reason).toBe(
+      'NameConflict',
+    );
+    await k.remove('VirtualMachineSnapshot', NS, 'web-4');
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-4'), {
+      until: stored(
+        () => snapOf('web-4'),
+        (o) => o === undefined,
+      ),
+    });
+    // Not the object's: still there, as it was.
+    const foreign = await domain.lookupSnapshotByName(name);
+    expect(await foreign.getXMLDesc()).toContain('made by hand');
+    await foreign.delete(0);
+    foreign.free();
+  });
+
   it('refuses raw disks: Failed, Ready=False reason Unsupported', async () => {
     await runningVm('rawvm', 'raw');
     const snap = await snapshot('raw-1', 'rawvm');

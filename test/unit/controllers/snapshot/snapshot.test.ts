@@ -13,6 +13,7 @@ import {
 import { virtualMachineSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/index.js';
 import { kindResyncMs } from '../../../../src/controllers/module.js';
 import {
+  isOwnSnapshot,
   liveDeleteBlocker,
   planSnapshot,
   revertingRestores,
@@ -259,6 +260,20 @@ describe('liveDeleteBlocker', () => {
     expect(
       liveDeleteBlocker({ disks: [vda] }, running([{ name: 'vda', source: '/pool/other' }])),
     ).toMatch(/disk vda is now \/pool\/other, not \/pool\/ns_root/);
+  });
+});
+
+describe('isOwnSnapshot', () => {
+  it('is the object’s record or its cleanup record, never a foreign snapshot of the name', () => {
+    const s = snap();
+    const uid = String(s.metadata.uid);
+    expect(isOwnSnapshot(recordDescription(s, { uid, includeMemory: true }), uid)).toBe(true);
+    expect(isOwnSnapshot(cleanupDescription(s), uid)).toBe(true);
+    expect(isOwnSnapshot(recordDescription(s, { uid: 'other', includeMemory: true }), uid)).toBe(
+      false,
+    );
+    expect(isOwnSnapshot('made by hand', uid)).toBe(false);
+    expect(isOwnSnapshot(undefined, uid)).toBe(false);
   });
 });
 
