@@ -29,6 +29,19 @@ export function planRestore(input: {
   const phase = restore.status?.phase;
   if (phase === 'Succeeded' || phase === 'Failed') return { op: 'none' };
   const name = restore.spec.snapshotName;
+  // A revert that began never goes back to Pending: that status would let a later pass revert
+  // again, to whatever snapshot is then created under the name. Its object went (a finalizer
+  // removed by hand, a deletion that did not see this restore): the marker says whether the
+  // revert happened (finish, without the snapshot's details) or not (it never will).
+  if (!snapshot && phase === 'InProgress' && input.domainFound) {
+    return input.markerPresent
+      ? {
+          op: 'fail',
+          reason: 'SnapshotMissing',
+          message: `VirtualMachineSnapshot ${name} was deleted before this restore reverted to it`,
+        }
+      : { op: 'finish' };
+  }
   if (!snapshot) {
     return {
       op: 'wait',

@@ -187,7 +187,20 @@ async function converge(
       });
     }
     case 'finish':
-      return finish(restore, vm, snapshot!, ctx, { snapshotState: found?.doc.state });
+      if (!snapshot) {
+        // Reverted, and its snapshot object gone since: what it held is not known any more.
+        const message = `reverted to VirtualMachineSnapshot ${restore.spec.snapshotName}, deleted since: which disks it held is not known`;
+        ctx.event(
+          KIND,
+          restore,
+          'Normal',
+          'Restored',
+          `VirtualMachine ${vm.metadata.name} ${message}`,
+        );
+        await report(ctx, restore, { phase: 'Succeeded', message }, String(vm.metadata.uid));
+        return done;
+      }
+      return finish(restore, vm, snapshot, ctx, { snapshotState: found?.doc.state });
   }
 }
 

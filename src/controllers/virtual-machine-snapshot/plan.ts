@@ -87,6 +87,15 @@ export function planSnapshot(input: {
 }
 
 /**
+ * Whether a libvirt snapshot with the object's name is the object's own to delete: our record
+ * of its uid, or the record a cleanup of its own defined. A foreign one under the name (the
+ * object's NameConflict) is someone else's and stays. Pure.
+ */
+export function isOwnSnapshot(description: string | undefined, uid: string): boolean {
+  return parseRecord(description)?.uid === uid || isCleanupRecord(description, uid);
+}
+
+/**
  * Whether a take of this object may have reached libvirt without the pass seeing its end:
  * InProgress is written before every take, and `cutShort` is a take this process sent and
  * got no answer to (which the cache may not show as InProgress yet).
@@ -130,11 +139,14 @@ export function liveDeleteBlocker(
  * snapshot waits for them. Deleted under such a restore, the libvirt snapshot could go before
  * the revert reaches libvirt (it fails), and the object before a restore whose agent died after
  * the revert records it (it would wait for a snapshot that no longer exists, Pending for good).
- * Pure.
+ * `running` is the uid of the restore of this machine whose pass this agent is in (HostState
+ * restores): the cache shows it InProgress only once that status write comes back through the
+ * watch, and a pass that read the snapshot before its deletion reverts to it meanwhile. Pure.
  */
 export function revertingRestores(
   snap: VirtualMachineSnapshot,
   restores: readonly VirtualMachineRestore[],
+  running?: string,
 ): string[] {
   return restores
     .filter(
@@ -142,7 +154,7 @@ export function revertingRestores(
         r.metadata.namespace === snap.metadata.namespace &&
         r.spec.snapshotName === snap.metadata.name &&
         r.spec.vmName === snap.spec.vmName &&
-        r.status?.phase === 'InProgress',
+        (r.status?.phase === 'InProgress' || (running !== undefined && r.metadata.uid === running)),
     )
     .map((r) => String(r.metadata.name));
 }

@@ -34,8 +34,20 @@ import {
 import { observeMachineDomain, observeSnapshot } from '../shared/machine-snapshot.js';
 import { machineNotFound, planMachineCheck } from '../shared/missing-machine.js';
 import { INDEX_SNAPSHOT } from '../indexes.js';
-import { liveDeleteBlocker, planSnapshot, revertingRestores, takeMayBeCutShort } from './plan.js';
-import { snapshotStatus, type SnapshotFacts } from './status.js';
+import {
+  isOwnSnapshot,
+  liveDeleteBlocker,
+  planSnapshot,
+  revertingRestores,
+  takeMayBeCutShort,
+} from './plan.js';
+import {
+  deletionStatus,
+  saysDeletion,
+  snapshotStatus,
+  type DeletionWait,
+  type SnapshotFacts,
+} from './status.js';
 import { cachedByKey, withFinalizer } from '../kit.js';
 import { restoreInProgress } from '../shared/restores.js';
 
@@ -254,30 +266,43 @@ async function removeSnapshot(
             INDEX_SNAPSHOT,
             `${snap.metadata.namespace}/${snap.metadata.name}`,
           ),
+          ctx.host.restores.get(String(vm.metadata.uid)),
         )
       : [];
   if (reverting.length > 0) {
-    ctx.event(
-      KIND,
-      snap,
-      'Normal',
-      'DeletePending',
-      `deleted once VirtualMachineRestore ${reverting.join(', ')} has finished reverting to it`,
-    );
+    const list = reverting.join(', ');
+    await reportDeletion(ctx, snap, 'Normal', {
+      reason: 'RestoreInProgress',
+      message:
+        `the deletion waits for VirtualMachineRestore ${list}, reverting the machine to this ` +
+        `snapshot: it goes on by itself once ${reverting.length === 1 ? 'that restore has' : 'they have'} finished`,
+    });
     return requeueAfter(DELETE_WAIT_MS);
   }
   const machine = vm ? await observeMachineDomain(ctx.libvirt(), vm) : undefined;
   if (machine) {
     const name = snap.status?.snapshotName ?? libvirtSnapshotName(snap);
-    const found = await observeSnapshot(machine.domain, name);
+    const named = await observeSnapshot(machine.domain, name);
+    // A foreign snapshot holding the name (NameConflict) is not the object's: neither deleted
+    // nor cleaned up after (a redefine would write over it).
+    if (named && !isOwnSnapshot(named.doc.description, uid)) {
+      named.snapshot.free();
+      ctx.host.snapshotTakesCutShort.delete(uid);
+      await ctx.removeFinalizer(KIND, snap, finalizer);
+      return done;
+    }
+    const found = named;
     // Kept while the domain runs without the disks it names: libvirt 9.0 would crash
     // (liveDeleteBlocker). The machine's own removal stops the domain first, then deletes it.
     const blocker = found && liveDeleteBlocker(found.doc, machine);
     if (found && blocker) {
       found.snapshot.free();
-      ctx.event(KIND, snap, 'Warning', 'DeletePending', blocker);
+      await reportDeletion(ctx, snap, 'Warning', { reason: 'DisksChanged', message: blocker });
       return requeueAfter(DELETE_WAIT_MS);
     }
+    // The wait is over: the condition goes before the delete, so a delete that fails and is
+    // retried does not keep saying what no longer holds it.
+    if (found) await reportDeletion(ctx, snap, 'Normal', undefined);
     if (found) await deleteSnapshot(found);
     const deleted = found !== undefined;
     // Deleted while a take may have been cut short: what that take left in the disks, without
@@ -301,6 +326,22 @@ async function removeSnapshot(
   ctx.host.snapshotTakesCutShort.delete(uid);
   await ctx.removeFinalizer(KIND, snap, finalizer);
   return done;
+}
+
+/**
+ * Says on the object why its deletion waits (DeletionBlocked), with one Event `DeletePending`
+ * when that changes, or clears the condition once the wait is over. Writes nothing when the
+ * status already says so: a deletion that waits for minutes is looked at every 10 s.
+ */
+async function reportDeletion(
+  ctx: ControllerContext,
+  snap: VirtualMachineSnapshot,
+  type: 'Normal' | 'Warning',
+  wait: DeletionWait | undefined,
+): Promise<void> {
+  if (saysDeletion(snap, wait)) return;
+  if (wait) ctx.event(KIND, snap, type, 'DeletePending', wait.message);
+  await ctx.applyStatus(KIND, snap, deletionStatus(snap, wait, ctx.now()));
 }
 
 async function report(

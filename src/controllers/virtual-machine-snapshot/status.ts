@@ -1,5 +1,10 @@
 // VirtualMachineSnapshot status, rebuilt each pass from what was observed or done. Pure.
-import { setCondition, withProgressConditions } from '../../api/conditions.js';
+import {
+  findCondition,
+  removeCondition,
+  setCondition,
+  withProgressConditions,
+} from '../../api/conditions.js';
 import type {
   VirtualMachineSnapshot,
   VirtualMachineSnapshotStatus,
@@ -8,6 +13,8 @@ import type { SnapshotRecord } from './desired.js';
 import type { FoundSnapshot } from '../shared/machine-snapshot.js';
 
 const READY = 'Ready';
+/** True while the deletion of the object waits; absent otherwise (as on Volumes and pools). */
+export const DELETION_BLOCKED = 'DeletionBlocked';
 
 export type SnapshotFacts =
   | { phase: 'Pending' | 'InProgress'; reason: string; message: string }
@@ -112,4 +119,49 @@ function readyWording(
     reason: 'DisksOnly',
     message: `libvirt snapshot ${status.snapshotName}: disks (${disks}) of the stopped machine`,
   };
+}
+
+/** Why a deletion waits: the condition's reason and message (what for, and what lets it go). */
+export interface DeletionWait {
+  reason: string;
+  message: string;
+}
+
+/**
+ * The status of a snapshot being deleted: as it stands, with DeletionBlocked saying why the
+ * deletion waits (`wait`) or without it (`undefined`: the wait is over). An Event alone left
+ * `kubectl get` and kstatus readers with a deleting object and nothing saying why it stays.
+ * Unchanged when the condition already says so, so a waiting pass writes nothing.
+ */
+export function deletionStatus(
+  snap: VirtualMachineSnapshot,
+  wait: DeletionWait | undefined,
+  now: Date,
+): VirtualMachineSnapshotStatus {
+  const previous = snap.status ?? {};
+  const conditions = wait
+    ? setCondition(
+        previous.conditions,
+        {
+          type: DELETION_BLOCKED,
+          status: 'True',
+          ...wait,
+          observedGeneration: snap.metadata.generation ?? 0,
+        },
+        now,
+      )
+    : removeCondition(previous.conditions, DELETION_BLOCKED);
+  return { ...previous, conditions };
+}
+
+/** Whether the object's status already says this about its deletion (no write, no Event). */
+export function saysDeletion(
+  snap: VirtualMachineSnapshot,
+  wait: DeletionWait | undefined,
+): boolean {
+  const current = findCondition(snap.status?.conditions, DELETION_BLOCKED);
+  if (!wait) return current === undefined;
+  return (
+    current?.status === 'True' && current.reason === wait.reason && current.message === wait.message
+  );
 }

@@ -174,6 +174,47 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     expect(await domain.numOfSnapshots()).toBe(2);
   });
 
+  it('leaves a foreign snapshot that holds its name alone when the object is deleted', async () => {
+    const created = await k.create<VirtualMachineSnapshot>('VirtualMachineSnapshot', {
+      metadata: { name: 'web-4', namespace: NS },
+      spec: { vmName: 'web' },
+    });
+    const { buildSnapshotXML } = await import('../../../../src/libvirt/xml/snapshot.js');
+    const { libvirtSnapshotName } =
+      await import('../../../../src/controllers/virtual-machine-snapshot/desired.js');
+    const name = libvirtSnapshotName(created);
+    // Someone's own snapshot (virsh) under the name the object would take.
+    await domain.createSnapshotXML(
+      buildSnapshotXML({
+        name,
+        description: 'made by hand',
+        memory: 'internal',
+        disks: [{ name: 'vda', snapshot: 'internal' }],
+      }),
+    );
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-4'), {
+      until: stored(
+        () => snapOf('web-4'),
+        (o) => o?.status?.phase === 'Failed',
+      ),
+    });
+    expect(snapOf('web-4')?.status?.conditions?.find((c) => c.type === 'Ready')?.reason).toBe(
+      'NameConflict',
+    );
+    await k.remove('VirtualMachineSnapshot', NS, 'web-4');
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-4'), {
+      until: stored(
+        () => snapOf('web-4'),
+        (o) => o === undefined,
+      ),
+    });
+    // Not the object's: still there, as it was.
+    const foreign = await domain.lookupSnapshotByName(name);
+    expect(await foreign.getXMLDesc()).toContain('made by hand');
+    await foreign.delete(0);
+    foreign.free();
+  });
+
   it('refuses raw disks: Failed, Ready=False reason Unsupported', async () => {
     await runningVm('rawvm', 'raw');
     const snap = await snapshot('raw-1', 'rawvm');
@@ -229,6 +270,68 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     await domain.resume();
   });
 
+  it('never returns a begun restore to Pending when its snapshot object is gone', async () => {
+    const uri = 'http://virt.dev/libvirt-operator/restore/v1';
+    const { setMarker } =
+      await import('../../../../src/controllers/virtual-machine-restore/act.js');
+    // Both began (InProgress) on a snapshot whose object went since; one still has its marker
+    // (not reverted), the other not (reverted).
+    for (const name of ['marked', 'reverted']) {
+      const r = await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
+        metadata: { name, namespace: NS },
+        spec: { vmName: 'web', snapshotName: `gone-${name}` },
+      });
+      await k.patchStatus('VirtualMachineRestore', NS, name, { phase: 'InProgress' });
+      if (name === 'marked') await setMarker(domain, String(r.metadata.uid), true);
+      await converge(ctx, reconcileVirtualMachineRestore, key(name), {
+        until: stored(
+          () => restoreOf(name),
+          (o) => o?.status?.phase !== 'InProgress',
+        ),
+      });
+    }
+    expect(restoreOf('marked')?.status).toMatchObject({
+      phase: 'Failed',
+      conditions: expect.arrayContaining([
+        expect.objectContaining({
+          type: 'Ready',
+          reason: 'SnapshotMissing',
+          message:
+            'VirtualMachineSnapshot gone-marked was deleted before this restore reverted to it',
+        }),
+      ]),
+    });
+    expect(restoreOf('reverted')?.status).toMatchObject({ phase: 'Succeeded' });
+    // Terminal: a snapshot created under the name later is never reverted to.
+    const writes = ctx.writes;
+    await converge(ctx, reconcileVirtualMachineRestore, key('marked'));
+    expect(ctx.writes).toBe(writes);
+    await domain
+      .setMetadata(
+        DomainMetadataType.ELEMENT,
+        null,
+        null,
+        uri,
+        DomainModificationImpact.LIVE | DomainModificationImpact.CONFIG,
+      )
+      .catch(async () => {
+        await domain.setMetadata(
+          DomainMetadataType.ELEMENT,
+          null,
+          null,
+          uri,
+          DomainModificationImpact.LIVE,
+        );
+        await domain.setMetadata(
+          DomainMetadataType.ELEMENT,
+          null,
+          null,
+          uri,
+          DomainModificationImpact.CONFIG,
+        );
+      });
+  });
+
   it('deletes a snapshot only once the restore reverting to it has finished', async () => {
     await snapshot('web-3', 'web');
     const before = await domain.numOfSnapshots();
@@ -245,6 +348,20 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     expect(snapOf('web-3')?.metadata.deletionTimestamp).toBeTruthy();
     expect(await domain.numOfSnapshots()).toBe(before);
     expect(ctx.events.at(-1)).toMatchObject({ reason: 'DeletePending' });
+    // Said in status too, for kubectl get and kstatus readers: what it waits for.
+    expect(
+      snapOf('web-3')?.status?.conditions?.find((c) => c.type === 'DeletionBlocked'),
+    ).toMatchObject({
+      status: 'True',
+      reason: 'RestoreInProgress',
+      message:
+        'the deletion waits for VirtualMachineRestore back-web-3, reverting the machine to ' +
+        'this snapshot: it goes on by itself once that restore has finished',
+    });
+    // Waiting on: no further write, no further Event.
+    const [writes, events] = [ctx.writes, ctx.events.length];
+    expect(requeueMs(await reconcileVirtualMachineSnapshot(key('web-3'), ctx))).toBeGreaterThan(0);
+    expect([ctx.writes, ctx.events.length]).toEqual([writes, events]);
     // The restore finishes (it needs the snapshot for that), then the snapshot goes.
     await converge(ctx, reconcileVirtualMachineRestore, key('back-web-3'), {
       until: stored(
@@ -255,6 +372,44 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     await converge(ctx, reconcileVirtualMachineSnapshot, key('web-3'), {
       until: stored(
         () => snapOf('web-3'),
+        (o) => o === undefined,
+      ),
+    });
+    expect(await domain.numOfSnapshots()).toBe(before - 1);
+  });
+
+  it('keeps a snapshot whose restore this agent runs before the cache shows it InProgress', async () => {
+    await snapshot('web-5', 'web');
+    const before = await domain.numOfSnapshots();
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: 'back-web-5', namespace: NS },
+      spec: { vmName: 'web', snapshotName: 'web-5' },
+    });
+    // The restore's pass reads the cache from before the user deleted the snapshot, the
+    // snapshot's pass the one from after: both in one agent (one HostState), at once.
+    const early = snapshotContext({
+      kubeConfig: controlPlane().kubeConfig,
+      conn,
+      nodeName: NODE,
+      stateDir,
+      host: ctx.host,
+    });
+    await early.refresh();
+    await k.remove('VirtualMachineSnapshot', NS, 'web-5');
+    await ctx.refresh();
+    const restoring = reconcileVirtualMachineRestore(key('back-web-5'), early);
+    const deleting = await reconcileVirtualMachineSnapshot(key('web-5'), ctx);
+    await restoring;
+    // The deletion waited for the revert instead of pulling the snapshot from under it.
+    expect(requeueMs(deleting)).toBeGreaterThan(0);
+    await ctx.refresh();
+    expect(restoreOf('back-web-5')?.status?.phase).toBe('Succeeded');
+    expect(
+      snapOf('web-5')?.status?.conditions?.find((c) => c.type === 'DeletionBlocked'),
+    ).toMatchObject({ reason: 'RestoreInProgress', message: /VirtualMachineRestore back-web-5,/ });
+    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-5'), {
+      until: stored(
+        () => snapOf('web-5'),
         (o) => o === undefined,
       ),
     });
@@ -1127,6 +1282,19 @@ describe('deleting a snapshot whose disks the running machine no longer has', ()
     });
     await ctx.refresh();
     expect(snapOf('moving-1')?.metadata.finalizers).toContain(`node.virt.dev/${NODE}`);
+    // And in status, where kubectl get and kstatus readers look; once, not on every look.
+    expect(
+      snapOf('moving-1')?.status?.conditions?.find((c) => c.type === 'DeletionBlocked'),
+    ).toMatchObject({
+      status: 'True',
+      reason: 'DisksChanged',
+      message: ctx.events.at(-1)?.message,
+    });
+    const [writes, events] = [ctx.writes, ctx.events.length];
+    expect(requeueMs(await reconcileVirtualMachineSnapshot(key('moving-1'), ctx))).toBeGreaterThan(
+      0,
+    );
+    expect([ctx.writes, ctx.events.length]).toEqual([writes, events]);
 
     await domain.destroy();
     await converge(ctx, reconcileVirtualMachineSnapshot, key('moving-1'), {

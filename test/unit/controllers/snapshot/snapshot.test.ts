@@ -13,11 +13,16 @@ import {
 import { virtualMachineSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/index.js';
 import { kindResyncMs } from '../../../../src/controllers/module.js';
 import {
+  isOwnSnapshot,
   liveDeleteBlocker,
   planSnapshot,
   revertingRestores,
 } from '../../../../src/controllers/virtual-machine-snapshot/plan.js';
-import { snapshotStatus } from '../../../../src/controllers/virtual-machine-snapshot/status.js';
+import {
+  deletionStatus,
+  saysDeletion,
+  snapshotStatus,
+} from '../../../../src/controllers/virtual-machine-snapshot/status.js';
 import {
   isMarkerOf,
   restoreMarkerXML,
@@ -258,6 +263,20 @@ describe('liveDeleteBlocker', () => {
   });
 });
 
+describe('isOwnSnapshot', () => {
+  it('is the object’s record or its cleanup record, never a foreign snapshot of the name', () => {
+    const s = snap();
+    const uid = String(s.metadata.uid);
+    expect(isOwnSnapshot(recordDescription(s, { uid, includeMemory: true }), uid)).toBe(true);
+    expect(isOwnSnapshot(cleanupDescription(s), uid)).toBe(true);
+    expect(isOwnSnapshot(recordDescription(s, { uid: 'other', includeMemory: true }), uid)).toBe(
+      false,
+    );
+    expect(isOwnSnapshot('made by hand', uid)).toBe(false);
+    expect(isOwnSnapshot(undefined, uid)).toBe(false);
+  });
+});
+
 describe('revertingRestores', () => {
   const restore = (
     name: string,
@@ -280,6 +299,14 @@ describe('revertingRestores', () => {
         restore('other-vm', 'InProgress', { vmName: 'db' }),
       ]),
     ).toEqual(['now']);
+  });
+  it('names the restore whose pass this agent runs, before its InProgress is seen', () => {
+    const pending = {
+      ...restore('later', 'Pending'),
+      metadata: { ...restore('later', 'Pending').metadata, uid: 'u-later' },
+    };
+    expect(revertingRestores(snap(), [pending], 'u-later')).toEqual(['later']);
+    expect(revertingRestores(snap(), [pending], 'u-other')).toEqual([]);
   });
 });
 
@@ -317,6 +344,40 @@ describe('snapshotStatus', () => {
       status: 'True',
       reason: 'CrashConsistent',
     });
+  });
+});
+
+describe('deletionStatus', () => {
+  const wait = { reason: 'DisksChanged', message: 'libvirt cannot delete this snapshot now' };
+  const ready = {
+    type: 'Ready',
+    status: 'True' as const,
+    reason: 'DisksOnly',
+    message: 'm',
+    lastTransitionTime: '2026-12-03T11:00:00Z',
+  };
+  it('says why the deletion waits, keeping the rest of the status, and clears it after', () => {
+    const s = snap({ status: { phase: 'Ready', snapshotName: 'n', conditions: [ready] } });
+    expect(saysDeletion(s, undefined)).toBe(true);
+    expect(saysDeletion(s, wait)).toBe(false);
+    const waiting = deletionStatus(s, wait, now);
+    expect(waiting).toMatchObject({ phase: 'Ready', snapshotName: 'n' });
+    expect(waiting.conditions).toEqual([
+      ready,
+      {
+        type: 'DeletionBlocked',
+        status: 'True',
+        ...wait,
+        lastTransitionTime: '2026-12-03T12:00:00Z',
+        observedGeneration: 1,
+      },
+    ]);
+    const held = snap({ status: waiting });
+    // Said already: nothing to write. Another wait, or the end of it, is a change.
+    expect(saysDeletion(held, wait)).toBe(true);
+    expect(saysDeletion(held, { ...wait, reason: 'RestoreInProgress' })).toBe(false);
+    expect(saysDeletion(held, undefined)).toBe(false);
+    expect(deletionStatus(held, undefined, now).conditions).toEqual([ready]);
   });
 });
 
@@ -366,6 +427,22 @@ describe('planRestore', () => {
     expect(planRestore({ ...input(restore('InProgress'), false), snapshot: deleting }).op).toBe(
       'finish',
     );
+  });
+
+  it('never goes back to Pending once InProgress, when the snapshot object is gone', () => {
+    const gone = (r: VirtualMachineRestore, marker: boolean) =>
+      planRestore({ ...input(r, marker), snapshot: undefined, libvirtSnapshotFound: false });
+    expect(gone(restore('InProgress'), true)).toEqual({
+      op: 'fail',
+      reason: 'SnapshotMissing',
+      message:
+        'VirtualMachineSnapshot before-upgrade was deleted before this restore reverted to it',
+    });
+    expect(gone(restore('InProgress'), false)).toEqual({ op: 'finish' });
+    expect(gone(restore('Pending'), false)).toMatchObject({
+      op: 'wait',
+      reason: 'SnapshotNotFound',
+    });
   });
 
   it('waits for a snapshot of this machine that is Ready', () => {
