@@ -236,6 +236,9 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   SourceInUse: 'transient',
   // libvirt is still filling the file an earlier agent process started copying into.
   CopyInProgress: 'transient',
+  // A checkpoint waiting for room for the guest's memory in its disk's file system: freeing
+  // space ends it, without a user changing any object.
+  InsufficientSpace: 'transient',
   // An imported image is in the file; it is grown to spec.capacity in the next pass.
   Resizing: 'transient',
   NodeUnknown: 'transient',

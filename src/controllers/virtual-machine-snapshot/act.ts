@@ -3,6 +3,8 @@
 // Errors split like the machine controller's: transport failures and timeouts are thrown (the
 // queue retries with backoff, and the next pass finds the snapshot by name if libvirt made it
 // meanwhile); libvirt refusing the snapshot is returned as a refusal, a False condition.
+import { statfs } from 'node:fs/promises';
+import path from 'node:path';
 import type { Domain } from '../../libvirt/domain.js';
 import type { DomainSnapshot } from '../../libvirt/snapshot.js';
 import {
@@ -23,6 +25,7 @@ import {
   type FoundSnapshot,
   type MachineDomain,
 } from '../shared/machine-snapshot.js';
+import type { CheckpointRoom } from './plan.js';
 
 /**
  * A guest agent that is configured but never answers must not hold a snapshot up: libvirt's
@@ -158,4 +161,27 @@ export async function deleteSnapshot(found: FoundSnapshot): Promise<void> {
   } finally {
     found.snapshot.free();
   }
+}
+
+/**
+ * The room a running machine's checkpoint has (plan.ts, checkpointSpaceProblem): its memory and
+ * the free bytes of the file system of its first writable disk, where QEMU writes the memory.
+ * Undefined when that cannot be read (a disk that is no file, a file system this agent does
+ * not see at the host path): the snapshot is then taken as before, unchecked.
+ */
+export async function checkpointRoom(machine: MachineDomain): Promise<CheckpointRoom | undefined> {
+  const disk = machine.disks.find((d) => d.device === 'disk' && !d.readonly);
+  if (!disk?.source || !path.isAbsolute(disk.source)) return undefined;
+  const fs = await statfs(path.dirname(disk.source), { bigint: true }).catch(() => undefined);
+  const info = await machine.domain.getInfo().catch((err: unknown) => {
+    if (isConnectionError(err)) throw err;
+    return undefined;
+  });
+  if (!fs || !info) return undefined;
+  return {
+    disk: disk.name,
+    path: disk.source,
+    memory: info.maxMem * 1024n,
+    free: fs.bavail * fs.bsize,
+  };
 }

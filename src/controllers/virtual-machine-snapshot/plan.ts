@@ -158,3 +158,44 @@ export function revertingRestores(
     )
     .map((r) => String(r.metadata.name));
 }
+
+/** Ready=False while a checkpoint waits for room in its disk's file system: retried. */
+export const INSUFFICIENT_SPACE = 'InsufficientSpace';
+
+/**
+ * Where a running machine's checkpoint goes and the room there: QEMU's savevm writes the
+ * guest's memory (all of it at worst: every page the guest touched) into the first writable
+ * disk, `path` of target `disk`.
+ */
+export interface CheckpointRoom {
+  disk: string;
+  path: string;
+  /** The machine's memory, bytes. */
+  memory: bigint;
+  /** Bytes free to unprivileged writers on that file's file system (statfs bavail). */
+  free: bigint;
+}
+
+/**
+ * Why a checkpoint is not taken now, if it is not: its disk's file system has less room than
+ * the guest's memory. Taken anyway, QEMU's savevm fails part-way with "No space left on
+ * device" after filling the file system, where the guest's own disk writes then fail too (a
+ * guest paused on an I/O error). Waits, retried with backoff: freeing space fixes it. The
+ * figures in the message are MiB-rounded so a pass that finds a few bytes more or less free
+ * writes no new status. Pure.
+ */
+export function checkpointSpaceProblem(
+  room: CheckpointRoom,
+  volume?: string,
+): { reason: string; message: string } | undefined {
+  if (room.free >= room.memory) return undefined;
+  const mib = (b: bigint) => `${b / 2n ** 20n} MiB`;
+  return {
+    reason: INSUFFICIENT_SPACE,
+    message:
+      `the checkpoint writes the machine's memory (up to ${mib(room.memory)}) into disk ` +
+      `${room.disk}'s file ${room.path}${volume ? ` (Volume ${volume})` : ''}, whose file ` +
+      `system has ${mib(room.free)} free; free space there, and the snapshot is taken then ` +
+      `(retried)`,
+  };
+}

@@ -24,7 +24,7 @@ import {
   type ControllerContext,
   type KindReconcile,
 } from '../context.js';
-import { deleteSnapshot, removeUnrecorded, takeSnapshot, thaw } from './act.js';
+import { checkpointRoom, deleteSnapshot, removeUnrecorded, takeSnapshot, thaw } from './act.js';
 import {
   cleanupDescription,
   desiredSnapshot,
@@ -35,6 +35,8 @@ import { observeMachineDomain, observeSnapshot } from '../shared/machine-snapsho
 import { machineNotFound, planMachineCheck } from '../shared/missing-machine.js';
 import { INDEX_SNAPSHOT } from '../indexes.js';
 import {
+  checkpointSpaceProblem,
+  INSUFFICIENT_SPACE,
   isOwnSnapshot,
   liveDeleteBlocker,
   planSnapshot,
@@ -48,7 +50,8 @@ import {
   type DeletionWait,
   type SnapshotFacts,
 } from './status.js';
-import { cachedByKey, withFinalizer } from '../kit.js';
+import { cachedByKey, retryDelay, withFinalizer } from '../kit.js';
+import { findCondition } from '../../api/conditions.js';
 import { restoreInProgress } from '../shared/restores.js';
 
 const KIND = 'VirtualMachineSnapshot';
@@ -146,6 +149,18 @@ async function converge(
         });
         return requeueAfter(WAIT_MS);
       }
+      // A checkpoint (a running machine's snapshot always is one) waits for room for the
+      // guest's memory, before anything is written: the machine is left as it runs.
+      const room = d.doc.memory === 'internal' ? await checkpointRoom(m) : undefined;
+      const noRoom =
+        room &&
+        checkpointSpaceProblem(
+          room,
+          diskVolumes(vm.metadata.namespace, [{ name: room.disk, source: room.path }], ctx).get(
+            room.disk,
+          ),
+        );
+      if (noRoom) return waitForSpace(ctx, snap, noRoom.message);
       // InProgress first, so a long checkpoint shows; then the status write after the
       // snapshot is made against this write's answer, not the stale cached object.
       const inProgress =
@@ -220,6 +235,26 @@ async function converge(
       return done;
     }
   }
+}
+
+/**
+ * A checkpoint without room (InsufficientSpace): Pending (InProgress kept after a take that
+ * may have been cut short, so its cleanup still runs), looked at again with the usual backoff (a full disk clears when a user
+ * frees space; the status write of the same message wakes nothing).
+ */
+async function waitForSpace(
+  ctx: ControllerContext,
+  snap: VirtualMachineSnapshot,
+  message: string,
+): Promise<Action> {
+  const phase = snap.status?.phase === 'InProgress' ? 'InProgress' : 'Pending';
+  const ready = findCondition(snap.status?.conditions, 'Ready');
+  if (ready?.reason !== INSUFFICIENT_SPACE)
+    ctx.event(KIND, snap, 'Warning', INSUFFICIENT_SPACE, message);
+  await report(ctx, snap, { phase, reason: INSUFFICIENT_SPACE, message });
+  return requeueAfter(
+    retryDelay(ready?.reason === INSUFFICIENT_SPACE ? ready : undefined, ctx.now()),
+  );
 }
 
 /**

@@ -75,6 +75,18 @@ export async function applyVolumeSteps(
         if (!isLibvirtError(err) || isConnectionError(err)) throw err;
         if (step.op === 'resize' && (V2_WITH_SNAPSHOTS.test(err.message) || tooLarge(err))) {
           outcome.resizeProblem = await resizeRefusal(pool, target, step.capacity, err);
+        } else if (step.op === 'resize' && NO_SPACE.test(err.message)) {
+          // A full file system clears when space is freed: ResizeFailed, retried, with the
+          // numbers (a qcow2 grow writes larger tables; QEMU's live grow the same).
+          outcome.resizeProblem = await fullPoolProblem(
+            pool,
+            'ResizeFailed',
+            `growing to ${step.capacity} bytes (spec.capacity` +
+              (live ? `, disk ${live.target} of running VirtualMachine ${live.vm}` : '') +
+              ') failed',
+            "the grow needs room for the file's larger tables",
+            err,
+          );
         } else if (step.op === 'resize') {
           outcome.resizeProblem = {
             reason: isUnsupported(err) ? 'ResizeUnsupported' : 'ResizeFailed',
@@ -208,6 +220,17 @@ export async function uploadImage(
           message: `the libvirt driver on this node cannot upload volumes: ${err.message}`,
         };
       }
+      // A full file system: ImportFailed as any failed transfer (retried with backoff, as
+      // freeing space fixes it), with the numbers; the file begun is gone again (above).
+      if (NO_SPACE.test(err.message)) {
+        return fullPoolProblem(
+          pool,
+          'ImportFailed',
+          'the upload failed',
+          `the image needs ${fileSize} bytes`,
+          err,
+        );
+      }
       return { reason: 'ImportFailed', message: `the upload failed: ${err.message}` };
     }
     await pool.handle.refresh(0);
@@ -340,14 +363,14 @@ export async function createProblem(
     };
   }
   if (full) {
-    return {
-      reason: 'CreateFailed',
-      message:
-        `pool ${pool.name} is full on this node: ${await availableText(pool)}the volume ` +
-        `needs ${capacity === undefined ? 'more' : `${capacity} bytes (spec.capacity; raw files are allocated in full, qcow2 ones need room for their metadata)`}; ` +
-        `free space in ${dir ?? 'its directory'} or create the Volume in another pool; ` +
-        `retried (${err.message})`,
-    };
+    return fullPoolProblem(
+      pool,
+      'CreateFailed',
+      undefined,
+      `the volume needs ${capacity === undefined ? 'more' : `${capacity} bytes (spec.capacity; raw files are allocated in full, qcow2 ones need room for their metadata)`}`,
+      err,
+      dir,
+    );
   }
   return readOnly
     ? {
@@ -362,6 +385,31 @@ export async function createProblem(
           `libvirt may not write in ${where} on this node, so the volume file cannot be made ` +
           `(${err.message}); give it write access, or create the Volume in another pool`,
       };
+}
+
+/**
+ * A file system full while making, growing or filling the volume file: "`what`: pool P is full
+ * on this node: libvirt reports N bytes available, `needs`; free space in DIR or create the
+ * Volume in another pool; retried (libvirt's words)". One wording for create, grow and upload,
+ * under the transient `reason` of each (freeing space fixes it without a spec change). `dir`:
+ * the pool's directory when the caller has read it already.
+ */
+async function fullPoolProblem(
+  pool: ReadyPool,
+  reason: string,
+  what: string | undefined,
+  needs: string,
+  err: Error,
+  dir?: string,
+): Promise<Problem> {
+  const where = dir ?? (await poolDirectory(pool)) ?? 'its directory';
+  return {
+    reason,
+    message:
+      `${what ? `${what}: ` : ''}pool ${pool.name} is full on this node: ` +
+      `${await availableText(pool)}${needs}; free space in ${where} or create the Volume in ` +
+      `another pool; retried (${err.message.trim()})`,
+  };
 }
 
 /**

@@ -6,6 +6,7 @@
 // the next pass leaves exactly one snapshot, known to libvirt, instead of two of one name.
 // One case has it happen for real: a qemu-img in front of the real one kills libvirtd.
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -38,6 +39,7 @@ import { converge, type SnapshotContext } from '../../../harness/controller-cont
 import { createImage, qcow2Snapshots } from '../../../harness/host.js';
 import { nodeFinalizer } from '../../../../src/controllers/context.js';
 import type { Kube } from '../../../harness/kube-objects.js';
+import { reconcileUntil } from '../storage-pool/fixtures.js';
 
 const run = promisify(execFile);
 const NODE = 'node-snap-real';
@@ -54,6 +56,12 @@ const lv = usePrivateLibvirtd({
     dieAfterTake = await installDyingQemuImg(dir);
   },
   async cleanup() {
+    if (fullDomain) {
+      await fullDomain.destroy().catch(() => undefined);
+      for (const s of await fullDomain.listAllSnapshots().catch(() => []))
+        await s.delete(0).catch(() => undefined);
+      await fullDomain.undefine().catch(() => undefined);
+    }
     if (!domain) return;
     for (const s of await domain.listAllSnapshots().catch(() => []))
       await s.delete(0).catch(() => undefined);
@@ -66,6 +74,7 @@ let disk: string;
 let k: Kube;
 let ctx: SnapshotContext;
 let domain: Domain;
+let fullDomain: Domain | undefined;
 
 const key = (name: string) => `${NS}/${name}`;
 const snapOf = (name: string) =>
@@ -79,10 +88,10 @@ async function inLibvirt(): Promise<string[]> {
 }
 
 /** Creates the object and waits for nothing: the test arranges the host before any pass. */
-async function declare(name: string): Promise<VirtualMachineSnapshot> {
+async function declare(name: string, vmName = VM): Promise<VirtualMachineSnapshot> {
   return k.create<VirtualMachineSnapshot>('VirtualMachineSnapshot', {
     metadata: { name, namespace: NS },
-    spec: { vmName: VM },
+    spec: { vmName },
   });
 }
 
@@ -370,5 +379,106 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
     expect((await convergeReady('plain')).status?.phase).toBe('Ready');
     expect((await inFile()).filter((n) => n === name)).toEqual([name]);
     expect((await inLibvirt()).filter((n) => n === name)).toEqual([name]);
+  });
+
+  // A checkpoint on a file system without room for the guest's memory was SnapshotFailed
+  // (final) with QEMU's words, or filled the file system on its way. Now it waits for room
+  // (InsufficientSpace, retried, the numbers in the message), nothing is taken, the machine
+  // runs on, and the snapshot is taken once there is room.
+  it('waits for room for a checkpoint on a full file system, then takes it', async () => {
+    const dir = path.join(tmp, `full-${randomBytes(3).toString('hex')}`);
+    await mkdir(dir);
+    const file = path.join(dir, 'disk.qcow2');
+    // The daemon's view of `dir`: a 2 MiB tmpfs, filled (QEMU writes the checkpoint there).
+    // The daemon of now: an earlier test restarts it.
+    const inDaemon = ['-t', String(lv().daemon.pid()), '-m'];
+    await run('nsenter', [...inDaemon, 'mount', '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', dir]);
+    let hostMount = false;
+    try {
+      await run('nsenter', [...inDaemon, 'qemu-img', 'create', '-q', '-f', 'qcow2', file, '16M']);
+      await run('nsenter', [
+        ...inDaemon,
+        'sh',
+        '-c',
+        `dd if=/dev/zero of=${dir}/fill bs=4k 2>/dev/null; true`,
+      ]);
+      await k.create<Volume>('Volume', {
+        metadata: { name: 'full-disk', namespace: NS },
+        spec: { nodeName: NODE, pool: 'images', capacity: '16Mi', format: 'qcow2' },
+      });
+      await k.patchStatus('Volume', NS, 'full-disk', { phase: 'Available', path: file });
+      const vm = await k.create<VirtualMachine>('VirtualMachine', {
+        metadata: { name: 'full', namespace: NS },
+        spec: {
+          nodeName: NODE,
+          domainType: 'qemu',
+          runStrategy: 'Halted',
+          vcpus: 1,
+          memory: '32Mi',
+          disks: [{ name: 'data', volume: 'full-disk' }],
+        },
+      });
+      await converge(ctx, reconcileVirtualMachine, key('full'), {
+        until: async () => {
+          await ctx.refresh();
+          return ctx.get<VirtualMachine>('VirtualMachine', NS, 'full')?.status?.phase === 'Stopped';
+        },
+      });
+      fullDomain = await conn.lookupDomainByUUIDString(String(vm.metadata.uid));
+      await fullDomain.create();
+      const running = async () => (await fullDomain!.getState()).stateName;
+      const waitingFor = async (name: string) => {
+        await reconcileUntil(ctx, reconcileVirtualMachineSnapshot, key(name), async () => {
+          await ctx.refresh();
+          const ready = snapOf(name)?.status?.conditions?.find((c) => c.type === 'Ready');
+          return (
+            ready?.reason === 'InsufficientSpace' ||
+            ['Failed', 'Ready'].includes(snapOf(name)?.status?.phase ?? '')
+          );
+        });
+        return snapOf(name)!;
+      };
+
+      // The agent's view of `dir`: a 2 MiB tmpfs too (one file system for both on a real
+      // node). The checkpoint is not tried (it fails on QEMU's full tmpfs: SnapshotFailed,
+      // final, "Error while writing VM state: Input/output error"); the message has the numbers.
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', dir]);
+      hostMount = true;
+      await declare('full-a', 'full');
+      const a = await waitingFor('full-a');
+      const aReady = a.status?.conditions?.find((c) => c.type === 'Ready');
+      expect(a.status?.phase, JSON.stringify(aReady)).toBe('Pending');
+      expect(aReady?.message).toBe(
+        `the checkpoint writes the machine's memory (up to 32 MiB) into disk vda's file ` +
+          `${file} (Volume full-disk), whose file system has 2 MiB free; free space there, ` +
+          `and the snapshot is taken then (retried)`,
+      );
+      expect(a.status?.conditions?.find((c) => c.type === 'Reconciling')?.status).toBe('True');
+      expect((await fullDomain.listAllSnapshots()).length).toBe(0);
+      expect(await running()).toBe('running');
+      expect(ctx.events.filter((e) => e.key === key('full-a')).map((e) => e.reason)).toContain(
+        'InsufficientSpace',
+      );
+
+      // Room made: taken on its next try, one snapshot, the machine running.
+      await run('umount', [dir]);
+      hostMount = false;
+      await run('nsenter', [...inDaemon, 'mount', '-o', 'remount,size=256m', dir]);
+      const snap = await convergeReady('full-a');
+      expect(snap.status?.phase, JSON.stringify(snap.status?.conditions)).toBe('Ready');
+      expect(snap.status?.includesMemory).toBe(true);
+      expect((await fullDomain.listAllSnapshots()).map((s) => s.getName())).toEqual([
+        libvirtSnapshotName(snap),
+      ]);
+      expect(await running()).toBe('running');
+    } finally {
+      if (hostMount) await run('umount', [dir]).catch(() => undefined);
+      if (fullDomain) {
+        await fullDomain.destroy().catch(() => undefined);
+        for (const s of await fullDomain.listAllSnapshots().catch(() => []))
+          await s.delete(0).catch(() => undefined);
+      }
+      await run('nsenter', [...inDaemon, 'umount', dir]).catch(() => undefined);
+    }
   });
 });

@@ -600,6 +600,98 @@ describe('a real libvirtd with QEMU', () => {
     }
   });
 
+  // A grow and an upload on a full file system were ResizeFailed and ImportFailed with
+  // libvirt's words only ("Failed to grow the L1 table: No space left on device"; "Unable to
+  // write ...: No space left on device"): now they say the pool is full, with the numbers, as
+  // a create does, and are still retried.
+  it('says a grow and an upload into a full pool need space (retried), and leaves no upload behind', async () => {
+    const smallDir = path.join(tmp, `small-${randomBytes(3).toString('hex')}`);
+    await mkdir(smallDir);
+    const inDaemon = ['-t', String(daemon.pid()), '-m'];
+    await run('nsenter', [...inDaemon, 'mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', smallDir]);
+    try {
+      await k.create('StoragePool', { metadata: { name: SMALL }, spec: { path: smallDir } });
+      await converge(ctx, reconcileStoragePool, SMALL, {
+        until: async () =>
+          (await k.get<StoragePool>('StoragePool', undefined, SMALL))?.status?.nodes?.[0]?.state ===
+          'running',
+      });
+      await createVol('grows', { pool: SMALL, capacity: '16Mi' });
+      await reconcileUntil(ctx, reconcileVolume, `${NS}/grows`, settled('grows'));
+      // Whatever is left of the 4 MiB, taken (dd stops at ENOSPC).
+      await run('nsenter', [
+        ...inDaemon,
+        'sh',
+        '-c',
+        `dd if=/dev/zero of=${smallDir}/fill bs=64k 2>/dev/null; true`,
+      ]);
+      await k.patchSpec('Volume', NS, 'grows', { capacity: '100Gi' });
+      const resized = async () =>
+        (await getVol('grows'))?.status?.conditions?.find((c) => c.type === 'Resized');
+      await reconcileUntil(
+        ctx,
+        reconcileVolume,
+        `${NS}/grows`,
+        async () => (await resized())?.status === 'False',
+      );
+      const grow = await resized();
+      expect(grow?.reason).toBe('ResizeFailed');
+      expect(grow?.message).toMatch(
+        new RegExp(
+          `^growing to ${100n * 2n ** 30n} bytes \\(spec.capacity\\) failed: pool ${SMALL} is ` +
+            `full on this node: libvirt reports \\d+ bytes available, the grow needs room`,
+        ),
+      );
+      expect(grow?.message).toContain(`free space in ${smallDir}`);
+      expect(grow?.message).toContain('No space left on device');
+      const grows = await getVol('grows');
+      expect(grows?.status?.capacity).toBe('16Mi');
+      expect(grows?.status?.conditions?.find((c) => c.type === 'Reconciling')?.status).toBe('True');
+
+      await createVol('upload', {
+        pool: SMALL,
+        format: 'raw',
+        // Random bytes: an empty qcow2 image is mostly zeros, which the upload leaves as holes.
+        source: { http: { url: `${base}/slow.raw`, sha256: sha(rawImage) } },
+      });
+      await reconcileUntil(
+        ctx,
+        reconcileVolume,
+        `${NS}/upload`,
+        async () => (await readyOf('upload'))?.reason === 'ImportFailed',
+      );
+      const upload = await getVol('upload');
+      expect(upload?.status?.phase).toBe('Pending');
+      const message = (await readyOf('upload'))?.message;
+      expect(message).toMatch(
+        new RegExp(
+          `^the upload failed: pool ${SMALL} is full on this node: libvirt reports \\d+ bytes ` +
+            `available, the image needs ${rawImage.length} bytes; free space in ${smallDir}`,
+        ),
+      );
+      expect(message).toContain('No space left on device');
+      expect(upload?.status?.conditions?.find((c) => c.type === 'Reconciling')?.status).toBe(
+        'True',
+      );
+      // The file the upload began is gone, from libvirt and the directory.
+      const small = await conn.lookupStoragePoolByName(SMALL);
+      await small.refresh(0);
+      const paths = await Promise.all((await small.listAllVolumes()).map((v) => v.getPath()));
+      expect(paths.map((p) => path.basename(p)).sort()).toEqual(['fill', 'real_grows']);
+
+      for (const name of ['grows', 'upload']) {
+        await k.remove('Volume', NS, name);
+        await converge(ctx, reconcileVolume, `${NS}/${name}`, { until: gone(name) });
+      }
+      await k.remove('StoragePool', undefined, SMALL);
+      await converge(ctx, reconcileStoragePool, SMALL, {
+        until: async () => !(await k.get('StoragePool', undefined, SMALL)),
+      });
+    } finally {
+      await run('nsenter', [...inDaemon, 'umount', smallDir]);
+    }
+  });
+
   // qemu-img cannot grow a qcow2 v2 image that holds internal snapshots (the snapshots a
   // VirtualMachineSnapshot takes of an imported v2 image): ResizeFailed, retried for ever.
   it('refuses to grow a qcow2 v2 image holding snapshots: ResizeRefused (Stalled), file unchanged', async () => {
