@@ -239,8 +239,9 @@ async function converge(
 
 /**
  * A checkpoint without room (InsufficientSpace): Pending (InProgress kept after a take that
- * may have been cut short, so its cleanup still runs), looked at again with the usual backoff (a full disk clears when a user
- * frees space; the status write of the same message wakes nothing).
+ * may have been cut short, so its cleanup still runs), looked at again with the usual backoff
+ * (a full disk clears when a user frees space; the status write of the same message wakes
+ * nothing).
  */
 async function waitForSpace(
   ctx: ControllerContext,
