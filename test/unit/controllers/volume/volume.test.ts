@@ -7,6 +7,7 @@ import {
   sourceKind,
 } from '../../../../src/controllers/volume/desired.js';
 import {
+  lostBaseOfOverlay,
   lostBaseProblem,
   ownsVolume,
   planImport,
@@ -139,11 +140,42 @@ describe('ownsVolume', () => {
     const own = (changedAt: string) =>
       ownsVolume(created, file(), desiredVolume(created), new Date(changedAt));
     expect(own('2026-01-02T03:04:04.999Z')).toBe(false);
-    // Made within the creation's second (its timestamp has whole seconds), or after: a crash
-    // before the status write.
-    expect(own('2026-01-02T03:04:05.000Z')).toBe(true);
-    expect(own('2026-01-02T03:04:05.700Z')).toBe(true);
+    // Changed within the creation's second (its timestamp has whole seconds): the Volume may
+    // have been made at 05.900, after a kept file was last changed at 05.300.
+    expect(own('2026-01-02T03:04:05.000Z')).toBe(false);
+    expect(own('2026-01-02T03:04:05.700Z')).toBe(false);
+    // Made in a later second: a crash before the status write.
+    expect(own('2026-01-02T03:04:06.000Z')).toBe(true);
     expect(ownsVolume(created, file(), desiredVolume(created))).toBe(true);
+    // One this process made for the Volume is its own, however soon (status not seen yet).
+    expect(
+      ownsVolume(
+        created,
+        file(),
+        desiredVolume(created),
+        new Date('2026-01-02T03:04:05.100Z'),
+        '/srv/images/apps_data',
+      ),
+    ).toBe(true);
+    const sameSecond = planVolume(
+      created,
+      'blank',
+      desiredVolume(created),
+      file(),
+      undefined,
+      new Date('2026-01-02T03:04:05.300Z'),
+    );
+    expect(sameSecond).toEqual({ conflict: expect.stringContaining('older than the Volume') });
+    expect(
+      planVolume(
+        created,
+        'blank',
+        desiredVolume(created),
+        file(),
+        '/srv/images/apps_data',
+        new Date('2026-01-02T03:04:05.300Z'),
+      ),
+    ).toEqual({ steps: [] });
     // The recorded path is ours whatever its age.
     const recorded = vol({}, { path: '/srv/images/apps_data' });
     recorded.metadata.creationTimestamp = '2026-01-02T03:04:05Z';
@@ -576,5 +608,50 @@ describe('lostBaseProblem', () => {
   it('lets a Volume without overlays, or one that never had a file, make its file', () => {
     expect(lostBaseProblem('/p/apps_base', [])).toBeUndefined();
     expect(lostBaseProblem(undefined, ['l1'])).toBeUndefined();
+  });
+});
+
+describe('lostBaseOfOverlay', () => {
+  const ready = (status: 'True' | 'False', reason: string): Condition => ({
+    type: 'Ready',
+    status,
+    reason,
+    message: '',
+    lastTransitionTime: T0.toISOString(),
+  });
+  const baseVol = (status: Volume['status']) => {
+    const b = vol({}, status);
+    b.metadata.name = 'base';
+    return b;
+  };
+  const overlay = '/srv/images/apps_data';
+  it("is the base's own word, from its status: its file gone, or its own base's", () => {
+    // The base's file gone (BaseFileMissing and no file observed, so no capacity).
+    const gone = baseVol({
+      path: '/srv/images/apps_base',
+      conditions: [ready('False', 'BaseFileMissing')],
+    });
+    expect(lostBaseOfOverlay(overlay, 'base', gone)).toMatchObject({
+      reason: 'BaseFileMissing',
+      message: expect.stringMatching(
+        /overlay on \/srv\/images\/apps_base, the file of base Volume base, which is gone/,
+      ),
+    });
+    // The base is an overlay whose own base file is gone: its file is there, unusable.
+    const deeper = baseVol({
+      path: '/srv/images/apps_base',
+      capacity: '2Gi',
+      conditions: [ready('False', 'BaseFileMissing')],
+    });
+    expect(lostBaseOfOverlay(overlay, 'base', deeper)?.message).toContain(
+      'which is an overlay itself whose base file is gone',
+    );
+  });
+  it('leaves an overlay on a usable base, on a base not ready for another reason, or unknown', () => {
+    const ok = baseVol({ path: '/srv/images/apps_base', conditions: [ready('True', 'Available')] });
+    expect(lostBaseOfOverlay(overlay, 'base', ok)).toBeUndefined();
+    const other = baseVol({ conditions: [ready('False', 'PoolNotReady')] });
+    expect(lostBaseOfOverlay(overlay, 'base', other)).toBeUndefined();
+    expect(lostBaseOfOverlay(overlay, 'base', undefined)).toBeUndefined();
   });
 });
