@@ -448,6 +448,12 @@ async function reportBlocked(
   const pool = await usablePool(ctx, vol.spec.pool);
   const found = 'reason' in pool ? undefined : await observeVolume(pool, volumeFileName(vol));
   const ours = found && found.doc.path === vol.status?.path ? found.doc : undefined;
+  // A base waiting for its overlays whose file is gone says so as it did before its deletion:
+  // its overlays learn from this status that they cannot be opened.
+  const lost =
+    'reason' in pool || found
+      ? undefined
+      : lostBaseProblem(vol.status?.path, overlaysWithFiles(vol, usedBy, ctx));
   if (!findCondition(vol.status?.conditions, DELETION_BLOCKED)) {
     const users = usedBy.map((u) => `${u.kind} ${u.name}`).join(', ');
     ctx.event(
@@ -463,7 +469,12 @@ async function reportBlocked(
     vol,
     volumeStatus(
       vol,
-      { usedBy, deletionBlocked: true, ...(ours ? { observed: ours } : {}) },
+      {
+        usedBy,
+        deletionBlocked: true,
+        ...(ours ? { observed: ours } : {}),
+        ...(lost ? { problem: lost } : {}),
+      },
       ctx.now(),
     ),
   );

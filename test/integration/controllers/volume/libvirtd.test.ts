@@ -719,15 +719,21 @@ describe('a real libvirtd with QEMU', () => {
     const top = await readyOf(p);
     expect(top?.reason).toBe('BaseFileMissing');
     expect(top?.message).toContain(`base Volume ${o}, which is an overlay itself`);
-    // Without the overlays, the base makes its file again as usual.
+    // So it stays while the base's deletion waits for its overlays.
+    await k.remove('Volume', NS, b);
+    await ctx.refresh();
+    await reconcileVolume(`${NS}/${b}`, ctx);
+    expect((await readyOf(b))?.reason).toBe('BaseFileMissing');
+    await ctx.refresh();
+    await reconcileVolume(`${NS}/${o}`, ctx);
+    expect((await readyOf(o))?.reason).toBe('BaseFileMissing');
+    // Without the overlays, the base's deletion goes on (no file to remove).
     await k.remove('Volume', NS, p);
     await converge(ctx, reconcileVolume, `${NS}/${p}`, { until: gone(p), maxPasses: 40 });
     await k.remove('Volume', NS, o);
     await converge(ctx, reconcileVolume, `${NS}/${o}`, { until: gone(o), maxPasses: 40 });
-    await converge(ctx, reconcileVolume, `${NS}/${b}`, { until: settled(b) });
-    expect((await stat(baseFile)).isFile()).toBe(true);
-    await k.remove('Volume', NS, b);
     await converge(ctx, reconcileVolume, `${NS}/${b}`, { until: gone(b), maxPasses: 40 });
+    await expect(stat(baseFile)).rejects.toThrow(/ENOENT/);
   });
 
   it('a file a deleted Volume kept (Retain) is a NameConflict for a new Volume of its name, base or overlay', async () => {
