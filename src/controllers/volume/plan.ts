@@ -33,11 +33,7 @@ export const RESIZED = 'Resized';
  * also a file an earlier Volume of this name kept (deletionPolicy Retain), which matches the
  * spec just as well; adopting it would hand the new Volume the old one's data, and make a new
  * base the backing file of an old retained overlay, or an old overlay file the new overlay.
- * `changedAt`: the file's ctime. It only moves forwards, so a file last changed before the
- * Volume existed was not made by it. The creation time has whole seconds (the Volume was made
- * somewhen within that second), so a file changed within it is as likely the kept one,
- * changed just before the Volume was made (a re-create right after a deletion): only one
- * changed in a later second is taken for ours.
+ * `changedAt`, `bornAt`: the file's ctime and birth time (see predatesVolume).
  */
 export function ownsVolume(
   vol: Volume,
@@ -45,18 +41,58 @@ export function ownsVolume(
   desired: VolumeDocument | undefined,
   changedAt?: Date,
   made?: string,
+  bornAt?: Date,
 ): boolean {
   if (observed.path !== undefined && vol.status?.path === observed.path) return true;
   if (observed.path !== undefined && made === observed.path) return true;
-  if (predatesVolume(vol, changedAt)) return false;
+  if (predatesVolume(vol, changedAt, bornAt)) return false;
   return desired !== undefined && changedVolumeFields(desired, observed).length === 0;
 }
 
-/** Whether the file may have been last changed before the Volume was made (see ownsVolume). */
-function predatesVolume(vol: Volume, changedAt: Date | undefined): boolean {
-  const created = vol.metadata.creationTimestamp;
-  if (changedAt === undefined || created === undefined) return false;
-  return changedAt.getTime() < Date.parse(String(created)) + 1000;
+/** A time against the Volume's creation second (creationTimestamp has whole seconds). */
+function againstCreation(
+  vol: Volume,
+  at: Date | undefined,
+): 'before' | 'within' | 'after' | undefined {
+  const created = Date.parse(String(vol.metadata.creationTimestamp));
+  if (at === undefined || !Number.isFinite(created)) return undefined;
+  const t = at.getTime();
+  return t < created ? 'before' : t < created + 1000 ? 'within' : 'after';
+}
+
+/**
+ * Whether the file was there before the Volume was made (see ownsVolume). The ctime only moves
+ * forwards, so a file last changed before the creation second was not made by the Volume, and
+ * one changed after it is taken for one a crash left. Changed within that second, it may be
+ * the Volume's own (made, then the agent killed before its status write) or a kept one
+ * changed just before a re-create: then the birth time tells, a file born before the creation
+ * second is an older one. Birth time unknown (a file system without it, or no answer): the
+ * file is taken for the Volume's own, as a crash's would be (docs/api.md, NameConflict).
+ */
+function predatesVolume(
+  vol: Volume,
+  changedAt: Date | undefined,
+  bornAt: Date | undefined,
+): boolean {
+  const changed = againstCreation(vol, changedAt);
+  if (changed === 'before') return true;
+  return changed === 'within' && againstCreation(vol, bornAt) === 'before';
+}
+
+/**
+ * Whether ownsVolume needs the file's birth time, the one look at the pool's file of its own
+ * that it takes (reconcile.ts): a file neither recorded nor made by this process, last changed
+ * within the Volume's creation second. Pure.
+ */
+export function birthTimeDecides(
+  vol: Volume,
+  observed: ObservedVolume,
+  changedAt: Date | undefined,
+  made: string | undefined,
+): boolean {
+  if (observed.path === undefined) return false;
+  if (vol.status?.path === observed.path || made === observed.path) return false;
+  return againstCreation(vol, changedAt) === 'within';
 }
 
 export function planVolume(
@@ -71,14 +107,16 @@ export function planVolume(
   made?: string,
   /** The file's ctime, when it can be read (ownsVolume). */
   changedAt?: Date,
+  /** The file's birth time, when birthTimeDecides and it could be read (ownsVolume). */
+  bornAt?: Date,
 ): VolumePlan {
   if (!observed) {
     if (!desired)
       throw new Error('planVolume: nothing to create from (the caller observes the source first)');
     return { steps: [{ op: kind === 'clone' ? 'clone' : 'create', doc: desired }] };
   }
-  if (!ownsVolume(vol, observed, desired, changedAt, made))
-    return { conflict: conflictMessage(observed, predatesVolume(vol, changedAt)) };
+  if (!ownsVolume(vol, observed, desired, changedAt, made, bornAt))
+    return { conflict: conflictMessage(observed, predatesVolume(vol, changedAt, bornAt)) };
   // libvirt makes a copy's file at its full size and then streams the source in, so a file
   // that matches the copy but that status does not record may be one an agent or libvirtd
   // crash cut short: its content cannot be trusted. Copied again; a blank file or an
@@ -143,9 +181,8 @@ function conflictMessage(observed: ObservedVolume, older = false): string {
     `a file ${observed.path ?? observed.name} (format ${observed.format}, capacity ${observed.capacity} bytes) ` +
     `already exists in the pool and was not created by this Volume` +
     (older
-      ? ` (it is older than the Volume, or of the second it was made in, which its creation ` +
-        `time cannot tell apart: one of the same name kept it, deletionPolicy Retain, or it ` +
-        `was put there)`
+      ? ` (it is older than the Volume: one of the same name kept it, deletionPolicy Retain, ` +
+        `or it was put there)`
       : '') +
     `; it is never adopted or deleted: remove it or choose another Volume name`
   );

@@ -33,6 +33,7 @@ import {
   liveDisksOf,
   usablePool,
   observeSource,
+  fileBornAt,
   observeVolume,
   plannedPath,
   readImageLayers,
@@ -45,6 +46,7 @@ import {
   IMPORTED,
   liveGrowth,
   layersProblem,
+  birthTimeDecides,
   lostBaseOfOverlay,
   lostBaseProblem,
   ownsVolume,
@@ -160,7 +162,12 @@ async function convergeFile(
   const uid = String(vol.metadata.uid);
   const made = ctx.host.filesMade.get(uid);
   if (made !== undefined && made === vol.status?.path) ctx.host.filesMade.delete(uid);
-  const plan = planVolume(vol, kind, desired, found?.doc, made, found?.changedAt);
+  // Only for a file last changed within the creation second that nothing records: one look.
+  const bornAt =
+    found?.doc.path && birthTimeDecides(vol, found.doc, found.changedAt, made)
+      ? await fileBornAt(found.doc.path)
+      : undefined;
+  const plan = planVolume(vol, kind, desired, found?.doc, made, found?.changedAt, bornAt);
   if ('conflict' in plan)
     return { facts: { problem: { reason: 'NameConflict', message: plan.conflict }, usedBy } };
   let unchecked = false;
@@ -417,13 +424,25 @@ async function deleteIfOurs(vol: Volume, pool: ReadyPool, ctx: ControllerContext
   let ours =
     found.doc.path !== undefined &&
     (vol.status?.path === found.doc.path || made === found.doc.path);
+  // A kept file changed within the creation second is not deleted either (convergeFile).
+  const bornAt =
+    !ours && found.doc.path && birthTimeDecides(vol, found.doc, found.changedAt, made)
+      ? await fileBornAt(found.doc.path)
+      : undefined;
   if (!ours && sourceKind(vol) === 'blank')
-    ours = ownsVolume(vol, found.doc, desiredVolume(vol), found.changedAt);
+    ours = ownsVolume(vol, found.doc, desiredVolume(vol), found.changedAt, undefined, bornAt);
   if (!ours && sourceVolumeName(vol)) {
     const source = await observeSource(ctx, vol, String(sourceVolumeName(vol)));
     ours =
       !('reason' in source) &&
-      ownsVolume(vol, found.doc, desiredVolume(vol, source.image), found.changedAt);
+      ownsVolume(
+        vol,
+        found.doc,
+        desiredVolume(vol, source.image),
+        found.changedAt,
+        undefined,
+        bornAt,
+      );
   }
   if (!ours) {
     ctx.event(

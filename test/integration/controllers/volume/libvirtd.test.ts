@@ -19,6 +19,7 @@ import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/i
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
 import { applyVolumeSteps } from '../../../../src/controllers/volume/act.js';
+import { desiredVolume } from '../../../../src/controllers/volume/desired.js';
 import { HEADER_READ_TIMEOUT_MS } from '../../../../src/controllers/volume/header-check.js';
 import { readImageLayers } from '../../../../src/controllers/volume/observe.js';
 import { withPoolLock, type PoolLocks } from '../../../../src/controllers/shared/pool-lock.js';
@@ -826,6 +827,40 @@ describe('a real libvirtd with QEMU', () => {
     expect(status?.path).toBe(file);
     // Made within the creation second, or the pass above proved nothing.
     expect(changed).toBe(Date.parse(String(created.metadata.creationTimestamp)));
+    await removeAll(v);
+    await expect(stat(file)).rejects.toThrow(/ENOENT/);
+  });
+
+  // An agent killed after making the file and before writing status.path, within the
+  // Volume's creation second: its ctime cannot tell it from a kept file touched in that
+  // second, and the agent that comes back has no record of making it. Its birth time can.
+  it('adopts the file an agent killed before its status write made within the creation second', async () => {
+    const v = `crashed-${randomBytes(3).toString('hex')}`;
+    const file = path.join(poolDir, `${NS}_${v}`);
+    const handle = await conn.lookupStoragePoolByName(POOL);
+    for (let attempt = 1; ; attempt++) {
+      await sleep(1000 - (Date.now() % 1000) + 20);
+      const created = await createVol(v, { capacity: '16Mi' });
+      // What the killed agent's pass did (plan.ts planVolume: create), and nothing after it:
+      // no status write, and this process (the agent back) did not make it.
+      const made = await applyVolumeSteps(
+        { name: POOL, handle, locks: ctx.host.poolLocks },
+        undefined,
+        undefined,
+        [{ op: 'create', doc: desiredVolume(created) }],
+      );
+      expect(made).toMatchObject({ done: ['create'] });
+      const changed = Math.floor((await stat(file)).ctimeMs / 1000) * 1000;
+      if (changed === Date.parse(String(created.metadata.creationTimestamp))) break;
+      // The create crossed into the next second (a loaded machine): try again.
+      await removeAll(v);
+      await rm(file, { force: true });
+      await handle.refresh(0);
+      if (attempt === 5) throw new Error('could not make the file in the creation second');
+    }
+    expect(ctx.host.filesMade.has(String((await getVol(v))?.metadata.uid))).toBe(false);
+    await passesUntilReady(v, 'Available');
+    expect((await getVol(v))?.status?.path).toBe(file);
     await removeAll(v);
     await expect(stat(file)).rejects.toThrow(/ENOENT/);
   });
