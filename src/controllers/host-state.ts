@@ -74,11 +74,12 @@ export interface HostState {
    */
   snapshotTakesCutShort: Set<string>;
   /**
-   * The file each Volume (by uid) this process finished copying, until the cached status
-   * records its path: a pass working from an older cached status must not take the finished
-   * copy for one a crash cut short and copy it again (volume/plan.ts planVolume).
+   * The file this process made for each Volume (by uid: created, or finished copying), until
+   * the cached status records its path: a pass working from an older cached status must not
+   * take the finished copy for one a crash cut short and copy it again, nor a file made within
+   * the Volume's creation second for one it did not make (volume/plan.ts ownsVolume).
    */
-  copiesMade: Map<string, string>;
+  filesMade: Map<string, string>;
   /**
    * What the last header read of each recorded qcow2 Volume's file (by uid) found, for the
    * file as libvirt described it then, or that a read is still under way: the header is read
@@ -125,7 +126,7 @@ export function createHostState(): HostState {
     deferredDevices: new Map(),
     earlierLeases: new Map(),
     snapshotTakesCutShort: new Set(),
-    copiesMade: new Map(),
+    filesMade: new Map(),
     headerChecks: new Map(),
     cpuModels: new Map(),
     poolRefreshes: new Map(),

@@ -1,7 +1,7 @@
 // What the host has for a Volume: its pool (the StoragePool's libvirt pool on this node, found
 // by the StoragePool's uid), the volume file in it, and for copies and overlays the source
 // Volume's file. Reads only; a missing prerequisite is a NotReady value, never a throw.
-import { open } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import type { StoragePool, VirtualMachine, Volume } from '../../api/generated/types.js';
 import { findCondition } from '../../api/conditions.js';
 import { volumeFileName } from '../../api/names.js';
@@ -15,6 +15,7 @@ import { observeMachineDomain } from '../shared/machine-snapshot.js';
 import { selectsNode } from '../node-selector.js';
 import { lookupPool } from '../shared/pool.js';
 import type { SourceImage } from './desired.js';
+import { HEADER_READ_TIMEOUT_MS } from './header-check.js';
 import { qcow2Layers } from './import.js';
 import { withPoolLock, type PoolLocks } from '../shared/pool-lock.js';
 
@@ -122,6 +123,27 @@ export async function observeVolume(
     }
     throw err;
   }
+}
+
+/**
+ * When the file at `path` was made (its birth time: statx on Linux; ext4, xfs and tmpfs keep
+ * it), for plan.ts ownsVolume when its ctime cannot tell (birthTimeDecides). Undefined when
+ * unknown: a file system without it (Node reports 0), a failed look, or one that did not
+ * answer within `timeoutMs` (a hung network file system: bounded like the header read).
+ */
+export async function fileBornAt(
+  path: string,
+  timeoutMs = HEADER_READ_TIMEOUT_MS,
+  look: (path: string) => Promise<{ birthtimeMs: number }> = stat,
+): Promise<Date | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const born = look(path).then(
+    (s) =>
+      Number.isFinite(s.birthtimeMs) && s.birthtimeMs > 0 ? new Date(s.birthtimeMs) : undefined,
+    () => undefined,
+  );
+  const late = new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), timeoutMs)));
+  return Promise.race([born, late]).finally(() => clearTimeout(timer));
 }
 
 /**

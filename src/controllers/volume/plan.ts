@@ -26,30 +26,73 @@ export const RESIZED = 'Resized';
 
 /**
  * Whether the file in the pool is this Volume's. libvirt volumes carry no metadata, so the
- * proof is: the status already records this path (we created it), or the file is exactly what
- * we would have created (a crash between create and the status write) and was made after this
- * Volume was. Anything else under our file name was put there by someone else: also a file an
- * earlier Volume of this name kept (deletionPolicy Retain), which matches the spec just as
- * well; adopting it would hand the new Volume the old one's data, and make a new base the
- * backing file of an old retained overlay, or an old overlay file the new overlay.
- * `changedAt`: the file's ctime. It only moves forwards, so a file last changed before the
- * Volume existed was not made by it (the creation time has whole seconds: compared floored).
+ * proof is: the status already records this path (we created it), this process made it for
+ * this Volume (`made`: its status write may not be seen yet, or may have failed), or the file
+ * is exactly what we would have created (a crash between create and the status write) and was
+ * made after this Volume was. Anything else under our file name was put there by someone else:
+ * also a file an earlier Volume of this name kept (deletionPolicy Retain), which matches the
+ * spec just as well; adopting it would hand the new Volume the old one's data, and make a new
+ * base the backing file of an old retained overlay, or an old overlay file the new overlay.
+ * `changedAt`, `bornAt`: the file's ctime and birth time (see predatesVolume).
  */
 export function ownsVolume(
   vol: Volume,
   observed: ObservedVolume,
   desired: VolumeDocument | undefined,
   changedAt?: Date,
+  made?: string,
+  bornAt?: Date,
 ): boolean {
   if (observed.path !== undefined && vol.status?.path === observed.path) return true;
-  if (predatesVolume(vol, changedAt)) return false;
+  if (observed.path !== undefined && made === observed.path) return true;
+  if (predatesVolume(vol, changedAt, bornAt)) return false;
   return desired !== undefined && changedVolumeFields(desired, observed).length === 0;
 }
 
-function predatesVolume(vol: Volume, changedAt: Date | undefined): boolean {
-  const created = vol.metadata.creationTimestamp;
-  if (changedAt === undefined || created === undefined) return false;
-  return Math.floor(changedAt.getTime() / 1000) * 1000 < Date.parse(String(created));
+/** A time against the Volume's creation second (creationTimestamp has whole seconds). */
+function againstCreation(
+  vol: Volume,
+  at: Date | undefined,
+): 'before' | 'within' | 'after' | undefined {
+  const created = Date.parse(String(vol.metadata.creationTimestamp));
+  if (at === undefined || !Number.isFinite(created)) return undefined;
+  const t = at.getTime();
+  return t < created ? 'before' : t < created + 1000 ? 'within' : 'after';
+}
+
+/**
+ * Whether the file was there before the Volume was made (see ownsVolume). The ctime only moves
+ * forwards, so a file last changed before the creation second was not made by the Volume, and
+ * one changed after it is taken for one a crash left. Changed within that second, it may be
+ * the Volume's own (made, then the agent killed before its status write) or a kept one
+ * changed just before a re-create: then the birth time tells, a file born before the creation
+ * second is an older one. Birth time unknown (a file system without it, or no answer): the
+ * file is taken for the Volume's own, as a crash's would be (docs/api.md, NameConflict).
+ */
+function predatesVolume(
+  vol: Volume,
+  changedAt: Date | undefined,
+  bornAt: Date | undefined,
+): boolean {
+  const changed = againstCreation(vol, changedAt);
+  if (changed === 'before') return true;
+  return changed === 'within' && againstCreation(vol, bornAt) === 'before';
+}
+
+/**
+ * Whether ownsVolume needs the file's birth time, the one look at the pool's file of its own
+ * that it takes (reconcile.ts): a file neither recorded nor made by this process, last changed
+ * within the Volume's creation second. Pure.
+ */
+export function birthTimeDecides(
+  vol: Volume,
+  observed: ObservedVolume,
+  changedAt: Date | undefined,
+  made: string | undefined,
+): boolean {
+  if (observed.path === undefined) return false;
+  if (vol.status?.path === observed.path || made === observed.path) return false;
+  return againstCreation(vol, changedAt) === 'within';
 }
 
 export function planVolume(
@@ -57,23 +100,28 @@ export function planVolume(
   kind: SourceKind,
   desired: VolumeDocument | undefined,
   observed: ObservedVolume | undefined,
-  /** The file this process finished copying for this Volume, if status may not show it yet. */
-  copied?: string,
+  /**
+   * The file this process made for this Volume (created, or finished copying), if status may
+   * not show it yet.
+   */
+  made?: string,
   /** The file's ctime, when it can be read (ownsVolume). */
   changedAt?: Date,
+  /** The file's birth time, when birthTimeDecides and it could be read (ownsVolume). */
+  bornAt?: Date,
 ): VolumePlan {
   if (!observed) {
     if (!desired)
       throw new Error('planVolume: nothing to create from (the caller observes the source first)');
     return { steps: [{ op: kind === 'clone' ? 'clone' : 'create', doc: desired }] };
   }
-  if (!ownsVolume(vol, observed, desired, changedAt))
-    return { conflict: conflictMessage(observed, predatesVolume(vol, changedAt)) };
+  if (!ownsVolume(vol, observed, desired, changedAt, made, bornAt))
+    return { conflict: conflictMessage(observed, predatesVolume(vol, changedAt, bornAt)) };
   // libvirt makes a copy's file at its full size and then streams the source in, so a file
   // that matches the copy but that status does not record may be one an agent or libvirtd
   // crash cut short: its content cannot be trusted. Copied again; a blank file or an
   // overlay (metadata only) is complete once it exists.
-  const finished = observed.path !== undefined && observed.path === copied;
+  const finished = observed.path !== undefined && observed.path === made;
   if (kind === 'clone' && desired && vol.status?.path !== observed.path && !finished) {
     return { steps: [{ op: 'discard' }, { op: 'clone', doc: desired }] };
   }
@@ -258,13 +306,42 @@ export function lostBaseProblem(
   };
 }
 
+/**
+ * An overlay that no machine can open because its base cannot be, as the base Volume's own
+ * status says: its file is gone (`BaseFileMissing` without a file observed), or it is an
+ * overlay itself whose base file is gone (`BaseFileMissing` with its own file there). Taken
+ * from the status the base's agent writes after each look through libvirt, not from a look at
+ * the file of this pass's own: that was a file-system call on every pass of every overlay, and
+ * a base's status change wakes its overlays. `path`: this overlay's file. Pure.
+ */
+export function lostBaseOfOverlay(
+  path: string,
+  baseName: string,
+  base: Volume | undefined,
+): Problem | undefined {
+  const ready = findCondition(base?.status?.conditions, 'Ready');
+  if (ready?.status !== 'False' || ready.reason !== 'BaseFileMissing') return undefined;
+  const backing = base?.status?.path ?? `the file of base Volume ${baseName}`;
+  const ownFileThere = base?.status?.capacity !== undefined;
+  return missingBackingProblem(path, backing, baseName, ownFileThere);
+}
+
 /** An overlay whose backing file (its base Volume's) is gone: no machine can open it. Pure. */
-export function missingBackingProblem(path: string, backing: string, base: string): Problem {
+export function missingBackingProblem(
+  path: string,
+  backing: string,
+  base: string,
+  /** The base's file is there, but it is an overlay whose own base file is gone. */
+  deeper = false,
+): Problem {
   return {
     reason: 'BaseFileMissing',
-    message:
-      `the volume file ${path} is an overlay on ${backing}, the file of base Volume ${base}, ` +
-      `which is gone: no machine can open it; put that file back (a new blank one would not ` +
-      `hold what this overlay was made on)`,
+    message: deeper
+      ? `the volume file ${path} is an overlay on ${backing}, the file of base Volume ${base}, ` +
+        `which is an overlay itself whose base file is gone: no machine can open it; put that ` +
+        `file back (base Volume ${base} names it)`
+      : `the volume file ${path} is an overlay on ${backing}, the file of base Volume ${base}, ` +
+        `which is gone: no machine can open it; put that file back (a new blank one would not ` +
+        `hold what this overlay was made on)`,
   };
 }

@@ -1,7 +1,6 @@
 // Volume: the agent of spec.nodeName keeps a file <namespace>_<name> in the pool spec.pool
 // (blank, a clone, a qcow2 overlay or an HTTP import), grows it when spec.capacity grows, and
 // on deletion removes it (deletionPolicy Delete) or leaves it (Retain) once nothing uses it.
-import { stat } from 'node:fs/promises';
 import { findCondition } from '../../api/conditions.js';
 import type { StoragePool, VirtualMachine, Volume } from '../../api/generated/types.js';
 import { volumeFileName } from '../../api/names.js';
@@ -17,7 +16,7 @@ import { forgetFigures, steadyFigure } from '../shared/figures.js';
 import { cachedByKey, newProblem, retryDelay, withFinalizer, type Problem } from '../kit.js';
 import { applyVolumeSteps, deleteVolumeFile, uploadImage } from './act.js';
 import { desiredVolume, sourceKind, sourceVolumeName } from './desired.js';
-import { checkHeader, fileIdentity, HEADER_READ_TIMEOUT_MS } from './header-check.js';
+import { checkHeader, fileIdentity } from './header-check.js';
 import {
   cancelImport,
   failImport,
@@ -34,6 +33,7 @@ import {
   liveDisksOf,
   usablePool,
   observeSource,
+  fileBornAt,
   observeVolume,
   plannedPath,
   readImageLayers,
@@ -46,8 +46,9 @@ import {
   IMPORTED,
   liveGrowth,
   layersProblem,
+  birthTimeDecides,
+  lostBaseOfOverlay,
   lostBaseProblem,
-  missingBackingProblem,
   ownsVolume,
   planImport,
   planVolume,
@@ -159,9 +160,14 @@ async function convergeFile(
   }
   const desired = recorded ? undefined : desiredVolume(vol, source?.image);
   const uid = String(vol.metadata.uid);
-  const copied = ctx.host.copiesMade.get(uid);
-  if (copied !== undefined && copied === vol.status?.path) ctx.host.copiesMade.delete(uid);
-  const plan = planVolume(vol, kind, desired, found?.doc, copied, found?.changedAt);
+  const made = ctx.host.filesMade.get(uid);
+  if (made !== undefined && made === vol.status?.path) ctx.host.filesMade.delete(uid);
+  // Only for a file last changed within the creation second that nothing records: one look.
+  const bornAt =
+    found?.doc.path && birthTimeDecides(vol, found.doc, found.changedAt, made)
+      ? await fileBornAt(found.doc.path)
+      : undefined;
+  const plan = planVolume(vol, kind, desired, found?.doc, made, found?.changedAt, bornAt);
   if ('conflict' in plan)
     return { facts: { problem: { reason: 'NameConflict', message: plan.conflict }, usedBy } };
   let unchecked = false;
@@ -169,6 +175,14 @@ async function convergeFile(
     const header = await replacedImage(vol, kind, found.doc.path, found.doc, ctx);
     if (header.problem) return { facts: { problem: header.problem, usedBy, observed: found.doc } };
     unchecked = header.unchecked;
+    // A base that cannot be opened (its status says so): neither can this overlay, which
+    // said Available. From that status, not a look at the base's file on every pass.
+    if (kind === 'backingVolume') {
+      const name = String(sourceVolumeName(vol));
+      const base = ctx.get<Volume>('Volume', vol.metadata.namespace, name);
+      const lost = lostBaseOfOverlay(found.doc.path, name, base);
+      if (lost) return { facts: { problem: lost, usedBy, observed: found.doc } };
+    }
   }
   const use = plan.steps.some((s) => s.op === 'clone')
     ? 'copy'
@@ -201,8 +215,10 @@ async function convergeFile(
   if (outcome.problem) return { facts: { problem: outcome.problem, usedBy }, vol };
   recordChanges(vol, steps, outcome.done, ctx);
   const after = steps.length > 0 ? await observeVolume(pool, volumeFileName(vol)) : found;
-  if (outcome.done.includes('clone') && after?.doc.path)
-    ctx.host.copiesMade.set(uid, after.doc.path);
+  // Until status records it: a pass from an older cached status (or after a failed status
+  // write) knows the file for this Volume's, however close to its creation it was made.
+  if ((outcome.done.includes('clone') || outcome.done.includes('create')) && after?.doc.path)
+    ctx.host.filesMade.set(uid, after.doc.path);
   const facts: VolumeFacts = { usedBy, ...(after ? { observed: after.doc } : {}) };
   const resizeProblem = outcome.resizeProblem ?? waiting;
   if (resizeProblem) facts.resizeProblem = resizeProblem;
@@ -264,22 +280,7 @@ async function replacedImage(
   const unchecked = header.unchecked !== undefined;
   const layers = header.layers;
   const problem = layersProblem(path, kind, layers, backing);
-  if (problem || !base || !layers?.backingFile)
-    return { ...(problem ? { problem } : {}), unchecked };
-  // The base's file gone (removed on the host; its Volume makes no new one under us): QEMU
-  // could not open this overlay, and status said Available. Bounded like the header's read:
-  // a look that does not answer (a hung network file system) takes the file for there.
-  let timer: NodeJS.Timeout | undefined;
-  const exists = await Promise.race([
-    stat(layers.backingFile).then(
-      () => true,
-      (err: NodeJS.ErrnoException) => err.code !== 'ENOENT',
-    ),
-    new Promise<boolean>((r) => (timer = setTimeout(() => r(true), HEADER_READ_TIMEOUT_MS))),
-  ]).finally(() => clearTimeout(timer));
-  return exists
-    ? { unchecked }
-    : { problem: missingBackingProblem(path, layers.backingFile, base), unchecked };
+  return { ...(problem ? { problem } : {}), unchecked };
 }
 
 /** HTTP sources: download and verify in the background, then create and upload the file. */
@@ -407,7 +408,7 @@ async function removeVolume(
       );
     }
     forgetFigures(ctx.host.figures, `${KIND}/${vol.metadata.uid}`);
-    ctx.host.copiesMade.delete(String(vol.metadata.uid));
+    ctx.host.filesMade.delete(String(vol.metadata.uid));
     ctx.host.headerChecks.delete(String(vol.metadata.uid));
     await ctx.removeFinalizer(KIND, vol, HOST_FINALIZER);
     return done;
@@ -419,14 +420,29 @@ async function removeVolume(
 async function deleteIfOurs(vol: Volume, pool: ReadyPool, ctx: ControllerContext): Promise<void> {
   const found = await observeVolume(pool, volumeFileName(vol));
   if (!found) return;
-  let ours = found.doc.path !== undefined && vol.status?.path === found.doc.path;
+  const made = ctx.host.filesMade.get(String(vol.metadata.uid));
+  let ours =
+    found.doc.path !== undefined &&
+    (vol.status?.path === found.doc.path || made === found.doc.path);
+  // A kept file changed within the creation second is not deleted either (convergeFile).
+  const bornAt =
+    !ours && found.doc.path && birthTimeDecides(vol, found.doc, found.changedAt, made)
+      ? await fileBornAt(found.doc.path)
+      : undefined;
   if (!ours && sourceKind(vol) === 'blank')
-    ours = ownsVolume(vol, found.doc, desiredVolume(vol), found.changedAt);
+    ours = ownsVolume(vol, found.doc, desiredVolume(vol), found.changedAt, undefined, bornAt);
   if (!ours && sourceVolumeName(vol)) {
     const source = await observeSource(ctx, vol, String(sourceVolumeName(vol)));
     ours =
       !('reason' in source) &&
-      ownsVolume(vol, found.doc, desiredVolume(vol, source.image), found.changedAt);
+      ownsVolume(
+        vol,
+        found.doc,
+        desiredVolume(vol, source.image),
+        found.changedAt,
+        undefined,
+        bornAt,
+      );
   }
   if (!ours) {
     ctx.event(
@@ -451,6 +467,12 @@ async function reportBlocked(
   const pool = await usablePool(ctx, vol.spec.pool);
   const found = 'reason' in pool ? undefined : await observeVolume(pool, volumeFileName(vol));
   const ours = found && found.doc.path === vol.status?.path ? found.doc : undefined;
+  // A base waiting for its overlays whose file is gone says so as it did before its deletion:
+  // its overlays learn from this status that they cannot be opened.
+  const lost =
+    'reason' in pool || found
+      ? undefined
+      : lostBaseProblem(vol.status?.path, overlaysWithFiles(vol, usedBy, ctx));
   if (!findCondition(vol.status?.conditions, DELETION_BLOCKED)) {
     const users = usedBy.map((u) => `${u.kind} ${u.name}`).join(', ');
     ctx.event(
@@ -466,7 +488,12 @@ async function reportBlocked(
     vol,
     volumeStatus(
       vol,
-      { usedBy, deletionBlocked: true, ...(ours ? { observed: ours } : {}) },
+      {
+        usedBy,
+        deletionBlocked: true,
+        ...(ours ? { observed: ours } : {}),
+        ...(lost ? { problem: lost } : {}),
+      },
       ctx.now(),
     ),
   );

@@ -19,6 +19,7 @@ import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/i
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { reconcileVolume } from '../../../../src/controllers/volume/index.js';
 import { applyVolumeSteps } from '../../../../src/controllers/volume/act.js';
+import { desiredVolume } from '../../../../src/controllers/volume/desired.js';
 import { HEADER_READ_TIMEOUT_MS } from '../../../../src/controllers/volume/header-check.js';
 import { readImageLayers } from '../../../../src/controllers/volume/observe.js';
 import { withPoolLock, type PoolLocks } from '../../../../src/controllers/shared/pool-lock.js';
@@ -152,6 +153,18 @@ const readyOf = async (name: string) =>
 const libvirtVolume = async (name: string) => {
   const pool = await conn.lookupStoragePoolByName(POOL);
   return parseVolumeXML(await (await pool.lookupStorageVolByName(name)).getXMLDesc(0));
+};
+const passesUntilReady = async (name: string, reason: string) => {
+  for (let i = 0; i < 6; i++) {
+    await ctx.refresh();
+    await reconcileVolume(`${NS}/${name}`, ctx);
+    if ((await readyOf(name))?.reason === reason) return;
+  }
+  throw new Error(`Volume ${name}: Ready is ${JSON.stringify(await readyOf(name))}`);
+};
+const removeAll = async (name: string) => {
+  await k.remove('Volume', NS, name);
+  await converge(ctx, reconcileVolume, `${NS}/${name}`, { until: gone(name), maxPasses: 40 });
 };
 const eventsOf = (name: string) =>
   ctx.events.filter((e) => e.key === `${NS}/${name}`).map((e) => e.reason);
@@ -768,11 +781,14 @@ describe('a real libvirtd with QEMU', () => {
 
   it('a base whose file was removed is not made blank again under its overlays (BaseFileMissing)', async () => {
     const id = randomBytes(3).toString('hex');
-    const [b, o] = [`lost-base-${id}`, `lost-layer-${id}`];
+    const [b, o, p] = [`lost-base-${id}`, `lost-layer-${id}`, `lost-top-${id}`];
     await createVol(b, { capacity: '16Mi' });
     await converge(ctx, reconcileVolume, `${NS}/${b}`, { until: settled(b) });
     await createVol(o, { source: { backingVolume: { volume: b } } });
     await converge(ctx, reconcileVolume, `${NS}/${o}`, { until: settled(o) });
+    // An overlay on the overlay: its base's file stays, but the chain under it is broken.
+    await createVol(p, { source: { backingVolume: { volume: o } } });
+    await converge(ctx, reconcileVolume, `${NS}/${p}`, { until: settled(p) });
     const baseFile = path.join(poolDir, `${NS}_${b}`);
     await rm(baseFile);
     for (let i = 0; i < 4; i++) {
@@ -789,30 +805,33 @@ describe('a real libvirtd with QEMU', () => {
     const layered = await readyOf(o);
     expect(layered?.reason).toBe('BaseFileMissing');
     expect(layered?.message).toContain(`base Volume ${b}`);
-    // Without the overlay, the base makes its file again as usual.
+    // Nor can the overlay on it be opened, though its own base's file is there (it said
+    // Available when only that file was looked at).
+    await ctx.refresh();
+    await reconcileVolume(`${NS}/${p}`, ctx);
+    const top = await readyOf(p);
+    expect(top?.reason).toBe('BaseFileMissing');
+    expect(top?.message).toContain(`base Volume ${o}, which is an overlay itself`);
+    // So it stays while the base's deletion waits for its overlays.
+    await k.remove('Volume', NS, b);
+    await ctx.refresh();
+    await reconcileVolume(`${NS}/${b}`, ctx);
+    expect((await readyOf(b))?.reason).toBe('BaseFileMissing');
+    await ctx.refresh();
+    await reconcileVolume(`${NS}/${o}`, ctx);
+    expect((await readyOf(o))?.reason).toBe('BaseFileMissing');
+    // Without the overlays, the base's deletion goes on (no file to remove).
+    await k.remove('Volume', NS, p);
+    await converge(ctx, reconcileVolume, `${NS}/${p}`, { until: gone(p), maxPasses: 40 });
     await k.remove('Volume', NS, o);
     await converge(ctx, reconcileVolume, `${NS}/${o}`, { until: gone(o), maxPasses: 40 });
-    await converge(ctx, reconcileVolume, `${NS}/${b}`, { until: settled(b) });
-    expect((await stat(baseFile)).isFile()).toBe(true);
-    await k.remove('Volume', NS, b);
     await converge(ctx, reconcileVolume, `${NS}/${b}`, { until: gone(b), maxPasses: 40 });
+    await expect(stat(baseFile)).rejects.toThrow(/ENOENT/);
   });
 
   it('a file a deleted Volume kept (Retain) is a NameConflict for a new Volume of its name, base or overlay', async () => {
     const id = randomBytes(3).toString('hex');
     const [b, o] = [`kept-base-${id}`, `kept-layer-${id}`];
-    const passesUntilReady = async (name: string, reason: string) => {
-      for (let i = 0; i < 6; i++) {
-        await ctx.refresh();
-        await reconcileVolume(`${NS}/${name}`, ctx);
-        if ((await readyOf(name))?.reason === reason) return;
-      }
-      throw new Error(`Volume ${name}: Ready is ${JSON.stringify(await readyOf(name))}`);
-    };
-    const removeAll = async (name: string) => {
-      await k.remove('Volume', NS, name);
-      await converge(ctx, reconcileVolume, `${NS}/${name}`, { until: gone(name), maxPasses: 40 });
-    };
     await createVol(b, { capacity: '16Mi', deletionPolicy: 'Retain' });
     await converge(ctx, reconcileVolume, `${NS}/${b}`, { until: settled(b) });
     await createVol(o, { source: { backingVolume: { volume: b } }, deletionPolicy: 'Retain' });
@@ -848,6 +867,94 @@ describe('a real libvirtd with QEMU', () => {
     await rm(baseFile);
     await rm(layerFile);
     await (await conn.lookupStoragePoolByName(POOL)).refresh(0);
+  });
+
+  // The creation time has whole seconds: a kept file last changed earlier in the second the
+  // new Volume was made in (a re-create right after the deletion) was taken for one made
+  // after it, and adopted with the old Volume's data.
+  it('a kept file changed within the second a new Volume of its name is made in is not adopted', async () => {
+    const b = `same-second-${randomBytes(3).toString('hex')}`;
+    await createVol(b, { capacity: '16Mi', deletionPolicy: 'Retain' });
+    await converge(ctx, reconcileVolume, `${NS}/${b}`, { until: settled(b) });
+    await removeAll(b);
+    const file = path.join(poolDir, `${NS}_${b}`);
+    for (let attempt = 1; ; attempt++) {
+      // Just past a second's start: the file changed (its ctime), then the Volume made.
+      await sleep(1000 - (Date.now() % 1000) + 20);
+      await utimes(file, new Date(), new Date());
+      const created = await createVol(b, { capacity: '16Mi' });
+      const changed = Math.floor((await stat(file)).ctimeMs / 1000) * 1000;
+      if (changed === Date.parse(String(created.metadata.creationTimestamp))) break;
+      // The create crossed into the next second (a loaded machine): try again.
+      await removeAll(b);
+      if (attempt === 5) throw new Error("could not make the Volume in the file's second");
+    }
+    await passesUntilReady(b, 'NameConflict');
+    expect((await readyOf(b))?.message).toContain('older than the Volume');
+    expect((await getVol(b))?.status?.path).toBeUndefined();
+    await removeAll(b);
+    expect(eventsOf(b)).toContain('FileKept');
+    expect((await stat(file)).isFile()).toBe(true);
+    await rm(file);
+    await (await conn.lookupStoragePoolByName(POOL)).refresh(0);
+  });
+
+  // Only a file changed after the creation second is taken for one a crash left: the file a
+  // pass just made within that second stays the Volume's while status does not record it yet.
+  it('keeps the file it made within its creation second while the cached status is older', async () => {
+    const v = `quick-${randomBytes(3).toString('hex')}`;
+    await sleep(1000 - (Date.now() % 1000) + 20);
+    const created = await createVol(v, { capacity: '16Mi' });
+    await ctx.refresh();
+    await reconcileVolume(`${NS}/${v}`, ctx);
+    const file = path.join(poolDir, `${NS}_${v}`);
+    const changed = Math.floor((await stat(file)).ctimeMs / 1000) * 1000;
+    // A pass that sees the Volume as before the first pass's status write (a cache behind,
+    // or a write that failed): its finalizers on, its status not.
+    await ctx.refresh();
+    delete ctx.get<Volume>('Volume', NS, v)!.status;
+    await reconcileVolume(`${NS}/${v}`, ctx);
+    const status = (await getVol(v))?.status;
+    expect(status?.conditions?.find((c) => c.type === 'Ready')?.reason).toBe('Available');
+    expect(status?.path).toBe(file);
+    // Made within the creation second, or the pass above proved nothing.
+    expect(changed).toBe(Date.parse(String(created.metadata.creationTimestamp)));
+    await removeAll(v);
+    await expect(stat(file)).rejects.toThrow(/ENOENT/);
+  });
+
+  // An agent killed after making the file and before writing status.path, within the
+  // Volume's creation second: its ctime cannot tell it from a kept file touched in that
+  // second, and the agent that comes back has no record of making it. Its birth time can.
+  it('adopts the file an agent killed before its status write made within the creation second', async () => {
+    const v = `crashed-${randomBytes(3).toString('hex')}`;
+    const file = path.join(poolDir, `${NS}_${v}`);
+    const handle = await conn.lookupStoragePoolByName(POOL);
+    for (let attempt = 1; ; attempt++) {
+      await sleep(1000 - (Date.now() % 1000) + 20);
+      const created = await createVol(v, { capacity: '16Mi' });
+      // What the killed agent's pass did (plan.ts planVolume: create), and nothing after it:
+      // no status write, and this process (the agent back) did not make it.
+      const made = await applyVolumeSteps(
+        { name: POOL, handle, locks: ctx.host.poolLocks },
+        undefined,
+        undefined,
+        [{ op: 'create', doc: desiredVolume(created) }],
+      );
+      expect(made).toMatchObject({ done: ['create'] });
+      const changed = Math.floor((await stat(file)).ctimeMs / 1000) * 1000;
+      if (changed === Date.parse(String(created.metadata.creationTimestamp))) break;
+      // The create crossed into the next second (a loaded machine): try again.
+      await removeAll(v);
+      await rm(file, { force: true });
+      await handle.refresh(0);
+      if (attempt === 5) throw new Error('could not make the file in the creation second');
+    }
+    expect(ctx.host.filesMade.has(String((await getVol(v))?.metadata.uid))).toBe(false);
+    await passesUntilReady(v, 'Available');
+    expect((await getVol(v))?.status?.path).toBe(file);
+    await removeAll(v);
+    await expect(stat(file)).rejects.toThrow(/ENOENT/);
   });
 
   // The header re-check was a direct read of the pool's file on every pass: on a hung NFS

@@ -7,6 +7,8 @@ import {
   sourceKind,
 } from '../../../../src/controllers/volume/desired.js';
 import {
+  birthTimeDecides,
+  lostBaseOfOverlay,
   lostBaseProblem,
   ownsVolume,
   planImport,
@@ -139,11 +141,19 @@ describe('ownsVolume', () => {
     const own = (changedAt: string) =>
       ownsVolume(created, file(), desiredVolume(created), new Date(changedAt));
     expect(own('2026-01-02T03:04:04.999Z')).toBe(false);
-    // Made within the creation's second (its timestamp has whole seconds), or after: a crash
-    // before the status write.
-    expect(own('2026-01-02T03:04:05.000Z')).toBe(true);
-    expect(own('2026-01-02T03:04:05.700Z')).toBe(true);
+    // Made in a later second: a crash before the status write.
+    expect(own('2026-01-02T03:04:06.000Z')).toBe(true);
     expect(ownsVolume(created, file(), desiredVolume(created))).toBe(true);
+    // One this process made for the Volume is its own, however soon (status not seen yet).
+    expect(
+      ownsVolume(
+        created,
+        file(),
+        desiredVolume(created),
+        new Date('2026-01-02T03:04:05.100Z'),
+        '/srv/images/apps_data',
+      ),
+    ).toBe(true);
     // The recorded path is ours whatever its age.
     const recorded = vol({}, { path: '/srv/images/apps_data' });
     recorded.metadata.creationTimestamp = '2026-01-02T03:04:05Z';
@@ -157,6 +167,83 @@ describe('ownsVolume', () => {
       new Date('2026-01-01T00:00:00Z'),
     );
     expect(plan).toEqual({ conflict: expect.stringContaining('older than the Volume') });
+  });
+  // The creation time has whole seconds: a file changed within that second may be the
+  // Volume's own (made, then the agent killed before its status write) or a kept one changed
+  // just before a re-create. Its birth time tells them apart.
+  it('tells a file changed within its creation second by its birth time', () => {
+    const created = vol();
+    created.metadata.creationTimestamp = '2026-01-02T03:04:05Z';
+    const changed = new Date('2026-01-02T03:04:05.300Z');
+    const own = (bornAt?: string) =>
+      ownsVolume(
+        created,
+        file(),
+        desiredVolume(created),
+        changed,
+        undefined,
+        bornAt === undefined ? undefined : new Date(bornAt),
+      );
+    // Born before the creation second: a kept file, touched since.
+    expect(own('2026-01-02T03:04:04.999Z')).toBe(false);
+    expect(own('2025-06-01T00:00:00Z')).toBe(false);
+    // Born within it: the Volume's own (a crash between create and status write).
+    expect(own('2026-01-02T03:04:05.000Z')).toBe(true);
+    expect(own('2026-01-02T03:04:05.250Z')).toBe(true);
+    // Birth time unknown: as a crash's, if it matches the spec.
+    expect(own()).toBe(true);
+    expect(
+      ownsVolume(created, file({ format: 'raw' }), desiredVolume(created), changed, undefined),
+    ).toBe(false);
+    const plan = (bornAt?: Date) =>
+      planVolume(created, 'blank', desiredVolume(created), file(), undefined, changed, bornAt);
+    expect(plan(new Date('2026-01-01T00:00:00Z'))).toEqual({
+      conflict: expect.stringContaining('older than the Volume'),
+    });
+    expect(plan(new Date('2026-01-02T03:04:05.100Z'))).toEqual({ steps: [] });
+    // A clone's kept file is never discarded and copied over.
+    expect(
+      planVolume(
+        created,
+        'clone',
+        desiredVolume(created),
+        file(),
+        undefined,
+        changed,
+        new Date('2026-01-01T00:00:00Z'),
+      ),
+    ).toEqual({ conflict: expect.stringContaining('older than the Volume') });
+    // A birth time matters only there: changed before the second, older whatever it says.
+    expect(
+      ownsVolume(
+        created,
+        file(),
+        desiredVolume(created),
+        new Date('2026-01-02T03:04:04.000Z'),
+        undefined,
+        new Date('2026-01-02T03:04:05.100Z'),
+      ),
+    ).toBe(false);
+  });
+  it('asks for the birth time only of an unrecorded file changed within its creation second', () => {
+    const created = vol();
+    created.metadata.creationTimestamp = '2026-01-02T03:04:05Z';
+    const at = (t: string) => new Date(t);
+    const path = '/srv/images/apps_data';
+    expect(birthTimeDecides(created, file(), at('2026-01-02T03:04:05.300Z'), undefined)).toBe(true);
+    expect(birthTimeDecides(created, file(), at('2026-01-02T03:04:04.300Z'), undefined)).toBe(
+      false,
+    );
+    expect(birthTimeDecides(created, file(), at('2026-01-02T03:04:06.000Z'), undefined)).toBe(
+      false,
+    );
+    expect(birthTimeDecides(created, file(), undefined, undefined)).toBe(false);
+    expect(birthTimeDecides(created, file(), at('2026-01-02T03:04:05.300Z'), path)).toBe(false);
+    const recorded = vol({}, { path });
+    recorded.metadata.creationTimestamp = '2026-01-02T03:04:05Z';
+    expect(birthTimeDecides(recorded, file(), at('2026-01-02T03:04:05.300Z'), undefined)).toBe(
+      false,
+    );
   });
   it('does not own a file at another path than the recorded one', () => {
     expect(
@@ -576,5 +663,50 @@ describe('lostBaseProblem', () => {
   it('lets a Volume without overlays, or one that never had a file, make its file', () => {
     expect(lostBaseProblem('/p/apps_base', [])).toBeUndefined();
     expect(lostBaseProblem(undefined, ['l1'])).toBeUndefined();
+  });
+});
+
+describe('lostBaseOfOverlay', () => {
+  const ready = (status: 'True' | 'False', reason: string): Condition => ({
+    type: 'Ready',
+    status,
+    reason,
+    message: '',
+    lastTransitionTime: T0.toISOString(),
+  });
+  const baseVol = (status: Volume['status']) => {
+    const b = vol({}, status);
+    b.metadata.name = 'base';
+    return b;
+  };
+  const overlay = '/srv/images/apps_data';
+  it("is the base's own word, from its status: its file gone, or its own base's", () => {
+    // The base's file gone (BaseFileMissing and no file observed, so no capacity).
+    const gone = baseVol({
+      path: '/srv/images/apps_base',
+      conditions: [ready('False', 'BaseFileMissing')],
+    });
+    expect(lostBaseOfOverlay(overlay, 'base', gone)).toMatchObject({
+      reason: 'BaseFileMissing',
+      message: expect.stringMatching(
+        /overlay on \/srv\/images\/apps_base, the file of base Volume base, which is gone/,
+      ),
+    });
+    // The base is an overlay whose own base file is gone: its file is there, unusable.
+    const deeper = baseVol({
+      path: '/srv/images/apps_base',
+      capacity: '2Gi',
+      conditions: [ready('False', 'BaseFileMissing')],
+    });
+    expect(lostBaseOfOverlay(overlay, 'base', deeper)?.message).toContain(
+      'which is an overlay itself whose base file is gone',
+    );
+  });
+  it('leaves an overlay on a usable base, on a base not ready for another reason, or unknown', () => {
+    const ok = baseVol({ path: '/srv/images/apps_base', conditions: [ready('True', 'Available')] });
+    expect(lostBaseOfOverlay(overlay, 'base', ok)).toBeUndefined();
+    const other = baseVol({ conditions: [ready('False', 'PoolNotReady')] });
+    expect(lostBaseOfOverlay(overlay, 'base', other)).toBeUndefined();
+    expect(lostBaseOfOverlay(overlay, 'base', undefined)).toBeUndefined();
   });
 });
