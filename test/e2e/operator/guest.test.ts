@@ -520,8 +520,31 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     // woken first. Unwoken, it stays suspended until the grace period (60 s) ends in a destroy.
     spec.runStrategy = 'Halted';
     await apply();
-    await waitForConsoleLine(consoleLog, GUEST_MARKER.resumed, 30_000, { after: offset });
-    await waitForConsoleLine(consoleLog, GUEST_MARKER.poweroff, 50_000, { after: offset });
+    // A CI run under load once saw no wake-up within 30 s and left nothing to tell why: the
+    // agent's view goes into the error.
+    const agentsView = async <T>(wait: Promise<T>): Promise<T> =>
+      wait.catch(async (err: Error) => {
+        const o = await vm().catch(() => undefined);
+        const events = await cp().kubectl([
+          'get',
+          'events',
+          '-n',
+          'default',
+          '--field-selector',
+          `involvedObject.name=${VM}`,
+        ]);
+        err.message +=
+          `\ndomstate: ${(await virsh('domstate', '--reason', DOMAIN)).stdout.trim()}` +
+          `\nconditions: ${JSON.stringify(o?.status?.conditions)}\nevents:\n${events.stdout}` +
+          `\nagent log:\n${agentLog.slice(-40).join('')}`;
+        throw err;
+      });
+    await agentsView(
+      waitForConsoleLine(consoleLog, GUEST_MARKER.resumed, 30_000, { after: offset }),
+    );
+    await agentsView(
+      waitForConsoleLine(consoleLog, GUEST_MARKER.poweroff, 50_000, { after: offset }),
+    );
     await until('phase Stopped', async () => (await vm()).status?.phase === 'Stopped', 60_000);
     const state = await virsh('domstate', '--reason', DOMAIN);
     expect(state.stdout.trim()).toBe('shut off (shutdown)');
