@@ -62,7 +62,7 @@ this user may connect to it or it can be started (root), else the in-process tes
                       prints a line when it is Running, Ready=True with a DHCP address
   --examples-name N   name of the demo objects (default demo: VirtualMachine default/demo,
                       Volumes demo-kernel and demo-initrd, demo-net, demo-pool)
-  --node-name NAME    default: the host name
+  --node-name NAME    default: NODE_NAME, else the host name
   --libvirt-uri URI   default: as described above
   --dir DIR           the local control plane's directory (default: ~/.cache/libvirt-operator/local-cluster)
   --kubeconfig PATH   use that cluster instead of a local control plane (creates a Node object
