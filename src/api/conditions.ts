@@ -189,6 +189,8 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   SnapshotFailed: 'stalled',
   SnapshotMissing: 'stalled',
   RevertFailed: 'stalled',
+  // A restore whose domain was removed mid-revert: whether it reverted cannot be told.
+  DomainMissing: 'stalled',
   // A restore naming another machine's snapshot: both names are immutable.
   SnapshotOfAnotherMachine: 'stalled',
   // The downloaded image is not the one the spec pins: retrying fetches the same bytes.

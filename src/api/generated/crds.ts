@@ -1260,7 +1260,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
             },
             "conditions": {
               "type": "array",
-              "description": "Observations of the restore: Ready (True once the machine was reverted; False while waiting, reason VirtualMachineNotFound, SnapshotNotFound, SnapshotNotReady, VirtualMachineNotDefined or AnotherRestoreInProgress, or until a user acts, reason SnapshotOfAnotherMachine or VolumeHasOverlays, while reverting, reason Reverting, and for good after a failure, reason RevertFailed, SnapshotFailed or SnapshotMissing), with Reconciling and Stalled from it.",
+              "description": "Observations of the restore: Ready (True once the machine was reverted; False while waiting, reason VirtualMachineNotFound, SnapshotNotFound, SnapshotNotReady, VirtualMachineNotDefined or AnotherRestoreInProgress, or until a user acts, reason SnapshotOfAnotherMachine or VolumeHasOverlays, while reverting, reason Reverting, and for good after a failure, reason RevertFailed, SnapshotFailed, SnapshotMissing or DomainMissing), with Reconciling and Stalled from it.",
               "maxItems": 16,
               "x-kubernetes-list-type": "map",
               "x-kubernetes-list-map-keys": [

@@ -823,7 +823,8 @@ export interface VirtualMachineRestoreStatus {
    * reason VirtualMachineNotFound, SnapshotNotFound, SnapshotNotReady, VirtualMachineNotDefined or
    * AnotherRestoreInProgress, or until a user acts, reason SnapshotOfAnotherMachine or
    * VolumeHasOverlays, while reverting, reason Reverting, and for good after a failure, reason
-   * RevertFailed, SnapshotFailed or SnapshotMissing), with Reconciling and Stalled from it.
+   * RevertFailed, SnapshotFailed, SnapshotMissing or DomainMissing), with Reconciling and Stalled
+   * from it.
    */
   conditions?: Condition[];
   /**

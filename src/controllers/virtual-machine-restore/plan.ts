@@ -29,11 +29,25 @@ export function planRestore(input: {
   const phase = restore.status?.phase;
   if (phase === 'Succeeded' || phase === 'Failed') return { op: 'none' };
   const name = restore.spec.snapshotName;
+  // Begun, and its domain is gone (undefined by hand: the machine's controller stands aside
+  // while a restore runs). The marker went with it, so whether the revert happened cannot be
+  // told, and the libvirt snapshot went too: Pending would let a later pass revert a domain
+  // defined again, to a snapshot taken since under the name. It ends here.
+  if (!input.domainFound && phase === 'InProgress') {
+    return {
+      op: 'fail',
+      reason: 'DomainMissing',
+      message:
+        `the domain of VirtualMachine ${restore.spec.vmName} was removed from the host while ` +
+        'this restore reverted it: whether its disks were reverted is not known; check them, ' +
+        'and create a new VirtualMachineRestore to revert again',
+    };
+  }
   // A revert that began never goes back to Pending: that status would let a later pass revert
   // again, to whatever snapshot is then created under the name. Its object went (a finalizer
   // removed by hand, a deletion that did not see this restore): the marker says whether the
   // revert happened (finish, without the snapshot's details) or not (it never will).
-  if (!snapshot && phase === 'InProgress' && input.domainFound) {
+  if (!snapshot && phase === 'InProgress') {
     return input.markerPresent
       ? {
           op: 'fail',

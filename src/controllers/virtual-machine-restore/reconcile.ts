@@ -73,11 +73,15 @@ export const reconcileVirtualMachineRestore: KindReconcile = async (key, ctx) =>
   const uid = String(restore.metadata.uid);
   const running = ctx.host.restores;
   const other = running.get(vmUid);
-  if ((other !== undefined && other !== uid) || anotherInProgress(restore, found, ctx)) {
+  const blocking = otherRestore(restore, found, other !== uid ? other : undefined, ctx);
+  if (blocking !== undefined) {
+    // Named, so the user can tell which restore to wait for (or look at, if it is stuck).
     await report(ctx, restore, {
       phase: 'Pending',
       reason: 'AnotherRestoreInProgress',
-      message: `another restore of VirtualMachine ${restore.spec.vmName} is running`,
+      message:
+        `VirtualMachineRestore ${blocking} of VirtualMachine ${restore.spec.vmName} is ` +
+        'running; this one waits for it',
     });
     return requeueAfter(WAIT_MS);
   }
@@ -293,19 +297,26 @@ function overlaysOfSnapshot(
   return out;
 }
 
-function anotherInProgress(
+/**
+ * The name of another restore of this machine that runs: the one this agent is reverting now
+ * (`runningUid`, from ctx.host.restores), or one recorded InProgress. Undefined if none.
+ */
+function otherRestore(
   restore: VirtualMachineRestore,
   vm: VirtualMachine,
+  runningUid: string | undefined,
   ctx: ControllerContext,
-): boolean {
-  return ctx
+): string | undefined {
+  const others = ctx
     .list<VirtualMachineRestore>(KIND)
-    .some(
-      (r) =>
-        r.metadata.uid !== restore.metadata.uid &&
-        r.status?.phase === 'InProgress' &&
-        isRestoreOf(r, vm),
-    );
+    .filter((r) => r.metadata.uid !== restore.metadata.uid && isRestoreOf(r, vm));
+  if (runningUid !== undefined) {
+    const running = others.find((r) => r.metadata.uid === runningUid);
+    // Not in the cache (deleted while its pass runs): still running, named by its uid.
+    return running ? String(running.metadata.name) : `with uid ${runningUid}`;
+  }
+  const recorded = others.find((r) => r.status?.phase === 'InProgress');
+  return recorded ? String(recorded.metadata.name) : undefined;
 }
 
 async function report(

@@ -36,6 +36,7 @@ import { machineNotFound, planMachineCheck } from '../shared/missing-machine.js'
 import { INDEX_SNAPSHOT } from '../indexes.js';
 import {
   checkpointSpaceProblem,
+  type CheckpointRoom,
   INSUFFICIENT_SPACE,
   isOwnSnapshot,
   liveDeleteBlocker,
@@ -152,14 +153,7 @@ async function converge(
       // A checkpoint (a running machine's snapshot always is one) waits for room for the
       // guest's memory, before anything is written: the machine is left as it runs.
       const room = d.doc.memory === 'internal' ? await checkpointRoom(m) : undefined;
-      const noRoom =
-        room &&
-        checkpointSpaceProblem(
-          room,
-          diskVolumes(vm.metadata.namespace, [{ name: room.disk, source: room.path }], ctx).get(
-            room.disk,
-          ),
-        );
+      const noRoom = room && checkpointSpaceProblem(room, volumeOf(vm, room, ctx));
       if (noRoom) return waitForSpace(ctx, snap, noRoom.message);
       // InProgress first, so a long checkpoint shows; then the status write after the
       // snapshot is made against this write's answer, not the stale cached object.
@@ -213,6 +207,13 @@ async function converge(
       );
       ctx.host.snapshotTakesCutShort.delete(uid);
       if (outcome.kind === 'refused') {
+        // A checkpoint that ran out of room while QEMU wrote it (the file system filled after
+        // the check above, or could not be read then) fails with QEMU's "Error while writing
+        // VM state: Input/output error", which does not say so. The room looked at again
+        // tells: short of the guest's memory now, it waits for space as it would have.
+        const after = d.doc.memory === 'internal' ? await checkpointRoom(m) : undefined;
+        const short = after && checkpointSpaceProblem(after, volumeOf(vm, after, ctx));
+        if (short) return waitForSpace(ctx, inProgress, short.message);
         // report() records the Warning Event of the transition to Failed.
         await report(ctx, inProgress, {
           phase: 'Failed',
@@ -235,6 +236,17 @@ async function converge(
       return done;
     }
   }
+}
+
+/** The Volume of the checkpoint's disk, named in its InsufficientSpace message. */
+function volumeOf(
+  vm: VirtualMachine,
+  room: CheckpointRoom,
+  ctx: ControllerContext,
+): string | undefined {
+  return diskVolumes(vm.metadata.namespace, [{ name: room.disk, source: room.path }], ctx).get(
+    room.disk,
+  );
 }
 
 /**

@@ -386,59 +386,9 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
   // (InsufficientSpace, retried, the numbers in the message), nothing is taken, the machine
   // runs on, and the snapshot is taken once there is room.
   it('waits for room for a checkpoint on a full file system, then takes it', async () => {
-    const dir = path.join(tmp, `full-${randomBytes(3).toString('hex')}`);
-    await mkdir(dir);
-    const file = path.join(dir, 'disk.qcow2');
-    // The daemon's view of `dir`: a 2 MiB tmpfs, filled (QEMU writes the checkpoint there).
-    // The daemon of now: an earlier test restarts it.
-    const inDaemon = ['-t', String(lv().daemon.pid()), '-m'];
-    await run('nsenter', [...inDaemon, 'mount', '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', dir]);
+    const { dir, file, inDaemon, running, waitingFor } = await fullCheckpointMachine('full');
     let hostMount = false;
     try {
-      await run('nsenter', [...inDaemon, 'qemu-img', 'create', '-q', '-f', 'qcow2', file, '16M']);
-      await run('nsenter', [
-        ...inDaemon,
-        'sh',
-        '-c',
-        `dd if=/dev/zero of=${dir}/fill bs=4k 2>/dev/null; true`,
-      ]);
-      await k.create<Volume>('Volume', {
-        metadata: { name: 'full-disk', namespace: NS },
-        spec: { nodeName: NODE, pool: 'images', capacity: '16Mi', format: 'qcow2' },
-      });
-      await k.patchStatus('Volume', NS, 'full-disk', { phase: 'Available', path: file });
-      const vm = await k.create<VirtualMachine>('VirtualMachine', {
-        metadata: { name: 'full', namespace: NS },
-        spec: {
-          nodeName: NODE,
-          domainType: 'qemu',
-          runStrategy: 'Halted',
-          vcpus: 1,
-          memory: '32Mi',
-          disks: [{ name: 'data', volume: 'full-disk' }],
-        },
-      });
-      await converge(ctx, reconcileVirtualMachine, key('full'), {
-        until: async () => {
-          await ctx.refresh();
-          return ctx.get<VirtualMachine>('VirtualMachine', NS, 'full')?.status?.phase === 'Stopped';
-        },
-      });
-      fullDomain = await conn.lookupDomainByUUIDString(String(vm.metadata.uid));
-      await fullDomain.create();
-      const running = async () => (await fullDomain!.getState()).stateName;
-      const waitingFor = async (name: string) => {
-        await reconcileUntil(ctx, reconcileVirtualMachineSnapshot, key(name), async () => {
-          await ctx.refresh();
-          const ready = snapOf(name)?.status?.conditions?.find((c) => c.type === 'Ready');
-          return (
-            ready?.reason === 'InsufficientSpace' ||
-            ['Failed', 'Ready'].includes(snapOf(name)?.status?.phase ?? '')
-          );
-        });
-        return snapOf(name)!;
-      };
-
       // The agent's view of `dir`: a 2 MiB tmpfs too (one file system for both on a real
       // node). The checkpoint is not tried (it fails on QEMU's full tmpfs: SnapshotFailed,
       // final, "Error while writing VM state: Input/output error"); the message has the numbers.
@@ -454,7 +404,7 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
           `and the snapshot is taken then (retried)`,
       );
       expect(a.status?.conditions?.find((c) => c.type === 'Reconciling')?.status).toBe('True');
-      expect((await fullDomain.listAllSnapshots()).length).toBe(0);
+      expect((await fullDomain!.listAllSnapshots()).length).toBe(0);
       expect(await running()).toBe('running');
       expect(ctx.events.filter((e) => e.key === key('full-a')).map((e) => e.reason)).toContain(
         'InsufficientSpace',
@@ -467,18 +417,119 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
       const snap = await convergeReady('full-a');
       expect(snap.status?.phase, JSON.stringify(snap.status?.conditions)).toBe('Ready');
       expect(snap.status?.includesMemory).toBe(true);
-      expect((await fullDomain.listAllSnapshots()).map((s) => s.getName())).toEqual([
+      expect((await fullDomain!.listAllSnapshots()).map((s) => s.getName())).toEqual([
         libvirtSnapshotName(snap),
       ]);
       expect(await running()).toBe('running');
     } finally {
-      if (hostMount) await run('umount', [dir]).catch(() => undefined);
-      if (fullDomain) {
-        await fullDomain.destroy().catch(() => undefined);
-        for (const s of await fullDomain.listAllSnapshots().catch(() => []))
-          await s.delete(0).catch(() => undefined);
-      }
-      await run('nsenter', [...inDaemon, 'umount', dir]).catch(() => undefined);
+      await undoFull(dir, inDaemon, hostMount);
+    }
+  });
+
+  // The check passed (the file system filled only after it, or could not be read), and QEMU
+  // then ran out of room writing the memory: its error says "Input/output error", not "no
+  // space". The room looked at again after the failure tells: a wait, not SnapshotFailed.
+  it('waits for room for a checkpoint whose file system filled after the check', async () => {
+    const { dir, file, inDaemon, running, waitingFor } = await fullCheckpointMachine('filled');
+    // The agent sees a roomy tmpfs at the check, filled right after (with the InProgress
+    // write, just before the take).
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', dir]);
+    const applyStatus = ctx.applyStatus.bind(ctx);
+    ctx.applyStatus = async (kind, obj, status) => {
+      if (
+        kind === 'VirtualMachineSnapshot' &&
+        (status as { phase?: string }).phase === 'InProgress'
+      )
+        await run('sh', ['-c', `dd if=/dev/zero of=${dir}/fill bs=64k 2>/dev/null; true`]);
+      return applyStatus(kind, obj, status);
+    };
+    try {
+      await declare('filled-a', 'filled');
+      const a = await waitingFor('filled-a');
+      const aReady = a.status?.conditions?.find((c) => c.type === 'Ready');
+      expect(aReady?.reason, JSON.stringify(aReady)).toBe('InsufficientSpace');
+      expect(a.status?.phase).not.toBe('Failed');
+      expect(aReady?.message).toMatch(/memory \(up to 32 MiB\).*whose file system has 0 MiB free/);
+      // Nothing half-made, in libvirt or in the file (as QEMU sees it); the machine runs on.
+      expect((await fullDomain!.listAllSnapshots()).length).toBe(0);
+      const listed = await run('nsenter', [...inDaemon, 'qemu-img', 'snapshot', '-U', '-l', file]);
+      expect(listed.stdout.trim()).toBe('');
+      expect(await running()).toBe('running');
+    } finally {
+      ctx.applyStatus = applyStatus;
+      await undoFull(dir, inDaemon, true);
     }
   });
 });
+
+/**
+ * A running machine `name` whose disk is on a filled 2 MiB tmpfs in the private libvirtd's
+ * mount namespace (QEMU writes its checkpoint there); the agent's view of that directory is
+ * left to the test. Its domain is `fullDomain`.
+ */
+async function fullCheckpointMachine(name: string) {
+  const dir = path.join(tmp, `${name}-${randomBytes(3).toString('hex')}`);
+  await mkdir(dir);
+  const file = path.join(dir, 'disk.qcow2');
+  // The daemon's view of `dir`: a 2 MiB tmpfs, filled (QEMU writes the checkpoint there).
+  // The daemon of now: an earlier test restarts it.
+  const inDaemon = ['-t', String(lv().daemon.pid()), '-m'];
+  await run('nsenter', [...inDaemon, 'mount', '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', dir]);
+  await run('nsenter', [...inDaemon, 'qemu-img', 'create', '-q', '-f', 'qcow2', file, '16M']);
+  await run('nsenter', [
+    ...inDaemon,
+    'sh',
+    '-c',
+    `dd if=/dev/zero of=${dir}/fill bs=4k 2>/dev/null; true`,
+  ]);
+  await k.create<Volume>('Volume', {
+    metadata: { name: `${name}-disk`, namespace: NS },
+    spec: { nodeName: NODE, pool: 'images', capacity: '16Mi', format: 'qcow2' },
+  });
+  await k.patchStatus('Volume', NS, `${name}-disk`, { phase: 'Available', path: file });
+  const vm = await k.create<VirtualMachine>('VirtualMachine', {
+    metadata: { name, namespace: NS },
+    spec: {
+      nodeName: NODE,
+      domainType: 'qemu',
+      runStrategy: 'Halted',
+      vcpus: 1,
+      memory: '32Mi',
+      disks: [{ name: 'data', volume: `${name}-disk` }],
+    },
+  });
+  await converge(ctx, reconcileVirtualMachine, key(name), {
+    until: async () => {
+      await ctx.refresh();
+      return ctx.get<VirtualMachine>('VirtualMachine', NS, name)?.status?.phase === 'Stopped';
+    },
+  });
+  fullDomain = await conn.lookupDomainByUUIDString(String(vm.metadata.uid));
+  await fullDomain.create();
+  const running = async () => (await fullDomain!.getState()).stateName;
+  const waitingFor = async (snapName: string) => {
+    await reconcileUntil(ctx, reconcileVirtualMachineSnapshot, key(snapName), async () => {
+      await ctx.refresh();
+      const ready = snapOf(snapName)?.status?.conditions?.find((c) => c.type === 'Ready');
+      return (
+        ready?.reason === 'InsufficientSpace' ||
+        ['Failed', 'Ready'].includes(snapOf(snapName)?.status?.phase ?? '')
+      );
+    });
+    return snapOf(snapName)!;
+  };
+  return { dir, file, inDaemon, running, waitingFor };
+}
+
+/** Stops the machine of fullCheckpointMachine, drops its snapshots and both tmpfs mounts. */
+async function undoFull(dir: string, inDaemon: string[], hostMount: boolean): Promise<void> {
+  if (hostMount) await run('umount', [dir]).catch(() => undefined);
+  if (fullDomain) {
+    await fullDomain.destroy().catch(() => undefined);
+    for (const s of await fullDomain.listAllSnapshots().catch(() => []))
+      await s.delete(0).catch(() => undefined);
+    await fullDomain.undefine().catch(() => undefined);
+    fullDomain = undefined;
+  }
+  await run('nsenter', [...inDaemon, 'umount', dir]).catch(() => undefined);
+}

@@ -679,6 +679,64 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     });
   });
 
+  it('names the restore another waits for, and fails one whose domain went mid-revert', async () => {
+    const dom = await runningVm('lost', 'root');
+    await snapshot('lost-1', 'lost');
+    await ctx.refresh();
+    const vm = ctx.get<VirtualMachine>('VirtualMachine', NS, 'lost')!;
+    for (const name of ['lost-back-1', 'lost-back-2'])
+      await k.create('VirtualMachineRestore', {
+        metadata: { name, namespace: NS },
+        spec: { vmName: 'lost', snapshotName: 'lost-1' },
+      });
+    // An agent that died mid-revert of the first.
+    await k.patchStatus('VirtualMachineRestore', NS, 'lost-back-1', {
+      phase: 'InProgress',
+      vmUid: vm.metadata.uid,
+    });
+    // It waits (requeued), so one pass.
+    await ctx.refresh();
+    await reconcileVirtualMachineRestore(key('lost-back-2'), ctx);
+    await ctx.refresh();
+    expect(
+      restoreOf('lost-back-2')?.status?.conditions?.find((c) => c.type === 'Ready'),
+    ).toMatchObject({
+      reason: 'AnotherRestoreInProgress',
+      message:
+        'VirtualMachineRestore lost-back-1 of VirtualMachine lost is running; this one waits ' +
+        'for it',
+    });
+    // Its domain removed by hand meanwhile (the machine's controller stands aside): the
+    // marker went with it, so the restore cannot tell whether it reverted. Never Pending.
+    await dom.destroy();
+    for (const s of await dom.listAllSnapshots(0)) await s.delete();
+    await dom.undefine();
+    await converge(ctx, reconcileVirtualMachineRestore, key('lost-back-1'), {
+      until: stored(
+        () => restoreOf('lost-back-1'),
+        (o) => o?.status?.phase !== 'InProgress',
+      ),
+    });
+    expect(restoreOf('lost-back-1')?.status).toMatchObject({
+      phase: 'Failed',
+      conditions: expect.arrayContaining([
+        expect.objectContaining({
+          type: 'Ready',
+          reason: 'DomainMissing',
+          message: expect.stringMatching(/^the domain of VirtualMachine lost was removed/),
+        }),
+        expect.objectContaining({ type: 'Stalled', status: 'True' }),
+      ]),
+    });
+    await k.remove('VirtualMachine', NS, 'lost');
+    await converge(ctx, reconcileVirtualMachine, key('lost'), {
+      until: stored(
+        () => ctx.get('VirtualMachine', NS, 'lost'),
+        (o) => o === undefined,
+      ),
+    });
+  });
+
   it('never reverts a machine being deleted: its restore goes at once', async () => {
     await runningVm('going', 'root');
     await snapshot('going-1', 'going');

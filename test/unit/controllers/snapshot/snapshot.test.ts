@@ -38,6 +38,7 @@ import {
 } from '../../../../src/controllers/virtual-machine-restore/plan.js';
 import { restoreStatus } from '../../../../src/controllers/virtual-machine-restore/status.js';
 import type { SnapshotDiskView } from '../../../../src/libvirt/xml/snapshot.js';
+import { REASON_CLASSES } from '../../../../src/api/conditions.js';
 
 const now = new Date('2026-12-03T12:00:00Z');
 const snap = (over: Partial<VirtualMachineSnapshot> = {}): VirtualMachineSnapshot => ({
@@ -443,6 +444,30 @@ describe('planRestore', () => {
       op: 'wait',
       reason: 'SnapshotNotFound',
     });
+  });
+
+  it('fails a begun restore whose domain is gone, never back to Pending', () => {
+    const lost = (r: VirtualMachineRestore, snapshot = ready) =>
+      planRestore({
+        ...input(r, false),
+        snapshot,
+        domainFound: false,
+        libvirtSnapshotFound: false,
+      });
+    for (const snapshot of [ready, undefined])
+      expect(lost(restore('InProgress'), snapshot)).toMatchObject({
+        op: 'fail',
+        reason: 'DomainMissing',
+        message: expect.stringMatching(
+          /^the domain of VirtualMachine web was removed from the host while this restore/,
+        ),
+      });
+    // Not begun: it waits for the domain.
+    expect(lost(restore('Pending'))).toMatchObject({
+      op: 'wait',
+      reason: 'VirtualMachineNotDefined',
+    });
+    expect(REASON_CLASSES.DomainMissing).toBe('stalled');
   });
 
   it('waits for a snapshot of this machine that is Ready', () => {
