@@ -5,8 +5,11 @@
 # names a folder with kube-apiserver, etcd and kubectl, nothing is built.
 set -euo pipefail
 
-K8S_VERSION="${K8S_VERSION:-v1.36.3}"
-ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+# Pinned, not read from the environment: the commands look for the binaries under this
+# version (KUBERNETES_VERSION in src/commands/local/control-plane.ts; a unit test keeps the two
+# equal), so another one built here would never be found.
+K8S_VERSION=v1.36.3
+ETCD_VERSION=v3.6.16
 CACHE_ROOT="${LIBVIRT_OPERATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/libvirt-operator}"
 DEST="$CACHE_ROOT/k8s/$K8S_VERSION"
 

@@ -7,9 +7,12 @@
 # cache directory is left alone. The CNI plugins come from Debian (scripts/install-host-deps.sh).
 set -euo pipefail
 
-K8S_VERSION="${K8S_VERSION:-v1.36.3}"
-CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.4.2}"
-RUNC_VERSION="${RUNC_VERSION:-v1.5.3}"
+# Pinned, not read from the environment: the commands look for the binaries under these
+# versions (KUBERNETES_VERSION in src/commands/local/control-plane.ts, CONTAINERD_VERSION in
+# local-node.ts; a unit test keeps them equal), so others built here would never be found.
+K8S_VERSION=v1.36.3
+CONTAINERD_VERSION=v2.4.2
+RUNC_VERSION=v1.5.3
 CACHE_ROOT="${LIBVIRT_OPERATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/libvirt-operator}"
 DEST="$CACHE_ROOT/node/$K8S_VERSION-containerd-$CONTAINERD_VERSION"
 

@@ -40,7 +40,7 @@ import { buildImage } from './oci-image.js';
 import { packageRoot } from './package-root.js';
 import { run } from './run.js';
 
-const CONTAINERD_VERSION = 'v2.4.2';
+export const CONTAINERD_VERSION = 'v2.4.2';
 /** The API server port of a cluster with a node: the overlay in manifests/overlays/local names it. */
 export const NODE_API_SERVER_PORT = 6443;
 export const DEFAULT_POD_SUBNET = '10.244.0.0/24';
