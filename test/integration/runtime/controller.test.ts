@@ -129,7 +129,8 @@ describe('controller runtime (real kube-apiserver)', () => {
       // One key is reconciled at most back to back: never more often than the window allows,
       // however many events arrived, plus the one queued behind the last event.
       expect(reconciles).toBeLessThanOrEqual(Math.ceil(updateWindowMs / RECONCILE_MS) + 2);
-      expect(reconciles).toBeLessThan(400);
+      // Far below one per update, however slow the machine made the updates.
+      expect(reconciles).toBeLessThan(500);
       expect(maxRunning).toBeGreaterThan(1);
     } finally {
       await rt.stop({ drainMs: 2_000 });
