@@ -164,24 +164,29 @@ export async function deleteSnapshot(found: FoundSnapshot): Promise<void> {
 }
 
 /**
- * The room a running machine's checkpoint has (plan.ts, checkpointSpaceProblem): its memory and
- * the free bytes of the file system of its first writable disk, where QEMU writes the memory.
- * Undefined when that cannot be read (a disk that is no file, a file system this agent does
- * not see at the host path): the snapshot is then taken as before, unchecked.
+ * The room a running machine's checkpoint has (plan.ts, checkpointSpaceProblem): its memory,
+ * its QEMU process's resident memory, and the free bytes of the file system of its first
+ * writable disk, where QEMU writes the memory. Undefined when the disk or its file system
+ * cannot be read (a disk that is no file, a file system this agent does not see at the host
+ * path): the snapshot is then taken as before, unchecked; likewise without an rss.
  */
 export async function checkpointRoom(machine: MachineDomain): Promise<CheckpointRoom | undefined> {
   const disk = machine.disks.find((d) => d.device === 'disk' && !d.readonly);
   if (!disk?.source || !path.isAbsolute(disk.source)) return undefined;
   const fs = await statfs(path.dirname(disk.source), { bigint: true }).catch(() => undefined);
-  const info = await machine.domain.getInfo().catch((err: unknown) => {
+  const unread = (err: unknown) => {
     if (isConnectionError(err)) throw err;
     return undefined;
-  });
+  };
+  const info = await machine.domain.getInfo().catch(unread);
   if (!fs || !info) return undefined;
+  // KiB, like maxMem.
+  const rss = (await machine.domain.memoryStats().catch(unread))?.rss;
   return {
     disk: disk.name,
     path: disk.source,
     memory: info.maxMem * 1024n,
+    ...(rss === undefined ? {} : { rss: rss * 1024n }),
     free: fs.bavail * fs.bsize,
   };
 }

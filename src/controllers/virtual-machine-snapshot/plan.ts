@@ -164,38 +164,57 @@ export const INSUFFICIENT_SPACE = 'InsufficientSpace';
 
 /**
  * Where a running machine's checkpoint goes and the room there: QEMU's savevm writes the
- * guest's memory (all of it at worst: every page the guest touched) into the first writable
- * disk, `path` of target `disk`.
+ * guest's memory into the first writable disk, `path` of target `disk`: only the pages the
+ * guest touched (zero pages are a flag), so far less than its size for most guests (a 512 MiB
+ * guest's checkpoint grew its qcow2 by about 2 MiB, measured).
  */
 export interface CheckpointRoom {
   disk: string;
   path: string;
-  /** The machine's memory, bytes. */
+  /** The machine's memory (its maximum), bytes: no checkpoint writes more. */
   memory: bigint;
+  /**
+   * The resident memory of its QEMU process (virDomainMemoryStats `rss`), bytes; undefined
+   * when libvirt did not report it.
+   */
+  rss?: bigint;
   /** Bytes free to unprivileged writers on that file's file system (statfs bavail). */
   free: bigint;
 }
 
 /**
+ * The room a checkpoint is taken to need: the QEMU process's resident memory (every guest page
+ * it ever touched is in it, plus QEMU's own, a margin), capped at the guest's memory, which no
+ * checkpoint exceeds. Undefined without an rss: nothing to judge by, the snapshot is not held
+ * back (the guest's whole memory, taken instead, refused checkpoints that fit by far). Pure.
+ */
+export function checkpointNeeds(room: CheckpointRoom): bigint | undefined {
+  if (room.rss === undefined) return undefined;
+  return room.rss < room.memory ? room.rss : room.memory;
+}
+
+/**
  * Why a checkpoint is not taken now, if it is not: its disk's file system has less room than
- * the guest's memory. Taken anyway, QEMU's savevm fails part-way with "No space left on
- * device" after filling the file system, where the guest's own disk writes then fail too (a
- * guest paused on an I/O error). Waits, retried with backoff: freeing space fixes it. The
- * figures in the message are MiB-rounded so a pass that finds a few bytes more or less free
- * writes no new status. Pure.
+ * the checkpoint is taken to need (checkpointNeeds). Taken anyway, QEMU's savevm fails
+ * part-way with "Error while writing VM state: Input/output error" (measured) after filling
+ * the file system, where the guest's own disk writes then fail too (a guest paused on an I/O
+ * error). Waits, retried with backoff: freeing space fixes it. The message names no moving
+ * figure (the rss changes from pass to pass) and the free space MiB-rounded, so a pass that
+ * finds a few bytes more or less writes no new status. Pure.
  */
 export function checkpointSpaceProblem(
   room: CheckpointRoom,
   volume?: string,
 ): { reason: string; message: string } | undefined {
-  if (room.free >= room.memory) return undefined;
+  const needs = checkpointNeeds(room);
+  if (needs === undefined || room.free >= needs) return undefined;
   const mib = (b: bigint) => `${b / 2n ** 20n} MiB`;
   return {
     reason: INSUFFICIENT_SPACE,
     message:
-      `the checkpoint writes the machine's memory (up to ${mib(room.memory)}) into disk ` +
-      `${room.disk}'s file ${room.path}${volume ? ` (Volume ${volume})` : ''}, whose file ` +
-      `system has ${mib(room.free)} free; free space there, and the snapshot is taken then ` +
-      `(retried)`,
+      `the checkpoint writes the memory the guest uses (as much as its QEMU process holds, up ` +
+      `to ${mib(room.memory)}) into disk ${room.disk}'s file ${room.path}` +
+      `${volume ? ` (Volume ${volume})` : ''}, whose file system has ${mib(room.free)} free; ` +
+      `free space there, and the snapshot is taken then (retried)`,
   };
 }

@@ -151,8 +151,11 @@ async function converge(
         return requeueAfter(WAIT_MS);
       }
       // A checkpoint (a running machine's snapshot always is one) waits for room for the
-      // guest's memory, before anything is written: the machine is left as it runs.
-      const room = d.doc.memory === 'internal' ? await checkpointRoom(m) : undefined;
+      // guest's memory, before anything is written: the machine is left as it runs. Not after
+      // a take that may have been cut short: what it left in the disk may hold the very room
+      // needed, and only its cleanup below frees it (the re-check after a failure stays).
+      const room =
+        d.doc.memory === 'internal' && !step.cleanUp ? await checkpointRoom(m) : undefined;
       const noRoom = room && checkpointSpaceProblem(room, volumeOf(vm, room, ctx));
       if (noRoom) return waitForSpace(ctx, snap, noRoom.message);
       // InProgress first, so a long checkpoint shows; then the status write after the

@@ -169,8 +169,12 @@ export function restartCountOf(
 }
 
 function hostFacts(vm: VirtualMachine, d: OursDomain): Partial<VirtualMachineStatus> {
+  // A stopped domain's reason is the one that stands (stopReason): libvirt's `unknown` after a
+  // restart of libvirtd, stored here, would erase the recorded reason the next pass judges by
+  // (a guest that shut itself down turned StoppedBeforeRerun one pass later).
+  const reason = d.active ? d.power.reason : stopReason(vm, d.power);
   const facts: Partial<VirtualMachineStatus> = {
-    state: { state: d.power.state, reason: d.power.reason },
+    state: { state: d.power.state, reason },
   };
   const shown = d.live ?? d.config;
   if (!shown) return facts;
@@ -394,7 +398,8 @@ function readyCondition(input: StatusInput): ConditionUpdate {
             )
           : yes(
               'StoppedBeforeRerun',
-              `the domain was already shut off (${reason}) when the operator last looked; ` +
+              `the domain was already shut off (${stopReason(vm, observed.power)}) when the ` +
+                'operator last looked; ' +
                 'runStrategy RerunOnFailure starts it again only after a failure of a run it saw',
             );
       }

@@ -399,9 +399,9 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
       const aReady = a.status?.conditions?.find((c) => c.type === 'Ready');
       expect(a.status?.phase, JSON.stringify(aReady)).toBe('Pending');
       expect(aReady?.message).toBe(
-        `the checkpoint writes the machine's memory (up to 32 MiB) into disk vda's file ` +
-          `${file} (Volume full-disk), whose file system has 2 MiB free; free space there, ` +
-          `and the snapshot is taken then (retried)`,
+        `the checkpoint writes the memory the guest uses (as much as its QEMU process holds, ` +
+          `up to 32 MiB) into disk vda's file ${file} (Volume full-disk), whose file system ` +
+          `has 2 MiB free; free space there, and the snapshot is taken then (retried)`,
       );
       expect(a.status?.conditions?.find((c) => c.type === 'Reconciling')?.status).toBe('True');
       expect((await fullDomain!.listAllSnapshots()).length).toBe(0);
@@ -449,7 +449,7 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
       const aReady = a.status?.conditions?.find((c) => c.type === 'Ready');
       expect(aReady?.reason, JSON.stringify(aReady)).toBe('InsufficientSpace');
       expect(a.status?.phase).not.toBe('Failed');
-      expect(aReady?.message).toMatch(/memory \(up to 32 MiB\).*whose file system has 0 MiB free/);
+      expect(aReady?.message).toMatch(/up to 32 MiB\).*whose file system has 0 MiB free/);
       // Nothing half-made, in libvirt or in the file (as QEMU sees it); the machine runs on.
       expect((await fullDomain!.listAllSnapshots()).length).toBe(0);
       const listed = await run('nsenter', [...inDaemon, 'qemu-img', 'snapshot', '-U', '-l', file]);
@@ -460,14 +460,80 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
       await undoFull(dir, inDaemon, true);
     }
   });
+  // QEMU's savevm writes only the pages the guest touched: a 1 GiB guest that touched little of
+  // it gets its checkpoint on a file system with room for its QEMU process's resident memory,
+  // not for 1 GiB (it waited InsufficientSpace for ever when the check asked for all of it).
+  it('takes a checkpoint with room for the memory the guest uses, not for all of it', async () => {
+    const { dir, inDaemon, running, waitingFor } = await fullCheckpointMachine('sparse', {
+      memory: '1Gi',
+    });
+    let hostMount = false;
+    try {
+      // The agent's view: room for the resident memory and a margin, far from 1 GiB.
+      const rssMiB = (await fullDomain!.memoryStats()).rss! / 1024n;
+      const sizeMiB = rssMiB + 32n;
+      expect(sizeMiB).toBeLessThan(512n);
+      await run('mount', ['-t', 'tmpfs', '-o', `size=${sizeMiB}m`, 'tmpfs', dir]);
+      hostMount = true;
+      // QEMU's view: room for what savevm really writes.
+      await run('nsenter', [...inDaemon, 'mount', '-o', 'remount,size=256m', dir]);
+      await declare('sparse-a', 'sparse');
+      const snap = await waitingFor('sparse-a');
+      expect(snap.status?.phase, JSON.stringify(snap.status?.conditions)).toBe('Ready');
+      expect(snap.status?.includesMemory).toBe(true);
+      expect((await fullDomain!.listAllSnapshots()).map((s) => s.getName())).toEqual([
+        libvirtSnapshotName(snap),
+      ]);
+      expect(await running()).toBe('running');
+    } finally {
+      await undoFull(dir, inDaemon, hostMount);
+    }
+  });
+
+  // What a take cut short left in the disk may hold the very room its retry needs: the cleanup
+  // comes before the check for room (it waited InsufficientSpace for ever, the leftover kept).
+  it('cleans up a take that was cut short before it waits for room', async () => {
+    const created = await declare('short-a', 'short');
+    const name = libvirtSnapshotName(created);
+    const { dir, file, inDaemon, running, waitingFor } = await fullCheckpointMachine('short', {
+      // The snapshot the cut-short take left in the file, without libvirt's record.
+      beforeFill: (f, ns) => run('nsenter', [...ns, 'qemu-img', 'snapshot', '-c', name, f]),
+    });
+    const leftInFile = async () =>
+      (await run('nsenter', [...inDaemon, 'qemu-img', 'snapshot', '-U', '-l', file])).stdout;
+    let hostMount = false;
+    try {
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', dir]);
+      hostMount = true;
+      expect(await leftInFile()).toContain(name);
+      await k.patchStatus('VirtualMachineSnapshot', NS, 'short-a', { phase: 'InProgress' });
+      const a = await waitingFor('short-a');
+      const aReady = a.status?.conditions?.find((c) => c.type === 'Ready');
+      // Cleaned up, then the take failed for want of room: the wait, InProgress kept.
+      expect(aReady?.reason, JSON.stringify(aReady)).toBe('InsufficientSpace');
+      expect(a.status?.phase).toBe('InProgress');
+      expect(await leftInFile()).not.toContain(name);
+      expect((await fullDomain!.listAllSnapshots()).length).toBe(0);
+      expect(await running()).toBe('running');
+    } finally {
+      await undoFull(dir, inDaemon, hostMount);
+    }
+  });
 });
 
 /**
  * A running machine `name` whose disk is on a filled 2 MiB tmpfs in the private libvirtd's
  * mount namespace (QEMU writes its checkpoint there); the agent's view of that directory is
- * left to the test. Its domain is `fullDomain`.
+ * left to the test. Its domain is `fullDomain`. `beforeFill` runs on the new disk file (in the
+ * daemon's mount namespace, `inDaemon`) before the tmpfs is filled.
  */
-async function fullCheckpointMachine(name: string) {
+async function fullCheckpointMachine(
+  name: string,
+  opts: {
+    memory?: string;
+    beforeFill?: (file: string, inDaemon: string[]) => Promise<unknown>;
+  } = {},
+) {
   const dir = path.join(tmp, `${name}-${randomBytes(3).toString('hex')}`);
   await mkdir(dir);
   const file = path.join(dir, 'disk.qcow2');
@@ -476,6 +542,7 @@ async function fullCheckpointMachine(name: string) {
   const inDaemon = ['-t', String(lv().daemon.pid()), '-m'];
   await run('nsenter', [...inDaemon, 'mount', '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', dir]);
   await run('nsenter', [...inDaemon, 'qemu-img', 'create', '-q', '-f', 'qcow2', file, '16M']);
+  await opts.beforeFill?.(file, inDaemon);
   await run('nsenter', [
     ...inDaemon,
     'sh',
@@ -494,7 +561,7 @@ async function fullCheckpointMachine(name: string) {
       domainType: 'qemu',
       runStrategy: 'Halted',
       vcpus: 1,
-      memory: '32Mi',
+      memory: opts.memory ?? '32Mi',
       disks: [{ name: 'data', volume: `${name}-disk` }],
     },
   });

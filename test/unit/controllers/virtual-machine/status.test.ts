@@ -712,6 +712,31 @@ describe('a stopped machine: phase and Ready say what the plan does', () => {
     expect(conditionOf(status, 'Ready')).toMatchObject({ status: 'True', reason: 'GuestShutdown' });
   });
 
+  it.each([
+    ['shutdown', 'GuestShutdown'],
+    ['destroyed', 'StoppedBeforeRerun'],
+  ])(
+    'after a libvirtd restart, keeps the recorded reason %s across passes (no status write)',
+    (recorded, why) => {
+      const power = { state: 'shutoff', reason: 'unknown' };
+      const observed = ours({ active: false, config: doc, power });
+      const first = machineStatus(
+        input({
+          vm: vm({ runStrategy: 'RerunOnFailure' }, { status: seen('shutoff', recorded) }),
+          observed,
+        }),
+      );
+      expect(first.state).toEqual({ state: 'shutoff', reason: recorded });
+      expect(conditionOf(first, 'Ready')).toMatchObject({ status: 'True', reason: why });
+      // The next pass reads the status the first one wrote.
+      const second = machineStatus(
+        input({ vm: vm({ runStrategy: 'RerunOnFailure' }, { status: first }), observed }),
+      );
+      expect(conditionOf(second, 'Ready')).toMatchObject({ status: 'True', reason: why });
+      expect(second).toEqual(first);
+    },
+  );
+
   it('starts a restart begun before a libvirtd restart, and says it is Starting', () => {
     // A crash's restart whose start failed recorded restart 3; libvirtd restarted since.
     const machine = vm(
