@@ -1258,6 +1258,11 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "format": "date-time",
               "description": "When the revert finished."
             },
+            "nodeName": {
+              "type": "string",
+              "maxLength": 253,
+              "description": "The node whose agent acts on this restore (its machine's), written with its first status; absent while only VirtualMachineNotFound was reported. The admission policy lets no other node's agent write the status or delete the restore."
+            },
             "conditions": {
               "type": "array",
               "description": "Observations of the restore: Ready (True once the machine was reverted; False while waiting, reason VirtualMachineNotFound, SnapshotNotFound, SnapshotNotReady, VirtualMachineNotDefined or AnotherRestoreInProgress, or until a user acts, reason SnapshotOfAnotherMachine or VolumeHasOverlays, while reverting, reason Reverting, and for good after a failure, reason RevertFailed, SnapshotFailed, SnapshotMissing or DomainMissing), with Reconciling and Stalled from it.",

@@ -819,6 +819,12 @@ export interface VirtualMachineRestoreStatus {
    */
   completionTime?: string;
   /**
+   * The node whose agent acts on this restore (its machine's), written with its first status;
+   * absent while only VirtualMachineNotFound was reported. The admission policy lets no other
+   * node's agent write the status or delete the restore.
+   */
+  nodeName?: string;
+  /**
    * Observations of the restore: Ready (True once the machine was reverted; False while waiting,
    * reason VirtualMachineNotFound, SnapshotNotFound, SnapshotNotReady, VirtualMachineNotDefined or
    * AnotherRestoreInProgress, or until a user acts, reason SnapshotOfAnotherMachine or

@@ -103,7 +103,8 @@ async function reportIfMachineMissing(
   restore: VirtualMachineRestore,
   ctx: ControllerContext,
 ): Promise<Action> {
-  const check = planMachineCheck(restore, reportedByMachineAgent(restore), ctx.now());
+  const claimed = restore.status?.nodeName !== undefined || reportedByMachineAgent(restore);
+  const check = planMachineCheck(restore, claimed, ctx.now());
   if (check.op === 'none') return done;
   if (check.op === 'wait') return requeueAfter(check.ms);
   const { namespace } = restore.metadata;
@@ -111,7 +112,7 @@ async function reportIfMachineMissing(
   const problem = machineNotFound(namespace, restore.spec.vmName);
   // As for snapshots: conditional on the resourceVersion read, so a write that raced another
   // agent's is a conflict; only the agent whose write landed records the Event.
-  const written = await report(ctx, restore, { phase: 'Pending', ...problem });
+  const written = await report(ctx, restore, { phase: 'Pending', ...problem }, undefined, false);
   if (written) ctx.event(KIND, restore, 'Warning', problem.reason, problem.message);
   return done;
 }
@@ -325,10 +326,15 @@ async function report(
   facts: RestoreFacts,
   /** The machine's uid, recorded when the revert begins (restoreStatus). */
   vmUid?: string,
+  /** Only the report that the machine exists nowhere leaves the restore unclaimed. */
+  claim = true,
 ): Promise<VirtualMachineRestore | undefined> {
   if (facts.phase === 'Failed' && restore.status?.phase !== 'Failed')
     ctx.event(KIND, restore, 'Warning', facts.reason, facts.message);
-  const status = restoreStatus(restore, facts, ctx.now(), vmUid);
+  const status = restoreStatus(restore, facts, ctx.now(), {
+    ...(claim ? { nodeName: ctx.nodeName } : {}),
+    ...(vmUid === undefined ? {} : { vmUid }),
+  });
   // A wait only the user can end (Stalled: another machine's snapshot, a base image with
   // overlays) is said once as a Warning too, as a machine's problems are.
   if (facts.phase === 'Pending' && REASON_CLASSES[facts.reason] === 'stalled') {

@@ -9,16 +9,23 @@ export type RestoreFacts =
   | { phase: 'Pending' | 'InProgress' | 'Failed'; reason: string; message: string }
   | { phase: 'Succeeded'; message: string };
 
-/** `vmUid`: the machine's, recorded once the revert begins, and kept. */
+/**
+ * `vmUid`: the machine's, recorded once the revert begins, and kept. `nodeName`: the node of
+ * the machine's agent, which claims the restore with it (the admission policy then lets no
+ * other node's agent write it); absent from the report of an agent that found no machine.
+ */
 export function restoreStatus(
   restore: VirtualMachineRestore,
   facts: RestoreFacts,
   now: Date,
-  vmUid?: string,
+  who: { nodeName?: string; vmUid?: string } = {},
 ): VirtualMachineRestoreStatus {
+  const { vmUid } = who;
   const previous = restore.status;
   const observedGeneration = restore.metadata.generation ?? 0;
   const status: VirtualMachineRestoreStatus = { phase: facts.phase, observedGeneration };
+  const nodeName = who.nodeName ?? previous?.nodeName;
+  if (nodeName !== undefined) status.nodeName = nodeName;
   // When the revert began: a restore that failed before one (its snapshot failed or is gone)
   // has none.
   const began = facts.phase === 'InProgress' || facts.phase === 'Succeeded';

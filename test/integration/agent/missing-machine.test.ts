@@ -130,8 +130,9 @@ describe('a snapshot or restore of a machine that exists nowhere', () => {
       expect(kstatus([o]).get(id)?.status, id).toBe('InProgress');
       expect(fluxHealth([o]).get(id)?.status, id).toBe('InProgress');
     }
-    // No agent claimed the snapshot: none has its machine.
+    // No agent claimed the snapshot or the restore: none has its machine.
     expect(objs[0]!.metadata.finalizers ?? []).toEqual([]);
+    expect(objs[1]!.status).not.toHaveProperty('nodeName');
     // And a Warning Event for `kubectl describe`, from the agent whose write landed.
     await until('the Warning Events', async () => {
       const listed = await cp().kubectl([
@@ -188,6 +189,8 @@ describe('a snapshot or restore of a machine that exists nowhere', () => {
     expect(cond(snap, 'Ready')).toMatchObject({ status: 'True', reason: 'Checkpoint' });
     expect(snap.metadata.finalizers).toEqual([`node.virt.dev/${B}`]);
     expect(cond(restore, 'Ready')).toMatchObject({ status: 'True', reason: 'Restored' });
+    // Its claim, which the admission policy keys on (docs/deploy.md).
+    expect(restore.status).toHaveProperty('nodeName', B);
   });
 
   it('goes with the machine, as before: its deletion deletes the snapshot and the restore', async () => {

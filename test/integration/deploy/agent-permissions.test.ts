@@ -17,6 +17,14 @@ import {
   type KubeObject,
 } from '../../../src/runtime/index.js';
 import { packageRoot } from '../../../src/commands/local/package-root.js';
+import { nodeFinalizer } from '../../../src/controllers/context.js';
+import { machineNotFound } from '../../../src/controllers/shared/missing-machine.js';
+import { snapshotStatus } from '../../../src/controllers/virtual-machine-snapshot/status.js';
+import { restoreStatus } from '../../../src/controllers/virtual-machine-restore/status.js';
+import type {
+  VirtualMachineRestore,
+  VirtualMachineSnapshot,
+} from '../../../src/api/generated/types.js';
 import type { KubectlResult } from '../../../src/commands/local/control-plane.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { reconcileWithFinalizer } from '../../harness/finalizer.js';
@@ -504,6 +512,181 @@ describe("the agent's ServiceAccount after kubectl apply -k manifests/", () => {
         /may add or remove only its own finalizer node.virt.dev\/node-a on storagepools images/,
       );
     });
+    describe('snapshots, claimed by their node finalizer', () => {
+      const snapshot = (name: string) =>
+        JSON.stringify({
+          apiVersion: 'virt.dev/v1alpha1',
+          kind: 'VirtualMachineSnapshot',
+          metadata: { name, namespace: TENANT },
+          spec: { vmName: 'vm-a' },
+        });
+      const patchSnap = (node: string, name: string, body: object, status = false) =>
+        asAgent(node, [
+          'patch',
+          'virtualmachinesnapshot',
+          name,
+          '-n',
+          TENANT,
+          ...(status ? ['--subresource=status'] : []),
+          '--type=merge',
+          '-p',
+          JSON.stringify(body),
+        ]);
+      const finalizers = (node: string, name: string, list: string[]) =>
+        patchSnap(node, name, { metadata: { finalizers: list } });
+      const condition = (reason: string) => ({
+        type: 'Ready',
+        status: 'False',
+        reason,
+        message: 'm',
+        lastTransitionTime: '2026-01-01T00:00:00Z',
+      });
+      const status = (node: string, name: string, phase: string, reason = 'SnapshotInProgress') =>
+        patchSnap(node, name, { status: { phase, conditions: [condition(reason)] } }, true);
+      const remove = (node: string, name: string) =>
+        asAgent(node, ['delete', 'virtualmachinesnapshot', name, '-n', TENANT, '--wait=false']);
+      const get = (name: string) =>
+        getJson<{ metadata: { finalizers?: string[] }; status?: { phase?: string } }>([
+          'get',
+          'virtualmachinesnapshot',
+          name,
+          '-n',
+          TENANT,
+        ]);
+
+      it('lets node-a claim, report on and delete its snapshot; refuses node-b all of it', async () => {
+        await admin(['create', '-f', '-'], snapshot('snap-a'));
+        expectOk(await finalizers('node-a', 'snap-a', ['node.virt.dev/node-a']));
+        expectOk(await status('node-a', 'snap-a', 'InProgress'));
+        const claimedByA =
+          /the agent on node node-b may not write or delete virtualmachinesnapshots tenant\/snap-a: it is claimed by node.virt.dev\/node-a/;
+        expectDeniedByPolicy(await status('node-b', 'snap-a', 'Failed'), claimedByA);
+        expectDeniedByPolicy(await finalizers('node-b', 'snap-a', []), claimedByA);
+        expectDeniedByPolicy(
+          await finalizers('node-b', 'snap-a', ['node.virt.dev/node-a', 'node.virt.dev/node-b']),
+          claimedByA,
+        );
+        expectDeniedByPolicy(await remove('node-b', 'snap-a'), claimedByA);
+        expect(await get('snap-a')).toMatchObject({
+          metadata: { finalizers: ['node.virt.dev/node-a'] },
+          status: { phase: 'InProgress' },
+        });
+        // Its own: deleted, its finalizer kept until node-a has cleaned up, then removed.
+        expectOk(await remove('node-a', 'snap-a'));
+        expectOk(await finalizers('node-a', 'snap-a', []));
+        const left = await cp().kubectl(['get', 'virtualmachinesnapshot', 'snap-a', '-n', TENANT]);
+        expect(left.stderr).toMatch(/NotFound/);
+      });
+
+      it('lets any agent only claim an unclaimed snapshot or report its machine missing', async () => {
+        await admin(['create', '-f', '-'], snapshot('snap-free'));
+        expectDeniedByPolicy(
+          await status('node-b', 'snap-free', 'Failed'),
+          /the agent on node node-b may write the status of virtualmachinesnapshots tenant\/snap-free only once it has claimed it/,
+        );
+        expectDeniedByPolicy(
+          await finalizers('node-b', 'snap-free', ['node.virt.dev/node-a']),
+          /may add or remove only its own finalizer node.virt.dev\/node-b on virtualmachinesnapshots snap-free/,
+        );
+        expectDeniedByPolicy(
+          await finalizers('node-b', 'snap-free', ['virt.dev/user-hold']),
+          /may add or remove only its own finalizer/,
+        );
+        expectOk(await status('node-b', 'snap-free', 'Pending', 'VirtualMachineNotFound'));
+        // Not a record of a snapshot taken, which its machine's agent would go by.
+        expectDeniedByPolicy(
+          await patchSnap(
+            'node-b',
+            'snap-free',
+            { status: { snapshotName: 'other', phase: 'Pending' } },
+            true,
+          ),
+          /only once it has claimed it/,
+        );
+        expectOk(await finalizers('node-a', 'snap-free', ['node.virt.dev/node-a']));
+        expectOk(await status('node-a', 'snap-free', 'InProgress'));
+        expectDeniedByPolicy(
+          await status('node-b', 'snap-free', 'Pending', 'VirtualMachineNotFound'),
+          /it is claimed by node.virt.dev\/node-a/,
+        );
+        // An unclaimed one goes with its machine: deleted by the machine's agent.
+        expectOk(await finalizers('node-a', 'snap-free', []));
+        expectOk(await remove('node-a', 'snap-free'));
+      });
+    });
+    it('lets only the agent that status.nodeName names write or delete a restore', async () => {
+      await admin(
+        ['create', '-f', '-'],
+        JSON.stringify({
+          apiVersion: 'virt.dev/v1alpha1',
+          kind: 'VirtualMachineRestore',
+          metadata: { name: 'back', namespace: TENANT },
+          spec: { vmName: 'vm-a', snapshotName: 'snap-a' },
+        }),
+      );
+      const status = (node: string, body: object) =>
+        asAgent(node, [
+          'patch',
+          'virtualmachinerestore',
+          'back',
+          '-n',
+          TENANT,
+          '--subresource=status',
+          '--type=merge',
+          '-p',
+          JSON.stringify({ status: body }),
+        ]);
+      const ready = (reason: string) => [
+        {
+          type: 'Ready',
+          status: 'False',
+          reason,
+          message: 'm',
+          lastTransitionTime: '2026-01-01T00:00:00Z',
+        },
+      ];
+      const missing = { phase: 'Pending', conditions: ready('VirtualMachineNotFound') };
+      const onlyOwn =
+        /the agent on node node-b may write the status of virtualmachinerestores tenant\/back only with status.nodeName node-b/;
+      // Unclaimed: any agent may say that its machine exists nowhere, nothing else.
+      expectOk(await status('node-b', missing));
+      expectDeniedByPolicy(await status('node-b', { phase: 'Failed' }), onlyOwn);
+      expectDeniedByPolicy(
+        await status('node-b', { ...missing, startTime: '2026-01-01T00:00:00Z' }),
+        onlyOwn,
+      );
+      expectDeniedByPolicy(
+        await status('node-b', { nodeName: 'node-a', phase: 'Failed' }),
+        onlyOwn,
+      );
+      // node-a claims it with its first status; from then on it is node-a's alone.
+      expectOk(
+        await status('node-a', {
+          nodeName: 'node-a',
+          phase: 'Pending',
+          conditions: ready('SnapshotNotReady'),
+        }),
+      );
+      const claimedByA =
+        /the agent on node node-b may not write or delete virtualmachinerestores tenant\/back: its status.nodeName is node-a/;
+      expectDeniedByPolicy(
+        await status('node-b', { nodeName: 'node-b', phase: 'Failed' }),
+        claimedByA,
+      );
+      expectDeniedByPolicy(await status('node-b', missing), claimedByA);
+      expectDeniedByPolicy(
+        await asAgent('node-b', ['delete', 'virtualmachinerestore', 'back', '-n', TENANT]),
+        claimedByA,
+      );
+      expectDeniedByPolicy(
+        await status('node-a', { nodeName: null, phase: 'Failed' }),
+        /the agent on node node-a may write the status of virtualmachinerestores tenant\/back only with status.nodeName node-a/,
+      );
+      expect(
+        await getJson<{ status: object }>(['get', 'virtualmachinerestore', 'back', '-n', TENANT]),
+      ).toMatchObject({ status: { nodeName: 'node-a', phase: 'Pending' } });
+      expectOk(await asAgent('node-a', ['delete', 'virtualmachinerestore', 'back', '-n', TENANT]));
+    });
   });
 
   describe("real pod-bound tokens and the agent runtime's own write paths", () => {
@@ -515,6 +698,102 @@ describe("the agent's ServiceAccount after kubectl apply -k manifests/", () => {
       namespaced: true,
     };
     const log = createLogger({ level: 'silent' });
+    const SNAPSHOTS = { ...VMS, plural: 'virtualmachinesnapshots', kind: 'VirtualMachineSnapshot' };
+    const RESTORES = { ...VMS, plural: 'virtualmachinerestores', kind: 'VirtualMachineRestore' };
+
+    it("the agent's snapshot and restore writes: any agent's report of a missing machine, then only the claimant's", async () => {
+      await admin(
+        ['create', '-f', '-'],
+        [
+          {
+            kind: 'VirtualMachineSnapshot',
+            metadata: { name: 'snap-real', namespace: TENANT },
+            spec: { vmName: 'vm-a' },
+          },
+          {
+            kind: 'VirtualMachineRestore',
+            metadata: { name: 'back-real', namespace: TENANT },
+            spec: { vmName: 'vm-a', snapshotName: 'snap-real' },
+          },
+        ]
+          .map((o) => JSON.stringify({ apiVersion: 'virt.dev/v1alpha1', ...o }))
+          .join('\n'),
+      );
+      const token = async (node: string) =>
+        createKubeClient(kubeConfigWithToken(cp(), await boundAgentToken(cp(), MANIFESTS, node)));
+      const [clientA, clientB] = [await token('node-a'), await token('node-b')];
+      const snap = () =>
+        clientA.request<VirtualMachineSnapshot>({
+          method: 'GET',
+          path: keyPath(SNAPSHOTS, `${TENANT}/snap-real`),
+        });
+      const restore = () =>
+        clientA.request<VirtualMachineRestore>({
+          method: 'GET',
+          path: keyPath(RESTORES, `${TENANT}/back-real`),
+        });
+      // As the agent applies a status it computed (src/agent/kube-writes.ts).
+      const writer = (client: typeof clientA, resource: typeof VMS) => {
+        const w = createStatusWriter(client, { resource, fieldManager: 'libvirt-operator' });
+        return { apply: (obj: KubeObject, status: object) => w.apply(obj, { ...status }) };
+      };
+      const now = new Date();
+      const missing = { phase: 'Pending' as const, ...machineNotFound(TENANT, 'vm-a') };
+      const waiting = { phase: 'Pending' as const, reason: 'SnapshotNotReady', message: 'm' };
+
+      // Before any agent has claimed them, node-b may say their machine exists nowhere.
+      await writer(clientB, SNAPSHOTS).apply(
+        await snap(),
+        snapshotStatus(await snap(), missing, now),
+      );
+      await writer(clientB, RESTORES).apply(
+        await restore(),
+        restoreStatus(await restore(), missing, now),
+      );
+      // node-a claims the snapshot with its finalizer and the restore with its status.
+      await reconcileWithFinalizer(clientA, SNAPSHOTS, nodeFinalizer('node-a'), await snap(), () =>
+        Promise.resolve(done()),
+      );
+      const inProgress = {
+        phase: 'InProgress' as const,
+        reason: 'SnapshotInProgress',
+        message: 'm',
+      };
+      await writer(clientA, SNAPSHOTS).apply(
+        await snap(),
+        snapshotStatus(await snap(), inProgress, now),
+      );
+      await writer(clientA, RESTORES).apply(
+        await restore(),
+        restoreStatus(await restore(), waiting, now, { nodeName: 'node-a' }),
+      );
+      expect((await restore()).status?.nodeName).toBe('node-a');
+
+      await expect(
+        writer(clientB, SNAPSHOTS).apply(await snap(), snapshotStatus(await snap(), missing, now)),
+      ).rejects.toThrow(
+        /403 Forbidden: .*tenant\/snap-real: it is claimed by node.virt.dev\/node-a/,
+      );
+      await expect(
+        writer(clientB, RESTORES).apply(
+          await restore(),
+          restoreStatus(await restore(), waiting, now, { nodeName: 'node-b' }),
+        ),
+      ).rejects.toThrow(/403 Forbidden: .*tenant\/back-real: its status.nodeName is node-a/);
+      for (const path of [
+        keyPath(SNAPSHOTS, `${TENANT}/snap-real`),
+        keyPath(RESTORES, `${TENANT}/back-real`),
+      ])
+        await expect(clientB.request({ method: 'DELETE', path })).rejects.toThrow(/403 Forbidden/);
+      // node-a deletes both, and releases the snapshot once it has cleaned up.
+      await clientA.request({ method: 'DELETE', path: keyPath(RESTORES, `${TENANT}/back-real`) });
+      await clientA.request({ method: 'DELETE', path: keyPath(SNAPSHOTS, `${TENANT}/snap-real`) });
+      await reconcileWithFinalizer(clientA, SNAPSHOTS, nodeFinalizer('node-a'), await snap(), () =>
+        Promise.resolve(done()),
+      );
+      const left = await cp().kubectl(['get', 'vmsnap,vmrestore', '-n', TENANT, '-o', 'name']);
+      expect(left.stdout).not.toMatch(/-real/);
+    });
 
     it('node-a holds its Lease, writes status, a finalizer and an Event for vm-a; node-b is refused', async () => {
       const clientA = createKubeClient(

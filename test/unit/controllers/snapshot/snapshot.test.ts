@@ -627,16 +627,25 @@ describe('planRestore', () => {
 
   it('records the machine the revert began on, and keeps it', () => {
     const pending = { phase: 'Pending' as const, reason: 'SnapshotNotReady', message: 'm' };
-    expect(restoreStatus(restore(), pending, now, 'vm-1').vmUid).toBeUndefined();
+    expect(restoreStatus(restore(), pending, now, { vmUid: 'vm-1' }).vmUid).toBeUndefined();
     const began = restoreStatus(
       restore(),
       { phase: 'InProgress', reason: 'Reverting', message: 'm' },
       now,
-      'vm-1',
+      { vmUid: 'vm-1' },
     );
     expect(began.vmUid).toBe('vm-1');
     const done = { phase: 'Succeeded' as const, message: 'm' };
     expect(restoreStatus({ ...restore(), status: began }, done, now).vmUid).toBe('vm-1');
+  });
+
+  it('names the node of the agent that writes it, which claims it; not a missing-machine report', () => {
+    const pending = { phase: 'Pending' as const, reason: 'SnapshotNotReady', message: 'm' };
+    const missing = { phase: 'Pending' as const, reason: 'VirtualMachineNotFound', message: 'm' };
+    expect(restoreStatus(restore(), missing, now).nodeName).toBeUndefined();
+    const claimed = restoreStatus(restore(), pending, now, { nodeName: 'node-a' });
+    expect(claimed.nodeName).toBe('node-a');
+    expect(restoreStatus({ ...restore(), status: claimed }, missing, now).nodeName).toBe('node-a');
   });
 
   it('keeps the completion time once Succeeded', () => {
