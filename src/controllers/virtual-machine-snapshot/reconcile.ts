@@ -151,13 +151,17 @@ async function converge(
         return requeueAfter(WAIT_MS);
       }
       // A checkpoint (a running machine's snapshot always is one) waits for room for the
-      // guest's memory, before anything is written: the machine is left as it runs. Not after
-      // a take that may have been cut short: what it left in the disk may hold the very room
-      // needed, and only its cleanup below frees it (the re-check after a failure stays).
-      const room =
-        d.doc.memory === 'internal' && !step.cleanUp ? await checkpointRoom(m) : undefined;
-      const noRoom = room && checkpointSpaceProblem(room, volumeOf(vm, room, ctx));
-      if (noRoom) return waitForSpace(ctx, snap, noRoom.message);
+      // guest's memory, before anything is written: the machine is left as it runs. After a
+      // take that may have been cut short, only once its cleanup below has run: what it left
+      // in the disk may hold the very room needed.
+      const noRoom = async () => {
+        const room = d.doc.memory === 'internal' ? await checkpointRoom(m) : undefined;
+        return room && checkpointSpaceProblem(room, volumeOf(vm, room, ctx));
+      };
+      if (!step.cleanUp) {
+        const short = await noRoom();
+        if (short) return waitForSpace(ctx, snap, short.message);
+      }
       // InProgress first, so a long checkpoint shows; then the status write after the
       // snapshot is made against this write's answer, not the stale cached object.
       const inProgress =
@@ -198,6 +202,10 @@ async function converge(
           });
           return done;
         }
+        // Every retry after a failed checkpoint comes this way (it waits InProgress): without
+        // this look each one ran savevm into a file system with no room again.
+        const short = await noRoom();
+        if (short) return waitForSpace(ctx, inProgress, short.message);
       }
       // Until libvirt answers: if it never does, the next pass must assume it did some of it.
       ctx.host.snapshotTakesCutShort.add(uid);
@@ -214,8 +222,7 @@ async function converge(
         // the check above, or could not be read then) fails with QEMU's "Error while writing
         // VM state: Input/output error", which does not say so. The room looked at again
         // tells: short of the guest's memory now, it waits for space as it would have.
-        const after = d.doc.memory === 'internal' ? await checkpointRoom(m) : undefined;
-        const short = after && checkpointSpaceProblem(after, volumeOf(vm, after, ctx));
+        const short = await noRoom();
         if (short) return waitForSpace(ctx, inProgress, short.message);
         // report() records the Warning Event of the transition to Failed.
         await report(ctx, inProgress, {

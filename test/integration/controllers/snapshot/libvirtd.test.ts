@@ -455,6 +455,25 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
       const listed = await run('nsenter', [...inDaemon, 'qemu-img', 'snapshot', '-U', '-l', file]);
       expect(listed.stdout.trim()).toBe('');
       expect(await running()).toBe('running');
+
+      // Its retry (InProgress: a cleanup first) looks for room too. Here QEMU's view has room
+      // and the agent's has none: a retry that skipped the look took the snapshot (Ready);
+      // on a real node, one file system for both, it ran savevm into the full disk again.
+      ctx.applyStatus = applyStatus;
+      await run('nsenter', [...inDaemon, 'mount', '-o', 'remount,size=256m', dir]);
+      await reconcileVirtualMachineSnapshot(key('filled-a'), ctx);
+      await ctx.refresh();
+      const retried = snapOf('filled-a')!;
+      const retriedReady = retried.status?.conditions?.find((c) => c.type === 'Ready');
+      expect(retriedReady?.reason, JSON.stringify(retriedReady)).toBe('InsufficientSpace');
+      expect((await fullDomain!.listAllSnapshots()).length).toBe(0);
+
+      // Room in the agent's view too: the next retry takes it.
+      await rm(path.join(dir, 'fill'));
+      const b = await waitingFor('filled-a');
+      expect(b.status?.phase, JSON.stringify(b.status?.conditions)).toBe('Ready');
+      expect((await fullDomain!.listAllSnapshots()).length).toBe(1);
+      expect(await running()).toBe('running');
     } finally {
       ctx.applyStatus = applyStatus;
       await undoFull(dir, inDaemon, true);
