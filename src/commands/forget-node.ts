@@ -4,7 +4,10 @@
 // VirtualNetwork, StoragePool and VirtualMachineSnapshot, the host finalizers of the machines
 // and Volumes bound to it - would wait for it for ever when deleted. Run with the cluster
 // admin's credentials once the Node object is gone: it removes exactly those, and the
-// retired node's status.nodes entries, with JSON patches that test what they remove.
+// retired node's status.nodes entries, with JSON patches that test what they remove. A
+// VirtualMachineRestore holds no finalizer: its claim is status.nodeName, and while that names
+// the retired node no other agent may write or delete it (a re-created machine's agent would be
+// refused for ever), so that claim goes too.
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import type { VirtKind } from '../api/generated/crds.js';
@@ -39,7 +42,9 @@ would have removed, so deleting the objects it held no longer waits for it:
   - its finalizer (node.virt.dev/NODE) on VirtualNetworks, StoragePools and
     VirtualMachineSnapshots, and its entry in the networks' and pools' status.nodes;
   - the agent's finalizers on the VirtualMachines and Volumes whose spec.nodeName is NODE
-    (their files and domains went with the host; the objects stay until you delete them).
+    (their files and domains went with the host; the objects stay until you delete them);
+  - status.nodeName NODE on VirtualMachineRestores (the node's claim), so that the agent of
+    their machine, deleted or recreated on another node, may write or delete them.
 Refused while the Node exists or its agent still renews its Lease. Needs a kubeconfig that may
 patch those objects (the cluster admin's; an agent's may not).
 
@@ -55,20 +60,32 @@ const NODE_FINALIZED: readonly VirtKind[] = [
 ];
 const BOUND_TO_NODE: readonly VirtKind[] = ['VirtualMachine', 'Volume'];
 const AGENT_FINALIZERS = [HOST_FINALIZER, VOLUME_PROTECTION_FINALIZER];
+/** The kinds a node claims with status.nodeName (the admission policy's restoreClaim). */
+const CLAIMED_IN_STATUS: readonly VirtKind[] = ['VirtualMachineRestore'];
+/** Every kind forget-node looks at, in the order it does. */
+export const FORGET_KINDS: readonly VirtKind[] = [
+  ...NODE_FINALIZED,
+  ...BOUND_TO_NODE,
+  ...CLAIMED_IN_STATUS,
+];
 
 interface Listed {
   metadata: { name: string; namespace?: string; finalizers?: string[] };
   spec?: { nodeName?: string };
-  status?: { nodes?: Array<{ nodeName?: string }> };
+  status?: { nodes?: Array<{ nodeName?: string }>; nodeName?: string };
 }
 
-/** One object's patches: finalizers to remove (by index), its status.nodes entry (by index). */
+/**
+ * One object's patches: finalizers to remove (by index), its status.nodes entry (by index),
+ * its status.nodeName claim.
+ */
 export interface Forgetting {
   kind: VirtKind;
   namespace?: string;
   name: string;
   finalizers: Array<{ index: number; value: string }>;
   statusEntry?: number;
+  statusClaim?: true;
 }
 
 /** What forgetting `node` changes in `objects` of `kind`. Pure. */
@@ -87,10 +104,12 @@ export function forgetPlan(node: string, kind: VirtKind, objects: readonly Liste
           .filter((f) => own.includes(f.value))
       : [];
     const entry = obj.status?.nodes?.findIndex((n) => n.nodeName === node) ?? -1;
-    if (finalizers.length === 0 && entry < 0) continue;
+    const claim = CLAIMED_IN_STATUS.includes(kind) && obj.status?.nodeName === node;
+    if (finalizers.length === 0 && entry < 0 && !claim) continue;
     const change: Forgetting = { kind, name: obj.metadata.name, finalizers };
     if (obj.metadata.namespace) change.namespace = obj.metadata.namespace;
     if (entry >= 0) change.statusEntry = entry;
+    if (claim) change.statusClaim = true;
     plan.push(change);
   }
   return plan;
@@ -114,6 +133,7 @@ export function describeForgetting(node: string, change: Forgetting): string {
   const what = [
     ...change.finalizers.map((f) => `finalizer ${f.value}`),
     ...(change.statusEntry === undefined ? [] : [`status.nodes entry ${node}`]),
+    ...(change.statusClaim ? [`status.nodeName ${node}`] : []),
   ];
   const name = change.namespace ? `${change.namespace}/${change.name}` : change.name;
   return `${change.kind} ${name}: ${what.join(', ')}`;
@@ -170,7 +190,7 @@ async function run(
 
   const dryRun = values['dry-run'] === true;
   let count = 0;
-  for (const kind of [...NODE_FINALIZED, ...BOUND_TO_NODE]) {
+  for (const kind of FORGET_KINDS) {
     const list = await client.request<{ items: Listed[] }>({
       method: 'GET',
       path: resourcePath(resourceOf(kind)),
@@ -227,6 +247,18 @@ async function forget(client: KubeClient, node: string, change: Forgetting): Pro
       body: [
         { op: 'test', path: `/status/nodes/${change.statusEntry}/nodeName`, value: node },
         { op: 'remove', path: `/status/nodes/${change.statusEntry}` },
+      ],
+    });
+  }
+  // Tested, so a restore another agent claimed meanwhile keeps its claim (the patch fails).
+  if (change.statusClaim) {
+    await client.request({
+      method: 'PATCH',
+      path: resourcePath(resource, { ...where, subresource: 'status' }),
+      contentType: CONTENT_TYPE.jsonPatch,
+      body: [
+        { op: 'test', path: '/status/nodeName', value: node },
+        { op: 'remove', path: '/status/nodeName' },
       ],
     });
   }

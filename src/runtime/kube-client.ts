@@ -59,6 +59,8 @@ export class KubeApiError extends Error {
 
 export const isNotFound = (err: unknown): boolean =>
   err instanceof KubeApiError && err.status === 404;
+export const isForbidden = (err: unknown): boolean =>
+  err instanceof KubeApiError && err.status === 403;
 export const isConflict = (err: unknown): boolean =>
   err instanceof KubeApiError && err.status === 409;
 export const isGone = (err: unknown): boolean => err instanceof KubeApiError && err.status === 410;

@@ -1261,7 +1261,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
             "nodeName": {
               "type": "string",
               "maxLength": 253,
-              "description": "The node whose agent acts on this restore (its machine's), written with its first status; absent while only VirtualMachineNotFound was reported. The admission policy lets no other node's agent write the status or delete the restore."
+              "description": "The node whose agent acts on this restore (its machine's), written with its first status; absent while only VirtualMachineNotFound was reported, on restores that had already finished (Succeeded or Failed) before the operator wrote this field (nothing is written on a finished restore), and once `libvirt-operator forget-node` removed a retired node's claim. The admission policy lets no other node's agent write the status or delete the restore; one without it any agent may delete."
             },
             "conditions": {
               "type": "array",

@@ -820,8 +820,11 @@ export interface VirtualMachineRestoreStatus {
   completionTime?: string;
   /**
    * The node whose agent acts on this restore (its machine's), written with its first status;
-   * absent while only VirtualMachineNotFound was reported. The admission policy lets no other
-   * node's agent write the status or delete the restore.
+   * absent while only VirtualMachineNotFound was reported, on restores that had already finished
+   * (Succeeded or Failed) before the operator wrote this field (nothing is written on a finished
+   * restore), and once `libvirt-operator forget-node` removed a retired node's claim. The
+   * admission policy lets no other node's agent write the status or delete the restore; one
+   * without it any agent may delete.
    */
   nodeName?: string;
   /**

@@ -6,6 +6,7 @@ import type {
   VirtualMachineRestore,
   VirtualMachineSnapshot,
 } from '../../api/generated/types.js';
+import { isForbidden } from '../../runtime/kube-client.js';
 import { keyOf, type ControllerContext } from '../context.js';
 import { INDEX_VM } from '../indexes.js';
 
@@ -77,10 +78,40 @@ export function stoppedByRestore(vm: VirtualMachine, ctx: ControllerContext): bo
  * A machine's restores go with it, as its snapshots do: a garbage collector would follow owner
  * references, which local control planes lack. Called by the machine's removal before it
  * releases its finalizer, so that none is left behind however the restore passes are ordered.
+ * Returns the restores the admission policy refused to delete (claimed by another node's
+ * agent, status.nodeName): the removal waits for them and says so (restoresRefusedMessage),
+ * rather than leave a restore no agent but that node's may ever delete.
  */
-export async function deleteRestoresOf(vm: VirtualMachine, ctx: ControllerContext): Promise<void> {
+export async function deleteRestoresOf(
+  vm: VirtualMachine,
+  ctx: ControllerContext,
+): Promise<VirtualMachineRestore[]> {
   const restores = ctx.byIndex<VirtualMachineRestore>('VirtualMachineRestore', INDEX_VM, keyOf(vm));
-  for (const r of restores) await ctx.deleteObject('VirtualMachineRestore', r);
+  const refused: VirtualMachineRestore[] = [];
+  for (const r of restores) {
+    try {
+      await ctx.deleteObject('VirtualMachineRestore', r);
+    } catch (err) {
+      if (!isForbidden(err)) throw err;
+      refused.push(r);
+    }
+  }
+  return refused;
+}
+
+/** Why a machine's deletion waits for restores it may not delete, and what to do. Pure. */
+export function restoresRefusedMessage(refused: readonly VirtualMachineRestore[]): string {
+  const parts = refused.map((r) => {
+    const node = r.status?.nodeName ?? '(unset)';
+    return (
+      `VirtualMachineRestore ${r.metadata.namespace}/${r.metadata.name} is claimed by node ` +
+      `${node} (status.nodeName), whose agent alone may delete it: if that host is retired, ` +
+      `run 'libvirt-operator forget-node ${node}'; otherwise delete the restore with the ` +
+      `cluster admin's credentials (kubectl delete vmrestore ${r.metadata.name} ` +
+      `-n ${r.metadata.namespace})`
+    );
+  });
+  return `deletion waits: ${parts.join('; ')}`;
 }
 
 /**

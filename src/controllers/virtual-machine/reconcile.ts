@@ -21,6 +21,7 @@ import { INDEX_MAC, INDEX_NETWORK, INDEX_SOURCE_VOLUME, vmVolumeNames } from '..
 import {
   deleteRestoresOf,
   deleteSnapshotsOf,
+  restoresRefusedMessage,
   restoreInProgress,
   stoppedByRestore,
 } from '../shared/restores.js';
@@ -95,6 +96,8 @@ const ADDRESS_POLL_MS = 5_000;
 const BALLOON_POLL_MS = 2_000;
 /** How soon to look again at a machine that a restore is reverting. */
 const RESTORE_WAIT_MS = 1_000;
+/** How often a deleted machine retries restores another node's agent claimed. */
+const RESTORE_REFUSED_RETRY_MS = 60_000;
 
 export const reconcileVirtualMachine: KindReconcile = async (key, ctx) => {
   const vm = cachedByKey<VirtualMachine>(ctx, KIND, key);
@@ -580,7 +583,13 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
     if (round === 0 && destroyed && !outcome.failure) continue;
     const after = await observeDomain(conn, vm, seenLeases(observed) ?? earlierLeases);
     if (after.state !== 'ours' && !outcome.failure) {
-      await deleteRestoresOf(vm, ctx);
+      const refused = await deleteRestoresOf(vm, ctx);
+      if (refused.length > 0) {
+        // Another node's claim (a host that died and was not forgotten): a retry on a quiet
+        // cadence, since only an admin's forget-node or delete ends the wait.
+        ctx.event(KIND, vm, 'Warning', 'DeletePending', restoresRefusedMessage(refused));
+        return requeueAfter(RESTORE_REFUSED_RETRY_MS);
+      }
       await deleteSnapshotsOf(vm, ctx);
       await ctx.removeFinalizer(KIND, vm, HOST_FINALIZER);
       ctx.host.shutdowns.delete(uid);

@@ -2,6 +2,7 @@
 // impersonating the ServiceAccount, and the admission policy that scopes each agent to its
 // node, checked with impersonated node claims and with real pod-bound tokens driving the
 // agent's own write code (src/agent/kube-writes.ts).
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { nodeFieldManager } from '../../../src/agent/kube-writes.js';
@@ -27,6 +28,7 @@ import type {
 } from '../../../src/api/generated/types.js';
 import type { KubectlResult } from '../../../src/commands/local/control-plane.js';
 import { useControlPlane } from '../../harness/control-plane.js';
+import { collect, spawnCli } from '../../harness/processes.js';
 import { reconcileWithFinalizer } from '../../harness/finalizer.js';
 import {
   AGENT_NAMESPACE,
@@ -687,6 +689,61 @@ describe("the agent's ServiceAccount after kubectl apply -k manifests/", () => {
       ).toMatchObject({ status: { nodeName: 'node-a', phase: 'Pending' } });
       expectOk(await asAgent('node-a', ['delete', 'virtualmachinerestore', 'back', '-n', TENANT]));
     });
+  });
+
+  it("forget-node clears a retired node's claim on a restore, which another node's agent then deletes", async () => {
+    // node-gone never had a Node object (it was deleted when the host was retired).
+    const gone = `node-gone-${randomBytes(3).toString('hex')}`;
+    await admin(
+      ['create', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'virt.dev/v1alpha1',
+        kind: 'VirtualMachineRestore',
+        metadata: { name: 'back-gone', namespace: TENANT },
+        spec: { vmName: 'vm-b', snapshotName: 'snap-b' },
+      }),
+    );
+    await admin([
+      'patch',
+      'virtualmachinerestore',
+      'back-gone',
+      '-n',
+      TENANT,
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      JSON.stringify({ status: { nodeName: gone, phase: 'Succeeded' } }),
+    ]);
+    const clientB = createKubeClient(
+      kubeConfigWithToken(cp(), await boundAgentToken(cp(), MANIFESTS, 'node-b')),
+    );
+    const path = `/apis/virt.dev/v1alpha1/namespaces/${TENANT}/virtualmachinerestores/back-gone`;
+    await expect(clientB.request({ method: 'DELETE', path })).rejects.toThrow(
+      new RegExp(`403 Forbidden: .*tenant/back-gone: its status.nodeName is ${gone}`),
+    );
+
+    const forget = () =>
+      collect(spawnCli(['forget-node', gone, '--kubeconfig', cp().kubeconfigPath]));
+    const res = await forget();
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stdout).toContain(
+      `removed: VirtualMachineRestore ${TENANT}/back-gone: status.nodeName ${gone}`,
+    );
+    const after = await getJson<{ status: Record<string, unknown> }>([
+      'get',
+      'virtualmachinerestore',
+      'back-gone',
+      '-n',
+      TENANT,
+    ]);
+    expect(after.status).not.toHaveProperty('nodeName');
+    expect(after.status).toMatchObject({ phase: 'Succeeded' });
+    // Idempotent: nothing left to clear.
+    const again = await forget();
+    expect(again.stdout.trim()).toBe(`nothing of node ${gone} left on any object`);
+    await clientB.request({ method: 'DELETE', path });
+    const left = await cp().kubectl(['get', 'vmrestore', 'back-gone', '-n', TENANT]);
+    expect(left.stderr).toMatch(/NotFound/);
   });
 
   describe("real pod-bound tokens and the agent runtime's own write paths", () => {
