@@ -10,6 +10,26 @@ import type { ImageLayers } from './observe.js';
 /** How long a pass waits for the header read before it goes on without it. */
 export const HEADER_READ_TIMEOUT_MS = 5_000;
 
+/**
+ * `look`'s answer, or undefined once `timeoutMs` passed without one (the look goes on in the
+ * background, its answer dropped): how a pass looks at a pool's file without being held by a
+ * hung file system. The timer is cleared either way, so none is left behind per pass.
+ */
+export async function answeredWithin<T>(
+  look: Promise<T>,
+  timeoutMs: number,
+): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), timeoutMs);
+  });
+  try {
+    return await Promise.race([look, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** What this agent last learnt of a Volume's header (HostState.headerChecks, by uid). */
 export interface HeaderCheck {
   /** The file as libvirt described it when the read began (fileIdentity). */
@@ -81,18 +101,10 @@ export async function checkHeader(
     return { layers };
   };
   const reading = read(path).then(answered, () => answered(undefined));
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), timeoutMs);
-  });
-  try {
-    const outcome = await Promise.race([reading, late]);
-    if (outcome) return outcome;
-    return {
+  return (
+    (await answeredWithin(reading, timeoutMs)) ?? {
       layers: last?.layers,
       unchecked: `reading ${path}'s header did not answer within ${timeoutMs} ms`,
-    };
-  } finally {
-    clearTimeout(timer);
-  }
+    }
+  );
 }

@@ -15,7 +15,7 @@ import { observeMachineDomain } from '../shared/machine-snapshot.js';
 import { selectsNode } from '../node-selector.js';
 import { lookupPool } from '../shared/pool.js';
 import type { SourceImage } from './desired.js';
-import { HEADER_READ_TIMEOUT_MS } from './header-check.js';
+import { answeredWithin, HEADER_READ_TIMEOUT_MS } from './header-check.js';
 import { qcow2Layers } from './import.js';
 import { withPoolLock, type PoolLocks } from '../shared/pool-lock.js';
 
@@ -136,14 +136,12 @@ export async function fileBornAt(
   timeoutMs = HEADER_READ_TIMEOUT_MS,
   look: (path: string) => Promise<{ birthtimeMs: number }> = stat,
 ): Promise<Date | undefined> {
-  let timer: NodeJS.Timeout | undefined;
   const born = look(path).then(
     (s) =>
       Number.isFinite(s.birthtimeMs) && s.birthtimeMs > 0 ? new Date(s.birthtimeMs) : undefined,
     () => undefined,
   );
-  const late = new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), timeoutMs)));
-  return Promise.race([born, late]).finally(() => clearTimeout(timer));
+  return answeredWithin(born, timeoutMs);
 }
 
 /**
