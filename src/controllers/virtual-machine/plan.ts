@@ -762,7 +762,7 @@ export function planMachine(input: PlanInput): MachinePlan {
       restoreStopped: input.restoreStopped,
       restoredRun: input.restoredRun,
       restartBegun: restartBegun(domain, vm, input.restartsCounted),
-      counted: Math.max(vm.status?.restartCount ?? 0, input.restartsCounted ?? 0),
+      counted: restartsSoFar(vm, input.restartsCounted),
     },
     pending,
     now,
@@ -1025,6 +1025,14 @@ interface PowerView {
 }
 
 /**
+ * The restarts counted so far: the status's, or more from this process (`counted`: a restart
+ * whose status write has not been seen yet, or failed). Pure.
+ */
+export function restartsSoFar(vm: VirtualMachine, counted = 0): number {
+  return Math.max(vm.status?.restartCount ?? 0, counted);
+}
+
+/**
  * Whether the stopped domain's definition records a restart no status counts yet: act.ts writes
  * the count into it just before a restart's start, so a larger count there than the status's
  * (and this process's, `counted`) is a restart whose start failed. Its stop is the one that
@@ -1035,7 +1043,7 @@ interface PowerView {
 export function restartBegun(domain: OursDomain, vm: VirtualMachine, counted = 0): boolean {
   if (domain.active) return false;
   const recorded = domain.config?.restarts ?? 0;
-  return recorded > Math.max(vm.status?.restartCount ?? 0, counted);
+  return recorded > restartsSoFar(vm, counted);
 }
 
 /**

@@ -38,6 +38,7 @@ import {
   recordedRestoredRun,
   rerunStarts,
   restartBegun,
+  restartsSoFar,
   stopReason,
   invalidPauseValue,
   pauseRequested,
@@ -159,8 +160,7 @@ export function restartCountOf(
   input: Pick<StatusInput, 'vm' | 'observed' | 'started' | 'restartsCounted'>,
 ): number {
   const counted =
-    Math.max(input.vm.status?.restartCount ?? 0, input.restartsCounted ?? 0) +
-    (input.started === 'restart' ? 1 : 0);
+    restartsSoFar(input.vm, input.restartsCounted) + (input.started === 'restart' ? 1 : 0);
   const recorded =
     input.observed.state === 'ours' && input.observed.active
       ? (input.observed.live?.restarts ?? 0)
