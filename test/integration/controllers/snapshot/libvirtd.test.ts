@@ -415,12 +415,7 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
       hostMount = false;
       await run('nsenter', [...inDaemon, 'mount', '-o', 'remount,size=256m', dir]);
       const snap = await convergeReady('full-a');
-      expect(snap.status?.phase, JSON.stringify(snap.status?.conditions)).toBe('Ready');
-      expect(snap.status?.includesMemory).toBe(true);
-      expect((await fullDomain!.listAllSnapshots()).map((s) => s.getName())).toEqual([
-        libvirtSnapshotName(snap),
-      ]);
-      expect(await running()).toBe('running');
+      await expectCheckpointTaken(snap, running);
     } finally {
       await undoFull(dir, inDaemon, hostMount);
     }
@@ -498,12 +493,7 @@ describe('a snapshot of a shut-off machine after a take was cut short (real libv
       await run('nsenter', [...inDaemon, 'mount', '-o', 'remount,size=256m', dir]);
       await declare('sparse-a', 'sparse');
       const snap = await waitingFor('sparse-a');
-      expect(snap.status?.phase, JSON.stringify(snap.status?.conditions)).toBe('Ready');
-      expect(snap.status?.includesMemory).toBe(true);
-      expect((await fullDomain!.listAllSnapshots()).map((s) => s.getName())).toEqual([
-        libvirtSnapshotName(snap),
-      ]);
-      expect(await running()).toBe('running');
+      await expectCheckpointTaken(snap, running);
     } finally {
       await undoFull(dir, inDaemon, hostMount);
     }
@@ -605,6 +595,19 @@ async function fullCheckpointMachine(
     return snapOf(snapName)!;
   };
   return { dir, file, inDaemon, running, waitingFor };
+}
+
+/** The checkpoint `snap` was taken: Ready with memory, the one snapshot libvirt has, running. */
+async function expectCheckpointTaken(
+  snap: VirtualMachineSnapshot,
+  running: () => Promise<string>,
+): Promise<void> {
+  expect(snap.status?.phase, JSON.stringify(snap.status?.conditions)).toBe('Ready');
+  expect(snap.status?.includesMemory).toBe(true);
+  expect((await fullDomain!.listAllSnapshots()).map((s) => s.getName())).toEqual([
+    libvirtSnapshotName(snap),
+  ]);
+  expect(await running()).toBe('running');
 }
 
 /** Stops the machine of fullCheckpointMachine, drops its snapshots and both tmpfs mounts. */
