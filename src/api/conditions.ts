@@ -171,6 +171,9 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   // A Volume created in a pool being deleted: the pool's deletion waits for the Volume and the
   // Volume for the pool, so nothing moves until a user deletes the Volume.
   PoolDeleting: 'stalled',
+  // A deleted machine's restore claimed by another node's agent (a host that died and was not
+  // forgotten): the policy refuses this agent its delete, so only an admin ends the wait.
+  RestoreClaimedElsewhere: 'stalled',
   // A guest libvirt paused on a disk error, a watchdog or a panic: nothing resumes it.
   PausedByError: 'stalled',
   // A paused machine whose virt.dev/paused value is neither "true" nor "false": left paused.

@@ -81,7 +81,10 @@ import {
   restartCountOf,
   type Detaching,
   nameConflict,
+  removedStatus,
+  RESTORE_CLAIMED_ELSEWHERE,
   retryDelayMs,
+  saysDeletion,
   stepEvents,
 } from './status.js';
 import { cachedByKey, withFinalizer, type Problem } from '../kit.js';
@@ -584,12 +587,14 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
     const after = await observeDomain(conn, vm, seenLeases(observed) ?? earlierLeases);
     if (after.state !== 'ours' && !outcome.failure) {
       const refused = await deleteRestoresOf(vm, ctx);
-      if (refused.length > 0) {
-        // Another node's claim (a host that died and was not forgotten): a retry on a quiet
-        // cadence, since only an admin's forget-node or delete ends the wait.
-        ctx.event(KIND, vm, 'Warning', 'DeletePending', restoresRefusedMessage(refused));
-        return requeueAfter(RESTORE_REFUSED_RETRY_MS);
-      }
+      const wait =
+        refused.length > 0
+          ? { reason: RESTORE_CLAIMED_ELSEWHERE, message: restoresRefusedMessage(refused) }
+          : undefined;
+      await reportDeletion(ctx, vm, wait);
+      // Another node's claim (a host that died and was not forgotten): a retry on a quiet
+      // cadence, since only an admin's forget-node or delete ends the wait.
+      if (wait) return requeueAfter(RESTORE_REFUSED_RETRY_MS);
       await deleteSnapshotsOf(vm, ctx);
       await ctx.removeFinalizer(KIND, vm, HOST_FINALIZER);
       ctx.host.shutdowns.delete(uid);
@@ -615,6 +620,29 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
       ...(stopAttemptedAt ? { stopAttemptedAt } : {}),
     });
   }
+}
+
+/**
+ * Says on a machine whose domain is gone why its deletion waits (DeletionBlocked, Ready), with
+ * one Warning Event `DeletePending` when that changes, or clears the condition once the wait
+ * is over (an admin's forget-node or delete). Writes nothing when the status already says so:
+ * the wait is retried every minute, and a machine that never waited is not written to at all.
+ */
+async function reportDeletion(
+  ctx: ControllerContext,
+  vm: VirtualMachine,
+  wait: Problem | undefined,
+): Promise<void> {
+  if (saysDeletion(vm, wait)) return;
+  if (wait) ctx.event(KIND, vm, 'Warning', 'DeletePending', wait.message);
+  const status = removedStatus({
+    vm,
+    nodeName: ctx.nodeName,
+    now: ctx.now(),
+    wait,
+    restartsCounted: countedRestarts(ctx, vm),
+  });
+  await ctx.applyStatus(KIND, vm, status);
 }
 
 async function reportRemoval(

@@ -130,6 +130,71 @@ export interface Detaching {
   errors: readonly string[];
 }
 
+/** Says on a machine why its deletion waits (as Volumes and snapshots do). */
+export const DELETION_BLOCKED = 'DeletionBlocked';
+/**
+ * The deletion waits for a restore of the machine that another node's agent claimed, which the
+ * admission policy lets no other agent delete: only an admin ends the wait (Stalled).
+ */
+export const RESTORE_CLAIMED_ELSEWHERE = 'RestoreClaimedElsewhere';
+/** The domain is gone from the node and the removal waits for nothing more. */
+const REMOVED: Problem = {
+  reason: 'Removed',
+  message: 'the domain is removed from the node; the machine goes once its finalizers are released',
+};
+
+/**
+ * The status of a machine being deleted whose domain is gone from the node: what the removal
+ * still waits for (`wait`: DeletionBlocked=True, and Ready=False for the same reason, so that
+ * `kubectl get`, `kubectl wait` and kstatus readers see why the object stays, not the last
+ * status of a run long gone), or nothing more (`undefined`: DeletionBlocked goes). An Event
+ * alone left them nothing to read. Deterministic (the condition keeps its lastTransitionTime),
+ * so a wait that lasts costs one write, not one per retry.
+ */
+export function removedStatus(input: {
+  vm: VirtualMachine;
+  nodeName: string;
+  now: Date;
+  wait: Problem | undefined;
+  restartsCounted?: number | undefined;
+}): VirtualMachineStatus {
+  const { vm, wait, now } = input;
+  const status = machineStatus({
+    vm,
+    nodeName: input.nodeName,
+    now,
+    observed: { state: 'absent' },
+    problem: wait ?? REMOVED,
+    shutdown: undefined,
+    started: undefined,
+    pending: [],
+    ...(input.restartsCounted === undefined ? {} : { restartsCounted: input.restartsCounted }),
+  });
+  if (!wait) return status;
+  const previous = findCondition(vm.status?.conditions, DELETION_BLOCKED);
+  const generation = vm.metadata.generation;
+  status.conditions = setCondition(
+    [...(status.conditions ?? []), ...(previous ? [previous] : [])],
+    {
+      type: DELETION_BLOCKED,
+      status: 'True',
+      ...wait,
+      ...(generation === undefined ? {} : { observedGeneration: generation }),
+    },
+    now,
+  );
+  return status;
+}
+
+/** Whether the machine's status already says this about its deletion (no write, no Event). */
+export function saysDeletion(vm: VirtualMachine, wait: Problem | undefined): boolean {
+  const current = findCondition(vm.status?.conditions, DELETION_BLOCKED);
+  if (!wait) return current === undefined;
+  return (
+    current?.status === 'True' && current.reason === wait.reason && current.message === wait.message
+  );
+}
+
 export function machineStatus(input: StatusInput): VirtualMachineStatus {
   const { vm, observed } = input;
   const previous = vm.status;
@@ -272,6 +337,9 @@ function startsByItself(input: StatusInput, domain: OursDomain): boolean {
 function phaseOf(input: StatusInput): Phase {
   const { observed, problem, shutdown, vm } = input;
   if (observed.state === 'foreign') return 'Failed';
+  // Removed from the node for the machine's deletion: nothing runs, nothing is on its way up
+  // (Pending would say it is about to be created), also while the deletion waits for a user.
+  if (observed.state === 'absent' && vm.metadata.deletionTimestamp) return 'Stopped';
   if (observed.state === 'absent') {
     return problem && isStalledReason(problem.reason) ? 'Failed' : 'Pending';
   }
