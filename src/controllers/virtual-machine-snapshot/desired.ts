@@ -120,9 +120,14 @@ export function desiredSnapshot(
     };
   }
   if (writable.length === 0) {
+    // Said with the way out: a machine booted from kernel and initrd Volumes alone (the
+    // demo of `npm start -- --examples`) has no disk at all, and a Failed snapshot is never
+    // retried, so the user has to add one and create the snapshot again.
     return {
       kind: 'unsupported',
-      message: 'the machine has no writable qcow2 disk to hold a snapshot',
+      message:
+        'the machine has no writable qcow2 disk to hold a snapshot; add a Volume of format ' +
+        'qcow2 to spec.disks (attached live on bus virtio or scsi), then create the snapshot again',
     };
   }
   // A running machine's internal snapshot always holds its memory (also for includeMemory

@@ -142,8 +142,13 @@ describe('desiredSnapshot', () => {
     );
   });
 
-  it('refuses a machine without a writable qcow2 disk', () => {
-    expect(desiredSnapshot(snap(), { active: false, disks: [cdrom] }).kind).toBe('unsupported');
+  it('refuses a machine without a writable qcow2 disk, saying how to give it one', () => {
+    const decision = desiredSnapshot(snap(), { active: false, disks: [cdrom] });
+    expect(decision.kind).toBe('unsupported');
+    // The demo boots from kernel and initrd alone: the message is all a user has to go on.
+    expect(decision.kind === 'unsupported' && decision.message).toMatch(
+      /no writable qcow2 disk.*add a Volume of format qcow2 to spec\.disks.*create the snapshot again/,
+    );
   });
 });
 
