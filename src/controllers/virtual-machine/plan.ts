@@ -609,15 +609,18 @@ export function deviceSteps(
   const config = domain.config;
   const diff = deviceDiff(desired, live, names);
   const steps: MachineStep[] = [];
+  const configDisk = (disk: Disk) =>
+    (config?.devices.disks ?? []).find((d) => diskKey(d) === diskKey(disk));
   const inConfig = (change: DeviceChange) =>
     change.kind === 'disk'
-      ? (config?.devices.disks ?? []).some((d) => diskKey(d) === diskKey(change.disk))
+      ? configDisk(change.disk) !== undefined
       : (config?.devices.interfaces ?? []).some((n) => nicKey(n) === nicKey(change.nic));
   const retry = detach.since !== undefined;
   const due = !retry || detach.now.getTime() - detach.since!.getTime() >= detach.graceMs;
   if (due) {
     for (const device of diff.detach) {
-      steps.push({ op: 'detachDevice', device, live: true, config: inConfig(device), retry });
+      const saved = device.kind === 'disk' ? configDisk(device.disk) : undefined;
+      steps.push(...detachSteps(device, inConfig(device), saved, retry));
     }
   }
   const used = new Set(
@@ -629,6 +632,36 @@ export function deviceSteps(
     steps.push({ op: 'attachDevice', device: change, live: true, config: !inConfig(device) });
   }
   return steps;
+}
+
+/**
+ * The detach of a device that left the spec: LIVE, and CONFIG where the persistent definition
+ * has it. libvirt finds the disk to detach by its target name alone, in the running and in the
+ * persistent definition alike, and the two can name one disk differently: a redefinition while
+ * the domain runs writes the spec's targets, where a hot-plugged disk had taken a free one.
+ * One LIVE|CONFIG call with the running target then removed another disk of the spec from the
+ * persistent definition (and kept the detached one), so then each definition gets its own call
+ * with its own target.
+ */
+function detachSteps(
+  device: DeviceChange,
+  inConfig: boolean,
+  saved: Disk | undefined,
+  retry: boolean,
+): MachineStep[] {
+  if (device.kind === 'disk' && saved && saved.target.dev !== device.disk.target.dev) {
+    return [
+      { op: 'detachDevice', device, live: true, config: false, retry },
+      {
+        op: 'detachDevice',
+        device: { ...device, disk: saved },
+        live: false,
+        config: true,
+        retry,
+      },
+    ];
+  }
+  return [{ op: 'detachDevice', device, live: true, config: inConfig, retry }];
 }
 
 /** The disk on its desired target, or on the first free name of its prefix when taken. */

@@ -845,6 +845,9 @@ export function stepEvents(
         });
         break;
       case 'detachDevice':
+        // The persistent definition's half of a detach split in two (plan.ts detachSteps)
+        // asks no guest anything: its LIVE half has the Event.
+        if (!step.live) break;
         events.push({
           type: 'Normal',
           reason: 'DeviceDetachRequested',

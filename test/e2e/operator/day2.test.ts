@@ -125,6 +125,7 @@ describe('day-2 operations on a running guest', () => {
       volume(`iso-${RUN}`, { source: { http: { url: `${base}/install.iso`, sha256: sha.iso } } }),
       volume(`data-${RUN}`, { capacity: '16Mi' }),
       volume(`lock-${RUN}`, { capacity: '16Mi', format: 'qcow2' }),
+      volume(`logs-${RUN}`, { capacity: '16Mi' }),
     ];
     if (guestFiles) {
       docs.push({
@@ -697,6 +698,59 @@ describe('day-2 operations on a running guest', () => {
     // Every device where it was; the redefinition may add spare root ports.
     const after = await pciSlots();
     expect(new Map([...before.keys()].map((k) => [k, after.get(k)]))).toEqual(before);
+    expect(await domid()).toBe(id);
+  });
+
+  it('detaches a disk whose targets the running and saved definitions disagree on', async () => {
+    // Continues from the test before: the CD-ROM's boot order is pending, data runs as vda.
+    const targets = async (...flags: string[]) => {
+      const out = (await virsh('domblklist', DOMAIN, ...flags)).stdout;
+      return new Map(
+        out
+          .split('\n')
+          .map((line) => line.trim().split(/\s+/))
+          .filter((w) => w.length === 2 && w[1]!.startsWith('/'))
+          .map(([dev, file]) => [path.basename(file!), dev!] as const),
+      );
+    };
+    // A Volume's file is <namespace>_<name> in its pool.
+    const file = (volume: string) => `${NS}_${volume}-${RUN}`;
+    const [install, data] = spec.disks as [{ bootOrder?: number }, object];
+    const logs = { name: 'logs', volume: `logs-${RUN}` };
+    let offset = (await readConsole(consoleLog)).length;
+    // logs comes first in the spec (vda) but is plugged in on the free target, vdb.
+    spec.disks = [install, logs, data];
+    await apply();
+    await explained(
+      waitForConsoleLine(consoleLog, /^LVO-GUEST-DISKS vda vdb$/, 60_000, { after: offset }),
+    );
+    // A restart-time change redefines the running domain with the spec's targets.
+    const defined = defines;
+    spec.disks = [{ ...install, bootOrder: 3 }, logs, data];
+    await apply();
+    await explained(until('redefined', async () => defines > defined));
+    const live = await targets();
+    const saved = await targets('--inactive');
+    expect(live.get(file('logs'))).not.toBe(saved.get(file('logs')));
+    expect(live.get(file('data'))).not.toBe(saved.get(file('data')));
+
+    const id = await domid();
+    const definesBefore = defines;
+    offset = (await readConsole(consoleLog)).length;
+    spec.disks = [spec.disks[0]!, logs];
+    await apply();
+    await explained(
+      waitForConsoleLine(consoleLog, /^LVO-GUEST-DISKS vd[a-z]$/, 60_000, { after: offset }),
+    );
+    await until('data is gone from the live XML', async () => !(await targets()).has(file('data')));
+    await until('Synced', async () => condition(await vm(), 'Synced')?.status === 'True');
+    // The saved definition drops data and keeps logs at once, with no redefinition: a single
+    // LIVE|CONFIG detach by the running target (data's vda) removed logs from it instead, and
+    // the next pass had to redefine the domain to put logs back.
+    expect([...(await targets('--inactive')).keys()].sort()).toEqual(
+      [file('iso'), file('logs')].sort(),
+    );
+    expect(defines).toBe(definesBefore);
     expect(await domid()).toBe(id);
   });
 

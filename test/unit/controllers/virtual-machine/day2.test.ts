@@ -28,7 +28,7 @@ import {
 import { actMachine } from '../../../../src/controllers/virtual-machine/act.js';
 import type { Connect } from '../../../../src/libvirt/connection.js';
 import type { Domain } from '../../../../src/libvirt/domain.js';
-import { DomainCreateFlags } from '../../../../src/libvirt/constants.js';
+import { DomainCreateFlags, DomainDeviceModifyFlags } from '../../../../src/libvirt/constants.js';
 import { ErrorCode, ErrorDomain, LibvirtError } from '../../../../src/libvirt/errors.js';
 import {
   buildDomainXML,
@@ -392,6 +392,65 @@ describe('live device changes', () => {
     expect(defined).toHaveLength(1);
     expect(missed.deferred).toEqual(attach);
     expect(missed.executed).toEqual([steps[2]]);
+  });
+
+  it('detaches a disk from each definition by the target that definition gives it', async () => {
+    const vols = {
+      ...inputs,
+      volumes: new Map([
+        ...inputs.volumes,
+        ['logs', { path: '/pool/logs.qcow2', format: 'qcow2' as const }],
+      ]),
+    };
+    const disks = (...names: string[]) =>
+      vm({ disks: names.map((n) => ({ name: n, volume: n, readOnly: false })), interfaces: [] });
+    // data was hot-plugged first (vdb), logs after it (vdc); a restart-time change redefined
+    // the running domain with the spec's order, logs before data: logs vdb, data vdc.
+    const running = desired(disks('root', 'data', 'logs'), vols);
+    const saved = desired(disks('root', 'logs', 'data'), vols);
+    const spec = disks('root', 'logs');
+    const want = desired(spec, vols);
+    // libvirt's rule (virDomainDiskRemoveByName, measured with virsh on 9.0): a detach names
+    // its disk by target alone, in each definition it is applied to.
+    const host = { live: running, config: saved };
+    const fake = {
+      detachDeviceFlags: (xml: string, flags: number) => {
+        const dev = /<target dev="([a-z]+)"/.exec(xml)![1];
+        for (const [flag, which] of [
+          [DomainDeviceModifyFlags.LIVE, 'live'],
+          [DomainDeviceModifyFlags.CONFIG, 'config'],
+        ] as const) {
+          if (!(flags & flag)) continue;
+          const doc = host[which];
+          if (!doc.devices.disks.some((d) => d.target.dev === dev))
+            return Promise.reject(new Error(`no target device ${dev}`));
+          host[which] = variant(doc, (d) => {
+            d.devices.disks = d.devices.disks.filter((k) => k.target.dev !== dev);
+          });
+        }
+        return Promise.resolve();
+      },
+    } as unknown as Domain;
+    const pass = () =>
+      planMachine({
+        vm: vm(spec.spec, { status: runningStatus() }),
+        desired: want,
+        cloudInit: undefined,
+        observed: observed(ours({ config: host.config, live: host.live })),
+        now: NOW,
+      }).steps;
+    const outcome = await actMachine({} as Connect, fake, pass());
+    expect(outcome.failure).toBeUndefined();
+    const files = (doc: DomainDocument) =>
+      doc.devices.disks.map((d) => (d.source.type === 'file' ? d.source.file : '')).sort();
+    expect(files(host.live)).toEqual(['/pool/logs.qcow2', '/pool/root.qcow2']);
+    expect(files(host.config)).toEqual(['/pool/logs.qcow2', '/pool/root.qcow2']);
+    // One Event for the one request the guest gets.
+    expect(stepEvents(outcome.executed, spec, 'node-a', 0).map((e) => e.reason)).toEqual([
+      'DeviceDetachRequested',
+    ]);
+    // Nothing left to repair: no redefinition (it would move the disks to other PCI slots).
+    expect(pass()).toEqual([]);
   });
 
   it('plans no live device change on a domain that is being stopped', () => {
