@@ -51,6 +51,11 @@ export interface HostState {
    */
   restarts: Map<string, number>;
   /**
+   * Machines (by uid) whose domain's driver refused the restart-count metadata as unsupported
+   * (virtual-machine/act.ts rememberRestartsUnrecordable): not asked again in this process.
+   */
+  restartsUnrecordable: Set<string>;
+  /**
    * Device changes (their spec field names) the running domain refused to take live, by
    * machine uid, for that run of the domain (its runtime ID): restart-time changes that
    * updatePolicy Restart must restart for (virtual-machine/plan.ts planMachine). Each pass
@@ -123,6 +128,7 @@ export function createHostState(): HostState {
     shutdowns: new Map(),
     interfacesAttached: new Map(),
     restarts: new Map(),
+    restartsUnrecordable: new Set(),
     deferredDevices: new Map(),
     earlierLeases: new Map(),
     snapshotTakesCutShort: new Set(),

@@ -43,6 +43,7 @@ import {
   type DomainDocument,
 } from '../../libvirt/xml/domain.js';
 import { buildRestartsXML, RESTARTS_NAMESPACE, RESTARTS_PREFIX } from '../../ownership/metadata.js';
+import type { Logger } from '../context.js';
 import { stableMessage } from '../kit.js';
 import { CloudInitError, writeCloudInitISO } from './iso.js';
 import { keepPciAddresses } from './placement.js';
@@ -65,6 +66,11 @@ export interface ActOutcome {
    */
   detachErrors: string[];
   failure: StepFailure | undefined;
+  /**
+   * The driver refused the restart-count metadata as unsupported (recordRestart): it will
+   * refuse it on every pass (rememberRestartsUnrecordable).
+   */
+  restartsUnrecordable?: true;
 }
 
 const FAILURE_REASON: Record<MachineStep['op'], string> = {
@@ -109,6 +115,14 @@ export async function actMachine(
   /** Attaches QEMU refused (see below); the first refusal is the pass's failure. */
   const refused: MachineStep[] = [];
   let failure: StepFailure | undefined;
+  let unrecordable = false;
+  const outcome = (): ActOutcome => ({
+    executed,
+    deferred,
+    detachErrors,
+    failure,
+    ...(unrecordable ? { restartsUnrecordable: true } : {}),
+  });
   for (const step of steps) {
     // The device steps before it wrote their own changes: nothing to redefine. A refused
     // attach is not written either: a definition with a disk QEMU cannot open (locked by
@@ -128,16 +142,16 @@ export async function actMachine(
       else if (step.op === 'removeStashes') await removeStashes(step.path);
       else if (!target) throw new Error(`step ${step.op} has no domain: the plan lacks a define`);
       else if (step.op === 'destroy' && onLane) await destroyOnLane(target, onLane);
-      else await onDomain(target, step);
+      else if ((await onDomain(target, step)) === REFUSED) {
+        unrecordable = true;
+        // Nothing changed: a forgetRestart that did not take effect is not an executed step.
+        if (step.op === 'forgetRestart') continue;
+      }
       executed.push(step);
     } catch (err) {
       if (err instanceof CloudInitError || err instanceof WakeupTimeout) {
-        return {
-          executed,
-          deferred,
-          detachErrors,
-          failure: { step, reason: FAILURE_REASON[step.op], message: err.message },
-        };
+        failure = { step, reason: FAILURE_REASON[step.op], message: err.message };
+        return outcome();
       }
       if (!isLibvirtError(err) || isConnectionError(err) || isTimeout(err)) throw err;
       // A driver without hotplug, or a running domain whose spare root ports are all taken
@@ -165,10 +179,11 @@ export async function actMachine(
         executed.push(step);
         continue;
       }
-      return { executed, deferred, detachErrors, failure: failure ?? refusal(step, err) };
+      failure ??= refusal(step, err);
+      return outcome();
     }
   }
-  return { executed, deferred, detachErrors, failure };
+  return outcome();
 }
 
 /** Whether a device step that was to change the persistent definition did not take effect. */
@@ -229,11 +244,16 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
       return domain.resume();
     case 'wakeup':
       return wakeUp(domain);
-    case 'start':
-      if (step.restartCount !== undefined) await recordRestart(domain, step.restartCount);
-      return step.paused ? startPaused(domain) : domain.create();
+    case 'start': {
+      const recorded =
+        step.restartCount === undefined
+          ? undefined
+          : await recordRestart(domain, step.restartCount);
+      await (step.paused ? startPaused(domain) : domain.create());
+      return recorded;
+    }
     case 'recordRestart':
-      if (step.restartCount !== undefined) await recordRestart(domain, step.restartCount);
+      if (step.restartCount !== undefined) return recordRestart(domain, step.restartCount);
       return;
     case 'forgetRestart':
       return recordRestart(domain, step.restartCount);
@@ -252,7 +272,7 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
  * in the live definition. Best effort: a driver or definition that refuses it leaves the
  * count to the status alone, as before, and must not keep the machine down.
  */
-async function recordRestart(domain: Domain, count: number): Promise<void> {
+async function recordRestart(domain: Domain, count: number): Promise<typeof REFUSED | undefined> {
   try {
     await domain.setMetadata(
       DomainMetadataType.ELEMENT,
@@ -261,9 +281,35 @@ async function recordRestart(domain: Domain, count: number): Promise<void> {
       RESTARTS_NAMESPACE,
       DomainDeviceModifyFlags.CONFIG,
     );
-  } catch {
-    // Left to the status (reconcile.ts countedRestarts).
+  } catch (err) {
+    // Left to the status (reconcile.ts countedRestarts). A driver without the call refuses
+    // it on every pass: said, so that the caller stops asking (rememberRestartsUnrecordable).
+    if (isLibvirtError(err) && isUnsupported(err)) return REFUSED;
   }
+  return undefined;
+}
+
+/** recordRestart's answer when the driver does not support the metadata call. */
+const REFUSED = Symbol('restart metadata unsupported');
+
+/**
+ * Remembers (HostState restartsUnrecordable, by machine uid) a driver that refused the
+ * restart-count metadata as unsupported, and logs it once: the plan then stops asking for a
+ * forgetRestart that every pass would see refused again. Other errors may pass: retried.
+ */
+export function rememberRestartsUnrecordable(
+  unrecordable: Set<string>,
+  uid: string,
+  outcome: Pick<ActOutcome, 'restartsUnrecordable'>,
+  log: Pick<Logger, 'info'>,
+): void {
+  if (!outcome.restartsUnrecordable || unrecordable.has(uid)) return;
+  unrecordable.add(uid);
+  log.info(
+    { uid },
+    'the libvirt driver does not support domain metadata: the restart count is kept in the ' +
+      'status only, and not written to this domain again by this agent',
+  );
 }
 
 /** How long a woken guest may take to be reported running (QEMU's WAKEUP event). */

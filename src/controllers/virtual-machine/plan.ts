@@ -700,6 +700,11 @@ export interface PlanInput {
   holdStart?: boolean;
   /** The restartCount this process gave the machine that its status may lack (reconcile.ts). */
   restartsCounted?: number;
+  /**
+   * The driver refused the domain's restart-count metadata as unsupported (HostState
+   * restartsUnrecordable): a forgetRestart would only be refused again, on every pass.
+   */
+  restartsUnrecordable?: boolean;
 }
 
 /**
@@ -795,6 +800,7 @@ export function planMachine(input: PlanInput): MachinePlan {
       restoreStopped: input.restoreStopped,
       restoredRun: input.restoredRun,
       restartBegun: restartBegun(domain, vm, input.restartsCounted),
+      restartsUnrecordable: input.restartsUnrecordable,
       counted: restartsSoFar(vm, input.restartsCounted),
     },
     pending,
@@ -1053,6 +1059,8 @@ interface PowerView {
   restoredRun?: RestoredRun;
   /** A restart after an unasked stop was begun and did not start (restartBegun). */
   restartBegun?: boolean;
+  /** The driver refuses the restart-count metadata (PlanInput restartsUnrecordable). */
+  restartsUnrecordable?: boolean;
   /** The restarts counted so far: the status's, or more from this process (restartsCounted). */
   counted?: number;
 }
@@ -1209,9 +1217,10 @@ export function powerPlan(
       start = requested !== undefined || rerunStarts(vm, power);
       break;
   }
-  const forget: MachineStep[] = power.restartBegun
-    ? [{ op: 'forgetRestart', restartCount: power.counted ?? vm.status?.restartCount ?? 0 }]
-    : [];
+  const forget: MachineStep[] =
+    power.restartBegun && !power.restartsUnrecordable
+      ? [{ op: 'forgetRestart', restartCount: power.counted ?? vm.status?.restartCount ?? 0 }]
+      : [];
   if (!start) {
     return {
       steps: forget,

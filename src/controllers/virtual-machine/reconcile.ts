@@ -25,7 +25,7 @@ import {
   restoreInProgress,
   stoppedByRestore,
 } from '../shared/restores.js';
-import { actMachine, type StepFailure } from './act.js';
+import { actMachine, rememberRestartsUnrecordable, type StepFailure } from './act.js';
 import {
   consoleLogFile,
   desiredDomain,
@@ -163,6 +163,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     deferred: refusedLive(ctx, uid, before.domain),
     holdStart: 'holdStart' in resolved && resolved.holdStart === true,
     restartsCounted: countedRestarts(ctx, vm),
+    restartsUnrecordable: ctx.host.restartsUnrecordable.has(uid),
   };
   const plan = planMachine(planInput);
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
@@ -177,6 +178,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     }),
   );
   const outcome = await actMachine(conn, ours, steps, ctx.onLane?.bind(ctx));
+  rememberRestartsUnrecordable(ctx.host.restartsUnrecordable, uid, outcome, ctx.log);
   if (outcome.executed.some((s) => s.op === 'attachDevice' && s.device.kind === 'interface'))
     ctx.host.interfacesAttached.set(String(vm.metadata.uid), now.getTime());
   const shutdownSentAt = shutdownSent(outcome.executed, ctx);
@@ -600,6 +602,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
       ctx.host.shutdowns.delete(uid);
       ctx.host.interfacesAttached.delete(uid);
       ctx.host.restarts.delete(uid);
+      ctx.host.restartsUnrecordable.delete(uid);
       ctx.host.deferredDevices.delete(uid);
       ctx.host.earlierLeases.delete(uid);
       ctx.host.restoredRuns.delete(uid);

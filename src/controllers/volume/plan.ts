@@ -25,6 +25,22 @@ export type VolumePlan = { steps: VolumeStep[] } | { conflict: string };
 export const RESIZED = 'Resized';
 
 /**
+ * What is known of the pool's file beside its XML, gathered at the I/O edge (reconcile.ts): who
+ * made it and when. Each field is absent when it is not known or not needed.
+ */
+export interface FileFacts {
+  /**
+   * The file this process made for this Volume (created, or finished copying), if status may
+   * not show it yet.
+   */
+  made?: string;
+  /** The file's ctime, when it can be read. */
+  changedAt?: Date;
+  /** The file's birth time, when birthTimeDecides and it could be read. */
+  bornAt?: Date;
+}
+
+/**
  * Whether the file in the pool is this Volume's. libvirt volumes carry no metadata, so the
  * proof is: the status already records this path (we created it), this process made it for
  * this Volume (`made`: its status write may not be seen yet, or may have failed), or the file
@@ -33,19 +49,17 @@ export const RESIZED = 'Resized';
  * also a file an earlier Volume of this name kept (deletionPolicy Retain), which matches the
  * spec just as well; adopting it would hand the new Volume the old one's data, and make a new
  * base the backing file of an old retained overlay, or an old overlay file the new overlay.
- * `changedAt`, `bornAt`: the file's ctime and birth time (see predatesVolume).
+ * The file's ctime and birth time: see predatesVolume.
  */
 export function ownsVolume(
   vol: Volume,
   observed: ObservedVolume,
   desired: VolumeDocument | undefined,
-  changedAt?: Date,
-  made?: string,
-  bornAt?: Date,
+  file: FileFacts = {},
 ): boolean {
   if (observed.path !== undefined && vol.status?.path === observed.path) return true;
-  if (observed.path !== undefined && made === observed.path) return true;
-  if (predatesVolume(vol, changedAt, bornAt)) return false;
+  if (observed.path !== undefined && file.made === observed.path) return true;
+  if (predatesVolume(vol, file)) return false;
   return desired !== undefined && changedVolumeFields(desired, observed).length === 0;
 }
 
@@ -69,11 +83,7 @@ function againstCreation(
  * second is an older one. Birth time unknown (a file system without it, or no answer): the
  * file is taken for the Volume's own, as a crash's would be (docs/api.md, NameConflict).
  */
-function predatesVolume(
-  vol: Volume,
-  changedAt: Date | undefined,
-  bornAt: Date | undefined,
-): boolean {
+function predatesVolume(vol: Volume, { changedAt, bornAt }: FileFacts): boolean {
   const changed = againstCreation(vol, changedAt);
   if (changed === 'before') return true;
   return changed === 'within' && againstCreation(vol, bornAt) === 'before';
@@ -87,8 +97,7 @@ function predatesVolume(
 export function birthTimeDecides(
   vol: Volume,
   observed: ObservedVolume,
-  changedAt: Date | undefined,
-  made: string | undefined,
+  { changedAt, made }: FileFacts,
 ): boolean {
   if (observed.path === undefined) return false;
   if (vol.status?.path === observed.path || made === observed.path) return false;
@@ -100,28 +109,20 @@ export function planVolume(
   kind: SourceKind,
   desired: VolumeDocument | undefined,
   observed: ObservedVolume | undefined,
-  /**
-   * The file this process made for this Volume (created, or finished copying), if status may
-   * not show it yet.
-   */
-  made?: string,
-  /** The file's ctime, when it can be read (ownsVolume). */
-  changedAt?: Date,
-  /** The file's birth time, when birthTimeDecides and it could be read (ownsVolume). */
-  bornAt?: Date,
+  file: FileFacts = {},
 ): VolumePlan {
   if (!observed) {
     if (!desired)
       throw new Error('planVolume: nothing to create from (the caller observes the source first)');
     return { steps: [{ op: kind === 'clone' ? 'clone' : 'create', doc: desired }] };
   }
-  if (!ownsVolume(vol, observed, desired, changedAt, made, bornAt))
-    return { conflict: conflictMessage(observed, predatesVolume(vol, changedAt, bornAt)) };
+  if (!ownsVolume(vol, observed, desired, file))
+    return { conflict: conflictMessage(observed, predatesVolume(vol, file)) };
   // libvirt makes a copy's file at its full size and then streams the source in, so a file
   // that matches the copy but that status does not record may be one an agent or libvirtd
   // crash cut short: its content cannot be trusted. Copied again; a blank file or an
   // overlay (metadata only) is complete once it exists.
-  const finished = observed.path !== undefined && observed.path === made;
+  const finished = observed.path !== undefined && observed.path === file.made;
   if (kind === 'clone' && desired && vol.status?.path !== observed.path && !finished) {
     return { steps: [{ op: 'discard' }, { op: 'clone', doc: desired }] };
   }

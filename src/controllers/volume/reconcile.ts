@@ -54,6 +54,7 @@ import {
   planVolume,
   READ_ONLY_IN_USE,
   RESIZED,
+  type FileFacts,
   type VolumeStep,
 } from './plan.js';
 import type { ObservedVolume } from '../../libvirt/xml/volume.js';
@@ -162,12 +163,7 @@ async function convergeFile(
   const uid = String(vol.metadata.uid);
   const made = ctx.host.filesMade.get(uid);
   if (made !== undefined && made === vol.status?.path) ctx.host.filesMade.delete(uid);
-  // Only for a file last changed within the creation second that nothing records: one look.
-  const bornAt =
-    found?.doc.path && birthTimeDecides(vol, found.doc, found.changedAt, made)
-      ? await fileBornAt(found.doc.path)
-      : undefined;
-  const plan = planVolume(vol, kind, desired, found?.doc, made, found?.changedAt, bornAt);
+  const plan = planVolume(vol, kind, desired, found?.doc, await fileFacts(vol, found, made));
   if ('conflict' in plan)
     return { facts: { problem: { reason: 'NameConflict', message: plan.conflict }, usedBy } };
   let unchecked = false;
@@ -417,6 +413,21 @@ async function removeVolume(
   return done;
 }
 
+/**
+ * The pool file's facts for ownsVolume/planVolume: its ctime from the listing, what this
+ * process made, and its birth time only for a file last changed within the creation second
+ * that nothing records (birthTimeDecides): the one extra look at the file.
+ */
+async function fileFacts(
+  vol: Volume,
+  found: HostVolume | undefined,
+  made: string | undefined,
+): Promise<FileFacts> {
+  const file: FileFacts = { made, changedAt: found?.changedAt };
+  if (!found?.doc.path || !birthTimeDecides(vol, found.doc, file)) return file;
+  return { ...file, bornAt: await fileBornAt(found.doc.path) };
+}
+
 async function deleteIfOurs(vol: Volume, pool: ReadyPool, ctx: ControllerContext): Promise<void> {
   const found = await observeVolume(pool, volumeFileName(vol));
   if (!found) return;
@@ -425,24 +436,13 @@ async function deleteIfOurs(vol: Volume, pool: ReadyPool, ctx: ControllerContext
     found.doc.path !== undefined &&
     (vol.status?.path === found.doc.path || made === found.doc.path);
   // A kept file changed within the creation second is not deleted either (convergeFile).
-  const bornAt =
-    !ours && found.doc.path && birthTimeDecides(vol, found.doc, found.changedAt, made)
-      ? await fileBornAt(found.doc.path)
-      : undefined;
+  const file = ours ? {} : await fileFacts(vol, found, made);
   if (!ours && sourceKind(vol) === 'blank')
-    ours = ownsVolume(vol, found.doc, desiredVolume(vol), found.changedAt, undefined, bornAt);
+    ours = ownsVolume(vol, found.doc, desiredVolume(vol), file);
   if (!ours && sourceVolumeName(vol)) {
     const source = await observeSource(ctx, vol, String(sourceVolumeName(vol)));
     ours =
-      !('reason' in source) &&
-      ownsVolume(
-        vol,
-        found.doc,
-        desiredVolume(vol, source.image),
-        found.changedAt,
-        undefined,
-        bornAt,
-      );
+      !('reason' in source) && ownsVolume(vol, found.doc, desiredVolume(vol, source.image), file);
   }
   if (!ours) {
     ctx.event(

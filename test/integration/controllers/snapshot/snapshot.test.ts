@@ -47,19 +47,9 @@ beforeAll(async () => {
   ctx = snapshotContext({ kubeConfig, conn, nodeName: NODE, stateDir });
   k = kube(kubeConfig);
   await k.namespace(NS);
-  for (const [name, format] of [
-    ['root', 'qcow2'],
-    ['raw', 'raw'],
-  ] as const) {
-    await k.create('Volume', {
-      metadata: { name, namespace: NS },
-      spec: { nodeName: NODE, pool: 'images', capacity: '1Gi', format },
-    });
-    await k.patchStatus('Volume', NS, name, {
-      phase: 'Available',
-      path: join(stateDir, `${name}.img`),
-    });
-  }
+  // Shared by the tests, which never change them.
+  await availableVolume('root');
+  await availableVolume('raw', 'raw');
 });
 
 afterAll(async () => {
@@ -68,6 +58,19 @@ afterAll(async () => {
 });
 
 const key = (name: string) => `${NS}/${name}`;
+/** A name of the test's own: the tests share the namespace, and each must run alone too. */
+const unique = (prefix: string) => `${prefix}-${randomBytes(3).toString('hex')}`;
+
+async function availableVolume(name: string, format: 'qcow2' | 'raw' = 'qcow2') {
+  await k.create('Volume', {
+    metadata: { name, namespace: NS },
+    spec: { nodeName: NODE, pool: 'images', capacity: '1Gi', format },
+  });
+  await k.patchStatus('Volume', NS, name, {
+    phase: 'Available',
+    path: join(stateDir, `${name}.img`),
+  });
+}
 const snapOf = (name: string) =>
   ctx.get<VirtualMachineSnapshot>('VirtualMachineSnapshot', NS, name);
 const restoreOf = (name: string) =>
@@ -113,71 +116,89 @@ async function snapshot(name: string, vmName: string, includeMemory?: boolean) {
   return snapOf(name)!;
 }
 
-describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', () => {
-  let domain: Domain;
+/** A running machine of the test's own, on the shared Volume root. */
+async function ownVm(): Promise<{ name: string; domain: Domain }> {
+  const name = unique('web');
+  return { name, domain: await runningVm(name, 'root') };
+}
 
+/**
+ * A disks-only snapshot (includeMemory false) of a running machine, as an interrupted pass
+ * leaves it: the libvirt snapshot, with our record in its description, and no status; then
+ * adopted by the snapshot's reconcile.
+ */
+async function adoptedDisksOnly(name: string, vmName: string, domain: Domain) {
+  const created = await k.create<VirtualMachineSnapshot>('VirtualMachineSnapshot', {
+    metadata: { name, namespace: NS },
+    spec: { vmName, includeMemory: false },
+  });
+  const { buildSnapshotXML } = await import('../../../../src/libvirt/xml/snapshot.js');
+  const { recordDescription, libvirtSnapshotName } =
+    await import('../../../../src/controllers/virtual-machine-snapshot/desired.js');
+  await domain.createSnapshotXML(
+    buildSnapshotXML({
+      name: libvirtSnapshotName(created),
+      description: recordDescription(created, {
+        uid: String(created.metadata.uid),
+        includeMemory: false,
+        quiesced: false,
+      }),
+      memory: 'internal',
+      disks: [{ name: 'vda', snapshot: 'internal' }],
+    }),
+  );
+  await converge(ctx, reconcileVirtualMachineSnapshot, key(name), {
+    until: stored(
+      () => snapOf(name),
+      (o) => o?.status?.phase === 'Ready',
+    ),
+  });
+  return snapOf(name)!;
+}
+
+describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', () => {
   it('takes a checkpoint of a running machine once, and records it', async () => {
-    domain = await runningVm('web', 'root');
-    const snap = await snapshot('web-1', 'web');
+    // A Volume of its own: the index below counts every snapshot holding it.
+    const volume = unique('disk');
+    await availableVolume(volume);
+    const name = unique('web');
+    const domain = await runningVm(name, volume);
+    const snap = await snapshot(`${name}-1`, name);
     expect(snap.status).toMatchObject({
       phase: 'Ready',
       includesMemory: true,
-      disks: [{ name: 'vda', volume: 'root' }],
+      disks: [{ name: 'vda', volume }],
     });
-    expect(snap.status?.snapshotName).toBe(`web-1-${String(snap.metadata.uid).slice(0, 8)}`);
+    expect(snap.status?.snapshotName).toBe(`${name}-1-${String(snap.metadata.uid).slice(0, 8)}`);
     expect(snap.metadata.finalizers).toContain(`node.virt.dev/${NODE}`);
     expect((await domain.listAllSnapshots()).map((s) => s.getName())).toEqual([
       snap.status?.snapshotName,
     ]);
     // Another pass takes nothing more and writes nothing.
     const writes = ctx.writes;
-    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-1'));
+    await converge(ctx, reconcileVirtualMachineSnapshot, key(`${name}-1`));
     expect(await domain.numOfSnapshots()).toBe(1);
     expect(ctx.writes).toBe(writes);
     // The Volume holding the disk names the snapshot among its users.
-    expect(ctx.byIndex('VirtualMachineSnapshot', 'volume', `${NS}/root`).length).toBe(1);
+    expect(ctx.byIndex('VirtualMachineSnapshot', 'volume', `${NS}/${volume}`).length).toBe(1);
   });
 
   it('adopts the snapshot an interrupted pass made instead of taking a second one', async () => {
-    const created = await k.create<VirtualMachineSnapshot>('VirtualMachineSnapshot', {
-      metadata: { name: 'web-2', namespace: NS },
-      spec: { vmName: 'web', includeMemory: false },
-    });
-    // What a pass killed right after libvirt answered leaves behind: the libvirt snapshot,
-    // with our record in its description, and no status.
-    const { buildSnapshotXML } = await import('../../../../src/libvirt/xml/snapshot.js');
-    const { recordDescription, libvirtSnapshotName } =
-      await import('../../../../src/controllers/virtual-machine-snapshot/desired.js');
-    await domain.createSnapshotXML(
-      buildSnapshotXML({
-        name: libvirtSnapshotName(created),
-        description: recordDescription(created, {
-          uid: String(created.metadata.uid),
-          includeMemory: false,
-          quiesced: false,
-        }),
-        memory: 'internal',
-        disks: [{ name: 'vda', snapshot: 'internal' }],
-      }),
-    );
-    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-2'), {
-      until: stored(
-        () => snapOf('web-2'),
-        (o) => o?.status?.phase === 'Ready',
-      ),
-    });
-    const snap = snapOf('web-2')!;
+    const { name, domain } = await ownVm();
+    const snap = await adoptedDisksOnly(`${name}-2`, name, domain);
     expect(snap.status).toMatchObject({ phase: 'Ready', includesMemory: false, quiesced: false });
     expect(snap.status?.conditions?.find((c) => c.type === 'Ready')?.reason).toBe(
       'CrashConsistent',
     );
-    expect(await domain.numOfSnapshots()).toBe(2);
+    expect(await domain.numOfSnapshots()).toBe(1);
   });
 
   it('leaves a foreign snapshot that holds its name alone when the object is deleted', async () => {
+    const { name: vmName, domain } = await ownVm();
+    const own = `${vmName}-4`;
     const created = await k.create<VirtualMachineSnapshot>('VirtualMachineSnapshot', {
-      metadata: { name: 'web-4', namespace: NS },
-      spec: { vmName: 'web' },
+      metadata: { name: own, namespace: NS },
+      spec: { vmName },
     });
     const { buildSnapshotXML } = await import('../../../../src/libvirt/xml/snapshot.js');
     const { libvirtSnapshotName } =
@@ -192,19 +213,19 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
         disks: [{ name: 'vda', snapshot: 'internal' }],
       }),
     );
-    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-4'), {
+    await converge(ctx, reconcileVirtualMachineSnapshot, key(own), {
       until: stored(
-        () => snapOf('web-4'),
+        () => snapOf(own),
         (o) => o?.status?.phase === 'Failed',
       ),
     });
-    expect(snapOf('web-4')?.status?.conditions?.find((c) => c.type === 'Ready')?.reason).toBe(
+    expect(snapOf(own)?.status?.conditions?.find((c) => c.type === 'Ready')?.reason).toBe(
       'NameConflict',
     );
-    await k.remove('VirtualMachineSnapshot', NS, 'web-4');
-    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-4'), {
+    await k.remove('VirtualMachineSnapshot', NS, own);
+    await converge(ctx, reconcileVirtualMachineSnapshot, key(own), {
       until: stored(
-        () => snapOf('web-4'),
+        () => snapOf(own),
         (o) => o === undefined,
       ),
     });
@@ -226,42 +247,48 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
 
   it('restores once: the marker goes with the revert, a later pass does nothing', async () => {
     const uri = 'http://virt.dev/libvirt-operator/restore/v1';
+    const { name, domain } = await ownVm();
+    await snapshot(`${name}-1`, name);
+    const back = `${name}-back`;
     await k.create('VirtualMachineRestore', {
-      metadata: { name: 'back-1', namespace: NS },
-      spec: { vmName: 'web', snapshotName: 'web-1' },
+      metadata: { name: back, namespace: NS },
+      spec: { vmName: name, snapshotName: `${name}-1` },
     });
-    await converge(ctx, reconcileVirtualMachineRestore, key('back-1'), {
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
       until: stored(
-        () => restoreOf('back-1'),
+        () => restoreOf(back),
         (o) => o?.status?.phase === 'Succeeded',
       ),
     });
-    const restored = restoreOf('back-1')!;
+    const restored = restoreOf(back)!;
     expect(restored.status?.completionTime).toBeTruthy();
     expect(restored.status?.conditions?.find((c) => c.type === 'Ready')?.reason).toBe('Restored');
     expect(await (await domain.currentSnapshot()).getName()).toBe(
-      snapOf('web-1')?.status?.snapshotName,
+      snapOf(`${name}-1`)?.status?.snapshotName,
     );
     await expect(
       domain.getMetadata(DomainMetadataType.ELEMENT, uri, DomainModificationImpact.CONFIG),
     ).rejects.toThrow(/metadata/);
     // Terminal: another pass neither reverts nor writes.
     const writes = ctx.writes;
-    await converge(ctx, reconcileVirtualMachineRestore, key('back-1'));
+    await converge(ctx, reconcileVirtualMachineRestore, key(back));
     expect(ctx.writes).toBe(writes);
   });
 
   it('finishes without reverting again when a crash left InProgress and no marker', async () => {
+    const { name, domain } = await ownVm();
+    await snapshot(`${name}-1`, name);
+    const back = `${name}-back`;
     await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
-      metadata: { name: 'back-2', namespace: NS },
-      spec: { vmName: 'web', snapshotName: 'web-1' },
+      metadata: { name: back, namespace: NS },
+      spec: { vmName: name, snapshotName: `${name}-1` },
     });
     // The state after a revert whose agent died before recording it.
-    await k.patchStatus('VirtualMachineRestore', NS, 'back-2', { phase: 'InProgress' });
+    await k.patchStatus('VirtualMachineRestore', NS, back, { phase: 'InProgress' });
     await domain.suspend();
-    await converge(ctx, reconcileVirtualMachineRestore, key('back-2'), {
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
       until: stored(
-        () => restoreOf('back-2'),
+        () => restoreOf(back),
         (o) => o?.status?.phase === 'Succeeded',
       ),
     });
@@ -272,17 +299,19 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
 
   it('never returns a begun restore to Pending when its snapshot object is gone', async () => {
     const uri = 'http://virt.dev/libvirt-operator/restore/v1';
+    const { name: vmName, domain } = await ownVm();
+    const [marked, reverted] = [`${vmName}-marked`, `${vmName}-reverted`];
     const { setMarker } =
       await import('../../../../src/controllers/virtual-machine-restore/act.js');
     // Both began (InProgress) on a snapshot whose object went since; one still has its marker
     // (not reverted), the other not (reverted).
-    for (const name of ['marked', 'reverted']) {
+    for (const name of [marked, reverted]) {
       const r = await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
         metadata: { name, namespace: NS },
-        spec: { vmName: 'web', snapshotName: `gone-${name}` },
+        spec: { vmName, snapshotName: name === marked ? 'gone-marked' : 'gone-reverted' },
       });
       await k.patchStatus('VirtualMachineRestore', NS, name, { phase: 'InProgress' });
-      if (name === 'marked') await setMarker(domain, String(r.metadata.uid), true);
+      if (name === marked) await setMarker(domain, String(r.metadata.uid), true);
       await converge(ctx, reconcileVirtualMachineRestore, key(name), {
         until: stored(
           () => restoreOf(name),
@@ -290,7 +319,7 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
         ),
       });
     }
-    expect(restoreOf('marked')?.status).toMatchObject({
+    expect(restoreOf(marked)?.status).toMatchObject({
       phase: 'Failed',
       conditions: expect.arrayContaining([
         expect.objectContaining({
@@ -301,10 +330,10 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
         }),
       ]),
     });
-    expect(restoreOf('reverted')?.status).toMatchObject({ phase: 'Succeeded' });
+    expect(restoreOf(reverted)?.status).toMatchObject({ phase: 'Succeeded' });
     // Terminal: a snapshot created under the name later is never reverted to.
     const writes = ctx.writes;
-    await converge(ctx, reconcileVirtualMachineRestore, key('marked'));
+    await converge(ctx, reconcileVirtualMachineRestore, key(marked));
     expect(ctx.writes).toBe(writes);
     await domain
       .setMetadata(
@@ -333,45 +362,47 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
   });
 
   it('deletes a snapshot only once the restore reverting to it has finished', async () => {
-    await snapshot('web-3', 'web');
+    const { name: vmName, domain } = await ownVm();
+    const [snap, back] = [`${vmName}-3`, `${vmName}-back`];
+    await snapshot(snap, vmName);
     const before = await domain.numOfSnapshots();
     await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
-      metadata: { name: 'back-web-3', namespace: NS },
-      spec: { vmName: 'web', snapshotName: 'web-3' },
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: snap },
     });
     // A revert whose agent died before recording it; the user deletes the snapshot meanwhile.
-    await k.patchStatus('VirtualMachineRestore', NS, 'back-web-3', { phase: 'InProgress' });
-    await k.remove('VirtualMachineSnapshot', NS, 'web-3');
+    await k.patchStatus('VirtualMachineRestore', NS, back, { phase: 'InProgress' });
+    await k.remove('VirtualMachineSnapshot', NS, snap);
     await ctx.refresh();
-    expect(requeueMs(await reconcileVirtualMachineSnapshot(key('web-3'), ctx))).toBeGreaterThan(0);
+    expect(requeueMs(await reconcileVirtualMachineSnapshot(key(snap), ctx))).toBeGreaterThan(0);
     await ctx.refresh();
-    expect(snapOf('web-3')?.metadata.deletionTimestamp).toBeTruthy();
+    expect(snapOf(snap)?.metadata.deletionTimestamp).toBeTruthy();
     expect(await domain.numOfSnapshots()).toBe(before);
     expect(ctx.events.at(-1)).toMatchObject({ reason: 'DeletePending' });
     // Said in status too, for kubectl get and kstatus readers: what it waits for.
     expect(
-      snapOf('web-3')?.status?.conditions?.find((c) => c.type === 'DeletionBlocked'),
+      snapOf(snap)?.status?.conditions?.find((c) => c.type === 'DeletionBlocked'),
     ).toMatchObject({
       status: 'True',
       reason: 'RestoreInProgress',
       message:
-        'the deletion waits for VirtualMachineRestore back-web-3, reverting the machine to ' +
+        `the deletion waits for VirtualMachineRestore ${back}, reverting the machine to ` +
         'this snapshot: it goes on by itself once that restore has finished',
     });
     // Waiting on: no further write, no further Event.
     const [writes, events] = [ctx.writes, ctx.events.length];
-    expect(requeueMs(await reconcileVirtualMachineSnapshot(key('web-3'), ctx))).toBeGreaterThan(0);
+    expect(requeueMs(await reconcileVirtualMachineSnapshot(key(snap), ctx))).toBeGreaterThan(0);
     expect([ctx.writes, ctx.events.length]).toEqual([writes, events]);
     // The restore finishes (it needs the snapshot for that), then the snapshot goes.
-    await converge(ctx, reconcileVirtualMachineRestore, key('back-web-3'), {
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
       until: stored(
-        () => restoreOf('back-web-3'),
+        () => restoreOf(back),
         (o) => o?.status?.phase === 'Succeeded',
       ),
     });
-    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-3'), {
+    await converge(ctx, reconcileVirtualMachineSnapshot, key(snap), {
       until: stored(
-        () => snapOf('web-3'),
+        () => snapOf(snap),
         (o) => o === undefined,
       ),
     });
@@ -379,11 +410,13 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
   });
 
   it('keeps a snapshot whose restore this agent runs before the cache shows it InProgress', async () => {
-    await snapshot('web-5', 'web');
+    const { name: vmName, domain } = await ownVm();
+    const [snap, back] = [`${vmName}-5`, `${vmName}-back`];
+    await snapshot(snap, vmName);
     const before = await domain.numOfSnapshots();
     await k.create('VirtualMachineRestore', {
-      metadata: { name: 'back-web-5', namespace: NS },
-      spec: { vmName: 'web', snapshotName: 'web-5' },
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: snap },
     });
     // The restore's pass reads the cache from before the user deleted the snapshot, the
     // snapshot's pass the one from after: both in one agent (one HostState), at once.
@@ -395,21 +428,24 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       host: ctx.host,
     });
     await early.refresh();
-    await k.remove('VirtualMachineSnapshot', NS, 'web-5');
+    await k.remove('VirtualMachineSnapshot', NS, snap);
     await ctx.refresh();
-    const restoring = reconcileVirtualMachineRestore(key('back-web-5'), early);
-    const deleting = await reconcileVirtualMachineSnapshot(key('web-5'), ctx);
+    const restoring = reconcileVirtualMachineRestore(key(back), early);
+    const deleting = await reconcileVirtualMachineSnapshot(key(snap), ctx);
     await restoring;
     // The deletion waited for the revert instead of pulling the snapshot from under it.
     expect(requeueMs(deleting)).toBeGreaterThan(0);
     await ctx.refresh();
-    expect(restoreOf('back-web-5')?.status?.phase).toBe('Succeeded');
+    expect(restoreOf(back)?.status?.phase).toBe('Succeeded');
     expect(
-      snapOf('web-5')?.status?.conditions?.find((c) => c.type === 'DeletionBlocked'),
-    ).toMatchObject({ reason: 'RestoreInProgress', message: /VirtualMachineRestore back-web-5,/ });
-    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-5'), {
+      snapOf(snap)?.status?.conditions?.find((c) => c.type === 'DeletionBlocked'),
+    ).toMatchObject({
+      reason: 'RestoreInProgress',
+      message: expect.stringContaining(`VirtualMachineRestore ${back},`),
+    });
+    await converge(ctx, reconcileVirtualMachineSnapshot, key(snap), {
       until: stored(
-        () => snapOf('web-5'),
+        () => snapOf(snap),
         (o) => o === undefined,
       ),
     });
@@ -417,53 +453,55 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
   });
 
   it('holds the machine controller back while a restore is InProgress', async () => {
+    const { name } = await ownVm();
+    const back = `${name}-back`;
     await k.create('VirtualMachineRestore', {
-      metadata: { name: 'back-3', namespace: NS },
-      spec: { vmName: 'web', snapshotName: 'missing' },
+      metadata: { name: back, namespace: NS },
+      spec: { vmName: name, snapshotName: 'missing' },
     });
-    await k.patchStatus('VirtualMachineRestore', NS, 'back-3', { phase: 'InProgress' });
+    await k.patchStatus('VirtualMachineRestore', NS, back, { phase: 'InProgress' });
     await ctx.refresh();
-    const action = await reconcileVirtualMachine(key('web'), ctx);
+    const action = await reconcileVirtualMachine(key(name), ctx);
     expect(requeueMs(action)).toBeGreaterThan(0);
-    await k.patchStatus('VirtualMachineRestore', NS, 'back-3', { phase: 'Failed' });
+    await k.patchStatus('VirtualMachineRestore', NS, back, { phase: 'Failed' });
   });
 
   it('takes no snapshot while a restore reverts the machine, and takes it after', async () => {
+    const { name: vmName, domain } = await ownVm();
+    const [back, mid] = [`${vmName}-back`, `${vmName}-mid`];
     await k.create('VirtualMachineRestore', {
-      metadata: { name: 'back-3b', namespace: NS },
-      spec: { vmName: 'web', snapshotName: 'missing' },
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: 'missing' },
     });
-    await k.patchStatus('VirtualMachineRestore', NS, 'back-3b', { phase: 'InProgress' });
+    await k.patchStatus('VirtualMachineRestore', NS, back, { phase: 'InProgress' });
     const before = await domain.numOfSnapshots();
     await k.create('VirtualMachineSnapshot', {
-      metadata: { name: 'mid-revert', namespace: NS },
-      spec: { vmName: 'web' },
+      metadata: { name: mid, namespace: NS },
+      spec: { vmName },
     });
     await ctx.refresh();
-    expect(requeueMs(await reconcileVirtualMachineSnapshot(key('mid-revert'), ctx))).toBe(5_000);
+    expect(requeueMs(await reconcileVirtualMachineSnapshot(key(mid), ctx))).toBe(5_000);
     expect(await domain.numOfSnapshots()).toBe(before);
     await stored(
-      () => snapOf('mid-revert'),
+      () => snapOf(mid),
       () => true,
     )();
-    expect(snapOf('mid-revert')?.status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject(
-      {
-        reason: 'RestoreInProgress',
-      },
-    );
-    expect(snapOf('mid-revert')?.status?.phase).toBe('Pending');
-    await k.patchStatus('VirtualMachineRestore', NS, 'back-3b', { phase: 'Failed' });
-    await converge(ctx, reconcileVirtualMachineSnapshot, key('mid-revert'), {
+    expect(snapOf(mid)?.status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      reason: 'RestoreInProgress',
+    });
+    expect(snapOf(mid)?.status?.phase).toBe('Pending');
+    await k.patchStatus('VirtualMachineRestore', NS, back, { phase: 'Failed' });
+    await converge(ctx, reconcileVirtualMachineSnapshot, key(mid), {
       until: stored(
-        () => snapOf('mid-revert'),
+        () => snapOf(mid),
         (o) => o?.status?.phase === 'Ready',
       ),
     });
     expect(await domain.numOfSnapshots()).toBe(before + 1);
-    await k.remove('VirtualMachineSnapshot', NS, 'mid-revert');
-    await converge(ctx, reconcileVirtualMachineSnapshot, key('mid-revert'), {
+    await k.remove('VirtualMachineSnapshot', NS, mid);
+    await converge(ctx, reconcileVirtualMachineSnapshot, key(mid), {
       until: stored(
-        () => snapOf('mid-revert'),
+        () => snapOf(mid),
         (o) => o === undefined,
       ),
     });
@@ -471,18 +509,21 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
   });
 
   it('boots the machine after a disks-only restore without counting a restart', async () => {
+    const { name, domain } = await ownVm();
+    await adoptedDisksOnly(`${name}-2`, name, domain);
+    const back = `${name}-back`;
     await k.create('VirtualMachineRestore', {
-      metadata: { name: 'back-4', namespace: NS },
-      spec: { vmName: 'web', snapshotName: 'web-2' },
+      metadata: { name: back, namespace: NS },
+      spec: { vmName: name, snapshotName: `${name}-2` },
     });
     const events: string[] = [];
     const id = await conn.domainEventLifecycleRegister(
       (e) => events.push(`${e.eventName} ${e.detailName}`),
       { domain },
     );
-    await converge(ctx, reconcileVirtualMachineRestore, key('back-4'), {
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
       until: stored(
-        () => restoreOf('back-4'),
+        () => restoreOf(back),
         (o) => o?.status?.phase === 'Succeeded',
       ),
     });
@@ -494,29 +535,32 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     // The test driver starts the domain from the checkpoint, then pauses it as asked: without
     // the pause it would be running until the destroy.
     expect(events.slice(-2)).toEqual(['suspended from_snapshot', 'stopped destroyed']);
-    await converge(ctx, reconcileVirtualMachine, key('web'), {
+    await converge(ctx, reconcileVirtualMachine, key(name), {
       until: stored(
-        () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'web'),
+        () => ctx.get<VirtualMachine>('VirtualMachine', NS, name),
         (o) => o?.status?.phase === 'Running',
       ),
     });
     // The restore asked for that stop: no crash to count or warn about.
-    const vm = ctx.get<VirtualMachine>('VirtualMachine', NS, 'web')!;
+    const vm = ctx.get<VirtualMachine>('VirtualMachine', NS, name)!;
     expect(vm.status?.restartCount ?? 0).toBe(0);
-    expect(ctx.events.filter((e) => e.key === key('web') && e.reason === 'Restarted')).toEqual([]);
+    expect(ctx.events.filter((e) => e.key === key(name) && e.reason === 'Restarted')).toEqual([]);
   });
 
   it('does not count that power-off as a crash after an agent killed right after it', async () => {
+    const { name, domain } = await ownVm();
+    await adoptedDisksOnly(`${name}-2`, name, domain);
+    const back = `${name}-back`;
     // Times in status have whole seconds: the revert must begin in a later second than the
-    // run it stops was first seen (status.startedAt, written by the test above).
+    // run it stops was first seen (status.startedAt).
     await new Promise((resolve) => setTimeout(resolve, 1_100));
     await k.create('VirtualMachineRestore', {
-      metadata: { name: 'back-5', namespace: NS },
-      spec: { vmName: 'web', snapshotName: 'web-2' },
+      metadata: { name: back, namespace: NS },
+      spec: { vmName: name, snapshotName: `${name}-2` },
     });
-    await converge(ctx, reconcileVirtualMachineRestore, key('back-5'), {
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
       until: stored(
-        () => restoreOf('back-5'),
+        () => restoreOf(back),
         (o) => o?.status?.phase === 'Succeeded',
       ),
     });
@@ -529,42 +573,45 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       stateDir,
     });
     await successor.refresh();
-    await converge(successor, reconcileVirtualMachine, key('web'), {
+    await converge(successor, reconcileVirtualMachine, key(name), {
       until: async () => {
         await successor.refresh();
         return (
-          successor.get<VirtualMachine>('VirtualMachine', NS, 'web')?.status?.phase === 'Running'
+          successor.get<VirtualMachine>('VirtualMachine', NS, name)?.status?.phase === 'Running'
         );
       },
     });
-    const vm = successor.get<VirtualMachine>('VirtualMachine', NS, 'web')!;
+    const vm = successor.get<VirtualMachine>('VirtualMachine', NS, name)!;
     expect(vm.status?.restartCount ?? 0).toBe(0);
     expect(successor.events.filter((e) => e.reason === 'Restarted')).toEqual([]);
     await ctx.refresh();
   });
 
   it('still says it powered the machine off when a killed pass did that before its status write', async () => {
+    const { name, domain } = await ownVm();
+    await adoptedDisksOnly(`${name}-2`, name, domain);
+    const back = `${name}-back`;
     await k.create('VirtualMachineRestore', {
-      metadata: { name: 'back-6', namespace: NS },
-      spec: { vmName: 'web', snapshotName: 'web-2' },
+      metadata: { name: back, namespace: NS },
+      spec: { vmName: name, snapshotName: `${name}-2` },
     });
     // What the killed pass left: reverted (no marker), powered off, status still InProgress.
-    await k.patchStatus('VirtualMachineRestore', NS, 'back-6', { phase: 'InProgress' });
+    await k.patchStatus('VirtualMachineRestore', NS, back, { phase: 'InProgress' });
     await domain.destroy();
-    await converge(ctx, reconcileVirtualMachineRestore, key('back-6'), {
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
       until: stored(
-        () => restoreOf('back-6'),
+        () => restoreOf(back),
         (o) => o?.status?.phase === 'Succeeded',
       ),
     });
-    const ready = restoreOf('back-6')?.status?.conditions?.find((c) => c.type === 'Ready');
+    const ready = restoreOf(back)?.status?.conditions?.find((c) => c.type === 'Ready');
     expect(ready?.message).toBe(
-      'reverted to VirtualMachineSnapshot web-2 (disks; powered off to boot from them); ' +
+      `reverted to VirtualMachineSnapshot ${name}-2 (disks; powered off to boot from them); ` +
         'disks reverted: vda (Volume root)',
     );
-    await converge(ctx, reconcileVirtualMachine, key('web'), {
+    await converge(ctx, reconcileVirtualMachine, key(name), {
       until: stored(
-        () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'web'),
+        () => ctx.get<VirtualMachine>('VirtualMachine', NS, name),
         (o) => o?.status?.phase === 'Running',
       ),
     });
@@ -608,36 +655,60 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
   });
 
   it('deletes the libvirt snapshot with the object, and the machine’s snapshots with it', async () => {
-    await k.remove('VirtualMachineSnapshot', NS, 'web-2');
-    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-2'), {
+    const { name, domain } = await ownVm();
+    const [first, second] = [`${name}-1`, `${name}-2`];
+    await snapshot(first, name);
+    await snapshot(second, name);
+    await k.remove('VirtualMachineSnapshot', NS, second);
+    await converge(ctx, reconcileVirtualMachineSnapshot, key(second), {
       until: stored(
-        () => snapOf('web-2'),
+        () => snapOf(second),
         (o) => o === undefined,
       ),
     });
     expect(await domain.numOfSnapshots()).toBe(1);
-    await k.remove('VirtualMachine', NS, 'web');
-    await converge(ctx, reconcileVirtualMachine, key('web'), {
+    await k.remove('VirtualMachine', NS, name);
+    await converge(ctx, reconcileVirtualMachine, key(name), {
       until: stored(
-        () => ctx.get('VirtualMachine', NS, 'web'),
+        () => ctx.get('VirtualMachine', NS, name),
         (o) => o === undefined,
       ),
     });
     await expect(domain.isActive()).rejects.toThrow(/domain/i);
     // The snapshot object of the deleted machine: deleted by the agent, finalizer released.
-    await converge(ctx, reconcileVirtualMachineSnapshot, key('web-1'), {
+    await converge(ctx, reconcileVirtualMachineSnapshot, key(first), {
       until: stored(
-        () => snapOf('web-1'),
+        () => snapOf(first),
         (o) => o === undefined,
       ),
     });
   });
 
   it('deletes the restores of a deleted machine with it, finished or not', async () => {
-    // back-1 to back-4 were of web, deleted above: its removal took them.
+    const { name } = await ownVm();
+    await snapshot(`${name}-1`, name);
+    const [done, failed, untouched] = [`${name}-done`, `${name}-failed`, `${name}-untouched`];
+    for (const back of [done, failed, untouched])
+      await k.create('VirtualMachineRestore', {
+        metadata: { name: back, namespace: NS },
+        spec: { vmName: name, snapshotName: back === failed ? 'missing' : `${name}-1` },
+      });
+    await converge(ctx, reconcileVirtualMachineRestore, key(done), {
+      until: stored(
+        () => restoreOf(done),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    await k.patchStatus('VirtualMachineRestore', NS, failed, { phase: 'Failed' });
+    await k.remove('VirtualMachine', NS, name);
+    await converge(ctx, reconcileVirtualMachine, key(name), {
+      until: stored(
+        () => ctx.get('VirtualMachine', NS, name),
+        (o) => o === undefined,
+      ),
+    });
     await ctx.refresh();
-    for (const name of ['back-1', 'back-2', 'back-3', 'back-4'])
-      expect(restoreOf(name), name).toBeUndefined();
+    for (const back of [done, failed, untouched]) expect(restoreOf(back), back).toBeUndefined();
   });
 
   it('holds back only the machine a restore left InProgress, not a new one of its name', async () => {
@@ -1432,20 +1503,40 @@ describe('a snapshot or restore of a machine that exists nowhere', () => {
   });
 
   it('is replaced once the machine is created: its agent takes the snapshot and restores it', async () => {
-    await runningVm('later', 'root');
-    await converge(ctx, reconcileVirtualMachineSnapshot, key('later-1'), {
+    const vmName = unique('later');
+    const [snap, back] = [`${vmName}-1`, `${vmName}-back`];
+    await k.create('VirtualMachineSnapshot', {
+      metadata: { name: snap, namespace: NS },
+      spec: { vmName },
+    });
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: snap },
+    });
+    // Reported missing by another node's agent first (the test above).
+    const x = elsewhere('node-x');
+    await x.refresh();
+    await reconcileVirtualMachineSnapshot(key(snap), x);
+    await reconcileVirtualMachineRestore(key(back), x);
+    await ctx.refresh();
+    for (const o of [snapOf(snap), restoreOf(back)])
+      expect(o?.status?.conditions?.find((c) => c.type === 'Ready')?.reason).toBe(
+        'VirtualMachineNotFound',
+      );
+    await runningVm(vmName, 'root');
+    await converge(ctx, reconcileVirtualMachineSnapshot, key(snap), {
       until: stored(
-        () => snapOf('later-1'),
+        () => snapOf(snap),
         (o) => o?.status?.phase === 'Ready',
       ),
     });
-    expect(snapOf('later-1')?.status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+    expect(snapOf(snap)?.status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
       status: 'True',
       reason: 'Checkpoint',
     });
-    await converge(ctx, reconcileVirtualMachineRestore, key('later-back'), {
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
       until: stored(
-        () => restoreOf('later-back'),
+        () => restoreOf(back),
         (o) => o?.status?.phase === 'Succeeded',
       ),
     });

@@ -139,33 +139,27 @@ describe('ownsVolume', () => {
     const created = vol();
     created.metadata.creationTimestamp = '2026-01-02T03:04:05Z';
     const own = (changedAt: string) =>
-      ownsVolume(created, file(), desiredVolume(created), new Date(changedAt));
+      ownsVolume(created, file(), desiredVolume(created), { changedAt: new Date(changedAt) });
     expect(own('2026-01-02T03:04:04.999Z')).toBe(false);
     // Made in a later second: a crash before the status write.
     expect(own('2026-01-02T03:04:06.000Z')).toBe(true);
     expect(ownsVolume(created, file(), desiredVolume(created))).toBe(true);
     // One this process made for the Volume is its own, however soon (status not seen yet).
     expect(
-      ownsVolume(
-        created,
-        file(),
-        desiredVolume(created),
-        new Date('2026-01-02T03:04:05.100Z'),
-        '/srv/images/apps_data',
-      ),
+      ownsVolume(created, file(), desiredVolume(created), {
+        changedAt: new Date('2026-01-02T03:04:05.100Z'),
+        made: '/srv/images/apps_data',
+      }),
     ).toBe(true);
     // The recorded path is ours whatever its age.
     const recorded = vol({}, { path: '/srv/images/apps_data' });
     recorded.metadata.creationTimestamp = '2026-01-02T03:04:05Z';
-    expect(ownsVolume(recorded, file(), undefined, new Date('2020-01-01T00:00:00Z'))).toBe(true);
-    const plan = planVolume(
-      created,
-      'blank',
-      desiredVolume(created),
-      file(),
-      undefined,
-      new Date('2026-01-01T00:00:00Z'),
-    );
+    expect(
+      ownsVolume(recorded, file(), undefined, { changedAt: new Date('2020-01-01T00:00:00Z') }),
+    ).toBe(true);
+    const plan = planVolume(created, 'blank', desiredVolume(created), file(), {
+      changedAt: new Date('2026-01-01T00:00:00Z'),
+    });
     expect(plan).toEqual({ conflict: expect.stringContaining('older than the Volume') });
   });
   // The creation time has whole seconds: a file changed within that second may be the
@@ -176,14 +170,10 @@ describe('ownsVolume', () => {
     created.metadata.creationTimestamp = '2026-01-02T03:04:05Z';
     const changed = new Date('2026-01-02T03:04:05.300Z');
     const own = (bornAt?: string) =>
-      ownsVolume(
-        created,
-        file(),
-        desiredVolume(created),
-        changed,
-        undefined,
-        bornAt === undefined ? undefined : new Date(bornAt),
-      );
+      ownsVolume(created, file(), desiredVolume(created), {
+        changedAt: changed,
+        ...(bornAt === undefined ? {} : { bornAt: new Date(bornAt) }),
+      });
     // Born before the creation second: a kept file, touched since.
     expect(own('2026-01-02T03:04:04.999Z')).toBe(false);
     expect(own('2025-06-01T00:00:00Z')).toBe(false);
@@ -193,36 +183,27 @@ describe('ownsVolume', () => {
     // Birth time unknown: as a crash's, if it matches the spec.
     expect(own()).toBe(true);
     expect(
-      ownsVolume(created, file({ format: 'raw' }), desiredVolume(created), changed, undefined),
+      ownsVolume(created, file({ format: 'raw' }), desiredVolume(created), { changedAt: changed }),
     ).toBe(false);
     const plan = (bornAt?: Date) =>
-      planVolume(created, 'blank', desiredVolume(created), file(), undefined, changed, bornAt);
+      planVolume(created, 'blank', desiredVolume(created), file(), { changedAt: changed, bornAt });
     expect(plan(new Date('2026-01-01T00:00:00Z'))).toEqual({
       conflict: expect.stringContaining('older than the Volume'),
     });
     expect(plan(new Date('2026-01-02T03:04:05.100Z'))).toEqual({ steps: [] });
     // A clone's kept file is never discarded and copied over.
     expect(
-      planVolume(
-        created,
-        'clone',
-        desiredVolume(created),
-        file(),
-        undefined,
-        changed,
-        new Date('2026-01-01T00:00:00Z'),
-      ),
+      planVolume(created, 'clone', desiredVolume(created), file(), {
+        changedAt: changed,
+        bornAt: new Date('2026-01-01T00:00:00Z'),
+      }),
     ).toEqual({ conflict: expect.stringContaining('older than the Volume') });
     // A birth time matters only there: changed before the second, older whatever it says.
     expect(
-      ownsVolume(
-        created,
-        file(),
-        desiredVolume(created),
-        new Date('2026-01-02T03:04:04.000Z'),
-        undefined,
-        new Date('2026-01-02T03:04:05.100Z'),
-      ),
+      ownsVolume(created, file(), desiredVolume(created), {
+        changedAt: new Date('2026-01-02T03:04:04.000Z'),
+        bornAt: new Date('2026-01-02T03:04:05.100Z'),
+      }),
     ).toBe(false);
   });
   it('asks for the birth time only of an unrecorded file changed within its creation second', () => {
@@ -230,18 +211,22 @@ describe('ownsVolume', () => {
     created.metadata.creationTimestamp = '2026-01-02T03:04:05Z';
     const at = (t: string) => new Date(t);
     const path = '/srv/images/apps_data';
-    expect(birthTimeDecides(created, file(), at('2026-01-02T03:04:05.300Z'), undefined)).toBe(true);
-    expect(birthTimeDecides(created, file(), at('2026-01-02T03:04:04.300Z'), undefined)).toBe(
+    expect(birthTimeDecides(created, file(), { changedAt: at('2026-01-02T03:04:05.300Z') })).toBe(
+      true,
+    );
+    expect(birthTimeDecides(created, file(), { changedAt: at('2026-01-02T03:04:04.300Z') })).toBe(
       false,
     );
-    expect(birthTimeDecides(created, file(), at('2026-01-02T03:04:06.000Z'), undefined)).toBe(
+    expect(birthTimeDecides(created, file(), { changedAt: at('2026-01-02T03:04:06.000Z') })).toBe(
       false,
     );
-    expect(birthTimeDecides(created, file(), undefined, undefined)).toBe(false);
-    expect(birthTimeDecides(created, file(), at('2026-01-02T03:04:05.300Z'), path)).toBe(false);
+    expect(birthTimeDecides(created, file(), {})).toBe(false);
+    expect(
+      birthTimeDecides(created, file(), { changedAt: at('2026-01-02T03:04:05.300Z'), made: path }),
+    ).toBe(false);
     const recorded = vol({}, { path });
     recorded.metadata.creationTimestamp = '2026-01-02T03:04:05Z';
-    expect(birthTimeDecides(recorded, file(), at('2026-01-02T03:04:05.300Z'), undefined)).toBe(
+    expect(birthTimeDecides(recorded, file(), { changedAt: at('2026-01-02T03:04:05.300Z') })).toBe(
       false,
     );
   });
@@ -279,7 +264,9 @@ describe('planVolume', () => {
     );
     expect(planVolume(recorded, 'clone', undefined, halfDone)).toEqual({ steps: [] });
     // Copied by this process; the cached status does not show it yet.
-    expect(planVolume(clone, 'clone', desired, halfDone, '/srv/images/apps_data')).toEqual({
+    expect(
+      planVolume(clone, 'clone', desired, halfDone, { made: '/srv/images/apps_data' }),
+    ).toEqual({
       steps: [],
     });
   });

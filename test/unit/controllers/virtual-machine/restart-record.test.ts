@@ -1,0 +1,90 @@
+// A restart given up (runStrategy Manual after a crash) gets the status's count written back to
+// the stopped domain's metadata (forgetRestart), passes after passes until it takes. Against a
+// state-based fake of a driver that refuses setMetadata: the passes of one agent, each planned
+// from what the fake holds and acted on it, with the agent's HostState in between.
+import { describe, expect, it } from 'vitest';
+import {
+  actMachine,
+  rememberRestartsUnrecordable,
+} from '../../../../src/controllers/virtual-machine/act.js';
+import { planMachine } from '../../../../src/controllers/virtual-machine/plan.js';
+import { ErrorCode, ErrorDomain, LibvirtError } from '../../../../src/libvirt/index.js';
+import type { Connect, Domain } from '../../../../src/libvirt/index.js';
+import { desired, NOW, observed, ours, runningStatus, vm } from './machines.js';
+
+const machine = vm(
+  { runStrategy: 'Manual' },
+  { status: runningStatus({ state: { state: 'shutoff', reason: 'crashed' }, restartCount: 2 }) },
+);
+const UID = String(machine.metadata.uid);
+
+/** A stopped domain whose definition records 3 restarts; `refuse`: setMetadata's error code. */
+function host(refuse: number | undefined) {
+  const state = { restarts: 3, calls: 0 };
+  const domain = {
+    setMetadata: (_type: number, xml: string) => {
+      state.calls++;
+      if (refuse !== undefined)
+        return Promise.reject(
+          new LibvirtError('this function is not supported by the connection driver', {
+            code: refuse,
+            domain: ErrorDomain.VIR_FROM_DOMAIN,
+            level: 2,
+          }),
+        );
+      state.restarts = Number(/count="(\d+)"/.exec(xml)?.[1]);
+      return Promise.resolve();
+    },
+  } as unknown as Domain;
+  return { domain, state };
+}
+
+/** `n` passes of one agent: plan from the fake's state, act on it, remember the outcome. */
+async function passes(fake: ReturnType<typeof host>, n: number) {
+  const unrecordable = new Set<string>();
+  const logged: string[] = [];
+  const log = { info: (_fields: object, msg: string) => void logged.push(msg) };
+  for (let i = 0; i < n; i++) {
+    const config = { ...desired(machine), restarts: fake.state.restarts };
+    const plan = planMachine({
+      vm: machine,
+      desired: desired(machine),
+      cloudInit: undefined,
+      observed: observed(
+        ours({ config, active: false, power: { state: 'shutoff', reason: 'crashed' } }),
+      ),
+      now: NOW,
+      restartsUnrecordable: unrecordable.has(UID),
+    });
+    const outcome = await actMachine({} as Connect, fake.domain, plan.steps);
+    rememberRestartsUnrecordable(unrecordable, UID, outcome, log as never);
+  }
+  return { logged, unrecordable };
+}
+
+describe('forgetRestart on a driver that refuses domain metadata', () => {
+  it('writes the count back once where the driver takes it', async () => {
+    const fake = host(undefined);
+    await passes(fake, 3);
+    expect(fake.state).toEqual({ restarts: 2, calls: 1 });
+  });
+
+  it.each([ErrorCode.VIR_ERR_NO_SUPPORT, ErrorCode.VIR_ERR_OPERATION_UNSUPPORTED])(
+    'stops asking after an unsupported refusal (code %s), said once',
+    async (code) => {
+      const fake = host(code);
+      const { logged, unrecordable } = await passes(fake, 3);
+      expect(fake.state).toEqual({ restarts: 3, calls: 1 });
+      expect(logged).toHaveLength(1);
+      expect(logged[0]).toMatch(/does not support domain metadata/);
+      expect([...unrecordable]).toEqual([UID]);
+    },
+  );
+
+  it('keeps asking after another error, which may pass', async () => {
+    const fake = host(ErrorCode.VIR_ERR_INTERNAL_ERROR);
+    const { logged } = await passes(fake, 3);
+    expect(fake.state.calls).toBe(3);
+    expect(logged).toEqual([]);
+  });
+});
