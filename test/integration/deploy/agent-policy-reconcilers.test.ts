@@ -133,9 +133,10 @@ describe('the real agent under the admission policy, with pod-bound tokens', () 
     unsubscribe('http.client.response.finish', onResponse);
   });
 
-  it('a VM runs, is snapshotted, restored and deleted with all of it; nothing is refused', async () => {
-    const pool = `images-${randomBytes(3).toString('hex')}`;
-    await kubectl(
+  const pool = `images-${randomBytes(3).toString('hex')}`;
+  /** A machine on node-a with a qcow2 disk of its own (snapshots need one). */
+  const machine = (name: string) =>
+    kubectl(
       ['apply', '-f', '-'],
       `
 apiVersion: virt.dev/v1alpha1
@@ -145,62 +146,85 @@ spec: {path: /var/lib/libvirt-operator-test/${pool}}
 ---
 apiVersion: virt.dev/v1alpha1
 kind: Volume
-metadata: {name: root, namespace: ${NS}}
+metadata: {name: ${name}-root, namespace: ${NS}}
 spec: {nodeName: node-a, pool: ${pool}, capacity: 1Gi}
 ---
 apiVersion: virt.dev/v1alpha1
 kind: VirtualMachine
-metadata: {name: web, namespace: ${NS}}
+metadata: {name: ${name}, namespace: ${NS}}
 spec:
   nodeName: node-a
   domainType: qemu
   vcpus: 1
   memory: 128Mi
-  disks: [{name: root, volume: root, bootOrder: 1}]
+  disks: [{name: root, volume: ${name}-root, bootOrder: 1}]
 `,
     );
-    const snapshot = async (name: string) => {
-      await kubectl(
-        ['apply', '-f', '-'],
-        JSON.stringify({
-          apiVersion: 'virt.dev/v1alpha1',
-          kind: 'VirtualMachineSnapshot',
-          metadata: { name, namespace: NS },
-          spec: { vmName: 'web' },
-        }),
-      );
-      return until(`snapshot ${name} Ready`, async () => {
-        const o = await get('vmsnap', name);
-        return o.status?.phase === 'Ready' && o;
-      });
-    };
-    const restore = async (name: string, snapshotName: string) => {
-      await kubectl(
-        ['apply', '-f', '-'],
-        JSON.stringify({
-          apiVersion: 'virt.dev/v1alpha1',
-          kind: 'VirtualMachineRestore',
-          metadata: { name, namespace: NS },
-          spec: { vmName: 'web', snapshotName },
-        }),
-      );
-      return until(`restore ${name} Succeeded`, async () => {
-        const o = await get('vmrestore', name);
-        return o.status?.phase === 'Succeeded' && o;
-      });
-    };
+  const snapshot = async (name: string, vmName: string) => {
+    await kubectl(
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'virt.dev/v1alpha1',
+        kind: 'VirtualMachineSnapshot',
+        metadata: { name, namespace: NS },
+        spec: { vmName },
+      }),
+    );
+  };
+  const restore = async (name: string, vmName: string, snapshotName: string) => {
+    await kubectl(
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'virt.dev/v1alpha1',
+        kind: 'VirtualMachineRestore',
+        metadata: { name, namespace: NS },
+        spec: { vmName, snapshotName },
+      }),
+    );
+  };
+  const phase = (kind: string, name: string, want: string) =>
+    until(`${kind} ${name} ${want}`, async () => {
+      const o = await get(kind, name);
+      return o.status?.phase === want && o;
+    });
+
+  /** Nothing refused: on the wire, in either agent's log, or as an Event a user would see. */
+  async function expectNothingRefused() {
+    const refused = (r: RunningAgent) => r.requests.filter((q) => q.code === 403);
+    expect(a!.requests.length).toBeGreaterThan(0);
+    expect(refused(a!)).toEqual([]);
+    expect(refused(b!)).toEqual([]);
+    expect(refusals(a!)).toEqual([]);
+    expect(refusals(b!)).toEqual([]);
+    const warnings = JSON.parse(
+      await kubectl([
+        'get',
+        'events.events.k8s.io',
+        '-A',
+        '--field-selector=type=Warning',
+        '-o',
+        'json',
+      ]),
+    ) as { items: Array<{ reason?: string; note?: string }> };
+    expect(warnings.items.filter((e) => /forbidden/i.test(`${e.reason} ${e.note}`))).toEqual([]);
+  }
+
+  it('a VM runs, is snapshotted, restored and deleted with all of it; nothing is refused', async () => {
+    await machine('web');
     const vm = await until('VM Running', async () => {
       const o = await get('vm', 'web');
       return o.status?.phase === 'Running' && o;
     });
     const domain = await conn.lookupDomainByUUIDString(vm.metadata.uid);
 
-    const snap = await snapshot('web-1');
+    await snapshot('web-1', 'web');
+    const snap = await phase('vmsnap', 'web-1', 'Ready');
     expect(snap.metadata.finalizers).toEqual(['node.virt.dev/node-a']);
     expect((await domain.listAllSnapshots()).map((s) => s.getName())).toEqual([
       snap.status?.snapshotName,
     ]);
-    expect((await restore('back-1', 'web-1')).status?.nodeName).toBe('node-a');
+    await restore('back-1', 'web', 'web-1');
+    expect((await phase('vmrestore', 'back-1', 'Succeeded')).status?.nodeName).toBe('node-a');
 
     // The user deletes the restore and the snapshot: the agent releases its finalizer once
     // the libvirt snapshot is gone.
@@ -211,8 +235,10 @@ spec:
     expect(await domain.numOfSnapshots()).toBe(0);
 
     // Another pair, left for the machine's removal: the agent deletes them itself (docs/api.md).
-    await snapshot('web-2');
-    await restore('back-2', 'web-2');
+    await snapshot('web-2', 'web');
+    await phase('vmsnap', 'web-2', 'Ready');
+    await restore('back-2', 'web', 'web-2');
+    await phase('vmrestore', 'back-2', 'Succeeded');
     expect(await domain.numOfSnapshots()).toBe(1);
     await kubectl(['delete', 'vm', 'web', '-n', NS, '--wait=false']);
     await until('VM gone', () => gone('vm', 'web'));
@@ -221,20 +247,10 @@ spec:
     await expect(conn.lookupDomainByUUIDString(vm.metadata.uid)).rejects.toThrow(
       /domain not found/i,
     );
-    await kubectl(['delete', 'volume', 'root', '-n', NS, '--wait=false']);
-    await until('volume gone', () => gone('volume', 'root'));
-    await kubectl(['delete', 'storagepool', pool, '--wait=false']);
-    await until('pool gone', async () =>
-      /NotFound/.test((await cp().kubectl(['get', 'storagepool', pool])).stderr),
-    );
+    await kubectl(['delete', 'volume', 'web-root', '-n', NS, '--wait=false']);
+    await until('volume gone', () => gone('volume', 'web-root'));
 
-    // Nothing refused: on the wire, in either agent's log, or as an Event a user would see.
-    const refused = (r: RunningAgent) => r.requests.filter((q) => q.code === 403);
-    expect(a!.requests.length).toBeGreaterThan(0);
-    expect(refused(a!)).toEqual([]);
-    expect(refused(b!)).toEqual([]);
-    expect(refusals(a!)).toEqual([]);
-    expect(refusals(b!)).toEqual([]);
+    await expectNothingRefused();
     // node-a wrote the snapshot's and the restore's status and deleted nothing of the user's
     // by hand; node-b did not even try to write anything in the tenant's namespace: not the
     // objects, their status, their finalizers, nor an Event about them.
@@ -256,16 +272,56 @@ spec:
     expect(
       b!.requests.filter((q) => q.method !== 'GET' && q.path.includes(`/namespaces/${NS}/`)),
     ).toEqual([]);
-    const warnings = JSON.parse(
-      await kubectl([
-        'get',
-        'events.events.k8s.io',
-        '-A',
-        '--field-selector=type=Warning',
-        '-o',
-        'json',
-      ]),
-    ) as { items: Array<{ reason?: string; note?: string }> };
-    expect(warnings.items.filter((e) => /forbidden/i.test(`${e.reason} ${e.note}`))).toEqual([]);
+  }, 60_000);
+
+  it('a snapshot and a restore of a machine not yet created: reported missing, then claimed', async () => {
+    // A restore of a machine that never comes. The restore of `later` is made only once its
+    // snapshot is Ready: made with the snapshot, before the machine, it was seen to keep the
+    // snapshot from being taken for over 30 s in about one run in three (a fault of the
+    // snapshot/restore interplay, not of the policy: no request was refused).
+    await snapshot('later-1', 'later');
+    await restore('back-nowhere', 'nowhere', 'nowhere-1');
+    // After the claim grace, any agent says the machine exists nowhere (both may try; one
+    // write lands, the other's is a conflict, never a refusal).
+    for (const [kind, name] of [
+      ['vmsnap', 'later-1'],
+      ['vmrestore', 'back-nowhere'],
+    ] as const)
+      await until(`${kind} ${name} reports its machine missing`, async () => {
+        const o = await getJSON<{ status?: { conditions?: Array<{ reason?: string }> } }>(cp(), [
+          kind,
+          name,
+          '-n',
+          NS,
+        ]);
+        return o.status?.conditions?.some((c) => c.reason === 'VirtualMachineNotFound');
+      });
+    // The user creates it on node-a: its agent claims both, over what any agent wrote.
+    await machine('later');
+    const vm = await phase('vm', 'later', 'Running');
+    const snap = await phase('vmsnap', 'later-1', 'Ready');
+    expect(snap.metadata.finalizers).toEqual(['node.virt.dev/node-a']);
+    await restore('back-later', 'later', 'later-1');
+    const back = await phase('vmrestore', 'back-later', 'Succeeded');
+    expect(back.status?.nodeName).toBe('node-a');
+    const domain = await conn.lookupDomainByUUIDString(vm.metadata.uid);
+    expect(await domain.numOfSnapshots()).toBe(1);
+
+    await kubectl(['delete', 'vm', 'later', '-n', NS, '--wait=false']);
+    await until('VM gone', () => gone('vm', 'later'));
+    expect(await gone('vmsnap', 'later-1')).toBe(true);
+    expect(await gone('vmrestore', 'back-later')).toBe(true);
+    await expect(conn.lookupDomainByUUIDString(vm.metadata.uid)).rejects.toThrow(
+      /domain not found/i,
+    );
+    await kubectl(['delete', 'vmrestore', 'back-nowhere', '-n', NS, '--wait=false']);
+    await until('unclaimed restore gone', () => gone('vmrestore', 'back-nowhere'));
+    await kubectl(['delete', 'volume', 'later-root', '-n', NS, '--wait=false']);
+    await until('volume gone', () => gone('volume', 'later-root'));
+    await kubectl(['delete', 'storagepool', pool, '--wait=false']);
+    await until('pool gone', async () =>
+      /NotFound/.test((await cp().kubectl(['get', 'storagepool', pool])).stderr),
+    );
+    await expectNothingRefused();
   }, 60_000);
 });
