@@ -99,9 +99,16 @@ export async function deleteRestoresOf(
   return refused;
 }
 
-/** Why a machine's deletion waits for restores it may not delete, and what to do. Pure. */
+/**
+ * Why a machine's deletion waits for restores it may not delete, and what to do. Pure. In name
+ * order, not the cache's (the order their last changes arrived, by name after an agent
+ * restart): the message is compared with the status's (saysDeletion), and the same wait in
+ * another order was one more status write and DeletePending Event.
+ */
 export function restoresRefusedMessage(refused: readonly VirtualMachineRestore[]): string {
-  const parts = refused.map((r) => {
+  const name = (r: VirtualMachineRestore) => r.metadata.name ?? '';
+  const byName = [...refused].sort((a, b) => (name(a) < name(b) ? -1 : name(a) > name(b) ? 1 : 0));
+  const parts = byName.map((r) => {
     const node = r.status?.nodeName ?? '(unset)';
     return (
       `VirtualMachineRestore ${r.metadata.namespace}/${r.metadata.name} is claimed by node ` +

@@ -88,6 +88,30 @@ describe('removedStatus', () => {
     expect(removedStatus({ vm: waiting, nodeName: 'node-a', now: LATER, wait })).toEqual(first);
   });
 
+  it('says the same of the same restores in any order, so an agent restart writes nothing', () => {
+    // The cache lists a machine's restores in the order their last change arrived; a restarted
+    // agent lists them by name. A message in that order was a new status write and a second
+    // DeletePending Event for the same wait.
+    const other = {
+      ...restore,
+      metadata: { ...restore.metadata, name: 'aback', uid: 'r0' },
+    } as VirtualMachineRestore;
+    const machine = runningMachine();
+    const before = {
+      reason: RESTORE_CLAIMED_ELSEWHERE,
+      message: restoresRefusedMessage([restore, other]),
+    };
+    const waiting = withStatus(
+      machine,
+      removedStatus({ vm: machine, nodeName: 'node-a', now: NOW, wait: before }),
+    );
+    const after = {
+      reason: RESTORE_CLAIMED_ELSEWHERE,
+      message: restoresRefusedMessage([other, restore]),
+    };
+    expect(saysDeletion(waiting, after)).toBe(true);
+  });
+
   it('clears DeletionBlocked once the wait is over', () => {
     const machine = runningMachine();
     const waiting = withStatus(
