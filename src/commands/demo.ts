@@ -97,8 +97,8 @@ export function demoManifests(d: DemoInput): VirtManifest[] {
       domainType: 'qemu',
       vcpus: 1,
       memory: '256Mi',
-      // Headroom for the README's day-2 patch (memory 384Mi, vcpus 2), applied live: beyond
-      // maxMemory and maxVcpus a change waits for a restart (RestartRequired).
+      // Headroom for the README's day-2 patch (memory 384Mi, vcpus 2), applied live: the schema
+      // refuses more than maxMemory and maxVcpus; raising those waits for a restart.
       maxVcpus: 2,
       maxMemory: '512Mi',
       terminationGracePeriodSeconds: 30,
