@@ -109,7 +109,18 @@ export function restoresRefusedMessage(refused: readonly VirtualMachineRestore[]
   const name = (r: VirtualMachineRestore) => r.metadata.name ?? '';
   const byName = [...refused].sort((a, b) => (name(a) < name(b) ? -1 : name(a) > name(b) ? 1 : 0));
   const parts = byName.map((r) => {
-    const node = r.status?.nodeName ?? '(unset)';
+    const node = r.status?.nodeName;
+    // Unclaimed yet refused: not another node's claim but this agent's own permissions (an
+    // RBAC rule or admission policy changed by hand), which forget-node cannot mend.
+    if (node === undefined) {
+      return (
+        `the API server refused this agent the deletion of VirtualMachineRestore ` +
+        `${r.metadata.namespace}/${r.metadata.name}, which no node claims: check the agent's ` +
+        `RBAC and the admission policy from manifests/, or delete the restore with the ` +
+        `cluster admin's credentials (kubectl delete vmrestore ${r.metadata.name} ` +
+        `-n ${r.metadata.namespace})`
+      );
+    }
     return (
       `VirtualMachineRestore ${r.metadata.namespace}/${r.metadata.name} is claimed by node ` +
       `${node} (status.nodeName), whose agent alone may delete it: if that host is retired, ` +

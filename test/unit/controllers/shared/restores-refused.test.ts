@@ -62,4 +62,11 @@ describe('deleteRestoresOf', () => {
         '(kubectl delete vmrestore b -n ns)',
     );
   });
+
+  it('says a refusal of an unclaimed restore is about permissions, not a node to forget', () => {
+    const message = restoresRefusedMessage([restore('c')]);
+    expect(message).toMatch(/refused this agent the deletion of VirtualMachineRestore ns\/c/);
+    expect(message).toMatch(/RBAC and the admission policy/);
+    expect(message).not.toMatch(/forget-node|\(unset\)/);
+  });
 });
