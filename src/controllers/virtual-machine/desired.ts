@@ -6,7 +6,8 @@
 //   in it and the name maps back to one object) and has UUID spec.uuid or metadata.uid;
 // - disks are file disks on the Volume's status.path, driver type = the Volume's format,
 //   targets vda, vdb... on virtio and sda, sdb... on sata and scsi (one shared sd namespace, in
-//   spec order), then the cloud-init CD-ROM on the next sd name; a cdrom disk (an ISO Volume) is
+//   spec order), then the cloud-init CD-ROM on the next sd name; scsi disks on units 0, 1...
+//   of the one virtio-scsi controller (in spec order); a cdrom disk (an ISO Volume) is
 //   read-only on sata unless it says scsi;
 // - the CPU: spec.cpu's mode, model and topology; without a mode, host-model on kvm and QEMU's
 //   default model on qemu (TCG has no host CPU to model);
@@ -577,6 +578,8 @@ function diskBus(spec: { device?: 'disk' | 'cdrom'; bus?: DiskBus }): DiskBus {
 
 function desiredDisks(vm: VirtualMachine, inputs: MachineInputs): Disk[] {
   const next = { vd: 0, sd: 0 };
+  // Every scsi disk on the one virtio-scsi controller: see Disk scsiUnit.
+  let scsiUnits = 0;
   const target = (bus: DiskBus) => {
     const prefix = TARGET_PREFIX[bus];
     return { dev: prefix + diskLetters(next[prefix]++), bus };
@@ -594,6 +597,7 @@ function desiredDisks(vm: VirtualMachine, inputs: MachineInputs): Disk[] {
       readonly: cdrom || (spec.readOnly ?? false),
     };
     if (spec.bootOrder !== undefined) disk.bootOrder = spec.bootOrder;
+    if (disk.target.bus === 'scsi') disk.scsiUnit = scsiUnits++;
     disks.push(disk);
   }
   if (inputs.cloudInit) {

@@ -623,12 +623,14 @@ export function deviceSteps(
       steps.push(...detachSteps(device, inConfig(device), saved, retry));
     }
   }
-  const used = new Set(
-    [...live.devices.disks, ...(config?.devices.disks ?? [])].map((d) => d.target.dev),
-  );
+  const present = [...live.devices.disks, ...(config?.devices.disks ?? [])];
+  const used = new Set(present.map((d) => d.target.dev));
+  const units = new Set(present.flatMap((d) => (d.scsiUnit === undefined ? [] : [d.scsiUnit])));
   for (const device of diff.attach) {
     const change =
-      device.kind === 'disk' ? { ...device, disk: withFreeTarget(device.disk, used) } : device;
+      device.kind === 'disk'
+        ? { ...device, disk: withFreeUnit(withFreeTarget(device.disk, used), units) }
+        : device;
     steps.push({ op: 'attachDevice', device: change, live: true, config: !inConfig(device) });
   }
   return steps;
@@ -671,6 +673,19 @@ function withFreeTarget(disk: Disk, used: Set<string>): Disk {
   for (let i = 0; used.has(dev); i++) dev = prefix + diskLetters(i);
   used.add(dev);
   return { ...disk, target: { ...disk.target, dev } };
+}
+
+/**
+ * A scsi disk on its desired unit of the first SCSI controller, or on the first free one when
+ * taken (in the running or the persistent definition). Without a unit libvirt would derive one
+ * from the target name and, from sdh on, add a second controller (see Disk scsiUnit).
+ */
+function withFreeUnit(disk: Disk, used: Set<number>): Disk {
+  if (disk.target.bus !== 'scsi') return disk;
+  let unit = disk.scsiUnit ?? 0;
+  for (let i = 0; used.has(unit); i++) unit = i;
+  used.add(unit);
+  return { ...disk, scsiUnit: unit };
 }
 
 // ---- the plan ----

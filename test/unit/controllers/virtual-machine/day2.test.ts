@@ -31,11 +31,12 @@ import type { Domain } from '../../../../src/libvirt/domain.js';
 import { DomainCreateFlags, DomainDeviceModifyFlags } from '../../../../src/libvirt/constants.js';
 import { ErrorCode, ErrorDomain, LibvirtError } from '../../../../src/libvirt/errors.js';
 import {
+  buildDiskXML,
   buildDomainXML,
   parseDomainXML,
   type DomainDocument,
 } from '../../../../src/libvirt/xml/domain.js';
-import { desired, NOW, observed, ours, runningStatus, variant, vm } from './machines.js';
+import { desired, NOW, observed, ours, runningStatus, UID, variant, vm } from './machines.js';
 
 const inputs = {
   volumes: new Map([
@@ -267,6 +268,58 @@ describe('live device changes', () => {
         attach.device.disk.target.dev,
     ).toBe('vdc');
     expect(steps[0]).toMatchObject({ op: 'detachDevice', retry: false });
+  });
+
+  it('keeps every hot-plugged scsi disk on the virtio-scsi controller, past unit 6', () => {
+    // A user's machine: a sata install CD (sda), cloud-init (the next sd name), then scsi disks
+    // added one by one. Left to libvirt, the 7th scsi name on (sdh..) went to a second
+    // controller that libvirt adds as an emulated LSI card in the persistent definition.
+    const volumes = new Map(inputs.volumes);
+    for (let i = 0; i < 9; i++) volumes.set(`d${i}`, { path: `/pool/d${i}.raw`, format: 'raw' });
+    const seed = { path: `/state/cloud-init/${UID}-ab12.iso`, files: {} };
+    const withInputs = { ...inputs, volumes, cloudInit: seed };
+    const machine = (n: number) =>
+      vm({
+        disks: [
+          { name: 'root', volume: 'root', readOnly: false },
+          { name: 'install', volume: 'iso', readOnly: true, device: 'cdrom' },
+          ...Array.from({ length: n }, (_, i) => ({
+            name: `d${i}`,
+            volume: `d${i}`,
+            readOnly: false,
+            bus: 'scsi' as const,
+          })),
+        ],
+      });
+    // What libvirt holds after each attach: its XML read back, so units come from libvirt.
+    let held = parseDomainXML(buildDomainXML(desired(machine(0), withInputs)));
+    const attached: string[] = [];
+    for (let n = 1; n <= 9; n++) {
+      const want = desired(machine(n), withInputs);
+      const steps = deviceSteps(
+        want,
+        ours({ config: held, live: held }),
+        deviceNames(machine(n), want),
+        {
+          since: undefined,
+          graceMs: 60_000,
+          now: NOW,
+        },
+      );
+      expect(steps).toHaveLength(1);
+      const step = steps[0];
+      if (step?.op !== 'attachDevice' || step.device.kind !== 'disk') throw new Error('no attach');
+      const xml = buildDiskXML(step.device.disk);
+      attached.push(xml);
+      held = parseDomainXML(buildDomainXML(held).replace('</devices>', `${xml}</devices>`));
+    }
+    const units = attached.map(
+      (xml) =>
+        /<address type="drive" controller="0" bus="0" target="0" unit="(\d+)"\/>/.exec(xml)?.[1],
+    );
+    expect(units).toEqual(['0', '1', '2', '3', '4', '5', '6', '7', '8']);
+    const targets = held.devices.disks.map((d) => d.target.dev);
+    expect(new Set(targets).size).toBe(targets.length);
   });
 
   it('detaches removed devices once, then again only after the grace period', () => {
