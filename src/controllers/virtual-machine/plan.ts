@@ -40,7 +40,7 @@ import { changedFields } from '../../ownership/owned.js';
 import { lifecycleChange } from '../kit.js';
 import type { CloudInitImage } from './cloud-init.js';
 import type { ObservedDomain, ObservedMachine, OursDomain } from './observe.js';
-import { diskLetters } from './desired.js';
+import { diskIndex, diskLetters } from './desired.js';
 
 /** The condition that remembers why and since when the operator is stopping the domain. */
 export const SHUTDOWN_CONDITION = 'ShutdownRequested';
@@ -676,13 +676,14 @@ function withFreeTarget(disk: Disk, used: Set<string>): Disk {
 }
 
 /**
- * A scsi disk on its desired unit of the first SCSI controller, or on the first free one when
- * taken (in the running or the persistent definition). Without a unit libvirt would derive one
- * from the target name and, from sdh on, add a second controller (see Disk scsiUnit).
+ * A scsi disk on the unit of the first SCSI controller its target name gives (as desired.ts),
+ * or on the first free one when taken (in the running or the persistent definition). Without a
+ * unit libvirt would derive one from the target name and, from sdh on, add a second controller
+ * (see Disk scsiUnit).
  */
 function withFreeUnit(disk: Disk, used: Set<number>): Disk {
   if (disk.target.bus !== 'scsi') return disk;
-  let unit = disk.scsiUnit ?? 0;
+  let unit = diskIndex(disk.target.dev.slice(2));
   for (let i = 0; used.has(unit); i++) unit = i;
   used.add(unit);
   return { ...disk, scsiUnit: unit };

@@ -18,6 +18,7 @@ import {
 } from '../../../src/controllers/virtual-machine/desired.js';
 import type { OursDomain } from '../../../src/controllers/virtual-machine/observe.js';
 import {
+  configSteps,
   deviceNames,
   deviceSteps,
   restartPending,
@@ -131,8 +132,10 @@ describe('scsi disks hot-plugged into a running QEMU domain', () => {
     const want = desiredDomain(vm, inputs);
     const after = await definitions(dom);
     const held = { live: after.parsed.live, config: after.parsed.config } as OursDomain;
-    // Converged: the next pass attaches nothing and has nothing waiting for a restart.
+    // Converged: the next pass attaches nothing, does not redefine, and has nothing waiting
+    // for a restart.
     expect(deviceSteps(want, held, deviceNames(vm, want), detach)).toEqual([]);
+    expect(configSteps(want, held, [])).toEqual([]);
     expect(restartPending(want, after.parsed.live, deviceNames(vm, want))).toEqual([]);
     expect(scsiControllers(after.live)).toEqual(['virtio-scsi']);
     expect(scsiControllers(after.config)).toEqual(['virtio-scsi']);
@@ -146,8 +149,9 @@ describe('scsi disks hot-plugged into a running QEMU domain', () => {
     const booted = await definitions(dom);
     expect(scsiControllers(booted.live)).toEqual(['virtio-scsi']);
     const scsi = booted.parsed.live.devices.disks.filter((d) => d.target.bus === 'scsi');
-    expect(scsi.map((d) => d.scsiUnit).sort((a, b) => a! - b!)).toEqual(
-      Array.from({ length: DISKS }, (_, i) => i),
+    // The unit of each is its target's index, as libvirt derives it below sdh: sdc is unit 2.
+    expect(scsi.map((d) => [d.target.dev, d.scsiUnit])).toEqual(
+      Array.from({ length: DISKS }, (_, i) => [`sd${String.fromCharCode(99 + i)}`, i + 2]),
     );
   });
 });

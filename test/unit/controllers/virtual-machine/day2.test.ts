@@ -317,7 +317,8 @@ describe('live device changes', () => {
       (xml) =>
         /<address type="drive" controller="0" bus="0" target="0" unit="(\d+)"\/>/.exec(xml)?.[1],
     );
-    expect(units).toEqual(['0', '1', '2', '3', '4', '5', '6', '7', '8']);
+    // sda and sdb are the CD-ROMs: each disk's unit is its target's index, as libvirt derives it.
+    expect(units).toEqual(['2', '3', '4', '5', '6', '7', '8', '9', '10']);
     const targets = held.devices.disks.map((d) => d.target.dev);
     expect(new Set(targets).size).toBe(targets.length);
   });
