@@ -602,7 +602,7 @@ export function deviceSteps(
   desired: DomainDocument,
   domain: OursDomain,
   names: DeviceNames,
-  detach: { since: Date | undefined; graceMs: number; now: Date },
+  detach: { since: Date | undefined; graceMs: number; now: Date; lastRetry?: Date | undefined },
 ): MachineStep[] {
   const live = domain.live;
   if (!live) return [];
@@ -616,7 +616,7 @@ export function deviceSteps(
       ? configDisk(change.disk) !== undefined
       : (config?.devices.interfaces ?? []).some((n) => nicKey(n) === nicKey(change.nic));
   const retry = detach.since !== undefined;
-  const due = !retry || detach.now.getTime() - detach.since!.getTime() >= detach.graceMs;
+  const due = !retry || detachRetryDue(detach);
   if (due) {
     for (const device of diff.detach) {
       const saved = device.kind === 'disk' ? configDisk(device.disk) : undefined;
@@ -634,6 +634,31 @@ export function deviceSteps(
     steps.push({ op: 'attachDevice', device: change, live: true, config: !inConfig(device) });
   }
   return steps;
+}
+
+/** The longest wait between two repeats of a detach the guest does not answer. */
+const DETACH_RETRY_MAX_MS = 300_000;
+
+/**
+ * Whether to repeat a detach requested at `since`: once the grace period has passed, and then
+ * each time the request has doubled its age since the last repeat (capped at 5 minutes). Any
+ * pass would otherwise repeat it, with an Event each time: one woken every few seconds for
+ * another reason (the address poll after a start or a NIC hot-plug) sent one every 5 s.
+ */
+export function detachRetryDue(detach: {
+  since: Date | undefined;
+  graceMs: number;
+  now: Date;
+  lastRetry?: Date | undefined;
+}): boolean {
+  if (detach.since === undefined) return true;
+  const now = detach.now.getTime();
+  const since = detach.since.getTime();
+  if (now - since < detach.graceMs) return false;
+  const last = detach.lastRetry?.getTime();
+  if (last === undefined || last < since) return true;
+  const gap = Math.min(DETACH_RETRY_MAX_MS, Math.max(detach.graceMs, last - since));
+  return now - last >= gap;
 }
 
 /**
@@ -714,6 +739,8 @@ export interface PlanInput {
    * (NetworkNotReady, NetworkNotOnNode, NetworkFailed). A restart it holds back stays recorded.
    */
   holdStart?: boolean;
+  /** When this process last repeated a detach the guest had not answered (HostState). */
+  lastDetachRetry?: Date | undefined;
   /** The restartCount this process gave the machine that its status may lack (reconcile.ts). */
   restartsCounted?: number;
   /**
@@ -827,7 +854,12 @@ export function planMachine(input: PlanInput): MachinePlan {
   // guest or libvirt refuses would end the pass before its stop step.
   const stopping = power.shutdown !== undefined && !stopWithdrawn(vm, power.shutdown);
   const target = stopping ? { ...domain, live: undefined } : domain;
-  const detach = { since: detachRequestedSince(vm), graceMs: gracePeriodMs(vm), now };
+  const detach = {
+    since: detachRequestedSince(vm),
+    graceMs: gracePeriodMs(vm),
+    now,
+    lastRetry: input.lastDetachRetry,
+  };
   const devices = deviceSteps(desired, target, names, detach);
   const saved = stopping && domain.active ? withSavedTarget(desired, domain) : desired;
   return {

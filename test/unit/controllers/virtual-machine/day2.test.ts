@@ -353,6 +353,27 @@ describe('live device changes', () => {
     ]);
   });
 
+  it('repeats an unanswered detach on a doubling cadence, not on every pass', () => {
+    // Requested 100 s ago with a 10 s grace: repeated at 10 s, 20 s, 40 s, 80 s, 160 s...
+    // A pass woken for another reason (the 5 s address poll) in between repeats nothing.
+    const names = deviceNames(one, small);
+    const at = (requested: number, lastRetry: number | undefined) =>
+      deviceSteps(small, ours({ config: small, live: big }), names, {
+        since: new Date(NOW.getTime() - requested * 1000),
+        graceMs: 10_000,
+        now: NOW,
+        lastRetry: lastRetry === undefined ? undefined : new Date(NOW.getTime() - lastRetry * 1000),
+      }).filter((s) => s.op === 'detachDevice').length;
+    expect(at(100, undefined)).toBe(2); // no repeat by this process yet
+    expect(at(100, 5)).toBe(0); // repeated 5 s ago, when the request was 95 s old
+    expect(at(100, 20)).toBe(0); // repeated at 80 s: the next is due at 160 s
+    expect(at(160, 80)).toBe(2);
+    expect(at(30, 10)).toBe(0); // repeated at 20 s: the next is due at 40 s
+    expect(at(40, 20)).toBe(2);
+    expect(at(1000, 299)).toBe(0); // at most 5 minutes apart
+    expect(at(1000, 300)).toBe(2);
+  });
+
   it('a sata disk or a changed device is restart-time; a reordered spec changes nothing', () => {
     const sata = vm({
       disks: [
