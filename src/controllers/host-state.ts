@@ -45,6 +45,12 @@ export interface HostState {
    */
   interfacesAttached: Map<string, number>;
   /**
+   * When this process last repeated a detach that the guest had not answered (by uid): the
+   * next repeat waits as long again as the request had waited (virtual-machine/plan.ts
+   * detachRetryDue).
+   */
+  detachRetried: Map<string, number>;
+  /**
    * The restartCount this process gave a machine (by uid) when it started a domain that had
    * stopped on its own, until the cached status shows it (virtual-machine/reconcile.ts
    * countedRestarts): a status write that failed must not lose the restart.
@@ -127,6 +133,7 @@ export function createHostState(): HostState {
     restoredRuns: new Map(),
     shutdowns: new Map(),
     interfacesAttached: new Map(),
+    detachRetried: new Map(),
     restarts: new Map(),
     restartsUnrecordable: new Set(),
     deferredDevices: new Map(),

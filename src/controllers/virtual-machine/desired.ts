@@ -6,7 +6,8 @@
 //   in it and the name maps back to one object) and has UUID spec.uuid or metadata.uid;
 // - disks are file disks on the Volume's status.path, driver type = the Volume's format,
 //   targets vda, vdb... on virtio and sda, sdb... on sata and scsi (one shared sd namespace, in
-//   spec order), then the cloud-init CD-ROM on the next sd name; a cdrom disk (an ISO Volume) is
+//   spec order), then the cloud-init CD-ROM on the next sd name; scsi disks on the unit of
+//   their sd name (sda 0, sdb 1...) of the one virtio-scsi controller; a cdrom disk (an ISO Volume) is
 //   read-only on sata unless it says scsi;
 // - the CPU: spec.cpu's mode, model and topology; without a mode, host-model on kvm and QEMU's
 //   default model on qemu (TCG has no host CPU to model);
@@ -448,6 +449,13 @@ export function quantityKiB(q: string | number): number {
   return Number((parseQuantity(q) + 1023n) / 1024n);
 }
 
+/** The index diskLetters names: a -> 0, z -> 25, aa -> 26, ... */
+export function diskIndex(letters: string): number {
+  let n = 0;
+  for (const c of letters) n = n * 26 + (c.charCodeAt(0) - 96);
+  return n - 1;
+}
+
 /** Linux's disk naming: 0 -> a, 25 -> z, 26 -> aa, ... */
 export function diskLetters(index: number): string {
   let n = index;
@@ -594,6 +602,9 @@ function desiredDisks(vm: VirtualMachine, inputs: MachineInputs): Disk[] {
       readonly: cdrom || (spec.readOnly ?? false),
     };
     if (spec.bootOrder !== undefined) disk.bootOrder = spec.bootOrder;
+    // Every scsi disk on the one virtio-scsi controller (see Disk scsiUnit), on the unit libvirt
+    // derived from the target name below sdh, so those keep their /dev/disk/by-path names.
+    if (disk.target.bus === 'scsi') disk.scsiUnit = diskIndex(disk.target.dev.slice(2));
     disks.push(disk);
   }
   if (inputs.cloudInit) {

@@ -40,7 +40,7 @@ import { changedFields } from '../../ownership/owned.js';
 import { lifecycleChange } from '../kit.js';
 import type { CloudInitImage } from './cloud-init.js';
 import type { ObservedDomain, ObservedMachine, OursDomain } from './observe.js';
-import { diskLetters } from './desired.js';
+import { diskIndex, diskLetters } from './desired.js';
 
 /** The condition that remembers why and since when the operator is stopping the domain. */
 export const SHUTDOWN_CONDITION = 'ShutdownRequested';
@@ -602,7 +602,7 @@ export function deviceSteps(
   desired: DomainDocument,
   domain: OursDomain,
   names: DeviceNames,
-  detach: { since: Date | undefined; graceMs: number; now: Date },
+  detach: { since: Date | undefined; graceMs: number; now: Date; lastRetry?: Date | undefined },
 ): MachineStep[] {
   const live = domain.live;
   if (!live) return [];
@@ -616,22 +616,49 @@ export function deviceSteps(
       ? configDisk(change.disk) !== undefined
       : (config?.devices.interfaces ?? []).some((n) => nicKey(n) === nicKey(change.nic));
   const retry = detach.since !== undefined;
-  const due = !retry || detach.now.getTime() - detach.since!.getTime() >= detach.graceMs;
+  const due = !retry || detachRetryDue(detach);
   if (due) {
     for (const device of diff.detach) {
       const saved = device.kind === 'disk' ? configDisk(device.disk) : undefined;
       steps.push(...detachSteps(device, inConfig(device), saved, retry));
     }
   }
-  const used = new Set(
-    [...live.devices.disks, ...(config?.devices.disks ?? [])].map((d) => d.target.dev),
-  );
+  const present = [...live.devices.disks, ...(config?.devices.disks ?? [])];
+  const used = new Set(present.map((d) => d.target.dev));
+  const units = new Set(present.flatMap((d) => (d.scsiUnit === undefined ? [] : [d.scsiUnit])));
   for (const device of diff.attach) {
     const change =
-      device.kind === 'disk' ? { ...device, disk: withFreeTarget(device.disk, used) } : device;
+      device.kind === 'disk'
+        ? { ...device, disk: withFreeUnit(withFreeTarget(device.disk, used), units) }
+        : device;
     steps.push({ op: 'attachDevice', device: change, live: true, config: !inConfig(device) });
   }
   return steps;
+}
+
+/** The longest wait between two repeats of a detach the guest does not answer. */
+const DETACH_RETRY_MAX_MS = 300_000;
+
+/**
+ * Whether to repeat a detach requested at `since`: once the grace period has passed, and then
+ * each time the request has doubled its age since the last repeat (capped at 5 minutes). Any
+ * pass would otherwise repeat it, with an Event each time: one woken every few seconds for
+ * another reason (the address poll after a start or a NIC hot-plug) sent one every 5 s.
+ */
+export function detachRetryDue(detach: {
+  since: Date | undefined;
+  graceMs: number;
+  now: Date;
+  lastRetry?: Date | undefined;
+}): boolean {
+  if (detach.since === undefined) return true;
+  const now = detach.now.getTime();
+  const since = detach.since.getTime();
+  if (now - since < detach.graceMs) return false;
+  const last = detach.lastRetry?.getTime();
+  if (last === undefined || last < since) return true;
+  const gap = Math.min(DETACH_RETRY_MAX_MS, Math.max(detach.graceMs, last - since));
+  return now - last >= gap;
 }
 
 /**
@@ -673,6 +700,20 @@ function withFreeTarget(disk: Disk, used: Set<string>): Disk {
   return { ...disk, target: { ...disk.target, dev } };
 }
 
+/**
+ * A scsi disk on the unit of the first SCSI controller its target name gives (as desired.ts),
+ * or on the first free one when taken (in the running or the persistent definition). Without a
+ * unit libvirt would derive one from the target name and, from sdh on, add a second controller
+ * (see Disk scsiUnit).
+ */
+function withFreeUnit(disk: Disk, used: Set<number>): Disk {
+  if (disk.target.bus !== 'scsi') return disk;
+  let unit = diskIndex(disk.target.dev.slice(2));
+  for (let i = 0; used.has(unit); i++) unit = i;
+  used.add(unit);
+  return { ...disk, scsiUnit: unit };
+}
+
 // ---- the plan ----
 
 export interface PlanInput {
@@ -698,6 +739,8 @@ export interface PlanInput {
    * (NetworkNotReady, NetworkNotOnNode, NetworkFailed). A restart it holds back stays recorded.
    */
   holdStart?: boolean;
+  /** When this process last repeated a detach the guest had not answered (HostState). */
+  lastDetachRetry?: Date | undefined;
   /** The restartCount this process gave the machine that its status may lack (reconcile.ts). */
   restartsCounted?: number;
   /**
@@ -811,7 +854,12 @@ export function planMachine(input: PlanInput): MachinePlan {
   // guest or libvirt refuses would end the pass before its stop step.
   const stopping = power.shutdown !== undefined && !stopWithdrawn(vm, power.shutdown);
   const target = stopping ? { ...domain, live: undefined } : domain;
-  const detach = { since: detachRequestedSince(vm), graceMs: gracePeriodMs(vm), now };
+  const detach = {
+    since: detachRequestedSince(vm),
+    graceMs: gracePeriodMs(vm),
+    now,
+    lastRetry: input.lastDetachRetry,
+  };
   const devices = deviceSteps(desired, target, names, detach);
   const saved = stopping && domain.active ? withSavedTarget(desired, domain) : desired;
   return {

@@ -164,6 +164,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     holdStart: 'holdStart' in resolved && resolved.holdStart === true,
     restartsCounted: countedRestarts(ctx, vm),
     restartsUnrecordable: ctx.host.restartsUnrecordable.has(uid),
+    lastDetachRetry: lastDetachRetry(ctx, uid),
   };
   const plan = planMachine(planInput);
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
@@ -179,6 +180,8 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   );
   const outcome = await actMachine(conn, ours, steps, ctx.onLane?.bind(ctx));
   rememberRestartsUnrecordable(ctx.host.restartsUnrecordable, uid, outcome, ctx.log);
+  if (outcome.executed.some((s) => s.op === 'detachDevice' && s.retry))
+    ctx.host.detachRetried.set(uid, now.getTime());
   if (outcome.executed.some((s) => s.op === 'attachDevice' && s.device.kind === 'interface'))
     ctx.host.interfacesAttached.set(String(vm.metadata.uid), now.getTime());
   const shutdownSentAt = shutdownSent(outcome.executed, ctx);
@@ -232,6 +235,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
           now,
         )
       : undefined;
+  if (!detaching) ctx.host.detachRetried.delete(uid);
   const pending = pendingOf(ctx, vm, desired, after, deferred);
   const status = machineStatus({
     vm,
@@ -412,6 +416,11 @@ async function beginRequestedRestart(
     await report(ctx, written, failed, [], pending);
   }
   return requeueAfter(Math.min(STOP_POLL_MS, gracePeriodMs(vm) || TRANSITION_MS));
+}
+
+function lastDetachRetry(ctx: ControllerContext, uid: string): Date | undefined {
+  const at = ctx.host.detachRetried.get(uid);
+  return at === undefined ? undefined : new Date(at);
 }
 
 function detachingOf(
@@ -601,6 +610,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
       await ctx.removeFinalizer(KIND, vm, HOST_FINALIZER);
       ctx.host.shutdowns.delete(uid);
       ctx.host.interfacesAttached.delete(uid);
+      ctx.host.detachRetried.delete(uid);
       ctx.host.restarts.delete(uid);
       ctx.host.restartsUnrecordable.delete(uid);
       ctx.host.deferredDevices.delete(uid);

@@ -215,6 +215,14 @@ export interface Disk {
   /** A user alias; libvirt requires the 'ua-' prefix. */
   alias?: string;
   address?: PciAddress;
+  /**
+   * A scsi disk's unit on the first SCSI controller (<address type='drive' controller='0'
+   * bus='0' target='0' unit=N>). Left to libvirt, a disk's unit follows its target name, and
+   * from sdh on libvirt puts it on a second controller that it adds itself: an emulated LSI card
+   * in the persistent definition (a live attach gets virtio-scsi), so the disk vanished from a
+   * guest without that driver at the next boot. virtio-scsi takes thousands of units on one bus.
+   */
+  scsiUnit?: number;
 }
 
 /** <interface type='network'>: the only kind the operator attaches. */
@@ -419,8 +427,14 @@ function diskTree(disk: Disk): XmlTree {
     readonly: disk.readonly ? '' : undefined,
     boot: disk.bootOrder === undefined ? undefined : { '@order': disk.bootOrder },
     alias: disk.alias === undefined ? undefined : { '@name': disk.alias },
-    address: addressTree(disk.address),
+    address: addressTree(disk.address) ?? driveAddressTree(disk.scsiUnit),
   };
+}
+
+function driveAddressTree(unit: number | undefined): XmlTree | undefined {
+  return unit === undefined
+    ? undefined
+    : { '@type': 'drive', '@controller': 0, '@bus': 0, '@target': 0, '@unit': unit };
 }
 
 function interfaceTree(nic: NetworkInterface): XmlTree {
@@ -694,7 +708,16 @@ function parseDisk(el: XmlElement, at: string): Disk[] {
   }
   assign(disk, 'bootOrder', bootOrder(el, at));
   assign(disk, 'alias', attr(child(el, 'alias') ?? {}, 'name'));
+  if (disk.target.bus === 'scsi') assign(disk, 'scsiUnit', scsiUnit(el, at));
   return [disk];
+}
+
+/** The unit of a disk on the first SCSI controller's bus 0, target 0 (Disk scsiUnit). */
+function scsiUnit(el: XmlElement, at: string): number | undefined {
+  const a = child(el, 'address');
+  if (!a || attr(a, 'type') !== 'drive') return undefined;
+  const onFirst = ['controller', 'bus', 'target'].every((name) => (attr(a, name) ?? '0') === '0');
+  return onFirst ? optionalInteger(attr(a, 'unit'), `${at}/address@unit`) : undefined;
 }
 
 function parseInterface(el: XmlElement, at: string): NetworkInterface[] {

@@ -107,6 +107,18 @@ describe('parsing what the real QEMU driver returns', () => {
 });
 
 describe('parseDomainXML', () => {
+  it('reads the unit of a scsi disk on the first controller only, and writes it back', () => {
+    const disk = (dev: string, controller: number, unit: number) =>
+      `<disk type='file' device='disk'><source file='/p/${dev}.raw'/>` +
+      `<target dev='${dev}' bus='scsi'/>` +
+      `<address type='drive' controller='${controller}' bus='0' target='0' unit='${unit}'/></disk>`;
+    const xml = domain(`<devices>${disk('sdc', 0, 9)}${disk('sdh', 1, 0)}</devices>`);
+    const doc = parseDomainXML(xml);
+    expect(doc.devices.disks.map((d) => d.scsiUnit)).toEqual([9, undefined]);
+    const again = parseDomainXML(buildDomainXML(doc)).devices.disks;
+    expect(again.map((d) => d.scsiUnit)).toEqual([9, undefined]);
+  });
+
   it('reads the network port of a running interface, and never writes it', () => {
     const xml = domain(
       `<devices><interface type='network'><mac address='52:54:00:d1:83:22'/>` +

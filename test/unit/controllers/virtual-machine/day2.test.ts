@@ -31,11 +31,12 @@ import type { Domain } from '../../../../src/libvirt/domain.js';
 import { DomainCreateFlags, DomainDeviceModifyFlags } from '../../../../src/libvirt/constants.js';
 import { ErrorCode, ErrorDomain, LibvirtError } from '../../../../src/libvirt/errors.js';
 import {
+  buildDiskXML,
   buildDomainXML,
   parseDomainXML,
   type DomainDocument,
 } from '../../../../src/libvirt/xml/domain.js';
-import { desired, NOW, observed, ours, runningStatus, variant, vm } from './machines.js';
+import { desired, NOW, observed, ours, runningStatus, UID, variant, vm } from './machines.js';
 
 const inputs = {
   volumes: new Map([
@@ -269,6 +270,59 @@ describe('live device changes', () => {
     expect(steps[0]).toMatchObject({ op: 'detachDevice', retry: false });
   });
 
+  it('keeps every hot-plugged scsi disk on the virtio-scsi controller, past unit 6', () => {
+    // A user's machine: a sata install CD (sda), cloud-init (the next sd name), then scsi disks
+    // added one by one. Left to libvirt, the 7th scsi name on (sdh..) went to a second
+    // controller that libvirt adds as an emulated LSI card in the persistent definition.
+    const volumes = new Map(inputs.volumes);
+    for (let i = 0; i < 9; i++) volumes.set(`d${i}`, { path: `/pool/d${i}.raw`, format: 'raw' });
+    const seed = { path: `/state/cloud-init/${UID}-ab12.iso`, files: {} };
+    const withInputs = { ...inputs, volumes, cloudInit: seed };
+    const machine = (n: number) =>
+      vm({
+        disks: [
+          { name: 'root', volume: 'root', readOnly: false },
+          { name: 'install', volume: 'iso', readOnly: true, device: 'cdrom' },
+          ...Array.from({ length: n }, (_, i) => ({
+            name: `d${i}`,
+            volume: `d${i}`,
+            readOnly: false,
+            bus: 'scsi' as const,
+          })),
+        ],
+      });
+    // What libvirt holds after each attach: its XML read back, so units come from libvirt.
+    let held = parseDomainXML(buildDomainXML(desired(machine(0), withInputs)));
+    const attached: string[] = [];
+    for (let n = 1; n <= 9; n++) {
+      const want = desired(machine(n), withInputs);
+      const steps = deviceSteps(
+        want,
+        ours({ config: held, live: held }),
+        deviceNames(machine(n), want),
+        {
+          since: undefined,
+          graceMs: 60_000,
+          now: NOW,
+        },
+      );
+      expect(steps).toHaveLength(1);
+      const step = steps[0];
+      if (step?.op !== 'attachDevice' || step.device.kind !== 'disk') throw new Error('no attach');
+      const xml = buildDiskXML(step.device.disk);
+      attached.push(xml);
+      held = parseDomainXML(buildDomainXML(held).replace('</devices>', `${xml}</devices>`));
+    }
+    const units = attached.map(
+      (xml) =>
+        /<address type="drive" controller="0" bus="0" target="0" unit="(\d+)"\/>/.exec(xml)?.[1],
+    );
+    // sda and sdb are the CD-ROMs: each disk's unit is its target's index, as libvirt derives it.
+    expect(units).toEqual(['2', '3', '4', '5', '6', '7', '8', '9', '10']);
+    const targets = held.devices.disks.map((d) => d.target.dev);
+    expect(new Set(targets).size).toBe(targets.length);
+  });
+
   it('detaches removed devices once, then again only after the grace period', () => {
     const names = deviceNames(one, small);
     const first = deviceSteps(small, ours({ config: big }), names, {
@@ -297,6 +351,27 @@ describe('live device changes', () => {
       [false, true],
       [false, true],
     ]);
+  });
+
+  it('repeats an unanswered detach on a doubling cadence, not on every pass', () => {
+    // Requested 100 s ago with a 10 s grace: repeated at 10 s, 20 s, 40 s, 80 s, 160 s...
+    // A pass woken for another reason (the 5 s address poll) in between repeats nothing.
+    const names = deviceNames(one, small);
+    const at = (requested: number, lastRetry: number | undefined) =>
+      deviceSteps(small, ours({ config: small, live: big }), names, {
+        since: new Date(NOW.getTime() - requested * 1000),
+        graceMs: 10_000,
+        now: NOW,
+        lastRetry: lastRetry === undefined ? undefined : new Date(NOW.getTime() - lastRetry * 1000),
+      }).filter((s) => s.op === 'detachDevice').length;
+    expect(at(100, undefined)).toBe(2); // no repeat by this process yet
+    expect(at(100, 5)).toBe(0); // repeated 5 s ago, when the request was 95 s old
+    expect(at(100, 20)).toBe(0); // repeated at 80 s: the next is due at 160 s
+    expect(at(160, 80)).toBe(2);
+    expect(at(30, 10)).toBe(0); // repeated at 20 s: the next is due at 40 s
+    expect(at(40, 20)).toBe(2);
+    expect(at(1000, 299)).toBe(0); // at most 5 minutes apart
+    expect(at(1000, 300)).toBe(2);
   });
 
   it('a sata disk or a changed device is restart-time; a reordered spec changes nothing', () => {
