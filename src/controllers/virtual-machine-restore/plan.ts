@@ -139,6 +139,32 @@ export function planRestore(input: {
 }
 
 /**
+ * Whether a pass of `restore` may act on the domain (revert, or finish: power it off), judged
+ * from the cache before the host is looked at, with the host facts that let it act most: the
+ * domain and libvirt snapshot found, its marker either way (planRestore acts on no more when
+ * any of them is missing). The pass marks the machine as being reverted (HostState restores)
+ * only then, and from its start, so that nothing begins on the domain while it looks; a pass
+ * that can only wait (its snapshot not Ready yet, overlays on a base image) marks nothing: the
+ * snapshot it waits for must be taken meanwhile, and that take defers to a marked machine.
+ * Pure.
+ */
+export function mayActOnDomain(input: {
+  restore: VirtualMachineRestore;
+  snapshot: VirtualMachineSnapshot | undefined;
+  overlays?: ReadonlyMap<string, readonly string[]>;
+}): boolean {
+  return [true, false].some((markerPresent) => {
+    const { op } = planRestore({
+      ...input,
+      domainFound: true,
+      markerPresent,
+      libvirtSnapshotFound: true,
+    });
+    return op === 'revert' || op === 'finish';
+  });
+}
+
+/**
  * A disks-only snapshot of a running machine is held as a checkpoint (see the snapshot
  * controller's desired.ts): after reverting to it the domain runs the saved memory, which the
  * user did not ask for. Powering it off leaves the restored disks, and the machine's

@@ -508,6 +508,74 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     expect(await domain.numOfSnapshots()).toBe(before);
   });
 
+  it('takes the snapshots of a machine while its restore only waits for one of them', async () => {
+    // GitOps applies a snapshot and its restore together: the restore's passes wait for the
+    // snapshot (SnapshotNotReady) while the same agent's snapshot passes run, concurrently.
+    // Once each deferred to the other (RestoreInProgress), in step for ever.
+    const { name: vmName, domain } = await ownVm();
+    const [snap, other, back] = [`${vmName}-w`, `${vmName}-o`, `${vmName}-back`];
+    const before = await domain.numOfSnapshots();
+    for (const name of [snap, other])
+      await k.create('VirtualMachineSnapshot', {
+        metadata: { name, namespace: NS },
+        spec: { vmName },
+      });
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: snap },
+    });
+    await ctx.refresh();
+    // The restore's pass is held inside its status write, after it found the snapshot not
+    // Ready, while the snapshots' passes run: its own snapshot, and another of the machine.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let reached!: () => void;
+    const atWrite = new Promise<void>((r) => (reached = r));
+    const holding: SnapshotContext = {
+      ...ctx,
+      async applyStatus(kind, obj, status) {
+        reached();
+        await held;
+        return ctx.applyStatus(kind, obj, status);
+      },
+    };
+    const waiting = reconcileVirtualMachineRestore(key(back), holding);
+    try {
+      await atWrite;
+      for (const name of [snap, other]) {
+        const action = await reconcileVirtualMachineSnapshot(key(name), ctx);
+        await ctx.refresh();
+        expect(snapOf(name)?.status?.conditions?.find((c) => c.type === 'Ready')?.reason).not.toBe(
+          'RestoreInProgress',
+        );
+        expect(requeueMs(action)).toBeUndefined();
+      }
+    } finally {
+      release();
+    }
+    expect(requeueMs(await waiting)).toBe(5_000);
+    for (const name of [snap, other])
+      await converge(ctx, reconcileVirtualMachineSnapshot, key(name), {
+        until: stored(
+          () => snapOf(name),
+          (o) => o?.status?.phase === 'Ready',
+        ),
+      });
+    expect(await domain.numOfSnapshots()).toBe(before + 2);
+    // Ready now: the restore marks the machine and reverts it.
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
+      until: stored(
+        () => restoreOf(back),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    expect(
+      ctx.host.restores.has(
+        String(ctx.get<VirtualMachine>('VirtualMachine', NS, vmName)?.metadata.uid),
+      ),
+    ).toBe(false);
+  });
+
   it('boots the machine after a disks-only restore without counting a restart', async () => {
     const { name, domain } = await ownVm();
     await adoptedDisksOnly(`${name}-2`, name, domain);
