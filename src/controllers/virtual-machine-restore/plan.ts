@@ -104,6 +104,17 @@ export function planRestore(input: {
     };
   }
   if (snapshot.status?.phase !== 'Ready' || !snapshot.status.snapshotName) {
+    // Begun (its marker is still there) on a Ready snapshot: one not Ready is another, made
+    // since under the name (the first one's finalizer removed by hand). Waiting would never
+    // end, as that snapshot is not taken while this restore is InProgress; nor is it the
+    // snapshot the revert began on.
+    if (phase === 'InProgress') {
+      return {
+        op: 'fail',
+        reason: 'SnapshotMissing',
+        message: `VirtualMachineSnapshot ${name} was deleted and made again before this restore reverted to it`,
+      };
+    }
     return {
       op: 'wait',
       reason: 'SnapshotNotReady',

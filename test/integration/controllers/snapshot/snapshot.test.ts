@@ -361,6 +361,48 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       });
   });
 
+  it('fails a begun restore whose snapshot was made again under its name, never waits for it', async () => {
+    // Marked and InProgress, then its snapshot's finalizer removed by hand and the snapshot
+    // applied again (GitOps): the new one is not taken while the restore is InProgress, and
+    // a restore waiting for it to be Ready would wait for ever.
+    const { name: vmName, domain } = await ownVm();
+    const [again, back] = [`${vmName}-again`, `${vmName}-back`];
+    const { setMarker } =
+      await import('../../../../src/controllers/virtual-machine-restore/act.js');
+    const r = await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: again },
+    });
+    await k.patchStatus('VirtualMachineRestore', NS, back, { phase: 'InProgress' });
+    await setMarker(domain, String(r.metadata.uid), true);
+    await k.create('VirtualMachineSnapshot', {
+      metadata: { name: again, namespace: NS },
+      spec: { vmName },
+    });
+    await ctx.refresh();
+    expect(requeueMs(await reconcileVirtualMachineSnapshot(key(again), ctx))).toBe(5_000);
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
+      maxPasses: 3,
+      until: stored(
+        () => restoreOf(back),
+        (o) => o?.status?.phase !== 'InProgress',
+      ),
+    });
+    expect(restoreOf(back)?.status).toMatchObject({
+      phase: 'Failed',
+      conditions: expect.arrayContaining([
+        expect.objectContaining({ type: 'Ready', reason: 'SnapshotMissing' }),
+      ]),
+    });
+    // The restore over, the snapshot is taken.
+    await converge(ctx, reconcileVirtualMachineSnapshot, key(again), {
+      until: stored(
+        () => snapOf(again),
+        (o) => o?.status?.phase === 'Ready',
+      ),
+    });
+  });
+
   it('deletes a snapshot only once the restore reverting to it has finished', async () => {
     const { name: vmName, domain } = await ownVm();
     const [snap, back] = [`${vmName}-3`, `${vmName}-back`];

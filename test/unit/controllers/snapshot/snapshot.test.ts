@@ -450,6 +450,14 @@ describe('planRestore', () => {
       op: 'wait',
       reason: 'SnapshotNotFound',
     });
+    // Made again under the name (not Ready yet): not the snapshot the revert began on, and
+    // not taken while this restore is InProgress. Never a wait.
+    expect(planRestore({ ...input(restore('InProgress'), true), snapshot: snap() })).toEqual({
+      op: 'fail',
+      reason: 'SnapshotMissing',
+      message:
+        'VirtualMachineSnapshot before-upgrade was deleted and made again before this restore reverted to it',
+    });
   });
 
   it('fails a begun restore whose domain is gone, never back to Pending', () => {
