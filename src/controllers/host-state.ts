@@ -17,7 +17,9 @@ export interface HostState {
   /** HTTP imports by Volume uid (volume/import.ts). */
   imports: ImportJobs;
   /**
-   * Machines (by uid) whose restore this process is running, with the restore's uid
+   * Machines (by uid) whose restore this process is running, with the restore's uid: a pass
+   * that may revert the domain, from its start (virtual-machine-restore/plan.ts
+   * mayActOnDomain), not one that only waits, e.g. for its snapshot to be taken
    * (virtual-machine-restore/, shared/restores.ts).
    */
   restores: Map<string, string>;

@@ -104,6 +104,17 @@ export function planRestore(input: {
     };
   }
   if (snapshot.status?.phase !== 'Ready' || !snapshot.status.snapshotName) {
+    // Begun (its marker is still there) on a Ready snapshot: one not Ready is another, made
+    // since under the name (the first one's finalizer removed by hand). Waiting would never
+    // end, as that snapshot is not taken while this restore is InProgress; nor is it the
+    // snapshot the revert began on.
+    if (phase === 'InProgress') {
+      return {
+        op: 'fail',
+        reason: 'SnapshotMissing',
+        message: `VirtualMachineSnapshot ${name} was deleted and made again before this restore reverted to it`,
+      };
+    }
     return {
       op: 'wait',
       reason: 'SnapshotNotReady',
@@ -136,6 +147,32 @@ export function planRestore(input: {
     };
   }
   return { op: 'revert', snapshotName: snapshot.status.snapshotName };
+}
+
+/**
+ * Whether a pass of `restore` may act on the domain (revert, or finish: power it off), judged
+ * from the cache before the host is looked at, with the host facts that let it act most: the
+ * domain and libvirt snapshot found, its marker either way (planRestore acts on no more when
+ * any of them is missing). The pass marks the machine as being reverted (HostState restores)
+ * only then, and from its start, so that nothing begins on the domain while it looks; a pass
+ * that can only wait (its snapshot not Ready yet, overlays on a base image) marks nothing: the
+ * snapshot it waits for must be taken meanwhile, and that take defers to a marked machine.
+ * Pure.
+ */
+export function mayActOnDomain(input: {
+  restore: VirtualMachineRestore;
+  snapshot: VirtualMachineSnapshot | undefined;
+  overlays?: ReadonlyMap<string, readonly string[]>;
+}): boolean {
+  return [true, false].some((markerPresent) => {
+    const { op } = planRestore({
+      ...input,
+      domainFound: true,
+      markerPresent,
+      libvirtSnapshotFound: true,
+    });
+    return op === 'revert' || op === 'finish';
+  });
 }
 
 /**

@@ -29,6 +29,7 @@ import { powerOff, revert, setMarker } from './act.js';
 import { isMarkerOf } from './desired.js';
 import { observeMarker } from './observe.js';
 import {
+  mayActOnDomain,
   needsPowerOff,
   planRestore,
   restoredDisksWording,
@@ -85,9 +86,19 @@ export const reconcileVirtualMachineRestore: KindReconcile = async (key, ctx) =>
     });
     return requeueAfter(WAIT_MS);
   }
+  const snapshot = ctx.get<VirtualMachineSnapshot>(
+    'VirtualMachineSnapshot',
+    restore.metadata.namespace,
+    restore.spec.snapshotName,
+  );
+  const overlays = overlaysOfSnapshot(snapshot, ctx);
+  // Marked only for a pass that may revert (plan.ts mayActOnDomain): one that waits for its
+  // snapshot must not hold back that snapshot's take, which would wait for it in turn.
+  if (!mayActOnDomain({ restore, snapshot, overlays }))
+    return converge(restore, found, snapshot, overlays, ctx);
   running.set(vmUid, uid);
   try {
-    return await converge(restore, found, ctx);
+    return await converge(restore, found, snapshot, overlays, ctx);
   } finally {
     // The machine's controller, which stood aside, looks again on its own (it requeues).
     running.delete(vmUid);
@@ -120,13 +131,10 @@ async function reportIfMachineMissing(
 async function converge(
   restore: VirtualMachineRestore,
   vm: VirtualMachine,
+  snapshot: VirtualMachineSnapshot | undefined,
+  overlays: Map<string, string[]>,
   ctx: ControllerContext,
 ): Promise<Action> {
-  const snapshot = ctx.get<VirtualMachineSnapshot>(
-    'VirtualMachineSnapshot',
-    restore.metadata.namespace,
-    restore.spec.snapshotName,
-  );
   const uid = String(restore.metadata.uid);
   const machine = await observeMachineDomain(ctx.libvirt(), vm);
   const marker = machine ? await observeMarker(machine.domain) : undefined;
@@ -140,7 +148,7 @@ async function converge(
     domainFound: machine !== undefined,
     markerPresent: isMarkerOf(marker, uid),
     libvirtSnapshotFound: found !== undefined,
-    overlays: overlaysOfSnapshot(snapshot, ctx),
+    overlays,
   });
   switch (step.op) {
     case 'none':

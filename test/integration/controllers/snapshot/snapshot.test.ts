@@ -361,6 +361,48 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       });
   });
 
+  it('fails a begun restore whose snapshot was made again under its name, never waits for it', async () => {
+    // Marked and InProgress, then its snapshot's finalizer removed by hand and the snapshot
+    // applied again (GitOps): the new one is not taken while the restore is InProgress, and
+    // a restore waiting for it to be Ready would wait for ever.
+    const { name: vmName, domain } = await ownVm();
+    const [again, back] = [`${vmName}-again`, `${vmName}-back`];
+    const { setMarker } =
+      await import('../../../../src/controllers/virtual-machine-restore/act.js');
+    const r = await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: again },
+    });
+    await k.patchStatus('VirtualMachineRestore', NS, back, { phase: 'InProgress' });
+    await setMarker(domain, String(r.metadata.uid), true);
+    await k.create('VirtualMachineSnapshot', {
+      metadata: { name: again, namespace: NS },
+      spec: { vmName },
+    });
+    await ctx.refresh();
+    expect(requeueMs(await reconcileVirtualMachineSnapshot(key(again), ctx))).toBe(5_000);
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
+      maxPasses: 3,
+      until: stored(
+        () => restoreOf(back),
+        (o) => o?.status?.phase !== 'InProgress',
+      ),
+    });
+    expect(restoreOf(back)?.status).toMatchObject({
+      phase: 'Failed',
+      conditions: expect.arrayContaining([
+        expect.objectContaining({ type: 'Ready', reason: 'SnapshotMissing' }),
+      ]),
+    });
+    // The restore over, the snapshot is taken.
+    await converge(ctx, reconcileVirtualMachineSnapshot, key(again), {
+      until: stored(
+        () => snapOf(again),
+        (o) => o?.status?.phase === 'Ready',
+      ),
+    });
+  });
+
   it('deletes a snapshot only once the restore reverting to it has finished', async () => {
     const { name: vmName, domain } = await ownVm();
     const [snap, back] = [`${vmName}-3`, `${vmName}-back`];
@@ -506,6 +548,74 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       ),
     });
     expect(await domain.numOfSnapshots()).toBe(before);
+  });
+
+  it('takes the snapshots of a machine while its restore only waits for one of them', async () => {
+    // GitOps applies a snapshot and its restore together: the restore's passes wait for the
+    // snapshot (SnapshotNotReady) while the same agent's snapshot passes run, concurrently.
+    // Once each deferred to the other (RestoreInProgress), in step for ever.
+    const { name: vmName, domain } = await ownVm();
+    const [snap, other, back] = [`${vmName}-w`, `${vmName}-o`, `${vmName}-back`];
+    const before = await domain.numOfSnapshots();
+    for (const name of [snap, other])
+      await k.create('VirtualMachineSnapshot', {
+        metadata: { name, namespace: NS },
+        spec: { vmName },
+      });
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: snap },
+    });
+    await ctx.refresh();
+    // The restore's pass is held inside its status write, after it found the snapshot not
+    // Ready, while the snapshots' passes run: its own snapshot, and another of the machine.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let reached!: () => void;
+    const atWrite = new Promise<void>((r) => (reached = r));
+    const holding: SnapshotContext = {
+      ...ctx,
+      async applyStatus(kind, obj, status) {
+        reached();
+        await held;
+        return ctx.applyStatus(kind, obj, status);
+      },
+    };
+    const waiting = reconcileVirtualMachineRestore(key(back), holding);
+    try {
+      await atWrite;
+      for (const name of [snap, other]) {
+        const action = await reconcileVirtualMachineSnapshot(key(name), ctx);
+        await ctx.refresh();
+        expect(snapOf(name)?.status?.conditions?.find((c) => c.type === 'Ready')?.reason).not.toBe(
+          'RestoreInProgress',
+        );
+        expect(requeueMs(action)).toBeUndefined();
+      }
+    } finally {
+      release();
+    }
+    expect(requeueMs(await waiting)).toBe(5_000);
+    for (const name of [snap, other])
+      await converge(ctx, reconcileVirtualMachineSnapshot, key(name), {
+        until: stored(
+          () => snapOf(name),
+          (o) => o?.status?.phase === 'Ready',
+        ),
+      });
+    expect(await domain.numOfSnapshots()).toBe(before + 2);
+    // Ready now: the restore marks the machine and reverts it.
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
+      until: stored(
+        () => restoreOf(back),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    expect(
+      ctx.host.restores.has(
+        String(ctx.get<VirtualMachine>('VirtualMachine', NS, vmName)?.metadata.uid),
+      ),
+    ).toBe(false);
   });
 
   it('boots the machine after a disks-only restore without counting a restart', async () => {

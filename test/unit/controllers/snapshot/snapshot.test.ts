@@ -29,6 +29,7 @@ import {
 } from '../../../../src/controllers/virtual-machine-restore/desired.js';
 import {
   DISKS_NAMED,
+  mayActOnDomain,
   needsPowerOff,
   planRestore,
   restoredDisksWording,
@@ -449,6 +450,14 @@ describe('planRestore', () => {
       op: 'wait',
       reason: 'SnapshotNotFound',
     });
+    // Made again under the name (not Ready yet): not the snapshot the revert began on, and
+    // not taken while this restore is InProgress. Never a wait.
+    expect(planRestore({ ...input(restore('InProgress'), true), snapshot: snap() })).toEqual({
+      op: 'fail',
+      reason: 'SnapshotMissing',
+      message:
+        'VirtualMachineSnapshot before-upgrade was deleted and made again before this restore reverted to it',
+    });
   });
 
   it('fails a begun restore whose domain is gone, never back to Pending', () => {
@@ -504,6 +513,27 @@ describe('planRestore', () => {
       op: 'fail',
       reason: 'SnapshotMissing',
     });
+  });
+
+  it('marks the machine only for a pass that may act on the domain, from the cache alone', () => {
+    const may = (r: VirtualMachineRestore, snapshot: VirtualMachineSnapshot | undefined) =>
+      mayActOnDomain({ restore: r, snapshot });
+    expect(may(restore(), ready)).toBe(true);
+    expect(may(restore('Pending'), ready)).toBe(true);
+    // Begun: the revert goes on or is finished (a power-off), even with the snapshot gone.
+    expect(may(restore('InProgress'), ready)).toBe(true);
+    expect(may(restore('InProgress'), undefined)).toBe(true);
+    // Only waits (for its snapshot, or for the user): the snapshot it waits for must be taken.
+    expect(may(restore(), snap())).toBe(false);
+    expect(may(restore(), undefined)).toBe(false);
+    expect(
+      may(restore(), snap({ spec: { vmName: 'db', includeMemory: true }, status: ready.status })),
+    ).toBe(false);
+    const overlays = new Map([['root', ['overlay']]]);
+    const held = snap({ status: { ...ready.status!, disks: [{ name: 'vda', volume: 'root' }] } });
+    expect(may(restore(), held)).toBe(true);
+    expect(mayActOnDomain({ restore: restore(), snapshot: held, overlays })).toBe(false);
+    expect(may(restore('Succeeded'), ready)).toBe(false);
   });
 
   it('fails with the reason its snapshot failed', () => {
