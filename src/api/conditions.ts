@@ -250,6 +250,8 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   Inactive: 'transient',
   NotRunning: 'transient',
   Stopping: 'transient',
+  // A VirtualMachine being deleted whose domain is still there: the removal goes on by itself.
+  Deleting: 'transient',
   Restarting: 'transient',
   Crashed: 'transient',
   Paused: 'transient',

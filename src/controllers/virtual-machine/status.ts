@@ -334,6 +334,21 @@ function startsByItself(input: StatusInput, domain: OursDomain): boolean {
   return rerunStarts(vm, { reason: domain.power.reason, restartBegun: begun });
 }
 
+/** What the deletion of a machine whose domain is still defined is waiting for. Pure. */
+function deletingMessage(input: StatusInput, domain: OursDomain): string {
+  const what = 'the machine is being deleted: ';
+  if (!domain.active) return `${what}the domain is shut off; undefining it`;
+  if (domain.power.state === 'crashed') return `${what}destroying the crashed domain`;
+  const grace = gracePeriodMs(input.vm) / 1000;
+  if (grace === 0) {
+    return `${what}destroying the domain at once, as terminationGracePeriodSeconds is 0`;
+  }
+  return (
+    `${what}waiting for the guest to shut down (terminationGracePeriodSeconds ${grace}s; ` +
+    'destroyed if it still runs then), then the domain is undefined'
+  );
+}
+
 function phaseOf(input: StatusInput): Phase {
   const { observed, problem, shutdown, vm } = input;
   if (observed.state === 'foreign') return 'Failed';
@@ -354,6 +369,8 @@ function phaseOf(input: StatusInput): Phase {
     if (state === 'pmsuspended') return 'Paused';
     return 'Running';
   }
+  // Shut off for its deletion (an undefine still to come or retried): never started again.
+  if (vm.metadata.deletionTimestamp) return 'Stopped';
   // Held off, not on its way up: a start would write a base image under its overlays.
   if (problem?.reason === 'VolumeHasOverlays') return 'Stopped';
   // Not running, and only a user can change that (Stalled: a start or define refused for the
@@ -415,6 +432,9 @@ function readyCondition(input: StatusInput): ConditionUpdate {
   }
   // Ready means the power state is what runStrategy asks AND the definition is synced.
   if (problem) return no(problem.reason, problem.message);
+  // Its domain still on the node: what runStrategy asks no longer counts (a guest shutting
+  // down for the deletion read Ready=True Running beside phase Stopping).
+  if (vm.metadata.deletionTimestamp) return no('Deleting', deletingMessage(input, observed));
   if (input.shutdown === 'RestartToApplyChanges') {
     return no('Restarting', 'restarting the domain gracefully to apply restart-time changes');
   }

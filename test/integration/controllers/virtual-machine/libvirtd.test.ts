@@ -2,7 +2,9 @@
 // daemon, so other tests starting or stopping the system one cannot disturb it), where the
 // test driver accepts anything it can parse: QEMU 7.2's q35 machine type takes at most 288
 // vCPUs, the CRD up to 512 (a newer QEMU takes more). No retry changes that, so the machine
-// must be Stalled with libvirt's message, not Reconciling for ever.
+// must be Stalled with libvirt's message, not Reconciling for ever. And a guest that takes its
+// time to shut down for its machine's deletion, which the test driver's instant stop never
+// shows.
 import { randomBytes } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../../src/api/generated/types.js';
@@ -112,6 +114,60 @@ describe('a definition QEMU refuses at define', () => {
     await k.remove('VirtualMachine', NS, VM);
     await converge(ctx, reconcileVirtualMachine, `${NS}/${VM}`, {
       until: async () => (await getVm()) === undefined,
+    });
+    expect(await conn.listAllDomains()).toHaveLength(0);
+  }, 120_000);
+});
+
+// kubectl delete on a running machine read Ready=True `Running` beside phase Stopping for the
+// whole grace period, while runStrategy Halted's stop reads Ready=False `Stopping`.
+describe('a running machine being deleted', () => {
+  it('is not Ready while its guest shuts down (Deleting), and goes once the domain does', async () => {
+    const name = `leaving-${randomBytes(3).toString('hex')}`;
+    const key = `${NS}/${name}`;
+    const get = () => k.get<VirtualMachine>('VirtualMachine', NS, name);
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name, namespace: NS },
+      // No bootable disk: nothing answers the ACPI request, so the stop lasts the grace period.
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        vcpus: 1,
+        memory: '32Mi',
+        terminationGracePeriodSeconds: 600,
+      },
+    });
+    await converge(ctx, reconcileVirtualMachine, key, {
+      until: async () => (await get())?.status?.phase === 'Running',
+    });
+    expect(condition(await get(), 'Ready')).toMatchObject({ status: 'True', reason: 'Running' });
+
+    await k.remove('VirtualMachine', NS, name);
+    await ctx.refresh();
+    expect(requeueMs(await reconcileVirtualMachine(key, ctx))).toBeGreaterThan(0);
+    const leaving = await get();
+    expect(leaving?.status?.phase).toBe('Stopping');
+    expect(condition(leaving, 'ShutdownRequested')?.reason).toBe('Deleting');
+    expect(condition(leaving, 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'Deleting',
+      message:
+        'the machine is being deleted: waiting for the guest to shut down ' +
+        '(terminationGracePeriodSeconds 600s; destroyed if it still runs then), then the ' +
+        'domain is undefined',
+    });
+    expect(condition(leaving, 'Reconciling')?.status).toBe('True');
+    expect(condition(leaving, 'Stalled')?.status).toBe('False');
+    // A further pass within the grace period writes nothing.
+    await ctx.refresh();
+    ctx.writes = 0;
+    await reconcileVirtualMachine(key, ctx);
+    expect(ctx.writes).toBe(0);
+
+    // No grace left: destroyed and undefined.
+    await k.patchSpec('VirtualMachine', NS, name, { terminationGracePeriodSeconds: 0 });
+    await converge(ctx, reconcileVirtualMachine, key, {
+      until: async () => (await get()) === undefined,
     });
     expect(await conn.listAllDomains()).toHaveLength(0);
   }, 120_000);

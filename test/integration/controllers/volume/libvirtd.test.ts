@@ -168,6 +168,24 @@ const removeAll = async (name: string) => {
 };
 const eventsOf = (name: string) =>
   ctx.events.filter((e) => e.key === `${NS}/${name}`).map((e) => e.reason);
+// Each test makes what it uses, so that it passes alone (`-t`) as in the file's run, where an
+// earlier test already made it: the pool, and the Volumes named below as the 20 of the second
+// test (disk-N, 64 MiB qcow2) and the third (layer on disk-1) make them.
+const poolRunning = async () =>
+  (await k.get<StoragePool>('StoragePool', undefined, POOL))?.status?.nodes?.[0]?.state ===
+  'running';
+const ensurePool = async () => {
+  if (!(await k.get('StoragePool', undefined, POOL)))
+    await k.create('StoragePool', { metadata: { name: POOL }, spec: { path: poolDir } });
+  await converge(ctx, reconcileStoragePool, POOL, { until: poolRunning });
+};
+const ensureVol = async (name: string, spec: Partial<Volume['spec']> = { capacity: '64Mi' }) => {
+  await ensurePool();
+  if (!(await getVol(name))) await createVol(name, spec);
+  // Ready, not `settled`: a base an earlier test layered on is InUse, not Available.
+  const ready = async () => (await readyOf(name))?.status === 'True';
+  await converge(ctx, reconcileVolume, `${NS}/${name}`, { until: ready, maxPasses: 40 });
+};
 
 describe('a real libvirtd with QEMU', () => {
   it('builds the pool directory (mode 0711) and reports the file system figures', async () => {
@@ -184,6 +202,7 @@ describe('a real libvirtd with QEMU', () => {
   });
 
   it('creates 20 qcow2 Volumes at once in the pool: every file is there', async () => {
+    await ensurePool();
     const names = Array.from({ length: 20 }, (_, i) => `disk-${i}`);
     await Promise.all(names.map((n) => createVol(n, { capacity: '64Mi' })));
     await Promise.all(
@@ -201,6 +220,8 @@ describe('a real libvirtd with QEMU', () => {
   });
 
   it('clones and layers real qcow2 files', async () => {
+    await ensureVol('disk-0');
+    await ensureVol('disk-1');
     await createVol('copy', { source: { clone: { volume: 'disk-0' } } });
     await createVol('layer', { source: { backingVolume: { volume: 'disk-1' } } });
     await converge(ctx, reconcileVolume, `${NS}/copy`, { until: settled('copy') });
@@ -216,6 +237,7 @@ describe('a real libvirtd with QEMU', () => {
   });
 
   it('serialises storage calls: a pool refresh beside 10 clones does not fail', async () => {
+    await ensureVol('disk-0');
     // Measured on this libvirt 9.0: without the lock, a refresh issued while clones run fails
     // with "pool ... has asynchronous jobs running".
     const handle = await conn.lookupStoragePoolByName(POOL);
@@ -237,6 +259,7 @@ describe('a real libvirtd with QEMU', () => {
   });
 
   it('grows a Volume in place', async () => {
+    await ensureVol('disk-2');
     await k.patchSpec('Volume', NS, 'disk-2', { capacity: '96Mi' });
     await converge(ctx, reconcileVolume, `${NS}/disk-2`, {
       until: async () => (await getVol('disk-2'))?.status?.capacity === '96Mi',
@@ -254,6 +277,7 @@ describe('a real libvirtd with QEMU', () => {
   // ever, phase Failed. Now PathReadOnly naming the directory, Stalled, still retried: a
   // remount is picked up without touching the Volume.
   it('says a pool directory on a read-only file system needs a user (PathReadOnly, Stalled), and picks up the remount', async () => {
+    await ensurePool();
     // In the private daemon's mount namespace, where libvirt and its qemu-img make the files.
     const inDaemon = ['-t', String(daemon.pid()), '-m'];
     await run('nsenter', [...inDaemon, 'mount', '--bind', poolDir, poolDir]);
@@ -292,6 +316,7 @@ describe('a real libvirtd with QEMU', () => {
   });
 
   it('a file put in the pool behind libvirt is a NameConflict (Stalled), and its removal is seen', async () => {
+    await ensurePool();
     // libvirt lists a pool's files as of its last refresh: this one it does not list.
     await writeFile(path.join(poolDir, `${NS}_clash`), 'not ours\n');
     await createVol('clash', { capacity: '16Mi' });
@@ -319,6 +344,7 @@ describe('a real libvirtd with QEMU', () => {
   });
 
   it("makes a file removed behind libvirt's back again, though libvirt still lists it", async () => {
+    await ensureVol('disk-5');
     const file = path.join(poolDir, 'real_disk-5');
     await rm(file);
     // libvirt's list of the pool's volumes still names it until the pool is refreshed.
@@ -333,6 +359,7 @@ describe('a real libvirtd with QEMU', () => {
   });
 
   it('imports over HTTP with progress in status; the file holds exactly the verified bytes', async () => {
+    await ensurePool();
     await createVol('slow', {
       format: 'raw',
       source: { http: { url: `${base}/slow.raw`, sha256: sha(rawImage) } },
@@ -356,6 +383,7 @@ describe('a real libvirtd with QEMU', () => {
   });
 
   it('keeps the file it just uploaded when a pass still sees the status from before the upload', async () => {
+    await ensurePool();
     // A watch delivers our own Imported write after the next pass has begun: that pass sees
     // status.path recorded but no Imported condition, which alone would mean an interrupted
     // upload. A second context of the same agent (its host state), frozen at that moment,
@@ -394,6 +422,7 @@ describe('a real libvirtd with QEMU', () => {
   });
 
   it('imports a qcow2 image as qcow2 and grows it to spec.capacity', async () => {
+    await ensurePool();
     await createVol('cloud', {
       capacity: '128Mi',
       source: { http: { url: `${base}/image.qcow2`, sha256: sha(qcowImage) } },
@@ -418,6 +447,7 @@ describe('a real libvirtd with QEMU', () => {
   // QEMU opens an image's external data file read-write at the path the image names: an image
   // from the internet would hand the guest any host file. Imported, it was Available.
   it('refuses an image whose data is in a host file it names, and puts nothing in the pool', async () => {
+    await ensurePool();
     await createVol('datafile', {
       source: { http: { url: `${base}/data-file.qcow2`, sha256: sha(dataFileImage) } },
     });
@@ -443,6 +473,7 @@ describe('a real libvirtd with QEMU', () => {
   // libvirt's pool refresh calls an uploaded vmdk a vmdk (with its backing file): the agent
   // could not read that volume, and the Volume stayed Importing at 100% for ever.
   it('refuses an image of another format (vmdk), spec.format raw: FormatMismatch, nothing in the pool', async () => {
+    await ensurePool();
     await createVol('vmdk', {
       format: 'raw',
       source: { http: { url: `${base}/image.vmdk`, sha256: sha(vmdkImage) } },
@@ -469,6 +500,7 @@ describe('a real libvirtd with QEMU', () => {
   // Volume's file name): reading it threw "vmdk is not one of 'qcow2', 'raw', 'iso'" at every
   // pass, so the Volume never said NameConflict, and its deletion failed the same way.
   it('names a foreign vmdk file under its name as a NameConflict, and is deleted leaving it', async () => {
+    await ensurePool();
     const file = path.join(poolDir, 'real_foreign');
     await writeFile(file, vmdkImage);
     await (await conn.lookupStoragePoolByName(POOL)).refresh(0);
@@ -494,6 +526,7 @@ describe('a real libvirtd with QEMU', () => {
   // It was tried once through QEMU, ResizeUnsupported (never retried in a generation), and the
   // file kept its size after the machine had stopped.
   it('grows a file a running machine holds read-only once the machine stops', async () => {
+    await ensurePool();
     await createVol('shared', { capacity: '16Mi' });
     await converge(ctx, reconcileVolume, `${NS}/shared`, { until: settled('shared') });
     await k.create<VirtualMachine>('VirtualMachine', {
@@ -553,6 +586,7 @@ describe('a real libvirtd with QEMU', () => {
   // A full file system and a size beyond the largest file were both CreateFailed with
   // libvirt's words only: Reconciling, retried for ever, and for the size it never succeeds.
   it('says a full pool is full (retried), and a size beyond the largest file needs a user (Stalled)', async () => {
+    await ensurePool();
     const smallDir = path.join(tmp, 'small');
     await mkdir(smallDir);
     // In the private daemon's mount namespace, where libvirt and its qemu-img make the files.
@@ -708,6 +742,7 @@ describe('a real libvirtd with QEMU', () => {
   // qemu-img cannot grow a qcow2 v2 image that holds internal snapshots (the snapshots a
   // VirtualMachineSnapshot takes of an imported v2 image): ResizeFailed, retried for ever.
   it('refuses to grow a qcow2 v2 image holding snapshots: ResizeRefused (Stalled), file unchanged', async () => {
+    await ensurePool();
     await createVol('old', {
       source: { http: { url: `${base}/v2.qcow2`, sha256: sha(v2Image) } },
     });
@@ -749,6 +784,8 @@ describe('a real libvirtd with QEMU', () => {
   // the backing store of its last pool refresh. A machine would have opened the host file
   // the new header names.
   it('says a qcow2 file replaced on the host with one naming a backing file is InvalidImage, until it is removed', async () => {
+    await ensureVol('disk-1');
+    await ensureVol('layer', { source: { backingVolume: { volume: 'disk-1' } } });
     await createVol('swapped', { capacity: '16Mi' });
     await converge(ctx, reconcileVolume, `${NS}/swapped`, { until: settled('swapped') });
     const file = path.join(poolDir, 'real_swapped');
@@ -780,6 +817,7 @@ describe('a real libvirtd with QEMU', () => {
   });
 
   it('a base whose file was removed is not made blank again under its overlays (BaseFileMissing)', async () => {
+    await ensurePool();
     const id = randomBytes(3).toString('hex');
     const [b, o, p] = [`lost-base-${id}`, `lost-layer-${id}`, `lost-top-${id}`];
     await createVol(b, { capacity: '16Mi' });
@@ -830,6 +868,7 @@ describe('a real libvirtd with QEMU', () => {
   });
 
   it('a file a deleted Volume kept (Retain) is a NameConflict for a new Volume of its name, base or overlay', async () => {
+    await ensurePool();
     const id = randomBytes(3).toString('hex');
     const [b, o] = [`kept-base-${id}`, `kept-layer-${id}`];
     await createVol(b, { capacity: '16Mi', deletionPolicy: 'Retain' });
@@ -873,6 +912,7 @@ describe('a real libvirtd with QEMU', () => {
   // new Volume was made in (a re-create right after the deletion) was taken for one made
   // after it, and adopted with the old Volume's data.
   it('a kept file changed within the second a new Volume of its name is made in is not adopted', async () => {
+    await ensurePool();
     const b = `same-second-${randomBytes(3).toString('hex')}`;
     await createVol(b, { capacity: '16Mi', deletionPolicy: 'Retain' });
     await converge(ctx, reconcileVolume, `${NS}/${b}`, { until: settled(b) });
@@ -902,6 +942,7 @@ describe('a real libvirtd with QEMU', () => {
   // Only a file changed after the creation second is taken for one a crash left: the file a
   // pass just made within that second stays the Volume's while status does not record it yet.
   it('keeps the file it made within its creation second while the cached status is older', async () => {
+    await ensurePool();
     const v = `quick-${randomBytes(3).toString('hex')}`;
     await sleep(1000 - (Date.now() % 1000) + 20);
     const created = await createVol(v, { capacity: '16Mi' });
@@ -927,6 +968,7 @@ describe('a real libvirtd with QEMU', () => {
   // Volume's creation second: its ctime cannot tell it from a kept file touched in that
   // second, and the agent that comes back has no record of making it. Its birth time can.
   it('adopts the file an agent killed before its status write made within the creation second', async () => {
+    await ensurePool();
     const v = `crashed-${randomBytes(3).toString('hex')}`;
     const file = path.join(poolDir, `${NS}_${v}`);
     const handle = await conn.lookupStoragePoolByName(POOL);
@@ -960,6 +1002,7 @@ describe('a real libvirtd with QEMU', () => {
   // The header re-check was a direct read of the pool's file on every pass: on a hung NFS
   // pool each one held a thread of libuv's pool (DNS, other file work) and the pass for ever.
   it("reads a qcow2 file's header again only once the file changed, and waits a bounded time for it", async () => {
+    await ensurePool();
     await createVol('steady', { capacity: '16Mi' });
     await converge(ctx, reconcileVolume, `${NS}/steady`, { until: settled('steady') });
     const file = path.join(poolDir, 'real_steady');
@@ -1023,6 +1066,8 @@ describe('a real libvirtd with QEMU', () => {
   });
 
   it('deletes files (Delete), keeps one (Retain), then removes the pool but not a directory holding that file', async () => {
+    await ensureVol('disk-3');
+    await ensureVol('disk-4');
     await k.patchSpec('Volume', NS, 'disk-3', { deletionPolicy: 'Retain' });
     await k.remove('StoragePool', undefined, POOL);
     await ctx.refresh();

@@ -145,3 +145,67 @@ describe('removedStatus', () => {
     expect(status.phase).toBe('Pending');
   });
 });
+
+// While the domain is still on the node (the guest shutting down for the deletion), Ready
+// said True `Running` beside phase Stopping, and kstatus read the machine Current.
+describe('machineStatus of a machine being deleted whose domain is still there', () => {
+  const removal = (observed: ReturnType<typeof ours>, machine = runningMachine()) =>
+    machineStatus({
+      vm: machine,
+      nodeName: 'node-a',
+      now: NOW,
+      observed,
+      problem: undefined,
+      shutdown: 'Deleting',
+      started: undefined,
+      pending: [],
+      shutdownSentAt: NOW,
+    });
+
+  it('says the guest is shutting down for the deletion, with the grace period: not Ready', () => {
+    const machine = runningMachine();
+    machine.spec.terminationGracePeriodSeconds = 45;
+    const status = removal(ours({ config: desired(machine) }), machine);
+    expect(status.phase).toBe('Stopping');
+    expect(condition(status, 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'Deleting',
+      message: expect.stringContaining(
+        'the machine is being deleted: waiting for the guest to shut down ' +
+          '(terminationGracePeriodSeconds 45s',
+      ),
+    });
+    // On its way by itself: in progress, not waiting for a user.
+    expect(condition(status, 'Reconciling')?.status).toBe('True');
+    expect(condition(status, 'Stalled')?.status).toBe('False');
+    expect(condition(status, 'ShutdownRequested')?.reason).toBe('Deleting');
+  });
+
+  it('says the domain is destroyed at once with a grace period of 0', () => {
+    const machine = runningMachine();
+    machine.spec.terminationGracePeriodSeconds = 0;
+    const status = removal(ours({ config: desired(machine) }), machine);
+    expect(condition(status, 'Ready')?.message).toBe(
+      'the machine is being deleted: destroying the domain at once, as ' +
+        'terminationGracePeriodSeconds is 0',
+    );
+  });
+
+  it('shows a shut-off domain awaiting its undefine as Stopped, not Starting', () => {
+    const machine = runningMachine();
+    const status = removal(ours({ active: false, config: desired(machine) }), machine);
+    expect(status.phase).toBe('Stopped');
+    expect(condition(status, 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'Deleting',
+      message: 'the machine is being deleted: the domain is shut off; undefining it',
+    });
+  });
+
+  it('is the same on the next pass, so the wait costs no further write', () => {
+    const machine = runningMachine();
+    const observed = ours({ config: desired(machine) });
+    const first = removal(observed, machine);
+    expect(removal(observed, withStatus(machine, first))).toEqual(first);
+  });
+});
