@@ -13,6 +13,27 @@ export type RestoreStep =
   /** The revert happened (its marker is gone) but was not recorded: only finish. */
   | { op: 'finish' };
 
+/**
+ * The snapshot object a restore reverts to: the one of its name, except, once the revert has
+ * begun (InProgress), one created after that (its `creationTimestamp` in a later second than
+ * the restore's `startTime`). That can only be another object under the name: the one reverted
+ * to was Ready before the revert began, and while the restore runs its deletion waits, so it
+ * went by a finalizer removed by hand. Taken for the one begun on, it would return the restore
+ * to Pending (SnapshotNotReady: the new one waits for this restore) and then revert the machine
+ * to whatever the new one holds. Undefined for it instead: the restore ends as for a snapshot
+ * object gone. Times have whole seconds: one created in the second the revert began is not
+ * told apart. Pure.
+ */
+export function snapshotOfRevert(
+  restore: VirtualMachineRestore,
+  snapshot: VirtualMachineSnapshot | undefined,
+): VirtualMachineSnapshot | undefined {
+  if (!snapshot || restore.status?.phase !== 'InProgress') return snapshot;
+  const began = Date.parse(restore.status.startTime ?? '');
+  const created = Date.parse(snapshot.metadata.creationTimestamp ?? '');
+  return created > began ? undefined : snapshot;
+}
+
 export function planRestore(input: {
   restore: VirtualMachineRestore;
   snapshot: VirtualMachineSnapshot | undefined;

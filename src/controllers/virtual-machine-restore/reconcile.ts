@@ -35,6 +35,7 @@ import {
   restoredWording,
   revertFailedDisksWording,
   revertPaused,
+  snapshotOfRevert,
 } from './plan.js';
 import { restoreStatus, type RestoreFacts } from './status.js';
 import { cachedByKey, newProblem } from '../kit.js';
@@ -122,10 +123,14 @@ async function converge(
   vm: VirtualMachine,
   ctx: ControllerContext,
 ): Promise<Action> {
-  const snapshot = ctx.get<VirtualMachineSnapshot>(
-    'VirtualMachineSnapshot',
-    restore.metadata.namespace,
-    restore.spec.snapshotName,
+  // Not one created under the name after the revert began (a finalizer removed by hand).
+  const snapshot = snapshotOfRevert(
+    restore,
+    ctx.get<VirtualMachineSnapshot>(
+      'VirtualMachineSnapshot',
+      restore.metadata.namespace,
+      restore.spec.snapshotName,
+    ),
   );
   const uid = String(restore.metadata.uid);
   const machine = await observeMachineDomain(ctx.libvirt(), vm);

@@ -12,7 +12,7 @@ import type {
   VirtualMachineRestore,
   VirtualMachineSnapshot,
 } from '../../../../src/api/generated/types.js';
-import { HOST_FINALIZER } from '../../../../src/controllers/context.js';
+import { HOST_FINALIZER, nodeFinalizer } from '../../../../src/controllers/context.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { reconcileVirtualMachineRestore } from '../../../../src/controllers/virtual-machine-restore/index.js';
 import { reconcileVirtualMachineSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/index.js';
@@ -359,6 +359,55 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
           DomainModificationImpact.CONFIG,
         );
       });
+  });
+
+  it('never reverts a begun restore to a snapshot object created under its name since', async () => {
+    const { name: vmName, domain } = await ownVm();
+    const [snap, back] = [`${vmName}-1`, `${vmName}-back`];
+    const old = await snapshot(snap, vmName);
+    const r = await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: snap },
+    });
+    // An agent that died after marking the domain and recording InProgress, before the revert.
+    const began = new Date(Date.now() - 2000).toISOString().replace(/\.\d+Z$/, 'Z');
+    await k.patchStatus('VirtualMachineRestore', NS, back, {
+      phase: 'InProgress',
+      startTime: began,
+    });
+    const { setMarker } =
+      await import('../../../../src/controllers/virtual-machine-restore/act.js');
+    await setMarker(domain, String(r.metadata.uid), true);
+    // Meanwhile the snapshot object went by its finalizer removed by hand, and another was
+    // created under its name (a GitOps tool re-applying it).
+    await ctx.removeFinalizer('VirtualMachineSnapshot', old, nodeFinalizer(NODE));
+    await k.remove('VirtualMachineSnapshot', NS, snap);
+    await k.create('VirtualMachineSnapshot', {
+      metadata: { name: snap, namespace: NS },
+      spec: { vmName },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
+      until: stored(
+        () => restoreOf(back),
+        (o) => o?.status?.phase !== 'InProgress',
+      ),
+    });
+    // Before: Pending (SnapshotNotReady), then a revert to the new snapshot once taken.
+    expect(restoreOf(back)?.status).toMatchObject({
+      phase: 'Failed',
+      conditions: expect.arrayContaining([
+        expect.objectContaining({ type: 'Ready', reason: 'SnapshotMissing' }),
+      ]),
+    });
+    // The new one is taken now that no restore runs, and never reverted to.
+    await converge(ctx, reconcileVirtualMachineSnapshot, key(snap), {
+      until: stored(
+        () => snapOf(snap),
+        (o) => o?.status?.phase === 'Ready',
+      ),
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key(back));
+    expect(restoreOf(back)?.status?.phase).toBe('Failed');
   });
 
   it('deletes a snapshot only once the restore reverting to it has finished', async () => {
