@@ -1215,6 +1215,57 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     });
   });
 
+  it('restarts a restored checkpoint for a spec change made while the restore ran', async () => {
+    const name = unique('edit');
+    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, name);
+    const vm = await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name, namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        updatePolicy: 'Restart',
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'root', volume: 'root' }],
+      },
+    });
+    const runningSynced = stored(
+      vmOf,
+      (o) =>
+        o?.status?.phase === 'Running' &&
+        o.status.observedGeneration === o.metadata.generation &&
+        o.status.conditions?.find((c) => c.type === 'RestartRequired')?.status === 'False',
+    );
+    await converge(ctx, reconcileVirtualMachine, key(name), { until: runningSynced });
+    const runId = async () =>
+      (await conn.lookupDomainByUUIDString(String(vm.metadata.uid))).getID();
+    await snapshot(`${name}-1`, name);
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: `${name}-back`, namespace: NS },
+      spec: { vmName: name, snapshotName: `${name}-1` },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key(`${name}-back`), {
+      until: stored(
+        () => restoreOf(`${name}-back`),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    const restored = await runId();
+    // Edited while the machine's controller stood aside (it has not looked since the restore
+    // began): the user's change, which the restart applies, not the restored definition's.
+    await k.patchSpec('VirtualMachine', NS, name, { maxMemory: '256Mi' });
+    const stops = () =>
+      ctx.events.filter((e) => e.key === key(name) && e.reason === 'ShuttingDown').length;
+    const before = stops();
+    await converge(ctx, reconcileVirtualMachine, key(name), { until: runningSynced });
+    expect(stops()).toBe(before + 1);
+    expect(await runId()).not.toBe(restored);
+    await k.remove('VirtualMachine', NS, name);
+    await converge(ctx, reconcileVirtualMachine, key(name), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+  });
+
   it('restarts a restored checkpoint for a spec change whose first pass could not apply it', async () => {
     const name = `late-${randomBytes(3).toString('hex')}`;
     const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, name);
