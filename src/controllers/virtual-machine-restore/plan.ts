@@ -193,7 +193,8 @@ export function revertPaused(
  * and also a revert to a snapshot of the stopped machine, which libvirt makes by shutting the
  * running domain off (reason from_snapshot). Which runStrategy starts it again from the
  * restored disks: Always and RerunOnFailure (a stop the user did not ask for); Manual and
- * Halted leave it shut off. Pure.
+ * Halted leave it shut off. A checkpoint with memory runs again: under Halted, until the
+ * shutdown Halted then asks for. Pure.
  */
 export function restoredWording(input: {
   includesMemory: boolean;
@@ -203,9 +204,14 @@ export function restoredWording(input: {
   ofRunningMachine: boolean;
   runStrategy: string | undefined;
 }): string {
-  if (input.includesMemory) return 'memory and disks';
-  if (!input.stoppedRun) return 'disks';
   const strategy = input.runStrategy ?? 'Always';
+  // The checkpoint's guest runs again, also on a machine Halted keeps off: until the shutdown
+  // Halted asks for, which the user should not have to guess from a "memory and disks".
+  if (input.includesMemory)
+    return strategy === 'Halted'
+      ? 'memory and disks; the guest runs, and runStrategy Halted shuts it down'
+      : 'memory and disks';
+  if (!input.stoppedRun) return 'disks';
   const boots = strategy === 'Always' || strategy === 'RerunOnFailure';
   if (input.ofRunningMachine)
     return boots

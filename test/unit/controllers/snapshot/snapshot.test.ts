@@ -596,6 +596,10 @@ describe('planRestore', () => {
     expect(restoredWording({ ...base, includesMemory: true, runStrategy: 'Always' })).toBe(
       'memory and disks',
     );
+    // The checkpoint runs again on a machine Halted keeps off, until Halted shuts it down.
+    expect(restoredWording({ ...base, includesMemory: true, runStrategy: 'Halted' })).toBe(
+      'memory and disks; the guest runs, and runStrategy Halted shuts it down',
+    );
   });
 
   it('names the disks a restore reverted and those it did not, a bounded list of each', () => {
