@@ -13,6 +13,27 @@ export type RestoreStep =
   /** The revert happened (its marker is gone) but was not recorded: only finish. */
   | { op: 'finish' };
 
+/**
+ * The snapshot object a restore reverts to: the one of its name, except, once the revert has
+ * begun (InProgress), one created after that (its `creationTimestamp` in a later second than
+ * the restore's `startTime`). That can only be another object under the name: the one reverted
+ * to was Ready before the revert began, and while the restore runs its deletion waits, so it
+ * went by a finalizer removed by hand. Taken for the one begun on, it would return the restore
+ * to Pending (SnapshotNotReady: the new one waits for this restore) and then revert the machine
+ * to whatever the new one holds. Undefined for it instead: the restore ends as for a snapshot
+ * object gone. Times have whole seconds: one created in the second the revert began is not
+ * told apart. Pure.
+ */
+export function snapshotOfRevert(
+  restore: VirtualMachineRestore,
+  snapshot: VirtualMachineSnapshot | undefined,
+): VirtualMachineSnapshot | undefined {
+  if (!snapshot || restore.status?.phase !== 'InProgress') return snapshot;
+  const began = Date.parse(restore.status.startTime ?? '');
+  const created = Date.parse(snapshot.metadata.creationTimestamp ?? '');
+  return created > began ? undefined : snapshot;
+}
+
 export function planRestore(input: {
   restore: VirtualMachineRestore;
   snapshot: VirtualMachineSnapshot | undefined;
@@ -209,7 +230,8 @@ export function revertPaused(
  * and also a revert to a snapshot of the stopped machine, which libvirt makes by shutting the
  * running domain off (reason from_snapshot). Which runStrategy starts it again from the
  * restored disks: Always and RerunOnFailure (a stop the user did not ask for); Manual and
- * Halted leave it shut off. Pure.
+ * Halted leave it shut off. A checkpoint with memory runs again: under Halted, until the
+ * shutdown Halted then asks for. Pure.
  */
 export function restoredWording(input: {
   includesMemory: boolean;
@@ -219,9 +241,14 @@ export function restoredWording(input: {
   ofRunningMachine: boolean;
   runStrategy: string | undefined;
 }): string {
-  if (input.includesMemory) return 'memory and disks';
-  if (!input.stoppedRun) return 'disks';
   const strategy = input.runStrategy ?? 'Always';
+  // The checkpoint's guest runs again, also on a machine Halted keeps off: until the shutdown
+  // Halted asks for, which the user should not have to guess from a "memory and disks".
+  if (input.includesMemory)
+    return strategy === 'Halted'
+      ? 'memory and disks; the guest runs, and runStrategy Halted shuts it down'
+      : 'memory and disks';
+  if (!input.stoppedRun) return 'disks';
   const boots = strategy === 'Always' || strategy === 'RerunOnFailure';
   if (input.ofRunningMachine)
     return boots

@@ -36,6 +36,7 @@ import {
   restoredWording,
   revertFailedDisksWording,
   revertPaused,
+  snapshotOfRevert,
 } from './plan.js';
 import { restoreStatus, type RestoreFacts } from './status.js';
 import { cachedByKey, newProblem } from '../kit.js';
@@ -86,10 +87,14 @@ export const reconcileVirtualMachineRestore: KindReconcile = async (key, ctx) =>
     });
     return requeueAfter(WAIT_MS);
   }
-  const snapshot = ctx.get<VirtualMachineSnapshot>(
-    'VirtualMachineSnapshot',
-    restore.metadata.namespace,
-    restore.spec.snapshotName,
+  // Not one created under the name after the revert began (a finalizer removed by hand).
+  const snapshot = snapshotOfRevert(
+    restore,
+    ctx.get<VirtualMachineSnapshot>(
+      'VirtualMachineSnapshot',
+      restore.metadata.namespace,
+      restore.spec.snapshotName,
+    ),
   );
   const overlays = overlaysOfSnapshot(snapshot, ctx);
   // Marked only for a pass that may revert (plan.ts mayActOnDomain): one that waits for its

@@ -1364,8 +1364,10 @@ const HELD_RUN = new RegExp(`this run \\(run (\\d+)\\) ${HELD_BY_RESTORE} under 
  * (`remembered`, HostState restoredRuns: the cache may not show our last status yet), else
  * recorded in the held RestartRequired message (how an agent that restarted after libvirt's
  * reason changed still knows it), else seen now by its reason `from_snapshot`, under the
- * machine's present generation. The records come first: the reason lasts as long as the
- * guest's state does not change, across spec edits. Pure.
+ * generation the machine's status last observed: this controller stands aside while a restore
+ * runs, so a spec edited meanwhile is a later generation, the user's change, which is not held.
+ * The records come first: the reason lasts as long as the guest's state does not change,
+ * across spec edits. Pure.
  */
 export function restoredRun(
   vm: VirtualMachine,
@@ -1377,7 +1379,10 @@ export function restoredRun(
   const recorded = recordedRestoredRun(vm.status);
   if (recorded?.run === domain.id) return recorded;
   if (domain.power.reason === 'from_snapshot')
-    return { run: domain.id, generation: vm.metadata.generation ?? 0 };
+    return {
+      run: domain.id,
+      generation: vm.status?.observedGeneration ?? vm.metadata.generation ?? 0,
+    };
   return undefined;
 }
 

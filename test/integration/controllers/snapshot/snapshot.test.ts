@@ -12,7 +12,7 @@ import type {
   VirtualMachineRestore,
   VirtualMachineSnapshot,
 } from '../../../../src/api/generated/types.js';
-import { HOST_FINALIZER } from '../../../../src/controllers/context.js';
+import { HOST_FINALIZER, nodeFinalizer } from '../../../../src/controllers/context.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { reconcileVirtualMachineRestore } from '../../../../src/controllers/virtual-machine-restore/index.js';
 import { reconcileVirtualMachineSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/index.js';
@@ -401,6 +401,55 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
         (o) => o?.status?.phase === 'Ready',
       ),
     });
+  });
+
+  it('never reverts a begun restore to a snapshot object created under its name since', async () => {
+    const { name: vmName, domain } = await ownVm();
+    const [snap, back] = [`${vmName}-1`, `${vmName}-back`];
+    const old = await snapshot(snap, vmName);
+    const r = await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: snap },
+    });
+    // An agent that died after marking the domain and recording InProgress, before the revert.
+    const began = new Date(Date.now() - 2000).toISOString().replace(/\.\d+Z$/, 'Z');
+    await k.patchStatus('VirtualMachineRestore', NS, back, {
+      phase: 'InProgress',
+      startTime: began,
+    });
+    const { setMarker } =
+      await import('../../../../src/controllers/virtual-machine-restore/act.js');
+    await setMarker(domain, String(r.metadata.uid), true);
+    // Meanwhile the snapshot object went by its finalizer removed by hand, and another was
+    // created under its name (a GitOps tool re-applying it).
+    await ctx.removeFinalizer('VirtualMachineSnapshot', old, nodeFinalizer(NODE));
+    await k.remove('VirtualMachineSnapshot', NS, snap);
+    await k.create('VirtualMachineSnapshot', {
+      metadata: { name: snap, namespace: NS },
+      spec: { vmName },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
+      until: stored(
+        () => restoreOf(back),
+        (o) => o?.status?.phase !== 'InProgress',
+      ),
+    });
+    // Before: Pending (SnapshotNotReady), then a revert to the new snapshot once taken.
+    expect(restoreOf(back)?.status).toMatchObject({
+      phase: 'Failed',
+      conditions: expect.arrayContaining([
+        expect.objectContaining({ type: 'Ready', reason: 'SnapshotMissing' }),
+      ]),
+    });
+    // The new one is taken now that no restore runs, and never reverted to.
+    await converge(ctx, reconcileVirtualMachineSnapshot, key(snap), {
+      until: stored(
+        () => snapOf(snap),
+        (o) => o?.status?.phase === 'Ready',
+      ),
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key(back));
+    expect(restoreOf(back)?.status?.phase).toBe('Failed');
   });
 
   it('deletes a snapshot only once the restore reverting to it has finished', async () => {
@@ -1272,6 +1321,57 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     expect(await runId()).not.toBe(restored);
     await k.remove('VirtualMachine', NS, 'keep');
     await converge(ctx, reconcileVirtualMachine, key('keep'), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+  });
+
+  it('restarts a restored checkpoint for a spec change made while the restore ran', async () => {
+    const name = unique('edit');
+    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, name);
+    const vm = await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name, namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        updatePolicy: 'Restart',
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'root', volume: 'root' }],
+      },
+    });
+    const runningSynced = stored(
+      vmOf,
+      (o) =>
+        o?.status?.phase === 'Running' &&
+        o.status.observedGeneration === o.metadata.generation &&
+        o.status.conditions?.find((c) => c.type === 'RestartRequired')?.status === 'False',
+    );
+    await converge(ctx, reconcileVirtualMachine, key(name), { until: runningSynced });
+    const runId = async () =>
+      (await conn.lookupDomainByUUIDString(String(vm.metadata.uid))).getID();
+    await snapshot(`${name}-1`, name);
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: `${name}-back`, namespace: NS },
+      spec: { vmName: name, snapshotName: `${name}-1` },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key(`${name}-back`), {
+      until: stored(
+        () => restoreOf(`${name}-back`),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    const restored = await runId();
+    // Edited while the machine's controller stood aside (it has not looked since the restore
+    // began): the user's change, which the restart applies, not the restored definition's.
+    await k.patchSpec('VirtualMachine', NS, name, { maxMemory: '256Mi' });
+    const stops = () =>
+      ctx.events.filter((e) => e.key === key(name) && e.reason === 'ShuttingDown').length;
+    const before = stops();
+    await converge(ctx, reconcileVirtualMachine, key(name), { until: runningSynced });
+    expect(stops()).toBe(before + 1);
+    expect(await runId()).not.toBe(restored);
+    await k.remove('VirtualMachine', NS, name);
+    await converge(ctx, reconcileVirtualMachine, key(name), {
       until: stored(vmOf, (o) => o === undefined),
     });
   });

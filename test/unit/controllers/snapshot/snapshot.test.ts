@@ -36,6 +36,7 @@ import {
   revertFailedDisksWording,
   restoredWording,
   revertPaused,
+  snapshotOfRevert,
 } from '../../../../src/controllers/virtual-machine-restore/plan.js';
 import { restoreStatus } from '../../../../src/controllers/virtual-machine-restore/status.js';
 import type { SnapshotDiskView } from '../../../../src/libvirt/xml/snapshot.js';
@@ -388,6 +389,36 @@ describe('deletionStatus', () => {
   });
 });
 
+describe('snapshotOfRevert', () => {
+  const at = (creationTimestamp: string) =>
+    snap({ metadata: { ...snap().metadata, creationTimestamp } });
+  const restore = (status?: VirtualMachineRestore['status']): VirtualMachineRestore => ({
+    apiVersion: 'virt.dev/v1alpha1',
+    kind: 'VirtualMachineRestore',
+    metadata: { name: 'r', namespace: 'ns', uid: 'r-uid' },
+    spec: { vmName: 'web', snapshotName: 'before-upgrade' },
+    ...(status ? { status } : {}),
+  });
+  const began = restore({ phase: 'InProgress', startTime: '2026-12-03T12:00:00Z' });
+
+  it('drops a snapshot object created after the revert began: another under the name', () => {
+    expect(snapshotOfRevert(began, at('2026-12-03T12:00:01Z'))).toBeUndefined();
+  });
+
+  it('keeps the one reverted to, and any before the revert begins', () => {
+    const before = at('2026-12-03T11:59:00Z');
+    expect(snapshotOfRevert(began, before)).toBe(before);
+    // Same second: not told apart, kept.
+    expect(snapshotOfRevert(began, at('2026-12-03T12:00:00Z'))).toBeDefined();
+    const later = at('2026-12-03T12:05:00Z');
+    expect(snapshotOfRevert(restore({ phase: 'Pending' }), later)).toBe(later);
+    expect(snapshotOfRevert(restore(), later)).toBe(later);
+    // No startTime recorded: nothing to compare with.
+    expect(snapshotOfRevert(restore({ phase: 'InProgress' }), later)).toBe(later);
+    expect(snapshotOfRevert(began, undefined)).toBeUndefined();
+  });
+});
+
 describe('planRestore', () => {
   const restore = (phase?: string): VirtualMachineRestore => ({
     apiVersion: 'virt.dev/v1alpha1',
@@ -594,6 +625,10 @@ describe('planRestore', () => {
     expect(restoredWording({ ...base, stoppedRun: false, runStrategy: 'Manual' })).toBe('disks');
     expect(restoredWording({ ...base, includesMemory: true, runStrategy: 'Always' })).toBe(
       'memory and disks',
+    );
+    // The checkpoint runs again on a machine Halted keeps off, until Halted shuts it down.
+    expect(restoredWording({ ...base, includesMemory: true, runStrategy: 'Halted' })).toBe(
+      'memory and disks; the guest runs, and runStrategy Halted shuts it down',
     );
   });
 

@@ -555,10 +555,17 @@ describe('powerPlan', () => {
     const at = (run: number, generation: number) => ({ run, generation });
     const cases: Array<[string, VirtualMachine, typeof resumed, unknown, RestoredRun?]> = [
       [
-        'the reason names it, under the present generation',
-        vm(spec, { status, generation: 5 }),
+        'the reason names it, under the generation the status last observed',
+        vm(spec, { status: { ...status, observedGeneration: 5 }, generation: 5 }),
         { ...resumed, power: { state: 'running', reason: 'from_snapshot' } },
         at(7, 5),
+      ],
+      [
+        // Edited while the restore ran, when this controller stood aside: the user's change.
+        'the reason names it, the spec edited since the status last observed it',
+        vm(spec, { status, generation: 5 }),
+        { ...resumed, power: { state: 'running', reason: 'from_snapshot' } },
+        at(7, 3),
       ],
       [
         'the reason, but remembered under an earlier generation',
