@@ -337,6 +337,30 @@ export function detachRequestedSince(vm: VirtualMachine): Date | undefined {
   return c?.status === 'True' ? new Date(c.lastTransitionTime) : undefined;
 }
 
+const DETACH_MESSAGE = 'detach requested from the running domain: ';
+
+/** The DetachRequested message: the devices whose detach was asked (detachAsked reads it). */
+export function detachMessage(fields: readonly string[]): string {
+  return DETACH_MESSAGE + fields.join(', ');
+}
+
+/** The DetachRequested condition's message while it is True: which detaches were asked. */
+export function detachAskedMessage(vm: VirtualMachine): string | undefined {
+  const c = findCondition(vm.status?.conditions, DETACH_CONDITION);
+  return c?.status === 'True' ? c.message : undefined;
+}
+
+/**
+ * Whether `message` (detachMessage) lists `field`. Unknown (no message) counts as asked: only
+ * a device known to be new is asked at once. Fields hold file names, which may hold ', ': the
+ * whole entry between separators is matched, not a split of the list.
+ */
+function detachAsked(message: string | undefined, field: string): boolean {
+  if (message === undefined) return true;
+  if (!message.startsWith(DETACH_MESSAGE)) return true;
+  return `, ${message.slice(DETACH_MESSAGE.length)}, `.includes(`, ${field}, `);
+}
+
 export function gracePeriodMs(vm: VirtualMachine): number {
   return (vm.spec.terminationGracePeriodSeconds ?? DEFAULT_GRACE_SECONDS) * 1000;
 }
@@ -602,7 +626,14 @@ export function deviceSteps(
   desired: DomainDocument,
   domain: OursDomain,
   names: DeviceNames,
-  detach: { since: Date | undefined; graceMs: number; now: Date; lastRetry?: Date | undefined },
+  detach: {
+    since: Date | undefined;
+    graceMs: number;
+    now: Date;
+    lastRetry?: Date | undefined;
+    /** The DetachRequested message (detachMessage): the detaches already asked. */
+    asked?: string | undefined;
+  },
 ): MachineStep[] {
   const live = domain.live;
   if (!live) return [];
@@ -615,13 +646,14 @@ export function deviceSteps(
     change.kind === 'disk'
       ? configDisk(change.disk) !== undefined
       : (config?.devices.interfaces ?? []).some((n) => nicKey(n) === nicKey(change.nic));
-  const retry = detach.since !== undefined;
-  const due = !retry || detachRetryDue(detach);
-  if (due) {
-    for (const device of diff.detach) {
-      const saved = device.kind === 'disk' ? configDisk(device.disk) : undefined;
-      steps.push(...detachSteps(device, inConfig(device), saved, retry));
-    }
+  const due = detachRetryDue(detach);
+  for (const device of diff.detach) {
+    // A device removed while another's detach waits for the guest is asked at once: the
+    // grace period and the repeat cadence are those of the request already made.
+    const retry = detach.since !== undefined && detachAsked(detach.asked, device.field);
+    if (retry && !due) continue;
+    const saved = device.kind === 'disk' ? configDisk(device.disk) : undefined;
+    steps.push(...detachSteps(device, inConfig(device), saved, retry));
   }
   const present = [...live.devices.disks, ...(config?.devices.disks ?? [])];
   const used = new Set(present.map((d) => d.target.dev));
@@ -859,6 +891,7 @@ export function planMachine(input: PlanInput): MachinePlan {
     graceMs: gracePeriodMs(vm),
     now,
     lastRetry: input.lastDetachRetry,
+    asked: detachAskedMessage(vm),
   };
   const devices = deviceSteps(desired, target, names, detach);
   const saved = stopping && domain.active ? withSavedTarget(desired, domain) : desired;

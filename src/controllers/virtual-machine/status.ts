@@ -32,6 +32,7 @@ import {
 } from './observe.js';
 import {
   DETACH_CONDITION,
+  detachMessage,
   gracePeriodMs,
   heldByRestore,
   heldMarker,
@@ -655,7 +656,7 @@ function detachCondition(detaching: Detaching): ConditionUpdate {
     type: DETACH_CONDITION,
     status: 'True',
     reason: 'Detaching',
-    message: `detach requested from the running domain: ${detaching.fields.join(', ')}`,
+    message: detachMessage(detaching.fields),
   };
 }
 

@@ -374,6 +374,54 @@ describe('live device changes', () => {
     expect(at(1000, 300)).toBe(2);
   });
 
+  it('asks at once to detach a device removed while another detach is unanswered', () => {
+    // The disk's detach was asked 100 s ago and repeated 5 s ago (the next repeat is due at
+    // 190 s); the NIC left the spec since. Its first request must not wait for that cadence
+    // (up to 5 minutes), nor for the grace period of the disk's request.
+    const names = deviceNames(one, small);
+    const asked = 'detach requested from the running domain: spec.disks (removed data.raw)';
+    const steps = (requested: number, lastRetry: number | undefined) =>
+      deviceSteps(small, ours({ config: small, live: big }), names, {
+        since: new Date(NOW.getTime() - requested * 1000),
+        graceMs: 10_000,
+        now: NOW,
+        lastRetry: lastRetry === undefined ? undefined : new Date(NOW.getTime() - lastRetry * 1000),
+        asked,
+      }).map((s) => s.op === 'detachDevice' && [s.device.field, s.retry]);
+    expect(steps(100, 5)).toEqual([['spec.interfaces (removed 52:54:00:00:00:02)', false]]);
+    expect(steps(5, undefined)).toEqual([['spec.interfaces (removed 52:54:00:00:00:02)', false]]);
+    // Once listed as asked, it follows the cadence like the disk.
+    const both = `${asked}, spec.interfaces (removed 52:54:00:00:00:02)`;
+    expect(
+      deviceSteps(small, ours({ config: small, live: big }), names, {
+        since: new Date(NOW.getTime() - 100_000),
+        graceMs: 10_000,
+        now: NOW,
+        lastRetry: new Date(NOW.getTime() - 5_000),
+        asked: both,
+      }),
+    ).toEqual([]);
+    // The plan reads what was asked from the machine's DetachRequested condition.
+    const detachRequested = {
+      type: 'DetachRequested',
+      status: 'True' as const,
+      reason: 'Detaching',
+      message: asked,
+      lastTransitionTime: ago(100),
+    };
+    const plan = planMachine({
+      vm: vm(one.spec, { status: runningStatus({ conditions: [detachRequested] }) }),
+      desired: small,
+      cloudInit: undefined,
+      observed: observed(ours({ config: small, live: big })),
+      now: NOW,
+      lastDetachRetry: new Date(NOW.getTime() - 5_000),
+    });
+    expect(plan.steps.map((s) => s.op === 'detachDevice' && [s.device.field, s.retry])).toEqual([
+      ['spec.interfaces (removed 52:54:00:00:00:02)', false],
+    ]);
+  });
+
   it('a sata disk or a changed device is restart-time; a reordered spec changes nothing', () => {
     const sata = vm({
       disks: [
