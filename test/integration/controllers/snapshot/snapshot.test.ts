@@ -156,6 +156,42 @@ async function adoptedDisksOnly(name: string, vmName: string, domain: Domain) {
   return snapOf(name)!;
 }
 
+/**
+ * A running machine under updatePolicy Restart, converged with RestartRequired False, and what
+ * its tests read: the runtime ID of its domain as it is now (a handle keeps the one it was
+ * looked up with) and its graceful stops (ShuttingDown Events) so far.
+ */
+async function restartPolicyVm(name: string) {
+  const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, name);
+  const vm = await k.create<VirtualMachine>('VirtualMachine', {
+    metadata: { name, namespace: NS },
+    spec: {
+      nodeName: NODE,
+      domainType: 'qemu',
+      updatePolicy: 'Restart',
+      vcpus: 1,
+      memory: '128Mi',
+      disks: [{ name: 'root', volume: 'root' }],
+    },
+  });
+  const runningSynced = stored(
+    vmOf,
+    (o) =>
+      o?.status?.phase === 'Running' &&
+      o.status.observedGeneration === o.metadata.generation &&
+      o.status.conditions?.find((c) => c.type === 'RestartRequired')?.status === 'False',
+  );
+  await converge(ctx, reconcileVirtualMachine, key(name), { until: runningSynced });
+  return {
+    vm,
+    vmOf,
+    runningSynced,
+    runId: async () => (await conn.lookupDomainByUUIDString(String(vm.metadata.uid))).getID(),
+    stops: () =>
+      ctx.events.filter((e) => e.key === key(name) && e.reason === 'ShuttingDown').length,
+  };
+}
+
 describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', () => {
   it('takes a checkpoint of a running machine once, and records it', async () => {
     // A Volume of its own: the index below counts every snapshot holding it.
@@ -1254,29 +1290,7 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
   });
 
   it('does not restart a restored checkpoint under updatePolicy Restart until the spec changes', async () => {
-    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, 'keep');
-    const vm = await k.create<VirtualMachine>('VirtualMachine', {
-      metadata: { name: 'keep', namespace: NS },
-      spec: {
-        nodeName: NODE,
-        domainType: 'qemu',
-        updatePolicy: 'Restart',
-        vcpus: 1,
-        memory: '128Mi',
-        disks: [{ name: 'root', volume: 'root' }],
-      },
-    });
-    const runningSynced = stored(
-      vmOf,
-      (o) =>
-        o?.status?.phase === 'Running' &&
-        o.status.observedGeneration === o.metadata.generation &&
-        o.status.conditions?.find((c) => c.type === 'RestartRequired')?.status === 'False',
-    );
-    await converge(ctx, reconcileVirtualMachine, key('keep'), { until: runningSynced });
-    // The runtime ID of the domain as it is now (a handle keeps the one it was looked up with).
-    const runId = async () =>
-      (await conn.lookupDomainByUUIDString(String(vm.metadata.uid))).getID();
+    const { vm, vmOf, runningSynced, runId, stops } = await restartPolicyVm('keep');
     await snapshot('keep-1', 'keep');
     // A restart-time change after the checkpoint: applied by a restart, as the policy says.
     await k.patchSpec('VirtualMachine', NS, 'keep', { maxMemory: '256Mi' });
@@ -1301,8 +1315,6 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       stateName: 'running',
       reasonName: 'from_snapshot',
     });
-    const stops = () =>
-      ctx.events.filter((e) => e.key === key('keep') && e.reason === 'ShuttingDown').length;
     const before = stops();
     for (let pass = 0; pass < 3; pass++) await converge(ctx, reconcileVirtualMachine, key('keep'));
     await ctx.refresh();
@@ -1327,28 +1339,7 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
 
   it('restarts a restored checkpoint for a spec change made while the restore ran', async () => {
     const name = unique('edit');
-    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, name);
-    const vm = await k.create<VirtualMachine>('VirtualMachine', {
-      metadata: { name, namespace: NS },
-      spec: {
-        nodeName: NODE,
-        domainType: 'qemu',
-        updatePolicy: 'Restart',
-        vcpus: 1,
-        memory: '128Mi',
-        disks: [{ name: 'root', volume: 'root' }],
-      },
-    });
-    const runningSynced = stored(
-      vmOf,
-      (o) =>
-        o?.status?.phase === 'Running' &&
-        o.status.observedGeneration === o.metadata.generation &&
-        o.status.conditions?.find((c) => c.type === 'RestartRequired')?.status === 'False',
-    );
-    await converge(ctx, reconcileVirtualMachine, key(name), { until: runningSynced });
-    const runId = async () =>
-      (await conn.lookupDomainByUUIDString(String(vm.metadata.uid))).getID();
+    const { vmOf, runningSynced, runId, stops } = await restartPolicyVm(name);
     await snapshot(`${name}-1`, name);
     await k.create('VirtualMachineRestore', {
       metadata: { name: `${name}-back`, namespace: NS },
@@ -1364,8 +1355,6 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     // Edited while the machine's controller stood aside (it has not looked since the restore
     // began): the user's change, which the restart applies, not the restored definition's.
     await k.patchSpec('VirtualMachine', NS, name, { maxMemory: '256Mi' });
-    const stops = () =>
-      ctx.events.filter((e) => e.key === key(name) && e.reason === 'ShuttingDown').length;
     const before = stops();
     await converge(ctx, reconcileVirtualMachine, key(name), { until: runningSynced });
     expect(stops()).toBe(before + 1);
@@ -1378,28 +1367,7 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
 
   it('restarts a restored checkpoint for a spec change whose first pass could not apply it', async () => {
     const name = `late-${randomBytes(3).toString('hex')}`;
-    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, name);
-    const vm = await k.create<VirtualMachine>('VirtualMachine', {
-      metadata: { name, namespace: NS },
-      spec: {
-        nodeName: NODE,
-        domainType: 'qemu',
-        updatePolicy: 'Restart',
-        vcpus: 1,
-        memory: '128Mi',
-        disks: [{ name: 'root', volume: 'root' }],
-      },
-    });
-    const runningSynced = stored(
-      vmOf,
-      (o) =>
-        o?.status?.phase === 'Running' &&
-        o.status.observedGeneration === o.metadata.generation &&
-        o.status.conditions?.find((c) => c.type === 'RestartRequired')?.status === 'False',
-    );
-    await converge(ctx, reconcileVirtualMachine, key(name), { until: runningSynced });
-    const runId = async () =>
-      (await conn.lookupDomainByUUIDString(String(vm.metadata.uid))).getID();
+    const { vmOf, runningSynced, runId, stops } = await restartPolicyVm(name);
     await snapshot(`${name}-1`, name);
     await k.patchSpec('VirtualMachine', NS, name, { maxMemory: '256Mi' });
     await converge(ctx, reconcileVirtualMachine, key(name), { until: runningSynced });
@@ -1414,8 +1382,6 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       ),
     });
     const restored = await runId();
-    const stops = () =>
-      ctx.events.filter((e) => e.key === key(name) && e.reason === 'ShuttingDown').length;
     const before = stops();
     for (let pass = 0; pass < 2; pass++) await converge(ctx, reconcileVirtualMachine, key(name));
     expect(await runId()).toBe(restored);
