@@ -7,8 +7,8 @@
 // - disks are file disks on the Volume's status.path, driver type = the Volume's format,
 //   targets vda, vdb... on virtio and sda, sdb... on sata and scsi (one shared sd namespace, in
 //   spec order), then the cloud-init CD-ROM on the next sd name; scsi disks on the unit of
-//   their sd name (sda 0, sdb 1...) of the one virtio-scsi controller; a cdrom disk (an ISO Volume) is
-//   read-only on sata unless it says scsi;
+//   their sd name (sda 0, sdb 1...) of the one virtio-scsi controller; a cdrom disk (an ISO
+//   Volume) is read-only on sata unless it says scsi;
 // - the CPU: spec.cpu's mode, model and topology; without a mode, host-model on kvm and QEMU's
 //   default model on qemu (TCG has no host CPU to model);
 // - spare PCIe root ports (HOTPLUG_PORTS beyond what the devices take): q35 places every
