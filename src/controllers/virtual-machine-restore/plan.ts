@@ -22,13 +22,15 @@ export type RestoreStep =
  * to Pending (SnapshotNotReady: the new one waits for this restore) and then revert the machine
  * to whatever the new one holds. Undefined for it instead: the restore ends as for a snapshot
  * object gone. Times have whole seconds: one created in the second the revert began is not
- * told apart. Pure.
+ * told apart. Likewise one of another machine (vmName is immutable, so also another object):
+ * a begun restore waiting on it (SnapshotOfAnotherMachine) would never end. Pure.
  */
 export function snapshotOfRevert(
   restore: VirtualMachineRestore,
   snapshot: VirtualMachineSnapshot | undefined,
 ): VirtualMachineSnapshot | undefined {
   if (!snapshot || restore.status?.phase !== 'InProgress') return snapshot;
+  if (snapshot.spec.vmName !== restore.spec.vmName) return undefined;
   const began = Date.parse(restore.status.startTime ?? '');
   const created = Date.parse(snapshot.metadata.creationTimestamp ?? '');
   return created > began ? undefined : snapshot;

@@ -405,6 +405,13 @@ describe('snapshotOfRevert', () => {
     expect(snapshotOfRevert(began, at('2026-12-03T12:00:01Z'))).toBeUndefined();
   });
 
+  it('drops one of another machine once the revert began: it cannot be the one begun on', () => {
+    const other = snap({ spec: { vmName: 'db', includeMemory: true } });
+    expect(snapshotOfRevert(began, other)).toBeUndefined();
+    // Before the revert, planRestore says whose it is (SnapshotOfAnotherMachine).
+    expect(snapshotOfRevert(restore({ phase: 'Pending' }), other)).toBe(other);
+  });
+
   it('keeps the one reverted to, and any before the revert begins', () => {
     const before = at('2026-12-03T11:59:00Z');
     expect(snapshotOfRevert(began, before)).toBe(before);
