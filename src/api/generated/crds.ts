@@ -1253,6 +1253,11 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "maxLength": 128,
               "description": "The metadata.uid of the VirtualMachine the revert began on, recorded with InProgress: a restore left InProgress (an agent crash) holds back that machine only, never a new one of the same name, and goes when that machine is gone."
             },
+            "snapshotUid": {
+              "type": "string",
+              "maxLength": 128,
+              "description": "The metadata.uid of the VirtualMachineSnapshot the revert began on, recorded with InProgress: a snapshot object created again under spec.snapshotName (a new uid) is never taken for it, even in the same second. Absent on restores begun before the operator wrote this field."
+            },
             "completionTime": {
               "type": "string",
               "format": "date-time",

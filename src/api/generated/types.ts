@@ -815,6 +815,12 @@ export interface VirtualMachineRestoreStatus {
    */
   vmUid?: string;
   /**
+   * The metadata.uid of the VirtualMachineSnapshot the revert began on, recorded with InProgress:
+   * a snapshot object created again under spec.snapshotName (a new uid) is never taken for it,
+   * even in the same second. Absent on restores begun before the operator wrote this field.
+   */
+  snapshotUid?: string;
+  /**
    * When the revert finished.
    */
   completionTime?: string;

@@ -15,15 +15,19 @@ export type RestoreStep =
 
 /**
  * The snapshot object a restore reverts to: the one of its name, except, once the revert has
- * begun (InProgress), one created after that (its `creationTimestamp` in a later second than
- * the restore's `startTime`). That can only be another object under the name: the one reverted
- * to was Ready before the revert began, and while the restore runs its deletion waits, so it
- * went by a finalizer removed by hand. Taken for the one begun on, it would return the restore
- * to Pending (SnapshotNotReady: the new one waits for this restore) and then revert the machine
- * to whatever the new one holds. Undefined for it instead: the restore ends as for a snapshot
- * object gone. Times have whole seconds: one created in the second the revert began is not
- * told apart. Likewise one of another machine (vmName is immutable, so also another object):
- * a begun restore waiting on it (SnapshotOfAnotherMachine) would never end. Pure.
+ * begun (InProgress), only the very object it began on. Another under the name can only have
+ * come by the first one's finalizer removed by hand (the one reverted to was Ready before the
+ * revert began, and while the restore runs its deletion waits). Taken for the one begun on, it
+ * would return the restore to Pending (SnapshotNotReady: the new one waits for this restore)
+ * and then revert the machine to whatever the new one holds. Undefined for it instead: the
+ * restore ends as for a snapshot object gone. Likewise one of another machine (vmName is
+ * immutable, so also another object): a begun restore waiting on it (SnapshotOfAnotherMachine)
+ * would never end.
+ *
+ * The object begun on is the one whose uid the InProgress write recorded (status.snapshotUid).
+ * A restore begun by an earlier version has none: there, one created in a later second than
+ * the restore's `startTime` is another; times have whole seconds, so one created in the second
+ * the revert began is not told apart. Pure.
  */
 export function snapshotOfRevert(
   restore: VirtualMachineRestore,
@@ -31,6 +35,8 @@ export function snapshotOfRevert(
 ): VirtualMachineSnapshot | undefined {
   if (!snapshot || restore.status?.phase !== 'InProgress') return snapshot;
   if (snapshot.spec.vmName !== restore.spec.vmName) return undefined;
+  const begunOn = restore.status.snapshotUid;
+  if (begunOn !== undefined) return snapshot.metadata.uid === begunOn ? snapshot : undefined;
   const began = Date.parse(restore.status.startTime ?? '');
   const created = Date.parse(snapshot.metadata.creationTimestamp ?? '');
   return created > began ? undefined : snapshot;

@@ -181,7 +181,8 @@ async function converge(
                 reason: 'Reverting',
                 message: `reverting to libvirt snapshot ${step.snapshotName}`,
               },
-              String(vm.metadata.uid),
+              // In this very write: a pass after a crash reverts only to this object.
+              { vmUid: String(vm.metadata.uid), snapshotUid: String(snapshot!.metadata.uid) },
             )) ?? restore);
       const outcome = await revert(
         m.domain,
@@ -215,7 +216,12 @@ async function converge(
           'Restored',
           `VirtualMachine ${vm.metadata.name} ${message}`,
         );
-        await report(ctx, restore, { phase: 'Succeeded', message }, String(vm.metadata.uid));
+        await report(
+          ctx,
+          restore,
+          { phase: 'Succeeded', message },
+          { vmUid: String(vm.metadata.uid) },
+        );
         return done;
       }
       return finish(restore, vm, snapshot, ctx, { snapshotState: found?.doc.state });
@@ -282,7 +288,7 @@ async function finish(
       phase: 'Succeeded',
       message: `reverted to VirtualMachineSnapshot ${snapshot.metadata.name} (${what}); ${disks}`,
     },
-    String(vm.metadata.uid),
+    { vmUid: String(vm.metadata.uid) },
   );
   return done;
 }
@@ -337,8 +343,8 @@ async function report(
   ctx: ControllerContext,
   restore: VirtualMachineRestore,
   facts: RestoreFacts,
-  /** The machine's uid, recorded when the revert begins (restoreStatus). */
-  vmUid?: string,
+  /** The machine's and snapshot object's uids, recorded when the revert begins (restoreStatus). */
+  began: { vmUid?: string; snapshotUid?: string } = {},
   /** Only the report that the machine exists nowhere leaves the restore unclaimed. */
   claim = true,
 ): Promise<VirtualMachineRestore | undefined> {
@@ -346,7 +352,7 @@ async function report(
     ctx.event(KIND, restore, 'Warning', facts.reason, facts.message);
   const status = restoreStatus(restore, facts, ctx.now(), {
     ...(claim ? { nodeName: ctx.nodeName } : {}),
-    ...(vmUid === undefined ? {} : { vmUid }),
+    ...began,
   });
   // A wait only the user can end (Stalled: another machine's snapshot, a base image with
   // overlays) is said once as a Warning too, as a machine's problems are.

@@ -10,7 +10,8 @@ export type RestoreFacts =
   | { phase: 'Succeeded'; message: string };
 
 /**
- * `vmUid`: the machine's, recorded once the revert begins, and kept. `nodeName`: the node of
+ * `vmUid` and `snapshotUid`: the machine's and the snapshot object's, recorded once the revert
+ * begins (in the write that says InProgress), and kept. `nodeName`: the node of
  * the machine's agent, which claims the restore with it (the admission policy then lets no
  * other node's agent write it); absent from the report of an agent that found no machine.
  */
@@ -18,9 +19,9 @@ export function restoreStatus(
   restore: VirtualMachineRestore,
   facts: RestoreFacts,
   now: Date,
-  who: { nodeName?: string; vmUid?: string } = {},
+  who: { nodeName?: string; vmUid?: string; snapshotUid?: string } = {},
 ): VirtualMachineRestoreStatus {
-  const { vmUid } = who;
+  const { vmUid, snapshotUid } = who;
   const previous = restore.status;
   const observedGeneration = restore.metadata.generation ?? 0;
   const status: VirtualMachineRestoreStatus = { phase: facts.phase, observedGeneration };
@@ -33,6 +34,9 @@ export function restoreStatus(
   if (startTime !== undefined) status.startTime = startTime;
   const machine = previous?.vmUid ?? (began ? vmUid : undefined);
   if (machine !== undefined) status.vmUid = machine;
+  // Which snapshot object the revert began on: snapshotOfRevert takes no other for it.
+  const snapshot = previous?.snapshotUid ?? (began ? snapshotUid : undefined);
+  if (snapshot !== undefined) status.snapshotUid = snapshot;
   if (facts.phase === 'Succeeded' || facts.phase === 'Failed')
     status.completionTime = previous?.completionTime ?? conditionTime(now);
   status.conditions = setCondition(

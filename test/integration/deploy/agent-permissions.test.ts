@@ -657,6 +657,8 @@ describe("the agent's ServiceAccount after kubectl apply -k manifests/", () => {
         await status('node-b', { ...missing, startTime: '2026-01-01T00:00:00Z' }),
         onlyOwn,
       );
+      // Nor which snapshot a revert began on: a restore would take another for it.
+      expectDeniedByPolicy(await status('node-b', { ...missing, snapshotUid: 'other' }), onlyOwn);
       expectDeniedByPolicy(
         await status('node-b', { nodeName: 'node-a', phase: 'Failed' }),
         onlyOwn,

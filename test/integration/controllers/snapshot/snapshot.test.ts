@@ -479,6 +479,66 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     expect(restoreOf(back)?.status?.phase).toBe('Failed');
   });
 
+  it('tells the snapshot it began on from one re-created under its name in the same second', async () => {
+    const { name: vmName, domain } = await ownVm();
+    const [snap, back] = [`${vmName}-1`, `${vmName}-back`];
+    const old = await snapshot(snap, vmName);
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: snap },
+    });
+    // The agent reverts, then dies before it records Succeeded. Its clock runs 30 s ahead of
+    // the API server's: every snapshot object created in the next 30 s has a creationTimestamp
+    // no later than startTime, as one created in the very second the revert began would.
+    const { applyStatus, now } = ctx;
+    ctx.now = () => new Date(Date.now() + 30_000);
+    ctx.applyStatus = async (kind, obj, status) => {
+      if ((status as { phase?: string }).phase === 'Succeeded') throw new Error('agent killed');
+      return applyStatus(kind, obj, status);
+    };
+    try {
+      await ctx.refresh();
+      await expect(reconcileVirtualMachineRestore(key(back), ctx)).rejects.toThrow(/killed/);
+    } finally {
+      Object.assign(ctx, { applyStatus, now });
+    }
+    await ctx.refresh();
+    // Recorded in the InProgress write: the very object the revert began on.
+    expect(restoreOf(back)?.status).toMatchObject({
+      phase: 'InProgress',
+      snapshotUid: old.metadata.uid,
+    });
+    expect(await (await domain.currentSnapshot()).getName()).toBe(old.status?.snapshotName);
+    // Meanwhile the snapshot object went by its finalizer removed by hand, and another was
+    // created under its name (a GitOps tool re-applying it).
+    await ctx.removeFinalizer('VirtualMachineSnapshot', old, nodeFinalizer(NODE));
+    await k.remove('VirtualMachineSnapshot', NS, snap);
+    await k.create('VirtualMachineSnapshot', {
+      metadata: { name: snap, namespace: NS },
+      spec: { vmName },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
+      until: stored(
+        () => restoreOf(back),
+        (o) => o?.status?.phase !== 'InProgress',
+      ),
+    });
+    // Without the uid, the new object (not taken yet: no disks) was taken for the one reverted
+    // to: "disks reverted: none", which is false.
+    const ready = restoreOf(back)?.status?.conditions?.find((c) => c.type === 'Ready');
+    expect(restoreOf(back)?.status?.phase).toBe('Succeeded');
+    expect(ready?.message).toBe(
+      `reverted to VirtualMachineSnapshot ${snap}, deleted since: which disks it held is not known`,
+    );
+    // The restore over, the new snapshot is taken.
+    await converge(ctx, reconcileVirtualMachineSnapshot, key(snap), {
+      until: stored(
+        () => snapOf(snap),
+        (o) => o?.status?.phase === 'Ready',
+      ),
+    });
+  });
+
   it('deletes a snapshot only once the restore reverting to it has finished', async () => {
     const { name: vmName, domain } = await ownVm();
     const [snap, back] = [`${vmName}-3`, `${vmName}-back`];

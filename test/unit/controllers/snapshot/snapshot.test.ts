@@ -412,10 +412,33 @@ describe('snapshotOfRevert', () => {
     expect(snapshotOfRevert(restore({ phase: 'Pending' }), other)).toBe(other);
   });
 
+  it('tells one re-created in the very second the revert began by the uid it recorded', () => {
+    const begunOn = at('2026-12-03T12:00:00Z');
+    const recorded = restore({
+      phase: 'InProgress',
+      startTime: '2026-12-03T12:00:00Z',
+      snapshotUid: String(begunOn.metadata.uid),
+    });
+    expect(snapshotOfRevert(recorded, begunOn)).toBe(begunOn);
+    // Deleted (its finalizer removed by hand) and created again in that second: a new uid.
+    const again = snap({
+      metadata: { ...begunOn.metadata, uid: 'fedc0000-0000-4000-8000-000000000000' },
+    });
+    expect(snapshotOfRevert(recorded, again)).toBeUndefined();
+    // The uid decides, not the clock: the one begun on, whatever its time says.
+    const skewed = at('2026-12-03T12:00:05Z');
+    expect(snapshotOfRevert(recorded, skewed)).toBe(skewed);
+    // One of another machine is never it, whatever its uid.
+    const other = snap({ ...begunOn, spec: { vmName: 'db', includeMemory: true } });
+    expect(snapshotOfRevert(recorded, other)).toBeUndefined();
+    // Before the revert begins nothing is recorded: the one of the name.
+    expect(snapshotOfRevert(restore({ phase: 'Pending' }), again)).toBe(again);
+  });
+
   it('keeps the one reverted to, and any before the revert begins', () => {
     const before = at('2026-12-03T11:59:00Z');
     expect(snapshotOfRevert(began, before)).toBe(before);
-    // Same second: not told apart, kept.
+    // Begun by an earlier version (no snapshotUid), same second: not told apart, kept.
     expect(snapshotOfRevert(began, at('2026-12-03T12:00:00Z'))).toBeDefined();
     const later = at('2026-12-03T12:05:00Z');
     expect(snapshotOfRevert(restore({ phase: 'Pending' }), later)).toBe(later);
@@ -714,6 +737,24 @@ describe('planRestore', () => {
     expect(began.vmUid).toBe('vm-1');
     const done = { phase: 'Succeeded' as const, message: 'm' };
     expect(restoreStatus({ ...restore(), status: began }, done, now).vmUid).toBe('vm-1');
+  });
+
+  it('records the snapshot object the revert began on, in the InProgress write, and keeps it', () => {
+    const pending = { phase: 'Pending' as const, reason: 'SnapshotNotReady', message: 'm' };
+    const who = { vmUid: 'vm-1', snapshotUid: 'snap-1' };
+    expect(restoreStatus(restore(), pending, now, who).snapshotUid).toBeUndefined();
+    const began = restoreStatus(
+      restore(),
+      { phase: 'InProgress', reason: 'Reverting', message: 'm' },
+      now,
+      who,
+    );
+    expect(began).toMatchObject({ phase: 'InProgress', vmUid: 'vm-1', snapshotUid: 'snap-1' });
+    // Never replaced: a later write naming another object (none does) keeps the first.
+    const done = { phase: 'Succeeded' as const, message: 'm' };
+    const after = { ...restore(), status: began };
+    expect(restoreStatus(after, done, now, { snapshotUid: 'snap-2' }).snapshotUid).toBe('snap-1');
+    expect(restoreStatus(after, done, now).snapshotUid).toBe('snap-1');
   });
 
   it('names the node of the agent that writes it, which claims it; not a missing-machine report', () => {
