@@ -154,6 +154,9 @@ export function revertingRestores(
         r.metadata.namespace === snap.metadata.namespace &&
         r.spec.snapshotName === snap.metadata.name &&
         r.spec.vmName === snap.spec.vmName &&
+        // One begun on another object of this name (this one re-created since) never reverts
+        // to this one (snapshotOfRevert): its deletion need not wait for it.
+        (r.status?.snapshotUid === undefined || r.status.snapshotUid === snap.metadata.uid) &&
         (r.status?.phase === 'InProgress' || (running !== undefined && r.metadata.uid === running)),
     )
     .map((r) => String(r.metadata.name));

@@ -316,6 +316,21 @@ describe('revertingRestores', () => {
     expect(revertingRestores(snap(), [pending], 'u-later')).toEqual(['later']);
     expect(revertingRestores(snap(), [pending], 'u-other')).toEqual([]);
   });
+  it('leaves out one begun on another object of this name (status.snapshotUid)', () => {
+    const begun = (name: string, snapshotUid: string): VirtualMachineRestore => {
+      const r = restore(name, 'InProgress');
+      return {
+        ...r,
+        metadata: { ...r.metadata, uid: `u-${name}` },
+        status: { ...r.status, snapshotUid },
+      };
+    };
+    const own = String(snap().metadata.uid);
+    const restores = [begun('on-this', own), begun('on-gone', 'gone-uid')];
+    expect(revertingRestores(snap(), restores)).toEqual(['on-this']);
+    // Also the one whose pass this agent runs: it does not revert to this object either.
+    expect(revertingRestores(snap(), restores, 'u-on-gone')).toEqual(['on-this']);
+  });
 });
 
 describe('snapshotStatus', () => {
