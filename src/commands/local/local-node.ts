@@ -9,6 +9,8 @@
 // reach it there (status.hostIP), without kube-proxy. So the bridge is its creator's to delete
 // (deleteNodeNetwork), after the API server has stopped: without its address the API server's
 // shutdown hung (at "Cleaning up lease on exit") until its SIGKILL, 5 s later.
+// Should this process be killed without stopping, watchdogs do the same: the pids file's
+// (control-plane.ts) kills our processes, node-watchdog.ts the pods, mounts, cgroups and bridge.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
@@ -36,6 +38,7 @@ import {
   type ControlPlane,
   type Proc,
 } from './control-plane.js';
+import { armNodeWatchdog, type NodeWatchdog } from './node-watchdog.js';
 import { buildImage } from './oci-image.js';
 import { packageRoot } from './package-root.js';
 import { run } from './run.js';
@@ -45,7 +48,7 @@ export const CONTAINERD_VERSION = 'v2.4.2';
 export const NODE_API_SERVER_PORT = 6443;
 export const DEFAULT_POD_SUBNET = '10.244.0.0/24';
 /** Pinned in containerd as the pod sandbox; built from the Kubernetes module's pause.c. */
-const PAUSE_IMAGE = `localhost/libvirt-operator/pause:${KUBERNETES_VERSION}`;
+export const PAUSE_IMAGE = `localhost/libvirt-operator/pause:${KUBERNETES_VERSION}`;
 const CNI_BIN_DIR = '/usr/lib/cni';
 
 function nodeBinDir(): string {
@@ -95,6 +98,8 @@ export interface NodeNetwork {
   subnet: string;
   gateway: string;
   prefix: number;
+  /** Deletes the bridge should this process be killed before deleteNodeNetwork. */
+  watchdog?: NodeWatchdog;
 }
 
 function ipv4ToInt(ip: string): number {
@@ -155,11 +160,13 @@ export async function createNodeNetwork(
     throw err;
   }
   const subnetText = `${[24, 16, 8, 0].map((s) => (base >>> s) & 255).join('.')}/${prefix}`;
-  return { bridge, subnet: subnetText, gateway, prefix };
+  const watchdog = armNodeWatchdog({ bridge });
+  return { bridge, subnet: subnetText, gateway, prefix, watchdog };
 }
 
 export async function deleteNodeNetwork(net: NodeNetwork): Promise<void> {
   await run('ip', ['link', 'del', net.bridge]);
+  net.watchdog?.disarm();
 }
 
 export interface LocalNodeOptions {
@@ -293,6 +300,12 @@ export async function startLocalNode(
   // The reaper of the control plane covers etcd and the API server; this one the node's
   // processes, should this process be killed without running stop().
   const reaper = startReaper(dir, false);
+  // What that one cannot reach: the pods' containers and shims, their mounts, the cgroups.
+  const watchdog = armNodeWatchdog({
+    nodeDir: dir,
+    runcRoot: d('containerd', 'runc'),
+    containerdAddress,
+  });
   const procs: Record<string, Proc> = {};
   const recordPids = () => reaper.record(Object.values(procs).map((p) => p.child.pid));
   const start = (bin: string, args: string[]) => {
@@ -346,6 +359,7 @@ export async function startLocalNode(
     for (const ctl of readdirSync('/sys/fs/cgroup'))
       removeCgroupTree(join('/sys/fs/cgroup', ctl, 'kubepods'));
     reaper.disarm();
+    watchdog.disarm();
   };
 
   try {

@@ -170,8 +170,20 @@ describe('the agent DaemonSet', () => {
 
   it('requests and limits resources, requests within limits', () => {
     const { requests, limits } = container.resources;
-    expect(requests).toEqual({ cpu: '50m', memory: '64Mi' });
+    expect(requests).toEqual({ cpu: '50m', memory: '128Mi' });
     expect(limits).toEqual({ cpu: '500m', memory: '256Mi' });
+  });
+
+  // bench/README.md, issue 17: the agent's RSS with the shipped flags, peak (VmHWM) included.
+  it("requests the agent's measured memory at 1,000 VMs and limits it well above that", () => {
+    const MEASURED_PEAK_AT_1000_VMS = 131e6;
+    const MEASURED_PEAK_WITHOUT_FLAGS = 169e6;
+    const bytes = (q: string) => Number(/^(\d+)Mi$/.exec(q)?.[1]) * 2 ** 20;
+    const { requests, limits } = container.resources;
+    // Below it, the agent is the first pod the kubelet evicts when the VMs use up the host.
+    expect(bytes(requests.memory)).toBeGreaterThanOrEqual(MEASURED_PEAK_AT_1000_VMS);
+    // Below it, an OOM kill loop at scale.
+    expect(bytes(limits.memory)).toBeGreaterThanOrEqual(1.5 * MEASURED_PEAK_WITHOUT_FLAGS);
   });
 
   it('runs as root without privileges or capabilities, on a read-only root filesystem', () => {
