@@ -106,6 +106,12 @@ export interface HostState {
    */
   cpuModels: Map<string, { readAt: number; models: string[] | undefined }>;
   /**
+   * Whether the host's QEMU finds UEFI firmware (and a secure-boot build) for q35, by
+   * virtualization type, with when it was read (virtual-machine/reconcile.ts uefiOnHost);
+   * undefined support: the driver cannot tell.
+   */
+  uefi: Map<string, { readAt: number; support: { efi: boolean; secureBoot: boolean } | undefined }>;
+  /**
    * When this process last refreshed each StoragePool's libvirt pool (by uid), to tell a
    * removed directory (storage-pool/observe.ts refreshPool) without rescanning a busy pool's
    * files on every Volume change.
@@ -144,6 +150,7 @@ export function createHostState(): HostState {
     filesMade: new Map(),
     headerChecks: new Map(),
     cpuModels: new Map(),
+    uefi: new Map(),
     poolRefreshes: new Map(),
     summariesJudged: new Map(),
     nodesLookedUp: new Map(),

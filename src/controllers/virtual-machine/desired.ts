@@ -158,6 +158,39 @@ export function unknownCpuModel(
 }
 
 /**
+ * UEFI asked for where the host's QEMU finds no such firmware (`support`: its domain
+ * capabilities for q35; undefined when the driver cannot tell). libvirt 9.0 defines such a
+ * domain and refuses only its start ("Unable to find any firmware to satisfy 'efi'"): under
+ * updatePolicy Restart a running guest switched to UEFI would be shut down for a start that
+ * cannot succeed, as with an unknown CPU model.
+ */
+export function missingFirmware(
+  vm: VirtualMachine,
+  support: { efi: boolean; secureBoot: boolean } | undefined,
+  nodeName: string,
+): Problem | undefined {
+  if (vm.spec.firmware !== 'uefi' || support === undefined) return undefined;
+  const leftAlone = 'the domain is left as it is until it is installed or the field changes';
+  if (!support.efi) {
+    return {
+      reason: 'Unsupported',
+      message:
+        `spec.firmware: QEMU on node ${nodeName} finds no UEFI firmware; install Debian's ` +
+        `ovmf there (its descriptors in /usr/share/qemu/firmware); ${leftAlone}`,
+    };
+  }
+  if (vm.spec.secureBoot === true && !support.secureBoot) {
+    return {
+      reason: 'Unsupported',
+      message:
+        `spec.secureBoot: QEMU on node ${nodeName} finds no secure-boot UEFI build; install ` +
+        `Debian's ovmf there (OVMF_CODE_4M.ms.fd and its descriptor); ${leftAlone}`,
+    };
+  }
+  return undefined;
+}
+
+/**
  * Resolves every Volume and VirtualNetwork the spec names. All problems are collected into one
  * message (field path first), so a user fixes them in one round; the reason is the first one's.
  */

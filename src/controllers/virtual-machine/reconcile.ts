@@ -34,6 +34,7 @@ import {
   machineInputs,
   nvramFile,
   tpmStateDir,
+  missingFirmware,
   unknownCpuModel,
   unsupportedSpec,
 } from './desired.js';
@@ -88,7 +89,7 @@ import {
   stepEvents,
 } from './status.js';
 import { cachedByKey, withFinalizer, type Problem } from '../kit.js';
-import { customCpuModels, XmlDocumentError } from '../../libvirt/xml/index.js';
+import { customCpuModels, uefiSupport, XmlDocumentError } from '../../libvirt/xml/index.js';
 import type { DomainDocument } from '../../libvirt/xml/domain.js';
 import { isConnectionError, isLibvirtError, isTimeout } from '../../libvirt/errors.js';
 
@@ -125,7 +126,9 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   // must not wait for one more pass.
   const now = ctx.now();
   const vm = planView(cached, before.domain, ctx);
-  const cpuProblem = unknownCpuModel(vm, await knownCpuModels(ctx, vm), ctx.nodeName);
+  const cpuProblem =
+    unknownCpuModel(vm, await knownCpuModels(ctx, vm), ctx.nodeName) ??
+    missingFirmware(vm, await uefiOnHost(ctx, vm), ctx.nodeName);
   const resolved = cpuProblem
     ? { problem: cpuProblem }
     : await resolve(vm, ctx, before.domain, await macsHeldByOthers(conn, vm, ctx, before.domain));
@@ -468,6 +471,30 @@ async function knownCpuModels(
   }
   ctx.host.cpuModels.set(type, { readAt: now, models });
   return models;
+}
+
+/**
+ * Whether the host's QEMU finds UEFI firmware, and a secure-boot build, for the machine's
+ * domain type and the q35 machine the operator defines (missingFirmware), when the spec asks
+ * for UEFI; undefined when the driver cannot tell. Read again after CPU_MODELS_TTL_MS: ovmf
+ * installed meanwhile is seen then.
+ */
+async function uefiOnHost(ctx: ControllerContext, vm: VirtualMachine) {
+  if (vm.spec.firmware !== 'uefi') return undefined;
+  const type = vm.spec.domainType ?? 'kvm';
+  const now = ctx.now().getTime();
+  const known = ctx.host.uefi.get(type);
+  if (known && now - known.readAt < CPU_MODELS_TTL_MS) return known.support;
+  let support: { efi: boolean; secureBoot: boolean } | undefined;
+  try {
+    support = uefiSupport(await ctx.libvirt().getDomainCapabilities(type, undefined, 'q35'));
+  } catch (err) {
+    // As knownCpuModels: a broken connection is retried, a refusal leaves it to libvirt.
+    const refused = isLibvirtError(err) && !isConnectionError(err) && !isTimeout(err);
+    if (!refused && !(err instanceof XmlDocumentError)) throw err;
+  }
+  ctx.host.uefi.set(type, { readAt: now, support });
+  return support;
 }
 
 async function resolve(

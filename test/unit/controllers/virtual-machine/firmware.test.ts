@@ -1,9 +1,15 @@
 // UEFI, secure boot and TPM: the schema's verdict offline, the desired domain, the comparison
 // with what libvirt 9.0 reads back (it picks the OVMF build and fills in loader and NVRAM
 // template), restart-time changes, and the address wait of dual-stack interfaces.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { validateManifest } from '../../../../src/api/validate.js';
-import { machineInputs, nvramFile } from '../../../../src/controllers/virtual-machine/desired.js';
+import {
+  machineInputs,
+  missingFirmware,
+  nvramFile,
+} from '../../../../src/controllers/virtual-machine/desired.js';
 import {
   configSteps,
   planMachine,
@@ -18,6 +24,7 @@ import {
   parseDomainXML,
   type DomainDocument,
 } from '../../../../src/libvirt/xml/domain.js';
+import { uefiSupport } from '../../../../src/libvirt/xml/capabilities.js';
 import { desired, noInputs, NOW, observed, ours, runningStatus, UID, vm } from './machines.js';
 
 const NVRAM = nvramFile('/var/lib/libvirt-operator', UID);
@@ -302,5 +309,48 @@ describe('addresses of dual-stack interfaces', () => {
       dhcpPools(network(v4Range, { rangeStart: 'fd00:10:1::1ff', rangeEnd: 'fd00:10:1::100' }));
     expect(reversed().map((p) => p.family)).toEqual([4]);
     expect(addressesMissing(machine, status(['192.168.150.120/24']), reversed)).toBe(false);
+  });
+});
+
+describe('a node without OVMF, or without its secure-boot build', () => {
+  const fixture = (name: string) =>
+    readFileSync(join(import.meta.dirname, '../../../fixtures/xml/libvirt', name), 'utf8');
+  // `virsh domcapabilities --virttype qemu --machine q35` on this host (Debian ovmf installed).
+  const q35 = fixture('qemu-domcaps-tcg-q35.xml');
+  // The same document as libvirt 9.0 writes it with no firmware descriptor to read: no `efi`,
+  // no OVMF loader.
+  const noOvmf = q35
+    .replace(/<enum name='firmware'>[\s\S]*?<\/enum>/, "<enum name='firmware'/>")
+    .replace(/<value>\/usr\/share\/OVMF\/[^<]*<\/value>/g, '');
+
+  it('reads from the q35 domain capabilities whether QEMU finds UEFI and a secure build', () => {
+    expect(uefiSupport(q35)).toEqual({ efi: true, secureBoot: true });
+    // The default machine (i440fx) has no SMM, so libvirt lists no secure build for it: the
+    // agent asks for q35, the machine it defines.
+    expect(uefiSupport(fixture('qemu-domcaps-tcg.xml'))).toEqual({ efi: true, secureBoot: false });
+    expect(uefiSupport(noOvmf)).toEqual({ efi: false, secureBoot: false });
+    // A driver that lists no firmware at all cannot tell.
+    expect(uefiSupport('<domainCapabilities><os/></domainCapabilities>')).toBeUndefined();
+  });
+
+  it('is Unsupported naming the field and the package, before libvirt is asked to start', () => {
+    const uefi = vm({ firmware: 'uefi' });
+    const secure = vm({ firmware: 'uefi', secureBoot: true });
+    expect(missingFirmware(uefi, uefiSupport(noOvmf), 'node-a')).toEqual({
+      reason: 'Unsupported',
+      message: expect.stringMatching(
+        /^spec\.firmware: QEMU on node node-a finds no UEFI firmware; install Debian's ovmf/,
+      ),
+    });
+    expect(missingFirmware(secure, { efi: true, secureBoot: false }, 'node-a')).toEqual({
+      reason: 'Unsupported',
+      message: expect.stringMatching(/^spec\.secureBoot: .*no secure-boot UEFI build/),
+    });
+    const all = uefiSupport(q35);
+    expect(missingFirmware(secure, all, 'node-a')).toBeUndefined();
+    expect(missingFirmware(uefi, { efi: true, secureBoot: false }, 'node-a')).toBeUndefined();
+    // BIOS needs no OVMF, and a driver that cannot tell leaves it to libvirt.
+    expect(missingFirmware(vm(), uefiSupport(noOvmf), 'node-a')).toBeUndefined();
+    expect(missingFirmware(secure, undefined, 'node-a')).toBeUndefined();
   });
 });
