@@ -44,6 +44,7 @@ import {
 } from '../../libvirt/xml/domain.js';
 import { cloudInitImage, type CloudInitImage } from './cloud-init.js';
 import type { Problem } from '../kit.js';
+import type { HostFirmware } from '../../libvirt/xml/capabilities.js';
 import { selectsNode, type NodeLabels } from '../node-selector.js';
 
 const CONSOLE_LOG_ANNOTATION = 'virt.dev/console-log';
@@ -158,34 +159,40 @@ export function unknownCpuModel(
 }
 
 /**
- * UEFI asked for where the host's QEMU finds no such firmware (`support`: its domain
- * capabilities for q35; undefined when the driver cannot tell). libvirt 9.0 defines such a
- * domain and refuses only its start ("Unable to find any firmware to satisfy 'efi'"): under
- * updatePolicy Restart a running guest switched to UEFI would be shut down for a start that
- * cannot succeed, as with an unknown CPU model.
+ * UEFI, its secure-boot build or an emulated TPM asked for where the host offers none
+ * (`offers`: its domain capabilities for q35; undefined where the driver cannot tell).
+ * libvirt 9.0 defines such a domain and refuses only its start ("Unable to find any firmware
+ * to satisfy 'efi'", "Unable to find 'swtpm' binary"): under updatePolicy Restart a running
+ * guest given one of them would be shut down for a start that cannot succeed, as with an
+ * unknown CPU model.
  */
 export function missingFirmware(
   vm: VirtualMachine,
-  support: { efi: boolean; secureBoot: boolean } | undefined,
+  offers: HostFirmware | undefined,
   nodeName: string,
 ): Problem | undefined {
-  if (vm.spec.firmware !== 'uefi' || support === undefined) return undefined;
-  const leftAlone = 'the domain is left as it is until it is installed or the field changes';
-  if (!support.efi) {
-    return {
-      reason: 'Unsupported',
-      message:
-        `spec.firmware: QEMU on node ${nodeName} finds no UEFI firmware; install Debian's ` +
-        `ovmf there (its descriptors in /usr/share/qemu/firmware); ${leftAlone}`,
-    };
+  const lacks = (field: string, what: string, install: string): Problem => ({
+    reason: 'Unsupported',
+    message:
+      `${field}: QEMU on node ${nodeName} finds no ${what}; install ${install} there; the ` +
+      'domain is left as it is until that is installed or the field changes',
+  });
+  if (vm.spec.firmware === 'uefi' && offers?.efi === false) {
+    return lacks(
+      'spec.firmware',
+      'UEFI firmware',
+      "Debian's ovmf (its descriptors in /usr/share/qemu/firmware)",
+    );
   }
-  if (vm.spec.secureBoot === true && !support.secureBoot) {
-    return {
-      reason: 'Unsupported',
-      message:
-        `spec.secureBoot: QEMU on node ${nodeName} finds no secure-boot UEFI build; install ` +
-        `Debian's ovmf there (OVMF_CODE_4M.ms.fd and its descriptor); ${leftAlone}`,
-    };
+  if (vm.spec.secureBoot === true && offers?.secureBoot === false) {
+    return lacks(
+      'spec.secureBoot',
+      'secure-boot UEFI build',
+      "Debian's ovmf (OVMF_CODE_4M.ms.fd and its descriptor)",
+    );
+  }
+  if (vm.spec.tpm && offers?.tpmEmulator === false) {
+    return lacks('spec.tpm', 'TPM emulator (swtpm)', "Debian's swtpm and swtpm-tools");
   }
   return undefined;
 }

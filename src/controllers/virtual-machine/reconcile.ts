@@ -89,7 +89,12 @@ import {
   stepEvents,
 } from './status.js';
 import { cachedByKey, withFinalizer, type Problem } from '../kit.js';
-import { customCpuModels, uefiSupport, XmlDocumentError } from '../../libvirt/xml/index.js';
+import {
+  customCpuModels,
+  hostFirmware,
+  XmlDocumentError,
+  type HostFirmware,
+} from '../../libvirt/xml/index.js';
 import type { DomainDocument } from '../../libvirt/xml/domain.js';
 import { isConnectionError, isLibvirtError, isTimeout } from '../../libvirt/errors.js';
 
@@ -128,7 +133,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   const vm = planView(cached, before.domain, ctx);
   const cpuProblem =
     unknownCpuModel(vm, await knownCpuModels(ctx, vm), ctx.nodeName) ??
-    missingFirmware(vm, await uefiOnHost(ctx, vm), ctx.nodeName);
+    missingFirmware(vm, await firmwareOnHost(ctx, vm), ctx.nodeName);
   const resolved = cpuProblem
     ? { problem: cpuProblem }
     : await resolve(vm, ctx, before.domain, await macsHeldByOthers(conn, vm, ctx, before.domain));
@@ -474,27 +479,30 @@ async function knownCpuModels(
 }
 
 /**
- * Whether the host's QEMU finds UEFI firmware, and a secure-boot build, for the machine's
- * domain type and the q35 machine the operator defines (missingFirmware), when the spec asks
- * for UEFI; undefined when the driver cannot tell. Read again after CPU_MODELS_TTL_MS: ovmf
+ * What the host offers for UEFI and an emulated TPM (missingFirmware), for the machine's
+ * domain type and the q35 machine the operator defines, when the spec asks for either;
+ * undefined when the driver cannot tell. Read again after CPU_MODELS_TTL_MS: a package
  * installed meanwhile is seen then.
  */
-async function uefiOnHost(ctx: ControllerContext, vm: VirtualMachine) {
-  if (vm.spec.firmware !== 'uefi') return undefined;
+async function firmwareOnHost(
+  ctx: ControllerContext,
+  vm: VirtualMachine,
+): Promise<HostFirmware | undefined> {
+  if (vm.spec.firmware !== 'uefi' && !vm.spec.tpm) return undefined;
   const type = vm.spec.domainType ?? 'kvm';
   const now = ctx.now().getTime();
-  const known = ctx.host.uefi.get(type);
-  if (known && now - known.readAt < CPU_MODELS_TTL_MS) return known.support;
-  let support: { efi: boolean; secureBoot: boolean } | undefined;
+  const known = ctx.host.firmware.get(type);
+  if (known && now - known.readAt < CPU_MODELS_TTL_MS) return known.offers;
+  let offers: HostFirmware | undefined;
   try {
-    support = uefiSupport(await ctx.libvirt().getDomainCapabilities(type, undefined, 'q35'));
+    offers = hostFirmware(await ctx.libvirt().getDomainCapabilities(type, undefined, 'q35'));
   } catch (err) {
     // As knownCpuModels: a broken connection is retried, a refusal leaves it to libvirt.
     const refused = isLibvirtError(err) && !isConnectionError(err) && !isTimeout(err);
     if (!refused && !(err instanceof XmlDocumentError)) throw err;
   }
-  ctx.host.uefi.set(type, { readAt: now, support });
-  return support;
+  ctx.host.firmware.set(type, { readAt: now, offers });
+  return offers;
 }
 
 async function resolve(

@@ -1,7 +1,7 @@
 // <domainCapabilities> (virConnectGetDomainCapabilities): what the host's QEMU offers one
 // virtualization type. Read only as far as the operator judges a spec against it, leniently:
 // a section libvirt leaves out means "not known", never an error.
-import { attr, children, child, parseAnyXML, textOf } from './codec.js';
+import { attr, children, child, parseAnyXML, textOf, type XmlElement } from './codec.js';
 
 /**
  * The CPU model names the host's QEMU knows for mode `custom`, usable or not (a model QEMU
@@ -25,13 +25,20 @@ export function customCpuModels(xml: string): string[] | undefined {
 }
 
 /**
- * Whether the host's QEMU can boot UEFI, and a secure-boot build of it, for the machine type
- * the document was asked for (libvirt reads QEMU's firmware descriptors for each call: no
- * OVMF installed, no `efi`). Undefined when the document does not say (no firmware list).
- * Read for q35: the secure builds need SMM, which i440fx lacks, so libvirt lists them only
- * for q35.
+ * What the host offers for UEFI and an emulated TPM, from the domain capabilities for the
+ * machine type they were asked for. Each is undefined when the document does not say.
+ * - efi, secureBoot: libvirt reads QEMU's firmware descriptors for each call (no OVMF
+ *   installed, no `efi`); a secure build needs SMM, which i440fx lacks, so libvirt lists one
+ *   only for q35;
+ * - tpmEmulator: libvirt lists the emulator backend only when it finds swtpm and its tools.
  */
-export function uefiSupport(xml: string): { efi: boolean; secureBoot: boolean } | undefined {
+export interface HostFirmware {
+  efi?: boolean;
+  secureBoot?: boolean;
+  tpmEmulator?: boolean;
+}
+
+export function hostFirmware(xml: string): HostFirmware {
   const { element } = parseAnyXML(
     xml,
     [
@@ -40,17 +47,28 @@ export function uefiSupport(xml: string): { efi: boolean; secureBoot: boolean } 
       'domainCapabilities.os.loader.enum',
       'domainCapabilities.os.loader.enum.value',
       'domainCapabilities.os.loader.value',
+      'domainCapabilities.devices.tpm.enum',
+      'domainCapabilities.devices.tpm.enum.value',
     ],
     'domainCapabilities',
   );
-  const os = child(element, 'os');
-  const values = (el: ReturnType<typeof child>, name: string) => {
+  const values = (el: XmlElement | undefined, name: string) => {
     const e = children(el ?? {}, 'enum').find((x) => attr(x, 'name') === name);
     return e && children(e, 'value').map((v) => textOf(v).trim());
   };
+  const found: HostFirmware = {};
+  const os = child(element, 'os');
   const firmware = values(os, 'firmware');
-  if (!os || firmware === undefined) return undefined;
-  const efi = attr(os, 'supported') !== 'no' && firmware.includes('efi');
-  const secure = values(child(os, 'loader'), 'secure') ?? [];
-  return { efi, secureBoot: efi && secure.includes('yes') };
+  if (os && firmware !== undefined) {
+    found.efi = attr(os, 'supported') !== 'no' && firmware.includes('efi');
+    const secure = values(child(os, 'loader'), 'secure') ?? [];
+    found.secureBoot = found.efi && secure.includes('yes');
+  }
+  const tpm = child(child(element, 'devices') ?? {}, 'tpm');
+  if (tpm && attr(tpm, 'supported') === 'no') found.tpmEmulator = false;
+  else if (tpm) {
+    const backends = values(tpm, 'backendModel');
+    if (backends !== undefined) found.tpmEmulator = backends.includes('emulator');
+  }
+  return found;
 }

@@ -24,7 +24,7 @@ import {
   parseDomainXML,
   type DomainDocument,
 } from '../../../../src/libvirt/xml/domain.js';
-import { uefiSupport } from '../../../../src/libvirt/xml/capabilities.js';
+import { hostFirmware } from '../../../../src/libvirt/xml/capabilities.js';
 import { desired, noInputs, NOW, observed, ours, runningStatus, UID, vm } from './machines.js';
 
 const NVRAM = nvramFile('/var/lib/libvirt-operator', UID);
@@ -312,45 +312,54 @@ describe('addresses of dual-stack interfaces', () => {
   });
 });
 
-describe('a node without OVMF, or without its secure-boot build', () => {
+describe('a node without OVMF, its secure-boot build, or swtpm', () => {
   const fixture = (name: string) =>
     readFileSync(join(import.meta.dirname, '../../../fixtures/xml/libvirt', name), 'utf8');
-  // `virsh domcapabilities --virttype qemu --machine q35` on this host (Debian ovmf installed).
+  // `virsh domcapabilities --virttype qemu --machine q35` on this host (ovmf, swtpm installed).
   const q35 = fixture('qemu-domcaps-tcg-q35.xml');
-  // The same document as libvirt 9.0 writes it with no firmware descriptor to read: no `efi`,
-  // no OVMF loader.
-  const noOvmf = q35
+  // The same document as libvirt 9.0 writes it with no firmware descriptor to read (no `efi`,
+  // no OVMF loader) and no swtpm (no emulator backend).
+  const bare = q35
     .replace(/<enum name='firmware'>[\s\S]*?<\/enum>/, "<enum name='firmware'/>")
-    .replace(/<value>\/usr\/share\/OVMF\/[^<]*<\/value>/g, '');
+    .replace(/<value>\/usr\/share\/OVMF\/[^<]*<\/value>/g, '')
+    .replace(/<value>emulator<\/value>/, '');
+  const all = hostFirmware(q35);
+  const none = hostFirmware(bare);
 
-  it('reads from the q35 domain capabilities whether QEMU finds UEFI and a secure build', () => {
-    expect(uefiSupport(q35)).toEqual({ efi: true, secureBoot: true });
+  it('reads from the q35 domain capabilities what QEMU offers', () => {
+    expect(all).toEqual({ efi: true, secureBoot: true, tpmEmulator: true });
+    expect(none).toEqual({ efi: false, secureBoot: false, tpmEmulator: false });
     // The default machine (i440fx) has no SMM, so libvirt lists no secure build for it: the
     // agent asks for q35, the machine it defines.
-    expect(uefiSupport(fixture('qemu-domcaps-tcg.xml'))).toEqual({ efi: true, secureBoot: false });
-    expect(uefiSupport(noOvmf)).toEqual({ efi: false, secureBoot: false });
-    // A driver that lists no firmware at all cannot tell.
-    expect(uefiSupport('<domainCapabilities><os/></domainCapabilities>')).toBeUndefined();
+    expect(hostFirmware(fixture('qemu-domcaps-tcg.xml'))).toMatchObject({ secureBoot: false });
+    // A document that says nothing of them cannot tell.
+    expect(hostFirmware('<domainCapabilities><os/><devices/></domainCapabilities>')).toEqual({});
   });
 
-  it('is Unsupported naming the field and the package, before libvirt is asked to start', () => {
+  it('is Unsupported naming the field and the packages, before libvirt is asked to start', () => {
     const uefi = vm({ firmware: 'uefi' });
     const secure = vm({ firmware: 'uefi', secureBoot: true });
-    expect(missingFirmware(uefi, uefiSupport(noOvmf), 'node-a')).toEqual({
+    const tpm = vm({ tpm: { version: '2.0' } });
+    expect(missingFirmware(uefi, none, 'node-a')).toEqual({
       reason: 'Unsupported',
       message: expect.stringMatching(
         /^spec\.firmware: QEMU on node node-a finds no UEFI firmware; install Debian's ovmf/,
       ),
     });
-    expect(missingFirmware(secure, { efi: true, secureBoot: false }, 'node-a')).toEqual({
-      reason: 'Unsupported',
-      message: expect.stringMatching(/^spec\.secureBoot: .*no secure-boot UEFI build/),
-    });
-    const all = uefiSupport(q35);
-    expect(missingFirmware(secure, all, 'node-a')).toBeUndefined();
-    expect(missingFirmware(uefi, { efi: true, secureBoot: false }, 'node-a')).toBeUndefined();
-    // BIOS needs no OVMF, and a driver that cannot tell leaves it to libvirt.
-    expect(missingFirmware(vm(), uefiSupport(noOvmf), 'node-a')).toBeUndefined();
-    expect(missingFirmware(secure, undefined, 'node-a')).toBeUndefined();
+    expect(missingFirmware(secure, { ...all, secureBoot: false }, 'node-a')?.message).toMatch(
+      /^spec\.secureBoot: .*no secure-boot UEFI build; install Debian's ovmf/,
+    );
+    expect(missingFirmware(tpm, none, 'node-a')?.message).toMatch(
+      /^spec\.tpm: .*no TPM emulator \(swtpm\); install Debian's swtpm and swtpm-tools/,
+    );
+    for (const machine of [uefi, secure, tpm, vm()]) {
+      expect(missingFirmware(machine, all, 'node-a')).toBeUndefined();
+      // A driver that cannot tell leaves it to libvirt.
+      expect(missingFirmware(machine, undefined, 'node-a')).toBeUndefined();
+      expect(missingFirmware(machine, {}, 'node-a')).toBeUndefined();
+    }
+    expect(missingFirmware(uefi, { ...all, secureBoot: false }, 'node-a')).toBeUndefined();
+    // BIOS without a TPM needs neither.
+    expect(missingFirmware(vm(), none, 'node-a')).toBeUndefined();
   });
 });
