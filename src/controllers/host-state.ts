@@ -8,6 +8,7 @@ import type { ImportJobs } from './volume/import.js';
 import type { PoolLocks } from './shared/pool-lock.js';
 import type { NodeLookups } from './node-aggregate.js';
 import type { JudgedSummaries } from './shared/unselected.js';
+import type { HostFirmware } from '../libvirt/xml/capabilities.js';
 
 export interface HostState {
   /** Byte figures last shown in status, per object (shared/figures.ts). */
@@ -106,6 +107,12 @@ export interface HostState {
    */
   cpuModels: Map<string, { readAt: number; models: string[] | undefined }>;
   /**
+   * What the host's QEMU offers for UEFI (a secure-boot build too) on q35 and an emulated TPM,
+   * by virtualization type, with when it was read (virtual-machine/reconcile.ts
+   * firmwareOnHost); undefined: the driver cannot tell.
+   */
+  firmware: Map<string, { readAt: number; offers: HostFirmware | undefined }>;
+  /**
    * When this process last refreshed each StoragePool's libvirt pool (by uid), to tell a
    * removed directory (storage-pool/observe.ts refreshPool) without rescanning a busy pool's
    * files on every Volume change.
@@ -144,6 +151,7 @@ export function createHostState(): HostState {
     filesMade: new Map(),
     headerChecks: new Map(),
     cpuModels: new Map(),
+    firmware: new Map(),
     poolRefreshes: new Map(),
     summariesJudged: new Map(),
     nodesLookedUp: new Map(),

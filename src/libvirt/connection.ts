@@ -251,14 +251,19 @@ export class Connect {
 
   /**
    * The domain capabilities XML for one virtualization type (`qemu`, `kvm`; null: the
-   * driver's default), for the host's default emulator, architecture and machine.
+   * driver's default), for the host's default emulator and architecture, and `machine` (null:
+   * the default machine type, i440fx on x86_64).
    */
-  getDomainCapabilities(virttype: string | null = null, opts?: CallOptions): Promise<string> {
+  getDomainCapabilities(
+    virttype: string | null = null,
+    opts?: CallOptions,
+    machine: string | null = null,
+  ): Promise<string> {
     return native.connect.getDomainCapabilities(
       this[HANDLE],
       null,
       null,
-      null,
+      machine,
       virttype,
       0,
       this.#t(opts),

@@ -42,6 +42,8 @@ export interface PrivateLibvirtdOptions {
   cleanup?: (conn: Connect) => Promise<void>;
   /** libvirtd.conf for daemon settings a file needs; libvirt's defaults otherwise. */
   libvirtdConf?: string;
+  /** Host paths the daemon must not see (startPrivateLibvirtd): a host lacking a package. */
+  hide?: readonly string[];
 }
 
 /**
@@ -59,7 +61,7 @@ export function usePrivateLibvirtd(opts: PrivateLibvirtdOptions): () => PrivateL
   beforeAll(async () => {
     tmp = await mkdtemp(path.join(tmpdir(), opts.tmpPrefix));
     await opts.beforeStart?.(tmp);
-    daemon = await startPrivateLibvirtd({ libvirtdConf: opts.libvirtdConf });
+    daemon = await startPrivateLibvirtd({ libvirtdConf: opts.libvirtdConf, hide: opts.hide });
     conn = await Connect.open(daemon.uri);
     const kubeConfig = opts.controlPlane().kubeConfig;
     const k = kube(kubeConfig);

@@ -355,14 +355,22 @@ const PRIVATE_MOUNTS: [string, string][] = [
   ['etc', '/etc/libvirt'],
 ];
 
-function privateScript(dir: string): string {
+function privateScript(dir: string, hide: readonly string[]): string {
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
   const mounts = PRIVATE_MOUNTS.map(
     ([sub, target]) => `mount --bind ${q(path.join(dir, sub))} ${target}`,
   );
+  // A host file or directory the daemon must not see (a test of a host lacking a package):
+  // an empty directory, or /dev/null (not an executable), mounted over it in the namespace.
+  const hidden = hide.map(
+    (p) =>
+      `if [ -d ${q(p)} ]; then mount --bind ${q(path.join(dir, 'empty'))} ${q(p)}; ` +
+      `else mount --bind /dev/null ${q(p)}; fi`,
+  );
   return [
     'set -e',
     ...mounts,
+    ...hidden,
     // virtlogd may survive a libvirtd restart; start it only when its socket is not served.
     'if ! [ -S /run/libvirt/virtlogd-sock ] || ! kill -0 "$(cat /run/libvirt/virtlogd.pid 2>/dev/null)" 2>/dev/null; then',
     '  rm -f /run/libvirt/virtlogd-sock /run/libvirt/virtlogd-admin-sock',
@@ -404,11 +412,12 @@ async function takeDownObjects(uri: string): Promise<void> {
  * network and pool it holds, then removes everything.
  */
 export async function startPrivateLibvirtd(
-  opts: { libvirtdConf?: string } = {},
+  opts: { libvirtdConf?: string; hide?: readonly string[] } = {},
 ): Promise<LibvirtDaemon> {
   await prepareHost();
   const dir = await mkdtemp('/tmp/lvo-libvirtd-');
   for (const [sub] of PRIVATE_MOUNTS) await mkdir(path.join(dir, sub), { recursive: true });
+  await mkdir(path.join(dir, 'empty'));
   await writeFile(path.join(dir, 'etc', 'qemu.conf'), withQemuSettings(''));
   // Daemon settings a test needs (keepalive, request limits); libvirt's defaults otherwise.
   if (opts.libvirtdConf !== undefined) {
@@ -424,7 +433,15 @@ export async function startPrivateLibvirtd(
     try {
       child = spawn(
         'unshare',
-        ['--mount', '--propagation', 'private', '--', 'sh', '-c', privateScript(dir)],
+        [
+          '--mount',
+          '--propagation',
+          'private',
+          '--',
+          'sh',
+          '-c',
+          privateScript(dir, opts.hide ?? []),
+        ],
         { stdio: ['ignore', log, log], detached: false },
       );
     } finally {

@@ -506,13 +506,37 @@ function refusalReason(step: MachineStep, err: { message: string }): string {
   return FAILURE_REASON[step.op];
 }
 
+/**
+ * What the node lacks when libvirt cannot find a program or firmware a spec field needs, said
+ * as the field and the Debian packages to install: libvirt's own words name neither (libvirt
+ * 9.0 looks for these only when it starts the domain, not when it defines it).
+ */
+export function missingHostPackage(libvirtMessage: string): string | undefined {
+  // qemuFirmwareFillDomain: no descriptor in /usr/share/qemu/firmware matches what the
+  // domain asks for (no OVMF at all, or no build with the secure-boot features).
+  if (libvirtMessage.includes('Unable to find any firmware to satisfy')) {
+    return (
+      'spec.firmware uefi (and spec.secureBoot, its secure-boot build) needs OVMF on this ' +
+      "node: install Debian's ovmf, whose descriptors in /usr/share/qemu/firmware libvirt " +
+      'picks the firmware from'
+    );
+  }
+  // virTPMEmulatorInit: swtpm, swtpm_setup (swtpm-tools) or swtpm_ioctl not in libvirtd's PATH.
+  if (/Unable to find 'swtpm[a-z_]*' binary/.test(libvirtMessage)) {
+    return "spec.tpm needs swtpm on this node: install Debian's swtpm and swtpm-tools";
+  }
+  return undefined;
+}
+
 function describe(step: MachineStep, libvirtMessage: string): string {
   const message = stableMessage(libvirtMessage);
+  const missing = missingHostPackage(message);
+  const hint = missing ? ` (${missing})` : '';
   switch (step.op) {
     case 'define':
-      return `libvirt refused the domain definition: ${message}`;
+      return `libvirt refused the domain definition: ${message}${hint}`;
     case 'start':
-      return `libvirt could not start the domain: ${message}`;
+      return `libvirt could not start the domain: ${message}${hint}`;
     case 'wakeup':
       return `libvirt could not wake the guest from suspend to RAM (pmsuspended): ${message}`;
     case 'setMemory':

@@ -44,6 +44,7 @@ import {
 } from '../../libvirt/xml/domain.js';
 import { cloudInitImage, type CloudInitImage } from './cloud-init.js';
 import type { Problem } from '../kit.js';
+import type { HostFirmware } from '../../libvirt/xml/capabilities.js';
 import { selectsNode, type NodeLabels } from '../node-selector.js';
 
 const CONSOLE_LOG_ANNOTATION = 'virt.dev/console-log';
@@ -155,6 +156,45 @@ export function unknownCpuModel(
       `spec.cpu.model: QEMU on node ${nodeName} has no CPU model '${model}' for domainType ` +
       `${type} (it knows e.g. ${hint}); the domain is left as it is until the model changes`,
   };
+}
+
+/**
+ * UEFI, its secure-boot build or an emulated TPM asked for where the host offers none
+ * (`offers`: its domain capabilities for q35; undefined where the driver cannot tell).
+ * libvirt 9.0 defines such a domain and refuses only its start ("Unable to find any firmware
+ * to satisfy 'efi'", "Unable to find 'swtpm' binary"): under updatePolicy Restart a running
+ * guest given one of them would be shut down for a start that cannot succeed, as with an
+ * unknown CPU model.
+ */
+export function missingFirmware(
+  vm: VirtualMachine,
+  offers: HostFirmware | undefined,
+  nodeName: string,
+): Problem | undefined {
+  const lacks = (field: string, what: string, install: string): Problem => ({
+    reason: 'Unsupported',
+    message:
+      `${field}: QEMU on node ${nodeName} finds no ${what}; install ${install} there; the ` +
+      'domain is left as it is until that is installed or the field changes',
+  });
+  if (vm.spec.firmware === 'uefi' && offers?.efi === false) {
+    return lacks(
+      'spec.firmware',
+      'UEFI firmware',
+      "Debian's ovmf (its descriptors in /usr/share/qemu/firmware)",
+    );
+  }
+  if (vm.spec.secureBoot === true && offers?.secureBoot === false) {
+    return lacks(
+      'spec.secureBoot',
+      'secure-boot UEFI build',
+      "Debian's ovmf (OVMF_CODE_4M.ms.fd and its descriptor)",
+    );
+  }
+  if (vm.spec.tpm && offers?.tpmEmulator === false) {
+    return lacks('spec.tpm', 'TPM emulator (swtpm)', "Debian's swtpm and swtpm-tools");
+  }
+  return undefined;
 }
 
 /**

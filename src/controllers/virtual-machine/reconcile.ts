@@ -34,6 +34,7 @@ import {
   machineInputs,
   nvramFile,
   tpmStateDir,
+  missingFirmware,
   unknownCpuModel,
   unsupportedSpec,
 } from './desired.js';
@@ -88,7 +89,12 @@ import {
   stepEvents,
 } from './status.js';
 import { cachedByKey, withFinalizer, type Problem } from '../kit.js';
-import { customCpuModels, XmlDocumentError } from '../../libvirt/xml/index.js';
+import {
+  customCpuModels,
+  hostFirmware,
+  XmlDocumentError,
+  type HostFirmware,
+} from '../../libvirt/xml/index.js';
 import type { DomainDocument } from '../../libvirt/xml/domain.js';
 import { isConnectionError, isLibvirtError, isTimeout } from '../../libvirt/errors.js';
 
@@ -125,7 +131,9 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   // must not wait for one more pass.
   const now = ctx.now();
   const vm = planView(cached, before.domain, ctx);
-  const cpuProblem = unknownCpuModel(vm, await knownCpuModels(ctx, vm), ctx.nodeName);
+  const cpuProblem =
+    unknownCpuModel(vm, await knownCpuModels(ctx, vm), ctx.nodeName) ??
+    missingFirmware(vm, await firmwareOnHost(ctx, vm), ctx.nodeName);
   const resolved = cpuProblem
     ? { problem: cpuProblem }
     : await resolve(vm, ctx, before.domain, await macsHeldByOthers(conn, vm, ctx, before.domain));
@@ -468,6 +476,33 @@ async function knownCpuModels(
   }
   ctx.host.cpuModels.set(type, { readAt: now, models });
   return models;
+}
+
+/**
+ * What the host offers for UEFI and an emulated TPM (missingFirmware), for the machine's
+ * domain type and the q35 machine the operator defines, when the spec asks for either;
+ * undefined when the driver cannot tell. Read again after CPU_MODELS_TTL_MS: a package
+ * installed meanwhile is seen then.
+ */
+async function firmwareOnHost(
+  ctx: ControllerContext,
+  vm: VirtualMachine,
+): Promise<HostFirmware | undefined> {
+  if (vm.spec.firmware !== 'uefi' && !vm.spec.tpm) return undefined;
+  const type = vm.spec.domainType ?? 'kvm';
+  const now = ctx.now().getTime();
+  const known = ctx.host.firmware.get(type);
+  if (known && now - known.readAt < CPU_MODELS_TTL_MS) return known.offers;
+  let offers: HostFirmware | undefined;
+  try {
+    offers = hostFirmware(await ctx.libvirt().getDomainCapabilities(type, undefined, 'q35'));
+  } catch (err) {
+    // As knownCpuModels: a broken connection is retried, a refusal leaves it to libvirt.
+    const refused = isLibvirtError(err) && !isConnectionError(err) && !isTimeout(err);
+    if (!refused && !(err instanceof XmlDocumentError)) throw err;
+  }
+  ctx.host.firmware.set(type, { readAt: now, offers });
+  return offers;
 }
 
 async function resolve(

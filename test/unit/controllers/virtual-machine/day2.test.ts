@@ -713,6 +713,36 @@ describe('a start libvirt refuses', () => {
     }
   });
 
+  it('names the spec field and the Debian packages when the node lacks OVMF or swtpm', async () => {
+    // libvirt 9.0's words (qemuFirmwareFillDomain, virTPMEmulatorInit) at start: the domain
+    // is defined, nothing of the firmware or TPM made yet; installing the package is the fix,
+    // and the start is retried with backoff meanwhile (Starting, not Failed).
+    const firmware = "operation failed: Unable to find any firmware to satisfy 'efi'";
+    expect(await afterStart(ErrorCode.VIR_ERR_OPERATION_FAILED, firmware)).toMatchObject({
+      phase: 'Starting',
+      ready: {
+        reason: 'StartFailed',
+        message: expect.stringMatching(
+          /^libvirt could not start the domain: .*satisfy 'efi' \(spec\.firmware uefi .*install Debian's ovmf/,
+        ),
+      },
+      stalled: 'False',
+    });
+    for (const program of ['swtpm', 'swtpm_setup']) {
+      const swtpm = `Unable to find '${program}' binary in $PATH: No such file or directory`;
+      const { ready } = await afterStart(ErrorCode.VIR_ERR_SYSTEM_ERROR, swtpm);
+      expect(ready?.message).toBe(
+        `libvirt could not start the domain: ${swtpm} ` +
+          "(spec.tpm needs swtpm on this node: install Debian's swtpm and swtpm-tools)",
+      );
+    }
+    // Another program missing is not the TPM's.
+    const nbd = "Unable to find 'qemu-nbd' binary in $PATH";
+    expect((await afterStart(ErrorCode.VIR_ERR_SYSTEM_ERROR, nbd)).ready?.message).toBe(
+      `libvirt could not start the domain: ${nbd}`,
+    );
+  });
+
   it('stays Reconciling (kstatus InProgress) when it may pass on a retry', async () => {
     // QEMU exiting at once (a disk locked by another running machine), a file not there yet.
     const lock = 'internal error: qemu unexpectedly closed the monitor: Failed to get "write" lock';

@@ -1,9 +1,15 @@
 // UEFI, secure boot and TPM: the schema's verdict offline, the desired domain, the comparison
 // with what libvirt 9.0 reads back (it picks the OVMF build and fills in loader and NVRAM
 // template), restart-time changes, and the address wait of dual-stack interfaces.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { validateManifest } from '../../../../src/api/validate.js';
-import { machineInputs, nvramFile } from '../../../../src/controllers/virtual-machine/desired.js';
+import {
+  machineInputs,
+  missingFirmware,
+  nvramFile,
+} from '../../../../src/controllers/virtual-machine/desired.js';
 import {
   configSteps,
   planMachine,
@@ -18,6 +24,7 @@ import {
   parseDomainXML,
   type DomainDocument,
 } from '../../../../src/libvirt/xml/domain.js';
+import { hostFirmware } from '../../../../src/libvirt/xml/capabilities.js';
 import { desired, noInputs, NOW, observed, ours, runningStatus, UID, vm } from './machines.js';
 
 const NVRAM = nvramFile('/var/lib/libvirt-operator', UID);
@@ -302,5 +309,57 @@ describe('addresses of dual-stack interfaces', () => {
       dhcpPools(network(v4Range, { rangeStart: 'fd00:10:1::1ff', rangeEnd: 'fd00:10:1::100' }));
     expect(reversed().map((p) => p.family)).toEqual([4]);
     expect(addressesMissing(machine, status(['192.168.150.120/24']), reversed)).toBe(false);
+  });
+});
+
+describe('a node without OVMF, its secure-boot build, or swtpm', () => {
+  const fixture = (name: string) =>
+    readFileSync(join(import.meta.dirname, '../../../fixtures/xml/libvirt', name), 'utf8');
+  // `virsh domcapabilities --virttype qemu --machine q35` on this host (ovmf, swtpm installed).
+  const q35 = fixture('qemu-domcaps-tcg-q35.xml');
+  // The same document as libvirt 9.0 writes it with no firmware descriptor to read (no `efi`,
+  // no OVMF loader) and no swtpm (no emulator backend).
+  const bare = q35
+    .replace(/<enum name='firmware'>[\s\S]*?<\/enum>/, "<enum name='firmware'/>")
+    .replace(/<value>\/usr\/share\/OVMF\/[^<]*<\/value>/g, '')
+    .replace(/<value>emulator<\/value>/, '');
+  const all = hostFirmware(q35);
+  const none = hostFirmware(bare);
+
+  it('reads from the q35 domain capabilities what QEMU offers', () => {
+    expect(all).toEqual({ efi: true, secureBoot: true, tpmEmulator: true });
+    expect(none).toEqual({ efi: false, secureBoot: false, tpmEmulator: false });
+    // The default machine (i440fx) has no SMM, so libvirt lists no secure build for it: the
+    // agent asks for q35, the machine it defines.
+    expect(hostFirmware(fixture('qemu-domcaps-tcg.xml'))).toMatchObject({ secureBoot: false });
+    // A document that says nothing of them cannot tell.
+    expect(hostFirmware('<domainCapabilities><os/><devices/></domainCapabilities>')).toEqual({});
+  });
+
+  it('is Unsupported naming the field and the packages, before libvirt is asked to start', () => {
+    const uefi = vm({ firmware: 'uefi' });
+    const secure = vm({ firmware: 'uefi', secureBoot: true });
+    const tpm = vm({ tpm: { version: '2.0' } });
+    expect(missingFirmware(uefi, none, 'node-a')).toEqual({
+      reason: 'Unsupported',
+      message: expect.stringMatching(
+        /^spec\.firmware: QEMU on node node-a finds no UEFI firmware; install Debian's ovmf/,
+      ),
+    });
+    expect(missingFirmware(secure, { ...all, secureBoot: false }, 'node-a')?.message).toMatch(
+      /^spec\.secureBoot: .*no secure-boot UEFI build; install Debian's ovmf/,
+    );
+    expect(missingFirmware(tpm, none, 'node-a')?.message).toMatch(
+      /^spec\.tpm: .*no TPM emulator \(swtpm\); install Debian's swtpm and swtpm-tools/,
+    );
+    for (const machine of [uefi, secure, tpm, vm()]) {
+      expect(missingFirmware(machine, all, 'node-a')).toBeUndefined();
+      // A driver that cannot tell leaves it to libvirt.
+      expect(missingFirmware(machine, undefined, 'node-a')).toBeUndefined();
+      expect(missingFirmware(machine, {}, 'node-a')).toBeUndefined();
+    }
+    expect(missingFirmware(uefi, { ...all, secureBoot: false }, 'node-a')).toBeUndefined();
+    // BIOS without a TPM needs neither.
+    expect(missingFirmware(vm(), none, 'node-a')).toBeUndefined();
   });
 });
