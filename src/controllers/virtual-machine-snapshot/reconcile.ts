@@ -389,7 +389,9 @@ async function removeSnapshot(
 /**
  * Says on the object why its deletion waits (DeletionBlocked), with one Event `DeletePending`
  * when that changes, or clears the condition once the wait is over. Writes nothing when the
- * status already says so: a deletion that waits for minutes is looked at every 10 s.
+ * status already says so: a deletion that waits for minutes is looked at every 10 s. The
+ * Event follows the write: a write that fails is retried at the error pace, and an Event sent
+ * before it would be sent again with each retry.
  */
 async function reportDeletion(
   ctx: ControllerContext,
@@ -398,8 +400,8 @@ async function reportDeletion(
   wait: DeletionWait | undefined,
 ): Promise<void> {
   if (saysDeletion(snap, wait)) return;
-  if (wait) ctx.event(KIND, snap, type, 'DeletePending', wait.message);
   await ctx.applyStatus(KIND, snap, deletionStatus(snap, wait, ctx.now()));
+  if (wait) ctx.event(KIND, snap, type, 'DeletePending', wait.message);
 }
 
 async function report(
