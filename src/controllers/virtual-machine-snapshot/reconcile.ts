@@ -410,9 +410,10 @@ async function report(
   facts: SnapshotFacts,
 ): Promise<VirtualMachineSnapshot | undefined> {
   const status: VirtualMachineSnapshotStatus = snapshotStatus(snap, facts, ctx.now());
+  const updated = await ctx.applyStatus(KIND, snap, status);
+  // After the write: one that fails is retried, and would send the Warning again each time.
   if (facts.phase === 'Failed' && snap.status?.phase !== 'Failed')
     ctx.event(KIND, snap, 'Warning', facts.reason, facts.message);
-  const updated = await ctx.applyStatus(KIND, snap, status);
   return updated as VirtualMachineSnapshot | undefined;
 }
 

@@ -308,6 +308,38 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     expect(ready?.message).toMatch(/vda \(raw, Volume raw\)/);
   });
 
+  it('says Failed once its status says so, not with every retry of a refused write', async () => {
+    const vmName = unique('rawvm');
+    await runningVm(vmName, 'raw');
+    const snap = `${vmName}-1`;
+    await k.create('VirtualMachineSnapshot', {
+      metadata: { name: snap, namespace: NS },
+      spec: { vmName },
+    });
+    await ctx.refresh();
+    const warned = () =>
+      ctx.events.filter((e) => e.reason === 'Unsupported' && e.key === key(snap)).length;
+    // The status write is refused (as a conflict with another writer would be) on two passes.
+    const applyStatus = ctx.applyStatus;
+    ctx.applyStatus = () =>
+      Promise.reject(new KubeApiError(409, 'Conflict', 'injected', 'PATCH', '/status'));
+    try {
+      for (let i = 0; i < 2; i++) {
+        await expect(reconcileVirtualMachineSnapshot(key(snap), ctx)).rejects.toThrow(/409/);
+        await ctx.refresh();
+      }
+    } finally {
+      ctx.applyStatus = applyStatus;
+    }
+    expect(warned()).toBe(0);
+    for (let i = 0; i < 2; i++) {
+      await reconcileVirtualMachineSnapshot(key(snap), ctx);
+      await ctx.refresh();
+    }
+    expect(snapOf(snap)?.status?.phase).toBe('Failed');
+    expect(warned()).toBe(1);
+  });
+
   it('restores once: the marker goes with the revert, a later pass does nothing', async () => {
     const uri = 'http://virt.dev/libvirt-operator/restore/v1';
     const { name, domain } = await ownVm();
