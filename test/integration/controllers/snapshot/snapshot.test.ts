@@ -456,6 +456,42 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       });
   });
 
+  it('says a restore Failed once its status says so, not with every retry of a refused write', async () => {
+    const { name: vmName, domain } = await ownVm();
+    const back = `${vmName}-back`;
+    const { setMarker } =
+      await import('../../../../src/controllers/virtual-machine-restore/act.js');
+    // Begun (InProgress, marked) on a snapshot whose object went since: it ends Failed.
+    const r = await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: `${vmName}-gone` },
+    });
+    await k.patchStatus('VirtualMachineRestore', NS, back, { phase: 'InProgress' });
+    await setMarker(domain, String(r.metadata.uid), true);
+    await ctx.refresh();
+    const warned = () =>
+      ctx.events.filter((e) => e.reason === 'SnapshotMissing' && e.key === key(back)).length;
+    // The status write is refused (as a conflict with another writer would be) on two passes.
+    const applyStatus = ctx.applyStatus;
+    ctx.applyStatus = () =>
+      Promise.reject(new KubeApiError(409, 'Conflict', 'injected', 'PATCH', '/status'));
+    try {
+      for (let i = 0; i < 2; i++) {
+        await expect(reconcileVirtualMachineRestore(key(back), ctx)).rejects.toThrow(/409/);
+        await ctx.refresh();
+      }
+    } finally {
+      ctx.applyStatus = applyStatus;
+    }
+    expect(warned()).toBe(0);
+    for (let i = 0; i < 2; i++) {
+      await reconcileVirtualMachineRestore(key(back), ctx);
+      await ctx.refresh();
+    }
+    expect(restoreOf(back)?.status?.phase).toBe('Failed');
+    expect(warned()).toBe(1);
+  });
+
   it('fails a begun restore whose snapshot was made again under its name, never waits for it', async () => {
     // Marked and InProgress, then its snapshot's finalizer removed by hand and the snapshot
     // applied again (GitOps): the new one is not taken while the restore is InProgress, and
