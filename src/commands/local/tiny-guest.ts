@@ -274,15 +274,51 @@ function escapeRegExp(s: string): string {
 }
 
 /**
+ * The guest's status lines that come at its own pace (uptime every 2 s, the lvo.tick counter),
+ * whatever a test is doing. Their values have a fixed form, so text after one on its line is
+ * not part of it.
+ */
+const PERIODIC_MARKER = /^LVO-GUEST-(?:UPTIME \d+(?:\.\d+)?|TICK \d+)/;
+
+/**
  * The lines of a console log the guest has finished writing, without their CR/LF. The last
  * line is left out until its newline arrives: read while QEMU is still writing it, a marker
  * such as `LVO-GUEST-READY 1b2c-` would match `(\S+)$` with half a boot id.
+ *
+ * A marker is its own line even where it did not start one: the guest's tty echoes typed input
+ * as the bytes arrive, so a status line can land inside an echoed command
+ * (`echo LVO-CLLVO-GUEST-UPTIME 12.34`), and the echo can even go on behind a periodic
+ * marker's value before its line break. Such a line is split before each marker, and after a
+ * periodic marker's value, so `^`-anchored marker patterns still find them (echoed digits
+ * right behind a value would read as part of it: type lines that do not start with one).
  */
 export function completeLines(text: string): string[] {
   return text
     .split('\n')
     .slice(0, -1)
-    .map((l) => l.replace(/\r$/, ''));
+    .flatMap((l) => splitAtMarkers(l.replace(/\r$/, '')));
+}
+
+function splitAtMarkers(line: string): string[] {
+  return line.split(/(?=LVO-GUEST-)/).flatMap((part) => {
+    const periodic = PERIODIC_MARKER.exec(part)?.[0];
+    return periodic && periodic.length < part.length
+      ? [periodic, part.slice(periodic.length)]
+      : [part];
+  });
+}
+
+/**
+ * Serial output with the guest's status lines taken out, each with the line break that ends
+ * it, so what the tty echoed of a typed command reads contiguously even where a status line
+ * landed inside it (see `completeLines`): for comparing the echo of typed input. Text the echo
+ * put between a periodic marker's value and its line break is kept.
+ */
+export function withoutGuestStatus(text: string): string {
+  return text.replace(
+    /LVO-GUEST-(?:UPTIME \d+(?:\.\d+)?|TICK \d+|[A-Z0-9-]+(?: [^\r\n]*)?)([^\r\n]*?)\r?\n/g,
+    '$1',
+  );
 }
 
 /** The first complete line of `text` that matches `pattern` (see `completeLines`). */

@@ -348,18 +348,19 @@ async function report(
   /** Only the report that the machine exists nowhere leaves the restore unclaimed. */
   claim = true,
 ): Promise<VirtualMachineRestore | undefined> {
-  if (facts.phase === 'Failed' && restore.status?.phase !== 'Failed')
-    ctx.event(KIND, restore, 'Warning', facts.reason, facts.message);
   const status = restoreStatus(restore, facts, ctx.now(), {
     ...(claim ? { nodeName: ctx.nodeName } : {}),
     ...began,
   });
+  const failed = facts.phase === 'Failed' && restore.status?.phase !== 'Failed';
   // A wait only the user can end (Stalled: another machine's snapshot, a base image with
   // overlays) is said once as a Warning too, as a machine's problems are.
-  if (facts.phase === 'Pending' && REASON_CLASSES[facts.reason] === 'stalled') {
-    const bad = newProblem(restore.status?.conditions, status.conditions, 'Ready');
-    if (bad) ctx.event(KIND, restore, 'Warning', facts.reason, facts.message);
-  }
+  const stalled =
+    facts.phase === 'Pending' &&
+    REASON_CLASSES[facts.reason] === 'stalled' &&
+    newProblem(restore.status?.conditions, status.conditions, 'Ready') !== undefined;
   const updated = await ctx.applyStatus(KIND, restore, status);
+  // After the write: one that fails is retried, and would send the Warning again each time.
+  if (failed || stalled) ctx.event(KIND, restore, 'Warning', facts.reason, facts.message);
   return updated as VirtualMachineRestore | undefined;
 }

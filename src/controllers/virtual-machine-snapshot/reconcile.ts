@@ -389,7 +389,9 @@ async function removeSnapshot(
 /**
  * Says on the object why its deletion waits (DeletionBlocked), with one Event `DeletePending`
  * when that changes, or clears the condition once the wait is over. Writes nothing when the
- * status already says so: a deletion that waits for minutes is looked at every 10 s.
+ * status already says so: a deletion that waits for minutes is looked at every 10 s. The
+ * Event follows the write: a write that fails is retried at the error pace, and an Event sent
+ * before it would be sent again with each retry.
  */
 async function reportDeletion(
   ctx: ControllerContext,
@@ -398,8 +400,8 @@ async function reportDeletion(
   wait: DeletionWait | undefined,
 ): Promise<void> {
   if (saysDeletion(snap, wait)) return;
-  if (wait) ctx.event(KIND, snap, type, 'DeletePending', wait.message);
   await ctx.applyStatus(KIND, snap, deletionStatus(snap, wait, ctx.now()));
+  if (wait) ctx.event(KIND, snap, type, 'DeletePending', wait.message);
 }
 
 async function report(
@@ -408,9 +410,10 @@ async function report(
   facts: SnapshotFacts,
 ): Promise<VirtualMachineSnapshot | undefined> {
   const status: VirtualMachineSnapshotStatus = snapshotStatus(snap, facts, ctx.now());
+  const updated = await ctx.applyStatus(KIND, snap, status);
+  // After the write: one that fails is retried, and would send the Warning again each time.
   if (facts.phase === 'Failed' && snap.status?.phase !== 'Failed')
     ctx.event(KIND, snap, 'Warning', facts.reason, facts.message);
-  const updated = await ctx.applyStatus(KIND, snap, status);
   return updated as VirtualMachineSnapshot | undefined;
 }
 

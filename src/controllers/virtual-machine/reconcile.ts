@@ -675,6 +675,8 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
  * one Warning Event `DeletePending` when that changes, or clears the condition once the wait
  * is over (an admin's forget-node or delete). Writes nothing when the status already says so:
  * the wait is retried every minute, and a machine that never waited is not written to at all.
+ * The Event follows the write: a write that fails is retried at the error pace, and an Event
+ * sent before it would be sent again with each retry.
  */
 async function reportDeletion(
   ctx: ControllerContext,
@@ -682,7 +684,6 @@ async function reportDeletion(
   wait: Problem | undefined,
 ): Promise<void> {
   if (saysDeletion(vm, wait)) return;
-  if (wait) ctx.event(KIND, vm, 'Warning', 'DeletePending', wait.message);
   const status = removedStatus({
     vm,
     nodeName: ctx.nodeName,
@@ -691,6 +692,7 @@ async function reportDeletion(
     restartsCounted: countedRestarts(ctx, vm),
   });
   await ctx.applyStatus(KIND, vm, status);
+  if (wait) ctx.event(KIND, vm, 'Warning', 'DeletePending', wait.message);
 }
 
 async function reportRemoval(

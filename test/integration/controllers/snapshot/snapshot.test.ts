@@ -23,6 +23,7 @@ import {
   DomainModificationImpact,
   type Domain,
 } from '../../../../src/libvirt/index.js';
+import { KubeApiError } from '../../../../src/runtime/kube-client.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import {
   converge,
@@ -307,6 +308,38 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     expect(ready?.message).toMatch(/vda \(raw, Volume raw\)/);
   });
 
+  it('says Failed once its status says so, not with every retry of a refused write', async () => {
+    const vmName = unique('rawvm');
+    await runningVm(vmName, 'raw');
+    const snap = `${vmName}-1`;
+    await k.create('VirtualMachineSnapshot', {
+      metadata: { name: snap, namespace: NS },
+      spec: { vmName },
+    });
+    await ctx.refresh();
+    const warned = () =>
+      ctx.events.filter((e) => e.reason === 'Unsupported' && e.key === key(snap)).length;
+    // The status write is refused (as a conflict with another writer would be) on two passes.
+    const applyStatus = ctx.applyStatus;
+    ctx.applyStatus = () =>
+      Promise.reject(new KubeApiError(409, 'Conflict', 'injected', 'PATCH', '/status'));
+    try {
+      for (let i = 0; i < 2; i++) {
+        await expect(reconcileVirtualMachineSnapshot(key(snap), ctx)).rejects.toThrow(/409/);
+        await ctx.refresh();
+      }
+    } finally {
+      ctx.applyStatus = applyStatus;
+    }
+    expect(warned()).toBe(0);
+    for (let i = 0; i < 2; i++) {
+      await reconcileVirtualMachineSnapshot(key(snap), ctx);
+      await ctx.refresh();
+    }
+    expect(snapOf(snap)?.status?.phase).toBe('Failed');
+    expect(warned()).toBe(1);
+  });
+
   it('restores once: the marker goes with the revert, a later pass does nothing', async () => {
     const uri = 'http://virt.dev/libvirt-operator/restore/v1';
     const { name, domain } = await ownVm();
@@ -421,6 +454,42 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
           DomainModificationImpact.CONFIG,
         );
       });
+  });
+
+  it('says a restore Failed once its status says so, not with every retry of a refused write', async () => {
+    const { name: vmName, domain } = await ownVm();
+    const back = `${vmName}-back`;
+    const { setMarker } =
+      await import('../../../../src/controllers/virtual-machine-restore/act.js');
+    // Begun (InProgress, marked) on a snapshot whose object went since: it ends Failed.
+    const r = await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: `${vmName}-gone` },
+    });
+    await k.patchStatus('VirtualMachineRestore', NS, back, { phase: 'InProgress' });
+    await setMarker(domain, String(r.metadata.uid), true);
+    await ctx.refresh();
+    const warned = () =>
+      ctx.events.filter((e) => e.reason === 'SnapshotMissing' && e.key === key(back)).length;
+    // The status write is refused (as a conflict with another writer would be) on two passes.
+    const applyStatus = ctx.applyStatus;
+    ctx.applyStatus = () =>
+      Promise.reject(new KubeApiError(409, 'Conflict', 'injected', 'PATCH', '/status'));
+    try {
+      for (let i = 0; i < 2; i++) {
+        await expect(reconcileVirtualMachineRestore(key(back), ctx)).rejects.toThrow(/409/);
+        await ctx.refresh();
+      }
+    } finally {
+      ctx.applyStatus = applyStatus;
+    }
+    expect(warned()).toBe(0);
+    for (let i = 0; i < 2; i++) {
+      await reconcileVirtualMachineRestore(key(back), ctx);
+      await ctx.refresh();
+    }
+    expect(restoreOf(back)?.status?.phase).toBe('Failed');
+    expect(warned()).toBe(1);
   });
 
   it('fails a begun restore whose snapshot was made again under its name, never waits for it', async () => {
@@ -585,6 +654,55 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       ),
     });
     expect(await domain.numOfSnapshots()).toBe(before - 1);
+  });
+
+  it('says DeletePending once its status says so, not with every retry of a refused write', async () => {
+    const { name: vmName } = await ownVm();
+    const [snap, back] = [`${vmName}-4`, `${vmName}-back`];
+    await snapshot(snap, vmName);
+    await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: snap },
+    });
+    await k.patchStatus('VirtualMachineRestore', NS, back, { phase: 'InProgress' });
+    await k.remove('VirtualMachineSnapshot', NS, snap);
+    await ctx.refresh();
+    const pending = () =>
+      ctx.events.filter((e) => e.reason === 'DeletePending' && e.key === key(snap)).length;
+    // The status write is refused (as a conflict with another writer would be) on two passes.
+    const applyStatus = ctx.applyStatus;
+    ctx.applyStatus = () =>
+      Promise.reject(new KubeApiError(409, 'Conflict', 'injected', 'PATCH', '/status'));
+    try {
+      for (let i = 0; i < 2; i++) {
+        await expect(reconcileVirtualMachineSnapshot(key(snap), ctx)).rejects.toThrow(/409/);
+      }
+    } finally {
+      ctx.applyStatus = applyStatus;
+    }
+    expect(pending()).toBe(0);
+    // The pass whose write goes through says it, once; the passes after it say nothing.
+    for (let i = 0; i < 2; i++) {
+      expect(requeueMs(await reconcileVirtualMachineSnapshot(key(snap), ctx))).toBeGreaterThan(0);
+      await ctx.refresh();
+    }
+    expect(pending()).toBe(1);
+    expect(
+      snapOf(snap)?.status?.conditions?.find((c) => c.type === 'DeletionBlocked')?.reason,
+    ).toBe('RestoreInProgress');
+    // Clean up: the restore finishes, then the snapshot goes.
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
+      until: stored(
+        () => restoreOf(back),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    await converge(ctx, reconcileVirtualMachineSnapshot, key(snap), {
+      until: stored(
+        () => snapOf(snap),
+        (o) => o === undefined,
+      ),
+    });
   });
 
   it('keeps a snapshot whose restore this agent runs before the cache shows it InProgress', async () => {
@@ -955,6 +1073,69 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     });
     await ctx.refresh();
     for (const back of [done, failed, untouched]) expect(restoreOf(back), back).toBeUndefined();
+  });
+
+  it('says DeletePending of a deleted machine once its status says so, not with every refused write', async () => {
+    const { name, domain } = await ownVm();
+    const back = `${name}-claimed`;
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName: name, snapshotName: `${name}-1` },
+    });
+    // Claimed by a node that died: the admission policy refuses this agent its deletion (as in
+    // test/integration/deploy/deletion-blocked.test.ts; here the refusal is injected).
+    await k.patchStatus('VirtualMachineRestore', NS, back, { nodeName: 'node-gone' });
+    await k.remove('VirtualMachine', NS, name);
+    const { applyStatus, deleteObject } = ctx;
+    ctx.deleteObject = (kind, obj) =>
+      kind === 'VirtualMachineRestore'
+        ? Promise.reject(new KubeApiError(403, 'Forbidden', 'injected', 'DELETE', '/restores'))
+        : deleteObject(kind, obj);
+    const pending = () =>
+      ctx.events.filter((e) => e.reason === 'DeletePending' && e.key === key(name)).length;
+    try {
+      // The machine's status writes are refused (as a conflict with another writer would be).
+      ctx.applyStatus = () =>
+        Promise.reject(new KubeApiError(409, 'Conflict', 'injected', 'PATCH', '/status'));
+      let refused = 0;
+      for (let i = 0; i < 4; i++) {
+        await ctx.refresh();
+        await reconcileVirtualMachine(key(name), ctx).catch(() => refused++);
+      }
+      // The domain is gone: the passes reached the wait and its write, refused each time.
+      expect(
+        await domain.getState().then(
+          () => 'there',
+          () => 'gone',
+        ),
+      ).toBe('gone');
+      expect(refused).toBe(4);
+      expect(pending()).toBe(0);
+      ctx.applyStatus = applyStatus;
+      for (let i = 0; i < 2; i++) {
+        await ctx.refresh();
+        await reconcileVirtualMachine(key(name), ctx);
+      }
+      await ctx.refresh();
+      expect(pending()).toBe(1);
+      expect(
+        ctx
+          .get<VirtualMachine>('VirtualMachine', NS, name)
+          ?.status?.conditions?.find((c) => c.type === 'DeletionBlocked')?.reason,
+      ).toBe('RestoreClaimedElsewhere');
+    } finally {
+      ctx.applyStatus = applyStatus;
+      ctx.deleteObject = deleteObject;
+    }
+    // The claim let go (an admin's forget-node): the machine goes, and its restore with it.
+    await converge(ctx, reconcileVirtualMachine, key(name), {
+      until: stored(
+        () => ctx.get('VirtualMachine', NS, name),
+        (o) => o === undefined,
+      ),
+    });
+    await ctx.refresh();
+    expect(restoreOf(back)).toBeUndefined();
   });
 
   it('holds back only the machine a restore left InProgress, not a new one of its name', async () => {
