@@ -45,12 +45,17 @@ async function main(): Promise<void> {
   );
   console.log(`defined and started ${N} domains in ${(performance.now() - t0).toFixed(0)} ms`);
 
+  // Each domain's UUID is its machine's uid, as for a VirtualMachine without spec.uuid.
+  const vm = (ns: string, name: string) => {
+    const uid = uids.get(`${ns}/${name}`);
+    return uid === undefined ? undefined : { uid, uuid: uid };
+  };
   const registry = new Registry();
   const guest = registerGuestMetrics({
     registry,
     nodeName: 'bench-node',
     connection: () => conn,
-    vmUid: (ns, name) => uids.get(`${ns}/${name}`),
+    vm,
     onError: (err) => console.error('scrape failed', err),
   });
 
@@ -91,7 +96,7 @@ async function main(): Promise<void> {
           })),
         lookupDomainByUUIDString: (uuid: string) => conn.lookupDomainByUUIDString(uuid),
       }) as unknown as Connect,
-    vmUid: (ns, name) => uids.get(`${ns}/${name}`),
+    vm,
   });
   await scrape(full);
   const fullRuns: number[] = [];

@@ -7,9 +7,11 @@
 // only: a VM that is gone or stopped has no series in the next scrape, nothing to expire.
 //
 // Ownership: a domain counts only when it carries the operator's stamp for a VirtualMachine
-// that this agent has in its cache with the same uid; the stamp is read once per domain UUID
-// (a lookup and virDomainGetXMLDesc) and remembered until that UUID disappears from the
-// stats, so a steady scrape costs the one bulk call.
+// that this agent has in its cache with the same uid, and has that machine's UUID (spec.uuid
+// or its uid), as the reconciles find it: a copy of our definition under another UUID
+// (virt-clone, or dumpxml and define, keep <metadata>) carries our stamp too. The stamp is
+// read once per domain UUID (a lookup and virDomainGetXMLDesc) and remembered until that
+// UUID disappears from the stats, so a steady scrape costs the one bulk call.
 import { Counter, Gauge, type Registry } from 'prom-client';
 import {
   ConnectGetAllDomainStatsFlags,
@@ -34,8 +36,11 @@ export interface GuestMetricsOptions {
   nodeName: string;
   /** The current libvirt connection, or undefined while there is none (no guest series then). */
   connection(): Connect | undefined;
-  /** The uid of VirtualMachine namespace/name as this agent knows it, if it is on this node. */
-  vmUid(namespace: string, name: string): string | undefined;
+  /**
+   * VirtualMachine namespace/name as this agent knows it, if it is on this node: its uid and
+   * the UUID of its domain (libvirtUuid: spec.uuid, else the uid; lower case).
+   */
+  vm(namespace: string, name: string): { uid: string; uuid: string } | undefined;
   /** Bound on the bulk call; a scrape never waits longer for libvirt. Default 5 s. */
   timeoutMs?: number;
   /** Reports a failed scrape (the series are then absent for that scrape). */
@@ -102,7 +107,7 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
 
   async function ownerOf(conn: Connect, rec: DomainStatsRecord): Promise<Owner> {
     const known = owners.get(rec.uuid);
-    if (known && known.domain === rec.name) return known.owner;
+    if (known && known.domain === rec.name && !stampOutdated(known.owner, rec)) return known.owner;
     let owner: Owner = null;
     try {
       const dom = await conn.lookupDomainByUUIDString(rec.uuid, { timeoutMs });
@@ -125,6 +130,18 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
     return owner;
   }
 
+  /**
+   * Whether a remembered stamp may belong to an earlier run under the same UUID and name: a
+   * VirtualMachine deleted and created again with the same spec.uuid is given a domain with
+   * both, and a scrape interval can miss the moment it was gone. Only a stamp that names a
+   * machine we know, under that machine's UUID, with another uid is read again.
+   */
+  function stampOutdated(owner: Owner, rec: DomainStatsRecord): boolean {
+    if (!owner) return false;
+    const vm = opts.vm(owner.namespace, owner.name);
+    return vm !== undefined && vm.uuid === rec.uuid.toLowerCase() && vm.uid !== owner.uid;
+  }
+
   async function scrape(): Promise<OwnedRecord[]> {
     const conn = opts.connection();
     if (!conn) return [];
@@ -144,8 +161,10 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
     records.forEach((stats, i) => {
       const owner = owners_[i];
       if (!owner) return;
-      // Only this node's machines: the same VM known here with the same uid.
-      if (opts.vmUid(owner.namespace, owner.name) !== owner.uid) return;
+      // Only this node's machines: the same VM known here with the same uid, and its domain
+      // (its UUID), not a copy of the definition that kept the stamp.
+      const vm = opts.vm(owner.namespace, owner.name);
+      if (vm?.uid !== owner.uid || vm.uuid !== stats.uuid.toLowerCase()) return;
       owned.push({ namespace: owner.namespace, name: owner.name, stats });
     });
     return owned;

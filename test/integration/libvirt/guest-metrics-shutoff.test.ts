@@ -44,7 +44,7 @@ describe('guest metrics of a stopped machine', () => {
       registry: new Registry(),
       nodeName: 'node-1',
       connection: () => conn,
-      vmUid: (ns, n) => (ns === 'ns' && n === name ? uid : undefined),
+      vm: (ns, n) => (ns === 'ns' && n === name ? { uid, uuid: uid } : undefined),
     });
     expect(await metrics.collect()).toEqual([]);
     await domain.create();
