@@ -130,6 +130,45 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
     return owner;
   }
 
+  // The bulk call still running, if any. libvirt cannot cancel a call: one that outlived its
+  // scrape's timeout keeps a binding worker busy until libvirtd answers. A scrape that starts
+  // another meanwhile (the next interval, a second Prometheus, a browser) would take one more
+  // worker each time while libvirtd is slow or hung, until the reconciles' calls had none;
+  // it waits for the same call instead, so a scrape costs at most one call in flight.
+  let inFlight: { conn: Connect; call: Promise<DomainStatsRecord[]> } | undefined;
+  function bulkStats(conn: Connect): Promise<DomainStatsRecord[]> {
+    if (inFlight?.conn === conn) return inFlight.call;
+    const call = conn.getAllDomainStats(
+      GUEST_STATS,
+      // ACTIVE: running and paused domains only. libvirtd lists a shut-off domain too, with its
+      // last cpu.time, balloon and vCPU figures, which would read as a machine still there.
+      // NOWAIT: a domain whose monitor is busy (a migration, a long block job) reports what it
+      // can without waiting for the job, so one stuck guest cannot hold up the scrape.
+      ConnectGetAllDomainStatsFlags.ACTIVE | ConnectGetAllDomainStatsFlags.NOWAIT,
+      // No timeout of the binding's: its rejection would hide when the call really ends.
+      // Each scrape bounds its own wait (withinTimeout).
+      { timeoutMs: 0 },
+    );
+    const entry = { conn, call };
+    inFlight = entry;
+    const done = () => {
+      if (inFlight === entry) inFlight = undefined;
+    };
+    call.then(done, done);
+    return call;
+  }
+
+  function withinTimeout<T>(p: Promise<T>): Promise<T> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`libvirt domain stats: no answer within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    });
+    return Promise.race([p, late]).finally(() => clearTimeout(timer));
+  }
+
   /**
    * Whether a remembered stamp may belong to an earlier run under the same UUID and name: a
    * VirtualMachine deleted and created again with the same spec.uuid is given a domain with
@@ -145,15 +184,7 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
   async function scrape(): Promise<OwnedRecord[]> {
     const conn = opts.connection();
     if (!conn) return [];
-    const records = await conn.getAllDomainStats(
-      GUEST_STATS,
-      // ACTIVE: running and paused domains only. libvirtd lists a shut-off domain too, with its
-      // last cpu.time, balloon and vCPU figures, which would read as a machine still there.
-      // NOWAIT: a domain whose monitor is busy (a migration, a long block job) reports what it
-      // can without waiting for the job, so one stuck guest cannot hold up the scrape.
-      ConnectGetAllDomainStatsFlags.ACTIVE | ConnectGetAllDomainStatsFlags.NOWAIT,
-      { timeoutMs },
-    );
+    const records = await withinTimeout(bulkStats(conn));
     const seen = new Set(records.map((r) => r.uuid));
     for (const uuid of owners.keys()) if (!seen.has(uuid)) owners.delete(uuid);
     const owned: OwnedRecord[] = [];
