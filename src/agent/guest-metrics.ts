@@ -50,8 +50,6 @@ export interface GuestMetricsOptions {
 export interface GuestMetrics {
   /** One scrape's worth of records as the collectors will see them (tests, the bench). */
   collect(): Promise<OwnedRecord[]>;
-  /** Forgets every remembered stamp (after a reconnect UUIDs could belong to new domains). */
-  forget(): void;
 }
 
 export interface OwnedRecord {
@@ -104,6 +102,9 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
   // Domain UUID -> its stamp's owner (null: foreign or not a VM), keyed with the domain name so
   // a domain redefined under the same UUID with another name is read again.
   const owners = new Map<string, { domain: string; owner: Owner }>();
+  // The connection the remembered stamps were read through: a new one (libvirtd restarted, the
+  // agent reconnected) may see other domains under the same UUIDs, so they are read again.
+  let ownersOf: Connect | undefined;
 
   async function ownerOf(conn: Connect, rec: DomainStatsRecord): Promise<Owner> {
     const known = owners.get(rec.uuid);
@@ -185,6 +186,10 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
     const conn = opts.connection();
     if (!conn) return [];
     const records = await withinTimeout(bulkStats(conn));
+    if (conn !== ownersOf) {
+      owners.clear();
+      ownersOf = conn;
+    }
     const seen = new Set(records.map((r) => r.uuid));
     for (const uuid of owners.keys()) if (!seen.has(uuid)) owners.delete(uuid);
     const owned: OwnedRecord[] = [];
@@ -332,6 +337,5 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
 
   return {
     collect: () => shared(),
-    forget: () => owners.clear(),
   };
 }

@@ -12,12 +12,13 @@ import { Connect, type Domain } from '../../../src/libvirt/index.js';
 import { buildDomainXML } from '../../../src/libvirt/xml/domain.js';
 import { TEST_URI, uniqueName } from './fixtures.js';
 
-function stampedDomainXML(name: string, uuid: string, vm: string, uid: string): string {
+/** A domain; with vm and uid, stamped as VirtualMachine ns/vm's. */
+function domainXML(name: string, uuid: string, vm?: string, uid?: string): string {
   return buildDomainXML({
     type: 'qemu',
     name,
     uuid,
-    stamp: { kind: 'VirtualMachine', namespace: 'ns', name: vm, uid },
+    stamp: vm && uid ? { kind: 'VirtualMachine', namespace: 'ns', name: vm, uid } : undefined,
     memoryKiB: 65536,
     vcpu: { current: 1, max: 1 },
     os: { type: 'hvm', arch: 'x86_64' },
@@ -56,9 +57,9 @@ describe('guest metrics ownership', () => {
   it('counts the machine’s own domain, not a copy of it under another UUID', async () => {
     const vm = uniqueName('orig');
     const uid = randomUUID();
-    await start(stampedDomainXML(`ns_${vm}`, uid, vm, uid));
+    await start(domainXML(`ns_${vm}`, uid, vm, uid));
     const cloneUuid = randomUUID();
-    await start(stampedDomainXML(`${vm}-clone`, cloneUuid, vm, uid));
+    await start(domainXML(`${vm}-clone`, cloneUuid, vm, uid));
     const metrics = registerGuestMetrics({
       registry: new Registry(),
       nodeName: 'node-1',
@@ -75,7 +76,7 @@ describe('guest metrics ownership', () => {
     const vm = uniqueName('again');
     const uuid = randomUUID();
     let uid = randomUUID();
-    const first = await start(stampedDomainXML(`ns_${vm}`, uuid, vm, uid));
+    const first = await start(domainXML(`ns_${vm}`, uuid, vm, uid));
     const metrics = registerGuestMetrics({
       registry: new Registry(),
       nodeName: 'node-1',
@@ -89,8 +90,37 @@ describe('guest metrics ownership', () => {
     await first.undefine();
     domains.splice(domains.indexOf(first), 1);
     uid = randomUUID();
-    await start(stampedDomainXML(`ns_${vm}`, uuid, vm, uid));
+    await start(domainXML(`ns_${vm}`, uuid, vm, uid));
     await nextScrape();
     expect((await metrics.collect()).map((r) => r.name)).toEqual([vm]);
+  });
+
+  it('reads the stamps again through a new connection (libvirtd restarted)', async () => {
+    const vm = uniqueName('reopen');
+    const uid = randomUUID();
+    // Someone's domain under the UUID and name the machine will have: remembered as foreign.
+    const foreign = await start(domainXML(`ns_${vm}`, uid));
+    let current = conn;
+    const metrics = registerGuestMetrics({
+      registry: new Registry(),
+      nodeName: 'node-1',
+      connection: () => current,
+      vm: (ns, n) => (ns === 'ns' && n === vm ? { uid, uuid: uid } : undefined),
+    });
+    expect(await metrics.collect()).toEqual([]);
+
+    // While the agent was away from libvirtd, that domain went and the machine's took its place.
+    await foreign.destroy();
+    await foreign.undefine();
+    domains.splice(domains.indexOf(foreign), 1);
+    await start(domainXML(`ns_${vm}`, uid, vm, uid));
+    const reopened = await Connect.open(TEST_URI);
+    try {
+      current = reopened;
+      await nextScrape();
+      expect((await metrics.collect()).map((r) => r.name)).toEqual([vm]);
+    } finally {
+      await reopened.close();
+    }
   });
 });
