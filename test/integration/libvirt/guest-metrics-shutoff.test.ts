@@ -1,6 +1,6 @@
-// Guest metrics cover running and paused machines (docs/api.md, "Guest metrics": a stopped VM has no
-// series). libvirtd 9.0 reports a shut-off domain in virConnectGetAllDomainStats with its last
-// cpu.time, balloon.current and vcpu.current, so without a filter a stopped VM kept its series
+// Guest metrics cover running and paused machines (docs/api.md, "Guest metrics": a stopped VM
+// has no series). libvirtd 9.0 reports a shut-off domain in virConnectGetAllDomainStats with its
+// last cpu.time, balloon.current and vcpu.current, so without a filter a stopped VM kept its series
 // (seen on qemu:///system after runStrategy: Halted). libvirt's test driver lists shut-off
 // domains in the same call, which is all this needs.
 import { randomUUID } from 'node:crypto';
