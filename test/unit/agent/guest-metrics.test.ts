@@ -113,7 +113,8 @@ interface Sample {
 
 /**
  * The Prometheus text format (0.0.4), strictly: one HELP and one TYPE per family, before its
- * samples; empty lines ignored; label values quoted with only \\, \" and \n escaped; a sample per line.
+ * samples; empty lines ignored; label values quoted with only \\, \" and \n escaped; a sample
+ * per line.
  */
 function parseExposition(text: string): { types: Map<string, string>; samples: Sample[] } {
   const NAME = '[a-zA-Z_:][a-zA-Z0-9_:]*';
