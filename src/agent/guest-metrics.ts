@@ -34,7 +34,11 @@ const GUEST_STATS =
 export interface GuestMetricsOptions {
   registry: Registry;
   nodeName: string;
-  /** The current libvirt connection, or undefined while there is none (no guest series then). */
+  /**
+   * The current libvirt connection, or undefined while there is none (no guest series then).
+   * The same object for as long as it is open: another one means a reconnect, after which
+   * every remembered stamp is read again.
+   */
   connection(): Connect | undefined;
   /**
    * VirtualMachine namespace/name as this agent knows it, if it is on this node: its uid and
