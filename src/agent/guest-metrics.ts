@@ -83,6 +83,12 @@ function topLayers(s: DomainStatsRecord): DomainStatsRecord['blocks'] {
   return s.blocks.filter((b) => !seen.has(b.name) && seen.add(b.name));
 }
 
+/** The machine a domain name would be ours for (api/names.ts domainName: namespace_name). */
+function machineNamed(domain: string): { namespace: string; name: string } | undefined {
+  const at = domain.indexOf('_');
+  return at > 0 ? { namespace: domain.slice(0, at), name: domain.slice(at + 1) } : undefined;
+}
+
 async function mapLimited<T, R>(
   items: readonly T[],
   limit: number,
@@ -175,15 +181,19 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
   }
 
   /**
-   * Whether a remembered stamp may belong to an earlier run under the same UUID and name: a
-   * VirtualMachine deleted and created again with the same spec.uuid is given a domain with
-   * both, and a scrape interval can miss the moment it was gone. Only a stamp that names a
-   * machine we know, under that machine's UUID, with another uid is read again.
+   * Whether a remembered stamp may belong to an earlier domain under the same UUID and name,
+   * which a scrape interval can miss the replacement of: a VirtualMachine deleted and created
+   * again with the same spec.uuid (a new uid in the stamp), or a foreign domain (no stamp of
+   * ours) with the machine's UUID and domain name, removed by its owner so that the machine's
+   * own domain could take both. Read again: a stamp naming a machine we know, under that
+   * machine's UUID, with another uid; none, on a domain with a machine's UUID and name (while
+   * such a foreign domain stays, its one read a scrape is the price).
    */
   function stampOutdated(owner: Owner, rec: DomainStatsRecord): boolean {
-    if (!owner) return false;
-    const vm = opts.vm(owner.namespace, owner.name);
-    return vm !== undefined && vm.uuid === rec.uuid.toLowerCase() && vm.uid !== owner.uid;
+    const who = owner ?? machineNamed(rec.name);
+    if (!who) return false;
+    const vm = opts.vm(who.namespace, who.name);
+    return vm !== undefined && vm.uuid === rec.uuid.toLowerCase() && vm.uid !== owner?.uid;
   }
 
   async function scrape(): Promise<OwnedRecord[]> {

@@ -123,4 +123,26 @@ describe('guest metrics ownership', () => {
       await reopened.close();
     }
   });
+
+  it('reads a foreign domain again once the machine’s own took its UUID and name', async () => {
+    const vm = uniqueName('taken');
+    const uid = randomUUID();
+    // Someone's domain with the machine's UUID and domain name (UUIDConflict for the machine).
+    const foreign = await start(domainXML(`ns_${vm}`, uid));
+    const metrics = registerGuestMetrics({
+      registry: new Registry(),
+      nodeName: 'node-1',
+      connection: () => conn,
+      vm: (ns, n) => (ns === 'ns' && n === vm ? { uid, uuid: uid } : undefined),
+    });
+    expect(await metrics.collect()).toEqual([]);
+
+    // Its owner removes it and the agent starts the machine's domain, between two scrapes.
+    await foreign.destroy();
+    await foreign.undefine();
+    domains.splice(domains.indexOf(foreign), 1);
+    await start(domainXML(`ns_${vm}`, uid, vm, uid));
+    await nextScrape();
+    expect((await metrics.collect()).map((r) => r.name)).toEqual([vm]);
+  });
 });
