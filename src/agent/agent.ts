@@ -6,6 +6,7 @@ import { mkdirSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { KubeAccess } from '../runtime/kube-config.js';
 import type { VirtKind } from '../api/generated/crds.js';
+import { libvirtUuid } from '../api/names.js';
 import { createHostState } from '../controllers/host-state.js';
 import { keyOf, type ControllerContext, type KubeObject } from '../controllers/context.js';
 import { INDEX_NETWORK, INDEX_UUID } from '../controllers/indexes.js';
@@ -185,8 +186,11 @@ async function wireAgent(
     registry: runtime.metrics.registry,
     nodeName: opts.nodeName,
     connection: () => libvirt.connection,
-    vmUid: (namespace, name) =>
-      informers.VirtualMachine.cache.get(`${namespace}/${name}`)?.metadata.uid,
+    vm: (namespace, name) => {
+      const vm = informers.VirtualMachine.cache.get(`${namespace}/${name}`);
+      const uid = vm?.metadata.uid;
+      return uid ? { uid, uuid: libvirtUuid(vm) } : undefined;
+    },
     onError: (err) => log.warn({ err: String(err) }, 'guest metrics: libvirt stats failed'),
   });
 

@@ -7,9 +7,11 @@
 // only: a VM that is gone or stopped has no series in the next scrape, nothing to expire.
 //
 // Ownership: a domain counts only when it carries the operator's stamp for a VirtualMachine
-// that this agent has in its cache with the same uid; the stamp is read once per domain UUID
-// (a lookup and virDomainGetXMLDesc) and remembered until that UUID disappears from the
-// stats, so a steady scrape costs the one bulk call.
+// that this agent has in its cache with the same uid, and has that machine's UUID (spec.uuid
+// or its uid), as the reconciles find it: a copy of our definition under another UUID
+// (virt-clone, or dumpxml and define, keep <metadata>) carries our stamp too. The stamp is
+// read once per domain UUID (a lookup and virDomainGetXMLDesc) and remembered until that
+// UUID disappears from the stats, so a steady scrape costs the one bulk call.
 import { Counter, Gauge, type Registry } from 'prom-client';
 import {
   ConnectGetAllDomainStatsFlags,
@@ -32,10 +34,17 @@ const GUEST_STATS =
 export interface GuestMetricsOptions {
   registry: Registry;
   nodeName: string;
-  /** The current libvirt connection, or undefined while there is none (no guest series then). */
+  /**
+   * The current libvirt connection, or undefined while there is none (no guest series then).
+   * The same object for as long as it is open: another one means a reconnect, after which
+   * every remembered stamp is read again.
+   */
   connection(): Connect | undefined;
-  /** The uid of VirtualMachine namespace/name as this agent knows it, if it is on this node. */
-  vmUid(namespace: string, name: string): string | undefined;
+  /**
+   * VirtualMachine namespace/name as this agent knows it, if it is on this node: its uid and
+   * the UUID of its domain (libvirtUuid: spec.uuid, else the uid; lower case).
+   */
+  vm(namespace: string, name: string): { uid: string; uuid: string } | undefined;
   /** Bound on the bulk call; a scrape never waits longer for libvirt. Default 5 s. */
   timeoutMs?: number;
   /** Reports a failed scrape (the series are then absent for that scrape). */
@@ -45,8 +54,6 @@ export interface GuestMetricsOptions {
 export interface GuestMetrics {
   /** One scrape's worth of records as the collectors will see them (tests, the bench). */
   collect(): Promise<OwnedRecord[]>;
-  /** Forgets every remembered stamp (after a reconnect UUIDs could belong to new domains). */
-  forget(): void;
 }
 
 export interface OwnedRecord {
@@ -76,6 +83,12 @@ function topLayers(s: DomainStatsRecord): DomainStatsRecord['blocks'] {
   return s.blocks.filter((b) => !seen.has(b.name) && seen.add(b.name));
 }
 
+/** The machine a domain name would be ours for (api/names.ts domainName: namespace_name). */
+function machineNamed(domain: string): { namespace: string; name: string } | undefined {
+  const at = domain.indexOf('_');
+  return at > 0 ? { namespace: domain.slice(0, at), name: domain.slice(at + 1) } : undefined;
+}
+
 async function mapLimited<T, R>(
   items: readonly T[],
   limit: number,
@@ -99,10 +112,13 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
   // Domain UUID -> its stamp's owner (null: foreign or not a VM), keyed with the domain name so
   // a domain redefined under the same UUID with another name is read again.
   const owners = new Map<string, { domain: string; owner: Owner }>();
+  // The connection the remembered stamps were read through: a new one (libvirtd restarted, the
+  // agent reconnected) may see other domains under the same UUIDs, so they are read again.
+  let ownersOf: Connect | undefined;
 
   async function ownerOf(conn: Connect, rec: DomainStatsRecord): Promise<Owner> {
     const known = owners.get(rec.uuid);
-    if (known && known.domain === rec.name) return known.owner;
+    if (known && known.domain === rec.name && !stampOutdated(known.owner, rec)) return known.owner;
     let owner: Owner = null;
     try {
       const dom = await conn.lookupDomainByUUIDString(rec.uuid, { timeoutMs });
@@ -125,18 +141,69 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
     return owner;
   }
 
-  async function scrape(): Promise<OwnedRecord[]> {
-    const conn = opts.connection();
-    if (!conn) return [];
-    const records = await conn.getAllDomainStats(
+  // The bulk call still running, if any. libvirt cannot cancel a call: one that outlived its
+  // scrape's timeout keeps a binding worker busy until libvirtd answers. A scrape that starts
+  // another meanwhile (the next interval, a second Prometheus, a browser) would take one more
+  // worker each time while libvirtd is slow or hung, until the reconciles' calls had none;
+  // it waits for the same call instead, so a scrape costs at most one call in flight.
+  let inFlight: { conn: Connect; call: Promise<DomainStatsRecord[]> } | undefined;
+  function bulkStats(conn: Connect): Promise<DomainStatsRecord[]> {
+    if (inFlight?.conn === conn) return inFlight.call;
+    const call = conn.getAllDomainStats(
       GUEST_STATS,
       // ACTIVE: running and paused domains only. libvirtd lists a shut-off domain too, with its
       // last cpu.time, balloon and vCPU figures, which would read as a machine still there.
       // NOWAIT: a domain whose monitor is busy (a migration, a long block job) reports what it
       // can without waiting for the job, so one stuck guest cannot hold up the scrape.
       ConnectGetAllDomainStatsFlags.ACTIVE | ConnectGetAllDomainStatsFlags.NOWAIT,
-      { timeoutMs },
+      // No timeout of the binding's: its rejection would hide when the call really ends.
+      // Each scrape bounds its own wait (withinTimeout).
+      { timeoutMs: 0 },
     );
+    const entry = { conn, call };
+    inFlight = entry;
+    const done = () => {
+      if (inFlight === entry) inFlight = undefined;
+    };
+    call.then(done, done);
+    return call;
+  }
+
+  function withinTimeout<T>(p: Promise<T>): Promise<T> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`libvirt domain stats: no answer within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    });
+    return Promise.race([p, late]).finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * Whether a remembered stamp may belong to an earlier domain under the same UUID and name,
+   * which a scrape interval can miss the replacement of: a VirtualMachine deleted and created
+   * again with the same spec.uuid (a new uid in the stamp), or a foreign domain (no stamp of
+   * ours) with the machine's UUID and domain name, removed by its owner so that the machine's
+   * own domain could take both. Read again: a stamp naming a machine we know, under that
+   * machine's UUID, with another uid; none, on a domain with a machine's UUID and name (while
+   * such a foreign domain stays, its one read a scrape is the price).
+   */
+  function stampOutdated(owner: Owner, rec: DomainStatsRecord): boolean {
+    const who = owner ?? machineNamed(rec.name);
+    if (!who) return false;
+    const vm = opts.vm(who.namespace, who.name);
+    return vm !== undefined && vm.uuid === rec.uuid.toLowerCase() && vm.uid !== owner?.uid;
+  }
+
+  async function scrape(): Promise<OwnedRecord[]> {
+    const conn = opts.connection();
+    if (!conn) return [];
+    const records = await withinTimeout(bulkStats(conn));
+    if (conn !== ownersOf) {
+      owners.clear();
+      ownersOf = conn;
+    }
     const seen = new Set(records.map((r) => r.uuid));
     for (const uuid of owners.keys()) if (!seen.has(uuid)) owners.delete(uuid);
     const owned: OwnedRecord[] = [];
@@ -144,8 +211,10 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
     records.forEach((stats, i) => {
       const owner = owners_[i];
       if (!owner) return;
-      // Only this node's machines: the same VM known here with the same uid.
-      if (opts.vmUid(owner.namespace, owner.name) !== owner.uid) return;
+      // Only this node's machines: the same VM known here with the same uid, and its domain
+      // (its UUID), not a copy of the definition that kept the stamp.
+      const vm = opts.vm(owner.namespace, owner.name);
+      if (vm?.uid !== owner.uid || vm.uuid !== stats.uuid.toLowerCase()) return;
       owned.push({ namespace: owner.namespace, name: owner.name, stats });
     });
     return owned;
@@ -282,6 +351,5 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
 
   return {
     collect: () => shared(),
-    forget: () => owners.clear(),
   };
 }

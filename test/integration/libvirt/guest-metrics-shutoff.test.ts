@@ -1,6 +1,6 @@
-// Guest metrics cover running machines only (docs/api.md, "Guest metrics": a shut-off VM has no
-// series). libvirtd 9.0 reports a shut-off domain in virConnectGetAllDomainStats with its last
-// cpu.time, balloon.current and vcpu.current, so without a filter a stopped VM kept its series
+// Guest metrics cover running and paused machines (docs/api.md, "Guest metrics": a stopped VM
+// has no series). libvirtd 9.0 reports a shut-off domain in virConnectGetAllDomainStats with its
+// last cpu.time, balloon.current and vcpu.current, so without a filter a stopped VM kept its series
 // (seen on qemu:///system after runStrategy: Halted). libvirt's test driver lists shut-off
 // domains in the same call, which is all this needs.
 import { randomUUID } from 'node:crypto';
@@ -44,7 +44,7 @@ describe('guest metrics of a stopped machine', () => {
       registry: new Registry(),
       nodeName: 'node-1',
       connection: () => conn,
-      vmUid: (ns, n) => (ns === 'ns' && n === name ? uid : undefined),
+      vm: (ns, n) => (ns === 'ns' && n === name ? { uid, uuid: uid } : undefined),
     });
     expect(await metrics.collect()).toEqual([]);
     await domain.create();
@@ -52,5 +52,22 @@ describe('guest metrics of a stopped machine', () => {
     await new Promise((r) => setTimeout(r, 1_100));
     const owned = await metrics.collect();
     expect(owned.map((r) => `${r.namespace}/${r.name}`)).toEqual([`ns/${name}`]);
+  });
+
+  it('keeps a paused machine’s series (docs/api.md, "Guest metrics")', async () => {
+    const metrics = registerGuestMetrics({
+      registry: new Registry(),
+      nodeName: 'node-1',
+      connection: () => conn,
+      vm: (ns, n) => (ns === 'ns' && n === name ? { uid, uuid: uid } : undefined),
+    });
+    if (!(await domain.isActive())) await domain.create();
+    await domain.suspend();
+    try {
+      const owned = await metrics.collect();
+      expect(owned.map((r) => [r.name, r.stats.state?.stateName])).toEqual([[name, 'paused']]);
+    } finally {
+      await domain.resume();
+    }
   });
 });
