@@ -65,8 +65,8 @@ export interface OwnedRecord {
 type Owner = { namespace: string; name: string; uid: string } | null;
 
 const VM_LABELS = ['namespace', 'name', 'node'] as const;
-/** The guest metric families below, each collecting once per scrape. */
-const METRIC_COUNT = 9;
+/** The metric families below that collect once per scrape (the guest ones and the failures). */
+const METRIC_COUNT = 10;
 /**
  * Stamp reads (a lookup and an XML read per new domain) in flight at once: the first scrape
  * of a host with many domains must not queue thousands of calls ahead of the reconciles'
@@ -198,7 +198,11 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
 
   async function scrape(): Promise<OwnedRecord[]> {
     const conn = opts.connection();
-    if (!conn) return [];
+    if (!conn) {
+      // Counted, not logged: the agent says so once when its connection goes.
+      failures.inc({ node: nodeName });
+      return [];
+    }
     const records = await withinTimeout(bulkStats(conn));
     if (conn !== ownersOf) {
       owners.clear();
@@ -230,6 +234,7 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
     if (!current || current.users >= METRIC_COUNT || now - current.at > 1_000) {
       current = {
         records: scrape().catch((err: unknown) => {
+          failures.inc({ node: nodeName });
           opts.onError?.(err);
           return [];
         }),
@@ -243,6 +248,22 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
 
   const vmLabels = (r: OwnedRecord) => ({ namespace: r.namespace, name: r.name, node: nodeName });
   const r = [registry];
+
+  // Without it a failing libvirtd and a node with no VMs read the same: no guest series. It
+  // collects through the scrape too, so a failure shows in the page of the scrape it failed.
+  const failures = new Counter({
+    name: 'virt_agent_guest_stats_failures_total',
+    help:
+      'Scrapes whose libvirt domain stats call failed, was late (5 s) or found no libvirt ' +
+      'connection; those scrapes had no guest series.',
+    labelNames: ['node'],
+    registers: r,
+    async collect(this: Counter<string>) {
+      await shared();
+    },
+  });
+  // Present at 0 from the start, so that rate() and an alert on increase() have a series.
+  failures.inc({ node: nodeName }, 0);
 
   type Labelled = Gauge<string> | Counter<string>;
   const set = (m: Labelled, labels: Record<string, string>, value: number) => {

@@ -54,11 +54,13 @@ describe('guest metrics while libvirtd is slow', () => {
       timeoutMs: 20,
       onError: (err) => errors.push(err),
     });
-    // Four scrapes, each given up on after its timeout; the page is still served.
-    for (let i = 0; i < 4; i++) {
+    // Four scrapes, each given up on after its timeout; the page is still served, and says
+    // in the very scrape that failed that it did (no guest series would read as "no VMs").
+    for (let i = 1; i <= 4; i++) {
       const text = await registry.metrics();
       expect(text).toContain('# TYPE virt_vm_vcpus gauge');
       expect(text).not.toMatch(/^virt_vm_/m);
+      expect(text).toContain(`virt_agent_guest_stats_failures_total{node="node-1"} ${i}\n`);
     }
     expect(libvirt.state.busy).toBe(1);
     expect(errors).toHaveLength(4);
@@ -70,6 +72,27 @@ describe('guest metrics while libvirtd is slow', () => {
     await registry.metrics();
     expect(libvirt.state.calls).toBe(2);
     libvirt.answerAll();
+  });
+
+  it('counts scrapes made without a libvirt connection, from a series present at 0', async () => {
+    const libvirt = slowLibvirt();
+    let connected = true;
+    const registry = new Registry();
+    registerGuestMetrics({
+      registry,
+      nodeName: 'node-1',
+      connection: () => (connected ? libvirt.conn : undefined),
+      vm: () => undefined,
+      timeoutMs: 1_000,
+    });
+    const page = registry.metrics();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    libvirt.answerAll();
+    expect(await page).toContain('virt_agent_guest_stats_failures_total{node="node-1"} 0\n');
+    connected = false;
+    expect(await registry.metrics()).toContain(
+      'virt_agent_guest_stats_failures_total{node="node-1"} 1\n',
+    );
   });
 });
 
