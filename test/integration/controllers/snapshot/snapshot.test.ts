@@ -524,11 +524,12 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       ),
     });
     // Without the uid, the new object (not taken yet: no disks) was taken for the one reverted
-    // to: "disks reverted: none", which is false.
+    // to: "disks reverted: none", which is false. What it held was recorded with InProgress.
     const ready = restoreOf(back)?.status?.conditions?.find((c) => c.type === 'Ready');
     expect(restoreOf(back)?.status?.phase).toBe('Succeeded');
     expect(ready?.message).toBe(
-      `reverted to VirtualMachineSnapshot ${snap}, deleted since: which disks it held is not known`,
+      `reverted to VirtualMachineSnapshot ${snap} (memory and disks); ` +
+        'disks reverted: vda (Volume root)',
     );
     // The restore over, the new snapshot is taken.
     await converge(ctx, reconcileVirtualMachineSnapshot, key(snap), {
@@ -861,6 +862,64 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
         (o) => o?.status?.phase === 'Running',
       ),
     });
+  });
+
+  it('powers off a disks-only checkpoint whose snapshot object went after the revert', async () => {
+    const { name, domain } = await ownVm();
+    const snap = `${name}-2`;
+    const taken = await adoptedDisksOnly(snap, name, domain);
+    const back = `${name}-back`;
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName: name, snapshotName: snap },
+    });
+    // The agent reverts, then dies before the power-off (the pass's second look at the host).
+    const { libvirt } = ctx;
+    let looks = 0;
+    ctx.libvirt = () => {
+      if (++looks === 2) throw new Error('agent killed');
+      return libvirt();
+    };
+    try {
+      await ctx.refresh();
+      await expect(reconcileVirtualMachineRestore(key(back), ctx)).rejects.toThrow(/killed/);
+    } finally {
+      ctx.libvirt = libvirt;
+    }
+    await ctx.refresh();
+    // Reverted paused, and what the power-off needs recorded in the InProgress write.
+    expect((await domain.getState()).stateName).toBe('paused');
+    expect(restoreOf(back)?.status).toMatchObject({
+      phase: 'InProgress',
+      snapshotUid: taken.metadata.uid,
+      includesMemory: false,
+      ofRunningMachine: true,
+      disks: [{ name: 'vda', volume: 'root' }],
+    });
+    // Meanwhile the snapshot object went (its finalizer removed by hand).
+    await ctx.removeFinalizer('VirtualMachineSnapshot', taken, nodeFinalizer(NODE));
+    await k.remove('VirtualMachineSnapshot', NS, snap);
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
+      until: stored(
+        () => restoreOf(back),
+        (o) => o?.status?.phase !== 'InProgress',
+      ),
+    });
+    // Without the record it finished "deleted since" and left the checkpoint paused for ever.
+    expect((await domain.getState()).stateName).toBe('shutoff');
+    const ready = restoreOf(back)?.status?.conditions?.find((c) => c.type === 'Ready');
+    expect(restoreOf(back)?.status?.phase).toBe('Succeeded');
+    expect(ready?.message).toBe(
+      `reverted to VirtualMachineSnapshot ${snap} (disks; powered off to boot from them); ` +
+        'disks reverted: vda (Volume root)',
+    );
+    await converge(ctx, reconcileVirtualMachine, key(name), {
+      until: stored(
+        () => ctx.get<VirtualMachine>('VirtualMachine', NS, name),
+        (o) => o?.status?.phase === 'Running',
+      ),
+    });
+    expect(ctx.get<VirtualMachine>('VirtualMachine', NS, name)?.status?.restartCount ?? 0).toBe(0);
   });
 
   it('keeps naming the Volumes the snapshot holds after the machine’s disks change', async () => {
