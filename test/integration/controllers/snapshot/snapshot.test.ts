@@ -922,6 +922,51 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     expect(ctx.get<VirtualMachine>('VirtualMachine', NS, name)?.status?.restartCount ?? 0).toBe(0);
   });
 
+  it('does not count a restore’s power-off as a crash once its snapshot object went', async () => {
+    const { name, domain } = await ownVm();
+    const snap = `${name}-2`;
+    const taken = await adoptedDisksOnly(snap, name, domain);
+    const back = `${name}-back`;
+    // Times in status have whole seconds: the revert must begin in a later second than the
+    // run it stops was first seen (status.startedAt).
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName: name, snapshotName: snap },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
+      until: stored(
+        () => restoreOf(back),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    expect((await domain.getState()).stateName).toBe('shutoff');
+    // The snapshot object goes, and the agent dies before the machine's next pass: its
+    // successor has only the restore to tell that the stop was asked for.
+    await ctx.removeFinalizer('VirtualMachineSnapshot', taken, nodeFinalizer(NODE));
+    await k.remove('VirtualMachineSnapshot', NS, snap);
+    const successor = snapshotContext({
+      kubeConfig: controlPlane().kubeConfig,
+      conn,
+      nodeName: NODE,
+      stateDir,
+    });
+    await successor.refresh();
+    await converge(successor, reconcileVirtualMachine, key(name), {
+      until: async () => {
+        await successor.refresh();
+        return (
+          successor.get<VirtualMachine>('VirtualMachine', NS, name)?.status?.phase === 'Running'
+        );
+      },
+    });
+    // Without the recorded includesMemory, the stop read as a crash: restartCount 1.
+    const vm = successor.get<VirtualMachine>('VirtualMachine', NS, name)!;
+    expect(vm.status?.restartCount ?? 0).toBe(0);
+    expect(successor.events.filter((e) => e.reason === 'Restarted')).toEqual([]);
+    await ctx.refresh();
+  });
+
   it('keeps naming the Volumes the snapshot holds after the machine’s disks change', async () => {
     // A stopped machine, so that its new disks are a plain redefinition.
     await k.create<VirtualMachine>('VirtualMachine', {
