@@ -1258,6 +1258,41 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
               "maxLength": 128,
               "description": "The metadata.uid of the VirtualMachineSnapshot the revert began on, recorded with InProgress: a snapshot object created again under spec.snapshotName (a new uid) is never taken for it, even in the same second. Absent on restores begun before the operator wrote this field."
             },
+            "includesMemory": {
+              "type": "boolean",
+              "description": "The snapshot's status.includesMemory, recorded with InProgress (with ofRunningMachine and disks): what the steps after the revert (the power-off of a disks-only checkpoint, the Ready message) need of the snapshot, kept when its object goes meanwhile. Absent on restores begun before the operator wrote these fields."
+            },
+            "ofRunningMachine": {
+              "type": "boolean",
+              "description": "Whether the snapshot reverted to is of the running machine (a checkpoint, with memory or not), recorded with InProgress."
+            },
+            "disks": {
+              "type": "array",
+              "description": "The snapshot's status.disks (the disks the revert covers), recorded with InProgress.",
+              "maxItems": 64,
+              "x-kubernetes-list-type": "map",
+              "x-kubernetes-list-map-keys": [
+                "name"
+              ],
+              "items": {
+                "type": "object",
+                "required": [
+                  "name"
+                ],
+                "properties": {
+                  "name": {
+                    "type": "string",
+                    "description": "The disk's target device in the guest, e.g. vda.",
+                    "maxLength": 32
+                  },
+                  "volume": {
+                    "type": "string",
+                    "description": "The Volume (in this namespace) holding the disk.",
+                    "maxLength": 253
+                  }
+                }
+              }
+            },
             "completionTime": {
               "type": "string",
               "format": "date-time",

@@ -793,6 +793,17 @@ export interface VirtualMachineRestoreSpec {
   snapshotName: string;
 }
 
+export interface VirtualMachineRestoreStatusDisk {
+  /**
+   * The disk's target device in the guest, e.g. vda.
+   */
+  name: string;
+  /**
+   * The Volume (in this namespace) holding the disk.
+   */
+  volume?: string;
+}
+
 /**
  * What the agent of the machine's node did; while no machine of that name exists on any node, what
  * any agent found (VirtualMachineNotFound).
@@ -820,6 +831,22 @@ export interface VirtualMachineRestoreStatus {
    * even in the same second. Absent on restores begun before the operator wrote this field.
    */
   snapshotUid?: string;
+  /**
+   * The snapshot's status.includesMemory, recorded with InProgress (with ofRunningMachine and
+   * disks): what the steps after the revert (the power-off of a disks-only checkpoint, the Ready
+   * message) need of the snapshot, kept when its object goes meanwhile. Absent on restores begun
+   * before the operator wrote these fields.
+   */
+  includesMemory?: boolean;
+  /**
+   * Whether the snapshot reverted to is of the running machine (a checkpoint, with memory or not),
+   * recorded with InProgress.
+   */
+  ofRunningMachine?: boolean;
+  /**
+   * The snapshot's status.disks (the disks the revert covers), recorded with InProgress.
+   */
+  disks?: VirtualMachineRestoreStatusDisk[];
   /**
    * When the revert finished.
    */

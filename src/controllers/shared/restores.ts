@@ -41,7 +41,9 @@ export function isRestoreOf(r: VirtualMachineRestore, vm: VirtualMachine): boole
  * agent died between that power-off and the machine's next pass. The revert began (startTime)
  * in a later second than the run was first seen (startedAt); an earlier restore, which ended
  * before this run began, never passes. Times have whole seconds: a revert begun in the second
- * the run was first seen is not recognised (the restart is counted). Pure.
+ * the run was first seen is not recognised (the restart is counted). Whether the snapshot held
+ * memory is what the restore's InProgress write recorded (status.includesMemory); `snapshotOf`
+ * is read only for a restore begun by an earlier version, which recorded nothing. Pure.
  */
 export function restoreStoppedRun(
   vm: VirtualMachine,
@@ -55,8 +57,10 @@ export function restoreStoppedRun(
       r.status?.phase === 'Succeeded' &&
       r.status.vmUid === vm.metadata.uid &&
       Date.parse(r.status.startTime ?? '') > startedAt &&
-      // A checkpoint with memory resumes the run it restores: nothing is powered off.
-      snapshotOf(r)?.status?.includesMemory === false,
+      // A checkpoint with memory resumes the run it restores: nothing is powered off. As the
+      // InProgress write recorded it: the object of the name may have gone or been made again
+      // since. Only a restore begun by an earlier version (none recorded) reads the object.
+      (r.status.includesMemory ?? snapshotOf(r)?.status?.includesMemory) === false,
   );
 }
 

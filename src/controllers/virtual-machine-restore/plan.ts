@@ -1,6 +1,10 @@
 // What a pass does for a VirtualMachineRestore, from the cache and the host. Pure.
 import { findCondition } from '../../api/conditions.js';
-import type { VirtualMachineRestore, VirtualMachineSnapshot } from '../../api/generated/types.js';
+import type {
+  VirtualMachineRestore,
+  VirtualMachineSnapshot,
+  VirtualMachineSnapshotStatusDisk,
+} from '../../api/generated/types.js';
 
 export type RestoreStep =
   /** Terminal already: a restore runs once. */
@@ -204,14 +208,65 @@ export function mayActOnDomain(input: {
   });
 }
 
+/** What the steps after a revert (power-off, Ready message) need of the snapshot. */
+export interface RevertedFacts {
+  includesMemory: boolean;
+  /** Whether the snapshot is of the running machine (a checkpoint, memory used or not). */
+  ofRunningMachine: boolean;
+  disks: VirtualMachineSnapshotStatusDisk[];
+}
+
+/**
+ * RevertedFacts of a snapshot object, recorded with InProgress. Whether it is of the running
+ * machine: from the libvirt snapshot's state when found; else a disks-only snapshot of a
+ * running machine records quiesced, one of a stopped machine not. Pure.
+ */
+export function snapshotFacts(
+  snapshot: VirtualMachineSnapshot,
+  snapshotState: string | undefined,
+): RevertedFacts {
+  return {
+    includesMemory: snapshot.status?.includesMemory === true,
+    ofRunningMachine:
+      snapshotState !== undefined
+        ? snapshotState !== 'shutoff' && snapshotState !== 'disk-snapshot'
+        : snapshot.status?.quiesced !== undefined,
+    disks: (snapshot.status?.disks ?? []).map((d) => ({ ...d })),
+  };
+}
+
+/**
+ * RevertedFacts of a begun restore: those its InProgress write recorded, which hold when the
+ * snapshot object has gone since (or another was created under its name); a restore begun by
+ * an earlier version recorded none and reads them off the object, if there. Undefined when
+ * neither: what the snapshot held is not known. Pure.
+ */
+export function revertedFacts(
+  restore: VirtualMachineRestore,
+  snapshot: VirtualMachineSnapshot | undefined,
+  snapshotState: string | undefined,
+): RevertedFacts | undefined {
+  const s = restore.status;
+  if (s?.includesMemory !== undefined) {
+    return {
+      includesMemory: s.includesMemory,
+      ofRunningMachine:
+        s.ofRunningMachine ??
+        (snapshot ? snapshotFacts(snapshot, snapshotState).ofRunningMachine : false),
+      disks: s.disks ?? [],
+    };
+  }
+  return snapshot ? snapshotFacts(snapshot, snapshotState) : undefined;
+}
+
 /**
  * A disks-only snapshot of a running machine is held as a checkpoint (see the snapshot
  * controller's desired.ts): after reverting to it the domain runs the saved memory, which the
  * user did not ask for. Powering it off leaves the restored disks, and the machine's
  * runStrategy then boots it from them.
  */
-export function needsPowerOff(snapshot: VirtualMachineSnapshot, domainActive: boolean): boolean {
-  return domainActive && snapshot.status?.includesMemory === false;
+export function needsPowerOff(reverted: RevertedFacts, domainActive: boolean): boolean {
+  return domainActive && !reverted.includesMemory;
 }
 
 /**

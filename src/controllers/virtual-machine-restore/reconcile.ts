@@ -36,7 +36,10 @@ import {
   restoredWording,
   revertFailedDisksWording,
   revertPaused,
+  revertedFacts,
+  snapshotFacts,
   snapshotOfRevert,
+  type RevertedFacts,
 } from './plan.js';
 import { restoreStatus, type RestoreFacts } from './status.js';
 import { cachedByKey, newProblem } from '../kit.js';
@@ -181,8 +184,13 @@ async function converge(
                 reason: 'Reverting',
                 message: `reverting to libvirt snapshot ${step.snapshotName}`,
               },
-              // In this very write: a pass after a crash reverts only to this object.
-              { vmUid: String(vm.metadata.uid), snapshotUid: String(snapshot!.metadata.uid) },
+              // In this very write: a pass after a crash reverts only to this object, and
+              // finishes (powers off, names the disks) even if the object goes meanwhile.
+              {
+                vmUid: String(vm.metadata.uid),
+                snapshotUid: String(snapshot!.metadata.uid),
+                reverted: snapshotFacts(snapshot!, found?.doc.state),
+              },
             )) ?? restore);
       const outcome = await revert(
         m.domain,
@@ -200,14 +208,19 @@ async function converge(
         });
         return done;
       }
-      return finish(inProgress, vm, snapshot!, ctx, {
-        wasActive: m.active,
-        snapshotState: found?.doc.state,
-      });
+      return finish(
+        inProgress,
+        vm,
+        revertedFacts(inProgress, snapshot, found?.doc.state)!,
+        ctx,
+        m.active,
+      );
     }
-    case 'finish':
-      if (!snapshot) {
-        // Reverted, and its snapshot object gone since: what it held is not known any more.
+    case 'finish': {
+      const reverted = revertedFacts(restore, snapshot, found?.doc.state);
+      if (!reverted) {
+        // Reverted by an earlier version, which recorded nothing of the snapshot, and its
+        // object gone since: what it held is not known any more.
         const message = `reverted to VirtualMachineSnapshot ${restore.spec.snapshotName}, deleted since: which disks it held is not known`;
         ctx.event(
           KIND,
@@ -224,36 +237,27 @@ async function converge(
         );
         return done;
       }
-      return finish(restore, vm, snapshot, ctx, { snapshotState: found?.doc.state });
+      return finish(restore, vm, reverted, ctx);
+    }
   }
 }
 
 async function finish(
   restore: VirtualMachineRestore,
   vm: VirtualMachine,
-  snapshot: VirtualMachineSnapshot,
+  reverted: RevertedFacts,
   ctx: ControllerContext,
-  revert: {
-    /** Whether the domain ran before this pass reverted it; unknown when an earlier pass did. */
-    wasActive?: boolean;
-    /** The libvirt snapshot's state (running, paused, shutoff…), when it was found. */
-    snapshotState: string | undefined;
-  },
+  /** Whether the domain ran before this pass reverted it; unknown when an earlier pass did. */
+  wasActive?: boolean,
 ): Promise<Action> {
   const machine = await observeMachineDomain(ctx.libvirt(), vm);
-  const off = machine !== undefined && needsPowerOff(snapshot, machine.active);
+  const off = machine !== undefined && needsPowerOff(reverted, machine.active);
   if (off) {
     await powerOff(machine.domain);
     // Asked for: the machine's controller starts it again without counting a restart.
     ctx.host.restoreStops.add(String(vm.metadata.uid));
   }
-  const state = revert.snapshotState;
-  // A disks-only snapshot of a running machine records quiesced, one of a stopped machine not:
-  // what tells them apart when the libvirt snapshot's state is not known.
-  const ofRunningMachine =
-    state !== undefined
-      ? state !== 'shutoff' && state !== 'disk-snapshot'
-      : snapshot.status?.quiesced !== undefined;
+  const { ofRunningMachine } = reverted;
   // Whether the restore left shut off a machine that ran: powered off now, or by the revert
   // itself (libvirt shuts a running domain off to revert it to a snapshot of the stopped
   // machine). A machine that was off before is no stopped run, though a disks-only checkpoint
@@ -263,30 +267,31 @@ async function finish(
   // until this status, so neither has changed since.
   const offNow = off || machine?.active === false;
   const stoppedRun =
-    revert.wasActive !== undefined
-      ? revert.wasActive && offNow
+    wasActive !== undefined
+      ? wasActive && offNow
       : offNow && (ofRunningMachine || machine?.reasonName === 'from_snapshot');
   const what = restoredWording({
-    includesMemory: snapshot.status?.includesMemory === true,
+    includesMemory: reverted.includesMemory,
     stoppedRun,
     ofRunningMachine,
     runStrategy: vm.spec.runStrategy,
   });
   // Which disk came back, and which kept what it has now.
-  const disks = restoredDisksWording(snapshot.status?.disks ?? [], vm.spec.disks ?? []);
+  const disks = restoredDisksWording(reverted.disks, vm.spec.disks ?? []);
+  const name = restore.spec.snapshotName;
   ctx.event(
     KIND,
     restore,
     'Normal',
     'Restored',
-    `VirtualMachine ${vm.metadata.name} reverted to ${snapshot.metadata.name} (${what}); ${disks}`,
+    `VirtualMachine ${vm.metadata.name} reverted to ${name} (${what}); ${disks}`,
   );
   await report(
     ctx,
     restore,
     {
       phase: 'Succeeded',
-      message: `reverted to VirtualMachineSnapshot ${snapshot.metadata.name} (${what}); ${disks}`,
+      message: `reverted to VirtualMachineSnapshot ${name} (${what}); ${disks}`,
     },
     { vmUid: String(vm.metadata.uid) },
   );
@@ -343,8 +348,11 @@ async function report(
   ctx: ControllerContext,
   restore: VirtualMachineRestore,
   facts: RestoreFacts,
-  /** The machine's and snapshot object's uids, recorded when the revert begins (restoreStatus). */
-  began: { vmUid?: string; snapshotUid?: string } = {},
+  /**
+   * The machine's and snapshot object's uids, and what the later steps need of the snapshot,
+   * recorded when the revert begins (restoreStatus).
+   */
+  began: { vmUid?: string; snapshotUid?: string; reverted?: RevertedFacts } = {},
   /** Only the report that the machine exists nowhere leaves the restore unclaimed. */
   claim = true,
 ): Promise<VirtualMachineRestore | undefined> {

@@ -4,6 +4,7 @@ import type {
   VirtualMachineRestore,
   VirtualMachineRestoreStatus,
 } from '../../api/generated/types.js';
+import type { RevertedFacts } from './plan.js';
 
 export type RestoreFacts =
   | { phase: 'Pending' | 'InProgress' | 'Failed'; reason: string; message: string }
@@ -11,7 +12,9 @@ export type RestoreFacts =
 
 /**
  * `vmUid` and `snapshotUid`: the machine's and the snapshot object's, recorded once the revert
- * begins (in the write that says InProgress), and kept. `nodeName`: the node of
+ * begins (in the write that says InProgress), and kept; so is `reverted`, what the steps after
+ * the revert need of the snapshot (includesMemory, ofRunningMachine, disks), which must not
+ * depend on its object still being there. `nodeName`: the node of
  * the machine's agent, which claims the restore with it (the admission policy then lets no
  * other node's agent write it); absent from the report of an agent that found no machine.
  */
@@ -19,7 +22,7 @@ export function restoreStatus(
   restore: VirtualMachineRestore,
   facts: RestoreFacts,
   now: Date,
-  who: { nodeName?: string; vmUid?: string; snapshotUid?: string } = {},
+  who: { nodeName?: string; vmUid?: string; snapshotUid?: string; reverted?: RevertedFacts } = {},
 ): VirtualMachineRestoreStatus {
   const { vmUid, snapshotUid } = who;
   const previous = restore.status;
@@ -37,6 +40,20 @@ export function restoreStatus(
   // Which snapshot object the revert began on: snapshotOfRevert takes no other for it.
   const snapshot = previous?.snapshotUid ?? (began ? snapshotUid : undefined);
   if (snapshot !== undefined) status.snapshotUid = snapshot;
+  // All three or none, and only in the write that says InProgress: a restore begun by an
+  // earlier version has none to keep (revertedFacts then reads the object, as before).
+  const reverted =
+    previous?.includesMemory !== undefined
+      ? previous
+      : facts.phase === 'InProgress'
+        ? who.reverted
+        : undefined;
+  if (reverted?.includesMemory !== undefined) {
+    status.includesMemory = reverted.includesMemory;
+    if (reverted.ofRunningMachine !== undefined)
+      status.ofRunningMachine = reverted.ofRunningMachine;
+    status.disks = (reverted.disks ?? []).map((d) => ({ ...d }));
+  }
   if (facts.phase === 'Succeeded' || facts.phase === 'Failed')
     status.completionTime = previous?.completionTime ?? conditionTime(now);
   status.conditions = setCondition(

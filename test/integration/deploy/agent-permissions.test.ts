@@ -659,6 +659,12 @@ describe("the agent's ServiceAccount after kubectl apply -k manifests/", () => {
       );
       // Nor which snapshot a revert began on: a restore would take another for it.
       expectDeniedByPolicy(await status('node-b', { ...missing, snapshotUid: 'other' }), onlyOwn);
+      // Nor what the revert needs of the snapshot: a checkpoint's power-off would be skipped.
+      expectDeniedByPolicy(await status('node-b', { ...missing, includesMemory: true }), onlyOwn);
+      expectDeniedByPolicy(
+        await status('node-b', { ...missing, disks: [{ name: 'vda' }] }),
+        onlyOwn,
+      );
       expectDeniedByPolicy(
         await status('node-b', { nodeName: 'node-a', phase: 'Failed' }),
         onlyOwn,

@@ -593,11 +593,12 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       ),
     });
     // Without the uid, the new object (not taken yet: no disks) was taken for the one reverted
-    // to: "disks reverted: none", which is false.
+    // to: "disks reverted: none", which is false. What it held was recorded with InProgress.
     const ready = restoreOf(back)?.status?.conditions?.find((c) => c.type === 'Ready');
     expect(restoreOf(back)?.status?.phase).toBe('Succeeded');
     expect(ready?.message).toBe(
-      `reverted to VirtualMachineSnapshot ${snap}, deleted since: which disks it held is not known`,
+      `reverted to VirtualMachineSnapshot ${snap} (memory and disks); ` +
+        'disks reverted: vda (Volume root)',
     );
     // The restore over, the new snapshot is taken.
     await converge(ctx, reconcileVirtualMachineSnapshot, key(snap), {
@@ -979,6 +980,109 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
         (o) => o?.status?.phase === 'Running',
       ),
     });
+  });
+
+  it('powers off a disks-only checkpoint whose snapshot object went after the revert', async () => {
+    const { name, domain } = await ownVm();
+    const snap = `${name}-2`;
+    const taken = await adoptedDisksOnly(snap, name, domain);
+    const back = `${name}-back`;
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName: name, snapshotName: snap },
+    });
+    // The agent reverts, then dies before the power-off (the pass's second look at the host).
+    const { libvirt } = ctx;
+    let looks = 0;
+    ctx.libvirt = () => {
+      if (++looks === 2) throw new Error('agent killed');
+      return libvirt();
+    };
+    try {
+      await ctx.refresh();
+      await expect(reconcileVirtualMachineRestore(key(back), ctx)).rejects.toThrow(/killed/);
+    } finally {
+      ctx.libvirt = libvirt;
+    }
+    await ctx.refresh();
+    // Reverted paused, and what the power-off needs recorded in the InProgress write.
+    expect((await domain.getState()).stateName).toBe('paused');
+    expect(restoreOf(back)?.status).toMatchObject({
+      phase: 'InProgress',
+      snapshotUid: taken.metadata.uid,
+      includesMemory: false,
+      ofRunningMachine: true,
+      disks: [{ name: 'vda', volume: 'root' }],
+    });
+    // Meanwhile the snapshot object went (its finalizer removed by hand).
+    await ctx.removeFinalizer('VirtualMachineSnapshot', taken, nodeFinalizer(NODE));
+    await k.remove('VirtualMachineSnapshot', NS, snap);
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
+      until: stored(
+        () => restoreOf(back),
+        (o) => o?.status?.phase !== 'InProgress',
+      ),
+    });
+    // Without the record it finished "deleted since" and left the checkpoint paused for ever.
+    expect((await domain.getState()).stateName).toBe('shutoff');
+    const ready = restoreOf(back)?.status?.conditions?.find((c) => c.type === 'Ready');
+    expect(restoreOf(back)?.status?.phase).toBe('Succeeded');
+    expect(ready?.message).toBe(
+      `reverted to VirtualMachineSnapshot ${snap} (disks; powered off to boot from them); ` +
+        'disks reverted: vda (Volume root)',
+    );
+    await converge(ctx, reconcileVirtualMachine, key(name), {
+      until: stored(
+        () => ctx.get<VirtualMachine>('VirtualMachine', NS, name),
+        (o) => o?.status?.phase === 'Running',
+      ),
+    });
+    expect(ctx.get<VirtualMachine>('VirtualMachine', NS, name)?.status?.restartCount ?? 0).toBe(0);
+  });
+
+  it('does not count a restore’s power-off as a crash once its snapshot object went', async () => {
+    const { name, domain } = await ownVm();
+    const snap = `${name}-2`;
+    const taken = await adoptedDisksOnly(snap, name, domain);
+    const back = `${name}-back`;
+    // Times in status have whole seconds: the revert must begin in a later second than the
+    // run it stops was first seen (status.startedAt).
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName: name, snapshotName: snap },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
+      until: stored(
+        () => restoreOf(back),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    expect((await domain.getState()).stateName).toBe('shutoff');
+    // The snapshot object goes, and the agent dies before the machine's next pass: its
+    // successor has only the restore to tell that the stop was asked for.
+    await ctx.removeFinalizer('VirtualMachineSnapshot', taken, nodeFinalizer(NODE));
+    await k.remove('VirtualMachineSnapshot', NS, snap);
+    const successor = snapshotContext({
+      kubeConfig: controlPlane().kubeConfig,
+      conn,
+      nodeName: NODE,
+      stateDir,
+    });
+    await successor.refresh();
+    await converge(successor, reconcileVirtualMachine, key(name), {
+      until: async () => {
+        await successor.refresh();
+        return (
+          successor.get<VirtualMachine>('VirtualMachine', NS, name)?.status?.phase === 'Running'
+        );
+      },
+    });
+    // Without the recorded includesMemory, the stop read as a crash: restartCount 1.
+    const vm = successor.get<VirtualMachine>('VirtualMachine', NS, name)!;
+    expect(vm.status?.restartCount ?? 0).toBe(0);
+    expect(successor.events.filter((e) => e.reason === 'Restarted')).toEqual([]);
+    await ctx.refresh();
   });
 
   it('keeps naming the Volumes the snapshot holds after the machine’s disks change', async () => {

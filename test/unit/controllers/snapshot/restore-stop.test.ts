@@ -63,6 +63,24 @@ describe('restoreStoppedRun', () => {
     ],
     ['a snapshot no longer there', vm(RUN), [restore({ startTime: LATER }, 'gone')], false],
     [
+      'a disks-only restore whose snapshot went since: as its InProgress write recorded',
+      vm(RUN),
+      [restore({ startTime: LATER, includesMemory: false }, 'gone')],
+      true,
+    ],
+    [
+      'a disks-only restore whose snapshot was made again since as a checkpoint',
+      vm(RUN),
+      [restore({ startTime: LATER, includesMemory: false }, 'checkpoint')],
+      true,
+    ],
+    [
+      'a restore of a checkpoint whose name now holds a disks-only snapshot',
+      vm(RUN),
+      [restore({ startTime: LATER, includesMemory: true }, 'disks')],
+      false,
+    ],
+    [
       'a restore still in progress',
       vm(RUN),
       [restore({ phase: 'InProgress', startTime: LATER })],

@@ -36,6 +36,8 @@ import {
   revertFailedDisksWording,
   restoredWording,
   revertPaused,
+  revertedFacts,
+  snapshotFacts,
   snapshotOfRevert,
 } from '../../../../src/controllers/virtual-machine-restore/plan.js';
 import { restoreStatus } from '../../../../src/controllers/virtual-machine-restore/status.js';
@@ -636,11 +638,44 @@ describe('planRestore', () => {
   });
 
   it('powers off after reverting to a disks-only snapshot of a running machine', () => {
-    expect(needsPowerOff(ready, true)).toBe(true);
-    expect(needsPowerOff(ready, false)).toBe(false);
-    expect(needsPowerOff(snap({ status: { phase: 'Ready', includesMemory: true } }), true)).toBe(
-      false,
-    );
+    const facts = snapshotFacts(ready, 'running');
+    expect(needsPowerOff(facts, true)).toBe(true);
+    expect(needsPowerOff(facts, false)).toBe(false);
+    const checkpoint = snap({ status: { phase: 'Ready', includesMemory: true } });
+    expect(needsPowerOff(snapshotFacts(checkpoint, 'running'), true)).toBe(false);
+  });
+
+  it('finishes a begun restore from what its InProgress write recorded, the object gone or not', () => {
+    const disksOnly = snap({
+      status: {
+        phase: 'Ready',
+        includesMemory: false,
+        quiesced: false,
+        disks: [{ name: 'vda', volume: 'root' }],
+      },
+    });
+    const recorded = snapshotFacts(disksOnly, 'running');
+    expect(recorded).toEqual({
+      includesMemory: false,
+      ofRunningMachine: true,
+      disks: [{ name: 'vda', volume: 'root' }],
+    });
+    const begun = (status: Partial<NonNullable<VirtualMachineRestore['status']>>) =>
+      ({
+        metadata: { name: 'r', namespace: 'ns', uid: 'r-uid' },
+        spec: { vmName: 'web', snapshotName: 'before-upgrade' },
+        status: { phase: 'InProgress', ...status },
+      }) as VirtualMachineRestore;
+    const withFacts = begun(recorded);
+    // Its object gone after the revert: the power-off still happens, the disks still named.
+    expect(revertedFacts(withFacts, undefined, undefined)).toEqual(recorded);
+    expect(needsPowerOff(revertedFacts(withFacts, undefined, undefined)!, true)).toBe(true);
+    // Another under the name (not taken, or a checkpoint) says nothing of what was reverted.
+    const other = snap({ status: { phase: 'Ready', includesMemory: true, disks: [] } });
+    expect(revertedFacts(withFacts, other, 'running')).toEqual(recorded);
+    // Begun by an earlier version (nothing recorded): the object, as before, or not known.
+    expect(revertedFacts(begun({}), disksOnly, 'running')).toEqual(recorded);
+    expect(revertedFacts(begun({}), undefined, undefined)).toBeUndefined();
   });
 
   it('reverts paused only where it powers off after: a disks-only checkpoint', () => {
@@ -770,6 +805,30 @@ describe('planRestore', () => {
     const after = { ...restore(), status: began };
     expect(restoreStatus(after, done, now, { snapshotUid: 'snap-2' }).snapshotUid).toBe('snap-1');
     expect(restoreStatus(after, done, now).snapshotUid).toBe('snap-1');
+  });
+
+  it('records what the later steps need of the snapshot with InProgress only, and keeps it', () => {
+    const reverted = {
+      includesMemory: false,
+      ofRunningMachine: true,
+      disks: [{ name: 'vda', volume: 'root' }],
+    };
+    const pending = { phase: 'Pending' as const, reason: 'SnapshotNotReady', message: 'm' };
+    expect(restoreStatus(restore(), pending, now, { reverted }).includesMemory).toBeUndefined();
+    const began = restoreStatus(
+      restore(),
+      { phase: 'InProgress', reason: 'Reverting', message: 'm' },
+      now,
+      { reverted },
+    );
+    expect(began).toMatchObject({ phase: 'InProgress', ...reverted });
+    const done = { phase: 'Succeeded' as const, message: 'm' };
+    const after = { ...restore(), status: began };
+    const other = { includesMemory: true, ofRunningMachine: false, disks: [] };
+    expect(restoreStatus(after, done, now, { reverted: other })).toMatchObject(reverted);
+    // Begun by an earlier version: none recorded afterwards.
+    const old = { ...restore(), status: { phase: 'InProgress' as const } };
+    expect(restoreStatus(old, done, now, { reverted }).includesMemory).toBeUndefined();
   });
 
   it('names the node of the agent that writes it, which claims it; not a missing-machine report', () => {
