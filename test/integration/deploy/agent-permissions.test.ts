@@ -669,6 +669,33 @@ describe("the agent's ServiceAccount after kubectl apply -k manifests/", () => {
         await status('node-b', { nodeName: 'node-a', phase: 'Failed' }),
         onlyOwn,
       );
+      // One that holds them (a claim forget-node removed) keeps them: the policy then compares
+      // the lists themselves (above, the key's presence alone decided). Left as they were, the
+      // report is allowed; another list, in any field, is not.
+      const recorded = { includesMemory: false, disks: [{ name: 'vda', volume: 'root' }] };
+      await admin([
+        'patch',
+        'virtualmachinerestore',
+        'back',
+        '-n',
+        TENANT,
+        '--subresource=status',
+        '--type=merge',
+        '-p',
+        JSON.stringify({ status: recorded }),
+      ]);
+      expectOk(await status('node-b', { ...missing, ...recorded }));
+      expectDeniedByPolicy(
+        await status('node-b', { ...missing, disks: [{ name: 'vda', volume: 'other' }] }),
+        onlyOwn,
+      );
+      expectDeniedByPolicy(
+        await status('node-b', {
+          ...missing,
+          disks: [...recorded.disks, { name: 'vdb', volume: 'data' }],
+        }),
+        onlyOwn,
+      );
       // node-a claims it with its first status; from then on it is node-a's alone.
       expectOk(
         await status('node-a', {
