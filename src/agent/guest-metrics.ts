@@ -68,9 +68,9 @@ const VM_LABELS = ['namespace', 'name', 'node'] as const;
 /** The metric families below that collect once per scrape (the guest ones and the failures). */
 const METRIC_COUNT = 10;
 /**
- * Stamp reads (a lookup and an XML read per new domain) in flight at once: the first scrape
- * of a host with many domains must not queue thousands of calls ahead of the reconciles'
- * calls on the binding's worker threads.
+ * Stamp reads (a lookup and an XML read per new domain) in flight at once, all scrapes
+ * together: the first scrape of a host with many domains must not queue thousands of calls
+ * ahead of the reconciles' calls on the binding's worker threads.
  */
 const STAMP_READS_IN_FLIGHT = 8;
 
@@ -89,21 +89,23 @@ function machineNamed(domain: string): { namespace: string; name: string } | und
   return at > 0 ? { namespace: domain.slice(0, at), name: domain.slice(at + 1) } : undefined;
 }
 
-async function mapLimited<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i] as T);
+/**
+ * Runs at most `max` of the calls given to it at once, the others in the order they came. One
+ * for all scrapes: overlapping scrapes must not each have `max` calls in flight.
+ */
+function limiter(max: number): <T>(call: () => Promise<T>) => Promise<T> {
+  let running = 0;
+  const waiting: Array<() => void> = [];
+  return async (call) => {
+    while (running >= max) await new Promise<void>((resolve) => waiting.push(resolve));
+    running++;
+    try {
+      return await call();
+    } finally {
+      running--;
+      waiting.shift()?.();
     }
   };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
 }
 
 export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
@@ -116,9 +118,29 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
   // agent reconnected) may see other domains under the same UUIDs, so they are read again.
   let ownersOf: Connect | undefined;
 
-  async function ownerOf(conn: Connect, rec: DomainStatsRecord): Promise<Owner> {
+  // Stamp reads in flight, by domain UUID. Scrapes overlap (a second Prometheus, the next
+  // interval while libvirtd was slow: they share the bulk call, then each looks at the same new
+  // domains): a scrape waits for the read another one started rather than reading again, and
+  // the bound on reads in flight holds for all of them together.
+  const reading = new Map<string, { conn: Connect; domain: string; owner: Promise<Owner> }>();
+  const limitStampReads = limiter(STAMP_READS_IN_FLIGHT);
+
+  function ownerOf(conn: Connect, rec: DomainStatsRecord): Promise<Owner> {
     const known = owners.get(rec.uuid);
-    if (known && known.domain === rec.name && !stampOutdated(known.owner, rec)) return known.owner;
+    if (known && known.domain === rec.name && !stampOutdated(known.owner, rec))
+      return Promise.resolve(known.owner);
+    const pending = reading.get(rec.uuid);
+    if (pending && pending.conn === conn && pending.domain === rec.name) return pending.owner;
+    const entry = { conn, domain: rec.name, owner: limitStampReads(() => readOwner(conn, rec)) };
+    reading.set(rec.uuid, entry);
+    const settled = () => {
+      if (reading.get(rec.uuid) === entry) reading.delete(rec.uuid);
+    };
+    entry.owner.then(settled, settled);
+    return entry.owner;
+  }
+
+  async function readOwner(conn: Connect, rec: DomainStatsRecord): Promise<Owner> {
     let owner: Owner = null;
     try {
       const dom = await conn.lookupDomainByUUIDString(rec.uuid, { timeoutMs });
@@ -211,7 +233,7 @@ export function registerGuestMetrics(opts: GuestMetricsOptions): GuestMetrics {
     const seen = new Set(records.map((r) => r.uuid));
     for (const uuid of owners.keys()) if (!seen.has(uuid)) owners.delete(uuid);
     const owned: OwnedRecord[] = [];
-    const owners_ = await mapLimited(records, STAMP_READS_IN_FLIGHT, (r) => ownerOf(conn, r));
+    const owners_ = await Promise.all(records.map((r) => ownerOf(conn, r)));
     records.forEach((stats, i) => {
       const owner = owners_[i];
       if (!owner) return;

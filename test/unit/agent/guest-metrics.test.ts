@@ -96,6 +96,77 @@ describe('guest metrics while libvirtd is slow', () => {
   });
 });
 
+describe('guest metrics when two scrapes overlap', () => {
+  it('reads each new domain’s stamp once, at most 8 reads in flight between them', async () => {
+    // 20 new domains; the bulk call and each stamp read answer only when told to, so the
+    // second scrape (a second Prometheus) comes while the first is still at work.
+    const domains = Array.from({ length: 20 }, (_, i) => {
+      const uid = `6f1c2a9e-1d2b-4c3d-8e4f-${String(i).padStart(12, '0')}`;
+      return { uid, name: `ns_vm${i}` };
+    });
+    const xmlOf = (d: { uid: string; name: string }) =>
+      buildDomainXML({
+        type: 'qemu',
+        name: d.name,
+        uuid: d.uid,
+        stamp: { kind: 'VirtualMachine', namespace: 'ns', name: d.name.slice(3), uid: d.uid },
+        memoryKiB: 65536,
+        vcpu: { current: 1, max: 1 },
+        os: { type: 'hvm', arch: 'x86_64' },
+        features: { acpi: false, apic: false },
+        devices: { disks: [], interfaces: [], serials: [], consoles: [], channels: [] },
+      });
+    const records: DomainStatsRecord[] = domains.map((d) => ({
+      name: d.name,
+      uuid: d.uid,
+      cpu: { time: 1_000_000_000n },
+      interfaces: [],
+      blocks: [],
+      params: {},
+    }));
+    const reads = { total: 0, inFlight: 0, most: 0 };
+    let answerStats: (() => void) | undefined;
+    const conn = {
+      getAllDomainStats: () =>
+        new Promise<DomainStatsRecord[]>((resolve) => {
+          answerStats = () => resolve(records);
+        }),
+      lookupDomainByUUIDString: async (uuid: string) => {
+        reads.total++;
+        reads.inFlight++;
+        reads.most = Math.max(reads.most, reads.inFlight);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        reads.inFlight--;
+        const d = domains.find((x) => x.uid === uuid)!;
+        return { getXMLDesc: () => Promise.resolve(xmlOf(d)), free: () => undefined };
+      },
+    } as unknown as Connect;
+    const registry = new Registry();
+    registerGuestMetrics({
+      registry,
+      nodeName: 'node-1',
+      connection: () => conn,
+      vm: (ns, name) => {
+        const d = domains.find((x) => ns === 'ns' && x.name === `ns_${name}`);
+        return d ? { uid: d.uid, uuid: d.uid } : undefined;
+      },
+    });
+    const first = registry.metrics();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    const second = registry.metrics();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    answerStats!();
+    const pages = await Promise.all([first, second]);
+    for (const page of pages) {
+      expect(page.match(/^virt_vm_cpu_usage_seconds_total\{/gm)).toHaveLength(20);
+    }
+    // Without sharing the reads, each scrape read every stamp itself, 8 at a time: 40 reads,
+    // 16 in flight.
+    expect(reads.total).toBe(20);
+    expect(reads.most).toBeLessThanOrEqual(8);
+  });
+});
+
 /** A libvirtd with one running domain of VirtualMachine ns/vm, with the given devices. */
 function oneDomain(devices: { disk: string; nic: string }) {
   const uid = '6f1c2a9e-1d2b-4c3d-8e4f-5a6b7c8d9e0f';
