@@ -96,6 +96,51 @@ describe('guest metrics while libvirtd is slow', () => {
   });
 });
 
+describe('guest metrics, one scrape after another', () => {
+  it('makes one bulk call per page, and every family shows that call’s figures', async () => {
+    // Every family's collect() asks the shared scrape once (METRIC_COUNT): a count that no
+    // longer matches the families would mix two calls' figures in one page, or reuse the
+    // previous page's call.
+    const libvirt = oneDomain({ disk: 'vda', nic: 'vnet0' });
+    let calls = 0;
+    const stats = libvirt.conn.getAllDomainStats.bind(libvirt.conn);
+    const conn = {
+      ...(libvirt.conn as unknown as Record<string, unknown>),
+      getAllDomainStats: async (...args: Parameters<typeof stats>) => {
+        calls++;
+        const [record] = await stats(...args);
+        return [
+          {
+            ...record!,
+            cpu: { time: BigInt(calls) * 1_000_000_000n },
+            vcpu: { current: calls, maximum: 8 },
+            balloon: { current: BigInt(calls), rss: BigInt(calls), available: BigInt(calls) },
+            interfaces: [{ name: 'vnet0', rxBytes: BigInt(calls), txBytes: BigInt(calls) }],
+            blocks: [{ name: 'vda', rdBytes: BigInt(calls), wrBytes: BigInt(calls) }],
+          },
+        ];
+      },
+    } as unknown as Connect;
+    const registry = new Registry();
+    registerGuestMetrics({
+      registry,
+      nodeName: 'node-1',
+      connection: () => conn,
+      vm: () => libvirt.vm,
+    });
+    for (let page = 1; page <= 3; page++) {
+      const { samples } = parseExposition(await registry.metrics());
+      expect(calls).toBe(page);
+      const guest = samples.filter((s) => s.name.startsWith('virt_vm_'));
+      expect(new Set(guest.map((s) => s.name)).size).toBe(9);
+      for (const s of guest) {
+        const kib = s.name.startsWith('virt_vm_memory_') ? 1024 : 1;
+        expect(s.value, s.name).toBe(page * kib);
+      }
+    }
+  });
+});
+
 describe('guest metrics when two scrapes overlap', () => {
   it('reads each new domain’s stamp once, at most 8 reads in flight between them', async () => {
     // 20 new domains; the bulk call and each stamp read answer only when told to, so the
