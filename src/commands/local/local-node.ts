@@ -17,6 +17,7 @@ import {
   existsSync,
   mkdirSync,
   readFileSync,
+  realpathSync,
   readdirSync,
   rmdirSync,
   statSync,
@@ -216,8 +217,16 @@ function kubeconfig(cp: ControlPlane, user: string, token: string): string {
   });
 }
 
-/** Mount points at or under `dir`, deepest first (so children go before their parents). */
-function mountsUnder(dir: string): string[] {
+/** Mount points at or under `folder`, deepest first (so children go before their parents). */
+export function mountsUnder(folder: string): string[] {
+  // mountinfo names mount points by their real path: a folder given through a symlink
+  // (--dir /var/run/..., /var/run -> /run on Debian) would match none of them.
+  let dir = folder;
+  try {
+    dir = realpathSync(folder);
+  } catch {
+    /* gone: nothing can be mounted under it */
+  }
   const out: string[] = [];
   for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
     const point = line
@@ -305,6 +314,7 @@ export async function startLocalNode(
     nodeDir: dir,
     runcRoot: d('containerd', 'runc'),
     containerdAddress,
+    kubepods: true,
   });
   const procs: Record<string, Proc> = {};
   const recordPids = () => reaper.record(Object.values(procs).map((p) => p.child.pid));
