@@ -237,13 +237,19 @@ export function mountsUnder(folder: string): string[] {
   return out.sort((a, b) => b.length - a.length);
 }
 
-/** PIDs whose command line mentions `needle` (the shims carry containerd's socket path). */
-function processesMentioning(needle: string): number[] {
+/**
+ * PIDs with `arg` as a whole argument, alone or as a flag's value (the shims carry
+ * containerd's socket path: `-address PATH`). A whole argument, not a substring: the socket
+ * of a node under /lvo is part of that of one under /home/me/lvo, and of any command line
+ * that merely names a longer path.
+ */
+export function processesWithArg(arg: string): number[] {
   const pids: number[] = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
     try {
-      if (readFileSync(`/proc/${name}/cmdline`, 'utf8').includes(needle)) pids.push(Number(name));
+      const args = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
+      if (args.some((a) => a === arg || a.endsWith(`=${arg}`))) pids.push(Number(name));
     } catch {
       /* gone */
     }
@@ -358,7 +364,7 @@ export async function startLocalNode(
       if (containers.length > 0) await ctr(['containers', 'rm', ...containers]);
     }
     await terminate(procs.containerd, 10_000);
-    for (const pid of processesMentioning(containerdAddress)) {
+    for (const pid of processesWithArg(containerdAddress)) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {

@@ -59,7 +59,10 @@ function clean() {
     for (const name of fs.readdirSync('/proc')) {
       if (!/^\\d+$/.test(name) || Number(name) === process.pid) continue;
       try {
-        if (fs.readFileSync('/proc/' + name + '/cmdline', 'utf8').includes(w.containerdAddress)) kill(Number(name));
+        // A whole argument (-address PATH), not a substring: another node's socket under a
+        // longer folder (/home/me/lvo vs /lvo) contains ours.
+        const args = fs.readFileSync('/proc/' + name + '/cmdline', 'utf8').split('\\0');
+        if (args.some((a) => a === w.containerdAddress || a.endsWith('=' + w.containerdAddress))) kill(Number(name));
       } catch {}
     }
   }
