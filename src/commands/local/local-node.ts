@@ -17,6 +17,7 @@ import {
   existsSync,
   mkdirSync,
   readFileSync,
+  realpathSync,
   readdirSync,
   rmdirSync,
   statSync,
@@ -216,8 +217,16 @@ function kubeconfig(cp: ControlPlane, user: string, token: string): string {
   });
 }
 
-/** Mount points at or under `dir`, deepest first (so children go before their parents). */
-function mountsUnder(dir: string): string[] {
+/** Mount points at or under `folder`, deepest first (so children go before their parents). */
+export function mountsUnder(folder: string): string[] {
+  // mountinfo names mount points by their real path: a folder given through a symlink
+  // (--dir /var/run/..., /var/run -> /run on Debian) would match none of them.
+  let dir = folder;
+  try {
+    dir = realpathSync(folder);
+  } catch {
+    /* gone: nothing can be mounted under it */
+  }
   const out: string[] = [];
   for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
     const point = line
@@ -228,13 +237,19 @@ function mountsUnder(dir: string): string[] {
   return out.sort((a, b) => b.length - a.length);
 }
 
-/** PIDs whose command line mentions `needle` (the shims carry containerd's socket path). */
-function processesMentioning(needle: string): number[] {
+/**
+ * PIDs with `arg` as a whole argument, alone or as a flag's value (the shims carry
+ * containerd's socket path: `-address PATH`). A whole argument, not a substring: the socket
+ * of a node under /lvo is part of that of one under /home/me/lvo, and of any command line
+ * that merely names a longer path.
+ */
+export function processesWithArg(arg: string): number[] {
   const pids: number[] = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
     try {
-      if (readFileSync(`/proc/${name}/cmdline`, 'utf8').includes(needle)) pids.push(Number(name));
+      const args = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
+      if (args.some((a) => a === arg || a.endsWith(`=${arg}`))) pids.push(Number(name));
     } catch {
       /* gone */
     }
@@ -305,6 +320,7 @@ export async function startLocalNode(
     nodeDir: dir,
     runcRoot: d('containerd', 'runc'),
     containerdAddress,
+    kubepods: true,
   });
   const procs: Record<string, Proc> = {};
   const recordPids = () => reaper.record(Object.values(procs).map((p) => p.child.pid));
@@ -348,7 +364,7 @@ export async function startLocalNode(
       if (containers.length > 0) await ctr(['containers', 'rm', ...containers]);
     }
     await terminate(procs.containerd, 10_000);
-    for (const pid of processesMentioning(containerdAddress)) {
+    for (const pid of processesWithArg(containerdAddress)) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {

@@ -17,6 +17,8 @@ export interface NodeLeftovers {
   runcRoot?: string;
   /** containerd's socket: the shims carry it on their command line. */
   containerdAddress?: string;
+  /** Whether the emptied kubepods cgroups go too (the host's, shared by any local node). */
+  kubepods?: boolean;
 }
 
 /**
@@ -57,7 +59,10 @@ function clean() {
     for (const name of fs.readdirSync('/proc')) {
       if (!/^\\d+$/.test(name) || Number(name) === process.pid) continue;
       try {
-        if (fs.readFileSync('/proc/' + name + '/cmdline', 'utf8').includes(w.containerdAddress)) kill(Number(name));
+        // A whole argument (-address PATH), not a substring: another node's socket under a
+        // longer folder (/home/me/lvo vs /lvo) contains ours.
+        const args = fs.readFileSync('/proc/' + name + '/cmdline', 'utf8').split('\\0');
+        if (args.some((a) => a === w.containerdAddress || a.endsWith('=' + w.containerdAddress))) kill(Number(name));
       } catch {}
     }
   }
@@ -65,11 +70,17 @@ function clean() {
   const until = Date.now() + 3000;
   while (killed.some(alive) && Date.now() < until) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
   if (w.nodeDir) {
+    // mountinfo names mount points by their real path: a folder given through a symlink
+    // (/var/run -> /run on Debian) would match none of them.
+    let dir = w.nodeDir;
+    try { dir = fs.realpathSync(w.nodeDir); } catch {}
     const points = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\\n')
       .map((l) => (l.split(' ')[4] || '').replace(/\\\\(\\d{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8))))
-      .filter((p) => p === w.nodeDir || p.startsWith(w.nodeDir + '/'))
+      .filter((p) => p === dir || p.startsWith(dir + '/'))
       .sort((a, b) => b.length - a.length);
     for (const p of points) spawnSync('umount', ['-l', p]);
+  }
+  if (w.kubepods) {
     // Emptied kubepods cgroups go; one still holding another node's pods stays (rmdir fails).
     const rmTree = (dir) => {
       let entries;

@@ -509,7 +509,7 @@ function refusalReason(step: MachineStep, err: { message: string }): string {
 /**
  * What the node lacks when libvirt cannot find a program or firmware a spec field needs, said
  * as the field and the Debian packages to install: libvirt's own words name neither (libvirt
- * 9.0 looks for these only when it starts the domain, not when it defines it).
+ * 9.0 looks for OVMF only when it starts the domain; swtpm_setup at define for a TPM 2.0).
  */
 export function missingHostPackage(libvirtMessage: string): string | undefined {
   // qemuFirmwareFillDomain: no descriptor in /usr/share/qemu/firmware matches what the
@@ -521,8 +521,13 @@ export function missingHostPackage(libvirtMessage: string): string | undefined {
       'picks the firmware from'
     );
   }
-  // virTPMEmulatorInit: swtpm, swtpm_setup (swtpm-tools) or swtpm_ioctl not in libvirtd's PATH.
-  if (/Unable to find 'swtpm[a-z_]*' binary/.test(libvirtMessage)) {
+  // virTPMEmulatorInit: swtpm, swtpm_setup (swtpm-tools) or swtpm_ioctl not in libvirtd's PATH
+  // at start. A TPM 2.0 is refused already at define (qemuValidateDomainDeviceDefTPM): libvirt
+  // asks swtpm_setup which versions it supports, and without it (or swtpm) none is.
+  if (
+    /Unable to find 'swtpm[a-z_]*' binary/.test(libvirtMessage) ||
+    /TPM version '[0-9.]+' is not supported/.test(libvirtMessage)
+  ) {
     return "spec.tpm needs swtpm on this node: install Debian's swtpm and swtpm-tools";
   }
   return undefined;

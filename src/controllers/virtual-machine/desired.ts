@@ -161,10 +161,11 @@ export function unknownCpuModel(
 /**
  * UEFI, its secure-boot build or an emulated TPM asked for where the host offers none
  * (`offers`: its domain capabilities for q35; undefined where the driver cannot tell).
- * libvirt 9.0 defines such a domain and refuses only its start ("Unable to find any firmware
- * to satisfy 'efi'", "Unable to find 'swtpm' binary"): under updatePolicy Restart a running
- * guest given one of them would be shut down for a start that cannot succeed, as with an
- * unknown CPU model.
+ * libvirt 9.0 defines a UEFI domain and refuses only its start ("Unable to find any firmware
+ * to satisfy 'efi'"): under updatePolicy Restart a running guest given UEFI would be shut
+ * down for a start that cannot succeed, as with an unknown CPU model. A TPM 2.0 it refuses at
+ * define already ("TPM version '2.0' is not supported": it asks swtpm_setup), in words that
+ * name neither the field nor swtpm.
  */
 export function missingFirmware(
   vm: VirtualMachine,

@@ -820,6 +820,18 @@ describe('a definition libvirt refuses', () => {
     });
   });
 
+  it('names spec.tpm and the swtpm packages when libvirt refuses a TPM 2.0 at define', async () => {
+    // libvirt 9.0's words at define when swtpm or swtpm_setup is missing (measured on a
+    // private libvirtd with either hidden): it asks swtpm_setup which versions it supports.
+    const said = "unsupported configuration: TPM version '2.0' is not supported";
+    expect((await afterDefine(ErrorCode.VIR_ERR_CONFIG_UNSUPPORTED, said)).ready).toMatchObject({
+      reason: 'DefineRefused',
+      message:
+        `libvirt refused the domain definition: ${said} ` +
+        "(spec.tpm needs swtpm on this node: install Debian's swtpm and swtpm-tools)",
+    });
+  });
+
   it('stays DefineFailed, Reconciling (kstatus InProgress), when it may pass on a retry', async () => {
     // libvirt could not write the definition's file (a full disk), a failure of the moment.
     expect(
