@@ -16,7 +16,7 @@ import {
 import type { Connect } from '../../src/libvirt/connection.js';
 import { createEventRecorder } from '../../src/runtime/events.js';
 import { createLogger } from '../../src/runtime/log.js';
-import { createKubeClient, type KubeClient } from '../../src/runtime/kube-client.js';
+import { createKubeClient, KubeApiError, type KubeClient } from '../../src/runtime/kube-client.js';
 
 const MODULES = new Map(CONTROLLER_MODULES.map((m) => [m.kind, m]));
 
@@ -161,4 +161,52 @@ export async function converge(
 /** The delay a reconcile asked for, or undefined when it returned done. */
 export function requeueMs(action: Action): number | undefined {
   return action.kind === 'requeueAfter' ? action.ms : undefined;
+}
+
+/**
+ * Runs `run` with every status write of `ctx` (applyStatus, applyNodeStatus) refused, as a
+ * conflict with another writer refuses it (409), then lets them through again. Events a pass
+ * sends before its write are sent again by each retry of a refused one.
+ */
+export async function withStatusRefused<T>(
+  ctx: SnapshotContext,
+  run: () => Promise<T>,
+): Promise<T> {
+  const { applyStatus, applyNodeStatus } = ctx;
+  const refuse = () =>
+    Promise.reject(new KubeApiError(409, 'Conflict', 'injected', 'PATCH', '/status'));
+  ctx.applyStatus = refuse;
+  ctx.applyNodeStatus = refuse;
+  try {
+    return await run();
+  } finally {
+    ctx.applyStatus = applyStatus;
+    ctx.applyNodeStatus = applyNodeStatus;
+  }
+}
+
+/**
+ * Runs reconcile for `key` `passes` times with a fresh snapshot before each, every status write
+ * refused (withStatusRefused); each pass must fail with the refusal.
+ */
+export async function refusedPasses(
+  ctx: SnapshotContext,
+  reconcile: (key: string, ctx: ControllerContext) => Promise<Action>,
+  key: string,
+  passes = 2,
+): Promise<void> {
+  await withStatusRefused(ctx, async () => {
+    for (let i = 0; i < passes; i++) {
+      await ctx.refresh();
+      const err = await reconcile(key, ctx).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      // A pass that did not reach its status write would prove nothing about its Events.
+      if (!(err instanceof KubeApiError && err.status === 409))
+        throw new Error(
+          `${key}: refused pass ${i + 1} did not fail with the refusal: ${String(err)}`,
+        );
+    }
+  });
 }

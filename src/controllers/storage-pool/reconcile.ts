@@ -198,6 +198,11 @@ async function removeFromNode(
   });
   if (outcome.blockedBy && observed.found === 'ours') {
     const { blockedBy } = outcome;
+    const entry = selected
+      ? poolNodeStatus(pool, ctx.nodeName, { observed, blockedBy }, ctx.now())
+      : notSelectedStatus(pool, ctx.nodeName, blockedBy, ctx.now());
+    await ctx.applyNodeStatus(KIND, pool, entry, await matchAfter(ctx, pool, entry));
+    // After the write: one that fails is retried, and would send the Warning again each time.
     if (!findCondition(nodeEntry(pool, ctx.nodeName)?.conditions, DELETION_BLOCKED)) {
       ctx.event(
         KIND,
@@ -207,10 +212,6 @@ async function removeFromNode(
         `pool stays on node ${ctx.nodeName} while Volumes are in it: ${listed(blockedBy)}`,
       );
     }
-    const entry = selected
-      ? poolNodeStatus(pool, ctx.nodeName, { observed, blockedBy }, ctx.now())
-      : notSelectedStatus(pool, ctx.nodeName, blockedBy, ctx.now());
-    await ctx.applyNodeStatus(KIND, pool, entry, await matchAfter(ctx, pool, entry));
     return requeueAfter(retryDelay(undefined, ctx.now()));
   }
   // rmdir: a parent still holding spec.path or anything else stays.
@@ -277,9 +278,10 @@ async function report(
 ): Promise<Action> {
   const before = nodeEntry(pool, ctx.nodeName)?.conditions;
   const entry = poolNodeStatus(pool, ctx.nodeName, steady(pool, facts, ctx), ctx.now());
+  await ctx.applyNodeStatus(KIND, pool, entry);
+  // After the write: one that fails is retried, and would send the Warning again each time.
   const problem = newProblem(before, entry.conditions, READY);
   if (problem) ctx.event(KIND, pool, 'Warning', problem.reason, problem.message);
-  await ctx.applyNodeStatus(KIND, pool, entry);
   const ready = findCondition(entry.conditions, READY);
   return ready?.status === 'True' ? done : requeueAfter(retryDelay(ready, ctx.now()));
 }

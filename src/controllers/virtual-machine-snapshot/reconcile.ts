@@ -272,9 +272,10 @@ async function waitForSpace(
 ): Promise<Action> {
   const phase = snap.status?.phase === 'InProgress' ? 'InProgress' : 'Pending';
   const ready = findCondition(snap.status?.conditions, 'Ready');
+  await report(ctx, snap, { phase, reason: INSUFFICIENT_SPACE, message });
+  // After the write: one that fails is retried, and would send the Warning again each time.
   if (ready?.reason !== INSUFFICIENT_SPACE)
     ctx.event(KIND, snap, 'Warning', INSUFFICIENT_SPACE, message);
-  await report(ctx, snap, { phase, reason: INSUFFICIENT_SPACE, message });
   return requeueAfter(
     retryDelay(ready?.reason === INSUFFICIENT_SPACE ? ready : undefined, ctx.now()),
   );

@@ -840,9 +840,9 @@ function rememberEarlierLeases(ctx: ControllerContext, uid: string, after: Obser
 }
 
 /**
- * Events for what was done and for conditions that turned bad, then the status (if changed).
- * `pending`: the restart-time fields the status names in RestartRequired. Returns the object
- * as the API server answered the write (undefined when nothing was written).
+ * Events for what was done, the status (if changed), then Events for conditions that turned
+ * bad. `pending`: the restart-time fields the status names in RestartRequired. Returns the
+ * object as the API server answered the write (undefined when nothing was written).
  */
 async function report(
   ctx: ControllerContext,
@@ -851,19 +851,23 @@ async function report(
   executed: readonly MachineStep[],
   pending: readonly string[] = [],
 ): Promise<VirtualMachine | undefined> {
-  const events = [
-    ...stepEvents(
-      executed,
-      vm,
-      ctx.nodeName,
-      status.restartCount ?? 0,
-      pending,
-      heldInStatus(status),
-    ),
-    ...conditionEvents(vm.status, status),
-  ];
-  for (const e of events) ctx.event(KIND, vm, e.type, e.reason, e.message);
-  return (await ctx.applyStatus(KIND, vm, status)) as VirtualMachine | undefined;
+  // Before the write: the steps happened whether or not it goes through, and the next pass
+  // does not take them again.
+  const done = stepEvents(
+    executed,
+    vm,
+    ctx.nodeName,
+    status.restartCount ?? 0,
+    pending,
+    heldInStatus(status),
+  );
+  for (const e of done) ctx.event(KIND, vm, e.type, e.reason, e.message);
+  const written = (await ctx.applyStatus(KIND, vm, status)) as VirtualMachine | undefined;
+  // After it: a condition turned bad is told by comparing with the stored status, so a write
+  // that fails (retried at the error pace) would have each retry tell it again.
+  for (const e of conditionEvents(vm.status, status))
+    ctx.event(KIND, vm, e.type, e.reason, e.message);
+  return written;
 }
 
 function startedBy(executed: readonly MachineStep[]) {

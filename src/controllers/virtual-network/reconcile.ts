@@ -134,11 +134,12 @@ async function converge(
     await ctx.removeFinalizer(KIND, vnet, finalizer);
     return done;
   }
-  // 5. Status (a no-op write when unchanged), with Events for the conditions that turned.
+  // 5. Status (a no-op write when unchanged), then Events for the conditions that turned: after
+  // the write, as one that fails is retried and would send them again each time.
   const restartFields = pendingRestart(vnet, observed);
   const entry = nodeStatus({ vnet, nodeName, observed, restartFields, problem, now: ctx.now() });
+  await ctx.applyNodeStatus(KIND, vnet, entry);
   for (const e of conditionEvents(nodeEntryOf(vnet, nodeName), entry))
     ctx.event(KIND, vnet, e.type, e.reason, e.message);
-  await ctx.applyNodeStatus(KIND, vnet, entry);
   return nextAction(entry, problem, ctx.now());
 }

@@ -473,16 +473,6 @@ async function reportBlocked(
     'reason' in pool || found
       ? undefined
       : lostBaseProblem(vol.status?.path, overlaysWithFiles(vol, usedBy, ctx));
-  if (!findCondition(vol.status?.conditions, DELETION_BLOCKED)) {
-    const users = usedBy.map((u) => `${u.kind} ${u.name}`).join(', ');
-    ctx.event(
-      KIND,
-      vol,
-      'Warning',
-      'DeletionBlocked',
-      `deletion waits until no longer used by ${users}`,
-    );
-  }
   await ctx.applyStatus(
     KIND,
     vol,
@@ -497,6 +487,17 @@ async function reportBlocked(
       ctx.now(),
     ),
   );
+  // After the write: one that fails is retried, and would send the Warning again each time.
+  if (!findCondition(vol.status?.conditions, DELETION_BLOCKED)) {
+    const users = usedBy.map((u) => `${u.kind} ${u.name}`).join(', ');
+    ctx.event(
+      KIND,
+      vol,
+      'Warning',
+      'DeletionBlocked',
+      `deletion waits until no longer used by ${users}`,
+    );
+  }
   return requeueAfter(retryDelay(undefined, ctx.now()));
 }
 
@@ -539,12 +540,13 @@ function recordChanges(
 async function report(vol: Volume, pass: Pass, ctx: ControllerContext): Promise<Action> {
   const facts = steady(vol, pass.facts, ctx);
   const status = volumeStatus(vol, facts, ctx.now());
+  await ctx.applyStatus(KIND, vol, status);
+  // After the write: one that fails is retried, and would send the Warnings again each time.
   for (const type of [READY, RESIZED]) {
     const problem = newProblem(vol.status?.conditions, status.conditions, type);
     if (problem && (type === RESIZED || facts.problem))
       ctx.event(KIND, vol, 'Warning', problem.reason, problem.message);
   }
-  await ctx.applyStatus(KIND, vol, status);
   if (pass.requeueMs !== undefined) return requeueAfter(pass.requeueMs);
   if (facts.problem)
     return requeueAfter(retryDelay(findCondition(status.conditions, READY), ctx.now()));

@@ -2,10 +2,12 @@
 // libvirt's test driver: the machine's own controller defines and runs the domain, then the
 // snapshot and restore controllers act on it. The real libvirtd with a guest is in
 // test/e2e/operator/snapshot.test.ts.
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type {
   VirtualMachine,
@@ -27,12 +29,14 @@ import { KubeApiError } from '../../../../src/runtime/kube-client.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import {
   converge,
+  refusedPasses,
   snapshotContext,
   type SnapshotContext,
   requeueMs,
 } from '../../../harness/controller-context.js';
 import { kube, type Kube } from '../../../harness/kube-objects.js';
 
+const run = promisify(execFile);
 const NODE = 'node-snap';
 const NS = 'vm-snapshots';
 const controlPlane = useControlPlane();
@@ -338,6 +342,61 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     }
     expect(snapOf(snap)?.status?.phase).toBe('Failed');
     expect(warned()).toBe(1);
+  });
+
+  it('says InsufficientSpace once its status says so, not with every retry of a refused write', async () => {
+    // The disk's directory is a 1 MiB file system: no room for the guest's memory (128 MiB;
+    // the test driver says its QEMU process holds 1 GiB), so the checkpoint waits for room.
+    const vmName = unique('full');
+    const dir = mkdtempSync(join(stateDir, 'full-'));
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir]);
+    const snap = `${vmName}-1`;
+    try {
+      await k.create('Volume', {
+        metadata: { name: vmName, namespace: NS },
+        spec: { nodeName: NODE, pool: 'images', capacity: '1Gi', format: 'qcow2' },
+      });
+      await k.patchStatus('Volume', NS, vmName, {
+        phase: 'Available',
+        path: join(dir, `${vmName}.img`),
+      });
+      await runningVm(vmName, vmName);
+      await k.create('VirtualMachineSnapshot', {
+        metadata: { name: snap, namespace: NS },
+        spec: { vmName },
+      });
+      const warned = () =>
+        ctx.events.filter((e) => e.reason === 'InsufficientSpace' && e.key === key(snap)).length;
+      // The status write is refused (as a conflict with another writer would be) on two passes.
+      await refusedPasses(ctx, reconcileVirtualMachineSnapshot, key(snap));
+      expect(warned()).toBe(0);
+      // The pass whose write goes through says it, once; the pass after it says nothing.
+      for (let i = 0; i < 2; i++) {
+        await ctx.refresh();
+        await reconcileVirtualMachineSnapshot(key(snap), ctx);
+      }
+      await ctx.refresh();
+      const ready = snapOf(snap)?.status?.conditions?.find((c) => c.type === 'Ready');
+      expect(ready?.reason, JSON.stringify(ready)).toBe('InsufficientSpace');
+      expect(warned()).toBe(1);
+      // Clean up: the snapshot (never taken) and the machine go.
+      await k.remove('VirtualMachineSnapshot', NS, snap);
+      await converge(ctx, reconcileVirtualMachineSnapshot, key(snap), {
+        until: stored(
+          () => snapOf(snap),
+          (o) => o === undefined,
+        ),
+      });
+      await k.remove('VirtualMachine', NS, vmName);
+      await converge(ctx, reconcileVirtualMachine, key(vmName), {
+        until: stored(
+          () => ctx.get('VirtualMachine', NS, vmName),
+          (o) => o === undefined,
+        ),
+      });
+    } finally {
+      await run('umount', [dir]);
+    }
   });
 
   it('restores once: the marker goes with the revert, a later pass does nothing', async () => {

@@ -1,4 +1,5 @@
 // StoragePool reconcile against a real API server and libvirt's test driver.
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,6 +13,7 @@ import { buildPoolXML } from '../../../../src/libvirt/xml/pool.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import {
   converge,
+  refusedPasses,
   snapshotContext,
   type SnapshotContext,
   requeueMs,
@@ -233,6 +235,54 @@ describe('StoragePool on test:///default', () => {
       'PoolRemoved',
     );
     await k.remove('Volume', 'apps', 'elsewhere');
+  });
+
+  it('says a problem once its status says so, not with every retry of a refused write', async () => {
+    const name = `clash-${randomBytes(3).toString('hex')}`;
+    await k.create('StoragePool', { metadata: { name }, spec: { path: '/default-pool' } });
+    const warned = () =>
+      ctx.events.filter((e) => e.key === name && e.reason === 'PathConflict').length;
+    // The status write is refused (as a conflict with another writer would be) on two passes.
+    await refusedPasses(ctx, reconcileStoragePool, name);
+    expect(warned()).toBe(0);
+    // The pass whose write goes through says it, once; the pass after it says nothing.
+    for (let i = 0; i < 2; i++) {
+      await ctx.refresh();
+      await reconcileStoragePool(name, ctx);
+    }
+    expect((await entryOf(name))?.conditions?.[0]?.reason).toBe('PathConflict');
+    expect(warned()).toBe(1);
+    await k.remove('StoragePool', undefined, name);
+    await converge(ctx, reconcileStoragePool, name, { until: gone(name) });
+  });
+
+  it('says VolumesRemain once its status says so, not with every retry of a refused write', async () => {
+    const name = `kept-${randomBytes(3).toString('hex')}`;
+    await k.create('StoragePool', {
+      metadata: { name },
+      spec: { path: `/var/lib/lvo-test/${name}` },
+    });
+    await converge(ctx, reconcileStoragePool, name, { until: readyOn(name) });
+    await k.namespace(name);
+    await k.create('Volume', {
+      metadata: { name: 'data', namespace: name },
+      spec: { nodeName: NODE, pool: name, capacity: '1Gi' },
+    });
+    await k.remove('StoragePool', undefined, name);
+    const warned = () =>
+      ctx.events.filter((e) => e.key === name && e.reason === 'VolumesRemain').length;
+    await refusedPasses(ctx, reconcileStoragePool, name);
+    expect(warned()).toBe(0);
+    for (let i = 0; i < 2; i++) {
+      await ctx.refresh();
+      await reconcileStoragePool(name, ctx);
+    }
+    expect(
+      (await entryOf(name))?.conditions?.find((c) => c.type === 'DeletionBlocked')?.reason,
+    ).toBe('VolumesRemain');
+    expect(warned()).toBe(1);
+    await k.remove('Volume', name, 'data');
+    await converge(ctx, reconcileStoragePool, name, { until: gone(name) });
   });
 
   it('completes deletion when the libvirt pool is already gone', async () => {

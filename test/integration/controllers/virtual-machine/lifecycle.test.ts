@@ -2,6 +2,7 @@
 // becomes Ready, takes memory and vCPU changes live, reports restart-time changes, is restarted
 // after a destroy behind the operator's back, shuts down gracefully when Halted, and leaves the
 // host clean when deleted. A converged machine costs no libvirt write and no API write.
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../../src/api/generated/types.js';
 import { defaultMacAddress } from '../../../../src/api/names.js';
@@ -15,7 +16,12 @@ import { CallLanes } from '../../../../src/libvirt/lanes.js';
 import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { stampOf } from '../../../../src/ownership/metadata.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
-import { converge, type SnapshotContext, requeueMs } from '../../../harness/controller-context.js';
+import {
+  converge,
+  refusedPasses,
+  type SnapshotContext,
+  requeueMs,
+} from '../../../harness/controller-context.js';
 import { type Kube } from '../../../harness/kube-objects.js';
 import { openMachineBench, readyVolume, type MachineBench, type Recording } from './fixtures.js';
 
@@ -569,6 +575,8 @@ describe('VirtualMachine reconcile on test:///default', () => {
     }
     expect((await (await domainOf(vm)).getState()).stateName).toBe('running');
     expect(vmOf('crashy')?.status?.restartCount).toBe(0);
+    // What the pass did is said although its write was refused: the next pass does not redo it.
+    expect(eventReasons('crashy')).toContain('Restarted');
 
     await converge(ctx, reconcileVirtualMachine, key('crashy'), {
       until: stored('crashy', (vm) => vm?.status?.restartCount === 1),
@@ -634,6 +642,32 @@ describe('VirtualMachine reconcile on test:///default', () => {
     // Looks at the host: before the destroy, before the undefine, and the one finding it gone.
     expect(rec.calls.filter((c) => c === 'Connect.lookupDomainByUUIDString')).toHaveLength(3);
     expect(await k.get('VirtualMachine', NS, 'brief')).toBeUndefined();
+  });
+
+  it('says a problem once its status says so, not with every retry of a refused write', async () => {
+    const name = `flaky-${randomBytes(3).toString('hex')}`;
+    const volume = `${name}-disk`;
+    const ref = { namespace: NS, nodeName: NODE };
+    await readyVolume(k, ref, volume, 'qcow2', `/var/lib/libvirt-operator-test/${volume}.qcow2`);
+    await createVM(name, { disks: [{ name: 'root', volume, bootOrder: 1 }], interfaces: [] });
+    await converge(ctx, reconcileVirtualMachine, key(name), { until: ready(name) });
+    // Its disk's Volume stops being ready: Synced=False, said once by a Warning. The status
+    // writes are refused (as a conflict with another writer would be) on two passes.
+    await k.patchStatus('Volume', NS, volume, { phase: 'Pending' });
+    const warned = () => eventReasons(name).filter((r) => r === 'VolumeNotReady').length;
+    await refusedPasses(ctx, reconcileVirtualMachine, key(name));
+    expect(warned()).toBe(0);
+    // The pass whose write goes through says it, once; the pass after it says nothing.
+    for (let i = 0; i < 2; i++) {
+      await ctx.refresh();
+      await reconcileVirtualMachine(key(name), ctx);
+    }
+    await ctx.refresh();
+    expect(condition(vmOf(name), 'Synced')?.reason).toBe('VolumeNotReady');
+    expect(warned()).toBe(1);
+    await k.remove('VirtualMachine', NS, name);
+    await converge(ctx, reconcileVirtualMachine, key(name), { until: stored(name, (vm) => !vm) });
+    await k.remove('Volume', NS, volume);
   });
 
   it('removes the domain when the machine is deleted, after a graceful stop', async () => {

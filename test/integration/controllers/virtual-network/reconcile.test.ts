@@ -1,5 +1,5 @@
 // The VirtualNetwork controller against a real kube-apiserver and libvirt's test driver.
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,7 @@ import { buildNetworkXML, parseNetworkXML } from '../../../../src/libvirt/xml/ne
 import { useControlPlane } from '../../../harness/control-plane.js';
 import {
   converge,
+  refusedPasses,
   snapshotContext,
   type SnapshotContext,
   requeueMs,
@@ -539,6 +540,24 @@ describe('what the host cannot do', () => {
       bridge: 'br-lvo-test',
     });
     await deleteAndConverge('bridged');
+  });
+
+  it('says a problem once its status says so, not with every retry of a refused write', async () => {
+    const name = `mtu-${randomBytes(3).toString('hex')}`;
+    await k.create<VirtualNetwork>(KIND, {
+      metadata: { name },
+      spec: { mode: 'bridge', bridge: 'br-lvo-test', mtu: 9000 },
+    });
+    const warned = () =>
+      ctx.events.filter((e) => e.key === name && e.reason === 'Unsupported').length;
+    // The status write is refused (as a conflict with another writer would be) on two passes.
+    await refusedPasses(ctx, reconcileVirtualNetwork, name);
+    expect(warned()).toBe(0);
+    // The pass whose write goes through says it, once; the pass after it says nothing.
+    for (let i = 0; i < 2; i++) await pass(name);
+    expect(condition(await fetchVnet(name), 'Ready')?.reason).toBe('Unsupported');
+    expect(warned()).toBe(1);
+    await deleteAndConverge(name);
   });
 
   it('refuses mode bridge on the bridge another libvirt network made for itself (BridgeInUse)', async () => {

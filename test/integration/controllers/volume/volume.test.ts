@@ -1,7 +1,7 @@
 // Volume reconcile against a real API server and libvirt's test driver (volumes live in
 // memory there: no files, no upload, no resize).
 import { createServer, type Server } from 'node:http';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -22,6 +22,7 @@ import { buildVolumeXML, parseVolumeXML } from '../../../../src/libvirt/xml/volu
 import { useControlPlane } from '../../../harness/control-plane.js';
 import {
   converge,
+  refusedPasses,
   snapshotContext,
   type SnapshotContext,
   requeueMs,
@@ -433,6 +434,49 @@ describe('Volume on test:///default', () => {
     expect(await fileNames()).toContain('apps_copy');
     await k.remove('Volume', NS, 'copy');
     await converge(ctx, reconcileVolume, `${NS}/copy`, { until: gone('copy') });
+  });
+
+  it('says a problem once its status says so, not with every retry of a refused write', async () => {
+    const name = `lost-${randomBytes(3).toString('hex')}`;
+    await createVol(name, { pool: `nowhere-${name}`, capacity: '1Gi' });
+    const warned = () => eventsOf(name).filter((e) => e.reason === 'PoolNotReady').length;
+    // The status write is refused (as a conflict with another writer would be) on two passes.
+    await refusedPasses(ctx, reconcileVolume, `${NS}/${name}`);
+    expect(warned()).toBe(0);
+    // The pass whose write goes through says it, once; the pass after it says nothing.
+    for (let i = 0; i < 2; i++) {
+      await ctx.refresh();
+      await reconcileVolume(`${NS}/${name}`, ctx);
+    }
+    expect((await getVol(name))?.status?.conditions?.[0]?.reason).toBe('PoolNotReady');
+    expect(warned()).toBe(1);
+    await k.remove('Volume', NS, name);
+    await converge(ctx, reconcileVolume, `${NS}/${name}`, { until: gone(name) });
+  });
+
+  it('says DeletionBlocked once its status says so, not with every retry of a refused write', async () => {
+    const id = randomBytes(3).toString('hex');
+    const [base, layer] = [`under-${id}`, `over-${id}`];
+    await createVol(base, { capacity: '64Mi' });
+    await converge(ctx, reconcileVolume, `${NS}/${base}`, { until: settled(base) });
+    await createVol(layer, { source: { backingVolume: { volume: base } } });
+    await converge(ctx, reconcileVolume, `${NS}/${layer}`, { until: settled(layer) });
+    await k.remove('Volume', NS, base);
+    const warned = () => eventsOf(base).filter((e) => e.reason === 'DeletionBlocked').length;
+    await refusedPasses(ctx, reconcileVolume, `${NS}/${base}`);
+    expect(warned()).toBe(0);
+    for (let i = 0; i < 2; i++) {
+      await ctx.refresh();
+      await reconcileVolume(`${NS}/${base}`, ctx);
+    }
+    expect(
+      (await getVol(base))?.status?.conditions?.find((c) => c.type === 'DeletionBlocked')?.message,
+    ).toBe(`deletion waits until no longer used by Volume ${layer}`);
+    expect(warned()).toBe(1);
+    await k.remove('Volume', NS, layer);
+    await converge(ctx, reconcileVolume, `${NS}/${layer}`, { until: gone(layer) });
+    await converge(ctx, reconcileVolume, `${NS}/${base}`, { until: gone(base) });
+    expect(await fileNames()).not.toContain(`${NS}_${base}`);
   });
 
   it('a copy uses its source until the copy is made, and no longer after', async () => {
