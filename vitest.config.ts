@@ -11,6 +11,11 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
+          // Pure tests: one worker runs them all with the modules it has loaded, instead of a
+          // fresh process and module graph per file (99 files: 139 s against 40 s on the
+          // 2-core host, most of it start-up and imports). The few that stub env or timers
+          // undo it in afterEach; a file run alone is isolated as before.
+          isolate: false,
         },
       },
       {

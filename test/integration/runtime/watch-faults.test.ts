@@ -181,7 +181,17 @@ describe('watch faults (real kube-apiserver without watch cache, real etcd)', ()
 
     cp().pauseApiServer();
     try {
-      await new Promise((r) => setTimeout(r, 8_000));
+      // Frozen until both have happened (the watchdog after 3 s, then a re-open that times
+      // out after 2 s), not for a fixed 8 s; the counts are the runtime's own, in this process.
+      await waitFor(
+        'the watchdog to give up and a re-open to time out',
+        async () =>
+          (await metric('runtime_watch_restarts_total', { reason: 'inactivity' })) >
+            inactivityBefore &&
+          (await metric('runtime_watch_restarts_total', { reason: 'error' })) > errorsBefore,
+        20_000,
+        100,
+      );
     } finally {
       cp().resumeApiServer();
     }
