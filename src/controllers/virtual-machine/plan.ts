@@ -609,6 +609,12 @@ function ownedDisk(d: Disk, withSource = false) {
     format: d.driver?.type,
     readonly: d.readonly,
     bootOrder: d.bootOrder ?? null,
+    // On the first SCSI controller or not, never the unit (a hot-plug may take another free
+    // one). Operators before commit 9feacfa gave scsi disks no address and libvirt put sdh on
+    // on an LSI card it added (see Disk scsiUnit): unless that is a restart-time change and a
+    // redefinition, such a machine keeps disks its guest may not see across every restart
+    // after an upgrade.
+    onScsiController: d.target.bus === 'scsi' ? d.scsiUnit !== undefined : undefined,
   };
 }
 
