@@ -1287,6 +1287,22 @@ describe('restart on request', () => {
     expect(requestedRestart(undefined, running, noOvmf)).toBeUndefined();
   });
 
+  it('updatePolicy Restart does not restart for a spec the node cannot start', () => {
+    // reconcile.ts plans without a desired document while unknownCpuModel or missingFirmware
+    // stands: nothing is pending, so nothing stops the guest. With one, the change restarts it.
+    const bios = desired(vm({}));
+    const machine = vm({ updatePolicy: 'Restart', firmware: 'uefi' }, { status: runningStatus() });
+    const input = { vm: machine, cloudInit: undefined, now: NOW };
+    const domain = observed(ours({ config: bios }));
+    expect(planMachine({ ...input, desired: undefined, observed: domain })).toMatchObject({
+      steps: [],
+      shutdown: undefined,
+    });
+    expect(planMachine({ ...input, desired: desired(machine), observed: domain }).shutdown).toBe(
+      'RestartToApplyChanges',
+    );
+  });
+
   it('reads the run being restarted back from the condition', () => {
     expect(shutdownRequest(annotated(restartStatus(42)))).toMatchObject({
       reason: 'RestartRequested',
