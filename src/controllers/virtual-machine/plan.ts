@@ -37,7 +37,7 @@ import {
   type OwnedDomainFields,
 } from '../../libvirt/xml/domain.js';
 import { changedFields } from '../../ownership/owned.js';
-import { lifecycleChange } from '../kit.js';
+import { lifecycleChange, type Problem } from '../kit.js';
 import type { CloudInitImage } from './cloud-init.js';
 import type { ObservedDomain, ObservedMachine, OursDomain } from './observe.js';
 import { diskIndex, diskLetters } from './desired.js';
@@ -329,6 +329,33 @@ export function newRestartRequest(vm: VirtualMachine): string | undefined {
   if (value === undefined) return undefined;
   const record = restartRecord(value);
   return record !== vm.status?.lastRestartRequest ? record : undefined;
+}
+
+/**
+ * What a new restart-requested-at value (newRestartRequest) does to the domain: on a running one
+ * the restart begins, unless the node cannot start the machine as its spec asks (`startProblem`:
+ * a CPU model QEMU does not know, OVMF or swtpm missing; desired.ts). The stop would then leave
+ * the guest down until a package is installed, so the restart waits: the request is not
+ * recorded (status.lastRestartRequest keeps the earlier value), and the first pass that finds
+ * the problem gone begins it, exactly once as any other. The problem's message says so. A
+ * machine not running has nothing to restart: the request is recorded and does nothing. Pure.
+ */
+export function requestedRestart(
+  request: string | undefined,
+  domain: { state: string; active?: boolean },
+  startProblem: Problem | undefined,
+): { begin: string } | { waits: Problem } | { record: string } | undefined {
+  if (request === undefined || domain.state === 'foreign') return undefined;
+  if (domain.state !== 'ours' || !domain.active) return { record: request };
+  if (!startProblem) return { begin: request };
+  return {
+    waits: {
+      ...startProblem,
+      message:
+        `${startProblem.message}; the restart virt.dev/restart-requested-at asks waits for it ` +
+        '(stopped, the guest could not start again), then runs once',
+    },
+  };
 }
 
 /** Since when the guest has been asked to release detached devices. */

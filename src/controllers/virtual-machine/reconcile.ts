@@ -59,6 +59,7 @@ import {
   ownLifecycleChanges,
   planMachine,
   planRemoval,
+  requestedRestart,
   restartPending,
   restoredRun,
   savedPending,
@@ -134,18 +135,20 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   const cpuProblem =
     unknownCpuModel(vm, await knownCpuModels(ctx, vm), ctx.nodeName) ??
     missingFirmware(vm, await firmwareOnHost(ctx, vm), ctx.nodeName);
+  // Checked before the restart is begun: the node cannot start such a machine again, so a
+  // requested restart of the running guest waits (requestedRestart), and the problem says so.
+  const restart = requestedRestart(newRestartRequest(vm), before.domain, cpuProblem);
   const resolved = cpuProblem
-    ? { problem: cpuProblem }
+    ? { problem: restart && 'waits' in restart ? restart.waits : cpuProblem }
     : await resolve(vm, ctx, before.domain, await macsHeldByOthers(conn, vm, ctx, before.domain));
-  const request = newRestartRequest(vm);
-  if (request !== undefined && before.domain.state === 'ours' && before.domain.active) {
+  if (restart && 'begin' in restart && before.domain.state === 'ours') {
     // A problem with the spec stays reported: the restart does not fix it, and a status
     // without it would flip Synced (and a GitOps tool's health) for one pass, with a second
     // Warning when the next pass finds the problem again.
     const problem = 'problem' in resolved ? resolved.problem : undefined;
     const wanted = 'inputs' in resolved ? desiredDomain(vm, resolved.inputs) : undefined;
     const pending = pendingOf(ctx, vm, wanted, before.domain, []);
-    return beginRequestedRestart(ctx, vm, before.domain, request, problem, pending);
+    return beginRequestedRestart(ctx, vm, before.domain, restart.begin, problem, pending);
   }
   const inputs = 'inputs' in resolved ? resolved.inputs : undefined;
   const desired = inputs && desiredDomain(vm, inputs);
@@ -259,10 +262,9 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     ),
     started: startedBy(outcome.executed),
     pending,
-    // A restart asked of a machine that is not running has nothing to do: it is recorded.
-    ...(request !== undefined && before.domain.state !== 'foreign'
-      ? { restartRequest: request }
-      : {}),
+    // A restart asked of a machine that is not running has nothing to do: it is recorded. One
+    // that waits (requestedRestart) is not: the first pass without the problem begins it.
+    ...(restart && 'record' in restart ? { restartRequest: restart.record } : {}),
     ...(detaching ? { detaching } : {}),
     ...(shutdownSentAt ? { shutdownSentAt } : {}),
     ...(stopAttemptedAt ? { stopAttemptedAt } : {}),

@@ -12,6 +12,7 @@ import {
   planMachine,
   planRemoval,
   powerPlan,
+  requestedRestart,
   restartPending,
   shutdownSteps,
   shutdownRequest,
@@ -25,6 +26,7 @@ import {
   machineStatus,
   stepEvents,
 } from '../../../../src/controllers/virtual-machine/status.js';
+import { missingFirmware } from '../../../../src/controllers/virtual-machine/desired.js';
 import { actMachine } from '../../../../src/controllers/virtual-machine/act.js';
 import type { Connect } from '../../../../src/libvirt/connection.js';
 import type { Domain } from '../../../../src/libvirt/domain.js';
@@ -1251,6 +1253,53 @@ describe('restart on request', () => {
     expect(record).toMatch(/^sha256:[0-9a-f]{64}$/);
     expect(newRestartRequest(annotated(runningStatus({ lastRestartRequest: record }), long))).toBe(
       undefined,
+    );
+  });
+
+  it('waits while the node cannot start the machine again, and records nothing', () => {
+    const noOvmf = missingFirmware(
+      vm({ firmware: 'uefi' }, { status: runningStatus() }),
+      { efi: false, secureBoot: false, tpmEmulator: true },
+      'node-a',
+    );
+    expect(noOvmf).toBeDefined();
+    const running = { state: 'ours', active: true };
+    const waits = requestedRestart('v1', running, noOvmf);
+    expect(waits).toEqual({
+      waits: {
+        reason: 'Unsupported',
+        message: expect.stringMatching(
+          /^spec\.firmware: .*install Debian's ovmf.*; the restart virt\.dev\/restart-requested-at asks waits for it/,
+        ),
+      },
+    });
+    // Nothing to record, nothing to begin: status.lastRestartRequest keeps the earlier value.
+    expect(waits).not.toHaveProperty('record');
+    expect(waits).not.toHaveProperty('begin');
+    // Once the problem is gone, the same value begins the restart.
+    expect(requestedRestart('v1', running, undefined)).toEqual({ begin: 'v1' });
+    // Not running: nothing to restart, recorded as before, whatever the node lacks.
+    expect(requestedRestart('v1', { state: 'ours', active: false }, noOvmf)).toEqual({
+      record: 'v1',
+    });
+    expect(requestedRestart('v1', { state: 'absent' }, noOvmf)).toEqual({ record: 'v1' });
+    expect(requestedRestart('v1', { state: 'foreign' }, undefined)).toBeUndefined();
+    expect(requestedRestart(undefined, running, noOvmf)).toBeUndefined();
+  });
+
+  it('updatePolicy Restart does not restart for a spec the node cannot start', () => {
+    // reconcile.ts plans without a desired document while unknownCpuModel or missingFirmware
+    // stands: nothing is pending, so nothing stops the guest. With one, the change restarts it.
+    const bios = desired(vm({}));
+    const machine = vm({ updatePolicy: 'Restart', firmware: 'uefi' }, { status: runningStatus() });
+    const input = { vm: machine, cloudInit: undefined, now: NOW };
+    const domain = observed(ours({ config: bios }));
+    expect(planMachine({ ...input, desired: undefined, observed: domain })).toMatchObject({
+      steps: [],
+      shutdown: undefined,
+    });
+    expect(planMachine({ ...input, desired: desired(machine), observed: domain }).shutdown).toBe(
+      'RestartToApplyChanges',
     );
   });
 
