@@ -43,7 +43,7 @@ import {
 } from './plan.js';
 import { restoreStatus, type RestoreFacts } from './status.js';
 import { cachedByKey, newProblem } from '../kit.js';
-import { REASON_CLASSES } from '../../api/conditions.js';
+import { findCondition, REASON_CLASSES } from '../../api/conditions.js';
 import { isRestoreOf } from '../shared/restores.js';
 import {
   machineNotFound,
@@ -162,7 +162,11 @@ async function converge(
     case 'none':
       return done;
     case 'wait':
-      await report(ctx, restore, { phase: 'Pending', reason: step.reason, message: step.message });
+      await report(ctx, restore, {
+        phase: step.phase ?? 'Pending',
+        reason: step.reason,
+        message: step.message,
+      });
       return requeueAfter(WAIT_MS);
     case 'fail':
       await report(ctx, restore, { phase: 'Failed', reason: step.reason, message: step.message });
@@ -173,8 +177,11 @@ async function converge(
       // next pass marks and reverts; the other order could leave InProgress without a marker,
       // which reads as "reverted" although nothing happened.
       await setMarker(m.domain, uid, m.active);
+      // Written again only by a begun restore that waited (VolumeHasOverlays): its Ready
+      // condition says Reverting again while it does.
+      const waited = findCondition(restore.status?.conditions, 'Ready')?.reason;
       const inProgress =
-        restore.status?.phase === 'InProgress'
+        restore.status?.phase === 'InProgress' && (waited === undefined || waited === 'Reverting')
           ? restore
           : ((await report(
               ctx,
@@ -364,7 +371,7 @@ async function report(
   // A wait only the user can end (Stalled: another machine's snapshot, a base image with
   // overlays) is said once as a Warning too, as a machine's problems are.
   const stalled =
-    facts.phase === 'Pending' &&
+    (facts.phase === 'Pending' || facts.phase === 'InProgress') &&
     REASON_CLASSES[facts.reason] === 'stalled' &&
     newProblem(restore.status?.conditions, status.conditions, 'Ready') !== undefined;
   const updated = await ctx.applyStatus(KIND, restore, status);

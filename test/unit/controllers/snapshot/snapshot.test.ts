@@ -752,6 +752,22 @@ describe('planRestore', () => {
     expect(said.length).toBeLessThan(400);
   });
 
+  it('keeps a begun restore InProgress while overlays on its snapshot’s disks hold it back', () => {
+    const overlays = new Map([['root', ['overlay']]]);
+    const held = snap({
+      status: { ...ready.status!, disks: [{ name: 'vda', volume: 'root' }] },
+    });
+    const at = (phase?: string) =>
+      planRestore({ ...input(restore(phase), true), snapshot: held, overlays });
+    expect(at('InProgress')).toMatchObject({
+      op: 'wait',
+      reason: 'VolumeHasOverlays',
+      phase: 'InProgress',
+    });
+    expect(at('Pending')).toMatchObject({ op: 'wait', reason: 'VolumeHasOverlays' });
+    expect(at('Pending')).not.toHaveProperty('phase');
+  });
+
   it('recognises its own marker only', () => {
     const xml = restoreMarkerXML('r-uid');
     expect(isMarkerOf(xml, 'r-uid')).toBe(true);
