@@ -54,6 +54,8 @@ export function planRestore(input: {
   snapshot: VirtualMachineSnapshot | undefined;
   domainFound: boolean;
   markerPresent: boolean;
+  /** The refused revert this restore's marker records (desired.ts refusalIn). */
+  refused?: string;
   libvirtSnapshotFound: boolean;
   /**
    * Volume the snapshot holds -> the Volumes layered on it (backingVolume) now. Default:
@@ -78,6 +80,11 @@ export function planRestore(input: {
         'this restore reverted it: whether its disks were reverted is not known; check them, ' +
         'and create a new VirtualMachineRestore to revert again',
     };
+  }
+  // libvirt refused the revert, and the Failed write that said so did not land (desired.ts):
+  // written now, whatever else changed since.
+  if (phase === 'InProgress' && input.refused !== undefined) {
+    return { op: 'fail', reason: 'RevertFailed', message: input.refused };
   }
   // A revert that began never goes back to Pending: that status would let a later pass revert
   // again, to whatever snapshot is then created under the name. Its object went (a finalizer

@@ -25,8 +25,8 @@ import {
   type KindReconcile,
 } from '../context.js';
 import { observeMachineDomain, observeSnapshot } from '../shared/machine-snapshot.js';
-import { powerOff, revert, setMarker } from './act.js';
-import { isMarkerOf } from './desired.js';
+import { powerOff, recordRefusal, revert, setMarker } from './act.js';
+import { isMarkerOf, refusalIn } from './desired.js';
 import { observeMarker } from './observe.js';
 import {
   mayActOnDomain,
@@ -155,6 +155,7 @@ async function converge(
     snapshot,
     domainFound: machine !== undefined,
     markerPresent: isMarkerOf(marker, uid),
+    refused: refusalIn(marker, uid),
     libvirtSnapshotFound: found !== undefined,
     overlays,
   });
@@ -208,11 +209,11 @@ async function converge(
         // libvirt may have reverted some disks before it refused: the user must know which
         // disks to check before relying on them.
         const disks = revertFailedDisksWording(snapshot!.status?.disks ?? [], vm.spec.disks ?? []);
-        await report(ctx, inProgress, {
-          phase: 'Failed',
-          reason: 'RevertFailed',
-          message: `${outcome.message}; ${disks}`,
-        });
+        const message = `${outcome.message}; ${disks}`;
+        // On the domain first: the refusal may have removed the marker, and a pass after a
+        // failed status write would then read "reverted" (desired.ts).
+        await recordRefusal(m.domain, uid, message);
+        await report(ctx, inProgress, { phase: 'Failed', reason: 'RevertFailed', message });
         return done;
       }
       return finish(

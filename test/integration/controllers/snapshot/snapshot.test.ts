@@ -1632,6 +1632,80 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     await k.remove('Volume', NS, base);
   });
 
+  it('fails a restore whose revert libvirt refused after replacing the definition, also after a failed write', async () => {
+    const { name: vmName, domain } = await ownVm();
+    const [snap, back] = [`${vmName}-1`, `${vmName}-back`];
+    await snapshot(snap, vmName);
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: snap },
+    });
+    // libvirt reverts (the definition, marker and all, replaced by the snapshot's), then fails,
+    // as qemuDomainRevertToSnapshot does when QEMU does not start from the snapshot or its
+    // snapshot metadata cannot be written; and the Failed status write is refused.
+    const { LibvirtError, ErrorCode, ErrorDomain, ErrorLevel } =
+      await import('../../../../src/libvirt/errors.js');
+    const failAfter = <T extends object>(target: T, name: string, wrap: (v: never) => unknown) =>
+      new Proxy(target, {
+        get(t, p) {
+          const v = Reflect.get(t, p, t) as unknown;
+          if (typeof v !== 'function') return v;
+          const bound = (v as (...a: unknown[]) => unknown).bind(t);
+          return p === name ? async (...a: unknown[]) => wrap((await bound(...a)) as never) : bound;
+        },
+      });
+    const refused = new LibvirtError('operation failed: failed to write snapshot metadata', {
+      code: ErrorCode.VIR_ERR_OPERATION_FAILED,
+      domain: ErrorDomain.VIR_FROM_QEMU,
+      level: ErrorLevel.VIR_ERR_ERROR,
+    });
+    const { libvirt, applyStatus } = ctx;
+    ctx.libvirt = () =>
+      failAfter(libvirt(), 'lookupDomainByUUIDString', (d: Domain) =>
+        failAfter(d, 'lookupSnapshotByName', (s: object) =>
+          failAfter(s, 'revert', () => {
+            throw refused;
+          }),
+        ),
+      );
+    ctx.applyStatus = (kind, obj, status) =>
+      (status as { phase?: string }).phase === 'Failed'
+        ? Promise.reject(new KubeApiError(409, 'Conflict', 'injected', 'PATCH', '/status'))
+        : applyStatus(kind, obj, status);
+    try {
+      await ctx.refresh();
+      await expect(reconcileVirtualMachineRestore(key(back), ctx)).rejects.toThrow(/409/);
+    } finally {
+      Object.assign(ctx, { libvirt, applyStatus });
+    }
+    await ctx.refresh();
+    expect(restoreOf(back)?.status?.phase).toBe('InProgress');
+    // The revert did replace the definition.
+    expect(await (await domain.currentSnapshot()).getName()).toBe(
+      snapOf(snap)?.status?.snapshotName,
+    );
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
+      until: stored(
+        () => restoreOf(back),
+        (o) => o?.status?.phase !== 'InProgress',
+      ),
+    });
+    // Before: no marker, read as reverted: Succeeded, and no Warning ever.
+    const ready = restoreOf(back)?.status?.conditions?.find((c) => c.type === 'Ready');
+    expect(restoreOf(back)?.status?.phase).toBe('Failed');
+    expect(ready).toMatchObject({
+      reason: 'RevertFailed',
+      message: expect.stringMatching(
+        new RegExp(
+          `^libvirt could not revert to ${snapOf(snap)?.status?.snapshotName}: .*failed to write snapshot metadata; `,
+        ),
+      ) as unknown,
+    });
+    expect(
+      ctx.events.filter((e) => e.key === key(back) && e.reason === 'RevertFailed'),
+    ).toMatchObject([{ type: 'Warning', message: ready?.message }]);
+  });
+
   it('does not revert a base image that other Volumes are layered on until they are gone', async () => {
     const volume = (name: string, source?: object) =>
       k.create('Volume', {
