@@ -45,6 +45,33 @@ export async function setMarker(
   }
 }
 
+/**
+ * Records a refused revert in the marker (desired.ts), into the persistent definition only:
+ * the one observeMarker reads, and the one a domain that the failed revert left shut off has.
+ * Written after the refusal, as the revert may have replaced the definition, marker and all;
+ * on QEMU this also saves to disk the snapshot's definition the failed revert left in memory
+ * only, which the machine's controller converges to the spec once the restore has ended.
+ * A refusal of this write is left to the status write that follows (thrown: transport
+ * failures and timeouts, retried by the queue).
+ */
+export async function recordRefusal(
+  domain: Domain,
+  restoreUid: string,
+  message: string,
+): Promise<void> {
+  try {
+    await domain.setMetadata(
+      DomainMetadataType.ELEMENT,
+      restoreMarkerXML(restoreUid, message),
+      RESTORE_PREFIX,
+      RESTORE_NAMESPACE,
+      DomainModificationImpact.CONFIG,
+    );
+  } catch (err) {
+    if (!isLibvirtError(err) || isConnectionError(err) || isTimeout(err)) throw err;
+  }
+}
+
 export type RevertOutcome = { kind: 'reverted' } | { kind: 'refused'; message: string };
 
 /** With `paused`, the domain is left paused after the revert (plan.ts revertPaused). */

@@ -9,8 +9,11 @@ import type {
 export type RestoreStep =
   /** Terminal already: a restore runs once. */
   | { op: 'none' }
-  /** Not possible yet (the snapshot is being taken, the domain being defined). */
-  | { op: 'wait'; reason: string; message: string }
+  /**
+   * Not possible yet (the snapshot is being taken, the domain being defined). `phase`: the one
+   * to keep, InProgress for a revert that began (never back to Pending); else Pending.
+   */
+  | { op: 'wait'; reason: string; message: string; phase?: 'InProgress' }
   | { op: 'fail'; reason: string; message: string }
   /** Mark, record InProgress, revert, then finish. */
   | { op: 'revert'; snapshotName: string }
@@ -51,6 +54,8 @@ export function planRestore(input: {
   snapshot: VirtualMachineSnapshot | undefined;
   domainFound: boolean;
   markerPresent: boolean;
+  /** The refused revert this restore's marker records (desired.ts refusalIn). */
+  refused?: string;
   libvirtSnapshotFound: boolean;
   /**
    * Volume the snapshot holds -> the Volumes layered on it (backingVolume) now. Default:
@@ -75,6 +80,11 @@ export function planRestore(input: {
         'this restore reverted it: whether its disks were reverted is not known; check them, ' +
         'and create a new VirtualMachineRestore to revert again',
     };
+  }
+  // libvirt refused the revert, and the Failed write that said so did not land (desired.ts):
+  // written now, whatever else changed since.
+  if (phase === 'InProgress' && input.refused !== undefined) {
+    return { op: 'fail', reason: 'RevertFailed', message: input.refused };
   }
   // A revert that began never goes back to Pending: that status would let a later pass revert
   // again, to whatever snapshot is then created under the name. Its object went (a finalizer
@@ -165,6 +175,12 @@ export function planRestore(input: {
   // rewrites what every overlay on it reads (and a checkpoint's guest would write it on), the
   // corruption the machine controller refuses to start it for (VolumeHasOverlays). It waits
   // for the overlays to go, as the machine does.
+  // A begun one (an agent that died between InProgress and the revert, an overlay created
+  // meanwhile; its marker says nothing was reverted) waits too, but stays InProgress: Pending
+  // would let a later pass revert to another object made under the name (snapshotOfRevert
+  // pins the one begun on only while InProgress). Not failed: the user's request still stands
+  // and deleting the overlays lets it go on; the machine's controller keeps standing aside
+  // meanwhile, which it must, as redefining the domain would drop the marker.
   const bases = [...(input.overlays ?? [])].filter(([, on]) => on.length > 0);
   if (bases.length > 0) {
     const list = bases
@@ -177,6 +193,7 @@ export function planRestore(input: {
         `${list}: reverting it would corrupt what they read; delete ` +
         `${bases.length === 1 && bases[0]![1].length === 1 ? 'that Volume' : 'those Volumes'} ` +
         'first (the restore waits)',
+      ...(phase === 'InProgress' ? { phase } : {}),
     };
   }
   return { op: 'revert', snapshotName: snapshot.status.snapshotName };

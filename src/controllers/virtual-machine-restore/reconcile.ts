@@ -25,8 +25,8 @@ import {
   type KindReconcile,
 } from '../context.js';
 import { observeMachineDomain, observeSnapshot } from '../shared/machine-snapshot.js';
-import { powerOff, revert, setMarker } from './act.js';
-import { isMarkerOf } from './desired.js';
+import { powerOff, recordRefusal, revert, setMarker } from './act.js';
+import { isMarkerOf, refusalIn } from './desired.js';
 import { observeMarker } from './observe.js';
 import {
   mayActOnDomain,
@@ -43,7 +43,7 @@ import {
 } from './plan.js';
 import { restoreStatus, type RestoreFacts } from './status.js';
 import { cachedByKey, newProblem } from '../kit.js';
-import { REASON_CLASSES } from '../../api/conditions.js';
+import { findCondition, REASON_CLASSES } from '../../api/conditions.js';
 import { isRestoreOf } from '../shared/restores.js';
 import {
   machineNotFound,
@@ -155,6 +155,7 @@ async function converge(
     snapshot,
     domainFound: machine !== undefined,
     markerPresent: isMarkerOf(marker, uid),
+    refused: refusalIn(marker, uid),
     libvirtSnapshotFound: found !== undefined,
     overlays,
   });
@@ -162,7 +163,11 @@ async function converge(
     case 'none':
       return done;
     case 'wait':
-      await report(ctx, restore, { phase: 'Pending', reason: step.reason, message: step.message });
+      await report(ctx, restore, {
+        phase: step.phase ?? 'Pending',
+        reason: step.reason,
+        message: step.message,
+      });
       return requeueAfter(WAIT_MS);
     case 'fail':
       await report(ctx, restore, { phase: 'Failed', reason: step.reason, message: step.message });
@@ -173,8 +178,11 @@ async function converge(
       // next pass marks and reverts; the other order could leave InProgress without a marker,
       // which reads as "reverted" although nothing happened.
       await setMarker(m.domain, uid, m.active);
+      // Written again only by a begun restore that waited (VolumeHasOverlays): its Ready
+      // condition says Reverting again while it does.
+      const waited = findCondition(restore.status?.conditions, 'Ready')?.reason;
       const inProgress =
-        restore.status?.phase === 'InProgress'
+        restore.status?.phase === 'InProgress' && (waited === undefined || waited === 'Reverting')
           ? restore
           : ((await report(
               ctx,
@@ -201,11 +209,11 @@ async function converge(
         // libvirt may have reverted some disks before it refused: the user must know which
         // disks to check before relying on them.
         const disks = revertFailedDisksWording(snapshot!.status?.disks ?? [], vm.spec.disks ?? []);
-        await report(ctx, inProgress, {
-          phase: 'Failed',
-          reason: 'RevertFailed',
-          message: `${outcome.message}; ${disks}`,
-        });
+        const message = `${outcome.message}; ${disks}`;
+        // On the domain first: the refusal may have removed the marker, and a pass after a
+        // failed status write would then read "reverted" (desired.ts).
+        await recordRefusal(m.domain, uid, message);
+        await report(ctx, inProgress, { phase: 'Failed', reason: 'RevertFailed', message });
         return done;
       }
       return finish(
@@ -364,7 +372,7 @@ async function report(
   // A wait only the user can end (Stalled: another machine's snapshot, a base image with
   // overlays) is said once as a Warning too, as a machine's problems are.
   const stalled =
-    facts.phase === 'Pending' &&
+    (facts.phase === 'Pending' || facts.phase === 'InProgress') &&
     REASON_CLASSES[facts.reason] === 'stalled' &&
     newProblem(restore.status?.conditions, status.conditions, 'Ready') !== undefined;
   const updated = await ctx.applyStatus(KIND, restore, status);

@@ -1529,6 +1529,183 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     });
   });
 
+  it('keeps a begun restore InProgress while it waits for overlays made after it began', async () => {
+    const [base, layered, vmName] = [unique('base'), unique('layered'), unique('golden')];
+    const [snap, back] = [`${vmName}-1`, `${vmName}-back`];
+    await k.create('Volume', {
+      metadata: { name: base, namespace: NS },
+      spec: { nodeName: NODE, pool: 'images', capacity: '1Gi', format: 'qcow2' },
+    });
+    await k.patchStatus('Volume', NS, base, {
+      phase: 'Available',
+      path: join(stateDir, `${base}.img`),
+    });
+    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, vmName);
+    const vm = await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: vmName, namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        runStrategy: 'Halted',
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'root', volume: base }],
+      },
+    });
+    await converge(ctx, reconcileVirtualMachine, key(vmName), {
+      until: stored(vmOf, (o) => o?.status?.phase === 'Stopped'),
+    });
+    const taken = await snapshot(snap, vmName);
+    const r = await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: snap },
+    });
+    // An agent that died after marking the domain and recording InProgress, before the revert;
+    // meanwhile a Volume is layered on the snapshot's disk.
+    await k.patchStatus('VirtualMachineRestore', NS, back, {
+      phase: 'InProgress',
+      vmUid: vm.metadata.uid,
+      snapshotUid: taken.metadata.uid,
+    });
+    const { setMarker } =
+      await import('../../../../src/controllers/virtual-machine-restore/act.js');
+    const domain = await conn.lookupDomainByUUIDString(String(vm.metadata.uid));
+    await setMarker(domain, String(r.metadata.uid), false);
+    await k.create('Volume', {
+      metadata: { name: layered, namespace: NS },
+      spec: {
+        nodeName: NODE,
+        pool: 'images',
+        capacity: '1Gi',
+        format: 'qcow2',
+        source: { backingVolume: { volume: base } },
+      },
+    });
+    await ctx.refresh();
+    for (let i = 0; i < 2; i++) {
+      expect(requeueMs(await reconcileVirtualMachineRestore(key(back), ctx))).toBeGreaterThan(0);
+      await ctx.refresh();
+    }
+    // Before: written back to Pending, where a later pass would revert to whatever object is
+    // then under the name. Still InProgress, the wait said, once as a Warning.
+    const waiting = restoreOf(back)!;
+    expect(waiting.status?.phase).toBe('InProgress');
+    expect(waiting.status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      reason: 'VolumeHasOverlays',
+      message:
+        `Volume ${base} is the backing file of ${layered}: reverting it would corrupt what ` +
+        'they read; delete that Volume first (the restore waits)',
+    });
+    expect(
+      ctx.events.filter((e) => e.key === key(back) && e.reason === 'VolumeHasOverlays'),
+    ).toMatchObject([{ type: 'Warning' }]);
+    // Nothing reverted yet: the marker is still there.
+    const { observeMarker } =
+      await import('../../../../src/controllers/virtual-machine-restore/observe.js');
+    expect(await observeMarker(domain)).toContain(String(r.metadata.uid));
+    // Once the overlay is gone, the restore runs, saying Reverting again meanwhile.
+    await k.remove('Volume', NS, layered);
+    const written: string[] = [];
+    const { applyStatus } = ctx;
+    ctx.applyStatus = (kind, obj, status) => {
+      const ready = (status as VirtualMachineRestore['status'])?.conditions?.find(
+        (c) => c.type === 'Ready',
+      );
+      if (kind === 'VirtualMachineRestore') written.push(String(ready?.reason));
+      return applyStatus(kind, obj, status);
+    };
+    try {
+      await converge(ctx, reconcileVirtualMachineRestore, key(back), {
+        until: stored(
+          () => restoreOf(back),
+          (o) => o?.status?.phase === 'Succeeded',
+        ),
+      });
+    } finally {
+      ctx.applyStatus = applyStatus;
+    }
+    expect(written).toEqual(['Reverting', 'Restored']);
+    await k.remove('VirtualMachine', NS, vmName);
+    await converge(ctx, reconcileVirtualMachine, key(vmName), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+    await k.remove('Volume', NS, base);
+  });
+
+  it('fails a restore whose revert libvirt refused after replacing the definition, also after a failed write', async () => {
+    const { name: vmName, domain } = await ownVm();
+    const [snap, back] = [`${vmName}-1`, `${vmName}-back`];
+    await snapshot(snap, vmName);
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: snap },
+    });
+    // libvirt reverts (the definition, marker and all, replaced by the snapshot's), then fails,
+    // as qemuDomainRevertToSnapshot does when QEMU does not start from the snapshot or its
+    // snapshot metadata cannot be written; and the Failed status write is refused.
+    const { LibvirtError, ErrorCode, ErrorDomain, ErrorLevel } =
+      await import('../../../../src/libvirt/errors.js');
+    const failAfter = <T extends object>(target: T, name: string, wrap: (v: never) => unknown) =>
+      new Proxy(target, {
+        get(t, p) {
+          const v = Reflect.get(t, p, t) as unknown;
+          if (typeof v !== 'function') return v;
+          const bound = (v as (...a: unknown[]) => unknown).bind(t);
+          return p === name ? async (...a: unknown[]) => wrap((await bound(...a)) as never) : bound;
+        },
+      });
+    const refused = new LibvirtError('operation failed: failed to write snapshot metadata', {
+      code: ErrorCode.VIR_ERR_OPERATION_FAILED,
+      domain: ErrorDomain.VIR_FROM_QEMU,
+      level: ErrorLevel.VIR_ERR_ERROR,
+    });
+    const { libvirt, applyStatus } = ctx;
+    ctx.libvirt = () =>
+      failAfter(libvirt(), 'lookupDomainByUUIDString', (d: Domain) =>
+        failAfter(d, 'lookupSnapshotByName', (s: object) =>
+          failAfter(s, 'revert', () => {
+            throw refused;
+          }),
+        ),
+      );
+    ctx.applyStatus = (kind, obj, status) =>
+      (status as { phase?: string }).phase === 'Failed'
+        ? Promise.reject(new KubeApiError(409, 'Conflict', 'injected', 'PATCH', '/status'))
+        : applyStatus(kind, obj, status);
+    try {
+      await ctx.refresh();
+      await expect(reconcileVirtualMachineRestore(key(back), ctx)).rejects.toThrow(/409/);
+    } finally {
+      Object.assign(ctx, { libvirt, applyStatus });
+    }
+    await ctx.refresh();
+    expect(restoreOf(back)?.status?.phase).toBe('InProgress');
+    // The revert did replace the definition.
+    expect(await (await domain.currentSnapshot()).getName()).toBe(
+      snapOf(snap)?.status?.snapshotName,
+    );
+    await converge(ctx, reconcileVirtualMachineRestore, key(back), {
+      until: stored(
+        () => restoreOf(back),
+        (o) => o?.status?.phase !== 'InProgress',
+      ),
+    });
+    // Before: no marker, read as reverted: Succeeded, and no Warning ever.
+    const ready = restoreOf(back)?.status?.conditions?.find((c) => c.type === 'Ready');
+    expect(restoreOf(back)?.status?.phase).toBe('Failed');
+    expect(ready).toMatchObject({
+      reason: 'RevertFailed',
+      message: expect.stringMatching(
+        new RegExp(
+          `^libvirt could not revert to ${snapOf(snap)?.status?.snapshotName}: .*failed to write snapshot metadata; `,
+        ),
+      ) as unknown,
+    });
+    expect(
+      ctx.events.filter((e) => e.key === key(back) && e.reason === 'RevertFailed'),
+    ).toMatchObject([{ type: 'Warning', message: ready?.message }]);
+  });
+
   it('does not revert a base image that other Volumes are layered on until they are gone', async () => {
     const volume = (name: string, source?: object) =>
       k.create('Volume', {

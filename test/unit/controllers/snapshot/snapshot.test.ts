@@ -25,6 +25,7 @@ import {
 } from '../../../../src/controllers/virtual-machine-snapshot/status.js';
 import {
   isMarkerOf,
+  refusalIn,
   restoreMarkerXML,
 } from '../../../../src/controllers/virtual-machine-restore/desired.js';
 import {
@@ -750,6 +751,39 @@ describe('planRestore', () => {
     const said = revertFailedDisksWording(many, many);
     expect(said).toMatch(/: vd0 \(Volume v0\), .* and 34 more$/);
     expect(said.length).toBeLessThan(400);
+  });
+
+  it('records a refused revert in its marker, whatever the message holds', () => {
+    const said = `libvirt could not revert to x: bad <"name"> & 'more'; disks: vda`;
+    const xml = restoreMarkerXML('r-uid', said);
+    expect(isMarkerOf(xml, 'r-uid')).toBe(true);
+    expect(refusalIn(xml, 'r-uid')).toBe(said);
+    expect(refusalIn(xml, 'other')).toBeUndefined();
+    expect(refusalIn(restoreMarkerXML('r-uid'), 'r-uid')).toBeUndefined();
+    expect(refusalIn(undefined, 'r-uid')).toBeUndefined();
+  });
+
+  it('fails a begun restore whose refusal its marker records, whether the marker is there or not', () => {
+    for (const markerPresent of [true, false])
+      expect(
+        planRestore({ ...input(restore('InProgress'), markerPresent), refused: 'no; disks: vda' }),
+      ).toEqual({ op: 'fail', reason: 'RevertFailed', message: 'no; disks: vda' });
+  });
+
+  it('keeps a begun restore InProgress while overlays on its snapshot’s disks hold it back', () => {
+    const overlays = new Map([['root', ['overlay']]]);
+    const held = snap({
+      status: { ...ready.status!, disks: [{ name: 'vda', volume: 'root' }] },
+    });
+    const at = (phase?: string) =>
+      planRestore({ ...input(restore(phase), true), snapshot: held, overlays });
+    expect(at('InProgress')).toMatchObject({
+      op: 'wait',
+      reason: 'VolumeHasOverlays',
+      phase: 'InProgress',
+    });
+    expect(at('Pending')).toMatchObject({ op: 'wait', reason: 'VolumeHasOverlays' });
+    expect(at('Pending')).not.toHaveProperty('phase');
   });
 
   it('recognises its own marker only', () => {
