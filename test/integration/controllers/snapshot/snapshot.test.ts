@@ -324,17 +324,8 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     const warned = () =>
       ctx.events.filter((e) => e.reason === 'Unsupported' && e.key === key(snap)).length;
     // The status write is refused (as a conflict with another writer would be) on two passes.
-    const applyStatus = ctx.applyStatus;
-    ctx.applyStatus = () =>
-      Promise.reject(new KubeApiError(409, 'Conflict', 'injected', 'PATCH', '/status'));
-    try {
-      for (let i = 0; i < 2; i++) {
-        await expect(reconcileVirtualMachineSnapshot(key(snap), ctx)).rejects.toThrow(/409/);
-        await ctx.refresh();
-      }
-    } finally {
-      ctx.applyStatus = applyStatus;
-    }
+    await refusedPasses(ctx, reconcileVirtualMachineSnapshot, key(snap));
+    await ctx.refresh();
     expect(warned()).toBe(0);
     for (let i = 0; i < 2; i++) {
       await reconcileVirtualMachineSnapshot(key(snap), ctx);
@@ -531,17 +522,8 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     const warned = () =>
       ctx.events.filter((e) => e.reason === 'SnapshotMissing' && e.key === key(back)).length;
     // The status write is refused (as a conflict with another writer would be) on two passes.
-    const applyStatus = ctx.applyStatus;
-    ctx.applyStatus = () =>
-      Promise.reject(new KubeApiError(409, 'Conflict', 'injected', 'PATCH', '/status'));
-    try {
-      for (let i = 0; i < 2; i++) {
-        await expect(reconcileVirtualMachineRestore(key(back), ctx)).rejects.toThrow(/409/);
-        await ctx.refresh();
-      }
-    } finally {
-      ctx.applyStatus = applyStatus;
-    }
+    await refusedPasses(ctx, reconcileVirtualMachineRestore, key(back));
+    await ctx.refresh();
     expect(warned()).toBe(0);
     for (let i = 0; i < 2; i++) {
       await reconcileVirtualMachineRestore(key(back), ctx);
@@ -730,16 +712,7 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     const pending = () =>
       ctx.events.filter((e) => e.reason === 'DeletePending' && e.key === key(snap)).length;
     // The status write is refused (as a conflict with another writer would be) on two passes.
-    const applyStatus = ctx.applyStatus;
-    ctx.applyStatus = () =>
-      Promise.reject(new KubeApiError(409, 'Conflict', 'injected', 'PATCH', '/status'));
-    try {
-      for (let i = 0; i < 2; i++) {
-        await expect(reconcileVirtualMachineSnapshot(key(snap), ctx)).rejects.toThrow(/409/);
-      }
-    } finally {
-      ctx.applyStatus = applyStatus;
-    }
+    await refusedPasses(ctx, reconcileVirtualMachineSnapshot, key(snap));
     expect(pending()).toBe(0);
     // The pass whose write goes through says it, once; the passes after it say nothing.
     for (let i = 0; i < 2; i++) {
