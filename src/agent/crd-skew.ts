@@ -28,9 +28,13 @@ const FORGET_AFTER_MS = 6 * 60_000;
 /** Bounds the objects remembered as told; past it, some may get a second Event. */
 const TOLD_LIMIT = 4096;
 
-/** What the user reads: the kind, the fields and the fix. Pure. */
-export function outdatedCrdMessage(kind: VirtKind, fields: readonly string[]): string {
-  return `the installed CustomResourceDefinition for ${kind} is older than this agent: it lacks ${fields.join(', ')}; apply this version's CRDs: kubectl apply -k manifests/ (docs/deploy.md, Upgrading)`;
+/** What the user reads: the kind, the fields and the fix. `newer` is who needs them. Pure. */
+export function outdatedCrdMessage(
+  kind: VirtKind,
+  fields: readonly string[],
+  newer = 'this agent',
+): string {
+  return `the installed CustomResourceDefinition for ${kind} is older than ${newer}: it lacks ${fields.join(', ')}; apply this version's CRDs: kubectl apply -k manifests/ (docs/deploy.md, Upgrading)`;
 }
 
 export class OutdatedCrdError extends Error {

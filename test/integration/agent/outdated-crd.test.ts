@@ -21,6 +21,10 @@ const POOL = `skew-${id}`;
 const MESSAGE =
   "the installed CustomResourceDefinition for StoragePool is older than this agent: it lacks .status.readyNodes; apply this version's CRDs: kubectl apply -k manifests/ (docs/deploy.md, Upgrading)";
 
+interface Schema {
+  properties: Record<string, Schema>;
+}
+
 /** crds/ with StoragePool's status.readyNodes taken out of its schema. */
 function olderCrds(): string {
   const dir = mkdtempSync(join(tmpdir(), 'lvo-crds-'));
@@ -28,9 +32,9 @@ function olderCrds(): string {
     let text = readFileSync(join('crds', f), 'utf8');
     if (f === 'storagepool.yaml') {
       const crd = parseAllDocuments(text)[0]!.toJSON() as {
-        spec: { versions: Array<{ schema: { openAPIV3Schema: Record<string, any> } }> };
+        spec: { versions: Array<{ schema: { openAPIV3Schema: Schema } }> };
       };
-      const status = crd.spec.versions[0]!.schema.openAPIV3Schema.properties.status;
+      const status = crd.spec.versions[0]!.schema.openAPIV3Schema.properties.status!;
       expect(status.properties.readyNodes).toBeDefined();
       delete status.properties.readyNodes;
       text = stringify(crd);
