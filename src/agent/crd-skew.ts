@@ -5,8 +5,8 @@
 // said once, not a 500 at every retry of every object.
 //
 // Where it shows: the usual place for a lasting problem, a condition, is status, which is
-// exactly what cannot be written. So, as controller-runtime and kube-rs operators do for a
-// cluster they cannot work with: one error log line per kind and field, the agent's readiness
+// exactly what cannot be written. So, as operators on controller-runtime or kube-rs usually
+// surface a cluster they cannot work with: one error log line per kind and field, the agent's readiness
 // check failing with the same words (a rolling update of the DaemonSet stops at the first
 // node instead of replacing every agent, and `kubectl get pods` shows it), and one Warning
 // Event per object, which `kubectl describe` of the object with stale status shows.
@@ -15,7 +15,7 @@ import { alreadyReported, fieldsNotInSchema } from '../runtime/kube-client.js';
 import type { Logger } from '../runtime/log.js';
 import type { KubeObject } from '../runtime/resource.js';
 
-/** The reason of the Warning Event and the name of the readiness check. */
+/** The reason of the Warning Event (the readiness check is named `crds`: agent.ts). */
 export const CRD_OUTDATED = 'CRDOutdated';
 
 /**
