@@ -6,10 +6,10 @@
 //
 // Where it shows: the usual place for a lasting problem, a condition, is status, which is
 // exactly what cannot be written. So, as operators on controller-runtime or kube-rs usually
-// surface a cluster they cannot work with: one error log line per kind and field, the agent's readiness
-// check failing with the same words (a rolling update of the DaemonSet stops at the first
-// node instead of replacing every agent, and `kubectl get pods` shows it), and one Warning
-// Event per object, which `kubectl describe` of the object with stale status shows.
+// surface a cluster they cannot work with: one error log line per kind and field, the
+// agent's readiness check failing with the same words (a rolling update of the DaemonSet
+// stops at the first node instead of replacing every agent, and `kubectl get pods` shows
+// it), and one Warning Event per object, which `kubectl describe` of the stale object shows.
 import type { VirtKind } from '../api/generated/crds.js';
 import { alreadyReported, fieldsNotInSchema } from '../runtime/kube-client.js';
 import type { Logger } from '../runtime/log.js';
