@@ -29,11 +29,13 @@ import {
 } from '../runtime/index.js';
 import { FinalizerConflict } from '../runtime/finalizer.js';
 import { isConflict, isOwnWriteUnseen } from '../runtime/kube-client.js';
+import { referenceTo } from '../runtime/resource.js';
 import type { HostPort } from './config.js';
 import { registerGuestMetrics, type GuestMetrics } from './guest-metrics.js';
 import { kubeReads } from './kube-reads.js';
 import { kubeWrites, resourceOf } from './kube-writes.js';
 import { reconnectLooks } from './reconnect-looks.js';
+import { createCrdSkew, type CrdSkew } from './crd-skew.js';
 
 export interface AgentOptions {
   nodeName: string;
@@ -194,7 +196,31 @@ async function wireAgent(
     onError: (err) => log.warn({ err: String(err) }, 'guest metrics: libvirt stats failed'),
   });
 
-  const ctx = controllerContext(opts, runtime, libvirt, lanes, informers, nodeInformer, log);
+  // Status refused by CRDs older than this agent: said once, with the fix, and kept in the
+  // readiness answer until the writes go through (crd-skew.ts says why there).
+  const crdSkew = createCrdSkew({
+    log,
+    event: (kind, obj, reason, note) =>
+      void runtime.events
+        .publish(referenceTo(resourceOf(kind), obj), {
+          type: 'Warning',
+          reason,
+          action: reason,
+          note,
+        })
+        .catch((err: unknown) => log.warn({ err: String(err), reason }, 'could not record event')),
+  });
+  runtime.addReadinessCheck('crds', () => crdSkew.readiness());
+  const ctx = controllerContext(
+    opts,
+    runtime,
+    libvirt,
+    lanes,
+    informers,
+    nodeInformer,
+    log,
+    crdSkew,
+  );
   const controllers = {} as Record<VirtKind, Controller>;
   for (const module of CONTROLLER_MODULES) {
     const { kind, reconcile, concurrency } = module;
@@ -467,6 +493,7 @@ function controllerContext(
   informers: Record<VirtKind, Informer<KubeObject>>,
   nodeInformer: Informer,
   log: Logger,
+  crdSkew: CrdSkew,
 ): ControllerContext {
   const host = createHostState();
   const writes = kubeWrites({
@@ -476,6 +503,7 @@ function controllerContext(
     log,
     nodesLookedUp: host.nodesLookedUp,
     statusWriter: (o) => runtime.statusWriter(o),
+    crdSkew,
   });
   return {
     nodeName: opts.nodeName,

@@ -32,6 +32,7 @@ import {
 } from '../runtime/finalizer.js';
 import { isNotFound, ownWriteUnseen, type KubeClient } from '../runtime/kube-client.js';
 import type { Logger } from '../runtime/log.js';
+import { createCrdSkew, type CrdSkew } from './crd-skew.js';
 import { keyPath, referenceTo, type ResourceDescription } from '../runtime/resource.js';
 
 export const FIELD_MANAGER = 'libvirt-operator';
@@ -64,6 +65,8 @@ export interface KubeWritesOptions {
   nodesLookedUp?: NodeLookups;
   /** How status writers are made; the runtime's adds its metrics. Default: plain. */
   statusWriter?: (opts: StatusWriterOptions) => StatusWriter;
+  /** Where refusals by an outdated CRD are told (the agent's readiness reads it). */
+  crdSkew?: CrdSkew;
 }
 
 type NodeAggregated = KubeObject & {
@@ -85,11 +88,17 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
   const { client, log } = opts;
   const makeWriter = opts.statusWriter ?? ((o) => createStatusWriter(client, o));
   const writers = new Map<string, StatusWriter>();
+  const skew =
+    opts.crdSkew ??
+    createCrdSkew({
+      log,
+      event: (kind, obj, reason, note) => publish(kind, obj, 'Warning', reason, note),
+    });
   const writer = (kind: VirtKind, fieldManager: string) => {
     const id = `${kind}/${fieldManager}`;
     let w = writers.get(id);
     if (!w) {
-      w = makeWriter({
+      const made = makeWriter({
         resource: resourceOf(kind),
         fieldManager,
         listMapKeys: { nodes: ['nodeName'], 'nodes.conditions': ['type'], interfaces: ['name'] },
@@ -97,6 +106,18 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
         // when a shutdown began): never apply one computed from a stale cache.
         optimisticConcurrency: true,
       });
+      w = {
+        plan: made.plan,
+        async apply(current, status) {
+          try {
+            const written = await made.apply(current, status);
+            if (written) skew.written(current, id);
+            return written;
+          } catch (err) {
+            throw skew.failed(kind, current, id, err);
+          }
+        },
+      };
       writers.set(id, w);
     }
     return w;

@@ -21,6 +21,8 @@ import { cacheRoot, startControlPlane, type ControlPlane } from './local/control
 import { installFinalizerPolicy } from './local/finalizer-policy.js';
 import { ensureTinyGuest, serveTinyGuest } from './local/tiny-guest.js';
 import { createKubeClient, isNotFound, KubeApiError, type KubeClient } from '../runtime/index.js';
+import { fieldsNotInSchema } from '../runtime/kube-client.js';
+import { outdatedCrdMessage } from '../agent/crd-skew.js';
 import {
   bootedWhen,
   DEMO_NAMESPACE,
@@ -424,13 +426,21 @@ async function applyObject(client: KubeClient, obj: VirtManifest): Promise<strin
   const info = customResources[obj.kind];
   const ns = info.scope === 'Namespaced' ? (obj.metadata.namespace ?? 'default') : undefined;
   const path = `/apis/${obj.apiVersion}/${ns ? `namespaces/${ns}/` : ''}${info.plural}/${encodeURIComponent(String(obj.metadata.name))}`;
-  await client.request({
-    method: 'PATCH',
-    path,
-    query: { fieldManager: 'libvirt-operator-up', force: true },
-    body: obj,
-    contentType: 'application/apply-patch+yaml',
-  });
+  try {
+    await client.request({
+      method: 'PATCH',
+      path,
+      query: { fieldManager: 'libvirt-operator-up', force: true },
+      body: obj,
+      contentType: 'application/apply-patch+yaml',
+    });
+  } catch (err) {
+    // `up --kubeconfig` on a cluster whose CRDs an older version installed: the examples'
+    // newer fields are refused with an HTTP 500 that does not say what to do.
+    const fields = fieldsNotInSchema(err);
+    if (fields.length === 0) throw err;
+    throw new Error(outdatedCrdMessage(obj.kind, fields, 'this libvirt-operator'), { cause: err });
+  }
   return `${obj.kind} ${ns ? `${ns}/` : ''}${obj.metadata.name}`;
 }
 

@@ -5,6 +5,7 @@
 import type { CacheChange } from './cache.js';
 import type { Informer } from './informer.js';
 import { errorFields, type Logger } from './log.js';
+import { isAlreadyReported } from './kube-client.js';
 import type { RuntimeMetrics } from './metrics.js';
 import { objectKey, type KubeObject } from './resource.js';
 import { createWorkQueue, type WorkQueue, type WorkQueueOptions } from './work-queue.js';
@@ -367,7 +368,9 @@ export function createController<T extends KubeObject>(
         } else {
           const delayMs = r.queue.addRateLimited(key);
           m?.reconcileErrors.inc({ controller: name });
-          keyLog.error(
+          // An error already logged with its remedy (isAlreadyReported) is a lasting cause:
+          // repeating it at every retry would bury it, so its retries go to debug.
+          keyLog[isAlreadyReported(err) ? 'debug' : 'error'](
             { ...errorFields(err), retries, delayMs: Math.round(delayMs) },
             'reconcile failed; retrying',
           );

@@ -76,6 +76,34 @@ export function ownWriteUnseen<E extends Error>(err: E): E {
 export const isOwnWriteUnseen = (err: unknown): boolean =>
   err instanceof Error && (err as { ownWriteUnseen?: boolean }).ownWriteUnseen === true;
 
+/**
+ * The fields a server-side apply named that the object's schema does not declare: the API
+ * server refuses such an apply as a whole (HTTP 500 "failed to create typed patch object
+ * (...): .status.x: field not declared in schema", one line per field when there are several)
+ * where an update or merge patch would silently prune them. Seen when the installed CRD is
+ * older than the writer. List keys are dropped (`.status.nodes[nodeName="a"].x` is
+ * `.status.nodes[].x`), so one missing field reads the same for every object. Empty: not that.
+ */
+export function fieldsNotInSchema(err: unknown): string[] {
+  if (!(err instanceof KubeApiError) || !err.message.includes('failed to create typed patch'))
+    return [];
+  const fields = [...err.message.matchAll(/(\.\S+?): field not declared in schema/g)].map((m) =>
+    (m[1] ?? '').replace(/\[[^\]]*\]/g, '[]'),
+  );
+  return [...new Set(fields)].sort();
+}
+
+/**
+ * Marks an error its raiser has already logged, with what to do, at error level: the
+ * controller's retry logs it at debug level only, so a lasting cause (an outdated CRD) is said
+ * once, not at every retry. It is still counted as a reconcile error.
+ */
+export function alreadyReported<E extends Error>(err: E): E {
+  return Object.assign(err, { alreadyReported: true });
+}
+export const isAlreadyReported = (err: unknown): boolean =>
+  err instanceof Error && (err as { alreadyReported?: boolean }).alreadyReported === true;
+
 export const isAlreadyExists = (err: unknown): boolean =>
   err instanceof KubeApiError && err.status === 409 && err.reason === 'AlreadyExists';
 
