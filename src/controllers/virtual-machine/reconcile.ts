@@ -280,8 +280,9 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     ctx.host.restarts.set(String(vm.metadata.uid), status.restartCount ?? 0);
   await report(ctx, vm, status, outcome.executed, pending);
   // The soonest of every reason to look again: a running grace period must not wait for a
-  // problem's backoff. Unsupported input waits for a spec change, which wakes us anyway; so
-  // does a pause the annotation asked for (Ready=False, but as wanted).
+  // problem's backoff. Unsupported input waits for a spec change, which wakes us anyway (what
+  // the node lacks, for an install: HOST_LACK_RECHECK_MS); so does a pause the annotation asked
+  // for (Ready=False, but as wanted).
   const settled =
     !problem &&
     (isConditionTrue(status.conditions, 'Ready') ||
