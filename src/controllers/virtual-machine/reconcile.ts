@@ -132,9 +132,13 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   // must not wait for one more pass.
   const now = ctx.now();
   const vm = planView(cached, before.domain, ctx);
+  const hostLacks = async (maxAgeMs: number) =>
+    unknownCpuModel(vm, await knownCpuModels(ctx, vm, maxAgeMs), ctx.nodeName) ??
+    missingFirmware(vm, await firmwareOnHost(ctx, vm, maxAgeMs), ctx.nodeName);
+  // A lack is read again sooner than the host's capabilities are otherwise: it ends when a
+  // package is installed, which wakes nothing (see HOST_LACK_RECHECK_MS).
   const cpuProblem =
-    unknownCpuModel(vm, await knownCpuModels(ctx, vm), ctx.nodeName) ??
-    missingFirmware(vm, await firmwareOnHost(ctx, vm), ctx.nodeName);
+    (await hostLacks(CPU_MODELS_TTL_MS)) && (await hostLacks(HOST_LACK_RECHECK_MS));
   // Checked before the restart is begun: the node cannot start such a machine again, so a
   // requested restart of the running guest waits (requestedRestart), and the problem says so.
   const restart = requestedRestart(newRestartRequest(vm), before.domain, cpuProblem);
@@ -276,8 +280,9 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     ctx.host.restarts.set(String(vm.metadata.uid), status.restartCount ?? 0);
   await report(ctx, vm, status, outcome.executed, pending);
   // The soonest of every reason to look again: a running grace period must not wait for a
-  // problem's backoff. Unsupported input waits for a spec change, which wakes us anyway; so
-  // does a pause the annotation asked for (Ready=False, but as wanted).
+  // problem's backoff. Unsupported input waits for a spec change, which wakes us anyway (what
+  // the node lacks, for an install: HOST_LACK_RECHECK_MS); so does a pause the annotation asked
+  // for (Ready=False, but as wanted).
   const settled =
     !problem &&
     (isConditionTrue(status.conditions, 'Ready') ||
@@ -285,6 +290,9 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   const looks = [
     plan.waitMs === undefined ? undefined : settledWait(plan, after, now, ctx, vm, shutdownSentAt),
     problem?.reason === 'Unsupported' || settled ? undefined : retryDelayMs(status, now),
+    // What the node lacks (the CPU model, OVMF, swtpm) ends with an install, not a spec change:
+    // a requested restart or a start waiting for it goes on within this, not at the resync.
+    cpuProblem ? HOST_LACK_RECHECK_MS : undefined,
     awaitingAddresses(vm, status, after, now, ctx) ? ADDRESS_POLL_MS : undefined,
     detaching
       ? detaching.expired
@@ -453,6 +461,14 @@ function detachingOf(
 
 /** How long the host's list of CPU models is trusted: a QEMU upgrade can change it. */
 const CPU_MODELS_TTL_MS = 10 * 60_000;
+/**
+ * How often a machine the node cannot start as its spec asks (unknownCpuModel,
+ * missingFirmware) is looked at again, and how old a capabilities read that lacks what it
+ * needs may be: an installed package is then seen within about a minute, not after the
+ * agent's resync plus CPU_MODELS_TTL_MS. The read is shared by every machine of the domain
+ * type, so libvirt is asked at most once a minute whatever their number.
+ */
+const HOST_LACK_RECHECK_MS = 60_000;
 
 /**
  * The CPU model names the host's QEMU knows for the machine's domain type, when its spec asks
@@ -461,12 +477,13 @@ const CPU_MODELS_TTL_MS = 10 * 60_000;
 async function knownCpuModels(
   ctx: ControllerContext,
   vm: VirtualMachine,
+  maxAgeMs: number,
 ): Promise<string[] | undefined> {
   if (vm.spec.cpu?.mode !== 'custom') return undefined;
   const type = vm.spec.domainType ?? 'kvm';
   const now = ctx.now().getTime();
   const known = ctx.host.cpuModels.get(type);
-  if (known && now - known.readAt < CPU_MODELS_TTL_MS) return known.models;
+  if (known && now - known.readAt < maxAgeMs) return known.models;
   let models: string[] | undefined;
   try {
     models = customCpuModels(await ctx.libvirt().getDomainCapabilities(type));
@@ -483,18 +500,19 @@ async function knownCpuModels(
 /**
  * What the host offers for UEFI and an emulated TPM (missingFirmware), for the machine's
  * domain type and the q35 machine the operator defines, when the spec asks for either;
- * undefined when the driver cannot tell. Read again after CPU_MODELS_TTL_MS: a package
- * installed meanwhile is seen then.
+ * undefined when the driver cannot tell. A read older than `maxAgeMs` is made again: a
+ * package installed meanwhile is seen then.
  */
 async function firmwareOnHost(
   ctx: ControllerContext,
   vm: VirtualMachine,
+  maxAgeMs: number,
 ): Promise<HostFirmware | undefined> {
   if (vm.spec.firmware !== 'uefi' && !vm.spec.tpm) return undefined;
   const type = vm.spec.domainType ?? 'kvm';
   const now = ctx.now().getTime();
   const known = ctx.host.firmware.get(type);
-  if (known && now - known.readAt < CPU_MODELS_TTL_MS) return known.offers;
+  if (known && now - known.readAt < maxAgeMs) return known.offers;
   let offers: HostFirmware | undefined;
   try {
     offers = hostFirmware(await ctx.libvirt().getDomainCapabilities(type, undefined, 'q35'));

@@ -490,6 +490,47 @@ describe('day-2 machines on test:///default', () => {
     });
   });
 
+  it('looks again within a minute at a restart waiting for OVMF, and begins it once installed', async () => {
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'noovmf', namespace: NS },
+      spec: { nodeName: NODE, domainType: 'qemu', vcpus: 1, memory: '128Mi' },
+    });
+    await converge(ctx, reconcileVirtualMachine, key('noovmf'), {
+      until: stored('noovmf', (v) => condition(v, 'Ready')?.status === 'True'),
+    });
+    const first = await (await domainOf(vmOf('noovmf')!)).getID();
+    // The test driver has no domain capabilities: a read just made found no OVMF, as QEMU's on
+    // a node without the package does.
+    ctx.host.firmware.set('qemu', { readAt: ctx.now().getTime(), offers: { efi: false } });
+    await k.patchSpec('VirtualMachine', NS, 'noovmf', { firmware: 'uefi' });
+    expect(await vm('restart', 'noovmf')).toBe(0);
+    await ctx.refresh();
+    // Nothing wakes the machine when the package is installed: the pass itself looks again.
+    const waiting = await reconcileVirtualMachine(key('noovmf'), ctx);
+    expect(requeueMs(waiting)).toBeLessThanOrEqual(60_000);
+    await ctx.refresh();
+    expect(condition(vmOf('noovmf'), 'Ready')?.message).toContain('waits for it');
+    expect(await (await domainOf(vmOf('noovmf')!)).getID()).toBe(first);
+    // That look a minute on, after the install (the driver now says nothing is missing): the
+    // read is made again rather than trusted for the ten minutes a complete one is.
+    ctx.host.firmware.set('qemu', { readAt: ctx.now().getTime() - 61_000, offers: { efi: false } });
+    const value = vmOf('noovmf')!.metadata.annotations?.['virt.dev/restart-requested-at'];
+    await converge(ctx, reconcileVirtualMachine, key('noovmf'), {
+      until: stored(
+        'noovmf',
+        (v) => v?.status?.lastRestartRequest === value && condition(v, 'Ready')?.status === 'True',
+      ),
+      maxPasses: 20,
+    });
+    expect(await (await domainOf(vmOf('noovmf')!)).getID()).not.toBe(first);
+    ctx.host.firmware.delete('qemu');
+    await k.remove('VirtualMachine', NS, 'noovmf');
+    await converge(ctx, reconcileVirtualMachine, key('noovmf'), {
+      until: stored('noovmf', (v) => v === undefined),
+      maxPasses: 40,
+    });
+  });
+
   it('refuses `vm restart` of a stopped machine, saying why and how to start it', async () => {
     await k.create<VirtualMachine>('VirtualMachine', {
       metadata: { name: 'halted', namespace: NS },
