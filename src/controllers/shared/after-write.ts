@@ -21,8 +21,18 @@ export function mayHaveApplied(err: unknown): boolean {
   return !(err instanceof KubeApiError && err.status < 500);
 }
 
-/** Runs `write`, then `tell`; when `write` fails, `tell` too unless the write was refused. */
-export async function tellAfterWrite<T>(write: () => Promise<T>, tell: () => void): Promise<T> {
+/**
+ * Runs `write`, then `tell`; when `write` fails, `tell` too unless the write was refused.
+ * `skipUnwritten`, for a write that answers undefined when it sent nothing (applyStatus): then
+ * nothing is told either. Either the stored status already says it all, or this writer's last
+ * write, made from the same cached copy, did and was told (a pass run again before the watch
+ * brought that write back would otherwise tell its Warnings twice).
+ */
+export async function tellAfterWrite<T>(
+  write: () => Promise<T>,
+  tell: () => void,
+  opts: { skipUnwritten?: boolean } = {},
+): Promise<T> {
   let written: T;
   try {
     written = await write();
@@ -30,6 +40,6 @@ export async function tellAfterWrite<T>(write: () => Promise<T>, tell: () => voi
     if (mayHaveApplied(err)) tell();
     throw err;
   }
-  tell();
+  if (written !== undefined || !opts.skipUnwritten) tell();
   return written;
 }

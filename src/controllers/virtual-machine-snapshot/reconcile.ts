@@ -280,6 +280,7 @@ async function waitForSpace(
       if (ready?.reason !== INSUFFICIENT_SPACE)
         ctx.event(KIND, snap, 'Warning', INSUFFICIENT_SPACE, message);
     },
+    { skipUnwritten: true },
   );
   return requeueAfter(
     retryDelay(ready?.reason === INSUFFICIENT_SPACE ? ready : undefined, ctx.now()),
@@ -411,6 +412,7 @@ async function reportDeletion(
     () => {
       if (wait) ctx.event(KIND, snap, type, 'DeletePending', wait.message);
     },
+    { skipUnwritten: true },
   );
 }
 
@@ -427,6 +429,7 @@ async function report(
       if (facts.phase === 'Failed' && snap.status?.phase !== 'Failed')
         ctx.event(KIND, snap, 'Warning', facts.reason, facts.message);
     },
+    { skipUnwritten: true },
   );
   return updated as VirtualMachineSnapshot | undefined;
 }

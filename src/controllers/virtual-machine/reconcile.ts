@@ -871,6 +871,7 @@ async function report(
     () => {
       for (const e of turned) ctx.event(KIND, vm, e.type, e.reason, e.message);
     },
+    { skipUnwritten: true },
   )) as VirtualMachine | undefined;
 }
 

@@ -504,6 +504,7 @@ async function reportBlocked(
         ),
       ),
     tell,
+    { skipUnwritten: true },
   );
   return requeueAfter(retryDelay(undefined, ctx.now()));
 }
@@ -557,6 +558,7 @@ async function report(vol: Volume, pass: Pass, ctx: ControllerContext): Promise<
           ctx.event(KIND, vol, 'Warning', problem.reason, problem.message);
       }
     },
+    { skipUnwritten: true },
   );
   if (pass.requeueMs !== undefined) return requeueAfter(pass.requeueMs);
   if (facts.problem)
