@@ -33,8 +33,8 @@ rm -rf "$KUBECACHEDIR"
 # go to both lanes, and then the e2e lane runs every e2e file they select.
 # The e2e lane ends sooner, so it then takes the three slowest integration files as its tail:
 # the local cluster CLI (~75 s), the quiet-convergence watch (~70 s) and the package install
-# (~60 s; its prepack rebuilds dist/, which e2e agents run, so after them is the safer place
-# too). Expected from the last CI's figures (unit + integration ~1,200 s, less the unit
+# (~60 s; it packs a copy of the sources, so its prepack leaves the checkout's dist/ alone).
+# Expected from the last CI's figures (unit + integration ~1,200 s, less the unit
 # tier's per-file start-up, ~70-100 s, which isolate: false removed; e2e ~850 s): about
 # 1,050-1,100 s each.
 reporters=(--reporter=default --reporter=json --passWithNoTests)

@@ -5,6 +5,7 @@
 // exercise exactly what runs in production.
 import { customResources, type VirtKind } from '../api/generated/crds.js';
 import type { Condition } from '../api/conditions.js';
+import { afterStatusWritten } from '../controllers/shared/after-write.js';
 import { keyOf, type ControllerContext, type KubeObject } from '../controllers/context.js';
 import {
   aggregateStatus,
@@ -181,14 +182,19 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
       // whichever agent writes it owns all of it: no per-field mix of node managers that one
       // node's later apply could tear apart. Written only when it changed.
       const current = (written ?? obj) as NodeAggregated;
-      const top = aggregateStatus(
-        current.metadata.generation ?? 0,
-        current.status?.conditions,
-        await counted(current, entriesWith(current.status?.nodes, entry as NodeEntryLike)),
-        new Date(),
-        match,
-      );
-      await writeSummary(kind, current, top);
+      try {
+        const top = aggregateStatus(
+          current.metadata.generation ?? 0,
+          current.status?.conditions,
+          await counted(current, entriesWith(current.status?.nodes, entry as NodeEntryLike)),
+          new Date(),
+          match,
+        );
+        await writeSummary(kind, current, top);
+      } catch (err) {
+        // The entry is stored: the Events that follow its write are owed (after-write.ts).
+        throw written ? afterStatusWritten(err) : err;
+      }
     },
     async applySummary(kind, obj, match) {
       const current = obj as NodeAggregated;

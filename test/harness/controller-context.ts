@@ -16,7 +16,12 @@ import {
 import type { Connect } from '../../src/libvirt/connection.js';
 import { createEventRecorder } from '../../src/runtime/events.js';
 import { createLogger } from '../../src/runtime/log.js';
-import { createKubeClient, KubeApiError, type KubeClient } from '../../src/runtime/kube-client.js';
+import {
+  createKubeClient,
+  KubeApiError,
+  type KubeClient,
+  type KubeRequest,
+} from '../../src/runtime/kube-client.js';
 
 const MODULES = new Map(CONTROLLER_MODULES.map((m) => [m.kind, m]));
 
@@ -36,6 +41,11 @@ export interface SnapshotContext extends ControllerContext {
   writes: number;
   /** Count of reads past the cache (getFromServer) this context sent to the API server. */
   reads: number;
+  /**
+   * When set, each request is first shown to it; an error it returns fails the request
+   * without sending it (a refusal the real server could give, injected at a chosen request).
+   */
+  failRequest?: (req: KubeRequest) => Error | undefined;
 }
 
 export function snapshotContext(opts: {
@@ -55,6 +65,8 @@ export function snapshotContext(opts: {
     server: raw.server,
     stream: (req) => raw.stream(req),
     request: (req) => {
+      const injected = ctx.failRequest?.(req);
+      if (injected) return Promise.reject(injected);
       if (req.method === 'GET') ctx.reads++;
       else if (!req.path.startsWith('/apis/events.k8s.io/')) ctx.writes++;
       return raw.request(req);
@@ -209,4 +221,31 @@ export async function refusedPasses(
         );
     }
   });
+}
+
+/**
+ * Runs `run` with every status write of `ctx` (applyStatus, applyNodeStatus) applied by the API
+ * server but its answer lost, as when no response comes in time: each write is made, then fails
+ * as the client's timeout fails it. Then lets them through again.
+ */
+export async function withStatusUnanswered<T>(
+  ctx: SnapshotContext,
+  run: () => Promise<T>,
+): Promise<T> {
+  const { applyStatus, applyNodeStatus } = ctx;
+  const lost = () => new Error('PATCH /status: no response within 30000 ms');
+  ctx.applyStatus = async (...args) => {
+    await applyStatus(...args);
+    throw lost();
+  };
+  ctx.applyNodeStatus = async (...args) => {
+    await applyNodeStatus(...args);
+    throw lost();
+  };
+  try {
+    return await run();
+  } finally {
+    ctx.applyStatus = applyStatus;
+    ctx.applyNodeStatus = applyNodeStatus;
+  }
 }

@@ -46,6 +46,7 @@ import {
   removedMessage,
   type PoolNodeFacts,
 } from './status.js';
+import { tellAfterWrite } from '../shared/after-write.js';
 
 const KIND = 'StoragePool';
 /**
@@ -201,17 +202,22 @@ async function removeFromNode(
     const entry = selected
       ? poolNodeStatus(pool, ctx.nodeName, { observed, blockedBy }, ctx.now())
       : notSelectedStatus(pool, ctx.nodeName, blockedBy, ctx.now());
-    await ctx.applyNodeStatus(KIND, pool, entry, await matchAfter(ctx, pool, entry));
-    // After the write: one that fails is retried, and would send the Warning again each time.
-    if (!findCondition(nodeEntry(pool, ctx.nodeName)?.conditions, DELETION_BLOCKED)) {
-      ctx.event(
-        KIND,
-        pool,
-        'Warning',
-        'VolumesRemain',
-        `pool stays on node ${ctx.nodeName} while Volumes are in it: ${listed(blockedBy)}`,
-      );
-    }
+    const match = await matchAfter(ctx, pool, entry);
+    const told = !!findCondition(nodeEntry(pool, ctx.nodeName)?.conditions, DELETION_BLOCKED);
+    // After the write: one refused is retried, and would send the Warning again each time.
+    await tellAfterWrite(
+      () => ctx.applyNodeStatus(KIND, pool, entry, match),
+      () => {
+        if (told) return;
+        ctx.event(
+          KIND,
+          pool,
+          'Warning',
+          'VolumesRemain',
+          `pool stays on node ${ctx.nodeName} while Volumes are in it: ${listed(blockedBy)}`,
+        );
+      },
+    );
     return requeueAfter(retryDelay(undefined, ctx.now()));
   }
   // rmdir: a parent still holding spec.path or anything else stays.
@@ -278,10 +284,14 @@ async function report(
 ): Promise<Action> {
   const before = nodeEntry(pool, ctx.nodeName)?.conditions;
   const entry = poolNodeStatus(pool, ctx.nodeName, steady(pool, facts, ctx), ctx.now());
-  await ctx.applyNodeStatus(KIND, pool, entry);
-  // After the write: one that fails is retried, and would send the Warning again each time.
   const problem = newProblem(before, entry.conditions, READY);
-  if (problem) ctx.event(KIND, pool, 'Warning', problem.reason, problem.message);
+  // After the write: one refused is retried, and would send the Warning again each time.
+  await tellAfterWrite(
+    () => ctx.applyNodeStatus(KIND, pool, entry),
+    () => {
+      if (problem) ctx.event(KIND, pool, 'Warning', problem.reason, problem.message);
+    },
+  );
   const ready = findCondition(entry.conditions, READY);
   return ready?.status === 'True' ? done : requeueAfter(retryDelay(ready, ctx.now()));
 }

@@ -54,6 +54,7 @@ import {
 import { cachedByKey, retryDelay, withFinalizer } from '../kit.js';
 import { findCondition } from '../../api/conditions.js';
 import { restoreInProgress } from '../shared/restores.js';
+import { tellAfterWrite } from '../shared/after-write.js';
 
 const KIND = 'VirtualMachineSnapshot';
 /** A machine whose domain is being defined gets it within seconds. */
@@ -272,10 +273,15 @@ async function waitForSpace(
 ): Promise<Action> {
   const phase = snap.status?.phase === 'InProgress' ? 'InProgress' : 'Pending';
   const ready = findCondition(snap.status?.conditions, 'Ready');
-  await report(ctx, snap, { phase, reason: INSUFFICIENT_SPACE, message });
-  // After the write: one that fails is retried, and would send the Warning again each time.
-  if (ready?.reason !== INSUFFICIENT_SPACE)
-    ctx.event(KIND, snap, 'Warning', INSUFFICIENT_SPACE, message);
+  // After the write: one refused is retried, and would send the Warning again each time.
+  await tellAfterWrite(
+    () => report(ctx, snap, { phase, reason: INSUFFICIENT_SPACE, message }),
+    () => {
+      if (ready?.reason !== INSUFFICIENT_SPACE)
+        ctx.event(KIND, snap, 'Warning', INSUFFICIENT_SPACE, message);
+    },
+    { skipUnwritten: true },
+  );
   return requeueAfter(
     retryDelay(ready?.reason === INSUFFICIENT_SPACE ? ready : undefined, ctx.now()),
   );
@@ -401,8 +407,13 @@ async function reportDeletion(
   wait: DeletionWait | undefined,
 ): Promise<void> {
   if (saysDeletion(snap, wait)) return;
-  await ctx.applyStatus(KIND, snap, deletionStatus(snap, wait, ctx.now()));
-  if (wait) ctx.event(KIND, snap, type, 'DeletePending', wait.message);
+  await tellAfterWrite(
+    () => ctx.applyStatus(KIND, snap, deletionStatus(snap, wait, ctx.now())),
+    () => {
+      if (wait) ctx.event(KIND, snap, type, 'DeletePending', wait.message);
+    },
+    { skipUnwritten: true },
+  );
 }
 
 async function report(
@@ -411,10 +422,15 @@ async function report(
   facts: SnapshotFacts,
 ): Promise<VirtualMachineSnapshot | undefined> {
   const status: VirtualMachineSnapshotStatus = snapshotStatus(snap, facts, ctx.now());
-  const updated = await ctx.applyStatus(KIND, snap, status);
-  // After the write: one that fails is retried, and would send the Warning again each time.
-  if (facts.phase === 'Failed' && snap.status?.phase !== 'Failed')
-    ctx.event(KIND, snap, 'Warning', facts.reason, facts.message);
+  // After the write: one refused is retried, and would send the Warning again each time.
+  const updated = await tellAfterWrite(
+    () => ctx.applyStatus(KIND, snap, status),
+    () => {
+      if (facts.phase === 'Failed' && snap.status?.phase !== 'Failed')
+        ctx.event(KIND, snap, 'Warning', facts.reason, facts.message);
+    },
+    { skipUnwritten: true },
+  );
   return updated as VirtualMachineSnapshot | undefined;
 }
 

@@ -98,6 +98,7 @@ import {
 } from '../../libvirt/xml/index.js';
 import type { DomainDocument } from '../../libvirt/xml/domain.js';
 import { isConnectionError, isLibvirtError, isTimeout } from '../../libvirt/errors.js';
+import { tellAfterWrite } from '../shared/after-write.js';
 
 const KIND = 'VirtualMachine';
 /** While a fresh guest has no address yet, look for DHCP leases this often (status.ts). */
@@ -882,12 +883,16 @@ async function report(
     heldInStatus(status),
   );
   for (const e of done) ctx.event(KIND, vm, e.type, e.reason, e.message);
-  const written = (await ctx.applyStatus(KIND, vm, status)) as VirtualMachine | undefined;
   // After it: a condition turned bad is told by comparing with the stored status, so a write
-  // that fails (retried at the error pace) would have each retry tell it again.
-  for (const e of conditionEvents(vm.status, status))
-    ctx.event(KIND, vm, e.type, e.reason, e.message);
-  return written;
+  // that fails (retried at the error pace) would have each retry tell it again (after-write.ts).
+  const turned = conditionEvents(vm.status, status);
+  return (await tellAfterWrite(
+    () => ctx.applyStatus(KIND, vm, status),
+    () => {
+      for (const e of turned) ctx.event(KIND, vm, e.type, e.reason, e.message);
+    },
+    { skipUnwritten: true },
+  )) as VirtualMachine | undefined;
 }
 
 function startedBy(executed: readonly MachineStep[]) {

@@ -36,6 +36,7 @@ import {
   nodeStatus,
   stepEvents,
 } from './status.js';
+import { tellAfterWrite } from '../shared/after-write.js';
 
 const KIND = 'VirtualNetwork';
 /** How soon to look again when the selector needs this node's labels and the Node is unknown. */
@@ -138,8 +139,12 @@ async function converge(
   // the write, as one that fails is retried and would send them again each time.
   const restartFields = pendingRestart(vnet, observed);
   const entry = nodeStatus({ vnet, nodeName, observed, restartFields, problem, now: ctx.now() });
-  await ctx.applyNodeStatus(KIND, vnet, entry);
-  for (const e of conditionEvents(nodeEntryOf(vnet, nodeName), entry))
-    ctx.event(KIND, vnet, e.type, e.reason, e.message);
+  const turned = conditionEvents(nodeEntryOf(vnet, nodeName), entry);
+  await tellAfterWrite(
+    () => ctx.applyNodeStatus(KIND, vnet, entry),
+    () => {
+      for (const e of turned) ctx.event(KIND, vnet, e.type, e.reason, e.message);
+    },
+  );
   return nextAction(entry, problem, ctx.now());
 }

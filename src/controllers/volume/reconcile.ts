@@ -60,6 +60,7 @@ import {
 import type { ObservedVolume } from '../../libvirt/xml/volume.js';
 import { DELETION_BLOCKED, READY, usedByList, volumeStatus, type VolumeFacts } from './status.js';
 import { machinesThatMayHold, sourceHeld, usersOf } from './users.js';
+import { tellAfterWrite } from '../shared/after-write.js';
 
 const KIND = 'Volume';
 /** How often an import's progress is looked at (and written to status when it moved). */
@@ -473,22 +474,9 @@ async function reportBlocked(
     'reason' in pool || found
       ? undefined
       : lostBaseProblem(vol.status?.path, overlaysWithFiles(vol, usedBy, ctx));
-  await ctx.applyStatus(
-    KIND,
-    vol,
-    volumeStatus(
-      vol,
-      {
-        usedBy,
-        deletionBlocked: true,
-        ...(ours ? { observed: ours } : {}),
-        ...(lost ? { problem: lost } : {}),
-      },
-      ctx.now(),
-    ),
-  );
-  // After the write: one that fails is retried, and would send the Warning again each time.
-  if (!findCondition(vol.status?.conditions, DELETION_BLOCKED)) {
+  const told = !!findCondition(vol.status?.conditions, DELETION_BLOCKED);
+  const tell = () => {
+    if (told) return;
     const users = usedBy.map((u) => `${u.kind} ${u.name}`).join(', ');
     ctx.event(
       KIND,
@@ -497,7 +485,27 @@ async function reportBlocked(
       'DeletionBlocked',
       `deletion waits until no longer used by ${users}`,
     );
-  }
+  };
+  // After the write: one refused is retried, and would send the Warning again each time.
+  await tellAfterWrite(
+    () =>
+      ctx.applyStatus(
+        KIND,
+        vol,
+        volumeStatus(
+          vol,
+          {
+            usedBy,
+            deletionBlocked: true,
+            ...(ours ? { observed: ours } : {}),
+            ...(lost ? { problem: lost } : {}),
+          },
+          ctx.now(),
+        ),
+      ),
+    tell,
+    { skipUnwritten: true },
+  );
   return requeueAfter(retryDelay(undefined, ctx.now()));
 }
 
@@ -540,13 +548,18 @@ function recordChanges(
 async function report(vol: Volume, pass: Pass, ctx: ControllerContext): Promise<Action> {
   const facts = steady(vol, pass.facts, ctx);
   const status = volumeStatus(vol, facts, ctx.now());
-  await ctx.applyStatus(KIND, vol, status);
-  // After the write: one that fails is retried, and would send the Warnings again each time.
-  for (const type of [READY, RESIZED]) {
-    const problem = newProblem(vol.status?.conditions, status.conditions, type);
-    if (problem && (type === RESIZED || facts.problem))
-      ctx.event(KIND, vol, 'Warning', problem.reason, problem.message);
-  }
+  // After the write: one refused is retried, and would send the Warnings again each time.
+  await tellAfterWrite(
+    () => ctx.applyStatus(KIND, vol, status),
+    () => {
+      for (const type of [READY, RESIZED]) {
+        const problem = newProblem(vol.status?.conditions, status.conditions, type);
+        if (problem && (type === RESIZED || facts.problem))
+          ctx.event(KIND, vol, 'Warning', problem.reason, problem.message);
+      }
+    },
+    { skipUnwritten: true },
+  );
   if (pass.requeueMs !== undefined) return requeueAfter(pass.requeueMs);
   if (facts.problem)
     return requeueAfter(retryDelay(findCondition(status.conditions, READY), ctx.now()));

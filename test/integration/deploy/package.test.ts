@@ -3,8 +3,11 @@
 // libvirt-dev, as the install step), then both entry points imported from that project: the
 // main entry ('.': the API, no native code) and 'libvirt-operator/libvirt' (the binding, which
 // opens libvirt's test driver). Offline where the npm cache has the dependencies already.
+// Packed from a copy of the checkout's sources: prepack run in the checkout would rewrite its
+// dist/ in place, file by file, under whatever runs from it meanwhile (scripts/test.sh runs
+// this beside the other lane; `node dist/cli.js` agents of bench/ and `npm start`).
 import { execFile } from 'node:child_process';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -39,6 +42,33 @@ function sh(
   });
 }
 
+/** What `npm pack` needs to build and pack: the sources, not the checkout's dist/. */
+const STAGED = [
+  'package.json',
+  'tsconfig.json',
+  'tsconfig.build.json',
+  'README.md',
+  'binding.gyp',
+  'src',
+  'crds',
+  'scripts/build-tiny-guest.sh',
+  'scripts/install-host-deps.sh',
+  'scripts/provision-control-plane.sh',
+];
+
+/** Every file under `dir` with its modification time, to tell that nothing rewrote it. */
+async function mtimes(dir: string): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  // None yet (a checkout never built) is nothing to rewrite.
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
+  for (const entry of entries) {
+    if (!entry.isFile()) continue;
+    const file = join(entry.parentPath, entry.name);
+    out.set(file, (await stat(file)).mtimeMs);
+  }
+  return out;
+}
+
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'lvo-pack-'));
 });
@@ -48,8 +78,14 @@ afterAll(async () => {
 
 describe('npm pack output installs into an empty project', () => {
   it('resolves the main entry and libvirt-operator/libvirt', async () => {
-    const packed = await sh('npm', ['pack', '--pack-destination', work, '--loglevel=error'], ROOT);
+    const stage = join(work, 'stage');
+    for (const p of STAGED) await cp(join(ROOT, p), join(stage, p), { recursive: true });
+    // tsc for prepack, from the checkout's dependencies.
+    await symlink(join(ROOT, 'node_modules'), join(stage, 'node_modules'));
+    const before = await mtimes(join(ROOT, 'dist'));
+    const packed = await sh('npm', ['pack', '--pack-destination', work, '--loglevel=error'], stage);
     expect(packed.code, packed.out).toBe(0);
+    expect(await mtimes(join(ROOT, 'dist')), 'the checkout dist/ was rewritten').toEqual(before);
     const tarball = (await readdir(work)).find((f) => f.endsWith('.tgz'));
     expect(tarball, packed.out).toBeDefined();
 

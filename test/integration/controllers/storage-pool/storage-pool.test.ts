@@ -5,15 +5,17 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StoragePool } from '../../../../src/api/generated/types.js';
-import { nodeFieldManager } from '../../../../src/agent/kube-writes.js';
+import { FIELD_MANAGER, nodeFieldManager } from '../../../../src/agent/kube-writes.js';
 import { nodeFinalizer } from '../../../../src/controllers/context.js';
 import { reconcileStoragePool } from '../../../../src/controllers/storage-pool/index.js';
 import { Connect } from '../../../../src/libvirt/index.js';
 import { buildPoolXML } from '../../../../src/libvirt/xml/pool.js';
+import { KubeApiError } from '../../../../src/runtime/kube-client.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import {
   converge,
   refusedPasses,
+  withStatusUnanswered,
   snapshotContext,
   type SnapshotContext,
   requeueMs,
@@ -251,6 +253,53 @@ describe('StoragePool on test:///default', () => {
       await reconcileStoragePool(name, ctx);
     }
     expect((await entryOf(name))?.conditions?.[0]?.reason).toBe('PathConflict');
+    expect(warned()).toBe(1);
+    await k.remove('StoragePool', undefined, name);
+    await converge(ctx, reconcileStoragePool, name, { until: gone(name) });
+  });
+
+  it('says a problem whose status write was applied but not answered', async () => {
+    const name = `lost-${randomBytes(3).toString('hex')}`;
+    await k.create('StoragePool', { metadata: { name }, spec: { path: '/default-pool' } });
+    const warned = () =>
+      ctx.events.filter((e) => e.key === name && e.reason === 'PathConflict').length;
+    // The write lands, its answer does not: the next pass finds PathConflict already stored.
+    await withStatusUnanswered(ctx, async () => {
+      await ctx.refresh();
+      await expect(reconcileStoragePool(name, ctx)).rejects.toThrow(/no response/);
+    });
+    expect((await entryOf(name))?.conditions?.[0]?.reason).toBe('PathConflict');
+    await ctx.refresh();
+    await reconcileStoragePool(name, ctx);
+    expect(warned()).toBe(1);
+    await k.remove('StoragePool', undefined, name);
+    await converge(ctx, reconcileStoragePool, name, { until: gone(name) });
+  });
+
+  it('says a problem whose node entry was written though the summary write was refused', async () => {
+    const name = `half-${randomBytes(3).toString('hex')}`;
+    await k.create('StoragePool', { metadata: { name }, spec: { path: '/default-pool' } });
+    const warned = () =>
+      ctx.events.filter((e) => e.key === name && e.reason === 'PathConflict').length;
+    // The summary's write (after the entry's) refused once, as another agent's write between
+    // the two would have it refused.
+    let refused = 0;
+    ctx.failRequest = (req) => {
+      const summary = req.query?.fieldManager === `${FIELD_MANAGER}-summary`;
+      if (!summary || !req.path.endsWith(`/${name}/status`) || refused++) return undefined;
+      return new KubeApiError(409, 'Conflict', 'injected', req.method, req.path);
+    };
+    try {
+      await ctx.refresh();
+      await expect(reconcileStoragePool(name, ctx)).rejects.toThrow(/409/);
+    } finally {
+      ctx.failRequest = undefined;
+    }
+    expect((await entryOf(name))?.conditions?.[0]?.reason).toBe('PathConflict');
+    for (let i = 0; i < 2; i++) {
+      await ctx.refresh();
+      await reconcileStoragePool(name, ctx);
+    }
     expect(warned()).toBe(1);
     await k.remove('StoragePool', undefined, name);
     await converge(ctx, reconcileStoragePool, name, { until: gone(name) });

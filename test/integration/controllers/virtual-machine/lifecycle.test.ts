@@ -19,6 +19,7 @@ import { useControlPlane } from '../../../harness/control-plane.js';
 import {
   converge,
   refusedPasses,
+  withStatusUnanswered,
   type SnapshotContext,
   requeueMs,
 } from '../../../harness/controller-context.js';
@@ -664,6 +665,29 @@ describe('VirtualMachine reconcile on test:///default', () => {
     }
     await ctx.refresh();
     expect(condition(vmOf(name), 'Synced')?.reason).toBe('VolumeNotReady');
+    expect(warned()).toBe(1);
+    await k.remove('VirtualMachine', NS, name);
+    await converge(ctx, reconcileVirtualMachine, key(name), { until: stored(name, (vm) => !vm) });
+    await k.remove('Volume', NS, volume);
+  });
+
+  it('says a problem whose status write was applied but not answered', async () => {
+    const name = `mute-${randomBytes(3).toString('hex')}`;
+    const volume = `${name}-disk`;
+    const ref = { namespace: NS, nodeName: NODE };
+    await readyVolume(k, ref, volume, 'qcow2', `/var/lib/libvirt-operator-test/${volume}.qcow2`);
+    await createVM(name, { disks: [{ name: 'root', volume, bootOrder: 1 }], interfaces: [] });
+    await converge(ctx, reconcileVirtualMachine, key(name), { until: ready(name) });
+    await k.patchStatus('Volume', NS, volume, { phase: 'Pending' });
+    const warned = () => eventReasons(name).filter((r) => r === 'VolumeNotReady').length;
+    // The write lands, its answer does not: the next pass finds VolumeNotReady already stored.
+    await withStatusUnanswered(ctx, async () => {
+      await ctx.refresh();
+      await expect(reconcileVirtualMachine(key(name), ctx)).rejects.toThrow(/no response/);
+    });
+    await ctx.refresh();
+    expect(condition(vmOf(name), 'Synced')?.reason).toBe('VolumeNotReady');
+    await reconcileVirtualMachine(key(name), ctx);
     expect(warned()).toBe(1);
     await k.remove('VirtualMachine', NS, name);
     await converge(ctx, reconcileVirtualMachine, key(name), { until: stored(name, (vm) => !vm) });

@@ -454,6 +454,28 @@ describe('Volume on test:///default', () => {
     await converge(ctx, reconcileVolume, `${NS}/${name}`, { until: gone(name) });
   });
 
+  it('says a problem once when a pass runs again before its cache has the status it wrote', async () => {
+    const name = `stale-${randomBytes(3).toString('hex')}`;
+    // Its finalizers already on: the second pass would stop at adding them again otherwise.
+    await k.create<Volume>('Volume', {
+      metadata: {
+        name,
+        namespace: NS,
+        finalizers: [HOST_FINALIZER, VOLUME_PROTECTION_FINALIZER],
+      },
+      spec: { nodeName: NODE, pool: `nowhere-${name}`, capacity: '1Gi' },
+    });
+    const warned = () => eventsOf(name).filter((e) => e.reason === 'PoolNotReady').length;
+    await ctx.refresh();
+    await reconcileVolume(`${NS}/${name}`, ctx);
+    expect(warned()).toBe(1);
+    // The same copy again (the watch has not brought the write back): nothing new to say.
+    await reconcileVolume(`${NS}/${name}`, ctx);
+    expect(warned()).toBe(1);
+    await k.remove('Volume', NS, name);
+    await converge(ctx, reconcileVolume, `${NS}/${name}`, { until: gone(name) });
+  });
+
   it('says DeletionBlocked once its status says so, not with every retry of a refused write', async () => {
     const id = randomBytes(3).toString('hex');
     const [base, layer] = [`under-${id}`, `over-${id}`];
