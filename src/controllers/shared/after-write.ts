@@ -4,7 +4,7 @@
 // (no answer in time, the connection cut, a 5xx) may have been applied all the same: the next
 // pass then compares with a stored status that already records the condition and never sends
 // them. Those failures tell them too (at worst once more), so none is lost.
-import { KubeApiError } from '../../runtime/kube-client.js';
+import { fieldsNotInSchema, KubeApiError } from '../../runtime/kube-client.js';
 
 /**
  * Marks an error thrown after the status write it follows was applied (kube-writes: the node
@@ -15,9 +15,15 @@ export function afterStatusWritten<E>(err: E): E {
   return err;
 }
 
-/** False only when the API server answered that it refused the write (a 4xx). */
+/**
+ * False only when the API server answered that it refused the write: a 4xx, or the 500 of an
+ * apply its CRD's schema cannot take (an agent newer than the installed CRDs, as such or as the
+ * agent's OutdatedCrdError around it: crd-skew.ts), refused whole and at every retry.
+ */
 export function mayHaveApplied(err: unknown): boolean {
   if (err instanceof Error && (err as { statusWritten?: boolean }).statusWritten) return true;
+  const answer = err instanceof Error && err.cause instanceof KubeApiError ? err.cause : err;
+  if (fieldsNotInSchema(answer).length > 0) return false;
   return !(err instanceof KubeApiError && err.status < 500);
 }
 
