@@ -18,8 +18,8 @@ PACKAGES=(
 )
 # `local-cluster --node` (containerd, runc and the kubelet are built by provision-node.sh):
 # the CNI plugins (bridge, host-local, loopback), ip for the pod bridge, gcc and libseccomp-dev
-# for runc and the pod sandbox binary.
-PACKAGES+=(containernetworking-plugins iproute2 gcc libc6-dev libseccomp-dev pkg-config)
+# for runc and the pod sandbox binary, openssl for the kubelet's client certificate.
+PACKAGES+=(containernetworking-plugins iproute2 gcc libc6-dev libseccomp-dev pkg-config openssl)
 # Extra packages a host needs (space separated), e.g. for a custom guest image tool.
 read -r -a EXTRA <<< "${LIBVIRT_OPERATOR_EXTRA_PACKAGES:-}"
 PACKAGES+=("${EXTRA[@]}")

@@ -1,6 +1,6 @@
 // A real Kubernetes control plane (etcd + kube-apiserver) on loopback, for tests and for
 // `libvirt-operator local-cluster`. The envtest shape: no controller-manager, no scheduler.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import {
   existsSync,
@@ -95,6 +95,76 @@ export interface ControlPlaneOptions {
    * ends at its next step or wait, stops what it had started and rejects with the reason.
    */
   signal?: AbortSignal;
+}
+
+/**
+ * The CA a local node's kubelet trusts for its API (`certs/` of the control plane's
+ * directory): only the API server holds a client certificate of it.
+ */
+export const KUBELET_CLIENT_CA = 'kubelet-client-ca.crt';
+
+/**
+ * A CA and, signed by it, the API server's client certificate for kubelets. Without one the
+ * kubelet could authenticate no one, and kubectl exec (so `console` on a cluster), logs and
+ * port-forward could not work. The CA's key is dropped: nothing else is ever signed.
+ */
+function writeKubeletClientCerts(certs: string): void {
+  const f = (name: string) => join(certs, name);
+  const openssl = (args: string[]) => {
+    try {
+      execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException & { stderr?: Buffer };
+      throw new ControlPlaneError(
+        e.code === 'ENOENT'
+          ? 'openssl is missing (it makes the kubelet client certificate): run scripts/install-host-deps.sh (or apt-get install openssl)'
+          : `openssl ${args[0]}: ${String(e.stderr ?? e.message).trim()}`,
+      );
+    }
+  };
+  const caKey = f('kubelet-client-ca.key');
+  const csr = f('kubelet-client.csr');
+  const [ca, cert, key] = [f(KUBELET_CLIENT_CA), f('kubelet-client.crt'), f('kubelet-client.key')];
+  const newKey = ['-newkey', 'rsa:2048', '-nodes'];
+  const days = ['-days', '3650'];
+  openssl([
+    'req',
+    '-x509',
+    ...newKey,
+    '-keyout',
+    caKey,
+    '-out',
+    ca,
+    ...days,
+    '-subj',
+    '/CN=libvirt-operator-kubelet-client-ca',
+  ]);
+  openssl([
+    'req',
+    ...newKey,
+    '-keyout',
+    key,
+    '-out',
+    csr,
+    '-subj',
+    '/CN=kube-apiserver-kubelet-client',
+  ]);
+  openssl([
+    'x509',
+    '-req',
+    '-in',
+    csr,
+    '-CA',
+    ca,
+    '-CAkey',
+    caKey,
+    '-CAcreateserial',
+    '-out',
+    cert,
+    ...days,
+  ]);
+  rmSync(caKey, { force: true });
+  rmSync(csr, { force: true });
 }
 
 /** An error whose message is one actionable line, meant to be printed without a stack. */
@@ -534,6 +604,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     mode: 0o600,
   });
   writeFileSync(join(dir, 'sa.pub'), publicKey.export({ type: 'spki', format: 'pem' }));
+  if (opts.nodes) writeKubeletClientCerts(join(dir, 'certs'));
 
   const [etcdClientPort, etcdPeerPort] = [await freePort(), await freePort()];
   const port = opts.port ?? (await freePort());
@@ -620,6 +691,16 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       opts.nodes
         ? '--enable-admission-plugins=NodeRestriction'
         : '--disable-admission-plugins=ServiceAccount',
+      // exec, attach, logs and port-forward go through the kubelet, which admits only clients
+      // with a certificate of KUBELET_CLIENT_CA (local-node.ts); it listens on the node's
+      // address, and a node's name (its Hostname address) need not resolve to it.
+      ...(opts.nodes
+        ? [
+            `--kubelet-client-certificate=${join(dir, 'certs', 'kubelet-client.crt')}`,
+            `--kubelet-client-key=${join(dir, 'certs', 'kubelet-client.key')}`,
+            '--kubelet-preferred-address-types=InternalIP',
+          ]
+        : []),
       '--endpoint-reconciler-type=none',
       '--allow-privileged=true',
       `--watch-cache=${opts.watchCache ?? true}`,

@@ -36,6 +36,7 @@ import {
   tail,
   terminate,
   waitFor,
+  KUBELET_CLIENT_CA,
   type ControlPlane,
   type Proc,
 } from './control-plane.js';
@@ -513,13 +514,17 @@ export async function startLocalNode(
         failSwapOn: false,
         cgroupDriver: 'cgroupfs',
         containerRuntimeEndpoint: `unix://${containerdAddress}`,
-        // The kubelet's own API only on the bridge address; nobody but the API server calls it,
-        // and it accepts nobody (no client CA, no webhook): logs are in pod-logs/ instead.
+        // The kubelet's own API only on the bridge address, for the API server alone (exec,
+        // logs): it admits only the client certificate the control plane made for it.
         address: net.gateway,
         port: kubeletPort,
         readOnlyPort: 0,
         healthzPort: 0,
-        authentication: { anonymous: { enabled: false }, webhook: { enabled: false } },
+        authentication: {
+          anonymous: { enabled: false },
+          webhook: { enabled: false },
+          x509: { clientCAFile: join(cp.dir, 'certs', KUBELET_CLIENT_CA) },
+        },
         authorization: { mode: 'AlwaysAllow' },
         podLogsDir: d('pod-logs'),
         clusterDomain: 'cluster.local',

@@ -129,16 +129,20 @@ async function fileSha256(path: string): Promise<string> {
 }
 
 export interface TinyGuestServer {
-  /** http://127.0.0.1:<port>; the files are at /vmlinuz and /initrd.img. */
+  /** http://<host>:<port>; the files are at /vmlinuz and /initrd.img. */
   base: string;
   close(): Promise<void>;
 }
 
 /**
- * Serves the guest's kernel and initrd over loopback HTTP, for Volumes with `source.http`
- * (their digests are in `TinyGuest.sha256`): the way a user's images reach a pool.
+ * Serves the guest's kernel and initrd over HTTP, for Volumes with `source.http` (their
+ * digests are in `TinyGuest.sha256`): the way a user's images reach a pool. Loopback by
+ * default; an agent in a pod reaches the host at its node's address instead (`host`).
  */
-export async function serveTinyGuest(guest: TinyGuest): Promise<TinyGuestServer> {
+export async function serveTinyGuest(
+  guest: TinyGuest,
+  host = '127.0.0.1',
+): Promise<TinyGuestServer> {
   const files: Record<string, string> = { '/vmlinuz': guest.kernel, '/initrd.img': guest.initrd };
   const server = createServer((req, res) => {
     const file = files[req.url ?? ''];
@@ -146,9 +150,9 @@ export async function serveTinyGuest(guest: TinyGuest): Promise<TinyGuestServer>
     res.writeHead(200, { 'content-type': 'application/octet-stream' });
     createReadStream(file).pipe(res);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  await new Promise<void>((r) => server.listen(0, host, r));
   return {
-    base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    base: `http://${host}:${(server.address() as AddressInfo).port}`,
     close: () => new Promise((r) => server.close(() => r())),
   };
 }

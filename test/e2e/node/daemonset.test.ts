@@ -5,14 +5,23 @@
 // started is left behind.
 import { type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse, stringify } from 'yaml';
 import { buildAgentImage, writeImage } from '../../../src/commands/local/agent-image.js';
 import { findBinaries } from '../../../src/commands/local/control-plane.js';
 import { ensureLibvirtd, SYSTEM_URI } from '../../../src/commands/local/libvirtd.js';
+import {
+  completeLines,
+  ensureTinyGuest,
+  serveTinyGuest,
+  TINY_GUEST_CMDLINE,
+  withoutGuestStatus,
+} from '../../../src/commands/local/tiny-guest.js';
 import { until } from '../../harness/agent.js';
+import { dirPool } from '../../harness/manifests.js';
 import {
   collect,
   processesNaming,
@@ -26,6 +35,9 @@ const RUN = randomBytes(3).toString('hex');
 const NS = `node-e2e-${RUN}`;
 const VM = `vm-${RUN}`;
 const DOMAIN = `${NS}_${VM}`;
+/** The console test's VM (the tiny guest) and the pool its kernel and initrd go to. */
+const CON_VM = `con-${RUN}`;
+const CON_POOL = `node-con-pool-${RUN}`;
 const AGENT_NS = 'libvirt-operator';
 const DS = 'libvirt-operator-agent';
 const IMAGE_FILE = join(ROOT, 'build', 'image', 'libvirt-operator-dev.tar');
@@ -172,9 +184,14 @@ describe('the DaemonSet on a real local node', () => {
       cluster.kill('SIGTERM');
       await clusterExit;
     }
-    if ((await virsh('dominfo', DOMAIN)).code === 0) {
-      await virsh('destroy', DOMAIN);
-      await virsh('undefine', DOMAIN);
+    for (const domain of [DOMAIN, `${NS}_${CON_VM}`])
+      if ((await virsh('dominfo', domain)).code === 0) {
+        await virsh('destroy', domain);
+        await virsh('undefine', domain);
+      }
+    if ((await virsh('pool-info', CON_POOL)).code === 0) {
+      await virsh('pool-destroy', CON_POOL);
+      await virsh('pool-undefine', CON_POOL);
     }
     if (dir) rmSync(dir, { recursive: true, force: true });
   }, 240_000);
@@ -400,6 +417,193 @@ describe('the DaemonSet on a real local node', () => {
     // And the VM is still there, untouched.
     expect((await vm()).status?.phase).toBe('Running');
   });
+
+  it('console --via-agent as a user with only the console roles: a typed command, the answer, EOF ends it', async () => {
+    // The tiny guest, its kernel and initrd fetched by the agent in the pod from this host
+    // (the node's address: the pod's loopback is its own).
+    const guest = await ensureTinyGuest();
+    const [pod] = await agentPods();
+    const server = await serveTinyGuest(guest, pod!.status!.hostIP!);
+    const CVM = CON_VM;
+    const POOL = CON_POOL;
+    const volume = (name: string, file: string, sha256: string) => ({
+      apiVersion: 'virt.dev/v1alpha1',
+      kind: 'Volume',
+      metadata: { name, namespace: NS },
+      spec: {
+        nodeName,
+        pool: POOL,
+        format: 'raw',
+        source: { http: { url: `${server.base}/${file}`, sha256 } },
+      },
+    });
+    const objects = [
+      dirPool(POOL, join(dir, POOL)),
+      volume(`kernel-${RUN}`, 'vmlinuz', guest.sha256.kernel),
+      volume(`initrd-${RUN}`, 'initrd.img', guest.sha256.initrd),
+      {
+        apiVersion: 'virt.dev/v1alpha1',
+        kind: 'VirtualMachine',
+        metadata: { name: CVM, namespace: NS },
+        spec: {
+          nodeName,
+          domainType: 'qemu',
+          runStrategy: 'Always',
+          vcpus: 1,
+          memory: '128Mi',
+          terminationGracePeriodSeconds: 2,
+          boot: {
+            kernel: { volume: `kernel-${RUN}` },
+            initrd: { volume: `initrd-${RUN}` },
+            cmdline: TINY_GUEST_CMDLINE,
+          },
+        },
+      },
+    ]
+      .map((o) => JSON.stringify(o))
+      .join('\n---\n');
+    const ok = (res: { code: number | null; stderr: string }, what: string) =>
+      expect(res.code, `${what}: ${res.stderr}`).toBe(0);
+    /** A kubeconfig for ServiceAccount `sa` of NS: the admin's server and CA, the SA's token. */
+    const userKubeconfig = async (sa: string) => {
+      ok(await kubectl(['create', 'serviceaccount', sa, '-n', NS]), 'serviceaccount');
+      const token = await kubectl(['create', 'token', sa, '-n', NS, '--duration=1h']);
+      ok(token, 'token');
+      const config = parse(readFileSync(kubeconfig, 'utf8')) as {
+        users: Array<{ user: Record<string, unknown> }>;
+      };
+      for (const u of config.users) u.user = { token: token.stdout.trim() };
+      const file = join(dir, `${sa}.kubeconfig`);
+      writeFileSync(file, stringify(config), { mode: 0o600 });
+      return file;
+    };
+    /**
+     * `console CVM --via-agent` as its own process with `file`'s credentials and this
+     * cluster's kubectl, stdin a pipe fed `input` and then closed (EOF).
+     */
+    const consoleAs = async (file: string, input: string) => {
+      const { spawn } = await import('node:child_process');
+      const env = { ...process.env };
+      delete env.KUBECONFIG;
+      const child = spawn(
+        process.execPath,
+        [
+          ...['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), 'console', CVM, '-n', NS],
+          ...['--via-agent', '--kubeconfig', file, '--kubectl', kubectlBin],
+        ],
+        { cwd: ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] },
+      );
+      child.stdin.end(input);
+      const started = Date.now();
+      const done = await collect(child, 120_000);
+      return { ...done, ms: Date.now() - started };
+    };
+    try {
+      ok(await kubectl(['apply', '-f', '-'], objects), 'apply');
+      const wait = await kubectl(
+        ['wait', '--for=condition=Ready', `vm/${CVM}`, '-n', NS, '--timeout=240s'],
+        undefined,
+        250_000,
+      );
+      ok(wait, 'VM Ready');
+
+      // The console user: manifests/console/'s Role and ClusterRole, bound as docs/deploy.md says.
+      ok(await kubectl(['apply', '-f', join(ROOT, 'manifests', 'console')]), 'console roles');
+      const user = `console-${RUN}`;
+      const userConfig = await userKubeconfig(user);
+      ok(
+        await kubectl([
+          'create',
+          'rolebinding',
+          user,
+          '-n',
+          AGENT_NS,
+          '--role=libvirt-operator-console',
+          `--serviceaccount=${NS}:${user}`,
+        ]),
+        'console binding',
+      );
+      // Someone who may find the pod and read the VM, but not exec.
+      const noExec = `no-exec-${RUN}`;
+      const noExecConfig = await userKubeconfig(noExec);
+      ok(
+        await kubectl([
+          'create',
+          'role',
+          noExec,
+          '-n',
+          AGENT_NS,
+          '--verb=get,list',
+          '--resource=pods',
+        ]),
+        'no-exec role',
+      );
+      ok(
+        await kubectl([
+          'create',
+          'rolebinding',
+          noExec,
+          '-n',
+          AGENT_NS,
+          `--role=${noExec}`,
+          `--serviceaccount=${NS}:${noExec}`,
+        ]),
+        'no-exec binding',
+      );
+      ok(
+        await kubectl([
+          'create',
+          'rolebinding',
+          `console-vms-${RUN}`,
+          '-n',
+          NS,
+          '--clusterrole=libvirt-operator-console-vm-reader',
+          `--serviceaccount=${NS}:${user}`,
+          `--serviceaccount=${NS}:${noExec}`,
+        ]),
+        'vm-reader binding',
+      );
+      // The guest may still be booting: input that came before its shell did is answered by
+      // nothing, so a new session, with a new marker, until one is answered. A session that
+      // fails is the answer too: booting makes none fail.
+      const answered = await until(
+        "the guest's answer through the agent pod, or a failed session",
+        async () => {
+          const marker = randomBytes(4).toString('hex');
+          // The shell computes the answer: the echoed command line never contains it.
+          const session = await consoleAs(userConfig, `echo LVO-POD-${marker}-$((6*7))\n`);
+          const answer = completeLines(session.stdout).includes(`LVO-POD-${marker}-42`);
+          return answer || session.code !== 0 || session.stderr !== ''
+            ? { ...session, marker, answer }
+            : undefined;
+        },
+        300_000,
+      );
+      const got = `exit ${answered.code}, stderr: ${answered.stderr}\nstdout: ${answered.stdout.slice(-600)}`;
+      // It ended by itself after stdin's end (the test's kill comes at 120 s), exit 0.
+      expect(answered.code, got).toBe(0);
+      expect(answered.stderr, got).toBe('');
+      expect(answered.answer, got).toBe(true);
+      expect(withoutGuestStatus(answered.stdout)).toContain(
+        `echo LVO-POD-${answered.marker}-$((6*7))`,
+      );
+      expect(answered.ms).toBeLessThan(60_000);
+
+      const refused = await consoleAs(noExecConfig, 'echo nothing\n');
+      expect(refused.code, refused.stderr).toBe(1);
+      expect(refused.stderr).toContain(
+        `cannot create resource "pods/exec" in API group "" in the namespace "${AGENT_NS}"`,
+      );
+      expect(refused.stdout).toBe('');
+    } finally {
+      await kubectl(
+        ['delete', '--ignore-not-found', '--wait=true', '--timeout=90s', '-f', '-'],
+        objects,
+        120_000,
+      );
+      await server.close();
+    }
+  }, 900_000);
 
   it('stops on SIGTERM leaving no process, mount, network device or cgroup behind', async () => {
     // The VM goes first, through the agent, as a user would before stopping the cluster.
