@@ -20,8 +20,8 @@ export const CRD_OUTDATED = 'CRDOutdated';
 
 /**
  * Longer than the per-key backoff's cap (5 min): an object still refused is retried, and
- * refused again, within it, so its problem does not lapse while it lasts; one deleted
- * meanwhile no longer counts after it.
+ * refused again, within it, so its problem does not lapse while it lasts. A deleted object is
+ * dropped at once (forget); this is for a write nothing retries, should one be missed.
  */
 const FORGET_AFTER_MS = 6 * 60_000;
 
