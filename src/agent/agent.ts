@@ -211,6 +211,11 @@ async function wireAgent(
         .catch((err: unknown) => log.warn({ err: String(err), reason }, 'could not record event')),
   });
   runtime.addReadinessCheck('crds', () => crdSkew.readiness());
+  // A deleted object's refused writes will never be made: they must not hold readiness.
+  for (const informer of Object.values(informers))
+    informer.subscribe((change) => {
+      if (change.type === 'deleted') crdSkew.forget(change.obj);
+    });
   const ctx = controllerContext(
     opts,
     runtime,

@@ -20,8 +20,8 @@ export const CRD_OUTDATED = 'CRDOutdated';
 
 /**
  * Longer than the per-key backoff's cap (5 min): an object still refused is retried, and
- * refused again, within it, so its problem does not lapse while it lasts; one deleted
- * meanwhile no longer counts after it.
+ * refused again, within it, so its problem does not lapse while it lasts. A deleted object is
+ * dropped at once (forget); this is for a write nothing retries, should one be missed.
  */
 const FORGET_AFTER_MS = 6 * 60_000;
 
@@ -55,8 +55,16 @@ export interface CrdSkew {
    * per kind and fields) and recorded, when the CRD lacks fields the write carried; else err.
    */
   failed(kind: VirtKind, obj: KubeObject, writer: string, err: unknown): unknown;
-  /** A write of obj by `writer` went through: that write no longer holds the agent back. */
+  /**
+   * A write of obj by `writer` went through, or was not needed (the object's status already
+   * says what it would write): that write no longer holds the agent back.
+   */
   written(obj: KubeObject, writer: string): void;
+  /**
+   * obj was deleted: its refused writes will never be made again, so they no longer hold the
+   * agent back (without this, readiness waited for the lapse after the CRDs were applied).
+   */
+  forget(obj: KubeObject): void;
   /** The readiness check: true, or the outdated CRDs' messages. */
   readiness(): true | string;
 }
@@ -102,6 +110,12 @@ export function createCrdSkew(opts: {
     written(obj, writer) {
       const write = `${writer}/${String(obj.metadata.uid)}`;
       for (const r of refused.values()) r.writes.delete(write);
+      lapse();
+    },
+    forget(obj) {
+      const suffix = `/${String(obj.metadata.uid)}`;
+      for (const r of refused.values())
+        for (const write of r.writes) if (write.endsWith(suffix)) r.writes.delete(write);
       lapse();
     },
     readiness() {

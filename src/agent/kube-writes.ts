@@ -112,7 +112,11 @@ export function kubeWrites(opts: KubeWritesOptions): KubeWrites {
         async apply(current, status) {
           try {
             const written = await made.apply(current, status);
-            if (written) skew.written(current, id);
+            // Undefined is "unchanged": the status already says what this writer would write
+            // (another agent wrote the shared summary once the CRDs were applied), so nothing
+            // of it is held back either; waiting for a write that will not come kept
+            // readiness failing until the lapse.
+            skew.written(current, id);
             return written;
           } catch (err) {
             throw skew.failed(kind, current, id, err);

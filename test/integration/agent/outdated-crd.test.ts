@@ -18,6 +18,8 @@ import { ensureNode, getJSON, until } from '../../harness/agent.js';
 const id = randomBytes(3).toString('hex');
 const NODE = `node-skew-${id}`;
 const POOL = `skew-${id}`;
+/** A second pool, deleted while refused: its write is never made again. */
+const DOOMED = `skew-doomed-${id}`;
 const MESSAGE =
   "the installed CustomResourceDefinition for StoragePool is older than this agent: it lacks .status.readyNodes; apply this version's CRDs: kubectl apply -k manifests/ (docs/deploy.md, Upgrading)";
 
@@ -67,7 +69,7 @@ describe('an agent newer than the installed CRDs', () => {
   });
   afterAll(async () => {
     await cp()
-      .kubectl(['delete', 'storagepool', POOL, '--ignore-not-found', '--wait=true'])
+      .kubectl(['delete', 'storagepool', POOL, DOOMED, '--ignore-not-found', '--wait=true'])
       .catch(() => undefined);
     await agent?.stop();
     for (const d of [crdDir, stateDir]) if (d) rmSync(d, { recursive: true, force: true });
@@ -87,15 +89,17 @@ describe('an agent newer than the installed CRDs', () => {
       nodeName: NODE,
     });
     await agent.synced;
-    const applied = await cp().kubectl(['apply', '-f', '-'], {
-      input: JSON.stringify({
-        apiVersion: 'virt.dev/v1alpha1',
-        kind: 'StoragePool',
-        metadata: { name: POOL },
-        spec: { path: `/var/lib/lvo-skew-${id}/pool` },
-      }),
-    });
-    expect(applied.code, applied.stderr).toBe(0);
+    for (const name of [POOL, DOOMED]) {
+      const applied = await cp().kubectl(['apply', '-f', '-'], {
+        input: JSON.stringify({
+          apiVersion: 'virt.dev/v1alpha1',
+          kind: 'StoragePool',
+          metadata: { name },
+          spec: { path: `/var/lib/lvo-skew-${id}/${name}` },
+        }),
+      });
+      expect(applied.code, applied.stderr).toBe(0);
+    }
 
     const readiness = await until('readiness failing on the CRD', async () => {
       const r = await agent!.runtime.ready();
@@ -123,6 +127,18 @@ describe('an agent newer than the installed CRDs', () => {
       return ours.length > 0 && ours;
     });
     expect(events.map((e) => e.note)).toEqual([MESSAGE]);
+
+    // The second pool, refused too, is deleted: no write of it will ever go through, and it
+    // must not keep readiness failing once the CRDs are applied.
+    await until('the doomed pool refused too', async () => {
+      const list = await getJSON<{ items: Array<{ reason: string; regarding: { name: string } }> }>(
+        cp(),
+        ['events.v1.events.k8s.io', '-A'],
+      );
+      return list.items.some((e) => e.regarding.name === DOOMED && e.reason === 'CRDOutdated');
+    });
+    const deleted = await cp().kubectl(['delete', 'storagepool', DOOMED, '--wait=true']);
+    expect(deleted.code, deleted.stderr).toBe(0);
 
     // This version's CRDs: the next retry goes through and readiness recovers by itself.
     await cp().installCRDs();

@@ -107,3 +107,25 @@ describe('createCrdSkew', () => {
     expect(skew.readiness()).toBe(true);
   });
 });
+
+describe('createCrdSkew: a refused write that will not be made again', () => {
+  const err = refusal('.status.readyNodes: field not declared in schema');
+  const obj = (uid: string) => ({ metadata: { name: uid, uid } });
+
+  it('no longer holds readiness back once its object is deleted', () => {
+    let now = 0;
+    const skew = createCrdSkew({
+      log: createLogger({ level: 'silent' }),
+      event: () => undefined,
+      now: () => now,
+    });
+    skew.failed('StoragePool', obj('gone'), 'summary', err);
+    skew.failed('StoragePool', obj('kept'), 'summary', err);
+    // The CRDs applied: the kept object's write goes through at its next retry; the deleted
+    // one is never written again. Readiness must not wait for the 6-minute lapse.
+    now += 1_000;
+    skew.forget(obj('gone'));
+    skew.written(obj('kept'), 'summary');
+    expect(skew.readiness()).toBe(true);
+  });
+});

@@ -511,6 +511,14 @@ describe('day-2 machines on test:///default', () => {
     await ctx.refresh();
     expect(condition(vmOf('noovmf'), 'Ready')?.message).toContain('waits for it');
     expect(await (await domainOf(vmOf('noovmf')!)).getID()).toBe(first);
+    // Each such look, while the node still lacks it, is quiet: no status write, no Event (a
+    // minute's requeue of every waiting machine must not become a write per machine a minute).
+    const quiet = { writes: ctx.writes, events: ctx.events.length };
+    ctx.host.firmware.set('qemu', { readAt: ctx.now().getTime(), offers: { efi: false } });
+    expect(requeueMs(await reconcileVirtualMachine(key('noovmf'), ctx))).toBeLessThanOrEqual(
+      60_000,
+    );
+    expect({ writes: ctx.writes, events: ctx.events.length }).toEqual(quiet);
     // That look a minute on, after the install (the driver now says nothing is missing): the
     // read is made again rather than trusted for the ten minutes a complete one is.
     ctx.host.firmware.set('qemu', { readAt: ctx.now().getTime() - 61_000, offers: { efi: false } });
