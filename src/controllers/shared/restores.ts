@@ -1,23 +1,64 @@
-// What the VirtualMachine controller needs to know of restores: whether one of its machine is
-// running, so that it stands aside (redefining, starting or stopping the domain would fight
-// the revert); and which restores and snapshot objects to delete with the machine.
+// What the VirtualMachine controller needs to know of restores: whether one of its machine
+// holds it (a revert running: it stands aside, as redefining, starting or stopping the domain
+// would fight the revert; a begun revert waiting for a user: it keeps the domain's definition),
+// and which restores and snapshot objects to delete with the machine.
 import type {
   VirtualMachine,
   VirtualMachineRestore,
   VirtualMachineSnapshot,
 } from '../../api/generated/types.js';
+import { findCondition, isStalledReason } from '../../api/conditions.js';
 import { isForbidden } from '../../runtime/kube-client.js';
 import { keyOf, type ControllerContext } from '../context.js';
 import { INDEX_VM } from '../indexes.js';
 
-/** Whether the VirtualMachine controller must leave `vm` alone: a restore of it is running. */
-export function restoreInProgress(vm: VirtualMachine, ctx: ControllerContext): boolean {
+/**
+ * A restore that holds a machine back. `waiting`: its revert has not happened and waits for
+ * what only a user can end (its Ready reason is Stalled: VolumeHasOverlays, after an agent died
+ * between the InProgress write and the revert). Without it, a revert runs (a pass of it now,
+ * or one recorded InProgress whose next pass reverts or finishes at once).
+ */
+export interface RestoreHold {
+  /** The restore's name; `with uid …` for one this process runs that the cache lacks. */
+  name: string;
+  waiting?: { reason: string };
+}
+
+/**
+ * How a restore holds `vm`, from the restores and the one this process runs for it now
+ * (HostState restores), if any. Pure.
+ */
+export function restoreHoldOf(
+  vm: VirtualMachine,
+  restores: readonly VirtualMachineRestore[],
+  runningUid: string | undefined,
+): RestoreHold | undefined {
+  const mine = restores.filter((r) => isRestoreOf(r, vm));
   // This process's own restores first: the cache shows InProgress only once our own status
   // write comes back through the watch.
-  if (ctx.host.restores.has(String(vm.metadata.uid))) return true;
-  return ctx
-    .list<VirtualMachineRestore>('VirtualMachineRestore')
-    .some((r) => r.status?.phase === 'InProgress' && isRestoreOf(r, vm));
+  if (runningUid !== undefined) {
+    const running = mine.find((r) => r.metadata.uid === runningUid);
+    return { name: running ? String(running.metadata.name) : `with uid ${runningUid}` };
+  }
+  const begun = mine.find((r) => r.status?.phase === 'InProgress');
+  if (!begun) return undefined;
+  const reason = findCondition(begun.status?.conditions, 'Ready')?.reason;
+  const name = String(begun.metadata.name);
+  return reason !== undefined && isStalledReason(reason) ? { name, waiting: { reason } } : { name };
+}
+
+/** restoreHoldOf over the cache and this process's running restores. */
+export function restoreHold(vm: VirtualMachine, ctx: ControllerContext): RestoreHold | undefined {
+  return restoreHoldOf(
+    vm,
+    ctx.list<VirtualMachineRestore>('VirtualMachineRestore'),
+    ctx.host.restores.get(String(vm.metadata.uid)),
+  );
+}
+
+/** Whether a restore of `vm` has begun and not ended (snapshots are not taken meanwhile). */
+export function restoreInProgress(vm: VirtualMachine, ctx: ControllerContext): boolean {
+  return restoreHold(vm, ctx) !== undefined;
 }
 
 /**

@@ -179,21 +179,27 @@ export function planRestore(input: {
   // meanwhile; its marker says nothing was reverted) waits too, but stays InProgress: Pending
   // would let a later pass revert to another object made under the name (snapshotOfRevert
   // pins the one begun on only while InProgress). Not failed: the user's request still stands
-  // and deleting the overlays lets it go on; the machine's controller keeps standing aside
-  // meanwhile, which it must, as redefining the domain would drop the marker.
+  // and deleting the overlays lets it go on. The machine's controller meanwhile keeps the
+  // domain's definition (redefining it would drop the marker) but applies runStrategy
+  // (restoreHold): only a running revert makes it stand aside altogether.
   const bases = [...(input.overlays ?? [])].filter(([, on]) => on.length > 0);
   if (bases.length > 0) {
     const list = bases
       .map(([base, on]) => `Volume ${base} is the backing file of ${on.join(', ')}`)
       .join('; ');
+    const them = bases.length === 1 && bases[0]![1].length === 1 ? 'that Volume' : 'those Volumes';
+    const message = `${list}: reverting it would corrupt what they read; delete ${them} first (the restore waits)`;
+    if (phase !== 'InProgress') return { op: 'wait', reason: 'VolumeHasOverlays', message };
+    // Begun: the machine keeps its definition while this waits (its spec changes wait too),
+    // which matters most when the overlay is one of its own disks (dropping that disk needs a
+    // redefinition). Deleting the restore, which has reverted nothing, gives it back.
     return {
       op: 'wait',
       reason: 'VolumeHasOverlays',
       message:
-        `${list}: reverting it would corrupt what they read; delete ` +
-        `${bases.length === 1 && bases[0]![1].length === 1 ? 'that Volume' : 'those Volumes'} ` +
-        'first (the restore waits)',
-      ...(phase === 'InProgress' ? { phase } : {}),
+        `${message}, or delete this restore, which has reverted nothing yet: until then ` +
+        `VirtualMachine ${restore.spec.vmName} keeps its domain definition and its spec changes wait`,
+      phase,
     };
   }
   return { op: 'revert', snapshotName: snapshot.status.snapshotName };

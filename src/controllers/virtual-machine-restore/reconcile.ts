@@ -108,7 +108,8 @@ export const reconcileVirtualMachineRestore: KindReconcile = async (key, ctx) =>
   try {
     return await converge(restore, found, snapshot, overlays, ctx);
   } finally {
-    // The machine's controller, which stood aside, looks again on its own (it requeues).
+    // The machine's controller, which stood aside, looks again when this restore's status
+    // write (or deletion) wakes it, or on its own requeue (a pass that wrote nothing).
     running.delete(vmUid);
   }
 };

@@ -22,8 +22,9 @@ import {
   deleteRestoresOf,
   deleteSnapshotsOf,
   restoresRefusedMessage,
-  restoreInProgress,
+  restoreHold,
   stoppedByRestore,
+  type RestoreHold,
 } from '../shared/restores.js';
 import { actMachine, rememberRestartsUnrecordable, type StepFailure } from './act.js';
 import {
@@ -85,7 +86,11 @@ import {
   nameConflict,
   removedStatus,
   RESTORE_CLAIMED_ELSEWHERE,
+  restoreNamed,
+  restoreHoldProblem,
   retryDelayMs,
+  standingAsideStatus,
+  withRestoreHold,
   saysDeletion,
   stepEvents,
 } from './status.js';
@@ -105,8 +110,14 @@ const KIND = 'VirtualMachine';
 const ADDRESS_POLL_MS = 5_000;
 /** How soon to look at a balloon that is still moving towards its target. */
 const BALLOON_POLL_MS = 2_000;
-/** How soon to look again at a machine that a restore is reverting. */
-const RESTORE_WAIT_MS = 1_000;
+/**
+ * How soon to look again at a machine that a restore is reverting. Only a backstop: every
+ * change of a restore of it (the status write that ends the revert, its deletion) wakes the
+ * machine (index.ts triggers). It covers a restore pass that ended without a write (one that
+ * threw, a restore deleted during its pass); a revert takes seconds, and 1 s here was a pass a
+ * second for as long as a restore stayed InProgress.
+ */
+const RESTORE_WAIT_MS = 10_000;
 /** How often a deleted machine retries restores another node's agent claimed. */
 const RESTORE_REFUSED_RETRY_MS = 60_000;
 
@@ -114,17 +125,49 @@ export const reconcileVirtualMachine: KindReconcile = async (key, ctx) => {
   const vm = cachedByKey<VirtualMachine>(ctx, KIND, key);
   // Another node's machine is never ours to touch (the agent's field selector keeps them away).
   if (!vm || vm.spec.nodeName !== ctx.nodeName) return done;
+  const hold = vm.metadata.deletionTimestamp ? undefined : restoreHold(vm, ctx);
   // A restore is reverting the domain: redefining, starting or stopping it now would fight
-  // the revert. Look again shortly; afterwards runStrategy applies as usual.
-  if (!vm.metadata.deletionTimestamp && restoreInProgress(vm, ctx))
-    return requeueAfter(RESTORE_WAIT_MS);
+  // the revert. Afterwards runStrategy applies as usual. One that waits for a user instead
+  // (waiting) does not keep the machine from its runStrategy: materialise keeps only the
+  // definition as it is.
+  if (hold && !hold.waiting) return standAside(vm, hold, ctx);
   return withFinalizer(ctx, KIND, vm, HOST_FINALIZER, {
-    apply: (vm) => materialise(vm, ctx),
+    apply: (vm) => materialise(vm, ctx, hold),
     cleanup: (vm) => removeFromHost(vm, ctx),
   });
 };
 
-async function materialise(cached: VirtualMachine, ctx: ControllerContext): Promise<Action> {
+/**
+ * Says on the machine which restore holds it (Synced=False RestoreInProgress), once: the
+ * passes that follow while it holds find it said and write nothing. Already named (a restore
+ * that waits, whose passes hold the machine for their few moments too): left as it is, not
+ * flipped to "reverting" and back with each of those passes.
+ */
+async function standAside(
+  vm: VirtualMachine,
+  hold: RestoreHold,
+  ctx: ControllerContext,
+): Promise<Action> {
+  const synced = findCondition(vm.status?.conditions, 'Synced');
+  const named = synced?.status === 'False' && synced.message.includes(restoreNamed(hold));
+  if (!named) {
+    const problem = restoreHoldProblem(vm, hold);
+    await ctx.applyStatus(KIND, vm, standingAsideStatus(vm, problem, ctx.now()));
+  }
+  return requeueAfter(RESTORE_WAIT_MS);
+}
+
+async function materialise(
+  cached: VirtualMachine,
+  ctx: ControllerContext,
+  /**
+   * A begun restore that waits for a user (restoreHold): the domain is planned as for a spec
+   * that does not resolve (runStrategy only, no define or device change), since a definition
+   * written now would drop the restore's marker, the record that nothing was reverted yet: its
+   * next pass would then take the revert for done and end Succeeded without reverting.
+   */
+  hold?: RestoreHold,
+): Promise<Action> {
   const conn = ctx.libvirt();
   const earlier = ctx.host.earlierLeases.get(String(cached.metadata.uid));
   const before = await observeMachine(conn, cached, ctx.stateDir, { earlierLeases: earlier });
@@ -143,6 +186,7 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   // Checked before the restart is begun: the node cannot start such a machine again, so a
   // requested restart of the running guest waits (requestedRestart), and the problem says so.
   const restart = requestedRestart(newRestartRequest(vm), before.domain, cpuProblem);
+  const held = hold && restoreHoldProblem(vm, hold);
   const resolved = cpuProblem
     ? { problem: restart && 'waits' in restart ? restart.waits : cpuProblem }
     : await resolve(vm, ctx, before.domain, await macsHeldByOthers(conn, vm, ctx, before.domain));
@@ -150,12 +194,12 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
     // A problem with the spec stays reported: the restart does not fix it, and a status
     // without it would flip Synced (and a GitOps tool's health) for one pass, with a second
     // Warning when the next pass finds the problem again.
-    const problem = 'problem' in resolved ? resolved.problem : undefined;
-    const wanted = 'inputs' in resolved ? desiredDomain(vm, resolved.inputs) : undefined;
+    const problem = withRestoreHold('problem' in resolved ? resolved.problem : undefined, held);
+    const wanted = !held && 'inputs' in resolved ? desiredDomain(vm, resolved.inputs) : undefined;
     const pending = pendingOf(ctx, vm, wanted, before.domain, []);
     return beginRequestedRestart(ctx, vm, before.domain, restart.begin, problem, pending);
   }
-  const inputs = 'inputs' in resolved ? resolved.inputs : undefined;
+  const inputs = !held && 'inputs' in resolved ? resolved.inputs : undefined;
   const desired = inputs && desiredDomain(vm, inputs);
   const uid = String(vm.metadata.uid);
   const restored =
@@ -233,7 +277,10 @@ async function materialise(cached: VirtualMachine, ctx: ControllerContext): Prom
   const problem: Problem | undefined =
     before.domain.state === 'foreign'
       ? nameConflict(before.domain, ctx.nodeName)
-      : (outcome.failure ?? ('problem' in resolved ? resolved.problem : undefined));
+      : withRestoreHold(
+          outcome.failure ?? ('problem' in resolved ? resolved.problem : undefined),
+          held,
+        );
   const names = desired && deviceNames(vm, desired);
   const live = after.state === 'ours' ? after.live : undefined;
   // Device steps the driver could not take live wait for a restart like any restart-time field.

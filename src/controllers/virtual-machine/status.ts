@@ -138,6 +138,75 @@ export const DELETION_BLOCKED = 'DeletionBlocked';
  * admission policy lets no other agent delete: only an admin ends the wait (Stalled).
  */
 export const RESTORE_CLAIMED_ELSEWHERE = 'RestoreClaimedElsewhere';
+/** Synced's reason while a VirtualMachineRestore holds the machine (shared/restores.ts). */
+export const RESTORE_IN_PROGRESS = 'RestoreInProgress';
+
+/** How a machine's messages name the restore that holds it (standAside looks for it). */
+export const restoreNamed = (hold: { name: string }): string =>
+  `VirtualMachineRestore ${hold.name} `;
+
+/**
+ * What the machine says while a restore holds it, naming the restore and how the user gets the
+ * machine back. A running revert: nothing is done meanwhile. A begun revert that waits for a
+ * user (its marker says nothing was reverted yet): runStrategy applies, but the definition is
+ * kept, as a redefinition would drop that marker. Pure.
+ */
+export function restoreHoldProblem(
+  vm: VirtualMachine,
+  hold: { name: string; waiting?: { reason: string } },
+): Problem {
+  const restore = restoreNamed(hold).trimEnd();
+  if (!hold.waiting) {
+    return {
+      reason: RESTORE_IN_PROGRESS,
+      message:
+        `${restore} is reverting the domain: the machine is left alone until it has ` +
+        'finished, then its spec and runStrategy apply again',
+    };
+  }
+  return {
+    reason: RESTORE_IN_PROGRESS,
+    message:
+      `${restore} has not reverted the domain yet and waits (${hold.waiting.reason}, see its ` +
+      'status): runStrategy applies meanwhile, but spec changes wait, as redefining the domain ' +
+      `would lose the restore's record that nothing was reverted; delete the restore ` +
+      `(kubectl delete vmrestore ${hold.name} -n ${vm.metadata.namespace}) to have them applied now`,
+  };
+}
+
+/**
+ * The problem a pass reports while a restore that waits holds the machine (`held`): a problem
+ * of its own (the spec, the host) keeps its reason, whose class (Stalled or not) and phase
+ * still apply, and says the hold after it. Pure.
+ */
+export function withRestoreHold(
+  own: Problem | undefined,
+  held: Problem | undefined,
+): Problem | undefined {
+  if (!held || !own) return own ?? held;
+  return { reason: own.reason, message: `${own.message}; ${held.message}` };
+}
+
+/**
+ * The stored status with Synced=False saying `problem`, for a pass that stands aside for a
+ * running revert and observes nothing: the rest is left as the last pass saw it. Reconciling
+ * follows as conditionsOf derives it. Pure.
+ */
+export function standingAsideStatus(
+  vm: VirtualMachine,
+  problem: Problem,
+  now: Date,
+): VirtualMachineStatus {
+  const generation = vm.metadata.generation;
+  const gen = generation === undefined ? {} : { observedGeneration: generation };
+  const synced = { type: 'Synced', status: 'False' as const, ...problem, ...gen };
+  let conditions = setCondition(vm.status?.conditions, synced, now);
+  const ready = findCondition(conditions, 'Ready');
+  const progress = ready === undefined || ready.status === 'True' ? synced : ready;
+  for (const u of progressConditions(progress)) conditions = setCondition(conditions, u, now);
+  return { ...vm.status, conditions };
+}
+
 /** The domain is gone from the node and the removal waits for nothing more. */
 const REMOVED: Problem = {
   reason: 'Removed',

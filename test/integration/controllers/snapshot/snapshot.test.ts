@@ -1567,7 +1567,9 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
       reason: 'VolumeHasOverlays',
       message:
         `Volume ${base} is the backing file of ${layered}: reverting it would corrupt what ` +
-        'they read; delete that Volume first (the restore waits)',
+        'they read; delete that Volume first (the restore waits), or delete this restore, ' +
+        `which has reverted nothing yet: until then VirtualMachine ${vmName} keeps its domain ` +
+        'definition and its spec changes wait',
     });
     expect(
       ctx.events.filter((e) => e.key === key(back) && e.reason === 'VolumeHasOverlays'),
@@ -1677,6 +1679,149 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     expect(
       ctx.events.filter((e) => e.key === key(back) && e.reason === 'RevertFailed'),
     ).toMatchObject([{ type: 'Warning', message: ready?.message }]);
+  });
+
+  it('lets a machine whose begun restore waits for overlays follow runStrategy, keeping its definition', async () => {
+    const [base, layered, vmName] = [unique('base'), unique('layered'), unique('held')];
+    const [snap, back] = [`${vmName}-1`, `${vmName}-back`];
+    await availableVolume(base);
+    const vmOf = () => ctx.get<VirtualMachine>('VirtualMachine', NS, vmName);
+    const domain = await runningVm(vmName, base);
+    const vm = vmOf()!;
+    const taken = await snapshot(snap, vmName);
+    const r = await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName, snapshotName: snap },
+    });
+    // An agent that died after marking the domain and recording InProgress, before the revert;
+    // meanwhile a Volume is layered on the snapshot's disk: the restore waits for a user.
+    await k.patchStatus('VirtualMachineRestore', NS, back, {
+      phase: 'InProgress',
+      vmUid: vm.metadata.uid,
+      snapshotUid: taken.metadata.uid,
+    });
+    const { setMarker } =
+      await import('../../../../src/controllers/virtual-machine-restore/act.js');
+    const { observeMarker } =
+      await import('../../../../src/controllers/virtual-machine-restore/observe.js');
+    await setMarker(domain, String(r.metadata.uid), true);
+    await k.create('Volume', {
+      metadata: { name: layered, namespace: NS },
+      spec: {
+        nodeName: NODE,
+        pool: 'images',
+        capacity: '1Gi',
+        format: 'qcow2',
+        source: { backingVolume: { volume: base } },
+      },
+    });
+    await ctx.refresh();
+    for (let i = 0; i < 2; i++) {
+      await reconcileVirtualMachineRestore(key(back), ctx);
+      await ctx.refresh();
+    }
+    const waiting = restoreOf(back)!;
+    expect(waiting.status?.phase).toBe('InProgress');
+    // It says how to give the machine back.
+    expect(waiting.status?.conditions?.find((c) => c.type === 'Ready')?.message).toContain(
+      `or delete this restore, which has reverted nothing yet: until then VirtualMachine ${vmName}`,
+    );
+    // Passes whatever they return (a machine with a problem requeues, converge wants done).
+    const passesUntil = async (test: () => boolean | Promise<boolean>) => {
+      for (let pass = 0; pass < 20; pass++) {
+        await ctx.refresh();
+        const action = await reconcileVirtualMachine(key(vmName), ctx);
+        if (await test()) return action;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      throw new Error(`${vmName} did not get there in 20 passes`);
+    };
+    // `vm stop` and a spec change: the stop is carried out, the definition is kept (the marker
+    // with it), and the machine names the restore that holds its spec changes back. Before:
+    // the pass stood aside (requeue 1 s), the guest kept running, the status said nothing.
+    await k.patchSpec('VirtualMachine', NS, vmName, { runStrategy: 'Halted', memory: '256Mi' });
+    await passesUntil(async () => !(await domain.isActive()));
+    await ctx.refresh();
+    expect(vmOf()?.status?.phase).toBe('Stopped');
+    const synced = vmOf()?.status?.conditions?.find((c) => c.type === 'Synced');
+    expect(synced?.status).toBe('False');
+    expect(synced?.message).toContain(
+      `VirtualMachineRestore ${back} has not reverted the domain yet and waits ` +
+        '(VolumeHasOverlays, see its status): runStrategy applies meanwhile, but spec changes ' +
+        `wait, as redefining the domain would lose the restore's record that nothing was ` +
+        `reverted; delete the restore (kubectl delete vmrestore ${back} -n ${NS})`,
+    );
+    expect(await observeMarker(domain)).toContain(String(r.metadata.uid));
+    const memoryKiB = async () =>
+      Number(/<memory unit='KiB'>(\d+)</.exec(await domain.getXMLDesc(0))?.[1]);
+    expect(await memoryKiB()).toBe(128 * 1024);
+    // Deleting the restore gives the machine back: it no longer names it, and its spec change
+    // is applied once its own problem (its writable disk under the overlay) is gone too.
+    await k.remove('VirtualMachineRestore', NS, back);
+    await passesUntil(() => {
+      const now = vmOf()?.status?.conditions?.find((c) => c.type === 'Synced');
+      return now?.reason === 'VolumeHasOverlays' && !now.message.includes(back);
+    });
+    await k.remove('Volume', NS, layered);
+    await passesUntil(async () => (await memoryKiB()) === 256 * 1024);
+    await k.remove('VirtualMachine', NS, vmName);
+    await converge(ctx, reconcileVirtualMachine, key(vmName), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+    await k.remove('Volume', NS, base);
+  });
+
+  it('says once which restore a machine stands aside for, and looks again at a sane pace', async () => {
+    const { name } = await ownVm();
+    const vm = ctx.get<VirtualMachine>('VirtualMachine', NS, name)!;
+    const back = `${name}-back`;
+    const r = await k.create<VirtualMachineRestore>('VirtualMachineRestore', {
+      metadata: { name: back, namespace: NS },
+      spec: { vmName: name, snapshotName: `${name}-none` },
+    });
+    await ctx.refresh();
+    // A pass of the restore reverting the machine right now.
+    ctx.host.restores.set(String(vm.metadata.uid), String(r.metadata.uid));
+    const written: unknown[] = [];
+    const { applyStatus } = ctx;
+    ctx.applyStatus = (kind, obj, status) => {
+      if (kind === 'VirtualMachine') written.push(status);
+      return applyStatus(kind, obj, status);
+    };
+    try {
+      for (let i = 0; i < 3; i++) {
+        // Before: every second, for as long as the restore stayed InProgress.
+        expect(requeueMs(await reconcileVirtualMachine(key(name), ctx))).toBe(10_000);
+        await ctx.refresh();
+      }
+    } finally {
+      ctx.applyStatus = applyStatus;
+      ctx.host.restores.delete(String(vm.metadata.uid));
+    }
+    // Said once (before: never), not with every pass.
+    expect(written).toHaveLength(1);
+    const conditions = ctx.get<VirtualMachine>('VirtualMachine', NS, name)?.status?.conditions;
+    expect(conditions?.find((c) => c.type === 'Synced')).toMatchObject({
+      status: 'False',
+      reason: 'RestoreInProgress',
+      message:
+        `VirtualMachineRestore ${back} is reverting the domain: the machine is left alone ` +
+        'until it has finished, then its spec and runStrategy apply again',
+    });
+    // Running as asked: Ready stays, Reconciling says why it is not converged.
+    expect(conditions?.find((c) => c.type === 'Ready')?.status).toBe('True');
+    expect(conditions?.find((c) => c.type === 'Reconciling')).toMatchObject({
+      status: 'True',
+      reason: 'RestoreInProgress',
+    });
+    await k.remove('VirtualMachineRestore', NS, back);
+    await k.remove('VirtualMachine', NS, name);
+    await converge(ctx, reconcileVirtualMachine, key(name), {
+      until: stored(
+        () => ctx.get<VirtualMachine>('VirtualMachine', NS, name),
+        (o) => o === undefined,
+      ),
+    });
   });
 
   it('does not revert a base image that other Volumes are layered on until they are gone', async () => {
