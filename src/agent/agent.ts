@@ -66,6 +66,11 @@ export interface AgentOptions {
   concurrency?: number;
   /** Watch tuning, passed to the runtime (tests shorten the watchdog). */
   watch?: { inactivityTimeoutMs?: number };
+  /**
+   * The first wait of a VirtualNetwork node's retry backoff (ControllerContext.retryMinMs).
+   * Default 5 s; tests that wait past a few retries shorten it.
+   */
+  retryMinMs?: number;
 }
 
 export interface Agent {
@@ -513,6 +518,7 @@ function controllerContext(
   return {
     nodeName: opts.nodeName,
     stateDir: opts.stateDir,
+    retryMinMs: opts.retryMinMs,
     host,
     libvirt(): Connect {
       const conn = libvirt.connection;

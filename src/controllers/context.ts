@@ -42,6 +42,12 @@ export interface ControllerContext {
    * cloud-init NoCloud ISOs), default /var/lib/libvirt-operator; tests use a temp dir.
    */
   stateDir: string;
+  /**
+   * The first wait of the backoff a VirtualNetwork's node entry that is not Ready retries
+   * with (it doubles up to 5 min); absent: 5 s. An agent option, so a test that must wait
+   * past a few retries (to tell a wake-up from a retry) waits seconds, not half a minute.
+   */
+  retryMinMs?: number;
   /** What this agent keeps about its host between passes (pool locks, imports, ...). */
   host: HostState;
   /**

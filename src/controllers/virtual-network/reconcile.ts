@@ -146,5 +146,5 @@ async function converge(
       for (const e of turned) ctx.event(KIND, vnet, e.type, e.reason, e.message);
     },
   );
-  return nextAction(entry, problem, ctx.now());
+  return nextAction(entry, problem, ctx.now(), ctx.retryMinMs);
 }

@@ -210,13 +210,18 @@ const MIN_RETRY_MS = 5_000;
 const MAX_RETRY_MS = 300_000;
 
 /**
- * The retry delay for a node that is not Ready: as long as it has been failing, between 5 s
- * and 5 min. The condition's lastTransitionTime is the memory, so the backoff survives agent
- * restarts and needs no per-key state.
+ * The retry delay for a node that is not Ready: as long as it has been failing, between
+ * `minMs` (5 s unless the agent was told otherwise) and 5 min. The condition's
+ * lastTransitionTime is the memory, so the backoff survives agent restarts and needs no
+ * per-key state.
  */
-export function retryDelayMs(entry: VirtualNetworkStatusNode, now: Date): number {
+export function retryDelayMs(
+  entry: VirtualNetworkStatusNode,
+  now: Date,
+  minMs = MIN_RETRY_MS,
+): number {
   const since = findCondition(entry.conditions, 'Ready')?.lastTransitionTime;
-  return failingForDelay(since, now, MIN_RETRY_MS, MAX_RETRY_MS);
+  return failingForDelay(since, now, minMs, MAX_RETRY_MS);
 }
 
 /**
@@ -228,8 +233,9 @@ export function nextAction(
   entry: VirtualNetworkStatusNode,
   problem: Problem | undefined,
   now: Date,
+  retryMinMs?: number,
 ): Action {
   if (problem?.reason === 'Unsupported') return done;
   if (!problem && findCondition(entry.conditions, 'Ready')?.status === 'True') return done;
-  return requeueAfter(retryDelayMs(entry, now));
+  return requeueAfter(retryDelayMs(entry, now, retryMinMs));
 }

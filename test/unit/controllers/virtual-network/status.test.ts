@@ -287,6 +287,10 @@ describe('retryDelayMs', () => {
   ])('%s', (_name, since, expected) => {
     expect(retryDelayMs(failingSince(since), T1)).toBe(expected);
   });
+  it('starts from the minimum the agent was given, and doubles from there as before', () => {
+    expect(retryDelayMs(failingSince('2025-01-01T10:05:00Z'), T1, 1_000)).toBe(1_000);
+    expect(retryDelayMs(failingSince('2025-01-01T10:04:52Z'), T1, 1_000)).toBe(8_000);
+  });
 });
 
 describe('inUse', () => {
