@@ -18,6 +18,11 @@ export interface AgentConfig {
    * waits for the old one; undefined = host, pid and a random part.
    */
   leaseIdentity: string | undefined;
+  /**
+   * How long the node's Lease lasts unrenewed, in seconds; its renew deadline and retry
+   * period follow from it (5/8 and 1/4 of it). undefined = the agent's default, 40 s.
+   */
+  leaseDurationSeconds: number | undefined;
   logLevel: string;
 }
 
@@ -36,6 +41,7 @@ export interface ConfigInput {
       | 'health-addr'
       | 'state-dir'
       | 'lease-namespace'
+      | 'lease-duration'
       | 'log-level',
       string
     >
@@ -97,6 +103,21 @@ export function agentConfig(
     throw new ConfigError(
       `${source('log-level', 'LOG_LEVEL')} must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`,
     );
+  const leaseDuration = flags['lease-duration'] ?? env.LEASE_DURATION;
+  const leaseDurationSeconds =
+    leaseDuration === undefined ? undefined : Number(leaseDuration.trim() || NaN);
+  // Below 4 s the retry period (a quarter) would be under a second: renewals every few hundred
+  // ms on every node; above an hour a crashed node's machines wait that long for a new agent.
+  if (
+    leaseDurationSeconds !== undefined &&
+    (!Number.isInteger(leaseDurationSeconds) ||
+      leaseDurationSeconds < 4 ||
+      leaseDurationSeconds > 3600)
+  ) {
+    throw new ConfigError(
+      `${source('lease-duration', 'LEASE_DURATION')} must be whole seconds from 4 to 3600 (default 40), got '${leaseDuration}'`,
+    );
+  }
   return {
     nodeName,
     libvirtUri: flags['libvirt-uri'] ?? env.LIBVIRT_URI ?? defaults.libvirtUri(),
@@ -112,6 +133,7 @@ export function agentConfig(
     stateDir: flags['state-dir'] ?? env.STATE_DIR ?? '/var/lib/libvirt-operator',
     leaseNamespace: flags['lease-namespace'] ?? env.POD_NAMESPACE ?? DEFAULT_LEASE_NAMESPACE,
     leaseIdentity: env.POD_NAME || undefined,
+    leaseDurationSeconds,
     logLevel,
   };
 }

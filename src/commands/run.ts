@@ -22,6 +22,8 @@ matches it, against the libvirt at --libvirt-uri.
   --state-dir DIR           files the agent owns, e.g. cloud-init ISOs (env STATE_DIR;
                             default /var/lib/libvirt-operator)
   --lease-namespace NS      namespace of the per-node Lease (env POD_NAMESPACE; default libvirt-operator)
+  --lease-duration SECONDS  how long the Lease lasts unrenewed; it is retried every quarter of
+                            that (env LEASE_DURATION; default 40)
   --log-level LEVEL         trace, debug, info, warn, error, fatal, silent (env LOG_LEVEL;
                             default info)`;
 
@@ -45,6 +47,7 @@ const FLAGS = {
   'health-addr': { type: 'string' },
   'state-dir': { type: 'string' },
   'lease-namespace': { type: 'string' },
+  'lease-duration': { type: 'string' },
   'log-level': { type: 'string' },
 } satisfies Options;
 
@@ -63,7 +66,11 @@ export async function main(argv: string[]): Promise<number> {
       libvirtUri: cfg.libvirtUri,
       kubeConfig,
       stateDir: cfg.stateDir,
-      lease: { namespace: cfg.leaseNamespace, identity: cfg.leaseIdentity },
+      lease: {
+        namespace: cfg.leaseNamespace,
+        identity: cfg.leaseIdentity,
+        leaseDurationSeconds: cfg.leaseDurationSeconds,
+      },
       health: cfg.healthAddr,
       metrics: cfg.metricsAddr,
       log: { level: cfg.logLevel, name: 'libvirt-operator' },

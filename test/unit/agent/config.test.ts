@@ -24,6 +24,18 @@ describe('agent configuration', () => {
     expect(cfg({}, { POD_NAMESPACE: 'ops' }).leaseNamespace).toBe('ops');
     expect(cfg({}, { POD_NAME: 'agent-x7k2p' }).leaseIdentity).toBe('agent-x7k2p');
     expect(cfg({}).leaseIdentity).toBeUndefined();
+    expect(cfg({}).leaseDurationSeconds).toBeUndefined();
+    expect(cfg({}, { LEASE_DURATION: '15' }).leaseDurationSeconds).toBe(15);
+    expect(cfg({ 'lease-duration': '8' }, { LEASE_DURATION: '15' }).leaseDurationSeconds).toBe(8);
+  });
+
+  it('rejects a lease duration that is not whole seconds from 4 to 3600, naming where it came from', () => {
+    for (const bad of ['', 'x', '2.5', '3', '3601', '-40']) {
+      expect(() => cfg({ 'lease-duration': bad })).toThrow(
+        `--lease-duration must be whole seconds from 4 to 3600 (default 40), got '${bad}'`,
+      );
+    }
+    expect(() => cfg({}, { LEASE_DURATION: '1m' })).toThrow(/^LEASE_DURATION must be whole/);
   });
 
   it('parses listen addresses and names the flag when one is wrong', () => {

@@ -53,6 +53,7 @@ const AGENT_FLAGS = [
   'health-addr',
   'state-dir',
   'lease-namespace',
+  'lease-duration',
   'log-level',
 ] as const satisfies readonly (keyof ConfigInput['flags'])[];
 

@@ -85,6 +85,7 @@ describe("README.md: the agent's configuration table", () => {
       'metrics-addr': '127.0.0.1:10',
       'state-dir': '/tmp/s',
       'lease-namespace': 'ns-b',
+      'lease-duration': '12',
       'log-level': 'debug',
     };
     const base = agentConfig({ flags: {}, env: {} }, defaults);
