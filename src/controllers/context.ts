@@ -56,6 +56,12 @@ export interface ControllerContext {
    * reader (volume/observe.ts readImageLayers); tests put one here to count or hold reads.
    */
   readImageLayers?(path: string): Promise<ImageLayers | undefined>;
+  /**
+   * How long a pass waits for that read before it goes on without it (a hung file system).
+   * Absent: HEADER_READ_TIMEOUT_MS (volume/header-check.ts, 5 s); a test of the hung read
+   * sets less, to wait for it in a fraction of the time.
+   */
+  headerReadTimeoutMs?: number;
 
   /** Read-only cache lookups (never an API call). Cluster-scoped kinds take namespace undefined. */
   get<T extends KubeObject>(

@@ -267,6 +267,7 @@ async function replacedImage(
     path,
     fileIdentity(file),
     ctx.readImageLayers ?? readImageLayers,
+    ctx.headerReadTimeoutMs,
   );
   if (header.unchecked) {
     ctx.log.warn(
