@@ -223,6 +223,31 @@ async function restartPolicyVm(name: string) {
   };
 }
 
+/**
+ * A successor agent (a fresh context: nothing in memory of what the restore did) runs the
+ * machine's passes until it is Running again, and must count no restart for the restore's
+ * power-off: restartCount 0 and no Restarted Event.
+ */
+async function expectSuccessorCountsNoRestart(name: string): Promise<void> {
+  const successor = snapshotContext({
+    kubeConfig: controlPlane().kubeConfig,
+    conn,
+    nodeName: NODE,
+    stateDir,
+  });
+  await successor.refresh();
+  await converge(successor, reconcileVirtualMachine, key(name), {
+    until: async () => {
+      await successor.refresh();
+      return successor.get<VirtualMachine>('VirtualMachine', NS, name)?.status?.phase === 'Running';
+    },
+  });
+  const vm = successor.get<VirtualMachine>('VirtualMachine', NS, name)!;
+  expect(vm.status?.restartCount ?? 0).toBe(0);
+  expect(successor.events.filter((e) => e.reason === 'Restarted')).toEqual([]);
+  await ctx.refresh();
+}
+
 describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', () => {
   it('takes a checkpoint of a running machine once, and records it', async () => {
     // A Volume of its own: the index below counts every snapshot holding it.
@@ -963,25 +988,7 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     });
     expect((await domain.getState()).stateName).toBe('shutoff');
     // The agent dies here; its successor knows nothing of what the restore did in memory.
-    const successor = snapshotContext({
-      kubeConfig: controlPlane().kubeConfig,
-      conn,
-      nodeName: NODE,
-      stateDir,
-    });
-    await successor.refresh();
-    await converge(successor, reconcileVirtualMachine, key(name), {
-      until: async () => {
-        await successor.refresh();
-        return (
-          successor.get<VirtualMachine>('VirtualMachine', NS, name)?.status?.phase === 'Running'
-        );
-      },
-    });
-    const vm = successor.get<VirtualMachine>('VirtualMachine', NS, name)!;
-    expect(vm.status?.restartCount ?? 0).toBe(0);
-    expect(successor.events.filter((e) => e.reason === 'Restarted')).toEqual([]);
-    await ctx.refresh();
+    await expectSuccessorCountsNoRestart(name);
   });
 
   it('still says it powered the machine off when a killed pass did that before its status write', async () => {
@@ -1095,26 +1102,8 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     // successor has only the restore to tell that the stop was asked for.
     await ctx.removeFinalizer('VirtualMachineSnapshot', taken, nodeFinalizer(NODE));
     await k.remove('VirtualMachineSnapshot', NS, snap);
-    const successor = snapshotContext({
-      kubeConfig: controlPlane().kubeConfig,
-      conn,
-      nodeName: NODE,
-      stateDir,
-    });
-    await successor.refresh();
-    await converge(successor, reconcileVirtualMachine, key(name), {
-      until: async () => {
-        await successor.refresh();
-        return (
-          successor.get<VirtualMachine>('VirtualMachine', NS, name)?.status?.phase === 'Running'
-        );
-      },
-    });
     // Without the recorded includesMemory, the stop read as a crash: restartCount 1.
-    const vm = successor.get<VirtualMachine>('VirtualMachine', NS, name)!;
-    expect(vm.status?.restartCount ?? 0).toBe(0);
-    expect(successor.events.filter((e) => e.reason === 'Restarted')).toEqual([]);
-    await ctx.refresh();
+    await expectSuccessorCountsNoRestart(name);
   });
 
   it('keeps naming the Volumes the snapshot holds after the machine’s disks change', async () => {
