@@ -2,6 +2,7 @@
 // lists our kinds and this node into a snapshot, lookups read the snapshot, writes go to
 // the API server. Reconcile tests call reconcile(key, ctx) directly and `converge()` them.
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
+import { expect } from 'vitest';
 import { customResources, type VirtKind } from '../../src/api/generated/crds.js';
 import { kubeReads } from '../../src/agent/kube-reads.js';
 import { kubeWrites } from '../../src/agent/kube-writes.js';
@@ -248,4 +249,28 @@ export async function withStatusUnanswered<T>(
     ctx.applyStatus = applyStatus;
     ctx.applyNodeStatus = applyNodeStatus;
   }
+}
+
+/**
+ * The check every "said once, not with every retry of a refused write" test makes: `passes`
+ * refused passes (refusedPasses) tell nothing, then of two passes let through (each after a
+ * fresh snapshot) the one whose write goes through tells once and the next nothing. `told`
+ * counts what is told. Returns the actions of the two passes let through.
+ */
+export async function toldOnceDespiteRefusals(
+  ctx: SnapshotContext,
+  reconcile: (key: string, ctx: ControllerContext) => Promise<Action>,
+  key: string,
+  told: () => number,
+): Promise<Action[]> {
+  await refusedPasses(ctx, reconcile, key);
+  await ctx.refresh();
+  expect(told(), 'told while its status write was refused').toBe(0);
+  const actions: Action[] = [];
+  for (let i = 0; i < 2; i++) {
+    actions.push(await reconcile(key, ctx));
+    await ctx.refresh();
+  }
+  expect(told(), 'told once its write went through, and not again').toBe(1);
+  return actions;
 }
