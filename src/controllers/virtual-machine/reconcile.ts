@@ -532,17 +532,30 @@ async function knownCpuModels(
   const now = ctx.now().getTime();
   const known = ctx.host.cpuModels.get(type);
   if (known && now - known.readAt < maxAgeMs) return known.models;
-  let models: string[] | undefined;
-  try {
-    models = customCpuModels(await ctx.libvirt().getDomainCapabilities(type));
-  } catch (err) {
-    // A broken connection is retried; a driver without domain capabilities (libvirt's test
-    // driver) or a type the host lacks (kvm without /dev/kvm) leaves the judgement to libvirt.
-    const refused = isLibvirtError(err) && !isConnectionError(err) && !isTimeout(err);
-    if (!refused && !(err instanceof XmlDocumentError)) throw err;
-  }
+  const models = await readCapabilities(ctx, type, null, customCpuModels);
   ctx.host.cpuModels.set(type, { readAt: now, models });
   return models;
+}
+
+/**
+ * The host's domain capabilities for `type` and `machine` (null: the default one), as `parse`
+ * reads them; undefined where the host cannot tell: a driver without domain capabilities
+ * (libvirt's test driver), a type the host lacks (kvm without /dev/kvm) or a document that
+ * does not parse leave the judgement to libvirt. A broken connection is thrown (retried).
+ */
+async function readCapabilities<T>(
+  ctx: ControllerContext,
+  type: string,
+  machine: string | null,
+  parse: (xml: string) => T | undefined,
+): Promise<T | undefined> {
+  try {
+    return parse(await ctx.libvirt().getDomainCapabilities(type, undefined, machine));
+  } catch (err) {
+    const refused = isLibvirtError(err) && !isConnectionError(err) && !isTimeout(err);
+    if (!refused && !(err instanceof XmlDocumentError)) throw err;
+    return undefined;
+  }
 }
 
 /**
@@ -561,14 +574,7 @@ async function firmwareOnHost(
   const now = ctx.now().getTime();
   const known = ctx.host.firmware.get(type);
   if (known && now - known.readAt < maxAgeMs) return known.offers;
-  let offers: HostFirmware | undefined;
-  try {
-    offers = hostFirmware(await ctx.libvirt().getDomainCapabilities(type, undefined, 'q35'));
-  } catch (err) {
-    // As knownCpuModels: a broken connection is retried, a refusal leaves it to libvirt.
-    const refused = isLibvirtError(err) && !isConnectionError(err) && !isTimeout(err);
-    if (!refused && !(err instanceof XmlDocumentError)) throw err;
-  }
+  const offers = await readCapabilities(ctx, type, 'q35', hostFirmware);
   ctx.host.firmware.set(type, { readAt: now, offers });
   return offers;
 }
