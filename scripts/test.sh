@@ -78,5 +78,20 @@ node -e '
     n.skipped += r.numPendingTests + r.numTodoTests;
   }
   console.log(`vitest: ${n.passed} passed, ${n.failed} failed, ${n.skipped} skipped (${files.length} reports)`);
+  // The lanes print side by side and a CI log may keep only its tail, so the failures are
+  // named again here, last, with the first lines of what each one said.
+  for (const f of files) {
+    const r = JSON.parse(fs.readFileSync(`.tmp/${f}`, "utf8"));
+    for (const file of r.testResults) {
+      const failed = file.assertionResults.filter((t) => t.status === "failed");
+      if (failed.length === 0 && file.status === "failed") {
+        console.log(`FAILED ${file.name}: ${String(file.message).split("\n").slice(0, 6).join("\n    ")}`);
+      }
+      for (const t of failed) {
+        const said = (t.failureMessages[0] ?? "").split("\n").slice(0, 6).join("\n    ");
+        console.log(`FAILED ${file.name} > ${t.fullName}\n    ${said}`);
+      }
+    }
+  }
 ' || true
 exit "$status"
