@@ -25,6 +25,7 @@ import { isNotFound as isKubeNotFound } from '../runtime/kube-client.js';
 import { kubeconfigNamespace } from '../runtime/kube-config.js';
 import { notFoundError } from './crd-missing.js';
 import {
+  childExitCode,
   COMMAND_REQUEST_TIMEOUT_MS,
   kubeconfigPath,
   pathSegmentProblem,
@@ -320,7 +321,8 @@ async function domainIsHere(uri: string, uuid: string): Promise<boolean> {
   }
 }
 
-function execInAgent(kubectl: string, args: string[]): Promise<number> {
+/** Runs kubectl on the terminal and resolves to the exit code to pass on (see childExitCode). */
+export function execInAgent(kubectl: string, args: string[]): Promise<number> {
   return new Promise((resolve, reject) => {
     const child = spawn(kubectl, args, { stdio: 'inherit' });
     child.on('error', (err: NodeJS.ErrnoException) =>
@@ -330,7 +332,7 @@ function execInAgent(kubectl: string, args: string[]): Promise<number> {
           : err,
       ),
     );
-    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+    child.on('exit', (code, signal) => resolve(childExitCode(code, signal)));
   });
 }
 

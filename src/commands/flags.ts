@@ -1,4 +1,5 @@
 import { statSync } from 'node:fs';
+import { constants } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
@@ -109,6 +110,18 @@ export async function untilSignal(orEnded?: Promise<unknown>): Promise<void> {
 /** The exit code of a process stopped by `signal` during its start-up: 128 + its number. */
 export function signalExitCode(signal: 'SIGINT' | 'SIGTERM'): number {
   return signal === 'SIGINT' ? 130 : 143;
+}
+
+/**
+ * The exit code to pass on for a child (kubectl) that ended with `code` or was killed by
+ * `signal`: 128 + the signal's number, as a shell reports it, so a caller can tell a SIGKILL
+ * (137, often the OOM killer) from a Ctrl-C (130). Pure.
+ */
+export function childExitCode(code: number | null, signal: NodeJS.Signals | null): number {
+  if (code !== null) return code;
+  const number = signal === null ? undefined : constants.signals[signal];
+  // A signal this platform does not number: still not a success, and still in the signal range.
+  return number === undefined ? (signal === null ? 1 : 128) : 128 + number;
 }
 
 /** Thrown by a start-up step that a SIGINT or SIGTERM asked to stop. */

@@ -6,13 +6,14 @@ import {
   agentExecArgs,
   cutOffMessage,
   ESCAPE,
+  execInAgent,
   pausedNote,
   parseConsoleArgs,
   pickAgentPod,
   splitAtEscape,
   type ConsoleOptions,
 } from '../../../src/commands/console.js';
-import { UsageError } from '../../../src/commands/flags.js';
+import { childExitCode, UsageError } from '../../../src/commands/flags.js';
 
 const defaults = { hostname: () => 'Host-A', libvirtUri: () => 'qemu:///system' };
 const parse = (argv: string[], env: Record<string, string> = {}) =>
@@ -249,5 +250,31 @@ describe('a session on a paused guest', () => {
     );
     for (const state of ['running', 'blocked', 'shutdown', 'pmsuspended'])
       expect(pausedNote('prod/web', state)).toBeUndefined();
+  });
+});
+
+describe('the exit code passed on from kubectl', () => {
+  it('is 128 + the number of the signal that killed it, as a shell reports it', () => {
+    expect(childExitCode(null, 'SIGINT')).toBe(130);
+    expect(childExitCode(null, 'SIGKILL')).toBe(137);
+    expect(childExitCode(null, 'SIGTERM')).toBe(143);
+    expect(childExitCode(null, 'SIGHUP')).toBe(129);
+  });
+
+  it('is its own exit code when it exited', () => {
+    expect(childExitCode(0, null)).toBe(0);
+    expect(childExitCode(1, null)).toBe(1);
+    expect(childExitCode(42, null)).toBe(42);
+  });
+
+  it('is a failure when neither is known', () => {
+    expect(childExitCode(null, null)).toBe(1);
+  });
+
+  // The real spawn path: a "kubectl" (sh) that a signal ends.
+  it('is what the console command returns for a kubectl killed by a signal', async () => {
+    await expect(execInAgent('/bin/sh', ['-c', 'kill -KILL $$'])).resolves.toBe(137);
+    await expect(execInAgent('/bin/sh', ['-c', 'kill -TERM $$'])).resolves.toBe(143);
+    await expect(execInAgent('/bin/sh', ['-c', 'exit 3'])).resolves.toBe(3);
   });
 });
