@@ -80,6 +80,8 @@ import {
   dhcpPools,
   conditionEvents,
   heldInStatus,
+  HOST_LACK_MAX_AGE_MS,
+  hostLackRecheckMs,
   machineStatus,
   restartCountOf,
   type Detaching,
@@ -180,9 +182,11 @@ async function materialise(
     unknownCpuModel(vm, await knownCpuModels(ctx, vm, maxAgeMs), ctx.nodeName) ??
     missingFirmware(vm, await firmwareOnHost(ctx, vm, maxAgeMs), ctx.nodeName);
   // A lack is read again sooner than the host's capabilities are otherwise: it ends when a
-  // package is installed, which wakes nothing (see HOST_LACK_RECHECK_MS).
+  // package is installed, which wakes nothing (see HOST_LACK_RECHECK_MS). The read is shared
+  // by every machine of the domain type, so libvirt is asked about once a minute whatever
+  // their number.
   const cpuProblem =
-    (await hostLacks(CPU_MODELS_TTL_MS)) && (await hostLacks(HOST_LACK_RECHECK_MS));
+    (await hostLacks(CPU_MODELS_TTL_MS)) && (await hostLacks(HOST_LACK_MAX_AGE_MS));
   // Checked before the restart is begun: the node cannot start such a machine again, so a
   // requested restart of the running guest waits (requestedRestart), and the problem says so.
   const restart = requestedRestart(newRestartRequest(vm), before.domain, cpuProblem);
@@ -340,7 +344,7 @@ async function materialise(
     problem?.reason === 'Unsupported' || settled ? undefined : retryDelayMs(status, now),
     // What the node lacks (the CPU model, OVMF, swtpm) ends with an install, not a spec change:
     // a requested restart or a start waiting for it goes on within this, not at the resync.
-    cpuProblem ? HOST_LACK_RECHECK_MS : undefined,
+    cpuProblem ? hostLackRecheckMs() : undefined,
     awaitingAddresses(vm, status, after, now, ctx) ? ADDRESS_POLL_MS : undefined,
     detaching
       ? detaching.expired
@@ -509,14 +513,6 @@ function detachingOf(
 
 /** How long the host's list of CPU models is trusted: a QEMU upgrade can change it. */
 const CPU_MODELS_TTL_MS = 10 * 60_000;
-/**
- * How often a machine the node cannot start as its spec asks (unknownCpuModel,
- * missingFirmware) is looked at again, and how old a capabilities read that lacks what it
- * needs may be: an installed package is then seen within about a minute, not after the
- * agent's resync plus CPU_MODELS_TTL_MS. The read is shared by every machine of the domain
- * type, so libvirt is asked at most once a minute whatever their number.
- */
-const HOST_LACK_RECHECK_MS = 60_000;
 
 /**
  * The CPU model names the host's QEMU knows for the machine's domain type, when its spec asks

@@ -997,6 +997,31 @@ export function retryDelayMs(status: VirtualMachineStatus, now: Date): number {
   return failingForDelay(since, now, MIN_RETRY_MS, MAX_RETRY_MS);
 }
 
+/**
+ * How often a machine the node cannot start as its spec asks (unknownCpuModel,
+ * missingFirmware) is looked at again: what it lacks ends with a package install, which wakes
+ * nothing, so an installed package is then seen within about a minute, not after the agent's
+ * resync.
+ */
+export const HOST_LACK_RECHECK_MS = 60_000;
+/**
+ * The spread of that recheck, each way: the machines an agent finds lacking at its start
+ * would otherwise all come back in the same second every minute (a burst of passes, status
+ * reads and writes for a thousand of them).
+ */
+const HOST_LACK_SPREAD = 0.15;
+/**
+ * The shortest recheck: a capabilities read younger than this is trusted. Were it the full
+ * minute, a recheck drawn short would find the last read still fresh and see an install only
+ * one recheck later.
+ */
+export const HOST_LACK_MAX_AGE_MS = HOST_LACK_RECHECK_MS * (1 - HOST_LACK_SPREAD);
+
+/** The delay before the next recheck of a machine the node lacks for; `random` in [0, 1). */
+export function hostLackRecheckMs(random: () => number = Math.random): number {
+  return Math.round(HOST_LACK_MAX_AGE_MS + 2 * HOST_LACK_SPREAD * HOST_LACK_RECHECK_MS * random());
+}
+
 /** What a network hands out by DHCP in one family: its range and its hosts' addresses. */
 export interface DhcpPool {
   family: 4 | 6;

@@ -17,7 +17,13 @@ import {
   restartPending,
   stashedStore,
 } from '../../../../src/controllers/virtual-machine/plan.js';
-import { addressesMissing, dhcpPools } from '../../../../src/controllers/virtual-machine/status.js';
+import {
+  addressesMissing,
+  dhcpPools,
+  HOST_LACK_MAX_AGE_MS,
+  HOST_LACK_RECHECK_MS,
+  hostLackRecheckMs,
+} from '../../../../src/controllers/virtual-machine/status.js';
 import {
   buildDomainXML,
   changedDomainFields,
@@ -361,5 +367,21 @@ describe('a node without OVMF, its secure-boot build, or swtpm', () => {
     expect(missingFirmware(uefi, { ...all, secureBoot: false }, 'node-a')).toBeUndefined();
     // BIOS without a TPM needs neither.
     expect(missingFirmware(vm(), none, 'node-a')).toBeUndefined();
+  });
+});
+
+describe('the recheck of a machine the node lacks firmware or a CPU model for', () => {
+  it('is spread 15 % each way around a minute, so many such machines do not recheck at once', () => {
+    expect(hostLackRecheckMs(() => 0)).toBe(51_000);
+    expect(hostLackRecheckMs(() => 0.5)).toBe(HOST_LACK_RECHECK_MS);
+    expect(hostLackRecheckMs(() => 0.999999)).toBe(69_000);
+    const draws = Array.from({ length: 1000 }, () => hostLackRecheckMs());
+    expect(Math.min(...draws)).toBeGreaterThanOrEqual(51_000);
+    expect(Math.max(...draws)).toBeLessThanOrEqual(69_000);
+    expect(new Set(draws.map((ms) => Math.floor(ms / 1000))).size).toBeGreaterThan(10);
+  });
+
+  it('finds a fresh capabilities read even when drawn shortest', () => {
+    expect(HOST_LACK_MAX_AGE_MS).toBeLessThanOrEqual(hostLackRecheckMs(() => 0));
   });
 });
