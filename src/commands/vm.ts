@@ -6,7 +6,9 @@ import { homedir } from 'node:os';
 import { existsSync } from 'node:fs';
 import { findCondition } from '../api/conditions.js';
 import type { VirtualMachine } from '../api/generated/types.js';
+import { saysHostLacks } from '../controllers/virtual-machine/desired.js';
 import { PAUSED_ANNOTATION, RESTART_ANNOTATION } from '../controllers/virtual-machine/plan.js';
+import { saysReverting } from '../controllers/virtual-machine/status.js';
 import {
   CONTENT_TYPE,
   createKubeClient,
@@ -35,7 +37,9 @@ Power actions on a VirtualMachine, written as annotations the machine's agent ac
   unpause   removes virt.dev/paused: the guest resumes
   restart   sets virt.dev/restart-requested-at to the current time: one graceful restart
             (ACPI shutdown, destroyed after terminationGracePeriodSeconds, started again);
-            refused (exit 1) for a machine whose status says it is not running
+            refused (exit 1) for a machine whose status says it is not running; said
+            to wait where its status says the node cannot start it as its spec asks, or a
+            restore is reverting it
 Each is refused (exit 1) for a machine being deleted. Starting and stopping is
 spec.runStrategy (Always, Halted), e.g. with kubectl patch.
 
@@ -102,16 +106,18 @@ async function run(
     action === 'restart'
       ? (vm: VirtualMachine) => deletionRefusal(vm, what) ?? restartRefusal(vm, what)
       : (vm: VirtualMachine) => deletionRefusal(vm, what);
+  let written: VirtualMachine;
   try {
-    await patchUnlessRefused(client, path, patch, refusal);
+    written = await patchUnlessRefused(client, path, patch, refusal);
   } catch (err) {
     if (isNotFound(err)) throw await notFoundError(client, 'VirtualMachine', what, err, namespace);
     throw unreachableServer(err, client.server, config) ?? err;
   }
   const value = patch[RESTART_ANNOTATION];
+  const waits = action === 'restart' ? restartWait(written) : undefined;
   console.log(
     action === 'restart'
-      ? `${what}: restart requested (${RESTART_ANNOTATION}=${value})`
+      ? `${what}: restart requested (${RESTART_ANNOTATION}=${value})${waits ? `, but it waits: ${waits}` : ''}`
       : `${what}: ${action === 'pause' ? 'pause' : 'unpause'} requested`,
   );
   return 0;
@@ -158,14 +164,16 @@ async function patchUnlessRefused(
   path: string,
   patch: Record<string, string | null>,
   refusal: (vm: VirtualMachine) => string | undefined,
-): Promise<void> {
+): Promise<VirtualMachine> {
   for (let attempt = 1; ; attempt++) {
     const vm = await client.request<VirtualMachine>({ method: 'GET', path });
     const why = refusal(vm);
     if (why) throw new Error(why);
     try {
       await patchAnnotations(client, path, patch, vm.metadata.resourceVersion);
-      return;
+      // The machine as the patch found it (the resourceVersion matched): its status is what
+      // the agent had last said when the request was written.
+      return vm;
     } catch (err) {
       if (!isConflict(err) || attempt === 3) throw err;
     }
@@ -183,6 +191,34 @@ export function deletionRefusal(vm: VirtualMachine, what: string): string | unde
     ? `; it waits for its finalizers (${vm.metadata.finalizers.join(', ')})`
     : '';
   return `${what} is being deleted (since ${since}): its agent removes the domain and acts on nothing else, and no request was written${waiting}`;
+}
+
+/**
+ * Why a restart written now waits, as `vm`'s status already says (undefined when it says
+ * nothing of it): a restore is reverting the domain (its agent stands aside), or the node
+ * lacks what the spec asks (a CPU model, OVMF, its secure-boot build, swtpm), so stopping the
+ * guest would leave it down: the agent keeps it running and restarts it once that is fixed.
+ * A problem reported for an older generation is not taken: the spec changed since. Pure.
+ */
+export function restartWait(vm: VirtualMachine): string | undefined {
+  const conditions = vm.status?.conditions;
+  const synced = findCondition(conditions, 'Synced');
+  if (synced && saysReverting(synced)) {
+    return `a restore is reverting the domain; the restart waits until it has finished (Synced=False ${synced.reason}: ${synced.message})`;
+  }
+  const current = (c: { observedGeneration?: number }) =>
+    c.observedGeneration === undefined || c.observedGeneration === vm.metadata.generation;
+  const lack = ['Ready', 'Synced']
+    .map((type) => findCondition(conditions, type))
+    .find(
+      (c) =>
+        c?.status === 'False' &&
+        c.reason === 'Unsupported' &&
+        current(c) &&
+        saysHostLacks(c.message),
+    );
+  if (!lack) return undefined;
+  return `the node cannot start the machine as its spec asks, so the guest is not stopped; it is restarted once that is fixed (${lack.type}=False ${lack.reason}: ${lack.message})`;
 }
 
 /**

@@ -153,9 +153,21 @@ export function unknownCpuModel(
   return {
     reason: 'Unsupported',
     message:
-      `spec.cpu.model: QEMU on node ${nodeName} has no CPU model '${model}' for domainType ` +
+      `spec.cpu.model: ${QEMU_ON_NODE}${nodeName} has no CPU model '${model}' for domainType ` +
       `${type} (it knows e.g. ${hint}); the domain is left as it is until the model changes`,
   };
+}
+
+/** Where the host-lack messages (unknownCpuModel, missingFirmware) name the node. */
+const QEMU_ON_NODE = 'QEMU on node ';
+
+/**
+ * Whether a problem's message is one of the node lacking what the spec asks (unknownCpuModel,
+ * missingFirmware): the `vm restart` command reads it from the status to say that a restart
+ * waits (requestedRestart). Pure.
+ */
+export function saysHostLacks(message: string): boolean {
+  return /^spec\.[\w.]+: /.test(message) && message.includes(`: ${QEMU_ON_NODE}`);
 }
 
 /**
@@ -175,7 +187,7 @@ export function missingFirmware(
   const lacks = (field: string, what: string, install: string): Problem => ({
     reason: 'Unsupported',
     message:
-      `${field}: QEMU on node ${nodeName} finds no ${what}; install ${install} there; the ` +
+      `${field}: ${QEMU_ON_NODE}${nodeName} finds no ${what}; install ${install} there; the ` +
       'domain is left as it is until that is installed or the field changes',
   });
   if (vm.spec.firmware === 'uefi' && offers?.efi === false) {

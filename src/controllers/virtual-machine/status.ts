@@ -145,6 +145,26 @@ export const RESTORE_IN_PROGRESS = 'RestoreInProgress';
 export const restoreNamed = (hold: { name: string }): string =>
   `VirtualMachineRestore ${hold.name} `;
 
+const REVERTING = ' is reverting the domain';
+
+/**
+ * Whether a Synced condition says a restore is reverting the domain (restoreHoldProblem
+ * without `waiting`): the machine's passes stand aside, so a requested restart waits for the
+ * revert to finish. A restore that waits for a user does not hold a restart. Pure.
+ */
+export function saysReverting(synced: {
+  status: string;
+  reason: string;
+  message: string;
+}): boolean {
+  return (
+    synced.status === 'False' &&
+    synced.reason === RESTORE_IN_PROGRESS &&
+    synced.message.startsWith('VirtualMachineRestore ') &&
+    synced.message.includes(`${REVERTING}:`)
+  );
+}
+
 /**
  * What the machine says while a restore holds it, naming the restore and how the user gets the
  * machine back. A running revert: nothing is done meanwhile. A begun revert that waits for a
@@ -160,7 +180,7 @@ export function restoreHoldProblem(
     return {
       reason: RESTORE_IN_PROGRESS,
       message:
-        `${restore} is reverting the domain: the machine is left alone until it has ` +
+        `${restore}${REVERTING}: the machine is left alone until it has ` +
         'finished, then its spec and runStrategy apply again',
     };
   }

@@ -3,7 +3,18 @@
 import { describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../src/api/generated/types.js';
 import { kubeconfigPath, pathSegmentProblem } from '../../../src/commands/flags.js';
-import { deletionRefusal, powerStateHint, restartRefusal } from '../../../src/commands/vm.js';
+import {
+  deletionRefusal,
+  powerStateHint,
+  restartRefusal,
+  restartWait,
+} from '../../../src/commands/vm.js';
+import {
+  missingFirmware,
+  unknownCpuModel,
+} from '../../../src/controllers/virtual-machine/desired.js';
+import { requestedRestart } from '../../../src/controllers/virtual-machine/plan.js';
+import { restoreHoldProblem } from '../../../src/controllers/virtual-machine/status.js';
 
 const HOME_CONFIG = '/home/u/.kube/config';
 const exists = (present: boolean) => (p: string) => present && p === HOME_CONFIG;
@@ -59,6 +70,95 @@ describe('vm restart on a machine that is not running', () => {
     expect(restartRefusal(machine(undefined, running), 'x')).toBeUndefined();
     expect(restartRefusal(machine(undefined, paused), 'x')).toBeUndefined();
     expect(restartRefusal(machine(undefined, undefined), 'x')).toBeUndefined();
+  });
+});
+
+describe('vm restart on a machine whose restart will wait', () => {
+  // The messages the agent writes, from the functions that write them.
+  const base = {
+    apiVersion: 'virt.dev/v1alpha1',
+    kind: 'VirtualMachine',
+    metadata: { name: 'web', namespace: 'lab', generation: 4 },
+    spec: { nodeName: 'n1', vcpus: 1, memory: '64Mi', firmware: 'uefi' },
+  } as unknown as VirtualMachine;
+  const noOvmf = missingFirmware(base, { efi: false, secureBoot: false, tpmEmulator: true }, 'n1')!;
+  const withConditions = (
+    conditions: { type: string; status: string; reason: string; message: string }[],
+    observedGeneration = 4,
+  ): VirtualMachine =>
+    ({
+      ...base,
+      status: {
+        phase: 'Running',
+        state: { state: 'running', reason: 'booted' },
+        conditions: conditions.map((c) => ({
+          ...c,
+          observedGeneration,
+          lastTransitionTime: '2026-01-01T00:00:00Z',
+        })),
+      },
+    }) as unknown as VirtualMachine;
+  const unsupported = (message: string) => [
+    { type: 'Ready', status: 'False', reason: 'Unsupported', message },
+    { type: 'Synced', status: 'False', reason: 'Unsupported', message },
+  ];
+
+  it('says why while the node lacks what the spec asks (OVMF, a CPU model)', () => {
+    expect(restartWait(withConditions(unsupported(noOvmf.message)))).toBe(
+      'the node cannot start the machine as its spec asks, so the guest is not stopped; it is ' +
+        `restarted once that is fixed (Ready=False Unsupported: ${noOvmf.message})`,
+    );
+    const cpu = unknownCpuModel(
+      { ...base, spec: { ...base.spec, cpu: { mode: 'custom', model: 'Frob' } } } as VirtualMachine,
+      ['Haswell', 'qemu64'],
+      'n1',
+    )!;
+    expect(restartWait(withConditions(unsupported(cpu.message)))).toMatch(
+      /^the node cannot start .*\(Ready=False Unsupported: spec\.cpu\.model: QEMU on node n1 /,
+    );
+    // Already waiting for an earlier request: the message the agent then writes.
+    const waits = requestedRestart('t', { state: 'ours', active: true }, noOvmf);
+    expect(waits && 'waits' in waits).toBe(true);
+    if (waits && 'waits' in waits) {
+      expect(restartWait(withConditions(unsupported(waits.waits.message)))).toMatch(
+        /^the node cannot start the machine/,
+      );
+    }
+  });
+
+  it('says why while a restore reverts the domain, not while one waits for a user', () => {
+    const reverting = restoreHoldProblem(base, { name: 'r1' });
+    expect(
+      restartWait(
+        withConditions([
+          { type: 'Ready', status: 'True', reason: 'Running', message: 'running' },
+          { type: 'Synced', status: 'False', ...reverting },
+        ]),
+      ),
+    ).toBe(
+      'a restore is reverting the domain; the restart waits until it has finished ' +
+        `(Synced=False RestoreInProgress: ${reverting.message})`,
+    );
+    // A restore that waits for a user leaves runStrategy and restarts to the agent.
+    const waiting = restoreHoldProblem(base, {
+      name: 'r1',
+      waiting: { reason: 'VolumeHasOverlays' },
+    });
+    expect(
+      restartWait(withConditions([{ type: 'Synced', status: 'False', ...waiting }])),
+    ).toBeUndefined();
+  });
+
+  it('says nothing for other problems, a healthy machine, or a problem of an older spec', () => {
+    const specProblem = 'spec.volumes[0].volumeName: Volume data not found';
+    expect(restartWait(withConditions(unsupported(specProblem)))).toBeUndefined();
+    expect(
+      restartWait(
+        withConditions([{ type: 'Ready', status: 'True', reason: 'Running', message: 'ok' }]),
+      ),
+    ).toBeUndefined();
+    expect(restartWait(withConditions(unsupported(noOvmf.message), 3))).toBeUndefined();
+    expect(restartWait({ ...base })).toBeUndefined();
   });
 });
 

@@ -5,7 +5,7 @@
 // restarts it, once. A private libvirtd with QEMU whose mount namespace hides the firmware
 // descriptors (the host keeps them); the test driver has no domain capabilities to lack OVMF.
 import { randomBytes } from 'node:crypto';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import type { VirtualMachine } from '../../../../src/api/generated/types.js';
 import { main as vmCommand } from '../../../../src/commands/vm.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
@@ -49,6 +49,17 @@ const run = async () => {
   return (await d.isActive()) ? d.getID() : -1;
 };
 
+/** Runs `vm restart` and returns what it printed. */
+async function restartCommand(): Promise<string> {
+  const log = vi.spyOn(console, 'log').mockImplementation(() => undefined);
+  try {
+    expect(await vmCommand(['restart', VM, '-n', NS, '--kubeconfig', cp().kubeconfigPath])).toBe(0);
+    return log.mock.calls.map((c) => c.join(' ')).join('\n');
+  } finally {
+    log.mockRestore();
+  }
+}
+
 async function pass(): Promise<VirtualMachine | undefined> {
   await ctx.refresh();
   await reconcileVirtualMachine(key, ctx);
@@ -76,7 +87,8 @@ describe('a requested restart on a node without OVMF', () => {
 
     await k.patchSpec('VirtualMachine', NS, VM, { firmware: 'uefi' });
     await ctx.refresh();
-    expect(await vmCommand(['restart', VM, '-n', NS, '--kubeconfig', cp().kubeconfigPath])).toBe(0);
+    // The status still says Ready (no pass saw the change yet): nothing to say of a wait.
+    expect(await restartCommand()).toMatch(/: restart requested \([^)]*\)$/);
     let held: VirtualMachine | undefined;
     for (let i = 0; i < 3; i++) held = await pass();
     // The guest runs on, the request is not recorded, and Ready says why and what to install.
@@ -91,6 +103,15 @@ describe('a requested restart on a node without OVMF', () => {
       ),
     });
     expect(held?.status?.conditions?.find((c) => c.type === 'ShutdownRequested')).toBeUndefined();
+    // Asked again now that the status says it: still written, and the command says it waits.
+    expect(await restartCommand()).toMatch(
+      new RegExp(
+        `^virtualmachine ${NS}/${VM}: restart requested \\([^)]*\\), but it waits: the node ` +
+          "cannot start the machine as its spec asks.*spec\\.firmware: .*install Debian's ovmf",
+      ),
+    );
+    for (let i = 0; i < 2; i++) held = await pass();
+    expect(await run()).toBe(first);
 
     // The problem gone (here by the field; installing ovmf does the same): restarted once.
     const value = held?.metadata.annotations?.['virt.dev/restart-requested-at'];
