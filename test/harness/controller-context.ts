@@ -225,6 +225,25 @@ export async function refusedPasses(
 }
 
 /**
+ * Runs `run` with every finalizer removal of `ctx` refused, as a conflict with another writer
+ * refuses it (409), then lets them through again: what a deletion tells before the removal is
+ * told again by each retry.
+ */
+export async function withFinalizerRemovalRefused<T>(
+  ctx: SnapshotContext,
+  run: () => Promise<T>,
+): Promise<T> {
+  const { removeFinalizer } = ctx;
+  ctx.removeFinalizer = () =>
+    Promise.reject(new KubeApiError(409, 'Conflict', 'injected', 'PATCH', '/finalizers'));
+  try {
+    return await run();
+  } finally {
+    ctx.removeFinalizer = removeFinalizer;
+  }
+}
+
+/**
  * Runs `run` with every status write of `ctx` (applyStatus, applyNodeStatus) applied by the API
  * server but its answer lost, as when no response comes in time: each write is made, then fails
  * as the client's timeout fails it. Then lets them through again.

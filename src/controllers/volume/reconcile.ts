@@ -391,24 +391,31 @@ async function removeVolume(
   if (holders.length > 0) return reportBlocked(vol, usedByList(holders, []), ctx);
   if (vol.metadata.finalizers?.includes(HOST_FINALIZER)) {
     await cancelImport(ctx.host.imports, String(vol.metadata.uid), ctx.stateDir);
+    // What a kept file is told with: after the finalizer is gone, as a removal refused (a
+    // conflict, the API server down) is retried and would say it again at each retry.
+    let kept: (() => void) | undefined;
     if ((vol.spec.deletionPolicy ?? 'Delete') === 'Delete') {
       const pool = await usablePool(ctx, vol.spec.pool);
       if ('reason' in pool && !pool.gone)
         return report(vol, { facts: { problem: pool, usedBy } }, ctx);
-      if (!('reason' in pool)) await deleteIfOurs(vol, pool, ctx);
+      if (!('reason' in pool)) kept = await deleteIfOurs(vol, pool, ctx);
     } else {
-      ctx.event(
-        KIND,
-        vol,
-        'Normal',
-        'VolumeRetained',
-        `deletionPolicy Retain: ${vol.status?.path ?? volumeFileName(vol)} is kept`,
-      );
+      kept = () =>
+        ctx.event(
+          KIND,
+          vol,
+          'Normal',
+          'VolumeRetained',
+          `deletionPolicy Retain: ${vol.status?.path ?? volumeFileName(vol)} is kept`,
+        );
     }
     forgetFigures(ctx.host.figures, `${KIND}/${vol.metadata.uid}`);
     ctx.host.filesMade.delete(String(vol.metadata.uid));
     ctx.host.headerChecks.delete(String(vol.metadata.uid));
-    await ctx.removeFinalizer(KIND, vol, HOST_FINALIZER);
+    await tellAfterWrite(
+      () => ctx.removeFinalizer(KIND, vol, HOST_FINALIZER),
+      () => kept?.(),
+    );
     return done;
   }
   await ctx.removeFinalizer(KIND, vol, VOLUME_PROTECTION_FINALIZER);
@@ -430,9 +437,17 @@ async function fileFacts(
   return { ...file, bornAt: await fileBornAt(found.doc.path) };
 }
 
-async function deleteIfOurs(vol: Volume, pool: ReadyPool, ctx: ControllerContext): Promise<void> {
+/**
+ * Deletes the Volume's file when it is provably ours. A file that is not is left, and what
+ * tells so is returned for the caller to send once the deletion is recorded (removeVolume).
+ */
+async function deleteIfOurs(
+  vol: Volume,
+  pool: ReadyPool,
+  ctx: ControllerContext,
+): Promise<(() => void) | undefined> {
   const found = await observeVolume(pool, volumeFileName(vol));
-  if (!found) return;
+  if (!found) return undefined;
   const made = ctx.host.filesMade.get(String(vol.metadata.uid));
   let ours =
     found.doc.path !== undefined &&
@@ -447,17 +462,18 @@ async function deleteIfOurs(vol: Volume, pool: ReadyPool, ctx: ControllerContext
       !('reason' in source) && ownsVolume(vol, found.doc, desiredVolume(vol, source.image), file);
   }
   if (!ours) {
-    ctx.event(
-      KIND,
-      vol,
-      'Warning',
-      'FileKept',
-      `${found.doc.path ?? found.doc.name} was not created by this Volume; left in place`,
-    );
-    return;
+    return () =>
+      ctx.event(
+        KIND,
+        vol,
+        'Warning',
+        'FileKept',
+        `${found.doc.path ?? found.doc.name} was not created by this Volume; left in place`,
+      );
   }
   await deleteVolumeFile(pool, found.handle);
   ctx.event(KIND, vol, 'Normal', 'VolumeDeleted', `deleted ${found.doc.path ?? found.doc.name}`);
+  return undefined;
 }
 
 /** Deletion requested while in use: keep everything, say why, look again later. */

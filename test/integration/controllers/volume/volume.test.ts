@@ -23,6 +23,7 @@ import { useControlPlane } from '../../../harness/control-plane.js';
 import {
   converge,
   toldOnceDespiteRefusals,
+  withFinalizerRemovalRefused,
   snapshotContext,
   type SnapshotContext,
   requeueMs,
@@ -377,6 +378,46 @@ describe('Volume on test:///default', () => {
     expect(files).not.toContain('apps_dropped');
     expect(eventsOf('kept').map((e) => e.reason)).toContain('VolumeRetained');
     expect(eventsOf('dropped').map((e) => e.reason)).toContain('VolumeDeleted');
+  });
+
+  it('says a file is kept once, not with every retry of a refused finalizer removal', async () => {
+    const id = randomBytes(3).toString('hex');
+    const [retained, foreign] = [`retained-${id}`, `foreign-${id}`];
+    // A file under the Volume's name that it did not create: kept (FileKept) at its deletion.
+    await pool.createVolumeXML(
+      buildVolumeXML({ name: `${NS}_${foreign}`, capacity: 2n ** 20n, format: 'raw' }),
+    );
+    await createVol(retained, { capacity: '64Mi', deletionPolicy: 'Retain' });
+    await createVol(foreign, { capacity: '64Mi' });
+    await converge(ctx, reconcileVolume, `${NS}/${retained}`, { until: settled(retained) });
+    for (let i = 0; i < 5 && (await getVol(foreign))?.status?.phase !== 'Failed'; i++) {
+      await ctx.refresh();
+      await reconcileVolume(`${NS}/${foreign}`, ctx);
+    }
+    expect((await getVol(foreign))?.status?.phase).toBe('Failed');
+    await k.remove('Volume', NS, retained);
+    await k.remove('Volume', NS, foreign);
+    const told = (name: string, reason: string) =>
+      eventsOf(name).filter((e) => e.reason === reason).length;
+    await withFinalizerRemovalRefused(ctx, async () => {
+      for (const name of [retained, foreign]) {
+        for (let i = 0; i < 2; i++) {
+          await ctx.refresh();
+          await expect(reconcileVolume(`${NS}/${name}`, ctx)).rejects.toThrow(/injected/);
+        }
+      }
+    });
+    expect(told(retained, 'VolumeRetained'), 'told while the removal was refused').toBe(0);
+    expect(told(foreign, 'FileKept'), 'told while the removal was refused').toBe(0);
+    await converge(ctx, reconcileVolume, `${NS}/${retained}`, { until: gone(retained) });
+    await converge(ctx, reconcileVolume, `${NS}/${foreign}`, { until: gone(foreign) });
+    expect(told(retained, 'VolumeRetained')).toBe(1);
+    expect(told(foreign, 'FileKept')).toBe(1);
+    const files = await fileNames();
+    expect(files).toContain(`${NS}_${retained}`);
+    expect(files).toContain(`${NS}_${foreign}`);
+    for (const name of [retained, foreign])
+      await (await pool.lookupStorageVolByName(`${NS}_${name}`)).delete();
   });
 
   it('keeps a Volume a VirtualMachine uses until the machine is gone', async () => {
