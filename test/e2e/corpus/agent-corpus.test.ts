@@ -44,6 +44,8 @@ const OTHER_NODE = `corpus-${RUN}-other`;
 /** Cluster-scoped objects become libvirt networks and pools: every name gets this prefix. */
 const PREFIX = `c${RUN}-`;
 const SETTLE_MS = 90_000;
+/** Between looks at the objects while waiting for them (a look is two kubectl gets). */
+const POLL_MS = 200;
 
 type Doc = Record<string, unknown> & {
   kind: string;
@@ -418,8 +420,10 @@ describe('the bad-input corpus through the API server and a running agent on a r
   /** Objects as the API server has them, by kind/name. */
   async function current(): Promise<Map<string, Obj>> {
     const found = new Map<string, Obj>();
-    const namespaced = await getJSON<{ items: Obj[] }>(cp(), ['vm,vol', '-n', NS]);
-    const cluster = await getJSON<{ items: Obj[] }>(cp(), ['vnet,pool']);
+    const [namespaced, cluster] = await Promise.all([
+      getJSON<{ items: Obj[] }>(cp(), ['vm,vol', '-n', NS]),
+      getJSON<{ items: Obj[] }>(cp(), ['vnet,pool']),
+    ]);
     for (const o of [...namespaced.items, ...cluster.items]) {
       found.set(`${o.kind}/${o.metadata.name}`, o);
     }
@@ -457,7 +461,7 @@ describe('the bad-input corpus through the API server and a running agent on a r
         })
         .map((d) => `${d.kind}/${d.metadata.name}`);
       if (waiting.length === 0) return;
-      await new Promise((r) => setTimeout(r, 1_000));
+      await new Promise((r) => setTimeout(r, POLL_MS));
     }
     throw new Error(`not settled within ${SETTLE_MS} ms: ${waiting.join(', ')}`);
   }
@@ -682,7 +686,7 @@ describe('the bad-input corpus through the API server and a running agent on a r
     while (Date.now() < deadline) {
       left = [...(await current()).values()];
       if (left.length === 0) break;
-      await new Promise((r) => setTimeout(r, 1_000));
+      await new Promise((r) => setTimeout(r, POLL_MS));
     }
     const stuck = left.map((o) => `${o.kind}/${o.metadata.name}: ${JSON.stringify(o.status)}`);
     expect(stuck).toEqual([]);

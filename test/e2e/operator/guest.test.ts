@@ -45,7 +45,7 @@ const DOMAIN = `default_${VM}`;
 const PAUSED_VM = `paused-${RUN}`;
 const PAUSED_DOMAIN = `default_${PAUSED_VM}`;
 /** The agent's periodic resync (the harness's default is 60 s). */
-const RESYNC_MS = 10_000;
+const RESYNC_MS = 5_000;
 
 interface Obj {
   metadata: { uid: string; name: string; generation?: number };
@@ -281,7 +281,7 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     poolDir = path.join(workDir, 'pool');
     server = await serveTinyGuest(guest);
     base = server.base;
-    // A 10 s resync instead of the harness's 60 s: a balloon that moves slower than the
+    // A 5 s resync instead of the harness's 60 s: a balloon that moves slower than the
     // controller's polls shows in status at the next resync, and the test waits for it.
     agent = await startTestAgent(cp(), {
       nodeName: NODE,

@@ -55,6 +55,27 @@ describe('addresses of an earlier run', () => {
     },
   ];
   const yaml = (which: object[]) => which.map((d) => JSON.stringify(d)).join('\n---\n');
+  /** Reconcile passes the agent's VirtualMachine controller has finished, by its own metric. */
+  const vmPasses = async () =>
+    (await agent!.runtime.metrics.reconcileTotal.get()).values
+      .filter((v) => v.labels.controller === 'VirtualMachine')
+      .reduce((sum, v) => sum + v.value, 0);
+  let pokes = 0;
+  /**
+   * `count` more passes over the machine, each woken at once by a new annotation instead of
+   * waited for: a pass reads the leases whatever woke it, as the 5-s address look's do.
+   */
+  const morePasses = async (count: number) => {
+    for (let i = 0; i < count; i++) {
+      const before = await vmPasses();
+      const poked = await cp().kubectl(
+        ['annotate', 'vm', VM, '-n', NS, '--overwrite', `e2e.virt.dev/pass=${RUN}-${++pokes}`],
+        {},
+      );
+      expect(poked.code, poked.stderr).toBe(0);
+      await until('a pass over the machine', async () => (await vmPasses()) > before, 30_000);
+    }
+  };
 
   beforeAll(async () => {
     await ensureLibvirtd();
@@ -124,7 +145,7 @@ describe('addresses of an earlier run', () => {
     );
     expect(paused.status?.interfaces).toEqual([{ name: 'eth0', macAddress: MAC }]);
     // The passes that look for a missing address (every 5 s) do not bring it back.
-    await new Promise((r) => setTimeout(r, 12_000));
+    await morePasses(2);
     const later = await getJSON<Obj>(cp(), ['vm', VM, '-n', NS]);
     expect(later.status?.interfaces).toEqual([{ name: 'eth0', macAddress: MAC }]);
 
@@ -172,7 +193,7 @@ describe('addresses of an earlier run', () => {
     // address for this run, so the lease listed is still the previous run's.
     await agent?.stop();
     agent = await startTestAgent(cp(), { nodeName: NODE, libvirtUri: SYSTEM_URI });
-    await new Promise((r) => setTimeout(r, 12_000));
+    await morePasses(2);
     const afterRestart = await getJSON<Obj>(cp(), ['vm', VM, '-n', NS]);
     expect(afterRestart.status?.interfaces).toEqual(bare);
 
@@ -215,7 +236,8 @@ describe('addresses of an earlier run', () => {
     expect(graced.code, graced.stderr).toBe(0);
     const deleted = await cp().kubectl(['delete', 'vm', VM, '-n', NS, '--wait=false'], {});
     expect(deleted.code, deleted.stderr).toBe(0);
-    await new Promise((r) => setTimeout(r, 6_000));
+    // Deletion passes (one every 2 s) run before this run's lease appears.
+    await morePasses(3);
     const fourth = `192.168.${subnet}.153`;
     await writeFile(
       STATUS_FILE,
