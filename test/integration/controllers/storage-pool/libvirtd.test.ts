@@ -311,6 +311,94 @@ describe('StoragePool on a real libvirtd', () => {
     }
   });
 
+  it('stops a pool whose file system was unmounted, so no Volume makes its file underneath', async () => {
+    const mnt = path.join(tmp, 'data-disk');
+    await mkdir(mnt);
+    const dir = path.join(mnt, 'pool');
+    // Mounted where the agent looks and, apart (private propagation), where the daemon works.
+    const inDaemon = ['-t', String(daemon.pid()), '-m'];
+    // Two tmpfs instances, so the daemon's build makes the pool's directory in its own: the
+    // agent's gets it by hand (on a host, both are one file system).
+    const mountBoth = async () => {
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', mnt]);
+      await run('nsenter', [...inDaemon, 'mount', '-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', mnt]);
+      await mkdir(dir);
+    };
+    const umountBoth = async () => {
+      await run('umount', [mnt]).catch(() => undefined);
+      await run('nsenter', [...inDaemon, 'umount', mnt]).catch(() => undefined);
+    };
+    await mountBoth();
+    try {
+      const name = await makePool('mounted', dir);
+      await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
+      const volKey = `${NS}/on-disk`;
+      await k.create('Volume', {
+        metadata: { name: 'on-disk', namespace: NS },
+        spec: { nodeName: NODE, pool: name, capacity: '8Mi', format: 'raw' },
+      });
+      const volReady = async () =>
+        (await k.get<Volume>('Volume', NS, 'on-disk'))?.status?.conditions?.find(
+          (c) => c.type === 'Ready',
+        );
+      await converge(ctx, reconcileVolume, volKey, {
+        until: async () => (await volReady())?.status === 'True',
+      });
+
+      // A reboot that did not mount the disk, or an admin's umount: libvirt sees only a
+      // directory that is missing (refresh fails) or empty. Either way the Volume's file
+      // would be made again, blank, on the file system underneath.
+      await umountBoth();
+      await mkdir(dir);
+      ctx.host.poolRefreshes.clear();
+      await reconcileUntil(
+        ctx,
+        reconcileStoragePool,
+        name,
+        async () => (await readyOf(name))?.reason === 'NotMounted',
+      );
+      const said = await readyOf(name);
+      expect(said?.status).toBe('False');
+      expect(said?.message).toContain(`mounted at ${mnt}`);
+      expect(eventsOf(name, 'NotMounted')).toHaveLength(1);
+      expect((await (await conn.lookupStoragePoolByName(name)).getInfo()).stateName).toBe(
+        'inactive',
+      );
+      const top = (await k.get<StoragePool>('StoragePool', undefined, name))?.status?.conditions;
+      expect(top?.find((c) => c.type === 'Stalled')).toMatchObject({ status: 'True' });
+      await reconcileUntil(
+        ctx,
+        reconcileVolume,
+        volKey,
+        async () => (await volReady())?.reason === 'PoolNotReady',
+      );
+      expect(await exists(path.join(dir, `${NS}_on-disk`))).toBe(false);
+      // Another pass keeps it stopped.
+      ctx.host.poolRefreshes.clear();
+      await ctx.refresh();
+      await reconcileStoragePool(name, ctx);
+      expect((await (await conn.lookupStoragePoolByName(name)).getInfo()).stateName).toBe(
+        'inactive',
+      );
+
+      // Mounted again: the pool starts, and the Volume makes its file on the mounted disk.
+      await rm(dir, { recursive: true });
+      await mountBoth();
+      await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
+      await converge(ctx, reconcileVolume, volKey, {
+        until: async () => (await volReady())?.status === 'True',
+      });
+      await k.remove('Volume', NS, 'on-disk');
+      await converge(ctx, reconcileVolume, volKey, {
+        until: async () => !(await k.get('Volume', NS, 'on-disk')),
+      });
+      await deletePool(name);
+      expect(await exists(path.join(tmp, 'state', 'pools', `${name}.mount.json`))).toBe(false);
+    } finally {
+      await umountBoth();
+    }
+  });
+
   it('makes no file for a Volume created in a pool being deleted; the pool waits for it', async () => {
     const dir = path.join(tmp, 'closing');
     const name = await makePool('closing', dir);
