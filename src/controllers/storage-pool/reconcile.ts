@@ -105,7 +105,7 @@ async function converge(pool: StoragePool, ctx: ControllerContext): Promise<Acti
     return report(pool, { observed, problem }, ctx);
   }
   const due = observed.found === 'ours' && observed.active && refreshDue(pool, ctx);
-  if (observed.found === 'ours' && observed.active && due) {
+  if (due && observed.found === 'ours') {
     observed = await refreshPool(observed, ctx.host.poolLocks, String(pool.metadata.name));
     // Said first, in status, before the next pass builds and starts the pool again: the
     // status change wakes the pool's Volumes, whose files went with the directory.
