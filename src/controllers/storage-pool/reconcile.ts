@@ -84,7 +84,7 @@ async function converge(pool: StoragePool, ctx: ControllerContext): Promise<Acti
   const uid = String(pool.metadata.uid);
   // Before the refresh: a directory below the mount point is gone with it, and DirectoryLost
   // would build it again on the file system underneath.
-  const unmounted = await lostMountPoint(ctx.stateDir, uid);
+  const unmounted = await lostMountPoint(ctx.stateDir, uid, pool.spec.path);
   if (unmounted !== undefined) {
     // Stopped, so its Volumes wait (PoolNotReady) instead of making their files again, blank,
     // on the file system underneath; started again once the file system is back.

@@ -79,6 +79,12 @@ async function makePool(suffix: string, dir: string): Promise<string> {
   return name;
 }
 
+/** Where the agent records the mount point a pool's directory is on (by the pool's uid). */
+async function mountRecordOf(name: string): Promise<string> {
+  const uid = (await k.get<StoragePool>('StoragePool', undefined, name))?.metadata.uid;
+  return path.join(ctx.stateDir, 'pools', `${String(uid)}.mount.json`);
+}
+
 async function deletePool(name: string): Promise<void> {
   await k.remove('StoragePool', undefined, name);
   await converge(ctx, reconcileStoragePool, name, { until: gone(name) });
@@ -332,6 +338,8 @@ describe('StoragePool on a real libvirtd', () => {
     try {
       const name = await makePool('mounted', dir);
       await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
+      const record = await mountRecordOf(name);
+      expect(JSON.parse(await readFile(record, 'utf8'))).toEqual({ mountPoint: mnt });
       const volKey = `${NS}/on-disk`;
       await k.create('Volume', {
         metadata: { name: 'on-disk', namespace: NS },
@@ -393,9 +401,49 @@ describe('StoragePool on a real libvirtd', () => {
         until: async () => !(await k.get('Volume', NS, 'on-disk')),
       });
       await deletePool(name);
-      expect(await exists(path.join(tmp, 'state', 'pools', `${name}.mount.json`))).toBe(false);
+      expect(await exists(record)).toBe(false);
     } finally {
       await umountBoth();
+    }
+  });
+
+  it("watches no bind mount of a subdirectory (a pod's hostPath): its going stops nothing", async () => {
+    // The agent's pod sees each hostPath as a bind mount of a host directory, on another file
+    // system than its own root; the same host's agent run as a process, sharing the state
+    // directory, sees a plain directory there. Here the bind is made where the agent looks
+    // only: the daemon, like the host's libvirtd, sees the plain directory.
+    const id = randomBytes(3).toString('hex');
+    const disk = path.join(tmp, `host-fs-${id}`);
+    const hostPath = path.join(tmp, `host-path-${id}`);
+    const dir = path.join(hostPath, 'pool');
+    await mkdir(disk);
+    await mkdir(hostPath);
+    try {
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', disk]);
+      await mkdir(path.join(disk, 'pools'));
+      await run('mount', ['--bind', path.join(disk, 'pools'), hostPath]);
+      await mkdir(dir);
+      const name = await makePool(`bound-${id}`, dir);
+      await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
+      const record = await mountRecordOf(name);
+      expect(await exists(record)).toBe(false);
+
+      // The pod gone, the process's view: the daemon's directory, still there.
+      await run('umount', [hostPath]);
+      for (let pass = 0; pass < 3; pass++) {
+        ctx.host.poolRefreshes.clear();
+        await ctx.refresh();
+        await reconcileStoragePool(name, ctx);
+      }
+      expect(await readyOf(name)).toMatchObject({ status: 'True' });
+      expect(eventsOf(name, 'NotMounted')).toEqual([]);
+      expect((await (await conn.lookupStoragePoolByName(name)).getInfo()).stateName).toBe(
+        'running',
+      );
+      await deletePool(name);
+    } finally {
+      await run('umount', [hostPath]).catch(() => undefined);
+      await run('umount', [disk]).catch(() => undefined);
     }
   });
 
