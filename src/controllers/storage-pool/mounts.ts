@@ -78,16 +78,20 @@ export function watchedMountPoint(mounts: MountEntry[], path: string): string | 
 }
 
 /**
- * Whether `mountPoint`, recorded for a pool whose resolved directory is `path`, is lost: not a
- * mount point now, with the pool's directory on a file system mounted above it (the one
- * underneath). A pool seen through another mount below the recorded point (the pod's hostPath
+ * Whether `mountPoint`, recorded for a pool whose resolved directory is `path`, is lost: no
+ * whole file system mounted there now, with the pool's directory on one mounted above it (the
+ * one underneath). A bind mount of a directory there does not count: in the pod, after a
+ * reboot that did not mount the disk, the hostPath is a bind of the plain directory left
+ * underneath. A pool seen through another mount below the recorded point (the pod's hostPath
  * of a subdirectory of a data disk the agent noted as a host process) is not judged: that
  * view cannot tell whether the disk is mounted on the host.
  */
 export function mountLost(mounts: MountEntry[], mountPoint: string, path: string): boolean {
-  if (mountHolding(mounts, mountPoint)?.mountPoint === mountPoint) return false;
+  const atPoint = mountHolding(mounts, mountPoint);
+  if (atPoint?.mountPoint === mountPoint && atPoint.root === '/') return false;
   const holding = mountHolding(mounts, path);
-  return holding !== undefined && !isAtOrUnder(holding.mountPoint, mountPoint);
+  if (holding === undefined) return false;
+  return holding.mountPoint === mountPoint || !isAtOrUnder(holding.mountPoint, mountPoint);
 }
 
 const readMounts = async () => parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8'));

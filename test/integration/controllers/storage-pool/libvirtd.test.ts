@@ -358,6 +358,9 @@ describe('StoragePool on a real libvirtd', () => {
       // would be made again, blank, on the file system underneath.
       await umountBoth();
       await mkdir(dir);
+      // Seen as the agent's pod sees it after such a reboot: its hostPath, a bind mount of the
+      // plain directory left on the file system underneath, is still a mount point there.
+      await run('mount', ['--bind', mnt, mnt]);
       ctx.host.poolRefreshes.clear();
       await reconcileUntil(
         ctx,
@@ -390,6 +393,7 @@ describe('StoragePool on a real libvirtd', () => {
       );
 
       // Mounted again: the pool starts, and the Volume makes its file on the mounted disk.
+      await run('umount', [mnt]);
       await rm(dir, { recursive: true });
       await mountBoth();
       await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
@@ -404,6 +408,7 @@ describe('StoragePool on a real libvirtd', () => {
       expect(await exists(record)).toBe(false);
     } finally {
       await umountBoth();
+      await run('umount', [mnt]).catch(() => undefined); // the bind, after a failure
     }
   });
 

@@ -97,6 +97,17 @@ describe('mountLost', () => {
     expect(mountLost(unmounted, '/srv/libvirt pools/nfs', '/srv/libvirt pools/nfs/b')).toBe(true);
   });
 
+  it('is true in a pod whose hostPath on the recorded point binds the directory underneath', () => {
+    // /var/lib/libvirt was a data disk; after a reboot that did not mount it, the pod's
+    // hostPath there is a bind of the plain directory on the host's root file system.
+    const pod = parseMountInfo(POD);
+    expect(mountLost(pod, '/var/lib/libvirt', '/var/lib/libvirt/images')).toBe(true);
+    const withDisk = parseMountInfo(
+      `${POD}\n914 900 8:33 / /var/lib/libvirt rw,relatime - ext4 /dev/sdc1 rw`,
+    );
+    expect(mountLost(withDisk, '/var/lib/libvirt', '/var/lib/libvirt/images')).toBe(false);
+  });
+
   it('is false in a pod that sees the pool through a bind mount below the recorded point', () => {
     // Noted by the agent run as a host process; /srv itself is no mount point in the pod.
     expect(mountLost(parseMountInfo(POD), '/srv', '/srv/libvirt pools/a')).toBe(false);
