@@ -146,6 +146,8 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   PathForbidden: 'stalled',
   // spec.path would be made on a read-only file system.
   PathReadOnly: 'stalled',
+  // A pool's directory was on a mounted file system that is not mounted now: someone mounts it.
+  NotMounted: 'stalled',
   MACAddressInUse: 'stalled',
   // A writable disk on a Volume that others are layered on: the user attaches it read-only.
   VolumeHasOverlays: 'stalled',

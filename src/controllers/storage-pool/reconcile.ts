@@ -35,7 +35,9 @@ import {
   resolvedPath,
   resolvedPoolTargets,
 } from './observe.js';
+import { forgetMountPoint, lostMountPoint, noteMountPoint } from './mounts.js';
 import { pathOverlap, planPool, type PoolStep } from './plan.js';
+import { isConnectionError, isLibvirtError } from '../../libvirt/errors.js';
 import {
   DELETION_BLOCKED,
   READY,
@@ -79,7 +81,31 @@ export async function reconcileStoragePool(key: string, ctx: ControllerContext):
 async function converge(pool: StoragePool, ctx: ControllerContext): Promise<Action> {
   const desired = desiredPool(pool);
   let observed = await observePool(ctx.libvirt(), desired);
-  if (observed.found === 'ours' && observed.active && refreshDue(pool, ctx)) {
+  const uid = String(pool.metadata.uid);
+  // Before the refresh: a directory below the mount point is gone with it, and DirectoryLost
+  // would build it again on the file system underneath.
+  const unmounted = await lostMountPoint(ctx.stateDir, uid, pool.spec.path);
+  if (unmounted !== undefined) {
+    // Stopped, so its Volumes wait (PoolNotReady) instead of making their files again, blank,
+    // on the file system underneath; started again once the file system is back.
+    if (observed.found === 'ours' && observed.active) {
+      await observed.handle.destroy().catch((err: unknown) => {
+        if (!isLibvirtError(err) || isConnectionError(err)) throw err;
+      });
+      observed = await observePool(ctx.libvirt(), desired);
+    }
+    const problem = {
+      reason: 'NotMounted',
+      message:
+        `spec.path ${pool.spec.path} was on the file system mounted at ${unmounted} on node ` +
+        `${ctx.nodeName}, which is not mounted now: the pool is kept stopped, so no Volume ` +
+        `makes its file on the file system underneath; mount it again (to move the pool off ` +
+        `that file system for good, re-create the StoragePool)`,
+    };
+    return report(pool, { observed, problem }, ctx);
+  }
+  const due = observed.found === 'ours' && observed.active && refreshDue(pool, ctx);
+  if (due && observed.found === 'ours') {
     observed = await refreshPool(observed, ctx.host.poolLocks, String(pool.metadata.name));
     // Said first, in status, before the next pass builds and starts the pool again: the
     // status change wakes the pool's Volumes, whose files went with the directory.
@@ -134,6 +160,10 @@ async function converge(pool: StoragePool, ctx: ControllerContext): Promise<Acti
     observed = await observePool(ctx.libvirt(), desired);
     recordCorrection(pool, steps, outcome, ctx);
   }
+  // Noted when the pool was just started or refreshed (not on every pass): the file system it
+  // runs on now is the one it must find mounted later.
+  if (observed.found === 'ours' && observed.active && (due || steps.length > 0))
+    await noteMountPoint(ctx.stateDir, uid, pool.spec.path);
   return report(pool, { observed, ...(outcome.problem ? { problem: outcome.problem } : {}) }, ctx);
 }
 
@@ -234,6 +264,7 @@ async function removeFromNode(
     );
   }
   await forgetMadeDirectories(ctx.stateDir, uid);
+  await forgetMountPoint(ctx.stateDir, uid);
   // A node that drops out of the selector says so in its entry. Removing the entry needs an
   // apply without it under this node's field manager, which the context does not offer.
   if (!pool.metadata.deletionTimestamp && nodeEntry(pool, ctx.nodeName)) {

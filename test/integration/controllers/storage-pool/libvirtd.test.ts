@@ -79,6 +79,12 @@ async function makePool(suffix: string, dir: string): Promise<string> {
   return name;
 }
 
+/** Where the agent records the mount point a pool's directory is on (by the pool's uid). */
+async function mountRecordOf(name: string): Promise<string> {
+  const uid = (await k.get<StoragePool>('StoragePool', undefined, name))?.metadata.uid;
+  return path.join(ctx.stateDir, 'pools', `${String(uid)}.mount.json`);
+}
+
 async function deletePool(name: string): Promise<void> {
   await k.remove('StoragePool', undefined, name);
   await converge(ctx, reconcileStoragePool, name, { until: gone(name) });
@@ -308,6 +314,141 @@ describe('StoragePool on a real libvirtd', () => {
       await deletePool(name);
     } finally {
       await run('nsenter', [...inDaemon, 'umount', ro]);
+    }
+  });
+
+  it('stops a pool whose file system was unmounted, so no Volume makes its file underneath', async () => {
+    const mnt = path.join(tmp, 'data-disk');
+    await mkdir(mnt);
+    const dir = path.join(mnt, 'pool');
+    // Mounted where the agent looks and, apart (private propagation), where the daemon works.
+    const inDaemon = ['-t', String(daemon.pid()), '-m'];
+    // Two tmpfs instances, so the daemon's build makes the pool's directory in its own: the
+    // agent's gets it by hand (on a host, both are one file system).
+    const mountBoth = async () => {
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', mnt]);
+      await run('nsenter', [...inDaemon, 'mount', '-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', mnt]);
+      await mkdir(dir);
+    };
+    const umountBoth = async () => {
+      await run('umount', [mnt]).catch(() => undefined);
+      await run('nsenter', [...inDaemon, 'umount', mnt]).catch(() => undefined);
+    };
+    await mountBoth();
+    try {
+      const name = await makePool('mounted', dir);
+      await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
+      const record = await mountRecordOf(name);
+      expect(JSON.parse(await readFile(record, 'utf8'))).toEqual({ mountPoint: mnt });
+      const volKey = `${NS}/on-disk`;
+      await k.create('Volume', {
+        metadata: { name: 'on-disk', namespace: NS },
+        spec: { nodeName: NODE, pool: name, capacity: '8Mi', format: 'raw' },
+      });
+      const volReady = async () =>
+        (await k.get<Volume>('Volume', NS, 'on-disk'))?.status?.conditions?.find(
+          (c) => c.type === 'Ready',
+        );
+      await converge(ctx, reconcileVolume, volKey, {
+        until: async () => (await volReady())?.status === 'True',
+      });
+
+      // A reboot that did not mount the disk, or an admin's umount: libvirt sees only a
+      // directory that is missing (refresh fails) or empty. Either way the Volume's file
+      // would be made again, blank, on the file system underneath.
+      await umountBoth();
+      await mkdir(dir);
+      // Seen as the agent's pod sees it after such a reboot: its hostPath, a bind mount of the
+      // plain directory left on the file system underneath, is still a mount point there.
+      await run('mount', ['--bind', mnt, mnt]);
+      ctx.host.poolRefreshes.clear();
+      await reconcileUntil(
+        ctx,
+        reconcileStoragePool,
+        name,
+        async () => (await readyOf(name))?.reason === 'NotMounted',
+      );
+      const said = await readyOf(name);
+      expect(said?.status).toBe('False');
+      expect(said?.message).toContain(`mounted at ${mnt}`);
+      expect(eventsOf(name, 'NotMounted')).toHaveLength(1);
+      expect((await (await conn.lookupStoragePoolByName(name)).getInfo()).stateName).toBe(
+        'inactive',
+      );
+      const top = (await k.get<StoragePool>('StoragePool', undefined, name))?.status?.conditions;
+      expect(top?.find((c) => c.type === 'Stalled')).toMatchObject({ status: 'True' });
+      await reconcileUntil(
+        ctx,
+        reconcileVolume,
+        volKey,
+        async () => (await volReady())?.reason === 'PoolNotReady',
+      );
+      expect(await exists(path.join(dir, `${NS}_on-disk`))).toBe(false);
+      // Another pass keeps it stopped.
+      ctx.host.poolRefreshes.clear();
+      await ctx.refresh();
+      await reconcileStoragePool(name, ctx);
+      expect((await (await conn.lookupStoragePoolByName(name)).getInfo()).stateName).toBe(
+        'inactive',
+      );
+
+      // Mounted again: the pool starts, and the Volume makes its file on the mounted disk.
+      await run('umount', [mnt]);
+      await rm(dir, { recursive: true });
+      await mountBoth();
+      await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
+      await converge(ctx, reconcileVolume, volKey, {
+        until: async () => (await volReady())?.status === 'True',
+      });
+      await k.remove('Volume', NS, 'on-disk');
+      await converge(ctx, reconcileVolume, volKey, {
+        until: async () => !(await k.get('Volume', NS, 'on-disk')),
+      });
+      await deletePool(name);
+      expect(await exists(record)).toBe(false);
+    } finally {
+      await umountBoth();
+      await run('umount', [mnt]).catch(() => undefined); // the bind, after a failure
+    }
+  });
+
+  it("watches no bind mount of a subdirectory (a pod's hostPath): its going stops nothing", async () => {
+    // The agent's pod sees each hostPath as a bind mount of a host directory, on another file
+    // system than its own root; the same host's agent run as a process, sharing the state
+    // directory, sees a plain directory there. Here the bind is made where the agent looks
+    // only: the daemon, like the host's libvirtd, sees the plain directory.
+    const id = randomBytes(3).toString('hex');
+    const disk = path.join(tmp, `host-fs-${id}`);
+    const hostPath = path.join(tmp, `host-path-${id}`);
+    const dir = path.join(hostPath, 'pool');
+    await mkdir(disk);
+    await mkdir(hostPath);
+    try {
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', disk]);
+      await mkdir(path.join(disk, 'pools'));
+      await run('mount', ['--bind', path.join(disk, 'pools'), hostPath]);
+      await mkdir(dir);
+      const name = await makePool(`bound-${id}`, dir);
+      await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
+      const record = await mountRecordOf(name);
+      expect(await exists(record)).toBe(false);
+
+      // The pod gone, the process's view: the daemon's directory, still there.
+      await run('umount', [hostPath]);
+      for (let pass = 0; pass < 3; pass++) {
+        ctx.host.poolRefreshes.clear();
+        await ctx.refresh();
+        await reconcileStoragePool(name, ctx);
+      }
+      expect(await readyOf(name)).toMatchObject({ status: 'True' });
+      expect(eventsOf(name, 'NotMounted')).toEqual([]);
+      expect((await (await conn.lookupStoragePoolByName(name)).getInfo()).stateName).toBe(
+        'running',
+      );
+      await deletePool(name);
+    } finally {
+      await run('umount', [hostPath]).catch(() => undefined);
+      await run('umount', [disk]).catch(() => undefined);
     }
   });
 

@@ -1,0 +1,115 @@
+import { describe, expect, it } from 'vitest';
+import {
+  mountHolding,
+  mountLost,
+  parseMountInfo,
+  watchedMountPoint,
+} from '../../../../src/controllers/storage-pool/mounts.js';
+
+// Lines as the kernel writes them: a host with a data disk on /srv (a directory with a space
+// in it mounted from an NFS share below it), and an agent pod whose hostPaths are bind mounts
+// of subdirectories (root not "/") with an emptyDir on /tmp.
+const HOST = [
+  '27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw',
+  '22 27 0:21 / /proc rw,relatime shared:12 - proc proc rw',
+  '60 27 8:17 / /srv rw,relatime shared:30 - xfs /dev/sdb1 rw,attr2',
+  '61 60 0:50 / /srv/libvirt\\040pools/nfs rw,relatime shared:31 master:7 - nfs4 ' +
+    'fs:/export rw,vers=4.2',
+  '',
+].join('\n');
+const POD = [
+  '900 800 0:90 / / rw,relatime master:1 - overlay overlay rw,lowerdir=/l,upperdir=/u',
+  '910 900 8:17 /libvirt\\040pools /srv/libvirt\\040pools rw,relatime master:30 - xfs ' +
+    '/dev/sdb1 rw,attr2',
+  '911 910 0:50 / /srv/libvirt\\040pools/nfs rw,relatime master:31 - nfs4 fs:/export rw',
+  '912 900 254:0 /var/lib/libvirt /var/lib/libvirt rw,relatime - ext4 /dev/vda rw',
+  '913 900 254:0 /var/lib/kubelet/pods/abc/volumes/kubernetes.io~empty-dir/tmp /tmp rw - ext4 ' +
+    '/dev/vda rw',
+].join('\n');
+
+describe('parseMountInfo', () => {
+  it('reads root, mount point and type past any number of optional fields', () => {
+    expect(parseMountInfo(HOST)).toEqual([
+      { root: '/', mountPoint: '/', fsType: 'ext4' },
+      { root: '/', mountPoint: '/proc', fsType: 'proc' },
+      { root: '/', mountPoint: '/srv', fsType: 'xfs' },
+      { root: '/', mountPoint: '/srv/libvirt pools/nfs', fsType: 'nfs4' },
+    ]);
+    // No optional field at all.
+    expect(parseMountInfo(POD)[3]).toEqual({
+      root: '/var/lib/libvirt',
+      mountPoint: '/var/lib/libvirt',
+      fsType: 'ext4',
+    });
+  });
+
+  it('unescapes space, tab, newline and backslash, and skips lines it cannot read', () => {
+    const line = '70 27 0:60 /a\\134b /mnt/x\\011y\\012z rw - tmpfs tmpfs rw';
+    expect(parseMountInfo(line)).toEqual([
+      { root: '/a\\b', mountPoint: '/mnt/x\ty\nz', fsType: 'tmpfs' },
+    ]);
+    expect(parseMountInfo('garbage\n1 2 3\n')).toEqual([]);
+  });
+});
+
+describe('mountHolding', () => {
+  it('takes the longest mount point at or above the path, on a component boundary', () => {
+    const host = parseMountInfo(HOST);
+    expect(mountHolding(host, '/srv/libvirt pools/nfs/p')?.fsType).toBe('nfs4');
+    expect(mountHolding(host, '/srv/libvirt pools/nfsx')?.fsType).toBe('xfs');
+    expect(mountHolding(host, '/srvx')?.mountPoint).toBe('/');
+    expect(mountHolding(host, '/srv')?.mountPoint).toBe('/srv');
+  });
+
+  it('takes the one on top of several on one point', () => {
+    const stacked = parseMountInfo(`${HOST}70 60 0:61 / /srv rw - tmpfs tmpfs rw\n`);
+    expect(mountHolding(stacked, '/srv/p')?.fsType).toBe('tmpfs');
+  });
+});
+
+describe('watchedMountPoint', () => {
+  it('is the mount point of a whole file system other than /', () => {
+    const host = parseMountInfo(HOST);
+    expect(watchedMountPoint(host, '/srv/libvirt pools/a')).toBe('/srv');
+    expect(watchedMountPoint(host, '/srv/libvirt pools/nfs/b')).toBe('/srv/libvirt pools/nfs');
+    expect(watchedMountPoint(host, '/var/lib/libvirt/images')).toBeUndefined();
+  });
+
+  it('is nothing under a bind mount of a subdirectory (a hostPath, an emptyDir)', () => {
+    const pod = parseMountInfo(POD);
+    expect(watchedMountPoint(pod, '/srv/libvirt pools/a')).toBeUndefined();
+    expect(watchedMountPoint(pod, '/var/lib/libvirt/images')).toBeUndefined();
+    expect(watchedMountPoint(pod, '/tmp/p')).toBeUndefined();
+    // A whole file system mounted below a hostPath is carried into the pod as it is.
+    expect(watchedMountPoint(pod, '/srv/libvirt pools/nfs/b')).toBe('/srv/libvirt pools/nfs');
+  });
+});
+
+describe('mountLost', () => {
+  const host = parseMountInfo(HOST);
+  const unmounted = host.filter(
+    (m) => m.mountPoint !== '/srv' && !m.mountPoint.startsWith('/srv/'),
+  );
+
+  it('is false while the recorded point is mounted, true once the path is on what is under it', () => {
+    expect(mountLost(host, '/srv', '/srv/libvirt pools/a')).toBe(false);
+    expect(mountLost(unmounted, '/srv', '/srv/libvirt pools/a')).toBe(true);
+    expect(mountLost(unmounted, '/srv/libvirt pools/nfs', '/srv/libvirt pools/nfs/b')).toBe(true);
+  });
+
+  it('is true in a pod whose hostPath on the recorded point binds the directory underneath', () => {
+    // /var/lib/libvirt was a data disk; after a reboot that did not mount it, the pod's
+    // hostPath there is a bind of the plain directory on the host's root file system.
+    const pod = parseMountInfo(POD);
+    expect(mountLost(pod, '/var/lib/libvirt', '/var/lib/libvirt/images')).toBe(true);
+    const withDisk = parseMountInfo(
+      `${POD}\n914 900 8:33 / /var/lib/libvirt rw,relatime - ext4 /dev/sdc1 rw`,
+    );
+    expect(mountLost(withDisk, '/var/lib/libvirt', '/var/lib/libvirt/images')).toBe(false);
+  });
+
+  it('is false in a pod that sees the pool through a bind mount below the recorded point', () => {
+    // Noted by the agent run as a host process; /srv itself is no mount point in the pod.
+    expect(mountLost(parseMountInfo(POD), '/srv', '/srv/libvirt pools/a')).toBe(false);
+  });
+});
