@@ -18,6 +18,7 @@ export const UP_FLAGS = {
   dir: { type: 'string' },
   kubeconfig: { type: 'string' },
   'health-addr': { type: 'string' },
+  'quiet-ms': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 };
 
@@ -79,6 +80,9 @@ function upValueProblem(values, env, host) {
     if (!m || !Number.isInteger(port) || port < 0 || port > 65535)
       return `--health-addr must be HOST:PORT (e.g. 127.0.0.1:8080 or :8080), got '${health}'`;
   }
+  const quiet = values['quiet-ms'];
+  if (quiet !== undefined && !/^\d{1,9}$/.test(quiet))
+    return `--quiet-ms must be a whole number of milliseconds (e.g. 5000), got '${quiet}'`;
   if (values.dir !== undefined && !isDirectoryOrMissing(values.dir))
     return (
       `--dir ${values.dir} exists and is not a directory: give a directory (it is created ` +

@@ -67,7 +67,7 @@ export interface AgentOptions {
   /** Watch tuning, passed to the runtime (tests shorten the watchdog). */
   watch?: { inactivityTimeoutMs?: number };
   /**
-   * The first wait of a VirtualNetwork node's retry backoff (ControllerContext.retryMinMs).
+   * The first wait of the host-problem retry backoff (ControllerContext.retryMinMs).
    * Default 5 s; tests that wait past a few retries shorten it.
    */
   retryMinMs?: number;

@@ -69,7 +69,9 @@ this user may connect to it or it can be started (root), else the in-process tes
   --dir DIR           the local control plane's directory (default: ~/.cache/libvirt-operator/local-cluster)
   --kubeconfig PATH   use that cluster instead of a local control plane (creates a Node object
                       for this host there); the KUBECONFIG variable is not read
-  --health-addr ADDR  default 127.0.0.1:8081, or another free port when that one is taken`;
+  --health-addr ADDR  default 127.0.0.1:8081, or another free port when that one is taken
+  --quiet-ms MS       how long up waits in silence for the cluster and libvirt before it says
+                      what it waits for (default 5000)`;
 
 export const FLAGS = {
   examples: { type: 'boolean' },
@@ -79,6 +81,7 @@ export const FLAGS = {
   dir: { type: 'string' },
   kubeconfig: { type: 'string' },
   'health-addr': { type: 'string' },
+  'quiet-ms': { type: 'string' },
 } satisfies Options;
 
 export async function main(argv: string[]): Promise<number> {
@@ -177,7 +180,7 @@ async function up(
   printProgress(agent);
   if (settings.defaultHealth && agent.runtime.health?.port !== DEFAULT_HEALTH_PORT)
     say(`${DEFAULT_HEALTH_ADDR} is in use: health and metrics on another port`);
-  await syncedOrSignal(agent, stop);
+  await syncedOrSignal(agent, stop, settings.quietMs);
   stop.check();
   say(`agent ready: health and metrics at ${agent.runtime.health?.url ?? '(off)'}`);
   if (values.examples) {
@@ -211,6 +214,7 @@ export function upSettings(values: {
   'health-addr'?: string;
   dir?: string;
   kubeconfig?: string;
+  'quiet-ms'?: string;
 }) {
   const demoName = values['examples-name'] ?? 'demo';
   if (!/^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/.test(demoName))
@@ -235,14 +239,32 @@ export function upSettings(values: {
       },
       env: { ...process.env, METRICS_ADDR: undefined },
     });
-    return { demoName, agent, defaultHealth: values['health-addr'] === undefined };
+    return {
+      demoName,
+      agent,
+      defaultHealth: values['health-addr'] === undefined,
+      quietMs: quietMs(values['quiet-ms']),
+    };
   } catch (err) {
     if (err instanceof ConfigError) throw new UsageError(`up: ${err.message}`);
     throw err;
   }
 }
 
-/** How long up waits for the cluster and libvirt in silence before it says what it waits for. */
+/** --quiet-ms: milliseconds, a whole number; absent: QUIET_MS. */
+function quietMs(value: string | undefined): number {
+  if (value === undefined) return QUIET_MS;
+  if (!/^\d{1,9}$/.test(value))
+    throw new UsageError(
+      `up: --quiet-ms must be a whole number of milliseconds (e.g. 5000), got '${value}'`,
+    );
+  return Number(value);
+}
+
+/**
+ * How long up waits for the cluster and libvirt in silence before it says what it waits for,
+ * unless --quiet-ms says otherwise (a test that waits for the line need not wait 5 s).
+ */
 const QUIET_MS = 5_000;
 
 /**
@@ -252,7 +274,7 @@ const QUIET_MS = 5_000;
  * seconds: the agent keeps trying, and a signal meanwhile must still stop the agent and the
  * control plane.
  */
-async function syncedOrSignal(agent: Agent, stop: StopListener): Promise<void> {
+async function syncedOrSignal(agent: Agent, stop: StopListener, quietMs: number): Promise<void> {
   let lastError: string | undefined;
   const onState = (change: StateChange) => {
     if (change.error !== undefined) lastError = oneLine(change.error);
@@ -272,7 +294,7 @@ async function syncedOrSignal(agent: Agent, stop: StopListener): Promise<void> {
     say(
       `waiting for libvirt at ${agent.libvirt.uri ?? 'the default URI'}${lastError ? `: ${lastError}` : ''}; still trying (Ctrl-C stops)`,
     );
-  }, QUIET_MS);
+  }, quietMs);
   try {
     await stop.until(agent.synced);
   } finally {

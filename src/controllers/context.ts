@@ -43,9 +43,11 @@ export interface ControllerContext {
    */
   stateDir: string;
   /**
-   * The first wait of the backoff a VirtualNetwork's node entry that is not Ready retries
-   * with (it doubles up to 5 min); absent: 5 s. An agent option, so a test that must wait
-   * past a few retries (to tell a wake-up from a retry) waits seconds, not half a minute.
+   * The first wait of the backoff a problem only the host can fix retries with (a
+   * VirtualNetwork's node entry that is not Ready, a StoragePool, Volume or
+   * VirtualMachineSnapshot condition; it doubles up to 5 min); absent: 5 s. An agent option,
+   * so a test that must wait past a few retries (to tell a wake-up from a retry) waits
+   * seconds, not half a minute.
    */
   retryMinMs?: number;
   /** What this agent keeps about its host between passes (pool locks, imports, ...). */

@@ -78,12 +78,17 @@ const RETRY_MAX_MS = 300_000;
 
 /**
  * How long to wait before retrying a problem only the host can fix (StoragePool, Volume): as
- * long as the condition has been False so far, between 5 s and 5 min. This doubles the wait on each retry without
- * any state besides the condition itself, and a fresh problem is retried quickly.
+ * long as the condition has been False so far, between `minMs` (5 s unless the agent was told
+ * otherwise, ControllerContext.retryMinMs) and 5 min. This doubles the wait on each retry
+ * without any state besides the condition itself, and a fresh problem is retried quickly.
  */
-export function retryDelay(condition: Condition | undefined, now: Date): number {
+export function retryDelay(
+  condition: Condition | undefined,
+  now: Date,
+  minMs = RETRY_MIN_MS,
+): number {
   const since = condition?.status === 'False' ? condition.lastTransitionTime : undefined;
-  return failingForDelay(since, now, RETRY_MIN_MS, RETRY_MAX_MS);
+  return failingForDelay(since, now, minMs, RETRY_MAX_MS);
 }
 
 /**

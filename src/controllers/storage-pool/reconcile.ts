@@ -248,7 +248,7 @@ async function removeFromNode(
         );
       },
     );
-    return requeueAfter(retryDelay(undefined, ctx.now()));
+    return requeueAfter(retryDelay(undefined, ctx.now(), ctx.retryMinMs));
   }
   // rmdir: a parent still holding spec.path or anything else stays.
   const parents = made
@@ -324,7 +324,9 @@ async function report(
     },
   );
   const ready = findCondition(entry.conditions, READY);
-  return ready?.status === 'True' ? done : requeueAfter(retryDelay(ready, ctx.now()));
+  return ready?.status === 'True'
+    ? done
+    : requeueAfter(retryDelay(ready, ctx.now(), ctx.retryMinMs));
 }
 
 /** The observed figures as last shown, unless a minute has passed (figures.ts). */

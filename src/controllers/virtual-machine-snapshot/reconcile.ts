@@ -283,7 +283,7 @@ async function waitForSpace(
     { skipUnwritten: true },
   );
   return requeueAfter(
-    retryDelay(ready?.reason === INSUFFICIENT_SPACE ? ready : undefined, ctx.now()),
+    retryDelay(ready?.reason === INSUFFICIENT_SPACE ? ready : undefined, ctx.now(), ctx.retryMinMs),
   );
 }
 

@@ -523,7 +523,7 @@ async function reportBlocked(
     tell,
     { skipUnwritten: true },
   );
-  return requeueAfter(retryDelay(undefined, ctx.now()));
+  return requeueAfter(retryDelay(undefined, ctx.now(), ctx.retryMinMs));
 }
 
 function recordChanges(
@@ -579,10 +579,14 @@ async function report(vol: Volume, pass: Pass, ctx: ControllerContext): Promise<
   );
   if (pass.requeueMs !== undefined) return requeueAfter(pass.requeueMs);
   if (facts.problem)
-    return requeueAfter(retryDelay(findCondition(status.conditions, READY), ctx.now()));
+    return requeueAfter(
+      retryDelay(findCondition(status.conditions, READY), ctx.now(), ctx.retryMinMs),
+    );
   // A failed grow and one that waits for machines to let go of the file are tried again.
   if (facts.resizeProblem && RETRIED_RESIZE.has(facts.resizeProblem.reason)) {
-    return requeueAfter(retryDelay(findCondition(status.conditions, RESIZED), ctx.now()));
+    return requeueAfter(
+      retryDelay(findCondition(status.conditions, RESIZED), ctx.now(), ctx.retryMinMs),
+    );
   }
   return done;
 }

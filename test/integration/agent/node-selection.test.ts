@@ -83,9 +83,12 @@ describe('a selector that selects no Node', () => {
     healthCheckTool();
     hostDir = mkdtempSync(join(tmpdir(), 'lvo-selection-'));
     writeFileSync(join(hostDir, 'node-b.xml'), '<node/>\n');
-    a = await startTestAgent(cp(), { nodeName: A });
+    // Retries from 1 s, not 5 s: the quiet window below then spans several of the blocked
+    // agent's looks in a few seconds.
+    a = await startTestAgent(cp(), { nodeName: A, retryMinMs: 1_000 });
     b = await startTestAgent(cp(), {
       nodeName: B,
+      retryMinMs: 1_000,
       libvirtUri: `test://${join(hostDir, 'node-b.xml')}`,
     });
     const applied = await cp().kubectl(
@@ -220,12 +223,13 @@ spec: {nodeName: ${A}, pool: chosen-pool, capacity: 16Mi}
     });
     expect(verdicts([pool])).toEqual(['Failed']);
     // Settled (the other agent's answer to that write arrives), then quiet: the blocked agent
-    // looks again every 5 s or more, and another agent wakes on each change.
+    // looks again as long as it has been blocked (retryMinMs 1 s above: at about 2, 4 and 8 s),
+    // and another agent wakes on each change; a window from about 2 s to 7 s spans two looks.
     await new Promise((r) => setTimeout(r, 2_000));
     const settled = await getJSON<Obj>(cp(), ['pool', 'chosen-pool']);
     expect(cond(settled, 'Ready')?.reason).toBe('NoMatchingNodes');
     const writes = writeRequests(await cp().apiServerMetrics(), ['storagepools']);
-    await new Promise((r) => setTimeout(r, 12_000));
+    await new Promise((r) => setTimeout(r, 5_000));
     expect(writeRequests(await cp().apiServerMetrics(), ['storagepools']) - writes).toBe(0);
     const after = await getJSON<Obj>(cp(), ['pool', 'chosen-pool']);
     expect(after.metadata.resourceVersion).toBe(settled.metadata.resourceVersion);

@@ -149,6 +149,9 @@ describe('up on a libvirt that does not answer', () => {
         `qemu+unix:///system?socket=${socket}`,
         '--health-addr',
         '127.0.0.1:0',
+        // The line this test waits for, said after half a second of silence, not five.
+        '--quiet-ms',
+        '500',
       ],
       { ...process.env, KUBEBUILDER_ASSETS: findBinaries(), LIBVIRT_OPERATOR_CACHE: home },
     );

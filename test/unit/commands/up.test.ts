@@ -94,6 +94,9 @@ describe("up's flags", () => {
     expect(() => upSettings({ 'node-name': 'Bad_Name' })).toThrow(UsageError);
     expect(() => upSettings({ 'node-name': 'Bad_Name' })).toThrow(/node-name/);
     expect(() => upSettings({ 'health-addr': 'nope' })).toThrow(/health-addr/);
+    expect(() => upSettings({ 'quiet-ms': '5s' })).toThrow(/--quiet-ms/);
+    expect(upSettings({ 'quiet-ms': '500' }).quietMs).toBe(500);
+    expect(upSettings({}).quietMs).toBe(5_000);
     expect(() => upSettings({ 'examples-name': 'Demo' })).toThrow(/--examples-name/);
     // Without --examples there is no demo to name: said, not ignored.
     expect(() => upSettings({ 'examples-name': 'web' })).toThrow(

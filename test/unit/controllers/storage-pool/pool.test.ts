@@ -400,6 +400,11 @@ describe('retryDelay', () => {
   it('treats an unreadable time as fresh', () => {
     expect(retryDelay(cond('False', 'garbage'), T1)).toBe(5_000);
   });
+  it("starts from the agent's retryMinMs when it is given one", () => {
+    expect(retryDelay(undefined, T1, 1_000)).toBe(1_000);
+    expect(retryDelay(cond('False', '2026-01-01T00:09:58Z'), T1, 1_000)).toBe(2_000);
+    expect(retryDelay(cond('False', '2026-01-01T00:00:00Z'), T1, 1_000)).toBe(300_000);
+  });
 });
 
 describe('newProblem', () => {
