@@ -345,6 +345,7 @@ async function removeSnapshot(
     return requeueAfter(DELETE_WAIT_MS);
   }
   const machine = vm ? await observeMachineDomain(ctx.libvirt(), vm) : undefined;
+  let failed: (() => void) | undefined;
   if (machine) {
     const name = snap.status?.snapshotName ?? libvirtSnapshotName(snap);
     const named = await observeSnapshot(machine.domain, name);
@@ -385,11 +386,16 @@ async function removeSnapshot(
         ctx.now(),
       );
       if (cleaned.kind === 'refused')
-        ctx.event(KIND, snap, 'Warning', 'CleanupFailed', cleaned.message);
+        failed = () => ctx.event(KIND, snap, 'Warning', 'CleanupFailed', cleaned.message);
     }
   }
   ctx.host.snapshotTakesCutShort.delete(uid);
-  await ctx.removeFinalizer(KIND, snap, finalizer);
+  // Told after the finalizer is gone: a removal refused (a conflict, the API server down) is
+  // retried, and would say it again at each retry.
+  await tellAfterWrite(
+    () => ctx.removeFinalizer(KIND, snap, finalizer),
+    () => failed?.(),
+  );
   return done;
 }
 

@@ -551,6 +551,10 @@ function readyCondition(input: StatusInput): ConditionUpdate {
           'the domain has not started yet; runStrategy Manual starts it once',
         );
       }
+      // Manual leaves the power state to the user, but a pause libvirt holds until a user acts
+      // (a disk error, a watchdog, a panic) is not one the user chose: Stalled, as under the
+      // other strategies, not Current (Argo CD: Suspended) for a guest that no longer runs.
+      if (state === 'paused' && STUCK_PAUSES.has(reason)) return pausedByError(reason);
       return yes(
         'ManualPower',
         `the domain is ${state}; with runStrategy Manual the operator leaves its power state alone`,
@@ -606,13 +610,7 @@ function readyCondition(input: StatusInput): ConditionUpdate {
       // libvirt pauses a guest on a disk error, a watchdog or a guest panic, and nothing
       // resumes it: the operator undoes only pauses it knows to be safe (plan.pauseSteps). Only
       // a user ends that (Stalled), where a pause for a save, dump or snapshot ends by itself.
-      if (state === 'paused' && STUCK_PAUSES.has(reason)) {
-        return no(
-          'PausedByError',
-          `the domain is paused (${reason}) and stays so until a user acts: fix the cause, ` +
-            'then restart it (libvirt-operator vm restart) or resume it (virsh resume)',
-        );
-      }
+      if (state === 'paused' && STUCK_PAUSES.has(reason)) return pausedByError(reason);
       if (state === 'paused') return no('Paused', `the domain is paused (${reason})`);
       if (state === 'pmsuspended') return no(GUEST_SUSPENDED, GUEST_SUSPENDED_MESSAGE);
       return no(
@@ -620,6 +618,17 @@ function readyCondition(input: StatusInput): ConditionUpdate {
         `the domain is ${state} (${reason}); runStrategy ${strategy} wants it running`,
       );
   }
+}
+
+function pausedByError(reason: string): ConditionUpdate {
+  return {
+    type: 'Ready',
+    status: 'False',
+    reason: 'PausedByError',
+    message:
+      `the domain is paused (${reason}) and stays so until a user acts: fix the cause, ` +
+      'then restart it (libvirt-operator vm restart) or resume it (virsh resume)',
+  };
 }
 
 function syncedCondition(input: StatusInput): ConditionUpdate {

@@ -11,6 +11,7 @@ import { packageRoot } from '../../../src/commands/local/package-root.js';
 import type { VirtualMachine } from '../../../src/api/generated/types.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { getJSON, startTestAgent, until, type TestAgent } from '../../harness/agent.js';
+import { kstatus } from '../../harness/health-tools.js';
 import { collect, spawnCli } from '../../harness/processes.js';
 import { boundAgentToken, kubeConfigWithToken } from './agent-identity.js';
 
@@ -99,6 +100,13 @@ describe("a deleted machine waiting for a restore another node's agent claimed",
     const ready = blocked.vm.status?.conditions?.find((c) => c.type === 'Ready');
     expect(ready).toMatchObject({ status: 'False', reason: 'RestoreClaimedElsewhere' });
     expect(blocked.vm.status?.state).toBeUndefined();
+    // kstatus judges the deletion before the conditions: Terminating, not the Failed the
+    // Stalled condition alone would give (docs/api.md, Health for GitOps tools).
+    expect(kstatus([blocked.vm]).get(`VirtualMachine/${VM}`)?.status).toBe('Terminating');
+    expect(blocked.vm.status?.conditions?.find((c) => c.type === 'Stalled')).toMatchObject({
+      status: 'True',
+      reason: 'RestoreClaimedElsewhere',
+    });
     // kubectl wait reads it as any other condition.
     await admin(['wait', `vm/${VM}`, '-n', NS, '--for=condition=DeletionBlocked', '--timeout=5s']);
     const events = JSON.parse(

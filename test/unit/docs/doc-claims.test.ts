@@ -63,6 +63,22 @@ describe('docs/api.md: the health table', () => {
   });
 });
 
+describe('docs/api.md: an object being deleted', () => {
+  // kstatus (status.Compute) and Argo CD (gitops-engine GetResourceHealth) look at
+  // metadata.deletionTimestamp before any condition: the table's Failed/Degraded does not
+  // hold for a deletion that waits for a user (test/integration/deploy/deletion-blocked.test.ts
+  // runs kstatus on one).
+  const section = read('docs/api.md').split('## Health for GitOps tools')[1]!.split('\n## ')[0]!;
+
+  it('says kstatus reads it Terminating and Argo CD Progressing, whatever its conditions', () => {
+    const flat = section.replace(/\s+/g, ' ');
+    expect(flat).toMatch(
+      /An object being deleted \(.*?\) is judged by its deletion before its conditions: kstatus reads it `Terminating`/,
+    );
+    expect(flat).toMatch(/Argo CD `Progressing` \("Pending deletion"\)/);
+  });
+});
+
 describe("README.md: the agent's configuration table", () => {
   const rows = tableAfter(read('README.md'), '## Configuration (`libvirt-operator run`)');
   const flagOf = (row: string[]) => backticked(row[0]!)[0]?.replace(/^--/, '');

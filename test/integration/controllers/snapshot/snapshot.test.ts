@@ -33,6 +33,7 @@ import {
   snapshotContext,
   type SnapshotContext,
   requeueMs,
+  withFinalizerRemovalRefused,
 } from '../../../harness/controller-context.js';
 import { kube, type Kube } from '../../../harness/kube-objects.js';
 
@@ -1148,6 +1149,68 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
         (o) => o === undefined,
       ),
     });
+  });
+
+  it('says CleanupFailed once, not with every retry of a refused finalizer removal', async () => {
+    const { name: vmName } = await ownVm();
+    const name = `${vmName}-cut`;
+    // Held by this node and InProgress with no libvirt snapshot: a take that may have been cut
+    // short, whose leftovers the deletion cleans up.
+    await k.create('VirtualMachineSnapshot', {
+      metadata: { name, namespace: NS, finalizers: [nodeFinalizer(NODE)] },
+      spec: { vmName },
+    });
+    await k.patchStatus('VirtualMachineSnapshot', NS, name, { phase: 'InProgress' });
+    await k.remove('VirtualMachineSnapshot', NS, name);
+    // libvirt refuses the cleanup's record (its redefine), as it refuses one it cannot align.
+    const { LibvirtError, ErrorCode, ErrorDomain, ErrorLevel } =
+      await import('../../../../src/libvirt/errors.js');
+    const refused = new LibvirtError('operation failed: disk vda cannot be redefined', {
+      code: ErrorCode.VIR_ERR_OPERATION_FAILED,
+      domain: ErrorDomain.VIR_FROM_DOMAIN_SNAPSHOT,
+      level: ErrorLevel.VIR_ERR_ERROR,
+    });
+    // Every method as it is, but the one named, which `replace` stands in for.
+    const except = <T extends object>(target: T, name: string, replace: unknown) =>
+      new Proxy(target, {
+        get(t, p) {
+          if (p === name) return replace;
+          const v = Reflect.get(t, p, t) as unknown;
+          return typeof v === 'function' ? (v as () => unknown).bind(t) : v;
+        },
+      });
+    const { libvirt } = ctx;
+    ctx.libvirt = () => {
+      const conn = libvirt();
+      return except(conn, 'lookupDomainByUUIDString', async (uuid: string) =>
+        except(await conn.lookupDomainByUUIDString(uuid), 'createSnapshotXML', () =>
+          Promise.reject(refused),
+        ),
+      );
+    };
+    const told = () =>
+      ctx.events.filter((e) => e.key === key(name) && e.reason === 'CleanupFailed');
+    try {
+      await withFinalizerRemovalRefused(ctx, async () => {
+        for (let pass = 0; pass < 2; pass++) {
+          await ctx.refresh();
+          await expect(reconcileVirtualMachineSnapshot(key(name), ctx)).rejects.toThrow(/409/);
+        }
+      });
+      // Before: one Warning per refused removal.
+      expect(told()).toEqual([]);
+      await converge(ctx, reconcileVirtualMachineSnapshot, key(name), {
+        until: stored(
+          () => snapOf(name),
+          (o) => o === undefined,
+        ),
+      });
+    } finally {
+      ctx.libvirt = libvirt;
+    }
+    expect(told()).toMatchObject([
+      { type: 'Warning', message: expect.stringContaining('disk vda cannot be redefined') },
+    ]);
   });
 
   it('deletes the restores of a deleted machine with it, finished or not', async () => {

@@ -39,6 +39,7 @@ import {
   type DomainDocument,
 } from '../../../../src/libvirt/xml/domain.js';
 import { desired, NOW, observed, ours, runningStatus, UID, variant, vm } from './machines.js';
+import { argoHealth } from '../../../harness/health-tools.js';
 
 const inputs = {
   volumes: new Map([
@@ -1215,6 +1216,50 @@ describe('pause on request', () => {
       });
       expect(stuck.conditions?.find((c) => c.type === 'Reconciling')?.status).toBe('False');
     }
+  });
+
+  it('reads a pause libvirt holds as PausedByError under runStrategy Manual too', () => {
+    // Manual leaves the power state alone, but a guest stuck on a disk error is no power state a
+    // user chose: before, Ready=True ManualPower, so kstatus Current and Argo CD Suspended.
+    const manual = vm({ runStrategy: 'Manual' }, { status: runningStatus() });
+    for (const reason of ['ioerror', 'watchdog', 'crashed', 'postcopy_failed']) {
+      const stuck = machineStatus({
+        vm: manual,
+        nodeName: 'node-a',
+        now: NOW,
+        observed: ours({ config: desired(manual), power: { state: 'paused', reason } }),
+        problem: undefined,
+        shutdown: undefined,
+        started: undefined,
+        pending: [],
+      });
+      expect(stuck.phase).toBe('Paused');
+      expect(stuck.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+        status: 'False',
+        reason: 'PausedByError',
+      });
+      expect(stuck.conditions?.find((c) => c.type === 'Stalled')?.status).toBe('True');
+      expect(
+        argoHealth({ kind: 'VirtualMachine', metadata: manual.metadata, status: stuck }),
+      ).toMatchObject({
+        status: 'Degraded',
+      });
+    }
+    // A pause the user made (virsh suspend) stays the user's power state under Manual.
+    const byUser = machineStatus({
+      vm: manual,
+      nodeName: 'node-a',
+      now: NOW,
+      observed: ours({ config: desired(manual), power: { state: 'paused', reason: 'user' } }),
+      problem: undefined,
+      shutdown: undefined,
+      started: undefined,
+      pending: [],
+    });
+    expect(byUser.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      status: 'True',
+      reason: 'ManualPower',
+    });
   });
 });
 
