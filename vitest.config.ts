@@ -16,6 +16,11 @@ export default defineConfig({
           // 2-core host, most of it start-up and imports). The few that stub env or timers
           // undo it in afterEach; a file run alone is isolated as before.
           isolate: false,
+          // A few start a process (the CRD generator, kubectl kustomize, a transpiled facade):
+          // 1-3 s alone, but the tier runs beside the e2e lane's guests in CI, and at load 18
+          // one took 6 s against vitest's 5 s default (9 s for a 10 s hook).
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
         },
       },
       {
