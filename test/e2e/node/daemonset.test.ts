@@ -44,7 +44,12 @@ const IMAGE_FILE = join(ROOT, 'build', 'image', 'libvirt-operator-dev.tar');
 
 interface Pod {
   metadata: { name: string; uid: string; creationTimestamp: string; deletionTimestamp?: string };
-  spec: { nodeName?: string; containers: Array<{ image: string }> };
+  spec: {
+    nodeName?: string;
+    containers: Array<{ image: string }>;
+    priorityClassName?: string;
+    priority?: number;
+  };
   status?: {
     hostIP?: string;
     conditions?: Array<{ type: string; status: string }>;
@@ -203,6 +208,10 @@ describe('the DaemonSet on a real local node', () => {
     expect(pod.spec.nodeName).toBe(nodeName);
     expect(pod.spec.containers[0]!.image).toBe('libvirt-operator:dev');
     expect(pod.status?.containerStatuses?.[0]?.restartCount).toBe(0);
+    // Admitted at the class the manifest names, with its value resolved by the API server's
+    // Priority admission (the class is built in: 2,000,001,000).
+    expect(pod.spec.priorityClassName).toBe('system-node-critical');
+    expect(pod.spec.priority).toBe(2_000_001_000);
     // The agent holds its node's Lease, written with its own ServiceAccount token.
     await until(
       'the Lease held by the pod',
@@ -250,10 +259,15 @@ describe('the DaemonSet on a real local node', () => {
     // The new agent converges a change: the balloon target, applied live.
     const applied = await kubectl(['apply', '-f', '-'], vmYaml('96Mi'));
     expect(applied.code, applied.stderr).toBe(0);
+    const changed = Date.now();
     await until(
       'status.memory.target 96Mi from the new agent',
       async () => (await vm()).status?.memory?.target === '96Mi',
       60_000,
+    );
+    // The figure the DaemonSet's minReadySeconds allows for (daemonset.yaml).
+    console.log(
+      `the new agent's first status write: seen ${Date.now() - changed} ms after the change`,
     );
     expect(await domId()).toBe(id);
     expect(qemuPid()).toBe(pid);
@@ -366,6 +380,108 @@ describe('the DaemonSet on a real local node', () => {
     );
     expect(await domId()).toBe(id);
   });
+
+  it('CRDs older than the agent: a new pod whose write is refused after its first Ready never counts as available', async () => {
+    const [old] = await agentPods();
+    interface DaemonSetStatus {
+      metadata: { generation: number };
+      status: { observedGeneration?: number; numberAvailable?: number };
+    }
+    // Every second, until stopped: whether the DaemonSet counted the new pod available. Only
+    // looks where the new pod is the node's one pod and the DaemonSet has seen the new template.
+    const seen = { readyNew: false, availableNew: false, samples: 0 };
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const [ds, pods] = await Promise.all([
+          getJSON<DaemonSetStatus>(['daemonset', DS, '-n', AGENT_NS]),
+          agentPods(),
+        ]);
+        const only = pods.length === 1 && pods[0]!.metadata.name !== old!.metadata.name;
+        if (only && ds.status.observedGeneration === ds.metadata.generation) {
+          seen.samples++;
+          if (isReady(pods[0]!)) seen.readyNew = true;
+          if ((ds.status.numberAvailable ?? 0) > 0) seen.availableNew = true;
+        }
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    })();
+    try {
+      const patched = await kubectl([
+        'patch',
+        'daemonset',
+        DS,
+        '-n',
+        AGENT_NS,
+        '--type=merge',
+        '-p',
+        JSON.stringify({
+          spec: {
+            template: { metadata: { annotations: { 'e2e.virt.dev/rollout': `crd-${RUN}` } } },
+          },
+        }),
+      ]);
+      expect(patched.code, patched.stderr).toBe(0);
+      const fresh = await readyPod(old!.metadata.name);
+      // Its first pass wrote nothing it could be refused (the VM's status was already right),
+      // so it passed its probes. Now the CRDs go back to an older version, one whose
+      // VirtualMachine status lacks `memory`, and a change makes the agent write that field:
+      // the agent's first write carrying a new field, arriving after its first Ready, as on a
+      // host whose first pass outlasts a probe period.
+      // A JSON patch, not a replace: kubectl apply's record of the CRD (its last-applied
+      // annotation) stays as the kustomization wrote it, so applying that again restores it.
+      const outdated = await kubectl([
+        'patch',
+        'crd',
+        'virtualmachines.virt.dev',
+        '--type=json',
+        '-p',
+        JSON.stringify([
+          {
+            op: 'remove',
+            path: '/spec/versions/0/schema/openAPIV3Schema/properties/status/properties/memory',
+          },
+        ]),
+      ]);
+      expect(outdated.code, outdated.stderr).toBe(0);
+      const changed = Date.now();
+      const applied = await kubectl(['apply', '-f', '-'], vmYaml('112Mi'));
+      expect(applied.code, applied.stderr).toBe(0);
+      await until(
+        'the new pod NotReady (its crds check failing)',
+        async () => {
+          const p = (await agentPods()).find((x) => x.metadata.name === fresh.metadata.name);
+          return p && !isReady(p) ? p : undefined;
+        },
+        60_000,
+      );
+      console.log(
+        `outdated CRDs: the pod NotReady ${Date.now() - changed} ms after the change whose write was refused (${seen.samples} samples of the DaemonSet)`,
+      );
+    } finally {
+      sampling = false;
+      await sampler;
+    }
+    // It was Ready, and still the DaemonSet never counted it available: the update stops here.
+    expect(seen.readyNew, 'the sampler saw the new pod Ready').toBe(true);
+    expect(seen.availableNew, 'the DaemonSet counted the new pod available').toBe(false);
+
+    // The fix the agent's message names: this version's CRDs. The refused write's retry goes
+    // through, the pod is Ready again and, minReadySeconds later, available.
+    const restored = await kubectl(['apply', '-k', join(ROOT, 'manifests', 'overlays', 'local')]);
+    expect(restored.code, restored.stderr).toBe(0);
+    await until(
+      'status.memory.target 112Mi once the CRDs are current',
+      async () => (await vm()).status?.memory?.target === '112Mi',
+      120_000,
+    );
+    const status = await kubectl(
+      ['rollout', 'status', `daemonset/${DS}`, '-n', AGENT_NS, '--timeout=120s'],
+      undefined,
+      140_000,
+    );
+    expect(status.code, status.stderr + status.stdout).toBe(0);
+  }, 300_000);
 
   it("the agent's ServiceAccount token works, and a forbidden action is refused", async () => {
     const [pod] = await agentPods();
