@@ -273,140 +273,77 @@ describe('the DaemonSet on a real local node', () => {
     expect(qemuPid()).toBe(pid);
   });
 
-  it('a rolling update: the new agent holds the node Lease only after the old container finished', async () => {
+  it('a rolling update onto CRDs older than the new agent: never counted available while a refused write turns it NotReady; with the CRDs applied it completes, the new agent holding the Lease only after the old container finished', async () => {
     const [old] = await agentPods();
     const id = await domId();
-    // One watch: its events come in the API server's order.
+    // Two watches, each in the API server's order: the agent pods, and the DaemonSet's status
+    // (every one the DaemonSet controller writes, so nothing it counted is missed between
+    // samples).
     const { spawn } = await import('node:child_process');
-    const watch = spawn(
-      kubectlBin,
-      [
-        `--kubeconfig=${kubeconfig}`,
-        'get',
-        'pods',
-        '-n',
-        AGENT_NS,
-        '-l',
-        'app.kubernetes.io/component=agent',
-        '--watch',
-        '--output-watch-events',
-        '-o',
-        'json',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let stream = '';
-    watch.stdout.setEncoding('utf8').on('data', (c: string) => (stream += c));
-    await until('the watch listing', async () => stream.includes(old!.metadata.name));
-    const patched = await kubectl([
-      'patch',
-      'daemonset',
-      DS,
-      '-n',
-      AGENT_NS,
-      '--type=merge',
-      '-p',
-      JSON.stringify({
-        spec: { template: { metadata: { annotations: { 'e2e.virt.dev/rollout': RUN } } } },
-      }),
-    ]);
-    expect(patched.code, patched.stderr).toBe(0);
-    const status = await kubectl(
-      ['rollout', 'status', `daemonset/${DS}`, '-n', AGENT_NS, '--timeout=150s'],
-      undefined,
-      170_000,
-    );
-    expect(status.code, status.stderr + status.stdout).toBe(0);
-    const fresh = await readyPod(old!.metadata.name);
-    // kubectl prints one JSON object per event; split at the top-level boundaries. The last
-    // one may still be arriving, and is left for the next look.
-    const watched = () =>
-      stream
-        .split(/\n(?=\{)/)
-        .filter((s) => s.trim())
-        .flatMap((s) => {
-          try {
-            return [JSON.parse(s) as { type: string; object: Pod }];
-          } catch {
-            return [];
-          }
-        });
-    // The rollout is done once the new pod is Ready; the old pod's object goes when the
-    // kubelet has finished with it, which may be later.
-    await until(
-      'the old pod DELETED in the watch',
-      async () =>
-        watched().some(
-          (e) => e.type === 'DELETED' && e.object.metadata.name === old!.metadata.name,
-        ),
-      60_000,
-    );
-    watch.kill('SIGTERM');
-    await new Promise((r) => watch.once('close', r));
-
-    const events = watched();
-    const deletedAt = events.findIndex(
-      (e) => e.type === 'DELETED' && e.object.metadata.name === old!.metadata.name,
-    );
-    const addedAt = events.findIndex(
-      (e) => e.type === 'ADDED' && e.object.metadata.name === fresh.metadata.name,
-    );
-    expect(deletedAt, 'the old pod was deleted').toBeGreaterThanOrEqual(0);
-    expect(addedAt, 'the new pod appeared in the watch').toBeGreaterThanOrEqual(0);
-    // maxSurge 0 replaces the pod in place, but the DaemonSet controller creates the new pod as
-    // soon as the old one is terminating (measured: ADDED before the old one's DELETED), so the
-    // two pods can overlap. What keeps two agents from acting at once is the node's Lease: the
-    // new agent acquires it only after the old container has finished (and released it).
-    const oldFinished = events
-      .filter((e) => e.object.metadata.name === old!.metadata.name)
-      .map((e) => e.object.status?.containerStatuses?.[0]?.state?.terminated?.finishedAt)
-      .filter(Boolean)
-      .at(-1);
-    expect(oldFinished, 'the old container terminated').toBeDefined();
-    await until(
-      'the Lease held by the new pod',
-      async () => (await leaseHolder()) === fresh.metadata.name,
-    );
-    const lease = await getJSON<{ spec: { acquireTime?: string } }>([
-      'lease',
-      '-n',
-      AGENT_NS,
-      `libvirt-operator-${nodeName}`,
-    ]);
-    // finishedAt has whole seconds (rounded down), acquireTime microseconds.
-    expect(Date.parse(lease.spec.acquireTime!)).toBeGreaterThanOrEqual(Date.parse(oldFinished!));
-    console.log(
-      `rolling update: new pod ADDED at watch event ${addedAt}, old pod DELETED at ${deletedAt}; old container finished ${oldFinished}, new one started ${fresh.status?.containerStatuses?.[0]?.state?.running?.startedAt}, Lease acquired ${lease.spec.acquireTime}`,
-    );
-    expect(await domId()).toBe(id);
-  });
-
-  it('CRDs older than the agent: a new pod whose write is refused after its first Ready never counts as available', async () => {
-    const [old] = await agentPods();
-    interface DaemonSetStatus {
+    const watchOf = (...what: string[]) => {
+      const child = spawn(
+        kubectlBin,
+        [
+          `--kubeconfig=${kubeconfig}`,
+          ...['get', ...what, '-n', AGENT_NS, '--watch', '--output-watch-events', '-o', 'json'],
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let stream = '';
+      child.stdout.setEncoding('utf8').on('data', (c: string) => (stream += c));
+      // kubectl prints one JSON object per event; split at the top-level boundaries. The last
+      // one may still be arriving, and is left for the next look.
+      const events = <T>() =>
+        stream
+          .split(/\n(?=\{)/)
+          .filter((s) => s.trim())
+          .flatMap((s) => {
+            try {
+              return [JSON.parse(s) as { type: string; object: T }];
+            } catch {
+              return [];
+            }
+          });
+      const stop = async () => {
+        child.kill('SIGTERM');
+        if (child.exitCode === null && child.signalCode === null)
+          await new Promise((r) => child.once('close', r));
+      };
+      return { events, stop, listed: () => stream };
+    };
+    interface DaemonSet {
       metadata: { generation: number };
-      status: { observedGeneration?: number; numberAvailable?: number };
+      status: {
+        observedGeneration?: number;
+        updatedNumberScheduled?: number;
+        numberReady?: number;
+        numberAvailable?: number;
+      };
     }
-    // Every second, until stopped: whether the DaemonSet counted the new pod available. Only
-    // looks where the new pod is the node's one pod and the DaemonSet has seen the new template.
-    const seen = { readyNew: false, availableNew: false, samples: 0 };
-    let sampling = true;
-    const sampler = (async () => {
-      while (sampling) {
-        const [ds, pods] = await Promise.all([
-          getJSON<DaemonSetStatus>(['daemonset', DS, '-n', AGENT_NS]),
-          agentPods(),
-        ]);
-        const only = pods.length === 1 && pods[0]!.metadata.name !== old!.metadata.name;
-        if (only && ds.status.observedGeneration === ds.metadata.generation) {
-          seen.samples++;
-          if (isReady(pods[0]!)) seen.readyNew = true;
-          if ((ds.status.numberAvailable ?? 0) > 0) seen.availableNew = true;
-        }
-        await new Promise((r) => setTimeout(r, 1000));
-      }
-    })();
+    const podWatch = watchOf('pods', '-l', 'app.kubernetes.io/component=agent');
+    const dsWatch = watchOf(`daemonset/${DS}`);
     try {
+      await until(
+        'the watches listing',
+        async () => podWatch.listed().includes(old!.metadata.name) && dsWatch.listed().includes(DS),
+      );
+      const pods = () => podWatch.events<Pod>();
+      const newPod = (e: { object: Pod }) => e.object.metadata.name !== old!.metadata.name;
+      // The DaemonSet's statuses for the new template (generation `rolled`) once the new pod
+      // is the node's only one: the controller counts the node's oldest pod, so before that
+      // the old one's.
+      let rolled = Infinity;
+      const onNewPod = () =>
+        dsWatch
+          .events<DaemonSet>()
+          .map((e) => e.object)
+          .filter(
+            (d) =>
+              d.metadata.generation >= rolled &&
+              d.status.observedGeneration === d.metadata.generation &&
+              d.status.updatedNumberScheduled === 1,
+          );
+
       const patched = await kubectl([
         'patch',
         'daemonset',
@@ -416,18 +353,25 @@ describe('the DaemonSet on a real local node', () => {
         '--type=merge',
         '-p',
         JSON.stringify({
-          spec: {
-            template: { metadata: { annotations: { 'e2e.virt.dev/rollout': `crd-${RUN}` } } },
-          },
+          spec: { template: { metadata: { annotations: { 'e2e.virt.dev/rollout': RUN } } } },
         }),
+        '-o',
+        'json',
       ]);
       expect(patched.code, patched.stderr).toBe(0);
-      const fresh = await readyPod(old!.metadata.name);
+      rolled = (JSON.parse(patched.stdout) as DaemonSet).metadata.generation;
+      // The new pod's first Ready, seen in the watch: its minReadySeconds window starts.
+      const fresh = await until(
+        'the new pod Ready in the watch',
+        async () => pods().find((e) => newPod(e) && isReady(e.object))?.object,
+        150_000,
+      );
+      const readyAt = Date.now();
       // Its first pass wrote nothing it could be refused (the VM's status was already right),
-      // so it passed its probes. Now the CRDs go back to an older version, one whose
-      // VirtualMachine status lacks `memory`, and a change makes the agent write that field:
-      // the agent's first write carrying a new field, arriving after its first Ready, as on a
-      // host whose first pass outlasts a probe period.
+      // so it passed its probes. Now, inside the window, the CRDs go back to an older version,
+      // one whose VirtualMachine status lacks `memory`, and a change makes the agent write
+      // that field: its first write carrying a new field, arriving after its first Ready, as
+      // on a host whose first pass outlasts a probe period.
       // A JSON patch, not a replace: kubectl apply's record of the CRD (its last-applied
       // annotation) stays as the kustomization wrote it, so applying that again restores it.
       const outdated = await kubectl([
@@ -448,39 +392,93 @@ describe('the DaemonSet on a real local node', () => {
       const applied = await kubectl(['apply', '-f', '-'], vmYaml('112Mi'));
       expect(applied.code, applied.stderr).toBe(0);
       await until(
-        'the new pod NotReady (its crds check failing)',
+        'the new pod NotReady in the watch (its crds check failing)',
         async () => {
-          const p = (await agentPods()).find((x) => x.metadata.name === fresh.metadata.name);
-          return p && !isReady(p) ? p : undefined;
+          const mine = pods().filter((e) => e.object.metadata.name === fresh.metadata.name);
+          return mine.length > 0 && !isReady(mine.at(-1)!.object);
         },
         60_000,
       );
+      const notReadyAt = Date.now();
+      // The DaemonSet controller has seen it Ready and then NotReady: from here on it cannot
+      // count it available.
+      await until('the DaemonSet counting the new pod ready, then not', async () => {
+        const statuses = onNewPod();
+        const ready = statuses.findIndex((d) => (d.status.numberReady ?? 0) > 0);
+        return ready >= 0 && statuses.slice(ready).some((d) => (d.status.numberReady ?? 0) === 0);
+      });
       console.log(
-        `outdated CRDs: the pod NotReady ${Date.now() - changed} ms after the change whose write was refused (${seen.samples} samples of the DaemonSet)`,
+        `outdated CRDs: the new pod NotReady ${notReadyAt - readyAt} ms after its first Ready (the CRD patched and the change applied ${changed - readyAt} ms after it, NotReady ${notReadyAt - changed} ms after the change)`,
       );
-    } finally {
-      sampling = false;
-      await sampler;
-    }
-    // It was Ready, and still the DaemonSet never counted it available: the update stops here.
-    expect(seen.readyNew, 'the sampler saw the new pod Ready').toBe(true);
-    expect(seen.availableNew, 'the DaemonSet counted the new pod available').toBe(false);
+      // It was Ready, and still the DaemonSet never counted it available: the update stops here.
+      expect(
+        onNewPod().filter((d) => (d.status.numberAvailable ?? 0) > 0),
+        'the DaemonSet counted the new pod available',
+      ).toEqual([]);
 
-    // The fix the agent's message names: this version's CRDs. The refused write's retry goes
-    // through, the pod is Ready again and, minReadySeconds later, available.
-    const restored = await kubectl(['apply', '-k', join(ROOT, 'manifests', 'overlays', 'local')]);
-    expect(restored.code, restored.stderr).toBe(0);
-    await until(
-      'status.memory.target 112Mi once the CRDs are current',
-      async () => (await vm()).status?.memory?.target === '112Mi',
-      120_000,
-    );
-    const status = await kubectl(
-      ['rollout', 'status', `daemonset/${DS}`, '-n', AGENT_NS, '--timeout=120s'],
-      undefined,
-      140_000,
-    );
-    expect(status.code, status.stderr + status.stdout).toBe(0);
+      // The fix the agent's message names: this version's CRDs. The refused write's retry goes
+      // through, the pod is Ready again and, minReadySeconds later, available.
+      const restored = await kubectl(['apply', '-k', join(ROOT, 'manifests', 'overlays', 'local')]);
+      expect(restored.code, restored.stderr).toBe(0);
+      const restoredAt = Date.now();
+      await until(
+        'status.memory.target 112Mi once the CRDs are current',
+        async () => (await vm()).status?.memory?.target === '112Mi',
+        120_000,
+      );
+      console.log(`the refused write went through ${Date.now() - restoredAt} ms after the CRDs`);
+      const status = await kubectl(
+        ['rollout', 'status', `daemonset/${DS}`, '-n', AGENT_NS, '--timeout=120s'],
+        undefined,
+        140_000,
+      );
+      expect(status.code, status.stderr + status.stdout).toBe(0);
+      expect((await readyPod(old!.metadata.name)).metadata.name).toBe(fresh.metadata.name);
+
+      // The rollout is done once the new pod is available; the old pod's object goes when the
+      // kubelet has finished with it, which may be later.
+      await until(
+        'the old pod DELETED in the watch',
+        async () =>
+          pods().some((e) => e.type === 'DELETED' && e.object.metadata.name === old!.metadata.name),
+        60_000,
+      );
+      const events = pods();
+      const deletedAt = events.findIndex(
+        (e) => e.type === 'DELETED' && e.object.metadata.name === old!.metadata.name,
+      );
+      const addedAt = events.findIndex(
+        (e) => e.type === 'ADDED' && e.object.metadata.name === fresh.metadata.name,
+      );
+      expect(deletedAt, 'the old pod was deleted').toBeGreaterThanOrEqual(0);
+      expect(addedAt, 'the new pod appeared in the watch').toBeGreaterThanOrEqual(0);
+      // maxSurge 0 replaces the pod in place, but the DaemonSet controller creates the new pod
+      // as soon as the old one is terminating (measured: ADDED before the old one's DELETED),
+      // so the two pods can overlap. What keeps two agents from acting at once is the node's
+      // Lease: the new agent acquires it only after the old container has finished (and
+      // released it).
+      const oldFinished = events
+        .filter((e) => e.object.metadata.name === old!.metadata.name)
+        .map((e) => e.object.status?.containerStatuses?.[0]?.state?.terminated?.finishedAt)
+        .filter(Boolean)
+        .at(-1);
+      expect(oldFinished, 'the old container terminated').toBeDefined();
+      expect(await leaseHolder()).toBe(fresh.metadata.name);
+      const lease = await getJSON<{ spec: { acquireTime?: string } }>([
+        'lease',
+        '-n',
+        AGENT_NS,
+        `libvirt-operator-${nodeName}`,
+      ]);
+      // finishedAt has whole seconds (rounded down), acquireTime microseconds.
+      expect(Date.parse(lease.spec.acquireTime!)).toBeGreaterThanOrEqual(Date.parse(oldFinished!));
+      console.log(
+        `rolling update: new pod ADDED at watch event ${addedAt}, old pod DELETED at ${deletedAt}; old container finished ${oldFinished}, new one started ${fresh.status?.containerStatuses?.[0]?.state?.running?.startedAt}, Lease acquired ${lease.spec.acquireTime}`,
+      );
+      expect(await domId()).toBe(id);
+    } finally {
+      await Promise.all([podWatch.stop(), dsWatch.stop()]);
+    }
   }, 300_000);
 
   it("the agent's ServiceAccount token works, and a forbidden action is refused", async () => {

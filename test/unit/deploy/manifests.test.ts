@@ -174,13 +174,21 @@ describe('the agent DaemonSet', () => {
   // not count as available, or the rolling update goes on to the next node.
   it('counts a new pod available only after its first status write and the probes that would see it refused', () => {
     // Measured on the local real node (test/e2e/node/daemonset.test.ts logs it): the agent's
-    // first status write was seen 0.3–0.4 s after a change; the rest is room for a slower pass.
+    // first status write was seen 0.15–0.5 s after a change; the rest is room for a slower pass.
     const FIRST_WRITE_S = 2;
+    // Measured there too: a loaded host (load 7-12 on 2 cores) marked the pod NotReady up to
+    // 4 s later than its probes alone would (7.8 s after a refused change, probes every 2 s).
+    const LOADED_HOST_S = 4;
     const { periodSeconds, failureThreshold, timeoutSeconds } = container.readinessProbe;
     const probesToNotReady = periodSeconds * failureThreshold + timeoutSeconds;
-    expect(daemonSet.spec.minReadySeconds).toBeGreaterThanOrEqual(probesToNotReady + FIRST_WRITE_S);
+    expect(daemonSet.spec.minReadySeconds).toBeGreaterThanOrEqual(
+      probesToNotReady + FIRST_WRITE_S + LOADED_HOST_S,
+    );
+    // A refused write shows as NotReady within about 5 s: /readyz is in-memory, so probing it
+    // often costs nearly nothing, and it keeps the wait below short.
+    expect(periodSeconds * failureThreshold).toBeLessThanOrEqual(5);
     // Each node's update waits this long: a rollout over 100 nodes takes 100 times it.
-    expect(daemonSet.spec.minReadySeconds).toBeLessThanOrEqual(30);
+    expect(daemonSet.spec.minReadySeconds).toBeLessThanOrEqual(15);
   });
 
   it('runs at system-node-critical, with a quota that admits the class in its namespace', () => {
