@@ -18,8 +18,10 @@ import {
   ensureTinyGuest,
   serveTinyGuest,
   TINY_GUEST_CMDLINE,
+  waitForGuestReady,
   withoutGuestStatus,
 } from '../../../src/commands/local/tiny-guest.js';
+import { consoleLogFile } from '../../../src/controllers/virtual-machine/desired.js';
 import { until } from '../../harness/agent.js';
 import { dirPool } from '../../harness/manifests.js';
 import {
@@ -41,6 +43,8 @@ const CON_POOL = `node-con-pool-${RUN}`;
 const AGENT_NS = 'libvirt-operator';
 const DS = 'libvirt-operator-agent';
 const IMAGE_FILE = join(ROOT, 'build', 'image', 'libvirt-operator-dev.tar');
+/** The agent's --state-dir (manifests/base/daemonset.yaml), mounted at the same path. */
+const STATE_DIR = '/var/lib/libvirt-operator';
 
 interface Pod {
   metadata: { name: string; uid: string; creationTimestamp: string; deletionTimestamp?: string };
@@ -558,7 +562,9 @@ describe('the DaemonSet on a real local node', () => {
       {
         apiVersion: 'virt.dev/v1alpha1',
         kind: 'VirtualMachine',
-        metadata: { name: CVM, namespace: NS },
+        // Its serial console logged too (under the agent's state directory, a host path):
+        // the guest's ready line is read from there.
+        metadata: { name: CVM, namespace: NS, annotations: { 'virt.dev/console-log': 'true' } },
         spec: {
           nodeName,
           domainType: 'qemu',
@@ -620,6 +626,12 @@ describe('the DaemonSet on a real local node', () => {
         250_000,
       );
       ok(wait, 'VM Ready');
+      // The guest's ready line: its shell is up. A session typed into a guest still booting
+      // gets no answer and lingers for the console's longest wait (15 s) before the next try.
+      const { metadata } = await getJSON<{ metadata: { uid: string } }>(['vm', CVM, '-n', NS]);
+      const booting = Date.now();
+      await waitForGuestReady(consoleLogFile(STATE_DIR, metadata.uid), 240_000);
+      console.log(`the guest's ready line ${Date.now() - booting} ms after the VM was Ready`);
 
       // The console user: manifests/console/'s Role and ClusterRole, bound as docs/deploy.md says.
       ok(await kubectl(['apply', '-f', join(ROOT, 'manifests', 'console')]), 'console roles');
@@ -680,9 +692,11 @@ describe('the DaemonSet on a real local node', () => {
       // The guest may still be booting: input that came before its shell did is answered by
       // nothing, so a new session, with a new marker, until one is answered. A session that
       // fails is the answer too: booting makes none fail.
+      let sessions = 0;
       const answered = await until(
         "the guest's answer through the agent pod, or a failed session",
         async () => {
+          sessions++;
           const marker = randomBytes(4).toString('hex');
           // The shell computes the answer: the echoed command line never contains it.
           const session = await consoleAs(userConfig, `echo LVO-POD-${marker}-$((6*7))\n`);
@@ -693,6 +707,7 @@ describe('the DaemonSet on a real local node', () => {
         },
         300_000,
       );
+      console.log(`console: answered in session ${sessions}, ${answered.ms} ms`);
       const got = `exit ${answered.code}, stderr: ${answered.stderr}\nstdout: ${answered.stdout.slice(-600)}`;
       // It ended by itself after stdin's end (the test's kill comes at 120 s), exit 0.
       expect(answered.code, got).toBe(0);
