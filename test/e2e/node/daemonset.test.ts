@@ -18,8 +18,10 @@ import {
   ensureTinyGuest,
   serveTinyGuest,
   TINY_GUEST_CMDLINE,
+  waitForGuestReady,
   withoutGuestStatus,
 } from '../../../src/commands/local/tiny-guest.js';
+import { consoleLogFile } from '../../../src/controllers/virtual-machine/desired.js';
 import { until } from '../../harness/agent.js';
 import { dirPool } from '../../harness/manifests.js';
 import {
@@ -41,10 +43,17 @@ const CON_POOL = `node-con-pool-${RUN}`;
 const AGENT_NS = 'libvirt-operator';
 const DS = 'libvirt-operator-agent';
 const IMAGE_FILE = join(ROOT, 'build', 'image', 'libvirt-operator-dev.tar');
+/** The agent's --state-dir (manifests/base/daemonset.yaml), mounted at the same path. */
+const STATE_DIR = '/var/lib/libvirt-operator';
 
 interface Pod {
   metadata: { name: string; uid: string; creationTimestamp: string; deletionTimestamp?: string };
-  spec: { nodeName?: string; containers: Array<{ image: string }> };
+  spec: {
+    nodeName?: string;
+    containers: Array<{ image: string }>;
+    priorityClassName?: string;
+    priority?: number;
+  };
   status?: {
     hostIP?: string;
     conditions?: Array<{ type: string; status: string }>;
@@ -203,6 +212,10 @@ describe('the DaemonSet on a real local node', () => {
     expect(pod.spec.nodeName).toBe(nodeName);
     expect(pod.spec.containers[0]!.image).toBe('libvirt-operator:dev');
     expect(pod.status?.containerStatuses?.[0]?.restartCount).toBe(0);
+    // Admitted at the class the manifest names, with its value resolved by the API server's
+    // Priority admission (the class is built in: 2,000,001,000).
+    expect(pod.spec.priorityClassName).toBe('system-node-critical');
+    expect(pod.spec.priority).toBe(2_000_001_000);
     // The agent holds its node's Lease, written with its own ServiceAccount token.
     await until(
       'the Lease held by the pod',
@@ -250,122 +263,227 @@ describe('the DaemonSet on a real local node', () => {
     // The new agent converges a change: the balloon target, applied live.
     const applied = await kubectl(['apply', '-f', '-'], vmYaml('96Mi'));
     expect(applied.code, applied.stderr).toBe(0);
+    const changed = Date.now();
     await until(
       'status.memory.target 96Mi from the new agent',
       async () => (await vm()).status?.memory?.target === '96Mi',
       60_000,
     );
+    // The figure the DaemonSet's minReadySeconds allows for (daemonset.yaml).
+    console.log(
+      `the new agent's first status write: seen ${Date.now() - changed} ms after the change`,
+    );
     expect(await domId()).toBe(id);
     expect(qemuPid()).toBe(pid);
   });
 
-  it('a rolling update: the new agent holds the node Lease only after the old container finished', async () => {
+  it('a rolling update onto CRDs older than the new agent: never counted available while a refused write turns it NotReady; with the CRDs applied it completes, the new agent holding the Lease only after the old container finished', async () => {
     const [old] = await agentPods();
     const id = await domId();
-    // One watch: its events come in the API server's order.
+    // Two watches, each in the API server's order: the agent pods, and the DaemonSet's status
+    // (every one the DaemonSet controller writes, so nothing it counted is missed between
+    // samples).
     const { spawn } = await import('node:child_process');
-    const watch = spawn(
-      kubectlBin,
-      [
-        `--kubeconfig=${kubeconfig}`,
-        'get',
-        'pods',
+    const watchOf = (...what: string[]) => {
+      const child = spawn(
+        kubectlBin,
+        [
+          `--kubeconfig=${kubeconfig}`,
+          ...['get', ...what, '-n', AGENT_NS, '--watch', '--output-watch-events', '-o', 'json'],
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let stream = '';
+      child.stdout.setEncoding('utf8').on('data', (c: string) => (stream += c));
+      // kubectl prints one JSON object per event; split at the top-level boundaries. The last
+      // one may still be arriving, and is left for the next look.
+      const events = <T>() =>
+        stream
+          .split(/\n(?=\{)/)
+          .filter((s) => s.trim())
+          .flatMap((s) => {
+            try {
+              return [JSON.parse(s) as { type: string; object: T }];
+            } catch {
+              return [];
+            }
+          });
+      const stop = async () => {
+        child.kill('SIGTERM');
+        if (child.exitCode === null && child.signalCode === null)
+          await new Promise((r) => child.once('close', r));
+      };
+      return { events, stop, listed: () => stream };
+    };
+    interface DaemonSet {
+      metadata: { generation: number };
+      status: {
+        observedGeneration?: number;
+        updatedNumberScheduled?: number;
+        numberReady?: number;
+        numberAvailable?: number;
+      };
+    }
+    const podWatch = watchOf('pods', '-l', 'app.kubernetes.io/component=agent');
+    const dsWatch = watchOf(`daemonset/${DS}`);
+    try {
+      await until(
+        'the watches listing',
+        async () => podWatch.listed().includes(old!.metadata.name) && dsWatch.listed().includes(DS),
+      );
+      const pods = () => podWatch.events<Pod>();
+      const newPod = (e: { object: Pod }) => e.object.metadata.name !== old!.metadata.name;
+      // The DaemonSet's statuses for the new template (generation `rolled`) once the new pod
+      // is the node's only one: the controller counts the node's oldest pod, so before that
+      // the old one's.
+      let rolled = Infinity;
+      const onNewPod = () =>
+        dsWatch
+          .events<DaemonSet>()
+          .map((e) => e.object)
+          .filter(
+            (d) =>
+              d.metadata.generation >= rolled &&
+              d.status.observedGeneration === d.metadata.generation &&
+              d.status.updatedNumberScheduled === 1,
+          );
+
+      const patched = await kubectl([
+        'patch',
+        'daemonset',
+        DS,
         '-n',
         AGENT_NS,
-        '-l',
-        'app.kubernetes.io/component=agent',
-        '--watch',
-        '--output-watch-events',
+        '--type=merge',
+        '-p',
+        JSON.stringify({
+          spec: { template: { metadata: { annotations: { 'e2e.virt.dev/rollout': RUN } } } },
+        }),
         '-o',
         'json',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let stream = '';
-    watch.stdout.setEncoding('utf8').on('data', (c: string) => (stream += c));
-    await until('the watch listing', async () => stream.includes(old!.metadata.name));
-    const patched = await kubectl([
-      'patch',
-      'daemonset',
-      DS,
-      '-n',
-      AGENT_NS,
-      '--type=merge',
-      '-p',
-      JSON.stringify({
-        spec: { template: { metadata: { annotations: { 'e2e.virt.dev/rollout': RUN } } } },
-      }),
-    ]);
-    expect(patched.code, patched.stderr).toBe(0);
-    const status = await kubectl(
-      ['rollout', 'status', `daemonset/${DS}`, '-n', AGENT_NS, '--timeout=150s'],
-      undefined,
-      170_000,
-    );
-    expect(status.code, status.stderr + status.stdout).toBe(0);
-    const fresh = await readyPod(old!.metadata.name);
-    // kubectl prints one JSON object per event; split at the top-level boundaries. The last
-    // one may still be arriving, and is left for the next look.
-    const watched = () =>
-      stream
-        .split(/\n(?=\{)/)
-        .filter((s) => s.trim())
-        .flatMap((s) => {
-          try {
-            return [JSON.parse(s) as { type: string; object: Pod }];
-          } catch {
-            return [];
-          }
-        });
-    // The rollout is done once the new pod is Ready; the old pod's object goes when the
-    // kubelet has finished with it, which may be later.
-    await until(
-      'the old pod DELETED in the watch',
-      async () =>
-        watched().some(
-          (e) => e.type === 'DELETED' && e.object.metadata.name === old!.metadata.name,
-        ),
-      60_000,
-    );
-    watch.kill('SIGTERM');
-    await new Promise((r) => watch.once('close', r));
+      ]);
+      expect(patched.code, patched.stderr).toBe(0);
+      rolled = (JSON.parse(patched.stdout) as DaemonSet).metadata.generation;
+      // The new pod's first Ready, seen in the watch: its minReadySeconds window starts.
+      const fresh = await until(
+        'the new pod Ready in the watch',
+        async () => pods().find((e) => newPod(e) && isReady(e.object))?.object,
+        150_000,
+      );
+      const readyAt = Date.now();
+      // Its first pass wrote nothing it could be refused (the VM's status was already right),
+      // so it passed its probes. Now, inside the window, the CRDs go back to an older version,
+      // one whose VirtualMachine status lacks `memory`, and a change makes the agent write
+      // that field: its first write carrying a new field, arriving after its first Ready, as
+      // on a host whose first pass outlasts a probe period.
+      // A JSON patch, not a replace: kubectl apply's record of the CRD (its last-applied
+      // annotation) stays as the kustomization wrote it, so applying that again restores it.
+      const outdated = await kubectl([
+        'patch',
+        'crd',
+        'virtualmachines.virt.dev',
+        '--type=json',
+        '-p',
+        JSON.stringify([
+          {
+            op: 'remove',
+            path: '/spec/versions/0/schema/openAPIV3Schema/properties/status/properties/memory',
+          },
+        ]),
+      ]);
+      expect(outdated.code, outdated.stderr).toBe(0);
+      const changed = Date.now();
+      const applied = await kubectl(['apply', '-f', '-'], vmYaml('112Mi'));
+      expect(applied.code, applied.stderr).toBe(0);
+      await until(
+        'the new pod NotReady in the watch (its crds check failing)',
+        async () => {
+          const mine = pods().filter((e) => e.object.metadata.name === fresh.metadata.name);
+          return mine.length > 0 && !isReady(mine.at(-1)!.object);
+        },
+        60_000,
+      );
+      const notReadyAt = Date.now();
+      // The DaemonSet controller has seen it Ready and then NotReady: from here on it cannot
+      // count it available.
+      await until('the DaemonSet counting the new pod ready, then not', async () => {
+        const statuses = onNewPod();
+        const ready = statuses.findIndex((d) => (d.status.numberReady ?? 0) > 0);
+        return ready >= 0 && statuses.slice(ready).some((d) => (d.status.numberReady ?? 0) === 0);
+      });
+      console.log(
+        `outdated CRDs: the new pod NotReady ${notReadyAt - readyAt} ms after its first Ready (the CRD patched and the change applied ${changed - readyAt} ms after it, NotReady ${notReadyAt - changed} ms after the change)`,
+      );
+      // It was Ready, and still the DaemonSet never counted it available: the update stops here.
+      expect(
+        onNewPod().filter((d) => (d.status.numberAvailable ?? 0) > 0),
+        'the DaemonSet counted the new pod available',
+      ).toEqual([]);
 
-    const events = watched();
-    const deletedAt = events.findIndex(
-      (e) => e.type === 'DELETED' && e.object.metadata.name === old!.metadata.name,
-    );
-    const addedAt = events.findIndex(
-      (e) => e.type === 'ADDED' && e.object.metadata.name === fresh.metadata.name,
-    );
-    expect(deletedAt, 'the old pod was deleted').toBeGreaterThanOrEqual(0);
-    expect(addedAt, 'the new pod appeared in the watch').toBeGreaterThanOrEqual(0);
-    // maxSurge 0 replaces the pod in place, but the DaemonSet controller creates the new pod as
-    // soon as the old one is terminating (measured: ADDED before the old one's DELETED), so the
-    // two pods can overlap. What keeps two agents from acting at once is the node's Lease: the
-    // new agent acquires it only after the old container has finished (and released it).
-    const oldFinished = events
-      .filter((e) => e.object.metadata.name === old!.metadata.name)
-      .map((e) => e.object.status?.containerStatuses?.[0]?.state?.terminated?.finishedAt)
-      .filter(Boolean)
-      .at(-1);
-    expect(oldFinished, 'the old container terminated').toBeDefined();
-    await until(
-      'the Lease held by the new pod',
-      async () => (await leaseHolder()) === fresh.metadata.name,
-    );
-    const lease = await getJSON<{ spec: { acquireTime?: string } }>([
-      'lease',
-      '-n',
-      AGENT_NS,
-      `libvirt-operator-${nodeName}`,
-    ]);
-    // finishedAt has whole seconds (rounded down), acquireTime microseconds.
-    expect(Date.parse(lease.spec.acquireTime!)).toBeGreaterThanOrEqual(Date.parse(oldFinished!));
-    console.log(
-      `rolling update: new pod ADDED at watch event ${addedAt}, old pod DELETED at ${deletedAt}; old container finished ${oldFinished}, new one started ${fresh.status?.containerStatuses?.[0]?.state?.running?.startedAt}, Lease acquired ${lease.spec.acquireTime}`,
-    );
-    expect(await domId()).toBe(id);
-  });
+      // The fix the agent's message names: this version's CRDs. The refused write's retry goes
+      // through, the pod is Ready again and, minReadySeconds later, available.
+      const restored = await kubectl(['apply', '-k', join(ROOT, 'manifests', 'overlays', 'local')]);
+      expect(restored.code, restored.stderr).toBe(0);
+      const restoredAt = Date.now();
+      await until(
+        'status.memory.target 112Mi once the CRDs are current',
+        async () => (await vm()).status?.memory?.target === '112Mi',
+        120_000,
+      );
+      console.log(`the refused write went through ${Date.now() - restoredAt} ms after the CRDs`);
+      const status = await kubectl(
+        ['rollout', 'status', `daemonset/${DS}`, '-n', AGENT_NS, '--timeout=120s'],
+        undefined,
+        140_000,
+      );
+      expect(status.code, status.stderr + status.stdout).toBe(0);
+      expect((await readyPod(old!.metadata.name)).metadata.name).toBe(fresh.metadata.name);
+
+      // The rollout is done once the new pod is available; the old pod's object goes when the
+      // kubelet has finished with it, which may be later.
+      await until(
+        'the old pod DELETED in the watch',
+        async () =>
+          pods().some((e) => e.type === 'DELETED' && e.object.metadata.name === old!.metadata.name),
+        60_000,
+      );
+      const events = pods();
+      const deletedAt = events.findIndex(
+        (e) => e.type === 'DELETED' && e.object.metadata.name === old!.metadata.name,
+      );
+      const addedAt = events.findIndex(
+        (e) => e.type === 'ADDED' && e.object.metadata.name === fresh.metadata.name,
+      );
+      expect(deletedAt, 'the old pod was deleted').toBeGreaterThanOrEqual(0);
+      expect(addedAt, 'the new pod appeared in the watch').toBeGreaterThanOrEqual(0);
+      // maxSurge 0 replaces the pod in place, but the DaemonSet controller creates the new pod
+      // as soon as the old one is terminating (measured: ADDED before the old one's DELETED),
+      // so the two pods can overlap. What keeps two agents from acting at once is the node's
+      // Lease: the new agent acquires it only after the old container has finished (and
+      // released it).
+      const oldFinished = events
+        .filter((e) => e.object.metadata.name === old!.metadata.name)
+        .map((e) => e.object.status?.containerStatuses?.[0]?.state?.terminated?.finishedAt)
+        .filter(Boolean)
+        .at(-1);
+      expect(oldFinished, 'the old container terminated').toBeDefined();
+      expect(await leaseHolder()).toBe(fresh.metadata.name);
+      const lease = await getJSON<{ spec: { acquireTime?: string } }>([
+        'lease',
+        '-n',
+        AGENT_NS,
+        `libvirt-operator-${nodeName}`,
+      ]);
+      // finishedAt has whole seconds (rounded down), acquireTime microseconds.
+      expect(Date.parse(lease.spec.acquireTime!)).toBeGreaterThanOrEqual(Date.parse(oldFinished!));
+      console.log(
+        `rolling update: new pod ADDED at watch event ${addedAt}, old pod DELETED at ${deletedAt}; old container finished ${oldFinished}, new one started ${fresh.status?.containerStatuses?.[0]?.state?.running?.startedAt}, Lease acquired ${lease.spec.acquireTime}`,
+      );
+      expect(await domId()).toBe(id);
+    } finally {
+      await Promise.all([podWatch.stop(), dsWatch.stop()]);
+    }
+  }, 300_000);
 
   it("the agent's ServiceAccount token works, and a forbidden action is refused", async () => {
     const [pod] = await agentPods();
@@ -444,7 +562,9 @@ describe('the DaemonSet on a real local node', () => {
       {
         apiVersion: 'virt.dev/v1alpha1',
         kind: 'VirtualMachine',
-        metadata: { name: CVM, namespace: NS },
+        // Its serial console logged too (under the agent's state directory, a host path):
+        // the guest's ready line is read from there.
+        metadata: { name: CVM, namespace: NS, annotations: { 'virt.dev/console-log': 'true' } },
         spec: {
           nodeName,
           domainType: 'qemu',
@@ -506,6 +626,12 @@ describe('the DaemonSet on a real local node', () => {
         250_000,
       );
       ok(wait, 'VM Ready');
+      // The guest's ready line: its shell is up. A session typed into a guest still booting
+      // gets no answer and lingers for the console's longest wait (15 s) before the next try.
+      const { metadata } = await getJSON<{ metadata: { uid: string } }>(['vm', CVM, '-n', NS]);
+      const booting = Date.now();
+      await waitForGuestReady(consoleLogFile(STATE_DIR, metadata.uid), 240_000);
+      console.log(`the guest's ready line ${Date.now() - booting} ms after the VM was Ready`);
 
       // The console user: manifests/console/'s Role and ClusterRole, bound as docs/deploy.md says.
       ok(await kubectl(['apply', '-f', join(ROOT, 'manifests', 'console')]), 'console roles');
@@ -566,9 +692,11 @@ describe('the DaemonSet on a real local node', () => {
       // The guest may still be booting: input that came before its shell did is answered by
       // nothing, so a new session, with a new marker, until one is answered. A session that
       // fails is the answer too: booting makes none fail.
+      let sessions = 0;
       const answered = await until(
         "the guest's answer through the agent pod, or a failed session",
         async () => {
+          sessions++;
           const marker = randomBytes(4).toString('hex');
           // The shell computes the answer: the echoed command line never contains it.
           const session = await consoleAs(userConfig, `echo LVO-POD-${marker}-$((6*7))\n`);
@@ -579,6 +707,7 @@ describe('the DaemonSet on a real local node', () => {
         },
         300_000,
       );
+      console.log(`console: answered in session ${sessions}, ${answered.ms} ms`);
       const got = `exit ${answered.code}, stderr: ${answered.stderr}\nstdout: ${answered.stdout.slice(-600)}`;
       // It ended by itself after stdin's end (the test's kill comes at 120 s), exit 0.
       expect(answered.code, got).toBe(0);

@@ -43,6 +43,7 @@ describe('kubectl apply -k manifests/', () => {
         'ClusterRoleBinding',
         'DaemonSet',
         'Namespace',
+        'ResourceQuota',
         'Role',
         'RoleBinding',
         'ServiceAccount',

@@ -169,6 +169,43 @@ describe('the agent DaemonSet', () => {
     expect(pod.terminationGracePeriodSeconds).toBe(30);
   });
 
+  // The `crds` readiness check fails only at the first refused status write, and the kubelet
+  // sees it only after failureThreshold failed probes: until then a pod Ready too briefly must
+  // not count as available, or the rolling update goes on to the next node.
+  it('counts a new pod available only after its first status write and the probes that would see it refused', () => {
+    // Measured on the local real node (test/e2e/node/daemonset.test.ts logs it): the agent's
+    // first status write was seen 0.15–0.7 s after a change; the rest is room for a slower pass.
+    const FIRST_WRITE_S = 2;
+    // Measured there too: a loaded host (load 7-18 on 2 cores) marked the pod NotReady up to
+    // 4 s later than its probes alone would (7.8 s after a refused change, probes every 2 s).
+    const LOADED_HOST_S = 4;
+    const { periodSeconds, failureThreshold, timeoutSeconds } = container.readinessProbe;
+    const probesToNotReady = periodSeconds * failureThreshold + timeoutSeconds;
+    expect(daemonSet.spec.minReadySeconds).toBeGreaterThanOrEqual(
+      probesToNotReady + FIRST_WRITE_S + LOADED_HOST_S,
+    );
+    // A refused write shows as NotReady within about 5 s: /readyz is in-memory, so probing it
+    // often costs nearly nothing, and it keeps the wait below short.
+    expect(periodSeconds * failureThreshold).toBeLessThanOrEqual(5);
+    // Each node's update waits this long: a rollout over 100 nodes takes 100 times it.
+    expect(daemonSet.spec.minReadySeconds).toBeLessThanOrEqual(15);
+  });
+
+  it('runs at system-node-critical, with a quota that admits the class in its namespace', () => {
+    expect(pod.priorityClassName).toBe('system-node-critical');
+    const quota = one('ResourceQuota');
+    expect(quota.metadata.namespace).toBe(daemonSet.metadata.namespace);
+    // What ResourceQuota admission's limitedResources demands: a quota whose scope matches the
+    // pod's class (a scope for another class or a plain quota does not admit it).
+    expect(quota.spec.scopeSelector.matchExpressions).toEqual([
+      { scopeName: 'PriorityClass', operator: 'In', values: [pod.priorityClassName] },
+    ]);
+    // No real bound: a 5,000-node cluster's agents, each being replaced.
+    expect(Number(String(quota.spec.hard.pods).replace(/k$/, 'e3'))).toBeGreaterThanOrEqual(
+      2 * 5000,
+    );
+  });
+
   it('requests and limits resources, requests within limits', () => {
     const { requests, limits } = container.resources;
     expect(requests).toEqual({ cpu: '50m', memory: '128Mi' });
