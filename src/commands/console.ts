@@ -26,7 +26,8 @@ import { kubeconfigNamespace } from '../runtime/kube-config.js';
 import { notFoundError } from './crd-missing.js';
 import {
   childExitCode,
-  COMMAND_REQUEST_TIMEOUT_MS,
+  REQUEST_TIMEOUT_HELP,
+  requestTimeoutMs,
   kubeconfigPath,
   pathSegmentProblem,
   unreachableServer,
@@ -56,7 +57,8 @@ docs/deploy.md).
   --libvirt-uri URI           local libvirt (env LIBVIRT_URI; default qemu:///system when its socket exists)
   --node-name NAME            this host's node (env NODE_NAME; default: the host name)
   --operator-namespace NS     where the agent pods run (default libvirt-operator)
-  --kubectl PATH              the kubectl to exec with (env KUBECTL; default kubectl)`;
+  --kubectl PATH              the kubectl to exec with (env KUBECTL; default kubectl)
+  --request-timeout DURATION  ${REQUEST_TIMEOUT_HELP}`;
 
 /** The longest delay a Node timer keeps (2^31-1 ms). */
 const MAX_TIMER_MS = 2_147_483_647;
@@ -82,6 +84,8 @@ export interface ConsoleOptions {
   nodeName: string;
   operatorNamespace: string;
   kubectl: string;
+  /** Each API request's bound (--request-timeout). */
+  requestTimeoutMs: number;
 }
 
 /** Flags and environment into options; a UsageError names what is wrong. Pure. */
@@ -116,6 +120,7 @@ export function parseConsoleArgs(
         'node-name': { type: 'string' },
         'operator-namespace': { type: 'string' },
         kubectl: { type: 'string' },
+        'request-timeout': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -167,6 +172,7 @@ export function parseConsoleArgs(
     nodeName: v['node-name'] ?? env.NODE_NAME ?? defaults.hostname().toLowerCase(),
     operatorNamespace: v['operator-namespace'] ?? 'libvirt-operator',
     kubectl: v.kubectl ?? env.KUBECTL ?? 'kubectl',
+    requestTimeoutMs: requestTimeoutMs('console', v['request-timeout']),
   };
 }
 
@@ -249,7 +255,7 @@ export async function main(argv: string[]): Promise<number> {
     const kc = await loadKubeConfig(o.kubeconfig);
     const namespace =
       o.namespace ?? (o.kubeconfig ? kubeconfigNamespace(o.kubeconfig) : undefined) ?? 'default';
-    const client = createKubeClient(kc, { defaultTimeoutMs: COMMAND_REQUEST_TIMEOUT_MS });
+    const client = createKubeClient(kc, { defaultTimeoutMs: o.requestTimeoutMs });
     const vm = await getVirtualMachine(client, namespace, o.name).catch((err: unknown) => {
       throw unreachableServer(err, client.server, o.kubeconfig) ?? err;
     });

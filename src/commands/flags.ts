@@ -287,6 +287,29 @@ const TRANSPORT_CODES = new Set([
  */
 export const COMMAND_REQUEST_TIMEOUT_MS = 10_000;
 
+/** The help line of --request-timeout, the same in every command that takes it. */
+export const REQUEST_TIMEOUT_HELP =
+  'how long to wait for each answer of the API server (e.g. 500ms, 30s, 2m; default 10s)';
+
+const DURATION_UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * --request-timeout, read as kubectl reads it: a whole number with a unit (500ms, 10s, 2m, 1h),
+ * a bare number being seconds; absent, COMMAND_REQUEST_TIMEOUT_MS. kubectl's 0 (wait for ever)
+ * is refused: the bound is what these commands have it for. Pure.
+ */
+export function requestTimeoutMs(command: string, value: string | undefined): number {
+  if (value === undefined) return COMMAND_REQUEST_TIMEOUT_MS;
+  const m = /^(\d+)(ms|s|m|h)?$/.exec(value);
+  const ms = m ? Number(m[1]) * DURATION_UNIT_MS[m[2] ?? 's']! : Number.NaN;
+  // Node runs a timer beyond 2^31-1 ms after 1 ms instead.
+  if (!(ms > 0 && ms <= 2_147_483_647))
+    throw new UsageError(
+      `${command}: --request-timeout must be a duration more than 0 and under 24 days, such as 500ms, 5s or 2m, got '${value}'`,
+    );
+  return ms;
+}
+
 /** Whether `err` says a request got no answer at all: not connected, or no response in time. */
 export function unanswered(err: unknown): err is Error {
   if (!(err instanceof Error)) return false;

@@ -27,7 +27,8 @@ import {
 import { resourcePath } from '../runtime/resource.js';
 import {
   command,
-  COMMAND_REQUEST_TIMEOUT_MS,
+  REQUEST_TIMEOUT_HELP,
+  requestTimeoutMs,
   kubeconfigPath,
   pathSegmentProblem,
   unreachableServer,
@@ -50,7 +51,9 @@ patch those objects (the cluster admin's; an agent's may not).
 
   --dry-run              print what would be removed, change nothing
   --kubeconfig PATH      (env KUBECONFIG; default ~/.kube/config, else in-cluster)
-  --lease-namespace NS   where the agents' Leases are (default ${DEFAULT_LEASE_NAMESPACE})`;
+  --lease-namespace NS   where the agents' Leases are (default ${DEFAULT_LEASE_NAMESPACE})
+  --request-timeout DURATION
+                         ${REQUEST_TIMEOUT_HELP}`;
 
 /** The kinds an agent puts its finalizers on, and which of them are its node's. */
 const NODE_FINALIZED: readonly VirtKind[] = [
@@ -162,12 +165,18 @@ export async function main(argv: string[]): Promise<number> {
     'dry-run': { type: 'boolean' },
     kubeconfig: { type: 'string' },
     'lease-namespace': { type: 'string' },
+    'request-timeout': { type: 'string' },
   } as const;
   return command('forget-node', argv, flags, HELP, run, { positionals: true });
 }
 
 async function run(
-  values: { 'dry-run'?: boolean; kubeconfig?: string; 'lease-namespace'?: string },
+  values: {
+    'dry-run'?: boolean;
+    kubeconfig?: string;
+    'lease-namespace'?: string;
+    'request-timeout'?: string;
+  },
   positionals: string[],
 ): Promise<number> {
   const [node, ...extra] = positionals;
@@ -176,10 +185,11 @@ async function run(
   // '' or '..' made the Node's GET a list of all nodes, or /api/v1: "Node .. still exists".
   const bad = pathSegmentProblem('NODE', node);
   if (bad) throw new UsageError(`forget-node: ${bad}; see 'forget-node --help'`);
+  const timeoutMs = requestTimeoutMs('forget-node', values['request-timeout']);
   const path = kubeconfigPath(values.kubeconfig, process.env, homedir(), existsSync);
   const client = createKubeClient(await loadKubeConfig(path), {
     userAgent: 'libvirt-operator-forget-node',
-    defaultTimeoutMs: COMMAND_REQUEST_TIMEOUT_MS,
+    defaultTimeoutMs: timeoutMs,
   });
   try {
     await refuseIfAlive(client, node, values['lease-namespace'] ?? DEFAULT_LEASE_NAMESPACE);

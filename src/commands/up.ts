@@ -35,7 +35,8 @@ import {
 } from './demo.js';
 import {
   command,
-  COMMAND_REQUEST_TIMEOUT_MS,
+  REQUEST_TIMEOUT_HELP,
+  requestTimeoutMs,
   listenForStop,
   notADirectory,
   type Options,
@@ -71,7 +72,9 @@ this user may connect to it or it can be started (root), else the in-process tes
                       for this host there); the KUBECONFIG variable is not read
   --health-addr ADDR  default 127.0.0.1:8081, or another free port when that one is taken
   --quiet-ms MS       how long up waits in silence for the cluster and libvirt before it says
-                      what it waits for (default 5000)`;
+                      what it waits for (default 5000)
+  --request-timeout DURATION
+                      ${REQUEST_TIMEOUT_HELP}`;
 
 export const FLAGS = {
   examples: { type: 'boolean' },
@@ -82,6 +85,7 @@ export const FLAGS = {
   kubeconfig: { type: 'string' },
   'health-addr': { type: 'string' },
   'quiet-ms': { type: 'string' },
+  'request-timeout': { type: 'string' },
 } satisfies Options;
 
 export async function main(argv: string[]): Promise<number> {
@@ -147,7 +151,7 @@ async function up(
   // them is named, with where up took it from.
   const client = createKubeClient(kubeConfig, {
     userAgent: 'libvirt-operator-up',
-    defaultTimeoutMs: COMMAND_REQUEST_TIMEOUT_MS,
+    defaultTimeoutMs: settings.requestTimeoutMs,
   });
   const named = (err: unknown) =>
     upRequestError(
@@ -215,6 +219,7 @@ export function upSettings(values: {
   dir?: string;
   kubeconfig?: string;
   'quiet-ms'?: string;
+  'request-timeout'?: string;
 }) {
   const demoName = values['examples-name'] ?? 'demo';
   if (!/^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/.test(demoName))
@@ -244,6 +249,7 @@ export function upSettings(values: {
       agent,
       defaultHealth: values['health-addr'] === undefined,
       quietMs: quietMs(values['quiet-ms']),
+      requestTimeoutMs: requestTimeoutMs('up', values['request-timeout']),
     };
   } catch (err) {
     if (err instanceof ConfigError) throw new UsageError(`up: ${err.message}`);

@@ -20,7 +20,8 @@ import { kubeconfigNamespace } from '../runtime/kube-config.js';
 import { notFoundError } from './crd-missing.js';
 import {
   command,
-  COMMAND_REQUEST_TIMEOUT_MS,
+  REQUEST_TIMEOUT_HELP,
+  requestTimeoutMs,
   kubeconfigPath,
   pathSegmentProblem,
   unreachableServer,
@@ -44,7 +45,9 @@ Each is refused (exit 1) for a machine being deleted. Starting and stopping is
 spec.runStrategy (Always, Halted), e.g. with kubectl patch.
 
   -n, --namespace NS   the machine's namespace (default: the kubeconfig context's, else default)
-  --kubeconfig PATH    (env KUBECONFIG; default ~/.kube/config, else in-cluster)`;
+  --kubeconfig PATH    (env KUBECONFIG; default ~/.kube/config, else in-cluster)
+  --request-timeout DURATION
+                       ${REQUEST_TIMEOUT_HELP}`;
 
 const ACTIONS = ['pause', 'unpause', 'restart'] as const;
 type Action = (typeof ACTIONS)[number];
@@ -65,12 +68,13 @@ export async function main(argv: string[]): Promise<number> {
   const flags = {
     namespace: { type: 'string', short: 'n' },
     kubeconfig: { type: 'string' },
+    'request-timeout': { type: 'string' },
   } as const;
   return command('vm', argv, flags, HELP, run, { positionals: true });
 }
 
 async function run(
-  values: { namespace?: string; kubeconfig?: string },
+  values: { namespace?: string; kubeconfig?: string; 'request-timeout'?: string },
   positionals: string[],
 ): Promise<number> {
   const [action, name, ...extra] = positionals;
@@ -90,6 +94,7 @@ async function run(
       ? undefined
       : pathSegmentProblem('namespace', values.namespace));
   if (bad) throw new UsageError(`vm ${action}: ${bad}`);
+  const timeoutMs = requestTimeoutMs('vm', values['request-timeout']);
   // The same reading as run and console: a kubeconfig that cannot be used is named.
   const config = kubeconfigPath(values.kubeconfig, process.env, homedir(), existsSync);
   const kc = await loadKubeConfig(config);
@@ -97,7 +102,7 @@ async function run(
     values.namespace ?? (config ? kubeconfigNamespace(config) : undefined) ?? 'default';
   const client = createKubeClient(kc, {
     userAgent: 'libvirt-operator-vm',
-    defaultTimeoutMs: COMMAND_REQUEST_TIMEOUT_MS,
+    defaultTimeoutMs: timeoutMs,
   });
   const path = `/apis/virt.dev/v1alpha1/namespaces/${encodeURIComponent(namespace)}/virtualmachines/${encodeURIComponent(name)}`;
   const what = `virtualmachine ${namespace}/${name}`;

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgent, type Agent, type AgentOptions } from '../../src/agent/agent.js';
 import type { ControlPlane } from '../../src/commands/local/control-plane.js';
+import type { VirtKind } from '../../src/api/generated/crds.js';
 
 export interface TestAgent extends Agent {
   stateDir: string;
@@ -89,4 +90,21 @@ export function writeRequests(metrics: string, resources: string[]): number {
     if (resources.includes(resource)) total += Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return total;
+}
+
+/**
+ * Resolves once the `kinds` controllers of every agent in `agents` have nothing queued or being
+ * processed: the passes enqueued before the call are done, with the API writes and lookups they
+ * make (Events excepted: they are posted without the pass waiting). What a check that nothing
+ * is written waits for, instead of a fixed second after each enqueue.
+ */
+export async function passesDone(what: string, agents: Agent[], kinds: VirtKind[]): Promise<void> {
+  await until(`the passes of ${what} done`, async () =>
+    agents.every((agent) =>
+      kinds.every((kind) => {
+        const queue = agent.controllers[kind].queue();
+        return queue !== undefined && queue.length() === 0 && queue.processing().length === 0;
+      }),
+    ),
+  );
 }

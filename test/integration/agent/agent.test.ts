@@ -307,7 +307,13 @@ spec:
       JSON.stringify(patch),
     ]);
     expect(patched.code, patched.stderr).toBe(0);
-    await new Promise((r) => setTimeout(r, 2_000));
+    // The pass that write wakes has run once the retry is minutes away (before it, the backoff
+    // of a machine held back for seconds was seconds): waiting for that, not a fixed 2 s.
+    const vms = agent.controllers.VirtualMachine.queue()!;
+    await until('the retry scheduled minutes away', async () => {
+      const due = vms.dueAt('default/mac-second');
+      return due !== undefined && due - Date.now() > 60_000;
+    });
     const deleted = await cp().kubectl(['delete', 'vm/mac-first', '--wait=false']);
     expect(deleted.code, deleted.stderr).toBe(0);
     await until(

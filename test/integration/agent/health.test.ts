@@ -18,6 +18,7 @@ import { packageRoot } from '../../../src/commands/local/package-root.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import {
   getJSON,
+  passesDone,
   startTestAgent,
   until,
   writeRequests,
@@ -310,13 +311,15 @@ describe('health for GitOps tools', () => {
     const resources = ['virtualnetworks', 'storagepools'];
     const before = await Promise.all([get(['vnet', 'health-net']), get(['pool', 'health-pool'])]);
     const writes = writeRequests(await cp().apiServerMetrics(), resources);
-    // Every agent looks again, twice, as a resync or a Node change would make it.
+    // Every agent looks again, twice, as a resync or a Node change would make it. Each round
+    // waited for to be done (a pass's status writes are in it), not a fixed second; the second
+    // round sees what the first set off.
     for (let i = 0; i < 2; i++) {
       for (const agent of [a, b]) {
         agent.controllers.VirtualNetwork.enqueue('health-net');
         agent.controllers.StoragePool.enqueue('health-pool');
       }
-      await new Promise((r) => setTimeout(r, 1_000));
+      await passesDone(`round ${i + 1} of 2`, [a, b], ['VirtualNetwork', 'StoragePool']);
     }
     const after = await Promise.all([get(['vnet', 'health-net']), get(['pool', 'health-pool'])]);
     expect(writeRequests(await cp().apiServerMetrics(), resources) - writes).toBe(0);
@@ -338,8 +341,10 @@ describe('health for GitOps tools', () => {
     for (let i = 0; i < 3; i++) {
       for (const key of keys) a.controllers.VirtualMachine.enqueue(key);
       a.controllers.Volume.enqueue(`${NS}/root`);
-      await new Promise((r) => setTimeout(r, 1_000));
+      await passesDone(`round ${i + 1} of 3`, [a], ['VirtualMachine', 'Volume']);
     }
+    // Events are posted without the pass waiting for them: time for the last round's to land.
+    await new Promise((r) => setTimeout(r, 500));
     const after = await read();
     expect(
       writeRequests(await cp().apiServerMetrics(), ['virtualmachines', 'events']) - writes,

@@ -12,6 +12,7 @@ import { useControlPlane } from '../../harness/control-plane.js';
 import {
   ensureNode,
   getJSON,
+  passesDone,
   startTestAgent,
   until,
   writeRequests,
@@ -161,12 +162,14 @@ describe('a selector that selects no Node', () => {
     // Every pass of an agent whose Node is not selected (the kinds resync each minute) used to
     // list the Nodes the selector matches again, though nothing had changed.
     const lists = nodeLists(await cp().apiServerMetrics());
+    // Each round waited for to be done (a pass's writes and lists are in it), not a fixed
+    // second; the second round sees what the first set off.
     for (let i = 0; i < 2; i++) {
       for (const agent of [a, b]) {
         agent.controllers.VirtualNetwork.enqueue('chosen-net');
         agent.controllers.StoragePool.enqueue('chosen-pool');
       }
-      await new Promise((r) => setTimeout(r, 1_000));
+      await passesDone(`round ${i + 1} of 2`, [a, b], ['VirtualNetwork', 'StoragePool']);
     }
     expect(writeRequests(await cp().apiServerMetrics(), resources) - writes).toBe(0);
     expect(nodeLists(await cp().apiServerMetrics()) - lists).toBe(0);

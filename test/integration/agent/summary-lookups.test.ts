@@ -17,7 +17,14 @@ import { reconcileVirtualNetwork } from '../../../src/controllers/virtual-networ
 import { Connect } from '../../../src/libvirt/index.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { snapshotContext, type SnapshotContext } from '../../harness/controller-context.js';
-import { ensureNode, getJSON, startTestAgent, until, type TestAgent } from '../../harness/agent.js';
+import {
+  ensureNode,
+  getJSON,
+  passesDone,
+  startTestAgent,
+  until,
+  type TestAgent,
+} from '../../harness/agent.js';
 
 const suffix = randomBytes(3).toString('hex');
 const cp = useControlPlane();
@@ -126,12 +133,14 @@ describe('an object held back by one stuck node', () => {
 
     // Passes of the live node's agent (the kind resyncs each minute): each ended with a
     // summary that asked the API server about the stuck node again.
-    a?.controllers.VirtualNetwork.enqueue(NET);
-    await new Promise((r) => setTimeout(r, 1_000));
+    // Each pass waited for to be done, not a fixed second: the summary, and any lookup it
+    // makes, is part of the pass.
+    a!.controllers.VirtualNetwork.enqueue(NET);
+    await passesDone('the first pass', [a!], ['VirtualNetwork']);
     const before = nodeGets(await cp().apiServerMetrics());
     for (let i = 0; i < 3; i++) {
-      a?.controllers.VirtualNetwork.enqueue(NET);
-      await new Promise((r) => setTimeout(r, 1_000));
+      a!.controllers.VirtualNetwork.enqueue(NET);
+      await passesDone(`pass ${i + 1} of 3`, [a!], ['VirtualNetwork']);
     }
     expect(nodeGets(await cp().apiServerMetrics()) - before).toBe(0);
     expect(ready(await getJSON<Net>(cp(), ['vnet', NET]))?.reason).toBe('BridgeNotFound');

@@ -134,9 +134,10 @@ describe('local-cluster, then run, as the README lists them', () => {
       `127.0.0.1:${port}`,
       '--lease-namespace',
       'no-such-ns',
-      // Retried every 2 s (a quarter of it), not 10: the check below waits past one retry.
+      // Retried every second or so (a quarter of it, the least allowed), not 10 s: the check
+      // below waits past one retry.
       '--lease-duration',
-      '8',
+      '4',
     ]);
     children.push(agent);
     const printed = output(agent);
@@ -149,9 +150,9 @@ describe('local-cluster, then run, as the README lists them', () => {
     const r = await readyz(port);
     expect(r.status).toBe(503);
     expect(r.body).toContain('or pass --lease-namespace');
-    // The lease is retried every 2 s (--lease-duration 8); after a retry there is still one
-    // line about it.
-    await new Promise((res) => setTimeout(res, 3_000));
+    // The lease is retried within 1.2 s (--lease-duration 4, jittered by up to a fifth);
+    // after a retry there is still one line about it.
+    await new Promise((res) => setTimeout(res, 2_000));
     const lines = printed()
       .split('\n')
       .filter((l) => l.includes(why));

@@ -754,20 +754,18 @@ describe('controller runtime (real kube-apiserver)', () => {
         },
       });
       rt.start();
-      await sleepMs(1_500);
+      // Until the third failed watch (at about 0.1, 0.3 and 0.7 s), not a fixed 1.5 s.
+      const failures = async () =>
+        metricSum(await rt.metrics.registry.metrics(), 'runtime_watch_restarts_total', {
+          resource: `doodads.${GROUP}`,
+          reason: 'error',
+        });
+      await waitFor('three failed watches of doodads', async () => (await failures()) >= 3);
       expect(informer.hasSynced()).toBe(false);
       const ready = await rt.ready();
       expect(ready.ready).toBe(false);
       expect(ready.lines).toContain('[-]informers-synced failed: not synced yet: doodads');
-      const failures = metricSum(
-        await rt.metrics.registry.metrics(),
-        'runtime_watch_restarts_total',
-        {
-          resource: `doodads.${GROUP}`,
-          reason: 'error',
-        },
-      );
-      expect(failures).toBeGreaterThanOrEqual(3);
+      expect(await failures()).toBeGreaterThanOrEqual(3);
 
       await installTestCRDs(cp(), [
         crd('Doodad', 'doodads', 'Namespaced', { value: { type: 'integer' } }, {}),
@@ -821,7 +819,18 @@ describe('controller runtime (real kube-apiserver)', () => {
       await createWidget(client, 'w1', { value: 1 }, 'reads-from');
       rt.start();
       await waitFor('the widget informer to list', () => own.hasSynced(), 15_000);
-      await sleepMs(1_000);
+      // The gizmo informer failing again after that (its watch backs off 100 to 400 ms): a
+      // controller that did not wait for it would have run by then. Not a fixed 1 s.
+      const gizmoFailures = async () =>
+        metricSum(await rt.metrics.registry.metrics(), 'runtime_watch_restarts_total', {
+          resource: `gizmos.${GROUP}`,
+          reason: 'error',
+        });
+      const failedBefore = await gizmoFailures();
+      await waitFor(
+        'two more failed watches of gizmos',
+        async () => (await gizmoFailures()) >= failedBefore + 2,
+      );
       expect(passes).toEqual([]);
       await installTestCRDs(cp(), [
         crd('Gizmo', 'gizmos', 'Namespaced', { value: { type: 'integer' } }, {}),

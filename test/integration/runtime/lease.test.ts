@@ -167,7 +167,7 @@ describe('per-node lease (real kube-apiserver, agents as real processes)', () =>
         },
       });
       b.start();
-      await sleepMs(3 * LEASE_SECONDS * 1000);
+      await sleepMs(2 * LEASE_SECONDS * 1000);
       expect(b.isLeader()).toBe(false);
       expect(bStarts).toEqual([]);
       expect(a.facts.filter((f) => f.event === 'start').length).toBeGreaterThan(10);

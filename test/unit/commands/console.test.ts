@@ -41,9 +41,17 @@ describe('parseConsoleArgs', () => {
       nodeName: 'host-a',
       operatorNamespace: 'libvirt-operator',
       kubectl: 'kubectl',
+      requestTimeoutMs: 10_000,
     });
     expect(parse(['web']).namespace).toBeUndefined();
     expect(parse(['--namespace=prod', 'web']).namespace).toBe('prod');
+  });
+
+  it('reads --request-timeout as kubectl does, and refuses what is not a duration', () => {
+    expect(parse(['web', '--request-timeout', '750ms']).requestTimeoutMs).toBe(750);
+    expect(() => parse(['web', '--request-timeout', 'soon'])).toThrow(
+      "console: --request-timeout must be a duration more than 0 and under 24 days, such as 500ms, 5s or 2m, got 'soon'",
+    );
   });
 
   it('reads --timeout in seconds, fractions included', () => {

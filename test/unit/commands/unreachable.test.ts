@@ -1,6 +1,11 @@
 // Which errors mean the API server was never reached, and what the CLI says then.
 import { describe, expect, it } from 'vitest';
-import { unreachableServer } from '../../../src/commands/flags.js';
+import {
+  COMMAND_REQUEST_TIMEOUT_MS,
+  requestTimeoutMs,
+  UsageError,
+  unreachableServer,
+} from '../../../src/commands/flags.js';
 import { KubeApiError } from '../../../src/runtime/kube-client.js';
 
 const SERVER = 'https://10.0.0.1:6443';
@@ -44,4 +49,25 @@ describe('unreachableServer', () => {
     expect(unreachableServer(coded('EACCES', 'EACCES'), SERVER, '/kc')).toBeUndefined();
     expect(unreachableServer('a string', SERVER, '/kc')).toBeUndefined();
   });
+});
+
+describe('requestTimeoutMs (--request-timeout)', () => {
+  it('reads a duration as kubectl does: a unit, or seconds without one', () => {
+    expect(requestTimeoutMs('vm', undefined)).toBe(COMMAND_REQUEST_TIMEOUT_MS);
+    expect(requestTimeoutMs('vm', '500ms')).toBe(500);
+    expect(requestTimeoutMs('vm', '30s')).toBe(30_000);
+    expect(requestTimeoutMs('vm', '2m')).toBe(120_000);
+    expect(requestTimeoutMs('vm', '1h')).toBe(3_600_000);
+    expect(requestTimeoutMs('vm', '7')).toBe(7_000);
+  });
+
+  it.each(['0', '0s', '', '1.5s', '-1s', '10 s', 'soon', '25d', '600h'])(
+    "refuses '%s', naming the flag and the form it takes",
+    (value) => {
+      expect(() => requestTimeoutMs('forget-node', value)).toThrow(UsageError);
+      expect(() => requestTimeoutMs('forget-node', value)).toThrow(
+        `forget-node: --request-timeout must be a duration more than 0 and under 24 days, such as 500ms, 5s or 2m, got '${value}'`,
+      );
+    },
+  );
 });

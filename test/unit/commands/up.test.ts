@@ -97,6 +97,9 @@ describe("up's flags", () => {
     expect(() => upSettings({ 'quiet-ms': '5s' })).toThrow(/--quiet-ms/);
     expect(upSettings({ 'quiet-ms': '500' }).quietMs).toBe(500);
     expect(upSettings({}).quietMs).toBe(5_000);
+    expect(upSettings({ 'request-timeout': '750ms' }).requestTimeoutMs).toBe(750);
+    expect(upSettings({}).requestTimeoutMs).toBe(10_000);
+    expect(() => upSettings({ 'request-timeout': '0' })).toThrow(/^up: --request-timeout/);
     expect(() => upSettings({ 'examples-name': 'Demo' })).toThrow(/--examples-name/);
     // Without --examples there is no demo to name: said, not ignored.
     expect(() => upSettings({ 'examples-name': 'web' })).toThrow(
