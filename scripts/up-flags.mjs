@@ -19,6 +19,7 @@ export const UP_FLAGS = {
   kubeconfig: { type: 'string' },
   'health-addr': { type: 'string' },
   'quiet-ms': { type: 'string' },
+  'request-timeout': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 };
 
@@ -83,6 +84,15 @@ function upValueProblem(values, env, host) {
   const quiet = values['quiet-ms'];
   if (quiet !== undefined && !/^\d{1,9}$/.test(quiet))
     return `--quiet-ms must be a whole number of milliseconds (e.g. 5000), got '${quiet}'`;
+  const timeout = values['request-timeout'];
+  if (timeout !== undefined) {
+    // requestTimeoutMs in src/commands/flags.ts: kubectl's form, a bare number being seconds.
+    const m = /^(\d+)(ms|s|m|h)?$/.exec(timeout);
+    const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m?.[2] ?? 's'];
+    const ms = m ? Number(m[1]) * unit : NaN;
+    if (!(ms > 0 && ms <= 2_147_483_647))
+      return `--request-timeout must be a duration more than 0 and under 24 days, such as 500ms, 5s or 2m, got '${timeout}'`;
+  }
   if (values.dir !== undefined && !isDirectoryOrMissing(values.dir))
     return (
       `--dir ${values.dir} exists and is not a directory: give a directory (it is created ` +

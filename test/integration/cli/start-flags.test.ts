@@ -30,6 +30,7 @@ const BAD_VALUES: Array<[string[], Record<string, string>]> = [
   [['--health-addr', 'nope'], {}],
   [['--health-addr', '127.0.0.1:70000'], {}],
   [['--quiet-ms', '5s'], {}],
+  [['--request-timeout', '5x'], {}],
   [['--node-name', 'Bad_Name'], {}],
   [[], { NODE_NAME: 'under_score' }],
   [['--examples', '--examples-name', 'Demo'], {}],
