@@ -13,9 +13,12 @@
 // pod every hostPath (/srv/libvirt-pools, /var/lib/libvirt) is such a bind mount. Recorded
 // there, it would read as unmounted to the same host's agent run as a process, which sees a
 // plain directory, and stop a pool that lost nothing.
+//
+// Shared: the StoragePool controller notes the record and stops the pool; the Volume
+// controller reads it too, because its passes run beside the pool's and one may come first.
 import { mkdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { resolvedPath } from './observe.js';
+import { resolvedPath } from './pool.js';
 
 /** One line of /proc/<pid>/mountinfo, the fields used here (proc(5)). */
 export interface MountEntry {

@@ -4,7 +4,7 @@ import {
   mountLost,
   parseMountInfo,
   watchedMountPoint,
-} from '../../../../src/controllers/storage-pool/mounts.js';
+} from '../../../../src/controllers/shared/pool-mounts.js';
 
 // Lines as the kernel writes them: a host with a data disk on /srv (a directory with a space
 // in it mounted from an NFS share below it), and an agent pod whose hostPaths are bind mounts
