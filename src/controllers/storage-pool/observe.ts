@@ -1,7 +1,5 @@
 // What the host has for a StoragePool: the pool found by UUID (ours), a pool that holds our
 // name under another UUID (a clash), or nothing. Reads only.
-import { realpath } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
 import { systemDirOf } from '../../api/rules.js';
 import type { Connect } from '../../libvirt/connection.js';
 import { isConnectionError, isLibvirtError, isUnsupported } from '../../libvirt/errors.js';
@@ -9,7 +7,7 @@ import { StorageXMLFlags } from '../../libvirt/constants.js';
 import type { StoragePool as LibvirtPool } from '../../libvirt/storage.js';
 import { parsePoolXML, type PoolDocument } from '../../libvirt/xml/pool.js';
 import { absentIfNotFound } from '../shared/absent.js';
-import { lookupPool } from '../shared/pool.js';
+import { lookupPool, resolvedPath } from '../shared/pool.js';
 import { withPoolLock, type PoolLocks } from '../shared/pool-lock.js';
 
 export interface PoolFigures {
@@ -168,20 +166,4 @@ async function persistentXML(conn: Connect, pool: LibvirtPool): Promise<string> 
 export async function forbiddenTarget(path: string): Promise<string | undefined> {
   const target = await resolvedPath(path);
   return systemDirOf(target) ? target : undefined;
-}
-
-/**
- * Where `path` leads once symbolic links are followed: the deepest existing part resolved
- * (realpath), the missing rest appended as written.
- */
-export async function resolvedPath(path: string): Promise<string> {
-  let existing = path;
-  const missing: string[] = [];
-  for (;;) {
-    const real = await realpath(existing).catch(() => undefined);
-    if (real !== undefined) return [real === '/' ? '' : real, ...missing].join('/') || '/';
-    if (existing === dirname(existing)) return path;
-    missing.unshift(basename(existing));
-    existing = dirname(existing);
-  }
 }

@@ -14,6 +14,7 @@ import {
 } from '../context.js';
 import { INDEX_POOL } from '../indexes.js';
 import { withPoolLock } from '../shared/pool-lock.js';
+import { resolvedPath } from '../shared/pool.js';
 import { selectsNode } from '../node-selector.js';
 import { applyPoolSteps, removePool, type PoolActOutcome } from './act.js';
 import { desiredPool } from './desired.js';
@@ -32,10 +33,9 @@ import {
   observePool,
   otherPoolDirs,
   refreshPool,
-  resolvedPath,
   resolvedPoolTargets,
 } from './observe.js';
-import { forgetMountPoint, lostMountPoint, noteMountPoint } from './mounts.js';
+import { forgetMountPoint, lostMountPoint, noteMountPoint } from '../shared/pool-mounts.js';
 import { pathOverlap, planPool, type PoolStep } from './plan.js';
 import { isConnectionError, isLibvirtError } from '../../libvirt/errors.js';
 import {

@@ -14,6 +14,7 @@ import { isVolumeFormat, parseVolumeXML, type ObservedVolume } from '../../libvi
 import { observeMachineDomain } from '../shared/machine-snapshot.js';
 import { selectsNode } from '../node-selector.js';
 import { lookupPool } from '../shared/pool.js';
+import { lostMountPoint } from '../shared/pool-mounts.js';
 import type { SourceImage } from './desired.js';
 import { answeredWithin, HEADER_READ_TIMEOUT_MS } from './header-check.js';
 import { qcow2Layers } from './import.js';
@@ -82,6 +83,18 @@ export async function usablePool(
     return {
       reason: 'PoolNotReady',
       message: `StoragePool ${poolName} is not running ${at}${poolSays(pool, ctx.nodeName)}`,
+    };
+  }
+  // Running is not enough: after a reboot that did not mount the pool's file system, libvirtd
+  // autostarts the pool on the directory underneath, and this pass may run before the
+  // StoragePool's, which stops it (NotMounted). A file made now would be a blank one there.
+  const unmounted = await lostMountPoint(ctx.stateDir, pool.metadata.uid, pool.spec.path);
+  if (unmounted !== undefined) {
+    return {
+      reason: 'PoolNotReady',
+      message:
+        `StoragePool ${poolName} ${at}: spec.path ${pool.spec.path} was on the file system ` +
+        `mounted at ${unmounted}, which is not mounted now; mount it again`,
     };
   }
   return { name: poolName, handle, locks: ctx.host.poolLocks };

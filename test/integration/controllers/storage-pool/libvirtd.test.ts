@@ -412,6 +412,71 @@ describe('StoragePool on a real libvirtd', () => {
     }
   });
 
+  it("makes no Volume file in a pool libvirtd started on an unmounted disk before the pool's pass", async () => {
+    // After a reboot that did not mount the disk, libvirtd autostarts the pool on the plain
+    // directory underneath, and the agent's Volume passes run beside its StoragePool passes:
+    // one that comes first must not see a running pool and make its file again, blank.
+    const id = randomBytes(3).toString('hex');
+    const mnt = path.join(tmp, `early-disk-${id}`);
+    const dir = path.join(mnt, 'pool');
+    const vol = `early-${id}`;
+    const volKey = `${NS}/${vol}`;
+    const inDaemon = ['-t', String(daemon.pid()), '-m'];
+    const mountBoth = async () => {
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=32m', 'tmpfs', mnt]);
+      await run('nsenter', [...inDaemon, 'mount', '-t', 'tmpfs', '-o', 'size=32m', 'tmpfs', mnt]);
+      await mkdir(dir);
+    };
+    const umountBoth = async () => {
+      await run('umount', [mnt]).catch(() => undefined);
+      await run('nsenter', [...inDaemon, 'umount', mnt]).catch(() => undefined);
+    };
+    await mkdir(mnt);
+    await mountBoth();
+    try {
+      const name = await makePool(`early-${id}`, dir);
+      await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
+      await k.create('Volume', {
+        metadata: { name: vol, namespace: NS },
+        spec: { nodeName: NODE, pool: name, capacity: '8Mi', format: 'raw' },
+      });
+      const volReady = async () =>
+        (await k.get<Volume>('Volume', NS, vol))?.status?.conditions?.find(
+          (c) => c.type === 'Ready',
+        );
+      await converge(ctx, reconcileVolume, volKey, {
+        until: async () => (await volReady())?.status === 'True',
+      });
+
+      // The reboot: the disk not mounted, the directory there (as for a pool on the mount
+      // point itself), libvirtd's autostart of the pool, and no StoragePool pass yet.
+      await umountBoth();
+      await mkdir(dir);
+      const libvirtPool = await conn.lookupStoragePoolByName(name);
+      await libvirtPool.destroy();
+      await libvirtPool.create(0);
+      await ctx.refresh();
+      await reconcileVolume(volKey, ctx);
+      expect(await exists(path.join(dir, `${NS}_${vol}`))).toBe(false);
+      const said = await volReady();
+      expect(said).toMatchObject({ status: 'False', reason: 'PoolNotReady' });
+      expect(said?.message).toContain(`mounted at ${mnt}`);
+
+      await umountBoth();
+      await rm(dir, { recursive: true });
+      await mountBoth();
+      await converge(ctx, reconcileStoragePool, name, { until: ready(name) });
+      await k.remove('Volume', NS, vol);
+      await converge(ctx, reconcileVolume, volKey, {
+        until: async () => !(await k.get('Volume', NS, vol)),
+      });
+      await deletePool(name);
+    } finally {
+      await umountBoth();
+      await rm(mnt, { recursive: true, force: true });
+    }
+  });
+
   it("watches no bind mount of a subdirectory (a pod's hostPath): its going stops nothing", async () => {
     // The agent's pod sees each hostPath as a bind mount of a host directory, on another file
     // system than its own root; the same host's agent run as a process, sharing the state

@@ -1,10 +1,15 @@
-import { describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import {
+  lostMountPoint,
   mountHolding,
   mountLost,
   parseMountInfo,
   watchedMountPoint,
-} from '../../../../src/controllers/storage-pool/mounts.js';
+} from '../../../../src/controllers/shared/pool-mounts.js';
 
 // Lines as the kernel writes them: a host with a data disk on /srv (a directory with a space
 // in it mounted from an NFS share below it), and an agent pod whose hostPaths are bind mounts
@@ -111,5 +116,34 @@ describe('mountLost', () => {
   it('is false in a pod that sees the pool through a bind mount below the recorded point', () => {
     // Noted by the agent run as a host process; /srv itself is no mount point in the pod.
     expect(mountLost(parseMountInfo(POD), '/srv', '/srv/libvirt pools/a')).toBe(false);
+  });
+});
+
+describe('lostMountPoint', () => {
+  // The record as the agent run as a host process left it in the shared state directory, read
+  // here against this process's real mountinfo, where neither point is a mount point.
+  const stateDir = mkdtempSync(join(tmpdir(), 'lvo-pool-mounts-'));
+  afterAll(() => rmSync(stateDir, { recursive: true, force: true }));
+  const recorded = (uid: string, mountPoint: string) => {
+    mkdirSync(join(stateDir, 'pools'), { recursive: true });
+    writeFileSync(join(stateDir, 'pools', `${uid}.mount.json`), JSON.stringify({ mountPoint }));
+  };
+
+  it('is the point when it is left as a plain directory: the file system is unmounted', async () => {
+    const point = mkdtempSync(join(tmpdir(), 'lvo-unmounted-'));
+    try {
+      recorded('uid-unmounted', point);
+      expect(await lostMountPoint(stateDir, 'uid-unmounted', join(point, 'pool'))).toBe(point);
+    } finally {
+      rmSync(point, { recursive: true, force: true });
+    }
+  });
+
+  it("is nothing where the point is not there at all: the agent's pod without that host path", async () => {
+    // A pool outside the DaemonSet's host paths works for libvirtd on the host; the pod sees
+    // neither the disk nor the directory it is mounted on, so it cannot tell it unmounted.
+    const point = join(tmpdir(), `lvo-not-in-pod-${randomBytes(3).toString('hex')}`, 'disk');
+    recorded('uid-elsewhere', point);
+    expect(await lostMountPoint(stateDir, 'uid-elsewhere', join(point, 'pool'))).toBeUndefined();
   });
 });

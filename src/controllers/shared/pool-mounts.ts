@@ -13,9 +13,12 @@
 // pod every hostPath (/srv/libvirt-pools, /var/lib/libvirt) is such a bind mount. Recorded
 // there, it would read as unmounted to the same host's agent run as a process, which sees a
 // plain directory, and stop a pool that lost nothing.
-import { mkdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
+//
+// Shared: the StoragePool controller notes the record and stops the pool; the Volume
+// controller reads it too, because its passes run beside the pool's and one may come first.
+import { mkdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { resolvedPath } from './observe.js';
+import { resolvedPath } from './pool.js';
 
 /** One line of /proc/<pid>/mountinfo, the fields used here (proc(5)). */
 export interface MountEntry {
@@ -94,6 +97,12 @@ export function mountLost(mounts: MountEntry[], mountPoint: string, path: string
   return holding.mountPoint === mountPoint || !isAtOrUnder(holding.mountPoint, mountPoint);
 }
 
+const isDirectory = (path: string) =>
+  stat(path).then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
+
 const readMounts = async () => parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8'));
 
 function recordPath(stateDir: string, uid: string): string {
@@ -138,6 +147,13 @@ export async function lostMountPoint(
 ): Promise<string | undefined> {
   const mountPoint = await recordedMountPoint(stateDir, uid);
   if (mountPoint === undefined) return undefined;
+  // An unmounted file system leaves the directory it was mounted on. Where that is not there
+  // either, this view does not show that part of the host: the agent's pod, for a pool outside
+  // its host paths (libvirtd on the host uses it all the same), reading a record the same
+  // host's agent left as a process. Stopping the pool there would stop one that lost nothing.
+  // (Two nested file systems both unmounted go unseen too: the inner point is gone with the
+  // outer one.)
+  if (!(await isDirectory(mountPoint))) return undefined;
   // Resolved as far as it exists: the directory may have gone with the file system.
   const lost = mountLost(await readMounts(), mountPoint, await resolvedPath(path));
   return lost ? mountPoint : undefined;
