@@ -27,6 +27,12 @@ export interface MountEntry {
   /** The directory of its file system shown there: "/" for a whole file system. */
   root: string;
   fsType: string;
+  /**
+   * Whether mounts made later under it elsewhere reach this view (mountinfo's optional fields
+   * "shared:N" or "master:N"); a private copy, such as a pod's hostPath without
+   * mountPropagation, keeps what was mounted when it was made.
+   */
+  propagates: boolean;
 }
 
 // The kernel writes space, tab, newline and backslash in paths as \ and three octal digits.
@@ -48,6 +54,7 @@ export function parseMountInfo(text: string): MountEntry[] {
       root: unescapeMountPath(fields[3]!),
       mountPoint: unescapeMountPath(fields[4]!),
       fsType: fields[separator + 1]!,
+      propagates: fields.slice(6, separator).some((f) => /^(shared|master):/.test(f)),
     });
   }
   return mounts;
@@ -95,6 +102,22 @@ export function mountLost(mounts: MountEntry[], mountPoint: string, path: string
   const holding = mountHolding(mounts, path);
   if (holding === undefined) return false;
   return holding.mountPoint === mountPoint || !isAtOrUnder(holding.mountPoint, mountPoint);
+}
+
+/**
+ * Whether this view of `path` misses what the host mounts later: it is seen through a private
+ * bind mount of a directory (the agent's pod, its hostPath mounted without mountPropagation),
+ * which keeps the mounts there were when the pod started. A file system mounted on the host
+ * after that shows here as the plain directory underneath until the pod restarts. Pure.
+ */
+export function viewMissesLaterMounts(mounts: MountEntry[], path: string): boolean {
+  const holding = mountHolding(mounts, path);
+  return holding !== undefined && holding.root !== '/' && !holding.propagates;
+}
+
+/** viewMissesLaterMounts for this process and the pool directory `path`. */
+export async function missesLaterMounts(path: string): Promise<boolean> {
+  return viewMissesLaterMounts(await readMounts(), await resolvedPath(path));
 }
 
 const isDirectory = (path: string) =>

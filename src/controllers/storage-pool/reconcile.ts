@@ -35,7 +35,12 @@ import {
   refreshPool,
   resolvedPoolTargets,
 } from './observe.js';
-import { forgetMountPoint, lostMountPoint, noteMountPoint } from '../shared/pool-mounts.js';
+import {
+  forgetMountPoint,
+  lostMountPoint,
+  missesLaterMounts,
+  noteMountPoint,
+} from '../shared/pool-mounts.js';
 import { pathOverlap, planPool, type PoolStep } from './plan.js';
 import { isConnectionError, isLibvirtError } from '../../libvirt/errors.js';
 import {
@@ -43,6 +48,7 @@ import {
   READY,
   nodeEntry,
   notSelectedStatus,
+  notMounted,
   overlapProblem,
   poolNodeStatus,
   removedMessage,
@@ -94,14 +100,12 @@ async function converge(pool: StoragePool, ctx: ControllerContext): Promise<Acti
       });
       observed = await observePool(ctx.libvirt(), desired);
     }
-    const problem = {
-      reason: 'NotMounted',
-      message:
-        `spec.path ${pool.spec.path} was on the file system mounted at ${unmounted} on node ` +
-        `${ctx.nodeName}, which is not mounted now: the pool is kept stopped, so no Volume ` +
-        `makes its file on the file system underneath; mount it again (to move the pool off ` +
-        `that file system for good, re-create the StoragePool)`,
-    };
+    const problem = notMounted(
+      pool.spec.path,
+      unmounted,
+      ctx.nodeName,
+      await missesLaterMounts(pool.spec.path),
+    );
     return report(pool, { observed, problem }, ctx);
   }
   const due = observed.found === 'ours' && observed.active && refreshDue(pool, ctx);

@@ -178,6 +178,33 @@ export function removedMessage(
   return `pool removed from node ${nodeName}${directory}${parents}`;
 }
 
+/**
+ * What a pool kept stopped because its file system is not mounted says, and how the user gets
+ * out: mount it (and where this agent's view of the host's mounts is frozen, restart its pod),
+ * or give the file system up, which means the Volumes first (a Delete Volume waits for a
+ * running pool to delete its file in, so Retain lets it go). Pure.
+ */
+export function notMounted(
+  path: string,
+  mountPoint: string,
+  nodeName: string,
+  viewFrozen: boolean,
+): Problem {
+  return {
+    reason: 'NotMounted',
+    message:
+      `spec.path ${path} was on the file system mounted at ${mountPoint} on node ${nodeName}, ` +
+      'which is not mounted now: the pool is kept stopped, so no Volume makes its file on the ' +
+      'file system underneath; mount it again' +
+      (viewFrozen
+        ? " (if it is mounted on the host already, restart this node's agent pod: its host " +
+          'paths have no mountPropagation, so it sees only what was mounted when it started)'
+        : '') +
+      "; to give that file system up, set the pool's Volumes to deletionPolicy Retain, delete " +
+      'them and re-create the StoragePool',
+  };
+}
+
 /** The refusal of a spec.path that is, or lies inside or around, another pool's directory. */
 export function overlapProblem(
   specPath: string,

@@ -8,6 +8,7 @@ import {
   mountHolding,
   mountLost,
   parseMountInfo,
+  viewMissesLaterMounts,
   watchedMountPoint,
 } from '../../../../src/controllers/shared/pool-mounts.js';
 
@@ -35,25 +36,43 @@ const POD = [
 describe('parseMountInfo', () => {
   it('reads root, mount point and type past any number of optional fields', () => {
     expect(parseMountInfo(HOST)).toEqual([
-      { root: '/', mountPoint: '/', fsType: 'ext4' },
-      { root: '/', mountPoint: '/proc', fsType: 'proc' },
-      { root: '/', mountPoint: '/srv', fsType: 'xfs' },
-      { root: '/', mountPoint: '/srv/libvirt pools/nfs', fsType: 'nfs4' },
+      { root: '/', mountPoint: '/', fsType: 'ext4', propagates: true },
+      { root: '/', mountPoint: '/proc', fsType: 'proc', propagates: true },
+      { root: '/', mountPoint: '/srv', fsType: 'xfs', propagates: true },
+      { root: '/', mountPoint: '/srv/libvirt pools/nfs', fsType: 'nfs4', propagates: true },
     ]);
-    // No optional field at all.
+    // No optional field at all: a private mount.
     expect(parseMountInfo(POD)[3]).toEqual({
       root: '/var/lib/libvirt',
       mountPoint: '/var/lib/libvirt',
       fsType: 'ext4',
+      propagates: false,
     });
   });
 
   it('unescapes space, tab, newline and backslash, and skips lines it cannot read', () => {
     const line = '70 27 0:60 /a\\134b /mnt/x\\011y\\012z rw - tmpfs tmpfs rw';
     expect(parseMountInfo(line)).toEqual([
-      { root: '/a\\b', mountPoint: '/mnt/x\ty\nz', fsType: 'tmpfs' },
+      { root: '/a\\b', mountPoint: '/mnt/x\ty\nz', fsType: 'tmpfs', propagates: false },
     ]);
     expect(parseMountInfo('garbage\n1 2 3\n')).toEqual([]);
+  });
+});
+
+describe('viewMissesLaterMounts', () => {
+  it("is true under a pod's private hostPath bind: a disk mounted later stays unseen there", () => {
+    expect(viewMissesLaterMounts(parseMountInfo(POD), '/var/lib/libvirt/images/pool')).toBe(true);
+  });
+
+  it('is false under a bind that receives the host mounts, or a whole file system', () => {
+    const pods = parseMountInfo(POD);
+    // mountPropagation HostToContainer: "master:30".
+    expect(viewMissesLaterMounts(pods, '/srv/libvirt pools/fast')).toBe(false);
+    expect(viewMissesLaterMounts(pods, '/srv/libvirt pools/nfs/a')).toBe(false);
+    // The host's own view, and a private mount of a whole file system: this namespace's own.
+    expect(viewMissesLaterMounts(parseMountInfo(HOST), '/srv/pools')).toBe(false);
+    const privateRoot = parseMountInfo('1 0 254:0 / / rw - ext4 /dev/vda rw');
+    expect(viewMissesLaterMounts(privateRoot, '/data/pool')).toBe(false);
   });
 });
 

@@ -11,6 +11,7 @@ import {
 } from '../../../../src/controllers/storage-pool/observe.js';
 import { pathOverlap, planPool } from '../../../../src/controllers/storage-pool/plan.js';
 import {
+  notMounted,
   notSelectedStatus,
   overlapProblem,
   poolNodeStatus,
@@ -502,5 +503,18 @@ describe('pathOverlap and overlapProblem (pools sharing or nesting directories)'
     expect(nested.reason).toBe('PathNested');
     expect(nested.message).not.toContain('leads to');
     expect(isStalledReason('PathNested')).toBe(true);
+  });
+});
+
+describe('notMounted', () => {
+  it('says how to get out: mount it, restart a pod whose view is frozen, or let the Volumes go', () => {
+    const host = notMounted('/srv/data/pool', '/srv/data', 'n1', false);
+    const pod = notMounted('/srv/data/pool', '/srv/data', 'n1', true);
+    expect(host.reason).toBe('NotMounted');
+    expect(host.message).toContain('mounted at /srv/data on node n1, which is not mounted now');
+    expect(host.message).not.toContain('agent pod');
+    expect(pod.message).toContain("restart this node's agent pod");
+    for (const { message } of [host, pod])
+      expect(message).toContain("set the pool's Volumes to deletionPolicy Retain");
   });
 });
