@@ -1045,6 +1045,8 @@ const HOST_LACK_SPREAD = 0.15;
  * one recheck later.
  */
 export const HOST_LACK_MAX_AGE_MS = HOST_LACK_RECHECK_MS * (1 - HOST_LACK_SPREAD);
+/** The longest recheck (hostLackRecheckMs draws between the two). */
+export const HOST_LACK_LONGEST_RECHECK_MS = HOST_LACK_RECHECK_MS * (1 + HOST_LACK_SPREAD);
 
 /** The delay before the next recheck of a machine the node lacks for; `random` in [0, 1). */
 export function hostLackRecheckMs(random: () => number = Math.random): number {
