@@ -555,6 +555,13 @@ function readyCondition(input: StatusInput): ConditionUpdate {
       // (a disk error, a watchdog, a panic) is not one the user chose: Stalled, as under the
       // other strategies, not Current (Argo CD: Suspended) for a guest that no longer runs.
       if (state === 'paused' && STUCK_PAUSES.has(reason)) return pausedByError(reason);
+      // Nor is a pause an invalid virt.dev/paused value leaves in place: it read Ready=True
+      // ManualPower (kstatus Current, Argo CD Suspended) while only a user fixing the value
+      // says whether the guest is to run.
+      if (state === 'paused' && reason !== 'starting_up') {
+        const invalid = invalidPauseReady(input);
+        if (invalid) return invalid;
+      }
       return yes(
         'ManualPower',
         `the domain is ${state}; with runStrategy Manual the operator leaves its power state alone`,
@@ -598,14 +605,8 @@ function readyCondition(input: StatusInput): ConditionUpdate {
       // nothing resumes it until a user fixes the annotation, so it is Stalled, not a pause
       // that is being undone (Reconciling, which kstatus would read as InProgress for ever).
       if (state === 'paused' && reason !== 'starting_up') {
-        const invalid = invalidPauseValue(vm);
-        if (invalid !== undefined) {
-          return no(
-            'InvalidAnnotation',
-            `the domain is paused (${reason}) and virt.dev/paused is ${JSON.stringify(invalid)}, ` +
-              'which asks nothing: set "false" to resume it or "true" to keep it paused',
-          );
-        }
+        const invalid = invalidPauseReady(input);
+        if (invalid) return invalid;
       }
       // libvirt pauses a guest on a disk error, a watchdog or a guest panic, and nothing
       // resumes it: the operator undoes only pauses it knows to be safe (plan.pauseSteps). Only
@@ -618,6 +619,25 @@ function readyCondition(input: StatusInput): ConditionUpdate {
         `the domain is ${state} (${reason}); runStrategy ${strategy} wants it running`,
       );
   }
+}
+
+/**
+ * Ready for a virt.dev/paused value the operator does not understand (plan.invalidPauseValue),
+ * if it has one: not Ready, reason InvalidAnnotation (Stalled: kstatus Failed, Argo CD
+ * Degraded), naming the value. Pure.
+ */
+function invalidPauseReady(input: StatusInput): ConditionUpdate | undefined {
+  const value = invalidPauseValue(input.vm);
+  if (value === undefined || input.observed.state !== 'ours') return undefined;
+  const { state, reason } = input.observed.power;
+  return {
+    type: 'Ready',
+    status: 'False',
+    reason: 'InvalidAnnotation',
+    message:
+      `the domain is ${state} (${reason}) and virt.dev/paused is ${JSON.stringify(value)}, ` +
+      'which asks nothing: set "false" to resume it or "true" to keep it paused',
+  };
 }
 
 function pausedByError(reason: string): ConditionUpdate {

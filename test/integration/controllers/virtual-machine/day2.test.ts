@@ -328,6 +328,58 @@ describe('day-2 machines on test:///default', () => {
     expect(condition(vmOf('born-paused'), 'Paused')?.reason).toBe('NotPaused');
   });
 
+  it('under runStrategy Manual, reads a pause left for an invalid virt.dev/paused value as Stalled', async () => {
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'manual-pause', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        vcpus: 1,
+        memory: '128Mi',
+        runStrategy: 'Manual',
+      },
+    });
+    await converge(ctx, reconcileVirtualMachine, key('manual-pause'), {
+      until: stored('manual-pause', (v) => v?.status?.phase === 'Running'),
+    });
+    expect(await vm('pause', 'manual-pause')).toBe(0);
+    await converge(ctx, reconcileVirtualMachine, key('manual-pause'), {
+      until: stored('manual-pause', (v) => condition(v, 'Paused')?.reason === 'PausedByRequest'),
+    });
+    const annotate = async (value: string) => {
+      const res = await controlPlane().kubectl([
+        'annotate',
+        '--overwrite',
+        'vm',
+        'manual-pause',
+        '-n',
+        NS,
+        `virt.dev/paused=${value}`,
+      ]);
+      expect(res.code, res.stderr).toBe(0);
+    };
+    await annotate('yes');
+    // Passes by hand: a Stalled machine asks to be looked at again (with backoff).
+    for (let pass = 0; pass < 3; pass++) {
+      await ctx.refresh();
+      await reconcileVirtualMachine(key('manual-pause'), ctx);
+    }
+    const machine = vmOf('manual-pause')!;
+    expect((await (await domainOf(machine)).getState()).stateName).toBe('paused');
+    expect(machine.status?.phase).toBe('Paused');
+    // It read Ready=True ManualPower: kstatus Current, Argo CD Suspended, for a guest nothing
+    // resumes until a user fixes the value.
+    const ready = condition(machine, 'Ready');
+    expect(ready).toMatchObject({ status: 'False', reason: 'InvalidAnnotation' });
+    expect(ready?.message).toContain('virt.dev/paused is "yes"');
+    expect(condition(machine, 'Stalled')?.status).toBe('True');
+    const verdict = kstatus([machine]).get('VirtualMachine/manual-pause');
+    expect(verdict?.status).toBe('Failed');
+    expect(verdict?.message).toContain('virt.dev/paused is "yes"');
+    expect(argoHealth(machine)).toMatchObject({ status: 'Degraded' });
+    expect(argoHealth(machine).message).toContain('virt.dev/paused is "yes"');
+  });
+
   it('restarts once per `vm restart`, and never again for the same value', async () => {
     const before = (await domainOf(vmOf('power')!)).getID();
     expect(await vm('restart', 'power')).toBe(0);

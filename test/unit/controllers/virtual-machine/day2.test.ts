@@ -1261,6 +1261,37 @@ describe('pause on request', () => {
       reason: 'ManualPower',
     });
   });
+
+  it('reads a pause an invalid virt.dev/paused value leaves in place as InvalidAnnotation under runStrategy Manual too', () => {
+    // The operator paused the guest for "true"; the value then turned into one it does not
+    // understand. Nothing resumes it until a user fixes the value: before, Ready=True
+    // ManualPower, so kstatus Current and Argo CD Suspended.
+    const manual = vm(
+      { runStrategy: 'Manual' },
+      { status: runningStatus(), annotations: { 'virt.dev/paused': 'yes' } },
+    );
+    for (const reason of ['user', 'from_snapshot', 'snapshot']) {
+      const left = machineStatus({
+        vm: manual,
+        nodeName: 'node-a',
+        now: NOW,
+        observed: ours({ config: desired(manual), power: { state: 'paused', reason } }),
+        problem: undefined,
+        shutdown: undefined,
+        started: undefined,
+        pending: [],
+      });
+      expect(left.phase).toBe('Paused');
+      const ready = left.conditions?.find((c) => c.type === 'Ready');
+      expect(ready).toMatchObject({ status: 'False', reason: 'InvalidAnnotation' });
+      expect(ready?.message).toContain('virt.dev/paused is "yes"');
+      expect(left.conditions?.find((c) => c.type === 'Stalled')?.status).toBe('True');
+      expect(left.conditions?.find((c) => c.type === 'Reconciling')?.status).toBe('False');
+      expect(
+        argoHealth({ kind: 'VirtualMachine', metadata: manual.metadata, status: left }),
+      ).toMatchObject({ status: 'Degraded' });
+    }
+  });
 });
 
 describe('restart on request', () => {
