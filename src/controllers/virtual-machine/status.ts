@@ -42,7 +42,10 @@ import {
   restartsSoFar,
   stopReason,
   invalidPauseValue,
+  OPERATOR_PAUSE,
+  operatorPaused,
   pauseRequested,
+  resumedUnlessAsked,
   runMarker,
   requestMarker,
   attemptMarker,
@@ -629,14 +632,19 @@ function readyCondition(input: StatusInput): ConditionUpdate {
 function invalidPauseReady(input: StatusInput): ConditionUpdate | undefined {
   const value = invalidPauseValue(input.vm);
   if (value === undefined || input.observed.state !== 'ours') return undefined;
+  const { vm } = input;
   const { state, reason } = input.observed.power;
+  // "false" is promised to resume only a pause that it does undo (plan.pauseSteps).
+  const fix = resumedUnlessAsked(vm, input.observed.power, vm.spec.runStrategy ?? 'Always')
+    ? 'set "false" to resume it or "true" to keep it paused'
+    : 'set "true" or "false", or remove the annotation';
   return {
     type: 'Ready',
     status: 'False',
     reason: 'InvalidAnnotation',
     message:
       `the domain is ${state} (${reason}) and virt.dev/paused is ${JSON.stringify(value)}, ` +
-      'which asks nothing: set "false" to resume it or "true" to keep it paused',
+      `which asks nothing: ${fix}`,
   };
 }
 
@@ -734,6 +742,13 @@ function pausedCondition(input: StatusInput): ConditionUpdate {
   const isPaused = power?.state === 'paused' && power.reason !== 'starting_up';
   const invalid = invalidPauseValue(vm);
   if (invalid !== undefined) {
+    // The operator's own pause stays recorded as such (plan.operatorPaused): under Manual,
+    // "false" undoes only that one.
+    const left = !isPaused
+      ? 'not paused'
+      : operatorPaused(vm)
+        ? `left paused (${OPERATOR_PAUSE} earlier)`
+        : 'left paused';
     return {
       type: 'Paused',
       status: isPaused ? 'True' : 'False',
@@ -741,7 +756,7 @@ function pausedCondition(input: StatusInput): ConditionUpdate {
       message:
         `virt.dev/paused is ${JSON.stringify(invalid)}, which asks nothing: only "true" ` +
         `(pause) and "false" (run) are understood, so the domain is ` +
-        `${isPaused ? 'left paused' : 'not paused'}; set one of them, or remove the annotation`,
+        `${left}; set one of them, or remove the annotation`,
     };
   }
   if (isPaused) {

@@ -378,6 +378,18 @@ describe('day-2 machines on test:///default', () => {
     expect(verdict?.message).toContain('virt.dev/paused is "yes"');
     expect(argoHealth(machine)).toMatchObject({ status: 'Degraded' });
     expect(argoHealth(machine).message).toContain('virt.dev/paused is "yes"');
+
+    // The pause is still the operator's: "false" undoes it, Manual or not (it stayed paused,
+    // Ready=True ManualPower, once the pass with "yes" had dropped PausedByRequest).
+    await annotate('false');
+    await converge(ctx, reconcileVirtualMachine, key('manual-pause'), {
+      until: stored('manual-pause', (v) => v?.status?.phase === 'Running'),
+    });
+    expect((await (await domainOf(vmOf('manual-pause')!)).getState()).stateName).toBe('running');
+    expect(condition(vmOf('manual-pause'), 'Ready')).toMatchObject({
+      status: 'True',
+      reason: 'ManualPower',
+    });
   });
 
   it('restarts once per `vm restart`, and never again for the same value', async () => {

@@ -1155,6 +1155,48 @@ describe('pause on request', () => {
     ]);
   });
 
+  it('under Manual, still undoes its own pause once an invalid value in between is fixed', () => {
+    // "true" paused the guest, a typo ("yes") left it so, then "false": the pause is still the
+    // operator's. The Paused condition of the pass with "yes" is all that records it; without
+    // it the guest stayed paused for good, reading Ready=True ManualPower.
+    const asked = runningStatus({
+      conditions: [
+        {
+          type: 'Paused',
+          status: 'True',
+          reason: 'PausedByRequest',
+          message: 'the domain is paused, as the annotation virt.dev/paused asks',
+          lastTransitionTime: '2026-03-01T11:00:00Z',
+        },
+      ],
+    });
+    const manual = (value: string, status: VirtualMachineStatus) =>
+      vm({ runStrategy: 'Manual' }, { status, annotations: { 'virt.dev/paused': value } });
+    const statusFor = (machine: VirtualMachine) =>
+      machineStatus({
+        vm: machine,
+        nodeName: 'node-a',
+        now: NOW,
+        observed: ours({ config: desired(machine), power: pausedByUser }),
+        problem: undefined,
+        shutdown: undefined,
+        started: undefined,
+        pending: [],
+      });
+    let status = asked;
+    for (let pass = 0; pass < 2; pass++) {
+      const typo = manual('yes', status);
+      expect(powerPlan(typo, pausedByUser, [], NOW).steps).toEqual([]);
+      status = statusFor(typo);
+    }
+    expect(powerPlan(manual('false', status), pausedByUser, [], NOW).steps).toEqual([
+      { op: 'resume' },
+    ]);
+    // A pause the user made (virsh suspend) stays the user's, whatever the value did meanwhile.
+    const byUser = statusFor(manual('yes', runningStatus()));
+    expect(powerPlan(manual('false', byUser), pausedByUser, [], NOW).steps).toEqual([]);
+  });
+
   it('resumes a paused guest before an ACPI shutdown (it could not answer it)', () => {
     const halted = vm(
       { runStrategy: 'Halted' },
