@@ -595,6 +595,12 @@ function readyCondition(input: StatusInput): ConditionUpdate {
                 'runStrategy RerunOnFailure starts it again only after a failure of a run it saw',
             );
       }
+      // libvirt pauses a guest on a disk error, a watchdog or a guest panic, and nothing
+      // resumes it: the operator undoes only pauses it knows to be safe (plan.pauseSteps). Only
+      // a user ends that (Stalled), where a pause for a save, dump or snapshot ends by itself.
+      // Whatever virt.dev/paused says: neither "true" (it read PausedByRequest, Current) nor
+      // "false" ends such a pause.
+      if (state === 'paused' && STUCK_PAUSES.has(reason)) return pausedByError(reason);
       // Paused as the annotation asks is the state the user wants: Ready, so kstatus reads
       // Current (it falls back to Ready when neither Reconciling nor Stalled is True) and
       // Argo CD Suspended. Any other pause is not what was asked for.
@@ -611,10 +617,6 @@ function readyCondition(input: StatusInput): ConditionUpdate {
         const invalid = invalidPauseReady(input);
         if (invalid) return invalid;
       }
-      // libvirt pauses a guest on a disk error, a watchdog or a guest panic, and nothing
-      // resumes it: the operator undoes only pauses it knows to be safe (plan.pauseSteps). Only
-      // a user ends that (Stalled), where a pause for a save, dump or snapshot ends by itself.
-      if (state === 'paused' && STUCK_PAUSES.has(reason)) return pausedByError(reason);
       if (state === 'paused') return no('Paused', `the domain is paused (${reason})`);
       if (state === 'pmsuspended') return no(GUEST_SUSPENDED, GUEST_SUSPENDED_MESSAGE);
       return no(
@@ -760,7 +762,9 @@ function pausedCondition(input: StatusInput): ConditionUpdate {
     };
   }
   if (isPaused) {
-    return pauseRequested(vm)
+    // A pause libvirt holds for an error is not the one the annotation asked for, even when
+    // it asks for one (Ready says PausedByError).
+    return pauseRequested(vm) && !STUCK_PAUSES.has(power.reason)
       ? {
           type: 'Paused',
           status: 'True',

@@ -1260,6 +1260,51 @@ describe('pause on request', () => {
     }
   });
 
+  it('reads a pause libvirt holds as PausedByError whatever virt.dev/paused says', () => {
+    // A guest stuck on a disk error while the annotation asks for a pause read Ready=True
+    // PausedByRequest (kstatus Current, Argo CD Suspended), and with a value the operator does
+    // not understand InvalidAnnotation, whose message said "false" would resume it: neither
+    // the annotation nor "false" ends that pause, only a user fixing the cause.
+    for (const runStrategy of ['Always', 'RerunOnFailure', 'Manual'] as const) {
+      for (const value of ['true', 'yes', 'false']) {
+        const machine = vm(
+          { runStrategy },
+          { status: runningStatus(), annotations: { 'virt.dev/paused': value } },
+        );
+        const stuck = machineStatus({
+          vm: machine,
+          nodeName: 'node-a',
+          now: NOW,
+          observed: ours({
+            config: desired(machine),
+            power: { state: 'paused', reason: 'ioerror' },
+          }),
+          problem: undefined,
+          shutdown: undefined,
+          started: undefined,
+          pending: [],
+        });
+        const what = `${runStrategy}, virt.dev/paused ${value}`;
+        expect(
+          stuck.conditions?.find((c) => c.type === 'Ready'),
+          what,
+        ).toMatchObject({
+          status: 'False',
+          reason: 'PausedByError',
+        });
+        expect(stuck.conditions?.find((c) => c.type === 'Stalled')?.status, what).toBe('True');
+        // Nor does the Paused condition call it the pause the annotation asked for.
+        expect(stuck.conditions?.find((c) => c.type === 'Paused')?.reason, what).not.toBe(
+          'PausedByRequest',
+        );
+        expect(
+          argoHealth({ kind: 'VirtualMachine', metadata: machine.metadata, status: stuck }),
+          what,
+        ).toMatchObject({ status: 'Degraded' });
+      }
+    }
+  });
+
   it('reads a pause libvirt holds as PausedByError under runStrategy Manual too', () => {
     // Manual leaves the power state alone, but a guest stuck on a disk error is no power state a
     // user chose: before, Ready=True ManualPower, so kstatus Current and Argo CD Suspended.
