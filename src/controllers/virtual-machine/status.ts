@@ -510,7 +510,25 @@ function conditionsOf(input: StatusInput): Condition[] {
   return conditions.filter((c) => wanted.has(c.type));
 }
 
+/**
+ * Ready, and for a virt.dev/paused value the operator does not understand, InvalidAnnotation
+ * wherever the power state would read as done or as a pause to wait for: the value asks
+ * nothing, so the operator cannot tell what is wanted, and a user must fix it, whether the
+ * guest was left paused, running or shut off (a running guest whose "True" asked for a pause
+ * read Ready=True: kstatus Current, Argo CD Healthy). Readings of a change under way (a start,
+ * a stop, a restart, a crash being handled, a guest suspended to RAM) come first; the value is
+ * read once they are over. So does PausedByError: fixing the value does not end that pause.
+ */
 function readyCondition(input: StatusInput): ConditionUpdate {
+  const ready = powerReadiness(input);
+  const { observed } = input;
+  if (observed.state !== 'ours') return ready;
+  const startingUp = observed.power.state === 'paused' && observed.power.reason === 'starting_up';
+  const settled = ready.status === 'True' || (ready.reason === 'Paused' && !startingUp);
+  return (settled && invalidPauseReady(input)) || ready;
+}
+
+function powerReadiness(input: StatusInput): ConditionUpdate {
   const { observed, problem, vm } = input;
   const no = (reason: string, message: string): ConditionUpdate => ({
     type: 'Ready',
@@ -558,13 +576,8 @@ function readyCondition(input: StatusInput): ConditionUpdate {
       // (a disk error, a watchdog, a panic) is not one the user chose: Stalled, as under the
       // other strategies, not Current (Argo CD: Suspended) for a guest that no longer runs.
       if (state === 'paused' && STUCK_PAUSES.has(reason)) return pausedByError(reason);
-      // Nor is a pause an invalid virt.dev/paused value leaves in place: it read Ready=True
-      // ManualPower (kstatus Current, Argo CD Suspended) while only a user fixing the value
-      // says whether the guest is to run.
-      if (state === 'paused' && reason !== 'starting_up') {
-        const invalid = invalidPauseReady(input);
-        if (invalid) return invalid;
-      }
+      // A pause an invalid virt.dev/paused value leaves in place is not the user's choice
+      // either: readyCondition reads it as InvalidAnnotation (it read Ready=True ManualPower).
       return yes(
         'ManualPower',
         `the domain is ${state}; with runStrategy Manual the operator leaves its power state alone`,
@@ -611,12 +624,9 @@ function readyCondition(input: StatusInput): ConditionUpdate {
         );
       }
       // A value the operator does not understand leaves the guest as it is (plan.pauseSteps):
-      // nothing resumes it until a user fixes the annotation, so it is Stalled, not a pause
-      // that is being undone (Reconciling, which kstatus would read as InProgress for ever).
-      if (state === 'paused' && reason !== 'starting_up') {
-        const invalid = invalidPauseReady(input);
-        if (invalid) return invalid;
-      }
+      // nothing resumes it until a user fixes the annotation, so readyCondition reads it as
+      // InvalidAnnotation (Stalled), not a pause being undone (Reconciling, which kstatus
+      // would read as InProgress for ever).
       if (state === 'paused') return no('Paused', `the domain is paused (${reason})`);
       if (state === 'pmsuspended') return no(GUEST_SUSPENDED, GUEST_SUSPENDED_MESSAGE);
       return no(
@@ -639,7 +649,7 @@ function invalidPauseReady(input: StatusInput): ConditionUpdate | undefined {
   // "false" is promised to resume only a pause that it does undo (plan.pauseSteps).
   const fix = resumedUnlessAsked(vm, input.observed.power, vm.spec.runStrategy ?? 'Always')
     ? 'set "false" to resume it or "true" to keep it paused'
-    : 'set "true" or "false", or remove the annotation';
+    : 'only "true" (pause) and "false" (run) are understood: set one of them, or remove it';
   return {
     type: 'Ready',
     status: 'False',

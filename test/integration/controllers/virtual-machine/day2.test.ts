@@ -328,7 +328,7 @@ describe('day-2 machines on test:///default', () => {
     expect(condition(vmOf('born-paused'), 'Paused')?.reason).toBe('NotPaused');
   });
 
-  it('under runStrategy Manual, reads a pause left for an invalid virt.dev/paused value as Stalled', async () => {
+  it('under runStrategy Manual, reads a machine an invalid virt.dev/paused value leaves paused or running as Stalled', async () => {
     await k.create<VirtualMachine>('VirtualMachine', {
       metadata: { name: 'manual-pause', namespace: NS },
       spec: {
@@ -390,6 +390,38 @@ describe('day-2 machines on test:///default', () => {
       status: 'True',
       reason: 'ManualPower',
     });
+
+    // A running guest whose value asks nothing ("True" for "true") is left running, and says
+    // so: it read Ready=True, kstatus Current and Argo CD Healthy, with the pause not made.
+    await annotate('True');
+    for (let pass = 0; pass < 3; pass++) {
+      await ctx.refresh();
+      await reconcileVirtualMachine(key('manual-pause'), ctx);
+    }
+    const running = vmOf('manual-pause')!;
+    expect((await (await domainOf(running)).getState()).stateName).toBe('running');
+    expect(condition(running, 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'InvalidAnnotation',
+    });
+    expect(kstatus([running]).get('VirtualMachine/manual-pause')?.status).toBe('Failed');
+    expect(argoHealth(running)).toMatchObject({ status: 'Degraded' });
+    expect(argoHealth(running).message).toContain('virt.dev/paused is "True"');
+    const removed = await controlPlane().kubectl([
+      'annotate',
+      'vm',
+      'manual-pause',
+      '-n',
+      NS,
+      'virt.dev/paused-',
+    ]);
+    expect(removed.code, removed.stderr).toBe(0);
+    await converge(ctx, reconcileVirtualMachine, key('manual-pause'), {
+      until: stored('manual-pause', (v) => condition(v, 'Ready')?.status === 'True'),
+    });
+    expect(kstatus([vmOf('manual-pause')]).get('VirtualMachine/manual-pause')?.status).toBe(
+      'Current',
+    );
   });
 
   it('restarts once per `vm restart`, and never again for the same value', async () => {
