@@ -572,6 +572,17 @@ function powerReadiness(input: StatusInput): ConditionUpdate {
           'the domain has not started yet; runStrategy Manual starts it once',
         );
       }
+      // Nor is a crash a power state the user chose (QEMU killed, a guest panic: libvirt's
+      // shut-off reason `crashed`, kept by stopReason across a restart of libvirtd), and under
+      // Manual nothing starts the guest again: it read Ready=True ManualPower (Healthy).
+      if (!observed.active && stopReason(vm, observed.power) === 'crashed') {
+        return no(
+          'StoppedByCrash',
+          `the domain crashed and is shut off; runStrategy Manual does not start it again: ` +
+            `start it (virsh start ${domainName(vm)} on node ${input.nodeName}), or set ` +
+            'runStrategy RerunOnFailure or Always to have it started, or Halted to keep it off',
+        );
+      }
       // Manual leaves the power state to the user, but a pause libvirt holds until a user acts
       // (a disk error, a watchdog, a panic) is not one the user chose: Stalled, as under the
       // other strategies, not Current (Argo CD: Suspended) for a guest that no longer runs.

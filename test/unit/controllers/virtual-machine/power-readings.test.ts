@@ -21,8 +21,11 @@ interface Row {
   paused?: string;
   /** libvirt's state/reason now. */
   power: string;
-  /** The status the previous pass left: a run it saw up (default), or none yet. */
-  before?: 'running' | 'new';
+  /**
+   * The status the previous pass left: a run it saw up (default), none yet, or the domain shut
+   * off after a crash (libvirt forgets that reason when libvirtd restarts).
+   */
+  before?: 'running' | 'new' | 'crashed';
   /** The stop the operator is making (plan.ts), if any. */
   shutdown?: ShutdownReason;
 }
@@ -170,6 +173,21 @@ const ROWS: Array<[string, Row, Reading]> = [
     ['True/ManualPower', 'Current', 'Healthy'],
   ],
   [
+    'shut off after a crash (QEMU killed, a guest panic): nothing starts it',
+    { strategy: 'Manual', power: 'shutoff/crashed' },
+    ['False/StoppedByCrash', 'Failed', 'Degraded'],
+  ],
+  [
+    'shut off after a crash, libvirtd restarted since',
+    { strategy: 'Manual', power: 'shutoff/unknown', before: 'crashed' },
+    ['False/StoppedByCrash', 'Failed', 'Degraded'],
+  ],
+  [
+    'shut off after a crash, invalid value',
+    { strategy: 'Manual', paused: 'yes', power: 'shutoff/crashed' },
+    ['False/StoppedByCrash', 'Failed', 'Degraded'],
+  ],
+  [
     'not started yet (started once)',
     { strategy: 'Manual', power: 'shutoff/unknown', before: 'new' },
     ['False/NotRunning', 'InProgress', 'Progressing'],
@@ -200,7 +218,12 @@ const ROWS: Array<[string, Row, Reading]> = [
 function statusOf(row: Row): VirtualMachineStatus {
   const [state = '', reason = ''] = row.power.split('/');
   const active = state !== 'shutoff';
-  const before = row.before === 'new' ? undefined : runningStatus();
+  const before =
+    row.before === 'new'
+      ? undefined
+      : row.before === 'crashed'
+        ? runningStatus({ phase: 'Stopped', state: { state: 'shutoff', reason: 'crashed' } })
+        : runningStatus();
   const machine = vm(
     { runStrategy: row.strategy },
     {
