@@ -639,7 +639,18 @@ function powerReadiness(input: StatusInput): ConditionUpdate {
       // InvalidAnnotation (Stalled), not a pause being undone (Reconciling, which kstatus
       // would read as InProgress for ever).
       if (state === 'paused') return no('Paused', `the domain is paused (${reason})`);
-      if (state === 'pmsuspended') return no(GUEST_SUSPENDED, GUEST_SUSPENDED_MESSAGE);
+      if (state === 'pmsuspended') {
+        // Its vCPUs do not run, which is all the annotation asks: done, not a wake-up waited
+        // for (it read Reconciling, kstatus InProgress until the guest woke, which a GitOps
+        // health check times out on). It is paused when it wakes (plan.pauseSteps).
+        return pauseRequested(vm)
+          ? yes(
+              'PausedByRequest',
+              'the guest suspended itself to RAM (pmsuspended), so it does not run, as the ' +
+                'annotation virt.dev/paused asks; it is paused when it wakes up',
+            )
+          : no(GUEST_SUSPENDED, GUEST_SUSPENDED_MESSAGE);
+      }
       return no(
         'NotRunning',
         `the domain is ${state} (${reason}); runStrategy ${strategy} wants it running`,

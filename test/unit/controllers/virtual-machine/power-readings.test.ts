@@ -91,6 +91,11 @@ const ROWS: Array<[string, Row, Reading]> = [
     ['False/GuestSuspended', 'InProgress', 'Progressing'],
   ],
   [
+    'suspended to RAM by the guest, "true" (it does not run, as asked)',
+    { strategy: 'Always', paused: 'true', power: 'pmsuspended/unknown' },
+    ['True/PausedByRequest', 'Current', 'Suspended'],
+  ],
+  [
     'the guest shutting down (started again after)',
     { strategy: 'Always', power: 'shutdown/user' },
     ['False/NotRunning', 'InProgress', 'Progressing'],
@@ -125,6 +130,11 @@ const ROWS: Array<[string, Row, Reading]> = [
     'shut off after a crash (started again)',
     { strategy: 'RerunOnFailure', power: 'shutoff/crashed' },
     ['False/NotRunning', 'InProgress', 'Progressing'],
+  ],
+  [
+    'suspended to RAM by the guest, "true"',
+    { strategy: 'RerunOnFailure', paused: 'true', power: 'pmsuspended/unknown' },
+    ['True/PausedByRequest', 'Current', 'Suspended'],
   ],
   [
     'paused on a disk error, "true"',
