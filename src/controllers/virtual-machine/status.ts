@@ -516,8 +516,9 @@ function conditionsOf(input: StatusInput): Condition[] {
  * nothing, so the operator cannot tell what is wanted, and a user must fix it, whether the
  * guest was left paused, running or shut off (a running guest whose "True" asked for a pause
  * read Ready=True: kstatus Current, Argo CD Healthy). Readings of a change under way (a start,
- * a stop, a restart, a crash being handled, a guest suspended to RAM) come first; the value is
- * read once they are over. So does PausedByError: fixing the value does not end that pause.
+ * a stop, a restart, a crash being handled, a guest suspended to RAM where runStrategy wants it
+ * running) come first; the value is read once they are over. So do PausedByError and
+ * StoppedByCrash: fixing the value does not end those.
  */
 function readyCondition(input: StatusInput): ConditionUpdate {
   const ready = powerReadiness(input);
