@@ -178,8 +178,10 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   RestoreClaimedElsewhere: 'stalled',
   // A guest libvirt paused on a disk error, a watchdog or a panic: nothing resumes it.
   PausedByError: 'stalled',
-  // A paused machine whose virt.dev/paused value is neither "true" nor "false": left paused.
+  // A machine whose virt.dev/paused value is neither "true" nor "false": left as it is.
   InvalidAnnotation: 'stalled',
+  // A guest that crashed under runStrategy Manual: nothing starts it again.
+  StoppedByCrash: 'stalled',
   ResizeUnsupported: 'stalled',
   // A grow qemu-img refuses for the file as it is (a qcow2 v2 image holding internal
   // snapshots): retried with backoff, but only a user deleting the snapshots or upgrading the

@@ -309,6 +309,26 @@ export function invalidPauseValue(vm: VirtualMachine): string | undefined {
   return value === undefined || value === 'true' || value === 'false' ? undefined : value;
 }
 
+/**
+ * Words the Paused condition keeps while an invalid virt.dev/paused value leaves a pause the
+ * operator made in place (status.ts): the condition is the only record that the pause is the
+ * operator's, which under runStrategy Manual decides whether "false" undoes it.
+ */
+export const OPERATOR_PAUSE = 'a pause virt.dev/paused asked for';
+
+/**
+ * Whether the status records the guest's pause as one the operator made for the annotation:
+ * reported PausedByRequest, or kept through an invalid value since (OPERATOR_PAUSE). Pure.
+ */
+export function operatorPaused(vm: VirtualMachine): boolean {
+  const paused = findCondition(vm.status?.conditions, 'Paused');
+  if (paused?.status !== 'True') return false;
+  return (
+    paused.reason === 'PausedByRequest' ||
+    (paused.reason === 'InvalidAnnotation' && paused.message.includes(OPERATOR_PAUSE))
+  );
+}
+
 /** status.lastRestartRequest's schema bound. */
 const RESTART_RECORD_MAX = 256;
 
@@ -1463,12 +1483,23 @@ function pauseSteps(vm: VirtualMachine, power: PowerView, strategy: string): Mac
   if (pauseRequested(vm)) {
     return power.state === 'running' || power.state === 'blocked' ? [{ op: 'suspend' }] : [];
   }
-  if (power.state !== 'paused' || !RESUMABLE_PAUSES.has(power.reason)) return [];
   if (invalidPauseValue(vm) !== undefined) return [];
-  // PausedByRequest: reported while the annotation asked for it. Reason Paused is any other
-  // pause, which the status shows from the first pass on: not ours to undo under Manual.
-  const ours = findCondition(vm.status?.conditions, 'Paused')?.reason === 'PausedByRequest';
-  return strategy === 'Manual' && !ours ? [] : [{ op: 'resume' }];
+  return resumedUnlessAsked(vm, power, strategy) ? [{ op: 'resume' }] : [];
+}
+
+/**
+ * Whether the paused guest is resumed once virt.dev/paused does not ask for the pause (no
+ * annotation, or "false"): a pause by a user or a restore, except under Manual, where only the
+ * operator's own pause is undone (operatorPaused: reason Paused is any other pause, which the
+ * status shows from the first pass on). Pure.
+ */
+export function resumedUnlessAsked(
+  vm: VirtualMachine,
+  power: { state: string; reason: string },
+  strategy: string,
+): boolean {
+  if (power.state !== 'paused' || !RESUMABLE_PAUSES.has(power.reason)) return false;
+  return strategy !== 'Manual' || operatorPaused(vm);
 }
 
 /** libvirt's reasons for a pause that the annotation undoes (others: starting up, I/O error). */

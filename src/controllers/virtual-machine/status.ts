@@ -42,7 +42,10 @@ import {
   restartsSoFar,
   stopReason,
   invalidPauseValue,
+  OPERATOR_PAUSE,
+  operatorPaused,
   pauseRequested,
+  resumedUnlessAsked,
   runMarker,
   requestMarker,
   attemptMarker,
@@ -507,7 +510,26 @@ function conditionsOf(input: StatusInput): Condition[] {
   return conditions.filter((c) => wanted.has(c.type));
 }
 
+/**
+ * Ready, and for a virt.dev/paused value the operator does not understand, InvalidAnnotation
+ * wherever the power state would read as done or as a pause to wait for: the value asks
+ * nothing, so the operator cannot tell what is wanted, and a user must fix it, whether the
+ * guest was left paused, running or shut off (a running guest whose "True" asked for a pause
+ * read Ready=True: kstatus Current, Argo CD Healthy). Readings of a change under way (a start,
+ * a stop, a restart, a crash being handled, a guest suspended to RAM where runStrategy wants it
+ * running) come first; the value is read once they are over. So do PausedByError and
+ * StoppedByCrash: fixing the value does not end those.
+ */
 function readyCondition(input: StatusInput): ConditionUpdate {
+  const ready = powerReadiness(input);
+  const { observed } = input;
+  if (observed.state !== 'ours') return ready;
+  const startingUp = observed.power.state === 'paused' && observed.power.reason === 'starting_up';
+  const settled = ready.status === 'True' || (ready.reason === 'Paused' && !startingUp);
+  return (settled && invalidPauseReady(input)) || ready;
+}
+
+function powerReadiness(input: StatusInput): ConditionUpdate {
   const { observed, problem, vm } = input;
   const no = (reason: string, message: string): ConditionUpdate => ({
     type: 'Ready',
@@ -551,10 +573,23 @@ function readyCondition(input: StatusInput): ConditionUpdate {
           'the domain has not started yet; runStrategy Manual starts it once',
         );
       }
+      // Nor is a crash a power state the user chose (QEMU killed, a guest panic: libvirt's
+      // shut-off reason `crashed`, kept by stopReason across a restart of libvirtd), and under
+      // Manual nothing starts the guest again: it read Ready=True ManualPower (Healthy).
+      if (!observed.active && stopReason(vm, observed.power) === 'crashed') {
+        return no(
+          'StoppedByCrash',
+          `the domain crashed and is shut off; runStrategy Manual does not start it again: ` +
+            `start it (virsh start ${domainName(vm)} on node ${input.nodeName}), or set ` +
+            'runStrategy RerunOnFailure or Always to have it started, or Halted to keep it off',
+        );
+      }
       // Manual leaves the power state to the user, but a pause libvirt holds until a user acts
       // (a disk error, a watchdog, a panic) is not one the user chose: Stalled, as under the
       // other strategies, not Current (Argo CD: Suspended) for a guest that no longer runs.
       if (state === 'paused' && STUCK_PAUSES.has(reason)) return pausedByError(reason);
+      // A pause an invalid virt.dev/paused value leaves in place is not the user's choice
+      // either: readyCondition reads it as InvalidAnnotation (it read Ready=True ManualPower).
       return yes(
         'ManualPower',
         `the domain is ${state}; with runStrategy Manual the operator leaves its power state alone`,
@@ -585,6 +620,12 @@ function readyCondition(input: StatusInput): ConditionUpdate {
                 'runStrategy RerunOnFailure starts it again only after a failure of a run it saw',
             );
       }
+      // libvirt pauses a guest on a disk error, a watchdog or a guest panic, and nothing
+      // resumes it: the operator undoes only pauses it knows to be safe (plan.pauseSteps). Only
+      // a user ends that (Stalled), where a pause for a save, dump or snapshot ends by itself.
+      // Whatever virt.dev/paused says: neither "true" (it read PausedByRequest, Current) nor
+      // "false" ends such a pause.
+      if (state === 'paused' && STUCK_PAUSES.has(reason)) return pausedByError(reason);
       // Paused as the annotation asks is the state the user wants: Ready, so kstatus reads
       // Current (it falls back to Ready when neither Reconciling nor Stalled is True) and
       // Argo CD Suspended. Any other pause is not what was asked for.
@@ -595,29 +636,51 @@ function readyCondition(input: StatusInput): ConditionUpdate {
         );
       }
       // A value the operator does not understand leaves the guest as it is (plan.pauseSteps):
-      // nothing resumes it until a user fixes the annotation, so it is Stalled, not a pause
-      // that is being undone (Reconciling, which kstatus would read as InProgress for ever).
-      if (state === 'paused' && reason !== 'starting_up') {
-        const invalid = invalidPauseValue(vm);
-        if (invalid !== undefined) {
-          return no(
-            'InvalidAnnotation',
-            `the domain is paused (${reason}) and virt.dev/paused is ${JSON.stringify(invalid)}, ` +
-              'which asks nothing: set "false" to resume it or "true" to keep it paused',
-          );
-        }
-      }
-      // libvirt pauses a guest on a disk error, a watchdog or a guest panic, and nothing
-      // resumes it: the operator undoes only pauses it knows to be safe (plan.pauseSteps). Only
-      // a user ends that (Stalled), where a pause for a save, dump or snapshot ends by itself.
-      if (state === 'paused' && STUCK_PAUSES.has(reason)) return pausedByError(reason);
+      // nothing resumes it until a user fixes the annotation, so readyCondition reads it as
+      // InvalidAnnotation (Stalled), not a pause being undone (Reconciling, which kstatus
+      // would read as InProgress for ever).
       if (state === 'paused') return no('Paused', `the domain is paused (${reason})`);
-      if (state === 'pmsuspended') return no(GUEST_SUSPENDED, GUEST_SUSPENDED_MESSAGE);
+      if (state === 'pmsuspended') {
+        // Its vCPUs do not run, which is all the annotation asks: done, not a wake-up waited
+        // for (it read Reconciling, kstatus InProgress until the guest woke, which a GitOps
+        // health check times out on). It is paused when it wakes (plan.pauseSteps).
+        return pauseRequested(vm)
+          ? yes(
+              'PausedByRequest',
+              'the guest suspended itself to RAM (pmsuspended), so it does not run, as the ' +
+                'annotation virt.dev/paused asks; it is paused when it wakes up',
+            )
+          : no(GUEST_SUSPENDED, GUEST_SUSPENDED_MESSAGE);
+      }
       return no(
         'NotRunning',
         `the domain is ${state} (${reason}); runStrategy ${strategy} wants it running`,
       );
   }
+}
+
+/**
+ * Ready for a virt.dev/paused value the operator does not understand (plan.invalidPauseValue),
+ * if it has one: not Ready, reason InvalidAnnotation (Stalled: kstatus Failed, Argo CD
+ * Degraded), naming the value. Pure.
+ */
+function invalidPauseReady(input: StatusInput): ConditionUpdate | undefined {
+  const value = invalidPauseValue(input.vm);
+  if (value === undefined || input.observed.state !== 'ours') return undefined;
+  const { vm } = input;
+  const { state, reason } = input.observed.power;
+  // "false" is promised to resume only a pause that it does undo (plan.pauseSteps).
+  const fix = resumedUnlessAsked(vm, input.observed.power, vm.spec.runStrategy ?? 'Always')
+    ? 'set "false" to resume it or "true" to keep it paused'
+    : 'only "true" (pause) and "false" (run) are understood: set one of them, or remove it';
+  return {
+    type: 'Ready',
+    status: 'False',
+    reason: 'InvalidAnnotation',
+    message:
+      `the domain is ${state} (${reason}) and virt.dev/paused is ${JSON.stringify(value)}, ` +
+      `which asks nothing: ${fix}`,
+  };
 }
 
 function pausedByError(reason: string): ConditionUpdate {
@@ -714,6 +777,13 @@ function pausedCondition(input: StatusInput): ConditionUpdate {
   const isPaused = power?.state === 'paused' && power.reason !== 'starting_up';
   const invalid = invalidPauseValue(vm);
   if (invalid !== undefined) {
+    // The operator's own pause stays recorded as such (plan.operatorPaused): under Manual,
+    // "false" undoes only that one.
+    const left = !isPaused
+      ? 'not paused'
+      : operatorPaused(vm)
+        ? `left paused (${OPERATOR_PAUSE} earlier)`
+        : 'left paused';
     return {
       type: 'Paused',
       status: isPaused ? 'True' : 'False',
@@ -721,11 +791,13 @@ function pausedCondition(input: StatusInput): ConditionUpdate {
       message:
         `virt.dev/paused is ${JSON.stringify(invalid)}, which asks nothing: only "true" ` +
         `(pause) and "false" (run) are understood, so the domain is ` +
-        `${isPaused ? 'left paused' : 'not paused'}; set one of them, or remove the annotation`,
+        `${left}; set one of them, or remove the annotation`,
     };
   }
   if (isPaused) {
-    return pauseRequested(vm)
+    // A pause libvirt holds for an error is not the one the annotation asked for, even when
+    // it asks for one (Ready says PausedByError).
+    return pauseRequested(vm) && !STUCK_PAUSES.has(power.reason)
       ? {
           type: 'Paused',
           status: 'True',

@@ -328,6 +328,102 @@ describe('day-2 machines on test:///default', () => {
     expect(condition(vmOf('born-paused'), 'Paused')?.reason).toBe('NotPaused');
   });
 
+  it('under runStrategy Manual, reads a machine an invalid virt.dev/paused value leaves paused or running as Stalled', async () => {
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: 'manual-pause', namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        vcpus: 1,
+        memory: '128Mi',
+        runStrategy: 'Manual',
+      },
+    });
+    await converge(ctx, reconcileVirtualMachine, key('manual-pause'), {
+      until: stored('manual-pause', (v) => v?.status?.phase === 'Running'),
+    });
+    expect(await vm('pause', 'manual-pause')).toBe(0);
+    await converge(ctx, reconcileVirtualMachine, key('manual-pause'), {
+      until: stored('manual-pause', (v) => condition(v, 'Paused')?.reason === 'PausedByRequest'),
+    });
+    const annotate = async (value: string) => {
+      const res = await controlPlane().kubectl([
+        'annotate',
+        '--overwrite',
+        'vm',
+        'manual-pause',
+        '-n',
+        NS,
+        `virt.dev/paused=${value}`,
+      ]);
+      expect(res.code, res.stderr).toBe(0);
+    };
+    await annotate('yes');
+    // Passes by hand: a Stalled machine asks to be looked at again (with backoff).
+    for (let pass = 0; pass < 3; pass++) {
+      await ctx.refresh();
+      await reconcileVirtualMachine(key('manual-pause'), ctx);
+    }
+    const machine = vmOf('manual-pause')!;
+    expect((await (await domainOf(machine)).getState()).stateName).toBe('paused');
+    expect(machine.status?.phase).toBe('Paused');
+    // It read Ready=True ManualPower: kstatus Current, Argo CD Suspended, for a guest nothing
+    // resumes until a user fixes the value.
+    const ready = condition(machine, 'Ready');
+    expect(ready).toMatchObject({ status: 'False', reason: 'InvalidAnnotation' });
+    expect(ready?.message).toContain('virt.dev/paused is "yes"');
+    expect(condition(machine, 'Stalled')?.status).toBe('True');
+    const verdict = kstatus([machine]).get('VirtualMachine/manual-pause');
+    expect(verdict?.status).toBe('Failed');
+    expect(verdict?.message).toContain('virt.dev/paused is "yes"');
+    expect(argoHealth(machine)).toMatchObject({ status: 'Degraded' });
+    expect(argoHealth(machine).message).toContain('virt.dev/paused is "yes"');
+
+    // The pause is still the operator's: "false" undoes it, Manual or not (it stayed paused,
+    // Ready=True ManualPower, once the pass with "yes" had dropped PausedByRequest).
+    await annotate('false');
+    await converge(ctx, reconcileVirtualMachine, key('manual-pause'), {
+      until: stored('manual-pause', (v) => v?.status?.phase === 'Running'),
+    });
+    expect((await (await domainOf(vmOf('manual-pause')!)).getState()).stateName).toBe('running');
+    expect(condition(vmOf('manual-pause'), 'Ready')).toMatchObject({
+      status: 'True',
+      reason: 'ManualPower',
+    });
+
+    // A running guest whose value asks nothing ("True" for "true") is left running, and says
+    // so: it read Ready=True, kstatus Current and Argo CD Healthy, with the pause not made.
+    await annotate('True');
+    for (let pass = 0; pass < 3; pass++) {
+      await ctx.refresh();
+      await reconcileVirtualMachine(key('manual-pause'), ctx);
+    }
+    const running = vmOf('manual-pause')!;
+    expect((await (await domainOf(running)).getState()).stateName).toBe('running');
+    expect(condition(running, 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'InvalidAnnotation',
+    });
+    expect(kstatus([running]).get('VirtualMachine/manual-pause')?.status).toBe('Failed');
+    expect(argoHealth(running)).toMatchObject({ status: 'Degraded' });
+    expect(argoHealth(running).message).toContain('virt.dev/paused is "True"');
+    const removed = await controlPlane().kubectl([
+      'annotate',
+      'vm',
+      'manual-pause',
+      '-n',
+      NS,
+      'virt.dev/paused-',
+    ]);
+    expect(removed.code, removed.stderr).toBe(0);
+    await converge(ctx, reconcileVirtualMachine, key('manual-pause'), {
+      until: stored('manual-pause', (v) => condition(v, 'Ready')?.status === 'True'),
+    });
+    expect(kstatus([vmOf('manual-pause')]).get('VirtualMachine/manual-pause')?.status).toBe(
+      'Current',
+    );
+  });
+
   it('restarts once per `vm restart`, and never again for the same value', async () => {
     const before = (await domainOf(vmOf('power')!)).getID();
     expect(await vm('restart', 'power')).toBe(0);

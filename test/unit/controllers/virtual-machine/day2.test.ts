@@ -1155,6 +1155,48 @@ describe('pause on request', () => {
     ]);
   });
 
+  it('under Manual, still undoes its own pause once an invalid value in between is fixed', () => {
+    // "true" paused the guest, a typo ("yes") left it so, then "false": the pause is still the
+    // operator's. The Paused condition of the pass with "yes" is all that records it; without
+    // it the guest stayed paused for good, reading Ready=True ManualPower.
+    const asked = runningStatus({
+      conditions: [
+        {
+          type: 'Paused',
+          status: 'True',
+          reason: 'PausedByRequest',
+          message: 'the domain is paused, as the annotation virt.dev/paused asks',
+          lastTransitionTime: '2026-03-01T11:00:00Z',
+        },
+      ],
+    });
+    const manual = (value: string, status: VirtualMachineStatus) =>
+      vm({ runStrategy: 'Manual' }, { status, annotations: { 'virt.dev/paused': value } });
+    const statusFor = (machine: VirtualMachine) =>
+      machineStatus({
+        vm: machine,
+        nodeName: 'node-a',
+        now: NOW,
+        observed: ours({ config: desired(machine), power: pausedByUser }),
+        problem: undefined,
+        shutdown: undefined,
+        started: undefined,
+        pending: [],
+      });
+    let status = asked;
+    for (let pass = 0; pass < 2; pass++) {
+      const typo = manual('yes', status);
+      expect(powerPlan(typo, pausedByUser, [], NOW).steps).toEqual([]);
+      status = statusFor(typo);
+    }
+    expect(powerPlan(manual('false', status), pausedByUser, [], NOW).steps).toEqual([
+      { op: 'resume' },
+    ]);
+    // A pause the user made (virsh suspend) stays the user's, whatever the value did meanwhile.
+    const byUser = statusFor(manual('yes', runningStatus()));
+    expect(powerPlan(manual('false', byUser), pausedByUser, [], NOW).steps).toEqual([]);
+  });
+
   it('resumes a paused guest before an ACPI shutdown (it could not answer it)', () => {
     const halted = vm(
       { runStrategy: 'Halted' },
@@ -1218,6 +1260,51 @@ describe('pause on request', () => {
     }
   });
 
+  it('reads a pause libvirt holds as PausedByError whatever virt.dev/paused says', () => {
+    // A guest stuck on a disk error while the annotation asks for a pause read Ready=True
+    // PausedByRequest (kstatus Current, Argo CD Suspended), and with a value the operator does
+    // not understand InvalidAnnotation, whose message said "false" would resume it: neither
+    // the annotation nor "false" ends that pause, only a user fixing the cause.
+    for (const runStrategy of ['Always', 'RerunOnFailure', 'Manual'] as const) {
+      for (const value of ['true', 'yes', 'false']) {
+        const machine = vm(
+          { runStrategy },
+          { status: runningStatus(), annotations: { 'virt.dev/paused': value } },
+        );
+        const stuck = machineStatus({
+          vm: machine,
+          nodeName: 'node-a',
+          now: NOW,
+          observed: ours({
+            config: desired(machine),
+            power: { state: 'paused', reason: 'ioerror' },
+          }),
+          problem: undefined,
+          shutdown: undefined,
+          started: undefined,
+          pending: [],
+        });
+        const what = `${runStrategy}, virt.dev/paused ${value}`;
+        expect(
+          stuck.conditions?.find((c) => c.type === 'Ready'),
+          what,
+        ).toMatchObject({
+          status: 'False',
+          reason: 'PausedByError',
+        });
+        expect(stuck.conditions?.find((c) => c.type === 'Stalled')?.status, what).toBe('True');
+        // Nor does the Paused condition call it the pause the annotation asked for.
+        expect(stuck.conditions?.find((c) => c.type === 'Paused')?.reason, what).not.toBe(
+          'PausedByRequest',
+        );
+        expect(
+          argoHealth({ kind: 'VirtualMachine', metadata: machine.metadata, status: stuck }),
+          what,
+        ).toMatchObject({ status: 'Degraded' });
+      }
+    }
+  });
+
   it('reads a pause libvirt holds as PausedByError under runStrategy Manual too', () => {
     // Manual leaves the power state alone, but a guest stuck on a disk error is no power state a
     // user chose: before, Ready=True ManualPower, so kstatus Current and Argo CD Suspended.
@@ -1260,6 +1347,37 @@ describe('pause on request', () => {
       status: 'True',
       reason: 'ManualPower',
     });
+  });
+
+  it('reads a pause an invalid virt.dev/paused value leaves in place as InvalidAnnotation under runStrategy Manual too', () => {
+    // The operator paused the guest for "true"; the value then turned into one it does not
+    // understand. Nothing resumes it until a user fixes the value: before, Ready=True
+    // ManualPower, so kstatus Current and Argo CD Suspended.
+    const manual = vm(
+      { runStrategy: 'Manual' },
+      { status: runningStatus(), annotations: { 'virt.dev/paused': 'yes' } },
+    );
+    for (const reason of ['user', 'from_snapshot', 'snapshot']) {
+      const left = machineStatus({
+        vm: manual,
+        nodeName: 'node-a',
+        now: NOW,
+        observed: ours({ config: desired(manual), power: { state: 'paused', reason } }),
+        problem: undefined,
+        shutdown: undefined,
+        started: undefined,
+        pending: [],
+      });
+      expect(left.phase).toBe('Paused');
+      const ready = left.conditions?.find((c) => c.type === 'Ready');
+      expect(ready).toMatchObject({ status: 'False', reason: 'InvalidAnnotation' });
+      expect(ready?.message).toContain('virt.dev/paused is "yes"');
+      expect(left.conditions?.find((c) => c.type === 'Stalled')?.status).toBe('True');
+      expect(left.conditions?.find((c) => c.type === 'Reconciling')?.status).toBe('False');
+      expect(
+        argoHealth({ kind: 'VirtualMachine', metadata: manual.metadata, status: left }),
+      ).toMatchObject({ status: 'Degraded' });
+    }
   });
 });
 
