@@ -67,8 +67,9 @@ export interface HostState {
   /**
    * Device changes (their spec field names) the running domain refused to take live, by
    * machine uid, for that run of the domain (its runtime ID): restart-time changes that
-   * updatePolicy Restart must restart for (virtual-machine/plan.ts planMachine). Each pass
-   * tries the attach again, so an agent restart only delays the restart by one pass.
+   * updatePolicy Restart must restart for (virtual-machine/plan.ts planMachine), and that
+   * are not asked of this run again. Lost with the process: a new agent asks once more, is
+   * refused again, and so delays such a restart by one pass.
    */
   deferredDevices: Map<string, { run: number; fields: string[] }>;
   /**

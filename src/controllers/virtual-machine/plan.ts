@@ -946,7 +946,13 @@ export function planMachine(input: PlanInput): MachinePlan {
     lastRetry: input.lastDetachRetry,
     asked: detachAskedMessage(vm),
   };
-  const devices = deviceSteps(desired, target, names, detach);
+  // A device change this run of the domain refused to take live (a driver without hotplug,
+  // no free root port) waits for the restart RestartRequired names: asked again on every pass
+  // it would only be refused again, a libvirt call each time the machine is woken.
+  const refused = new Set(input.deferred ?? []);
+  const devices = deviceSteps(desired, target, names, detach).filter(
+    (s) => !((s.op === 'attachDevice' || s.op === 'detachDevice') && refused.has(s.device.field)),
+  );
   const saved = stopping && domain.active ? withSavedTarget(desired, domain) : desired;
   return {
     ...power,

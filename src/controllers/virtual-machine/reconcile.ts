@@ -297,7 +297,8 @@ async function materialise(
       ? detachingOf(
           vm,
           deviceDiff(desired, live, names).detach,
-          deferred,
+          // Refused by this run, now or in an earlier pass (then not asked again): not detaching.
+          [...deferred, ...refusedLive(ctx, uid, after)],
           outcome.detachErrors,
           now,
         )

@@ -4,8 +4,12 @@
 // vCPUs, the CRD up to 512 (a newer QEMU takes more). No retry changes that, so the machine
 // must be Stalled with libvirt's message, not Reconciling for ever. And a guest that takes its
 // time to shut down for its machine's deletion, which the test driver's instant stop never
-// shows.
+// shows. And day-2 edits under updatePolicy Restart on QEMU, whose running definitions differ
+// from the test driver's: a field libvirt or QEMU rewrites that read as a pending change would
+// restart such a machine at every start, for ever.
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../../src/api/generated/types.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
@@ -16,6 +20,7 @@ import { useControlPlane } from '../../../harness/control-plane.js';
 import { converge, requeueMs, type SnapshotContext } from '../../../harness/controller-context.js';
 import type { Kube } from '../../../harness/kube-objects.js';
 import { usePrivateLibvirtd } from '../../../harness/private-libvirtd.js';
+import { recording } from './fixtures.js';
 
 const NODE = 'node-define-real';
 const NS = 'define-real';
@@ -30,6 +35,10 @@ const lv = usePrivateLibvirtd({
     for (const d of await conn.listAllDomains().catch(() => [])) {
       await d.destroy().catch(() => undefined);
       await d.undefine().catch(() => undefined);
+    }
+    for (const n of await conn.listAllNetworks().catch(() => [])) {
+      await n.destroy().catch(() => undefined);
+      await n.undefine().catch(() => undefined);
     }
   },
 });
@@ -171,4 +180,134 @@ describe('a running machine being deleted', () => {
     });
     expect(await conn.listAllDomains()).toHaveLength(0);
   }, 120_000);
+});
+
+describe('day-2 edits of a running machine under updatePolicy Restart', () => {
+  const name = `edited-${randomBytes(3).toString('hex')}`;
+  const key = `${NS}/${name}`;
+  const net = `day2-${randomBytes(3).toString('hex')}`;
+  const get = () => k.get<VirtualMachine>('VirtualMachine', NS, name);
+  const runID = async () =>
+    (await conn.lookupDomainByUUIDString(String((await get())?.metadata.uid))).getID();
+
+  /** Passes until the machine is Ready and Synced on its generation, and not being stopped. */
+  async function settle(): Promise<VirtualMachine> {
+    for (let pass = 0; pass < 60; pass++) {
+      await ctx.refresh();
+      await reconcileVirtualMachine(key, ctx).catch(() => undefined);
+      const vm = await get();
+      const settled =
+        vm?.status?.observedGeneration === vm?.metadata.generation &&
+        condition(vm, 'Ready')?.status === 'True' &&
+        condition(vm, 'Synced')?.status === 'True' &&
+        condition(vm, 'ShutdownRequested')?.status !== 'True';
+      if (settled) return vm!;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    throw new Error(`${key} did not settle: ${JSON.stringify((await get())?.status)}`);
+  }
+
+  /** Two more passes write nothing: to libvirt, to the API server, no Event. */
+  async function quiet(): Promise<void> {
+    const rec = recording(conn);
+    const libvirt = ctx.libvirt;
+    Object.assign(ctx, { libvirt: () => rec.conn });
+    try {
+      for (let pass = 0; pass < 2; pass++) {
+        const writes = ctx.writes;
+        await ctx.refresh();
+        await reconcileVirtualMachine(key, ctx);
+        expect({ pass, libvirt: rec.writes(), api: ctx.writes - writes }).toEqual({
+          pass,
+          libvirt: [],
+          api: 0,
+        });
+      }
+    } finally {
+      Object.assign(ctx, { libvirt });
+    }
+  }
+
+  it('hot-plugs without a restart, restarts once for a restart-time change, then is quiet', async () => {
+    const { tmp } = lv();
+    const files: Array<[string, 'qcow2' | 'raw']> = [
+      ['root', 'qcow2'],
+      ['data', 'raw'],
+      ['install', 'raw'],
+      ['extra', 'raw'],
+    ];
+    for (const [volume, format] of files) {
+      const file = path.join(tmp, `${volume}.${format}`);
+      execFileSync('qemu-img', ['create', '-q', '-f', format, file, '8M']);
+      await k.create('Volume', {
+        metadata: { name: volume, namespace: NS },
+        spec: { nodeName: NODE, pool: 'images', capacity: '8Mi', format },
+      });
+      await k.patchStatus('Volume', NS, volume, { phase: 'Available', path: file });
+    }
+    const bridge = `lvo${net.slice(-6)}`;
+    await (
+      await conn.defineNetworkXML(
+        `<network><name>${net}</name><bridge name='${bridge}'/></network>`,
+      )
+    ).create();
+    await k.create('VirtualNetwork', { metadata: { name: net }, spec: { mode: 'isolated' } });
+    await k.patchStatus('VirtualNetwork', undefined, net, {
+      nodes: [{ nodeName: NODE, active: true }],
+    });
+    const disks = [
+      { name: 'root', volume: 'root', bootOrder: 1 },
+      { name: 'data', volume: 'data', bus: 'scsi', readOnly: true },
+      { name: 'install', volume: 'install', device: 'cdrom' },
+    ];
+    const interfaces = [
+      { name: 'eth0', network: net },
+      { name: 'eth1', network: net, model: 'e1000' },
+    ];
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name, namespace: NS, annotations: { 'virt.dev/console-log': 'true' } },
+      // No bootable disk: nothing answers ACPI, so each restart is a destroy after 1 s.
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        updatePolicy: 'Restart',
+        vcpus: 1,
+        maxVcpus: 2,
+        memory: '64Mi',
+        maxMemory: '128Mi',
+        cpu: { mode: 'custom', model: 'qemu64', topology: { sockets: 1, cores: 2, threads: 1 } },
+        disks,
+        interfaces,
+        cloudInit: { userData: '#cloud-config\n' },
+        terminationGracePeriodSeconds: 1,
+      },
+    });
+    await settle();
+    const booted = await runID();
+    await quiet();
+
+    // Live: memory, a vCPU, a virtio disk and a NIC hot-plugged, the same run.
+    await k.patchSpec('VirtualMachine', NS, name, {
+      memory: '96Mi',
+      vcpus: 2,
+      disks: [...disks, { name: 'extra', volume: 'extra' }],
+      interfaces: [...interfaces, { name: 'eth2', network: net }],
+    });
+    expect(condition(await settle(), 'RestartRequired')?.status).toBe('False');
+    expect(await runID()).toBe(booted);
+    await quiet();
+
+    // Restart-time: one graceful restart (destroyed after the grace period), then nothing.
+    await k.patchSpec('VirtualMachine', NS, name, {
+      disks: [
+        ...disks.map((d) => (d.name === 'install' ? { ...d, bootOrder: 2 } : d)),
+        { name: 'extra', volume: 'extra' },
+      ],
+    });
+    const restarted = await settle();
+    expect(condition(restarted, 'RestartRequired')?.status).toBe('False');
+    expect(restarted.status?.restartCount).toBe(0);
+    expect(await runID()).not.toBe(booted);
+    await quiet();
+  }, 180_000);
 });

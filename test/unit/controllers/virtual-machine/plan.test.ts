@@ -689,9 +689,11 @@ describe('planMachine', () => {
       steps: [{ op: 'shutdown', reason: 'RestartToApplyChanges' }],
       shutdown: 'RestartToApplyChanges',
     });
-    // Manual waits; a refusal of a device the spec no longer differs in is forgotten.
-    expect(plan(['spec.disks[data]'], 'Manual').shutdown).toBeUndefined();
+    // Manual waits, and does not ask this run for the attach again (it would be refused on
+    // every pass); a refusal of a device the spec no longer differs in is forgotten.
+    expect(plan(['spec.disks[data]'], 'Manual')).toMatchObject({ steps: [], shutdown: undefined });
     expect(plan(['spec.disks[gone]']).shutdown).toBeUndefined();
+    expect(plan(['spec.disks[gone]']).steps.map((s) => s.op)).toEqual(['attachDevice']);
   });
 
   it('defines but does not start an absent Halted machine', () => {
