@@ -6,9 +6,14 @@
 // time to shut down for its machine's deletion, which the test driver's instant stop never
 // shows. And day-2 edits under updatePolicy Restart on QEMU, whose running definitions differ
 // from the test driver's: a field libvirt or QEMU rewrites that read as a pending change would
-// restart such a machine at every start, for ever.
+// restart such a machine at every start, for ever. And a machine under runStrategy Manual
+// whose QEMU dies (SIGKILL, as the OOM killer sends): libvirt shuts the domain off with reason
+// `crashed`, and nothing starts it again; it read Ready=True ManualPower (kstatus Current, Argo
+// CD Healthy) for a guest down without anyone choosing it, and must read Stalled, also after a
+// restart of libvirtd, which forgets the reason (last here: it restarts this file's daemon).
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../../src/api/generated/types.js';
@@ -18,6 +23,7 @@ import type { Connect } from '../../../../src/libvirt/index.js';
 import type { Action } from '../../../../src/runtime/controller.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import { converge, requeueMs, type SnapshotContext } from '../../../harness/controller-context.js';
+import { argoHealth, kstatus } from '../../../harness/health-tools.js';
 import type { Kube } from '../../../harness/kube-objects.js';
 import { usePrivateLibvirtd } from '../../../harness/private-libvirtd.js';
 import { recording } from './fixtures.js';
@@ -309,5 +315,89 @@ describe('day-2 edits of a running machine under updatePolicy Restart', () => {
     expect(restarted.status?.restartCount).toBe(0);
     expect(await runID()).not.toBe(booted);
     await quiet();
+  }, 180_000);
+});
+
+const CRASH_VM = `crash-${randomBytes(3).toString('hex')}`;
+const getCrashVm = () => k.get<VirtualMachine>('VirtualMachine', NS, CRASH_VM);
+
+async function crashPass(): Promise<VirtualMachine | undefined> {
+  await ctx.refresh();
+  await reconcileVirtualMachine(`${NS}/${CRASH_VM}`, ctx);
+  return getCrashVm();
+}
+
+/** The QEMU process this file's daemon runs for the domain (its -name says guest=NAME). */
+async function qemuPid(domainName: string): Promise<number> {
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    const args = cmdline.split('\0');
+    const named = args.some(
+      (a) => a === `guest=${domainName}` || a.startsWith(`guest=${domainName},`),
+    );
+    if (args[0]?.includes('qemu-system') && named) return Number(entry);
+  }
+  throw new Error(`no QEMU process for domain ${domainName}`);
+}
+
+const stateOf = async (uid: string) =>
+  (await (await conn.lookupDomainByUUIDString(uid)).getState()).stateName;
+
+describe('runStrategy Manual after a crash', () => {
+  it('a guest whose QEMU died reads Stalled (StoppedByCrash), also after a libvirtd restart', async () => {
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: CRASH_VM, namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        runStrategy: 'Manual',
+        // No guest OS to answer ACPI: the deletion at the end destroys at once.
+        terminationGracePeriodSeconds: 0,
+        vcpus: 1,
+        memory: '64Mi',
+      },
+    });
+    await converge(ctx, reconcileVirtualMachine, `${NS}/${CRASH_VM}`, {
+      until: async () => (await getCrashVm())?.status?.phase === 'Running',
+    });
+    const running = (await getCrashVm())!;
+    expect(condition(running, 'Ready')).toMatchObject({ status: 'True', reason: 'ManualPower' });
+    const domainName = running.status!.domainName!;
+    process.kill(await qemuPid(domainName), 'SIGKILL');
+    const uid = String(running.metadata.uid);
+    const deadline = Date.now() + 30_000;
+    while ((await stateOf(uid)) !== 'shutoff' && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 200));
+    expect(await stateOf(uid)).toBe('shutoff');
+
+    for (const when of ['after the crash', 'after a libvirtd restart']) {
+      if (when !== 'after the crash') conn = await lv().restart();
+      await crashPass();
+      const vm = (await crashPass())!;
+      expect(vm.status?.state, when).toEqual({ state: 'shutoff', reason: 'crashed' });
+      expect(vm.status?.phase, when).toBe('Stopped');
+      const ready = condition(vm, 'Ready');
+      expect(ready, when).toMatchObject({ status: 'False', reason: 'StoppedByCrash' });
+      expect(ready?.message, when).toContain('runStrategy Manual does not start it again');
+      expect(condition(vm, 'Stalled')?.status, when).toBe('True');
+      expect(kstatus([vm]).get(`VirtualMachine/${CRASH_VM}`)?.status, when).toBe('Failed');
+      expect(argoHealth(vm).status, when).toBe('Degraded');
+      // Left off, as Manual asks: the operator never starts it for the crash.
+      expect(await stateOf(uid), when).toBe('shutoff');
+    }
+
+    // Started by the user: the user's power state again.
+    await (await conn.lookupDomainByUUIDString(uid)).create();
+    const restarted = (await crashPass())!;
+    expect(condition(restarted, 'Ready')).toMatchObject({ status: 'True', reason: 'ManualPower' });
+    expect(kstatus([restarted]).get(`VirtualMachine/${CRASH_VM}`)?.status).toBe('Current');
+
+    await k.remove('VirtualMachine', NS, CRASH_VM);
+    await converge(ctx, reconcileVirtualMachine, `${NS}/${CRASH_VM}`, {
+      until: async () => (await getCrashVm()) === undefined,
+    });
+    const left = await Promise.all((await conn.listAllDomains()).map((d) => d.getUUIDString()));
+    expect(left).not.toContain(uid);
   }, 180_000);
 });
