@@ -67,10 +67,11 @@ export function objectPath(args: string[]): string | undefined {
 
 /**
  * kubectl get -o json, parsed. One object of our kinds is read with a GET of its own instead:
- * the tests poll with this every 100 ms, and a kubectl start costs ~0.35 s of CPU under load
- * (20 gets: 7.0 s by kubectl, 0.5 s by GET, measured 2026-12-07), taken from the guests
- * booting beside it. Its answer is kubectl's but for metadata.managedFields, which kubectl
- * leaves out unless asked; anything but 200 goes to kubectl, for its error.
+ * the tests poll with this every 100 ms, and each kubectl start took ~0.2-0.35 s and ~0.08 s
+ * of CPU at load 11-17 (20 gets: 4.3-7.0 s and 1.6 CPU-s by kubectl, 0.5 s by GET, measured
+ * 2026-12-07), late by that much and taking CPU from the guests booting beside it. Its answer
+ * is kubectl's but for metadata.managedFields, which kubectl leaves out unless asked; anything
+ * but 200 goes to kubectl, for its error.
  */
 export async function getJSON<T = Record<string, unknown>>(
   cp: ControlPlane,
