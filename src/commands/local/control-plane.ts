@@ -59,7 +59,12 @@ export interface ControlPlane {
   apiServerMetrics(): Promise<string>;
   /** GET a raw API path with the admin token; returns status and body. */
   getRaw(path: string): Promise<{ status: number; body: string }>;
-  stop(): Promise<void>;
+  /**
+   * Stops the API server, then etcd. `discard` (a folder of its own only, which the stop
+   * removes): the API server is killed instead of given its graceful shutdown, which takes
+   * ~1.1 s (measured 2026-12-07) and leaves nothing a discarded etcd would keep.
+   */
+  stop(opts?: { discard?: boolean }): Promise<void>;
 }
 
 export interface ControlPlaneOptions {
@@ -480,6 +485,20 @@ export async function terminate(proc: Proc | undefined, graceMs = 5000): Promise
   }
 }
 
+/** SIGKILL, then wait for the exit: for a process whose state is thrown away anyway. */
+async function kill(proc: Proc | undefined): Promise<void> {
+  if (!proc || proc.child.exitCode !== null || proc.child.signalCode !== null) return;
+  const pid = proc.child.pid;
+  if (pid === undefined) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    return; // already gone
+  }
+  proc.child.ref(); // as in terminate: hold the event loop until it has gone
+  await proc.exited;
+}
+
 function httpsGet(
   url: string,
   ca: Buffer,
@@ -631,7 +650,8 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   const procs: { etcd?: Proc; apiserver?: Proc } = {};
   const recordPids = () => reaper.record([procs.apiserver?.child.pid, procs.etcd?.child.pid]);
 
-  const stopAll = async () => {
+  const stopAll = async (discard = false) => {
+    if (discard && ownDir) await kill(procs.apiserver);
     await terminate(procs.apiserver);
     await terminate(procs.etcd);
     reaper.disarm();
@@ -895,11 +915,11 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         return res.body;
       },
       getRaw: (path) => httpsGet(`${server}${path}`, ca, token, 10_000),
-      async stop() {
+      async stop(stopOpts = {}) {
         if (stopped) return;
         stopped = true;
         process.removeListener('exit', onExit);
-        await stopAll();
+        await stopAll(stopOpts.discard);
       },
     };
     if (opts.installCRDs ?? true) await installCRDs();
