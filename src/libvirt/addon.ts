@@ -350,6 +350,8 @@ export interface NativeBinding {
     workersKeptOnCpu: number;
     openConnections: number;
     handleReferences: number;
+    results: number;
+    resultWakeups: number;
   };
   getVersion(): number;
   freedHandles(): {

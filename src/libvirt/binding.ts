@@ -36,6 +36,13 @@ export interface BindingStats {
    * freed or collected and their calls have ended (a leak check).
    */
   handleReferences: number;
+  /**
+   * Calls completed on the worker threads, and how many times one of them woke the JS thread
+   * for its result: with more quick calls to a daemon queued than the workers take, finished
+   * ones wait for each other, up to LIBVIRT_NATIVE_BATCH (README.md).
+   */
+  results: number;
+  resultWakeups: number;
 }
 
 /** Counters for diagnostics and leak checks. */

@@ -55,7 +55,8 @@ Napi::Value SetThreadPoolSize(const Napi::CallbackInfo& info) {
 }
 
 // Counters for tests and diagnostics: calls awaiting a result, event registrations that keep
-// Node alive, worker threads and the CPU they are kept on (-1: none).
+// Node alive, worker threads and the CPU they are kept on (-1: none), and how many calls
+// completed and how many times one of them woke the JS thread.
 Napi::Value Stats(const Napi::CallbackInfo& info) {
   EnvState* s = EnvState::Of(info.Env());
   Napi::Object o = Napi::Object::New(info.Env());
@@ -67,6 +68,8 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
         static_cast<double>(openConnections.load(std::memory_order_relaxed)));
   o.Set("handleReferences",
         static_cast<double>(handleReferences.load(std::memory_order_relaxed)));
+  o.Set("results", static_cast<double>(s->results.load(std::memory_order_relaxed)));
+  o.Set("resultWakeups", static_cast<double>(s->resultWakeups.load(std::memory_order_relaxed)));
   return o;
 }
 

@@ -272,6 +272,9 @@ class WorkerPool {
   // those threads are most likely stuck in calls to a dead daemon.
   void GrowIfStalled();
   unsigned Threads();
+  // Tasks queued for a free thread (not those waiting at a connection's gate); read without
+  // the lock, so a moment's view.
+  size_t Queued() const { return queued_.load(std::memory_order_relaxed); }
 
  private:
   // One pool thread's parking spot; lives on that thread's stack (threads never exit). The
@@ -297,6 +300,8 @@ class WorkerPool {
   std::mutex mutex_;
   std::condition_variable supervisorCv_;
   std::deque<Task*> queue_;
+  // queue_.size(), for Queued().
+  std::atomic<size_t> queued_{0};
   // Threads without work, the one that went idle last at the back (spinning or asleep).
   std::vector<Worker*> idle_;
   // Whether a thread spins right now (at most one does).
@@ -402,6 +407,9 @@ class JobBase : public Task {
   std::atomic<bool> abandoned{false};
   // Runs even when its caller gave up first (a close must not leak the connection).
   bool mustRun = false;
+  // A quick call to a daemon (PassesGate), whose completion may wait for others to reach the
+  // JS thread with them (see EnvState::Complete). Set before the job is posted.
+  bool batchable = false;
   // JS-thread only:
   // A call to a daemon (ConnState::remote), counted in EnvState::remotePending.
   bool remote = false;
@@ -486,8 +494,10 @@ class EnvState : public std::enable_shared_from_this<EnvState> {
   static EnvState* Of(Napi::Env env);
   static void Install(Napi::Env env);
 
-  // Worker/event threads.
-  void Complete(JobBase* job);
+  // Worker/event threads. `Started` counts a batchable job about to run; its Complete must then
+  // say so (`started`).
+  void Started() { batchableRunning_.fetch_add(1, std::memory_order_relaxed); }
+  void Complete(JobBase* job, bool started);
   bool PostEvent(EventMsg msg);
 
   // JS thread.
@@ -504,6 +514,10 @@ class EnvState : public std::enable_shared_from_this<EnvState> {
   // Of those, calls to a daemon (see Colocate).
   size_t remotePending = 0;
   size_t registrations = 0;
+  // Completed calls, and how many times one of them woke the JS thread (bindingStats: results
+  // per wake-up, see Complete).
+  std::atomic<uint64_t> results{0};
+  std::atomic<uint64_t> resultWakeups{0};
 
  private:
   void Wake();
@@ -541,6 +555,8 @@ class EnvState : public std::enable_shared_from_this<EnvState> {
   // True from the first completion after a drain until the loop iteration that drains it
   // ends: workers signal at most once per loop iteration (see OnCheck).
   bool signaled_ = false;
+  // Batchable jobs running on the pool now; decremented under mutex_.
+  std::atomic<size_t> batchableRunning_{0};
   bool alive_ = true;
   // Bumped by every completion and event, read without the lock by SpinForCompletion.
   std::atomic<uint32_t> arrivals_{0};
@@ -590,6 +606,7 @@ class Call {
     job->pins = std::move(pins_);
     job->timeoutMs = timeoutMs_;
     job->remote = conn && conn->remote;
+    job->batchable = job->remote && PassesGate(name);
     if (conn && conn->gate && !PassesGate(name)) job->gate = conn->gate;
     return EnvState::Of(env)->Submit(env, job);
   }
