@@ -221,6 +221,14 @@ describe('health for GitOps tools', () => {
   ];
 
   it('kubectl wait --for=condition=Ready succeeds on networks and pools selected on two nodes', async () => {
+    // Both agents' entries first: the summary counts only nodes that have written one (docs/api.md),
+    // so a wait that starts before node B's first write can end on node A alone (a CI run did).
+    await until('both nodes reported on the network and the pool', async () => {
+      const reported = [await get(['vnet', 'health-net']), await get(['pool', 'health-pool'])].map(
+        (o) => ((o.status?.nodes ?? []) as { nodeName: string }[]).map((e) => e.nodeName).sort(),
+      );
+      return reported.every((names) => names.join() === [A, B].sort().join());
+    });
     const waited = await cp().kubectl(
       ['wait', '--for=condition=Ready', 'vnet/health-net', 'pool/health-pool', '--timeout=60s'],
       { timeoutMs: 70_000 },
