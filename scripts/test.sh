@@ -58,13 +58,13 @@ rm -rf "$KUBECACHEDIR"
 # The e2e lane ends sooner, so it then takes slow integration files as its tail: the local
 # cluster CLI (~75 s), the quiet-convergence watch (~70 s) and the package install (~110 s; it
 # packs a copy of the sources, so its prepack leaves the checkout's dist/ alone). Measured on a
-# warm machine 2026-12-07 with the CLI's start flags (~40 s) in the tail too: main lane
+# fresh clone 2026-12-07 12:09 with the CLI's start flags (~40 s) in the tail too: main lane
 # 1,114 s + 21 s, e2e lane 917 s + tail 277 s. Since then each file's control plane is
 # stopped without the API server's graceful shutdown (~1.3 s; 45 files in the main lane, 11
 # in the e2e lane), the tests start the CLI from dist/ (about half the CPU of a start through
-# tsx) and their polls read an object with a GET, not a kubectl start each (both lanes), so
-# the start flags went back to the main lane: estimated ~1,120 s against ~1,140 s, not yet
-# measured in a whole run.
+# tsx) and their polls read an object with a GET, not a kubectl start each (both lanes), and
+# the start flags went back to the main lane: on a fresh clone 2026-12-07 17:03, main lane
+# 1,019 s + 20 s, e2e lane 830 s + tail 210 s.
 reporters=(--reporter=default --reporter=json --passWithNoTests)
 side=(test/e2e/libvirt/daemon.test.ts test/e2e/libvirt/faults.test.ts)
 exclude=(--exclude=test/e2e/libvirt/daemon.test.ts --exclude=test/e2e/libvirt/faults.test.ts)
