@@ -38,7 +38,17 @@ import {
   parseDomainXML,
   type DomainDocument,
 } from '../../../../src/libvirt/xml/domain.js';
-import { desired, NOW, observed, ours, runningStatus, UID, variant, vm } from './machines.js';
+import {
+  desired,
+  NOW,
+  observed,
+  ours,
+  runningStatus,
+  statusIn,
+  UID,
+  variant,
+  vm,
+} from './machines.js';
 import { argoHealth } from '../../../harness/health-tools.js';
 
 const inputs = {
@@ -1211,16 +1221,7 @@ describe('pause on request', () => {
   it('reports phase Paused and condition Paused', () => {
     // The status of a running machine whose domain is paused for `reason`.
     const pausedStatus = (machine: VirtualMachine, reason: string) =>
-      machineStatus({
-        vm: machine,
-        nodeName: 'node-a',
-        now: NOW,
-        observed: ours({ config: desired(machine), power: { state: 'paused', reason } }),
-        problem: undefined,
-        shutdown: undefined,
-        started: undefined,
-        pending: [],
-      });
+      statusIn(machine, { state: 'paused', reason });
     const machine = vm({}, { status: runningStatus(), annotations: { 'virt.dev/paused': 'true' } });
     const status = pausedStatus(machine, 'user');
     expect(status.phase).toBe('Paused');
@@ -1310,16 +1311,7 @@ describe('pause on request', () => {
     // user chose: before, Ready=True ManualPower, so kstatus Current and Argo CD Suspended.
     const manual = vm({ runStrategy: 'Manual' }, { status: runningStatus() });
     for (const reason of ['ioerror', 'watchdog', 'crashed', 'postcopy_failed']) {
-      const stuck = machineStatus({
-        vm: manual,
-        nodeName: 'node-a',
-        now: NOW,
-        observed: ours({ config: desired(manual), power: { state: 'paused', reason } }),
-        problem: undefined,
-        shutdown: undefined,
-        started: undefined,
-        pending: [],
-      });
+      const stuck = statusIn(manual, { state: 'paused', reason });
       expect(stuck.phase).toBe('Paused');
       expect(stuck.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
         status: 'False',
@@ -1333,16 +1325,7 @@ describe('pause on request', () => {
       });
     }
     // A pause the user made (virsh suspend) stays the user's power state under Manual.
-    const byUser = machineStatus({
-      vm: manual,
-      nodeName: 'node-a',
-      now: NOW,
-      observed: ours({ config: desired(manual), power: { state: 'paused', reason: 'user' } }),
-      problem: undefined,
-      shutdown: undefined,
-      started: undefined,
-      pending: [],
-    });
+    const byUser = statusIn(manual, { state: 'paused', reason: 'user' });
     expect(byUser.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
       status: 'True',
       reason: 'ManualPower',
@@ -1358,16 +1341,7 @@ describe('pause on request', () => {
       { status: runningStatus(), annotations: { 'virt.dev/paused': 'yes' } },
     );
     for (const reason of ['user', 'from_snapshot', 'snapshot']) {
-      const left = machineStatus({
-        vm: manual,
-        nodeName: 'node-a',
-        now: NOW,
-        observed: ours({ config: desired(manual), power: { state: 'paused', reason } }),
-        problem: undefined,
-        shutdown: undefined,
-        started: undefined,
-        pending: [],
-      });
+      const left = statusIn(manual, { state: 'paused', reason });
       expect(left.phase).toBe('Paused');
       const ready = left.conditions?.find((c) => c.type === 'Ready');
       expect(ready).toMatchObject({ status: 'False', reason: 'InvalidAnnotation' });

@@ -13,6 +13,7 @@ import type {
   ObservedMachine,
   OursDomain,
 } from '../../../../src/controllers/virtual-machine/observe.js';
+import { machineStatus } from '../../../../src/controllers/virtual-machine/status.js';
 import type { Domain } from '../../../../src/libvirt/domain.js';
 import type { DomainDocument } from '../../../../src/libvirt/xml/domain.js';
 
@@ -110,4 +111,24 @@ export function runningStatus(extra: Partial<VirtualMachineStatus> = {}): Virtua
     restartCount: 0,
     ...extra,
   };
+}
+
+/**
+ * The status a pass writes for `machine` whose domain (of its own definition) is in `power`,
+ * with nothing else under way: no problem, stop, start or pending change.
+ */
+export function statusIn(
+  machine: VirtualMachine,
+  power: { state: string; reason: string },
+): VirtualMachineStatus {
+  return machineStatus({
+    vm: machine,
+    nodeName: 'node-a',
+    now: NOW,
+    observed: ours({ config: desired(machine), power }),
+    problem: undefined,
+    shutdown: undefined,
+    started: undefined,
+    pending: [],
+  });
 }
