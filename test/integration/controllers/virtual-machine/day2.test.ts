@@ -66,6 +66,21 @@ const domainOf = (vm: VirtualMachine) => conn.lookupDomainByUUIDString(String(vm
 const vm = (...args: string[]) =>
   vmCommand([...args, '-n', NS, '--kubeconfig', controlPlane().kubeconfigPath]);
 
+/** Sets (or, for undefined, removes) virt.dev/paused on VM `name` with kubectl, as a user does. */
+async function setPausedAnnotation(name: string, value: string | undefined): Promise<void> {
+  const annotation = value === undefined ? 'virt.dev/paused-' : `virt.dev/paused=${value}`;
+  const res = await controlPlane().kubectl([
+    'annotate',
+    '--overwrite',
+    'vm',
+    name,
+    '-n',
+    NS,
+    annotation,
+  ]);
+  expect(res.code, res.stderr).toBe(0);
+}
+
 describe('day-2 machines on test:///default', () => {
   it('defines CPU model and topology and a boot cdrom, and reads them back without drift', async () => {
     const created = await k.create<VirtualMachine>('VirtualMachine', {
@@ -278,18 +293,7 @@ describe('day-2 machines on test:///default', () => {
   });
 
   it('leaves a paused machine paused for a virt.dev/paused value it does not understand', async () => {
-    const annotate = async (value: string) => {
-      const res = await controlPlane().kubectl([
-        'annotate',
-        '--overwrite',
-        'vm',
-        'born-paused',
-        '-n',
-        NS,
-        `virt.dev/paused=${value}`,
-      ]);
-      expect(res.code, res.stderr).toBe(0);
-    };
+    const annotate = (value: string) => setPausedAnnotation('born-paused', value);
     // A typo for "true": read as "not paused" it would resume the guest.
     await annotate('yes');
     // Passes by hand: a guest paused against no valid request is Ready=False, so each pass
@@ -346,18 +350,7 @@ describe('day-2 machines on test:///default', () => {
     await converge(ctx, reconcileVirtualMachine, key('manual-pause'), {
       until: stored('manual-pause', (v) => condition(v, 'Paused')?.reason === 'PausedByRequest'),
     });
-    const annotate = async (value: string) => {
-      const res = await controlPlane().kubectl([
-        'annotate',
-        '--overwrite',
-        'vm',
-        'manual-pause',
-        '-n',
-        NS,
-        `virt.dev/paused=${value}`,
-      ]);
-      expect(res.code, res.stderr).toBe(0);
-    };
+    const annotate = (value: string) => setPausedAnnotation('manual-pause', value);
     await annotate('yes');
     // Passes by hand: a Stalled machine asks to be looked at again (with backoff).
     for (let pass = 0; pass < 3; pass++) {
@@ -407,15 +400,7 @@ describe('day-2 machines on test:///default', () => {
     expect(kstatus([running]).get('VirtualMachine/manual-pause')?.status).toBe('Failed');
     expect(argoHealth(running)).toMatchObject({ status: 'Degraded' });
     expect(argoHealth(running).message).toContain('virt.dev/paused is "True"');
-    const removed = await controlPlane().kubectl([
-      'annotate',
-      'vm',
-      'manual-pause',
-      '-n',
-      NS,
-      'virt.dev/paused-',
-    ]);
-    expect(removed.code, removed.stderr).toBe(0);
+    await setPausedAnnotation('manual-pause', undefined);
     await converge(ctx, reconcileVirtualMachine, key('manual-pause'), {
       until: stored('manual-pause', (v) => condition(v, 'Ready')?.status === 'True'),
     });
