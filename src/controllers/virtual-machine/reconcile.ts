@@ -291,14 +291,14 @@ async function materialise(
   const deferred = outcome.deferred.flatMap((s) =>
     s.op === 'attachDevice' || s.op === 'detachDevice' ? [s.device.field] : [],
   );
-  rememberRefusedLive(ctx, uid, after, deferred);
+  const refusedThisRun = rememberRefusedLive(ctx, uid, after, deferred);
   const detaching =
     desired && live && names
       ? detachingOf(
           vm,
           deviceDiff(desired, live, names).detach,
           // Refused by this run, now or in an earlier pass (then not asked again): not detaching.
-          [...deferred, ...refusedLive(ctx, uid, after)],
+          refusedThisRun,
           outcome.detachErrors,
           now,
         )
@@ -402,26 +402,23 @@ function refusedLive(ctx: ControllerContext, uid: string, domain: ObservedDomain
  * Remembers the device changes the running domain refused to take live, for this run: the next
  * pass's plan counts them as restart-time (updatePolicy Restart restarts for them), since the
  * plan alone cannot tell an attach that will work from one the driver or the slots refuse.
+ * Returns the fields this run has refused, in this pass or an earlier one (only this pass's
+ * `fields` for a domain that is not running: nothing is remembered for it).
  */
 function rememberRefusedLive(
   ctx: ControllerContext,
   uid: string,
   domain: ObservedDomain,
   fields: readonly string[],
-): void {
+): readonly string[] {
   if (domain.state !== 'ours' || !domain.active) {
     ctx.host.deferredDevices.delete(uid);
-    return;
+    return fields;
   }
-  const known = refusedLive(ctx, uid, domain);
-  if (fields.length === 0 && known.length === 0) {
-    ctx.host.deferredDevices.delete(uid);
-    return;
-  }
-  ctx.host.deferredDevices.set(uid, {
-    run: domain.id,
-    fields: [...new Set([...known, ...fields])],
-  });
+  const refused = [...new Set([...refusedLive(ctx, uid, domain), ...fields])];
+  if (refused.length === 0) ctx.host.deferredDevices.delete(uid);
+  else ctx.host.deferredDevices.set(uid, { run: domain.id, fields: refused });
+  return refused;
 }
 
 /**
