@@ -3,8 +3,9 @@
 // (minutes on a fresh machine) before `up` refused it. Plain JavaScript with no dependency, as
 // it runs before npm ci and the TypeScript build, so up's rules are restated here: the flags
 // are `up`'s (FLAGS in src/commands/up.ts) and each refusal is the line `up` itself prints
-// (upSettings there, agentConfig in src/agent/config.ts); test/integration/cli/start-flags.test.ts
-// runs both on the same arguments and keeps them equal.
+// (upSettings there, agentConfig in src/agent/config.ts), except that an unknown flag or a
+// missing value points at `npm start -- --help`: `up --help` is no command in the user's shell.
+// test/integration/cli/start-flags.test.ts runs both on the same arguments and keeps them equal.
 import { realpathSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -29,7 +30,7 @@ const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'
 
 /**
  * The line `up` prints for these arguments' usage error (unknown flag, missing value, bad
- * value), if any. `env` and `host` are what up reads besides its flags (NODE_NAME, LOG_LEVEL,
+ * value), if any, with `npm start -- --help` where up says `up --help`. `env` and `host` are what up reads besides its flags (NODE_NAME, LOG_LEVEL,
  * the host name); `--help` prints the usage whatever else is given, as up does.
  */
 export function upFlagsRefusal(argv, env = process.env, host = hostname) {
@@ -43,7 +44,10 @@ export function upFlagsRefusal(argv, env = process.env, host = hostname) {
     }).values;
   } catch (err) {
     const message = String(err instanceof Error ? err.message : err).split('\n')[0] ?? '';
-    return `libvirt-operator up: ${message.replace(/\. To specify .*$/, '')}; see 'up --help'`;
+    return (
+      `libvirt-operator up: ${message.replace(/\. To specify .*$/, '')}; ` +
+      `see 'npm start -- --help'`
+    );
   }
   if (values.help) return undefined;
   const problem = upValueProblem(values, env, host);

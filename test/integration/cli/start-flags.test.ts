@@ -1,6 +1,6 @@
 // `npm start -- --bogus` or `npm start -- --health-addr nope`: scripts/start.sh refuses an
 // unknown flag or a bad value before its set-up (minutes on a fresh machine, builds and
-// installs), with the line `up` itself prints for it.
+// installs), with the line `up` itself prints for it (its help named as npm start's).
 // start.sh runs from a copy whose setup.sh only says it ran: the real set-up (npm ci among it)
 // is never started by this test, whatever start.sh does.
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -49,12 +49,14 @@ describe('npm start with a bad flag', () => {
   });
 
   it.each(BAD.map((argv) => [argv.join(' '), argv] as const))(
-    "refuses '%s' before the set-up, as up does",
+    "refuses '%s' before the set-up, as up does, pointing at npm start's help",
     async (_, argv) => {
       const up = await collect(spawnCli(['up', ...argv]), 60_000);
       expect(up.code).toBe(2);
+      expect(up.stderr).toMatch(/; see 'up --help'\n$/);
       const res = await start(argv);
-      expect(res.stderr).toBe(up.stderr);
+      // `up --help` is no command in the shell that ran npm start.
+      expect(res.stderr).toBe(up.stderr.replace("see 'up --help'", "see 'npm start -- --help'"));
       expect(res.stdout).toBe('');
       expect(res.code).toBe(2);
     },
