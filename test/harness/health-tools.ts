@@ -3,7 +3,7 @@
 // healthCheckExprs evaluated with cel-go (scripts/build-health-tools.sh builds both into one
 // cached Go binary). A missing interpreter or Go toolchain fails with a message saying so.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
@@ -102,7 +102,12 @@ export function fluxExprs(): unknown[] {
 /** Flux's verdict per `Kind/name` with the shipped healthCheckExprs (cel-go). */
 export function fluxHealth(objects: unknown[]): Map<string, Verdict> {
   const dir = mkdtempSync(join(tmpdir(), 'lvo-cel-'));
-  const file = join(dir, 'exprs.json');
-  writeFileSync(file, JSON.stringify(fluxExprs()));
-  return runTool(['cel', file], objects);
+  try {
+    const file = join(dir, 'exprs.json');
+    writeFileSync(file, JSON.stringify(fluxExprs()));
+    return runTool(['cel', file], objects);
+  } finally {
+    // One folder per call: kept, a suite run left dozens in /tmp.
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

@@ -1,6 +1,6 @@
 // The VirtualNetwork controller against a real kube-apiserver and libvirt's test driver.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -32,6 +32,8 @@ const getCp = useControlPlane();
 let conn: Connect;
 let k: Kube;
 let ctx: SnapshotContext;
+// The agent's state folder for this file's node, removed with it.
+const stateDir = mkdtempSync(join(tmpdir(), 'lvo-vnet-'));
 // One listener for the whole file: libvirt refuses a second registration of the binding's
 // callback on one connection. Tests look at what arrived after a mark.
 let libvirtEvents: { events: string[]; stop(): Promise<void> };
@@ -43,7 +45,7 @@ beforeAll(async () => {
     kubeConfig: getCp().kubeConfig,
     conn,
     nodeName: NODE,
-    stateDir: mkdtempSync(join(tmpdir(), 'lvo-vnet-')),
+    stateDir,
   });
   libvirtEvents = await recordNetworkEvents(conn);
   await listable(ctx);
@@ -68,6 +70,7 @@ async function listable(c: SnapshotContext): Promise<void> {
 afterAll(async () => {
   await libvirtEvents?.stop();
   await conn?.close();
+  rmSync(stateDir, { recursive: true, force: true });
 });
 
 /**
@@ -483,6 +486,7 @@ describe('two nodes', () => {
       expect(await connB.listAllNetworks()).toEqual([]);
     } finally {
       await connB.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
