@@ -745,7 +745,9 @@ function restartRequiredCondition(input: StatusInput): ConditionUpdate {
   }
   const how =
     vm.spec.updatePolicy !== 'Restart'
-      ? 'they apply at the next start of the machine (updatePolicy Manual)'
+      ? // Says how to get there: a newcomer's first RestartRequired named no way to restart.
+        'they apply at the next start of the machine (updatePolicy Manual; libvirt-operator ' +
+        'vm restart restarts it now, updatePolicy Restart lets the operator do so)'
       : input.observed.state === 'ours' &&
           input.restoredRun !== undefined &&
           heldByRestore(vm, { ...input.observed.power, id: input.observed.id }, input.restoredRun)

@@ -452,7 +452,9 @@ describe('machineStatus', () => {
       status: 'True',
       reason: 'PendingChanges',
       message:
-        'pending: spec.maxMemory, spec.disks; they apply at the next start of the machine (updatePolicy Manual)',
+        'pending: spec.maxMemory, spec.disks; they apply at the next start of the machine ' +
+        '(updatePolicy Manual; libvirt-operator vm restart restarts it now, updatePolicy ' +
+        'Restart lets the operator do so)',
     });
     const restart = machineStatus(
       input({ vm: vm({ ...machine.spec, updatePolicy: 'Restart' }), pending: ['spec.firmware'] }),
