@@ -511,6 +511,20 @@ async function deleteAndWait(
   }
 }
 
+/**
+ * What --examples says on libvirt's test driver, where the demo cannot boot. Both ways there
+ * are named: up falls back to it without root, and a user gives it with --libvirt-uri (as root,
+ * "run as root" told them nothing).
+ */
+export function testDriverDemoNote(libvirtUri: string): string | undefined {
+  if (!libvirtUri.startsWith('test:')) return undefined;
+  return (
+    `examples: ${libvirtUri} is libvirt's in-process test driver: it runs no guest and cannot ` +
+    'import volumes; the demo guest needs a real libvirtd (npm start as root without ' +
+    '--libvirt-uri starts one, or --libvirt-uri qemu:///system)'
+  );
+}
+
 export interface Demo {
   names: DemoNames;
   /** Resolves with the VM's address once it is Running, Ready=True and has one. */
@@ -530,12 +544,8 @@ async function applyDemo(
   toStop: Array<() => Promise<void>>,
   opts: { name: string; nodeName: string; libvirtUri: string },
 ): Promise<Demo> {
-  if (opts.libvirtUri.startsWith('test:')) {
-    say(
-      `examples: ${opts.libvirtUri} is libvirt's in-process test driver: it runs no guest and cannot import volumes; ` +
-        'run as root (libvirtd is then started) to boot the demo guest',
-    );
-  }
+  const note = testDriverDemoNote(opts.libvirtUri);
+  if (note) say(note);
   say(
     'examples: preparing the tiny guest (Debian cloud kernel + busybox initramfs, cached after the first build)',
   );

@@ -10,6 +10,7 @@ import {
   exportLine,
   localLibvirt,
   shellWord,
+  testDriverDemoNote,
   type LocalLibvirtIO,
   upSettings,
   upRequestError,
@@ -155,6 +156,18 @@ describe("up's libvirt without --libvirt-uri", () => {
     const noSocket = host({ socket: false, root: false });
     expect(await localLibvirt(noSocket.io)).toBe('test:///default');
     expect(noSocket.calls).toEqual([]);
+  });
+});
+
+describe("up's examples on libvirt's test driver", () => {
+  it('names both ways to a real libvirtd, not only root (a root user gave --libvirt-uri)', () => {
+    expect(testDriverDemoNote('test:///default')).toBe(
+      "examples: test:///default is libvirt's in-process test driver: it runs no guest and " +
+        'cannot import volumes; the demo guest needs a real libvirtd (npm start as root ' +
+        'without --libvirt-uri starts one, or --libvirt-uri qemu:///system)',
+    );
+    expect(testDriverDemoNote('qemu:///system')).toBeUndefined();
+    expect(testDriverDemoNote('qemu+unix:///system?socket=/run/x')).toBeUndefined();
   });
 });
 
