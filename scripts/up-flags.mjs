@@ -30,8 +30,9 @@ const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'
 
 /**
  * The line `up` prints for these arguments' usage error (unknown flag, missing value, bad
- * value), if any, with `npm start -- --help` where up says `up --help`. `env` and `host` are what up reads besides its flags (NODE_NAME, LOG_LEVEL,
- * the host name); `--help` prints the usage whatever else is given, as up does.
+ * value), if any, with `npm start -- --help` where up says `up --help`. `env` and `host` are
+ * what up reads besides its flags (NODE_NAME, LOG_LEVEL, the host name); `--help` prints the
+ * usage whatever else is given, as up does.
  */
 export function upFlagsRefusal(argv, env = process.env, host = hostname) {
   let values;
