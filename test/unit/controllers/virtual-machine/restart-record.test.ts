@@ -7,7 +7,8 @@ import {
   actMachine,
   rememberRestartsUnrecordable,
 } from '../../../../src/controllers/virtual-machine/act.js';
-import { planMachine } from '../../../../src/controllers/virtual-machine/plan.js';
+import { planMachine, type MachineStep } from '../../../../src/controllers/virtual-machine/plan.js';
+import { RESTARTS_NAMESPACE, RUN_NAMESPACE } from '../../../../src/ownership/metadata.js';
 import { ErrorCode, ErrorDomain, LibvirtError } from '../../../../src/libvirt/index.js';
 import type { Connect, Domain } from '../../../../src/libvirt/index.js';
 import { desired, NOW, observed, ours, runningStatus, vm } from './machines.js';
@@ -86,5 +87,32 @@ describe('forgetRestart on a driver that refuses domain metadata', () => {
     const { logged } = await passes(fake, 3);
     expect(fake.state.calls).toBe(3);
     expect(logged).toEqual([]);
+  });
+});
+
+describe('a start', () => {
+  it('records the generation it runs under in the definition before the domain starts', async () => {
+    const calls: string[] = [];
+    const domain = {
+      setMetadata: (_type: number, xml: string, key: string, uri: string, flags: number) => {
+        calls.push(`setMetadata ${key} ${uri} ${flags} ${xml.trim()}`);
+        return Promise.resolve();
+      },
+      create: () => {
+        calls.push('create');
+        return Promise.resolve();
+      },
+    } as unknown as Domain;
+    const start = { op: 'start', kind: 'restart', after: { state: 'shutoff', reason: 'crashed' } };
+    const outcome = await actMachine({} as Connect, domain, [
+      { ...start, restartCount: 3, generation: 5 } as MachineStep,
+    ]);
+    expect(outcome.failure).toBeUndefined();
+    // CONFIG (2): the run inherits both records from the definition it starts from.
+    expect(calls).toEqual([
+      `setMetadata lvor ${RESTARTS_NAMESPACE} 2 <restarts count="3"/>`,
+      `setMetadata lvorun ${RUN_NAMESPACE} 2 <run generation="5"/>`,
+      'create',
+    ]);
   });
 });
