@@ -1412,7 +1412,8 @@ export function powerPlan(
 
 /**
  * A run a restore brought back from a checkpoint, and the generation of the machine it was
- * brought back under (HostState restoredRuns, and the held RestartRequired message).
+ * brought back under (HostState restoredRuns, and the held RestartRequired message); or any
+ * running domain's run and the generation it started under (runStartedUnder).
  */
 export interface RestoredRun {
   run: number;
@@ -1430,7 +1431,8 @@ export interface RestoredRun {
  * first pass did not restart (a Volume not Ready yet, a failed define). The run is the one
  * restoredRun names: libvirt's reason `from_snapshot` lasts only until the state changes, and a
  * checkpoint of a paused machine comes back paused and is resumed at once (reason `unpaused`),
- * after which the run is no less the restored one. Pure.
+ * after which the run is no less the restored one. The same test holds a run whose spec has
+ * not changed since it started (restartHold, with runStartedUnder's record). Pure.
  */
 export function heldByRestore(
   vm: VirtualMachine,

@@ -1,7 +1,8 @@
 // A restart given up (runStrategy Manual after a crash) gets the status's count written back to
 // the stopped domain's metadata (forgetRestart), passes after passes until it takes. Against a
 // state-based fake of a driver that refuses setMetadata: the passes of one agent, each planned
-// from what the fake holds and acted on it, with the agent's HostState in between.
+// from what the fake holds and acted on it, with the agent's HostState in between. And the
+// records a start writes into the definition it starts from, which its run inherits.
 import { describe, expect, it } from 'vitest';
 import {
   actMachine,
