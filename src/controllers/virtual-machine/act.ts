@@ -94,6 +94,7 @@ const FAILURE_REASON: Record<MachineStep['op'], string> = {
   // Never fail (recordRestart is best effort).
   recordRestart: 'StartFailed',
   forgetRestart: 'StartFailed',
+  recordRun: 'StartFailed',
   shutdown: 'ShutdownFailed',
   destroy: 'DestroyFailed',
   undefine: 'UndefineFailed',
@@ -266,6 +267,8 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
       return;
     case 'forgetRestart':
       return recordRestart(domain, step.restartCount);
+    case 'recordRun':
+      return recordRun(domain, step.generation, DomainDeviceModifyFlags.LIVE);
     case 'shutdown':
       return domain.shutdown();
     case 'destroy':
@@ -305,14 +308,19 @@ async function recordRestart(domain: Domain, count: number): Promise<typeof REFU
  * its record. Best effort, as recordRestart: a run without one is judged by the status's
  * observed generation (plan.ts runStartedUnder).
  */
-async function recordRun(domain: Domain, generation: number): Promise<typeof REFUSED | undefined> {
+async function recordRun(
+  domain: Domain,
+  generation: number,
+  /** LIVE for a run that has none (plan.ts runToRecord). */
+  where: number = DomainDeviceModifyFlags.CONFIG,
+): Promise<typeof REFUSED | undefined> {
   try {
     await domain.setMetadata(
       DomainMetadataType.ELEMENT,
       buildRunXML(generation),
       RUN_PREFIX,
       RUN_NAMESPACE,
-      DomainDeviceModifyFlags.CONFIG,
+      where,
     );
   } catch (err) {
     if (isLibvirtError(err) && isUnsupported(err)) return REFUSED;

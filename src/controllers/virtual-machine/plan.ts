@@ -122,6 +122,12 @@ export type MachineStep =
    * under Manual, a requested start) inherited the larger one and was counted as the restart.
    */
   | { op: 'forgetRestart'; restartCount: number }
+  /**
+   * Writes the generation a running domain without a start record is judged against into its
+   * live definition, once (runToRecord): from then on that run keeps its record as one the agent
+   * started does.
+   */
+  | { op: 'recordRun'; generation: number }
   | { op: 'shutdown'; reason: ShutdownReason }
   | { op: 'destroy'; why: 'gracePeriodExpired' | 'crashed' }
   | { op: 'undefine'; nvram: boolean; tpm: boolean }
@@ -1457,10 +1463,11 @@ export function heldByRestore(
  * definition, which holds either the record of the agent's last start from that very definition
  * or, once the agent wrote a new one, none. A run without a record (started by an agent older
  * than the record, or from a definition the agent wrote since its last start) is judged
- * against the generation the status last observed: a spec edited while no agent ran is a
- * change (restarted for), and an upgrade to this version restarts nothing the spec did not
- * ask for. What that cannot tell is an edit an earlier pass already observed and could not
- * apply (a Volume not Ready then); RestartRequired names the fields either way. Pure.
+ * against the generation the status last observed, and gets that as its record (runToRecord):
+ * a spec edited while no agent ran is a change (restarted for), and an upgrade to this version
+ * restarts nothing the spec did not ask for. What that cannot tell is an edit an older agent
+ * had already observed and not applied (a Volume not Ready then); RestartRequired names the
+ * fields either way. Pure.
  */
 export function runStartedUnder(
   vm: VirtualMachine,
@@ -1469,6 +1476,32 @@ export function runStartedUnder(
   if (!domain.active || domain.id === undefined || domain.id < 0) return undefined;
   const generation = domain.live?.startedUnder ?? vm.status?.observedGeneration ?? 0;
   return { run: domain.id, generation };
+}
+
+/**
+ * The record a running domain without one gets (recordRun): the generation runStartedUnder
+ * judges it against now, the status's observedGeneration, written into its live definition so
+ * that later passes judge it against that, not against an observedGeneration every pass moves
+ * on. Without it, an edit of such a run whose first passes could not apply it (a Volume not
+ * Ready yet) was judged unchanged once the status had observed it, and held. A run an older
+ * agent or `virsh start` began gets it at the first pass that sees it; not a checkpoint a
+ * restore brought back (its own record rules), nor a run this pass stops or starts, nor on a
+ * driver that refused domain metadata (restartsUnrecordable). Pure.
+ */
+export function runToRecord(
+  vm: VirtualMachine,
+  domain: ObservedDomain,
+  plan: MachinePlan,
+  opts: { restoredRun?: RestoredRun; unrecordable?: boolean } = {},
+): MachineStep | undefined {
+  if (opts.unrecordable || domain.state !== 'ours' || !domain.active) return undefined;
+  if (!domain.live || domain.live.startedUnder !== undefined) return undefined;
+  if (opts.restoredRun?.run === domain.id || plan.shutdown !== undefined) return undefined;
+  const ends = plan.steps.some(
+    (s) => s.op === 'start' || s.op === 'shutdown' || s.op === 'destroy',
+  );
+  const started = runStartedUnder(vm, domain);
+  return ends || !started ? undefined : { op: 'recordRun', generation: started.generation };
 }
 
 /**

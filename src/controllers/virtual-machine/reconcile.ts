@@ -64,6 +64,7 @@ import {
   requestedRestart,
   restartPending,
   restoredRun,
+  runToRecord,
   savedPending,
   shutdownAfterSteps,
   shutdownSteps,
@@ -246,6 +247,13 @@ async function materialise(
     ),
     desired ? (vm.metadata.generation ?? 0) : 0,
   );
+  // Not part of the plan the pass checks its result against (look, below): a record written
+  // once to a run without one, which the next observation shows.
+  const record = runToRecord(vm, before.domain, plan, {
+    restoredRun: restored,
+    unrecordable: ctx.host.restartsUnrecordable.has(uid),
+  });
+  if (record) steps.push(record);
   const outcome = await actMachine(conn, ours, steps, ctx.onLane?.bind(ctx));
   rememberRestartsUnrecordable(ctx.host.restartsUnrecordable, uid, outcome, ctx.log);
   if (outcome.executed.some((s) => s.op === 'detachDevice' && s.retry))

@@ -115,5 +115,9 @@ describe('a start', () => {
       `setMetadata lvorun ${RUN_NAMESPACE} 2 <run generation="5"/>`,
       'create',
     ]);
+    // A run without a record gets it in its live definition (LIVE, 1), nothing else.
+    calls.length = 0;
+    await actMachine({} as Connect, domain, [{ op: 'recordRun', generation: 4 }]);
+    expect(calls).toEqual([`setMetadata lvorun ${RUN_NAMESPACE} 1 <run generation="4"/>`]);
   });
 });

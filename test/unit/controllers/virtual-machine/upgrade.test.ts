@@ -9,6 +9,7 @@ import {
   deviceNames,
   planMachine,
   restartPending,
+  runToRecord,
   type MachineStep,
 } from '../../../../src/controllers/virtual-machine/plan.js';
 import { withRunGeneration } from '../../../../src/controllers/virtual-machine/reconcile.js';
@@ -264,6 +265,43 @@ describe('a running domain whose definition an older agent rendered, under updat
         'apply them (updatePolicy Restart)',
     );
     expect(heldInStatus(restarted)).toBeUndefined();
+  });
+
+  it('writes the generation a run without a record is judged against into it, once', () => {
+    const machine = machineWith({})(3, 3);
+    const wanted = desired(machine);
+    const none = { steps: [], shutdown: undefined, waitMs: undefined };
+    const running = (startedUnder: number | undefined) =>
+      ours({ config: wanted, live: older(wanted, startedUnder) });
+    // An older agent's run: the generation the status observed.
+    expect(runToRecord(machine, running(undefined), none)).toEqual({
+      op: 'recordRun',
+      generation: 3,
+    });
+    // Edited while no agent ran: the older generation, so the edit still restarts it.
+    expect(runToRecord(machineWith({})(4, 3), running(undefined), none)).toEqual({
+      op: 'recordRun',
+      generation: 3,
+    });
+    // No status ever written: unknown (0), restarted for whatever is pending.
+    expect(runToRecord(machineWith({})(3, undefined), running(undefined), none)).toEqual({
+      op: 'recordRun',
+      generation: 0,
+    });
+    // Not again; not a restored checkpoint, a run this pass stops, a stopped domain, nor on a
+    // driver that refused domain metadata.
+    expect(runToRecord(machine, running(3), none)).toBeUndefined();
+    expect(
+      runToRecord(machine, running(undefined), none, { restoredRun: { run: 7, generation: 3 } }),
+    ).toBeUndefined();
+    const stopping = {
+      steps: [{ op: 'shutdown', reason: 'RestartToApplyChanges' } as const],
+      shutdown: 'RestartToApplyChanges' as const,
+      waitMs: 2000,
+    };
+    expect(runToRecord(machine, running(undefined), stopping)).toBeUndefined();
+    expect(runToRecord(machine, ours({ config: wanted, active: false }), none)).toBeUndefined();
+    expect(runToRecord(machine, running(undefined), none, { unrecordable: true })).toBeUndefined();
   });
 
   it('records the generation a start runs under, 0 when the spec did not resolve', () => {
