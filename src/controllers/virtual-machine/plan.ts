@@ -1484,9 +1484,13 @@ export function runStartedUnder(
  * that later passes judge it against that, not against an observedGeneration every pass moves
  * on. Without it, an edit of such a run whose first passes could not apply it (a Volume not
  * Ready yet) was judged unchanged once the status had observed it, and held. A run an older
- * agent or `virsh start` began gets it at the first pass that sees it; not a checkpoint a
- * restore brought back (its own record rules), nor a run this pass stops or starts, nor on a
- * driver that refused domain metadata (restartsUnrecordable). Pure.
+ * agent or `virsh start` began gets it at the first pass that sees it. A checkpoint a restore
+ * brought back gets the generation it was brought back under (restoredRun) in place of the
+ * snapshot's own, older record: once the agent no longer knows it as restored (the hold's
+ * message gone with its pending fields), the run is still judged as the restore rule says, not
+ * restarted at the next upgrade for having been started under the snapshot's generation. Not a
+ * run this pass stops or starts, nor on a driver that refused domain metadata
+ * (restartsUnrecordable). Pure.
  */
 export function runToRecord(
   vm: VirtualMachine,
@@ -1494,14 +1498,17 @@ export function runToRecord(
   plan: MachinePlan,
   opts: { restoredRun?: RestoredRun; unrecordable?: boolean } = {},
 ): MachineStep | undefined {
-  if (opts.unrecordable || domain.state !== 'ours' || !domain.active) return undefined;
-  if (!domain.live || domain.live.startedUnder !== undefined) return undefined;
-  if (opts.restoredRun?.run === domain.id || plan.shutdown !== undefined) return undefined;
+  if (opts.unrecordable || domain.state !== 'ours' || !domain.active || !domain.live)
+    return undefined;
   const ends = plan.steps.some(
     (s) => s.op === 'start' || s.op === 'shutdown' || s.op === 'destroy',
   );
-  const started = runStartedUnder(vm, domain);
-  return ends || !started ? undefined : { op: 'recordRun', generation: started.generation };
+  if (ends || plan.shutdown !== undefined) return undefined;
+  const restored = opts.restoredRun?.run === domain.id ? opts.restoredRun : undefined;
+  const generation = restored?.generation ?? runStartedUnder(vm, domain)?.generation;
+  const recorded = domain.live.startedUnder;
+  const due = restored ? recorded !== restored.generation : recorded === undefined;
+  return due && generation !== undefined ? { op: 'recordRun', generation } : undefined;
 }
 
 /**

@@ -288,12 +288,19 @@ describe('a running domain whose definition an older agent rendered, under updat
       op: 'recordRun',
       generation: 0,
     });
-    // Not again; not a restored checkpoint, a run this pass stops, a stopped domain, nor on a
-    // driver that refused domain metadata.
+    // A checkpoint a restore brought back: the generation it was brought back under, in place
+    // of the snapshot's older record (or none), once.
+    const restoredRun = { run: 7, generation: 3 };
+    for (const snapshots of [undefined, 1])
+      expect(runToRecord(machine, running(snapshots), none, { restoredRun })).toEqual({
+        op: 'recordRun',
+        generation: 3,
+      });
+    expect(runToRecord(machine, running(3), none, { restoredRun })).toBeUndefined();
+    // Not again; not a run this pass stops, a stopped domain, nor on a driver that refused
+    // domain metadata.
     expect(runToRecord(machine, running(3), none)).toBeUndefined();
-    expect(
-      runToRecord(machine, running(undefined), none, { restoredRun: { run: 7, generation: 3 } }),
-    ).toBeUndefined();
+    expect(runToRecord(machine, running(1), none)).toBeUndefined();
     const stopping = {
       steps: [{ op: 'shutdown', reason: 'RestartToApplyChanges' } as const],
       shutdown: 'RestartToApplyChanges' as const,
