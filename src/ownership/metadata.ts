@@ -157,15 +157,48 @@ export function buildRestartsXML(count: number): string {
 
 /** The recorded restart count among the children of a parsed <metadata>, if any. */
 export function restartsFromMetadata(metadata: XmlElement | undefined): number | undefined {
+  return countFromMetadata(metadata, RESTARTS_ELEMENT, RESTARTS_NAMESPACE, 'count');
+}
+
+/**
+ * The generation of the VirtualMachine whose spec the persistent definition held when the agent
+ * started the domain (virtual-machine/act.ts), written into that definition just before the
+ * start so that the run inherits it in its live definition: the record and the run begin
+ * together, whoever stops the agent when, and a new agent process (an upgrade) reads it back.
+ * 0 when the start could not render the spec (the definition may lack the spec's newest
+ * change). A define replaces the whole <metadata>, so a definition the agent writes later
+ * holds none until the next start; the running definition keeps its own.
+ */
+export const RUN_NAMESPACE = 'http://virt.dev/libvirt-operator/run/v1';
+export const RUN_PREFIX = 'lvorun';
+const RUN_ELEMENT = 'run';
+
+/** The bare element virDomainSetMetadata takes (type ELEMENT, key RUN_PREFIX, uri RUN_NAMESPACE). */
+export function buildRunXML(generation: number): string {
+  return buildXML(RUN_ELEMENT, { '@generation': String(generation) });
+}
+
+/** The recorded run generation among the children of a parsed <metadata>, if any. */
+export function runGenerationFromMetadata(metadata: XmlElement | undefined): number | undefined {
+  return countFromMetadata(metadata, RUN_ELEMENT, RUN_NAMESPACE, 'generation');
+}
+
+/** A whole number >= 0 in attribute `name` of our element `local` in namespace `uri`. */
+function countFromMetadata(
+  metadata: XmlElement | undefined,
+  local: string,
+  uri: string,
+  name: string,
+): number | undefined {
   if (metadata === undefined) return undefined;
   for (const key of Object.keys(metadata)) {
     if (key.startsWith('@') || key === '#text') continue;
-    const [prefix, local] = key.includes(':') ? key.split(':') : ['', key];
-    if (local !== RESTARTS_ELEMENT) continue;
+    const [prefix, tag] = key.includes(':') ? key.split(':') : ['', key];
+    if (tag !== local) continue;
     for (const el of children(metadata, key)) {
       const ns = attr(el, prefix ? `xmlns:${prefix}` : 'xmlns');
-      const count = Number(attr(el, 'count'));
-      if (ns === RESTARTS_NAMESPACE && Number.isSafeInteger(count) && count >= 0) return count;
+      const value = Number(attr(el, name));
+      if (ns === uri && Number.isSafeInteger(value) && value >= 0) return value;
     }
   }
   return undefined;

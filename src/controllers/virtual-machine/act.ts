@@ -42,7 +42,14 @@ import {
   parsePciLayout,
   type DomainDocument,
 } from '../../libvirt/xml/domain.js';
-import { buildRestartsXML, RESTARTS_NAMESPACE, RESTARTS_PREFIX } from '../../ownership/metadata.js';
+import {
+  buildRestartsXML,
+  buildRunXML,
+  RESTARTS_NAMESPACE,
+  RESTARTS_PREFIX,
+  RUN_NAMESPACE,
+  RUN_PREFIX,
+} from '../../ownership/metadata.js';
 import type { Logger } from '../context.js';
 import { stableMessage } from '../kit.js';
 import { CloudInitError, writeCloudInitISO } from './iso.js';
@@ -87,6 +94,7 @@ const FAILURE_REASON: Record<MachineStep['op'], string> = {
   // Never fail (recordRestart is best effort).
   recordRestart: 'StartFailed',
   forgetRestart: 'StartFailed',
+  recordRun: 'StartFailed',
   shutdown: 'ShutdownFailed',
   destroy: 'DestroyFailed',
   undefine: 'UndefineFailed',
@@ -249,14 +257,18 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
         step.restartCount === undefined
           ? undefined
           : await recordRestart(domain, step.restartCount);
+      const run =
+        step.generation === undefined ? undefined : await recordRun(domain, step.generation);
       await (step.paused ? startPaused(domain) : domain.create());
-      return recorded;
+      return recorded ?? run;
     }
     case 'recordRestart':
       if (step.restartCount !== undefined) return recordRestart(domain, step.restartCount);
       return;
     case 'forgetRestart':
       return recordRestart(domain, step.restartCount);
+    case 'recordRun':
+      return recordRun(domain, step.generation, DomainDeviceModifyFlags.LIVE);
     case 'shutdown':
       return domain.shutdown();
     case 'destroy':
@@ -284,6 +296,33 @@ async function recordRestart(domain: Domain, count: number): Promise<typeof REFU
   } catch (err) {
     // Left to the status (reconcile.ts countedRestarts). A driver without the call refuses
     // it on every pass: said, so that the caller stops asking (rememberRestartsUnrecordable).
+    if (isLibvirtError(err) && isUnsupported(err)) return REFUSED;
+  }
+  return undefined;
+}
+
+/**
+ * Records the generation the run about to start is started under in the stopped domain's
+ * persistent metadata, which the run inherits (ownership/metadata.ts RUN_NAMESPACE): written
+ * with the start rather than after it, an agent killed between the two leaves no run without
+ * its record. Best effort, as recordRestart: a run without one is judged by the status's
+ * observed generation (plan.ts runStartedUnder).
+ */
+async function recordRun(
+  domain: Domain,
+  generation: number,
+  /** LIVE for a run that has none (plan.ts runToRecord). */
+  where: number = DomainDeviceModifyFlags.CONFIG,
+): Promise<typeof REFUSED | undefined> {
+  try {
+    await domain.setMetadata(
+      DomainMetadataType.ELEMENT,
+      buildRunXML(generation),
+      RUN_PREFIX,
+      RUN_NAMESPACE,
+      where,
+    );
+  } catch (err) {
     if (isLibvirtError(err) && isUnsupported(err)) return REFUSED;
   }
   return undefined;

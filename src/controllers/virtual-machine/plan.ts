@@ -101,6 +101,13 @@ export type MachineStep =
        * that follows never happen (reconcile.ts withRestartCount).
        */
       restartCount?: number;
+      /**
+       * The generation the persistent definition holds the spec of (0: unknown, the spec did
+       * not resolve), recorded in the domain's metadata before the start (act.ts), so the run
+       * carries it: updatePolicy Restart restarts it only for a spec changed since
+       * (runStartedUnder, reconcile.ts withRunGeneration).
+       */
+      generation?: number;
     }
   /**
    * A restart after an unasked stop whose start is held back (heldBack): its count goes into
@@ -115,6 +122,12 @@ export type MachineStep =
    * under Manual, a requested start) inherited the larger one and was counted as the restart.
    */
   | { op: 'forgetRestart'; restartCount: number }
+  /**
+   * Writes the generation a running domain without a start record is judged against into its
+   * live definition, once (runToRecord): from then on that run keeps its record as one the agent
+   * started does.
+   */
+  | { op: 'recordRun'; generation: number }
   | { op: 'shutdown'; reason: ShutdownReason }
   | { op: 'destroy'; why: 'gracePeriodExpired' | 'crashed' }
   | { op: 'undefine'; nvram: boolean; tpm: boolean }
@@ -927,6 +940,11 @@ export function planMachine(input: PlanInput): MachinePlan {
       ...domain.power,
       restoreStopped: input.restoreStopped,
       restoredRun: input.restoredRun,
+      startedRun: runStartedUnder(vm, domain),
+      outsideSpec:
+        desired !== undefined &&
+        domain.live !== undefined &&
+        changedOutsideSpec(desired, domain.live, domain.networkPorts, input.deferred ?? []),
       restartBegun: restartBegun(domain, vm, input.restartsCounted),
       restartsUnrecordable: input.restartsUnrecordable,
       counted: restartsSoFar(vm, input.restartsCounted),
@@ -1197,6 +1215,10 @@ interface PowerView {
   restoreStopped?: boolean;
   /** The run a restore brought back from a checkpoint (restoredRun). */
   restoredRun?: RestoredRun;
+  /** The running domain's run and the generation it was started under (runStartedUnder). */
+  startedRun?: RestoredRun;
+  /** The pending fields include one the spec's generation does not track (changedOutsideSpec). */
+  outsideSpec?: boolean;
   /** A restart after an unasked stop was begun and did not start (restartBegun). */
   restartBegun?: boolean;
   /** The driver refuses the restart-count metadata (PlanInput restartsUnrecordable). */
@@ -1308,7 +1330,7 @@ export function powerPlan(
       requested?.reason === 'RestartToApplyChanges' ||
       (vm.spec.updatePolicy === 'Restart' &&
         pending.length > 0 &&
-        !heldByRestore(vm, power, power.restoredRun));
+        restartHold(vm, power, power) === undefined);
     const stopFor: ShutdownReason | undefined =
       strategy === 'Halted'
         ? 'RunStrategyHalted'
@@ -1396,7 +1418,8 @@ export function powerPlan(
 
 /**
  * A run a restore brought back from a checkpoint, and the generation of the machine it was
- * brought back under (HostState restoredRuns, and the held RestartRequired message).
+ * brought back under (HostState restoredRuns, and the held RestartRequired message); or any
+ * running domain's run and the generation it started under (runStartedUnder).
  */
 export interface RestoredRun {
   run: number;
@@ -1414,7 +1437,8 @@ export interface RestoredRun {
  * first pass did not restart (a Volume not Ready yet, a failed define). The run is the one
  * restoredRun names: libvirt's reason `from_snapshot` lasts only until the state changes, and a
  * checkpoint of a paused machine comes back paused and is resumed at once (reason `unpaused`),
- * after which the run is no less the restored one. Pure.
+ * after which the run is no less the restored one. The same test holds a run whose spec has
+ * not changed since it started (restartHold, with runStartedUnder's record). Pure.
  */
 export function heldByRestore(
   vm: VirtualMachine,
@@ -1428,6 +1452,114 @@ export function heldByRestore(
     (vm.metadata.generation ?? 0) === restored.generation
   );
 }
+
+/**
+ * The generation the running domain is judged against for updatePolicy Restart: the one the
+ * agent recorded in its metadata when it started this run (act.ts recordRun; 0 when that start
+ * could not render the spec), which the live definition keeps for the whole run (a guest reboot
+ * is the same run; an agent restart, an upgrade included, reads it back). Why the record lives
+ * there and not in status: the run and its record begin together in one definition, and a run
+ * that is not the agent's (`virsh start`, libvirt's autostart) starts from the persistent
+ * definition, which holds either the record of the agent's last start from that very definition
+ * or, once the agent wrote a new one, none. A run without a record (started by an agent older
+ * than the record, or from a definition the agent wrote since its last start) is judged
+ * against the generation the status last observed, and gets that as its record (runToRecord):
+ * a spec edited while no agent ran is a change (restarted for), and an upgrade to this version
+ * restarts nothing the spec did not ask for. What that cannot tell is an edit an older agent
+ * had already observed and not applied (a Volume not Ready then); RestartRequired names the
+ * fields either way. Pure.
+ */
+export function runStartedUnder(
+  vm: VirtualMachine,
+  domain: { active: boolean; id?: number; live?: DomainDocument | undefined },
+): RestoredRun | undefined {
+  if (!domain.active || domain.id === undefined || domain.id < 0) return undefined;
+  const generation = domain.live?.startedUnder ?? vm.status?.observedGeneration ?? 0;
+  return { run: domain.id, generation };
+}
+
+/**
+ * The record a running domain without one gets (recordRun): the generation runStartedUnder
+ * judges it against now, the status's observedGeneration, written into its live definition so
+ * that later passes judge it against that, not against an observedGeneration every pass moves
+ * on. Without it, an edit of such a run whose first passes could not apply it (a Volume not
+ * Ready yet) was judged unchanged once the status had observed it, and held. A run an older
+ * agent or `virsh start` began gets it at the first pass that sees it. A checkpoint a restore
+ * brought back gets the generation it was brought back under (restoredRun) in place of the
+ * snapshot's own, older record: once the agent no longer knows it as restored (the hold's
+ * message gone with its pending fields), the run is still judged as the restore rule says, not
+ * restarted at the next upgrade for having been started under the snapshot's generation. Not a
+ * run this pass stops or starts, nor on a driver that refused domain metadata
+ * (restartsUnrecordable). Pure.
+ */
+export function runToRecord(
+  vm: VirtualMachine,
+  domain: ObservedDomain,
+  plan: MachinePlan,
+  opts: { restoredRun?: RestoredRun; unrecordable?: boolean } = {},
+): MachineStep | undefined {
+  if (opts.unrecordable || domain.state !== 'ours' || !domain.active || !domain.live)
+    return undefined;
+  const ends = plan.steps.some(
+    (s) => s.op === 'start' || s.op === 'shutdown' || s.op === 'destroy',
+  );
+  if (ends || plan.shutdown !== undefined) return undefined;
+  const restored = opts.restoredRun?.run === domain.id ? opts.restoredRun : undefined;
+  const generation = restored?.generation ?? runStartedUnder(vm, domain)?.generation;
+  const recorded = domain.live.startedUnder;
+  const due = restored ? recorded !== restored.generation : recorded === undefined;
+  return due && generation !== undefined ? { op: 'recordRun', generation } : undefined;
+}
+
+/**
+ * Whether the running domain lacks something the spec's generation does not track: an
+ * interface its network's restart unplugged (unpluggedInterfaces: only a restart plugs it in
+ * again), a device change this run refused live (made for a spec change, and restart-time from
+ * then on), or the console log the annotation asks for (annotations have no generation). These
+ * are applied by a restart under updatePolicy Restart whatever generation the run started
+ * under. Pure.
+ */
+export function changedOutsideSpec(
+  desired: DomainDocument,
+  live: DomainDocument,
+  networkPorts: ReadonlyMap<string, ReadonlySet<string>> = new Map(),
+  refused: readonly string[] = [],
+): boolean {
+  const logs = (doc: DomainDocument) => doc.devices.serials.map((s) => s.log !== undefined);
+  return (
+    refused.length > 0 ||
+    unpluggedInterfaces(live, networkPorts).length > 0 ||
+    changedFields(logs(desired), logs(live)).length > 0
+  );
+}
+
+/**
+ * Why updatePolicy Restart does not restart the running domain for its pending restart-time
+ * fields, if it does not: a checkpoint a restore brought back (heldByRestore), or a run whose
+ * spec has not changed since it started (runStartedUnder), so that its definition differs for
+ * another reason, e.g. an upgraded agent renders a new default device or attribute. Restarting
+ * every such machine of every node at once, though nobody changed a spec, is what an operator
+ * upgrade must not do; KubeVirt makes such workload updates opt-in for the same reason. The
+ * restored run's record comes first: its live definition is the snapshot's, whose own start
+ * record is older than the restore. Pure.
+ */
+export function restartHold(
+  vm: VirtualMachine,
+  power: { state: string; id?: number },
+  runs: { restoredRun?: RestoredRun; startedRun?: RestoredRun; outsideSpec?: boolean },
+): RestartHold | undefined {
+  const { restoredRun: restored, startedRun: started } = runs;
+  if (restored !== undefined && power.id === restored.run)
+    return heldByRestore(vm, power, restored) ? { by: 'restore', run: restored } : undefined;
+  return started !== undefined && !runs.outsideSpec && heldByRestore(vm, power, started)
+    ? { by: 'unchangedSpec', run: started }
+    : undefined;
+}
+
+export type RestartHold = { by: 'restore' | 'unchangedSpec'; run: RestoredRun };
+
+/** Words of the RestartRequired message and Updated Event for a run held as unchanged. */
+export const UNCHANGED_SPEC = 'the spec has not changed since';
 
 /** Words of the RestartRequired message for a held run (status.ts), around heldMarker. */
 export const HELD_BY_RESTORE = 'is a checkpoint a VirtualMachineRestore brought back';

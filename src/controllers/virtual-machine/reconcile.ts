@@ -50,6 +50,7 @@ import {
   type OursDomain,
 } from './observe.js';
 import {
+  changedOutsideSpec,
   detachRequestedSince,
   deviceDiff,
   deviceNames,
@@ -63,6 +64,7 @@ import {
   requestedRestart,
   restartPending,
   restoredRun,
+  runToRecord,
   savedPending,
   shutdownAfterSteps,
   shutdownSteps,
@@ -233,15 +235,25 @@ async function materialise(
   const plan = planMachine(planInput);
   const ours = before.domain.state === 'ours' ? before.domain.domain : undefined;
   const beforeStart = await leasesBeforeStart(conn, plan.steps, desired, before.domain);
-  const steps = withRestartCount(
-    plan.steps,
-    restartCountOf({
-      vm,
-      observed: before.domain,
-      started: 'restart',
-      restartsCounted: countedRestarts(ctx, vm),
-    }),
+  const steps = withRunGeneration(
+    withRestartCount(
+      plan.steps,
+      restartCountOf({
+        vm,
+        observed: before.domain,
+        started: 'restart',
+        restartsCounted: countedRestarts(ctx, vm),
+      }),
+    ),
+    desired ? (vm.metadata.generation ?? 0) : 0,
   );
+  // Not part of the plan the pass checks its result against (look, below): a record written
+  // once to a run without one, which the next observation shows.
+  const record = runToRecord(vm, before.domain, plan, {
+    restoredRun: restored,
+    unrecordable: ctx.host.restartsUnrecordable.has(uid),
+  });
+  if (record) steps.push(record);
   const outcome = await actMachine(conn, ours, steps, ctx.onLane?.bind(ctx));
   rememberRestartsUnrecordable(ctx.host.restartsUnrecordable, uid, outcome, ctx.log);
   if (outcome.executed.some((s) => s.op === 'detachDevice' && s.retry))
@@ -305,6 +317,11 @@ async function materialise(
       : undefined;
   if (!detaching) ctx.host.detachRetried.delete(uid);
   const pending = pendingOf(ctx, vm, desired, after, deferred);
+  const ports = after.state === 'ours' ? after.networkPorts : undefined;
+  const outsideSpec =
+    desired !== undefined &&
+    live !== undefined &&
+    changedOutsideSpec(desired, live, ports, refusedThisRun);
   const status = machineStatus({
     vm,
     nodeName: ctx.nodeName,
@@ -326,6 +343,7 @@ async function materialise(
     ...(shutdownSentAt ? { shutdownSentAt } : {}),
     ...(stopAttemptedAt ? { stopAttemptedAt } : {}),
     ...(stillRestored !== undefined ? { restoredRun: stillRestored } : {}),
+    outsideSpec,
     restartsCounted: countedRestarts(ctx, vm),
   });
   // Remembered before the write, which may fail: the next pass counts from it (planView).
@@ -834,6 +852,20 @@ export function withRestartCount(steps: readonly MachineStep[], count: number): 
       ? { ...s, restartCount: count }
       : s,
   );
+}
+
+/**
+ * The steps with the generation a start records in the domain's metadata (act.ts recordRun):
+ * the machine's, when this pass resolved the spec (its configuration steps, before the start,
+ * made the persistent definition the spec's, or found it so), else 0: the definition the domain
+ * starts from may lack the spec's newest change, which a later pass must still restart for
+ * (plan.ts runStartedUnder). Pure.
+ */
+export function withRunGeneration(
+  steps: readonly MachineStep[],
+  generation: number,
+): MachineStep[] {
+  return steps.map((s) => (s.op === 'start' ? { ...s, generation } : s));
 }
 
 /** Remembers an ACPI request this pass sent to the domain's current run. */

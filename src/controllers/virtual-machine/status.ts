@@ -34,8 +34,10 @@ import {
   DETACH_CONDITION,
   detachMessage,
   gracePeriodMs,
-  heldByRestore,
   heldMarker,
+  restartHold,
+  runStartedUnder,
+  UNCHANGED_SPEC,
   recordedRestoredRun,
   rerunStarts,
   restartBegun,
@@ -53,6 +55,7 @@ import {
   SHUTDOWN_CONDITION,
   stopWithdrawn,
   type MachineStep,
+  type RestartHold,
   type RestoredRun,
   type ShutdownReason,
   type StartKind,
@@ -109,6 +112,8 @@ export interface StatusInput {
   restartRun?: number;
   /** The run a restore brought back from a checkpoint (plan.ts restoredRun). */
   restoredRun?: RestoredRun;
+  /** The pending fields include one the spec's generation does not track (plan.ts). */
+  outsideSpec?: boolean;
   /** When this pass's ACPI shutdown request had been sent (read after the call returned). */
   shutdownSentAt?: Date;
   /**
@@ -743,20 +748,36 @@ function restartRequiredCondition(input: StatusInput): ConditionUpdate {
       message: 'no restart-time change is pending',
     };
   }
+  const observed = input.observed;
+  const hold =
+    observed.state === 'ours'
+      ? restartHold(
+          vm,
+          { ...observed.power, id: observed.id },
+          {
+            restoredRun: input.restoredRun,
+            startedRun: runStartedUnder(vm, observed),
+            outsideSpec: input.outsideSpec,
+          },
+        )
+      : undefined;
+  const later =
+    'so updatePolicy Restart does not restart it for them; they apply at the next start, at ' +
+    'once after a change of the spec or with virt.dev/restart-requested-at';
   const how =
     vm.spec.updatePolicy !== 'Restart'
       ? // Says how to get there: a newcomer's first RestartRequired named no way to restart.
         'they apply at the next start of the machine (updatePolicy Manual; libvirt-operator ' +
         'vm restart restarts it now, updatePolicy Restart lets the operator do so)'
-      : input.observed.state === 'ours' &&
-          input.restoredRun !== undefined &&
-          heldByRestore(vm, { ...input.observed.power, id: input.observed.id }, input.restoredRun)
+      : hold?.by === 'restore'
         ? // The run and its generation are named so that the next agent still knows them once
           // libvirt's reason from_snapshot is gone (plan.ts restoredRun).
-          `${heldMarker(input.restoredRun)} with its own definition, so updatePolicy Restart ` +
-          'does not restart it for them; they apply at the next start, at once after a change ' +
-          'of the spec or with virt.dev/restart-requested-at'
-        : 'the operator restarts the machine gracefully to apply them (updatePolicy Restart)';
+          `${heldMarker(hold.run)} with its own definition, ${later}`
+        : hold?.by === 'unchangedSpec'
+          ? `the running definition differs though ${UNCHANGED_SPEC} this run ` +
+            `${runMarker(hold.run.run)} started under generation ${hold.run.generation} (e.g. ` +
+            `the agent's defaults changed), ${later}`
+          : 'the operator restarts the machine gracefully to apply them (updatePolicy Restart)';
   return {
     type: 'RestartRequired',
     status: 'True',
@@ -930,8 +951,8 @@ export function stepEvents(
   restartCount: number,
   /** The restart-time fields RestartRequired names (e.g. `spec.maxMemory`). */
   pending: readonly string[] = [],
-  /** RestartRequired says updatePolicy Restart holds them for a restored run (heldByRestore). */
-  held = false,
+  /** Why RestartRequired says updatePolicy Restart does not restart for them (heldInStatus). */
+  held?: RestartHold['by'],
 ): MachineEvent[] {
   const name = domainName(vm);
   const events: MachineEvent[] = [];
@@ -1068,20 +1089,32 @@ export function stepEvents(
 }
 
 /** When a saved definition with restart-time changes takes effect, for the Updated Event. */
-function whenApplied(vm: VirtualMachine, pending: readonly string[], held: boolean): string {
+function whenApplied(
+  vm: VirtualMachine,
+  pending: readonly string[],
+  held: RestartHold['by'] | undefined,
+): string {
   if (pending.length === 0) return '';
   const fields = `pending: ${pending.join(', ')}`;
   if (vm.spec.updatePolicy !== 'Restart')
     return `; it applies at the next start (${fields}; updatePolicy Manual)`;
-  return held
-    ? `; it applies at the next start: the running checkpoint a VirtualMachineRestore brought ` +
-        `back is not restarted for it (${fields}; updatePolicy Restart, see RestartRequired)`
-    : `; a graceful restart applies it now (${fields}; updatePolicy Restart)`;
+  const notNow = `(${fields}; updatePolicy Restart, see RestartRequired)`;
+  if (held === 'restore')
+    return (
+      `; it applies at the next start: the running checkpoint a VirtualMachineRestore brought ` +
+      `back is not restarted for it ${notNow}`
+    );
+  if (held === 'unchangedSpec')
+    return `; it applies at the next start: the run is not restarted for it, as ${UNCHANGED_SPEC} it started ${notNow}`;
+  return `; a graceful restart applies it now (${fields}; updatePolicy Restart)`;
 }
 
-/** Whether a status's RestartRequired says a restored run is held (restartRequiredCondition). */
-export function heldInStatus(status: VirtualMachineStatus): boolean {
-  return recordedRestoredRun(status) !== undefined;
+/** Whether a status's RestartRequired says the run is held, and why (restartRequiredCondition). */
+export function heldInStatus(status: VirtualMachineStatus): RestartHold['by'] | undefined {
+  if (recordedRestoredRun(status) !== undefined) return 'restore';
+  const required = findCondition(status.conditions, 'RestartRequired');
+  const unchanged = required?.status === 'True' && required.message.includes(UNCHANGED_SPEC);
+  return unchanged ? 'unchangedSpec' : undefined;
 }
 
 const MIN_RETRY_MS = 1_000;

@@ -20,6 +20,7 @@ import {
 } from './codec.js';
 import {
   restartsFromMetadata,
+  runGenerationFromMetadata,
   stampFromMetadata,
   stampTree,
   type OwnershipStamp,
@@ -77,6 +78,11 @@ export interface DomainDocument {
    * never written by a define; ownership/metadata.ts restartsFromMetadata).
    */
   restarts?: number;
+  /**
+   * The generation the agent recorded in <metadata> when it started this run (read only: never
+   * written by a define; ownership/metadata.ts runGenerationFromMetadata).
+   */
+  startedUnder?: number;
   /** <memory>: the maximum the guest can be given, in KiB. */
   memoryKiB: number;
   /** <currentMemory>: the balloon target, in KiB; libvirt's default is memoryKiB. */
@@ -506,6 +512,7 @@ export function parseDomainXML(xml: string): DomainDocument {
   assign(doc, 'description', childText(el, 'description'));
   assign(doc, 'stamp', stampFromMetadata(child(el, 'metadata')));
   assign(doc, 'restarts', restartsFromMetadata(child(el, 'metadata')));
+  assign(doc, 'startedUnder', runGenerationFromMetadata(child(el, 'metadata')));
   const current = child(el, 'currentMemory');
   if (current) doc.currentMemoryKiB = scaledKiB(current, 'domain/currentMemory');
   const cpu = child(el, 'cpu');

@@ -10,7 +10,8 @@ import { CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/c
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../../src/api/generated/types.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
-import type { Connect } from '../../../../src/libvirt/index.js';
+import { DomainXMLFlags, type Connect } from '../../../../src/libvirt/index.js';
+import { buildDomainXML, parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import { converge, type SnapshotContext } from '../../../harness/controller-context.js';
 import { type Kube } from '../../../harness/kube-objects.js';
@@ -269,3 +270,94 @@ describe('a day-2 edit of a running machine on test:///default', () => {
     });
   });
 });
+
+// An operator upgrade that renders a default differently (here on_crash, which an older agent
+// is made to have written): the running guest's definition differs from what this agent wants
+// though nobody changed the spec. Under updatePolicy Restart it is not restarted for that; the
+// next spec change is.
+describe('a run an older agent started, under updatePolicy Restart', () => {
+  it('is held with RestartRequired saying why, its definition saved, until the spec changes', async () => {
+    const name = 'upgrade-held';
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name, namespace: NS },
+      spec: { ...BASE, updatePolicy: 'Restart' },
+    });
+    await settle(name);
+    const uid = String(vmOf(name)!.metadata.uid);
+    const generation = vmOf(name)!.metadata.generation;
+    // The agent is stopped; the older agent had started the guest from its own rendering and
+    // recorded no generation (the record is this version's).
+    const domain = await conn.lookupDomainByUUIDString(uid);
+    const saved = parseDomainXML(await domain.getXMLDesc(DomainXMLFlags.INACTIVE));
+    expect(saved.startedUnder).toBe(generation);
+    await domain.destroy();
+    await conn.defineDomainXML(buildDomainXML({ ...saved, onCrash: 'restart' }));
+    await domain.create();
+    const run = await runID(uid);
+    const older = parseDomainXML(await domain.getXMLDesc());
+    expect({ onCrash: older.onCrash, startedUnder: older.startedUnder }).toEqual({
+      onCrash: 'restart',
+      startedUnder: undefined,
+    });
+    const restarts = vmOf(name)!.status?.restartCount;
+
+    // The new agent's passes: the same run goes on, its saved definition is this agent's.
+    await settle(name);
+    for (let pass = 0; pass < 3; pass++) {
+      await ctx.refresh();
+      await reconcileVirtualMachine(key(name), ctx);
+    }
+    const held = vmOf(name)!;
+    expect(await runID(uid)).toBe(run);
+    expect(held.status?.restartCount).toBe(restarts);
+    expect(condition(held, 'RestartRequired')).toMatchObject({
+      status: 'True',
+      message:
+        `pending: operator domain defaults; the running definition differs though the spec ` +
+        `has not changed since this run (run ${run}) started under generation ${generation} ` +
+        `(e.g. the agent's defaults changed), so updatePolicy Restart does not restart it for ` +
+        `them; they apply at the next start, at once after a change of the spec or with ` +
+        `virt.dev/restart-requested-at`,
+    });
+    expect(parseDomainXML(await domain.getXMLDesc(DomainXMLFlags.INACTIVE)).onCrash).toBe(
+      'destroy',
+    );
+    // The run got the record it lacked, once: the generation the status had observed.
+    const adopted = parseDomainXML(await domain.getXMLDesc());
+    expect({ onCrash: adopted.onCrash, startedUnder: adopted.startedUnder }).toEqual({
+      onCrash: 'restart',
+      startedUnder: generation,
+    });
+    await quiet(name);
+
+    // A spec change (one that changes nothing in the domain) restarts it, once.
+    await k.patchSpec('VirtualMachine', NS, name, { terminationGracePeriodSeconds: 6 });
+    await settle(name);
+    const restarted = await runID(uid);
+    expect(restarted).not.toBe(run);
+    const edited = vmOf(name)!;
+    expect(condition(edited, 'RestartRequired')?.status).toBe('False');
+    const live = parseDomainXML(await domain.getXMLDesc());
+    expect({ onCrash: live.onCrash, startedUnder: live.startedUnder }).toEqual({
+      onCrash: 'destroy',
+      startedUnder: edited.metadata.generation,
+    });
+    await quiet(name);
+    expect(await runID(uid)).toBe(restarted);
+  });
+});
+
+/** The next passes write nothing, to libvirt or to the API server. */
+async function quiet(name: string): Promise<void> {
+  for (let pass = 0; pass < 2; pass++) {
+    rec.reset();
+    const writes = ctx.writes;
+    await ctx.refresh();
+    await reconcileVirtualMachine(key(name), ctx);
+    expect({ pass, libvirt: rec.writes(), api: ctx.writes - writes }).toEqual({
+      pass,
+      libvirt: [],
+      api: 0,
+    });
+  }
+}

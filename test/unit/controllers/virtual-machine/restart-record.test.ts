@@ -1,13 +1,15 @@
 // A restart given up (runStrategy Manual after a crash) gets the status's count written back to
 // the stopped domain's metadata (forgetRestart), passes after passes until it takes. Against a
 // state-based fake of a driver that refuses setMetadata: the passes of one agent, each planned
-// from what the fake holds and acted on it, with the agent's HostState in between.
+// from what the fake holds and acted on it, with the agent's HostState in between. And the
+// records a start writes into the definition it starts from, which its run inherits.
 import { describe, expect, it } from 'vitest';
 import {
   actMachine,
   rememberRestartsUnrecordable,
 } from '../../../../src/controllers/virtual-machine/act.js';
-import { planMachine } from '../../../../src/controllers/virtual-machine/plan.js';
+import { planMachine, type MachineStep } from '../../../../src/controllers/virtual-machine/plan.js';
+import { RESTARTS_NAMESPACE, RUN_NAMESPACE } from '../../../../src/ownership/metadata.js';
 import { ErrorCode, ErrorDomain, LibvirtError } from '../../../../src/libvirt/index.js';
 import type { Connect, Domain } from '../../../../src/libvirt/index.js';
 import { desired, NOW, observed, ours, runningStatus, vm } from './machines.js';
@@ -86,5 +88,36 @@ describe('forgetRestart on a driver that refuses domain metadata', () => {
     const { logged } = await passes(fake, 3);
     expect(fake.state.calls).toBe(3);
     expect(logged).toEqual([]);
+  });
+});
+
+describe('a start', () => {
+  it('records the generation it runs under in the definition before the domain starts', async () => {
+    const calls: string[] = [];
+    const domain = {
+      setMetadata: (_type: number, xml: string, key: string, uri: string, flags: number) => {
+        calls.push(`setMetadata ${key} ${uri} ${flags} ${xml.trim()}`);
+        return Promise.resolve();
+      },
+      create: () => {
+        calls.push('create');
+        return Promise.resolve();
+      },
+    } as unknown as Domain;
+    const start = { op: 'start', kind: 'restart', after: { state: 'shutoff', reason: 'crashed' } };
+    const outcome = await actMachine({} as Connect, domain, [
+      { ...start, restartCount: 3, generation: 5 } as MachineStep,
+    ]);
+    expect(outcome.failure).toBeUndefined();
+    // CONFIG (2): the run inherits both records from the definition it starts from.
+    expect(calls).toEqual([
+      `setMetadata lvor ${RESTARTS_NAMESPACE} 2 <restarts count="3"/>`,
+      `setMetadata lvorun ${RUN_NAMESPACE} 2 <run generation="5"/>`,
+      'create',
+    ]);
+    // A run without a record gets it in its live definition (LIVE, 1), nothing else.
+    calls.length = 0;
+    await actMachine({} as Connect, domain, [{ op: 'recordRun', generation: 4 }]);
+    expect(calls).toEqual([`setMetadata lvorun ${RUN_NAMESPACE} 1 <run generation="4"/>`]);
   });
 });

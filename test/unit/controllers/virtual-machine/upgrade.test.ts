@@ -9,9 +9,31 @@ import {
   deviceNames,
   planMachine,
   restartPending,
+  runToRecord,
+  type MachineStep,
 } from '../../../../src/controllers/virtual-machine/plan.js';
-import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
-import { desired, NOW, observed, ours } from './machines.js';
+import { withRunGeneration } from '../../../../src/controllers/virtual-machine/reconcile.js';
+import {
+  heldInStatus,
+  machineStatus,
+  stepEvents,
+} from '../../../../src/controllers/virtual-machine/status.js';
+import {
+  buildDomainXML,
+  parseDomainXML,
+  type DomainDocument,
+} from '../../../../src/libvirt/xml/domain.js';
+import { buildRunXML, RUN_NAMESPACE } from '../../../../src/ownership/metadata.js';
+import {
+  desired,
+  noInputs,
+  NOW,
+  observed,
+  ours,
+  runningStatus,
+  variant,
+  vm as vmOf,
+} from './machines.js';
 
 const dir = join(import.meta.dirname, '../../../fixtures/xml/upgrade');
 const fixture = (name: string) => readFileSync(join(dir, name), 'utf8');
@@ -61,5 +83,253 @@ describe('a machine whose scsi disks an older operator left on an LSI controller
     const define = plan.steps[0];
     const units = define?.op === 'define' ? define.doc.devices.disks.map((d) => d.scsiUnit) : [];
     expect(units).toEqual([undefined, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+});
+
+// An operator upgrade that changes the definition the agent renders (a new default device or
+// attribute) leaves every running domain with a restart-time difference nobody's spec edit
+// made: under updatePolicy Restart it is held, not applied by restarting every machine at once.
+describe('a running domain whose definition an older agent rendered, under updatePolicy Restart', () => {
+  type Spec = Parameters<typeof machineWith>[0];
+  function machineWith(spec: { updatePolicy?: 'Manual' | 'Restart'; log?: boolean }) {
+    return (generation: number, observedGeneration: number | undefined) =>
+      vmOf(
+        { updatePolicy: spec.updatePolicy ?? 'Restart' },
+        {
+          generation,
+          status: runningStatus(observedGeneration === undefined ? {} : { observedGeneration }),
+          ...(spec.log ? { annotations: { 'virt.dev/console-log': 'true' } } : {}),
+        },
+      );
+  }
+  const LOG = '/var/lib/lvo/console/x.log';
+  /** What an older agent wrote: the same spec with another default (on_crash). */
+  const older = (want: DomainDocument, startedUnder: number | undefined) =>
+    variant(want, (d) => {
+      d.onCrash = 'restart';
+      d.devices.serials = d.devices.serials.map(({ log: _log, ...serial }) => serial);
+      if (startedUnder === undefined) delete d.startedUnder;
+      else d.startedUnder = startedUnder;
+    });
+  const RESTART = 'restart';
+  const HELD = 'held';
+  const rows: Array<
+    [
+      what: string,
+      spec: Spec,
+      generation: number,
+      observedGeneration: number | undefined,
+      startedUnder: number | undefined,
+      extra: { restoredRun?: { run: number; generation: number }; deferred?: string[] },
+      want: typeof RESTART | typeof HELD,
+    ]
+  > = [
+    ['the spec unchanged since the run started: held', {}, 3, 3, 3, {}, HELD],
+    ['the spec changed since the run started: restarted', {}, 4, 4, 3, {}, RESTART],
+    ['changed, first pass after the edit: restarted', {}, 4, 3, 3, {}, RESTART],
+    ['a run started while the spec did not resolve (0): restarted', {}, 3, 3, 0, {}, RESTART],
+    [
+      'no record (an older agent started it), status up to date: held',
+      {},
+      3,
+      3,
+      undefined,
+      {},
+      HELD,
+    ],
+    ['no record, the spec edited while no agent ran: restarted', {}, 4, 3, undefined, {}, RESTART],
+    ['no record and no status ever written: restarted', {}, 3, undefined, undefined, {}, RESTART],
+    [
+      'a checkpoint a restore brought back (its older record aside): held',
+      {},
+      3,
+      3,
+      1,
+      { restoredRun: { run: 7, generation: 3 } },
+      HELD,
+    ],
+    [
+      'a restored run whose spec changed since the restore: restarted',
+      {},
+      3,
+      3,
+      3,
+      { restoredRun: { run: 7, generation: 2 } },
+      RESTART,
+    ],
+    [
+      'the console-log annotation asks for what the run lacks: restarted',
+      { log: true },
+      3,
+      3,
+      3,
+      {},
+      RESTART,
+    ],
+    [
+      'a device change this run refused live: restarted',
+      {},
+      3,
+      3,
+      3,
+      { deferred: ['spec.interfaces[eth1]'] },
+      RESTART,
+    ],
+  ];
+
+  it.each(rows)('%s', (_what, spec, generation, observedGeneration, startedUnder, extra, want) => {
+    const machine = machineWith(spec)(generation, observedGeneration);
+    const wanted = desired(machine, { ...noInputs, consoleLog: spec.log ? LOG : undefined });
+    const live = older(wanted, startedUnder);
+    const plan = planMachine({
+      vm: machine,
+      desired: wanted,
+      observed: observed(ours({ config: older(wanted, undefined), live })),
+      cloudInit: undefined,
+      now: NOW,
+      ...extra,
+    });
+    // The persistent definition is brought up to date either way: the next start applies it.
+    expect(plan.steps[0]?.op).toBe('define');
+    const restarting = plan.steps.some((s) => s.op === 'shutdown');
+    expect(restarting ? RESTART : HELD).toBe(want);
+    expect(plan.shutdown).toBe(restarting ? 'RestartToApplyChanges' : undefined);
+  });
+
+  it('never restarts under updatePolicy Manual, changed spec or not', () => {
+    for (const generation of [3, 4]) {
+      const machine = machineWith({ updatePolicy: 'Manual' })(generation, 3);
+      const wanted = desired(machine);
+      const plan = planMachine({
+        vm: machine,
+        desired: wanted,
+        observed: observed(ours({ config: older(wanted, 3), live: older(wanted, 3) })),
+        cloudInit: undefined,
+        now: NOW,
+      });
+      expect(plan.steps.map((s) => s.op)).toEqual(['define']);
+    }
+  });
+
+  it('says in RestartRequired why the held run is not restarted, and how it gets applied', () => {
+    const machine = machineWith({})(3, 3);
+    const wanted = desired(machine);
+    const status = machineStatus({
+      vm: machine,
+      nodeName: 'node-a',
+      now: NOW,
+      observed: ours({ config: wanted, live: older(wanted, 3) }),
+      problem: undefined,
+      shutdown: undefined,
+      started: undefined,
+      pending: ['operator domain defaults'],
+    });
+    const required = status.conditions?.find((c) => c.type === 'RestartRequired');
+    expect(required).toMatchObject({ status: 'True', reason: 'PendingChanges' });
+    expect(required?.message).toBe(
+      'pending: operator domain defaults; the running definition differs though the spec has ' +
+        "not changed since this run (run 7) started under generation 3 (e.g. the agent's " +
+        'defaults changed), so updatePolicy Restart does not restart it for them; they apply ' +
+        'at the next start, at once after a change of the spec or with ' +
+        'virt.dev/restart-requested-at',
+    );
+    expect(heldInStatus(status)).toBe('unchangedSpec');
+    // The Updated Event of the definition saved for it says it waits too.
+    const events = stepEvents(
+      [{ op: 'define', doc: wanted, created: false }],
+      machine,
+      'node-a',
+      0,
+      ['operator domain defaults'],
+      heldInStatus(status),
+    );
+    expect(events.map((e) => e.message)).toEqual([
+      'saved the new definition of domain prod_web; it applies at the next start: the run is ' +
+        'not restarted for it, as the spec has not changed since it started (pending: ' +
+        'operator domain defaults; updatePolicy Restart, see RestartRequired)',
+    ]);
+    // The same run after a spec change: restarted, and the condition says so.
+    const edited = machineWith({})(4, 3);
+    const restarted = machineStatus({
+      vm: edited,
+      nodeName: 'node-a',
+      now: NOW,
+      observed: ours({ config: wanted, live: older(wanted, 3) }),
+      problem: undefined,
+      shutdown: undefined,
+      started: undefined,
+      pending: ['operator domain defaults'],
+    });
+    expect(restarted.conditions?.find((c) => c.type === 'RestartRequired')?.message).toBe(
+      'pending: operator domain defaults; the operator restarts the machine gracefully to ' +
+        'apply them (updatePolicy Restart)',
+    );
+    expect(heldInStatus(restarted)).toBeUndefined();
+  });
+
+  it('writes the generation a run without a record is judged against into it, once', () => {
+    const machine = machineWith({})(3, 3);
+    const wanted = desired(machine);
+    const none = { steps: [], shutdown: undefined, waitMs: undefined };
+    const running = (startedUnder: number | undefined) =>
+      ours({ config: wanted, live: older(wanted, startedUnder) });
+    // An older agent's run: the generation the status observed.
+    expect(runToRecord(machine, running(undefined), none)).toEqual({
+      op: 'recordRun',
+      generation: 3,
+    });
+    // Edited while no agent ran: the older generation, so the edit still restarts it.
+    expect(runToRecord(machineWith({})(4, 3), running(undefined), none)).toEqual({
+      op: 'recordRun',
+      generation: 3,
+    });
+    // No status ever written: unknown (0), restarted for whatever is pending.
+    expect(runToRecord(machineWith({})(3, undefined), running(undefined), none)).toEqual({
+      op: 'recordRun',
+      generation: 0,
+    });
+    // A checkpoint a restore brought back: the generation it was brought back under, in place
+    // of the snapshot's older record (or none), once.
+    const restoredRun = { run: 7, generation: 3 };
+    for (const snapshots of [undefined, 1])
+      expect(runToRecord(machine, running(snapshots), none, { restoredRun })).toEqual({
+        op: 'recordRun',
+        generation: 3,
+      });
+    expect(runToRecord(machine, running(3), none, { restoredRun })).toBeUndefined();
+    // Not again; not a run this pass stops, a stopped domain, nor on a driver that refused
+    // domain metadata.
+    expect(runToRecord(machine, running(3), none)).toBeUndefined();
+    expect(runToRecord(machine, running(1), none)).toBeUndefined();
+    const stopping = {
+      steps: [{ op: 'shutdown', reason: 'RestartToApplyChanges' } as const],
+      shutdown: 'RestartToApplyChanges' as const,
+      waitMs: 2000,
+    };
+    expect(runToRecord(machine, running(undefined), stopping)).toBeUndefined();
+    expect(runToRecord(machine, ours({ config: wanted, active: false }), none)).toBeUndefined();
+    expect(runToRecord(machine, running(undefined), none, { unrecordable: true })).toBeUndefined();
+  });
+
+  it('records the generation a start runs under, 0 when the spec did not resolve', () => {
+    const steps: MachineStep[] = [
+      { op: 'define', doc: desired(machineWith({})(3, 3)), created: true },
+      { op: 'start', kind: 'initial', after: { state: 'shutoff', reason: 'unknown' } },
+    ];
+    expect(withRunGeneration(steps, 5)[1]).toMatchObject({ op: 'start', generation: 5 });
+    expect(withRunGeneration(steps, 0)[1]).toMatchObject({ op: 'start', generation: 0 });
+    expect(withRunGeneration(steps, 5)[0]).toBe(steps[0]);
+  });
+
+  it('reads the recorded generation back from the running definition', () => {
+    const xml = buildDomainXML(desired(machineWith({})(3, 3))).replace(
+      '</metadata>',
+      `<lvorun:run xmlns:lvorun="${RUN_NAMESPACE}" generation="5"/></metadata>`,
+    );
+    expect(parseDomainXML(xml).startedUnder).toBe(5);
+    expect(parseDomainXML(buildDomainXML(desired(machineWith({})(3, 3)))).startedUnder).toBe(
+      undefined,
+    );
+    expect(buildRunXML(5).trim()).toBe('<run generation="5"/>');
   });
 });
