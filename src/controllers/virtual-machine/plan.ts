@@ -1512,6 +1512,42 @@ export function runToRecord(
 }
 
 /**
+ * The record a running domain gets once it reflects the spec of a generation newer than the one
+ * it started under (recordRun, into its live definition): a pass that left nothing pending
+ * (no restart-time field, no step failed or refused, no device still detaching) brought the run
+ * to the spec's generation by live changes, or found it there (an edit that changes nothing in
+ * the domain). Without it every machine whose spec was edited live since its start counted as
+ * changed for good, and a later upgrade's defaults restarted it though nobody asked
+ * (restartHold). A run still pending keeps its record: the next spec change restarts it, as
+ * RestartRequired says. Not a checkpoint a restore brought back (runToRecord keeps its own),
+ * a run without a record yet (runToRecord writes one first), nor on a driver that refused
+ * domain metadata. Pure.
+ */
+export function runCaughtUp(
+  vm: VirtualMachine,
+  domain: ObservedDomain,
+  pass: {
+    /** The spec resolved (desired): what "nothing pending" was judged against. */
+    resolved: boolean;
+    pending: readonly string[];
+    /** Nothing failed, was refused or deferred, is still detaching; no start or stop. */
+    settled: boolean;
+    restoredRun?: RestoredRun;
+    unrecordable?: boolean;
+  },
+): MachineStep | undefined {
+  if (pass.unrecordable || !pass.resolved || !pass.settled || pass.pending.length > 0)
+    return undefined;
+  if (domain.state !== 'ours' || !domain.active || !domain.live) return undefined;
+  if (pass.restoredRun !== undefined && pass.restoredRun.run === domain.id) return undefined;
+  const recorded = domain.live.startedUnder;
+  const generation = vm.metadata.generation ?? 0;
+  return recorded === undefined || recorded === generation
+    ? undefined
+    : { op: 'recordRun', generation };
+}
+
+/**
  * Whether the running domain lacks something the spec's generation does not track: an
  * interface its network's restart unplugged (unpluggedInterfaces: only a restart plugs it in
  * again), a device change this run refused live (made for a spec change, and restart-time from

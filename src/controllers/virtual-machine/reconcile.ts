@@ -64,6 +64,7 @@ import {
   requestedRestart,
   restartPending,
   restoredRun,
+  runCaughtUp,
   runToRecord,
   savedPending,
   shutdownAfterSteps,
@@ -317,6 +318,24 @@ async function materialise(
       : undefined;
   if (!detaching) ctx.host.detachRetried.delete(uid);
   const pending = pendingOf(ctx, vm, desired, after, deferred);
+  // After the steps, not with them: only what they left tells that the run reflects the spec.
+  const caughtUp = runCaughtUp(vm, after, {
+    resolved: desired !== undefined,
+    pending,
+    settled:
+      !outcome.failure &&
+      outcome.deferred.length === 0 &&
+      outcome.detachErrors.length === 0 &&
+      !detaching &&
+      plan.shutdown === undefined &&
+      !outcome.executed.some((s) => s.op === 'start' || s.op === 'shutdown' || s.op === 'destroy'),
+    restoredRun: stillRestored,
+    unrecordable: ctx.host.restartsUnrecordable.has(uid),
+  });
+  if (caughtUp && after.state === 'ours') {
+    const recorded = await actMachine(conn, after.domain, [caughtUp]);
+    rememberRestartsUnrecordable(ctx.host.restartsUnrecordable, uid, recorded, ctx.log);
+  }
   const ports = after.state === 'ours' ? after.networkPorts : undefined;
   const outsideSpec =
     desired !== undefined &&

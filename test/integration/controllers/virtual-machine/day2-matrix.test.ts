@@ -347,6 +347,37 @@ describe('a run an older agent started, under updatePolicy Restart', () => {
   });
 });
 
+// A run whose spec was edited live (or by an edit that changes nothing in the domain) reflects
+// the new generation: its record moves on, so that a later upgrade's defaults hold it as they
+// hold a run nobody edited, instead of restarting it for an edit it has already applied.
+describe('a run edited live since it started, under updatePolicy Restart', () => {
+  it.each([
+    ['memory within maxMemory', { memory: '128Mi' }],
+    ['a field the domain does not hold', { terminationGracePeriodSeconds: 7 }],
+  ])('records the generation it reflects: %s', async (_what, spec) => {
+    const name = `caught-up-${'memory' in spec ? 'memory' : 'grace'}`;
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name, namespace: NS },
+      spec: { ...BASE, updatePolicy: 'Restart' },
+    });
+    await settle(name);
+    const uid = String(vmOf(name)!.metadata.uid);
+    const run = await runID(uid);
+    const domain = await conn.lookupDomainByUUIDString(uid);
+    const started = vmOf(name)!.metadata.generation;
+    expect(parseDomainXML(await domain.getXMLDesc()).startedUnder).toBe(started);
+
+    await k.patchSpec('VirtualMachine', NS, name, spec);
+    await settle(name);
+    const edited = vmOf(name)!;
+    expect(edited.metadata.generation).toBeGreaterThan(started ?? 0);
+    expect(await runID(uid)).toBe(run);
+    expect(condition(edited, 'RestartRequired')?.status).toBe('False');
+    expect(parseDomainXML(await domain.getXMLDesc()).startedUnder).toBe(edited.metadata.generation);
+    await quiet(name);
+  });
+});
+
 /** The next passes write nothing, to libvirt or to the API server. */
 async function quiet(name: string): Promise<void> {
   for (let pass = 0; pass < 2; pass++) {

@@ -9,6 +9,7 @@ import {
   deviceNames,
   planMachine,
   restartPending,
+  runCaughtUp,
   runToRecord,
   type MachineStep,
 } from '../../../../src/controllers/virtual-machine/plan.js';
@@ -309,6 +310,38 @@ describe('a running domain whose definition an older agent rendered, under updat
     expect(runToRecord(machine, running(undefined), stopping)).toBeUndefined();
     expect(runToRecord(machine, ours({ config: wanted, active: false }), none)).toBeUndefined();
     expect(runToRecord(machine, running(undefined), none, { unrecordable: true })).toBeUndefined();
+  });
+
+  it('moves a run edited live on to the generation it reflects, once nothing is pending', () => {
+    const machine = machineWith({})(4, 4);
+    const wanted = desired(machine);
+    const running = (startedUnder: number | undefined) =>
+      ours({ config: wanted, live: older(wanted, startedUnder) });
+    const quiet = { resolved: true, pending: [], settled: true };
+    expect(runCaughtUp(machine, running(3), quiet)).toEqual({ op: 'recordRun', generation: 4 });
+    expect(runCaughtUp(machine, running(0), quiet)).toEqual({ op: 'recordRun', generation: 4 });
+    // Once; a run still pending keeps its record (the next spec change restarts it), and so
+    // does a pass whose steps did not all take effect or whose spec did not resolve.
+    expect(runCaughtUp(machine, running(4), quiet)).toBeUndefined();
+    expect(runCaughtUp(machine, running(3), { ...quiet, pending: ['spec.cpu'] })).toBeUndefined();
+    expect(runCaughtUp(machine, running(3), { ...quiet, settled: false })).toBeUndefined();
+    expect(runCaughtUp(machine, running(3), { ...quiet, resolved: false })).toBeUndefined();
+    // Left to runToRecord: a run without a record, a restored checkpoint's run; and not on a
+    // driver that refused domain metadata, nor for a stopped domain.
+    expect(runCaughtUp(machine, running(undefined), quiet)).toBeUndefined();
+    const restoredRun = { run: 7, generation: 3 };
+    expect(runCaughtUp(machine, running(3), { ...quiet, restoredRun })).toBeUndefined();
+    expect(runCaughtUp(machine, running(3), { ...quiet, unrecordable: true })).toBeUndefined();
+    expect(runCaughtUp(machine, ours({ config: wanted, active: false }), quiet)).toBeUndefined();
+    // What it is for: with its record moved on, an upgrade's new default holds the run.
+    const plan = planMachine({
+      vm: machine,
+      desired: wanted,
+      observed: observed(ours({ config: older(wanted, undefined), live: older(wanted, 4) })),
+      cloudInit: undefined,
+      now: NOW,
+    });
+    expect(plan.steps.some((s) => s.op === 'shutdown')).toBe(false);
   });
 
   it('records the generation a start runs under, 0 when the spec did not resolve', () => {
