@@ -181,7 +181,13 @@ describe('VirtualMachine reconcile on test:///default', () => {
     const config = parseDomainXML(await after.getXMLDesc(DomainXMLFlags.INACTIVE));
     expect(config.currentMemoryKiB).toBe(384 * 1024);
     expect(config.vcpu.current).toBe(2);
-    expect(rec.writes().every((c) => /^Domain\.(setMemory|setVcpus)$/.test(c))).toBe(true);
+    // And the run's record moves on to the generation it now reflects (plan.ts runCaughtUp).
+    expect(rec.writes().every((c) => /^Domain\.(setMemory|setVcpus|setMetadata)$/.test(c))).toBe(
+      true,
+    );
+    expect(parseDomainXML(await after.getXMLDesc()).startedUnder).toBe(
+      vmOf('web')?.metadata.generation,
+    );
     expect(rec.writes()).toEqual(expect.arrayContaining(['Domain.setMemory', 'Domain.setVcpus']));
 
     const vm = vmOf('web');
