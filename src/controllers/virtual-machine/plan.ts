@@ -1572,12 +1572,12 @@ export function changedOutsideSpec(
 /**
  * Why updatePolicy Restart does not restart the running domain for its pending restart-time
  * fields, if it does not: a checkpoint a restore brought back (heldByRestore), or a run whose
- * spec has not changed since it started (runStartedUnder), so that its definition differs for
- * another reason, e.g. an upgraded agent renders a new default device or attribute. Restarting
- * every such machine of every node at once, though nobody changed a spec, is what an operator
- * upgrade must not do; KubeVirt makes such workload updates opt-in for the same reason. The
- * restored run's record comes first: its live definition is the snapshot's, whose own start
- * record is older than the restore. Pure.
+ * spec has not changed since it started or took it on live (runStartedUnder, runCaughtUp), so
+ * that its definition differs for another reason, e.g. an upgraded agent renders a new default
+ * device or attribute. Restarting every such machine of every node at once, though nobody
+ * changed a spec, is what an operator upgrade must not do; KubeVirt makes such workload updates
+ * opt-in for the same reason. The restored run's record comes first: its live definition is the
+ * snapshot's, whose own start record is older than the restore. Pure.
  */
 export function restartHold(
   vm: VirtualMachine,

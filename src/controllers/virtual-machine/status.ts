@@ -774,9 +774,11 @@ function restartRequiredCondition(input: StatusInput): ConditionUpdate {
           // libvirt's reason from_snapshot is gone (plan.ts restoredRun).
           `${heldMarker(hold.run)} with its own definition, ${later}`
         : hold?.by === 'unchangedSpec'
-          ? `the running definition differs though ${UNCHANGED_SPEC} this run ` +
-            `${runMarker(hold.run.run)} started under generation ${hold.run.generation} (e.g. ` +
-            `the agent's defaults changed), ${later}`
+          ? // "or took on live": a run edited live since its start reflects a newer generation
+            // (plan.ts runCaughtUp).
+            `the running definition differs though ${UNCHANGED_SPEC} generation ` +
+            `${hold.run.generation}, which this run ${runMarker(hold.run.run)} started under or ` +
+            `took on live (e.g. the agent's defaults changed), ${later}`
           : 'the operator restarts the machine gracefully to apply them (updatePolicy Restart)';
   return {
     type: 'RestartRequired',
@@ -1105,7 +1107,7 @@ function whenApplied(
       `back is not restarted for it ${notNow}`
     );
   if (held === 'unchangedSpec')
-    return `; it applies at the next start: the run is not restarted for it, as ${UNCHANGED_SPEC} it started ${notNow}`;
+    return `; it applies at the next start: the run is not restarted for it, as ${UNCHANGED_SPEC} the generation it reflects ${notNow}`;
   return `; a graceful restart applies it now (${fields}; updatePolicy Restart)`;
 }
 

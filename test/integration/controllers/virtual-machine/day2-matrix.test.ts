@@ -314,7 +314,8 @@ describe('a run an older agent started, under updatePolicy Restart', () => {
       status: 'True',
       message:
         `pending: operator domain defaults; the running definition differs though the spec ` +
-        `has not changed since this run (run ${run}) started under generation ${generation} ` +
+        `has not changed since generation ${generation}, which this run (run ${run}) started ` +
+        `under or took on live ` +
         `(e.g. the agent's defaults changed), so updatePolicy Restart does not restart it for ` +
         `them; they apply at the next start, at once after a change of the spec or with ` +
         `virt.dev/restart-requested-at`,

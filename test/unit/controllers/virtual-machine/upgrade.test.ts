@@ -229,7 +229,8 @@ describe('a running domain whose definition an older agent rendered, under updat
     expect(required).toMatchObject({ status: 'True', reason: 'PendingChanges' });
     expect(required?.message).toBe(
       'pending: operator domain defaults; the running definition differs though the spec has ' +
-        "not changed since this run (run 7) started under generation 3 (e.g. the agent's " +
+        'not changed since generation 3, which this run (run 7) started under or took on live ' +
+        "(e.g. the agent's " +
         'defaults changed), so updatePolicy Restart does not restart it for them; they apply ' +
         'at the next start, at once after a change of the spec or with ' +
         'virt.dev/restart-requested-at',
@@ -246,8 +247,8 @@ describe('a running domain whose definition an older agent rendered, under updat
     );
     expect(events.map((e) => e.message)).toEqual([
       'saved the new definition of domain prod_web; it applies at the next start: the run is ' +
-        'not restarted for it, as the spec has not changed since it started (pending: ' +
-        'operator domain defaults; updatePolicy Restart, see RestartRequired)',
+        'not restarted for it, as the spec has not changed since the generation it reflects ' +
+        '(pending: operator domain defaults; updatePolicy Restart, see RestartRequired)',
     ]);
     // The same run after a spec change: restarted, and the condition says so.
     const edited = machineWith({})(4, 3);
