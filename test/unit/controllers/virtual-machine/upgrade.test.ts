@@ -215,16 +215,19 @@ describe('a running domain whose definition an older agent rendered, under updat
   it('says in RestartRequired why the held run is not restarted, and how it gets applied', () => {
     const machine = machineWith({})(3, 3);
     const wanted = desired(machine);
-    const status = machineStatus({
-      vm: machine,
-      nodeName: 'node-a',
-      now: NOW,
-      observed: ours({ config: wanted, live: older(wanted, 3) }),
-      problem: undefined,
-      shutdown: undefined,
-      started: undefined,
-      pending: ['operator domain defaults'],
-    });
+    // The run started under generation 3, its definition short of the agent's defaults.
+    const runStatusUnder = (vm: VirtualMachine) =>
+      machineStatus({
+        vm,
+        nodeName: 'node-a',
+        now: NOW,
+        observed: ours({ config: wanted, live: older(wanted, 3) }),
+        problem: undefined,
+        shutdown: undefined,
+        started: undefined,
+        pending: ['operator domain defaults'],
+      });
+    const status = runStatusUnder(machine);
     const required = status.conditions?.find((c) => c.type === 'RestartRequired');
     expect(required).toMatchObject({ status: 'True', reason: 'PendingChanges' });
     expect(required?.message).toBe(
@@ -251,17 +254,7 @@ describe('a running domain whose definition an older agent rendered, under updat
         '(pending: operator domain defaults; updatePolicy Restart, see RestartRequired)',
     ]);
     // The same run after a spec change: restarted, and the condition says so.
-    const edited = machineWith({})(4, 3);
-    const restarted = machineStatus({
-      vm: edited,
-      nodeName: 'node-a',
-      now: NOW,
-      observed: ours({ config: wanted, live: older(wanted, 3) }),
-      problem: undefined,
-      shutdown: undefined,
-      started: undefined,
-      pending: ['operator domain defaults'],
-    });
+    const restarted = runStatusUnder(machineWith({})(4, 3));
     expect(restarted.conditions?.find((c) => c.type === 'RestartRequired')?.message).toBe(
       'pending: operator domain defaults; the operator restarts the machine gracefully to ' +
         'apply them (updatePolicy Restart)',
