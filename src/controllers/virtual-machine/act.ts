@@ -268,7 +268,11 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
     case 'forgetRestart':
       return recordRestart(domain, step.restartCount);
     case 'recordRun':
-      return recordRun(domain, step.generation, DomainDeviceModifyFlags.LIVE);
+      return recordRun(
+        domain,
+        step.generation,
+        DomainDeviceModifyFlags.LIVE | (step.persistent ? DomainDeviceModifyFlags.CONFIG : 0),
+      );
     case 'shutdown':
       return domain.shutdown();
     case 'destroy':
@@ -311,7 +315,7 @@ async function recordRestart(domain: Domain, count: number): Promise<typeof REFU
 async function recordRun(
   domain: Domain,
   generation: number,
-  /** LIVE for a run that has none (plan.ts runToRecord). */
+  /** LIVE for a run that has none (runToRecord), LIVE|CONFIG for one caught up (runCaughtUp). */
   where: number = DomainDeviceModifyFlags.CONFIG,
 ): Promise<typeof REFUSED | undefined> {
   try {

@@ -125,9 +125,9 @@ export type MachineStep =
   /**
    * Writes the generation a running domain without a start record is judged against into its
    * live definition, once (runToRecord): from then on that run keeps its record as one the agent
-   * started does.
+   * started does. `persistent`: also into the persistent definition (runCaughtUp).
    */
-  | { op: 'recordRun'; generation: number }
+  | { op: 'recordRun'; generation: number; persistent?: true }
   | { op: 'shutdown'; reason: ShutdownReason }
   | { op: 'destroy'; why: 'gracePeriodExpired' | 'crashed' }
   | { op: 'undefine'; nvram: boolean; tpm: boolean }
@@ -1521,7 +1521,10 @@ export function runToRecord(
  * (restartHold). A run still pending keeps its record: the next spec change restarts it, as
  * RestartRequired says. Not a checkpoint a restore brought back (runToRecord keeps its own),
  * a run without a record yet (runToRecord writes one first), nor on a driver that refused
- * domain metadata. Pure.
+ * domain metadata. Also into the persistent definition, which with nothing pending reflects
+ * that generation too (a live edit went to both): a run `virsh start`ed from it otherwise
+ * inherited the older start's record and was restarted for a difference the spec did not cause.
+ * Pure.
  */
 export function runCaughtUp(
   vm: VirtualMachine,
@@ -1544,7 +1547,7 @@ export function runCaughtUp(
   const generation = vm.metadata.generation ?? 0;
   return recorded === undefined || recorded === generation
     ? undefined
-    : { op: 'recordRun', generation };
+    : { op: 'recordRun', generation, persistent: true };
 }
 
 /**

@@ -188,6 +188,9 @@ describe('VirtualMachine reconcile on test:///default', () => {
     expect(parseDomainXML(await after.getXMLDesc()).startedUnder).toBe(
       vmOf('web')?.metadata.generation,
     );
+    // In the persistent definition too, which the edit also went to: a `virsh start` from it
+    // is a run of this generation, not one of the last start's to restart for any difference.
+    expect(config.startedUnder).toBe(vmOf('web')?.metadata.generation);
     expect(rec.writes()).toEqual(expect.arrayContaining(['Domain.setMemory', 'Domain.setVcpus']));
 
     const vm = vmOf('web');

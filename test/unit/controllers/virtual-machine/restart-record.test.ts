@@ -119,5 +119,9 @@ describe('a start', () => {
     calls.length = 0;
     await actMachine({} as Connect, domain, [{ op: 'recordRun', generation: 4 }]);
     expect(calls).toEqual([`setMetadata lvorun ${RUN_NAMESPACE} 1 <run generation="4"/>`]);
+    // A run caught up with a live edit: in both (LIVE|CONFIG, 3), for a later `virsh start`.
+    calls.length = 0;
+    await actMachine({} as Connect, domain, [{ op: 'recordRun', generation: 6, persistent: true }]);
+    expect(calls).toEqual([`setMetadata lvorun ${RUN_NAMESPACE} 3 <run generation="6"/>`]);
   });
 });

@@ -312,8 +312,10 @@ describe('a running domain whose definition an older agent rendered, under updat
     const running = (startedUnder: number | undefined) =>
       ours({ config: wanted, live: older(wanted, startedUnder) });
     const quiet = { resolved: true, pending: [], settled: true };
-    expect(runCaughtUp(machine, running(3), quiet)).toEqual({ op: 'recordRun', generation: 4 });
-    expect(runCaughtUp(machine, running(0), quiet)).toEqual({ op: 'recordRun', generation: 4 });
+    // Into the persistent definition too: a `virsh start` from it inherits 4, not 3.
+    const caughtUp = { op: 'recordRun', generation: 4, persistent: true };
+    expect(runCaughtUp(machine, running(3), quiet)).toEqual(caughtUp);
+    expect(runCaughtUp(machine, running(0), quiet)).toEqual(caughtUp);
     // Once; a run still pending keeps its record (the next spec change restarts it), and so
     // does a pass whose steps did not all take effect or whose spec did not resolve.
     expect(runCaughtUp(machine, running(4), quiet)).toBeUndefined();
