@@ -18,8 +18,9 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../../src/api/generated/types.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
-import { DomainVcpuFlags } from '../../../../src/libvirt/constants.js';
+import { DomainVcpuFlags, DomainXMLFlags } from '../../../../src/libvirt/constants.js';
 import type { Connect } from '../../../../src/libvirt/index.js';
+import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import type { Action } from '../../../../src/runtime/controller.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import { converge, requeueMs, type SnapshotContext } from '../../../harness/controller-context.js';
@@ -299,9 +300,17 @@ describe('day-2 edits of a running machine under updatePolicy Restart', () => {
       disks: [...disks, { name: 'extra', volume: 'extra' }],
       interfaces: [...interfaces, { name: 'eth2', network: net }],
     });
-    expect(condition(await settle(), 'RestartRequired')?.status).toBe('False');
+    const edited = await settle();
+    expect(condition(edited, 'RestartRequired')?.status).toBe('False');
     expect(await runID()).toBe(booted);
     await quiet();
+    // The run's record moved on in both definitions: a `virsh start` from the persistent one,
+    // which the edit also went to, is a run of this generation, not of the first start's.
+    const domain = await conn.lookupDomainByUUIDString(String(edited.metadata.uid));
+    for (const flags of [0, DomainXMLFlags.INACTIVE])
+      expect(parseDomainXML(await domain.getXMLDesc(flags)).startedUnder).toBe(
+        edited.metadata.generation,
+      );
 
     // Restart-time: one graceful restart (destroyed after the grace period), then nothing.
     await k.patchSpec('VirtualMachine', NS, name, {
