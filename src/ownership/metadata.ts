@@ -162,12 +162,13 @@ export function restartsFromMetadata(metadata: XmlElement | undefined): number |
 
 /**
  * The generation of the VirtualMachine whose spec the persistent definition held when the agent
- * started the domain (virtual-machine/act.ts), written into that definition just before the
- * start so that the run inherits it in its live definition: the record and the run begin
- * together, whoever stops the agent when, and a new agent process (an upgrade) reads it back.
- * 0 when the start could not render the spec (the definition may lack the spec's newest
- * change). A define replaces the whole <metadata>, so a definition the agent writes later
- * holds none until the next start; the running definition keeps its own.
+ * started the domain (virtual-machine/act.ts), written into the run's live definition and the
+ * persistent one right after the start, so a new agent process (an upgrade) reads it back and a
+ * `virsh start` from that definition inherits it; a run without one (the agent killed between
+ * the two calls) is judged by the status's observed generation (virtual-machine/plan.ts
+ * runToRecord). 0 when the start could not render the spec (the definition may lack the
+ * spec's newest change). A define replaces the whole <metadata>, so a definition the agent
+ * writes later holds none until the next start; the running definition keeps its own.
  */
 export const RUN_NAMESPACE = 'http://virt.dev/libvirt-operator/run/v1';
 export const RUN_PREFIX = 'lvorun';

@@ -257,9 +257,19 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
         step.restartCount === undefined
           ? undefined
           : await recordRestart(domain, step.restartCount);
-      const run =
-        step.generation === undefined ? undefined : await recordRun(domain, step.generation);
       await (step.paused ? startPaused(domain) : domain.create());
+      // After the create, not before it: between a new machine's define and its start, another
+      // controller may look at the domain (a snapshot asked before the machine existed is taken
+      // once its domain is defined), and a call in between made that window wide enough for
+      // such a snapshot to find it shut off (DisksOnly instead of a checkpoint).
+      const run =
+        step.generation === undefined
+          ? undefined
+          : await recordRun(
+              domain,
+              step.generation,
+              DomainDeviceModifyFlags.LIVE | DomainDeviceModifyFlags.CONFIG,
+            );
       return recorded ?? run;
     }
     case 'recordRestart':
@@ -306,17 +316,17 @@ async function recordRestart(domain: Domain, count: number): Promise<typeof REFU
 }
 
 /**
- * Records the generation the run about to start is started under in the stopped domain's
- * persistent metadata, which the run inherits (ownership/metadata.ts RUN_NAMESPACE): written
- * with the start rather than after it, an agent killed between the two leaves no run without
- * its record. Best effort, as recordRestart: a run without one is judged by the status's
- * observed generation (plan.ts runStartedUnder).
+ * Records the generation a run was started under in its live definition and the persistent one
+ * it started from (ownership/metadata.ts RUN_NAMESPACE), right after the start. Best effort, as
+ * recordRestart: a run without one (an agent killed between the two calls) is judged by the
+ * status's observed generation and gets that recorded once (plan.ts runStartedUnder,
+ * runToRecord).
  */
 async function recordRun(
   domain: Domain,
   generation: number,
-  /** LIVE for a run that has none (runToRecord), LIVE|CONFIG for one caught up (runCaughtUp). */
-  where: number = DomainDeviceModifyFlags.CONFIG,
+  /** LIVE for a run that has none (runToRecord), else LIVE|CONFIG. */
+  where: number,
 ): Promise<typeof REFUSED | undefined> {
   try {
     await domain.setMetadata(

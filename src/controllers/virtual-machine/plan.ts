@@ -103,7 +103,7 @@ export type MachineStep =
       restartCount?: number;
       /**
        * The generation the persistent definition holds the spec of (0: unknown, the spec did
-       * not resolve), recorded in the domain's metadata before the start (act.ts), so the run
+       * not resolve), recorded in the run's metadata right after the start (act.ts), so the run
        * carries it: updatePolicy Restart restarts it only for a spec changed since
        * (runStartedUnder, reconcile.ts withRunGeneration).
        */

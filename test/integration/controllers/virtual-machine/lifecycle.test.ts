@@ -291,8 +291,8 @@ describe('VirtualMachine reconcile on test:///default', () => {
     const domain = await domainOf(vm!);
     expect(domain.getID()).not.toBe(id);
     expect(parseDomainXML(await domain.getXMLDesc()).memoryKiB).toBe(1024 * 1024);
-    // The start records the generation it runs under in the definition first (act.ts).
-    expect(rec.writes()).toEqual(['Domain.shutdown', 'Domain.setMetadata', 'Domain.create']);
+    // The start records the generation it runs under once the domain runs (act.ts).
+    expect(rec.writes()).toEqual(['Domain.shutdown', 'Domain.create', 'Domain.setMetadata']);
     expect(parseDomainXML(await domain.getXMLDesc()).startedUnder).toBe(vm?.metadata.generation);
     expect(vm?.status?.restartCount).toBe(0);
     expect(condition(vm, 'ShutdownRequested')).toBeUndefined();
