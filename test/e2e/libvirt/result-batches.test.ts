@@ -57,12 +57,14 @@ describe('results of quick calls to a daemon reach the JS thread in batches', ()
     expect(settled).toBe(12_000);
 
     // A lone call's result is never held: with no other call running nothing would deliver it,
-    // and this would time out. About one wake-up per result (the first may find the JS thread
-    // still awake from the burst).
+    // and this would time out. About one wake-up per result, not a batch's 3 or more: the
+    // JS thread waiting for its own call may pick a result up without one (its spin; a CI run
+    // at full load counted 1.057 results per wake-up), and the first may find it still awake
+    // from the burst.
     const one = await resultsPerWakeup(async () => {
       for (let i = 0; i < 500; i++) await conn.lookupDomainByUUID(uuid);
     });
-    expect(one).toBeLessThan(1.05);
+    expect(one).toBeLessThan(1.5);
   });
 
   it('not with LIBVIRT_NATIVE_BATCH=1', async () => {
