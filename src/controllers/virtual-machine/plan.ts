@@ -1512,6 +1512,36 @@ export function runToRecord(
 }
 
 /**
+ * Whether a pass left the running domain as its steps meant to, for runCaughtUp: nothing
+ * failed, was refused or deferred (a device change the driver could not take live), no detach
+ * was refused or is still waiting for the guest, and the pass neither started nor stopped a run
+ * nor is stopping one. Only then does "nothing pending" mean the run took the spec on live; a
+ * pass short of that leaves the record as it was, and a later one that settles moves it. Pure.
+ */
+export function passSettled(pass: {
+  outcome: {
+    executed: readonly MachineStep[];
+    deferred: readonly MachineStep[];
+    detachErrors: readonly string[];
+    failure: unknown;
+  };
+  /** Why the operator is stopping the domain after this pass (MachinePlan shutdown). */
+  shutdown: ShutdownReason | undefined;
+  /** Devices removed from the spec that the running domain still has. */
+  detaching: boolean;
+}): boolean {
+  const { outcome } = pass;
+  return (
+    outcome.failure === undefined &&
+    outcome.deferred.length === 0 &&
+    outcome.detachErrors.length === 0 &&
+    !pass.detaching &&
+    pass.shutdown === undefined &&
+    !outcome.executed.some((s) => s.op === 'start' || s.op === 'shutdown' || s.op === 'destroy')
+  );
+}
+
+/**
  * The record a running domain gets once it reflects the spec of a generation newer than the one
  * it started under (recordRun, into its live definition): a pass that left nothing pending
  * (no restart-time field, no step failed or refused, no device still detaching) brought the run
@@ -1533,7 +1563,7 @@ export function runCaughtUp(
     /** The spec resolved (desired): what "nothing pending" was judged against. */
     resolved: boolean;
     pending: readonly string[];
-    /** Nothing failed, was refused or deferred, is still detaching; no start or stop. */
+    /** passSettled. */
     settled: boolean;
     restoredRun?: RestoredRun;
     unrecordable?: boolean;

@@ -59,6 +59,7 @@ import {
   newRestartRequest,
   nextLookMs,
   ownLifecycleChanges,
+  passSettled,
   planMachine,
   planRemoval,
   requestedRestart,
@@ -322,13 +323,7 @@ async function materialise(
   const caughtUp = runCaughtUp(vm, after, {
     resolved: desired !== undefined,
     pending,
-    settled:
-      !outcome.failure &&
-      outcome.deferred.length === 0 &&
-      outcome.detachErrors.length === 0 &&
-      !detaching &&
-      plan.shutdown === undefined &&
-      !outcome.executed.some((s) => s.op === 'start' || s.op === 'shutdown' || s.op === 'destroy'),
+    settled: passSettled({ outcome, shutdown: plan.shutdown, detaching: detaching !== undefined }),
     restoredRun: stillRestored,
     unrecordable: ctx.host.restartsUnrecordable.has(uid),
   });

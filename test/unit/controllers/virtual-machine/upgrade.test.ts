@@ -7,6 +7,7 @@ import type { VirtualMachine } from '../../../../src/api/generated/types.js';
 import type { MachineInputs } from '../../../../src/controllers/virtual-machine/desired.js';
 import {
   deviceNames,
+  passSettled,
   planMachine,
   restartPending,
   runCaughtUp,
@@ -338,6 +339,77 @@ describe('a running domain whose definition an older agent rendered, under updat
       now: NOW,
     });
     expect(plan.steps.some((s) => s.op === 'shutdown')).toBe(false);
+  });
+
+  // What "settled" means for runCaughtUp: the pass left the run as its steps meant to.
+  const device = { kind: 'disk', field: 'spec.disks[data]' } as const;
+  const attach = { op: 'attachDevice', device, live: true, config: true } as unknown as MachineStep;
+  const quietPass = { executed: [], deferred: [], detachErrors: [], failure: undefined };
+  const settledRows: Array<[what: string, pass: Parameters<typeof passSettled>[0], want: boolean]> =
+    [
+      ['nothing to do', { outcome: quietPass, shutdown: undefined, detaching: false }, true],
+      [
+        'live changes that took effect',
+        {
+          outcome: {
+            ...quietPass,
+            executed: [{ op: 'setMemory', kib: 1, live: true, config: true }],
+          },
+          shutdown: undefined,
+          detaching: false,
+        },
+        true,
+      ],
+      [
+        'a step failed',
+        {
+          outcome: {
+            ...quietPass,
+            failure: { step: attach, reason: 'AttachFailed', message: 'x' },
+          },
+          shutdown: undefined,
+          detaching: false,
+        },
+        false,
+      ],
+      [
+        'a device change deferred to a restart',
+        { outcome: { ...quietPass, deferred: [attach] }, shutdown: undefined, detaching: false },
+        false,
+      ],
+      [
+        'a detach refused',
+        {
+          outcome: { ...quietPass, detachErrors: ['busy'] },
+          shutdown: undefined,
+          detaching: false,
+        },
+        false,
+      ],
+      [
+        'a device still detaching',
+        { outcome: quietPass, shutdown: undefined, detaching: true },
+        false,
+      ],
+      [
+        'a stop under way',
+        { outcome: quietPass, shutdown: 'RestartToApplyChanges', detaching: false },
+        false,
+      ],
+      ...(['start', 'shutdown', 'destroy'] as const).map(
+        (op): [string, Parameters<typeof passSettled>[0], boolean] => [
+          `a ${op} made`,
+          {
+            outcome: { ...quietPass, executed: [{ op } as unknown as MachineStep] },
+            shutdown: undefined,
+            detaching: false,
+          },
+          false,
+        ],
+      ),
+    ];
+  it.each(settledRows)('counts a pass as settled for the record: %s', (_what, pass, want) => {
+    expect(passSettled(pass)).toBe(want);
   });
 
   it('records the generation a start runs under, 0 when the spec did not resolve', () => {
