@@ -75,6 +75,7 @@ import {
   withSentShutdown,
   type MachinePlan,
   type MachineStep,
+  type RestartHold,
   type ShutdownReason,
 } from './plan.js';
 import {
@@ -83,11 +84,12 @@ import {
   balloonMoving,
   dhcpPools,
   conditionEvents,
-  heldInStatus,
   HOST_LACK_MAX_AGE_MS,
   hostLackRecheckMs,
   machineStatus,
   restartCountOf,
+  restartHoldOf,
+  type StatusInput,
   type Detaching,
   nameConflict,
   removedStatus,
@@ -336,7 +338,7 @@ async function materialise(
     desired !== undefined &&
     live !== undefined &&
     changedOutsideSpec(desired, live, ports, refusedThisRun);
-  const status = machineStatus({
+  const statusInput: StatusInput = {
     vm,
     nodeName: ctx.nodeName,
     now,
@@ -359,11 +361,12 @@ async function materialise(
     ...(stillRestored !== undefined ? { restoredRun: stillRestored } : {}),
     outsideSpec,
     restartsCounted: countedRestarts(ctx, vm),
-  });
+  };
+  const status = machineStatus(statusInput);
   // Remembered before the write, which may fail: the next pass counts from it (planView).
   if (startedBy(outcome.executed) === 'restart')
     ctx.host.restarts.set(String(vm.metadata.uid), status.restartCount ?? 0);
-  await report(ctx, vm, status, outcome.executed, pending);
+  await report(ctx, vm, status, outcome.executed, pending, restartHoldOf(statusInput)?.by);
   // The soonest of every reason to look again: a running grace period must not wait for a
   // problem's backoff. Unsupported input waits for a spec change, which wakes us anyway (what
   // the node lacks, for an install: HOST_LACK_RECHECK_MS); so does a pause the annotation asked
@@ -964,17 +967,12 @@ async function report(
   status: VirtualMachineStatus,
   executed: readonly MachineStep[],
   pending: readonly string[] = [],
+  /** Why RestartRequired says the run is not restarted for `pending` (status.ts restartHoldOf). */
+  held?: RestartHold['by'],
 ): Promise<VirtualMachine | undefined> {
   // Before the write: the steps happened whether or not it goes through, and the next pass
   // does not take them again.
-  const done = stepEvents(
-    executed,
-    vm,
-    ctx.nodeName,
-    status.restartCount ?? 0,
-    pending,
-    heldInStatus(status),
-  );
+  const done = stepEvents(executed, vm, ctx.nodeName, status.restartCount ?? 0, pending, held);
   for (const e of done) ctx.event(KIND, vm, e.type, e.reason, e.message);
   // After it: a condition turned bad is told by comparing with the stored status, so a write
   // that fails (retried at the error pace) would have each retry tell it again (after-write.ts).

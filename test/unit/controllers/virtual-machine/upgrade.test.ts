@@ -16,8 +16,8 @@ import {
 } from '../../../../src/controllers/virtual-machine/plan.js';
 import { withRunGeneration } from '../../../../src/controllers/virtual-machine/reconcile.js';
 import {
-  heldInStatus,
   machineStatus,
+  restartHoldOf,
   stepEvents,
 } from '../../../../src/controllers/virtual-machine/status.js';
 import {
@@ -217,17 +217,17 @@ describe('a running domain whose definition an older agent rendered, under updat
     const machine = machineWith({})(3, 3);
     const wanted = desired(machine);
     // The run started under generation 3, its definition short of the agent's defaults.
-    const runStatusUnder = (vm: VirtualMachine) =>
-      machineStatus({
-        vm,
-        nodeName: 'node-a',
-        now: NOW,
-        observed: ours({ config: wanted, live: older(wanted, 3) }),
-        problem: undefined,
-        shutdown: undefined,
-        started: undefined,
-        pending: ['operator domain defaults'],
-      });
+    const runUnder = (vm: VirtualMachine) => ({
+      vm,
+      nodeName: 'node-a',
+      now: NOW,
+      observed: ours({ config: wanted, live: older(wanted, 3) }),
+      problem: undefined,
+      shutdown: undefined,
+      started: undefined,
+      pending: ['operator domain defaults'],
+    });
+    const runStatusUnder = (vm: VirtualMachine) => machineStatus(runUnder(vm));
     const status = runStatusUnder(machine);
     const required = status.conditions?.find((c) => c.type === 'RestartRequired');
     expect(required).toMatchObject({ status: 'True', reason: 'PendingChanges' });
@@ -239,7 +239,11 @@ describe('a running domain whose definition an older agent rendered, under updat
         'at the next start, at once after a change of the spec or with ' +
         'virt.dev/restart-requested-at',
     );
-    expect(heldInStatus(status)).toBe('unchangedSpec');
+    // The same judgement as data, for the Event (the message is not parsed back).
+    expect(restartHoldOf(runUnder(machine))).toEqual({
+      by: 'unchangedSpec',
+      run: { run: 7, generation: 3 },
+    });
     // The Updated Event of the definition saved for it says it waits too.
     const events = stepEvents(
       [{ op: 'define', doc: wanted, created: false }],
@@ -247,7 +251,7 @@ describe('a running domain whose definition an older agent rendered, under updat
       'node-a',
       0,
       ['operator domain defaults'],
-      heldInStatus(status),
+      restartHoldOf(runUnder(machine))?.by,
     );
     expect(events.map((e) => e.message)).toEqual([
       'saved the new definition of domain prod_web; it applies at the next start: the run is ' +
@@ -260,7 +264,9 @@ describe('a running domain whose definition an older agent rendered, under updat
       'pending: operator domain defaults; the operator restarts the machine gracefully to ' +
         'apply them (updatePolicy Restart)',
     );
-    expect(heldInStatus(restarted)).toBeUndefined();
+    expect(restartHoldOf(runUnder(machineWith({})(4, 3)))).toBeUndefined();
+    // Nor under updatePolicy Manual, whose message names no hold.
+    expect(restartHoldOf(runUnder(machineWith({ updatePolicy: 'Manual' })(3, 3)))).toBeUndefined();
   });
 
   it('writes the generation a run without a record is judged against into it, once', () => {
