@@ -1550,8 +1550,8 @@ export function passSettled(pass: {
  * changed for good, and a later upgrade's defaults restarted it though nobody asked
  * (restartHold). A run still pending keeps its record: the next spec change restarts it, as
  * RestartRequired says. Not a checkpoint a restore brought back (runToRecord keeps its own),
- * a run without a record yet (runToRecord writes one first), nor on a driver that refused
- * domain metadata. Also into the persistent definition, which with nothing pending reflects
+ * a run without a record yet (runRecord weighs it against runToRecord's), nor on a driver that
+ * refused domain metadata. Also into the persistent definition, which with nothing pending reflects
  * that generation too (a live edit went to both): a run `virsh start`ed from it otherwise
  * inherited the older start's record and was restarted for a difference the spec did not cause.
  * Pure.
@@ -1578,6 +1578,38 @@ export function runCaughtUp(
   return recorded === undefined || recorded === generation
     ? undefined
     : { op: 'recordRun', generation, persistent: true };
+}
+
+/**
+ * The one record a pass writes into the running domain's metadata, if any, decided once its
+ * steps are done (reconcile.ts): runCaughtUp's when the pass left the run reflecting the spec's
+ * generation, else runToRecord's for a run without a record (or a restored run's). The two
+ * meet on the first pass after an upgrade whose status lags an edit the run takes live: the run
+ * has no record, is judged against the older observedGeneration, and ends the pass with nothing
+ * pending. The spec's generation wins there: it is what the run now reflects, and the older one
+ * written first only to be replaced at once was a second write for nothing; the older record
+ * matters only while something stays pending, and then runCaughtUp gives none. Written after
+ * the steps (runToRecord's used to go before them): nothing in the pass reads the record, the
+ * status judges a run without one by that same observedGeneration (runStartedUnder), and the
+ * next pass reads it back. Only into the run the pass began with: a run that ended meanwhile is
+ * left to the next pass. Pure.
+ */
+export function runRecord(
+  vm: VirtualMachine,
+  /** The domain as the pass first observed it, and its plan. */
+  before: ObservedDomain,
+  plan: MachinePlan,
+  /** The domain as the steps left it. */
+  after: ObservedDomain,
+  pass: Parameters<typeof runCaughtUp>[2],
+): MachineStep | undefined {
+  const missing = runToRecord(vm, before, plan, pass);
+  if (missing?.op !== 'recordRun') return runCaughtUp(vm, after, pass);
+  if (after.state !== 'ours' || !after.active || !after.live || before.state !== 'ours')
+    return undefined;
+  if (after.id !== before.id) return undefined;
+  const recorded = { ...after, live: { ...after.live, startedUnder: missing.generation } };
+  return runCaughtUp(vm, recorded, pass) ?? missing;
 }
 
 /**

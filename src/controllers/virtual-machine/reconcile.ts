@@ -65,8 +65,7 @@ import {
   requestedRestart,
   restartPending,
   restoredRun,
-  runCaughtUp,
-  runToRecord,
+  runRecord,
   savedPending,
   shutdownAfterSteps,
   shutdownSteps,
@@ -251,13 +250,6 @@ async function materialise(
     ),
     desired ? (vm.metadata.generation ?? 0) : 0,
   );
-  // Not part of the plan the pass checks its result against (look, below): a record written
-  // once to a run without one, which the next observation shows.
-  const record = runToRecord(vm, before.domain, plan, {
-    restoredRun: restored,
-    unrecordable: ctx.host.restartsUnrecordable.has(uid),
-  });
-  if (record) steps.push(record);
   const outcome = await actMachine(conn, ours, steps, ctx.onLane?.bind(ctx));
   rememberRestartsUnrecordable(ctx.host.restartsUnrecordable, uid, outcome, ctx.log);
   if (outcome.executed.some((s) => s.op === 'detachDevice' && s.retry))
@@ -322,15 +314,17 @@ async function materialise(
   if (!detaching) ctx.host.detachRetried.delete(uid);
   const pending = pendingOf(ctx, vm, desired, after, deferred);
   // After the steps, not with them: only what they left tells that the run reflects the spec.
-  const caughtUp = runCaughtUp(vm, after, {
+  // Not part of the plan the pass checks its result against (look, above): at most one write,
+  // which the next observation shows.
+  const record = runRecord(vm, before.domain, plan, after, {
     resolved: desired !== undefined,
     pending,
     settled: passSettled({ outcome, shutdown: plan.shutdown, detaching: detaching !== undefined }),
     restoredRun: stillRestored,
     unrecordable: ctx.host.restartsUnrecordable.has(uid),
   });
-  if (caughtUp && after.state === 'ours') {
-    const recorded = await actMachine(conn, after.domain, [caughtUp]);
+  if (record && after.state === 'ours') {
+    const recorded = await actMachine(conn, after.domain, [record]);
     rememberRestartsUnrecordable(ctx.host.restartsUnrecordable, uid, recorded, ctx.log);
   }
   const ports = after.state === 'ours' ? after.networkPorts : undefined;

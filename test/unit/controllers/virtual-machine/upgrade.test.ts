@@ -11,6 +11,7 @@ import {
   planMachine,
   restartPending,
   runCaughtUp,
+  runRecord,
   runToRecord,
   type MachineStep,
 } from '../../../../src/controllers/virtual-machine/plan.js';
@@ -345,6 +346,80 @@ describe('a running domain whose definition an older agent rendered, under updat
       now: NOW,
     });
     expect(plan.steps.some((s) => s.op === 'shutdown')).toBe(false);
+  });
+
+  it('writes one record a pass: the generation the run reflects wins over a missing one', () => {
+    const none = { steps: [], shutdown: undefined, waitMs: undefined };
+    const quiet = { resolved: true, pending: [], settled: true };
+    const record = (generation: number, persistent?: true) => ({
+      op: 'recordRun',
+      generation,
+      ...(persistent ? { persistent } : {}),
+    });
+    const rows: Array<
+      [
+        what: string,
+        generation: number,
+        observedGeneration: number,
+        startedUnder: number | undefined,
+        pass: Parameters<typeof runRecord>[4],
+        want: ReturnType<typeof record> | undefined,
+      ]
+    > = [
+      // The first pass after an upgrade whose status lags an edit the run takes live: the
+      // spec's generation, in both definitions, and not the status's older one before it.
+      ['no record, the status lagging, caught up', 4, 3, undefined, quiet, record(4, true)],
+      ['no record, status up to date', 4, 4, undefined, quiet, record(4)],
+      [
+        'no record, something still pending: the older one',
+        4,
+        3,
+        undefined,
+        { ...quiet, pending: ['spec.cpu'] },
+        record(3),
+      ],
+      [
+        'no record, the pass not settled: the older one',
+        4,
+        3,
+        undefined,
+        { ...quiet, settled: false },
+        record(3),
+      ],
+      ['a record, caught up', 4, 4, 3, quiet, record(4, true)],
+      ['a record, not caught up', 4, 4, 3, { ...quiet, pending: ['spec.cpu'] }, undefined],
+      ['the record current', 4, 4, 4, quiet, undefined],
+      [
+        'no record, a driver without metadata',
+        4,
+        3,
+        undefined,
+        { ...quiet, unrecordable: true },
+        undefined,
+      ],
+      [
+        'a restored run: its restore generation',
+        4,
+        4,
+        1,
+        { ...quiet, restoredRun: { run: 7, generation: 4 } },
+        record(4),
+      ],
+    ];
+    for (const [what, generation, observedGeneration, startedUnder, pass, want] of rows) {
+      const machine = machineWith({})(generation, observedGeneration);
+      const wanted = desired(machine);
+      const running = ours({ config: wanted, live: older(wanted, startedUnder) });
+      expect([what, runRecord(machine, running, none, running, pass)]).toEqual([what, want]);
+    }
+    // Only into the run the pass began with.
+    const machine = machineWith({})(4, 3);
+    const wanted = desired(machine);
+    const first = ours({ config: wanted, live: older(wanted, undefined) });
+    const stopped = ours({ config: wanted, active: false });
+    expect(runRecord(machine, first, none, stopped, quiet)).toBeUndefined();
+    const another = ours({ id: 8, config: wanted, live: older(wanted, undefined) });
+    expect(runRecord(machine, first, none, another, quiet)).toBeUndefined();
   });
 
   // What "settled" means for runCaughtUp: the pass left the run as its steps meant to.
