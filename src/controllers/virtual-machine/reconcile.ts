@@ -26,7 +26,12 @@ import {
   stoppedByRestore,
   type RestoreHold,
 } from '../shared/restores.js';
-import { actMachine, rememberRestartsUnrecordable, type StepFailure } from './act.js';
+import {
+  actMachine,
+  rememberRecordFailures,
+  rememberRestartsUnrecordable,
+  type StepFailure,
+} from './act.js';
 import {
   consoleLogFile,
   desiredDomain,
@@ -252,6 +257,7 @@ async function materialise(
   );
   const outcome = await actMachine(conn, ours, steps, ctx.onLane?.bind(ctx));
   rememberRestartsUnrecordable(ctx.host.restartsUnrecordable, uid, outcome, ctx.log);
+  rememberRecordFailures(ctx.host.recordFailuresLogged, uid, outcome, ctx.log);
   if (outcome.executed.some((s) => s.op === 'detachDevice' && s.retry))
     ctx.host.detachRetried.set(uid, now.getTime());
   if (outcome.executed.some((s) => s.op === 'attachDevice' && s.device.kind === 'interface'))
@@ -326,6 +332,7 @@ async function materialise(
   if (record && after.state === 'ours') {
     const recorded = await actMachine(conn, after.domain, [record]);
     rememberRestartsUnrecordable(ctx.host.restartsUnrecordable, uid, recorded, ctx.log);
+    rememberRecordFailures(ctx.host.recordFailuresLogged, uid, recorded, ctx.log);
   }
   const ports = after.state === 'ours' ? after.networkPorts : undefined;
   const outsideSpec =
@@ -745,6 +752,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
       ctx.host.detachRetried.delete(uid);
       ctx.host.restarts.delete(uid);
       ctx.host.restartsUnrecordable.delete(uid);
+      ctx.host.recordFailuresLogged.delete(uid);
       ctx.host.deferredDevices.delete(uid);
       ctx.host.earlierLeases.delete(uid);
       ctx.host.restoredRuns.delete(uid);
