@@ -1588,11 +1588,13 @@ export function runCaughtUp(
  * has no record, is judged against the older observedGeneration, and ends the pass with nothing
  * pending. The spec's generation wins there: it is what the run now reflects, and the older one
  * written first only to be replaced at once was a second write for nothing; the older record
- * matters only while something stays pending, and then runCaughtUp gives none. Written after
- * the steps (runToRecord's used to go before them): nothing in the pass reads the record, the
- * status judges a run without one by that same observedGeneration (runStartedUnder), and the
- * next pass reads it back. Only into the run the pass began with: a run that ended meanwhile is
- * left to the next pass. Pure.
+ * matters only while something stays pending, and then runCaughtUp gives none. Written once
+ * the steps are done and looked at (runToRecord's used to be the last of the steps): nothing
+ * in the pass reads the record, the status judges a run without one by that same
+ * observedGeneration (runStartedUnder), and the next pass reads it back; and a step that failed
+ * no longer keeps it from a run that lacks it (a failure cut the steps short, so a pass failing
+ * at every try left the run judged against an observedGeneration moving on). Only into the run
+ * the pass began with: a run that ended meanwhile is left to the next pass. Pure.
  */
 export function runRecord(
   vm: VirtualMachine,
