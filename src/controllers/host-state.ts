@@ -65,6 +65,11 @@ export interface HostState {
    */
   restartsUnrecordable: Set<string>;
   /**
+   * The kinds of refusal of a domain's metadata records this process has logged, by machine
+   * uid (virtual-machine/act.ts rememberRecordFailures): said once, not at every pass.
+   */
+  recordFailuresLogged: Map<string, Set<string>>;
+  /**
    * Device changes (their spec field names) the running domain refused to take live, by
    * machine uid, for that run of the domain (its runtime ID): restart-time changes that
    * updatePolicy Restart must restart for (virtual-machine/plan.ts planMachine), and that
@@ -146,6 +151,7 @@ export function createHostState(): HostState {
     detachRetried: new Map(),
     restarts: new Map(),
     restartsUnrecordable: new Set(),
+    recordFailuresLogged: new Map(),
     deferredDevices: new Map(),
     earlierLeases: new Map(),
     snapshotTakesCutShort: new Set(),

@@ -78,6 +78,19 @@ export interface ActOutcome {
    * refuse it on every pass (rememberRestartsUnrecordable).
    */
   restartsUnrecordable?: true;
+  /**
+   * Records (recordRun, recordRestart) the driver refused for another reason: the pass went on
+   * without them (rememberRecordFailures logs them).
+   */
+  recordFailures?: RecordFailure[];
+}
+
+/** A metadata record the driver refused other than as unsupported, and why. */
+export interface RecordFailure {
+  record: 'run' | 'restarts';
+  /** libvirt's error code name (VIR_ERR_…), or the error's name for one not libvirt's. */
+  kind: string;
+  message: string;
 }
 
 const FAILURE_REASON: Record<MachineStep['op'], string> = {
@@ -124,12 +137,14 @@ export async function actMachine(
   const refused: MachineStep[] = [];
   let failure: StepFailure | undefined;
   let unrecordable = false;
+  const recordFailures: RecordFailure[] = [];
   const outcome = (): ActOutcome => ({
     executed,
     deferred,
     detachErrors,
     failure,
     ...(unrecordable ? { restartsUnrecordable: true } : {}),
+    ...(recordFailures.length > 0 ? { recordFailures } : {}),
   });
   for (const step of steps) {
     // The device steps before it wrote their own changes: nothing to redefine. A refused
@@ -150,7 +165,7 @@ export async function actMachine(
       else if (step.op === 'removeStashes') await removeStashes(step.path);
       else if (!target) throw new Error(`step ${step.op} has no domain: the plan lacks a define`);
       else if (step.op === 'destroy' && onLane) await destroyOnLane(target, onLane);
-      else if ((await onDomain(target, step)) === REFUSED) {
+      else if ((await onDomain(target, step, recordFailures)) === REFUSED) {
         unrecordable = true;
         // Nothing changed: a forgetRestart that did not take effect is not an executed step.
         if (step.op === 'forgetRestart') continue;
@@ -236,7 +251,12 @@ async function define(conn: Connect, doc: DomainDocument): Promise<Domain> {
   return conn.defineDomainXML(buildDomainXML(doc));
 }
 
-async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define' }>) {
+async function onDomain(
+  domain: Domain,
+  step: Exclude<MachineStep, { op: 'define' }>,
+  /** Where a record the driver refused (not as unsupported) is noted. */
+  failures: RecordFailure[],
+) {
   switch (step.op) {
     case 'setMemory':
       return bothOrEach(step, (impact) => domain.setMemory(step.kib, impact));
@@ -256,7 +276,7 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
       const recorded =
         step.restartCount === undefined
           ? undefined
-          : await recordRestart(domain, step.restartCount);
+          : await recordRestart(domain, step.restartCount, failures);
       await (step.paused ? startPaused(domain) : domain.create());
       // After the create, not before it: between a new machine's define and its start, another
       // controller may look at the domain (a snapshot asked before the machine existed is taken
@@ -269,19 +289,22 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
               domain,
               step.generation,
               DomainDeviceModifyFlags.LIVE | DomainDeviceModifyFlags.CONFIG,
+              failures,
             );
       return recorded ?? run;
     }
     case 'recordRestart':
-      if (step.restartCount !== undefined) return recordRestart(domain, step.restartCount);
+      if (step.restartCount !== undefined)
+        return recordRestart(domain, step.restartCount, failures);
       return;
     case 'forgetRestart':
-      return recordRestart(domain, step.restartCount);
+      return recordRestart(domain, step.restartCount, failures);
     case 'recordRun':
       return recordRun(
         domain,
         step.generation,
         DomainDeviceModifyFlags.LIVE | (step.persistent ? DomainDeviceModifyFlags.CONFIG : 0),
+        failures,
       );
     case 'shutdown':
       return domain.shutdown();
@@ -298,7 +321,11 @@ async function onDomain(domain: Domain, step: Exclude<MachineStep, { op: 'define
  * in the live definition. Best effort: a driver or definition that refuses it leaves the
  * count to the status alone, as before, and must not keep the machine down.
  */
-async function recordRestart(domain: Domain, count: number): Promise<typeof REFUSED | undefined> {
+async function recordRestart(
+  domain: Domain,
+  count: number,
+  failures: RecordFailure[],
+): Promise<typeof REFUSED | undefined> {
   try {
     await domain.setMetadata(
       DomainMetadataType.ELEMENT,
@@ -311,6 +338,8 @@ async function recordRestart(domain: Domain, count: number): Promise<typeof REFU
     // Left to the status (reconcile.ts countedRestarts). A driver without the call refuses
     // it on every pass: said, so that the caller stops asking (rememberRestartsUnrecordable).
     if (isLibvirtError(err) && isUnsupported(err)) return REFUSED;
+    // Any other refusal may pass (see recordRun): asked again, and logged.
+    failures.push(recordFailure('restarts', err));
   }
   return undefined;
 }
@@ -327,6 +356,7 @@ async function recordRun(
   generation: number,
   /** LIVE for a run that has none (runToRecord), else LIVE|CONFIG. */
   where: number,
+  failures: RecordFailure[],
 ): Promise<typeof REFUSED | undefined> {
   try {
     await domain.setMetadata(
@@ -338,8 +368,22 @@ async function recordRun(
     );
   } catch (err) {
     if (isLibvirtError(err) && isUnsupported(err)) return REFUSED;
+    // Any other refusal is noted (rememberRecordFailures logs it) and the pass goes on: the
+    // record is a hint for a later upgrade, never worth a failed start or a False condition.
+    // It is asked again at the next pass that wants it, not given up like an unsupported call:
+    // what else refuses it tends to pass (the domain's job lock busy, the domain gone meanwhile,
+    // the connection dropped), a retry is one call on a pass that happens anyway (no requeue is
+    // made for it), and a run left without its record is judged against an observedGeneration
+    // that moves on with every pass, which holds an edit it never applied.
+    failures.push(recordFailure('run', err));
   }
   return undefined;
+}
+
+function recordFailure(record: RecordFailure['record'], err: unknown): RecordFailure {
+  if (isLibvirtError(err)) return { record, kind: err.codeName, message: err.message };
+  const kind = err instanceof Error ? err.name : 'Error';
+  return { record, kind, message: err instanceof Error ? err.message : String(err) };
 }
 
 /** recordRestart's answer when the driver does not support the metadata call. */
@@ -363,6 +407,36 @@ export function rememberRestartsUnrecordable(
     'the libvirt driver does not support domain metadata: the restart count is kept in the ' +
       'status only, and not written to this domain again by this agent',
   );
+}
+
+/**
+ * Logs the records a pass's driver refused other than as unsupported (ActOutcome
+ * recordFailures), once per machine (by uid) and kind of refusal for as long as this process
+ * knows the machine (HostState recordFailuresLogged): they are asked again on later passes,
+ * which would otherwise repeat the line at every pass, and a new kind is said as it comes.
+ */
+export function rememberRecordFailures(
+  logged: Map<string, Set<string>>,
+  uid: string,
+  outcome: Pick<ActOutcome, 'recordFailures'>,
+  log: Pick<Logger, 'warn'>,
+): void {
+  for (const failure of outcome.recordFailures ?? []) {
+    const kinds = logged.get(uid) ?? new Set<string>();
+    const key = `${failure.record} ${failure.kind}`;
+    if (kinds.has(key)) continue;
+    logged.set(uid, kinds.add(key));
+    log.warn(
+      { uid, record: failure.record, error: { code: failure.kind, message: failure.message } },
+      failure.record === 'run'
+        ? "libvirt refused to record the run's generation in the domain's metadata: the run is " +
+            "judged against the status's observedGeneration meanwhile; asked again at the next " +
+            'passes (said once per kind of error)'
+        : "libvirt refused to record the restart count in the domain's metadata: the count is " +
+            'kept in the status meanwhile; asked again at the next passes (said once per kind ' +
+            'of error)',
+    );
+  }
 }
 
 /** How long a woken guest may take to be reported running (QEMU's WAKEUP event). */

@@ -1512,6 +1512,36 @@ export function runToRecord(
 }
 
 /**
+ * Whether a pass left the running domain as its steps meant to, for runCaughtUp: nothing
+ * failed, was refused or deferred (a device change the driver could not take live), no detach
+ * was refused or is still waiting for the guest, and the pass neither started nor stopped a run
+ * nor is stopping one. Only then does "nothing pending" mean the run took the spec on live; a
+ * pass short of that leaves the record as it was, and a later one that settles moves it. Pure.
+ */
+export function passSettled(pass: {
+  outcome: {
+    executed: readonly MachineStep[];
+    deferred: readonly MachineStep[];
+    detachErrors: readonly string[];
+    failure: unknown;
+  };
+  /** Why the operator is stopping the domain after this pass (MachinePlan shutdown). */
+  shutdown: ShutdownReason | undefined;
+  /** Devices removed from the spec that the running domain still has. */
+  detaching: boolean;
+}): boolean {
+  const { outcome } = pass;
+  return (
+    outcome.failure === undefined &&
+    outcome.deferred.length === 0 &&
+    outcome.detachErrors.length === 0 &&
+    !pass.detaching &&
+    pass.shutdown === undefined &&
+    !outcome.executed.some((s) => s.op === 'start' || s.op === 'shutdown' || s.op === 'destroy')
+  );
+}
+
+/**
  * The record a running domain gets once it reflects the spec of a generation newer than the one
  * it started under (recordRun, into its live definition): a pass that left nothing pending
  * (no restart-time field, no step failed or refused, no device still detaching) brought the run
@@ -1520,8 +1550,8 @@ export function runToRecord(
  * changed for good, and a later upgrade's defaults restarted it though nobody asked
  * (restartHold). A run still pending keeps its record: the next spec change restarts it, as
  * RestartRequired says. Not a checkpoint a restore brought back (runToRecord keeps its own),
- * a run without a record yet (runToRecord writes one first), nor on a driver that refused
- * domain metadata. Also into the persistent definition, which with nothing pending reflects
+ * a run without a record yet (runRecord weighs it against runToRecord's), nor on a driver that
+ * refused domain metadata. Also into the persistent definition, which with nothing pending reflects
  * that generation too (a live edit went to both): a run `virsh start`ed from it otherwise
  * inherited the older start's record and was restarted for a difference the spec did not cause.
  * Pure.
@@ -1533,7 +1563,7 @@ export function runCaughtUp(
     /** The spec resolved (desired): what "nothing pending" was judged against. */
     resolved: boolean;
     pending: readonly string[];
-    /** Nothing failed, was refused or deferred, is still detaching; no start or stop. */
+    /** passSettled. */
     settled: boolean;
     restoredRun?: RestoredRun;
     unrecordable?: boolean;
@@ -1548,6 +1578,40 @@ export function runCaughtUp(
   return recorded === undefined || recorded === generation
     ? undefined
     : { op: 'recordRun', generation, persistent: true };
+}
+
+/**
+ * The one record a pass writes into the running domain's metadata, if any, decided once its
+ * steps are done (reconcile.ts): runCaughtUp's when the pass left the run reflecting the spec's
+ * generation, else runToRecord's for a run without a record (or a restored run's). The two
+ * meet on the first pass after an upgrade whose status lags an edit the run takes live: the run
+ * has no record, is judged against the older observedGeneration, and ends the pass with nothing
+ * pending. The spec's generation wins there: it is what the run now reflects, and the older one
+ * written first only to be replaced at once was a second write for nothing; the older record
+ * matters only while something stays pending, and then runCaughtUp gives none. Written once
+ * the steps are done and looked at (runToRecord's used to be the last of the steps): nothing
+ * in the pass reads the record, the status judges a run without one by that same
+ * observedGeneration (runStartedUnder), and the next pass reads it back; and a step that failed
+ * no longer keeps it from a run that lacks it (a failure cut the steps short, so a pass failing
+ * at every try left the run judged against an observedGeneration moving on). Only into the run
+ * the pass began with: a run that ended meanwhile is left to the next pass. Pure.
+ */
+export function runRecord(
+  vm: VirtualMachine,
+  /** The domain as the pass first observed it, and its plan. */
+  before: ObservedDomain,
+  plan: MachinePlan,
+  /** The domain as the steps left it. */
+  after: ObservedDomain,
+  pass: Parameters<typeof runCaughtUp>[2],
+): MachineStep | undefined {
+  const missing = runToRecord(vm, before, plan, pass);
+  if (missing?.op !== 'recordRun') return runCaughtUp(vm, after, pass);
+  if (after.state !== 'ours' || !after.active || !after.live || before.state !== 'ours')
+    return undefined;
+  if (after.id !== before.id) return undefined;
+  const recorded = { ...after, live: { ...after.live, startedUnder: missing.generation } };
+  return runCaughtUp(vm, recorded, pass) ?? missing;
 }
 
 /**

@@ -26,7 +26,12 @@ import {
   stoppedByRestore,
   type RestoreHold,
 } from '../shared/restores.js';
-import { actMachine, rememberRestartsUnrecordable, type StepFailure } from './act.js';
+import {
+  actMachine,
+  rememberRecordFailures,
+  rememberRestartsUnrecordable,
+  type StepFailure,
+} from './act.js';
 import {
   consoleLogFile,
   desiredDomain,
@@ -59,13 +64,13 @@ import {
   newRestartRequest,
   nextLookMs,
   ownLifecycleChanges,
+  passSettled,
   planMachine,
   planRemoval,
   requestedRestart,
   restartPending,
   restoredRun,
-  runCaughtUp,
-  runToRecord,
+  runRecord,
   savedPending,
   shutdownAfterSteps,
   shutdownSteps,
@@ -74,6 +79,7 @@ import {
   withSentShutdown,
   type MachinePlan,
   type MachineStep,
+  type RestartHold,
   type ShutdownReason,
 } from './plan.js';
 import {
@@ -82,11 +88,12 @@ import {
   balloonMoving,
   dhcpPools,
   conditionEvents,
-  heldInStatus,
   HOST_LACK_MAX_AGE_MS,
   hostLackRecheckMs,
   machineStatus,
   restartCountOf,
+  restartHoldOf,
+  type StatusInput,
   type Detaching,
   nameConflict,
   removedStatus,
@@ -248,15 +255,9 @@ async function materialise(
     ),
     desired ? (vm.metadata.generation ?? 0) : 0,
   );
-  // Not part of the plan the pass checks its result against (look, below): a record written
-  // once to a run without one, which the next observation shows.
-  const record = runToRecord(vm, before.domain, plan, {
-    restoredRun: restored,
-    unrecordable: ctx.host.restartsUnrecordable.has(uid),
-  });
-  if (record) steps.push(record);
   const outcome = await actMachine(conn, ours, steps, ctx.onLane?.bind(ctx));
   rememberRestartsUnrecordable(ctx.host.restartsUnrecordable, uid, outcome, ctx.log);
+  rememberRecordFailures(ctx.host.recordFailuresLogged, uid, outcome, ctx.log);
   if (outcome.executed.some((s) => s.op === 'detachDevice' && s.retry))
     ctx.host.detachRetried.set(uid, now.getTime());
   if (outcome.executed.some((s) => s.op === 'attachDevice' && s.device.kind === 'interface'))
@@ -319,29 +320,26 @@ async function materialise(
   if (!detaching) ctx.host.detachRetried.delete(uid);
   const pending = pendingOf(ctx, vm, desired, after, deferred);
   // After the steps, not with them: only what they left tells that the run reflects the spec.
-  const caughtUp = runCaughtUp(vm, after, {
+  // Not part of the plan the pass checks its result against (look, above): at most one write,
+  // which the next observation shows.
+  const record = runRecord(vm, before.domain, plan, after, {
     resolved: desired !== undefined,
     pending,
-    settled:
-      !outcome.failure &&
-      outcome.deferred.length === 0 &&
-      outcome.detachErrors.length === 0 &&
-      !detaching &&
-      plan.shutdown === undefined &&
-      !outcome.executed.some((s) => s.op === 'start' || s.op === 'shutdown' || s.op === 'destroy'),
+    settled: passSettled({ outcome, shutdown: plan.shutdown, detaching: detaching !== undefined }),
     restoredRun: stillRestored,
     unrecordable: ctx.host.restartsUnrecordable.has(uid),
   });
-  if (caughtUp && after.state === 'ours') {
-    const recorded = await actMachine(conn, after.domain, [caughtUp]);
+  if (record && after.state === 'ours') {
+    const recorded = await actMachine(conn, after.domain, [record]);
     rememberRestartsUnrecordable(ctx.host.restartsUnrecordable, uid, recorded, ctx.log);
+    rememberRecordFailures(ctx.host.recordFailuresLogged, uid, recorded, ctx.log);
   }
   const ports = after.state === 'ours' ? after.networkPorts : undefined;
   const outsideSpec =
     desired !== undefined &&
     live !== undefined &&
     changedOutsideSpec(desired, live, ports, refusedThisRun);
-  const status = machineStatus({
+  const statusInput: StatusInput = {
     vm,
     nodeName: ctx.nodeName,
     now,
@@ -364,11 +362,12 @@ async function materialise(
     ...(stillRestored !== undefined ? { restoredRun: stillRestored } : {}),
     outsideSpec,
     restartsCounted: countedRestarts(ctx, vm),
-  });
+  };
+  const status = machineStatus(statusInput);
   // Remembered before the write, which may fail: the next pass counts from it (planView).
   if (startedBy(outcome.executed) === 'restart')
     ctx.host.restarts.set(String(vm.metadata.uid), status.restartCount ?? 0);
-  await report(ctx, vm, status, outcome.executed, pending);
+  await report(ctx, vm, status, outcome.executed, pending, restartHoldOf(statusInput)?.by);
   // The soonest of every reason to look again: a running grace period must not wait for a
   // problem's backoff. Unsupported input waits for a spec change, which wakes us anyway (what
   // the node lacks, for an install: HOST_LACK_RECHECK_MS); so does a pause the annotation asked
@@ -753,6 +752,7 @@ async function removeFromHost(cached: VirtualMachine, ctx: ControllerContext): P
       ctx.host.detachRetried.delete(uid);
       ctx.host.restarts.delete(uid);
       ctx.host.restartsUnrecordable.delete(uid);
+      ctx.host.recordFailuresLogged.delete(uid);
       ctx.host.deferredDevices.delete(uid);
       ctx.host.earlierLeases.delete(uid);
       ctx.host.restoredRuns.delete(uid);
@@ -969,17 +969,12 @@ async function report(
   status: VirtualMachineStatus,
   executed: readonly MachineStep[],
   pending: readonly string[] = [],
+  /** Why RestartRequired says the run is not restarted for `pending` (status.ts restartHoldOf). */
+  held?: RestartHold['by'],
 ): Promise<VirtualMachine | undefined> {
   // Before the write: the steps happened whether or not it goes through, and the next pass
   // does not take them again.
-  const done = stepEvents(
-    executed,
-    vm,
-    ctx.nodeName,
-    status.restartCount ?? 0,
-    pending,
-    heldInStatus(status),
-  );
+  const done = stepEvents(executed, vm, ctx.nodeName, status.restartCount ?? 0, pending, held);
   for (const e of done) ctx.event(KIND, vm, e.type, e.reason, e.message);
   // After it: a condition turned bad is told by comparing with the stored status, so a write
   // that fails (retried at the error pace) would have each retry tell it again (after-write.ts).

@@ -38,7 +38,6 @@ import {
   restartHold,
   runStartedUnder,
   UNCHANGED_SPEC,
-  recordedRestoredRun,
   rerunStarts,
   restartBegun,
   restartsSoFar,
@@ -738,6 +737,29 @@ function syncedCondition(input: StatusInput): ConditionUpdate {
   };
 }
 
+/**
+ * Why RestartRequired says updatePolicy Restart does not restart the running domain for its
+ * pending fields, if it says so (plan.ts restartHold): under updatePolicy Restart, with fields
+ * pending. The pass hands it to the Updated Event as data (stepEvents), so the Event need not
+ * read it back out of the condition's message. Pure.
+ */
+export function restartHoldOf(
+  input: Pick<StatusInput, 'vm' | 'observed' | 'pending' | 'restoredRun' | 'outsideSpec'>,
+): RestartHold | undefined {
+  const { vm, observed } = input;
+  if (input.pending.length === 0 || vm.spec.updatePolicy !== 'Restart') return undefined;
+  if (observed.state !== 'ours') return undefined;
+  return restartHold(
+    vm,
+    { ...observed.power, id: observed.id },
+    {
+      restoredRun: input.restoredRun,
+      startedRun: runStartedUnder(vm, observed),
+      outsideSpec: input.outsideSpec,
+    },
+  );
+}
+
 function restartRequiredCondition(input: StatusInput): ConditionUpdate {
   const { pending, vm } = input;
   if (pending.length === 0) {
@@ -748,19 +770,7 @@ function restartRequiredCondition(input: StatusInput): ConditionUpdate {
       message: 'no restart-time change is pending',
     };
   }
-  const observed = input.observed;
-  const hold =
-    observed.state === 'ours'
-      ? restartHold(
-          vm,
-          { ...observed.power, id: observed.id },
-          {
-            restoredRun: input.restoredRun,
-            startedRun: runStartedUnder(vm, observed),
-            outsideSpec: input.outsideSpec,
-          },
-        )
-      : undefined;
+  const hold = restartHoldOf(input);
   const later =
     'so updatePolicy Restart does not restart it for them; they apply at the next start, at ' +
     'once after a change of the spec or with virt.dev/restart-requested-at';
@@ -953,7 +963,7 @@ export function stepEvents(
   restartCount: number,
   /** The restart-time fields RestartRequired names (e.g. `spec.maxMemory`). */
   pending: readonly string[] = [],
-  /** Why RestartRequired says updatePolicy Restart does not restart for them (heldInStatus). */
+  /** Why RestartRequired says updatePolicy Restart does not restart for them (restartHoldOf). */
   held?: RestartHold['by'],
 ): MachineEvent[] {
   const name = domainName(vm);
@@ -1109,14 +1119,6 @@ function whenApplied(
   if (held === 'unchangedSpec')
     return `; it applies at the next start: the run is not restarted for it, as ${UNCHANGED_SPEC} the generation it reflects ${notNow}`;
   return `; a graceful restart applies it now (${fields}; updatePolicy Restart)`;
-}
-
-/** Whether a status's RestartRequired says the run is held, and why (restartRequiredCondition). */
-export function heldInStatus(status: VirtualMachineStatus): RestartHold['by'] | undefined {
-  if (recordedRestoredRun(status) !== undefined) return 'restore';
-  const required = findCondition(status.conditions, 'RestartRequired');
-  const unchanged = required?.status === 'True' && required.message.includes(UNCHANGED_SPEC);
-  return unchanged ? 'unchangedSpec' : undefined;
 }
 
 const MIN_RETRY_MS = 1_000;

@@ -369,6 +369,52 @@ describe('a run edited live since it started, under updatePolicy Restart', () =>
   });
 });
 
+// The first pass after an upgrade whose status lags: a run an older agent started (no record),
+// its spec edited while no agent ran by an edit the run takes live. That pass leaves the run
+// reflecting the spec's generation, and records that once, not first the status's older one
+// (plan.ts runRecord).
+describe('a run without a record, edited live while no agent ran', () => {
+  it.each([
+    ['memory within maxMemory', { memory: '128Mi' }],
+    ['a field the domain does not hold', { terminationGracePeriodSeconds: 8 }],
+  ])('gets the generation it reflects as its record in one write: %s', async (_what, spec) => {
+    const name = `lagging-${'memory' in spec ? 'memory' : 'grace'}`;
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name, namespace: NS },
+      spec: { ...BASE, updatePolicy: 'Restart' },
+    });
+    await settle(name);
+    const uid = String(vmOf(name)!.metadata.uid);
+    const observed = vmOf(name)!.metadata.generation;
+    // The older agent's run: started from this agent's definition, without the record.
+    const domain = await conn.lookupDomainByUUIDString(uid);
+    await domain.destroy();
+    await conn.defineDomainXML(
+      buildDomainXML(parseDomainXML(await domain.getXMLDesc(DomainXMLFlags.INACTIVE))),
+    );
+    await domain.create();
+    const run = await runID(uid);
+    expect(parseDomainXML(await domain.getXMLDesc()).startedUnder).toBeUndefined();
+    await k.patchSpec('VirtualMachine', NS, name, spec);
+
+    await ctx.refresh();
+    const edited = vmOf(name)!;
+    expect(edited.metadata.generation).toBeGreaterThan(observed ?? 0);
+    expect(edited.status?.observedGeneration).toBe(observed);
+    rec.reset();
+    await reconcileVirtualMachine(key(name), ctx);
+    expect(rec.writes().filter((c) => c === 'Domain.setMetadata')).toHaveLength(1);
+    expect(await runID(uid)).toBe(run);
+    for (const flags of [0, DomainXMLFlags.INACTIVE])
+      expect(parseDomainXML(await domain.getXMLDesc(flags)).startedUnder).toBe(
+        edited.metadata.generation,
+      );
+    await settle(name);
+    expect(await runID(uid)).toBe(run);
+    await quiet(name);
+  });
+});
+
 /** The next passes write nothing, to libvirt or to the API server. */
 async function quiet(name: string): Promise<void> {
   for (let pass = 0; pass < 2; pass++) {

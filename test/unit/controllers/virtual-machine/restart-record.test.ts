@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   actMachine,
+  rememberRecordFailures,
   rememberRestartsUnrecordable,
 } from '../../../../src/controllers/virtual-machine/act.js';
 import { planMachine, type MachineStep } from '../../../../src/controllers/virtual-machine/plan.js';
@@ -45,7 +46,12 @@ function host(refuse: number | undefined) {
 async function passes(fake: ReturnType<typeof host>, n: number) {
   const unrecordable = new Set<string>();
   const logged: string[] = [];
-  const log = { info: (_fields: object, msg: string) => void logged.push(msg) };
+  const warned: string[] = [];
+  const failuresLogged = new Map<string, Set<string>>();
+  const log = {
+    info: (_fields: object, msg: string) => void logged.push(msg),
+    warn: (_fields: object, msg: string) => void warned.push(msg),
+  };
   for (let i = 0; i < n; i++) {
     const config = { ...desired(machine), restarts: fake.state.restarts };
     const plan = planMachine({
@@ -60,8 +66,9 @@ async function passes(fake: ReturnType<typeof host>, n: number) {
     });
     const outcome = await actMachine({} as Connect, fake.domain, plan.steps);
     rememberRestartsUnrecordable(unrecordable, UID, outcome, log as never);
+    rememberRecordFailures(failuresLogged, UID, outcome, log as never);
   }
-  return { logged, unrecordable };
+  return { logged, warned, unrecordable };
 }
 
 describe('forgetRestart on a driver that refuses domain metadata', () => {
@@ -83,11 +90,13 @@ describe('forgetRestart on a driver that refuses domain metadata', () => {
     },
   );
 
-  it('keeps asking after another error, which may pass', async () => {
+  it('keeps asking after another error, which may pass, and says so once', async () => {
     const fake = host(ErrorCode.VIR_ERR_INTERNAL_ERROR);
-    const { logged } = await passes(fake, 3);
+    const { logged, warned } = await passes(fake, 3);
     expect(fake.state.calls).toBe(3);
     expect(logged).toEqual([]);
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatch(/refused to record the restart count/);
   });
 });
 
@@ -125,5 +134,77 @@ describe('a start', () => {
     calls.length = 0;
     await actMachine({} as Connect, domain, [{ op: 'recordRun', generation: 6, persistent: true }]);
     expect(calls).toEqual([`setMetadata lvorun ${RUN_NAMESPACE} 3 <run generation="6"/>`]);
+  });
+});
+
+// A driver that keeps refusing the run's record for another reason than lacking the call: no
+// pass fails for it, each pass asks again (it may pass), and the log says so once per kind of
+// refusal, not at every pass.
+describe("a run's record the driver refuses", () => {
+  const error = (code: number) =>
+    new LibvirtError(`refused (${code})`, { code, domain: ErrorDomain.VIR_FROM_DOMAIN, level: 2 });
+  function refusing() {
+    const state: { refuse: number; calls: number } = {
+      refuse: ErrorCode.VIR_ERR_INTERNAL_ERROR,
+      calls: 0,
+    };
+    const domain = {
+      setMetadata: () => {
+        state.calls++;
+        return Promise.reject(error(state.refuse));
+      },
+      create: () => Promise.resolve(),
+    } as unknown as Domain;
+    return { domain, state };
+  }
+
+  it('fails no pass, is asked again at each, and is logged once per kind of error', async () => {
+    const fake = refusing();
+    const logged = new Map<string, Set<string>>();
+    const warned: Array<{ fields: Record<string, unknown>; msg: string }> = [];
+    const log = {
+      warn: (fields: Record<string, unknown>, msg: string) => warned.push({ fields, msg }),
+    };
+    const pass = async (steps: MachineStep[]) => {
+      const outcome = await actMachine({} as Connect, fake.domain, steps);
+      rememberRecordFailures(logged, UID, outcome, log as never);
+      return outcome;
+    };
+    const start = { op: 'start', kind: 'initial', after: { state: 'shutoff', reason: 'unknown' } };
+    const steps: MachineStep[][] = [
+      [{ ...start, generation: 5 } as MachineStep],
+      [{ op: 'recordRun', generation: 5 }],
+      [{ op: 'recordRun', generation: 6, persistent: true }],
+    ];
+    for (const s of steps) {
+      const outcome = await pass(s);
+      expect(outcome.failure).toBeUndefined();
+      expect(outcome.executed).toEqual(s);
+      expect(outcome.restartsUnrecordable).toBeUndefined();
+    }
+    expect(fake.state.calls).toBe(3);
+    expect(warned).toHaveLength(1);
+    expect(warned[0]?.msg).toMatch(/refused to record the run's generation/);
+    expect(warned[0]?.fields).toMatchObject({
+      uid: UID,
+      record: 'run',
+      error: {
+        code: 'VIR_ERR_INTERNAL_ERROR',
+        message: `refused (${ErrorCode.VIR_ERR_INTERNAL_ERROR})`,
+      },
+    });
+    // Another kind of refusal is said too, once; another machine's as well.
+    fake.state.refuse = ErrorCode.VIR_ERR_OPERATION_TIMEOUT;
+    await pass([{ op: 'recordRun', generation: 6 }]);
+    await pass([{ op: 'recordRun', generation: 6 }]);
+    expect(warned.map((w) => (w.fields.error as { code: string }).code)).toEqual([
+      'VIR_ERR_INTERNAL_ERROR',
+      'VIR_ERR_OPERATION_TIMEOUT',
+    ]);
+    const other = await actMachine({} as Connect, fake.domain, [
+      { op: 'recordRun', generation: 1 },
+    ]);
+    rememberRecordFailures(logged, 'another-uid', other, log as never);
+    expect(warned).toHaveLength(3);
   });
 });

@@ -7,16 +7,18 @@ import type { VirtualMachine } from '../../../../src/api/generated/types.js';
 import type { MachineInputs } from '../../../../src/controllers/virtual-machine/desired.js';
 import {
   deviceNames,
+  passSettled,
   planMachine,
   restartPending,
   runCaughtUp,
+  runRecord,
   runToRecord,
   type MachineStep,
 } from '../../../../src/controllers/virtual-machine/plan.js';
 import { withRunGeneration } from '../../../../src/controllers/virtual-machine/reconcile.js';
 import {
-  heldInStatus,
   machineStatus,
+  restartHoldOf,
   stepEvents,
 } from '../../../../src/controllers/virtual-machine/status.js';
 import {
@@ -216,17 +218,17 @@ describe('a running domain whose definition an older agent rendered, under updat
     const machine = machineWith({})(3, 3);
     const wanted = desired(machine);
     // The run started under generation 3, its definition short of the agent's defaults.
-    const runStatusUnder = (vm: VirtualMachine) =>
-      machineStatus({
-        vm,
-        nodeName: 'node-a',
-        now: NOW,
-        observed: ours({ config: wanted, live: older(wanted, 3) }),
-        problem: undefined,
-        shutdown: undefined,
-        started: undefined,
-        pending: ['operator domain defaults'],
-      });
+    const runUnder = (vm: VirtualMachine) => ({
+      vm,
+      nodeName: 'node-a',
+      now: NOW,
+      observed: ours({ config: wanted, live: older(wanted, 3) }),
+      problem: undefined,
+      shutdown: undefined,
+      started: undefined,
+      pending: ['operator domain defaults'],
+    });
+    const runStatusUnder = (vm: VirtualMachine) => machineStatus(runUnder(vm));
     const status = runStatusUnder(machine);
     const required = status.conditions?.find((c) => c.type === 'RestartRequired');
     expect(required).toMatchObject({ status: 'True', reason: 'PendingChanges' });
@@ -238,7 +240,11 @@ describe('a running domain whose definition an older agent rendered, under updat
         'at the next start, at once after a change of the spec or with ' +
         'virt.dev/restart-requested-at',
     );
-    expect(heldInStatus(status)).toBe('unchangedSpec');
+    // The same judgement as data, for the Event (the message is not parsed back).
+    expect(restartHoldOf(runUnder(machine))).toEqual({
+      by: 'unchangedSpec',
+      run: { run: 7, generation: 3 },
+    });
     // The Updated Event of the definition saved for it says it waits too.
     const events = stepEvents(
       [{ op: 'define', doc: wanted, created: false }],
@@ -246,7 +252,7 @@ describe('a running domain whose definition an older agent rendered, under updat
       'node-a',
       0,
       ['operator domain defaults'],
-      heldInStatus(status),
+      restartHoldOf(runUnder(machine))?.by,
     );
     expect(events.map((e) => e.message)).toEqual([
       'saved the new definition of domain prod_web; it applies at the next start: the run is ' +
@@ -259,7 +265,9 @@ describe('a running domain whose definition an older agent rendered, under updat
       'pending: operator domain defaults; the operator restarts the machine gracefully to ' +
         'apply them (updatePolicy Restart)',
     );
-    expect(heldInStatus(restarted)).toBeUndefined();
+    expect(restartHoldOf(runUnder(machineWith({})(4, 3)))).toBeUndefined();
+    // Nor under updatePolicy Manual, whose message names no hold.
+    expect(restartHoldOf(runUnder(machineWith({ updatePolicy: 'Manual' })(3, 3)))).toBeUndefined();
   });
 
   it('writes the generation a run without a record is judged against into it, once', () => {
@@ -338,6 +346,151 @@ describe('a running domain whose definition an older agent rendered, under updat
       now: NOW,
     });
     expect(plan.steps.some((s) => s.op === 'shutdown')).toBe(false);
+  });
+
+  it('writes one record a pass: the generation the run reflects wins over a missing one', () => {
+    const none = { steps: [], shutdown: undefined, waitMs: undefined };
+    const quiet = { resolved: true, pending: [], settled: true };
+    const record = (generation: number, persistent?: true) => ({
+      op: 'recordRun',
+      generation,
+      ...(persistent ? { persistent } : {}),
+    });
+    const rows: Array<
+      [
+        what: string,
+        generation: number,
+        observedGeneration: number,
+        startedUnder: number | undefined,
+        pass: Parameters<typeof runRecord>[4],
+        want: ReturnType<typeof record> | undefined,
+      ]
+    > = [
+      // The first pass after an upgrade whose status lags an edit the run takes live: the
+      // spec's generation, in both definitions, and not the status's older one before it.
+      ['no record, the status lagging, caught up', 4, 3, undefined, quiet, record(4, true)],
+      ['no record, status up to date', 4, 4, undefined, quiet, record(4)],
+      [
+        'no record, something still pending: the older one',
+        4,
+        3,
+        undefined,
+        { ...quiet, pending: ['spec.cpu'] },
+        record(3),
+      ],
+      [
+        'no record, the pass not settled: the older one',
+        4,
+        3,
+        undefined,
+        { ...quiet, settled: false },
+        record(3),
+      ],
+      ['a record, caught up', 4, 4, 3, quiet, record(4, true)],
+      ['a record, not caught up', 4, 4, 3, { ...quiet, pending: ['spec.cpu'] }, undefined],
+      ['the record current', 4, 4, 4, quiet, undefined],
+      [
+        'no record, a driver without metadata',
+        4,
+        3,
+        undefined,
+        { ...quiet, unrecordable: true },
+        undefined,
+      ],
+      [
+        'a restored run: its restore generation',
+        4,
+        4,
+        1,
+        { ...quiet, restoredRun: { run: 7, generation: 4 } },
+        record(4),
+      ],
+    ];
+    for (const [what, generation, observedGeneration, startedUnder, pass, want] of rows) {
+      const machine = machineWith({})(generation, observedGeneration);
+      const wanted = desired(machine);
+      const running = ours({ config: wanted, live: older(wanted, startedUnder) });
+      expect([what, runRecord(machine, running, none, running, pass)]).toEqual([what, want]);
+    }
+    // Only into the run the pass began with.
+    const machine = machineWith({})(4, 3);
+    const wanted = desired(machine);
+    const first = ours({ config: wanted, live: older(wanted, undefined) });
+    const stopped = ours({ config: wanted, active: false });
+    expect(runRecord(machine, first, none, stopped, quiet)).toBeUndefined();
+    const another = ours({ id: 8, config: wanted, live: older(wanted, undefined) });
+    expect(runRecord(machine, first, none, another, quiet)).toBeUndefined();
+  });
+
+  // What "settled" means for runCaughtUp: the pass left the run as its steps meant to.
+  const device = { kind: 'disk', field: 'spec.disks[data]' } as const;
+  const attach = { op: 'attachDevice', device, live: true, config: true } as unknown as MachineStep;
+  const quietPass = { executed: [], deferred: [], detachErrors: [], failure: undefined };
+  const settledRows: Array<[what: string, pass: Parameters<typeof passSettled>[0], want: boolean]> =
+    [
+      ['nothing to do', { outcome: quietPass, shutdown: undefined, detaching: false }, true],
+      [
+        'live changes that took effect',
+        {
+          outcome: {
+            ...quietPass,
+            executed: [{ op: 'setMemory', kib: 1, live: true, config: true }],
+          },
+          shutdown: undefined,
+          detaching: false,
+        },
+        true,
+      ],
+      [
+        'a step failed',
+        {
+          outcome: {
+            ...quietPass,
+            failure: { step: attach, reason: 'AttachFailed', message: 'x' },
+          },
+          shutdown: undefined,
+          detaching: false,
+        },
+        false,
+      ],
+      [
+        'a device change deferred to a restart',
+        { outcome: { ...quietPass, deferred: [attach] }, shutdown: undefined, detaching: false },
+        false,
+      ],
+      [
+        'a detach refused',
+        {
+          outcome: { ...quietPass, detachErrors: ['busy'] },
+          shutdown: undefined,
+          detaching: false,
+        },
+        false,
+      ],
+      [
+        'a device still detaching',
+        { outcome: quietPass, shutdown: undefined, detaching: true },
+        false,
+      ],
+      [
+        'a stop under way',
+        { outcome: quietPass, shutdown: 'RestartToApplyChanges', detaching: false },
+        false,
+      ],
+      ...(['start', 'shutdown', 'destroy'] as const).map(
+        (op): [string, Parameters<typeof passSettled>[0], boolean] => [
+          `a ${op} made`,
+          {
+            outcome: { ...quietPass, executed: [{ op } as unknown as MachineStep] },
+            shutdown: undefined,
+            detaching: false,
+          },
+          false,
+        ],
+      ),
+    ];
+  it.each(settledRows)('counts a pass as settled for the record: %s', (_what, pass, want) => {
+    expect(passSettled(pass)).toBe(want);
   });
 
   it('records the generation a start runs under, 0 when the spec did not resolve', () => {
