@@ -22,6 +22,7 @@ import {
 } from '../../../src/commands/local/tiny-guest.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { getJSON, startTestAgent, type TestAgent } from '../../harness/agent.js';
+import { annotate, kubectlOk } from '../../harness/kubectl.js';
 import { ROOT } from '../../harness/processes.js';
 import { dirPool } from '../../harness/manifests.js';
 
@@ -265,20 +266,12 @@ describe('libvirt-operator console', () => {
 
   it('names a paused guest at the start, since it answers nothing until it resumes', async () => {
     const setPaused = async (on: boolean, phase: string) => {
-      const annotate = await cp().kubectl([
-        'annotate',
-        '--overwrite',
-        `vm/${VM}`,
-        '-n',
-        NS,
-        on ? 'virt.dev/paused=true' : 'virt.dev/paused-',
-      ]);
-      expect(annotate.code, annotate.stderr).toBe(0);
-      const waited = await cp().kubectl(
+      await annotate(cp(), [`vm/${VM}`, '-n', NS], { 'virt.dev/paused': on ? 'true' : undefined });
+      await kubectlOk(
+        cp(),
         ['wait', `--for=jsonpath={.status.phase}=${phase}`, `vm/${VM}`, '-n', NS, '--timeout=60s'],
         { timeoutMs: 70_000 },
       );
-      expect(waited.code, waited.stderr).toBe(0);
     };
     await setPaused(true, 'Paused');
     try {

@@ -30,6 +30,7 @@ import {
   type TestAgent,
 } from '../../harness/agent.js';
 import { freeSubnet, virsh } from '../../harness/host.js';
+import { annotate } from '../../harness/kubectl.js';
 import { dirPool, natNetwork } from '../../harness/manifests.js';
 
 const RUN = randomBytes(3).toString('hex');
@@ -397,15 +398,7 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     const log = path.join(agent!.stateDir, 'console', `${paused.metadata.uid}.log`);
     expect(await readConsole(log)).toBe('');
 
-    const unpaused = await cp().kubectl([
-      'annotate',
-      'vm',
-      PAUSED_VM,
-      '-n',
-      'default',
-      'virt.dev/paused-',
-    ]);
-    expect(unpaused.code, unpaused.stderr).toBe(0);
+    await annotate(cp(), ['vm', PAUSED_VM, '-n', 'default'], { 'virt.dev/paused': undefined });
     await waitForGuestReady(log, 150_000);
     await until(
       'phase Running',

@@ -14,6 +14,7 @@ import { ensureLibvirtd, SYSTEM_URI } from '../../../src/commands/local/libvirtd
 import { useControlPlane } from '../../harness/control-plane.js';
 import { getJSON, startTestAgent, until, type TestAgent } from '../../harness/agent.js';
 import { freeSubnet, virsh } from '../../harness/host.js';
+import { annotate } from '../../harness/kubectl.js';
 import { natNetwork } from '../../harness/manifests.js';
 
 const RUN = randomBytes(3).toString('hex');
@@ -68,11 +69,7 @@ describe('addresses of an earlier run', () => {
   const morePasses = async (count: number) => {
     for (let i = 0; i < count; i++) {
       const before = await vmPasses();
-      const poked = await cp().kubectl(
-        ['annotate', 'vm', VM, '-n', NS, '--overwrite', `e2e.virt.dev/pass=${RUN}-${++pokes}`],
-        {},
-      );
-      expect(poked.code, poked.stderr).toBe(0);
+      await annotate(cp(), ['vm', VM, '-n', NS], { 'e2e.virt.dev/pass': `${RUN}-${++pokes}` });
       await until('a pass over the machine', async () => (await vmPasses()) > before, 30_000);
     }
   };
@@ -246,11 +243,7 @@ describe('addresses of an earlier run', () => {
         { 'ip-address': fourth, 'mac-address': MAC, hostname: 'new', 'expiry-time': expiry + 180 },
       ]),
     );
-    const poked = await cp().kubectl(
-      ['annotate', 'vm', VM, '-n', NS, '--overwrite', `e2e.virt.dev/poke=${RUN}`],
-      {},
-    );
-    expect(poked.code, poked.stderr).toBe(0);
+    await annotate(cp(), ['vm', VM, '-n', NS], { 'e2e.virt.dev/poke': RUN });
     const whileDeleting = await until(
       'the lease this run took while stopping is shown',
       async () => {

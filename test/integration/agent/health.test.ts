@@ -25,6 +25,7 @@ import {
   type TestAgent,
 } from '../../harness/agent.js';
 import { argoHealth, fluxHealth, healthCheckTool, kstatus } from '../../harness/health-tools.js';
+import { annotate } from '../../harness/kubectl.js';
 
 const NS = 'health';
 const A = 'health-a';
@@ -398,8 +399,7 @@ describe('health for GitOps tools', () => {
   });
 
   it('a machine paused by its annotation is Current for kstatus and Flux, Suspended for Argo CD', async () => {
-    const paused = await cp().kubectl(['annotate', 'vm', 'web', '-n', NS, 'virt.dev/paused=true']);
-    expect(paused.code, paused.stderr).toBe(0);
+    await annotate(cp(), ['vm', 'web', '-n', NS], { 'virt.dev/paused': 'true' });
     const vm = await until('phase Paused', async () => {
       const o = await get(['vm', 'web', '-n', NS]);
       return o.status?.phase === 'Paused' && o;
@@ -408,8 +408,7 @@ describe('health for GitOps tools', () => {
     expect(kstatus([vm]).get('VirtualMachine/web')?.status).toBe('Current');
     expect(fluxHealth([vm]).get('VirtualMachine/web')?.status).toBe('Current');
     expect(argoHealth(vm).status).toBe('Suspended');
-    const resumed = await cp().kubectl(['annotate', 'vm', 'web', '-n', NS, 'virt.dev/paused-']);
-    expect(resumed.code, resumed.stderr).toBe(0);
+    await annotate(cp(), ['vm', 'web', '-n', NS], { 'virt.dev/paused': undefined });
     await until('Running again', async () => {
       const o = await get(['vm', 'web', '-n', NS]);
       return o.status?.phase === 'Running' && cond(o, 'Ready')?.reason === 'Running';

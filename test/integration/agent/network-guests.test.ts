@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Connect } from '../../../src/libvirt/index.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { getJSON, startTestAgent, until, type TestAgent } from '../../harness/agent.js';
+import { annotate } from '../../harness/kubectl.js';
 
 const NODE = `net-guests-${randomBytes(3).toString('hex')}`;
 
@@ -198,14 +199,7 @@ spec:
     );
 
     const at = new Date().toISOString();
-    const annotated = await cp().kubectl([
-      'annotate',
-      'vm',
-      vm,
-      `virt.dev/restart-requested-at=${at}`,
-      '--overwrite',
-    ]);
-    expect(annotated.code, annotated.stderr).toBe(0);
+    await annotate(cp(), ['vm', vm], { 'virt.dev/restart-requested-at': at });
     // The guest stopped, the network went (nothing else held it), and the start waits for it.
     await until('the network is removed', async () => !(await get(['vnet', net])));
     const waiting = await until('the machine waits for its network', async () => {
