@@ -31,3 +31,8 @@ export async function annotate(
   );
   await kubectlOk(cp, ['annotate', '--overwrite', ...object, ...changes]);
 }
+
+/** `kubectl patch --type=merge` of one object's spec (`object` as for annotate). */
+export async function patchSpec(cp: ControlPlane, object: string[], spec: object): Promise<void> {
+  await kubectlOk(cp, ['patch', ...object, '--type=merge', '-p', JSON.stringify({ spec })]);
+}
