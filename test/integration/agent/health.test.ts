@@ -25,7 +25,7 @@ import {
   type TestAgent,
 } from '../../harness/agent.js';
 import { argoHealth, fluxHealth, healthCheckTool, kstatus } from '../../harness/health-tools.js';
-import { annotate } from '../../harness/kubectl.js';
+import { annotate, kubectlOk, patchSpec } from '../../harness/kubectl.js';
 
 const NS = 'health';
 const A = 'health-a';
@@ -188,11 +188,9 @@ describe('health for GitOps tools', () => {
     });
     text = manifests(`http://127.0.0.1:${(server.address() as AddressInfo).port}/disk.img`);
     // Applied the way Flux applies: server-side, under one field manager.
-    const applied = await cp().kubectl(
-      ['apply', '--server-side', '--field-manager=gitops', '-f', '-'],
-      { input: text },
-    );
-    expect(applied.code, applied.stderr).toBe(0);
+    await kubectlOk(cp(), ['apply', '--server-side', '--field-manager=gitops', '-f', '-'], {
+      input: text,
+    });
   }, 20 * 60_000);
 
   afterAll(async () => {
@@ -230,11 +228,11 @@ describe('health for GitOps tools', () => {
       );
       return reported.every((names) => names.join() === [A, B].sort().join());
     });
-    const waited = await cp().kubectl(
+    await kubectlOk(
+      cp(),
       ['wait', '--for=condition=Ready', 'vnet/health-net', 'pool/health-pool', '--timeout=60s'],
       { timeoutMs: 70_000 },
     );
-    expect(waited.code, waited.stderr).toBe(0);
     for (const o of [await get(['vnet', 'health-net']), await get(['pool', 'health-pool'])]) {
       expect(cond(o, 'Ready')?.message, o.kind).toBe(`ready on 2 node(s): ${A}, ${B}`);
       expect(o.status?.observedGeneration).toBe(o.metadata.generation);
@@ -375,17 +373,7 @@ describe('health for GitOps tools', () => {
   });
 
   it('a pending restart-time change keeps kstatus Current once observed', async () => {
-    const patched = await cp().kubectl([
-      'patch',
-      'vm',
-      'web',
-      '-n',
-      NS,
-      '--type=merge',
-      '-p',
-      '{"spec":{"maxVcpus":4}}',
-    ]);
-    expect(patched.code, patched.stderr).toBe(0);
+    await patchSpec(cp(), ['vm', 'web', '-n', NS], { maxVcpus: 4 });
     const vm = await until('RestartRequired observed', async () => {
       const o = await get(['vm', 'web', '-n', NS]);
       return (
