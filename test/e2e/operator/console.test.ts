@@ -22,6 +22,7 @@ import {
 } from '../../../src/commands/local/tiny-guest.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { getJSON, startTestAgent, type TestAgent } from '../../harness/agent.js';
+import { annotate, kubectlOk, patchSpec } from '../../harness/kubectl.js';
 import { ROOT } from '../../harness/processes.js';
 import { dirPool } from '../../harness/manifests.js';
 
@@ -149,13 +150,12 @@ describe('libvirt-operator console', () => {
   }, 180_000);
 
   it('boots the guest with its pty serial logged to the console-log file', async () => {
-    const applied = await cp().kubectl(['apply', '-f', '-'], { input: yaml });
-    expect(applied.code, applied.stderr).toBe(0);
-    const wait = await cp().kubectl(
+    await kubectlOk(cp(), ['apply', '-f', '-'], { input: yaml });
+    await kubectlOk(
+      cp(),
       ['wait', '--for=condition=Ready', `vm/${VM}`, '-n', NS, '--timeout=240s'],
       { timeoutMs: 250_000 },
     );
-    expect(wait.code, wait.stderr).toBe(0);
     const obj = await getJSON<{
       metadata: { uid: string };
       status?: { conditions?: Array<{ type: string; status: string; message?: string }> };
@@ -265,20 +265,12 @@ describe('libvirt-operator console', () => {
 
   it('names a paused guest at the start, since it answers nothing until it resumes', async () => {
     const setPaused = async (on: boolean, phase: string) => {
-      const annotate = await cp().kubectl([
-        'annotate',
-        '--overwrite',
-        `vm/${VM}`,
-        '-n',
-        NS,
-        on ? 'virt.dev/paused=true' : 'virt.dev/paused-',
-      ]);
-      expect(annotate.code, annotate.stderr).toBe(0);
-      const waited = await cp().kubectl(
+      await annotate(cp(), [`vm/${VM}`, '-n', NS], { 'virt.dev/paused': on ? 'true' : undefined });
+      await kubectlOk(
+        cp(),
         ['wait', `--for=jsonpath={.status.phase}=${phase}`, `vm/${VM}`, '-n', NS, '--timeout=60s'],
         { timeoutMs: 70_000 },
       );
-      expect(waited.code, waited.stderr).toBe(0);
     };
     await setPaused(true, 'Paused');
     try {
@@ -325,26 +317,17 @@ describe('libvirt-operator console', () => {
       () => attached(),
     );
     await output;
-    const halt = await cp().kubectl([
-      'patch',
-      `vm/${VM}`,
-      '-n',
-      NS,
-      '--type=merge',
-      '-p',
-      '{"spec":{"runStrategy":"Halted"}}',
-    ]);
-    expect(halt.code, halt.stderr).toBe(0);
+    await patchSpec(cp(), [`vm/${VM}`, '-n', NS], { runStrategy: 'Halted' });
     const ended = await session;
     expect(ended.stderr).toBe(`console of ${NS}/${VM} closed (the VM stopped)\n`);
     expect(ended.code).toBe(0);
     expect(ended.ms).toBeLessThan(100_000);
 
-    const waited = await cp().kubectl(
+    await kubectlOk(
+      cp(),
       ['wait', '--for=jsonpath={.status.phase}=Stopped', `vm/${VM}`, '-n', NS, '--timeout=60s'],
       { timeoutMs: 70_000 },
     );
-    expect(waited.code, waited.stderr).toBe(0);
     const stopped = await consoleCommand([VM, '-n', NS], cp().kubeconfigPath, (s) => s.end());
     expect(stopped.stderr.trim()).toBe(
       `libvirt-operator console: VirtualMachine ${NS}/${VM} is not running: runStrategy Halted keeps it stopped; ` +

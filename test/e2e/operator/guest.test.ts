@@ -30,6 +30,7 @@ import {
   type TestAgent,
 } from '../../harness/agent.js';
 import { freeSubnet, virsh } from '../../harness/host.js';
+import { annotate, kubectlOk } from '../../harness/kubectl.js';
 import { dirPool, natNetwork } from '../../harness/manifests.js';
 
 const RUN = randomBytes(3).toString('hex');
@@ -218,8 +219,7 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
   const agentLog: string[] = [];
   const yaml = () => manifests(base, subnet, poolDir, guest, spec);
   const apply = async (...extra: string[]) => {
-    const res = await cp().kubectl(['apply', ...extra, '-f', '-'], { input: yaml() });
-    expect(res.code, res.stderr).toBe(0);
+    await kubectlOk(cp(), ['apply', ...extra, '-f', '-'], { input: yaml() });
   };
   const vm = () => getJSON<Obj>(cp(), ['vm', VM, '-n', 'default']);
   /** `wait`, with the host's view of the guest added to its error when it fails. */
@@ -368,8 +368,7 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
   });
 
   it('starts a machine created with virt.dev/paused without running it; unpausing boots it', async () => {
-    const applied = await cp().kubectl(['apply', '-f', '-'], { input: pausedMachine() });
-    expect(applied.code, applied.stderr).toBe(0);
+    await kubectlOk(cp(), ['apply', '-f', '-'], { input: pausedMachine() });
     const paused = await until(
       'phase Paused, Paused=True PausedByRequest',
       async () => {
@@ -397,15 +396,7 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
     const log = path.join(agent!.stateDir, 'console', `${paused.metadata.uid}.log`);
     expect(await readConsole(log)).toBe('');
 
-    const unpaused = await cp().kubectl([
-      'annotate',
-      'vm',
-      PAUSED_VM,
-      '-n',
-      'default',
-      'virt.dev/paused-',
-    ]);
-    expect(unpaused.code, unpaused.stderr).toBe(0);
+    await annotate(cp(), ['vm', PAUSED_VM, '-n', 'default'], { 'virt.dev/paused': undefined });
     await waitForGuestReady(log, 150_000);
     await until(
       'phase Running',
@@ -414,11 +405,11 @@ describe('the operator runs a real guest under QEMU, driven with kubectl', () =>
       30_000,
     );
     // Only one extra guest, and only for this test.
-    const gone = await cp().kubectl(
+    await kubectlOk(
+      cp(),
       ['delete', 'vm', PAUSED_VM, '-n', 'default', '--wait=true', '--timeout=90s'],
       { timeoutMs: 100_000 },
     );
-    expect(gone.code, gone.stderr).toBe(0);
     expect((await virsh('dominfo', PAUSED_DOMAIN)).code).not.toBe(0);
   });
 

@@ -25,6 +25,7 @@ import {
   type TestAgent,
 } from '../../harness/agent.js';
 import { argoHealth, fluxHealth, healthCheckTool, kstatus } from '../../harness/health-tools.js';
+import { annotate, kubectlOk, patchSpec } from '../../harness/kubectl.js';
 
 const NS = 'health';
 const A = 'health-a';
@@ -187,11 +188,9 @@ describe('health for GitOps tools', () => {
     });
     text = manifests(`http://127.0.0.1:${(server.address() as AddressInfo).port}/disk.img`);
     // Applied the way Flux applies: server-side, under one field manager.
-    const applied = await cp().kubectl(
-      ['apply', '--server-side', '--field-manager=gitops', '-f', '-'],
-      { input: text },
-    );
-    expect(applied.code, applied.stderr).toBe(0);
+    await kubectlOk(cp(), ['apply', '--server-side', '--field-manager=gitops', '-f', '-'], {
+      input: text,
+    });
   }, 20 * 60_000);
 
   afterAll(async () => {
@@ -229,11 +228,11 @@ describe('health for GitOps tools', () => {
       );
       return reported.every((names) => names.join() === [A, B].sort().join());
     });
-    const waited = await cp().kubectl(
+    await kubectlOk(
+      cp(),
       ['wait', '--for=condition=Ready', 'vnet/health-net', 'pool/health-pool', '--timeout=60s'],
       { timeoutMs: 70_000 },
     );
-    expect(waited.code, waited.stderr).toBe(0);
     for (const o of [await get(['vnet', 'health-net']), await get(['pool', 'health-pool'])]) {
       expect(cond(o, 'Ready')?.message, o.kind).toBe(`ready on 2 node(s): ${A}, ${B}`);
       expect(o.status?.observedGeneration).toBe(o.metadata.generation);
@@ -374,17 +373,7 @@ describe('health for GitOps tools', () => {
   });
 
   it('a pending restart-time change keeps kstatus Current once observed', async () => {
-    const patched = await cp().kubectl([
-      'patch',
-      'vm',
-      'web',
-      '-n',
-      NS,
-      '--type=merge',
-      '-p',
-      '{"spec":{"maxVcpus":4}}',
-    ]);
-    expect(patched.code, patched.stderr).toBe(0);
+    await patchSpec(cp(), ['vm', 'web', '-n', NS], { maxVcpus: 4 });
     const vm = await until('RestartRequired observed', async () => {
       const o = await get(['vm', 'web', '-n', NS]);
       return (
@@ -398,8 +387,7 @@ describe('health for GitOps tools', () => {
   });
 
   it('a machine paused by its annotation is Current for kstatus and Flux, Suspended for Argo CD', async () => {
-    const paused = await cp().kubectl(['annotate', 'vm', 'web', '-n', NS, 'virt.dev/paused=true']);
-    expect(paused.code, paused.stderr).toBe(0);
+    await annotate(cp(), ['vm', 'web', '-n', NS], { 'virt.dev/paused': 'true' });
     const vm = await until('phase Paused', async () => {
       const o = await get(['vm', 'web', '-n', NS]);
       return o.status?.phase === 'Paused' && o;
@@ -408,8 +396,7 @@ describe('health for GitOps tools', () => {
     expect(kstatus([vm]).get('VirtualMachine/web')?.status).toBe('Current');
     expect(fluxHealth([vm]).get('VirtualMachine/web')?.status).toBe('Current');
     expect(argoHealth(vm).status).toBe('Suspended');
-    const resumed = await cp().kubectl(['annotate', 'vm', 'web', '-n', NS, 'virt.dev/paused-']);
-    expect(resumed.code, resumed.stderr).toBe(0);
+    await annotate(cp(), ['vm', 'web', '-n', NS], { 'virt.dev/paused': undefined });
     await until('Running again', async () => {
       const o = await get(['vm', 'web', '-n', NS]);
       return o.status?.phase === 'Running' && cond(o, 'Ready')?.reason === 'Running';

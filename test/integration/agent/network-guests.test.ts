@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Connect } from '../../../src/libvirt/index.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { getJSON, startTestAgent, until, type TestAgent } from '../../harness/agent.js';
+import { annotate, kubectlOk, patchSpec } from '../../harness/kubectl.js';
 
 const NODE = `net-guests-${randomBytes(3).toString('hex')}`;
 
@@ -54,8 +55,7 @@ describe('machines and networks across wake-ups', () => {
   });
 
   const apply = async (yaml: string) => {
-    const res = await cp().kubectl(['apply', '-f', '-'], { input: yaml });
-    expect(res.code, res.stderr).toBe(0);
+    await kubectlOk(cp(), ['apply', '-f', '-'], { input: yaml });
   };
   const network = (name: string, octet: number) => `
 apiVersion: virt.dev/v1alpha1
@@ -104,17 +104,7 @@ spec:
     expect(ready?.message).toContain("libvirt network 'default'");
     expect(condition(failed, 'Reconciling')?.status).toBe('False');
 
-    const patched = await cp().kubectl([
-      'patch',
-      'vnet',
-      net,
-      '--type=merge',
-      '-p',
-      JSON.stringify({
-        spec: { mode: 'bridge', bridge: `br-${suffix}` },
-      }),
-    ]);
-    expect(patched.code, patched.stderr).toBe(0);
+    await patchSpec(cp(), ['vnet', net], { mode: 'bridge', bridge: `br-${suffix}` });
     // Fixed by a host bridge of its own. The running guest on that network (no <ip>) used to
     // take this test process down: the agent's look for guest addresses ran into libvirt's
     // test driver's NULL dereference (src/libvirt/test-driver.ts).
@@ -141,8 +131,7 @@ spec:
         `<interface type='network'><source network='${name}'/></interface></devices></domain>`,
     );
     try {
-      const del = await cp().kubectl(['delete', 'vnet', name, '--wait=false']);
-      expect(del.code, del.stderr).toBe(0);
+      await kubectlOk(cp(), ['delete', 'vnet', name, '--wait=false']);
       const inUse = await until('the deletion waits for the foreign domain (InUse)', async () => {
         const c = nodeReady(await get(['vnet', name]));
         return c?.reason === 'InUse' && c;
@@ -190,22 +179,14 @@ spec:
       const o = await get(['vm', vm]);
       return o?.status?.phase === 'Running' && o;
     });
-    const del = await cp().kubectl(['delete', 'vnet', net, '--wait=false']);
-    expect(del.code, del.stderr).toBe(0);
+    await kubectlOk(cp(), ['delete', 'vnet', net, '--wait=false']);
     await until(
       'the network waits for the guest (InUse)',
       async () => nodeReady(await get(['vnet', net]))?.reason === 'InUse',
     );
 
     const at = new Date().toISOString();
-    const annotated = await cp().kubectl([
-      'annotate',
-      'vm',
-      vm,
-      `virt.dev/restart-requested-at=${at}`,
-      '--overwrite',
-    ]);
-    expect(annotated.code, annotated.stderr).toBe(0);
+    await annotate(cp(), ['vm', vm], { 'virt.dev/restart-requested-at': at });
     // The guest stopped, the network went (nothing else held it), and the start waits for it.
     await until('the network is removed', async () => !(await get(['vnet', net])));
     const waiting = await until('the machine waits for its network', async () => {

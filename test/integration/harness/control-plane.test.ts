@@ -12,6 +12,7 @@ import {
 import { describe, expect, it } from 'vitest';
 import { startControlPlane, startReaper } from '../../../src/commands/local/control-plane.js';
 import { useControlPlane } from '../../harness/control-plane.js';
+import { annotate, kubectlOk } from '../../harness/kubectl.js';
 import { processesNaming, recordedPids } from '../../harness/processes.js';
 
 const widgetCRD = {
@@ -138,6 +139,29 @@ describe('control plane (real etcd + kube-apiserver)', () => {
 
   // On the port of this file's control plane: a kube-apiserver holds it as well as one started
   // for the purpose would, without the seconds of starting and stopping another.
+  it("the annotate helper sets, overwrites and removes with kubectl, and fails with kubectl's words", async () => {
+    const ns = 'annotate-helper';
+    await kubectlOk(cp(), ['create', 'namespace', ns]);
+    const annotations = async () =>
+      (
+        JSON.parse((await cp().getRaw(`/api/v1/namespaces/${ns}`)).body) as {
+          metadata: { annotations?: Record<string, string> };
+        }
+      ).metadata.annotations ?? {};
+    await annotate(cp(), ['namespace', ns], { 'a.virt.dev/x': '1', 'a.virt.dev/y': 'kept' });
+    expect(await annotations()).toMatchObject({ 'a.virt.dev/x': '1', 'a.virt.dev/y': 'kept' });
+    await annotate(cp(), [`namespace/${ns}`], { 'a.virt.dev/x': '2' });
+    expect(await annotations()).toMatchObject({ 'a.virt.dev/x': '2', 'a.virt.dev/y': 'kept' });
+    await annotate(cp(), ['namespace', ns], { 'a.virt.dev/x': undefined });
+    expect(await annotations()).not.toHaveProperty('a.virt.dev/x');
+    expect(await annotations()).toHaveProperty('a.virt.dev/y', 'kept');
+    await expect(
+      annotate(cp(), ['namespace', `${ns}-missing`], { 'a.virt.dev/x': '1' }),
+    ).rejects.toThrow(
+      `kubectl annotate --overwrite namespace ${ns}-missing a.virt.dev/x=1 failed (1): Error from server (NotFound)`,
+    );
+  });
+
   it('names a busy port in a one-line error', async () => {
     await expect(startControlPlane({ installCRDs: false, port: cp().port })).rejects.toThrow(
       new RegExp(`^port ${cp().port} on 127.0.0.1 is already in use`),

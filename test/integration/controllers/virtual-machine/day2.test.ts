@@ -20,6 +20,7 @@ import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import { converge, requeueMs, type SnapshotContext } from '../../../harness/controller-context.js';
 import { argoHealth, kstatus } from '../../../harness/health-tools.js';
+import { annotate } from '../../../harness/kubectl.js';
 import { type Kube } from '../../../harness/kube-objects.js';
 import { openMachineBench, readyVolume, type MachineBench, type Recording } from './fixtures.js';
 
@@ -67,19 +68,8 @@ const vm = (...args: string[]) =>
   vmCommand([...args, '-n', NS, '--kubeconfig', controlPlane().kubeconfigPath]);
 
 /** Sets (or, for undefined, removes) virt.dev/paused on VM `name` with kubectl, as a user does. */
-async function setPausedAnnotation(name: string, value: string | undefined): Promise<void> {
-  const annotation = value === undefined ? 'virt.dev/paused-' : `virt.dev/paused=${value}`;
-  const res = await controlPlane().kubectl([
-    'annotate',
-    '--overwrite',
-    'vm',
-    name,
-    '-n',
-    NS,
-    annotation,
-  ]);
-  expect(res.code, res.stderr).toBe(0);
-}
+const setPausedAnnotation = (name: string, value: string | undefined) =>
+  annotate(controlPlane(), ['vm', name, '-n', NS], { 'virt.dev/paused': value });
 
 describe('day-2 machines on test:///default', () => {
   it('defines CPU model and topology and a boot cdrom, and reads them back without drift', async () => {
@@ -293,9 +283,9 @@ describe('day-2 machines on test:///default', () => {
   });
 
   it('leaves a paused machine paused for a virt.dev/paused value it does not understand', async () => {
-    const annotate = (value: string) => setPausedAnnotation('born-paused', value);
+    const setPaused = (value: string) => setPausedAnnotation('born-paused', value);
     // A typo for "true": read as "not paused" it would resume the guest.
-    await annotate('yes');
+    await setPaused('yes');
     // Passes by hand: a guest paused against no valid request is Ready=False, so each pass
     // asks to look again (converge waits for a pass that does not).
     for (let pass = 0; pass < 4; pass++) {
@@ -325,7 +315,7 @@ describe('day-2 machines on test:///default', () => {
     expect(argoHealth(machine)).toMatchObject({ status: 'Degraded' });
     expect(argoHealth(machine).message).toContain('virt.dev/paused is "yes"');
 
-    await annotate('false');
+    await setPaused('false');
     await converge(ctx, reconcileVirtualMachine, key('born-paused'), {
       until: stored('born-paused', (v) => v?.status?.phase === 'Running'),
     });
@@ -350,8 +340,8 @@ describe('day-2 machines on test:///default', () => {
     await converge(ctx, reconcileVirtualMachine, key('manual-pause'), {
       until: stored('manual-pause', (v) => condition(v, 'Paused')?.reason === 'PausedByRequest'),
     });
-    const annotate = (value: string) => setPausedAnnotation('manual-pause', value);
-    await annotate('yes');
+    const setPaused = (value: string) => setPausedAnnotation('manual-pause', value);
+    await setPaused('yes');
     // Passes by hand: a Stalled machine asks to be looked at again (with backoff).
     for (let pass = 0; pass < 3; pass++) {
       await ctx.refresh();
@@ -374,7 +364,7 @@ describe('day-2 machines on test:///default', () => {
 
     // The pause is still the operator's: "false" undoes it, Manual or not (it stayed paused,
     // Ready=True ManualPower, once the pass with "yes" had dropped PausedByRequest).
-    await annotate('false');
+    await setPaused('false');
     await converge(ctx, reconcileVirtualMachine, key('manual-pause'), {
       until: stored('manual-pause', (v) => v?.status?.phase === 'Running'),
     });
@@ -386,7 +376,7 @@ describe('day-2 machines on test:///default', () => {
 
     // A running guest whose value asks nothing ("True" for "true") is left running, and says
     // so: it read Ready=True, kstatus Current and Argo CD Healthy, with the pause not made.
-    await annotate('True');
+    await setPaused('True');
     for (let pass = 0; pass < 3; pass++) {
       await ctx.refresh();
       await reconcileVirtualMachine(key('manual-pause'), ctx);

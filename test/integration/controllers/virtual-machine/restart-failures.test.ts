@@ -12,6 +12,7 @@ import { ErrorCode, ErrorDomain, LibvirtError } from '../../../../src/libvirt/er
 import { useControlPlane } from '../../../harness/control-plane.js';
 import { converge, type SnapshotContext } from '../../../harness/controller-context.js';
 import { type Kube } from '../../../harness/kube-objects.js';
+import { annotate } from '../../../harness/kubectl.js';
 import { openMachineBench, type MachineBench, type Recording } from './fixtures.js';
 
 const NODE = 'node-a';
@@ -95,16 +96,7 @@ describe('a restart whose start fails for a while', () => {
   it('under runStrategy Manual, a requested restart keeps being retried until it starts', async () => {
     const name = await runningVM('Manual');
     const at = new Date().toISOString();
-    const res = await controlPlane().kubectl([
-      'annotate',
-      '--overwrite',
-      'vm',
-      name,
-      '-n',
-      NS,
-      `${RESTART_ANNOTATION}=${at}`,
-    ]);
-    expect(res.code, res.stderr).toBe(0);
+    await annotate(controlPlane(), ['vm', name, '-n', NS], { [RESTART_ANNOTATION]: at });
     // The stop (ACPI: the test driver's guest goes at once), then starts that fail.
     await passesWithFailingStart(name, 4);
     expect(await isActive(name)).toBe(false);
