@@ -10,6 +10,7 @@ import { packageRoot } from '../../../src/commands/local/package-root.js';
 import type { ControlPlane } from '../../../src/commands/local/control-plane.js';
 import { loadCorpus, type BadManifestCase } from '../../fixtures/bad-manifests/corpus.js';
 import { useControlPlane } from '../../harness/control-plane.js';
+import { kubectlOk } from '../../harness/kubectl.js';
 
 // The API (issue 4) against a real kube-apiserver 1.36: the CRDs install, the examples apply
 // both ways, kubectl shows what users meet, and every bad manifest is refused by the server
@@ -19,12 +20,8 @@ const root = packageRoot();
 const examples = join(root, 'manifests', 'examples');
 const NAMESPACE = 'default';
 
-async function kubectl(args: string[], input?: string): Promise<string> {
-  const r = await controlPlane().kubectl(args, { input });
-  if (r.code !== 0)
-    throw new Error(`kubectl ${args.join(' ')} failed (${r.code}): ${r.stderr.trim()}`);
-  return r.stdout;
-}
+const kubectl = (args: string[], input?: string): Promise<string> =>
+  kubectlOk(controlPlane(), args, { input });
 
 interface ApiResponse {
   status: number;

@@ -10,6 +10,7 @@ import { ensureNode } from '../../../src/commands/up.js';
 import { createKubeClient, isNotFound } from '../../../src/runtime/kube-client.js';
 import { loadKubeAccessFromFile } from '../../../src/runtime/kube-config.js';
 import { useControlPlane } from '../../harness/control-plane.js';
+import { kubectlOk } from '../../harness/kubectl.js';
 
 const id = randomBytes(3).toString('hex');
 const CREATOR = `node-creator-${id}`;
@@ -21,11 +22,8 @@ const cp = useControlPlane({
 const dir = mkdtempSync(join(tmpdir(), 'lvo-up-node-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-async function kubectl(args: string[], input?: string): Promise<string> {
-  const res = await cp().kubectl(args, input === undefined ? {} : { input });
-  if (res.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${res.stderr.trim()}`);
-  return res.stdout;
-}
+const kubectl = (args: string[], input?: string): Promise<string> =>
+  kubectlOk(cp(), args, input === undefined ? {} : { input });
 
 /** A client as `token`'s user, from a copy of the control plane's kubeconfig. */
 async function clientAs(token: string) {

@@ -5,6 +5,7 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 import type { ControlPlane, KubectlOptions } from '../../../src/commands/local/control-plane.js';
+import { kubectlOk } from '../../harness/kubectl.js';
 
 export const AGENT_NAMESPACE = 'libvirt-operator';
 export const AGENT_SERVICE_ACCOUNT = 'libvirt-operator-agent';
@@ -25,12 +26,6 @@ export function kubectlAsAgent(
 ) {
   const extra = node === undefined ? [] : [`--as-user-extra=${NODE_NAME_EXTRA}=${node}`];
   return cp.kubectl([...extra, ...args], { ...opts, asUser: AGENT_USER, asGroups: AGENT_GROUPS });
-}
-
-async function kubectlOk(cp: ControlPlane, args: string[], input?: string): Promise<string> {
-  const res = await cp.kubectl(args, input === undefined ? {} : { input });
-  if (res.code !== 0) throw new Error(`kubectl ${args.join(' ')} failed: ${res.stderr.trim()}`);
-  return res.stdout;
 }
 
 /** The DaemonSet's pod template from `kubectl kustomize manifests/`. */
@@ -61,8 +56,8 @@ export async function boundAgentToken(
     spec: { ...template.spec, nodeName: node },
   };
   const nodeObject = { apiVersion: 'v1', kind: 'Node', metadata: { name: node } };
-  await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify(nodeObject));
-  await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify(pod));
+  await kubectlOk(cp, ['apply', '-f', '-'], { input: JSON.stringify(nodeObject) });
+  await kubectlOk(cp, ['apply', '-f', '-'], { input: JSON.stringify(pod) });
   const token = await kubectlOk(cp, [
     'create',
     'token',
