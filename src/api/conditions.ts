@@ -275,6 +275,8 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   AnotherRestoreInProgress: 'transient',
   // A snapshot waits for a restore of its machine to finish.
   RestoreInProgress: 'transient',
+  // A snapshot of a machine that has not run yet waits for the start its runStrategy makes.
+  WaitingForFirstStart: 'transient',
   Reverting: 'transient',
   // Synced=False of a running machine while the guest has not released a detached device
   // (Reconciling comes from Synced there, Ready stays True): the detach is retried.

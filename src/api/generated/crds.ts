@@ -1500,7 +1500,7 @@ export const customResources: Readonly<Record<VirtKind, CustomResourceInfo>> = {
             },
             "conditions": {
               "type": "array",
-              "description": "Observations of the snapshot's state: Ready (True once taken; False with reason VirtualMachineNotFound while no machine of that name exists, VirtualMachineNotDefined while waiting for its domain, RestoreInProgress while a restore reverts the machine, SnapshotInProgress while being taken, and for good with Unsupported for disks that are not qcow2, SnapshotFailed, SnapshotMissing, NameConflict), with Reconciling and Stalled from it.",
+              "description": "Observations of the snapshot's state: Ready (True once taken; False with reason VirtualMachineNotFound while no machine of that name exists, VirtualMachineNotDefined while waiting for its domain, WaitingForFirstStart while a machine that has not run yet waits for the start its runStrategy makes, RestoreInProgress while a restore reverts the machine, SnapshotInProgress while being taken, and for good with Unsupported for disks that are not qcow2, SnapshotFailed, SnapshotMissing, NameConflict), with Reconciling and Stalled from it.",
               "maxItems": 16,
               "x-kubernetes-list-type": "map",
               "x-kubernetes-list-map-keys": [

@@ -966,7 +966,8 @@ export interface VirtualMachineSnapshotStatus {
   /**
    * Observations of the snapshot's state: Ready (True once taken; False with reason
    * VirtualMachineNotFound while no machine of that name exists, VirtualMachineNotDefined while
-   * waiting for its domain, RestoreInProgress while a restore reverts the machine,
+   * waiting for its domain, WaitingForFirstStart while a machine that has not run yet waits for
+   * the start its runStrategy makes, RestoreInProgress while a restore reverts the machine,
    * SnapshotInProgress while being taken, and for good with Unsupported for disks that are not
    * qcow2, SnapshotFailed, SnapshotMissing, NameConflict), with Reconciling and Stalled from it.
    */

@@ -1,6 +1,10 @@
 // What a pass does for a live (not deleting) VirtualMachineSnapshot, from what was observed.
 // Pure. A snapshot is taken once: after that the pass only checks that libvirt still has it.
-import type { VirtualMachineRestore, VirtualMachineSnapshot } from '../../api/generated/types.js';
+import type {
+  VirtualMachine,
+  VirtualMachineRestore,
+  VirtualMachineSnapshot,
+} from '../../api/generated/types.js';
 import {
   isCleanupRecord,
   parseRecord,
@@ -10,7 +14,10 @@ import {
 import type { FoundSnapshot } from '../shared/machine-snapshot.js';
 
 export type SnapshotStep =
-  /** The machine has no domain here yet (being defined): look again shortly. */
+  /**
+   * The machine has no domain here yet (being defined), or its domain waits for the machine's
+   * first start (firstStartWait): look again shortly.
+   */
   | { op: 'wait'; reason: string; message: string }
   /** libvirt has our snapshot: record it (again) in status. */
   | { op: 'record'; found: FoundSnapshot; record: SnapshotRecord }
@@ -36,6 +43,8 @@ export function planSnapshot(input: {
   decision: SnapshotDecision | undefined;
   /** A take of this object was sent by this process and never answered (libvirtd died). */
   cutShort: boolean;
+  /** Why the take waits for the machine's first start, if it does (firstStartWait). */
+  firstStart?: { reason: string; message: string };
 }): SnapshotStep {
   const { snap } = input;
   const phase = snap.status?.phase;
@@ -83,7 +92,55 @@ export function planSnapshot(input: {
     : takeMayBeCutShort(snap, input.cutShort)
       ? 'unrecorded'
       : undefined;
+  // Only before any take was sent: one that may have reached libvirt is cleaned up and taken
+  // again now, as it began.
+  if (input.firstStart && !cleanUp) return { op: 'wait', ...input.firstStart };
   return { op: 'take', decision: input.decision, ...(cleanUp ? { cleanUp } : {}) };
+}
+
+/** Ready=False while the snapshot of a machine that has not run yet waits for its first start. */
+export const WAITING_FOR_FIRST_START = 'WaitingForFirstStart';
+
+/**
+ * Why the snapshot of a shut-off machine waits for the machine's first start, if it does: a
+ * VirtualMachine and its snapshot applied together ask for a checkpoint of the running machine
+ * (includeMemory defaults to true for a running machine), and the agent defines a new machine's
+ * domain a moment before it starts it. Taken in between, the snapshot would be of the disks of a
+ * machine that never ran.
+ *
+ * "Never ran" is the machine's status without `startedAt`: the machine controller writes it
+ * once it sees the domain run and judges its own first start by it (plan.ts powerPlan,
+ * `initial`), and it lives in the API server, so it holds across agent restarts. The domain
+ * cannot tell: libvirt's shut-off reason is `unknown` both before the first start and after a
+ * restart of libvirtd, and a define replaces the run record (`lvorun:run`) a start leaves in
+ * the persistent definition.
+ *
+ * No wait for a machine meant to stay off, or one that cannot start without a user: runStrategy
+ * Halted; a machine that has run (Manual then leaves its power to the user; a restart under
+ * the others is not what a snapshot applied with its machine waits for); a status, of the
+ * spec's generation, that says the machine is not on its way up (Failed: a start or define
+ * refused for its definition; Stopped: a start held back, e.g. VolumeHasOverlays). Those get
+ * disks only, as a stopped machine's snapshot does. Pure.
+ */
+export function firstStartWait(
+  vm: Pick<VirtualMachine, 'metadata' | 'spec' | 'status'>,
+  machine: { active: boolean },
+): { reason: string; message: string } | undefined {
+  if (machine.active || vm.status?.startedAt) return undefined;
+  const strategy = vm.spec.runStrategy ?? 'Always';
+  if (strategy === 'Halted') return undefined;
+  // A status of an older generation judged another spec (a start refused for a definition the
+  // user has since fixed): the machine controller's next pass judges this one.
+  const judged = vm.status?.observedGeneration === vm.metadata.generation;
+  const phase = vm.status?.phase;
+  if (judged && (phase === 'Failed' || phase === 'Stopped')) return undefined;
+  return {
+    reason: WAITING_FOR_FIRST_START,
+    message:
+      `VirtualMachine ${vm.metadata.name} has not run yet and runStrategy ${strategy} starts ` +
+      `it: the snapshot waits for that first start, to be taken of the running machine (of ` +
+      `its disks alone if the start is refused or runStrategy becomes Halted)`,
+  };
 }
 
 /**

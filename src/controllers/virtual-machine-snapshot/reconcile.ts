@@ -38,6 +38,7 @@ import {
   checkpointSpaceProblem,
   type CheckpointRoom,
   INSUFFICIENT_SPACE,
+  firstStartWait,
   isOwnSnapshot,
   liveDeleteBlocker,
   planSnapshot,
@@ -57,7 +58,10 @@ import { restoreInProgress } from '../shared/restores.js';
 import { tellAfterWrite } from '../shared/after-write.js';
 
 const KIND = 'VirtualMachineSnapshot';
-/** A machine whose domain is being defined gets it within seconds. */
+/**
+ * A machine whose domain is being defined gets it within seconds, and one defined starts as
+ * soon (its status write, which marks the start, wakes the snapshot too).
+ */
 const WAIT_MS = 5_000;
 /**
  * How soon a deletion that waits for the domain to stop looks again (the machine's status
@@ -112,6 +116,7 @@ async function converge(
     found,
     decision,
     cutShort: ctx.host.snapshotTakesCutShort.has(uid),
+    firstStart: machine && firstStartWait(vm, machine),
   });
   // Settled either way: a take this process lost track of was made after all, or no longer
   // matters.

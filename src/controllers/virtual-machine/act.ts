@@ -278,10 +278,10 @@ async function onDomain(
           ? undefined
           : await recordRestart(domain, step.restartCount, failures);
       await (step.paused ? startPaused(domain) : domain.create());
-      // After the create, not before it: between a new machine's define and its start, another
-      // controller may look at the domain (a snapshot asked before the machine existed is taken
-      // once its domain is defined), and a call in between made that window wide enough for
-      // such a snapshot to find it shut off (DisksOnly instead of a checkpoint).
+      // After the create, not before it: a call in between kept a new machine's domain shut off
+      // longer after its define, and a snapshot asked before the machine existed found it so
+      // (DisksOnly instead of a checkpoint). Such a snapshot now waits for the first start
+      // (virtual-machine-snapshot/plan.ts firstStartWait); the window is kept short anyway.
       const run =
         step.generation === undefined
           ? undefined

@@ -25,6 +25,12 @@ import {
   DomainModificationImpact,
   type Domain,
 } from '../../../../src/libvirt/index.js';
+import {
+  ErrorCode,
+  ErrorDomain,
+  ErrorLevel,
+  LibvirtError,
+} from '../../../../src/libvirt/errors.js';
 import { KubeApiError } from '../../../../src/runtime/kube-client.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import {
@@ -36,6 +42,7 @@ import {
   withFinalizerRemovalRefused,
 } from '../../../harness/controller-context.js';
 import { kube, type Kube } from '../../../harness/kube-objects.js';
+import { recording, type Recording } from '../virtual-machine/fixtures.js';
 
 const run = promisify(execFile);
 const NODE = 'node-snap';
@@ -2435,5 +2442,133 @@ describe('a snapshot or restore of a machine that exists nowhere', () => {
         (o) => o?.status?.phase === 'Succeeded',
       ),
     });
+  });
+});
+
+describe('a snapshot applied with its machine, before the machine first runs', () => {
+  // The machine's agent defines a new machine's domain a moment before it starts it; a start
+  // that fails (refused through a recording connection, as the test driver never fails one)
+  // holds that window open for as long as the test needs.
+  let rec: Recording;
+  let held: SnapshotContext;
+  beforeAll(() => {
+    rec = recording(conn);
+    held = snapshotContext({
+      kubeConfig: controlPlane().kubeConfig,
+      conn: rec.conn,
+      nodeName: NODE,
+      stateDir,
+      host: ctx.host,
+    });
+  });
+  afterAll(() => rec?.refuse('Domain.create', undefined));
+
+  const vmOf = (name: string) => held.get<VirtualMachine>('VirtualMachine', NS, name);
+  const snapIn = (name: string) =>
+    held.get<VirtualMachineSnapshot>('VirtualMachineSnapshot', NS, name);
+  const snapReady = (name: string) => async () => {
+    await held.refresh();
+    return snapIn(name)?.status?.phase === 'Ready';
+  };
+  const ready = (o: { status?: { conditions?: Array<{ type: string }> } } | undefined) =>
+    o?.status?.conditions?.find((c) => c.type === 'Ready') as
+      { status: string; reason: string; message: string } | undefined;
+
+  /** A new machine and its snapshot, applied together; the machine's starts refused by `err`. */
+  async function definedNotStarted(err: LibvirtError, runStrategy: string) {
+    const vmName = unique('first');
+    await k.create<VirtualMachine>('VirtualMachine', {
+      metadata: { name: vmName, namespace: NS },
+      spec: {
+        nodeName: NODE,
+        domainType: 'qemu',
+        runStrategy,
+        vcpus: 1,
+        memory: '128Mi',
+        disks: [{ name: 'root', volume: 'root' }],
+      },
+    });
+    await k.create('VirtualMachineSnapshot', {
+      metadata: { name: `${vmName}-1`, namespace: NS },
+      spec: { vmName },
+    });
+    rec.refuse('Domain.create', err);
+    rec.reset();
+    for (let i = 0; i < 3; i++) {
+      await held.refresh();
+      await reconcileVirtualMachine(key(vmName), held);
+    }
+    await held.refresh();
+    // Defined by the agent, its start tried and refused: shut off, and never seen running.
+    expect(rec.writes()).toContain('Domain.create');
+    const domain = await conn.lookupDomainByUUIDString(String(vmOf(vmName)?.metadata.uid));
+    expect(await domain.isActive()).toBe(false);
+    expect(vmOf(vmName)?.status?.startedAt).toBeUndefined();
+    return { vmName, snapName: `${vmName}-1`, domain };
+  }
+
+  const failure = (message: string, code: number) =>
+    new LibvirtError(message, {
+      code,
+      domain: ErrorDomain.VIR_FROM_QEMU,
+      level: ErrorLevel.VIR_ERR_ERROR,
+    });
+
+  it('waits for the first start, then takes a checkpoint of the running machine', async () => {
+    const { vmName, snapName, domain } = await definedNotStarted(
+      failure(
+        'internal error: QEMU exited while starting (injected)',
+        ErrorCode.VIR_ERR_INTERNAL_ERROR,
+      ),
+      'Always',
+    );
+    expect(vmOf(vmName)?.status?.phase).toBe('Starting');
+    for (let i = 0; i < 3; i++) {
+      await held.refresh();
+      expect(requeueMs(await reconcileVirtualMachineSnapshot(key(snapName), held))).toBe(5_000);
+    }
+    await held.refresh();
+    const waiting = snapIn(snapName);
+    expect(waiting?.status?.phase).toBe('Pending');
+    expect(ready(waiting)).toMatchObject({
+      status: 'False',
+      reason: 'WaitingForFirstStart',
+      message: expect.stringContaining(
+        `VirtualMachine ${vmName} has not run yet and runStrategy Always starts it`,
+      ),
+    });
+    expect(await domain.numOfSnapshots()).toBe(0);
+
+    // The start goes through: the snapshot is the checkpoint the user asked for.
+    rec.refuse('Domain.create', undefined);
+    await converge(held, reconcileVirtualMachine, key(vmName), {
+      until: async () => {
+        await held.refresh();
+        return vmOf(vmName)?.status?.phase === 'Running';
+      },
+    });
+    await converge(held, reconcileVirtualMachineSnapshot, key(snapName), {
+      until: snapReady(snapName),
+    });
+    const taken = snapIn(snapName);
+    expect(taken?.status?.includesMemory).toBe(true);
+    expect(ready(taken)).toMatchObject({ status: 'True', reason: 'Checkpoint' });
+    expect(await domain.numOfSnapshots()).toBe(1);
+  });
+
+  it('does not wait for a start refused for its definition: disks only, as of a stopped machine', async () => {
+    const { vmName, snapName, domain } = await definedNotStarted(
+      failure('unsupported configuration: injected', ErrorCode.VIR_ERR_CONFIG_UNSUPPORTED),
+      'Manual',
+    );
+    expect(vmOf(vmName)?.status?.phase).toBe('Failed');
+    await converge(held, reconcileVirtualMachineSnapshot, key(snapName), {
+      until: snapReady(snapName),
+    });
+    const taken = snapIn(snapName);
+    expect(taken?.status?.includesMemory).toBe(false);
+    expect(ready(taken)).toMatchObject({ status: 'True', reason: 'DisksOnly' });
+    expect(await domain.numOfSnapshots()).toBe(1);
+    rec.refuse('Domain.create', undefined);
   });
 });

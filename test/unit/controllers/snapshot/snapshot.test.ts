@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type {
+  VirtualMachine,
   VirtualMachineRestore,
   VirtualMachineSnapshot,
 } from '../../../../src/api/generated/types.js';
@@ -13,10 +14,12 @@ import {
 import { virtualMachineSnapshot } from '../../../../src/controllers/virtual-machine-snapshot/index.js';
 import { kindResyncMs } from '../../../../src/controllers/module.js';
 import {
+  firstStartWait,
   isOwnSnapshot,
   liveDeleteBlocker,
   planSnapshot,
   revertingRestores,
+  WAITING_FOR_FIRST_START,
 } from '../../../../src/controllers/virtual-machine-snapshot/plan.js';
 import {
   deletionStatus,
@@ -214,6 +217,157 @@ describe('planSnapshot', () => {
     const failed = snap({ status: { phase: 'Failed' } });
     expect(plan({ snap: failed }).op).toBe('none');
     expect(plan({ snap: snap(), domainFound: false, decision: undefined }).op).toBe('wait');
+  });
+});
+
+describe('firstStartWait: a machine that has not run yet, whose runStrategy starts it', () => {
+  type Strategy = NonNullable<VirtualMachine['spec']['runStrategy']>;
+  type Phase = NonNullable<NonNullable<VirtualMachine['status']>['phase']>;
+  const vm = (
+    runStrategy: Strategy,
+    status?: { phase?: Phase; startedAt?: string; observedGeneration?: number },
+  ): VirtualMachine => ({
+    apiVersion: 'virt.dev/v1alpha1',
+    kind: 'VirtualMachine',
+    metadata: { name: 'web', namespace: 'ns', uid: 'vm-uid', generation: 2 },
+    spec: {
+      nodeName: 'n',
+      domainType: 'qemu',
+      firmware: 'bios',
+      terminationGracePeriodSeconds: 30,
+      updatePolicy: 'Manual',
+      vcpus: 1,
+      memory: '128Mi',
+      disks: [],
+      runStrategy,
+    },
+    ...(status ? { status } : {}),
+  });
+  const ran = '2026-12-03T11:00:00Z';
+  const off = { active: false };
+
+  it.each([
+    // Defined, not started yet (the define and the first create are apart): wait.
+    ['no status yet, Always', vm('Always'), off, true],
+    ['Pending, Always', vm('Always', { phase: 'Pending', observedGeneration: 2 }), off, true],
+    [
+      'Starting (a start failed, retried)',
+      vm('Always', { phase: 'Starting', observedGeneration: 2 }),
+      off,
+      true,
+    ],
+    [
+      'RerunOnFailure, never run',
+      vm('RerunOnFailure', { phase: 'Pending', observedGeneration: 2 }),
+      off,
+      true,
+    ],
+    [
+      'Manual, its one first start to come',
+      vm('Manual', { phase: 'Starting', observedGeneration: 2 }),
+      off,
+      true,
+    ],
+    // A status of an older generation judged another spec (one since fixed): wait for this one.
+    [
+      'Failed for generation 1, spec now 2',
+      vm('Always', { phase: 'Failed', observedGeneration: 1 }),
+      off,
+      true,
+    ],
+    [
+      'Stopped for generation 1 (Halted then), Always now',
+      vm('Always', { phase: 'Stopped', observedGeneration: 1 }),
+      off,
+      true,
+    ],
+    // Running (or paused): taken as it is, a checkpoint.
+    ['running, never seen running by the status yet', vm('Always'), { active: true }, false],
+    // Meant to stay off: disks only, at once.
+    ['Halted', vm('Halted'), off, false],
+    ['Halted, Stopped', vm('Halted', { phase: 'Stopped', observedGeneration: 2 }), off, false],
+    // Has run: Manual leaves it to the user, the others' restarts are not a first start.
+    [
+      'Manual, stopped by the user after its first run',
+      vm('Manual', { phase: 'Stopped', startedAt: ran, observedGeneration: 2 }),
+      off,
+      false,
+    ],
+    [
+      'Always, shut off after a run',
+      vm('Always', { phase: 'Starting', startedAt: ran, observedGeneration: 2 }),
+      off,
+      false,
+    ],
+    [
+      'RerunOnFailure, guest shut itself down',
+      vm('RerunOnFailure', { phase: 'Stopped', startedAt: ran, observedGeneration: 2 }),
+      off,
+      false,
+    ],
+    // Not on its way up until a user acts: never waits for good.
+    [
+      'start refused for its definition (Failed)',
+      vm('Always', { phase: 'Failed', observedGeneration: 2 }),
+      off,
+      false,
+    ],
+    [
+      'Manual, start refused (Failed)',
+      vm('Manual', { phase: 'Failed', observedGeneration: 2 }),
+      off,
+      false,
+    ],
+    [
+      'start held back (Stopped, VolumeHasOverlays)',
+      vm('RerunOnFailure', { phase: 'Stopped', observedGeneration: 2 }),
+      off,
+      false,
+    ],
+  ] as const)('%s: waits %s', (_, machineVm, machine, waits) => {
+    const wait = firstStartWait(machineVm, machine);
+    expect(wait !== undefined).toBe(waits);
+    if (wait) expect(wait.reason).toBe(WAITING_FOR_FIRST_START);
+  });
+
+  it('says it waits for the first start, what then, and how it ends otherwise', () => {
+    expect(firstStartWait(vm('RerunOnFailure'), off)).toEqual({
+      reason: 'WaitingForFirstStart',
+      message:
+        'VirtualMachine web has not run yet and runStrategy RerunOnFailure starts it: the ' +
+        'snapshot waits for that first start, to be taken of the running machine (of its disks ' +
+        'alone if the start is refused or runStrategy becomes Halted)',
+    });
+    // Pending and Reconciling (kstatus InProgress), not Stalled: the start comes by itself.
+    expect(REASON_CLASSES[WAITING_FOR_FIRST_START]).toBe('transient');
+  });
+
+  it('holds the take back in planSnapshot, but not the retry of a take already sent', () => {
+    const wait = firstStartWait(vm('Always'), off);
+    const base = {
+      domainFound: true,
+      found: undefined,
+      decision: desiredSnapshot(snap(), { active: false, disks: [qcow2] }),
+      cutShort: false,
+      firstStart: wait,
+    };
+    expect(planSnapshot({ ...base, snap: snap() })).toEqual({ op: 'wait', ...wait });
+    // A take that may have reached libvirt is cleaned up and made again as it began.
+    const inProgress = snap({ status: { phase: 'InProgress' } });
+    expect(planSnapshot({ ...base, snap: inProgress })).toMatchObject({
+      op: 'take',
+      cleanUp: 'unrecorded',
+    });
+    expect(planSnapshot({ ...base, snap: snap(), cutShort: true })).toMatchObject({ op: 'take' });
+    // Disks that can hold no snapshot fail at once rather than wait.
+    const raw = { ...qcow2, format: 'raw' };
+    expect(
+      planSnapshot({
+        ...base,
+        snap: snap(),
+        decision: desiredSnapshot(snap(), { active: false, disks: [raw] }),
+      }),
+    ).toMatchObject({ op: 'fail', reason: 'Unsupported' });
   });
 });
 
