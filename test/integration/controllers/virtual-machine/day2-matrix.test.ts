@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../../src/api/generated/types.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { DomainXMLFlags, type Connect } from '../../../../src/libvirt/index.js';
+import { ErrorCode, ErrorDomain, LibvirtError } from '../../../../src/libvirt/errors.js';
 import { buildDomainXML, parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import { converge, type SnapshotContext } from '../../../harness/controller-context.js';
@@ -379,22 +380,7 @@ describe('a run without a record, edited live while no agent ran', () => {
     ['a field the domain does not hold', { terminationGracePeriodSeconds: 8 }],
   ])('gets the generation it reflects as its record in one write: %s', async (_what, spec) => {
     const name = `lagging-${'memory' in spec ? 'memory' : 'grace'}`;
-    await k.create<VirtualMachine>('VirtualMachine', {
-      metadata: { name, namespace: NS },
-      spec: { ...BASE, updatePolicy: 'Restart' },
-    });
-    await settle(name);
-    const uid = String(vmOf(name)!.metadata.uid);
-    const observed = vmOf(name)!.metadata.generation;
-    // The older agent's run: started from this agent's definition, without the record.
-    const domain = await conn.lookupDomainByUUIDString(uid);
-    await domain.destroy();
-    await conn.defineDomainXML(
-      buildDomainXML(parseDomainXML(await domain.getXMLDesc(DomainXMLFlags.INACTIVE))),
-    );
-    await domain.create();
-    const run = await runID(uid);
-    expect(parseDomainXML(await domain.getXMLDesc()).startedUnder).toBeUndefined();
+    const { uid, observed, domain, run } = await olderAgentsRun(name);
     await k.patchSpec('VirtualMachine', NS, name, spec);
 
     await ctx.refresh();
@@ -413,7 +399,70 @@ describe('a run without a record, edited live while no agent ran', () => {
     expect(await runID(uid)).toBe(run);
     await quiet(name);
   });
+
+  // A pass that fails at a step still records the run it leaves running: left without, the run
+  // was judged against an observedGeneration that the failing pass moved on (plan.ts runRecord).
+  it('gets the generation it started under from a pass that fails at a step', async () => {
+    const name = 'lagging-failing';
+    const { uid, observed, domain, run } = await olderAgentsRun(name);
+    await k.patchSpec('VirtualMachine', NS, name, { memory: '384Mi' });
+    rec.refuse(
+      'Domain.setMemory',
+      new LibvirtError('operation failed: balloon busy (injected)', {
+        code: ErrorCode.VIR_ERR_OPERATION_FAILED,
+        domain: ErrorDomain.VIR_FROM_DOMAIN,
+        level: 2,
+      }),
+    );
+    try {
+      await ctx.refresh();
+      await reconcileVirtualMachine(key(name), ctx);
+    } finally {
+      rec.refuse('Domain.setMemory', undefined);
+    }
+    await ctx.refresh();
+    const failed = vmOf(name)!;
+    expect(condition(failed, 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'MemoryChangeFailed',
+    });
+    expect(failed.status?.observedGeneration).toBe(failed.metadata.generation);
+    expect(await runID(uid)).toBe(run);
+    expect(parseDomainXML(await domain.getXMLDesc()).startedUnder).toBe(observed);
+    // The change goes through at a later pass, which moves the record on to what the run
+    // now reflects.
+    await settle(name);
+    expect(await runID(uid)).toBe(run);
+    for (const flags of [0, DomainXMLFlags.INACTIVE])
+      expect(parseDomainXML(await domain.getXMLDesc(flags)).startedUnder).toBe(
+        failed.metadata.generation,
+      );
+    await quiet(name);
+  });
 });
+
+/**
+ * A machine under updatePolicy Restart, converged, whose run is then one an older agent
+ * started: from this agent's definition, without the run's record.
+ */
+async function olderAgentsRun(name: string) {
+  await k.create<VirtualMachine>('VirtualMachine', {
+    metadata: { name, namespace: NS },
+    spec: { ...BASE, updatePolicy: 'Restart' },
+  });
+  await settle(name);
+  const uid = String(vmOf(name)!.metadata.uid);
+  const observed = vmOf(name)!.metadata.generation;
+  const domain = await conn.lookupDomainByUUIDString(uid);
+  await domain.destroy();
+  await conn.defineDomainXML(
+    buildDomainXML(parseDomainXML(await domain.getXMLDesc(DomainXMLFlags.INACTIVE))),
+  );
+  await domain.create();
+  const run = await runID(uid);
+  expect(parseDomainXML(await domain.getXMLDesc()).startedUnder).toBeUndefined();
+  return { uid, observed, domain, run };
+}
 
 /** The next passes write nothing, to libvirt or to the API server. */
 async function quiet(name: string): Promise<void> {
