@@ -430,8 +430,8 @@ export function rememberRecordFailures(
       { uid, record: failure.record, error: { code: failure.kind, message: failure.message } },
       failure.record === 'run'
         ? "libvirt refused to record the run's generation in the domain's metadata: the run is " +
-            "judged against the status's observedGeneration meanwhile; asked again at the next " +
-            'passes (said once per kind of error)'
+            "judged against the record it has (without one, the status's observedGeneration) " +
+            'meanwhile; asked again at the next passes (said once per kind of error)'
         : "libvirt refused to record the restart count in the domain's metadata: the count is " +
             'kept in the status meanwhile; asked again at the next passes (said once per kind ' +
             'of error)',
