@@ -6,8 +6,12 @@
 // what holds a delete on a real host (a running guest using the network or a Volume).
 import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { demoNames } from '../../../src/commands/demo.js';
+import { cacheRoot } from '../../../src/commands/local/control-plane.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { collect, output, spawnCli, stopAll, waitForLine } from '../../harness/processes.js';
 
@@ -17,28 +21,40 @@ const NODE = `up-rerun-${RUN}`;
 const HOLD = 'test.virt.dev/hold';
 const names = demoNames(NAME);
 
+// up keeps the agent's state (import files, pool records) under its cache: this test's own
+// folder, so a failed run leaves nothing in the user's. The tiny guest is the shared one.
+const home = mkdtempSync(join(tmpdir(), 'lvo-up-rerun-'));
+const guests = join(cacheRoot(), 'guest');
+mkdirSync(guests, { recursive: true });
+symlinkSync(guests, join(home, 'guest'));
+const env = { ...process.env, LIBVIRT_OPERATOR_CACHE: home };
+
 describe('a later up --examples', () => {
   const cp = useControlPlane();
   const children: ChildProcess[] = [];
   afterAll(async () => {
     await stopAll(children);
+    rmSync(home, { recursive: true, force: true });
   }, 60_000);
 
   const startUp = () => {
-    const up = spawnCli([
-      'up',
-      '--examples',
-      '--examples-name',
-      NAME,
-      '--node-name',
-      NODE,
-      '--libvirt-uri',
-      'test:///default',
-      '--health-addr',
-      '127.0.0.1:0',
-      '--kubeconfig',
-      cp().kubeconfigPath,
-    ]);
+    const up = spawnCli(
+      [
+        'up',
+        '--examples',
+        '--examples-name',
+        NAME,
+        '--node-name',
+        NODE,
+        '--libvirt-uri',
+        'test:///default',
+        '--health-addr',
+        '127.0.0.1:0',
+        '--kubeconfig',
+        cp().kubeconfigPath,
+      ],
+      env,
+    );
     children.push(up);
     return { up, printed: output(up) };
   };
