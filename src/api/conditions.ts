@@ -182,6 +182,9 @@ export const REASON_CLASSES: Readonly<Record<string, 'stalled' | 'transient'>> =
   InvalidAnnotation: 'stalled',
   // A guest that crashed under runStrategy Manual: nothing starts it again.
   StoppedByCrash: 'stalled',
+  // A start that failed under runStrategy Manual (libvirt's shut-off reason `failed`): nothing
+  // tries again.
+  StoppedByFailedStart: 'stalled',
   ResizeUnsupported: 'stalled',
   // A grow qemu-img refuses for the file as it is (a qcow2 v2 image holding internal
   // snapshots): retried with backoff, but only a user deleting the snapshots or upgrading the

@@ -133,6 +133,70 @@ export function demoToApply(
   return manifests.filter((m) => !existing.has(`${m.kind}/${String(m.metadata.name)}`));
 }
 
+/** What up finds of an object an earlier run applied. */
+export interface EarlierDemoObject {
+  kind: VirtManifest['kind'];
+  name: string;
+  /** Its deletion has begun (metadata.deletionTimestamp): it is on its way out. */
+  deleting: boolean;
+  /** A Volume's: its import finished (condition Imported=True). */
+  imported?: boolean;
+  /** A Volume's: the digest of its http source. */
+  sha256?: string;
+}
+
+/** An earlier run's object that this run deletes, waits for, and applies anew; `why` says why. */
+export interface DemoReplacement {
+  kind: VirtManifest['kind'];
+  name: string;
+  why: string;
+}
+
+/**
+ * The earlier run's demo objects to delete and make anew, in the order to delete them (the
+ * machine first: it holds the Volumes and the network; Volumes before their pool). A Volume
+ * goes when it is not imported (its server, an earlier run's port, is gone) or holds another
+ * guest build. An object being deleted (a user's delete waiting on the machine that uses it,
+ * or one the agent had not finished when up was stopped) is gone soon whatever up does: left
+ * alone it was reported as kept, was not applied again, and the demo never came up. What
+ * depends on one that goes goes with it: the machine with its Volumes or network (whose
+ * deletion waits for it), the Volumes with their pool (whose deletion waits for them). Pure.
+ */
+export function demoToReplace(
+  manifests: readonly VirtManifest[],
+  found: readonly EarlierDemoObject[],
+): DemoReplacement[] {
+  const key = (kind: string, name: string) => `${kind}/${name}`;
+  const wanted = new Map(manifests.map((m) => [key(m.kind, String(m.metadata.name)), m]));
+  const why = new Map<string, string>();
+  for (const f of found) {
+    const m = wanted.get(key(f.kind, f.name));
+    if (!m) continue;
+    if (f.deleting) why.set(key(f.kind, f.name), 'being deleted');
+    else if (m.kind === 'Volume' && !f.imported) why.set(key(f.kind, f.name), 'not imported');
+    else if (m.kind === 'Volume' && f.sha256 !== m.spec.source?.http?.sha256)
+      why.set(key(f.kind, f.name), 'another guest build');
+  }
+  const going = (kind: string) =>
+    manifests.some((m) => m.kind === kind && why.has(key(kind, String(m.metadata.name))));
+  for (const f of found) {
+    const k = key(f.kind, f.name);
+    if (!wanted.has(k) || why.has(k)) continue;
+    if (f.kind === 'Volume' && going('StoragePool')) why.set(k, 'its pool is replaced');
+  }
+  for (const f of found) {
+    const k = key(f.kind, f.name);
+    if (!wanted.has(k) || why.has(k)) continue;
+    if (f.kind === 'VirtualMachine' && (going('Volume') || going('VirtualNetwork')))
+      why.set(k, 'it uses what is replaced');
+  }
+  const order = [...manifests].reverse().map((m) => key(m.kind, String(m.metadata.name)));
+  return found
+    .filter((f) => why.has(key(f.kind, f.name)))
+    .sort((a, b) => order.indexOf(key(a.kind, a.name)) - order.indexOf(key(b.kind, b.name)))
+    .map((f) => ({ kind: f.kind, name: f.name, why: why.get(key(f.kind, f.name))! }));
+}
+
 /**
  * How up's boot line says when the demo machine came up: one it found Running already was
  * booted by an earlier run; one this run applied came up so long after the apply; one an

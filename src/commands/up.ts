@@ -30,7 +30,9 @@ import {
   demoManifests,
   demoNames,
   demoToApply,
+  demoToReplace,
   hostIPv4Addresses,
+  type EarlierDemoObject,
   type DemoNames,
 } from './demo.js';
 import {
@@ -472,6 +474,13 @@ async function applyObject(client: KubeClient, obj: VirtManifest): Promise<strin
   return `${obj.kind} ${ns ? `${ns}/` : ''}${obj.metadata.name}`;
 }
 
+/** "Volume default/demo-kernel", "StoragePool demo-pool": as up's other lines name them. */
+function demoObjectName(kind: VirtKind, name: string): string {
+  return customResources[kind].scope === 'Namespaced'
+    ? `${kind} ${DEMO_NAMESPACE}/${name}`
+    : `${kind} ${name}`;
+}
+
 function objectPath(kind: VirtKind, name: string, namespace = DEMO_NAMESPACE): string {
   const info = customResources[kind];
   const ns = info.scope === 'Namespaced' ? `namespaces/${namespace}/` : '';
@@ -535,7 +544,8 @@ export interface Demo {
  * The offline demo (demo.ts): builds or finds the tiny guest, serves it on loopback and
  * applies the demo objects. A Volume's source is immutable and names this run's port, so
  * Volumes an earlier run imported stay as they are, and ones it left unfinished (their server
- * is gone) are replaced, with the machine that uses them.
+ * is gone) are replaced, with the machine that uses them; so is any demo object being deleted,
+ * with what depends on it (demoToReplace).
  */
 async function applyDemo(
   client: KubeClient,
@@ -568,23 +578,26 @@ async function applyDemo(
     poolPath: `/var/lib/libvirt-operator/${names.pool}`,
   });
 
-  const stale: string[] = [];
+  const found: EarlierDemoObject[] = [];
   for (const m of manifests) {
-    if (m.kind !== 'Volume') continue;
     const name = String(m.metadata.name);
     stop.check();
-    const found = await getObject<Volume>(client, 'Volume', name);
-    if (!found) continue;
-    const imported = findCondition(found.status?.conditions, 'Imported')?.status === 'True';
-    if (!imported || found.spec.source?.http?.sha256 !== m.spec.source?.http?.sha256)
-      stale.push(name);
+    const obj = await getObject<Volume>(client, m.kind, name);
+    if (!obj) continue;
+    found.push({
+      kind: m.kind,
+      name,
+      deleting: obj.metadata.deletionTimestamp !== undefined,
+      imported: findCondition(obj.status?.conditions, 'Imported')?.status === 'True',
+      sha256: obj.spec.source?.http?.sha256,
+    });
   }
-  if (stale.length > 0) {
+  const replace = demoToReplace(manifests, found);
+  if (replace.length > 0) {
     say(
-      `examples: replacing ${stale.join(', ')} of an earlier run (not imported, or another guest build)`,
+      `examples: replacing ${replace.map((r) => `${demoObjectName(r.kind, r.name)} (${r.why})`).join(', ')} of an earlier run`,
     );
-    await deleteAndWait(client, 'VirtualMachine', names.vm, stop);
-    for (const name of stale) await deleteAndWait(client, 'Volume', name, stop);
+    for (const r of replace) await deleteAndWait(client, r.kind, r.name, stop);
   }
 
   const started = Date.now();

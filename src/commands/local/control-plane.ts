@@ -1,7 +1,7 @@
 // A real Kubernetes control plane (etcd + kube-apiserver) on loopback, for tests and for
 // `libvirt-operator local-cluster`. The envtest shape: no controller-manager, no scheduler.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
 import {
   existsSync,
   mkdirSync,
@@ -170,6 +170,31 @@ function writeKubeletClientCerts(certs: string): void {
   ]);
   rmSync(caKey, { force: true });
   rmSync(csr, { force: true });
+}
+
+/**
+ * Whether the serving certificate `pem` is valid for the IP `address`. Pure (a parse only).
+ */
+export function certCoversAddress(pem: string | Buffer, address: string): boolean {
+  try {
+    return new X509Certificate(pem).checkIP(address) !== undefined;
+  } catch {
+    return false; // unreadable: as good as missing
+  }
+}
+
+/**
+ * kube-apiserver makes its self-signed serving certificate in --cert-dir for the address it
+ * listens on, and reuses the one it finds there. A --dir used before at another address (a
+ * plain local-cluster on 127.0.0.1, then `--node` on the bridge's address) kept a certificate
+ * that does not name the new one: every client refused it, and the start waited 60 s for a
+ * /readyz that could never answer. Removed, it is made anew for this address.
+ */
+function forgetServingCertOfAnotherAddress(certDir: string, address: string): void {
+  const cert = join(certDir, 'apiserver.crt');
+  if (!existsSync(cert) || certCoversAddress(readFileSync(cert), address)) return;
+  rmSync(cert, { force: true });
+  rmSync(join(certDir, 'apiserver.key'), { force: true });
 }
 
 /** An error whose message is one actionable line, meant to be printed without a stack. */
@@ -630,6 +655,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   const etcdEndpoint = `http://127.0.0.1:${etcdClientPort}`;
   const address = opts.address ?? '127.0.0.1';
   const server = `https://${address}:${port}`;
+  forgetServingCertOfAnotherAddress(join(dir, 'certs'), address);
   // What kubectl remembers of an earlier server at this address (its discovery cache is
   // trusted for hours) is wrong about this one: without the virt.dev group in it, a user's
   // first `kubectl get virt` here failed with "the server doesn't have a resource type".

@@ -198,6 +198,39 @@ export interface LocalNode {
   stop(): Promise<void>;
 }
 
+/**
+ * The manifest digests `ctr images import` printed on stdout, one line each
+ * ("application/vnd.oci.image.manifest.v1+json sha256:…"). Pure.
+ */
+export function importedDigests(importStdout: string): string[] {
+  return [...importStdout.matchAll(/^application\/\S+ (sha256:[0-9a-f]{64})\s*$/gm)].map(
+    (m) => m[1]!,
+  );
+}
+
+/**
+ * The one line a successful image import prints: what the image is called and which manifest
+ * it is, from `lsQuiet` (`ctr images ls -q` by those digests). ctr's own output was shown
+ * before: a progress display meant for a terminal, which named the agent image
+ * "docker.io/library/libvirt operator:dev", and containerd's cgroup v1 deprecation warning,
+ * which every ctr call prints on this kernel: noise to a user once the import worked (a failed
+ * one still shows it all). The CRI's extra name for the same image, its config digest, is left
+ * out. Pure.
+ */
+export function loadedImageLine(file: string, digests: readonly string[], lsQuiet: string): string {
+  const names = lsQuiet
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('sha256:'));
+  const what = [
+    names.length > 0 ? names.join(', ') : undefined,
+    digests.length > 0 ? `(${digests.map((d) => `${d.slice(0, 19)}…`).join(', ')})` : undefined,
+  ].filter(Boolean);
+  return what.length > 0
+    ? `local node: loaded ${what.join(' ')} from ${file}`
+    : `local node: loaded ${file}`;
+}
+
 export function kubeletTokenUser(nodeName: string): {
   user: string;
   uid: string;
@@ -468,7 +501,14 @@ export async function startLocalNode(
       const res = await ctr(['images', 'import', file]);
       if (res.code !== 0)
         throw new ControlPlaneError(`loading the image ${file} failed: ${res.out.trim()}`);
-      log(`local node: loaded ${file}: ${res.out.trim().split('\n').join('; ')}`);
+      const digests = importedDigests(res.stdout);
+      // The names are containerd's, read back: ctr's import display mangles them.
+      const refs =
+        digests.length === 0
+          ? ''
+          : (await ctr(['images', 'ls', '-q', ...digests.map((d) => `target.digest==${d}`)]))
+              .stdout;
+      log(loadedImageLine(file, digests, refs));
     };
     await loadImage(pauseTar);
     for (const image of opts.images ?? []) await loadImage(image);

@@ -588,6 +588,20 @@ function powerReadiness(input: StatusInput): ConditionUpdate {
             'runStrategy RerunOnFailure or Always to have it started, or Halted to keep it off',
         );
       }
+      // Nor is a start that failed (libvirt's shut-off reason `failed`: QEMU exited while
+      // starting, a disk or lock it could not take): someone asked for a run and did not get
+      // one, and under Manual nothing tries again. It read Ready=True ManualPower (Healthy).
+      // libvirt's `unknown` stays ManualPower: it is also what a host reboot or a restart of
+      // libvirtd leaves, which no one need fix, and Manual leaves restarting to the user.
+      if (!observed.active && stopReason(vm, observed.power) === 'failed') {
+        return no(
+          'StoppedByFailedStart',
+          `the domain failed to start and is shut off; runStrategy Manual does not start it ` +
+            `again: see why in libvirt's log for domain ${domainName(vm)} on node ` +
+            `${input.nodeName}, then start it (virsh start ${domainName(vm)}), or set ` +
+            'runStrategy RerunOnFailure or Always to have it started, or Halted to keep it off',
+        );
+      }
       // Manual leaves the power state to the user, but a pause libvirt holds until a user acts
       // (a disk error, a watchdog, a panic) is not one the user chose: Stalled, as under the
       // other strategies, not Current (Argo CD: Suspended) for a guest that no longer runs.

@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -10,7 +10,11 @@ import {
   setHeaderOptions,
 } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
-import { startControlPlane, startReaper } from '../../../src/commands/local/control-plane.js';
+import {
+  certCoversAddress,
+  startControlPlane,
+  startReaper,
+} from '../../../src/commands/local/control-plane.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { annotate, kubectlOk } from '../../harness/kubectl.js';
 import { processesNaming, recordedPids } from '../../harness/processes.js';
@@ -213,6 +217,29 @@ describe('control plane lifecycle', () => {
     expect(existsSync(a.dir)).toBe(false);
     expect(existsSync(b.dir)).toBe(false);
   });
+
+  // A --dir used by a plain local-cluster (127.0.0.1), then by `local-cluster --node` (the
+  // bridge's address; 127.0.0.2 stands in for it here): the API server reused the serving
+  // certificate it had made for the first address, no client took it, and the start timed out.
+  it('serves a folder used before at another address with a certificate for the new one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lvo-readdress-'));
+    try {
+      const first = await startControlPlane({ dir, installCRDs: false });
+      await first.stop({ discard: true });
+      const second = await startControlPlane({ dir, installCRDs: false, address: '127.0.0.2' });
+      try {
+        expect(second.server).toMatch(/^https:\/\/127\.0\.0\.2:/);
+        const cert = readFileSync(join(dir, 'certs', 'apiserver.crt'));
+        expect(certCoversAddress(cert, '127.0.0.2')).toBe(true);
+        const res = await second.getRaw('/readyz');
+        expect(res.status).toBe(200);
+      } finally {
+        await second.stop({ discard: true });
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
 
   // The time it saves (a graceful stop takes ~1.1 s, ~56 files) is not asserted here: a timed
   // bound fails on a loaded host; the test checks that nothing is left behind.

@@ -9,6 +9,8 @@ import {
   demoManifests,
   demoNames,
   demoToApply,
+  demoToReplace,
+  type EarlierDemoObject,
 } from '../../../src/commands/demo.js';
 import { desiredDomain } from '../../../src/controllers/virtual-machine/desired.js';
 import { restartPending } from '../../../src/controllers/virtual-machine/plan.js';
@@ -136,6 +138,76 @@ describe('demoToApply', () => {
       'Volume/demo-kernel',
       'VirtualMachine/demo',
     ]);
+  });
+});
+
+describe('demoToReplace', () => {
+  const docs = demoManifests(input);
+  // Everything a first run applied, as a later run finds it: Volumes imported with this build.
+  const earlier = (change: Record<string, Partial<EarlierDemoObject>> = {}): EarlierDemoObject[] =>
+    docs.map((m) => {
+      const name = String(m.metadata.name);
+      return {
+        kind: m.kind,
+        name,
+        deleting: false,
+        ...(m.kind === 'Volume' ? { imported: true, sha256: m.spec.source?.http?.sha256 } : {}),
+        ...change[`${m.kind}/${name}`],
+      };
+    });
+  const replaced = (found: EarlierDemoObject[]) =>
+    demoToReplace(docs, found).map((r) => `${r.kind}/${r.name} (${r.why})`);
+
+  it('replaces nothing of a finished earlier run, nor on a first run', () => {
+    expect(replaced(earlier())).toEqual([]);
+    expect(replaced([])).toEqual([]);
+  });
+
+  it('replaces a Volume being deleted, not keeps it, and the machine whose use holds its delete', () => {
+    // `kubectl delete vol demo-kernel` while the demo runs: the delete waits for the machine.
+    expect(replaced(earlier({ 'Volume/demo-kernel': { deleting: true } }))).toEqual([
+      'VirtualMachine/demo (it uses what is replaced)',
+      'Volume/demo-kernel (being deleted)',
+    ]);
+  });
+
+  it('replaces a network or pool being deleted with what holds its delete, in delete order', () => {
+    expect(replaced(earlier({ 'VirtualNetwork/demo-net': { deleting: true } }))).toEqual([
+      'VirtualMachine/demo (it uses what is replaced)',
+      'VirtualNetwork/demo-net (being deleted)',
+    ]);
+    expect(replaced(earlier({ 'StoragePool/demo-pool': { deleting: true } }))).toEqual([
+      'VirtualMachine/demo (it uses what is replaced)',
+      'Volume/demo-initrd (its pool is replaced)',
+      'Volume/demo-kernel (its pool is replaced)',
+      'StoragePool/demo-pool (being deleted)',
+    ]);
+  });
+
+  it('replaces only the machine when it alone is being deleted', () => {
+    expect(replaced(earlier({ 'VirtualMachine/demo': { deleting: true } }))).toEqual([
+      'VirtualMachine/demo (being deleted)',
+    ]);
+  });
+
+  it('replaces Volumes an earlier run left unimported or imported from another build', () => {
+    expect(
+      replaced(
+        earlier({
+          'Volume/demo-kernel': { imported: false },
+          'Volume/demo-initrd': { sha256: 'c'.repeat(64) },
+        }),
+      ),
+    ).toEqual([
+      'VirtualMachine/demo (it uses what is replaced)',
+      'Volume/demo-initrd (another guest build)',
+      'Volume/demo-kernel (not imported)',
+    ]);
+    // No machine (the user deleted it): only the Volume.
+    const noVm = earlier({ 'Volume/demo-kernel': { imported: false } }).filter(
+      (f) => f.kind !== 'VirtualMachine',
+    );
+    expect(replaced(noVm)).toEqual(['Volume/demo-kernel (not imported)']);
   });
 });
 

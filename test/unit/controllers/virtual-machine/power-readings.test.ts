@@ -23,9 +23,9 @@ interface Row {
   power: string;
   /**
    * The status the previous pass left: a run it saw up (default), none yet, or the domain shut
-   * off after a crash (libvirt forgets that reason when libvirtd restarts).
+   * off after a crash or a failed start (libvirt forgets that reason when libvirtd restarts).
    */
-  before?: 'running' | 'new' | 'crashed';
+  before?: 'running' | 'new' | 'crashed' | 'failed';
   /** The stop the operator is making (plan.ts), if any. */
   shutdown?: ShutdownReason;
 }
@@ -198,6 +198,26 @@ const ROWS: Array<[string, Row, Reading]> = [
     ['False/StoppedByCrash', 'Failed', 'Degraded'],
   ],
   [
+    'shut off by a start that failed (virsh start; QEMU exited): nothing starts it',
+    { strategy: 'Manual', power: 'shutoff/failed' },
+    ['False/StoppedByFailedStart', 'Failed', 'Degraded'],
+  ],
+  [
+    'shut off by a start that failed, libvirtd restarted since',
+    { strategy: 'Manual', power: 'shutoff/unknown', before: 'failed' },
+    ['False/StoppedByFailedStart', 'Failed', 'Degraded'],
+  ],
+  [
+    'shut off by a start that failed, invalid value',
+    { strategy: 'Manual', paused: 'yes', power: 'shutoff/failed' },
+    ['False/StoppedByFailedStart', 'Failed', 'Degraded'],
+  ],
+  [
+    'shut off for no reason libvirt knows (a host reboot while it ran): the user restarts it',
+    { strategy: 'Manual', power: 'shutoff/unknown' },
+    ['True/ManualPower', 'Current', 'Healthy'],
+  ],
+  [
     'not started yet (started once)',
     { strategy: 'Manual', power: 'shutoff/unknown', before: 'new' },
     ['False/NotRunning', 'InProgress', 'Progressing'],
@@ -231,8 +251,8 @@ function statusOf(row: Row): VirtualMachineStatus {
   const before =
     row.before === 'new'
       ? undefined
-      : row.before === 'crashed'
-        ? runningStatus({ phase: 'Stopped', state: { state: 'shutoff', reason: 'crashed' } })
+      : row.before === 'crashed' || row.before === 'failed'
+        ? runningStatus({ phase: 'Stopped', state: { state: 'shutoff', reason: row.before } })
         : runningStatus();
   const machine = vm(
     { runStrategy: row.strategy },

@@ -1,0 +1,139 @@
+// `libvirt-operator up --examples` run again after an earlier run applied the demo (libvirt's
+// test driver: nothing imports or boots, which the decision here does not need). A demo object
+// whose deletion has begun is on its way out: the later run reported it "kept" and did not
+// apply it again, so the demo could never come up. Now it says so and makes it anew, with what
+// holds its delete (the machine on the network). A finalizer of the test's own stands in for
+// what holds a delete on a real host (a running guest using the network or a Volume).
+import { randomBytes } from 'node:crypto';
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { demoNames } from '../../../src/commands/demo.js';
+import { cacheRoot } from '../../../src/commands/local/control-plane.js';
+import { useControlPlane } from '../../harness/control-plane.js';
+import { collect, output, spawnCli, stopAll, waitForLine } from '../../harness/processes.js';
+
+const RUN = randomBytes(3).toString('hex');
+const NAME = `rerun-${RUN}`;
+const NODE = `up-rerun-${RUN}`;
+const HOLD = 'test.virt.dev/hold';
+const names = demoNames(NAME);
+
+// up keeps the agent's state (import files, pool records) under its cache: this test's own
+// folder, so a failed run leaves nothing in the user's. The tiny guest is the shared one.
+const home = mkdtempSync(join(tmpdir(), 'lvo-up-rerun-'));
+const guests = join(cacheRoot(), 'guest');
+mkdirSync(guests, { recursive: true });
+symlinkSync(guests, join(home, 'guest'));
+const env = { ...process.env, LIBVIRT_OPERATOR_CACHE: home };
+
+describe('a later up --examples', () => {
+  const cp = useControlPlane();
+  const children: ChildProcess[] = [];
+  afterAll(async () => {
+    await stopAll(children);
+    rmSync(home, { recursive: true, force: true });
+  }, 60_000);
+
+  const startUp = () => {
+    const up = spawnCli(
+      [
+        'up',
+        '--examples',
+        '--examples-name',
+        NAME,
+        '--node-name',
+        NODE,
+        '--libvirt-uri',
+        'test:///default',
+        '--health-addr',
+        '127.0.0.1:0',
+        '--kubeconfig',
+        cp().kubeconfigPath,
+      ],
+      env,
+    );
+    children.push(up);
+    return { up, printed: output(up) };
+  };
+  const running = (up: ChildProcess, printed: () => string) =>
+    waitForLine(up, /^up: running/, 120_000).catch((err: Error) => {
+      err.message += `\nup printed:\n${printed()}`;
+      throw err;
+    });
+  const stop = async (up: ChildProcess) => {
+    const done = collect(up, 60_000);
+    up.kill('SIGTERM');
+    expect((await done).code).toBe(0);
+  };
+
+  it('replaces a demo object being deleted, with the machine using it, and does not call it kept', async () => {
+    const first = startUp();
+    await running(first.up, first.printed);
+    expect(first.printed()).toContain(`up: applied VirtualNetwork ${names.network}`);
+    await stop(first.up);
+
+    // Deleted while no agent runs (up stopped before it finished), and held there.
+    const net = `virtualnetwork/${names.network}`;
+    const held = await cp().kubectl([
+      'patch',
+      net,
+      '--type=json',
+      '-p',
+      JSON.stringify([{ op: 'add', path: '/metadata/finalizers/-', value: HOLD }]),
+    ]);
+    expect(held.code, held.stderr).toBe(0);
+    const deleted = await cp().kubectl(['delete', net, '--wait=false']);
+    expect(deleted.code, deleted.stderr).toBe(0);
+
+    const second = startUp();
+    await waitForLine(second.up, /^up: examples: replacing /, 120_000).catch((err: Error) => {
+      err.message += `\nup printed:\n${second.printed()}`;
+      throw err;
+    });
+    // Let it go: the agent's own finalizer has gone by now or goes once it looks.
+    const got = await cp().kubectl(['get', net, '-o', 'jsonpath={.metadata.finalizers}']);
+    const index = (JSON.parse(got.stdout || '[]') as string[]).indexOf(HOLD);
+    const freed = await cp().kubectl([
+      'patch',
+      net,
+      '--type=json',
+      '-p',
+      JSON.stringify([{ op: 'remove', path: `/metadata/finalizers/${index}` }]),
+    ]);
+    expect(freed.code, freed.stderr).toBe(0);
+    await running(second.up, second.printed);
+
+    const lines = second.printed();
+    expect(lines).toMatch(
+      new RegExp(
+        `^up: examples: replacing VirtualMachine default/${NAME} \\(it uses what is replaced\\), .*VirtualNetwork ${names.network} \\(being deleted\\) of an earlier run$`,
+        'm',
+      ),
+    );
+    expect(lines.indexOf(`up: applied VirtualNetwork ${names.network}`)).toBeGreaterThan(
+      lines.indexOf('up: examples: replacing '),
+    );
+    expect(lines).toContain(`up: applied VirtualMachine default/${NAME}`);
+    expect(lines).not.toMatch(/^up: examples: kept .*VirtualNetwork\//m);
+    const now = await cp().kubectl(['get', net, '-o', 'jsonpath={.metadata.deletionTimestamp}']);
+    expect(now.code, now.stderr).toBe(0);
+    expect(now.stdout).toBe('');
+
+    // The agent removes what it made while it still runs.
+    const cleaned = await cp().kubectl([
+      'delete',
+      '--wait=true',
+      '--timeout=60s',
+      `vm/${names.vm}`,
+      `vol/${names.kernel}`,
+      `vol/${names.initrd}`,
+      net,
+      `storagepool/${names.pool}`,
+    ]);
+    expect(cleaned.code, cleaned.stderr).toBe(0);
+    await stop(second.up);
+  }, 300_000);
+});
