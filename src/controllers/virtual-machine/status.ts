@@ -533,6 +533,10 @@ function readyCondition(input: StatusInput): ConditionUpdate {
   return (settled && invalidPauseReady(input)) || ready;
 }
 
+/** Libvirt's shut-off reason `daemon`, in words. */
+const RECONNECT_KILL =
+  'libvirtd stopped the domain, which it could not reconnect to after it restarted,';
+
 function powerReadiness(input: StatusInput): ConditionUpdate {
   const { observed, problem, vm } = input;
   const no = (reason: string, message: string): ConditionUpdate => ({
@@ -569,6 +573,7 @@ function powerReadiness(input: StatusInput): ConditionUpdate {
     message,
   });
   if (state === 'crashed') return no('Crashed', 'the guest crashed');
+  const stopped = observed.active ? undefined : stopReason(vm, observed.power);
   switch (strategy) {
     case 'Manual':
       if (!observed.active && startsByItself(input, observed)) {
@@ -578,12 +583,15 @@ function powerReadiness(input: StatusInput): ConditionUpdate {
         );
       }
       // Nor is a crash a power state the user chose (QEMU killed, a guest panic: libvirt's
-      // shut-off reason `crashed`, kept by stopReason across a restart of libvirtd), and under
-      // Manual nothing starts the guest again: it read Ready=True ManualPower (Healthy).
-      if (!observed.active && stopReason(vm, observed.power) === 'crashed') {
+      // shut-off reason `crashed`, kept by stopReason across a restart of libvirtd), nor a
+      // QEMU libvirtd killed because it could not reconnect to it after its own restart
+      // (reason `daemon`), and under Manual nothing starts the guest again: both read
+      // Ready=True ManualPower (Healthy).
+      if (stopped === 'crashed' || stopped === 'daemon') {
         return no(
           'StoppedByCrash',
-          `the domain crashed and is shut off; runStrategy Manual does not start it again: ` +
+          `${stopped === 'crashed' ? 'the domain crashed' : RECONNECT_KILL} and is shut off; ` +
+            `runStrategy Manual does not start it again: ` +
             `start it (virsh start ${domainName(vm)} on node ${input.nodeName}), or set ` +
             'runStrategy RerunOnFailure or Always to have it started, or Halted to keep it off',
         );

@@ -198,6 +198,11 @@ const ROWS: Array<[string, Row, Reading]> = [
     ['False/StoppedByCrash', 'Failed', 'Degraded'],
   ],
   [
+    'shut off by libvirtd, which could not reconnect to its QEMU: nothing starts it',
+    { strategy: 'Manual', power: 'shutoff/daemon' },
+    ['False/StoppedByCrash', 'Failed', 'Degraded'],
+  ],
+  [
     'shut off by a start that failed (virsh start; QEMU exited): nothing starts it',
     { strategy: 'Manual', power: 'shutoff/failed' },
     ['False/StoppedByFailedStart', 'Failed', 'Degraded'],
