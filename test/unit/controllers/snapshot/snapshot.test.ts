@@ -324,6 +324,15 @@ describe('firstStartWait: a machine that has not run yet, whose runStrategy star
       off,
       false,
     ],
+    // Its running snapshot is refused (UEFI, pflash): disks only now, not Unsupported later.
+    ['on pflash firmware', vm('Always'), { active: false, pflash: true }, false],
+    // libvirt picks the pflash loader of firmware='efi' only at the start: the spec tells.
+    [
+      'firmware uefi, no loader in the shut-off definition yet',
+      { ...vm('Always'), spec: { ...vm('Always').spec, firmware: 'uefi' } },
+      off,
+      false,
+    ],
   ] as const)('%s: waits %s', (_, machineVm, machine, waits) => {
     const wait = firstStartWait(machineVm, machine);
     expect(wait !== undefined).toBe(waits);
