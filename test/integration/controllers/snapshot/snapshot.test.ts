@@ -2577,6 +2577,32 @@ describe('a snapshot applied with its machine, before the machine first runs', (
     rec.refuse('Domain.create', undefined);
   });
 
+  it('says a restore reverting the machine holds it, not its first start', async () => {
+    const { vmName, snapName, domain } = await definedNotStarted(
+      failure(
+        'internal error: QEMU exited while starting (injected)',
+        ErrorCode.VIR_ERR_INTERNAL_ERROR,
+      ),
+      'Always',
+    );
+    // Its agent has begun the pass that reverts it (HostState restores): the machine stands
+    // aside, and no start comes until the revert has finished.
+    const vmUid = String(vmOf(vmName)?.metadata.uid);
+    held.host.restores.set(vmUid, 'restore-uid');
+    try {
+      await held.refresh();
+      expect(requeueMs(await reconcileVirtualMachineSnapshot(key(snapName), held))).toBe(5_000);
+      await held.refresh();
+      const waiting = snapIn(snapName);
+      expect(waiting?.status?.phase).toBe('Pending');
+      expect(ready(waiting)).toMatchObject({ status: 'False', reason: 'RestoreInProgress' });
+      expect(await domain.numOfSnapshots()).toBe(0);
+    } finally {
+      held.host.restores.delete(vmUid);
+      rec.refuse('Domain.create', undefined);
+    }
+  });
+
   it('does not wait for the start of a machine on UEFI firmware, whose running snapshot is refused: disks only', async () => {
     // libvirt takes no snapshot of a running machine on pflash (desiredSnapshot: Unsupported,
     // for good): waiting for the start would turn the disks-only snapshot it can have into a
