@@ -123,9 +123,9 @@ export const WAITING_FOR_FIRST_START = 'WaitingForFirstStart';
  * disks only, as a stopped machine's snapshot does. Nor for a machine on UEFI firmware:
  * libvirt takes no snapshot of it running (desiredSnapshot: pflash, Unsupported for good), so
  * the start would turn the disks-only snapshot it can have now into a Failed one. The spec
- * tells, not the shut-off domain alone: libvirt may pick the pflash loader of
- * `<os firmware='efi'>` only at the start (the test driver does), and the definition before
- * it then names none. Pure.
+ * tells, not the shut-off domain alone: libvirt 9.0 (measured, and the test driver) picks the
+ * pflash loader of `<os firmware='efi'>` only at the start, and the definition before it names
+ * none. Pure.
  */
 export function firstStartWait(
   vm: Pick<VirtualMachine, 'metadata' | 'spec' | 'status'>,
