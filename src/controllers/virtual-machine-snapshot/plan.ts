@@ -12,6 +12,7 @@ import {
   type SnapshotRecord,
 } from './desired.js';
 import type { FoundSnapshot } from '../shared/machine-snapshot.js';
+import { findCondition } from '../../api/conditions.js';
 
 export type SnapshotStep =
   /**
@@ -140,12 +141,22 @@ export function firstStartWait(
   const judged = vm.status?.observedGeneration === vm.metadata.generation;
   const phase = vm.status?.phase;
   if (judged && (phase === 'Failed' || phase === 'Stopped')) return undefined;
+  // A start that fails and is retried (StartFailed: QEMU exiting at start, a lock not yet
+  // free) may fail for as long as the cause lasts: said here, or the snapshot alone would not
+  // tell a user why it still waits, nor where to look. The reason only: the machine's message
+  // changes with each try, and each change would be a status write of the snapshot.
+  const ready = findCondition(vm.status?.conditions, 'Ready');
+  const failing = judged && ready?.status === 'False' && ready.reason === 'StartFailed';
   return {
     reason: WAITING_FOR_FIRST_START,
     message:
       `VirtualMachine ${vm.metadata.name} has not run yet and runStrategy ${strategy} starts ` +
       `it: the snapshot waits for that first start, to be taken of the running machine (of ` +
-      `its disks alone if the start is refused or runStrategy becomes Halted)`,
+      `its disks alone if the start is refused or runStrategy becomes Halted)` +
+      (failing
+        ? `; its start has failed so far and is retried (the machine's Ready condition, ` +
+          `reason StartFailed, says why)`
+        : ''),
   };
 }
 

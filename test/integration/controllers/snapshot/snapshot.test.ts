@@ -2542,6 +2542,11 @@ describe('a snapshot applied with its machine, before the machine first runs', (
         `VirtualMachine ${vmName} has not run yet and runStrategy Always starts it`,
       ),
     });
+    // Why it still waits, and where to look: the machine's start fails and is retried.
+    expect(ready(waiting)?.message).toContain(
+      "its start has failed so far and is retried (the machine's Ready condition, reason " +
+        'StartFailed, says why)',
+    );
     expect(await domain.numOfSnapshots()).toBe(0);
 
     // The start goes through: the snapshot is the checkpoint the user asked for.

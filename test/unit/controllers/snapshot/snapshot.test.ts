@@ -351,6 +351,34 @@ describe('firstStartWait: a machine that has not run yet, whose runStrategy star
     expect(REASON_CLASSES[WAITING_FOR_FIRST_START]).toBe('transient');
   });
 
+  it('says that the start fails and is retried, naming where to look, without its changing message', () => {
+    const failing = (generation: number, reason: string): VirtualMachine => ({
+      ...vm('Always', { phase: 'Starting', observedGeneration: generation }),
+      status: {
+        phase: 'Starting',
+        observedGeneration: generation,
+        conditions: [
+          {
+            type: 'Ready',
+            status: 'False',
+            reason,
+            message: 'domain start failed (try 7): QEMU exited while starting',
+            lastTransitionTime: ran,
+          },
+        ],
+      },
+    });
+    const said =
+      "; its start has failed so far and is retried (the machine's Ready condition, reason " +
+      'StartFailed, says why)';
+    const wait = firstStartWait(failing(2, 'StartFailed'), off);
+    expect(wait?.message.endsWith(`Halted)${said}`)).toBe(true);
+    expect(wait?.message).not.toContain('try 7');
+    // Not for another reason, nor from a status that judged an older spec.
+    expect(firstStartWait(failing(2, 'NotCreated'), off)?.message).not.toContain(said);
+    expect(firstStartWait(failing(1, 'StartFailed'), off)?.message).not.toContain(said);
+  });
+
   it('holds the take back in planSnapshot, but not the retry of a take already sent', () => {
     const wait = firstStartWait(vm('Always'), off);
     const base = {
