@@ -12,6 +12,7 @@ import {
   type SnapshotRecord,
 } from './desired.js';
 import type { FoundSnapshot } from '../shared/machine-snapshot.js';
+import { findCondition } from '../../api/conditions.js';
 
 export type SnapshotStep =
   /**
@@ -120,13 +121,19 @@ export const WAITING_FOR_FIRST_START = 'WaitingForFirstStart';
  * the others is not what a snapshot applied with its machine waits for); a status, of the
  * spec's generation, that says the machine is not on its way up (Failed: a start or define
  * refused for its definition; Stopped: a start held back, e.g. VolumeHasOverlays). Those get
- * disks only, as a stopped machine's snapshot does. Pure.
+ * disks only, as a stopped machine's snapshot does. Nor for a machine on UEFI firmware:
+ * libvirt takes no snapshot of it running (desiredSnapshot: pflash, Unsupported for good), so
+ * the start would turn the disks-only snapshot it can have now into a Failed one. The spec
+ * tells, not the shut-off domain alone: libvirt 9.0 (measured, and the test driver) picks the
+ * pflash loader of `<os firmware='efi'>` only at the start, and the definition before it names
+ * none. Pure.
  */
 export function firstStartWait(
   vm: Pick<VirtualMachine, 'metadata' | 'spec' | 'status'>,
-  machine: { active: boolean },
+  machine: { active: boolean; pflash?: boolean },
 ): { reason: string; message: string } | undefined {
   if (machine.active || vm.status?.startedAt) return undefined;
+  if (vm.spec.firmware === 'uefi' || machine.pflash === true) return undefined;
   const strategy = vm.spec.runStrategy ?? 'Always';
   if (strategy === 'Halted') return undefined;
   // A status of an older generation judged another spec (a start refused for a definition the
@@ -134,12 +141,22 @@ export function firstStartWait(
   const judged = vm.status?.observedGeneration === vm.metadata.generation;
   const phase = vm.status?.phase;
   if (judged && (phase === 'Failed' || phase === 'Stopped')) return undefined;
+  // A start that fails and is retried (StartFailed: QEMU exiting at start, a lock not yet
+  // free) may fail for as long as the cause lasts: said here, or the snapshot alone would not
+  // tell a user why it still waits, nor where to look. The reason only: the machine's message
+  // changes with each try, and each change would be a status write of the snapshot.
+  const ready = findCondition(vm.status?.conditions, 'Ready');
+  const failing = judged && ready?.status === 'False' && ready.reason === 'StartFailed';
   return {
     reason: WAITING_FOR_FIRST_START,
     message:
       `VirtualMachine ${vm.metadata.name} has not run yet and runStrategy ${strategy} starts ` +
       `it: the snapshot waits for that first start, to be taken of the running machine (of ` +
-      `its disks alone if the start is refused or runStrategy becomes Halted)`,
+      `its disks alone if the start is refused or runStrategy becomes Halted)` +
+      (failing
+        ? `; its start has failed so far and is retried (the machine's Ready condition, ` +
+          `reason StartFailed, says why)`
+        : ''),
   };
 }
 

@@ -116,7 +116,9 @@ async function converge(
     found,
     decision,
     cutShort: ctx.host.snapshotTakesCutShort.has(uid),
-    firstStart: machine && firstStartWait(vm, machine),
+    // Not while a restore holds the machine: no start comes before the revert has finished,
+    // and the take below says that it waits for the restore (RestoreInProgress).
+    firstStart: machine && !restoreInProgress(vm, ctx) ? firstStartWait(vm, machine) : undefined,
   });
   // Settled either way: a take this process lost track of was made after all, or no longer
   // matters.

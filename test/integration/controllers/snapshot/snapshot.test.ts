@@ -2475,7 +2475,11 @@ describe('a snapshot applied with its machine, before the machine first runs', (
       { status: string; reason: string; message: string } | undefined;
 
   /** A new machine and its snapshot, applied together; the machine's starts refused by `err`. */
-  async function definedNotStarted(err: LibvirtError, runStrategy: string) {
+  async function definedNotStarted(
+    err: LibvirtError,
+    runStrategy: string,
+    firmware: 'bios' | 'uefi' = 'bios',
+  ) {
     const vmName = unique('first');
     await k.create<VirtualMachine>('VirtualMachine', {
       metadata: { name: vmName, namespace: NS },
@@ -2483,6 +2487,7 @@ describe('a snapshot applied with its machine, before the machine first runs', (
         nodeName: NODE,
         domainType: 'qemu',
         runStrategy,
+        firmware,
         vcpus: 1,
         memory: '128Mi',
         disks: [{ name: 'root', volume: 'root' }],
@@ -2537,6 +2542,11 @@ describe('a snapshot applied with its machine, before the machine first runs', (
         `VirtualMachine ${vmName} has not run yet and runStrategy Always starts it`,
       ),
     });
+    // Why it still waits, and where to look: the machine's start fails and is retried.
+    expect(ready(waiting)?.message).toContain(
+      "its start has failed so far and is retried (the machine's Ready condition, reason " +
+        'StartFailed, says why)',
+    );
     expect(await domain.numOfSnapshots()).toBe(0);
 
     // The start goes through: the snapshot is the checkpoint the user asked for.
@@ -2562,6 +2572,55 @@ describe('a snapshot applied with its machine, before the machine first runs', (
       'Manual',
     );
     expect(vmOf(vmName)?.status?.phase).toBe('Failed');
+    await converge(held, reconcileVirtualMachineSnapshot, key(snapName), {
+      until: snapReady(snapName),
+    });
+    const taken = snapIn(snapName);
+    expect(taken?.status?.includesMemory).toBe(false);
+    expect(ready(taken)).toMatchObject({ status: 'True', reason: 'DisksOnly' });
+    expect(await domain.numOfSnapshots()).toBe(1);
+    rec.refuse('Domain.create', undefined);
+  });
+
+  it('says a restore reverting the machine holds it, not its first start', async () => {
+    const { vmName, snapName, domain } = await definedNotStarted(
+      failure(
+        'internal error: QEMU exited while starting (injected)',
+        ErrorCode.VIR_ERR_INTERNAL_ERROR,
+      ),
+      'Always',
+    );
+    // Its agent has begun the pass that reverts it (HostState restores): the machine stands
+    // aside, and no start comes until the revert has finished.
+    const vmUid = String(vmOf(vmName)?.metadata.uid);
+    held.host.restores.set(vmUid, 'restore-uid');
+    try {
+      await held.refresh();
+      expect(requeueMs(await reconcileVirtualMachineSnapshot(key(snapName), held))).toBe(5_000);
+      await held.refresh();
+      const waiting = snapIn(snapName);
+      expect(waiting?.status?.phase).toBe('Pending');
+      expect(ready(waiting)).toMatchObject({ status: 'False', reason: 'RestoreInProgress' });
+      expect(await domain.numOfSnapshots()).toBe(0);
+    } finally {
+      held.host.restores.delete(vmUid);
+      rec.refuse('Domain.create', undefined);
+    }
+  });
+
+  it('does not wait for the start of a machine on UEFI firmware, whose running snapshot is refused: disks only', async () => {
+    // libvirt takes no snapshot of a running machine on pflash (desiredSnapshot: Unsupported,
+    // for good): waiting for the start would turn the disks-only snapshot it can have into a
+    // Failed one.
+    const { vmName, snapName, domain } = await definedNotStarted(
+      failure(
+        'internal error: QEMU exited while starting (injected)',
+        ErrorCode.VIR_ERR_INTERNAL_ERROR,
+      ),
+      'Always',
+      'uefi',
+    );
+    expect(vmOf(vmName)?.status?.phase).toBe('Starting');
     await converge(held, reconcileVirtualMachineSnapshot, key(snapName), {
       until: snapReady(snapName),
     });

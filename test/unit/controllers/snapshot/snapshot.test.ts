@@ -324,6 +324,15 @@ describe('firstStartWait: a machine that has not run yet, whose runStrategy star
       off,
       false,
     ],
+    // Its running snapshot is refused (UEFI, pflash): disks only now, not Unsupported later.
+    ['on pflash firmware', vm('Always'), { active: false, pflash: true }, false],
+    // libvirt picks the pflash loader of firmware='efi' only at the start: the spec tells.
+    [
+      'firmware uefi, no loader in the shut-off definition yet',
+      { ...vm('Always'), spec: { ...vm('Always').spec, firmware: 'uefi' } },
+      off,
+      false,
+    ],
   ] as const)('%s: waits %s', (_, machineVm, machine, waits) => {
     const wait = firstStartWait(machineVm, machine);
     expect(wait !== undefined).toBe(waits);
@@ -340,6 +349,34 @@ describe('firstStartWait: a machine that has not run yet, whose runStrategy star
     });
     // Pending and Reconciling (kstatus InProgress), not Stalled: the start comes by itself.
     expect(REASON_CLASSES[WAITING_FOR_FIRST_START]).toBe('transient');
+  });
+
+  it('says that the start fails and is retried, naming where to look, without its changing message', () => {
+    const failing = (generation: number, reason: string): VirtualMachine => ({
+      ...vm('Always', { phase: 'Starting', observedGeneration: generation }),
+      status: {
+        phase: 'Starting',
+        observedGeneration: generation,
+        conditions: [
+          {
+            type: 'Ready',
+            status: 'False',
+            reason,
+            message: 'domain start failed (try 7): QEMU exited while starting',
+            lastTransitionTime: ran,
+          },
+        ],
+      },
+    });
+    const said =
+      "; its start has failed so far and is retried (the machine's Ready condition, reason " +
+      'StartFailed, says why)';
+    const wait = firstStartWait(failing(2, 'StartFailed'), off);
+    expect(wait?.message.endsWith(`Halted)${said}`)).toBe(true);
+    expect(wait?.message).not.toContain('try 7');
+    // Not for another reason, nor from a status that judged an older spec.
+    expect(firstStartWait(failing(2, 'NotCreated'), off)?.message).not.toContain(said);
+    expect(firstStartWait(failing(1, 'StartFailed'), off)?.message).not.toContain(said);
   });
 
   it('holds the take back in planSnapshot, but not the retry of a take already sent', () => {
