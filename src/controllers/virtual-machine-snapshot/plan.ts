@@ -126,13 +126,17 @@ export const WAITING_FOR_FIRST_START = 'WaitingForFirstStart';
  * the start would turn the disks-only snapshot it can have now into a Failed one. The spec
  * tells, not the shut-off domain alone: libvirt 9.0 (measured, and the test driver) picks the
  * pflash loader of `<os firmware='efi'>` only at the start, and the definition before it names
- * none. Pure.
+ * none. Nor for a snapshot of the disks alone (includeMemory false). Pure.
  */
 export function firstStartWait(
   vm: Pick<VirtualMachine, 'metadata' | 'spec' | 'status'>,
   machine: { active: boolean; pflash?: boolean },
+  snap: Pick<VirtualMachineSnapshot, 'spec'>,
 ): { reason: string; message: string } | undefined {
   if (machine.active || vm.status?.startedAt) return undefined;
+  // Disks only asked for: the disks as they are now are that, and taken of the running machine
+  // it would be an internal snapshot holding its memory all the same (desired.ts), for nothing.
+  if (snap.spec.includeMemory === false) return undefined;
   if (vm.spec.firmware === 'uefi' || machine.pflash === true) return undefined;
   const strategy = vm.spec.runStrategy ?? 'Always';
   if (strategy === 'Halted') return undefined;

@@ -118,7 +118,8 @@ async function converge(
     cutShort: ctx.host.snapshotTakesCutShort.has(uid),
     // Not while a restore holds the machine: no start comes before the revert has finished,
     // and the take below says that it waits for the restore (RestoreInProgress).
-    firstStart: machine && !restoreInProgress(vm, ctx) ? firstStartWait(vm, machine) : undefined,
+    firstStart:
+      machine && !restoreInProgress(vm, ctx) ? firstStartWait(vm, machine, snap) : undefined,
   });
   // Settled either way: a take this process lost track of was made after all, or no longer
   // matters.

@@ -334,13 +334,20 @@ describe('firstStartWait: a machine that has not run yet, whose runStrategy star
       false,
     ],
   ] as const)('%s: waits %s', (_, machineVm, machine, waits) => {
-    const wait = firstStartWait(machineVm, machine);
+    const wait = firstStartWait(machineVm, machine, snap());
     expect(wait !== undefined).toBe(waits);
     if (wait) expect(wait.reason).toBe(WAITING_FOR_FIRST_START);
   });
 
+  it('does not wait for a snapshot of the disks alone (includeMemory false)', () => {
+    expect(firstStartWait(vm('Always'), off, snap())).toBeDefined();
+    expect(
+      firstStartWait(vm('Always'), off, snap({ spec: { vmName: 'web', includeMemory: false } })),
+    ).toBe(undefined);
+  });
+
   it('says it waits for the first start, what then, and how it ends otherwise', () => {
-    expect(firstStartWait(vm('RerunOnFailure'), off)).toEqual({
+    expect(firstStartWait(vm('RerunOnFailure'), off, snap())).toEqual({
       reason: 'WaitingForFirstStart',
       message:
         'VirtualMachine web has not run yet and runStrategy RerunOnFailure starts it: the ' +
@@ -371,16 +378,16 @@ describe('firstStartWait: a machine that has not run yet, whose runStrategy star
     const said =
       "; its start has failed so far and is retried (the machine's Ready condition, reason " +
       'StartFailed, says why)';
-    const wait = firstStartWait(failing(2, 'StartFailed'), off);
+    const wait = firstStartWait(failing(2, 'StartFailed'), off, snap());
     expect(wait?.message.endsWith(`Halted)${said}`)).toBe(true);
     expect(wait?.message).not.toContain('try 7');
     // Not for another reason, nor from a status that judged an older spec.
-    expect(firstStartWait(failing(2, 'NotCreated'), off)?.message).not.toContain(said);
-    expect(firstStartWait(failing(1, 'StartFailed'), off)?.message).not.toContain(said);
+    expect(firstStartWait(failing(2, 'NotCreated'), off, snap())?.message).not.toContain(said);
+    expect(firstStartWait(failing(1, 'StartFailed'), off, snap())?.message).not.toContain(said);
   });
 
   it('holds the take back in planSnapshot, but not the retry of a take already sent', () => {
-    const wait = firstStartWait(vm('Always'), off);
+    const wait = firstStartWait(vm('Always'), off, snap());
     const base = {
       domainFound: true,
       found: undefined,
