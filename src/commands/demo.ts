@@ -28,6 +28,9 @@ export interface DemoInput {
 
 export const DEMO_NAMESPACE = 'default';
 
+/** The label every demo object carries: what up may delete and make anew is only these. */
+export const DEMO_LABEL = { key: 'app.kubernetes.io/part-of', value: 'libvirt-operator-demo' };
+
 export interface DemoNames {
   network: string;
   pool: string;
@@ -51,7 +54,7 @@ export function demoManifests(d: DemoInput): VirtManifest[] {
   const n = demoNames(d.name);
   const [host] = d.cidr.split('/') as [string];
   const prefix = host.split('.').slice(0, 3).join('.');
-  const labels = { 'app.kubernetes.io/part-of': 'libvirt-operator-demo' };
+  const labels = { [DEMO_LABEL.key]: DEMO_LABEL.value };
   const network: VirtualNetworkManifest = {
     apiVersion: 'virt.dev/v1alpha1',
     kind: 'VirtualNetwork',
@@ -137,6 +140,8 @@ export function demoToApply(
 export interface EarlierDemoObject {
   kind: VirtManifest['kind'];
   name: string;
+  /** It carries DEMO_LABEL: an earlier run applied it, not a user under the same name. */
+  demo: boolean;
   /** Its deletion has begun (metadata.deletionTimestamp): it is on its way out. */
   deleting: boolean;
   /** A Volume's: its import finished (condition Imported=True). */
@@ -160,7 +165,8 @@ export interface DemoReplacement {
  * or one the agent had not finished when up was stopped) is gone soon whatever up does: left
  * alone it was reported as kept, was not applied again, and the demo never came up. What
  * depends on one that goes goes with it: the machine with its Volumes or network (whose
- * deletion waits for it), the Volumes with their pool (whose deletion waits for them). Pure.
+ * deletion waits for it), the Volumes with their pool (whose deletion waits for them). Only
+ * the demo's own objects (`demo`) go: up stops before this at any other (notTheDemos). Pure.
  */
 export function demoToReplace(
   manifests: readonly VirtManifest[],
@@ -171,7 +177,7 @@ export function demoToReplace(
   const why = new Map<string, string>();
   for (const f of found) {
     const m = wanted.get(key(f.kind, f.name));
-    if (!m) continue;
+    if (!m || !f.demo) continue;
     if (f.deleting) why.set(key(f.kind, f.name), 'being deleted');
     else if (m.kind === 'Volume' && !f.imported) why.set(key(f.kind, f.name), 'not imported');
     else if (m.kind === 'Volume' && f.sha256 !== m.spec.source?.http?.sha256)
@@ -181,12 +187,12 @@ export function demoToReplace(
     manifests.some((m) => m.kind === kind && why.has(key(kind, String(m.metadata.name))));
   for (const f of found) {
     const k = key(f.kind, f.name);
-    if (!wanted.has(k) || why.has(k)) continue;
+    if (!wanted.has(k) || !f.demo || why.has(k)) continue;
     if (f.kind === 'Volume' && going('StoragePool')) why.set(k, 'its pool is replaced');
   }
   for (const f of found) {
     const k = key(f.kind, f.name);
-    if (!wanted.has(k) || why.has(k)) continue;
+    if (!wanted.has(k) || !f.demo || why.has(k)) continue;
     if (f.kind === 'VirtualMachine' && (going('Volume') || going('VirtualNetwork')))
       why.set(k, 'it uses what is replaced');
   }
@@ -195,6 +201,29 @@ export function demoToReplace(
     .filter((f) => why.has(key(f.kind, f.name)))
     .sort((a, b) => order.indexOf(key(a.kind, a.name)) - order.indexOf(key(b.kind, b.name)))
     .map((f) => ({ kind: f.kind, name: f.name, why: why.get(key(f.kind, f.name))! }));
+}
+
+/**
+ * What up says, and stops at, when an object under a demo name is not the demo's (no
+ * DEMO_LABEL): a user's own, in a cluster up was given with --kubeconfig. up deletes and makes
+ * anew demo objects it finds broken or being deleted, with what depends on them; a user's
+ * network being deleted took their machine of the demo's name with it, a user's pool their
+ * Volumes. Nor would the demo work on objects not made for it. Undefined when all are the
+ * demo's. Pure.
+ */
+export function notTheDemos(found: readonly EarlierDemoObject[]): string | undefined {
+  const foreign = found.filter((f) => !f.demo);
+  if (foreign.length === 0) return undefined;
+  const named = foreign.map((f) =>
+    f.kind === 'VirtualMachine' || f.kind === 'Volume'
+      ? `${f.kind} ${DEMO_NAMESPACE}/${f.name}`
+      : `${f.kind} ${f.name}`,
+  );
+  return (
+    `examples: ${named.join(', ')} ${foreign.length === 1 ? 'is' : 'are'} not the demo's ` +
+    `(no label ${DEMO_LABEL.key}=${DEMO_LABEL.value}): up neither uses nor replaces ` +
+    'objects it did not make; choose another --examples-name'
+  );
 }
 
 /**

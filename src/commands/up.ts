@@ -32,6 +32,8 @@ import {
   demoToApply,
   demoToReplace,
   hostIPv4Addresses,
+  notTheDemos,
+  DEMO_LABEL,
   type EarlierDemoObject,
   type DemoNames,
 } from './demo.js';
@@ -587,11 +589,14 @@ async function applyDemo(
     found.push({
       kind: m.kind,
       name,
+      demo: obj.metadata.labels?.[DEMO_LABEL.key] === DEMO_LABEL.value,
       deleting: obj.metadata.deletionTimestamp !== undefined,
       imported: findCondition(obj.status?.conditions, 'Imported')?.status === 'True',
       sha256: obj.spec.source?.http?.sha256,
     });
   }
+  const foreign = notTheDemos(found);
+  if (foreign) throw new Error(foreign);
   const replace = demoToReplace(manifests, found);
   if (replace.length > 0) {
     say(

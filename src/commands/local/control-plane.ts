@@ -184,15 +184,30 @@ export function certCoversAddress(pem: string | Buffer, address: string): boolea
 }
 
 /**
+ * Whether clients take the serving certificate `pem` at `address` at the time `now`: it names
+ * the address and has not expired (kube-apiserver makes its own for a year). Pure.
+ */
+export function servingCertUsable(pem: string | Buffer, address: string, now: Date): boolean {
+  if (!certCoversAddress(pem, address)) return false;
+  try {
+    const cert = new X509Certificate(pem);
+    return now >= new Date(cert.validFrom) && now < new Date(cert.validTo);
+  } catch {
+    return false;
+  }
+}
+
+/**
  * kube-apiserver makes its self-signed serving certificate in --cert-dir for the address it
- * listens on, and reuses the one it finds there. A --dir used before at another address (a
- * plain local-cluster on 127.0.0.1, then `--node` on the bridge's address) kept a certificate
- * that does not name the new one: every client refused it, and the start waited 60 s for a
- * /readyz that could never answer. Removed, it is made anew for this address.
+ * listens on, and reuses the one it finds there, whatever its address or age. A --dir used
+ * before at another address (a plain local-cluster on 127.0.0.1, then `--node` on the bridge's
+ * address) kept a certificate that does not name the new one, and one used a year before kept
+ * an expired one: every client refused it, and the start waited 60 s for a /readyz that could
+ * never answer. Removed, it is made anew for this address.
  */
 function forgetServingCertOfAnotherAddress(certDir: string, address: string): void {
   const cert = join(certDir, 'apiserver.crt');
-  if (!existsSync(cert) || certCoversAddress(readFileSync(cert), address)) return;
+  if (!existsSync(cert) || servingCertUsable(readFileSync(cert), address, new Date())) return;
   rmSync(cert, { force: true });
   rmSync(join(certDir, 'apiserver.key'), { force: true });
 }

@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { demoNames } from '../../../src/commands/demo.js';
+import { demoManifests, demoNames } from '../../../src/commands/demo.js';
 import { cacheRoot } from '../../../src/commands/local/control-plane.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { collect, output, spawnCli, stopAll, waitForLine } from '../../harness/processes.js';
@@ -37,13 +37,13 @@ describe('a later up --examples', () => {
     rmSync(home, { recursive: true, force: true });
   }, 60_000);
 
-  const startUp = () => {
+  const startUp = (name = NAME) => {
     const up = spawnCli(
       [
         'up',
         '--examples',
         '--examples-name',
-        NAME,
+        name,
         '--node-name',
         NODE,
         '--libvirt-uri',
@@ -135,5 +135,75 @@ describe('a later up --examples', () => {
     ]);
     expect(cleaned.code, cleaned.stderr).toBe(0);
     await stop(second.up);
+  }, 300_000);
+
+  it("stops at a user's objects under the demo's names and deletes none of them", async () => {
+    // A user's cluster (up --kubeconfig), --examples-name naming their own machine and network,
+    // the network being deleted (held by their machine, here by a finalizer). up replaced a
+    // demo object being deleted with the machine using it: it deleted the user's machine.
+    const theirs = `theirs-${RUN}`;
+    const own = demoManifests({
+      name: theirs,
+      nodeName: NODE,
+      base: 'http://127.0.0.1:9',
+      sha256: { kernel: 'a'.repeat(64), initrd: 'b'.repeat(64) },
+      cidr: '192.168.151.1/24',
+      poolPath: `/var/lib/libvirt-operator/${theirs}-pool`,
+    })
+      .filter((m) => m.kind === 'VirtualMachine' || m.kind === 'VirtualNetwork')
+      .map((m) => ({
+        ...m,
+        metadata: {
+          ...m.metadata,
+          labels: {},
+          ...(m.kind === 'VirtualNetwork' ? { finalizers: [HOLD] } : {}),
+        },
+        // On another node: up's agent leaves it alone, only up's demo code meets it.
+        ...(m.kind === 'VirtualMachine'
+          ? { spec: { ...m.spec, nodeName: `elsewhere-${RUN}` } }
+          : {}),
+      }));
+    const applied = await cp().kubectl(['apply', '-f', '-'], {
+      input: own.map((m) => JSON.stringify(m)).join('\n'),
+    });
+    expect(applied.code, applied.stderr).toBe(0);
+    const net = `virtualnetwork/${theirs}-net`;
+    const deleted = await cp().kubectl(['delete', net, '--wait=false']);
+    expect(deleted.code, deleted.stderr).toBe(0);
+
+    const { up, printed } = startUp(theirs);
+    const done = await collect(up, 120_000);
+    expect(done.code, printed()).not.toBe(0);
+    expect(printed()).toContain(
+      `VirtualNetwork ${theirs}-net, VirtualMachine default/${theirs} are not the demo's`,
+    );
+    expect(printed()).not.toMatch(/^up: examples: replacing /m);
+    const vm = await cp().kubectl([
+      'get',
+      `vm/${theirs}`,
+      '-o',
+      'jsonpath={.metadata.deletionTimestamp}',
+    ]);
+    expect(vm.code, vm.stderr).toBe(0);
+    expect(vm.stdout).toBe('');
+
+    const freed = await cp().kubectl([
+      'patch',
+      net,
+      '--type=json',
+      '-p',
+      JSON.stringify([{ op: 'remove', path: '/metadata/finalizers' }]),
+    ]);
+    expect(freed.code, freed.stderr).toBe(0);
+    const unheld = await cp().kubectl([
+      'patch',
+      `vm/${theirs}`,
+      '--type=merge',
+      '-p',
+      '{"metadata":{"finalizers":null}}',
+    ]);
+    expect(unheld.code, unheld.stderr).toBe(0);
+    const cleaned = await cp().kubectl(['delete', '--wait=true', '--timeout=60s', `vm/${theirs}`]);
+    expect(cleaned.code, cleaned.stderr).toBe(0);
   }, 300_000);
 });

@@ -1,4 +1,6 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -235,6 +237,72 @@ describe('control plane lifecycle', () => {
         expect(res.status).toBe(200);
       } finally {
         await second.stop({ discard: true });
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
+
+  // A --dir used more than a year before: kube-apiserver's own certificate lasts a year, and it
+  // reused the expired one it found; no client took it and the start timed out after 60 s.
+  it('serves a folder whose serving certificate has expired with a new one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lvo-expired-'));
+    try {
+      const certs = join(dir, 'certs');
+      mkdirSync(certs);
+      // For 127.0.0.1, valid for one day in 2020: `openssl ca` is what sets past dates.
+      writeFileSync(
+        join(certs, 'ca.cnf'),
+        '[ca]\ndefault_ca=d\n[d]\ndatabase=index.txt\nnew_certs_dir=.\nserial=serial\n' +
+          'default_md=sha256\npolicy=p\ncopy_extensions=copy\nunique_subject=no\n' +
+          '[p]\ncommonName=supplied\n',
+      );
+      writeFileSync(join(certs, 'index.txt'), '');
+      writeFileSync(join(certs, 'serial'), '01\n');
+      const openssl = (args: string[]) =>
+        execFileSync('openssl', args, { cwd: certs, stdio: ['ignore', 'ignore', 'pipe'] });
+      openssl([
+        'req',
+        '-new',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        'apiserver.key',
+        '-out',
+        'r.csr',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+      ]);
+      openssl([
+        'ca',
+        '-batch',
+        '-config',
+        'ca.cnf',
+        '-selfsign',
+        '-keyfile',
+        'apiserver.key',
+        '-in',
+        'r.csr',
+        '-out',
+        'apiserver.crt',
+        '-startdate',
+        '20200101000000Z',
+        '-enddate',
+        '20200102000000Z',
+        '-notext',
+      ]);
+      const cp = await startControlPlane({ dir, installCRDs: false });
+      try {
+        const cert = readFileSync(join(certs, 'apiserver.crt'));
+        expect(certCoversAddress(cert, '127.0.0.1')).toBe(true);
+        expect(new Date(new X509Certificate(cert).validTo).getTime()).toBeGreaterThan(Date.now());
+        const res = await cp.getRaw('/readyz');
+        expect(res.status).toBe(200);
+      } finally {
+        await cp.stop({ discard: true });
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });

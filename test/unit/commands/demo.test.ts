@@ -10,6 +10,7 @@ import {
   demoNames,
   demoToApply,
   demoToReplace,
+  notTheDemos,
   type EarlierDemoObject,
 } from '../../../src/commands/demo.js';
 import { desiredDomain } from '../../../src/controllers/virtual-machine/desired.js';
@@ -150,6 +151,7 @@ describe('demoToReplace', () => {
       return {
         kind: m.kind,
         name,
+        demo: true,
         deleting: false,
         ...(m.kind === 'Volume' ? { imported: true, sha256: m.spec.source?.http?.sha256 } : {}),
         ...change[`${m.kind}/${name}`],
@@ -208,6 +210,44 @@ describe('demoToReplace', () => {
       (f) => f.kind !== 'VirtualMachine',
     );
     expect(replaced(noVm)).toEqual(['Volume/demo-kernel (not imported)']);
+  });
+
+  it("deletes nothing that is not the demo's, nor the demo's machine for it", () => {
+    // `up --kubeconfig` on a user's cluster, --examples-name naming their own objects: their
+    // pool being deleted took their imported Volumes and their machine with it.
+    const theirs = { demo: false };
+    expect(
+      replaced(
+        earlier({
+          'VirtualMachine/demo': theirs,
+          'Volume/demo-kernel': theirs,
+          'Volume/demo-initrd': { ...theirs, sha256: 'c'.repeat(64) },
+          'StoragePool/demo-pool': { ...theirs, deleting: true },
+          'VirtualNetwork/demo-net': { ...theirs, deleting: true },
+        }),
+      ),
+    ).toEqual([]);
+    // The demo's machine stays when what is replaced is not the demo's.
+    expect(
+      replaced(earlier({ 'VirtualNetwork/demo-net': { demo: false, deleting: true } })),
+    ).toEqual([]);
+  });
+});
+
+describe('notTheDemos', () => {
+  it('names every object under a demo name that lacks the demo label, and says what to do', () => {
+    const found: EarlierDemoObject[] = [
+      { kind: 'VirtualMachine', name: 'web', demo: false, deleting: false },
+      { kind: 'VirtualNetwork', name: 'web-net', demo: false, deleting: true },
+      { kind: 'StoragePool', name: 'web-pool', demo: true, deleting: false },
+    ];
+    expect(notTheDemos(found)).toBe(
+      "examples: VirtualMachine default/web, VirtualNetwork web-net are not the demo's " +
+        '(no label app.kubernetes.io/part-of=libvirt-operator-demo): up neither uses nor ' +
+        'replaces objects it did not make; choose another --examples-name',
+    );
+    expect(notTheDemos(found.slice(2))).toBeUndefined();
+    expect(notTheDemos([])).toBeUndefined();
   });
 });
 
