@@ -533,9 +533,23 @@ function readyCondition(input: StatusInput): ConditionUpdate {
   return (settled && invalidPauseReady(input)) || ready;
 }
 
-/** Libvirt's shut-off reason `daemon`, in words. */
-const RECONNECT_KILL =
-  'libvirtd stopped the domain, which it could not reconnect to after it restarted,';
+/**
+ * The shut-offs under runStrategy Manual that no user chose and nothing undoes (libvirt's
+ * shut-off reason, kept by stopReason across a restart of libvirtd): a crash (QEMU killed, a
+ * guest panic), a QEMU libvirtd killed because it could not reconnect to it after its own
+ * restart, and a start that failed (QEMU exited while starting, a disk or lock it could not
+ * take). Each read Ready=True ManualPower (Healthy). libvirt's `unknown` is not one: it is
+ * also what a host reboot or a restart of libvirtd leaves, which no one need fix, and Manual
+ * leaves restarting to the user.
+ */
+const MANUAL_STOPS: Readonly<Record<string, { reason: string; what: string; look?: true }>> = {
+  crashed: { reason: 'StoppedByCrash', what: 'the domain crashed' },
+  daemon: {
+    reason: 'StoppedByCrash',
+    what: 'libvirtd stopped the domain, which it could not reconnect to after it restarted,',
+  },
+  failed: { reason: 'StoppedByFailedStart', what: 'the domain failed to start', look: true },
+};
 
 function powerReadiness(input: StatusInput): ConditionUpdate {
   const { observed, problem, vm } = input;
@@ -582,32 +596,18 @@ function powerReadiness(input: StatusInput): ConditionUpdate {
           'the domain has not started yet; runStrategy Manual starts it once',
         );
       }
-      // Nor is a crash a power state the user chose (QEMU killed, a guest panic: libvirt's
-      // shut-off reason `crashed`, kept by stopReason across a restart of libvirtd), nor a
-      // QEMU libvirtd killed because it could not reconnect to it after its own restart
-      // (reason `daemon`), and under Manual nothing starts the guest again: both read
-      // Ready=True ManualPower (Healthy).
-      if (stopped === 'crashed' || stopped === 'daemon') {
+      if (stopped !== undefined && Object.hasOwn(MANUAL_STOPS, stopped)) {
+        const { reason: why, what, look } = MANUAL_STOPS[stopped]!;
+        const name = domainName(vm);
         return no(
-          'StoppedByCrash',
-          `${stopped === 'crashed' ? 'the domain crashed' : RECONNECT_KILL} and is shut off; ` +
-            `runStrategy Manual does not start it again: ` +
-            `start it (virsh start ${domainName(vm)} on node ${input.nodeName}), or set ` +
-            'runStrategy RerunOnFailure or Always to have it started, or Halted to keep it off',
-        );
-      }
-      // Nor is a start that failed (libvirt's shut-off reason `failed`: QEMU exited while
-      // starting, a disk or lock it could not take): someone asked for a run and did not get
-      // one, and under Manual nothing tries again. It read Ready=True ManualPower (Healthy).
-      // libvirt's `unknown` stays ManualPower: it is also what a host reboot or a restart of
-      // libvirtd leaves, which no one need fix, and Manual leaves restarting to the user.
-      if (!observed.active && stopReason(vm, observed.power) === 'failed') {
-        return no(
-          'StoppedByFailedStart',
-          `the domain failed to start and is shut off; runStrategy Manual does not start it ` +
-            `again: see why in libvirt's log for domain ${domainName(vm)} on node ` +
-            `${input.nodeName}, then start it (virsh start ${domainName(vm)}), or set ` +
-            'runStrategy RerunOnFailure or Always to have it started, or Halted to keep it off',
+          why,
+          `${what} and is shut off; runStrategy Manual does not start it again: ` +
+            (look
+              ? `see why in libvirt's log for domain ${name} on node ${input.nodeName}, then ` +
+                `start it (virsh start ${name})`
+              : `start it (virsh start ${name} on node ${input.nodeName})`) +
+            ', or set runStrategy RerunOnFailure or Always to have it started, or Halted to ' +
+            'keep it off',
         );
       }
       // Manual leaves the power state to the user, but a pause libvirt holds until a user acts
