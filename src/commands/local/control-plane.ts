@@ -173,28 +173,22 @@ function writeKubeletClientCerts(certs: string): void {
 }
 
 /**
- * Whether the serving certificate `pem` is valid for the IP `address`. Pure (a parse only).
- */
-export function certCoversAddress(pem: string | Buffer, address: string): boolean {
-  try {
-    return new X509Certificate(pem).checkIP(address) !== undefined;
-  } catch {
-    return false; // unreadable: as good as missing
-  }
-}
-
-/**
  * Whether clients take the serving certificate `pem` at `address` at the time `now`: it names
- * the address and has not expired (kube-apiserver makes its own for a year). Pure.
+ * the address (an IP host is checked against IP names only) and has not expired
+ * (kube-apiserver makes its own for a year). An unreadable one is as good as missing. Pure.
  */
 export function servingCertUsable(pem: string | Buffer, address: string, now: Date): boolean {
-  if (!certCoversAddress(pem, address)) return false;
+  let cert: X509Certificate;
   try {
-    const cert = new X509Certificate(pem);
-    return now >= new Date(cert.validFrom) && now < new Date(cert.validTo);
+    cert = new X509Certificate(pem);
   } catch {
     return false;
   }
+  return (
+    cert.checkIP(address) !== undefined &&
+    now >= new Date(cert.validFrom) &&
+    now < new Date(cert.validTo)
+  );
 }
 
 /**
@@ -205,7 +199,7 @@ export function servingCertUsable(pem: string | Buffer, address: string, now: Da
  * an expired one: every client refused it, and the start waited 60 s for a /readyz that could
  * never answer. Removed, it is made anew for this address.
  */
-function forgetServingCertOfAnotherAddress(certDir: string, address: string): void {
+function forgetUnusableServingCert(certDir: string, address: string): void {
   const cert = join(certDir, 'apiserver.crt');
   if (!existsSync(cert) || servingCertUsable(readFileSync(cert), address, new Date())) return;
   rmSync(cert, { force: true });
@@ -670,7 +664,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   const etcdEndpoint = `http://127.0.0.1:${etcdClientPort}`;
   const address = opts.address ?? '127.0.0.1';
   const server = `https://${address}:${port}`;
-  forgetServingCertOfAnotherAddress(join(dir, 'certs'), address);
+  forgetUnusableServingCert(join(dir, 'certs'), address);
   // What kubectl remembers of an earlier server at this address (its discovery cache is
   // trusted for hours) is wrong about this one: without the virt.dev group in it, a user's
   // first `kubectl get virt` here failed with "the server doesn't have a resource type".
