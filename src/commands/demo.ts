@@ -11,6 +11,7 @@ import type {
   VirtualNetworkManifest,
   VolumeManifest,
 } from '../api/generated/types.js';
+import { customResources, type VirtKind } from '../api/generated/crds.js';
 import { TINY_GUEST_CMDLINE } from './local/tiny-guest.js';
 
 export interface DemoInput {
@@ -174,10 +175,10 @@ export function demoToReplace(
 ): DemoReplacement[] {
   const key = (kind: string, name: string) => `${kind}/${name}`;
   const wanted = new Map(manifests.map((m) => [key(m.kind, String(m.metadata.name)), m]));
+  const ours = found.filter((f) => f.demo && wanted.has(key(f.kind, f.name)));
   const why = new Map<string, string>();
-  for (const f of found) {
-    const m = wanted.get(key(f.kind, f.name));
-    if (!m || !f.demo) continue;
+  for (const f of ours) {
+    const m = wanted.get(key(f.kind, f.name))!;
     if (f.deleting) why.set(key(f.kind, f.name), 'being deleted');
     else if (m.kind === 'Volume' && !f.imported) why.set(key(f.kind, f.name), 'not imported');
     else if (m.kind === 'Volume' && f.sha256 !== m.spec.source?.http?.sha256)
@@ -185,22 +186,29 @@ export function demoToReplace(
   }
   const going = (kind: string) =>
     manifests.some((m) => m.kind === kind && why.has(key(kind, String(m.metadata.name))));
-  for (const f of found) {
+  // Volumes before the machine: a machine goes with the Volumes its pool takes along.
+  for (const f of ours) {
     const k = key(f.kind, f.name);
-    if (!wanted.has(k) || !f.demo || why.has(k)) continue;
-    if (f.kind === 'Volume' && going('StoragePool')) why.set(k, 'its pool is replaced');
+    if (f.kind === 'Volume' && !why.has(k) && going('StoragePool'))
+      why.set(k, 'its pool is replaced');
   }
-  for (const f of found) {
+  for (const f of ours) {
     const k = key(f.kind, f.name);
-    if (!wanted.has(k) || !f.demo || why.has(k)) continue;
-    if (f.kind === 'VirtualMachine' && (going('Volume') || going('VirtualNetwork')))
+    if (f.kind === 'VirtualMachine' && !why.has(k) && (going('Volume') || going('VirtualNetwork')))
       why.set(k, 'it uses what is replaced');
   }
   const order = [...manifests].reverse().map((m) => key(m.kind, String(m.metadata.name)));
-  return found
+  return ours
     .filter((f) => why.has(key(f.kind, f.name)))
     .sort((a, b) => order.indexOf(key(a.kind, a.name)) - order.indexOf(key(b.kind, b.name)))
     .map((f) => ({ kind: f.kind, name: f.name, why: why.get(key(f.kind, f.name))! }));
+}
+
+/** "Volume default/demo-kernel", "StoragePool demo-pool": as up's lines name a demo object. */
+export function demoObjectName(kind: VirtKind, name: string): string {
+  return customResources[kind].scope === 'Namespaced'
+    ? `${kind} ${DEMO_NAMESPACE}/${name}`
+    : `${kind} ${name}`;
 }
 
 /**
@@ -214,11 +222,7 @@ export function demoToReplace(
 export function notTheDemos(found: readonly EarlierDemoObject[]): string | undefined {
   const foreign = found.filter((f) => !f.demo);
   if (foreign.length === 0) return undefined;
-  const named = foreign.map((f) =>
-    f.kind === 'VirtualMachine' || f.kind === 'Volume'
-      ? `${f.kind} ${DEMO_NAMESPACE}/${f.name}`
-      : `${f.kind} ${f.name}`,
-  );
+  const named = foreign.map((f) => demoObjectName(f.kind, f.name));
   return (
     `examples: ${named.join(', ')} ${foreign.length === 1 ? 'is' : 'are'} not the demo's ` +
     `(no label ${DEMO_LABEL.key}=${DEMO_LABEL.value}): up neither uses nor replaces ` +

@@ -29,6 +29,7 @@ import {
   demoCidr,
   demoManifests,
   demoNames,
+  demoObjectName,
   demoToApply,
   demoToReplace,
   hostIPv4Addresses,
@@ -474,13 +475,6 @@ async function applyObject(client: KubeClient, obj: VirtManifest): Promise<strin
     throw new Error(outdatedCrdMessage(obj.kind, fields, 'this libvirt-operator'), { cause: err });
   }
   return `${obj.kind} ${ns ? `${ns}/` : ''}${obj.metadata.name}`;
-}
-
-/** "Volume default/demo-kernel", "StoragePool demo-pool": as up's other lines name them. */
-function demoObjectName(kind: VirtKind, name: string): string {
-  return customResources[kind].scope === 'Namespaced'
-    ? `${kind} ${DEMO_NAMESPACE}/${name}`
-    : `${kind} ${name}`;
 }
 
 function objectPath(kind: VirtKind, name: string, namespace = DEMO_NAMESPACE): string {
