@@ -13,6 +13,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { demoManifests, demoNames } from '../../../src/commands/demo.js';
 import { cacheRoot } from '../../../src/commands/local/control-plane.js';
 import { useControlPlane } from '../../harness/control-plane.js';
+import { kubectlOk } from '../../harness/kubectl.js';
 import { collect, output, spawnCli, stopAll, waitForLine } from '../../harness/processes.js';
 
 const RUN = randomBytes(3).toString('hex');
@@ -77,16 +78,14 @@ describe('a later up --examples', () => {
 
     // Deleted while no agent runs (up stopped before it finished), and held there.
     const net = `virtualnetwork/${names.network}`;
-    const held = await cp().kubectl([
+    await kubectlOk(cp(), [
       'patch',
       net,
       '--type=json',
       '-p',
       JSON.stringify([{ op: 'add', path: '/metadata/finalizers/-', value: HOLD }]),
     ]);
-    expect(held.code, held.stderr).toBe(0);
-    const deleted = await cp().kubectl(['delete', net, '--wait=false']);
-    expect(deleted.code, deleted.stderr).toBe(0);
+    await kubectlOk(cp(), ['delete', net, '--wait=false']);
 
     const second = startUp();
     await waitForLine(second.up, /^up: examples: replacing /, 120_000).catch((err: Error) => {
@@ -94,16 +93,15 @@ describe('a later up --examples', () => {
       throw err;
     });
     // Let it go: the agent's own finalizer has gone by now or goes once it looks.
-    const got = await cp().kubectl(['get', net, '-o', 'jsonpath={.metadata.finalizers}']);
-    const index = (JSON.parse(got.stdout || '[]') as string[]).indexOf(HOLD);
-    const freed = await cp().kubectl([
+    const got = await kubectlOk(cp(), ['get', net, '-o', 'jsonpath={.metadata.finalizers}']);
+    const index = (JSON.parse(got || '[]') as string[]).indexOf(HOLD);
+    await kubectlOk(cp(), [
       'patch',
       net,
       '--type=json',
       '-p',
       JSON.stringify([{ op: 'remove', path: `/metadata/finalizers/${index}` }]),
     ]);
-    expect(freed.code, freed.stderr).toBe(0);
     await running(second.up, second.printed);
 
     const lines = second.printed();
@@ -118,12 +116,11 @@ describe('a later up --examples', () => {
     );
     expect(lines).toContain(`up: applied VirtualMachine default/${NAME}`);
     expect(lines).not.toMatch(/^up: examples: kept .*VirtualNetwork\//m);
-    const now = await cp().kubectl(['get', net, '-o', 'jsonpath={.metadata.deletionTimestamp}']);
-    expect(now.code, now.stderr).toBe(0);
-    expect(now.stdout).toBe('');
+    const now = await kubectlOk(cp(), ['get', net, '-o', 'jsonpath={.metadata.deletionTimestamp}']);
+    expect(now).toBe('');
 
     // The agent removes what it made while it still runs.
-    const cleaned = await cp().kubectl([
+    await kubectlOk(cp(), [
       'delete',
       '--wait=true',
       '--timeout=60s',
@@ -133,7 +130,6 @@ describe('a later up --examples', () => {
       net,
       `storagepool/${names.pool}`,
     ]);
-    expect(cleaned.code, cleaned.stderr).toBe(0);
     await stop(second.up);
   }, 300_000);
 
@@ -163,13 +159,11 @@ describe('a later up --examples', () => {
           ? { spec: { ...m.spec, nodeName: `elsewhere-${RUN}` } }
           : {}),
       }));
-    const applied = await cp().kubectl(['apply', '-f', '-'], {
+    await kubectlOk(cp(), ['apply', '-f', '-'], {
       input: own.map((m) => JSON.stringify(m)).join('\n'),
     });
-    expect(applied.code, applied.stderr).toBe(0);
     const net = `virtualnetwork/${theirs}-net`;
-    const deleted = await cp().kubectl(['delete', net, '--wait=false']);
-    expect(deleted.code, deleted.stderr).toBe(0);
+    await kubectlOk(cp(), ['delete', net, '--wait=false']);
 
     const { up, printed } = startUp(theirs);
     const done = await collect(up, 120_000);
@@ -178,32 +172,28 @@ describe('a later up --examples', () => {
       `VirtualNetwork ${theirs}-net, VirtualMachine default/${theirs} are not the demo's`,
     );
     expect(printed()).not.toMatch(/^up: examples: replacing /m);
-    const vm = await cp().kubectl([
+    const vm = await kubectlOk(cp(), [
       'get',
       `vm/${theirs}`,
       '-o',
       'jsonpath={.metadata.deletionTimestamp}',
     ]);
-    expect(vm.code, vm.stderr).toBe(0);
-    expect(vm.stdout).toBe('');
+    expect(vm).toBe('');
 
-    const freed = await cp().kubectl([
+    await kubectlOk(cp(), [
       'patch',
       net,
       '--type=json',
       '-p',
       JSON.stringify([{ op: 'remove', path: '/metadata/finalizers' }]),
     ]);
-    expect(freed.code, freed.stderr).toBe(0);
-    const unheld = await cp().kubectl([
+    await kubectlOk(cp(), [
       'patch',
       `vm/${theirs}`,
       '--type=merge',
       '-p',
       '{"metadata":{"finalizers":null}}',
     ]);
-    expect(unheld.code, unheld.stderr).toBe(0);
-    const cleaned = await cp().kubectl(['delete', '--wait=true', '--timeout=60s', `vm/${theirs}`]);
-    expect(cleaned.code, cleaned.stderr).toBe(0);
+    await kubectlOk(cp(), ['delete', '--wait=true', '--timeout=60s', `vm/${theirs}`]);
   }, 300_000);
 });
