@@ -71,6 +71,20 @@ export function ownedStatusFields(obj: KubeObject, fieldManager: string): unknow
 
 const LAST_APPLIED_LIMIT = 4096;
 
+/**
+ * What a status says, for telling a pass that computes it again from the same cached copy.
+ * Without lastTransitionTimes: a condition that turns in this pass is stamped with the pass's
+ * clock, so two passes a second apart would differ only there, and the second (which has
+ * nothing to add) would count as a different status, refused as a certain conflict. A digest,
+ * not the JSON: one is kept per object, for 1,000s of objects.
+ */
+export function inputDigest(status: Record<string, unknown>): string {
+  const json = JSON.stringify(status, (key, value: unknown) =>
+    key === 'lastTransitionTime' ? undefined : value,
+  );
+  return createHash('sha1').update(json).digest('base64');
+}
+
 export function createStatusWriter(client: KubeClient, opts: StatusWriterOptions): StatusWriter {
   const { resource, fieldManager } = opts;
   const listMapKeys = opts.listMapKeys ?? {};
@@ -105,8 +119,7 @@ export function createStatusWriter(client: KubeClient, opts: StatusWriterOptions
     },
     async apply(current, status) {
       const key = `${current.metadata.uid ?? ''}/${objectKey(current)}`;
-      // A digest, not the JSON: one per object, kept for 1,000s of objects.
-      const input = createHash('sha1').update(JSON.stringify(status)).digest('base64');
+      const input = inputDigest(status);
       const from = current.metadata.resourceVersion;
       const last = lastApplied.get(key);
       const desired =

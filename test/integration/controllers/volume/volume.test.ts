@@ -501,11 +501,20 @@ describe('Volume on test:///default', () => {
     });
     const warned = () => eventsOf(name).filter((e) => e.reason === 'PoolNotReady').length;
     await ctx.refresh();
+    // The second pass a second later: its Ready=False would be stamped a second later too.
+    const start = Date.now();
+    const clock = ctx.now;
+    ctx.now = () => new Date(start);
     await reconcileVolume(`${NS}/${name}`, ctx);
     expect(warned()).toBe(1);
-    // The same copy again (the watch has not brought the write back): nothing new to say.
+    // The same copy again (the watch has not brought the write back): nothing new to say,
+    // and nothing to send.
+    ctx.now = () => new Date(start + 1000);
+    const writes = ctx.writes;
     await reconcileVolume(`${NS}/${name}`, ctx);
+    ctx.now = clock;
     expect(warned()).toBe(1);
+    expect(ctx.writes).toBe(writes);
     await k.remove('Volume', NS, name);
     await converge(ctx, reconcileVolume, `${NS}/${name}`, { until: gone(name) });
   });
