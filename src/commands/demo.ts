@@ -149,6 +149,11 @@ export interface EarlierDemoObject {
   imported?: boolean;
   /** A Volume's: the digest of its http source. */
   sha256?: string;
+  /**
+   * A Volume's users that are not the demo's (demoDeletionHold), as its status lists them, and
+   * still there and not being deleted (a status no agent has written since may list one gone).
+   */
+  usedByOthers?: DemoObjectRef[];
 }
 
 /** An earlier run's object that this run deletes, waits for, and applies anew; `why` says why. */
@@ -231,6 +236,38 @@ export function notTheDemos(found: readonly EarlierDemoObject[]): string | undef
 }
 
 /**
+ * What up says, and stops at, when a demo object it is to replace is used by a user's own
+ * objects (a Volume their machine or snapshot uses): its deletion would wait for them for
+ * ever. Checked before anything is deleted, as far as the status the agent wrote shows; up's
+ * wait for each deletion checks again (the agent may list a user added while no agent ran
+ * only once up's own has looked). Undefined when none is. Pure.
+ */
+export function demoHeldByOthers(
+  replace: readonly DemoReplacement[],
+  found: readonly EarlierDemoObject[],
+): string | undefined {
+  for (const r of replace) {
+    const f = found.find((o) => o.kind === r.kind && o.name === r.name);
+    if (f?.usedByOthers?.length) return usedByOthersMessage(r.kind, r.name, f.usedByOthers);
+  }
+  return undefined;
+}
+
+/** The words of demoHeldByOthers, also for a user found during up's wait for a deletion. */
+export function usedByOthersMessage(
+  kind: VirtKind,
+  name: string,
+  others: readonly DemoObjectRef[],
+): string {
+  const named = others.map((o) => demoObjectName(o.kind, o.name)).join(', ');
+  return (
+    `examples: ${demoObjectName(kind, name)} of an earlier run is to be made anew, but ` +
+    `${named} ${others.length === 1 ? 'uses' : 'use'} it, which up did not make and does not ` +
+    'delete: delete or change that, or choose another --examples-name'
+  );
+}
+
+/**
  * How up's boot line says when the demo machine came up: one it found Running already was
  * booted by an earlier run; one this run applied came up so long after the apply; one an
  * earlier run made that this run only watched start (runStrategy patched meanwhile) was not
@@ -259,4 +296,50 @@ export function hostIPv4Addresses(): string[] {
   return Object.values(networkInterfaces())
     .flat()
     .flatMap((a) => (a && a.family === 'IPv4' ? [a.address] : []));
+}
+
+/** What an earlier demo object's deletion waits for, as its status tells (demoDeletionHold). */
+export interface DemoDeletionHold {
+  /** The message of a DeletionBlocked=True condition, top level or a node entry's. */
+  message?: string;
+  /**
+   * A Volume's users (status.usedBy) that are not the demo's own objects: a user's machine or
+   * snapshot using the demo's disk, which up will not delete and which never lets go by itself.
+   */
+  foreign: DemoObjectRef[];
+}
+
+/** An object in the demo's namespace (or cluster-scoped), by kind and name. */
+export interface DemoObjectRef {
+  kind: VirtKind;
+  name: string;
+}
+
+/**
+ * Why the deletion of an earlier demo object (demoToReplace) has not ended yet, from the object
+ * as read: up says the message once, and gives up at once when only a user can end it (a
+ * user's own object using a demo Volume), instead of waiting out its timeout without a word.
+ * Pure.
+ */
+export function demoDeletionHold(
+  obj: { status?: object },
+  manifests: readonly VirtManifest[],
+): DemoDeletionHold {
+  type Condition = { type?: string; status?: string; message?: string };
+  // Any kind's status: conditions, a cluster-scoped kind's node entries, a Volume's usedBy.
+  const status = (obj.status ?? {}) as Record<string, unknown>;
+  const nodes = (status.nodes as Array<{ conditions?: Condition[] }> | undefined) ?? [];
+  const conditions = [
+    ...((status.conditions as Condition[] | undefined) ?? []),
+    ...nodes.flatMap((n) => n.conditions ?? []),
+  ];
+  const blocked = conditions.find((c) => c.type === 'DeletionBlocked' && c.status === 'True');
+  const demo = new Set(manifests.map((m) => `${m.kind}/${String(m.metadata.name)}`));
+  const usedBy = (status.usedBy as DemoObjectRef[] | undefined) ?? [];
+  return {
+    ...(blocked?.message ? { message: blocked.message } : {}),
+    foreign: usedBy
+      .filter((u) => !demo.has(`${u.kind}/${u.name}`))
+      .map((u) => ({ kind: u.kind, name: u.name })),
+  };
 }

@@ -27,6 +27,8 @@ import {
   bootedWhen,
   DEMO_NAMESPACE,
   demoCidr,
+  demoDeletionHold,
+  demoHeldByOthers,
   demoManifests,
   demoNames,
   demoObjectName,
@@ -34,7 +36,9 @@ import {
   demoToReplace,
   hostIPv4Addresses,
   notTheDemos,
+  usedByOthersMessage,
   DEMO_LABEL,
+  type DemoObjectRef,
   type EarlierDemoObject,
   type DemoNames,
 } from './demo.js';
@@ -496,10 +500,28 @@ async function getObject<T>(
   }
 }
 
+/** The objects of `refs` that exist and are not being deleted (they would let go). */
+async function present(
+  client: KubeClient,
+  refs: readonly DemoObjectRef[],
+): Promise<DemoObjectRef[]> {
+  const there: DemoObjectRef[] = [];
+  for (const ref of refs) {
+    const obj = await getObject<{ metadata: { deletionTimestamp?: string } }>(
+      client,
+      ref.kind,
+      ref.name,
+    );
+    if (obj && !obj.metadata.deletionTimestamp) there.push(ref);
+  }
+  return there;
+}
+
 async function deleteAndWait(
   client: KubeClient,
   kind: VirtKind,
   name: string,
+  manifests: readonly VirtManifest[],
   stop: StopListener,
 ): Promise<void> {
   try {
@@ -507,11 +529,24 @@ async function deleteAndWait(
   } catch (err) {
     if (!isNotFound(err)) throw err;
   }
+  const what = demoObjectName(kind, name);
   const deadline = Date.now() + 180_000;
-  while ((await getObject(client, kind, name)) !== undefined) {
+  let said: string | undefined;
+  for (;;) {
+    const obj = await getObject<{ status?: object }>(client, kind, name);
+    if (obj === undefined) return;
     stop.check();
-    if (Date.now() > deadline)
-      throw new Error(`${kind} ${name} of an earlier demo was not deleted within 180 s`);
+    const hold = demoDeletionHold(obj, manifests);
+    const others = await present(client, hold.foreign);
+    if (others.length > 0) throw new Error(usedByOthersMessage(kind, name, others));
+    if (hold.message && hold.message !== said) {
+      said = hold.message;
+      say(`examples: waiting for ${what} to be deleted: ${said}`);
+    }
+    if (Date.now() > deadline) {
+      const why = said ? ` (${said})` : '';
+      throw new Error(`${what} of an earlier demo was not deleted within 180 s${why}`);
+    }
     await new Promise((r) => setTimeout(r, 500));
   }
 }
@@ -587,16 +622,19 @@ async function applyDemo(
       deleting: obj.metadata.deletionTimestamp !== undefined,
       imported: findCondition(obj.status?.conditions, 'Imported')?.status === 'True',
       sha256: obj.spec.source?.http?.sha256,
+      usedByOthers: await present(client, demoDeletionHold(obj, manifests).foreign),
     });
   }
   const foreign = notTheDemos(found);
   if (foreign) throw new Error(foreign);
   const replace = demoToReplace(manifests, found);
+  const held = demoHeldByOthers(replace, found);
+  if (held) throw new Error(held);
   if (replace.length > 0) {
     say(
       `examples: replacing ${replace.map((r) => `${demoObjectName(r.kind, r.name)} (${r.why})`).join(', ')} of an earlier run`,
     );
-    for (const r of replace) await deleteAndWait(client, r.kind, r.name, stop);
+    for (const r of replace) await deleteAndWait(client, r.kind, r.name, manifests, stop);
   }
 
   const started = Date.now();

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { demoManifests, demoNames } from '../../../src/commands/demo.js';
 import { cacheRoot } from '../../../src/commands/local/control-plane.js';
+import { until } from '../../harness/agent.js';
 import { useControlPlane } from '../../harness/control-plane.js';
 import { kubectlOk } from '../../harness/kubectl.js';
 import { collect, output, spawnCli, stopAll, waitForLine } from '../../harness/processes.js';
@@ -74,7 +75,57 @@ describe('a later up --examples', () => {
     const first = startUp();
     await running(first.up, first.printed);
     expect(first.printed()).toContain(`up: applied VirtualNetwork ${names.network}`);
+    // A user's own machine on the demo's kernel Volume, listed in its status by the agent.
+    const mine = `mine-${RUN}`;
+    await kubectlOk(cp(), ['apply', '-f', '-'], {
+      input: JSON.stringify({
+        apiVersion: 'virt.dev/v1alpha1',
+        kind: 'VirtualMachine',
+        metadata: { name: mine, namespace: 'default' },
+        spec: {
+          nodeName: NODE,
+          vcpus: 1,
+          memory: '64Mi',
+          disks: [{ name: 'root', volume: names.kernel }],
+        },
+      }),
+    });
+    const kernel = `volume/${names.kernel}`;
+    await until(`${kernel} used by ${mine} in its status`, async () =>
+      (await kubectlOk(cp(), ['get', kernel, '-o', 'jsonpath={.status.usedBy}'])).includes(mine),
+    );
     await stop(first.up);
+
+    // The next run is to make that Volume anew (the test driver imports nothing): it stops at
+    // once, saying what holds it, and deletes nothing (it waited 180 s for a deletion that only
+    // the user could end, without a word, after deleting the demo's machine).
+    const held = startUp();
+    const heldDone = await collect(held.up, 120_000);
+    expect(heldDone.code, held.printed()).not.toBe(0);
+    expect(held.printed()).toContain(
+      `examples: Volume default/${names.kernel} of an earlier run is to be made anew, but ` +
+        `VirtualMachine default/${mine} uses it`,
+    );
+    expect(held.printed()).not.toMatch(/^up: examples: replacing /m);
+    const deleting = await kubectlOk(cp(), [
+      'get',
+      `vm/${mine}`,
+      `vm/${names.vm}`,
+      kernel,
+      '-o',
+      'jsonpath={.items[*].metadata.deletionTimestamp}',
+    ]);
+    expect(deleting).toBe('');
+    // Gone without an agent (the test driver kept no domain of it): its status stays on the
+    // Volume, which the next run must not take for a user still there.
+    await kubectlOk(cp(), [
+      'patch',
+      `vm/${mine}`,
+      '--type=merge',
+      '-p',
+      '{"metadata":{"finalizers":null}}',
+    ]);
+    await kubectlOk(cp(), ['delete', '--wait=true', '--timeout=60s', `vm/${mine}`]);
 
     // Deleted while no agent runs (up stopped before it finished), and held there.
     const net = `virtualnetwork/${names.network}`;

@@ -6,6 +6,8 @@ import type { VirtualMachine } from '../../../src/api/generated/types.js';
 import {
   bootedWhen,
   demoCidr,
+  demoDeletionHold,
+  demoHeldByOthers,
   demoManifests,
   demoNames,
   demoToApply,
@@ -231,6 +233,75 @@ describe('demoToReplace', () => {
     expect(
       replaced(earlier({ 'VirtualNetwork/demo-net': { demo: false, deleting: true } })),
     ).toEqual([]);
+  });
+
+  it("stops before deleting anything when a user's machine uses a Volume to replace", () => {
+    const mine = [{ kind: 'VirtualMachine' as const, name: 'mine' }];
+    const found = earlier({ 'Volume/demo-kernel': { imported: false, usedByOthers: mine } });
+    expect(demoHeldByOthers(demoToReplace(docs, found), found)).toBe(
+      'examples: Volume default/demo-kernel of an earlier run is to be made anew, but ' +
+        'VirtualMachine default/mine uses it, which up did not make and does not delete: ' +
+        'delete or change that, or choose another --examples-name',
+    );
+    // A user of a Volume that stays is no reason to stop.
+    const kept = earlier({ 'Volume/demo-kernel': { usedByOthers: mine } });
+    expect(demoHeldByOthers(demoToReplace(docs, kept), kept)).toBeUndefined();
+  });
+});
+
+describe('demoDeletionHold', () => {
+  const docs = demoManifests(input);
+  const blocked = (message: string) => ({
+    type: 'DeletionBlocked',
+    status: 'True',
+    reason: 'InUse',
+    message,
+  });
+
+  it("names a user's objects using a demo Volume, not the demo's own machine", () => {
+    const hold = demoDeletionHold(
+      {
+        status: {
+          conditions: [blocked('deletion waits until no longer used by VirtualMachine mine')],
+          usedBy: [
+            { kind: 'VirtualMachine', name: 'demo' },
+            { kind: 'VirtualMachine', name: 'mine' },
+            { kind: 'VirtualMachineSnapshot', name: 'snap' },
+          ],
+        },
+      },
+      docs,
+    );
+    expect(hold).toEqual({
+      message: 'deletion waits until no longer used by VirtualMachine mine',
+      foreign: [
+        { kind: 'VirtualMachine', name: 'mine' },
+        { kind: 'VirtualMachineSnapshot', name: 'snap' },
+      ],
+    });
+  });
+
+  it("gives a node entry's DeletionBlocked message (a pool's), and nothing foreign", () => {
+    const hold = demoDeletionHold(
+      {
+        status: {
+          conditions: [{ type: 'Ready', status: 'True', reason: 'Ready', message: '' }],
+          nodes: [{ nodeName: 'host-1', conditions: [blocked('waits for its Volumes')] }],
+        },
+      },
+      docs,
+    );
+    expect(hold).toEqual({ message: 'waits for its Volumes', foreign: [] });
+  });
+
+  it('says nothing of an object whose deletion nothing holds', () => {
+    expect(demoDeletionHold({}, docs)).toEqual({ foreign: [] });
+    expect(
+      demoDeletionHold(
+        { status: { conditions: [{ ...blocked('old'), status: 'False' }], usedBy: [] } },
+        docs,
+      ),
+    ).toEqual({ foreign: [] });
   });
 });
 
