@@ -29,6 +29,7 @@ import {
   isConnectionError,
   isLibvirtError,
   isNotFound,
+  isOperationInvalid,
   isOutOfPciSlots,
   isRefusedDefinition,
   isTimeout,
@@ -368,16 +369,37 @@ async function recordRun(
     );
   } catch (err) {
     if (isLibvirtError(err) && isUnsupported(err)) return REFUSED;
+    // The run it was for ended meanwhile (a guest shut down since the pass looked): nothing to
+    // record, nor to say; the next start writes its own record.
+    if (await runEnded(domain, err)) return undefined;
     // Any other refusal is noted (rememberRecordFailures logs it) and the pass goes on: the
     // record is a hint for a later upgrade, never worth a failed start or a False condition.
     // It is asked again at the next pass that wants it, not given up like an unsupported call:
-    // what else refuses it tends to pass (the domain's job lock busy, the domain gone meanwhile,
-    // the connection dropped), a retry is one call on a pass that happens anyway (no requeue is
+    // what else refuses it tends to pass (the domain's job lock busy, the connection dropped), a retry is one call on a pass that happens anyway (no requeue is
     // made for it), and a run left without its record is judged against an observedGeneration
     // that moves on with every pass, which holds an edit it never applied.
     failures.push(recordFailure('run', err));
   }
   return undefined;
+}
+
+/**
+ * Whether a refused record was for a run that has ended: libvirt refuses a LIVE change of a
+ * domain that is not running (VIR_ERR_OPERATION_INVALID, "domain is not running"), and a
+ * domain undefined meanwhile is not found. Asked of the domain only after such a refusal, not
+ * before every record: the pass looked at the domain once, and a run seldom ends in between.
+ * The code alone does not tell: libvirt gives it for other refusals too (a transient domain's
+ * persistent definition).
+ */
+async function runEnded(domain: Domain, err: unknown): Promise<boolean> {
+  if (isNotFound(err, 'domain')) return true;
+  if (!isOperationInvalid(err)) return false;
+  try {
+    return !(await domain.isActive());
+  } catch (again) {
+    // Not known: the refusal is noted as it came.
+    return isNotFound(again, 'domain');
+  }
 }
 
 function recordFailure(record: RecordFailure['record'], err: unknown): RecordFailure {
