@@ -66,7 +66,8 @@ export interface HostState {
   restartsUnrecordable: Set<string>;
   /**
    * The kinds of refusal of a domain's metadata records this process has logged, by machine
-   * uid (virtual-machine/act.ts rememberRecordFailures): said once, not at every pass.
+   * uid (virtual-machine/act.ts rememberRecordFailures): said once, not at every pass, until a
+   * record of that sort is written again.
    */
   recordFailuresLogged: Map<string, Set<string>>;
   /**

@@ -29,6 +29,7 @@ import {
   isConnectionError,
   isLibvirtError,
   isNotFound,
+  isOperationInvalid,
   isOutOfPciSlots,
   isRefusedDefinition,
   isTimeout,
@@ -83,6 +84,14 @@ export interface ActOutcome {
    * without them (rememberRecordFailures logs them).
    */
   recordFailures?: RecordFailure[];
+  /** Records the driver took (rememberRecordFailures: a later refusal of that kind is news). */
+  recordsWritten?: Array<RecordFailure['record']>;
+}
+
+/** What became of the metadata records a pass wrote (ActOutcome recordFailures, recordsWritten). */
+interface RecordResults {
+  failures: RecordFailure[];
+  written: Set<RecordFailure['record']>;
 }
 
 /** A metadata record the driver refused other than as unsupported, and why. */
@@ -137,14 +146,15 @@ export async function actMachine(
   const refused: MachineStep[] = [];
   let failure: StepFailure | undefined;
   let unrecordable = false;
-  const recordFailures: RecordFailure[] = [];
+  const records: RecordResults = { failures: [], written: new Set() };
   const outcome = (): ActOutcome => ({
     executed,
     deferred,
     detachErrors,
     failure,
     ...(unrecordable ? { restartsUnrecordable: true } : {}),
-    ...(recordFailures.length > 0 ? { recordFailures } : {}),
+    ...(records.failures.length > 0 ? { recordFailures: records.failures } : {}),
+    ...(records.written.size > 0 ? { recordsWritten: [...records.written] } : {}),
   });
   for (const step of steps) {
     // The device steps before it wrote their own changes: nothing to redefine. A refused
@@ -165,7 +175,7 @@ export async function actMachine(
       else if (step.op === 'removeStashes') await removeStashes(step.path);
       else if (!target) throw new Error(`step ${step.op} has no domain: the plan lacks a define`);
       else if (step.op === 'destroy' && onLane) await destroyOnLane(target, onLane);
-      else if ((await onDomain(target, step, recordFailures)) === REFUSED) {
+      else if ((await onDomain(target, step, records)) === REFUSED) {
         unrecordable = true;
         // Nothing changed: a forgetRestart that did not take effect is not an executed step.
         if (step.op === 'forgetRestart') continue;
@@ -254,8 +264,8 @@ async function define(conn: Connect, doc: DomainDocument): Promise<Domain> {
 async function onDomain(
   domain: Domain,
   step: Exclude<MachineStep, { op: 'define' }>,
-  /** Where a record the driver refused (not as unsupported) is noted. */
-  failures: RecordFailure[],
+  /** Where a record written, or refused other than as unsupported, is noted. */
+  records: RecordResults,
 ) {
   switch (step.op) {
     case 'setMemory':
@@ -276,7 +286,7 @@ async function onDomain(
       const recorded =
         step.restartCount === undefined
           ? undefined
-          : await recordRestart(domain, step.restartCount, failures);
+          : await recordRestart(domain, step.restartCount, records);
       await (step.paused ? startPaused(domain) : domain.create());
       // After the create, not before it: a call in between kept a new machine's domain shut off
       // longer after its define, and a snapshot asked before the machine existed found it so
@@ -289,22 +299,21 @@ async function onDomain(
               domain,
               step.generation,
               DomainDeviceModifyFlags.LIVE | DomainDeviceModifyFlags.CONFIG,
-              failures,
+              records,
             );
       return recorded ?? run;
     }
     case 'recordRestart':
-      if (step.restartCount !== undefined)
-        return recordRestart(domain, step.restartCount, failures);
+      if (step.restartCount !== undefined) return recordRestart(domain, step.restartCount, records);
       return;
     case 'forgetRestart':
-      return recordRestart(domain, step.restartCount, failures);
+      return recordRestart(domain, step.restartCount, records);
     case 'recordRun':
       return recordRun(
         domain,
         step.generation,
         DomainDeviceModifyFlags.LIVE | (step.persistent ? DomainDeviceModifyFlags.CONFIG : 0),
-        failures,
+        records,
       );
     case 'shutdown':
       return domain.shutdown();
@@ -324,7 +333,7 @@ async function onDomain(
 async function recordRestart(
   domain: Domain,
   count: number,
-  failures: RecordFailure[],
+  records: RecordResults,
 ): Promise<typeof REFUSED | undefined> {
   try {
     await domain.setMetadata(
@@ -334,12 +343,13 @@ async function recordRestart(
       RESTARTS_NAMESPACE,
       DomainDeviceModifyFlags.CONFIG,
     );
+    records.written.add('restarts');
   } catch (err) {
     // Left to the status (reconcile.ts countedRestarts). A driver without the call refuses
     // it on every pass: said, so that the caller stops asking (rememberRestartsUnrecordable).
     if (isLibvirtError(err) && isUnsupported(err)) return REFUSED;
     // Any other refusal may pass (see recordRun): asked again, and logged.
-    failures.push(recordFailure('restarts', err));
+    records.failures.push(recordFailure('restarts', err));
   }
   return undefined;
 }
@@ -356,7 +366,7 @@ async function recordRun(
   generation: number,
   /** LIVE for a run that has none (runToRecord), else LIVE|CONFIG. */
   where: number,
-  failures: RecordFailure[],
+  records: RecordResults,
 ): Promise<typeof REFUSED | undefined> {
   try {
     await domain.setMetadata(
@@ -366,18 +376,40 @@ async function recordRun(
       RUN_NAMESPACE,
       where,
     );
+    records.written.add('run');
   } catch (err) {
     if (isLibvirtError(err) && isUnsupported(err)) return REFUSED;
+    // The run it was for ended meanwhile (a guest shut down since the pass looked): nothing to
+    // record, nor to say; the next start writes its own record.
+    if (await runEnded(domain, err)) return undefined;
     // Any other refusal is noted (rememberRecordFailures logs it) and the pass goes on: the
     // record is a hint for a later upgrade, never worth a failed start or a False condition.
     // It is asked again at the next pass that wants it, not given up like an unsupported call:
-    // what else refuses it tends to pass (the domain's job lock busy, the domain gone meanwhile,
-    // the connection dropped), a retry is one call on a pass that happens anyway (no requeue is
+    // what else refuses it tends to pass (the domain's job lock busy, the connection dropped), a retry is one call on a pass that happens anyway (no requeue is
     // made for it), and a run left without its record is judged against an observedGeneration
     // that moves on with every pass, which holds an edit it never applied.
-    failures.push(recordFailure('run', err));
+    records.failures.push(recordFailure('run', err));
   }
   return undefined;
+}
+
+/**
+ * Whether a refused record was for a run that has ended: libvirt refuses a LIVE change of a
+ * domain that is not running (VIR_ERR_OPERATION_INVALID, "domain is not running"), and a
+ * domain undefined meanwhile is not found. Asked of the domain only after such a refusal, not
+ * before every record: the pass looked at the domain once, and a run seldom ends in between.
+ * The code alone does not tell: libvirt gives it for other refusals too (a transient domain's
+ * persistent definition).
+ */
+async function runEnded(domain: Domain, err: unknown): Promise<boolean> {
+  if (isNotFound(err, 'domain')) return true;
+  if (!isOperationInvalid(err)) return false;
+  try {
+    return !(await domain.isActive());
+  } catch (again) {
+    // Not known: the refusal is noted as it came.
+    return isNotFound(again, 'domain');
+  }
 }
 
 function recordFailure(record: RecordFailure['record'], err: unknown): RecordFailure {
@@ -411,16 +443,22 @@ export function rememberRestartsUnrecordable(
 
 /**
  * Logs the records a pass's driver refused other than as unsupported (ActOutcome
- * recordFailures), once per machine (by uid) and kind of refusal for as long as this process
- * knows the machine (HostState recordFailuresLogged): they are asked again on later passes,
- * which would otherwise repeat the line at every pass, and a new kind is said as it comes.
+ * recordFailures), once per machine (by uid) and kind of refusal until a record of that sort
+ * (run or restarts) is written again (HostState recordFailuresLogged): they are asked again on
+ * later passes, which would otherwise repeat the line at every pass, and a new kind is said as
+ * it comes. A refusal after a record that took is a new episode, said again: remembered for as
+ * long as the process knows the machine, a refusal hours later went unsaid.
  */
 export function rememberRecordFailures(
   logged: Map<string, Set<string>>,
   uid: string,
-  outcome: Pick<ActOutcome, 'recordFailures'>,
+  outcome: Pick<ActOutcome, 'recordFailures' | 'recordsWritten'>,
   log: Pick<Logger, 'warn'>,
 ): void {
+  const said = logged.get(uid);
+  for (const record of outcome.recordsWritten ?? [])
+    for (const key of said ?? []) if (key.startsWith(`${record} `)) said?.delete(key);
+  if (said?.size === 0) logged.delete(uid);
   for (const failure of outcome.recordFailures ?? []) {
     const kinds = logged.get(uid) ?? new Set<string>();
     const key = `${failure.record} ${failure.kind}`;
@@ -431,10 +469,11 @@ export function rememberRecordFailures(
       failure.record === 'run'
         ? "libvirt refused to record the run's generation in the domain's metadata: the run is " +
             "judged against the record it has (without one, the status's observedGeneration) " +
-            'meanwhile; asked again at the next passes (said once per kind of error)'
+            'meanwhile; asked again at the next passes (said once per kind of error until ' +
+            'one is recorded)'
         : "libvirt refused to record the restart count in the domain's metadata: the count is " +
             'kept in the status meanwhile; asked again at the next passes (said once per kind ' +
-            'of error)',
+            'of error until one is recorded)',
     );
   }
 }

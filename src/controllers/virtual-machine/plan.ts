@@ -1549,8 +1549,12 @@ export function passSettled(pass: {
  * the domain). Without it every machine whose spec was edited live since its start counted as
  * changed for good, and a later upgrade's defaults restarted it though nobody asked
  * (restartHold). A run still pending keeps its record: the next spec change restarts it, as
- * RestartRequired says. Not a checkpoint a restore brought back (runToRecord keeps its own),
- * a run without a record yet (runRecord weighs it against runToRecord's), nor on a driver that
+ * RestartRequired says. A checkpoint a restore brought back too, once it took a later spec on
+ * live: it then reflects that generation as any run does, and is judged so from then on
+ * (restoredRun drops a run whose record is newer than the generation it was brought back under);
+ * kept at that generation, an upgrade's new default restarted it though nobody had changed a
+ * restart-time field since (heldByRestore no longer held it, the spec being newer). Not a run
+ * without a record yet (runRecord weighs it against runToRecord's), nor on a driver that
  * refused domain metadata. Also into the persistent definition, which with nothing pending reflects
  * that generation too (a live edit went to both): a run `virsh start`ed from it otherwise
  * inherited the older start's record and was restarted for a difference the spec did not cause.
@@ -1572,7 +1576,6 @@ export function runCaughtUp(
   if (pass.unrecordable || !pass.resolved || !pass.settled || pass.pending.length > 0)
     return undefined;
   if (domain.state !== 'ours' || !domain.active || !domain.live) return undefined;
-  if (pass.restoredRun !== undefined && pass.restoredRun.run === domain.id) return undefined;
   const recorded = domain.live.startedUnder;
   const generation = vm.metadata.generation ?? 0;
   return recorded === undefined || recorded === generation
@@ -1694,14 +1697,35 @@ const HELD_RUN = new RegExp(`this run \\(run (\\d+)\\) ${HELD_BY_RESTORE} under 
  * generation the machine's status last observed: this controller stands aside while a restore
  * runs, so a spec edited meanwhile is a later generation, the user's change, which is not held.
  * The records come first: the reason lasts as long as the guest's state does not change,
- * across spec edits. Pure.
+ * across spec edits. Not a run that took a later spec on live since (its record newer): one
+ * judged by the restore rule then would keep that older generation, and an upgrade's new
+ * default restarted it. Pure.
  */
 export function restoredRun(
   vm: VirtualMachine,
-  domain: { active: boolean; id?: number; power: { reason: string } },
+  domain: {
+    active: boolean;
+    id?: number;
+    power: { reason: string };
+    /** The running definition, whose record (startedUnder) may have moved on (runCaughtUp). */
+    live?: { startedUnder?: number } | undefined;
+  },
   remembered: RestoredRun | undefined,
 ): RestoredRun | undefined {
   if (!domain.active || domain.id === undefined || domain.id < 0) return undefined;
+  const restored = restoredBy(vm, { ...domain, id: domain.id }, remembered);
+  // Records only move on: runToRecord writes the generation the run was brought back under
+  // (the snapshot's own record is older), runCaughtUp a later one the run took on live. A run
+  // whose record is newer took that spec on live, and is judged as any run from then on.
+  const record = domain.live?.startedUnder;
+  return restored && record !== undefined && record > restored.generation ? undefined : restored;
+}
+
+function restoredBy(
+  vm: VirtualMachine,
+  domain: { id: number; power: { reason: string } },
+  remembered: RestoredRun | undefined,
+): RestoredRun | undefined {
   if (remembered?.run === domain.id) return remembered;
   const recorded = recordedRestoredRun(vm.status);
   if (recorded?.run === domain.id) return recorded;

@@ -23,8 +23,10 @@ import {
   Connect,
   DomainMetadataType,
   DomainModificationImpact,
+  DomainXMLFlags,
   type Domain,
 } from '../../../../src/libvirt/index.js';
+import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import {
   ErrorCode,
   ErrorDomain,
@@ -2085,6 +2087,57 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     await converge(ctx, reconcileVirtualMachine, key(name), { until: runningSynced });
     expect(stops()).toBe(before + 1);
     expect(await runId()).not.toBe(restored);
+    await k.remove('VirtualMachine', NS, name);
+    await converge(ctx, reconcileVirtualMachine, key(name), {
+      until: stored(vmOf, (o) => o === undefined),
+    });
+  });
+
+  it('moves a restored checkpoint’s record on once it takes an edit live, for a later agent', async () => {
+    const name = unique('live');
+    const { vm, vmOf, runningSynced, runId, stops } = await restartPolicyVm(name);
+    await snapshot(`${name}-1`, name);
+    await k.create('VirtualMachineRestore', {
+      metadata: { name: `${name}-back`, namespace: NS },
+      spec: { vmName: name, snapshotName: `${name}-1` },
+    });
+    await converge(ctx, reconcileVirtualMachineRestore, key(`${name}-back`), {
+      until: stored(
+        () => restoreOf(`${name}-back`),
+        (o) => o?.status?.phase === 'Succeeded',
+      ),
+    });
+    await converge(ctx, reconcileVirtualMachine, key(name), { until: runningSynced });
+    const restored = await runId();
+    const domain = await conn.lookupDomainByUUIDString(String(vm.metadata.uid));
+    const records = async () =>
+      Promise.all(
+        [0, DomainXMLFlags.INACTIVE].map(
+          async (flags) => parseDomainXML(await domain.getXMLDesc(flags)).startedUnder,
+        ),
+      );
+    // An edit the run takes on live (one that changes nothing in the domain): the run now
+    // reflects that generation, as a run the agent started does, and records it. Kept at the
+    // generation it was brought back under, a later agent whose defaults differ restarted it
+    // though nobody changed a restart-time field since (plan.ts runCaughtUp, restoredRun).
+    await k.patchSpec('VirtualMachine', NS, name, { terminationGracePeriodSeconds: 9 });
+    await converge(ctx, reconcileVirtualMachine, key(name), { until: runningSynced });
+    const edited = vmOf()!.metadata.generation;
+    expect(await runId()).toBe(restored);
+    expect(await records()).toEqual([edited, edited]);
+    // The passes after it, and a new agent's, leave it so.
+    const successor = snapshotContext({
+      kubeConfig: controlPlane().kubeConfig,
+      conn,
+      nodeName: NODE,
+      stateDir,
+    });
+    for (const c of [ctx, successor]) {
+      for (let pass = 0; pass < 2; pass++) await converge(c, reconcileVirtualMachine, key(name));
+      expect(await records()).toEqual([edited, edited]);
+    }
+    expect(await runId()).toBe(restored);
+    expect(stops()).toBe(0);
     await k.remove('VirtualMachine', NS, name);
     await converge(ctx, reconcileVirtualMachine, key(name), {
       until: stored(vmOf, (o) => o === undefined),

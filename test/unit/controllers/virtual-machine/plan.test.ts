@@ -553,7 +553,9 @@ describe('powerPlan', () => {
       `pending: spec.maxMemory; ${heldMarker({ run: 7, generation: 2 })} with its own definition`,
     );
     const at = (run: number, generation: number) => ({ run, generation });
-    const cases: Array<[string, VirtualMachine, typeof resumed, unknown, RestoredRun?]> = [
+    const recorded = (startedUnder: number) => ({ ...resumed, live: { startedUnder } });
+    type Running = typeof resumed & { live?: { startedUnder: number } };
+    const cases: Array<[string, VirtualMachine, Running, unknown, RestoredRun?]> = [
       [
         'the reason names it, under the generation the status last observed',
         vm(spec, { status: { ...status, observedGeneration: 5 }, generation: 5 }),
@@ -575,6 +577,28 @@ describe('powerPlan', () => {
         at(7, 3),
       ],
       ['resumed, remembered', vm(spec, { status }), resumed, at(7, 3), at(7, 3)],
+      [
+        'resumed, remembered, its record the same',
+        vm(spec, { status }),
+        recorded(3),
+        at(7, 3),
+        at(7, 3),
+      ],
+      // It took a later spec on live (plan.ts runCaughtUp): judged as any run from then on.
+      [
+        'resumed, remembered, its record newer',
+        vm(spec, { status }),
+        recorded(4),
+        undefined,
+        at(7, 3),
+      ],
+      ['named in status, its record newer', held(named, 4), recorded(4), undefined],
+      [
+        'the reason, its record newer than the status observed',
+        vm(spec, { status, generation: 5 }),
+        { ...recorded(5), power: { state: 'running', reason: 'from_snapshot' } },
+        undefined,
+      ],
       ['resumed, named in status', held(named, 4), resumed, at(7, 2)],
       ['a later run', held(named), { ...resumed, id: 8 }, undefined, at(7, 3)],
       [

@@ -144,14 +144,14 @@ describe("a run's record the driver refuses", () => {
   const error = (code: number) =>
     new LibvirtError(`refused (${code})`, { code, domain: ErrorDomain.VIR_FROM_DOMAIN, level: 2 });
   function refusing() {
-    const state: { refuse: number; calls: number } = {
+    const state: { refuse: number | undefined; calls: number } = {
       refuse: ErrorCode.VIR_ERR_INTERNAL_ERROR,
       calls: 0,
     };
     const domain = {
       setMetadata: () => {
         state.calls++;
-        return Promise.reject(error(state.refuse));
+        return state.refuse === undefined ? Promise.resolve() : Promise.reject(error(state.refuse));
       },
       create: () => Promise.resolve(),
     } as unknown as Domain;
@@ -206,5 +206,55 @@ describe("a run's record the driver refuses", () => {
     ]);
     rememberRecordFailures(logged, 'another-uid', other, log as never);
     expect(warned).toHaveLength(3);
+    // A record that takes ends the episode: the same refusal later is said again, for that
+    // sort of record only (a restart count written says nothing of the run's record).
+    fake.state.refuse = undefined;
+    await pass([{ op: 'forgetRestart', restartCount: 2 }]);
+    fake.state.refuse = ErrorCode.VIR_ERR_INTERNAL_ERROR;
+    await pass([{ op: 'recordRun', generation: 7 }]);
+    expect(warned).toHaveLength(3);
+    fake.state.refuse = undefined;
+    await pass([{ op: 'recordRun', generation: 7 }]);
+    fake.state.refuse = ErrorCode.VIR_ERR_INTERNAL_ERROR;
+    await pass([{ op: 'recordRun', generation: 7 }]);
+    await pass([{ op: 'recordRun', generation: 7 }]);
+    expect(warned).toHaveLength(4);
+    expect(warned[3]?.msg).toMatch(/refused to record the run's generation/);
+  });
+
+  // A pass with no steps writes the record from what it first saw: a guest that shut down in
+  // between is no refusal worth a line (libvirt: "domain is not running"), nor is a domain
+  // undefined meanwhile; the same code for a domain that still runs is.
+  it('is quiet for a run that ended meanwhile', async () => {
+    const notRunning = new LibvirtError('Requested operation is not valid: domain is not running', {
+      code: ErrorCode.VIR_ERR_OPERATION_INVALID,
+      domain: ErrorDomain.VIR_FROM_DOMAIN,
+      level: 2,
+    });
+    const gone = new LibvirtError('Domain not found', {
+      code: ErrorCode.VIR_ERR_NO_DOMAIN,
+      domain: ErrorDomain.VIR_FROM_DOMAIN,
+      level: 2,
+    });
+    const cases: Array<[string, Error, () => Promise<boolean>, number]> = [
+      ['shut down', notRunning, () => Promise.resolve(false), 0],
+      ['shut down, then undefined', notRunning, () => Promise.reject(gone), 0],
+      ['undefined', gone, () => Promise.resolve(false), 0],
+      ['still running', notRunning, () => Promise.resolve(true), 1],
+    ];
+    for (const [what, refusal, isActive, logs] of cases) {
+      const domain = {
+        setMetadata: () => Promise.reject(refusal),
+        isActive,
+      } as unknown as Domain;
+      const warned: string[] = [];
+      const outcome = await actMachine({} as Connect, domain, [
+        { op: 'recordRun', generation: 4, persistent: true },
+      ]);
+      rememberRecordFailures(new Map(), UID, outcome, {
+        warn: (_f: object, m: string) => warned.push(m),
+      } as never);
+      expect([what, outcome.failure, warned.length]).toEqual([what, undefined, logs]);
+    }
   });
 });

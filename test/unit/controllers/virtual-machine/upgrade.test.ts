@@ -330,11 +330,16 @@ describe('a running domain whose definition an older agent rendered, under updat
     expect(runCaughtUp(machine, running(3), { ...quiet, pending: ['spec.cpu'] })).toBeUndefined();
     expect(runCaughtUp(machine, running(3), { ...quiet, settled: false })).toBeUndefined();
     expect(runCaughtUp(machine, running(3), { ...quiet, resolved: false })).toBeUndefined();
-    // Left to runToRecord: a run without a record, a restored checkpoint's run; and not on a
-    // driver that refused domain metadata, nor for a stopped domain.
-    expect(runCaughtUp(machine, running(undefined), quiet)).toBeUndefined();
+    // A checkpoint a restore brought back under 3 that took 4 on live: 4, as any run (kept at
+    // 3, an upgrade's new default restarted it, the spec being newer than that); its record
+    // current, nothing.
     const restoredRun = { run: 7, generation: 3 };
-    expect(runCaughtUp(machine, running(3), { ...quiet, restoredRun })).toBeUndefined();
+    expect(runCaughtUp(machine, running(3), { ...quiet, restoredRun })).toEqual(caughtUp);
+    const current = { ...quiet, restoredRun: { run: 7, generation: 4 } };
+    expect(runCaughtUp(machine, running(4), current)).toBeUndefined();
+    // Left to runToRecord: a run without a record; and not on a driver that refused domain
+    // metadata, nor for a stopped domain.
+    expect(runCaughtUp(machine, running(undefined), quiet)).toBeUndefined();
     expect(runCaughtUp(machine, running(3), { ...quiet, unrecordable: true })).toBeUndefined();
     expect(runCaughtUp(machine, ours({ config: wanted, active: false }), quiet)).toBeUndefined();
     // What it is for: with its record moved on, an upgrade's new default holds the run.
@@ -404,6 +409,23 @@ describe('a running domain whose definition an older agent rendered, under updat
         1,
         { ...quiet, restoredRun: { run: 7, generation: 4 } },
         record(4),
+      ],
+      [
+        'a restored run that took a later edit on live: the spec generation, in both',
+        5,
+        5,
+        4,
+        { ...quiet, restoredRun: { run: 7, generation: 4 } },
+        record(5, true),
+      ],
+      [
+        // Edited while the restore ran: the snapshot's record goes in the same one write.
+        'a restored run with the snapshot record, caught up with a later edit',
+        5,
+        5,
+        1,
+        { ...quiet, restoredRun: { run: 7, generation: 4 } },
+        record(5, true),
       ],
     ];
     for (const [what, generation, observedGeneration, startedUnder, pass, want] of rows) {
