@@ -7,6 +7,7 @@ import { networkInterfaces } from 'node:os';
 import type {
   StoragePoolManifest,
   VirtManifest,
+  VirtualMachine,
   VirtualMachineManifest,
   VirtualNetworkManifest,
   VolumeManifest,
@@ -154,6 +155,8 @@ export interface EarlierDemoObject {
    * still there and not being deleted (a status no agent has written since may list one gone).
    */
   usedByOthers?: DemoObjectRef[];
+  /** metadata.uid: a replaced one's copies are not the new object's. */
+  uid?: string;
 }
 
 /** An earlier run's object that this run deletes, waits for, and applies anew; `why` says why. */
@@ -265,6 +268,24 @@ export function usedByOthersMessage(
     `${named} ${others.length === 1 ? 'uses' : 'use'} it, which up did not make and does not ` +
     'delete: delete or change that, or choose another --examples-name'
   );
+}
+
+/**
+ * The demo machine's address once `vm` shows it booted: Running, Ready=True, with an address;
+ * not a copy of one up replaced (`replaced`: their uids; the informer may still hold the last
+ * copy of a machine just deleted, which was Running) nor one being deleted. Pure.
+ */
+export function demoBootedAddress(
+  vm: VirtualMachine,
+  name: string,
+  replaced: ReadonlySet<string>,
+): string | undefined {
+  const { metadata, status } = vm;
+  if (metadata.name !== name || metadata.namespace !== DEMO_NAMESPACE) return undefined;
+  if (metadata.deletionTimestamp || replaced.has(String(metadata.uid))) return undefined;
+  const ip = status?.interfaces?.flatMap((i) => i.ipAddresses ?? [])[0];
+  const ready = status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+  return ready && status?.phase === 'Running' ? ip : undefined;
 }
 
 /**

@@ -26,6 +26,7 @@ import { outdatedCrdMessage } from '../agent/crd-skew.js';
 import {
   bootedWhen,
   DEMO_NAMESPACE,
+  demoBootedAddress,
   demoCidr,
   demoDeletionHold,
   demoHeldByOthers,
@@ -623,6 +624,7 @@ async function applyDemo(
       imported: findCondition(obj.status?.conditions, 'Imported')?.status === 'True',
       sha256: obj.spec.source?.http?.sha256,
       usedByOthers: await present(client, demoDeletionHold(obj, manifests).foreign),
+      uid: obj.metadata.uid,
     });
   }
   const foreign = notTheDemos(found);
@@ -636,6 +638,10 @@ async function applyDemo(
     );
     for (const r of replace) await deleteAndWait(client, r.kind, r.name, manifests, stop);
   }
+  // The machines deleted above: the informer may still hold one's last copy, Running.
+  const replaced = new Set(
+    replace.flatMap((r) => found.find((f) => f.kind === r.kind && f.name === r.name)?.uid ?? []),
+  );
 
   const started = Date.now();
   // Whether this run applies the machine: known once the apply below has run.
@@ -643,11 +649,8 @@ async function applyDemo(
   const booted = new Promise<string>((resolve) => {
     let seen = false;
     const check = (obj: VirtualMachine, earlier = false) => {
-      if (seen || obj.metadata.name !== names.vm || obj.metadata.namespace !== DEMO_NAMESPACE)
-        return;
-      const ip = obj.status?.interfaces?.flatMap((i) => i.ipAddresses ?? [])[0];
-      const ready = findCondition(obj.status?.conditions, 'Ready')?.status === 'True';
-      if (!ready || obj.status?.phase !== 'Running' || !ip) return;
+      const ip = seen ? undefined : demoBootedAddress(obj, names.vm, replaced);
+      if (!ip) return;
       seen = true;
       queueMicrotask(() => unsubscribe());
       const seconds = ((Date.now() - started) / 1000).toFixed(1);

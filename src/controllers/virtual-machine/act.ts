@@ -385,9 +385,10 @@ async function recordRun(
     // Any other refusal is noted (rememberRecordFailures logs it) and the pass goes on: the
     // record is a hint for a later upgrade, never worth a failed start or a False condition.
     // It is asked again at the next pass that wants it, not given up like an unsupported call:
-    // what else refuses it tends to pass (the domain's job lock busy, the connection dropped), a retry is one call on a pass that happens anyway (no requeue is
-    // made for it), and a run left without its record is judged against an observedGeneration
-    // that moves on with every pass, which holds an edit it never applied.
+    // what else refuses it tends to pass (the domain's job lock busy, the connection dropped),
+    // a retry is one call on a pass that happens anyway (no requeue is made for it), and a run
+    // left without its record is judged against an observedGeneration that moves on with every
+    // pass, which holds an edit it never applied.
     records.failures.push(recordFailure('run', err));
   }
   return undefined;

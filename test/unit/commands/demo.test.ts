@@ -5,6 +5,7 @@ import { validateManifest } from '../../../src/api/validate.js';
 import type { VirtualMachine } from '../../../src/api/generated/types.js';
 import {
   bootedWhen,
+  demoBootedAddress,
   demoCidr,
   demoDeletionHold,
   demoHeldByOthers,
@@ -319,6 +320,36 @@ describe('notTheDemos', () => {
     );
     expect(notTheDemos(found.slice(2))).toBeUndefined();
     expect(notTheDemos([])).toBeUndefined();
+  });
+});
+
+describe('demoBootedAddress', () => {
+  const booted = (change: Partial<VirtualMachine['metadata']> = {}, phase = 'Running') =>
+    ({
+      apiVersion: 'virt.dev/v1alpha1',
+      kind: 'VirtualMachine',
+      metadata: { name: 'demo', namespace: 'default', uid: 'new', ...change },
+      spec: { nodeName: 'host-1', vcpus: 1, memory: '64Mi' },
+      status: {
+        phase,
+        conditions: [
+          { type: 'Ready', status: 'True', reason: 'Running', message: '', lastTransitionTime: '' },
+        ],
+        interfaces: [{ name: 'net0', ipAddresses: ['192.168.150.10'] }],
+      },
+    }) as VirtualMachine;
+
+  it("gives the address of the demo's machine once it is Running and Ready", () => {
+    expect(demoBootedAddress(booted(), 'demo', new Set())).toBe('192.168.150.10');
+    expect(demoBootedAddress(booted({}, 'Starting'), 'demo', new Set())).toBeUndefined();
+    expect(demoBootedAddress(booted({ name: 'other' }), 'demo', new Set())).toBeUndefined();
+  });
+
+  it('takes no copy of a machine up replaced, nor one being deleted, for the new one', () => {
+    expect(demoBootedAddress(booted({ uid: 'old' }), 'demo', new Set(['old']))).toBeUndefined();
+    expect(
+      demoBootedAddress(booted({ deletionTimestamp: '2026-12-08T00:00:00Z' }), 'demo', new Set()),
+    ).toBeUndefined();
   });
 });
 
