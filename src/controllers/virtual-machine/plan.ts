@@ -86,6 +86,12 @@ export type MachineStep =
        * device steps already made the persistent definition the spec's.
        */
       fallback?: boolean;
+      /**
+       * The generation whose spec `doc` holds (reconcile.ts withRunGeneration): a run record
+       * the replaced definition had is carried forward set to it (ownership/metadata.ts
+       * keptMetadata).
+       */
+      generation?: number;
     }
   | { op: 'setMemory'; kib: number; live: boolean; config: boolean }
   | { op: 'setVcpus'; count: number; live: boolean; config: boolean }
