@@ -167,8 +167,8 @@ export function restartsFromMetadata(metadata: XmlElement | undefined): number |
  * `virsh start` from that definition inherits it; a run without one (the agent killed between
  * the two calls) is judged by the status's observed generation (virtual-machine/plan.ts
  * runToRecord). 0 when the start could not render the spec (the definition may lack the
- * spec's newest change). A define replaces the whole <metadata>, so a definition the agent
- * writes later holds none until the next start; the running definition keeps its own.
+ * spec's newest change). A define replaces the whole <metadata>: the agent's own define carries
+ * the record forward (keptMetadata); the running definition keeps its own.
  */
 export const RUN_NAMESPACE = 'http://virt.dev/libvirt-operator/run/v1';
 export const RUN_PREFIX = 'lvorun';
@@ -203,4 +203,74 @@ function countFromMetadata(
     }
   }
   return undefined;
+}
+
+/**
+ * The children of a persistent definition's <metadata> that the agent's redefinition of it
+ * keeps (virtual-machine/act.ts define), as children for buildDomainXML: every one but our
+ * ownership stamp, which the new definition writes afresh. libvirt replaces the whole
+ * <metadata> on a define, so without them a spec change dropped a user's or another tool's
+ * own elements, the restart count recorded for a restart begun and not started (plan.ts
+ * restartBegun), and the run record that says the agent has started the domain before.
+ *
+ * The run record, only where the old definition had one (a domain never started must not look
+ * started: runStrategy Manual would never give it its first start, plan.ts firstStartDue), is
+ * carried forward set to `generation`, the generation whose spec the new definition holds, not
+ * the old value. A run started from this definition later, by `virsh start` or libvirt's
+ * autostart, inherits the record and is judged by it (plan.ts runStartedUnder, restartHold):
+ * the definition reflects that generation's spec, so a difference between it and what a later
+ * agent renders (an upgrade's new default) is not a spec change, and updatePolicy Restart
+ * holds such a run as runCaughtUp holds a run that took the spec on live. The older record
+ * would call that run started before the spec's last edit, and an upgrade's new defaults then
+ * restarted a machine nobody edited since. `generation` undefined (a define whose generation is
+ * not known) keeps no run record, as every define did before. Pure.
+ */
+export function keptMetadata(
+  metadata: XmlElement | undefined,
+  generation: number | undefined,
+): Record<string, XmlElement[]> {
+  const kept: Record<string, XmlElement[]> = {};
+  if (metadata === undefined) return kept;
+  for (const key of Object.keys(metadata)) {
+    if (key.startsWith('@') || key === '#text') continue;
+    const others = children(metadata, key).filter((el) => {
+      const ns = namespaceOf(key, el);
+      return ns !== OWNER_NAMESPACE && ns !== RUN_NAMESPACE;
+    });
+    if (others.length > 0) kept[key] = others.map(withoutIndentation);
+  }
+  const run = runGenerationFromMetadata(metadata);
+  if (run !== undefined && generation !== undefined) {
+    const key = `${RUN_PREFIX}:${RUN_ELEMENT}`;
+    const record = { [`@xmlns:${RUN_PREFIX}`]: RUN_NAMESPACE, '@generation': String(generation) };
+    // A foreign element of the same prefixed name (another namespace bound to our prefix)
+    // stays beside it.
+    kept[key] = [...(kept[key] ?? []), record];
+  }
+  return kept;
+}
+
+/**
+ * `el` without the whitespace between its child elements: libvirt indents the documents it
+ * writes, the reader keeps an element's own text beside its children, and written back as
+ * text it would be one more indentation deeper at every define.
+ */
+function withoutIndentation(el: XmlElement): XmlElement {
+  const keys = Object.keys(el).filter((k) => !k.startsWith('@') && k !== '#text');
+  if (keys.length === 0) return el;
+  const copy: XmlElement = {};
+  for (const [key, value] of Object.entries(el)) {
+    if (key === '#text') {
+      if (typeof value === 'string' && value.trim() === '') continue;
+      copy[key] = value;
+    } else if (key.startsWith('@')) copy[key] = value;
+    else copy[key] = children(el, key).map(withoutIndentation);
+  }
+  return copy;
+}
+
+/** The namespace a <metadata> child called `key` (maybe prefixed) declares on itself. */
+function namespaceOf(key: string, el: XmlElement): string | undefined {
+  const colon = key.indexOf(':');
+  return attr(el, colon < 0 ? 'xmlns' : `xmlns:${key.slice(0, colon)}`);
 }

@@ -111,10 +111,12 @@ export const WAITING_FOR_FIRST_START = 'WaitingForFirstStart';
  *
  * "Never ran" is the machine's status without `startedAt`: the machine controller writes it
  * once it sees the domain run and judges its own first start by it (plan.ts powerPlan,
- * `initial`), and it lives in the API server, so it holds across agent restarts. The domain
- * cannot tell: libvirt's shut-off reason is `unknown` both before the first start and after a
- * restart of libvirtd, and a define replaces the run record (`lvorun:run`) a start leaves in
- * the persistent definition.
+ * `initial`), and it lives in the API server, so it holds across agent restarts. libvirt's
+ * shut-off reason cannot tell: it is `unknown` both before the first start and after a restart
+ * of libvirtd. A machine whose status was lost but whose domain has run (the run record,
+ * `lvorun:run`, in its persistent definition: plan.ts firstStartDue) is not started again,
+ * and the machine controller's next status, of the spec's generation, says Stopped: no wait
+ * from then on (below).
  *
  * No wait for a machine meant to stay off, or one that cannot start without a user: runStrategy
  * Halted; a machine that has run (Manual then leaves its power to the user; a restart under

@@ -40,12 +40,13 @@ import {
   buildDiskXML,
   buildDomainXML,
   buildInterfaceXML,
-  parsePciLayout,
+  parsePersistentBasis,
   type DomainDocument,
 } from '../../libvirt/xml/domain.js';
 import {
   buildRestartsXML,
   buildRunXML,
+  keptMetadata,
   RESTARTS_NAMESPACE,
   RESTARTS_PREFIX,
   RUN_NAMESPACE,
@@ -168,7 +169,8 @@ export async function actMachine(
       continue;
     try {
       if (step.op === 'define') {
-        target = await define(conn, step.created ? step.doc : await withSlots(target, step.doc));
+        const redefined = step.created ? { doc: step.doc } : await redefinition(target, step);
+        target = await define(conn, redefined.doc, redefined.kept);
       } else if (step.op === 'writeCloudInit') await writeCloudInitISO(step.image);
       else if (step.op === 'removeFiles') await removeFiles(step.paths);
       else if (step.op === 'moveFile') await moveFile(step.from, step.to);
@@ -234,22 +236,38 @@ async function destroyOnLane(domain: Domain, onLane: OnLane): Promise<void> {
 }
 
 /**
- * `doc` with the PCI addresses of the persistent definition it replaces (keepPciAddresses),
- * read now rather than when the pass observed it: a device step of this pass may have given a
- * hot-plugged device its slot there. A definition that cannot be read as libvirt wrote it
- * leaves the placement to libvirt.
+ * The define step's document as the redefinition of the persistent definition it replaces,
+ * read now rather than when the pass observed it (a device step of this pass may have given a
+ * hot-plugged device its slot there), read once for both: with that definition's PCI addresses
+ * (keepPciAddresses) and the <metadata> children other than our stamp (keptMetadata: a user's
+ * own elements, the restart count, the run record carried forward to the step's generation).
+ * A definition that cannot be read as libvirt wrote it leaves the placement to libvirt and
+ * keeps nothing.
  */
-async function withSlots(domain: Domain | undefined, doc: DomainDocument): Promise<DomainDocument> {
-  if (!domain) return doc;
+async function redefinition(
+  domain: Domain | undefined,
+  step: Extract<MachineStep, { op: 'define' }>,
+): Promise<{ doc: DomainDocument; kept?: ReturnType<typeof keptMetadata> }> {
+  if (!domain) return { doc: step.doc };
   try {
-    return keepPciAddresses(doc, parsePciLayout(await domain.getXMLDesc(DomainXMLFlags.INACTIVE)));
+    const basis = parsePersistentBasis(await domain.getXMLDesc(DomainXMLFlags.INACTIVE));
+    return {
+      doc: basis.layout ? keepPciAddresses(step.doc, basis.layout) : step.doc,
+      kept: keptMetadata(basis.metadata, step.generation),
+    };
   } catch (err) {
-    if (err instanceof XmlDocumentError || (isLibvirtError(err) && isUnsupported(err))) return doc;
+    if (err instanceof XmlDocumentError || (isLibvirtError(err) && isUnsupported(err))) {
+      return { doc: step.doc };
+    }
     throw err;
   }
 }
 
-async function define(conn: Connect, doc: DomainDocument): Promise<Domain> {
+async function define(
+  conn: Connect,
+  doc: DomainDocument,
+  kept?: ReturnType<typeof keptMetadata>,
+): Promise<Domain> {
   // A file console or a console log: QEMU / virtlogd create the file, not its directory.
   for (const serial of doc.devices.serials) {
     if (serial.source.type === 'file')
@@ -258,7 +276,7 @@ async function define(conn: Connect, doc: DomainDocument): Promise<Domain> {
   }
   // libvirt copies the NVRAM template at start, but does not create the directory.
   if (doc.os.nvram?.path) await mkdir(dirname(doc.os.nvram.path), { recursive: true });
-  return conn.defineDomainXML(buildDomainXML(doc));
+  return conn.defineDomainXML(buildDomainXML(doc, kept));
 }
 
 async function onDomain(

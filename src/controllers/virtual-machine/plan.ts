@@ -86,6 +86,12 @@ export type MachineStep =
        * device steps already made the persistent definition the spec's.
        */
       fallback?: boolean;
+      /**
+       * The generation whose spec `doc` holds (reconcile.ts withRunGeneration): a run record
+       * the replaced definition had is carried forward set to it (ownership/metadata.ts
+       * keptMetadata).
+       */
+      generation?: number;
     }
   | { op: 'setMemory'; kib: number; live: boolean; config: boolean }
   | { op: 'setVcpus'; count: number; live: boolean; config: boolean }
@@ -948,6 +954,7 @@ export function planMachine(input: PlanInput): MachinePlan {
       restartBegun: restartBegun(domain, vm, input.restartsCounted),
       restartsUnrecordable: input.restartsUnrecordable,
       counted: restartsSoFar(vm, input.restartsCounted),
+      ranBefore: ranUnderAgent(domain),
     },
     pending,
     now,
@@ -1225,6 +1232,8 @@ interface PowerView {
   restartsUnrecordable?: boolean;
   /** The restarts counted so far: the status's, or more from this process (restartsCounted). */
   counted?: number;
+  /** The agent has started this domain before (ranUnderAgent). */
+  ranBefore?: boolean;
 }
 
 /**
@@ -1272,6 +1281,30 @@ export function stopReason(vm: VirtualMachine, power: { reason: string }): strin
 }
 
 /**
+ * Whether the agent has started the domain before: its persistent definition holds the run
+ * record every start of the agent writes (act.ts recordRun; a define carries it forward,
+ * ownership/metadata.ts keptMetadata). A domain not defined yet has not run. Pure.
+ */
+export function ranUnderAgent(domain: { config?: DomainDocument | undefined }): boolean {
+  return domain.config?.startedUnder !== undefined;
+}
+
+/**
+ * Whether the machine is still owed the first start that runStrategy Manual and RerunOnFailure
+ * give it by themselves: the status has never seen it started, and the domain has never run
+ * under the agent (ranUnderAgent). The status alone does not tell: one restored from a backup
+ * without status, wiped by a tool, or whose write was lost, has no startedAt, and a machine
+ * the user had shut off was started again as if it were new. A first start that failed (no
+ * record: it is written after the create) is still owed, and retried; a domain an older agent
+ * started has no record and is judged by the status alone, as it was. One judgment for the
+ * plan (powerPlan, rerunStarts) and the status (status.ts startsByItself: phase Starting,
+ * Ready=False), so neither says a start comes that the other does not make. Pure.
+ */
+export function firstStartDue(vm: VirtualMachine, power: { ranBefore?: boolean }): boolean {
+  return !vm.status?.startedAt && power.ranBefore !== true;
+}
+
+/**
  * Whether runStrategy RerunOnFailure starts the stopped domain by itself (a requested restart
  * aside): its first start, and again after any stop it did not ask for but the guest's own
  * shutdown (a crash, a destroy behind its back, a host reboot while it ran: reason `unknown`
@@ -1281,9 +1314,9 @@ export function stopReason(vm: VirtualMachine, power: { reason: string }): strin
  */
 export function rerunStarts(
   vm: VirtualMachine,
-  power: { reason: string; restartBegun?: boolean },
+  power: { reason: string; restartBegun?: boolean; ranBefore?: boolean },
 ): boolean {
-  if (!vm.status?.startedAt) return true;
+  if (firstStartDue(vm, power)) return true;
   return stoppedUnasked(vm, power) && stopReason(vm, power) !== 'shutdown';
 }
 
@@ -1360,7 +1393,7 @@ export function powerPlan(
   }
 
   const wasUp = stoppedUnasked(vm, power);
-  const initial = !vm.status?.startedAt && !requested;
+  const initial = firstStartDue(vm, power) && !requested;
   let start: boolean;
   switch (strategy) {
     case 'Halted':

@@ -878,13 +878,15 @@ export function withRestartCount(steps: readonly MachineStep[], count: number): 
  * the machine's, when this pass resolved the spec (its configuration steps, before the start,
  * made the persistent definition the spec's, or found it so), else 0: the definition the domain
  * starts from may lack the spec's newest change, which a later pass must still restart for
- * (plan.ts runStartedUnder). Pure.
+ * (plan.ts runStartedUnder). A define, made only from a resolved spec, gets it too: the run
+ * record its old definition had is carried forward set to it (ownership/metadata.ts
+ * keptMetadata). Pure.
  */
 export function withRunGeneration(
   steps: readonly MachineStep[],
   generation: number,
 ): MachineStep[] {
-  return steps.map((s) => (s.op === 'start' ? { ...s, generation } : s));
+  return steps.map((s) => (s.op === 'start' || s.op === 'define' ? { ...s, generation } : s));
 }
 
 /** Remembers an ACPI request this pass sent to the domain's current run. */

@@ -35,6 +35,8 @@ import {
   detachMessage,
   gracePeriodMs,
   heldMarker,
+  firstStartDue,
+  ranUnderAgent,
   restartHold,
   runStartedUnder,
   UNCHANGED_SPEC,
@@ -419,16 +421,18 @@ function startedAtOf(input: StatusInput): string | undefined {
 
 /**
  * Whether runStrategy starts the stopped domain by itself: the plan's own judgment
- * (plan.rerunStarts), so phase and Ready never say Starting where no start comes.
+ * (plan.firstStartDue, plan.rerunStarts), so phase and Ready never say Starting where no
+ * start comes.
  */
 function startsByItself(input: StatusInput, domain: OursDomain): boolean {
   const { vm } = input;
   const strategy = vm.spec.runStrategy ?? 'Always';
+  const ranBefore = ranUnderAgent(domain);
   // Manual starts a machine once, when it is created.
-  if (strategy === 'Manual') return !vm.status?.startedAt;
+  if (strategy === 'Manual') return firstStartDue(vm, { ranBefore });
   if (strategy !== 'RerunOnFailure') return strategy === 'Always';
   const begun = restartBegun(domain, vm, input.restartsCounted);
-  return rerunStarts(vm, { reason: domain.power.reason, restartBegun: begun });
+  return rerunStarts(vm, { reason: domain.power.reason, restartBegun: begun, ranBefore });
 }
 
 /** What the deletion of a machine whose domain is still defined is waiting for. Pure. */

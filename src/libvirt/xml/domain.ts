@@ -15,6 +15,7 @@ import {
   requireValue,
   textOf,
   xmlCodec,
+  XmlDocumentError,
   type XmlElement,
   type XmlTree,
 } from './codec.js';
@@ -295,14 +296,21 @@ const codec = xmlCodec('domain', DOMAIN_REPEATABLE);
 
 // ---- build ----
 
-export function buildDomainXML(doc: DomainDocument): string {
+/**
+ * `kept`: <metadata> children besides the stamp, from the persistent definition this one
+ * replaces (ownership/metadata.ts keptMetadata); the document models none of them.
+ */
+export function buildDomainXML(
+  doc: DomainDocument,
+  kept: Readonly<Record<string, readonly XmlTree[]>> = {},
+): string {
   return codec.build({
     '@type': doc.type,
     name: doc.name,
     uuid: doc.uuid,
     title: doc.title,
     description: doc.description,
-    metadata: doc.stamp ? stampTree(doc.stamp) : undefined,
+    metadata: metadataTree(doc.stamp, kept),
     memory: { '@unit': 'KiB', '#text': doc.memoryKiB },
     currentMemory:
       doc.currentMemoryKiB === undefined
@@ -318,6 +326,20 @@ export function buildDomainXML(doc: DomainDocument): string {
     on_crash: doc.onCrash,
     devices: devicesTree(doc.devices),
   });
+}
+
+function metadataTree(
+  stamp: OwnershipStamp | undefined,
+  kept: Readonly<Record<string, readonly XmlTree[]>>,
+): XmlTree | undefined {
+  const tree: Record<string, readonly XmlTree[]> = {};
+  if (stamp) {
+    for (const [key, value] of Object.entries(stampTree(stamp))) tree[key] = [value as XmlTree];
+  }
+  // A kept element whose prefixed name is the stamp's (another namespace bound to our prefix)
+  // stays beside it.
+  for (const [key, value] of Object.entries(kept)) tree[key] = [...(tree[key] ?? []), ...value];
+  return Object.keys(tree).length > 0 ? tree : undefined;
 }
 
 const yesNo = (b: boolean | undefined) => (b === undefined ? undefined : b ? 'yes' : 'no');
@@ -796,7 +818,30 @@ export interface PciLayout {
 }
 
 export function parsePciLayout(xml: string): PciLayout {
-  const devices = child(codec.parse(xml), 'devices') ?? {};
+  return pciLayoutOf(codec.parse(xml));
+}
+
+/**
+ * What a redefinition keeps from the persistent definition it replaces, from one parse of it:
+ * where libvirt put its PCI devices (keepPciAddresses; undefined when they cannot be read as
+ * libvirt writes them, which leaves the placement to libvirt) and its <metadata> element.
+ */
+export function parsePersistentBasis(xml: string): {
+  layout: PciLayout | undefined;
+  metadata: XmlElement | undefined;
+} {
+  const domain = codec.parse(xml);
+  let layout: PciLayout | undefined;
+  try {
+    layout = pciLayoutOf(domain);
+  } catch (err) {
+    if (!(err instanceof XmlDocumentError)) throw err;
+  }
+  return { layout, metadata: child(domain, 'metadata') };
+}
+
+function pciLayoutOf(domainElement: XmlElement): PciLayout {
+  const devices = child(domainElement, 'devices') ?? {};
   const disks = new Map<string, PciAddress>();
   for (const disk of children(devices, 'disk')) {
     const file = attr(child(disk, 'source') ?? {}, 'file');

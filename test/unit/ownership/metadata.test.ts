@@ -1,14 +1,16 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { XmlDocumentError } from '../../../src/libvirt/xml/codec.js';
-import { parseDomainXML } from '../../../src/libvirt/xml/domain.js';
+import { XmlDocumentError, parseAnyXML, type XmlElement } from '../../../src/libvirt/xml/codec.js';
+import { buildDomainXML, parseDomainXML } from '../../../src/libvirt/xml/domain.js';
 import {
   OWNER_NAMESPACE,
   RESTARTS_NAMESPACE,
+  RUN_NAMESPACE,
   buildRestartsXML,
   buildStampXML,
   identityOf,
+  keptMetadata,
   stampOf,
   type OwnershipStamp,
 } from '../../../src/ownership/metadata.js';
@@ -147,5 +149,56 @@ describe('the restart count in a domain definition', () => {
     const foreign = live.replace(RESTARTS_NAMESPACE, 'http://example.com/other');
     expect(parseDomainXML(foreign).restarts).toBeUndefined();
     expect(parseDomainXML(live.replace('count="3"', 'count="x"')).restarts).toBeUndefined();
+  });
+});
+
+describe('keptMetadata: what a redefinition keeps of the <metadata> it replaces', () => {
+  const old = `<domain type='qemu'><name>a</name><uuid>u</uuid><memory>1</memory><vcpu>1</vcpu>
+    <os><type arch='x86_64' machine='q35'>hvm</type></os><metadata>
+    <lvo:owner xmlns:lvo="${OWNER_NAMESPACE}" kind="VirtualMachine" name="a" uid="u" generation="1"/>
+    <lvor:restarts xmlns:lvor="${RESTARTS_NAMESPACE}" count="2"/>
+    <lvorun:run xmlns:lvorun="${RUN_NAMESPACE}" generation="3"/>
+    <app:note xmlns:app="http://example.com/app" owner="ops &amp; &lt;dev&gt;"><app:line n="1">keep "me" &amp; this</app:line></app:note>
+    </metadata><devices/></domain>`;
+  const metadataOf = (xml: string) =>
+    parseAnyXML(xml, ['domain.metadata.*']).element['metadata'] as XmlElement;
+  const newDoc = parseDomainXML(buildDomainXML({ ...parseDomainXML(old), stamp }));
+  const rebuilt = (generation: number | undefined, from = old) =>
+    buildDomainXML({ ...parseDomainXML(from), stamp }, keptMetadata(metadataOf(from), generation));
+
+  it("keeps a user's element and the restart count, and writes the new stamp once", () => {
+    const xml = rebuilt(7);
+    const doc = parseDomainXML(xml);
+    expect(doc.stamp).toEqual(stamp);
+    expect(doc.restarts).toBe(2);
+    expect(xml.match(/lvo:owner/g)).toHaveLength(1);
+    expect(keptMetadata(metadataOf(xml), 7)['app:note']).toEqual(
+      keptMetadata(metadataOf(old), 7)['app:note'],
+    );
+    expect(xml).toContain('owner="ops &amp; &lt;dev&gt;"');
+    expect(newDoc.restarts).toBeUndefined();
+    // Defined again from what it gave back (indented): the same document, no text grown.
+    expect(buildDomainXML(parseDomainXML(xml), keptMetadata(metadataOf(xml), 7))).toBe(xml);
+  });
+
+  it('carries the run record forward at the generation defined, only where there was one', () => {
+    expect(parseDomainXML(rebuilt(7)).startedUnder).toBe(7);
+    expect(rebuilt(7).match(/lvorun:run/g)).toHaveLength(1);
+    // A domain never started gains none; a define whose generation is unknown keeps none.
+    const neverRan = old.replace(/<lvorun:run [^>]*\/>/, '');
+    expect(parseDomainXML(rebuilt(7, neverRan)).startedUnder).toBeUndefined();
+    expect(parseDomainXML(rebuilt(undefined)).startedUnder).toBeUndefined();
+    // A record in another namespace is not ours: kept as it is, and not read as a run.
+    const foreign = neverRan.replace(
+      '</metadata>',
+      `<lvorun:run xmlns:lvorun="http://example.com/other" generation="3"/></metadata>`,
+    );
+    const kept = rebuilt(7, foreign);
+    expect(parseDomainXML(kept).startedUnder).toBeUndefined();
+    expect(kept).toContain('xmlns:lvorun="http://example.com/other"');
+  });
+
+  it('keeps nothing from a definition without <metadata>', () => {
+    expect(keptMetadata(undefined, 7)).toEqual({});
   });
 });

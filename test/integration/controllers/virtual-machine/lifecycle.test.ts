@@ -11,10 +11,17 @@ import { HOST_FINALIZER } from '../../../../src/controllers/context.js';
 import { createHostState } from '../../../../src/controllers/host-state.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { Connect, DomainVcpuFlags, DomainXMLFlags } from '../../../../src/libvirt/index.js';
+import { DomainDeviceModifyFlags, DomainMetadataType } from '../../../../src/libvirt/constants.js';
 import { KubeApiError } from '../../../../src/runtime/kube-client.js';
 import { CallLanes } from '../../../../src/libvirt/lanes.js';
 import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
-import { stampOf } from '../../../../src/ownership/metadata.js';
+import {
+  RESTARTS_NAMESPACE,
+  RESTARTS_PREFIX,
+  buildRestartsXML,
+  stampOf,
+} from '../../../../src/ownership/metadata.js';
+import { firstStartWait } from '../../../../src/controllers/virtual-machine-snapshot/plan.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import {
   converge,
@@ -634,6 +641,80 @@ describe('VirtualMachine reconcile on test:///default', () => {
     await k.remove('VirtualMachine', NS, 'killed');
     await converge(ctx, reconcileVirtualMachine, key('killed'), {
       until: async () => (await k.get('VirtualMachine', NS, 'killed')) === undefined,
+    });
+  });
+
+  it("leaves a Manual machine a user stopped off when its status is lost; a redefine keeps its records and a user's metadata", async () => {
+    const name = 'manual-lost';
+    await createVM(name, { runStrategy: 'Manual', disks: [], interfaces: [] });
+    await converge(ctx, reconcileVirtualMachine, key(name), { until: ready(name) });
+    const vm = vmOf(name)!;
+    const domain = await domainOf(vm);
+    const config = async () => parseDomainXML(await domain.getXMLDesc(DomainXMLFlags.INACTIVE));
+    expect((await config()).startedUnder).toBe(vm.metadata.generation);
+    // The user stops it, and the status sees that; then the status is lost (restored from a
+    // backup without it, wiped by a tool): every field removed through /status.
+    await domain.destroy();
+    await converge(ctx, reconcileVirtualMachine, key(name), {
+      until: stored(name, (vm) => vm?.status?.phase === 'Stopped'),
+    });
+    const wiped = Object.fromEntries(Object.keys(vmOf(name)!.status!).map((f) => [f, null]));
+    await k.patchStatus('VirtualMachine', NS, name, wiped);
+    await ctx.refresh();
+    expect(vmOf(name)?.status?.startedAt).toBeUndefined();
+    await converge(ctx, reconcileVirtualMachine, key(name), {
+      until: stored(name, (vm) => condition(vm, 'Ready')?.reason === 'ManualPower'),
+    });
+    await ctx.refresh();
+    await reconcileVirtualMachine(key(name), ctx);
+    expect(await domain.isActive()).toBe(false);
+    const stopped = vmOf(name);
+    expect(stopped?.status).toMatchObject({
+      phase: 'Stopped',
+      observedGeneration: vm.metadata.generation,
+    });
+    expect(condition(stopped, 'Ready')?.status).toBe('True');
+    // A snapshot asked now does not wait for a first start that never comes.
+    expect(
+      firstStartWait(stopped!, { active: false }, { spec: { vmName: name, includeMemory: true } }),
+    ).toBeUndefined();
+
+    // A user's own metadata element (as `virsh metadata` puts it) and the restart count in
+    // the persistent definition; then a spec change the stopped domain takes by a define.
+    const APP = 'http://example.com/app';
+    const config_ = DomainDeviceModifyFlags.CONFIG;
+    const note = '<note owner="ops &amp; dev">keep me</note>';
+    await domain.setMetadata(DomainMetadataType.ELEMENT, note, 'app', APP, config_);
+    const restarts = buildRestartsXML(0);
+    await domain.setMetadata(
+      DomainMetadataType.ELEMENT,
+      restarts,
+      RESTARTS_PREFIX,
+      RESTARTS_NAMESPACE,
+      config_,
+    );
+    rec.reset();
+    await k.patchSpec('VirtualMachine', NS, name, { maxMemory: '768Mi' });
+    const generation = (await k.get<VirtualMachine>('VirtualMachine', NS, name))!.metadata
+      .generation;
+    await converge(ctx, reconcileVirtualMachine, key(name), {
+      until: stored(name, (vm) => vm?.status?.observedGeneration === generation),
+    });
+    expect(rec.writes()).toContain('Connect.defineDomainXML');
+    expect(await domain.isActive()).toBe(false);
+    const redefined = await config();
+    expect(redefined.memoryKiB).toBe(768 * 1024);
+    // The run record now names the generation the definition holds; the rest as it was.
+    expect(redefined.startedUnder).toBe(generation);
+    expect(redefined.restarts).toBe(0);
+    const kept = await domain.getMetadata(DomainMetadataType.ELEMENT, APP, config_);
+    expect(kept).toMatch(/<note owner="ops &amp; dev">keep me<\/note>/);
+    expect(vmOf(name)?.status?.phase).toBe('Stopped');
+    expect(await domain.isActive()).toBe(false);
+
+    await k.remove('VirtualMachine', NS, name);
+    await converge(ctx, reconcileVirtualMachine, key(name), {
+      until: async () => (await k.get('VirtualMachine', NS, name)) === undefined,
     });
   });
 

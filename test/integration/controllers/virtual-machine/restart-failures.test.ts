@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VirtualMachine } from '../../../../src/api/generated/types.js';
 import { reconcileVirtualMachine } from '../../../../src/controllers/virtual-machine/index.js';
 import { RESTART_ANNOTATION } from '../../../../src/controllers/virtual-machine/plan.js';
-import type { Connect } from '../../../../src/libvirt/index.js';
+import { DomainXMLFlags, type Connect } from '../../../../src/libvirt/index.js';
+import { parseDomainXML } from '../../../../src/libvirt/xml/domain.js';
 import { ErrorCode, ErrorDomain, LibvirtError } from '../../../../src/libvirt/errors.js';
 import { useControlPlane } from '../../../harness/control-plane.js';
 import { converge, type SnapshotContext } from '../../../harness/controller-context.js';
@@ -48,6 +49,12 @@ const domainOf = (vm: VirtualMachine) => conn.lookupDomainByUUIDString(String(vm
 const isActive = async (name: string) => (await domainOf(vmOf(name)!)).isActive();
 
 async function runningVM(runStrategy: string, interfaces: object[] = []): Promise<string> {
+  const name = await createdVM(runStrategy, interfaces);
+  await converge(ctx, reconcileVirtualMachine, key(name), { until: ready(name) });
+  return name;
+}
+
+async function createdVM(runStrategy: string, interfaces: object[] = []): Promise<string> {
   const name = `rf-${randomBytes(3).toString('hex')}`;
   await k.create<VirtualMachine>('VirtualMachine', {
     metadata: { name, namespace: NS },
@@ -62,7 +69,6 @@ async function runningVM(runStrategy: string, interfaces: object[] = []): Promis
       terminationGracePeriodSeconds: 30,
     },
   });
-  await converge(ctx, reconcileVirtualMachine, key(name), { until: ready(name) });
   return name;
 }
 
@@ -119,6 +125,27 @@ describe('a restart whose start fails for a while', () => {
     expect(condition(vm, 'Synced')?.status).toBe('True');
     // Asked for, not a restart after a failure: not counted.
     expect(vm?.status?.restartCount).toBe(0);
+    await remove(name);
+  });
+
+  it('under runStrategy Manual, a first start that fails is retried until it starts', async () => {
+    const name = await createdVM('Manual');
+    // The define, then starts that fail: no run record is written (it follows the start), so
+    // the domain has not run under the agent and its first start is still owed.
+    await passesWithFailingStart(name, 3);
+    const domain = await domainOf(vmOf(name)!);
+    expect(await domain.isActive()).toBe(false);
+    const config = async () => parseDomainXML(await domain.getXMLDesc(DomainXMLFlags.INACTIVE));
+    expect((await config()).startedUnder).toBeUndefined();
+    await ctx.refresh();
+    const failing = vmOf(name);
+    expect(failing?.status?.phase).toBe('Starting');
+    expect(condition(failing, 'Ready')).toMatchObject({ status: 'False', reason: 'StartFailed' });
+
+    await converge(ctx, reconcileVirtualMachine, key(name), { until: ready(name) });
+    expect(await domain.isActive()).toBe(true);
+    expect(vmOf(name)?.status?.phase).toBe('Running');
+    expect((await config()).startedUnder).toBe(vmOf(name)?.metadata.generation);
     await remove(name);
   });
 

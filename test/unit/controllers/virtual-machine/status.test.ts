@@ -13,8 +13,14 @@ import {
   stepEvents,
   type StatusInput,
 } from '../../../../src/controllers/virtual-machine/status.js';
-import { powerPlan, shutdownRequest } from '../../../../src/controllers/virtual-machine/plan.js';
-import { desired, NOW, ours, runningStatus, UID, variant, vm } from './machines.js';
+import {
+  firstStartDue,
+  planMachine,
+  powerPlan,
+  ranUnderAgent,
+  shutdownRequest,
+} from '../../../../src/controllers/virtual-machine/plan.js';
+import { desired, NOW, observed, ours, runningStatus, UID, variant, vm } from './machines.js';
 
 const LATER = new Date(NOW.getTime() + 3_600_000);
 const machine = vm({
@@ -756,6 +762,110 @@ describe('a stopped machine: phase and Ready say what the plan does', () => {
     const plan = powerPlan(machine, { active: false, ...power, restartBegun: true }, [], NOW);
     expect(plan.steps).toMatchObject([{ op: 'start', kind: 'restart' }]);
     expect(machineStatus(input({ vm: machine, observed: stopped })).phase).toBe('Starting');
+  });
+});
+
+describe('a stopped machine whose status was lost: no start the user did not ask for', () => {
+  // A status restored from a backup without it, wiped by a tool, or a write that was lost:
+  // the status alone reads as a machine never started. The domain's persistent definition
+  // keeps the record of the agent's last start (lvorun:run) unless the agent never started it.
+  const record = (startedUnder: number | undefined) =>
+    startedUnder === undefined ? doc : { ...doc, startedUnder };
+  const cases = [
+    // [what, status, run record in the persistent definition, libvirt's reason, starts by strategy]
+    ['never started', undefined, undefined, 'unknown', { Manual: true, RerunOnFailure: true }],
+    [
+      'status lost, a user stopped it',
+      undefined,
+      3,
+      'destroyed',
+      { Manual: false, RerunOnFailure: false },
+    ],
+    [
+      'status lost, the guest shut down',
+      undefined,
+      2,
+      'shutdown',
+      { Manual: false, RerunOnFailure: false },
+    ],
+    [
+      'status lost, libvirtd restarted',
+      undefined,
+      0,
+      'unknown',
+      { Manual: false, RerunOnFailure: false },
+    ],
+    [
+      'started by an older agent (no record)',
+      undefined,
+      undefined,
+      'destroyed',
+      { Manual: true, RerunOnFailure: true },
+    ],
+    [
+      'status kept, a user stopped it',
+      runningStatus({ state: { state: 'shutoff', reason: 'destroyed' } }),
+      3,
+      'destroyed',
+      { Manual: false, RerunOnFailure: false },
+    ],
+    [
+      'status kept, it crashed',
+      runningStatus(),
+      3,
+      'crashed',
+      { Manual: false, RerunOnFailure: true },
+    ],
+  ] as const;
+
+  it.each(
+    (['Manual', 'RerunOnFailure'] as const).flatMap((strategy) =>
+      cases.map(
+        ([what, status, run, reason, starts]) =>
+          [strategy, what, status, run, reason, starts[strategy]] as const,
+      ),
+    ),
+  )('%s: %s', (runStrategy, _what, status, run, reason, starts) => {
+    const machine = vm({ runStrategy }, status ? { status } : {});
+    const power = { state: 'shutoff', reason };
+    const domain = ours({ active: false, config: record(run), power });
+    const plan = planMachine({
+      vm: machine,
+      desired: doc,
+      cloudInit: undefined,
+      observed: observed(domain),
+      now: NOW,
+    });
+    const start = plan.steps.find((s) => s.op === 'start');
+    expect(start !== undefined).toBe(starts);
+    if (start?.op === 'start' && !status) expect(start.kind).toBe('initial');
+    const written = machineStatus(input({ vm: machine, observed: domain }));
+    expect(written.phase).toBe(starts ? 'Starting' : 'Stopped');
+    // A crash under Manual, which nothing starts again, waits for a user (Stalled).
+    const crashLeftOff = !starts && reason === 'crashed';
+    expect(conditionOf(written, 'Ready')?.status).toBe(starts || crashLeftOff ? 'False' : 'True');
+    if (!starts && !crashLeftOff && runStrategy === 'Manual') {
+      expect(conditionOf(written, 'Ready')?.reason).toBe('ManualPower');
+    }
+  });
+
+  it('retries a first start that failed (no record: it is written after the start)', () => {
+    const machine = vm({ runStrategy: 'Manual' });
+    const domain = ours({
+      active: false,
+      config: doc,
+      power: { state: 'shutoff', reason: 'unknown' },
+    });
+    const plan = planMachine({
+      vm: machine,
+      desired: doc,
+      cloudInit: undefined,
+      observed: observed(domain),
+      now: NOW,
+    });
+    expect(plan.steps).toMatchObject([{ op: 'start', kind: 'initial' }]);
+    expect(firstStartDue(machine, { ranBefore: ranUnderAgent(domain) })).toBe(true);
+    expect(ranUnderAgent(ours({ active: false, config: { ...doc, startedUnder: 0 } }))).toBe(true);
   });
 });
 

@@ -515,14 +515,16 @@ describe('a running domain whose definition an older agent rendered, under updat
     expect(passSettled(pass)).toBe(want);
   });
 
-  it('records the generation a start runs under, 0 when the spec did not resolve', () => {
+  it('records the generation a start runs under and a define holds, 0 when unresolved', () => {
     const steps: MachineStep[] = [
       { op: 'define', doc: desired(machineWith({})(3, 3)), created: true },
       { op: 'start', kind: 'initial', after: { state: 'shutoff', reason: 'unknown' } },
+      { op: 'suspend' },
     ];
     expect(withRunGeneration(steps, 5)[1]).toMatchObject({ op: 'start', generation: 5 });
     expect(withRunGeneration(steps, 0)[1]).toMatchObject({ op: 'start', generation: 0 });
-    expect(withRunGeneration(steps, 5)[0]).toBe(steps[0]);
+    expect(withRunGeneration(steps, 5)[0]).toMatchObject({ op: 'define', generation: 5 });
+    expect(withRunGeneration(steps, 5)[2]).toBe(steps[2]);
   });
 
   it('reads the recorded generation back from the running definition', () => {
