@@ -382,7 +382,7 @@ async function recordRestart(
 async function recordRun(
   domain: Domain,
   generation: number,
-  /** LIVE for a run that has none (runToRecord), else LIVE|CONFIG. */
+  /** LIVE for a run that has none (runToRecord), else LIVE|CONFIG (CONFIG once it ended). */
   where: number,
   records: RecordResults,
 ): Promise<typeof REFUSED | undefined> {
@@ -398,8 +398,16 @@ async function recordRun(
   } catch (err) {
     if (isLibvirtError(err) && isUnsupported(err)) return REFUSED;
     // The run it was for ended meanwhile (a guest shut down since the pass looked): nothing to
-    // record, nor to say; the next start writes its own record.
-    if (await runEnded(domain, err)) return undefined;
+    // record in it, nor to say. The persistent definition's part still is: libvirt refuses a
+    // LIVE|CONFIG change of a stopped domain whole, and a `virsh start` from that definition
+    // would inherit the older record it holds (plan.ts runCaughtUp); an agent's start writes
+    // its own, no other start does.
+    if (await runEnded(domain, err)) {
+      const persistent = where & DomainDeviceModifyFlags.CONFIG;
+      return persistent && persistent !== where
+        ? recordRun(domain, generation, persistent, records)
+        : undefined;
+    }
     // Any other refusal is noted (rememberRecordFailures logs it) and the pass goes on: the
     // record is a hint for a later upgrade, never worth a failed start or a False condition.
     // It is asked again at the next pass that wants it, not given up like an unsupported call:

@@ -11,7 +11,12 @@ import {
 } from '../../../../src/controllers/virtual-machine/act.js';
 import { planMachine, type MachineStep } from '../../../../src/controllers/virtual-machine/plan.js';
 import { RESTARTS_NAMESPACE, RUN_NAMESPACE } from '../../../../src/ownership/metadata.js';
-import { ErrorCode, ErrorDomain, LibvirtError } from '../../../../src/libvirt/index.js';
+import {
+  DomainDeviceModifyFlags,
+  ErrorCode,
+  ErrorDomain,
+  LibvirtError,
+} from '../../../../src/libvirt/index.js';
 import type { Connect, Domain } from '../../../../src/libvirt/index.js';
 import { desired, NOW, observed, ours, runningStatus, vm } from './machines.js';
 
@@ -255,6 +260,46 @@ describe("a run's record the driver refuses", () => {
         warn: (_f: object, m: string) => warned.push(m),
       } as never);
       expect([what, outcome.failure, warned.length]).toEqual([what, undefined, logs]);
+    }
+  });
+
+  // libvirt (the test driver as libvirtd) refuses a LIVE|CONFIG change of a stopped domain
+  // whole, "domain is not running", and takes a CONFIG one: the persistent definition still
+  // gets the record, which a later `virsh start` from it inherits (else the older one there).
+  it('still records into the persistent definition of a run that ended meanwhile', async () => {
+    const writes: number[] = [];
+    const domain = {
+      setMetadata: (_t: number, _x: string, _k: string, _u: string, flags: number) => {
+        if (flags & DomainDeviceModifyFlags.LIVE)
+          return Promise.reject(
+            new LibvirtError('Requested operation is not valid: domain is not running', {
+              code: ErrorCode.VIR_ERR_OPERATION_INVALID,
+              domain: ErrorDomain.VIR_FROM_DOMAIN,
+              level: 2,
+            }),
+          );
+        writes.push(flags);
+        return Promise.resolve();
+      },
+      isActive: () => Promise.resolve(false),
+      create: () => Promise.resolve(),
+    } as unknown as Domain;
+    const start = { op: 'start', kind: 'initial', after: { state: 'shutoff', reason: 'unknown' } };
+    const cases: Array<[string, MachineStep, number[]]> = [
+      ['caught up', { op: 'recordRun', generation: 4, persistent: true }, [2]],
+      ['started', { ...start, generation: 4 } as MachineStep, [2]],
+      // A live record only: nothing in the persistent definition.
+      ['without a record', { op: 'recordRun', generation: 4 }, []],
+    ];
+    for (const [what, step, want] of cases) {
+      writes.length = 0;
+      const outcome = await actMachine({} as Connect, domain, [step]);
+      expect([what, outcome.failure, outcome.recordFailures, writes]).toEqual([
+        what,
+        undefined,
+        undefined,
+        want,
+      ]);
     }
   });
 });
