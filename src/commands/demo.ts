@@ -321,7 +321,10 @@ export function hostIPv4Addresses(): string[] {
 
 /** What an earlier demo object's deletion waits for, as its status tells (demoDeletionHold). */
 export interface DemoDeletionHold {
-  /** The message of a DeletionBlocked=True condition, top level or a node entry's. */
+  /**
+   * The message of a DeletionBlocked=True condition, top level or a node entry's; a network's
+   * node entry's Ready=False, reason InUse (its removal waits for running guests).
+   */
   message?: string;
   /**
    * A Volume's users (status.usedBy) that are not the demo's own objects: a user's machine or
@@ -346,7 +349,7 @@ export function demoDeletionHold(
   obj: { status?: object },
   manifests: readonly VirtManifest[],
 ): DemoDeletionHold {
-  type Condition = { type?: string; status?: string; message?: string };
+  type Condition = { type?: string; status?: string; reason?: string; message?: string };
   // Any kind's status: conditions, a cluster-scoped kind's node entries, a Volume's usedBy.
   const status = (obj.status ?? {}) as Record<string, unknown>;
   const nodes = (status.nodes as Array<{ conditions?: Condition[] }> | undefined) ?? [];
@@ -354,7 +357,11 @@ export function demoDeletionHold(
     ...((status.conditions as Condition[] | undefined) ?? []),
     ...nodes.flatMap((n) => n.conditions ?? []),
   ];
-  const blocked = conditions.find((c) => c.type === 'DeletionBlocked' && c.status === 'True');
+  // A VirtualNetwork has no DeletionBlocked: its node entry says its removal waits for
+  // running guests as Ready=False, reason InUse (virtual-network/plan.ts, inUse).
+  const blocked =
+    conditions.find((c) => c.type === 'DeletionBlocked' && c.status === 'True') ??
+    conditions.find((c) => c.type === 'Ready' && c.status === 'False' && c.reason === 'InUse');
   const demo = new Set(manifests.map((m) => `${m.kind}/${String(m.metadata.name)}`));
   const usedBy = (status.usedBy as DemoObjectRef[] | undefined) ?? [];
   return {

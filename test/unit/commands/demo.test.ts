@@ -295,6 +295,30 @@ describe('demoDeletionHold', () => {
     expect(hold).toEqual({ message: 'waits for its Volumes', foreign: [] });
   });
 
+  it("gives a network's wait for running guests (its node entry's Ready=False, InUse)", () => {
+    // A VirtualNetwork has no DeletionBlocked: its removal from a node waits for the guests
+    // still running on it, which its node entry says as Ready=False, reason InUse.
+    const waits =
+      'not removed from node host-1: running guests still use it (default_mine); ' +
+      'it is removed once they are stopped or deleted';
+    const hold = demoDeletionHold(
+      {
+        status: {
+          conditions: [{ type: 'Ready', status: 'False', reason: 'NodesNotReady', message: 'x' }],
+          nodes: [
+            {
+              nodeName: 'host-1',
+              active: true,
+              conditions: [{ type: 'Ready', status: 'False', reason: 'InUse', message: waits }],
+            },
+          ],
+        },
+      },
+      docs,
+    );
+    expect(hold).toEqual({ message: waits, foreign: [] });
+  });
+
   it('says nothing of an object whose deletion nothing holds', () => {
     expect(demoDeletionHold({}, docs)).toEqual({ foreign: [] });
     expect(
