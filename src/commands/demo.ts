@@ -13,6 +13,8 @@ import type {
   VolumeManifest,
 } from '../api/generated/types.js';
 import { customResources, type VirtKind } from '../api/generated/crds.js';
+import { vmVolumeNames } from '../controllers/indexes.js';
+import type { KubeObject } from '../runtime/resource.js';
 import { TINY_GUEST_CMDLINE } from './local/tiny-guest.js';
 
 export interface DemoInput {
@@ -152,7 +154,8 @@ export interface EarlierDemoObject {
   sha256?: string;
   /**
    * A Volume's users that are not the demo's (demoDeletionHold), as its status lists them, and
-   * still there and not being deleted (a status no agent has written since may list one gone).
+   * still holding it as read now (holdsDemoVolume: a status no agent has written since may
+   * list one gone, or changed not to use it).
    */
   usedByOthers?: DemoObjectRef[];
   /** metadata.uid: a replaced one's copies are not the new object's. */
@@ -321,7 +324,10 @@ export function hostIPv4Addresses(): string[] {
 
 /** What an earlier demo object's deletion waits for, as its status tells (demoDeletionHold). */
 export interface DemoDeletionHold {
-  /** The message of a DeletionBlocked=True condition, top level or a node entry's. */
+  /**
+   * The message of a DeletionBlocked=True condition, top level or a node entry's; a network's
+   * node entry's Ready=False, reason InUse (its removal waits for running guests).
+   */
   message?: string;
   /**
    * A Volume's users (status.usedBy) that are not the demo's own objects: a user's machine or
@@ -346,7 +352,7 @@ export function demoDeletionHold(
   obj: { status?: object },
   manifests: readonly VirtManifest[],
 ): DemoDeletionHold {
-  type Condition = { type?: string; status?: string; message?: string };
+  type Condition = { type?: string; status?: string; reason?: string; message?: string };
   // Any kind's status: conditions, a cluster-scoped kind's node entries, a Volume's usedBy.
   const status = (obj.status ?? {}) as Record<string, unknown>;
   const nodes = (status.nodes as Array<{ conditions?: Condition[] }> | undefined) ?? [];
@@ -354,7 +360,11 @@ export function demoDeletionHold(
     ...((status.conditions as Condition[] | undefined) ?? []),
     ...nodes.flatMap((n) => n.conditions ?? []),
   ];
-  const blocked = conditions.find((c) => c.type === 'DeletionBlocked' && c.status === 'True');
+  // A VirtualNetwork has no DeletionBlocked: its node entry says its removal waits for
+  // running guests as Ready=False, reason InUse (virtual-network/plan.ts, inUse).
+  const blocked =
+    conditions.find((c) => c.type === 'DeletionBlocked' && c.status === 'True') ??
+    conditions.find((c) => c.type === 'Ready' && c.status === 'False' && c.reason === 'InUse');
   const demo = new Set(manifests.map((m) => `${m.kind}/${String(m.metadata.name)}`));
   const usedBy = (status.usedBy as DemoObjectRef[] | undefined) ?? [];
   return {
@@ -363,4 +373,45 @@ export function demoDeletionHold(
       .filter((u) => !demo.has(`${u.kind}/${u.name}`))
       .map((u) => ({ kind: u.kind, name: u.name })),
   };
+}
+
+/** A user's object as up reads it (holdsDemoVolume): what it names of the demo's Volumes. */
+export interface DemoVolumeUser extends KubeObject {
+  spec?: {
+    disks?: Array<{ volume: string }>;
+    boot?: { kernel?: { volume: string }; initrd?: { volume: string } };
+    source?: { clone?: { volume: string }; backingVolume?: { volume: string } };
+  };
+  status?: { path?: string; disks?: Array<{ volume?: string }> };
+}
+
+/**
+ * Whether a user's object that a demo Volume's status.usedBy lists (`kind`; `user` as read now,
+ * undefined when gone) still holds that Volume (`volume`) as volume/users.ts counts it: there,
+ * not being deleted, and naming it (a machine's disks, kernel or initrd; a Volume layered on
+ * it, or copied from it until the copy is made; a snapshot's disks). The status says what the
+ * agent saw when it last wrote it: a machine changed while no agent ran is still listed, and up
+ * stopped, telling the user to change what they had already changed. Pure.
+ */
+export function holdsDemoVolume(
+  kind: VirtKind,
+  user: DemoVolumeUser | undefined,
+  volume: string,
+): boolean {
+  if (!user || user.metadata.deletionTimestamp) return false;
+  switch (kind) {
+    case 'VirtualMachine':
+      return vmVolumeNames(user).includes(volume);
+    case 'Volume': {
+      const source = user.spec?.source;
+      if (source?.backingVolume?.volume === volume) return true;
+      return source?.clone?.volume === volume && !user.status?.path;
+    }
+    case 'VirtualMachineSnapshot':
+      // Its disks' internal snapshots live inside the Volumes' files (indexes.ts).
+      return (user.status?.disks ?? []).some((d) => d.volume === volume);
+    default:
+      // No other kind is listed today: taken at the status's word.
+      return true;
+  }
 }

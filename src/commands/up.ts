@@ -35,11 +35,13 @@ import {
   demoObjectName,
   demoToApply,
   demoToReplace,
+  holdsDemoVolume,
   hostIPv4Addresses,
   notTheDemos,
   usedByOthersMessage,
   DEMO_LABEL,
   type DemoObjectRef,
+  type DemoVolumeUser,
   type EarlierDemoObject,
   type DemoNames,
 } from './demo.js';
@@ -501,19 +503,19 @@ async function getObject<T>(
   }
 }
 
-/** The objects of `refs` that exist and are not being deleted (they would let go). */
-async function present(
+/**
+ * The users of the demo Volume `volume` (its status.usedBy, less the demo's own) that still hold
+ * it, as read now (holdsDemoVolume): one gone, being deleted or no longer naming it lets go.
+ */
+async function holding(
   client: KubeClient,
   refs: readonly DemoObjectRef[],
+  volume: string,
 ): Promise<DemoObjectRef[]> {
   const there: DemoObjectRef[] = [];
   for (const ref of refs) {
-    const obj = await getObject<{ metadata: { deletionTimestamp?: string } }>(
-      client,
-      ref.kind,
-      ref.name,
-    );
-    if (obj && !obj.metadata.deletionTimestamp) there.push(ref);
+    const obj = await getObject<DemoVolumeUser>(client, ref.kind, ref.name);
+    if (holdsDemoVolume(ref.kind, obj, volume)) there.push(ref);
   }
   return there;
 }
@@ -538,7 +540,7 @@ async function deleteAndWait(
     if (obj === undefined) return;
     stop.check();
     const hold = demoDeletionHold(obj, manifests);
-    const others = await present(client, hold.foreign);
+    const others = await holding(client, hold.foreign, name);
     if (others.length > 0) throw new Error(usedByOthersMessage(kind, name, others));
     if (hold.message && hold.message !== said) {
       said = hold.message;
@@ -623,7 +625,7 @@ async function applyDemo(
       deleting: obj.metadata.deletionTimestamp !== undefined,
       imported: findCondition(obj.status?.conditions, 'Imported')?.status === 'True',
       sha256: obj.spec.source?.http?.sha256,
-      usedByOthers: await present(client, demoDeletionHold(obj, manifests).foreign),
+      usedByOthers: await holding(client, demoDeletionHold(obj, manifests).foreign, name),
       uid: obj.metadata.uid,
     });
   }

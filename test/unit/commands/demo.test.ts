@@ -13,6 +13,7 @@ import {
   demoNames,
   demoToApply,
   demoToReplace,
+  holdsDemoVolume,
   notTheDemos,
   type EarlierDemoObject,
 } from '../../../src/commands/demo.js';
@@ -295,6 +296,30 @@ describe('demoDeletionHold', () => {
     expect(hold).toEqual({ message: 'waits for its Volumes', foreign: [] });
   });
 
+  it("gives a network's wait for running guests (its node entry's Ready=False, InUse)", () => {
+    // A VirtualNetwork has no DeletionBlocked: its removal from a node waits for the guests
+    // still running on it, which its node entry says as Ready=False, reason InUse.
+    const waits =
+      'not removed from node host-1: running guests still use it (default_mine); ' +
+      'it is removed once they are stopped or deleted';
+    const hold = demoDeletionHold(
+      {
+        status: {
+          conditions: [{ type: 'Ready', status: 'False', reason: 'NodesNotReady', message: 'x' }],
+          nodes: [
+            {
+              nodeName: 'host-1',
+              active: true,
+              conditions: [{ type: 'Ready', status: 'False', reason: 'InUse', message: waits }],
+            },
+          ],
+        },
+      },
+      docs,
+    );
+    expect(hold).toEqual({ message: waits, foreign: [] });
+  });
+
   it('says nothing of an object whose deletion nothing holds', () => {
     expect(demoDeletionHold({}, docs)).toEqual({ foreign: [] });
     expect(
@@ -303,6 +328,43 @@ describe('demoDeletionHold', () => {
         docs,
       ),
     ).toEqual({ foreign: [] });
+  });
+});
+
+describe('holdsDemoVolume', () => {
+  const meta = { name: 'mine', namespace: 'default' };
+
+  it('takes a user listed in the status at its word only while it still names the Volume', () => {
+    const vm = (disks: string[], boot?: { kernel: { volume: string } }) => ({
+      metadata: meta,
+      spec: { disks: disks.map((volume) => ({ volume })), ...(boot ? { boot } : {}) },
+    });
+    expect(holdsDemoVolume('VirtualMachine', vm(['demo-kernel']), 'demo-kernel')).toBe(true);
+    const kernel = { kernel: { volume: 'demo-kernel' } };
+    expect(holdsDemoVolume('VirtualMachine', vm([], kernel), 'demo-kernel')).toBe(true);
+    // Changed while no agent ran: the Volume's status still lists it.
+    expect(holdsDemoVolume('VirtualMachine', vm(['own-disk']), 'demo-kernel')).toBe(false);
+    const deleting = { ...meta, deletionTimestamp: '2026-12-08T00:00:00Z' };
+    const going = { ...vm(['demo-kernel']), metadata: deleting };
+    expect(holdsDemoVolume('VirtualMachine', going, 'demo-kernel')).toBe(false);
+    expect(holdsDemoVolume('VirtualMachine', undefined, 'demo-kernel')).toBe(false);
+  });
+
+  it('counts a Volume layered on it, a copy not yet made, and a snapshot of its disk', () => {
+    const layered = {
+      metadata: meta,
+      spec: { source: { backingVolume: { volume: 'demo-kernel' } } },
+    };
+    expect(holdsDemoVolume('Volume', layered, 'demo-kernel')).toBe(true);
+    const copy = { metadata: meta, spec: { source: { clone: { volume: 'demo-kernel' } } } };
+    expect(holdsDemoVolume('Volume', copy, 'demo-kernel')).toBe(true);
+    const copied = { ...copy, status: { path: '/var/lib/pool/mine' } };
+    expect(holdsDemoVolume('Volume', copied, 'demo-kernel')).toBe(false);
+    const snap = (volume: string) => ({ metadata: meta, status: { disks: [{ volume }] } });
+    expect(holdsDemoVolume('VirtualMachineSnapshot', snap('demo-kernel'), 'demo-kernel')).toBe(
+      true,
+    );
+    expect(holdsDemoVolume('VirtualMachineSnapshot', snap('other'), 'demo-kernel')).toBe(false);
   });
 });
 
