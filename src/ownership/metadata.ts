@@ -10,6 +10,7 @@ import {
   children,
   parseAnyXML,
   requireValue,
+  textOf,
   type XmlElement,
   type XmlTree,
 } from '../libvirt/xml/codec.js';
@@ -252,8 +253,10 @@ export function keptMetadata(
 
 /**
  * `el` without the whitespace between its child elements: libvirt indents the documents it
- * writes, the reader keeps an element's own text beside its children, and written back as
- * text it would be one more indentation deeper at every define.
+ * writes, the reader joins all of an element's own text and keeps it beside its children, and
+ * written back (after them) it would be one more indentation deeper at every define. Text mixed
+ * with child elements keeps its words but not its place among them, which the tree cannot hold;
+ * trimmed, it reads back the same after every define.
  */
 function withoutIndentation(el: XmlElement): XmlElement {
   const keys = Object.keys(el).filter((k) => !k.startsWith('@') && k !== '#text');
@@ -261,8 +264,8 @@ function withoutIndentation(el: XmlElement): XmlElement {
   const copy: XmlElement = {};
   for (const [key, value] of Object.entries(el)) {
     if (key === '#text') {
-      if (typeof value === 'string' && value.trim() === '') continue;
-      copy[key] = value;
+      const text = textOf(el).trim();
+      if (text !== '') copy[key] = text;
     } else if (key.startsWith('@')) copy[key] = value;
     else copy[key] = children(el, key).map(withoutIndentation);
   }

@@ -198,6 +198,13 @@ describe('keptMetadata: what a redefinition keeps of the <metadata> it replaces'
     expect(kept).toContain('xmlns:lvorun="http://example.com/other"');
   });
 
+  it('defines text mixed with child elements the same every time, not deeper each define', () => {
+    const mixed = old.replace('</metadata>', '<mix xmlns="urn:mix">a<b/>c</mix></metadata>');
+    const once = rebuilt(7, mixed);
+    expect(once).toContain('ac');
+    expect(rebuilt(7, once)).toBe(once);
+  });
+
   it('keeps nothing from a definition without <metadata>', () => {
     expect(keptMetadata(undefined, 7)).toEqual({});
   });
