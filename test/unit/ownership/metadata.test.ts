@@ -198,6 +198,30 @@ describe('keptMetadata: what a redefinition keeps of the <metadata> it replaces'
     expect(kept).toContain('xmlns:lvorun="http://example.com/other"');
   });
 
+  it('keeps an element whose namespace libvirt left declared on <metadata>', () => {
+    // As libvirt writes back a user's `<metadata xmlns:pre="urn:pre"><pre:top>...`: the
+    // declarations stay on <metadata>, which the new definition writes without them, and
+    // libvirt drops a child whose prefix is then unbound.
+    const declared = old
+      .replace(
+        '<metadata>',
+        `<metadata xmlns:pre="urn:pre" xmlns:q="urn:q" xmlns:own="${OWNER_NAMESPACE}">`,
+      )
+      .replace(
+        '</metadata>',
+        `<pre:top><pre:a q:k="1"/><q:z/></pre:top><own:owner kind="VirtualMachine" name="x" uid="x"/></metadata>`,
+      );
+    const xml = rebuilt(7, declared);
+    const top = metadataOf(xml)['pre:top'] as XmlElement[];
+    expect(top).toHaveLength(1);
+    expect(top[0]!['@xmlns:pre']).toBe('urn:pre');
+    expect(top[0]!['@xmlns:q']).toBe('urn:q');
+    // One in our stamp's namespace is not kept, however it is declared.
+    expect(xml).not.toContain('own:owner');
+    expect(parseDomainXML(xml).stamp).toEqual(stamp);
+    expect(buildDomainXML(parseDomainXML(xml), keptMetadata(metadataOf(xml), 7))).toBe(xml);
+  });
+
   it('defines text mixed with child elements the same every time, not deeper each define', () => {
     const mixed = old.replace('</metadata>', '<mix xmlns="urn:mix">a<b/>c</mix></metadata>');
     const once = rebuilt(7, mixed);
