@@ -230,7 +230,8 @@ export function keptMetadata(
   metadata: XmlElement | undefined,
   generation: number | undefined,
 ): Record<string, XmlElement[]> {
-  const kept: Record<string, XmlElement[]> = {};
+  // Without a prototype: a user's element may be called `constructor` or `__proto__`.
+  const kept: Record<string, XmlElement[]> = Object.create(null);
   if (metadata === undefined) return kept;
   const inherited = declarationsOf(metadata);
   for (const key of Object.keys(metadata)) {
@@ -264,7 +265,7 @@ export function keptMetadata(
 function withoutIndentation(el: XmlElement): XmlElement {
   const keys = Object.keys(el).filter((k) => !k.startsWith('@') && k !== '#text');
   if (keys.length === 0) return el;
-  const copy: XmlElement = {};
+  const copy: XmlElement = Object.create(null);
   for (const [key, value] of Object.entries(el)) {
     if (key === '#text') {
       const text = textOf(el).trim();
@@ -319,7 +320,7 @@ function withDeclarations(
   }
   if (Object.keys(added).length === 0) return el;
   // Declarations first, where libvirt writes them back: the next define reads the same order.
-  const withAdded: XmlElement = {};
+  const withAdded: XmlElement = Object.create(null);
   for (const [k, v] of Object.entries(el)) if (!k.startsWith('@')) withAdded[k] = v;
   Object.assign(withAdded, added);
   for (const [k, v] of Object.entries(el)) if (k.startsWith('@')) withAdded[k] = v;

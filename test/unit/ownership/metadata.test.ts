@@ -229,6 +229,17 @@ describe('keptMetadata: what a redefinition keeps of the <metadata> it replaces'
     expect(rebuilt(7, once)).toBe(once);
   });
 
+  it("keeps a user's elements named like Object's own properties", () => {
+    const named = old.replace(
+      '</metadata>',
+      '<constructor xmlns="urn:c"/><__proto__ xmlns="urn:p"><__proto__/><toString/></__proto__></metadata>',
+    );
+    const xml = rebuilt(7, named);
+    expect(xml).toContain('<constructor xmlns="urn:c"/>');
+    expect(xml).toMatch(/<__proto__ xmlns="urn:p">\s*<__proto__\/>\s*<toString\/>/);
+    expect(rebuilt(7, xml)).toBe(xml);
+  });
+
   it('keeps nothing from a definition without <metadata>', () => {
     expect(keptMetadata(undefined, 7)).toEqual({});
   });
