@@ -1,13 +1,13 @@
 // VirtualMachine definitions a real libvirtd with QEMU refuses at define time (a private
-// daemon, so other tests starting or stopping the system one cannot disturb it), where the
-// test driver accepts anything it can parse: QEMU 7.2's q35 machine type takes at most 288
-// vCPUs, the CRD up to 512 (a newer QEMU takes more). No retry changes that, so the machine
-// must be Stalled with libvirt's message, not Reconciling for ever. A user's own <metadata>, as
-// libvirt writes it back, survives the agent's redefinitions, the same bytes at each. And a
-// guest that takes its time to shut down for its machine's deletion, which the test driver's
-// instant stop never shows. And day-2 edits under updatePolicy Restart on QEMU, whose running definitions differ
-// from the test driver's: a field libvirt or QEMU rewrites that read as a pending change would
-// restart such a machine at every start, for ever. And a machine under runStrategy Manual
+// daemon, so other tests starting or stopping the system one cannot disturb it), where the test
+// driver accepts anything it can parse: QEMU 7.2's q35 machine type takes at most 288 vCPUs,
+// the CRD up to 512 (a newer QEMU takes more). No retry changes that, so the machine must be
+// Stalled with libvirt's message, not Reconciling for ever. A user's own <metadata>, as libvirt
+// writes it back, survives the agent's redefinitions, the same bytes at each. And a guest that
+// takes its time to shut down for its machine's deletion, which the test driver's instant stop
+// never shows. And day-2 edits under updatePolicy Restart on QEMU, whose running definitions
+// differ from the test driver's: a field libvirt or QEMU rewrites that read as a pending change
+// would restart such a machine at every start, for ever. And a machine under runStrategy Manual
 // whose QEMU dies (SIGKILL, as the OOM killer sends): libvirt shuts the domain off with reason
 // `crashed`, and nothing starts it again; it read Ready=True ManualPower (kstatus Current, Argo
 // CD Healthy) for a guest down without anyone choosing it, and must read Stalled, also after a
