@@ -10,6 +10,7 @@ import {
   children,
   parseAnyXML,
   requireValue,
+  textOf,
   type XmlElement,
   type XmlTree,
 } from '../libvirt/xml/codec.js';
@@ -229,15 +230,19 @@ export function keptMetadata(
   metadata: XmlElement | undefined,
   generation: number | undefined,
 ): Record<string, XmlElement[]> {
-  const kept: Record<string, XmlElement[]> = {};
+  // Without a prototype: a user's element may be called `constructor` or `__proto__`.
+  const kept: Record<string, XmlElement[]> = Object.create(null);
   if (metadata === undefined) return kept;
+  const inherited = declarationsOf(metadata);
   for (const key of Object.keys(metadata)) {
     if (key.startsWith('@') || key === '#text') continue;
     const others = children(metadata, key).filter((el) => {
-      const ns = namespaceOf(key, el);
+      const ns = namespaceOf(key, el, inherited);
       return ns !== OWNER_NAMESPACE && ns !== RUN_NAMESPACE;
     });
-    if (others.length > 0) kept[key] = others.map(withoutIndentation);
+    if (others.length > 0) {
+      kept[key] = others.map((el) => withDeclarations(key, withoutIndentation(el), inherited));
+    }
   }
   const run = runGenerationFromMetadata(metadata);
   if (run !== undefined && generation !== undefined) {
@@ -252,25 +257,85 @@ export function keptMetadata(
 
 /**
  * `el` without the whitespace between its child elements: libvirt indents the documents it
- * writes, the reader keeps an element's own text beside its children, and written back as
- * text it would be one more indentation deeper at every define.
+ * writes, the reader joins all of an element's own text and keeps it beside its children, and
+ * written back (after them) it would be one more indentation deeper at every define. Text mixed
+ * with child elements keeps its words but not its place among them, which the tree cannot hold;
+ * trimmed, it reads back the same after every define.
  */
 function withoutIndentation(el: XmlElement): XmlElement {
   const keys = Object.keys(el).filter((k) => !k.startsWith('@') && k !== '#text');
   if (keys.length === 0) return el;
-  const copy: XmlElement = {};
+  const copy: XmlElement = Object.create(null);
   for (const [key, value] of Object.entries(el)) {
     if (key === '#text') {
-      if (typeof value === 'string' && value.trim() === '') continue;
-      copy[key] = value;
+      const text = textOf(el).trim();
+      if (text !== '') copy[key] = text;
     } else if (key.startsWith('@')) copy[key] = value;
     else copy[key] = children(el, key).map(withoutIndentation);
   }
   return copy;
 }
 
-/** The namespace a <metadata> child called `key` (maybe prefixed) declares on itself. */
-function namespaceOf(key: string, el: XmlElement): string | undefined {
+/** The namespace declarations on <metadata> itself ('@xmlns', '@xmlns:p'), by attribute key. */
+function declarationsOf(metadata: XmlElement): Record<string, string> {
+  const declared: Record<string, string> = {};
+  for (const [key, value] of Object.entries(metadata)) {
+    if ((key === '@xmlns' || key.startsWith('@xmlns:')) && typeof value === 'string') {
+      declared[key] = value;
+    }
+  }
+  return declared;
+}
+
+/**
+ * The namespace a <metadata> child called `key` (maybe prefixed) is in: declared on itself, or
+ * on <metadata> (`inherited`), where libvirt leaves a declaration a user's XML put there.
+ */
+function namespaceOf(
+  key: string,
+  el: XmlElement,
+  inherited: Readonly<Record<string, string>>,
+): string | undefined {
   const colon = key.indexOf(':');
-  return attr(el, colon < 0 ? 'xmlns' : `xmlns:${key.slice(0, colon)}`);
+  const declaration = colon < 0 ? '@xmlns' : `@xmlns:${key.slice(0, colon)}`;
+  return attr(el, declaration.slice(1)) ?? inherited[declaration];
+}
+
+/**
+ * `el` declaring itself the namespaces it uses that <metadata> declared (`inherited`): the
+ * new definition's <metadata> has none, and libvirt drops a child whose name then has no
+ * namespace (virXMLNodeSanitizeNamespaces), the user's element with it.
+ */
+function withDeclarations(
+  key: string,
+  el: XmlElement,
+  inherited: Readonly<Record<string, string>>,
+): XmlElement {
+  const used = new Set<string>();
+  prefixesUsed(key, el, used);
+  const added: XmlElement = {};
+  for (const [declaration, uri] of Object.entries(inherited)) {
+    const prefix = declaration === '@xmlns' ? '' : declaration.slice('@xmlns:'.length);
+    if (used.has(prefix) && attr(el, declaration.slice(1)) === undefined) added[declaration] = uri;
+  }
+  if (Object.keys(added).length === 0) return el;
+  // Declarations first, where libvirt writes them back: the next define reads the same order.
+  const withAdded: XmlElement = Object.create(null);
+  for (const [k, v] of Object.entries(el)) if (!k.startsWith('@')) withAdded[k] = v;
+  Object.assign(withAdded, added);
+  for (const [k, v] of Object.entries(el)) if (k.startsWith('@')) withAdded[k] = v;
+  return withAdded;
+}
+
+/** Into `used`: the prefixes ('' for none) of `el`'s name and of the names below it. */
+function prefixesUsed(key: string, el: XmlElement, used: Set<string>): void {
+  const colon = key.indexOf(':');
+  used.add(colon < 0 ? '' : key.slice(0, colon));
+  for (const k of Object.keys(el)) {
+    if (k === '#text') continue;
+    if (k.startsWith('@')) {
+      const c = k.indexOf(':');
+      if (c > 0 && !k.startsWith('@xmlns')) used.add(k.slice(1, c));
+    } else for (const c of children(el, k)) prefixesUsed(k, c, used);
+  }
 }

@@ -332,7 +332,8 @@ function metadataTree(
   stamp: OwnershipStamp | undefined,
   kept: Readonly<Record<string, readonly XmlTree[]>>,
 ): XmlTree | undefined {
-  const tree: Record<string, readonly XmlTree[]> = {};
+  // Without a prototype: a kept element called `constructor` must not find Object's.
+  const tree: Record<string, readonly XmlTree[]> = Object.create(null);
   if (stamp) {
     for (const [key, value] of Object.entries(stampTree(stamp))) tree[key] = [value as XmlTree];
   }

@@ -198,6 +198,48 @@ describe('keptMetadata: what a redefinition keeps of the <metadata> it replaces'
     expect(kept).toContain('xmlns:lvorun="http://example.com/other"');
   });
 
+  it('keeps an element whose namespace libvirt left declared on <metadata>', () => {
+    // As libvirt writes back a user's `<metadata xmlns:pre="urn:pre"><pre:top>...`: the
+    // declarations stay on <metadata>, which the new definition writes without them, and
+    // libvirt drops a child whose prefix is then unbound.
+    const declared = old
+      .replace(
+        '<metadata>',
+        `<metadata xmlns:pre="urn:pre" xmlns:q="urn:q" xmlns:own="${OWNER_NAMESPACE}">`,
+      )
+      .replace(
+        '</metadata>',
+        `<pre:top><pre:a q:k="1"/><q:z/></pre:top><own:owner kind="VirtualMachine" name="x" uid="x"/></metadata>`,
+      );
+    const xml = rebuilt(7, declared);
+    const top = metadataOf(xml)['pre:top'] as XmlElement[];
+    expect(top).toHaveLength(1);
+    expect(top[0]!['@xmlns:pre']).toBe('urn:pre');
+    expect(top[0]!['@xmlns:q']).toBe('urn:q');
+    // One in our stamp's namespace is not kept, however it is declared.
+    expect(xml).not.toContain('own:owner');
+    expect(parseDomainXML(xml).stamp).toEqual(stamp);
+    expect(buildDomainXML(parseDomainXML(xml), keptMetadata(metadataOf(xml), 7))).toBe(xml);
+  });
+
+  it('defines text mixed with child elements the same every time, not deeper each define', () => {
+    const mixed = old.replace('</metadata>', '<mix xmlns="urn:mix">a<b/>c</mix></metadata>');
+    const once = rebuilt(7, mixed);
+    expect(once).toContain('ac');
+    expect(rebuilt(7, once)).toBe(once);
+  });
+
+  it("keeps a user's elements named like Object's own properties", () => {
+    const named = old.replace(
+      '</metadata>',
+      '<constructor xmlns="urn:c"/><__proto__ xmlns="urn:p"><__proto__/><toString/></__proto__></metadata>',
+    );
+    const xml = rebuilt(7, named);
+    expect(xml).toContain('<constructor xmlns="urn:c"/>');
+    expect(xml).toMatch(/<__proto__ xmlns="urn:p">\s*<__proto__\/>\s*<toString\/>/);
+    expect(rebuilt(7, xml)).toBe(xml);
+  });
+
   it('keeps nothing from a definition without <metadata>', () => {
     expect(keptMetadata(undefined, 7)).toEqual({});
   });

@@ -1,12 +1,13 @@
 // VirtualMachine definitions a real libvirtd with QEMU refuses at define time (a private
-// daemon, so other tests starting or stopping the system one cannot disturb it), where the
-// test driver accepts anything it can parse: QEMU 7.2's q35 machine type takes at most 288
-// vCPUs, the CRD up to 512 (a newer QEMU takes more). No retry changes that, so the machine
-// must be Stalled with libvirt's message, not Reconciling for ever. And a guest that takes its
-// time to shut down for its machine's deletion, which the test driver's instant stop never
-// shows. And day-2 edits under updatePolicy Restart on QEMU, whose running definitions differ
-// from the test driver's: a field libvirt or QEMU rewrites that read as a pending change would
-// restart such a machine at every start, for ever. And a machine under runStrategy Manual
+// daemon, so other tests starting or stopping the system one cannot disturb it), where the test
+// driver accepts anything it can parse: QEMU 7.2's q35 machine type takes at most 288 vCPUs,
+// the CRD up to 512 (a newer QEMU takes more). No retry changes that, so the machine must be
+// Stalled with libvirt's message, not Reconciling for ever. A user's own <metadata>, as libvirt
+// writes it back, survives the agent's redefinitions, the same bytes at each. And a guest that
+// takes its time to shut down for its machine's deletion, which the test driver's instant stop
+// never shows. And day-2 edits under updatePolicy Restart on QEMU, whose running definitions
+// differ from the test driver's: a field libvirt or QEMU rewrites that read as a pending change
+// would restart such a machine at every start, for ever. And a machine under runStrategy Manual
 // whose QEMU dies (SIGKILL, as the OOM killer sends): libvirt shuts the domain off with reason
 // `crashed`, and nothing starts it again; it read Ready=True ManualPower (kstatus Current, Argo
 // CD Healthy) for a guest down without anyone choosing it, and must read Stalled, also after a
@@ -120,6 +121,33 @@ describe('a definition QEMU refuses at define', () => {
     expect(await health()).toMatchObject({ reconciling: 'False', stalled: 'False' });
     const [domain] = await conn.listAllDomains();
     expect(domain).toBeDefined();
+
+    // A user's `virsh edit` of <metadata>: a prefix declared on <metadata> (where libvirt
+    // keeps it), an element named like Object's own `constructor`, text mixed with children.
+    // Spec changes redefine the domain: all kept, and the same bytes at every define.
+    const metadataOf = async () =>
+      /<metadata>[^]*<\/metadata>/.exec(await domain!.getXMLDesc(DomainXMLFlags.INACTIVE))?.[0];
+    const edited = (await domain!.getXMLDesc(DomainXMLFlags.INACTIVE))
+      .replace('<metadata>', '<metadata xmlns:os="urn:os">')
+      .replace(
+        '</metadata>',
+        '<os:info id="deb&amp;12"><os:v/></os:info><constructor xmlns="urn:c"/>' +
+          '<mix xmlns="urn:m">a<b/>c</mix></metadata>',
+      );
+    (await conn.defineDomainXML(edited)).free();
+    const redefined: (string | undefined)[] = [];
+    for (const maxVcpus of [3, 2]) {
+      await k.patchSpec('VirtualMachine', NS, VM, { maxVcpus });
+      await passUntil(['Halted']);
+      expect(await domain!.getVcpusFlags(DomainVcpuFlags.CONFIG | DomainVcpuFlags.MAXIMUM)).toBe(
+        maxVcpus,
+      );
+      redefined.push(await metadataOf());
+    }
+    expect(redefined[0]).toMatch(/<os:info xmlns:os="urn:os" id="deb&amp;12">\s*<os:v\/>/);
+    expect(redefined[0]).toContain('<constructor xmlns="urn:c"/>');
+    expect(redefined[0]).toMatch(/<mix xmlns="urn:m">\s*<b\/>\s*ac\s*<\/mix>/);
+    expect(redefined[1]).toBe(redefined[0]);
 
     // The same refusal for the definition of a machine already defined: the old one stays.
     await k.patchSpec('VirtualMachine', NS, VM, { maxVcpus: 300 });

@@ -693,6 +693,14 @@ describe('VirtualMachine reconcile on test:///default', () => {
       RESTARTS_NAMESPACE,
       config_,
     );
+    // And one a user's `virsh edit` put in with its prefix declared on <metadata>, where
+    // libvirt leaves that declaration.
+    const OS = 'http://example.com/os';
+    const edited = (await domain.getXMLDesc(DomainXMLFlags.INACTIVE))
+      .replace('<metadata>', `<metadata xmlns:os="${OS}">`)
+      .replace('</metadata>', '<os:info id="deb12"/></metadata>');
+    (await conn.defineDomainXML(edited)).free();
+    expect(await domain.getMetadata(DomainMetadataType.ELEMENT, OS, config_)).toContain('deb12');
     rec.reset();
     await k.patchSpec('VirtualMachine', NS, name, { maxMemory: '768Mi' });
     const generation = (await k.get<VirtualMachine>('VirtualMachine', NS, name))!.metadata
@@ -709,6 +717,7 @@ describe('VirtualMachine reconcile on test:///default', () => {
     expect(redefined.restarts).toBe(0);
     const kept = await domain.getMetadata(DomainMetadataType.ELEMENT, APP, config_);
     expect(kept).toMatch(/<note owner="ops &amp; dev">keep me<\/note>/);
+    expect(await domain.getMetadata(DomainMetadataType.ELEMENT, OS, config_)).toContain('deb12');
     expect(vmOf(name)?.status?.phase).toBe('Stopped');
     expect(await domain.isActive()).toBe(false);
 
