@@ -1250,10 +1250,13 @@ export function restartsSoFar(vm: VirtualMachine, counted = 0): number {
  * (and this process's, `counted`) is a restart whose start failed. Its stop is the one that
  * status, showing the domain shut off since that pass, no longer tells: without this a machine
  * under RerunOnFailure was judged cleanly stopped and never tried again, and under Always the
- * start that finally worked was not the counted restart (no Restarted Event).
+ * start that finally worked was not the counted restart (no Restarted Event). Not judged
+ * without a status that saw a run (startedAt): a restart follows a run the status saw, and a
+ * status lost (restored without it, wiped) counts no restarts, so any count the definition
+ * keeps would look begun, and RerunOnFailure started a machine nobody asked to start.
  */
 export function restartBegun(domain: OursDomain, vm: VirtualMachine, counted = 0): boolean {
-  if (domain.active) return false;
+  if (domain.active || !vm.status?.startedAt) return false;
   const recorded = domain.config?.restarts ?? 0;
   return recorded > restartsSoFar(vm, counted);
 }

@@ -18,6 +18,7 @@ import {
   planMachine,
   powerPlan,
   ranUnderAgent,
+  restartBegun,
   shutdownRequest,
 } from '../../../../src/controllers/virtual-machine/plan.js';
 import { desired, NOW, observed, ours, runningStatus, UID, variant, vm } from './machines.js';
@@ -847,6 +848,27 @@ describe('a stopped machine whose status was lost: no start the user did not ask
     if (!starts && !crashLeftOff && runStrategy === 'Manual') {
       expect(conditionOf(written, 'Ready')?.reason).toBe('ManualPower');
     }
+  });
+
+  it('takes no restart count the definition keeps for a restart begun (RerunOnFailure)', () => {
+    // Any restart leaves its count in the definition (kept across defines); against a lost
+    // status's 0 it looked like a restart whose start had failed, and was started.
+    const machine = vm({ runStrategy: 'RerunOnFailure' });
+    const domain = ours({
+      active: false,
+      config: { ...doc, startedUnder: 4, restarts: 2 },
+      power: { state: 'shutoff', reason: 'unknown' },
+    });
+    expect(restartBegun(domain, machine)).toBe(false);
+    const plan = planMachine({
+      vm: machine,
+      desired: doc,
+      cloudInit: undefined,
+      observed: observed(domain),
+      now: NOW,
+    });
+    expect(plan.steps.find((s) => s.op === 'start')).toBeUndefined();
+    expect(machineStatus(input({ vm: machine, observed: domain })).phase).toBe('Stopped');
   });
 
   it('retries a first start that failed (no record: it is written after the start)', () => {
