@@ -197,6 +197,20 @@ async function expectBegunRestoreEndsMissing(back: string, snap: string, maxPass
   });
 }
 
+/** Restores machine `name` to its snapshot `<name>-1` (restore `<name>-back`), to Succeeded. */
+async function restoreToFirst(name: string) {
+  await k.create('VirtualMachineRestore', {
+    metadata: { name: `${name}-back`, namespace: NS },
+    spec: { vmName: name, snapshotName: `${name}-1` },
+  });
+  await converge(ctx, reconcileVirtualMachineRestore, key(`${name}-back`), {
+    until: stored(
+      () => restoreOf(`${name}-back`),
+      (o) => o?.status?.phase === 'Succeeded',
+    ),
+  });
+}
+
 /**
  * A running machine under updatePolicy Restart, converged with RestartRequired False, and what
  * its tests read: the runtime ID of its domain as it is now (a handle keeps the one it was
@@ -2069,16 +2083,7 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     const name = unique('edit');
     const { vmOf, runningSynced, runId, stops } = await restartPolicyVm(name);
     await snapshot(`${name}-1`, name);
-    await k.create('VirtualMachineRestore', {
-      metadata: { name: `${name}-back`, namespace: NS },
-      spec: { vmName: name, snapshotName: `${name}-1` },
-    });
-    await converge(ctx, reconcileVirtualMachineRestore, key(`${name}-back`), {
-      until: stored(
-        () => restoreOf(`${name}-back`),
-        (o) => o?.status?.phase === 'Succeeded',
-      ),
-    });
+    await restoreToFirst(name);
     const restored = await runId();
     // Edited while the machine's controller stood aside (it has not looked since the restore
     // began): the user's change, which the restart applies, not the restored definition's.
@@ -2097,16 +2102,7 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     const name = unique('live');
     const { vm, vmOf, runningSynced, runId, stops } = await restartPolicyVm(name);
     await snapshot(`${name}-1`, name);
-    await k.create('VirtualMachineRestore', {
-      metadata: { name: `${name}-back`, namespace: NS },
-      spec: { vmName: name, snapshotName: `${name}-1` },
-    });
-    await converge(ctx, reconcileVirtualMachineRestore, key(`${name}-back`), {
-      until: stored(
-        () => restoreOf(`${name}-back`),
-        (o) => o?.status?.phase === 'Succeeded',
-      ),
-    });
+    await restoreToFirst(name);
     await converge(ctx, reconcileVirtualMachine, key(name), { until: runningSynced });
     const restored = await runId();
     const domain = await conn.lookupDomainByUUIDString(String(vm.metadata.uid));
@@ -2150,16 +2146,7 @@ describe('VirtualMachineSnapshot and VirtualMachineRestore on test:///default', 
     await snapshot(`${name}-1`, name);
     await k.patchSpec('VirtualMachine', NS, name, { maxMemory: '256Mi' });
     await converge(ctx, reconcileVirtualMachine, key(name), { until: runningSynced });
-    await k.create('VirtualMachineRestore', {
-      metadata: { name: `${name}-back`, namespace: NS },
-      spec: { vmName: name, snapshotName: `${name}-1` },
-    });
-    await converge(ctx, reconcileVirtualMachineRestore, key(`${name}-back`), {
-      until: stored(
-        () => restoreOf(`${name}-back`),
-        (o) => o?.status?.phase === 'Succeeded',
-      ),
-    });
+    await restoreToFirst(name);
     const restored = await runId();
     const before = stops();
     for (let pass = 0; pass < 2; pass++) await converge(ctx, reconcileVirtualMachine, key(name));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { VirtualMachineStatus } from '../../../../src/api/generated/types.js';
+import type { VirtualMachine, VirtualMachineStatus } from '../../../../src/api/generated/types.js';
 import { defaultMacAddress } from '../../../../src/api/names.js';
 import {
   balloonMoving,
@@ -770,6 +770,14 @@ describe('a stopped machine whose status was lost: no start the user did not ask
   // A status restored from a backup without it, wiped by a tool, or a write that was lost:
   // the status alone reads as a machine never started. The domain's persistent definition
   // keeps the record of the agent's last start (lvorun:run) unless the agent never started it.
+  const planOf = (machine: VirtualMachine, domain: ReturnType<typeof ours>) =>
+    planMachine({
+      vm: machine,
+      desired: doc,
+      cloudInit: undefined,
+      observed: observed(domain),
+      now: NOW,
+    });
   const record = (startedUnder: number | undefined) =>
     startedUnder === undefined ? doc : { ...doc, startedUnder };
   const cases = [
@@ -830,13 +838,7 @@ describe('a stopped machine whose status was lost: no start the user did not ask
     const machine = vm({ runStrategy }, status ? { status } : {});
     const power = { state: 'shutoff', reason };
     const domain = ours({ active: false, config: record(run), power });
-    const plan = planMachine({
-      vm: machine,
-      desired: doc,
-      cloudInit: undefined,
-      observed: observed(domain),
-      now: NOW,
-    });
+    const plan = planOf(machine, domain);
     const start = plan.steps.find((s) => s.op === 'start');
     expect(start !== undefined).toBe(starts);
     if (start?.op === 'start' && !status) expect(start.kind).toBe('initial');
@@ -860,13 +862,7 @@ describe('a stopped machine whose status was lost: no start the user did not ask
       power: { state: 'shutoff', reason: 'unknown' },
     });
     expect(restartBegun(domain, machine)).toBe(false);
-    const plan = planMachine({
-      vm: machine,
-      desired: doc,
-      cloudInit: undefined,
-      observed: observed(domain),
-      now: NOW,
-    });
+    const plan = planOf(machine, domain);
     expect(plan.steps.find((s) => s.op === 'start')).toBeUndefined();
     expect(machineStatus(input({ vm: machine, observed: domain })).phase).toBe('Stopped');
   });
@@ -878,13 +874,7 @@ describe('a stopped machine whose status was lost: no start the user did not ask
       config: doc,
       power: { state: 'shutoff', reason: 'unknown' },
     });
-    const plan = planMachine({
-      vm: machine,
-      desired: doc,
-      cloudInit: undefined,
-      observed: observed(domain),
-      now: NOW,
-    });
+    const plan = planOf(machine, domain);
     expect(plan.steps).toMatchObject([{ op: 'start', kind: 'initial' }]);
     expect(firstStartDue(machine, { ranBefore: ranUnderAgent(domain) })).toBe(true);
     expect(ranUnderAgent(ours({ active: false, config: { ...doc, startedUnder: 0 } }))).toBe(true);
