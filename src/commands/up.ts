@@ -547,7 +547,10 @@ async function deleteAndWait(
       say(`examples: waiting for ${what} to be deleted: ${said}`);
     }
     if (Date.now() > deadline) {
-      const why = said ? ` (${said})` : '';
+      // Nothing said why (no condition names a holder): where to look.
+      const why = said
+        ? ` (${said})`
+        : `; its finalizers and Events tell what holds it: kubectl describe ${kind.toLowerCase()} ${name}`;
       throw new Error(`${what} of an earlier demo was not deleted within 180 s${why}`);
     }
     await new Promise((r) => setTimeout(r, 500));
