@@ -550,7 +550,7 @@ async function deleteAndWait(
       // Nothing said why (no condition names a holder): where to look.
       const why = said
         ? ` (${said})`
-        : `; its finalizers and Events tell what holds it: kubectl describe ${kind.toLowerCase()} ${name}`;
+        : `; its finalizers and Events tell what holds it: kubectl describe ${kind.toLowerCase()} ${name}${customResources[kind].scope === 'Namespaced' ? ` -n ${DEMO_NAMESPACE}` : ''}`;
       throw new Error(`${what} of an earlier demo was not deleted within 180 s${why}`);
     }
     await new Promise((r) => setTimeout(r, 500));
